@@ -1,0 +1,3 @@
+from fedrisk.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""Model files: JSON with a published schema, never pickle.
+
+A horizontal logistic model is one file every bank can hold::
+
+    {"format": "fedrisk.lr", "version": 1, "task": "horizontal.lr", "job": "...",
+     "features": [names...], "mean": [...], "scale": [...],   # agreed standardisation
+     "coef": [...], "intercept": b,                            # on standardised features
+     "coef_raw": [...], "intercept_raw": b0,                   # on the original scale
+     "history": [{"round", "loss", ...}], "created": "ISO time"}
+
+Scoring: ``p = sigmoid(((x - mean) / scale) @ coef + intercept)``. Vertical models are one file per
+party (each holds only its own features' part) and are scored federatedly, see
+:mod:`fedrisk.runtime.inference`.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedrisk.errors import ConfigError, DataError
+from fedrisk.runtime.context import write_json
+
+__all__ = ["save_lr_model", "load_model", "score_lr"]
+
+
+def save_lr_model(path: Path, model: Any, task: str, job: str) -> Path:
+    """Write a :class:`~fedrisk.algorithms.horizontal.fedavg_lr.LogisticModel` as JSON."""
+    coef_raw, intercept_raw = model.raw_coefficients()
+    return write_json(path, {
+        "format": "fedrisk.lr", "version": 1, "task": task, "job": job,
+        "features": list(model.feature_names),
+        "mean": model.mean, "scale": model.scale,
+        "coef": model.coef, "intercept": float(model.intercept),
+        "coef_raw": coef_raw, "intercept_raw": intercept_raw,
+        "history": model.history,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+
+
+def load_model(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        model = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"model file {path} does not exist") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"model file {path} is not a fedrisk JSON model: {e}") from None
+    if not isinstance(model, dict) or not str(model.get("format", "")).startswith("fedrisk."):
+        raise ConfigError(f"model file {path} is not a fedrisk model (no 'format': 'fedrisk.*' field)")
+    return model
+
+
+def score_lr(model: dict[str, Any], X: np.ndarray) -> np.ndarray:
+    """Default probabilities for rows ``X`` whose columns are ``model['features']`` in order."""
+    mean, scale, coef = (np.asarray(model[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
+    if X.shape[1] != coef.shape[0]:
+        raise DataError(f"data has {X.shape[1]} feature columns but the model expects {coef.shape[0]}")
+    z = ((X - mean) / scale) @ coef + float(model["intercept"])
+    return 0.5 * (1.0 + np.tanh(0.5 * z))

@@ -1,0 +1,80 @@
+"""What the runtime hands to a task: one participant's view of a running job."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedrisk.runtime.spec import JobSpec
+from fedrisk.transport.channel import Channel
+
+__all__ = ["PartyContext", "ProgressLog", "write_json"]
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write JSON atomically (temp file + rename): a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+class ProgressLog:
+    """Per-round progress as JSON lines; ``simulate`` tails it to draw the progress bar."""
+
+    def __init__(self, path: Path | None, log: logging.Logger) -> None:
+        self.path = path
+        self.log = log
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def update(self, step: int, total: int, stage: str = "train", **metrics: Any) -> None:
+        shown = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        self.log.info("%s %d/%d %s", stage, step, total, shown)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"time": time.time(), "stage": stage, "step": step, "total": total,
+                                     **{k: _jsonable(v) if not isinstance(v, (int, float, str, bool)) else v
+                                        for k, v in metrics.items()}}) + "\n")
+
+
+@dataclass
+class PartyContext:
+    """One participant's view of the job: who it is, its channel, where it writes."""
+
+    name: str
+    spec: JobSpec
+    channel: Channel
+    out: Path
+    log: logging.Logger
+    progress: ProgressLog
+    certs_dir: Path | None = None
+    resume: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def party(self):
+        return self.spec.parties.get(self.name)
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        return write_json(self.out / rel, obj)

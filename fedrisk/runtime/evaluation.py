@@ -1,0 +1,50 @@
+"""Writing a run's evaluation: scores, ``metrics.json``, and the figures a risk team reads first.
+
+Called by whichever participant holds the test rows and the final scores (a horizontal bank, the
+vertical label holder). Everything here is local to that participant: no message is sent.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fedrisk.runtime.context import PartyContext
+
+__all__ = ["write_evaluation", "write_scores"]
+
+
+def write_scores(path, ids: Sequence[str], y: np.ndarray | None, score: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols: dict[str, Any] = {"id": np.asarray(ids)}
+    if y is not None:
+        cols["y"] = np.asarray(y, dtype=int)
+    cols["score"] = np.asarray(score, dtype=float)
+    pd.DataFrame(cols).to_csv(path, index=False, float_format="%.8g")
+
+
+def write_evaluation(ctx: PartyContext, train_ids, train_y, train_p, test_ids, test_y, test_p,
+                     rounds: list[dict], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``scores/train.csv``, ``scores/test.csv`` and ``metrics.json``; return the metrics."""
+    from fedrisk.finance.metrics import evaluate, population_stability_index
+
+    write_scores(ctx.out / "scores" / "train.csv", train_ids, train_y, train_p)
+    metrics: dict[str, Any] = {
+        "task": ctx.spec.task["kind"],
+        "job": ctx.spec.job_id,
+        "written_by": ctx.name,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "train": evaluate(train_y, train_p),
+    }
+    if test_y is not None:
+        write_scores(ctx.out / "scores" / "test.csv", test_ids, test_y, test_p)
+        metrics["test"] = evaluate(test_y, test_p)
+        metrics["stability"] = population_stability_index(np.asarray(train_p), np.asarray(test_p))
+    metrics["rounds"] = rounds
+    metrics.update(extra or {})
+    ctx.write_json("metrics.json", metrics)
+    t = metrics.get("test", metrics["train"])
+    ctx.log.info("evaluation: AUC %.4f, KS %.4f (%s)", t["auc"], t["ks"], "test" if "test" in metrics else "train")
+    return metrics

@@ -1,0 +1,58 @@
+"""Start-of-job handshake: everyone is up, and everyone runs the same job.
+
+Message flow::
+
+    participant_i -> driver : ctl.hello   {settings, version}    (control)
+    driver        -> all    : ctl.start   {ok, reason}           (control)
+
+The driver compares every participant's shared settings (all of the spec but local file paths)
+with its own and refuses to start, naming the participant and the first differing setting, when
+they disagree. Because ``send`` retries until a peer is up, the handshake is also the point where
+the whole federation is known to be reachable: timings after it exclude process start-up.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fedrisk import __version__
+from fedrisk.errors import ConfigError
+from fedrisk.transport.channel import Channel
+
+__all__ = ["handshake", "first_difference"]
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    """Dotted path and values of the first place where two JSON-like trees differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in a or k not in b:
+                return f"{sub}: {'missing' if k not in a else repr(a[k])} here vs {'missing' if k not in b else repr(b[k])}"
+            d = first_difference(a[k], b[k], sub)
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path}: {a!r} here vs {b!r}"
+
+
+def handshake(channel: Channel, driver: str, participants: list[str], settings: dict[str, Any]) -> None:
+    """Run the handshake; raise :class:`ConfigError` on every participant when specs differ."""
+    others = [p for p in participants if p != channel.me]
+    if channel.me == driver:
+        problems = []
+        for p in others:
+            hello = channel.recv(p, "ctl.hello")
+            diff = first_difference(settings, hello.get("settings"))
+            if diff:
+                problems.append(f"participant {p!r} runs a different job spec: {diff} at {p!r}")
+            elif hello.get("version") != __version__:
+                problems.append(f"participant {p!r} runs fedrisk {hello.get('version')}, this is {__version__}")
+        reason = "; ".join(problems)
+        channel.broadcast(others, "ctl.start", {"ok": not problems, "reason": reason}, kind="control")
+        if problems:
+            raise ConfigError(f"job refused to start: {reason}")
+    else:
+        channel.send(driver, "ctl.hello", {"settings": settings, "version": __version__}, kind="control")
+        start = channel.recv(driver, "ctl.start")
+        if not start.get("ok"):
+            raise ConfigError(f"job refused to start by {driver!r}: {start.get('reason')}")

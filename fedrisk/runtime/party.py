@@ -1,0 +1,86 @@
+"""Run one participant of a job as this process: ``fedrisk party JOB.toml --as NAME --out RUN_DIR``.
+
+This is the unit of deployment: one institution runs exactly this on its own host. ``simulate``
+runs one such process per participant on this machine. The runtime owns everything around the
+algorithm: logging, the gRPC channel and its ledger, the start-up handshake, checkpoints, and
+telling the other participants when this one fails.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from fedrisk.errors import ConfigError, FedriskError
+from fedrisk.runtime.context import PartyContext, ProgressLog
+from fedrisk.runtime.handshake import handshake
+from fedrisk.runtime.spec import JobSpec, load_spec, shared_settings
+from fedrisk.runtime.tasks import get_task
+from fedrisk.transport.certs import tls_files
+from fedrisk.transport.grpc_channel import GrpcChannel
+from fedrisk.transport.ledger import Ledger
+
+__all__ = ["run_party", "party_logger"]
+
+
+def party_logger(name: str, out: Path, console: bool) -> logging.Logger:
+    log = logging.getLogger(f"fedrisk.party.{name}")
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    log.propagate = False
+    fmt = logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s")
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    fh = logging.FileHandler(out / "logs" / f"{name}.log", encoding="utf-8")
+    fh.setFormatter(fmt)
+    log.addHandler(fh)
+    if console:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(fmt)
+        log.addHandler(sh)
+    return log
+
+
+def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str | Path | None = None,
+              resume: bool = False, console: bool = True) -> None:
+    """Run participant ``name`` of the job to completion; raise a :class:`FedriskError` on failure."""
+    if not isinstance(spec, JobSpec):
+        spec = load_spec(spec)
+    if name not in spec.participants():
+        raise ConfigError(f"--as {name!r}: the job has no such participant; choose one of {spec.participants()}")
+    spec.check_files(name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = party_logger(name, out, console)
+    certs_dir = Path(certs) if certs is not None else spec.resolve(spec.security.certs)
+    if certs_dir is None:
+        raise ConfigError(f"participant {name!r}: no certificates; set security.certs in the job spec or pass --certs DIR")
+    tls = tls_files(certs_dir, name)
+    task = get_task(spec.task["kind"])
+    driver = task.driver(spec)
+    channel = GrpcChannel(
+        name, spec.addresses(), spec.job_id, tls,
+        connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
+        ledger=Ledger(name, out / "ledger" / f"{name}.jsonl"),
+        tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.",),
+    )
+    progress = ProgressLog(out / "progress" / f"{name}.jsonl" if name == driver else None, log)
+    ctx = PartyContext(name=name, spec=spec, channel=channel, out=out, log=log, progress=progress,
+                       certs_dir=certs_dir, resume=resume)
+    t0 = time.perf_counter()
+    try:
+        channel.start()
+        log.info("listening on %s; job %s, task %s", spec.addresses()[name], spec.job_id, spec.task["kind"])
+        handshake(channel, driver, spec.participants(), shared_settings(spec))
+        log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
+                 time.perf_counter() - t0)
+        task.run(ctx)
+        log.info("done in %.2f s; sent %d messages, %d bytes", time.perf_counter() - t0,
+                 len(channel.ledger.entries), channel.ledger.bytes_sent)
+    except BaseException as e:
+        reason = str(e) if isinstance(e, FedriskError) else f"{type(e).__name__}: {e}"
+        log.error("failed: %s", reason, exc_info=not isinstance(e, FedriskError))
+        channel.abort(f"{name}: {reason}")
+        raise
+    finally:
+        channel.close()

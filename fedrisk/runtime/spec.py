@@ -1,0 +1,287 @@
+"""The job spec: one TOML file that every party of a federation runs.
+
+Example::
+
+    [federation]
+    name = "default-credit-horizontal"
+
+    [coordinator]                       # horizontal jobs: holds no data
+    address = "127.0.0.1:50100"
+
+    [parties.bank1]
+    address = "127.0.0.1:50101"
+    data = "../data/bank1.csv"          # relative to this file
+    id = "id"
+    label = "y"
+
+    [task]
+    kind = "horizontal.lr"
+    rounds = 20
+
+    [evaluation]
+    test = "../data/test.csv"           # horizontal: a held-out file, read by `holder`
+    holder = "bank1"
+    # vertical: test_rule = "id % 5 == 0"
+
+    [security]
+    certs = "certs/"                    # CA + per-party cert/key; `simulate` makes dev certs if absent
+
+In a real deployment each institution has its own copy and only its own ``data`` path is read;
+everything else (names, addresses, task settings) must be identical, and the runtime refuses to
+start when it is not (see :func:`shared_settings`).
+
+Invariant: a :class:`JobSpec` that loaded without error has unique party names and addresses,
+valid ``host:port`` addresses, a known task kind and task parameters that the task accepts.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedrisk.errors import ConfigError
+
+__all__ = ["JobSpec", "PartySpec", "load_spec", "shared_settings", "COORDINATOR", "parse_test_rule"]
+
+COORDINATOR = "coordinator"
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
+_RULE = re.compile(r"^\s*id\s*%\s*(\d+)\s*==\s*(\d+)\s*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_address(v: str) -> str:
+    m = _ADDRESS.match(v or "")
+    if not m or not (0 < int(m.group("port")) < 65536):
+        raise ValueError(f"{v!r} is not a host:port address (e.g. '127.0.0.1:50051')")
+    return v
+
+
+class FederationSpec(_Strict):
+    name: str = Field(description="job id; every message carries it")
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", v):
+            raise ValueError(f"{v!r}: use letters, digits, '-', '_' or '.' (at most 64)")
+        return v
+
+
+class CoordinatorSpec(_Strict):
+    address: str
+
+    _addr = field_validator("address")(lambda cls, v: _check_address(v))
+
+
+class PartySpec(_Strict):
+    address: str
+    data: Path | None = None
+    id: str = "id"
+    label: str | None = None
+    features: list[str] | None = None
+    exclude: list[str] = []
+    missing: Literal["reject", "mean"] = "reject"
+
+    _addr = field_validator("address")(lambda cls, v: _check_address(v))
+
+
+class EvaluationSpec(_Strict):
+    test: Path | None = None
+    holder: str | None = None
+    test_rule: str | None = None
+
+    @field_validator("test_rule")
+    @classmethod
+    def _rule(cls, v: str | None) -> str | None:
+        if v is not None and not _RULE.match(v):
+            raise ValueError(f"{v!r}: write the split as 'id % K == R', e.g. 'id % 5 == 0'")
+        return v
+
+
+class SecuritySpec(_Strict):
+    certs: Path | None = None
+    secure_aggregation: bool = True
+    connect_timeout: float = 60.0
+    recv_timeout: float = 600.0
+
+
+class JobSpec(_Strict):
+    federation: FederationSpec
+    coordinator: CoordinatorSpec | None = None
+    parties: dict[str, PartySpec]
+    task: dict[str, Any]
+    evaluation: EvaluationSpec = EvaluationSpec()
+    security: SecuritySpec = SecuritySpec()
+    #: directory of the spec file; relative paths are resolved against it
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "JobSpec":
+        if not self.parties:
+            raise ValueError("[parties] is empty: declare at least one [parties.NAME] table")
+        for name in self.parties:
+            if name == COORDINATOR:
+                raise ValueError(f"party name {COORDINATOR!r} is reserved for the [coordinator] table")
+            if not _NAME.match(name):
+                raise ValueError(f"party name {name!r}: use lower-case letters, digits, '_' and '-' (it becomes a certificate name)")
+        seen: dict[str, str] = {}
+        for name, addr in self.addresses().items():
+            if addr in seen:
+                raise ValueError(f"parties {seen[addr]!r} and {name!r} both use address {addr}; give each its own port")
+            seen[addr] = name
+        if "kind" not in self.task:
+            raise ValueError("[task] needs kind = '...' (e.g. 'horizontal.lr', 'vertical.lr', 'vertical.secureboost')")
+        holder = self.evaluation.holder
+        if holder is not None and holder not in self.parties:
+            raise ValueError(f"evaluation.holder {holder!r} is not one of the parties {sorted(self.parties)}")
+        return self
+
+    # -- derived views -------------------------------------------------------------------------
+    @property
+    def job_id(self) -> str:
+        return self.federation.name
+
+    def addresses(self) -> dict[str, str]:
+        out = {n: p.address for n, p in self.parties.items()}
+        if self.coordinator is not None:
+            out[COORDINATOR] = self.coordinator.address
+        return out
+
+    def participants(self) -> list[str]:
+        """Every process of the job: the parties, then the coordinator if there is one."""
+        return list(self.parties) + ([COORDINATOR] if self.coordinator is not None else [])
+
+    def resolve(self, p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def data_path(self, party: str) -> Path | None:
+        return self.resolve(self.parties[party].data)
+
+    def label_holders(self) -> list[str]:
+        return [n for n, p in self.parties.items() if p.label]
+
+    def check_files(self, party: str | None = None) -> None:
+        """Raise ConfigError when a data/test file this process will read is missing."""
+        names = [party] if party else list(self.parties)
+        for n in names:
+            if n == COORDINATOR:
+                continue
+            p = self.data_path(n)
+            if p is None:
+                raise ConfigError(f"party {n!r} has no data = '...' file in the job spec")
+            if not p.is_file():
+                raise ConfigError(f"party {n!r}: data file {p} does not exist (paths are relative to the job spec's folder)")
+        test = self.resolve(self.evaluation.test)
+        holder = self.evaluation.holder or next(iter(self.parties))
+        if test is not None and (party is None or party == holder) and not test.is_file():
+            raise ConfigError(f"evaluation.test file {test} does not exist (paths are relative to the job spec's folder)")
+
+    def test_path(self) -> Path | None:
+        return self.resolve(self.evaluation.test)
+
+    def evaluation_holder(self) -> str:
+        return self.evaluation.holder or (self.label_holders() or list(self.parties))[0]
+
+
+def parse_test_rule(rule: str) -> tuple[int, int]:
+    m = _RULE.match(rule)
+    if not m:
+        raise ConfigError(f"test_rule {rule!r}: write it as 'id % K == R'")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _format_errors(path: Path, e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-after"))
+        if err["type"] == "extra_forbidden":
+            parent = err["loc"][:-1]
+            model = _model_at(parent)
+            options = list(model.model_fields) if model else []
+            lines.append(f"{loc}: unknown key{_suggest(str(err['loc'][-1]), options)}")
+        elif err["type"] == "missing":
+            lines.append(f"{loc}: required key is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}" if loc else msg)
+    return f"{path}: " + "; ".join(lines)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: Any = JobSpec
+    i = 0
+    while i < len(loc):
+        key = loc[i]
+        field = model.model_fields.get(str(key)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        if key == "parties":
+            model, i = PartySpec, i + 2
+            continue
+        for cand in (FederationSpec, CoordinatorSpec, EvaluationSpec, SecuritySpec):
+            if ann is cand or cand in getattr(ann, "__args__", ()):
+                model = cand
+        i += 1
+    return model
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
+    """Read and validate a job spec; every problem becomes one :class:`ConfigError` line.
+
+    ``overrides`` replaces top-level tables (used by ``fedrisk demo`` to point at generated data).
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"job spec {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"job spec {path} cannot be read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        if "Cannot declare" in msg or "redefine" in msg.lower() or "overwrite" in msg.lower():
+            raise ConfigError(f"{path}: a table or party is declared twice ({msg}); party names must be unique") from None
+        raise ConfigError(f"{path}: not valid TOML: {msg}") from None
+    if overrides:
+        raw.update(overrides)
+    if "base_dir" in raw:
+        raise ConfigError(f"{path}: base_dir: unknown key")
+    raw["base_dir"] = path.resolve().parent
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(path, e)) from None
+    from fedrisk.runtime.tasks import get_task  # late: tasks import algorithms
+
+    task = get_task(spec.task["kind"], where=str(path))
+    task.validate_spec(spec, where=str(path))
+    return spec
+
+
+def shared_settings(spec: JobSpec) -> dict[str, Any]:
+    """The settings every party must agree on: all but local file paths and local options."""
+    return {
+        "federation": spec.federation.model_dump(mode="json"),
+        "coordinator": spec.coordinator.model_dump(mode="json") if spec.coordinator else None,
+        "parties": {n: {"address": p.address, "id": p.id, "label": bool(p.label)} for n, p in sorted(spec.parties.items())},
+        "task": spec.task,
+        "evaluation": {"holder": spec.evaluation.holder, "test_rule": spec.evaluation.test_rule},
+        "security": {"secure_aggregation": spec.security.secure_aggregation},
+    }

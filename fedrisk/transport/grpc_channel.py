@@ -1,0 +1,166 @@
+"""gRPC implementation of :class:`Channel`, with mutual TLS between separate processes.
+
+Every participant runs one gRPC server (its ``address`` in the job spec) exposing a single
+unary method, ``/fedrisk.v1.Party/Deliver``, that takes one codec frame. Sending is a call to
+the peer's ``Deliver``; it returns once the frame is validated and in the peer's mailbox, so a
+returned ``send`` means "delivered". Frames are raw bytes: there is no protobuf schema to keep in
+step and nothing but the codec ever interprets a payload.
+
+Trust, checked on every call:
+
+* the TLS handshake requires both sides to present certificates signed by the job's CA;
+* the client pins the server's expected name (``ssl_target_name_override`` = the peer's party
+  name), so a party cannot impersonate another party's server;
+* the server reads the client's certificate name from the auth context and refuses any frame
+  whose envelope names a different sender (so a party cannot speak for another).
+
+Peers that are not up yet are retried with exponential backoff until ``connect_timeout``; then a
+:class:`TransportError` names the party and address.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent import futures
+from typing import Any, Mapping
+
+# gRPC's C core logs every failed handshake at INFO; a refused peer is reported by us instead
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import grpc  # noqa: E402
+
+from fedrisk.errors import CodecError, TransportError
+from fedrisk.transport.certs import TlsFiles
+from fedrisk.transport.channel import Channel
+from fedrisk.transport.codec import DEFAULT_MAX_BYTES, encode
+
+__all__ = ["GrpcChannel"]
+
+_METHOD = "/fedrisk.v1.Party/Deliver"
+_ABORT_TAG = "ctl.abort"
+log = logging.getLogger("fedrisk.transport")
+
+
+def _identity(x: bytes) -> bytes:
+    return x
+
+
+class GrpcChannel(Channel):
+    """A participant's endpoint over gRPC + mTLS. Starts its server on construction of ``start()``."""
+
+    def __init__(self, me: str, addresses: Mapping[str, str], job: str, tls: TlsFiles, *,
+                 connect_timeout: float = 60.0, **kw: Any) -> None:
+        super().__init__(me, list(addresses), job, **kw)
+        self.addresses = dict(addresses)
+        self.tls = tls
+        self.connect_timeout = connect_timeout
+        self._server: grpc.Server | None = None
+        self._stubs: dict[str, Any] = {}
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+        self.refused: list[str] = []
+
+    # -- server --------------------------------------------------------------------------------
+    def start(self) -> "GrpcChannel":
+        opts = [("grpc.max_receive_message_length", self.max_bytes), ("grpc.max_send_message_length", self.max_bytes)]
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=opts)
+        handler = grpc.method_handlers_generic_handler(
+            "fedrisk.v1.Party",
+            {"Deliver": grpc.unary_unary_rpc_method_handler(self._on_deliver, request_deserializer=_identity,
+                                                            response_serializer=_identity)},
+        )
+        server.add_generic_rpc_handlers((handler,))
+        creds = grpc.ssl_server_credentials([(self.tls.key, self.tls.cert)], root_certificates=self.tls.ca,
+                                            require_client_auth=True)
+        addr = self.addresses[self.me]
+        try:
+            port = server.add_secure_port(addr, creds)
+        except RuntimeError as e:
+            raise TransportError(f"{self.me}: cannot listen on {addr}: {e}; is another process using that port?") from None
+        if port == 0:
+            raise TransportError(f"{self.me}: cannot listen on {addr}; is another process using that port?")
+        server.start()
+        self._server = server
+        return self
+
+    def _on_deliver(self, frame: bytes, context: grpc.ServicerContext) -> bytes:
+        auth = context.auth_context()
+        names = [v.decode() for v in auth.get("x509_common_name", [])]
+        peer = names[0] if names else None
+        if peer is None or peer not in self.peers:
+            reason = f"{self.me}: refused a connection from certificate name {peer!r}: not a party of job {self.job!r}"
+            self.refused.append(reason)
+            log.warning(reason)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+        try:
+            env = self.mailbox.put(frame, authenticated_sender=peer)
+        except CodecError as e:
+            reason = f"{self.me}: refused a message from {peer!r}: {e}"
+            self.refused.append(reason)
+            log.warning(reason)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
+        if env.tag == _ABORT_TAG:
+            self.mailbox.fail(f"party {peer!r} aborted the job: {env.body.get('reason', '') if isinstance(env.body, dict) else ''}")
+        return b""
+
+    # -- client --------------------------------------------------------------------------------
+    def _stub(self, to: str):
+        with self._lock:
+            stub = self._stubs.get(to)
+            if stub is None:
+                creds = grpc.ssl_channel_credentials(root_certificates=self.tls.ca, private_key=self.tls.key,
+                                                     certificate_chain=self.tls.cert)
+                opts = [
+                    ("grpc.ssl_target_name_override", to),
+                    ("grpc.max_receive_message_length", self.max_bytes),
+                    ("grpc.max_send_message_length", self.max_bytes),
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
+                ]
+                ch = grpc.secure_channel(self.addresses[to], creds, options=opts)
+                self._channels[to] = ch
+                stub = ch.unary_unary(_METHOD, request_serializer=_identity, response_deserializer=_identity)
+                self._stubs[to] = stub
+            return stub
+
+    def _deliver(self, to: str, frame: bytes) -> None:
+        stub = self._stub(to)
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.05
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                # the RPC deadline covers both transfer and the peer's decode; large frames get more time
+                stub(frame, timeout=max(30.0, len(frame) / 5e6))
+                return
+            except grpc.RpcError as e:
+                code = e.code()
+                if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT):
+                    raise TransportError(f"{self.me} -> {to}: refused: {e.details()}") from None
+                if code != grpc.StatusCode.UNAVAILABLE or left <= 0:
+                    raise TransportError(
+                        f"{self.me}: party {to!r} at {self.addresses[to]} unreachable after {self.connect_timeout:.0f} s "
+                        f"({code.name}: {e.details()}); is it running, and does it trust the same CA?"
+                    ) from None
+            time.sleep(min(delay, max(left, 0.0)))
+            delay = min(delay * 2, 1.0)
+
+    def abort(self, reason: str) -> None:
+        """Best-effort: tell every peer this participant failed, so they stop waiting."""
+        for p in self.peers:
+            try:
+                frame = encode(self.job, self.me, p, _ABORT_TAG, "control", {"reason": reason[:2000]}, max_bytes=DEFAULT_MAX_BYTES)
+                self._stub(p)(frame, timeout=2.0)
+                self.ledger.record(p, _ABORT_TAG, "control", len(frame))
+            except Exception:  # noqa: BLE001 - the peer may be gone already; aborting must not raise
+                pass
+
+    def close(self, grace: float = 0.5) -> None:
+        for ch in self._channels.values():
+            ch.close()
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+        super().close()
