@@ -9,7 +9,6 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from fedrisk.runtime.context import PartyContext
 
@@ -17,6 +16,8 @@ __all__ = ["write_evaluation", "write_scores"]
 
 
 def write_scores(path, ids: Sequence[str], y: np.ndarray | None, score: np.ndarray) -> None:
+    import pandas as pd  # late: the coordinator never writes scores and need not pay for pandas
+
     path.parent.mkdir(parents=True, exist_ok=True)
     cols: dict[str, Any] = {"id": np.asarray(ids)}
     if y is not None:

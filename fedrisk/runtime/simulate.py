@@ -59,7 +59,8 @@ def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, ti
             shutil.rmtree(out / stale, ignore_errors=True)
         (out / "metrics.json").unlink(missing_ok=True)
     certs = prepare_certs(spec, out)
-    shutil.copyfile(spec_path, out / "job.toml")
+    if spec_path.resolve() != (out / "job.toml").resolve():
+        shutil.copyfile(spec_path, out / "job.toml")
     driver = get_task(spec.task["kind"]).driver(spec)
     (out / "logs").mkdir(exist_ok=True)
     child_env = dict(os.environ, **(env or {}))

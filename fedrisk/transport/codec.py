@@ -156,8 +156,8 @@ def _enc(obj: Any, w: _Writer, depth: int) -> Any:
         dt = obj.dtype
         if dt.str not in _DTYPES:
             raise CodecError(f"numpy dtype {dt} cannot be sent; use one of bool, int*, uint*, float32, float64")
-        arr = np.ascontiguousarray(obj)
-        return {"__nd__": [dt.str, list(arr.shape), *w.add(arr.tobytes())]}
+        # tobytes() is C-order whatever the layout; ascontiguousarray would turn 0-d into 1-d
+        return {"__nd__": [dt.str, list(obj.shape), *w.add(obj.tobytes(order="C"))]}
     if isinstance(obj, BigInts):
         return {"__bi__": [obj.width, len(obj), *w.add(obj.to_bytes())]}
     if isinstance(obj, (bytes, bytearray, memoryview)):
@@ -269,7 +269,7 @@ def _dec(node: Any, r: _Reader, depth: int) -> Any:
         if count * dt.itemsize != n:
             raise CodecError(f"array of shape {shape} and dtype {dts} needs {count * dt.itemsize} bytes, got {n}")
         buf = r.get(off, n)
-        return np.frombuffer(buf, dtype=dt).reshape(shape).copy() if count else np.empty(shape, dtype=dt)
+        return np.frombuffer(buf, dtype=dt).reshape(tuple(shape)).copy() if count else np.empty(tuple(shape), dtype=dt)
     raise CodecError(f"unknown typed node {key!r}")
 
 

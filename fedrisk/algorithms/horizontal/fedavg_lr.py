@@ -202,7 +202,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
             raise ProtocolError(f"round {r}: the aggregate sample count is {n_round}; no bank contributed")
         w_new = tot[:d + 1] / n_round
         loss = float(tot[d + 2] / n_round)
-        change = float(np.linalg.norm(w_new - w) / (np.linalg.norm(w) + 1e-12))
+        change = float(np.linalg.norm(w_new - w) / max(np.linalg.norm(w), np.linalg.norm(w_new), 1e-12))
         w, last_loss = w_new, loss
         rec = {"round": r, "loss": loss, "change": change, "banks": len(res.contributors), "lr": lr}
         history.append(rec)

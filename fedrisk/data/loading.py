@@ -1,0 +1,516 @@
+"""Load one party's table from CSV or Parquet and refuse anything a protocol would choke on later.
+
+Why this module is strict: in a federation a bad row is expensive. A NaN that reaches an encrypted
+gradient poisons every party's model; a duplicate id silently breaks PSI alignment; a string label
+``"bad"`` becomes a model that predicts nothing. None of those show up as a clear error once the
+data is inside a protocol, and the operator who can fix them sits at one institution looking at
+one file. So every check here runs before anything leaves the premises, and every failure is a
+one-line :class:`~fedrisk.errors.DataError` that names the party, the file, the column and what to
+do — never a pandas or numpy traceback.
+
+Conventions
+-----------
+* Ids are kept as strings (``ids`` is an object array of ``str``): they are join keys, not numbers,
+  and ``"00123"`` must not turn into ``123`` at one bank and stay ``"00123"`` at another. Numeric
+  id columns in Parquet become the decimal string of the integer.
+* Features are float64, labels int8 0/1.
+* The whole table is held in memory. Chunked reading for files larger than memory belongs to the
+  kernels that need it (PSI, histograms) and is not done here.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fedrisk.errors import ConfigError, DataError
+
+__all__ = [
+    "PartyTable",
+    "load_party_table",
+    "check_same_features",
+    "id_test_mask",
+    "MISSING_POLICIES",
+]
+
+#: accepted values of ``missing`` in :func:`load_party_table`
+MISSING_POLICIES = ("reject", "mean")
+
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_MAX_LISTED = 8  # how many column names / values an error message lists before "..."
+
+
+@dataclass
+class PartyTable:
+    """One party's validated data, ready for a protocol.
+
+    Attributes
+    ----------
+    party : str
+        Name of the party that owns the table (used in every error message downstream).
+    path : Path
+        File it was read from.
+    ids : numpy.ndarray
+        Object array of ``str``, one per row, unique and non-empty.
+    X : numpy.ndarray
+        ``float64`` array of shape ``(n, d)``, all finite.
+    y : numpy.ndarray or None
+        ``int8`` array of 0/1 of shape ``(n,)``, or ``None`` for a party without labels.
+    feature_names : list of str
+        Column names of ``X``, in file order unless ``features`` fixed the order.
+    imputed : dict of str to float
+        Columns whose missing values were filled under ``missing="mean"``, with the fill value.
+        Empty under the default ``missing="reject"``. Kept so a report can show what was changed.
+    """
+
+    party: str
+    path: Path
+    ids: np.ndarray
+    X: np.ndarray
+    y: np.ndarray | None
+    feature_names: list[str]
+    imputed: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows (customers)."""
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns."""
+        return int(self.X.shape[1])
+
+
+def _listing(items: Iterable[object], limit: int = _MAX_LISTED) -> str:
+    """Render up to ``limit`` items as a comma-separated list, for one-line messages."""
+    items = list(items)
+    shown = ", ".join(repr(i) for i in items[:limit])
+    if len(items) > limit:
+        shown += f", ... ({len(items) - limit} more)"
+    return shown
+
+
+def _one_line(text: object) -> str:
+    """Collapse a library's (possibly multi-line) message into one line."""
+    return " ".join(str(text).split())
+
+
+class _Ctx:
+    """Error factory that prefixes every message with the party and the file."""
+
+    def __init__(self, party: str, path: Path) -> None:
+        self.party = party
+        self.path = path
+
+    def error(self, message: str) -> DataError:
+        return DataError(f"party {self.party!r}, file {str(self.path)!r}: {_one_line(message)}")
+
+
+def _file_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(_CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    return None
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The raw header of a plain CSV, or ``None`` when it cannot be read cheaply (compressed).
+
+    pandas renames duplicate headers (``a``, ``a.1``); reading the first line ourselves is how a
+    duplicated column name is caught instead of silently becoming two features.
+    """
+    if path.suffix.lower() != ".csv":
+        return None
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        row = next(csv.reader(fh), None)
+    return [c.strip() for c in row] if row is not None else []
+
+
+def _read_frame(ctx: _Ctx, path: Path, id_col: str) -> pd.DataFrame:
+    """Read the file into a DataFrame with the id column as strings; map every failure to DataError."""
+    if not path.exists():
+        raise ctx.error("file not found; check the data path in the job spec (relative paths are "
+                        "resolved from the working directory)")
+    if path.is_dir():
+        raise ctx.error("this is a directory, not a data file; point the job spec at a .csv or "
+                        ".parquet file")
+    kind = _file_kind(path)
+    if kind is None:
+        raise ctx.error(f"unsupported file type {path.suffix or '(no extension)'!r}; use .csv "
+                        "(optionally .gz/.bz2/.zip/.xz) or .parquet")
+    try:
+        if kind == "csv":
+            if path.stat().st_size == 0:
+                raise ctx.error("file is empty (0 bytes); export the table with a header row and "
+                                "at least one data row")
+            header = _csv_header(path)
+            if header is not None:
+                dupes = sorted({c for c in header if header.count(c) > 1})
+                if dupes:
+                    raise ctx.error(f"duplicate column names {_listing(dupes)}; rename them so "
+                                    "every column is unique")
+            df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True, skipinitialspace=True)
+            df.columns = [str(c).strip() for c in df.columns]
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            names = list(table.schema.names)
+            dupes = sorted({c for c in names if names.count(c) > 1})
+            if dupes:
+                raise ctx.error(f"duplicate column names {_listing(dupes)}; rename them so every "
+                                "column is unique")
+            df = table.to_pandas()
+            df.columns = [str(c) for c in df.columns]
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise ctx.error("file has no header and no rows; export the table with a header row and "
+                        "at least one data row") from None
+    except PermissionError:
+        raise ctx.error("permission denied; make the file readable by the user running fedrisk") from None
+    except UnicodeDecodeError as exc:
+        raise ctx.error(f"not valid UTF-8 text ({_one_line(exc)}); re-export the CSV as UTF-8") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        # pyarrow's ArrowInvalid is a ValueError; malformed CSV rows raise ParserError.
+        raise ctx.error(f"cannot read {kind.upper()}: {_one_line(exc)}; check that the file is a "
+                        f"valid {kind.upper()} export") from None
+    if len(df) == 0:
+        raise ctx.error(f"file has a header ({len(df.columns)} columns) but no data rows; export "
+                        "the table with its rows")
+    return df
+
+
+def _normalise_ids(ctx: _Ctx, raw: pd.Series, id_col: str) -> np.ndarray:
+    """Turn the id column into unique, non-empty strings, or explain why that is impossible."""
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        raise ctx.error(f"id column {id_col!r} is boolean; it must hold one customer key per row")
+    if pd.api.types.is_float_dtype(raw.dtype):
+        # Parquet writers turn integer columns with gaps into floats; integral floats are ids.
+        vals = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = np.isfinite(vals)
+        if finite.all() and np.all(vals == np.floor(vals)):
+            raw = pd.Series(vals.astype(np.int64), index=raw.index)
+        elif finite.all():
+            bad = vals[vals != np.floor(vals)][0]
+            raise ctx.error(f"id column {id_col!r} holds non-integer numbers (e.g. {bad!r}); ids "
+                            "must be integers or strings — store them as text")
+    missing = raw.isna().to_numpy()
+    as_str = raw.astype(object).where(~missing, "")
+    ids = np.array([str(v).strip() for v in as_str], dtype=object)
+    empty = (ids == "") | missing
+    if empty.any():
+        first = int(np.flatnonzero(empty)[0])
+        raise ctx.error(f"id column {id_col!r} is empty in {int(empty.sum())} rows (first at data "
+                        f"row {first + 1}); every row needs a customer key — drop or fill those rows")
+    uniq, counts = np.unique(ids.astype(str), return_counts=True)
+    dup = counts > 1
+    if dup.any():
+        example = uniq[dup][0]
+        raise ctx.error(f"id column {id_col!r} has {int(dup.sum())} duplicated ids "
+                        f"({int(counts[dup].sum() - dup.sum())} extra rows), e.g. {str(example)!r} "
+                        f"appears {int(counts[dup][0])} times; deduplicate the file so each "
+                        "customer appears once")
+    return ids
+
+
+def _labels(ctx: _Ctx, raw: pd.Series, label_col: str) -> np.ndarray:
+    """Validate a binary label column and return it as int8 0/1.
+
+    Only numeric 0/1 and booleans are accepted. Strings such as ``"good"/"bad"`` are refused rather
+    than guessed: which one is the positive (default) class is a business decision, and guessing
+    wrong inverts the model without any error.
+    """
+    n_missing = int(raw.isna().sum())
+    if n_missing:
+        raise ctx.error(f"label column {label_col!r} is empty in {n_missing} rows; drop unlabelled "
+                        "rows or use a party without a label")
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.to_numpy(dtype=np.int8)
+    if not pd.api.types.is_numeric_dtype(raw.dtype):
+        values = sorted({str(v) for v in raw.unique()[: _MAX_LISTED + 1]})
+        raise ctx.error(f"label column {label_col!r} is not numeric (values found: {_listing(values)}); "
+                        "map it to 0/1 yourself, with 1 = default/bad, before loading")
+    vals = raw.to_numpy(dtype=np.float64)
+    distinct = np.unique(vals)
+    if not np.all(np.isin(distinct, (0.0, 1.0))):
+        shown = [int(v) if float(v).is_integer() else float(v) for v in distinct[: _MAX_LISTED + 1]]
+        raise ctx.error(f"label column {label_col!r} is not binary (distinct values: "
+                        f"{_listing(shown)}{'' if len(distinct) <= _MAX_LISTED + 1 else ', ...'}); it "
+                        "must hold only 0 and 1, with 1 = default/bad")
+    return vals.astype(np.int8)
+
+
+def _available(df: pd.DataFrame) -> str:
+    return f"available columns: {_listing(list(df.columns), limit=12)}"
+
+
+def load_party_table(
+    path: str | Path,
+    *,
+    party: str,
+    id_col: str,
+    label_col: str | None = None,
+    features: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    missing: str = "reject",
+    require_label: bool | None = None,
+    forbid_label: str | None = None,
+) -> PartyTable:
+    """Read and validate one party's CSV or Parquet file.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.csv`` (optionally compressed: ``.csv.gz`` ...) or ``.parquet``/``.pq``; chosen by extension.
+    party : str
+        The party's name; it prefixes every error so an operator reading a coordinator log knows
+        whose file is at fault.
+    id_col : str
+        Customer key column. Read as text, stripped, must be non-empty and unique.
+    label_col : str, optional
+        Name of the 0/1 label column (1 = default). ``None`` for a feature-only party.
+    features : sequence of str, optional
+        Exact feature columns, in this order. Default: every column except the id, the label and
+        ``exclude``, in file order.
+    exclude : sequence of str
+        Columns to leave out of the default feature set (e.g. a date or a free-text column).
+        Every name must exist in the file: a typo here would otherwise silently keep the column.
+    missing : {"reject", "mean"}
+        What to do with NaN/inf in features. ``"reject"`` (default) refuses the file and says how
+        many rows and which columns are affected. ``"mean"`` fills each column with the mean of
+        its finite values *in this file*. In a horizontal federation that is each bank's **local**
+        mean, not the federation-wide mean: banks with different customers fill differently, which
+        is acceptable for a few gaps but not a substitute for cleaning the data.
+    require_label : bool, optional
+        Whether ``label_col`` must be present. Default: ``True`` when ``label_col`` is given. Pass
+        ``False`` to read a label if present (``y`` is ``None`` otherwise), e.g. for scoring files.
+    forbid_label : str, optional
+        A column that must *not* be in this file — the label name, for a vertical feature holder.
+        Catches a partner that exported the label by mistake before it is ever used as a feature.
+
+    Returns
+    -------
+    PartyTable
+
+    Raises
+    ------
+    DataError
+        For any problem with the file's contents, with a one-line message naming the party, the
+        file, the column and the fix.
+    ConfigError
+        For an unknown ``missing`` policy (a job-spec error, not a data error).
+    """
+    if missing not in MISSING_POLICIES:
+        raise ConfigError(f"party {party!r}: missing={missing!r} is not a policy; use one of "
+                          f"{', '.join(MISSING_POLICIES)}")
+    path = Path(path)
+    ctx = _Ctx(party, path)
+    if require_label is None:
+        require_label = label_col is not None
+    if require_label and label_col is None:
+        raise ConfigError(f"party {party!r}: require_label=True but no label column was named; "
+                          "set the label column in the job spec")
+
+    df = _read_frame(ctx, path, id_col)
+
+    if id_col not in df.columns:
+        raise ctx.error(f"id column {id_col!r} not found; {_available(df)}; set the id column in "
+                        "the job spec")
+    if forbid_label is not None and forbid_label in df.columns:
+        raise ctx.error(f"column {forbid_label!r} is present but this party must not hold the "
+                        "label; remove it from the export before joining the federation")
+    has_label = label_col is not None and label_col in df.columns
+    if label_col is not None and not has_label and require_label:
+        raise ctx.error(f"label column {label_col!r} not found; {_available(df)}; set the label "
+                        "column in the job spec or load this party without a label")
+    if label_col is not None and label_col == id_col:
+        raise ctx.error(f"the id column and the label column are both {id_col!r}; name two "
+                        "different columns")
+
+    reserved = {id_col} | ({label_col} if label_col is not None else set())
+    unknown_ex = [c for c in exclude if c not in df.columns]
+    if unknown_ex:
+        raise ctx.error(f"exclude names columns that are not in the file: {_listing(unknown_ex)}; "
+                        f"{_available(df)}")
+    if features is None:
+        feature_names = [c for c in df.columns if c not in reserved and c not in set(exclude)]
+    else:
+        feature_names = [str(c) for c in features]
+        absent = [c for c in feature_names if c not in df.columns]
+        if absent:
+            raise ctx.error(f"feature columns not found: {_listing(absent)}; {_available(df)}")
+        clash = [c for c in feature_names if c in reserved]
+        if clash:
+            raise ctx.error(f"feature list includes the id/label column {_listing(clash)}; remove "
+                            "it from the features (using the label as a feature leaks the answer)")
+        dup = sorted({c for c in feature_names if feature_names.count(c) > 1})
+        if dup:
+            raise ctx.error(f"feature list names {_listing(dup)} more than once; list each column once")
+    if not feature_names:
+        raise ctx.error(f"no feature columns left after removing id/label/exclude; {_available(df)}")
+
+    ids = _normalise_ids(ctx, df[id_col], id_col)
+    y = _labels(ctx, df[label_col], label_col) if has_label else None
+
+    non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
+    if non_numeric:
+        kinds = ", ".join(f"{c!r} ({df[c].dtype})" for c in non_numeric[:_MAX_LISTED])
+        more = f", ... ({len(non_numeric) - _MAX_LISTED} more)" if len(non_numeric) > _MAX_LISTED else ""
+        raise ctx.error(f"non-numeric feature columns: {kinds}{more}; encode them as numbers "
+                        "(e.g. WOE or one-hot) or list them in exclude")
+    try:
+        X = df[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as exc:  # e.g. nullable dtypes with exotic contents
+        raise ctx.error(f"feature columns cannot be converted to float64: {_one_line(exc)}") from None
+    X = np.ascontiguousarray(X)
+
+    imputed: dict[str, float] = {}
+    bad = ~np.isfinite(X)
+    if bad.any():
+        bad_cols = np.flatnonzero(bad.any(axis=0))
+        per_col = [f"{feature_names[j]!r} ({int(bad[:, j].sum())})" for j in bad_cols]
+        n_rows = int(bad.any(axis=1).sum())
+        if missing == "reject":
+            more = f", ... ({len(per_col) - _MAX_LISTED} more)" if len(per_col) > _MAX_LISTED else ""
+            raise ctx.error(f"{n_rows} rows have missing or infinite feature values, in columns "
+                            f"{', '.join(per_col[:_MAX_LISTED])}{more}; clean them, or load with "
+                            "missing='mean' to fill with this file's column means")
+        for j in bad_cols:
+            col = X[:, j]
+            ok = np.isfinite(col)
+            if not ok.any():
+                raise ctx.error(f"feature column {feature_names[j]!r} has no finite values, so "
+                                "there is no mean to fill with; drop it (exclude) or fix the export")
+            fill = float(col[ok].mean())
+            col[~ok] = fill
+            imputed[feature_names[j]] = fill
+
+    return PartyTable(party=party, path=path, ids=ids, X=X, y=y,
+                      feature_names=list(feature_names), imputed=imputed)
+
+
+def check_same_features(tables_or_name_lists: Mapping[str, PartyTable | Sequence[str]]) -> None:
+    """Check that every horizontal party has the same feature columns in the same order.
+
+    Horizontal training averages weight vectors position by position, so a bank whose column 3
+    is ``income_k`` while another's is ``age`` produces a model that is silently wrong. The check
+    compares every party with the first one and reports the first difference.
+
+    Parameters
+    ----------
+    tables_or_name_lists : mapping of str to PartyTable or sequence of str
+        Party name -> its table or its feature names.
+
+    Raises
+    ------
+    DataError
+        Naming both parties, the counts if they differ, and the first position where they disagree.
+    """
+    named: list[tuple[str, list[str]]] = []
+    for party, item in tables_or_name_lists.items():
+        names = item.feature_names if isinstance(item, PartyTable) else [str(n) for n in item]
+        named.append((str(party), names))
+    if len(named) < 2:
+        return
+    ref_party, ref = named[0]
+    for party, names in named[1:]:
+        if names == ref:
+            continue
+        parts = []
+        if len(names) != len(ref):
+            parts.append(f"{len(ref)} features at {ref_party!r} vs {len(names)} at {party!r}")
+        for i in range(max(len(ref), len(names))):
+            a = ref[i] if i < len(ref) else None
+            b = names[i] if i < len(names) else None
+            if a != b:
+                hint = ""
+                if a is not None and b is not None and set(ref) == set(names):
+                    hint = " (same columns, different order)"
+                a_txt = repr(a) if a is not None else "(nothing)"
+                b_txt = repr(b) if b is not None else "(nothing)"
+                parts.append(f"first difference at position {i}: {a_txt} at {ref_party!r} vs "
+                             f"{b_txt} at {party!r}{hint}")
+                break
+        raise DataError(f"parties {ref_party!r} and {party!r} have different feature columns: "
+                        f"{'; '.join(parts)}; every bank must export the same columns in the same "
+                        "order (pass features=[...] to fix the order)")
+
+
+def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder: int = 0, *,
+                 party: str | None = None) -> np.ndarray:
+    """Boolean mask of the rows whose integer id satisfies ``id % modulus == remainder``.
+
+    This is the project's vertical train/test rule (``id % 5 == 0`` is test). It is computed from
+    the id alone so every party derives the same split locally, with no message exchanged and
+    whatever row order its file has.
+
+    Parameters
+    ----------
+    ids : array-like
+        Integer ids, or strings holding integers (as in :attr:`PartyTable.ids`). Leading zeros and
+        surrounding spaces are allowed; ids beyond 64 bits are handled exactly.
+    modulus, remainder : int
+        The rule; ``0 <= remainder < modulus``.
+    party : str, optional
+        Named in the error message, so the operator knows whose ids broke the rule.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+
+    Raises
+    ------
+    DataError
+        When an id is not an integer (the rule is undefined for ``"C-17"`` or ``3.5``); the
+        message shows an example and suggests an explicit split column instead.
+    ConfigError
+        For a modulus < 1 or a remainder outside ``[0, modulus)``.
+    """
+    if int(modulus) < 1 or not 0 <= int(remainder) < int(modulus):
+        raise ConfigError(f"id split rule id % {modulus} == {remainder} is invalid; need modulus >= 1 "
+                          "and 0 <= remainder < modulus")
+    who = f"party {party!r}: " if party is not None else ""
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    if arr.size == 0:
+        return np.zeros(0, dtype=bool)
+    if arr.dtype.kind in "iu":
+        return (arr % modulus) == remainder
+    if arr.dtype.kind == "b":
+        raise DataError(f"{who}ids are booleans, not integers; the id % 5 split needs integer ids")
+    if arr.dtype.kind == "f":
+        ok = np.isfinite(arr) & (arr == np.floor(arr))
+        if not ok.all():
+            raise DataError(f"{who}id {arr[~ok][0]!r} is not an integer; the id % {modulus} split rule "
+                            "needs integer ids — use a separate split column for non-numeric keys")
+        return (arr.astype(np.int64) % modulus) == remainder
+    if arr.dtype == object:
+        # Going through str makes floats ("1.5") and bools ("True") fail the integer parse
+        # instead of being truncated to an int silently.
+        arr = np.array([str(v) for v in arr.tolist()], dtype=str)
+    try:
+        nums = arr.astype(np.int64)
+    except (ValueError, TypeError, OverflowError):
+        nums = None
+    if nums is not None:
+        return (nums % modulus) == remainder
+    # Slow path: find the offending id for the message, or handle ids wider than 64 bits exactly.
+    out = np.empty(arr.size, dtype=bool)
+    for i, v in enumerate(arr.tolist()):
+        try:
+            n = int(str(v).strip())
+        except (ValueError, TypeError, AttributeError):
+            raise DataError(f"{who}id {v!r} (row {i}) is not an integer; the id % {modulus} split rule "
+                            "needs integer ids — use a separate split column for non-numeric keys") from None
+        out[i] = (n % modulus) == remainder
+    return out

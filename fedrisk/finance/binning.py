@@ -1,0 +1,437 @@
+"""Feature binning for WOE/IV and scorecards: bins as data, merging on counts.
+
+Every binning decision here is a function of *per-bin counts*, never of rows. Local binning
+counts rows itself; federated binning (:mod:`fedrisk.finance.horizontal_woe`,
+:mod:`fedrisk.finance.vertical_woe`) gets the same counts through secure aggregation or
+Paillier sums and calls the same functions — so a federated and a pooled run with the same
+counts make identical bins.
+
+Bins of one feature (:class:`FeatureBins`)
+    * numeric: right-closed intervals ``(-inf, e0], (e0, e1], ..., (e_k, +inf)`` over the inner
+      edges ``e``;
+    * categorical: groups of category labels (strings);
+    * always one extra, last bin for missing values (NaN/None/empty) — and, for categorical
+      features, for categories never seen while fitting.
+
+Methods
+    * ``"quantile"`` — equal-frequency prebins, only empty bins removed;
+    * ``"monotonic"`` — equal-frequency prebins merged until the bad rate is monotonic in the
+      bin order (pool-adjacent-violators, direction chosen by IV), then bins below
+      ``min_bin_frac`` of the rows are merged into their closest neighbour and, while more than
+      ``max_bins`` remain, the adjacent pair whose merge loses the least IV is merged.
+      Categorical features are first ordered by their (smoothed) bad rate, so "monotonic"
+      becomes a grouping of similar categories.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fedrisk.errors import ConfigError, DataError
+
+__all__ = [
+    "FeatureBins",
+    "BinningConfig",
+    "is_missing",
+    "is_categorical",
+    "quantile_edges",
+    "class_counts",
+    "merge_bins",
+    "bins_from_groups",
+    "fit_feature_bins",
+    "fit_bins",
+]
+
+Kind = Literal["numeric", "categorical"]
+
+
+@dataclass(frozen=True)
+class BinningConfig:
+    """Binning hyper-parameters (shared by local and federated binning).
+
+    Parameters
+    ----------
+    method : {"monotonic", "quantile"}
+        See the module docstring.
+    max_bins : int
+        Most bins per feature, excluding the missing bin.
+    n_prebins : int
+        Equal-frequency prebins before merging.
+    min_bin_frac : float
+        Smallest share of non-missing rows a final bin may hold (``monotonic`` only).
+    """
+
+    method: str = "monotonic"
+    max_bins: int = 6
+    n_prebins: int = 20
+    min_bin_frac: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.method not in ("monotonic", "quantile"):
+            raise ConfigError(f"binning method must be 'monotonic' or 'quantile', got {self.method!r}")
+        if self.max_bins < 1 or self.n_prebins < 1:
+            raise ConfigError(f"max_bins and n_prebins must be >= 1 (got {self.max_bins}, {self.n_prebins})")
+        if not 0 <= self.min_bin_frac < 0.5:
+            raise ConfigError(f"min_bin_frac must be in [0, 0.5), got {self.min_bin_frac}")
+
+
+@dataclass
+class FeatureBins:
+    """The bins of one feature; the last bin (index ``n_bins``) holds missing values.
+
+    Parameters
+    ----------
+    name : str
+        Column name.
+    kind : {"numeric", "categorical"}
+        Feature kind.
+    edges : ndarray
+        Numeric: sorted inner edges (bin ``i`` is ``(edges[i-1], edges[i]]``). Empty for
+        categorical features.
+    groups : list of list of str
+        Categorical: the category labels of each bin. Empty for numeric features.
+    """
+
+    name: str
+    kind: Kind
+    edges: np.ndarray = field(default_factory=lambda: np.empty(0))
+    groups: list[list[str]] = field(default_factory=list)
+
+    @property
+    def n_bins(self) -> int:
+        """Number of non-missing bins (the missing bin is index ``n_bins``)."""
+        if self.kind == "numeric":
+            return int(len(self.edges)) + 1
+        return max(len(self.groups), 1)
+
+    def assign(self, values: Any) -> np.ndarray:
+        """Bin index of every value (``n_bins`` for missing / unseen categories).
+
+        Raises
+        ------
+        DataError
+            A numeric feature receives values that are not numbers.
+        """
+        s = values.reset_index(drop=True) if isinstance(values, pd.Series) else pd.Series(values)
+        miss = is_missing(s)
+        out = np.full(len(s), self.n_bins, dtype=np.int64)
+        if self.kind == "numeric":
+            num = pd.to_numeric(s.where(~miss), errors="coerce")
+            bad = num.isna().to_numpy() & ~miss
+            if bad.any():
+                example = s[bad].iloc[0]
+                raise DataError(
+                    f"column {self.name!r} is numeric in the model but holds non-numeric values such as {example!r}; "
+                    "check the file's schema matches the one the model was fitted on"
+                )
+            v = num.to_numpy(dtype=float)
+            ok = ~miss
+            out[ok] = np.searchsorted(self.edges, v[ok], side="left")
+        else:
+            lookup = {c: i for i, g in enumerate(self.groups) for c in g}
+            labels = s.astype(str).to_numpy()
+            idx = np.array([lookup.get(c, self.n_bins) for c in labels], dtype=np.int64) if len(s) else out
+            out = np.where(miss, self.n_bins, idx)
+        return out
+
+    def labels(self) -> list[str]:
+        """Human-readable label of every bin, the missing bin last."""
+        if self.kind == "numeric":
+            e = [-np.inf, *self.edges.tolist(), np.inf]
+            lab = []
+            for lo, hi in zip(e[:-1], e[1:]):
+                if lo == -np.inf and hi == np.inf:
+                    lab.append("all values")
+                elif lo == -np.inf:
+                    lab.append(f"<= {hi:g}")
+                elif hi == np.inf:
+                    lab.append(f"> {lo:g}")
+                else:
+                    lab.append(f"({lo:g}, {hi:g}]")
+        else:
+            lab = [", ".join(g) for g in self.groups] or ["(no categories)"]
+        return lab + ["missing"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (see :meth:`from_dict`)."""
+        return {"name": self.name, "kind": self.kind, "edges": [float(e) for e in self.edges], "groups": self.groups}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureBins":
+        """Inverse of :meth:`to_dict`."""
+        if d.get("kind") not in ("numeric", "categorical"):
+            raise DataError(f"bins of feature {d.get('name')!r}: unknown kind {d.get('kind')!r}")
+        return cls(str(d["name"]), d["kind"], np.asarray(d.get("edges", []), dtype=float),
+                   [[str(c) for c in g] for g in d.get("groups", [])])
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def is_missing(values: Any) -> np.ndarray:
+    """Boolean mask of missing values: NaN, None, and empty / whitespace-only strings."""
+    s = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
+    miss = s.isna().to_numpy()
+    if s.dtype == object:
+        miss |= s.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(dtype=bool)
+    return miss
+
+
+def is_categorical(values: pd.Series) -> bool:
+    """A column is categorical when its non-missing values are not all numbers."""
+    if pd.api.types.is_bool_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype):
+        return True
+    if pd.api.types.is_numeric_dtype(values):
+        return False
+    present = values[~is_missing(values)]
+    return bool(len(present)) and pd.to_numeric(present, errors="coerce").isna().any()
+
+
+def quantile_edges(x: np.ndarray, n_bins: int) -> np.ndarray:
+    """Inner edges of up to ``n_bins`` equal-frequency right-closed bins over non-missing ``x``.
+
+    Edges are data values (``inverted_cdf`` quantiles), so a feature with few distinct values
+    gets one bin per value; duplicates are dropped and the maximum is never an edge.
+    """
+    x = np.asarray(x, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0 or n_bins <= 1:
+        return np.empty(0)
+    q = np.quantile(x, np.arange(1, n_bins) / n_bins, method="inverted_cdf")
+    return np.unique(q[q < x.max()])
+
+
+def class_counts(bin_index: np.ndarray, y: np.ndarray, n_bins_with_missing: int) -> tuple[np.ndarray, np.ndarray]:
+    """Goods and bads per bin index (``y`` 1 = bad)."""
+    y = np.asarray(y, dtype=float)
+    bads = np.bincount(bin_index, weights=y, minlength=n_bins_with_missing)
+    total = np.bincount(bin_index, minlength=n_bins_with_missing)
+    return total - bads, bads
+
+
+def _iv_of(goods: np.ndarray, bads: np.ndarray) -> float:
+    # lazy import: woe imports binning
+    from fedrisk.finance.woe import woe_iv
+
+    return woe_iv(goods, bads)[2]
+
+
+# -- merging on counts -------------------------------------------------------------------------
+def _pava(goods: list[float], bads: list[float], groups: list[list[int]], increasing: bool) -> None:
+    def rate(i: int) -> float:
+        return bads[i] / (goods[i] + bads[i])
+
+    i = 0
+    while i < len(groups) - 1:
+        violates = rate(i) > rate(i + 1) if increasing else rate(i) < rate(i + 1)
+        if violates:
+            goods[i] += goods.pop(i + 1)
+            bads[i] += bads.pop(i + 1)
+            groups[i] += groups.pop(i + 1)
+            i = max(i - 1, 0)
+        else:
+            i += 1
+
+
+def _merge_pair(goods: list[float], bads: list[float], groups: list[list[int]], i: int) -> None:
+    goods[i] += goods.pop(i + 1)
+    bads[i] += bads.pop(i + 1)
+    groups[i] += groups.pop(i + 1)
+
+
+def merge_bins(goods: Sequence[float], bads: Sequence[float], *, max_bins: int, min_bin_frac: float = 0.0,
+               monotonic: bool = True, trend: str = "auto") -> list[list[int]]:
+    """Merge ordered prebins (given only their class counts) into final bins.
+
+    Parameters
+    ----------
+    goods, bads : sequence of float
+        Counts per prebin, in bin order (missing bin excluded).
+    max_bins : int
+        Most final bins.
+    min_bin_frac : float
+        Smallest share of rows a final bin may hold.
+    monotonic : bool
+        Enforce a monotonic bad rate across bins (pool adjacent violators).
+    trend : {"auto", "increasing", "decreasing"}
+        Direction of the bad rate; ``auto`` keeps whichever direction gives the higher IV.
+
+    Returns
+    -------
+    list of list of int
+        Consecutive prebin indices making up each final bin (empty prebins are attached to a
+        neighbour). An all-empty input gives one group with every prebin.
+    """
+    g0 = np.asarray(goods, dtype=float)
+    b0 = np.asarray(bads, dtype=float)
+    k = g0.shape[0]
+    if k == 0:
+        return []
+    # attach empty prebins to the next non-empty one (the last ones to the previous)
+    groups: list[list[int]] = []
+    pending: list[int] = []
+    for i in range(k):
+        pending.append(i)
+        if g0[i] + b0[i] > 0:
+            groups.append(pending)
+            pending = []
+    if not groups:
+        return [list(range(k))]
+    groups[-1] += pending
+
+    def run(direction: bool | None) -> tuple[list[list[int]], float]:
+        grp = [list(g) for g in groups]
+        gs = [float(g0[g].sum()) for g in grp]
+        bs = [float(b0[g].sum()) for g in grp]
+        if direction is not None:
+            _pava(gs, bs, grp, direction)
+        total = sum(gs) + sum(bs)
+        while len(grp) > 1:
+            sizes = np.add(gs, bs)
+            i = int(np.argmin(sizes))
+            if sizes[i] >= min_bin_frac * total:
+                break
+            if i == 0:
+                j = 0
+            elif i == len(grp) - 1:
+                j = i - 1
+            else:
+                r = bs[i] / sizes[i]
+                left = abs(bs[i - 1] / sizes[i - 1] - r)
+                right = abs(bs[i + 1] / sizes[i + 1] - r)
+                j = i - 1 if left <= right else i
+            _merge_pair(gs, bs, grp, j)
+        while len(grp) > max_bins:
+            best, best_iv = 0, -np.inf
+            for j in range(len(grp) - 1):
+                g2 = gs[:j] + [gs[j] + gs[j + 1]] + gs[j + 2:]
+                b2 = bs[:j] + [bs[j] + bs[j + 1]] + bs[j + 2:]
+                v = _iv_of(np.array(g2), np.array(b2))
+                if v > best_iv:
+                    best, best_iv = j, v
+            _merge_pair(gs, bs, grp, best)
+        return grp, _iv_of(np.array(gs), np.array(bs))
+
+    if not monotonic:
+        return run(None)[0]
+    if trend == "increasing":
+        return run(True)[0]
+    if trend == "decreasing":
+        return run(False)[0]
+    if trend != "auto":
+        raise ConfigError(f"trend must be 'auto', 'increasing' or 'decreasing', got {trend!r}")
+    inc, dec = run(True), run(False)
+    return inc[0] if inc[1] >= dec[1] else dec[0]
+
+
+def bins_from_groups(name: str, kind: Kind, groups: list[list[int]], *, prebin_edges: np.ndarray | None = None,
+                     categories: Sequence[str] | None = None) -> FeatureBins:
+    """Final :class:`FeatureBins` from merged prebin groups.
+
+    Parameters
+    ----------
+    name, kind
+        Feature name and kind.
+    groups : list of list of int
+        Output of :func:`merge_bins`.
+    prebin_edges : ndarray, optional
+        Numeric: inner edges of the prebins the group indices refer to.
+    categories : sequence of str, optional
+        Categorical: the category label of each prebin (in the order the indices refer to).
+    """
+    if kind == "numeric":
+        pe = np.asarray(prebin_edges if prebin_edges is not None else [], dtype=float)
+        edges = np.array([pe[g[-1]] for g in groups[:-1] if g[-1] < len(pe)], dtype=float)
+        return FeatureBins(name, "numeric", edges=np.unique(edges))
+    cats = list(categories or [])
+    return FeatureBins(name, "categorical", groups=[sorted(cats[i] for i in g) for g in groups])
+
+
+def _order_categories(cats: Sequence[str], goods: np.ndarray, bads: np.ndarray) -> np.ndarray:
+    # smoothed bad rate so that a category with 1 row does not sort to an extreme
+    prior = (bads.sum() + 0.5) / (goods.sum() + bads.sum() + 1.0)
+    rate = (bads + prior) / (goods + bads + 1.0)
+    return np.lexsort((np.asarray(cats, dtype=object).astype(str), rate))
+
+
+def fit_feature_bins(x: Any, y: Any, name: str, *, kind: Kind | None = None,
+                     config: BinningConfig | None = None) -> FeatureBins:
+    """Fit the bins of one feature on one party's rows.
+
+    Parameters
+    ----------
+    x : array-like
+        Feature values (missing: NaN/None/empty string).
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    name : str
+        Feature name (used in messages and the result).
+    kind : {"numeric", "categorical"}, optional
+        Inferred with :func:`is_categorical` when omitted.
+    config : BinningConfig, optional
+        Hyper-parameters; defaults to ``BinningConfig()``.
+
+    Returns
+    -------
+    FeatureBins
+        A single-valued or all-missing feature gets one (non-missing) bin and IV 0.
+    """
+    cfg = config or BinningConfig()
+    s = x.reset_index(drop=True) if isinstance(x, pd.Series) else pd.Series(x)
+    yv = np.asarray(y, dtype=float)
+    if len(s) != len(yv):
+        raise DataError(f"feature {name!r} has {len(s)} rows but the label has {len(yv)}")
+    kind = kind or ("categorical" if is_categorical(s) else "numeric")
+    miss = is_missing(s)
+    monotonic = cfg.method == "monotonic"
+    min_frac = cfg.min_bin_frac if monotonic else 0.0
+    if kind == "numeric":
+        try:
+            v = pd.to_numeric(s.where(~miss), errors="raise").to_numpy(dtype=float)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"feature {name!r} was declared numeric but holds non-numeric values ({exc})") from exc
+        pre = quantile_edges(v[~miss], cfg.n_prebins)
+        idx = np.searchsorted(pre, v[~miss], side="left")
+        g, b = class_counts(idx, yv[~miss], len(pre) + 1)
+        groups = merge_bins(g, b, max_bins=cfg.max_bins, min_bin_frac=min_frac, monotonic=monotonic)
+        return bins_from_groups(name, "numeric", groups, prebin_edges=pre)
+    labels = s[~miss].astype(str).to_numpy()
+    cats, inv = np.unique(labels, return_inverse=True)
+    if cats.size == 0:
+        return FeatureBins(name, "categorical", groups=[])
+    g, b = class_counts(inv, yv[~miss], cats.size)
+    order = _order_categories(cats, g, b)
+    groups = merge_bins(g[order], b[order], max_bins=cfg.max_bins, min_bin_frac=min_frac,
+                        monotonic=monotonic, trend="increasing")
+    return bins_from_groups(name, "categorical", groups, categories=[str(c) for c in cats[order]])
+
+
+def fit_bins(X: pd.DataFrame, y: Any, *, features: Iterable[str] | None = None,
+             categorical: Iterable[str] | None = None, config: BinningConfig | None = None) -> dict[str, FeatureBins]:
+    """Fit bins for every feature of a data frame (one party, local data).
+
+    Parameters
+    ----------
+    X : DataFrame
+        Features.
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    features : iterable of str, optional
+        Columns to bin (default: all).
+    categorical : iterable of str, optional
+        Columns forced categorical (others are inferred).
+    config : BinningConfig, optional
+        Hyper-parameters.
+
+    Returns
+    -------
+    dict
+        ``{feature: FeatureBins}``.
+    """
+    cols = list(features) if features is not None else list(X.columns)
+    missing = [c for c in cols if c not in X.columns]
+    if missing:
+        raise DataError(f"columns {missing} not in the data (has {list(X.columns)[:20]})")
+    cat = set(categorical or ())
+    return {c: fit_feature_bins(X[c], y, c, kind="categorical" if c in cat else None, config=config) for c in cols}

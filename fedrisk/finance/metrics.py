@@ -1,0 +1,501 @@
+"""Credit-risk evaluation metrics: AUC, KS, Gini, lift, PSI, Brier, calibration, confusion.
+
+Conventions
+-----------
+* ``y`` is the binary target with ``1`` = bad (default) and ``0`` = good.
+* ``score`` / ``p`` is higher-is-riskier (a predicted default probability, or any score ordered
+  the same way). Rank metrics (AUC, KS, Gini, lift) only use the order; Brier, calibration and
+  confusion need probabilities in ``[0, 1]``.
+* Everything is vectorised numpy; ties are handled exactly (AUC with ties is the Mann–Whitney
+  statistic, i.e. a tied bad/good pair counts one half; KS is evaluated only at distinct score
+  thresholds so tied rows are never split).
+
+Every function returns plain Python floats / lists / dicts so the result of :func:`evaluate` can
+be written with ``json.dumps`` directly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedrisk.errors import DataError
+
+__all__ = [
+    "auc",
+    "ks",
+    "ks_curve",
+    "gini",
+    "lift_table",
+    "population_stability_index",
+    "psi_band",
+    "brier",
+    "calibration_table",
+    "confusion",
+    "evaluate",
+    "PSI_EPSILON",
+]
+
+#: Proportion given to a bin that is empty in one sample, so PSI stays finite (see
+#: :func:`population_stability_index`).
+PSI_EPSILON = 1e-4
+
+
+# -- input checks ------------------------------------------------------------------------------
+def _as_arrays(y: Any, score: Any, *, name: str = "score", need_both: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    y_arr = np.asarray(y, dtype=float).ravel()
+    s_arr = np.asarray(score, dtype=float).ravel()
+    if y_arr.shape[0] != s_arr.shape[0]:
+        raise DataError(
+            f"y has {y_arr.shape[0]} rows but {name} has {s_arr.shape[0]}; pass one {name} per labelled row"
+        )
+    if y_arr.shape[0] == 0:
+        raise DataError("y is empty; metrics need at least one good and one bad row")
+    if np.isnan(y_arr).any():
+        raise DataError("y contains missing values; drop unlabelled rows before evaluating")
+    if not np.isin(y_arr, (0.0, 1.0)).all():
+        bad = np.unique(y_arr[~np.isin(y_arr, (0.0, 1.0))])[:5].tolist()
+        raise DataError(f"y must be binary 0/1 (1 = bad); found values {bad}")
+    if np.isnan(s_arr).any() or np.isinf(s_arr).any():
+        raise DataError(f"{name} contains NaN or infinite values; score every row before evaluating")
+    if need_both:
+        n_bad = int(y_arr.sum())
+        if n_bad == 0 or n_bad == y_arr.shape[0]:
+            only = "bad (1)" if n_bad else "good (0)"
+            raise DataError(
+                f"y has only one class (all {y_arr.shape[0]} rows are {only}); "
+                "AUC/KS need both goods and bads — use a larger or stratified sample"
+            )
+    return y_arr, s_arr
+
+
+def _check_probabilities(p: np.ndarray) -> None:
+    if (p < 0).any() or (p > 1).any():
+        raise DataError(
+            f"probabilities must lie in [0, 1]; found min {p.min():.4g}, max {p.max():.4g}. "
+            "Pass predicted default probabilities, not raw scores or points"
+        )
+
+
+def _threshold_counts(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct thresholds (descending) and cumulative bads / goods with ``score >= threshold``."""
+    order = np.argsort(-score, kind="mergesort")
+    s_sorted = score[order]
+    y_sorted = y[order]
+    # last index of every run of equal scores: a threshold never splits tied rows
+    last = np.r_[np.nonzero(np.diff(s_sorted))[0], s_sorted.shape[0] - 1]
+    cum_bad = np.cumsum(y_sorted)[last]
+    cum_good = (last + 1) - cum_bad
+    return s_sorted[last], cum_bad, cum_good
+
+
+# -- rank metrics ------------------------------------------------------------------------------
+def auc(y: Any, score: Any) -> float:
+    """Area under the ROC curve (probability a random bad scores above a random good).
+
+    Parameters
+    ----------
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    score : array-like of float
+        Higher means riskier.
+
+    Returns
+    -------
+    float
+        AUC in ``[0, 1]``.
+
+    Raises
+    ------
+    DataError
+        Lengths differ, ``y`` is not binary, or only one class is present.
+
+    Notes
+    -----
+    Computed as the Mann–Whitney U statistic from mid-ranks, so a tied bad/good pair counts 1/2;
+    this equals the trapezoidal area under the ROC curve (``sklearn.metrics.roc_auc_score``).
+    """
+    y_arr, s_arr = _as_arrays(y, score)
+    n_bad = y_arr.sum()
+    n_good = y_arr.shape[0] - n_bad
+    order = np.argsort(s_arr, kind="mergesort")
+    s_sorted = s_arr[order]
+    # mid-ranks (1-based) for ties
+    starts = np.r_[0, np.nonzero(np.diff(s_sorted))[0] + 1]
+    ends = np.r_[starts[1:], s_sorted.shape[0]]
+    mid = (starts + ends + 1) / 2.0
+    ranks = np.empty_like(s_arr)
+    ranks[order] = np.repeat(mid, ends - starts)
+    u = ranks[y_arr == 1].sum() - n_bad * (n_bad + 1) / 2.0
+    return float(u / (n_bad * n_good))
+
+
+def gini(y: Any, score: Any) -> float:
+    """Gini coefficient (accuracy ratio) ``2 * AUC - 1``.
+
+    Parameters
+    ----------
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    score : array-like of float
+        Higher means riskier.
+
+    Returns
+    -------
+    float
+        Gini in ``[-1, 1]``.
+    """
+    return 2.0 * auc(y, score) - 1.0
+
+
+def ks_curve(y: Any, score: Any) -> dict[str, Any]:
+    """Kolmogorov–Smirnov curve: cumulative bad and good rates by score threshold.
+
+    Parameters
+    ----------
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    score : array-like of float
+        Higher means riskier.
+
+    Returns
+    -------
+    dict
+        ``thresholds`` (descending distinct scores), ``cum_bad_rate`` and ``cum_good_rate``
+        (fraction of all bads / goods with ``score >= threshold``), each a numpy array starting
+        with a leading point at rate 0 (threshold ``+inf``); ``ks`` the maximum of
+        ``cum_bad_rate - cum_good_rate`` and ``ks_score`` the threshold where it peaks.
+
+    Notes
+    -----
+    ``cum_bad_rate`` is the ROC true-positive rate and ``cum_good_rate`` the false-positive rate,
+    so ``ks == max(tpr - fpr)`` of ``sklearn.metrics.roc_curve``.
+    """
+    y_arr, s_arr = _as_arrays(y, score)
+    thr, cum_bad, cum_good = _threshold_counts(y_arr, s_arr)
+    bad_rate = np.r_[0.0, cum_bad / cum_bad[-1]]
+    good_rate = np.r_[0.0, cum_good / cum_good[-1]]
+    thresholds = np.r_[np.inf, thr]
+    gap = bad_rate - good_rate
+    # index 0 is the +inf start point; if no threshold beats it (KS 0) report the top score
+    i = max(int(np.argmax(gap)), 1)
+    return {
+        "thresholds": thresholds,
+        "cum_bad_rate": bad_rate,
+        "cum_good_rate": good_rate,
+        "ks": float(gap.max()),
+        "ks_score": float(thresholds[i]),
+    }
+
+
+def ks(y: Any, score: Any) -> float:
+    """KS statistic: the largest gap between the cumulative bad and good rates.
+
+    Parameters
+    ----------
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    score : array-like of float
+        Higher means riskier.
+
+    Returns
+    -------
+    float
+        KS in ``[0, 1]``.
+    """
+    return ks_curve(y, score)["ks"]
+
+
+def lift_table(y: Any, score: Any, n_bins: int = 10) -> list[dict[str, Any]]:
+    """Lift / gains table by score quantile, riskiest group first.
+
+    Parameters
+    ----------
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    score : array-like of float
+        Higher means riskier.
+    n_bins : int, default 10
+        Number of groups (10 = deciles).
+
+    Returns
+    -------
+    list of dict
+        One row per group: ``decile`` (1 = riskiest), ``n``, ``bads``, ``bad_rate``, ``lift``
+        (group bad rate / overall bad rate), ``cum_gain`` (share of all bads captured up to and
+        including this group), ``min_score`` and ``max_score``.
+
+    Notes
+    -----
+    Rows are sorted by descending score and cut into ``n_bins`` groups of (nearly) equal size;
+    tied scores may straddle a cut, and are then assigned in a stable order — the group sizes
+    stay equal, which is what lift charts conventionally show.
+    """
+    if int(n_bins) < 1:
+        raise DataError(f"n_bins must be at least 1, got {n_bins}")
+    y_arr, s_arr = _as_arrays(y, score)
+    n = y_arr.shape[0]
+    n_bins = min(int(n_bins), n)
+    order = np.argsort(-s_arr, kind="mergesort")
+    y_sorted, s_sorted = y_arr[order], s_arr[order]
+    group = (np.arange(n) * n_bins) // n
+    counts = np.bincount(group, minlength=n_bins)
+    bads = np.bincount(group, weights=y_sorted, minlength=n_bins)
+    total_bad = y_arr.sum()
+    overall = total_bad / n
+    cum = np.cumsum(bads) / total_bad
+    edges = np.r_[0, np.cumsum(counts)]
+    rows = []
+    for g in range(n_bins):
+        rate = bads[g] / counts[g]
+        rows.append(
+            {
+                "decile": g + 1,
+                "n": int(counts[g]),
+                "bads": int(bads[g]),
+                "bad_rate": float(rate),
+                "lift": float(rate / overall),
+                "cum_gain": float(cum[g]),
+                "min_score": float(s_sorted[edges[g + 1] - 1]),
+                "max_score": float(s_sorted[edges[g]]),
+            }
+        )
+    return rows
+
+
+# -- stability ---------------------------------------------------------------------------------
+def psi_band(psi: float) -> str:
+    """Conventional reading of a PSI value: ``stable`` < 0.1 ≤ ``watch`` ≤ 0.25 < ``shift``."""
+    if psi < 0.1:
+        return "stable"
+    if psi <= 0.25:
+        return "watch"
+    return "shift"
+
+
+def population_stability_index(expected_scores: Any, actual_scores: Any, n_bins: int = 10) -> dict[str, Any]:
+    """Population stability index between a reference (expected) and a new (actual) sample.
+
+    Parameters
+    ----------
+    expected_scores : array-like of float
+        Reference scores (e.g. training / development sample).
+    actual_scores : array-like of float
+        Scores to compare (e.g. test or recent applications).
+    n_bins : int, default 10
+        Number of quantile bins cut on the expected sample.
+
+    Returns
+    -------
+    dict
+        ``psi`` (float), ``band`` (``"stable"`` < 0.1, ``"watch"`` 0.1–0.25, ``"shift"`` > 0.25),
+        ``n_expected``, ``n_actual`` and ``bins``: one dict per bin with ``lower``, ``upper``,
+        ``expected_n``, ``actual_n``, ``expected_pct``, ``actual_pct`` and ``psi`` (the bin's
+        contribution).
+
+    Notes
+    -----
+    ``PSI = sum((a_i - e_i) * ln(a_i / e_i))`` over bins, with ``e_i``/``a_i`` the proportions.
+    Bin edges are the expected sample's quantiles; duplicate edges (heavy ties) are merged, so
+    fewer than ``n_bins`` bins may result. The outer bins are open (``-inf``/``+inf``) so every
+    actual score falls in a bin. An empty bin's proportion is replaced by
+    :data:`PSI_EPSILON` (1e-4) before the logarithm — otherwise a single empty bin makes PSI
+    infinite; the reported ``expected_pct``/``actual_pct`` are the unsmoothed values.
+    """
+    if int(n_bins) < 1:
+        raise DataError(f"n_bins must be at least 1, got {n_bins}")
+    e = np.asarray(expected_scores, dtype=float).ravel()
+    a = np.asarray(actual_scores, dtype=float).ravel()
+    for name, arr in (("expected_scores", e), ("actual_scores", a)):
+        if arr.shape[0] == 0:
+            raise DataError(f"{name} is empty; PSI needs scores from both samples")
+        if not np.isfinite(arr).all():
+            raise DataError(f"{name} contains NaN or infinite values; score every row first")
+    inner = np.unique(np.quantile(e, np.linspace(0, 1, int(n_bins) + 1)[1:-1]))
+    edges = np.r_[-np.inf, inner, np.inf]
+    # right-closed bins (lower, upper]: np.searchsorted side="left" on inner edges
+    e_idx = np.searchsorted(inner, e, side="left")
+    a_idx = np.searchsorted(inner, a, side="left")
+    k = inner.shape[0] + 1
+    e_n = np.bincount(e_idx, minlength=k)
+    a_n = np.bincount(a_idx, minlength=k)
+    e_pct = e_n / e_n.sum()
+    a_pct = a_n / a_n.sum()
+    e_s = np.where(e_n == 0, PSI_EPSILON, e_pct)
+    a_s = np.where(a_n == 0, PSI_EPSILON, a_pct)
+    contrib = (a_s - e_s) * np.log(a_s / e_s)
+    psi = float(contrib.sum())
+    bins = [
+        {
+            "lower": float(edges[i]),
+            "upper": float(edges[i + 1]),
+            "expected_n": int(e_n[i]),
+            "actual_n": int(a_n[i]),
+            "expected_pct": float(e_pct[i]),
+            "actual_pct": float(a_pct[i]),
+            "psi": float(contrib[i]),
+        }
+        for i in range(k)
+    ]
+    return {"psi": psi, "band": psi_band(psi), "n_expected": int(e.shape[0]), "n_actual": int(a.shape[0]), "bins": bins}
+
+
+# -- probability metrics -----------------------------------------------------------------------
+def brier(y: Any, p: Any) -> float:
+    """Brier score: mean squared error of the predicted default probability.
+
+    Parameters
+    ----------
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    p : array-like of float in [0, 1]
+        Predicted probability of bad.
+
+    Returns
+    -------
+    float
+        Brier score (lower is better; 0.25 is a constant 0.5 guess).
+    """
+    y_arr, p_arr = _as_arrays(y, p, name="p", need_both=False)
+    _check_probabilities(p_arr)
+    return float(np.mean((p_arr - y_arr) ** 2))
+
+
+def calibration_table(y: Any, p: Any, n_bins: int = 10) -> list[dict[str, Any]]:
+    """Predicted vs observed default rate by predicted-probability quantile.
+
+    Parameters
+    ----------
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    p : array-like of float in [0, 1]
+        Predicted probability of bad.
+    n_bins : int, default 10
+        Number of groups of (nearly) equal size, lowest predicted risk first.
+
+    Returns
+    -------
+    list of dict
+        ``bin`` (1-based), ``n``, ``bads``, ``mean_predicted``, ``observed_rate``,
+        ``min_p``, ``max_p``.
+
+    Notes
+    -----
+    Equal-count bins (rather than fixed ``[0, 0.1)``… intervals) because default probabilities
+    are concentrated at the low end; fixed intervals would leave most bins empty.
+    """
+    if int(n_bins) < 1:
+        raise DataError(f"n_bins must be at least 1, got {n_bins}")
+    y_arr, p_arr = _as_arrays(y, p, name="p", need_both=False)
+    _check_probabilities(p_arr)
+    n = y_arr.shape[0]
+    n_bins = min(int(n_bins), n)
+    order = np.argsort(p_arr, kind="mergesort")
+    y_s, p_s = y_arr[order], p_arr[order]
+    group = (np.arange(n) * n_bins) // n
+    counts = np.bincount(group, minlength=n_bins)
+    bads = np.bincount(group, weights=y_s, minlength=n_bins)
+    psum = np.bincount(group, weights=p_s, minlength=n_bins)
+    edges = np.r_[0, np.cumsum(counts)]
+    return [
+        {
+            "bin": g + 1,
+            "n": int(counts[g]),
+            "bads": int(bads[g]),
+            "mean_predicted": float(psum[g] / counts[g]),
+            "observed_rate": float(bads[g] / counts[g]),
+            "min_p": float(p_s[edges[g]]),
+            "max_p": float(p_s[edges[g + 1] - 1]),
+        }
+        for g in range(n_bins)
+    ]
+
+
+def confusion(y: Any, p: Any, threshold: float = 0.5) -> dict[str, Any]:
+    """Confusion matrix and derived rates when rows with ``p >= threshold`` are flagged bad.
+
+    Parameters
+    ----------
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    p : array-like of float
+        Predicted probability (or score) of bad.
+    threshold : float, default 0.5
+        Rows with ``p >= threshold`` are predicted bad.
+
+    Returns
+    -------
+    dict
+        ``threshold``, ``tp``, ``fp``, ``tn``, ``fn``, ``accuracy``, ``precision``, ``recall``
+        (bad capture rate), ``specificity``, ``f1``. A rate whose denominator is zero is 0.0.
+    """
+    y_arr, p_arr = _as_arrays(y, p, name="p", need_both=False)
+    pred = p_arr >= threshold
+    pos = y_arr == 1
+    tp = int(np.sum(pred & pos))
+    fp = int(np.sum(pred & ~pos))
+    fn = int(np.sum(~pred & pos))
+    tn = int(np.sum(~pred & ~pos))
+
+    def _div(a: float, b: float) -> float:
+        return float(a / b) if b else 0.0
+
+    precision = _div(tp, tp + fp)
+    recall = _div(tp, tp + fn)
+    return {
+        "threshold": float(threshold),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "accuracy": _div(tp + tn, tp + fp + tn + fn),
+        "precision": precision,
+        "recall": recall,
+        "specificity": _div(tn, tn + fp),
+        "f1": _div(2 * precision * recall, precision + recall),
+    }
+
+
+def evaluate(y: Any, p: Any, *, n_bins: int = 10, threshold: float = 0.5) -> dict[str, Any]:
+    """All evaluation figures for one scored sample, as one JSON-able dict.
+
+    Parameters
+    ----------
+    y : array-like of {0, 1}
+        Target, 1 = bad.
+    p : array-like of float in [0, 1]
+        Predicted probability of bad.
+    n_bins : int, default 10
+        Groups for the lift and calibration tables.
+    threshold : float, default 0.5
+        Cut-off for the confusion matrix.
+
+    Returns
+    -------
+    dict
+        ``n``, ``positives``, ``bad_rate``, ``auc``, ``ks``, ``ks_score``, ``gini``, ``brier``,
+        ``lift`` (list, see :func:`lift_table`), ``calibration`` (list, see
+        :func:`calibration_table`), ``confusion`` (dict, see :func:`confusion`).
+
+    Raises
+    ------
+    DataError
+        Lengths differ, ``y`` has one class, or ``p`` is outside ``[0, 1]``.
+    """
+    y_arr, p_arr = _as_arrays(y, p, name="p")
+    _check_probabilities(p_arr)
+    curve = ks_curve(y_arr, p_arr)
+    a = auc(y_arr, p_arr)
+    return {
+        "n": int(y_arr.shape[0]),
+        "positives": int(y_arr.sum()),
+        "bad_rate": float(y_arr.mean()),
+        "auc": a,
+        "ks": curve["ks"],
+        "ks_score": curve["ks_score"],
+        "gini": 2.0 * a - 1.0,
+        "brier": brier(y_arr, p_arr),
+        "lift": lift_table(y_arr, p_arr, n_bins),
+        "calibration": calibration_table(y_arr, p_arr, n_bins),
+        "confusion": confusion(y_arr, p_arr, threshold),
+    }

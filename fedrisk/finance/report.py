@@ -1,0 +1,619 @@
+"""One self-contained HTML report for a run directory, written for a risk manager.
+
+Inputs (all optional; whatever is missing is shown as "not available")::
+
+    run_dir/metrics.json          {"task", "job", "test": evaluate-dict, "train": evaluate-dict,
+                                   "rounds": [{"round", "loss", "test_auc"?, ...}],
+                                   "stability": psi-dict, "comparison"?: {...}, "iv"?: {...}}
+    run_dir/scores/test.csv       id,y,score   (score = predicted default probability)
+    run_dir/scores/train.csv      id,y,score
+    run_dir/ledger/<party>.jsonl  {"time","from","to","tag","kind","bytes"} per outbound message
+
+Output: ``run_dir/report.html`` — inline CSS and inline SVG only (no script, no remote
+resource), so it opens offline and can be archived or e-mailed as a single file.
+
+Notes
+-----
+The report shows only what the run directory already holds: aggregate metrics, the label
+holder's own scores and each party's ledger. It sends nothing and reads no party's raw data.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedrisk.errors import DataError
+from fedrisk.finance import metrics as fm
+from fedrisk.finance.charts import PALETTE, Chart, format_bytes
+from fedrisk.transport.ledger import read_ledger, summarise
+
+__all__ = ["write_report", "render_report", "load_run"]
+
+NA = '<p class="na">Not available in this run.</p>'
+
+
+# -- loading -----------------------------------------------------------------------------------
+def _load_scores(path: Path, notes: list[str]) -> dict[str, np.ndarray] | None:
+    if not path.exists():
+        return None
+    try:
+        import pandas as pd
+
+        df = pd.read_csv(path)
+    except Exception as exc:  # a broken file must not stop the report
+        notes.append(f"{path.name}: could not be read ({exc.__class__.__name__}: {exc}).")
+        return None
+    missing = {"y", "score"} - set(df.columns)
+    if missing:
+        notes.append(f"{path.name}: missing column(s) {sorted(missing)}; expected id,y,score.")
+        return None
+    df = df.dropna(subset=["y", "score"])
+    y = df["y"].to_numpy(dtype=float)
+    s = df["score"].to_numpy(dtype=float)
+    if y.size == 0 or len(np.unique(y)) < 2:
+        notes.append(f"{path.name}: needs both goods and bads to draw curves.")
+        return None
+    return {"y": y, "score": s}
+
+
+def _load_ledgers(ledger_dir: Path, notes: list[str]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    if not ledger_dir.is_dir():
+        return out
+    for f in sorted(ledger_dir.glob("*.jsonl")):
+        try:
+            entries = read_ledger(f)
+        except (ValueError, OSError):
+            entries, skipped = [], 0
+            for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    entries.append(json.loads(line))
+                except ValueError:
+                    skipped += line.strip() != ""
+            notes.append(f"ledger/{f.name}: {skipped} unreadable line(s) skipped.")
+        good = [e for e in entries if isinstance(e, dict) and {"to", "kind", "bytes"} <= e.keys()]
+        for e in good:
+            e.setdefault("from", f.stem)
+        out[f.stem] = good
+    return out
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """Read everything the report uses from ``run_dir``, tolerating missing or broken files.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run directory.
+
+    Returns
+    -------
+    dict
+        ``metrics`` (dict), ``scores`` ({"test"|"train": {"y", "score"}}), ``ledgers``
+        ({party: [entries]}) and ``notes`` (list of human-readable problems found).
+    """
+    run_dir = Path(run_dir)
+    notes: list[str] = []
+    metrics: dict[str, Any] = {}
+    mpath = run_dir / "metrics.json"
+    if mpath.exists():
+        try:
+            metrics = json.loads(mpath.read_text(encoding="utf-8"))
+            if not isinstance(metrics, dict):
+                notes.append("metrics.json is not a JSON object; ignored.")
+                metrics = {}
+        except ValueError as exc:
+            notes.append(f"metrics.json could not be parsed ({exc}); ignored.")
+    else:
+        notes.append("metrics.json not found.")
+    scores = {}
+    for split in ("test", "train"):
+        s = _load_scores(run_dir / "scores" / f"{split}.csv", notes)
+        if s is not None:
+            scores[split] = s
+    # fill what the runtime did not compute but the scores allow
+    for split, s in scores.items():
+        if not isinstance(metrics.get(split), dict) and np.all((s["score"] >= 0) & (s["score"] <= 1)):
+            try:
+                metrics[split] = fm.evaluate(s["y"], s["score"])
+            except DataError as exc:
+                notes.append(f"{split} metrics: {exc}")
+    if not isinstance(metrics.get("stability"), dict) and {"train", "test"} <= scores.keys():
+        metrics["stability"] = fm.population_stability_index(scores["train"]["score"], scores["test"]["score"])
+    return {"metrics": metrics, "scores": scores, "ledgers": _load_ledgers(run_dir / "ledger", notes), "notes": notes}
+
+
+# -- small formatting helpers ------------------------------------------------------------------
+def _num(v: Any, digits: int = 3) -> str:
+    if isinstance(v, bool) or v is None:
+        return "—" if v is None else str(v)
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            return "—"
+        return f"{v:.{digits}f}"
+    return escape(str(v))
+
+
+def _pct(v: Any, digits: int = 1) -> str:
+    return f"{100 * float(v):.{digits}f}%" if isinstance(v, (int, float)) and math.isfinite(v) else "—"
+
+
+def _table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
+    th = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _section(sid: str, title: str, intro: str, body: str) -> str:
+    return f'<section id="{sid}"><h2>{escape(title)}</h2><p class="intro">{intro}</p>{body}</section>'
+
+
+def _figs(*svgs: str, wide: bool = False) -> str:
+    cells = "".join(f"<figure>{s}</figure>" if s.startswith("<svg") else f'<div class="cell">{s}</div>' for s in svgs if s)
+    return f'<div class="figs{" wide" if wide else ""}">{cells}</div>'
+
+
+# -- sections ----------------------------------------------------------------------------------
+def _cards(m: dict[str, Any], ledgers: dict[str, list[dict[str, Any]]]) -> str:
+    test = m.get("test") if isinstance(m.get("test"), dict) else {}
+    stab = m.get("stability") if isinstance(m.get("stability"), dict) else {}
+    total_bytes = sum(e.get("bytes", 0) for es in ledgers.values() for e in es)
+    cards = [
+        ("Test AUC", _num(test.get("auc")), "discrimination"),
+        ("Test KS", _num(test.get("ks")), "max bad/good separation"),
+        ("Test Gini", _num(test.get("gini")), "2·AUC − 1"),
+        ("Brier", _num(test.get("brier"), 4), "probability accuracy"),
+        ("Test sample", _num(test.get("n")) if test.get("n") is not None else "—",
+         f"bad rate {_pct(test.get('positives', 0) / test['n'])}" if test.get("n") else ""),
+        ("PSI train→test", _num(stab.get("psi")), stab.get("band", "")),
+        ("Data exchanged", format_bytes(total_bytes) if ledgers else "—",
+         f"{sum(len(v) for v in ledgers.values()):,} messages" if ledgers else ""),
+    ]
+    out = []
+    for label, value, sub in cards:
+        band = f" band-{escape(sub)}" if sub in ("stable", "watch", "shift") else ""
+        out.append(
+            f'<div class="card{band}"><div class="k">{escape(label)}</div><div class="v">{value}</div>'
+            f'<div class="s">{escape(str(sub))}</div></div>'
+        )
+    return '<div class="cards">' + "".join(out) + "</div>"
+
+
+def _comparison(m: dict[str, Any]) -> str:
+    comp = m.get("comparison")
+    if not isinstance(comp, dict) or not comp:
+        return NA
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for key, label in (("federated", "Federated"), ("centralized", "Centralised (pooled data, ceiling)")):
+        if isinstance(comp.get(key), dict):
+            rows.append((label, comp[key]))
+    local = comp.get("local_only")
+    if isinstance(local, dict):
+        if local and all(isinstance(v, dict) for v in local.values()) and not {"auc", "ks"} & local.keys():
+            rows += [(f"Local only — {p}", v) for p, v in local.items()]
+        else:
+            rows.append(("Local only", local))
+    if not rows:
+        return NA
+    ceiling = comp.get("centralized", {}).get("auc") if isinstance(comp.get("centralized"), dict) else None
+    trs = []
+    for label, v in rows:
+        gap = (f"{float(v['auc']) - float(ceiling):+.3f}" if isinstance(v.get("auc"), (int, float)) and isinstance(ceiling, (int, float)) else "—")
+        trs.append([escape(label), _num(v.get("auc")), _num(v.get("ks")),
+                    _num(v.get("gini", 2 * v["auc"] - 1 if isinstance(v.get("auc"), (int, float)) else None)), gap])
+    tbl = _table(["Model", "AUC", "KS", "Gini", "AUC vs centralised"], trs, "num")
+    aucs = [(label, float(v["auc"])) for label, v in rows if isinstance(v.get("auc"), (int, float))]
+    chart = ""
+    if aucs:
+        lo = max(0.0, min(a for _, a in aucs) - 0.1)
+        c = Chart("AUC by model", "", "AUC", x_range=(-0.6, len(aucs) - 0.4), y_range=(lo, 1.0),
+                  x_ticks=[(i, lab.split(" (")[0].replace("Local only — ", "local: ")) for i, (lab, _) in enumerate(aucs)],
+                  width=max(520, 110 * len(aucs)))
+        colors = [PALETTE["model"] if lab == "Federated" else PALETTE["ref"] if lab.startswith("Centr") else PALETTE["train"] for lab, _ in aucs]
+        for i, ((_, a), col) in enumerate(zip(aucs, colors)):
+            c.bars([i], [a], bar_width=0.6, color=col, values=[f"{a:.3f}"])
+        return _figs(tbl, c.svg())
+    return tbl
+
+
+def _roc_ks(scores: dict[str, dict[str, np.ndarray]]) -> tuple[str, str]:
+    if "test" not in scores and "train" not in scores:
+        return "", ""
+    roc = Chart("ROC curve", "False positive rate (goods flagged)", "True positive rate (bads caught)", legend="br")
+    roc.line([0, 1], [0, 1], color=PALETTE["ref"], dash="4 4", width=1.2, label="random")
+    for split, color in (("train", PALETTE["train"]), ("test", PALETTE["model"])):
+        if split in scores:
+            c = fm.ks_curve(scores[split]["y"], scores[split]["score"])
+            a = fm.auc(scores[split]["y"], scores[split]["score"])
+            roc.line(c["cum_good_rate"], c["cum_bad_rate"], color=color, label=f"{split} (AUC {a:.3f})")
+    split = "test" if "test" in scores else "train"
+    y, s = scores[split]["y"], scores[split]["score"]
+    c = fm.ks_curve(y, s)
+    nb, ng = y.sum(), y.size - y.sum()
+    pop = (c["cum_bad_rate"] * nb + c["cum_good_rate"] * ng) / y.size
+    ksc = Chart(f"KS curve ({split})", "Share of population, riskiest first", "Cumulative share", legend="br")
+    ksc.line(pop, c["cum_bad_rate"], color=PALETTE["bad"], label="bads")
+    ksc.line(pop, c["cum_good_rate"], color=PALETTE["good"], label="goods")
+    i = int(np.argmax(c["cum_bad_rate"] - c["cum_good_rate"]))
+    ksc.vline(pop[i], color=PALETTE["model"], y0=c["cum_good_rate"][i], y1=c["cum_bad_rate"][i])
+    ksc.note(min(pop[i] + 0.02, 0.6), (c["cum_bad_rate"][i] + c["cum_good_rate"][i]) / 2,
+             f"KS {c['ks']:.3f} at score ≥ {c['ks_score']:.3g}", color=PALETTE["model"])
+    return roc.svg(), ksc.svg()
+
+
+def _distribution(scores: dict[str, dict[str, np.ndarray]]) -> str:
+    split = "test" if "test" in scores else "train" if "train" in scores else None
+    if split is None:
+        return ""
+    y, s = scores[split]["y"], scores[split]["score"]
+    lo, hi = float(s.min()), float(s.max())
+    if hi <= lo:
+        hi = lo + 1e-9
+    edges = np.linspace(lo, hi, 26)
+    width = edges[1] - edges[0]
+    mids = (edges[:-1] + edges[1:]) / 2
+    hg = np.histogram(s[y == 0], edges)[0] / max((y == 0).sum(), 1)
+    hb = np.histogram(s[y == 1], edges)[0] / max((y == 1).sum(), 1)
+    top = float(max(hg.max(), hb.max())) * 1.15
+    c = Chart(f"Score distribution by class ({split})", "Predicted default probability", "Share of class",
+              x_range=(lo - width / 2, hi + width / 2), y_range=(0, top), legend="tr")
+    c.bars(mids, hg, bar_width=width * 0.95, color=PALETTE["good"], opacity=0.5, label="goods")
+    c.bars(mids, hb, bar_width=width * 0.95, color=PALETTE["bad"], opacity=0.5, label="bads")
+    return c.svg()
+
+
+def _class_stats(scores: dict[str, dict[str, np.ndarray]]) -> str:
+    split = "test" if "test" in scores else "train"
+    y, s = scores[split]["y"], scores[split]["score"]
+    rows = []
+    for label, mask in (("Goods", y == 0), ("Bads", y == 1), ("All", np.ones_like(y, dtype=bool))):
+        v = s[mask]
+        q = np.quantile(v, [0.1, 0.5, 0.9])
+        rows.append([label, f"{int(mask.sum()):,}", _pct(v.mean()), _pct(q[0]), _pct(q[1]), _pct(q[2])])
+    return f"<h3>Predicted default probability ({split})</h3>" + _table(["Class", "Accounts", "Mean", "P10", "Median", "P90"], rows, "num")
+
+
+def _lift(m: dict[str, Any]) -> tuple[str, str, str]:
+    test = m.get("test") if isinstance(m.get("test"), dict) else {}
+    rows = test.get("lift")
+    if not isinstance(rows, list) or not rows:
+        return "", "", ""
+    k = len(rows)
+    lifts = [float(r.get("lift", 0)) for r in rows]
+    lc = Chart("Lift by score decile (test)", "Decile (1 = riskiest)", "Lift (bad rate ÷ average)",
+               x_range=(0.4, k + 0.6), y_range=(0, max(lifts + [1.0]) * 1.18), x_ticks=[(i + 1, str(i + 1)) for i in range(k)], legend="tr")
+    lc.bars(range(1, k + 1), lifts, bar_width=0.7, color=PALETTE["model"], values=[f"{v:.2f}" for v in lifts])
+    lc.line([0.4, k + 0.6], [1, 1], color=PALETTE["accent"], dash="5 3", width=1.2, label="average (lift 1)")
+    gains = [0.0] + [float(r.get("cum_gain", 0)) for r in rows]
+    xs = np.linspace(0, 1, k + 1)
+    gc = Chart("Cumulative gains (test)", "Share of population, riskiest first", "Share of all bads captured", legend="br")
+    bad_rate = test.get("positives", 0) / test["n"] if test.get("n") else None
+    if bad_rate:
+        px = np.linspace(0, 1, 201)
+        gc.line(px, np.minimum(px / bad_rate, 1.0), color=PALETTE["ref"], width=1.2, label="perfect model")
+    gc.line([0, 1], [0, 1], color=PALETTE["ref"], dash="4 4", width=1.2, label="random")
+    gc.line(xs, gains, color=PALETTE["model"], label="model")
+    gc.points(xs, gains, color=PALETTE["model"])
+    tbl = _table(
+        ["Decile", "Accounts", "Bads", "Bad rate", "Lift", "Cum. bads captured", "Score range"],
+        [[str(r.get("decile")), _num(r.get("n")), _num(r.get("bads")), _pct(r.get("bad_rate")), _num(r.get("lift"), 2),
+          _pct(r.get("cum_gain")), f"{_num(r.get('min_score'), 3)} – {_num(r.get('max_score'), 3)}"] for r in rows],
+        "num",
+    )
+    return lc.svg(), gc.svg(), tbl
+
+
+def _calibration(m: dict[str, Any]) -> tuple[str, str]:
+    test = m.get("test") if isinstance(m.get("test"), dict) else {}
+    rows = test.get("calibration")
+    if not isinstance(rows, list) or not rows:
+        return "", ""
+    pred = [float(r.get("mean_predicted", np.nan)) for r in rows]
+    obs = [float(r.get("observed_rate", np.nan)) for r in rows]
+    top = min(1.0, max(max(pred), max(obs)) * 1.15) or 1.0
+    c = Chart("Calibration (test)", "Mean predicted default probability", "Observed default rate",
+              x_range=(0, top), y_range=(0, top))
+    c.line([0, top], [0, top], color=PALETTE["ref"], dash="4 4", width=1.2, label="perfect calibration")
+    c.line(pred, obs, color=PALETTE["model"], label="model (equal-count bins)")
+    c.points(pred, obs, color=PALETTE["model"])
+    tbl = _table(
+        ["Bin", "Accounts", "Bads", "Mean predicted", "Observed", "Difference"],
+        [[str(r.get("bin")), _num(r.get("n")), _num(r.get("bads")), _pct(r.get("mean_predicted")),
+          _pct(r.get("observed_rate")), _pct(float(r.get("observed_rate", 0)) - float(r.get("mean_predicted", 0)))] for r in rows],
+        "num",
+    )
+    return c.svg(), tbl
+
+
+def _training(m: dict[str, Any]) -> str:
+    rounds = m.get("rounds")
+    if not isinstance(rounds, list) or not rounds:
+        return ""
+    rounds = [r for r in rounds if isinstance(r, dict)]
+    xs = [float(r.get("round", i)) for i, r in enumerate(rounds)]
+    keys = sorted({k for r in rounds for k, v in r.items() if k != "round" and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    loss_keys = [k for k in keys if "loss" in k]
+    perf_keys = [k for k in keys if k not in loss_keys and any(t in k for t in ("auc", "ks", "gini"))]
+    colors = [PALETTE["model"], PALETTE["accent"], PALETTE["train"], PALETTE["good"], PALETTE["bad"]]
+    out = []
+    xr = (min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1)
+    for title, ylab, ks_ in (("Training loss per round", "Loss", loss_keys), ("Model quality per round", "Metric", perf_keys)):
+        vals = [float(r[k]) for r in rounds for k in ks_ if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
+        if not vals:
+            continue
+        lo, hi = min(vals), max(vals)
+        pad = (hi - lo) * 0.1 or abs(hi) * 0.1 or 0.1
+        c = Chart(title, "Round", ylab, x_range=xr, y_range=(lo - pad, hi + pad), legend="tr" if ks_ is loss_keys else "br")
+        for k, col in zip(ks_, colors):
+            pts = [(x, float(r[k])) for x, r in zip(xs, rounds) if isinstance(r.get(k), (int, float))]
+            c.line([p[0] for p in pts], [p[1] for p in pts], color=col, label=k.replace("_", " "))
+            if len(pts) <= 60:
+                c.points([p[0] for p in pts], [p[1] for p in pts], color=col, r=2.5)
+        out.append(c.svg())
+    return _figs(*out) if out else ""
+
+
+def _stability(m: dict[str, Any]) -> str:
+    st = m.get("stability")
+    if not isinstance(st, dict) or not isinstance(st.get("bins"), list):
+        return NA
+    bins = st["bins"]
+    k = len(bins)
+    e = [float(b.get("expected_pct", 0)) for b in bins]
+    a = [float(b.get("actual_pct", 0)) for b in bins]
+    c = Chart("Score distribution: train (expected) vs test (actual)", "Score bin (train quantiles)", "Share of sample",
+              x_range=(0.4, k + 0.6), y_range=(0, max(e + a + [0.01]) * 1.4), x_ticks=[(i + 1, str(i + 1)) for i in range(k)],
+              width=max(520, 52 * k))
+    c.bars([i + 1 for i in range(k)], e, bar_width=0.36, offset=-0.19, color=PALETTE["train"], label="train")
+    c.bars([i + 1 for i in range(k)], a, bar_width=0.36, offset=0.19, color=PALETTE["model"], label="test")
+    band = escape(str(st.get("band", "")))
+    head = (f'<p class="psi band-{band}"><strong>PSI {_num(st.get("psi"), 4)}</strong> — {band}. '
+            "Reading: &lt; 0.10 stable, 0.10–0.25 watch, &gt; 0.25 population shift. "
+            "Empty bins are smoothed to 0.01% before the logarithm.</p>")
+
+    def _edge(v: Any) -> str:
+        return "−∞" if v == -math.inf else "+∞" if v == math.inf else _num(v, 4)
+
+    tbl = _table(
+        ["Bin", "Score range", "Train", "Test", "Contribution"],
+        [[str(i + 1), f"({_edge(b.get('lower'))}, {_edge(b.get('upper'))}]", _pct(b.get("expected_pct")),
+          _pct(b.get("actual_pct")), _num(b.get("psi"), 4)] for i, b in enumerate(bins)],
+        "num",
+    )
+    return head + _figs(c.svg(), tbl)
+
+
+def _iv_strength(iv: float) -> str:
+    if iv < 0.02:
+        return "not predictive"
+    if iv < 0.1:
+        return "weak"
+    if iv < 0.3:
+        return "medium"
+    if iv < 0.5:
+        return "strong"
+    return "very strong (check for leakage)"
+
+
+def _iv(m: dict[str, Any]) -> str:
+    iv = m.get("iv")
+    if not isinstance(iv, dict) or not iv:
+        return NA
+    out = []
+    for party, rows in iv.items():
+        if not isinstance(rows, list):
+            continue
+        rows = sorted((r for r in rows if isinstance(r, dict)), key=lambda r: -float(r.get("iv", 0) or 0))
+        extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("feature", "iv")]
+        top = max([float(r.get("iv", 0) or 0) for r in rows] + [1e-12])
+        trs = []
+        for r in rows:
+            v = float(r.get("iv", 0) or 0)
+            bar = f'<span class="bar"><span style="width:{100 * v / top:.1f}%"></span></span>'
+            trs.append([escape(str(r.get("feature", ""))), f"{v:.4f}", bar + escape(_iv_strength(v))]
+                       + [_num(r.get(k)) for k in extra])
+        out.append(f"<h3>{escape(str(party))}</h3>" + _table(["Feature", "IV", "Strength"] + [k.replace("_", " ") for k in extra], trs, "num iv"))
+    return "".join(out) or NA
+
+
+def _ledger(ledgers: dict[str, list[dict[str, Any]]]) -> str:
+    if not ledgers:
+        return NA
+    flows: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    sent: dict[str, int] = defaultdict(int)
+    recv: dict[str, int] = defaultdict(int)
+    parties: set[str] = set()
+    per_party = []
+    for party, entries in ledgers.items():
+        summ = summarise(entries)
+        kinds = sorted({e["kind"] for e in entries})
+        per_party.append([escape(party), _num(summ["messages"]), format_bytes(summ["bytes"]), escape(", ".join(kinds)) or "—"])
+        for e in entries:
+            frm, to, kind, b = str(e.get("from", party)), str(e["to"]), str(e["kind"]), int(e["bytes"])
+            flows[(frm, to, kind)][0] += 1
+            flows[(frm, to, kind)][1] += b
+            sent[frm] += b
+            recv[to] += b
+            parties |= {frm, to}
+    total = sum(v[1] for v in flows.values()) or 1
+    flow_rows = []
+    for (frm, to, kind), (n, b) in sorted(flows.items(), key=lambda kv: (kv[0][0], -kv[1][1])):
+        cls = ' class="warn"' if kind == "plaintext-by-design" else ""
+        flow_rows.append([escape(frm), escape(to), f"<span{cls}>{escape(kind)}</span>", f"{n:,}", format_bytes(b), f"{b:,}", _pct(b / total)])
+    names = sorted(parties)
+    c = Chart("Bytes sent and received per party", "", "Bytes", x_range=(0.4, len(names) + 0.6),
+              y_range=(0, max([*sent.values(), *recv.values(), 1]) * 1.18), x_ticks=[(i + 1, n) for i, n in enumerate(names)],
+              width=max(520, 120 * len(names)))
+    xs = [i + 1 for i in range(len(names))]
+    c.bars(xs, [sent.get(n, 0) for n in names], bar_width=0.36, offset=-0.19, color=PALETTE["model"], label="sent",
+           values=[format_bytes(sent.get(n, 0)) for n in names])
+    c.bars(xs, [recv.get(n, 0) for n in names], bar_width=0.36, offset=0.19, color=PALETTE["accent"], label="received",
+           values=[format_bytes(recv.get(n, 0)) for n in names])
+    return (
+        _figs(c.svg(), "<h3>Per party (from its own ledger file)</h3>"
+              + _table(["Party", "Messages sent", "Bytes sent", "Message kinds"], per_party, "num"))
+        + "<h3>Flows by direction and message kind</h3>"
+        + _table(["From", "To", "Kind", "Messages", "Size", "Bytes", "Share"], flow_rows, "num ledger")
+    )
+
+
+# -- page --------------------------------------------------------------------------------------
+_CSS = """
+:root{--ink:#1d2733;--muted:#5b6875;--line:#dfe3e8;--bg:#f5f7fa;--navy:#1f4e79}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.5 -apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--ink);background:var(--bg)}
+header{background:var(--navy);color:#fff;padding:22px 40px 18px}
+header h1{margin:0;font-size:22px;font-weight:600;letter-spacing:.2px}
+header .meta{margin-top:4px;color:#c9d6e3;font-size:13px}
+nav{background:#fff;border-bottom:1px solid var(--line);padding:8px 40px;font-size:13px}
+nav a{color:var(--navy);text-decoration:none;margin-right:18px}
+main{max-width:1180px;margin:0 auto;padding:18px 40px 40px}
+section{background:#fff;border:1px solid var(--line);border-radius:6px;padding:18px 22px;margin:18px 0}
+h2{margin:0 0 4px;font-size:17px;color:var(--navy)}
+h3{font-size:14px;margin:18px 0 6px;color:var(--ink)}
+p.intro{margin:0 0 12px;color:var(--muted);font-size:13px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(140px,1fr));gap:12px;margin-top:18px}
+.card{background:#fff;border:1px solid var(--line);border-top:3px solid var(--navy);border-radius:6px;padding:10px 14px}
+.card .k{font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.4px}
+.card .v{font-size:24px;font-weight:600;margin:2px 0}
+.card .s{font-size:12px;color:var(--muted)}
+.card.band-stable{border-top-color:#2e8b57}.card.band-watch{border-top-color:#d68910}.card.band-shift{border-top-color:#c0392b}
+.figs{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:14px;margin:6px 0 10px}
+.figs.wide{grid-template-columns:minmax(0,1fr)}
+.cell{min-width:0;overflow-x:auto}
+.cell h3:first-child{margin-top:4px}
+figure{margin:0;border:1px solid var(--line);border-radius:4px;padding:4px;background:#fff}
+svg.chart{display:block;width:100%;height:auto}
+svg text{font-family:inherit}
+svg .title{font-size:14px;font-weight:600;fill:#1d2733}
+svg .tick{font-size:11px;fill:#5b6875}
+svg .axis{font-size:12px;fill:#3a4550}
+svg .legend{font-size:11.5px;fill:#1d2733}
+svg .note{font-size:12px;font-weight:600}
+svg .val{font-size:10.5px;fill:#3a4550}
+table{border-collapse:collapse;margin:6px 0 12px;font-size:13px;min-width:50%}
+th{background:#eef2f6;text-align:left;font-weight:600;padding:6px 10px;border-bottom:1px solid var(--line)}
+td{padding:5px 10px;border-bottom:1px solid #eef0f3}
+table.num td:not(:first-child){font-variant-numeric:tabular-nums}
+tbody tr:nth-child(even){background:#fafbfc}
+.bar{display:inline-block;width:90px;height:9px;background:#eef2f6;margin-right:8px;vertical-align:middle;border-radius:2px}
+.bar span{display:block;height:100%;background:var(--navy);border-radius:2px}
+.na{color:var(--muted);font-style:italic}
+.notes{background:#fff8e6;border:1px solid #f0d48a;border-radius:6px;padding:8px 16px;margin-top:16px;font-size:13px}
+.warn{color:#b03a2e;font-weight:600}
+p.psi{padding:8px 12px;border-left:4px solid #9aa5b1;background:#f7f9fb}
+p.psi.band-stable{border-left-color:#2e8b57}p.psi.band-watch{border-left-color:#d68910}p.psi.band-shift{border-left-color:#c0392b}
+footer{color:var(--muted);font-size:12px;text-align:center;padding:0 0 30px}
+@media print{body{background:#fff}section{break-inside:avoid;border:none}nav{display:none}}
+"""
+
+
+def render_report(run: dict[str, Any], title: str | None = None) -> str:
+    """Render the HTML page from :func:`load_run` output.
+
+    Parameters
+    ----------
+    run : dict
+        As returned by :func:`load_run`.
+    title : str, optional
+        Page heading; defaults to the job and task names.
+
+    Returns
+    -------
+    str
+        A complete HTML document (inline CSS and SVG only).
+    """
+    m, scores, ledgers = run["metrics"], run["scores"], run["ledgers"]
+    job = str(m.get("job", "")) or "unnamed job"
+    task = str(m.get("task", "")) or "unknown task"
+    heading = title or "Credit risk model report"
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    roc, ksc = _roc_ks(scores)
+    dist = _distribution(scores)
+    lift_svg, gains_svg, lift_tbl = _lift(m)
+    cal_svg, cal_tbl = _calibration(m)
+    train = _training(m)
+
+    sections = [
+        _section("comparison", "Federated vs centralised vs local-only",
+                 "Same test set for every model. Centralised pooled data is the ceiling a federation can reach; "
+                 "local-only models are what each institution achieves alone.", _comparison(m)),
+        _section("discrimination", "Discrimination: ROC and KS",
+                 "How well the score separates defaulters (bads) from non-defaulters (goods). "
+                 "KS is the largest gap between the cumulative shares of bads and goods.",
+                 _figs(roc, ksc) if roc else NA),
+        _section("distribution", "Score distribution by class",
+                 "Histogram of the predicted default probability, each class normalised to 100%. "
+                 "Less overlap means better separation.", _figs(dist, _class_stats(scores)) if dist else NA),
+        _section("lift", "Lift and gains",
+                 "Accounts ranked by score, riskiest first, and cut into equal-size groups.",
+                 (_figs(lift_svg, gains_svg) + lift_tbl) if lift_svg else NA),
+        _section("calibration", "Calibration",
+                 "Does a predicted 10% default probability default 10% of the time? Points on the diagonal are well calibrated.",
+                 _figs(cal_svg, cal_tbl) if cal_svg else NA),
+        _section("training", "Training per round", "Federated optimisation progress.", train or NA),
+        _section("stability", "Population stability (train → test)",
+                 "Population stability index of the score between the training (expected) and test (actual) samples.",
+                 _stability(m)),
+        _section("iv", "Information value by party",
+                 "Predictive strength of each candidate feature, computed per party on common bins.", _iv(m)),
+        _section("ledger", "Communication ledger",
+                 "Every message each party sent, from its own outbound ledger: the record a compliance team "
+                 "reviews. Kinds: ciphertext, masked, aggregate, public-parameter, model, metric, plaintext-by-design.",
+                 _ledger(ledgers)),
+    ]
+    nav = "".join(f'<a href="#{sid}">{lab}</a>' for sid, lab in (
+        ("comparison", "Comparison"), ("discrimination", "ROC / KS"), ("distribution", "Distribution"),
+        ("lift", "Lift"), ("calibration", "Calibration"), ("training", "Training"), ("stability", "Stability"),
+        ("iv", "IV"), ("ledger", "Ledger")))
+    notes = ""
+    if run.get("notes"):
+        notes = '<div class="notes"><strong>Data notes</strong><ul>' + "".join(f"<li>{escape(n)}</li>" for n in run["notes"]) + "</ul></div>"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{escape(heading)} — {escape(job)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{escape(heading)}</h1><div class=\"meta\">Job <strong>{escape(job)}</strong> · task {escape(task)} · "
+        f"generated {generated}</div></header><nav>{nav}</nav><main>"
+        f"{_cards(m, ledgers)}{notes}{''.join(sections)}</main>"
+        "<footer>fedrisk · figures computed from the run directory; no raw data leaves any party to build this report.</footer>"
+        "</body></html>\n"
+    )
+
+
+def write_report(run_dir: Path, title: str | None = None) -> Path:
+    """Write ``run_dir/report.html`` and return its path.
+
+    Parameters
+    ----------
+    run_dir : Path
+        Run directory holding ``metrics.json``, ``scores/`` and ``ledger/`` (any may be absent).
+    title : str, optional
+        Page heading.
+
+    Returns
+    -------
+    Path
+        The written report.
+
+    Raises
+    ------
+    DataError
+        ``run_dir`` does not exist.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"run directory {run_dir} does not exist; pass the directory a job wrote")
+    out = run_dir / "report.html"
+    out.write_text(render_report(load_run(run_dir), title), encoding="utf-8")
+    return out

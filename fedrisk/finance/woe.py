@@ -1,0 +1,302 @@
+"""Weight of evidence (WOE), information value (IV) and IV/correlation feature selection.
+
+Conventions
+-----------
+``y = 1`` is bad. For bin ``i`` with ``g_i`` goods and ``b_i`` bads (totals ``G``, ``B``)::
+
+    WOE_i = ln( (g_i / G) / (b_i / B) )          # > 0: safer than average
+    IV    = sum_i (g_i / G - b_i / B) * WOE_i
+
+Smoothing (zero goods or zero bads in a bin)
+    A bin with rows but no goods or no bads would have an infinite WOE. Such a bin gets
+    ``smoothing`` (default 0.5, the Haldane–Anscombe correction) added to *both* its goods and
+    its bads before the shares are taken; ``G`` and ``B`` are then the smoothed totals. Bins
+    with both classes are not changed. An empty bin (typically the missing bin when nothing is
+    missing) has WOE 0 and contributes nothing to IV.
+
+The smoothing rule depends only on the per-bin counts, so a federated IV computed from
+aggregated counts equals the pooled IV exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from fedrisk.errors import ConfigError, DataError
+from fedrisk.finance.binning import BinningConfig, FeatureBins, class_counts, fit_bins
+
+__all__ = [
+    "DEFAULT_SMOOTHING",
+    "woe_iv",
+    "iv_strength",
+    "FeatureWoe",
+    "WoeEncoder",
+    "select_by_iv",
+    "select_by_correlation",
+    "select_features",
+]
+
+DEFAULT_SMOOTHING = 0.5
+
+
+def woe_iv(goods: Any, bads: Any, smoothing: float = DEFAULT_SMOOTHING) -> tuple[np.ndarray, np.ndarray, float]:
+    """WOE and IV of one feature from its per-bin class counts.
+
+    Parameters
+    ----------
+    goods, bads : array-like of float
+        Counts per bin (the missing bin included, if any).
+    smoothing : float, default 0.5
+        Added to both counts of a non-empty bin that lacks goods or bads (see module Notes).
+
+    Returns
+    -------
+    woe : ndarray
+        WOE per bin (0 for empty bins).
+    iv_bins : ndarray
+        IV contribution per bin.
+    iv : float
+        Total IV (0 when the feature cannot separate: one class overall, or no rows).
+    """
+    g = np.asarray(goods, dtype=float).copy()
+    b = np.asarray(bads, dtype=float).copy()
+    if g.shape != b.shape:
+        raise DataError(f"goods and bads must have one count per bin (got {g.shape} and {b.shape})")
+    if smoothing < 0:
+        raise ConfigError(f"WOE smoothing must be >= 0, got {smoothing}")
+    n = g + b
+    fix = (n > 0) & ((g == 0) | (b == 0))
+    g[fix] += smoothing
+    b[fix] += smoothing
+    G, B = g.sum(), b.sum()
+    woe = np.zeros_like(g)
+    iv_bins = np.zeros_like(g)
+    if G <= 0 or B <= 0:
+        return woe, iv_bins, 0.0
+    ok = (n > 0) & (g > 0) & (b > 0)
+    dg, db = g[ok] / G, b[ok] / B
+    woe[ok] = np.log(dg / db)
+    iv_bins[ok] = (dg - db) * woe[ok]
+    return woe, iv_bins, float(iv_bins.sum())
+
+
+def iv_strength(iv: float) -> str:
+    """Conventional reading of an IV value (Siddiqi): < 0.02 none … > 0.5 suspicious."""
+    if iv < 0.02:
+        return "not predictive"
+    if iv < 0.1:
+        return "weak"
+    if iv < 0.3:
+        return "medium"
+    if iv < 0.5:
+        return "strong"
+    return "suspicious (check for leakage)"
+
+
+@dataclass
+class FeatureWoe:
+    """Bins, counts, WOE and IV of one feature."""
+
+    bins: FeatureBins
+    goods: np.ndarray
+    bads: np.ndarray
+    woe: np.ndarray
+    iv_bins: np.ndarray
+    iv: float
+
+    @classmethod
+    def from_counts(cls, bins: FeatureBins, goods: Any, bads: Any, smoothing: float = DEFAULT_SMOOTHING) -> "FeatureWoe":
+        """Compute WOE/IV for ``bins`` from per-bin counts (missing bin last)."""
+        g = np.asarray(goods, dtype=float)
+        b = np.asarray(bads, dtype=float)
+        if g.shape[0] != bins.n_bins + 1:
+            raise DataError(f"feature {bins.name!r}: {g.shape[0]} counts for {bins.n_bins + 1} bins (missing bin included)")
+        woe, ivb, iv = woe_iv(g, b, smoothing)
+        return cls(bins, g, b, woe, ivb, iv)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One JSON-able row per bin: label, counts, bad rate, WOE, IV contribution."""
+        rows = []
+        for i, lab in enumerate(self.bins.labels()):
+            n = self.goods[i] + self.bads[i]
+            rows.append({"bin": i, "label": lab, "n": int(n), "goods": int(self.goods[i]), "bads": int(self.bads[i]),
+                         "bad_rate": float(self.bads[i] / n) if n else None, "woe": float(self.woe[i]),
+                         "iv": float(self.iv_bins[i])})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bins": self.bins.to_dict(), "goods": self.goods.tolist(), "bads": self.bads.tolist(),
+                "woe": self.woe.tolist(), "iv": self.iv}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], smoothing: float = DEFAULT_SMOOTHING) -> "FeatureWoe":
+        return cls.from_counts(FeatureBins.from_dict(d["bins"]), d["goods"], d["bads"], smoothing)
+
+
+class WoeEncoder:
+    """Bin features, compute WOE/IV, and replace values by their bin's WOE (one party, local rows).
+
+    Parameters
+    ----------
+    method : {"monotonic", "quantile"}
+        Binning method (see :mod:`fedrisk.finance.binning`).
+    max_bins : int
+        Most bins per feature, missing bin excluded.
+    n_prebins : int
+        Equal-frequency prebins before merging.
+    min_bin_frac : float
+        Smallest share of rows in a final bin (monotonic method).
+    categorical : iterable of str, optional
+        Columns forced categorical; others are inferred (non-numeric values → categorical).
+    smoothing : float
+        WOE smoothing for bins lacking goods or bads (see module Notes).
+
+    Attributes
+    ----------
+    features_ : list of str
+        Columns fitted, in order.
+    woe_ : dict of str to FeatureWoe
+        Per-feature bins, counts, WOE and IV.
+    iv_ : dict of str to float
+        IV per feature.
+    """
+
+    def __init__(self, method: str = "monotonic", max_bins: int = 6, n_prebins: int = 20, min_bin_frac: float = 0.05,
+                 categorical: Iterable[str] | None = None, smoothing: float = DEFAULT_SMOOTHING) -> None:
+        self.method = method
+        self.max_bins = max_bins
+        self.n_prebins = n_prebins
+        self.min_bin_frac = min_bin_frac
+        self.categorical = categorical
+        self.smoothing = smoothing
+
+    def _config(self) -> BinningConfig:
+        return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac)
+
+    def fit(self, X: pd.DataFrame, y: Any) -> "WoeEncoder":
+        """Fit bins and WOE on ``X`` (DataFrame) and ``y`` (1 = bad)."""
+        yv = _check_y(y, len(X))
+        bins = fit_bins(X, yv, categorical=self.categorical, config=self._config())
+        return self.fit_bins(X, yv, bins)
+
+    def fit_bins(self, X: pd.DataFrame, y: Any, bins: dict[str, FeatureBins]) -> "WoeEncoder":
+        """Compute WOE/IV on ``X``, ``y`` with given bins (e.g. agreed by a federation)."""
+        yv = _check_y(y, len(X))
+        self.woe_ = {}
+        for name, fb in bins.items():
+            _require_columns(X, [name])
+            g, b = class_counts(fb.assign(X[name]), yv, fb.n_bins + 1)
+            self.woe_[name] = FeatureWoe.from_counts(fb, g, b, self.smoothing)
+        self.features_ = list(bins)
+        self.iv_ = {k: v.iv for k, v in self.woe_.items()}
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """WOE value of every cell, one column per fitted feature.
+
+        Raises
+        ------
+        DataError
+            A fitted column is absent, or a numeric column holds non-numbers (schema mismatch).
+        """
+        self._check_fitted()
+        _require_columns(X, self.features_)
+        return pd.DataFrame({f: self.woe_[f].woe[self.woe_[f].bins.assign(X[f])] for f in self.features_}, index=X.index)
+
+    def fit_transform(self, X: pd.DataFrame, y: Any) -> pd.DataFrame:
+        return self.fit(X, y).transform(X)
+
+    def bin_index(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Bin index of every cell (missing bin = ``n_bins``)."""
+        self._check_fitted()
+        _require_columns(X, self.features_)
+        return pd.DataFrame({f: self.woe_[f].bins.assign(X[f]) for f in self.features_}, index=X.index)
+
+    def iv_table(self) -> list[dict[str, Any]]:
+        """Features by descending IV: ``feature``, ``iv``, ``n_bins``, ``kind``, ``strength``."""
+        self._check_fitted()
+        rows = [{"feature": f, "iv": w.iv, "n_bins": w.bins.n_bins, "kind": w.bins.kind, "strength": iv_strength(w.iv)}
+                for f, w in self.woe_.items()]
+        return sorted(rows, key=lambda r: -r["iv"])
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "woe_"):
+            raise ConfigError("WoeEncoder is not fitted; call fit(X, y) first")
+
+
+def _check_y(y: Any, n: int) -> np.ndarray:
+    yv = np.asarray(y, dtype=float).ravel()
+    if yv.shape[0] != n:
+        raise DataError(f"the label has {yv.shape[0]} rows but the features have {n}")
+    if np.isnan(yv).any() or not np.isin(yv, (0.0, 1.0)).all():
+        raise DataError("the label must be 0/1 (1 = bad) with no missing values")
+    return yv
+
+
+def _require_columns(X: pd.DataFrame, cols: Iterable[str]) -> None:
+    missing = [c for c in cols if c not in X.columns]
+    if missing:
+        raise DataError(
+            f"column(s) {missing} used by the model are not in the data (it has {list(X.columns)[:20]}); "
+            "score data must have the schema the model was fitted on"
+        )
+
+
+# -- selection ---------------------------------------------------------------------------------
+def select_by_iv(iv: dict[str, float], threshold: float = 0.02) -> tuple[list[str], dict[str, str]]:
+    """Keep features with ``IV >= threshold``; return kept names and a reason per dropped one."""
+    kept = [f for f, v in iv.items() if v >= threshold]
+    dropped = {f: f"IV {v:.4f} < {threshold}" for f, v in iv.items() if v < threshold}
+    return kept, dropped
+
+
+def select_by_correlation(woe_frame: pd.DataFrame | None, iv: dict[str, float], max_corr: float = 0.7, *,
+                          corr: pd.DataFrame | None = None) -> tuple[list[str], dict[str, str]]:
+    """Among features correlated above ``max_corr`` (absolute, on WOE values) keep the higher IV.
+
+    Parameters
+    ----------
+    woe_frame : DataFrame, optional
+        WOE-encoded rows; ignored when ``corr`` is given.
+    iv : dict
+        IV per candidate feature (only these are considered).
+    max_corr : float
+        Absolute Pearson correlation above which the weaker feature is dropped.
+    corr : DataFrame, optional
+        A precomputed correlation matrix (e.g. aggregated across a federation).
+    """
+    cand = sorted(iv, key=lambda f: -iv[f])
+    if corr is None:
+        if woe_frame is None:
+            raise ConfigError("select_by_correlation needs woe_frame or corr")
+        corr = woe_frame[cand].corr().fillna(0.0)
+    kept: list[str] = []
+    dropped: dict[str, str] = {}
+    for f in cand:
+        clash = next((k for k in kept if abs(float(corr.loc[f, k])) > max_corr), None)
+        if clash is None:
+            kept.append(f)
+        else:
+            dropped[f] = f"|corr| {abs(float(corr.loc[f, clash])):.2f} > {max_corr} with {clash} (IV {iv[clash]:.4f})"
+    return kept, dropped
+
+
+def select_features(iv: dict[str, float], woe_frame: pd.DataFrame | None = None, *, iv_threshold: float = 0.02,
+                    max_corr: float | None = 0.7, corr: pd.DataFrame | None = None, party: str | None = None) -> dict[str, Any]:
+    """IV threshold, then correlation filter; a JSON-able report.
+
+    Returns
+    -------
+    dict
+        ``party``, ``selected`` (by descending IV), ``dropped`` ({feature: reason}) and
+        ``iv_threshold`` / ``max_corr`` used.
+    """
+    kept, dropped = select_by_iv(iv, iv_threshold)
+    if max_corr is not None and len(kept) > 1 and (woe_frame is not None or corr is not None):
+        kept, d2 = select_by_correlation(woe_frame, {f: iv[f] for f in kept}, max_corr, corr=corr)
+        dropped.update(d2)
+    kept = sorted(kept, key=lambda f: -iv[f])
+    return {"party": party, "selected": kept, "dropped": dropped, "iv_threshold": iv_threshold, "max_corr": max_corr}

@@ -1,0 +1,76 @@
+import pytest
+
+from fedrisk.errors import ConfigError
+from fedrisk.runtime.spec import load_spec, shared_settings
+
+GOOD = """
+[federation]
+name = "t"
+[coordinator]
+address = "127.0.0.1:50000"
+[parties.bank1]
+address = "127.0.0.1:50001"
+data = "b1.csv"
+label = "y"
+[parties.bank2]
+address = "127.0.0.1:50002"
+data = "b2.csv"
+label = "y"
+[task]
+kind = "horizontal.lr"
+rounds = 3
+"""
+
+
+def write(tmp_path, text, name="job.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    for f in ("b1.csv", "b2.csv"):
+        (tmp_path / f).write_text("id,y,x0\n1,0,0.5\n2,1,0.1\n")
+    return p
+
+
+def test_good_spec_loads_and_resolves_paths_relative_to_the_file(tmp_path):
+    spec = load_spec(write(tmp_path, GOOD))
+    assert spec.participants() == ["bank1", "bank2", "coordinator"]
+    assert spec.data_path("bank1") == (tmp_path / "b1.csv").resolve()
+    spec.check_files()
+
+
+@pytest.mark.parametrize("text, message", [
+    (GOOD.replace('address = "127.0.0.1:50001"', 'adress = "127.0.0.1:50001"'), r"parties\.bank1\.adress: unknown key \(did you mean 'address'\?\)"),
+    (GOOD.replace("rounds = 3", "roundz = 3"), r"task\.roundz: unknown setting \(did you mean 'rounds'\?\)"),
+    (GOOD.replace("rounds = 3", "rounds = 0"), r"task\.rounds"),
+    (GOOD.replace('"127.0.0.1:50002"', '"localhost"'), r"parties\.bank2\.address: 'localhost' is not a host:port"),
+    (GOOD.replace('"127.0.0.1:50002"', '"127.0.0.1:50001"'), r"both use address 127\.0\.0\.1:50001"),
+    (GOOD + '[parties.bank1]\naddress = "127.0.0.1:50009"\n', r"declared twice"),
+    (GOOD.replace('kind = "horizontal.lr"', 'kind = "horizontal.svm"'), r"task\.kind 'horizontal\.svm' is not known"),
+    (GOOD.replace("[parties.bank2]", "[parties.Bank2]"), r"party name 'Bank2'"),
+    (GOOD.replace('[coordinator]\naddress = "127.0.0.1:50000"', ""), r"needs a \[coordinator\]"),
+    (GOOD.replace('label = "y"\n[parties.bank2]', '[parties.bank2]'), r"every bank needs label"),
+    ("[federation\nname='x'", r"not valid TOML"),
+])
+def test_bad_specs_fail_with_one_clear_line(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        load_spec(write(tmp_path, text))
+    assert "\n" not in str(e.value)
+
+
+def test_missing_spec_and_missing_data_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_spec(tmp_path / "nope.toml")
+    spec = load_spec(write(tmp_path, GOOD))
+    (tmp_path / "b2.csv").unlink()
+    with pytest.raises(ConfigError, match=r"party 'bank2': data file .*b2\.csv does not exist"):
+        spec.check_files()
+    spec.check_files("bank1")  # a party only needs its own file
+
+
+def test_shared_settings_ignore_local_paths(tmp_path):
+    a = load_spec(write(tmp_path, GOOD))
+    other = tmp_path / "other"
+    other.mkdir()
+    b = load_spec(write(other, GOOD.replace('data = "b1.csv"', 'data = "elsewhere/b1.csv"')))
+    assert shared_settings(a) == shared_settings(b)
+    c = load_spec(write(other, GOOD.replace("rounds = 3", "rounds = 4"), "c.toml"))
+    assert shared_settings(a) != shared_settings(c)

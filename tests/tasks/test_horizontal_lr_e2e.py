@@ -1,0 +1,169 @@
+"""End to end: real `fedrisk` processes talking gRPC over mutual TLS on loopback."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedrisk.runtime.demo import free_ports
+
+pytestmark = pytest.mark.e2e
+FEDRISK = [sys.executable, "-m", "fedrisk"]
+
+
+def cli(*args, cwd=None, timeout=240):
+    return subprocess.run([*FEDRISK, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def small_federation(tmp: Path, mutate=None, secure=True, rounds=3) -> Path:
+    rng = np.random.default_rng(0)
+    ports = free_ports(4)
+    parts = []
+    for i, name in enumerate(["bank1", "bank2", "bank3"]):
+        n = 200 + 50 * i
+        X = rng.normal(size=(n, 3))
+        y = (rng.random(n) < 1 / (1 + np.exp(-X @ [1.0, -0.5, 0.3]))).astype(int)
+        df = pd.DataFrame({"id": np.arange(n) + 1000 * i, "y": y, "x0": X[:, 0], "x1": X[:, 1], "x2": X[:, 2]})
+        if mutate:
+            df = mutate(name, df)
+        df.to_csv(tmp / f"{name}.csv", index=False)
+        parts.append(f'[parties.{name}]\naddress = "127.0.0.1:{ports[i + 1]}"\ndata = "{name}.csv"\nid = "id"\nlabel = "y"\n')
+    pd.DataFrame({"id": [9000 + k for k in range(100)], "y": rng.integers(0, 2, 100),
+                  "x0": rng.normal(size=100), "x1": rng.normal(size=100), "x2": rng.normal(size=100)}).to_csv(tmp / "test.csv", index=False)
+    spec = tmp / "job.toml"
+    spec.write_text(textwrap.dedent(f"""
+        [federation]
+        name = "small"
+        [coordinator]
+        address = "127.0.0.1:{ports[0]}"
+        """) + "\n".join(parts) + textwrap.dedent(f"""
+        [task]
+        kind = "horizontal.lr"
+        rounds = {rounds}
+        [evaluation]
+        test = "test.csv"
+        [security]
+        secure_aggregation = {str(secure).lower()}
+        """))
+    return spec
+
+
+def test_simulate_example_on_shared_data(shared_data, repo, tmp_path):
+    out = tmp_path / "run"
+    r = cli("simulate", "examples/horizontal_default_credit.toml", "--out", out, cwd=repo)
+    assert r.returncode == 0, r.stderr + r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["auc"] >= 0.7297 - 0.005
+    assert 0.3 < metrics["test"]["ks"] < 0.5
+    assert len(metrics["rounds"]) == 20 and "loss" in metrics["rounds"][-1]
+    ledgers = sorted(p.stem for p in (out / "ledger").glob("*.jsonl"))
+    assert ledgers == ["bank1", "bank2", "bank3", "coordinator"]
+    # secure aggregation is the default: no bank ever sent the coordinator a plain model update
+    for bank in ("bank1", "bank2", "bank3"):
+        kinds = {json.loads(l)["kind"] for l in (out / "ledger" / f"{bank}.jsonl").read_text().splitlines()
+                 if json.loads(l)["to"] == "coordinator"}
+        assert "model" not in kinds and "masked" in kinds
+    model = json.loads((out / "model.json").read_text())
+    assert model["format"] == "fedrisk.lr" and len(model["features"]) == 23
+    # local scoring of new rows with the model file
+    scores = tmp_path / "scores.csv"
+    r = cli("predict", out / "model.json", shared_data / "default_credit_homo_test.csv", "--out", scores)
+    assert r.returncode == 0, r.stderr
+    s = pd.read_csv(scores)
+    ref = pd.read_csv(out / "scores" / "test.csv")
+    np.testing.assert_allclose(s["score"].to_numpy(), ref["score"].to_numpy(), rtol=1e-6)
+
+
+def test_each_party_as_its_own_fedrisk_party_process(tmp_path):
+    spec = small_federation(tmp_path, secure=False)
+    certs = tmp_path / "certs"
+    assert cli("certs", "--parties", "bank1,bank2,bank3", "--out", certs).returncode == 0
+    procs = [subprocess.Popen([*FEDRISK, "party", str(spec), "--as", name, "--out", str(tmp_path / name),
+                               "--certs", str(certs), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name in ["coordinator", "bank3", "bank2", "bank1"]]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    # each host has only its own ledger; the evaluation holder (first bank) wrote metrics
+    assert [p.name for p in (tmp_path / "bank2" / "ledger").iterdir()] == ["bank2.jsonl"]
+    assert (tmp_path / "bank1" / "metrics.json").is_file()
+    assert json.loads((tmp_path / "bank2" / "model.json").read_text())["features"] == ["x0", "x1", "x2"]
+
+
+def drop_col(name, df):
+    return df.drop(columns=["x2"]) if name == "bank2" else df
+
+
+def rename_col(name, df):
+    return df.rename(columns={"x1": "income"}) if name == "bank3" else df
+
+
+def dup_ids(name, df):
+    if name == "bank2":
+        df.loc[5, "id"] = df.loc[4, "id"]
+    return df
+
+
+def nan_feature(name, df):
+    if name == "bank3":
+        df.loc[[3, 7], "x1"] = np.nan
+    return df
+
+
+def bad_label(name, df):
+    if name == "bank1":
+        df.loc[0, "y"] = 2
+    return df
+
+
+def no_label(name, df):
+    return df.drop(columns=["y"]) if name == "bank2" else df
+
+
+def empty(name, df):
+    return df.iloc[:0] if name == "bank1" else df
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (drop_col, r"different feature counts"),
+    (rename_col, r"different feature names"),
+    (dup_ids, r"bank2.*duplicate"),
+    (nan_feature, r"bank3.*x1"),
+    (bad_label, r"bank1.*(binary|0/1)"),
+    (no_label, r"bank2.*'y'"),
+    (empty, r"bank1.*(empty|no rows|no data)"),
+])
+def test_bad_input_fails_with_a_clear_line_naming_the_party(tmp_path, mutate, message):
+    spec = small_federation(tmp_path, mutate=mutate, rounds=1)
+    r = cli("simulate", spec, "--out", tmp_path / "run", timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    first = r.stderr.strip().splitlines()[0]
+    assert first.startswith("error:")
+    assert re.search(message, r.stderr, re.I), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_data_file_is_refused_before_any_process_starts(tmp_path):
+    spec = small_federation(tmp_path)
+    (tmp_path / "bank3.csv").unlink()
+    r = cli("simulate", spec, "--out", tmp_path / "run")
+    assert r.returncode == 2 and "party 'bank3': data file" in r.stderr
+    assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_demo_runs_and_federation_beats_every_bank_alone(tmp_path):
+    out = tmp_path / "demo"
+    r = cli("demo", "--out", out)
+    assert r.returncode == 0, r.stderr + r.stdout
+    comparison = json.loads((out / "metrics.json").read_text())["comparison"]
+    fed = comparison["federated"]["auc"]
+    assert all(fed > m["auc"] + 0.01 for m in comparison["local_only"].values()), comparison
+    assert fed > comparison["centralized"]["auc"] - 0.01
+    assert "pooled" in r.stdout and "alone" in r.stdout
+    assert len(list((out / "ledger").glob("*.jsonl"))) == 4

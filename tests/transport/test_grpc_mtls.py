@@ -1,0 +1,106 @@
+"""mTLS between real gRPC endpoints: who is refused, and why."""
+import numpy as np
+import pytest
+
+from fedrisk.errors import TransportError
+from fedrisk.runtime.demo import free_ports
+from fedrisk.transport.certs import cert_name, make_dev_pki, tls_files
+from fedrisk.transport.grpc_channel import GrpcChannel
+
+
+@pytest.fixture()
+def pki(tmp_path):
+    good = make_dev_pki(["bank-a", "bank-b", "bank-c"], tmp_path / "good")
+    rogue = make_dev_pki(["bank-b"], tmp_path / "rogue")
+    p1, p2 = free_ports(2)
+    return good, rogue, {"bank-a": f"127.0.0.1:{p1}", "bank-b": f"127.0.0.1:{p2}"}
+
+
+def test_certificate_names_are_party_names(pki):
+    good, _, _ = pki
+    assert cert_name((good / "bank-a.pem").read_bytes()) == "bank-a"
+
+
+def test_mutual_tls_round_trip(pki):
+    good, _, addrs = pki
+    a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=5).start()
+    b = GrpcChannel("bank-b", addrs, "job", tls_files(good, "bank-b"), connect_timeout=5).start()
+    try:
+        a.send("bank-b", "t.x", {"w": np.arange(3.0)}, kind="model")
+        np.testing.assert_array_equal(b.recv("bank-a", "t.x", timeout=5)["w"], np.arange(3.0))
+        assert a.ledger.entries[0]["to"] == "bank-b"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_party_with_certificate_from_another_ca_is_refused(pki):
+    good, rogue, addrs = pki
+    a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=5).start()
+    intruder = GrpcChannel("bank-b", addrs, "job", tls_files(rogue, "bank-b"), connect_timeout=1.5)
+    try:
+        with pytest.raises(TransportError, match="bank-a.*unreachable"):
+            intruder.send("bank-a", "t.x", 1, kind="model")
+        assert list(a.mailbox._boxes) == []
+    finally:
+        a.close()
+        intruder.close()
+
+
+def test_party_presenting_another_partys_certificate_is_refused(pki):
+    good, _, addrs = pki
+    a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=5).start()
+    # a valid certificate of the job's CA, but for bank-c, used to speak as bank-b
+    liar = GrpcChannel("bank-b", addrs, "job", tls_files(good, "bank-c"), connect_timeout=5)
+    try:
+        with pytest.raises(TransportError, match="refused"):
+            liar.send("bank-a", "t.x", 1, kind="model")
+        assert a.refused and "bank-c" in a.refused[0]
+    finally:
+        a.close()
+        liar.close()
+
+
+def test_server_presenting_wrong_name_is_refused_by_client(pki):
+    good, _, addrs = pki
+    # bank-b's address is served by a process holding bank-c's certificate
+    fake_b = GrpcChannel("bank-b", addrs, "job", tls_files(good, "bank-c"), connect_timeout=5).start()
+    a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=1.5)
+    try:
+        with pytest.raises(TransportError, match="unreachable"):
+            a.send("bank-b", "t.x", 1, kind="model")
+    finally:
+        a.close()
+        fake_b.close()
+
+
+def test_unreachable_party_error_names_party_and_address(pki):
+    good, _, addrs = pki
+    a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=0.5)
+    with pytest.raises(TransportError, match=r"party 'bank-b' at 127\.0\.0\.1:\d+ unreachable"):
+        a.send("bank-b", "t.x", 1, kind="model")
+
+
+def test_peer_that_starts_late_is_waited_for(pki):
+    import threading
+    import time
+
+    good, _, addrs = pki
+    a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=10)
+    holder = {}
+
+    def late():
+        time.sleep(0.8)
+        holder["b"] = GrpcChannel("bank-b", addrs, "job", tls_files(good, "bank-b"), connect_timeout=5).start()
+
+    t = threading.Thread(target=late)
+    t.start()
+    try:
+        a.send("bank-b", "t.x", 7, kind="metric")
+        t.join()
+        assert holder["b"].recv("bank-a", "t.x", timeout=5) == 7
+    finally:
+        t.join()
+        a.close()
+        if "b" in holder:
+            holder["b"].close()
