@@ -141,11 +141,16 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
             on_round(r, model)
         if msg["done"]:
             return model
+        tag = f"hlr.update.r{r}"
+        prepare = getattr(agg, "prepare", None)
+        if prepare is not None:
+            # masking schemes exchange their per-round keys while the bank trains, not after
+            prepare(channel, coordinator, tag)
         loss = _log_loss(Xs, y, model.coef, model.intercept)
         rng = np.random.default_rng([cfg.seed, r, zlib.crc32(channel.me.encode())])
         lr = float(msg["lr"])
         w, b = _local_train(Xs, y, model.coef, model.intercept, cfg, lr, rng)
-        agg.submit(channel, coordinator, f"hlr.update.r{r}", np.concatenate([n * w, [n * b, n, n * loss]]))
+        agg.submit(channel, coordinator, tag, np.concatenate([n * w, [n * b, n, n * loss]]))
 
 
 def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, aggregation: Aggregation | None = None,
