@@ -40,6 +40,7 @@ __all__ = [
     "quantile_edges",
     "class_counts",
     "merge_bins",
+    "order_categories",
     "bins_from_groups",
     "fit_feature_bins",
     "fit_bins",
@@ -172,7 +173,7 @@ class FeatureBins:
 def is_missing(values: Any) -> np.ndarray:
     """Boolean mask of missing values: NaN, None, and empty / whitespace-only strings."""
     s = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
-    miss = s.isna().to_numpy()
+    miss = s.isna().to_numpy().copy()
     if s.dtype == object:
         miss |= s.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(dtype=bool)
     return miss
@@ -348,8 +349,9 @@ def bins_from_groups(name: str, kind: Kind, groups: list[list[int]], *, prebin_e
     return FeatureBins(name, "categorical", groups=[sorted(cats[i] for i in g) for g in groups])
 
 
-def _order_categories(cats: Sequence[str], goods: np.ndarray, bads: np.ndarray) -> np.ndarray:
-    # smoothed bad rate so that a category with 1 row does not sort to an extreme
+def order_categories(cats: Sequence[str], goods: np.ndarray, bads: np.ndarray) -> np.ndarray:
+    """Order of categories by smoothed bad rate (ties by label), the prebin order for merging."""
+    # smoothed so that a category with 1 row does not sort to an extreme
     prior = (bads.sum() + 0.5) / (goods.sum() + bads.sum() + 1.0)
     rate = (bads + prior) / (goods + bads + 1.0)
     return np.lexsort((np.asarray(cats, dtype=object).astype(str), rate))
@@ -401,7 +403,7 @@ def fit_feature_bins(x: Any, y: Any, name: str, *, kind: Kind | None = None,
     if cats.size == 0:
         return FeatureBins(name, "categorical", groups=[])
     g, b = class_counts(inv, yv[~miss], cats.size)
-    order = _order_categories(cats, g, b)
+    order = order_categories(cats, g, b)
     groups = merge_bins(g[order], b[order], max_bins=cfg.max_bins, min_bin_frac=min_frac,
                         monotonic=monotonic, trend="increasing")
     return bins_from_groups(name, "categorical", groups, categories=[str(c) for c in cats[order]])

@@ -132,8 +132,10 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 # -- small formatting helpers ------------------------------------------------------------------
 def _num(v: Any, digits: int = 3) -> str:
-    if isinstance(v, bool) or v is None:
-        return "—" if v is None else str(v)
+    if v is None:
+        return "—"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
     if isinstance(v, (float, np.floating)):

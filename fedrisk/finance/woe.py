@@ -37,6 +37,7 @@ __all__ = [
     "select_by_iv",
     "select_by_correlation",
     "select_features",
+    "require_columns",
 ]
 
 DEFAULT_SMOOTHING = 0.5
@@ -68,14 +69,14 @@ def woe_iv(goods: Any, bads: Any, smoothing: float = DEFAULT_SMOOTHING) -> tuple
     if smoothing < 0:
         raise ConfigError(f"WOE smoothing must be >= 0, got {smoothing}")
     n = g + b
+    woe = np.zeros_like(g)
+    iv_bins = np.zeros_like(g)
+    if g.sum() <= 0 or b.sum() <= 0:
+        return woe, iv_bins, 0.0  # one class only: nothing to separate (not smoothed into a fake IV)
     fix = (n > 0) & ((g == 0) | (b == 0))
     g[fix] += smoothing
     b[fix] += smoothing
     G, B = g.sum(), b.sum()
-    woe = np.zeros_like(g)
-    iv_bins = np.zeros_like(g)
-    if G <= 0 or B <= 0:
-        return woe, iv_bins, 0.0
     ok = (n > 0) & (g > 0) & (b > 0)
     dg, db = g[ok] / G, b[ok] / B
     woe[ok] = np.log(dg / db)
@@ -187,7 +188,7 @@ class WoeEncoder:
         yv = _check_y(y, len(X))
         self.woe_ = {}
         for name, fb in bins.items():
-            _require_columns(X, [name])
+            require_columns(X, [name])
             g, b = class_counts(fb.assign(X[name]), yv, fb.n_bins + 1)
             self.woe_[name] = FeatureWoe.from_counts(fb, g, b, self.smoothing)
         self.features_ = list(bins)
@@ -203,7 +204,7 @@ class WoeEncoder:
             A fitted column is absent, or a numeric column holds non-numbers (schema mismatch).
         """
         self._check_fitted()
-        _require_columns(X, self.features_)
+        require_columns(X, self.features_)
         return pd.DataFrame({f: self.woe_[f].woe[self.woe_[f].bins.assign(X[f])] for f in self.features_}, index=X.index)
 
     def fit_transform(self, X: pd.DataFrame, y: Any) -> pd.DataFrame:
@@ -212,7 +213,7 @@ class WoeEncoder:
     def bin_index(self, X: pd.DataFrame) -> pd.DataFrame:
         """Bin index of every cell (missing bin = ``n_bins``)."""
         self._check_fitted()
-        _require_columns(X, self.features_)
+        require_columns(X, self.features_)
         return pd.DataFrame({f: self.woe_[f].bins.assign(X[f]) for f in self.features_}, index=X.index)
 
     def iv_table(self) -> list[dict[str, Any]]:
@@ -236,7 +237,8 @@ def _check_y(y: Any, n: int) -> np.ndarray:
     return yv
 
 
-def _require_columns(X: pd.DataFrame, cols: Iterable[str]) -> None:
+def require_columns(X: pd.DataFrame, cols: Iterable[str]) -> None:
+    """Raise :class:`DataError` naming every column of ``cols`` that ``X`` lacks."""
     missing = [c for c in cols if c not in X.columns]
     if missing:
         raise DataError(

@@ -1,0 +1,421 @@
+"""Horizontal (same schema, different customers) binning, WOE and IV over secure sums.
+
+Every number the coordinator gets from parties goes through an
+:class:`~fedrisk.algorithms.horizontal.aggregation.Aggregation` (``submit``/``collect``): with
+``SecureAggregation`` it sees only sums over all parties; with ``PlainAggregation`` (tests,
+explicit opt-in) it sees each party's vector.
+
+Message flow (``C`` = coordinator, ``P`` = every party; ``T`` = tag prefix, default ``"hwoe"``)::
+
+    1. P -> C  T.schema     feature names, kinds, category labels         public-parameter
+       C -> P  T.plan       agreed features, kinds, union of categories   public-parameter
+    2. P => C  T.range      per numeric feature, counts per magnitude bucket
+                            (sign x floor(log2|x|)) -> a global value range  aggregate sum
+       C -> P  T.grid       [lo, hi] per numeric feature                   public-parameter
+    3. P => C  T.cdf        counts per cell of a uniform grid (G cells)    aggregate sum
+       C -> P  T.refine     the cells holding a target quantile            public-parameter
+    4. P => C  T.sub        counts per sub-cell of those cells (G2 each)   aggregate sum
+       C: prebin edges = "roundest" number in the sub-cell where each quantile k/n_prebins falls
+       C -> P  T.prebins    prebin edges                                   public-parameter
+    5. P => C  T.counts     goods and bads per prebin (+ missing; per category)  aggregate sum
+       C: merge prebins (binning.merge_bins) -> final bins; WOE/IV from the summed counts
+       C -> P  T.woe        final bins and WOE tables                      model
+    6. P => C  T.corr       n, sum WOE_j, sum WOE_j*WOE_k  (only if max_corr is set)  aggregate sum
+       C -> P  T.result     IV, correlation matrix, selection              model
+
+(``=>`` is an Aggregation round; its sub-messages are the aggregation's own tags.)
+
+What each side learns
+    Coordinator: the agreed schema and category labels each party declared; the pooled
+    (all-party) histograms of step 2–4 — counts only, no labels — and the pooled good/bad
+    counts per prebin (step 5) and WOE moments (step 6). A sub-cell near a quantile can be
+    narrow, so on a tiny federation the pooled histogram approximates individual values near
+    the bin edges, which the final edges reveal to everyone anyway. Parties: the public plan,
+    the final bins, WOE, IV, correlations and selection. Nobody sees a row or another party's
+    counts (with secure aggregation).
+
+Invariant: WOE/IV equal those of the pooled data binned with the same edges, to float rounding
+(counts are integers; fixed-point aggregation sums are rounded back to integers).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.errors import DataError, ProtocolError
+from fedrisk.finance.binning import (
+    BinningConfig,
+    FeatureBins,
+    bins_from_groups,
+    class_counts,
+    is_categorical,
+    is_missing,
+    merge_bins,
+    order_categories,
+)
+from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe, WoeEncoder, select_features
+from fedrisk.transport.channel import Channel
+
+__all__ = ["HorizontalWoeResult", "horizontal_woe_party", "horizontal_woe_coordinator", "roundest_in"]
+
+_MAG_LO, _MAG_HI = -32, 64  # magnitude buckets 2^-32 .. 2^64
+_N_MAG = 2 * (_MAG_HI - _MAG_LO + 1) + 1
+
+
+@dataclass
+class HorizontalWoeResult:
+    """What both sides end with.
+
+    Attributes
+    ----------
+    woe : dict of str to FeatureWoe
+        Global bins, pooled counts, WOE and IV per feature.
+    iv : dict of str to float
+        Global IV per feature.
+    selection : dict
+        Global selection report (:func:`~fedrisk.finance.woe.select_features`).
+    corr : DataFrame or None
+        Pooled correlation of WOE values (when requested).
+    local : dict or None
+        Party side only: this party's own IV with the global bins and its selection report.
+    """
+
+    woe: dict[str, FeatureWoe]
+    iv: dict[str, float]
+    selection: dict[str, Any]
+    corr: pd.DataFrame | None = None
+    local: dict[str, Any] | None = field(default=None)
+
+    def encoder(self) -> WoeEncoder:
+        """A fitted :class:`WoeEncoder` holding the global WOE (for ``transform``)."""
+        enc = WoeEncoder()
+        enc.woe_ = dict(self.woe)
+        enc.features_ = list(self.woe)
+        enc.iv_ = dict(self.iv)
+        return enc
+
+
+def roundest_in(a: float, b: float) -> float:
+    """The number in ``(a, b]`` with the fewest significant decimals (``b`` if none is rounder)."""
+    if not b > a:
+        return b
+    for d in range(-18, 19):
+        step = 10.0 ** (-d)
+        m = (math.floor(a / step) + 1) * step
+        if m <= b:
+            m = round(m, max(d, 0))
+            return m if a < m <= b else b
+    return b
+
+
+# -- local kernels (pure functions over one party's columns) ------------------------------------
+def _magnitude_counts(v: np.ndarray) -> np.ndarray:
+    out = np.zeros(_N_MAG)
+    if v.size == 0:
+        return out
+    zero = v == 0
+    e = np.clip(np.floor(np.log2(np.abs(v[~zero]))), _MAG_LO, _MAG_HI).astype(int) - _MAG_LO
+    mid = _MAG_HI - _MAG_LO + 1
+    idx = np.where(v[~zero] > 0, mid + 1 + e, mid - 1 - e)
+    np.add.at(out, idx, 1)
+    out[mid] += zero.sum()
+    return out
+
+
+def _range_from_magnitudes(c: np.ndarray) -> tuple[float, float] | None:
+    nz = np.nonzero(c)[0]
+    if nz.size == 0:
+        return None
+    mid = _MAG_HI - _MAG_LO + 1
+
+    def bounds(i: int) -> tuple[float, float]:
+        if i == mid:
+            return 0.0, 0.0
+        e = (i - mid - 1 if i > mid else mid - 1 - i) + _MAG_LO
+        lo, hi = 2.0 ** e, 2.0 ** (e + 1)
+        return (lo, hi) if i > mid else (-hi, -lo)
+
+    return bounds(nz[0])[0], bounds(nz[-1])[1]
+
+
+def _cell_counts(v: np.ndarray, lo: float, hi: float, n: int) -> np.ndarray:
+    """Counts per right-closed cell ``(lo + j*w, lo + (j+1)*w]`` (values <= lo go to cell 0).
+
+    Boundaries are computed as ``lo + j * w`` exactly as the coordinator computes them, so a
+    value on a boundary falls in the same cell on both sides.
+    """
+    w = (hi - lo) / n
+    bounds = lo + np.arange(1, n) * w
+    j = np.searchsorted(bounds, v, side="left")
+    return np.bincount(j, minlength=n).astype(float)
+
+
+def _numeric_values(X: pd.DataFrame, f: str) -> np.ndarray:
+    s = X[f]
+    miss = is_missing(s)
+    v = pd.to_numeric(s[~miss], errors="coerce")
+    if v.isna().any():
+        raise DataError(f"column {f!r} is numeric in the federation's plan but holds non-numeric values")
+    return v.to_numpy(dtype=float)
+
+
+# -- protocol ----------------------------------------------------------------------------------
+def _sum(agg: Aggregation, channel: Channel, parties: Sequence[str], tag: str, length: int, *, integer: bool) -> np.ndarray:
+    res = agg.collect(channel, parties, tag, length)
+    if set(res.contributors) != set(parties):
+        raise ProtocolError(f"{tag}: only {sorted(res.contributors)} of {sorted(parties)} contributed; "
+                            "binning needs every party in every round — rerun the job")
+    total = np.asarray(res.total, dtype=float)
+    return np.rint(total) if integer else total
+
+
+def _schema(X: pd.DataFrame, features: Sequence[str], categorical: set[str]) -> dict[str, Any]:
+    kinds, cats = {}, {}
+    for f in features:
+        s = X[f]
+        kind = "categorical" if f in categorical or is_categorical(s) else "numeric"
+        kinds[f] = kind
+        if kind == "categorical":
+            cats[f] = sorted({str(v) for v in s[~is_missing(s)]})
+    return {"features": list(features), "kinds": kinds, "categories": cats}
+
+
+def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y: Any, *,
+                         features: Iterable[str] | None = None, categorical: Iterable[str] | None = None,
+                         aggregation: Aggregation | None = None, smoothing: float = DEFAULT_SMOOTHING,
+                         tag: str = "hwoe") -> HorizontalWoeResult:
+    """Party role: contribute this party's rows to federated binning, WOE and IV.
+
+    Parameters
+    ----------
+    channel : Channel
+        This party's endpoint.
+    coordinator : str
+        The coordinator's party name.
+    X : DataFrame
+        This party's features (same column names at every party).
+    y : array-like of {0, 1}
+        This party's labels, 1 = bad.
+    features : iterable of str, optional
+        Columns to bin (default all columns of ``X``).
+    categorical : iterable of str, optional
+        Columns forced categorical.
+    aggregation : Aggregation, optional
+        Must be the same kind as the coordinator's; default :class:`PlainAggregation`.
+    smoothing : float
+        WOE smoothing for this party's local IV report.
+    tag : str
+        Tag prefix of this protocol run.
+
+    Returns
+    -------
+    HorizontalWoeResult
+        Global result plus ``local`` (this party's IV on the global bins and its selection).
+    """
+    agg = aggregation or PlainAggregation()
+    feats = list(features) if features is not None else list(X.columns)
+    missing = [f for f in feats if f not in X.columns]
+    if missing:
+        raise DataError(f"{channel.me}: columns {missing} not in this party's data")
+    yv = np.asarray(y, dtype=float).ravel()
+    if yv.shape[0] != len(X) or not np.isin(yv, (0.0, 1.0)).all():
+        raise DataError(f"{channel.me}: the label must be 0/1 with one value per row ({yv.shape[0]} labels, {len(X)} rows)")
+    channel.send(coordinator, f"{tag}.schema", _schema(X, feats, set(categorical or ())), kind="public-parameter")
+    plan = channel.recv(coordinator, f"{tag}.plan")
+    feats, kinds, cats = plan["features"], plan["kinds"], plan["categories"]
+    numeric = [f for f in feats if kinds[f] == "numeric"]
+    values = {f: _numeric_values(X, f) for f in numeric}
+
+    if numeric:
+        agg.submit(channel, coordinator, f"{tag}.range", np.concatenate([_magnitude_counts(values[f]) for f in numeric]))
+        grid = channel.recv(coordinator, f"{tag}.grid")
+        G = int(grid["cells"])
+        agg.submit(channel, coordinator, f"{tag}.cdf",
+                   np.concatenate([_cell_counts(values[f], *grid["range"][f], G) for f in numeric]))
+        ref = channel.recv(coordinator, f"{tag}.refine")
+        G2 = int(ref["cells"])
+        parts = [_cell_counts(values[f][(values[f] > a) & (values[f] <= b)], a, b, G2)
+                 for f in numeric for a, b in ref["intervals"][f]]
+        agg.submit(channel, coordinator, f"{tag}.sub", np.concatenate(parts) if parts else np.zeros(0))
+        prebins = channel.recv(coordinator, f"{tag}.prebins")
+    else:
+        prebins = {}
+    pre_bins = {f: FeatureBins(f, "numeric", edges=np.asarray(prebins[f], dtype=float)) if kinds[f] == "numeric"
+                else FeatureBins(f, "categorical", groups=[[c] for c in cats[f]]) for f in feats}
+    vec = []
+    for f in feats:
+        g, b = class_counts(pre_bins[f].assign(X[f]), yv, pre_bins[f].n_bins + 1)
+        vec += [g, b]
+    agg.submit(channel, coordinator, f"{tag}.counts", np.concatenate(vec) if vec else np.zeros(0))
+    model = channel.recv(coordinator, f"{tag}.woe")
+    woe = {f: FeatureWoe.from_dict(d, model["smoothing"]) for f, d in model["features"].items()}
+    enc = WoeEncoder(smoothing=smoothing).fit_bins(X, yv, {f: w.bins for f, w in woe.items()})
+    if model["max_corr"] is not None and woe:
+        W = enc.transform(X).to_numpy(dtype=float)
+        iu = np.triu_indices(W.shape[1])
+        agg.submit(channel, coordinator, f"{tag}.corr",
+                   np.concatenate([[float(W.shape[0])], W.sum(axis=0), (W.T @ W)[iu]]))
+    out = channel.recv(coordinator, f"{tag}.result")
+    corr = pd.DataFrame(out["corr"], index=out["corr_features"], columns=out["corr_features"]) if out["corr"] is not None else None
+    local_sel = select_features(enc.iv_, enc.transform(X), iv_threshold=out["selection"]["iv_threshold"],
+                                max_corr=out["selection"]["max_corr"], party=channel.me)
+    return HorizontalWoeResult(woe, out["iv"], out["selection"], corr,
+                               local={"iv": enc.iv_, "selection": local_sel, "n": int(len(X))})
+
+
+def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggregation: Aggregation | None = None,
+                               config: BinningConfig | None = None, smoothing: float = DEFAULT_SMOOTHING,
+                               iv_threshold: float = 0.02, max_corr: float | None = 0.7,
+                               grid_cells: int = 256, sub_cells: int = 256, tag: str = "hwoe") -> HorizontalWoeResult:
+    """Coordinator role: agree bins, sum counts, compute global WOE/IV and select features.
+
+    Parameters
+    ----------
+    channel : Channel
+        The coordinator's endpoint.
+    parties : sequence of str
+        Data-holding parties.
+    aggregation : Aggregation, optional
+        Same kind as the parties'; default :class:`PlainAggregation`.
+    config : BinningConfig, optional
+        Binning method, ``max_bins``, ``n_prebins``, ``min_bin_frac``.
+    smoothing : float
+        WOE smoothing (see :mod:`fedrisk.finance.woe`).
+    iv_threshold, max_corr : float
+        Selection settings; ``max_corr=None`` skips the correlation round.
+    grid_cells, sub_cells : int
+        Resolution of the two histogram rounds that place the quantile edges: an edge is exact
+        to ``range / (grid_cells * sub_cells)`` before rounding to the roundest number there.
+    tag : str
+        Tag prefix of this protocol run.
+
+    Returns
+    -------
+    HorizontalWoeResult
+        Global WOE/IV, correlation (if requested) and selection.
+
+    Raises
+    ------
+    ProtocolError
+        Parties declare different feature sets, or a party is missing from an aggregate.
+    """
+    cfg = config or BinningConfig()
+    agg = aggregation or PlainAggregation()
+    parties = list(parties)
+    schemas = channel.gather(parties, f"{tag}.schema")
+    first = schemas[parties[0]]["features"]
+    for p, s in schemas.items():
+        if sorted(s["features"]) != sorted(first):
+            raise ProtocolError(f"party {p!r} declares features {sorted(s['features'])} but {parties[0]!r} "
+                                f"declares {sorted(first)}; horizontal parties need the same schema")
+    feats = list(first)
+    # a column one party sees as text is text for all (e.g. all-missing at one party reads as numeric)
+    kinds = {f: "categorical" if any(s["kinds"][f] == "categorical" for s in schemas.values()) else "numeric" for f in feats}
+    cats = {f: sorted(set().union(*(s["categories"].get(f, []) for s in schemas.values()))) for f in feats
+            if kinds[f] == "categorical"}
+    channel.broadcast(parties, f"{tag}.plan", {"features": feats, "kinds": kinds, "categories": cats}, kind="public-parameter")
+    numeric = [f for f in feats if kinds[f] == "numeric"]
+
+    prebin_edges: dict[str, np.ndarray] = {}
+    if numeric:
+        mags = _sum(agg, channel, parties, f"{tag}.range", _N_MAG * len(numeric), integer=True).reshape(len(numeric), _N_MAG)
+        ranges = {}
+        for f, m in zip(numeric, mags):
+            r = _range_from_magnitudes(m)
+            ranges[f] = [float(r[0]), float(r[1])] if r is not None else [0.0, 1.0]
+        channel.broadcast(parties, f"{tag}.grid", {"range": ranges, "cells": grid_cells}, kind="public-parameter")
+        cdf = _sum(agg, channel, parties, f"{tag}.cdf", grid_cells * len(numeric), integer=True).reshape(len(numeric), grid_cells)
+        intervals: dict[str, list[list[float]]] = {}
+        targets: dict[str, np.ndarray] = {}
+        for f, c in zip(numeric, cdf):
+            lo, hi = ranges[f]
+            w = (hi - lo) / grid_cells
+            n = c.sum()
+            t = np.arange(1, cfg.n_prebins) / cfg.n_prebins * n
+            cum = np.cumsum(c)
+            cells = np.unique(np.searchsorted(cum, t, side="left")) if n > 0 and w > 0 else np.empty(0, int)
+            cells = cells[cells < grid_cells]
+            intervals[f] = [[lo + j * w if j > 0 else lo - abs(w), lo + (j + 1) * w] for j in cells]
+            targets[f] = t
+        channel.broadcast(parties, f"{tag}.refine", {"intervals": intervals, "cells": sub_cells}, kind="public-parameter")
+        n_sub = sum(len(v) for v in intervals.values()) * sub_cells
+        sub = _sum(agg, channel, parties, f"{tag}.sub", n_sub, integer=True)
+        pos = 0
+        for f, c in zip(numeric, cdf):
+            cum = np.cumsum(c)
+            lo, hi = ranges[f]
+            w = (hi - lo) / grid_cells
+            edges = []
+            for a, b in intervals[f]:
+                sc = sub[pos:pos + sub_cells]
+                pos += sub_cells
+                j = int(round((b - lo) / w)) - 1 if w > 0 else 0
+                before = cum[j - 1] if j > 0 else 0.0
+                scum = before + np.cumsum(sc)
+                sw = (b - a) / sub_cells
+                for t in targets[f][(targets[f] > before) & (targets[f] <= cum[j])]:
+                    k = min(int(np.searchsorted(scum, t, side="left")), sub_cells - 1)
+                    if scum[k] >= cum[-1]:
+                        continue  # edge at or above the maximum: no rows above it
+                    edges.append(roundest_in(a + k * sw, a + (k + 1) * sw))
+            prebin_edges[f] = np.unique(np.asarray(edges, dtype=float))
+        channel.broadcast(parties, f"{tag}.prebins", {f: prebin_edges[f].tolist() for f in numeric}, kind="public-parameter")
+
+    pre_bins = {f: FeatureBins(f, "numeric", edges=prebin_edges[f]) if kinds[f] == "numeric"
+                else FeatureBins(f, "categorical", groups=[[c] for c in cats[f]]) for f in feats}
+    length = sum(2 * (pre_bins[f].n_bins + 1) for f in feats)
+    counts = _sum(agg, channel, parties, f"{tag}.counts", length, integer=True)
+    woe: dict[str, FeatureWoe] = {}
+    pos = 0
+    monotonic = cfg.method == "monotonic"
+    for f in feats:
+        k = pre_bins[f].n_bins + 1
+        g, b = counts[pos:pos + k], counts[pos + k:pos + 2 * k]
+        pos += 2 * k
+        gm, bm = g[:-1], b[:-1]
+        mmin = cfg.min_bin_frac if monotonic else 0.0
+        if kinds[f] == "numeric":
+            groups = merge_bins(gm, bm, max_bins=cfg.max_bins, min_bin_frac=mmin, monotonic=monotonic)
+            fb = bins_from_groups(f, "numeric", groups, prebin_edges=prebin_edges[f])
+        else:
+            order = order_categories(cats[f], gm, bm) if cats[f] else np.arange(len(gm))
+            gm, bm = gm[order], bm[order]
+            groups = merge_bins(gm, bm, max_bins=cfg.max_bins, min_bin_frac=mmin, monotonic=monotonic, trend="increasing")
+            fb = bins_from_groups(f, "categorical", groups, categories=[cats[f][i] for i in order] if cats[f] else [])
+        # final bin i is the union of the prebins in groups[i], so its counts are their sums
+        fg = np.zeros(fb.n_bins + 1)
+        fbad = np.zeros(fb.n_bins + 1)
+        for i, grp in enumerate(groups):
+            fg[i], fbad[i] = gm[grp].sum(), bm[grp].sum()
+        fg[-1], fbad[-1] = g[-1], b[-1]
+        woe[f] = FeatureWoe.from_counts(fb, fg, fbad, smoothing)
+    channel.broadcast(parties, f"{tag}.woe", {"features": {f: w.to_dict() for f, w in woe.items()}, "smoothing": smoothing,
+                                              "max_corr": max_corr}, kind="model")
+    iv = {f: w.iv for f, w in woe.items()}
+    corr = None
+    if max_corr is not None and feats:
+        F = len(feats)
+        iu = np.triu_indices(F)
+        mom = _sum(agg, channel, parties, f"{tag}.corr", 1 + F + len(iu[0]), integer=False)
+        n, s = mom[0], mom[1:1 + F]
+        M = np.zeros((F, F))
+        M[iu] = mom[1 + F:]
+        M = M + np.triu(M, 1).T
+        cov = M / n - np.outer(s / n, s / n)
+        sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = cov / np.outer(sd, sd)
+        r = np.nan_to_num(np.clip(r, -1, 1))
+        np.fill_diagonal(r, 1.0)
+        corr = pd.DataFrame(r, index=feats, columns=feats)
+    selection = select_features(iv, iv_threshold=iv_threshold, max_corr=max_corr, corr=corr, party="federation")
+    channel.broadcast(parties, f"{tag}.result", {"iv": iv, "selection": selection,
+                                                 "corr": corr.to_numpy().tolist() if corr is not None else None,
+                                                 "corr_features": feats}, kind="model")
+    return HorizontalWoeResult(woe, iv, selection, corr)
+

@@ -1,0 +1,140 @@
+"""Tests for fedrisk.finance.binning."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedrisk.errors import ConfigError, DataError
+from fedrisk.finance.binning import (
+    BinningConfig,
+    FeatureBins,
+    fit_bins,
+    fit_feature_bins,
+    merge_bins,
+    quantile_edges,
+)
+
+
+def _bad_rates(fb, x, y):
+    idx = fb.assign(x)
+    return [y[idx == i].mean() for i in range(fb.n_bins) if (idx == i).any()]
+
+
+def test_feature_bins_assign_numeric_right_closed_and_missing():
+    fb = FeatureBins("x", "numeric", edges=np.array([1.0, 5.0]))
+    assert fb.assign([0, 1, 1.5, 5, 6, np.nan, None]).tolist() == [0, 0, 1, 1, 2, 3, 3]
+    assert fb.labels() == ["<= 1", "(1, 5]", "> 5", "missing"]
+    assert FeatureBins.from_dict(fb.to_dict()).edges.tolist() == [1.0, 5.0]
+
+
+def test_feature_bins_categorical_unseen_goes_to_missing():
+    fb = FeatureBins("c", "categorical", groups=[["a", "b"], ["c"]])
+    assert fb.assign(["a", "c", "zzz", None, ""]).tolist() == [0, 1, 2, 2, 2]
+
+
+def test_numeric_bins_reject_text():
+    fb = FeatureBins("x", "numeric", edges=np.array([1.0]))
+    with pytest.raises(DataError, match="non-numeric"):
+        fb.assign(["1", "abc"])
+
+
+def test_quantile_edges_few_values_and_equal_frequency():
+    assert quantile_edges(np.array([1, 2, 2, 3, 3, 3]), 10).tolist() == [1, 2]
+    e = quantile_edges(np.arange(1000, dtype=float), 4)
+    assert e.tolist() == [249, 499, 749]
+    assert quantile_edges(np.array([np.nan, np.nan]), 5).size == 0
+
+
+def test_monotonic_merge_makes_bad_rate_monotonic():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=5000)
+    y = (rng.random(5000) < 1 / (1 + np.exp(-(x + 0.3 * np.sin(6 * x))))).astype(int)
+    fb = fit_feature_bins(x, y, "x", config=BinningConfig(max_bins=8, n_prebins=30))
+    r = _bad_rates(fb, x, y)
+    assert fb.n_bins <= 8
+    assert all(a <= b for a, b in zip(r, r[1:])) or all(a >= b for a, b in zip(r, r[1:]))
+
+
+def test_decreasing_trend_detected():
+    x = np.arange(1000, dtype=float)
+    y = (x < 300).astype(int)
+    fb = fit_feature_bins(x, y, "x")
+    r = _bad_rates(fb, x, y)
+    assert r[0] == 1.0 and all(a >= b for a, b in zip(r, r[1:]))
+
+
+def test_quantile_method_keeps_prebins():
+    x = np.arange(1000, dtype=float)
+    fb = fit_feature_bins(x, np.r_[np.zeros(500), np.ones(500)], "x", config=BinningConfig("quantile", n_prebins=5, max_bins=10))
+    assert fb.n_bins == 5
+
+
+def test_min_bin_frac_respected():
+    rng = np.random.default_rng(1)
+    x = rng.exponential(size=2000)
+    y = (rng.random(2000) < 0.2 + 0.1 * (x > 1)).astype(int)
+    fb = fit_feature_bins(x, y, "x", config=BinningConfig(min_bin_frac=0.1))
+    sizes = np.bincount(fb.assign(x), minlength=fb.n_bins + 1)[:-1]
+    assert sizes.min() >= 0.1 * 2000 or fb.n_bins == 1
+
+
+def test_single_value_and_all_missing():
+    y = np.array([0, 1] * 50)
+    fb = fit_feature_bins(np.full(100, 7.0), y, "const")
+    assert fb.n_bins == 1 and fb.assign([7.0]).tolist() == [0]
+    fb2 = fit_feature_bins([np.nan] * 100, y, "empty")
+    assert fb2.assign([np.nan, 3.0]).tolist()[0] == fb2.n_bins
+    fb3 = fit_feature_bins([None] * 100, y, "empty_text", kind="categorical")
+    assert fb3.n_bins == 1 and fb3.assign([None]).tolist() == [1]
+
+
+def test_more_categories_than_bins():
+    rng = np.random.default_rng(2)
+    cats = np.array([f"c{i:02d}" for i in range(40)])
+    x = cats[rng.integers(0, 40, 4000)]
+    rate = {c: i / 50 for i, c in enumerate(cats)}
+    y = (rng.random(4000) < np.vectorize(rate.get)(x)).astype(int)
+    fb = fit_feature_bins(x, y, "cat", config=BinningConfig(max_bins=5))
+    assert fb.kind == "categorical" and fb.n_bins <= 5
+    assert sorted(c for g in fb.groups for c in g) == sorted(cats)
+    r = _bad_rates(fb, pd.Series(x), y)
+    assert all(a <= b for a, b in zip(r, r[1:]))
+
+
+def test_mixed_column_inferred_categorical_and_forced():
+    X = pd.DataFrame({"a": ["1", "2", "x", None] * 25, "b": [1, 2, 3, 4] * 25})
+    y = np.array([0, 1, 0, 1] * 25)
+    bins = fit_bins(X, y, categorical=["b"])
+    assert bins["a"].kind == "categorical" and bins["b"].kind == "categorical"
+    with pytest.raises(DataError, match="not in the data"):
+        fit_bins(X, y, features=["zz"])
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        BinningConfig(method="optimal")
+    with pytest.raises(ConfigError):
+        BinningConfig(max_bins=0)
+    with pytest.raises(ConfigError):
+        merge_bins([1, 2], [1, 2], max_bins=2, trend="sideways")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=25), st.integers(1, 8))
+def test_merge_bins_partitions_prebins(counts, max_bins):
+    g = [a for a, _ in counts]
+    b = [c for _, c in counts]
+    groups = merge_bins(g, b, max_bins=max_bins, min_bin_frac=0.05)
+    flat = [i for grp in groups for i in grp]
+    assert flat == list(range(len(counts)))  # consecutive, complete, ordered
+    assert len(groups) <= max(max_bins, 1) or sum(g) + sum(b) == 0
+
+
+def test_german_categorical(german):
+    y = (german["creditability"] == "bad").astype(int)
+    bins = fit_bins(german.drop(columns="creditability"), y)
+    assert bins["purpose"].kind == "categorical" and bins["duration_in_month"].kind == "numeric"
+    assert all(fb.n_bins <= 6 for fb in bins.values())

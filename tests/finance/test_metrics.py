@@ -1,0 +1,183 @@
+"""Tests for fedrisk.finance.metrics against scikit-learn and hand-computed cases."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
+
+from fedrisk.errors import DataError
+from fedrisk.finance import metrics as m
+
+
+def _sample(n: int = 500, seed: int = 0, ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    p = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.2 * y - 0.6)))
+    if ties:
+        p = np.round(p, 1)
+    return y, p
+
+
+# -- hand-computed cases -----------------------------------------------------------------------
+def test_auc_hand_computed_with_ties():
+    # pairs (bad, good): bads {0.8, 0.5}, goods {0.5, 0.2}
+    # 0.8>0.5 (1), 0.8>0.2 (1), 0.5=0.5 (1/2), 0.5>0.2 (1) -> 3.5 / 4
+    y = [1, 1, 0, 0]
+    s = [0.8, 0.5, 0.5, 0.2]
+    assert m.auc(y, s) == pytest.approx(0.875)
+    assert m.gini(y, s) == pytest.approx(0.75)
+
+
+def test_auc_perfect_and_reversed():
+    assert m.auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert m.auc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert m.auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5
+
+
+def test_ks_hand_computed():
+    # thresholds 0.9: bad 1/2 good 0 -> .5 ; 0.7: bad 1/2 good 1/3 ; 0.6: 2/2, 1/3 -> .667 ; ...
+    y = [1, 0, 1, 0, 0]
+    s = [0.9, 0.7, 0.6, 0.3, 0.1]
+    c = m.ks_curve(y, s)
+    assert c["ks"] == pytest.approx(2 / 3)
+    assert c["ks_score"] == pytest.approx(0.6)
+    assert c["cum_bad_rate"][0] == 0 and c["cum_bad_rate"][-1] == 1
+    assert c["cum_good_rate"][-1] == 1
+
+
+def test_ks_does_not_split_ties():
+    # all scores tied: the only thresholds are +inf and 0.5 -> KS 0
+    assert m.ks([1, 0, 1, 0], [0.5] * 4) == 0.0
+    # reversed ordering gives KS 0 and a finite ks_score
+    c = m.ks_curve([0, 1], [0.9, 0.1])
+    assert c["ks"] == 0.0 and np.isfinite(c["ks_score"])
+
+
+def test_lift_table_hand_computed():
+    y = [1, 1, 0, 1, 0, 0, 0, 0, 0, 0]
+    s = np.arange(10, 0, -1) / 10  # already descending
+    rows = m.lift_table(y, s, n_bins=5)
+    assert [r["n"] for r in rows] == [2] * 5
+    assert [r["bads"] for r in rows] == [2, 1, 0, 0, 0]
+    assert rows[0]["bad_rate"] == 1.0
+    assert rows[0]["lift"] == pytest.approx(1.0 / 0.3)
+    assert [r["cum_gain"] for r in rows] == pytest.approx([2 / 3, 1, 1, 1, 1])
+    assert rows[0]["decile"] == 1 and rows[0]["max_score"] == 1.0
+
+
+def test_brier_calibration_confusion_hand():
+    y = [1, 0, 1, 0]
+    p = [0.9, 0.2, 0.4, 0.6]
+    assert m.brier(y, p) == pytest.approx((0.01 + 0.04 + 0.36 + 0.36) / 4)
+    c = m.confusion(y, p, 0.5)
+    assert (c["tp"], c["fp"], c["tn"], c["fn"]) == (1, 1, 1, 1)
+    assert c["precision"] == 0.5 and c["recall"] == 0.5 and c["accuracy"] == 0.5
+    cal = m.calibration_table(y, p, n_bins=2)
+    assert [r["n"] for r in cal] == [2, 2]
+    assert cal[0]["mean_predicted"] == pytest.approx(0.3)  # 0.2, 0.4
+    assert cal[0]["observed_rate"] == 0.5
+    assert cal[1]["mean_predicted"] == pytest.approx(0.75)
+
+
+def test_confusion_zero_denominators():
+    c = m.confusion([0, 0], [0.1, 0.2])
+    assert c["precision"] == 0.0 and c["recall"] == 0.0 and c["f1"] == 0.0
+
+
+# -- against scikit-learn ----------------------------------------------------------------------
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_against_sklearn(seed, ties):
+    y, p = _sample(seed=seed, ties=ties)
+    assert m.auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    fpr, tpr, _ = roc_curve(y, p)
+    assert m.ks(y, p) == pytest.approx(np.max(tpr - fpr), abs=1e-12)
+    assert m.brier(y, p) == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+    c = m.ks_curve(y, p)
+    # our curve is the ROC curve at every distinct threshold: sklearn's points are a subset
+    ours = {(round(a, 12), round(b, 12)) for a, b in zip(c["cum_good_rate"], c["cum_bad_rate"])}
+    assert all((round(a, 12), round(b, 12)) in ours for a, b in zip(fpr, tpr))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 6)), min_size=2, max_size=40).filter(
+        lambda xs: len({a for a, _ in xs}) == 2
+    )
+)
+def test_auc_ks_property_heavy_ties(rows):
+    y = np.array([a for a, _ in rows])
+    s = np.array([b for _, b in rows], dtype=float)
+    assert m.auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    fpr, tpr, _ = roc_curve(y, s)
+    assert m.ks(y, s) == pytest.approx(max(0.0, np.max(tpr - fpr)), abs=1e-12)
+
+
+# -- PSI ---------------------------------------------------------------------------------------
+def test_psi_identical_is_zero_and_bands():
+    rng = np.random.default_rng(3)
+    e = rng.normal(size=5000)
+    r = m.population_stability_index(e, e)
+    assert r["psi"] == pytest.approx(0.0, abs=1e-12)
+    assert r["band"] == "stable"
+    assert len(r["bins"]) == 10
+    assert sum(b["expected_n"] for b in r["bins"]) == 5000
+    assert m.population_stability_index(e, rng.normal(0.5, 1, 5000))["band"] in ("watch", "shift")
+    assert m.population_stability_index(e, rng.normal(2, 1, 5000))["band"] == "shift"
+    assert m.psi_band(0.05) == "stable" and m.psi_band(0.2) == "watch" and m.psi_band(0.3) == "shift"
+
+
+def test_psi_hand_computed_and_empty_bin_smoothing():
+    e = np.array([1, 2, 3, 4], dtype=float)
+    a = np.array([1, 1, 1, 4], dtype=float)
+    r = m.population_stability_index(e, a, n_bins=2)
+    # inner edge = median 2.5; expected 2/2, actual 3/1
+    exp = (0.75 - 0.5) * np.log(0.75 / 0.5) + (0.25 - 0.5) * np.log(0.25 / 0.5)
+    assert r["psi"] == pytest.approx(exp)
+    # every actual score in the first bin: second bin smoothed with PSI_EPSILON, finite result
+    r2 = m.population_stability_index(e, [0.0, 0.0], n_bins=2)
+    assert np.isfinite(r2["psi"]) and r2["band"] == "shift"
+    assert r2["bins"][1]["actual_pct"] == 0.0
+
+
+def test_psi_duplicate_edges_merged():
+    e = np.r_[np.zeros(90), np.arange(10)]
+    r = m.population_stability_index(e, e, n_bins=10)
+    assert len(r["bins"]) < 10 and r["psi"] == pytest.approx(0.0)
+
+
+# -- evaluate and errors -----------------------------------------------------------------------
+def test_evaluate_is_json_able_and_complete():
+    y, p = _sample()
+    out = m.evaluate(y, p)
+    for k in ("n", "positives", "auc", "ks", "ks_score", "gini", "brier", "lift", "calibration", "confusion"):
+        assert k in out
+    assert out["gini"] == pytest.approx(2 * out["auc"] - 1)
+    json.loads(json.dumps(out, allow_nan=False))
+
+
+@pytest.mark.parametrize("fn", [m.auc, m.ks, m.gini, m.evaluate, m.lift_table])
+def test_one_class_raises(fn):
+    with pytest.raises(DataError, match="only one class"):
+        fn([0, 0, 0], [0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize("fn", [m.auc, m.ks, m.brier, m.evaluate, m.confusion, m.calibration_table])
+def test_length_mismatch_raises(fn):
+    with pytest.raises(DataError, match="rows"):
+        fn([0, 1, 0], [0.1, 0.2])
+
+
+def test_bad_inputs():
+    with pytest.raises(DataError, match="binary"):
+        m.auc([0, 2], [0.1, 0.2])
+    with pytest.raises(DataError, match="NaN"):
+        m.auc([0, 1], [0.1, np.nan])
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        m.brier([0, 1], [0.1, 3.0])
+    with pytest.raises(DataError, match="empty"):
+        m.population_stability_index([], [1.0])

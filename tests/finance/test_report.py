@@ -1,0 +1,65 @@
+"""Tests for the HTML run report."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fedrisk.errors import DataError
+from fedrisk.finance.report import write_report
+
+
+def test_full_report(fake_run: Path):
+    out = write_report(fake_run)
+    assert out == fake_run / "report.html"
+    html = out.read_text()
+    assert html.count("<svg") >= 6
+    assert not re.search(r'src\s*=\s*["\']?https?:', html, re.I)
+    assert "<script" not in html.replace("&lt;script&gt;", "")  # feature names are escaped
+    assert "pay_0&lt;script&gt;" in html
+    # ledger table: flows by direction and kind
+    assert "Flows by direction and message kind" in html
+    assert "bank_a</td><td>coordinator</td>" in html
+    assert "masked" in html and "model" in html
+    # headline figures and sections
+    for text in ("ROC curve", "KS curve", "Score distribution", "Lift by score decile", "Calibration (test)",
+                 "Training loss per round", "PSI", "Information value", "Centralised"):
+        assert text in html, text
+    assert "Not available" not in html
+
+
+def test_report_tolerates_missing_inputs(tmp_path: Path):
+    html = write_report(tmp_path).read_text()
+    assert "Not available" in html and "metrics.json not found" in html
+
+
+def test_report_from_scores_only(fake_run: Path):
+    (fake_run / "metrics.json").unlink()
+    shutil.rmtree(fake_run / "ledger")
+    html = write_report(fake_run).read_text()
+    # test/train metrics and PSI are recomputed from the score files
+    assert html.count("<svg") >= 6
+    assert "Population stability" in html
+
+
+def test_report_broken_files(fake_run: Path):
+    (fake_run / "metrics.json").write_text("{not json")
+    (fake_run / "scores" / "test.csv").write_text("id,prob\n1,0.3\n")
+    with open(fake_run / "ledger" / "bank_a.jsonl", "a") as fh:
+        fh.write("garbage line\n")
+    html = write_report(fake_run).read_text()
+    assert "could not be parsed" in html and "missing column" in html and "unreadable line" in html
+
+
+def test_report_missing_dir(tmp_path: Path):
+    with pytest.raises(DataError, match="does not exist"):
+        write_report(tmp_path / "nope")
+
+
+def test_report_is_deterministic_apart_from_timestamp(fake_run: Path):
+    a = write_report(fake_run).read_text()
+    b = write_report(fake_run).read_text()
+    strip = lambda s: re.sub(r"generated [^<]*", "", s)  # noqa: E731
+    assert strip(a) == strip(b)
