@@ -258,7 +258,7 @@ def _submit(fn: Any, *args: Any, inline: bool) -> Future:
     if inline:
         try:
             return _Done(fn(*args))
-        except BaseException as e:  # noqa: BLE001 - surfaced through the future, like the pool does
+        except Exception as e:  # noqa: BLE001 - surfaced through the future, like the pool does
             return _Done(error=e)
     return get_pool().submit(fn, *args)
 
