@@ -15,6 +15,8 @@ so float64 data at 32-bit precision cannot reach it).
 """
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -66,13 +68,23 @@ def encode(values: np.ndarray | Sequence[float], precision: int = DEFAULT_PRECIS
     if not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise CryptoError(f"cannot encode value {arr[bad]!r} at position {bad}: only finite floats have a fixed-point form")
-    scaled = np.rint(np.ldexp(arr, s))
     if arr.size == 0:
         return []
+    with np.errstate(over="ignore"):
+        scaled = np.rint(np.ldexp(arr, s))
     if np.abs(scaled).max() < _INT64_SAFE:
         return scaled.astype(np.int64).tolist()
-    # Huge magnitudes: int(float) is exact for any finite float.
-    return [int(v) for v in scaled.tolist()]
+    return [_scale_exact(v, s) for v in arr.tolist()]
+
+
+def _scale_exact(x: float, s: int) -> int:
+    """``round(x * 2**s)`` (half to even) in exact integer arithmetic, for magnitudes beyond int64."""
+    mant, exp = math.frexp(x)
+    m = int(mant * (1 << 53))  # exact: 53-bit significand
+    shift = exp - 53 + s
+    if shift >= 0:
+        return m << shift
+    return round(Fraction(m, 1 << -shift))
 
 
 def decode(ints: Iterable[int], precision: int = DEFAULT_PRECISION) -> np.ndarray:

@@ -21,8 +21,10 @@ Security argument (documented so a reviewer can check it):
   homomorphic operations are unchanged.
 * Semantic security rests on the decisional composite residuosity (DCR) assumption, as for
   Paillier, plus DJN's assumption that ``h^a`` for short random ``a`` is indistinguishable from a
-  random element of the group ``<h>`` (the squares of Jacobi symbol +1, which has unknown order
-  ``~ n/4`` and is cyclic for safe-prime-like keys). DJN take ``|a| ~ |n|/2``; we take
+  random element of ``<h>``. As in DJN, ``p = q = 3 (mod 4)`` (Blum integer), so ``-1`` is a
+  non-square of Jacobi symbol +1 and ``h = -x^2`` generates, except with negligible probability,
+  a subgroup of small index in the Jacobi-symbol-1 group, of unknown order (computing it is as
+  hard as factoring ``n``). DJN take ``|a| ~ |n|/2``; we take
   ``t = 2 * 128 = 256`` bits by default: the best known attacks on a short exponent
   (Pollard's kangaroo / baby-step giant-step) cost ``2^(t/2) = 2^128`` group operations, which
   matches the 112-bit (2048) and 128-bit (3072) strength of the modulus (the short-exponent
@@ -89,15 +91,17 @@ def security_bits_for_modulus(bits: int) -> int:
 
 
 def random_prime(bits: int) -> Any:
-    """A uniformly chosen ``bits``-bit prime with its top two bits set (``secrets`` + BPSW/Miller-Rabin).
+    """A uniformly chosen ``bits``-bit prime ``= 3 (mod 4)`` with its top two bits set.
 
-    Top two bits set make a product of two such primes exactly ``2 * bits`` bits long.
+    Candidates come from :mod:`secrets` and are tested with gmpy2's BPSW + Miller-Rabin. Top two
+    bits set make a product of two such primes exactly ``2 * bits`` bits long; ``3 (mod 4)``
+    makes ``p q`` a Blum integer, as DJN obfuscation assumes.
     """
     if bits < 16:
         raise CryptoError(f"prime size {bits} bits is too small")
     top = mpz(3) << (bits - 2)
     while True:
-        cand = mpz(secrets.randbits(bits)) | top | 1
+        cand = mpz(secrets.randbits(bits)) | top | 3
         if gmpy2.is_prime(cand, 40):
             return cand
 
