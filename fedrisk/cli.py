@@ -5,8 +5,6 @@ anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any, Optional
 

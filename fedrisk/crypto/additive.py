@@ -22,7 +22,7 @@ keys never have a wire form.
 
 Parallelism: batch kernels are pure functions over chunks of ints/bytes. Above a size threshold
 they run in a lazily created module-level process pool (``spawn``, one worker per usable core,
-``FEDRISK_CRYPTO_WORKERS`` overrides); below it they run inline. Public-key work (encryption,
+``FEDRISK_WORKERS`` overrides; the pool is :mod:`fedrisk.crypto.workers`, shared with PSI); below it they run inline. Public-key work (encryption,
 histograms) sends workers only public parameters and ciphertext bytes. Decryption runs in a thread
 pool instead: ``gmpy2.powmod_base_list`` releases the GIL, so the private key never leaves the
 process. As with any spawned pool, a script using these kernels must guard its entry point with
@@ -31,11 +31,6 @@ process. As with any spawned pool, a script using these kernels must guard its e
 from __future__ import annotations
 
 import abc
-import atexit
-import multiprocessing
-import os
-import threading
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
@@ -45,6 +40,7 @@ from gmpy2 import mpz
 
 from fedrisk.crypto import fixed_point
 from fedrisk.crypto.fixed_point import DEFAULT_PRECISION
+from fedrisk.crypto.workers import broken_pool_error, process_pool, shutdown_pools, thread_pool, worker_count
 from fedrisk.errors import CodecError, CryptoError
 from fedrisk.transport.codec import BigInts
 
@@ -140,55 +136,10 @@ class FixedBaseTable:
 
 
 # ---------------------------------------------------------------------------------------------
-# Pools
+# Pools: one per process, shared with PSI (fedrisk.crypto.workers)
 # ---------------------------------------------------------------------------------------------
-_PROC: ProcessPoolExecutor | None = None
-_THREADS: ThreadPoolExecutor | None = None
-_LOCK = threading.Lock()
-
-
-def worker_count() -> int:
-    """Cores this process may use (``sched_getaffinity``); ``FEDRISK_CRYPTO_WORKERS`` overrides."""
-    env = os.environ.get("FEDRISK_CRYPTO_WORKERS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _process_pool() -> Executor:
-    global _PROC
-    with _LOCK:
-        if _PROC is None:
-            # spawn, not fork: parties often run as threads of one process, and forking a
-            # multi-threaded process can copy a lock held by another thread into the child.
-            _PROC = ProcessPoolExecutor(max_workers=worker_count(), mp_context=multiprocessing.get_context("spawn"))
-        return _PROC
-
-
-def _thread_pool() -> Executor:
-    global _THREADS
-    with _LOCK:
-        if _THREADS is None:
-            _THREADS = ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="fedrisk-decrypt")
-        return _THREADS
-
-
-def shutdown_pools() -> None:
-    """Stop the worker pools (they restart on next use). Registered at interpreter exit."""
-    global _PROC, _THREADS
-    with _LOCK:
-        proc, _PROC = _PROC, None
-        threads, _THREADS = _THREADS, None
-    if proc is not None:
-        proc.shutdown(wait=True, cancel_futures=True)
-    if threads is not None:
-        threads.shutdown(wait=True, cancel_futures=True)
-
-
-atexit.register(shutdown_pools)
+_process_pool = process_pool
+_thread_pool = thread_pool
 
 
 def _chunks(n: int, parts: int, minimum: int = 1) -> list[tuple[int, int]]:
@@ -217,12 +168,7 @@ def map_chunks(fn: Callable[..., Any], common: tuple, items: Sequence[Any], *, t
     try:
         return [f.result() for f in futs]
     except BrokenProcessPool:
-        shutdown_pools()
-        raise CryptoError(
-            "the crypto worker pool died (a worker crashed or could not start). A script that encrypts in "
-            "batches must guard its entry point with `if __name__ == \"__main__\":` because workers are "
-            "spawned; set FEDRISK_CRYPTO_WORKERS=1 to rule out resource limits"
-        ) from None
+        raise broken_pool_error() from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,19 +30,16 @@ they can move to another executor (e.g. Ray) unchanged.
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
-import multiprocessing
-import os
 import struct
-import threading
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import rbcl
 
+from fedrisk.crypto.workers import broken_pool_error, process_pool, shutdown_pools, worker_count
 from fedrisk.errors import CryptoError
 
 __all__ = [
@@ -199,48 +196,10 @@ def reblind_kernel(key: bytes, points: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# The process pool
+# The process pool: shared with the other crypto kernels (fedrisk.crypto.workers)
 # ---------------------------------------------------------------------------------------------
-_POOL: ProcessPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def worker_count() -> int:
-    """Cores this process may use (``sched_getaffinity``), overridable by ``FEDRISK_PSI_WORKERS``."""
-    env = os.environ.get("FEDRISK_PSI_WORKERS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def get_pool() -> Executor:
-    """The lazily created module-level process pool (``spawn`` start method, one worker per core).
-
-    ``spawn`` rather than ``fork``: parties often run as threads of one process, and forking a
-    multi-threaded process can copy a lock held by another thread into the child. As with any
-    spawned pool, a script that runs PSI must guard its entry point with
-    ``if __name__ == "__main__":`` (console scripts, pytest and notebooks already do).
-    """
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ProcessPoolExecutor(max_workers=worker_count(), mp_context=multiprocessing.get_context("spawn"))
-        return _POOL
-
-
-def shutdown_pool() -> None:
-    """Stop the pool's workers (they are restarted on next use). Registered at interpreter exit."""
-    global _POOL
-    with _POOL_LOCK:
-        pool, _POOL = _POOL, None
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-atexit.register(shutdown_pool)
+get_pool = process_pool
+shutdown_pool = shutdown_pools
 
 
 class _Done(Future):
@@ -334,12 +293,7 @@ def _result(fut: Future, offset: int = 0) -> np.ndarray:
     try:
         return _to_array(fut.result())
     except BrokenProcessPool:
-        shutdown_pool()
-        raise CryptoError(
-            "the PSI worker pool died (a worker crashed or could not start). A script that runs PSI must "
-            "guard its entry point with `if __name__ == \"__main__\":` because workers are spawned; "
-            "set FEDRISK_PSI_WORKERS=1 to rule out resource limits"
-        ) from None
+        raise broken_pool_error() from None
     except ValueError as e:
         msg = str(e)
         if msg.startswith("row "):

@@ -13,7 +13,6 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from fedrisk.runtime.context import write_json
 from fedrisk.runtime.simulate import simulate

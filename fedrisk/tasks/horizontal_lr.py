@@ -11,7 +11,6 @@ Outputs in the run directory: ``model.json`` (every participant writes the same 
 from __future__ import annotations
 
 import json
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field

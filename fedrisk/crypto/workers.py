@@ -1,0 +1,82 @@
+"""The one pool of local worker processes (and threads) that heavy crypto kernels run on.
+
+A party has a fixed number of cores, and every batch kernel — PSI hashing and blinding,
+Paillier/OU encryption, histogram sums — competes for them. One shared pool per process keeps
+the party at one worker per core instead of one pool per module. Kernels are pure functions over
+bytes/ints chunks, so moving them to a cluster engine later only changes this module.
+
+``spawn``, not ``fork``: parties often run as threads of one process, and forking a
+multi-threaded process can copy a lock held by another thread into the child. As with any spawned
+pool, a script that runs batch crypto must guard its entry point with
+``if __name__ == "__main__":`` (console scripts, pytest and notebooks already do).
+``FEDRISK_WORKERS`` overrides the worker count (e.g. ``1`` to rule out resource limits).
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+from fedrisk.errors import CryptoError
+
+__all__ = ["worker_count", "process_pool", "thread_pool", "shutdown_pools", "broken_pool_error"]
+
+_PROC: ProcessPoolExecutor | None = None
+_THREADS: ThreadPoolExecutor | None = None
+_LOCK = threading.Lock()
+
+
+def worker_count() -> int:
+    """Cores this process may use (``sched_getaffinity``); ``FEDRISK_WORKERS`` overrides."""
+    env = os.environ.get("FEDRISK_WORKERS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def process_pool() -> Executor:
+    """The lazily created process pool, one worker per core."""
+    global _PROC
+    with _LOCK:
+        if _PROC is None:
+            _PROC = ProcessPoolExecutor(max_workers=worker_count(), mp_context=multiprocessing.get_context("spawn"))
+        return _PROC
+
+
+def thread_pool() -> Executor:
+    """Threads for kernels that release the GIL (gmpy2 exponentiation) and must keep secrets in-process."""
+    global _THREADS
+    with _LOCK:
+        if _THREADS is None:
+            _THREADS = ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="fedrisk-crypto")
+        return _THREADS
+
+
+def shutdown_pools() -> None:
+    """Stop the pools (they restart on next use); joins workers so their CPU time is accounted."""
+    global _PROC, _THREADS
+    with _LOCK:
+        proc, _PROC = _PROC, None
+        threads, _THREADS = _THREADS, None
+    if proc is not None:
+        proc.shutdown(wait=True, cancel_futures=True)
+    if threads is not None:
+        threads.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_pools)
+
+
+def broken_pool_error() -> CryptoError:
+    """Reset the pool after a worker died and explain the usual cause."""
+    shutdown_pools()
+    return CryptoError(
+        "the crypto worker pool died (a worker crashed or could not start). A script that runs batch "
+        "crypto must guard its entry point with `if __name__ == \"__main__\":` because workers are "
+        "spawned; set FEDRISK_WORKERS=1 to rule out resource limits"
+    )
