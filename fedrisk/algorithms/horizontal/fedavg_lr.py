@@ -6,7 +6,11 @@ the coordinator sees only sums)::
 
     1. bank_k      -> coordinator : hlr.schema          feature names              (public-parameter)
        coordinator -> bank_k      : hlr.schema.ok       names agreed, or abort     (control)
-    2. bank_k      -> coordinator : hlr.stats   via agg [n_k, sum x, sum x^2]
+    2. bank_k      -> coordinator : hlr.magnitude via agg  per feature, counts of floor(log2|x|)
+       coordinator -> bank_k      : hlr.range           a power of two s_j >= max |x_j|  (aggregate)
+       bank_k      -> coordinator : hlr.sum via agg     [n_k, sum x/s]
+       coordinator -> bank_k      : hlr.mean            global mean               (aggregate)
+       bank_k      -> coordinator : hlr.var via agg     sum ((x - mean)/s)^2
        coordinator -> bank_k      : hlr.scaler          global mean, scale        (aggregate)
     3. for round r = 1..R:
        coordinator -> bank_k      : hlr.global.rR       w_global, done flag        (model)
@@ -21,7 +25,11 @@ squares, weighted updates, weighted losses) and, under plain aggregation only, e
 individual update. No row ever leaves a bank.
 
 Standardisation is agreed federatedly so that one learning rate suits every feature and the
-global model is the same as if the pooled data had been standardised.
+global model is the same as if the pooled data had been standardised. It takes three small
+aggregation rounds because masked aggregation sums fixed-point numbers in a 64-bit ring: raw
+amounts (a credit limit of 500,000 squared, times 10^5 customers) would overflow it, so every
+feature is first divided by a power of two above its federation-wide magnitude, and the variance is
+summed around the global mean (two passes) so that no precision is lost to cancellation.
 """
 from __future__ import annotations
 
@@ -81,6 +89,18 @@ class LogisticModel:
         return coef, float(self.intercept - np.sum(coef * self.mean))
 
 
+_EXP_LO, _EXP_HI = -60, 64  # binary exponents tracked for the magnitude sketch
+_N_EXP = _EXP_HI - _EXP_LO
+
+
+def _magnitude_counts(X: np.ndarray) -> np.ndarray:
+    """Per feature, how many non-zero values have each binary exponent floor(log2 |x|)."""
+    a = np.abs(X)
+    rows, cols = np.nonzero(a)
+    e = np.clip(np.floor(np.log2(a[rows, cols])), _EXP_LO, _EXP_HI - 1).astype(np.int64) - _EXP_LO
+    return np.bincount(cols * _N_EXP + e, minlength=X.shape[1] * _N_EXP).reshape(X.shape[1], _N_EXP).astype(np.float64)
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
@@ -124,7 +144,11 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     verdict = channel.recv(coordinator, "hlr.schema.ok")
     if not verdict.get("ok"):
         raise DataError(verdict.get("reason", "feature schemas differ between banks"))
-    agg.submit(channel, coordinator, "hlr.stats", np.concatenate([[n], X.sum(0), (X * X).sum(0)]))
+    agg.submit(channel, coordinator, "hlr.magnitude", _magnitude_counts(X).ravel())
+    s = np.asarray(channel.recv(coordinator, "hlr.range")["s"])
+    agg.submit(channel, coordinator, "hlr.sum", np.concatenate([[n], (X / s).sum(0)]))
+    mean = np.asarray(channel.recv(coordinator, "hlr.mean")["mean"])
+    agg.submit(channel, coordinator, "hlr.var", (((X - mean) / s) ** 2).sum(0))
     scaler = channel.recv(coordinator, "hlr.scaler")
     mean, scale = np.asarray(scaler["mean"]), np.asarray(scaler["scale"])
     Xs = (X - mean) / scale
@@ -175,11 +199,21 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
         raise DataError(reason)
     names = schemas[ref_bank]
     d = len(names)
-    stats = agg.collect(channel, banks, "hlr.stats", 1 + 2 * d).total
-    n_total = stats[0]
-    mean = stats[1:1 + d] / n_total
-    var = np.maximum(stats[1 + d:] / n_total - mean**2, 0.0)
-    scale = np.sqrt(var)
+    counts = agg.collect(channel, banks, "hlr.magnitude", d * _N_EXP).total.reshape(d, _N_EXP)
+    s = np.ones(d)
+    for j in range(d):
+        nonzero = np.flatnonzero(np.rint(counts[j]) > 0)
+        if nonzero.size:
+            s[j] = 2.0 ** (nonzero[-1] + _EXP_LO + 1)
+    channel.broadcast(banks, "hlr.range", {"s": s}, kind="aggregate")
+    sums = agg.collect(channel, banks, "hlr.sum", 1 + d).total
+    n_total = float(np.rint(sums[0]))
+    if n_total <= 0:
+        raise ProtocolError("the banks' aggregate row count is 0; no bank has training rows")
+    mean = sums[1:] * s / n_total
+    channel.broadcast(banks, "hlr.mean", {"mean": mean}, kind="aggregate")
+    var = agg.collect(channel, banks, "hlr.var", d).total * s**2 / n_total
+    scale = np.sqrt(np.maximum(var, 0.0))
     constant = [names[j] for j in np.flatnonzero(scale < 1e-12)]
     scale = np.where(scale < 1e-12, 1.0, scale)  # constant features keep weight 0 in effect
     w = np.zeros(d + 1)

@@ -70,10 +70,28 @@ def test_plain_aggregation_coordinator_sees_updates_only_never_rows():
     banks = synthetic_banks(3)
     _, net = federate(banks, FedAvgConfig(rounds=3), capture=True, agg=PlainAggregation())
     received = net["coordinator"].captured
-    assert {e.tag.split(".r")[0] for e in received} == {"hlr.schema", "hlr.stats", "hlr.update"}
+    assert {e.tag.split(".r")[0] for e in received} == {"hlr.schema", "hlr.magnitude", "hlr.sum", "hlr.var", "hlr.update"}
     for e in received:
         if isinstance(e.body, np.ndarray):
-            assert e.body.ndim == 1 and e.body.size <= 2 * 5 + 3  # vectors of statistics, never a row matrix
+            # vectors of statistics of fixed sizes, never anything shaped like the banks' rows
+            assert e.body.ndim == 1 and e.body.size in {5 * 124, 1 + 5, 5, 5 + 3}
+
+
+def test_raw_amounts_survive_secure_aggregation_standardisation():
+    from fedrisk.crypto.secure_aggregation import SecureAggregation
+
+    rng = np.random.default_rng(7)
+    banks = {}
+    for i, n in enumerate((3000, 2000, 4000)):
+        limit = rng.lognormal(12, 1, n)            # credit limits around 160,000, tails into millions
+        X = np.column_stack([limit, rng.normal(0.3, 0.01, n), rng.integers(0, 3, n).astype(float)])
+        y = (rng.random(n) < 1 / (1 + np.exp(-(np.log(limit) - 12)))).astype(float)
+        banks[f"b{i}"] = (X, y)
+    res, _ = federate(banks, FedAvgConfig(rounds=2), names={b: ["limit", "rate", "count"] for b in banks},
+                      agg=SecureAggregation())
+    pooled = np.vstack([X for X, _ in banks.values()])
+    np.testing.assert_allclose(res["coordinator"].mean, pooled.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(res["coordinator"].scale, pooled.std(0), rtol=1e-4)
 
 
 @pytest.mark.parametrize("other, message", [
