@@ -25,6 +25,10 @@ TASKS = {
     "horizontal.lr": "fedrisk.tasks.horizontal_lr",
     "vertical.lr": "fedrisk.tasks.vertical_lr",
     "vertical.secureboost": "fedrisk.tasks.vertical_secureboost",
+    "horizontal.woe": "fedrisk.tasks.horizontal_woe",
+    "vertical.woe": "fedrisk.tasks.vertical_woe",
+    "horizontal.scorecard": "fedrisk.tasks.horizontal_scorecard",
+    "vertical.scorecard": "fedrisk.tasks.vertical_scorecard",
 }
 
 P = TypeVar("P", bound=BaseModel)
