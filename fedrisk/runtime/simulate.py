@@ -38,6 +38,19 @@ def _tail(path: Path, n: int = 6) -> str:
     return "\n".join(lines[-n:])
 
 
+def _root_cause(out: Path, failed: list[str]) -> tuple[str, str]:
+    """The participant whose failure started it all: not one that only relays a peer's abort."""
+    reasons = {}
+    for name in failed:
+        line = next((l for l in reversed(_tail(out / "logs" / f"{name}.log", 50).splitlines()) if " ERROR failed: " in l), "")
+        reasons[name] = line.split(" ERROR failed: ", 1)[-1] if line else _tail(out / "logs" / f"{name}.stderr", 1)
+    for name, reason in reasons.items():
+        if "aborted the job" not in reason:
+            return name, reason
+    name = failed[0]
+    return name, reasons[name]
+
+
 def prepare_certs(spec: JobSpec, out: Path) -> Path:
     """The spec's certificates if it names a folder that has them, else fresh dev certs in the run dir."""
     certs = spec.resolve(spec.security.certs)
@@ -104,11 +117,8 @@ def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, ti
                     p.wait(max(0.0, deadline - time.time()))
                 except subprocess.TimeoutExpired:
                     pass
-            first = next(iter(failed))
-            log = out / "logs" / f"{first}.log"
-            detail = _tail(log, 1) or _tail(out / "logs" / f"{first}.stderr")
-            raise FedriskError(f"participant {first!r} failed (exit {failed[first]}): {detail.split(' ERROR ', 1)[-1]}\n"
-                               f"logs: {out / 'logs'}")
+            name, reason = _root_cause(out, [n for n, p in procs.items() if p.returncode not in (None, 0)])
+            raise FedriskError(f"participant {name!r} failed: {reason}\nlogs: {out / 'logs'}")
     finally:
         for p in procs.values():
             if p.poll() is None:

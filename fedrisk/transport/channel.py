@@ -81,6 +81,11 @@ class Mailbox:
             self._failure = reason
             self._cv.notify_all()
 
+    @property
+    def failure(self) -> str | None:
+        """Why the job was aborted (a peer's ``ctl.abort``), or None while it runs."""
+        return self._failure
+
     def take(self, frm: str, tag: str, timeout: float) -> Envelope:
         deadline = time.monotonic() + timeout
         key = (frm, tag)

@@ -139,6 +139,9 @@ class GrpcChannel(Channel):
                 code = e.code()
                 if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT):
                     raise TransportError(f"{self.me} -> {to}: refused: {e.details()}") from None
+                if self.mailbox.failure is not None:
+                    # the job was aborted by a peer: stop knocking on doors that are closing
+                    raise TransportError(self.mailbox.failure) from None
                 if code != grpc.StatusCode.UNAVAILABLE or left <= 0:
                     raise TransportError(
                         f"{self.me}: party {to!r} at {self.addresses[to]} unreachable after {self.connect_timeout:.0f} s "

@@ -167,3 +167,19 @@ def test_demo_runs_and_federation_beats_every_bank_alone(tmp_path):
     assert fed > comparison["centralized"]["auc"] - 0.01
     assert "pooled" in r.stdout and "alone" in r.stdout
     assert len(list((out / "ledger").glob("*.jsonl"))) == 4
+
+
+def test_resume_continues_from_the_coordinators_checkpoint(tmp_path):
+    spec = small_federation(tmp_path, rounds=4)
+    out = tmp_path / "run"
+    assert cli("simulate", spec, "--out", out).returncode == 0
+    first = json.loads((out / "model.json").read_text())
+    ckpt = json.loads((out / "checkpoints" / "coordinator.json").read_text())
+    assert ckpt["round"] == 4
+    # a resumed job starts after the checkpointed round instead of from scratch
+    r = cli("simulate", spec, "--out", out, "--resume")
+    assert r.returncode == 0, r.stderr
+    log = (out / "logs" / "coordinator.log").read_text()
+    assert "resuming after round 4" in log
+    resumed = json.loads((out / "model.json").read_text())
+    assert resumed["coef"] == first["coef"]
