@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from fedrisk.errors import DataError
+from fedrisk.finance.woe import iv_strength
 from fedrisk.finance import metrics as fm
 from fedrisk.finance.charts import PALETTE, Chart, format_bytes
 from fedrisk.transport.ledger import read_ledger, summarise
@@ -394,18 +395,6 @@ def _stability(m: dict[str, Any]) -> str:
     return head + _figs(c.svg(), tbl)
 
 
-def _iv_strength(iv: float) -> str:
-    if iv < 0.02:
-        return "not predictive"
-    if iv < 0.1:
-        return "weak"
-    if iv < 0.3:
-        return "medium"
-    if iv < 0.5:
-        return "strong"
-    return "very strong (check for leakage)"
-
-
 def _iv(m: dict[str, Any]) -> str:
     iv = m.get("iv")
     if not isinstance(iv, dict) or not iv:
@@ -421,7 +410,7 @@ def _iv(m: dict[str, Any]) -> str:
         for r in rows:
             v = float(r.get("iv", 0) or 0)
             bar = f'<span class="bar"><span style="width:{100 * v / top:.1f}%"></span></span>'
-            trs.append([escape(str(r.get("feature", ""))), f"{v:.4f}", bar + escape(_iv_strength(v))]
+            trs.append([escape(str(r.get("feature", ""))), f"{v:.4f}", bar + escape(iv_strength(v))]
                        + [_num(r.get(k)) for k in extra])
         out.append(f"<h3>{escape(str(party))}</h3>" + _table(["Feature", "IV", "Strength"] + [k.replace("_", " ") for k in extra], trs, "num iv"))
     return "".join(out) or NA
