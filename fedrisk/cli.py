@@ -139,15 +139,37 @@ def certs(parties: str = typer.Option(..., help="comma-separated party names, e.
 def predict(model: Path = typer.Argument(..., help="model file from a run directory (model.json)"),
             data: Path = typer.Argument(..., help="CSV/Parquet rows to score"),
             out: Path = typer.Option(..., "--out", help="scores CSV to write (id, score)"),
-            id_col: str = typer.Option("id", "--id", help="id column of DATA")) -> None:
+            id_col: str = typer.Option("id", "--id", help="id column of DATA"),
+            session: Optional[str] = typer.Option(None, help="vertical models: inference session name agreed with the feature holders"),
+            spawn: bool = typer.Option(True, help="vertical models: start the feature holders' inference processes "
+                                                   "from the run's job spec (--no-spawn when they run on their own hosts)"),
+            certs: Optional[Path] = typer.Option(None, help="vertical models: certificate folder (default: the run's)")) -> None:
     """Score new rows with a trained model, locally (horizontal models) or federatedly (vertical)."""
     from fedrisk.runtime.predict import predict_file
 
     try:
-        n = predict_file(model, data, out, id_col=id_col)
+        n = predict_file(model, data, out, id_col=id_col, session=session, spawn=spawn, certs=certs)
     except FedriskError as e:
         _fail(e)
     console.print(f"scored {n} rows -> {out}")
+
+
+@app.command()
+def serve(spec: Path = typer.Argument(..., help="job spec (TOML) the model was trained with"),
+          name: str = typer.Option(..., "--as", help="which feature holder this process is"),
+          model: Path = typer.Option(..., help="this party's part of the model (model-NAME.json)"),
+          session: str = typer.Option(..., help="inference session name agreed with the label holder"),
+          certs: Optional[Path] = typer.Option(None, help="certificate folder (default: security.certs)"),
+          data: Optional[Path] = typer.Option(None, help="rows to score (default: the party's data file in the spec)"),
+          out: Optional[Path] = typer.Option(None, help="where to write logs and the ledger")) -> None:
+    """A feature holder's side of federated scoring: align the label holder's rows, send partial scores, exit."""
+    from fedrisk.runtime.inference import serve_feature_holder
+
+    try:
+        serve_feature_holder(spec, name, model, session, certs, out, data)
+    except FedriskError as e:
+        _fail(e)
+    console.print(f"{name}: inference session {session} done")
 
 
 @app.command()

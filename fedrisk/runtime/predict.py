@@ -16,7 +16,8 @@ from fedrisk.runtime.evaluation import write_scores
 __all__ = ["predict_file"]
 
 
-def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_col: str = "id") -> int:
+def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_col: str = "id", *,
+                 session: str | None = None, spawn: bool = True, certs: str | Path | None = None) -> int:
     """Score ``data`` with ``model_path`` and write ``id,score`` to ``out``; return the row count."""
     from fedrisk.data.loading import load_party_table
 
@@ -30,5 +31,6 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     if fmt.startswith("fedrisk.vertical"):
         from fedrisk.runtime.inference import predict_vertical
 
-        return predict_vertical(Path(model_path), model, Path(data), Path(out), id_col=id_col)
+        return predict_vertical(Path(model_path), model, Path(data), Path(out), id_col=id_col, session=session,
+                                spawn=spawn, certs=certs)
     raise ConfigError(f"model file {model_path} has format {fmt!r}, which this version cannot score")

@@ -1,0 +1,330 @@
+"""Packed CKKS (Microsoft SEAL through TenSEAL's ``sealapi``) for encrypted-matrix x plain-vector products.
+
+One job only: a party encrypts its (fixed) feature matrix ``X`` once under its own secret key and
+hands the ciphertexts to a peer; for any plaintext vector ``s`` the peer holds, the peer computes
+an encryption of ``X^T s`` and sends it back; only the key owner can decrypt it. This is the
+kernel of :mod:`fedrisk.algorithms.vertical.hetero_lr`. Nothing here is a new primitive: CKKS
+(Cheon-Kim-Kim-Song 2017) as implemented by SEAL 4.x, with 128-bit security parameters
+(``N = 8192``, coefficient modulus 60+40+60 bits, SEAL's ``tc128`` check on).
+
+Packing ("row-packed", ``K`` slots per row)
+-------------------------------------------
+A ciphertext has ``S = N/2 = 4096`` slots. ``X`` (``n x k``) is cut into column groups of
+``K = 16`` features (zero-padded) and row chunks of ``R = S / K = 256`` rows; chunk ``c`` of group
+``g`` holds ``X[cR + r, gK + j]`` in slot ``r*K + j``. To compute ``X^T s`` over a set of chunks,
+the peer multiplies each chunk by the plaintext ``s`` repeated ``K`` times per row (one
+ct x pt product per chunk), adds the chunks, rescales, and rotate-and-adds by ``K, 2K, ...,
+S/2`` (``log2 R = 8`` rotations, independent of the number of rows). Because SEAL's rotations
+are cyclic, after the last step **every** slot ``p`` holds the complete sum for feature
+``p mod K``: no slot carries a partial sum over a subset of rows.
+
+Security notes
+--------------
+* The peer holds only ciphertexts under the owner's key and the owner's Galois keys for the
+  eight rotation steps (no public key: the peer never encrypts under the owner's key), so it
+  learns nothing about ``X`` under the RLWE assumption. Encryption is symmetric (secret key)
+  and serialised *seeded*, which halves the bytes of every ciphertext of ``X``.
+* The owner decrypts ``X^T s + e`` where ``e`` is CKKS noise that depends on the peer's ``s``.
+  Before sending, the peer adds *flooding* noise (Gaussian, ``flood`` standard deviation per slot;
+  vertical LR uses 2^-10) to every slot, so the small data-dependent CKKS error is
+  hidden inside a much larger independent one (the countermeasure to Li-Micciancio style
+  attacks on approximate decryption). Flooding is statistical, not 2^-128: measured CKKS error here is
+  ~1e-7, so the flood is ~2^13 times larger, while averaging the 256 replicas keeps results
+  accurate to ~1e-4 (gradients are means, of order 1e-2).
+* What the owner learns is exactly the vector ``X^T s`` (plus noise) for the ``s`` the peer
+  chose to multiply by. What that reveals about ``s`` is the protocol's business (see
+  ``hetero_lr``).
+
+Serialisation goes through a private temporary directory because the SEAL binding saves to and
+loads from paths only; files are deleted right after use.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from fedrisk.errors import CryptoError
+
+__all__ = ["CkksParams", "CkksOwner", "CkksPeer", "DEFAULT_PARAMS"]
+
+
+@dataclass(frozen=True)
+class CkksParams:
+    """Public CKKS parameters; both sides rebuild the same SEAL context from them."""
+
+    poly_modulus_degree: int = 8192
+    coeff_bits: tuple[int, ...] = (60, 40, 60)
+    scale_bits: int = 40
+    slots_per_row: int = 16
+
+    @property
+    def slots(self) -> int:
+        return self.poly_modulus_degree // 2
+
+    @property
+    def rows_per_ct(self) -> int:
+        return self.slots // self.slots_per_row
+
+    @property
+    def steps(self) -> list[int]:
+        out, st = [], self.slots_per_row
+        while st < self.slots:
+            out.append(st)
+            st *= 2
+        return out
+
+    def to_wire(self) -> dict:
+        return {"n": self.poly_modulus_degree, "coeff_bits": list(self.coeff_bits), "scale_bits": self.scale_bits,
+                "slots_per_row": self.slots_per_row}
+
+    @classmethod
+    def from_wire(cls, d: dict) -> "CkksParams":
+        try:
+            p = cls(int(d["n"]), tuple(int(b) for b in d["coeff_bits"]), int(d["scale_bits"]), int(d["slots_per_row"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CryptoError(f"malformed CKKS parameters {d!r:.200}: {e}") from None
+        if p.poly_modulus_degree not in (8192, 16384) or p.slots_per_row not in (4, 8, 16, 32, 64):
+            raise CryptoError(f"unsupported CKKS parameters {p}")
+        return p
+
+
+DEFAULT_PARAMS = CkksParams()
+
+
+def _sealapi():
+    try:
+        import tenseal.sealapi as s
+    except ImportError as e:  # pragma: no cover - dependency missing
+        raise CryptoError("vertical LR needs TenSEAL (pip install tenseal); it provides the CKKS scheme") from e
+    return s
+
+
+class _Files:
+    """A private scratch directory for SEAL's path-based (de)serialisation."""
+
+    def __init__(self) -> None:
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        self.dir = tempfile.mkdtemp(prefix="fedrisk-ckks-", dir=base)
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def path(self) -> str:
+        with self._lock:
+            self._n += 1
+            return os.path.join(self.dir, f"{self._n}.bin")
+
+    def dump(self, obj) -> bytes:
+        p = self.path()
+        try:
+            obj.save(p)
+            with open(p, "rb") as fh:
+                return fh.read()
+        finally:
+            _unlink(p)
+
+    def load(self, obj, ctx, data: bytes):
+        if not isinstance(data, (bytes, bytearray)):
+            raise CryptoError(f"expected serialised SEAL object bytes, got {type(data).__name__}")
+        p = self.path()
+        try:
+            with open(p, "wb") as fh:
+                fh.write(data)
+            try:
+                obj.load(ctx, p)
+            except Exception as e:  # noqa: BLE001 - SEAL raises assorted errors on bad input
+                raise CryptoError(f"malformed SEAL object: {e}") from None
+        finally:
+            _unlink(p)
+        return obj
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _unlink(p: str) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
+def _context(params: CkksParams):
+    s = _sealapi()
+    parms = s.EncryptionParameters(s.SCHEME_TYPE.CKKS)
+    parms.set_poly_modulus_degree(params.poly_modulus_degree)
+    parms.set_coeff_modulus(s.CoeffModulus.Create(params.poly_modulus_degree, list(params.coeff_bits)))
+    return s.SEALContext(parms, True, s.SEC_LEVEL_TYPE.TC128)
+
+
+def _galois_elt(step: int, n: int) -> int:
+    # SEAL's CKKS rotation to the left by `step` slots is the automorphism X -> X^(3^step mod 2N)
+    return pow(3, step, 2 * n)
+
+
+class CkksOwner:
+    """Key owner: encrypts its own matrix once, decrypts what peers computed on it.
+
+    Parameters
+    ----------
+    params : CkksParams
+        Public parameters (default :data:`DEFAULT_PARAMS`).
+    """
+
+    def __init__(self, params: CkksParams = DEFAULT_PARAMS) -> None:
+        s = _sealapi()
+        self.params = params
+        self._files = _Files()
+        self.ctx = _context(params)
+        kg = s.KeyGenerator(self.ctx)
+        self._sk = kg.secret_key()
+        self._kg = kg
+        self.encoder = s.CKKSEncoder(self.ctx)
+        self.encryptor = s.Encryptor(self.ctx, self._sk)
+        self.decryptor = s.Decryptor(self.ctx, self._sk)
+        self.scale = float(2 ** params.scale_bits)
+
+    def public_bundle(self) -> dict:
+        """What a peer needs to compute on our ciphertexts: parameters and Galois keys (no public key)."""
+        gk = self._kg.create_galois_keys([_galois_elt(st, self.params.poly_modulus_degree) for st in self.params.steps])
+        return {"params": self.params.to_wire(), "galois": self._files.dump(gk)}
+
+    def encrypt_matrix(self, X: np.ndarray) -> list[list[bytes]]:
+        """Row-packed seeded ciphertexts of ``X``: ``out[g][c]`` = column group ``g``, row chunk ``c``."""
+        s = _sealapi()
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or not np.all(np.isfinite(X)):
+            raise CryptoError("encrypt_matrix needs a finite 2-D array")
+        K, R = self.params.slots_per_row, self.params.rows_per_ct
+        n, k = X.shape
+        groups = max(1, -(-k // K))
+        chunks = -(-n // R)
+        padded = np.zeros((chunks * R, groups * K))
+        padded[:n, :k] = X
+        out: list[list[bytes]] = []
+        for g in range(groups):
+            block = padded[:, g * K:(g + 1) * K]
+            row = []
+            for c in range(chunks):
+                pt = s.Plaintext()
+                self.encoder.encode(block[c * R:(c + 1) * R].ravel().tolist(), self.scale, pt)
+                row.append(self._files.dump(self.encryptor.encrypt_symmetric(pt)))
+            out.append(row)
+        return out
+
+    def decrypt_sum(self, data: bytes, k: int, group: int = 0) -> np.ndarray:
+        """Decrypt a peer's ``X^T s`` result; return the ``k`` features of column group ``group``.
+
+        Every slot holds a complete sum (see module notes); the ``R`` replicas of a feature carry
+        independent flood noise and are averaged.
+        """
+        s = _sealapi()
+        ct = self._files.load(s.Ciphertext(), self.ctx, data)
+        if ct.size() != 2:
+            raise CryptoError("a cross-product ciphertext must have exactly 2 components")
+        pt = s.Plaintext()
+        self.decryptor.decrypt(ct, pt)
+        vals = np.asarray(self.encoder.decode_double(pt), dtype=np.float64)
+        K = self.params.slots_per_row
+        kk = min(K, k - group * K)
+        return vals.reshape(-1, K)[:, :kk].mean(axis=0)
+
+    def close(self) -> None:
+        self._files.close()
+
+
+class CkksPeer:
+    """Evaluator side for one owner: holds the owner's encrypted matrix, computes ``X^T s``.
+
+    Parameters
+    ----------
+    bundle : dict
+        The owner's :meth:`CkksOwner.public_bundle`.
+    flood : float
+        Standard deviation of the Gaussian flooding noise added to every slot of a result.
+    """
+
+    def __init__(self, bundle: dict, flood: float = 2.0 ** -14) -> None:
+        s = _sealapi()
+        if not isinstance(bundle, dict) or "params" not in bundle or "galois" not in bundle:
+            raise CryptoError("CKKS key bundle must hold 'params' and 'galois'")
+        self.params = CkksParams.from_wire(bundle["params"])
+        self._files = _Files()
+        self.ctx = _context(self.params)
+        self.galois = self._files.load(s.GaloisKeys(), self.ctx, bundle["galois"])
+        self.encoder = s.CKKSEncoder(self.ctx)
+        self.evaluator = s.Evaluator(self.ctx)
+        self.flood = float(flood)
+        self.matrix: list[list] = []
+        self.n_rows = 0
+        self._rng = np.random.default_rng(secrets.randbits(128))
+
+    def load_matrix(self, groups: Sequence[Sequence[bytes]], n_rows: int) -> None:
+        """Load the owner's encrypted matrix (``encrypt_matrix`` output) for ``n_rows`` rows."""
+        s = _sealapi()
+        R = self.params.rows_per_ct
+        want = -(-n_rows // R)
+        mats = []
+        for g in groups:
+            if len(g) != want:
+                raise CryptoError(f"encrypted matrix has {len(g)} row chunks, expected {want} for {n_rows} rows")
+            cts = []
+            for b in g:
+                ct = self._files.load(s.Ciphertext(), self.ctx, b)
+                if ct.size() != 2:
+                    raise CryptoError("an encrypted matrix chunk must have exactly 2 components")
+                cts.append(ct)
+            mats.append(cts)
+        self.matrix = mats
+        self.n_rows = n_rows
+
+    def cross(self, chunks: Iterable[int], s_rows: np.ndarray) -> list[bytes] | None:
+        """Encryptions of ``X[rows]^T s`` (one per column group) over the given row chunks.
+
+        ``s_rows`` is a vector over **all** ``n_rows`` rows (rows outside ``chunks`` are ignored).
+        Returns ``None`` when ``s`` is zero on every chunk (SEAL refuses to produce the
+        "transparent" ciphertext of a product with zero; the answer is the zero vector anyway).
+        """
+        s = _sealapi()
+        K, R = self.params.slots_per_row, self.params.rows_per_ct
+        v = np.zeros(len(self.matrix[0]) * R)
+        v[:self.n_rows] = np.asarray(s_rows, dtype=np.float64)
+        chunks = [c for c in chunks if np.any(v[c * R:(c + 1) * R])]
+        if not chunks:
+            return None
+        scale = float(2 ** self.params.scale_bits)
+        out = []
+        plains = []
+        for c in chunks:
+            pt = s.Plaintext()
+            self.encoder.encode(np.repeat(v[c * R:(c + 1) * R], K).tolist(), self.matrix[0][c].parms_id(), scale, pt)
+            plains.append(pt)
+        for cts in self.matrix:
+            acc = None
+            for c, pt in zip(chunks, plains):
+                prod = s.Ciphertext()
+                self.evaluator.multiply_plain(cts[c], pt, prod)
+                if acc is None:
+                    acc = prod
+                else:
+                    self.evaluator.add_inplace(acc, prod)
+            self.evaluator.rescale_to_next_inplace(acc)
+            for st in self.params.steps:
+                rot = s.Ciphertext()
+                self.evaluator.rotate_vector(acc, st, self.galois, rot)
+                self.evaluator.add_inplace(acc, rot)
+            noise = s.Plaintext()
+            self.encoder.encode(self._rng.normal(0.0, self.flood, self.params.slots).tolist(), acc.parms_id(),
+                                acc.scale, noise)
+            self.evaluator.add_plain_inplace(acc, noise)
+            out.append(self._files.dump(acc))
+        return out
+
+    def close(self) -> None:
+        self._files.close()

@@ -1,0 +1,280 @@
+"""Federated inference for vertical models: ``fedrisk predict RUN_DIR/model.json NEW.csv --out scores.csv``.
+
+A vertical model is split across parties (``model.json`` at the label holder lists the parties and
+their files, e.g. ``model-payco.json``). Scoring new customers therefore runs a small federated
+session: the label holder and every feature holder each start one inference process, align the new
+rows by ECDH-PSI (the label holder's ``NEW.csv`` ids against each feature holder's own data file),
+then run the model format's scoring protocol, in which each feature holder contributes only its
+partial score and **only the label holder receives the scores**. Rows of ``NEW.csv`` that are not
+at every feature holder are not scored (the count is logged).
+
+Pluggable formats
+-----------------
+:data:`FORMATS` maps a model file's ``format`` to the task module implementing the per-role
+scoring; a module provides
+
+* ``INFERENCE_TAG_PREFIXES``: the message tags it uses (``"psi."`` is added);
+* ``inference_features(role_model) -> list[str]``: columns this party loads from its file;
+* ``infer(channel, role_model, X, label_holder, feature_holders) -> probabilities | None``:
+  the per-role protocol on PSI-aligned rows ``X`` (label holder: returns scores; others: ``None``).
+
+``"fedrisk.vertical.lr"`` -> :mod:`fedrisk.tasks.vertical_lr` and ``"fedrisk.vertical.secureboost"``
+-> :mod:`fedrisk.tasks.vertical_secureboost` are registered; :func:`register_format` adds others.
+A tree model plugs in the same way: its ``infer`` walks the trees across parties on the aligned
+rows; alignment, processes, certificates and the handshake are done here.
+
+How the parties take part
+-------------------------
+* **Local run** (``simulate`` output): ``fedrisk predict RUN_DIR/model.json NEW.csv --out S.csv``
+  at the label holder reads ``RUN_DIR/job.toml``, and starts one inference process per feature
+  holder (``python -m fedrisk.runtime.inference serve ...``) with that party's ``data`` file from
+  the job spec and its ``RUN_DIR/model-<party>.json``, over mTLS with the run's certificates and the
+  job's addresses. Set ``FEDRISK_PREDICT_SPAWN=0`` to not start them (they run elsewhere).
+* **Across hosts**: agree on a session name ``S`` out of band; each feature holder runs::
+
+      fedrisk serve JOB.toml --as payco --model RUN_DIR/model-payco.json --session S --certs CERTS/ \
+          [--data payco_now.csv]
+
+  and the label holder runs ``fedrisk predict RUN_DIR/model.json NEW.csv --out scores.csv --session S
+  --no-spawn``. The session job id is ``<job>.predict.<S>``; the
+  start handshake refuses processes of another session, model or format.
+
+What each party learns: PSI's (see ``alignment``), plus the model format's scoring protocol (for
+``vertical.lr``: feature holders learn nothing; the label holder learns the scores).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from fedrisk.errors import ConfigError, FedriskError
+
+__all__ = ["FORMATS", "register_format", "get_format", "predict_vertical", "serve_feature_holder", "run_inference", "main"]
+
+FORMATS: dict[str, str] = {
+    "fedrisk.vertical.lr": "fedrisk.tasks.vertical_lr",
+    "fedrisk.vertical.secureboost": "fedrisk.tasks.vertical_secureboost",
+}
+
+log = logging.getLogger("fedrisk.inference")
+
+
+def register_format(fmt: str, module: str) -> None:
+    """Register the task module implementing federated scoring for model format ``fmt``."""
+    FORMATS[fmt] = module
+
+
+def get_format(fmt: str) -> ModuleType:
+    base = fmt.removesuffix(".part")
+    if base not in FORMATS:
+        raise ConfigError(f"model format {fmt!r} has no federated inference; known: {sorted(FORMATS)}")
+    try:
+        return importlib.import_module(FORMATS[base])
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"model format {fmt!r} needs {FORMATS[base]}, which this version does not have: {e}") from None
+
+
+def _load_json(path: Path) -> dict:
+    from fedrisk.model_files import load_model
+
+    return load_model(path)
+
+
+def _session_spec(run_dir: Path, model: dict):
+    """The training job's spec from the run directory, with paths resolved as in the original spec."""
+    from fedrisk.runtime.spec import load_spec
+
+    job = run_dir / "job.toml"
+    if not job.is_file():
+        raise ConfigError(f"{run_dir} has no job.toml; federated inference needs the job spec the model was trained with")
+    spec = load_spec(job)
+    if model.get("spec_dir"):
+        spec = spec.model_copy(update={"base_dir": Path(model["spec_dir"])})
+    return spec
+
+
+def _certs(spec, run_dir: Path, certs: str | Path | None) -> Path:
+    if certs is not None:
+        return Path(certs)
+    if (run_dir / "certs" / "ca.pem").is_file():
+        return run_dir / "certs"
+    c = spec.resolve(spec.security.certs)
+    if c is None:
+        raise ConfigError("no certificates for the inference session: pass --certs or set security.certs")
+    return c
+
+
+def _roles(model: dict) -> tuple[str, list[str]]:
+    parties = list(model.get("parties") or {})
+    lh = model.get("label_holder")
+    if not lh or lh not in parties:
+        raise ConfigError("model file does not name its label holder and parties; re-train with this version")
+    return lh, [p for p in parties if p != lh]
+
+
+def run_inference(channel, me: str, role_model: dict, table, label_holder: str, feature_holders: list[str],
+                  job_id: str, logger: logging.Logger | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """PSI-align ``table`` and run the format's scoring; return (aligned row positions, scores or None).
+
+    Independent of the transport: tests run it over the in-memory network.
+    """
+    from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
+
+    mod = get_format(role_model["format"])
+    al = align_parties(channel, label_holder, feature_holders, table.ids, salt=alignment_salt(job_id, "predict"),
+                       log=logger)
+    p = mod.infer(channel, role_model, table.X[al.indices], label_holder, feature_holders)
+    return al.indices, p
+
+
+def _open_channel(spec, me: str, job_id: str, certs_dir: Path, out: Path, prefixes: tuple[str, ...]):
+    from fedrisk.transport.certs import tls_files
+    from fedrisk.transport.grpc_channel import GrpcChannel
+    from fedrisk.transport.ledger import Ledger
+
+    addresses = {n: p.address for n, p in spec.parties.items()}
+    return GrpcChannel(me, addresses, job_id, tls_files(certs_dir, me),
+                       connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
+                       ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"), tag_prefixes=prefixes + ("psi.", "ctl."))
+
+
+def _session_settings(model: dict, session: str) -> dict[str, Any]:
+    return {"session": session, "model_job": model.get("job"), "format": str(model.get("format")).removesuffix(".part"),
+            "parties": sorted(model.get("parties") or {})}
+
+
+def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_col: str = "id", *,
+                     session: str | None = None, spawn: bool | None = None, certs: str | Path | None = None,
+                     timeout: float = 600.0) -> int:
+    """Label-holder side of ``fedrisk predict`` for a vertical model; return the number of scored rows."""
+    from fedrisk.data.loading import load_party_table
+    from fedrisk.runtime.evaluation import write_scores
+    from fedrisk.runtime.handshake import handshake
+
+    model_path = Path(model_path)
+    run_dir = model_path.resolve().parent
+    if str(model.get("format", "")).endswith(".part"):
+        raise ConfigError(f"{model_path} is a feature holder's part; run predict with the label holder's model.json")
+    lh, hosts = _roles(model)
+    mod = get_format(model["format"])
+    spec = _session_spec(run_dir, model)
+    session = session or os.environ.get("FEDRISK_PREDICT_SESSION") or secrets.token_hex(4)
+    if spawn is None:
+        spawn = os.environ.get("FEDRISK_PREDICT_SPAWN", "1") != "0"
+    job_id = f"{model['job']}.predict.{session}"
+    certs_dir = _certs(spec, run_dir, certs)
+    work = run_dir / "predict" / session
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    table = load_party_table(data, party=lh, id_col=id_col, label_col=None, features=mod.inference_features(model),
+                             require_label=False)
+    procs: dict[str, subprocess.Popen] = {}
+    if spawn:
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        for h in hosts:
+            cmd = [sys.executable, "-m", "fedrisk.runtime.inference", "serve", str(run_dir / "job.toml"), "--as", h,
+                   "--model", str(run_dir / model["parties"][h]), "--session", session, "--certs", str(certs_dir),
+                   "--out", str(work)]
+            if model.get("spec_dir"):
+                cmd += ["--spec-dir", model["spec_dir"]]
+            with open(work / "logs" / f"{h}.stderr", "w", encoding="utf-8") as errf:
+                procs[h] = subprocess.Popen(cmd, stdout=errf, stderr=subprocess.STDOUT, env=env)
+    channel = _open_channel(spec, lh, job_id, certs_dir, work, tuple(mod.INFERENCE_TAG_PREFIXES))
+    try:
+        channel.start()
+        handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
+        idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log)
+    except BaseException as e:
+        channel.abort(f"{lh}: {e}")
+        for h, pr in procs.items():
+            if pr.poll() not in (None, 0):
+                tail = (work / "logs" / f"{h}.stderr").read_text(errors="replace").strip().splitlines()[-1:]
+                if tail:
+                    raise FedriskError(f"feature holder {h!r} inference process failed: {tail[0]}") from e
+        raise
+    finally:
+        channel.close()
+        deadline = time.time() + 30
+        for pr in procs.values():
+            try:
+                pr.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                pr.kill()
+    order = np.argsort(idx, kind="stable")
+    write_scores(Path(out), table.ids[idx[order]], None, np.asarray(p)[order])
+    missing = table.n_rows - len(idx)
+    if missing:
+        log.warning("%d of %d rows are not at every feature holder and were not scored", missing, table.n_rows)
+    return int(len(idx))
+
+
+def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Path, session: str,
+                         certs: str | Path | None = None, out: str | Path | None = None, data: str | Path | None = None,
+                         spec_dir: str | None = None) -> None:
+    """Feature-holder side of an inference session: align, contribute partial scores, exit."""
+    from fedrisk.runtime.handshake import handshake
+    from fedrisk.runtime.spec import load_spec
+
+    spec = load_spec(spec_path)
+    if spec_dir:
+        spec = spec.model_copy(update={"base_dir": Path(spec_dir)})
+    model = _load_json(Path(model_path))
+    lh, hosts = _roles(model)
+    if name not in hosts or model.get("party") != name:
+        raise ConfigError(f"{model_path} is not feature holder {name!r}'s part of the model")
+    mod = get_format(model["format"])
+    job_id = f"{model['job']}.predict.{session}"
+    out = Path(out) if out else Path(model_path).resolve().parent / "predict" / session
+    certs_dir = _certs(spec, Path(model_path).resolve().parent, certs)
+    task = importlib.import_module(FORMATS[str(model["format"]).removesuffix(".part")])
+    table = task.load_table(spec, name, path=Path(data) if data else None, features=mod.inference_features(model)) \
+        if hasattr(task, "load_table") else None
+    if table is None:
+        raise ConfigError(f"model format {model['format']!r} does not say how to load a feature holder's data")
+    channel = _open_channel(spec, name, job_id, certs_dir, out, tuple(mod.INFERENCE_TAG_PREFIXES))
+    try:
+        channel.start()
+        handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
+        run_inference(channel, name, model, table, lh, hosts, job_id, log)
+    except BaseException as e:
+        channel.abort(f"{name}: {e}")
+        raise
+    finally:
+        channel.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fedrisk.runtime.inference", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run a feature holder's side of an inference session")
+    s.add_argument("spec")
+    s.add_argument("--as", dest="name", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--session", required=True)
+    s.add_argument("--certs")
+    s.add_argument("--out")
+    s.add_argument("--data", help="rows to score (default: the party's data file in the job spec)")
+    s.add_argument("--spec-dir", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {a.name} %(levelname)s %(message)s")
+    try:
+        serve_feature_holder(a.spec, a.name, a.model, a.session, a.certs, a.out, a.data, a.spec_dir)
+    except FedriskError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Task ``vertical.lr``: a label holder and one or more feature holders train one logistic model.
+
+Participants: exactly one ``[parties.*]`` has ``label = "..."`` (the label holder, which drives
+the job and writes ``metrics.json``); every other party is a feature holder. No coordinator.
+
+Steps, at every party:
+
+1. load its file (a feature holder must not carry the label holder's label column);
+2. ECDH-PSI alignment with all parties (:mod:`fedrisk.algorithms.vertical.alignment`); rows outside
+   the intersection are ignored; the intersection size is logged and written to ``metrics.json``;
+3. split the aligned rows by ``evaluation.test_rule`` (default ``id % 5 == 0`` is test), computed
+   from the ids by each party alone;
+4. standardise its own columns on its training rows (nothing is exchanged);
+5. train with :func:`fedrisk.algorithms.vertical.hetero_lr.train`;
+6. score train and test rows with the scoring protocol (only the label holder gets scores).
+
+Data policy: NaN/inf follow the party's ``missing`` setting (``reject`` by default; an all-NaN
+column is refused under either policy); a column that is constant on the aligned training rows
+is dropped with a warning (it cannot move a logistic model) and listed under ``dropped`` in the
+party's model file; a feature holder left with no usable column is refused.
+
+Model files (JSON, no pickle), one per party, each holding only that party's part::
+
+    model.json (label holder)        {"format": "fedrisk.vertical.lr", "version": 1, "task", "job",
+                                      "label_holder", "parties": {name: model file}, "party",
+                                      "features", "mean", "scale", "coef", "intercept", "dropped",
+                                      "id", "history", "spec_dir", "created"}
+    model-<party>.json (each holder) {"format": "fedrisk.vertical.lr.part", same fields, no intercept}
+
+Partial score of a party: ``((x - mean) / scale) @ coef`` (+ ``intercept`` at the label holder);
+probability ``sigmoid(sum of partial scores)``. ``fedrisk predict RUN_DIR/model.json NEW.csv``
+runs federated inference with these files (:mod:`fedrisk.runtime.inference`).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
+from fedrisk.algorithms.vertical.hetero_lr import HeteroLRConfig, score, sigmoid, train
+from fedrisk.errors import ConfigError, DataError
+from fedrisk.runtime.context import PartyContext, write_json
+from fedrisk.runtime.spec import JobSpec, parse_test_rule
+from fedrisk.runtime.tasks import parse_params
+
+KIND = "vertical.lr"
+FORMAT = "fedrisk.vertical.lr"
+TAG_PREFIXES = ("psi.", "vlr.")
+INFERENCE_TAG_PREFIXES = ("psi.", "vlr.")
+DEFAULT_TEST_RULE = "id % 5 == 0"
+
+
+class Params(BaseModel):
+    """``[task]`` settings of ``vertical.lr``; see :class:`HeteroLRConfig` for their meaning."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    epochs: int = Field(10, ge=1, le=10000)
+    batch_size: int = Field(4096, ge=256, description="rows per mini-batch, a multiple of 256")
+    learning_rate: float = Field(0.5, gt=0)
+    lr_decay: float = Field(0.9, gt=0, le=1)
+    l2: float = Field(1e-4, ge=0)
+    tol: float = Field(1e-4, ge=0)
+    early_stopping_rounds: int = Field(3, ge=0)
+    validation_fraction: float = Field(0.1, ge=0, lt=0.5)
+
+    def config(self, seed: int) -> HeteroLRConfig:
+        return HeteroLRConfig(self.epochs, self.batch_size, self.learning_rate, self.lr_decay, self.l2, self.tol,
+                              self.early_stopping_rounds, self.validation_fraction, seed)
+
+
+def validate_spec(spec: JobSpec, where: str) -> None:
+    parse_params(Params, spec.task, where)
+    holders = spec.label_holders()
+    if len(holders) != 1:
+        raise ConfigError(f"{where}: {KIND} needs exactly one party with label = '...' (the label holder); "
+                          f"found {len(holders)}: {holders}")
+    if len(spec.parties) < 2:
+        raise ConfigError(f"{where}: {KIND} needs at least one feature holder besides the label holder")
+    if spec.coordinator is not None:
+        raise ConfigError(f"{where}: {KIND} has no coordinator (the label holder drives); remove the [coordinator] table")
+    if spec.evaluation.test is not None:
+        raise ConfigError(f"{where}: vertical jobs split by id; use evaluation.test_rule = 'id % 5 == 0', not evaluation.test")
+
+
+def driver(spec: JobSpec) -> str:
+    return spec.label_holders()[0]
+
+
+def roles(spec: JobSpec) -> tuple[str, list[str]]:
+    lh = driver(spec)
+    return lh, [p for p in spec.parties if p != lh]
+
+
+def model_file(party: str, label_holder: str) -> str:
+    return "model.json" if party == label_holder else f"model-{party}.json"
+
+
+def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None):
+    """Load a party's file with the vertical rules (a feature holder must not hold the label)."""
+    from fedrisk.data.loading import load_party_table
+
+    p = spec.parties[name]
+    lh = driver(spec)
+    forbid = spec.parties[lh].label if name != lh else None
+    return load_party_table(path or spec.data_path(name), party=name, id_col=p.id,
+                            label_col=p.label if name == lh else None, features=features if features else p.features,
+                            exclude=p.exclude if not features else (), missing=p.missing, forbid_label=forbid,
+                            require_label=require_label)
+
+
+def _standardise(ctx_name: str, X: np.ndarray, names: list[str], is_lh: bool) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    mean = X.mean(axis=0)
+    sd = X.std(axis=0)
+    keep = sd > 1e-12 * np.maximum(1.0, np.abs(mean))
+    dropped = [n for n, k in zip(names, keep) if not k]
+    if not keep.any() and not is_lh:
+        raise DataError(f"party {ctx_name!r}: no usable feature columns: every column ({', '.join(names)}) is "
+                        "constant on the aligned training rows; a feature holder must bring at least one varying column")
+    return mean[keep], sd[keep], [n for n, k in zip(names, keep) if k], dropped
+
+
+def run(ctx: PartyContext) -> None:
+    from fedrisk.data.loading import id_test_mask
+
+    spec = ctx.spec
+    params = parse_params(Params, spec.task)
+    cfg = params.config(spec.federation.seed)
+    lh, hosts = roles(spec)
+    me = ctx.name
+    is_lh = me == lh
+    table = load_table(spec, me)
+    ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
+
+    al = align_parties(ctx.channel, lh, hosts, table.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    idx = al.indices
+    ids = table.ids[idx]
+    X_all = table.X[idx]
+    y_all = table.y[idx] if is_lh else None
+    rule = spec.evaluation.test_rule or DEFAULT_TEST_RULE
+    test = id_test_mask(ids, *parse_test_rule(rule))
+    if test.all():
+        raise DataError(f"party {me!r}: every aligned row is a test row under {rule!r}; nothing to train on")
+    tr = ~test
+    mean, scale, feats, dropped = _standardise(me, X_all[tr], table.feature_names, is_lh)
+    if dropped:
+        ctx.log.warning("dropping constant columns (on the aligned training rows): %s", ", ".join(dropped))
+    cols = [table.feature_names.index(f) for f in feats]
+    Z = (X_all[:, cols] - mean) / scale
+    if is_lh:
+        ytr = y_all[tr]
+        if ytr.min() == ytr.max():
+            raise DataError(f"party {me!r}: the aligned training rows have only label {int(ytr[0])}; need both classes")
+
+    def on_epoch(e: int, rec: dict) -> None:
+        if is_lh:
+            ctx.progress.update(e, cfg.epochs, stage="train", **{k: v for k, v in rec.items() if k in ("val_loss",)})
+
+    model = train(ctx.channel, lh, hosts, Z[tr], y_all[tr] if is_lh else None, cfg, on_epoch=on_epoch)
+    ctx.log.info("trained: best epoch %d of %d; phases %s", model.best_epoch, len(model.history),
+                 {k: round(v, 3) for k, v in model.phases.items()})
+
+    u = model.partial_score(Z)
+    p_tr = score(ctx.channel, lh, hosts, u[tr], tag="vlr.score.train")
+    p_te = score(ctx.channel, lh, hosts, u[test], tag="vlr.score.test") if test.any() else None
+
+    doc: dict[str, Any] = {
+        "format": FORMAT if is_lh else FORMAT + ".part", "version": 1, "task": KIND, "job": spec.job_id,
+        "label_holder": lh, "party": me, "id": spec.parties[me].id,
+        "parties": {p: model_file(p, lh) for p in [lh, *hosts]},
+        "features": feats, "mean": mean, "scale": scale, "coef": model.coef,
+        "intercept": model.intercept, "dropped": dropped,
+        "history": model.history, "best_epoch": model.best_epoch,
+        "spec_dir": str(spec.base_dir),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if not is_lh:
+        doc.pop("intercept")
+    write_json(ctx.out / model_file(me, lh), doc)
+    if not is_lh:
+        return
+    from fedrisk.runtime.evaluation import write_evaluation
+
+    extra = {
+        "parties": [lh, *hosts], "label_holder": lh,
+        "intersection": al.summary(),
+        "rows": {"train": int(tr.sum() - model.n_val), "validation": model.n_val, "test": int(test.sum())},
+        "best_epoch": model.best_epoch, "epochs_run": len(model.history),
+        "timing": {k: round(v, 4) for k, v in model.phases.items()},
+        "bytes_sent": ctx.channel.ledger.bytes_sent,
+        "dropped_columns": dropped,
+        "protocol": "CKKS cross-products over locally computed residual shares (see hetero_lr)",
+    }
+    write_evaluation(ctx, ids[tr], y_all[tr], p_tr, ids[test] if p_te is not None else None,
+                     y_all[test] if p_te is not None else None, p_te,
+                     [{"round": r["epoch"], **{k: v for k, v in r.items() if k != "epoch"}} for r in model.history],
+                     extra=extra)
+
+
+# ------------------------------------------------------------------------------------------------
+# Federated inference hooks (see fedrisk.runtime.inference)
+# ------------------------------------------------------------------------------------------------
+def inference_features(role_model: dict) -> list[str]:
+    """Columns this party must load from its scoring file."""
+    return list(role_model["features"])
+
+
+def partial_score(role_model: dict, X: np.ndarray) -> np.ndarray:
+    mean, scale, coef = (np.asarray(role_model[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
+    if X.shape[1] != coef.shape[0]:
+        raise DataError(f"party {role_model.get('party')!r}: data has {X.shape[1]} feature columns, the model expects {coef.shape[0]}")
+    u = ((X - mean) / scale) @ coef
+    if role_model.get("intercept") is not None:
+        u = u + float(role_model["intercept"])
+    return u
+
+
+def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_holders: list[str]) -> np.ndarray | None:
+    """This party's part of scoring aligned rows; the label holder gets probabilities, others ``None``."""
+    return score(channel, label_holder, feature_holders, partial_score(role_model, X), tag="vlr.score.predict")
+
+
+__all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "infer",
+           "inference_features", "partial_score", "sigmoid"]

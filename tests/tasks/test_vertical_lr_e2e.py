@@ -1,0 +1,193 @@
+"""vertical.lr end to end: real processes over mTLS, PSI on shuffled partial-overlap files, federated
+predict, and one clear error per kind of bad input."""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedrisk.errors import ConfigError, FedriskError
+from fedrisk.runtime.context import PartyContext, ProgressLog
+from fedrisk.runtime.demo import free_ports
+from fedrisk.runtime.handshake import handshake
+from fedrisk.runtime.spec import load_spec, shared_settings
+from fedrisk.runtime.threads import run_roles
+from fedrisk.tasks import vertical_lr
+from fedrisk.transport.channel import InMemoryNetwork
+
+FEDRISK = [sys.executable, "-m", "fedrisk"]
+
+
+def cli(*args, cwd=None, timeout=300):
+    return subprocess.run([*FEDRISK, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def synthetic(tmp: Path, *, n=1200, hosts=("payco", "bureau"), mutate=None, task_extra="") -> Path:
+    """A label holder and feature holders over partially overlapping, shuffled customer sets."""
+    rng = np.random.default_rng(5)
+    ids = np.arange(100_000, 100_000 + n)
+    X = rng.normal(size=(n, 7))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ [1.0, -0.8, 0.5, 0.7, -0.6, 0.9, 0.4] - 1)))).astype(int)
+    cols = {"lender": [0, 1, 2], hosts[0]: [3, 4, 5], **({hosts[1]: [6]} if len(hosts) > 1 else {})}
+    ports = free_ports(len(cols))
+    parts = []
+    for i, (name, cs) in enumerate(cols.items()):
+        keep = rng.random(n) < 0.9  # each party misses ~10% of the customers
+        df = pd.DataFrame({"id": ids, **({"y": y} if name == "lender" else {}),
+                           **{f"f{c}": X[:, c] for c in cs}})[keep].sample(frac=1, random_state=i)
+        extra = pd.DataFrame({"id": 900_000 + 1000 * i + np.arange(50), **({"y": 0} if name == "lender" else {}),
+                              **{f"f{c}": 0.0 for c in cs}})
+        df = pd.concat([df, extra])
+        if mutate:
+            df = mutate(name, df)
+        df.to_csv(tmp / f"{name}.csv", index=False)
+        parts.append(f'[parties.{name}]\naddress = "127.0.0.1:{ports[i]}"\ndata = "{name}.csv"\nid = "id"\n'
+                     + ('label = "y"\n' if name == "lender" else ""))
+    spec = tmp / "job.toml"
+    spec.write_text('[federation]\nname = "vsmall"\n' + "\n".join(parts) + textwrap.dedent(f"""
+        [task]
+        kind = "vertical.lr"
+        epochs = 3
+        batch_size = 256
+        {task_extra}
+        [evaluation]
+        test_rule = "id % 5 == 0"
+        """))
+    return spec
+
+
+def run_threads(spec_path: Path, out: Path) -> dict:
+    """Run every party's task over the in-memory network (same code path as `fedrisk party`)."""
+    spec = load_spec(spec_path)
+    net = InMemoryNetwork(list(spec.parties), job=spec.job_id, capture=True, tag_prefixes=vertical_lr.TAG_PREFIXES)
+
+    def role(name):
+        def go(ch):
+            log = logging.getLogger(f"test.{name}")
+            ctx = PartyContext(name=name, spec=spec, channel=ch, out=out, log=log, progress=ProgressLog(None, log))
+            vertical_lr.run(ctx)
+        return go
+
+    run_roles({p: role(p) for p in spec.parties}, network=net)
+    return {"net": net, "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+# -- real processes ----------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_simulate_example_on_shared_data(shared_data, repo, tmp_path):
+    out = tmp_path / "run"
+    r = cli("simulate", "examples/vertical_lr_default_credit.toml", "--out", out, cwd=repo)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test"]["auc"] >= 0.7238 and m["test"]["ks"] > 0.35
+    assert m["intersection"]["size"] == 30000
+    model = json.loads((out / "model.json").read_text())
+    part = json.loads((out / "model-payco.json").read_text())
+    assert model["format"] == "fedrisk.vertical.lr" and set(model["parties"]) == {"lender", "payco"}
+    assert len(part["coef"]) == 10 and "intercept" not in part and len(model["coef"]) == 13
+    assert len(list((out / "ledger").glob("*.jsonl"))) >= 2
+
+
+@pytest.mark.e2e
+def test_three_party_simulate_then_federated_predict(tmp_path):
+    spec = synthetic(tmp_path)
+    out = tmp_path / "run"
+    r = cli("simulate", spec, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    lender = pd.read_csv(tmp_path / "lender.csv")
+    common = set(lender.id)
+    for h in ("payco", "bureau"):
+        common &= set(pd.read_csv(tmp_path / f"{h}.csv").id)
+    assert m["intersection"]["size"] == len(common) < len(lender)
+    assert m["test"]["auc"] > 0.7
+    for f in ("model.json", "model-payco.json", "model-bureau.json"):
+        assert (out / f).is_file()
+    assert len(list((out / "ledger").glob("*.jsonl"))) == 3
+    new = lender.drop(columns=["y"]).sample(200, random_state=0)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    r = cli("predict", out / "model.json", tmp_path / "new.csv", "--out", tmp_path / "scores.csv")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = pd.read_csv(tmp_path / "scores.csv")
+    assert set(s.id) == set(new.id) & common and s.score.between(0, 1).all()
+    train = pd.concat([pd.read_csv(out / "scores" / "train.csv"), pd.read_csv(out / "scores" / "test.csv")])
+    both = s.merge(train, on="id")
+    assert np.allclose(both.score_x, both.score_y, atol=1e-9)
+
+
+# -- bad input, each one line ----------------------------------------------------------------------
+def _fails(spec, tmp_path, pattern):
+    with pytest.raises(FedriskError, match=pattern) as e:
+        run_threads(spec, tmp_path / "out")
+    assert "\n" not in str(e.value)
+
+
+def test_label_column_on_a_feature_holder(tmp_path):
+    spec = synthetic(tmp_path, hosts=("payco",), mutate=lambda n, d: d.assign(y=1) if n == "payco" else d)
+    _fails(spec, tmp_path, "'y' is present but this party must not hold the label")
+
+
+def test_label_missing_on_the_label_holder(tmp_path):
+    spec = synthetic(tmp_path, hosts=("payco",), mutate=lambda n, d: d.drop(columns=["y"]) if n == "lender" else d)
+    _fails(spec, tmp_path, "label column 'y' not found")
+
+
+def test_feature_holder_with_only_constant_columns(tmp_path):
+    spec = synthetic(tmp_path, hosts=("payco",),
+                     mutate=lambda n, d: d.assign(f3=1.0, f4=2.0, f5=0.0) if n == "payco" else d)
+    _fails(spec, tmp_path, "no usable feature columns")
+
+
+def test_all_nan_column_is_refused(tmp_path):
+    spec = synthetic(tmp_path, hosts=("payco",), mutate=lambda n, d: d.assign(f4=np.nan) if n == "payco" else d)
+    _fails(spec, tmp_path, "missing or infinite feature values")
+
+
+def test_no_overlapping_ids(tmp_path):
+    spec = synthetic(tmp_path, hosts=("payco",), mutate=lambda n, d: d.assign(id=d.id + 10**7) if n == "payco" else d)
+    _fails(spec, tmp_path, "intersection .* is empty")
+
+
+def test_constant_column_is_dropped_with_a_warning(tmp_path):
+    spec = synthetic(tmp_path, hosts=("payco",), mutate=lambda n, d: d.assign(f5=3.0) if n == "payco" else d)
+    res = run_threads(spec, tmp_path / "out")
+    part = json.loads((tmp_path / "out" / "model-payco.json").read_text())
+    assert part["dropped"] == ["f5"] and part["features"] == ["f3", "f4"]
+    assert res["metrics"]["test"]["auc"] > 0.6
+
+
+def test_mismatched_specs_are_refused_by_the_handshake(tmp_path):
+    spec_a = load_spec(synthetic(tmp_path, hosts=("payco",)))
+    (tmp_path / "b").mkdir()
+    spec_b = load_spec(synthetic(tmp_path / "b", hosts=("payco",), task_extra="learning_rate = 0.1"))
+    spec_b = spec_b.model_copy(update={"parties": spec_a.parties})  # same addresses, different task
+    net = InMemoryNetwork(["lender", "payco"], job=spec_a.job_id)
+    roles = {"lender": lambda ch: handshake(ch, "lender", ["lender", "payco"], shared_settings(spec_a)),
+             "payco": lambda ch: handshake(ch, "lender", ["lender", "payco"], shared_settings(spec_b))}
+    with pytest.raises(ConfigError, match="task.learning_rate"):
+        run_roles(roles, network=net)
+
+
+def test_privacy_of_a_full_training_run(tmp_path):
+    """What each party actually received in PSI, training and scoring: no ids, labels or features."""
+    spec = synthetic(tmp_path)
+    res = run_threads(spec, tmp_path / "out")
+    net = res["net"]
+    lender = pd.read_csv(tmp_path / "lender.csv")
+    for p in ("lender", "payco", "bureau"):
+        for env in net[p].captured:
+            assert env.kind in {"masked", "public-parameter", "control", "ciphertext", "aggregate",
+                                "plaintext-by-design"}
+            if env.kind == "plaintext-by-design":
+                assert env.tag.endswith((".keep", ".seed")) or env.tag.startswith("vlr.score")
+            b = env.body
+            if isinstance(b, np.ndarray) and b.dtype == np.float64:
+                assert p == "lender" and env.tag.startswith("vlr.score")  # masked partial scores only
+                assert not np.isin(np.round(b, 6), np.round(lender.y.values, 6)).all()
