@@ -21,7 +21,11 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from fedrisk.errors import CryptoError
 
-__all__ = ["worker_count", "process_pool", "thread_pool", "shutdown_pools", "broken_pool_error"]
+__all__ = ["worker_count", "process_pool", "thread_pool", "shutdown_pools", "broken_pool_error", "warm_up"]
+
+#: modules whose kernels run in the workers; imported once per worker, not per task
+_KERNEL_MODULES = ("fedrisk.crypto.psi", "fedrisk.crypto.additive", "fedrisk.crypto.paillier",
+                   "fedrisk.crypto.okamoto_uchiyama")
 
 _PROC: ProcessPoolExecutor | None = None
 _THREADS: ThreadPoolExecutor | None = None
@@ -44,8 +48,29 @@ def process_pool() -> Executor:
     global _PROC
     with _LOCK:
         if _PROC is None:
-            _PROC = ProcessPoolExecutor(max_workers=worker_count(), mp_context=multiprocessing.get_context("spawn"))
+            _PROC = ProcessPoolExecutor(max_workers=worker_count(), mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_import_kernels)
         return _PROC
+
+
+def _import_kernels() -> None:
+    import importlib
+
+    for name in _KERNEL_MODULES:
+        importlib.import_module(name)
+
+
+def _noop() -> None:
+    return None
+
+
+def warm_up() -> None:
+    """Start the workers now, without waiting: they import the kernels while the caller loads data
+    and connects, instead of on the first batch (about half a second of a 30k-row PSI)."""
+    if worker_count() > 1:
+        pool = process_pool()
+        for _ in range(worker_count()):
+            pool.submit(_noop)
 
 
 def thread_pool() -> Executor:

@@ -123,6 +123,7 @@ def _standardise(ctx_name: str, X: np.ndarray, names: list[str], is_lh: bool) ->
 
 
 def run(ctx: PartyContext) -> None:
+    from fedrisk.crypto.workers import warm_up
     from fedrisk.data.loading import id_test_mask
 
     spec = ctx.spec
@@ -131,6 +132,7 @@ def run(ctx: PartyContext) -> None:
     lh, hosts = roles(spec)
     me = ctx.name
     is_lh = me == lh
+    warm_up()  # PSI's workers start while the table loads
     table = load_table(spec, me)
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
 
