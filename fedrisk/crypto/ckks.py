@@ -20,10 +20,17 @@ are cyclic, after the last step **every** slot ``p`` holds the complete sum for 
 
 Security notes
 --------------
-* The peer holds only ciphertexts under the owner's key and the owner's Galois keys for the
-  eight rotation steps (no public key: the peer never encrypts under the owner's key), so it
-  learns nothing about ``X`` under the RLWE assumption. Encryption is symmetric (secret key)
-  and serialised *seeded*, which halves the bytes of every ciphertext of ``X``.
+* The peer holds only ciphertexts under the owner's key, the owner's Galois keys for the eight
+  rotation steps and the owner's public key, so it learns nothing about ``X`` under the RLWE
+  assumption. The matrix is encrypted with the secret key and serialised *seeded*, which halves
+  the bytes of every ciphertext of ``X``.
+* **Re-randomisation.** A product ``Enc(X) * s`` followed by rotations is a deterministic function
+  of the owner's own ciphertext (whose randomness ``a`` the owner knows) and of ``s``: its second
+  component is linear in ``s`` and would let the owner solve for the peer's vector. So before a
+  result leaves the peer it adds a *fresh public-key encryption* of the flooding noise; the sum's
+  second component is then masked by the fresh encryption randomness (RLWE), and the owner's
+  decryption reveals only ``X^T s`` plus noise. Giving the peer the public key costs nothing under
+  IND-CPA (anyone may encrypt); it is what makes the re-randomisation possible.
 * The owner decrypts ``X^T s + e`` where ``e`` is CKKS noise that depends on the peer's ``s``.
   Before sending, the peer adds *flooding* noise (Gaussian, ``flood`` standard deviation per slot;
   vertical LR uses 2^-10) to every slot, so the small data-dependent CKKS error is
@@ -191,9 +198,13 @@ class CkksOwner:
         self.scale = float(2 ** params.scale_bits)
 
     def public_bundle(self) -> dict:
-        """What a peer needs to compute on our ciphertexts: parameters and Galois keys (no public key)."""
+        """What a peer needs to compute on our ciphertexts and re-randomise the results:
+        parameters, Galois keys and the public key."""
+        s = _sealapi()
         gk = self._kg.create_galois_keys([_galois_elt(st, self.params.poly_modulus_degree) for st in self.params.steps])
-        return {"params": self.params.to_wire(), "galois": self._files.dump(gk)}
+        pk = s.PublicKey()
+        self._kg.create_public_key(pk)
+        return {"params": self.params.to_wire(), "galois": self._files.dump(gk), "public": self._files.dump(pk)}
 
     def encrypt_matrix(self, X: np.ndarray) -> list[list[bytes]]:
         """Row-packed seeded ciphertexts of ``X``: ``out[g][c]`` = column group ``g``, row chunk ``c``."""
@@ -252,12 +263,13 @@ class CkksPeer:
 
     def __init__(self, bundle: dict, flood: float = 2.0 ** -14) -> None:
         s = _sealapi()
-        if not isinstance(bundle, dict) or "params" not in bundle or "galois" not in bundle:
-            raise CryptoError("CKKS key bundle must hold 'params' and 'galois'")
+        if not isinstance(bundle, dict) or any(k not in bundle for k in ("params", "galois", "public")):
+            raise CryptoError("CKKS key bundle must hold 'params', 'galois' and 'public'")
         self.params = CkksParams.from_wire(bundle["params"])
         self._files = _Files()
         self.ctx = _context(self.params)
         self.galois = self._files.load(s.GaloisKeys(), self.ctx, bundle["galois"])
+        self.encryptor = s.Encryptor(self.ctx, self._files.load(s.PublicKey(), self.ctx, bundle["public"]))
         self.encoder = s.CKKSEncoder(self.ctx)
         self.evaluator = s.Evaluator(self.ctx)
         self.flood = float(flood)
@@ -322,7 +334,11 @@ class CkksPeer:
             noise = s.Plaintext()
             self.encoder.encode(self._rng.normal(0.0, self.flood, self.params.slots).tolist(), acc.parms_id(),
                                 acc.scale, noise)
-            self.evaluator.add_plain_inplace(acc, noise)
+            # a fresh public-key encryption of the flood re-randomises both components (module notes)
+            fresh = s.Ciphertext()
+            self.encryptor.encrypt(noise, fresh)
+            fresh.scale = acc.scale
+            self.evaluator.add_inplace(acc, fresh)
             out.append(self._files.dump(acc))
         return out
 

@@ -35,8 +35,9 @@ Message flow (tags start with ``vlr.``; every party runs the same steps; P, Q ra
 ---------------------------------------------------------------------------------------------------
 Setup, once::
 
-    P -> Q  vlr.key             public-parameter  CKKS parameters + P's Galois keys (8 rotation steps;
-                                                  no public key: Q can never encrypt under P's key)
+    P -> Q  vlr.key             public-parameter  CKKS parameters, P's Galois keys (8 rotation steps) and
+                                                  P's public key (Q re-randomises every result with a
+                                                  fresh encryption before returning it, see ckks)
     P -> Q  vlr.matrix          ciphertext        X_P row-packed, encrypted under P's secret key
 
 Per mini-batch ``b`` of epoch ``e`` (batches are unions of 256-row chunks, shuffled per epoch with
