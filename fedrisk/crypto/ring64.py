@@ -33,7 +33,18 @@ def max_abs_value(frac_bits: int = DEFAULT_FRAC_BITS, n_summands: int = 1) -> fl
     _check_frac_bits(frac_bits)
     if n_summands < 1:
         raise CryptoError("n_summands must be at least 1")
-    return (2.0 ** 63 / n_summands - 1.0) / 2.0 ** frac_bits
+    return _scaled_bound(n_summands) / 2.0 ** frac_bits
+
+
+def _scaled_bound(n_summands: int) -> float:
+    """The largest float64 not above ``(2^63 - 1) // n``: the bound on ``|rint(v * 2^frac)|``.
+
+    Computed from the integer, not as ``2.0**63 / n - 1``, which rounds back up to ``2^63 / n``
+    in float64 and lets a value at the limit wrap.
+    """
+    bound = (2**63 - 1) // n_summands
+    f = float(bound)
+    return float(np.nextafter(f, 0.0)) if int(f) > bound else f
 
 
 def encode(values: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS, n_summands: int = 1) -> np.ndarray:
@@ -74,15 +85,16 @@ def encode(values: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS, n_summands: i
         bad = int(np.flatnonzero(~np.isfinite(v))[0])
         raise CryptoError(f"cannot encode a non-finite value (position {bad}: {v[bad]}) into the fixed-point ring")
     limit = max_abs_value(frac_bits, n_summands)
+    scaled = np.rint(np.ldexp(v, frac_bits))
     if v.size:
-        i = int(np.argmax(np.abs(v)))
-        if abs(v[i]) > limit:
+        i = int(np.argmax(np.abs(scaled)))
+        if abs(scaled[i]) > _scaled_bound(n_summands):
             raise CryptoError(
                 f"value {v[i]:.6g} at position {i} is too large for the 64-bit fixed-point ring with "
                 f"frac_bits={frac_bits} and {n_summands} parties (limit {limit:.6g}); the sum could wrap. "
                 f"Standardise the data or lower frac_bits"
             )
-    return np.rint(np.ldexp(v, frac_bits)).astype(np.int64).view(np.uint64)
+    return scaled.astype(np.int64).view(np.uint64)
 
 
 def decode(ring: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:

@@ -102,6 +102,11 @@ class SecureAggregation(Aggregation):
         Every party's certificate (PEM), by party name. When given, every public key and survivor
         set is verified; a bad or missing signature raises :class:`~fedrisk.errors.ProtocolError`
         naming the party. On the coordinator this refuses forged keys early.
+    parties : sequence of str, optional
+        Every party of the job that contributes to sums. A party then refuses a key list naming
+        anyone else, and a threshold below the majority of *all* of them: without it a malicious
+        coordinator could send a victim a key list of just the victim and one colluder with
+        ``t = 2`` and strip the victim's masks. Always set it in deployments.
 
     Notes
     -----
@@ -133,8 +138,10 @@ class SecureAggregation(Aggregation):
 
     def __init__(self, threshold: int | None = None, frac_bits: int = ring64.DEFAULT_FRAC_BITS,
                  dropout_timeout: float = 10.0, key_timeout: float | None = None,
-                 signing_key_pem: bytes | None = None, peer_certs_pem: Mapping[str, bytes] | None = None) -> None:
+                 signing_key_pem: bytes | None = None, peer_certs_pem: Mapping[str, bytes] | None = None,
+                 parties: Sequence[str] | None = None) -> None:
         self.threshold = threshold
+        self.parties = tuple(parties) if parties is not None else None
         self.frac_bits = frac_bits
         self.dropout_timeout = dropout_timeout
         self.key_timeout = key_timeout
@@ -324,6 +331,11 @@ class SecureAggregation(Aggregation):
         if not isinstance(raw, dict):
             raise ProtocolError(f"{me}: the coordinator's key list for {tag!r} is malformed")
         keys = {p: _parse_keys(p, e, tag) for p, e in raw.items()}
+        if self.parties is not None and not set(keys) <= set(self.parties):
+            raise ProtocolError(f"{me}: the coordinator's key list for {tag!r} names parties outside the job: "
+                                f"{sorted(set(keys) - set(self.parties))}; refusing")
+        # the majority is of every party of the job, not of the list the coordinator chose to send
+        n_ref = len(self.parties) if self.parties is not None else len(keys)
         if keys.get(me) != (c_pk, s_pk):
             raise ProtocolError(f"{me}: the coordinator's key list for {tag!r} does not carry this party's own public keys "
                                 f"unchanged; refusing (possible key substitution)")
@@ -340,9 +352,9 @@ class SecureAggregation(Aggregation):
             if t != self.threshold:
                 raise ProtocolError(f"{me}: the coordinator uses threshold {t} for {tag!r}, this party is configured "
                                     f"for {self.threshold}; set the same threshold everywhere")
-        elif t < default_threshold(len(keys)):
+        elif t < default_threshold(n_ref):
             raise ProtocolError(f"{me}: the coordinator's threshold {t} for {tag!r} is below the majority of the "
-                                f"{len(keys)} parties ({default_threshold(len(keys))}); refusing")
+                                f"{n_ref} parties ({default_threshold(n_ref)}); refusing")
         if len(keys) < max(t, 2):
             raise ProtocolError(f"{me}: only {len(keys)} parties advertised keys for {tag!r}, fewer than the "
                                 f"threshold {max(t, 2)}")
@@ -539,6 +551,8 @@ def _gather(channel: Channel, senders: Sequence[str], tag: str, timeout: float |
         try:
             out[p] = channel.recv(p, tag, timeout=max(0.0, deadline - time.monotonic()))
         except TransportError:
+            if channel.mailbox.failure is not None:
+                raise  # the job was aborted by a peer: that, not a dropout, is what to report
             continue
     return out
 

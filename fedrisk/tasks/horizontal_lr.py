@@ -79,7 +79,7 @@ def make_aggregation(ctx: PartyContext, params: Params) -> Aggregation:
         key = ctx.certs_dir / f"{ctx.name}-key.pem"
         signing_key = key.read_bytes() if key.is_file() else None
     return SecureAggregation(signing_key_pem=signing_key, peer_certs_pem=peer_certs or None,
-                             dropout_timeout=params.dropout_timeout)
+                             dropout_timeout=params.dropout_timeout, parties=list(ctx.spec.parties))
 
 
 def run(ctx: PartyContext) -> None:

@@ -364,3 +364,52 @@ def test_coordinator_refuses_forged_keys_and_tells_the_parties(pki):
     with pytest.raises(ProtocolError, match="'bank3'"):
         run_roles(roles, network=net)
     assert set(errors) == set(names) and all("aborted" in e and "bank3" in e for e in errors.values())
+
+
+def test_coordinator_cannot_shrink_the_key_list_to_a_victim_and_a_colluder():
+    """With 4 job parties, a key list of {victim, colluder} and t=2 would strip the victim's masks."""
+    names = ["bank1", "bank2", "bank3", "bank4"]
+    tag = "t.r1"
+
+    def evil(ch):
+        keys = {p: ch.recv(p, f"{tag}.sa.keys") for p in names}
+        small = {p: keys[p] for p in ("bank1", "bank2")}
+        ch.send("bank1", f"{tag}.sa.keylist", {"threshold": 2, "keys": small}, kind="public-parameter")
+        return "sent"
+
+    def victim(ch):
+        SecureAggregation(parties=names).submit(ch, COORD, tag, np.ones(3))
+
+    roles = {n: (lambda ch, n=n: SecureAggregation(parties=names).prepare(ch, COORD, tag)) for n in names[1:]}
+    roles["bank1"] = victim
+    roles[COORD] = evil
+    with pytest.raises(ProtocolError, match="below the majority of the 4 parties"):
+        run_roles(roles, capture=True)
+
+
+def test_key_list_naming_a_stranger_is_refused():
+    names = ["bank1", "bank2", "bank3"]
+    tag = "t.r1"
+
+    def evil(ch):
+        keys = {p: ch.recv(p, f"{tag}.sa.keys") for p in names}
+        keys["mallory"] = keys.pop("bank3")
+        ch.send("bank1", f"{tag}.sa.keylist", {"threshold": 2, "keys": keys}, kind="public-parameter")
+
+    roles = {n: (lambda ch, n=n: SecureAggregation(parties=names).prepare(ch, COORD, tag)) for n in names[1:]}
+    roles["bank1"] = lambda ch: SecureAggregation(parties=names).submit(ch, COORD, tag, np.ones(3))
+    roles[COORD] = evil
+    with pytest.raises(ProtocolError, match="outside the job"):
+        run_roles(roles, capture=True)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_values_at_the_ring_limit_do_not_wrap_and_beyond_it_raise(n):
+    limit = ring64.max_abs_value(24, n)
+    enc = ring64.encode(np.array([limit, -limit]), 24, n)
+    total = np.zeros(2, np.uint64)
+    for _ in range(n):
+        total = total + enc
+    np.testing.assert_allclose(ring64.decode(total, 24), [n * limit, -n * limit], rtol=1e-12)
+    with pytest.raises(CryptoError, match="too large"):
+        ring64.encode(np.array([limit * (1 + 1e-9)]), 24, n)

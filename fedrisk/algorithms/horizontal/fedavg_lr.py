@@ -222,7 +222,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
         first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
         if w.shape != (d + 1,):
             raise ProtocolError(f"checkpoint has {w.shape[0] - 1} features but the banks have {d}; delete the checkpoint")
-    channel.broadcast(banks, "hlr.scaler", {"mean": mean, "scale": scale, "n": float(n_total), "first_round": first},
+    channel.broadcast(banks, "hlr.scaler", {"mean": mean, "scale": scale, "first_round": first},
                       kind="aggregate")
     history: list[dict] = []
     lr = cfg.learning_rate * cfg.lr_decay ** (first - 1)
