@@ -124,12 +124,15 @@ def certs(parties: str = typer.Option(..., help="comma-separated party names, e.
         if not names:
             raise ConfigError("--parties is empty; give names like bank-a,bank-b")
         if bad:
-            raise ConfigError(f"party names {bad}: use lower-case letters, digits and '-'")
+            raise ConfigError(f"party names {bad}: use lower-case letters, digits, '_' and '-'")
         if len(set(names)) != len(names):
             raise ConfigError(f"--parties lists a name twice: {names}")
         if coordinator and COORDINATOR not in names:
             names.append(COORDINATOR)
-        make_dev_pki(names, out, days=days)
+        try:
+            make_dev_pki(names, out, days=days)
+        except OSError as e:
+            raise ConfigError(f"cannot write certificates to {out}: {e.strerror}") from None
     except FedriskError as e:
         _fail(e)
     console.print(f"wrote a dev CA and certificates for {', '.join(names)} to {out}")

@@ -56,8 +56,9 @@ def load_model(path: str | Path) -> dict[str, Any]:
 
 def score_lr(model: dict[str, Any], X: np.ndarray) -> np.ndarray:
     """Default probabilities for rows ``X`` whose columns are ``model['features']`` in order."""
+    from fedrisk.algorithms.horizontal.fedavg_lr import LogisticModel
+
     mean, scale, coef = (np.asarray(model[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
     if X.shape[1] != coef.shape[0]:
         raise DataError(f"data has {X.shape[1]} feature columns but the model expects {coef.shape[0]}")
-    z = ((X - mean) / scale) @ coef + float(model["intercept"])
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
+    return LogisticModel(list(model["features"]), mean, scale, coef, float(model["intercept"])).predict_proba(X)

@@ -36,6 +36,8 @@ def worker_count() -> int:
     """Cores this process may use (``sched_getaffinity``); ``FEDRISK_WORKERS`` overrides."""
     env = os.environ.get("FEDRISK_WORKERS")
     if env:
+        if not env.strip().isdigit():
+            raise CryptoError(f"FEDRISK_WORKERS={env!r} must be a whole number of worker processes, e.g. 1 or 2")
         return max(1, int(env))
     try:
         return max(1, len(os.sched_getaffinity(0)))

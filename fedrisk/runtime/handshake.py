@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedrisk import __version__
-from fedrisk.errors import ConfigError
+from fedrisk.errors import ConfigError, ProtocolError
 from fedrisk.transport.channel import Channel
 
 __all__ = ["handshake", "first_difference"]
@@ -42,6 +42,8 @@ def handshake(channel: Channel, driver: str, participants: list[str], settings: 
         problems = []
         for p in others:
             hello = channel.recv(p, "ctl.hello")
+            if not isinstance(hello, dict):
+                raise ProtocolError(f"participant {p!r} sent a malformed hello; is it running fedrisk {__version__}?")
             diff = first_difference(settings, hello.get("settings"))
             if diff:
                 problems.append(f"participant {p!r} runs a different job spec: {diff} at {p!r}")
@@ -54,5 +56,7 @@ def handshake(channel: Channel, driver: str, participants: list[str], settings: 
     else:
         channel.send(driver, "ctl.hello", {"settings": settings, "version": __version__}, kind="control")
         start = channel.recv(driver, "ctl.start")
+        if not isinstance(start, dict):
+            raise ProtocolError(f"{driver!r} sent a malformed start message")
         if not start.get("ok"):
             raise ConfigError(f"job refused to start by {driver!r}: {start.get('reason')}")

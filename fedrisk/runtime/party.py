@@ -58,10 +58,13 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     tls = tls_files(certs_dir, name)
     task = get_task(spec.task["kind"])
     driver = task.driver(spec)
+    ledger_path = out / "ledger" / f"{name}.jsonl"
+    if not resume:
+        ledger_path.unlink(missing_ok=True)  # a new run's ledger holds only that run's messages
     channel = GrpcChannel(
         name, spec.addresses(), spec.job_id, tls,
         connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
-        ledger=Ledger(name, out / "ledger" / f"{name}.jsonl"),
+        ledger=Ledger(name, ledger_path),
         tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.",),
     )
     progress = ProgressLog(out / "progress" / f"{name}.jsonl" if name == driver else None, log)

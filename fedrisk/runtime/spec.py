@@ -102,16 +102,21 @@ class EvaluationSpec(_Strict):
     @field_validator("test_rule")
     @classmethod
     def _rule(cls, v: str | None) -> str | None:
-        if v is not None and not _RULE.match(v):
-            raise ValueError(f"{v!r}: write the split as 'id % K == R', e.g. 'id % 5 == 0'")
+        if v is not None:
+            m = _RULE.match(v)
+            if not m:
+                raise ValueError(f"{v!r}: write the split as 'id % K == R', e.g. 'id % 5 == 0'")
+            k, r = int(m.group(1)), int(m.group(2))
+            if k < 2 or r >= k:
+                raise ValueError(f"{v!r}: K must be at least 2 and R between 0 and K-1")
         return v
 
 
 class SecuritySpec(_Strict):
     certs: Path | None = None
     secure_aggregation: bool = True
-    connect_timeout: float = 60.0
-    recv_timeout: float = 600.0
+    connect_timeout: float = Field(60.0, gt=0)
+    recv_timeout: float = Field(600.0, gt=0)
 
 
 class JobSpec(_Strict):
@@ -183,7 +188,7 @@ class JobSpec(_Strict):
             if not p.is_file():
                 raise ConfigError(f"party {n!r}: data file {p} does not exist (paths are relative to the job spec's folder)")
         test = self.resolve(self.evaluation.test)
-        holder = self.evaluation.holder or next(iter(self.parties))
+        holder = self.evaluation_holder()
         if test is not None and (party is None or party == holder) and not test.is_file():
             raise ConfigError(f"evaluation.test file {test} does not exist (paths are relative to the job spec's folder)")
 

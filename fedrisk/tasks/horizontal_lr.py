@@ -43,8 +43,7 @@ class Params(BaseModel):
     dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked update")
 
     def config(self, seed: int) -> FedAvgConfig:
-        return FedAvgConfig(self.rounds, self.local_epochs, self.batch_size, self.learning_rate, self.lr_decay,
-                            self.l2, self.mu, self.tol, seed)
+        return FedAvgConfig(**self.model_dump(exclude={"dropout_timeout"}), seed=seed)
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:

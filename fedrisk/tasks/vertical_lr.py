@@ -67,8 +67,7 @@ class Params(BaseModel):
     validation_fraction: float = Field(0.1, ge=0, lt=0.5)
 
     def config(self, seed: int) -> HeteroLRConfig:
-        return HeteroLRConfig(self.epochs, self.batch_size, self.learning_rate, self.lr_decay, self.l2, self.tol,
-                              self.early_stopping_rounds, self.validation_fraction, seed)
+        return HeteroLRConfig(**self.model_dump(), seed=seed)
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:

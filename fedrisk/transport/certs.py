@@ -37,9 +37,14 @@ class TlsFiles:
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    path.write_bytes(data)
     if private:
+        # created 0600, never readable by others even for a moment
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.chmod(path, 0o600)
+    else:
+        path.write_bytes(data)
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -59,6 +64,9 @@ def make_dev_pki(names: Iterable[str], out: str | Path, days: int = 30, ca_name:
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     ca_cert_path, ca_key_path = out / "ca.pem", out / "ca-key.pem"
+    if ca_cert_path.exists() and not ca_key_path.exists():
+        raise ConfigError(f"{ca_cert_path} exists but {ca_key_path} does not: cannot issue more certificates from "
+                          f"that CA, and replacing it would invalidate the certificates it signed; use another folder")
     if ca_cert_path.exists() and ca_key_path.exists():
         ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
         ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())

@@ -132,8 +132,10 @@ class Channel(ABC):
         if to not in self.peers:
             raise TransportError(f"{self.me}: cannot send {tag!r} to unknown party {to!r}; known: {list(self.peers)}")
         frame = encode(self.job, self.me, to, tag, kind, obj, max_bytes=self.max_bytes)
-        self._deliver(to, frame)
+        # recorded before it is handed over: a frame that may have left (even if the call then
+        # fails) is in the ledger; the ledger may over-report, never under-report
         self.ledger.record(to, tag, kind, len(frame))
+        self._deliver(to, frame)
         return len(frame)
 
     def recv(self, frm: str, tag: str, timeout: float | None = None) -> Any:

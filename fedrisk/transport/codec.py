@@ -49,6 +49,7 @@ VERSION = 1
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 32
+MAX_BIGINTS = 1 << 22
 _JSON_INT_LIMIT = 2**53
 
 #: Message kinds recorded in the ledger; see DESIGN.md "Wire and trust".
@@ -251,6 +252,9 @@ def _dec(node: Any, r: _Reader, depth: int) -> Any:
             raise CodecError("BigInts width/count must be integers")
         if width <= 0 or width > 1 << 16 or count < 0 or width * count != n:
             raise CodecError(f"BigInts width {width} x count {count} does not match {n} bytes")
+        if count > MAX_BIGINTS:
+            # each value becomes a Python int (~10x its bytes): bound the memory a peer can make us spend
+            raise CodecError(f"BigInts of {count} values is over the {MAX_BIGINTS}-value limit; send several messages")
         return BigInts.from_bytes(bytes(r.get(off, n)), width, count)
     if key == "__nd__":
         if len(spec) != 4:

@@ -65,7 +65,8 @@ class GrpcChannel(Channel):
     # -- server --------------------------------------------------------------------------------
     def start(self) -> "GrpcChannel":
         opts = [("grpc.max_receive_message_length", self.max_bytes), ("grpc.max_send_message_length", self.max_bytes)]
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=opts)
+        self._executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"grpc-{self.me}")
+        server = grpc.server(self._executor, options=opts)
         handler = grpc.method_handlers_generic_handler(
             "fedrisk.v1.Party",
             {"Deliver": grpc.unary_unary_rpc_method_handler(self._on_deliver, request_deserializer=_identity,
@@ -166,4 +167,5 @@ class GrpcChannel(Channel):
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
+            self._executor.shutdown(wait=False)  # gRPC never shuts down the pool it was given
         super().close()

@@ -33,7 +33,7 @@ summed around the global mean (two passes) so that no precision is lost to cance
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
 import zlib
@@ -199,20 +199,20 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
         raise DataError(reason)
     names = schemas[ref_bank]
     d = len(names)
-    counts = agg.collect(channel, banks, "hlr.magnitude", d * _N_EXP).total.reshape(d, _N_EXP)
+    counts = _collect_all(agg, channel, banks, "hlr.magnitude", d * _N_EXP).reshape(d, _N_EXP)
     s = np.ones(d)
     for j in range(d):
         nonzero = np.flatnonzero(np.rint(counts[j]) > 0)
         if nonzero.size:
             s[j] = 2.0 ** (nonzero[-1] + _EXP_LO + 1)
     channel.broadcast(banks, "hlr.range", {"s": s}, kind="aggregate")
-    sums = agg.collect(channel, banks, "hlr.sum", 1 + d).total
+    sums = _collect_all(agg, channel, banks, "hlr.sum", 1 + d)
     n_total = float(np.rint(sums[0]))
     if n_total <= 0:
         raise ProtocolError("the banks' aggregate row count is 0; no bank has training rows")
     mean = sums[1:] * s / n_total
     channel.broadcast(banks, "hlr.mean", {"mean": mean}, kind="aggregate")
-    var = agg.collect(channel, banks, "hlr.var", d).total * s**2 / n_total
+    var = _collect_all(agg, channel, banks, "hlr.var", d) * s**2 / n_total
     scale = np.sqrt(np.maximum(var, 0.0))
     constant = [names[j] for j in np.flatnonzero(scale < 1e-12)]
     scale = np.where(scale < 1e-12, 1.0, scale)  # constant features keep weight 0 in effect
@@ -256,6 +256,16 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
     return LogisticModel(names, mean, scale, w[:d].copy(), float(w[d]), history, constant)
 
 
+def _collect_all(agg: Aggregation, channel: Channel, banks: list[str], tag: str, length: int) -> np.ndarray:
+    """A sum every bank must be in: the scaler's rounds would otherwise mix different populations."""
+    res = agg.collect(channel, banks, tag, length)
+    missing = sorted(set(banks) - set(res.contributors))
+    if missing:
+        raise ProtocolError(f"banks {missing} dropped out while the federation agreed its standardisation ({tag}); "
+                            f"restart the job when they are back")
+    return res.total
+
+
 def _schema_difference(a: str, fa: list[str], b: str, fb: list[str]) -> str:
     if len(fa) != len(fb):
         extra = sorted(set(fb) - set(fa)) or sorted(set(fa) - set(fb))
@@ -293,8 +303,7 @@ class FederatedLogisticRegression:
         self.aggregation = aggregation
 
     def _config(self) -> FedAvgConfig:
-        return FedAvgConfig(self.rounds, self.local_epochs, self.batch_size, self.learning_rate, self.lr_decay,
-                            self.l2, self.mu, self.tol, self.seed)
+        return FedAvgConfig(**{f.name: getattr(self, f.name) for f in fields(FedAvgConfig)})
 
     def fit(self, channel: Channel, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str] | None = None):
         names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(np.shape(X)[1])]
