@@ -1,0 +1,205 @@
+"""Gradient-boosted tree math shared by SecureBoost's label holder and the plaintext reference.
+
+Everything here is local and plaintext: gradient statistics of binary log-loss, histograms of
+``(g, h)`` per bin, the XGBoost split gain and leaf weights, and a level-wise reference booster
+(:func:`fit_reference`) on pooled binned data that the federated protocol must reproduce.
+
+Split gain (Chen & Guestrin 2016, as XGBoost computes ``loss_chg``)::
+
+    gain = GL^2 / (HL + lambda) + GR^2 / (HR + lambda) - G^2 / (H + lambda)
+
+A split is allowed when ``HL >= min_child_weight``, ``HR >= min_child_weight`` and
+``gain > max(min_split_gain, 1e-6)``. Leaf weight: ``-learning_rate * G / (H + lambda)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "TreeParams",
+    "Split",
+    "logloss_grad_hess",
+    "sigmoid",
+    "histogram",
+    "best_split",
+    "leaf_weight",
+    "base_score",
+    "fit_reference",
+    "predict_reference",
+]
+
+MIN_GAIN_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class TreeParams:
+    """The tree-growth hyper-parameters the split search needs."""
+
+    max_depth: int = 3
+    learning_rate: float = 0.3
+    min_child_weight: float = 1.0
+    reg_lambda: float = 1.0
+    min_split_gain: float = 0.0
+
+
+@dataclass
+class Split:
+    """The best split of one node, as the label holder sees it (``bin`` only for the owner)."""
+
+    gain: float
+    party: str
+    feature: int
+    bin: int
+    left_g: float = 0.0
+    left_h: float = 0.0
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
+
+
+def logloss_grad_hess(y: np.ndarray, margin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and second derivative of binary log-loss at ``margin``: ``g = p - y``, ``h = p (1 - p)``."""
+    p = sigmoid(margin)
+    return p - y, p * (1.0 - p)
+
+
+def base_score(y: np.ndarray) -> float:
+    """Initial margin: the log-odds of the training default rate."""
+    m = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6))
+    return float(np.log(m / (1.0 - m)))
+
+
+def histogram(bins: np.ndarray, g: np.ndarray, h: np.ndarray, n_bins: int) -> np.ndarray:
+    """Sums of ``g`` and ``h`` per (feature, bin): array ``(n_features, n_bins, 2)``.
+
+    ``bins`` is ``(n_rows, n_features)`` (already restricted to the node's rows).
+    """
+    n, f = bins.shape
+    idx = (bins.astype(np.int64) + np.arange(f, dtype=np.int64) * n_bins).ravel()
+    out = np.empty((f, n_bins, 2))
+    out[:, :, 0] = np.bincount(idx, weights=np.repeat(g, f), minlength=f * n_bins).reshape(f, n_bins)
+    out[:, :, 1] = np.bincount(idx, weights=np.repeat(h, f), minlength=f * n_bins).reshape(f, n_bins)
+    return out
+
+
+def _score(g: np.ndarray, h: np.ndarray, lam: float) -> np.ndarray:
+    return g * g / (h + lam)
+
+
+def best_split(hist: np.ndarray, n_bins: np.ndarray, G: float, H: float, params: TreeParams
+               ) -> tuple[float, int, int, float, float] | None:
+    """Best ``(gain, feature, bin, GL, HL)`` of one party's histogram, or ``None``.
+
+    Parameters
+    ----------
+    hist : numpy.ndarray
+        ``(n_features, max_bins, 2)`` sums of ``(g, h)``; bins past ``n_bins[f]`` are zero.
+    n_bins : numpy.ndarray
+        Bins actually used per feature; a split after the last bin is not a split.
+    G, H : float
+        Node totals (the same for every party; taken from the label holder's exact sums).
+    """
+    if hist.size == 0:
+        return None
+    lam = params.reg_lambda
+    cum = np.cumsum(hist[:, :-1, :], axis=1)  # left side of "bins 0..k go left"
+    GL, HL = cum[:, :, 0], cum[:, :, 1]
+    GR, HR = G - GL, H - HL
+    gain = _score(GL, HL, lam) + _score(GR, HR, lam) - G * G / (H + lam)
+    k = np.arange(hist.shape[1] - 1)[None, :]
+    ok = (HL >= params.min_child_weight) & (HR >= params.min_child_weight) & (k < (np.asarray(n_bins)[:, None] - 1))
+    gain = np.where(ok, gain, -np.inf)
+    flat = int(np.argmax(gain))
+    f, b = divmod(flat, gain.shape[1])
+    best = float(gain[f, b])
+    if not np.isfinite(best) or best <= max(params.min_split_gain, MIN_GAIN_EPS):
+        return None
+    return best, f, b, float(GL[f, b]), float(HL[f, b])
+
+
+def leaf_weight(G: float, H: float, params: TreeParams) -> float:
+    return float(-params.learning_rate * G / (H + params.reg_lambda))
+
+
+# ---------------------------------------------------------------------------------------------
+# Plaintext reference: the same level-wise growth on pooled bins (tests and benchmarks only)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RefTree:
+    """Nodes in breadth-first id order: ``(feature, bin, left, right)`` or a leaf weight."""
+
+    feature: list[int] = field(default_factory=list)
+    bin: list[int] = field(default_factory=list)
+    left: list[int] = field(default_factory=list)
+    right: list[int] = field(default_factory=list)
+    weight: list[float] = field(default_factory=list)
+
+    def add(self) -> int:
+        for a, v in ((self.feature, -1), (self.bin, -1), (self.left, -1), (self.right, -1), (self.weight, 0.0)):
+            a.append(v)
+        return len(self.feature) - 1
+
+
+def _route(tree: RefTree, bins: np.ndarray) -> np.ndarray:
+    leaf = np.zeros(len(bins), dtype=np.int64)
+    rows = {0: np.arange(len(bins))}
+    for node in range(len(tree.feature)):
+        r = rows.pop(node, None)
+        if r is None:
+            continue
+        if tree.left[node] < 0:
+            leaf[r] = node
+            continue
+        go_left = bins[r, tree.feature[node]] <= tree.bin[node]
+        rows[tree.left[node]] = r[go_left]
+        rows[tree.right[node]] = r[~go_left]
+    return leaf
+
+
+def fit_reference(bins: np.ndarray, n_bins: np.ndarray, y: np.ndarray, n_trees: int, params: TreeParams,
+                  precision: int | None = None) -> tuple[float, list[RefTree]]:
+    """Level-wise boosting on pooled ``bins``; returns ``(base_score, trees)``.
+
+    ``precision`` rounds ``g`` and ``h`` to that many fractional bits, as SecureBoost does before
+    encrypting, so that both grow the same trees.
+    """
+    base = base_score(y)
+    margin = np.full(len(y), base)
+    max_b = int(np.max(n_bins))
+    trees = []
+    for _ in range(n_trees):
+        g, h = logloss_grad_hess(y, margin)
+        if precision is not None:
+            s = float(2 ** precision)
+            g, h = np.round(g * s) / s, np.round(h * s) / s
+        tree = RefTree()
+        root = tree.add()
+        level = [(root, np.arange(len(y)))]
+        for depth in range(params.max_depth + 1):
+            nxt = []
+            for node, r in level:
+                G, H = float(g[r].sum()), float(h[r].sum())
+                s = best_split(histogram(bins[r], g[r], h[r], max_b), n_bins, G, H, params) if depth < params.max_depth else None
+                if s is None:
+                    tree.weight[node] = leaf_weight(G, H, params)
+                    continue
+                _, f, b, _, _ = s
+                tree.feature[node], tree.bin[node] = f, b
+                lft, rgt = tree.add(), tree.add()
+                tree.left[node], tree.right[node] = lft, rgt
+                go = bins[r, f] <= b
+                nxt += [(lft, r[go]), (rgt, r[~go])]
+            level = nxt
+        margin += np.asarray(tree.weight)[_route(tree, bins)]
+        trees.append(tree)
+    return base, trees
+
+
+def predict_reference(base: float, trees: list[RefTree], bins: np.ndarray) -> np.ndarray:
+    margin = np.full(len(bins), base)
+    for t in trees:
+        margin += np.asarray(t.weight)[_route(t, bins)]
+    return sigmoid(margin)

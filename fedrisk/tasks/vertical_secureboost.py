@@ -1,0 +1,219 @@
+"""Task ``vertical.secureboost``: a label holder and feature holders train gradient-boosted trees.
+
+Participants: exactly one ``[parties.*]`` has ``label = "..."`` (the label holder, which drives the
+job, holds every leaf weight and writes ``metrics.json``); every other party is a feature holder.
+No coordinator.
+
+Steps, at every party:
+
+1. load its file (a feature holder must not carry the label holder's label column);
+2. ECDH-PSI alignment with all parties (:mod:`fedrisk.algorithms.vertical.alignment`);
+3. split the aligned rows by ``evaluation.test_rule`` (default ``id % 5 == 0`` is test);
+4. train with :mod:`fedrisk.algorithms.vertical.secureboost` on the training rows (each party
+   bins its own features locally; see that module for who sends what and what each learns);
+5. score train and test rows with the tree-walking protocol (only the label holder gets scores).
+
+Model files (JSON, no pickle), one per party, each holding only that party's part::
+
+    model.json (label holder)        {"format": "fedrisk.vertical.secureboost", "version": 1, "task",
+                                      "job", "label_holder", "party", "parties": {name: model file},
+                                      "params", "base_score", "features", "trees", "importance",
+                                      "history", "best_iteration", "spec_dir", "created"}
+    model-<party>.json (each holder) {"format": "fedrisk.vertical.secureboost.part", same header,
+                                      "features", "trees", "importance"}
+
+``trees[t]["nodes"]`` at the label holder: every node of tree ``t`` in id order; an internal node
+is ``{"id", "owner", "left", "right", "gain"}`` plus ``"feature"`` (name) and ``"threshold"`` when
+the label holder owns it; a leaf is ``{"id", "leaf": weight}``. At a feature holder:
+``trees[t]["nodes"]`` lists only its own split nodes ``{"id", "feature", "threshold"}``. A row goes
+left at a node when ``x[feature] < threshold``; its score is
+``sigmoid(base_score + sum of its leaves' weights)``.
+
+Feature importance (split counts and total gain) is written by each party for its own features
+only; the label holder's file shows feature holders' features as anonymous ``f<index>``.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fedrisk.algorithms.vertical.secureboost import (
+    FeatureHolderModel,
+    LabelHolderModel,
+    SecureBoostFeatureHolder,
+    SecureBoostLabelHolder,
+    SecureBoostParams,
+    score_feature_holder,
+    score_label_holder,
+)
+from fedrisk.errors import ConfigError, DataError
+from fedrisk.runtime.context import PartyContext, write_json
+from fedrisk.runtime.spec import JobSpec, parse_test_rule
+from fedrisk.runtime.tasks import parse_params
+
+KIND = "vertical.secureboost"
+FORMAT = "fedrisk.vertical.secureboost"
+TAG_PREFIXES = ("psi.", "sb.", "sbi.")
+INFERENCE_TAG_PREFIXES = ("psi.", "sbi.")
+DEFAULT_TEST_RULE = "id % 5 == 0"
+
+
+class Params(BaseModel):
+    """``[task]`` settings of ``vertical.secureboost``; see :class:`SecureBoostParams` for their meaning."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    n_trees: int = Field(30, ge=1, le=10000)
+    max_depth: int = Field(3, ge=1, le=16)
+    learning_rate: float = Field(0.3, gt=0, le=1)
+    max_bin: int = Field(32, ge=2, le=256)
+    min_child_weight: float = Field(1.0, ge=0)
+    reg_lambda: float = Field(1.0, ge=0)
+    min_split_gain: float = Field(0.0, ge=0)
+    subsample: float = Field(1.0, gt=0, le=1)
+    validation_fraction: float = Field(0.0, ge=0, lt=0.5)
+    early_stopping_rounds: int = Field(0, ge=0)
+    scheme: str = Field("ou", pattern="^(ou|paillier)$", description="'ou' (Okamoto-Uchiyama, fast) or 'paillier'")
+    key_bits: int = Field(2048, ge=2048, le=8192, description="modulus bits of the label holder's key")
+    precision: int = Field(16, ge=8, le=52, description="fixed-point fractional bits of g and h")
+    first_tree_label_holder_only: bool = False
+
+    @model_validator(mode="after")
+    def _early_stopping(self) -> "Params":
+        if self.early_stopping_rounds and not self.validation_fraction:
+            raise ValueError("early_stopping_rounds needs validation_fraction > 0 (e.g. 0.1) to hold rows out")
+        return self
+
+    def config(self, seed: int) -> SecureBoostParams:
+        return SecureBoostParams(**self.model_dump(), seed=seed)
+
+
+def validate_spec(spec: JobSpec, where: str) -> None:
+    parse_params(Params, spec.task, where)
+    holders = spec.label_holders()
+    if len(holders) != 1:
+        raise ConfigError(f"{where}: {KIND} needs exactly one party with label = '...' (the label holder); "
+                          f"found {len(holders)}: {holders}")
+    if len(spec.parties) < 2:
+        raise ConfigError(f"{where}: {KIND} needs at least one feature holder besides the label holder")
+    if spec.coordinator is not None:
+        raise ConfigError(f"{where}: {KIND} has no coordinator (the label holder drives); remove the [coordinator] table")
+    if spec.evaluation.test is not None:
+        raise ConfigError(f"{where}: vertical jobs split by id; use evaluation.test_rule = 'id % 5 == 0', not evaluation.test")
+
+
+def driver(spec: JobSpec) -> str:
+    return spec.label_holders()[0]
+
+
+def roles(spec: JobSpec) -> tuple[str, list[str]]:
+    lh = driver(spec)
+    return lh, [p for p in spec.parties if p != lh]
+
+
+def model_file(party: str, label_holder: str) -> str:
+    return "model.json" if party == label_holder else f"model-{party}.json"
+
+
+def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None):
+    """Load a party's file with the vertical rules (a feature holder must not hold the label)."""
+    from fedrisk.data.loading import load_party_table
+
+    p = spec.parties[name]
+    lh = driver(spec)
+    forbid = spec.parties[lh].label if name != lh else None
+    return load_party_table(path or spec.data_path(name), party=name, id_col=p.id,
+                            label_col=p.label if name == lh else None, features=features if features else p.features,
+                            exclude=p.exclude if not features else (), missing=p.missing, forbid_label=forbid,
+                            require_label=require_label)
+
+
+def run(ctx: PartyContext) -> None:
+    from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
+    from fedrisk.data.loading import id_test_mask
+
+    spec = ctx.spec
+    cfg = parse_params(Params, spec.task).config(spec.federation.seed)
+    lh, hosts = roles(spec)
+    me = ctx.name
+    is_lh = me == lh
+    table = load_table(spec, me)
+    ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
+    al = align_parties(ctx.channel, lh, hosts, table.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    idx = al.indices
+    ids = table.ids[idx]
+    X = table.X[idx]
+    rule = spec.evaluation.test_rule or DEFAULT_TEST_RULE
+    test = id_test_mask(ids, *parse_test_rule(rule))
+    if test.all():
+        raise DataError(f"party {me!r}: every aligned row is a test row under {rule!r}; nothing to train on")
+    tr = ~test
+    header: dict[str, Any] = {
+        "version": 1, "task": KIND, "job": spec.job_id, "label_holder": lh, "party": me, "id": spec.parties[me].id,
+        "parties": {p: model_file(p, lh) for p in [lh, *hosts]}, "params": cfg.__dict__,
+        "spec_dir": str(spec.base_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if not is_lh:
+        est = SecureBoostFeatureHolder(cfg).fit(ctx.channel, lh, X[tr], table.feature_names)
+        ctx.log.info("trained; %d of this party's features used in %d trees; phases %s", len(est.model_.importance),
+                     len(est.model_.trees), {k: round(v, 3) for k, v in est.model_.phases.items()})
+        score_feature_holder(ctx.channel, est.model_, X[tr], lh, tag="train")
+        if test.any():
+            score_feature_holder(ctx.channel, est.model_, X[test], lh, tag="test")
+        write_json(ctx.out / model_file(me, lh), {"format": FORMAT + ".part", **header, **est.model_.to_json()})
+        return
+
+    y = table.y[idx].astype(np.float64)
+    if y[tr].min() == y[tr].max():
+        raise DataError(f"party {me!r}: the aligned training rows have only label {int(y[tr][0])}; need both classes")
+
+    def on_tree(t: int, rec: dict) -> None:
+        ctx.progress.update(t, cfg.n_trees, stage="train", **{k: v for k, v in rec.items() if k != "tree"})
+
+    est = SecureBoostLabelHolder(cfg, on_tree=on_tree).fit(ctx.channel, hosts, X[tr], y[tr], table.feature_names)
+    model = est.model_
+    ctx.log.info("trained %d trees (best iteration %d); phases %s", len(model.history), model.best_iteration,
+                 {k: round(v, 3) for k, v in model.phases.items()})
+    p_tr = score_label_holder(ctx.channel, model, X[tr], hosts, tag="train")
+    p_te = score_label_holder(ctx.channel, model, X[test], hosts, tag="test") if test.any() else None
+    write_json(ctx.out / model_file(me, lh), {"format": FORMAT, **header, **model.to_json()})
+    from fedrisk.runtime.evaluation import write_evaluation
+
+    phases = {k: round(v, 4) for k, v in model.phases.items()}
+    extra = {
+        "parties": [lh, *hosts], "label_holder": lh,
+        "intersection": al.summary(),
+        "rows": {"train": int(tr.sum() - est.n_val_), "validation": est.n_val_, "test": int(test.sum())},
+        "trees": len(model.trees), "trees_built": len(model.history), "best_iteration": model.best_iteration,
+        "timing": phases,
+        "feature_holder_timing": {h: {k: round(v, 4) for k, v in t.items()} for h, t in model.host_phases.items()},
+        "importance": model.importance.get(lh, {}),
+        "bytes_sent": ctx.channel.ledger.bytes_sent,
+        "protocol": f"SecureBoost, {cfg.scheme} {cfg.key_bits}-bit, packed (g, h), compressed histograms",
+    }
+    write_evaluation(ctx, ids[tr], y[tr], p_tr, ids[test] if p_te is not None else None,
+                     y[test] if p_te is not None else None, p_te,
+                     [{"round": r["tree"], **{k: v for k, v in r.items() if k != "tree"}} for r in model.history],
+                     extra=extra)
+
+
+# ------------------------------------------------------------------------------------------------
+# Federated inference hooks (see fedrisk.runtime.inference)
+# ------------------------------------------------------------------------------------------------
+def inference_features(role_model: dict) -> list[str]:
+    """Columns this party must load from its scoring file."""
+    return list(role_model["features"])
+
+
+def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_holders: list[str]) -> np.ndarray | None:
+    """This party's part of scoring aligned rows; the label holder gets probabilities, others ``None``."""
+    if channel.me == label_holder:
+        return score_label_holder(channel, LabelHolderModel.from_json(role_model), X, feature_holders, tag="predict")
+    score_feature_holder(channel, FeatureHolderModel.from_json(role_model), X, label_holder, tag="predict")
+    return None
+
+
+__all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
+           "infer", "inference_features", "load_table"]

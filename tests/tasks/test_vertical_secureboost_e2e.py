@@ -1,0 +1,118 @@
+"""End to end: `fedrisk simulate` / `fedrisk predict` for vertical.secureboost, real processes over mTLS."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedrisk.errors import ConfigError
+from fedrisk.runtime.demo import free_ports
+from fedrisk.runtime.spec import load_spec
+
+pytestmark = pytest.mark.e2e
+FEDRISK = [sys.executable, "-m", "fedrisk"]
+
+
+def cli(*args, cwd=None, timeout=600):
+    return subprocess.run([*FEDRISK, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def three_party_job(tmp: Path, task_extra: str = "") -> Path:
+    """A lender and two feature holders over shuffled, partly overlapping customers."""
+    rng = np.random.default_rng(0)
+    n = 900
+    ids = np.arange(n) + 100
+    X = rng.normal(size=(n, 6))
+    z = X[:, 0] - X[:, 2] + 0.8 * X[:, 4] - 0.5
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    pd.DataFrame({"id": ids, "y": y, "a": X[:, 0], "b": X[:, 1]}).to_csv(tmp / "lender.csv", index=False)
+    keep = rng.permutation(n)[: n - 40]  # 40 customers unknown to payco
+    pd.DataFrame({"id": ids[keep], "c": X[keep, 2], "d": X[keep, 3]}).to_csv(tmp / "payco.csv", index=False)
+    order = rng.permutation(n)
+    pd.DataFrame({"id": ids[order], "e": X[order, 4], "f": X[order, 5]}).to_csv(tmp / "bureau.csv", index=False)
+    ports = free_ports(3)
+    spec = tmp / "job.toml"
+    spec.write_text(textwrap.dedent(f"""
+        [federation]
+        name = "sb-three"
+        [parties.lender]
+        address = "127.0.0.1:{ports[0]}"
+        data = "lender.csv"
+        label = "y"
+        [parties.payco]
+        address = "127.0.0.1:{ports[1]}"
+        data = "payco.csv"
+        [parties.bureau]
+        address = "127.0.0.1:{ports[2]}"
+        data = "bureau.csv"
+        [task]
+        kind = "vertical.secureboost"
+        n_trees = 3
+        max_depth = 3
+        max_bin = 16
+        {task_extra}
+        [evaluation]
+        test_rule = "id % 5 == 0"
+        """))
+    return spec
+
+
+def test_three_parties_simulate_and_predict(tmp_path):
+    spec = three_party_job(tmp_path)
+    out = tmp_path / "run"
+    r = cli("simulate", spec, "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["intersection"]["size"] == 860 and m["trees"] == 3
+    assert m["test"]["auc"] > 0.7
+    lender = json.loads((out / "model.json").read_text())
+    assert lender["format"] == "fedrisk.vertical.secureboost" and set(lender["parties"]) == {"lender", "payco", "bureau"}
+    for party, own in (("payco", {"c", "d"}), ("bureau", {"e", "f"})):
+        part = json.loads((out / f"model-{party}.json").read_text())
+        assert part["format"] == "fedrisk.vertical.secureboost.part"
+        assert set(part["features"]) == own and set(part["importance"]) <= own
+        text = (out / f"model-{party}.json").read_text()
+        assert '"leaf"' not in text and '"a"' not in text  # no leaf weights, no other party's names
+        for t in lender["trees"]:
+            for nd in t["nodes"]:
+                if nd.get("owner") == party:
+                    assert "threshold" not in nd and "feature" not in nd
+    assert len(list((out / "ledger").glob("*.jsonl"))) == 3
+    # federated scoring: the lender's rows, scored with both feature holders' help
+    new = pd.read_csv(tmp_path / "lender.csv").drop(columns=["y"]).iloc[:200]
+    new.to_csv(tmp_path / "new.csv", index=False)
+    r = cli("predict", out / "model.json", tmp_path / "new.csv", "--out", tmp_path / "scores.csv")
+    assert r.returncode == 0, r.stdout + r.stderr
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    payco_ids = set(pd.read_csv(tmp_path / "payco.csv").id)
+    assert set(scores.id) == {i for i in new.id if i in payco_ids}
+    trained = pd.concat([pd.read_csv(out / "scores" / f) for f in ("train.csv", "test.csv")]).set_index("id")
+    assert np.allclose(scores.set_index("id").score, trained.loc[scores.id, "score"], atol=1e-6)
+
+
+def test_bad_task_settings_are_config_errors(tmp_path):
+    for extra in ("max_depth = 0", "key_bits = 1024", "early_stopping_rounds = 3", "scheme = 'rsa'", "max_bins = 32"):
+        spec = three_party_job(tmp_path, extra)
+        with pytest.raises(ConfigError, match="task"):
+            load_spec(spec)
+
+
+def test_simulate_example_on_shared_data(shared_data, repo, tmp_path):
+    if not (shared_data / "default_credit_hetero_guest.csv").is_file():
+        pytest.skip(f"default_credit_hetero_*.csv not found in {shared_data}")
+    out = tmp_path / "run"
+    r = cli("simulate", "examples/vertical_secureboost_default_credit.toml", "--out", out, cwd=repo, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test"]["auc"] >= 0.7841, m["test"]
+    assert m["test"]["ks"] > 0.40
+    assert m["intersection"]["size"] == 30000 and m["rows"]["test"] == 6000
+    payco = json.loads((out / "model-payco.json").read_text())
+    assert set(payco["features"]) == {f"x{i}" for i in range(10)}
+    assert payco["importance"] and all(v["splits"] > 0 for v in payco["importance"].values())
