@@ -90,49 +90,80 @@ def from_bytes(blob: bytes, width: int) -> list:
 class FixedBaseTable:
     """Precomputed powers of one base for fast ``base ** e mod modulus`` with ``e < 2**exp_bits``.
 
-    Row ``i`` holds ``base ** (d * 256**i)`` for every byte value ``d``, so a power costs one
-    modular multiplication per non-zero byte of the exponent (32 for a 256-bit exponent) instead
-    of ~1.5 per exponent bit for square-and-multiply. Memory: ``ceil(exp_bits / 8) * 256``
-    residues (about 4.5 MB for 256-bit exponents modulo a 4096-bit ``n**2``).
+    Row ``i`` holds ``base ** (d * 2**(window*i))`` for every ``window``-bit digit ``d``, so a power
+    costs one modular multiplication per non-zero digit of the exponent (19 for a 224-bit exponent
+    with 12-bit windows) instead of ~1.5 per exponent bit for square-and-multiply. Rows are built
+    on first use, so a table sized for a 680-bit plaintext space costs nothing for the rows small
+    plaintexts never touch. Memory per built row: ``2**window`` residues (12 bits: ~1 MB at 2048
+    bits).
 
     Notes
     -----
     Not constant time (neither is gmpy2): the number of multiplications depends on how many
-    exponent bytes are zero. Exponents here are random obfuscation values or plaintexts held by
+    exponent digits are zero. Exponents here are random obfuscation values or plaintexts held by
     the party computing them, and timing is visible only on that party's own machine.
     """
 
-    __slots__ = ("modulus", "exp_bytes", "rows")
+    __slots__ = ("modulus", "window", "n_rows", "_rows", "_base")
 
-    def __init__(self, base: int, modulus: int, exp_bits: int) -> None:
+    def __init__(self, base: int, modulus: int, exp_bits: int, window: int = 8) -> None:
+        if not 1 <= window <= 16:
+            raise CryptoError(f"fixed-base window {window} must be 1..16 bits")
         m = mpz(modulus)
-        b = mpz(base) % m
         self.modulus = m
-        self.exp_bytes = max(1, (int(exp_bits) + 7) // 8)
-        rows = []
-        for _ in range(self.exp_bytes):
+        self.window = int(window)
+        self.n_rows = max(1, -(-int(exp_bits) // self.window))
+        self._rows: list[list[Any] | None] = [None] * self.n_rows
+        self._base = mpz(base) % m
+
+    def _row(self, i: int) -> list[Any]:
+        row = self._rows[i]
+        if row is None:
+            m = self.modulus
+            b = self._base
+            for _ in range(i * self.window):
+                b = b * b % m
             row = [ONE, b]
             x = b
-            for _d in range(2, 256):
+            for _d in range(2, 1 << self.window):
                 x = x * b % m
                 row.append(x)
-            rows.append(row)
-            b = x * b % m  # base ** 256 for the next byte
-        self.rows = rows
+            self._rows[i] = row
+        return row
 
     def pow(self, e: int, start: Any = ONE) -> Any:
-        """``start * base ** e mod modulus`` for ``0 <= e < 256**exp_bytes``."""
-        return self.pow_bytes(int(e).to_bytes(self.exp_bytes, "little"), start)
+        """``start * base ** e mod modulus`` for ``0 <= e < 2**(window * n_rows)``."""
+        e = int(e)
+        if e < 0 or e.bit_length() > self.window * self.n_rows:
+            raise CryptoError(f"exponent of {e.bit_length()} bits is outside this table's range")
+        m, w, mask, rows = self.modulus, self.window, (1 << self.window) - 1, self._rows
+        acc = start
+        i = 0
+        while e:
+            d = e & mask
+            if d:
+                acc = acc * (rows[i] or self._row(i))[d] % m
+            e >>= w
+            i += 1
+        return acc
 
     def pow_bytes(self, e_le: bytes, start: Any = ONE) -> Any:
-        """Same, with the exponent given as little-endian bytes (at most ``exp_bytes`` of them)."""
-        m = self.modulus
-        rows = self.rows
-        acc = start
-        for i, d in enumerate(e_le):
-            if d:
-                acc = acc * rows[i][d] % m
-        return acc
+        """Same, with the exponent given as little-endian bytes."""
+        return self.pow(int.from_bytes(e_le, "little"), start)
+
+
+_TABLES: dict[tuple, FixedBaseTable] = {}
+
+
+def fixed_base_table(base: int, modulus: int, exp_bits: int, window: int = 8) -> FixedBaseTable:
+    """A per-process cached :class:`FixedBaseTable` (a few keys at a time; tables are large)."""
+    key = (int(base), int(modulus), int(exp_bits), int(window))
+    t = _TABLES.get(key)
+    if t is None:
+        if len(_TABLES) >= 8:
+            _TABLES.pop(next(iter(_TABLES)))
+        t = _TABLES[key] = FixedBaseTable(base, modulus, exp_bits, window)
+    return t
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from fedrisk.crypto.additive import (
     PARALLEL_ENCRYPT_AT,
     Ciphertexts,
     FixedBaseTable,
+    fixed_base_table,
     PrivateKey,
     PublicKey,
     from_bytes,
@@ -62,33 +63,21 @@ from fedrisk.errors import CryptoError
 __all__ = ["OUPublicKey", "OUPrivateKey", "generate_keypair"]
 
 _MAX_BITS = 16384
-_TABLES: dict[tuple, FixedBaseTable] = {}
-
-
 def _table(base: int, modulus: int, bits: int) -> FixedBaseTable:
-    key = (int(base), int(modulus), int(bits))
-    t = _TABLES.get(key)
-    if t is None:
-        if len(_TABLES) >= 8:
-            _TABLES.pop(next(iter(_TABLES)))
-        t = _TABLES[key] = FixedBaseTable(base, modulus, bits)
-    return t
+    return fixed_base_table(base, modulus, bits, window=12)
 
 
 def _encrypt_kernel(n: int, g: int, h: int, m_bits: int, r_bits: int, plaintexts: Sequence[int]) -> list:
     """``g^m h^r mod n`` for signed ``m`` (already range-checked)."""
     n = mpz(n)
     tg, th = _table(g, n, m_bits), _table(h, n, r_bits)
-    nb = th.exp_bytes
-    rnd = secrets.token_bytes(nb * len(plaintexts))
-    mb = tg.exp_bytes
-    inv = gmpy2.invert
+    inv, rb = gmpy2.invert, secrets.randbits
     out = []
-    for i, m in enumerate(plaintexts):
-        gm = tg.pow_bytes(abs(m).to_bytes(mb, "little"))
+    for m in plaintexts:
+        gm = tg.pow(abs(m))
         if m < 0:
             gm = inv(gm, n)
-        out.append(th.pow_bytes(rnd[i * nb : (i + 1) * nb], gm))
+        out.append(th.pow(rb(r_bits), gm))
     return out
 
 

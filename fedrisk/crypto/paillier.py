@@ -58,6 +58,7 @@ from fedrisk.crypto.additive import (
     PARALLEL_ENCRYPT_AT,
     Ciphertexts,
     FixedBaseTable,
+    fixed_base_table,
     PrivateKey,
     PublicKey,
     from_bytes,
@@ -109,26 +110,15 @@ def random_prime(bits: int) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Kernels (pure functions over ints; also run in pool workers)
 # ---------------------------------------------------------------------------------------------
-_TABLES: dict[tuple, FixedBaseTable] = {}
-
-
 def _table(base: int, modulus: int, bits: int) -> FixedBaseTable:
-    key = (int(base), int(modulus), int(bits))
-    t = _TABLES.get(key)
-    if t is None:
-        if len(_TABLES) >= 8:  # a process rarely uses more than a couple of keys
-            _TABLES.pop(next(iter(_TABLES)))
-        t = _TABLES[key] = FixedBaseTable(base, modulus, bits)
-    return t
+    return fixed_base_table(base, modulus, bits, window=8)
 
 
 def _encrypt_kernel(n: int, hs: int, bits: int, residues: Sequence[int]) -> list:
     n = mpz(n)
     table = _table(hs, n * n, bits)
-    nb = table.exp_bytes
-    rnd = secrets.token_bytes(nb * len(residues))
-    pw = table.pow_bytes
-    return [pw(rnd[i * nb : (i + 1) * nb], n * m + 1) for i, m in enumerate(residues)]
+    pw, rb = table.pow, secrets.randbits
+    return [pw(rb(bits), n * m + 1) for m in residues]
 
 
 def _encrypt_task(n: int, hs: int, bits: int, residues: Sequence[int]) -> bytes:
@@ -142,14 +132,12 @@ def _encrypt_crt_kernel(p: int, q: int, hs: int, bits: int, residues: Sequence[i
     p2, q2 = p * p, q * q
     tp, tq = _table(hs % p2, p2, bits), _table(hs % q2, q2, bits)
     p2_inv = gmpy2.invert(p2, q2)
-    nb = tp.exp_bytes
-    rnd = secrets.token_bytes(nb * len(residues))
     out = []
-    for i, m in enumerate(residues):
-        a = rnd[i * nb : (i + 1) * nb]
+    for m in residues:
+        a = secrets.randbits(bits)
         nude = n * m + 1
-        cp = tp.pow_bytes(a, nude % p2)
-        cq = tq.pow_bytes(a, nude % q2)
+        cp = tp.pow(a, nude % p2)
+        cq = tq.pow(a, nude % q2)
         out.append(cp + p2 * ((cq - cp) * p2_inv % q2))
     return out
 
