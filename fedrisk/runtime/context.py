@@ -70,6 +70,8 @@ class PartyContext:
     progress: ProgressLog
     certs_dir: Path | None = None
     resume: bool = False
+    #: random id of this training run, the same at every participant (from the handshake)
+    run_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

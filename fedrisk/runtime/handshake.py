@@ -3,7 +3,10 @@
 Message flow::
 
     participant_i -> driver : ctl.hello   {settings, version}    (control)
-    driver        -> all    : ctl.start   {ok, reason}           (control)
+    driver        -> all    : ctl.start   {ok, reason, run_id}   (control)
+
+The driver also hands out a random run id, which every participant writes into its part of the
+model: parts of different training runs can then never be combined by mistake at scoring time.
 
 The driver compares every participant's shared settings (all of the spec but local file paths)
 with its own and refuses to start, naming the participant and the first differing setting, when
@@ -12,6 +15,7 @@ the whole federation is known to be reachable: timings after it exclude process 
 """
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from fedrisk import __version__
@@ -35,8 +39,8 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else f"{path}: {a!r} here vs {b!r}"
 
 
-def handshake(channel: Channel, driver: str, participants: list[str], settings: dict[str, Any]) -> None:
-    """Run the handshake; raise :class:`ConfigError` on every participant when specs differ."""
+def handshake(channel: Channel, driver: str, participants: list[str], settings: dict[str, Any]) -> str:
+    """Run the handshake and return the run id; raise :class:`ConfigError` everywhere when specs differ."""
     others = [p for p in participants if p != channel.me]
     if channel.me == driver:
         problems = []
@@ -50,9 +54,11 @@ def handshake(channel: Channel, driver: str, participants: list[str], settings: 
             elif hello.get("version") != __version__:
                 problems.append(f"participant {p!r} runs fedrisk {hello.get('version')}, this is {__version__}")
         reason = "; ".join(problems)
-        channel.broadcast(others, "ctl.start", {"ok": not problems, "reason": reason}, kind="control")
+        run_id = secrets.token_hex(8)
+        channel.broadcast(others, "ctl.start", {"ok": not problems, "reason": reason, "run_id": run_id}, kind="control")
         if problems:
             raise ConfigError(f"job refused to start: {reason}")
+        return run_id
     else:
         channel.send(driver, "ctl.hello", {"settings": settings, "version": __version__}, kind="control")
         start = channel.recv(driver, "ctl.start")
@@ -60,3 +66,4 @@ def handshake(channel: Channel, driver: str, participants: list[str], settings: 
             raise ProtocolError(f"{driver!r} sent a malformed start message")
         if not start.get("ok"):
             raise ConfigError(f"job refused to start by {driver!r}: {start.get('reason')}")
+        return str(start.get("run_id", ""))

@@ -39,8 +39,10 @@ How the parties take part
   --no-spawn``. The session job id is ``<job>.predict.<S>``; the
   start handshake refuses processes of another session, model or format.
 
-What each party learns: PSI's (see ``alignment``), plus the model format's scoring protocol (for
-``vertical.lr``: feature holders learn nothing; the label holder learns the scores).
+What each party learns: PSI's (see ``alignment``) — so **a feature holder learns which of its own
+customers the label holder is scoring** (e.g. that they applied for credit), inherent to aligning
+by id with both sides learning the intersection — plus the model format's scoring protocol (for
+``vertical.lr``: feature holders learn nothing more; the label holder learns the scores).
 """
 from __future__ import annotations
 
@@ -149,9 +151,17 @@ def _open_channel(spec, me: str, job_id: str, certs_dir: Path, out: Path, prefix
                        ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"), tag_prefixes=prefixes + ("psi.", "ctl."))
 
 
+def _check_session(session: str) -> None:
+    import re
+
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$", session):
+        raise ConfigError(f"session name {session!r}: use up to 32 letters, digits, '-' or '_'")
+
+
 def _session_settings(model: dict, session: str) -> dict[str, Any]:
+    # run_id: parts of the same training run only (a stale model-payco.json is refused by name)
     return {"session": session, "model_job": model.get("job"), "format": str(model.get("format")).removesuffix(".part"),
-            "parties": sorted(model.get("parties") or {})}
+            "parties": sorted(model.get("parties") or {}), "run_id": model.get("run_id")}
 
 
 def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_col: str = "id", *,
@@ -170,6 +180,7 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     mod = get_format(model["format"])
     spec = _session_spec(run_dir, model)
     session = session or os.environ.get("FEDRISK_PREDICT_SESSION") or secrets.token_hex(4)
+    _check_session(session)
     if spawn is None:
         spawn = os.environ.get("FEDRISK_PREDICT_SPAWN", "1") != "0"
     job_id = f"{model['job']}.predict.{session}"
@@ -178,19 +189,21 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     (work / "logs").mkdir(parents=True, exist_ok=True)
     table = load_party_table(data, party=lh, id_col=id_col, label_col=None, features=mod.inference_features(model),
                              require_label=False)
-    procs: dict[str, subprocess.Popen] = {}
-    if spawn:
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-        for h in hosts:
-            cmd = [sys.executable, "-m", "fedrisk.runtime.inference", "serve", str(run_dir / "job.toml"), "--as", h,
-                   "--model", str(run_dir / model["parties"][h]), "--session", session, "--certs", str(certs_dir),
-                   "--out", str(work)]
-            if model.get("spec_dir"):
-                cmd += ["--spec-dir", model["spec_dir"]]
-            with open(work / "logs" / f"{h}.stderr", "w", encoding="utf-8") as errf:
-                procs[h] = subprocess.Popen(cmd, stdout=errf, stderr=subprocess.STDOUT, env=env)
+    # open (and so load our TLS files) before starting anyone: a bad certificate folder must not
+    # leave feature-holder processes waiting for a label holder that never comes
     channel = _open_channel(spec, lh, job_id, certs_dir, work, tuple(mod.INFERENCE_TAG_PREFIXES))
+    procs: dict[str, subprocess.Popen] = {}
     try:
+        if spawn:
+            env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+            for h in hosts:
+                cmd = [sys.executable, "-m", "fedrisk.runtime.inference", "serve", str(run_dir / "job.toml"), "--as", h,
+                       "--model", str(run_dir / model["parties"][h]), "--session", session, "--certs", str(certs_dir),
+                       "--out", str(work)]
+                if model.get("spec_dir"):
+                    cmd += ["--spec-dir", model["spec_dir"]]
+                with open(work / "logs" / f"{h}.stderr", "w", encoding="utf-8") as errf:
+                    procs[h] = subprocess.Popen(cmd, stdout=errf, stderr=subprocess.STDOUT, env=env)
         channel.start()
         handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
         idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log)
@@ -228,6 +241,7 @@ def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Pat
     spec = load_spec(spec_path)
     if spec_dir:
         spec = spec.model_copy(update={"base_dir": Path(spec_dir)})
+    _check_session(session)
     model = _load_json(Path(model_path))
     lh, hosts = _roles(model)
     if name not in hosts or model.get("party") != name:

@@ -74,7 +74,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     try:
         channel.start()
         log.info("listening on %s; job %s, task %s", spec.addresses()[name], spec.job_id, spec.task["kind"])
-        handshake(channel, driver, spec.participants(), shared_settings(spec))
+        ctx.run_id = handshake(channel, driver, spec.participants(), shared_settings(spec))
         log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
                  time.perf_counter() - t0)
         task.run(ctx)

@@ -169,7 +169,7 @@ def run(ctx: PartyContext) -> None:
 
     doc: dict[str, Any] = {
         "format": FORMAT if is_lh else FORMAT + ".part", "version": 1, "task": KIND, "job": spec.job_id,
-        "label_holder": lh, "party": me, "id": spec.parties[me].id,
+        "label_holder": lh, "party": me, "id": spec.parties[me].id, "run_id": ctx.run_id,
         "parties": {p: model_file(p, lh) for p in [lh, *hosts]},
         "features": feats, "mean": mean, "scale": scale, "coef": model.coef,
         "intercept": model.intercept, "dropped": dropped,

@@ -5,11 +5,12 @@ from fedrisk.runtime.handshake import first_difference, handshake
 from fedrisk.runtime.threads import run_roles
 
 
-def test_identical_settings_start():
+def test_identical_settings_start_and_share_one_fresh_run_id():
     s = {"task": {"kind": "vertical.lr", "epochs": 10}}
-    out = run_roles({p: (lambda ch: handshake(ch, "lender", ["lender", "bureau", "payco"], s) or "ok")
-                     for p in ["lender", "bureau", "payco"]})
-    assert set(out.values()) == {"ok"}
+    roles = {p: (lambda ch: handshake(ch, "lender", ["lender", "bureau", "payco"], s)) for p in ["lender", "bureau", "payco"]}
+    first, second = run_roles(roles), run_roles(roles)
+    assert len(set(first.values())) == 1 and len(next(iter(first.values()))) == 16
+    assert set(first.values()) != set(second.values())
 
 
 def test_mismatched_job_specs_refuse_to_start_and_name_the_setting():
