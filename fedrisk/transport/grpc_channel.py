@@ -89,7 +89,11 @@ class GrpcChannel(Channel):
     def _on_deliver(self, frame: bytes, context: grpc.ServicerContext) -> bytes:
         auth = context.auth_context()
         names = [v.decode() for v in auth.get("x509_common_name", [])]
+        sans = [v.decode() for v in auth.get("x509_subject_alternative_name", [])]
         peer = names[0] if names else None
+        if peer is not None and sans and peer not in sans:
+            # clients check a server's SAN; hold clients to the same name so the two checks agree
+            peer = f"{peer} (not among its subject alternative names {sans})"
         if peer is None or peer not in self.peers:
             reason = f"{self.me}: refused a connection from certificate name {peer!r}: not a party of job {self.job!r}"
             self.refused.append(reason)

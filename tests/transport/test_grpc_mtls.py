@@ -104,3 +104,36 @@ def test_peer_that_starts_late_is_waited_for(pki):
         a.close()
         if "b" in holder:
             holder["b"].close()
+
+
+def test_client_whose_common_name_is_not_in_its_san_is_refused(pki, tmp_path):
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from fedrisk.transport.certs import TlsFiles
+
+    good, _, addrs = pki
+    ca_key = serialization.load_pem_private_key((good / "ca-key.pem").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((good / "ca.pem").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bank-b")]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("bank-c")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    tls = TlsFiles((good / "ca.pem").read_bytes(), cert.public_bytes(serialization.Encoding.PEM),
+                   key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=5).start()
+    mixed = GrpcChannel("bank-b", addrs, "job", tls, connect_timeout=5)
+    try:
+        with pytest.raises(TransportError, match="subject alternative names"):
+            mixed.send("bank-a", "t.x", 1, kind="model")
+    finally:
+        a.close()
+        mixed.close()
