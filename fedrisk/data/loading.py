@@ -31,7 +31,9 @@ from fedrisk.errors import ConfigError, DataError
 
 __all__ = [
     "PartyTable",
+    "PartyFrame",
     "load_party_table",
+    "load_party_frame",
     "check_same_features",
     "id_test_mask",
     "MISSING_POLICIES",
@@ -396,6 +398,128 @@ def load_party_table(
 
     return PartyTable(party=party, path=path, ids=ids, X=X, y=y,
                       feature_names=list(feature_names), imputed=imputed)
+
+
+@dataclass
+class PartyFrame:
+    """One party's validated raw features (numeric and categorical), for binning and scorecards.
+
+    Attributes
+    ----------
+    party : str
+        Name of the party that owns the frame.
+    path : Path
+        File it was read from.
+    ids : numpy.ndarray
+        Object array of ``str``, one per row, unique and non-empty (as in :class:`PartyTable`).
+    X : pandas.DataFrame
+        The feature columns as read: numbers stay numbers, text stays text, missing values stay
+        missing (binning gives them their own bin). Index ``0..n-1``.
+    y : numpy.ndarray or None
+        ``int8`` 0/1 labels, or ``None`` for a party without labels.
+    feature_names : list of str
+        Columns of ``X``.
+    """
+
+    party: str
+    path: Path
+    ids: np.ndarray
+    X: pd.DataFrame
+    y: np.ndarray | None
+    feature_names: list[str]
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows (customers)."""
+        return int(len(self.X))
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns."""
+        return int(self.X.shape[1])
+
+
+def load_party_frame(
+    path: str | Path,
+    *,
+    party: str,
+    id_col: str,
+    label_col: str | None = None,
+    features: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    require_label: bool | None = None,
+    forbid_label: str | None = None,
+) -> PartyFrame:
+    """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
+
+    The sibling of :func:`load_party_table` for WOE binning and scorecards, where text columns
+    (``"housing" = "own"``) and missing values are legitimate inputs: each category and the
+    missing values get bins of their own. Ids, labels and column selection are checked exactly
+    as in :func:`load_party_table`; parameters have the same meaning.
+
+    Returns
+    -------
+    PartyFrame
+
+    Raises
+    ------
+    DataError
+        One line naming the party, the file, the column and the fix: unreadable file, missing
+        or duplicated ids, a non-binary label, unknown feature/exclude columns, a feature column
+        that is entirely empty.
+    ConfigError
+        ``require_label=True`` without a label column.
+    """
+    path = Path(path)
+    ctx = _Ctx(party, path)
+    if require_label is None:
+        require_label = label_col is not None
+    if require_label and label_col is None:
+        raise ConfigError(f"party {party!r}: require_label=True but no label column was named; "
+                          "set the label column in the job spec")
+    df = _read_frame(ctx, path, id_col)
+    if id_col not in df.columns:
+        raise ctx.error(f"id column {id_col!r} not found; {_available(df)}; set the id column in "
+                        "the job spec")
+    if forbid_label is not None and forbid_label in df.columns:
+        raise ctx.error(f"column {forbid_label!r} is present but this party must not hold the "
+                        "label; remove it from the export before joining the federation")
+    has_label = label_col is not None and label_col in df.columns
+    if label_col is not None and not has_label and require_label:
+        raise ctx.error(f"label column {label_col!r} not found; {_available(df)}; set the label "
+                        "column in the job spec or load this party without a label")
+    if label_col is not None and label_col == id_col:
+        raise ctx.error(f"the id column and the label column are both {id_col!r}; name two "
+                        "different columns")
+    reserved = {id_col} | ({label_col} if label_col is not None else set())
+    unknown_ex = [c for c in exclude if c not in df.columns]
+    if unknown_ex:
+        raise ctx.error(f"exclude names columns that are not in the file: {_listing(unknown_ex)}; "
+                        f"{_available(df)}")
+    if features is None:
+        feature_names = [c for c in df.columns if c not in reserved and c not in set(exclude)]
+    else:
+        feature_names = [str(c) for c in features]
+        absent = [c for c in feature_names if c not in df.columns]
+        if absent:
+            raise ctx.error(f"feature columns not found: {_listing(absent)}; {_available(df)}")
+        clash = [c for c in feature_names if c in reserved]
+        if clash:
+            raise ctx.error(f"feature list includes the id/label column {_listing(clash)}; remove "
+                            "it from the features (using the label as a feature leaks the answer)")
+        dup = sorted({c for c in feature_names if feature_names.count(c) > 1})
+        if dup:
+            raise ctx.error(f"feature list names {_listing(dup)} more than once; list each column once")
+    if not feature_names:
+        raise ctx.error(f"no feature columns left after removing id/label/exclude; {_available(df)}")
+    ids = _normalise_ids(ctx, df[id_col], id_col)
+    y = _labels(ctx, df[label_col], label_col) if has_label else None
+    X = df[feature_names].reset_index(drop=True)
+    empty = [c for c in feature_names if X[c].isna().all()]
+    if empty:
+        raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "
+                        "or fix the export")
+    return PartyFrame(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names))
 
 
 def check_same_features(tables_or_name_lists: Mapping[str, PartyTable | Sequence[str]]) -> None:

@@ -67,6 +67,7 @@ __all__ = ["FORMATS", "register_format", "get_format", "predict_vertical", "serv
 FORMATS: dict[str, str] = {
     "fedrisk.vertical.lr": "fedrisk.tasks.vertical_lr",
     "fedrisk.vertical.secureboost": "fedrisk.tasks.vertical_secureboost",
+    "fedrisk.vertical.scorecard": "fedrisk.tasks.vertical_scorecard",
 }
 
 log = logging.getLogger("fedrisk.inference")

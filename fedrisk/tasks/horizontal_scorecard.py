@@ -1,0 +1,163 @@
+"""Task ``horizontal.scorecard``: federated WOE, FedAvg logistic regression on WOE, points scorecard.
+
+Participants: every ``[parties.*]`` is a bank with labels; ``[coordinator]`` holds no data. The
+evaluation holder (``evaluation.holder``, default the first bank) also reads ``evaluation.test``.
+
+Steps:
+
+1. federated binning, WOE/IV and selection (:mod:`fedrisk.finance.horizontal_woe`, secure
+   aggregation by default) — every participant ends with the same global bins and WOE;
+2. each bank WOE-encodes its selected features and trains one logistic model by FedAvg
+   (:func:`~fedrisk.algorithms.horizontal.fedavg_lr.run_bank` / ``run_coordinator``, the same
+   aggregation); the agreed standardisation is folded back so coefficients apply to WOE values;
+3. every participant turns the model into the same :class:`~fedrisk.finance.scorecard.Scorecard`
+   (``base_score`` points at good:bad odds ``base_odds``, ``pdo`` points to double the odds,
+   points rounded per bin) and writes it;
+4. the evaluation holder scores its training rows and the test file with the scorecard
+   (probability = the odds the score stands for) and writes reason codes for the test rows.
+
+Outputs: ``scorecard.json`` (every participant, identical: scaling, base points, the points table,
+bins, coefficients), ``metrics.json``, ``scores/{train,test}.csv`` and ``scores/test_reasons.csv``
+(``id, points, reason_1, lost_1, ...``: the features costing most points against their best bin)
+at the evaluation holder, ``woe/<bank>.json`` at each bank.
+
+What each participant learns: that of the two protocols (the coordinator sees only sums under
+secure aggregation), plus the final scorecard, which every bank holds whole.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pydantic import Field
+
+from fedrisk.errors import DataError
+from fedrisk.runtime.context import PartyContext
+from fedrisk.runtime.spec import COORDINATOR, JobSpec
+from fedrisk.runtime.tasks import parse_params
+from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, run_woe, validate_horizontal
+
+__all__ = ["KIND", "TAG_PREFIXES", "Params", "ScorecardParams", "validate_spec", "driver", "run", "write_reasons"]
+
+KIND = "horizontal.scorecard"
+TAG_PREFIXES = ("hwoe.", "hlr.")
+
+
+class ScorecardParams(BinningParams):
+    """Points scaling shared by both scorecard tasks (see :class:`~fedrisk.finance.scorecard.Scorecard`)."""
+
+    base_score: float = Field(600.0, description="score at base_odds")
+    base_odds: float = Field(50.0, gt=0, description="good:bad odds scoring base_score")
+    pdo: float = Field(20.0, gt=0, description="points to double the odds; must be > 0")
+    round_points: bool = True
+    n_reasons: int = Field(3, ge=1, le=20, description="reason codes per applicant")
+
+    def card(self):
+        from fedrisk.finance.scorecard import Scorecard
+
+        return Scorecard(self.base_score, self.base_odds, self.pdo, self.round_points)
+
+
+class Params(ScorecardParams):
+    """``[task]`` settings of ``horizontal.scorecard``: binning + FedAvg + scaling."""
+
+    grid_cells: int = Field(256, ge=8, le=65536)
+    sub_cells: int = Field(256, ge=8, le=65536)
+    rounds: int = Field(30, ge=1, le=10000)
+    local_epochs: int = Field(1, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(0.1, gt=0)
+    lr_decay: float = Field(0.98, gt=0, le=1)
+    l2: float = Field(1e-4, ge=0)
+    mu: float = Field(0.0, ge=0)
+    tol: float = Field(1e-6, ge=0)
+    dropout_timeout: float = Field(30.0, gt=0)
+
+    def fedavg(self, seed: int):
+        from fedrisk.algorithms.horizontal.fedavg_lr import FedAvgConfig
+
+        return FedAvgConfig(rounds=self.rounds, local_epochs=self.local_epochs, batch_size=self.batch_size,
+                            learning_rate=self.learning_rate, lr_decay=self.lr_decay, l2=self.l2, mu=self.mu,
+                            tol=self.tol, seed=seed)
+
+
+def validate_spec(spec: JobSpec, where: str) -> None:
+    parse_params(Params, spec.task, where)
+    validate_horizontal(spec, where, KIND)
+
+
+def driver(spec: JobSpec) -> str:
+    return COORDINATOR
+
+
+def write_reasons(path: Path, ids: Sequence[Any], points: np.ndarray, reasons: list[list[dict[str, Any]]], n: int) -> None:
+    """``id, points, reason_1, lost_1, ...``: one row per applicant, the costliest feature first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "points"] + [c for k in range(1, n + 1) for c in (f"reason_{k}", f"lost_{k}")])
+        for i, pts, rs in zip(ids, points, reasons):
+            cells: list[Any] = []
+            for r in rs[:n]:
+                cells += [f"{r['feature']} = {r['label']}" if r.get("label") is not None else r["feature"],
+                          f"{r['points_lost']:g}"]
+            cells += [""] * (2 * n - len(cells))
+            w.writerow([i, f"{float(pts):g}", *cells])
+
+
+def run(ctx: PartyContext) -> None:
+    from fedrisk.algorithms.horizontal.fedavg_lr import run_bank, run_coordinator
+    from fedrisk.tasks.horizontal_lr import make_aggregation
+
+    spec = ctx.spec
+    params = parse_params(Params, spec.task)
+    params.card()._check()
+    cfg = params.fedavg(spec.federation.seed)
+    agg = make_aggregation(ctx, params)
+    banks = list(spec.parties)
+    res, frame = run_woe(ctx, params, agg)
+    feats = list(res.selection["selected"])
+    if not feats:
+        raise DataError(f"no feature reaches IV >= {params.iv_threshold} across the federation; lower task.iv_threshold")
+    ctx.log.info("federated WOE: %d of %d features selected: %s", len(feats), len(res.iv), ", ".join(feats))
+    enc = res.encoder()
+    if ctx.name == COORDINATOR:
+        def on_round(r: int, rec: dict) -> None:
+            ctx.progress.update(r, cfg.rounds, loss=rec["loss"], change=rec["change"], banks=rec["banks"])
+
+        model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round)
+    else:
+        W = enc.transform(frame.X)[feats].to_numpy(dtype=float)
+        model = run_bank(ctx.channel, COORDINATOR, W, frame.y, feats, cfg, agg)
+    coef, intercept = model.raw_coefficients()
+    card = params.card().fit(enc, coef, intercept, feats)
+    ctx.write_json("scorecard.json", {"format": "fedrisk.scorecard", "version": 1, "task": KIND, "job": spec.job_id,
+                                      **card.to_dict(), "coef": dict(zip(feats, coef.tolist())),
+                                      "intercept": intercept, "history": model.history})
+    if ctx.name == COORDINATOR or ctx.name != spec.evaluation_holder():
+        return
+    from fedrisk.finance.metrics import evaluate
+    from fedrisk.runtime.evaluation import write_evaluation
+
+    p_tr = card.probability(card.score(frame.X))
+    test_ids = test_y = p_te = None
+    if spec.test_path() is not None:
+        test = load_frame(spec, ctx.name, params.categorical, path=spec.test_path(), features=frame.feature_names)
+        s_te = card.score(test.X)
+        test_ids, test_y, p_te = test.ids, test.y, card.probability(s_te)
+        write_reasons(ctx.out / "scores" / "test_reasons.csv", test.ids, s_te,
+                      card.reason_codes(test.X, n=params.n_reasons), params.n_reasons)
+    extra = {
+        "banks": banks, "train_rows_at_holder": int(frame.n_rows),
+        "iv": {"federation": iv_rows(res.iv, res.selection, bins={f: w.bins.n_bins for f, w in res.woe.items()},
+                                     kinds={f: w.bins.kind for f, w in res.woe.items()})},
+        "selection": res.selection,
+        "scorecard": {"base_points": card.base_points_, "features": card.features_, "pdo": params.pdo,
+                      "base_score": params.base_score, "base_odds": params.base_odds},
+    }
+    if test_y is not None:
+        m = evaluate(test_y, p_te)
+        extra["comparison"] = {"federated": {k: m[k] for k in ("n", "auc", "ks", "gini")}}
+    write_evaluation(ctx, frame.ids, frame.y, p_tr, test_ids, test_y, p_te, model.history, extra=extra)

@@ -1,0 +1,171 @@
+"""Task ``horizontal.woe``: banks with the same schema agree bins and compute global WOE/IV.
+
+Participants: every ``[parties.*]`` is a bank with labels; ``[coordinator]`` holds no data. The
+protocol is :mod:`fedrisk.finance.horizontal_woe`: bin edges are agreed from securely summed
+histograms (no row leaves a bank), good/bad counts per bin are securely summed, and the
+coordinator computes the global WOE, IV, pooled WOE correlation and the feature selection
+(IV threshold, then correlation). Secure aggregation is on unless ``security.secure_aggregation
+= false``.
+
+Outputs in the run directory:
+
+* ``metrics.json`` (coordinator): ``{"task", "job", "iv": {"federation": [rows]}, "selection",
+  "banks", "binning"}``; a row is ``{"feature", "iv", "bins", "kind", "selected", "reason"}``,
+  the shape :mod:`fedrisk.finance.report` renders as the IV table;
+* ``woe/<bank>.json`` (each bank): the global bins and WOE table of every feature (pooled counts
+  per bin), the global selection, and this bank's own IV on the global bins and its own selection
+  (``local``) — which no other participant sees.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedrisk.errors import ConfigError, DataError
+from fedrisk.finance.binning import BinningConfig
+from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe
+from fedrisk.runtime.context import PartyContext
+from fedrisk.runtime.spec import COORDINATOR, JobSpec
+from fedrisk.runtime.tasks import parse_params
+
+__all__ = ["KIND", "TAG_PREFIXES", "Params", "BinningParams", "validate_spec", "driver", "run", "iv_rows",
+           "woe_document", "load_frame"]
+
+KIND = "horizontal.woe"
+TAG_PREFIXES = ("hwoe.",)
+
+
+class BinningParams(BaseModel):
+    """Binning, WOE and selection settings shared by the WOE and scorecard tasks.
+
+    ``max_corr = 1.0`` turns the correlation filter off (no correlation exceeds 1).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    method: Literal["monotonic", "quantile"] = "monotonic"
+    max_bins: int = Field(6, ge=1, le=100)
+    n_prebins: int = Field(20, ge=2, le=1000)
+    min_bin_frac: float = Field(0.05, ge=0, lt=0.5)
+    smoothing: float = Field(DEFAULT_SMOOTHING, ge=0)
+    iv_threshold: float = Field(0.02, ge=0)
+    max_corr: float = Field(0.7, gt=0, le=1, description="|corr| of WOE values above which the weaker feature goes")
+    categorical: list[str] = Field(default_factory=list, description="columns forced categorical")
+
+    def binning(self) -> BinningConfig:
+        return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac)
+
+    def corr_or_none(self) -> float | None:
+        return None if self.max_corr >= 1.0 else self.max_corr
+
+
+class Params(BinningParams):
+    """``[task]`` settings of ``horizontal.woe``."""
+
+    grid_cells: int = Field(256, ge=8, le=65536, description="first histogram round's resolution")
+    sub_cells: int = Field(256, ge=8, le=65536, description="second histogram round's resolution")
+    dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked sum")
+
+
+def validate_horizontal(spec: JobSpec, where: str, kind: str) -> None:
+    if spec.coordinator is None:
+        raise ConfigError(f"{where}: {kind} needs a [coordinator] table with an address (it holds no data)")
+    unlabelled = [n for n, p in spec.parties.items() if not p.label]
+    if unlabelled:
+        raise ConfigError(f"{where}: {kind}: every bank needs label = '...'; missing at {unlabelled}")
+    if spec.evaluation.test_rule is not None:
+        raise ConfigError(f"{where}: evaluation.test_rule is for vertical jobs; horizontal jobs use evaluation.test = 'file'")
+
+
+def validate_spec(spec: JobSpec, where: str) -> None:
+    parse_params(Params, spec.task, where)
+    validate_horizontal(spec, where, KIND)
+
+
+def driver(spec: JobSpec) -> str:
+    return COORDINATOR
+
+
+def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, features=None, label: bool = True,
+               forbid_label: str | None = None):
+    """This party's raw frame (text columns kept); ``categorical`` names must be columns of it."""
+    from fedrisk.data.loading import load_party_frame
+
+    p = spec.parties[name]
+    frame = load_party_frame(path or spec.data_path(name), party=name, id_col=p.id,
+                             label_col=p.label if label else None, features=features or p.features,
+                             exclude=p.exclude if not features else (), forbid_label=forbid_label)
+    unknown = [c for c in categorical if c not in frame.feature_names]
+    if unknown and not features:
+        raise DataError(f"party {name!r}: task.categorical names {unknown}, which are not feature columns of "
+                        f"{frame.path} (it has {frame.feature_names[:12]})")
+    return frame
+
+
+def iv_rows(iv: dict[str, float], selection: dict[str, Any], *, bins: dict[str, int] | None = None,
+            kinds: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows of ``metrics.json["iv"][party]``, by descending IV: feature, iv, bins, kind, selected, reason."""
+    kept = set(selection.get("selected", []))
+    dropped = selection.get("dropped", {})
+    rows = []
+    for f, v in sorted(iv.items(), key=lambda t: -t[1]):
+        row: dict[str, Any] = {"feature": f, "iv": float(v)}
+        if bins is not None:
+            row["bins"] = int(bins[f])
+        if kinds is not None:
+            row["kind"] = kinds[f]
+        row["selected"] = f in kept
+        row["reason"] = "selected" if f in kept else dropped.get(f, "not selected")
+        rows.append(row)
+    return rows
+
+
+def woe_document(ctx: PartyContext, woe: dict[str, FeatureWoe], selection: dict[str, Any], **extra: Any) -> dict:
+    """``woe/<party>.json``: bins and per-bin WOE table of this party's features."""
+    return {"task": ctx.spec.task["kind"], "job": ctx.spec.job_id, "party": ctx.name,
+            "features": {f: {"kind": w.bins.kind, "iv": w.iv, "bins": w.bins.to_dict(), "table": w.table()}
+                         for f, w in woe.items()},
+            "selection": selection, **extra}
+
+
+def run_woe(ctx: PartyContext, params: BinningParams, agg) -> tuple[Any, Any]:
+    """Both roles of federated binning; return (HorizontalWoeResult, this bank's frame or None)."""
+    from fedrisk.finance.horizontal_woe import horizontal_woe_coordinator, horizontal_woe_party
+
+    spec = ctx.spec
+    banks = list(spec.parties)
+    if ctx.name == COORDINATOR:
+        res = horizontal_woe_coordinator(ctx.channel, banks, aggregation=agg, config=params.binning(),
+                                         smoothing=params.smoothing, iv_threshold=params.iv_threshold,
+                                         max_corr=params.corr_or_none(), grid_cells=params.grid_cells,
+                                         sub_cells=params.sub_cells)
+        return res, None
+    frame = load_frame(spec, ctx.name, params.categorical)
+    ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
+    res = horizontal_woe_party(ctx.channel, COORDINATOR, frame.X, frame.y, categorical=params.categorical,
+                               aggregation=agg, smoothing=params.smoothing)
+    ctx.write_json(f"woe/{ctx.name}.json", woe_document(ctx, res.woe, res.selection, local=res.local))
+    return res, frame
+
+
+def run(ctx: PartyContext) -> None:
+    from fedrisk.tasks.horizontal_lr import make_aggregation
+
+    params = parse_params(Params, ctx.spec.task)
+    agg = make_aggregation(ctx, params)
+    t0 = time.perf_counter()
+    res, _ = run_woe(ctx, params, agg)
+    if ctx.name != COORDINATOR:
+        return
+    ctx.progress.update(1, 1, stage="woe", features=len(res.iv), selected=len(res.selection["selected"]))
+    ctx.write_json("metrics.json", {
+        "task": KIND, "job": ctx.spec.job_id, "written_by": ctx.name,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "iv": {"federation": iv_rows(res.iv, res.selection, bins={f: w.bins.n_bins for f, w in res.woe.items()},
+                                     kinds={f: w.bins.kind for f, w in res.woe.items()})},
+        "selection": res.selection, "banks": list(ctx.spec.parties),
+        "binning": params.model_dump(), "secure_aggregation": ctx.spec.security.secure_aggregation,
+        "seconds": round(time.perf_counter() - t0, 3),
+    })
+    ctx.log.info("WOE/IV of %d features; %d selected", len(res.iv), len(res.selection["selected"]))

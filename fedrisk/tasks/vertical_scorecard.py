@@ -1,0 +1,493 @@
+"""Task ``vertical.scorecard``: a points scorecard split across a label holder and feature holders.
+
+Participants: exactly one ``[parties.*]`` has ``label = "..."`` (the label holder: drives, holds
+the base points, is the only one to see scores); the others are feature holders. No coordinator.
+
+Steps, at every party:
+
+1. load its file (text columns kept), ECDH-PSI alignment, split by ``evaluation.test_rule``
+   (default ``id % 5 == 0`` is test) — as in :mod:`fedrisk.tasks.vertical_woe`;
+2. binning on the training rows: the label holder bins its own features locally; each feature
+   holder bins its own features through :mod:`fedrisk.finance.vertical_woe` with
+   ``reveal="woe"`` (encrypted labels in, encrypted per-bin sums out; the label holder sends back
+   merged bins and the WOE per bin, which the feature holder needs to encode its columns);
+3. each party keeps its features selected by IV threshold and correlation (its own features
+   only) and replaces them by their WOE;
+4. vertical logistic regression on the WOE columns (:func:`fedrisk.algorithms.vertical.hetero_lr.train`:
+   nobody sees another's columns, weights or the labels);
+5. each party turns its own coefficients into **its own part of the points table**:
+   ``points_j(bin) = round(-factor * b_j * WOE_j(bin))`` with ``factor = pdo / ln 2``; the label
+   holder also holds ``base points = round(offset - factor * intercept)``. Those are exactly the
+   rows a centralised :class:`~fedrisk.finance.scorecard.Scorecard` would have for the same bins
+   and coefficients;
+6. scoring (training evaluation and ``fedrisk predict``): each feature holder sends the label
+   holder its **partial points** per aligned row (the sum of its features' points) and, once, its
+   best possible partial points; the label holder adds base points, its own points and the
+   partials. Probability = the default probability the score stands for.
+
+Reason codes (``scores/test_reasons.csv`` at the label holder) name the label holder's own
+features (with the applicant's bin) and, for each feature holder, one aggregated reason
+``partner features (<party>)`` whose points lost are that party's best partial points minus the
+applicant's. The label holder cannot name a partner's feature or bin: it never learns which bin a
+customer is in at another party.
+
+What each party learns, beyond the protocols of steps 1, 2 and 4
+    Label holder: every feature holder's partial points per scored row and their maximum — by
+    design, since it must add them up and explain the score (plaintext-by-design in the ledger).
+    With the per-bin WOE it computed in step 2 this is one linear combination per row of that
+    holder's WOE values; a scorecard's partial points are meant to be shown to the applicant's
+    lender. Feature holders: the WOE of their own bins (step 2) and nothing at scoring.
+
+Files, one per party, each with only that party's part (JSON, no pickle)::
+
+    scorecard-<lh>.json   {"format": "fedrisk.vertical.scorecard", "version": 1, "task", "job",
+                           "label_holder", "party", "parties": {name: file}, "id", "base_score",
+                           "base_odds", "pdo", "round_points", "base_points", "intercept",
+                           "features", "bins", "woe", "coef", "points", "table", "spec_dir", "created"}
+    scorecard-<fh>.json   same with format "...scorecard.part", no base_points / intercept
+
+``fedrisk predict RUN_DIR/scorecard-<lh>.json NEW.csv --out S.csv`` runs federated inference with
+them (:mod:`fedrisk.runtime.inference`; the format is registered below).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from fedrisk.errors import DataError, ProtocolError
+from fedrisk.finance.binning import FeatureBins
+from fedrisk.runtime.context import PartyContext
+from fedrisk.runtime.spec import JobSpec, parse_test_rule
+from fedrisk.runtime.tasks import parse_params
+from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
+from fedrisk.tasks.vertical_woe import aligned_frames, driver, holder_iv_rows, local_woe, roles, validate_vertical
+from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
+
+__all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "PointsPart", "validate_spec",
+           "driver", "run", "combine_points", "reason_codes", "infer", "inference_features", "load_table"]
+
+KIND = "vertical.scorecard"
+FORMAT = "fedrisk.vertical.scorecard"
+TAG_PREFIXES = ("psi.", "vwoe.", "vlr.", "vsc.")
+INFERENCE_TAG_PREFIXES = ("psi.", "vsc.")
+DEFAULT_TEST_RULE = "id % 5 == 0"
+
+
+class Params(ScorecardParams):
+    """``[task]`` settings of ``vertical.scorecard``: binning + vertical LR + points scaling."""
+
+    scheme: Literal["paillier", "ou"] = "paillier"
+    key_bits: Literal[2048, 3072] = 2048
+    epochs: int = Field(10, ge=1, le=10000)
+    batch_size: int = Field(4096, ge=256, description="rows per mini-batch, a multiple of 256")
+    learning_rate: float = Field(0.5, gt=0)
+    lr_decay: float = Field(0.9, gt=0, le=1)
+    l2: float = Field(1e-4, ge=0)
+    tol: float = Field(1e-4, ge=0)
+    early_stopping_rounds: int = Field(3, ge=0)
+    validation_fraction: float = Field(0.1, ge=0, lt=0.5)
+    local_only: bool = Field(True, description="also fit the label holder's features alone (the floor), locally")
+
+    def hetero(self, seed: int):
+        from fedrisk.algorithms.vertical.hetero_lr import HeteroLRConfig
+
+        return HeteroLRConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                              lr_decay=self.lr_decay, l2=self.l2, tol=self.tol,
+                              early_stopping_rounds=self.early_stopping_rounds,
+                              validation_fraction=self.validation_fraction, seed=seed)
+
+
+def validate_spec(spec: JobSpec, where: str) -> None:
+    parse_params(Params, spec.task, where)
+    validate_vertical(spec, where, KIND)
+
+
+def model_file(party: str) -> str:
+    return f"scorecard-{party}.json"
+
+
+# ------------------------------------------------------------------------------------------------
+# One party's part of the points table
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class PointsPart:
+    """The rows of the points table for one party's features (and the base points at the label holder).
+
+    Attributes
+    ----------
+    party : str
+        Owner.
+    features : list of str
+        Its features in the scorecard (non-zero coefficient).
+    bins, woe, coef, points : dict
+        Per feature: bins, WOE per bin (missing bin last), coefficient, points per bin.
+    base_points : float or None
+        Label holder only: points every applicant starts with.
+    base_score, base_odds, pdo, round_points
+        Scaling (identical at every party).
+    """
+
+    party: str
+    features: list[str]
+    bins: dict[str, FeatureBins]
+    woe: dict[str, np.ndarray]
+    coef: dict[str, float]
+    points: dict[str, np.ndarray]
+    base_points: float | None
+    base_score: float
+    base_odds: float
+    pdo: float
+    round_points: bool = True
+    intercept: float | None = None
+    counts: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, party: str, features: Sequence[str], bins: dict[str, FeatureBins], woe: dict[str, Any],
+              coef: Sequence[float], card, intercept: float | None = None) -> "PointsPart":
+        """Points for ``features`` with coefficients ``coef`` under the scaling of ``card`` (a Scorecard).
+
+        The arithmetic is :meth:`Scorecard.fit`'s, feature by feature, so the parts of all parties
+        together are the centralised scorecard's table for the same bins and coefficients.
+        """
+        card._check()
+        c = np.asarray(coef, dtype=float).ravel()
+        if c.shape[0] != len(features):
+            raise DataError(f"party {party!r}: {c.shape[0]} coefficients for {len(features)} features")
+        feats = [f for f, b in zip(features, c) if b != 0.0]
+        coefs = {f: float(b) for f, b in zip(features, c) if b != 0.0}
+        pts = {}
+        for f in feats:
+            p = -card.factor * coefs[f] * np.asarray(woe[f], dtype=float)
+            pts[f] = np.round(p) + 0.0 if card.round_points else p
+        base = None
+        if intercept is not None:
+            base = card.offset - card.factor * float(intercept)
+            base = float(round(base)) if card.round_points else base
+        return cls(party, feats, {f: bins[f] for f in feats}, {f: np.asarray(woe[f], dtype=float) for f in feats},
+                   coefs, pts, base, card.base_score, card.base_odds, card.pdo, card.round_points,
+                   None if intercept is None else float(intercept))
+
+    @property
+    def factor(self) -> float:
+        return self.pdo / math.log(2)
+
+    @property
+    def offset(self) -> float:
+        return self.base_score - self.factor * math.log(self.base_odds)
+
+    def bin_index(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        from fedrisk.finance.woe import require_columns
+
+        require_columns(X, self.features)
+        return {f: self.bins[f].assign(X[f]) for f in self.features}
+
+    def points_matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """Points per row (rows of ``X``) and feature (columns in ``features`` order)."""
+        idx = self.bin_index(X)
+        if not self.features:
+            return np.zeros((len(X), 0))
+        return np.column_stack([self.points[f][idx[f]] for f in self.features])
+
+    def partial(self, X: pd.DataFrame) -> np.ndarray:
+        """This party's points per row (without base points)."""
+        return self.points_matrix(X).sum(axis=1)
+
+    def best(self) -> float:
+        """The most points this party's features can give (each feature's best bin)."""
+        return float(sum(self.points[f].max() for f in self.features))
+
+    def probability(self, score: Any) -> np.ndarray:
+        """Default probability a total score stands for (inverse of the scaling)."""
+        return 1.0 / (1.0 + np.exp((np.asarray(score, dtype=float) - self.offset) / self.factor))
+
+    def table(self) -> list[dict[str, Any]]:
+        rows = []
+        for f in self.features:
+            n = self.counts.get(f)
+            for i, lab in enumerate(self.bins[f].labels()):
+                rows.append({"feature": f, "bin": i, "label": lab, "n": int(n[i]) if n is not None else None,
+                             "woe": float(self.woe[f][i]), "coef": self.coef[f], "points": float(self.points[f][i])})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"party": self.party, "base_score": self.base_score, "base_odds": self.base_odds,
+                             "pdo": self.pdo, "round_points": self.round_points, "features": self.features,
+                             "bins": {f: b.to_dict() for f, b in self.bins.items()},
+                             "woe": {f: w.tolist() for f, w in self.woe.items()}, "coef": self.coef,
+                             "points": {f: p.tolist() for f, p in self.points.items()},
+                             "best_points": self.best(), "table": self.table()}
+        if self.base_points is not None:
+            d["base_points"] = self.base_points
+            d["intercept"] = self.intercept
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PointsPart":
+        try:
+            feats = [str(f) for f in d["features"]]
+            return cls(str(d["party"]), feats, {f: FeatureBins.from_dict(d["bins"][f]) for f in feats},
+                       {f: np.asarray(d["woe"][f], dtype=float) for f in feats}, {f: float(d["coef"][f]) for f in feats},
+                       {f: np.asarray(d["points"][f], dtype=float) for f in feats}, d.get("base_points"),
+                       float(d["base_score"]), float(d["base_odds"]), float(d["pdo"]), bool(d.get("round_points", True)),
+                       d.get("intercept"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"scorecard part of {d.get('party')!r} is incomplete or malformed ({e}); re-train") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring: partial points to the label holder
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Combined:
+    """The label holder's view of one scoring round."""
+
+    total: np.ndarray
+    own: np.ndarray
+    partials: dict[str, np.ndarray]
+    best: dict[str, float]
+
+
+def combine_points(channel, label_holder: str, feature_holders: Sequence[str], part: PointsPart, X: pd.DataFrame,
+                   tag: str = "vsc.score") -> Combined | None:
+    """Every party calls this on its aligned rows ``X``; the label holder gets the total scores.
+
+    Message flow::
+
+        F -> L  <tag>.partial   plaintext-by-design   this party's points per row (float64)
+        F -> L  <tag>.best      model                 its best possible partial points
+
+    Returns
+    -------
+    Combined or None
+        Label holder: totals (base + own + partner points), its own points per feature and every
+        partner's partial points; feature holders: ``None``.
+    """
+    me = channel.me
+    if me != label_holder:
+        channel.send(label_holder, f"{tag}.partial", np.asarray(part.partial(X), dtype=np.float64), kind="plaintext-by-design")
+        channel.send(label_holder, f"{tag}.best", part.best(), kind="model")
+        return None
+    if part.base_points is None:
+        raise DataError(f"{me}: the label holder's scorecard part has no base points")
+    own = part.points_matrix(X)
+    total = part.base_points + own.sum(axis=1)
+    partials, best = {}, {}
+    for h in feature_holders:
+        v = channel.recv(h, f"{tag}.partial")
+        if not isinstance(v, np.ndarray) or v.dtype != np.float64 or v.shape != (len(X),):
+            raise ProtocolError(f"{me}: {tag}.partial from {h!r} should be {len(X)} float64 values")
+        b = channel.recv(h, f"{tag}.best")
+        if not isinstance(b, (int, float)) or not math.isfinite(b):
+            raise ProtocolError(f"{me}: {tag}.best from {h!r} is not a number")
+        partials[h], best[h] = v, float(b)
+        total = total + v
+    return Combined(total, own, partials, best)
+
+
+def reason_codes(part: PointsPart, X: pd.DataFrame, res: Combined, n: int = 3) -> list[list[dict[str, Any]]]:
+    """Top ``n`` reasons per applicant at the label holder: own features by bin, partners aggregated.
+
+    Points lost = best bin's points − the applicant's (own features), or the partner's best partial
+    points − the applicant's partial points (``partner features (<party>)``, no bin label).
+    """
+    idx = part.bin_index(X)
+    labels = {f: part.bins[f].labels() for f in part.features}
+    names = list(part.features) + [f"partner features ({h})" for h in res.partials]
+    own_best = np.array([part.points[f].max() for f in part.features])
+    lost_cols = [own_best[None, :] - res.own] if part.features else []
+    lost_cols += [(res.best[h] - v)[:, None] for h, v in res.partials.items()]
+    lost = np.hstack(lost_cols) if lost_cols else np.zeros((len(X), 0))
+    pts_cols = [res.own] + [v[:, None] for v in res.partials.values()]
+    pts = np.hstack(pts_cols)
+    order = np.argsort(-lost, axis=1, kind="stable")[:, :n]
+    out = []
+    k_own = len(part.features)
+    for r in range(len(X)):
+        row = []
+        for j in order[r]:
+            if lost[r, j] <= 1e-9:
+                break
+            f = names[j]
+            row.append({"feature": f, "label": labels[f][idx[f][r]] if j < k_own else None,
+                        "points": float(pts[r, j]), "points_lost": float(lost[r, j])})
+        out.append(row)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The task
+# ------------------------------------------------------------------------------------------------
+def _local_logistic(W: np.ndarray, y: np.ndarray, l2: float = 1e-4, iters: int = 30) -> tuple[np.ndarray, float]:
+    """Newton-IRLS logistic regression on the label holder's own columns (the 'alone' floor)."""
+    A = np.hstack([W, np.ones((W.shape[0], 1))])
+    w = np.zeros(A.shape[1])
+    pen = np.full(A.shape[1], l2 * len(y))
+    pen[-1] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(A @ w)))
+        g = A.T @ (p - y) + pen * w
+        H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(pen) + 1e-9 * np.eye(A.shape[1])
+        step = np.linalg.solve(H, g)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w[:-1], float(w[-1])
+
+
+def _brief(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m[k] for k in ("n", "auc", "ks", "gini") if k in m}
+
+
+def run(ctx: PartyContext) -> None:
+    from fedrisk.algorithms.vertical.hetero_lr import train
+    from fedrisk.data.loading import id_test_mask
+    from fedrisk.finance.vertical_woe import vertical_woe_feature_holder, vertical_woe_label_holder
+    from fedrisk.runtime.context import write_json
+
+    spec = ctx.spec
+    params = parse_params(Params, spec.task)
+    card = params.card()
+    card._check()
+    lh, hosts = roles(spec)
+    me = ctx.name
+    is_lh = me == lh
+    t0 = time.perf_counter()
+    ids, X, y, test, al = aligned_frames(ctx, params.categorical)
+    if test is None:
+        test = id_test_mask(ids, *parse_test_rule(DEFAULT_TEST_RULE), party=me)
+    if test.all():
+        raise DataError(f"party {me!r}: every aligned row is a test row under the split rule; nothing to train on")
+    tr = ~test
+    X_tr = X[tr].reset_index(drop=True)
+    y_tr = y[tr] if is_lh else None
+    if is_lh:
+        if y_tr.min() == y_tr.max():
+            raise DataError(f"party {me!r}: the aligned training rows have only label {int(y_tr[0])}; need both classes")
+        enc, sel = local_woe(params, X_tr, y_tr, me)
+        ctx.progress.update(1, 3, stage="woe", party=me)
+        vres = vertical_woe_label_holder(ctx.channel, hosts, y_tr, config=params.binning(), smoothing=params.smoothing,
+                                         reveal="woe", scheme=params.scheme, key_bits=params.key_bits)
+        ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1)
+        feats = list(sel["selected"])
+        bins = {f: enc.woe_[f].bins for f in feats}
+        woe = {f: enc.woe_[f].woe for f in feats}
+    else:
+        vres = vertical_woe_feature_holder(ctx.channel, lh, X_tr, categorical=params.categorical,
+                                           config=params.binning(), iv_threshold=params.iv_threshold,
+                                           max_corr=params.corr_or_none())
+        sel = vres.selection
+        feats = list(sel["selected"])
+        bins, woe = vres.bins, vres.woe
+        if not feats:
+            raise DataError(f"party {me!r}: none of its features reaches IV >= {params.iv_threshold} (IV: "
+                            + ", ".join(f"{f} {v:.4f}" for f, v in vres.iv.items())
+                            + "); lower task.iv_threshold or leave this party out of the job")
+    ctx.log.info("WOE features: %s", ", ".join(feats) or "(none)")
+    W = np.column_stack([woe[f][bins[f].assign(X[f])] for f in feats]) if feats else np.zeros((len(X), 0))
+    cfg = params.hetero(spec.federation.seed)
+
+    def on_epoch(e: int, rec: dict) -> None:
+        if is_lh:
+            ctx.progress.update(e, cfg.epochs, stage="train", **{k: v for k, v in rec.items() if k == "val_loss"})
+
+    model = train(ctx.channel, lh, hosts, W[tr], y_tr, cfg, on_epoch=on_epoch)
+    part = PointsPart.build(me, feats, bins, woe, model.coef, card, intercept=model.intercept if is_lh else None)
+    part.counts = {f: np.bincount(bins[f].assign(X_tr[f]), minlength=bins[f].n_bins + 1).tolist() for f in part.features}
+    doc = {"format": FORMAT if is_lh else FORMAT + ".part", "version": 1, "task": KIND, "job": spec.job_id,
+           "label_holder": lh, "parties": {p: model_file(p) for p in [lh, *hosts]}, "id": spec.parties[me].id,
+           **part.to_dict(), "selection": sel, "best_epoch": model.best_epoch, "spec_dir": str(spec.base_dir),
+           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(ctx.out / model_file(me), doc)
+
+    res_tr = combine_points(ctx.channel, lh, hosts, part, X_tr, tag="vsc.train")
+    X_te = X[test].reset_index(drop=True)
+    res_te = combine_points(ctx.channel, lh, hosts, part, X_te, tag="vsc.test") if test.any() else None
+    if not is_lh:
+        return
+    from fedrisk.finance.metrics import evaluate
+    from fedrisk.runtime.evaluation import write_evaluation
+
+    p_tr = part.probability(res_tr.total)
+    p_te = part.probability(res_te.total) if res_te is not None else None
+    iv = {lh: iv_rows(enc.iv_, sel, bins={f: w.bins.n_bins for f, w in enc.woe_.items()},
+                      kinds={f: w.bins.kind for f, w in enc.woe_.items()})}
+    for h in hosts:
+        iv[h] = holder_iv_rows(vres, h)
+    extra: dict[str, Any] = {
+        "parties": [lh, *hosts], "label_holder": lh, "intersection": al.summary(),
+        "rows": {"train": int(tr.sum() - model.n_val), "validation": model.n_val, "test": int(test.sum())},
+        "iv": iv, "selection": {lh: sel, **vres.selection},
+        "scorecard": {"base_points": part.base_points, "base_score": params.base_score, "base_odds": params.base_odds,
+                      "pdo": params.pdo, "features": {lh: part.features, **{h: "held by the party" for h in hosts}},
+                      "best_points": {lh: part.best(), **(res_tr.best if res_tr else {})}},
+        "best_epoch": model.best_epoch, "epochs_run": len(model.history),
+        "bytes_sent": ctx.channel.ledger.bytes_sent, "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if p_te is not None:
+        write_reasons(ctx.out / "scores" / "test_reasons.csv", ids[test], res_te.total,
+                      reason_codes(part, X_te, res_te, params.n_reasons), params.n_reasons)
+        comp: dict[str, Any] = {"federated": _brief(evaluate(y[test], p_te))}
+        if params.local_only and part.features:
+            Wl = W[:, [feats.index(f) for f in part.features]]
+            c, b = _local_logistic(Wl[tr], y_tr.astype(float), l2=params.l2)
+            comp["local_only"] = {lh: _brief(evaluate(y[test], 1.0 / (1.0 + np.exp(-(Wl[test] @ c + b)))))}
+        extra["comparison"] = comp
+    write_evaluation(ctx, ids[tr], y_tr, p_tr, ids[test] if p_te is not None else None,
+                     y[test] if p_te is not None else None, p_te,
+                     [{"round": r["epoch"], **{k: v for k, v in r.items() if k != "epoch"}} for r in model.history],
+                     extra=extra)
+
+
+# ------------------------------------------------------------------------------------------------
+# Federated inference hooks (see fedrisk.runtime.inference)
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class RawRows:
+    """Rows to score with text columns kept: ``X`` is an object array so ``X[rows]`` selects rows."""
+
+    ids: np.ndarray
+    X: np.ndarray
+    feature_names: list[str]
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.X.shape[0])
+
+
+def inference_features(role_model: dict) -> list[str]:
+    """Columns this party loads from its scoring file."""
+    return list(role_model["features"])
+
+
+def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None) -> RawRows:
+    """A feature holder's rows for scoring (categorical columns allowed, missing values allowed)."""
+    lh = driver(spec)
+    frame = load_frame(spec, name, [], path=path, features=features, label=False,
+                       forbid_label=spec.parties[lh].label if name != lh else None)
+    return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names)
+
+
+def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_holders: list[str]) -> np.ndarray | None:
+    """This party's part of scoring aligned rows; the label holder gets default probabilities."""
+    part = PointsPart.from_dict(role_model)
+    frame = pd.DataFrame(np.asarray(X, dtype=object).reshape(len(X), -1), columns=part.features)
+    res = combine_points(channel, label_holder, feature_holders, part, frame, tag="vsc.predict")
+    return None if res is None else part.probability(res.total)
+
+
+def _register() -> None:
+    try:
+        from fedrisk.runtime.inference import register_format
+    except ImportError:  # pragma: no cover - inference not available in this build
+        return
+    register_format(FORMAT, __name__)
+
+
+_register()

@@ -1,0 +1,168 @@
+"""Task ``vertical.woe``: IV of every party's features, the label never leaving the label holder.
+
+Participants: exactly one ``[parties.*]`` has ``label = "..."`` (the label holder, which drives
+and writes ``metrics.json``); the others are feature holders. No coordinator.
+
+Steps, at every party:
+
+1. load its file (text columns kept; a feature holder must not carry the label column);
+2. ECDH-PSI alignment (:mod:`fedrisk.algorithms.vertical.alignment`); rows outside the
+   intersection are ignored;
+3. with ``evaluation.test_rule`` set, keep the training rows only (computed from the ids);
+4. label holder: bins and WOE/IV of its own features locally, selection among them;
+   feature holders: :mod:`fedrisk.finance.vertical_woe` — the label holder sends Paillier-encrypted
+   labels, each feature holder returns re-randomised encrypted per-prebin label sums, the label
+   holder decrypts counts, merges bins and computes WOE/IV; a feature holder gets back its IV
+   (``reveal = "iv"``, default), its merged bins (``"bins"``) or also the WOE per bin (``"woe"``),
+   and reports its own selection (IV threshold, then correlation among its own features).
+
+What each party learns is that of the two protocols (see their docstrings): the label holder
+learns, per feature of a feature holder, rows and bads per (numbered) prebin — not edges, not
+categories, not which customer is in which bin; a feature holder learns what ``reveal`` says.
+Correlation is filtered within each party only: cross-party correlation would need the other
+party's rows.
+
+Outputs: ``metrics.json`` (label holder) with ``"iv": {party: [{"feature", "iv", "bins",
+"kind"?, "selected", "reason"}]}`` and ``"intersection"``; ``woe/<party>.json`` at each party
+with its own features only — the label holder's full bin tables, a feature holder's IV, selection
+and, when revealed, its bins and WOE.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from fedrisk.errors import ConfigError, DataError
+from fedrisk.runtime.context import PartyContext
+from fedrisk.runtime.spec import JobSpec, parse_test_rule
+from fedrisk.runtime.tasks import parse_params
+from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
+
+__all__ = ["KIND", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "roles", "aligned_frames"]
+
+KIND = "vertical.woe"
+TAG_PREFIXES = ("psi.", "vwoe.")
+
+
+class Params(BinningParams):
+    """``[task]`` settings of ``vertical.woe``."""
+
+    reveal: Literal["iv", "bins", "woe"] = Field("iv", description="what feature holders get back about their bins")
+    scheme: Literal["paillier", "ou"] = "paillier"
+    key_bits: Literal[2048, 3072] = 2048
+
+
+def validate_vertical(spec: JobSpec, where: str, kind: str) -> None:
+    holders = spec.label_holders()
+    if len(holders) != 1:
+        raise ConfigError(f"{where}: {kind} needs exactly one party with label = '...' (the label holder); "
+                          f"found {len(holders)}: {holders}")
+    if len(spec.parties) < 2:
+        raise ConfigError(f"{where}: {kind} needs at least one feature holder besides the label holder")
+    if spec.coordinator is not None:
+        raise ConfigError(f"{where}: {kind} has no coordinator (the label holder drives); remove the [coordinator] table")
+    if spec.evaluation.test is not None:
+        raise ConfigError(f"{where}: vertical jobs split by id; use evaluation.test_rule = 'id % 5 == 0', not evaluation.test")
+
+
+def validate_spec(spec: JobSpec, where: str) -> None:
+    parse_params(Params, spec.task, where)
+    validate_vertical(spec, where, KIND)
+
+
+def driver(spec: JobSpec) -> str:
+    return spec.label_holders()[0]
+
+
+def roles(spec: JobSpec) -> tuple[str, list[str]]:
+    lh = driver(spec)
+    return lh, [p for p in spec.parties if p != lh]
+
+
+def aligned_frames(ctx: PartyContext, categorical: list[str]):
+    """Load this party's frame and PSI-align it; return (ids, X, y or None, is_test mask or None, alignment)."""
+    from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
+    from fedrisk.crypto.workers import warm_up
+    from fedrisk.data.loading import id_test_mask
+
+    spec = ctx.spec
+    lh, hosts = roles(spec)
+    warm_up()  # PSI's workers start while the file loads
+    frame = load_frame(spec, ctx.name, categorical, label=ctx.name == lh,
+                       forbid_label=spec.parties[lh].label if ctx.name != lh else None)
+    ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
+    al = align_parties(ctx.channel, lh, hosts, frame.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    idx = al.indices
+    X = frame.X.iloc[idx].reset_index(drop=True)
+    y = frame.y[idx] if frame.y is not None else None
+    ids = frame.ids[idx]
+    test = id_test_mask(ids, *parse_test_rule(spec.evaluation.test_rule), party=ctx.name) \
+        if spec.evaluation.test_rule else None
+    return ids, X, y, test, al
+
+
+def local_woe(params: BinningParams, X, y, party: str):
+    """The label holder's own features: local bins, WOE/IV and selection (nothing is sent)."""
+    from fedrisk.finance.woe import WoeEncoder, select_features
+
+    enc = WoeEncoder(params.method, params.max_bins, params.n_prebins, params.min_bin_frac,
+                     categorical=params.categorical, smoothing=params.smoothing).fit(X, y)
+    sel = select_features(enc.iv_, enc.transform(X), iv_threshold=params.iv_threshold,
+                          max_corr=params.corr_or_none(), party=party)
+    return enc, sel
+
+
+def holder_iv_rows(res, party: str) -> list[dict[str, Any]]:
+    """IV rows of a feature holder's features as the label holder knows them (no labels, no edges)."""
+    return iv_rows(res.iv[party], res.selection.get(party, {}),
+                   bins={f: len(t) - 1 for f, t in res.tables[party].items()})
+
+
+def run(ctx: PartyContext) -> None:
+    from fedrisk.finance.vertical_woe import vertical_woe_feature_holder, vertical_woe_label_holder
+
+    spec = ctx.spec
+    params = parse_params(Params, spec.task)
+    lh, hosts = roles(spec)
+    t0 = time.perf_counter()
+    ids, X, y, test, al = aligned_frames(ctx, params.categorical)
+    if test is not None:
+        if test.all():
+            raise DataError(f"party {ctx.name!r}: every aligned row is a test row under {spec.evaluation.test_rule!r}")
+        X, y = X[~test].reset_index(drop=True), (y[~test] if y is not None else None)
+    if ctx.name != lh:
+        res = vertical_woe_feature_holder(ctx.channel, lh, X, categorical=params.categorical, config=params.binning(),
+                                          iv_threshold=params.iv_threshold, max_corr=params.corr_or_none(),
+                                          min_key_bits=2048)
+        doc: dict[str, Any] = {"task": KIND, "job": spec.job_id, "party": ctx.name, "reveal": params.reveal,
+                               "features": {f: {"iv": v} for f, v in res.iv.items()}, "selection": res.selection}
+        for f, b in res.bins.items():
+            doc["features"][f].update(kind=b.kind, bins=b.to_dict(), labels=b.labels(),
+                                      n=np.bincount(b.assign(X[f]), minlength=b.n_bins + 1).tolist())
+        for f, w in res.woe.items():
+            doc["features"][f]["woe"] = w.tolist()
+        ctx.write_json(f"woe/{ctx.name}.json", doc)
+        return
+    if np.min(y) == np.max(y):
+        raise DataError(f"party {lh!r}: the aligned rows have only label {int(y[0])}; WOE needs goods and bads")
+    enc, sel = local_woe(params, X, y, lh)
+    ctx.write_json(f"woe/{lh}.json", woe_document(ctx, enc.woe_, sel))
+    ctx.progress.update(1, 2, stage="woe", party=lh, features=len(enc.iv_))
+    res = vertical_woe_label_holder(ctx.channel, hosts, y, config=params.binning(), smoothing=params.smoothing,
+                                    reveal=params.reveal, scheme=params.scheme, key_bits=params.key_bits)
+    ctx.progress.update(2, 2, stage="woe", parties=len(hosts) + 1)
+    iv = {lh: iv_rows(enc.iv_, sel, bins={f: w.bins.n_bins for f, w in enc.woe_.items()},
+                      kinds={f: w.bins.kind for f, w in enc.woe_.items()})}
+    for h in hosts:
+        iv[h] = holder_iv_rows(res, h)
+    ctx.write_json("metrics.json", {
+        "task": KIND, "job": spec.job_id, "written_by": lh,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "iv": iv, "selection": {lh: sel, **res.selection}, "parties": [lh, *hosts], "label_holder": lh,
+        "intersection": al.summary(), "rows": int(len(y)), "reveal": params.reveal,
+        "binning": params.model_dump(), "seconds": round(time.perf_counter() - t0, 3),
+    })
+    ctx.log.info("IV of %d own and %d partner features", len(enc.iv_), sum(len(res.iv[h]) for h in hosts))

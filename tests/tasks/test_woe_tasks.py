@@ -1,0 +1,231 @@
+"""horizontal.woe and vertical.woe through the real task functions: federated IV equals pooled IV.
+
+In-process runs use the same ``run(ctx)`` as ``fedrisk party`` over the in-memory network; one
+``fedrisk simulate`` run checks the process path and the files a user reads.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedrisk.errors import ConfigError, DataError, FedriskError
+from fedrisk.finance.binning import FeatureBins
+from fedrisk.finance.woe import WoeEncoder
+from fedrisk.runtime.context import PartyContext, ProgressLog
+from fedrisk.runtime.demo import free_ports
+from fedrisk.runtime.spec import load_spec
+from fedrisk.runtime.tasks import get_task
+from fedrisk.runtime.threads import run_roles
+from fedrisk.transport.channel import InMemoryNetwork
+
+GERMAN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "germancredit.csv"
+
+
+def german_frame() -> pd.DataFrame:
+    if not GERMAN.is_file():
+        pytest.skip(f"germancredit.csv not found at {GERMAN}; put the shared data sets in ../shared/data")
+    df = pd.read_csv(GERMAN)
+    df.insert(0, "id", np.arange(len(df)))
+    df["y"] = (df.pop("creditability") == "bad").astype(int)
+    return df
+
+
+def split_german(tmp: Path, banks: int = 3, test: bool = False) -> dict[str, pd.DataFrame]:
+    """Germancredit as ``banks`` banks (id % banks), optionally holding out id % 5 == 0 as test.csv.
+
+    The same split as documented in examples/README.md; files go to ``tmp`` only.
+    """
+    df = german_frame()
+    out = {}
+    if test:
+        df[df.id % 5 == 0].to_csv(tmp / "test.csv", index=False)
+        out["test"] = df[df.id % 5 == 0]
+        df = df[df.id % 5 != 0]
+    for k in range(banks):
+        part = df[df.id % banks == k]
+        part.to_csv(tmp / f"bank{k + 1}.csv", index=False)
+        out[f"bank{k + 1}"] = part
+    return out
+
+
+def horizontal_spec(tmp: Path, kind: str, banks: int = 3, task_extra: str = "", test: bool = False,
+                    secure: bool = True) -> Path:
+    ports = free_ports(banks + 1)
+    parts = "".join(f'[parties.bank{k + 1}]\naddress = "127.0.0.1:{ports[k + 1]}"\ndata = "bank{k + 1}.csv"\n'
+                    f'id = "id"\nlabel = "y"\n' for k in range(banks))
+    spec = tmp / "job.toml"
+    spec.write_text(f'[federation]\nname = "german-{kind.replace(".", "-")}"\n[coordinator]\naddress = "127.0.0.1:{ports[0]}"\n'
+                    + parts + f'[task]\nkind = "{kind}"\n{task_extra}\n'
+                    + ('[evaluation]\ntest = "test.csv"\n' if test else "")
+                    + f"[security]\nsecure_aggregation = {'true' if secure else 'false'}\n")
+    return spec
+
+
+def run_in_process(spec_path: Path, out: Path) -> dict:
+    """Every participant's ``run(ctx)`` as threads over the in-memory network."""
+    spec = load_spec(spec_path)
+    task = get_task(spec.task["kind"])
+    names = spec.participants()
+    net = InMemoryNetwork(names, job=spec.job_id, tag_prefixes=task.TAG_PREFIXES, recv_timeout=300)
+
+    def role(name):
+        def go(ch):
+            log = logging.getLogger(f"test.{name}")
+            driver = name == task.driver(spec)
+            ctx = PartyContext(name=name, spec=spec, channel=ch, out=out, log=log,
+                               progress=ProgressLog(out / "progress.jsonl" if driver else None, log))
+            task.run(ctx)
+        return go
+
+    run_roles({p: role(p) for p in names}, network=net, recv_timeout=300)
+    return json.loads((out / "metrics.json").read_text())
+
+
+# -- horizontal --------------------------------------------------------------------------------
+def test_horizontal_woe_iv_equals_pooled_iv(tmp_path):
+    parts = split_german(tmp_path)
+    spec = horizontal_spec(tmp_path, "horizontal.woe", task_extra='categorical = ["installment_rate_in_percentage_of_disposable_income"]')
+    m = run_in_process(spec, tmp_path / "run")
+    pooled = pd.concat(parts.values())
+    rows = m["iv"]["federation"]
+    assert {r["feature"] for r in rows} == set(pooled.columns) - {"id", "y"}
+    assert all({"feature", "iv", "bins", "kind", "selected", "reason"} <= r.keys() for r in rows)
+    doc = json.loads((tmp_path / "run" / "woe" / "bank2.json").read_text())
+    bins = {f: FeatureBins.from_dict(d["bins"]) for f, d in doc["features"].items()}
+    assert bins["installment_rate_in_percentage_of_disposable_income"].kind == "categorical"
+    X = pooled.drop(columns=["id", "y"]).reset_index(drop=True)
+    enc = WoeEncoder().fit_bins(X, pooled["y"].to_numpy(), bins)
+    for r in rows:
+        assert abs(r["iv"] - enc.iv_[r["feature"]]) < 1e-9, r["feature"]
+        assert r["bins"] == bins[r["feature"]].n_bins
+        assert r["selected"] == (r["feature"] in m["selection"]["selected"])
+        if not r["selected"]:
+            assert "IV" in r["reason"] or "corr" in r["reason"]
+    # per-bin tables are the pooled counts; the bank's own IV stays in its own file
+    table = doc["features"]["duration_in_month"]["table"]
+    assert sum(t["n"] for t in table) == len(pooled)
+    assert set(doc["local"]["iv"]) == set(bins) and doc["local"]["n"] == len(parts["bank2"])
+
+
+def test_horizontal_woe_bad_settings_one_line(tmp_path):
+    split_german(tmp_path, banks=2)
+    spec = horizontal_spec(tmp_path, "horizontal.woe", banks=2, task_extra="max_bins = 0")
+    with pytest.raises(ConfigError) as e:
+        load_spec(spec)
+    assert "task.max_bins" in str(e.value) and "\n" not in str(e.value)
+    spec = horizontal_spec(tmp_path, "horizontal.woe", banks=2, task_extra="max_bin = 5")
+    with pytest.raises(ConfigError, match="did you mean 'max_bins'"):
+        load_spec(spec)
+    spec = horizontal_spec(tmp_path, "horizontal.woe", banks=2, task_extra='categorical = ["no_such_column"]')
+    with pytest.raises(FedriskError, match="no_such_column"):
+        run_in_process(spec, tmp_path / "run")
+
+
+# -- vertical ----------------------------------------------------------------------------------
+def vertical_german(tmp: Path, kind: str = "vertical.woe", task_extra: str = "", rule: bool = True) -> tuple[Path, pd.DataFrame]:
+    """Germancredit split by columns: lender (label + 8 columns), payco (6), bureau (6); shuffled, partial overlap."""
+    df = german_frame()
+    cols = [c for c in df.columns if c not in ("id", "y")]
+    split = {"lender": cols[:8], "payco": cols[8:14], "bureau": cols[14:]}
+    rng = np.random.default_rng(3)
+    ports = free_ports(3)
+    parts = []
+    keep_all = np.ones(len(df), dtype=bool)
+    for i, (name, cs) in enumerate(split.items()):
+        keep = rng.random(len(df)) < 0.95
+        keep_all &= keep
+        part = df.loc[keep, ["id"] + (["y"] if name == "lender" else []) + cs].sample(frac=1, random_state=i)
+        part.to_csv(tmp / f"{name}.csv", index=False)
+        parts.append(f'[parties.{name}]\naddress = "127.0.0.1:{ports[i]}"\ndata = "{name}.csv"\nid = "id"\n'
+                     + ('label = "y"\n' if name == "lender" else ""))
+    spec = tmp / "job.toml"
+    spec.write_text(f'[federation]\nname = "german-{kind.replace(".", "-")}"\n' + "".join(parts)
+                    + f'[task]\nkind = "{kind}"\n{task_extra}\n'
+                    + ('[evaluation]\ntest_rule = "id % 5 == 0"\n' if rule else ""))
+    return spec, df[keep_all]
+
+
+def test_vertical_woe_iv_equals_pooled_iv(tmp_path):
+    spec, pooled = vertical_german(tmp_path, task_extra='reveal = "bins"\nkey_bits = 2048')
+    m = run_in_process(spec, tmp_path / "run")
+    train = pooled[pooled.id % 5 != 0]
+    assert m["intersection"]["size"] == len(pooled) and m["rows"] == len(train)
+    y = train["y"].to_numpy()
+    assert set(m["iv"]) == {"lender", "payco", "bureau"}
+    for party in ("lender", "payco", "bureau"):
+        doc = json.loads((tmp_path / "run" / "woe" / f"{party}.json").read_text())
+        own = set(doc["features"])
+        assert own == {r["feature"] for r in m["iv"][party]}  # each party's file: its own features only
+        bins = {f: FeatureBins.from_dict(d["bins"]) for f, d in doc["features"].items()}
+        enc = WoeEncoder().fit_bins(train[list(own)].reset_index(drop=True), y, bins)
+        for r in m["iv"][party]:
+            assert abs(r["iv"] - enc.iv_[r["feature"]]) < 1e-9, (party, r["feature"])
+            assert r["bins"] == bins[r["feature"]].n_bins
+            assert isinstance(r["selected"], bool) and r["reason"]
+        if party != "lender":
+            assert "woe" not in next(iter(doc["features"].values()))  # reveal = "bins" gives no WOE
+    # the label holder's own local binning is the ordinary single-party one
+    lender_feats = [r["feature"] for r in m["iv"]["lender"]]
+    local = WoeEncoder().fit(train[lender_feats].reset_index(drop=True), y)
+    for r in m["iv"]["lender"]:
+        assert abs(r["iv"] - local.iv_[r["feature"]]) < 1e-9
+
+
+def test_vertical_woe_refuses_label_at_feature_holder(tmp_path):
+    spec, _ = vertical_german(tmp_path)
+    df = pd.read_csv(tmp_path / "payco.csv")
+    df["y"] = 0
+    df.to_csv(tmp_path / "payco.csv", index=False)
+    with pytest.raises(DataError, match="payco.*'y'.*must not hold the label"):
+        run_in_process(spec, tmp_path / "run")
+
+
+def test_vertical_woe_simulate_e2e(tmp_path, shared_data):
+    """``fedrisk simulate`` on the default-credit vertical split: processes, mTLS, files, report."""
+    ports = free_ports(2)
+    spec = tmp_path / "job.toml"
+    spec.write_text(textwrap.dedent(f"""
+        [federation]
+        name = "dc-vertical-woe"
+        [parties.lender]
+        address = "127.0.0.1:{ports[0]}"
+        data = "{shared_data / 'default_credit_hetero_guest.csv'}"
+        id = "id"
+        label = "y"
+        [parties.payco]
+        address = "127.0.0.1:{ports[1]}"
+        data = "{shared_data / 'default_credit_hetero_host.csv'}"
+        id = "id"
+        [task]
+        kind = "vertical.woe"
+        [evaluation]
+        test_rule = "id % 5 == 0"
+        """))
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "fedrisk", "simulate", str(spec), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    g = pd.read_csv(shared_data / "default_credit_hetero_guest.csv")
+    h = pd.read_csv(shared_data / "default_credit_hetero_host.csv").set_index("id")
+    train = g[(g.id % 5 != 0) & g.id.isin(h.index)]
+    enc = WoeEncoder().fit(h.loc[train.id].reset_index(drop=True), train["y"].to_numpy())
+    iv = {r["feature"]: r["iv"] for r in m["iv"]["payco"]}
+    assert set(iv) == set(enc.iv_)
+    for f, v in iv.items():
+        assert abs(v - enc.iv_[f]) < 1e-9, f
+    assert json.loads((out / "woe" / "payco.json").read_text())["reveal"] == "iv"
+    ledger = [json.loads(line) for line in (out / "ledger" / "payco.jsonl").read_text().splitlines()]
+    assert {e["kind"] for e in ledger if e["tag"].startswith("vwoe.")} <= {"aggregate", "ciphertext", "metric"}
+    from fedrisk.finance.report import write_report
+
+    html = write_report(out).read_text()
+    assert "Information value by party" in html and "x5" in html
