@@ -53,6 +53,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -194,6 +195,7 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     # leave feature-holder processes waiting for a label holder that never comes
     channel = _open_channel(spec, lh, job_id, certs_dir, work, tuple(mod.INFERENCE_TAG_PREFIXES))
     procs: dict[str, subprocess.Popen] = {}
+    watcher = threading.Event()
     try:
         if spawn:
             env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -206,6 +208,7 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
                 with open(work / "logs" / f"{h}.stderr", "w", encoding="utf-8") as errf:
                     procs[h] = subprocess.Popen(cmd, stdout=errf, stderr=subprocess.STDOUT, env=env)
         channel.start()
+        watcher = _watch_children(procs, channel)
         handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
         idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log)
     except BaseException as e:
@@ -217,6 +220,7 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
                     raise FedriskError(f"feature holder {h!r} inference process failed: {tail[0]}") from e
         raise
     finally:
+        watcher.set()
         channel.close()
         deadline = time.time() + 30
         for pr in procs.values():
@@ -230,6 +234,23 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     if missing:
         log.warning("%d of %d rows are not at every feature holder and were not scored", missing, table.n_rows)
     return int(len(idx))
+
+
+def _watch_children(procs: dict[str, subprocess.Popen], channel) -> threading.Event:
+    """Fail the channel as soon as a spawned feature holder exits with an error (instead of waiting
+    out the receive timeout); returns the event that stops the watcher."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            for name, pr in procs.items():
+                code = pr.poll()
+                if code not in (None, 0):
+                    channel.mailbox.fail(f"feature holder {name!r} inference process exited with code {code}")
+                    return
+
+    threading.Thread(target=watch, name="fedrisk-inference-watch", daemon=True).start()
+    return stop
 
 
 def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Path, session: str,
