@@ -147,6 +147,28 @@ class FixedBaseTable:
             i += 1
         return acc
 
+    def digit_rows(self, count: int) -> list[list[Any]]:
+        """The first ``count`` rows (built if needed): ``rows[i][d] = base ** (d * 2**(window*i))``."""
+        if not 0 <= count <= self.n_rows:
+            raise CryptoError(f"this table has {self.n_rows} rows, {count} asked")
+        return [self._rows[i] or self._row(i) for i in range(count)]
+
+    def random_digits(self, count: int, exp_bits: int) -> np.ndarray:
+        """``count`` fresh uniform exponents in ``[0, 2**exp_bits)`` (OS CSPRNG, one call), as
+        ``(count, ceil(exp_bits / window))`` window digits, least significant first."""
+        import secrets
+
+        w = self.window
+        n_dig = -(-int(exp_bits) // w)
+        if n_dig > self.n_rows:
+            raise CryptoError(f"a {exp_bits}-bit exponent is outside this table's range")
+        nbytes = (int(exp_bits) + 7) // 8
+        raw = np.frombuffer(secrets.token_bytes(count * nbytes), dtype=np.uint8).reshape(count, nbytes)
+        bits = np.unpackbits(raw, axis=1, count=int(exp_bits), bitorder="little")
+        if n_dig * w != exp_bits:
+            bits = np.pad(bits, ((0, 0), (0, n_dig * w - int(exp_bits))))
+        return bits.reshape(count, n_dig, w).astype(np.int64) @ (np.int64(1) << np.arange(w, dtype=np.int64))
+
     def pow_bytes(self, e_le: bytes, start: Any = ONE) -> Any:
         """Same, with the exponent given as little-endian bytes."""
         return self.pow(int.from_bytes(e_le, "little"), start)
@@ -438,7 +460,38 @@ class PublicKey(abc.ABC):
     # -- wire -----------------------------------------------------------------------------------
     def ciphertexts_to_wire(self, cts: Sequence[Any]) -> BigInts:
         """Ciphertexts as fixed-width :class:`BigInts` for the codec."""
-        return BigInts((int(c) for c in cts), width=self.ciphertext_bytes)
+        w = self.ciphertext_bytes
+        try:
+            return BigInts.from_blob(to_bytes(cts, w), w, len(cts))
+        except (OverflowError, TypeError, ValueError):
+            raise CryptoError(f"a ciphertext does not fit {w} bytes (or is negative)") from None
+
+    def encrypt_to_wire(self, plaintexts: Sequence[int] | np.ndarray) -> BigInts:
+        """``ciphertexts_to_wire(encrypt(plaintexts))``; schemes may skip the ``mpz`` round trip."""
+        return self.ciphertexts_to_wire(self.encrypt(plaintexts))
+
+    def encrypt_to_wire_async(self, plaintexts: Sequence[int] | np.ndarray) -> Callable[[], BigInts]:
+        """Start :meth:`encrypt_to_wire`; the returned function waits for and returns the result.
+        Schemes with a pool override it (the default computes now)."""
+        out = self.encrypt_to_wire(plaintexts)
+        return lambda: out
+
+    def ciphertext_block_from_wire(self, data: BigInts) -> bytes:
+        """Validate received ciphertexts like :meth:`ciphertexts_from_wire`, but return them as one
+        block of fixed-width big-endian bytes (the form the process-pool kernels take)."""
+        if not isinstance(data, BigInts):
+            raise CryptoError(f"expected ciphertexts as BigInts, got {type(data).__name__}")
+        w = self.ciphertext_bytes
+        if data.width != w:
+            raise CryptoError(f"ciphertexts are {data.width} bytes wide; this {self.scheme} key uses {w}")
+        blob = data.to_bytes()
+        # fixed-width big-endian: byte order is numeric order, so 0 < c < N is two comparisons
+        top, zero = int(self.ciphertext_modulus).to_bytes(w, "big"), bytes(w)
+        for i in range(0, len(blob), w):
+            c = blob[i:i + w]
+            if c >= top or c == zero:
+                raise CryptoError(f"ciphertext {i // w} is outside [1, N) for this {self.scheme} key")
+        return blob
 
     def ciphertexts_from_wire(self, data: BigInts) -> Ciphertexts:
         """Validate and convert received :class:`BigInts` back to ciphertexts.
@@ -453,7 +506,7 @@ class PublicKey(abc.ABC):
         if data.width != self.ciphertext_bytes:
             raise CryptoError(f"ciphertexts are {data.width} bytes wide; this {self.scheme} key uses {self.ciphertext_bytes}")
         m = self.ciphertext_modulus
-        out = [mpz(v) for v in data.values]
+        out = from_bytes(data.to_bytes(), data.width)
         for i, c in enumerate(out):
             if not 0 < c < m:
                 raise CryptoError(f"ciphertext {i} is outside [1, N) for this {self.scheme} key")
@@ -480,6 +533,22 @@ class PrivateKey(abc.ABC):
     def encrypt(self, plaintexts: Sequence[int] | np.ndarray) -> Ciphertexts:
         """Encrypt with the public key (schemes override with a faster key-owner path)."""
         return self.public_key.encrypt(plaintexts)
+
+    def _owner_encrypts(self) -> bool:
+        return type(self).encrypt is not PrivateKey.encrypt
+
+    def encrypt_to_wire(self, plaintexts: Sequence[int] | np.ndarray) -> BigInts:
+        """Key-owner :meth:`PublicKey.encrypt_to_wire` (through the owner's faster path if any)."""
+        if self._owner_encrypts():
+            return self.public_key.ciphertexts_to_wire(self.encrypt(plaintexts))
+        return self.public_key.encrypt_to_wire(plaintexts)
+
+    def encrypt_to_wire_async(self, plaintexts: Sequence[int] | np.ndarray) -> Callable[[], BigInts]:
+        """Key-owner :meth:`PublicKey.encrypt_to_wire_async` (through the owner's faster path if any)."""
+        if self._owner_encrypts():
+            out = self.encrypt_to_wire(plaintexts)
+            return lambda: out
+        return self.public_key.encrypt_to_wire_async(plaintexts)
 
     def encrypt_floats(self, values: np.ndarray | Sequence[float], precision: int = DEFAULT_PRECISION) -> Ciphertexts:
         """Key-owner :meth:`PublicKey.encrypt_floats`."""

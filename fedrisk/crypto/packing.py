@@ -153,6 +153,37 @@ class SlotPacking:
         if n_terms > self.max_terms:
             raise CryptoError(f"summing {n_terms} packed values could overflow: the layout was sized for {self.max_terms}")
 
+    @property
+    def slot_bounds(self) -> tuple[int, ...]:
+        """Largest magnitude of one encoded term per slot (``floor(max_abs * 2**precision) + 1``)."""
+        return tuple(int(math.floor(math.ldexp(b, self.precision))) + 1 for b in self.max_abs)
+
+    def slot_ints(self, values: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        """The signed fixed-point slot integers :meth:`pack` combines, ``(n, n_slots)`` int64.
+
+        Same checks as :meth:`pack`; ``pack(values)[i] == sum_j out[i, j] << (j * slot_bits)``.
+        """
+        arr = self._checked(values)
+        if max(self.slot_bounds) >= 2**62:
+            raise CryptoError("slot values do not fit int64; use pack()")
+        out = np.rint(np.ldexp(arr, self.precision)).astype(np.int64)
+        return out
+
+    def _checked(self, values: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != self.n_slots:
+            raise CryptoError(f"packing expects values of shape (n, {self.n_slots}), got {np.shape(values)}")
+        bounds = np.asarray(self.max_abs)
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(arr) <= bounds)
+        if bad.any():
+            i, j = map(int, np.argwhere(bad)[0])
+            raise CryptoError(f"value {arr[i, j]!r} in row {i}, slot {j} exceeds the slot bound {self.max_abs[j]}; "
+                              "clip it or build the packing with a larger max_abs")
+        return arr
+
     def pack(self, values: np.ndarray | Sequence[Sequence[float]]) -> list[int]:
         """Encode rows of ``n_slots`` floats into one signed integer each.
 
@@ -166,18 +197,7 @@ class SlotPacking:
         CryptoError
             If the shape is wrong or a value is non-finite or above its slot's ``max_abs``.
         """
-        arr = np.asarray(values, dtype=np.float64)
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[1] != self.n_slots:
-            raise CryptoError(f"packing expects values of shape (n, {self.n_slots}), got {np.shape(values)}")
-        bounds = np.asarray(self.max_abs)
-        with np.errstate(invalid="ignore"):
-            bad = ~(np.abs(arr) <= bounds)
-        if bad.any():
-            i, j = map(int, np.argwhere(bad)[0])
-            raise CryptoError(f"value {arr[i, j]!r} in row {i}, slot {j} exceeds the slot bound {self.max_abs[j]}; "
-                              "clip it or build the packing with a larger max_abs")
+        arr = self._checked(values)
         k = self.slot_bits
         cols = [fixed_point.encode(arr[:, j], self.precision) for j in range(self.n_slots)]
         out = cols[-1]

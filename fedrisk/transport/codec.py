@@ -73,43 +73,79 @@ class BigInts(Sequence[int]):
 
     ``width`` is bytes per value; when omitted it is the smallest width that fits the largest
     value. Ciphertexts should pass the modulus width so that sizes leak nothing about values.
+
+    Either form is kept lazily: built from values it makes the byte block on first
+    :meth:`to_bytes`; decoded (or made with :meth:`from_blob`) it keeps the byte block and makes
+    Python ints only when :attr:`values` is read, so ciphertexts can go from a worker's bytes to
+    the wire, and from the wire to a worker, without a per-value conversion.
     """
 
-    __slots__ = ("values", "width")
+    __slots__ = ("_values", "_blob", "width", "_count")
 
     def __init__(self, values: Iterable[Any], width: int | None = None) -> None:
-        self.values = [int(v) for v in values]
-        if any(v < 0 for v in self.values):
+        vals = [int(v) for v in values]
+        if any(v < 0 for v in vals):
             raise CodecError("BigInts holds non-negative integers only")
-        need = max((v.bit_length() for v in self.values), default=8)
+        need = max((v.bit_length() for v in vals), default=8)
         need = max(1, (need + 7) // 8)
         if width is None:
             width = need
         elif width < need:
             raise CodecError(f"BigInts width {width} bytes is too small for a {need}-byte value")
+        self._values: list[int] | None = vals
+        self._blob: bytes | None = None
+        self._count = len(vals)
         self.width = int(width)
 
+    @property
+    def values(self) -> list[int]:
+        if self._values is None:
+            w, data = self.width, self._blob
+            fb = int.from_bytes
+            self._values = [fb(data[i * w : (i + 1) * w], "big") for i in range(self._count)]
+        return self._values
+
     def __len__(self) -> int:
-        return len(self.values)
+        return self._count
 
     def __getitem__(self, i):  # type: ignore[override]
         return self.values[i]
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, BigInts) and self.values == other.values
+        if not isinstance(other, BigInts):
+            return False
+        if self._blob is not None and other._blob is not None and self.width == other.width:
+            return self._count == other._count and self._blob == other._blob
+        return self.values == other.values
 
     def __repr__(self) -> str:
-        return f"BigInts(n={len(self.values)}, width={self.width})"
+        return f"BigInts(n={self._count}, width={self.width})"
 
     def to_bytes(self) -> bytes:
-        w = self.width
-        return b"".join(v.to_bytes(w, "big") for v in self.values)
+        """The values as one block of ``len(self) * width`` big-endian bytes."""
+        if self._blob is None:
+            w = self.width
+            self._blob = b"".join(v.to_bytes(w, "big") for v in self._values or [])
+        return self._blob
 
     @classmethod
     def from_bytes(cls, data: bytes, width: int, count: int) -> "BigInts":
+        return cls.from_blob(data, width, count)
+
+    @classmethod
+    def from_blob(cls, data: bytes, width: int, count: int | None = None) -> "BigInts":
+        """Wrap ``count`` big-endian values of ``width`` bytes each (no per-value work)."""
+        width = int(width)
+        if width <= 0 or (count is None and len(data) % width):
+            raise CodecError(f"BigInts block of {len(data)} bytes is not a multiple of width {width}")
+        count = len(data) // width if count is None else int(count)
+        if count * width != len(data):
+            raise CodecError(f"BigInts width {width} x count {count} does not match {len(data)} bytes")
         out = cls.__new__(cls)
         out.width = width
-        out.values = [int.from_bytes(data[i * width : (i + 1) * width], "big") for i in range(count)]
+        out._count = count
+        out._blob = bytes(data)
+        out._values = None
         return out
 
 

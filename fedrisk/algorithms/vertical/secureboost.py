@@ -71,7 +71,22 @@ skips each feature's most populous bin (about half the rows of a low-cardinality
 derives it from the node total; each level is one batched bin-sum over the crypto process pool;
 H compresses every level's bin sums into as few ciphertexts as the plaintext space holds, and L
 decrypts each level in one batch on the crypto thread pool. Encryption (one per row and tree)
-dominates: about 80 us per row and core at 2048 bits.
+dominates; it is split in two (see :mod:`fedrisk.crypto.okamoto_uchiyama`): the obfuscators
+``h^r`` (16 of ~18 modular multiplications, independent of the data) for tree ``t+1`` are queued on
+L's pool right behind tree ``t``'s chunks, so L's workers make them while the tree's levels are
+built instead of idling; each is used for exactly one ciphertext (:class:`_Obfuscators`). At the
+critical moment only ``g^m`` remains, two multiplications through per-slot tables of ``g^v``. All
+chunks of a tree are queued at once, and ciphertexts go from L's workers to the wire and from the
+wire to H's workers as fixed-width bytes (no per-value conversion in the main processes).
+
+H's histograms are computed in two stages (:func:`_group_cells`): features are grouped (greedy,
+on H's own bins, once), rows with equal bins in every feature of a group form a cell, each cell is
+the product of its rows' ciphertexts, and each bin sum the product of its cells. The results are
+the same residues as one multiplication per (row, feature), with 35-60% fewer multiplications
+(correlated and low-cardinality columns share cells). Nothing about the grouping leaves H.
+
+Measured (benchmarks/run.py vertical-secureboost, 2 cores, 24k rows, 30 trees, OU 2048): training
+~46-48 s, ~97 CPU-s before these changes; ~30 s, ~70-75 CPU-s after (wall depends on other load).
 """
 from __future__ import annotations
 
@@ -235,8 +250,8 @@ def _int_array(x: Any, who: str, what: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Kernels: pure functions over ints/bytes chunks, run in the crypto pool (fedrisk.crypto.workers)
 # ---------------------------------------------------------------------------------------------
-#: (rows x features) below which a level's histogram runs inline instead of in the pool
-_POOL_HIST_AT = 20_000
+#: (row, cell) + (cell, slot) entries below which a histogram batch runs inline instead of in the pool
+_POOL_HIST_AT = 4_000
 #: rows per streamed chunk of encrypted gradients
 _CHUNK_ROWS = 6_000
 
@@ -246,47 +261,227 @@ def encrypt_rows(private_key: Any, plaintexts: list[int]) -> list:
     return private_key.encrypt(plaintexts)
 
 
-def _level_hist_kernel(modulus: int, width: int, n_out: int, parts: Sequence[tuple[bytes, np.ndarray]]) -> bytes:
-    """Homomorphic sums ``out[t] = prod cts[i]`` over every (row i, slot t) pair of ``targets``.
+def _run_products(m: Any, vals: list, keys: np.ndarray) -> tuple[np.ndarray, list]:
+    """Products of ``vals`` grouped by equal ``keys`` (any order): ``(distinct keys, products)``.
 
-    ``parts`` holds ``(ciphertext bytes of k rows, (k, n_features) int32 targets)``; a target of
-    -1 is skipped (the label holder derives that bin from the node total). One modular
-    multiplication per non-skipped (row, feature).
+    A group of ``k`` values costs ``k - 1`` modular multiplications (no multiplication by 1).
+    """
+    if not len(vals):
+        return keys[:0], []
+    order = np.argsort(keys, kind="stable")
+    ks = keys[order]
+    starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    ordered = [vals[i] for i in order.tolist()]
+    bounds = starts.tolist() + [len(ordered)]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        acc = ordered[lo]
+        for c in ordered[lo + 1:hi]:
+            acc = acc * c % m
+        out.append(acc)
+    return ks[starts], out
+
+
+def _level_hist_kernel(modulus: int, width: int, n_out: int, parts: Sequence[tuple]) -> bytes:
+    """Homomorphic sums ``out[t]`` = product of the ciphertexts of every row that feeds slot ``t``.
+
+    Two stages per part ``(ciphertext bytes of k rows, row_cell (E1,) rows, cell ids (E1,),
+    cell_slot cells (E2,), slots (E2,))``: first every cell (rows sharing the bins of a group of
+    features) is the product of its rows' ciphertexts, then every output slot (node, feature, bin)
+    is the product of the cells that fall in it. Rows of a cell whose bins are all skipped never
+    appear. The result is the same residue as multiplying each row into each of its slots, with
+    far fewer multiplications when features are grouped (see :func:`_group_cells`).
     """
     from gmpy2 import mpz
 
     from fedrisk.crypto.additive import from_bytes, to_bytes
 
     m = mpz(modulus)
-    one = mpz(1)
-    acc = [one] * n_out
-    for blob, targets in parts:
+    out: list = [None] * n_out
+    for blob, e_rows, e_cells, c_cells, c_slots in parts:
         cts = from_bytes(blob, width)
-        for c, row in zip(cts, targets.tolist()):
-            for t in row:
-                if t >= 0:
-                    acc[t] = acc[t] * c % m
-    return to_bytes(acc, width)
+        cell_ids, cell_vals = _run_products(m, [cts[i] for i in e_rows.tolist()], e_cells)
+        if not cell_vals:
+            continue
+        # stage 2 over the cells this part holds
+        n_cells = int(max(int(cell_ids.max()), int(c_cells.max()) if c_cells.size else 0)) + 1
+        where = np.full(n_cells, -1, dtype=np.int64)
+        where[cell_ids] = np.arange(len(cell_ids))
+        pos = where[c_cells]
+        keep = pos >= 0
+        slots, prods = _run_products(m, [cell_vals[i] for i in pos[keep].tolist()], c_slots[keep])
+        for s, v in zip(slots.tolist(), prods):
+            o = out[s]
+            out[s] = v if o is None else o * v % m
+    one = mpz(1)
+    return to_bytes([one if v is None else v for v in out], width)
 
 
-def level_histograms(pub: Any, cts: Sequence[Any], targets: np.ndarray, n_out: int) -> list:
-    """Encrypted sums for one tree level: ``targets[i, f]`` = output slot of row ``i``, feature ``f``.
+class _LevelPlan:
+    """Rows, cells and slots of one histogram batch (one tree level, or one streamed root chunk).
 
-    Runs over the crypto process pool when the level is large (rows split across workers, partial
-    sums multiplied together here); inline otherwise.
+    ``gi``: positions into the tree's ciphertexts of the rows used (sorted by node); ``e_rows`` /
+    ``e_cells``: which row (index into ``gi``) goes into which cell; ``c_cells`` / ``c_slots``:
+    which cell goes into which output slot.
+    """
+
+    def __init__(self) -> None:
+        self.gi: list[np.ndarray] = []
+        self.e_rows: list[np.ndarray] = []
+        self.e_cells: list[np.ndarray] = []
+        self.c_cells: list[np.ndarray] = []
+        self.c_slots: list[np.ndarray] = []
+        self.n_rows = 0
+        self.n_cells = 0
+
+    def add_node(self, gi: np.ndarray, b: np.ndarray, skip: np.ndarray, offs: np.ndarray,
+                 groupings: Sequence[Sequence[np.ndarray]], strides: Sequence[Sequence[np.ndarray]]) -> None:
+        """Add one node's rows ``gi`` with bins ``b`` (rows x features); ``offs`` = its first slot per feature."""
+        best = None
+        for grouping, strd in zip(groupings, strides):
+            plan = _group_cells(b, skip, grouping, strd)
+            if best is None or plan[0] < best[0]:
+                best = plan
+        _, pieces = best
+        for rows_local, cells_local, n_cells, cell_bins, feats in pieces:
+            self.e_rows.append(rows_local + self.n_rows)
+            self.e_cells.append(cells_local + self.n_cells)
+            slot = cell_bins + offs[feats][None, :]
+            slot[cell_bins == skip[feats][None, :]] = -1
+            cc = np.repeat(np.arange(n_cells, dtype=np.int64) + self.n_cells, len(feats))
+            ss = slot.ravel()
+            ok = ss >= 0
+            self.c_cells.append(cc[ok])
+            self.c_slots.append(ss[ok])
+            self.n_cells += n_cells
+        self.gi.append(gi)
+        self.n_rows += len(gi)
+
+
+def _group_cells(b: np.ndarray, skip: np.ndarray, grouping: Sequence[np.ndarray], strides: Sequence[np.ndarray]):
+    """Cells of one node under one feature grouping, and the modular multiplications they cost.
+
+    For a group ``G`` of features, a cell is the set of the node's rows with equal bins in every
+    feature of ``G``; rows whose bins are the skipped bin in all of ``G`` are left out.
+    Returns ``(cost, [(rows, cell of each row, number of cells, (cells x |G|) bins, G), ...])``.
+    """
+    cost = 0
+    pieces = []
+    for feats, strd in zip(grouping, strides):
+        bg = b[:, feats]
+        need = ~(bg == skip[feats][None, :]).all(axis=1)
+        rows = np.flatnonzero(need)
+        key = bg[rows].astype(np.int64) @ strd
+        space = int(strd[0]) * (int(bg.max()) + 1) if len(rows) else 1
+        if space <= 4 * len(rows) + 4096:
+            # counting instead of sorting: linear in rows + key space
+            cnt = np.bincount(key, minlength=space)
+            u = np.flatnonzero(cnt)
+            lookup = np.zeros(space, dtype=np.int64)
+            lookup[u] = np.arange(len(u))
+            inv = lookup[key]
+        else:
+            u, inv = np.unique(key, return_inverse=True)
+            inv = inv.ravel()
+        cell_bins = (u[:, None] // strd[None, :]) % (np.int64(1) << 62)
+        if len(feats) > 1:
+            cell_bins[:, 1:] = cell_bins[:, 1:] % (strd[:-1] // strd[1:])[None, :]
+        cost += len(rows) - len(u)
+        for j in range(len(feats)):
+            cost += int((cell_bins[:, j] != skip[feats[j]]).sum())
+        pieces.append((rows, inv.astype(np.int64), len(u), cell_bins, feats))
+    return cost, pieces
+
+
+def _greedy_grouping(bins: np.ndarray, nb: np.ndarray, skip: np.ndarray) -> list[np.ndarray]:
+    """Group features so that summing cells first saves the most multiplications on ``bins``' rows.
+
+    Greedy: start from single features, merge the two groups whose merge saves most, repeat.
+    Mixed-radix cell keys must fit in int64.
+    """
+    groups = [[f] for f in range(bins.shape[1])]
+
+    def cost(g: list[int]) -> int:
+        fs = np.array(g)
+        return _group_cells(bins, skip, [fs], [_strides(nb, fs)])[0]
+
+    costs = {tuple(g): cost(g) for g in groups}
+    while len(groups) > 1:
+        best = None
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                g = groups[i] + groups[j]
+                if float(np.prod(nb[g].astype(np.float64))) >= 2.0 ** 62:
+                    continue
+                c = costs.get(tuple(g))
+                if c is None:
+                    c = costs[tuple(g)] = cost(g)
+                s = costs[tuple(groups[i])] + costs[tuple(groups[j])] - c
+                if s > 0 and (best is None or s > best[0]):
+                    best = (s, i, j)
+        if best is None:
+            break
+        _, i, j = best
+        groups = [g for k, g in enumerate(groups) if k not in (i, j)] + [groups[i] + groups[j]]
+    return [np.array(g, dtype=np.int64) for g in groups]
+
+
+def _candidate_groupings(bins: np.ndarray, nb: np.ndarray, skip: np.ndarray) -> list[list[np.ndarray]]:
+    """Feature groupings tried for every node: greedy on all rows, greedy on a small sample (deep
+    nodes have few rows, so fewer shared cells), and single features."""
+    n = len(bins)
+    out = [_greedy_grouping(bins, nb, skip)]
+    if n > 2000:
+        sub = np.random.default_rng(0).choice(n, size=max(1000, n // 8), replace=False)
+        out.append(_greedy_grouping(bins[sub], nb, skip))
+    out.append([np.array([f], dtype=np.int64) for f in range(bins.shape[1])])
+    uniq, seen = [], set()
+    for g in out:
+        key = tuple(sorted(tuple(x.tolist()) for x in g))
+        if key not in seen:
+            seen.add(key)
+            uniq.append(g)
+    return uniq
+
+
+def _strides(nb: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    s = np.ones(len(feats), dtype=np.int64)
+    for j in range(len(feats) - 2, -1, -1):
+        s[j] = s[j + 1] * int(nb[feats[j + 1]])
+    return s
+
+
+def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> list:
+    """Encrypted sums for one histogram batch (see :class:`_LevelPlan`): ``n_out`` ciphertexts.
+
+    ``block`` holds the ciphertexts of ``plan``'s rows, in plan order, as fixed-width big-endian
+    bytes. Runs over the crypto process pool when the batch is large (rows split across workers,
+    partial sums multiplied together here); inline otherwise.
     """
     from gmpy2 import mpz
 
-    from fedrisk.crypto.additive import from_bytes, map_chunks, to_bytes, worker_count
+    from fedrisk.crypto.additive import from_bytes, map_chunks, worker_count
 
     w = pub.ciphertext_bytes
     m = pub.ciphertext_modulus
-    n = len(cts)
+    n = len(block) // w
+    e_rows = np.concatenate(plan.e_rows) if plan.e_rows else np.zeros(0, dtype=np.int64)
+    e_cells = np.concatenate(plan.e_cells) if plan.e_cells else np.zeros(0, dtype=np.int64)
+    c_cells = np.concatenate(plan.c_cells) if plan.c_cells else np.zeros(0, dtype=np.int64)
+    c_slots = np.concatenate(plan.c_slots) if plan.c_slots else np.zeros(0, dtype=np.int64)
     workers = worker_count()
-    if n * targets.shape[1] < _POOL_HIST_AT or workers < 2 or n < 2 * workers:
-        return from_bytes(_level_hist_kernel(int(m), w, n_out, [(to_bytes(cts, w), targets)]), w)
+    if len(e_rows) + len(c_cells) < _POOL_HIST_AT or workers < 2 or n < 2 * workers:
+        return from_bytes(_level_hist_kernel(int(m), w, n_out, [(block, e_rows, e_cells, c_cells, c_slots)]), w)
     size = -(-n // workers)
-    parts = [(to_bytes(cts[lo:lo + size], w), targets[lo:lo + size]) for lo in range(0, n, size)]
+    parts = []
+    for lo in range(0, n, size):
+        hi = min(n, lo + size)
+        sel = (e_rows >= lo) & (e_rows < hi)
+        cells = e_cells[sel]
+        present = np.zeros(plan.n_cells, dtype=bool)
+        present[cells] = True
+        keep = present[c_cells]
+        parts.append((block[lo * w:hi * w], e_rows[sel] - lo, cells, c_cells[keep], c_slots[keep]))
     blobs = map_chunks(_level_hist_kernel, (int(m), w, n_out), parts, tasks_per_worker=1)
     out = from_bytes(blobs[0], w)
     for b in blobs[1:]:
@@ -354,6 +549,39 @@ class _Node:
     n_grad: int = 0
     host_hist: dict[str, np.ndarray] = field(default_factory=dict)
     parent: int = -1
+
+
+class _Obfuscators:
+    """Queue of precomputed OU obfuscators ``h^r`` of the label holder (single use each).
+
+    :meth:`prefetch` starts fresh ones on the crypto pool; :meth:`take` hands out exactly ``k``
+    of them and forgets them, or ``None`` if fewer than ``k`` were prefetched (the caller then
+    encrypts with fresh randomness made on the spot), so no obfuscator is ever used twice.
+    """
+
+    def __init__(self, pub: Any) -> None:
+        self.pub = pub
+        self.w = pub.ciphertext_bytes
+        self.pending: list[Callable[[], bytes]] = []
+        self.n_pending = 0
+        self.buf = b""
+
+    def prefetch(self, count: int) -> None:
+        size = -(-count // 8)
+        for lo in range(0, count, size):
+            self.pending.extend(self.pub.obfuscators_async(min(size, count - lo), tasks=1))
+        self.n_pending += count
+
+    def take(self, k: int) -> bytes | None:
+        need = k * self.w
+        if len(self.buf) + self.n_pending * self.w < need:
+            return None
+        while len(self.buf) < need:
+            blob = self.pending.pop(0)()
+            self.n_pending -= len(blob) // self.w
+            self.buf += blob
+        out, self.buf = self.buf[:need], self.buf[need:]
+        return out
 
 
 class SecureBoostLabelHolder:
@@ -438,6 +666,7 @@ class SecureBoostLabelHolder:
             binner = QuantileBinner(p.max_bin).fit(X[train_pos])
             bins = binner.transform(X)
         self._setup(channel, hosts, n, len(train_pos))
+        self._obf = _Obfuscators(self.pub) if hosts and hasattr(self.pub, "obfuscators_async") else None
         base = base_score(y[train_pos])
         margin = np.full(n, base)
         scale = float(2 ** p.precision)
@@ -459,11 +688,28 @@ class SecureBoostLabelHolder:
                 for hh in hosts:
                     self.ph.send(channel, hh, f"sb.t{t}.grad", {"rows": rows.astype(np.int64), "chunks": len(spans)},
                                  "plaintext-by-design")
-                for k, (lo, hi) in enumerate(spans):
+                # every chunk is queued on the crypto pool at once, so the workers encrypt chunk k+1
+                # while chunk k is sent; the workers' ciphertext bytes go to the wire as they are
+                with self.ph("encryption"):
+                    pending = []
+                    for lo, hi in spans:
+                        gh = np.column_stack([g[rows[lo:hi]], h[rows[lo:hi]]])
+                        obf = self._obf.take(hi - lo) if self._obf is not None else None
+                        if hasattr(self.pub, "encrypt_slots_to_wire_async"):
+                            # same ciphertexts as encrypting pack(gh), g^m made slot by slot
+                            pending.append(self.pub.encrypt_slots_to_wire_async(
+                                self.packing.slot_ints(gh), self.packing.slot_bits, self.packing.slot_bounds, obf))
+                        elif obf is not None:
+                            pending.append(self.pub.encrypt_to_wire_async(self.packing.pack(gh), obf))
+                        else:
+                            pending.append(self.priv.encrypt_to_wire_async(self.packing.pack(gh)))
+                    if self._obf is not None and t + 1 < p.n_trees:
+                        # the next tree's h^r, made by the workers while this tree's levels are
+                        # built (they would idle); queued behind this tree's chunks
+                        self._obf.prefetch(len(rows))
+                for k, wait in enumerate(pending):
                     with self.ph("encryption"):
-                        part = rows[lo:hi]
-                        cts = encrypt_rows(self.priv, self.packing.pack(np.column_stack([g[part], h[part]])))
-                        wire = self.pub.ciphertexts_to_wire(cts)
+                        wire = wait()
                     for hh in hosts:
                         self.ph.send(channel, hh, f"sb.t{t}.grad.{k}", {"cts": wire}, "ciphertext")
             tree, leaf_of = self._grow(channel, [] if local else hosts, t, bins, binner, g, h, is_grad, tp)
@@ -736,6 +982,10 @@ class SecureBoostFeatureHolder:
         if packing.slot_bits != setup["slot_bits"]:
             raise ProtocolError(f"{who} sent an inconsistent slot layout")
         ph.send(ch, lh, "sb.bins", {"n_bins": nb.astype(np.int64), "skip": skip}, "plaintext-by-design")
+        with ph("binning"):
+            # local only (nothing is sent): which features to sum together, see _group_cells
+            groupings = _candidate_groupings(bins, nb, skip)
+            strides = [[_strides(nb, fs) for fs in g] for g in groupings]
         trees: list[dict] = []
         t = 0
         while True:
@@ -757,22 +1007,29 @@ class SecureBoostFeatureHolder:
             if not isinstance(n_chunks, int) or not 1 <= n_chunks <= len(rows):
                 raise ProtocolError(f"{who} announced {n_chunks!r} gradient chunks for {len(rows)} rows")
             bins_grad = bins[rows]
-            root_targets = bins_grad.astype(np.int32) + offs.astype(np.int32)
-            root_targets[bins_grad == skip] = -1
             # the root histogram is summed chunk by chunk as the label holder streams them
-            cts: list = []
+            # ciphertexts stay fixed-width bytes here (validated on arrival); only workers make mpz
+            w = pub.ciphertext_bytes
+            blocks: list[bytes] = []
+            n_got = 0
             root_hist: list | None = None
             m = pub.ciphertext_modulus
             for k in range(n_chunks):
-                part = pub.ciphertexts_from_wire(ph.recv(ch, lh, f"sb.t{t}.grad.{k}").get("cts"))
-                if len(cts) + len(part) > len(rows):
+                part = pub.ciphertext_block_from_wire(ph.recv(ch, lh, f"sb.t{t}.grad.{k}").get("cts"))
+                k_rows = len(part) // w
+                if n_got + k_rows > len(rows):
                     raise ProtocolError(f"{who} sent more ciphertexts than the {len(rows)} announced rows")
                 with ph("histogram"):
-                    ph_part = level_histograms(pub, part, root_targets[len(cts):len(cts) + len(part)], per_node)
+                    plan = _LevelPlan()
+                    plan.add_node(np.arange(k_rows), bins_grad[n_got:n_got + k_rows], skip, offs, groupings, strides)
+                    ph_part = level_histograms(pub, part, plan, per_node)
                     root_hist = ph_part if root_hist is None else [x * y % m for x, y in zip(root_hist, ph_part)]
-                cts.extend(part)
-            if len(cts) != len(rows):
-                raise ProtocolError(f"{who} sent {len(cts)} ciphertexts for {len(rows)} rows")
+                blocks.append(part)
+                n_got += k_rows
+            if n_got != len(rows):
+                raise ProtocolError(f"{who} sent {n_got} ciphertexts for {len(rows)} rows")
+            cts = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(len(rows), w)
+            del blocks
             grad_index = np.full(n, -1, dtype=np.int64)
             grad_index[rows] = np.arange(len(rows))
             node_rows: dict[int, np.ndarray] = {0: np.arange(n)}
@@ -791,18 +1048,13 @@ class SecureBoostFeatureHolder:
                     flat = root_hist
                 else:
                     with ph("histogram"):
-                        gis, tgts = [], []
+                        plan = _LevelPlan()
                         for k, node in enumerate(build):
                             gi = grad_index[node_rows[node]]
                             gi = gi[gi >= 0]
-                            b = bins_grad[gi]
-                            tg = b.astype(np.int32) + (offs + k * per_node).astype(np.int32)
-                            tg[b == skip] = -1
-                            gis.append(gi)
-                            tgts.append(tg)
-                        gi_all = np.concatenate(gis)
-                        flat = level_histograms(pub, [cts[i] for i in gi_all.tolist()],
-                                                np.ascontiguousarray(np.concatenate(tgts)), per_node * len(build))
+                            plan.add_node(gi, bins_grad[gi], skip, offs + k * per_node, groupings, strides)
+                        gi_all = np.concatenate(plan.gi)
+                        flat = level_histograms(pub, cts[gi_all].tobytes(), plan, per_node * len(build))
                 with ph("compression"):
                     comp, _ = compress(pub, packing, flat)
                 ph.send(ch, lh, f"sb.t{t}.d{depth}.hist", {"nodes": np.array(build, dtype=np.int64),
