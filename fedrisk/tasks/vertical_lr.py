@@ -41,10 +41,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
 from fedrisk.algorithms.vertical.hetero_lr import HeteroLRConfig, score, sigmoid, train
-from fedrisk.errors import ConfigError, DataError
+from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext, write_json
 from fedrisk.runtime.spec import JobSpec, parse_test_rule
 from fedrisk.runtime.tasks import parse_params
+from fedrisk.tasks.vertical_roles import driver, load_table, model_file, roles, validate_vertical  # noqa: F401 (hooks)
 
 KIND = "vertical.lr"
 FORMAT = "fedrisk.vertical.lr"
@@ -72,42 +73,7 @@ class Params(BaseModel):
 
 def validate_spec(spec: JobSpec, where: str) -> None:
     parse_params(Params, spec.task, where)
-    holders = spec.label_holders()
-    if len(holders) != 1:
-        raise ConfigError(f"{where}: {KIND} needs exactly one party with label = '...' (the label holder); "
-                          f"found {len(holders)}: {holders}")
-    if len(spec.parties) < 2:
-        raise ConfigError(f"{where}: {KIND} needs at least one feature holder besides the label holder")
-    if spec.coordinator is not None:
-        raise ConfigError(f"{where}: {KIND} has no coordinator (the label holder drives); remove the [coordinator] table")
-    if spec.evaluation.test is not None:
-        raise ConfigError(f"{where}: vertical jobs split by id; use evaluation.test_rule = 'id % 5 == 0', not evaluation.test")
-
-
-def driver(spec: JobSpec) -> str:
-    return spec.label_holders()[0]
-
-
-def roles(spec: JobSpec) -> tuple[str, list[str]]:
-    lh = driver(spec)
-    return lh, [p for p in spec.parties if p != lh]
-
-
-def model_file(party: str, label_holder: str) -> str:
-    return "model.json" if party == label_holder else f"model-{party}.json"
-
-
-def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None):
-    """Load a party's file with the vertical rules (a feature holder must not hold the label)."""
-    from fedrisk.data.loading import load_party_table
-
-    p = spec.parties[name]
-    lh = driver(spec)
-    forbid = spec.parties[lh].label if name != lh else None
-    return load_party_table(path or spec.data_path(name), party=name, id_col=p.id,
-                            label_col=p.label if name == lh else None, features=features if features else p.features,
-                            exclude=p.exclude if not features else (), missing=p.missing, forbid_label=forbid,
-                            require_label=require_label)
+    validate_vertical(spec, where, KIND)
 
 
 def _standardise(ctx_name: str, X: np.ndarray, names: list[str], is_lh: bool) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:

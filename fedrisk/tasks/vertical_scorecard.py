@@ -67,7 +67,8 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec, parse_test_rule
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
-from fedrisk.tasks.vertical_woe import aligned_frames, driver, holder_iv_rows, local_woe, roles, validate_vertical
+from fedrisk.tasks.vertical_roles import driver, roles, validate_vertical  # noqa: F401 (hooks)
+from fedrisk.tasks.vertical_woe import aligned_frames, holder_iv_rows, local_woe
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "PointsPart", "validate_spec",

@@ -35,11 +35,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from fedrisk.errors import ConfigError, DataError
+from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec, parse_test_rule
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
+from fedrisk.tasks.vertical_roles import driver, roles, validate_vertical  # noqa: F401 (hooks)
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "roles", "aligned_frames"]
 
@@ -55,31 +56,9 @@ class Params(BinningParams):
     key_bits: Literal[2048, 3072] = 2048
 
 
-def validate_vertical(spec: JobSpec, where: str, kind: str) -> None:
-    holders = spec.label_holders()
-    if len(holders) != 1:
-        raise ConfigError(f"{where}: {kind} needs exactly one party with label = '...' (the label holder); "
-                          f"found {len(holders)}: {holders}")
-    if len(spec.parties) < 2:
-        raise ConfigError(f"{where}: {kind} needs at least one feature holder besides the label holder")
-    if spec.coordinator is not None:
-        raise ConfigError(f"{where}: {kind} has no coordinator (the label holder drives); remove the [coordinator] table")
-    if spec.evaluation.test is not None:
-        raise ConfigError(f"{where}: vertical jobs split by id; use evaluation.test_rule = 'id % 5 == 0', not evaluation.test")
-
-
 def validate_spec(spec: JobSpec, where: str) -> None:
     parse_params(Params, spec.task, where)
     validate_vertical(spec, where, KIND)
-
-
-def driver(spec: JobSpec) -> str:
-    return spec.label_holders()[0]
-
-
-def roles(spec: JobSpec) -> tuple[str, list[str]]:
-    lh = driver(spec)
-    return lh, [p for p in spec.parties if p != lh]
 
 
 def aligned_frames(ctx: PartyContext, categorical: list[str]):
