@@ -255,6 +255,53 @@ def _available(df: pd.DataFrame) -> str:
     return f"available columns: {_listing(list(df.columns), limit=12)}"
 
 
+def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None, features: Sequence[str] | None,
+                     exclude: Sequence[str], require_label: bool, forbid_label: str | None):
+    """Read the file and settle which columns are the id, the label and the features.
+
+    Shared by the numeric and the raw-frame loaders so both refuse the same mistakes the same way.
+    Returns ``(frame, feature_names, ids, y or None)``.
+    """
+    df = _read_frame(ctx, path, id_col)
+    if id_col not in df.columns:
+        raise ctx.error(f"id column {id_col!r} not found; {_available(df)}; set the id column in "
+                        "the job spec")
+    if forbid_label is not None and forbid_label in df.columns:
+        raise ctx.error(f"column {forbid_label!r} is present but this party must not hold the "
+                        "label; remove it from the export before joining the federation")
+    has_label = label_col is not None and label_col in df.columns
+    if label_col is not None and not has_label and require_label:
+        raise ctx.error(f"label column {label_col!r} not found; {_available(df)}; set the label "
+                        "column in the job spec or load this party without a label")
+    if label_col is not None and label_col == id_col:
+        raise ctx.error(f"the id column and the label column are both {id_col!r}; name two "
+                        "different columns")
+    reserved = {id_col} | ({label_col} if label_col is not None else set())
+    unknown_ex = [c for c in exclude if c not in df.columns]
+    if unknown_ex:
+        raise ctx.error(f"exclude names columns that are not in the file: {_listing(unknown_ex)}; "
+                        f"{_available(df)}")
+    if features is None:
+        feature_names = [c for c in df.columns if c not in reserved and c not in set(exclude)]
+    else:
+        feature_names = [str(c) for c in features]
+        absent = [c for c in feature_names if c not in df.columns]
+        if absent:
+            raise ctx.error(f"feature columns not found: {_listing(absent)}; {_available(df)}")
+        clash = [c for c in feature_names if c in reserved]
+        if clash:
+            raise ctx.error(f"feature list includes the id/label column {_listing(clash)}; remove "
+                            "it from the features (using the label as a feature leaks the answer)")
+        dup = sorted({c for c in feature_names if feature_names.count(c) > 1})
+        if dup:
+            raise ctx.error(f"feature list names {_listing(dup)} more than once; list each column once")
+    if not feature_names:
+        raise ctx.error(f"no feature columns left after removing id/label/exclude; {_available(df)}")
+    ids = _normalise_ids(ctx, df[id_col], id_col)
+    y = _labels(ctx, df[label_col], label_col) if has_label else None
+    return df, feature_names, ids, y
+
+
 def load_party_table(
     path: str | Path,
     *,
@@ -322,46 +369,8 @@ def load_party_table(
         raise ConfigError(f"party {party!r}: require_label=True but no label column was named; "
                           "set the label column in the job spec")
 
-    df = _read_frame(ctx, path, id_col)
-
-    if id_col not in df.columns:
-        raise ctx.error(f"id column {id_col!r} not found; {_available(df)}; set the id column in "
-                        "the job spec")
-    if forbid_label is not None and forbid_label in df.columns:
-        raise ctx.error(f"column {forbid_label!r} is present but this party must not hold the "
-                        "label; remove it from the export before joining the federation")
-    has_label = label_col is not None and label_col in df.columns
-    if label_col is not None and not has_label and require_label:
-        raise ctx.error(f"label column {label_col!r} not found; {_available(df)}; set the label "
-                        "column in the job spec or load this party without a label")
-    if label_col is not None and label_col == id_col:
-        raise ctx.error(f"the id column and the label column are both {id_col!r}; name two "
-                        "different columns")
-
-    reserved = {id_col} | ({label_col} if label_col is not None else set())
-    unknown_ex = [c for c in exclude if c not in df.columns]
-    if unknown_ex:
-        raise ctx.error(f"exclude names columns that are not in the file: {_listing(unknown_ex)}; "
-                        f"{_available(df)}")
-    if features is None:
-        feature_names = [c for c in df.columns if c not in reserved and c not in set(exclude)]
-    else:
-        feature_names = [str(c) for c in features]
-        absent = [c for c in feature_names if c not in df.columns]
-        if absent:
-            raise ctx.error(f"feature columns not found: {_listing(absent)}; {_available(df)}")
-        clash = [c for c in feature_names if c in reserved]
-        if clash:
-            raise ctx.error(f"feature list includes the id/label column {_listing(clash)}; remove "
-                            "it from the features (using the label as a feature leaks the answer)")
-        dup = sorted({c for c in feature_names if feature_names.count(c) > 1})
-        if dup:
-            raise ctx.error(f"feature list names {_listing(dup)} more than once; list each column once")
-    if not feature_names:
-        raise ctx.error(f"no feature columns left after removing id/label/exclude; {_available(df)}")
-
-    ids = _normalise_ids(ctx, df[id_col], id_col)
-    y = _labels(ctx, df[label_col], label_col) if has_label else None
+    df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
+                                                 require_label, forbid_label)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
     if non_numeric:
@@ -477,43 +486,8 @@ def load_party_frame(
     if require_label and label_col is None:
         raise ConfigError(f"party {party!r}: require_label=True but no label column was named; "
                           "set the label column in the job spec")
-    df = _read_frame(ctx, path, id_col)
-    if id_col not in df.columns:
-        raise ctx.error(f"id column {id_col!r} not found; {_available(df)}; set the id column in "
-                        "the job spec")
-    if forbid_label is not None and forbid_label in df.columns:
-        raise ctx.error(f"column {forbid_label!r} is present but this party must not hold the "
-                        "label; remove it from the export before joining the federation")
-    has_label = label_col is not None and label_col in df.columns
-    if label_col is not None and not has_label and require_label:
-        raise ctx.error(f"label column {label_col!r} not found; {_available(df)}; set the label "
-                        "column in the job spec or load this party without a label")
-    if label_col is not None and label_col == id_col:
-        raise ctx.error(f"the id column and the label column are both {id_col!r}; name two "
-                        "different columns")
-    reserved = {id_col} | ({label_col} if label_col is not None else set())
-    unknown_ex = [c for c in exclude if c not in df.columns]
-    if unknown_ex:
-        raise ctx.error(f"exclude names columns that are not in the file: {_listing(unknown_ex)}; "
-                        f"{_available(df)}")
-    if features is None:
-        feature_names = [c for c in df.columns if c not in reserved and c not in set(exclude)]
-    else:
-        feature_names = [str(c) for c in features]
-        absent = [c for c in feature_names if c not in df.columns]
-        if absent:
-            raise ctx.error(f"feature columns not found: {_listing(absent)}; {_available(df)}")
-        clash = [c for c in feature_names if c in reserved]
-        if clash:
-            raise ctx.error(f"feature list includes the id/label column {_listing(clash)}; remove "
-                            "it from the features (using the label as a feature leaks the answer)")
-        dup = sorted({c for c in feature_names if feature_names.count(c) > 1})
-        if dup:
-            raise ctx.error(f"feature list names {_listing(dup)} more than once; list each column once")
-    if not feature_names:
-        raise ctx.error(f"no feature columns left after removing id/label/exclude; {_available(df)}")
-    ids = _normalise_ids(ctx, df[id_col], id_col)
-    y = _labels(ctx, df[label_col], label_col) if has_label else None
+    df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
+                                                 require_label, forbid_label)
     X = df[feature_names].reset_index(drop=True)
     empty = [c for c in feature_names if X[c].isna().all()]
     if empty:
