@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from fedrisk.errors import ConfigError, DataError
-from fedrisk.finance.woe import WoeEncoder, require_columns
+from fedrisk.finance.woe import FeatureWoe, WoeEncoder, require_columns
 
 __all__ = ["Scorecard"]
 
@@ -190,6 +190,23 @@ class Scorecard:
                             "points_lost": float(lost[r, j])})
             out.append(row)
         return out
+
+    @staticmethod
+    def score_saved(card: dict[str, Any], X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Score applicants with a saved scorecard (:meth:`to_dict` output): ``(points, probability)``.
+
+        Uses only the saved bins and points table, so a scorecard file can score new applicants
+        anywhere without the training data. Raises :class:`DataError` for missing columns.
+        """
+        feats = list(card["features"])
+        require_columns(X, feats)
+        total = np.full(len(X), float(card["base_points"]))
+        for f in feats:
+            rows = sorted((r for r in card["table"] if r["feature"] == f), key=lambda r: r["bin"])
+            pts = np.array([r["points"] for r in rows], dtype=float)
+            total += pts[FeatureWoe.from_dict(card["bins"][f]).bins.assign(X[f])]
+        prob = Scorecard(card["base_score"], card["base_odds"], card["pdo"]).probability(total)
+        return total, prob
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able scorecard (parameters, base points and the points table)."""

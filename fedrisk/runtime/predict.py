@@ -28,6 +28,17 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
         score = score_lr(model, table.X)
         write_scores(Path(out), table.ids, None, score)
         return len(score)
+    if fmt == "fedrisk.scorecard":
+        import pandas as pd
+
+        from fedrisk.data.loading import load_party_frame
+        from fedrisk.finance.scorecard import Scorecard
+
+        frame = load_party_frame(data, party="predict", id_col=id_col, features=model["features"], require_label=False)
+        points, prob = Scorecard.score_saved(model, frame.X)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"id": frame.ids, "points": points, "score": prob}).to_csv(out, index=False, float_format="%.8g")
+        return len(points)
     if fmt.startswith("fedrisk.vertical"):
         from fedrisk.runtime.inference import predict_vertical
 

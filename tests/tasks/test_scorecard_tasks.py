@@ -53,6 +53,13 @@ def test_horizontal_scorecard_germancredit(tmp_path):
     assert reasons["reason_1"].dropna().str.contains(" = ").all()
     assert {r["feature"] for r in m["iv"]["federation"]} == set(test.columns) - {"id", "y"}
     assert (out / "woe" / "bank1.json").is_file()
+    # new applicants are scored from the scorecard file alone, with the CLI's predict
+    from fedrisk.runtime.predict import predict_file
+
+    test.drop(columns="y").to_csv(tmp_path / "applicants.csv", index=False)
+    assert predict_file(out / "scorecard.json", tmp_path / "applicants.csv", tmp_path / "pred.csv") == len(test)
+    pred = pd.read_csv(tmp_path / "pred.csv")
+    assert np.allclose(pred["points"].to_numpy(), total) and np.allclose(pred["score"].to_numpy(), p, rtol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["horizontal.scorecard", "vertical.scorecard"])
