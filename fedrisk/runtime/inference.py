@@ -150,7 +150,8 @@ def _open_channel(spec, me: str, job_id: str, certs_dir: Path, out: Path, prefix
     addresses = {n: p.address for n, p in spec.parties.items()}
     return GrpcChannel(me, addresses, job_id, tls_files(certs_dir, me),
                        connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
-                       ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"), tag_prefixes=prefixes + ("psi.", "ctl."))
+                       ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"), tag_prefixes=prefixes + ("psi.", "ctl."),
+                       peer_cas=spec.pinned_cas())
 
 
 def _check_session(session: str) -> None:

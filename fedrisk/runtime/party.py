@@ -65,7 +65,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
         name, spec.addresses(), spec.job_id, tls,
         connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
         ledger=Ledger(name, ledger_path),
-        tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.",),
+        tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.",), peer_cas=spec.pinned_cas(),
     )
     progress = ProgressLog(out / "progress" / f"{name}.jsonl" if name == driver else None, log)
     ctx = PartyContext(name=name, spec=spec, channel=channel, out=out, log=log, progress=progress,

@@ -78,6 +78,8 @@ class FederationSpec(_Strict):
 
 class CoordinatorSpec(_Strict):
     address: str
+    #: this participant's own CA certificate (its institution's PKI); see PartySpec.ca
+    ca: Path | None = None
 
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
 
@@ -90,6 +92,10 @@ class PartySpec(_Strict):
     features: list[str] | None = None
     exclude: list[str] = []
     missing: Literal["reject", "mean"] = "reject"
+    #: the CA that issues this party's certificate (its institution's own PKI). When set, a
+    #: certificate for this party's name is accepted only if that CA issued it, so one
+    #: institution's CA can never mint another institution's identity
+    ca: Path | None = None
 
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
 
@@ -172,6 +178,22 @@ class JobSpec(_Strict):
 
     def data_path(self, party: str) -> Path | None:
         return self.resolve(self.parties[party].data)
+
+    def pinned_cas(self) -> dict[str, bytes]:
+        """PEM of each participant's own CA, for those whose spec names one (``ca = "..."``)."""
+        out = {}
+        tables = dict(self.parties)
+        if self.coordinator is not None:
+            tables[COORDINATOR] = self.coordinator
+        for name, t in tables.items():
+            path = self.resolve(t.ca)
+            if path is None:
+                continue
+            try:
+                out[name] = path.read_bytes()
+            except OSError as e:
+                raise ConfigError(f"participant {name!r}: CA file {path} cannot be read ({e.strerror})") from None
+        return out
 
     def label_holders(self) -> list[str]:
         return [n for n, p in self.parties.items() if p.label]

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc  # noqa: E402
+from cryptography import x509  # noqa: E402
 
 from fedrisk.errors import CodecError, TransportError
 from fedrisk.transport.certs import TlsFiles
@@ -51,10 +52,14 @@ class GrpcChannel(Channel):
     """A participant's endpoint over gRPC + mTLS. Starts its server on construction of ``start()``."""
 
     def __init__(self, me: str, addresses: Mapping[str, str], job: str, tls: TlsFiles, *,
-                 connect_timeout: float = 60.0, **kw: Any) -> None:
+                 connect_timeout: float = 60.0, peer_cas: Mapping[str, bytes] | None = None, **kw: Any) -> None:
         super().__init__(me, list(addresses), job, **kw)
         self.addresses = dict(addresses)
         self.tls = tls
+        # per-institution CAs: a peer's certificate must come from its own CA, not just any CA
+        # in the shared bundle (clients trust only that CA for that peer; servers check the issuer)
+        self.peer_cas = {p: x509.load_pem_x509_certificate(pem) for p, pem in (peer_cas or {}).items()}
+        self._peer_ca_pem = dict(peer_cas or {})
         self.connect_timeout = connect_timeout
         self._server: grpc.Server | None = None
         self._stubs: dict[str, Any] = {}
@@ -94,6 +99,8 @@ class GrpcChannel(Channel):
         if peer is not None and sans and peer not in sans:
             # clients check a server's SAN; hold clients to the same name so the two checks agree
             peer = f"{peer} (not among its subject alternative names {sans})"
+        if peer in self.peer_cas and not self._issued_by_pinned_ca(peer, auth):
+            peer = f"{peer} (certificate not issued by {peer}'s own CA)"
         if peer is None or peer not in self.peers:
             reason = f"{self.me}: refused a connection from certificate name {peer!r}: not a party of job {self.job!r}"
             self.refused.append(reason)
@@ -110,12 +117,21 @@ class GrpcChannel(Channel):
             self.mailbox.fail(f"party {peer!r} aborted the job: {env.body.get('reason', '') if isinstance(env.body, dict) else ''}")
         return b""
 
+    def _issued_by_pinned_ca(self, peer: str, auth: Mapping[str, Any]) -> bool:
+        pem = (auth.get("x509_pem_cert") or [b""])[0]
+        try:
+            x509.load_pem_x509_certificate(pem).verify_directly_issued_by(self.peer_cas[peer])
+            return True
+        except Exception:  # noqa: BLE001 - any parse or signature failure means "not issued by it"
+            return False
+
     # -- client --------------------------------------------------------------------------------
     def _stub(self, to: str):
         with self._lock:
             stub = self._stubs.get(to)
             if stub is None:
-                creds = grpc.ssl_channel_credentials(root_certificates=self.tls.ca, private_key=self.tls.key,
+                creds = grpc.ssl_channel_credentials(root_certificates=self._peer_ca_pem.get(to, self.tls.ca),
+                                                     private_key=self.tls.key,
                                                      certificate_chain=self.tls.cert)
                 opts = [
                     ("grpc.ssl_target_name_override", to),

@@ -74,3 +74,12 @@ def test_shared_settings_ignore_local_paths(tmp_path):
     assert shared_settings(a) == shared_settings(b)
     c = load_spec(write(other, GOOD.replace("rounds = 3", "rounds = 4"), "c.toml"))
     assert shared_settings(a) != shared_settings(c)
+
+
+def test_pinned_party_cas_are_read_relative_to_the_spec(tmp_path):
+    (tmp_path / "bank2-ca.pem").write_bytes(b"PEM")
+    spec = load_spec(write(tmp_path, GOOD.replace('data = "b2.csv"', 'data = "b2.csv"\nca = "bank2-ca.pem"')))
+    assert spec.pinned_cas() == {"bank2": b"PEM"}
+    (tmp_path / "bank2-ca.pem").unlink()
+    with pytest.raises(ConfigError, match="participant 'bank2': CA file .* cannot be read"):
+        spec.pinned_cas()

@@ -137,3 +137,30 @@ def test_client_whose_common_name_is_not_in_its_san_is_refused(pki, tmp_path):
     finally:
         a.close()
         mixed.close()
+
+
+def test_pinned_party_ca_refuses_a_certificate_for_that_name_from_another_ca(tmp_path):
+    """Two institutions' CAs in one trust bundle: bank-a's CA must not be able to mint 'bank-b'."""
+    ca_a = make_dev_pki(["bank-a", "bank-b"], tmp_path / "a", ca_name="Bank A CA")  # also mints a fake bank-b
+    ca_b = make_dev_pki(["bank-b"], tmp_path / "b", ca_name="Bank B CA")
+    bundle = (ca_a / "ca.pem").read_bytes() + (ca_b / "ca.pem").read_bytes()
+    p1, p2 = free_ports(2)
+    addrs = {"bank-a": f"127.0.0.1:{p1}", "bank-b": f"127.0.0.1:{p2}"}
+    pins = {"bank-a": (ca_a / "ca.pem").read_bytes(), "bank-b": (ca_b / "ca.pem").read_bytes()}
+
+    def files(folder, name):
+        t = tls_files(folder, name)
+        return type(t)(bundle, t.cert, t.key)
+
+    a = GrpcChannel("bank-a", addrs, "job", files(ca_a, "bank-a"), connect_timeout=5, peer_cas=pins).start()
+    real_b = GrpcChannel("bank-b", addrs, "job", files(ca_b, "bank-b"), connect_timeout=5, peer_cas=pins)
+    fake_b = GrpcChannel("bank-b", addrs, "job", files(ca_a, "bank-b"), connect_timeout=5, peer_cas=pins)
+    try:
+        real_b.send("bank-a", "t.x", 1, kind="metric")
+        assert a.recv("bank-b", "t.x", timeout=5) == 1
+        with pytest.raises(TransportError, match="not issued by bank-b's own CA"):
+            fake_b.send("bank-a", "t.x", 2, kind="metric")
+    finally:
+        a.close()
+        real_b.close()
+        fake_b.close()
