@@ -407,9 +407,15 @@ class SecureAggregation(Aggregation):
         if not 2 <= t <= len(parties):
             raise ConfigError(f"secure aggregation threshold {t} must lie in 2..{len(parties)} (the number of parties)")
 
-        # step 0
-        raw = _gather(channel, parties, f"{tag}.sa.keys",
+        # step 0. A party that dropped out of an earlier round is most likely gone for good: it
+        # gets the short dropout timeout, not the long key timeout, so one dead bank does not
+        # stall every later round (a live one that was merely late is back in as soon as it answers)
+        gone = self.__dict__.setdefault("_gone", set())
+        raw = _gather(channel, [p for p in parties if p not in gone], f"{tag}.sa.keys",
                       channel.recv_timeout if self.key_timeout is None else self.key_timeout)
+        raw.update(_gather(channel, [p for p in parties if p in gone], f"{tag}.sa.keys", self.dropout_timeout))
+        gone.difference_update(raw)
+        gone.update(p for p in parties if p not in raw)
         keys = {p: _parse_keys(p, m, tag) for p, m in raw.items()}
         if self.peer_certs_pem is not None:
             try:
@@ -449,6 +455,7 @@ class SecureAggregation(Aggregation):
                                     f"expected uint64 ({length},)")
         u3 = sorted(masked)
         dropped = [p for p in u2 if p not in masked]
+        gone.update(dropped)
         req = {"survivors": u3, "dropped": dropped}
         for p in u3:
             channel.send(p, f"{tag}.sa.unmask", req, kind="control")
@@ -558,12 +565,20 @@ def _gather(channel: Channel, senders: Sequence[str], tag: str, timeout: float |
 
 
 def _notify(channel: Channel, to: Sequence[str], tag: str, obj: Any) -> None:
-    """Best-effort notice to parties that fell out of the round, so they stop waiting."""
-    for p in to:
-        try:
-            channel.send(p, tag, obj, kind="control")
-        except TransportError:
-            pass
+    """Best-effort notice to parties that fell out of the round, so they stop waiting.
+
+    Sent from a background thread: a party that died cannot be reached, and retrying it must not
+    hold up the parties that are still in the round.
+    """
+    def send_all() -> None:
+        for p in to:
+            try:
+                channel.send(p, tag, obj, kind="control")
+            except Exception:  # noqa: BLE001 - best effort by design; the party may be gone
+                pass
+
+    if to:
+        threading.Thread(target=send_all, name="secagg-notify", daemon=True).start()
 
 
 def _require(have: int, t: int, tag: str, what: str, expected: Sequence[str], present: Sequence[str]) -> None:

@@ -413,3 +413,36 @@ def test_values_at_the_ring_limit_do_not_wrap_and_beyond_it_raise(n):
     np.testing.assert_allclose(ring64.decode(total, 24), [n * limit, -n * limit], rtol=1e-12)
     with pytest.raises(CryptoError, match="too large"):
         ring64.encode(np.array([limit * (1 + 1e-9)]), 24, n)
+
+
+def test_a_bank_that_died_does_not_stall_later_rounds():
+    """Round 1: bank3 dies after the share step. Round 2: it sends nothing; the coordinator waits only
+    the short dropout timeout for it, not the long key timeout."""
+    names = ["bank1", "bank2", "bank3"]
+    coord = SecureAggregation(dropout_timeout=1.0, key_timeout=60.0)
+    vec = {n: np.full(4, i + 1.0) for i, n in enumerate(names)}
+
+    def bank(name):
+        def role(ch):
+            agg = DiesAfterShares() if name == "bank3" else SecureAggregation()
+            try:
+                agg.submit(ch, COORD, "t.r1", vec[name])
+            except _Died:
+                return "died"
+            agg.submit(ch, COORD, "t.r2", vec[name])
+            return "ok"
+        return role
+
+    def coordinator(ch):
+        first = coord.collect(ch, names, "t.r1", 4)
+        t0 = time.monotonic()
+        second = coord.collect(ch, names, "t.r2", 4)
+        return first, second, time.monotonic() - t0
+
+    roles = {n: bank(n) for n in names}
+    roles[COORD] = coordinator
+    out = run_roles(roles, recv_timeout=60.0)
+    first, second, seconds = out[COORD]
+    np.testing.assert_allclose(first.total, vec["bank1"] + vec["bank2"], atol=1e-5)
+    np.testing.assert_allclose(second.total, vec["bank1"] + vec["bank2"], atol=1e-5)
+    assert second.contributors == ("bank1", "bank2") and seconds < 10
