@@ -188,13 +188,13 @@ def test_vertical_woe_refuses_label_at_feature_holder(tmp_path):
         run_in_process(spec, tmp_path / "run")
 
 
-def test_vertical_woe_simulate_e2e(tmp_path, shared_data):
-    """``fedrisk simulate`` on the default-credit vertical split: processes, mTLS, files, report."""
+def simulate_vertical_default_credit(tmp_path, shared_data, kind: str, timeout: float = 300):
+    """``fedrisk simulate`` a lender + payco job of ``kind`` on the default-credit split; return the run dir."""
     ports = free_ports(2)
     spec = tmp_path / "job.toml"
     spec.write_text(textwrap.dedent(f"""
         [federation]
-        name = "dc-vertical-woe"
+        name = "dc-{kind.replace('.', '-')}"
         [parties.lender]
         address = "127.0.0.1:{ports[0]}"
         data = "{shared_data / 'default_credit_hetero_guest.csv'}"
@@ -205,14 +205,20 @@ def test_vertical_woe_simulate_e2e(tmp_path, shared_data):
         data = "{shared_data / 'default_credit_hetero_host.csv'}"
         id = "id"
         [task]
-        kind = "vertical.woe"
+        kind = "{kind}"
         [evaluation]
         test_rule = "id % 5 == 0"
         """))
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "fedrisk", "simulate", str(spec), "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+def test_vertical_woe_simulate_e2e(tmp_path, shared_data):
+    """``fedrisk simulate`` on the default-credit vertical split: processes, mTLS, files, report."""
+    out = simulate_vertical_default_credit(tmp_path, shared_data, "vertical.woe")
     m = json.loads((out / "metrics.json").read_text())
     g = pd.read_csv(shared_data / "default_credit_hetero_guest.csv")
     h = pd.read_csv(shared_data / "default_credit_hetero_host.csv").set_index("id")
