@@ -256,12 +256,17 @@ def _available(df: pd.DataFrame) -> str:
 
 
 def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None, features: Sequence[str] | None,
-                     exclude: Sequence[str], require_label: bool, forbid_label: str | None):
+                     exclude: Sequence[str], require_label: bool | None, forbid_label: str | None):
     """Read the file and settle which columns are the id, the label and the features.
 
     Shared by the numeric and the raw-frame loaders so both refuse the same mistakes the same way.
     Returns ``(frame, feature_names, ids, y or None)``.
     """
+    if require_label is None:
+        require_label = label_col is not None
+    if require_label and label_col is None:
+        raise ConfigError(f"party {ctx.party!r}: require_label=True but no label column was named; "
+                          "set the label column in the job spec")
     df = _read_frame(ctx, path, id_col)
     if id_col not in df.columns:
         raise ctx.error(f"id column {id_col!r} not found; {_available(df)}; set the id column in "
@@ -363,11 +368,6 @@ def load_party_table(
                           f"{', '.join(MISSING_POLICIES)}")
     path = Path(path)
     ctx = _Ctx(party, path)
-    if require_label is None:
-        require_label = label_col is not None
-    if require_label and label_col is None:
-        raise ConfigError(f"party {party!r}: require_label=True but no label column was named; "
-                          "set the label column in the job spec")
 
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label)
@@ -481,11 +481,6 @@ def load_party_frame(
     """
     path = Path(path)
     ctx = _Ctx(party, path)
-    if require_label is None:
-        require_label = label_col is not None
-    if require_label and label_col is None:
-        raise ConfigError(f"party {party!r}: require_label=True but no label column was named; "
-                          "set the label column in the job spec")
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label)
     X = df[feature_names].reset_index(drop=True)

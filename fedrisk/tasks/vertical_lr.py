@@ -54,8 +54,9 @@ INFERENCE_TAG_PREFIXES = ("psi.", "vlr.")
 DEFAULT_TEST_RULE = "id % 5 == 0"
 
 
-class Params(BaseModel):
-    """``[task]`` settings of ``vertical.lr``; see :class:`HeteroLRConfig` for their meaning."""
+class HeteroLRParams(BaseModel):
+    """The vertical-LR training settings (see :class:`HeteroLRConfig`), shared by every task that
+    trains one (``vertical.lr``, ``vertical.scorecard``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     epochs: int = Field(10, ge=1, le=10000)
@@ -67,8 +68,15 @@ class Params(BaseModel):
     early_stopping_rounds: int = Field(3, ge=0)
     validation_fraction: float = Field(0.1, ge=0, lt=0.5)
 
+    def hetero(self, seed: int) -> HeteroLRConfig:
+        return HeteroLRConfig(**{f: getattr(self, f) for f in HeteroLRParams.model_fields}, seed=seed)
+
+
+class Params(HeteroLRParams):
+    """``[task]`` settings of ``vertical.lr``."""
+
     def config(self, seed: int) -> HeteroLRConfig:
-        return HeteroLRConfig(**self.model_dump(), seed=seed)
+        return self.hetero(seed)
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:

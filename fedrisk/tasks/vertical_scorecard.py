@@ -67,6 +67,7 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec, parse_test_rule
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
+from fedrisk.tasks.vertical_lr import HeteroLRParams
 from fedrisk.tasks.vertical_roles import driver, roles, validate_vertical  # noqa: F401 (hooks)
 from fedrisk.tasks.vertical_woe import aligned_frames, holder_iv_rows, local_woe
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
@@ -81,28 +82,12 @@ INFERENCE_TAG_PREFIXES = ("psi.", "vsc.")
 DEFAULT_TEST_RULE = "id % 5 == 0"
 
 
-class Params(ScorecardParams):
+class Params(ScorecardParams, HeteroLRParams):
     """``[task]`` settings of ``vertical.scorecard``: binning + vertical LR + points scaling."""
 
     scheme: Literal["paillier", "ou"] = "paillier"
     key_bits: Literal[2048, 3072] = 2048
-    epochs: int = Field(10, ge=1, le=10000)
-    batch_size: int = Field(4096, ge=256, description="rows per mini-batch, a multiple of 256")
-    learning_rate: float = Field(0.5, gt=0)
-    lr_decay: float = Field(0.9, gt=0, le=1)
-    l2: float = Field(1e-4, ge=0)
-    tol: float = Field(1e-4, ge=0)
-    early_stopping_rounds: int = Field(3, ge=0)
-    validation_fraction: float = Field(0.1, ge=0, lt=0.5)
     local_only: bool = Field(True, description="also fit the label holder's features alone (the floor), locally")
-
-    def hetero(self, seed: int):
-        from fedrisk.algorithms.vertical.hetero_lr import HeteroLRConfig
-
-        return HeteroLRConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                              lr_decay=self.lr_decay, l2=self.l2, tol=self.tol,
-                              early_stopping_rounds=self.early_stopping_rounds,
-                              validation_fraction=self.validation_fraction, seed=seed)
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:
