@@ -43,3 +43,32 @@ def require_shared_data(*names: str) -> Path:
         raise SystemExit(f"benchmark data missing: {', '.join(missing)} not found under {SHARED_DATA} "
                          "(set FEDRISK_SHARED_DATA to the folder holding ../shared/data)")
     return SHARED_DATA
+
+
+def simulate_measured(spec: Path | str) -> dict:
+    """Run ``fedrisk simulate`` on ``spec`` in a temporary run directory, measured.
+
+    Returns ``{"metrics", "wall_s", "cpu_s", "peak_rss_mb", "ledger": [entries...], "run_files": {...}}``
+    where ``run_files`` holds the text of the logs and progress files the cases read.
+    """
+    import json
+    import tempfile
+
+    from fedrisk.runtime.simulate import simulate
+
+    with tempfile.TemporaryDirectory(prefix="fedrisk-bench-") as tmp:
+        out = Path(tmp) / "run"
+        with measured() as m:
+            metrics = simulate(spec, out)
+        ledger = [json.loads(line) for f in sorted((out / "ledger").glob("*.jsonl"))
+                  for line in f.read_text().splitlines() if line.strip()]
+        run_files = {str(p.relative_to(out)): p.read_text() for d in ("logs", "progress") if (out / d).is_dir()
+                     for p in (out / d).iterdir() if p.suffix in (".log", ".jsonl")}
+    return {"metrics": metrics, **m, "ledger": ledger, "run_files": run_files}
+
+
+def bytes_by_party(ledger: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in ledger:
+        out[e["from"]] = out.get(e["from"], 0) + e["bytes"]
+    return dict(sorted(out.items()))

@@ -9,14 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from benchmarks.measure import measured, require_shared_data
+from benchmarks.measure import bytes_by_party, measured, require_shared_data, simulate_measured
 
 FILES = {"bank1": "default_credit_homo_guest.csv", "bank2": "default_credit_homo_host_1.csv",
          "bank3": "default_credit_homo_host_2.csv"}
@@ -34,8 +31,7 @@ def _sklearn(train: pd.DataFrame, test: pd.DataFrame, feats: list[str]) -> dict:
     return {"auc": auc(test["y"], p), "ks": ks(test["y"], p), **m, "bytes_sent": 0, "rows": len(train)}
 
 
-def _startup_seconds(run: Path) -> float | None:
-    text = (run / "logs" / "coordinator.log").read_text()
+def _startup_seconds(text: str) -> float | None:
     m = re.search(r"agree on the job \(([\d.]+) s\)", text)
     return float(m.group(1)) if m else None
 
@@ -45,22 +41,16 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--spec", type=Path, default=EXAMPLE)
     opts = ap.parse_args(args)
     data = require_shared_data(*FILES.values(), "default_credit_homo_test.csv")
-    from fedrisk.runtime.simulate import simulate
-
     frames = {b: pd.read_csv(data / f) for b, f in FILES.items()}
     test = pd.read_csv(data / "default_credit_homo_test.csv")
     feats = [c for c in test.columns if c not in ("id", "y")]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
-        t0 = time.time()
-        with measured() as fed:
-            result = simulate(opts.spec, out)
-        ledgers = {p.stem: [json.loads(l) for l in p.read_text().splitlines()] for p in (out / "ledger").glob("*.jsonl")}
-        startup = _startup_seconds(out)
-        progress = [json.loads(l) for l in (out / "progress" / "coordinator.jsonl").read_text().splitlines()]
-    federated = {"auc": result["test"]["auc"], "ks": result["test"]["ks"], **fed,
-                 "bytes_sent": sum(e["bytes"] for es in ledgers.values() for e in es),
-                 "bytes_by_party": {p: sum(e["bytes"] for e in es) for p, es in sorted(ledgers.items())},
+    run = simulate_measured(opts.spec)
+    result = run["metrics"]
+    startup = _startup_seconds(run["run_files"]["logs/coordinator.log"])
+    progress = [json.loads(line) for line in run["run_files"]["progress/coordinator.jsonl"].splitlines()]
+    federated = {"auc": result["test"]["auc"], "ks": result["test"]["ks"],
+                 **{k: run[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")},
+                 "bytes_sent": sum(e["bytes"] for e in run["ledger"]), "bytes_by_party": bytes_by_party(run["ledger"]),
                  "rounds": len(progress)}
     centralized = _sklearn(pd.concat(frames.values()), test, feats)
     per_bank = {b: _sklearn(f, test, feats) for b, f in frames.items()}

@@ -12,15 +12,12 @@ holder's 13 alone (``local_only``), same id % 5 == 0 split.
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.measure import measured, require_shared_data
+from benchmarks.measure import measured, require_shared_data, simulate_measured
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,15 +40,9 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--spec", default=str(REPO / "examples" / "vertical_lr_default_credit.toml"))
     a = ap.parse_args(args)
     data = require_shared_data("default_credit_hetero_guest.csv", "default_credit_hetero_host.csv")
-    from fedrisk.runtime.simulate import simulate
-
-    with tempfile.TemporaryDirectory(prefix="fedrisk-bench-vlr-") as tmp:
-        with measured() as m:
-            t = time.perf_counter()
-            metrics = simulate(a.spec, Path(tmp) / "run")
-            sim_wall = time.perf_counter() - t
-        ledgers = list((Path(tmp) / "run" / "ledger").glob("*.jsonl"))
-        sent = sum(json.loads(line)["bytes"] for f in ledgers for line in f.read_text().splitlines() if line.strip())
+    run = simulate_measured(a.spec)
+    metrics, m, sim_wall = run["metrics"], run, run["wall_s"]
+    sent = sum(e["bytes"] for e in run["ledger"])
     timing = metrics["timing"]
     federated = {
         "auc": round(metrics["test"]["auc"], 4), "ks": round(metrics["test"]["ks"], 4),

@@ -20,16 +20,13 @@ label holder's 13 alone (``local_only``), same ``id % 5 == 0`` split.
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
-import time
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.measure import measured, require_shared_data
+from benchmarks.measure import measured, require_shared_data, simulate_measured
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,16 +53,9 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--spec", default=str(REPO / "examples" / "vertical_secureboost_default_credit.toml"))
     a = ap.parse_args(args)
     data = require_shared_data("default_credit_hetero_guest.csv", "default_credit_hetero_host.csv")
-    from fedrisk.runtime.simulate import simulate
-
     task = tomllib.loads(Path(a.spec).read_text())["task"]
-    with tempfile.TemporaryDirectory(prefix="fedrisk-bench-sb-") as tmp:
-        with measured() as m:
-            t = time.perf_counter()
-            metrics = simulate(a.spec, Path(tmp) / "run")
-            sim_wall = time.perf_counter() - t
-        ledgers = list((Path(tmp) / "run" / "ledger").glob("*.jsonl"))
-        entries = [json.loads(line) for f in ledgers for line in f.read_text().splitlines() if line.strip()]
+    run = simulate_measured(a.spec)
+    metrics, m, sim_wall, entries = run["metrics"], run, run["wall_s"], run["ledger"]
     sent = sum(e["bytes"] for e in entries)
     timing = metrics["timing"]
     hosts = metrics.get("feature_holder_timing", {})

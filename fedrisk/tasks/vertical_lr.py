@@ -45,7 +45,8 @@ from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext, write_json
 from fedrisk.runtime.spec import JobSpec, parse_test_rule
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.vertical_roles import driver, load_table, model_file, roles, validate_vertical  # noqa: F401 (hooks)
+from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
+    driver, inference_features, load_table, model_file, roles, validate_vertical)
 
 KIND = "vertical.lr"
 FORMAT = "fedrisk.vertical.lr"
@@ -177,11 +178,6 @@ def run(ctx: PartyContext) -> None:
 # ------------------------------------------------------------------------------------------------
 # Federated inference hooks (see fedrisk.runtime.inference)
 # ------------------------------------------------------------------------------------------------
-def inference_features(role_model: dict) -> list[str]:
-    """Columns this party must load from its scoring file."""
-    return list(role_model["features"])
-
-
 def partial_score(role_model: dict, X: np.ndarray) -> np.ndarray:
     mean, scale, coef = (np.asarray(role_model[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
     if X.shape[1] != coef.shape[0]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fedrisk.errors import ConfigError
 from fedrisk.runtime.spec import JobSpec
 
-__all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table"]
+__all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features"]
 
 
 def validate_vertical(spec: JobSpec, where: str, kind: str) -> None:
@@ -51,3 +51,8 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
                             label_col=p.label if name == lh else None, features=features if features else p.features,
                             exclude=p.exclude if not features else (), missing=p.missing, forbid_label=forbid,
                             require_label=require_label)
+
+
+def inference_features(role_model: dict) -> list[str]:
+    """Inference hook: the columns a party loads from its scoring file (those its model part uses)."""
+    return list(role_model["features"])

@@ -63,12 +63,13 @@ from pydantic import Field
 
 from fedrisk.errors import DataError, ProtocolError
 from fedrisk.finance.binning import FeatureBins
+from fedrisk.finance.scorecard import Scorecard
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec, parse_test_rule
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
 from fedrisk.tasks.vertical_lr import HeteroLRParams
-from fedrisk.tasks.vertical_roles import driver, roles, validate_vertical  # noqa: F401 (hooks)
+from fedrisk.tasks.vertical_roles import driver, inference_features, roles, validate_vertical  # noqa: F401 (hooks)
 from fedrisk.tasks.vertical_woe import aligned_frames, holder_iv_rows, local_woe
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
@@ -161,12 +162,17 @@ class PointsPart:
                    None if intercept is None else float(intercept))
 
     @property
+    def _scaling(self) -> Scorecard:
+        """The points scaling (base score, base odds, PDO): one formula, kept in Scorecard."""
+        return Scorecard(self.base_score, self.base_odds, self.pdo, self.round_points)
+
+    @property
     def factor(self) -> float:
-        return self.pdo / math.log(2)
+        return self._scaling.factor
 
     @property
     def offset(self) -> float:
-        return self.base_score - self.factor * math.log(self.base_odds)
+        return self._scaling.offset
 
     def bin_index(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         from fedrisk.finance.woe import require_columns
@@ -191,7 +197,7 @@ class PointsPart:
 
     def probability(self, score: Any) -> np.ndarray:
         """Default probability a total score stands for (inverse of the scaling)."""
-        return 1.0 / (1.0 + np.exp((np.asarray(score, dtype=float) - self.offset) / self.factor))
+        return self._scaling.probability(score)
 
     def table(self) -> list[dict[str, Any]]:
         rows = []
@@ -445,11 +451,6 @@ class RawRows:
     @property
     def n_rows(self) -> int:
         return int(self.X.shape[0])
-
-
-def inference_features(role_model: dict) -> list[str]:
-    """Columns this party loads from its scoring file."""
-    return list(role_model["features"])
 
 
 def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None) -> RawRows:

@@ -53,7 +53,8 @@ from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext, write_json
 from fedrisk.runtime.spec import JobSpec, parse_test_rule
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.vertical_roles import driver, load_table, model_file, roles, validate_vertical  # noqa: F401 (hooks)
+from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
+    driver, inference_features, load_table, model_file, roles, validate_vertical)
 
 KIND = "vertical.secureboost"
 FORMAT = "fedrisk.vertical.secureboost"
@@ -168,11 +169,6 @@ def run(ctx: PartyContext) -> None:
 # ------------------------------------------------------------------------------------------------
 # Federated inference hooks (see fedrisk.runtime.inference)
 # ------------------------------------------------------------------------------------------------
-def inference_features(role_model: dict) -> list[str]:
-    """Columns this party must load from its scoring file."""
-    return list(role_model["features"])
-
-
 def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_holders: list[str]) -> np.ndarray | None:
     """This party's part of scoring aligned rows; the label holder gets probabilities, others ``None``."""
     if channel.me == label_holder:
