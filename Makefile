@@ -8,10 +8,11 @@ STAMP := $(VENV)/.fedrisk-installed
 
 .PHONY: demo test setup bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py fedrisk/crypto/_montgomery.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m fedrisk.crypto.montgomery
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -156,22 +156,28 @@ class FixedBaseTable:
     def random_digits(self, count: int, exp_bits: int) -> np.ndarray:
         """``count`` fresh uniform exponents in ``[0, 2**exp_bits)`` (OS CSPRNG, one call), as
         ``(count, ceil(exp_bits / window))`` window digits, least significant first."""
-        import secrets
-
-        w = self.window
-        n_dig = -(-int(exp_bits) // w)
-        if n_dig > self.n_rows:
+        if -(-int(exp_bits) // self.window) > self.n_rows:
             raise CryptoError(f"a {exp_bits}-bit exponent is outside this table's range")
-        nbytes = (int(exp_bits) + 7) // 8
-        raw = np.frombuffer(secrets.token_bytes(count * nbytes), dtype=np.uint8).reshape(count, nbytes)
-        bits = np.unpackbits(raw, axis=1, count=int(exp_bits), bitorder="little")
-        if n_dig * w != exp_bits:
-            bits = np.pad(bits, ((0, 0), (0, n_dig * w - int(exp_bits))))
-        return bits.reshape(count, n_dig, w).astype(np.int64) @ (np.int64(1) << np.arange(w, dtype=np.int64))
+        return random_exponent_digits(count, exp_bits, self.window)
 
     def pow_bytes(self, e_le: bytes, start: Any = ONE) -> Any:
         """Same, with the exponent given as little-endian bytes."""
         return self.pow(int.from_bytes(e_le, "little"), start)
+
+
+def random_exponent_digits(count: int, exp_bits: int, window: int) -> np.ndarray:
+    """``count`` fresh uniform exponents in ``[0, 2**exp_bits)`` from the OS CSPRNG (one call), as
+    ``(count, ceil(exp_bits / window))`` int64 window digits, least significant first."""
+    import secrets
+
+    w = int(window)
+    n_dig = -(-int(exp_bits) // w)
+    nbytes = (int(exp_bits) + 7) // 8
+    raw = np.frombuffer(secrets.token_bytes(count * nbytes), dtype=np.uint8).reshape(count, nbytes)
+    bits = np.unpackbits(raw, axis=1, count=int(exp_bits), bitorder="little")
+    if n_dig * w != exp_bits:
+        bits = np.pad(bits, ((0, 0), (0, n_dig * w - int(exp_bits))))
+    return bits.reshape(count, n_dig, w).astype(np.int64) @ (np.int64(1) << np.arange(w, dtype=np.int64))
 
 
 _TABLES: dict[tuple, FixedBaseTable] = {}

@@ -35,8 +35,8 @@ from typing import Any, Sequence
 import gmpy2
 import numpy as np
 
-from fedrisk.crypto import fixed_point
-from fedrisk.crypto.additive import Ciphertexts, PrivateKey, PublicKey
+from fedrisk.crypto import fixed_point, montgomery
+from fedrisk.crypto.additive import Ciphertexts, PrivateKey, PublicKey, from_bytes, map_chunks, to_bytes
 from fedrisk.crypto.fixed_point import DEFAULT_PRECISION
 from fedrisk.errors import CryptoError
 
@@ -272,9 +272,15 @@ def compress(public_key: PublicKey, packing: SlotPacking, cts: Sequence[Any], pe
     if packing.plaintext_bits != public_key.plaintext_bits:
         raise CryptoError("this packing was built for a different key size")
     m = public_key.ciphertext_modulus
+    cts = list(cts)
+    if montgomery.AVAILABLE and len(cts) > g:
+        # compiled squaring chains on this process's threads (GIL released), whole groups each
+        w = public_key.ciphertext_bytes
+        groups = [to_bytes(cts[lo:lo + g], w) for lo in range(0, len(cts), g)]
+        parts = map_chunks(_shift_task, (int(m), g, packing.total_bits), groups, threads=True, tasks_per_worker=1)
+        return [c for blob in parts for c in from_bytes(blob, w)], layout
     shift = 1 << packing.total_bits
     out = []
-    cts = list(cts)
     for lo in range(0, len(cts), g):
         group = cts[lo : lo + g]
         acc = group[-1]
@@ -282,6 +288,10 @@ def compress(public_key: PublicKey, packing: SlotPacking, cts: Sequence[Any], pe
             acc = gmpy2.powmod(acc, shift, m) * c % m
         out.append(acc)
     return out, layout
+
+
+def _shift_task(modulus: int, group: int, shift_bits: int, groups: Sequence[bytes]) -> bytes:
+    return montgomery.shift_products(modulus, b"".join(groups), group, shift_bits)
 
 
 def decompress(private_key: PrivateKey, packing: SlotPacking, cts: Sequence[Any], count: int,

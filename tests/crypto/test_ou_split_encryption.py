@@ -1,9 +1,11 @@
 """OU encryption split into data-independent obfuscators and the g^m part; ciphertext blocks on the wire."""
 from __future__ import annotations
 
+import gmpy2
 import numpy as np
 import pytest
 
+from fedrisk.crypto import additive, montgomery
 from fedrisk.crypto import okamoto_uchiyama as ou
 from fedrisk.crypto.additive import from_bytes, generate_keypair
 from fedrisk.crypto.packing import SlotPacking
@@ -87,3 +89,67 @@ def test_ciphertext_block_validation_and_lazy_bigints(keys):
     for bad in (0, int(pub.n), int(pub.n) + 5):
         with pytest.raises(CryptoError):
             pub.ciphertext_block_from_wire(BigInts([1, bad], width=w))
+
+
+# --- the key owner's CRT path (compiled kernel) -------------------------------------------------
+needs_kernel = pytest.mark.skipif(not montgomery.AVAILABLE, reason="compiled kernel fedrisk.crypto._montgomery not built")
+
+
+@needs_kernel
+def test_owner_crt_obfuscators_are_h_to_the_r(keys):
+    pub, priv = keys
+    crt = ou._CrtEncryptor(pub, priv.p, priv.q)
+    digits = additive.random_exponent_digits(40, pub.obfuscation_bits, crt.WINDOW)
+    digits[0] = 0                                   # r = 0: the obfuscator is 1
+    blob = crt.obfuscators(40, digits)
+    ow, w1 = crt.obfuscator_bytes, crt.w1
+    for i, row in enumerate(digits.tolist()):
+        r = sum(int(d) << (crt.WINDOW * j) for j, d in enumerate(row))
+        expect = gmpy2.powmod(pub.h, r, pub.n)
+        a = int.from_bytes(blob[i * ow:i * ow + w1], "big")
+        b = int.from_bytes(blob[i * ow + w1:(i + 1) * ow], "big")
+        assert a == expect % crt.p2 and b == expect % crt.q
+
+
+@needs_kernel
+def test_owner_crt_encryption_equals_public_encryption_for_the_same_r(keys):
+    pub, priv = keys
+    crt = ou._CrtEncryptor(pub, priv.p, priv.q)
+    pk = SlotPacking.for_sums((1.0, 0.25), 5000, plaintext_bits=pub.plaintext_bits, precision=16)
+    gh = _gh(200, seed=4)
+    sv = pk.slot_ints(gh)
+    digits = additive.random_exponent_digits(len(gh), pub.obfuscation_bits, crt.WINDOW)
+    mine = crt.encrypt_slots(sv, pk.slot_bits, tuple(pk.slot_bounds), crt.obfuscators(len(gh), digits))
+    rs = [gmpy2.powmod(pub.h, sum(int(d) << (crt.WINDOW * j) for j, d in enumerate(row)), pub.n)
+          for row in digits.tolist()]
+    public = pub.encrypt_slots_to_wire_async(sv, pk.slot_bits, pk.slot_bounds, additive.to_bytes(rs, pub.ciphertext_bytes))()
+    assert mine == public.to_bytes()
+
+
+@needs_kernel
+def test_owner_encryption_through_the_private_key_decrypts_and_is_fresh(keys):
+    pub, priv = keys
+    pk = SlotPacking.for_sums((1.0, 0.25), 5000, plaintext_bits=pub.plaintext_bits, precision=16)
+    gh = _gh(3000, seed=5)
+    sv = pk.slot_ints(gh)
+    obf = b"".join(f() for f in priv.obfuscators_async(len(gh), tasks=3))
+    assert len(obf) == len(gh) * priv.obfuscator_bytes
+    a = priv.encrypt_slots_to_wire_async(sv, pk.slot_bits, pk.slot_bounds, obf)()
+    b = priv.encrypt_slots_to_wire_async(sv, pk.slot_bits, pk.slot_bounds)()   # fresh obfuscators
+    assert a.width == pub.ciphertext_bytes and a.to_bytes() != b.to_bytes()
+    for ct in (a, b):
+        dec = pk.unpack(priv.decrypt(from_bytes(ct.to_bytes(), ct.width)))
+        assert np.abs(dec - gh).max() <= 2.0 ** -17
+    with pytest.raises(CryptoError):  # the obfuscators of a public key are not this key's CRT form
+        priv.encrypt_slots_to_wire_async(sv[:2], pk.slot_bits, pk.slot_bounds, b"\x01" * pub.ciphertext_bytes * 2)
+
+
+def test_owner_encryption_without_the_kernel_uses_the_public_path(keys, monkeypatch):
+    pub, priv = keys
+    monkeypatch.setattr(montgomery, "AVAILABLE", False)
+    assert priv.obfuscator_bytes == pub.ciphertext_bytes
+    pk = SlotPacking.for_sums((1.0, 0.25), 5000, plaintext_bits=pub.plaintext_bits, precision=16)
+    gh = _gh(50, seed=6)
+    obf = b"".join(f() for f in priv.obfuscators_async(len(gh), tasks=1))
+    ct = priv.encrypt_slots_to_wire_async(pk.slot_ints(gh), pk.slot_bits, pk.slot_bounds, obf)()
+    assert np.abs(pk.unpack(priv.decrypt(from_bytes(ct.to_bytes(), ct.width))) - gh).max() <= 2.0 ** -17

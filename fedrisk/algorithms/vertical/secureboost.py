@@ -64,20 +64,24 @@ decisions (bin indices), never raw decryptions. Bin sums are not re-randomised; 
 membership of a sum only for rows it already routes itself, which it knows anyway.
 
 Performance design: one packed plaintext per row (both values in one ciphertext, 16 fractional
-bits), OU encryption in the crypto process pool, streamed in chunks so that H sums the root
-histogram of chunk k while L encrypts chunk k+1; H builds only the smaller child of each sibling
-pair and L derives the other by plaintext subtraction of decrypted sums (parent minus child); H
-skips each feature's most populous bin (about half the rows of a low-cardinality column) and L
-derives it from the node total; each level is one batched bin-sum over the crypto process pool;
-H compresses every level's bin sums into as few ciphertexts as the plaintext space holds, and L
-decrypts each level in one batch on the crypto thread pool. Encryption (one per row and tree)
-dominates; it is split in two (see :mod:`fedrisk.crypto.okamoto_uchiyama`): the obfuscators
-``h^r`` (16 of ~18 modular multiplications, independent of the data) for tree ``t+1`` are queued on
-L's pool right behind tree ``t``'s chunks, so L's workers make them while the tree's levels are
-built instead of idling; each is used for exactly one ciphertext (:class:`_Obfuscators`). At the
-critical moment only ``g^m`` remains, two multiplications through per-slot tables of ``g^v``. All
-chunks of a tree are queued at once, and ciphertexts go from L's workers to the wire and from the
-wire to H's workers as fixed-width bytes (no per-value conversion in the main processes).
+bits), streamed in chunks so that H sums the root histogram of chunk k while L encrypts chunk k+1;
+H builds only the smaller child of each sibling pair and L derives the other by plaintext
+subtraction of decrypted sums (parent minus child); H skips each feature's most populous bin
+(about half the rows of a low-cardinality column) and L derives it from the node total; H
+compresses every level's bin sums into as few ciphertexts as the plaintext space holds, and L
+decrypts each level in one batch on the crypto thread pool.
+
+Encryption (one per row and tree, 24k per tree here) dominates. L owns the key, so it encrypts
+through CRT (``mod p^2`` and ``mod q``, see :class:`fedrisk.crypto.okamoto_uchiyama._CrtEncryptor`)
+on the compiled Montgomery kernel (:mod:`fedrisk.crypto.montgomery`) in its own threads — the
+factors never leave its process — and splits each encryption in two: the obfuscators ``h^r``
+(16 of 18 table products, independent of the data) for tree ``t+1`` are queued right behind tree
+``t``'s chunks, so the cores make them while the tree's levels are built; each is used for
+exactly one ciphertext (:class:`_Obfuscators`). At the critical moment only ``g^m`` remains, two
+products through per-slot tables of ``g^v``. Ciphertexts go from L's threads to the wire and from
+the wire to H's kernels as fixed-width bytes (no per-value conversion in the main threads). H's
+histograms and compression run on the same compiled kernel in its threads (gmpy2 in the crypto
+process pool when the kernel is not built: same results, ~2x slower).
 
 H's histograms are computed in two stages (:func:`_group_cells`): features are grouped (greedy,
 on H's own bins, once), rows with equal bins in every feature of a group form a cell, each cell is
@@ -86,7 +90,8 @@ the same residues as one multiplication per (row, feature), with 35-60% fewer mu
 (correlated and low-cardinality columns share cells). Nothing about the grouping leaves H.
 
 Measured (benchmarks/run.py vertical-secureboost, 2 cores, 24k rows, 30 trees, OU 2048): training
-~46-48 s, ~97 CPU-s before these changes; ~30 s, ~70-75 CPU-s after (wall depends on other load).
+~46-48 s, ~97 CPU-s with gmpy2 and the public-key encryption path; 26-38 s after the grouping,
+skipping and prefetching above; ~14 s, ~25 CPU-s with the compiled kernel and CRT encryption.
 """
 from __future__ import annotations
 
@@ -317,6 +322,25 @@ def _level_hist_kernel(modulus: int, width: int, n_out: int, parts: Sequence[tup
     return to_bytes([one if v is None else v for v in out], width)
 
 
+def _level_hist_native(modulus: int, width: int, n_out: int, parts: Sequence[tuple]) -> bytes:
+    """:func:`_level_hist_kernel` on the compiled kernel (:mod:`fedrisk.crypto.montgomery`): the
+    same residues, two grouped-product passes per part, GIL released (runs on threads)."""
+    from fedrisk.crypto.montgomery import grouped_products
+
+    out: bytes | None = None
+    for blob, e_rows, e_cells, c_cells, c_slots in parts:
+        n_cells = int(e_cells.max()) + 1 if len(e_cells) else 0
+        cells = grouped_products(modulus, blob, e_rows, e_cells, n_cells)
+        keep = c_cells < n_cells
+        res = grouped_products(modulus, cells, c_cells[keep], c_slots[keep], n_out)
+        if out is not None:
+            res = grouped_products(modulus, out + res, np.arange(2 * n_out), np.tile(np.arange(n_out), 2), n_out)
+        out = res
+    if out is None:
+        out = (1).to_bytes(width, "big") * n_out
+    return out
+
+
 class _LevelPlan:
     """Rows, cells and slots of one histogram batch (one tree level, or one streamed root chunk).
 
@@ -460,6 +484,7 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> li
     """
     from gmpy2 import mpz
 
+    from fedrisk.crypto import montgomery
     from fedrisk.crypto.additive import from_bytes, map_chunks, worker_count
 
     w = pub.ciphertext_bytes
@@ -470,8 +495,11 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> li
     c_cells = np.concatenate(plan.c_cells) if plan.c_cells else np.zeros(0, dtype=np.int64)
     c_slots = np.concatenate(plan.c_slots) if plan.c_slots else np.zeros(0, dtype=np.int64)
     workers = worker_count()
+    # compiled kernel: threads of this process (GIL released); gmpy2 kernel: the process pool
+    native = montgomery.AVAILABLE
+    kernel = _level_hist_native if native else _level_hist_kernel
     if len(e_rows) + len(c_cells) < _POOL_HIST_AT or workers < 2 or n < 2 * workers:
-        return from_bytes(_level_hist_kernel(int(m), w, n_out, [(block, e_rows, e_cells, c_cells, c_slots)]), w)
+        return from_bytes(kernel(int(m), w, n_out, [(block, e_rows, e_cells, c_cells, c_slots)]), w)
     size = -(-n // workers)
     parts = []
     for lo in range(0, n, size):
@@ -482,7 +510,7 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> li
         present[cells] = True
         keep = present[c_cells]
         parts.append((block[lo * w:hi * w], e_rows[sel] - lo, cells, c_cells[keep], c_slots[keep]))
-    blobs = map_chunks(_level_hist_kernel, (int(m), w, n_out), parts, tasks_per_worker=1)
+    blobs = map_chunks(kernel, (int(m), w, n_out), parts, threads=native, tasks_per_worker=1)
     out = from_bytes(blobs[0], w)
     for b in blobs[1:]:
         out = [x * y % m for x, y in zip(out, from_bytes(b, w))]
@@ -559,9 +587,9 @@ class _Obfuscators:
     encrypts with fresh randomness made on the spot), so no obfuscator is ever used twice.
     """
 
-    def __init__(self, pub: Any) -> None:
-        self.pub = pub
-        self.w = pub.ciphertext_bytes
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.w = key.obfuscator_bytes
         self.pending: list[Callable[[], bytes]] = []
         self.n_pending = 0
         self.buf = b""
@@ -569,7 +597,7 @@ class _Obfuscators:
     def prefetch(self, count: int) -> None:
         size = -(-count // 8)
         for lo in range(0, count, size):
-            self.pending.extend(self.pub.obfuscators_async(min(size, count - lo), tasks=1))
+            self.pending.extend(self.key.obfuscators_async(min(size, count - lo), tasks=1))
         self.n_pending += count
 
     def take(self, k: int) -> bytes | None:
@@ -648,7 +676,7 @@ class SecureBoostLabelHolder:
         p = self.params
         tp = p.tree
         self.ph = _Phases()
-        t_start = time.perf_counter()
+        t_start, cpu_start = time.perf_counter(), time.process_time()
         hosts = list(hosts)
         self._names = list(feature_names)
         X = np.asarray(X, dtype=np.float64)
@@ -666,7 +694,8 @@ class SecureBoostLabelHolder:
             binner = QuantileBinner(p.max_bin).fit(X[train_pos])
             bins = binner.transform(X)
         self._setup(channel, hosts, n, len(train_pos))
-        self._obf = _Obfuscators(self.pub) if hosts and hasattr(self.pub, "obfuscators_async") else None
+        # the key owner encrypts with its private key: through CRT when the compiled kernel is there
+        self._obf = _Obfuscators(self.priv) if hosts and hasattr(self.priv, "obfuscators_async") else None
         base = base_score(y[train_pos])
         margin = np.full(n, base)
         scale = float(2 ** p.precision)
@@ -695,12 +724,10 @@ class SecureBoostLabelHolder:
                     for lo, hi in spans:
                         gh = np.column_stack([g[rows[lo:hi]], h[rows[lo:hi]]])
                         obf = self._obf.take(hi - lo) if self._obf is not None else None
-                        if hasattr(self.pub, "encrypt_slots_to_wire_async"):
+                        if hasattr(self.priv, "encrypt_slots_to_wire_async"):
                             # same ciphertexts as encrypting pack(gh), g^m made slot by slot
-                            pending.append(self.pub.encrypt_slots_to_wire_async(
+                            pending.append(self.priv.encrypt_slots_to_wire_async(
                                 self.packing.slot_ints(gh), self.packing.slot_bits, self.packing.slot_bounds, obf))
-                        elif obf is not None:
-                            pending.append(self.pub.encrypt_to_wire_async(self.packing.pack(gh), obf))
                         else:
                             pending.append(self.priv.encrypt_to_wire_async(self.packing.pack(gh)))
                     if self._obf is not None and t + 1 < p.n_trees:
@@ -756,6 +783,8 @@ class SecureBoostLabelHolder:
         for tr in trees:
             tr.pop("_leaf_of", None)
         self.ph.t["train_s"] = time.perf_counter() - t_start
+        # CPU of this process and its threads (crypto threads included; process-pool workers not)
+        self.ph.t["train_cpu_s"] = time.process_time() - cpu_start
         self.train_margin_ = margin
         self.val_mask_ = val
         self.model_ = LabelHolderModel(base, list(feature_names), kept, importance, history, best_it,
@@ -956,6 +985,7 @@ class SecureBoostFeatureHolder:
 
         p = self.params
         ph = _Phases()
+        cpu_start = time.process_time()
         ch, lh = channel, label_holder
         who = f"label holder {lh!r}"
         X = np.asarray(X, dtype=np.float64)
@@ -1079,6 +1109,7 @@ class SecureBoostFeatureHolder:
         cnt, gain = imp.get("splits"), imp.get("gain")
         importance = {feature_names[f]: {"splits": int(cnt[f]), "gain": float(gain[f])}
                       for f in range(len(nb)) if int(cnt[f])}
+        ph.t["train_cpu_s"] = time.process_time() - cpu_start
         ph.send(ch, lh, "sb.stats", {k: float(v) for k, v in ph.t.items()}, "metric")
         self.model_ = FeatureHolderModel(list(feature_names), trees[:kept], importance, dict(ph.t))
         return self

@@ -216,3 +216,21 @@ def test_paillier_scheme_gives_the_same_trees():
     parts = [X[:, :3], X[:, 3:]]
     res, _ = train(parts, y, params)
     assert np.max(np.abs(res["lh"][1] - pooled_reference(parts, y, params))) < 1e-6
+
+
+def test_compiled_kernel_and_gmpy2_fallback_grow_the_same_trees(monkeypatch):
+    """The compiled Montgomery kernels (CRT encryption, histograms, compression) change speed, not
+    results: with them switched off the same data gives the same model and scores."""
+    from fedrisk.crypto import montgomery
+
+    if not montgomery.AVAILABLE:
+        pytest.skip("compiled kernel fedrisk.crypto._montgomery not built: only the fallback exists")
+    X, y = make_data(n=5000, seed=7)   # large enough for the threaded/pooled kernels
+    params = SecureBoostParams(**{**FAST, "n_trees": 3})
+    parts = [X[:, :3], X[:, 3:]]
+    fast, _ = train(parts, y, params)
+    monkeypatch.setattr(montgomery, "_native", None)
+    monkeypatch.setattr(montgomery, "AVAILABLE", False)
+    slow, _ = train(parts, y, params)
+    assert np.array_equal(fast["lh"][1], slow["lh"][1])
+    assert fast["lh"][0].model_.trees == slow["lh"][0].model_.trees

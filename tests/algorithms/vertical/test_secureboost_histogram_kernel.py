@@ -66,8 +66,8 @@ def test_greedy_grouping_saves_multiplications():
     assert cost(greedy) < cost(singles)
 
 
-class _FakePub:
-    ciphertext_bytes = 2
+class _FakeKey:
+    obfuscator_bytes = 2
 
     def __init__(self):
         self.next = 0
@@ -79,7 +79,7 @@ class _FakePub:
 
 
 def test_obfuscator_queue_hands_out_each_value_once():
-    q = _Obfuscators(_FakePub())
+    q = _Obfuscators(_FakeKey())
     assert q.take(3) is None
     q.prefetch(10)
     got = [q.take(4), q.take(4)]

@@ -1,0 +1,259 @@
+"""Batch modular products for the homomorphic hot loops: a compiled kernel with gmpy2 fallbacks.
+
+Why: SecureBoost's cost is long runs of products modulo one fixed modulus — OU encryption
+(``g^m h^r`` through fixed-base tables), encrypted histograms (products of ciphertexts grouped by
+bin) and compression (squaring chains). :mod:`fedrisk.crypto._montgomery` (C over GMP's public
+``mpn`` functions, Montgomery reduction, contiguous limb tables) does them without the per-product
+Python objects and divisions of gmpy2, and releases the GIL, so a party's thread pool keeps every
+core busy and secrets stay in its process. Measured at 2048 bits on this project's 2-core machine:
+one product ~1.4 us instead of ~1.9-2.8 us, and OU encryption by the key owner through CRT
+(``mod p^2`` and ``mod q``, half-size limbs) ~2.5x faster than the public-key path.
+
+Every function here has the same contract with or without the compiled module (the fallbacks are
+plain gmpy2 loops; tests check both agree bit for bit): big integers in and out are fixed-width
+big-endian byte strings — the wire format — except :class:`PowerTable`, which a caller builds once
+and reuses. ``FEDRISK_NATIVE=0`` disables the compiled module (to test or rule it out);
+``python -m fedrisk.crypto.montgomery`` prints which one is active.
+
+Not constant time, like gmpy2: timing depends on operand values and is visible only on the
+computing party's own machine.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+
+from fedrisk.errors import CryptoError
+
+try:  # the compiled kernel is optional (see setup.py)
+    from fedrisk.crypto import _montgomery as _native
+except ImportError:  # pragma: no cover - depends on the build
+    _native = None
+
+if os.environ.get("FEDRISK_NATIVE", "").strip() == "0":
+    _native = None
+
+__all__ = ["AVAILABLE", "PowerTable", "power_table", "gather_products", "grouped_products",
+           "shift_products", "crt_combine", "width_of", "int_bytes"]
+
+#: whether the compiled kernel is in use
+AVAILABLE = _native is not None
+
+
+def width_of(modulus: int) -> int:
+    """Byte width of ``modulus``'s fixed-width big-endian form."""
+    return (int(modulus).bit_length() + 7) // 8
+
+
+def int_bytes(x: int, modulus: int) -> bytes:
+    """``x`` as big-endian bytes of ``modulus``'s width."""
+    return int(x).to_bytes(width_of(modulus), "big")
+
+
+def _from_blob(blob: bytes, w: int) -> list:
+    fb = mpz.from_bytes
+    return [fb(blob[i:i + w], "big") for i in range(0, len(blob), w)]
+
+
+def _to_blob(values: Sequence[Any], w: int) -> bytes:
+    return b"".join(mpz(v).to_bytes(w, "big") for v in values)
+
+
+def _check_modulus(n: int) -> int:
+    n = int(n)
+    if n <= 1 or n % 2 == 0 or n.bit_length() > 16384:
+        raise CryptoError(f"modulus must be odd, greater than 1 and at most 16384 bits (got {n.bit_length()} bits)")
+    return n
+
+
+def _check_blob(blob: bytes, w: int, what: str) -> int:
+    if len(blob) % w:
+        raise CryptoError(f"{what}: {len(blob)} bytes is not a whole number of {w}-byte values")
+    return len(blob) // w
+
+
+class PowerTable:
+    """Powers of bases modulo one modulus, laid out for :func:`gather_products`.
+
+    Compiled: a ``(entries, limbs)`` uint64 array in Montgomery form; fallback: a list of ``mpz``.
+    Build with :func:`power_table`, combine with :meth:`concat` and slicing.
+    """
+
+    __slots__ = ("modulus", "entries")
+
+    def __init__(self, modulus: int, entries: Any) -> None:
+        self.modulus = int(modulus)
+        self.entries = entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, s: slice) -> "PowerTable":
+        if not isinstance(s, slice):
+            raise TypeError("PowerTable takes slices only")
+        return PowerTable(self.modulus, self.entries[s])
+
+    @staticmethod
+    def concat(tables: Sequence["PowerTable"]) -> "PowerTable":
+        mods = {t.modulus for t in tables}
+        if len(mods) != 1:
+            raise CryptoError("tables of different moduli cannot be joined")
+        first = tables[0].entries
+        if isinstance(first, np.ndarray):
+            return PowerTable(mods.pop(), np.ascontiguousarray(np.concatenate([t.entries for t in tables])))
+        return PowerTable(mods.pop(), [e for t in tables for e in t.entries])
+
+    @property
+    def nbytes(self) -> int:
+        if isinstance(self.entries, np.ndarray):
+            return int(self.entries.nbytes)
+        return sum(int(e).bit_length() // 8 + 32 for e in self.entries)
+
+
+def power_table(modulus: int, base: int, count: int) -> PowerTable:
+    """``base^0, ..., base^(count-1) mod modulus`` (odd modulus)."""
+    n = _check_modulus(modulus)
+    b = int(base) % n
+    if count < 1:
+        raise CryptoError("a power table needs at least one entry")
+    if _native is not None:
+        raw = _native.power_table(int_bytes(n, n), int_bytes(b, n), int(count))
+        limbs = -(-n.bit_length() // 64)
+        return PowerTable(n, np.frombuffer(raw, dtype=np.uint64).reshape(int(count), limbs))
+    m, x, out = mpz(n), mpz(1), []
+    bm = mpz(b)
+    for _ in range(int(count)):
+        out.append(x)
+        x = x * bm % m
+    return PowerTable(n, out)
+
+
+def gather_products(table: PowerTable, index: np.ndarray, factors: bytes | None = None) -> bytes:
+    """``out[i] = factors[i] * prod_j table[index[i, j]] mod n`` (``-1`` skips; no factor = 1).
+
+    ``index``: ``(count, k)`` integers; ``factors``: ``count`` big-endian values of the modulus's
+    width, each below it. Returns ``count`` values of that width.
+    """
+    n = table.modulus
+    w = width_of(n)
+    idx = np.ascontiguousarray(index, dtype=np.int64)
+    if idx.ndim != 2:
+        raise CryptoError("gather_products takes a (count, k) index")
+    count, k = idx.shape
+    if factors is not None and _check_blob(factors, w, "factors") != count:
+        raise CryptoError(f"{len(factors) // w} factors for {count} products")
+    if count == 0:
+        return b""
+    if idx.size and (idx.min() < -1 or idx.max() >= len(table)):
+        raise CryptoError(f"table index outside [-1, {len(table)})")
+    if _native is not None and isinstance(table.entries, np.ndarray):
+        try:
+            return _native.gather_products(int_bytes(n, n), table.entries, idx, max(1, k), factors)
+        except ValueError as e:
+            raise CryptoError(str(e)) from None
+    m = mpz(n)
+    ent = table.entries
+    fs = _from_blob(factors, w) if factors is not None else None
+    out = []
+    for i, row in enumerate(idx.tolist()):
+        acc = fs[i] if fs is not None else mpz(1)
+        if acc >= m:
+            raise CryptoError("a factor is not below the modulus")
+        for j in row:
+            if j >= 0:
+                acc = acc * ent[j] % m
+        out.append(acc)
+    return _to_blob(out, w)
+
+
+def grouped_products(modulus: int, values: bytes, which: np.ndarray, group: np.ndarray, n_groups: int) -> bytes:
+    """``out[g]`` = product of ``values[which[e]]`` over every ``e`` with ``group[e] == g``, mod ``n``.
+
+    A group of ``c`` values costs ``c - 1`` products (plus one Montgomery correction when compiled);
+    an empty group is 1. ``values`` and the result are big-endian of the modulus's width.
+    """
+    n = _check_modulus(modulus)
+    w = width_of(n)
+    n_vals = _check_blob(values, w, "values")
+    wh = np.ascontiguousarray(which, dtype=np.int64).ravel()
+    gr = np.ascontiguousarray(group, dtype=np.int64).ravel()
+    if wh.shape != gr.shape:
+        raise CryptoError("which and group differ in length")
+    if wh.size and (wh.min() < 0 or wh.max() >= n_vals or gr.min() < 0 or gr.max() >= n_groups):
+        raise CryptoError("grouped_products: an entry refers to a missing value or group")
+    if _native is not None:
+        try:
+            return _native.grouped_products(int_bytes(n, n), values, wh, gr, int(n_groups))
+        except ValueError as e:
+            raise CryptoError(str(e)) from None
+    m = mpz(n)
+    vals = _from_blob(values, w)
+    if any(v >= m for v in vals):
+        raise CryptoError("a value is not below the modulus")
+    out: list = [None] * int(n_groups)
+    for i, g in zip(wh.tolist(), gr.tolist()):
+        o = out[g]
+        out[g] = vals[i] if o is None else o * vals[i] % m
+    one = mpz(1)
+    return _to_blob([one if v is None else v for v in out], w)
+
+
+def shift_products(modulus: int, values: bytes, group: int, shift: int) -> bytes:
+    """Per run ``[c_0, ..., c_{g-1}]`` of ``group`` consecutive values (the last may be shorter):
+    ``c_0 * c_1^(2^shift) * ... * c_{g-1}^(2^(shift (g-1))) mod n`` (Horner form)."""
+    n = _check_modulus(modulus)
+    w = width_of(n)
+    count = _check_blob(values, w, "values")
+    if group < 1 or shift < 0:
+        raise CryptoError("shift_products needs group >= 1 and shift >= 0")
+    if count == 0:
+        return b""
+    if _native is not None:
+        try:
+            return _native.shift_products(int_bytes(n, n), values, int(group), int(shift))
+        except ValueError as e:
+            raise CryptoError(str(e)) from None
+    m = mpz(n)
+    e = mpz(1) << int(shift)
+    cts = _from_blob(values, w)
+    if any(c >= m for c in cts):
+        raise CryptoError("a value is not below the modulus")
+    out = []
+    for lo in range(0, count, group):
+        run = cts[lo:lo + group]
+        acc = run[-1]
+        for c in reversed(run[:-1]):
+            acc = gmpy2.powmod(acc, e, m) * c % m
+        out.append(acc)
+    return _to_blob(out, w)
+
+
+def crt_combine(m1: int, m2: int, a: bytes, b: bytes, width: int) -> bytes:
+    """``c[i]`` with ``c = a[i] mod m1`` and ``c = b[i] mod m2`` (coprime odd moduli, ``m1 >= m2``),
+    big-endian of ``width`` bytes; ``a`` is big-endian of ``m1``'s width, ``b`` of ``m2``'s."""
+    m1, m2 = _check_modulus(m1), _check_modulus(m2)
+    if m1 < m2:
+        raise CryptoError("crt_combine takes the larger modulus first")
+    w1, w2 = width_of(m1), width_of(m2)
+    if _check_blob(a, w1, "a") != _check_blob(b, w2, "b"):
+        raise CryptoError("crt_combine: a and b differ in length")
+    u = int(gmpy2.invert(m1, m2))
+    if _native is not None:
+        try:
+            return _native.crt_combine(int_bytes(m1, m1), int_bytes(m2, m2), int_bytes(u, m2), a, b, int(width))
+        except ValueError as e:
+            raise CryptoError(str(e)) from None
+    A, B = _from_blob(a, w1), _from_blob(b, w2)
+    M1, M2, U = mpz(m1), mpz(m2), mpz(u)
+    if any(x >= M1 for x in A) or any(y >= M2 for y in B):
+        raise CryptoError("a residue is not below its modulus")
+    return _to_blob([x + M1 * ((y - x) * U % M2) for x, y in zip(A, B)], width)
+
+
+if __name__ == "__main__":  # pragma: no cover - a diagnostic for users
+    print("fedrisk.crypto.montgomery:", "compiled kernel (GMP mpn)" if AVAILABLE else
+          "pure-gmpy2 fallback (reinstall with a C compiler and libgmp-dev for the compiled kernel)")
