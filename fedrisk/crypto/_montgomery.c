@@ -395,7 +395,12 @@ static PyObject *grouped_products(PyObject *self, PyObject *args)
     acc = malloc((size_t)(n_groups ? n_groups : 1) * (size_t)L * sizeof(mp_limb_t));
     cnt = calloc((size_t)(n_groups ? n_groups : 1), sizeof(int64_t));
     out = PyBytes_FromStringAndSize(NULL, n_groups * m->w);
-    if (!acc || !cnt || !out) { if (out) Py_CLEAR(out); else PyErr_NoMemory(); if (!acc || !cnt) PyErr_NoMemory(); goto done; }
+    if (!out) goto done;
+    if (!acc || !cnt) {
+        Py_CLEAR(out);
+        PyErr_NoMemory();
+        goto done;
+    }
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS

@@ -230,44 +230,54 @@ class _CrtEncryptor:
         self._h: tuple | None = None
         self._slots: dict[tuple, tuple] = {}
 
-    def _h_tables(self) -> tuple:
+    @staticmethod
+    def _tables(jobs: list[list[tuple[int, int, int]]]) -> list:
+        """One concatenated :class:`PowerTable` per job, a job being ``(modulus, base, count)``
+        pieces; the pieces are built on a private thread pool (the kernel releases the GIL; the
+        shared crypto pool may be the caller, so it is not used here)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from fedrisk.crypto.montgomery import PowerTable, power_table
 
+        with ThreadPoolExecutor(max_workers=worker_count()) as ex:
+            futs = [[ex.submit(power_table, *piece) for piece in job] for job in jobs]
+            return [PowerTable.concat([f.result() for f in job]) for job in futs]
+
+    def _h_tables(self) -> tuple:
         with self._lock:
             if self._h is None:
                 w, bits = self.WINDOW, self.pub.obfuscation_bits
                 rows = -(-bits // w)
-                out = []
+                jobs = []
                 for mod in (self.p2, self.q):
-                    base = gmpy2.mpz(self.pub.h) % mod
-                    parts = []
+                    base, job = gmpy2.mpz(self.pub.h) % mod, []
                     for _ in range(rows):
-                        parts.append(power_table(mod, int(base), 1 << w))
+                        job.append((mod, int(base), 1 << w))   # row i: h^(d 2^(w i)), d < 2^w
                         base = gmpy2.powmod(base, 1 << w, mod)
-                    out.append(PowerTable.concat(parts))
-                self._h = (out[0], out[1], rows)
+                    jobs.append(job)
+                tp, tq = self._tables(jobs)
+                self._h = (tp, tq, rows)
             return self._h
 
     def _slot_tables(self, slot_bits: int, bounds: tuple[int, ...]) -> tuple:
-        from fedrisk.crypto.montgomery import PowerTable, power_table
-
         key = (int(slot_bits), bounds)
         with self._lock:
             t = self._slots.get(key)
             if t is None:
                 if len(self._slots) >= 2:
                     self._slots.pop(next(iter(self._slots)))
-                out = []
+                jobs = []
                 for mod in (self.p2, self.q):
-                    parts = []
+                    job = []
                     for j, bound in enumerate(bounds):
                         base = gmpy2.powmod(gmpy2.mpz(self.pub.g), gmpy2.mpz(1) << (j * slot_bits), mod)
-                        pos = power_table(mod, int(base), bound + 1)
-                        neg = power_table(mod, int(gmpy2.invert(base, mod)), bound + 1)
-                        parts += [neg[:0:-1], pos]     # index v + bound for v in [-bound, bound]
-                    out.append(PowerTable.concat(parts))
+                        job += [(mod, int(gmpy2.invert(base, mod)), bound + 1), (mod, int(base), bound + 1)]
+                    jobs.append(job)
+                built = self._tables(jobs)
+                # per slot: negative powers reversed then positive ones, so v sits at index v + bound
+                tables = [_signed(tab, bounds) for tab in built]
                 offsets = np.concatenate([[0], np.cumsum([2 * b + 1 for b in bounds])[:-1]]).astype(np.int64)
-                t = self._slots[key] = (out[0], out[1], offsets)
+                t = self._slots[key] = (tables[0], tables[1], offsets)
             return t
 
     def obfuscators(self, count: int, digits: np.ndarray | None = None) -> bytes:
@@ -302,6 +312,18 @@ class _CrtEncryptor:
         a = gather_products(tp, idx, pair[:, :self.w1].tobytes())
         b = gather_products(tq, idx, pair[:, self.w1:].tobytes())
         return crt_combine(self.p2, self.q, a, b, self.pub.ciphertext_bytes)
+
+
+def _signed(table: Any, bounds: Sequence[int]) -> Any:
+    """Reorder ``[inv^0..inv^B, base^0..base^B]`` per slot into ``base^-B .. base^B``."""
+    from fedrisk.crypto.montgomery import PowerTable
+
+    parts, lo = [], 0
+    for bound in bounds:
+        neg, pos = table[lo:lo + bound + 1], table[lo + bound + 1:lo + 2 * bound + 2]
+        parts += [neg[:0:-1], pos]
+        lo += 2 * bound + 2
+    return PowerTable.concat(parts)
 
 
 def _thread_futures(fn: Callable[..., bytes], pieces: list[tuple]) -> list[Callable[[], bytes]]:
