@@ -521,6 +521,74 @@ done:
     return out;
 }
 
+PyDoc_STRVAR(pow_list_doc,
+"pow_list(n, values, exponent) -> bytes\n\n"
+"values[i] ** exponent mod n for every value (big-endian of n's width); exponent big-endian\n"
+"bytes, >= 0. Fixed 5-bit windows in the Montgomery domain.");
+
+static PyObject *pow_list(PyObject *self, PyObject *args)
+{
+    Py_buffer nb, vb, eb;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &nb, &vb, &eb)) return NULL;
+    PyObject *out = NULL;
+    enum { W = 5 };
+    Mod *m = malloc(sizeof(Mod));
+    mp_limb_t *tab = NULL;
+    mp_limb_t acc[MAX_LIMBS], x[MAX_LIMBS], tmp[2 * MAX_LIMBS];
+    if (!m) { PyErr_NoMemory(); goto done; }
+    if (!mod_init(m, nb.buf, nb.len)) goto done;
+    mp_size_t L = m->L;
+    Py_ssize_t count;
+    if (!check_blob(&vb, m->w, "values", &count)) goto done;
+    const unsigned char *e = eb.buf;
+    Py_ssize_t ebits = eb.len * 8;
+    while (ebits > 0 && !((e[(eb.len * 8 - ebits) / 8] >> (7 - (eb.len * 8 - ebits) % 8)) & 1)) ebits--;
+    tab = malloc(((size_t)1 << W) * (size_t)L * sizeof(mp_limb_t));
+    out = PyBytes_FromStringAndSize(NULL, count * m->w);
+    if (!out) goto done;
+    if (!tab) { Py_CLEAR(out); PyErr_NoMemory(); goto done; }
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    /* bit i of the exponent, counting from the least significant */
+#define EBIT(i) ((e[eb.len - 1 - (i) / 8] >> ((i) % 8)) & 1)
+    for (Py_ssize_t v = 0; v < count && !bad; v++) {
+        if (!load(m, vb.buf, v, x)) { bad = 1; break; }
+        memset(acc, 0, (size_t)L * sizeof(mp_limb_t));
+        acc[0] = 1;
+        if (ebits > 0) {
+            mont_mul(m, tab, acc, m->r2, tmp);         /* Mont(1) */
+            mont_mul(m, tab + L, x, m->r2, tmp);       /* Mont(x) */
+            for (int d = 2; d < (1 << W); d++) mont_mul(m, tab + d * L, tab + (d - 1) * L, tab + L, tmp);
+            Py_ssize_t top = (ebits - 1) / W * W;      /* lowest bit of the leading window */
+            int d = 0;
+            for (Py_ssize_t b = ebits - 1; b >= top; b--) d = (d << 1) | EBIT(b);
+            memcpy(acc, tab + d * L, (size_t)L * sizeof(mp_limb_t));
+            for (Py_ssize_t lo = top - W; lo >= 0; lo -= W) {
+                for (int k = 0; k < W; k++) mont_mul(m, acc, acc, acc, tmp);
+                d = 0;
+                for (Py_ssize_t b = lo + W - 1; b >= lo; b--) d = (d << 1) | EBIT(b);
+                if (d) mont_mul(m, acc, acc, tab + d * L, tmp);
+            }
+            from_mont(m, acc, acc, tmp);
+        }
+        limbs_to_be(acc, L, o + v * m->w, m->w);
+    }
+#undef EBIT
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        Py_CLEAR(out);
+        PyErr_SetString(PyExc_ValueError, "a value is not below the modulus");
+    }
+done:
+    free(m);
+    free(tab);
+    PyBuffer_Release(&nb);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&eb);
+    return out;
+}
+
 PyDoc_STRVAR(crt_combine_doc,
 "crt_combine(m1, m2, u, a, b, width) -> bytes\n\n"
 "c[i] with c = a[i] mod m1 and c = b[i] mod m2 (coprime odd moduli, u = m1^-1 mod m2), as\n"
@@ -581,6 +649,7 @@ static PyMethodDef methods[] = {
     {"grouped_products", grouped_products, METH_VARARGS, grouped_products_doc},
     {"shift_products", shift_products, METH_VARARGS, shift_products_doc},
     {"crt_combine", crt_combine, METH_VARARGS, crt_combine_doc},
+    {"pow_list", pow_list, METH_VARARGS, pow_list_doc},
     {NULL, NULL, 0, NULL},
 };
 

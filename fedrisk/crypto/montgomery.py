@@ -39,7 +39,7 @@ if os.environ.get("FEDRISK_NATIVE", "").strip() == "0":
     _native = None
 
 __all__ = ["AVAILABLE", "PowerTable", "power_table", "gather_products", "grouped_products",
-           "shift_products", "crt_combine", "width_of", "int_bytes"]
+           "shift_products", "pow_list", "crt_combine", "width_of", "int_bytes"]
 
 #: whether the compiled kernel is in use
 AVAILABLE = _native is not None
@@ -225,6 +225,26 @@ def shift_products(modulus: int, values: bytes, group: int, shift: int) -> bytes
             acc = gmpy2.powmod(acc, e, m) * c % m
         out.append(acc)
     return _to_blob(out, w)
+
+
+def pow_list(modulus: int, values: bytes, exponent: int) -> bytes:
+    """``values[i] ** exponent mod n`` for every value (big-endian of the modulus's width)."""
+    n = _check_modulus(modulus)
+    w = width_of(n)
+    _check_blob(values, w, "values")
+    e = int(exponent)
+    if e < 0:
+        raise CryptoError("pow_list takes a non-negative exponent")
+    if _native is not None:
+        try:
+            return _native.pow_list(int_bytes(n, n), values, e.to_bytes(max(1, (e.bit_length() + 7) // 8), "big"))
+        except ValueError as err:
+            raise CryptoError(str(err)) from None
+    m = mpz(n)
+    vals = _from_blob(values, w)
+    if any(v >= m for v in vals):
+        raise CryptoError("a value is not below the modulus")
+    return _to_blob(gmpy2.powmod_base_list(vals, e, m) if vals else [], w)
 
 
 def crt_combine(m1: int, m2: int, a: bytes, b: bytes, width: int) -> bytes:

@@ -21,7 +21,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from fedrisk.errors import CryptoError
 
-__all__ = ["worker_count", "process_pool", "thread_pool", "shutdown_pools", "broken_pool_error", "warm_up"]
+__all__ = ["worker_count", "process_pool", "thread_pool", "background_thread_pool", "shutdown_pools",
+           "broken_pool_error", "warm_up"]
 
 #: modules whose kernels run in the workers; imported once per worker, not per task
 _KERNEL_MODULES = ("fedrisk.crypto.psi", "fedrisk.crypto.additive", "fedrisk.crypto.paillier",
@@ -29,6 +30,9 @@ _KERNEL_MODULES = ("fedrisk.crypto.psi", "fedrisk.crypto.additive", "fedrisk.cry
 
 _PROC: ProcessPoolExecutor | None = None
 _THREADS: ThreadPoolExecutor | None = None
+_BACKGROUND: ThreadPoolExecutor | None = None
+#: how much lower the background threads' CPU priority is (Linux nice levels)
+BACKGROUND_NICENESS = 10
 _LOCK = threading.Lock()
 
 
@@ -84,16 +88,39 @@ def thread_pool() -> Executor:
         return _THREADS
 
 
+def _lower_priority() -> None:
+    try:  # Linux: a thread is a task with its own nice value; raising it needs no privilege
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICENESS))
+    except (AttributeError, OSError):  # not Linux, or refused: plain priority
+        pass
+
+
+def background_thread_pool() -> Executor:
+    """Threads at lower CPU priority, for work made ahead of need (the label holder's next-tree
+    obfuscators): they use cores the critical path leaves idle — in this process and in other
+    parties' processes on the same machine — instead of competing with it, and never queue in
+    front of critical tasks on :func:`thread_pool`."""
+    global _BACKGROUND
+    with _LOCK:
+        if _BACKGROUND is None:
+            _BACKGROUND = ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="fedrisk-background",
+                                             initializer=_lower_priority)
+        return _BACKGROUND
+
+
 def shutdown_pools() -> None:
     """Stop the pools (they restart on next use); joins workers so their CPU time is accounted."""
-    global _PROC, _THREADS
+    global _PROC, _THREADS, _BACKGROUND
     with _LOCK:
         proc, _PROC = _PROC, None
         threads, _THREADS = _THREADS, None
+        background, _BACKGROUND = _BACKGROUND, None
     if proc is not None:
         proc.shutdown(wait=True, cancel_futures=True)
-    if threads is not None:
-        threads.shutdown(wait=True, cancel_futures=True)
+    for pool in (threads, background):
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 atexit.register(shutdown_pools)

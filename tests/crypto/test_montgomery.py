@@ -118,6 +118,19 @@ def test_shift_products_matches_gmpy2(bits, seed, count, group, shift):
 
 @native_only
 @SETTINGS
+@given(bits=bit_sizes, seed=st.integers(0, 2**32 - 1), count=st.integers(0, 8),
+       exponent=st.one_of(st.integers(0, 70), st.integers(0, 2**700)))
+def test_pow_list_matches_gmpy2(bits, seed, count, exponent):
+    rnd = np.random.default_rng(seed)
+    n = _odd(bits, rnd)
+    vals = [int.from_bytes(rnd.bytes(bits // 8 + 8), "big") % n for _ in range(count)]
+    got, ref = _both(lambda: montgomery.pow_list(n, _blob(vals, n), exponent))
+    assert got == ref
+    assert _values(got, n) == [pow(v, exponent, n) for v in vals]
+
+
+@native_only
+@SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), bits=st.sampled_from([128, 256, 341, 682]), count=st.integers(0, 10))
 def test_crt_combine_matches_gmpy2(seed, bits, count):
     rnd = np.random.default_rng(seed)

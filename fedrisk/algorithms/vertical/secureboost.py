@@ -357,10 +357,20 @@ class _LevelPlan:
         self.c_slots: list[np.ndarray] = []
         self.n_rows = 0
         self.n_cells = 0
+        self._arrays: tuple | None = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(e_rows, e_cells, c_cells, c_slots)`` concatenated (kept: root plans are reused)."""
+        if self._arrays is None:
+            def cat(parts: list[np.ndarray]) -> np.ndarray:
+                return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            self._arrays = (cat(self.e_rows), cat(self.e_cells), cat(self.c_cells), cat(self.c_slots))
+        return self._arrays
 
     def add_node(self, gi: np.ndarray, b: np.ndarray, skip: np.ndarray, offs: np.ndarray,
                  groupings: Sequence[Sequence[np.ndarray]], strides: Sequence[Sequence[np.ndarray]]) -> None:
         """Add one node's rows ``gi`` with bins ``b`` (rows x features); ``offs`` = its first slot per feature."""
+        self._arrays = None
         best = None
         for grouping, strd in zip(groupings, strides):
             plan = _group_cells(b, skip, grouping, strd)
@@ -490,10 +500,7 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> li
     w = pub.ciphertext_bytes
     m = pub.ciphertext_modulus
     n = len(block) // w
-    e_rows = np.concatenate(plan.e_rows) if plan.e_rows else np.zeros(0, dtype=np.int64)
-    e_cells = np.concatenate(plan.e_cells) if plan.e_cells else np.zeros(0, dtype=np.int64)
-    c_cells = np.concatenate(plan.c_cells) if plan.c_cells else np.zeros(0, dtype=np.int64)
-    c_slots = np.concatenate(plan.c_slots) if plan.c_slots else np.zeros(0, dtype=np.int64)
+    e_rows, e_cells, c_cells, c_slots = plan.arrays()
     workers = worker_count()
     # compiled kernel: threads of this process (GIL released); gmpy2 kernel: the process pool
     native = montgomery.AVAILABLE
@@ -597,7 +604,9 @@ class _Obfuscators:
     def prefetch(self, count: int) -> None:
         size = -(-count // 8)
         for lo in range(0, count, size):
-            self.pending.extend(self.key.obfuscators_async(min(size, count - lo), tasks=1))
+            # made ahead of need, at lower CPU priority: they fill idle cores instead of delaying
+            # the feature holders' histograms or this party's decryptions
+            self.pending.extend(self.key.obfuscators_async(min(size, count - lo), tasks=1, background=True))
         self.n_pending += count
 
     def take(self, k: int) -> bytes | None:
@@ -1017,6 +1026,8 @@ class SecureBoostFeatureHolder:
             groupings = _candidate_groupings(bins, nb, skip)
             strides = [[_strides(nb, fs) for fs in g] for g in groupings]
         trees: list[dict] = []
+        root_plans: dict[tuple[int, int], _LevelPlan] = {}
+        plan_rows: np.ndarray | None = None
         t = 0
         while True:
             if t == 0 and p.first_tree_label_holder_only:
@@ -1037,6 +1048,9 @@ class SecureBoostFeatureHolder:
             if not isinstance(n_chunks, int) or not 1 <= n_chunks <= len(rows):
                 raise ProtocolError(f"{who} announced {n_chunks!r} gradient chunks for {len(rows)} rows")
             bins_grad = bins[rows]
+            if plan_rows is None or not np.array_equal(rows, plan_rows):
+                root_plans.clear()
+                plan_rows = rows.copy()
             # the root histogram is summed chunk by chunk as the label holder streams them
             # ciphertexts stay fixed-width bytes here (validated on arrival); only workers make mpz
             w = pub.ciphertext_bytes
@@ -1050,8 +1064,11 @@ class SecureBoostFeatureHolder:
                 if n_got + k_rows > len(rows):
                     raise ProtocolError(f"{who} sent more ciphertexts than the {len(rows)} announced rows")
                 with ph("histogram"):
-                    plan = _LevelPlan()
-                    plan.add_node(np.arange(k_rows), bins_grad[n_got:n_got + k_rows], skip, offs, groupings, strides)
+                    # a chunk's plan depends only on its rows' bins: the same every tree (no subsampling)
+                    plan = root_plans.get((n_got, k_rows))
+                    if plan is None:
+                        plan = root_plans[(n_got, k_rows)] = _LevelPlan()
+                        plan.add_node(np.arange(k_rows), bins_grad[n_got:n_got + k_rows], skip, offs, groupings, strides)
                     ph_part = level_histograms(pub, part, plan, per_node)
                     root_hist = ph_part if root_hist is None else [x * y % m for x, y in zip(root_hist, ph_part)]
                 blocks.append(part)

@@ -72,7 +72,7 @@ class _FakeKey:
     def __init__(self):
         self.next = 0
 
-    def obfuscators_async(self, count, tasks=1):
+    def obfuscators_async(self, count, tasks=1, background=False):
         vals = bytes(x % 256 for v in range(self.next, self.next + count) for x in (v >> 8, v))
         self.next += count
         return [lambda: vals]
