@@ -38,7 +38,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-from fedrisk.crypto import fixed_point
+from fedrisk.crypto import fixed_point, montgomery
 from fedrisk.crypto.fixed_point import DEFAULT_PRECISION
 from fedrisk.crypto.workers import broken_pool_error, process_pool, shutdown_pools, thread_pool, worker_count
 from fedrisk.errors import CodecError, CryptoError
@@ -275,6 +275,15 @@ def _bin_sums_task(modulus: int, width: int, n_bins: int, parts: Sequence[tuple[
     return to_bytes((c for row in (total or []) for c in row), width)
 
 
+def _grouped_task(modulus: int, n_groups: int, parts: Sequence[tuple[bytes, np.ndarray, np.ndarray]]) -> bytes:
+    """Thread task for the compiled kernel: grouped products of each part, multiplied together."""
+    out = None
+    for blob, which, group in parts:
+        res = montgomery.grouped_products(modulus, blob, which, group, n_groups)
+        out = res if out is None else montgomery.pairwise_products(modulus, out, res)
+    return out if out is not None else to_bytes([ONE] * n_groups, (int(modulus).bit_length() + 7) // 8)
+
+
 def _mul_task(modulus: int, width: int, pairs: Sequence[tuple[bytes, int]]) -> bytes:
     m = mpz(modulus)
     pw = gmpy2.powmod
@@ -447,7 +456,10 @@ class PublicKey(abc.ABC):
             cts = [cts[i] for i in idx.tolist()]
         m = self.ciphertext_modulus
         n, f = bins.shape
-        if n * f >= PARALLEL_HISTOGRAM_AT and worker_count() > 1 and n >= 2 * worker_count():
+        if montgomery.AVAILABLE and n:
+            flat = self._bin_sums_native(cts, bins, n_bins)
+            out = [flat[j * n_bins:(j + 1) * n_bins] for j in range(f)]
+        elif n * f >= PARALLEL_HISTOGRAM_AT and worker_count() > 1 and n >= 2 * worker_count():
             w = self.ciphertext_bytes
             bins = np.ascontiguousarray(bins, dtype=np.int32 if n_bins < 2**31 else np.int64)
             parts = [(to_bytes(cts[lo:hi], w), bins[lo:hi]) for lo, hi in _chunks(n, worker_count())]
@@ -462,6 +474,26 @@ class PublicKey(abc.ABC):
         else:
             out = bin_sums_kernel(m, cts, bins, n_bins)
         return out[0] if one_d else out
+
+    def _bin_sums_native(self, cts: Sequence[Any], bins: np.ndarray, n_bins: int) -> list:
+        """:meth:`bin_sums` on the compiled kernel: rows split over this process's threads, one
+        grouped product per split (group = feature * n_bins + bin), partial sums multiplied."""
+        n, f = bins.shape
+        w = self.ciphertext_bytes
+        m = int(self.ciphertext_modulus)
+        groups = f * n_bins
+        offs = (np.arange(f, dtype=np.int64) * n_bins)[None, :]
+        spans = _chunks(n, worker_count()) if n * f >= PARALLEL_HISTOGRAM_AT and worker_count() > 1 else [(0, n)]
+        parts = [(to_bytes(cts[lo:hi], w), np.tile(np.arange(hi - lo, dtype=np.int64), f),
+                  (bins[lo:hi].astype(np.int64) + offs).T.ravel()) for lo, hi in spans]
+        if len(parts) == 1:
+            blob = _grouped_task(m, groups, parts)
+        else:
+            blobs = map_chunks(_grouped_task, (m, groups), parts, threads=True, tasks_per_worker=1)
+            blob = blobs[0]
+            for other in blobs[1:]:
+                blob = montgomery.pairwise_products(m, blob, other)
+        return from_bytes(blob, w)
 
     # -- wire -----------------------------------------------------------------------------------
     def ciphertexts_to_wire(self, cts: Sequence[Any]) -> BigInts:

@@ -39,7 +39,7 @@ if os.environ.get("FEDRISK_NATIVE", "").strip() == "0":
     _native = None
 
 __all__ = ["AVAILABLE", "PowerTable", "power_table", "gather_products", "grouped_products",
-           "shift_products", "pow_list", "crt_combine", "width_of", "int_bytes"]
+           "pairwise_products", "shift_products", "pow_list", "crt_combine", "width_of", "int_bytes"]
 
 #: whether the compiled kernel is in use
 AVAILABLE = _native is not None
@@ -195,6 +195,17 @@ def grouped_products(modulus: int, values: bytes, which: np.ndarray, group: np.n
         out[g] = vals[i] if o is None else o * vals[i] % m
     one = mpz(1)
     return _to_blob([one if v is None else v for v in out], w)
+
+
+def pairwise_products(modulus: int, a: bytes, b: bytes) -> bytes:
+    """``a[i] * b[i] mod n`` for two equally long vectors (merging partial sums of parallel parts)."""
+    n = _check_modulus(modulus)
+    w = width_of(n)
+    count = _check_blob(a, w, "a")
+    if _check_blob(b, w, "b") != count:
+        raise CryptoError("pairwise_products: vectors differ in length")
+    idx = np.arange(count, dtype=np.int64)
+    return grouped_products(n, a + b, np.arange(2 * count, dtype=np.int64), np.concatenate([idx, idx]), count)
 
 
 def shift_products(modulus: int, values: bytes, group: int, shift: int) -> bytes:

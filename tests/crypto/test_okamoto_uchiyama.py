@@ -61,7 +61,15 @@ def test_homomorphic_identities(keys):
     assert r != ca and priv.decrypt(r) == a
 
 
-def test_bin_sums_many_features(keys, monkeypatch):
+@pytest.mark.parametrize("kernel", ["compiled", "gmpy2"])
+def test_bin_sums_many_features(keys, monkeypatch, kernel):
+    from fedrisk.crypto import montgomery
+
+    if kernel == "compiled" and not montgomery.AVAILABLE:
+        pytest.skip("compiled kernel fedrisk.crypto._montgomery not built")
+    if kernel == "gmpy2":
+        monkeypatch.setattr(montgomery, "_native", None)
+        monkeypatch.setattr(montgomery, "AVAILABLE", False)
     pub, priv = keys
     monkeypatch.setattr(additive, "PARALLEL_HISTOGRAM_AT", 100)
     rng = np.random.default_rng(3)

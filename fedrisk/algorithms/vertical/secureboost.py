@@ -325,7 +325,7 @@ def _level_hist_kernel(modulus: int, width: int, n_out: int, parts: Sequence[tup
 def _level_hist_native(modulus: int, width: int, n_out: int, parts: Sequence[tuple]) -> bytes:
     """:func:`_level_hist_kernel` on the compiled kernel (:mod:`fedrisk.crypto.montgomery`): the
     same residues, two grouped-product passes per part, GIL released (runs on threads)."""
-    from fedrisk.crypto.montgomery import grouped_products
+    from fedrisk.crypto.montgomery import grouped_products, pairwise_products
 
     out: bytes | None = None
     for blob, e_rows, e_cells, c_cells, c_slots in parts:
@@ -333,9 +333,7 @@ def _level_hist_native(modulus: int, width: int, n_out: int, parts: Sequence[tup
         cells = grouped_products(modulus, blob, e_rows, e_cells, n_cells)
         keep = c_cells < n_cells
         res = grouped_products(modulus, cells, c_cells[keep], c_slots[keep], n_out)
-        if out is not None:
-            res = grouped_products(modulus, out + res, np.arange(2 * n_out), np.tile(np.arange(n_out), 2), n_out)
-        out = res
+        out = res if out is None else pairwise_products(modulus, out, res)
     if out is None:
         out = (1).to_bytes(width, "big") * n_out
     return out
