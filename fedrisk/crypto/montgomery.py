@@ -64,6 +64,24 @@ def _to_blob(values: Sequence[Any], w: int) -> bytes:
     return b"".join(mpz(v).to_bytes(w, "big") for v in values)
 
 
+def _native_call(name: str, *args: Any) -> bytes:
+    """Call the compiled kernel; its ValueErrors (bad sizes, values not below the modulus) are
+    this package's CryptoError."""
+    try:
+        return getattr(_native, name)(*args)
+    except ValueError as e:
+        raise CryptoError(str(e)) from None
+
+
+def _residues(blob: bytes, n: int) -> list:
+    """The fallback's view of a value block: ``mpz`` values, each checked to be below ``n``."""
+    m = mpz(n)
+    vals = _from_blob(blob, width_of(n))
+    if any(v >= m for v in vals):
+        raise CryptoError("a value is not below the modulus")
+    return vals
+
+
 def _check_modulus(n: int) -> int:
     n = int(n)
     if n <= 1 or n % 2 == 0 or n.bit_length() > 16384:
@@ -116,7 +134,7 @@ def power_table(modulus: int, base: int, count: int) -> PowerTable:
     if count < 1:
         raise CryptoError("a power table needs at least one entry")
     if _native is not None:
-        raw = _native.power_table(int_bytes(n, n), int_bytes(b, n), int(count))
+        raw = _native_call("power_table", int_bytes(n, n), int_bytes(b, n), int(count))
         limbs = -(-n.bit_length() // 64)
         return PowerTable(n, np.frombuffer(raw, dtype=np.uint64).reshape(int(count), limbs))
     m, x, out = mpz(n), mpz(1), []
@@ -146,18 +164,13 @@ def gather_products(table: PowerTable, index: np.ndarray, factors: bytes | None 
     if idx.size and (idx.min() < -1 or idx.max() >= len(table)):
         raise CryptoError(f"table index outside [-1, {len(table)})")
     if _native is not None and isinstance(table.entries, np.ndarray):
-        try:
-            return _native.gather_products(int_bytes(n, n), table.entries, idx, max(1, k), factors)
-        except ValueError as e:
-            raise CryptoError(str(e)) from None
+        return _native_call("gather_products", int_bytes(n, n), table.entries, idx, max(1, k), factors)
     m = mpz(n)
     ent = table.entries
-    fs = _from_blob(factors, w) if factors is not None else None
+    fs = _residues(factors, n) if factors is not None else None
     out = []
     for i, row in enumerate(idx.tolist()):
         acc = fs[i] if fs is not None else mpz(1)
-        if acc >= m:
-            raise CryptoError("a factor is not below the modulus")
         for j in row:
             if j >= 0:
                 acc = acc * ent[j] % m
@@ -181,14 +194,9 @@ def grouped_products(modulus: int, values: bytes, which: np.ndarray, group: np.n
     if wh.size and (wh.min() < 0 or wh.max() >= n_vals or gr.min() < 0 or gr.max() >= n_groups):
         raise CryptoError("grouped_products: an entry refers to a missing value or group")
     if _native is not None:
-        try:
-            return _native.grouped_products(int_bytes(n, n), values, wh, gr, int(n_groups))
-        except ValueError as e:
-            raise CryptoError(str(e)) from None
+        return _native_call("grouped_products", int_bytes(n, n), values, wh, gr, int(n_groups))
     m = mpz(n)
-    vals = _from_blob(values, w)
-    if any(v >= m for v in vals):
-        raise CryptoError("a value is not below the modulus")
+    vals = _residues(values, n)
     out: list = [None] * int(n_groups)
     for i, g in zip(wh.tolist(), gr.tolist()):
         o = out[g]
@@ -219,15 +227,10 @@ def shift_products(modulus: int, values: bytes, group: int, shift: int) -> bytes
     if count == 0:
         return b""
     if _native is not None:
-        try:
-            return _native.shift_products(int_bytes(n, n), values, int(group), int(shift))
-        except ValueError as e:
-            raise CryptoError(str(e)) from None
+        return _native_call("shift_products", int_bytes(n, n), values, int(group), int(shift))
     m = mpz(n)
     e = mpz(1) << int(shift)
-    cts = _from_blob(values, w)
-    if any(c >= m for c in cts):
-        raise CryptoError("a value is not below the modulus")
+    cts = _residues(values, n)
     out = []
     for lo in range(0, count, group):
         run = cts[lo:lo + group]
@@ -247,15 +250,9 @@ def pow_list(modulus: int, values: bytes, exponent: int) -> bytes:
     if e < 0:
         raise CryptoError("pow_list takes a non-negative exponent")
     if _native is not None:
-        try:
-            return _native.pow_list(int_bytes(n, n), values, e.to_bytes(max(1, (e.bit_length() + 7) // 8), "big"))
-        except ValueError as err:
-            raise CryptoError(str(err)) from None
-    m = mpz(n)
-    vals = _from_blob(values, w)
-    if any(v >= m for v in vals):
-        raise CryptoError("a value is not below the modulus")
-    return _to_blob(gmpy2.powmod_base_list(vals, e, m) if vals else [], w)
+        return _native_call("pow_list", int_bytes(n, n), values, e.to_bytes(max(1, (e.bit_length() + 7) // 8), "big"))
+    vals = _residues(values, n)
+    return _to_blob(gmpy2.powmod_base_list(vals, e, mpz(n)) if vals else [], w)
 
 
 def crt_combine(m1: int, m2: int, a: bytes, b: bytes, width: int) -> bytes:
@@ -269,14 +266,9 @@ def crt_combine(m1: int, m2: int, a: bytes, b: bytes, width: int) -> bytes:
         raise CryptoError("crt_combine: a and b differ in length")
     u = int(gmpy2.invert(m1, m2))
     if _native is not None:
-        try:
-            return _native.crt_combine(int_bytes(m1, m1), int_bytes(m2, m2), int_bytes(u, m2), a, b, int(width))
-        except ValueError as e:
-            raise CryptoError(str(e)) from None
-    A, B = _from_blob(a, w1), _from_blob(b, w2)
+        return _native_call("crt_combine", int_bytes(m1, m1), int_bytes(m2, m2), int_bytes(u, m2), a, b, int(width))
+    A, B = _residues(a, m1), _residues(b, m2)
     M1, M2, U = mpz(m1), mpz(m2), mpz(u)
-    if any(x >= M1 for x in A) or any(y >= M2 for y in B):
-        raise CryptoError("a residue is not below its modulus")
     return _to_blob([x + M1 * ((y - x) * U % M2) for x, y in zip(A, B)], width)
 
 

@@ -46,6 +46,11 @@ def _odd(bits: int, rnd: np.random.Generator) -> int:
     return x | 1 | (1 << (bits - 1))
 
 
+def _residues(rnd: np.random.Generator, n: int, count: int) -> list[int]:
+    """``count`` near-uniform residues mod ``n`` (64 spare bits before the reduction)."""
+    return [int.from_bytes(rnd.bytes(n.bit_length() // 8 + 8), "big") % n for _ in range(count)]
+
+
 def _blob(values, n):
     return b"".join(int(v).to_bytes(montgomery.width_of(n), "big") for v in values)
 
@@ -69,7 +74,7 @@ def _both(fn):
 def test_grouped_products_matches_gmpy2(bits, seed, n_vals, n_edges, n_groups):
     rnd = np.random.default_rng(seed)
     n = _odd(bits, rnd)
-    vals = [int.from_bytes(rnd.bytes(bits // 8 + 8), "big") % n for _ in range(n_vals)]
+    vals = _residues(rnd, n, n_vals)
     which = rnd.integers(0, n_vals, n_edges)
     group = rnd.integers(0, n_groups, n_edges)
     got = montgomery.grouped_products(n, _blob(vals, n), which, group, n_groups)
@@ -86,9 +91,9 @@ def test_grouped_products_matches_gmpy2(bits, seed, n_vals, n_edges, n_groups):
 def test_gather_products_matches_gmpy2(bits, seed, count, k, with_factors):
     rnd = np.random.default_rng(seed)
     n = _odd(bits, rnd)
-    base = int.from_bytes(rnd.bytes(bits // 8 + 8), "big") % n
+    base = _residues(rnd, n, 1)[0]
     idx = rnd.integers(-1, 17, (count, k))
-    factors = [int.from_bytes(rnd.bytes(bits // 8 + 8), "big") % n for _ in range(count)]
+    factors = _residues(rnd, n, count)
     fb = _blob(factors, n) if with_factors else None
     got, ref = _both(lambda: montgomery.gather_products(montgomery.power_table(n, base, 17), idx, fb))
     assert got == ref
@@ -104,7 +109,7 @@ def test_gather_products_matches_gmpy2(bits, seed, count, k, with_factors):
 def test_shift_products_matches_gmpy2(bits, seed, count, group, shift):
     rnd = np.random.default_rng(seed)
     n = _odd(bits, rnd)
-    vals = [int.from_bytes(rnd.bytes(bits // 8 + 8), "big") % n for _ in range(count)]
+    vals = _residues(rnd, n, count)
     got, ref = _both(lambda: montgomery.shift_products(n, _blob(vals, n), group, shift))
     assert got == ref
     expect = []
@@ -123,7 +128,7 @@ def test_shift_products_matches_gmpy2(bits, seed, count, group, shift):
 def test_pow_list_matches_gmpy2(bits, seed, count, exponent):
     rnd = np.random.default_rng(seed)
     n = _odd(bits, rnd)
-    vals = [int.from_bytes(rnd.bytes(bits // 8 + 8), "big") % n for _ in range(count)]
+    vals = _residues(rnd, n, count)
     got, ref = _both(lambda: montgomery.pow_list(n, _blob(vals, n), exponent))
     assert got == ref
     assert _values(got, n) == [pow(v, exponent, n) for v in vals]
@@ -137,8 +142,7 @@ def test_crt_combine_matches_gmpy2(seed, bits, count):
     p = int(gmpy2.next_prime(_odd(bits, rnd)))
     q = int(gmpy2.next_prime(_odd(bits + 2, rnd)))
     m1, m2 = p * p, q
-    a = [int.from_bytes(rnd.bytes(2 * bits // 8 + 8), "big") % m1 for _ in range(count)]
-    b = [int.from_bytes(rnd.bytes(bits // 8 + 8), "big") % m2 for _ in range(count)]
+    a, b = _residues(rnd, m1, count), _residues(rnd, m2, count)
     width = montgomery.width_of(m1 * m2)
     got, ref = _both(lambda: montgomery.crt_combine(m1, m2, _blob(a, m1), _blob(b, m2), width))
     assert got == ref
