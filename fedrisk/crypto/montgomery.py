@@ -39,7 +39,7 @@ if os.environ.get("FEDRISK_NATIVE", "").strip() == "0":
     _native = None
 
 __all__ = ["AVAILABLE", "PowerTable", "power_table", "gather_products", "grouped_products",
-           "pairwise_products", "shift_products", "pow_list", "crt_combine", "width_of", "int_bytes"]
+           "pairwise_products", "shift_products", "pow_list", "powmod_list", "crt_combine", "width_of", "int_bytes"]
 
 #: whether the compiled kernel is in use
 AVAILABLE = _native is not None
@@ -253,6 +253,17 @@ def pow_list(modulus: int, values: bytes, exponent: int) -> bytes:
         return _native_call("pow_list", int_bytes(n, n), values, e.to_bytes(max(1, (e.bit_length() + 7) // 8), "big"))
     vals = _residues(values, n)
     return _to_blob(gmpy2.powmod_base_list(vals, e, mpz(n)) if vals else [], w)
+
+
+def powmod_list(values: Sequence[Any], exponent: int, modulus: int) -> list:
+    """``[v ** exponent mod modulus]`` for integers (any size: reduced first), as ``mpz``: the
+    compiled kernel (GIL released, so a decryption batch splits over threads) or gmpy2's
+    ``powmod_base_list``."""
+    if _native is None:
+        return list(gmpy2.powmod_base_list(list(values), exponent, modulus)) if len(values) else []
+    n = _check_modulus(modulus)
+    m, w = mpz(n), width_of(n)
+    return _from_blob(pow_list(n, _to_blob([v % m for v in values], w), exponent), w)
 
 
 def crt_combine(m1: int, m2: int, a: bytes, b: bytes, width: int) -> bytes:

@@ -195,15 +195,9 @@ def _obfuscator_task(n: int, h: int, r_bits: int, count: int) -> bytes:
 
 
 def _decrypt_kernel(p: Any, gp_inv: Any, cts: Sequence[Any]) -> list:
-    from fedrisk.crypto import montgomery
+    from fedrisk.crypto.montgomery import powmod_list
 
-    p2 = p * p
-    if montgomery.AVAILABLE:  # same values; the compiled kernel releases the GIL for the whole batch
-        w = montgomery.width_of(p2)
-        xs = from_bytes(montgomery.pow_list(int(p2), to_bytes([c % p2 for c in cts], w), int(p - 1)), w)
-    else:
-        xs = gmpy2.powmod_base_list(list(cts), p - 1, p2)
-    return [(x - 1) // p * gp_inv % p for x in xs]
+    return [(x - 1) // p * gp_inv % p for x in powmod_list(cts, int(p - 1), int(p * p))]
 
 
 class _CrtEncryptor:

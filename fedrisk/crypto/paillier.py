@@ -148,13 +148,15 @@ def _encrypt_crt_task(p: int, q: int, hs: int, bits: int, residues: Sequence[int
 
 
 def _decrypt_kernel(p: Any, q: Any, hp: Any, hq: Any, q_inv_p: Any, half_only: bool, cts: Sequence[Any]) -> list:
-    """Residues ``m mod n`` (or ``m mod p`` when ``half_only``); GIL released inside powmod_base_list."""
-    p2 = p * p
-    mp = [(x - 1) // p * hp % p for x in gmpy2.powmod_base_list(list(cts), p - 1, p2)]
+    """Residues ``m mod n`` (or ``m mod p`` when ``half_only``); the exponentiations release the GIL
+    (compiled kernel; partly with gmpy2), so batches split over threads."""
+    from fedrisk.crypto.montgomery import powmod_list
+
+    cts = list(cts)
+    mp = [(x - 1) // p * hp % p for x in powmod_list(cts, int(p - 1), int(p * p))]
     if half_only:
         return mp
-    q2 = q * q
-    mq = [(x - 1) // q * hq % q for x in gmpy2.powmod_base_list(list(cts), q - 1, q2)]
+    mq = [(x - 1) // q * hq % q for x in powmod_list(cts, int(q - 1), int(q * q))]
     return [b + q * ((a - b) * q_inv_p % p) for a, b in zip(mp, mq)]
 
 
