@@ -46,6 +46,7 @@ Security argument:
 from __future__ import annotations
 
 import secrets
+import threading
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Sequence
 
@@ -200,14 +201,17 @@ def _decrypt_kernel(p: Any, gp_inv: Any, cts: Sequence[Any]) -> list:
     return [(x - 1) // p * gp_inv % p for x in powmod_list(cts, int(p - 1), int(p * p))]
 
 
+_CRT_LOCK = threading.Lock()
+
+
 class _CrtEncryptor:
     """The key owner's OU encryption through CRT on the compiled kernel (:mod:`.montgomery`).
 
     ``c = g^m h^r mod n`` is computed as ``(g^m h^r mod p^2, g^m h^r mod q)`` and recombined: the
     same residue, from products on 22- and 11-limb numbers instead of 32-limb ones, with the
     fixed-base tables of ``h`` (14-bit windows) and the per-slot tables of ``g`` held once per
-    process as contiguous limb arrays (~70 MB and ~45 MB at 2048 bits, built in ~0.5 s on first
-    use) and shared by the party's threads. ``r`` is drawn exactly as in the public-key path
+    key as contiguous limb arrays (~70 MB and ~45 MB at 2048 bits, built in ~0.5 s on first use)
+    and shared by the party's threads. ``r`` is drawn exactly as in the public-key path
     (uniform ``obfuscation_bits`` bits from the OS CSPRNG), so ciphertexts have the same
     distribution. Runs in threads (the kernel releases the GIL): ``p`` and ``q`` stay in the
     owner's process.
@@ -219,15 +223,13 @@ class _CrtEncryptor:
     WINDOW = 14
 
     def __init__(self, pub: "OUPublicKey", p: Any, q: Any) -> None:
-        from threading import Lock
-
         from fedrisk.crypto.montgomery import width_of
 
         self.pub = pub
         self.p2, self.q = int(p) * int(p), int(q)
         self.w1, self.w2 = width_of(self.p2), width_of(self.q)
         self.obfuscator_bytes = self.w1 + self.w2
-        self._lock = Lock()
+        self._lock = threading.Lock()
         self._h: tuple | None = None
         self._slots: dict[tuple, tuple] = {}
 
@@ -570,9 +572,10 @@ class OUPrivateKey(PrivateKey):
 
         if not montgomery.AVAILABLE:
             return None
-        enc = self.__dict__.get("_crt_encryptor")
-        if enc is None:
-            enc = self.__dict__["_crt_encryptor"] = _CrtEncryptor(self.public_key, self.p, self.q)
+        with _CRT_LOCK:  # one encryptor (and one set of tables) per key, whichever thread asks
+            enc = self.__dict__.get("_crt_encryptor")
+            if enc is None:
+                enc = self.__dict__["_crt_encryptor"] = _CrtEncryptor(self.public_key, self.p, self.q)
         return enc
 
     @property
