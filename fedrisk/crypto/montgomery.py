@@ -164,7 +164,8 @@ def gather_products(table: PowerTable, index: np.ndarray, factors: bytes | None 
     if idx.size and (idx.min() < -1 or idx.max() >= len(table)):
         raise CryptoError(f"table index outside [-1, {len(table)})")
     if _native is not None and isinstance(table.entries, np.ndarray):
-        return _native_call("gather_products", int_bytes(n, n), table.entries, idx, max(1, k), factors)
+        return _native_call("gather_products", int_bytes(n, n), np.ascontiguousarray(table.entries), idx, max(1, k),
+                            factors)
     m = mpz(n)
     ent = table.entries
     fs = _residues(factors, n) if factors is not None else None
