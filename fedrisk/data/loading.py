@@ -39,8 +39,9 @@ __all__ = [
     "MISSING_POLICIES",
 ]
 
-#: accepted values of ``missing`` in :func:`load_party_table`
-MISSING_POLICIES = ("reject", "mean")
+#: accepted values of ``missing`` in :func:`load_party_table`: reject rows with missing values,
+#: fill them with column means, or keep NaN for tasks that handle it (vertical.secureboost)
+MISSING_POLICIES = ("reject", "mean", "keep")
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -338,12 +339,14 @@ def load_party_table(
     exclude : sequence of str
         Columns to leave out of the default feature set (e.g. a date or a free-text column).
         Every name must exist in the file: a typo here would otherwise silently keep the column.
-    missing : {"reject", "mean"}
+    missing : {"reject", "mean", "keep"}
         What to do with NaN/inf in features. ``"reject"`` (default) refuses the file and says how
         many rows and which columns are affected. ``"mean"`` fills each column with the mean of
         its finite values *in this file*. In a horizontal federation that is each bank's **local**
         mean, not the federation-wide mean: banks with different customers fill differently, which
-        is acceptable for a few gaps but not a substitute for cleaning the data.
+        is acceptable for a few gaps but not a substitute for cleaning the data. ``"keep"``
+        leaves missing cells as NaN (infinities are still refused) for tasks that handle them:
+        SecureBoost gives them a bin of their own and learns which side of each split they take.
     require_label : bool, optional
         Whether ``label_col`` must be present. Default: ``True`` when ``label_col`` is given. Pass
         ``False`` to read a label if present (``y`` is ``None`` otherwise), e.g. for scoring files.
@@ -390,11 +393,20 @@ def load_party_table(
         bad_cols = np.flatnonzero(bad.any(axis=0))
         per_col = [f"{feature_names[j]!r} ({int(bad[:, j].sum())})" for j in bad_cols]
         n_rows = int(bad.any(axis=1).sum())
+        infinite = np.isinf(X)
+        if missing == "keep" and infinite.any():
+            cols = [f"{feature_names[j]!r} ({int(infinite[:, j].sum())})" for j in np.flatnonzero(infinite.any(axis=0))]
+            raise ctx.error(f"{int(infinite.any(axis=1).sum())} rows have infinite feature values, in columns "
+                            f"{', '.join(cols[:_MAX_LISTED])}; missing='keep' keeps empty cells (NaN), not "
+                            "infinities: fix the export or leave those cells empty")
+        if missing == "keep":
+            return PartyTable(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names), imputed={})
         if missing == "reject":
             more = f", ... ({len(per_col) - _MAX_LISTED} more)" if len(per_col) > _MAX_LISTED else ""
             raise ctx.error(f"{n_rows} rows have missing or infinite feature values, in columns "
                             f"{', '.join(per_col[:_MAX_LISTED])}{more}; clean them, or load with "
-                            "missing='mean' to fill with this file's column means")
+                            "missing='mean' to fill with this file's column means (or missing='keep' "
+                            "for gradient-boosted trees, which learn where missing values go)")
         for j in bad_cols:
             col = X[:, j]
             ok = np.isfinite(col)

@@ -190,8 +190,9 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     certs_dir = _certs(spec, run_dir, certs)
     work = run_dir / "predict" / session
     (work / "logs").mkdir(parents=True, exist_ok=True)
+    # the label holder's data policy of the training job (e.g. missing = "keep" for trees)
     table = load_party_table(data, party=lh, id_col=id_col, label_col=None, features=mod.inference_features(model),
-                             require_label=False)
+                             require_label=False, missing=spec.parties[lh].missing if lh in spec.parties else "reject")
     # open (and so load our TLS files) before starting anyone: a bad certificate folder must not
     # leave feature-holder processes waiting for a label holder that never comes
     channel = _open_channel(spec, lh, job_id, certs_dir, work, tuple(mod.INFERENCE_TAG_PREFIXES))

@@ -91,7 +91,7 @@ class PartySpec(_Strict):
     label: str | None = None
     features: list[str] | None = None
     exclude: list[str] = []
-    missing: Literal["reject", "mean"] = "reject"
+    missing: Literal["reject", "mean", "keep"] = "reject"
     #: the CA that issues this party's certificate (its institution's own PKI). When set, a
     #: certificate for this party's name is accepted only if that CA issued it, so one
     #: institution's CA can never mint another institution's identity
@@ -299,6 +299,10 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
 
     task = get_task(spec.task["kind"], where=str(path))
     task.validate_spec(spec, where=str(path))
+    keep = [n for n, p in spec.parties.items() if p.missing == "keep"]
+    if keep and not getattr(task, "HANDLES_MISSING", False):
+        raise ConfigError(f"{path}: parties {keep} set missing = 'keep', but task {spec.task['kind']!r} cannot use "
+                          "missing values; use 'reject' or 'mean' (only vertical.secureboost learns where they go)")
     return spec
 
 

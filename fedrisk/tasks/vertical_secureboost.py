@@ -57,6 +57,8 @@ from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, in
     driver, inference_features, load_table, model_file, roles, validate_vertical)
 
 KIND = "vertical.secureboost"
+#: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
+HANDLES_MISSING = True
 FORMAT = "fedrisk.vertical.secureboost"
 TAG_PREFIXES = ("psi.", "sb.", "sbi.")
 INFERENCE_TAG_PREFIXES = ("psi.", "sbi.")
@@ -177,5 +179,5 @@ def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_h
     return None
 
 
-__all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
+__all__ = ["KIND", "HANDLES_MISSING", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
            "infer", "inference_features", "load_table"]

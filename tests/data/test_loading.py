@@ -108,6 +108,13 @@ def test_missing_mean_imputes_local_column_means(tmp_path) -> None:
     assert np.isfinite(t.X).all()
 
 
+def test_missing_keep_leaves_nan_and_refuses_infinities(tmp_path) -> None:
+    t = load_party_table(_write(tmp_path, "id,a,b\n1,1,\n2,,5\n3,3,7\n"), party="p", id_col="id", missing="keep")
+    assert np.isnan(t.X[1, 0]) and np.isnan(t.X[0, 1]) and t.imputed == {}
+    msg = _error(_write(tmp_path, "id,a,b\n1,1,\n2,-inf,5\n"), missing="keep")
+    assert "1 rows have infinite" in msg and "'a' (1)" in msg and "'b'" not in msg
+
+
 def test_compressed_csv(tmp_path) -> None:
     path = tmp_path / "p.csv.gz"
     pd.read_csv(_write(tmp_path, GOOD)).to_csv(path, index=False)

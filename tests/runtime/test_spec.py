@@ -48,6 +48,8 @@ def test_good_spec_loads_and_resolves_paths_relative_to_the_file(tmp_path):
     (GOOD.replace("[parties.bank2]", "[parties.Bank2]"), r"party name 'Bank2'"),
     (GOOD.replace('[coordinator]\naddress = "127.0.0.1:50000"', ""), r"needs a \[coordinator\]"),
     (GOOD.replace('label = "y"\n[parties.bank2]', '[parties.bank2]'), r"every bank needs label"),
+    (GOOD.replace('data = "b1.csv"', 'data = "b1.csv"\nmissing = "keep"'),
+     r"parties \['bank1'\] set missing = 'keep', but task 'horizontal\.lr' cannot use missing values"),
     ("[federation\nname='x'", r"not valid TOML"),
 ])
 def test_bad_specs_fail_with_one_clear_line(tmp_path, text, message):

@@ -23,14 +23,17 @@ def cli(*args, cwd=None, timeout=600):
     return subprocess.run([*FEDRISK, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
-def three_party_job(tmp: Path, task_extra: str = "") -> Path:
-    """A lender and two feature holders over shuffled, partly overlapping customers."""
+def three_party_job(tmp: Path, task_extra: str = "", blanks: bool = False) -> Path:
+    """A lender and two feature holders over shuffled, partly overlapping customers (``blanks``:
+    empty cells at every party, loaded with missing = "keep")."""
     rng = np.random.default_rng(0)
     n = 900
     ids = np.arange(n) + 100
     X = rng.normal(size=(n, 6))
     z = X[:, 0] - X[:, 2] + 0.8 * X[:, 4] - 0.5
     y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    if blanks:
+        X[rng.random((n, 6)) < 0.1] = np.nan
     pd.DataFrame({"id": ids, "y": y, "a": X[:, 0], "b": X[:, 1]}).to_csv(tmp / "lender.csv", index=False)
     keep = rng.permutation(n)[: n - 40]  # 40 customers unknown to payco
     pd.DataFrame({"id": ids[keep], "c": X[keep, 2], "d": X[keep, 3]}).to_csv(tmp / "payco.csv", index=False)
@@ -38,6 +41,7 @@ def three_party_job(tmp: Path, task_extra: str = "") -> Path:
     pd.DataFrame({"id": ids[order], "e": X[order, 4], "f": X[order, 5]}).to_csv(tmp / "bureau.csv", index=False)
     ports = free_ports(3)
     spec = tmp / "job.toml"
+    policy = 'missing = "keep"' if blanks else ""
     spec.write_text(textwrap.dedent(f"""
         [federation]
         name = "sb-three"
@@ -45,12 +49,15 @@ def three_party_job(tmp: Path, task_extra: str = "") -> Path:
         address = "127.0.0.1:{ports[0]}"
         data = "lender.csv"
         label = "y"
+        {policy}
         [parties.payco]
         address = "127.0.0.1:{ports[1]}"
         data = "payco.csv"
+        {policy}
         [parties.bureau]
         address = "127.0.0.1:{ports[2]}"
         data = "bureau.csv"
+        {policy}
         [task]
         kind = "vertical.secureboost"
         n_trees = 3
@@ -94,6 +101,28 @@ def test_three_parties_simulate_and_predict(tmp_path):
     assert set(scores.id) == {i for i in new.id if i in payco_ids}
     trained = pd.concat([pd.read_csv(out / "scores" / f) for f in ("train.csv", "test.csv")]).set_index("id")
     assert np.allclose(scores.set_index("id").score, trained.loc[scores.id, "score"], atol=1e-6)
+
+
+def test_missing_values_kept_trained_on_and_scored(tmp_path):
+    spec = three_party_job(tmp_path, blanks=True)
+    out = tmp_path / "run"
+    r = cli("simulate", spec, "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test"]["auc"] > 0.65
+    # new rows with blanks are scored like the same rows were in training
+    new = pd.read_csv(tmp_path / "lender.csv").drop(columns=["y"]).iloc[:150]
+    assert new.isna().any().any()
+    new.to_csv(tmp_path / "new.csv", index=False)
+    r = cli("predict", out / "model.json", tmp_path / "new.csv", "--out", tmp_path / "scores.csv")
+    assert r.returncode == 0, r.stdout + r.stderr
+    scores = pd.read_csv(tmp_path / "scores.csv").set_index("id").score
+    trained = pd.concat([pd.read_csv(out / "scores" / f) for f in ("train.csv", "test.csv")]).set_index("id").score
+    assert len(scores) > 100 and np.allclose(scores, trained.loc[scores.index], atol=1e-6)
+    # without the policy the same files are refused with a clear message
+    spec.write_text(spec.read_text().replace('missing = "keep"', ""))
+    r = cli("simulate", spec, "--out", tmp_path / "run2")
+    assert r.returncode != 0 and "missing='keep'" in (r.stdout + r.stderr)
 
 
 def test_bad_task_settings_are_config_errors(tmp_path):

@@ -10,6 +10,13 @@ Bins of one feature are defined by sorted cut values ``c_0 < c_1 < ... < c_{B-2}
 A split "bins 0..k go left" is therefore the rule ``x < c_k``, which scores new rows without bins.
 Cut values are taken from the data (quantiles with ``method="lower"``); a column with at most
 ``max_bin`` distinct values gets one bin per value, as XGBoost's ``hist`` does.
+
+Missing values (NaN, kept by the ``missing = "keep"`` data policy) get a bin of their own, the
+last one (``B - 1``), in every column that has any when the binner is fitted; cut values come from
+the present values only, so such a column has at most ``max_bin - 1`` value bins. A split then
+also says where missing values go (:func:`fedrisk.algorithms.vertical.tree.best_split` tries
+both sides, as XGBoost's sparsity-aware split finding does). A NaN in a column that had none at
+fitting time is routed like ``x >= threshold`` (right).
 """
 from __future__ import annotations
 
@@ -63,8 +70,10 @@ class QuantileBinner:
     ----------
     cuts_ : list of numpy.ndarray
         Cut values per feature (see the module docstring); they never leave the party.
+    has_missing_ : numpy.ndarray
+        Per feature, whether it had missing values when fitted (its last bin holds them).
     n_bins_ : numpy.ndarray
-        ``len(cuts_[f]) + 1`` per feature.
+        ``len(cuts_[f]) + 1`` per feature, plus one for the missing bin where there is one.
     """
 
     max_bin: int = 32
@@ -77,21 +86,37 @@ class QuantileBinner:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
             raise ValueError(f"binning expects a 2-D array, got shape {X.shape}")
-        self.cuts_ = [quantile_cuts(X[:, f], int(self.max_bin)) for f in range(X.shape[1])]
-        self.n_bins_ = np.array([len(c) + 1 for c in self.cuts_], dtype=np.int64)
+        nan = np.isnan(X)
+        self.has_missing_ = nan.any(axis=0)
+        self.cuts_ = []
+        for f in range(X.shape[1]):
+            present = X[~nan[:, f], f]
+            self.cuts_.append(quantile_cuts(present, int(self.max_bin) - int(self.has_missing_[f]))
+                              if present.size else np.empty(0, dtype=np.float64))
+        self.n_bins_ = np.array([len(c) + 1 + int(m) for c, m in zip(self.cuts_, self.has_missing_)], dtype=np.int64)
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """Bin index per row and feature, ``uint8`` of shape ``X.shape``."""
+        """Bin index per row and feature, ``uint8`` of shape ``X.shape`` (missing: the last bin
+        where the feature has one; otherwise NaN sorts past every cut, into the last value bin)."""
         X = np.asarray(X, dtype=np.float64)
         out = np.empty(X.shape, dtype=np.uint8)
         for f, c in enumerate(self.cuts_):
-            out[:, f] = np.searchsorted(c, X[:, f], side="right")
+            col = X[:, f]
+            out[:, f] = np.searchsorted(c, col, side="right")
+            if self.has_missing_[f]:
+                out[np.isnan(col), f] = len(c) + 1
         return out
 
     def fit_transform(self, X: np.ndarray) -> np.ndarray:
         return self.fit(X).transform(X)
 
     def threshold(self, feature: int, bin_index: int) -> float:
-        """The rule ``x < threshold`` equivalent to "bins ``0..bin_index`` go left"."""
-        return float(self.cuts_[feature][bin_index])
+        """The rule ``x < threshold`` equivalent to "bins ``0..bin_index`` go left"; past the last
+        cut ("every present value goes left", a split on missingness) the largest float."""
+        c = self.cuts_[feature]
+        return float(c[bin_index]) if bin_index < len(c) else float(np.finfo(np.float64).max)
+
+    def missing_bins(self) -> np.ndarray:
+        """Per feature, the index of its missing bin, or -1 (what split finding needs)."""
+        return np.where(self.has_missing_, self.n_bins_ - 1, -1).astype(np.int64)

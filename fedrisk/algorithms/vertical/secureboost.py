@@ -12,10 +12,11 @@ Message flow (tags ``sb.*``; ``t`` = tree, ``d`` = depth)
 ==  =========  =====================  ==================  =============================================
 1   L -> H     ``sb.setup``           public-parameter    public key (OU or Paillier), slot layout of
                                                           the packed ``(g, h)``, row count
-2   H -> L     ``sb.bins``            plaintext-by-design number of bins of each of H's features and
-                                                          the index of its most populous bin, which H
+2   H -> L     ``sb.bins``            plaintext-by-design number of bins of each of H's features, the
+                                                          index of its most populous bin, which H
                                                           never sums (L fills it in as node total
-                                                          minus the other bins)
+                                                          minus the other bins), and the index of its
+                                                          missing-value bin (or -1)
 3   L -> H     ``sb.t<t>.grad``       plaintext-by-design positions of the rows used for this tree
                                                           and the number of chunks (or ``stop``)
 3'  L -> H     ``sb.t<t>.grad.<k>``   ciphertext          ``Enc(pack(g_i, h_i))``, one ciphertext per
@@ -29,7 +30,8 @@ Message flow (tags ``sb.*``; ``t`` = tree, ``d`` = depth)
                                                           homomorphic sum of the rows' ciphertexts,
                                                           compressed (several bin sums per ciphertext)
 6   L -> H     ``sb.t<t>.d<d>.win``   control             for the nodes H won: (node, feature index,
-                                                          bin index). Empty list if H won none.
+                                                          bin index, missing values left?). Empty
+                                                          list if H won none.
 7   H -> L     ``sb.t<t>.d<d>.mask``  plaintext-by-design for each won node, one left/right bit per row
                                                           of the node (H keeps the threshold)
 8   L -> H     ``sb.importance``      aggregate           number of trees kept, split counts and total
@@ -39,7 +41,14 @@ Message flow (tags ``sb.*``; ``t`` = tree, ``d`` = depth)
 
 Scoring (training's test rows and ``fedrisk predict``; tags ``sbi.*``): every H sends L
 ``sbi.<tag>.bits`` (plaintext-by-design), one bit per row for each of its own split nodes
-(``x < threshold``); L walks all trees and is the only one to get scores.
+(``x < threshold``; a missing value goes left only where training learned so); L walks all trees
+and is the only one to get scores.
+
+Missing values: parties that load with ``missing = "keep"`` keep NaN; each party's binner gives a
+feature's missing values a bin of their own (:mod:`fedrisk.algorithms.vertical.binning`), and
+split finding tries them on both sides of every threshold, as XGBoost does
+(:func:`fedrisk.algorithms.vertical.tree.best_split`); the owner records the side with the
+threshold.
 
 What each party learns
 ----------------------
@@ -47,7 +56,8 @@ What each party learns
   what it decrypts), which H-feature index and bin won, and for every H split the left/right side
   of every row that reached the node (training and scoring). It never sees H's thresholds, cut
   points, feature names or values. It also learns the index (not the values) of each H feature's
-  most populous bin, and H's split counts per (anonymous) feature.
+  most populous bin, which of H's features have missing values (their missing bin is summed like
+  any other), and H's split counts per (anonymous) feature.
 * **H** learns the public key, ciphertexts it cannot decrypt, which rows L uses for each tree
   (subsampling/validation), and **which of its rows fall in each tree node** — the known
   SecureBoost leakage: since L must tell H each node's instance space, H sees the partition made
@@ -107,6 +117,7 @@ from fedrisk.algorithms.vertical.tree import (
     TreeParams,
     base_score,
     best_split,
+    goes_left,
     histogram,
     leaf_weight,
     logloss_grad_hess,
@@ -663,6 +674,7 @@ class SecureBoostLabelHolder:
             self.ph.send(ch, h, "sb.setup", setup, "public-parameter")
         self.host_bins: dict[str, np.ndarray] = {}
         self.host_skip: dict[str, np.ndarray] = {}
+        self.host_missing: dict[str, np.ndarray] = {}
         for h in hosts:
             msg = self.ph.recv(ch, h, "sb.bins")
             nb = _int_array(msg.get("n_bins") if isinstance(msg, dict) else None, f"party {h!r}", "n_bins")
@@ -671,8 +683,12 @@ class SecureBoostLabelHolder:
                 raise ProtocolError(f"party {h!r} reported bin counts outside [1, {p.max_bin}]")
             if skip.shape != nb.shape or (skip.size and (skip.min() < 0 or (skip >= nb).any())):
                 raise ProtocolError(f"party {h!r} reported impossible skipped bins")
+            miss = _int_array(msg.get("missing", np.full(len(nb), -1)), f"party {h!r}", "missing")
+            if miss.shape != nb.shape or not np.all((miss == -1) | (miss == nb - 1)):
+                raise ProtocolError(f"party {h!r} reported impossible missing-value bins")
             self.host_bins[h] = nb
             self.host_skip[h] = skip
+            self.host_missing[h] = miss
 
     def fit(self, channel: Channel, hosts: Sequence[str], X: np.ndarray, y: np.ndarray,
             feature_names: Sequence[str]) -> "SecureBoostLabelHolder":
@@ -804,6 +820,7 @@ class SecureBoostLabelHolder:
         n = len(g)
         me = ch.me
         own_nb = binner.n_bins_
+        own_missing = binner.missing_bins()
         max_b = self.params.max_bin
         root = _Node(0, np.arange(n), 0)
         nodes: list[dict] = [{"id": 0}]
@@ -853,13 +870,13 @@ class SecureBoostLabelHolder:
             with self.ph("split_finding"):
                 for nd in splittable:
                     cands = []
-                    s = best_split(own[nd.id], own_nb, nd.G, nd.H, tp)
+                    s = best_split(own[nd.id], own_nb, nd.G, nd.H, tp, own_missing)
                     if s is not None:
-                        cands.append((s[0], me, s[1], s[2]))
+                        cands.append((s[0], me, s[1], s[2], s[5]))
                     for hh in hosts:
-                        s = best_split(nd.host_hist[hh], self.host_bins[hh], nd.G, nd.H, tp)
+                        s = best_split(nd.host_hist[hh], self.host_bins[hh], nd.G, nd.H, tp, self.host_missing[hh])
                         if s is not None:
-                            cands.append((s[0], hh, s[1], s[2]))
+                            cands.append((s[0], hh, s[1], s[2], s[5]))
                     if not cands:
                         continue
                     best = cands[0]
@@ -868,17 +885,18 @@ class SecureBoostLabelHolder:
                             best = c
                     decided[nd.id] = best
                     if best[1] != me:
-                        wins[best[1]].append((nd.id, best[2], best[3]))
+                        wins[best[1]].append((nd.id, best[2], best[3], best[4]))
             for hh in hosts:
                 w = wins[hh]
                 self.ph.send(ch, hh, f"sb.t{t}.d{depth}.win",
                              {"nodes": np.array([x[0] for x in w], dtype=np.int64),
                               "features": np.array([x[1] for x in w], dtype=np.int64),
-                              "bins": np.array([x[2] for x in w], dtype=np.int64)}, "control")
+                              "bins": np.array([x[2] for x in w], dtype=np.int64),
+                              "missing_left": np.array([x[3] for x in w], dtype=np.int64)}, "control")
             masks: dict[int, np.ndarray] = {}
-            for node_id, (gain, party, f, b) in decided.items():
+            for node_id, (gain, party, f, b, miss_left) in decided.items():
                 if party == me:
-                    masks[node_id] = bins[by_id[node_id].rows, f] <= b
+                    masks[node_id] = goes_left(bins[by_id[node_id].rows, f], b, miss_left, int(own_missing[f]))
             for hh in hosts:
                 if not wins[hh]:
                     continue
@@ -894,7 +912,7 @@ class SecureBoostLabelHolder:
             for nd in level:
                 if nd.id not in decided:
                     continue
-                gain, party, f, b = decided[nd.id]
+                gain, party, f, b, miss_left = decided[nd.id]
                 mask = masks[nd.id]
                 lid, rid = len(nodes), len(nodes) + 1
                 left = _Node(lid, nd.rows[mask], depth + 1, parent=nd.id)
@@ -905,6 +923,8 @@ class SecureBoostLabelHolder:
                 if party == me:
                     entry["feature"] = self._names[f]
                     entry["threshold"] = binner.threshold(f, b)
+                    if miss_left:
+                        entry["missing_left"] = True
                 else:
                     entry["_f"] = f
                 nodes[nd.id] = entry
@@ -1018,7 +1038,9 @@ class SecureBoostFeatureHolder:
                                        plaintext_bits=pub.plaintext_bits, precision=int(setup["precision"]))
         if packing.slot_bits != setup["slot_bits"]:
             raise ProtocolError(f"{who} sent an inconsistent slot layout")
-        ph.send(ch, lh, "sb.bins", {"n_bins": nb.astype(np.int64), "skip": skip}, "plaintext-by-design")
+        missing = binner.missing_bins()
+        ph.send(ch, lh, "sb.bins", {"n_bins": nb.astype(np.int64), "skip": skip, "missing": missing},
+                "plaintext-by-design")
         with ph("binning"):
             # local only (nothing is sent): which features to sum together, see _group_cells
             groupings = _candidate_groupings(bins, nb, skip)
@@ -1109,12 +1131,17 @@ class SecureBoostFeatureHolder:
                 if won.size:
                     feats = _int_array(win.get("features"), who, "won features")
                     wbins = _int_array(win.get("bins"), who, "won bins")
+                    wmiss = _int_array(win.get("missing_left", np.zeros(len(won), dtype=np.int64)), who, "missing sides")
                     out_bits = []
-                    for node, f, b in zip(won.tolist(), feats.tolist(), wbins.tolist()):
-                        if not (0 <= f < len(nb) and 0 <= b < nb[f] - 1) or node not in node_rows:
+                    for node, f, b, ml in zip(won.tolist(), feats.tolist(), wbins.tolist(), wmiss.tolist()):
+                        if not (0 <= f < len(nb) and 0 <= b < nb[f] - 1) or node not in node_rows \
+                                or ml not in (0, 1) or (ml and missing[f] < 0):
                             raise ProtocolError(f"{who} chose an impossible split (node {node}, feature {f}, bin {b})")
-                        out_bits.append(_pack_bits(bins[node_rows[node], f] <= b))
-                        mine.append({"id": node, "feature": feature_names[f], "threshold": binner.threshold(f, b)})
+                        out_bits.append(_pack_bits(goes_left(bins[node_rows[node], f], b, bool(ml), int(missing[f]))))
+                        entry = {"id": node, "feature": feature_names[f], "threshold": binner.threshold(f, b)}
+                        if ml:
+                            entry["missing_left"] = True
+                        mine.append(entry)
                     ph.send(ch, lh, f"sb.t{t}.d{depth}.mask", {"nodes": won, "bits": out_bits}, "plaintext-by-design")
                 depth += 1
             trees.append({"nodes": mine})
@@ -1133,6 +1160,15 @@ class SecureBoostFeatureHolder:
 # ---------------------------------------------------------------------------------------------
 # Scoring: each party answers for its own split nodes; only the label holder gets scores
 # ---------------------------------------------------------------------------------------------
+def _split_left(x: np.ndarray, node: dict) -> np.ndarray:
+    """A split node's rule on raw values: ``x < threshold``; missing values go left only where
+    training learned so (``missing_left``), else right (NaN fails every comparison)."""
+    left = x < float(node["threshold"])
+    if node.get("missing_left"):
+        left |= np.isnan(x)
+    return left
+
+
 def score_feature_holder(channel: Channel, model: FeatureHolderModel, X: np.ndarray, label_holder: str,
                          tag: str = "predict") -> None:
     """Send the label holder one left/right bit per row for each of this party's split nodes."""
@@ -1142,7 +1178,7 @@ def score_feature_holder(channel: Channel, model: FeatureHolderModel, X: np.ndar
     for t, tree in enumerate(model.trees):
         for nd in tree["nodes"]:
             keys.append((t, int(nd["id"])))
-            bits.append(_pack_bits(X[:, name_to_col[nd["feature"]]] < float(nd["threshold"])))
+            bits.append(_pack_bits(_split_left(X[:, name_to_col[nd["feature"]]], nd)))
     channel.send(label_holder, f"sbi.{tag}.bits", {
         "n_rows": len(X), "nodes": np.array(keys, dtype=np.int64).reshape(-1, 2),
         "bits": np.array(bits, dtype=np.uint8).reshape(len(keys), (len(X) + 7) // 8)}, kind="plaintext-by-design")
@@ -1177,7 +1213,7 @@ def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray,
                 margin[r] += float(nd["leaf"])
                 continue
             if "threshold" in nd:
-                go = X[r, cols[nd["feature"]]] < float(nd["threshold"])
+                go = _split_left(X[r, cols[nd["feature"]]], nd)
             else:
                 b = host_bits.get((t, node_id))
                 if b is None:

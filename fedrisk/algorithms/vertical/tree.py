@@ -10,6 +10,11 @@ Split gain (Chen & Guestrin 2016, as XGBoost computes ``loss_chg``)::
 
 A split is allowed when ``HL >= min_child_weight``, ``HR >= min_child_weight`` and
 ``gain > max(min_split_gain, 1e-6)``. Leaf weight: ``-learning_rate * G / (H + lambda)``.
+
+Missing values: a feature whose last bin holds its missing values (``missing[f] = n_bins[f] - 1``,
+see :mod:`fedrisk.algorithms.vertical.binning`) is split like XGBoost's sparsity-aware search
+does: every threshold over the present values is tried with the missing bin on the right and on
+the left, plus "present left, missing right"; the split records the side (:func:`goes_left`).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ __all__ = [
     "sigmoid",
     "histogram",
     "best_split",
+    "goes_left",
     "leaf_weight",
     "base_score",
     "fit_reference",
@@ -89,9 +95,9 @@ def _score(g: np.ndarray, h: np.ndarray, lam: float) -> np.ndarray:
     return g * g / (h + lam)
 
 
-def best_split(hist: np.ndarray, n_bins: np.ndarray, G: float, H: float, params: TreeParams
-               ) -> tuple[float, int, int, float, float] | None:
-    """Best ``(gain, feature, bin, GL, HL)`` of one party's histogram, or ``None``.
+def best_split(hist: np.ndarray, n_bins: np.ndarray, G: float, H: float, params: TreeParams,
+               missing: np.ndarray | None = None) -> tuple[float, int, int, float, float, bool] | None:
+    """Best ``(gain, feature, bin, GL, HL, missing_left)`` of one party's histogram, or ``None``.
 
     Parameters
     ----------
@@ -101,23 +107,49 @@ def best_split(hist: np.ndarray, n_bins: np.ndarray, G: float, H: float, params:
         Bins actually used per feature; a split after the last bin is not a split.
     G, H : float
         Node totals (the same for every party; taken from the label holder's exact sums).
+    missing : numpy.ndarray, optional
+        Per feature, the index of its missing bin (always its last bin) or -1; default: none.
+        ``missing_left`` says where that bin goes (``False`` for features without one).
     """
     if hist.size == 0:
         return None
     lam = params.reg_lambda
+    nb = np.asarray(n_bins)[:, None]
+    miss = np.full(hist.shape[0], -1, dtype=np.int64) if missing is None else np.asarray(missing, dtype=np.int64)
+    has = (miss >= 0)[:, None]
     cum = np.cumsum(hist[:, :-1, :], axis=1)  # left side of "bins 0..k go left"
-    GL, HL = cum[:, :, 0], cum[:, :, 1]
-    GR, HR = G - GL, H - HL
-    gain = _score(GL, HL, lam) + _score(GR, HR, lam) - G * G / (H + lam)
     k = np.arange(hist.shape[1] - 1)[None, :]
-    ok = (HL >= params.min_child_weight) & (HR >= params.min_child_weight) & (k < (np.asarray(n_bins)[:, None] - 1))
-    gain = np.where(ok, gain, -np.inf)
-    flat = int(np.argmax(gain))
-    f, b = divmod(flat, gain.shape[1])
-    best = float(gain[f, b])
-    if not np.isfinite(best) or best <= max(params.min_split_gain, MIN_GAIN_EPS):
+    # missing right: the plain prefix sums; a split needs a present bin on each side, or all
+    # present values left and the missing bin right (k = n_bins - 2)
+    variants = [(cum[:, :, 0], cum[:, :, 1], k < nb - 1)]
+    if has.any():
+        mg = np.where(miss >= 0, hist[np.arange(len(miss)), np.maximum(miss, 0), 0], 0.0)[:, None]
+        mh = np.where(miss >= 0, hist[np.arange(len(miss)), np.maximum(miss, 0), 1], 0.0)[:, None]
+        # missing left: only below the last present bin (else everything goes left)
+        variants.append((cum[:, :, 0] + mg, cum[:, :, 1] + mh, has & (k < nb - 2)))
+    best = None
+    for side, (GL, HL, valid) in enumerate(variants):
+        GR, HR = G - GL, H - HL
+        gain = _score(GL, HL, lam) + _score(GR, HR, lam) - G * G / (H + lam)
+        ok = (HL >= params.min_child_weight) & (HR >= params.min_child_weight) & valid
+        gain = np.where(ok, gain, -np.inf)
+        flat = int(np.argmax(gain))
+        f, b = divmod(flat, gain.shape[1])
+        cand = float(gain[f, b])
+        if best is None or cand > best[0] + 1e-12:
+            best = (cand, f, b, float(GL[f, b]), float(HL[f, b]), bool(side))
+    if not np.isfinite(best[0]) or best[0] <= max(params.min_split_gain, MIN_GAIN_EPS):
         return None
-    return best, f, b, float(GL[f, b]), float(HL[f, b])
+    return best
+
+
+def goes_left(bins: np.ndarray, bin_index: int, missing_left: bool, missing_bin: int) -> np.ndarray:
+    """Which rows of one feature's ``bins`` a split sends left: bins ``0..bin_index``, plus the
+    missing bin when ``missing_left`` (``missing_bin`` = -1 when the feature has none)."""
+    left = bins <= bin_index
+    if missing_left and missing_bin >= 0:
+        left |= bins == missing_bin
+    return left
 
 
 def leaf_weight(G: float, H: float, params: TreeParams) -> float:
@@ -133,17 +165,19 @@ class RefTree:
 
     feature: list[int] = field(default_factory=list)
     bin: list[int] = field(default_factory=list)
+    missing_left: list[bool] = field(default_factory=list)
     left: list[int] = field(default_factory=list)
     right: list[int] = field(default_factory=list)
     weight: list[float] = field(default_factory=list)
 
     def add(self) -> int:
-        for a, v in ((self.feature, -1), (self.bin, -1), (self.left, -1), (self.right, -1), (self.weight, 0.0)):
+        for a, v in ((self.feature, -1), (self.bin, -1), (self.missing_left, False), (self.left, -1),
+                     (self.right, -1), (self.weight, 0.0)):
             a.append(v)
         return len(self.feature) - 1
 
 
-def _route(tree: RefTree, bins: np.ndarray) -> np.ndarray:
+def _route(tree: RefTree, bins: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
     leaf = np.zeros(len(bins), dtype=np.int64)
     rows = {0: np.arange(len(bins))}
     for node in range(len(tree.feature)):
@@ -153,18 +187,19 @@ def _route(tree: RefTree, bins: np.ndarray) -> np.ndarray:
         if tree.left[node] < 0:
             leaf[r] = node
             continue
-        go_left = bins[r, tree.feature[node]] <= tree.bin[node]
+        f = tree.feature[node]
+        go_left = goes_left(bins[r, f], tree.bin[node], tree.missing_left[node], -1 if missing is None else int(missing[f]))
         rows[tree.left[node]] = r[go_left]
         rows[tree.right[node]] = r[~go_left]
     return leaf
 
 
 def fit_reference(bins: np.ndarray, n_bins: np.ndarray, y: np.ndarray, n_trees: int, params: TreeParams,
-                  precision: int | None = None) -> tuple[float, list[RefTree]]:
+                  precision: int | None = None, missing: np.ndarray | None = None) -> tuple[float, list[RefTree]]:
     """Level-wise boosting on pooled ``bins``; returns ``(base_score, trees)``.
 
     ``precision`` rounds ``g`` and ``h`` to that many fractional bits, as SecureBoost does before
-    encrypting, so that both grow the same trees.
+    encrypting, so that both grow the same trees. ``missing``: each feature's missing bin or -1.
     """
     base = base_score(y)
     margin = np.full(len(y), base)
@@ -182,24 +217,25 @@ def fit_reference(bins: np.ndarray, n_bins: np.ndarray, y: np.ndarray, n_trees: 
             nxt = []
             for node, r in level:
                 G, H = float(g[r].sum()), float(h[r].sum())
-                s = best_split(histogram(bins[r], g[r], h[r], max_b), n_bins, G, H, params) if depth < params.max_depth else None
+                s = best_split(histogram(bins[r], g[r], h[r], max_b), n_bins, G, H, params, missing) \
+                    if depth < params.max_depth else None
                 if s is None:
                     tree.weight[node] = leaf_weight(G, H, params)
                     continue
-                _, f, b, _, _ = s
-                tree.feature[node], tree.bin[node] = f, b
+                _, f, b, _, _, miss_left = s
+                tree.feature[node], tree.bin[node], tree.missing_left[node] = f, b, miss_left
                 lft, rgt = tree.add(), tree.add()
                 tree.left[node], tree.right[node] = lft, rgt
-                go = bins[r, f] <= b
+                go = goes_left(bins[r, f], b, miss_left, -1 if missing is None else int(missing[f]))
                 nxt += [(lft, r[go]), (rgt, r[~go])]
             level = nxt
-        margin += np.asarray(tree.weight)[_route(tree, bins)]
+        margin += np.asarray(tree.weight)[_route(tree, bins, missing)]
         trees.append(tree)
     return base, trees
 
 
-def predict_reference(base: float, trees: list[RefTree], bins: np.ndarray) -> np.ndarray:
+def predict_reference(base: float, trees: list[RefTree], bins: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
     margin = np.full(len(bins), base)
     for t in trees:
-        margin += np.asarray(t.weight)[_route(t, bins)]
+        margin += np.asarray(t.weight)[_route(t, bins, missing)]
     return sigmoid(margin)

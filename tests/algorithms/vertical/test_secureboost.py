@@ -58,8 +58,9 @@ def pooled_reference(X_parts, y, params):
     binned = [QuantileBinner(params.max_bin).fit(x) for x in X_parts]
     B = np.column_stack([b.transform(x) for b, x in zip(binned, X_parts)])
     nb = np.concatenate([b.n_bins_ for b in binned])
-    base, trees = fit_reference(B, nb, y, params.n_trees, params.tree, precision=params.precision)
-    return predict_reference(base, trees, B)
+    miss = np.concatenate([b.missing_bins() for b in binned])
+    base, trees = fit_reference(B, nb, y, params.n_trees, params.tree, precision=params.precision, missing=miss)
+    return predict_reference(base, trees, B, miss)
 
 
 def test_two_parties_equal_plaintext_reference():
@@ -234,3 +235,67 @@ def test_compiled_kernel_and_gmpy2_fallback_grow_the_same_trees(monkeypatch):
     slow, _ = train(parts, y, params)
     assert np.array_equal(fast["lh"][1], slow["lh"][1])
     assert fast["lh"][0].model_.trees == slow["lh"][0].model_.trees
+
+
+def _with_missing(X, y, seed=0):
+    """Blank cells in three columns (two at the feature holder): missingness that carries signal
+    and missingness at random. Column 5 raises the default risk, and its blanks are mostly
+    non-defaulters, so they belong with its low values: on the left of a split."""
+    rng = np.random.default_rng(seed)
+    X = X.copy()
+    X[(rng.random(len(y)) < 0.4) & (y == 0), 5] = np.nan      # informative, at a feature holder
+    X[rng.random(len(y)) < 0.1, 6] = np.nan                    # at random, same party
+    X[rng.random(len(y)) < 0.15, 1] = np.nan                   # at the label holder
+    return X
+
+
+def test_missing_values_get_their_own_bin_and_a_learned_side():
+    X, y = make_data(n=1500, seed=8)
+    X = _with_missing(X, y)
+    params = SecureBoostParams(**{**FAST, "n_trees": 4})
+    parts = [X[:, :3], X[:, 3:]]
+    res, _ = train(parts, y, params)
+    est, p = res["lh"]
+    # the federation grows exactly the pooled sparsity-aware trees, and scoring raw rows with NaN
+    # (x < threshold, missing to its learned side) agrees with the binned reference
+    assert np.max(np.abs(p - pooled_reference(parts, y, params))) < 1e-6
+    assert np.allclose(p, 1 / (1 + np.exp(-est.train_margin_)))
+    host_nodes = [nd for t in res["h1"].model_.trees for nd in t["nodes"]]
+    assert any(nd.get("missing_left") for nd in host_nodes), "informative missingness should be sent left somewhere"
+    lh_nodes = [nd for t in est.model_.trees for nd in t["nodes"] if "threshold" in nd]
+    assert all(set(nd) <= {"id", "owner", "left", "right", "gain", "feature", "threshold", "missing_left"} for nd in lh_nodes)
+
+
+def test_missing_value_binning_and_split_search():
+    from fedrisk.algorithms.vertical.tree import TreeParams, best_split, histogram
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=400)
+    x[::5] = np.nan
+    b = QuantileBinner(8).fit(np.column_stack([x, rng.normal(size=400)]))
+    B = b.transform(np.column_stack([x, rng.normal(size=400)]))
+    assert list(b.has_missing_) == [True, False] and b.n_bins_[0] == 8 and list(b.missing_bins()) == [7, -1]
+    assert (B[np.isnan(x), 0] == 7).all() and (B[~np.isnan(x), 0] < 7).all()
+    assert b.threshold(0, 6) > 1e300          # "every present value left": a split on missingness
+    # brute force over (threshold, side) agrees with the vectorised search
+    g, h = rng.normal(size=400), rng.uniform(0.05, 0.25, size=400)
+    g[np.isnan(x)] += 1.5                      # missing rows lean one way
+    tp = TreeParams(min_child_weight=0.5)
+    hist = histogram(B, g, h, 8)
+    got = best_split(hist, b.n_bins_, g.sum(), h.sum(), tp, b.missing_bins())
+    best = None
+    for f in range(2):
+        for k in range(int(b.n_bins_[f]) - 1):
+            for side in (False, True):
+                if side and (b.missing_bins()[f] < 0 or k >= b.n_bins_[f] - 2):
+                    continue
+                left = B[:, f] <= k
+                if side:
+                    left |= B[:, f] == b.missing_bins()[f]
+                GL, HL, G, H = g[left].sum(), h[left].sum(), g.sum(), h.sum()
+                if HL < 0.5 or H - HL < 0.5:
+                    continue
+                gain = GL**2 / (HL + 1) + (G - GL)**2 / (H - HL + 1) - G**2 / (H + 1)
+                if best is None or gain > best[0] + 1e-12:
+                    best = (gain, f, k, side)
+    assert got is not None and (got[1], got[2], got[5]) == best[1:] and abs(got[0] - best[0]) < 1e-9
