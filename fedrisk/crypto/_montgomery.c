@@ -189,6 +189,32 @@ static int check_index(const Py_buffer *b, const char *what, Py_ssize_t *count)
     return 1;
 }
 
+/* A parsed modulus on the heap (Mod is ~4 KB: too big for every stack frame), or NULL with a
+   Python error set. */
+static Mod *new_mod(const Py_buffer *nb)
+{
+    Mod *m = malloc(sizeof(Mod));
+    if (!m) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (!mod_init(m, nb->buf, nb->len)) {
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* After a GIL-free loop: drop the result and raise `msg` if the loop met a bad value. */
+static PyObject *unless_bad(PyObject *out, int bad, const char *msg)
+{
+    if (bad) {
+        Py_CLEAR(out);
+        PyErr_SetString(PyExc_ValueError, msg);
+    }
+    return out;
+}
+
 PyDoc_STRVAR(power_table_doc,
 "power_table(n, base, count) -> bytes\n\n"
 "Montgomery forms of base**0 .. base**(count-1) mod n, each L native-endian limbs (base < n).");
@@ -199,10 +225,9 @@ static PyObject *power_table(PyObject *self, PyObject *args)
     Py_ssize_t count;
     if (!PyArg_ParseTuple(args, "y*y*n", &nb, &bb, &count)) return NULL;
     PyObject *out = NULL;
-    Mod *m = malloc(sizeof(Mod));
     mp_limb_t x[MAX_LIMBS], one[MAX_LIMBS], tmp[2 * MAX_LIMBS];
-    if (!m) { PyErr_NoMemory(); goto done; }
-    if (!mod_init(m, nb.buf, nb.len)) goto done;
+    Mod *m = new_mod(&nb);
+    if (!m) goto done;
     if (count < 1) { PyErr_SetString(PyExc_ValueError, "count must be positive"); goto done; }
     if (!be_to_limbs(bb.buf, bb.len, x, m->L) || !below(m, x)) {
         PyErr_SetString(PyExc_ValueError, "base must be below the modulus");
@@ -240,10 +265,9 @@ static PyObject *gather_products(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*y*y*n|O", &nb, &tb, &ib, &k, &fobj)) return NULL;
     PyObject *out = NULL;
     int have_f = 0;
-    Mod *m = malloc(sizeof(Mod));
     mp_limb_t tmp[2 * MAX_LIMBS];
-    if (!m) { PyErr_NoMemory(); goto done; }
-    if (!mod_init(m, nb.buf, nb.len)) goto done;
+    Mod *m = new_mod(&nb);
+    if (!m) goto done;
     mp_size_t L = m->L;
     Py_ssize_t entries, n_idx, count;
     if (tb.len % (L * (Py_ssize_t)sizeof(mp_limb_t)) != 0) {
@@ -332,10 +356,7 @@ static PyObject *gather_products(PyObject *self, PyObject *args)
     free(accs);
     free(state);
     Py_END_ALLOW_THREADS
-    if (bad) {
-        Py_CLEAR(out);
-        PyErr_SetString(PyExc_ValueError, "a factor is not below the modulus");
-    }
+    out = unless_bad(out, bad, "a factor is not below the modulus");
 done:
     free(m);
     if (have_f) PyBuffer_Release(&fb);
@@ -373,10 +394,9 @@ static PyObject *grouped_products(PyObject *self, PyObject *args)
     PyObject *out = NULL;
     mp_limb_t *acc = NULL;
     int64_t *cnt = NULL;
-    Mod *m = malloc(sizeof(Mod));
     mp_limb_t x[MAX_LIMBS], z[MAX_LIMBS], tmp[2 * MAX_LIMBS];
-    if (!m) { PyErr_NoMemory(); goto done; }
-    if (!mod_init(m, nb.buf, nb.len)) goto done;
+    Mod *m = new_mod(&nb);
+    if (!m) goto done;
     mp_size_t L = m->L;
     Py_ssize_t n_vals, n_w, n_g;
     if (!check_blob(&vb, m->w, "values", &n_vals) || !check_index(&wb, "which", &n_w)
@@ -458,10 +478,7 @@ static PyObject *grouped_products(PyObject *self, PyObject *args)
     }
     free(small);
     Py_END_ALLOW_THREADS
-    if (bad) {
-        Py_CLEAR(out);
-        PyErr_SetString(PyExc_ValueError, "a value is not below the modulus");
-    }
+    out = unless_bad(out, bad, "a value is not below the modulus");
 done:
     free(m);
     free(acc);
@@ -484,10 +501,9 @@ static PyObject *shift_products(PyObject *self, PyObject *args)
     Py_ssize_t group, shift;
     if (!PyArg_ParseTuple(args, "y*y*nn", &nb, &vb, &group, &shift)) return NULL;
     PyObject *out = NULL;
-    Mod *m = malloc(sizeof(Mod));
     mp_limb_t acc[MAX_LIMBS], x[MAX_LIMBS], tmp[2 * MAX_LIMBS];
-    if (!m) { PyErr_NoMemory(); goto done; }
-    if (!mod_init(m, nb.buf, nb.len)) goto done;
+    Mod *m = new_mod(&nb);
+    if (!m) goto done;
     mp_size_t L = m->L;
     Py_ssize_t count;
     if (!check_blob(&vb, m->w, "values", &count)) goto done;
@@ -510,10 +526,7 @@ static PyObject *shift_products(PyObject *self, PyObject *args)
         limbs_to_be(acc, L, o + s * m->w, m->w);
     }
     Py_END_ALLOW_THREADS
-    if (bad) {
-        Py_CLEAR(out);
-        PyErr_SetString(PyExc_ValueError, "a value is not below the modulus");
-    }
+    out = unless_bad(out, bad, "a value is not below the modulus");
 done:
     free(m);
     PyBuffer_Release(&nb);
@@ -532,11 +545,10 @@ static PyObject *pow_list(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*y*y*", &nb, &vb, &eb)) return NULL;
     PyObject *out = NULL;
     enum { W = 5 };
-    Mod *m = malloc(sizeof(Mod));
     mp_limb_t *tab = NULL;
     mp_limb_t acc[MAX_LIMBS], x[MAX_LIMBS], tmp[2 * MAX_LIMBS];
-    if (!m) { PyErr_NoMemory(); goto done; }
-    if (!mod_init(m, nb.buf, nb.len)) goto done;
+    Mod *m = new_mod(&nb);
+    if (!m) goto done;
     mp_size_t L = m->L;
     Py_ssize_t count;
     if (!check_blob(&vb, m->w, "values", &count)) goto done;
@@ -576,10 +588,7 @@ static PyObject *pow_list(PyObject *self, PyObject *args)
     }
 #undef EBIT
     Py_END_ALLOW_THREADS
-    if (bad) {
-        Py_CLEAR(out);
-        PyErr_SetString(PyExc_ValueError, "a value is not below the modulus");
-    }
+    out = unless_bad(out, bad, "a value is not below the modulus");
 done:
     free(m);
     free(tab);
@@ -600,11 +609,10 @@ static PyObject *crt_combine(PyObject *self, PyObject *args)
     Py_ssize_t width;
     if (!PyArg_ParseTuple(args, "y*y*y*y*y*n", &m1b, &m2b, &ub, &ab, &bb, &width)) return NULL;
     PyObject *out = NULL;
-    Mod *m1 = malloc(sizeof(Mod)), *m2 = malloc(sizeof(Mod));
     mp_limb_t a[MAX_LIMBS], amod[MAX_LIMBS], b[MAX_LIMBS], u[MAX_LIMBS], d[MAX_LIMBS];
     mp_limb_t quo[MAX_LIMBS + 1], prod[2 * MAX_LIMBS + 1], tmp[2 * MAX_LIMBS];
-    if (!m1 || !m2) { PyErr_NoMemory(); goto done; }
-    if (!mod_init(m1, m1b.buf, m1b.len) || !mod_init(m2, m2b.buf, m2b.len)) goto done;
+    Mod *m1 = new_mod(&m1b), *m2 = m1 ? new_mod(&m2b) : NULL;
+    if (!m1 || !m2) goto done;
     mp_size_t L1 = m1->L, L2 = m2->L;
     if (L1 < L2 || L1 + L2 > MAX_LIMBS) { PyErr_SetString(PyExc_ValueError, "crt_combine needs m1 at least as long as m2"); goto done; }
     if (!be_to_limbs(ub.buf, ub.len, u, L2) || !below(m2, u)) { PyErr_SetString(PyExc_ValueError, "u must be below m2"); goto done; }
