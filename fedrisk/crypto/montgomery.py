@@ -39,7 +39,7 @@ if os.environ.get("FEDRISK_NATIVE", "").strip() == "0":
     _native = None
 
 __all__ = ["AVAILABLE", "PowerTable", "power_table", "gather_products", "grouped_products",
-           "pairwise_products", "shift_products", "pow_list", "powmod_list", "crt_combine", "width_of", "int_bytes"]
+           "multiply_vectors", "shift_products", "pow_list", "powmod_list", "crt_combine", "width_of", "int_bytes"]
 
 #: whether the compiled kernel is in use
 AVAILABLE = _native is not None
@@ -65,11 +65,11 @@ def _to_blob(values: Sequence[Any], w: int) -> bytes:
 
 
 def _native_call(name: str, *args: Any) -> bytes:
-    """Call the compiled kernel; its ValueErrors (bad sizes, values not below the modulus) are
-    this package's CryptoError."""
+    """Call the compiled kernel, which validates sizes, indices and values itself (once, in C); its
+    ValueError/IndexError are this package's CryptoError."""
     try:
         return getattr(_native, name)(*args)
-    except ValueError as e:
+    except (ValueError, IndexError) as e:
         raise CryptoError(str(e)) from None
 
 
@@ -161,11 +161,11 @@ def gather_products(table: PowerTable, index: np.ndarray, factors: bytes | None 
         raise CryptoError(f"{len(factors) // w} factors for {count} products")
     if count == 0:
         return b""
-    if idx.size and (idx.min() < -1 or idx.max() >= len(table)):
-        raise CryptoError(f"table index outside [-1, {len(table)})")
     if _native is not None and isinstance(table.entries, np.ndarray):
         return _native_call("gather_products", int_bytes(n, n), np.ascontiguousarray(table.entries), idx, max(1, k),
                             factors)
+    if idx.size and (idx.min() < -1 or idx.max() >= len(table)):
+        raise CryptoError(f"table index outside [-1, {len(table)})")
     m = mpz(n)
     ent = table.entries
     fs = _residues(factors, n) if factors is not None else None
@@ -192,10 +192,10 @@ def grouped_products(modulus: int, values: bytes, which: np.ndarray, group: np.n
     gr = np.ascontiguousarray(group, dtype=np.int64).ravel()
     if wh.shape != gr.shape:
         raise CryptoError("which and group differ in length")
-    if wh.size and (wh.min() < 0 or wh.max() >= n_vals or gr.min() < 0 or gr.max() >= n_groups):
-        raise CryptoError("grouped_products: an entry refers to a missing value or group")
     if _native is not None:
         return _native_call("grouped_products", int_bytes(n, n), values, wh, gr, int(n_groups))
+    if wh.size and (wh.min() < 0 or wh.max() >= n_vals or gr.min() < 0 or gr.max() >= n_groups):
+        raise CryptoError("grouped_products: an entry refers to a missing value or group")
     m = mpz(n)
     vals = _residues(values, n)
     out: list = [None] * int(n_groups)
@@ -206,15 +206,20 @@ def grouped_products(modulus: int, values: bytes, which: np.ndarray, group: np.n
     return _to_blob([one if v is None else v for v in out], w)
 
 
-def pairwise_products(modulus: int, a: bytes, b: bytes) -> bytes:
-    """``a[i] * b[i] mod n`` for two equally long vectors (merging partial sums of parallel parts)."""
+def multiply_vectors(modulus: int, vectors: Sequence[bytes], count: int) -> bytes:
+    """Element-wise product of ``count``-long vectors mod ``n`` (all 1 when there are none): the
+    merge of partial sums that parallel parts computed, in one grouped product."""
     n = _check_modulus(modulus)
     w = width_of(n)
-    count = _check_blob(a, w, "a")
-    if _check_blob(b, w, "b") != count:
-        raise CryptoError("pairwise_products: vectors differ in length")
-    idx = np.arange(count, dtype=np.int64)
-    return grouped_products(n, a + b, np.arange(2 * count, dtype=np.int64), np.concatenate([idx, idx]), count)
+    if any(_check_blob(v, w, "vector") != count for v in vectors):
+        raise CryptoError(f"multiply_vectors: every vector must hold {count} values")
+    if not vectors:
+        return (1).to_bytes(w, "big") * count
+    if len(vectors) == 1:
+        return vectors[0]
+    k = len(vectors)
+    return grouped_products(n, b"".join(vectors), np.arange(k * count, dtype=np.int64),
+                            np.tile(np.arange(count, dtype=np.int64), k), count)
 
 
 def shift_products(modulus: int, values: bytes, group: int, shift: int) -> bytes:

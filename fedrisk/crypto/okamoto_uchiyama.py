@@ -54,7 +54,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-from fedrisk.crypto import fixed_point
+from fedrisk.crypto import fixed_point, montgomery
 from fedrisk.crypto.additive import (
     PARALLEL_DECRYPT_AT,
     PARALLEL_ENCRYPT_AT,
@@ -63,8 +63,10 @@ from fedrisk.crypto.additive import (
     fixed_base_table,
     PrivateKey,
     PublicKey,
+    decrypt_in_threads,
     from_bytes,
     map_chunks,
+    random_exponent_digits,
     to_bytes,
     worker_count,
 )
@@ -196,9 +198,7 @@ def _obfuscator_task(n: int, h: int, r_bits: int, count: int) -> bytes:
 
 
 def _decrypt_kernel(p: Any, gp_inv: Any, cts: Sequence[Any]) -> list:
-    from fedrisk.crypto.montgomery import powmod_list
-
-    return [(x - 1) // p * gp_inv % p for x in powmod_list(cts, int(p - 1), int(p * p))]
+    return [(x - 1) // p * gp_inv % p for x in montgomery.powmod_list(cts, int(p - 1), int(p * p))]
 
 
 _CRT_LOCK = threading.Lock()
@@ -223,11 +223,9 @@ class _CrtEncryptor:
     WINDOW = 14
 
     def __init__(self, pub: "OUPublicKey", p: Any, q: Any) -> None:
-        from fedrisk.crypto.montgomery import width_of
-
         self.pub = pub
         self.p2, self.q = int(p) * int(p), int(q)
-        self.w1, self.w2 = width_of(self.p2), width_of(self.q)
+        self.w1, self.w2 = montgomery.width_of(self.p2), montgomery.width_of(self.q)
         self.obfuscator_bytes = self.w1 + self.w2
         self._lock = threading.Lock()
         self._h: tuple | None = None
@@ -240,11 +238,9 @@ class _CrtEncryptor:
         shared crypto pool may be the caller, so it is not used here)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from fedrisk.crypto.montgomery import PowerTable, power_table
-
         with ThreadPoolExecutor(max_workers=worker_count()) as ex:
-            futs = [[ex.submit(power_table, *piece) for piece in job] for job in jobs]
-            return [PowerTable.concat([f.result() for f in job]) for job in futs]
+            futs = [[ex.submit(montgomery.power_table, *piece) for piece in job] for job in jobs]
+            return [montgomery.PowerTable.concat([f.result() for f in job]) for job in futs]
 
     def _h_tables(self) -> tuple:
         with self._lock:
@@ -286,23 +282,18 @@ class _CrtEncryptor:
     def obfuscators(self, count: int, digits: np.ndarray | None = None) -> bytes:
         """``count`` fresh obfuscators ``h^r`` in CRT form (``digits``: the exponents' 14-bit
         windows, for tests only; fresh CSPRNG draws otherwise)."""
-        from fedrisk.crypto.additive import random_exponent_digits
-        from fedrisk.crypto.montgomery import gather_products
-
         tp, tq, rows = self._h_tables()
         if digits is None:
             digits = random_exponent_digits(count, self.pub.obfuscation_bits, self.WINDOW)
         idx = digits + (np.arange(rows, dtype=np.int64) << self.WINDOW)[None, :]
         idx[digits == 0] = -1
-        a = np.frombuffer(gather_products(tp, idx), dtype=np.uint8).reshape(count, self.w1)
-        b = np.frombuffer(gather_products(tq, idx), dtype=np.uint8).reshape(count, self.w2)
+        a = np.frombuffer(montgomery.gather_products(tp, idx), dtype=np.uint8).reshape(count, self.w1)
+        b = np.frombuffer(montgomery.gather_products(tq, idx), dtype=np.uint8).reshape(count, self.w2)
         return np.hstack([a, b]).tobytes()
 
     def encrypt_slots(self, v: np.ndarray, slot_bits: int, bounds: tuple[int, ...], obfuscators: bytes | None) -> bytes:
         """Ciphertexts (fixed-width bytes mod ``n``) of ``m_i = sum_j v_ij 2^(j slot_bits)``, each
         spending one obfuscator (fresh ones are made when none are given)."""
-        from fedrisk.crypto.montgomery import crt_combine, gather_products
-
         count = len(v)
         if count == 0:
             return b""
@@ -312,21 +303,19 @@ class _CrtEncryptor:
         pair = np.frombuffer(obf, dtype=np.uint8).reshape(count, self.obfuscator_bytes)
         tp, tq, offsets = self._slot_tables(slot_bits, bounds)
         idx = np.asarray(v, dtype=np.int64) + (np.asarray(bounds, dtype=np.int64) + offsets)[None, :]
-        a = gather_products(tp, idx, pair[:, :self.w1].tobytes())
-        b = gather_products(tq, idx, pair[:, self.w1:].tobytes())
-        return crt_combine(self.p2, self.q, a, b, self.pub.ciphertext_bytes)
+        a = montgomery.gather_products(tp, idx, pair[:, :self.w1].tobytes())
+        b = montgomery.gather_products(tq, idx, pair[:, self.w1:].tobytes())
+        return montgomery.crt_combine(self.p2, self.q, a, b, self.pub.ciphertext_bytes)
 
 
 def _signed(table: Any, bounds: Sequence[int]) -> Any:
     """Reorder ``[inv^0..inv^B, base^0..base^B]`` per slot into ``base^-B .. base^B``."""
-    from fedrisk.crypto.montgomery import PowerTable
-
     parts, lo = [], 0
     for bound in bounds:
         neg, pos = table[lo:lo + bound + 1], table[lo + bound + 1:lo + 2 * bound + 2]
         parts += [neg[:0:-1], pos]
         lo += 2 * bound + 2
-    return PowerTable.concat(parts)
+    return montgomery.PowerTable.concat(parts)
 
 
 def _thread_futures(fn: Callable[..., bytes], pieces: list[tuple], background: bool = False
@@ -568,8 +557,6 @@ class OUPrivateKey(PrivateKey):
 
     # -- owner-side encryption (CRT on the compiled kernel; the public-key path otherwise) ------
     def _crt(self) -> _CrtEncryptor | None:
-        from fedrisk.crypto import montgomery
-
         if not montgomery.AVAILABLE:
             return None
         with _CRT_LOCK:  # one encryptor (and one set of tables) per key, whichever thread asks
@@ -623,13 +610,8 @@ class OUPrivateKey(PrivateKey):
 
         ``bound_bits`` is accepted for interface compatibility; OU always works modulo ``p``.
         """
-        from fedrisk.crypto import montgomery
-
         cts = list(cts)
-        # a decryption is ~0.5 ms at 2048 bits: with the compiled kernel (no GIL) a handful is
-        # already worth both cores
-        at = 2 * worker_count() if montgomery.AVAILABLE else PARALLEL_DECRYPT_AT
-        if len(cts) >= at and worker_count() > 1:
+        if decrypt_in_threads(len(cts), PARALLEL_DECRYPT_AT):
             res = [m for part in map_chunks(_decrypt_kernel, (self.p, self.gp_inv), cts, threads=True) for m in part]
         else:
             res = _decrypt_kernel(self.p, self.gp_inv, cts)

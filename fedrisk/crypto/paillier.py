@@ -52,7 +52,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-from fedrisk.crypto import fixed_point
+from fedrisk.crypto import fixed_point, montgomery
 from fedrisk.crypto.additive import (
     PARALLEL_DECRYPT_AT,
     PARALLEL_ENCRYPT_AT,
@@ -61,6 +61,7 @@ from fedrisk.crypto.additive import (
     fixed_base_table,
     PrivateKey,
     PublicKey,
+    decrypt_in_threads,
     from_bytes,
     map_chunks,
     to_bytes,
@@ -150,13 +151,11 @@ def _encrypt_crt_task(p: int, q: int, hs: int, bits: int, residues: Sequence[int
 def _decrypt_kernel(p: Any, q: Any, hp: Any, hq: Any, q_inv_p: Any, half_only: bool, cts: Sequence[Any]) -> list:
     """Residues ``m mod n`` (or ``m mod p`` when ``half_only``); the exponentiations release the GIL
     (compiled kernel; partly with gmpy2), so batches split over threads."""
-    from fedrisk.crypto.montgomery import powmod_list
-
     cts = list(cts)
-    mp = [(x - 1) // p * hp % p for x in powmod_list(cts, int(p - 1), int(p * p))]
+    mp = [(x - 1) // p * hp % p for x in montgomery.powmod_list(cts, int(p - 1), int(p * p))]
     if half_only:
         return mp
-    mq = [(x - 1) // q * hq % q for x in powmod_list(cts, int(q - 1), int(q * q))]
+    mq = [(x - 1) // q * hq % q for x in montgomery.powmod_list(cts, int(q - 1), int(q * q))]
     return [b + q * ((a - b) * q_inv_p % p) for a, b in zip(mp, mq)]
 
 
@@ -289,7 +288,7 @@ class PaillierPrivateKey(PrivateKey):
         half = bound_bits is not None and bound_bits <= self.p.bit_length() - 2
         common = (self.p, self.q, self.hp, self.hq, self.q_inv_p, half)
         cts = list(cts)
-        if len(cts) >= PARALLEL_DECRYPT_AT and worker_count() > 1:
+        if decrypt_in_threads(len(cts), PARALLEL_DECRYPT_AT):
             res = [m for part in map_chunks(_decrypt_kernel, common, cts, threads=True) for m in part]
         else:
             res = _decrypt_kernel(*common, cts)

@@ -388,23 +388,19 @@ def load_party_table(
     X = np.ascontiguousarray(X)
 
     imputed: dict[str, float] = {}
-    bad = ~np.isfinite(X)
+    # under "keep" NaN is a legitimate value; infinities are never missing values
+    bad = np.isinf(X) if missing == "keep" else ~np.isfinite(X)
     if bad.any():
         bad_cols = np.flatnonzero(bad.any(axis=0))
         per_col = [f"{feature_names[j]!r} ({int(bad[:, j].sum())})" for j in bad_cols]
-        n_rows = int(bad.any(axis=1).sum())
-        infinite = np.isinf(X)
-        if missing == "keep" and infinite.any():
-            cols = [f"{feature_names[j]!r} ({int(infinite[:, j].sum())})" for j in np.flatnonzero(infinite.any(axis=0))]
-            raise ctx.error(f"{int(infinite.any(axis=1).sum())} rows have infinite feature values, in columns "
-                            f"{', '.join(cols[:_MAX_LISTED])}; missing='keep' keeps empty cells (NaN), not "
-                            "infinities: fix the export or leave those cells empty")
+        more = f", ... ({len(per_col) - _MAX_LISTED} more)" if len(per_col) > _MAX_LISTED else ""
+        kind = "infinite" if missing == "keep" else "missing or infinite"
+        where = f"{int(bad.any(axis=1).sum())} rows have {kind} feature values, in columns {', '.join(per_col[:_MAX_LISTED])}{more}"
         if missing == "keep":
-            return PartyTable(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names), imputed={})
+            raise ctx.error(where + "; missing='keep' keeps empty cells (NaN), not "
+                            "infinities: fix the export or leave those cells empty")
         if missing == "reject":
-            more = f", ... ({len(per_col) - _MAX_LISTED} more)" if len(per_col) > _MAX_LISTED else ""
-            raise ctx.error(f"{n_rows} rows have missing or infinite feature values, in columns "
-                            f"{', '.join(per_col[:_MAX_LISTED])}{more}; clean them, or load with "
+            raise ctx.error(where + "; clean them, or load with "
                             "missing='mean' to fill with this file's column means (or missing='keep' "
                             "for gradient-boosted trees, which learn where missing values go)")
         for j in bad_cols:

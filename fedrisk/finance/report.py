@@ -215,7 +215,6 @@ def _comparison(m: dict[str, Any]) -> str:
                     _num(v.get("gini", 2 * v["auc"] - 1 if isinstance(v.get("auc"), (int, float)) else None)), gap])
     tbl = _table(["Model", "AUC", "KS", "Gini", "AUC vs centralised"], trs, "num")
     aucs = [(label, float(v["auc"])) for label, v in rows if isinstance(v.get("auc"), (int, float))]
-    chart = ""
     if aucs:
         lo = max(0.0, min(a for _, a in aucs) - 0.1)
         c = Chart("AUC by model", "", "AUC", x_range=(-0.6, len(aucs) - 0.4), y_range=(lo, 1.0),

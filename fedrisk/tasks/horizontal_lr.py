@@ -46,15 +46,20 @@ class Params(BaseModel):
         return FedAvgConfig(**self.model_dump(exclude={"dropout_timeout"}), seed=seed)
 
 
-def validate_spec(spec: JobSpec, where: str) -> None:
-    parse_params(Params, spec.task, where)
+def validate_horizontal(spec: JobSpec, where: str, kind: str) -> None:
+    """The shape every horizontal job needs: a coordinator, labelled banks, a test file."""
     if spec.coordinator is None:
-        raise ConfigError(f"{where}: horizontal.lr needs a [coordinator] table with an address (it holds no data)")
+        raise ConfigError(f"{where}: {kind} needs a [coordinator] table with an address (it holds no data)")
     unlabelled = [n for n, p in spec.parties.items() if not p.label]
     if unlabelled:
-        raise ConfigError(f"{where}: horizontal.lr: every bank needs label = '...'; missing at {unlabelled}")
+        raise ConfigError(f"{where}: {kind}: every bank needs label = '...'; missing at {unlabelled}")
     if spec.evaluation.test_rule is not None:
         raise ConfigError(f"{where}: evaluation.test_rule is for vertical jobs; horizontal jobs use evaluation.test = 'file'")
+
+
+def validate_spec(spec: JobSpec, where: str) -> None:
+    parse_params(Params, spec.task, where)
+    validate_horizontal(spec, where, "horizontal.lr")
 
 
 def driver(spec: JobSpec) -> str:

@@ -37,7 +37,8 @@ from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, run_woe, validate_horizontal
+from fedrisk.tasks.horizontal_lr import validate_horizontal
+from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, run_woe
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ScorecardParams", "validate_spec", "driver", "run", "write_reasons"]
 

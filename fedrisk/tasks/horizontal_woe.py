@@ -23,12 +23,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedrisk.errors import ConfigError, DataError
+from fedrisk.errors import DataError
 from fedrisk.finance.binning import BinningConfig
 from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
+from fedrisk.tasks.horizontal_lr import validate_horizontal
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "BinningParams", "validate_spec", "driver", "run", "iv_rows",
            "woe_document", "load_frame"]
@@ -66,16 +67,6 @@ class Params(BinningParams):
     grid_cells: int = Field(256, ge=8, le=65536, description="first histogram round's resolution")
     sub_cells: int = Field(256, ge=8, le=65536, description="second histogram round's resolution")
     dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked sum")
-
-
-def validate_horizontal(spec: JobSpec, where: str, kind: str) -> None:
-    if spec.coordinator is None:
-        raise ConfigError(f"{where}: {kind} needs a [coordinator] table with an address (it holds no data)")
-    unlabelled = [n for n, p in spec.parties.items() if not p.label]
-    if unlabelled:
-        raise ConfigError(f"{where}: {kind}: every bank needs label = '...'; missing at {unlabelled}")
-    if spec.evaluation.test_rule is not None:
-        raise ConfigError(f"{where}: evaluation.test_rule is for vertical jobs; horizontal jobs use evaluation.test = 'file'")
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:

@@ -49,6 +49,17 @@ def federated_bins(X: pd.DataFrame, y: np.ndarray, cfg: BinningConfig):
     return own, res["payco"], net
 
 
+def scored_parts(n: int, seed: int):
+    """Data and both parties' points (4 bins, fixed coefficients) for the scoring tests."""
+    X, y = data(n, seed=seed)
+    own, payco, _ = federated_bins(X, y, BinningConfig(max_bins=4))
+    card = Scorecard()
+    lender = PointsPart.build("lender", LENDER, {f: own.woe_[f].bins for f in LENDER},
+                              {f: own.woe_[f].woe for f in LENDER}, [0.9, 0.8], card, -1.2)
+    host = PointsPart.build("payco", PAYCO, payco.bins, payco.woe, [1.0, 0.5], card)
+    return X, y, lender, host
+
+
 def test_party_points_sum_to_centralised_scorecard():
     X, y = data()
     cfg = BinningConfig(max_bins=5)
@@ -82,13 +93,7 @@ def test_party_points_sum_to_centralised_scorecard():
 
 
 def test_scoring_messages_and_reason_codes():
-    X, y = data(900, seed=3)
-    cfg = BinningConfig(max_bins=4)
-    own, payco, _ = federated_bins(X, y, cfg)
-    card = Scorecard()
-    lender = PointsPart.build("lender", LENDER, {f: own.woe_[f].bins for f in LENDER},
-                              {f: own.woe_[f].woe for f in LENDER}, [0.9, 0.8], card, -1.2)
-    host = PointsPart.build("payco", PAYCO, payco.bins, payco.woe, [1.0, 0.5], card)
+    X, _, lender, host = scored_parts(900, seed=3)
     net = InMemoryNetwork(["lender", "payco"], job="vsc-score", capture=True)
     out = run_roles({"lender": lambda ch: combine_points(ch, "lender", ["payco"], lender, X[LENDER]),
                      "payco": lambda ch: combine_points(ch, "lender", ["payco"], host, X[PAYCO])},
@@ -118,13 +123,7 @@ def test_inference_hook_aligns_and_scores_raw_rows():
     """``infer`` via the inference runtime's PSI + scoring, text columns at the feature holder."""
     from fedrisk.runtime.inference import run_inference
 
-    X, y = data(600, seed=11)
-    cfg = BinningConfig(max_bins=4)
-    own, payco, _ = federated_bins(X, y, cfg)
-    card = Scorecard()
-    lender = PointsPart.build("lender", LENDER, {f: own.woe_[f].bins for f in LENDER},
-                              {f: own.woe_[f].woe for f in LENDER}, [0.9, 0.8], card, -1.2)
-    host = PointsPart.build("payco", PAYCO, payco.bins, payco.woe, [1.0, 0.5], card)
+    X, y, lender, host = scored_parts(600, seed=11)
     meta = {"format": "fedrisk.vertical.scorecard", "label_holder": "lender",
             "parties": {"lender": "scorecard-lender.json", "payco": "scorecard-payco.json"}}
     lh_model = {**meta, **lender.to_dict()}

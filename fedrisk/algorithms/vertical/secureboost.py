@@ -335,19 +335,17 @@ def _level_hist_kernel(modulus: int, width: int, n_out: int, parts: Sequence[tup
 
 def _level_hist_native(modulus: int, width: int, n_out: int, parts: Sequence[tuple]) -> bytes:
     """:func:`_level_hist_kernel` on the compiled kernel (:mod:`fedrisk.crypto.montgomery`): the
-    same residues, two grouped-product passes per part, GIL released (runs on threads)."""
-    from fedrisk.crypto.montgomery import grouped_products, pairwise_products
+    same residues, two grouped-product passes per part, GIL released (runs on threads). ``width``
+    is unused: the signature is the gmpy2 kernel's, so one call site serves both."""
+    from fedrisk.crypto.montgomery import grouped_products, multiply_vectors
 
-    out: bytes | None = None
+    sums = []
     for blob, e_rows, e_cells, c_cells, c_slots in parts:
         n_cells = int(e_cells.max()) + 1 if len(e_cells) else 0
         cells = grouped_products(modulus, blob, e_rows, e_cells, n_cells)
         keep = c_cells < n_cells
-        res = grouped_products(modulus, cells, c_cells[keep], c_slots[keep], n_out)
-        out = res if out is None else pairwise_products(modulus, out, res)
-    if out is None:
-        out = (1).to_bytes(width, "big") * n_out
-    return out
+        sums.append(grouped_products(modulus, cells, c_cells[keep], c_slots[keep], n_out))
+    return multiply_vectors(modulus, sums, n_out)
 
 
 class _LevelPlan:
@@ -498,11 +496,9 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> li
     """Encrypted sums for one histogram batch (see :class:`_LevelPlan`): ``n_out`` ciphertexts.
 
     ``block`` holds the ciphertexts of ``plan``'s rows, in plan order, as fixed-width big-endian
-    bytes. Runs over the crypto process pool when the batch is large (rows split across workers,
-    partial sums multiplied together here); inline otherwise.
+    bytes. Large batches are split by rows over the crypto threads (compiled kernel) or the
+    process pool (gmpy2), and the partial sums multiplied together here; small ones run inline.
     """
-    from gmpy2 import mpz
-
     from fedrisk.crypto import montgomery
     from fedrisk.crypto.additive import from_bytes, map_chunks, worker_count
 
@@ -527,10 +523,7 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> li
         keep = present[c_cells]
         parts.append((block[lo * w:hi * w], e_rows[sel] - lo, cells, c_cells[keep], c_slots[keep]))
     blobs = map_chunks(kernel, (int(m), w, n_out), parts, threads=native, tasks_per_worker=1)
-    out = from_bytes(blobs[0], w)
-    for b in blobs[1:]:
-        out = [x * y % m for x, y in zip(out, from_bytes(b, w))]
-    return [mpz(x) for x in out]
+    return from_bytes(montgomery.multiply_vectors(int(m), blobs, n_out), w)
 
 
 # ---------------------------------------------------------------------------------------------
