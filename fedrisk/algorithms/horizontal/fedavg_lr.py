@@ -1,4 +1,9 @@
-"""Horizontal federated logistic regression: FedAvg (McMahan et al. 2017) with a FedProx option.
+"""Horizontal federated logistic regression by FedAvg (McMahan et al. 2017) with a FedProx option: APPROXIMATE.
+
+``solver = "fedavg"`` of ``horizontal.lr``. Local SGD on non-IID or heavy-tailed banks converges to
+a point that is not the pooled optimum (the issue that made :mod:`~fedrisk.algorithms.horizontal.newton_lr`
+the default measured 0.05 AUC lost on skewed banks); keep it for many parties or very wide data,
+where sending a (d+1)x(d+1) Hessian per round is too much.
 
 Banks hold the same features about different customers; a coordinator that holds no data
 orchestrates. Message flow (``agg`` = the injected :class:`Aggregation`; secure by default, so
@@ -6,12 +11,8 @@ the coordinator sees only sums)::
 
     1. bank_k      -> coordinator : hlr.schema          feature names              (public-parameter)
        coordinator -> bank_k      : hlr.schema.ok       names agreed, or abort     (control)
-    2. bank_k      -> coordinator : hlr.magnitude via agg  per feature, counts of floor(log2|x|)
-       coordinator -> bank_k      : hlr.range           a power of two s_j >= max |x_j|  (aggregate)
-       bank_k      -> coordinator : hlr.sum via agg     [n_k, sum x/s]
-       coordinator -> bank_k      : hlr.mean            global mean               (aggregate)
-       bank_k      -> coordinator : hlr.var via agg     sum ((x - mean)/s)^2
-       coordinator -> bank_k      : hlr.scaler          global mean, scale        (aggregate)
+    2. the standardisation agreement of :mod:`~fedrisk.algorithms.horizontal.standardisation`
+       (hlr.magnitude, hlr.range, hlr.sum, hlr.mean, hlr.var, hlr.scaler)
     3. for round r = 1..R:
        coordinator -> bank_k      : hlr.global.rR       w_global, done flag        (model)
        bank_k      -> coordinator : hlr.update.rR via agg  [n_k * w_k, n_k, n_k * loss_k(w_global)]
@@ -24,16 +25,13 @@ What each participant learns: a bank learns the global scaler and each round's g
 squares, weighted updates, weighted losses) and, under plain aggregation only, each bank's
 individual update. No row ever leaves a bank.
 
-Standardisation is agreed federatedly so that one learning rate suits every feature and the
-global model is the same as if the pooled data had been standardised. It takes three small
-aggregation rounds because masked aggregation sums fixed-point numbers in a 64-bit ring: raw
-amounts (a credit limit of 500,000 squared, times 10^5 customers) would overflow it, so every
-feature is first divided by a power of two above its federation-wide magnitude, and the variance is
-summed around the global mean (two passes) so that no precision is lost to cancellation.
+Standardisation is agreed federatedly (:mod:`~fedrisk.algorithms.horizontal.standardisation`) so
+that one learning rate suits every feature and the global model is the same as if the pooled data
+had been standardised.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Callable, Sequence
 
 import zlib
@@ -41,6 +39,8 @@ import zlib
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.logistic import LogisticModel, mean_log_loss, sigmoid
+from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.errors import DataError, ProtocolError
 from fedrisk.transport.channel import Channel
 
@@ -64,53 +64,6 @@ class FedAvgConfig:
     seed: int = 0
 
 
-@dataclass
-class LogisticModel:
-    """A logistic model in the standardised space, with the agreed scaler."""
-
-    feature_names: list[str]
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: float
-    history: list[dict] = field(default_factory=list)
-    #: features with zero variance across the federation: their weight stays 0
-    constant_features: list[str] = field(default_factory=list)
-
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return ((X - self.mean) / self.scale) @ self.coef + self.intercept
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return _sigmoid(self.decision_function(X))
-
-    def raw_coefficients(self) -> tuple[np.ndarray, float]:
-        """Coefficients on the original feature scale: what a risk analyst reads."""
-        coef = self.coef / self.scale
-        return coef, float(self.intercept - np.sum(coef * self.mean))
-
-
-_EXP_LO, _EXP_HI = -60, 64  # binary exponents tracked for the magnitude sketch
-_N_EXP = _EXP_HI - _EXP_LO
-
-
-def _magnitude_counts(X: np.ndarray) -> np.ndarray:
-    """Per feature, how many non-zero values have each binary exponent floor(log2 |x|)."""
-    a = np.abs(X)
-    rows, cols = np.nonzero(a)
-    e = np.clip(np.floor(np.log2(a[rows, cols])), _EXP_LO, _EXP_HI - 1).astype(np.int64) - _EXP_LO
-    return np.bincount(cols * _N_EXP + e, minlength=X.shape[1] * _N_EXP).reshape(X.shape[1], _N_EXP).astype(np.float64)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-def _log_loss(Xs: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
-    z = Xs @ w + b
-    # log(1 + e^z) - y z, computed stably
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
-
-
 def _local_train(Xs: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, cfg: FedAvgConfig, lr: float,
                  rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Mini-batch SGD on the local log-loss + L2 + FedProx proximal term around (w0, b0)."""
@@ -122,7 +75,7 @@ def _local_train(Xs: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, cfg: 
         for start in range(0, n, bs):
             idx = order[start:start + bs]
             xb, yb = Xs[idx], y[idx]
-            err = _sigmoid(xb @ w + b) - yb
+            err = sigmoid(xb @ w + b) - yb
             gw = xb.T @ err / len(idx) + cfg.l2 * w + cfg.mu * (w - w0)
             gb = err.mean() + cfg.mu * (b - b0)
             w -= lr * gw
@@ -140,17 +93,8 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     n, d = X.shape
     if n == 0:
         raise DataError(f"{channel.me}: no training rows")
-    channel.send(coordinator, "hlr.schema", {"features": list(feature_names)}, kind="public-parameter")
-    verdict = channel.recv(coordinator, "hlr.schema.ok")
-    if not verdict.get("ok"):
-        raise DataError(verdict.get("reason", "feature schemas differ between banks"))
-    agg.submit(channel, coordinator, "hlr.magnitude", _magnitude_counts(X).ravel())
-    s = np.asarray(channel.recv(coordinator, "hlr.range")["s"])
-    agg.submit(channel, coordinator, "hlr.sum", np.concatenate([[n], (X / s).sum(0)]))
-    mean = np.asarray(channel.recv(coordinator, "hlr.mean")["mean"])
-    agg.submit(channel, coordinator, "hlr.var", (((X - mean) / s) ** 2).sum(0))
-    scaler = channel.recv(coordinator, "hlr.scaler")
-    mean, scale = np.asarray(scaler["mean"]), np.asarray(scaler["scale"])
+    scaler = agree_bank(channel, coordinator, X, feature_names, agg)
+    mean, scale = scaler["mean"], scaler["scale"]
     Xs = (X - mean) / scale
     model = LogisticModel(list(feature_names), mean, scale, np.zeros(d), 0.0)
     r = int(scaler.get("first_round", 1)) - 1
@@ -170,7 +114,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         if prepare is not None:
             # masking schemes exchange their per-round keys while the bank trains, not after
             prepare(channel, coordinator, tag)
-        loss = _log_loss(Xs, y, model.coef, model.intercept)
+        loss = mean_log_loss(Xs, y, model.coef, model.intercept)
         rng = np.random.default_rng([cfg.seed, r, zlib.crc32(channel.me.encode())])
         lr = float(msg["lr"])
         w, b = _local_train(Xs, y, model.coef, model.intercept, cfg, lr, rng)
@@ -187,43 +131,16 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
     """
     agg = aggregation or PlainAggregation()
     banks = list(banks)
-    schemas = {b: channel.recv(b, "hlr.schema")["features"] for b in banks}
-    ref_bank = banks[0]
-    reason = None
-    for b in banks[1:]:
-        if schemas[b] != schemas[ref_bank]:
-            reason = _schema_difference(ref_bank, schemas[ref_bank], b, schemas[b])
-            break
-    channel.broadcast(banks, "hlr.schema.ok", {"ok": reason is None, "reason": reason or ""}, kind="control")
-    if reason:
-        raise DataError(reason)
-    names = schemas[ref_bank]
-    d = len(names)
-    counts = _collect_all(agg, channel, banks, "hlr.magnitude", d * _N_EXP).reshape(d, _N_EXP)
-    s = np.ones(d)
-    for j in range(d):
-        nonzero = np.flatnonzero(np.rint(counts[j]) > 0)
-        if nonzero.size:
-            s[j] = 2.0 ** (nonzero[-1] + _EXP_LO + 1)
-    channel.broadcast(banks, "hlr.range", {"s": s}, kind="aggregate")
-    sums = _collect_all(agg, channel, banks, "hlr.sum", 1 + d)
-    n_total = float(np.rint(sums[0]))
-    if n_total <= 0:
-        raise ProtocolError("the banks' aggregate row count is 0; no bank has training rows")
-    mean = sums[1:] * s / n_total
-    channel.broadcast(banks, "hlr.mean", {"mean": mean}, kind="aggregate")
-    var = _collect_all(agg, channel, banks, "hlr.var", d) * s**2 / n_total
-    scale = np.sqrt(np.maximum(var, 0.0))
-    constant = [names[j] for j in np.flatnonzero(scale < 1e-12)]
-    scale = np.where(scale < 1e-12, 1.0, scale)  # constant features keep weight 0 in effect
-    w = np.zeros(d + 1)
-    first = 1
+    first, w = 1, None
     if start is not None:
         first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
-        if w.shape != (d + 1,):
-            raise ProtocolError(f"checkpoint has {w.shape[0] - 1} features but the banks have {d}; delete the checkpoint")
-    channel.broadcast(banks, "hlr.scaler", {"mean": mean, "scale": scale, "first_round": first},
-                      kind="aggregate")
+    st = agree_coordinator(channel, banks, agg, extra={"first_round": first})
+    names, mean, scale, constant = st.feature_names, st.mean, st.scale, st.constant_features
+    d = len(names)
+    if w is None:
+        w = np.zeros(d + 1)
+    elif w.shape != (d + 1,):
+        raise ProtocolError(f"checkpoint has {w.shape[0] - 1} features but the banks have {d}; delete the checkpoint")
     history: list[dict] = []
     lr = cfg.learning_rate * cfg.lr_decay ** (first - 1)
     r = first
@@ -254,30 +171,6 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
         lr *= cfg.lr_decay
         r += 1
     return LogisticModel(names, mean, scale, w[:d].copy(), float(w[d]), history, constant)
-
-
-def _collect_all(agg: Aggregation, channel: Channel, banks: list[str], tag: str, length: int) -> np.ndarray:
-    """A sum every bank must be in: the scaler's rounds would otherwise mix different populations."""
-    res = agg.collect(channel, banks, tag, length)
-    missing = sorted(set(banks) - set(res.contributors))
-    if missing:
-        raise ProtocolError(f"banks {missing} dropped out while the federation agreed its standardisation ({tag}); "
-                            f"restart the job when they are back")
-    return res.total
-
-
-def _schema_difference(a: str, fa: list[str], b: str, fb: list[str]) -> str:
-    if len(fa) != len(fb):
-        extra = sorted(set(fb) - set(fa)) or sorted(set(fa) - set(fb))
-        return (f"banks {a!r} and {b!r} have different feature counts ({len(fa)} vs {len(fb)}; "
-                f"differing columns: {extra[:5]}); every bank must have the same columns")
-    if set(fa) == set(fb):
-        i = next(i for i, (x, y) in enumerate(zip(fa, fb)) if x != y)
-        return (f"banks {a!r} and {b!r} list the same features in a different order "
-                f"(position {i}: {fa[i]!r} vs {fb[i]!r}); reorder the columns or set features = [...] in the spec")
-    only_a, only_b = sorted(set(fa) - set(fb)), sorted(set(fb) - set(fa))
-    return (f"banks {a!r} and {b!r} have different feature names: only at {a!r}: {only_a[:5]}, "
-            f"only at {b!r}: {only_b[:5]}; rename the columns so every bank uses the same names")
 
 
 class FederatedLogisticRegression:

@@ -1,0 +1,143 @@
+"""Federated agreement on the feature schema and on one standardisation, shared by every horizontal LR solver.
+
+Message flow (``agg`` = the injected :class:`~fedrisk.algorithms.horizontal.aggregation.Aggregation`;
+secure by default, so the coordinator sees only sums)::
+
+    bank_k      -> coordinator : hlr.schema           feature names              (public-parameter)
+    coordinator -> bank_k      : hlr.schema.ok        names agreed, or abort     (control)
+    bank_k      -> coordinator : hlr.magnitude via agg  per feature, counts of floor(log2|x|)
+    coordinator -> bank_k      : hlr.range            a power of two s_j >= max |x_j|  (aggregate)
+    bank_k      -> coordinator : hlr.sum via agg      [n_k, sum x/s]
+    coordinator -> bank_k      : hlr.mean             global mean                (aggregate)
+    bank_k      -> coordinator : hlr.var via agg      sum ((x - mean)/s)^2
+    coordinator -> bank_k      : hlr.scaler           global mean, scale, solver extras  (aggregate)
+
+What each participant learns: a bank learns the pooled mean and standard deviation of every
+feature (and the power-of-two range above the pooled maximum |x|). The coordinator learns the
+feature names, the pooled row count, per-feature histograms of binary exponents, sums and sums of
+squares; under plain aggregation also each bank's own vectors.
+
+Why three rounds: masked aggregation sums fixed-point numbers in a 64-bit ring. Raw amounts (a
+credit limit of 500,000 squared, times 10^5 customers) would overflow it, so every feature is
+first divided by a power of two above its federation-wide magnitude, and the variance is summed
+around the global mean (two passes) so that no precision is lost to cancellation. After it every
+standardised column has pooled mean 0 and pooled sum of squares ``n_pooled``, which is what bounds
+the solvers' later sums (see :mod:`fedrisk.algorithms.horizontal.newton_lr`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from fedrisk.algorithms.horizontal.aggregation import Aggregation
+from fedrisk.errors import DataError, ProtocolError
+from fedrisk.transport.channel import Channel
+
+__all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "EXPONENT_BINS"]
+
+_EXP_LO, _EXP_HI = -60, 64  # binary exponents tracked for the magnitude sketch
+EXPONENT_BINS = _EXP_HI - _EXP_LO
+
+
+@dataclass(frozen=True)
+class Standardisation:
+    """What the coordinator knows after the agreement."""
+
+    feature_names: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    #: features with zero pooled variance (their scale is set to 1; solvers keep their weight 0)
+    constant_features: list[str]
+    n_pooled: int
+
+
+def magnitude_counts(X: np.ndarray) -> np.ndarray:
+    """Per feature, how many non-zero values have each binary exponent floor(log2 |x|)."""
+    a = np.abs(X)
+    rows, cols = np.nonzero(a)
+    e = np.clip(np.floor(np.log2(a[rows, cols])), _EXP_LO, _EXP_HI - 1).astype(np.int64) - _EXP_LO
+    return np.bincount(cols * EXPONENT_BINS + e, minlength=X.shape[1] * EXPONENT_BINS).reshape(
+        X.shape[1], EXPONENT_BINS).astype(np.float64)
+
+
+def agree_bank(channel: Channel, coordinator: str, X: np.ndarray, feature_names: Sequence[str],
+               agg: Aggregation) -> dict[str, Any]:
+    """A bank's side of the agreement; returns the ``hlr.scaler`` message (``mean``, ``scale``, extras)."""
+    n = X.shape[0]
+    if n == 0:
+        raise DataError(f"{channel.me}: no training rows")
+    channel.send(coordinator, "hlr.schema", {"features": list(feature_names)}, kind="public-parameter")
+    verdict = channel.recv(coordinator, "hlr.schema.ok")
+    if not verdict.get("ok"):
+        raise DataError(verdict.get("reason", "feature schemas differ between banks"))
+    agg.submit(channel, coordinator, "hlr.magnitude", magnitude_counts(X).ravel())
+    s = np.asarray(channel.recv(coordinator, "hlr.range")["s"])
+    agg.submit(channel, coordinator, "hlr.sum", np.concatenate([[n], (X / s).sum(0)]))
+    mean = np.asarray(channel.recv(coordinator, "hlr.mean")["mean"])
+    agg.submit(channel, coordinator, "hlr.var", (((X - mean) / s) ** 2).sum(0))
+    scaler = dict(channel.recv(coordinator, "hlr.scaler"))
+    scaler["mean"], scaler["scale"] = np.asarray(scaler["mean"]), np.asarray(scaler["scale"])
+    return scaler
+
+
+def agree_coordinator(channel: Channel, banks: Sequence[str], agg: Aggregation,
+                      extra: dict[str, Any] | None = None) -> Standardisation:
+    """The coordinator's side; ``extra`` rides along in the ``hlr.scaler`` broadcast (e.g. a resume round)."""
+    banks = list(banks)
+    schemas = {b: channel.recv(b, "hlr.schema")["features"] for b in banks}
+    ref_bank = banks[0]
+    reason = None
+    for b in banks[1:]:
+        if schemas[b] != schemas[ref_bank]:
+            reason = _schema_difference(ref_bank, schemas[ref_bank], b, schemas[b])
+            break
+    channel.broadcast(banks, "hlr.schema.ok", {"ok": reason is None, "reason": reason or ""}, kind="control")
+    if reason:
+        raise DataError(reason)
+    names = list(schemas[ref_bank])
+    d = len(names)
+    counts = collect_all(agg, channel, banks, "hlr.magnitude", d * EXPONENT_BINS).reshape(d, EXPONENT_BINS)
+    s = np.ones(d)
+    for j in range(d):
+        nonzero = np.flatnonzero(np.rint(counts[j]) > 0)
+        if nonzero.size:
+            s[j] = 2.0 ** (nonzero[-1] + _EXP_LO + 1)
+    channel.broadcast(banks, "hlr.range", {"s": s}, kind="aggregate")
+    sums = collect_all(agg, channel, banks, "hlr.sum", 1 + d)
+    n_total = float(np.rint(sums[0]))
+    if n_total <= 0:
+        raise ProtocolError("the banks' aggregate row count is 0; no bank has training rows")
+    mean = sums[1:] * s / n_total
+    channel.broadcast(banks, "hlr.mean", {"mean": mean}, kind="aggregate")
+    var = collect_all(agg, channel, banks, "hlr.var", d) * s**2 / n_total
+    scale = np.sqrt(np.maximum(var, 0.0))
+    constant = [names[j] for j in np.flatnonzero(scale < 1e-12)]
+    scale = np.where(scale < 1e-12, 1.0, scale)  # constant features keep weight 0 in effect
+    channel.broadcast(banks, "hlr.scaler", {"mean": mean, "scale": scale, **(extra or {})}, kind="aggregate")
+    return Standardisation(names, mean, scale, constant, int(n_total))
+
+
+def collect_all(agg: Aggregation, channel: Channel, banks: list[str], tag: str, length: int) -> np.ndarray:
+    """A sum every bank must be in: the scaler's rounds would otherwise mix different populations."""
+    res = agg.collect(channel, banks, tag, length)
+    missing = sorted(set(banks) - set(res.contributors))
+    if missing:
+        raise ProtocolError(f"banks {missing} dropped out while the federation agreed its standardisation ({tag}); "
+                            f"restart the job when they are back")
+    return res.total
+
+
+def _schema_difference(a: str, fa: list[str], b: str, fb: list[str]) -> str:
+    if len(fa) != len(fb):
+        extra = sorted(set(fb) - set(fa)) or sorted(set(fa) - set(fb))
+        return (f"banks {a!r} and {b!r} have different feature counts ({len(fa)} vs {len(fb)}; "
+                f"differing columns: {extra[:5]}); every bank must have the same columns")
+    if set(fa) == set(fb):
+        i = next(i for i, (x, y) in enumerate(zip(fa, fb)) if x != y)
+        return (f"banks {a!r} and {b!r} list the same features in a different order "
+                f"(position {i}: {fa[i]!r} vs {fb[i]!r}); reorder the columns or set features = [...] in the spec")
+    only_a, only_b = sorted(set(fa) - set(fb)), sorted(set(fb) - set(fa))
+    return (f"banks {a!r} and {b!r} have different feature names: only at {a!r}: {only_a[:5]}, "
+            f"only at {b!r}: {only_b[:5]}; rename the columns so every bank uses the same names")
