@@ -1,0 +1,305 @@
+"""Horizontal federated logistic regression by damped Newton (IRLS) over secure aggregation: EXACT.
+
+``solver = "newton"``, the default of ``horizontal.lr`` and ``horizontal.scorecard``. Banks hold the
+same features about different customers; a coordinator that holds no data takes Newton steps on
+the POOLED penalised log-likelihood from sums it cannot split by bank. Because the gradient and
+Hessian of a sum of per-row losses are sums of per-bank gradients and Hessians, the iteration is
+exactly the one a pooled Newton solver would run, and it converges (quadratically near the
+optimum) to the pooled penalised maximum-likelihood estimate, whatever the banks' distributions.
+
+Objective (see :mod:`~fedrisk.algorithms.horizontal.logistic`), on the federation-wide standardised
+features ``x`` with intercept ``b``::
+
+    F(w, b) = (1/N) * sum_i [log(1 + e^{z_i}) - y_i z_i] + (l2/2) * ||w||^2,   z_i = x_i w + b,
+
+``N`` the pooled row count. This is scikit-learn's ``LogisticRegression(C = 1 / (l2 * N))`` fitted
+on the pooled standardised rows (intercept unpenalised): the tests check coefficients to 1e-4.
+
+Message flow (``agg`` = the injected :class:`~fedrisk.algorithms.horizontal.aggregation.Aggregation`;
+secure aggregation by default: masked fixed-point sums in Z/2^64, the coordinator sees only sums)::
+
+    1. schema and standardisation agreement of :mod:`~fedrisk.algorithms.horizontal.standardisation`
+       (hlr.schema, hlr.schema.ok, hlr.magnitude, hlr.range, hlr.sum, hlr.mean, hlr.var,
+       hlr.scaler; the scaler message also carries the first round and the bank count)
+    2. for round r = 1, 2, ... (at most ``rounds``):
+       coordinator -> bank_k : hlr.newton.rR        base point w, direction p, done flag,
+                                                    loss F(w)                        (model)
+       bank_k -> coordinator : hlr.stats.rR via agg
+                 [n_k,
+                  sum_k loss(w + t p) for t in LADDER = (0, 1, 1/2, ..., 1/1024),
+                  sum_k dloss(w + t p)/dt at t = 0,
+                  g_k = sum_k (sigmoid(z) - y) [x, 1]             at w + p,
+                  upper triangle of H_k = sum_k sigmoid'(z) [x, 1][x, 1]^T   at w + p]
+       coordinator: with the sums over this round's contributors (N_r rows) add the penalty,
+                    accept the full step if Armijo holds (F(w+p) <= F(w) + 1e-4 F'(0), up to
+                    fixed-point noise), else the largest ladder step that satisfies it and
+                    re-evaluate there next round (p = 0). At an accepted full step, the new
+                    direction is p = -H^{-1} g (Cholesky; a small Levenberg ridge if H is
+                    singular, e.g. l2 = 0 with collinear columns), capped at ``MAX_STEP`` per
+                    coefficient (a trust region against steps off the data's scale). Stop when
+                    max |p| <= ``tol``: the last, tiny step is applied and sent as the final model.
+    3. coordinator -> bank_k : hlr.newton.rR with done = True (the final model)
+
+Rounds: one aggregation per Newton iteration when the full step is accepted (the usual case),
+two when it is not, however many halvings the step needs: the ladder prices all of them at once.
+From w = 0 the default-credit data needs 6-9 rounds, every stress case of the tests at most 15.
+
+What each participant learns. A bank learns the pooled mean and scale of every feature, and per
+round the base point w, the direction p (the pooled Newton direction, ``-H^{-1} g`` of all banks'
+data) and the pooled objective F(w): the whole optimisation path of the pooled model, which it is
+meant to get. The coordinator learns, per round, sums over the contributing banks (never one
+bank's, under secure aggregation): the row count; the loss at the ladder points and its slope;
+the pooled gradient ``X^T (sigmoid(z) - y)`` and Hessian ``X^T diag(sigmoid'(z)) X`` at w + p.
+That is more than FedAvg reveals: in round 1 (w = p = 0, sigmoid' = 1/4) the Hessian is
+``X^T X / 4`` and the gradient ``X^T (1/2 - y)`` of the pooled standardised data, i.e. the pooled
+correlation matrix of the features, the pooled bad count, and the pooled feature sums among
+defaulters (class-conditional means); later rounds give the same second moments reweighted by
+the current model's ``p (1 - p)``. No row and no single bank's statistics. Under plain
+aggregation (an explicit opt-out) the coordinator sees each bank's Gram matrix, which for a bank
+with few rows says a great deal about those rows — keep secure aggregation on.
+
+Ring bounds. Secure aggregation sums ``round(v * 2^frac_bits)`` in 64 bits, so each bank's entries
+must stay below ``2^(63 - frac_bits) / banks`` (5.5e11 / banks at the default 24 bits). After the
+agreed standardisation every column has pooled sum of squares N, so by Cauchy-Schwarz
+``|g_j| <= N`` and ``|H_jl| <= N / 4`` however heavy the tails of the raw amounts (that is why the
+solver works on the standardised scale, not on raw balances); losses are capped at
+``LOSS_CAP`` per bank (only a rejected, absurd trial point comes near it) and the step cap keeps
+the ladder's losses and slope finite. A bank checks every entry against the bound before
+submitting and stops with a :class:`~fedrisk.errors.CryptoError` naming itself if one would wrap.
+Sums are kept in row units (not means) so that the 2^-24 fixed-point resolution costs at most
+~1e-11 in the mean gradient.
+
+Dropouts. Secure aggregation excludes a bank that misses a round from that round's sums (and the
+standardisation agreement refuses to proceed without every bank). Every quantity the coordinator
+uses in a round — row count, losses at t = 0 and along the ladder, slope, gradient, Hessian — comes
+from the same contributors, so the step test and the Newton direction are correct for the banks
+present in that round; when a bank returns, the next round's sums include it again. The final
+model is the optimum of the banks present in the last rounds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
+from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
+from fedrisk.errors import CryptoError, ProtocolError
+from fedrisk.transport.channel import Channel
+
+__all__ = ["NewtonConfig", "run_bank", "run_coordinator", "LADDER", "TAG_PREFIXES", "stats_length"]
+
+TAG_PREFIXES = ("hlr.",)
+
+#: step sizes priced in every round (t = 0 first, then the full step, then halvings)
+LADDER = (0.0, 1.0) + tuple(0.5 ** k for k in range(1, 11))
+#: largest move of one standardised coefficient per round (a trust region)
+MAX_STEP = 10.0
+#: cap on a bank's summed loss: legitimate values are <= n_k log 2 after round 1
+LOSS_CAP = 2.0 ** 32
+_ARMIJO = 1e-4
+
+
+@dataclass(frozen=True)
+class NewtonConfig:
+    """Hyper-parameters of the Newton solver.
+
+    Attributes
+    ----------
+    rounds : int
+        Most aggregation rounds (the solver usually stops well before).
+    l2 : float
+        Multiplies ``0.5 * ||w||^2`` added to the mean log-loss (intercept unpenalised).
+    tol : float
+        Stop when the largest Newton step on the standardised scale is at most ``tol``.
+    """
+
+    rounds: int = 20
+    l2: float = 1e-4
+    tol: float = 1e-6
+
+
+def stats_length(d: int) -> int:
+    """Length of a bank's per-round vector for ``d`` features."""
+    k = d + 1
+    return 1 + len(LADDER) + 1 + k + k * (k + 1) // 2
+
+
+def bank_statistics(Xs1: np.ndarray, y: np.ndarray, w: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """One bank's round vector (see the module docstring); ``Xs1`` has the intercept column last."""
+    n, k = Xs1.shape
+    z0 = Xs1 @ w
+    zp = Xs1 @ p
+    losses = np.empty(len(LADDER))
+    for i, t in enumerate(LADDER):
+        z = z0 + t * zp
+        losses[i] = min(float(np.sum(np.logaddexp(0.0, z) - y * z)), LOSS_CAP)
+    slope = float((sigmoid(z0) - y) @ zp)
+    z1 = z0 + zp
+    mu = sigmoid(z1)
+    g = Xs1.T @ (mu - y)
+    H = (Xs1 * (mu * (1.0 - mu))[:, None]).T @ Xs1
+    return np.concatenate([[n], losses, [slope], g, H[np.triu_indices(k)]])
+
+
+def _check_ring(vec: np.ndarray, agg: Aggregation, banks: int, me: str, tag: str) -> None:
+    """Refuse, before sending, a vector whose masked sum could wrap the 64-bit ring."""
+    frac_bits = getattr(agg, "frac_bits", None)
+    if frac_bits is None:
+        return
+    from fedrisk.crypto.ring64 import max_abs_value
+
+    bound = max_abs_value(frac_bits, max(1, banks))
+    worst = float(np.max(np.abs(vec)))
+    if not np.isfinite(worst) or worst > bound:
+        raise CryptoError(f"{me}: a statistic of {tag!r} is {worst:.3g}, beyond what {banks} banks can sum in the "
+                          f"64-bit ring (|v| <= {bound:.3g} at {frac_bits} fractional bits); nothing was sent. "
+                          f"Lower the fixed-point precision (frac_bits) or split the bank's rows")
+
+
+def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
+             cfg: NewtonConfig, aggregation: Aggregation | None = None,
+             on_round: Callable[[int, LogisticModel], None] | None = None) -> LogisticModel:
+    """A bank's side of Newton LR. Returns the final global model (identical at every bank)."""
+    agg = aggregation or PlainAggregation()
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    d = X.shape[1]
+    scaler = agree_bank(channel, coordinator, X, feature_names, agg)
+    mean, scale = scaler["mean"], scaler["scale"]
+    banks = int(scaler.get("banks", 1))
+    Xs1 = np.column_stack([(X - mean) / scale, np.ones(len(y))])
+    model = LogisticModel(list(feature_names), mean, scale, np.zeros(d), 0.0)
+    r = int(scaler.get("first_round", 1)) - 1
+    while True:
+        r += 1
+        msg = channel.recv(coordinator, f"hlr.newton.r{r}")
+        w = np.asarray(msg["w"], dtype=np.float64)
+        p = np.asarray(msg["p"], dtype=np.float64)
+        if w.shape != (d + 1,) or p.shape != (d + 1,):
+            raise ProtocolError(f"{channel.me}: round {r}: the coordinator sent a model of {w.shape[0] - 1} features; "
+                                f"this bank has {d}")
+        model.coef, model.intercept = w[:d].copy(), float(w[d])
+        if msg.get("loss") is not None:
+            model.history.append({"round": r - 1, "loss": float(msg["loss"])})
+        if on_round is not None:
+            on_round(r, model)
+        if msg["done"]:
+            return model
+        tag = f"hlr.stats.r{r}"
+        prepare = getattr(agg, "prepare", None)
+        if prepare is not None:
+            # masking schemes exchange their per-round keys while the bank computes, not after
+            prepare(channel, coordinator, tag)
+        vec = bank_statistics(Xs1, y, w, p)
+        _check_ring(vec, agg, banks, channel.me, tag)
+        agg.submit(channel, coordinator, tag, vec)
+
+
+def newton_direction(g: np.ndarray, H: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """``-H^{-1} g`` on the active coordinates (Cholesky; a growing ridge when H is not positive definite)."""
+    p = np.zeros_like(g)
+    Ha, ga = H[np.ix_(active, active)], g[active]
+    ridge = 0.0
+    base = max(float(np.max(np.abs(np.diag(Ha)))), 1e-300)
+    for _ in range(30):
+        try:
+            L = np.linalg.cholesky(Ha + ridge * np.eye(len(ga)))
+            p[active] = -np.linalg.solve(L.T, np.linalg.solve(L, ga))
+            break
+        except np.linalg.LinAlgError:
+            ridge = base * 1e-12 if ridge == 0.0 else ridge * 10.0
+    else:  # pragma: no cover - a Hessian with NaNs; the bank-side checks make this unreachable
+        raise ProtocolError("the aggregated Hessian is not finite; a bank sent corrupt statistics")
+    big = float(np.max(np.abs(p))) if p.size else 0.0
+    if big > MAX_STEP:
+        p *= MAX_STEP / big
+    return p
+
+
+def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, aggregation: Aggregation | None = None,
+                    on_round: Callable[[int, dict], None] | None = None,
+                    start: tuple[int, np.ndarray] | None = None,
+                    checkpoint: Callable[[int, dict], None] | None = None) -> LogisticModel:
+    """The coordinator's side: agree the scaler, then take damped Newton steps on aggregated sums.
+
+    ``start = (round, w)`` resumes from a checkpoint written by ``checkpoint(round, state)``; the
+    resumed job re-evaluates the gradient and Hessian at ``w`` in its first round.
+    """
+    agg = aggregation or PlainAggregation()
+    banks = list(banks)
+    first, w = 1, None
+    if start is not None:
+        first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
+    st = agree_coordinator(channel, banks, agg, extra={"first_round": first, "banks": len(banks)})
+    names, d = st.feature_names, len(st.feature_names)
+    k = d + 1
+    if w is None:
+        w = np.zeros(k)
+    elif w.shape != (k,):
+        raise ProtocolError(f"checkpoint has {w.shape[0] - 1} features but the banks have {d}; delete the checkpoint")
+    constant = set(st.constant_features)
+    active = np.array([j for j in range(d) if names[j] not in constant] + [d])
+    w[[j for j in range(d) if names[j] in constant]] = 0.0
+    pen = np.ones(k)
+    pen[d] = 0.0  # the intercept is not penalised
+    iu = np.triu_indices(k)
+    ladder = np.asarray(LADDER)
+    n_l = len(LADDER)
+    p = np.zeros(k)
+    history: list[dict] = []
+    last_loss = None
+    r, done = first, False
+    while True:
+        done = done or r > cfg.rounds
+        channel.broadcast(banks, f"hlr.newton.r{r}", {"w": w, "p": p, "done": done, "loss": last_loss}, kind="model")
+        if done:
+            break
+        res = agg.collect(channel, banks, f"hlr.stats.r{r}", stats_length(d))
+        tot = res.total
+        n_round = float(np.rint(tot[0]))
+        if n_round <= 0:
+            raise ProtocolError(f"round {r}: the aggregate row count is {n_round}; no bank contributed")
+        trial = w[None, :] + ladder[:, None] * p[None, :]
+        F = tot[1:1 + n_l] / n_round + 0.5 * cfg.l2 * np.sum((trial * pen) ** 2, axis=1)
+        slope = tot[1 + n_l] / n_round + cfg.l2 * float(np.sum(w * pen * p))
+        g = tot[2 + n_l:2 + n_l + k] / n_round
+        Hu = tot[2 + n_l + k:] / n_round
+        slack = 1e-10 * (1.0 + abs(F[0])) + 1e-6 / n_round  # fixed-point noise of the loss sums
+        ok = F <= F[0] + _ARMIJO * ladder * min(slope, 0.0) + slack
+        moved = bool(np.any(p != 0.0))
+        rec: dict = {"round": r, "banks": len(res.contributors), "rows": int(n_round)}
+        if not moved or ok[1]:
+            # the gradient and Hessian were evaluated at the accepted point w + p
+            w = w + p
+            last_loss = float(F[1])
+            H = np.zeros((k, k))
+            H[iu] = Hu
+            H = H + np.triu(H, 1).T + cfg.l2 * np.diag(pen)
+            grad = g + cfg.l2 * pen * w
+            p = newton_direction(grad, H, active)
+            step = float(np.max(np.abs(p)))
+            rec.update(loss=last_loss, step=1.0, grad_norm=float(np.max(np.abs(grad[active]))), newton_step=step)
+            if step <= cfg.tol:
+                w = w + p  # the last step is below tol: take it without another round
+                p = np.zeros(k)
+                done = True
+        else:
+            good = np.flatnonzero(ok[2:])
+            i = 2 + int(good[0]) if good.size else int(np.argmin(F))
+            t = float(ladder[i])
+            w = w + t * p
+            last_loss = float(F[i])
+            p = np.zeros(k)
+            rec.update(loss=last_loss, step=t, grad_norm=None, newton_step=None)
+            if t == 0.0:
+                done = True  # no step decreases the objective: w is optimal up to the ring's precision
+        history.append(rec)
+        if checkpoint is not None:
+            checkpoint(r, {"w": w, "history": history})
+        if on_round is not None:
+            on_round(r, rec)
+        r += 1
+    return LogisticModel(names, st.mean, st.scale, w[:d].copy(), float(w[d]), history, sorted(constant))
