@@ -1,4 +1,15 @@
-"""Task ``horizontal.lr``: banks with the same schema train one logistic model by FedAvg.
+"""Task ``horizontal.lr``: banks with the same schema train one logistic model.
+
+Solvers (``[task] solver``):
+
+* ``"newton"`` (default): damped Newton over secure aggregation
+  (:mod:`fedrisk.algorithms.horizontal.newton_lr`); converges, typically in 6-10 rounds, to the
+  pooled penalised maximum-likelihood estimate: the coefficients on the standardised scale are
+  scikit-learn's ``LogisticRegression(C = 1 / (l2 * n_pooled))`` on the pooled standardised rows.
+  Sends a (d+1)x(d+1) Hessian per bank and round: fine up to a few hundred features.
+* ``"fedavg"``: FedAvg / FedProx (:mod:`fedrisk.algorithms.horizontal.fedavg_lr`); APPROXIMATE
+  (local SGD drifts on non-IID banks); for many parties or very wide data. Only it reads
+  ``local_epochs``, ``batch_size``, ``learning_rate``, ``lr_decay`` and ``mu``.
 
 Participants: every ``[parties.*]`` is a bank with labels; ``[coordinator]`` holds no data and
 averages (securely by default). The evaluation holder — the bank named by
@@ -13,10 +24,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from typing import Any, Callable, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.fedavg_lr import FedAvgConfig, run_bank, run_coordinator
 from fedrisk.errors import ConfigError
 from fedrisk.model_files import save_lr_model
 from fedrisk.runtime.context import PartyContext
@@ -28,22 +40,78 @@ KIND = "horizontal.lr"
 TAG_PREFIXES = ("hlr.", "secagg.")
 
 
-class Params(BaseModel):
-    """``[task]`` settings of ``horizontal.lr``; see :class:`FedAvgConfig` for their meaning."""
+#: settings only the FedAvg solver reads
+FEDAVG_ONLY = ("local_epochs", "batch_size", "learning_rate", "lr_decay", "mu")
+
+
+class LRParams(BaseModel):
+    """The logistic-regression settings of ``horizontal.lr`` and ``horizontal.scorecard``, declared once.
+
+    ``l2`` multiplies ``0.5 * ||w||^2`` (standardised coefficients, intercept unpenalised) added
+    to the MEAN log-loss over the pooled rows, so scikit-learn's equivalent is
+    ``C = 1 / (l2 * n_pooled)`` on the pooled standardised rows (l2 = 1e-4 with 10,000 rows is
+    scikit-learn's default C = 1).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    rounds: int = Field(20, ge=1, le=10000)
-    local_epochs: int = Field(1, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(0.1, gt=0)
-    lr_decay: float = Field(1.0, gt=0, le=1)
-    l2: float = Field(1e-4, ge=0)
-    mu: float = Field(0.0, ge=0, description="FedProx proximal weight; 0 = plain FedAvg")
-    tol: float = Field(1e-6, ge=0)
-    dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked update")
+    solver: Literal["newton", "fedavg"] = Field(
+        "newton", description="newton: exact pooled optimum (default); fedavg: FedAvg/FedProx, approximate")
+    rounds: int = Field(20, ge=1, le=10000, description="most rounds; newton stops when converged")
+    l2: float = Field(1e-4, ge=0, description="weight of 0.5*||w||^2 added to the mean log-loss")
+    tol: float = Field(1e-6, ge=0, description="newton: largest standardised step; fedavg: relative model change")
+    local_epochs: int = Field(1, ge=1, le=1000, description="fedavg only")
+    batch_size: int = Field(64, ge=1, description="fedavg only")
+    learning_rate: float = Field(0.1, gt=0, description="fedavg only")
+    lr_decay: float = Field(1.0, gt=0, le=1, description="fedavg only")
+    mu: float = Field(0.0, ge=0, description="fedavg only: FedProx proximal weight; 0 = plain FedAvg")
+    dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked vector")
 
-    def config(self, seed: int) -> FedAvgConfig:
-        return FedAvgConfig(**self.model_dump(exclude={"dropout_timeout"}), seed=seed)
+    def ignored_settings(self) -> list[str]:
+        """FedAvg-only settings the spec gives although the Newton solver will not read them."""
+        return [k for k in FEDAVG_ONLY if k in self.model_fields_set] if self.solver == "newton" else []
+
+    def check_solver_settings(self, where: str) -> None:
+        """Refuse FedAvg settings next to an explicit ``solver = "newton"``; a defaulted solver only warns."""
+        extra = self.ignored_settings()
+        if extra and "solver" in self.model_fields_set:
+            raise ConfigError(f"{where}: task.{', task.'.join(extra)} only apply to solver = 'fedavg'; "
+                              f"remove them, or set solver = 'fedavg' (approximate) to use them")
+
+    def warn_ignored(self, log: Any) -> None:
+        extra = self.ignored_settings()
+        if extra:
+            log.warning("task settings %s only apply to solver = 'fedavg' and are IGNORED: the default solver is "
+                        "'newton' (exact pooled optimum); remove them, or set solver = 'fedavg'", ", ".join(extra))
+
+    def solver_config(self, seed: int):
+        """The algorithm's config for the chosen solver."""
+        if self.solver == "fedavg":
+            from fedrisk.algorithms.horizontal.fedavg_lr import FedAvgConfig
+
+            return FedAvgConfig(rounds=self.rounds, local_epochs=self.local_epochs, batch_size=self.batch_size,
+                                learning_rate=self.learning_rate, lr_decay=self.lr_decay, l2=self.l2, mu=self.mu,
+                                tol=self.tol, seed=seed)
+        from fedrisk.algorithms.horizontal.newton_lr import NewtonConfig
+
+        return NewtonConfig(rounds=self.rounds, l2=self.l2, tol=self.tol)
+
+    def solver_roles(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """``(run_bank, run_coordinator)`` of the chosen solver (same signatures for both)."""
+        if self.solver == "fedavg":
+            from fedrisk.algorithms.horizontal import fedavg_lr as mod
+        else:
+            from fedrisk.algorithms.horizontal import newton_lr as mod
+        return mod.run_bank, mod.run_coordinator
+
+
+class Params(LRParams):
+    """``[task]`` settings of ``horizontal.lr`` (see :class:`LRParams`)."""
+
+
+def progress_fields(rec: dict) -> dict:
+    """What the coordinator's progress line shows for a round of either solver."""
+    keys = ("loss", "change", "banks", "step_size", "grad_norm")
+    return {k: rec[k] for k in keys if rec.get(k) is not None}
 
 
 def validate_horizontal(spec: JobSpec, where: str, kind: str) -> None:
@@ -58,7 +126,7 @@ def validate_horizontal(spec: JobSpec, where: str, kind: str) -> None:
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:
-    parse_params(Params, spec.task, where)
+    parse_params(Params, spec.task, where).check_solver_settings(where)
     validate_horizontal(spec, where, "horizontal.lr")
 
 
@@ -66,7 +134,7 @@ def driver(spec: JobSpec) -> str:
     return COORDINATOR
 
 
-def make_aggregation(ctx: PartyContext, params: Params) -> Aggregation:
+def make_aggregation(ctx: PartyContext, params: Any) -> Aggregation:
     """Secure aggregation unless the spec explicitly turns it off (``security.secure_aggregation = false``)."""
     if not ctx.spec.security.secure_aggregation:
         ctx.log.warning("secure aggregation is OFF: the coordinator sees every bank's individual update")
@@ -89,7 +157,9 @@ def make_aggregation(ctx: PartyContext, params: Params) -> Aggregation:
 def run(ctx: PartyContext) -> None:
     spec = ctx.spec
     params = parse_params(Params, spec.task)
-    cfg = params.config(spec.federation.seed)
+    params.warn_ignored(ctx.log)
+    cfg = params.solver_config(spec.federation.seed)
+    run_bank, run_coordinator = params.solver_roles()
     agg = make_aggregation(ctx, params)
     banks = list(spec.parties)
     if ctx.name == COORDINATOR:
@@ -101,7 +171,7 @@ def run(ctx: PartyContext) -> None:
             ctx.log.info("resuming after round %d from %s", start[0], ckpt_path)
 
         def on_round(r: int, rec: dict) -> None:
-            ctx.progress.update(r, cfg.rounds, loss=rec["loss"], change=rec["change"], banks=rec["banks"])
+            ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
 
         def checkpoint(r: int, state: dict) -> None:
             ctx.write_json("checkpoints/coordinator.json", {"round": r, **state})
@@ -139,4 +209,5 @@ def run(ctx: PartyContext) -> None:
     save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id)
     if evaluator:
         write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y,
-                         model.predict_proba(test.X), rounds, extra={"banks": banks, "train_rows_at_holder": len(table.y)})
+                         model.predict_proba(test.X), rounds,
+                         extra={"banks": banks, "train_rows_at_holder": len(table.y), "solver": params.solver})

@@ -1,4 +1,4 @@
-"""Task ``horizontal.scorecard``: federated WOE, FedAvg logistic regression on WOE, points scorecard.
+"""Task ``horizontal.scorecard``: federated WOE, logistic regression on WOE, points scorecard.
 
 Participants: every ``[parties.*]`` is a bank with labels; ``[coordinator]`` holds no data. The
 evaluation holder (``evaluation.holder``, default the first bank) also reads ``evaluation.test``.
@@ -7,9 +7,11 @@ Steps:
 
 1. federated binning, WOE/IV and selection (:mod:`fedrisk.finance.horizontal_woe`, secure
    aggregation by default) — every participant ends with the same global bins and WOE;
-2. each bank WOE-encodes its selected features and trains one logistic model by FedAvg
-   (:func:`~fedrisk.algorithms.horizontal.fedavg_lr.run_bank` / ``run_coordinator``, the same
-   aggregation); the agreed standardisation is folded back so coefficients apply to WOE values;
+2. each bank WOE-encodes its selected features and trains one logistic model with the solver of
+   ``horizontal.lr`` (``solver = "newton"`` by default: the pooled penalised optimum, so the points
+   table is that of a pooled WOE logistic regression on the same bins —
+   :mod:`~fedrisk.algorithms.horizontal.newton_lr`; ``"fedavg"`` is approximate), over the same
+   aggregation; the agreed standardisation is folded back so coefficients apply to WOE values;
 3. every participant turns the model into the same :class:`~fedrisk.finance.scorecard.Scorecard`
    (``base_score`` points at good:bad odds ``base_odds``, ``pdo`` points to double the odds,
    points rounded per bin) and writes it;
@@ -37,7 +39,7 @@ from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.horizontal_lr import validate_horizontal
+from fedrisk.tasks.horizontal_lr import LRParams, progress_fields, validate_horizontal
 from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, run_woe
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ScorecardParams", "validate_spec", "driver", "run", "write_reasons"]
@@ -61,31 +63,15 @@ class ScorecardParams(BinningParams):
         return Scorecard(self.base_score, self.base_odds, self.pdo, self.round_points)
 
 
-class Params(ScorecardParams):
-    """``[task]`` settings of ``horizontal.scorecard``: binning + FedAvg + scaling."""
+class Params(ScorecardParams, LRParams):
+    """``[task]`` settings of ``horizontal.scorecard``: binning + the LR solver of ``horizontal.lr`` + scaling."""
 
     grid_cells: int = Field(256, ge=8, le=65536)
     sub_cells: int = Field(256, ge=8, le=65536)
-    rounds: int = Field(30, ge=1, le=10000)
-    local_epochs: int = Field(1, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(0.1, gt=0)
-    lr_decay: float = Field(0.98, gt=0, le=1)
-    l2: float = Field(1e-4, ge=0)
-    mu: float = Field(0.0, ge=0)
-    tol: float = Field(1e-6, ge=0)
-    dropout_timeout: float = Field(30.0, gt=0)
-
-    def fedavg(self, seed: int):
-        from fedrisk.algorithms.horizontal.fedavg_lr import FedAvgConfig
-
-        return FedAvgConfig(rounds=self.rounds, local_epochs=self.local_epochs, batch_size=self.batch_size,
-                            learning_rate=self.learning_rate, lr_decay=self.lr_decay, l2=self.l2, mu=self.mu,
-                            tol=self.tol, seed=seed)
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:
-    parse_params(Params, spec.task, where)
+    parse_params(Params, spec.task, where).check_solver_settings(where)
     validate_horizontal(spec, where, KIND)
 
 
@@ -109,13 +95,14 @@ def write_reasons(path: Path, ids: Sequence[Any], points: np.ndarray, reasons: l
 
 
 def run(ctx: PartyContext) -> None:
-    from fedrisk.algorithms.horizontal.fedavg_lr import run_bank, run_coordinator
     from fedrisk.tasks.horizontal_lr import make_aggregation
 
     spec = ctx.spec
     params = parse_params(Params, spec.task)
     params.card()._check()
-    cfg = params.fedavg(spec.federation.seed)
+    params.warn_ignored(ctx.log)
+    cfg = params.solver_config(spec.federation.seed)
+    run_bank, run_coordinator = params.solver_roles()
     agg = make_aggregation(ctx, params)
     banks = list(spec.parties)
     res, frame = run_woe(ctx, params, agg)
@@ -126,7 +113,7 @@ def run(ctx: PartyContext) -> None:
     enc = res.encoder()
     if ctx.name == COORDINATOR:
         def on_round(r: int, rec: dict) -> None:
-            ctx.progress.update(r, cfg.rounds, loss=rec["loss"], change=rec["change"], banks=rec["banks"])
+            ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
 
         model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round)
     else:

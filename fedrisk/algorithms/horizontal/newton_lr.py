@@ -281,7 +281,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
             grad = g + cfg.l2 * pen * w
             p = newton_direction(grad, H, active)
             step = float(np.max(np.abs(p)))
-            rec.update(loss=last_loss, step=1.0, grad_norm=float(np.max(np.abs(grad[active]))), newton_step=step)
+            rec.update(loss=last_loss, step_size=1.0, grad_norm=float(np.max(np.abs(grad[active]))), newton_step=step)
             if step <= cfg.tol:
                 w = w + p  # the last step is below tol: take it without another round
                 p = np.zeros(k)
@@ -293,7 +293,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
             w = w + t * p
             last_loss = float(F[i])
             p = np.zeros(k)
-            rec.update(loss=last_loss, step=t, grad_norm=None, newton_step=None)
+            rec.update(loss=last_loss, step_size=t, grad_norm=None, newton_step=None)
             if t == 0.0:
                 done = True  # no step decreases the objective: w is optimal up to the ring's precision
         history.append(rec)
