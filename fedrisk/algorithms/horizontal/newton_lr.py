@@ -63,8 +63,8 @@ must stay below ``2^(63 - frac_bits) / banks`` (5.5e11 / banks at the default 24
 agreed standardisation every column has pooled sum of squares N, so by Cauchy-Schwarz
 ``|g_j| <= N`` and ``|H_jl| <= N / 4`` however heavy the tails of the raw amounts (that is why the
 solver works on the standardised scale, not on raw balances); losses are capped at
-``LOSS_CAP`` per bank (only a rejected, absurd trial point comes near it) and the step cap keeps
-the ladder's losses and slope finite. A bank checks every entry against the bound before
+``LOSS_CAP`` per bank (only a rejected, absurd trial point comes near it) and the step cap bounds
+the slope by ``MAX_STEP * (d + 1) * N``. A bank checks every entry against the bound before
 submitting and stops with a :class:`~fedrisk.errors.CryptoError` naming itself if one would wrap.
 Sums are kept in row units (not means) so that the 2^-24 fixed-point resolution costs at most
 ~1e-11 in the mean gradient.
