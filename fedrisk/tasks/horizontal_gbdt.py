@@ -68,9 +68,9 @@ def privacy_plan(spec: JobSpec, params: Params, where: str = "job spec") -> Priv
     if pv is None:
         return None
     cfg = params.config(spec.federation.seed)
-    what = f"{cfg.n_trees} trees x {cfg.max_depth} levels + 3 binning/loss rounds"
+    what = f"{cfg.n_trees} trees x ({cfg.max_depth} levels + 1 leaf round) + 3 binning/loss rounds"
     try:
-        return plan_privacy(planned_aggregations(cfg), epsilon=pv.epsilon, delta=pv.delta,
+        return plan_privacy(planned_aggregations(cfg, private=True), epsilon=pv.epsilon, delta=pv.delta,
                             noise_multiplier=pv.noise_multiplier, clip=pv.clip, what=what)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None

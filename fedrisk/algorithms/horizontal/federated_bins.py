@@ -14,9 +14,10 @@ standardised score or a raw credit limit) and linear around 0. Two rounds (``agg
                                                      and of missing values; plus ``extra`` (the
                                                      caller's [rows, sum of y])
        coordinator -> bank_k : <tag>.grid            per feature, the occupied unit range
-                                                     [lo, hi] of z                  (aggregate)
+                                                     [lo, hi] of z; sub-cells per unit (aggregate)
     2. bank_k -> coordinator : <tag>.fine via agg    per feature: counts on 64 sub-cells per unit
-                                                     of z over [lo, hi + 1)
+                                                     of z over [lo, hi + 1) (8 with DP noise, so
+                                                     that cells hold enough rows to stand out)
        coordinator -> bank_k : <tag>.cuts            per feature, the cut points (quantiles of
                                                      the summed counts), whether any bank has
                                                      missing values                 (aggregate)
@@ -49,6 +50,8 @@ _Z_LO, _Z_HI = -64, 64
 _COARSE = _Z_HI - _Z_LO
 #: sub-cells per unit of z (a unit is a factor e of |x| far from 0)
 SUB_CELLS = 64
+#: with DP noise on the counts, coarser cells hold enough rows to stand out of the noise
+SUB_CELLS_DP = 8
 
 
 def z_scale(x: np.ndarray) -> np.ndarray:
@@ -72,7 +75,7 @@ def _coarse_counts(X: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fine_counts(X: np.ndarray, ranges: np.ndarray) -> list[np.ndarray]:
+def _fine_counts(X: np.ndarray, ranges: np.ndarray, sub: int) -> list[np.ndarray]:
     out = []
     for f in range(X.shape[1]):
         lo, hi = int(ranges[f, 0]), int(ranges[f, 1])
@@ -81,8 +84,8 @@ def _fine_counts(X: np.ndarray, ranges: np.ndarray) -> list[np.ndarray]:
             continue
         col = X[:, f]
         col = col[~np.isnan(col)]
-        k = np.floor((z_scale(col) - lo) * SUB_CELLS).astype(np.int64)
-        size = (hi - lo + 1) * SUB_CELLS
+        k = np.floor((z_scale(col) - lo) * sub).astype(np.int64)
+        size = (hi - lo + 1) * sub
         out.append(np.bincount(np.clip(k, 0, size - 1), minlength=size).astype(np.float64))
     return out
 
@@ -100,9 +103,10 @@ def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np
     submit(f"{tag}.range", np.concatenate([_coarse_counts(X).ravel(), extra]), float(np.sqrt(d + len(extra))))
     msg = channel.recv(coordinator, f"{tag}.grid")
     ranges = np.asarray(msg.get("ranges") if isinstance(msg, dict) else None)
-    if ranges.shape != (d, 2):
-        raise ProtocolError(f"{channel.me}: the coordinator's bin grid has shape {ranges.shape}, expected ({d}, 2)")
-    fine = _fine_counts(X, ranges)
+    sub = msg.get("sub_cells") if isinstance(msg, dict) else None
+    if ranges.shape != (d, 2) or not isinstance(sub, int) or not 1 <= sub <= 1024:
+        raise ProtocolError(f"{channel.me}: the coordinator's bin grid is malformed (shape {ranges.shape}, sub-cells {sub!r})")
+    fine = _fine_counts(X, ranges, sub)
     submit(f"{tag}.fine", np.concatenate(fine) if fine else np.zeros(0), float(np.sqrt(d)))
     msg = channel.recv(coordinator, f"{tag}.cuts")
     cuts, has_missing, max_bin = msg.get("cuts"), msg.get("missing"), msg.get("max_bin")
@@ -138,8 +142,9 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
         if occ.size:
             ranges[f] = (occ[0] + _Z_LO, occ[-1] + _Z_LO)
     has_missing = counts[:, _COARSE] > floor1
-    channel.broadcast(banks, f"{tag}.grid", {"ranges": ranges}, kind="aggregate")
-    sizes = [max(0, int(hi - lo + 1)) * SUB_CELLS for lo, hi in ranges]
+    sub = SUB_CELLS if noise_std(1.0) == 0 else SUB_CELLS_DP
+    channel.broadcast(banks, f"{tag}.grid", {"ranges": ranges, "sub_cells": sub}, kind="aggregate")
+    sizes = [max(0, int(hi - lo + 1)) * sub for lo, hi in ranges]
     fine = collect(f"{tag}.fine", int(sum(sizes)))
     floor2 = max(0.5, 3.0 * noise_std(float(np.sqrt(d))))
     cuts: list[np.ndarray] = []
@@ -148,19 +153,19 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
         c = fine[off:off + sizes[f]]
         off += sizes[f]
         c = np.where(c > floor2, c, 0.0)
-        cuts.append(_cuts_from_counts(c, int(ranges[f, 0]), max_bin - int(has_missing[f])))
+        cuts.append(_cuts_from_counts(c, int(ranges[f, 0]), max_bin - int(has_missing[f]), sub))
     channel.broadcast(banks, f"{tag}.cuts", {"cuts": [c.tolist() for c in cuts], "missing": has_missing.tolist(),
                                              "max_bin": int(max_bin)}, kind="aggregate")
     info = {"grid_cells": int(sum(sizes)), "occupied_cells": int(np.count_nonzero(fine > floor2))}
     return _binner(max_bin, cuts, has_missing), extra, info
 
 
-def _cuts_from_counts(counts: np.ndarray, z_lo: int, max_bin: int) -> np.ndarray:
+def _cuts_from_counts(counts: np.ndarray, z_lo: int, max_bin: int, sub: int = SUB_CELLS) -> np.ndarray:
     """Cut points of one feature from its summed fine-cell counts (see the module docstring)."""
     occ = np.flatnonzero(counts > 0)
     if occ.size <= 1 or max_bin < 2:
         return np.empty(0)
-    edges = _from_z(z_lo + np.arange(counts.size) / SUB_CELLS)  # lower edge of every cell
+    edges = _from_z(z_lo + np.arange(counts.size) / sub)  # lower edge of every cell
     if occ.size <= max_bin:
         return edges[occ[1:]]
     cum = np.cumsum(counts[occ])

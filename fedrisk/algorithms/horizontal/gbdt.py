@@ -34,7 +34,8 @@ Message flow (``C`` = coordinator, ``B_k`` = bank ``k``)
                                                        history, the coordinator's timings, privacy spent
 ==  ======  =====================  ==================  ===============================================
 
-One aggregation per tree level: every node to build at a level is in the same vector, and only
+One aggregation per tree level (with ``[privacy]`` one more per tree for the leaf totals): every
+node to build at a level is in the same vector, and only
 the smaller child (by hessian sum) of each split is built — the coordinator gets its sibling as
 parent minus child. 30 trees of depth 3 take 2 + 90 + 1 aggregations. Each bank checks that its
 sums fit the fixed-point ring for the number of banks before anything is sent.
@@ -57,8 +58,10 @@ Differential privacy (``privacy`` argument, :mod:`fedrisk.crypto.dp`): gradients
 ``sqrt(d (c_g^2 + c_h^2))`` in L2 (plus 2 for the clipped loss sums at a root), the binning
 counts by ``sqrt(d)`` (+2), and every bank adds its share of ``N(0, (noise_multiplier x
 sensitivity)^2)`` to each vector before it is masked. The accountant composes every aggregation
-the run may make (binning 2 + ``n_trees x max_depth`` levels + 1 loss round); splits, leaves,
-derived siblings and early stopping are post-processing of the noisy sums.
+the run may make (binning 2 + ``n_trees x (max_depth + 1)`` levels and leaf rounds + 1 loss round);
+node totals are the mean of a node's ``d`` per-feature totals, and leaf weights come from a
+leaf round of sensitivity ``sqrt(c_g^2 + c_h^2)`` rather than from a prefix sum of noisy bins.
+Splits, leaves, derived siblings and early stopping are post-processing of the noisy sums.
 
 Dropouts: a bank that drops out of a level's aggregation leaves the sums; since a sibling
 derived from a parent summed over other banks would be wrong, the coordinator then restarts the
@@ -167,12 +170,11 @@ class GbdtParams:
         return TreeParams(self.max_depth, self.learning_rate, self.min_child_weight, self.reg_lambda, self.min_split_gain)
 
 
-def planned_aggregations(params: GbdtParams) -> int:
-    """Aggregations a run makes at most: 2 binning rounds, one per tree level, one final loss round.
-
-    Dropout restarts add rounds; with ``[privacy]`` they are counted by the coordinator as run.
-    """
-    return 2 + params.n_trees * params.max_depth + 1
+def planned_aggregations(params: GbdtParams, private: bool = False) -> int:
+    """Aggregations a run makes at most: 2 binning rounds, one per tree level (plus one for the leaf
+    totals with differential privacy), one final loss round. Dropout restarts add rounds; with
+    ``[privacy]`` the coordinator refuses any beyond this count."""
+    return 2 + params.n_trees * (params.max_depth + int(private)) + 1
 
 
 @dataclass
@@ -327,6 +329,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     max_b = int(nb.max()) if nb.size else 1
     valid = np.arange(max_b)[None, :] < nb[:, None]  # (d, max_b) bins that exist
     s_hist, s_root = _sensitivities(d, privacy.clip if privacy is not None else None)
+    s_leaf = _sensitivities(1, privacy.clip if privacy is not None else None)[0]
     clip = privacy.clip if privacy is not None else None
     margin = np.full(n, base)
     g = h = used = None
@@ -364,13 +367,16 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         if tag is None:
             step += 1
             continue
+        leaves = plan.get("leaves")
         with ph("histogram"):
             parts = [_node_histograms(bins, g, h, used, node_of, build, max_b, valid)] if build else []
             root = bool(plan.get("losses"))
             if root:
                 parts.append(prev_losses if prev_losses is not None else np.zeros(4))
+            if leaves:
+                parts.append(_leaf_totals(g, h, used, node_of, [int(x) for x in leaves]))
             vec = np.concatenate(parts) if parts else np.zeros(0)
-        submit(tag, vec, s_root if root else s_hist)
+        submit(tag, vec, s_leaf if leaves else s_root if root else s_hist)
         step += 1
         if prepare is not None and plan.get("next_tag"):
             # the next aggregation's keys travel while the coordinator finds this level's splits
@@ -387,6 +393,14 @@ def _losses(y: np.ndarray, margin: np.ndarray, train: np.ndarray, val: np.ndarra
     if dp:
         loss = np.minimum(loss, LOSS_CLIP) / LOSS_CLIP
     return np.array([loss[train].sum(), len(train), loss[val].sum(), int(val.sum())], dtype=np.float64)
+
+
+def _leaf_totals(g: np.ndarray, h: np.ndarray, used: np.ndarray, node_of: np.ndarray, leaves: list[int]) -> np.ndarray:
+    """[sum g, sum h] of the used rows in each leaf, in ``leaves`` order."""
+    size = int(max(node_of.max(), max(leaves))) + 1
+    sg = np.bincount(node_of[used], weights=g[used], minlength=size)
+    sh = np.bincount(node_of[used], weights=h[used], minlength=size)
+    return np.column_stack([sg[leaves], sh[leaves]]).ravel()
 
 
 def _node_histograms(bins: np.ndarray, g: np.ndarray, h: np.ndarray, used: np.ndarray, node_of: np.ndarray,
@@ -566,6 +580,18 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
             on_tree(t_done, rec)
         return stop_now
 
+    def _private_leaves(tree_nodes: list[dict], splits_msg: list[list]) -> None:
+        """Under DP, leaf totals from one more small sum (sensitivity sqrt(c_g^2 + c_h^2), not a
+        prefix sum over many noisy bins): one noisy (G, H) pair per leaf."""
+        leaves = [nd["id"] for nd in tree_nodes if "leaf" in nd]
+        tag = f"hgb.a{step}"
+        plan({"tree": t, "splits": splits_msg, "build": [], "leaves": leaves, "tag": tag, "losses": False,
+              "next_tag": f"hgb.a{step + 1}"})
+        tot = collect(tag, 2 * len(leaves)).total.reshape(-1, 2)
+        for node, (G, H) in zip(leaves, tot):
+            H = max(float(H), 0.0)
+            tree_nodes[node] = {"id": node, "leaf": leaf_weight(float(G), H, tp), "cover": H}
+
     t = 0
     while t < params.n_trees and not stop:
         restarts = 0
@@ -623,6 +649,12 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                     prev.G[0], prev.H[0] = float(sums[:, 0].mean()), float(max(sums[:, 1].mean(), 0.0))
                 for node in level_ids:
                     cur.G[node], cur.H[node] = prev.G[node], prev.H[node]
+                if privacy is not None:
+                    # a node's own histogram holds d noisy estimates of its totals; their mean is far
+                    # less noisy than the parent's prefix sum over many noisy bins
+                    for node, hist in cur.hist.items():
+                        tot = hist.sum(axis=1)
+                        cur.G[node], cur.H[node] = float(tot[:, 0].mean()), float(max(tot[:, 1].mean(), 0.0))
                 decided: dict[int, tuple] = {}
                 for node in level_ids:
                     if node not in cur.hist or cur.H[node] < 2 * tp.min_child_weight:
@@ -667,6 +699,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
             if not build:
                 for node in new_ids:
                     tree_nodes[node] = {"id": node, "leaf": leaf_weight(nxt.G[node], nxt.H[node], tp), "cover": nxt.H[node]}
+                if privacy is not None:
+                    _private_leaves(tree_nodes, splits_msg)
                 break
             prev = nxt
             level_ids = new_ids
