@@ -43,7 +43,7 @@ from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.errors import ProtocolError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["bank_agree_bins", "coordinator_agree_bins", "z_scale", "SUB_CELLS"]
+__all__ = ["bank_agree_bins", "coordinator_agree_bins", "binner_from_cuts", "z_scale", "SUB_CELLS"]
 
 _SCALE = 2.0 ** 20
 _Z_LO, _Z_HI = -64, 64
@@ -112,10 +112,11 @@ def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np
     cuts, has_missing, max_bin = msg.get("cuts"), msg.get("missing"), msg.get("max_bin")
     if not isinstance(cuts, list) or len(cuts) != d or not isinstance(max_bin, int):
         raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
-    return _binner(max_bin, [np.asarray(c, dtype=np.float64) for c in cuts], np.asarray(has_missing, dtype=bool))
+    return binner_from_cuts(max_bin, [np.asarray(c, dtype=np.float64) for c in cuts], np.asarray(has_missing, dtype=bool))
 
 
-def _binner(max_bin: int, cuts: list[np.ndarray], has_missing: np.ndarray) -> QuantileBinner:
+def binner_from_cuts(max_bin: int, cuts: list[np.ndarray], has_missing: np.ndarray) -> QuantileBinner:
+    """A :class:`QuantileBinner` with agreed cut points (what every bank bins with; also for tests)."""
     b = QuantileBinner(max_bin)
     b.cuts_ = cuts
     b.has_missing_ = has_missing
@@ -157,7 +158,7 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
     channel.broadcast(banks, f"{tag}.cuts", {"cuts": [c.tolist() for c in cuts], "missing": has_missing.tolist(),
                                              "max_bin": int(max_bin)}, kind="aggregate")
     info = {"grid_cells": int(sum(sizes)), "occupied_cells": int(np.count_nonzero(fine > floor2))}
-    return _binner(max_bin, cuts, has_missing), extra, info
+    return binner_from_cuts(max_bin, cuts, has_missing), extra, info
 
 
 def _cuts_from_counts(counts: np.ndarray, z_lo: int, max_bin: int, sub: int = SUB_CELLS) -> np.ndarray:
