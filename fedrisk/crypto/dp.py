@@ -97,7 +97,7 @@ def _accountant():
         import dp_accounting  # noqa: F401
         from dp_accounting import pld
     except ImportError:  # pragma: no cover - it is a core dependency
-        raise ConfigError("[privacy] needs the 'dp-accounting' package: pip install dp-accounting") from None
+        raise ConfigError("differential privacy needs the 'dp-accounting' package: pip install dp-accounting") from None
     return pld.PLDAccountant
 
 
@@ -137,7 +137,7 @@ def plan_privacy(mechanisms: int, *, epsilon: float | None = None, delta: float 
     if not 0 < delta < 1:
         raise ConfigError(f"privacy.delta = {delta} must lie in (0, 1), e.g. 1e-5 (below 1 / number of rows)")
     if epsilon is None and noise_multiplier is None:
-        raise ConfigError("[privacy] needs epsilon = ... (with delta) or noise_multiplier = ...")
+        raise ConfigError("the privacy table needs epsilon = ... (with delta) or noise_multiplier = ...")
     if noise_multiplier is not None:
         eps = epsilon_spent(float(noise_multiplier), mechanisms, delta)
         if epsilon is not None and eps > epsilon:

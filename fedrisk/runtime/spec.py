@@ -141,7 +141,7 @@ class PrivacySpec(_Strict):
     @model_validator(mode="after")
     def _something(self) -> "PrivacySpec":
         if self.epsilon is None and self.noise_multiplier is None:
-            raise ValueError("[privacy] needs epsilon = ... (with delta) or noise_multiplier = ...")
+            raise ValueError("set epsilon = ... (with delta) or noise_multiplier = ... in the privacy table")
         return self
 
 
@@ -325,8 +325,8 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
         raise ConfigError(f"{path}: parties {keep} set missing = 'keep', but task {spec.task['kind']!r} cannot use "
                           "missing values; use 'reject' or 'mean' (only vertical.secureboost learns where they go)")
     if spec.privacy is not None and not getattr(task, "SUPPORTS_PRIVACY", False):
-        raise ConfigError(f"{path}: [privacy] is set, but task {spec.task['kind']!r} does not apply differential privacy; "
-                          "remove the [privacy] table (it is supported by horizontal.gbdt)")
+        raise ConfigError(f"{path}: a privacy table is set, but task {spec.task['kind']!r} does not apply differential privacy; "
+                          "remove the privacy table (horizontal.gbdt supports it)")
     return spec
 
 
