@@ -69,6 +69,7 @@ current tree from its root with the remaining banks (margins of earlier trees ar
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 import zlib
@@ -328,6 +329,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     nb = binner.n_bins_
     max_b = int(nb.max()) if nb.size else 1
     valid = np.arange(max_b)[None, :] < nb[:, None]  # (d, max_b) bins that exist
+    cell = bins.astype(np.int64) + (np.arange(d, dtype=np.int64) * max_b)[None, :]
     s_hist, s_root = _sensitivities(d, privacy.clip if privacy is not None else None)
     s_leaf = _sensitivities(1, privacy.clip if privacy is not None else None)[0]
     clip = privacy.clip if privacy is not None else None
@@ -347,6 +349,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
                 margin += leaf_of
                 prev_losses = _losses(y, margin, train, val, dp=privacy is not None)
         if plan.get("stop"):
+            # (with "excluded": this bank missed a sum and is out of training; the model follows)
             break
         if plan.get("new_tree"):
             t = int(plan["tree"])
@@ -369,7 +372,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
             continue
         leaves = plan.get("leaves")
         with ph("histogram"):
-            parts = [_node_histograms(bins, g, h, used, node_of, build, max_b, valid)] if build else []
+            parts = [_node_histograms(cell, g, h, used, node_of, build, d * max_b, valid)] if build else []
             root = bool(plan.get("losses"))
             if root:
                 parts.append(prev_losses if prev_losses is not None else np.zeros(4))
@@ -403,22 +406,24 @@ def _leaf_totals(g: np.ndarray, h: np.ndarray, used: np.ndarray, node_of: np.nda
     return np.column_stack([sg[leaves], sh[leaves]]).ravel()
 
 
-def _node_histograms(bins: np.ndarray, g: np.ndarray, h: np.ndarray, used: np.ndarray, node_of: np.ndarray,
-                     build: list[int], max_b: int, valid: np.ndarray) -> np.ndarray:
-    """Sums of ``g``, ``h`` per (node of ``build``, feature, existing bin), flattened in that order."""
-    d = bins.shape[1]
-    slot_of = {nd: k for k, nd in enumerate(build)}
+def _node_histograms(cell: np.ndarray, g: np.ndarray, h: np.ndarray, used: np.ndarray, node_of: np.ndarray,
+                     build: list[int], per_node_cells: int, valid: np.ndarray) -> np.ndarray:
+    """Sums of ``g``, ``h`` per (node of ``build``, feature, existing bin), flattened in that order.
+
+    ``cell[i, f] = f * max_b + bin`` is precomputed once per bank, so a level costs one gather
+    and two ``bincount`` passes over (rows of the built nodes) x features.
+    """
     lookup = np.full(int(max(node_of.max(), max(build))) + 1, -1, dtype=np.int64)
-    for nd, k in slot_of.items():
-        lookup[nd] = k
+    lookup[build] = np.arange(len(build))
     slot = lookup[node_of[used]]
     keep = slot >= 0
     rows, slot = used[keep], slot[keep]
-    k = len(build)
-    idx = ((slot[:, None] * d + np.arange(d)[None, :]) * max_b + bins[rows].astype(np.int64)).ravel()
-    size = k * d * max_b
-    hg = np.bincount(idx, weights=np.repeat(g[rows], d), minlength=size).reshape(k, d, max_b)
-    hh = np.bincount(idx, weights=np.repeat(h[rows], d), minlength=size).reshape(k, d, max_b)
+    k, d = len(build), cell.shape[1]
+    idx = (cell[rows] + (slot * per_node_cells)[:, None]).ravel()
+    size = k * per_node_cells
+    hg = np.bincount(idx, weights=np.broadcast_to(g[rows][:, None], (len(rows), d)).ravel(), minlength=size)
+    hh = np.bincount(idx, weights=np.broadcast_to(h[rows][:, None], (len(rows), d)).ravel(), minlength=size)
+    hg, hh = hg.reshape(k, d, -1), hh.reshape(k, d, -1)
     return np.stack([hg[:, valid], hh[:, valid]], axis=-1).ravel()
 
 
@@ -448,6 +453,72 @@ def _model_from_message(msg: Any, names: list[str], binner: QuantileBinner, base
 # ---------------------------------------------------------------------------------------------
 # Coordinator
 # ---------------------------------------------------------------------------------------------
+class _ConcurrentSends:
+    """The coordinator's channel with ``send`` handed to a small pool of sender threads.
+
+    Messages are matched by ``(sender, tag)`` at the receiver, so their arrival order does not
+    matter; a failed delivery is raised at the next ``send``/``recv``/``flush`` (the protocol then
+    fails as it would have on the spot). Everything else is the wrapped channel's.
+    """
+
+    def __init__(self, inner: Channel, workers: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._inner = inner
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=f"{inner.me}-send")
+        self._pending: list = []
+        self._error: BaseException | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _reap(self, wait: bool = False) -> None:
+        keep = []
+        for f in self._pending:
+            if wait or f.done():
+                e = f.exception()
+                if e is not None and self._error is None:
+                    self._error = e
+            else:
+                keep.append(f)
+        self._pending = keep
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def send(self, to: str, tag: str, obj: Any, *, kind: str) -> int:
+        self._reap()
+        self._pending.append(self._pool.submit(self._inner.send, to, tag, obj, kind=kind))
+        return 0
+
+    def send_tolerant(self, to: str, tag: str, obj: Any, kind: str, on_fail: Callable[[str], None]) -> None:
+        """Queue a send whose transport failure only calls ``on_fail(to)`` (the bank is gone)."""
+        def attempt() -> None:
+            try:
+                self._inner.send(to, tag, obj, kind=kind)
+            except TransportError:
+                on_fail(to)
+
+        self._reap()
+        self._pending.append(self._pool.submit(attempt))
+
+    def recv(self, frm: str, tag: str, timeout: float | None = None) -> Any:
+        self._reap()
+        return self._inner.recv(frm, tag, timeout)
+
+    def broadcast(self, to, tag: str, obj: Any, *, kind: str) -> int:
+        for p in to:
+            self.send(p, tag, obj, kind=kind)
+        return 0
+
+    def flush(self) -> None:
+        """Wait for every queued send; raise the first failure."""
+        try:
+            self._reap(wait=True)
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 class _Level:
     """Nodes of the current level: totals and (derived or summed) histograms, by node id."""
 
@@ -470,31 +541,37 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     say = log or (lambda s: None)
     reachable = set(banks)
 
-    from concurrent.futures import ThreadPoolExecutor
+    # every send of the coordinator (its own plans and secure aggregation's steps) leaves on a
+    # sender thread: a broadcast to n banks costs one round trip instead of n in a row
+    channel = _ConcurrentSends(channel, 2 * len(banks))
 
-    # one sender thread per bank: a broadcast costs one round trip, not one per bank
-    pool = ThreadPoolExecutor(max_workers=max(1, len(banks)), thread_name_prefix="hgb-send")
-
-    def send_one(b: str, tag: str, obj: Any, kind: str) -> None:
-        try:
-            channel.send(b, tag, obj, kind=kind)
-        except TransportError:
-            reachable.discard(b)
-            say(f"bank {b!r} cannot be reached any more; continuing without it")
-
-    def send_all(tag: str, obj: Any, kind: str) -> None:
+    def send_all(tag: str, obj: Any, kind: str, to: Sequence[str] | None = None) -> None:
         with ph("network"):
-            for f in [pool.submit(send_one, b, tag, obj, kind) for b in banks if b in reachable]:
-                f.result()
+            for b in (banks if to is None else to):
+                if b in reachable:
+                    channel.send_tolerant(b, tag, obj, kind, on_fail=unreachable)
 
-    def collect(tag: str, length: int):
+    def unreachable(b: str) -> None:
+        reachable.discard(b)
+        say(f"bank {b!r} cannot be reached any more; continuing without it")
+
+    if getattr(agg, "threshold", False) is None:
+        # the threshold of *all* banks, fixed now: later rounds aggregate over the banks still in
+        # (asking a dropped bank every round would cost a timeout each), and must not let a
+        # shrunken list lower the bar (the banks would refuse it anyway)
+        from fedrisk.crypto.secure_aggregation import default_threshold
+
+        agg = copy.copy(agg)
+        agg.threshold = default_threshold(len(banks))
+
+    def collect(tag: str, length: int, over: Sequence[str] | None = None):
         nonlocal rounds
         if privacy is not None and rounds + 1 > privacy.mechanisms:
             raise ProtocolError(f"aggregation {rounds + 1} would exceed the {privacy.mechanisms} noisy sums the privacy "
                                 f"budget (epsilon = {privacy.epsilon:.3g}) was calibrated for (dropout restarts); stopping")
         rounds += 1
         with ph("aggregation"):
-            res = agg.collect(channel, banks, tag, length)
+            res = agg.collect(channel, sorted(over) if over is not None else banks, tag, length)
         return res
 
     def collect_all(tag: str, length: int) -> np.ndarray:
@@ -557,7 +634,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
 
     def plan(msg: dict) -> None:
         nonlocal step
-        send_all(f"hgb.p{step}", msg, "model")
+        send_all(f"hgb.p{step}", msg, "model", to=sorted(members))
         step += 1
 
     def record_losses(t_done: int, losses: np.ndarray) -> bool:
@@ -587,7 +664,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
         tag = f"hgb.a{step}"
         plan({"tree": t, "splits": splits_msg, "build": [], "leaves": leaves, "tag": tag, "losses": False,
               "next_tag": f"hgb.a{step + 1}"})
-        tot = collect(tag, 2 * len(leaves)).total.reshape(-1, 2)
+        tot = collect(tag, 2 * len(leaves), members).total.reshape(-1, 2)
         for node, (G, H) in zip(leaves, tot):
             H = max(float(H), 0.0)
             tree_nodes[node] = {"id": node, "leaf": leaf_weight(float(G), H, tp), "cover": H}
@@ -612,7 +689,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
             plan(msg)
             first = False
             length = len(build) * per_node + (4 if depth == 0 else 0)
-            res = collect(tag, length)
+            res = collect(tag, length, members)
             got = set(res.contributors)
             total = res.total
             if depth == 0:
@@ -623,8 +700,10 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                         break
                 total = total[:len(build) * per_node]
             if got != members:
-                say(f"tree {t + 1}: banks {sorted(members ^ got)} changed between rounds; restarting the tree "
-                    f"with {sorted(got)}")
+                say(f"tree {t + 1}: banks {sorted(members - got)} dropped out; restarting the tree with {sorted(got)}")
+                # a bank left out of a sum is out of training: told so at its next step, it waits
+                # for the final model instead of contributing to sums its absence made inconsistent
+                send_all(f"hgb.p{step}", {"stop": True, "excluded": True}, "control", to=sorted(members - got))
                 members = got
                 restarts += 1
                 if restarts > MAX_RESTARTS:
@@ -713,7 +792,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
         # the last tree's losses: one small aggregation
         tag = f"hgb.a{step}"
         plan({**pending, "new_tree": False, "build": [], "tag": tag, "losses": True, "splits": []})
-        res = collect(tag, 4)
+        res = collect(tag, 4, members)
         record_losses(t, res.total)
         pending = {}
     plan({**({k: v for k, v in pending.items() if k == "tree_done"}), "stop": True})
@@ -728,7 +807,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     send_all("hgb.model", {"trees": kept, "importance": importance, "history": history,
                            "best_iteration": model.best_iteration, "phases": phases, "rounds": rounds,
                            "privacy": priv, "binning": bin_info}, "model")
-    pool.shutdown(wait=True)
+    channel.flush()
     return model
 
 
