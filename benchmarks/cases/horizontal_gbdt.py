@@ -66,6 +66,8 @@ def _federated(run: dict) -> dict:
     return {
         "auc": round(metrics["test"]["auc"], 4), "ks": round(metrics["test"]["ks"], 4),
         "wall_s": round(timing["train_s"], 3), "train_cpu_s_coordinator": timing.get("train_cpu_s"),
+        # one bank's training CPU (the evaluation holder's; every bank does the same work)
+        "train_cpu_s_per_bank": timing.get("bank_train_cpu_s"),
         "cpu_s": run["cpu_s"], "peak_rss_mb": run["peak_rss_mb"], "simulate_wall_s": round(run["wall_s"], 2),
         "bytes_sent": sum(e["bytes"] for e in entries), "bytes_by_party": bytes_by_party(entries),
         "bytes_masked": sum(e["bytes"] for e in entries if e.get("kind") == "masked"),

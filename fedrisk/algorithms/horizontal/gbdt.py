@@ -320,6 +320,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     verdict = channel.recv(coordinator, "hgb.schema.ok")
     if not isinstance(verdict, dict) or not verdict.get("ok"):
         raise DataError(str(verdict.get("reason", "feature schemas differ between banks")))
+    cpu0 = time.process_time()
     with ph("binning"):
         binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
         bins = binner.transform(X)
@@ -384,6 +385,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         if prepare is not None and plan.get("next_tag"):
             # the next aggregation's keys travel while the coordinator finds this level's splits
             prepare(channel, coordinator, plan["next_tag"])
+    ph.t["train_cpu_s"] = time.process_time() - cpu0  # this process's CPU (one bank per process)
     msg = channel.recv(coordinator, "hgb.model")
     model = _model_from_message(msg, list(feature_names), binner, base)
     model.phases = {f"bank_{k}": round(v, 4) for k, v in ph.t.items()} | model.phases
