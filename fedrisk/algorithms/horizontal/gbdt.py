@@ -342,8 +342,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     prepare = getattr(agg, "prepare", None)
     while True:
         plan = channel.recv(coordinator, f"hgb.p{step}")
-        if not isinstance(plan, dict):
-            raise ProtocolError(f"bank {me!r}: plan step {step} from the coordinator is malformed")
+        _check_plan(plan, nb, f"bank {me!r}: plan step {step} from the coordinator")
         if plan.get("tree_done") is not None:
             with ph("routing"):
                 leaf_of = _route_bins(plan["tree_done"], bins, missing)
@@ -390,6 +389,37 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     model = _model_from_message(msg, list(feature_names), binner, base)
     model.phases = {f"bank_{k}": round(v, 4) for k, v in ph.t.items()} | model.phases
     return model
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_plan(plan: Any, nb: np.ndarray, what: str) -> None:
+    """Refuse a plan step whose fields a bank would otherwise index with blindly."""
+    d = len(nb)
+
+    def ok_split(f: Any, b: Any) -> bool:
+        return _is_int(f) and 0 <= f < d and _is_int(b) and 0 <= b < nb[f]
+
+    good = isinstance(plan, dict)
+    if good:
+        for sp in plan.get("splits", []) or []:
+            good &= isinstance(sp, list) and len(sp) == 6 and all(_is_int(v) and v >= 0 for v in sp) and ok_split(sp[1], sp[2])
+        for key in ("build", "leaves"):
+            v = plan.get(key) or []
+            good &= isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)
+        good &= plan.get("tag") is None or isinstance(plan.get("tag"), str)
+        tree = plan.get("tree_done")
+        if tree is not None:
+            good &= isinstance(tree, list) and all(
+                isinstance(nd, dict) and _is_int(nd.get("id")) and 0 <= nd["id"] < len(tree) and (
+                    isinstance(nd.get("leaf"), (int, float)) if "leaf" in nd else
+                    ok_split(nd.get("feature_index"), nd.get("bin")) and _is_int(nd.get("left")) and _is_int(nd.get("right"))
+                    and nd["id"] < nd["left"] < len(tree) and nd["id"] < nd["right"] < len(tree))
+                for nd in tree)
+    if not good:
+        raise ProtocolError(f"{what} is malformed; refusing it")
 
 
 def _losses(y: np.ndarray, margin: np.ndarray, train: np.ndarray, val: np.ndarray, dp: bool) -> np.ndarray:
