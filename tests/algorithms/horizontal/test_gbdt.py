@@ -270,3 +270,31 @@ def test_early_stopping_on_pooled_validation_loss():
     assert len(model.history) < 40 and "val_loss" in model.history[0]
     best = min(range(len(model.history)), key=lambda i: model.history[i]["val_loss"])
     assert model.best_iteration == best + 1 == len(model.trees)
+
+
+def test_bank_refuses_a_malformed_plan():
+    """A coordinator that sends a split on a feature the banks do not have is refused, not indexed."""
+    from fedrisk.algorithms.horizontal import gbdt
+
+    banks = synthetic_banks(10, nan=False)
+    real = gbdt.run_coordinator
+
+    class Evil:
+        def __init__(self, ch):
+            self.ch = ch
+
+        def __getattr__(self, name):
+            return getattr(self.ch, name)
+
+        def send(self, to, tag, obj, *, kind):
+            if tag == "hgb.p1" and isinstance(obj, dict) and obj.get("splits"):
+                obj = {**obj, "splits": [[0, 99, 0, 0, 1, 2]]}
+            return self.ch.send(to, tag, obj, kind=kind)
+
+    net = InMemoryNetwork([*banks, COORD], recv_timeout=10.0)
+    params = GbdtParams(n_trees=1, max_depth=2, max_bin=8)
+    roles = {b: (lambda b: lambda ch: run_bank(ch, COORD, banks[b][0], banks[b][1], [f"x{j}" for j in range(5)],
+                                               params))(b) for b in banks}
+    roles[COORD] = lambda ch: real(Evil(ch), list(banks), params)
+    with pytest.raises(FedriskError, match="plan step 1 from the coordinator is malformed"):
+        run_roles(roles, network=net)
