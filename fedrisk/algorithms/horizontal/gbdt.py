@@ -65,7 +65,12 @@ Splits, leaves, derived siblings and early stopping are post-processing of the n
 
 Dropouts: a bank that drops out of a level's aggregation leaves the sums; since a sibling
 derived from a parent summed over other banks would be wrong, the coordinator then restarts the
-current tree from its root with the remaining banks (margins of earlier trees are unaffected).
+current tree from its root with the remaining banks (margins of earlier trees are unaffected),
+tells the dropped bank at its next plan step (``{"stop", "excluded"}``, kind control) and still
+sends it the final model. Later aggregations ask only the banks still in, with the threshold
+fixed at the start from *all* banks (the secure-aggregation majority rule), so a dropout never
+lowers the bar; with ``[privacy]`` a restart that would exceed the planned number of noisy sums
+stops the job instead.
 """
 from __future__ import annotations
 
