@@ -181,6 +181,10 @@ def _cards(m: dict[str, Any], ledgers: dict[str, list[dict[str, Any]]]) -> str:
         ("Data exchanged", format_bytes(total_bytes) if ledgers else "—",
          f"{sum(len(v) for v in ledgers.values()):,} messages" if ledgers else ""),
     ]
+    priv = m.get("privacy")
+    if isinstance(priv, dict) and isinstance(priv.get("epsilon"), (int, float)):
+        cards.insert(0, ("Privacy ε", _num(priv["epsilon"], 2), f"differential privacy, δ = {priv.get('delta', '?'):g}"
+                         if isinstance(priv.get("delta"), (int, float)) else "differential privacy"))
     out = []
     for label, value, sub in cards:
         band = f" band-{escape(sub)}" if sub in ("stable", "watch", "shift") else ""
@@ -189,6 +193,18 @@ def _cards(m: dict[str, Any], ledgers: dict[str, list[dict[str, Any]]]) -> str:
             f'<div class="s">{escape(str(sub))}</div></div>'
         )
     return '<div class="cards">' + "".join(out) + "</div>"
+
+
+def _importance(m: dict[str, Any]) -> str:
+    """Top features of a tree model by total split gain, with their split counts."""
+    imp = m.get("importance")
+    if not isinstance(imp, dict) or not imp or not all(isinstance(v, dict) and "gain" in v for v in imp.values()):
+        return NA
+    rows = sorted(imp.items(), key=lambda kv: -float(kv[1].get("gain", 0.0)))[:15]
+    total = sum(float(v.get("gain", 0.0)) for v in imp.values()) or 1.0
+    return _table(["Feature", "Total gain", "Share of gain", "Splits"],
+                  [[escape(str(k)), _num(float(v["gain"]), 1), _pct(float(v["gain"]) / total), _num(v.get("splits"))]
+                   for k, v in rows], "num")
 
 
 def _comparison(m: dict[str, Any]) -> str:
@@ -552,6 +568,9 @@ def render_report(run: dict[str, Any], title: str | None = None) -> str:
                  "Does a predicted 10% default probability default 10% of the time? Points on the diagonal are well calibrated.",
                  _figs(cal_svg, cal_tbl) if cal_svg else NA),
         _section("training", "Training per round", "Federated optimisation progress.", train or NA),
+        *([_section("importance", "Feature importance",
+                    "Tree models: total loss reduction (gain) of the splits on each feature, and how often it was split on.",
+                    _importance(m))] if isinstance(m.get("importance"), dict) and m["importance"] else []),
         _section("stability", "Population stability (train → test)",
                  "Population stability index of the score between the training (expected) and test (actual) samples.",
                  _stability(m)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedrisk.errors import ConfigError
-from fedrisk.model_files import load_model, score_lr
+from fedrisk.model_files import load_model, score_gbdt, score_lr
 from fedrisk.runtime.evaluation import write_scores
 
 __all__ = ["predict_file"]
@@ -26,6 +26,13 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     if fmt == "fedrisk.lr":
         table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"])
         score = score_lr(model, table.X)
+        write_scores(Path(out), table.ids, None, score)
+        return len(score)
+    if fmt == "fedrisk.gbdt":
+        # trees learn where missing values go, so rows with empty cells are scored, not refused
+        table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"],
+                                 missing="keep")
+        score = score_gbdt(model, table.X)
         write_scores(Path(out), table.ids, None, score)
         return len(score)
     if fmt == "fedrisk.scorecard":

@@ -125,6 +125,26 @@ class SecuritySpec(_Strict):
     recv_timeout: float = Field(600.0, gt=0)
 
 
+class PrivacySpec(_Strict):
+    """``[privacy]``: differential privacy of horizontal trainers (see :mod:`fedrisk.crypto.dp`).
+
+    Either a budget ``epsilon`` (with ``delta``), to which the noise is calibrated, or a fixed
+    ``noise_multiplier``; with both, a run that would spend more than ``epsilon`` refuses to
+    start. ``clip`` bounds one row's (trees: one gradient's) or one update's contribution.
+    """
+
+    epsilon: float | None = Field(None, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    noise_multiplier: float | None = Field(None, gt=0)
+    clip: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> "PrivacySpec":
+        if self.epsilon is None and self.noise_multiplier is None:
+            raise ValueError("set epsilon = ... (with delta) or noise_multiplier = ... in the privacy table")
+        return self
+
+
 class JobSpec(_Strict):
     federation: FederationSpec
     coordinator: CoordinatorSpec | None = None
@@ -132,6 +152,7 @@ class JobSpec(_Strict):
     task: dict[str, Any]
     evaluation: EvaluationSpec = EvaluationSpec()
     security: SecuritySpec = SecuritySpec()
+    privacy: PrivacySpec | None = None
     #: directory of the spec file; relative paths are resolved against it
     base_dir: Path = Path(".")
 
@@ -262,7 +283,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         if key == "parties":
             model, i = PartySpec, i + 2
             continue
-        for cand in (FederationSpec, CoordinatorSpec, EvaluationSpec, SecuritySpec):
+        for cand in (FederationSpec, CoordinatorSpec, EvaluationSpec, SecuritySpec, PrivacySpec):
             if ann is cand or cand in getattr(ann, "__args__", ()):
                 model = cand
         i += 1
@@ -303,6 +324,9 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
     if keep and not getattr(task, "HANDLES_MISSING", False):
         raise ConfigError(f"{path}: parties {keep} set missing = 'keep', but task {spec.task['kind']!r} cannot use "
                           "missing values; use 'reject' or 'mean' (only vertical.secureboost learns where they go)")
+    if spec.privacy is not None and not getattr(task, "SUPPORTS_PRIVACY", False):
+        raise ConfigError(f"{path}: a privacy table is set, but task {spec.task['kind']!r} does not apply differential privacy; "
+                          "remove the privacy table (horizontal.gbdt supports it)")
     return spec
 
 
@@ -315,4 +339,5 @@ def shared_settings(spec: JobSpec) -> dict[str, Any]:
         "task": spec.task,
         "evaluation": {"holder": spec.evaluation.holder, "test_rule": spec.evaluation.test_rule},
         "security": {"secure_aggregation": spec.security.secure_aggregation},
+        "privacy": spec.privacy.model_dump(mode="json") if spec.privacy is not None else None,
     }

@@ -23,6 +23,7 @@ __all__ = ["TASKS", "get_task", "parse_params"]
 
 TASKS = {
     "horizontal.lr": "fedrisk.tasks.horizontal_lr",
+    "horizontal.gbdt": "fedrisk.tasks.horizontal_gbdt",
     "vertical.lr": "fedrisk.tasks.vertical_lr",
     "vertical.secureboost": "fedrisk.tasks.vertical_secureboost",
     "horizontal.woe": "fedrisk.tasks.horizontal_woe",

@@ -1,0 +1,178 @@
+"""Bin edges for horizontal trees, agreed from secure sums of counts: no bank shows a value.
+
+Every bank must bin its rows with the *same* cut points, and those should be the quantiles of the
+pooled data (as XGBoost's ``hist`` takes them), yet a bank's values, and even its own quantiles,
+must stay on its premises. Counts are additive, so the banks count their values on a common grid
+and only the secure sum of the counts is opened; the cut points are quantiles of that sum.
+
+The grid lives on an order-preserving scale, ``z = asinh(x * 2^20)``: about ``ln(2|x|) + 14``
+for ``|x| >= 1e-5`` (so a cell is a fixed *relative* width of ``x``, whether ``x`` is a
+standardised score or a raw credit limit) and linear around 0. Two rounds (``agg`` = the job's
+:class:`~fedrisk.algorithms.horizontal.aggregation.Aggregation`, secure by default)::
+
+    1. bank_k -> coordinator : <tag>.range via agg   per feature: counts of floor(z) in [-64, 64)
+                                                     and of missing values; plus ``extra`` (the
+                                                     caller's [rows, sum of y])
+       coordinator -> bank_k : <tag>.grid            per feature, the occupied unit range
+                                                     [lo, hi] of z; sub-cells per unit (aggregate)
+    2. bank_k -> coordinator : <tag>.fine via agg    per feature: counts on 64 sub-cells per unit
+                                                     of z over [lo, hi + 1) (8 with DP noise, so
+                                                     that cells hold enough rows to stand out)
+       coordinator -> bank_k : <tag>.cuts            per feature, the cut points (quantiles of
+                                                     the summed counts), whether any bank has
+                                                     missing values                 (aggregate)
+
+What each participant learns: the coordinator learns, per feature, the *federation's* counts on
+the grid (the pooled distribution at about 1.6% relative resolution; with ``[privacy]``, noisy
+counts) and the totals in ``extra``; never a bank's own counts or values. A bank learns the
+occupied range and the cut points — part of the global model every bank receives anyway.
+
+Cut points are cell edges: a row goes left at a split on cut ``c`` when ``x < c``
+(:class:`~fedrisk.algorithms.vertical.binning.QuantileBinner` semantics, reused for ``transform``
+and ``threshold``). A feature with at most ``max_bin`` occupied cells gets one bin per cell, as
+XGBoost gives one bin per distinct value; otherwise cuts follow ``np.quantile(...,
+method="lower")`` on the cell counts.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fedrisk.algorithms.vertical.binning import QuantileBinner
+from fedrisk.errors import ProtocolError
+from fedrisk.transport.channel import Channel
+
+__all__ = ["bank_agree_bins", "coordinator_agree_bins", "binner_from_cuts", "z_scale", "SUB_CELLS"]
+
+_SCALE = 2.0 ** 20
+_Z_LO, _Z_HI = -64, 64
+_COARSE = _Z_HI - _Z_LO
+#: sub-cells per unit of z (a unit is a factor e of |x| far from 0)
+SUB_CELLS = 64
+#: with DP noise on the counts, coarser cells hold enough rows to stand out of the noise
+SUB_CELLS_DP = 8
+
+
+def z_scale(x: np.ndarray) -> np.ndarray:
+    """The grid's order-preserving scale ``asinh(x * 2^20)``, clipped into [-64, 64)."""
+    return np.clip(np.arcsinh(np.asarray(x, dtype=np.float64) * _SCALE), _Z_LO, np.nextafter(_Z_HI, 0))
+
+
+def _from_z(z: np.ndarray) -> np.ndarray:
+    return np.sinh(np.asarray(z, dtype=np.float64)) / _SCALE
+
+
+def _coarse_counts(X: np.ndarray) -> np.ndarray:
+    n, d = X.shape
+    out = np.zeros((d, _COARSE + 1))
+    for f in range(d):
+        col = X[:, f]
+        miss = np.isnan(col)
+        out[f, _COARSE] = miss.sum()
+        z = np.floor(z_scale(col[~miss])).astype(np.int64) - _Z_LO
+        out[f, :_COARSE] = np.bincount(z, minlength=_COARSE)
+    return out
+
+
+def _fine_counts(X: np.ndarray, ranges: np.ndarray, sub: int) -> list[np.ndarray]:
+    out = []
+    for f in range(X.shape[1]):
+        lo, hi = int(ranges[f, 0]), int(ranges[f, 1])
+        if hi < lo:
+            out.append(np.zeros(0))
+            continue
+        col = X[:, f]
+        col = col[~np.isnan(col)]
+        k = np.floor((z_scale(col) - lo) * sub).astype(np.int64)
+        size = (hi - lo + 1) * sub
+        out.append(np.bincount(np.clip(k, 0, size - 1), minlength=size).astype(np.float64))
+    return out
+
+
+def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np.ndarray,
+                    submit: Callable[[str, np.ndarray, float], None], tag: str = "hgb.bins") -> QuantileBinner:
+    """A bank's side: count, submit, receive the agreed cuts. Returns a fitted binner.
+
+    ``submit(tag, vector, sensitivity)`` aggregates ``vector``; one row changes the counts of one
+    cell per feature (L2 ``sqrt(d)``) and each ``extra`` entry by at most 1.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    d = X.shape[1]
+    extra = np.asarray(extra, dtype=np.float64)
+    submit(f"{tag}.range", np.concatenate([_coarse_counts(X).ravel(), extra]), float(np.sqrt(d + len(extra))))
+    msg = channel.recv(coordinator, f"{tag}.grid")
+    ranges = np.asarray(msg.get("ranges") if isinstance(msg, dict) else None)
+    sub = msg.get("sub_cells") if isinstance(msg, dict) else None
+    if ranges.shape != (d, 2) or not isinstance(sub, int) or not 1 <= sub <= 1024:
+        raise ProtocolError(f"{channel.me}: the coordinator's bin grid is malformed (shape {ranges.shape}, sub-cells {sub!r})")
+    fine = _fine_counts(X, ranges, sub)
+    submit(f"{tag}.fine", np.concatenate(fine) if fine else np.zeros(0), float(np.sqrt(d)))
+    msg = channel.recv(coordinator, f"{tag}.cuts")
+    cuts, has_missing, max_bin = msg.get("cuts"), msg.get("missing"), msg.get("max_bin")
+    if not isinstance(cuts, list) or len(cuts) != d or not isinstance(max_bin, int):
+        raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
+    return binner_from_cuts(max_bin, [np.asarray(c, dtype=np.float64) for c in cuts], np.asarray(has_missing, dtype=bool))
+
+
+def binner_from_cuts(max_bin: int, cuts: list[np.ndarray], has_missing: np.ndarray) -> QuantileBinner:
+    """A :class:`QuantileBinner` with agreed cut points (what every bank bins with; also for tests)."""
+    b = QuantileBinner(max_bin)
+    b.cuts_ = cuts
+    b.has_missing_ = has_missing
+    b.n_bins_ = np.array([len(c) + 1 + int(m) for c, m in zip(cuts, has_missing)], dtype=np.int64)
+    return b
+
+
+def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_extra: int, max_bin: int,
+                           collect: Callable[[str, int], np.ndarray], noise_std: Callable[[float], float],
+                           tag: str = "hgb.bins") -> tuple[QuantileBinner, np.ndarray, dict]:
+    """The coordinator's side. Returns ``(binner, summed extra, info)``.
+
+    ``noise_std(sensitivity)`` is the standard deviation of the DP noise in a sum (0 without
+    ``[privacy]``): cells whose summed count is below three of it (or 0.5 without noise) count
+    as empty, so noise alone never opens a bin.
+    """
+    coarse_len = d * (_COARSE + 1)
+    tot = collect(f"{tag}.range", coarse_len + n_extra)
+    counts, extra = tot[:coarse_len].reshape(d, _COARSE + 1), tot[coarse_len:]
+    floor1 = max(0.5, 3.0 * noise_std(float(np.sqrt(d + n_extra))))
+    ranges = np.full((d, 2), [0, -1], dtype=np.int64)
+    for f in range(d):
+        occ = np.flatnonzero(counts[f, :_COARSE] > floor1)
+        if occ.size:
+            ranges[f] = (occ[0] + _Z_LO, occ[-1] + _Z_LO)
+    has_missing = counts[:, _COARSE] > floor1
+    sub = SUB_CELLS if noise_std(1.0) == 0 else SUB_CELLS_DP
+    channel.broadcast(banks, f"{tag}.grid", {"ranges": ranges, "sub_cells": sub}, kind="aggregate")
+    sizes = [max(0, int(hi - lo + 1)) * sub for lo, hi in ranges]
+    fine = collect(f"{tag}.fine", int(sum(sizes)))
+    floor2 = max(0.5, 3.0 * noise_std(float(np.sqrt(d))))
+    cuts: list[np.ndarray] = []
+    off = 0
+    for f in range(d):
+        c = fine[off:off + sizes[f]]
+        off += sizes[f]
+        c = np.where(c > floor2, c, 0.0)
+        cuts.append(_cuts_from_counts(c, int(ranges[f, 0]), max_bin - int(has_missing[f]), sub))
+    channel.broadcast(banks, f"{tag}.cuts", {"cuts": [c.tolist() for c in cuts], "missing": has_missing.tolist(),
+                                             "max_bin": int(max_bin)}, kind="aggregate")
+    info = {"grid_cells": int(sum(sizes)), "occupied_cells": int(np.count_nonzero(fine > floor2))}
+    return binner_from_cuts(max_bin, cuts, has_missing), extra, info
+
+
+def _cuts_from_counts(counts: np.ndarray, z_lo: int, max_bin: int, sub: int = SUB_CELLS) -> np.ndarray:
+    """Cut points of one feature from its summed fine-cell counts (see the module docstring)."""
+    occ = np.flatnonzero(counts > 0)
+    if occ.size <= 1 or max_bin < 2:
+        return np.empty(0)
+    edges = _from_z(z_lo + np.arange(counts.size) / sub)  # lower edge of every cell
+    if occ.size <= max_bin:
+        return edges[occ[1:]]
+    cum = np.cumsum(counts[occ])
+    n = cum[-1]
+    # method "lower": the value at sorted position floor(q (n - 1)) for q = k / max_bin
+    pos = np.floor(np.arange(1, max_bin) / max_bin * (n - 1))
+    cell = occ[np.searchsorted(cum, pos + 0.5, side="left")]
+    cuts = np.unique(edges[cell])
+    return cuts[cuts > edges[occ[0]]]

@@ -1,0 +1,860 @@
+"""Horizontal gradient-boosted trees: banks with the same columns grow one XGBoost-style model.
+
+Every bank holds labelled rows of the same features; a coordinator that holds no data drives
+the rounds and finds splits on *sums* only. Trees are grown level by level (depth-wise, binary
+log-loss, the split gain and leaf weights of :mod:`fedrisk.algorithms.vertical.tree`), so the
+federation learns the trees a pooled booster would grow on the same bins. ``agg`` is the job's
+:class:`~fedrisk.algorithms.horizontal.aggregation.Aggregation`: secure aggregation by default
+(:mod:`fedrisk.crypto.secure_aggregation`, masked, dropout-tolerant), so the coordinator opens
+only the sum over banks of every vector below.
+
+Message flow (``C`` = coordinator, ``B_k`` = bank ``k``)
+---------------------------------------------------------
+==  ======  =====================  ==================  ===============================================
+#   dir.    tag                    kind                payload
+==  ======  =====================  ==================  ===============================================
+1   B -> C  ``hgb.schema``         public-parameter    feature names (must be equal at every bank)
+    C -> B  ``hgb.schema.ok``      control             agreed, or the difference
+2   B -> C  ``hgb.bins.*`` (agg)   masked              counts of the bank's values on a common grid
+                                                       and [training rows, sum of y] (see
+                                                       :mod:`fedrisk.algorithms.horizontal.federated_bins`)
+    C -> B  ``hgb.bins.grid/cuts`` aggregate           grid range, then the agreed cut points
+    C -> B  ``hgb.start``          aggregate           base score (log-odds of the pooled default
+                                                       rate), number of trees planned
+3   C -> B  ``hgb.p<s>``           model               step ``s`` of the plan: the split decisions of
+                                                       the last level (node, feature, bin, missing
+                                                       side, children), which nodes to build, whether
+                                                       a tree starts, restarts, ends (its nodes with
+                                                       leaf weights) or training stops
+    B -> C  ``hgb.a<s>`` (agg)     masked              for every node to build, the bank's sums of
+                                                       ``g`` and ``h`` per (feature, bin); at a tree's
+                                                       root also the previous tree's [training loss,
+                                                       rows, validation loss, rows]
+4   C -> B  ``hgb.model``          model               kept trees, best iteration, feature importance,
+                                                       history, the coordinator's timings, privacy spent
+==  ======  =====================  ==================  ===============================================
+
+One aggregation per tree level (with ``[privacy]`` one more per tree for the leaf totals): every
+node to build at a level is in the same vector, and only
+the smaller child (by hessian sum) of each split is built — the coordinator gets its sibling as
+parent minus child. 30 trees of depth 3 take 2 + 90 + 1 aggregations. Each bank checks that its
+sums fit the fixed-point ring for the number of banks before anything is sent.
+
+What each participant learns
+----------------------------
+* **The coordinator** learns the feature names, the federation's counts on the binning grid, the
+  pooled row count and default count, and per built node the *federation's* sums of ``g`` and
+  ``h`` per (feature, bin) — from which it derives every split, leaf weight and the pooled
+  training/validation loss. It never receives a bank's own histogram, count, row or value (a
+  capture test checks that every vector it receives from a bank is masked), and with secure
+  aggregation it learns which banks dropped out of a round. With ``[privacy]`` every sum it
+  opens carries Gaussian noise (see below).
+* **A bank** learns the cut points, the base score, and each tree as it is built (the global model
+  every bank receives anyway); it never sees another bank's data or sums.
+
+Differential privacy (``privacy`` argument, :mod:`fedrisk.crypto.dp`): gradients are clipped to
+``|g| <= c_g = min(1, clip)`` and ``h <= c_h = min(1/4, clip)`` (log-loss already satisfies
+``|g| < 1``, ``h <= 1/4``), a row changes one built node's histogram of one level by at most
+``sqrt(d (c_g^2 + c_h^2))`` in L2 (plus 2 for the clipped loss sums at a root), the binning
+counts by ``sqrt(d)`` (+2), and every bank adds its share of ``N(0, (noise_multiplier x
+sensitivity)^2)`` to each vector before it is masked. The accountant composes every aggregation
+the run may make (binning 2 + ``n_trees x (max_depth + 1)`` levels and leaf rounds + 1 loss round);
+node totals are the mean of a node's ``d`` per-feature totals, and leaf weights come from a
+leaf round of sensitivity ``sqrt(c_g^2 + c_h^2)`` rather than from a prefix sum of noisy bins.
+Splits, leaves, derived siblings and early stopping are post-processing of the noisy sums.
+
+Dropouts: a bank that drops out of a level's aggregation leaves the sums; since a sibling
+derived from a parent summed over other banks would be wrong, the coordinator then restarts the
+current tree from its root with the remaining banks (margins of earlier trees are unaffected),
+tells the dropped bank at its next plan step (``{"stop", "excluded"}``, kind control) and still
+sends it the final model. Later aggregations ask only the banks still in, with the threshold
+fixed at the start from *all* banks (the secure-aggregation majority rule), so a dropout never
+lowers the bar; with ``[privacy]`` a restart that would exceed the planned number of noisy sums
+stops the job instead.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, coordinator_agree_bins
+from fedrisk.algorithms.vertical.binning import QuantileBinner
+from fedrisk.algorithms.vertical.tree import (
+    TreeParams,
+    best_split,
+    goes_left,
+    leaf_weight,
+    logloss_grad_hess,
+    sigmoid,
+)
+from fedrisk.crypto.dp import PrivacyPlan, add_distributed_noise, noise_rng
+from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError, TransportError
+from fedrisk.transport.channel import Channel
+
+__all__ = ["GbdtParams", "GbdtModel", "run_bank", "run_coordinator", "planned_aggregations", "TAG_PREFIXES",
+           "predict_margin"]
+
+TAG_PREFIXES = ("hgb.",)
+#: per-row log-loss is clipped here (and divided by it) when differential privacy is on
+LOSS_CLIP = 4.0
+#: tree restarts after dropouts before the coordinator gives up on a tree
+MAX_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class GbdtParams:
+    """Hyper-parameters of horizontal boosting: the names and meanings of ``vertical.secureboost``.
+
+    Parameters
+    ----------
+    n_trees : int
+        Boosting rounds (upper bound when early stopping).
+    max_depth : int
+        Depth of every tree (depth-wise growth).
+    learning_rate : float
+        Shrinkage of leaf weights.
+    max_bin : int
+        Quantile bins per feature, agreed federatedly.
+    min_child_weight : float
+        Minimum hessian sum in each child of a split.
+    reg_lambda : float
+        L2 penalty on leaf weights.
+    min_split_gain : float
+        Minimum loss reduction for a split (XGBoost's ``gamma``).
+    subsample : float
+        Fraction of each bank's training rows used for each tree (drawn by the bank).
+    validation_fraction : float
+        Fraction of each bank's rows held out for early stopping (0 = none).
+    early_stopping_rounds : int
+        Stop when the pooled validation log-loss has not improved for this many trees (0 = off).
+    seed : int
+        Seeds subsampling and the validation split (each bank mixes in its name).
+    """
+
+    n_trees: int = 30
+    max_depth: int = 3
+    learning_rate: float = 0.3
+    max_bin: int = 32
+    min_child_weight: float = 1.0
+    reg_lambda: float = 1.0
+    min_split_gain: float = 0.0
+    subsample: float = 1.0
+    validation_fraction: float = 0.0
+    early_stopping_rounds: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (isinstance(self.n_trees, int) and 1 <= self.n_trees <= 10000, "n_trees must be an integer in [1, 10000]"),
+            (isinstance(self.max_depth, int) and 1 <= self.max_depth <= 16, "max_depth must be an integer in [1, 16]"),
+            (0 < self.learning_rate <= 1, "learning_rate must be in (0, 1]"),
+            (isinstance(self.max_bin, int) and 2 <= self.max_bin <= 256, "max_bin must be an integer in [2, 256]"),
+            (self.min_child_weight >= 0, "min_child_weight must be >= 0"),
+            (self.reg_lambda >= 0, "reg_lambda must be >= 0"),
+            (self.min_split_gain >= 0, "min_split_gain must be >= 0"),
+            (0 < self.subsample <= 1, "subsample must be in (0, 1]"),
+            (0 <= self.validation_fraction < 0.5, "validation_fraction must be in [0, 0.5)"),
+            (isinstance(self.early_stopping_rounds, int) and self.early_stopping_rounds >= 0,
+             "early_stopping_rounds must be an integer >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"horizontal.gbdt: {msg}")
+        if self.early_stopping_rounds and not self.validation_fraction:
+            raise ConfigError("horizontal.gbdt: early_stopping_rounds needs validation_fraction > 0 (e.g. 0.1)")
+
+    @property
+    def tree(self) -> TreeParams:
+        return TreeParams(self.max_depth, self.learning_rate, self.min_child_weight, self.reg_lambda, self.min_split_gain)
+
+
+def planned_aggregations(params: GbdtParams, private: bool = False) -> int:
+    """Aggregations a run makes at most: 2 binning rounds, one per tree level (plus one for the leaf
+    totals with differential privacy), one final loss round. Dropout restarts add rounds; with
+    ``[privacy]`` the coordinator refuses any beyond this count."""
+    return 2 + params.n_trees * (params.max_depth + int(private)) + 1
+
+
+@dataclass
+class GbdtModel:
+    """The global model, the same at every participant.
+
+    ``trees[t]["nodes"]`` in id order: an internal node is ``{"id", "feature" (name),
+    "feature_index", "bin", "threshold", "missing_left", "left", "right", "gain", "cover"}`` (a row
+    goes left when ``x < threshold``, or when ``x`` is missing and ``missing_left``); a leaf is
+    ``{"id", "leaf", "cover"}`` with the weight (learning rate included).
+    """
+
+    features: list[str]
+    base_score: float
+    trees: list[dict]
+    cuts: list[list[float]]
+    has_missing: list[bool]
+    importance: dict[str, dict] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    best_iteration: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
+    rounds: int = 0
+    privacy: dict | None = None
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return predict_margin(self.base_score, self.trees, np.asarray(X, dtype=np.float64))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return sigmoid(self.decision_function(X))
+
+    def to_json(self) -> dict:
+        return {"features": self.features, "base_score": self.base_score, "trees": self.trees, "cuts": self.cuts,
+                "has_missing": self.has_missing, "importance": self.importance, "history": self.history,
+                "best_iteration": self.best_iteration, "privacy": self.privacy}
+
+
+def predict_margin(base: float, trees: Sequence[dict], X: np.ndarray) -> np.ndarray:
+    """``base + sum of leaf weights`` for raw rows ``X`` (columns in the model's feature order)."""
+    margin = np.full(len(X), float(base))
+    for tree in trees:
+        nodes = tree["nodes"]
+        at = np.zeros(len(X), dtype=np.int64)
+        for nd in nodes:  # nodes are in breadth-first id order: parents before children
+            if "leaf" in nd:
+                continue
+            here = at == nd["id"]
+            if not here.any():
+                continue
+            col = X[here, nd["feature_index"]]
+            left = col < nd["threshold"]
+            if nd.get("missing_left"):
+                left |= np.isnan(col)
+            at[here] = np.where(left, nd["left"], nd["right"])
+        leaves = np.array([nd.get("leaf", 0.0) for nd in nodes])
+        margin += leaves[at]
+    return margin
+
+
+class _Phases:
+    def __init__(self) -> None:
+        self.t: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _min_contributors(agg: Aggregation, n_banks: int) -> int:
+    """The fewest banks whose vectors can be in a released sum (each adds 1/t of the DP noise)."""
+    if isinstance(agg, PlainAggregation) or not hasattr(agg, "threshold"):
+        return 1
+    from fedrisk.crypto.secure_aggregation import default_threshold
+
+    t = agg.threshold if agg.threshold is not None else default_threshold(n_banks)
+    return max(1, int(t))
+
+
+def _sensitivities(d: int, clip: float | None) -> tuple[float, float]:
+    """L2 sensitivity of a level's histogram vector (without and with the root's loss entries)."""
+    c = 1.0 if clip is None else float(clip)
+    cg, ch = min(1.0, c), min(0.25, c)
+    base = d * (cg * cg + ch * ch)
+    return math.sqrt(base), math.sqrt(base + 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bank
+# ---------------------------------------------------------------------------------------------
+def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
+             params: GbdtParams, aggregation: Aggregation | None = None, privacy: PrivacyPlan | None = None,
+             n_banks: int | None = None) -> GbdtModel:
+    """A bank's side of training. Returns the global model (identical at every bank).
+
+    Parameters
+    ----------
+    X, y : numpy.ndarray
+        This bank's training rows (NaN allowed in ``X``: missing values get their own bin).
+    n_banks : int, optional
+        Banks in the federation (for the fixed-point bound and the DP noise share); default: the
+        channel's peers minus the coordinator.
+    """
+    agg = aggregation or PlainAggregation()
+    me = channel.me
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n, d = X.shape
+    if n == 0:
+        raise DataError(f"bank {me!r}: no training rows")
+    if not np.all((y == 0) | (y == 1)):
+        raise DataError(f"bank {me!r}: the label must be 0/1 for binary log-loss")
+    n_banks = n_banks or max(1, len([p for p in channel.peers if p != coordinator]))
+    ph = _Phases()
+    rng = np.random.default_rng([params.seed, zlib.crc32(me.encode())])
+    val = np.zeros(n, dtype=bool)
+    if params.validation_fraction > 0 and n > 1:
+        val[rng.choice(n, size=max(1, int(round(params.validation_fraction * n))), replace=False)] = True
+    train = np.flatnonzero(~val)
+    t_contrib = _min_contributors(agg, n_banks)
+    noise = noise_rng() if privacy is not None else None
+    frac_bits = getattr(agg, "frac_bits", None)
+
+    def submit(tag: str, vec: np.ndarray, sensitivity: float) -> None:
+        if privacy is not None:
+            vec = add_distributed_noise(vec, sensitivity, privacy.noise_multiplier, t_contrib, noise)
+        if frac_bits is not None and vec.size:
+            from fedrisk.crypto import ring64
+
+            limit = ring64.max_abs_value(frac_bits, n_banks)
+            big = float(np.max(np.abs(vec)))
+            if big > limit:
+                raise CryptoError(f"bank {me!r}: a sum for {tag!r} reaches {big:.4g}, beyond the fixed-point ring's "
+                                  f"limit {limit:.4g} for {n_banks} banks at {frac_bits} fractional bits; nothing was "
+                                  f"sent. Lower security.frac_bits or split the bank's rows")
+        with ph("aggregation"):
+            agg.submit(channel, coordinator, tag, vec)
+
+    channel.send(coordinator, "hgb.schema", {"features": list(feature_names), "n_features": d}, kind="public-parameter")
+    verdict = channel.recv(coordinator, "hgb.schema.ok")
+    if not isinstance(verdict, dict) or not verdict.get("ok"):
+        raise DataError(str(verdict.get("reason", "feature schemas differ between banks")))
+    cpu0 = time.process_time()
+    with ph("binning"):
+        binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
+        bins = binner.transform(X)
+    start = channel.recv(coordinator, "hgb.start")
+    base = float(start["base_score"])
+    missing = binner.missing_bins()
+    nb = binner.n_bins_
+    max_b = int(nb.max()) if nb.size else 1
+    valid = np.arange(max_b)[None, :] < nb[:, None]  # (d, max_b) bins that exist
+    cell = bins.astype(np.int64) + (np.arange(d, dtype=np.int64) * max_b)[None, :]
+    s_hist, s_root = _sensitivities(d, privacy.clip if privacy is not None else None)
+    s_leaf = _sensitivities(1, privacy.clip if privacy is not None else None)[0]
+    clip = privacy.clip if privacy is not None else None
+    margin = np.full(n, base)
+    g = h = used = None
+    node_of = np.zeros(n, dtype=np.int64)
+    prev_losses = None
+    step = 0
+    prepare = getattr(agg, "prepare", None)
+    while True:
+        plan = channel.recv(coordinator, f"hgb.p{step}")
+        _check_plan(plan, nb, f"bank {me!r}: plan step {step} from the coordinator")
+        if plan.get("tree_done") is not None:
+            with ph("routing"):
+                leaf_of = _route_bins(plan["tree_done"], bins, missing)
+                margin += leaf_of
+                prev_losses = _losses(y, margin, train, val, dp=privacy is not None)
+        if plan.get("stop"):
+            # (with "excluded": this bank missed a sum and is out of training; the model follows)
+            break
+        if plan.get("new_tree"):
+            t = int(plan["tree"])
+            g, h = logloss_grad_hess(y, margin)
+            if clip is not None:
+                g, h = np.clip(g, -min(1.0, clip), min(1.0, clip)), np.minimum(h, min(0.25, clip))
+            r = np.random.default_rng([params.seed, t, zlib.crc32(me.encode())])
+            used = train if params.subsample >= 1 else np.sort(
+                r.choice(train, size=max(1, int(round(params.subsample * len(train)))), replace=False))
+        if plan.get("new_tree") or plan.get("reset"):
+            node_of[:] = 0
+        for node, f, b, ml, lid, rid in plan.get("splits", []):
+            here = node_of == node
+            left = goes_left(bins[here, f], int(b), bool(ml), int(missing[f]))
+            node_of[here] = np.where(left, lid, rid)
+        build = [int(x) for x in plan.get("build", [])]
+        tag = plan.get("tag")
+        if tag is None:
+            step += 1
+            continue
+        leaves = plan.get("leaves")
+        with ph("histogram"):
+            parts = [_node_histograms(cell, g, h, used, node_of, build, d * max_b, valid)] if build else []
+            root = bool(plan.get("losses"))
+            if root:
+                parts.append(prev_losses if prev_losses is not None else np.zeros(4))
+            if leaves:
+                parts.append(_leaf_totals(g, h, used, node_of, [int(x) for x in leaves]))
+            vec = np.concatenate(parts) if parts else np.zeros(0)
+        submit(tag, vec, s_leaf if leaves else s_root if root else s_hist)
+        step += 1
+        if prepare is not None and plan.get("next_tag"):
+            # the next aggregation's keys travel while the coordinator finds this level's splits
+            prepare(channel, coordinator, plan["next_tag"])
+    ph.t["train_cpu_s"] = time.process_time() - cpu0  # this process's CPU (one bank per process)
+    msg = channel.recv(coordinator, "hgb.model")
+    model = _model_from_message(msg, list(feature_names), binner, base)
+    model.phases = {f"bank_{k}": round(v, 4) for k, v in ph.t.items()} | model.phases
+    return model
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_plan(plan: Any, nb: np.ndarray, what: str) -> None:
+    """Refuse a plan step whose fields a bank would otherwise index with blindly."""
+    d = len(nb)
+
+    def ok_split(f: Any, b: Any) -> bool:
+        return _is_int(f) and 0 <= f < d and _is_int(b) and 0 <= b < nb[f]
+
+    good = isinstance(plan, dict)
+    if good:
+        for sp in plan.get("splits", []) or []:
+            good &= isinstance(sp, list) and len(sp) == 6 and all(_is_int(v) and v >= 0 for v in sp) and ok_split(sp[1], sp[2])
+        for key in ("build", "leaves"):
+            v = plan.get(key) or []
+            good &= isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)
+        good &= plan.get("tag") is None or isinstance(plan.get("tag"), str)
+        tree = plan.get("tree_done")
+        if tree is not None:
+            good &= isinstance(tree, list) and all(
+                isinstance(nd, dict) and _is_int(nd.get("id")) and 0 <= nd["id"] < len(tree) and (
+                    isinstance(nd.get("leaf"), (int, float)) if "leaf" in nd else
+                    ok_split(nd.get("feature_index"), nd.get("bin")) and _is_int(nd.get("left")) and _is_int(nd.get("right"))
+                    and nd["id"] < nd["left"] < len(tree) and nd["id"] < nd["right"] < len(tree))
+                for nd in tree)
+    if not good:
+        raise ProtocolError(f"{what} is malformed; refusing it")
+
+
+def _losses(y: np.ndarray, margin: np.ndarray, train: np.ndarray, val: np.ndarray, dp: bool) -> np.ndarray:
+    """[training log-loss sum, rows, validation log-loss sum, rows]; under DP clipped and scaled to [0, 1]."""
+    loss = np.logaddexp(0.0, margin) - y * margin
+    if dp:
+        loss = np.minimum(loss, LOSS_CLIP) / LOSS_CLIP
+    return np.array([loss[train].sum(), len(train), loss[val].sum(), int(val.sum())], dtype=np.float64)
+
+
+def _leaf_totals(g: np.ndarray, h: np.ndarray, used: np.ndarray, node_of: np.ndarray, leaves: list[int]) -> np.ndarray:
+    """[sum g, sum h] of the used rows in each leaf, in ``leaves`` order."""
+    size = int(max(node_of.max(), max(leaves))) + 1
+    sg = np.bincount(node_of[used], weights=g[used], minlength=size)
+    sh = np.bincount(node_of[used], weights=h[used], minlength=size)
+    return np.column_stack([sg[leaves], sh[leaves]]).ravel()
+
+
+def _node_histograms(cell: np.ndarray, g: np.ndarray, h: np.ndarray, used: np.ndarray, node_of: np.ndarray,
+                     build: list[int], per_node_cells: int, valid: np.ndarray) -> np.ndarray:
+    """Sums of ``g``, ``h`` per (node of ``build``, feature, existing bin), flattened in that order.
+
+    ``cell[i, f] = f * max_b + bin`` is precomputed once per bank, so a level costs one gather
+    and two ``bincount`` passes over (rows of the built nodes) x features.
+    """
+    lookup = np.full(int(max(node_of.max(), max(build))) + 1, -1, dtype=np.int64)
+    lookup[build] = np.arange(len(build))
+    slot = lookup[node_of[used]]
+    keep = slot >= 0
+    rows, slot = used[keep], slot[keep]
+    k, d = len(build), cell.shape[1]
+    idx = (cell[rows] + (slot * per_node_cells)[:, None]).ravel()
+    size = k * per_node_cells
+    hg = np.bincount(idx, weights=np.broadcast_to(g[rows][:, None], (len(rows), d)).ravel(), minlength=size)
+    hh = np.bincount(idx, weights=np.broadcast_to(h[rows][:, None], (len(rows), d)).ravel(), minlength=size)
+    hg, hh = hg.reshape(k, d, -1), hh.reshape(k, d, -1)
+    return np.stack([hg[:, valid], hh[:, valid]], axis=-1).ravel()
+
+
+def _route_bins(nodes: list, bins: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Leaf weight of every row of one finished tree, routed on the agreed bins."""
+    at = np.zeros(len(bins), dtype=np.int64)
+    weights = np.zeros(len(nodes))
+    for nd in nodes:
+        if "leaf" in nd:
+            weights[nd["id"]] = float(nd["leaf"])
+            continue
+        here = at == nd["id"]
+        f = int(nd["feature_index"])
+        left = goes_left(bins[here, f], int(nd["bin"]), bool(nd.get("missing_left")), int(missing[f]))
+        at[here] = np.where(left, nd["left"], nd["right"])
+    return weights[at]
+
+
+def _model_from_message(msg: Any, names: list[str], binner: QuantileBinner, base: float) -> GbdtModel:
+    if not isinstance(msg, dict) or not isinstance(msg.get("trees"), list):
+        raise ProtocolError("the coordinator's final model is malformed")
+    return GbdtModel(names, base, msg["trees"], [c.tolist() for c in binner.cuts_], binner.has_missing_.tolist(),
+                     dict(msg.get("importance") or {}), list(msg.get("history") or []), int(msg.get("best_iteration", 0)),
+                     dict(msg.get("phases") or {}), int(msg.get("rounds", 0)), msg.get("privacy"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Coordinator
+# ---------------------------------------------------------------------------------------------
+class _ConcurrentSends:
+    """The coordinator's channel with ``send`` handed to a small pool of sender threads.
+
+    Messages are matched by ``(sender, tag)`` at the receiver, so their arrival order does not
+    matter; a failed delivery is raised at the next ``send``/``recv``/``flush`` (the protocol then
+    fails as it would have on the spot). Everything else is the wrapped channel's.
+    """
+
+    def __init__(self, inner: Channel, workers: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._inner = inner
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=f"{inner.me}-send")
+        self._pending: list = []
+        self._error: BaseException | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _reap(self, wait: bool = False) -> None:
+        keep = []
+        for f in self._pending:
+            if wait or f.done():
+                e = f.exception()
+                if e is not None and self._error is None:
+                    self._error = e
+            else:
+                keep.append(f)
+        self._pending = keep
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def send(self, to: str, tag: str, obj: Any, *, kind: str) -> int:
+        self._reap()
+        self._pending.append(self._pool.submit(self._inner.send, to, tag, obj, kind=kind))
+        return 0
+
+    def send_tolerant(self, to: str, tag: str, obj: Any, kind: str, on_fail: Callable[[str], None]) -> None:
+        """Queue a send whose transport failure only calls ``on_fail(to)`` (the bank is gone)."""
+        def attempt() -> None:
+            try:
+                self._inner.send(to, tag, obj, kind=kind)
+            except TransportError:
+                on_fail(to)
+
+        self._reap()
+        self._pending.append(self._pool.submit(attempt))
+
+    def recv(self, frm: str, tag: str, timeout: float | None = None) -> Any:
+        self._reap()
+        return self._inner.recv(frm, tag, timeout)
+
+    def broadcast(self, to, tag: str, obj: Any, *, kind: str) -> int:
+        for p in to:
+            self.send(p, tag, obj, kind=kind)
+        return 0
+
+    def flush(self) -> None:
+        """Wait for every queued send; raise the first failure."""
+        try:
+            self._reap(wait=True)
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+class _Level:
+    """Nodes of the current level: totals and (derived or summed) histograms, by node id."""
+
+    def __init__(self) -> None:
+        self.G: dict[int, float] = {}
+        self.H: dict[int, float] = {}
+        self.hist: dict[int, np.ndarray] = {}
+
+
+def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, aggregation: Aggregation | None = None,
+                    privacy: PrivacyPlan | None = None, on_tree: Callable[[int, dict], None] | None = None,
+                    log: Callable[[str], None] | None = None) -> GbdtModel:
+    """The coordinator's side: agree bins, then grow every tree on secure sums; returns the model."""
+    agg = aggregation or PlainAggregation()
+    banks = sorted(banks)
+    tp = params.tree
+    ph = _Phases()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    rounds = 0
+    say = log or (lambda s: None)
+    reachable = set(banks)
+
+    # every send of the coordinator (its own plans and secure aggregation's steps) leaves on a
+    # sender thread: a broadcast to n banks costs one round trip instead of n in a row
+    channel = _ConcurrentSends(channel, 2 * len(banks))
+
+    def send_all(tag: str, obj: Any, kind: str, to: Sequence[str] | None = None) -> None:
+        with ph("network"):
+            for b in (banks if to is None else to):
+                if b in reachable:
+                    channel.send_tolerant(b, tag, obj, kind, on_fail=unreachable)
+
+    def unreachable(b: str) -> None:
+        reachable.discard(b)
+        say(f"bank {b!r} cannot be reached any more; continuing without it")
+
+    if getattr(agg, "threshold", False) is None:
+        # the threshold of *all* banks, fixed now: later rounds aggregate over the banks still in
+        # (asking a dropped bank every round would cost a timeout each), and must not let a
+        # shrunken list lower the bar (the banks would refuse it anyway)
+        from fedrisk.crypto.secure_aggregation import default_threshold
+
+        agg = copy.copy(agg)
+        agg.threshold = default_threshold(len(banks))
+
+    def collect(tag: str, length: int, over: Sequence[str] | None = None):
+        nonlocal rounds
+        if privacy is not None and rounds + 1 > privacy.mechanisms:
+            raise ProtocolError(f"aggregation {rounds + 1} would exceed the {privacy.mechanisms} noisy sums the privacy "
+                                f"budget (epsilon = {privacy.epsilon:.3g}) was calibrated for (dropout restarts); stopping")
+        rounds += 1
+        with ph("aggregation"):
+            res = agg.collect(channel, sorted(over) if over is not None else banks, tag, length)
+        return res
+
+    def collect_all(tag: str, length: int) -> np.ndarray:
+        res = collect(tag, length)
+        missing = sorted(set(banks) - set(res.contributors))
+        if missing:
+            raise ProtocolError(f"banks {missing} dropped out while the federation agreed its bins ({tag}); "
+                                f"restart the job when they are back")
+        return res.total
+
+    # 1. schema (the training clock starts once every bank has loaded its data and said so)
+    schemas = {b: channel.recv(b, "hgb.schema") for b in banks}
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    names = schemas[banks[0]].get("features") if isinstance(schemas[banks[0]], dict) else None
+    reason = None
+    for b in banks[1:]:
+        other = schemas[b].get("features") if isinstance(schemas[b], dict) else None
+        if other != names:
+            only_a = sorted(set(names or []) - set(other or []))[:5]
+            only_b = sorted(set(other or []) - set(names or []))[:5]
+            reason = (f"banks {banks[0]!r} and {b!r} have different feature columns (only at {banks[0]!r}: {only_a}, "
+                      f"only at {b!r}: {only_b}, or a different order); every bank must list the same columns")
+            break
+    send_all("hgb.schema.ok", {"ok": reason is None, "reason": reason or ""}, "control")
+    if reason:
+        raise DataError(reason)
+    d = len(names)
+
+    # 2. bins and base score
+    clip = privacy.clip if privacy is not None else None
+
+    def noise_std(sensitivity: float) -> float:
+        return 0.0 if privacy is None else privacy.noise_multiplier * sensitivity
+
+    with ph("binning"):
+        binner, extra, bin_info = coordinator_agree_bins(channel, banks, d, 2, params.max_bin, collect_all, noise_std)
+    n_rows, n_pos = float(extra[0]), float(extra[1])
+    if n_rows < 2:
+        raise ProtocolError("the banks' pooled training row count is below 2; nothing to train on")
+    rate = float(np.clip(n_pos / n_rows, 1e-6, 1 - 1e-6))
+    if privacy is None and not 0 < n_pos < n_rows:
+        raise DataError("the pooled training rows hold only one class; both defaults and non-defaults are needed")
+    base = float(np.log(rate / (1 - rate)))
+    send_all("hgb.start", {"base_score": base, "n_trees": params.n_trees}, "aggregate")
+    nb = binner.n_bins_
+    missing = binner.missing_bins()
+    max_b = int(nb.max()) if nb.size else 1
+    valid = np.arange(max_b)[None, :] < nb[:, None]
+    per_node = 2 * int(nb.sum())
+    s_hist, s_root = _sensitivities(d, clip)
+    loss_scale = LOSS_CLIP if privacy is not None else 1.0
+
+    step = 0
+    trees: list[dict] = []
+    history: list[dict] = []
+    best_loss, best_it = np.inf, 0
+    members = set(banks)
+    pending: dict[str, Any] = {"new_tree": True, "tree": 0}
+    stop = False
+
+    def plan(msg: dict) -> None:
+        nonlocal step
+        send_all(f"hgb.p{step}", msg, "model", to=sorted(members))
+        step += 1
+
+    def record_losses(t_done: int, losses: np.ndarray) -> bool:
+        """History of tree ``t_done`` (1-based); True when early stopping says stop."""
+        nonlocal best_loss, best_it
+        tr_sum, tr_n, va_sum, va_n = losses
+        rec: dict[str, Any] = {"tree": t_done, "train_loss": float(tr_sum * loss_scale / max(tr_n, 1.0))}
+        stop_now = False
+        if params.validation_fraction > 0 and va_n > 0.5:
+            rec["val_loss"] = float(va_sum * loss_scale / max(va_n, 1.0))
+            if rec["val_loss"] < best_loss - 1e-9:
+                best_loss, best_it = rec["val_loss"], t_done
+            elif params.early_stopping_rounds and t_done - best_it >= params.early_stopping_rounds:
+                stop_now = True
+        else:
+            best_it = t_done
+        rec["banks"] = len(members)
+        history.append(rec)
+        if on_tree is not None:
+            on_tree(t_done, rec)
+        return stop_now
+
+    def _private_leaves(tree_nodes: list[dict], splits_msg: list[list]) -> None:
+        """Under DP, leaf totals from one more small sum (sensitivity sqrt(c_g^2 + c_h^2), not a
+        prefix sum over many noisy bins): one noisy (G, H) pair per leaf."""
+        leaves = [nd["id"] for nd in tree_nodes if "leaf" in nd]
+        tag = f"hgb.a{step}"
+        plan({"tree": t, "splits": splits_msg, "build": [], "leaves": leaves, "tag": tag, "losses": False,
+              "next_tag": f"hgb.a{step + 1}"})
+        tot = collect(tag, 2 * len(leaves), members).total.reshape(-1, 2)
+        for node, (G, H) in zip(leaves, tot):
+            H = max(float(H), 0.0)
+            tree_nodes[node] = {"id": node, "leaf": leaf_weight(float(G), H, tp), "cover": H}
+
+    t = 0
+    while t < params.n_trees and not stop:
+        restarts = 0
+        tree_nodes: list[dict] = [{"id": 0}]
+        level_ids = [0]
+        prev = _Level()
+        depth = 0
+        build = [0]
+        derive: list[tuple[int, int, int]] = []
+        splits_msg: list[list] = []
+        first = True
+        while True:
+            tag = f"hgb.a{step}"
+            msg = dict(pending) if first else {}
+            pending = {}
+            msg.update({"tree": t, "splits": splits_msg, "build": build, "tag": tag, "losses": depth == 0})
+            msg["next_tag"] = f"hgb.a{step + 1}"
+            plan(msg)
+            first = False
+            length = len(build) * per_node + (4 if depth == 0 else 0)
+            res = collect(tag, length, members)
+            got = set(res.contributors)
+            total = res.total
+            if depth == 0:
+                losses = total[len(build) * per_node:]
+                if t > 0 and not (depth == 0 and restarts > 0):
+                    if record_losses(t, losses):
+                        stop = True
+                        break
+                total = total[:len(build) * per_node]
+            if got != members:
+                say(f"tree {t + 1}: banks {sorted(members - got)} dropped out; restarting the tree with {sorted(got)}")
+                # a bank left out of a sum is out of training: told so at its next step, it waits
+                # for the final model instead of contributing to sums its absence made inconsistent
+                send_all(f"hgb.p{step}", {"stop": True, "excluded": True}, "control", to=sorted(members - got))
+                members = got
+                restarts += 1
+                if restarts > MAX_RESTARTS:
+                    raise ProtocolError(f"tree {t + 1}: the banks in the sums changed {restarts} times; "
+                                        f"the federation is unstable, stopping")
+                if depth > 0:
+                    tree_nodes, level_ids, prev, depth, build, derive, splits_msg = [{"id": 0}], [0], _Level(), 0, [0], [], []
+                    pending = {"reset": True}
+                    first = True
+                    continue
+            with ph("split_finding"):
+                cur = _Level()
+                for k, node in enumerate(build):
+                    flat = total[k * per_node:(k + 1) * per_node].reshape(-1, 2)
+                    hist = np.zeros((d, max_b, 2))
+                    hist[valid] = flat
+                    cur.hist[node] = hist
+                for node, sib, parent in derive:
+                    cur.hist[node] = prev.hist[parent] - cur.hist[sib]
+                if depth == 0:
+                    sums = cur.hist[0].sum(axis=1)  # (d, 2): every feature's total; averaged
+                    prev.G[0], prev.H[0] = float(sums[:, 0].mean()), float(max(sums[:, 1].mean(), 0.0))
+                for node in level_ids:
+                    cur.G[node], cur.H[node] = prev.G[node], prev.H[node]
+                if privacy is not None:
+                    # a node's own histogram holds d noisy estimates of its totals; their mean is far
+                    # less noisy than the parent's prefix sum over many noisy bins
+                    for node, hist in cur.hist.items():
+                        tot = hist.sum(axis=1)
+                        cur.G[node], cur.H[node] = float(tot[:, 0].mean()), float(max(tot[:, 1].mean(), 0.0))
+                decided: dict[int, tuple] = {}
+                for node in level_ids:
+                    if node not in cur.hist or cur.H[node] < 2 * tp.min_child_weight:
+                        continue
+                    s = best_split(cur.hist[node], nb, cur.G[node], cur.H[node], tp, missing)
+                    if s is not None:
+                        decided[node] = s
+                splits_msg = []
+                new_ids: list[int] = []
+                nxt = _Level()
+                for node in level_ids:
+                    if node not in decided:
+                        continue
+                    gain, f, b, GL, HL, ml = decided[node]
+                    lid, rid = len(tree_nodes), len(tree_nodes) + 1
+                    tree_nodes[node] = {"id": node, "feature": names[f], "feature_index": int(f), "bin": int(b),
+                                        "threshold": binner.threshold(f, b), "missing_left": bool(ml),
+                                        "left": lid, "right": rid, "gain": float(gain), "cover": cur.H[node]}
+                    tree_nodes += [{"id": lid}, {"id": rid}]
+                    # (under DP noisy sums may dip below 0; a hessian sum never does)
+                    nxt.G[lid], nxt.H[lid] = GL, max(HL, 0.0)
+                    nxt.G[rid], nxt.H[rid] = cur.G[node] - GL, max(cur.H[node] - HL, 0.0)
+                    splits_msg.append([node, int(f), int(b), int(ml), lid, rid])
+                    new_ids += [lid, rid]
+                # leaves of this level (not split) keep their totals
+                for node in level_ids:
+                    if node not in decided:
+                        tree_nodes[node] = {"id": node, "leaf": leaf_weight(cur.G[node], cur.H[node], tp),
+                                            "cover": cur.H[node]}
+                depth += 1
+                want = [nd for nd in new_ids if depth < tp.max_depth and nxt.H[nd] >= 2 * tp.min_child_weight]
+                build, derive = [], []
+                wanted = set(want)
+                for i in range(0, len(new_ids), 2):
+                    a, b2 = new_ids[i], new_ids[i + 1]
+                    if a in wanted or b2 in wanted:
+                        small, big = (a, b2) if nxt.H[a] <= nxt.H[b2] else (b2, a)
+                        build.append(small)
+                        if big in wanted:
+                            derive.append((big, small, [n for n in level_ids if n in decided][i // 2]))
+                nxt.hist = cur.hist
+            if not build:
+                for node in new_ids:
+                    tree_nodes[node] = {"id": node, "leaf": leaf_weight(nxt.G[node], nxt.H[node], tp), "cover": nxt.H[node]}
+                if privacy is not None:
+                    _private_leaves(tree_nodes, splits_msg)
+                break
+            prev = nxt
+            level_ids = new_ids
+        if stop:
+            break
+        trees.append({"nodes": tree_nodes})
+        pending = {"tree_done": tree_nodes, "new_tree": True, "tree": t + 1}
+        t += 1
+    if not stop:
+        # the last tree's losses: one small aggregation
+        tag = f"hgb.a{step}"
+        plan({**pending, "new_tree": False, "build": [], "tag": tag, "losses": True, "splits": []})
+        res = collect(tag, 4, members)
+        record_losses(t, res.total)
+        pending = {}
+    plan({**({k: v for k, v in pending.items() if k == "tree_done"}), "stop": True})
+    kept = trees[:best_it] if best_it else trees
+    importance = _importance(kept)
+    phases = {k: round(v, 4) for k, v in ph.t.items()}
+    phases["train_s"] = round(time.perf_counter() - t_start, 4)
+    phases["train_cpu_s"] = round(time.process_time() - cpu_start, 4)
+    priv = privacy.summary(rounds) if privacy is not None else None
+    model = GbdtModel(names, base, kept, [c.tolist() for c in binner.cuts_], binner.has_missing_.tolist(), importance,
+                      history, best_it or len(trees), phases, rounds, priv)
+    send_all("hgb.model", {"trees": kept, "importance": importance, "history": history,
+                           "best_iteration": model.best_iteration, "phases": phases, "rounds": rounds,
+                           "privacy": priv, "binning": bin_info}, "model")
+    channel.flush()
+    return model
+
+
+def _importance(trees: list[dict]) -> dict[str, dict]:
+    """Split counts and total gain per feature over the kept trees (XGBoost's "weight" and "total_gain")."""
+    out: dict[str, dict] = {}
+    for tr in trees:
+        for nd in tr["nodes"]:
+            if "feature" in nd:
+                b = out.setdefault(nd["feature"], {"splits": 0, "gain": 0.0})
+                b["splits"] += 1
+                b["gain"] += float(nd["gain"])
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["gain"]))

@@ -1,0 +1,175 @@
+"""Task ``horizontal.gbdt``: banks with the same schema train one gradient-boosted tree model.
+
+Participants: every ``[parties.*]`` is a bank with labels; ``[coordinator]`` holds no data, drives
+the rounds and finds splits on secure sums (see :mod:`fedrisk.algorithms.horizontal.gbdt` for who
+sends what and what each learns). The evaluation holder (``evaluation.holder``, default the first
+bank) also reads ``evaluation.test``, and writes ``metrics.json`` (test AUC after every tree,
+feature importance, timings, privacy spent) and ``scores/``.
+
+With a ``[privacy]`` table the histogram sums carry calibrated Gaussian noise and the spent
+epsilon is in ``metrics.json`` (``privacy.epsilon``), the log and the report; a budget that the
+planned rounds cannot meet refuses to start (:mod:`fedrisk.crypto.dp`).
+
+Outputs: ``model.json`` (format ``fedrisk.gbdt``, the same global model at every participant,
+scored locally by ``fedrisk predict``), ``metrics.json``, ``scores/{train,test}.csv``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations, run_bank, run_coordinator
+from fedrisk.crypto.dp import PrivacyPlan, plan_privacy
+from fedrisk.errors import ConfigError
+from fedrisk.model_files import save_gbdt_model
+from fedrisk.runtime.context import PartyContext
+from fedrisk.runtime.spec import COORDINATOR, JobSpec
+from fedrisk.runtime.tasks import parse_params
+from fedrisk.tasks.horizontal_lr import make_aggregation, validate_horizontal
+
+KIND = "horizontal.gbdt"
+TAG_PREFIXES = ("hgb.",)
+#: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
+HANDLES_MISSING = True
+#: ``[privacy]`` adds calibrated Gaussian noise to every histogram sum
+SUPPORTS_PRIVACY = True
+
+
+class Params(BaseModel):
+    """``[task]`` settings of ``horizontal.gbdt``: the names and meanings of ``vertical.secureboost``
+    (see :class:`~fedrisk.algorithms.horizontal.gbdt.GbdtParams`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    n_trees: int = Field(30, ge=1, le=10000)
+    max_depth: int = Field(3, ge=1, le=16)
+    learning_rate: float = Field(0.3, gt=0, le=1)
+    max_bin: int = Field(32, ge=2, le=256)
+    min_child_weight: float = Field(1.0, ge=0)
+    reg_lambda: float = Field(1.0, ge=0)
+    min_split_gain: float = Field(0.0, ge=0)
+    subsample: float = Field(1.0, gt=0, le=1)
+    validation_fraction: float = Field(0.0, ge=0, lt=0.5)
+    early_stopping_rounds: int = Field(0, ge=0)
+    dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked sums")
+
+    @model_validator(mode="after")
+    def _early_stopping(self) -> "Params":
+        if self.early_stopping_rounds and not self.validation_fraction:
+            raise ValueError("early_stopping_rounds needs validation_fraction > 0 (e.g. 0.1) to hold rows out")
+        return self
+
+    def config(self, seed: int) -> GbdtParams:
+        return GbdtParams(**self.model_dump(exclude={"dropout_timeout"}), seed=seed)
+
+
+def privacy_plan(spec: JobSpec, params: Params, where: str = "job spec") -> PrivacyPlan | None:
+    """The noise and budget of this job (``None`` without ``[privacy]``); refuses an unmeetable budget."""
+    pv = spec.privacy
+    if pv is None:
+        return None
+    cfg = params.config(spec.federation.seed)
+    what = f"{cfg.n_trees} trees x ({cfg.max_depth} levels + 1 leaf round) + 3 binning/loss rounds"
+    try:
+        return plan_privacy(planned_aggregations(cfg, private=True), epsilon=pv.epsilon, delta=pv.delta,
+                            noise_multiplier=pv.noise_multiplier, clip=pv.clip, what=what)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def validate_spec(spec: JobSpec, where: str) -> None:
+    params = parse_params(Params, spec.task, where)
+    validate_horizontal(spec, where, KIND)
+    if len(spec.parties) < 2:
+        raise ConfigError(f"{where}: {KIND} needs at least 2 banks (one bank alone would show its sums to the coordinator)")
+    privacy_plan(spec, params, where)
+
+
+def driver(spec: JobSpec) -> str:
+    return COORDINATOR
+
+
+def _privacy_line(summary: dict) -> str:
+    return (f"differential privacy: epsilon = {summary['epsilon']:.3f} (delta = {summary['delta']:g}, budget "
+            f"{summary.get('epsilon_budget', 'none')}) over {summary['mechanisms_run']} noisy sums "
+            f"(planned {summary['mechanisms_planned']}), noise multiplier {summary['noise_multiplier']:.3f}; "
+            f"{summary['accountant']}")
+
+
+def run(ctx: PartyContext) -> None:
+    spec = ctx.spec
+    params = parse_params(Params, spec.task)
+    cfg = params.config(spec.federation.seed)
+    agg = make_aggregation(ctx, params)
+    banks = list(spec.parties)
+    privacy = privacy_plan(spec, params)
+    if privacy is not None:
+        ctx.log.info("privacy plan: noise multiplier %.4f for at most %d noisy sums; epsilon %.4f at delta %g",
+                     privacy.noise_multiplier, privacy.mechanisms, privacy.epsilon, privacy.delta)
+    if ctx.name == COORDINATOR:
+        def on_tree(t: int, rec: dict) -> None:
+            ctx.progress.update(t, cfg.n_trees, **{k: v for k, v in rec.items() if k != "tree"})
+
+        model = run_coordinator(ctx.channel, banks, cfg, agg, privacy=privacy, on_tree=on_tree,
+                                log=ctx.log.warning)
+        ctx.log.info("trained %d trees (kept %d) in %d aggregations; phases %s", len(model.history),
+                     len(model.trees), model.rounds, model.phases)
+        if model.privacy is not None:
+            ctx.log.info(_privacy_line(model.privacy))
+        save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id)
+        return
+
+    from fedrisk.data.loading import load_party_table
+    from fedrisk.runtime.evaluation import write_evaluation
+
+    p = spec.parties[ctx.name]
+    table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
+                             features=p.features, exclude=p.exclude, missing=p.missing)
+    ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
+    model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, privacy=privacy,
+                     n_banks=len(banks))
+    if model.privacy is not None:
+        ctx.log.info(_privacy_line(model.privacy))
+    save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id)
+    if ctx.name != spec.evaluation_holder() or spec.test_path() is None:
+        return
+    test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
+                            features=table.feature_names, missing=p.missing)
+    rounds = _staged_rounds(model, test.X, test.y)
+    extra = {
+        "banks": banks, "train_rows_at_holder": len(table.y),
+        "trees": len(model.trees), "trees_built": len(model.history), "best_iteration": model.best_iteration,
+        "aggregations": model.rounds,
+        "importance": model.importance,
+        "timing": model.phases,
+        "bytes_sent": ctx.channel.ledger.bytes_sent,
+        "protocol": ("horizontal histogram boosting: bins agreed from secure sums of grid counts, per level one "
+                     "secure aggregation of the smaller children's g/h histograms, splits found by the "
+                     "coordinator on sums only"),
+    }
+    if model.privacy is not None:
+        extra["privacy"] = model.privacy
+    write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y,
+                     model.predict_proba(test.X), rounds, extra=extra)
+
+
+def _staged_rounds(model, X: np.ndarray, y: np.ndarray) -> list[dict]:
+    """Per tree: the coordinator's pooled losses plus the holder's test AUC after that many trees."""
+    from fedrisk.algorithms.horizontal.gbdt import predict_margin
+    from fedrisk.finance.metrics import auc
+
+    out = []
+    margin = np.full(len(X), model.base_score)
+    for i, rec in enumerate(model.history):
+        if i < len(model.trees):
+            margin = predict_margin(0.0, [model.trees[i]], X) + margin
+        r = {"round": int(rec["tree"]), **{k: v for k, v in rec.items() if k not in ("tree", "banks")}}
+        if i < len(model.trees):
+            r["test_auc"] = auc(y, 1.0 / (1.0 + np.exp(-margin)))
+        if "train_loss" in r:
+            r["loss"] = r["train_loss"]
+        out.append(r)
+    return out
+
+
+__all__ = ["KIND", "TAG_PREFIXES", "HANDLES_MISSING", "SUPPORTS_PRIVACY", "Params", "validate_spec", "driver", "run",
+           "privacy_plan"]
