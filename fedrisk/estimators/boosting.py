@@ -57,8 +57,12 @@ class SecureBoost(FederatedEstimator):
     def fit(self, fed: Federation, y: Any = None) -> "SecureBoost":
         """Train on every party's rows of ``fed`` (the train half of a split, or all rows)."""
         run = self._run(fed)
+        return self._learn(run.files)
+
+    def _learn(self, files: dict[str, dict]) -> "SecureBoost":
+        """Learned state from the model files the task wrote (or ``fr.load`` read)."""
         self.classes_ = np.array([0, 1])
-        self.files_ = _vertical_parts(run.files, "fedrisk.vertical.secureboost")
+        self.files_ = _vertical_parts(files, "fedrisk.vertical.secureboost")
         parts = list(self.files_.values())
         names, gain = [], []
         clash = len({f for d in parts for f in d["features"]}) < sum(len(d["features"]) for d in parts)

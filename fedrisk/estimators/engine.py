@@ -18,7 +18,9 @@ import json
 import logging
 import secrets
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -29,9 +31,27 @@ import pandas as pd
 from fedrisk.errors import ConfigError
 from fedrisk.estimators.federation import Federation
 
-__all__ = ["JobRun", "run_task", "score_vertical", "ledger_frame"]
+__all__ = ["JobRun", "run_task", "score_vertical", "ledger_frame", "capturing"]
 
 LEDGER_COLUMNS = ["time", "from", "to", "tag", "kind", "bytes"]
+
+_CAPTURE = threading.local()
+
+
+@contextmanager
+def capturing():
+    """Within this block, in-process jobs keep every envelope each participant received
+    (``JobRun.captured``; an estimator's ``run_.captured``): what privacy tests inspect."""
+    before = getattr(_CAPTURE, "on", False)
+    _CAPTURE.on = True
+    try:
+        yield
+    finally:
+        _CAPTURE.on = before
+
+
+def _capture(explicit: bool) -> bool:
+    return explicit or getattr(_CAPTURE, "on", False)
 
 
 def ledger_frame(entries: list[dict[str, Any]]) -> pd.DataFrame:
@@ -120,6 +140,7 @@ def _run_participants(participants: list[str], job: str, prefixes: tuple[str, ..
     from fedrisk.runtime.threads import run_roles
     from fedrisk.transport.channel import InMemoryNetwork
 
+    capture = _capture(capture)
     net = InMemoryNetwork(participants, job=job, capture=capture, recv_timeout=recv_timeout,
                           tag_prefixes=prefixes + ("ctl.",))
     t0, c0 = time.perf_counter(), time.process_time()

@@ -65,16 +65,19 @@ class LogisticRegression(FederatedEstimator):
     def fit(self, fed: Federation, y: Any = None) -> "LogisticRegression":
         """Train on every party's rows of ``fed`` (the train half of a split, or all rows)."""
         run = self._run(fed)
-        self.federation_kind_ = fed.kind
+        return self._learn(run.files)
+
+    def _learn(self, files: dict[str, dict]) -> "LogisticRegression":
+        """Learned state from the model files the task wrote (or ``fr.load`` read)."""
         self.classes_ = np.array([0, 1])
-        if fed.kind == "horizontal":
-            doc = run.files["model.json"]
+        if files["model.json"]["format"] == "fedrisk.lr":
+            doc = files["model.json"]
             self.files_ = {"model.json": doc}
             self.feature_names_in_ = np.array(doc["features"], dtype=object)
             self.coef_ = np.asarray(doc["coef_raw"], dtype=np.float64).reshape(1, -1)
             self.intercept_ = np.array([float(doc["intercept_raw"])])
         else:
-            self.files_ = _vertical_parts(run.files, "fedrisk.vertical.lr")
+            self.files_ = _vertical_parts(files, "fedrisk.vertical.lr")
             self._set_vertical_coef()
         self.n_features_in_ = len(self.feature_names_in_)
         return self
