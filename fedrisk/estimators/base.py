@@ -187,7 +187,10 @@ class FederatedEstimator(BaseEstimator):
                 raise ConfigError(f"{type(self).__name__}({name}={value!r}): this setting applies to "
                                   f"{' and '.join(self._declared[name]['kinds'])} federations, not {fed.kind}; leave it None")
             table[name] = value.tolist() if isinstance(value, np.ndarray) else value
-        parsed = parse_params(_task_params(kind), table, where=f"{type(self).__name__}")
+        try:
+            parsed = parse_params(_task_params(kind), table, where=f"{type(self).__name__}")
+        except ConfigError as e:  # the spec's "task.x" reads as the estimator's keyword "x" here
+            raise ConfigError(str(e).replace(": task.", ": ").replace("; task.", "; ")) from None
         self._validated = parsed
         return table
 
