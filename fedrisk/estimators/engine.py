@@ -178,6 +178,8 @@ def run_task(fed: Federation, kind: str, params: Mapping[str, Any], *, capture: 
     from fedrisk.runtime.tasks import get_task
 
     task = get_task(kind, where="estimator")
+    if fed.spec_path is not None:
+        return _run_processes(fed, kind, params, keep_dir)
     with tempfile.TemporaryDirectory(prefix="fedrisk-") as tmp:
         root = Path(keep_dir) if keep_dir is not None else Path(tmp)
         spec_path = fed.write_job(root, {"kind": kind, **params})
@@ -208,6 +210,26 @@ def run_task(fed: Federation, kind: str, params: Mapping[str, Any], *, capture: 
                 b.close()
         files, scores = _read_outputs(out)
         return JobRun(kind, spec_path.read_text(encoding="utf-8"), files, ledger, captured, wall, cpu, scores)
+
+
+def _run_processes(fed: Federation, kind: str, params: Mapping[str, Any], keep_dir: str | Path | None) -> JobRun:
+    """``fedrisk simulate`` on a copy of the federation's spec with this ``[task]``: one process per
+    participant over mTLS. The copy trains on the federation's rows (the train half's rule)."""
+    from fedrisk.estimators.federation import rewrite_spec
+    from fedrisk.runtime.simulate import simulate
+    from fedrisk.transport.ledger import read_ledger
+
+    with tempfile.TemporaryDirectory(prefix="fedrisk-") as tmp:
+        out = Path(keep_dir) if keep_dir is not None else Path(tmp) / "run"
+        evaluation = {"test_rule": fed.training_rule()} if fed.kind == "vertical" else None
+        spec = rewrite_spec(fed.spec_path, out, free_ports=fed.free_ports, task={"kind": kind, **params},
+                            evaluation=evaluation)
+        t0, c0 = time.perf_counter(), time.process_time()
+        simulate(spec, out)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        files, scores = _read_outputs(out)
+        entries = [e for p in sorted((out / "ledger").glob("*.jsonl")) for e in read_ledger(p)]
+        return JobRun(kind, spec.read_text(encoding="utf-8"), files, ledger_frame(entries), None, wall, cpu, scores)
 
 
 def _roles(model: Mapping[str, Any]) -> tuple[str, list[str]]:

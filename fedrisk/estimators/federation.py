@@ -79,7 +79,8 @@ class Federation:
     def __init__(self, kind: Literal["vertical", "horizontal"], parties: Mapping[str, pd.DataFrame], *, id: str = "id",
                  label: str = "y", name: str | None = None, seed: int = 0, secure_aggregation: bool = True,
                  missing: str | Mapping[str, str] = "reject", progress: bool = False,
-                 test_rule: str | None = None, part: str | None = None) -> None:
+                 test_rule: str | None = None, part: str | None = None, spec_path: str | Path | None = None,
+                 party_options: Mapping[str, Mapping[str, Any]] | None = None, free_ports: bool = False) -> None:
         if kind not in ("vertical", "horizontal"):
             raise ConfigError(f"federation kind {kind!r}: use Federation.vertical(...) or Federation.horizontal(...)")
         if not parties:
@@ -105,6 +106,11 @@ class Federation:
         self.progress = bool(progress)
         self.test_rule = test_rule
         self.part = part
+        #: set by from_spec(processes=True): fit runs `fedrisk simulate` on (a copy of) this spec
+        self.spec_path = Path(spec_path).resolve() if spec_path is not None else None
+        self.free_ports = bool(free_ports)
+        #: per-party loader settings of the spec (features, exclude), written into every job
+        self.party_options = {n: dict(o) for n, o in (party_options or {}).items()}
         self.label_holder: str | None = None
         if kind == "vertical":
             holders = [n for n, df in frames.items() if label in df.columns]
@@ -151,10 +157,47 @@ class Federation:
         """
         return cls("horizontal", parties, id=id, label=label, **kw)
 
+    @classmethod
+    def from_spec(cls, spec: str | Path, *, processes: bool = True, free_ports: bool = False,
+                  progress: bool = False) -> "Federation":
+        """The federation of a job spec: its parties, their data files (read into DataFrames), roles and seed.
+
+        Parameters
+        ----------
+        spec : str or Path
+            A job spec (``fedrisk simulate`` input); its ``[task]`` is ignored — the estimator
+            says what to run.
+        processes : bool, default True
+            ``fit`` then runs every participant as its own process over mTLS, exactly as
+            ``fedrisk simulate`` (on a copy of the spec with the estimator's ``[task]``); with
+            ``False`` the participants run in-process like :meth:`vertical`/:meth:`horizontal`.
+            Federated scoring (``predict_proba`` of a split model) runs in-process either way.
+        free_ports : bool, default False
+            Processes listen on free loopback ports instead of the spec's addresses.
+        """
+        from fedrisk.runtime.spec import load_spec
+
+        job = load_spec(spec)
+        job.check_files()
+        ids = sorted({p.id for p in job.parties.values()})
+        if len(ids) != 1:
+            raise ConfigError(f"{spec}: the parties name different id columns {ids}; a Federation uses one id column name")
+        holders = job.label_holders()
+        kind = "horizontal" if job.coordinator is not None else "vertical"
+        frames = {n: _read_table(job.data_path(n), ids[0]) for n in job.parties}
+        label = job.parties[holders[0]].label if holders else "y"
+        options = {n: {k: v for k, v in (("features", p.features), ("exclude", list(p.exclude) or None)) if v}
+                   for n, p in job.parties.items()}
+        return cls(kind, frames, id=ids[0], label=label, name=job.job_id, seed=job.federation.seed,
+                   secure_aggregation=job.security.secure_aggregation,
+                   missing={n: p.missing for n, p in job.parties.items()}, progress=progress,
+                   spec_path=Path(spec) if processes else None, party_options=options, free_ports=free_ports)
+
     def _with(self, parties: Mapping[str, pd.DataFrame], **changes: Any) -> "Federation":
         kw = dict(id=self.id, label=self.label, name=self.name, seed=self.seed,
                   secure_aggregation=self.secure_aggregation, missing=self.missing, progress=self.progress,
-                  test_rule=self.test_rule, part=self.part)
+                  test_rule=self.test_rule, part=self.part, spec_path=self.spec_path,
+                  party_options=self.party_options, free_ports=self.free_ports)
         kw.update(changes)
         return Federation(self.kind, parties, **kw)
 
@@ -208,6 +251,15 @@ class Federation:
         return self.missing.get(party, "reject")
 
     # -- the job spec this federation stands for --------------------------------------------
+    def training_rule(self) -> str:
+        """The vertical ``evaluation.test_rule`` under which a job trains on exactly these rows.
+
+        The train half keeps its rule: it selects none of its rows, and training then runs
+        exactly as ``fedrisk simulate`` with that rule runs on the whole tables. Any other
+        federation trains on every row (:meth:`no_test_rule`).
+        """
+        return self.test_rule if (self.part == "train" and self.test_rule) else self.no_test_rule()
+
     def no_test_rule(self) -> str:
         """An ``id % K == R`` rule that holds out none of this federation's rows.
 
@@ -252,14 +304,64 @@ class Federation:
             has_label = self.kind == "horizontal" or n == (label_holder or self.label_holder)
             lines += toml_table(f"parties.{n}", {"address": addr[n], "data": f"data/{path.name}", "id": self.id,
                                                  "label": self.label if has_label else None,
-                                                 "missing": self._missing(n)})
+                                                 "missing": self._missing(n), **self.party_options.get(n, {})})
         lines += toml_table("task", dict(task))
         if self.kind == "vertical" and evaluation:
-            # the train half keeps its rule: it selects none of these rows, and training then runs
-            # exactly as `fedrisk simulate` with that rule runs on the whole tables
-            rule = self.test_rule if self.part == "train" else None
-            lines += toml_table("evaluation", {"test_rule": rule or self.no_test_rule()})
+            lines += toml_table("evaluation", {"test_rule": self.training_rule()})
         lines += toml_table("security", {"secure_aggregation": self.secure_aggregation})
         spec = folder / "job.toml"
         spec.write_text("\n".join(lines), encoding="utf-8")
         return spec
+
+
+def _read_table(path: Path, id_col: str) -> pd.DataFrame:
+    """A party's data file as a DataFrame (pandas defaults, like ``pd.read_csv`` in a notebook)."""
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"data file {path} cannot be read: {e}") from None
+
+
+def rewrite_spec(spec: Path, out: Path, *, free_ports: bool = False, task: Mapping[str, Any] | None = None,
+                 evaluation: Mapping[str, Any] | None = None) -> Path:
+    """Write ``out/job.toml``: ``spec`` with absolute paths and, optionally, free loopback ports,
+    another ``[task]`` table or ``[evaluation]`` settings; return its path."""
+    import tomllib
+
+    from fedrisk.runtime.spec import load_spec
+
+    job = load_spec(spec)
+    raw = tomllib.loads(Path(spec).read_text(encoding="utf-8"))
+    if free_ports:
+        from fedrisk.runtime.demo import free_ports as _free
+
+        ports = iter(_free(len(job.participants())))
+    addr = (lambda a: f"127.0.0.1:{next(ports)}") if free_ports else (lambda a: a)
+    lines = toml_table("federation", raw["federation"])
+    if "coordinator" in raw:
+        lines += toml_table("coordinator", {**raw["coordinator"], "address": addr(raw["coordinator"]["address"])})
+    for name, p in raw["parties"].items():
+        table = {**p, "address": addr(p["address"])}
+        if p.get("data"):
+            table["data"] = str(job.data_path(name))
+        if p.get("ca"):
+            table["ca"] = str(job.resolve(job.parties[name].ca))
+        lines += toml_table(f"parties.{name}", table)
+    lines += toml_table("task", dict(task) if task is not None else raw["task"])
+    ev = {**raw.get("evaluation", {}), **(evaluation or {})}
+    if ev.get("test"):
+        ev["test"] = str(job.test_path())
+    if ev:
+        lines += toml_table("evaluation", ev)
+    if "security" in raw:
+        sec = dict(raw["security"])
+        if sec.get("certs"):
+            sec["certs"] = str(job.resolve(job.security.certs))
+        lines += toml_table("security", sec)
+    out.mkdir(parents=True, exist_ok=True)
+    copy = out / "job.toml"
+    copy.write_text("\n".join(lines), encoding="utf-8")
+    return copy

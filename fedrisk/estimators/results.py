@@ -142,42 +142,6 @@ class Run:
         return f"Run({str(self.run_dir)!r}, task={self.metrics.get('task')!r})"
 
 
-def _with_free_ports(spec: Path, out: Path) -> Path:
-    """A copy of ``spec`` in ``out`` with free loopback ports and absolute paths (a shared machine)."""
-    import tomllib
-
-    from fedrisk.estimators.federation import toml_table
-    from fedrisk.runtime.demo import free_ports
-    from fedrisk.runtime.spec import load_spec
-
-    job = load_spec(spec)
-    raw = tomllib.loads(spec.read_text(encoding="utf-8"))
-    ports = iter(free_ports(len(job.participants())))
-    lines = toml_table("federation", raw["federation"])
-    if "coordinator" in raw:
-        lines += toml_table("coordinator", {**raw["coordinator"], "address": f"127.0.0.1:{next(ports)}"})
-    for name, p in raw["parties"].items():
-        table = {**p, "address": f"127.0.0.1:{next(ports)}"}
-        if p.get("data"):
-            table["data"] = str(job.data_path(name))
-        lines += toml_table(f"parties.{name}", table)
-    lines += toml_table("task", raw["task"])
-    if "evaluation" in raw:
-        ev = dict(raw["evaluation"])
-        if ev.get("test"):
-            ev["test"] = str(job.test_path())
-        lines += toml_table("evaluation", ev)
-    if "security" in raw:
-        sec = dict(raw["security"])
-        if sec.get("certs"):
-            sec["certs"] = str(job.resolve(job.security.certs))
-        lines += toml_table("security", sec)
-    out.mkdir(parents=True, exist_ok=True)
-    copy = out / "job.toml"
-    copy.write_text("\n".join(lines), encoding="utf-8")
-    return copy
-
-
 def run(spec: str | Path, out: str | Path | None = None, *, progress: bool = False, free_ports: bool = False) -> Run:
     """Run a job spec like ``fedrisk simulate``: every participant its own process, over mTLS.
 
@@ -199,7 +163,9 @@ def run(spec: str | Path, out: str | Path | None = None, *, progress: bool = Fal
     job = load_spec(spec)
     out = Path(out) if out is not None else Path("runs") / job.job_id
     if free_ports:
-        spec = _with_free_ports(Path(spec), out)
+        from fedrisk.estimators.federation import rewrite_spec
+
+        spec = rewrite_spec(Path(spec), out, free_ports=True)
     bar = None
     on_progress = None
     if progress:
