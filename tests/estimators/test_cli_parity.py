@@ -91,3 +91,7 @@ def test_secureboost_equals_the_cli(tmp_path, shared_data):
     assert back.feature_importances_.shape == (23,) and np.isclose(back.feature_importances_.sum(), 1)
     saved = fr.load(sb.save(tmp_path / "saved"))
     assert np.allclose(saved.predict_proba(test)[:, 1], p, atol=1e-12)
+    # new applicants carry no label: the model names its label holder
+    applicants = fr.Federation.vertical({"lender": test.parties["lender"].drop(columns="y"),
+                                         "payco": test.parties["payco"]}, id="id", label="y")
+    assert np.allclose(saved.predict_proba(applicants)[:, 1], p, atol=1e-12)

@@ -147,3 +147,14 @@ def test_the_capture_checks_see_a_leak():
     col = rng.normal(size=300)
     assert any(_same_multiset(a, col) for a in _arrays(np.column_stack([col[::-1], col])))
     assert not any(_same_multiset(a, y) for a in _arrays({"sums": [float(y.sum()), 300.0]}))
+
+
+def test_progress_bar_and_plain_aggregation_option(horizontal_frames):
+    """progress=True draws a bar at the driver; secure_aggregation=False is the spec's switch (the
+    coordinator then receives the banks' individual updates, as the warning says)."""
+    banks, _ = horizontal_frames
+    fed = fr.Federation.horizontal(banks, progress=True, secure_aggregation=False)
+    with capturing():
+        est = fr.LogisticRegression(rounds=2).fit(fed)
+    kinds = {e.kind for e in est.run_.captured["coordinator"]}
+    assert "masked" not in kinds and "secure_aggregation = false" in est.run_.spec
