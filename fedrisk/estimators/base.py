@@ -243,7 +243,7 @@ class FederatedEstimator(BaseEstimator):
         return np.column_stack([1.0 - p1, p1])
 
     @staticmethod
-    def _frame_matrix(X: Any, features: list[str], who: str) -> np.ndarray:
+    def _frame_matrix(X: Any, features: list[str], who: str, allow_nan: bool = False) -> np.ndarray:
         from fedrisk.errors import DataError
 
         if isinstance(X, pd.DataFrame):
@@ -256,6 +256,7 @@ class FederatedEstimator(BaseEstimator):
             if M.ndim != 2 or M.shape[1] != len(features):
                 raise DataError(f"{who}: expected {len(features)} feature columns ({', '.join(features[:6])}...), "
                                 f"got an array of shape {M.shape}")
-        if not np.isfinite(M).all():
-            raise DataError(f"{who}: the data has NaN/inf in feature columns; fill or drop them first")
+        if np.isinf(M).any() or (not allow_nan and np.isnan(M).any()):
+            raise DataError(f"{who}: the data has {'inf' if allow_nan else 'NaN/inf'} in feature columns; "
+                            "fill or drop them first")
         return M

@@ -13,9 +13,11 @@ __all__ = ["SecureBoost"]
 
 
 class SecureBoost(FederatedEstimator):
-    """SecureBoost: XGBoost-style boosted trees on a vertical federation, shaped like scikit-learn's.
+    """SecureBoost: XGBoost-style boosted trees across a federation, shaped like scikit-learn's.
 
-    ``fit(fed)`` runs task ``vertical.secureboost``: rows are aligned by ECDH-PSI, the label holder
+    ``fit(fed)`` on a horizontal federation runs task ``horizontal.gbdt`` where this build has it
+    (banks' histograms securely summed, the coordinator finds splits; one global model). On a
+    vertical one it runs task ``vertical.secureboost``: rows are aligned by ECDH-PSI, the label holder
     encrypts packed (gradient, hessian) pairs under its Okamoto-Uchiyama (or Paillier) key, each
     feature holder returns encrypted histogram sums of its own bins, and each split's threshold
     stays with the party that owns the feature. The settings are the task's declared ``[task]``
@@ -52,7 +54,8 @@ class SecureBoost(FederatedEstimator):
     :mod:`fedrisk.algorithms.vertical.secureboost` for the message flow.
     """
 
-    _TASKS: ClassVar[dict[str, str]] = {"vertical": "vertical.secureboost"}
+    #: ``horizontal.gbdt`` (same setting names) trains the banks' tree model where that task exists
+    _TASKS: ClassVar[dict[str, str]] = {"vertical": "vertical.secureboost", "horizontal": "horizontal.gbdt"}
 
     def fit(self, fed: Federation, y: Any = None) -> "SecureBoost":
         """Train on every party's rows of ``fed`` (the train half of a split, or all rows)."""
@@ -62,6 +65,8 @@ class SecureBoost(FederatedEstimator):
     def _learn(self, files: dict[str, dict]) -> "SecureBoost":
         """Learned state from the model files the task wrote (or ``fr.load`` read)."""
         self.classes_ = np.array([0, 1])
+        if files.get("model.json", {}).get("format") == "fedrisk.gbdt":
+            return self._learn_horizontal(files["model.json"])
         self.files_ = _vertical_parts(files, "fedrisk.vertical.secureboost")
         parts = list(self.files_.values())
         names, gain = [], []
@@ -80,13 +85,37 @@ class SecureBoost(FederatedEstimator):
         self.n_estimators_ = len(parts[0]["trees"])
         return self
 
-    def predict_proba(self, X: Federation) -> np.ndarray:
-        """Default probabilities, shape (n, 2), of the label holder's rows of the vertical Federation ``X``.
+    def _learn_horizontal(self, doc: dict) -> "SecureBoost":
+        """A ``horizontal.gbdt`` model: one global file every bank holds."""
+        self.files_ = {"model.json": doc}
+        names = list(doc["features"])
+        gain = np.array([float((doc.get("importance") or {}).get(f, {}).get("gain", 0.0)) for f in names])
+        self.feature_names_in_ = np.array(names, dtype=object)
+        self.feature_importances_ = gain / gain.sum() if gain.sum() > 0 else gain
+        self.n_features_in_ = len(names)
+        self.n_estimators_ = len(doc["trees"])
+        return self
 
-        Scoring runs the federated tree-walking protocol (each feature holder answers only its
-        own splits; only the label holder gets scores). Rows not at every party are NaN.
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Default probabilities, shape (n, 2).
+
+        Vertical model: ``X`` is a vertical Federation; scoring runs the federated tree-walking
+        protocol (each feature holder answers only its own splits; only the label holder gets
+        scores, in its row order; rows not at every party are NaN). Horizontal model: ``X`` is a
+        DataFrame with the model's feature columns (NaN allowed: each split learned its side);
+        scoring is local.
         """
-        return self._proba(_score_parts(self, self._model_files(), X))
+        files = self._model_files()
+        doc = files.get("model.json", {})
+        if doc.get("format") == "fedrisk.gbdt":
+            from fedrisk.errors import ConfigError
+            from fedrisk.model_files import score_gbdt
+
+            if isinstance(X, Federation):
+                raise ConfigError("a horizontal tree model scores a DataFrame locally: pass the rows, e.g. holdout")
+            M = self._frame_matrix(X, list(doc["features"]), "SecureBoost.predict_proba", allow_nan=True)
+            return self._proba(score_gbdt(doc, M))
+        return self._proba(_score_parts(self, files, X))
 
     def predict(self, X: Federation) -> np.ndarray:
         """1 (default) where P(default) >= 0.5, else 0."""

@@ -24,6 +24,7 @@ _FORMATS = {
     "fedrisk.lr": ("fedrisk.estimators.linear:LogisticRegression", "horizontal"),
     "fedrisk.vertical.lr": ("fedrisk.estimators.linear:LogisticRegression", "vertical"),
     "fedrisk.vertical.secureboost": ("fedrisk.estimators.boosting:SecureBoost", "vertical"),
+    "fedrisk.gbdt": ("fedrisk.estimators.boosting:SecureBoost", "horizontal"),
     "fedrisk.scorecard": ("fedrisk.estimators.scorecard:Scorecard", "horizontal"),
     "fedrisk.vertical.scorecard": ("fedrisk.estimators.scorecard:Scorecard", "vertical"),
 }
