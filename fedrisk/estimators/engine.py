@@ -79,6 +79,8 @@ class JobRun:
         With ``capture=True``: every envelope each participant received.
     wall_s, cpu_s : float
         Wall time and this process's CPU time (all threads) of the job.
+    scores : dict of str to DataFrame
+        ``scores/*.csv`` the evaluation holder wrote (``train``, ``test``), by file stem.
     """
 
     kind: str
