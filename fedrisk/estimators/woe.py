@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
+
+from fedrisk.errors import ConfigError
 
 from fedrisk.estimators.base import FederatedEstimator
 from fedrisk.estimators.federation import Federation
@@ -24,6 +27,10 @@ class WoeBinning(FederatedEstimator):
     Parameters
     ----------
     {parameters}
+
+    ``transform`` replaces values by their bin's WOE with the fitted bins: a DataFrame for a
+    horizontal fit (every bank holds the global bins), or a vertical Federation, giving each party's
+    own features (a feature holder's WOE is known only with ``reveal="woe"``).
 
     Attributes
     ----------
@@ -59,3 +66,33 @@ class WoeBinning(FederatedEstimator):
         self.n_features_in_ = len(rows)
         self.feature_names_in_ = self.iv_["feature"].to_numpy(dtype=object) if rows else []
         return self
+
+    def transform(self, X: Any) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        """WOE of every fitted feature: a DataFrame (horizontal), or ``{party: DataFrame}`` for a Federation."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "files_")
+        docs = {d["party"]: d for k, d in self.files_.items() if k.startswith("woe/")}
+        if isinstance(X, Federation):
+            return {p: _encode(docs[p], frame, p) for p, frame in X.parties.items() if p in docs}
+        if self.files_.get("metrics.json", {}).get("task") != "horizontal.woe":
+            raise ConfigError("vertical WOE bins stay with each party: pass a vertical Federation of the rows to encode")
+        return _encode(next(iter(docs.values())), X, "federation")
+
+
+def _encode(doc: dict, frame: pd.DataFrame, party: str) -> pd.DataFrame:
+    """Replace each of ``doc``'s features in ``frame`` by the WOE of its bin."""
+    from fedrisk.finance.binning import FeatureBins
+    from fedrisk.finance.woe import require_columns
+
+    require_columns(frame, list(doc["features"]))
+    out = {}
+    for f, d in doc["features"].items():
+        if "woe" in d:
+            woe = d["woe"]
+        elif "table" in d:
+            woe = [r["woe"] for r in sorted(d["table"], key=lambda r: r["bin"])]
+        else:
+            raise ConfigError(f"party {party!r} holds only the IV of {f!r}: fit with reveal='woe' to get its bins' WOE back")
+        out[f] = np.asarray(woe, dtype=np.float64)[FeatureBins.from_dict(d["bins"]).assign(frame[f])]
+    return pd.DataFrame(out, index=frame.index)
