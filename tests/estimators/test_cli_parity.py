@@ -95,3 +95,18 @@ def test_secureboost_equals_the_cli(tmp_path, shared_data):
     applicants = fr.Federation.vertical({"lender": test.parties["lender"].drop(columns="y"),
                                          "payco": test.parties["payco"]}, id="id", label="y")
     assert np.allclose(saved.predict_proba(applicants)[:, 1], p, atol=1e-12)
+
+
+def test_vertical_lr_coef_reproduces_the_federated_scores_and_round_trips(tmp_path, vfed):
+    train, test = vfed.split()
+    lr = fr.LogisticRegression(epochs=2).fit(train)
+    p = lr.predict_proba(test)[:, 1]
+    # coef_/intercept_ on the original scale, every party's part side by side (names clash: prefixed)
+    X = pd.concat([test.parties[q].drop(columns=["y"], errors="ignore").set_index("id").add_prefix(f"{q}:")
+                   for q in ("lender", "payco")], axis=1)[list(lr.feature_names_in_)]
+    z = X.to_numpy() @ lr.coef_[0] + lr.intercept_[0]
+    mine = pd.Series(p, index=test.parties["lender"]["id"].to_numpy()).loc[X.index].to_numpy()
+    assert np.allclose(1 / (1 + np.exp(-z)), mine, atol=1e-6)
+    back = fr.load(lr.save(tmp_path / "saved"))
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["job.toml", "model-payco.json", "model.json"]
+    assert np.allclose(back.predict_proba(test)[:, 1], p, atol=1e-6) and np.allclose(back.coef_, lr.coef_)
