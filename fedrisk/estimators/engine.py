@@ -180,6 +180,8 @@ def run_task(fed: Federation, kind: str, params: Mapping[str, Any], *, capture: 
     from fedrisk.runtime.tasks import get_task
 
     task = get_task(kind, where="estimator")
+    if fed.remote is not None:
+        return _run_connected(fed, kind, params)
     if fed.spec_path is not None:
         return _run_processes(fed, kind, params, keep_dir)
     with tempfile.TemporaryDirectory(prefix="fedrisk-") as tmp:
@@ -231,6 +233,41 @@ def _run_processes(fed: Federation, kind: str, params: Mapping[str, Any], keep_d
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         files, scores = _read_outputs(out)
         entries = [e for p in sorted((out / "ledger").glob("*.jsonl")) for e in read_ledger(p)]
+        return JobRun(kind, spec.read_text(encoding="utf-8"), files, ledger_frame(entries), None, wall, cpu, scores)
+
+
+def _run_connected(fed: Federation, kind: str, params: Mapping[str, Any]) -> JobRun:
+    """This participant of a cross-host job (``Federation.connect``): ``fedrisk party`` in this process."""
+    from fedrisk.estimators.federation import rewrite_spec
+    from fedrisk.runtime.party import run_party
+    from fedrisk.runtime.spec import load_spec
+    from fedrisk.runtime.tasks import get_task, parse_params
+    from fedrisk.transport.ledger import read_ledger
+
+    job = load_spec(fed.spec_path)
+    me = fed.remote["me"]
+    if job.task["kind"] != kind:
+        raise ConfigError(f"{fed.spec_path} runs task {job.task['kind']!r}; this estimator trains {kind!r}")
+    P = get_task(kind).Params
+    mine, theirs = parse_params(P, params).model_dump(), parse_params(P, job.task).model_dump()
+    diff = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+    if diff:
+        shown = ", ".join(f"{k}={v[0]!r} (spec: {v[1]!r})" for k, v in diff.items())
+        raise ConfigError(f"the estimator's settings differ from {fed.spec_path}'s [task]: {shown}; every party runs "
+                          "the spec, so set the estimator to the spec's values")
+    with tempfile.TemporaryDirectory(prefix="fedrisk-") as tmp:
+        out = fed.remote["out"] or Path(tmp) / "run"
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        table = out / "data" / f"{me}.parquet"
+        fed.parties[me].to_parquet(table, index=False)
+        # the spec as the partners have it (same [task], evaluation, addresses), only our data file changed
+        spec = rewrite_spec(fed.spec_path, out / "spec", data={me: table})
+        t0, c0 = time.perf_counter(), time.process_time()
+        run_party(spec, me, out, certs=fed.remote["certs"], console=False)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        files, scores = _read_outputs(out)
+        ledger = out / "ledger" / f"{me}.jsonl"
+        entries = read_ledger(ledger) if ledger.is_file() else []
         return JobRun(kind, spec.read_text(encoding="utf-8"), files, ledger_frame(entries), None, wall, cpu, scores)
 
 

@@ -80,7 +80,8 @@ class Federation:
                  label: str = "y", name: str | None = None, seed: int = 0, secure_aggregation: bool = True,
                  missing: str | Mapping[str, str] = "reject", progress: bool = False,
                  test_rule: str | None = None, part: str | None = None, spec_path: str | Path | None = None,
-                 party_options: Mapping[str, Mapping[str, Any]] | None = None, free_ports: bool = False) -> None:
+                 party_options: Mapping[str, Mapping[str, Any]] | None = None, free_ports: bool = False,
+                 remote: Mapping[str, Any] | None = None) -> None:
         if kind not in ("vertical", "horizontal"):
             raise ConfigError(f"federation kind {kind!r}: use Federation.vertical(...) or Federation.horizontal(...)")
         if not parties:
@@ -111,7 +112,12 @@ class Federation:
         self.free_ports = bool(free_ports)
         #: per-party loader settings of the spec (features, exclude), written into every job
         self.party_options = {n: dict(o) for n, o in (party_options or {}).items()}
-        self.label_holder: str | None = None
+        self.label_holder = None
+        #: set by connect(): this process runs one participant of a job whose others run elsewhere
+        self.remote = dict(remote) if remote else None
+        if self.remote is not None:
+            self.label_holder = self.remote["label_holder"]
+            return
         if kind == "vertical":
             holders = [n for n, df in frames.items() if label in df.columns]
             if len(holders) > 1:
@@ -192,6 +198,47 @@ class Federation:
                    secure_aggregation=job.security.secure_aggregation,
                    missing={n: p.missing for n, p in job.parties.items()}, progress=progress,
                    spec_path=Path(spec) if processes else None, party_options=options, free_ports=free_ports)
+
+    @classmethod
+    def connect(cls, spec: str | Path, *, me: str, data: pd.DataFrame, certs: str | Path | None = None,
+                out: str | Path | None = None) -> "Federation":
+        """Take part in a job across hosts as participant ``me``, with this notebook's table.
+
+        The partners run ``fedrisk party job.toml --as NAME --out RUN_DIR`` on their own hosts with
+        their copies of the same spec; ``fit`` here runs this participant's role over gRPC + mTLS
+        (the handshake refuses partners whose spec differs). The estimator's settings must equal
+        the spec's ``[task]`` (every party trains what the spec says), and training follows the
+        spec's ``evaluation`` (e.g. its ``test_rule``). Only this party's files come back: a label
+        holder gets its part of the model and ``metrics_``; scoring new rows is ``fedrisk predict
+        RUN_DIR/model.json NEW.csv --session S --no-spawn`` with partners running ``fedrisk serve``.
+
+        Parameters
+        ----------
+        spec : str or Path
+            The job spec every participant shares.
+        me : str
+            This participant's name in the spec.
+        data : DataFrame
+            This participant's rows (instead of its ``data`` file).
+        certs : str or Path, optional
+            Folder with ``ca.pem``, ``<me>.pem``, ``<me>-key.pem`` (default: the spec's ``security.certs``).
+        out : str or Path, optional
+            Run directory for this participant's files, log and ledger (default: a temporary one).
+        """
+        from fedrisk.runtime.spec import load_spec
+
+        job = load_spec(spec)
+        if me not in job.parties:
+            raise ConfigError(f"me={me!r}: the job has no such party; choose one of {list(job.parties)}")
+        kind = "horizontal" if job.coordinator is not None else "vertical"
+        holders = job.label_holders()
+        p = job.parties[me]
+        return cls(kind, {me: data}, id=p.id, label=p.label or (job.parties[holders[0]].label if holders else "y"),
+                   name=job.job_id, seed=job.federation.seed, secure_aggregation=job.security.secure_aggregation,
+                   spec_path=Path(spec),
+                   remote={"me": me, "certs": Path(certs) if certs is not None else None,
+                           "out": Path(out) if out is not None else None,
+                           "label_holder": holders[0] if (kind == "vertical" and holders) else None})
 
     def _with(self, parties: Mapping[str, pd.DataFrame], **changes: Any) -> "Federation":
         kw = dict(id=self.id, label=self.label, name=self.name, seed=self.seed,
@@ -326,9 +373,9 @@ def _read_table(path: Path, id_col: str) -> pd.DataFrame:
 
 
 def rewrite_spec(spec: Path, out: Path, *, free_ports: bool = False, task: Mapping[str, Any] | None = None,
-                 evaluation: Mapping[str, Any] | None = None) -> Path:
+                 evaluation: Mapping[str, Any] | None = None, data: Mapping[str, Path] | None = None) -> Path:
     """Write ``out/job.toml``: ``spec`` with absolute paths and, optionally, free loopback ports,
-    another ``[task]`` table or ``[evaluation]`` settings; return its path."""
+    another ``[task]`` table, ``[evaluation]`` settings or parties' data files; return its path."""
     import tomllib
 
     from fedrisk.runtime.spec import load_spec
@@ -345,7 +392,9 @@ def rewrite_spec(spec: Path, out: Path, *, free_ports: bool = False, task: Mappi
         lines += toml_table("coordinator", {**raw["coordinator"], "address": addr(raw["coordinator"]["address"])})
     for name, p in raw["parties"].items():
         table = {**p, "address": addr(p["address"])}
-        if p.get("data"):
+        if data and name in data:
+            table["data"] = str(data[name])
+        elif p.get("data"):
             table["data"] = str(job.data_path(name))
         if p.get("ca"):
             table["ca"] = str(job.resolve(job.parties[name].ca))

@@ -125,11 +125,15 @@ class LogisticRegression(FederatedEstimator):
 
 
 def _vertical_parts(files: dict[str, dict], fmt: str) -> dict[str, dict]:
-    """The per-party model files of a split model, label holder's first (``{file: doc}``)."""
-    main = next((d for d in files.values() if d.get("format") == fmt), None)
-    if main is None:
+    """The per-party model files of a split model present in ``files``, label holder's first.
+
+    All parts after an in-process fit; only this party's after ``Federation.connect``.
+    """
+    docs = [d for d in files.values() if str(d.get("format", "")).removesuffix(".part") == fmt]
+    if not docs:
         raise ConfigError(f"the run wrote no {fmt!r} model file")
-    return {rel: files[rel] for rel in main["parties"].values()}
+    main = next((d for d in docs if d["format"] == fmt), docs[0])
+    return {rel: files[rel] for rel in main["parties"].values() if rel in files}
 
 
 def _score_parts(est: Any, files: dict[str, dict], X: Any) -> np.ndarray:
@@ -139,6 +143,11 @@ def _score_parts(est: Any, files: dict[str, dict], X: Any) -> np.ndarray:
         raise ConfigError("this model is split across parties: pass a vertical Federation holding each party's rows "
                           "to score (e.g. the test half of fed.split()), not a single table")
     parts = {d["party"]: d for d in files.values()}
+    named = set(next(iter(parts.values())).get("parties") or {})
+    if set(parts) != named:
+        raise ConfigError(f"this model holds only {sorted(parts)}'s part of {sorted(named)} (Federation.connect): score "
+                          "with `fedrisk predict RUN_DIR/model.json NEW.csv --session S --no-spawn` while the partners "
+                          "run `fedrisk serve`")
     scores, run = score_vertical(X, parts)
     est._last_scoring = run  # the scoring session's ledger (and captures), for audits and tests
     return scores

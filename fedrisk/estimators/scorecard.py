@@ -70,7 +70,8 @@ class Scorecard(FederatedEstimator):
             parts = list(self.files_.values())
             self.features_ = [f for d in parts for f in d["features"]]
             self.table_ = pd.DataFrame([{"party": d["party"], **r} for d in parts for r in d["table"]])
-            self.base_points_ = float(parts[0]["base_points"])
+            # the label holder holds the base points (a connected feature holder has none)
+            self.base_points_ = float(parts[0].get("base_points", float("nan")))
         self.feature_names_in_ = np.array(self.features_, dtype=object)
         self.n_features_in_ = len(self.features_)
         return self
