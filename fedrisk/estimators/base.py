@@ -31,7 +31,6 @@ from fedrisk.estimators.federation import Federation
 
 __all__ = ["FederatedEstimator", "declared_params"]
 
-_UNSET = object()
 
 
 def _task_params(kind: str):

@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import pandas as pd
 import pytest
 
 import fedrisk as fr
