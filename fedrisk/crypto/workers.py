@@ -6,9 +6,11 @@ the party at one worker per core instead of one pool per module. Kernels are pur
 bytes/ints chunks, so moving them to a cluster engine later only changes this module.
 
 ``spawn``, not ``fork``: parties often run as threads of one process, and forking a
-multi-threaded process can copy a lock held by another thread into the child. As with any spawned
-pool, a script that runs batch crypto must guard its entry point with
-``if __name__ == "__main__":`` (console scripts, pytest and notebooks already do).
+multi-threaded process can copy a lock held by another thread into the child. A spawned child
+normally re-runs the parent's main script first, which breaks a plain script without an
+``if __name__ == "__main__":`` guard (the README's Python snippet is one); the workers need only
+fedrisk's kernel modules, so they are all started at once when the pool is made, with the main
+script hidden from them (:func:`_start_workers`).
 ``FEDRISK_WORKERS`` overrides the worker count (e.g. ``1`` to rule out resource limits).
 """
 from __future__ import annotations
@@ -56,7 +58,36 @@ def process_pool() -> Executor:
         if _PROC is None:
             _PROC = ProcessPoolExecutor(max_workers=worker_count(), mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_import_kernels)
+            _start_workers(_PROC, worker_count())
         return _PROC
+
+
+def _start_workers(pool: ProcessPoolExecutor, n: int) -> None:
+    """Start the pool's ``n`` workers now without letting them import the parent's ``__main__``.
+
+    ``spawn`` tells a child to re-import the main module (by path for a script, by name for
+    ``python -m``) so that functions defined there can be unpickled. Our kernels live in fedrisk
+    modules, so the children do not need it, and re-running an unguarded script in every worker
+    would start the user's job again in each. Each ``submit`` starts one worker while none is idle
+    (workers take far longer to boot than this loop), and the preparation data is read then, so
+    hiding ``__file__``/``__spec__`` of ``__main__`` around these submits covers every worker.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    if main is None:
+        for _ in range(n):
+            pool.submit(_noop)
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    try:
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        for _ in range(n):
+            pool.submit(_noop)
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _import_kernels() -> None:

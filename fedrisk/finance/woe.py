@@ -25,6 +25,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from sklearn.base import BaseEstimator, TransformerMixin
+
 from fedrisk.errors import ConfigError, DataError
 from fedrisk.finance.binning import BinningConfig, FeatureBins, class_counts, fit_bins
 
@@ -137,8 +139,11 @@ class FeatureWoe:
         return cls.from_counts(FeatureBins.from_dict(d["bins"]), d["goods"], d["bads"], smoothing)
 
 
-class WoeEncoder:
+class WoeEncoder(TransformerMixin, BaseEstimator):
     """Bin features, compute WOE/IV, and replace values by their bin's WOE (one party, local rows).
+
+    A scikit-learn transformer (``get_params``/``set_params``/``clone``, usable in a ``Pipeline``)
+    over DataFrames: ``X`` must be a DataFrame, because binning keeps the column names and types.
 
     Parameters
     ----------

@@ -1,0 +1,261 @@
+"""What every federated estimator shares: its hyper-parameters come from the task ``Params``.
+
+An estimator stands for one or more task kinds (``LogisticRegression``: ``horizontal.lr`` on a
+horizontal federation, ``vertical.lr`` on a vertical one). Its ``__init__`` signature is *built*
+from those tasks' pydantic ``Params`` when the class is defined, so there is one declaration of
+every setting — the one ``fedrisk simulate`` validates a job spec's ``[task]`` table against:
+
+* a setting every kind declares with the same default gets that default;
+* a setting only some kinds declare, or with different defaults, defaults to ``None``, meaning
+  "the declared default of the kind this federation runs" (the fitted ``params_`` shows the
+  values used); setting it for a kind that does not declare it is a one-line ``ConfigError``.
+
+``fit`` validates the set values through the kind's ``Params`` (same messages as a job spec),
+runs the task in-process (:func:`fedrisk.estimators.engine.run_task`) and reads the learned state
+from the files the task wrote. scikit-learn's ``get_params``/``set_params``/``clone`` work
+because the built signature lists every setting as a keyword.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from fedrisk.errors import ConfigError
+from fedrisk.estimators.federation import Federation
+
+__all__ = ["FederatedEstimator", "declared_params"]
+
+
+
+def _task_params(kind: str):
+    from fedrisk.runtime.tasks import TASKS, get_task
+
+    if kind not in TASKS:
+        return None
+    try:
+        return get_task(kind).Params
+    except Exception:  # noqa: BLE001 - a kind whose module is absent in this build is skipped
+        return None
+
+
+def _doc_meanings(*docs: str | None) -> dict[str, str]:
+    """``name : type`` + indented meaning pairs from numpydoc ``Parameters`` sections."""
+    out: dict[str, str] = {}
+    for doc in docs:
+        if not doc:
+            continue
+        lines = inspect.cleandoc(doc).splitlines()
+        for i, line in enumerate(lines):
+            m = re.match(r"^([A-Za-z_][A-Za-z0-9_, ]*) : ", line)
+            if not m:
+                continue
+            body = []
+            for nxt in lines[i + 1:]:
+                if nxt.startswith("    "):
+                    body.append(nxt.strip())
+                else:
+                    break
+            for name in m.group(1).split(","):
+                out.setdefault(name.strip(), " ".join(body))
+    return out
+
+
+def declared_params(kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Every setting the estimator's task kinds declare: ``{name: {"default", "kinds", "annotation", "doc"}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for fed_kind, kind in kinds.items():
+        model = _task_params(kind)
+        if model is None:
+            continue
+        meanings = _doc_meanings(model.__doc__, *(getattr(t, "__doc__", None) for t in _config_types(model)))
+        for name, f in model.model_fields.items():
+            default = f.get_default(call_default_factory=True)
+            rec = out.setdefault(name, {"default": default, "kinds": {}, "annotation": f.annotation,
+                                        "doc": f.description or meanings.get(name, "")})
+            if rec["kinds"] and rec["default"] != default:
+                rec["default"] = None
+            rec["kinds"][fed_kind] = default
+    n = len([k for k in kinds.values() if _task_params(k) is not None])
+    for rec in out.values():
+        if len(rec["kinds"]) < n:
+            rec["default"] = None
+    return out
+
+
+def _config_types(model) -> list[type]:
+    """The algorithm config classes a Params builds (for their parameter docs)."""
+    types = []
+    for meth in ("config", "hetero"):
+        fn = getattr(model, meth, None)
+        ann = getattr(fn, "__annotations__", {}).get("return") if fn else None
+        if isinstance(ann, str):
+            mod = inspect.getmodule(fn)
+            ann = getattr(mod, ann, None) if mod else None
+        if isinstance(ann, type):
+            types.append(ann)
+    return types
+
+
+def _type_name(a: Any) -> str:
+    return getattr(a, "__name__", None) or str(a).replace("typing.", "")
+
+
+class FederatedEstimator(BaseEstimator):
+    """Base of the federated estimators; see the module docstring for how parameters are declared."""
+
+    #: federation kind -> task kind
+    _TASKS: ClassVar[dict[str, str]] = {}
+    #: settings of the estimator itself (not of a task), with defaults
+    _OWN: ClassVar[dict[str, Any]] = {}
+    _declared: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if not cls._TASKS:
+            return
+        cls._declared = declared_params(cls._TASKS)
+        defaults = {n: rec["default"] for n, rec in cls._declared.items()}
+        defaults.update(cls._OWN)
+        names = tuple(defaults)
+
+        def __init__(self, **params: Any) -> None:
+            unknown = [k for k in params if k not in defaults]
+            if unknown:
+                import difflib
+
+                hint = difflib.get_close_matches(unknown[0], names, n=1)
+                raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}"
+                                + (f" (did you mean {hint[0]!r}?)" if hint else f"; known: {', '.join(names)}"))
+            for k in names:
+                setattr(self, k, params.get(k, defaults[k]))
+
+        __init__.__signature__ = inspect.Signature(
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+            + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in defaults.items()])
+        __init__.__qualname__ = f"{cls.__name__}.__init__"
+        __init__.__doc__ = f"Store the hyper-parameters; no work is done until ``fit``. See :class:`{cls.__name__}`."
+        cls.__init__ = __init__
+        if cls.__doc__ and "{parameters}" in cls.__doc__:
+            cls.__doc__ = cls.__doc__.replace("{parameters}", cls._parameters_doc())
+
+    @classmethod
+    def _parameters_doc(cls) -> str:
+        lines = []
+        for name, rec in cls._declared.items():
+            kinds = rec["kinds"]
+            if rec["default"] is None and any(v is not None for v in kinds.values()):
+                where = ", ".join(f"{k}: {v!r}" for k, v in kinds.items())
+                default = f"None (declared default — {where})"
+            else:
+                default = repr(rec["default"])
+            lines.append(f"    {name} : {_type_name(rec['annotation'])}, default {default}")
+            if rec["doc"]:
+                lines.append(f"        {rec['doc']}")
+        return "\n".join(lines).lstrip()
+
+    # -- the task behind a federation -------------------------------------------------------
+    def _kind(self, fed: Federation) -> str:
+        if not isinstance(fed, Federation):
+            raise ConfigError(f"{type(self).__name__}.fit takes a fedrisk Federation (Federation.vertical(...) or "
+                              f"Federation.horizontal(...)), not {type(fed).__name__}")
+        kind = self._TASKS.get(fed.kind)
+        if kind is None or _task_params(kind) is None:
+            have = [k for k, t in self._TASKS.items() if _task_params(t) is not None]
+            raise ConfigError(f"{type(self).__name__} runs on {' or '.join(have)} federations; this one is {fed.kind}")
+        if fed.kind == "vertical" and fed.label_holder is None:
+            raise ConfigError(f"{type(self).__name__}.fit needs a label holder: no party has the label column {fed.label!r}")
+        return kind
+
+    def _task_table(self, fed: Federation) -> dict[str, Any]:
+        """The ``[task]`` settings (without ``kind``) for ``fed``, validated by the kind's ``Params``."""
+        from fedrisk.runtime.tasks import parse_params
+
+        kind = self._kind(fed)
+        params = self.get_params(deep=False)
+        table = {}
+        for name, value in params.items():
+            if name in self._OWN or value is None:
+                continue
+            if fed.kind not in self._declared[name]["kinds"]:
+                raise ConfigError(f"{type(self).__name__}({name}={value!r}): this setting applies to "
+                                  f"{' and '.join(self._declared[name]['kinds'])} federations, not {fed.kind}; leave it None")
+            table[name] = value.tolist() if isinstance(value, np.ndarray) else value
+        try:
+            parsed = parse_params(_task_params(kind), table, where=f"{type(self).__name__}")
+        except ConfigError as e:  # the spec's "task.x" reads as the estimator's keyword "x" here
+            raise ConfigError(str(e).replace(": task.", ": ").replace("; task.", "; ")) from None
+        self._validated = parsed
+        return table
+
+    def _run(self, fed: Federation, capture: bool = False):
+        from fedrisk.estimators.engine import run_task
+
+        table = self._task_table(fed)
+        run = run_task(fed, self._kind(fed), table, capture=capture)
+        self.params_ = self._validated.model_dump(mode="json")
+        self.task_ = run.kind
+        self.metrics_ = run.metrics
+        self.ledger_ = run.ledger
+        self.run_ = run
+        return run
+
+    # -- files -----------------------------------------------------------------------------
+    def _model_files(self) -> dict[str, dict[str, Any]]:
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "files_")
+        return self.files_
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the model files the CLI writes for this task (one per party for split models).
+
+        The folder then looks like a ``fedrisk simulate`` run directory's model files, plus
+        ``job.toml`` describing the federation (data paths omitted: each party points its own
+        copy at its own data). ``fedrisk predict`` reads a horizontal model directly; a split
+        model's parts go to their parties.
+        """
+        from fedrisk.runtime.context import write_json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for rel, doc in self._model_files().items():
+            doc = dict(doc)
+            if "spec_dir" in doc:
+                doc["spec_dir"] = str(folder.resolve())
+            write_json(folder / rel, doc)
+        spec = getattr(self, "run_", None)
+        if spec is not None and spec.spec:
+            text = "\n".join(l for l in spec.spec.splitlines() if not l.startswith("data = "))
+            (folder / "job.toml").write_text(text + "\n", encoding="utf-8")
+        return folder
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    @staticmethod
+    def _proba(p1: np.ndarray) -> np.ndarray:
+        p1 = np.asarray(p1, dtype=np.float64)
+        return np.column_stack([1.0 - p1, p1])
+
+    @staticmethod
+    def _frame_matrix(X: Any, features: list[str], who: str, allow_nan: bool = False) -> np.ndarray:
+        from fedrisk.errors import DataError
+
+        if isinstance(X, pd.DataFrame):
+            missing = [f for f in features if f not in X.columns]
+            if missing:
+                raise DataError(f"{who}: the data lacks the model's feature columns {missing[:8]}")
+            M = X[features].to_numpy(dtype=np.float64)
+        else:
+            M = np.asarray(X, dtype=np.float64)
+            if M.ndim != 2 or M.shape[1] != len(features):
+                raise DataError(f"{who}: expected {len(features)} feature columns ({', '.join(features[:6])}...), "
+                                f"got an array of shape {M.shape}")
+        if np.isinf(M).any() or (not allow_nan and np.isnan(M).any()):
+            raise DataError(f"{who}: the data has {'inf' if allow_nan else 'NaN/inf'} in feature columns; "
+                            "fill or drop them first")
+        return M

@@ -1,0 +1,122 @@
+"""``SecureBoost``: gradient-boosted trees across a label holder and feature holders."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fedrisk.estimators.base import FederatedEstimator
+from fedrisk.estimators.federation import Federation
+from fedrisk.estimators.linear import _score_parts, _vertical_parts
+
+__all__ = ["SecureBoost"]
+
+
+class SecureBoost(FederatedEstimator):
+    """SecureBoost: XGBoost-style boosted trees across a federation, shaped like scikit-learn's.
+
+    ``fit(fed)`` on a horizontal federation runs task ``horizontal.gbdt`` where this build has it
+    (banks' histograms securely summed, the coordinator finds splits; one global model). On a
+    vertical one it runs task ``vertical.secureboost``: rows are aligned by ECDH-PSI, the label holder
+    encrypts packed (gradient, hessian) pairs under its Okamoto-Uchiyama (or Paillier) key, each
+    feature holder returns encrypted histogram sums of its own bins, and each split's threshold
+    stays with the party that owns the feature. The settings are the task's declared ``[task]``
+    settings (``fedrisk.tasks.vertical_secureboost.Params``), defaults included.
+
+    Parameters
+    ----------
+    {parameters}
+
+    Attributes
+    ----------
+    feature_importances_ : ndarray of shape (n_features_in_,)
+        Total split gain per feature, normalised to sum 1 (the label holder's features, then each
+        feature holder's, from each party's own model file).
+    feature_names_in_ : ndarray of str
+    n_features_in_ : int
+    n_estimators_ : int
+        Trees kept (fewer than ``n_trees`` with early stopping).
+    files_ : dict of str to dict
+        ``model.json`` (label holder) and ``model-<party>.json`` (each feature holder), as the CLI writes.
+    metrics_ : dict
+        The run's ``metrics.json`` (training rows).
+    ledger_ : pandas.DataFrame
+        Every message every party sent during ``fit``.
+
+    Notes
+    -----
+    What each party learns: PSI reveals the intersection to both sides. The label holder learns
+    the tree structure, every leaf weight, which party owns each split and, per split on a
+    feature holder's feature, the encrypted-then-decrypted histogram sums of that feature's bins
+    (not the bin edges or which customer is in which bin); it alone receives scores. A feature
+    holder learns only ciphertexts of (g, h), which of the current node's rows go left at its own
+    splits (the instance space it is asked to split) and its own thresholds. See
+    :mod:`fedrisk.algorithms.vertical.secureboost` for the message flow.
+    """
+
+    #: ``horizontal.gbdt`` (same setting names) trains the banks' tree model where that task exists
+    _TASKS: ClassVar[dict[str, str]] = {"vertical": "vertical.secureboost", "horizontal": "horizontal.gbdt"}
+
+    def fit(self, fed: Federation, y: Any = None) -> "SecureBoost":
+        """Train on every party's rows of ``fed`` (the train half of a split, or all rows)."""
+        run = self._run(fed)
+        return self._learn(run.files)
+
+    def _learn(self, files: dict[str, dict]) -> "SecureBoost":
+        """Learned state from the model files the task wrote (or ``fr.load`` read)."""
+        self.classes_ = np.array([0, 1])
+        if files.get("model.json", {}).get("format") == "fedrisk.gbdt":
+            return self._learn_horizontal(files["model.json"])
+        self.files_ = _vertical_parts(files, "fedrisk.vertical.secureboost")
+        parts = list(self.files_.values())
+        names, gain = [], []
+        clash = len({f for d in parts for f in d["features"]}) < sum(len(d["features"]) for d in parts)
+        for d in parts:
+            imp = d.get("importance") or {}
+            # the label holder's file keys importance by owner; a feature holder's is its own only
+            own = imp.get(d["party"], {}) if not str(d["format"]).endswith(".part") else imp
+            for f in d["features"]:
+                names.append(f"{d['party']}:{f}" if clash else f)
+                gain.append(float((own.get(f) or {}).get("gain", 0.0)))
+        g = np.asarray(gain)
+        self.feature_names_in_ = np.array(names, dtype=object)
+        self.feature_importances_ = g / g.sum() if g.sum() > 0 else g
+        self.n_features_in_ = len(names)
+        self.n_estimators_ = len(parts[0]["trees"])
+        return self
+
+    def _learn_horizontal(self, doc: dict) -> "SecureBoost":
+        """A ``horizontal.gbdt`` model: one global file every bank holds."""
+        self.files_ = {"model.json": doc}
+        names = list(doc["features"])
+        gain = np.array([float((doc.get("importance") or {}).get(f, {}).get("gain", 0.0)) for f in names])
+        self.feature_names_in_ = np.array(names, dtype=object)
+        self.feature_importances_ = gain / gain.sum() if gain.sum() > 0 else gain
+        self.n_features_in_ = len(names)
+        self.n_estimators_ = len(doc["trees"])
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Default probabilities, shape (n, 2).
+
+        Vertical model: ``X`` is a vertical Federation; scoring runs the federated tree-walking
+        protocol (each feature holder answers only its own splits; only the label holder gets
+        scores, in its row order; rows not at every party are NaN). Horizontal model: ``X`` is a
+        DataFrame with the model's feature columns (NaN allowed: each split learned its side);
+        scoring is local.
+        """
+        files = self._model_files()
+        doc = files.get("model.json", {})
+        if doc.get("format") == "fedrisk.gbdt":
+            from fedrisk.errors import ConfigError
+            from fedrisk.model_files import score_gbdt
+
+            if isinstance(X, Federation):
+                raise ConfigError("a horizontal tree model scores a DataFrame locally: pass the rows, e.g. holdout")
+            M = self._frame_matrix(X, list(doc["features"]), "SecureBoost.predict_proba", allow_nan=True)
+            return self._proba(score_gbdt(doc, M))
+        return self._proba(_score_parts(self, files, X))
+
+    def predict(self, X: Federation) -> np.ndarray:
+        """1 (default) where P(default) >= 0.5, else 0."""
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

@@ -1,0 +1,154 @@
+"""``LogisticRegression``: one estimator name for horizontal (FedAvg) and vertical (split-feature) LR."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fedrisk.errors import ConfigError
+from fedrisk.estimators.base import FederatedEstimator
+from fedrisk.estimators.federation import Federation
+
+__all__ = ["LogisticRegression"]
+
+
+class LogisticRegression(FederatedEstimator):
+    """Federated logistic regression of the default label, shaped like scikit-learn's.
+
+    ``fit(fed)`` on a horizontal :class:`~fedrisk.Federation` runs task ``horizontal.lr`` (banks
+    with the same columns; a coordinator aggregates, securely by default); on a vertical one it
+    runs ``vertical.lr`` (a label holder and feature holders, rows aligned by ECDH-PSI, CKKS
+    cross-products). The settings below are the tasks' declared ``[task]`` settings; ``None``
+    takes the declared default of the kind the federation runs.
+
+    Parameters
+    ----------
+    {parameters}
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (1, n_features_in_)
+        Coefficients on the original (unstandardised) feature scale. Vertical: every party's
+        part side by side (the notebook simulates all parties; each real party holds only its own).
+    intercept_ : ndarray of shape (1,)
+    feature_names_in_ : ndarray of str
+        Horizontal: the banks' common columns; vertical: the label holder's, then each feature
+        holder's (prefixed ``<party>:`` when names clash).
+    n_features_in_ : int
+    params_ : dict
+        The settings the task ran with (set ones plus declared defaults).
+    files_ : dict of str to dict
+        The model files the CLI writes (``model.json``; vertical also ``model-<party>.json``).
+    metrics_ : dict
+        The run's ``metrics.json`` (training rows; vertical only).
+    ledger_ : pandas.DataFrame
+        Every message every participant sent during ``fit``.
+
+    Notes
+    -----
+    What each party learns — horizontal: every bank learns the global model after each round;
+    the coordinator learns only the sum of the banks' updates (secure aggregation; with
+    ``Federation.horizontal(..., secure_aggregation=False)`` it sees each bank's update). No row
+    leaves a bank. Vertical: PSI reveals the intersection to both sides; each party learns only
+    its own coefficients; the label holder learns the intercept and, at scoring, the scores;
+    feature holders see only CKKS ciphertexts and shares (see :mod:`fedrisk.algorithms.vertical.hetero_lr`).
+
+    Examples
+    --------
+    >>> train, test = fr.Federation.vertical({"lender": lender, "payco": payco}).split()  # doctest: +SKIP
+    >>> lr = fr.LogisticRegression().fit(train)                                              # doctest: +SKIP
+    >>> lr.predict_proba(test)[:, 1]                                                         # doctest: +SKIP
+    """
+
+    _TASKS: ClassVar[dict[str, str]] = {"horizontal": "horizontal.lr", "vertical": "vertical.lr"}
+
+    def fit(self, fed: Federation, y: Any = None) -> "LogisticRegression":
+        """Train on every party's rows of ``fed`` (the train half of a split, or all rows)."""
+        run = self._run(fed)
+        return self._learn(run.files)
+
+    def _learn(self, files: dict[str, dict]) -> "LogisticRegression":
+        """Learned state from the model files the task wrote (or ``fr.load`` read)."""
+        self.classes_ = np.array([0, 1])
+        if files["model.json"]["format"] == "fedrisk.lr":
+            doc = files["model.json"]
+            self.files_ = {"model.json": doc}
+            self.feature_names_in_ = np.array(doc["features"], dtype=object)
+            self.coef_ = np.asarray(doc["coef_raw"], dtype=np.float64).reshape(1, -1)
+            self.intercept_ = np.array([float(doc["intercept_raw"])])
+        else:
+            self.files_ = _vertical_parts(files, "fedrisk.vertical.lr")
+            self._set_vertical_coef()
+        self.n_features_in_ = len(self.feature_names_in_)
+        return self
+
+    def _set_vertical_coef(self) -> None:
+        names, coef = [], []
+        intercept = 0.0
+        parts = list(self.files_.values())
+        clash = len({f for d in parts for f in d["features"] + d.get("dropped", [])}) < \
+            sum(len(d["features"]) + len(d.get("dropped", [])) for d in parts)
+        for d in parts:
+            w = np.asarray(d["coef"], dtype=np.float64) / np.asarray(d["scale"], dtype=np.float64)
+            intercept -= float(w @ np.asarray(d["mean"], dtype=np.float64))
+            if d.get("intercept") is not None:
+                intercept += float(d["intercept"])
+            own = dict(zip(d["features"], w))
+            for f in d["features"] + d.get("dropped", []):
+                names.append(f"{d['party']}:{f}" if clash else f)
+                coef.append(own.get(f, 0.0))
+        self.feature_names_in_ = np.array(names, dtype=object)
+        self.coef_ = np.array(coef).reshape(1, -1)
+        self.intercept_ = np.array([intercept])
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Default probabilities, shape (n, 2): column 1 is P(default).
+
+        Horizontal model: ``X`` is a DataFrame with the model's feature columns (or an array in
+        that order); scoring is local. Vertical model: ``X`` is a vertical Federation holding
+        each party's rows to score (e.g. the test half of ``fed.split()``); scoring runs the
+        federated protocol and returns the scores the label holder receives, in its row order.
+        """
+        from fedrisk.model_files import score_lr
+
+        files = self._model_files()
+        if "model.json" in files and files["model.json"]["format"] == "fedrisk.lr":
+            if isinstance(X, Federation):
+                raise ConfigError("a horizontal model scores a DataFrame locally: pass the rows, e.g. holdout")
+            doc = files["model.json"]
+            return self._proba(score_lr(doc, self._frame_matrix(X, list(doc["features"]), "LogisticRegression.predict_proba")))
+        return self._proba(_score_parts(self, files, X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """1 (default) where P(default) >= 0.5, else 0."""
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+
+def _vertical_parts(files: dict[str, dict], fmt: str) -> dict[str, dict]:
+    """The per-party model files of a split model present in ``files``, label holder's first.
+
+    All parts after an in-process fit; only this party's after ``Federation.connect``.
+    """
+    docs = [d for d in files.values() if str(d.get("format", "")).removesuffix(".part") == fmt]
+    if not docs:
+        raise ConfigError(f"the run wrote no {fmt!r} model file")
+    main = next((d for d in docs if d["format"] == fmt), docs[0])
+    return {rel: files[rel] for rel in main["parties"].values() if rel in files}
+
+
+def _score_parts(est: Any, files: dict[str, dict], X: Any) -> np.ndarray:
+    from fedrisk.estimators.engine import score_vertical
+
+    if not isinstance(X, Federation):
+        raise ConfigError("this model is split across parties: pass a vertical Federation holding each party's rows "
+                          "to score (e.g. the test half of fed.split()), not a single table")
+    parts = {d["party"]: d for d in files.values()}
+    named = set(next(iter(parts.values())).get("parties") or {})
+    if set(parts) != named:
+        raise ConfigError(f"this model holds only {sorted(parts)}'s part of {sorted(named)} (Federation.connect): score "
+                          "with `fedrisk predict RUN_DIR/model.json NEW.csv --session S --no-spawn` while the partners "
+                          "run `fedrisk serve`")
+    scores, run = score_vertical(X, parts)
+    est._last_scoring = run  # the scoring session's ledger (and captures), for audits and tests
+    return scores
+

@@ -1,0 +1,103 @@
+"""``Scorecard``: a points scorecard (federated WOE + logistic regression + points scaling)."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fedrisk.errors import ConfigError
+from fedrisk.estimators.base import FederatedEstimator
+from fedrisk.estimators.federation import Federation
+from fedrisk.estimators.linear import _score_parts, _vertical_parts
+
+__all__ = ["Scorecard"]
+
+
+class Scorecard(FederatedEstimator):
+    """Federated points scorecard, shaped like a scikit-learn classifier.
+
+    ``fit(fed)`` runs ``horizontal.scorecard`` (federated WOE, FedAvg LR on the WOE values, one
+    scorecard every bank holds whole) or ``vertical.scorecard`` (each party bins its own features,
+    vertical LR on the WOE columns, each party holds its own part of the points table, the label
+    holder the base points). Settings are the tasks' declared ``[task]`` settings; ``None`` takes
+    the declared default of the kind the federation runs.
+
+    Parameters
+    ----------
+    {parameters}
+
+    Attributes
+    ----------
+    files_ : dict of str to dict
+        ``scorecard.json`` (horizontal) or ``scorecard-<party>.json`` per party (vertical), as the CLI writes.
+    features_ : list of str
+        The scorecard's features (vertical: every party's, label holder's first).
+    table_ : pandas.DataFrame
+        The points table (vertical: every party's rows, with a ``party`` column).
+    base_points_ : float
+    metrics_ : dict
+    ledger_ : pandas.DataFrame
+
+    Notes
+    -----
+    What each party learns — horizontal: that of federated WOE and FedAvg (the coordinator sees
+    only sums under secure aggregation) plus the final scorecard, which every bank holds.
+    Vertical: the label holder learns every feature holder's partial points per scored row (by
+    design: it adds them up and explains the score) and nothing of their bins; feature holders
+    learn the WOE of their own bins and nothing at scoring.
+    """
+
+    _TASKS: ClassVar[dict[str, str]] = {"horizontal": "horizontal.scorecard", "vertical": "vertical.scorecard"}
+
+    def fit(self, fed: Federation, y: Any = None) -> "Scorecard":
+        """Build the scorecard from every party's rows of ``fed``."""
+        run = self._run(fed)
+        return self._learn(run.files)
+
+    def _learn(self, files: dict[str, dict]) -> "Scorecard":
+        """Learned state from the scorecard files the task wrote (or ``fr.load`` read)."""
+        import pandas as pd
+
+        self.classes_ = np.array([0, 1])
+        if "scorecard.json" in files:
+            card = files["scorecard.json"]
+            self.files_ = {"scorecard.json": card}
+            self.features_ = list(card["features"])
+            self.table_ = pd.DataFrame(card["table"])
+            self.base_points_ = float(card["base_points"])
+        else:
+            self.files_ = _vertical_parts(files, "fedrisk.vertical.scorecard")
+            parts = list(self.files_.values())
+            self.features_ = [f for d in parts for f in d["features"]]
+            self.table_ = pd.DataFrame([{"party": d["party"], **r} for d in parts for r in d["table"]])
+            # the label holder holds the base points (a connected feature holder has none)
+            self.base_points_ = float(parts[0].get("base_points", float("nan")))
+        self.feature_names_in_ = np.array(self.features_, dtype=object)
+        self.n_features_in_ = len(self.features_)
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Default probabilities (the odds each applicant's points stand for), shape (n, 2).
+
+        Horizontal: ``X`` is a DataFrame with the scorecard's raw feature columns (local). Vertical:
+        a vertical Federation of the rows to score (federated; only the label holder gets scores).
+        """
+        files = self._model_files()
+        if "scorecard.json" in files:
+            if isinstance(X, Federation):
+                raise ConfigError("a horizontal scorecard scores a DataFrame locally: pass the rows")
+            return self._proba(self.score(X)[1])
+        return self._proba(_score_parts(self, files, X))
+
+    def score(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Horizontal scorecard: ``(points, default probability)`` of the rows of DataFrame ``X``."""
+        from fedrisk.finance.scorecard import Scorecard as _Card
+
+        files = self._model_files()
+        if "scorecard.json" not in files:
+            raise ConfigError("points of a vertical scorecard are combined federatedly; use predict_proba(federation)")
+        return _Card.score_saved(files["scorecard.json"], X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """1 (default) where P(default) >= 0.5, else 0."""
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
