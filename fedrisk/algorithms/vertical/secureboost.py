@@ -266,6 +266,30 @@ def _unpack_bits(bits: Any, n: int, who: str) -> np.ndarray:
     return np.unpackbits(bits, count=n).astype(bool)
 
 
+class _RowSchedule:
+    """Validation rows and every tree's gradient rows, from the shared job settings alone.
+
+    Both roles build it (same ``seed``, ``validation_fraction``, ``subsample`` and row count), so
+    the feature holder can refuse any other row set: the label holder cannot shrink a tree's rows
+    to a few chosen customers and read their bins off the sums.
+    """
+
+    def __init__(self, p: SecureBoostParams, n: int) -> None:
+        self.p = p
+        self.rng = np.random.default_rng(p.seed)
+        self.val = np.zeros(n, dtype=bool)
+        if p.validation_fraction > 0:
+            self.val[self.rng.choice(n, size=max(1, int(round(p.validation_fraction * n))), replace=False)] = True
+        self.train_pos = np.flatnonzero(~self.val)
+
+    def tree_rows(self) -> np.ndarray:
+        """The next tree's rows (call once per tree, in order, on both sides)."""
+        if self.p.subsample >= 1:
+            return self.train_pos
+        k = max(2, int(round(self.p.subsample * len(self.train_pos))))
+        return np.sort(self.rng.choice(self.train_pos, size=k, replace=False))
+
+
 def _expected_packing(p: SecureBoostParams, n_rows: int, plaintext_bits: int) -> Any:
     """The slot layout the job spec implies: what the label holder must use, derived by the feature holder.
 
@@ -739,11 +763,8 @@ class SecureBoostLabelHolder:
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         n = len(y)
-        rng = np.random.default_rng(p.seed)
-        val = np.zeros(n, dtype=bool)
-        if p.validation_fraction > 0:
-            val[rng.choice(n, size=max(1, int(round(p.validation_fraction * n))), replace=False)] = True
-        train_pos = np.flatnonzero(~val)
+        schedule = _RowSchedule(p, n)
+        val, train_pos = schedule.val, schedule.train_pos
         self.n_val_ = int(val.sum())
         if len(np.unique(y[train_pos])) < 2:
             raise ConfigError("SecureBoost: the training rows hold only one class; both defaults and non-defaults are needed")
@@ -763,8 +784,7 @@ class SecureBoostLabelHolder:
             g, h = logloss_grad_hess(y, margin)
             # the fixed-point grid the feature holders see: plaintext and encrypted sums then agree
             g, h = np.round(g * scale) / scale, np.round(h * scale) / scale
-            rows = train_pos if p.subsample >= 1 else np.sort(
-                rng.choice(train_pos, size=max(2, int(round(p.subsample * len(train_pos)))), replace=False))
+            rows = schedule.tree_rows()
             local = p.first_tree_label_holder_only and t == 0
             is_grad = np.zeros(n, dtype=bool)
             is_grad[rows] = True
@@ -1061,6 +1081,7 @@ class SecureBoostFeatureHolder:
                         dtype=np.int64)
         offs = np.concatenate([[0], np.cumsum(nb)[:-1]]).astype(np.int64)
         per_node = int(nb.sum())
+        schedule = _RowSchedule(p, n)  # the rows each tree may use: fixed by the shared job settings
         setup = ph.recv(ch, lh, "sb.setup")
         if not isinstance(setup, dict) or setup.get("n_rows") != n:
             raise ProtocolError(f"{who} trains on {setup.get('n_rows') if isinstance(setup, dict) else '?'} aligned rows, "
@@ -1082,6 +1103,7 @@ class SecureBoostFeatureHolder:
         plan_rows: np.ndarray | None = None
         t = 0
         while True:
+            expected_rows = schedule.tree_rows()  # drawn for every tree, as the label holder does
             if t == 0 and p.first_tree_label_holder_only:
                 # the label holder builds tree 0 alone (a shared setting): nothing to receive
                 trees.append({"nodes": []})
@@ -1093,8 +1115,12 @@ class SecureBoostFeatureHolder:
             if msg.get("stop"):
                 break
             rows = _int_array(msg.get("rows"), who, "gradient rows")
-            if rows.size and (rows.min() < 0 or rows.max() >= n):
-                raise ProtocolError(f"{who} sent gradient rows outside [0, {n})")
+            if not np.array_equal(rows, expected_rows):
+                # a label holder choosing the rows (e.g. a handful per tree) would make every bin
+                # sum describe a few known customers; the job's seed fixes them for both sides
+                raise ProtocolError(f"{who} announced {len(rows)} gradient rows for tree {t} that differ from the "
+                                    f"{len(expected_rows)} rows the job's seed, subsample and validation_fraction give; "
+                                    f"refusing")
             packing.check_terms(len(rows))
             n_chunks = msg.get("chunks")
             if not isinstance(n_chunks, int) or not 1 <= n_chunks <= len(rows):

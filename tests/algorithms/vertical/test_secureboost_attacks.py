@@ -151,3 +151,29 @@ def _host_nodes_on_paths(lh_model, host_model, X_lh, X_h):
 
 def _pooled_scores(lh_model, host_model, X_lh, X_h):
     return 1 / (1 + np.exp(-_walk_pooled(lh_model, host_model, X_lh, X_h)[0]))
+
+
+def test_label_holder_cannot_choose_a_few_rows_per_tree():
+    """Item 6 (cheap defence): a tree over 3 chosen rows would put one known customer in each bin
+    sum; the rows of every tree now follow from the job's seed/subsample, and others are refused."""
+    from fedrisk.algorithms.vertical.secureboost import _expected_packing
+
+    params = SecureBoostParams(**{**FAST, "subsample": 0.8})
+    n = 300
+    X = np.random.default_rng(0).normal(size=(n, 3))
+    pub, _ = generate_keypair("ou", 1024)
+    packing = _expected_packing(params, n, pub.plaintext_bits)
+
+    def evil_lh(ch):
+        ch.send("h1", "sb.setup", {"pk": pub.to_wire(), "slot_bits": packing.slot_bits, "max_abs": list(packing.max_abs),
+                                   "max_terms": packing.max_terms, "precision": packing.precision, "n_rows": n},
+                kind="public-parameter")
+        ch.recv("h1", "sb.bins")
+        ch.send("h1", "sb.t0.grad", {"rows": np.array([3, 17, 42], dtype=np.int64), "chunks": 1},
+                kind="plaintext-by-design")
+        ch.recv("h1", "sb.t0.d0.hist")  # would be per-bin sums over the three chosen customers
+        return "got bins of 3 rows"
+
+    with pytest.raises(ProtocolError, match="differ from the 240 rows the job's seed"):
+        run_roles({"lh": evil_lh, "h1": lambda ch: SecureBoostFeatureHolder(params).fit(ch, "lh", X, ["a", "b", "c"])},
+                  recv_timeout=10.0)
