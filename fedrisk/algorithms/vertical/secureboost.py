@@ -1290,6 +1290,7 @@ def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray,
     trees = [{int(nd["id"]): nd for nd in tree["nodes"]} for tree in model.trees]
     frontier: list[dict[int, np.ndarray]] = [{0: np.arange(n)} for _ in trees]
     hosts = list(hosts)
+    row_dtype = np.uint32 if n < 2 ** 32 else np.int64  # half the bytes of int64 positions
     r = 0
     while True:
         asks: dict[str, list[tuple[int, int, np.ndarray]]] = {h: [] for h in hosts}
@@ -1320,7 +1321,7 @@ def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray,
             q = asks[h]
             channel.send(h, f"sbi.{tag}.q{r}", {
                 "n_rows": n, "nodes": np.array([(t, i) for t, i, _ in q], dtype=np.int64).reshape(-1, 2),
-                "rows": [rows.astype(np.int64) for _, _, rows in q]}, kind="plaintext-by-design")
+                "rows": [rows.astype(row_dtype) for _, _, rows in q]}, kind="plaintext-by-design")
         for h in hosts:
             q = asks[h]
             msg = channel.recv(h, f"sbi.{tag}.a{r}")
