@@ -9,7 +9,8 @@ Message flow (``L`` = label holder, ``F`` = each feature holder, ``T`` = tag pre
 
     1. L -> F  T.key      additively homomorphic public key (Paillier)   public-parameter
        L -> F  T.labels   Enc(y_i) for every aligned row                  ciphertext
-    2. F: equal-frequency prebins per feature (+ a missing bin; one prebin per category),
+    2. F: equal-frequency prebins per feature (+ a missing bin; one prebin per category), pooled
+          until each holds >= need rows (see "Minimum counts" below),
           S_fk = rerandomise( prod_{i in prebin k of f} Enc(y_i) ) = Enc(bads in prebin k)
        F -> L  T.sizes    rows per prebin, feature names and kinds        aggregate
        F -> L  T.sums     S_fk                                            ciphertext
@@ -261,7 +262,7 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
             groups_o = merge_bins(g[:k][order], b[:k][order], max_bins=cfg.max_bins,
                                   min_bin_frac=cfg.min_bin_frac if monotonic else 0.0, monotonic=monotonic,
                                   trend="increasing" if kind == "categorical" else "auto")
-            need = rule.rows_needed(int(n[pos - k - 1:pos].sum()))
+            need = rule.rows_needed(len(yv))  # the same rows the feature holder pooled for
             groups_o = enforce_release(groups_o, g[:k][order], b[:k][order], need, rule)
             groups = [[int(order[i]) for i in grp] for grp in groups_o]
             fg = np.array([g[grp].sum() for grp in groups] + [g[k]])
