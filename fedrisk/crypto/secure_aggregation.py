@@ -39,6 +39,7 @@ Z/2^64 on its own). A party learns the other parties' public keys and names, Sha
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -68,11 +69,26 @@ _NONCE_BYTES = 12
 _SHARE_PLAIN = 2 * shamir.SHARE_BYTES
 _SHARE_CT = _NONCE_BYTES + _SHARE_PLAIN + 16
 _PROTO = "fedrisk.secagg.v1"
+DEFAULT_COLLUDERS = 1
+log = logging.getLogger("fedrisk.secagg")
 
 
-def default_threshold(n: int) -> int:
-    """Majority threshold ``max(2, floor(n/2) + 1)`` for ``n`` parties."""
-    return max(2, n // 2 + 1)
+def default_threshold(n: int, colluders: int = DEFAULT_COLLUDERS) -> int:
+    """Smallest safe threshold: ``t > (n + colluders) / 2`` (Bonawitz et al.), at least 2, at most ``n``.
+
+    Why this bound. A deviating coordinator that colludes with ``colluders`` parties can split the
+    other honest parties into those told "the victim survived" (they reveal the victim's self-mask
+    seed ``b``) and those told "the victim dropped" (they reveal its mask key ``s_sk``). With ``h``
+    honest parties besides the victim it collects ``colluders + 1 + h1`` shares of ``b`` and
+    ``colluders + h2`` of ``s_sk``, ``h1 + h2 = h``; both reach ``t`` only if
+    ``2t <= n + colluders``. The simplest form of the attack — telling the victim that only
+    ``{victim, colluder}`` are alive — needs ``t <= colluders + 1``, which the bound also excludes.
+    For ``n = 3`` and one colluder this gives ``t = 3``: no dropout tolerance; for ``n = 4`` it is 3
+    (one dropout), for ``n = 5`` it is 4.
+    """
+    if n < 1 or colluders < 0:
+        raise ConfigError(f"secure aggregation: need n >= 1 parties and colluders >= 0, got n={n}, colluders={colluders}")
+    return min(n, max(2, (n + colluders) // 2 + 1))
 
 
 class SecureAggregation(Aggregation):
@@ -82,8 +98,13 @@ class SecureAggregation(Aggregation):
     ----------
     threshold : int, optional
         Shares needed to reconstruct a party's secrets, and the minimum number of parties whose
-        vectors must be in the sum. Default: ``max(2, floor(n/2) + 1)`` with ``n`` the number of
-        parties the coordinator aggregates over.
+        vectors must be in the sum. Default: :func:`default_threshold` of the number of parties
+        and ``colluders`` (3 of 3, 3 of 4, 4 of 5 with one colluder). An explicit value below that
+        is honoured — it buys dropout tolerance, e.g. 2 of 3 — but logged as a warning: it lets a
+        deviating coordinator with ``colluders`` parties isolate one party's update.
+    colluders : int
+        Parties that may collude with a deviating coordinator while every other party's update
+        stays hidden (default 1). Sets the default and the minimum accepted threshold.
     frac_bits : int
         Fractional bits of the fixed-point encoding in Z/2^64 (default 24). The sum must satisfy
         ``|sum| < 2^(63 - frac_bits)`` (≈ 5.5e11 for 24); each party checks the sufficient
@@ -104,7 +125,7 @@ class SecureAggregation(Aggregation):
         naming the party. On the coordinator this refuses forged keys early.
     parties : sequence of str, optional
         Every party of the job that contributes to sums. A party then refuses a key list naming
-        anyone else, and a threshold below the majority of *all* of them: without it a malicious
+        anyone else, and a threshold below the safe threshold for *all* of them: without it a malicious
         coordinator could send a victim a key list of just the victim and one colluder with
         ``t = 2`` and strip the victim's masks. Always set it in deployments.
 
@@ -118,8 +139,11 @@ class SecureAggregation(Aggregation):
     ``j`` dropped and others that ``j`` survived to collect both of ``j``'s secrets. Without
     ``signing_key_pem``/``peer_certs_pem`` only the honest-but-curious guarantee holds. A
     malicious coordinator can still exclude parties (shrinking the sum to ``t`` inputs) and
-    learn the sum of any set of at least ``t`` parties over several rounds; pick ``t`` with that
-    in mind: a larger ``t`` gives more privacy and less dropout tolerance.
+    learn the sum of any set of at least ``t`` parties over several rounds. The default
+    ``t > (n + colluders) / 2`` stops it from isolating one party's update by showing different
+    survivor sets to different parties (see :func:`default_threshold`;
+    ``tests/crypto/test_secure_aggregation_attacks.py`` runs the attack at n = 3, 4, 5); a lower
+    explicit ``t`` trades that for dropout tolerance and is logged as a warning.
 
     What a dropout reveals. For a party dropped after sending its shares, the coordinator
     reconstructs its mask key ``s_sk`` — harmless, since its masked vector is either absent or
@@ -139,8 +163,11 @@ class SecureAggregation(Aggregation):
     def __init__(self, threshold: int | None = None, frac_bits: int = ring64.DEFAULT_FRAC_BITS,
                  dropout_timeout: float = 10.0, key_timeout: float | None = None,
                  signing_key_pem: bytes | None = None, peer_certs_pem: Mapping[str, bytes] | None = None,
-                 parties: Sequence[str] | None = None) -> None:
+                 parties: Sequence[str] | None = None, colluders: int = DEFAULT_COLLUDERS) -> None:
+        if not isinstance(colluders, int) or colluders < 0:
+            raise ConfigError(f"secure aggregation: colluders must be an integer >= 0, got {colluders!r}")
         self.threshold = threshold
+        self.colluders = colluders
         self.parties = tuple(parties) if parties is not None else None
         self.frac_bits = frac_bits
         self.dropout_timeout = dropout_timeout
@@ -334,7 +361,7 @@ class SecureAggregation(Aggregation):
         if self.parties is not None and not set(keys) <= set(self.parties):
             raise ProtocolError(f"{me}: the coordinator's key list for {tag!r} names parties outside the job: "
                                 f"{sorted(set(keys) - set(self.parties))}; refusing")
-        # the majority is of every party of the job, not of the list the coordinator chose to send
+        # the bound is over every party of the job, not over the list the coordinator chose to send
         n_ref = len(self.parties) if self.parties is not None else len(keys)
         if keys.get(me) != (c_pk, s_pk):
             raise ProtocolError(f"{me}: the coordinator's key list for {tag!r} does not carry this party's own public keys "
@@ -348,13 +375,16 @@ class SecureAggregation(Aggregation):
         t = msg.get("threshold")
         if not isinstance(t, int) or isinstance(t, bool):
             raise ProtocolError(f"{me}: the coordinator sent no threshold for {tag!r}")
+        safe = default_threshold(n_ref, self.colluders)
         if self.threshold is not None:
             if t != self.threshold:
                 raise ProtocolError(f"{me}: the coordinator uses threshold {t} for {tag!r}, this party is configured "
                                     f"for {self.threshold}; set the same threshold everywhere")
-        elif t < default_threshold(n_ref):
-            raise ProtocolError(f"{me}: the coordinator's threshold {t} for {tag!r} is below the majority of the "
-                                f"{n_ref} parties ({default_threshold(n_ref)}); refusing")
+            _warn_if_unsafe(t, n_ref, self.colluders, me)
+        elif t < safe:
+            raise ProtocolError(f"{me}: the coordinator's threshold {t} for {tag!r} is below the safe threshold "
+                                f"{safe} for {n_ref} parties and {self.colluders} colluder(s) (t > (n + colluders)/2); "
+                                f"refusing")
         if len(keys) < max(t, 2):
             raise ProtocolError(f"{me}: only {len(keys)} parties advertised keys for {tag!r}, fewer than the "
                                 f"threshold {max(t, 2)}")
@@ -403,9 +433,11 @@ class SecureAggregation(Aggregation):
         if len(parties) < 2:
             raise ConfigError(f"secure aggregation needs at least 2 parties, got {parties}: with one, its "
                               f"vector would be the sum. Use PlainAggregation explicitly for a single party")
-        t = self.threshold if self.threshold is not None else default_threshold(len(parties))
+        t = self.threshold if self.threshold is not None else default_threshold(len(parties), self.colluders)
         if not 2 <= t <= len(parties):
             raise ConfigError(f"secure aggregation threshold {t} must lie in 2..{len(parties)} (the number of parties)")
+        if self.threshold is not None:
+            _warn_if_unsafe(t, len(parties), self.colluders, "coordinator")
 
         # step 0. A party that dropped out of an earlier round is most likely gone for good: it
         # gets the short dropout timeout, not the long key timeout, so one dead bank does not
@@ -579,6 +611,15 @@ def _notify(channel: Channel, to: Sequence[str], tag: str, obj: Any) -> None:
 
     if to:
         threading.Thread(target=send_all, name="secagg-notify", daemon=True).start()
+
+
+def _warn_if_unsafe(t: int, n: int, colluders: int, who: str) -> None:
+    """Log once per call that an explicitly chosen threshold trades privacy for dropout tolerance."""
+    safe = default_threshold(n, colluders)
+    if t < safe:
+        log.warning("%s: secure aggregation threshold %d of %d is below the safe %d for %d colluder(s): a deviating "
+                    "coordinator with %d colluding party(ies) can isolate one party's update. Chosen explicitly for "
+                    "dropout tolerance; remove the setting to use %d", who, t, n, safe, colluders, colluders, safe)
 
 
 def _require(have: int, t: int, tag: str, what: str, expected: Sequence[str], present: Sequence[str]) -> None:

@@ -9,7 +9,8 @@ Message flow (``L`` = label holder, ``F`` = each feature holder, ``T`` = tag pre
 
     1. L -> F  T.key      additively homomorphic public key (Paillier)   public-parameter
        L -> F  T.labels   Enc(y_i) for every aligned row                  ciphertext
-    2. F: equal-frequency prebins per feature (+ a missing bin; one prebin per category),
+    2. F: equal-frequency prebins per feature (+ a missing bin; one prebin per category), pooled
+          until each holds >= need rows (see "Minimum counts" below),
           S_fk = rerandomise( prod_{i in prebin k of f} Enc(y_i) ) = Enc(bads in prebin k)
        F -> L  T.sizes    rows per prebin, feature names and kinds        aggregate
        F -> L  T.sums     S_fk                                            ciphertext
@@ -20,6 +21,21 @@ Message flow (``L`` = label holder, ``F`` = each feature holder, ``T`` = tag pre
     4. F: select its own features (IV threshold, then correlation among its own features)
        F -> L  T.selection  the selection report                          metric
 
+Minimum counts (:class:`ReleaseRule`, task settings ``min_bin_rows``, ``min_bin_share``,
+``min_bin_class``, ``max_category_share``). Without them a near-unique text column gives one
+prebin per row and the released groups/WOE are the labels (an honest ``vertical.scorecard`` run
+handed a feature holder 3,982 of 3,982 training labels). So:
+
+* F, before encrypting anything, pools its prebins until each holds at least
+  ``need = min(min_bin_rows, ceil(min_bin_share * n))`` rows: rare categories go into one pooled
+  prebin, small numeric prebins are merged with a neighbour, a missing bin smaller than ``need``
+  is not summed at all (its rows get the empty bin's WOE). A categorical column with more
+  distinct values than ``max_category_share`` of its rows is logged as a warning naming it;
+  pooling then leaves it (nearly) one bin. Every encrypted sum therefore covers ``>= need`` rows.
+* L merges released groups until each holds ``>= need`` rows and ``>= min_bin_class`` goods and
+  bads; a missing bin that fails the rule is released with WOE 0 (no information).
+* F refuses a result whose groups do not partition its prebins.
+
 What each party learns
     L: for each of F's features, the number of prebins, rows and bads per prebin (its labels
     summed over F's private grouping), hence WOE/IV. Not the bin edges, not the categories,
@@ -29,10 +45,18 @@ What each party learns
     feature by default; with ``reveal="bins"`` the merged groups (which say which neighbouring
     prebins have similar bad rates, and for categorical features their bad-rate order); with
     ``reveal="woe"`` the WOE of each final bin, i.e. each bin's bad rate — what F needs to
-    WOE-encode its columns for a federated scorecard.
+    WOE-encode its columns for a federated scorecard. Every released bin covers at least
+    ``need`` rows and ``min_bin_class`` goods and bads, so F's best per-row guess is a bad rate
+    over at least that many customers (``tests/finance/test_vertical_woe_release.py``).
+
+Against a deviating L (not in the semi-honest model): L could encrypt crafted plaintexts
+(``2^i`` instead of ``y_i``) and read F's prebin memberships from the decrypted sums; pooling
+bounds every sum to ``>= need`` rows but does not stop this. See ``SECURITY.md``.
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -54,9 +78,83 @@ from fedrisk.finance.binning import (
 from fedrisk.finance.woe import DEFAULT_SMOOTHING, iv_strength, select_features, woe_iv
 from fedrisk.transport.channel import Channel
 
-__all__ = ["VerticalWoeResult", "vertical_woe_label_holder", "vertical_woe_feature_holder", "REVEAL_LEVELS"]
+__all__ = ["VerticalWoeResult", "ReleaseRule", "vertical_woe_label_holder", "vertical_woe_feature_holder",
+           "REVEAL_LEVELS"]
 
 REVEAL_LEVELS = ("iv", "bins", "woe")
+log = logging.getLogger("fedrisk.finance.vertical_woe")
+
+
+@dataclass(frozen=True)
+class ReleaseRule:
+    """Smallest populations a released (or encrypted-and-summed) bin may describe.
+
+    Parameters
+    ----------
+    min_rows : int
+        A bin needs at least ``min(min_rows, ceil(min_share * n))`` rows ("5 % of the rows or
+        50 rows, whichever is smaller", by default).
+    min_share : float
+        See ``min_rows``.
+    min_class : int
+        Goods and bads each bin must hold before its groups or WOE are released.
+    max_category_share : float
+        A categorical column with more distinct values than this share of its rows is flagged
+        (logged as a warning naming it); pooling then makes it (nearly) one bin.
+    """
+
+    min_rows: int = 50
+    min_share: float = 0.05
+    min_class: int = 5
+    max_category_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.min_rows, int) and self.min_rows >= 1):
+            raise ConfigError(f"min_bin_rows must be an integer >= 1, got {self.min_rows!r}")
+        if not 0 <= self.min_share < 0.5:
+            raise ConfigError(f"min_bin_share must be in [0, 0.5), got {self.min_share!r}")
+        if not (isinstance(self.min_class, int) and self.min_class >= 0):
+            raise ConfigError(f"min_bin_class must be an integer >= 0, got {self.min_class!r}")
+        if not 0 < self.max_category_share <= 1:
+            raise ConfigError(f"max_category_share must be in (0, 1], got {self.max_category_share!r}")
+
+    def rows_needed(self, n: int) -> int:
+        """Rows a bin needs when ``n`` rows are binned."""
+        return max(1, min(self.min_rows, math.ceil(self.min_share * n)))
+
+    def ok(self, goods: float, bads: float, need: int) -> bool:
+        return goods + bads >= need and goods >= self.min_class and bads >= self.min_class
+
+
+def enforce_release(groups: list[list[int]], goods: np.ndarray, bads: np.ndarray, need: int,
+                    rule: ReleaseRule) -> list[list[int]]:
+    """Merge neighbouring groups until each passes ``rule`` (or one group is left).
+
+    ``groups`` are consecutive runs of prebin indices in the merge order (as from
+    :func:`~fedrisk.finance.binning.merge_bins`); merging neighbours keeps a monotonic bad rate
+    monotonic. The neighbour is the one with the closer bad rate.
+    """
+    grp = [list(g) for g in groups]
+    gs = [float(goods[g].sum()) for g in grp]
+    bs = [float(bads[g].sum()) for g in grp]
+    while len(grp) > 1:
+        bad_i = [i for i in range(len(grp)) if not rule.ok(gs[i], bs[i], need)]
+        if not bad_i:
+            break
+        i = min(bad_i, key=lambda k: gs[k] + bs[k])
+        if i == 0:
+            j = 0
+        elif i == len(grp) - 1:
+            j = i - 1
+        else:
+            rate = bs[i] / max(gs[i] + bs[i], 1.0)
+            left = abs(bs[i - 1] / max(gs[i - 1] + bs[i - 1], 1.0) - rate)
+            right = abs(bs[i + 1] / max(gs[i + 1] + bs[i + 1], 1.0) - rate)
+            j = i - 1 if left <= right else i
+        gs[j] += gs.pop(j + 1)
+        bs[j] += bs.pop(j + 1)
+        grp[j] += grp.pop(j + 1)
+    return grp
 
 
 @dataclass
@@ -77,6 +175,8 @@ class VerticalWoeResult:
     woe : dict
         Feature holder with ``reveal == "woe"``: ``{feature: ndarray}`` WOE per final bin
         (missing bin last).
+    warnings : list of str
+        Feature holder: columns flagged by the release rule (near-unique categories).
     """
 
     iv: dict[str, Any]
@@ -84,6 +184,7 @@ class VerticalWoeResult:
     selection: dict[str, Any] = field(default_factory=dict)
     bins: dict[str, FeatureBins] = field(default_factory=dict)
     woe: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def iv_table(self) -> list[dict[str, Any]]:
         """Rows ``party``, ``feature``, ``iv``, ``strength`` by descending IV (label holder view)."""
@@ -95,7 +196,8 @@ class VerticalWoeResult:
 def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], y: Any, *,
                               config: BinningConfig | None = None, smoothing: float = DEFAULT_SMOOTHING,
                               reveal: str = "iv", key: tuple[PublicKey, PrivateKey] | None = None,
-                              scheme: str = "paillier", key_bits: int = 2048, tag: str = "vwoe") -> VerticalWoeResult:
+                              scheme: str = "paillier", key_bits: int = 2048, tag: str = "vwoe",
+                              release: ReleaseRule | None = None) -> VerticalWoeResult:
     """Label-holder role: encrypt labels, decrypt per-bin sums, compute the holders' WOE/IV.
 
     Parameters
@@ -116,12 +218,15 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
         An existing key pair; otherwise one is generated (``scheme``, ``key_bits``).
     tag : str
         Tag prefix.
+    release : ReleaseRule, optional
+        Minimum rows and goods/bads of every released group (default :class:`ReleaseRule`).
 
     Returns
     -------
     VerticalWoeResult
         IV and per-bin tables per holder and feature, and each holder's selection report.
     """
+    rule = release or ReleaseRule()
     if reveal not in REVEAL_LEVELS:
         raise ConfigError(f"reveal must be one of {REVEAL_LEVELS}, got {reveal!r}")
     cfg = config or BinningConfig()
@@ -157,10 +262,16 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
             groups_o = merge_bins(g[:k][order], b[:k][order], max_bins=cfg.max_bins,
                                   min_bin_frac=cfg.min_bin_frac if monotonic else 0.0, monotonic=monotonic,
                                   trend="increasing" if kind == "categorical" else "auto")
+            need = rule.rows_needed(len(yv))  # the same rows the feature holder pooled for
+            groups_o = enforce_release(groups_o, g[:k][order], b[:k][order], need, rule)
             groups = [[int(order[i]) for i in grp] for grp in groups_o]
             fg = np.array([g[grp].sum() for grp in groups] + [g[k]])
             fb = np.array([b[grp].sum() for grp in groups] + [b[k]])
             woe, ivb, iv = woe_iv(fg, fb, smoothing)
+            if fg[-1] + fb[-1] > 0 and not rule.ok(fg[-1], fb[-1], need):
+                # too few missing rows (or of one class) to say anything about them: neutral WOE
+                woe[-1], ivb[-1] = 0.0, 0.0
+                iv = float(np.sum(ivb))
             ivs[f] = iv
             tables[f] = [{"bin": i, "prebins": grp, "n": int(fg[i] + fb[i]), "goods": int(fg[i]), "bads": int(fb[i]),
                           "woe": float(woe[i]), "iv": float(ivb[i])}
@@ -179,29 +290,83 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
     return result
 
 
-def _prebins(X: pd.DataFrame, features: Sequence[str], categorical: set[str], n_prebins: int) -> tuple[list[FeatureBins], np.ndarray]:
+def _pool_numeric(fb: FeatureBins, counts: np.ndarray, need: int) -> FeatureBins:
+    """Merge neighbouring numeric prebins (drop the edge between them) until each has ``need`` rows."""
+    edges = list(fb.edges)
+    c = list(counts[:-1])  # missing bin excluded
+    while len(c) > 1 and min(c) < need:
+        i = int(np.argmin(c))
+        j = i - 1 if i == len(c) - 1 or (i > 0 and c[i - 1] <= c[i + 1]) else i  # merge i with j + 1 == i or i + 1
+        c[j] += c.pop(j + 1)
+        edges.pop(j)
+    return FeatureBins(fb.name, "numeric", edges=np.asarray(edges, dtype=float))
+
+
+def _pool_categories(name: str, s: pd.Series, need: int, rule: ReleaseRule, warnings: list[str]) -> FeatureBins:
+    """One prebin per category with ``need`` rows or more; every rarer category pooled into one."""
+    vals = s[~is_missing(s)].astype(str)
+    counts = vals.value_counts()
+    if len(counts) > rule.max_category_share * max(len(vals), 1):
+        msg = (f"column {name!r} has {len(counts)} distinct values for {len(vals)} rows (more than "
+               f"max_category_share = {rule.max_category_share}): near-unique text cannot be released per "
+               f"category; it is pooled into bins of >= {need} rows (group or drop the column)")
+        warnings.append(msg)
+        log.warning(msg)
+    big = sorted(str(c) for c, k in counts.items() if k >= need)
+    rare = sorted(str(c) for c, k in counts.items() if k < need)
+    groups = [[c] for c in big]
+    if rare:
+        pooled_n = int(counts[rare].sum())
+        if pooled_n >= need or not groups:
+            groups.append(rare)
+        else:  # the pooled rest is still too small: join it to the smallest released category
+            smallest = min(range(len(groups)), key=lambda i: counts[groups[i][0]])
+            groups[smallest] = sorted(groups[smallest] + rare)
+    return FeatureBins(name, "categorical", groups=groups)
+
+
+def _prebins(X: pd.DataFrame, features: Sequence[str], categorical: set[str], n_prebins: int,
+             rule: ReleaseRule | None = None, warnings: list[str] | None = None
+             ) -> tuple[list[FeatureBins], np.ndarray]:
+    """Prebins of every feature, pooled so that each holds at least ``rule.rows_needed(n)`` rows."""
+    rule = rule or ReleaseRule()
+    warnings = warnings if warnings is not None else []
+    need = rule.rows_needed(len(X))
     pre, idx = [], []
     for f in features:
         s = X[f]
         if f in categorical or is_categorical(s):
-            cats = sorted({str(v) for v in s[~is_missing(s)]})
-            fb = FeatureBins(f, "categorical", groups=[[c] for c in cats])
+            fb = _pool_categories(f, s, need, rule, warnings)
         else:
             miss = is_missing(s)
             v = pd.to_numeric(s[~miss], errors="coerce")
             if v.isna().any():
                 raise DataError(f"column {f!r} mixes numbers and text; declare it categorical or clean it")
             fb = FeatureBins(f, "numeric", edges=quantile_edges(v.to_numpy(dtype=float), n_prebins))
+            fb = _pool_numeric(fb, np.bincount(fb.assign(s), minlength=fb.n_bins + 1), need)
         pre.append(fb)
         idx.append(fb.assign(s))
     return pre, np.column_stack(idx) if idx else np.empty((len(X), 0), dtype=np.int64)
+
+
+def _check_groups(who: str, feature: str, groups: Any, n_prebins: int) -> list[list[int]]:
+    """The label holder's groups must partition this party's prebins (else refuse, naming the feature)."""
+    ok = isinstance(groups, list) and all(isinstance(g, list) and g and all(
+        isinstance(i, int) and not isinstance(i, bool) for i in g) for g in groups)
+    if ok:
+        flat = sorted(i for g in groups for i in g)
+        ok = flat == list(range(n_prebins))
+    if not ok:
+        raise ProtocolError(f"{who}: the bins returned for feature {feature!r} are not a partition of its "
+                            f"{n_prebins} prebins; refusing them")
+    return groups
 
 
 def vertical_woe_feature_holder(channel: Channel, label_holder: str, X: pd.DataFrame, *,
                                 features: Iterable[str] | None = None, categorical: Iterable[str] | None = None,
                                 config: BinningConfig | None = None, iv_threshold: float = 0.02,
                                 max_corr: float | None = 0.7, min_key_bits: int = 2048,
-                                tag: str = "vwoe") -> VerticalWoeResult:
+                                tag: str = "vwoe", release: ReleaseRule | None = None) -> VerticalWoeResult:
     """Feature-holder role: return encrypted per-prebin label sums; get IV (and bins if revealed).
 
     Parameters
@@ -224,12 +389,16 @@ def vertical_woe_feature_holder(channel: Channel, label_holder: str, X: pd.DataF
         Refuse a public key with a smaller modulus.
     tag : str
         Tag prefix.
+    release : ReleaseRule, optional
+        Minimum rows per encrypted sum (prebins are pooled to it before anything is summed).
 
     Returns
     -------
     VerticalWoeResult
-        IV per feature, this party's selection, and final bins / WOE if revealed.
+        IV per feature, this party's selection, final bins / WOE if revealed, and warnings
+        (e.g. a near-unique categorical column).
     """
+    rule = release or ReleaseRule()
     cfg = config or BinningConfig()
     feats = list(features) if features is not None else list(X.columns)
     missing = [f for f in feats if f not in X.columns]
@@ -240,14 +409,23 @@ def vertical_woe_feature_holder(channel: Channel, label_holder: str, X: pd.DataF
     if len(enc_y) != len(X):
         raise DataError(f"{channel.me}: {len(X)} rows here but {len(enc_y)} encrypted labels from {label_holder!r}; "
                         "align the rows (PSI) before computing IV")
-    pre, idx = _prebins(X, feats, set(categorical or ()), cfg.n_prebins)
+    warnings: list[str] = []
+    pre, idx = _prebins(X, feats, set(categorical or ()), cfg.n_prebins, rule, warnings)
+    need = rule.rows_needed(len(X))
     width = max((fb.n_bins + 1 for fb in pre), default=1)
     sums = pub.bin_sums(enc_y, idx, width) if pre else []
+    zero = None
     flat, sizes = [], []
     for j, fb in enumerate(pre):
         k = fb.n_bins + 1
-        flat += sums[j][:k]
-        sizes += np.bincount(idx[:, j], minlength=k)[:k].tolist()
+        counts = np.bincount(idx[:, j], minlength=k)[:k]
+        cts = list(sums[j][:k])
+        if 0 < counts[-1] < need:
+            # too few missing values to sum without singling customers out: send an empty bin
+            zero = zero if zero is not None else pub.encrypt([0])[0]
+            cts[-1], counts[-1] = zero, 0
+        flat += cts
+        sizes += counts.tolist()
     flat = pub.rerandomize(flat)
     channel.send(label_holder, f"{tag}.sizes", {"features": feats, "kinds": [fb.kind for fb in pre],
                                                 "n_prebins": [fb.n_bins for fb in pre], "sizes": sizes}, kind="aggregate")
@@ -259,10 +437,12 @@ def vertical_woe_feature_holder(channel: Channel, label_holder: str, X: pd.DataF
     for fb in pre:
         info = back["features"][fb.name]
         if "groups" in info:
+            groups = _check_groups(f"{channel.me}: {label_holder!r}", fb.name, info["groups"], fb.n_bins)
             if fb.kind == "numeric":
-                bins[fb.name] = bins_from_groups(fb.name, "numeric", info["groups"], prebin_edges=fb.edges)
-            else:
-                bins[fb.name] = bins_from_groups(fb.name, "categorical", info["groups"], categories=[g[0] for g in fb.groups])
+                bins[fb.name] = bins_from_groups(fb.name, "numeric", groups, prebin_edges=fb.edges)
+            else:  # a pooled prebin holds several categories
+                bins[fb.name] = FeatureBins(fb.name, "categorical",
+                                            groups=[sorted(c for i in g for c in fb.groups[i]) for g in groups])
         if "woe" in info:
             woe[fb.name] = np.asarray(info["woe"], dtype=float)
     frame = None
@@ -277,4 +457,4 @@ def vertical_woe_feature_holder(channel: Channel, label_holder: str, X: pd.DataF
         corr = corr.reindex(index=corr.index.union(cand), columns=corr.index.union(cand), fill_value=0.0)
     selection = select_features(iv, iv_threshold=iv_threshold, max_corr=max_corr, corr=corr, party=channel.me)
     channel.send(label_holder, f"{tag}.selection", selection, kind="metric")
-    return VerticalWoeResult(iv=iv, selection=selection, bins=bins, woe=woe)
+    return VerticalWoeResult(iv=iv, selection=selection, bins=bins, woe=woe, warnings=warnings)

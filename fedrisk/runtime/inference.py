@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from fedrisk.errors import ConfigError, FedriskError
+from fedrisk.runtime.abort_reason import wire_reason
 
 __all__ = ["FORMATS", "register_format", "get_format", "predict_vertical", "serve_feature_holder", "run_inference", "main"]
 
@@ -214,7 +215,7 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
         handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
         idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log)
     except BaseException as e:
-        channel.abort(f"{lh}: {e}")
+        channel.abort(wire_reason(lh, e, [lh, *hosts]))
         for h, pr in procs.items():
             if pr.poll() not in (None, 0):
                 tail = (work / "logs" / f"{h}.stderr").read_text(errors="replace").strip().splitlines()[-1:]
@@ -285,7 +286,7 @@ def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Pat
         handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
         run_inference(channel, name, model, table, lh, hosts, job_id, log)
     except BaseException as e:
-        channel.abort(f"{name}: {e}")
+        channel.abort(wire_reason(name, e, [lh, *hosts]))
         raise
     finally:
         channel.close()

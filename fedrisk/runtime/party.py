@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from fedrisk.errors import ConfigError, FedriskError
+from fedrisk.runtime.abort_reason import public_names, wire_reason
 from fedrisk.runtime.context import PartyContext, ProgressLog
 from fedrisk.runtime.handshake import handshake
 from fedrisk.runtime.spec import JobSpec, load_spec, shared_settings
@@ -83,7 +84,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     except BaseException as e:
         reason = str(e) if isinstance(e, FedriskError) else f"{type(e).__name__}: {e}"
         log.error("failed: %s", reason, exc_info=not isinstance(e, FedriskError))
-        channel.abort(f"{name}: {reason}")
+        channel.abort(wire_reason(name, e, public_names(spec)))  # partners get no ids, values or paths
         raise
     finally:
         channel.close()

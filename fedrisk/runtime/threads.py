@@ -10,6 +10,7 @@ import threading
 from typing import Any, Callable, Mapping
 
 from fedrisk.errors import FedriskError
+from fedrisk.runtime.abort_reason import wire_reason
 from fedrisk.transport.channel import InMemoryNetwork
 
 __all__ = ["run_roles"]
@@ -32,7 +33,8 @@ def run_roles(roles: Mapping[str, Callable[[Any], Any]], *, job: str = "test", c
             errors[name] = e
             for other in net.parties:
                 if other != name:
-                    net[other].mailbox.fail(f"party {name!r} failed: {e}")
+                    # what a real peer would receive in ctl.abort: no ids, values or paths
+                    net[other].mailbox.fail(f"party {name!r} failed: {wire_reason(name, e, roles)}")
 
     threads = [threading.Thread(target=target, args=(n,), name=f"party-{n}", daemon=True) for n in roles]
     for t in threads:

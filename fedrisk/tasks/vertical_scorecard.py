@@ -70,7 +70,7 @@ from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
 from fedrisk.tasks.vertical_lr import HeteroLRParams
 from fedrisk.tasks.vertical_roles import driver, inference_features, roles, validate_vertical  # noqa: F401 (hooks)
-from fedrisk.tasks.vertical_woe import aligned_frames, holder_iv_rows, local_woe
+from fedrisk.tasks.vertical_woe import ReleaseParams, aligned_frames, holder_iv_rows, local_woe
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "PointsPart", "validate_spec",
@@ -83,7 +83,7 @@ INFERENCE_TAG_PREFIXES = ("psi.", "vsc.")
 DEFAULT_TEST_RULE = "id % 5 == 0"
 
 
-class Params(ScorecardParams, HeteroLRParams):
+class Params(ScorecardParams, HeteroLRParams, ReleaseParams):
     """``[task]`` settings of ``vertical.scorecard``: binning + vertical LR + points scaling."""
 
     scheme: Literal["paillier", "ou"] = "paillier"
@@ -365,7 +365,8 @@ def run(ctx: PartyContext) -> None:
         enc, sel = local_woe(params, X_tr, y_tr, me)
         ctx.progress.update(1, 3, stage="woe", party=me)
         vres = vertical_woe_label_holder(ctx.channel, hosts, y_tr, config=params.binning(), smoothing=params.smoothing,
-                                         reveal="woe", scheme=params.scheme, key_bits=params.key_bits)
+                                         reveal="woe", scheme=params.scheme, key_bits=params.key_bits,
+                                         release=params.release())
         ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1)
         feats = list(sel["selected"])
         bins = {f: enc.woe_[f].bins for f in feats}
@@ -373,7 +374,9 @@ def run(ctx: PartyContext) -> None:
     else:
         vres = vertical_woe_feature_holder(ctx.channel, lh, X_tr, categorical=params.categorical,
                                            config=params.binning(), iv_threshold=params.iv_threshold,
-                                           max_corr=params.corr_or_none())
+                                           max_corr=params.corr_or_none(), release=params.release())
+        for w in vres.warnings:
+            ctx.log.warning(w)
         sel = vres.selection
         feats = list(sel["selected"])
         bins, woe = vres.bins, vres.woe

@@ -33,22 +33,42 @@ import time
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.errors import DataError
+from fedrisk.finance.vertical_woe import ReleaseRule
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec, parse_test_rule
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
 from fedrisk.tasks.vertical_roles import driver, roles, validate_vertical  # noqa: F401 (hooks)
 
-__all__ = ["KIND", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "roles", "aligned_frames"]
+__all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "validate_spec", "driver", "run", "roles", "aligned_frames"]
 
 KIND = "vertical.woe"
 TAG_PREFIXES = ("psi.", "vwoe.")
 
 
-class Params(BinningParams):
+class ReleaseParams(BaseModel):
+    """What a feature holder may be told about its bins: every released bin covers enough customers.
+
+    A bin (its group, its WOE) needs at least ``min(min_bin_rows, ceil(min_bin_share * rows))``
+    rows and ``min_bin_class`` goods and bads; rarer categories and smaller prebins are pooled
+    before anything is encrypted (see :mod:`fedrisk.finance.vertical_woe`). Lowering these lets a
+    feature holder with a near-unique column read labels off its bins.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_bin_rows: int = Field(50, ge=1, description="rows a released bin needs (or min_bin_share of the rows if fewer)")
+    min_bin_share: float = Field(0.05, ge=0, lt=0.5, description="share of rows that also suffices for a released bin")
+    min_bin_class: int = Field(5, ge=0, description="goods and bads each released bin needs")
+    max_category_share: float = Field(0.5, gt=0, le=1, description="distinct/rows above which a text column is flagged")
+
+    def release(self) -> ReleaseRule:
+        return ReleaseRule(self.min_bin_rows, self.min_bin_share, self.min_bin_class, self.max_category_share)
+
+
+class Params(BinningParams, ReleaseParams):
     """``[task]`` settings of ``vertical.woe``."""
 
     reveal: Literal["iv", "bins", "woe"] = Field("iv", description="what feature holders get back about their bins")
@@ -115,7 +135,9 @@ def run(ctx: PartyContext) -> None:
     if ctx.name != lh:
         res = vertical_woe_feature_holder(ctx.channel, lh, X, categorical=params.categorical, config=params.binning(),
                                           iv_threshold=params.iv_threshold, max_corr=params.corr_or_none(),
-                                          min_key_bits=2048)
+                                          min_key_bits=2048, release=params.release())
+        for w in res.warnings:
+            ctx.log.warning(w)
         doc: dict[str, Any] = {"task": KIND, "job": spec.job_id, "party": ctx.name, "reveal": params.reveal,
                                "features": {f: {"iv": v} for f, v in res.iv.items()}, "selection": res.selection}
         for f, b in res.bins.items():
@@ -131,7 +153,8 @@ def run(ctx: PartyContext) -> None:
     ctx.write_json(f"woe/{lh}.json", woe_document(ctx, enc.woe_, sel))
     ctx.progress.update(1, 2, stage="woe", party=lh, features=len(enc.iv_))
     res = vertical_woe_label_holder(ctx.channel, hosts, y, config=params.binning(), smoothing=params.smoothing,
-                                    reveal=params.reveal, scheme=params.scheme, key_bits=params.key_bits)
+                                    reveal=params.reveal, scheme=params.scheme, key_bits=params.key_bits,
+                                    release=params.release())
     ctx.progress.update(2, 2, stage="woe", parties=len(hosts) + 1)
     iv = {lh: iv_rows(enc.iv_, sel, bins={f: w.bins.n_bins for f, w in enc.woe_.items()},
                       kinds={f: w.bins.kind for f, w in enc.woe_.items()})}

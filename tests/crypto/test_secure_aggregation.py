@@ -99,7 +99,7 @@ def test_large_vector_and_default_threshold():
     vecs = {f"b{i}": rng.normal(size=1000) * 100 for i in range(3)}
     res, _, _ = aggregate(vecs)
     np.testing.assert_allclose(res.total, sum(vecs.values()), atol=3 * 2.0 ** -24)
-    assert default_threshold(3) == 2 and default_threshold(4) == 3 and default_threshold(2) == 2
+    assert default_threshold(3) == 3 and default_threshold(4) == 3 and default_threshold(2) == 2
 
 
 def test_one_bank_dies_after_share_step():
@@ -306,7 +306,7 @@ def test_party_refuses_to_reveal_both_secrets_of_one_party():
     def evil(ch):
         keys = {p: ch.recv(p, f"{tag}.sa.keys") for p in names}
         for p in names:
-            ch.send(p, f"{tag}.sa.keylist", {"threshold": 2, "keys": keys}, kind="public-parameter")
+            ch.send(p, f"{tag}.sa.keylist", {"threshold": 3, "keys": keys}, kind="public-parameter")
         shares = {p: ch.recv(p, f"{tag}.sa.shares") for p in names}
         for p in names:
             ch.send(p, f"{tag}.sa.inbox", {"members": names, "shares": {j: shares[j][p] for j in names if j != p}},
@@ -383,7 +383,7 @@ def test_coordinator_cannot_shrink_the_key_list_to_a_victim_and_a_colluder():
     roles = {n: (lambda ch, n=n: SecureAggregation(parties=names).prepare(ch, COORD, tag)) for n in names[1:]}
     roles["bank1"] = victim
     roles[COORD] = evil
-    with pytest.raises(ProtocolError, match="below the majority of the 4 parties"):
+    with pytest.raises(ProtocolError, match="below the safe threshold 3 for 4 parties"):
         run_roles(roles, capture=True)
 
 
@@ -417,14 +417,15 @@ def test_values_at_the_ring_limit_do_not_wrap_and_beyond_it_raise(n):
 
 def test_a_bank_that_died_does_not_stall_later_rounds():
     """Round 1: bank3 dies after the share step. Round 2: it sends nothing; the coordinator waits only
-    the short dropout timeout for it, not the long key timeout."""
+    the short dropout timeout for it, not the long key timeout. Three banks tolerate a dropout only
+    with the threshold 2 chosen explicitly (the safe default for three is 3)."""
     names = ["bank1", "bank2", "bank3"]
-    coord = SecureAggregation(dropout_timeout=1.0, key_timeout=60.0)
+    coord = SecureAggregation(threshold=2, dropout_timeout=1.0, key_timeout=60.0)
     vec = {n: np.full(4, i + 1.0) for i, n in enumerate(names)}
 
     def bank(name):
         def role(ch):
-            agg = DiesAfterShares() if name == "bank3" else SecureAggregation()
+            agg = DiesAfterShares(threshold=2) if name == "bank3" else SecureAggregation(threshold=2)
             try:
                 agg.submit(ch, COORD, "t.r1", vec[name])
             except _Died:

@@ -39,10 +39,19 @@ Message flow (tags ``sb.*``; ``t`` = tree, ``d`` = depth)
 9   H -> L     ``sb.stats``           metric              H's time per phase (for the benchmark)
 ==  =========  =====================  ==================  =============================================
 
-Scoring (training's test rows and ``fedrisk predict``; tags ``sbi.*``): every H sends L
-``sbi.<tag>.bits`` (plaintext-by-design), one bit per row for each of its own split nodes
-(``x < threshold``; a missing value goes left only where training learned so); L walks all trees
-and is the only one to get scores.
+Scoring (training's test rows and ``fedrisk predict``; tags ``sbi.*``): L walks all trees level
+by level. For each level it sends every H ``sbi.<tag>.q<r>`` (plaintext-by-design): H's split nodes
+of that level and, for each, the positions of the rows that reached it; H answers
+``sbi.<tag>.a<r>`` (plaintext-by-design) with one bit per asked row (``x < threshold``; a missing
+value goes left only where training learned so). ``{"done": true}`` ends scoring. L is the only one
+to get scores. Leakage of scoring: L learns, for each scored row, the side of each H split node
+*on that row's path* — at most ``max_depth`` bits per row and tree, ~14 per row for 6 trees of
+depth 4 in ``tests/algorithms/vertical/test_secureboost_attacks.py`` where answering every node
+gave 48 — enough to place the row in an interval of H's feature at those nodes. H learns which of
+its rows reach each of its own nodes (the same partition it learns in training). H refuses to
+answer a node twice or a row twice per tree and level; a deviating L can still spread questions
+over more rounds (up to one per H node), so against a malicious L the bound is one bit per row
+per H node, as before.
 
 Missing values: parties that load with ``missing = "keep"`` keep NaN; each party's binner gives a
 feature's missing values a bin of their own (:mod:`fedrisk.algorithms.vertical.binning`), and
@@ -255,6 +264,62 @@ def _unpack_bits(bits: Any, n: int, who: str) -> np.ndarray:
     if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.size != (n + 7) // 8:
         raise ProtocolError(f"{who}: expected {(n + 7) // 8} bytes of row bits, got {getattr(bits, 'shape', type(bits))}")
     return np.unpackbits(bits, count=n).astype(bool)
+
+
+class _RowSchedule:
+    """Validation rows and every tree's gradient rows, from the shared job settings alone.
+
+    Both roles build it (same ``seed``, ``validation_fraction``, ``subsample`` and row count), so
+    the feature holder can refuse any other row set: the label holder cannot shrink a tree's rows
+    to a few chosen customers and read their bins off the sums.
+    """
+
+    def __init__(self, p: SecureBoostParams, n: int) -> None:
+        self.p = p
+        self.rng = np.random.default_rng(p.seed)
+        self.val = np.zeros(n, dtype=bool)
+        if p.validation_fraction > 0:
+            self.val[self.rng.choice(n, size=max(1, int(round(p.validation_fraction * n))), replace=False)] = True
+        self.train_pos = np.flatnonzero(~self.val)
+
+    def tree_rows(self) -> np.ndarray:
+        """The next tree's rows (call once per tree, in order, on both sides)."""
+        if self.p.subsample >= 1:
+            return self.train_pos
+        k = max(2, int(round(self.p.subsample * len(self.train_pos))))
+        return np.sort(self.rng.choice(self.train_pos, size=k, replace=False))
+
+
+def _expected_packing(p: SecureBoostParams, n_rows: int, plaintext_bits: int) -> Any:
+    """The slot layout the job spec implies: what the label holder must use, derived by the feature holder.
+
+    The layout bounds what one decrypted bin sum can hold; a label holder free to choose it
+    (a huge ``max_abs``, a tiny ``max_terms`` ...) could widen slots until crafted per-row
+    plaintexts decode into row memberships. So every number is re-derived from the shared job
+    spec (``precision``, ``validation_fraction``) and the agreed row count, never taken from the
+    label holder's message.
+    """
+    from fedrisk.crypto.packing import SlotPacking
+
+    n_val = max(1, int(round(p.validation_fraction * n_rows))) if p.validation_fraction > 0 else 0
+    return SlotPacking.for_sums((_G_BOUND, _H_BOUND), max(1, n_rows - n_val),
+                                plaintext_bits=plaintext_bits, precision=p.precision)
+
+
+def _check_declared_packing(who: str, setup: dict, packing: Any) -> None:
+    """Refuse a setup whose declared layout differs from the one the job spec implies."""
+    want = {"max_abs": list(packing.max_abs), "max_terms": packing.max_terms, "precision": packing.precision,
+            "slot_bits": packing.slot_bits}
+    for key, value in want.items():
+        got = setup.get(key)
+        same = (isinstance(got, list) and len(got) == len(value) and all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) and float(a) == float(b) for a, b in zip(got, value))
+        ) if isinstance(value, list) else (isinstance(got, int) and not isinstance(got, bool) and got == value)
+        if not same:
+            shown = repr(got)[:40]
+            raise ProtocolError(f"{who} declared SecureBoost packing {key} = {shown}, but the job spec gives {value}; "
+                                f"refusing (a partner-chosen layout could expose this party's bins). Check that both "
+                                f"parties run the same job spec and fedrisk version")
 
 
 def _int_array(x: Any, who: str, what: str) -> np.ndarray:
@@ -698,11 +763,8 @@ class SecureBoostLabelHolder:
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         n = len(y)
-        rng = np.random.default_rng(p.seed)
-        val = np.zeros(n, dtype=bool)
-        if p.validation_fraction > 0:
-            val[rng.choice(n, size=max(1, int(round(p.validation_fraction * n))), replace=False)] = True
-        train_pos = np.flatnonzero(~val)
+        schedule = _RowSchedule(p, n)
+        val, train_pos = schedule.val, schedule.train_pos
         self.n_val_ = int(val.sum())
         if len(np.unique(y[train_pos])) < 2:
             raise ConfigError("SecureBoost: the training rows hold only one class; both defaults and non-defaults are needed")
@@ -722,8 +784,7 @@ class SecureBoostLabelHolder:
             g, h = logloss_grad_hess(y, margin)
             # the fixed-point grid the feature holders see: plaintext and encrypted sums then agree
             g, h = np.round(g * scale) / scale, np.round(h * scale) / scale
-            rows = train_pos if p.subsample >= 1 else np.sort(
-                rng.choice(train_pos, size=max(2, int(round(p.subsample * len(train_pos)))), replace=False))
+            rows = schedule.tree_rows()
             local = p.first_tree_label_holder_only and t == 0
             is_grad = np.zeros(n, dtype=bool)
             is_grad[rows] = True
@@ -1020,6 +1081,7 @@ class SecureBoostFeatureHolder:
                         dtype=np.int64)
         offs = np.concatenate([[0], np.cumsum(nb)[:-1]]).astype(np.int64)
         per_node = int(nb.sum())
+        schedule = _RowSchedule(p, n)  # the rows each tree may use: fixed by the shared job settings
         setup = ph.recv(ch, lh, "sb.setup")
         if not isinstance(setup, dict) or setup.get("n_rows") != n:
             raise ProtocolError(f"{who} trains on {setup.get('n_rows') if isinstance(setup, dict) else '?'} aligned rows, "
@@ -1027,10 +1089,8 @@ class SecureBoostFeatureHolder:
         pub = public_key_from_wire(setup["pk"], min_bits=p.key_bits)
         if pub.scheme != p.scheme:
             raise ProtocolError(f"{who} sent a {pub.scheme} key; the job says scheme = {p.scheme!r}")
-        packing = SlotPacking.for_sums(tuple(setup["max_abs"]), int(setup["max_terms"]),
-                                       plaintext_bits=pub.plaintext_bits, precision=int(setup["precision"]))
-        if packing.slot_bits != setup["slot_bits"]:
-            raise ProtocolError(f"{who} sent an inconsistent slot layout")
+        packing = _expected_packing(p, n, pub.plaintext_bits)
+        _check_declared_packing(who, setup, packing)
         missing = binner.missing_bins()
         ph.send(ch, lh, "sb.bins", {"n_bins": nb.astype(np.int64), "skip": skip, "missing": missing},
                 "plaintext-by-design")
@@ -1043,6 +1103,7 @@ class SecureBoostFeatureHolder:
         plan_rows: np.ndarray | None = None
         t = 0
         while True:
+            expected_rows = schedule.tree_rows()  # drawn for every tree, as the label holder does
             if t == 0 and p.first_tree_label_holder_only:
                 # the label holder builds tree 0 alone (a shared setting): nothing to receive
                 trees.append({"nodes": []})
@@ -1054,8 +1115,12 @@ class SecureBoostFeatureHolder:
             if msg.get("stop"):
                 break
             rows = _int_array(msg.get("rows"), who, "gradient rows")
-            if rows.size and (rows.min() < 0 or rows.max() >= n):
-                raise ProtocolError(f"{who} sent gradient rows outside [0, {n})")
+            if not np.array_equal(rows, expected_rows):
+                # a label holder choosing the rows (e.g. a handful per tree) would make every bin
+                # sum describe a few known customers; the job's seed fixes them for both sides
+                raise ProtocolError(f"{who} announced {len(rows)} gradient rows for tree {t} that differ from the "
+                                    f"{len(expected_rows)} rows the job's seed, subsample and validation_fraction give; "
+                                    f"refusing")
             packing.check_terms(len(rows))
             n_chunks = msg.get("chunks")
             if not isinstance(n_chunks, int) or not 1 <= n_chunks <= len(rows):
@@ -1164,54 +1229,113 @@ def _split_left(x: np.ndarray, node: dict) -> np.ndarray:
 
 def score_feature_holder(channel: Channel, model: FeatureHolderModel, X: np.ndarray, label_holder: str,
                          tag: str = "predict") -> None:
-    """Send the label holder one left/right bit per row for each of this party's split nodes."""
+    """Answer the label holder's per-level questions: a left/right bit for each row that reached a node.
+
+    The label holder walks all trees level by level and asks, for each of this party's split nodes
+    in the current level, about exactly the rows that reached it (``sbi.<tag>.q<r>``); this party
+    answers one bit per asked row (``sbi.<tag>.a<r>``) until ``done``. Checks keep even a deviating
+    label holder from asking about one row twice in a round of one tree or about one node twice.
+    """
     X = np.asarray(X, dtype=np.float64)
+    n = len(X)
     name_to_col = {f: i for i, f in enumerate(model.features)}
-    keys, bits = [], []
-    for t, tree in enumerate(model.trees):
-        for nd in tree["nodes"]:
-            keys.append((t, int(nd["id"])))
-            bits.append(_pack_bits(_split_left(X[:, name_to_col[nd["feature"]]], nd)))
-    channel.send(label_holder, f"sbi.{tag}.bits", {
-        "n_rows": len(X), "nodes": np.array(keys, dtype=np.int64).reshape(-1, 2),
-        "bits": np.array(bits, dtype=np.uint8).reshape(len(keys), (len(X) + 7) // 8)}, kind="plaintext-by-design")
+    own = {(t, int(nd["id"])): nd for t, tree in enumerate(model.trees) for nd in tree["nodes"]}
+    who = f"label holder {label_holder!r}"
+    asked: set[tuple[int, int]] = set()
+    for r in range(len(own) + 1):
+        msg = channel.recv(label_holder, f"sbi.{tag}.q{r}")
+        if not isinstance(msg, dict):
+            raise ProtocolError(f"{who} sent a malformed scoring question")
+        if msg.get("done"):
+            return
+        if msg.get("n_rows") != n:
+            raise ProtocolError(f"{who} scores {msg.get('n_rows')!r:.20} rows, this party holds {n}; the alignments differ")
+        keys = _int_array(msg.get("nodes"), who, "nodes").reshape(-1, 2)
+        rows_list = msg.get("rows")
+        if not isinstance(rows_list, list) or len(rows_list) != len(keys):
+            raise ProtocolError(f"{who} sent {len(keys)} nodes but no matching row lists")
+        seen_in_round: dict[int, np.ndarray] = {}
+        answers = []
+        for (t, node), rows in zip(keys.tolist(), rows_list):
+            rows = _int_array(rows, who, "rows")
+            if (t, node) not in own or (t, node) in asked:
+                raise ProtocolError(f"{who} asked about tree {t}, node {node}, which this party does not own "
+                                    f"or already answered")
+            if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= n or np.any(np.diff(rows) <= 0))):
+                raise ProtocolError(f"{who} asked about rows that are not sorted, unique positions in [0, {n})")
+            prev = seen_in_round.get(t)
+            if prev is not None and np.intersect1d(prev, rows, assume_unique=True).size:
+                raise ProtocolError(f"{who} asked about one row at two nodes of tree {t} in one level; refusing "
+                                    f"(a row reaches one node per level)")
+            seen_in_round[t] = rows if prev is None else np.union1d(prev, rows)
+            asked.add((t, node))
+            nd = own[(t, node)]
+            answers.append(_pack_bits(_split_left(X[rows, name_to_col[nd["feature"]]], nd)))
+        channel.send(label_holder, f"sbi.{tag}.a{r}", {"bits": answers}, kind="plaintext-by-design")
+    raise ProtocolError(f"{who} asked more scoring rounds than this party has split nodes")
 
 
 def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, hosts: Sequence[str],
                        tag: str = "predict") -> np.ndarray:
-    """Walk every tree over aligned rows ``X`` with the feature holders' bits; return probabilities."""
+    """Walk every tree over aligned rows ``X``, level by level; return probabilities.
+
+    Own split nodes and leaves are resolved locally; for the feature holders' split nodes of the
+    current level this party asks each owner about exactly the rows that reached the node, so a
+    feature holder reveals one bit per row per own node *on that row's path*, not per node.
+    """
     X = np.asarray(X, dtype=np.float64)
     n = len(X)
-    host_bits: dict[tuple[int, int], np.ndarray] = {}
-    owners: dict[tuple[int, int], str] = {}
-    for hh in hosts:
-        msg = channel.recv(hh, f"sbi.{tag}.bits")
-        if not isinstance(msg, dict) or msg.get("n_rows") != n:
-            raise ProtocolError(f"party {hh!r} scored {msg.get('n_rows') if isinstance(msg, dict) else '?'} rows, expected {n}")
-        keys = _int_array(msg["nodes"], f"party {hh!r}", "nodes").reshape(-1, 2)
-        for (t, node), b in zip(keys.tolist(), msg["bits"]):
-            host_bits[(t, node)] = _unpack_bits(np.asarray(b, dtype=np.uint8), n, f"party {hh!r}")
-            owners[(t, node)] = hh
     margin = np.full(n, float(model.base_score))
     cols = {f: i for i, f in enumerate(model.features)}
-    for t, tree in enumerate(model.trees):
-        nodes = {int(nd["id"]): nd for nd in tree["nodes"]}
-        rows = {0: np.arange(n)}
-        for node_id in sorted(nodes):
-            r = rows.pop(node_id, None)
-            if r is None:
-                continue
-            nd = nodes[node_id]
-            if "leaf" in nd:
-                margin[r] += float(nd["leaf"])
-                continue
-            if "threshold" in nd:
-                go = _split_left(X[r, cols[nd["feature"]]], nd)
-            else:
-                b = host_bits.get((t, node_id))
-                if b is None:
-                    raise ProtocolError(f"no feature holder answered for tree {t}, node {node_id} (owner {nd.get('owner')!r})")
-                go = b[r]
-            rows[int(nd["left"])] = r[go]
-            rows[int(nd["right"])] = r[~go]
+    trees = [{int(nd["id"]): nd for nd in tree["nodes"]} for tree in model.trees]
+    frontier: list[dict[int, np.ndarray]] = [{0: np.arange(n)} for _ in trees]
+    hosts = list(hosts)
+    row_dtype = np.uint32 if n < 2 ** 32 else np.int64  # half the bytes of int64 positions
+    r = 0
+    while True:
+        asks: dict[str, list[tuple[int, int, np.ndarray]]] = {h: [] for h in hosts}
+        for t, nodes in enumerate(trees):
+            stack = list(frontier[t].items())
+            waiting: dict[int, np.ndarray] = {}
+            while stack:
+                node_id, rows = stack.pop()
+                nd = nodes[node_id]
+                if "leaf" in nd:
+                    margin[rows] += float(nd["leaf"])
+                elif rows.size == 0:
+                    continue
+                elif "threshold" in nd:
+                    go = _split_left(X[rows, cols[nd["feature"]]], nd)
+                    stack += [(int(nd["left"]), rows[go]), (int(nd["right"]), rows[~go])]
+                else:
+                    owner = nd.get("owner")
+                    if owner not in asks:
+                        raise ProtocolError(f"tree {t}, node {node_id} belongs to {owner!r}, which is not among the "
+                                            f"feature holders {hosts}")
+                    waiting[node_id] = rows
+                    asks[owner].append((t, node_id, rows))
+            frontier[t] = waiting
+        if not any(asks.values()):
+            break
+        for h in hosts:
+            q = asks[h]
+            channel.send(h, f"sbi.{tag}.q{r}", {
+                "n_rows": n, "nodes": np.array([(t, i) for t, i, _ in q], dtype=np.int64).reshape(-1, 2),
+                "rows": [rows.astype(row_dtype) for _, _, rows in q]}, kind="plaintext-by-design")
+        for h in hosts:
+            q = asks[h]
+            msg = channel.recv(h, f"sbi.{tag}.a{r}")
+            bits = msg.get("bits") if isinstance(msg, dict) else None
+            if not isinstance(bits, list) or len(bits) != len(q):
+                raise ProtocolError(f"party {h!r} answered {len(bits) if isinstance(bits, list) else '?'} of {len(q)} "
+                                    f"scoring questions")
+            for (t, node_id, rows), b in zip(q, bits):
+                go = _unpack_bits(b, len(rows), f"party {h!r}")
+                nd = trees[t][node_id]
+                del frontier[t][node_id]
+                frontier[t][int(nd["left"])] = rows[go]
+                frontier[t][int(nd["right"])] = rows[~go]
+        r += 1
+    for h in hosts:
+        channel.send(h, f"sbi.{tag}.q{r}", {"done": True}, kind="control")
     return sigmoid(margin)

@@ -1,0 +1,127 @@
+"""A feature holder with a near-unique column tries to read the labels off its released bins.
+
+Attack (issue 12, item 1): one prebin per category of a unique-per-row text column; the label
+holder orders the categories by bad rate and sends back groups and WOE, which then separate the
+bads from the goods row by row (an honest ``vertical.scorecard`` run gave a feature holder 3,982 of
+3,982 labels). These tests run the real protocol in memory with ``reveal = "woe"`` (what the
+scorecard uses), take everything the feature holder received — the result message and its own
+WOE/bins, from which its scorecard file is built — and score its best per-row label guess.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedrisk.errors import ConfigError
+from fedrisk.finance.binning import BinningConfig
+from fedrisk.finance.metrics import auc
+from fedrisk.finance.vertical_woe import ReleaseRule, vertical_woe_feature_holder, vertical_woe_label_holder
+from fedrisk.runtime.tasks import parse_params
+from fedrisk.runtime.threads import run_roles
+from fedrisk.transport.channel import InMemoryNetwork
+
+N = 2000
+
+
+def _data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(N) < 0.2).astype(int)
+    X = pd.DataFrame({
+        "merchant_ref": [f"M-{i:06d}-{rng.integers(1e6)}" for i in range(N)],  # unique per row
+        "postcode": rng.choice([f"P{k:04d}" for k in range(1500)], N),          # near-unique
+        "rare_codes": np.where(rng.random(N) < 0.5, "common", [f"r{k}" for k in rng.integers(0, 400, N)]),
+        "noise_num": rng.normal(size=N),                                         # 1000 prebins of ~2 rows
+    })
+    return X, y
+
+
+def _run(X, y, release=None, n_prebins=1000):
+    cfg = BinningConfig(max_bins=1000, n_prebins=n_prebins, min_bin_frac=0.0, method="quantile")
+    net = InMemoryNetwork(["lh", "fh"], capture=True)
+    out = run_roles({
+        "lh": lambda ch: vertical_woe_label_holder(ch, ["fh"], y, config=cfg, reveal="woe", key_bits=1024,
+                                                   release=release),
+        "fh": lambda ch: vertical_woe_feature_holder(ch, "lh", X, config=cfg, max_corr=None, min_key_bits=1024,
+                                                     release=release),
+    }, network=net)
+    return out["fh"], net
+
+
+def _best_guess(res, X, y) -> dict[str, tuple[float, float]]:
+    """Per feature: (AUC of the row's released WOE against the label, best threshold accuracy)."""
+    out = {}
+    base_acc = max(y.mean(), 1 - y.mean())
+    for f in X.columns:
+        w = res.woe[f][res.bins[f].assign(X[f])]
+        a = auc(y, -w)  # low WOE = many bads
+        a = max(a, 1 - a)
+        acc = base_acc
+        for thr in np.unique(w):
+            for guess in ((w <= thr), (w > thr)):
+                acc = max(acc, float(np.mean(guess.astype(int) == y)))
+        out[f] = (a, acc)
+    return out
+
+
+def test_feature_holder_cannot_guess_labels_better_than_the_base_rate():
+    X, y = _data()
+    res, net = _run(X, y)
+    # what the feature holder received from the label holder is exactly what it uses here
+    got = [e for e in net["fh"].captured if e.tag == "vwoe.result"]
+    assert len(got) == 1 and set(got[0].body["features"]) == set(X.columns)
+    base_acc = max(y.mean(), 1 - y.mean())
+    for f, (a, acc) in _best_guess(res, X, y).items():
+        # unrelated columns: bins of >= 50 rows fitted in-sample rank slightly better than chance
+        # (40 bins of 50 rows: AUC ~0.57 from noise alone), never anywhere near the labels
+        assert a < 0.62, (f, a)
+        assert acc <= base_acc + 0.02, (f, acc, base_acc)
+    # every released bin covers >= min(50, 5 % of rows) rows and 5 goods and 5 bads
+    for f in X.columns:
+        idx = res.bins[f].assign(X[f])
+        for b in range(res.bins[f].n_bins):
+            rows = idx == b
+            if rows.any():
+                assert rows.sum() >= 50 and y[rows].sum() >= 5 and (1 - y[rows]).sum() >= 5, (f, b, rows.sum())
+
+
+def test_near_unique_column_is_flagged_by_name(caplog):
+    X, y = _data(1)
+    with caplog.at_level(logging.WARNING, logger="fedrisk.finance.vertical_woe"):
+        res, _ = _run(X[["merchant_ref", "noise_num"]], y)
+    assert any("'merchant_ref'" in w for w in res.warnings)
+    assert not any("'noise_num'" in w for w in res.warnings)
+    assert res.bins["merchant_ref"].n_bins == 1  # every category rare: one pooled bin, WOE 0
+    assert np.allclose(res.woe["merchant_ref"][:1], 0.0)
+
+
+def test_every_encrypted_sum_covers_enough_rows():
+    """Pooling happens before encryption: the label holder's decrypted sums are over >= need rows."""
+    X, y = _data(2)
+    _, net = _run(X, y)
+    sizes = [e.body for e in net["lh"].captured if e.tag == "vwoe.sizes"][0]
+    n = np.asarray(sizes["sizes"])
+    assert n[n > 0].min() >= 50
+
+
+def test_signal_survives_the_rule():
+    """A real predictor with enough rows per bin is still released (the rule does not kill IV)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=N)
+    y = (rng.random(N) < 1 / (1 + np.exp(-(2 * x - 1.5)))).astype(int)
+    res, _ = _run(pd.DataFrame({"x": x}), y, n_prebins=20)
+    assert res.iv["x"] > 0.5 and res.bins["x"].n_bins >= 4
+
+
+def test_release_settings_are_task_params_validated_by_the_spec():
+    from fedrisk.tasks import vertical_scorecard, vertical_woe
+
+    for mod in (vertical_woe, vertical_scorecard):
+        p = parse_params(mod.Params, {"kind": mod.KIND, "min_bin_rows": 100, "min_bin_class": 10}, "job.toml")
+        assert p.release() == ReleaseRule(100, 0.05, 10, 0.5)
+        with pytest.raises(ConfigError, match="min_bin_rows"):
+            parse_params(mod.Params, {"kind": mod.KIND, "min_bin_rows": 0}, "job.toml")
+        with pytest.raises(ConfigError, match="min_bin_share"):
+            parse_params(mod.Params, {"kind": mod.KIND, "min_bin_share": 0.7}, "job.toml")

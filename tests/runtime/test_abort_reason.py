@@ -1,0 +1,112 @@
+"""A failing party tells its partners why — without a customer id, a value or a local path.
+
+Attack (issue 12, item 3): a bank whose file holds a duplicated customer id fails; before the fix
+its ``ctl.abort`` carried ``'CUST-…' appears 2 times`` and the local file path to every partner,
+which logged both. These tests capture what the partners actually receive (in memory and over
+gRPC + mTLS) and look for the id and the path.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedrisk.data.loading import load_party_table
+from fedrisk.errors import DataError, FedriskError, TransportError
+from fedrisk.runtime.abort_reason import redact, wire_reason
+from fedrisk.runtime.threads import run_roles
+
+SECRET_ID = "CUST-SECRET-0042"
+
+
+def _dup_file(tmp: Path) -> Path:
+    ids = [f"CUST-{i:04d}" for i in range(40)] + [SECRET_ID, SECRET_ID]
+    rng = np.random.default_rng(0)
+    path = tmp / "private_dir_bank2" / "bank2_customers.csv"
+    path.parent.mkdir()
+    pd.DataFrame({"cid": ids, "y": rng.integers(0, 2, len(ids)), "x0": rng.normal(size=len(ids))}).to_csv(path, index=False)
+    return path
+
+
+def test_local_error_names_the_id_but_the_partner_sees_only_the_check_and_counts(tmp_path):
+    path = _dup_file(tmp_path)
+    seen: dict[str, str] = {}
+
+    def failing(ch):
+        load_party_table(path, party="bank2", id_col="cid", label_col="y")
+
+    def partner(ch):
+        try:
+            ch.recv("bank2", "never.sent", timeout=30)
+        except TransportError as e:
+            seen[ch.me] = str(e)
+
+    with pytest.raises(DataError) as info:
+        run_roles({"bank1": partner, "bank2": failing, "coordinator": partner})
+    local = str(info.value)
+    assert SECRET_ID in local and "bank2_customers.csv" in local  # the owner's own operator sees it all
+    assert set(seen) == {"bank1", "coordinator"}
+    for text in seen.values():
+        assert "bank2" in text and "DataError" in text and "duplicated ids" in text
+        assert "appears 2 times" in text  # counts stay
+        assert SECRET_ID not in text and "CUST-" not in text
+        assert "private_dir_bank2" not in text and "bank2_customers" not in text and str(tmp_path) not in text
+
+
+@pytest.mark.parametrize("message, leaked", [
+    ("id column 'cid' has 1 duplicated ids, e.g. 'CUST-1' appears 2 times", ["CUST-1"]),
+    ("party 'bank2', file '/home/ops/data/b.csv': bad", ["/home", "b.csv"]),
+    ("cannot read /srv/bank/x.parquet (permission denied)", ["/srv", "x.parquet"]),
+    ("non-integer id (e.g. 12345.5)", ["12345.5"]),
+    ("account 123456789012 is odd", ["123456789012"]),
+    ("value np.float64(3.25) out of range", ["3.25"]),
+    ("line one\nforged: line two", ["\n"]),
+])
+def test_redact_removes_ids_values_and_paths(message, leaked):
+    out = redact(message, keep=["bank2"])
+    for token in leaked:
+        assert token not in out
+    assert "'bank2'" in out or "bank2" not in message
+
+
+def test_non_fedrisk_errors_send_only_their_class():
+    text = wire_reason("bank1", KeyError("CUST-9"))
+    assert "KeyError" in text and "CUST-9" not in text
+
+
+def test_wire_reason_keeps_public_names_and_counts():
+    e = DataError("party 'bank2': only 3 of 'x0' rows are finite; 17 rows dropped")
+    text = wire_reason("bank2", e, keep=["bank2", "x0"])
+    assert text.startswith("bank2: DataError:") and "'x0'" in text and "17 rows" in text
+
+
+@pytest.mark.e2e
+def test_partner_logs_and_ledgers_over_mtls_hold_no_id_and_no_path(tmp_path):
+    """A real `fedrisk simulate` run: bank2's duplicated id and path reach no other process's files."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
+    from test_horizontal_lr_e2e import small_federation
+
+    def mutate(name, df):
+        df["id"] = [f"CUST-{name}-{i:05d}" for i in range(len(df))]
+        if name == "bank2":
+            df.loc[5, "id"] = SECRET_ID
+            df.loc[6, "id"] = SECRET_ID
+        return df
+
+    spec = small_federation(tmp_path, mutate=mutate, rounds=1)
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "fedrisk", "simulate", str(spec), "--out", str(run)],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert SECRET_ID in r.stderr  # bank2's own error line, shown to bank2's operator
+    # what the other participants' processes wrote (the simulate-only job.toml copy is no one's)
+    others = [p for p in run.rglob("*") if p.is_file() and any(o in p.name for o in ("bank1", "bank3", "coordinator"))]
+    assert any("aborted the job" in p.read_text(errors="replace") for p in others), [p.name for p in others]
+    for p in others:
+        text = p.read_text(errors="replace")
+        assert SECRET_ID not in text, p
+        assert "bank2.csv" not in text, p  # (a party may log its own path, never a partner's)
