@@ -192,7 +192,7 @@ def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run directory"),
          seed: int = typer.Option(0, help="seed of the synthetic federation"),
-         rounds: int = typer.Option(30, help="FedAvg rounds")) -> None:
+         rounds: int = typer.Option(30, help="most training rounds (the exact Newton solver stops when converged)")) -> None:
     """Three synthetic banks train one default model over mutual TLS; compare with pooled and each bank alone."""
     from fedrisk.runtime.demo import run_demo
 

@@ -40,8 +40,7 @@ def _spec_text(banks: dict[str, Path], test: Path, ports: list[int], rounds: int
     for (name, path), port in zip(banks.items(), ports[1:]):
         lines += [f"[parties.{name}]", f'address = "127.0.0.1:{port}"', f'data = "{path.as_posix()}"',
                   'id = "id"', 'label = "y"', ""]
-    lines += ["[task]", 'kind = "horizontal.lr"', f"rounds = {rounds}", "local_epochs = 2", "batch_size = 32",
-              "learning_rate = 0.05", "l2 = 0.0001", "", "[evaluation]", f'test = "{test.as_posix()}"',
+    lines += ["[task]", 'kind = "horizontal.lr"', f"rounds = {rounds}", "l2 = 0.0001", "", "[evaluation]", f'test = "{test.as_posix()}"',
               f'holder = "{next(iter(banks))}"', "", "[security]", 'certs = "certs"', "secure_aggregation = true", ""]
     return "\n".join(lines)
 
