@@ -136,7 +136,7 @@ def run(ctx: PartyContext) -> None:
     card = params.card().fit(enc, coef, intercept, feats)
     ctx.write_json("scorecard.json", {"format": "fedrisk.scorecard", "version": 1, "task": KIND, "job": spec.job_id,
                                       **card.to_dict(), "coef": dict(zip(feats, coef.tolist())),
-                                      "intercept": intercept, "history": model.history})
+                                      "intercept": intercept, "n_reasons": params.n_reasons, "history": model.history})
     if ctx.name == COORDINATOR or ctx.name != spec.evaluation_holder():
         return
     from fedrisk.finance.metrics import evaluate
