@@ -494,6 +494,15 @@ def run(ctx: PartyContext) -> None:
            "n_reasons": params.n_reasons, "name_reasons": me in params.name_reasons, "run_id": ctx.run_id,
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json(ctx.out / model_file(me), doc)
+    # this party's binning tables, for its own report (the label holder's with goods and bads per bin)
+    if is_lh:
+        from fedrisk.tasks.horizontal_woe import woe_document
+
+        ctx.write_json(f"woe/{me}.json", woe_document(ctx, enc.woe_, sel))
+    else:
+        from fedrisk.tasks.vertical_woe import holder_woe_document
+
+        ctx.write_json(f"woe/{me}.json", holder_woe_document(ctx, vres, X_tr))
 
     res_tr = combine_points(ctx.channel, lh, hosts, part, X_tr, tag="vsc.train")
     X_te = X[test].reset_index(drop=True)
