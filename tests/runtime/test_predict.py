@@ -89,7 +89,7 @@ def test_vertical_scorecard_predict_raw_rows_with_reasons(tmp_path):
     parts = {p: json.loads((out / f"scorecard-{p}.json").read_text()) for p in ("lender", "payco", "bureau")}
     assert parts["bureau"]["name_reasons"] is True and parts["payco"]["name_reasons"] is False
     lender_rows = pd.read_csv(tmp_path / "lender.csv")
-    text_cols = [c for c in parts["lender"]["features"] if lender_rows[c].dtype == object]
+    text_cols = [c for c in parts["lender"]["features"] if not pd.api.types.is_numeric_dtype(lender_rows[c])]
     assert text_cols, "the lender's scorecard should use at least one text (categorical) column"
     new = lender_rows.drop(columns="y").head(120).copy()
     new = pd.concat([new, new.head(1).assign(id=10_000_001)], ignore_index=True)  # an id nobody else has
