@@ -367,6 +367,13 @@ def score_bands(points: np.ndarray, y: np.ndarray, pdo: float, split: str, max_b
     return c.svg(), _table(["Band (points)", "Accounts", "Share", "Bads", "Bad rate"], rows)
 
 
+def _tick(reason: str) -> str:
+    """Axis label of a reason: an aggregated partner reads ``payco (partner)``."""
+    if reason.startswith("partner features (") and reason.endswith(")"):
+        return reason[len("partner features ("):-1] + " (partner)"
+    return reason
+
+
 def reason_summary(reasons, n_show: int = 10) -> tuple[str, str]:
     """How often each reason is the top reason (and in the top k) on the test applicants."""
     import pandas as pd
@@ -388,7 +395,7 @@ def reason_summary(reasons, n_show: int = 10) -> tuple[str, str]:
     sharek = [float(anyk.get(f, 0)) / len(reasons) for f in names]
     k = len(names)
     c = Chart("Reason codes on the test applicants", "Reason (feature, or one aggregated partner)", "Share of applicants",
-              x_range=(0.4, k + 0.6), y_range=(0, max(sharek + [0.05]) * 1.25), x_ticks=[(i + 1, _short(f, 16)) for i, f in enumerate(names)],
+              x_range=(0.4, k + 0.6), y_range=(0, max(sharek + [0.05]) * 1.25), x_ticks=[(i + 1, _short(_tick(f), 16)) for i, f in enumerate(names)],
               width=max(560, 90 * k), legend="tr")
     c.bars(range(1, k + 1), share1, bar_width=0.36, offset=-0.19, color=PALETTE["bad"], label="top reason",
            values=[f"{100 * s:.0f}%" for s in share1])

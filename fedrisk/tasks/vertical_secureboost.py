@@ -162,6 +162,12 @@ def run(ctx: PartyContext) -> None:
         "bytes_sent": ctx.channel.ledger.bytes_sent,
         "protocol": f"SecureBoost, {cfg.scheme} {cfg.key_bits}-bit, packed (g, h), compressed histograms",
     }
+    if p_te is not None:  # the floor: the label holder's own features alone, same trees, locally
+        from fedrisk.finance.reference import boosting_alone, comparison
+
+        extra["comparison"] = comparison(lh, y[test], p_te, boosting_alone(
+            X[tr], y[tr], X[test], y[test], n_trees=cfg.n_trees, max_depth=cfg.max_depth,
+            learning_rate=cfg.learning_rate, seed=spec.federation.seed))
     write_evaluation(ctx, ids[tr], y[tr], p_tr, ids[test] if p_te is not None else None,
                      y[test] if p_te is not None else None, p_te,
                      [{"round": r["tree"], **{k: v for k, v in r.items() if k != "tree"}} for r in model.history],

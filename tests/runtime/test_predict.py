@@ -118,5 +118,7 @@ def test_vertical_scorecard_predict_raw_rows_with_reasons(tmp_path):
     assert not set(names) & set(parts["payco"]["features"]) - set(parts["lender"]["features"]) - set(parts["bureau"]["features"])
     assert (names == "partner features (payco)").any() and names.isin(parts["bureau"]["features"]).any()
     lost = s.loc[scored, [f"points_lost_{k}" for k in range(1, 5)]].to_numpy(dtype=float)
-    filled = np.where(np.isnan(lost), -np.inf, lost)
-    assert np.all(np.diff(filled, axis=1) <= 1e-9), "reasons are ordered by points lost"
+    for row in lost:
+        v = row[~np.isnan(row)]
+        assert np.all(np.diff(v) <= 1e-9) and np.all(v > 0), "reasons are ordered by points lost, all positive"
+        assert np.isnan(row[len(v):]).all(), "no gap between reasons"
