@@ -143,8 +143,9 @@ def test_feature_holder_report_from_its_own_directory(tmp_path):
         assert text not in html, text
 
 
-def test_woe_task_report_has_binning_not_empty_model_sections(tmp_path):
-    run = tmp_path / "run"
+def woe_run(root: Path) -> Path:
+    """A horizontal WOE run seen by the coordinator: the global IV table and a bank's binning file."""
+    run = root / "run"
     (run / "woe").mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({
         "task": "horizontal.woe", "job": "g", "written_by": "coordinator",
@@ -156,6 +157,11 @@ def test_woe_task_report_has_binning_not_empty_model_sections(tmp_path):
             {"bin": 2, "label": "missing", "n": 0, "goods": 0, "bads": 0, "bad_rate": None, "woe": 0.0}]}},
         "local": {"checking": {"iv": 0.123456789}}}))
     _ledger(run, "coordinator", "bank1", kind="aggregate")
+    return run
+
+
+def test_woe_task_report_has_binning_not_empty_model_sections(tmp_path):
+    run = woe_run(tmp_path)
     html = write_report(run).read_text()
     assert "Binning tables and WOE" in html and "checking: WOE per bin" in html and "&lt; 0 DM" in html
     assert "Information value by party" in html and "0.123456789" not in html
