@@ -41,6 +41,9 @@ def stability_labels(ctx: PartyContext, n_train: int, test_source: str) -> dict[
     that segment's difference, not drift. The caveat says so in ``metrics.json`` and the report.
     """
     me = ctx.name
+    if ctx.spec.task["kind"].startswith("vertical"):  # every party's columns, the same aligned rows
+        return {"expected_label": "train", "actual_label": "test",
+                "expected": f"the aligned training rows ({n_train:,})", "actual": test_source}
     out = {"expected_label": f"{me} train", "actual_label": "test",
            "expected": f"{me}'s own training rows ({n_train:,})", "actual": test_source}
     banks = [p for p in ctx.spec.parties if ctx.spec.parties[p].label]
