@@ -172,6 +172,18 @@ def to_points(prob: np.ndarray, base_score: float, base_odds: float, pdo: float)
 
 
 # -- documentation header -------------------------------------------------------------------
+def _full_params(task: dict[str, Any]) -> dict[str, Any]:
+    """The ``[task]`` table with every default filled in by the task's own ``Params`` (as training used it)."""
+    given = {k: v for k, v in task.items() if k != "kind"}
+    try:
+        from fedrisk.runtime.tasks import get_task
+
+        params = getattr(get_task(str(task.get("kind"))), "Params", None)
+        return params.model_validate(given).model_dump(mode="json") if params is not None else given
+    except Exception:  # an older or unknown task kind: show what the spec says
+        return given
+
+
 def header_section(m: dict[str, Any], view: dict[str, Any], ledgers: dict[str, list[dict[str, Any]]]) -> str:
     """Model documentation: what was trained, by whom, on how many rows, with which settings."""
     from fedrisk import __version__
@@ -229,9 +241,10 @@ def header_section(m: dict[str, Any], view: dict[str, Any], ledgers: dict[str, l
     if job.get("coordinator") is not None or "coordinator" in sent:
         prow.append(["coordinator", "aggregator (no data)", "—", format_bytes(sent["coordinator"]) if "coordinator" in sent else "—"])
     ptab = _table(["Party", "Role", "Rows", "Bytes sent"], prow) if prow else ""
-    hp = {k: v for k, v in task.items() if k != "kind"}
-    hp_tab = _table(["Hyper-parameter", "Value"], [[escape(k), escape(json.dumps(v) if not isinstance(v, str) else v)]
-                                                   for k, v in sorted(hp.items())], "kv") if hp else \
+    hp = _full_params(task)
+    hp_tab = _table(["Hyper-parameter", "Value", "Set by"],
+                    [[escape(k), escape(json.dumps(v) if not isinstance(v, str) else v), "spec" if k in task else "default"]
+                     for k, v in sorted(hp.items())], "kv") if hp else \
         '<p class="na">The job spec is not in this run directory; hyper-parameters not shown.</p>'
     return (f'<div class="figs"><div class="cell"><h3>Model</h3>{info}</div>'
             f'<div class="cell"><h3>Parties</h3>{ptab}<h3>[task] settings</h3>{hp_tab}</div></div>')
@@ -448,20 +461,24 @@ def importance_section(view: dict[str, Any]) -> str:
         return ""
     out = []
     viewer = view.get("viewer")
+    # one scale for all parties: shares of the model's total gain, so a partner's 75% is not drawn like 19%
+    total = sum(float(v.get("gain", 0)) for feats in imp.values() if isinstance(feats, dict)
+                for v in feats.values() if isinstance(v, dict)) or 1.0
+    top = max([float(v.get("gain", 0)) / total for feats in imp.values() if isinstance(feats, dict)
+               for v in feats.values() if isinstance(v, dict)] + [0.01])
     for party, feats in imp.items():
         if not isinstance(feats, dict) or not feats:
             continue
         items = sorted(((str(f), v) for f, v in feats.items() if isinstance(v, dict)), key=lambda t: -float(t[1].get("gain", 0)))
-        total = sum(float(v.get("gain", 0)) for _, v in items) or 1.0
         names = [f for f, _ in items][:15]
         gains = [float(v.get("gain", 0)) / total for _, v in items][:15]
         anon = party != viewer
-        c = Chart(f"{party}: share of total gain" + (" (partner's features anonymised)" if anon else ""), "Feature",
-                  "Share of this party's gain", x_range=(0.4, len(names) + 0.6), y_range=(0, max(gains + [0.01]) * 1.25),
+        c = Chart(f"{party}: share of the model's total gain" + (" (partner's features anonymised)" if anon else ""),
+                  "Feature", "Share of total gain", x_range=(0.4, len(names) + 0.6), y_range=(0, top * 1.25),
                   x_ticks=[(i + 1, _short(n, 12)) for i, n in enumerate(names)], width=max(480, 60 * len(names)))
         c.bars(range(1, len(names) + 1), gains, bar_width=0.7, color=PALETTE["model"] if not anon else PALETTE["train"],
                values=[f"{100 * g:.0f}%" for g in gains])
-        tbl = _table(["Feature", "Total gain", "Splits", "Share of gain"],
+        tbl = _table(["Feature", "Total gain", "Splits", "Share of total gain"],
                      [[escape(f), _num(float(v.get("gain", 0)), 1), _num(int(v.get("splits", 0))),
                        _pct(float(v.get("gain", 0)) / total)] for f, v in items])
         out.append(f"<h3>{escape(party)}</h3>" + f'<div class="figs"><figure>{c.svg()}</figure><div class="cell">{tbl}</div></div>')
