@@ -389,9 +389,10 @@ def _stability(m: dict[str, Any]) -> str:
     c.bars([i + 1 for i in range(k)], a, bar_width=0.36, offset=0.19, color=PALETTE["model"], label=act_l)
     band = escape(str(st.get("band", "")))
     head = (f'<p class="psi band-{band}"><strong>PSI {_num(st.get("psi"), 4)}</strong> — {band}. '
-            f"Compares the model's scores on <strong>{escape(st.get('expected') or exp_l)}</strong> (expected, "
-            f"{_num(st.get('n_expected'))} rows) with <strong>{escape(st.get('actual') or act_l)}</strong> (actual, "
-            f"{_num(st.get('n_actual'))} rows). "
+            f"Compares the model's scores on <strong>{escape(st.get('expected') or exp_l + ' rows')}</strong> (expected"
+            f"{'' if st.get('expected') else ', ' + _num(st.get('n_expected'))}) with "
+            f"<strong>{escape(st.get('actual') or act_l + ' rows')}</strong> (actual"
+            f"{'' if st.get('actual') else ', ' + _num(st.get('n_actual'))}). "
             "Reading: &lt; 0.10 stable, 0.10–0.25 watch, &gt; 0.25 population shift. "
             "Empty bins are smoothed to 0.01% before the logarithm.</p>")
     if st.get("caveat"):
@@ -431,7 +432,7 @@ def _iv(m: dict[str, Any]) -> str:
         if rows:
             shown = rows[:20]
             c = Chart(f"{party}: information value (common scale)", "Feature", "IV", x_range=(0.4, len(shown) + 0.6),
-                      y_range=scale, x_ticks=[(i + 1, str(r.get("feature", ""))[:12]) for i, r in enumerate(shown)],
+                      y_range=scale, x_ticks=[(i + 1, rm._short(r.get("feature", ""), 8)) for i, r in enumerate(shown)],
                       width=max(520, 56 * len(shown)))
             c.bars(range(1, len(shown) + 1), [float(r.get("iv", 0) or 0) for r in shown], bar_width=0.7,
                    color=PALETTE["model"], values=[f"{float(r.get('iv', 0) or 0):.2f}" for r in shown])

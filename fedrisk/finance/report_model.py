@@ -313,7 +313,7 @@ def _bin_chart(f: str, rs: list[dict[str, Any]], points: bool = False) -> str:
         hi = lo + 1.0
     sub = "bad rate" if use_rate else "WOE"
     c = Chart(f"{f}: {sub} per bin" + (" (points in labels)" if points else ""), "Bin", "Bad rate" if use_rate else "WOE",
-              x_range=(0.4, k + 0.6), y_range=(lo, hi), x_ticks=[(i + 1, _short(r.get("label"), 14)) for i, r in enumerate(rs)],
+              x_range=(0.4, k + 0.6), y_range=(lo, hi), x_ticks=[(i + 1, _short(r.get("label"), 11)) for i, r in enumerate(rs)],
               width=max(420, 78 * k))
     labels = []
     for r in rs:
@@ -408,7 +408,7 @@ def reason_summary(reasons, n_show: int = 10) -> tuple[str, str]:
     sharek = [float(anyk.get(f, 0)) / len(reasons) for f in names]
     k = len(names)
     c = Chart("Reason codes on the test applicants", "Reason (feature, or one aggregated partner)", "Share of applicants",
-              x_range=(0.4, k + 0.6), y_range=(0, max(sharek + [0.05]) * 1.25), x_ticks=[(i + 1, _short(_tick(f), 16)) for i, f in enumerate(names)],
+              x_range=(0.4, k + 0.6), y_range=(0, max(sharek + [0.05]) * 1.25), x_ticks=[(i + 1, _short(_tick(f), 13)) for i, f in enumerate(names)],
               width=max(560, 90 * k), legend="tr")
     c.bars(range(1, k + 1), share1, bar_width=0.36, offset=-0.19, color=PALETTE["bad"], label="top reason",
            values=[f"{100 * s:.0f}%" for s in share1])
@@ -475,7 +475,7 @@ def importance_section(view: dict[str, Any]) -> str:
         anon = party != viewer
         c = Chart(f"{party}: share of the model's total gain" + (" (partner's features anonymised)" if anon else ""),
                   "Feature", "Share of total gain", x_range=(0.4, len(names) + 0.6), y_range=(0, top * 1.25),
-                  x_ticks=[(i + 1, _short(n, 12)) for i, n in enumerate(names)], width=max(480, 60 * len(names)))
+                  x_ticks=[(i + 1, _short(n, 9)) for i, n in enumerate(names)], width=max(480, 60 * len(names)))
         c.bars(range(1, len(names) + 1), gains, bar_width=0.7, color=PALETTE["model"] if not anon else PALETTE["train"],
                values=[f"{100 * g:.0f}%" for g in gains])
         tbl = _table(["Feature", "Total gain", "Splits", "Share of total gain"],
