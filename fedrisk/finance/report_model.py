@@ -172,6 +172,20 @@ def to_points(prob: np.ndarray, base_score: float, base_odds: float, pdo: float)
 
 
 # -- documentation header -------------------------------------------------------------------
+def _own_training_rows(view: dict[str, Any]) -> int | None:
+    """A party's training rows from its own binning counts (every row falls in one bin of a feature)."""
+    card = view.get("card") or {}
+    for f in card.get("features") or []:
+        ns = [r.get("n") for r in card.get("table", []) if r.get("feature") == f]
+        if ns and all(isinstance(x, (int, float)) for x in ns):
+            return int(sum(ns))
+    for d in (view.get("binning") or {}).values():
+        ns = [r.get("n") for r in d.get("rows", [])]
+        if ns and all(isinstance(x, (int, float)) for x in ns):
+            return int(sum(ns))
+    return None
+
+
 def _full_params(task: dict[str, Any]) -> dict[str, Any]:
     """The ``[task]`` table with every default filled in by the task's own ``Params`` (as training used it)."""
     given = {k: v for k, v in task.items() if k != "kind"}
@@ -226,19 +240,22 @@ def header_section(m: dict[str, Any], view: dict[str, Any], ledgers: dict[str, l
     info = _table(["Item", "Value"], [[escape(k), v] for k, v in kv], "kv")
     # parties: role and row count where this party knows it
     peer = inter.get("peer_sizes") if isinstance(inter.get("peer_sizes"), dict) else {}
-    names = list(parties) or list(m.get("parties") or m.get("banks") or [])
+    names = list(parties) or list(m.get("parties") or m.get("banks") or rec.get("participants") or [])
     sent = {p: sum(int(e.get("bytes", 0)) for e in es) for p, es in ledgers.items()}
     prow = []
     for p in names:
         cfg = parties.get(p) if isinstance(parties.get(p), dict) else {}
-        role = "label holder" if p == lh else ("feature holder" if lh else ("bank" if cfg.get("label") else "party"))
+        role = "label holder" if p == lh else ("feature holder" if lh else ("bank" if cfg.get("label") else
+                                                                           "this party" if p == viewer else "partner"))
         if p == lh or (not lh and p == viewer):
             n = inter.get("own_rows", m.get("train_rows_at_holder"))
+            if n is None and p == viewer and _own_training_rows(view) is not None:
+                n = f"{_own_training_rows(view):,} training rows"
         else:
             n = peer.get(p)
         prow.append([escape(p), role, _num(n) if n is not None else "not known to this party",
                      format_bytes(sent[p]) if p in sent else "—"])
-    if job.get("coordinator") is not None or "coordinator" in sent:
+    if (job.get("coordinator") is not None or "coordinator" in sent) and "coordinator" not in names:
         prow.append(["coordinator", "aggregator (no data)", "—", format_bytes(sent["coordinator"]) if "coordinator" in sent else "—"])
     ptab = _table(["Party", "Role", "Rows", "Bytes sent"], prow) if prow else ""
     hp = _full_params(task)
