@@ -616,6 +616,13 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
                 "stability", "Population stability",
                 "Population stability index of the model's score between two samples, named below.", _stability(m))),
         ]
+    if not card and view.get("reasons") is not None and len(view["reasons"]):
+        r_svg, r_tbl = rm.reason_summary(view["reasons"])
+        out.append(("reasons", "Reasons", "", _section(
+            "reasons", "Reason codes",
+            "Top reasons per test applicant: the features whose splits along the applicant's path in the trees added "
+            "the most to the default log-odds (per-party contributions; a partner's splits count as one reason).",
+            _figs(r_svg, r_tbl) if r_svg else r_tbl)))
     imp = rm.importance_section(view)
     if imp:
         out.append(("importance", "Importance", "", _section(

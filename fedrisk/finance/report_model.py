@@ -417,7 +417,8 @@ def reason_summary(reasons, n_show: int = 10) -> tuple[str, str]:
 
     first = reasons[cols[0]].map(base).value_counts()
     anyk = pd.concat([reasons[c].map(base) for c in cols]).value_counts()
-    lost_col = next((c for c in ("lost_1", "points_lost_1") if c in reasons.columns), None)
+    lost_col = next((c for c in ("lost_1", "points_lost_1", "contribution_1") if c in reasons.columns), None)
+    unit = "log-odds added" if lost_col == "contribution_1" else "points lost"
     names = list(anyk.index[:n_show])
     if not names:
         return "", '<p class="na">No applicant lost points on any feature.</p>'
@@ -439,8 +440,8 @@ def reason_summary(reasons, n_show: int = 10) -> tuple[str, str]:
                 mean_lost = f"{float(reasons.loc[m1, lost_col].mean()):.1f}"
         rows.append([escape(f), _num(int(first.get(f, 0))), _num(int(anyk.get(f, 0))), mean_lost])
     none = int(reasons[cols[0]].isna().sum())
-    note = f"<p>{none:,} applicant(s) lose no points on any feature (no reason).</p>" if none else ""
-    return c.svg(), note + _table(["Reason", "Top reason (applicants)", f"In top {len(cols)}", "Mean points lost as top reason"], rows)
+    note = f"<p>{none:,} applicant(s) have no reason (nothing pushes them towards default).</p>" if none else ""
+    return c.svg(), note + _table(["Reason", "Top reason (applicants)", f"In top {len(cols)}", f"Mean {unit} as top reason"], rows)
 
 
 # -- WOE / IV --------------------------------------------------------------------------------

@@ -151,7 +151,16 @@ def run(ctx: PartyContext) -> None:
     # reason codes of `fedrisk predict` need (see secureboost_reasons)
     p_tr, paths = score_with_paths(ctx.channel, model, X[tr], hosts, tag="train")
     add_covers(model, paths)
-    p_te = score_label_holder(ctx.channel, model, X[test], hosts, tag="test") if test.any() else None
+    p_te, paths_te = score_with_paths(ctx.channel, model, X[test], hosts, tag="test") if test.any() else (None, None)
+    if p_te is not None:  # reason codes of the test applicants, for the report's reason-code summary
+        from fedrisk.algorithms.vertical.secureboost_reasons import contributions, reason_codes
+        from fedrisk.finance.scorecard import reason_columns
+        from fedrisk.runtime.predict import write_predictions
+        import pandas as pd
+
+        names, _, contrib = contributions(model, paths_te)
+        cols = {k.replace("points_lost_", "contribution_"): v for k, v in reason_columns(reason_codes(names, contrib, 3), 3).items()}
+        write_predictions(ctx.out / "scores" / "test_reasons.csv", ids[test], pd.DataFrame({"score": p_te, **cols}))
     write_json(ctx.out / model_file(me, lh), {"format": FORMAT, **header, **model.to_json()})
     from fedrisk.runtime.evaluation import write_evaluation
 
