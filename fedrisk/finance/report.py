@@ -565,8 +565,11 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
         body = rm.points_table(view) + (_figs(*charts) if charts else "")
         out.append(("scorecard", "Points table", "", _section(
             "scorecard", "Scorecard: points table",
-            "Each applicant starts with the base points and adds the points of their bin on every feature. "
-            "Charts: bad rate per bin (training rows) with the bin's accounts and points.", body)))
+            ("Each applicant starts with the base points and adds the points of their bin on every feature. "
+             if card.get("base_points") is not None else
+             "This party's rows of the points table: an applicant gets the points of their bin on each of these features. ")
+            + "Charts: bad rate per bin where this party knows the labels, else WOE; each bar labelled with the bin's "
+              "training accounts and points.", body)))
         if pts is not None:
             bands_svg, bands_tbl = rm.score_bands(pts, scores[split]["y"], float(card["pdo"]), split)
             out.append(("bands", "Score bands", "", _section(
