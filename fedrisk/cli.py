@@ -55,14 +55,16 @@ def _write_report(run_dir: Path) -> Path | None:
     return write_report(run_dir)
 
 
-def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> Table:
+def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]], rows_col: str = "rows scored") -> Table:
+    """One line per model; ``rows_col`` names what the last column counts (scored rows, or training rows)."""
     t = Table(title=title)
-    for col in ("model", "AUC", "KS", "Gini", "rows"):
+    for col in ("model", "AUC", "KS", "Gini", rows_col):
         t.add_column(col, justify="right" if col != "model" else "left")
     for name, m in rows:
         auc = m.get("auc")
+        n = m.get("n_train") if rows_col.startswith("train") else m.get("n")
         t.add_row(name, f"{auc:.4f}" if auc is not None else "-", f"{m.get('ks', float('nan')):.4f}",
-                  f"{m.get('gini', 2 * auc - 1 if auc else float('nan')):.4f}", str(m.get("n_train", m.get("n", ""))))
+                  f"{m.get('gini', 2 * auc - 1 if auc else float('nan')):.4f}", f"{n:,}" if isinstance(n, int) else "")
     return t
 
 
@@ -179,8 +181,10 @@ def serve(spec: Path = typer.Argument(..., help="job spec (TOML) the model was t
 def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
     """Write RUN_DIR/report.html: one self-contained page a risk manager can read offline."""
     try:
-        if not (run_dir / "metrics.json").is_file():
-            raise ConfigError(f"{run_dir} has no metrics.json; is it a fedrisk run directory?")
+        # the label holder's directory has metrics.json; a feature holder's has its own run record
+        if not ((run_dir / "metrics.json").is_file() or any(run_dir.glob("run-*.json"))
+                or any((run_dir / "ledger").glob("*.jsonl"))):
+            raise ConfigError(f"{run_dir} has no metrics.json, run-<party>.json or ledger/; is it a fedrisk run directory?")
         path = _write_report(run_dir)
         if path is None:
             raise ConfigError("the report module is not available in this install")
@@ -204,7 +208,13 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run director
         _fail(e)
     rows = [("federated (3 banks, mTLS)", summary["federated"]), ("pooled (centralised)", summary["centralized"])]
     rows += [(f"{b} alone", m) for b, m in summary["local_only"].items()]
-    console.print(_metrics_table("Held-out market-wide test set", rows))
+    n_test = summary["federated"].get("n")
+    console.print(_metrics_table(f"Scored on the held-out market-wide test set ({n_test:,} rows)" if n_test else
+                                 "Scored on the held-out market-wide test set", rows, rows_col="training rows"))
+    st = summary.get("stability")
+    if st:
+        console.print(f"stability (PSI of the federated score, {st['expected']} vs {st['actual']}): "
+                      f"{st['psi']:.3f} ({st['band']})")
     fed, best_local = summary["federated"]["auc"], max(m["auc"] for m in summary["local_only"].values())
     console.print(f"federation vs best single bank: AUC {fed - best_local:+.4f}; "
                   f"vs pooled: {fed - summary['centralized']['auc']:+.4f}")

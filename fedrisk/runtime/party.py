@@ -42,6 +42,22 @@ def party_logger(name: str, out: Path, console: bool) -> logging.Logger:
     return log
 
 
+def _write_run_record(ctx: PartyContext, seconds: float) -> None:
+    """``run-<party>.json``: this party's own record of the run (the header of its own report).
+
+    Written by every participant, feature holders included, so ``fedrisk report`` works on a
+    feature holder's run directory from what that party itself knows.
+    """
+    from fedrisk import __version__
+
+    ctx.write_json(f"run-{ctx.name}.json", {
+        "party": ctx.name, "task": ctx.spec.task["kind"], "job": ctx.spec.job_id, "run_id": ctx.run_id,
+        "seed": ctx.spec.federation.seed, "fedrisk_version": __version__, "params": dict(ctx.spec.task),
+        "participants": list(ctx.spec.participants()), "seconds": round(seconds, 3),
+        "messages_sent": len(ctx.channel.ledger.entries), "bytes_sent": ctx.channel.ledger.bytes_sent,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
 def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str | Path | None = None,
               resume: bool = False, console: bool = True) -> None:
     """Run participant ``name`` of the job to completion; raise a :class:`FedriskError` on failure."""
@@ -81,6 +97,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
         task.run(ctx)
         log.info("done in %.2f s; sent %d messages, %d bytes", time.perf_counter() - t0,
                  len(channel.ledger.entries), channel.ledger.bytes_sent)
+        _write_run_record(ctx, time.perf_counter() - t0)
     except BaseException as e:
         reason = str(e) if isinstance(e, FedriskError) else f"{type(e).__name__}: {e}"
         log.error("failed: %s", reason, exc_info=not isinstance(e, FedriskError))
