@@ -16,6 +16,13 @@ Trust, checked on every call:
 
 Peers that are not up yet are retried with exponential backoff until ``connect_timeout``; then a
 :class:`TransportError` names the party and address.
+
+Abuse by an authenticated peer (issue 12 item 7): frames beyond the mailbox's per-peer queue
+limits are answered ``RESOURCE_EXHAUSTED`` at once (the server thread is not held) and an honest
+sender retries with backoff for up to ``recv_timeout``; refusals are kept as a bounded list, logged
+for the first :data:`LOGGED_REFUSALS` per peer and then only counted, and every peer-supplied
+string in them (abort reasons included) is cut and escaped by
+:func:`~fedrisk.transport.safe_text.safe_text`.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import logging
 import os
 import threading
 import time
+from collections import defaultdict, deque
 from concurrent import futures
 from typing import Any, Mapping
 
@@ -34,13 +42,18 @@ from cryptography import x509  # noqa: E402
 
 from fedrisk.errors import CodecError, TransportError
 from fedrisk.transport.certs import TlsFiles
-from fedrisk.transport.channel import Channel
+from fedrisk.transport.channel import Channel, QueueFull
 from fedrisk.transport.codec import DEFAULT_MAX_BYTES, encode
+from fedrisk.transport.safe_text import safe_text
 
 __all__ = ["GrpcChannel"]
 
 _METHOD = "/fedrisk.v1.Party/Deliver"
 _ABORT_TAG = "ctl.abort"
+#: refusals logged per peer before the rest are only counted
+LOGGED_REFUSALS = 20
+#: refusal reasons kept in memory (most recent)
+KEPT_REFUSALS = 100
 log = logging.getLogger("fedrisk.transport")
 
 
@@ -65,7 +78,8 @@ class GrpcChannel(Channel):
         self._stubs: dict[str, Any] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
-        self.refused: list[str] = []
+        self.refused: deque[str] = deque(maxlen=KEPT_REFUSALS)
+        self.refused_count: dict[str, int] = defaultdict(int)
 
     # -- server --------------------------------------------------------------------------------
     def start(self) -> "GrpcChannel":
@@ -102,20 +116,33 @@ class GrpcChannel(Channel):
         if peer in self.peer_cas and not self._issued_by_pinned_ca(peer, auth):
             peer = f"{peer} (certificate not issued by {peer}'s own CA)"
         if peer is None or peer not in self.peers:
-            reason = f"{self.me}: refused a connection from certificate name {peer!r}: not a party of job {self.job!r}"
-            self.refused.append(reason)
-            log.warning(reason)
+            reason = (f"{self.me}: refused a connection from certificate name {safe_text(repr(peer), 300)}: "
+                      f"not a party of job {self.job!r}")
+            self._refuse(str(peer), reason)
             context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         try:
             env = self.mailbox.put(frame, authenticated_sender=peer)
+        except QueueFull as e:
+            # no log line per frame: a flood must not turn into a flood of log
+            self.refused_count[f"{peer}:queue-full"] += 1
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except CodecError as e:
-            reason = f"{self.me}: refused a message from {peer!r}: {e}"
-            self.refused.append(reason)
-            log.warning(reason)
+            reason = f"{self.me}: refused a message from {peer!r}: {safe_text(e, 400)}"
+            self._refuse(peer, reason)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
         if env.tag == _ABORT_TAG:
-            self.mailbox.fail(f"party {peer!r} aborted the job: {env.body.get('reason', '') if isinstance(env.body, dict) else ''}")
+            why = env.body.get("reason", "") if isinstance(env.body, dict) else ""
+            self.mailbox.fail(f"party {peer!r} aborted the job: {safe_text(why, 1000)}")
         return b""
+
+    def _refuse(self, peer: str, reason: str) -> None:
+        """Keep (bounded) and log (the first few per peer) why a frame or connection was refused."""
+        n = self.refused_count[peer] = self.refused_count[peer] + 1
+        self.refused.append(reason)
+        if n <= LOGGED_REFUSALS:
+            log.warning(reason)
+        elif n == LOGGED_REFUSALS + 1 or n % 1000 == 0:
+            log.warning("%s: %d refusals from %s so far; further ones are only counted", self.me, n, safe_text(peer, 80))
 
     def _issued_by_pinned_ca(self, peer: str, auth: Mapping[str, Any]) -> bool:
         pem = (auth.get("x509_pem_cert") or [b""])[0]
@@ -148,7 +175,8 @@ class GrpcChannel(Channel):
 
     def _deliver(self, to: str, frame: bytes) -> None:
         stub = self._stub(to)
-        deadline = time.monotonic() + self.connect_timeout
+        start = time.monotonic()
+        deadline = start + self.connect_timeout
         delay = 0.05
         while True:
             left = deadline - time.monotonic()
@@ -159,14 +187,23 @@ class GrpcChannel(Channel):
             except grpc.RpcError as e:
                 code = e.code()
                 if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT):
-                    raise TransportError(f"{self.me} -> {to}: refused: {e.details()}") from None
+                    raise TransportError(f"{self.me} -> {to}: refused: {safe_text(e.details(), 400)}") from None
                 if self.mailbox.failure is not None:
                     # the job was aborted by a peer: stop knocking on doors that are closing
                     raise TransportError(self.mailbox.failure) from None
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    # back-pressure: the peer has not read what we sent yet; wait as long as a recv would
+                    if time.monotonic() - start > self.recv_timeout:
+                        raise TransportError(f"{self.me} -> {to}: the peer's queue stayed full for "
+                                             f"{self.recv_timeout:.0f} s: {safe_text(e.details(), 300)}") from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    deadline = time.monotonic() + self.connect_timeout
+                    continue
                 if code != grpc.StatusCode.UNAVAILABLE or left <= 0:
                     raise TransportError(
                         f"{self.me}: party {to!r} at {self.addresses[to]} unreachable after {self.connect_timeout:.0f} s "
-                        f"({code.name}: {e.details()}); is it running, and does it trust the same CA?"
+                        f"({code.name}: {safe_text(e.details(), 300)}); is it running, and does it trust the same CA?"
                     ) from None
             time.sleep(min(delay, max(left, 0.0)))
             delay = min(delay * 2, 1.0)
@@ -176,8 +213,8 @@ class GrpcChannel(Channel):
         for p in self.peers:
             try:
                 frame = encode(self.job, self.me, p, _ABORT_TAG, "control", {"reason": reason[:2000]}, max_bytes=DEFAULT_MAX_BYTES)
+                self.ledger.record(p, _ABORT_TAG, "control", len(frame), frame)  # before it leaves
                 self._stub(p)(frame, timeout=2.0)
-                self.ledger.record(p, _ABORT_TAG, "control", len(frame))
             except Exception:  # noqa: BLE001 - the peer may be gone already; aborting must not raise
                 pass
 
