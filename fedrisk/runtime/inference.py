@@ -151,7 +151,7 @@ def _open_channel(spec, me: str, job_id: str, certs_dir: Path, out: Path, prefix
     return GrpcChannel(me, addresses, job_id, tls_files(certs_dir, me),
                        connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
                        ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"),
-                       inbound_ledger=Ledger(me, inbound_path(out / "ledger", me), direction="in"),
+                       inbound_ledger=Ledger(me, inbound_path(out, me), direction="in", fsync=False),
                        tag_prefixes=prefixes + ("psi.", "ctl."),
                        peer_cas=spec.pinned_cas())
 

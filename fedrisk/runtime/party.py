@@ -62,7 +62,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     task = get_task(spec.task["kind"])
     driver = task.driver(spec)
     ledger_path = out / "ledger" / f"{name}.jsonl"
-    in_path = inbound_path(out / "ledger", name)
+    in_path = inbound_path(out, name)
     if not resume:
         # a new run's ledger holds only that run's messages; the earlier run's is kept, never deleted
         archive_previous(ledger_path)
@@ -70,7 +70,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     channel = GrpcChannel(
         name, spec.addresses(), spec.job_id, tls,
         connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
-        ledger=Ledger(name, ledger_path), inbound_ledger=Ledger(name, in_path, direction="in"),
+        ledger=Ledger(name, ledger_path), inbound_ledger=Ledger(name, in_path, direction="in", fsync=False),
         limits=MailboxLimits(max_queued_bytes=spec.security.max_queued_mib << 20, unread_ttl=spec.security.unread_ttl),
         tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.",), peer_cas=spec.pinned_cas(),
     )

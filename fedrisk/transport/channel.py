@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from abc import ABC, abstractmethod
 from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass
@@ -289,13 +290,14 @@ class InMemoryNetwork:
 
     def __init__(self, parties: Iterable[str], job: str = "test", capture: bool = False,
                  recv_timeout: float = 60.0, ledger_dir: str | None = None,
-                 tag_prefixes: Sequence[str] | None = None, limits: MailboxLimits | None = None) -> None:
+                 tag_prefixes: Sequence[str] | None = None, limits: MailboxLimits | None = None,
+                 inbound_dir: str | None = None) -> None:
         self.parties = tuple(parties)
         self.job = job
         self.channels: dict[str, InMemoryChannel] = {}
         for p in self.parties:
             ledger = Ledger(p, None if ledger_dir is None else f"{ledger_dir}/{p}.jsonl")
-            inbound = None if ledger_dir is None else Ledger(p, f"{ledger_dir}/inbound/{p}.jsonl", direction="in")
+            inbound = Ledger(p, None if inbound_dir is None else Path(inbound_dir) / f"{p}.jsonl", direction="in", fsync=False)
             self.channels[p] = InMemoryChannel(self, p, ledger=ledger, capture=capture, inbound_ledger=inbound,
                                                recv_timeout=recv_timeout, tag_prefixes=tag_prefixes, limits=limits)
 

@@ -11,8 +11,10 @@ Trust, checked on every call:
 * the TLS handshake requires both sides to present certificates signed by the job's CA;
 * the client pins the server's expected name (``ssl_target_name_override`` = the peer's party
   name), so a party cannot impersonate another party's server;
-* the server reads the client's certificate name from the auth context and refuses any frame
-  whose envelope names a different sender (so a party cannot speak for another).
+* the server reads the client's certificate from the auth context, takes its identity under
+  the same rule the client's name check follows (:func:`~fedrisk.transport.certs.certificate_identity`:
+  one CN, SANs absent or equal to it), and refuses any frame whose envelope names a different
+  sender (so a party cannot speak for another).
 
 Peers that are not up yet are retried with exponential backoff until ``connect_timeout``; then a
 :class:`TransportError` names the party and address.
@@ -41,7 +43,7 @@ import grpc  # noqa: E402
 from cryptography import x509  # noqa: E402
 
 from fedrisk.errors import CodecError, TransportError
-from fedrisk.transport.certs import TlsFiles
+from fedrisk.transport.certs import TlsFiles, certificate_identity
 from fedrisk.transport.channel import Channel, QueueFull
 from fedrisk.transport.codec import DEFAULT_MAX_BYTES, encode
 from fedrisk.transport.safe_text import safe_text
@@ -107,12 +109,7 @@ class GrpcChannel(Channel):
 
     def _on_deliver(self, frame: bytes, context: grpc.ServicerContext) -> bytes:
         auth = context.auth_context()
-        names = [v.decode() for v in auth.get("x509_common_name", [])]
-        sans = [v.decode() for v in auth.get("x509_subject_alternative_name", [])]
-        peer = names[0] if names else None
-        if peer is not None and sans and peer not in sans:
-            # clients check a server's SAN; hold clients to the same name so the two checks agree
-            peer = f"{peer} (not among its subject alternative names {sans})"
+        peer = self._client_identity(auth)
         if peer in self.peer_cas and not self._issued_by_pinned_ca(peer, auth):
             peer = f"{peer} (certificate not issued by {peer}'s own CA)"
         if peer is None or peer not in self.peers:
@@ -143,6 +140,19 @@ class GrpcChannel(Channel):
             log.warning(reason)
         elif n == LOGGED_REFUSALS + 1 or n % 1000 == 0:
             log.warning("%s: %d refusals from %s so far; further ones are only counted", self.me, n, safe_text(peer, 80))
+
+    @staticmethod
+    def _client_identity(auth: Mapping[str, Any]) -> str | None:
+        """The client's party name under :func:`~fedrisk.transport.certs.certificate_identity`, or why not."""
+        pem = (auth.get("x509_pem_cert") or [b""])[0]
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            return None
+        try:
+            return certificate_identity(cert)
+        except ValueError as e:
+            return f"(certificate breaks the identity rule: {e})"
 
     def _issued_by_pinned_ca(self, peer: str, auth: Mapping[str, Any]) -> bool:
         pem = (auth.get("x509_pem_cert") or [b""])[0]

@@ -6,18 +6,18 @@ code, so no message can leave or be accepted without a line):
 * outbound, ``ledger/NAME.jsonl``: one line per message sent, recorded and **fsync'd before the
   frame is handed to the transport** (the ledger may over-report a frame whose delivery then
   failed, never under-report one that left);
-* inbound, ``ledger/inbound/NAME.jsonl``: one line per message accepted from a peer.
+* inbound, ``ledger-inbound/NAME.jsonl``: one line per message accepted from a peer (a folder of
+  its own, so readers of ``ledger/*.jsonl`` such as the report see outbound lines only).
 
-A file starts with a header line ``{"ledger": "fedrisk", "version": 2, "owner", "direction"}``;
-every message line is ``{"seq", "time", "from", "to", "tag", "kind", "bytes", "sha256", "prev"}``,
-where ``sha256`` is the digest of the whole frame and ``prev`` the SHA-256 of the previous line's
-text (the header's for the first message), so editing, dropping or reordering a line breaks the
-chain (:func:`verify_chain`). The chain alone cannot stop someone who rewrites the whole file;
+Every line is ``{"seq", "dir", "time", "from", "to", "tag", "kind", "bytes", "sha256", "prev"}``
+(a superset of the version-1 line), where ``dir`` is ``"out"`` or ``"in"``, ``sha256`` the digest
+of the whole frame and ``prev`` the SHA-256 of the previous line's text (64 zeros for the first),
+so editing, dropping, inserting or reordering a line breaks the chain (:func:`verify_chain`). The chain alone cannot stop someone who rewrites the whole file;
 that is what the peer's copy is for: :func:`reconcile` matches A's outbound lines to B with B's
 inbound lines from A, frame digest by frame digest.
 
 A new (non-resumed) run never deletes an earlier run's ledger: :func:`archive_previous` moves it
-to ``ledger/previous/``. Files are created 0600.
+to ``previous/`` next to it. Files are created 0600, folders 0700.
 """
 from __future__ import annotations
 
@@ -32,20 +32,21 @@ from pathlib import Path
 from typing import Any, Iterable
 
 __all__ = ["Ledger", "read_ledger", "summarise", "archive_previous", "verify_chain", "reconcile", "ChainReport",
-           "GENESIS", "inbound_path"]
+           "verify_ledgers", "VerifyResult",
+           "GENESIS", "inbound_path", "INBOUND_DIR"]
 
-VERSION = 2
 GENESIS = "0" * 64
-_MESSAGE_KEYS = ("seq", "time", "from", "to", "tag", "kind", "bytes", "sha256", "prev")
+INBOUND_DIR = "ledger-inbound"
+_MESSAGE_KEYS = ("seq", "dir", "time", "from", "to", "tag", "kind", "bytes", "sha256", "prev")
 
 
 def _line_hash(line: str) -> str:
     return hashlib.sha256(line.encode("utf-8")).hexdigest()
 
 
-def inbound_path(ledger_dir: str | Path, owner: str) -> Path:
-    """Where ``owner``'s inbound ledger lives inside a run's ``ledger/`` folder."""
-    return Path(ledger_dir) / "inbound" / f"{owner}.jsonl"
+def inbound_path(run_dir: str | Path, owner: str) -> Path:
+    """Where ``owner``'s inbound ledger lives in a run directory."""
+    return Path(run_dir) / INBOUND_DIR / f"{owner}.jsonl"
 
 
 def _last_line(path: Path) -> str | None:
@@ -101,9 +102,6 @@ class Ledger:
                         self._seq = 0
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._fh = os.fdopen(fd, "a", encoding="utf-8")
-            if fresh:
-                self._write({"ledger": "fedrisk", "version": VERSION, "owner": owner, "direction": direction,
-                             "created": datetime.now(timezone.utc).isoformat(timespec="microseconds")})
 
     def _write(self, obj: dict[str, Any]) -> None:
         line = json.dumps(obj, separators=(",", ":"))
@@ -118,7 +116,7 @@ class Ledger:
         with self._lock:
             self._seq += 1
             entry = {
-                "seq": self._seq,
+                "seq": self._seq, "dir": self.direction,
                 "time": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
                 "from": frm, "to": to, "tag": tag, "kind": kind, "bytes": int(nbytes),
                 "sha256": digest, "prev": self._prev,
@@ -167,10 +165,9 @@ def archive_previous(path: str | Path) -> Path | None:
 
 
 def read_ledger(path: str | Path) -> list[dict[str, Any]]:
-    """The message lines of a ledger file (header lines skipped; version-1 files read as they are)."""
+    """Read a ledger file written by :class:`Ledger` (either version)."""
     with open(path, encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    return [r for r in rows if not (isinstance(r, dict) and "ledger" in r)]
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 @dataclass
@@ -189,10 +186,16 @@ class ChainReport:
 
 
 def verify_chain(path: str | Path) -> ChainReport:
-    """Check a ledger file's hash chain and sequence numbers; list every break with its line number."""
+    """Check a ledger file's hash chain and sequence numbers; list every break with its line number.
+
+    The owner and direction come from the lines (``dir``; ``from`` of outbound, ``to`` of inbound
+    lines), else from the file name and folder.
+    """
     path = Path(path)
     rep = ChainReport(path)
-    prev, seq = None, 0
+    prev, seq = GENESIS, 0
+    owners: set[str] = set()
+    dirs: set[str] = set()
     with open(path, encoding="utf-8", errors="replace") as fh:
         lines = [ln.rstrip("\n") for ln in fh]
     for no, line in enumerate(lines, 1):
@@ -201,33 +204,29 @@ def verify_chain(path: str | Path) -> ChainReport:
         try:
             obj = json.loads(line)
         except ValueError:
-            rep.problems.append(f"line {no}: not JSON")
-            prev = _line_hash(line)
-            continue
+            obj = None
         if not isinstance(obj, dict):
             rep.problems.append(f"line {no}: not a JSON object")
-        elif "ledger" in obj:
-            if no != 1 and prev is not None:
-                rep.problems.append(f"line {no}: a second header in the middle of the file")
-            rep.owner, rep.direction = obj.get("owner"), obj.get("direction")
-            if obj.get("version") != VERSION:
-                rep.problems.append(f"line {no}: ledger version {obj.get('version')!r}, expected {VERSION}")
         else:
-            if prev is None:
-                rep.problems.append(f"line {no}: no header line (a version-1 ledger, or its start was cut)")
-            elif obj.get("prev") != prev:
-                rep.problems.append(f"line {no}: 'prev' does not match the hash of line {no - 1} "
-                                    "(a line was edited, removed or inserted before it)")
-            if obj.get("seq") != seq + 1:
-                rep.problems.append(f"line {no}: sequence number {obj.get('seq')!r}, expected {seq + 1}")
             missing = [k for k in _MESSAGE_KEYS if k not in obj]
             if missing:
-                rep.problems.append(f"line {no}: missing {missing}")
-            seq = obj["seq"] if isinstance(obj.get("seq"), int) else seq + 1
+                rep.problems.append(f"line {no}: missing {missing} (not a hash-chained ledger line)")
+            elif obj["prev"] != prev:
+                rep.problems.append(f"line {no}: 'prev' does not match the hash of the line before "
+                                    "(a line was edited, removed, inserted or reordered)")
+            if obj.get("seq") != seq + 1:
+                rep.problems.append(f"line {no}: sequence number {obj.get('seq')!r}, expected {seq + 1}")
+            seq = obj["seq"] if isinstance(obj.get("seq"), int) and not isinstance(obj.get("seq"), bool) else seq + 1
+            d = obj.get("dir")
+            if d in ("out", "in"):
+                dirs.add(d)
+                owners.add(str(obj.get("from" if d == "out" else "to")))
             rep.entries.append(obj)
         prev = _line_hash(line)
-    if not lines:
-        rep.problems.append("empty file (no header)")
+    if len(dirs) > 1 or len(owners) > 1:
+        rep.problems.append(f"lines of several owners or directions in one file: {sorted(owners)} {sorted(dirs)}")
+    rep.direction = next(iter(dirs)) if len(dirs) == 1 else ("in" if path.parent.name == INBOUND_DIR else "out")
+    rep.owner = next(iter(owners)) if len(owners) == 1 else path.stem
     return rep
 
 
@@ -260,3 +259,75 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
         cell["bytes"] += e["bytes"]
     out["by_peer"] = {k: dict(v) for k, v in out["by_peer"].items()}
     return out
+
+
+@dataclass
+class VerifyResult:
+    """What ``fedrisk ledger verify`` found: one line per check, and whether anything failed."""
+
+    lines: list[str] = field(default_factory=list)
+    errors: int = 0
+    warnings: int = 0
+
+    def add(self, level: str, text: str) -> None:
+        self.lines.append(f"{level}: {text}")
+        if level == "error":
+            self.errors += 1
+        elif level == "warning":
+            self.warnings += 1
+
+
+def _ledger_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if (path / "ledger").is_dir() or (path / INBOUND_DIR).is_dir():  # a run directory
+        return sorted((path / "ledger").glob("*.jsonl")) + sorted((path / INBOUND_DIR).glob("*.jsonl"))
+    return sorted(path.glob("*.jsonl"))
+
+
+def verify_ledgers(paths: Iterable[str | Path]) -> VerifyResult:
+    """Check every ledger file under ``paths`` (run dirs, ledger dirs or files), then reconcile.
+
+    Each file's chain is verified; then for every pair of parties for which both the sender's
+    outbound file and the receiver's inbound file are present (from one run directory, or from
+    each side's own), the two must list the same frames (:func:`reconcile`).
+    """
+    res = VerifyResult()
+    out: dict[str, ChainReport] = {}
+    inn: dict[str, ChainReport] = {}
+    files = [f for p in paths for f in _ledger_files(Path(p))]
+    if not files:
+        res.add("error", f"no ledger files under {', '.join(map(str, paths))}")
+        return res
+    for f in files:
+        rep = verify_chain(f)
+        for p in rep.problems:
+            res.add("error", f"{f}: {p}")
+        if rep.ok:
+            res.add("ok", f"{f}: {rep.direction or '?'}bound ledger of {rep.owner!r}, {len(rep.entries)} messages, chain intact")
+        table = out if rep.direction == "out" else inn
+        if rep.owner in table:
+            res.add("warning", f"{f}: a second {rep.direction}bound ledger of {rep.owner!r}; using {table[rep.owner].path}")
+            continue
+        table[rep.owner] = rep
+    pairs = 0
+    for sender, srep in sorted(out.items()):
+        for receiver, rrep in sorted(inn.items()):
+            if receiver == sender:
+                continue
+            sent = [e for e in srep.entries if e.get("to") == receiver]
+            got = [e for e in rrep.entries if e.get("from") == sender]
+            if not sent and not got:
+                continue
+            pairs += 1
+            errors, warnings = reconcile(sent, got)
+            for e in errors:
+                res.add("error", f"{sender} -> {receiver}: {e}")
+            for w in warnings:
+                res.add("warning", f"{sender} -> {receiver}: {w}")
+            if not errors:
+                res.add("ok", f"{sender} -> {receiver}: {len(got)} messages received, all in {sender}'s ledger"
+                        + (f" ({len(sent) - len(got)} recorded but not received)" if len(sent) > len(got) else ""))
+    if not pairs:
+        res.add("warning", "no sender/receiver pair to reconcile: give both sides' run directories or ledger files")
+    return res
