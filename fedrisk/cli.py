@@ -5,6 +5,7 @@ anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -136,6 +137,8 @@ def certs(parties: str = typer.Option(..., help="comma-separated party names, e.
     except FedriskError as e:
         _fail(e)
     console.print(f"wrote a dev CA and certificates for {', '.join(names)} to {out}")
+    console.print(f"each host gets ca.pem, NAME.pem and NAME-key.pem only; the CA key {out / 'private-ca' / 'ca-key.pem'} "
+                  f"goes to no party host (see {out / 'README.txt'})", highlight=False)
 
 
 @app.command()
@@ -245,6 +248,9 @@ def ledger_verify(run_dir: Path = typer.Argument(..., help="run directory (or a 
 
 
 def main() -> None:
+    # everything a run writes (scores, models, ledgers, logs, keys) is private to this account:
+    # files 0600, folders 0700, whatever the shell's umask
+    os.umask(0o077)
     app()
 
 

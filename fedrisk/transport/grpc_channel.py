@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import ssl
+import tempfile
 import threading
 import time
 from collections import defaultdict, deque
@@ -82,6 +85,7 @@ class GrpcChannel(Channel):
         self._lock = threading.Lock()
         self.refused: deque[str] = deque(maxlen=KEPT_REFUSALS)
         self.refused_count: dict[str, int] = defaultdict(int)
+        self._verified: set[str] = set()
 
     # -- server --------------------------------------------------------------------------------
     def start(self) -> "GrpcChannel":
@@ -191,9 +195,18 @@ class GrpcChannel(Channel):
         while True:
             left = deadline - time.monotonic()
             try:
+                self._check_server_identity(to)
                 # the RPC deadline covers both transfer and the peer's decode; large frames get more time
                 stub(frame, timeout=max(30.0, len(frame) / 5e6))
                 return
+            except OSError as e:  # the identity check could not connect or the handshake failed
+                if self.mailbox.failure is not None:
+                    raise TransportError(self.mailbox.failure) from None
+                if left <= 0:
+                    raise TransportError(
+                        f"{self.me}: party {to!r} at {self.addresses[to]} unreachable after {self.connect_timeout:.0f} s "
+                        f"({type(e).__name__}: {safe_text(e, 300)}); is it running, and does it trust the same CA?"
+                    ) from None
             except grpc.RpcError as e:
                 code = e.code()
                 if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT):
@@ -217,6 +230,44 @@ class GrpcChannel(Channel):
                     ) from None
             time.sleep(min(delay, max(left, 0.0)))
             delay = min(delay * 2, 1.0)
+
+    def _check_server_identity(self, to: str) -> None:
+        """Once per peer: the server at ``to``'s address holds a CA-signed certificate whose identity,
+        under :func:`~fedrisk.transport.certs.certificate_identity`, is ``to``.
+
+        gRPC's own check accepts a certificate if any DNS SAN equals the name, so a certificate naming
+        two parties would pass for both; this applies the server's rule on the client side too. It is
+        a separate TLS handshake before the first frame (gRPC does not expose the peer certificate of
+        a client call), so it proves that ``to``'s key answered at that address, not that every later
+        connection reaches the same server. Raises ``OSError`` while the peer is not reachable.
+        """
+        if to in self._verified:
+            return
+        host, port = self.addresses[to].rsplit(":", 1)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False  # the identity rule below is the name check
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=self._peer_ca_pem.get(to, self.tls.ca).decode("ascii"))
+        ctx.set_alpn_protocols(["h2"])
+        with tempfile.TemporaryDirectory(prefix="fedrisk-tls-") as d:  # ssl loads client keys from files only
+            cert_f, key_f = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+            for path, data in ((cert_f, self.tls.cert), (key_f, self.tls.key)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+            ctx.load_cert_chain(cert_f, key_f)
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=10) as sock:
+            with ctx.wrap_socket(sock) as tls:
+                der = tls.getpeercert(binary_form=True)
+        try:
+            ident = certificate_identity(x509.load_der_x509_certificate(der))
+        except ValueError as e:
+            raise TransportError(f"{self.me} -> {to}: refused the server at {self.addresses[to]}: its certificate "
+                                 f"breaks the identity rule: {e}") from None
+        if ident != to:
+            raise TransportError(f"{self.me} -> {to}: refused the server at {self.addresses[to]}: its certificate "
+                                 f"identifies {ident!r}") from None
+        self._verified.add(to)
 
     def abort(self, reason: str) -> None:
         """Best-effort: tell every peer this participant failed, so they stop waiting."""
