@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from abc import ABC, abstractmethod
 from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from fedrisk.errors import CodecError, TransportError

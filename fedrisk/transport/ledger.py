@@ -6,8 +6,9 @@ code, so no message can leave or be accepted without a line):
 * outbound, ``ledger/NAME.jsonl``: one line per message sent, recorded and **fsync'd before the
   frame is handed to the transport** (the ledger may over-report a frame whose delivery then
   failed, never under-report one that left);
-* inbound, ``ledger-inbound/NAME.jsonl``: one line per message accepted from a peer (a folder of
-  its own, so readers of ``ledger/*.jsonl`` such as the report see outbound lines only).
+* inbound, ``ledger-inbound/NAME.jsonl``: one line per message accepted from a peer, flushed but
+  not fsync'd (a crash can lose its last lines, which :func:`reconcile` reports as warnings); a
+  folder of its own, so readers of ``ledger/*.jsonl`` such as the report see outbound lines only.
 
 Every line is ``{"seq", "dir", "time", "from", "to", "tag", "kind", "bytes", "sha256", "prev"}``
 (a superset of the version-1 line), where ``dir`` is ``"out"`` or ``"in"``, ``sha256`` the digest

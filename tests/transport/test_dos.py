@@ -212,3 +212,20 @@ def test_abort_reason_from_a_peer_is_cut_and_escaped(pair):
     evil._stub("bank")(encode("job", "evil", "bank", "ctl.abort", "control", {"reason": reason}), timeout=5)
     assert bank.mailbox.failure is not None
     assert len(bank.mailbox.failure) < 1200 and "\n" not in bank.mailbox.failure
+
+
+def test_handshake_does_not_echo_a_peers_huge_setting():
+    from fedrisk.runtime.handshake import handshake
+    from fedrisk.runtime.threads import run_roles
+
+    settings = {"task": {"kind": "horizontal.lr"}}
+
+    def evil(ch):
+        ch.send("driver", "ctl.hello", {"settings": {"task": {"kind": "x" * 900_000 + "\nforged"}}, "version": "1"},
+                kind="control")
+        return ch.recv("driver", "ctl.start")
+
+    with pytest.raises(Exception) as e:
+        run_roles({"driver": lambda ch: handshake(ch, "driver", ["driver", "evil"], settings), "evil": evil})
+    assert "different job spec" in str(e.value)
+    assert len(str(e.value)) < 1000 and "\nforged" not in str(e.value)
