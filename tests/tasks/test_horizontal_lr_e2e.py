@@ -191,3 +191,13 @@ def test_resume_continues_from_the_coordinators_checkpoint(tmp_path):
     assert "resuming after round 4" in log
     resumed = json.loads((out / "model.json").read_text())
     assert resumed["coef"] == first["coef"]
+    # the resumed run continued each ledger's hash chain (issue 12 item 9)
+    r = cli("ledger", "verify", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # a new run over the same folder keeps the earlier run's ledgers instead of deleting them
+    before = (out / "ledger" / "bank1.jsonl").read_text()
+    assert cli("simulate", spec, "--out", out).returncode == 0
+    previous = sorted((out / "ledger" / "previous").iterdir())
+    assert len(previous) == 4 and any(p.read_text() == before for p in previous)
+    assert len(list((out / "ledger-inbound" / "previous").iterdir())) == 4
+    assert cli("ledger", "verify", out).returncode == 0
