@@ -297,7 +297,9 @@ class InMemoryNetwork:
         self.channels: dict[str, InMemoryChannel] = {}
         for p in self.parties:
             ledger = Ledger(p, None if ledger_dir is None else f"{ledger_dir}/{p}.jsonl")
-            inbound = Ledger(p, None if inbound_dir is None else Path(inbound_dir) / f"{p}.jsonl", direction="in", fsync=False)
+            # an inbound ledger only when asked for: in-memory runs (tests, notebooks) can be long
+            inbound = None if inbound_dir is None else Ledger(p, Path(inbound_dir) / f"{p}.jsonl", direction="in",
+                                                              fsync=False)
             self.channels[p] = InMemoryChannel(self, p, ledger=ledger, capture=capture, inbound_ledger=inbound,
                                                recv_timeout=recv_timeout, tag_prefixes=tag_prefixes, limits=limits)
 
