@@ -5,6 +5,7 @@ anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -138,6 +139,8 @@ def certs(parties: str = typer.Option(..., help="comma-separated party names, e.
     except FedriskError as e:
         _fail(e)
     console.print(f"wrote a dev CA and certificates for {', '.join(names)} to {out}")
+    console.print(f"each host gets ca.pem, NAME.pem and NAME-key.pem only; the CA key {out / 'private-ca' / 'ca-key.pem'} "
+                  f"goes to no party host (see {out / 'README.txt'})", highlight=False)
 
 
 @app.command()
@@ -222,7 +225,42 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run director
                   + (f"; report: {report}" if report else "") + f"; ledgers: {out / 'ledger'}")
 
 
+ledger_app = typer.Typer(no_args_is_help=True, help="Check the message ledgers of a run.")
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("verify")
+def ledger_verify(run_dir: Path = typer.Argument(..., help="run directory (or a ledger folder or file)"),
+                  other: Optional[list[Path]] = typer.Argument(None, help="the other sides' run directories or "
+                                                                        "ledger files, to reconcile with")) -> None:
+    """Check each ledger's hash chain, and that what each party sent is what the other received.
+
+    In a simulated run all parties' ledgers are in RUN_DIR; across hosts, pass each partner's
+    ledger files (ledger/NAME.jsonl, ledger-inbound/NAME.jsonl) or run directory as OTHER.
+    """
+    from rich.markup import escape
+
+    from fedrisk.transport.ledger import verify_ledgers
+
+    try:
+        paths = [run_dir, *(other or [])]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} does not exist; give a run directory or ledger files")
+        res = verify_ledgers(paths)
+        for line in res.lines:
+            style = {"ok": "green", "warning": "yellow", "error": "red"}[line.split(":", 1)[0]]
+            console.print(f"[{style}]{escape(line)}[/]", highlight=False, soft_wrap=True)
+        if res.errors:
+            raise ConfigError(f"{res.errors} ledger check(s) failed; see the lines above")
+    except FedriskError as e:
+        _fail(e)
+
+
 def main() -> None:
+    # everything a run writes (scores, models, ledgers, logs, keys) is private to this account:
+    # files 0600, folders 0700, whatever the shell's umask
+    os.umask(0o077)
     app()
 
 

@@ -149,12 +149,14 @@ def run_inference(channel, me: str, role_model: dict, table, label_holder: str, 
 def _open_channel(spec, me: str, job_id: str, certs_dir: Path, out: Path, prefixes: tuple[str, ...]):
     from fedrisk.transport.certs import tls_files
     from fedrisk.transport.grpc_channel import GrpcChannel
-    from fedrisk.transport.ledger import Ledger
+    from fedrisk.transport.ledger import Ledger, inbound_path
 
     addresses = {n: p.address for n, p in spec.parties.items()}
     return GrpcChannel(me, addresses, job_id, tls_files(certs_dir, me),
                        connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
-                       ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"), tag_prefixes=prefixes + ("psi.", "ctl."),
+                       ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"),
+                       inbound_ledger=Ledger(me, inbound_path(out, me), direction="in", fsync=False),
+                       tag_prefixes=prefixes + ("psi.", "ctl."),
                        peer_cas=spec.pinned_cas())
 
 

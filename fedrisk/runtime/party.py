@@ -19,8 +19,10 @@ from fedrisk.runtime.handshake import handshake
 from fedrisk.runtime.spec import JobSpec, load_spec, shared_settings
 from fedrisk.runtime.tasks import get_task
 from fedrisk.transport.certs import tls_files
+from fedrisk.transport.channel import MailboxLimits
 from fedrisk.transport.grpc_channel import GrpcChannel
-from fedrisk.transport.ledger import Ledger
+from fedrisk.transport.ledger import Ledger, archive_previous, inbound_path
+from fedrisk.transport.safe_text import EscapingFormatter
 
 __all__ = ["run_party", "party_logger"]
 
@@ -30,7 +32,8 @@ def party_logger(name: str, out: Path, console: bool) -> logging.Logger:
     log.setLevel(logging.INFO)
     log.handlers.clear()
     log.propagate = False
-    fmt = logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s")
+    # messages may quote a peer's text: one line each, whatever it contains
+    fmt = EscapingFormatter(f"%(asctime)s {name} %(levelname)s %(message)s")
     (out / "logs").mkdir(parents=True, exist_ok=True)
     fh = logging.FileHandler(out / "logs" / f"{name}.log", encoding="utf-8")
     fh.setFormatter(fmt)
@@ -76,12 +79,16 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     task = get_task(spec.task["kind"])
     driver = task.driver(spec)
     ledger_path = out / "ledger" / f"{name}.jsonl"
+    in_path = inbound_path(out, name)
     if not resume:
-        ledger_path.unlink(missing_ok=True)  # a new run's ledger holds only that run's messages
+        # a new run's ledger holds only that run's messages; the earlier run's is kept, never deleted
+        archive_previous(ledger_path)
+        archive_previous(in_path)
     channel = GrpcChannel(
         name, spec.addresses(), spec.job_id, tls,
         connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
-        ledger=Ledger(name, ledger_path),
+        ledger=Ledger(name, ledger_path), inbound_ledger=Ledger(name, in_path, direction="in", fsync=False),
+        limits=MailboxLimits(max_queued_bytes=spec.security.max_queued_mib << 20, unread_ttl=spec.security.unread_ttl),
         tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.",), peer_cas=spec.pinned_cas(),
     )
     progress = ProgressLog(out / "progress" / f"{name}.jsonl" if name == driver else None, log)
