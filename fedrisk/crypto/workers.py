@@ -10,19 +10,26 @@ multi-threaded process can copy a lock held by another thread into the child. As
 pool, a script that runs batch crypto must guard its entry point with
 ``if __name__ == "__main__":`` (console scripts, pytest and notebooks already do).
 ``FEDRISK_WORKERS`` overrides the worker count (e.g. ``1`` to rule out resource limits).
+
+Workers never outlive their party: each one watches its parent's sentinel (a pipe that closes
+when the parent dies, however it dies, ``kill -9`` included) and exits at once, and ignores SIGINT
+so a Ctrl-C to the terminal's process group is handled once, by the party, which then stops the
+pool (:func:`terminate_pools`). A ``prctl(PR_SET_PDEATHSIG)`` would not do: it fires when the
+*thread* that started the worker exits, and pools here are started from short-lived threads.
 """
 from __future__ import annotations
 
 import atexit
 import multiprocessing
 import os
+import signal
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from fedrisk.errors import CryptoError
 
 __all__ = ["worker_count", "process_pool", "thread_pool", "background_thread_pool", "shutdown_pools",
-           "broken_pool_error", "warm_up"]
+           "terminate_pools", "broken_pool_error", "warm_up"]
 
 #: modules whose kernels run in the workers; imported once per worker, not per task
 _KERNEL_MODULES = ("fedrisk.crypto.psi", "fedrisk.crypto.additive", "fedrisk.crypto.paillier",
@@ -60,10 +67,41 @@ def process_pool() -> Executor:
 
 
 def _import_kernels() -> None:
+    """Worker initializer: die with the parent, leave Ctrl-C to the parent, import the kernels."""
     import importlib
 
+    _watch_parent()
     for name in _KERNEL_MODULES:
         importlib.import_module(name)
+
+
+def _watch_parent() -> None:
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # not the main thread of the worker: nothing to ignore
+        pass
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:  # no pipe to the parent (not a spawned child): fall back to polling the pid
+        ppid = os.getppid()
+
+        def poll() -> None:
+            import time
+
+            while os.getppid() == ppid:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=poll, name="fedrisk-parent-watch", daemon=True).start()
+        return
+
+    def wait() -> None:
+        from multiprocessing.connection import wait as wait_ready
+
+        wait_ready([sentinel])
+        os._exit(1)  # the parent is gone: nobody will read our results
+
+    threading.Thread(target=wait, name="fedrisk-parent-watch", daemon=True).start()
 
 
 def _noop() -> None:
@@ -121,6 +159,29 @@ def shutdown_pools() -> None:
     for pool in (threads, background):
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def terminate_pools() -> None:
+    """Stop now, for an interrupted job: kill the worker processes, drop queued thread tasks.
+
+    Unlike :func:`shutdown_pools` this never waits for a batch to finish; tasks already running on
+    a thread finish in the background of a process that is about to exit.
+    """
+    global _PROC, _THREADS, _BACKGROUND
+    with _LOCK:
+        proc, _PROC = _PROC, None
+        threads, _THREADS = _THREADS, None
+        background, _BACKGROUND = _BACKGROUND, None
+    if proc is not None:
+        for p in list(getattr(proc, "_processes", {}).values()):
+            try:
+                p.kill()
+            except (OSError, AttributeError):
+                pass
+        proc.shutdown(wait=False, cancel_futures=True)
+    for pool in (threads, background):
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 atexit.register(shutdown_pools)

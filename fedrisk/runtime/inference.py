@@ -182,10 +182,16 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     lh, hosts = _roles(model)
     mod = get_format(model["format"])
     spec = _session_spec(run_dir, model)
-    session = session or os.environ.get("FEDRISK_PREDICT_SESSION") or secrets.token_hex(4)
-    _check_session(session)
+    session = session or os.environ.get("FEDRISK_PREDICT_SESSION")
     if spawn is None:
         spawn = os.environ.get("FEDRISK_PREDICT_SPAWN", "1") != "0"
+    if session is None and not spawn:
+        # the feature holders run `fedrisk serve ... --session NAME` on their hosts: without the
+        # agreed name this side would wait for a session nobody joins
+        raise ConfigError("predict --no-spawn needs --session NAME: the inference session name the feature holders "
+                          f"were started with (`fedrisk serve ... --as {hosts[0] if hosts else 'NAME'} --session NAME`)")
+    session = session or secrets.token_hex(4)
+    _check_session(session)
     job_id = f"{model['job']}.predict.{session}"
     certs_dir = _certs(spec, run_dir, certs)
     work = run_dir / "predict" / session

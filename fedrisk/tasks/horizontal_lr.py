@@ -116,14 +116,14 @@ def run(ctx: PartyContext) -> None:
 
     p = spec.parties[ctx.name]
     table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
-                             features=p.features, exclude=p.exclude, missing=p.missing)
+                             features=p.features, exclude=p.exclude, missing=p.missing, **p.read_options())
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
     evaluator = ctx.name == spec.evaluation_holder() and spec.test_path() is not None
     test = None
     rounds: list[dict] = []
     if evaluator:
         test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
-                                features=table.feature_names, missing=p.missing)
+                                features=table.feature_names, missing=p.missing, **p.read_options())
 
     def on_round(r: int, model) -> None:
         if test is not None and r > 1:
