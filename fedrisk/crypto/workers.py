@@ -173,15 +173,32 @@ def terminate_pools() -> None:
         threads, _THREADS = _THREADS, None
         background, _BACKGROUND = _BACKGROUND, None
     if proc is not None:
-        for p in list(getattr(proc, "_processes", {}).values()):
+        workers = list(getattr(proc, "_processes", {}).values())
+        for p in workers:
             try:
                 p.kill()
             except (OSError, AttributeError):
                 pass
         proc.shutdown(wait=False, cancel_futures=True)
+        for p in workers:  # reap them: a killed child stays a zombie until its parent waits for it
+            try:
+                p.join(2.0)
+            except (OSError, AssertionError, AttributeError):
+                pass
+        _stop_resource_tracker()
     for pool in (threads, background):
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _stop_resource_tracker() -> None:
+    """Stop (and reap) multiprocessing's resource-tracker helper process, if this process started one."""
+    try:
+        from multiprocessing import resource_tracker
+
+        resource_tracker._resource_tracker._stop()
+    except Exception:  # noqa: BLE001 - private API, best effort: the tracker exits with us anyway
+        pass
 
 
 atexit.register(shutdown_pools)

@@ -111,7 +111,7 @@ def wait_for_peers(me: str, peers: list[str], addresses: Mapping[str, str], ca_p
                 for p in peers}
     t0 = time.monotonic()
     pending = list(peers)
-    last_log = t0
+    last_log = t0 - LOG_EVERY + 2.0  # the first note after 2 s, then every LOG_EVERY s
     while pending:
         for p in list(pending):
             try:

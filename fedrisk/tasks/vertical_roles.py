@@ -3,7 +3,7 @@
 Exactly one party holds the label (the label holder drives the job and writes metrics); every
 other party is a feature holder; there is no coordinator.
 
-Test rows (:func:`test_rows`) are chosen after PSI alignment, over the aligned rows, by one of the
+Test rows (:func:`choose_test_rows`) are chosen after PSI alignment, over the aligned rows, by one of the
 ``[evaluation]`` rules of :mod:`fedrisk.data.split`: ``test_rule`` (integer ids) and
 ``test_fraction`` (keyed hash of any id) are computed locally by every party from the ids alone;
 ``test_column`` is a 0/1 column only the label holder has, so the label holder sends it:
@@ -23,7 +23,7 @@ from fedrisk.errors import ConfigError, ProtocolError
 from fedrisk.runtime.spec import JobSpec
 
 __all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features", "split_keep",
-           "test_rows", "DEFAULT_TEST_RULE", "SPLIT_TAG"]
+           "choose_test_rows", "DEFAULT_TEST_RULE", "SPLIT_TAG"]
 
 #: the split vertical tasks use without an [evaluation] rule when every aligned id is an integer
 DEFAULT_TEST_RULE = "id % 5 == 0"
@@ -80,7 +80,7 @@ def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:
     return (col,) if col and name == driver(spec) else ()
 
 
-def test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None = None, *,
+def choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None = None, *,
               default: bool = True) -> tuple[np.ndarray | None, str]:
     """Mask of the aligned rows that are test rows, identical at every party, and the rule's name.
 

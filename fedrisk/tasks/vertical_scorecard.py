@@ -5,7 +5,7 @@ the base points, is the only one to see scores); the others are feature holders.
 
 Steps, at every party:
 
-1. load its file (text columns kept), ECDH-PSI alignment, split by the ``[evaluation]`` rule (:func:`~fedrisk.tasks.vertical_roles.test_rows`)
+1. load its file (text columns kept), ECDH-PSI alignment, split by the ``[evaluation]`` rule (:func:`~fedrisk.tasks.vertical_roles.choose_test_rows`)
    (default ``id % 5 == 0`` is test) — as in :mod:`fedrisk.tasks.vertical_woe`;
 2. binning on the training rows: the label holder bins its own features locally; each feature
    holder bins its own features through :mod:`fedrisk.finance.vertical_woe` with

@@ -8,7 +8,7 @@ Steps, at every party:
 
 1. load its file (a feature holder must not carry the label holder's label column);
 2. ECDH-PSI alignment with all parties (:mod:`fedrisk.algorithms.vertical.alignment`);
-3. choose test rows among the aligned rows (:func:`~fedrisk.tasks.vertical_roles.test_rows`:
+3. choose test rows among the aligned rows (:func:`~fedrisk.tasks.vertical_roles.choose_test_rows`:
    ``evaluation.test_fraction``, ``test_rule`` or ``test_column``; default ``id % 5 == 0`` for
    integer ids, a keyed-hash 20 % otherwise);
 4. train with :mod:`fedrisk.algorithms.vertical.secureboost` on the training rows (each party
@@ -56,7 +56,7 @@ from fedrisk.runtime.context import PartyContext, write_json
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, inference_features, load_table, model_file, roles, test_rows, validate_vertical)
+    DEFAULT_TEST_RULE, driver, inference_features, load_table, model_file, roles, choose_test_rows, validate_vertical)
 
 KIND = "vertical.secureboost"
 #: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
@@ -115,7 +115,7 @@ def run(ctx: PartyContext) -> None:
     idx = al.indices
     ids = table.ids[idx]
     X = table.X[idx]
-    test, rule = test_rows(ctx, ids, table.extra[spec.evaluation.test_column][idx] if table.extra else None)
+    test, rule = choose_test_rows(ctx, ids, table.extra[spec.evaluation.test_column][idx] if table.extra else None)
     ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under {rule!r}; nothing to train on")

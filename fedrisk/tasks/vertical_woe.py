@@ -9,7 +9,7 @@ Steps, at every party:
 2. ECDH-PSI alignment (:mod:`fedrisk.algorithms.vertical.alignment`); rows outside the
    intersection are ignored;
 3. with an ``[evaluation]`` rule set (``test_fraction``, ``test_rule`` or ``test_column``; see
-   :func:`~fedrisk.tasks.vertical_roles.test_rows`), keep the training rows only;
+   :func:`~fedrisk.tasks.vertical_roles.choose_test_rows`), keep the training rows only;
 4. label holder: bins and WOE/IV of its own features locally, selection among them;
    feature holders: :mod:`fedrisk.finance.vertical_woe` — the label holder sends Paillier-encrypted
    labels, each feature holder returns re-randomised encrypted per-prebin label sums, the label
@@ -41,7 +41,7 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
-from fedrisk.tasks.vertical_roles import driver, roles, split_keep, test_rows, validate_vertical  # noqa: F401 (hooks)
+from fedrisk.tasks.vertical_roles import driver, roles, split_keep, choose_test_rows, validate_vertical  # noqa: F401 (hooks)
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "roles", "aligned_frames"]
 
@@ -79,7 +79,7 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
     X = frame.X.iloc[idx].reset_index(drop=True)
     y = frame.y[idx] if frame.y is not None else None
     ids = frame.ids[idx]
-    test, rule = test_rows(ctx, ids, frame.extra[spec.evaluation.test_column][idx] if frame.extra else None,
+    test, rule = choose_test_rows(ctx, ids, frame.extra[spec.evaluation.test_column][idx] if frame.extra else None,
                            default=default_split)
     if test is not None:
         ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
