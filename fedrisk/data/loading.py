@@ -393,6 +393,7 @@ def load_party_table(
     decimal: str = ".",
     positive: object = None,
     keep: Sequence[str] = (),
+    fill: Mapping[str, float] | None = None,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -436,6 +437,10 @@ def load_party_table(
     keep : sequence of str
         Columns to read but never use as features (returned in :attr:`PartyTable.extra`), such as
         the label holder's ``evaluation.test_column``.
+    fill : mapping of str to float, optional
+        Scoring with a model trained under ``missing="mean"``: the training means stored in the
+        model. Empty cells of these columns get these values, not this file's means, so a row
+        scores the same whichever batch it arrives in. They count as filled in ``imputed``.
 
     Returns
     -------
@@ -473,6 +478,13 @@ def load_party_table(
     X = np.ascontiguousarray(X)
 
     imputed: dict[str, float] = {}
+    for name, value in (fill or {}).items():
+        if name in feature_names:
+            j = feature_names.index(name)
+            gaps = np.isnan(X[:, j])
+            if gaps.any():
+                X[gaps, j] = float(value)
+                imputed[name] = float(value)
     # under "keep" NaN is a legitimate value; infinities are never missing values
     bad = np.isinf(X) if missing == "keep" else ~np.isfinite(X)
     if bad.any():

@@ -197,8 +197,11 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     work = run_dir / "predict" / session
     (work / "logs").mkdir(parents=True, exist_ok=True)
     # the label holder's data policy of the training job (e.g. missing = "keep" for trees)
+    opts = spec.parties[lh].read_options() if lh in spec.parties else {}
+    opts.pop("positive", None)  # no label is read at scoring
     table = load_party_table(data, party=lh, id_col=id_col, label_col=None, features=mod.inference_features(model),
-                             require_label=False, missing=spec.parties[lh].missing if lh in spec.parties else "reject")
+                             require_label=False, missing=spec.parties[lh].missing if lh in spec.parties else "reject",
+                             fill=model.get("imputation"), **opts)
     # open (and so load our TLS files) before starting anyone: a bad certificate folder must not
     # leave feature-holder processes waiting for a label holder that never comes
     channel = _open_channel(spec, lh, job_id, certs_dir, work, tuple(mod.INFERENCE_TAG_PREFIXES))
@@ -217,7 +220,8 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
                     procs[h] = subprocess.Popen(cmd, stdout=errf, stderr=subprocess.STDOUT, env=env)
         channel.start()
         watcher = _watch_children(procs, channel)
-        handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
+        handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
+                  log=log, addresses={n: p.address for n, p in spec.parties.items()})
         idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log)
     except BaseException as e:
         channel.abort(f"{lh}: {e}")
@@ -236,11 +240,17 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
                 pr.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 pr.kill()
-    order = np.argsort(idx, kind="stable")
-    write_scores(Path(out), table.ids[idx[order]], None, np.asarray(p)[order])
+    # every input row, in file order, with a status: a row some feature holder does not know is
+    # listed as not scored (empty score) rather than silently left out
+    score = np.full(table.n_rows, np.nan)
+    score[idx] = np.asarray(p, dtype=float)
+    status = np.full(table.n_rows, "not at every feature holder", dtype=object)
+    status[idx] = "scored"
+    write_scores(Path(out), table.ids, None, score, status=status)
     missing = table.n_rows - len(idx)
     if missing:
-        log.warning("%d of %d rows are not at every feature holder and were not scored", missing, table.n_rows)
+        log.warning("%d of %d rows are not at every feature holder and were not scored (status column of %s)",
+                    missing, table.n_rows, out)
     return int(len(idx))
 
 
@@ -281,14 +291,16 @@ def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Pat
     out = Path(out) if out else Path(model_path).resolve().parent / "predict" / session
     certs_dir = _certs(spec, Path(model_path).resolve().parent, certs)
     task = importlib.import_module(FORMATS[str(model["format"]).removesuffix(".part")])
-    table = task.load_table(spec, name, path=Path(data) if data else None, features=mod.inference_features(model)) \
-        if hasattr(task, "load_table") else None
+    fill = {"fill": model["imputation"]} if model.get("imputation") else {}
+    table = task.load_table(spec, name, path=Path(data) if data else None, features=mod.inference_features(model),
+                            **fill) if hasattr(task, "load_table") else None
     if table is None:
         raise ConfigError(f"model format {model['format']!r} does not say how to load a feature holder's data")
     channel = _open_channel(spec, name, job_id, certs_dir, out, tuple(mod.INFERENCE_TAG_PREFIXES))
     try:
         channel.start()
-        handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
+        handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
+                  log=log, addresses={n: p.address for n, p in spec.parties.items()})
         run_inference(channel, name, model, table, lh, hosts, job_id, log)
     except BaseException as e:
         channel.abort(f"{name}: {e}")

@@ -149,6 +149,8 @@ def run(ctx: PartyContext) -> None:
         "parties": {p: model_file(p, lh) for p in [lh, *hosts]},
         "features": feats, "mean": mean, "scale": scale, "coef": model.coef,
         "intercept": model.intercept, "dropped": dropped,
+        # training means used for missing = "mean"; scoring fills with these, not the new file's means
+        "imputation": {f: v for f, v in table.imputed.items() if f in feats},
         "history": model.history, "best_epoch": model.best_epoch,
         "spec_dir": str(spec.base_dir),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -60,8 +60,11 @@ def model_file(party: str, label_holder: str) -> str:
     return "model.json" if party == label_holder else f"model-{party}.json"
 
 
-def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None):
-    """Load a party's numeric table with the vertical rules (a feature holder must not hold the label)."""
+def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None, fill=None):
+    """Load a party's numeric table with the vertical rules (a feature holder must not hold the label).
+
+    ``fill``: at scoring, the training means a model stored (``"imputation"``) for ``missing = "mean"``.
+    """
     from fedrisk.data.loading import load_party_table
 
     p = spec.parties[name]
@@ -71,7 +74,7 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
                             label_col=p.label if name == lh else None, features=features if features else p.features,
                             exclude=p.exclude if not features else (), missing=p.missing, forbid_label=forbid,
                             require_label=require_label, keep=() if features else split_keep(spec, name),
-                            **p.read_options())
+                            fill=fill, **p.read_options())
 
 
 def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:

@@ -125,6 +125,8 @@ def run(ctx: PartyContext) -> None:
         "version": 1, "task": KIND, "job": spec.job_id, "label_holder": lh, "party": me, "id": spec.parties[me].id,
         "parties": {p: model_file(p, lh) for p in [lh, *hosts]}, "params": cfg.__dict__,
         "spec_dir": str(spec.base_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # training means used for missing = "mean"; scoring fills with these, not the new file's means
+        "imputation": dict(table.imputed),
     }
     if not is_lh:
         est = SecureBoostFeatureHolder(cfg).fit(ctx.channel, lh, X[tr], table.feature_names)

@@ -31,13 +31,15 @@ def cli(*args, timeout=600, cwd=None):
 
 
 def job(tmp: Path, kind: str = "vertical.secureboost", evaluation: str = "test_fraction = 0.2", task: str = "",
-        n: int = 900, security: str = "", test_column: bool = False) -> Path:
+        n: int = 900, security: str = "", test_column: bool = False, blanks: bool = False) -> Path:
     """A lender and a payco over shuffled, partly overlapping customers keyed by zero-padded text ids."""
     rng = np.random.default_rng(0)
     ids = np.array([f"C{i:07d}" for i in rng.choice(10**6, size=n, replace=False)])
     X = rng.normal(size=(n, 4))
     y = (rng.random(n) < 1 / (1 + np.exp(-(X[:, 0] - X[:, 2] + 0.8 * X[:, 3])))).astype(int)
     lender = pd.DataFrame({"cust_id": ids, "y": y, "a": X[:, 0], "b": X[:, 1]})
+    if blanks:
+        lender.loc[rng.random(n) < 0.1, "a"] = np.nan
     if test_column:
         lender["is_test"] = (rng.random(n) < 0.25).astype(int)
     lender.to_csv(tmp / "lender.csv", index=False)
@@ -53,6 +55,7 @@ def job(tmp: Path, kind: str = "vertical.secureboost", evaluation: str = "test_f
         data = "lender.csv"
         id = "cust_id"
         label = "y"
+        {'missing = "mean"' if blanks else ""}
         [parties.payco]
         address = "127.0.0.1:{ports[1]}"
         data = "payco.csv"
@@ -131,6 +134,27 @@ def test_test_column_at_the_label_holder_chooses_the_test_rows_for_everyone(tmp_
     # the feature holder received the mask, and its ledger at the lender says so
     lines = [json.loads(x) for x in (out / "ledger" / "lender.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in lines if e["tag"] == "psi.split"] == ["plaintext-by-design"]
+
+
+def test_training_means_fill_blanks_at_scoring(tmp_path):
+    """missing = "mean": the model stores the training means, and predict fills with them (not the new file's)."""
+    spec = job(tmp_path, kind="vertical.lr", task="epochs = 3\n", blanks=True)
+    out = tmp_path / "run"
+    r = cli("simulate", spec, "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lender = pd.read_csv(tmp_path / "lender.csv", dtype={"cust_id": str})
+    model = json.loads((out / "model.json").read_text())
+    assert model["imputation"]["a"] == pytest.approx(lender.a.mean())
+    # one blank row alone: its own file has no mean to fill with, the model's mean is used
+    payco_ids = set(pd.read_csv(tmp_path / "payco.csv", dtype={"cust_id": str}).cust_id)
+    row = lender[lender.a.isna() & lender.cust_id.isin(payco_ids)].drop(columns=["y"]).head(1)
+    row.to_csv(tmp_path / "one.csv", index=False)
+    r = cli("predict", out / "model.json", tmp_path / "one.csv", "--out", tmp_path / "one-scores.csv")
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = pd.read_csv(tmp_path / "one-scores.csv", dtype={"id": str})
+    trained = pd.concat([pd.read_csv(out / "scores" / f, dtype={"id": str}) for f in ("train.csv", "test.csv")])
+    assert got.status.tolist() == ["scored"]
+    assert got.score.iloc[0] == pytest.approx(trained.set_index("id").score[row.cust_id.iloc[0]], abs=1e-9)
 
 
 def test_version():

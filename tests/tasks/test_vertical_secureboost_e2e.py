@@ -98,6 +98,9 @@ def test_three_parties_simulate_and_predict(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     scores = pd.read_csv(tmp_path / "scores.csv")
     payco_ids = set(pd.read_csv(tmp_path / "payco.csv").id)
+    assert list(scores.id) == list(new.id)  # every row, with its status
+    assert set(scores.id[scores.status != "scored"]) == {i for i in new.id if i not in payco_ids}
+    scores = scores[scores.status == "scored"]
     assert set(scores.id) == {i for i in new.id if i in payco_ids}
     trained = pd.concat([pd.read_csv(out / "scores" / f) for f in ("train.csv", "test.csv")]).set_index("id")
     assert np.allclose(scores.set_index("id").score, trained.loc[scores.id, "score"], atol=1e-6)
@@ -116,7 +119,7 @@ def test_missing_values_kept_trained_on_and_scored(tmp_path):
     new.to_csv(tmp_path / "new.csv", index=False)
     r = cli("predict", out / "model.json", tmp_path / "new.csv", "--out", tmp_path / "scores.csv")
     assert r.returncode == 0, r.stdout + r.stderr
-    scores = pd.read_csv(tmp_path / "scores.csv").set_index("id").score
+    scores = pd.read_csv(tmp_path / "scores.csv").query("status == 'scored'").set_index("id").score
     trained = pd.concat([pd.read_csv(out / "scores" / f) for f in ("train.csv", "test.csv")]).set_index("id").score
     assert len(scores) > 100 and np.allclose(scores, trained.loc[scores.index], atol=1e-6)
     # without the policy the same files are refused with a clear message
