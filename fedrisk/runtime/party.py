@@ -99,7 +99,9 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
             if waited > 1:
                 log.info("peers reachable after %.1f s", waited)
             set_phase("start-up handshake")
-            ctx.run_id = handshake(channel, driver, spec.participants(), shared_settings(spec), wait=limit, log=log,
+            # --resume is agreed like the spec: a resuming party must not meet one that starts afresh
+            settings = {**shared_settings(spec), "runtime": {"resume": bool(resume)}}
+            ctx.run_id = handshake(channel, driver, spec.participants(), settings, wait=limit, log=log,
                                    addresses=spec.addresses())
             log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
                      time.perf_counter() - t0)

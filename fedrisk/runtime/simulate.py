@@ -122,7 +122,8 @@ def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, ti
     if not resume:
         for stale in ("progress", "ledger", "logs"):
             shutil.rmtree(out / stale, ignore_errors=True)
-        (out / "metrics.json").unlink(missing_ok=True)
+    # written last by the run: until then the directory must not look like a finished run
+    (out / "metrics.json").unlink(missing_ok=True)
     certs = prepare_certs(spec, out)
     if spec_path.resolve() != (out / "job.toml").resolve():
         shutil.copyfile(spec_path, out / "job.toml")

@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
 from fedrisk.algorithms.vertical.hetero_lr import HeteroLRConfig, score, sigmoid, train
 from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext, write_json
+from fedrisk.runtime.psi_checkpoint import aligned_rows
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
@@ -109,8 +109,7 @@ def run(ctx: PartyContext) -> None:
     table = load_table(spec, me)
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
 
-    ctx.phase("PSI alignment")
-    al = align_parties(ctx.channel, lh, hosts, table.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    al = aligned_rows(ctx, table.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
     ids = table.ids[idx]
     X_all = table.X[idx]

@@ -101,7 +101,7 @@ def validate_spec(spec: JobSpec, where: str) -> None:
 
 
 def run(ctx: PartyContext) -> None:
-    from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
+    from fedrisk.runtime.psi_checkpoint import aligned_rows
 
     spec = ctx.spec
     cfg = parse_params(Params, spec.task).config(spec.federation.seed)
@@ -110,8 +110,7 @@ def run(ctx: PartyContext) -> None:
     is_lh = me == lh
     table = load_table(spec, me)
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
-    ctx.phase("PSI alignment")
-    al = align_parties(ctx.channel, lh, hosts, table.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    al = aligned_rows(ctx, table.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
     ids = table.ids[idx]
     X = table.X[idx]

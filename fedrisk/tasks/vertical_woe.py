@@ -64,7 +64,7 @@ def validate_spec(spec: JobSpec, where: str) -> None:
 
 def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: bool = False):
     """Load this party's frame and PSI-align it; return (ids, X, y or None, is_test mask or None, alignment)."""
-    from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
+    from fedrisk.runtime.psi_checkpoint import aligned_rows
     from fedrisk.crypto.workers import warm_up
 
     spec = ctx.spec
@@ -73,8 +73,7 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
     frame = load_frame(spec, ctx.name, categorical, label=ctx.name == lh,
                        forbid_label=spec.parties[lh].label if ctx.name != lh else None, keep=split_keep(spec, ctx.name))
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
-    ctx.phase("PSI alignment")
-    al = align_parties(ctx.channel, lh, hosts, frame.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    al = aligned_rows(ctx, frame.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
     X = frame.X.iloc[idx].reset_index(drop=True)
     y = frame.y[idx] if frame.y is not None else None
