@@ -15,6 +15,9 @@ to every peer it will send to at start-up, and classifies the outcome:
 * the peer refuses *our* certificate (a TLS alert after the handshake) -> "refused this party's
   certificate", at once.
 
+"At once" means after :data:`CERT_GRACE` seconds of the same answer: a stale process of an
+earlier run that still holds the port while it shuts down must not fail a fresh job.
+
 The probe sends the HTTP/2 connection preface and reads the server's first frame, so the server's
 verdict on our certificate (sent after the handshake under TLS 1.3) is seen. It carries no job
 data; the gRPC server sees one connection that ends after its settings frame.
@@ -33,6 +36,8 @@ __all__ = ["wait_for_peers", "probe"]
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 LOG_EVERY = 5.0
+#: how long a certificate problem must persist before it is reported (a stale process may be exiting)
+CERT_GRACE = 5.0
 
 
 class _NotUp(Exception):
@@ -112,13 +117,18 @@ def wait_for_peers(me: str, peers: list[str], addresses: Mapping[str, str], ca_p
     t0 = time.monotonic()
     pending = list(peers)
     last_log = t0 - LOG_EVERY + 2.0  # the first note after 2 s, then every LOG_EVERY s
+    wrong_since: dict[str, float] = {}
     while pending:
         for p in list(pending):
             try:
                 probe(me, p, addresses[p], contexts[p], ca_file)
                 pending.remove(p)
             except _NotUp:
-                pass
+                wrong_since.pop(p, None)
+            except TransportError:
+                first = wrong_since.setdefault(p, time.monotonic())
+                if time.monotonic() - first >= min(CERT_GRACE, limit):
+                    raise
         if not pending:
             break
         now = time.monotonic()
