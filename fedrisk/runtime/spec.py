@@ -13,6 +13,8 @@ Example::
     data = "../data/bank1.csv"          # relative to this file
     id = "id"
     label = "y"
+    # sep = ";"  decimal = ","          # CSV dialect of this party's files
+    # positive = "bad"                  # label coding when not 0/1 (or 2, a list, a value -> 0/1 map)
 
     [task]
     kind = "horizontal.lr"
