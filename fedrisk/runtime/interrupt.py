@@ -19,7 +19,10 @@ from typing import Iterator
 
 from fedrisk.errors import Interrupted
 
-__all__ = ["set_phase", "current_phase", "stop_on_signals", "SIGNALS"]
+__all__ = ["set_phase", "current_phase", "stop_on_signals", "SIGNALS", "stop_with_parent", "PARENT_ENV"]
+
+#: set by ``simulate`` to its pid: a participant it started stops when ``simulate`` dies (even ``kill -9``)
+PARENT_ENV = "FEDRISK_STOP_WITH_PARENT"
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PHASE = "start-up"
@@ -60,3 +63,22 @@ def stop_on_signals(who: str) -> Iterator[None]:
         for s, h in previous.items():
             # keep ignoring repeats until the process has finished cleaning up
             signal.signal(s, signal.SIG_IGN if fired else h)
+
+
+def stop_with_parent() -> None:
+    """When started by ``simulate`` (``FEDRISK_STOP_WITH_PARENT=<pid>``), SIGTERM this process once
+    that parent is gone, so a killed ``simulate`` leaves no participant behind."""
+    import os
+    import time
+
+    want = os.environ.get(PARENT_ENV, "")
+    if not want.isdigit():
+        return
+    parent = int(want)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="fedrisk-parent-watch", daemon=True).start()

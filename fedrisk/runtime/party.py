@@ -24,7 +24,7 @@ from pathlib import Path
 from fedrisk.errors import ConfigError, FedriskError, Interrupted
 from fedrisk.runtime.context import PartyContext, ProgressLog
 from fedrisk.runtime.handshake import handshake
-from fedrisk.runtime.interrupt import set_phase, stop_on_signals
+from fedrisk.runtime.interrupt import set_phase, stop_with_parent, stop_on_signals
 from fedrisk.runtime.preflight import wait_for_peers
 from fedrisk.runtime.spec import JobSpec, load_spec, shared_settings
 from fedrisk.runtime.tasks import get_task
@@ -88,6 +88,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     t0 = time.perf_counter()
     limit = spec.security.connect_timeout
     with stop_on_signals(f"participant {name!r}"):
+        stop_with_parent()
         try:
             set_phase("start-up")
             channel.start()

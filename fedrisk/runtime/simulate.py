@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fedrisk.errors import ConfigError, FedriskError, Interrupted
+from fedrisk.runtime.interrupt import PARENT_ENV
 from fedrisk.runtime.spec import JobSpec, load_spec
 from fedrisk.runtime.tasks import get_task
 from fedrisk.transport.certs import make_dev_pki
@@ -131,6 +132,7 @@ def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, ti
     (out / "logs").mkdir(exist_ok=True)
     child_env = dict(os.environ, **(env or {}))
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    child_env[PARENT_ENV] = str(os.getpid())  # participants stop if this process dies (even kill -9)
     # each participant is single-threaded numpy unless it asks otherwise: 2 cores, N processes
     child_env.setdefault("OMP_NUM_THREADS", "1")
     child_env.setdefault("OPENBLAS_NUM_THREADS", "1")

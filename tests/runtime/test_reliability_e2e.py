@@ -221,6 +221,29 @@ def test_killed_party_takes_its_worker_processes_with_it(tmp_path):
             p.kill()
 
 
+def test_killed_simulate_takes_its_participants_with_it(tmp_path):
+    """``kill -9`` of ``simulate`` itself: the participants it started notice and stop cleanly."""
+    spec = job(tmp_path, task="n_trees = 400\nmax_depth = 4\nmax_bin = 16\n", n=3000)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*FEDRISK, "simulate", str(spec), "--out", str(out)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log = out / "logs" / "lender.log"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (log.exists() and "train 1/" in log.read_text()):
+            time.sleep(0.2)
+        proc.kill()
+        proc.wait()
+        until = time.monotonic() + 20
+        while session_processes(proc.pid) and time.monotonic() < until:
+            time.sleep(0.2)
+        assert session_processes(proc.pid) == []
+        assert "interrupted by SIGTERM during train" in log.read_text()
+    finally:
+        for p in session_processes(proc.pid):
+            p.kill()
+
+
 def test_a_partner_that_never_starts_is_named_within_connect_timeout(tmp_path):
     spec = job(tmp_path, security="[security]\nconnect_timeout = 4\n")
     assert cli("certs", "--parties", "lender,payco", "--out", tmp_path / "certs").returncode == 0
