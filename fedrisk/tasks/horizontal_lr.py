@@ -53,8 +53,9 @@ def validate_horizontal(spec: JobSpec, where: str, kind: str) -> None:
     unlabelled = [n for n, p in spec.parties.items() if not p.label]
     if unlabelled:
         raise ConfigError(f"{where}: {kind}: every bank needs label = '...'; missing at {unlabelled}")
-    if spec.evaluation.test_rule is not None:
-        raise ConfigError(f"{where}: evaluation.test_rule is for vertical jobs; horizontal jobs use evaluation.test = 'file'")
+    vertical_only = [k for k in ("test_rule", "test_fraction", "test_column") if getattr(spec.evaluation, k) is not None]
+    if vertical_only:
+        raise ConfigError(f"{where}: evaluation.{vertical_only[0]} is for vertical jobs; horizontal jobs use evaluation.test = 'file'")
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:

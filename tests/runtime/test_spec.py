@@ -110,3 +110,8 @@ def test_vertical_party_reads_its_dialect_and_labels_from_the_spec(tmp_path):
     t = load_table(load_spec(p), "lender")
     assert t.feature_names == ["a"] and t.X[:, 0].tolist() == [0.5, 1.5] and t.y.tolist() == [1, 0]
     assert list(t.ids) == ["C01", "C02"] and t.extra["is_test"].tolist() == [1, 0]
+
+
+def test_vertical_split_settings_are_refused_for_horizontal_jobs(tmp_path):
+    with pytest.raises(ConfigError, match="evaluation.test_fraction is for vertical jobs"):
+        load_spec(write(tmp_path, GOOD + "[evaluation]\ntest_fraction = 0.2\n"))
