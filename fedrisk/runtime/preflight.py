@@ -138,8 +138,14 @@ def wait_for_peers(me: str, peers: list[str], addresses: Mapping[str, str], ca_p
                                  f"start `fedrisk party ... --as {pending[0]}` on that host, or check the address "
                                  "and firewall")
         if log is not None and now - last_log >= LOG_EVERY:
-            log.info("waiting for %s to start listening (%.0f s of %.0f s)",
-                     ", ".join(f"{p} at {addresses[p]}" for p in pending), now - t0, limit)
+            down = [p for p in pending if p not in wrong_since]
+            if down:
+                log.info("waiting for %s to start listening (%.0f s of %.0f s)",
+                         ", ".join(f"{p} at {addresses[p]}" for p in down), now - t0, limit)
+            for p in pending:
+                if p in wrong_since:
+                    log.info("%s at %s answers with a certificate this party does not accept; checking again",
+                             p, addresses[p])
             last_log = now
         time.sleep(0.5)
     return time.monotonic() - t0
