@@ -209,7 +209,10 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     watcher = threading.Event()
     try:
         if spawn:
-            env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+            from fedrisk.runtime.interrupt import PARENT_ENV
+
+            # the spawned feature holders stop if this process dies (even kill -9)
+            env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **{PARENT_ENV: str(os.getpid())})
             for h in hosts:
                 cmd = [sys.executable, "-m", "fedrisk.runtime.inference", "serve", str(run_dir / "job.toml"), "--as", h,
                        "--model", str(run_dir / model["parties"][h]), "--session", session, "--certs", str(certs_dir),
@@ -296,17 +299,21 @@ def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Pat
                             **fill) if hasattr(task, "load_table") else None
     if table is None:
         raise ConfigError(f"model format {model['format']!r} does not say how to load a feature holder's data")
+    from fedrisk.runtime.interrupt import stop_on_signals, stop_with_parent
+
     channel = _open_channel(spec, name, job_id, certs_dir, out, tuple(mod.INFERENCE_TAG_PREFIXES))
-    try:
-        channel.start()
-        handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
-                  log=log, addresses={n: p.address for n, p in spec.parties.items()})
-        run_inference(channel, name, model, table, lh, hosts, job_id, log)
-    except BaseException as e:
-        channel.abort(f"{name}: {e}")
-        raise
-    finally:
-        channel.close()
+    with stop_on_signals(f"feature holder {name!r}"):
+        stop_with_parent()
+        try:
+            channel.start()
+            handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
+                      log=log, addresses={n: p.address for n, p in spec.parties.items()})
+            run_inference(channel, name, model, table, lh, hosts, job_id, log)
+        except BaseException as e:
+            channel.abort(f"{name}: {e}")
+            raise
+        finally:
+            channel.close()
 
 
 def main(argv: list[str] | None = None) -> int:
