@@ -1,7 +1,7 @@
 """The ``fedrisk`` command line: demo, simulate, party, certs, predict, report.
 
-Every command turns a :class:`~fedrisk.errors.FedriskError` into one red line and exit code 2;
-anything else is a bug and keeps its traceback.
+Every command turns a :class:`~fedrisk.errors.FedriskError` into one red line and exit code 2
+(an interrupted job: exit code 130); anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedrisk.errors import ConfigError, FedriskError
+from fedrisk.errors import ConfigError, FedriskError, Interrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Federated credit-risk modelling: train together, keep raw rows at home.")
@@ -24,7 +24,21 @@ err_console = Console(stderr=True)
 
 def _fail(e: FedriskError) -> None:
     err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(130 if isinstance(e, Interrupted) else 2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from fedrisk import __version__
+
+        console.print(f"fedrisk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Federated credit-risk modelling: train together, keep raw rows at home."""
 
 
 class _ProgressView:
@@ -69,21 +83,22 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]], rows_col:
     return t
 
 
-def run_simulation(spec: Path, out: Path, resume: bool = False) -> dict[str, Any]:
+def run_simulation(spec: Path, out: Path, resume: bool = False, force: bool = False) -> dict[str, Any]:
     from fedrisk.runtime.simulate import simulate as _simulate
 
     with _progress() as progress:
-        result = _simulate(spec, out, resume=resume, on_progress=_ProgressView(progress))
+        result = _simulate(spec, out, resume=resume, force=force, on_progress=_ProgressView(progress))
     return result
 
 
 @app.command()
 def simulate(spec: Path = typer.Argument(..., help="job spec (TOML)"),
              out: Path = typer.Option(..., "--out", help="run directory to write"),
-             resume: bool = typer.Option(False, help="continue from the checkpoints in --out")) -> None:
+             resume: bool = typer.Option(False, help="continue from the checkpoints in --out"),
+             force: bool = typer.Option(False, "--force", help="replace the run already in --out (its fedrisk outputs are deleted)")) -> None:
     """Run every participant of JOB.toml as its own process on this machine, over mutual TLS."""
     try:
-        result = run_simulation(spec, out, resume)
+        result = run_simulation(spec, out, resume, force)
         report = _write_report(out)
     except FedriskError as e:
         _fail(e)
@@ -108,8 +123,25 @@ def party(spec: Path = typer.Argument(..., help="job spec (TOML)"),
 
     try:
         run_party(spec, name, out, certs=certs, resume=resume, console=not quiet)
+    except KeyboardInterrupt:  # a signal that arrived outside the party's own handling
+        _stop_now(Interrupted(f"participant {name!r} interrupted by SIGINT"))
+    except Interrupted as e:
+        _stop_now(e)
     except FedriskError as e:
         _fail(e)
+
+
+def _stop_now(e: Interrupted) -> None:
+    """Print the line and leave at once: no waiting for pool threads of a job that was stopped."""
+    import logging
+    import os
+    import sys
+
+    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 @app.command()
@@ -147,7 +179,7 @@ def certs(parties: str = typer.Option(..., help="comma-separated party names, e.
 def predict(model: Path = typer.Argument(..., help="model file from a run directory (model.json)"),
             data: Path = typer.Argument(..., help="CSV/Parquet rows to score"),
             out: Path = typer.Option(..., "--out", help="scores CSV to write (id, score)"),
-            id_col: str = typer.Option("id", "--id", help="id column of DATA"),
+            id_col: Optional[str] = typer.Option(None, "--id", help="id column of DATA (default: the one the model was trained with)"),
             session: Optional[str] = typer.Option(None, help="vertical models: inference session name agreed with the feature holders"),
             spawn: bool = typer.Option(True, help="vertical models: start the feature holders' inference processes "
                                                    "from the run's job spec (--no-spawn when they run on their own hosts)"),

@@ -14,6 +14,7 @@ __all__ = [
     "TransportError",
     "ProtocolError",
     "CryptoError",
+    "Interrupted",
 ]
 
 
@@ -43,3 +44,7 @@ class ProtocolError(FedriskError):
 
 class CryptoError(FedriskError):
     """A cryptographic precondition failed (overflow risk, wrong key, bad ciphertext)."""
+
+
+class Interrupted(FedriskError):
+    """The job was stopped by a signal (SIGINT/SIGTERM); the message names the phase it was in."""

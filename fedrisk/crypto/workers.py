@@ -12,19 +12,26 @@ normally re-runs the parent's main script first, which breaks a plain script wit
 fedrisk's kernel modules, so they are all started at once when the pool is made, with the main
 script hidden from them (:func:`_start_workers`).
 ``FEDRISK_WORKERS`` overrides the worker count (e.g. ``1`` to rule out resource limits).
+
+Workers never outlive their party: each one watches its parent's sentinel (a pipe that closes
+when the parent dies, however it dies, ``kill -9`` included) and exits at once, and ignores SIGINT
+so a Ctrl-C to the terminal's process group is handled once, by the party, which then stops the
+pool (:func:`terminate_pools`). A ``prctl(PR_SET_PDEATHSIG)`` would not do: it fires when the
+*thread* that started the worker exits, and pools here are started from short-lived threads.
 """
 from __future__ import annotations
 
 import atexit
 import multiprocessing
 import os
+import signal
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from fedrisk.errors import CryptoError
 
 __all__ = ["worker_count", "process_pool", "thread_pool", "background_thread_pool", "shutdown_pools",
-           "broken_pool_error", "warm_up"]
+           "terminate_pools", "broken_pool_error", "warm_up"]
 
 #: modules whose kernels run in the workers; imported once per worker, not per task
 _KERNEL_MODULES = ("fedrisk.crypto.psi", "fedrisk.crypto.additive", "fedrisk.crypto.paillier",
@@ -91,10 +98,41 @@ def _start_workers(pool: ProcessPoolExecutor, n: int) -> None:
 
 
 def _import_kernels() -> None:
+    """Worker initializer: die with the parent, leave Ctrl-C to the parent, import the kernels."""
     import importlib
 
+    _watch_parent()
     for name in _KERNEL_MODULES:
         importlib.import_module(name)
+
+
+def _watch_parent() -> None:
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # not the main thread of the worker: nothing to ignore
+        pass
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:  # no pipe to the parent (not a spawned child): fall back to polling the pid
+        ppid = os.getppid()
+
+        def poll() -> None:
+            import time
+
+            while os.getppid() == ppid:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=poll, name="fedrisk-parent-watch", daemon=True).start()
+        return
+
+    def wait() -> None:
+        from multiprocessing.connection import wait as wait_ready
+
+        wait_ready([sentinel])
+        os._exit(1)  # the parent is gone: nobody will read our results
+
+    threading.Thread(target=wait, name="fedrisk-parent-watch", daemon=True).start()
 
 
 def _noop() -> None:
@@ -152,6 +190,46 @@ def shutdown_pools() -> None:
     for pool in (threads, background):
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def terminate_pools() -> None:
+    """Stop now, for an interrupted job: kill the worker processes, drop queued thread tasks.
+
+    Unlike :func:`shutdown_pools` this never waits for a batch to finish; tasks already running on
+    a thread finish in the background of a process that is about to exit.
+    """
+    global _PROC, _THREADS, _BACKGROUND
+    with _LOCK:
+        proc, _PROC = _PROC, None
+        threads, _THREADS = _THREADS, None
+        background, _BACKGROUND = _BACKGROUND, None
+    if proc is not None:
+        workers = list(getattr(proc, "_processes", {}).values())
+        for p in workers:
+            try:
+                p.kill()
+            except (OSError, AttributeError):
+                pass
+        proc.shutdown(wait=False, cancel_futures=True)
+        for p in workers:  # reap them: a killed child stays a zombie until its parent waits for it
+            try:
+                p.join(2.0)
+            except (OSError, AssertionError, AttributeError):
+                pass
+        _stop_resource_tracker()
+    for pool in (threads, background):
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _stop_resource_tracker() -> None:
+    """Stop (and reap) multiprocessing's resource-tracker helper process, if this process started one."""
+    try:
+        from multiprocessing import resource_tracker
+
+        resource_tracker._resource_tracker._stop()
+    except Exception:  # noqa: BLE001 - private API, best effort: the tracker exits with us anyway
+        pass
 
 
 atexit.register(shutdown_pools)

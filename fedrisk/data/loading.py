@@ -78,6 +78,8 @@ class PartyTable:
     y: np.ndarray | None
     feature_names: list[str]
     imputed: dict[str, float] = field(default_factory=dict)
+    #: raw values of the ``keep`` columns (e.g. a test-split column), never used as features
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -124,7 +126,7 @@ def _file_kind(path: Path) -> str | None:
     return None
 
 
-def _csv_header(path: Path) -> list[str] | None:
+def _csv_header(path: Path, sep: str = ",") -> list[str] | None:
     """The raw header of a plain CSV, or ``None`` when it cannot be read cheaply (compressed).
 
     pandas renames duplicate headers (``a``, ``a.1``); reading the first line ourselves is how a
@@ -133,12 +135,20 @@ def _csv_header(path: Path) -> list[str] | None:
     if path.suffix.lower() != ".csv":
         return None
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        row = next(csv.reader(fh), None)
+        row = next(csv.reader(fh, delimiter=sep), None)
     return [c.strip() for c in row] if row is not None else []
 
 
-def _read_frame(ctx: _Ctx, path: Path, id_col: str) -> pd.DataFrame:
-    """Read the file into a DataFrame with the id column as strings; map every failure to DataError."""
+#: separators a one-column CSV is checked for, to say "set sep = ';'" instead of "id column not found"
+_OTHER_SEPARATORS = (",", ";", "\t", "|")
+
+
+def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, decimal: str = ".") -> pd.DataFrame:
+    """Read the file into a DataFrame with the id column as strings; map every failure to DataError.
+
+    ``sep`` and ``decimal`` are the CSV dialect (per party in the job spec): European exports are
+    often ``;``-separated with decimal commas. Parquet files carry types and ignore both.
+    """
     if not path.exists():
         raise ctx.error("file not found; check the data path in the job spec (relative paths are "
                         "resolved from the working directory)")
@@ -154,13 +164,15 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str) -> pd.DataFrame:
             if path.stat().st_size == 0:
                 raise ctx.error("file is empty (0 bytes); export the table with a header row and "
                                 "at least one data row")
-            header = _csv_header(path)
+            sep = sep or ","
+            header = _csv_header(path, sep)
             if header is not None:
                 dupes = sorted({c for c in header if header.count(c) > 1})
                 if dupes:
                     raise ctx.error(f"duplicate column names {_listing(dupes)}; rename them so "
                                     "every column is unique")
-            df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True, skipinitialspace=True)
+            df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True, skipinitialspace=True, sep=sep,
+                             decimal=decimal)
             df.columns = [str(c).strip() for c in df.columns]
         else:
             import pyarrow.parquet as pq
@@ -225,30 +237,67 @@ def _normalise_ids(ctx: _Ctx, raw: pd.Series, id_col: str) -> np.ndarray:
     return ids
 
 
-def _labels(ctx: _Ctx, raw: pd.Series, label_col: str) -> np.ndarray:
+def _label_key(v: object) -> str:
+    """Text form of a label value for matching ``positive``: ``2``, ``2.0`` and ``"2"`` agree."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v)).lower()
+    if isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) -> np.ndarray:
+    """Labels under an explicit coding: ``positive`` is the default value(s), or a value -> 0/1 map."""
+    keys = raw.map(_label_key)
+    found = sorted(set(keys))
+    if isinstance(positive, Mapping):
+        table = {_label_key(k): v for k, v in positive.items()}
+        if any(v not in (0, 1) for v in table.values()):
+            raise ConfigError(f"party {ctx.party!r}: positive = {{...}} must map each label value to 0 or 1")
+        unmapped = [k for k in found if k not in table]
+        if unmapped:
+            raise ctx.error(f"label column {label_col!r} holds values the positive mapping does not cover "
+                            f"({_listing(unmapped)}); map every value to 0 or 1")
+        return keys.map(table).to_numpy(dtype=np.int8)
+    pos = {_label_key(p) for p in (positive if isinstance(positive, (list, tuple)) else [positive])}
+    if not pos & set(found):
+        raise ctx.error(f"label column {label_col!r} never holds positive = {positive!r} (values found: "
+                        f"{_listing(found)}); set positive to the value that means default/bad")
+    if len(set(found) - pos) > 1:
+        raise ctx.error(f"label column {label_col!r} has more than two classes ({_listing(found)}); with "
+                        "positive = ... every other value is 0, so list all default values or map them")
+    return keys.isin(pos).to_numpy(dtype=np.int8)
+
+
+def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) -> np.ndarray:
     """Validate a binary label column and return it as int8 0/1.
 
-    Only numeric 0/1 and booleans are accepted. Strings such as ``"good"/"bad"`` are refused rather
-    than guessed: which one is the positive (default) class is a business decision, and guessing
-    wrong inverts the model without any error.
+    Without ``positive`` only numeric 0/1 and booleans are accepted. Strings such as
+    ``"good"/"bad"`` or a 1/2 coding are refused rather than guessed: which one is the positive
+    (default) class is a business decision, and guessing wrong inverts the model without any
+    error. The job spec says it with ``positive = "bad"`` (or ``2``, a list, or a value -> 0/1 map).
     """
     n_missing = int(raw.isna().sum())
     if n_missing:
         raise ctx.error(f"label column {label_col!r} is empty in {n_missing} rows; drop unlabelled "
                         "rows or use a party without a label")
+    if positive is not None:
+        return _mapped_labels(ctx, raw, label_col, positive)
     if pd.api.types.is_bool_dtype(raw.dtype):
         return raw.to_numpy(dtype=np.int8)
     if not pd.api.types.is_numeric_dtype(raw.dtype):
         values = sorted({str(v) for v in raw.unique()[: _MAX_LISTED + 1]})
         raise ctx.error(f"label column {label_col!r} is not numeric (values found: {_listing(values)}); "
-                        "map it to 0/1 yourself, with 1 = default/bad, before loading")
+                        "set positive = '<the value meaning default>' for this party in the job spec "
+                        "(or map it to 0/1, with 1 = default/bad, before loading)")
     vals = raw.to_numpy(dtype=np.float64)
     distinct = np.unique(vals)
     if not np.all(np.isin(distinct, (0.0, 1.0))):
         shown = [int(v) if float(v).is_integer() else float(v) for v in distinct[: _MAX_LISTED + 1]]
         raise ctx.error(f"label column {label_col!r} is not binary (distinct values: "
                         f"{_listing(shown)}{'' if len(distinct) <= _MAX_LISTED + 1 else ', ...'}); it "
-                        "must hold only 0 and 1, with 1 = default/bad")
+                        "must hold only 0 and 1, with 1 = default/bad, or set positive = <the default "
+                        "value> for this party in the job spec (e.g. positive = 2 for a 1/2 coding)")
     return vals.astype(np.int8)
 
 
@@ -256,22 +305,43 @@ def _available(df: pd.DataFrame) -> str:
     return f"available columns: {_listing(list(df.columns), limit=12)}"
 
 
+def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
+    """``"; the file looks ';'-separated: set sep = ';'"`` when a one-column frame hides separators."""
+    if len(df.columns) != 1:
+        return ""
+    head = str(df.columns[0])
+    for cand in _OTHER_SEPARATORS:
+        if cand != (sep or ",") and cand in head:
+            shown = "\\t" if cand == "\t" else cand
+            return f"; the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec"
+    return ""
+
+
 def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None, features: Sequence[str] | None,
-                     exclude: Sequence[str], require_label: bool | None, forbid_label: str | None):
+                     exclude: Sequence[str], require_label: bool | None, forbid_label: str | None,
+                     sep: str | None = None, decimal: str = ".", positive: object = None,
+                     keep: Sequence[str] = ()):
     """Read the file and settle which columns are the id, the label and the features.
 
     Shared by the numeric and the raw-frame loaders so both refuse the same mistakes the same way.
-    Returns ``(frame, feature_names, ids, y or None)``.
+    Returns ``(frame, feature_names, ids, y or None)``. ``keep`` columns must exist and are left
+    out of the features (the caller reads them from the frame).
     """
     if require_label is None:
         require_label = label_col is not None
     if require_label and label_col is None:
         raise ConfigError(f"party {ctx.party!r}: require_label=True but no label column was named; "
                           "set the label column in the job spec")
-    df = _read_frame(ctx, path, id_col)
+    df = _read_frame(ctx, path, id_col, sep=sep, decimal=decimal)
     if id_col not in df.columns:
+        hint = _separator_hint(df, sep)
+        if hint:
+            raise ctx.error(f"id column {id_col!r} not found{hint}")
         raise ctx.error(f"id column {id_col!r} not found; {_available(df)}; set the id column in "
                         "the job spec")
+    absent_keep = [c for c in keep if c not in df.columns]
+    if absent_keep:
+        raise ctx.error(f"column {_listing(absent_keep)} (evaluation.test_column) not found; {_available(df)}")
     if forbid_label is not None and forbid_label in df.columns:
         raise ctx.error(f"column {forbid_label!r} is present but this party must not hold the "
                         "label; remove it from the export before joining the federation")
@@ -282,7 +352,7 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
     if label_col is not None and label_col == id_col:
         raise ctx.error(f"the id column and the label column are both {id_col!r}; name two "
                         "different columns")
-    reserved = {id_col} | ({label_col} if label_col is not None else set())
+    reserved = {id_col} | ({label_col} if label_col is not None else set()) | set(keep)
     unknown_ex = [c for c in exclude if c not in df.columns]
     if unknown_ex:
         raise ctx.error(f"exclude names columns that are not in the file: {_listing(unknown_ex)}; "
@@ -304,7 +374,7 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
     if not feature_names:
         raise ctx.error(f"no feature columns left after removing id/label/exclude; {_available(df)}")
     ids = _normalise_ids(ctx, df[id_col], id_col)
-    y = _labels(ctx, df[label_col], label_col) if has_label else None
+    y = _labels(ctx, df[label_col], label_col, positive) if has_label else None
     return df, feature_names, ids, y
 
 
@@ -319,6 +389,11 @@ def load_party_table(
     missing: str = "reject",
     require_label: bool | None = None,
     forbid_label: str | None = None,
+    sep: str | None = None,
+    decimal: str = ".",
+    positive: object = None,
+    keep: Sequence[str] = (),
+    fill: Mapping[str, float] | None = None,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -353,6 +428,19 @@ def load_party_table(
     forbid_label : str, optional
         A column that must *not* be in this file — the label name, for a vertical feature holder.
         Catches a partner that exported the label by mistake before it is ever used as a feature.
+    sep, decimal : str, optional
+        CSV dialect: field separator (default ``","``) and decimal mark (default ``"."``). A
+        ``;``-separated file read with the default gets a message saying so, not "id column not found".
+    positive : scalar, list or mapping, optional
+        Label coding when it is not 0/1: the value(s) meaning default (``"bad"``, ``2``), or a map
+        from every label value to 0/1. Default: the label must already be 0/1 or boolean.
+    keep : sequence of str
+        Columns to read but never use as features (returned in :attr:`PartyTable.extra`), such as
+        the label holder's ``evaluation.test_column``.
+    fill : mapping of str to float, optional
+        Scoring with a model trained under ``missing="mean"``: the training means stored in the
+        model. Empty cells of these columns get these values, not this file's means, so a row
+        scores the same whichever batch it arrives in. They count as filled in ``imputed``.
 
     Returns
     -------
@@ -373,14 +461,16 @@ def load_party_table(
     ctx = _Ctx(party, path)
 
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
-                                                 require_label, forbid_label)
+                                                 require_label, forbid_label, sep, decimal, positive, keep)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
     if non_numeric:
         kinds = ", ".join(f"{c!r} ({df[c].dtype})" for c in non_numeric[:_MAX_LISTED])
         more = f", ... ({len(non_numeric) - _MAX_LISTED} more)" if len(non_numeric) > _MAX_LISTED else ""
-        raise ctx.error(f"non-numeric feature columns: {kinds}{more}; encode them as numbers "
-                        "(e.g. WOE or one-hot) or list them in exclude")
+        hint = ""
+        if decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
+            hint = "; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec"
+        raise ctx.error(f"non-numeric feature columns: {kinds}{more}{hint or '; encode them as numbers (e.g. WOE or one-hot) or list them in exclude'}")
     try:
         X = df[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as exc:  # e.g. nullable dtypes with exotic contents
@@ -388,6 +478,13 @@ def load_party_table(
     X = np.ascontiguousarray(X)
 
     imputed: dict[str, float] = {}
+    for name, value in (fill or {}).items():
+        if name in feature_names:
+            j = feature_names.index(name)
+            gaps = np.isnan(X[:, j])
+            if gaps.any():
+                X[gaps, j] = float(value)
+                imputed[name] = float(value)
     # under "keep" NaN is a legitimate value; infinities are never missing values
     bad = np.isinf(X) if missing == "keep" else ~np.isfinite(X)
     if bad.any():
@@ -413,8 +510,8 @@ def load_party_table(
             col[~ok] = fill
             imputed[feature_names[j]] = fill
 
-    return PartyTable(party=party, path=path, ids=ids, X=X, y=y,
-                      feature_names=list(feature_names), imputed=imputed)
+    return PartyTable(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),
+                      imputed=imputed, extra={c: df[c].to_numpy() for c in keep})
 
 
 @dataclass
@@ -444,6 +541,8 @@ class PartyFrame:
     X: pd.DataFrame
     y: np.ndarray | None
     feature_names: list[str]
+    #: raw values of the ``keep`` columns (see :func:`load_party_table`)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -466,6 +565,10 @@ def load_party_frame(
     exclude: Sequence[str] = (),
     require_label: bool | None = None,
     forbid_label: str | None = None,
+    sep: str | None = None,
+    decimal: str = ".",
+    positive: object = None,
+    keep: Sequence[str] = (),
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -490,13 +593,14 @@ def load_party_frame(
     path = Path(path)
     ctx = _Ctx(party, path)
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
-                                                 require_label, forbid_label)
+                                                 require_label, forbid_label, sep, decimal, positive, keep)
     X = df[feature_names].reset_index(drop=True)
     empty = [c for c in feature_names if X[c].isna().all()]
     if empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "
                         "or fix the export")
-    return PartyFrame(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names))
+    return PartyFrame(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),
+                      extra={c: df[c].to_numpy() for c in keep})
 
 
 def check_same_features(tables_or_name_lists: Mapping[str, PartyTable | Sequence[str]]) -> None:

@@ -54,8 +54,11 @@ class ProgressLog:
             path.parent.mkdir(parents=True, exist_ok=True)
 
     def update(self, step: int, total: int, stage: str = "train", **metrics: Any) -> None:
+        from fedrisk.runtime.interrupt import set_phase
+
         shown = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         self.log.info("%s %d/%d %s", stage, step, total, shown)
+        set_phase(f"{stage} (step {step} of {total} done)")
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"time": time.time(), "stage": stage, "step": step, "total": total,
@@ -85,3 +88,10 @@ class PartyContext:
 
     def write_json(self, rel: str, obj: Any) -> Path:
         return write_json(self.out / rel, obj)
+
+    def phase(self, name: str) -> None:
+        """Declare the step this participant is in: logged, and named if the job is interrupted."""
+        from fedrisk.runtime.interrupt import set_phase
+
+        set_phase(name)
+        self.log.info("phase: %s", name)

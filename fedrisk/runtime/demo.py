@@ -103,7 +103,8 @@ def run_demo(out: str | Path, seed: int = 0, rounds: int = 30,
     banks = {name: Path(paths[name]) for name in data.banks}
     spec_path = out / "job.toml"
     spec_path.write_text(_spec_text(banks, Path(paths["test"]), free_ports(len(banks) + 1), rounds, seed))
-    result = simulate(spec_path, out, on_progress=on_progress)
+    # the demo owns its directory (data it just generated, a previous demo run): replace the run
+    result = simulate(spec_path, out, on_progress=on_progress, force=True)
     features = data.feature_names
     fed = dict(result["test"])
     fed["n_train"] = int(sum(len(f) for f in data.banks.values()))

@@ -15,15 +15,29 @@ from fedrisk.runtime.context import PartyContext
 __all__ = ["write_evaluation", "write_scores", "run_header", "stability_labels"]
 
 
-def write_scores(path, ids: Sequence[str], y: np.ndarray | None, score: np.ndarray) -> None:
+def write_scores(path, ids: Sequence[str], y: np.ndarray | None, score: np.ndarray,
+                 status: Sequence[str] | None = None, id_name: str = "id") -> None:
+    """Write ``id[,y],score[,status]`` atomically (temp file + rename): never half a scores file.
+
+    ``status`` says per row whether it was scored (``"scored"``) or why not; unscored rows have
+    an empty score.
+    """
+    import os
+    from pathlib import Path
+
     import pandas as pd  # late: the coordinator never writes scores and need not pay for pandas
 
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cols: dict[str, Any] = {"id": np.asarray(ids)}
+    cols: dict[str, Any] = {id_name: np.asarray(ids)}
     if y is not None:
         cols["y"] = np.asarray(y, dtype=int)
     cols["score"] = np.asarray(score, dtype=float)
-    pd.DataFrame(cols).to_csv(path, index=False, float_format="%.8g")
+    if status is not None:
+        cols["status"] = np.asarray(status, dtype=object)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pd.DataFrame(cols).to_csv(tmp, index=False, float_format="%.8g")
+    tmp.replace(path)
 
 
 def run_header(ctx: PartyContext) -> dict[str, Any]:

@@ -12,16 +12,50 @@ The driver compares every participant's shared settings (all of the spec but loc
 with its own and refuses to start, naming the participant and the first differing setting, when
 they disagree. Because ``send`` retries until a peer is up, the handshake is also the point where
 the whole federation is known to be reachable: timings after it exclude process start-up.
+
+Waiting has a deadline from the spec (``security.connect_timeout``, passed as ``wait``): the
+driver gives every participant that long to say hello, and a participant gives the driver twice
+that long to answer (the driver may itself be waiting for the last one). While waiting, each
+logs every few seconds whom it waits for, and a participant that never comes is named with its
+address, instead of a silent ten-minute receive timeout.
 """
 from __future__ import annotations
 
 import secrets
-from typing import Any
+import time
+from typing import Any, Mapping
 
 from fedrisk import __version__
-from fedrisk.errors import ConfigError, ProtocolError
+from fedrisk.errors import ConfigError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
 from fedrisk.transport.safe_text import safe_text
+
+#: how often a waiting participant says whom it waits for
+LOG_EVERY = 5.0
+
+
+def _await(channel: Channel, frm: str, tag: str, deadline: float | None, log: Any, what: str,
+           addresses: Mapping[str, str] | None, limit: float | None) -> Any:
+    """``recv`` that logs every :data:`LOG_EVERY` s and names the missing participant at ``deadline``."""
+    if deadline is None:
+        return channel.recv(frm, tag)
+    t0 = time.monotonic()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            where = f" at {addresses[frm]}" if addresses and frm in addresses else ""
+            raise TransportError(
+                f"{channel.me}: no {what} from {frm!r}{where} within {limit:.0f} s (security.connect_timeout); "
+                f"is `fedrisk party ... --as {frm}` running there with the same job spec, and can it reach this host?")
+        try:
+            return channel.recv(frm, tag, timeout=min(LOG_EVERY, left))
+        except TransportError:
+            if channel.mailbox.failure is not None:  # a peer aborted: not a timeout
+                raise
+            if log is not None and time.monotonic() < deadline:
+                log.info("waiting for %s from %r%s (%.0f s of %.0f s)", what, frm,
+                         f" at {addresses[frm]}" if addresses and frm in addresses else "",
+                         time.monotonic() - t0, limit)
 
 __all__ = ["handshake", "first_difference"]
 
@@ -44,13 +78,19 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else f"{path}: {safe_text(repr(a))} here vs {safe_text(repr(b))}"
 
 
-def handshake(channel: Channel, driver: str, participants: list[str], settings: dict[str, Any]) -> str:
-    """Run the handshake and return the run id; raise :class:`ConfigError` everywhere when specs differ."""
+def handshake(channel: Channel, driver: str, participants: list[str], settings: dict[str, Any], *,
+              wait: float | None = None, log: Any = None, addresses: Mapping[str, str] | None = None) -> str:
+    """Run the handshake and return the run id; raise :class:`ConfigError` everywhere when specs differ.
+
+    ``wait`` (seconds, from ``security.connect_timeout``) bounds the wait for the other
+    participants; ``None`` waits the channel's receive timeout, silently (in-memory tests).
+    """
     others = [p for p in participants if p != channel.me]
     if channel.me == driver:
         problems = []
+        deadline = None if wait is None else time.monotonic() + wait
         for p in others:
-            hello = channel.recv(p, "ctl.hello")
+            hello = _await(channel, p, "ctl.hello", deadline, log, "hello", addresses, wait)
             if not isinstance(hello, dict):
                 raise ProtocolError(f"participant {p!r} sent a malformed hello; is it running fedrisk {__version__}?")
             diff = first_difference(settings, hello.get("settings"))
@@ -66,7 +106,9 @@ def handshake(channel: Channel, driver: str, participants: list[str], settings: 
         return run_id
     else:
         channel.send(driver, "ctl.hello", {"settings": settings, "version": __version__}, kind="control")
-        start = channel.recv(driver, "ctl.start")
+        limit = None if wait is None else 2 * wait + 10
+        start = _await(channel, driver, "ctl.start", None if limit is None else time.monotonic() + limit, log,
+                       "the start signal (it waits for every participant's hello)", addresses, limit)
         if not isinstance(start, dict):
             raise ProtocolError(f"{driver!r} sent a malformed start message")
         if not start.get("ok"):

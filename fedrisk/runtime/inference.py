@@ -188,10 +188,16 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     lh, hosts = _roles(model)
     mod = get_format(model["format"])
     spec = _session_spec(run_dir, model)
-    session = session or os.environ.get("FEDRISK_PREDICT_SESSION") or secrets.token_hex(4)
-    _check_session(session)
+    session = session or os.environ.get("FEDRISK_PREDICT_SESSION")
     if spawn is None:
         spawn = os.environ.get("FEDRISK_PREDICT_SPAWN", "1") != "0"
+    if session is None and not spawn:
+        # the feature holders run `fedrisk serve ... --session NAME` on their hosts: without the
+        # agreed name this side would wait for a session nobody joins
+        raise ConfigError("predict --no-spawn needs --session NAME: the inference session name the feature holders "
+                          f"were started with (`fedrisk serve ... --as {hosts[0] if hosts else 'NAME'} --session NAME`)")
+    session = session or secrets.token_hex(4)
+    _check_session(session)
     job_id = f"{model['job']}.predict.{session}"
     certs_dir = _certs(spec, run_dir, certs)
     work = run_dir / "predict" / session
@@ -202,8 +208,11 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     if raw_loader is not None and lh in spec.parties:
         table = raw_loader(spec, lh, Path(data), mod.inference_features(model))
     else:
+        opts = spec.parties[lh].read_options() if lh in spec.parties else {}
+        opts.pop("positive", None)  # no label is read at scoring
         table = load_party_table(data, party=lh, id_col=id_col, label_col=None, features=mod.inference_features(model),
-                                 require_label=False, missing=spec.parties[lh].missing if lh in spec.parties else "reject")
+                                 require_label=False, missing=spec.parties[lh].missing if lh in spec.parties else "reject",
+                                 fill=model.get("imputation"), **opts)
     # open (and so load our TLS files) before starting anyone: a bad certificate folder must not
     # leave feature-holder processes waiting for a label holder that never comes
     channel = _open_channel(spec, lh, job_id, certs_dir, work, tuple(mod.INFERENCE_TAG_PREFIXES))
@@ -211,7 +220,10 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     watcher = threading.Event()
     try:
         if spawn:
-            env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+            from fedrisk.runtime.interrupt import PARENT_ENV
+
+            # the spawned feature holders stop if this process dies (even kill -9)
+            env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **{PARENT_ENV: str(os.getpid())})
             for h in hosts:
                 cmd = [sys.executable, "-m", "fedrisk.runtime.inference", "serve", str(run_dir / "job.toml"), "--as", h,
                        "--model", str(run_dir / model["parties"][h]), "--session", session, "--certs", str(certs_dir),
@@ -222,7 +234,8 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
                     procs[h] = subprocess.Popen(cmd, stdout=errf, stderr=subprocess.STDOUT, env=env)
         channel.start()
         watcher = _watch_children(procs, channel)
-        handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
+        handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
+                  log=log, addresses={n: p.address for n, p in spec.parties.items()})
         idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log, detail=True)
     except BaseException as e:
         channel.abort(wire_reason(lh, e, [lh, *hosts]))
@@ -243,15 +256,21 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
                 pr.kill()
     missing = table.n_rows - len(idx)
     if missing:
-        log.warning("%d of %d rows are not at every feature holder and were not scored", missing, table.n_rows)
+        log.warning("%d of %d rows are not at every feature holder and were not scored (status column of %s)",
+                    missing, table.n_rows, out)
     if hasattr(p, "columns"):  # a table per row (points, reasons): every input row, unscored ones with a status
         from fedrisk.runtime.predict import write_predictions
 
         write_predictions(Path(out), table.ids, p, idx,
                           unscored="not scored: id not found at every feature holder")
         return int(len(idx))
-    order = np.argsort(idx, kind="stable")
-    write_scores(Path(out), table.ids[idx[order]], None, np.asarray(p)[order])
+    # every input row, in file order, with a status: a row some feature holder does not know is
+    # listed as not scored (empty score) rather than silently left out
+    score = np.full(table.n_rows, np.nan)
+    score[idx] = np.asarray(p, dtype=float)
+    status = np.full(table.n_rows, "not scored: id not found at every feature holder", dtype=object)
+    status[idx] = "scored"
+    write_scores(Path(out), table.ids, None, score, status=status)
     return int(len(idx))
 
 
@@ -292,20 +311,26 @@ def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Pat
     out = Path(out) if out else Path(model_path).resolve().parent / "predict" / session
     certs_dir = _certs(spec, Path(model_path).resolve().parent, certs)
     task = importlib.import_module(FORMATS[str(model["format"]).removesuffix(".part")])
-    table = task.load_table(spec, name, path=Path(data) if data else None, features=mod.inference_features(model)) \
-        if hasattr(task, "load_table") else None
+    fill = {"fill": model["imputation"]} if model.get("imputation") else {}
+    table = task.load_table(spec, name, path=Path(data) if data else None, features=mod.inference_features(model),
+                            **fill) if hasattr(task, "load_table") else None
     if table is None:
         raise ConfigError(f"model format {model['format']!r} does not say how to load a feature holder's data")
+    from fedrisk.runtime.interrupt import stop_on_signals, stop_with_parent
+
     channel = _open_channel(spec, name, job_id, certs_dir, out, tuple(mod.INFERENCE_TAG_PREFIXES))
-    try:
-        channel.start()
-        handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
-        run_inference(channel, name, model, table, lh, hosts, job_id, log)
-    except BaseException as e:
-        channel.abort(wire_reason(name, e, [lh, *hosts]))
-        raise
-    finally:
-        channel.close()
+    with stop_on_signals(f"feature holder {name!r}"):
+        stop_with_parent()
+        try:
+            channel.start()
+            handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
+                      log=log, addresses={n: p.address for n, p in spec.parties.items()})
+            run_inference(channel, name, model, table, lh, hosts, job_id, log)
+        except BaseException as e:
+            channel.abort(wire_reason(name, e, [lh, *hosts]))
+            raise
+        finally:
+            channel.close()
 
 
 def main(argv: list[str] | None = None) -> int:

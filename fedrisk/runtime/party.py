@@ -4,18 +4,29 @@ This is the unit of deployment: one institution runs exactly this on its own hos
 runs one such process per participant on this machine. The runtime owns everything around the
 algorithm: logging, the gRPC channel and its ledger, the start-up handshake, checkpoints, and
 telling the other participants when this one fails.
+
+Start-up has a deadline (``security.connect_timeout``): the participant first waits, logging
+every few seconds, until the peers it must reach accept a TLS connection
+(:mod:`fedrisk.runtime.preflight`, which also names a certificate problem at once), then runs the
+handshake. SIGINT/SIGTERM stop the participant with one line naming the phase it was in
+(:mod:`fedrisk.runtime.interrupt`). The job spec it ran is copied to ``RUN_DIR/job.toml``, so the
+run directory alone is enough for ``fedrisk predict`` later, on this host.
 """
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from fedrisk.errors import ConfigError, FedriskError
+from fedrisk.errors import ConfigError, FedriskError, Interrupted
 from fedrisk.runtime.abort_reason import public_names, wire_reason
 from fedrisk.runtime.context import PartyContext, ProgressLog
 from fedrisk.runtime.handshake import handshake
+from fedrisk.runtime.interrupt import set_phase, stop_with_parent, stop_on_signals
+from fedrisk.runtime.preflight import wait_for_peers
 from fedrisk.runtime.spec import JobSpec, load_spec, shared_settings
 from fedrisk.runtime.tasks import get_task
 from fedrisk.transport.certs import tls_files
@@ -64,7 +75,9 @@ def _write_run_record(ctx: PartyContext, seconds: float) -> None:
 def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str | Path | None = None,
               resume: bool = False, console: bool = True) -> None:
     """Run participant ``name`` of the job to completion; raise a :class:`FedriskError` on failure."""
+    spec_file = None
     if not isinstance(spec, JobSpec):
+        spec_file = Path(spec)
         spec = load_spec(spec)
     if name not in spec.participants():
         raise ConfigError(f"--as {name!r}: the job has no such participant; choose one of {spec.participants()}")
@@ -72,6 +85,8 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = party_logger(name, out, console)
+    if spec_file is not None:
+        _keep_spec(spec_file, out)
     certs_dir = Path(certs) if certs is not None else spec.resolve(spec.security.certs)
     if certs_dir is None:
         raise ConfigError(f"participant {name!r}: no certificates; set security.certs in the job spec or pass --certs DIR")
@@ -95,20 +110,52 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     ctx = PartyContext(name=name, spec=spec, channel=channel, out=out, log=log, progress=progress,
                        certs_dir=certs_dir, resume=resume)
     t0 = time.perf_counter()
+    limit = spec.security.connect_timeout
+    with stop_on_signals(f"participant {name!r}"):
+        stop_with_parent()
+        try:
+            set_phase("start-up")
+            channel.start()
+            log.info("listening on %s; job %s, task %s", spec.addresses()[name], spec.job_id, spec.task["kind"])
+            set_phase("waiting for the other participants")
+            others = [p for p in spec.participants() if p != name]
+            waited = wait_for_peers(name, others if name == driver else [driver], spec.addresses(), tls.ca, certs_dir,
+                                    str(certs_dir / "ca.pem"), limit, log=log, peer_cas=spec.pinned_cas())
+            if waited > 1:
+                log.info("peers reachable after %.1f s", waited)
+            set_phase("start-up handshake")
+            # --resume is agreed like the spec: a resuming party must not meet one that starts afresh
+            settings = {**shared_settings(spec), "runtime": {"resume": bool(resume)}}
+            ctx.run_id = handshake(channel, driver, spec.participants(), settings, wait=limit, log=log,
+                                   addresses=spec.addresses())
+            log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
+                     time.perf_counter() - t0)
+            set_phase(spec.task["kind"])
+            task.run(ctx)
+            log.info("done in %.2f s; sent %d messages, %d bytes", time.perf_counter() - t0,
+                     len(channel.ledger.entries), channel.ledger.bytes_sent)
+            _write_run_record(ctx, time.perf_counter() - t0)
+        except BaseException as e:
+            reason = str(e) if isinstance(e, FedriskError) else f"{type(e).__name__}: {e}"
+            log.error("failed: %s", reason, exc_info=not isinstance(e, (FedriskError, KeyboardInterrupt)))
+            if isinstance(e, (Interrupted, KeyboardInterrupt)):
+                from fedrisk.crypto.workers import terminate_pools
+
+                terminate_pools()  # never wait for queued crypto batches of a job that is stopping
+            channel.abort(wire_reason(name, e, public_names(spec)))  # partners get no ids, values or paths
+            raise
+        finally:
+            channel.close()
+
+
+def _keep_spec(spec_file: Path, out: Path) -> None:
+    """Copy the job spec into the run directory (atomically: parties of one simulate share it)."""
+    target = out / "job.toml"
     try:
-        channel.start()
-        log.info("listening on %s; job %s, task %s", spec.addresses()[name], spec.job_id, spec.task["kind"])
-        ctx.run_id = handshake(channel, driver, spec.participants(), shared_settings(spec))
-        log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
-                 time.perf_counter() - t0)
-        task.run(ctx)
-        log.info("done in %.2f s; sent %d messages, %d bytes", time.perf_counter() - t0,
-                 len(channel.ledger.entries), channel.ledger.bytes_sent)
-        _write_run_record(ctx, time.perf_counter() - t0)
-    except BaseException as e:
-        reason = str(e) if isinstance(e, FedriskError) else f"{type(e).__name__}: {e}"
-        log.error("failed: %s", reason, exc_info=not isinstance(e, FedriskError))
-        channel.abort(wire_reason(name, e, public_names(spec)))  # partners get no ids, values or paths
-        raise
-    finally:
-        channel.close()
+        if target.exists() and target.resolve() == spec_file.resolve():
+            return
+        tmp = out / f".job.toml.{os.getpid()}.tmp"
+        shutil.copyfile(spec_file, tmp)
+        tmp.replace(target)
+    except OSError as e:
+        raise ConfigError(f"cannot write the job spec into the run directory {out}: {e.strerror}") from None

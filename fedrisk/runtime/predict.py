@@ -79,13 +79,17 @@ def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None)
                          **reason_columns(sc.reason_codes(X, n=n), n)})
 
 
-def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_col: str = "id", *,
+def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_col: str | None = None, *,
                  session: str | None = None, spawn: bool = True, certs: str | Path | None = None) -> int:
-    """Score ``data`` with ``model_path`` and write the scores to ``out``; return the scored row count."""
+    """Score ``data`` with ``model_path`` and write the scores to ``out``; return the scored row count.
+
+    ``id_col`` defaults to the id column the model was trained with (``"id"`` for older models).
+    """
     from fedrisk.data.loading import load_party_table
 
     model = load_model(model_path)
     fmt = model["format"]
+    id_col = id_col or model.get("id") or "id"
     if fmt == "fedrisk.lr":
         table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"])
         score = score_lr(model, table.X)

@@ -6,24 +6,65 @@ The parent only starts them, draws progress from the driver's progress file, and
 results; it never touches a payload. If one participant fails, the others are told (they abort
 their pending receives), stragglers are stopped, and the error names the participant with the
 tail of its log.
+
+A run directory that already holds a run is refused unless ``force`` (its previous outputs are
+then removed first) or ``resume``. SIGINT/SIGTERM (Ctrl-C, or ``kill`` of the process group) stop
+every participant: they get SIGTERM if the signal did not reach them, are killed if they have
+not stopped after :data:`STOP_GRACE` seconds, and the error is one line naming the phase the
+job was in. ``metrics.json`` is written last, atomically, so a stopped run never looks complete.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from fedrisk.errors import FedriskError
+from fedrisk.errors import ConfigError, FedriskError, Interrupted
+from fedrisk.runtime.interrupt import PARENT_ENV
 from fedrisk.runtime.spec import JobSpec, load_spec
 from fedrisk.runtime.tasks import get_task
 from fedrisk.transport.certs import make_dev_pki
 
-__all__ = ["simulate", "SimulationResult"]
+__all__ = ["simulate", "SimulationResult", "RUN_OUTPUTS", "STOP_GRACE"]
+
+#: what a run writes into its directory; ``--force`` removes exactly these, never other files
+RUN_OUTPUTS = ("metrics.json", "report.html", "model.json", "model-*.json", "scorecard*.json", "woe*.json",
+               "scores", "logs", "ledger", "progress", "checkpoints", "predict", "certs", "job.toml")
+#: seconds participants get to stop on their own after an interrupt before they are killed
+STOP_GRACE = 15.0
+
+
+def _previous_outputs(out: Path, spec_path: Path) -> list[Path]:
+    """Entries of ``out`` other than the spec being run (a run dir may hold its own job.toml)."""
+    if not out.is_dir():
+        return []
+    return [p for p in sorted(out.iterdir()) if p.resolve() != spec_path.resolve()]
+
+
+def _clear_outputs(out: Path, spec_path: Path) -> None:
+    for pattern in RUN_OUTPUTS:
+        for p in out.glob(pattern):
+            if p.resolve() == spec_path.resolve():
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def _interrupt_phase(out: Path, names: list[str], first: str) -> tuple[str, str]:
+    """(participant, phase) from the participants' logs: ``... interrupted by SIGINT during PHASE``."""
+    for name in [first] + [n for n in names if n != first]:
+        for line in reversed(_tail(out / "logs" / f"{name}.log", 40).splitlines()):
+            if " during " in line and "interrupted by" in line:
+                return name, line.rsplit(" during ", 1)[1].strip()
+    return first, "start-up"
 
 
 class SimulationResult(dict):
@@ -60,18 +101,31 @@ def prepare_certs(spec: JobSpec, out: Path) -> Path:
 
 
 def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, timeout: float | None = None,
-             on_progress: Callable[[dict[str, Any]], None] | None = None, env: dict[str, str] | None = None) -> SimulationResult:
-    """Run the whole job locally, one process per participant; return the run's metrics."""
+             on_progress: Callable[[dict[str, Any]], None] | None = None, env: dict[str, str] | None = None,
+             force: bool = False) -> SimulationResult:
+    """Run the whole job locally, one process per participant; return the run's metrics.
+
+    ``out`` must be empty (or hold only the spec itself) unless ``resume`` continues the run in it
+    or ``force`` replaces that run (only fedrisk's outputs, :data:`RUN_OUTPUTS`, are removed).
+    """
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
     spec.check_files()
     out = Path(out).resolve()
+    previous = _previous_outputs(out, spec_path)
+    if previous and not (resume or force):
+        shown = ", ".join(p.name for p in previous[:3]) + (", ..." if len(previous) > 3 else "")
+        raise ConfigError(f"run directory {out} is not empty ({shown}); choose a new --out, pass --force to "
+                          "replace the run in it, or --resume to continue it")
+    if force and not resume:
+        _clear_outputs(out, spec_path)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         # ledgers are not stale: each party moves its earlier run's files to ledger/previous/
         for stale in ("progress", "logs"):
             shutil.rmtree(out / stale, ignore_errors=True)
-        (out / "metrics.json").unlink(missing_ok=True)
+    # written last by the run: until then the directory must not look like a finished run
+    (out / "metrics.json").unlink(missing_ok=True)
     certs = prepare_certs(spec, out)
     if spec_path.resolve() != (out / "job.toml").resolve():
         shutil.copyfile(spec_path, out / "job.toml")
@@ -79,11 +133,66 @@ def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, ti
     (out / "logs").mkdir(exist_ok=True)
     child_env = dict(os.environ, **(env or {}))
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    child_env[PARENT_ENV] = str(os.getpid())  # participants stop if this process dies (even kill -9)
     # each participant is single-threaded numpy unless it asks otherwise: 2 cores, N processes
     child_env.setdefault("OMP_NUM_THREADS", "1")
     child_env.setdefault("OPENBLAS_NUM_THREADS", "1")
     procs: dict[str, subprocess.Popen] = {}
     t0 = time.perf_counter()
+    previous_term = _raise_on_sigterm()
+    try:
+        return _run(spec, spec_path, out, certs, driver, child_env, procs, t0, resume, timeout, on_progress)
+    except (KeyboardInterrupt, Interrupted) as e:
+        sig = "SIGTERM" if isinstance(e, Interrupted) else "SIGINT"
+        if previous_term is not None:  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stopped = _stop_all(procs, signal.SIGTERM, STOP_GRACE)
+        who, phase = _interrupt_phase(out, list(procs), driver)
+        done = "" if (out / "metrics.json").exists() else "; no results were written"
+        raise Interrupted(f"interrupted by {sig} during {phase} (at {who}); {stopped} participant processes "
+                          f"stopped{done}; logs: {out / 'logs'}") from None
+    finally:
+        _stop_all(procs, signal.SIGTERM, 5.0)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _raise_on_sigterm():
+    """In the main thread, make SIGTERM stop the simulation like Ctrl-C; return the old handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):  # noqa: ANN001 - signal handler signature
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Interrupted("SIGTERM")
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _stop_all(procs: dict[str, subprocess.Popen], sig: int, grace: float) -> int:
+    """Signal every live participant, wait up to ``grace`` s, kill the rest; return how many were live."""
+    live = [p for p in procs.values() if p.poll() is None]
+    for p in live:
+        try:
+            p.send_signal(sig)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    for p in live:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return len(live)
+
+
+def _run(spec: JobSpec, spec_path: Path, out: Path, certs: Path, driver: str, child_env: dict[str, str],
+         procs: dict[str, subprocess.Popen], t0: float, resume: bool, timeout: float | None,
+         on_progress: Callable[[dict[str, Any]], None] | None) -> SimulationResult:
     for name in spec.participants():
         cmd = [sys.executable, "-m", "fedrisk", "party", str(spec_path), "--as", name, "--out", str(out),
                "--certs", str(certs), "--quiet"] + (["--resume"] if resume else [])
@@ -93,42 +202,32 @@ def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, ti
     progress_file = out / "progress" / f"{driver}.jsonl"
     seen = 0
     failed: dict[str, int] = {}
-    try:
-        while True:
-            if on_progress is not None and progress_file.exists():
-                lines = progress_file.read_text(encoding="utf-8").splitlines()
-                for line in lines[seen:]:
-                    try:
-                        on_progress(json.loads(line))
-                    except json.JSONDecodeError:
-                        break
-                    seen += 1
-            codes = {n: p.poll() for n, p in procs.items()}
-            failed = {n: c for n, c in codes.items() if c not in (None, 0)}
-            if failed or all(c == 0 for c in codes.values()):
-                break
-            if timeout is not None and time.perf_counter() - t0 > timeout:
-                raise FedriskError(f"simulation did not finish within {timeout:.0f} s; logs in {out / 'logs'}")
-            time.sleep(0.05)
-        if failed:
-            # the others were told by the failing party; give them a moment to exit on their own
-            deadline = time.time() + 5
-            for p in procs.values():
+    while True:
+        if on_progress is not None and progress_file.exists():
+            lines = progress_file.read_text(encoding="utf-8").splitlines()
+            for line in lines[seen:]:
                 try:
-                    p.wait(max(0.0, deadline - time.time()))
-                except subprocess.TimeoutExpired:
-                    pass
-            name, reason = _root_cause(out, [n for n, p in procs.items() if p.returncode not in (None, 0)])
-            raise FedriskError(f"participant {name!r} failed: {reason}\nlogs: {out / 'logs'}")
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
+                    on_progress(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+                seen += 1
+        codes = {n: p.poll() for n, p in procs.items()}
+        failed = {n: c for n, c in codes.items() if c not in (None, 0)}
+        if failed or all(c == 0 for c in codes.values()):
+            break
+        if timeout is not None and time.perf_counter() - t0 > timeout:
+            raise FedriskError(f"simulation did not finish within {timeout:.0f} s; logs in {out / 'logs'}")
+        time.sleep(0.05)
+    if failed:
+        # the others were told by the failing party; give them a moment to exit on their own
+        deadline = time.time() + 5
         for p in procs.values():
             try:
-                p.wait(5)
+                p.wait(max(0.0, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                p.kill()
+                pass
+        name, reason = _root_cause(out, [n for n, p in procs.items() if p.returncode not in (None, 0)])
+        raise FedriskError(f"participant {name!r} failed: {reason}\nlogs: {out / 'logs'}")
     wall = time.perf_counter() - t0
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}

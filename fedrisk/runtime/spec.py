@@ -13,6 +13,8 @@ Example::
     data = "../data/bank1.csv"          # relative to this file
     id = "id"
     label = "y"
+    # sep = ";"  decimal = ","          # CSV dialect of this party's files
+    # positive = "bad"                  # label coding when not 0/1 (or 2, a list, a value -> 0/1 map)
 
     [task]
     kind = "horizontal.lr"
@@ -21,7 +23,9 @@ Example::
     [evaluation]
     test = "../data/test.csv"           # horizontal: a held-out file, read by `holder`
     holder = "bank1"
-    # vertical: test_rule = "id % 5 == 0"
+    # vertical, one of: test_fraction = 0.2 (any ids; keyed hash of the id, see fedrisk.data.split)
+    #                   test_rule = "id % 5 == 0" (integer ids)
+    #                   test_column = "is_test" (0/1 column at the label holder)
 
     [security]
     certs = "certs/"                    # CA + per-party cert/key; `simulate` makes dev certs if absent
@@ -96,14 +100,47 @@ class PartySpec(_Strict):
     #: certificate for this party's name is accepted only if that CA issued it, so one
     #: institution's CA can never mint another institution's identity
     ca: Path | None = None
+    #: CSV dialect of this party's files: field separator (``delimiter`` is a synonym) and decimal mark
+    sep: str | None = None
+    delimiter: str | None = None
+    decimal: str = "."
+    #: label coding when it is not 0/1: the value(s) meaning default ("bad", 2) or a value -> 0/1 map
+    positive: str | int | float | list[str | int | float] | dict[str, int] | None = None
 
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
+
+    @model_validator(mode="after")
+    def _dialect(self) -> "PartySpec":
+        if self.sep is not None and self.delimiter is not None and self.sep != self.delimiter:
+            raise ValueError("set sep or delimiter, not both (they are the same setting)")
+        sep = self.sep or self.delimiter
+        if sep is not None and len(sep) != 1:
+            raise ValueError(f"sep {sep!r} must be one character, e.g. ';' or '\\t'")
+        if len(self.decimal) != 1 or self.decimal == (sep or ","):
+            raise ValueError(f"decimal {self.decimal!r} must be one character other than the separator")
+        return self
+
+    def read_options(self) -> dict[str, Any]:
+        """Keyword arguments of the data loaders for this party's files (dialect and label coding)."""
+        return {"sep": self.sep or self.delimiter, "decimal": self.decimal, "positive": self.positive}
 
 
 class EvaluationSpec(_Strict):
     test: Path | None = None
     holder: str | None = None
+    #: integer ids only: ``"id % K == R"`` marks test rows
     test_rule: str | None = None
+    #: any id type: share of test rows, chosen by a keyed hash of the id (see fedrisk.data.split)
+    test_fraction: float | None = Field(None, gt=0, lt=1)
+    #: a 0/1 column (1 = test) in the label holder's file; the label holder tells the others
+    test_column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "EvaluationSpec":
+        set_ = [k for k in ("test_rule", "test_fraction", "test_column") if getattr(self, k) is not None]
+        if len(set_) > 1:
+            raise ValueError(f"set only one of {', '.join(set_)}: each chooses the test rows on its own")
+        return self
 
     @field_validator("test_rule")
     @classmethod
@@ -341,7 +378,9 @@ def shared_settings(spec: JobSpec) -> dict[str, Any]:
         "coordinator": spec.coordinator.model_dump(mode="json") if spec.coordinator else None,
         "parties": {n: {"address": p.address, "id": p.id, "label": bool(p.label)} for n, p in sorted(spec.parties.items())},
         "task": spec.task,
-        "evaluation": {"holder": spec.evaluation.holder, "test_rule": spec.evaluation.test_rule},
+        "evaluation": {"holder": spec.evaluation.holder, "test_rule": spec.evaluation.test_rule,
+                       **{k: v for k in ("test_fraction", "test_column")
+                          if (v := getattr(spec.evaluation, k)) is not None}},
         "security": {"secure_aggregation": spec.security.secure_aggregation},
         "privacy": spec.privacy.model_dump(mode="json") if spec.privacy is not None else None,
     }

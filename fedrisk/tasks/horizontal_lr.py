@@ -122,8 +122,9 @@ def validate_horizontal(spec: JobSpec, where: str, kind: str) -> None:
     unlabelled = [n for n, p in spec.parties.items() if not p.label]
     if unlabelled:
         raise ConfigError(f"{where}: {kind}: every bank needs label = '...'; missing at {unlabelled}")
-    if spec.evaluation.test_rule is not None:
-        raise ConfigError(f"{where}: evaluation.test_rule is for vertical jobs; horizontal jobs use evaluation.test = 'file'")
+    vertical_only = [k for k in ("test_rule", "test_fraction", "test_column") if getattr(spec.evaluation, k) is not None]
+    if vertical_only:
+        raise ConfigError(f"{where}: evaluation.{vertical_only[0]} is for vertical jobs; horizontal jobs use evaluation.test = 'file'")
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:
@@ -187,14 +188,14 @@ def run(ctx: PartyContext) -> None:
 
     p = spec.parties[ctx.name]
     table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
-                             features=p.features, exclude=p.exclude, missing=p.missing)
+                             features=p.features, exclude=p.exclude, missing=p.missing, **p.read_options())
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
     evaluator = ctx.name == spec.evaluation_holder() and spec.test_path() is not None
     test = None
     rounds: list[dict] = []
     if evaluator:
         test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
-                                features=table.feature_names, missing=p.missing)
+                                features=table.feature_names, missing=p.missing, **p.read_options())
 
     def on_round(r: int, model) -> None:
         if test is not None and r > 1:

@@ -79,14 +79,15 @@ def driver(spec: JobSpec) -> str:
 
 
 def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, features=None, label: bool = True,
-               forbid_label: str | None = None):
+               forbid_label: str | None = None, keep=()):
     """This party's raw frame (text columns kept); ``categorical`` names must be columns of it."""
     from fedrisk.data.loading import load_party_frame
 
     p = spec.parties[name]
     frame = load_party_frame(path or spec.data_path(name), party=name, id_col=p.id,
                              label_col=p.label if label else None, features=features or p.features,
-                             exclude=p.exclude if not features else (), forbid_label=forbid_label)
+                             exclude=p.exclude if not features else (), forbid_label=forbid_label, keep=keep,
+                             **p.read_options())
     unknown = [c for c in categorical if c not in frame.feature_names]
     if unknown and not features:
         raise DataError(f"party {name!r}: task.categorical names {unknown}, which are not feature columns of "

@@ -8,8 +8,9 @@ Steps, at every party:
 1. load its file (a feature holder must not carry the label holder's label column);
 2. ECDH-PSI alignment with all parties (:mod:`fedrisk.algorithms.vertical.alignment`); rows outside
    the intersection are ignored; the intersection size is logged and written to ``metrics.json``;
-3. split the aligned rows by ``evaluation.test_rule`` (default ``id % 5 == 0`` is test), computed
-   from the ids by each party alone;
+3. choose test rows among the aligned rows (:func:`~fedrisk.tasks.vertical_roles.choose_test_rows`:
+   ``evaluation.test_fraction``, ``test_rule`` or ``test_column``; default ``id % 5 == 0`` for
+   integer ids, a keyed-hash 20 % otherwise);
 4. standardise its own columns on its training rows (nothing is exchanged);
 5. train with :func:`fedrisk.algorithms.vertical.hetero_lr.train`;
 6. score train and test rows with the scoring protocol (only the label holder gets scores).
@@ -39,20 +40,19 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
 from fedrisk.algorithms.vertical.hetero_lr import HeteroLRConfig, score, sigmoid, train
 from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext, write_json
-from fedrisk.runtime.spec import JobSpec, parse_test_rule
+from fedrisk.runtime.psi_checkpoint import aligned_rows
+from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    driver, inference_features, load_table, model_file, roles, validate_vertical)
+    DEFAULT_TEST_RULE, driver, inference_features, load_table, model_file, roles, choose_test_rows, validate_vertical)
 
 KIND = "vertical.lr"
 FORMAT = "fedrisk.vertical.lr"
 TAG_PREFIXES = ("psi.", "vlr.")
 INFERENCE_TAG_PREFIXES = ("psi.", "vlr.")
-DEFAULT_TEST_RULE = "id % 5 == 0"
 
 
 class HeteroLRParams(BaseModel):
@@ -98,7 +98,6 @@ def _standardise(ctx_name: str, X: np.ndarray, names: list[str], is_lh: bool) ->
 
 def run(ctx: PartyContext) -> None:
     from fedrisk.crypto.workers import warm_up
-    from fedrisk.data.loading import id_test_mask
 
     spec = ctx.spec
     params = parse_params(Params, spec.task)
@@ -110,17 +109,18 @@ def run(ctx: PartyContext) -> None:
     table = load_table(spec, me)
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
 
-    al = align_parties(ctx.channel, lh, hosts, table.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    al = aligned_rows(ctx, table.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
     ids = table.ids[idx]
     X_all = table.X[idx]
     y_all = table.y[idx] if is_lh else None
-    rule = spec.evaluation.test_rule or DEFAULT_TEST_RULE
-    test = id_test_mask(ids, *parse_test_rule(rule))
+    test, rule = choose_test_rows(ctx, ids, table.extra[spec.evaluation.test_column][idx] if table.extra else None)
+    ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under {rule!r}; nothing to train on")
     tr = ~test
     mean, scale, feats, dropped = _standardise(me, X_all[tr], table.feature_names, is_lh)
+    ctx.phase("training")
     if dropped:
         ctx.log.warning("dropping constant columns (on the aligned training rows): %s", ", ".join(dropped))
     cols = [table.feature_names.index(f) for f in feats]
@@ -148,6 +148,8 @@ def run(ctx: PartyContext) -> None:
         "parties": {p: model_file(p, lh) for p in [lh, *hosts]},
         "features": feats, "mean": mean, "scale": scale, "coef": model.coef,
         "intercept": model.intercept, "dropped": dropped,
+        # training means used for missing = "mean"; scoring fills with these, not the new file's means
+        "imputation": {f: v for f, v in table.imputed.items() if f in feats},
         "history": model.history, "best_epoch": model.best_epoch,
         "spec_dir": str(spec.base_dir),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -163,6 +165,7 @@ def run(ctx: PartyContext) -> None:
         "parties": [lh, *hosts], "label_holder": lh,
         "intersection": al.summary(),
         "rows": {"train": int(tr.sum() - model.n_val), "validation": model.n_val, "test": int(test.sum())},
+        "split": rule,
         "best_epoch": model.best_epoch, "epochs_run": len(model.history),
         "timing": {k: round(v, 4) for k, v in model.phases.items()},
         "bytes_sent": ctx.channel.ledger.bytes_sent,

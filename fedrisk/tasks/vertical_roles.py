@@ -1,14 +1,33 @@
-"""Who is who in a vertical job, shared by every vertical task kind.
+"""Who is who in a vertical job, shared by every vertical task kind, and which rows are test rows.
 
 Exactly one party holds the label (the label holder drives the job and writes metrics); every
-other party is a feature holder; there is no coordinator; test rows are chosen by an id rule.
+other party is a feature holder; there is no coordinator.
+
+Test rows (:func:`choose_test_rows`) are chosen after PSI alignment, over the aligned rows, by one of the
+``[evaluation]`` rules of :mod:`fedrisk.data.split`: ``test_rule`` (integer ids) and
+``test_fraction`` (keyed hash of any id) are computed locally by every party from the ids alone;
+``test_column`` is a 0/1 column only the label holder has, so the label holder sends it:
+
+    label holder -> each feature holder : psi.split   uint8[n_aligned], 1 = test row   (plaintext-by-design)
+
+What a feature holder learns from it: which aligned rows are test rows — what it computes itself
+under the other two rules. It learns nothing about labels or the label holder's features.
 """
 from __future__ import annotations
 
-from fedrisk.errors import ConfigError
+from typing import Any
+
+import numpy as np
+
+from fedrisk.errors import ConfigError, ProtocolError
 from fedrisk.runtime.spec import JobSpec
 
-__all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features"]
+__all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features", "split_keep",
+           "choose_test_rows", "DEFAULT_TEST_RULE", "SPLIT_TAG"]
+
+#: the split vertical tasks use without an [evaluation] rule when every aligned id is an integer
+DEFAULT_TEST_RULE = "id % 5 == 0"
+SPLIT_TAG = "psi.split"
 
 
 def validate_vertical(spec: JobSpec, where: str, kind: str) -> None:
@@ -22,7 +41,8 @@ def validate_vertical(spec: JobSpec, where: str, kind: str) -> None:
     if spec.coordinator is not None:
         raise ConfigError(f"{where}: {kind} has no coordinator (the label holder drives); remove the [coordinator] table")
     if spec.evaluation.test is not None:
-        raise ConfigError(f"{where}: vertical jobs split by id; use evaluation.test_rule = 'id % 5 == 0', not evaluation.test")
+        raise ConfigError(f"{where}: vertical jobs choose test rows among the aligned rows; use evaluation.test_fraction "
+                          "= 0.2 (any ids), test_rule = 'id % 5 == 0' (integer ids) or test_column = '...', not evaluation.test")
 
 
 def driver(spec: JobSpec) -> str:
@@ -40,8 +60,11 @@ def model_file(party: str, label_holder: str) -> str:
     return "model.json" if party == label_holder else f"model-{party}.json"
 
 
-def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None):
-    """Load a party's numeric table with the vertical rules (a feature holder must not hold the label)."""
+def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None, fill=None):
+    """Load a party's numeric table with the vertical rules (a feature holder must not hold the label).
+
+    ``fill``: at scoring, the training means a model stored (``"imputation"``) for ``missing = "mean"``.
+    """
     from fedrisk.data.loading import load_party_table
 
     p = spec.parties[name]
@@ -50,7 +73,64 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
     return load_party_table(path or spec.data_path(name), party=name, id_col=p.id,
                             label_col=p.label if name == lh else None, features=features if features else p.features,
                             exclude=p.exclude if not features else (), missing=p.missing, forbid_label=forbid,
-                            require_label=require_label)
+                            require_label=require_label, keep=() if features else split_keep(spec, name),
+                            fill=fill, **p.read_options())
+
+
+def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:
+    """Columns a party reads but never uses as features: the label holder's ``evaluation.test_column``."""
+    col = spec.evaluation.test_column
+    return (col,) if col and name == driver(spec) else ()
+
+
+def choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None = None, *,
+              default: bool = True) -> tuple[np.ndarray | None, str]:
+    """Mask of the aligned rows that are test rows, identical at every party, and the rule's name.
+
+    Parameters
+    ----------
+    ctx : PartyContext
+        This party (its spec, name and channel).
+    ids : numpy.ndarray
+        This party's ids of the aligned rows, in the common order.
+    column : numpy.ndarray, optional
+        At the label holder under ``test_column``: that column's values of the aligned rows.
+    default : bool
+        Without an ``[evaluation]`` rule: ``True`` picks ``id % 5 == 0`` for integer ids and
+        ``test_fraction = 0.2`` otherwise; ``False`` returns ``(None, "none")`` (all rows train).
+    """
+    from fedrisk.data.loading import id_test_mask
+    from fedrisk.data.split import DEFAULT_FRACTION, all_integer_ids, column_test_mask, hashed_test_mask, split_key
+    from fedrisk.runtime.spec import parse_test_rule
+
+    spec, me = ctx.spec, ctx.name
+    ev = spec.evaluation
+    lh, hosts = roles(spec)
+    if ev.test_column:
+        if me == lh:
+            if column is None:
+                raise ConfigError(f"party {me!r}: evaluation.test_column {ev.test_column!r} was not loaded")
+            mask = column_test_mask(column, ev.test_column, me)
+            ctx.channel.broadcast(hosts, SPLIT_TAG, mask.astype(np.uint8), kind="plaintext-by-design")
+        else:
+            got = np.asarray(ctx.channel.recv(lh, SPLIT_TAG))
+            if got.shape != (len(ids),) or not np.isin(got, (0, 1)).all():
+                raise ProtocolError(f"{lh!r} sent a test-row mask of shape {got.shape} for {len(ids)} aligned rows")
+            mask = got.astype(bool)
+        return mask, f"test_column {ev.test_column!r}"
+    fraction = ev.test_fraction
+    rule = ev.test_rule
+    if fraction is None and rule is None:
+        if not default:
+            return None, "none"
+        if all_integer_ids(ids):
+            rule = DEFAULT_TEST_RULE
+        else:
+            fraction = DEFAULT_FRACTION
+    if rule is not None:
+        return id_test_mask(ids, *parse_test_rule(rule), party=me), f"test_rule {rule!r}"
+    key = split_key(spec.federation.name, spec.federation.seed)
+    return hashed_test_mask(ids, fraction, key), f"test_fraction {fraction} (keyed hash of the id)"
 
 
 def inference_features(role_model: dict) -> list[str]:

@@ -5,7 +5,7 @@ the base points, is the only one to see scores); the others are feature holders.
 
 Steps, at every party:
 
-1. load its file (text columns kept), ECDH-PSI alignment, split by ``evaluation.test_rule``
+1. load its file (text columns kept), ECDH-PSI alignment, split by the ``[evaluation]`` rule (:func:`~fedrisk.tasks.vertical_roles.choose_test_rows`)
    (default ``id % 5 == 0`` is test) — as in :mod:`fedrisk.tasks.vertical_woe`;
 2. binning on the training rows: the label holder bins its own features locally; each feature
    holder bins its own features through :mod:`fedrisk.finance.vertical_woe` with
@@ -68,11 +68,12 @@ from fedrisk.errors import DataError, ProtocolError
 from fedrisk.finance.binning import FeatureBins
 from fedrisk.finance.scorecard import Scorecard
 from fedrisk.runtime.context import PartyContext
-from fedrisk.runtime.spec import JobSpec, parse_test_rule
+from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
 from fedrisk.tasks.vertical_lr import HeteroLRParams
-from fedrisk.tasks.vertical_roles import driver, inference_features, roles, validate_vertical  # noqa: F401 (hooks)
+from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
+    DEFAULT_TEST_RULE, driver, inference_features, roles, validate_vertical)
 from fedrisk.tasks.vertical_woe import ReleaseParams, aligned_frames, holder_iv_rows, local_woe
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
@@ -84,7 +85,6 @@ KIND = "vertical.scorecard"
 FORMAT = "fedrisk.vertical.scorecard"
 TAG_PREFIXES = ("psi.", "vwoe.", "vlr.", "vsc.")
 INFERENCE_TAG_PREFIXES = ("psi.", "vsc.")
-DEFAULT_TEST_RULE = "id % 5 == 0"
 
 
 class Params(ScorecardParams, HeteroLRParams, ReleaseParams):
@@ -435,7 +435,6 @@ def _brief(m: dict[str, Any]) -> dict[str, Any]:
 
 def run(ctx: PartyContext) -> None:
     from fedrisk.algorithms.vertical.hetero_lr import train
-    from fedrisk.data.loading import id_test_mask
     from fedrisk.finance.vertical_woe import vertical_woe_feature_holder, vertical_woe_label_holder
     from fedrisk.runtime.context import write_json
 
@@ -447,9 +446,7 @@ def run(ctx: PartyContext) -> None:
     me = ctx.name
     is_lh = me == lh
     t0 = time.perf_counter()
-    ids, X, y, test, al = aligned_frames(ctx, params.categorical)
-    if test is None:
-        test = id_test_mask(ids, *parse_test_rule(DEFAULT_TEST_RULE), party=me)
+    ids, X, y, test, al = aligned_frames(ctx, params.categorical, default_split=True)
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under the split rule; nothing to train on")
     tr = ~test

@@ -8,7 +8,9 @@ Steps, at every party:
 
 1. load its file (a feature holder must not carry the label holder's label column);
 2. ECDH-PSI alignment with all parties (:mod:`fedrisk.algorithms.vertical.alignment`);
-3. split the aligned rows by ``evaluation.test_rule`` (default ``id % 5 == 0`` is test);
+3. choose test rows among the aligned rows (:func:`~fedrisk.tasks.vertical_roles.choose_test_rows`:
+   ``evaluation.test_fraction``, ``test_rule`` or ``test_column``; default ``id % 5 == 0`` for
+   integer ids, a keyed-hash 20 % otherwise);
 4. train with :mod:`fedrisk.algorithms.vertical.secureboost` on the training rows (each party
    bins its own features locally; see that module for who sends what and what each learns);
 5. score train and test rows with the tree-walking protocol (only the label holder gets scores).
@@ -51,10 +53,10 @@ from fedrisk.algorithms.vertical.secureboost import (
 )
 from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext, write_json
-from fedrisk.runtime.spec import JobSpec, parse_test_rule
+from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    driver, inference_features, load_table, model_file, roles, validate_vertical)
+    DEFAULT_TEST_RULE, driver, inference_features, load_table, model_file, roles, choose_test_rows, validate_vertical)
 
 KIND = "vertical.secureboost"
 #: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
@@ -62,7 +64,6 @@ HANDLES_MISSING = True
 FORMAT = "fedrisk.vertical.secureboost"
 TAG_PREFIXES = ("psi.", "sb.", "sbi.")
 INFERENCE_TAG_PREFIXES = ("psi.", "sbi.")
-DEFAULT_TEST_RULE = "id % 5 == 0"
 
 
 class Params(BaseModel):
@@ -100,8 +101,7 @@ def validate_spec(spec: JobSpec, where: str) -> None:
 
 
 def run(ctx: PartyContext) -> None:
-    from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
-    from fedrisk.data.loading import id_test_mask
+    from fedrisk.runtime.psi_checkpoint import aligned_rows
 
     spec = ctx.spec
     cfg = parse_params(Params, spec.task).config(spec.federation.seed)
@@ -110,19 +110,22 @@ def run(ctx: PartyContext) -> None:
     is_lh = me == lh
     table = load_table(spec, me)
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
-    al = align_parties(ctx.channel, lh, hosts, table.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    al = aligned_rows(ctx, table.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
     ids = table.ids[idx]
     X = table.X[idx]
-    rule = spec.evaluation.test_rule or DEFAULT_TEST_RULE
-    test = id_test_mask(ids, *parse_test_rule(rule))
+    test, rule = choose_test_rows(ctx, ids, table.extra[spec.evaluation.test_column][idx] if table.extra else None)
+    ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under {rule!r}; nothing to train on")
     tr = ~test
+    ctx.phase("training")
     header: dict[str, Any] = {
         "version": 1, "task": KIND, "job": spec.job_id, "label_holder": lh, "party": me, "id": spec.parties[me].id,
         "parties": {p: model_file(p, lh) for p in [lh, *hosts]}, "params": cfg.__dict__,
         "spec_dir": str(spec.base_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # training means used for missing = "mean"; scoring fills with these, not the new file's means
+        "imputation": dict(table.imputed),
     }
     if not is_lh:
         est = SecureBoostFeatureHolder(cfg).fit(ctx.channel, lh, X[tr], table.feature_names)
@@ -169,6 +172,7 @@ def run(ctx: PartyContext) -> None:
         "parties": [lh, *hosts], "label_holder": lh,
         "intersection": al.summary(),
         "rows": {"train": int(tr.sum() - est.n_val_), "validation": est.n_val_, "test": int(test.sum())},
+        "split": rule,
         "trees": len(model.trees), "trees_built": len(model.history), "best_iteration": model.best_iteration,
         "timing": phases,
         "feature_holder_timing": {h: {k: round(v, 4) for k, v in t.items()} for h, t in model.host_phases.items()},

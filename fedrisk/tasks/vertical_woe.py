@@ -8,7 +8,8 @@ Steps, at every party:
 1. load its file (text columns kept; a feature holder must not carry the label column);
 2. ECDH-PSI alignment (:mod:`fedrisk.algorithms.vertical.alignment`); rows outside the
    intersection are ignored;
-3. with ``evaluation.test_rule`` set, keep the training rows only (computed from the ids);
+3. with an ``[evaluation]`` rule set (``test_fraction``, ``test_rule`` or ``test_column``; see
+   :func:`~fedrisk.tasks.vertical_roles.choose_test_rows`), keep the training rows only;
 4. label holder: bins and WOE/IV of its own features locally, selection among them;
    feature holders: :mod:`fedrisk.finance.vertical_woe` — the label holder sends Paillier-encrypted
    labels, each feature holder returns re-randomised encrypted per-prebin label sums, the label
@@ -38,10 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedrisk.errors import DataError
 from fedrisk.finance.vertical_woe import ReleaseRule
 from fedrisk.runtime.context import PartyContext
-from fedrisk.runtime.spec import JobSpec, parse_test_rule
+from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
-from fedrisk.tasks.vertical_roles import driver, roles, validate_vertical  # noqa: F401 (hooks)
+from fedrisk.tasks.vertical_roles import driver, roles, split_keep, choose_test_rows, validate_vertical  # noqa: F401 (hooks)
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "validate_spec", "driver", "run", "roles", "aligned_frames",
            "holder_woe_document"]
@@ -82,25 +83,26 @@ def validate_spec(spec: JobSpec, where: str) -> None:
     validate_vertical(spec, where, KIND)
 
 
-def aligned_frames(ctx: PartyContext, categorical: list[str]):
+def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: bool = False):
     """Load this party's frame and PSI-align it; return (ids, X, y or None, is_test mask or None, alignment)."""
-    from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
+    from fedrisk.runtime.psi_checkpoint import aligned_rows
     from fedrisk.crypto.workers import warm_up
-    from fedrisk.data.loading import id_test_mask
 
     spec = ctx.spec
     lh, hosts = roles(spec)
     warm_up()  # PSI's workers start while the file loads
     frame = load_frame(spec, ctx.name, categorical, label=ctx.name == lh,
-                       forbid_label=spec.parties[lh].label if ctx.name != lh else None)
+                       forbid_label=spec.parties[lh].label if ctx.name != lh else None, keep=split_keep(spec, ctx.name))
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
-    al = align_parties(ctx.channel, lh, hosts, frame.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    al = aligned_rows(ctx, frame.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
     X = frame.X.iloc[idx].reset_index(drop=True)
     y = frame.y[idx] if frame.y is not None else None
     ids = frame.ids[idx]
-    test = id_test_mask(ids, *parse_test_rule(spec.evaluation.test_rule), party=ctx.name) \
-        if spec.evaluation.test_rule else None
+    test, rule = choose_test_rows(ctx, ids, frame.extra[spec.evaluation.test_column][idx] if frame.extra else None,
+                           default=default_split)
+    if test is not None:
+        ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
     return ids, X, y, test, al
 
 
@@ -143,7 +145,7 @@ def run(ctx: PartyContext) -> None:
     ids, X, y, test, al = aligned_frames(ctx, params.categorical)
     if test is not None:
         if test.all():
-            raise DataError(f"party {ctx.name!r}: every aligned row is a test row under {spec.evaluation.test_rule!r}")
+            raise DataError(f"party {ctx.name!r}: every aligned row is a test row under the [evaluation] rule")
         X, y = X[~test].reset_index(drop=True), (y[~test] if y is not None else None)
     if ctx.name != lh:
         res = vertical_woe_feature_holder(ctx.channel, lh, X, categorical=params.categorical, config=params.binning(),

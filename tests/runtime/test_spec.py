@@ -85,3 +85,33 @@ def test_pinned_party_cas_are_read_relative_to_the_spec(tmp_path):
     (tmp_path / "bank2-ca.pem").unlink()
     with pytest.raises(ConfigError, match="participant 'bank2': CA file .* cannot be read"):
         spec.pinned_cas()
+
+
+def test_csv_dialect_and_label_coding_per_party(tmp_path):
+    text = GOOD.replace('label = "y"\n[parties.bank2]', 'label = "y"\nsep = ";"\ndecimal = ","\npositive = "bad"\n[parties.bank2]')
+    spec = load_spec(write(tmp_path, text))
+    assert spec.parties["bank1"].read_options() == {"sep": ";", "decimal": ",", "positive": "bad"}
+    assert spec.parties["bank2"].read_options() == {"sep": None, "decimal": ".", "positive": None}
+    for bad, msg in (('sep = ";"\ndelimiter = ","', "not both"), ('sep = ";;"', "one character"),
+                     ('decimal = ","', "other than the separator")):
+        with pytest.raises(ConfigError, match=msg):
+            load_spec(write(tmp_path, GOOD.replace('label = "y"\n[parties.bank2]', f'label = "y"\n{bad}\n[parties.bank2]')))
+
+
+def test_vertical_party_reads_its_dialect_and_labels_from_the_spec(tmp_path):
+    from fedrisk.tasks.vertical_roles import load_table
+
+    (tmp_path / "l.csv").write_text("id;y;a;is_test\nC01;bad;0,5;1\nC02;good;1,5;0\n")
+    (tmp_path / "p.csv").write_text("id,b\nC01,1\n")
+    p = tmp_path / "job.toml"
+    p.write_text('[federation]\nname = "v"\n[parties.lender]\naddress = "127.0.0.1:1"\ndata = "l.csv"\nlabel = "y"\n'
+                 'sep = ";"\ndecimal = ","\npositive = "bad"\n[parties.payco]\naddress = "127.0.0.1:2"\ndata = "p.csv"\n'
+                 '[task]\nkind = "vertical.lr"\n[evaluation]\ntest_column = "is_test"\n')
+    t = load_table(load_spec(p), "lender")
+    assert t.feature_names == ["a"] and t.X[:, 0].tolist() == [0.5, 1.5] and t.y.tolist() == [1, 0]
+    assert list(t.ids) == ["C01", "C02"] and t.extra["is_test"].tolist() == [1, 0]
+
+
+def test_vertical_split_settings_are_refused_for_horizontal_jobs(tmp_path):
+    with pytest.raises(ConfigError, match="evaluation.test_fraction is for vertical jobs"):
+        load_spec(write(tmp_path, GOOD + "[evaluation]\ntest_fraction = 0.2\n"))

@@ -116,6 +116,12 @@ def test_three_party_simulate_then_federated_predict(tmp_path):
     r = cli("predict", out / "model.json", tmp_path / "new.csv", "--out", tmp_path / "scores.csv")
     assert r.returncode == 0, r.stderr[-2000:]
     s = pd.read_csv(tmp_path / "scores.csv")
+    # every input row is in the output; those not at every feature holder say so and have no score
+    assert list(s.id) == list(new.id)
+    unscored = s[s.status != "scored"]
+    assert set(unscored.id) == set(new.id) - common and unscored.score.isna().all()
+    assert unscored.status.str.startswith("not scored").all()
+    s = s[s.status == "scored"]
     assert set(s.id) == set(new.id) & common and s.score.between(0, 1).all()
     train = pd.concat([pd.read_csv(out / "scores" / "train.csv"), pd.read_csv(out / "scores" / "test.csv")])
     both = s.merge(train, on="id")

@@ -1,0 +1,307 @@
+"""Runtime reliability, end to end over mTLS processes: real ids, a used run directory, Ctrl-C, start-up failures.
+
+Each test starts real ``fedrisk`` processes and checks what an operator sees: the files, the one
+``error:`` line, the time it took, and that no process is left behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from fedrisk import __version__
+from fedrisk.runtime.demo import free_ports
+
+pytestmark = pytest.mark.e2e
+FEDRISK = [sys.executable, "-m", "fedrisk"]
+
+
+def cli(*args, timeout=600, cwd=None):
+    return subprocess.run([*FEDRISK, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def job(tmp: Path, kind: str = "vertical.secureboost", evaluation: str = "test_fraction = 0.2", task: str = "",
+        n: int = 900, security: str = "", test_column: bool = False, blanks: bool = False) -> Path:
+    """A lender and a payco over shuffled, partly overlapping customers keyed by zero-padded text ids."""
+    rng = np.random.default_rng(0)
+    ids = np.array([f"C{i:07d}" for i in rng.choice(10**6, size=n, replace=False)])
+    X = rng.normal(size=(n, 4))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X[:, 0] - X[:, 2] + 0.8 * X[:, 3])))).astype(int)
+    lender = pd.DataFrame({"cust_id": ids, "y": y, "a": X[:, 0], "b": X[:, 1]})
+    if blanks:
+        lender.loc[rng.random(n) < 0.1, "a"] = np.nan
+    if test_column:
+        lender["is_test"] = (rng.random(n) < 0.25).astype(int)
+    lender.to_csv(tmp / "lender.csv", index=False)
+    keep = rng.permutation(n)[: n - 30]  # 30 customers unknown to payco
+    pd.DataFrame({"cust_id": ids[keep], "c": X[keep, 2], "d": X[keep, 3]}).to_csv(tmp / "payco.csv", index=False)
+    ports = free_ports(2)
+    spec = tmp / "job.toml"
+    spec.write_text(textwrap.dedent(f"""
+        [federation]
+        name = "reliability"
+        [parties.lender]
+        address = "127.0.0.1:{ports[0]}"
+        data = "lender.csv"
+        id = "cust_id"
+        label = "y"
+        {'missing = "mean"' if blanks else ""}
+        [parties.payco]
+        address = "127.0.0.1:{ports[1]}"
+        data = "payco.csv"
+        id = "cust_id"
+        [task]
+        kind = "{kind}"
+        """) + textwrap.dedent(task) + "\n[evaluation]\n" + evaluation + "\n" + textwrap.dedent(security))
+    return spec
+
+
+def session_processes(sid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                out.append(p)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    return out
+
+
+def test_string_ids_with_a_hashed_test_split_train_score_and_predict(tmp_path):
+    spec = job(tmp_path, task="n_trees = 3\nmax_depth = 3\nmax_bin = 16\n")
+    out = tmp_path / "run"
+    r = cli("simulate", spec, "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["split"].startswith("test_fraction 0.2") and m["intersection"]["size"] == 870
+    assert 0.15 * 870 < m["test"]["n"] < 0.25 * 870 and m["test"]["n"] == m["rows"]["test"]
+    assert m["test"]["auc"] > 0.7
+    test_ids = pd.read_csv(out / "scores" / "test.csv", dtype={"id": str}).id
+    assert test_ids.str.match(r"^C\d{7}$").all()  # zero-padded text ids kept as they are
+    assert (out / "job.toml").is_file()  # the party wrote the spec it ran into the run directory
+
+    # predict: the id column defaults to the one the model was trained with (cust_id, not id)
+    new = pd.read_csv(tmp_path / "lender.csv", dtype={"cust_id": str}).drop(columns=["y"]).head(100)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    r = cli("predict", out / "model.json", tmp_path / "new.csv", "--out", tmp_path / "scores.csv")
+    assert r.returncode == 0, r.stdout + r.stderr
+    scores = pd.read_csv(tmp_path / "scores.csv", dtype={"id": str})
+    trained = pd.concat([pd.read_csv(out / "scores" / f, dtype={"id": str}) for f in ("train.csv", "test.csv")])
+    both = scores.merge(trained, on="id", suffixes=("", "_trained"))
+    assert len(both) > 80 and np.allclose(both.score, both.score_trained, atol=1e-6)
+
+    # predict --no-spawn needs the session name the feature holders were started with: fail at once
+    t0 = time.perf_counter()
+    r = cli("predict", out / "model.json", tmp_path / "new.csv", "--out", tmp_path / "s2.csv", "--no-spawn", timeout=60)
+    assert r.returncode == 2 and "--no-spawn needs --session" in r.stderr and time.perf_counter() - t0 < 30
+
+    # the run directory is used now: refused, then replaced with --force
+    r = cli("simulate", spec, "--out", out)
+    assert r.returncode == 2 and "is not empty" in r.stderr and "--force" in r.stderr
+    assert (out / "metrics.json").is_file()
+    (out / "notes.txt").write_text("mine")
+    r = cli("simulate", spec, "--out", out, "--force")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (out / "notes.txt").read_text() == "mine"  # --force removes fedrisk's outputs only
+    assert not (out / "predict").exists()
+
+
+def test_test_column_at_the_label_holder_chooses_the_test_rows_for_everyone(tmp_path):
+    spec = job(tmp_path, kind="vertical.lr", evaluation='test_column = "is_test"', test_column=True,
+               task="epochs = 3\n")
+    out = tmp_path / "run"
+    r = cli("simulate", spec, "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lender = pd.read_csv(tmp_path / "lender.csv", dtype={"cust_id": str})
+    payco_ids = set(pd.read_csv(tmp_path / "payco.csv", dtype={"cust_id": str}).cust_id)
+    expected = set(lender.cust_id[(lender.is_test == 1) & lender.cust_id.isin(payco_ids)])
+    got = set(pd.read_csv(out / "scores" / "test.csv", dtype={"id": str}).id)
+    assert got == expected
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test"]["n"] == len(expected) and "is_test" not in json.dumps(m.get("features", ""))
+    model = json.loads((out / "model.json").read_text())
+    assert "is_test" not in json.dumps(model)  # the split column is never a feature
+    # the feature holder received the mask, and its ledger at the lender says so
+    lines = [json.loads(x) for x in (out / "ledger" / "lender.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in lines if e["tag"] == "psi.split"] == ["plaintext-by-design"]
+
+
+def test_training_means_fill_blanks_at_scoring(tmp_path):
+    """missing = "mean": the model stores the training means, and predict fills with them (not the new file's)."""
+    spec = job(tmp_path, kind="vertical.lr", task="epochs = 3\n", blanks=True)
+    out = tmp_path / "run"
+    r = cli("simulate", spec, "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lender = pd.read_csv(tmp_path / "lender.csv", dtype={"cust_id": str})
+    model = json.loads((out / "model.json").read_text())
+    assert model["imputation"]["a"] == pytest.approx(lender.a.mean())
+    # one blank row alone: its own file has no mean to fill with, the model's mean is used
+    payco_ids = set(pd.read_csv(tmp_path / "payco.csv", dtype={"cust_id": str}).cust_id)
+    row = lender[lender.a.isna() & lender.cust_id.isin(payco_ids)].drop(columns=["y"]).head(1)
+    row.to_csv(tmp_path / "one.csv", index=False)
+    r = cli("predict", out / "model.json", tmp_path / "one.csv", "--out", tmp_path / "one-scores.csv")
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = pd.read_csv(tmp_path / "one-scores.csv", dtype={"id": str})
+    trained = pd.concat([pd.read_csv(out / "scores" / f, dtype={"id": str}) for f in ("train.csv", "test.csv")])
+    assert got.status.tolist() == ["scored"]
+    assert got.score.iloc[0] == pytest.approx(trained.set_index("id").score[row.cust_id.iloc[0]], abs=1e-9)
+
+
+def test_version():
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"fedrisk {__version__}"
+
+
+def test_ctrl_c_stops_every_process_with_one_line(tmp_path):
+    spec = job(tmp_path, task="n_trees = 400\nmax_depth = 4\nmax_bin = 16\n", n=3000)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*FEDRISK, "simulate", str(spec), "--out", str(out)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "logs" / "lender.log"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (log.exists() and "train 1/" in log.read_text()):
+        time.sleep(0.2)
+    assert proc.poll() is None, "the job finished before it could be interrupted"
+    t0 = time.perf_counter()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    try:
+        _, err = proc.communicate(timeout=30)
+        stop_s = time.perf_counter() - t0
+        until = time.monotonic() + 3  # the acceptance check looks 3 s after the command returned
+        while session_processes(proc.pid) and time.monotonic() < until:
+            time.sleep(0.1)
+        left = session_processes(proc.pid)
+    finally:
+        for p in session_processes(proc.pid):
+            p.kill()
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert proc.returncode == 130
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted by SIGINT during train"), err
+    assert stop_s < 30
+    assert left == [], [(p.pid, p.status()) for p in left]
+    assert not (out / "metrics.json").exists()
+    print(f"stopped {stop_s:.1f} s after SIGINT: {lines[0]}")
+
+
+def test_killed_party_takes_its_worker_processes_with_it(tmp_path):
+    """``kill -9`` of a party mid-PSI: its crypto workers notice their parent is gone and exit."""
+    spec = job(tmp_path, n=40000, task="n_trees = 2\n")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*FEDRISK, "simulate", str(spec), "--out", str(out)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, FEDRISK_WORKERS="2"))
+    try:
+        deadline = time.monotonic() + 120
+        party = workers = None
+        while time.monotonic() < deadline:
+            kids = psutil.Process(proc.pid).children()
+            party = next((k for k in kids if "--as" in k.cmdline() and "payco" in k.cmdline()), None)
+            workers = party.children() if party else []
+            if workers:
+                break
+            time.sleep(0.1)
+        assert workers, "the party never started its worker pool"
+        party.kill()
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert alive == [], f"workers outlived their party: {alive}"
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0 and "payco" in err
+    finally:
+        for p in session_processes(proc.pid):
+            p.kill()
+
+
+def test_killed_simulate_takes_its_participants_with_it(tmp_path):
+    """``kill -9`` of ``simulate`` itself: the participants it started notice and stop cleanly."""
+    spec = job(tmp_path, task="n_trees = 400\nmax_depth = 4\nmax_bin = 16\n", n=3000)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*FEDRISK, "simulate", str(spec), "--out", str(out)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log = out / "logs" / "lender.log"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (log.exists() and "train 1/" in log.read_text()):
+            time.sleep(0.2)
+        proc.kill()
+        proc.wait()
+        until = time.monotonic() + 20
+        while session_processes(proc.pid) and time.monotonic() < until:
+            time.sleep(0.2)
+        assert session_processes(proc.pid) == []
+        assert "interrupted by SIGTERM during train" in log.read_text()
+    finally:
+        for p in session_processes(proc.pid):
+            p.kill()
+
+
+def test_a_partner_that_never_starts_is_named_within_connect_timeout(tmp_path):
+    spec = job(tmp_path, security="[security]\nconnect_timeout = 4\n")
+    assert cli("certs", "--parties", "lender,payco", "--out", tmp_path / "certs").returncode == 0
+    t0 = time.perf_counter()
+    r = cli("party", spec, "--as", "lender", "--out", tmp_path / "run", "--certs", tmp_path / "certs", "--quiet",
+            timeout=120)
+    took = time.perf_counter() - t0
+    addr = [ln.split('"')[1] for ln in spec.read_text().splitlines() if ln.startswith("address")][1]
+    assert r.returncode == 2
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and f"'payco' at {addr} not listening after 4 s" in err, err
+    assert took < 4 + 20  # start-up + the deadline + telling the partner, never ten minutes
+    log = (tmp_path / "run" / "logs" / "lender.log").read_text()
+    assert f"waiting for payco at {addr}" in log
+
+
+def test_a_certificate_from_another_ca_is_named_at_once(tmp_path):
+    spec = job(tmp_path, security="[security]\nconnect_timeout = 30\n")
+    for d in ("ca1", "ca2"):
+        assert cli("certs", "--parties", "lender,payco", "--out", tmp_path / d).returncode == 0
+    payco = subprocess.Popen([*FEDRISK, "party", str(spec), "--as", "payco", "--out", str(tmp_path / "p"),
+                              "--certs", str(tmp_path / "ca2"), "--quiet"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        t0 = time.perf_counter()
+        r = cli("party", spec, "--as", "lender", "--out", tmp_path / "l", "--certs", tmp_path / "ca1", "--quiet",
+                timeout=120)
+        took = time.perf_counter() - t0
+        addr = [ln.split('"')[1] for ln in spec.read_text().splitlines() if ln.startswith("address")][1]
+        assert r.returncode == 2
+        assert f"payco at {addr} presented a certificate from another CA" in r.stderr, r.stderr
+        assert took < 15  # not after connect_timeout (30 s)
+    finally:
+        payco.terminate()
+        payco.wait(30)
+
+
+def test_resume_reuses_the_psi_alignment_when_every_party_can(tmp_path):
+    spec = job(tmp_path, kind="vertical.lr", task="epochs = 3\n")
+    out = tmp_path / "run"
+    assert cli("simulate", spec, "--out", out).returncode == 0
+    first = pd.read_csv(out / "scores" / "test.csv", dtype={"id": str})
+    assert (out / "checkpoints" / "lender-psi.json").is_file() and (out / "checkpoints" / "payco-psi.json").is_file()
+    r = cli("simulate", spec, "--out", out, "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for party in ("lender", "payco"):
+        assert "PSI alignment resumed" in (out / "logs" / f"{party}.log").read_text()
+    again = pd.read_csv(out / "scores" / "test.csv", dtype={"id": str})
+    # same rows in the same order; scores agree up to vertical LR's CKKS noise between two runs
+    assert list(again.id) == list(first.id) and np.allclose(again.score, first.score, atol=1e-3)
+    # payco's file changed: its checkpoint no longer matches, so every party aligns again
+    payco = pd.read_csv(tmp_path / "payco.csv", dtype={"cust_id": str})
+    payco.iloc[10:].to_csv(tmp_path / "payco.csv", index=False)
+    r = cli("simulate", spec, "--out", out, "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "resume: aligning again (another party cannot resume" in (out / "logs" / "payco.log").read_text() or \
+        "resume: aligning again (the PSI checkpoint was made from other data" in (out / "logs" / "payco.log").read_text()
+    assert "resume: aligning again" in (out / "logs" / "lender.log").read_text()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["intersection"]["size"] == 860
