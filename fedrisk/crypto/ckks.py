@@ -32,12 +32,28 @@ Security notes
   decryption reveals only ``X^T s`` plus noise. Giving the peer the public key costs nothing under
   IND-CPA (anyone may encrypt); it is what makes the re-randomisation possible.
 * The owner decrypts ``X^T s + e`` where ``e`` is CKKS noise that depends on the peer's ``s``.
-  Before sending, the peer adds *flooding* noise (Gaussian, ``flood`` standard deviation per slot;
-  vertical LR uses 2^-10) to every slot, so the small data-dependent CKKS error is
-  hidden inside a much larger independent one (the countermeasure to Li-Micciancio style
-  attacks on approximate decryption). Flooding is statistical, not 2^-128: measured CKKS error here is
-  ~1e-7, so the flood is ~2^13 times larger, while averaging the 256 replicas keeps results
-  accurate to ~1e-4 (gradients are means, of order 1e-2).
+  Before sending, the peer adds *flooding* noise to every slot (complex Gaussian, ``flood``
+  standard deviation per real component; vertical LR uses 2^-10, about 2^13 times the measured
+  per-slot CKKS error of ~1e-7), so the small data-dependent CKKS error is hidden inside a much
+  larger independent one (the countermeasure to Li-Micciancio style attacks on approximate
+  decryption). The flood is complex because a real-only flood (what this module did before) leaves
+  the imaginary half of every slot -- half of the decrypted error's degrees of freedom -- bare.
+* **The flood cancels in the result.** For every feature the ``R`` replica slots carry flood values
+  that sum to zero, so :meth:`CkksOwner.decrypt_sum` (which averages the replicas) returns
+  ``X^T s`` plus only the intrinsic CKKS error: the same inputs give the same answer in every run
+  to ~1e-9, which is what makes vertical LR reproducible (two runs with the same seed give the same
+  model) and exact. The price, stated plainly: in the ``K`` replica-mean directions -- exactly the
+  values the protocol reveals -- the decryptor sees the intrinsic CKKS error unflooded, smudged
+  only by the fresh public-key encryption noise of the re-randomisation (same order of magnitude,
+  independent of ``s``, unknown to the owner). Every other direction of the slot vector is flooded.
+* The flood comes from :class:`GaussianStream`: a ChaCha20 keystream (``cryptography``) keyed with
+  32 bytes from ``os.urandom`` per peer, mapped to Gaussians by Box-Muller -- a CSPRNG designed
+  for the job, not numpy's PCG64 (whose state can be recovered from outputs).
+* Shapes the owner declares are checked before anything is computed: the parameters must be the
+  ones the job agreed on, every chunk a fresh 2-component ciphertext at the top level and the
+  agreed scale, and the peer multiplies only the owner's declared columns (padding slots of the
+  last column group are multiplied by zero), so a crafted matrix cannot widen what the owner
+  decrypts beyond ``cols`` functionals of ``s`` per result.
 * What the owner learns is exactly the vector ``X^T s`` (plus noise) for the ``s`` the peer
   chose to multiply by. What that reveals about ``s`` is the protocol's business (see
   ``hetero_lr``).
@@ -48,7 +64,6 @@ loads from paths only; files are deleted right after use.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import tempfile
 import threading
@@ -56,10 +71,11 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from fedrisk.errors import CryptoError
 
-__all__ = ["CkksParams", "CkksOwner", "CkksPeer", "DEFAULT_PARAMS"]
+__all__ = ["CkksParams", "CkksOwner", "CkksPeer", "DEFAULT_PARAMS", "GaussianStream"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,49 @@ class CkksParams:
 
 
 DEFAULT_PARAMS = CkksParams()
+
+
+class GaussianStream:
+    """Gaussian noise from a CSPRNG: a ChaCha20 keystream turned into normals by Box-Muller.
+
+    Parameters
+    ----------
+    key : bytes, optional
+        32-byte ChaCha20 key; default 32 fresh bytes from ``os.urandom``. Tests may pass a key to
+        get a reproducible stream; protocols never do.
+
+    Notes
+    -----
+    Flooding noise must be unpredictable to the party that decrypts, so it comes from a stream
+    cipher keyed from the OS CSPRNG (the ``cryptography`` package's ChaCha20), not from a
+    statistical generator such as numpy's PCG64, whose state follows from a few outputs. Each
+    uniform uses 53 keystream bits; throughput is a few hundred MB/s of keystream, i.e. well
+    under a millisecond per 4096-slot ciphertext.
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        key = os.urandom(32) if key is None else bytes(key)
+        if len(key) != 32:
+            raise CryptoError("GaussianStream needs a 32-byte key")
+        # 16-byte ChaCha20 nonce = 4-byte block counter + 12-byte nonce; a fresh key per stream
+        # makes the all-zero nonce safe (2^32 blocks of 64 bytes = 256 GiB per stream)
+        self._enc = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+        self._lock = threading.Lock()
+
+    def uniform(self, n: int) -> np.ndarray:
+        """``n`` uniforms on the open interval (0, 1)."""
+        with self._lock:
+            raw = self._enc.update(bytes(8 * int(n)))
+        words = np.frombuffer(raw, dtype=np.uint64)
+        return ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53
+
+    def normal(self, n: int, std: float = 1.0) -> np.ndarray:
+        """``n`` independent N(0, std^2) samples."""
+        m = (int(n) + 1) // 2
+        u = self.uniform(2 * m)
+        r = np.sqrt(-2.0 * np.log(u[:m]))
+        th = (2.0 * np.pi) * u[m:]
+        return np.concatenate([r * np.cos(th), r * np.sin(th)])[:n] * float(std)
 
 
 def _sealapi():
@@ -275,13 +334,22 @@ class CkksPeer:
         self.flood = float(flood)
         self.matrix: list[list] = []
         self.n_rows = 0
-        self._rng = np.random.default_rng(secrets.randbits(128))
+        self.cols = 0
+        self._noise = GaussianStream()
 
-    def load_matrix(self, groups: Sequence[Sequence[bytes]], n_rows: int) -> None:
-        """Load the owner's encrypted matrix (``encrypt_matrix`` output) for ``n_rows`` rows."""
+    def load_matrix(self, groups: Sequence[Sequence[bytes]], n_rows: int, cols: int) -> None:
+        """Load the owner's encrypted matrix (``encrypt_matrix`` output) for ``n_rows`` rows and
+        ``cols`` columns (both agreed beforehand: the column count fixes how many functionals of
+        our vectors the owner may decrypt, so a matrix with more column groups is refused)."""
         s = _sealapi()
-        R = self.params.rows_per_ct
+        R, K = self.params.rows_per_ct, self.params.slots_per_row
         want = -(-n_rows // R)
+        if not isinstance(cols, int) or cols < 1:
+            raise CryptoError(f"encrypted matrix column count must be a positive integer, got {cols!r:.40}")
+        if len(groups) != -(-cols // K):
+            raise CryptoError(f"encrypted matrix has {len(groups)} column groups, expected {-(-cols // K)} for {cols} columns")
+        top = list(self.ctx.first_parms_id())
+        scale = float(2 ** self.params.scale_bits)
         mats = []
         for g in groups:
             if len(g) != want:
@@ -291,10 +359,13 @@ class CkksPeer:
                 ct = self._files.load(s.Ciphertext(), self.ctx, b)
                 if ct.size() != 2:
                     raise CryptoError("an encrypted matrix chunk must have exactly 2 components")
+                if list(ct.parms_id()) != top or ct.scale != scale:
+                    raise CryptoError("an encrypted matrix chunk is not a fresh ciphertext at the agreed level and scale")
                 cts.append(ct)
             mats.append(cts)
         self.matrix = mats
         self.n_rows = n_rows
+        self.cols = cols
 
     def cross(self, chunks: Iterable[int], s_rows: np.ndarray) -> list[bytes] | None:
         """Encryptions of ``X[rows]^T s`` (one per column group) over the given row chunks.
@@ -312,14 +383,14 @@ class CkksPeer:
             return None
         scale = float(2 ** self.params.scale_bits)
         out = []
-        plains = []
-        for c in chunks:
-            pt = s.Plaintext()
-            self.encoder.encode(np.repeat(v[c * R:(c + 1) * R], K).tolist(), self.matrix[0][c].parms_id(), scale, pt)
-            plains.append(pt)
-        for cts in self.matrix:
+        for g, cts in enumerate(self.matrix):
+            kk = min(K, self.cols - g * K)
+            colmask = (np.arange(K) < kk).astype(np.float64)  # padding columns multiply by zero
             acc = None
-            for c, pt in zip(chunks, plains):
+            for c in chunks:
+                pt = s.Plaintext()
+                self.encoder.encode(np.outer(v[c * R:(c + 1) * R], colmask).ravel().tolist(), cts[c].parms_id(),
+                                    scale, pt)
                 prod = s.Ciphertext()
                 self.evaluator.multiply_plain(cts[c], pt, prod)
                 if acc is None:
@@ -332,8 +403,7 @@ class CkksPeer:
                 self.evaluator.rotate_vector(acc, st, self.galois, rot)
                 self.evaluator.add_inplace(acc, rot)
             noise = s.Plaintext()
-            self.encoder.encode(self._rng.normal(0.0, self.flood, self.params.slots).tolist(), acc.parms_id(),
-                                acc.scale, noise)
+            self.encoder.encode(self._flood_values(R, K), acc.parms_id(), acc.scale, noise)
             # a fresh public-key encryption of the flood re-randomises both components (module notes)
             fresh = s.Ciphertext()
             self.encryptor.encrypt(noise, fresh)
@@ -344,3 +414,9 @@ class CkksPeer:
 
     def close(self) -> None:
         self._files.close()
+
+    def _flood_values(self, R: int, K: int) -> list[complex]:
+        """Complex Gaussian flood for one result, zero-sum over the ``R`` replicas of each feature."""
+        z = self._noise.normal(2 * R * K, self.flood).reshape(2, R, K)
+        z -= z.mean(axis=1, keepdims=True)
+        return (z[0] + 1j * z[1]).ravel().tolist()

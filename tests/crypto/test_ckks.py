@@ -12,7 +12,7 @@ def pair():
     owner = CkksOwner()
     X = np.random.default_rng(0).normal(size=(700, 5))
     peer = CkksPeer(owner.public_bundle(), flood=2.0 ** -10)
-    peer.load_matrix(owner.encrypt_matrix(X), 700)
+    peer.load_matrix(owner.encrypt_matrix(X), 700, 5)
     yield owner, peer, X
     owner.close()
     peer.close()

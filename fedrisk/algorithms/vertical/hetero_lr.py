@@ -88,7 +88,7 @@ import numpy as np
 
 from fedrisk.crypto import prg_mask
 from fedrisk.crypto.ckks import DEFAULT_PARAMS, CkksOwner, CkksPeer
-from fedrisk.errors import ProtocolError
+from fedrisk.errors import CryptoError, ProtocolError
 from fedrisk.transport.channel import Channel
 
 __all__ = ["HeteroLRConfig", "PartyModel", "train", "score", "plan_chunks", "sigmoid", "TAG_PREFIX"]
@@ -122,7 +122,12 @@ class HeteroLRConfig:
     seed : int
         Shuffling seed (public; from ``federation.seed``).
     flood : float
-        Standard deviation of CKKS flooding noise per slot.
+        Standard deviation of CKKS flooding noise per slot (it cancels in the averaged results).
+    max_features : int
+        Most feature columns a party may declare (agreed through the job spec): bounds how many
+        functionals of a party's vectors a peer can decrypt per result.
+    min_rows_per_feature : int
+        A party may declare at most one column per this many aligned rows.
     """
 
     epochs: int = 10
@@ -135,6 +140,8 @@ class HeteroLRConfig:
     validation_fraction: float = 0.1
     seed: int = 0
     flood: float = 2.0 ** -10
+    max_features: int = 64
+    min_rows_per_feature: int = 20
 
 
 @dataclass
@@ -184,6 +191,34 @@ def _batches(train_chunks: list[int], epoch: int, cfg: HeteroLRConfig) -> list[l
     per = max(1, cfg.batch_size // CHUNK_ROWS)
     order = np.random.default_rng([cfg.seed, 7002, epoch]).permutation(train_chunks).tolist()
     return [order[i:i + per] for i in range(0, len(order), per)]
+
+
+def _check_hello(me: str, q: str, hello: Any, n: int, cfg: "HeteroLRConfig", from_label_holder: bool) -> int:
+    """Check a peer's declared set-up against what the job agreed on; return its column count.
+
+    Every value here shapes what *we* reveal when we compute on the peer's matrix: the CKKS
+    parameters fix the packing (how many functionals of our vector one result holds), ``k`` fixes
+    how many column groups we multiply. They are checked against the job's agreed settings
+    (``DEFAULT_PARAMS``; ``max_features`` from the handshake-checked ``[task]``), never taken on
+    trust (security issue 12, item 5: a crafted matrix with hundreds of column groups revealed
+    half the labels of a batch).
+    """
+    if not isinstance(hello, dict) or not isinstance(hello.get("bundle"), dict):
+        raise ProtocolError(f"{me}: malformed vlr.key from {q!r}")
+    if hello.get("n") != n:
+        raise ProtocolError(f"{me}: party {q!r} has {hello.get('n')!r:.20} aligned rows, this party has {n}; "
+                            "the PSI alignment differs")
+    if hello["bundle"].get("params") != DEFAULT_PARAMS.to_wire():
+        raise ProtocolError(f"{me}: party {q!r} declared CKKS parameters other than the job's; refused")
+    k = hello.get("k")
+    limit = cfg.max_features + (1 if from_label_holder else 0)  # the label holder adds the intercept column
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= limit:
+        raise ProtocolError(f"{me}: party {q!r} declared {k!r:.20} feature columns; the job allows 1 to "
+                            f"{cfg.max_features} per party (task.max_features); refused")
+    if k > n // cfg.min_rows_per_feature:
+        raise ProtocolError(f"{me}: party {q!r} declared {k} feature columns for {n} rows; at most one column per "
+                            f"{cfg.min_rows_per_feature} rows (task.min_rows_per_feature) is allowed; refused")
+    return k
 
 
 class _Clock:
@@ -252,20 +287,20 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
         channel.send(q, "vlr.matrix", enc, kind="ciphertext")
     del enc
     peers: dict[str, CkksPeer] = {}
-    peer_k: dict[str, int] = {}
     for q in others:
         hello = channel.recv(q, "vlr.key")
-        if not isinstance(hello, dict) or hello.get("n") != n:
-            raise ProtocolError(f"{me}: party {q!r} has {hello.get('n') if isinstance(hello, dict) else '?'} aligned rows, "
-                                f"this party has {n}; the PSI alignment differs")
         t0 = clock.add("network", t0)
+        k_q = _check_hello(me, q, hello, n, cfg, q == label_holder)
         peer = CkksPeer(hello["bundle"], flood=cfg.flood)
         mat = channel.recv(q, "vlr.matrix")
         t0 = clock.add("network", t0)
         if not isinstance(mat, list) or not all(isinstance(g, list) for g in mat):
             raise ProtocolError(f"{me}: vlr.matrix from {q!r} is not a list of ciphertext lists")
-        peer.load_matrix(mat, n)
-        peers[q], peer_k[q] = peer, int(hello["k"])
+        try:
+            peer.load_matrix(mat, n, k_q)
+        except CryptoError as e:
+            raise ProtocolError(f"{me}: vlr.matrix from {q!r} refused: {e}") from None
+        peers[q] = peer
         t0 = clock.add("encryption", t0)
 
     train_chunks, val_chunks = plan_chunks(n, cfg)
@@ -311,11 +346,14 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
             t0 = time.perf_counter()
             rows = _rows(chunks, n)
             Xb = X[rows]
-            s = share(Xb @ w, rows) / len(rows)
+            # shares go out scaled by 1/sqrt(|b|) (sums stay far inside CKKS's range, and the
+            # intrinsic CKKS error is small against them); the mean is taken after decryption
+            root = np.sqrt(len(rows))
+            s = share(Xb @ w, rows) / root
             s_full[rows] = s
             t0 = clock.add("gradient", t0)
             cross = exchange(f"vlr.x.{e}.{t}", chunks, rows, s_full, others, others)
-            g = Xb.T @ s + sum(cross.values()) + cfg.l2 * penal * w
+            g = (Xb.T @ s + sum(cross.values())) / root + cfg.l2 * penal * w
             w = w - lr * g
             clock.add("gradient", t0)
         snapshots.append(w.copy())
@@ -325,10 +363,12 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
             t0 = time.perf_counter()
             rv = val_rows
             u = X[rv] @ w
-            sv = share(u, rv) / len(rv)
+            root = np.sqrt(len(rv))
+            sv = share(u, rv) / root
             s_full[rv] = sv
             hosts_to = [q for q in others if q != label_holder]
             got = exchange(f"vlr.v.{e}", val_chunks, rv, s_full, hosts_to, [] if is_lh else others)
+            got = {q: v / root for q, v in got.items()}
             if not is_lh:
                 wx = w
                 part = float(wx @ got[label_holder])
