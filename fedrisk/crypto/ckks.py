@@ -288,6 +288,40 @@ class CkksOwner:
             out.append(row)
         return out
 
+    def encrypt_vectors(self, V: np.ndarray) -> list[list[bytes]]:
+        """Slot-packed seeded ciphertexts of the rows of ``V`` (``m x n``): ``out[j][c]`` holds
+        ``V[j, c*S:(c+1)*S]``, one value per slot (``S`` = 4096 values per ciphertext)."""
+        s = _sealapi()
+        V = np.asarray(V, dtype=np.float64)
+        if V.ndim != 2 or not np.all(np.isfinite(V)):
+            raise CryptoError("encrypt_vectors needs a finite 2-D array")
+        S = self.params.slots
+        out = []
+        for row in V:
+            cts = []
+            for c in range(0, len(row), S):
+                pt = s.Plaintext()
+                self.encoder.encode(row[c:c + S].tolist(), self.scale, pt)
+                cts.append(self._files.dump(self.encryptor.encrypt_symmetric(pt)))
+            out.append(cts)
+        return out
+
+    def decrypt_vector(self, cts: Sequence[bytes], n: int) -> np.ndarray:
+        """Decrypt a slot-packed result (:meth:`CkksPeer.inner_products`) into ``n`` real values."""
+        s = _sealapi()
+        S = self.params.slots
+        if not isinstance(cts, list) or len(cts) != -(-n // S):
+            raise CryptoError(f"expected {-(-n // S)} ciphertexts for {n} values")
+        out = []
+        for data in cts:
+            ct = self._files.load(s.Ciphertext(), self.ctx, data)
+            if ct.size() != 2:
+                raise CryptoError("a result ciphertext must have exactly 2 components")
+            pt = s.Plaintext()
+            self.decryptor.decrypt(ct, pt)
+            out.append(np.asarray(self.encoder.decode_double(pt), dtype=np.float64))
+        return np.concatenate(out)[:n] if out else np.zeros(0)
+
     def decrypt_sum(self, data: bytes, k: int, group: int = 0) -> np.ndarray:
         """Decrypt a peer's ``X^T s`` result; return the ``k`` features of column group ``group``.
 
@@ -391,24 +425,34 @@ class CkksPeer:
                 pt = s.Plaintext()
                 self.encoder.encode(np.outer(v[c * R:(c + 1) * R], colmask).ravel().tolist(), cts[c].parms_id(),
                                     scale, pt)
+                if pt.is_zero():  # values below the encoding precision: SEAL refuses the product
+                    continue
                 prod = s.Ciphertext()
                 self.evaluator.multiply_plain(cts[c], pt, prod)
                 if acc is None:
                     acc = prod
                 else:
                     self.evaluator.add_inplace(acc, prod)
-            self.evaluator.rescale_to_next_inplace(acc)
+            noise = s.Plaintext()
+            fresh = s.Ciphertext()
+            if acc is None:  # nothing to add up: the result is the flood alone, freshly encrypted
+                self.encoder.encode(self._flood_values(R, K), scale, noise)
+                self.encryptor.encrypt(noise, fresh)
+                out.append(self._files.dump(fresh))
+                continue
+            # rotate before rescaling: key-switching noise is then divided by the dropped prime
+            # (~2^40), which keeps the result accurate to ~1e-12 instead of ~1e-7
             for st in self.params.steps:
                 rot = s.Ciphertext()
                 self.evaluator.rotate_vector(acc, st, self.galois, rot)
                 self.evaluator.add_inplace(acc, rot)
-            noise = s.Plaintext()
+            # a fresh public-key encryption of the flood re-randomises both components (module
+            # notes); added before the rescale so that its encryption noise is divided too
             self.encoder.encode(self._flood_values(R, K), acc.parms_id(), acc.scale, noise)
-            # a fresh public-key encryption of the flood re-randomises both components (module notes)
-            fresh = s.Ciphertext()
             self.encryptor.encrypt(noise, fresh)
             fresh.scale = acc.scale
             self.evaluator.add_inplace(acc, fresh)
+            self.evaluator.rescale_to_next_inplace(acc)
             out.append(self._files.dump(acc))
         return out
 
@@ -420,3 +464,70 @@ class CkksPeer:
         z = self._noise.normal(2 * R * K, self.flood).reshape(2, R, K)
         z -= z.mean(axis=1, keepdims=True)
         return (z[0] + 1j * z[1]).ravel().tolist()
+
+    def inner_products(self, cts: Sequence[Sequence[bytes]], coef: np.ndarray, offset: np.ndarray,
+                       mask_std: float) -> tuple[list[bytes], np.ndarray]:
+        """Row-wise inner products of the owner's encrypted vectors with our plaintext ones, masked.
+
+        ``cts`` is the owner's :meth:`CkksOwner.encrypt_vectors` of ``V`` (``m x n``); ``coef`` is our
+        ``m x n`` plaintext. Returns the encryption of ``sum_j coef[j] * V[j] + offset + mask`` per
+        row (slot-packed) and the real part of ``mask``: the owner decrypts one additive share, we
+        keep ``-mask`` as the other.
+
+        Notes
+        -----
+        The mask is complex Gaussian (``mask_std`` per real component, from :class:`GaussianStream`)
+        and is added as a *fresh public-key encryption*: it re-randomises the result (see module
+        notes) and, being far larger than the CKKS error, also floods it; since we keep the mask
+        as our share, it cancels exactly in the sum of the shares. Statistical hiding: a value
+        ``v`` in [0, 1] under a mask of std ``sigma`` leaks at most ``1 / (2 sigma^2)`` nats.
+        """
+        s = _sealapi()
+        coef = np.asarray(coef, dtype=np.float64)
+        offset = np.asarray(offset, dtype=np.float64)
+        m, n = coef.shape
+        S = self.params.slots
+        C = -(-n // S)
+        if len(cts) != m or any(not isinstance(r, list) or len(r) != C for r in cts):
+            raise CryptoError(f"expected {m} encrypted vectors of {C} ciphertexts each")
+        if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(offset))):
+            raise CryptoError("inner_products needs finite plaintexts")
+        scale = float(2 ** self.params.scale_bits)
+        top = list(self.ctx.first_parms_id())
+        out, kept = [], []
+        for c in range(C):
+            lo, hi = c * S, min((c + 1) * S, n)
+            acc = None
+            for j in range(m):
+                ct = self._files.load(s.Ciphertext(), self.ctx, cts[j][c])
+                if ct.size() != 2 or list(ct.parms_id()) != top or ct.scale != scale:
+                    raise CryptoError("an encrypted vector is not a fresh ciphertext at the agreed level and scale")
+                if not np.any(coef[j, lo:hi]):
+                    continue  # SEAL refuses the "transparent" product with zero; it adds nothing
+                pt = s.Plaintext()
+                self.encoder.encode(coef[j, lo:hi].tolist(), ct.parms_id(), scale, pt)
+                if pt.is_zero():  # coefficients below the encoding precision round to zero
+                    continue
+                prod = s.Ciphertext()
+                self.evaluator.multiply_plain(ct, pt, prod)
+                if acc is None:
+                    acc = prod
+                else:
+                    self.evaluator.add_inplace(acc, prod)
+            z = self._noise.normal(2 * S, mask_std).reshape(2, S)
+            z[0, :hi - lo] += offset[lo:hi]
+            noise = s.Plaintext()
+            fresh = s.Ciphertext()
+            if acc is None:
+                self.encoder.encode((z[0] + 1j * z[1]).tolist(), scale, noise)
+                self.encryptor.encrypt(noise, fresh)
+                acc = fresh
+            else:  # mask + re-randomisation before the rescale, which then divides their noise
+                self.encoder.encode((z[0] + 1j * z[1]).tolist(), acc.parms_id(), acc.scale, noise)
+                self.encryptor.encrypt(noise, fresh)
+                fresh.scale = acc.scale
+                self.evaluator.add_inplace(acc, fresh)
+                self.evaluator.rescale_to_next_inplace(acc)
+            out.append(self._files.dump(acc))
+            kept.append(z[0, :hi - lo] - offset[lo:hi])
+        return out, np.concatenate(kept) if kept else np.zeros(0)

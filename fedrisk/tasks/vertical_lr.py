@@ -40,6 +40,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
@@ -63,6 +65,11 @@ class HeteroLRParams(BaseModel):
     trains one (``vertical.lr``, ``vertical.scorecard``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    solver: Literal["auto", "exact", "surrogate"] = Field(
+        "auto", description="auto: exact with one feature holder, surrogate with several; exact: full-batch L-BFGS on the exact log-loss (Chebyshev sigmoid under CKKS; one "
+        "feature holder); surrogate: fast mini-batch descent on a majorising surrogate (approximate)")
+    max_iter: int = Field(30, ge=1, le=1000, description="exact: most L-BFGS iterations")
+    step_tol: float = Field(1e-5, ge=0, description="exact: stop when the joint step's max-norm is below this")
     epochs: int = Field(10, ge=1, le=10000)
     batch_size: int = Field(4096, ge=256, description="rows per mini-batch, a multiple of 256")
     learning_rate: float = Field(0.5, gt=0)
@@ -162,9 +169,12 @@ def run(ctx: PartyContext) -> None:
         if ytr.min() == ytr.max():
             raise DataError(f"party {me!r}: the aligned training rows have only label {int(ytr[0])}; need both classes")
 
+    exact = cfg.solver == "exact" or (cfg.solver == "auto" and len(hosts) == 1)
+    total = cfg.max_iter if exact else cfg.epochs
+
     def on_epoch(e: int, rec: dict) -> None:
         if is_lh:
-            ctx.progress.update(e, cfg.epochs, stage="train", **{k: v for k, v in rec.items() if k in ("val_loss",)})
+            ctx.progress.update(e, total, stage="train", **{k: v for k, v in rec.items() if k in ("val_loss",)})
 
     model = train(ctx.channel, lh, hosts, Z[tr], y_all[tr] if is_lh else None, cfg, on_epoch=on_epoch)
     ctx.log.info("trained: best epoch %d of %d; phases %s", model.best_epoch, len(model.history),
@@ -199,7 +209,10 @@ def run(ctx: PartyContext) -> None:
         "timing": {k: round(v, 4) for k, v in model.phases.items()},
         "bytes_sent": ctx.channel.ledger.bytes_sent,
         "dropped_columns": dropped,
-        "protocol": "CKKS cross-products over locally computed residual shares (see hetero_lr)",
+        "solver": model.solver, "iterations": len(model.history),
+        "protocol": ("exact sigmoid: per-row Chebyshev expansion under CKKS into masked shares, full-batch L-BFGS "
+                     "(see hetero_lr)" if model.solver == "exact" else
+                     "CKKS cross-products over locally computed residual shares, majorising surrogate (see hetero_lr)"),
     }
     write_evaluation(ctx, ids[tr], y_all[tr], p_tr, ids[test] if p_te is not None else None,
                      y_all[test] if p_te is not None else None, p_te,

@@ -81,7 +81,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -128,6 +128,17 @@ class HeteroLRConfig:
         functionals of a party's vectors a peer can decrypt per result.
     min_rows_per_feature : int
         A party may declare at most one column per this many aligned rows.
+    solver : {"auto", "exact", "surrogate"}
+        ``surrogate``: mini-batch gradient descent on the majorising surrogate (fast, approximate,
+        any number of feature holders). ``exact``: full-batch L-BFGS on the exact log-loss with the
+        sigmoid evaluated by per-row Chebyshev expansion under CKKS (one feature holder).
+        ``auto`` (default): ``exact`` with one feature holder, ``surrogate`` with several.
+    max_iter, step_tol, memory : int, float, int
+        ``exact``: iteration cap, stop when the joint step's max-norm is below ``step_tol``, L-BFGS memory.
+    sigmoid_tol : float
+        ``exact``: worst-case error of the Chebyshev sigmoid (sets the number of terms).
+    mask_std : float
+        ``exact``: standard deviation of the Gaussian masks on the sigmoid shares.
     """
 
     epochs: int = 10
@@ -142,6 +153,12 @@ class HeteroLRConfig:
     flood: float = 2.0 ** -10
     max_features: int = 64
     min_rows_per_feature: int = 20
+    solver: str = "auto"
+    max_iter: int = 30
+    step_tol: float = 1e-5
+    memory: int = 10
+    sigmoid_tol: float = 1e-6
+    mask_std: float = 2.0 ** 10
 
 
 @dataclass
@@ -156,6 +173,7 @@ class PartyModel:
     phases: dict[str, float] = field(default_factory=dict)
     n_train: int = 0
     n_val: int = 0
+    solver: str = "surrogate"
 
     def partial_score(self, X: np.ndarray) -> np.ndarray:
         u = np.asarray(X, dtype=np.float64) @ self.coef
@@ -264,6 +282,13 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
     parties = [label_holder, *feature_holders]
     if me not in parties:
         raise ProtocolError(f"{me}: not a party of this vertical LR job {parties}")
+    if cfg.solver not in ("auto", "exact", "surrogate"):
+        raise ProtocolError(f"{me}: unknown vertical LR solver {cfg.solver!r}")
+    if cfg.solver == "auto":
+        cfg = replace(cfg, solver="exact" if len(feature_holders) == 1 else "surrogate")
+    if cfg.solver == "exact" and len(feature_holders) != 1:
+        raise ProtocolError(f"{me}: solver = 'exact' supports one feature holder (this job has "
+                            f"{len(feature_holders)}); use solver = 'surrogate'")
     is_lh = me == label_holder
     others = [p for p in parties if p != me]
     clock = _Clock()
@@ -275,6 +300,8 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
         X = np.hstack([X, np.ones((n, 1))])
         yv = np.asarray(y, dtype=np.float64)
     k = X.shape[1]
+    if k - (1 if is_lh else 0) > cfg.max_features:
+        raise ProtocolError(f"{me}: {k - (1 if is_lh else 0)} feature columns, more than max_features = {cfg.max_features}")
 
     # -- setup: keys and the encrypted matrix go to every other party ---------------------------------
     t0 = t_setup = time.perf_counter()
@@ -339,6 +366,15 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
 
     t_train = time.perf_counter()
     clock.t["setup_wall"] = t_train - t_setup
+    if cfg.solver == "exact":
+        w, history = _exact_loop(channel, me, label_holder, feature_holders[0], X, yv if is_lh else None, cfg,
+                                 owner, peers[others[0]], exchange, clock, on_epoch)
+        clock.t["training_wall"] = time.perf_counter() - t_train
+        owner.close()
+        for p in peers.values():
+            p.close()
+        coef, intercept = (w[:-1], float(w[-1])) if is_lh else (w, None)
+        return PartyModel(me, coef, intercept, len(history), history, clock.t, n_train=n, n_val=0, solver="exact")
     s_full = np.zeros(n)
     for e in range(cfg.epochs):
         lr = cfg.learning_rate * cfg.lr_decay ** e
@@ -413,6 +449,151 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
     coef, intercept = (w[:-1], float(w[-1])) if is_lh else (w, None)
     return PartyModel(me, coef, intercept, best_epoch + 1, history, clock.t, n_train=int(n - len(val_rows)),
                       n_val=int(len(val_rows)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact solver: Chebyshev sigmoid shares + full-batch L-BFGS (one feature holder)
+# ------------------------------------------------------------------------------------------------
+def range_bound(max_abs: float) -> float:
+    """The announced bound ``B >= max|u_h|``: a power of 2^(1/4) (at least 1/4), so it reveals
+    ``max|u_h|`` only to within 19 %."""
+    m = max(float(max_abs), 0.25)
+    return float(2.0 ** (np.ceil(4.0 * np.log2(m) - 1e-12) / 4.0))
+
+
+def chebyshev_terms(B: float, tol: float) -> int:
+    """Terms ``K`` so that ``sigma(c + B s)`` on ``s`` in [-1, 1] is within ~``tol`` for every ``c``.
+
+    ``sigma`` has poles at ``i pi (2j + 1)``: the Bernstein ellipse through them has
+    ``rho = (pi + sqrt(pi^2 + B^2)) / B`` and the Chebyshev error decays like ``rho^-K``.
+    """
+    rho = (np.pi + np.sqrt(np.pi ** 2 + B * B)) / B
+    return int(max(4, np.ceil(np.log(4.0 / tol) / np.log(rho))))
+
+
+def chebyshev_basis(t: np.ndarray, K: int) -> np.ndarray:
+    """``T_1(t) .. T_K(t)`` (``K x n``) for ``t`` in [-1, 1], by the three-term recurrence."""
+    t = np.clip(np.asarray(t, dtype=np.float64), -1.0, 1.0)
+    out = np.empty((K, len(t)))
+    prev, cur = np.ones_like(t), t
+    for k in range(K):
+        out[k] = cur
+        prev, cur = cur, 2.0 * t * cur - prev
+    return out
+
+
+def chebyshev_coefficients(c: np.ndarray, B: float, K: int) -> np.ndarray:
+    """Per-row coefficients ``a_0..a_K`` (``(K+1) x n``) of ``s -> sigma(c_i + B s)`` on [-1, 1]."""
+    from scipy.fft import dct
+
+    j = np.arange(K + 1)
+    nodes = np.cos(np.pi * (j + 0.5) / (K + 1))
+    F = sigmoid(np.asarray(c, dtype=np.float64)[:, None] + B * nodes[None, :])
+    a = dct(F, type=2, axis=1) / (K + 1)
+    a[:, 0] *= 0.5
+    return a.T
+
+
+def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: np.ndarray | None,
+                cfg: HeteroLRConfig, owner: CkksOwner, peer: CkksPeer, exchange, clock: _Clock,
+                on_epoch) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Both roles of the exact solver; returns this party's weights and the iteration history."""
+    is_lh = me == lh
+    other = fh if is_lh else lh
+    n, k = X.shape
+    chunks = list(range(-(-n // CHUNK_ROWS)))
+    allrows = np.arange(n)
+    pen = np.ones(k)
+    if is_lh:
+        pen[-1] = 0.0
+    # local preconditioner: this party's block of the sigmoid majoriser X^T X / 4 (plus the
+    # penalty); it is H0 of L-BFGS, applied by each party to its own block
+    M = X.T @ X / (4.0 * n) + np.diag(cfg.l2 * pen) + 1e-10 * np.eye(k)
+    sc = 2.0 ** 14 / (np.sqrt(max(n, 1)) * max(1.0, cfg.mask_std))
+    Minv = np.linalg.inv(M)
+
+    def joint(tag: str, v: np.ndarray) -> np.ndarray:
+        """Sum over both parties of per-block partial inner products (one scalar exchange)."""
+        v = np.atleast_1d(np.asarray(v, dtype=np.float64))
+        channel.send(other, tag, v, kind="aggregate")
+        got = channel.recv(other, tag)
+        if not isinstance(got, np.ndarray) or got.dtype != np.float64 or got.shape != v.shape \
+                or not np.all(np.isfinite(got)):
+            raise ProtocolError(f"{me}: {tag} from {other!r} should be {v.size} finite float64 values")
+        return v + got
+
+    def gradient(it: int, w: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        u = X @ w
+        if is_lh:
+            B = channel.recv(fh, f"vlr.b.{it}")
+            if not isinstance(B, float) or not (0.25 <= B <= 2.0 ** 20) or range_bound(B) != B:
+                raise ProtocolError(f"{me}: vlr.b.{it} from {fh!r} is not an agreed range bound")
+            K = chebyshev_terms(B, cfg.sigmoid_tol)
+            a = chebyshev_coefficients(u, B, K)
+            cts = channel.recv(fh, f"vlr.t.{it}")
+            t0 = clock.add("network", t0)
+            try:
+                out, mask = peer.inner_products(cts, a[1:], a[0], cfg.mask_std)
+            except CryptoError as e:
+                raise ProtocolError(f"{me}: vlr.t.{it} from {fh!r} refused: {e}") from None
+            t0 = clock.add("sigmoid", t0)
+            channel.send(fh, f"vlr.s.{it}", out, kind="ciphertext")
+            share = -mask - yv
+        else:
+            B = range_bound(np.abs(u).max() if n else 0.0)
+            K = chebyshev_terms(B, cfg.sigmoid_tol)
+            channel.send(lh, f"vlr.b.{it}", B, kind="aggregate")
+            channel.send(lh, f"vlr.t.{it}", owner.encrypt_vectors(chebyshev_basis(u / B, K)), kind="ciphertext")
+            t0 = clock.add("sigmoid", t0)
+            got = channel.recv(lh, f"vlr.s.{it}")
+            t0 = clock.add("network", t0)
+            try:
+                share = owner.decrypt_vector(got, n)
+            except CryptoError as e:
+                raise ProtocolError(f"{me}: vlr.s.{it} from {lh!r} refused: {e}") from None
+            t0 = clock.add("decryption", t0)
+        # the share goes out scaled so that every encrypted sum stays below ~2^15 (CKKS headroom is
+        # 2^19 here) while using as much of it as possible: CKKS adds an absolute error of ~1e-8
+        cross = exchange(f"vlr.x.{it}", chunks, allrows, share * sc, [other], [other])[other] / sc
+        return (X.T @ share + cross) / n + cfg.l2 * pen * w
+
+    w = np.zeros(k)
+    g = gradient(0, w)
+    S: list[np.ndarray] = []
+    Y: list[np.ndarray] = []
+    rho: list[float] = []
+    history: list[dict[str, Any]] = []
+    for it in range(1, cfg.max_iter + 1):
+        q = g.copy()
+        alphas = []
+        for j in reversed(range(len(S))):
+            a_j = rho[j] * float(joint(f"vlr.q.{it}.{j}", S[j] @ q)[0])
+            alphas.append(a_j)
+            q -= a_j * Y[j]
+        r = Minv @ q
+        for j, a_j in zip(range(len(S)), reversed(alphas)):
+            b_j = rho[j] * float(joint(f"vlr.r.{it}.{j}", Y[j] @ r)[0])
+            r += S[j] * (a_j - b_j)
+        w_new = w - r
+        g_new = gradient(it, w_new)
+        s_vec, y_vec = w_new - w, g_new - g
+        sy, step, gnorm = joint(f"vlr.c.{it}", np.array([s_vec @ y_vec, float(np.max(np.abs(s_vec), initial=0.0)) ** 2,
+                                                         g_new @ g_new]))
+        w, g = w_new, g_new
+        if sy > 1e-12:
+            S.append(s_vec)
+            Y.append(y_vec)
+            rho.append(1.0 / float(sy))
+            if len(S) > cfg.memory:
+                S.pop(0), Y.pop(0), rho.pop(0)
+        rec = {"epoch": it, "step": float(np.sqrt(step)), "grad_norm": float(np.sqrt(gnorm))}
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(it, rec)
+        if np.sqrt(step) < cfg.step_tol:
+            break
+    return w, history
 
 
 # ------------------------------------------------------------------------------------------------
