@@ -1,55 +1,73 @@
-"""Vertical (heterogeneous) logistic regression without a third party: CKKS cross-products over shares.
+"""Vertical (heterogeneous) logistic regression without a third party: exact sigmoid shares + CKKS cross-products.
 
 Parties: one label holder ``G`` (features ``X_G`` plus a constant column for the intercept, and
 labels ``y``) and feature holders ``H_1..H_m`` (features ``X_h``), all with rows already aligned by
 PSI (row ``i`` is the same customer everywhere). Each party keeps its own weights ``w_P``; the
 linear score is ``z = u_G + sum_h u_h`` with ``u_P = X_P w_P``.
 
-Choice of protocol (and why)
-----------------------------
-The residual is never assembled anywhere. It is kept as **additive shares that each party can
-compute locally**, and every quantity that mixes two parties' data is a product "party P's fixed
+Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one feature holder):
+
+``exact`` (one feature holder ``H``) -- the pooled penalised maximum-likelihood estimate
+    The residual ``d = sigma(u_G + u_H) - y`` is held as **additive shares** computed with the
+    real sigmoid. ``G`` knows ``u_G,i``, so ``f_i(t) = sigma(u_G,i + t)`` is a function of ``H``'s
+    partial score alone. ``H`` announces a range bound ``B >= max|u_H|`` (a power of 2^(1/4)) and
+    encrypts the Chebyshev polynomials ``T_1..T_K(u_H,i / B)`` under its own CKKS key; ``G``
+    computes, per row, the Chebyshev coefficients ``a_ik`` of ``f_i`` on ``[-B, B]`` (a DCT at
+    ``K+1`` nodes; ``K`` from ``B`` and ``sigmoid_tol``: the error decays like ``rho^-K`` with
+    ``rho = (pi + sqrt(pi^2 + B^2)) / B``, so large partial scores cost terms, never correctness),
+    multiplies and sums (depth 1), adds a fresh encryption of ``a_i0 + m_i`` with a Gaussian mask
+    ``m_i`` (std ``mask_std``, ChaCha20 CSPRNG) and returns the ciphertext. ``H`` decrypts its share
+    ``sigma(z_i) + m_i`` (to ~1e-8); ``G``'s share is ``-m_i - y_i``. The gradient of each party is
+    its local ``X_P^T s_P`` plus the CKKS cross-product ``X_P^T s_Q`` computed by ``Q`` on ``P``'s
+    encrypted matrix (below). Optimiser: full-batch L-BFGS (memory ``memory``), unit steps, with
+    each party's block ``X_P^T X_P / (4n) + l2`` as the initial inverse-Hessian (applied locally);
+    the two-loop recursion's inner products are sums of per-party partial scalars, exchanged.
+    Stops when the joint step's max-norm is below ``step_tol`` or after ``max_iter`` iterations.
+    No validation split: every training row is fitted, as in the pooled reference.
+
+``surrogate`` (any number of feature holders) -- fast, approximate
+    Mini-batch gradient descent on the *majorising* surrogate with shares ``s_G = sigma(u_G) - y``,
+    ``s_h = u_h / 4`` (first-order expansion with slope 1/4 in the feature holders' scores), i.e.
+    ``softplus(u_G) - y z + sigma(u_G) u_H + u_H^2 / 8 >= softplus(z) - y z``. Its optimum is not the
+    pooled one (default credit: test AUC ~0.726 against pooled 0.729). Early stopping on a
+    validation split of 256-row chunks.
+
+Cross-products (both solvers): every quantity that mixes two parties' data is "party P's fixed
 matrix, transposed, times party Q's vector", computed by Q under P's CKKS key
 (:mod:`fedrisk.crypto.ckks`: P encrypts ``X_P`` once, Q multiplies it by its share, sums rows with
-8 rotations, floods the noise, and only P can decrypt).
-
-The residual uses the exact sigmoid on the label holder's own score and a first-order expansion
-(slope 1/4, the maximum of the sigmoid's derivative) in the feature holders' scores::
-
-    d = sigma(u_G) - y + (1/4) * sum_h u_h          shares:  s_G = sigma(u_G) - y,  s_h = u_h / 4
-
-``d`` is the exact derivative with respect to ``u_h`` of the *majorising* surrogate loss
-``softplus(u_G) - y z + sigma(u_G) u_H + u_H^2 / 8 >= softplus(z) - y z`` (Taylor with the bound
-``sigma' <= 1/4``), which is also what the validation split monitors. On the default-credit split
-this reaches test AUC ~0.726 (exact pooled logistic regression: 0.729; plain first-order Taylor of
-the whole score: 0.723, below the bar; see ``benchmarks/cases/vertical_lr.py``).
+8 rotations, floods, re-randomises; only P can decrypt). Flooding noise sums to zero over the
+replicas P averages, masks are kept as the other party's share: neither changes the result, so the
+same seed gives the same model (to ~1e-8; CKKS itself is approximate and keys are fresh every run).
 
 Why not "label holder encrypts residuals" (FATE-style): the label holder would need ``z``, i.e. the
-feature holders' partial scores ``X_h w_h`` in the clear at every iteration; with the weights
-changing every step that reveals ``X_h`` up to an unknown linear map after a few epochs. Why not
-Paillier: a ct x pt product costs ~0.3 ms, i.e. minutes per epoch here. Why not generic additive
-secret sharing with Beaver triples: without a dealer the triples need HE or OT of the same size
-as the products themselves. The CKKS cross-product costs ~0.14 s per epoch per pair on this data.
+feature holders' partial scores in the clear at every iteration. Why not Paillier: a ct x pt product
+costs ~0.3 ms, i.e. minutes per iteration here. Why not generic secret sharing with Beaver triples:
+without a dealer the triples need HE or OT of the same size as the products themselves.
 
-Message flow (tags start with ``vlr.``; every party runs the same steps; P, Q range over all parties)
----------------------------------------------------------------------------------------------------
-Setup, once::
+Message flow (tags start with ``vlr.``)
+---------------------------------------
+Setup, once, every party P to every other party Q::
 
-    P -> Q  vlr.key             public-parameter  CKKS parameters, P's Galois keys (8 rotation steps) and
-                                                  P's public key (Q re-randomises every result with a
-                                                  fresh encryption before returning it, see ckks)
-    P -> Q  vlr.matrix          ciphertext        X_P row-packed, encrypted under P's secret key
+    P -> Q  vlr.key             public-parameter  CKKS parameters, P's Galois keys, P's public key, n, k
+                                                  (Q checks params == the job's, 1 <= k <= max_features,
+                                                  k <= n / min_rows_per_feature, n == its own n)
+    P -> Q  vlr.matrix          ciphertext        X_P row-packed under P's secret key (Q checks the shape
+                                                  against k and every chunk's level and scale)
 
-Per mini-batch ``b`` of epoch ``e`` (batches are unions of 256-row chunks, shuffled per epoch with
-the job seed, so all parties agree on them without talking)::
+``exact``, iteration ``t`` (``t = 0`` is the gradient at zero)::
 
-    P -> Q  vlr.x.<e>.<t>       ciphertext        Enc_Q( X_Q[b]^T s_P[b] / |b| ) + flood noise
-    P: g_P = X_P[b]^T s_P[b] / |b| + sum_Q Dec_P(received) + l2 * w_P;   w_P -= lr_e * g_P
+    H -> G  vlr.b.<t>           aggregate         B_t >= max_i |u_H,i| (power of 2^(1/4))
+    H -> G  vlr.t.<t>           ciphertext        Enc_H(T_k(u_H / B_t)), k = 1..K, 4096 rows per ciphertext
+    G -> H  vlr.s.<t>           ciphertext        Enc_H(sum_k a_ik T_k + a_i0 + m_i)   (H's share after decryption)
+    G -> H  vlr.x.<t>           ciphertext        Enc_H(X_H^T s_G) + zero-sum flood
+    H -> G  vlr.x.<t>           ciphertext        Enc_G(X_G^T s_H) + zero-sum flood
+    P <-> Q vlr.q.<t>.<j>, vlr.r.<t>.<j>  aggregate  one partial inner product each (L-BFGS two-loop)
+    P <-> Q vlr.c.<t>           aggregate         partial (s^T y, max|step|^2, |g|^2) of the new pair
 
-End of epoch ``e``, on the validation chunks (only the feature holders need the cross-products)::
+``surrogate``, per mini-batch ``b`` of epoch ``e`` (256-row chunks, shuffled with the job seed)::
 
-    P -> H  vlr.v.<e>           ciphertext        Enc_H( X_H[val]^T s_P[val] / |val| )
-    H -> G  vlr.vl.<e>          aggregate         one scalar: H's part of the mean surrogate loss
+    P -> Q  vlr.x.<e>.<t>       ciphertext        Enc_Q( X_Q[b]^T s_P[b] ) + zero-sum flood
+    P -> H  vlr.v.<e>           ciphertext        validation cross-products; H -> G vlr.vl.<e> one scalar
     G -> H  vlr.ctl.<e>         control           {"stop": bool, "best": epoch}
 
 Scoring (training evaluation and ``fedrisk predict``), tags ``<tag>.*``::
@@ -60,20 +78,40 @@ Scoring (training evaluation and ``fedrisk predict``), tags ``<tag>.*``::
 
 What each party learns
 ----------------------
+``exact``:
+
+* Label holder G: its own exact gradient every iteration, hence ``X_G^T sigma(z)`` (with
+  ``X_G^T y`` known: ``1 + #features`` functionals of the feature holder's influence per
+  iteration); ``B_t``, i.e. ``max_i |u_H,i|`` to within 19 % per iteration; the L-BFGS scalars
+  ``s_H^T q``, ``y_H^T r`` and ``s_H^T y_H``, ``max|s_H|``, ``|g_H|^2`` (inner products of H's
+  weight steps and gradient changes with the two-loop vectors: ~2 x memory + 3 scalars per
+  iteration); and the final scores (``u_H`` of every scored row: inherent to scoring with one
+  feature holder). G never sees ``u_H,i``, ``sigma(z_i)`` or any per-row value of H.
+* Feature holder H: per row and iteration ``sigma(z_i) + m_i`` with a fresh Gaussian mask of std
+  2^10 (statistical hiding: at most ``1 / (2 * 2^20)`` nats about ``sigma(z_i)`` per row and
+  iteration), its own exact gradient ``X_H^T (sigma(z) - y)`` (hence ``#features`` functionals of
+  the labels per iteration), G's partial L-BFGS scalars as above; nothing at scoring.
+* Ciphertexts received are under the *receiver's peer's* key or come back re-randomised; CKKS
+  results carry flooding noise in every slot direction except the replica averages the protocol
+  reveals (see :mod:`fedrisk.crypto.ckks`).
+
+``surrogate``:
+
 * Label holder G: its own gradient every batch; hence ``X_G^T u_h`` for each feature holder h
-  (its gradient minus its local part; 1 + number of its features linear functionals of the batch's
-  ``u_h``); one scalar per feature holder per epoch (its part of the validation loss); and the
-  final scores (``sum_h u_h`` of every scored row: inherent to the label holder getting the score).
-  With one feature holder that sum is ``X_h w_h`` of the final model, a single projection.
+  (its gradient minus its local part); one scalar per feature holder per epoch (its part of the
+  validation loss); and the final scores (``sum_h u_h`` of every scored row).
 * Feature holder h: its own gradient every batch; hence ``X_h^T (sigma(u_G) - y)`` and
-  ``X_h^T u_h'`` for the other feature holders (as many functionals as h has features); the
-  validation analogues once per epoch; nothing at scoring.
-* Nobody sees labels, another party's features, weights, partial scores during training,
-  residuals or another party's gradient; all other bytes received are CKKS ciphertexts under the
-  receiver's *peer's* key or masked values.
-* Masks in scoring are real-valued (uniform on +/- 2^20): statistical hiding, about |u_h| / 2^20
-  per value. CKKS results carry flooding noise (std 2^-10 per slot) against approximate-decryption
-  key recovery; see :mod:`fedrisk.crypto.ckks`.
+  ``X_h^T u_h'`` for the other feature holders; the validation analogues once per epoch.
+
+Both: nobody sees labels, another party's features, weights, partial scores during training or
+another party's gradient. Masks in scoring are real-valued (uniform on +/- 2^20): statistical
+hiding, about ``|u_h| / 2^20`` per value.
+
+Limits: a *malicious* feature holder can put indicator columns of single rows in its encrypted
+matrix and learn the labels of as many rows per iteration as it declared columns (the declared
+count is bounded by ``max_features`` and ``min_rows_per_feature``, and a matrix wider than declared
+is refused, which stops the review's attack of thousands of labels per epoch, but not this);
+stopping it needs zero-knowledge proofs about the encrypted matrix.
 
 Security model: semi-honest, no collusion between the label holder and a feature holder.
 """

@@ -248,3 +248,24 @@ def test_padding_columns_reveal_nothing():
     np.testing.assert_allclose(got[3:], 0.0, atol=1e-6)
     owner.close()
     peer.close()
+
+
+# -- federated vs pooled on hard data (tests/stress_data/vertical.py) ---------------------------------
+def test_exact_solver_on_collinear_stress_case(shared_data):
+    """Nearly collinear feature-holder columns (an ill-conditioned Hessian): the exact solver still
+    lands on scikit-learn's penalised optimum for the same rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from fedrisk.finance.metrics import auc
+    from tests.stress_data import vertical as sv
+
+    c = sv.load("collinear", shared_data, rows=3000)
+    tr = c.train
+    cfg = HeteroLRConfig(l2=1e-3, max_iter=40)
+    _, res = _run_exact(c.XG[tr], c.XH[tr], c.y[tr], cfg)
+    A = np.hstack([c.XG, c.XH])
+    sk = LogisticRegression(C=1.0 / (cfg.l2 * tr.sum()), tol=1e-12, max_iter=20000).fit(A[tr], c.y[tr])
+    fed = np.r_[res["lender"].coef, res["payco"].coef]
+    assert np.abs(fed - sk.coef_[0]).max() < 1e-3
+    p = sigmoid(A[c.test] @ fed + res["lender"].intercept)
+    assert abs(auc(c.y[c.test], p) - auc(c.y[c.test], sk.predict_proba(A[c.test])[:, 1])) < 0.002
