@@ -64,7 +64,10 @@ def _coef_diff(models: dict, pooled: pd.DataFrame, test: np.ndarray, y: np.ndarr
 
     lh = models["model.json"]
     parts = [lh] + [models[f] for p, f in lh["parties"].items() if p != lh["party"]]
-    cols = [f"{f}_g" for f in lh["features"]] + [f"{f}_h" for m in parts[1:] for f in m["features"]]
+    def col(f: str, suffix: str) -> str:  # the merge suffixes only the names both files have
+        return f + suffix if f + suffix in pooled.columns else f
+
+    cols = [col(f, "_g") for f in lh["features"]] + [col(f, "_h") for m in parts[1:] for f in m["features"]]
     X = pooled[cols].to_numpy(dtype=np.float64)
     Z = (X - X[~test].mean(0)) / X[~test].std(0)
     n = int((~test).sum())

@@ -258,3 +258,42 @@ def test_stress_case_over_mtls_matches_pooled(shared_data, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     from fedrisk.finance.metrics import auc
     assert abs(m["test"]["auc"] - auc(c.y[c.test], sk.predict_proba(A[c.test])[:, 1])) < 0.002
+
+
+def test_vertical_scorecard_coefficients_are_the_pooled_woe_lr(tmp_path):
+    """vertical.scorecard trains with the same (exact) solver: its coefficients are scikit-learn's
+    penalised logistic regression on the same WOE columns of the same training rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from fedrisk.finance.binning import FeatureBins
+    from tests.tasks.test_woe_tasks import german_frame, run_in_process
+
+    df = german_frame()
+    cols = [c for c in df.columns if c not in ("id", "y")]
+    ports = free_ports(2)
+    split = {"lender": cols[:10], "payco": cols[10:]}
+    parts = []
+    for i, (name, cs) in enumerate(split.items()):
+        df[["id"] + (["y"] if name == "lender" else []) + cs].sample(frac=1, random_state=i).to_csv(
+            tmp_path / f"{name}.csv", index=False)
+        parts.append(f'[parties.{name}]\naddress = "127.0.0.1:{ports[i]}"\ndata = "{name}.csv"\nid = "id"\n'
+                     + ('label = "y"\n' if name == "lender" else ""))
+    spec = tmp_path / "job.toml"
+    spec.write_text('[federation]\nname = "german-vsc-exact"\n' + "".join(parts)
+                    + '[task]\nkind = "vertical.scorecard"\nl2 = 0.001\nmax_iter = 40\n'
+                    + '[evaluation]\ntest_rule = "id % 5 == 0"\n')
+    out = tmp_path / "run"
+    run_in_process(spec, out)
+    train = df[df.id % 5 != 0].reset_index(drop=True)
+    cards = [json.loads((out / f"scorecard-{p}.json").read_text()) for p in split]
+    W, coef = [], []
+    for card in cards:
+        for f in card["selection"]["selected"]:
+            assert f in card["features"]  # exact solver: no selected feature ends with a zero coefficient
+            b = FeatureBins.from_dict(card["bins"][f])
+            W.append(np.asarray(card["woe"][f])[b.assign(train[f])])
+            coef.append(card["coef"][f] if isinstance(card["coef"], dict) else card["coef"][card["features"].index(f)])
+    W = np.column_stack(W)
+    sk = LogisticRegression(C=1.0 / (0.001 * len(train)), tol=1e-12, max_iter=20000).fit(W, train.y)
+    assert np.abs(np.asarray(coef) - sk.coef_[0]).max() < 1e-3
+    assert abs(cards[0]["intercept"] - sk.intercept_[0]) < 1e-3
