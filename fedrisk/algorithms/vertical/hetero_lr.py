@@ -356,7 +356,7 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
         hello = channel.recv(q, "vlr.key")
         t0 = clock.add("network", t0)
         k_q = _check_hello(me, q, hello, n, cfg, q == label_holder)
-        peer = CkksPeer(hello["bundle"], flood=cfg.flood)
+        peer = CkksPeer(hello["bundle"], flood=cfg.flood, precise=cfg.solver == "exact")
         mat = channel.recv(q, "vlr.matrix")
         t0 = clock.add("network", t0)
         if not isinstance(mat, list) or not all(isinstance(g, list) for g in mat):
