@@ -62,7 +62,7 @@ Setup, once, every party P to every other party Q::
     G -> H  vlr.x.<t>           ciphertext        Enc_H(X_H^T s_G) + zero-sum flood
     H -> G  vlr.x.<t>           ciphertext        Enc_G(X_G^T s_H) + zero-sum flood
     P <-> Q vlr.q.<t>.<j>, vlr.r.<t>.<j>  aggregate  one partial inner product each (L-BFGS two-loop)
-    P <-> Q vlr.c.<t>           aggregate         partial (s^T y, max|step|^2, |g|^2) of the new pair
+    P <-> Q vlr.c.<t>           aggregate         partial (s^T y, max|step|^2, |g|^2, y^T M^-1 y) of the new pair
 
 ``surrogate``, per mini-batch ``b`` of epoch ``e`` (256-row chunks, shuffled with the job seed)::
 
@@ -83,9 +83,9 @@ What each party learns
 * Label holder G: its own exact gradient every iteration, hence ``X_G^T sigma(z)`` (with
   ``X_G^T y`` known: ``1 + #features`` functionals of the feature holder's influence per
   iteration); ``B_t``, i.e. ``max_i |u_H,i|`` to within 19 % per iteration; the L-BFGS scalars
-  ``s_H^T q``, ``y_H^T r`` and ``s_H^T y_H``, ``max|s_H|``, ``|g_H|^2`` (inner products of H's
-  weight steps and gradient changes with the two-loop vectors: ~2 x memory + 3 scalars per
-  iteration); and the final scores (``u_H`` of every scored row: inherent to scoring with one
+  ``s_H^T q``, ``y_H^T r`` and ``s_H^T y_H``, ``max|s_H|``, ``|g_H|^2``, ``y_H^T M_H^-1 y_H``
+  (inner products of H's weight steps and gradient changes with the two-loop vectors:
+  ~2 x memory + 4 scalars per iteration); and the final scores (``u_H`` of every scored row: inherent to scoring with one
   feature holder). G never sees ``u_H,i``, ``sigma(z_i)`` or any per-row value of H.
 * Feature holder H: per row and iteration ``sigma(z_i) + m_i`` with a fresh Gaussian mask of std
   2^10 (statistical hiding: at most ``1 / (2 * 2^20)`` nats about ``sigma(z_i)`` per row and
@@ -601,6 +601,7 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
     S: list[np.ndarray] = []
     Y: list[np.ndarray] = []
     rho: list[float] = []
+    gamma = 1.0
     history: list[dict[str, Any]] = []
     for it in range(1, cfg.max_iter + 1):
         q = g.copy()
@@ -609,20 +610,23 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
             a_j = rho[j] * float(joint(f"vlr.q.{it}.{j}", S[j] @ q)[0])
             alphas.append(a_j)
             q -= a_j * Y[j]
-        r = Minv @ q
+        r = gamma * (Minv @ q)
         for j, a_j in zip(range(len(S)), reversed(alphas)):
             b_j = rho[j] * float(joint(f"vlr.r.{it}.{j}", Y[j] @ r)[0])
             r += S[j] * (a_j - b_j)
         w_new = w - r
         g_new = gradient(it, w_new)
         s_vec, y_vec = w_new - w, g_new - g
-        sy, step, gnorm = joint(f"vlr.c.{it}", np.array([s_vec @ y_vec, float(np.max(np.abs(s_vec), initial=0.0)) ** 2,
-                                                         g_new @ g_new]))
+        sy, step, gnorm, yMy = joint(f"vlr.c.{it}", np.array([s_vec @ y_vec, float(np.max(np.abs(s_vec), initial=0.0)) ** 2,
+                                                              g_new @ g_new, y_vec @ Minv @ y_vec]))
         w, g = w_new, g_new
         if sy > 1e-12:
             S.append(s_vec)
             Y.append(y_vec)
             rho.append(1.0 / float(sy))
+            # scale H0 = gamma M^-1 to the curvature just seen (the 1/4 majoriser overestimates it
+            # where predictions are extreme): ~1.6x fewer iterations in emulation
+            gamma = float(sy / yMy) if yMy > 0 else 1.0
             if len(S) > cfg.memory:
                 S.pop(0), Y.pop(0), rho.pop(0)
         rec = {"epoch": it, "step": float(np.sqrt(step)), "grad_norm": float(np.sqrt(gnorm))}
