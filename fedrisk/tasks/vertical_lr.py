@@ -80,7 +80,7 @@ class HeteroLRParams(BaseModel):
     validation_fraction: float = Field(0.1, ge=0, lt=0.5)
     max_features: int = Field(64, ge=1, le=4096, description="most feature columns a party may bring; "
                               "bounds what a peer can decrypt per result (checked at every party)")
-    min_rows_per_feature: int = Field(20, ge=1, description="at most one feature column per this many aligned rows")
+    min_rows_per_feature: int = Field(10, ge=1, description="at most one feature column per this many aligned rows")
 
     def hetero(self, seed: int) -> HeteroLRConfig:
         return HeteroLRConfig(**{f: getattr(self, f) for f in HeteroLRParams.model_fields}, seed=seed)

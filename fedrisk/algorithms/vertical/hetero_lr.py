@@ -10,7 +10,8 @@ Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one featur
 ``exact`` (one feature holder ``H``) -- the pooled penalised maximum-likelihood estimate
     The residual ``d = sigma(u_G + u_H) - y`` is held as **additive shares** computed with the
     real sigmoid. ``G`` knows ``u_G,i``, so ``f_i(t) = sigma(u_G,i + t)`` is a function of ``H``'s
-    partial score alone. ``H`` announces a range bound ``B >= max|u_H|`` (a power of 2^(1/4)) and
+    partial score alone. ``H`` announces a range bound ``B >= max|u_H|`` (a power of 2^(1/4), at most
+    64: larger partial scores are clipped, see :func:`range_bound`) and
     encrypts the Chebyshev polynomials ``T_1..T_K(u_H,i / B)`` under its own CKKS key; ``G``
     computes, per row, the Chebyshev coefficients ``a_ik`` of ``f_i`` on ``[-B, B]`` (a DCT at
     ``K+1`` nodes; ``K`` from ``B`` and ``sigmoid_tol``: the error decays like ``rho^-K`` with
@@ -190,7 +191,7 @@ class HeteroLRConfig:
     seed: int = 0
     flood: float = 2.0 ** -10
     max_features: int = 64
-    min_rows_per_feature: int = 20
+    min_rows_per_feature: int = 10
     solver: str = "auto"
     max_iter: int = 30
     step_tol: float = 1e-5
@@ -492,10 +493,19 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
 # ------------------------------------------------------------------------------------------------
 # Exact solver: Chebyshev sigmoid shares + full-batch L-BFGS (one feature holder)
 # ------------------------------------------------------------------------------------------------
+MAX_RANGE = 64.0
+
+
 def range_bound(max_abs: float) -> float:
-    """The announced bound ``B >= max|u_h|``: a power of 2^(1/4) (at least 1/4), so it reveals
-    ``max|u_h|`` only to within 19 %."""
-    m = max(float(max_abs), 0.25)
+    """The announced bound ``B >= max|u_h|``: a power of 2^(1/4) in [1/4, 64], so it reveals
+    ``max|u_h|`` only to within 19 %.
+
+    Partial scores beyond +/-64 are clipped to it (``chebyshev_basis`` clips ``t`` to [-1, 1]): the
+    sigmoid then changes only for a row whose label-holder score nearly cancels a partial score of
+    more than 64 logits. The cap bounds the work a feature holder can make the label holder do
+    (``B = 64`` needs ~310 terms at ``sigmoid_tol = 1e-6``).
+    """
+    m = min(max(float(max_abs), 0.25), MAX_RANGE)
     return float(2.0 ** (np.ceil(4.0 * np.log2(m) - 1e-12) / 4.0))
 
 
@@ -565,7 +575,7 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
         u = X @ w
         if is_lh:
             B = channel.recv(fh, f"vlr.b.{it}")
-            if not isinstance(B, float) or not (0.25 <= B <= 2.0 ** 20) or range_bound(B) != B:
+            if not isinstance(B, float) or not (0.25 <= B <= MAX_RANGE) or range_bound(B) != B:
                 raise ProtocolError(f"{me}: vlr.b.{it} from {fh!r} is not an agreed range bound")
             K = chebyshev_terms(B, cfg.sigmoid_tol)
             a = chebyshev_coefficients(u, B, K)

@@ -269,3 +269,22 @@ def test_exact_solver_on_collinear_stress_case(shared_data):
     assert np.abs(fed - sk.coef_[0]).max() < 1e-3
     p = sigmoid(A[c.test] @ fed + res["lender"].intercept)
     assert abs(auc(c.y[c.test], p) - auc(c.y[c.test], sk.predict_proba(A[c.test])[:, 1])) < 0.002
+
+
+@pytest.mark.parametrize("max_abs", [0.0, 0.3, 3.0, 6.2, 39.0, 500.0])
+def test_chebyshev_sigmoid_is_within_tolerance(max_abs):
+    """Per-row expansion of sigma(c + t) on [-B, B]: within sigmoid_tol for every shift c, B a power
+    of 2^(1/4) within 19 % of max|t|, capped at 64 (beyond it t is clipped)."""
+    from fedrisk.algorithms.vertical.hetero_lr import (MAX_RANGE, chebyshev_basis, chebyshev_coefficients,
+                                                       chebyshev_terms, range_bound)
+
+    rng = np.random.default_rng(7)
+    B = range_bound(max_abs)
+    assert max(max_abs, 0.25) <= B * (1 + 1e-12) or B == MAX_RANGE
+    assert B <= max(max_abs, 0.25) * 2 ** 0.25 + 1e-12 and range_bound(B) == B
+    K = chebyshev_terms(B, 1e-6)
+    c = rng.uniform(-30, 10, 4000)
+    t = rng.uniform(-1, 1, 4000) * min(max_abs, MAX_RANGE)
+    a = chebyshev_coefficients(c, B, K)
+    approx = a[0] + (a[1:] * chebyshev_basis(t / B, K)).sum(axis=0)
+    assert np.abs(approx - sigmoid(c + t)).max() < 1e-6
