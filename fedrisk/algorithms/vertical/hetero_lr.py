@@ -193,7 +193,7 @@ class HeteroLRConfig:
     max_features: int = 64
     min_rows_per_feature: int = 10
     solver: str = "auto"
-    max_iter: int = 30
+    max_iter: int = 50
     step_tol: float = 1e-5
     memory: int = 10
     sigmoid_tol: float = 1e-6
