@@ -32,12 +32,28 @@ Security notes
   decryption reveals only ``X^T s`` plus noise. Giving the peer the public key costs nothing under
   IND-CPA (anyone may encrypt); it is what makes the re-randomisation possible.
 * The owner decrypts ``X^T s + e`` where ``e`` is CKKS noise that depends on the peer's ``s``.
-  Before sending, the peer adds *flooding* noise (Gaussian, ``flood`` standard deviation per slot;
-  vertical LR uses 2^-10) to every slot, so the small data-dependent CKKS error is
-  hidden inside a much larger independent one (the countermeasure to Li-Micciancio style
-  attacks on approximate decryption). Flooding is statistical, not 2^-128: measured CKKS error here is
-  ~1e-7, so the flood is ~2^13 times larger, while averaging the 256 replicas keeps results
-  accurate to ~1e-4 (gradients are means, of order 1e-2).
+  Before sending, the peer adds *flooding* noise to every slot (complex Gaussian, ``flood``
+  standard deviation per real component; vertical LR uses 2^-10, about 2^13 times the measured
+  per-slot CKKS error of ~1e-7), so the small data-dependent CKKS error is hidden inside a much
+  larger independent one (the countermeasure to Li-Micciancio style attacks on approximate
+  decryption). The flood is complex because a real-only flood (what this module did before) leaves
+  the imaginary half of every slot -- half of the decrypted error's degrees of freedom -- bare.
+* **The flood cancels in the result.** For every feature the ``R`` replica slots carry flood values
+  that sum to zero, so :meth:`CkksOwner.decrypt_sum` (which averages the replicas) returns
+  ``X^T s`` plus only the intrinsic CKKS error: the same inputs give the same answer in every run
+  to ~1e-9, which is what makes vertical LR reproducible (two runs with the same seed give the same
+  model) and exact. The price, stated plainly: in the ``K`` replica-mean directions -- exactly the
+  values the protocol reveals -- the decryptor sees the intrinsic CKKS error unflooded, smudged
+  only by the fresh public-key encryption noise of the re-randomisation (same order of magnitude,
+  independent of ``s``, unknown to the owner). Every other direction of the slot vector is flooded.
+* The flood comes from :class:`GaussianStream`: a ChaCha20 keystream (``cryptography``) keyed with
+  32 bytes from ``os.urandom`` per peer, mapped to Gaussians by Box-Muller -- a CSPRNG designed
+  for the job, not numpy's PCG64 (whose state can be recovered from outputs).
+* Shapes the owner declares are checked before anything is computed: the parameters must be the
+  ones the job agreed on, every chunk a fresh 2-component ciphertext at the top level and the
+  agreed scale, and the peer multiplies only the owner's declared columns (padding slots of the
+  last column group are multiplied by zero), so a crafted matrix cannot widen what the owner
+  decrypts beyond ``cols`` functionals of ``s`` per result.
 * What the owner learns is exactly the vector ``X^T s`` (plus noise) for the ``s`` the peer
   chose to multiply by. What that reveals about ``s`` is the protocol's business (see
   ``hetero_lr``).
@@ -48,7 +64,6 @@ loads from paths only; files are deleted right after use.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import tempfile
 import threading
@@ -56,10 +71,11 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from fedrisk.errors import CryptoError
 
-__all__ = ["CkksParams", "CkksOwner", "CkksPeer", "DEFAULT_PARAMS"]
+__all__ = ["CkksParams", "CkksOwner", "CkksPeer", "DEFAULT_PARAMS", "GaussianStream"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,49 @@ class CkksParams:
 
 
 DEFAULT_PARAMS = CkksParams()
+
+
+class GaussianStream:
+    """Gaussian noise from a CSPRNG: a ChaCha20 keystream turned into normals by Box-Muller.
+
+    Parameters
+    ----------
+    key : bytes, optional
+        32-byte ChaCha20 key; default 32 fresh bytes from ``os.urandom``. Tests may pass a key to
+        get a reproducible stream; protocols never do.
+
+    Notes
+    -----
+    Flooding noise must be unpredictable to the party that decrypts, so it comes from a stream
+    cipher keyed from the OS CSPRNG (the ``cryptography`` package's ChaCha20), not from a
+    statistical generator such as numpy's PCG64, whose state follows from a few outputs. Each
+    uniform uses 53 keystream bits; throughput is a few hundred MB/s of keystream, i.e. well
+    under a millisecond per 4096-slot ciphertext.
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        key = os.urandom(32) if key is None else bytes(key)
+        if len(key) != 32:
+            raise CryptoError("GaussianStream needs a 32-byte key")
+        # 16-byte ChaCha20 nonce = 4-byte block counter + 12-byte nonce; a fresh key per stream
+        # makes the all-zero nonce safe (2^32 blocks of 64 bytes = 256 GiB per stream)
+        self._enc = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+        self._lock = threading.Lock()
+
+    def uniform(self, n: int) -> np.ndarray:
+        """``n`` uniforms on the open interval (0, 1)."""
+        with self._lock:
+            raw = self._enc.update(bytes(8 * int(n)))
+        words = np.frombuffer(raw, dtype=np.uint64)
+        return ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53
+
+    def normal(self, n: int, std: float = 1.0) -> np.ndarray:
+        """``n`` independent N(0, std^2) samples."""
+        m = (int(n) + 1) // 2
+        u = self.uniform(2 * m)
+        r = np.sqrt(-2.0 * np.log(u[:m]))
+        th = (2.0 * np.pi) * u[m:]
+        return np.concatenate([r * np.cos(th), r * np.sin(th)])[:n] * float(std)
 
 
 def _sealapi():
@@ -229,6 +288,40 @@ class CkksOwner:
             out.append(row)
         return out
 
+    def encrypt_vectors(self, V: np.ndarray) -> list[list[bytes]]:
+        """Slot-packed seeded ciphertexts of the rows of ``V`` (``m x n``): ``out[j][c]`` holds
+        ``V[j, c*S:(c+1)*S]``, one value per slot (``S`` = 4096 values per ciphertext)."""
+        s = _sealapi()
+        V = np.asarray(V, dtype=np.float64)
+        if V.ndim != 2 or not np.all(np.isfinite(V)):
+            raise CryptoError("encrypt_vectors needs a finite 2-D array")
+        S = self.params.slots
+        out = []
+        for row in V:
+            cts = []
+            for c in range(0, len(row), S):
+                pt = s.Plaintext()
+                self.encoder.encode(row[c:c + S].tolist(), self.scale, pt)
+                cts.append(self._files.dump(self.encryptor.encrypt_symmetric(pt)))
+            out.append(cts)
+        return out
+
+    def decrypt_vector(self, cts: Sequence[bytes], n: int) -> np.ndarray:
+        """Decrypt a slot-packed result (:meth:`CkksPeer.inner_products`) into ``n`` real values."""
+        s = _sealapi()
+        S = self.params.slots
+        if not isinstance(cts, list) or len(cts) != -(-n // S):
+            raise CryptoError(f"expected {-(-n // S)} ciphertexts for {n} values")
+        out = []
+        for data in cts:
+            ct = self._files.load(s.Ciphertext(), self.ctx, data)
+            if ct.size() != 2:
+                raise CryptoError("a result ciphertext must have exactly 2 components")
+            pt = s.Plaintext()
+            self.decryptor.decrypt(ct, pt)
+            out.append(np.asarray(self.encoder.decode_double(pt), dtype=np.float64))
+        return np.concatenate(out)[:n] if out else np.zeros(0)
+
     def decrypt_sum(self, data: bytes, k: int, group: int = 0) -> np.ndarray:
         """Decrypt a peer's ``X^T s`` result; return the ``k`` features of column group ``group``.
 
@@ -259,9 +352,11 @@ class CkksPeer:
         The owner's :meth:`CkksOwner.public_bundle`.
     flood : float
         Standard deviation of the Gaussian flooding noise added to every slot of a result.
+    precise : bool
+        Rotate before rescaling (error ~7e-9 instead of ~1.5e-7 per result; rotations cost 2x).
     """
 
-    def __init__(self, bundle: dict, flood: float = 2.0 ** -14) -> None:
+    def __init__(self, bundle: dict, flood: float = 2.0 ** -14, precise: bool = True) -> None:
         s = _sealapi()
         if not isinstance(bundle, dict) or any(k not in bundle for k in ("params", "galois", "public")):
             raise CryptoError("CKKS key bundle must hold 'params', 'galois' and 'public'")
@@ -273,15 +368,25 @@ class CkksPeer:
         self.encoder = s.CKKSEncoder(self.ctx)
         self.evaluator = s.Evaluator(self.ctx)
         self.flood = float(flood)
+        self.precise = bool(precise)
         self.matrix: list[list] = []
         self.n_rows = 0
-        self._rng = np.random.default_rng(secrets.randbits(128))
+        self.cols = 0
+        self._noise = GaussianStream()
 
-    def load_matrix(self, groups: Sequence[Sequence[bytes]], n_rows: int) -> None:
-        """Load the owner's encrypted matrix (``encrypt_matrix`` output) for ``n_rows`` rows."""
+    def load_matrix(self, groups: Sequence[Sequence[bytes]], n_rows: int, cols: int) -> None:
+        """Load the owner's encrypted matrix (``encrypt_matrix`` output) for ``n_rows`` rows and
+        ``cols`` columns (both agreed beforehand: the column count fixes how many functionals of
+        our vectors the owner may decrypt, so a matrix with more column groups is refused)."""
         s = _sealapi()
-        R = self.params.rows_per_ct
+        R, K = self.params.rows_per_ct, self.params.slots_per_row
         want = -(-n_rows // R)
+        if not isinstance(cols, int) or cols < 1:
+            raise CryptoError(f"encrypted matrix column count must be a positive integer, got {cols!r:.40}")
+        if len(groups) != -(-cols // K):
+            raise CryptoError(f"encrypted matrix has {len(groups)} column groups, expected {-(-cols // K)} for {cols} columns")
+        top = list(self.ctx.first_parms_id())
+        scale = float(2 ** self.params.scale_bits)
         mats = []
         for g in groups:
             if len(g) != want:
@@ -291,10 +396,13 @@ class CkksPeer:
                 ct = self._files.load(s.Ciphertext(), self.ctx, b)
                 if ct.size() != 2:
                     raise CryptoError("an encrypted matrix chunk must have exactly 2 components")
+                if list(ct.parms_id()) != top or ct.scale != scale:
+                    raise CryptoError("an encrypted matrix chunk is not a fresh ciphertext at the agreed level and scale")
                 cts.append(ct)
             mats.append(cts)
         self.matrix = mats
         self.n_rows = n_rows
+        self.cols = cols
 
     def cross(self, chunks: Iterable[int], s_rows: np.ndarray) -> list[bytes] | None:
         """Encryptions of ``X[rows]^T s`` (one per column group) over the given row chunks.
@@ -312,35 +420,120 @@ class CkksPeer:
             return None
         scale = float(2 ** self.params.scale_bits)
         out = []
-        plains = []
-        for c in chunks:
-            pt = s.Plaintext()
-            self.encoder.encode(np.repeat(v[c * R:(c + 1) * R], K).tolist(), self.matrix[0][c].parms_id(), scale, pt)
-            plains.append(pt)
-        for cts in self.matrix:
+        for g, cts in enumerate(self.matrix):
+            kk = min(K, self.cols - g * K)
+            colmask = (np.arange(K) < kk).astype(np.float64)  # padding columns multiply by zero
             acc = None
-            for c, pt in zip(chunks, plains):
+            for c in chunks:
+                pt = s.Plaintext()
+                self.encoder.encode(np.outer(v[c * R:(c + 1) * R], colmask).ravel().tolist(), cts[c].parms_id(),
+                                    scale, pt)
+                if pt.is_zero():  # values below the encoding precision: SEAL refuses the product
+                    continue
                 prod = s.Ciphertext()
                 self.evaluator.multiply_plain(cts[c], pt, prod)
                 if acc is None:
                     acc = prod
                 else:
                     self.evaluator.add_inplace(acc, prod)
-            self.evaluator.rescale_to_next_inplace(acc)
+            noise = s.Plaintext()
+            fresh = s.Ciphertext()
+            if acc is None:  # nothing to add up: the result is the flood alone, freshly encrypted
+                self.encoder.encode(self._flood_values(R, K), scale, noise)
+                self.encryptor.encrypt(noise, fresh)
+                out.append(self._files.dump(fresh))
+                continue
+            # precise: rotate before rescaling, so key-switching noise is divided by the dropped
+            # prime (~2^40): absolute error ~7e-9 instead of ~1.5e-7, for twice the rotation cost
+            if not self.precise:
+                self.evaluator.rescale_to_next_inplace(acc)
             for st in self.params.steps:
                 rot = s.Ciphertext()
                 self.evaluator.rotate_vector(acc, st, self.galois, rot)
                 self.evaluator.add_inplace(acc, rot)
-            noise = s.Plaintext()
-            self.encoder.encode(self._rng.normal(0.0, self.flood, self.params.slots).tolist(), acc.parms_id(),
-                                acc.scale, noise)
-            # a fresh public-key encryption of the flood re-randomises both components (module notes)
-            fresh = s.Ciphertext()
+            # a fresh public-key encryption of the flood re-randomises both components (module
+            # notes); added before the rescale (when precise) so that its encryption noise is divided too
+            self.encoder.encode(self._flood_values(R, K), acc.parms_id(), acc.scale, noise)
             self.encryptor.encrypt(noise, fresh)
             fresh.scale = acc.scale
             self.evaluator.add_inplace(acc, fresh)
+            if self.precise:
+                self.evaluator.rescale_to_next_inplace(acc)
             out.append(self._files.dump(acc))
         return out
 
     def close(self) -> None:
         self._files.close()
+
+    def _flood_values(self, R: int, K: int) -> list[complex]:
+        """Complex Gaussian flood for one result, zero-sum over the ``R`` replicas of each feature."""
+        z = self._noise.normal(2 * R * K, self.flood).reshape(2, R, K)
+        z -= z.mean(axis=1, keepdims=True)
+        return (z[0] + 1j * z[1]).ravel().tolist()
+
+    def inner_products(self, cts: Sequence[Sequence[bytes]], coef: np.ndarray, offset: np.ndarray,
+                       mask_std: float) -> tuple[list[bytes], np.ndarray]:
+        """Row-wise inner products of the owner's encrypted vectors with our plaintext ones, masked.
+
+        ``cts`` is the owner's :meth:`CkksOwner.encrypt_vectors` of ``V`` (``m x n``); ``coef`` is our
+        ``m x n`` plaintext. Returns the encryption of ``sum_j coef[j] * V[j] + offset + mask`` per
+        row (slot-packed) and the real part of ``mask``: the owner decrypts one additive share, we
+        keep ``-mask`` as the other.
+
+        Notes
+        -----
+        The mask is complex Gaussian (``mask_std`` per real component, from :class:`GaussianStream`)
+        and is added as a *fresh public-key encryption*: it re-randomises the result (see module
+        notes) and, being far larger than the CKKS error, also floods it; since we keep the mask
+        as our share, it cancels exactly in the sum of the shares. Statistical hiding: a value
+        ``v`` in [0, 1] under a mask of std ``sigma`` leaks at most ``1 / (2 sigma^2)`` nats.
+        """
+        s = _sealapi()
+        coef = np.asarray(coef, dtype=np.float64)
+        offset = np.asarray(offset, dtype=np.float64)
+        m, n = coef.shape
+        S = self.params.slots
+        C = -(-n // S)
+        if len(cts) != m or any(not isinstance(r, list) or len(r) != C for r in cts):
+            raise CryptoError(f"expected {m} encrypted vectors of {C} ciphertexts each")
+        if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(offset))):
+            raise CryptoError("inner_products needs finite plaintexts")
+        scale = float(2 ** self.params.scale_bits)
+        top = list(self.ctx.first_parms_id())
+        out, kept = [], []
+        for c in range(C):
+            lo, hi = c * S, min((c + 1) * S, n)
+            acc = None
+            for j in range(m):
+                ct = self._files.load(s.Ciphertext(), self.ctx, cts[j][c])
+                if ct.size() != 2 or list(ct.parms_id()) != top or ct.scale != scale:
+                    raise CryptoError("an encrypted vector is not a fresh ciphertext at the agreed level and scale")
+                if not np.any(coef[j, lo:hi]):
+                    continue  # SEAL refuses the "transparent" product with zero; it adds nothing
+                pt = s.Plaintext()
+                self.encoder.encode(coef[j, lo:hi].tolist(), ct.parms_id(), scale, pt)
+                if pt.is_zero():  # coefficients below the encoding precision round to zero
+                    continue
+                prod = s.Ciphertext()
+                self.evaluator.multiply_plain(ct, pt, prod)
+                if acc is None:
+                    acc = prod
+                else:
+                    self.evaluator.add_inplace(acc, prod)
+            z = self._noise.normal(2 * S, mask_std).reshape(2, S)
+            z[0, :hi - lo] += offset[lo:hi]
+            noise = s.Plaintext()
+            fresh = s.Ciphertext()
+            if acc is None:
+                self.encoder.encode((z[0] + 1j * z[1]).tolist(), scale, noise)
+                self.encryptor.encrypt(noise, fresh)
+                acc = fresh
+            else:  # mask + re-randomisation before the rescale, which then divides their noise
+                self.encoder.encode((z[0] + 1j * z[1]).tolist(), acc.parms_id(), acc.scale, noise)
+                self.encryptor.encrypt(noise, fresh)
+                fresh.scale = acc.scale
+                self.evaluator.add_inplace(acc, fresh)
+                self.evaluator.rescale_to_next_inplace(acc)
+            out.append(self._files.dump(acc))
+            kept.append(z[0, :hi - lo] - offset[lo:hi])
+        return out, np.concatenate(kept) if kept else np.zeros(0)

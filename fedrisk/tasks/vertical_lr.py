@@ -8,6 +8,9 @@ Steps, at every party:
 1. load its file (a feature holder must not carry the label holder's label column);
 2. ECDH-PSI alignment with all parties (:mod:`fedrisk.algorithms.vertical.alignment`); rows outside
    the intersection are ignored; the intersection size is logged and written to ``metrics.json``;
+   the aligned rows are then put in a **canonical order** (:func:`canonical_order`: sorted by a
+   job-keyed hash of the id, computed by each party alone), because the order PSI returns is
+   random per run and the result must not depend on it (same seed, same model);
 3. choose test rows among the aligned rows (:func:`~fedrisk.tasks.vertical_roles.choose_test_rows`:
    ``evaluation.test_fraction``, ``test_rule`` or ``test_column``; default ``id % 5 == 0`` for
    integer ids, a keyed-hash 20 % otherwise);
@@ -35,7 +38,7 @@ runs federated inference with these files (:mod:`fedrisk.runtime.inference`).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,6 +63,11 @@ class HeteroLRParams(BaseModel):
     trains one (``vertical.lr``, ``vertical.scorecard``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    solver: Literal["auto", "exact", "surrogate"] = Field(
+        "auto", description="auto: exact with one feature holder, surrogate with several; exact: full-batch L-BFGS on the exact log-loss (Chebyshev sigmoid under CKKS; one "
+        "feature holder); surrogate: fast mini-batch descent on a majorising surrogate (approximate)")
+    max_iter: int = Field(50, ge=1, le=1000, description="exact: most L-BFGS iterations")
+    step_tol: float = Field(1e-5, ge=0, description="exact: stop when the joint step's max-norm is below this")
     epochs: int = Field(10, ge=1, le=10000)
     batch_size: int = Field(4096, ge=256, description="rows per mini-batch, a multiple of 256")
     learning_rate: float = Field(0.5, gt=0)
@@ -68,6 +76,9 @@ class HeteroLRParams(BaseModel):
     tol: float = Field(1e-4, ge=0)
     early_stopping_rounds: int = Field(3, ge=0)
     validation_fraction: float = Field(0.1, ge=0, lt=0.5)
+    max_features: int = Field(64, ge=1, le=4096, description="most feature columns a party may bring; "
+                              "bounds what a peer can decrypt per result (checked at every party)")
+    min_rows_per_feature: int = Field(10, ge=1, description="at most one feature column per this many aligned rows")
 
     def hetero(self, seed: int) -> HeteroLRConfig:
         return HeteroLRConfig(**{f: getattr(self, f) for f in HeteroLRParams.model_fields}, seed=seed)
@@ -96,6 +107,29 @@ def _standardise(ctx_name: str, X: np.ndarray, names: list[str], is_lh: bool) ->
     return mean[keep], sd[keep], [n for n, k in zip(names, keep) if k], dropped
 
 
+def canonical_order(ids: np.ndarray, key: str) -> np.ndarray:
+    """A row order every party derives alone from the aligned ids: sorted by SHA-256(key, id).
+
+    PSI returns the intersection in an order fixed by per-run random blinding keys, so anything
+    order-dependent (batches, validation chunks) would change between two runs with the same seed.
+    Every party holds the same ids for the aligned rows, so sorting by a keyed hash of the
+    normalised id gives all of them the same order with no message; the key (job id) makes the
+    order unrelated to the id values. Case-folded first (so ids matched with case-folding tie
+    nowhere), then the exact id breaks ties.
+    """
+    import hashlib
+
+    from fedrisk.crypto.psi import normalize_ids
+
+    pre = key.encode() + b"\0"
+    raw = normalize_ids(ids)
+    h1 = [hashlib.sha256(pre + v.casefold().encode()).digest()[:8] for v in raw]
+    h2 = [hashlib.sha256(pre + v.encode()).digest()[:8] for v in raw]
+    a1 = np.frombuffer(b"".join(h1), dtype=">u8") if raw else np.zeros(0, dtype=np.uint64)
+    a2 = np.frombuffer(b"".join(h2), dtype=">u8") if raw else np.zeros(0, dtype=np.uint64)
+    return np.lexsort((a2, a1)).astype(np.int64)
+
+
 def run(ctx: PartyContext) -> None:
     from fedrisk.crypto.workers import warm_up
 
@@ -110,7 +144,7 @@ def run(ctx: PartyContext) -> None:
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
 
     al = aligned_rows(ctx, table.ids)  # PSI, or its checkpoint under --resume
-    idx = al.indices
+    idx = al.indices[canonical_order(table.ids[al.indices], f"{spec.job_id}:vlr.order")]
     ids = table.ids[idx]
     X_all = table.X[idx]
     y_all = table.y[idx] if is_lh else None
@@ -123,6 +157,9 @@ def run(ctx: PartyContext) -> None:
     ctx.phase("training")
     if dropped:
         ctx.log.warning("dropping constant columns (on the aligned training rows): %s", ", ".join(dropped))
+    if len(feats) > cfg.max_features:
+        raise DataError(f"party {me!r}: {len(feats)} usable feature columns, more than task.max_features = "
+                        f"{cfg.max_features}; select columns (parties.{me}.features) or raise task.max_features")
     cols = [table.feature_names.index(f) for f in feats]
     Z = (X_all[:, cols] - mean) / scale
     if is_lh:
@@ -130,9 +167,12 @@ def run(ctx: PartyContext) -> None:
         if ytr.min() == ytr.max():
             raise DataError(f"party {me!r}: the aligned training rows have only label {int(ytr[0])}; need both classes")
 
+    exact = cfg.solver == "exact" or (cfg.solver == "auto" and len(hosts) == 1)
+    total = cfg.max_iter if exact else cfg.epochs
+
     def on_epoch(e: int, rec: dict) -> None:
         if is_lh:
-            ctx.progress.update(e, cfg.epochs, stage="train", **{k: v for k, v in rec.items() if k in ("val_loss",)})
+            ctx.progress.update(e, total, stage="train", **{k: v for k, v in rec.items() if k in ("val_loss",)})
 
     model = train(ctx.channel, lh, hosts, Z[tr], y_all[tr] if is_lh else None, cfg, on_epoch=on_epoch)
     ctx.log.info("trained: best epoch %d of %d; phases %s", model.best_epoch, len(model.history),
@@ -170,7 +210,10 @@ def run(ctx: PartyContext) -> None:
         "timing": {k: round(v, 4) for k, v in model.phases.items()},
         "bytes_sent": ctx.channel.ledger.bytes_sent,
         "dropped_columns": dropped,
-        "protocol": "CKKS cross-products over locally computed residual shares (see hetero_lr)",
+        "solver": model.solver, "iterations": len(model.history),
+        "protocol": ("exact sigmoid: per-row Chebyshev expansion under CKKS into masked shares, full-batch L-BFGS "
+                     "(see hetero_lr)" if model.solver == "exact" else
+                     "CKKS cross-products over locally computed residual shares, majorising surrogate (see hetero_lr)"),
     }
     if p_te is not None:  # the floor: the label holder's own features alone, locally
         from fedrisk.finance.reference import comparison, logistic_alone
@@ -201,5 +244,5 @@ def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_h
     return score(channel, label_holder, feature_holders, partial_score(role_model, X), tag="vlr.score.predict")
 
 
-__all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "infer",
+__all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "infer", "canonical_order",
            "inference_features", "partial_score", "sigmoid"]

@@ -14,7 +14,9 @@ Steps, at every party:
 3. each party keeps its features selected by IV threshold and correlation (its own features
    only) and replaces them by their WOE;
 4. vertical logistic regression on the WOE columns (:func:`fedrisk.algorithms.vertical.hetero_lr.train`:
-   nobody sees another's columns, weights or the labels);
+   nobody sees another's columns, weights or the labels) with the same solver as ``vertical.lr``
+   (``exact`` with one feature holder: the coefficients are the pooled penalised WOE logistic
+   regression on the same bins and rows);
 5. each party turns its own coefficients into **its own part of the points table**:
    ``points_j(bin) = round(-factor * b_j * WOE_j(bin))`` with ``factor = pdo / ln 2``; the label
    holder also holds ``base points = round(offset - factor * intercept)``. Those are exactly the
@@ -481,9 +483,11 @@ def run(ctx: PartyContext) -> None:
     W = np.column_stack([woe[f][bins[f].assign(X[f])] for f in feats]) if feats else np.zeros((len(X), 0))
     cfg = params.hetero(spec.federation.seed)
 
+    total = cfg.max_iter if cfg.solver == "exact" or (cfg.solver == "auto" and len(hosts) == 1) else cfg.epochs
+
     def on_epoch(e: int, rec: dict) -> None:
         if is_lh:
-            ctx.progress.update(e, cfg.epochs, stage="train", **{k: v for k, v in rec.items() if k == "val_loss"})
+            ctx.progress.update(e, total, stage="train", **{k: v for k, v in rec.items() if k == "val_loss"})
 
     model = train(ctx.channel, lh, hosts, W[tr], y_tr, cfg, on_epoch=on_epoch)
     part = PointsPart.build(me, feats, bins, woe, model.coef, card, intercept=model.intercept if is_lh else None)

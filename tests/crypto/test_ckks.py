@@ -12,7 +12,7 @@ def pair():
     owner = CkksOwner()
     X = np.random.default_rng(0).normal(size=(700, 5))
     peer = CkksPeer(owner.public_bundle(), flood=2.0 ** -10)
-    peer.load_matrix(owner.encrypt_matrix(X), 700)
+    peer.load_matrix(owner.encrypt_matrix(X), 700, 5)
     yield owner, peer, X
     owner.close()
     peer.close()
@@ -49,3 +49,58 @@ def test_peer_needs_the_public_key_to_rerandomise():
     with pytest.raises(CryptoError, match="public"):
         CkksPeer(bundle)
     owner.close()
+
+
+def test_flood_cancels_in_the_averaged_result_but_not_per_slot(pair):
+    """Same s twice: per-slot values differ by the (large) flood, the replica averages agree to ~1e-8."""
+    owner, peer, X = pair
+    s = np.random.default_rng(2).normal(size=700)
+    raw = []
+    for _ in range(2):
+        ct = owner._files.load(seal.Ciphertext(), owner.ctx, peer.cross(range(3), s)[0])
+        pt = seal.Plaintext()
+        owner.decryptor.decrypt(ct, pt)
+        raw.append(np.asarray(owner.encoder.decode_complex(pt)))
+    assert np.abs(raw[0] - raw[1]).mean() > 1e-4                      # flooded, real and imaginary parts
+    assert np.abs(raw[0].imag).mean() > 1e-4
+    a, b = (r.real.reshape(-1, 16)[:, :5].mean(axis=0) for r in raw)
+    np.testing.assert_allclose(a, b, atol=1e-8)
+    np.testing.assert_allclose(a, X.T @ s, atol=1e-6)
+
+
+def test_gaussian_stream_is_a_chacha20_csprng():
+    from fedrisk.crypto.ckks import GaussianStream
+
+    z = GaussianStream().normal(200_000)
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1.0) < 0.01
+    assert abs(np.mean(np.abs(z) > 1.96) - 0.05) < 0.003
+    # keyed: the same key gives the same stream, a fresh one a different stream
+    key = bytes(range(32))
+    np.testing.assert_array_equal(GaussianStream(key).normal(10), GaussianStream(key).normal(10))
+    assert not np.allclose(GaussianStream().normal(10), GaussianStream().normal(10))
+    with pytest.raises(CryptoError):
+        GaussianStream(b"short")
+
+
+def test_inner_products_give_additive_shares():
+    owner = CkksOwner()
+    peer = CkksPeer(owner.public_bundle())
+    rng = np.random.default_rng(5)
+    n, m = 5000, 4
+    V = rng.uniform(-1, 1, (m, n))
+    A = rng.normal(size=(m, n))
+    off = rng.normal(size=n)
+    out, mask = peer.inner_products(owner.encrypt_vectors(V), A, off, 2.0 ** 10)
+    got = owner.decrypt_vector(out, n)
+    assert np.abs(got - off).min() < 1e3 and np.abs(mask).std() > 500       # the decryptor's share is masked
+    np.testing.assert_allclose(got - mask, (A * V).sum(axis=0) + off, atol=1e-6)
+    owner.close()
+    peer.close()
+
+
+def test_matrix_with_undeclared_column_groups_is_refused(pair):
+    owner, _, X = pair
+    peer = CkksPeer(owner.public_bundle())
+    with pytest.raises(CryptoError, match="column groups"):
+        peer.load_matrix(owner.encrypt_matrix(np.zeros((700, 40))), 700, 5)
+    peer.close()

@@ -197,3 +197,109 @@ def test_privacy_of_a_full_training_run(tmp_path):
             if isinstance(b, np.ndarray) and b.dtype == np.float64:
                 assert p == "lender" and env.tag.startswith("vlr.score")  # masked partial scores only
                 assert not np.isin(np.round(b, 6), np.round(lender.y.values, 6)).all()
+
+
+# -- same seed, same model (issue 10, item 3) ------------------------------------------------------
+def _scores_and_coef(out: Path) -> tuple[np.ndarray, np.ndarray]:
+    s = pd.read_csv(out / "scores" / "test.csv").sort_values("id").score.to_numpy()
+    coef = np.r_[[c for f in sorted(out.glob("model*.json")) for c in json.loads(f.read_text())["coef"]]]
+    return s, coef
+
+
+@pytest.mark.parametrize("hosts", [("payco",), ("payco", "bureau")], ids=["exact", "surrogate"])
+def test_same_seed_same_model(tmp_path, hosts):
+    """Two runs of the task (PSI included: its row order is random per run) give the same model and
+    scores to 1e-6, not bit-exactly: CKKS is approximate arithmetic with fresh keys every run; masks
+    and flooding noise cancel, so only its intrinsic ~1e-8 error differs (exact solver with one
+    feature holder, surrogate with two)."""
+    spec = synthetic(tmp_path, hosts=hosts)
+    runs = [_scores_and_coef((run_threads(spec, tmp_path / f"out{k}"), tmp_path / f"out{k}")[1]) for k in (1, 2)]
+    assert np.abs(runs[0][0] - runs[1][0]).max() < 1e-6
+    assert np.abs(runs[0][1] - runs[1][1]).max() < 1e-6
+    m = json.loads((tmp_path / "out1" / "metrics.json").read_text())
+    assert m["solver"] == ("exact" if len(hosts) == 1 else "surrogate")
+
+
+@pytest.mark.e2e
+def test_stress_case_over_mtls_matches_pooled(shared_data, tmp_path):
+    """A hard vertical split (nearly collinear feature-holder columns) end to end over mTLS processes,
+    compared with scikit-learn on the same standardised training rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.stress_data import vertical as sv
+
+    sv.write_csvs("collinear", shared_data, tmp_path, rows=3000)
+    ports = free_ports(2)
+    spec = tmp_path / "job.toml"
+    spec.write_text(textwrap.dedent(f"""
+        [federation]
+        name = "stress-collinear"
+        [parties.lender]
+        address = "127.0.0.1:{ports[0]}"
+        data = "lender.csv"
+        id = "id"
+        label = "y"
+        [parties.payco]
+        address = "127.0.0.1:{ports[1]}"
+        data = "payco.csv"
+        id = "id"
+        [task]
+        kind = "vertical.lr"
+        l2 = 0.001
+        max_iter = 40
+        [evaluation]
+        test_rule = "id % 5 == 0"
+        """))
+    out = tmp_path / "run"
+    r = cli("simulate", spec, "--out", out, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    c = sv.load("collinear", shared_data, rows=3000)
+    lh = json.loads((out / "model.json").read_text())
+    part = json.loads((out / "model-payco.json").read_text())
+    A = np.hstack([c.XG, c.XH])
+    sk = LogisticRegression(C=1.0 / (0.001 * c.train.sum()), tol=1e-12, max_iter=20000).fit(A[c.train], c.y[c.train])
+    fed = np.r_[lh["coef"], part["coef"]]
+    assert lh["features"] == [f"x{i}" for i in range(c.XG.shape[1])]
+    assert np.abs(fed - sk.coef_[0]).max() < 1e-3
+    m = json.loads((out / "metrics.json").read_text())
+    from fedrisk.finance.metrics import auc
+    assert abs(m["test"]["auc"] - auc(c.y[c.test], sk.predict_proba(A[c.test])[:, 1])) < 0.002
+
+
+def test_vertical_scorecard_coefficients_are_the_pooled_woe_lr(tmp_path):
+    """vertical.scorecard trains with the same (exact) solver: its coefficients are scikit-learn's
+    penalised logistic regression on the same WOE columns of the same training rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from fedrisk.finance.binning import FeatureBins
+    from tests.tasks.test_woe_tasks import german_frame, run_in_process
+
+    df = german_frame()
+    cols = [c for c in df.columns if c not in ("id", "y")]
+    ports = free_ports(2)
+    split = {"lender": cols[:10], "payco": cols[10:]}
+    parts = []
+    for i, (name, cs) in enumerate(split.items()):
+        df[["id"] + (["y"] if name == "lender" else []) + cs].sample(frac=1, random_state=i).to_csv(
+            tmp_path / f"{name}.csv", index=False)
+        parts.append(f'[parties.{name}]\naddress = "127.0.0.1:{ports[i]}"\ndata = "{name}.csv"\nid = "id"\n'
+                     + ('label = "y"\n' if name == "lender" else ""))
+    spec = tmp_path / "job.toml"
+    spec.write_text('[federation]\nname = "german-vsc-exact"\n' + "".join(parts)
+                    + '[task]\nkind = "vertical.scorecard"\nl2 = 0.001\nmax_iter = 40\n'
+                    + '[evaluation]\ntest_rule = "id % 5 == 0"\n')
+    out = tmp_path / "run"
+    run_in_process(spec, out)
+    train = df[df.id % 5 != 0].reset_index(drop=True)
+    cards = [json.loads((out / f"scorecard-{p}.json").read_text()) for p in split]
+    W, coef = [], []
+    for card in cards:
+        for f in card["selection"]["selected"]:
+            assert f in card["features"]  # exact solver: no selected feature ends with a zero coefficient
+            b = FeatureBins.from_dict(card["bins"][f])
+            W.append(np.asarray(card["woe"][f])[b.assign(train[f])])
+            coef.append(card["coef"][f] if isinstance(card["coef"], dict) else card["coef"][card["features"].index(f)])
+    W = np.column_stack(W)
+    sk = LogisticRegression(C=1.0 / (0.001 * len(train)), tol=1e-12, max_iter=20000).fit(W, train.y)
+    assert np.abs(np.asarray(coef) - sk.coef_[0]).max() < 1e-3
+    assert abs(cards[0]["intercept"] - sk.intercept_[0]) < 1e-3

@@ -1,55 +1,74 @@
-"""Vertical (heterogeneous) logistic regression without a third party: CKKS cross-products over shares.
+"""Vertical (heterogeneous) logistic regression without a third party: exact sigmoid shares + CKKS cross-products.
 
 Parties: one label holder ``G`` (features ``X_G`` plus a constant column for the intercept, and
 labels ``y``) and feature holders ``H_1..H_m`` (features ``X_h``), all with rows already aligned by
 PSI (row ``i`` is the same customer everywhere). Each party keeps its own weights ``w_P``; the
 linear score is ``z = u_G + sum_h u_h`` with ``u_P = X_P w_P``.
 
-Choice of protocol (and why)
-----------------------------
-The residual is never assembled anywhere. It is kept as **additive shares that each party can
-compute locally**, and every quantity that mixes two parties' data is a product "party P's fixed
+Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one feature holder):
+
+``exact`` (one feature holder ``H``) -- the pooled penalised maximum-likelihood estimate
+    The residual ``d = sigma(u_G + u_H) - y`` is held as **additive shares** computed with the
+    real sigmoid. ``G`` knows ``u_G,i``, so ``f_i(t) = sigma(u_G,i + t)`` is a function of ``H``'s
+    partial score alone. ``H`` announces a range bound ``B >= max|u_H|`` (a power of 2^(1/4), at most
+    64: larger partial scores are clipped, see :func:`range_bound`) and
+    encrypts the Chebyshev polynomials ``T_1..T_K(u_H,i / B)`` under its own CKKS key; ``G``
+    computes, per row, the Chebyshev coefficients ``a_ik`` of ``f_i`` on ``[-B, B]`` (a DCT at
+    ``K+1`` nodes; ``K`` from ``B`` and ``sigmoid_tol``: the error decays like ``rho^-K`` with
+    ``rho = (pi + sqrt(pi^2 + B^2)) / B``, so large partial scores cost terms, never correctness),
+    multiplies and sums (depth 1), adds a fresh encryption of ``a_i0 + m_i`` with a Gaussian mask
+    ``m_i`` (std ``mask_std``, ChaCha20 CSPRNG) and returns the ciphertext. ``H`` decrypts its share
+    ``sigma(z_i) + m_i`` (to ~1e-8); ``G``'s share is ``-m_i - y_i``. The gradient of each party is
+    its local ``X_P^T s_P`` plus the CKKS cross-product ``X_P^T s_Q`` computed by ``Q`` on ``P``'s
+    encrypted matrix (below). Optimiser: full-batch L-BFGS (memory ``memory``), unit steps, with
+    each party's block ``X_P^T X_P / (4n) + l2`` as the initial inverse-Hessian (applied locally);
+    the two-loop recursion's inner products are sums of per-party partial scalars, exchanged.
+    Stops when the joint step's max-norm is below ``step_tol`` or after ``max_iter`` iterations.
+    No validation split: every training row is fitted, as in the pooled reference.
+
+``surrogate`` (any number of feature holders) -- fast, approximate
+    Mini-batch gradient descent on the *majorising* surrogate with shares ``s_G = sigma(u_G) - y``,
+    ``s_h = u_h / 4`` (first-order expansion with slope 1/4 in the feature holders' scores), i.e.
+    ``softplus(u_G) - y z + sigma(u_G) u_H + u_H^2 / 8 >= softplus(z) - y z``. Its optimum is not the
+    pooled one (default credit: test AUC ~0.726 against pooled 0.729). Early stopping on a
+    validation split of 256-row chunks.
+
+Cross-products (both solvers): every quantity that mixes two parties' data is "party P's fixed
 matrix, transposed, times party Q's vector", computed by Q under P's CKKS key
 (:mod:`fedrisk.crypto.ckks`: P encrypts ``X_P`` once, Q multiplies it by its share, sums rows with
-8 rotations, floods the noise, and only P can decrypt).
-
-The residual uses the exact sigmoid on the label holder's own score and a first-order expansion
-(slope 1/4, the maximum of the sigmoid's derivative) in the feature holders' scores::
-
-    d = sigma(u_G) - y + (1/4) * sum_h u_h          shares:  s_G = sigma(u_G) - y,  s_h = u_h / 4
-
-``d`` is the exact derivative with respect to ``u_h`` of the *majorising* surrogate loss
-``softplus(u_G) - y z + sigma(u_G) u_H + u_H^2 / 8 >= softplus(z) - y z`` (Taylor with the bound
-``sigma' <= 1/4``), which is also what the validation split monitors. On the default-credit split
-this reaches test AUC ~0.726 (exact pooled logistic regression: 0.729; plain first-order Taylor of
-the whole score: 0.723, below the bar; see ``benchmarks/cases/vertical_lr.py``).
+8 rotations, floods, re-randomises; only P can decrypt). Flooding noise sums to zero over the
+replicas P averages, masks are kept as the other party's share: neither changes the result, so the
+same seed gives the same model (to ~1e-8; CKKS itself is approximate and keys are fresh every run).
 
 Why not "label holder encrypts residuals" (FATE-style): the label holder would need ``z``, i.e. the
-feature holders' partial scores ``X_h w_h`` in the clear at every iteration; with the weights
-changing every step that reveals ``X_h`` up to an unknown linear map after a few epochs. Why not
-Paillier: a ct x pt product costs ~0.3 ms, i.e. minutes per epoch here. Why not generic additive
-secret sharing with Beaver triples: without a dealer the triples need HE or OT of the same size
-as the products themselves. The CKKS cross-product costs ~0.14 s per epoch per pair on this data.
+feature holders' partial scores in the clear at every iteration. Why not Paillier: a ct x pt product
+costs ~0.3 ms, i.e. minutes per iteration here. Why not generic secret sharing with Beaver triples:
+without a dealer the triples need HE or OT of the same size as the products themselves.
 
-Message flow (tags start with ``vlr.``; every party runs the same steps; P, Q range over all parties)
----------------------------------------------------------------------------------------------------
-Setup, once::
+Message flow (tags start with ``vlr.``)
+---------------------------------------
+Setup, once, every party P to every other party Q::
 
-    P -> Q  vlr.key             public-parameter  CKKS parameters, P's Galois keys (8 rotation steps) and
-                                                  P's public key (Q re-randomises every result with a
-                                                  fresh encryption before returning it, see ckks)
-    P -> Q  vlr.matrix          ciphertext        X_P row-packed, encrypted under P's secret key
+    P -> Q  vlr.key             public-parameter  CKKS parameters, P's Galois keys, P's public key, n, k
+                                                  (Q checks params == the job's, 1 <= k <= max_features,
+                                                  k <= n / min_rows_per_feature, n == its own n)
+    P -> Q  vlr.matrix          ciphertext        X_P row-packed under P's secret key (Q checks the shape
+                                                  against k and every chunk's level and scale)
 
-Per mini-batch ``b`` of epoch ``e`` (batches are unions of 256-row chunks, shuffled per epoch with
-the job seed, so all parties agree on them without talking)::
+``exact``, iteration ``t`` (``t = 0`` is the gradient at zero)::
 
-    P -> Q  vlr.x.<e>.<t>       ciphertext        Enc_Q( X_Q[b]^T s_P[b] / |b| ) + flood noise
-    P: g_P = X_P[b]^T s_P[b] / |b| + sum_Q Dec_P(received) + l2 * w_P;   w_P -= lr_e * g_P
+    H -> G  vlr.b.<t>           aggregate         B_t >= max_i |u_H,i| (power of 2^(1/4))
+    H -> G  vlr.t.<t>           ciphertext        Enc_H(T_k(u_H / B_t)), k = 1..K, 4096 rows per ciphertext
+    G -> H  vlr.s.<t>           ciphertext        Enc_H(sum_k a_ik T_k + a_i0 + m_i)   (H's share after decryption)
+    G -> H  vlr.x.<t>           ciphertext        Enc_H(X_H^T s_G) + zero-sum flood
+    H -> G  vlr.x.<t>           ciphertext        Enc_G(X_G^T s_H) + zero-sum flood
+    P <-> Q vlr.q.<t>.<j>, vlr.r.<t>.<j>  aggregate  one partial inner product each (L-BFGS two-loop)
+    P <-> Q vlr.c.<t>           aggregate         partial (s^T y, max|step|^2, |g|^2, y^T M^-1 y) of the new pair
 
-End of epoch ``e``, on the validation chunks (only the feature holders need the cross-products)::
+``surrogate``, per mini-batch ``b`` of epoch ``e`` (256-row chunks, shuffled with the job seed)::
 
-    P -> H  vlr.v.<e>           ciphertext        Enc_H( X_H[val]^T s_P[val] / |val| )
-    H -> G  vlr.vl.<e>          aggregate         one scalar: H's part of the mean surrogate loss
+    P -> Q  vlr.x.<e>.<t>       ciphertext        Enc_Q( X_Q[b]^T s_P[b] ) + zero-sum flood
+    P -> H  vlr.v.<e>           ciphertext        validation cross-products; H -> G vlr.vl.<e> one scalar
     G -> H  vlr.ctl.<e>         control           {"stop": bool, "best": epoch}
 
 Scoring (training evaluation and ``fedrisk predict``), tags ``<tag>.*``::
@@ -60,20 +79,40 @@ Scoring (training evaluation and ``fedrisk predict``), tags ``<tag>.*``::
 
 What each party learns
 ----------------------
+``exact``:
+
+* Label holder G: its own exact gradient every iteration, hence ``X_G^T sigma(z)`` (with
+  ``X_G^T y`` known: ``1 + #features`` functionals of the feature holder's influence per
+  iteration); ``B_t``, i.e. ``max_i |u_H,i|`` to within 19 % per iteration; the L-BFGS scalars
+  ``s_H^T q``, ``y_H^T r`` and ``s_H^T y_H``, ``max|s_H|``, ``|g_H|^2``, ``y_H^T M_H^-1 y_H``
+  (inner products of H's weight steps and gradient changes with the two-loop vectors:
+  ~2 x memory + 4 scalars per iteration); and the final scores (``u_H`` of every scored row: inherent to scoring with one
+  feature holder). G never sees ``u_H,i``, ``sigma(z_i)`` or any per-row value of H.
+* Feature holder H: per row and iteration ``sigma(z_i) + m_i`` with a fresh Gaussian mask of std
+  2^10 (statistical hiding: at most ``1 / (2 * 2^20)`` nats about ``sigma(z_i)`` per row and
+  iteration), its own exact gradient ``X_H^T (sigma(z) - y)`` (hence ``#features`` functionals of
+  the labels per iteration), G's partial L-BFGS scalars as above; nothing at scoring.
+* Ciphertexts received are under the *receiver's peer's* key or come back re-randomised; CKKS
+  results carry flooding noise in every slot direction except the replica averages the protocol
+  reveals (see :mod:`fedrisk.crypto.ckks`).
+
+``surrogate``:
+
 * Label holder G: its own gradient every batch; hence ``X_G^T u_h`` for each feature holder h
-  (its gradient minus its local part; 1 + number of its features linear functionals of the batch's
-  ``u_h``); one scalar per feature holder per epoch (its part of the validation loss); and the
-  final scores (``sum_h u_h`` of every scored row: inherent to the label holder getting the score).
-  With one feature holder that sum is ``X_h w_h`` of the final model, a single projection.
+  (its gradient minus its local part); one scalar per feature holder per epoch (its part of the
+  validation loss); and the final scores (``sum_h u_h`` of every scored row).
 * Feature holder h: its own gradient every batch; hence ``X_h^T (sigma(u_G) - y)`` and
-  ``X_h^T u_h'`` for the other feature holders (as many functionals as h has features); the
-  validation analogues once per epoch; nothing at scoring.
-* Nobody sees labels, another party's features, weights, partial scores during training,
-  residuals or another party's gradient; all other bytes received are CKKS ciphertexts under the
-  receiver's *peer's* key or masked values.
-* Masks in scoring are real-valued (uniform on +/- 2^20): statistical hiding, about |u_h| / 2^20
-  per value. CKKS results carry flooding noise (std 2^-10 per slot) against approximate-decryption
-  key recovery; see :mod:`fedrisk.crypto.ckks`.
+  ``X_h^T u_h'`` for the other feature holders; the validation analogues once per epoch.
+
+Both: nobody sees labels, another party's features, weights, partial scores during training or
+another party's gradient. Masks in scoring are real-valued (uniform on +/- 2^20): statistical
+hiding, about ``|u_h| / 2^20`` per value.
+
+Limits: a *malicious* feature holder can put indicator columns of single rows in its encrypted
+matrix and learn the labels of as many rows per iteration as it declared columns (the declared
+count is bounded by ``max_features`` and ``min_rows_per_feature``, and a matrix wider than declared
+is refused, which stops the review's attack of thousands of labels per epoch, but not this);
+stopping it needs zero-knowledge proofs about the encrypted matrix.
 
 Security model: semi-honest, no collusion between the label holder and a feature holder.
 """
@@ -81,14 +120,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from fedrisk.crypto import prg_mask
 from fedrisk.crypto.ckks import DEFAULT_PARAMS, CkksOwner, CkksPeer
-from fedrisk.errors import ProtocolError
+from fedrisk.errors import CryptoError, ProtocolError
 from fedrisk.transport.channel import Channel
 
 __all__ = ["HeteroLRConfig", "PartyModel", "train", "score", "plan_chunks", "sigmoid", "TAG_PREFIX"]
@@ -122,7 +161,23 @@ class HeteroLRConfig:
     seed : int
         Shuffling seed (public; from ``federation.seed``).
     flood : float
-        Standard deviation of CKKS flooding noise per slot.
+        Standard deviation of CKKS flooding noise per slot (it cancels in the averaged results).
+    max_features : int
+        Most feature columns a party may declare (agreed through the job spec): bounds how many
+        functionals of a party's vectors a peer can decrypt per result.
+    min_rows_per_feature : int
+        A party may declare at most one column per this many aligned rows.
+    solver : {"auto", "exact", "surrogate"}
+        ``surrogate``: mini-batch gradient descent on the majorising surrogate (fast, approximate,
+        any number of feature holders). ``exact``: full-batch L-BFGS on the exact log-loss with the
+        sigmoid evaluated by per-row Chebyshev expansion under CKKS (one feature holder).
+        ``auto`` (default): ``exact`` with one feature holder, ``surrogate`` with several.
+    max_iter, step_tol, memory : int, float, int
+        ``exact``: iteration cap, stop when the joint step's max-norm is below ``step_tol``, L-BFGS memory.
+    sigmoid_tol : float
+        ``exact``: worst-case error of the Chebyshev sigmoid (sets the number of terms).
+    mask_std : float
+        ``exact``: standard deviation of the Gaussian masks on the sigmoid shares.
     """
 
     epochs: int = 10
@@ -135,6 +190,14 @@ class HeteroLRConfig:
     validation_fraction: float = 0.1
     seed: int = 0
     flood: float = 2.0 ** -10
+    max_features: int = 64
+    min_rows_per_feature: int = 10
+    solver: str = "auto"
+    max_iter: int = 50
+    step_tol: float = 1e-5
+    memory: int = 10
+    sigmoid_tol: float = 1e-6
+    mask_std: float = 2.0 ** 10
 
 
 @dataclass
@@ -149,6 +212,7 @@ class PartyModel:
     phases: dict[str, float] = field(default_factory=dict)
     n_train: int = 0
     n_val: int = 0
+    solver: str = "surrogate"
 
     def partial_score(self, X: np.ndarray) -> np.ndarray:
         u = np.asarray(X, dtype=np.float64) @ self.coef
@@ -184,6 +248,34 @@ def _batches(train_chunks: list[int], epoch: int, cfg: HeteroLRConfig) -> list[l
     per = max(1, cfg.batch_size // CHUNK_ROWS)
     order = np.random.default_rng([cfg.seed, 7002, epoch]).permutation(train_chunks).tolist()
     return [order[i:i + per] for i in range(0, len(order), per)]
+
+
+def _check_hello(me: str, q: str, hello: Any, n: int, cfg: "HeteroLRConfig", from_label_holder: bool) -> int:
+    """Check a peer's declared set-up against what the job agreed on; return its column count.
+
+    Every value here shapes what *we* reveal when we compute on the peer's matrix: the CKKS
+    parameters fix the packing (how many functionals of our vector one result holds), ``k`` fixes
+    how many column groups we multiply. They are checked against the job's agreed settings
+    (``DEFAULT_PARAMS``; ``max_features`` from the handshake-checked ``[task]``), never taken on
+    trust (security issue 12, item 5: a crafted matrix with hundreds of column groups revealed
+    half the labels of a batch).
+    """
+    if not isinstance(hello, dict) or not isinstance(hello.get("bundle"), dict):
+        raise ProtocolError(f"{me}: malformed vlr.key from {q!r}")
+    if hello.get("n") != n:
+        raise ProtocolError(f"{me}: party {q!r} has {hello.get('n')!r:.20} aligned rows, this party has {n}; "
+                            "the PSI alignment differs")
+    if hello["bundle"].get("params") != DEFAULT_PARAMS.to_wire():
+        raise ProtocolError(f"{me}: party {q!r} declared CKKS parameters other than the job's; refused")
+    k = hello.get("k")
+    limit = cfg.max_features + (1 if from_label_holder else 0)  # the label holder adds the intercept column
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= limit:
+        raise ProtocolError(f"{me}: party {q!r} declared {k!r:.20} feature columns; the job allows 1 to "
+                            f"{cfg.max_features} per party (task.max_features); refused")
+    if k > n // cfg.min_rows_per_feature:
+        raise ProtocolError(f"{me}: party {q!r} declared {k} feature columns for {n} rows; at most one column per "
+                            f"{cfg.min_rows_per_feature} rows (task.min_rows_per_feature) is allowed; refused")
+    return k
 
 
 class _Clock:
@@ -229,6 +321,13 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
     parties = [label_holder, *feature_holders]
     if me not in parties:
         raise ProtocolError(f"{me}: not a party of this vertical LR job {parties}")
+    if cfg.solver not in ("auto", "exact", "surrogate"):
+        raise ProtocolError(f"{me}: unknown vertical LR solver {cfg.solver!r}")
+    if cfg.solver == "auto":
+        cfg = replace(cfg, solver="exact" if len(feature_holders) == 1 else "surrogate")
+    if cfg.solver == "exact" and len(feature_holders) != 1:
+        raise ProtocolError(f"{me}: solver = 'exact' supports one feature holder (this job has "
+                            f"{len(feature_holders)}); use solver = 'surrogate'")
     is_lh = me == label_holder
     others = [p for p in parties if p != me]
     clock = _Clock()
@@ -240,6 +339,8 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
         X = np.hstack([X, np.ones((n, 1))])
         yv = np.asarray(y, dtype=np.float64)
     k = X.shape[1]
+    if k - (1 if is_lh else 0) > cfg.max_features:
+        raise ProtocolError(f"{me}: {k - (1 if is_lh else 0)} feature columns, more than max_features = {cfg.max_features}")
 
     # -- setup: keys and the encrypted matrix go to every other party ---------------------------------
     t0 = t_setup = time.perf_counter()
@@ -252,20 +353,20 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
         channel.send(q, "vlr.matrix", enc, kind="ciphertext")
     del enc
     peers: dict[str, CkksPeer] = {}
-    peer_k: dict[str, int] = {}
     for q in others:
         hello = channel.recv(q, "vlr.key")
-        if not isinstance(hello, dict) or hello.get("n") != n:
-            raise ProtocolError(f"{me}: party {q!r} has {hello.get('n') if isinstance(hello, dict) else '?'} aligned rows, "
-                                f"this party has {n}; the PSI alignment differs")
         t0 = clock.add("network", t0)
-        peer = CkksPeer(hello["bundle"], flood=cfg.flood)
+        k_q = _check_hello(me, q, hello, n, cfg, q == label_holder)
+        peer = CkksPeer(hello["bundle"], flood=cfg.flood, precise=cfg.solver == "exact")
         mat = channel.recv(q, "vlr.matrix")
         t0 = clock.add("network", t0)
         if not isinstance(mat, list) or not all(isinstance(g, list) for g in mat):
             raise ProtocolError(f"{me}: vlr.matrix from {q!r} is not a list of ciphertext lists")
-        peer.load_matrix(mat, n)
-        peers[q], peer_k[q] = peer, int(hello["k"])
+        try:
+            peer.load_matrix(mat, n, k_q)
+        except CryptoError as e:
+            raise ProtocolError(f"{me}: vlr.matrix from {q!r} refused: {e}") from None
+        peers[q] = peer
         t0 = clock.add("encryption", t0)
 
     train_chunks, val_chunks = plan_chunks(n, cfg)
@@ -304,6 +405,15 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
 
     t_train = time.perf_counter()
     clock.t["setup_wall"] = t_train - t_setup
+    if cfg.solver == "exact":
+        w, history = _exact_loop(channel, me, label_holder, feature_holders[0], X, yv if is_lh else None, cfg,
+                                 owner, peers[others[0]], exchange, clock, on_epoch)
+        clock.t["training_wall"] = time.perf_counter() - t_train
+        owner.close()
+        for p in peers.values():
+            p.close()
+        coef, intercept = (w[:-1], float(w[-1])) if is_lh else (w, None)
+        return PartyModel(me, coef, intercept, len(history), history, clock.t, n_train=n, n_val=0, solver="exact")
     s_full = np.zeros(n)
     for e in range(cfg.epochs):
         lr = cfg.learning_rate * cfg.lr_decay ** e
@@ -311,11 +421,14 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
             t0 = time.perf_counter()
             rows = _rows(chunks, n)
             Xb = X[rows]
-            s = share(Xb @ w, rows) / len(rows)
+            # shares go out scaled by 1/sqrt(|b|) (sums stay far inside CKKS's range, and the
+            # intrinsic CKKS error is small against them); the mean is taken after decryption
+            root = np.sqrt(len(rows))
+            s = share(Xb @ w, rows) / root
             s_full[rows] = s
             t0 = clock.add("gradient", t0)
             cross = exchange(f"vlr.x.{e}.{t}", chunks, rows, s_full, others, others)
-            g = Xb.T @ s + sum(cross.values()) + cfg.l2 * penal * w
+            g = (Xb.T @ s + sum(cross.values())) / root + cfg.l2 * penal * w
             w = w - lr * g
             clock.add("gradient", t0)
         snapshots.append(w.copy())
@@ -325,10 +438,12 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
             t0 = time.perf_counter()
             rv = val_rows
             u = X[rv] @ w
-            sv = share(u, rv) / len(rv)
+            root = np.sqrt(len(rv))
+            sv = share(u, rv) / root
             s_full[rv] = sv
             hosts_to = [q for q in others if q != label_holder]
             got = exchange(f"vlr.v.{e}", val_chunks, rv, s_full, hosts_to, [] if is_lh else others)
+            got = {q: v / root for q, v in got.items()}
             if not is_lh:
                 wx = w
                 part = float(wx @ got[label_holder])
@@ -373,6 +488,164 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
     coef, intercept = (w[:-1], float(w[-1])) if is_lh else (w, None)
     return PartyModel(me, coef, intercept, best_epoch + 1, history, clock.t, n_train=int(n - len(val_rows)),
                       n_val=int(len(val_rows)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact solver: Chebyshev sigmoid shares + full-batch L-BFGS (one feature holder)
+# ------------------------------------------------------------------------------------------------
+MAX_RANGE = 64.0
+
+
+def range_bound(max_abs: float) -> float:
+    """The announced bound ``B >= max|u_h|``: a power of 2^(1/4) in [1/4, 64], so it reveals
+    ``max|u_h|`` only to within 19 %.
+
+    Partial scores beyond +/-64 are clipped to it (``chebyshev_basis`` clips ``t`` to [-1, 1]): the
+    sigmoid then changes only for a row whose label-holder score nearly cancels a partial score of
+    more than 64 logits. The cap bounds the work a feature holder can make the label holder do
+    (``B = 64`` needs ~310 terms at ``sigmoid_tol = 1e-6``).
+    """
+    m = min(max(float(max_abs), 0.25), MAX_RANGE)
+    return float(2.0 ** (np.ceil(4.0 * np.log2(m) - 1e-12) / 4.0))
+
+
+def chebyshev_terms(B: float, tol: float) -> int:
+    """Terms ``K`` so that ``sigma(c + B s)`` on ``s`` in [-1, 1] is within ~``tol`` for every ``c``.
+
+    ``sigma`` has poles at ``i pi (2j + 1)``: the Bernstein ellipse through them has
+    ``rho = (pi + sqrt(pi^2 + B^2)) / B`` and the Chebyshev error decays like ``rho^-K``.
+    """
+    rho = (np.pi + np.sqrt(np.pi ** 2 + B * B)) / B
+    return int(max(4, np.ceil(np.log(4.0 / tol) / np.log(rho))))
+
+
+def chebyshev_basis(t: np.ndarray, K: int) -> np.ndarray:
+    """``T_1(t) .. T_K(t)`` (``K x n``) for ``t`` in [-1, 1], by the three-term recurrence."""
+    t = np.clip(np.asarray(t, dtype=np.float64), -1.0, 1.0)
+    out = np.empty((K, len(t)))
+    prev, cur = np.ones_like(t), t
+    for k in range(K):
+        out[k] = cur
+        prev, cur = cur, 2.0 * t * cur - prev
+    return out
+
+
+def chebyshev_coefficients(c: np.ndarray, B: float, K: int) -> np.ndarray:
+    """Per-row coefficients ``a_0..a_K`` (``(K+1) x n``) of ``s -> sigma(c_i + B s)`` on [-1, 1]."""
+    from scipy.fft import dct
+
+    j = np.arange(K + 1)
+    nodes = np.cos(np.pi * (j + 0.5) / (K + 1))
+    F = sigmoid(np.asarray(c, dtype=np.float64)[:, None] + B * nodes[None, :])
+    a = dct(F, type=2, axis=1) / (K + 1)
+    a[:, 0] *= 0.5
+    return a.T
+
+
+def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: np.ndarray | None,
+                cfg: HeteroLRConfig, owner: CkksOwner, peer: CkksPeer, exchange, clock: _Clock,
+                on_epoch) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Both roles of the exact solver; returns this party's weights and the iteration history."""
+    is_lh = me == lh
+    other = fh if is_lh else lh
+    n, k = X.shape
+    chunks = list(range(-(-n // CHUNK_ROWS)))
+    allrows = np.arange(n)
+    pen = np.ones(k)
+    if is_lh:
+        pen[-1] = 0.0
+    # local preconditioner: this party's block of the sigmoid majoriser X^T X / 4 (plus the
+    # penalty); it is H0 of L-BFGS, applied by each party to its own block
+    M = X.T @ X / (4.0 * n) + np.diag(cfg.l2 * pen) + 1e-10 * np.eye(k)
+    sc = 2.0 ** 14 / (np.sqrt(max(n, 1)) * max(1.0, cfg.mask_std))
+    Minv = np.linalg.inv(M)
+
+    def joint(tag: str, v: np.ndarray) -> np.ndarray:
+        """Sum over both parties of per-block partial inner products (one scalar exchange)."""
+        v = np.atleast_1d(np.asarray(v, dtype=np.float64))
+        channel.send(other, tag, v, kind="aggregate")
+        got = channel.recv(other, tag)
+        if not isinstance(got, np.ndarray) or got.dtype != np.float64 or got.shape != v.shape \
+                or not np.all(np.isfinite(got)):
+            raise ProtocolError(f"{me}: {tag} from {other!r} should be {v.size} finite float64 values")
+        return v + got
+
+    def gradient(it: int, w: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        u = X @ w
+        if is_lh:
+            B = channel.recv(fh, f"vlr.b.{it}")
+            if not isinstance(B, float) or not (0.25 <= B <= MAX_RANGE) or range_bound(B) != B:
+                raise ProtocolError(f"{me}: vlr.b.{it} from {fh!r} is not an agreed range bound")
+            K = chebyshev_terms(B, cfg.sigmoid_tol)
+            a = chebyshev_coefficients(u, B, K)
+            cts = channel.recv(fh, f"vlr.t.{it}")
+            t0 = clock.add("network", t0)
+            try:
+                out, mask = peer.inner_products(cts, a[1:], a[0], cfg.mask_std)
+            except CryptoError as e:
+                raise ProtocolError(f"{me}: vlr.t.{it} from {fh!r} refused: {e}") from None
+            t0 = clock.add("sigmoid", t0)
+            channel.send(fh, f"vlr.s.{it}", out, kind="ciphertext")
+            share = -mask - yv
+        else:
+            B = range_bound(np.abs(u).max() if n else 0.0)
+            K = chebyshev_terms(B, cfg.sigmoid_tol)
+            channel.send(lh, f"vlr.b.{it}", B, kind="aggregate")
+            channel.send(lh, f"vlr.t.{it}", owner.encrypt_vectors(chebyshev_basis(u / B, K)), kind="ciphertext")
+            t0 = clock.add("sigmoid", t0)
+            got = channel.recv(lh, f"vlr.s.{it}")
+            t0 = clock.add("network", t0)
+            try:
+                share = owner.decrypt_vector(got, n)
+            except CryptoError as e:
+                raise ProtocolError(f"{me}: vlr.s.{it} from {lh!r} refused: {e}") from None
+            t0 = clock.add("decryption", t0)
+        # the share goes out scaled so that every encrypted sum stays below ~2^15 (CKKS headroom is
+        # 2^19 here) while using as much of it as possible: CKKS adds an absolute error of ~1e-8
+        cross = exchange(f"vlr.x.{it}", chunks, allrows, share * sc, [other], [other])[other] / sc
+        return (X.T @ share + cross) / n + cfg.l2 * pen * w
+
+    w = np.zeros(k)
+    g = gradient(0, w)
+    S: list[np.ndarray] = []
+    Y: list[np.ndarray] = []
+    rho: list[float] = []
+    gamma = 1.0
+    history: list[dict[str, Any]] = []
+    for it in range(1, cfg.max_iter + 1):
+        q = g.copy()
+        alphas = []
+        for j in reversed(range(len(S))):
+            a_j = rho[j] * float(joint(f"vlr.q.{it}.{j}", S[j] @ q)[0])
+            alphas.append(a_j)
+            q -= a_j * Y[j]
+        r = gamma * (Minv @ q)
+        for j, a_j in zip(range(len(S)), reversed(alphas)):
+            b_j = rho[j] * float(joint(f"vlr.r.{it}.{j}", Y[j] @ r)[0])
+            r += S[j] * (a_j - b_j)
+        w_new = w - r
+        g_new = gradient(it, w_new)
+        s_vec, y_vec = w_new - w, g_new - g
+        sy, step, gnorm, yMy = joint(f"vlr.c.{it}", np.array([s_vec @ y_vec, float(np.max(np.abs(s_vec), initial=0.0)) ** 2,
+                                                              g_new @ g_new, y_vec @ Minv @ y_vec]))
+        w, g = w_new, g_new
+        if sy > 1e-12:
+            S.append(s_vec)
+            Y.append(y_vec)
+            rho.append(1.0 / float(sy))
+            # scale H0 = gamma M^-1 to the curvature just seen (the 1/4 majoriser overestimates it
+            # where predictions are extreme): ~1.6x fewer iterations in emulation
+            gamma = float(sy / yMy) if yMy > 0 else 1.0
+            if len(S) > cfg.memory:
+                S.pop(0), Y.pop(0), rho.pop(0)
+        rec = {"epoch": it, "step": float(np.sqrt(step)), "grad_norm": float(np.sqrt(gnorm))}
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(it, rec)
+        if np.sqrt(step) < cfg.step_tol:
+            break
+    return w, history
 
 
 # ------------------------------------------------------------------------------------------------

@@ -107,3 +107,184 @@ def test_scoring_label_holder_only_and_masked_partials():
     for h in ("payco", "bureau"):
         assert np.abs(got[h] - u[h]).min() > 1.0  # masked: far from the partial score
     assert not any(e.tag.endswith(".partial") for q in ("payco", "bureau") for e in net[q].captured)
+
+
+# -- exact solver (one feature holder) ----------------------------------------------------------------
+def _two_party_data(n=2400, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 7))
+    X[:, 5] = 0.7 * X[:, 0] + 0.7 * X[:, 5]  # correlated across the two parties: cross-curvature matters
+    w = np.array([0.8, -0.6, 0.4, 0.0, 0.5, -0.7, 0.3])
+    y = (rng.random(n) < sigmoid(X @ w - 1.0)).astype(np.int8)
+    return X[:, :4], X[:, 4:], y
+
+
+def _run_exact(XG, XH, y, cfg):
+    net = InMemoryNetwork(["lender", "payco"], capture=True, tag_prefixes=("vlr.",))
+    res = run_roles({"lender": lambda ch: train(ch, "lender", ["payco"], XG, y, cfg),
+                     "payco": lambda ch: train(ch, "lender", ["payco"], XH, None, cfg)}, network=net)
+    return net, res
+
+
+@pytest.fixture(scope="module")
+def exact_runs():
+    XG, XH, y = _two_party_data()
+    cfg = HeteroLRConfig(l2=1e-3)  # solver "auto" = exact with one feature holder
+    return XG, XH, y, cfg, [_run_exact(XG, XH, y, cfg) for _ in range(2)]
+
+
+def test_exact_solver_reaches_the_pooled_optimum(exact_runs):
+    from sklearn.linear_model import LogisticRegression
+
+    from fedrisk.finance.metrics import auc
+
+    XG, XH, y, cfg, runs = exact_runs
+    _, res = runs[0]
+    assert res["lender"].solver == "exact" and res["payco"].solver == "exact"
+    A = np.hstack([XG, XH])
+    # the same penalised objective: mean log-loss + l2/2 |w|^2  <=>  sklearn C = 1 / (l2 n)
+    sk = LogisticRegression(C=1.0 / (cfg.l2 * len(y)), tol=1e-12, max_iter=10000).fit(A, y)
+    fed = np.r_[res["lender"].coef, res["payco"].coef]
+    assert np.abs(fed - sk.coef_[0]).max() < 1e-3
+    assert abs(res["lender"].intercept - sk.intercept_[0]) < 1e-3
+    p = sigmoid(A @ fed + res["lender"].intercept)
+    assert abs(auc(y, p) - auc(y, sk.predict_proba(A)[:, 1])) < 0.002
+    assert len(res["lender"].history) <= cfg.max_iter
+
+
+def test_exact_solver_same_seed_same_model(exact_runs):
+    """Two runs agree to 1e-6 (not bit-exactly): CKKS is approximate arithmetic and every run has
+    fresh keys, encryption randomness and masks; masks and flooding noise cancel exactly, so only
+    the intrinsic CKKS error (~1e-8 per decrypted value) differs between runs."""
+    _, _, _, _, runs = exact_runs
+    (_, a), (_, b) = runs
+    for p in ("lender", "payco"):
+        assert np.abs(a[p].coef - b[p].coef).max() < 1e-6
+    assert abs(a["lender"].intercept - b["lender"].intercept) < 1e-6
+
+
+def test_exact_solver_messages_hold_no_plaintext(exact_runs):
+    """Capture: during exact training each party receives ciphertexts, the range bound (one scalar per
+    iteration, to the label holder) and L-BFGS inner products (at most 4 scalars per message)."""
+    XG, XH, y, _, runs = exact_runs
+    net, _ = runs[0]
+    for p in ("lender", "payco"):
+        for env in net[p].captured:
+            assert env.kind in {"ciphertext", "public-parameter", "aggregate", "control"}, (p, env.tag, env.kind)
+            vals = list(_floats(env.body))
+            if env.tag.startswith(("vlr.q.", "vlr.r.", "vlr.c.")):
+                assert env.kind == "aggregate" and sum(v.size for v in vals) <= 4
+            elif env.tag.startswith("vlr.b."):
+                assert p == "lender" and sum(v.size for v in vals) == 1
+            else:
+                assert not vals, (p, env.tag)  # everything else is ciphertext bytes
+            if env.tag.startswith(("vlr.s.", "vlr.t.", "vlr.x.")):
+                assert all(isinstance(c, bytes) for c in (env.body if env.tag.startswith(("vlr.s.", "vlr.x."))
+                                                          else [b for r in env.body for b in r]))
+
+
+def test_surrogate_same_seed_same_model():
+    """The surrogate solver (several feature holders) reproduces too: the flood sums to zero over the
+    replicas that decryption averages, so only the intrinsic CKKS error (~1e-9) differs."""
+    parts, y = _data(n=1500)
+    cfg = HeteroLRConfig(epochs=2, batch_size=512, early_stopping_rounds=0, validation_fraction=0.1)
+    out = []
+    for _ in range(2):
+        res = run_roles({p: (lambda p: lambda ch: train(ch, "lender", PARTIES[1:], parts[p],
+                                                         y if p == "lender" else None, cfg))(p) for p in PARTIES})
+        out.append(np.r_[res["lender"].coef, res["lender"].intercept, res["payco"].coef, res["bureau"].coef])
+        assert res["lender"].solver == "surrogate"
+    assert np.abs(out[0] - out[1]).max() < 1e-6
+
+
+# -- security item 5: a crafted CKKS matrix must not widen what the label holder reveals --------------
+def _attacker(n, k_declared, crafted):
+    from fedrisk.crypto.ckks import CkksOwner
+
+    def role(ch):
+        owner = CkksOwner()
+        ch.send("lender", "vlr.key", {"bundle": owner.public_bundle(), "n": n, "k": k_declared}, kind="public-parameter")
+        ch.send("lender", "vlr.matrix", owner.encrypt_matrix(crafted), kind="ciphertext")
+        ch.recv("lender", "vlr.key")
+        ch.recv("lender", "vlr.matrix")
+        return owner, ch.recv("lender", "vlr.x.0")  # would hold crafted^T s_G: one label per indicator column
+    return role
+
+
+@pytest.mark.parametrize("k_declared, width", [(512, 512), (4, 512)])
+def test_crafted_wide_matrix_is_refused(k_declared, width):
+    """A feature holder whose encrypted 'features' are indicator columns of single rows would decrypt
+    the label holder's residual share row by row (the review recovered 4,352 / 8,192 labels in one
+    epoch). The declared width is checked against the job's max_features and the matrix against the
+    declared width: the label holder refuses before computing anything on it."""
+    from fedrisk.errors import ProtocolError
+
+    XG, _, y = _two_party_data(n=1024)
+    crafted = np.zeros((1024, width))
+    crafted[np.arange(width), np.arange(width)] = 1.0
+    net = InMemoryNetwork(["lender", "payco"], capture=True, tag_prefixes=("vlr.",))
+    cfg = HeteroLRConfig(l2=1e-3)
+    with pytest.raises(ProtocolError, match="declared 512 feature columns|column groups"):
+        run_roles({"lender": lambda ch: train(ch, "lender", ["payco"], XG, y, cfg),
+                   "payco": _attacker(1024, k_declared, crafted)}, network=net, recv_timeout=30)
+    assert not [e for e in net["payco"].captured if e.tag.startswith(("vlr.x.", "vlr.s."))]
+
+
+def test_padding_columns_reveal_nothing():
+    """Within the declared width, the peer multiplies only the declared columns: a crafted matrix that
+    hides 13 extra indicator columns in the padding of its last column group gets zeros there."""
+    from fedrisk.crypto.ckks import CkksOwner, CkksPeer
+
+    rng = np.random.default_rng(4)
+    n = 600
+    crafted = np.zeros((n, 16))
+    crafted[np.arange(16), np.arange(16)] = 1.0  # column j = indicator of row j
+    owner = CkksOwner()
+    peer = CkksPeer(owner.public_bundle(), flood=2.0 ** -10)
+    peer.load_matrix(owner.encrypt_matrix(crafted), n, 3)  # declared: 3 columns
+    s = rng.normal(size=n)
+    got = owner.decrypt_sum(peer.cross(range(3), s)[0], 16)
+    np.testing.assert_allclose(got[:3], s[:3], atol=1e-6)
+    np.testing.assert_allclose(got[3:], 0.0, atol=1e-6)
+    owner.close()
+    peer.close()
+
+
+# -- federated vs pooled on hard data (tests/stress_data/vertical.py) ---------------------------------
+def test_exact_solver_on_collinear_stress_case(shared_data):
+    """Nearly collinear feature-holder columns (an ill-conditioned Hessian): the exact solver still
+    lands on scikit-learn's penalised optimum for the same rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from fedrisk.finance.metrics import auc
+    from tests.stress_data import vertical as sv
+
+    c = sv.load("collinear", shared_data, rows=3000)
+    tr = c.train
+    cfg = HeteroLRConfig(l2=1e-3, max_iter=40)
+    _, res = _run_exact(c.XG[tr], c.XH[tr], c.y[tr], cfg)
+    A = np.hstack([c.XG, c.XH])
+    sk = LogisticRegression(C=1.0 / (cfg.l2 * tr.sum()), tol=1e-12, max_iter=20000).fit(A[tr], c.y[tr])
+    fed = np.r_[res["lender"].coef, res["payco"].coef]
+    assert np.abs(fed - sk.coef_[0]).max() < 1e-3
+    p = sigmoid(A[c.test] @ fed + res["lender"].intercept)
+    assert abs(auc(c.y[c.test], p) - auc(c.y[c.test], sk.predict_proba(A[c.test])[:, 1])) < 0.002
+
+
+@pytest.mark.parametrize("max_abs", [0.0, 0.3, 3.0, 6.2, 39.0, 500.0])
+def test_chebyshev_sigmoid_is_within_tolerance(max_abs):
+    """Per-row expansion of sigma(c + t) on [-B, B]: within sigmoid_tol for every shift c, B a power
+    of 2^(1/4) within 19 % of max|t|, capped at 64 (beyond it t is clipped)."""
+    from fedrisk.algorithms.vertical.hetero_lr import (MAX_RANGE, chebyshev_basis, chebyshev_coefficients,
+                                                       chebyshev_terms, range_bound)
+
+    rng = np.random.default_rng(7)
+    B = range_bound(max_abs)
+    assert max(max_abs, 0.25) <= B * (1 + 1e-12) or B == MAX_RANGE
+    assert B <= max(max_abs, 0.25) * 2 ** 0.25 + 1e-12 and range_bound(B) == B
+    K = chebyshev_terms(B, 1e-6)
+    c = rng.uniform(-30, 10, 4000)
+    t = rng.uniform(-1, 1, 4000) * min(max_abs, MAX_RANGE)
+    a = chebyshev_coefficients(c, B, K)
+    approx = a[0] + (a[1:] * chebyshev_basis(t / B, K)).sum(axis=0)
+    assert np.abs(approx - sigmoid(c + t)).max() < 1e-6
