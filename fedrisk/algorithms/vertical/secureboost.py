@@ -1276,19 +1276,28 @@ def score_feature_holder(channel: Channel, model: FeatureHolderModel, X: np.ndar
 
 
 def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, hosts: Sequence[str],
-                       tag: str = "predict") -> np.ndarray:
+                       tag: str = "predict", node_rows: list[dict[int, np.ndarray]] | None = None) -> np.ndarray:
     """Walk every tree over aligned rows ``X``, level by level; return probabilities.
 
     Own split nodes and leaves are resolved locally; for the feature holders' split nodes of the
     current level this party asks each owner about exactly the rows that reached the node, so a
     feature holder reveals one bit per row per own node *on that row's path*, not per node.
+    ``node_rows``, when given (an empty list), receives per tree the positions of the rows that
+    reached each node (reason codes attribute along these paths; no extra message is exchanged).
     """
+    return sigmoid(_walk_label_holder(channel, model, X, hosts, tag, node_rows))
+
+
+def _walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, hosts: Sequence[str],
+                       tag: str, node_rows: list[dict[int, np.ndarray]] | None) -> np.ndarray:
+    """The label holder's scoring walk; returns the margins (log-odds) and fills ``node_rows``."""
     X = np.asarray(X, dtype=np.float64)
     n = len(X)
     margin = np.full(n, float(model.base_score))
     cols = {f: i for i, f in enumerate(model.features)}
     trees = [{int(nd["id"]): nd for nd in tree["nodes"]} for tree in model.trees]
     frontier: list[dict[int, np.ndarray]] = [{0: np.arange(n)} for _ in trees]
+    seen: list[dict[int, np.ndarray]] = [{} for _ in trees]
     hosts = list(hosts)
     row_dtype = np.uint32 if n < 2 ** 32 else np.int64  # half the bytes of int64 positions
     r = 0
@@ -1300,6 +1309,7 @@ def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray,
             while stack:
                 node_id, rows = stack.pop()
                 nd = nodes[node_id]
+                seen[t][node_id] = rows
                 if "leaf" in nd:
                     margin[rows] += float(nd["leaf"])
                 elif rows.size == 0:
@@ -1338,4 +1348,6 @@ def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray,
         r += 1
     for h in hosts:
         channel.send(h, f"sbi.{tag}.q{r}", {"done": True}, kind="control")
-    return sigmoid(margin)
+    if node_rows is not None:
+        node_rows.extend(seen)
+    return margin
