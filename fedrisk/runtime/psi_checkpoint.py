@@ -65,7 +65,7 @@ def _load(ctx: Any, ids: Sequence[Any], salt: str, peers: list[str]) -> tuple[Al
     if idx.size and (idx.min() < 0 or idx.max() >= len(ids)):
         return None, None, "the PSI checkpoint does not fit this party's rows"
     al = Alignment(idx, int(doc["size"]), len(ids), {k: int(v) for k, v in doc.get("peer_sizes", {}).items()}, 0.0)
-    return al, doc["digest"], ""
+    return al, doc.get("aligned_digest"), ""
 
 
 def _digest(salt: str, ids: Sequence[Any], al: Alignment) -> str:
@@ -112,6 +112,6 @@ def aligned_rows(ctx: Any, ids: Sequence[Any]) -> Alignment:
         ctx.log.info("resume: aligning again (%s)", why)
     al = align_parties(ctx.channel, lh, hosts, ids, salt=salt, log=ctx.log)
     write_json(_path(ctx), {"format": FORMAT, "version": 1, "job": spec.job_id, "salt": salt, "peers": peers,
-                            "fingerprint": _fingerprint(salt, ids), "digest": _digest(salt, ids, al),
+                            "fingerprint": _fingerprint(salt, ids), "aligned_digest": _digest(salt, ids, al),
                             "indices": al.indices, "size": al.size, "peer_sizes": al.peer_sizes})
     return al

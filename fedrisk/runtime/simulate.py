@@ -33,9 +33,11 @@ from fedrisk.transport.certs import make_dev_pki
 
 __all__ = ["simulate", "SimulationResult", "RUN_OUTPUTS", "STOP_GRACE"]
 
-#: what a run writes into its directory; ``--force`` removes exactly these, never other files
+#: what a run writes into its directory; ``--force`` removes exactly these, never other files and
+#: never the ledgers (``ledger/``, ``ledger-inbound/``): each party moves an earlier run's ledger to
+#: ``previous/``, so an audit trail is never deleted by a rerun (issue 12 item 9)
 RUN_OUTPUTS = ("metrics.json", "report.html", "model.json", "model-*.json", "scorecard*.json", "woe*.json",
-               "scores", "logs", "ledger", "progress", "checkpoints", "predict", "certs", "job.toml")
+               "scores", "logs", "progress", "checkpoints", "predict", "certs", "job.toml")
 #: seconds participants get to stop on their own after an interrupt before they are killed
 STOP_GRACE = 15.0
 

@@ -132,13 +132,15 @@ def test_same_spec_and_seed_give_the_same_model(tmp_path, kind, shared_data):
     elif kind == "horizontal.scorecard":
         cards = [json.loads((o / "scorecard.json").read_text()) for o in outs]
         for c in cards:
-            # in-process every participant writes the same file: the history is whoever wrote last's view
-            c.pop("job", None), c.pop("history", None)
+            # in-process every participant writes the same file: the history is whoever wrote last's view;
+            # the digest covers those run-specific fields too (and the run id / time of writing)
+            for k in ("job", "history", "digest", "run_id", "created"):
+                c.pop(k, None)
         _assert_close(cards[0], cards[1])
     else:
         for bank in ("bank1", "bank2", "bank3"):
             docs = [json.loads((o / "woe" / f"{bank}.json").read_text()) for o in outs]
             for d in docs:
-                for k in ("job", "created"):
+                for k in ("job", "created", "digest", "run_id"):
                     d.pop(k, None)
             _assert_close(docs[0], docs[1])

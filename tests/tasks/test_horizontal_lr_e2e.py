@@ -232,7 +232,7 @@ def test_resume_continues_from_the_coordinators_checkpoint(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     # a new run over the same folder keeps the earlier run's ledgers instead of deleting them
     before = (out / "ledger" / "bank1.jsonl").read_text()
-    assert cli("simulate", spec, "--out", out).returncode == 0
+    assert cli("simulate", spec, "--out", out, "--force").returncode == 0
     previous = sorted((out / "ledger" / "previous").iterdir())
     assert len(previous) == 4 and any(p.read_text() == before for p in previous)
     assert len(list((out / "ledger-inbound" / "previous").iterdir())) == 4
