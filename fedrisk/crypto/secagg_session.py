@@ -160,6 +160,11 @@ class SessionSecureAggregation(SecureAggregation):
     rounds : int
         Aggregations per setup (default :data:`DEFAULT_ROUNDS`). Larger batches save setups; the
         setup's share traffic grows as ``2 * rounds * n^2`` Shamir shares of 66 bytes.
+    round_timeout : float, optional
+        Seconds the coordinator waits for the masked vectors of a round after the setup — the
+        first message of such a round, sent after the parties' local work. Default: ``key_timeout``,
+        else the channel's receive timeout. A party silent for that long is dropped for the rest
+        of the session.
     **kwargs
         As :class:`~fedrisk.crypto.secure_aggregation.SecureAggregation` (threshold, colluders,
         frac_bits, dropout_timeout, key_timeout, signing_key_pem, peer_certs_pem, parties).
@@ -172,7 +177,7 @@ class SessionSecureAggregation(SecureAggregation):
     single-round :class:`~fedrisk.crypto.secure_aggregation.SecureAggregation`.
     """
 
-    def __init__(self, rounds: int = DEFAULT_ROUNDS, threshold: int | None = None,
+    def __init__(self, rounds: int = DEFAULT_ROUNDS, round_timeout: float | None = None, threshold: int | None = None,
                  frac_bits: int = ring64.DEFAULT_FRAC_BITS, dropout_timeout: float = 10.0,
                  key_timeout: float | None = None, signing_key_pem: bytes | None = None,
                  peer_certs_pem: Mapping[str, bytes] | None = None, parties: Sequence[str] | None = None,
@@ -184,6 +189,7 @@ class SessionSecureAggregation(SecureAggregation):
                          key_timeout=key_timeout, signing_key_pem=signing_key_pem, peer_certs_pem=peer_certs_pem,
                          parties=parties, colluders=colluders)
         self.rounds = rounds
+        self.round_timeout = round_timeout
 
     @property
     def _signed(self) -> bool:
@@ -418,7 +424,7 @@ class SessionSecureAggregation(SecureAggregation):
             outsiders = [p for p in parties if p not in st.roster]
             # a dropped or restarted party re-advertises keys: tell it it is out until the next setup
             _notify(channel, outsiders, f"{tag}.sa.keylist", {"excluded": True})
-            first_timeout = channel.recv_timeout if self.key_timeout is None else self.key_timeout
+            first_timeout = next(v for v in (self.round_timeout, self.key_timeout, channel.recv_timeout) if v is not None)
         if tag in st.used:
             raise ProtocolError(f"secure aggregation: tag {tag!r} was already used in session {st.sid!r}")
         st.used.add(tag)

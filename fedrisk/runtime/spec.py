@@ -121,6 +121,9 @@ class EvaluationSpec(_Strict):
 class SecuritySpec(_Strict):
     certs: Path | None = None
     secure_aggregation: bool = True
+    #: aggregations per secure-aggregation setup (session mode, fedrisk.crypto.secagg_session);
+    #: 0 = the single-round protocol with fresh keys for every aggregation
+    secure_aggregation_rounds: int = Field(64, ge=0, le=4096)
     connect_timeout: float = Field(60.0, gt=0)
     recv_timeout: float = Field(600.0, gt=0)
 
