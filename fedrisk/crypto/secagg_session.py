@@ -89,16 +89,18 @@ Against a malicious coordinator the same limits as the single-round protocol app
 sums of any ``t`` of them over rounds. Without ``signing_key_pem``/``peer_certs_pem`` only the
 honest-but-curious guarantee holds.
 
-State. One instance holds per-(party, job) session state on the party side and per-(coordinator,
-job) state on the coordinator side, so one instance may serve several roles in-process. A party
-restarted mid-session has lost its keys: it re-advertises keys and is told ``excluded`` until the
-next setup.
+State. Session state is held per channel (weakly: it ends with the job's channel) and per
+party/coordinator role, so one instance may serve several roles in-process and be reused for a
+later job. A party restarted mid-session has lost its keys: it re-advertises keys and is told
+``excluded`` until the next setup; a restarted coordinator starts a new session, which parties
+still in the old one cannot follow (restart the whole job, as a resume does).
 """
 from __future__ import annotations
 
 import os
 import secrets
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -195,13 +197,19 @@ class SessionSecureAggregation(SecureAggregation):
     def _signed(self) -> bool:
         return self.signing_key_pem is not None or self.peer_certs_pem is not None
 
-    def _sessions(self) -> dict:
-        self._pending_lock()
-        return self.__dict__.setdefault("_session_state", {})
+    def _sessions(self, channel: Channel) -> dict:
+        """Session state of the job behind ``channel``; it lives as long as the channel does.
+
+        Keyed by the channel object (weakly), not only by the job name, so an instance reused for a
+        second job with the same name (benchmarks, notebooks) starts a fresh session.
+        """
+        with self._pending_lock():
+            per_channel = self.__dict__.setdefault("_session_state", weakref.WeakKeyDictionary())
+            return per_channel.setdefault(channel, {})
 
     # -- party side ------------------------------------------------------------------------------
-    def _needs_setup(self, me: str, job: str) -> bool:
-        st = self._sessions().get(("party", me, job))
+    def _needs_setup(self, channel: Channel) -> bool:
+        st = self._sessions(channel).get(("party", channel.me, channel.job))
         return st is None or st.dead or st.r >= st.rounds
 
     def prepare(self, channel: Channel, coordinator: str, tag: str) -> None:
@@ -211,8 +219,10 @@ class SessionSecureAggregation(SecureAggregation):
         the masked vector first). Lets an algorithm overlap the setup with local training.
         """
         me, job = channel.me, channel.job
+        if not self._needs_setup(channel):
+            return
         with self._pending_lock():
-            if not self._needs_setup(me, job) or (me, job, tag) in self.__dict__["_pending"]:
+            if (me, job, tag) in self.__dict__["_pending"]:
                 return
             c_sk = X25519PrivateKey.generate()
             s_sks = [X25519PrivateKey.generate() for _ in range(self.rounds)]
@@ -233,10 +243,10 @@ class SessionSecureAggregation(SecureAggregation):
             raise CryptoError(f"{me}: secure aggregation sums 1-D vectors; got shape {x.shape}")
         if not np.all(np.isfinite(x)):
             raise CryptoError(f"{me}: the vector for {tag!r} holds NaN or infinity; nothing was sent")
-        if self._needs_setup(me, job):
+        if self._needs_setup(channel):
             if not self._party_setup(channel, coordinator, tag):
                 return
-        st: _PartySession = self._sessions()[("party", me, job)]
+        st: _PartySession = self._sessions(channel)[("party", me, job)]
         if tag in st.used:
             raise ProtocolError(f"{me}: aggregation tag {tag!r} was already used in this secure-aggregation session")
         st.used.add(tag)
@@ -270,7 +280,7 @@ class SessionSecureAggregation(SecureAggregation):
     def _party_setup(self, channel: Channel, coordinator: str, tag: str) -> bool:
         """Steps keys -> keylist -> shares -> inbox; stores the session. False if excluded."""
         me, job = channel.me, channel.job
-        self._sessions().pop(("party", me, job), None)
+        self._sessions(channel).pop(("party", me, job), None)
         self.prepare(channel, coordinator, tag)
         with self._pending_lock():
             c_sk, s_sks = self.__dict__["_pending"].pop((me, job, tag))
@@ -320,7 +330,7 @@ class SessionSecureAggregation(SecureAggregation):
             held[j] = ([plain[k * SB:(k + 1) * SB] for k in range(K)],
                        [plain[(K + k) * SB:(K + k + 1) * SB] for k in range(K)])
         s_pk_of = {p: _split_pks(keys[p][1]) for p in u2}
-        self._sessions()[("party", me, job)] = _PartySession(
+        self._sessions(channel)[("party", me, job)] = _PartySession(
             sid=tag, rounds=K, t=t, xs=xs, roster=list(u2), s_sk=s_sks, s_pk=s_pk_of, b=b, held=held)
         return True
 
@@ -412,7 +422,7 @@ class SessionSecureAggregation(SecureAggregation):
         if len(parties) < 2:
             raise ConfigError(f"secure aggregation needs at least 2 parties, got {parties}: with one, its "
                               f"vector would be the sum. Use PlainAggregation explicitly for a single party")
-        sessions = self._sessions()
+        sessions = self._sessions(channel)
         key = ("coordinator", channel.me, job)
         st: _CoordSession | None = sessions.get(key)
         if st is None or st.r >= st.rounds:
