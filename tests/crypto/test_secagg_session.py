@@ -368,3 +368,23 @@ def test_scheduling_rounds_differently_for_the_victim_recovers_nothing(n):
         assert out[p].startswith("refused")
         if n > 3:  # (at n = 3 the shrunken survivor list is below the threshold first)
             assert "this party is at round 1" in out[p]
+
+
+def test_ledger_kinds_in_session_rounds():
+    names = ["bank1", "bank2", "bank3"]
+    _, net, _ = run_session(_vectors(names, 3, 5), SessionSecureAggregation(rounds=3, dropout_timeout=2.0))
+    kinds = {(e["tag"].split(".sa.")[0], e["tag"].rsplit(".sa.", 1)[1]): e["kind"] for e in net["bank1"].ledger.entries}
+    assert kinds == {("t.r0", "keys"): "public-parameter", ("t.r0", "shares"): "ciphertext",
+                     **{(f"t.r{k}", "masked"): "masked" for k in range(3)},
+                     **{(f"t.r{k}", "reveal"): "plaintext-by-design" for k in range(3)}}
+    coord = {e["tag"].rsplit(".sa.", 1)[1]: e["kind"] for e in net[COORD].ledger.entries}
+    assert coord == {"keylist": "public-parameter", "inbox": "ciphertext", "unmask": "control"}
+
+
+def test_a_tag_used_twice_in_a_session_is_refused():
+    names = ["bank1", "bank2"]
+    agg = SessionSecureAggregation(rounds=4, dropout_timeout=1.0)
+    roles = {p: (lambda ch: [agg.submit(ch, COORD, "same", np.ones(2)) for _ in range(2)]) for p in names}
+    roles[COORD] = lambda ch: [agg.collect(ch, names, "same", 2) for _ in range(2)]
+    with pytest.raises(Exception, match="already used"):
+        run_roles(roles, recv_timeout=3.0)
