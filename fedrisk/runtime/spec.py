@@ -341,6 +341,7 @@ def shared_settings(spec: JobSpec) -> dict[str, Any]:
         "parties": {n: {"address": p.address, "id": p.id, "label": bool(p.label)} for n, p in sorted(spec.parties.items())},
         "task": spec.task,
         "evaluation": {"holder": spec.evaluation.holder, "test_rule": spec.evaluation.test_rule},
-        "security": {"secure_aggregation": spec.security.secure_aggregation},
+        "security": {"secure_aggregation": spec.security.secure_aggregation,
+                     "secure_aggregation_rounds": spec.security.secure_aggregation_rounds},
         "privacy": spec.privacy.model_dump(mode="json") if spec.privacy is not None else None,
     }
