@@ -58,7 +58,9 @@ The per-round X25519 keys close that. What a round reveals is bounded per index 
 every honest party enforces on its own: it reveals shares for index ``r`` only while its own
 counter is at ``r`` (the coordinator's ``round`` must match, else it refuses), then advances, so
 it reveals at most one kind of share (``b`` *or* ``s_sk``) for each party and index, and never
-twice — even when a deviating coordinator schedules rounds differently for different parties.
+twice — even when a deviating coordinator schedules rounds differently for different parties. A
+party whose round fails after it masked (timeout, refusal) leaves the session at once, so an index
+it has masked with is never used again; a coordinator whose round fails starts a new session.
 Getting both secrets of a victim ``j`` for one index therefore needs ``t`` shares of each from
 disjoint sets of honest parties plus the colluders, which :func:`default_threshold`'s
 ``t > (n + colluders) / 2`` rules out exactly as in the single-round protocol. The parties also
@@ -250,9 +252,18 @@ class SessionSecureAggregation(SecureAggregation):
         if tag in st.used:
             raise ProtocolError(f"{me}: aggregation tag {tag!r} was already used in this secure-aggregation session")
         st.used.add(tag)
-        r = st.r
-        self._send_masked(channel, coordinator, tag, self._session_mask(job, tag, me, x, st))
+        y = self._session_mask(job, tag, me, x, st)
+        try:
+            self._round(channel, coordinator, tag, st, y)
+        except BaseException:
+            # whatever went wrong after index r was put to use (timeout, refusal, crash), this party
+            # never uses or reveals anything of this session again: the next aggregation sets up afresh
+            st.dead = True
+            raise
 
+    def _round(self, channel: Channel, coordinator: str, tag: str, st: _PartySession, y: np.ndarray) -> None:
+        me, r = channel.me, st.r
+        self._send_masked(channel, coordinator, tag, y)
         req = channel.recv(coordinator, f"{tag}.sa.unmask")
         roster = set(st.roster)
         survivors = self._check_members(me, tag, req, "survivors", roster, st.t, "sent their masked vectors",
@@ -438,6 +449,15 @@ class SessionSecureAggregation(SecureAggregation):
         if tag in st.used:
             raise ProtocolError(f"secure aggregation: tag {tag!r} was already used in session {st.sid!r}")
         st.used.add(tag)
+        try:
+            return self._coord_round(channel, parties, tag, length, st, first_timeout)
+        except BaseException:
+            sessions.pop(key, None)  # a failed round ends the session; the next aggregation sets up afresh
+            raise
+
+    def _coord_round(self, channel: Channel, parties: list[str], tag: str, length: int, st: _CoordSession,
+                     first_timeout: float) -> AggregateResult:
+        job = channel.job
         t, r = st.t, st.r
         asked = [p for p in st.roster if p in parties]
         gone = self.__dict__.setdefault("_gone", set())
