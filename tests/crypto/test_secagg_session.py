@@ -388,3 +388,23 @@ def test_a_tag_used_twice_in_a_session_is_refused():
     roles[COORD] = lambda ch: [agg.collect(ch, names, "same", 2) for _ in range(2)]
     with pytest.raises(Exception, match="already used"):
         run_roles(roles, recv_timeout=3.0)
+
+
+@settings(max_examples=6, deadline=None)
+@given(n=st.integers(4, 5), per_session=st.integers(2, 5), data=st.data())
+def test_random_dropout_schedules_keep_every_sum_right(n, per_session, data):
+    """Up to n - t banks die at random aggregations; every sum is over exactly the banks still in."""
+    names = [f"bank{i}" for i in range(n)]
+    aggs = 6
+    t = default_threshold(n)
+    dying = data.draw(st.lists(st.sampled_from(names), max_size=n - t, unique=True))
+    die_at = {p: data.draw(st.integers(0, aggs - 1)) for p in dying}
+    vecs = _vectors(names, aggs, 5, seed=n * 100 + per_session)
+    kw = dict(rounds=per_session, dropout_timeout=0.3, key_timeout=0.4)
+    results, _, out = run_session(vecs, SessionSecureAggregation(**kw),
+                                  {p: DiesAtRound(k, **kw) for p, k in die_at.items()}, recv_timeout=10.0)
+    for k, res in enumerate(results):
+        alive = [p for p in names if die_at.get(p, aggs) > k]
+        assert res.contributors == tuple(alive)
+        np.testing.assert_allclose(res.total, sum(vecs[p][k] for p in alive), atol=1e-5)
+    assert all(out[p] == f"died at {k}" for p, k in die_at.items())
