@@ -5,6 +5,7 @@ anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,14 +56,16 @@ def _write_report(run_dir: Path) -> Path | None:
     return write_report(run_dir)
 
 
-def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> Table:
+def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]], rows_col: str = "rows scored") -> Table:
+    """One line per model; ``rows_col`` names what the last column counts (scored rows, or training rows)."""
     t = Table(title=title)
-    for col in ("model", "AUC", "KS", "Gini", "rows"):
+    for col in ("model", "AUC", "KS", "Gini", rows_col):
         t.add_column(col, justify="right" if col != "model" else "left")
     for name, m in rows:
         auc = m.get("auc")
+        n = m.get("n_train") if rows_col.startswith("train") else m.get("n")
         t.add_row(name, f"{auc:.4f}" if auc is not None else "-", f"{m.get('ks', float('nan')):.4f}",
-                  f"{m.get('gini', 2 * auc - 1 if auc else float('nan')):.4f}", str(m.get("n_train", m.get("n", ""))))
+                  f"{m.get('gini', 2 * auc - 1 if auc else float('nan')):.4f}", f"{n:,}" if isinstance(n, int) else "")
     return t
 
 
@@ -136,6 +139,8 @@ def certs(parties: str = typer.Option(..., help="comma-separated party names, e.
     except FedriskError as e:
         _fail(e)
     console.print(f"wrote a dev CA and certificates for {', '.join(names)} to {out}")
+    console.print(f"each host gets ca.pem, NAME.pem and NAME-key.pem only; the CA key {out / 'private-ca' / 'ca-key.pem'} "
+                  f"goes to no party host (see {out / 'README.txt'})", highlight=False)
 
 
 @app.command()
@@ -179,8 +184,10 @@ def serve(spec: Path = typer.Argument(..., help="job spec (TOML) the model was t
 def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
     """Write RUN_DIR/report.html: one self-contained page a risk manager can read offline."""
     try:
-        if not (run_dir / "metrics.json").is_file():
-            raise ConfigError(f"{run_dir} has no metrics.json; is it a fedrisk run directory?")
+        # the label holder's directory has metrics.json; a feature holder's has its own run record
+        if not ((run_dir / "metrics.json").is_file() or any(run_dir.glob("run-*.json"))
+                or any((run_dir / "ledger").glob("*.jsonl"))):
+            raise ConfigError(f"{run_dir} has no metrics.json, run-<party>.json or ledger/; is it a fedrisk run directory?")
         path = _write_report(run_dir)
         if path is None:
             raise ConfigError("the report module is not available in this install")
@@ -192,7 +199,7 @@ def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run directory"),
          seed: int = typer.Option(0, help="seed of the synthetic federation"),
-         rounds: int = typer.Option(30, help="FedAvg rounds")) -> None:
+         rounds: int = typer.Option(30, help="most training rounds (the exact Newton solver stops when converged)")) -> None:
     """Three synthetic banks train one default model over mutual TLS; compare with pooled and each bank alone."""
     from fedrisk.runtime.demo import run_demo
 
@@ -204,7 +211,13 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run director
         _fail(e)
     rows = [("federated (3 banks, mTLS)", summary["federated"]), ("pooled (centralised)", summary["centralized"])]
     rows += [(f"{b} alone", m) for b, m in summary["local_only"].items()]
-    console.print(_metrics_table("Held-out market-wide test set", rows))
+    n_test = summary["federated"].get("n")
+    console.print(_metrics_table(f"Scored on the held-out market-wide test set ({n_test:,} rows)" if n_test else
+                                 "Scored on the held-out market-wide test set", rows, rows_col="training rows"))
+    st = summary.get("stability")
+    if st:
+        console.print(f"stability (PSI of the federated score, {st['expected']} vs {st['actual']}): "
+                      f"{st['psi']:.3f} ({st['band']})")
     fed, best_local = summary["federated"]["auc"], max(m["auc"] for m in summary["local_only"].values())
     console.print(f"federation vs best single bank: AUC {fed - best_local:+.4f}; "
                   f"vs pooled: {fed - summary['centralized']['auc']:+.4f}")
@@ -212,7 +225,42 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run director
                   + (f"; report: {report}" if report else "") + f"; ledgers: {out / 'ledger'}")
 
 
+ledger_app = typer.Typer(no_args_is_help=True, help="Check the message ledgers of a run.")
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("verify")
+def ledger_verify(run_dir: Path = typer.Argument(..., help="run directory (or a ledger folder or file)"),
+                  other: Optional[list[Path]] = typer.Argument(None, help="the other sides' run directories or "
+                                                                        "ledger files, to reconcile with")) -> None:
+    """Check each ledger's hash chain, and that what each party sent is what the other received.
+
+    In a simulated run all parties' ledgers are in RUN_DIR; across hosts, pass each partner's
+    ledger files (ledger/NAME.jsonl, ledger-inbound/NAME.jsonl) or run directory as OTHER.
+    """
+    from rich.markup import escape
+
+    from fedrisk.transport.ledger import verify_ledgers
+
+    try:
+        paths = [run_dir, *(other or [])]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} does not exist; give a run directory or ledger files")
+        res = verify_ledgers(paths)
+        for line in res.lines:
+            style = {"ok": "green", "warning": "yellow", "error": "red"}[line.split(":", 1)[0]]
+            console.print(f"[{style}]{escape(line)}[/]", highlight=False, soft_wrap=True)
+        if res.errors:
+            raise ConfigError(f"{res.errors} ledger check(s) failed; see the lines above")
+    except FedriskError as e:
+        _fail(e)
+
+
 def main() -> None:
+    # everything a run writes (scores, models, ledgers, logs, keys) is private to this account:
+    # files 0600, folders 0700, whatever the shell's umask
+    os.umask(0o077)
     app()
 
 

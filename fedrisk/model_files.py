@@ -23,10 +23,20 @@ A horizontal tree model (``horizontal.gbdt``) is likewise one global file::
 leaves reached)``. Vertical models are one file per
 party (each holds only its own features' part) and are scored federatedly, see
 :mod:`fedrisk.runtime.inference`.
+
+Loading validates before anything is scored (issue 12 item 10: a file with ``scale = 0`` used to
+give NaN scores reported as "scored 199 rows"): the fields a format scores with must have the
+right types and lengths and be finite, scales positive (:func:`validate_model`). Every model file
+written through :func:`~fedrisk.runtime.context.write_json` carries ``"digest": {"sha256": ...}``
+over its canonical JSON, and :func:`load_model` refuses a file whose digest does not match. The
+digest catches corruption and careless edits; it is not a signature (whoever can rewrite the file
+can rewrite the digest), so model files still belong in a folder only their owner can write.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,7 +46,101 @@ import numpy as np
 from fedrisk.errors import ConfigError, DataError
 from fedrisk.runtime.context import write_json
 
-__all__ = ["save_lr_model", "save_gbdt_model", "load_model", "score_lr", "score_gbdt"]
+__all__ = ["save_lr_model", "save_gbdt_model", "load_model", "score_lr", "score_gbdt", "validate_model", "model_digest",
+           "seal_model"]
+
+_DIGEST = "digest"
+
+
+def model_digest(model: dict[str, Any]) -> str:
+    """SHA-256 of the model's canonical JSON (sorted keys, no ``digest`` field)."""
+    body = {k: v for k, v in model.items() if k != _DIGEST}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def seal_model(model: dict[str, Any]) -> dict[str, Any]:
+    """``model`` (already plain JSON values) with its ``digest`` field set."""
+    return {**{k: v for k, v in model.items() if k != _DIGEST}, _DIGEST: {"sha256": model_digest(model)}}
+
+
+def _bad(path: Path, msg: str) -> ConfigError:
+    return ConfigError(f"model file {path}: {msg}; re-export it from the run directory, or re-train")
+
+
+def _numbers(path: Path, model: dict[str, Any], key: str, n: int | None, *, positive: bool = False) -> None:
+    v = model.get(key)
+    if not isinstance(v, list) or (n is not None and len(v) != n):
+        raise _bad(path, f"'{key}' must be a list of {n if n is not None else ''} numbers".replace("  ", " "))
+    for i, x in enumerate(v):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise _bad(path, f"'{key}'[{i}] is {x!r}, not a finite number")
+        if positive and x <= 0:
+            raise _bad(path, f"'{key}'[{i}] is {x!r}; scales must be positive (a zero scale divides by zero)")
+
+
+def _number(path: Path, model: dict[str, Any], key: str, *, positive: bool = False, nonzero: bool = False) -> None:
+    x = model.get(key)
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise _bad(path, f"'{key}' is {x!r}, not a finite number")
+    if (positive and x <= 0) or (nonzero and x == 0):
+        raise _bad(path, f"'{key}' is {x!r}; it must be {'positive' if positive else 'non-zero'}")
+
+
+def _features(path: Path, model: dict[str, Any]) -> int:
+    f = model.get("features")
+    if not isinstance(f, list) or not all(isinstance(x, str) and x for x in f) or len(set(f)) != len(f):
+        raise _bad(path, "'features' must be a list of distinct column names")
+    return len(f)
+
+
+def validate_model(model: Any, path: str | Path = "<model>") -> dict[str, Any]:
+    """Check the fields a model's format scores with; raise one :class:`ConfigError` line naming the field.
+
+    Linear models (``fedrisk.lr``, ``fedrisk.vertical.lr`` and its parts): ``features`` distinct
+    names; ``mean``, ``scale`` (> 0) and ``coef`` finite, one per feature; ``intercept`` finite
+    where the format scores with it. Scorecards: finite base points and points, positive odds,
+    non-zero PDO, bins for every feature. Other ``fedrisk.*`` formats: ``version`` an integer
+    (their own loaders check the rest).
+    """
+    path = Path(path)
+    if not isinstance(model, dict) or not str(model.get("format", "")).startswith("fedrisk."):
+        raise ConfigError(f"model file {path} is not a fedrisk model (no 'format': 'fedrisk.*' field)")
+    fmt = model["format"]
+    version = model.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _bad(path, f"'version' is {version!r}, not an integer")
+    if fmt in ("fedrisk.lr", "fedrisk.vertical.lr", "fedrisk.vertical.lr.part"):
+        n = _features(path, model)
+        for key in ("mean", "scale", "coef"):
+            _numbers(path, model, key, n, positive=key == "scale")
+        if fmt != "fedrisk.vertical.lr.part":
+            _number(path, model, "intercept")
+    elif fmt == "fedrisk.scorecard":
+        feats = model.get("features")
+        _features(path, model)
+        for key in ("base_points", "base_score"):
+            _number(path, model, key)
+        _number(path, model, "base_odds", positive=True)
+        _number(path, model, "pdo", nonzero=True)
+        table, bins = model.get("table"), model.get("bins")
+        if not isinstance(table, list) or not all(isinstance(r, dict) for r in table):
+            raise _bad(path, "'table' must be a list of rows")
+        for i, r in enumerate(table):
+            p = r.get("points")
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p):
+                raise _bad(path, f"'table'[{i}].points is {p!r}, not a finite number")
+        if not isinstance(bins, dict) or any(f not in bins for f in feats):
+            raise _bad(path, "'bins' must hold the bins of every feature")
+    elif fmt == "fedrisk.gbdt":
+        n = _features(path, model)
+        _number(path, model, "base_score")
+        trees, cuts = model.get("trees"), model.get("cuts")
+        if not isinstance(trees, list) or not all(isinstance(tr, dict) and isinstance(tr.get("nodes"), list) for tr in trees):
+            raise _bad(path, "'trees' must be a list of {'nodes': [...]}")
+        if not isinstance(cuts, list) or len(cuts) != n:
+            raise _bad(path, f"'cuts' must hold the bin edges of each of the {n} features")
+    return model
 
 
 def save_lr_model(path: Path, model: Any, task: str, job: str) -> Path:
@@ -60,16 +164,21 @@ def save_gbdt_model(path: Path, model: Any, task: str, job: str) -> Path:
 
 
 def load_model(path: str | Path) -> dict[str, Any]:
+    """Read, digest-check (when the file has a digest) and validate a model file."""
     path = Path(path)
     try:
         model = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"model file {path} does not exist") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ConfigError(f"model file {path} is not a fedrisk JSON model: {e}") from None
-    if not isinstance(model, dict) or not str(model.get("format", "")).startswith("fedrisk."):
-        raise ConfigError(f"model file {path} is not a fedrisk model (no 'format': 'fedrisk.*' field)")
-    return model
+    if isinstance(model, dict) and _DIGEST in model:
+        d = model[_DIGEST]
+        want = d.get("sha256") if isinstance(d, dict) else None
+        if not isinstance(want, str) or want != model_digest(model):
+            raise ConfigError(f"model file {path}: its content does not match its sha256 digest (the file was changed "
+                              "or damaged after it was written); use the run directory's original file")
+    return validate_model(model, path)
 
 
 def score_lr(model: dict[str, Any], X: np.ndarray) -> np.ndarray:

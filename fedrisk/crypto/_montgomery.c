@@ -205,6 +205,18 @@ static Mod *new_mod(const Py_buffer *nb)
     return m;
 }
 
+/* a * b as a buffer size, or 0 with a Python error: every size a caller's count or width
+   multiplies into must go through here, since a wrapped product allocates a small buffer that the
+   loop then writes past (a heap overflow). */
+static int size_mul(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *out, const char *what)
+{
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, out)) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd x %zd bytes does not fit in memory", what, a, b);
+        return 0;
+    }
+    return 1;
+}
+
 /* After a GIL-free loop: drop the result and raise `msg` if the loop met a bad value. */
 static PyObject *unless_bad(PyObject *out, int bad, const char *msg)
 {
@@ -234,7 +246,9 @@ static PyObject *power_table(PyObject *self, PyObject *args)
         goto done;
     }
     mp_size_t L = m->L;
-    out = PyBytes_FromStringAndSize(NULL, count * L * (Py_ssize_t)sizeof(mp_limb_t));
+    Py_ssize_t tsize;
+    if (!size_mul(count, (Py_ssize_t)L * (Py_ssize_t)sizeof(mp_limb_t), &tsize, "power_table count")) goto done;
+    out = PyBytes_FromStringAndSize(NULL, tsize);
     if (!out) goto done;
     mp_limb_t *t = (mp_limb_t *)PyBytes_AS_STRING(out);
     Py_BEGIN_ALLOW_THREADS
@@ -292,7 +306,9 @@ static PyObject *gather_products(PyObject *self, PyObject *args)
         if (!check_blob(&fb, m->w, "factors", &nf)) goto done;
         if (nf != count) { PyErr_Format(PyExc_ValueError, "%zd factors for %zd products", nf, count); goto done; }
     }
-    out = PyBytes_FromStringAndSize(NULL, count * m->w);
+    Py_ssize_t osize;
+    if (!size_mul(count, m->w, &osize, "gather_products result")) goto done;
+    out = PyBytes_FromStringAndSize(NULL, osize);
     if (!out) goto done;
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
     const mp_limb_t *tab = tb.buf;
@@ -412,9 +428,13 @@ static PyObject *grouped_products(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    acc = malloc((size_t)(n_groups ? n_groups : 1) * (size_t)L * sizeof(mp_limb_t));
+    Py_ssize_t asize, osize;
+    if (!size_mul(n_groups ? n_groups : 1, (Py_ssize_t)L * (Py_ssize_t)sizeof(mp_limb_t), &asize, "grouped_products n_groups")
+        || !size_mul(n_groups, m->w, &osize, "grouped_products result"))
+        goto done;
+    acc = malloc((size_t)asize);
     cnt = calloc((size_t)(n_groups ? n_groups : 1), sizeof(int64_t));
-    out = PyBytes_FromStringAndSize(NULL, n_groups * m->w);
+    out = PyBytes_FromStringAndSize(NULL, osize);
     if (!out) goto done;
     if (!acc || !cnt) {
         Py_CLEAR(out);
@@ -508,8 +528,9 @@ static PyObject *shift_products(PyObject *self, PyObject *args)
     Py_ssize_t count;
     if (!check_blob(&vb, m->w, "values", &count)) goto done;
     if (group < 1 || shift < 0) { PyErr_SetString(PyExc_ValueError, "group must be >= 1 and shift >= 0"); goto done; }
-    Py_ssize_t n_out = (count + group - 1) / group;
-    out = PyBytes_FromStringAndSize(NULL, n_out * m->w);
+    Py_ssize_t n_out = count / group + (count % group != 0), osize; /* no count + group overflow */
+    if (!size_mul(n_out, m->w, &osize, "shift_products result")) goto done;
+    out = PyBytes_FromStringAndSize(NULL, osize);
     if (!out) goto done;
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
     int bad = 0;
@@ -553,10 +574,11 @@ static PyObject *pow_list(PyObject *self, PyObject *args)
     Py_ssize_t count;
     if (!check_blob(&vb, m->w, "values", &count)) goto done;
     const unsigned char *e = eb.buf;
-    Py_ssize_t ebits = eb.len * 8;
+    Py_ssize_t ebits, osize;
+    if (!size_mul(eb.len, 8, &ebits, "pow_list exponent") || !size_mul(count, m->w, &osize, "pow_list result")) goto done;
     while (ebits > 0 && !((e[(eb.len * 8 - ebits) / 8] >> (7 - (eb.len * 8 - ebits) % 8)) & 1)) ebits--;
     tab = malloc(((size_t)1 << W) * (size_t)L * sizeof(mp_limb_t));
-    out = PyBytes_FromStringAndSize(NULL, count * m->w);
+    out = PyBytes_FromStringAndSize(NULL, osize);
     if (!out) goto done;
     if (!tab) { Py_CLEAR(out); PyErr_NoMemory(); goto done; }
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
@@ -619,7 +641,10 @@ static PyObject *crt_combine(PyObject *self, PyObject *args)
     Py_ssize_t na, nbv;
     if (!check_blob(&ab, m1->w, "a", &na) || !check_blob(&bb, m2->w, "b", &nbv)) goto done;
     if (na != nbv) { PyErr_SetString(PyExc_ValueError, "a and b differ in length"); goto done; }
-    out = PyBytes_FromStringAndSize(NULL, na * width);
+    Py_ssize_t osize;
+    if (width < 1) { PyErr_SetString(PyExc_ValueError, "width must be positive"); goto done; }
+    if (!size_mul(na, width, &osize, "crt_combine result")) goto done;
+    out = PyBytes_FromStringAndSize(NULL, osize);
     if (!out) goto done;
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
     int bad = 0;

@@ -33,6 +33,7 @@ from fedrisk.errors import DataError
 from fedrisk.finance.woe import iv_strength
 from fedrisk.finance import metrics as fm
 from fedrisk.finance.charts import PALETTE, Chart, format_bytes
+from fedrisk.finance import report_model as rm
 from fedrisk.transport.ledger import read_ledger, summarise
 
 __all__ = ["write_report", "render_report", "load_run"]
@@ -128,7 +129,15 @@ def load_run(run_dir: Path) -> dict[str, Any]:
                 notes.append(f"{split} metrics: {exc}")
     if not isinstance(metrics.get("stability"), dict) and {"train", "test"} <= scores.keys():
         metrics["stability"] = fm.population_stability_index(scores["train"]["score"], scores["test"]["score"])
-    return {"metrics": metrics, "scores": scores, "ledgers": _load_ledgers(run_dir / "ledger", notes), "notes": notes}
+    ledgers = _load_ledgers(run_dir / "ledger", notes)
+    view = rm.load_model_view(run_dir, metrics, notes)
+    if view["viewer"] and len(ledgers) > 1:
+        # a local simulation writes every party's ledger here; each party's report shows its own
+        # outbound messages and what others sent to it, not the partners' traffic among themselves
+        me = view["viewer"]
+        ledgers = {p: [e for e in es if p == me or e.get("to") == me] for p, es in ledgers.items()}
+        ledgers = {p: es for p, es in ledgers.items() if es}
+    return {"metrics": metrics, "scores": scores, "ledgers": ledgers, "notes": notes, "view": view}
 
 
 # -- small formatting helpers ------------------------------------------------------------------
@@ -177,7 +186,7 @@ def _cards(m: dict[str, Any], ledgers: dict[str, list[dict[str, Any]]]) -> str:
         ("Brier", _num(test.get("brier"), 4), "probability accuracy"),
         ("Test sample", _num(test.get("n")) if test.get("n") is not None else "—",
          f"bad rate {_pct(test.get('positives', 0) / test['n'])}" if test.get("n") else ""),
-        ("PSI train→test", _num(stab.get("psi")), stab.get("band", "")),
+        ("PSI " + "→".join(_stability_labels(stab)), _num(stab.get("psi")), stab.get("band", "")),
         ("Data exchanged", format_bytes(total_bytes) if ledgers else "—",
          f"{sum(len(v) for v in ledgers.values()):,} messages" if ledgers else ""),
     ]
@@ -193,18 +202,6 @@ def _cards(m: dict[str, Any], ledgers: dict[str, list[dict[str, Any]]]) -> str:
             f'<div class="s">{escape(str(sub))}</div></div>'
         )
     return '<div class="cards">' + "".join(out) + "</div>"
-
-
-def _importance(m: dict[str, Any]) -> str:
-    """Top features of a tree model by total split gain, with their split counts."""
-    imp = m.get("importance")
-    if not isinstance(imp, dict) or not imp or not all(isinstance(v, dict) and "gain" in v for v in imp.values()):
-        return NA
-    rows = sorted(imp.items(), key=lambda kv: -float(kv[1].get("gain", 0.0)))[:15]
-    total = sum(float(v.get("gain", 0.0)) for v in imp.values()) or 1.0
-    return _table(["Feature", "Total gain", "Share of gain", "Splits"],
-                  [[escape(str(k)), _num(float(v["gain"]), 1), _pct(float(v["gain"]) / total), _num(v.get("splits"))]
-                   for k, v in rows], "num")
 
 
 def _comparison(m: dict[str, Any]) -> str:
@@ -388,21 +385,28 @@ def _stability(m: dict[str, Any]) -> str:
     k = len(bins)
     e = [float(b.get("expected_pct", 0)) for b in bins]
     a = [float(b.get("actual_pct", 0)) for b in bins]
-    c = Chart("Score distribution: train (expected) vs test (actual)", "Score bin (train quantiles)", "Share of sample",
+    exp_l, act_l = _stability_labels(st)
+    c = Chart(f"Score distribution: {exp_l} (expected) vs {act_l} (actual)", "Score bin (expected quantiles)", "Share of sample",
               x_range=(0.4, k + 0.6), y_range=(0, max(e + a + [0.01]) * 1.4), x_ticks=[(i + 1, str(i + 1)) for i in range(k)],
               width=max(520, 52 * k))
-    c.bars([i + 1 for i in range(k)], e, bar_width=0.36, offset=-0.19, color=PALETTE["train"], label="train")
-    c.bars([i + 1 for i in range(k)], a, bar_width=0.36, offset=0.19, color=PALETTE["model"], label="test")
+    c.bars([i + 1 for i in range(k)], e, bar_width=0.36, offset=-0.19, color=PALETTE["train"], label=exp_l)
+    c.bars([i + 1 for i in range(k)], a, bar_width=0.36, offset=0.19, color=PALETTE["model"], label=act_l)
     band = escape(str(st.get("band", "")))
     head = (f'<p class="psi band-{band}"><strong>PSI {_num(st.get("psi"), 4)}</strong> — {band}. '
+            f"Compares the model's scores on <strong>{escape(st.get('expected') or exp_l + ' rows')}</strong> (expected"
+            f"{'' if st.get('expected') else ', ' + _num(st.get('n_expected'))}) with "
+            f"<strong>{escape(st.get('actual') or act_l + ' rows')}</strong> (actual"
+            f"{'' if st.get('actual') else ', ' + _num(st.get('n_actual'))}). "
             "Reading: &lt; 0.10 stable, 0.10–0.25 watch, &gt; 0.25 population shift. "
             "Empty bins are smoothed to 0.01% before the logarithm.</p>")
+    if st.get("caveat"):
+        head += f'<p class="na">{escape(str(st["caveat"]))}</p>'
 
     def _edge(v: Any) -> str:
         return "−∞" if v == -math.inf else "+∞" if v == math.inf else _num(v, 4)
 
     tbl = _table(
-        ["Bin", "Score range", "Train", "Test", "Contribution"],
+        ["Bin", "Score range", exp_l, act_l, "Contribution"],
         [[str(i + 1), f"({_edge(b.get('lower'))}, {_edge(b.get('upper'))}]", _pct(b.get("expected_pct")),
           _pct(b.get("actual_pct")), _num(b.get("psi"), 4)] for i, b in enumerate(bins)],
         "num",
@@ -410,21 +414,39 @@ def _stability(m: dict[str, Any]) -> str:
     return head + _figs(c.svg(), tbl)
 
 
+def _stability_labels(st: dict[str, Any]) -> tuple[str, str]:
+    """Short names of the two samples a PSI compares (``expected_label`` / ``actual_label`` when written)."""
+    return str(st.get("expected_label") or "train"), str(st.get("actual_label") or "test")
+
+
 def _iv(m: dict[str, Any]) -> str:
     iv = m.get("iv")
     if not isinstance(iv, dict) or not iv:
         return NA
     out = []
+    # one scale for every party: an IV of 0.27 must look a third of 0.85, whoever holds the feature
+    top = max([float(r.get("iv", 0) or 0) for rows in iv.values() if isinstance(rows, list)
+               for r in rows if isinstance(r, dict)] + [1e-12])
+    scale = (0.0, max(0.5, top * 1.15))
     for party, rows in iv.items():
         if not isinstance(rows, list):
             continue
         rows = sorted((r for r in rows if isinstance(r, dict)), key=lambda r: -float(r.get("iv", 0) or 0))
         extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("feature", "iv")]
-        top = max([float(r.get("iv", 0) or 0) for r in rows] + [1e-12])
+        if rows:
+            shown = rows[:20]
+            c = Chart(f"{party}: information value (common scale)", "Feature", "IV", x_range=(0.4, len(shown) + 0.6),
+                      y_range=scale, x_ticks=[(i + 1, rm._short(r.get("feature", ""), 8)) for i, r in enumerate(shown)],
+                      width=max(520, 56 * len(shown)))
+            c.bars(range(1, len(shown) + 1), [float(r.get("iv", 0) or 0) for r in shown], bar_width=0.7,
+                   color=PALETTE["model"], values=[f"{float(r.get('iv', 0) or 0):.2f}" for r in shown])
+            for lvl, lab in ((0.02, "weak"), (0.1, "medium"), (0.3, "strong")):
+                c.line([0.4, len(shown) + 0.6], [lvl, lvl], color=PALETTE["ref"], dash="3 3", width=1)
+            out.append(f"<figure>{c.svg()}</figure>")
         trs = []
         for r in rows:
             v = float(r.get("iv", 0) or 0)
-            bar = f'<span class="bar"><span style="width:{100 * v / top:.1f}%"></span></span>'
+            bar = f'<span class="bar"><span style="width:{100 * v / scale[1]:.1f}%"></span></span>'
             trs.append([escape(str(r.get("feature", ""))), f"{v:.4f}", bar + escape(iv_strength(v))]
                        + [_num(r.get(k)) for k in extra])
         out.append(f"<h3>{escape(str(party))}</h3>" + _table(["Feature", "IV", "Strength"] + [k.replace("_", " ") for k in extra], trs, "num iv"))
@@ -523,6 +545,114 @@ footer{color:var(--muted);font-size:12px;text-align:center;padding:0 0 30px}
 """
 
 
+def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], ledgers: dict[str, list[dict[str, Any]]],
+                   view: dict[str, Any], task: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The sections this task produced, in reading order, and their navigation links.
+
+    A WOE job has no scores, so it gets no ROC or lift placeholders; a scorecard's score figures
+    are drawn in points; a feature holder's own report shows its binning, model part and ledger.
+    """
+    out: list[tuple[str, str, str, str]] = []  # (id, nav label, title + intro, body)
+    is_woe = task.endswith(".woe")
+    card = view.get("card")
+    model_task = not is_woe and (bool(scores) or "test" in m or "train" in m or not view.get("viewer"))
+    out.append(("documentation", "Documentation", "Model documentation",
+                _section("documentation", "Model documentation",
+                         "What was trained, by whom, on how many rows and with which settings (from the run directory).",
+                         rm.header_section(m, view, ledgers))))
+    split = "test" if "test" in scores else "train" if "train" in scores else None
+    pts = None
+    if card and split and card.get("base_score") is not None and card.get("pdo"):
+        pts = rm.to_points(scores[split]["score"], float(card["base_score"]), float(card["base_odds"]), float(card["pdo"]))
+    if card:
+        charts = rm.feature_charts(view)
+        body = rm.points_table(view) + (_figs(*charts) if charts else "")
+        out.append(("scorecard", "Points table", "", _section(
+            "scorecard", "Scorecard: points table",
+            ("Each applicant starts with the base points and adds the points of their bin on every feature. "
+             if card.get("base_points") is not None else
+             "This party's rows of the points table: an applicant gets the points of their bin on each of these features. ")
+            + "Charts: bad rate per bin where this party knows the labels, else WOE; each bar labelled with the bin's "
+              "training accounts and points.", body)))
+        if pts is not None:
+            bands_svg, bands_tbl = rm.score_bands(pts, scores[split]["y"], float(card["pdo"]), split)
+            out.append(("bands", "Score bands", "", _section(
+                "bands", "Score bands",
+                f"Applicants grouped by score ({split} rows), bands of {_num(card.get('pdo'), 0)} points (the odds double "
+                "from one band to the next). A good scorecard has bad rates falling steadily as points rise.",
+                _figs(bands_svg, rm.points_distribution(pts, scores[split]["y"], split)) + bands_tbl)))
+        reasons = view.get("reasons")
+        if reasons is not None and len(reasons):
+            r_svg, r_tbl = rm.reason_summary(reasons)
+            out.append(("reasons", "Reasons", "", _section(
+                "reasons", "Reason codes",
+                "Top reasons per test applicant: the features where the applicant's bin scores furthest below the best "
+                "bin. A partner's features count as one aggregated reason unless it opted in to name them.",
+                _figs(r_svg, r_tbl) if r_svg else r_tbl)))
+    if model_task:
+        roc, ksc = _roc_ks(scores)
+        lift_svg, gains_svg, lift_tbl = _lift(m)
+        cal_svg, cal_tbl = _calibration(m)
+        train = _training(m)
+        dist = _distribution(scores) if pts is None else ""
+        out += [
+            ("comparison", "Comparison", "", _section(
+                "comparison", "Federated vs centralised vs local-only",
+                "Same test set for every model. Centralised pooled data is the ceiling a federation can reach; "
+                "local-only models are what each institution achieves alone (for vertical jobs: the label holder's "
+                "own features).", _comparison(m))),
+            ("discrimination", "ROC / KS", "", _section(
+                "discrimination", "Discrimination: ROC and KS",
+                "How well the score separates defaulters (bads) from non-defaulters (goods). "
+                "KS is the largest gap between the cumulative shares of bads and goods.", _figs(roc, ksc) if roc else NA)),
+        ]
+        if pts is None:
+            out.append(("distribution", "Distribution", "", _section(
+                "distribution", "Score distribution by class",
+                "Histogram of the predicted default probability, each class normalised to 100%. "
+                "Less overlap means better separation.", _figs(dist, _class_stats(scores)) if dist else NA)))
+        out += [
+            ("lift", "Lift", "", _section("lift", "Lift and gains", "Accounts ranked by score, riskiest first, and cut into equal-size groups.",
+                                          (_figs(lift_svg, gains_svg) + lift_tbl) if lift_svg else NA)),
+            ("calibration", "Calibration", "", _section(
+                "calibration", "Calibration",
+                "Does a predicted 10% default probability default 10% of the time? Points on the diagonal are well calibrated.",
+                _figs(cal_svg, cal_tbl) if cal_svg else NA)),
+            ("training", "Training", "", _section("training", "Training per round", "Federated optimisation progress.", train or NA)),
+            ("stability", "Stability", "", _section(
+                "stability", "Population stability",
+                "Population stability index of the model's score between two samples, named below.", _stability(m))),
+        ]
+    if not card and view.get("reasons") is not None and len(view["reasons"]):
+        r_svg, r_tbl = rm.reason_summary(view["reasons"])
+        out.append(("reasons", "Reasons", "", _section(
+            "reasons", "Reason codes",
+            "Top reasons per test applicant: the features whose splits along the applicant's path in the trees added "
+            "the most to the default log-odds (per-party contributions; a partner's splits count as one reason).",
+            _figs(r_svg, r_tbl) if r_svg else r_tbl)))
+    imp = rm.importance_section(view)
+    if imp:
+        out.append(("importance", "Importance", "", _section(
+            "importance", "Feature importance",
+            "Total split gain and split count per feature, per party. Each party sees its own feature names; "
+            "a partner's features appear only anonymised (the label holder knows which partner split, not on what).", imp)))
+    if is_woe or "iv" in m or not view.get("viewer"):
+        out.append(("iv", "IV", "", _section("iv", "Information value by party",
+                                             "Predictive strength of each candidate feature, computed per party on common "
+                                             "bins; every bar on the same scale.", _iv(m))))
+    if view.get("binning") and not card:
+        out.append(("binning", "Binning", "", _section(
+            "binning", "Binning tables and WOE",
+            "Per feature: bins, accounts, bad rate where this party knows the labels, and weight of evidence "
+            "(WOE = ln(share of goods / share of bads)).", rm.binning_section(view))))
+    out.append(("ledger", "Ledger", "", _section(
+        "ledger", "Communication ledger",
+        "Every message each party sent, from its own outbound ledger: the record a compliance team "
+        "reviews. Kinds: ciphertext, masked, aggregate, public-parameter, model, metric, plaintext-by-design.",
+        _ledger(ledgers))))
+    return [o[3] for o in out], [(o[0], o[1]) for o in out]
+
+
 def render_report(run: dict[str, Any], title: str | None = None) -> str:
     """Render the HTML page from :func:`load_run` output.
 
@@ -539,52 +669,14 @@ def render_report(run: dict[str, Any], title: str | None = None) -> str:
         A complete HTML document (inline CSS and SVG only).
     """
     m, scores, ledgers = run["metrics"], run["scores"], run["ledgers"]
-    job = str(m.get("job", "")) or "unnamed job"
-    task = str(m.get("task", "")) or "unknown task"
+    view = run.get("view") or {"viewer": None, "job": {}, "record": None, "card": None, "binning": {},
+                               "importance": {}, "reasons": None}
+    job = str(m.get("job", "")) or str((view.get("record") or {}).get("job", "")) or "unnamed job"
+    task = str(m.get("task", "")) or str((view.get("record") or {}).get("task", "")) or "unknown task"
     heading = title or "Credit risk model report"
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-    roc, ksc = _roc_ks(scores)
-    dist = _distribution(scores)
-    lift_svg, gains_svg, lift_tbl = _lift(m)
-    cal_svg, cal_tbl = _calibration(m)
-    train = _training(m)
-
-    sections = [
-        _section("comparison", "Federated vs centralised vs local-only",
-                 "Same test set for every model. Centralised pooled data is the ceiling a federation can reach; "
-                 "local-only models are what each institution achieves alone.", _comparison(m)),
-        _section("discrimination", "Discrimination: ROC and KS",
-                 "How well the score separates defaulters (bads) from non-defaulters (goods). "
-                 "KS is the largest gap between the cumulative shares of bads and goods.",
-                 _figs(roc, ksc) if roc else NA),
-        _section("distribution", "Score distribution by class",
-                 "Histogram of the predicted default probability, each class normalised to 100%. "
-                 "Less overlap means better separation.", _figs(dist, _class_stats(scores)) if dist else NA),
-        _section("lift", "Lift and gains",
-                 "Accounts ranked by score, riskiest first, and cut into equal-size groups.",
-                 (_figs(lift_svg, gains_svg) + lift_tbl) if lift_svg else NA),
-        _section("calibration", "Calibration",
-                 "Does a predicted 10% default probability default 10% of the time? Points on the diagonal are well calibrated.",
-                 _figs(cal_svg, cal_tbl) if cal_svg else NA),
-        _section("training", "Training per round", "Federated optimisation progress.", train or NA),
-        *([_section("importance", "Feature importance",
-                    "Tree models: total loss reduction (gain) of the splits on each feature, and how often it was split on.",
-                    _importance(m))] if isinstance(m.get("importance"), dict) and m["importance"] else []),
-        _section("stability", "Population stability (train → test)",
-                 "Population stability index of the score between the training (expected) and test (actual) samples.",
-                 _stability(m)),
-        _section("iv", "Information value by party",
-                 "Predictive strength of each candidate feature, computed per party on common bins.", _iv(m)),
-        _section("ledger", "Communication ledger",
-                 "Every message each party sent, from its own outbound ledger: the record a compliance team "
-                 "reviews. Kinds: ciphertext, masked, aggregate, public-parameter, model, metric, plaintext-by-design.",
-                 _ledger(ledgers)),
-    ]
-    nav = "".join(f'<a href="#{sid}">{lab}</a>' for sid, lab in (
-        ("comparison", "Comparison"), ("discrimination", "ROC / KS"), ("distribution", "Distribution"),
-        ("lift", "Lift"), ("calibration", "Calibration"), ("training", "Training"), ("stability", "Stability"),
-        ("iv", "IV"), ("ledger", "Ledger")))
+    sections, navs = _task_sections(m, scores, ledgers, view, task)
+    nav = "".join(f'<a href="#{sid}">{lab}</a>' for sid, lab in navs)
     notes = ""
     if run.get("notes"):
         notes = '<div class="notes"><strong>Data notes</strong><ul>' + "".join(f"<li>{escape(n)}</li>" for n in run["notes"]) + "</ul></div>"
@@ -594,7 +686,7 @@ def render_report(run: dict[str, Any], title: str | None = None) -> str:
         f"<title>{escape(heading)} — {escape(job)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{escape(heading)}</h1><div class=\"meta\">Job <strong>{escape(job)}</strong> · task {escape(task)} · "
         f"generated {generated}</div></header><nav>{nav}</nav><main>"
-        f"{_cards(m, ledgers)}{notes}{''.join(sections)}</main>"
+        f"{_cards(m, ledgers) if 'test' in m or 'train' in m or not view.get('viewer') else ''}{notes}{''.join(sections)}</main>"
         "<footer>fedrisk · figures computed from the run directory; no raw data leaves any party to build this report.</footer>"
         "</body></html>\n"
     )

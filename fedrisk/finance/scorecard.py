@@ -27,7 +27,59 @@ import pandas as pd
 from fedrisk.errors import ConfigError, DataError
 from fedrisk.finance.woe import FeatureWoe, WoeEncoder, require_columns
 
-__all__ = ["Scorecard"]
+__all__ = ["Scorecard", "top_reasons", "reason_text", "reason_columns"]
+
+
+def top_reasons(lost: np.ndarray, n: int, tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` largest points lost per row: ``(column index, points lost)``, ``-1`` / NaN past the last.
+
+    A column where the applicant loses nothing (``lost <= tol``) is never a reason, so a row at
+    the best bin everywhere has no reason at all. Ties keep column order (stable sort), so the
+    same inputs always give the same reasons.
+
+    Parameters
+    ----------
+    lost : ndarray of shape (n_rows, n_columns)
+        Points lost per row and candidate reason (best points − the applicant's points).
+    n : int
+        Reasons per row.
+
+    Returns
+    -------
+    (ndarray of int, ndarray of float), each of shape (n_rows, n)
+    """
+    lost = np.asarray(lost, dtype=float).reshape(len(lost), -1)
+    k = min(n, lost.shape[1])
+    idx = np.full((lost.shape[0], n), -1, dtype=np.int64)
+    val = np.full((lost.shape[0], n), np.nan)
+    if k == 0 or lost.shape[0] == 0:
+        return idx, val
+    order = np.argsort(-lost, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(lost, order, axis=1)
+    keep = top > tol
+    idx[:, :k] = np.where(keep, order, -1)
+    val[:, :k] = np.where(keep, top, np.nan)
+    return idx, val
+
+
+def reason_text(feature: str, label: str | None) -> str:
+    """How a reason reads in a file: ``"feature = bin"``, or the name alone for an aggregated reason."""
+    return f"{feature} = {label}" if label is not None else str(feature)
+
+
+def reason_columns(reasons: list[list[dict[str, Any]]], n: int) -> dict[str, list[Any]]:
+    """``reason_1..reason_n`` then ``points_lost_1..points_lost_n`` columns from per-row reason lists.
+
+    Rows with fewer reasons (or none: best bin everywhere, or not scored) get empty cells.
+    """
+    cols: dict[str, list[Any]] = {f"reason_{k}": [] for k in range(1, n + 1)}
+    cols.update({f"points_lost_{k}": [] for k in range(1, n + 1)})
+    for rs in reasons:
+        for k in range(n):
+            r = rs[k] if k < len(rs) else None
+            cols[f"reason_{k + 1}"].append(reason_text(r["feature"], r.get("label")) if r else None)
+            cols[f"points_lost_{k + 1}"].append(float(r["points_lost"]) if r else None)
+    return cols
 
 
 class Scorecard:
@@ -112,6 +164,7 @@ class Scorecard:
         base = self.offset - self.factor * float(np.asarray(intercept).ravel()[0])
         self.base_points_ = float(round(base)) if self.round_points else base
         self.encoder_ = encoder
+        self.bins_ = {f: encoder.woe_[f].bins for f in feats}
         self.features_ = [f for f, b in zip(feats, c) if b != 0.0]
         self.coef_ = {f: float(b) for f, b in zip(feats, c) if b != 0.0}
         self.points_ = {}
@@ -149,7 +202,7 @@ class Scorecard:
         if not isinstance(X, pd.DataFrame):
             raise DataError("score data must be a pandas DataFrame with the scorecard's columns")
         require_columns(X, self.features_)
-        return pd.DataFrame({f: self.points_[f][self.encoder_.woe_[f].bins.assign(X[f])] for f in self.features_},
+        return pd.DataFrame({f: self.points_[f][self.bins_[f].assign(X[f])] for f in self.features_},
                             index=X.index)
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
@@ -174,22 +227,48 @@ class Scorecard:
             Per applicant: ``feature``, ``label`` (their bin), ``points``, ``points_lost``.
         """
         pts = self.points(X)
-        best = pd.Series({f: float(self.points_[f].max()) for f in self.features_})
-        lost = (best - pts).to_numpy()
-        bins = {f: self.encoder_.woe_[f].bins.assign(X[f]) for f in self.features_}
-        labels = {f: self.encoder_.woe_[f].bins.labels() for f in self.features_}
-        order = np.argsort(-lost, axis=1, kind="stable")[:, :n]
+        best = np.array([float(self.points_[f].max()) for f in self.features_])
+        lost = best[None, :] - pts.to_numpy()
+        bins = {f: self.bins_[f].assign(X[f]) for f in self.features_}
+        labels = {f: self.bins_[f].labels() for f in self.features_}
+        idx, val = top_reasons(lost, n)
         out = []
         for r in range(len(X)):
             row = []
-            for j in order[r]:
-                if lost[r, j] <= 0:
+            for j, v in zip(idx[r], val[r]):
+                if j < 0:
                     break
                 f = self.features_[j]
                 row.append({"feature": f, "label": labels[f][bins[f][r]], "points": float(pts.iat[r, j]),
-                            "points_lost": float(lost[r, j])})
+                            "points_lost": float(v)})
             out.append(row)
         return out
+
+    @classmethod
+    def from_dict(cls, card: dict[str, Any]) -> "Scorecard":
+        """A fitted scorecard back from :meth:`to_dict` output (a ``scorecard.json``), ready to score.
+
+        Only the saved bins and points table are used, so new applicants are scored anywhere
+        without the training data. Raises :class:`DataError` for an incomplete file.
+        """
+        try:
+            sc = cls(float(card["base_score"]), float(card["base_odds"]), float(card["pdo"]),
+                     bool(card.get("round_points", True)))
+            sc.features_ = [str(f) for f in card["features"]]
+            sc.base_points_ = float(card["base_points"])
+            sc.table_ = list(card["table"])
+            sc.bins_ = {f: FeatureWoe.from_dict(card["bins"][f]).bins for f in sc.features_}
+            sc._saved_bins = {f: card["bins"][f] for f in sc.features_}
+            sc.points_ = {}
+            for f in sc.features_:
+                rows = sorted((r for r in sc.table_ if r["feature"] == f), key=lambda r: r["bin"])
+                sc.points_[f] = np.array([r["points"] for r in rows], dtype=float)
+                if len(sc.points_[f]) != sc.bins_[f].n_bins + 1:
+                    raise ValueError(f"{f}: {len(sc.points_[f])} points rows for {sc.bins_[f].n_bins + 1} bins")
+            sc.coef_ = {f: float(v) for f, v in (card.get("coef") or {}).items() if f in sc.bins_}
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"scorecard file is incomplete or malformed ({e}); re-train or re-export it") from None
+        return sc
 
     @staticmethod
     def score_saved(card: dict[str, Any], X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -198,22 +277,17 @@ class Scorecard:
         Uses only the saved bins and points table, so a scorecard file can score new applicants
         anywhere without the training data. Raises :class:`DataError` for missing columns.
         """
-        feats = list(card["features"])
-        require_columns(X, feats)
-        total = np.full(len(X), float(card["base_points"]))
-        for f in feats:
-            rows = sorted((r for r in card["table"] if r["feature"] == f), key=lambda r: r["bin"])
-            pts = np.array([r["points"] for r in rows], dtype=float)
-            total += pts[FeatureWoe.from_dict(card["bins"][f]).bins.assign(X[f])]
-        prob = Scorecard(card["base_score"], card["base_odds"], card["pdo"]).probability(total)
-        return total, prob
+        sc = Scorecard.from_dict(card)
+        total = sc.score(X)
+        return total, sc.probability(total)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able scorecard (parameters, base points and the points table)."""
         self._check_fitted()
-        return {"base_score": self.base_score, "base_odds": self.base_odds, "pdo": self.pdo,
+        return {"base_score": self.base_score, "base_odds": self.base_odds, "pdo": self.pdo, "round_points": self.round_points,
                 "base_points": self.base_points_, "features": self.features_, "table": self.table_,
-                "bins": {f: self.encoder_.woe_[f].to_dict() for f in self.features_}}
+                "bins": ({f: self.encoder_.woe_[f].to_dict() for f in self.features_} if hasattr(self, "encoder_")
+                         else self._saved_bins)}
 
     def summary(self) -> str:
         """Plain-text points table, one line per bin."""

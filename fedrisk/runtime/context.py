@@ -34,6 +34,11 @@ def write_json(path: Path, obj: Any) -> Path:
     """Write JSON atomically (temp file + rename): a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    if isinstance(obj, dict) and str(obj.get("format", "")).startswith("fedrisk."):
+        # a model file: seal it with a digest of exactly what is written (see fedrisk.model_files)
+        from fedrisk.model_files import seal_model
+
+        obj = seal_model(json.loads(json.dumps(obj, default=_jsonable)))
     tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path

@@ -12,7 +12,7 @@ import numpy as np
 
 from fedrisk.runtime.context import PartyContext
 
-__all__ = ["write_evaluation", "write_scores"]
+__all__ = ["write_evaluation", "write_scores", "run_header", "stability_labels"]
 
 
 def write_scores(path, ids: Sequence[str], y: np.ndarray | None, score: np.ndarray) -> None:
@@ -26,6 +26,33 @@ def write_scores(path, ids: Sequence[str], y: np.ndarray | None, score: np.ndarr
     pd.DataFrame(cols).to_csv(path, index=False, float_format="%.8g")
 
 
+def run_header(ctx: PartyContext) -> dict[str, Any]:
+    """What identifies a run in ``metrics.json`` and in the report: run id, seed, fedrisk version."""
+    from fedrisk import __version__
+
+    return {"run_id": getattr(ctx, "run_id", "") or None, "seed": ctx.spec.federation.seed, "fedrisk_version": __version__}
+
+
+def stability_labels(ctx: PartyContext, n_train: int, test_source: str) -> dict[str, str]:
+    """Say what the PSI compares: whose training rows (expected) against which test rows (actual).
+
+    The evaluation holder sees only its own training rows; in a horizontal job they are one bank's
+    segment, not the federation's population, so a PSI against a market-wide test file measures
+    that segment's difference, not drift. The caveat says so in ``metrics.json`` and the report.
+    """
+    me = ctx.name
+    if ctx.spec.task["kind"].startswith("vertical"):  # every party's columns, the same aligned rows
+        return {"expected_label": "train", "actual_label": "test",
+                "expected": f"the aligned training rows ({n_train:,})", "actual": test_source}
+    out = {"expected_label": f"{me} train", "actual_label": "test",
+           "expected": f"{me}'s own training rows ({n_train:,})", "actual": test_source}
+    banks = [p for p in ctx.spec.parties if ctx.spec.parties[p].label]
+    if ctx.spec.task["kind"].startswith("horizontal") and len(banks) > 1:
+        out["caveat"] = (f"{me}'s training rows are one bank's customers, not the federation's {len(banks)} banks; "
+                         "if the banks serve different segments this PSI measures that difference, not drift over time.")
+    return out
+
+
 def write_evaluation(ctx: PartyContext, train_ids, train_y, train_p, test_ids, test_y, test_p,
                      rounds: list[dict], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``scores/train.csv``, ``scores/test.csv`` and ``metrics.json``; return the metrics."""
@@ -37,12 +64,15 @@ def write_evaluation(ctx: PartyContext, train_ids, train_y, train_p, test_ids, t
         "job": ctx.spec.job_id,
         "written_by": ctx.name,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **run_header(ctx),
         "train": evaluate(train_y, train_p),
     }
     if test_y is not None:
         write_scores(ctx.out / "scores" / "test.csv", test_ids, test_y, test_p)
         metrics["test"] = evaluate(test_y, test_p)
         metrics["stability"] = population_stability_index(np.asarray(train_p), np.asarray(test_p))
+        src = "the evaluation.test file" if ctx.spec.test_path() is not None else "the test rows (evaluation.test_rule)"
+        metrics["stability"].update(stability_labels(ctx, len(train_p), f"{src} ({len(test_p):,})"))
     metrics["rounds"] = rounds
     metrics.update(extra or {})
     ctx.write_json("metrics.json", metrics)

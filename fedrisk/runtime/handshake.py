@@ -21,22 +21,27 @@ from typing import Any
 from fedrisk import __version__
 from fedrisk.errors import ConfigError, ProtocolError
 from fedrisk.transport.channel import Channel
+from fedrisk.transport.safe_text import safe_text
 
 __all__ = ["handshake", "first_difference"]
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> str | None:
-    """Dotted path and values of the first place where two JSON-like trees differ."""
+    """Dotted path and values of the first place where two JSON-like trees differ.
+
+    ``b`` is a peer's: its keys and values are quoted cut and escaped (they reach logs and errors).
+    """
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
-            sub = f"{path}.{k}" if path else str(k)
+            sub = f"{path}.{safe_text(k, 60)}" if path else safe_text(k, 60)
             if k not in a or k not in b:
-                return f"{sub}: {'missing' if k not in a else repr(a[k])} here vs {'missing' if k not in b else repr(b[k])}"
+                return (f"{sub}: {'missing' if k not in a else safe_text(repr(a[k]))} here vs "
+                        f"{'missing' if k not in b else safe_text(repr(b[k]))}")
             d = first_difference(a[k], b[k], sub)
             if d:
                 return d
         return None
-    return None if a == b else f"{path}: {a!r} here vs {b!r}"
+    return None if a == b else f"{path}: {safe_text(repr(a))} here vs {safe_text(repr(b))}"
 
 
 def handshake(channel: Channel, driver: str, participants: list[str], settings: dict[str, Any]) -> str:
@@ -52,7 +57,7 @@ def handshake(channel: Channel, driver: str, participants: list[str], settings: 
             if diff:
                 problems.append(f"participant {p!r} runs a different job spec: {diff} at {p!r}")
             elif hello.get("version") != __version__:
-                problems.append(f"participant {p!r} runs fedrisk {hello.get('version')}, this is {__version__}")
+                problems.append(f"participant {p!r} runs fedrisk {safe_text(hello.get('version'), 40)}, this is {__version__}")
         reason = "; ".join(problems)
         run_id = secrets.token_hex(8)
         channel.broadcast(others, "ctl.start", {"ok": not problems, "reason": reason, "run_id": run_id}, kind="control")
@@ -65,5 +70,5 @@ def handshake(channel: Channel, driver: str, participants: list[str], settings: 
         if not isinstance(start, dict):
             raise ProtocolError(f"{driver!r} sent a malformed start message")
         if not start.get("ok"):
-            raise ConfigError(f"job refused to start by {driver!r}: {start.get('reason')}")
+            raise ConfigError(f"job refused to start by {driver!r}: {safe_text(start.get('reason'), 2000)}")
         return str(start.get("run_id", ""))

@@ -129,9 +129,11 @@ def _roles(model: dict) -> tuple[str, list[str]]:
 
 
 def run_inference(channel, me: str, role_model: dict, table, label_holder: str, feature_holders: list[str],
-                  job_id: str, logger: logging.Logger | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                  job_id: str, logger: logging.Logger | None = None, detail: bool = False) -> tuple[np.ndarray, Any]:
     """PSI-align ``table`` and run the format's scoring; return (aligned row positions, scores or None).
 
+    With ``detail=True`` a format that has an ``infer_table`` hook (same messages as ``infer``)
+    returns a table of outputs per row instead (e.g. points, probability and reason codes).
     Independent of the transport: tests run it over the in-memory network.
     """
     from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
@@ -139,19 +141,22 @@ def run_inference(channel, me: str, role_model: dict, table, label_holder: str, 
     mod = get_format(role_model["format"])
     al = align_parties(channel, label_holder, feature_holders, table.ids, salt=alignment_salt(job_id, "predict"),
                        log=logger)
-    p = mod.infer(channel, role_model, table.X[al.indices], label_holder, feature_holders)
+    fn = getattr(mod, "infer_table", None) if detail else None
+    p = (fn or mod.infer)(channel, role_model, table.X[al.indices], label_holder, feature_holders)
     return al.indices, p
 
 
 def _open_channel(spec, me: str, job_id: str, certs_dir: Path, out: Path, prefixes: tuple[str, ...]):
     from fedrisk.transport.certs import tls_files
     from fedrisk.transport.grpc_channel import GrpcChannel
-    from fedrisk.transport.ledger import Ledger
+    from fedrisk.transport.ledger import Ledger, inbound_path
 
     addresses = {n: p.address for n, p in spec.parties.items()}
     return GrpcChannel(me, addresses, job_id, tls_files(certs_dir, me),
                        connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
-                       ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"), tag_prefixes=prefixes + ("psi.", "ctl."),
+                       ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"),
+                       inbound_ledger=Ledger(me, inbound_path(out, me), direction="in", fsync=False),
+                       tag_prefixes=prefixes + ("psi.", "ctl."),
                        peer_cas=spec.pinned_cas())
 
 
@@ -191,9 +196,14 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     certs_dir = _certs(spec, run_dir, certs)
     work = run_dir / "predict" / session
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    # the label holder's data policy of the training job (e.g. missing = "keep" for trees)
-    table = load_party_table(data, party=lh, id_col=id_col, label_col=None, features=mod.inference_features(model),
-                             require_label=False, missing=spec.parties[lh].missing if lh in spec.parties else "reject")
+    # the label holder's data policy of the training job (e.g. missing = "keep" for trees); a format
+    # that trained on raw columns (text categories) loads them the same way through its own hook
+    raw_loader = getattr(mod, "load_scoring_rows", None)
+    if raw_loader is not None and lh in spec.parties:
+        table = raw_loader(spec, lh, Path(data), mod.inference_features(model))
+    else:
+        table = load_party_table(data, party=lh, id_col=id_col, label_col=None, features=mod.inference_features(model),
+                                 require_label=False, missing=spec.parties[lh].missing if lh in spec.parties else "reject")
     # open (and so load our TLS files) before starting anyone: a bad certificate folder must not
     # leave feature-holder processes waiting for a label holder that never comes
     channel = _open_channel(spec, lh, job_id, certs_dir, work, tuple(mod.INFERENCE_TAG_PREFIXES))
@@ -213,7 +223,7 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
         channel.start()
         watcher = _watch_children(procs, channel)
         handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
-        idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log)
+        idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log, detail=True)
     except BaseException as e:
         channel.abort(wire_reason(lh, e, [lh, *hosts]))
         for h, pr in procs.items():
@@ -231,11 +241,17 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
                 pr.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 pr.kill()
-    order = np.argsort(idx, kind="stable")
-    write_scores(Path(out), table.ids[idx[order]], None, np.asarray(p)[order])
     missing = table.n_rows - len(idx)
     if missing:
         log.warning("%d of %d rows are not at every feature holder and were not scored", missing, table.n_rows)
+    if hasattr(p, "columns"):  # a table per row (points, reasons): every input row, unscored ones with a status
+        from fedrisk.runtime.predict import write_predictions
+
+        write_predictions(Path(out), table.ids, p, idx,
+                          unscored="not scored: id not found at every feature holder")
+        return int(len(idx))
+    order = np.argsort(idx, kind="stable")
+    write_scores(Path(out), table.ids[idx[order]], None, np.asarray(p)[order])
     return int(len(idx))
 
 

@@ -19,8 +19,10 @@ from fedrisk.runtime.handshake import handshake
 from fedrisk.runtime.spec import JobSpec, load_spec, shared_settings
 from fedrisk.runtime.tasks import get_task
 from fedrisk.transport.certs import tls_files
+from fedrisk.transport.channel import MailboxLimits
 from fedrisk.transport.grpc_channel import GrpcChannel
-from fedrisk.transport.ledger import Ledger
+from fedrisk.transport.ledger import Ledger, archive_previous, inbound_path
+from fedrisk.transport.safe_text import EscapingFormatter
 
 __all__ = ["run_party", "party_logger"]
 
@@ -30,7 +32,8 @@ def party_logger(name: str, out: Path, console: bool) -> logging.Logger:
     log.setLevel(logging.INFO)
     log.handlers.clear()
     log.propagate = False
-    fmt = logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s")
+    # messages may quote a peer's text: one line each, whatever it contains
+    fmt = EscapingFormatter(f"%(asctime)s {name} %(levelname)s %(message)s")
     (out / "logs").mkdir(parents=True, exist_ok=True)
     fh = logging.FileHandler(out / "logs" / f"{name}.log", encoding="utf-8")
     fh.setFormatter(fmt)
@@ -40,6 +43,22 @@ def party_logger(name: str, out: Path, console: bool) -> logging.Logger:
         sh.setFormatter(fmt)
         log.addHandler(sh)
     return log
+
+
+def _write_run_record(ctx: PartyContext, seconds: float) -> None:
+    """``run-<party>.json``: this party's own record of the run (the header of its own report).
+
+    Written by every participant, feature holders included, so ``fedrisk report`` works on a
+    feature holder's run directory from what that party itself knows.
+    """
+    from fedrisk import __version__
+
+    ctx.write_json(f"run-{ctx.name}.json", {
+        "party": ctx.name, "task": ctx.spec.task["kind"], "job": ctx.spec.job_id, "run_id": ctx.run_id,
+        "seed": ctx.spec.federation.seed, "fedrisk_version": __version__, "params": dict(ctx.spec.task),
+        "participants": list(ctx.spec.participants()), "seconds": round(seconds, 3),
+        "messages_sent": len(ctx.channel.ledger.entries), "bytes_sent": ctx.channel.ledger.bytes_sent,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
 def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str | Path | None = None,
@@ -60,12 +79,16 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     task = get_task(spec.task["kind"])
     driver = task.driver(spec)
     ledger_path = out / "ledger" / f"{name}.jsonl"
+    in_path = inbound_path(out, name)
     if not resume:
-        ledger_path.unlink(missing_ok=True)  # a new run's ledger holds only that run's messages
+        # a new run's ledger holds only that run's messages; the earlier run's is kept, never deleted
+        archive_previous(ledger_path)
+        archive_previous(in_path)
     channel = GrpcChannel(
         name, spec.addresses(), spec.job_id, tls,
         connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
-        ledger=Ledger(name, ledger_path),
+        ledger=Ledger(name, ledger_path), inbound_ledger=Ledger(name, in_path, direction="in", fsync=False),
+        limits=MailboxLimits(max_queued_bytes=spec.security.max_queued_mib << 20, unread_ttl=spec.security.unread_ttl),
         tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.",), peer_cas=spec.pinned_cas(),
     )
     progress = ProgressLog(out / "progress" / f"{name}.jsonl" if name == driver else None, log)
@@ -81,6 +104,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
         task.run(ctx)
         log.info("done in %.2f s; sent %d messages, %d bytes", time.perf_counter() - t0,
                  len(channel.ledger.entries), channel.ledger.bytes_sent)
+        _write_run_record(ctx, time.perf_counter() - t0)
     except BaseException as e:
         reason = str(e) if isinstance(e, FedriskError) else f"{type(e).__name__}: {e}"
         log.error("failed: %s", reason, exc_info=not isinstance(e, FedriskError))

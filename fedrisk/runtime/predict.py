@@ -4,21 +4,84 @@ Horizontal models are held whole by every bank, so scoring is local: no message 
 models are split across parties; their files name the job, and scoring runs the federated
 inference protocol (each feature holder contributes only its partial score, only the label
 holder sees the result).
+
+Output columns
+--------------
+* logistic regression / SecureBoost: ``id, score`` (score = default probability);
+* scorecards (horizontal and vertical): ``id, points, probability, reason_1..k,
+  points_lost_1..k, status`` — one row per input row, in input order. ``reason_i`` reads
+  ``feature = bin`` in the label holder's terms (a vertical partner's contribution is one
+  aggregated ``partner features (<party>)`` reason unless it opted in to name its features);
+  ``status`` is ``scored`` or says why a row has no score (e.g. its id is not at every feature
+  holder), so no applicant silently disappears from the file.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
 
 from fedrisk.errors import ConfigError
 from fedrisk.model_files import load_model, score_gbdt, score_lr
 from fedrisk.runtime.evaluation import write_scores
 
-__all__ = ["predict_file"]
+__all__ = ["predict_file", "write_predictions", "scorecard_predictions"]
+
+
+def write_predictions(out: Path, ids: Sequence[Any], table, scored_rows: np.ndarray | None = None,
+                      unscored: str = "not scored") -> None:
+    """Write ``id`` + ``table``'s columns + ``status`` for every input row, in input order.
+
+    Parameters
+    ----------
+    out : Path
+        CSV to write.
+    ids : sequence
+        Ids of all input rows.
+    table : pandas.DataFrame
+        One row per scored input row (points, probability, reasons, ...).
+    scored_rows : ndarray of int, optional
+        Positions in ``ids`` of ``table``'s rows (default: all rows, in order).
+    unscored : str
+        ``status`` of input rows that have no score.
+    """
+    import pandas as pd
+
+    ids = np.asarray(ids)
+    rows = np.arange(len(ids)) if scored_rows is None else np.asarray(scored_rows, dtype=np.int64)
+    if len(rows) != len(table):
+        raise ValueError(f"{len(table)} scored rows for {len(rows)} positions")
+    full = pd.DataFrame(index=np.arange(len(ids)), columns=list(table.columns), dtype=object)
+    if len(rows):
+        full.iloc[rows] = table.to_numpy(dtype=object)
+    status = np.full(len(ids), unscored, dtype=object)
+    status[rows] = "scored"
+    for c in table.columns:  # keep numbers numeric where every scored value is
+        if pd.api.types.is_numeric_dtype(table[c]):
+            full[c] = pd.to_numeric(full[c])
+    full.insert(0, "id", ids)
+    full["status"] = status
+    out.parent.mkdir(parents=True, exist_ok=True)
+    full.to_csv(out, index=False, float_format="%.8g")
+
+
+def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None):
+    """Points, probability and reason codes of every row of ``X`` under a saved (whole) scorecard."""
+    import pandas as pd
+
+    from fedrisk.finance.scorecard import Scorecard, reason_columns
+
+    sc = Scorecard.from_dict(card)
+    n = int(n_reasons or card.get("n_reasons") or 3)
+    points = sc.score(X)
+    return pd.DataFrame({"points": points, "probability": sc.probability(points),
+                         **reason_columns(sc.reason_codes(X, n=n), n)})
 
 
 def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_col: str = "id", *,
                  session: str | None = None, spawn: bool = True, certs: str | Path | None = None) -> int:
-    """Score ``data`` with ``model_path`` and write ``id,score`` to ``out``; return the row count."""
+    """Score ``data`` with ``model_path`` and write the scores to ``out``; return the scored row count."""
     from fedrisk.data.loading import load_party_table
 
     model = load_model(model_path)
@@ -36,16 +99,12 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
         write_scores(Path(out), table.ids, None, score)
         return len(score)
     if fmt == "fedrisk.scorecard":
-        import pandas as pd
-
         from fedrisk.data.loading import load_party_frame
-        from fedrisk.finance.scorecard import Scorecard
 
+        # raw columns as at training: text categories and missing values have bins of their own
         frame = load_party_frame(data, party="predict", id_col=id_col, features=model["features"], require_label=False)
-        points, prob = Scorecard.score_saved(model, frame.X)
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"id": frame.ids, "points": points, "score": prob}).to_csv(out, index=False, float_format="%.8g")
-        return len(points)
+        write_predictions(Path(out), frame.ids, scorecard_predictions(model, frame.X))
+        return frame.n_rows
     if fmt.startswith("fedrisk.vertical"):
         from fedrisk.runtime.inference import predict_vertical
 

@@ -68,7 +68,8 @@ def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, ti
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
-        for stale in ("progress", "ledger", "logs"):
+        # ledgers are not stale: each party moves its earlier run's files to ledger/previous/
+        for stale in ("progress", "logs"):
             shutil.rmtree(out / stale, ignore_errors=True)
         (out / "metrics.json").unlink(missing_ok=True)
     certs = prepare_certs(spec, out)

@@ -126,6 +126,10 @@ class SecuritySpec(_Strict):
     secure_aggregation_rounds: int = Field(64, ge=0, le=4096)
     connect_timeout: float = Field(60.0, gt=0)
     recv_timeout: float = Field(600.0, gt=0)
+    #: per peer: unread data it may park in this party's mailbox (MiB) and how long an unread
+    #: message is kept (seconds; default max(3600, 4 x recv_timeout)); see fedrisk.transport.channel
+    max_queued_mib: int = Field(1024, ge=1)
+    unread_ttl: float | None = Field(None, gt=0)
 
 
 class PrivacySpec(_Strict):

@@ -220,6 +220,14 @@ def run(ctx: PartyContext) -> None:
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round)
     save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id)
     if evaluator:
-        write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y,
-                         model.predict_proba(test.X), rounds,
-                         extra={"banks": banks, "train_rows_at_holder": len(table.y), "solver": params.solver})
+        from fedrisk.finance.reference import comparison, logistic_alone
+
+        # the floor this bank can compute without anyone's help: its own rows alone (the others'
+        # single-bank figures would need their rows or a test file they do not hold)
+        p_te = model.predict_proba(test.X)
+        extra = {"banks": banks, "train_rows_at_holder": len(table.y),
+                 "comparison": comparison(ctx.name, test.y, p_te,
+                                          logistic_alone(table.X, table.y, test.X, test.y, l2=params.l2)),
+                 "solver": params.solver}
+        write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y, p_te, rounds,
+                         extra=extra)

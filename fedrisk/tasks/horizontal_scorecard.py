@@ -123,10 +123,9 @@ def run(ctx: PartyContext) -> None:
     card = params.card().fit(enc, coef, intercept, feats)
     ctx.write_json("scorecard.json", {"format": "fedrisk.scorecard", "version": 1, "task": KIND, "job": spec.job_id,
                                       **card.to_dict(), "coef": dict(zip(feats, coef.tolist())),
-                                      "intercept": intercept, "history": model.history})
+                                      "intercept": intercept, "n_reasons": params.n_reasons, "history": model.history})
     if ctx.name == COORDINATOR or ctx.name != spec.evaluation_holder():
         return
-    from fedrisk.finance.metrics import evaluate
     from fedrisk.runtime.evaluation import write_evaluation
 
     p_tr = card.probability(card.score(frame.X))
@@ -146,6 +145,10 @@ def run(ctx: PartyContext) -> None:
                       "base_score": params.base_score, "base_odds": params.base_odds},
     }
     if test_y is not None:
-        m = evaluate(test_y, p_te)
-        extra["comparison"] = {"federated": {k: m[k] for k in ("n", "auc", "ks", "gini")}}
+        from fedrisk.finance.reference import comparison, logistic_alone
+
+        # the floor: this bank's own rows alone (WOE-encoded on the federation's bins), locally
+        W_own = enc.transform(frame.X)[feats].to_numpy(dtype=float)
+        W_te = enc.transform(test.X)[feats].to_numpy(dtype=float)
+        extra["comparison"] = comparison(ctx.name, test_y, p_te, logistic_alone(W_own, frame.y, W_te, test_y, l2=params.l2))
     write_evaluation(ctx, frame.ids, frame.y, p_tr, test_ids, test_y, p_te, model.history, extra=extra)

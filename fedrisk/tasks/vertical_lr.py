@@ -169,6 +169,11 @@ def run(ctx: PartyContext) -> None:
         "dropped_columns": dropped,
         "protocol": "CKKS cross-products over locally computed residual shares (see hetero_lr)",
     }
+    if p_te is not None:  # the floor: the label holder's own features alone, locally
+        from fedrisk.finance.reference import comparison, logistic_alone
+
+        extra["comparison"] = comparison(lh, y_all[test], p_te,
+                                         logistic_alone(Z[tr], y_all[tr], Z[test], y_all[test], l2=params.l2))
     write_evaluation(ctx, ids[tr], y_all[tr], p_tr, ids[test] if p_te is not None else None,
                      y_all[test] if p_te is not None else None, p_te,
                      [{"round": r["epoch"], **{k: v for k, v in r.items() if k != "epoch"}} for r in model.history],

@@ -29,7 +29,10 @@ Reason codes (``scores/test_reasons.csv`` at the label holder) name the label ho
 features (with the applicant's bin) and, for each feature holder, one aggregated reason
 ``partner features (<party>)`` whose points lost are that party's best partial points minus the
 applicant's. The label holder cannot name a partner's feature or bin: it never learns which bin a
-customer is in at another party.
+customer is in at another party — unless that partner opts in (``task.name_reasons = ["payco"]``,
+decided by the partner's own copy of the spec): then, at ``fedrisk predict``, it also sends its own
+top reasons per row by name (:func:`exchange_named_reasons`). ``fedrisk predict`` writes
+``id, points, probability, reason_1..k, points_lost_1..k, status`` (:func:`infer_table`).
 
 What each party learns, beyond the protocols of steps 1, 2 and 4
     Label holder: every feature holder's partial points per scored row and their maximum — by
@@ -74,7 +77,8 @@ from fedrisk.tasks.vertical_woe import ReleaseParams, aligned_frames, holder_iv_
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "PointsPart", "validate_spec",
-           "driver", "run", "combine_points", "reason_codes", "infer", "inference_features", "load_table"]
+           "driver", "run", "combine_points", "reason_codes", "exchange_named_reasons", "NamedReasons", "infer",
+           "infer_table", "inference_features", "load_table", "load_scoring_rows"]
 
 KIND = "vertical.scorecard"
 FORMAT = "fedrisk.vertical.scorecard"
@@ -89,6 +93,9 @@ class Params(ScorecardParams, HeteroLRParams, ReleaseParams):
     scheme: Literal["paillier", "ou"] = "paillier"
     key_bits: Literal[2048, 3072] = 2048
     local_only: bool = Field(True, description="also fit the label holder's features alone (the floor), locally")
+    name_reasons: list[str] = Field(default_factory=list, description=(
+        "feature holders that opt in to name their own features (with the applicant's bin) in the label holder's "
+        "reason codes at scoring; others appear as one aggregated 'partner features (<party>)' reason"))
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:
@@ -283,33 +290,122 @@ def combine_points(channel, label_holder: str, feature_holders: Sequence[str], p
     return Combined(total, own, partials, best)
 
 
-def reason_codes(part: PointsPart, X: pd.DataFrame, res: Combined, n: int = 3) -> list[list[dict[str, Any]]]:
+def reason_codes(part: PointsPart, X: pd.DataFrame, res: Combined, n: int = 3,
+                 named: dict[str, "NamedReasons"] | None = None) -> list[list[dict[str, Any]]]:
     """Top ``n`` reasons per applicant at the label holder: own features by bin, partners aggregated.
 
     Points lost = best bin's points − the applicant's (own features), or the partner's best partial
-    points − the applicant's partial points (``partner features (<party>)``, no bin label).
+    points − the applicant's partial points (``partner features (<party>)``, no bin label). A
+    partner in ``named`` (it opted in, see :func:`exchange_named_reasons`) contributes its own top
+    reasons, each naming its feature and the applicant's bin, instead of the aggregate.
     """
+    from fedrisk.finance.scorecard import top_reasons
+
+    named = named or {}
     idx = part.bin_index(X)
     labels = {f: part.bins[f].labels() for f in part.features}
-    names = list(part.features) + [f"partner features ({h})" for h in res.partials]
-    own_best = np.array([part.points[f].max() for f in part.features])
-    lost_cols = [own_best[None, :] - res.own] if part.features else []
-    lost_cols += [(res.best[h] - v)[:, None] for h, v in res.partials.items()]
-    lost = np.hstack(lost_cols) if lost_cols else np.zeros((len(X), 0))
-    pts_cols = [res.own] + [v[:, None] for v in res.partials.values()]
-    pts = np.hstack(pts_cols)
-    order = np.argsort(-lost, axis=1, kind="stable")[:, :n]
+    m = len(X)
+    # candidate columns: (name, label per row or None, points per row, lost per row)
+    cands: list[tuple[str, Any, np.ndarray, np.ndarray]] = []
+    for j, f in enumerate(part.features):
+        cands.append((f, [labels[f][b] for b in idx[f]], res.own[:, j], part.points[f].max() - res.own[:, j]))
+    for h, v in res.partials.items():
+        if h in named:
+            nr = named[h]
+            for k in range(nr.codes.shape[1]):
+                text = [nr.vocab[c] if c >= 0 else None for c in nr.codes[:, k]]
+                cands.append((None, text, np.full(m, np.nan), np.nan_to_num(nr.lost[:, k], nan=0.0)))
+        else:
+            cands.append((f"partner features ({h})", None, v, res.best[h] - v))
+    if not cands:
+        return [[] for _ in range(m)]
+    lost = np.column_stack([c[3] for c in cands])
+    top, val = top_reasons(lost, n)
     out = []
-    k_own = len(part.features)
-    for r in range(len(X)):
+    for r in range(m):
         row = []
-        for j in order[r]:
-            if lost[r, j] <= 1e-9:
+        for j, v in zip(top[r], val[r]):
+            if j < 0:
                 break
-            f = names[j]
-            row.append({"feature": f, "label": labels[f][idx[f][r]] if j < k_own else None,
-                        "points": float(pts[r, j]), "points_lost": float(lost[r, j])})
+            name, lab, pts, _ = cands[j]
+            if name is None:  # a partner's named reason: "feature = bin" as the partner wrote it
+                name, lab = lab[r], None
+            else:
+                lab = lab[r] if lab is not None else None
+            row.append({"feature": name, "label": lab, "points": float(pts[r]), "points_lost": float(v)})
         out.append(row)
+    return out
+
+
+@dataclass
+class NamedReasons:
+    """A partner's own top reasons per scored row, sent because it opted in (``task.name_reasons``)."""
+
+    vocab: list[str]
+    codes: np.ndarray
+    lost: np.ndarray
+
+
+def exchange_named_reasons(channel, label_holder: str, feature_holders: Sequence[str], part: PointsPart,
+                           X: pd.DataFrame, n: int, share: bool, tag: str) -> dict[str, NamedReasons] | None:
+    """Partners that opted in send their top ``n`` reasons per row, by name; the others send ``[]``.
+
+    Message flow::
+
+        F -> L  <tag>.reasons.vocab  plaintext-by-design  ["feature = bin", ...] for every bin of its
+                                                          points table, or [] (it does not name reasons)
+        F -> L  <tag>.reasons.codes  plaintext-by-design  (rows, n) int32 index into vocab, -1 = none
+        F -> L  <tag>.reasons.lost   plaintext-by-design  (rows, n) float64 points lost
+                                                          (codes and lost only when vocab is not empty)
+
+    What the label holder learns from an opted-in partner: for each scored applicant, which of the
+    partner's features cost the most points and the applicant's bin on each — exactly what the
+    partner agreed to show in adverse-action reasons. Nothing is sent by a partner that did not opt in.
+
+    Returns
+    -------
+    dict or None
+        Label holder: ``{partner: NamedReasons}`` for the partners that named reasons; others ``None``.
+    """
+    from fedrisk.finance.scorecard import reason_text, top_reasons
+
+    if channel.me != label_holder:
+        if not share or not part.features:
+            channel.send(label_holder, f"{tag}.reasons.vocab", [], kind="plaintext-by-design")
+            return None
+        vocab, offset = [], {}
+        for f in part.features:
+            offset[f] = len(vocab)
+            vocab += [reason_text(f, lab) for lab in part.bins[f].labels()]
+        idx = part.bin_index(X)
+        pts = part.points_matrix(X)
+        best = np.array([part.points[f].max() for f in part.features])
+        top, val = top_reasons(best[None, :] - pts, n)
+        codes = np.full(top.shape, -1, dtype=np.int32)
+        for j, f in enumerate(part.features):
+            hit = top == j
+            rows = np.nonzero(hit)[0]
+            codes[hit] = offset[f] + idx[f][rows]
+        channel.send(label_holder, f"{tag}.reasons.vocab", vocab, kind="plaintext-by-design")
+        channel.send(label_holder, f"{tag}.reasons.codes", codes, kind="plaintext-by-design")
+        channel.send(label_holder, f"{tag}.reasons.lost", np.asarray(val, dtype=np.float64), kind="plaintext-by-design")
+        return None
+    out: dict[str, NamedReasons] = {}
+    for h in feature_holders:
+        vocab = channel.recv(h, f"{tag}.reasons.vocab")
+        if not isinstance(vocab, list) or not all(isinstance(v, str) for v in vocab):
+            raise ProtocolError(f"{channel.me}: {tag}.reasons.vocab from {h!r} should be a list of strings")
+        if not vocab:
+            continue
+        codes = channel.recv(h, f"{tag}.reasons.codes")
+        lost = channel.recv(h, f"{tag}.reasons.lost")
+        if (not isinstance(codes, np.ndarray) or codes.ndim != 2 or codes.shape[0] != len(X)
+                or not np.issubdtype(codes.dtype, np.integer) or codes.min(initial=-1) < -1
+                or codes.max(initial=-1) >= len(vocab)):
+            raise ProtocolError(f"{channel.me}: {tag}.reasons.codes from {h!r} should be ({len(X)}, k) indices into its vocab")
+        if not isinstance(lost, np.ndarray) or lost.shape != codes.shape or lost.dtype != np.float64:
+            raise ProtocolError(f"{channel.me}: {tag}.reasons.lost from {h!r} should be {codes.shape} float64 values")
+        out[h] = NamedReasons(vocab, codes.astype(np.int64), lost)
     return out
 
 
@@ -398,8 +494,18 @@ def run(ctx: PartyContext) -> None:
     doc = {"format": FORMAT if is_lh else FORMAT + ".part", "version": 1, "task": KIND, "job": spec.job_id,
            "label_holder": lh, "parties": {p: model_file(p) for p in [lh, *hosts]}, "id": spec.parties[me].id,
            **part.to_dict(), "selection": sel, "best_epoch": model.best_epoch, "spec_dir": str(spec.base_dir),
+           "n_reasons": params.n_reasons, "name_reasons": me in params.name_reasons, "run_id": ctx.run_id,
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json(ctx.out / model_file(me), doc)
+    # this party's binning tables, for its own report (the label holder's with goods and bads per bin)
+    if is_lh:
+        from fedrisk.tasks.horizontal_woe import woe_document
+
+        ctx.write_json(f"woe/{me}.json", woe_document(ctx, enc.woe_, sel))
+    else:
+        from fedrisk.tasks.vertical_woe import holder_woe_document
+
+        ctx.write_json(f"woe/{me}.json", holder_woe_document(ctx, vres, X_tr))
 
     res_tr = combine_points(ctx.channel, lh, hosts, part, X_tr, tag="vsc.train")
     X_te = X[test].reset_index(drop=True)
@@ -464,12 +570,41 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
     return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names)
 
 
-def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_holders: list[str]) -> np.ndarray | None:
-    """This party's part of scoring aligned rows; the label holder gets default probabilities."""
+def load_scoring_rows(spec: JobSpec, name: str, path, features) -> RawRows:
+    """Inference hook: the label holder's rows to score, raw as at training (text categories, missing values)."""
+    return load_table(spec, name, path=path, features=features)
+
+
+def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str,
+                feature_holders: list[str]) -> pd.DataFrame | None:
+    """This party's part of scoring aligned rows; the label holder gets points, probability and reasons.
+
+    Messages: :func:`combine_points` (tag ``vsc.predict``) then :func:`exchange_named_reasons`.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        Label holder: ``points``, ``probability``, ``reason_1..k``, ``points_lost_1..k`` per row of
+        ``X`` (``k`` = the training job's ``n_reasons``); feature holders: ``None``.
+    """
+    from fedrisk.finance.scorecard import reason_columns
+
     part = PointsPart.from_dict(role_model)
     frame = pd.DataFrame(np.asarray(X, dtype=object).reshape(len(X), -1), columns=part.features)
+    n = int(role_model.get("n_reasons", 3))
     res = combine_points(channel, label_holder, feature_holders, part, frame, tag="vsc.predict")
-    return None if res is None else part.probability(res.total)
+    named = exchange_named_reasons(channel, label_holder, feature_holders, part, frame, n,
+                                   bool(role_model.get("name_reasons", False)), tag="vsc.predict")
+    if res is None:
+        return None
+    reasons = reason_codes(part, frame, res, n, named)
+    return pd.DataFrame({"points": res.total, "probability": part.probability(res.total), **reason_columns(reasons, n)})
+
+
+def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_holders: list[str]) -> np.ndarray | None:
+    """This party's part of scoring aligned rows; the label holder gets default probabilities."""
+    t = infer_table(channel, role_model, X, label_holder, feature_holders)
+    return None if t is None else t["probability"].to_numpy()
 
 
 def _register() -> None:

@@ -145,8 +145,22 @@ def run(ctx: PartyContext) -> None:
     model = est.model_
     ctx.log.info("trained %d trees (best iteration %d); phases %s", len(model.history), model.best_iteration,
                  {k: round(v, 3) for k, v in model.phases.items()})
-    p_tr = score_label_holder(ctx.channel, model, X[tr], hosts, tag="train")
-    p_te = score_label_holder(ctx.channel, model, X[test], hosts, tag="test") if test.any() else None
+    from fedrisk.algorithms.vertical.secureboost_reasons import add_covers, score_with_paths
+
+    # the same scoring messages; the walk also gives each node's training cover, which the
+    # reason codes of `fedrisk predict` need (see secureboost_reasons)
+    p_tr, paths = score_with_paths(ctx.channel, model, X[tr], hosts, tag="train")
+    add_covers(model, paths)
+    p_te, paths_te = score_with_paths(ctx.channel, model, X[test], hosts, tag="test") if test.any() else (None, None)
+    if p_te is not None:  # reason codes of the test applicants, for the report's reason-code summary
+        from fedrisk.algorithms.vertical.secureboost_reasons import contributions, reason_codes
+        from fedrisk.finance.scorecard import reason_columns
+        from fedrisk.runtime.predict import write_predictions
+        import pandas as pd
+
+        names, _, contrib = contributions(model, paths_te)
+        cols = {k.replace("points_lost_", "contribution_"): v for k, v in reason_columns(reason_codes(names, contrib, 3), 3).items()}
+        write_predictions(ctx.out / "scores" / "test_reasons.csv", ids[test], pd.DataFrame({"score": p_te, **cols}))
     write_json(ctx.out / model_file(me, lh), {"format": FORMAT, **header, **model.to_json()})
     from fedrisk.runtime.evaluation import write_evaluation
 
@@ -162,6 +176,12 @@ def run(ctx: PartyContext) -> None:
         "bytes_sent": ctx.channel.ledger.bytes_sent,
         "protocol": f"SecureBoost, {cfg.scheme} {cfg.key_bits}-bit, packed (g, h), compressed histograms",
     }
+    if p_te is not None:  # the floor: the label holder's own features alone, same trees, locally
+        from fedrisk.finance.reference import boosting_alone, comparison
+
+        extra["comparison"] = comparison(lh, y[test], p_te, boosting_alone(
+            X[tr], y[tr], X[test], y[test], n_trees=cfg.n_trees, max_depth=cfg.max_depth,
+            learning_rate=cfg.learning_rate, seed=spec.federation.seed))
     write_evaluation(ctx, ids[tr], y[tr], p_tr, ids[test] if p_te is not None else None,
                      y[test] if p_te is not None else None, p_te,
                      [{"round": r["tree"], **{k: v for k, v in r.items() if k != "tree"}} for r in model.history],
@@ -179,5 +199,31 @@ def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_h
     return None
 
 
+def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_holders: list[str]):
+    """Scoring with reason codes (same messages as :func:`infer`): the label holder gets ``score``
+    (default probability), ``reason_1..k`` and ``contribution_1..k`` (log-odds each reason added),
+    its own features by name and each partner as one aggregated reason; others ``None``.
+
+    A model trained before node covers were recorded gets scores only.
+    """
+    import pandas as pd
+
+    from fedrisk.algorithms.vertical.secureboost_reasons import contributions, has_covers, reason_codes, score_with_paths
+    from fedrisk.finance.scorecard import reason_columns
+
+    if channel.me != label_holder:
+        score_feature_holder(channel, FeatureHolderModel.from_json(role_model), X, label_holder, tag="predict")
+        return None
+    model = LabelHolderModel.from_json(role_model)
+    p, paths = score_with_paths(channel, model, X, feature_holders, tag="predict")
+    if not has_covers(model):
+        return pd.DataFrame({"score": p})
+    n = int(role_model.get("n_reasons", 3))
+    names, _, contrib = contributions(model, paths)
+    cols = reason_columns(reason_codes(names, contrib, n), n)
+    cols = {k.replace("points_lost_", "contribution_"): v for k, v in cols.items()}
+    return pd.DataFrame({"score": p, **cols})
+
+
 __all__ = ["KIND", "HANDLES_MISSING", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
-           "infer", "inference_features", "load_table"]
+           "infer", "infer_table", "inference_features", "load_table"]

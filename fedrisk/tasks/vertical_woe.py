@@ -43,7 +43,8 @@ from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
 from fedrisk.tasks.vertical_roles import driver, roles, validate_vertical  # noqa: F401 (hooks)
 
-__all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "validate_spec", "driver", "run", "roles", "aligned_frames"]
+__all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "validate_spec", "driver", "run", "roles", "aligned_frames",
+           "holder_woe_document"]
 
 KIND = "vertical.woe"
 TAG_PREFIXES = ("psi.", "vwoe.")
@@ -120,6 +121,18 @@ def holder_iv_rows(res, party: str) -> list[dict[str, Any]]:
                    bins={f: len(t) - 1 for f, t in res.tables[party].items()})
 
 
+def holder_woe_document(ctx: PartyContext, res, X, **extra: Any) -> dict[str, Any]:
+    """``woe/<feature holder>.json``: its IV, bins, bin labels, its own counts per bin and the WOE it was sent."""
+    doc: dict[str, Any] = {"task": ctx.spec.task["kind"], "job": ctx.spec.job_id, "party": ctx.name, **extra,
+                           "features": {f: {"iv": v} for f, v in res.iv.items()}, "selection": res.selection}
+    for f, b in res.bins.items():
+        doc["features"][f].update(kind=b.kind, bins=b.to_dict(), labels=b.labels(),
+                                  n=np.bincount(b.assign(X[f]), minlength=b.n_bins + 1).tolist())
+    for f, w in (res.woe or {}).items():
+        doc["features"][f]["woe"] = np.asarray(w).tolist()
+    return doc
+
+
 def run(ctx: PartyContext) -> None:
     from fedrisk.finance.vertical_woe import vertical_woe_feature_holder, vertical_woe_label_holder
 
@@ -138,14 +151,7 @@ def run(ctx: PartyContext) -> None:
                                           min_key_bits=2048, release=params.release())
         for w in res.warnings:
             ctx.log.warning(w)
-        doc: dict[str, Any] = {"task": KIND, "job": spec.job_id, "party": ctx.name, "reveal": params.reveal,
-                               "features": {f: {"iv": v} for f, v in res.iv.items()}, "selection": res.selection}
-        for f, b in res.bins.items():
-            doc["features"][f].update(kind=b.kind, bins=b.to_dict(), labels=b.labels(),
-                                      n=np.bincount(b.assign(X[f]), minlength=b.n_bins + 1).tolist())
-        for f, w in res.woe.items():
-            doc["features"][f]["woe"] = w.tolist()
-        ctx.write_json(f"woe/{ctx.name}.json", doc)
+        ctx.write_json(f"woe/{ctx.name}.json", holder_woe_document(ctx, res, X, reveal=params.reveal))
         return
     if np.min(y) == np.max(y):
         raise DataError(f"party {lh!r}: the aligned rows have only label {int(y[0])}; WOE needs goods and bads")

@@ -1,11 +1,22 @@
 """Development PKI: a CA and one certificate + key per participant, for mutual TLS.
 
-A participant's identity *is* the name in its certificate (CN and DNS SAN). Servers require
-client certificates signed by the job's CA and check that the name matches the claimed sender;
-clients check that the server certificate carries the name of the party they meant to reach.
+A participant's identity *is* the name in its certificate, under one rule that the server and
+the client apply alike (:func:`certificate_identity`): the certificate has exactly one common
+name, and its DNS subject alternative names are either absent or exactly that name. Servers
+require client certificates signed by the job's CA and check that the identity matches the
+claimed sender; clients pin the server's name (gRPC checks it against the SAN, or the CN when
+there is no SAN, which under the rule is the same name) and every party's own certificate is
+checked against the rule when it is loaded, so a certificate naming two parties is refused on
+both sides.
 
-Production deployments use the institutions' own PKI files laid out the same way
-(``ca.pem``, ``NAME.pem``, ``NAME-key.pem``); these dev certificates are for demos and tests.
+Layout written by :func:`make_dev_pki` (and expected of an institution's own PKI files)::
+
+    OUT/ca.pem                   public: copy to every host
+    OUT/NAME.pem, NAME-key.pem   the host that runs party NAME only
+    OUT/private-ca/ca-key.pem    never copied to a party host: it can mint any identity
+    OUT/README.txt               the same, as a list of files per host
+
+Private keys are written 0600 and :func:`tls_files` refuses one that group or others can read.
 Keys are ECDSA P-256, which also lets secure aggregation sign its per-round public keys with
 the same identity.
 """
@@ -24,7 +35,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedrisk.errors import ConfigError
 
-__all__ = ["make_dev_pki", "TlsFiles", "tls_files", "cert_name"]
+__all__ = ["make_dev_pki", "TlsFiles", "tls_files", "cert_name", "certificate_identity", "check_private_file",
+           "CA_KEY"]
+
+#: where the dev CA's private key lives, relative to the certificate folder
+CA_KEY = Path("private-ca") / "ca-key.pem"
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,9 @@ def make_dev_pki(names: Iterable[str], out: str | Path, days: int = 30, ca_name:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
-    ca_cert_path, ca_key_path = out / "ca.pem", out / "ca-key.pem"
+    ca_cert_path, ca_key_path = out / "ca.pem", out / CA_KEY
+    if not ca_key_path.exists() and (out / "ca-key.pem").exists():
+        ca_key_path = out / "ca-key.pem"  # a folder made before the CA key moved apart
     if ca_cert_path.exists() and not ca_key_path.exists():
         raise ConfigError(f"{ca_cert_path} exists but {ca_key_path} does not: cannot issue more certificates from "
                           f"that CA, and replacing it would invalidate the certificates it signed; use another folder")
@@ -86,6 +103,8 @@ def make_dev_pki(names: Iterable[str], out: str | Path, days: int = 30, ca_name:
                                          key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
             .sign(ca_key, hashes.SHA256())
         )
+        ca_key_path.parent.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(ca_key_path.parent, 0o700)
         _write(ca_key_path, _pem_key(ca_key), private=True)
         _write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM))
     for name in names:
@@ -106,7 +125,31 @@ def make_dev_pki(names: Iterable[str], out: str | Path, days: int = 30, ca_name:
         )
         _write(out / f"{name}-key.pem", _pem_key(key), private=True)
         _write(out / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM))
+    _write_readme(out, ca_key_path)
     return out
+
+
+def _write_readme(out: Path, ca_key_path: Path) -> None:
+    names = sorted(p.name[:-len("-key.pem")] for p in out.glob("*-key.pem") if p.name != "ca-key.pem")
+    lines = [
+        "fedrisk development PKI: which file goes to which host",
+        "",
+        f"ca.pem          public; copy to every host",
+        *[f"{n}.pem, {n}-key.pem   to the host that runs {n!r} only (the key stays 0600)" for n in names],
+        f"{ca_key_path.relative_to(out)}   to NO party host: whoever holds it can mint any party's identity;",
+        "                keep it where certificates are issued, or delete it once all are issued",
+        "",
+        "Each host then runs: fedrisk party JOB.toml --as NAME --certs FOLDER_WITH(ca.pem, NAME.pem, NAME-key.pem)",
+    ]
+    _write(out / "README.txt", ("\n".join(lines) + "\n").encode())
+
+
+def check_private_file(path: Path, what: str) -> None:
+    """Refuse a private key that group or others may read (one line naming the file and the fix)."""
+    mode = path.stat().st_mode & 0o777
+    if os.name == "posix" and mode & 0o077:
+        raise ConfigError(f"{what} {path} is readable by group or others (mode {mode:03o}); "
+                          f"run `chmod 600 {path}` and keep it on its own host only")
 
 
 def tls_files(certs_dir: str | Path, name: str) -> TlsFiles:
@@ -117,7 +160,38 @@ def tls_files(certs_dir: str | Path, name: str) -> TlsFiles:
     if missing:
         raise ConfigError(f"party {name!r}: TLS files missing: {', '.join(missing)}; "
                           f"make dev ones with `fedrisk certs --parties {name},... --out {d}` or point security.certs at your PKI")
-    return TlsFiles(*(paths[k].read_bytes() for k in ("ca", "cert", "key")))
+    check_private_file(paths["key"], f"party {name!r}: private key")
+    files = TlsFiles(*(paths[k].read_bytes() for k in ("ca", "cert", "key")))
+    try:
+        ident = certificate_identity(x509.load_pem_x509_certificate(files.cert))
+    except ValueError as e:
+        raise ConfigError(f"party {name!r}: certificate {paths['cert']}: {e}") from None
+    if ident != name:
+        raise ConfigError(f"party {name!r}: certificate {paths['cert']} identifies {ident!r}, not {name!r}; "
+                          "use the certificate issued for this party")
+    return files
+
+
+def certificate_identity(cert: x509.Certificate) -> str:
+    """The party a certificate names, under the one rule both server and client apply.
+
+    Exactly one common name; DNS subject alternative names absent or exactly ``[CN]``. Raises
+    ``ValueError`` saying which part breaks the rule (a certificate that names two parties could
+    otherwise be one party to a client and another to a server).
+    """
+    cns = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if len(cns) != 1:
+        raise ValueError(f"a party certificate needs exactly one common name, this one has {len(cns)}")
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = sans.get_values_for_type(x509.DNSName)
+        other = [g for g in sans if not isinstance(g, x509.DNSName)]
+    except x509.ExtensionNotFound:
+        dns, other = [], []
+    if other or (dns and dns != cns):
+        raise ValueError(f"its subject alternative names {[*dns, *map(str, other)]} must be exactly its common name "
+                         f"{cns[0]!r} (or absent)")
+    return cns[0]
 
 
 def cert_name(pem: bytes) -> str:

@@ -10,22 +10,62 @@ message can never be mistaken for another step's.
 
 For privacy tests a channel can keep a *capture* of every envelope it received: the test then
 inspects what a party actually got, not what the protocol meant to send.
+
+An authenticated peer can still send frames nobody will read (issue 12: 100 x 4 MB under unread
+tags stayed in memory for the whole job). The mailbox therefore bounds, per sender, the bytes and
+the number of frames waiting to be read (:class:`MailboxLimits`): a frame that would exceed them
+is refused with :class:`QueueFull` and the sender retries later (back-pressure: an honest sender
+that is merely ahead waits for the reader; over gRPC the refusal is ``RESOURCE_EXHAUSTED`` and the
+server thread is released at once). A frame left unread for ``unread_ttl`` seconds is dropped,
+and a later ``recv`` of it fails at once, naming the tag. Protocols that send more than the queue
+limit to one peer before reading anything from it would wait on each other: the defaults (1 GiB,
+100,000 frames per peer) are far above what the protocols here park.
 """
 from __future__ import annotations
 
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from fedrisk.errors import CodecError, TransportError
 from fedrisk.transport.codec import DEFAULT_MAX_BYTES, Envelope, decode, encode
 from fedrisk.transport.ledger import Ledger
 
-__all__ = ["Channel", "Mailbox", "InMemoryNetwork", "InMemoryChannel", "DEFAULT_RECV_TIMEOUT"]
+__all__ = ["Channel", "Mailbox", "MailboxLimits", "QueueFull", "InMemoryNetwork", "InMemoryChannel",
+           "DEFAULT_RECV_TIMEOUT"]
 
 DEFAULT_RECV_TIMEOUT = 600.0
+#: bytes charged per queued frame on top of its length (the envelope's Python objects)
+FRAME_OVERHEAD = 1024
+
+
+class QueueFull(TransportError):
+    """The receiver holds as much unread data from this sender as it allows; retry later."""
+
+
+@dataclass(frozen=True)
+class MailboxLimits:
+    """What one sender may park in a receiver's mailbox before it is read.
+
+    ``max_queued_bytes`` counts frame bytes plus :data:`FRAME_OVERHEAD` per frame and must leave
+    room for one frame of the channel's ``max_bytes``; ``unread_ttl`` is how long (seconds) an
+    unread frame is kept; ``None`` means ``max(3600, 4 x recv_timeout)``.
+    """
+
+    max_queued_bytes: int = 1 << 30
+    max_queued_frames: int = 100_000
+    unread_ttl: float | None = None
+
+
+class _Queued:
+    __slots__ = ("env", "cost", "at")
+
+    def __init__(self, env: Envelope, cost: int, at: float) -> None:
+        self.env, self.cost, self.at = env, cost, at
 
 
 class Mailbox:
@@ -39,22 +79,40 @@ class Mailbox:
         tag_prefixes: Sequence[str] | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         capture: bool = False,
+        limits: MailboxLimits | None = None,
+        unread_ttl: float = 3600.0,
+        inbound: Ledger | None = None,
     ) -> None:
         self.owner = owner
         self.job = job
         self.senders = frozenset(senders)
         self.tag_prefixes = tuple(tag_prefixes) if tag_prefixes is not None else None
         self.max_bytes = max_bytes
+        self.limits = limits or MailboxLimits()
+        self.unread_ttl = self.limits.unread_ttl if self.limits.unread_ttl is not None else unread_ttl
+        self.inbound = inbound
         self.captured: list[Envelope] | None = [] if capture else None
-        self._boxes: dict[tuple[str, str], deque[Envelope]] = defaultdict(deque)
+        self._boxes: dict[tuple[str, str], deque[_Queued]] = defaultdict(deque)
+        self._queued_bytes: dict[str, int] = defaultdict(int)
+        self._queued_frames: dict[str, int] = defaultdict(int)
+        #: (sender, tag) -> how many frames were dropped unread (bounded: oldest keys forgotten)
+        self.expired: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._cv = threading.Condition()
         self._failure: str | None = None
+        self._next_sweep = 0.0
 
-    def put(self, frame: bytes, authenticated_sender: str | None = None) -> Envelope:
+    def queued_bytes(self, sender: str) -> int:
+        """Bytes (with per-frame overhead) from ``sender`` waiting to be read."""
+        with self._cv:
+            return self._queued_bytes.get(sender, 0)
+
+    def put(self, frame: bytes, authenticated_sender: str | None = None, wait: float = 0.0) -> Envelope:
         """Decode, validate and file a frame. Raises :class:`CodecError` if it is refused.
 
         ``authenticated_sender`` is the identity proven by the transport (the certificate name);
-        a frame claiming another sender is refused, so no party can speak for another.
+        a frame claiming another sender is refused, so no party can speak for another. A frame
+        that would take the sender over its queue limits waits up to ``wait`` seconds for the
+        reader to make room, then raises :class:`QueueFull`.
         """
         env = decode(
             frame,
@@ -68,12 +126,56 @@ class Mailbox:
             raise CodecError(
                 f"message claims to come from {env.sender!r} but the connection is authenticated as {authenticated_sender!r}"
             )
+        cost = len(frame) + FRAME_OVERHEAD
+        deadline = time.monotonic() + wait
         with self._cv:
+            while True:
+                self._expire_locked(time.monotonic())
+                q_bytes, q_frames = self._queued_bytes[env.sender], self._queued_frames[env.sender]
+                if q_bytes + cost <= self.limits.max_queued_bytes and q_frames < self.limits.max_queued_frames:
+                    break
+                if q_frames == 0:  # a single frame above the byte limit can never fit: refuse for good
+                    raise CodecError(f"message of {len(frame)} bytes is over the per-party queue limit "
+                                     f"of {self.limits.max_queued_bytes} bytes")
+                left = deadline - time.monotonic()
+                if left <= 0 or self._failure is not None:
+                    raise QueueFull(f"{self.owner}: {q_frames} unread messages ({q_bytes} bytes) from {env.sender!r} "
+                                    f"already wait to be read; retry later")
+                self._cv.wait(min(left, 1.0))
+            if self.inbound is not None:
+                self.inbound.record_inbound(env.sender, env.tag, env.kind, frame)
             if self.captured is not None:
                 self.captured.append(env)
-            self._boxes[(env.sender, env.tag)].append(env)
+            self._boxes[(env.sender, env.tag)].append(_Queued(env, cost, time.monotonic()))
+            self._queued_bytes[env.sender] += cost
+            self._queued_frames[env.sender] += 1
             self._cv.notify_all()
         return env
+
+    def _release_locked(self, sender: str, item: _Queued) -> None:
+        self._queued_bytes[sender] -= item.cost
+        self._queued_frames[sender] -= 1
+        self._cv.notify_all()  # a sender waiting for room
+
+    def _expire_locked(self, now: float) -> None:
+        """Drop every frame unread for longer than ``unread_ttl``; remember which (bounded).
+
+        Sweeps at most once per second (a scan of the waiting keys), so a flood of frames does not
+        make every ``put`` scan the whole mailbox.
+        """
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(1.0, self.unread_ttl / 4)
+        cutoff = now - self.unread_ttl
+        for key in [k for k, box in self._boxes.items() if box and box[0].at < cutoff]:
+            box = self._boxes[key]
+            while box and box[0].at < cutoff:
+                self._release_locked(key[0], box.popleft())
+                self.expired[key] = self.expired.pop(key, 0) + 1
+                while len(self.expired) > 1000:
+                    self.expired.popitem(last=False)
+            if not box:
+                del self._boxes[key]
 
     def fail(self, reason: str) -> None:
         """Wake every waiting ``take`` with an error (e.g. a peer reported it aborted)."""
@@ -91,14 +193,21 @@ class Mailbox:
         key = (frm, tag)
         with self._cv:
             while True:
+                self._expire_locked(time.monotonic())
                 box = self._boxes.get(key)
                 if box:
-                    env = box.popleft()
+                    item = box.popleft()
                     if not box:
                         del self._boxes[key]
-                    return env
+                    self._release_locked(frm, item)
+                    return item.env
                 if self._failure is not None:
                     raise TransportError(self._failure)
+                if key in self.expired:
+                    raise TransportError(
+                        f"{self.owner}: message {tag!r} from party {frm!r} arrived but stayed unread for more than "
+                        f"{self.unread_ttl:.0f} s and was dropped; raise the unread-message lifetime if steps are this slow"
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TransportError(
@@ -113,14 +222,17 @@ class Channel(ABC):
 
     def __init__(self, me: str, peers: Iterable[str], job: str, ledger: Ledger | None = None,
                  recv_timeout: float = DEFAULT_RECV_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES,
-                 capture: bool = False, tag_prefixes: Sequence[str] | None = None) -> None:
+                 capture: bool = False, tag_prefixes: Sequence[str] | None = None,
+                 limits: MailboxLimits | None = None, inbound_ledger: Ledger | None = None) -> None:
         self.me = me
         self.peers = tuple(p for p in peers if p != me)
         self.job = job
         self.ledger = ledger if ledger is not None else Ledger(me)
+        self.inbound_ledger = inbound_ledger
         self.recv_timeout = recv_timeout
         self.max_bytes = max_bytes
-        self.mailbox = Mailbox(me, job, self.peers, tag_prefixes=tag_prefixes, max_bytes=max_bytes, capture=capture)
+        self.mailbox = Mailbox(me, job, self.peers, tag_prefixes=tag_prefixes, max_bytes=max_bytes, capture=capture,
+                               limits=limits, unread_ttl=max(3600.0, 4 * recv_timeout), inbound=inbound_ledger)
 
     # -- the interface algorithms use -------------------------------------------------------
     def send(self, to: str, tag: str, obj: Any, *, kind: str) -> int:
@@ -134,7 +246,7 @@ class Channel(ABC):
         frame = encode(self.job, self.me, to, tag, kind, obj, max_bytes=self.max_bytes)
         # recorded before it is handed over: a frame that may have left (even if the call then
         # fails) is in the ledger; the ledger may over-report, never under-report
-        self.ledger.record(to, tag, kind, len(frame))
+        self.ledger.record(to, tag, kind, len(frame), frame)
         self._deliver(to, frame)
         return len(frame)
 
@@ -159,6 +271,8 @@ class Channel(ABC):
 
     def close(self) -> None:
         self.ledger.close()
+        if self.inbound_ledger is not None:
+            self.inbound_ledger.close()
 
     def __enter__(self) -> "Channel":
         return self
@@ -176,14 +290,18 @@ class InMemoryNetwork:
 
     def __init__(self, parties: Iterable[str], job: str = "test", capture: bool = False,
                  recv_timeout: float = 60.0, ledger_dir: str | None = None,
-                 tag_prefixes: Sequence[str] | None = None) -> None:
+                 tag_prefixes: Sequence[str] | None = None, limits: MailboxLimits | None = None,
+                 inbound_dir: str | None = None) -> None:
         self.parties = tuple(parties)
         self.job = job
         self.channels: dict[str, InMemoryChannel] = {}
         for p in self.parties:
             ledger = Ledger(p, None if ledger_dir is None else f"{ledger_dir}/{p}.jsonl")
-            self.channels[p] = InMemoryChannel(self, p, ledger=ledger, capture=capture,
-                                               recv_timeout=recv_timeout, tag_prefixes=tag_prefixes)
+            # an inbound ledger only when asked for: in-memory runs (tests, notebooks) can be long
+            inbound = None if inbound_dir is None else Ledger(p, Path(inbound_dir) / f"{p}.jsonl", direction="in",
+                                                              fsync=False)
+            self.channels[p] = InMemoryChannel(self, p, ledger=ledger, capture=capture, inbound_ledger=inbound,
+                                               recv_timeout=recv_timeout, tag_prefixes=tag_prefixes, limits=limits)
 
     def channel(self, name: str) -> "InMemoryChannel":
         return self.channels[name]
@@ -198,4 +316,5 @@ class InMemoryChannel(Channel):
         self.network = network
 
     def _deliver(self, to: str, frame: bytes) -> None:
-        self.network.channels[to].mailbox.put(frame, authenticated_sender=self.me)
+        # back-pressure as over gRPC: wait for the reader to make room, as long as a recv would wait
+        self.network.channels[to].mailbox.put(frame, authenticated_sender=self.me, wait=self.recv_timeout)

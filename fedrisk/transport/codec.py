@@ -22,6 +22,13 @@ is the payload tree in which binary leaves point into the blob by ``[offset, len
 Invariants: :func:`decode` raises only :class:`~fedrisk.errors.CodecError`, whatever the bytes;
 every offset, length, shape and dtype is checked before any buffer is touched; a frame larger than
 ``max_bytes`` is refused before it is parsed.
+
+Abuse by an authenticated peer (issue 12): the JSON header is the only part parsed into Python
+objects, so its size and the number of JSON values it may hold are capped far below the frame
+limit (:data:`MAX_HEADER_BYTES`, :data:`MAX_HEADER_NODES`; a 16 MiB header of ``[]`` cost 830 MiB
+and 9 s of CPU when the cap was 64 MiB), :func:`encode` refuses what :func:`decode` would, and no
+error message quotes more than a few dozen characters of what the peer sent (escaped), since
+refusals are logged.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from fedrisk.errors import CodecError
+from fedrisk.transport.safe_text import safe_text
 
 __all__ = [
     "BigInts",
@@ -42,12 +50,18 @@ __all__ = [
     "encode",
     "decode",
     "DEFAULT_MAX_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADER_NODES",
 ]
 
 MAGIC = b"FRK1"
 VERSION = 1
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
-MAX_HEADER_BYTES = 64 * 1024 * 1024
+#: Header (JSON) bytes: payload data belongs in the blob (arrays, BigInts, bytes), not in JSON lists.
+MAX_HEADER_BYTES = 1024 * 1024
+#: JSON values in a header (counted as ``,`` ``[`` ``{`` bytes, an upper bound): each becomes a
+#: Python object of ~50-100 bytes when parsed.
+MAX_HEADER_NODES = 64 * 1024
 MAX_DEPTH = 32
 MAX_BIGINTS = 1 << 22
 _JSON_INT_LIMIT = 2**53
@@ -213,9 +227,21 @@ def _enc(obj: Any, w: _Writer, depth: int) -> Any:
     raise CodecError(f"type {type(obj).__name__} cannot be sent on the wire (no pickle); convert it to arrays/ints/str")
 
 
+def _peer(value: Any, limit: int = 64) -> str:
+    """A peer-supplied value quoted in an error message: bounded, escaped, type named if not str."""
+    if isinstance(value, str):
+        return repr(safe_text(value, limit))
+    return f"{type(value).__name__} {safe_text(repr(value), limit)}"
+
+
+def _count_nodes(header: bytes) -> int:
+    """An upper bound on the JSON values in ``header`` (C-speed byte counts, before parsing)."""
+    return header.count(b",") + header.count(b"[") + header.count(b"{")
+
+
 def _check_name(what: str, value: Any) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
-        raise CodecError(f"envelope {what} {value!r} is not a valid name")
+        raise CodecError(f"envelope {what} {_peer(value)} is not a valid name")
     return value
 
 
@@ -232,6 +258,11 @@ def encode(job: str, sender: str, to: str, tag: str, kind: str, body: Any, max_b
         separators=(",", ":"),
         allow_nan=False,
     ).encode()
+    if len(header) > MAX_HEADER_BYTES or _count_nodes(header) > MAX_HEADER_NODES:
+        raise CodecError(
+            f"message {tag!r} to {to!r} has a {len(header)}-byte JSON header with up to {_count_nodes(header)} values, "
+            f"over the {MAX_HEADER_BYTES}-byte / {MAX_HEADER_NODES}-value limit; send long lists as numpy arrays"
+        )
     frame = b"".join([MAGIC, struct.pack(">I", len(header)), header, *w.chunks])
     if len(frame) > max_bytes:
         raise CodecError(f"message {tag!r} to {to!r} is {len(frame)} bytes, over the {max_bytes}-byte limit")
@@ -267,7 +298,7 @@ def _dec(node: Any, r: _Reader, depth: int) -> Any:
     key, spec = next(iter(node.items()))
     if key == "__float__":
         if spec not in ("nan", "inf", "-inf"):
-            raise CodecError(f"bad special float {spec!r}")
+            raise CodecError(f"bad special float {_peer(spec)}")
         return float(spec)
     if not isinstance(spec, list):
         raise CodecError(f"typed node {key} needs a list")
@@ -297,20 +328,20 @@ def _dec(node: Any, r: _Reader, depth: int) -> Any:
             raise CodecError("bad array node")
         dts, shape, off, n = spec
         if not isinstance(dts, str) or dts not in _DTYPES:
-            raise CodecError(f"array dtype {dts!r} is not allowed")
+            raise CodecError(f"array dtype {_peer(dts)} is not allowed")
         if not isinstance(shape, list) or len(shape) > 32:
             raise CodecError("array shape must be a list of at most 32 dimensions")
         if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-            raise CodecError(f"array shape {shape!r} must hold non-negative integers")
+            raise CodecError(f"array shape {_peer(shape)} must hold non-negative integers")
         dt = _DTYPES[dts]
         count = 1
         for s in shape:
             count *= s
         if count * dt.itemsize != n:
-            raise CodecError(f"array of shape {shape} and dtype {dts} needs {count * dt.itemsize} bytes, got {n}")
+            raise CodecError(f"array of shape {_peer(shape)} and dtype {dts} needs {count * dt.itemsize} bytes, got {n}")
         buf = r.get(off, n)
         return np.frombuffer(buf, dtype=dt).reshape(tuple(shape)).copy() if count else np.empty(tuple(shape), dtype=dt)
-    raise CodecError(f"unknown typed node {key!r}")
+    raise CodecError(f"unknown typed node {_peer(key)}")
 
 
 def decode(
@@ -333,7 +364,7 @@ def decode(
     except CodecError:
         raise
     except Exception as e:  # noqa: BLE001 - the contract is "only CodecError escapes"
-        raise CodecError(f"malformed message: {type(e).__name__}: {e}") from None
+        raise CodecError(f"malformed message: {type(e).__name__}: {safe_text(e, 120)}") from None
 
 
 def _decode(frame, job, to, senders, tag_prefixes, max_bytes) -> Envelope:
@@ -344,12 +375,18 @@ def _decode(frame, job, to, senders, tag_prefixes, max_bytes) -> Envelope:
     if len(frame) < 8 or bytes(frame[:4]) != MAGIC:
         raise CodecError("not a fedrisk frame (bad magic)")
     (hlen,) = struct.unpack(">I", bytes(frame[4:8]))
-    if hlen > MAX_HEADER_BYTES or 8 + hlen > len(frame):
+    if hlen > MAX_HEADER_BYTES:
+        raise CodecError(f"header of {hlen} bytes is over the {MAX_HEADER_BYTES}-byte limit")
+    if 8 + hlen > len(frame):
         raise CodecError(f"header length {hlen} does not fit the {len(frame)}-byte frame")
+    raw = bytes(frame[8 : 8 + hlen])
+    if _count_nodes(raw) > MAX_HEADER_NODES:
+        raise CodecError(f"header holds more than {MAX_HEADER_NODES} JSON values; payload data belongs in arrays")
     try:
-        header = json.loads(bytes(frame[8 : 8 + hlen]).decode("utf-8"))
+        # deep nesting ends in RecursionError inside the C parser, well before memory matters
+        header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise CodecError(f"header is not valid JSON: {e}") from None
+        raise CodecError(f"header is not valid JSON: {safe_text(e, 120)}") from None
     if not isinstance(header, dict) or header.get("v") != VERSION:
         raise CodecError("header is not a version-1 fedrisk envelope")
     env_job = _check_name("job", header.get("job"))
@@ -358,7 +395,7 @@ def _decode(frame, job, to, senders, tag_prefixes, max_bytes) -> Envelope:
     tag = _check_name("tag", header.get("tag"))
     kind = header.get("kind")
     if kind not in KINDS:
-        raise CodecError(f"unknown message kind {kind!r}")
+        raise CodecError(f"unknown message kind {_peer(kind)}")
     if job is not None and env_job != job:
         raise CodecError(f"message for job {env_job!r} refused: this is job {job!r}")
     if to is not None and recipient != to:

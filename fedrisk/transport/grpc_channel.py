@@ -11,18 +11,31 @@ Trust, checked on every call:
 * the TLS handshake requires both sides to present certificates signed by the job's CA;
 * the client pins the server's expected name (``ssl_target_name_override`` = the peer's party
   name), so a party cannot impersonate another party's server;
-* the server reads the client's certificate name from the auth context and refuses any frame
-  whose envelope names a different sender (so a party cannot speak for another).
+* the server reads the client's certificate from the auth context, takes its identity under
+  the same rule the client's name check follows (:func:`~fedrisk.transport.certs.certificate_identity`:
+  one CN, SANs absent or equal to it), and refuses any frame whose envelope names a different
+  sender (so a party cannot speak for another).
 
 Peers that are not up yet are retried with exponential backoff until ``connect_timeout``; then a
 :class:`TransportError` names the party and address.
+
+Abuse by an authenticated peer (issue 12 item 7): frames beyond the mailbox's per-peer queue
+limits are answered ``RESOURCE_EXHAUSTED`` at once (the server thread is not held) and an honest
+sender retries with backoff for up to ``recv_timeout``; refusals are kept as a bounded list, logged
+for the first :data:`LOGGED_REFUSALS` per peer and then only counted, and every peer-supplied
+string in them (abort reasons included) is cut and escaped by
+:func:`~fedrisk.transport.safe_text.safe_text`.
 """
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import ssl
+import tempfile
 import threading
 import time
+from collections import defaultdict, deque
 from concurrent import futures
 from typing import Any, Mapping
 
@@ -33,14 +46,19 @@ import grpc  # noqa: E402
 from cryptography import x509  # noqa: E402
 
 from fedrisk.errors import CodecError, TransportError
-from fedrisk.transport.certs import TlsFiles
-from fedrisk.transport.channel import Channel
+from fedrisk.transport.certs import TlsFiles, certificate_identity
+from fedrisk.transport.channel import Channel, QueueFull
 from fedrisk.transport.codec import DEFAULT_MAX_BYTES, encode
+from fedrisk.transport.safe_text import safe_text
 
 __all__ = ["GrpcChannel"]
 
 _METHOD = "/fedrisk.v1.Party/Deliver"
 _ABORT_TAG = "ctl.abort"
+#: refusals logged per peer before the rest are only counted
+LOGGED_REFUSALS = 20
+#: refusal reasons kept in memory (most recent)
+KEPT_REFUSALS = 100
 log = logging.getLogger("fedrisk.transport")
 
 
@@ -65,7 +83,9 @@ class GrpcChannel(Channel):
         self._stubs: dict[str, Any] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
-        self.refused: list[str] = []
+        self.refused: deque[str] = deque(maxlen=KEPT_REFUSALS)
+        self.refused_count: dict[str, int] = defaultdict(int)
+        self._verified: set[str] = set()
 
     # -- server --------------------------------------------------------------------------------
     def start(self) -> "GrpcChannel":
@@ -93,29 +113,50 @@ class GrpcChannel(Channel):
 
     def _on_deliver(self, frame: bytes, context: grpc.ServicerContext) -> bytes:
         auth = context.auth_context()
-        names = [v.decode() for v in auth.get("x509_common_name", [])]
-        sans = [v.decode() for v in auth.get("x509_subject_alternative_name", [])]
-        peer = names[0] if names else None
-        if peer is not None and sans and peer not in sans:
-            # clients check a server's SAN; hold clients to the same name so the two checks agree
-            peer = f"{peer} (not among its subject alternative names {sans})"
+        peer = self._client_identity(auth)
         if peer in self.peer_cas and not self._issued_by_pinned_ca(peer, auth):
             peer = f"{peer} (certificate not issued by {peer}'s own CA)"
         if peer is None or peer not in self.peers:
-            reason = f"{self.me}: refused a connection from certificate name {peer!r}: not a party of job {self.job!r}"
-            self.refused.append(reason)
-            log.warning(reason)
+            reason = (f"{self.me}: refused a connection from certificate name {safe_text(repr(peer), 300)}: "
+                      f"not a party of job {self.job!r}")
+            self._refuse(str(peer), reason)
             context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         try:
             env = self.mailbox.put(frame, authenticated_sender=peer)
+        except QueueFull as e:
+            # no log line per frame: a flood must not turn into a flood of log
+            self.refused_count[f"{peer}:queue-full"] += 1
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except CodecError as e:
-            reason = f"{self.me}: refused a message from {peer!r}: {e}"
-            self.refused.append(reason)
-            log.warning(reason)
+            reason = f"{self.me}: refused a message from {peer!r}: {safe_text(e, 400)}"
+            self._refuse(peer, reason)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
         if env.tag == _ABORT_TAG:
-            self.mailbox.fail(f"party {peer!r} aborted the job: {env.body.get('reason', '') if isinstance(env.body, dict) else ''}")
+            why = env.body.get("reason", "") if isinstance(env.body, dict) else ""
+            self.mailbox.fail(f"party {peer!r} aborted the job: {safe_text(why, 1000)}")
         return b""
+
+    def _refuse(self, peer: str, reason: str) -> None:
+        """Keep (bounded) and log (the first few per peer) why a frame or connection was refused."""
+        n = self.refused_count[peer] = self.refused_count[peer] + 1
+        self.refused.append(reason)
+        if n <= LOGGED_REFUSALS:
+            log.warning(reason)
+        elif n == LOGGED_REFUSALS + 1 or n % 1000 == 0:
+            log.warning("%s: %d refusals from %s so far; further ones are only counted", self.me, n, safe_text(peer, 80))
+
+    @staticmethod
+    def _client_identity(auth: Mapping[str, Any]) -> str | None:
+        """The client's party name under :func:`~fedrisk.transport.certs.certificate_identity`, or why not."""
+        pem = (auth.get("x509_pem_cert") or [b""])[0]
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            return None
+        try:
+            return certificate_identity(cert)
+        except ValueError as e:
+            return f"(certificate breaks the identity rule: {e})"
 
     def _issued_by_pinned_ca(self, peer: str, auth: Mapping[str, Any]) -> bool:
         pem = (auth.get("x509_pem_cert") or [b""])[0]
@@ -148,36 +189,93 @@ class GrpcChannel(Channel):
 
     def _deliver(self, to: str, frame: bytes) -> None:
         stub = self._stub(to)
-        deadline = time.monotonic() + self.connect_timeout
+        start = time.monotonic()
+        deadline = start + self.connect_timeout
         delay = 0.05
         while True:
             left = deadline - time.monotonic()
             try:
+                self._check_server_identity(to)
                 # the RPC deadline covers both transfer and the peer's decode; large frames get more time
                 stub(frame, timeout=max(30.0, len(frame) / 5e6))
                 return
+            except OSError as e:  # the identity check could not connect or the handshake failed
+                if self.mailbox.failure is not None:
+                    raise TransportError(self.mailbox.failure) from None
+                if left <= 0:
+                    raise TransportError(
+                        f"{self.me}: party {to!r} at {self.addresses[to]} unreachable after {self.connect_timeout:.0f} s "
+                        f"({type(e).__name__}: {safe_text(e, 300)}); is it running, and does it trust the same CA?"
+                    ) from None
             except grpc.RpcError as e:
                 code = e.code()
                 if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT):
-                    raise TransportError(f"{self.me} -> {to}: refused: {e.details()}") from None
+                    raise TransportError(f"{self.me} -> {to}: refused: {safe_text(e.details(), 400)}") from None
                 if self.mailbox.failure is not None:
                     # the job was aborted by a peer: stop knocking on doors that are closing
                     raise TransportError(self.mailbox.failure) from None
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    # back-pressure: the peer has not read what we sent yet; wait as long as a recv would
+                    if time.monotonic() - start > self.recv_timeout:
+                        raise TransportError(f"{self.me} -> {to}: the peer's queue stayed full for "
+                                             f"{self.recv_timeout:.0f} s: {safe_text(e.details(), 300)}") from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    deadline = time.monotonic() + self.connect_timeout
+                    continue
                 if code != grpc.StatusCode.UNAVAILABLE or left <= 0:
                     raise TransportError(
                         f"{self.me}: party {to!r} at {self.addresses[to]} unreachable after {self.connect_timeout:.0f} s "
-                        f"({code.name}: {e.details()}); is it running, and does it trust the same CA?"
+                        f"({code.name}: {safe_text(e.details(), 300)}); is it running, and does it trust the same CA?"
                     ) from None
             time.sleep(min(delay, max(left, 0.0)))
             delay = min(delay * 2, 1.0)
+
+    def _check_server_identity(self, to: str) -> None:
+        """Once per peer: the server at ``to``'s address holds a CA-signed certificate whose identity,
+        under :func:`~fedrisk.transport.certs.certificate_identity`, is ``to``.
+
+        gRPC's own check accepts a certificate if any DNS SAN equals the name, so a certificate naming
+        two parties would pass for both; this applies the server's rule on the client side too. It is
+        a separate TLS handshake before the first frame (gRPC does not expose the peer certificate of
+        a client call), so it proves that ``to``'s key answered at that address, not that every later
+        connection reaches the same server. Raises ``OSError`` while the peer is not reachable.
+        """
+        if to in self._verified:
+            return
+        host, port = self.addresses[to].rsplit(":", 1)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False  # the identity rule below is the name check
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=self._peer_ca_pem.get(to, self.tls.ca).decode("ascii"))
+        ctx.set_alpn_protocols(["h2"])
+        with tempfile.TemporaryDirectory(prefix="fedrisk-tls-") as d:  # ssl loads client keys from files only
+            cert_f, key_f = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+            for path, data in ((cert_f, self.tls.cert), (key_f, self.tls.key)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+            ctx.load_cert_chain(cert_f, key_f)
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=10) as sock:
+            with ctx.wrap_socket(sock) as tls:
+                der = tls.getpeercert(binary_form=True)
+        try:
+            ident = certificate_identity(x509.load_der_x509_certificate(der))
+        except ValueError as e:
+            raise TransportError(f"{self.me} -> {to}: refused the server at {self.addresses[to]}: its certificate "
+                                 f"breaks the identity rule: {e}") from None
+        if ident != to:
+            raise TransportError(f"{self.me} -> {to}: refused the server at {self.addresses[to]}: its certificate "
+                                 f"identifies {ident!r}") from None
+        self._verified.add(to)
 
     def abort(self, reason: str) -> None:
         """Best-effort: tell every peer this participant failed, so they stop waiting."""
         for p in self.peers:
             try:
                 frame = encode(self.job, self.me, p, _ABORT_TAG, "control", {"reason": reason[:2000]}, max_bytes=DEFAULT_MAX_BYTES)
+                self.ledger.record(p, _ABORT_TAG, "control", len(frame), frame)  # before it leaves
                 self._stub(p)(frame, timeout=2.0)
-                self.ledger.record(p, _ABORT_TAG, "control", len(frame))
             except Exception:  # noqa: BLE001 - the peer may be gone already; aborting must not raise
                 pass
 

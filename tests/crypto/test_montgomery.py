@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import secrets
 from contextlib import contextmanager
 
@@ -195,3 +197,34 @@ def test_kernels_release_the_gil_and_agree_under_threads():
     with ThreadPoolExecutor(4) as ex:
         outs = list(ex.map(lambda _: montgomery.grouped_products(n, blob, which, group, 7), range(8)))
     assert len(set(outs)) == 1
+
+
+# Size products: a count or width that wraps ``count * size`` allocates a small buffer the loop
+# then writes far past (issue 12 item 8: power_table(count=2**61+1) at one limb made an 8-byte
+# buffer and segfaulted). Each call runs in a child so a heap overflow cannot take pytest down.
+_WRAPPING_CALLS = {
+    "power_table": "k.power_table(n, b, 2**61 + 1)",
+    "power_table_max": "k.power_table(n, b, sys.maxsize)",
+    "grouped_products": "k.grouped_products(n, b, np.zeros(1, np.int64), np.zeros(1, np.int64), 2**61 + 1)",
+    "crt_combine": "k.crt_combine(n, m2, one, b * 4, one * 4, 2**62 + 2)",
+    "crt_combine_width0": "k.crt_combine(n, m2, one, b, one, 0)",
+}
+
+
+@native_only
+@pytest.mark.parametrize("call", sorted(_WRAPPING_CALLS))
+def test_size_products_that_overflow_are_refused_not_written_past(call):
+    code = (
+        "import sys, numpy as np\n"
+        "from fedrisk.crypto import _montgomery as k\n"
+        "n = (2**64 - 59).to_bytes(8, 'big'); m2 = (2**61 - 1).to_bytes(8, 'big')\n"
+        "b = (3).to_bytes(8, 'big'); one = (1).to_bytes(8, 'big')\n"
+        "try:\n"
+        f"    {_WRAPPING_CALLS[call]}\n"
+        "except (ValueError, MemoryError) as e:\n"
+        "    print('refused:', e); sys.exit(0)\n"
+        "sys.exit(3)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{call}: exit {r.returncode} (negative = killed by a signal) {r.stderr[-500:]}"
+    assert "refused:" in r.stdout

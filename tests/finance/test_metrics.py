@@ -181,3 +181,36 @@ def test_bad_inputs():
         m.brier([0, 1], [0.1, 3.0])
     with pytest.raises(DataError, match="empty"):
         m.population_stability_index([], [1.0])
+
+
+# -- against independent computations (scipy / pandas), continuous scores -----------------------
+@pytest.mark.parametrize("seed", [0, 5])
+def test_ks_gini_lift_psi_against_independent_computation(seed):
+    import pandas as pd
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(seed)
+    n = 5000
+    y = (rng.random(n) < 0.2).astype(int)
+    s = rng.normal(size=n) + 0.9 * y  # continuous: no ties, so every definition agrees
+    # KS: the two-sample Kolmogorov-Smirnov statistic between bads' and goods' score distributions
+    assert m.ks(y, s) == pytest.approx(ks_2samp(s[y == 1], s[y == 0]).statistic, abs=1e-12)
+    # Gini: Somers' D from pairwise comparisons on a subsample (O(n^2) brute force)
+    sub = rng.choice(n, 600, replace=False)
+    yb, sb = y[sub], s[sub]
+    diff = np.sign(sb[yb == 1][:, None] - sb[yb == 0][None, :])
+    assert m.gini(yb, sb) == pytest.approx(diff.mean(), abs=1e-12)
+    # lift: pandas qcut deciles of the score, riskiest first
+    dec = pd.qcut(-s, 10, labels=False)
+    ref = pd.DataFrame({"y": y, "d": dec}).groupby("d")["y"].agg(["size", "sum"])
+    ours = m.lift_table(y, s)
+    assert [r["n"] for r in ours] == ref["size"].tolist()
+    np.testing.assert_allclose([r["lift"] for r in ours], (ref["sum"] / ref["size"] / y.mean()).to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose([r["cum_gain"] for r in ours], (ref["sum"].cumsum() / y.sum()).to_numpy(), rtol=1e-12)
+    # PSI: deciles of the expected sample by pandas, the textbook formula
+    e, a = s[:3000], s[3000:] + 0.2
+    cuts = pd.qcut(e, 10, retbins=True)[1]
+    cuts[0], cuts[-1] = -np.inf, np.inf
+    pe = pd.Series(pd.cut(e, cuts)).value_counts(normalize=True, sort=False).sort_index().to_numpy()
+    pa = pd.Series(pd.cut(a, cuts)).value_counts(normalize=True, sort=False).sort_index().to_numpy()
+    assert m.population_stability_index(e, a)["psi"] == pytest.approx(float(np.sum((pa - pe) * np.log(pa / pe))), rel=1e-9)

@@ -54,3 +54,45 @@ def test_report_renders_in_chromium(fake_run: Path, tmp_path: Path):
     # a blank page compresses to a few kB; charts and tables make it far larger
     assert png.stat().st_size > 100_000
     assert not _console_errors(shot.stderr), _console_errors(shot.stderr)
+
+
+def _task_runs(root: Path) -> dict[str, Path]:
+    """Run directories per task kind, in the shapes the tasks write (see test_report_tasks)."""
+    import shutil
+
+    from tests.finance.test_report_tasks import _ledger, vertical_scorecard_run, woe_run
+
+    runs = {"scorecard": vertical_scorecard_run(root / "sc"), "woe": woe_run(root / "woe")}
+    own = root / "holder"
+    (own / "woe").mkdir(parents=True)
+    for f in ("scorecard-payco.json", "run-payco.json", "woe/payco.json"):
+        shutil.copy(runs["scorecard"] / f, own / f)
+    _ledger(own, "payco", "lender")
+    runs["feature-holder"] = own
+    return runs
+
+
+# section titles each report must show in the rendered DOM, and charts it must draw
+EXPECTED = {
+    "scorecard": (["Model documentation", "Scorecard: points table", "Score bands", "Reason codes",
+                   "Discrimination: ROC and KS", "Population stability", "Communication ledger"], 8),
+    "feature-holder": (["Model documentation", "Scorecard: points table", "Communication ledger"], 2),
+    "woe": (["Model documentation", "Information value by party", "Binning tables and WOE", "Communication ledger"], 3),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_task_reports_render_their_sections(kind: str, tmp_path: Path):
+    run = _task_runs(tmp_path)[kind]
+    write_report(run)
+    dom = _chromium(run, tmp_path / "profile-dom", "--dump-dom", "--enable-logging=stderr", "--v=0")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    titles, n_charts = EXPECTED[kind]
+    h2 = re.findall(r"<h2>([^<]*)</h2>", dom.stdout)
+    for t in titles:
+        assert t in h2, (t, h2)
+    assert len(re.findall(r"<svg\b[^>]*class=\"chart\"", dom.stdout)) >= n_charts
+    assert not _console_errors(dom.stderr), _console_errors(dom.stderr)
+    png = run / "report.png"
+    shot = _chromium(run, tmp_path / "profile-shot", f"--screenshot={png}", "--window-size=1280,3000")
+    assert shot.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

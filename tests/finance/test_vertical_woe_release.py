@@ -125,3 +125,50 @@ def test_release_settings_are_task_params_validated_by_the_spec():
             parse_params(mod.Params, {"kind": mod.KIND, "min_bin_rows": 0}, "job.toml")
         with pytest.raises(ConfigError, match="min_bin_share"):
             parse_params(mod.Params, {"kind": mod.KIND, "min_bin_share": 0.7}, "job.toml")
+
+
+def test_honest_vertical_scorecard_run_gives_the_feature_holder_no_labels(tmp_path, caplog):
+    """The issue's scenario end to end (task glue, in-process): a feature holder with a unique
+    merchant reference. Before: the column got one prebin per row, was selected, and the feature
+    holder's scorecard file held every training label (train AUC 1.0). Now it is pooled, flagged by
+    name and not in the scorecard; the model trains on the real features only."""
+    import json
+    import textwrap
+
+    from tests.tasks.test_woe_tasks import run_in_process
+
+    rng = np.random.default_rng(4)
+    n = 2500
+    ids = np.arange(n)
+    income = rng.normal(size=n)
+    late = rng.poisson(1.0, n).astype(float)
+    z = -1.4 - 0.8 * income + 0.6 * late
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    pd.DataFrame({"id": ids, "y": y, "income": income}).to_csv(tmp_path / "lender.csv", index=False)
+    merchant = [f"MR-{i:06d}-{rng.integers(1e6)}" for i in range(n)]
+    pd.DataFrame({"id": ids, "late": late, "merchant_ref": merchant}).to_csv(tmp_path / "payco.csv", index=False)
+    spec = tmp_path / "job.toml"
+    spec.write_text(textwrap.dedent("""
+        [federation]
+        name = "leak-check"
+        [parties.lender]
+        address = "127.0.0.1:1"
+        data = "lender.csv"
+        id = "id"
+        label = "y"
+        [parties.payco]
+        address = "127.0.0.1:2"
+        data = "payco.csv"
+        id = "id"
+        [task]
+        kind = "vertical.scorecard"
+        key_bits = 2048
+        """))
+    with caplog.at_level(logging.WARNING):
+        metrics = run_in_process(spec, tmp_path / "run")
+    assert any("'merchant_ref'" in r.getMessage() for r in caplog.records)
+    card = json.loads((tmp_path / "run" / "scorecard-payco.json").read_text())
+    assert "merchant_ref" not in card["features"]
+    text = json.dumps(card)
+    assert "MR-" not in text  # no per-category bins of the unique column in the file
+    assert metrics["train"]["auc"] < 0.95

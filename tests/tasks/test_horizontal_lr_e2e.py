@@ -74,6 +74,14 @@ def test_simulate_example_on_shared_data(shared_data, repo, tmp_path):
         assert "model" not in kinds and "masked" in kinds
     model = json.loads((out / "model.json").read_text())
     assert model["format"] == "fedrisk.lr" and len(model["features"]) == 23
+    # every party's outbound ledger chains and matches its partners' inbound ledgers (issue 12 item 9)
+    r = cli("ledger", "verify", out)
+    assert r.returncode == 0 and "error" not in r.stdout, r.stdout + r.stderr
+    assert r.stdout.count("all in") >= 6, r.stdout  # at least coordinator <-> each of 3 banks, both ways
+    # run outputs are private to the account that ran them (issue 12 item 11)
+    for f in [out / "model.json", out / "metrics.json", out / "ledger" / "bank1.jsonl", out / "logs" / "bank1.log",
+              out / "ledger", out / "scores"]:
+        assert f.stat().st_mode & 0o077 == 0, f"{f} is {f.stat().st_mode & 0o777:o}"
     # local scoring of new rows with the model file
     scores = tmp_path / "scores.csv"
     r = cli("predict", out / "model.json", shared_data / "default_credit_homo_test.csv", "--out", scores)
@@ -219,3 +227,13 @@ def test_resume_continues_from_the_coordinators_checkpoint(tmp_path):
     assert "resuming after round 4" in log
     resumed = json.loads((out / "model.json").read_text())
     assert resumed["coef"] == first["coef"]
+    # the resumed run continued each ledger's hash chain (issue 12 item 9)
+    r = cli("ledger", "verify", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # a new run over the same folder keeps the earlier run's ledgers instead of deleting them
+    before = (out / "ledger" / "bank1.jsonl").read_text()
+    assert cli("simulate", spec, "--out", out).returncode == 0
+    previous = sorted((out / "ledger" / "previous").iterdir())
+    assert len(previous) == 4 and any(p.read_text() == before for p in previous)
+    assert len(list((out / "ledger-inbound" / "previous").iterdir())) == 4
+    assert cli("ledger", "verify", out).returncode == 0

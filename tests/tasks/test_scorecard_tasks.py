@@ -56,7 +56,7 @@ def test_horizontal_scorecard_germancredit(tmp_path):
     test.drop(columns="y").to_csv(tmp_path / "applicants.csv", index=False)
     assert predict_file(out / "scorecard.json", tmp_path / "applicants.csv", tmp_path / "pred.csv") == len(test)
     pred = pd.read_csv(tmp_path / "pred.csv")
-    assert np.allclose(pred["points"].to_numpy(), total) and np.allclose(pred["score"].to_numpy(), p, rtol=1e-6)
+    assert np.allclose(pred["points"].to_numpy(), total) and np.allclose(pred["probability"].to_numpy(), p, rtol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["horizontal.scorecard", "vertical.scorecard"])
@@ -108,6 +108,6 @@ def test_vertical_scorecard_default_credit_e2e(tmp_path, shared_data):
     new.to_csv(tmp_path / "new.csv", index=False)
     n = predict_file(out / "scorecard-lender.json", tmp_path / "new.csv", tmp_path / "pred.csv")
     assert n == len(ids)
-    pred = pd.read_csv(tmp_path / "pred.csv").set_index("id").loc[ids, "score"].to_numpy()
+    pred = pd.read_csv(tmp_path / "pred.csv").set_index("id").loc[ids, "probability"].to_numpy()
     test_scores = pd.read_csv(out / "scores" / "test.csv").set_index("id").loc[ids, "score"].to_numpy()
     assert np.allclose(pred, test_scores, rtol=1e-6)

@@ -96,9 +96,16 @@ def test_three_parties_simulate_and_predict(tmp_path):
     new.to_csv(tmp_path / "new.csv", index=False)
     r = cli("predict", out / "model.json", tmp_path / "new.csv", "--out", tmp_path / "scores.csv")
     assert r.returncode == 0, r.stdout + r.stderr
-    scores = pd.read_csv(tmp_path / "scores.csv")
+    allrows = pd.read_csv(tmp_path / "scores.csv")
+    assert allrows.id.tolist() == new.id.tolist()  # every input row, unscored ones with a status
+    scores = allrows[allrows.status == "scored"]
     payco_ids = set(pd.read_csv(tmp_path / "payco.csv").id)
     assert set(scores.id) == {i for i in new.id if i in payco_ids}
+    # reason codes: the lender's features by name, each partner as one aggregated reason
+    lender_feats = set(json.loads((out / "model.json").read_text())["features"])
+    reasons = pd.concat([scores[f"reason_{k}"] for k in (1, 2, 3)]).dropna()
+    assert reasons.map(lambda r: r in lender_feats or r.startswith("partner features (")).all()
+    assert (scores["contribution_1"].dropna() > 0).all()
     trained = pd.concat([pd.read_csv(out / "scores" / f) for f in ("train.csv", "test.csv")]).set_index("id")
     assert np.allclose(scores.set_index("id").score, trained.loc[scores.id, "score"], atol=1e-6)
 
@@ -116,7 +123,7 @@ def test_missing_values_kept_trained_on_and_scored(tmp_path):
     new.to_csv(tmp_path / "new.csv", index=False)
     r = cli("predict", out / "model.json", tmp_path / "new.csv", "--out", tmp_path / "scores.csv")
     assert r.returncode == 0, r.stdout + r.stderr
-    scores = pd.read_csv(tmp_path / "scores.csv").set_index("id").score
+    scores = pd.read_csv(tmp_path / "scores.csv").query("status == 'scored'").set_index("id").score
     trained = pd.concat([pd.read_csv(out / "scores" / f) for f in ("train.csv", "test.csv")]).set_index("id").score
     assert len(scores) > 100 and np.allclose(scores, trained.loc[scores.index], atol=1e-6)
     # without the policy the same files are refused with a clear message

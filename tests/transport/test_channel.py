@@ -14,7 +14,7 @@ def test_send_recv_in_order_and_ledger_records_every_message(tmp_path):
     assert [int(net["b"].recv("a", "t.x")[0]) for _ in range(3)] == [0, 1, 2]
     lines = read_ledger(tmp_path / "a.jsonl")
     assert len(lines) == 3 and {l["to"] for l in lines} == {"b"} and all(l["bytes"] > 0 for l in lines)
-    assert set(lines[0]) == {"time", "from", "to", "tag", "kind", "bytes"}
+    assert set(lines[0]) == {"seq", "dir", "time", "from", "to", "tag", "kind", "bytes", "sha256", "prev"}
     assert net["a"].ledger.bytes_sent == sum(l["bytes"] for l in lines)
 
 

@@ -91,6 +91,16 @@ _MAX_COUNT = 2**31 - 1
 _SECONDS_PER_ID = 2e-3
 
 
+def _wait_budget(recv_timeout: float, own_n: int, peer_n: int, pairs: int) -> float:
+    """How long a data phase waits for the peer's next message.
+
+    The peer's declared count is credited at most up to our own count: a peer that declares
+    2**31 ids must not make us wait 50 days for batches it never sends. Batches stream as they are
+    blinded, so an honest larger peer needs ``recv_timeout`` per batch, not time for its whole set.
+    """
+    return recv_timeout + _SECONDS_PER_ID * (own_n + min(int(peer_n), own_n)) * pairs
+
+
 @dataclass(frozen=True)
 class PsiResult:
     """What one party learns from the alignment.
@@ -247,8 +257,9 @@ def _exchange(channel: Channel, peer: str, prep: _Prepared, *, leader: bool, sal
     theirs = _hello(channel, peer, tag, prep, leader=leader, salt=salt, casefold=casefold, reveal=reveal)
     peer_n, peer_batch = theirs["count"], theirs["batch"]
     # A peer may be busy for a long time before its next batch (e.g. blinding a much larger set
-    # first), so the data phases wait the channel's timeout plus a budget that grows with the sets.
-    wait = channel.recv_timeout + _SECONDS_PER_ID * (prep.n + peer_n) * pairs
+    # first), so the data phases wait the channel's timeout plus a budget that grows with the sets
+    # (the peer's declared size credited at most up to ours, see _wait_budget).
+    wait = _wait_budget(channel.recv_timeout, prep.n, peer_n, pairs)
 
     for i, b in enumerate(prep.batches()):
         channel.send(peer, f"{tag}.blinded.{i}", b, kind="masked")
@@ -385,7 +396,8 @@ def align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Seq
     -----
     Followers never talk to each other; the leader runs the pairs concurrently over one process
     pool. The data phases wait ``channel.recv_timeout`` plus 2 ms per id involved, since a peer
-    can be busy for long before its next batch. With ``reveal="both"`` the leader sends each follower the
+    can be busy for long before its next batch (the peer's declared count is credited at most up to
+    this party's own, so a peer cannot stretch the wait by declaring a huge set). With ``reveal="both"`` the leader sends each follower the
     positions of its pairwise-agreed order to keep (``psi.keep``, plaintext-by-design): a
     follower thereby learns which of its matched customers are missing at some other follower,
     and the size of the common intersection. The leader learns every pairwise intersection.
@@ -404,7 +416,7 @@ def align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Seq
         if reveal == "leader":
             return pair
         # the leader sends psi.keep once every pair is done; allow for the other followers' work
-        wait = channel.recv_timeout + _SECONDS_PER_ID * len(followers) * (prep.n + pair.peer_sizes[leader])
+        wait = _wait_budget(channel.recv_timeout, prep.n, pair.peer_sizes[leader], len(followers))
         keep = channel.recv(leader, f"{tag}.keep", timeout=wait)
         assert pair.indices is not None
         m = len(pair.indices)

@@ -244,3 +244,31 @@ def test_align_many_leader_only_and_empty():
     assert sorted(res["l"].indices) == list(range(30, 50))
     with pytest.raises(DataError, match="empty"):
         _many({"l": list(range(50)), "f1": list(range(0, 25)), "f2": list(range(25, 50))})
+
+
+def test_peer_declared_count_does_not_set_the_wait():
+    # issue 12 item 7: a follower declaring 2**31 - 1 ids made the leader wait
+    # recv_timeout + 2 ms x 2**31 (~4.3 million s, 50 days) for batches that never come
+    waits = []
+
+    def lying_follower(ch):
+        hello = ch.recv("l", "psi.hello")
+        ch.send("l", "psi.hello", {**hello, "role": "follower", "count": 2**31 - 1, "batch": 512},
+                kind="public-parameter")
+
+    def leader(ch):
+        real = ch.recv
+
+        def timed_recv(frm, tag, timeout=None):
+            if tag.startswith("psi.blinded"):
+                waits.append(timeout)
+                timeout = 0.2  # do not actually sit out the budget
+            return real(frm, tag, timeout)
+
+        ch.recv = timed_recv
+        return psi_align(ch, "f", [1, 2, 3], leader=True, salt="s")
+
+    net = InMemoryNetwork(["l", "f"], recv_timeout=5.0, tag_prefixes=("psi.",))
+    with pytest.raises(Exception):
+        run_roles({"l": leader, "f": lying_follower}, network=net)
+    assert waits and max(waits) <= 5.0 + 2e-3 * 6 + 1e-9, waits

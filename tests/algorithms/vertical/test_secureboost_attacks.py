@@ -177,3 +177,59 @@ def test_label_holder_cannot_choose_a_few_rows_per_tree():
     with pytest.raises(ProtocolError, match="differ from the 240 rows the job's seed"):
         run_roles({"lh": evil_lh, "h1": lambda ch: SecureBoostFeatureHolder(params).fit(ch, "lh", X, ["a", "b", "c"])},
                   recv_timeout=10.0)
+
+
+def test_crafted_gradients_measure_what_a_malicious_label_holder_still_decodes():
+    """Item 6 (documented limit, measured): the label holder encrypts ``2^i`` for ``W`` rows instead
+    of packed ``(g, h)``. With the spec-fixed layout each decrypted root bin sum is a ``W``-bit mask
+    (``W = 2 * slot_bits``), so one tree's root histogram still gives the bin of ``W`` rows in every
+    feature of the feature holder. Before item 5 a crafted layout let ``W`` grow to the plaintext size."""
+    from fedrisk.algorithms.vertical.binning import QuantileBinner
+    from fedrisk.algorithms.vertical.secureboost import _expected_packing, _RowSchedule
+
+    params = SecureBoostParams(**{**FAST, "scheme": "paillier"})
+    n = 300
+    X = np.random.default_rng(1).normal(size=(n, 3))
+    pub, priv = generate_keypair("paillier", 1024)
+    packing = _expected_packing(params, n, pub.plaintext_bits)
+    W = packing.total_bits
+
+    def evil_lh(ch):
+        ch.send("h1", "sb.setup", {"pk": pub.to_wire(), "slot_bits": packing.slot_bits, "max_abs": list(packing.max_abs),
+                                   "max_terms": packing.max_terms, "precision": packing.precision, "n_rows": n},
+                kind="public-parameter")
+        info = ch.recv("h1", "sb.bins")
+        nb, skip = np.asarray(info["n_bins"]), np.asarray(info["skip"])
+        rows = _RowSchedule(params, n).tree_rows()
+        ch.send("h1", "sb.t0.grad", {"rows": rows.astype(np.int64), "chunks": 1}, kind="plaintext-by-design")
+        crafted = [1 << i if i < W else 0 for i in range(len(rows))]
+        ch.send("h1", "sb.t0.grad.0", {"cts": pub.encrypt_to_wire(crafted)}, kind="ciphertext")
+        ch.send("h1", "sb.t0.d0.plan", {"parts": [], "build": [0]}, kind="plaintext-by-design")
+        hist = ch.recv("h1", "sb.t0.d0.hist")
+        plain = priv.decrypt(pub.ciphertexts_from_wire(hist["cts"]))
+        g = packing.max_group
+        flat = [(plain[k // g] >> (W * (k % g))) & ((1 << W) - 1) for k in range(int(nb.sum()))]
+        offs = np.concatenate([[0], np.cumsum(nb)[:-1]])
+        decoded = np.full((W, len(nb)), -1)
+        for f in range(len(nb)):
+            decoded[:, f] = skip[f]  # rows in no summed bin are in the skipped one
+            for b in range(nb[f]):
+                if b != skip[f]:
+                    for i in range(W):
+                        if flat[offs[f] + b] >> i & 1:
+                            decoded[i, f] = b
+        ch.send("h1", "sb.t0.d0.win", {"nodes": np.zeros(0, dtype=np.int64)}, kind="control")
+        ch.send("h1", "sb.t0.d1.plan", {"done": True}, kind="plaintext-by-design")
+        ch.send("h1", "sb.t1.grad", {"stop": True}, kind="control")
+        ch.send("h1", "sb.importance", {"n_trees": 0, "splits": np.zeros(len(nb), dtype=np.int64),
+                                        "gain": np.zeros(len(nb))}, kind="aggregate")
+        ch.recv("h1", "sb.stats")
+        return decoded, rows[:W]
+
+    out = run_roles({"lh": evil_lh, "h1": lambda ch: SecureBoostFeatureHolder(params).fit(ch, "lh", X, ["a", "b", "c"])},
+                    recv_timeout=60.0)
+    decoded, which = out["lh"]
+    truth = QuantileBinner(params.max_bin).fit(X).transform(X)[which]
+    # the measured limit: W rows per tree's root histogram, every feature, exactly
+    assert W == 2 * packing.slot_bits and W < 80
+    assert np.array_equal(decoded, truth)

@@ -1,0 +1,86 @@
+"""SecureBoost reason codes: per-party contributions along each row's path, at the label holder.
+
+* a hand-built tree (label holder's split, then a partner's) gives the contributions worked out
+  by hand, through the real scoring messages over the in-memory network;
+* on a trained model the contributions add up exactly to every row's log-odds, the partner is
+  one aggregated column, and the feature holder sends nothing beyond scoring's bits.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrisk.algorithms.vertical.secureboost import (FeatureHolderModel, LabelHolderModel, SecureBoostFeatureHolder,
+                                                     SecureBoostLabelHolder, SecureBoostParams, score_feature_holder)
+from fedrisk.algorithms.vertical.secureboost_reasons import (add_covers, contributions, has_covers, reason_codes,
+                                                              score_with_paths)
+from fedrisk.runtime.threads import run_roles
+from fedrisk.transport.channel import InMemoryNetwork
+from tests.algorithms.vertical.test_secureboost import FAST, make_data
+
+
+def test_hand_built_tree_contributions():
+    lender = LabelHolderModel(0.5, ["a"], [{"nodes": [
+        {"id": 0, "owner": "lender", "feature": "a", "threshold": 0.5, "left": 1, "right": 2, "cover": 100},
+        {"id": 1, "owner": "payco", "left": 3, "right": 4, "cover": 60},
+        {"id": 2, "leaf": 0.1, "cover": 40},
+        {"id": 3, "leaf": -0.2, "cover": 20},
+        {"id": 4, "leaf": 0.4, "cover": 40}]}])
+    payco = FeatureHolderModel(["b"], [{"nodes": [{"id": 1, "feature": "b", "threshold": 0.0}]}])
+    Xa = np.array([[0.2], [0.2], [0.9]])
+    Xb = np.array([[-1.0], [1.0], [5.0]])
+    net = InMemoryNetwork(["lender", "payco"])
+    out = run_roles({"lender": lambda ch: score_with_paths(ch, lender, Xa, ["payco"], tag="t"),
+                     "payco": lambda ch: score_feature_holder(ch, payco, Xb, "lender", tag="t")}, network=net)
+    p, paths = out["lender"]
+    names, bias, c = contributions(lender, paths)
+    assert names == ["a", "partner features (payco)"]
+    # node values: payco node (20 * -0.2 + 40 * 0.4) / 60 = 0.2; root (60 * 0.2 + 40 * 0.1) / 100 = 0.16
+    np.testing.assert_allclose(bias, 0.5 + 0.16)
+    np.testing.assert_allclose(c, [[0.04, -0.4], [0.04, 0.2], [-0.06, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(paths.margin, [0.3, 0.9, 0.6])
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-paths.margin)))
+    r = reason_codes(names, c, n=2)
+    assert [x["feature"] for x in r[0]] == ["a"]  # only positive contributions are reasons
+    assert [x["feature"] for x in r[1]] == ["partner features (payco)", "a"]
+    assert r[2] == []
+
+
+def test_trained_model_contributions_add_up_and_partner_is_aggregated():
+    X, y = make_data(n=900, seed=4)
+    params = SecureBoostParams(**{**FAST, "n_trees": 4})
+    names = [["inc", "age", "util"], [f"h{j}" for j in range(5)]]
+    tr, te = np.arange(900) % 4 != 0, np.arange(900) % 4 == 0
+    parts = [X[:, :3], X[:, 3:]]
+
+    def lh(ch):
+        est = SecureBoostLabelHolder(params).fit(ch, ["payco"], parts[0][tr], y[tr], names[0])
+        model = est.model_
+        _, paths = score_with_paths(ch, model, parts[0][tr], ["payco"], tag="train")
+        add_covers(model, paths)
+        p, paths_te = score_with_paths(ch, model, parts[0][te], ["payco"], tag="predict")
+        return model, p, paths_te
+
+    def host(ch):
+        est = SecureBoostFeatureHolder(params).fit(ch, "lh", parts[1][tr], names[1])
+        score_feature_holder(ch, est.model_, parts[1][tr], "lh", tag="train")
+        score_feature_holder(ch, est.model_, parts[1][te], "lh", tag="predict")
+
+    net = InMemoryNetwork(["lh", "payco"], capture=True)
+    out = run_roles({"lh": lh, "payco": host}, network=net)
+    model, p, paths = out["lh"]
+    assert has_covers(model)
+    root_covers = [tree["nodes"][0]["cover"] for tree in model.trees]
+    assert root_covers == [int(tr.sum())] * len(model.trees)
+    cols, bias, c = contributions(model, paths)
+    assert cols == ["inc", "age", "util", "partner features (payco)"]
+    np.testing.assert_allclose(bias + c.sum(axis=1), np.log(p / (1 - p)), atol=1e-9)
+    assert np.abs(c[:, 3]).max() > 0  # the partner's splits matter (its columns drive y)
+    # payco sent scoring bits only: nothing about reasons, which the label holder works out alone
+    predict_tags = {e["tag"] for e in net["payco"].ledger.entries if "predict" in e["tag"]}
+    assert predict_tags == {"sbi.predict.bits"}
+    reasons = reason_codes(cols, c, n=3)
+    assert any(x["feature"] == "partner features (payco)" for rs in reasons for x in rs)
+    for rs, row in zip(reasons, c):
+        assert [x["points_lost"] for x in rs] == sorted([x["points_lost"] for x in rs], reverse=True)
+        assert all(x["points_lost"] == pytest.approx(row[cols.index(x["feature"])]) for x in rs)

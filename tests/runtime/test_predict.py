@@ -1,0 +1,124 @@
+"""``fedrisk predict`` for scorecards: points, probability, reasons and a status for every input row.
+
+* horizontal: a German-credit scorecard (text categories) saved as ``scorecard.json`` and scored
+  from the file alone — points, probability and reasons equal the fitted Scorecard's;
+* vertical: ``fedrisk simulate`` of a three-party German-credit scorecard (lender with text
+  columns, payco aggregated, bureau opting in to name its reasons), then federated predict on the
+  lender's raw rows — totals recomputed from the three files, reasons in the right terms, an
+  unknown id kept with a "not scored" status.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from fedrisk.finance.binning import FeatureBins
+from fedrisk.finance.scorecard import Scorecard
+from fedrisk.finance.woe import WoeEncoder, select_features
+from fedrisk.runtime.predict import predict_file, write_predictions
+
+
+def test_write_predictions_keeps_every_row_in_order(tmp_path):
+    table = pd.DataFrame({"points": [510.0, 480.0], "probability": [0.1, 0.3], "reason_1": ["a = 1", None]})
+    write_predictions(tmp_path / "o.csv", np.array(["x", "y", "z"]), table, np.array([2, 0]), unscored="not scored: gone")
+    out = pd.read_csv(tmp_path / "o.csv", dtype={"id": str})
+    assert list(out.columns) == ["id", "points", "probability", "reason_1", "status"]
+    assert out["id"].tolist() == ["x", "y", "z"]
+    assert out["points"].tolist()[0] == 480.0 and np.isnan(out["points"][1]) and out["points"][2] == 510.0
+    assert out["status"].tolist() == ["scored", "not scored: gone", "scored"]
+    assert out["reason_1"].isna().tolist() == [True, True, False]
+
+
+def test_horizontal_scorecard_predict_points_probability_reasons(tmp_path):
+    from tests.tasks.test_woe_tasks import german_frame
+
+    german = german_frame()
+    y = german["y"].to_numpy()
+    X = german.drop(columns=["id", "y"])
+    enc = WoeEncoder().fit(X, y)
+    W = enc.transform(X)
+    feats = select_features(enc.iv_, W)["selected"]
+    lr = LogisticRegression(max_iter=1000).fit(W[feats], y)
+    card = Scorecard.from_logistic(enc, lr, feats)
+    doc = {"format": "fedrisk.scorecard", "version": 1, **card.to_dict(), "n_reasons": 4}
+    (tmp_path / "scorecard.json").write_text(json.dumps(doc))
+    new = X.head(200).copy()
+    new.insert(0, "id", [f"app{i}" for i in range(len(new))])
+    text_col = next(f for f in feats if enc.woe_[f].bins.kind == "categorical")
+    new.loc[5, text_col] = "a category never seen in training"  # scored in the missing bin, not an error
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert predict_file(tmp_path / "scorecard.json", tmp_path / "new.csv", tmp_path / "s.csv") == 200
+    out = pd.read_csv(tmp_path / "s.csv")
+    assert list(out.columns) == (["id", "points", "probability"] + [f"reason_{k}" for k in range(1, 5)]
+                                 + [f"points_lost_{k}" for k in range(1, 5)] + ["status"])
+    Xn = new.drop(columns="id").reset_index(drop=True)
+    np.testing.assert_allclose(out["points"], card.score(Xn))
+    np.testing.assert_allclose(out["probability"], card.probability(card.score(Xn)), rtol=1e-7)
+    assert (out["status"] == "scored").all()
+    expect = card.reason_codes(Xn, n=4)
+    for r in range(len(out)):
+        for k in range(4):
+            got = out.at[r, f"reason_{k + 1}"]
+            if k < len(expect[r]):
+                e = expect[r][k]
+                assert got == f"{e['feature']} = {e['label']}"
+                assert out.at[r, f"points_lost_{k + 1}"] == pytest.approx(e["points_lost"])
+            else:
+                assert pd.isna(got)
+    # the unseen category lands in the missing bin of that feature
+    b = card.bins_[text_col].assign(Xn[text_col])[5]
+    assert b == card.bins_[text_col].n_bins
+
+
+def test_vertical_scorecard_predict_raw_rows_with_reasons(tmp_path):
+    from tests.tasks.test_woe_tasks import german_frame, vertical_german
+
+    spec, _ = vertical_german(tmp_path, kind="vertical.scorecard",
+                              task_extra='name_reasons = ["bureau"]\nn_reasons = 4\nepochs = 6\nlearning_rate = 0.3\n'
+                                         'iv_threshold = 0.01')
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "fedrisk", "simulate", str(spec), "--out", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    parts = {p: json.loads((out / f"scorecard-{p}.json").read_text()) for p in ("lender", "payco", "bureau")}
+    assert parts["bureau"]["name_reasons"] is True and parts["payco"]["name_reasons"] is False
+    lender_rows = pd.read_csv(tmp_path / "lender.csv")
+    text_cols = [c for c in parts["lender"]["features"] if not pd.api.types.is_numeric_dtype(lender_rows[c])]
+    assert text_cols, "the lender's scorecard should use at least one text (categorical) column"
+    new = lender_rows.drop(columns="y").head(120).copy()
+    new = pd.concat([new, new.head(1).assign(id=10_000_001)], ignore_index=True)  # an id nobody else has
+    new.to_csv(tmp_path / "new.csv", index=False)
+    n = predict_file(out / "scorecard-lender.json", tmp_path / "new.csv", tmp_path / "s.csv")
+    s = pd.read_csv(tmp_path / "s.csv")
+    assert s.columns[:3].tolist() == ["id", "points", "probability"] and "reason_4" in s.columns
+    assert len(s) == len(new) and s["id"].tolist() == new["id"].tolist()
+    unscored = s["id"] == 10_000_001
+    assert s.loc[unscored, "status"].str.startswith("not scored").all() and s.loc[unscored, "points"].isna().all()
+    scored = s["status"] == "scored"
+    assert scored.sum() == n and n >= 100
+    # the totals: base points + each party's points for the row, recomputed from the three files
+    full = german_frame().set_index("id")
+    ids = s.loc[scored, "id"].to_numpy()
+    total = np.full(len(ids), parts["lender"]["base_points"])
+    for p in parts.values():
+        for f in p["features"]:
+            total += np.asarray(p["points"][f])[FeatureBins.from_dict(p["bins"][f]).assign(full.loc[ids, f])]
+    np.testing.assert_allclose(s.loc[scored, "points"].to_numpy(), total)
+    # reasons: lender's features by bin, payco aggregated, bureau's by name (it opted in)
+    reasons = pd.concat([s.loc[scored, f"reason_{k}"] for k in range(1, 5)]).dropna()
+    names = reasons.str.split(" = ").str[0]
+    allowed = set(parts["lender"]["features"]) | set(parts["bureau"]["features"]) | {"partner features (payco)"}
+    assert set(names) <= allowed, set(names) - allowed
+    assert not set(names) & set(parts["payco"]["features"]) - set(parts["lender"]["features"]) - set(parts["bureau"]["features"])
+    assert (names == "partner features (payco)").any() and names.isin(parts["bureau"]["features"]).any()
+    lost = s.loc[scored, [f"points_lost_{k}" for k in range(1, 5)]].to_numpy(dtype=float)
+    for row in lost:
+        v = row[~np.isnan(row)]
+        assert np.all(np.diff(v) <= 1e-9) and np.all(v > 0), "reasons are ordered by points lost, all positive"
+        assert np.isnan(row[len(v):]).all(), "no gap between reasons"
