@@ -18,7 +18,10 @@ References in the same run: XGBoost ``hist`` with the same trees, depth, bins, l
 min_child_weight, gamma, subsample on the pooled training rows (``centralized``) and on each bank
 alone (``local_only``: the best bank, and ``per_party``). ``federated_plain`` is the same job with
 ``secure_aggregation = false`` (the coordinator sees every bank's histograms: the unprotected
-cost; XGBoost's own federated plugin is not built into the pip wheel here). ``dp_curve`` is test AUC
+cost; XGBoost's own federated plugin is not built into the pip wheel here);
+``federated_single_round`` the same job with ``secure_aggregation_rounds = 0`` (the single-round
+protocol, fresh keys for every aggregation) where ``federated`` uses the default session mode.
+``messages_per_aggregation`` counts every message any party sent, divided by the aggregations. ``dp_curve`` is test AUC
 vs epsilon (inf, 8, 4, 2, 1; delta 1e-5) for the same parameters, each point the mean of
 ``--dp-repeats`` in-process runs over secure aggregation (noise is fresh every run).
 """
@@ -71,6 +74,9 @@ def _federated(run: dict) -> dict:
         "cpu_s": run["cpu_s"], "peak_rss_mb": run["peak_rss_mb"], "simulate_wall_s": round(run["wall_s"], 2),
         "bytes_sent": sum(e["bytes"] for e in entries), "bytes_by_party": bytes_by_party(entries),
         "bytes_masked": sum(e["bytes"] for e in entries if e.get("kind") == "masked"),
+        # every message any party sent (banks and coordinator), and per aggregation
+        "messages_sent": len(entries),
+        "messages_per_aggregation": round(len(entries) / max(1, metrics["aggregations"]), 2),
         "aggregations": metrics["aggregations"], "trees": metrics["trees"],
     }
 
@@ -78,7 +84,7 @@ def _federated(run: dict) -> dict:
 def _dp_curve(data: dict, Xt: np.ndarray, yt: np.ndarray, feats: list[str], task: dict, repeats: int) -> list[dict]:
     from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations, run_bank, run_coordinator
     from fedrisk.crypto.dp import plan_privacy
-    from fedrisk.crypto.secure_aggregation import SecureAggregation
+    from fedrisk.crypto.secagg_session import SessionSecureAggregation
     from fedrisk.finance.metrics import auc
     from fedrisk.runtime.threads import run_roles
     from fedrisk.transport.channel import InMemoryNetwork
@@ -91,7 +97,7 @@ def _dp_curve(data: dict, Xt: np.ndarray, yt: np.ndarray, feats: list[str], task
         plan = None if eps is None else plan_privacy(planned_aggregations(params, private=True), epsilon=eps, delta=1e-5)
         aucs = []
         for _ in range(1 if eps is None else repeats):
-            agg = SecureAggregation()
+            agg = SessionSecureAggregation()
             net = InMemoryNetwork([*data, "coordinator"], job="bench-hgbdt-dp", recv_timeout=300.0)
             roles = {b: (lambda ch, b=b: run_bank(ch, "coordinator", data[b][0], data[b][1], feats, params, agg,
                                                   privacy=plan)) for b in data}
@@ -113,6 +119,8 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--dp-repeats", type=int, default=2)
     ap.add_argument("--no-plain", action="store_true", help="skip the unprotected (plain aggregation) run")
     ap.add_argument("--no-dp", action="store_true", help="skip the AUC-vs-epsilon curve")
+    ap.add_argument("--no-single-round", action="store_true",
+                    help="skip the run with single-round secure aggregation (fresh keys every aggregation)")
     a = ap.parse_args(args)
     root = require_shared_data(*FILES.values(), TEST)
     task = tomllib.loads(Path(a.spec).read_text())["task"]
@@ -127,14 +135,18 @@ def run(args: list[str]) -> dict:
     phases = {k: timing.get(k) for k in ("binning", "aggregation", "split_finding", "network")}
     phases.update({k: v for k, v in timing.items() if k.startswith("bank_")})
 
-    plain = None
-    if not a.no_plain:
-        text = Path(a.spec).read_text().replace("secure_aggregation = true", "secure_aggregation = false")
-        with tempfile.TemporaryDirectory(prefix="fedrisk-bench-plain-") as tmp:
-            spec = Path(tmp) / "plain.toml"
+    def variant(old: str, new: str) -> dict:
+        text = Path(a.spec).read_text().replace(old, new)
+        with tempfile.TemporaryDirectory(prefix="fedrisk-bench-variant-") as tmp:
+            spec = Path(tmp) / "variant.toml"
             # relative data paths stay valid: the copy sits beside the original's folder depth
             spec.write_text(text.replace("../../shared", str((Path(a.spec).resolve().parent / "../../shared").resolve())))
-            plain = _federated(simulate_measured(spec))
+            return _federated(simulate_measured(spec))
+
+    plain = None if a.no_plain else variant("secure_aggregation = true", "secure_aggregation = false")
+    # the single-round protocol (fresh keys and Shamir shares for every aggregation), for comparison
+    single = None if a.no_single_round else variant(
+        "secure_aggregation = true", "secure_aggregation = true\nsecure_aggregation_rounds = 0")
 
     X = np.vstack([f[feats].to_numpy(float) for f in frames.values()])
     y = np.concatenate([f["y"].to_numpy() for f in frames.values()])
@@ -174,6 +186,11 @@ def run(args: list[str]) -> dict:
         result["federated_plain"] = plain
         result["ratios"]["train_wall_secure_over_plain"] = round(federated["wall_s"] / max(plain["wall_s"], 1e-9), 3)
         result["ratios"]["bytes_secure_over_plain"] = round(federated["bytes_sent"] / max(plain["bytes_sent"], 1), 3)
+    if single is not None:
+        result["federated_single_round"] = single
+        result["ratios"]["train_wall_session_over_single_round"] = round(federated["wall_s"] / max(single["wall_s"], 1e-9), 3)
+        if plain is not None:
+            result["ratios"]["train_wall_single_round_over_plain"] = round(single["wall_s"] / max(plain["wall_s"], 1e-9), 3)
     if curve is not None:
         result["dp_curve"] = curve
         result["dp_curve_seconds"] = curve_s

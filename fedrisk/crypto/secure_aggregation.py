@@ -2,7 +2,10 @@
 
 :class:`SecureAggregation` implements :class:`~fedrisk.algorithms.horizontal.aggregation.Aggregation`
 (``submit`` on each party, ``collect`` on the coordinator). Every call pair under a ``tag`` is one
-self-contained round with fresh keys; all sub-messages use tags ``<tag>.sa.<step>``.
+self-contained round with fresh keys; all sub-messages use tags ``<tag>.sa.<step>``. For jobs
+with many aggregations, :class:`~fedrisk.crypto.secagg_session.SessionSecureAggregation` deals the
+keys and Shamir shares for a batch of rounds once and then needs three messages per party per
+aggregation instead of seven (the horizontal tasks' default).
 
 Message flow for one ``tag`` (``C`` = coordinator, ``P_i`` = party ``i``; ``U1 ⊇ U2 ⊇ U3 ⊇ U4``
 are the parties still present after each step; parties are ordered by name)::

@@ -158,6 +158,9 @@ class EvaluationSpec(_Strict):
 class SecuritySpec(_Strict):
     certs: Path | None = None
     secure_aggregation: bool = True
+    #: aggregations per secure-aggregation setup (session mode, fedrisk.crypto.secagg_session);
+    #: 0 = the single-round protocol with fresh keys for every aggregation
+    secure_aggregation_rounds: int = Field(64, ge=0, le=4096)
     connect_timeout: float = Field(60.0, gt=0)
     recv_timeout: float = Field(600.0, gt=0)
     #: per peer: unread data it may park in this party's mailbox (MiB) and how long an unread
@@ -381,6 +384,7 @@ def shared_settings(spec: JobSpec) -> dict[str, Any]:
         "evaluation": {"holder": spec.evaluation.holder, "test_rule": spec.evaluation.test_rule,
                        **{k: v for k in ("test_fraction", "test_column")
                           if (v := getattr(spec.evaluation, k)) is not None}},
-        "security": {"secure_aggregation": spec.security.secure_aggregation},
+        "security": {"secure_aggregation": spec.security.secure_aggregation,
+                     "secure_aggregation_rounds": spec.security.secure_aggregation_rounds},
         "privacy": spec.privacy.model_dump(mode="json") if spec.privacy is not None else None,
     }

@@ -5,7 +5,8 @@ Message flow of :class:`PlainAggregation` (one call pair per ``tag``)::
     party_i -> coordinator : vector_i            (kind "model": the coordinator sees each update)
     coordinator            : sum_i vector_i
 
-:class:`~fedrisk.crypto.secure_aggregation.SecureAggregation` implements the same two methods
+:class:`~fedrisk.crypto.secure_aggregation.SecureAggregation` (and its multi-round session variant
+:class:`~fedrisk.crypto.secagg_session.SessionSecureAggregation`) implement the same two methods
 with Bonawitz-style masking, so the coordinator only ever learns the sum. Algorithms call
 ``submit`` on the party side and ``collect`` on the coordinator side and never know which one
 they got. Weighted averages are computed by submitting ``n_k * w_k`` together with ``n_k`` and

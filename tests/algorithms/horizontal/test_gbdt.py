@@ -10,6 +10,7 @@ from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations,
 from fedrisk.algorithms.vertical.tree import fit_reference, predict_reference
 from fedrisk.crypto import ring64
 from fedrisk.crypto.dp import plan_privacy
+from fedrisk.crypto.secagg_session import SessionSecureAggregation
 from fedrisk.crypto.secure_aggregation import SecureAggregation
 from fedrisk.errors import ConfigError, DataError, FedriskError
 from fedrisk.finance.metrics import auc
@@ -77,11 +78,16 @@ def assert_same_trees(fed_trees, ref_trees, atol=1e-5):
                 assert (nd["left"], nd["right"]) == (rt.left[i], rt.right[i])
 
 
-@pytest.mark.parametrize("secure", [False, True])
+SECURE = {"single-round": SecureAggregation, "session": SessionSecureAggregation}
+
+
+@pytest.mark.parametrize("secure", [None, "single-round", "session"])
 def test_equals_pooled_reference_on_the_same_bins(secure):
     banks = synthetic_banks()
     params = GbdtParams(n_trees=6, max_depth=3, learning_rate=0.3, max_bin=16)
-    agg = SecureAggregation(dropout_timeout=5.0) if secure else PlainAggregation()
+    # (session mode with 8 rounds per setup: the 21 aggregations span three setups)
+    agg = PlainAggregation() if secure is None else \
+        SecureAggregation(dropout_timeout=5.0) if secure == "single-round" else SessionSecureAggregation(8, dropout_timeout=5.0)
     res, _, _ = federate(banks, params, agg)
     model = res[COORD]
     X, y = pooled(banks)
@@ -152,10 +158,11 @@ def test_non_iid_banks_on_shared_data_match_pooled_xgboost(shared_data):
     assert a_fed >= a_pool - 0.005 and a_fed > alone, (a_fed, a_pool, alone)
 
 
-def test_coordinator_receives_no_unmasked_histogram():
+@pytest.mark.parametrize("mode", list(SECURE))
+def test_coordinator_receives_no_unmasked_histogram(mode):
     banks = synthetic_banks(4, nan=False)
     params = GbdtParams(n_trees=2, max_depth=2, max_bin=8)
-    res, net, _ = federate(banks, params, SecureAggregation(dropout_timeout=5.0), capture=True)
+    res, net, _ = federate(banks, params, SECURE[mode](dropout_timeout=5.0), capture=True)
     captured = [e for e in net[COORD].captured]
     assert captured
     allowed = {"public-parameter", "ciphertext", "masked", "plaintext-by-design"}
@@ -185,25 +192,29 @@ class _Died(Exception):
     pass
 
 
-class DiesAt(SecureAggregation):
-    """A bank whose process dies after sending its shares for aggregation ``tag``."""
+def dies_at(base):
+    class DiesAt(base):
+        """A bank whose process dies instead of sending its masked vector for aggregation ``tag``."""
 
-    def __init__(self, tag, **kw):
-        super().__init__(**kw)
-        self.die_tag = tag
+        def __init__(self, tag, **kw):
+            super().__init__(**kw)
+            self.die_tag = tag
 
-    def _send_masked(self, channel, coordinator, tag, y):
-        if tag == self.die_tag:
-            raise _Died
-        super()._send_masked(channel, coordinator, tag, y)
+        def _send_masked(self, channel, coordinator, tag, y):
+            if tag == self.die_tag:
+                raise _Died
+            super()._send_masked(channel, coordinator, tag, y)
+    return DiesAt
 
 
-def test_one_bank_of_four_drops_out_mid_training():
+@pytest.mark.parametrize("mode", list(SECURE))
+def test_one_bank_of_four_drops_out_mid_training(mode):
     banks = synthetic_banks(5, sizes=(400, 350, 300, 250), nan=False)
     params = GbdtParams(n_trees=4, max_depth=2, max_bin=8)
-    agg = SecureAggregation(dropout_timeout=0.5)
+    kw = {"round_timeout": 0.5} if mode == "session" else {}
+    agg = SECURE[mode](dropout_timeout=0.5, **kw)
     # tree 2, level 1 (steps: tree 1 = a0, a1; tree 2 root = a2, level 1 = a3)
-    dying = DiesAt("hgb.a3", dropout_timeout=0.5)
+    dying = dies_at(SECURE[mode])("hgb.a3", dropout_timeout=0.5)
     res, _, logs = federate(banks, params, agg, bank_aggs={"bank4": dying}, catch=_Died)
     model = res[COORD]
     assert res["bank4"] is None
