@@ -51,6 +51,7 @@ from fedrisk.algorithms.vertical.secureboost import (
     score_feature_holder,
     score_label_holder,
 )
+from fedrisk.algorithms.vertical.tree import check_monotone
 from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext, write_json
 from fedrisk.runtime.spec import JobSpec
@@ -61,6 +62,8 @@ from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, in
 KIND = "vertical.secureboost"
 #: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
 HANDLES_MISSING = True
+#: ``monotone = {feature = 1/-1}`` in a party's table: enforced for that party's own features
+SUPPORTS_MONOTONE = True
 FORMAT = "fedrisk.vertical.secureboost"
 TAG_PREFIXES = ("psi.", "sb.", "sbi.")
 INFERENCE_TAG_PREFIXES = ("psi.", "sbi.")
@@ -110,6 +113,8 @@ def run(ctx: PartyContext) -> None:
     is_lh = me == lh
     table = load_table(spec, me)
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
+    # an unknown constrained column fails here, before any alignment work (one line, this party only)
+    check_monotone(spec.parties[me].monotone, list(table.feature_names), f"party {me!r} (monotone in the job spec)")
     al = aligned_rows(ctx, table.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
     ids = table.ids[idx]
@@ -128,7 +133,8 @@ def run(ctx: PartyContext) -> None:
         "imputation": dict(table.imputed),
     }
     if not is_lh:
-        est = SecureBoostFeatureHolder(cfg).fit(ctx.channel, lh, X[tr], table.feature_names)
+        est = SecureBoostFeatureHolder(cfg).fit(ctx.channel, lh, X[tr], table.feature_names,
+                                                monotone=spec.parties[me].monotone)
         ctx.log.info("trained; %d of this party's features used in %d trees; phases %s", len(est.model_.importance),
                      len(est.model_.trees), {k: round(v, 3) for k, v in est.model_.phases.items()})
         score_feature_holder(ctx.channel, est.model_, X[tr], lh, tag="train")
@@ -144,7 +150,8 @@ def run(ctx: PartyContext) -> None:
     def on_tree(t: int, rec: dict) -> None:
         ctx.progress.update(t, cfg.n_trees, stage="train", **{k: v for k, v in rec.items() if k != "tree"})
 
-    est = SecureBoostLabelHolder(cfg, on_tree=on_tree).fit(ctx.channel, hosts, X[tr], y[tr], table.feature_names)
+    est = SecureBoostLabelHolder(cfg, on_tree=on_tree).fit(ctx.channel, hosts, X[tr], y[tr], table.feature_names,
+                                                           monotone=spec.parties[me].monotone)
     model = est.model_
     ctx.log.info("trained %d trees (best iteration %d); phases %s", len(model.history), model.best_iteration,
                  {k: round(v, 3) for k, v in model.phases.items()})
