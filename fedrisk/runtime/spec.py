@@ -109,6 +109,9 @@ class PartySpec(_Strict):
     #: monotone constraints of tree tasks, XGBoost semantics: ``{feature = 1}`` (score never falls
     #: as the feature rises), ``-1`` (never rises), ``0`` (free); the owner's features only
     monotone: dict[str, int] = {}
+    #: text category columns, encoded at this party (trees: level codes; LR: one-hot); see
+    #: fedrisk.data.categorical. Undeclared text columns are treated as categorical with a warning
+    categorical: list[str] = []
 
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
 
@@ -121,6 +124,15 @@ class PartySpec(_Strict):
             raise ValueError(f"sep {sep!r} must be one character, e.g. ';' or '\\t'")
         if len(self.decimal) != 1 or self.decimal == (sep or ","):
             raise ValueError(f"decimal {self.decimal!r} must be one character other than the separator")
+        for c in self.categorical:
+            if c in (self.id, self.label):
+                raise ValueError(f"categorical {c!r} is the {'id' if c == self.id else 'label'} column, not a feature")
+            if self.features is not None and c not in self.features:
+                raise ValueError(f"categorical {c!r} is not in this party's features {self.features}")
+            if c in self.exclude:
+                raise ValueError(f"categorical {c!r} is also excluded; keep it in one list")
+            if c in self.monotone:
+                raise ValueError(f"{c!r} is both categorical and monotone; categories have no order to be monotone in")
         for feat, d in self.monotone.items():
             if d not in (-1, 0, 1):
                 raise ValueError(f"monotone {feat} = {d}: use 1 (score rises with it), -1 (falls) or 0")
@@ -381,6 +393,11 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
     if mono and not getattr(task, "SUPPORTS_MONOTONE", False):
         raise ConfigError(f"{path}: parties {mono} set monotone constraints, but task {spec.task['kind']!r} grows no trees; "
                           "remove them (vertical.secureboost and horizontal.gbdt support monotone = {...})")
+    cats = [n for n, p in spec.parties.items() if p.categorical]
+    if cats and getattr(task, "CATEGORY_ENCODING", None) is None:
+        raise ConfigError(f"{path}: parties {cats} declare categorical columns, but task {spec.task['kind']!r} takes "
+                          "numeric features only; encode them first (vertical.secureboost and vertical.lr take them; WOE and "
+                          "scorecard tasks bin text columns themselves, named in [task] categorical = [...])")
     if spec.privacy is not None and not getattr(task, "SUPPORTS_PRIVACY", False):
         raise ConfigError(f"{path}: a privacy table is set, but task {spec.task['kind']!r} does not apply differential privacy; "
                           "remove the privacy table (horizontal.gbdt supports it)")

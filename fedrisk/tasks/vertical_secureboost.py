@@ -64,6 +64,8 @@ KIND = "vertical.secureboost"
 HANDLES_MISSING = True
 #: ``monotone = {feature = 1/-1}`` in a party's table: enforced for that party's own features
 SUPPORTS_MONOTONE = True
+#: text columns (``categorical = [...]``) become level codes at their owner, see fedrisk.data.categorical
+CATEGORY_ENCODING = "codes"
 FORMAT = "fedrisk.vertical.secureboost"
 TAG_PREFIXES = ("psi.", "sb.", "sbi.")
 INFERENCE_TAG_PREFIXES = ("psi.", "sbi.")
@@ -113,6 +115,8 @@ def run(ctx: PartyContext) -> None:
     is_lh = me == lh
     table = load_table(spec, me)
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
+    for note in table.notes:
+        ctx.log.warning(note)
     # an unknown constrained column fails here, before any alignment work (one line, this party only)
     check_monotone(spec.parties[me].monotone, list(table.feature_names), f"party {me!r} (monotone in the job spec)")
     al = aligned_rows(ctx, table.ids)  # PSI, or its checkpoint under --resume
@@ -131,6 +135,8 @@ def run(ctx: PartyContext) -> None:
         "spec_dir": str(spec.base_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # training means used for missing = "mean"; scoring fills with these, not the new file's means
         "imputation": dict(table.imputed),
+        # this party's category levels (its own file only), so predict encodes new rows the same way
+        "categories": table.categories, "category_encoding": CATEGORY_ENCODING,
     }
     if not is_lh:
         est = SecureBoostFeatureHolder(cfg).fit(ctx.channel, lh, X[tr], table.feature_names,
