@@ -155,6 +155,7 @@ __all__ = [
     "LabelHolderModel",
     "FeatureHolderModel",
     "score_label_holder",
+    "walk_label_holder",
     "score_feature_holder",
     "TAG_PREFIXES",
 ]
@@ -1313,7 +1314,14 @@ def score_feature_holder(channel: Channel, model: FeatureHolderModel, X: np.ndar
 
 def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, hosts: Sequence[str],
                        tag: str = "predict") -> np.ndarray:
-    """Walk every tree over aligned rows ``X``, level by level; return probabilities.
+    """Walk every tree over aligned rows ``X``, level by level; return probabilities (see :func:`walk_label_holder`)."""
+    return sigmoid(walk_label_holder(channel, model, X, hosts, tag)[0])
+
+
+def walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, hosts: Sequence[str],
+                      tag: str = "predict") -> tuple[np.ndarray, list[dict[int, np.ndarray]]]:
+    """Walk every tree over aligned rows ``X``, level by level; return margins and, per tree, the
+    positions of the rows that reached each node (the reason codes' paths).
 
     Own split nodes and leaves are resolved locally; for the feature holders' split nodes of the
     current level this party asks each owner about exactly the rows that reached the node, so a
@@ -1325,6 +1333,7 @@ def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray,
     cols = {f: i for i, f in enumerate(model.features)}
     trees = [{int(nd["id"]): nd for nd in tree["nodes"]} for tree in model.trees]
     frontier: list[dict[int, np.ndarray]] = [{0: np.arange(n)} for _ in trees]
+    seen: list[dict[int, np.ndarray]] = [{} for _ in trees]
     hosts = list(hosts)
     row_dtype = np.uint32 if n < 2 ** 32 else np.int64  # half the bytes of int64 positions
     r = 0
@@ -1335,6 +1344,7 @@ def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray,
             waiting: dict[int, np.ndarray] = {}
             while stack:
                 node_id, rows = stack.pop()
+                seen[t][node_id] = rows
                 nd = nodes[node_id]
                 if "leaf" in nd:
                     margin[rows] += float(nd["leaf"])
@@ -1374,4 +1384,4 @@ def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray,
         r += 1
     for h in hosts:
         channel.send(h, f"sbi.{tag}.q{r}", {"done": True}, kind="control")
-    return sigmoid(margin)
+    return margin, seen

@@ -2,11 +2,10 @@
 
 Protocol
 --------
-No new message. Scoring already sends the label holder, from every feature holder H,
-``sbi.<tag>.bits`` (plaintext-by-design): one left/right bit per scored row for each of H's split
-nodes (:func:`fedrisk.algorithms.vertical.secureboost.score_feature_holder`). With those bits the
-label holder L walks every tree, so it knows each row's whole path and which party owns each split
-on it. :func:`score_with_paths` is L's side of that same exchange (it replaces
+No new message. Scoring already has the label holder L walk every tree, asking each feature holder
+H about the rows that reach H's nodes on their path (``sbi.<tag>.q<r>`` / ``.a<r>``, see
+:func:`fedrisk.algorithms.vertical.secureboost.walk_label_holder`), so L knows each row's whole path
+and which party owns each split on it. :func:`score_with_paths` is L's side of that same exchange (it replaces
 ``score_label_holder`` where paths are wanted; H runs ``score_feature_holder`` unchanged).
 
 Attribution (Saabas / XGBoost ``pred_contribs(approx_contribs=True)``)
@@ -34,8 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fedrisk.algorithms.vertical.secureboost import LabelHolderModel, _int_array, _split_left, _unpack_bits, sigmoid
-from fedrisk.errors import ProtocolError
+from fedrisk.algorithms.vertical.secureboost import LabelHolderModel, sigmoid, walk_label_holder
 from fedrisk.transport.channel import Channel
 
 __all__ = ["Paths", "score_with_paths", "add_covers", "contributions", "reason_codes", "has_covers"]
@@ -51,43 +49,8 @@ class Paths:
 
 def score_with_paths(channel: Channel, model: LabelHolderModel, X: np.ndarray, hosts: Sequence[str],
                      tag: str = "predict") -> tuple[np.ndarray, Paths]:
-    """The label holder's scoring (same messages as ``score_label_holder``), keeping every row's path."""
-    X = np.asarray(X, dtype=np.float64)
-    n = len(X)
-    host_bits: dict[tuple[int, int], np.ndarray] = {}
-    for hh in hosts:
-        msg = channel.recv(hh, f"sbi.{tag}.bits")
-        if not isinstance(msg, dict) or msg.get("n_rows") != n:
-            raise ProtocolError(f"party {hh!r} scored {msg.get('n_rows') if isinstance(msg, dict) else '?'} rows, expected {n}")
-        keys = _int_array(msg["nodes"], f"party {hh!r}", "nodes").reshape(-1, 2)
-        for (t, node), b in zip(keys.tolist(), msg["bits"]):
-            host_bits[(t, node)] = _unpack_bits(np.asarray(b, dtype=np.uint8), n, f"party {hh!r}")
-    margin = np.full(n, float(model.base_score))
-    cols = {f: i for i, f in enumerate(model.features)}
-    node_rows: list[dict[int, np.ndarray]] = []
-    for t, tree in enumerate(model.trees):
-        nodes = {int(nd["id"]): nd for nd in tree["nodes"]}
-        rows = {0: np.arange(n)}
-        seen: dict[int, np.ndarray] = {}
-        for node_id in sorted(nodes):
-            r = rows.pop(node_id, None)
-            if r is None:
-                continue
-            seen[node_id] = r
-            nd = nodes[node_id]
-            if "leaf" in nd:
-                margin[r] += float(nd["leaf"])
-                continue
-            if "threshold" in nd:
-                go = _split_left(X[r, cols[nd["feature"]]], nd)
-            else:
-                b = host_bits.get((t, node_id))
-                if b is None:
-                    raise ProtocolError(f"no feature holder answered for tree {t}, node {node_id} (owner {nd.get('owner')!r})")
-                go = b[r]
-            rows[int(nd["left"])] = r[go]
-            rows[int(nd["right"])] = r[~go]
-        node_rows.append(seen)
+    """The label holder's scoring (the same path-only messages as ``score_label_holder``), keeping every row's path."""
+    margin, node_rows = walk_label_holder(channel, model, X, hosts, tag)
     return sigmoid(margin), Paths(margin, node_rows)
 
 
