@@ -139,3 +139,20 @@ def test_monotone_only_for_tree_tasks(tmp_path):
     assert spec.parties["bank1"].monotone == {"x0": 1}
     with pytest.raises(ConfigError, match=r"monotone constraints, but task 'horizontal.lr' grows no trees"):
         load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'data = "b1.csv"\nmonotone = { x0 = 1 }')))
+
+
+@pytest.mark.parametrize("table, message", [
+    ('categorical = ["id"]', r"categorical 'id' is the id column"),
+    ('features = ["x0"]\ncategorical = ["grade"]', r"categorical 'grade' is not in this party's features"),
+    ('exclude = ["x0"]\ncategorical = ["x0"]', r"categorical 'x0' is also excluded"),
+    ('categorical = ["x0"]\nmonotone = { x0 = 1 }', r"'x0' is both categorical and monotone"),
+])
+def test_bad_categorical_tables_fail_with_one_line(tmp_path, table, message):
+    text = GBDT.replace('data = "b1.csv"', f'data = "b1.csv"\n{table}')
+    with pytest.raises(ConfigError, match=message):
+        load_spec(write(tmp_path, text))
+
+
+def test_categorical_only_for_tasks_that_encode_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"declare categorical columns, but task 'horizontal.gbdt' takes numeric"):
+        load_spec(write(tmp_path, GBDT.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]')))
