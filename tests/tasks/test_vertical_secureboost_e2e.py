@@ -178,7 +178,7 @@ def _walk(lender: dict, parts: dict, rows: dict) -> np.ndarray:
 
 def test_monotone_constraints_at_each_owner(tmp_path):
     """a (lender, +1) and c (payco, -1) are constrained by their owners; scores follow."""
-    spec = three_party_job(tmp_path, "n_trees = 6", tables={"lender": "monotone = { a = 1 }",
+    spec = three_party_job(tmp_path, "", tables={"lender": "monotone = { a = 1 }",
                                                             "payco": "monotone = { c = -1 }"})
     out = tmp_path / "run"
     r = cli("simulate", spec, "--out", out)
