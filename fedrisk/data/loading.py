@@ -80,6 +80,12 @@ class PartyTable:
     imputed: dict[str, float] = field(default_factory=dict)
     #: raw values of the ``keep`` columns (e.g. a test-split column), never used as features
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    #: encoders of the categorical columns (:mod:`fedrisk.data.categorical`), JSON, for the model file
+    categories: dict[str, dict] = field(default_factory=dict)
+    #: per categorical column, how many values were never seen when its encoder was fitted
+    unseen: dict[str, int] = field(default_factory=dict)
+    #: warnings for the party's log (e.g. text columns treated as categorical without being declared)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_rows(self) -> int:
@@ -394,6 +400,9 @@ def load_party_table(
     positive: object = None,
     keep: Sequence[str] = (),
     fill: Mapping[str, float] | None = None,
+    categorical: Sequence[str] | None = None,
+    encoding: str | None = None,
+    categories: Mapping[str, Mapping] | None = None,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -441,6 +450,16 @@ def load_party_table(
         Scoring with a model trained under ``missing="mean"``: the training means stored in the
         model. Empty cells of these columns get these values, not this file's means, so a row
         scores the same whichever batch it arrives in. They count as filled in ``imputed``.
+    categorical : sequence of str, optional
+        Text category columns (the party's ``categorical = [...]``), encoded at this party by
+        :mod:`fedrisk.data.categorical`; with an ``encoding``, undeclared non-numeric columns are
+        categorical too (with a note in ``notes``).
+    encoding : {"codes", "onehot"}, optional
+        How the task wants categories (trees: codes, LR: one-hot). ``None``: a task without
+        categorical support, which refuses non-numeric columns as before.
+    categories : mapping, optional
+        Scoring: the encoders the model stored (``PartyTable.categories`` at training), so new rows
+        get the training levels; ``features`` may then name one-hot columns (``name=level``).
 
     Returns
     -------
@@ -459,11 +478,44 @@ def load_party_table(
                           f"{', '.join(MISSING_POLICIES)}")
     path = Path(path)
     ctx = _Ctx(party, path)
+    declared = list(categorical or []) + [c for c in (categories or {}) if c not in (categorical or [])]
+    if declared and encoding is None:
+        raise ConfigError(f"party {party!r}: categorical columns {_listing(declared)} are declared, but this task "
+                          "takes numeric features only; encode them first or remove categorical = [...]")
+    wanted = list(features) if features is not None and categories is not None else None
+    if categories and features is not None:
+        from fedrisk.data.categorical import raw_columns
+
+        features = raw_columns(features, categories)
 
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label, sep, decimal, positive, keep)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
+    if encoding is not None:
+        from fedrisk.data.categorical import encode_columns
+
+        unknown = [c for c in declared if c not in feature_names]
+        if unknown:
+            raise ctx.error(f"categorical names columns that are not features of this file: {_listing(unknown)}; "
+                            f"{_available(df)}")
+        inferred = [c for c in non_numeric if c not in declared
+                    and not df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any()]
+        notes = []
+        if inferred and categories is None:
+            notes.append(f"text columns {_listing(inferred)} are treated as categorical; declare them with "
+                         f"categorical = [...] in this party's table to silence this warning")
+        cat_cols = [c for c in feature_names if c in set(declared) | set(inferred)]
+        if cat_cols:
+            X, names, encoders, unseen = encode_columns(df, feature_names, cat_cols, encoding, categories, party)
+            if wanted is not None and names != wanted:  # scoring: the model's columns, in its order
+                lost = [f for f in wanted if f not in names]
+                if lost:
+                    raise ctx.error(f"the model's columns {_listing(lost)} cannot be made from this file's categories")
+                X, names = X[:, [names.index(f) for f in wanted]], wanted
+            table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep)
+            table.categories, table.unseen, table.notes = encoders, unseen, notes
+            return table
     if non_numeric:
         kinds = ", ".join(f"{c!r} ({df[c].dtype})" for c in non_numeric[:_MAX_LISTED])
         more = f", ... ({len(non_numeric) - _MAX_LISTED} more)" if len(non_numeric) > _MAX_LISTED else ""
@@ -475,7 +527,13 @@ def load_party_table(
         X = df[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as exc:  # e.g. nullable dtypes with exotic contents
         raise ctx.error(f"feature columns cannot be converted to float64: {_one_line(exc)}") from None
-    X = np.ascontiguousarray(X)
+    return _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep)
+
+
+def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | None,
+            feature_names: list[str], missing: str, fill: Mapping[str, float] | None, df: pd.DataFrame,
+            keep: Sequence[str]) -> PartyTable:
+    """Missing-value policy over the numeric matrix, then the table."""
 
     imputed: dict[str, float] = {}
     for name, value in (fill or {}).items():

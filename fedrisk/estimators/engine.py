@@ -312,7 +312,9 @@ def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, c
     scoring = fed._with({p: fed.parties[p] for p in [lh, *hosts]})
     with tempfile.TemporaryDirectory(prefix="fedrisk-predict-") as tmp:
         spec = load_spec(scoring.write_job(Path(tmp), {"kind": any_part["task"]}, label_holder=lh, evaluation=False))
-        tables = {p: mod.load_table(spec, p, features=mod.inference_features(parts[p]), require_label=False)
+        # a part that encoded text categories at training encodes the new rows the same way
+        tables = {p: mod.load_table(spec, p, features=mod.inference_features(parts[p]), require_label=False,
+                                    **({"categories": parts[p]["categories"]} if parts[p].get("categories") else {}))
                   for p in [lh, *hosts]}
         n_rows = len(tables[lh].ids)
 

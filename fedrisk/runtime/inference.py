@@ -212,7 +212,9 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
         opts.pop("positive", None)  # no label is read at scoring
         table = load_party_table(data, party=lh, id_col=id_col, label_col=None, features=mod.inference_features(model),
                                  require_label=False, missing=spec.parties[lh].missing if lh in spec.parties else "reject",
-                                 fill=model.get("imputation"), **opts)
+                                 fill=model.get("imputation"), categorical=spec.parties[lh].categorical if lh in spec.parties else None,
+                                 encoding=model.get("category_encoding"), categories=model.get("categories") or
+                                 ({} if model.get("category_encoding") else None), **opts)
     # open (and so load our TLS files) before starting anyone: a bad certificate folder must not
     # leave feature-holder processes waiting for a label holder that never comes
     channel = _open_channel(spec, lh, job_id, certs_dir, work, tuple(mod.INFERENCE_TAG_PREFIXES))
@@ -312,6 +314,8 @@ def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Pat
     certs_dir = _certs(spec, Path(model_path).resolve().parent, certs)
     task = importlib.import_module(FORMATS[str(model["format"]).removesuffix(".part")])
     fill = {"fill": model["imputation"]} if model.get("imputation") else {}
+    if model.get("categories"):
+        fill["categories"] = model["categories"]
     table = task.load_table(spec, name, path=Path(data) if data else None, features=mod.inference_features(model),
                             **fill) if hasattr(task, "load_table") else None
     if table is None:

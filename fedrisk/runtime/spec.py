@@ -106,6 +106,12 @@ class PartySpec(_Strict):
     decimal: str = "."
     #: label coding when it is not 0/1: the value(s) meaning default ("bad", 2) or a value -> 0/1 map
     positive: str | int | float | list[str | int | float] | dict[str, int] | None = None
+    #: monotone constraints of tree tasks, XGBoost semantics: ``{feature = 1}`` (score never falls
+    #: as the feature rises), ``-1`` (never rises), ``0`` (free); the owner's features only
+    monotone: dict[str, int] = {}
+    #: text category columns, encoded at this party (trees: level codes; LR: one-hot); see
+    #: fedrisk.data.categorical. Undeclared text columns are treated as categorical with a warning
+    categorical: list[str] = []
 
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
 
@@ -118,6 +124,24 @@ class PartySpec(_Strict):
             raise ValueError(f"sep {sep!r} must be one character, e.g. ';' or '\\t'")
         if len(self.decimal) != 1 or self.decimal == (sep or ","):
             raise ValueError(f"decimal {self.decimal!r} must be one character other than the separator")
+        for c in self.categorical:
+            if c in (self.id, self.label):
+                raise ValueError(f"categorical {c!r} is the {'id' if c == self.id else 'label'} column, not a feature")
+            if self.features is not None and c not in self.features:
+                raise ValueError(f"categorical {c!r} is not in this party's features {self.features}")
+            if c in self.exclude:
+                raise ValueError(f"categorical {c!r} is also excluded; keep it in one list")
+            if c in self.monotone:
+                raise ValueError(f"{c!r} is both categorical and monotone; categories have no order to be monotone in")
+        for feat, d in self.monotone.items():
+            if d not in (-1, 0, 1):
+                raise ValueError(f"monotone {feat} = {d}: use 1 (score rises with it), -1 (falls) or 0")
+            if feat in (self.id, self.label):
+                raise ValueError(f"monotone {feat!r} is the {'id' if feat == self.id else 'label'} column, not a feature")
+            if self.features is not None and feat not in self.features:
+                raise ValueError(f"monotone {feat!r} is not in this party's features {self.features}")
+            if feat in self.exclude:
+                raise ValueError(f"monotone {feat!r} is excluded (exclude = [...]); constrain a feature this party uses")
         return self
 
     def read_options(self) -> dict[str, Any]:
@@ -368,6 +392,15 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
     if keep and not getattr(task, "HANDLES_MISSING", False):
         raise ConfigError(f"{path}: parties {keep} set missing = 'keep', but task {spec.task['kind']!r} cannot use "
                           "missing values; use 'reject' or 'mean' (only vertical.secureboost learns where they go)")
+    mono = [n for n, p in spec.parties.items() if p.monotone]
+    if mono and not getattr(task, "SUPPORTS_MONOTONE", False):
+        raise ConfigError(f"{path}: parties {mono} set monotone constraints, but task {spec.task['kind']!r} grows no trees; "
+                          "remove them (vertical.secureboost and horizontal.gbdt support monotone = {...})")
+    cats = [n for n, p in spec.parties.items() if p.categorical]
+    if cats and getattr(task, "CATEGORY_ENCODING", None) is None:
+        raise ConfigError(f"{path}: parties {cats} declare categorical columns, but task {spec.task['kind']!r} takes "
+                          "numeric features only; encode them first (vertical.secureboost and vertical.lr take them; WOE and "
+                          "scorecard tasks bin text columns themselves, named in [task] categorical = [...])")
     if spec.privacy is not None and not getattr(task, "SUPPORTS_PRIVACY", False):
         raise ConfigError(f"{path}: a privacy table is set, but task {spec.task['kind']!r} does not apply differential privacy; "
                           "remove the privacy table (horizontal.gbdt supports it)")

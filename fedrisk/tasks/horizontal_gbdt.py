@@ -31,6 +31,8 @@ KIND = "horizontal.gbdt"
 TAG_PREFIXES = ("hgb.",)
 #: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
 HANDLES_MISSING = True
+#: ``monotone = {feature = 1/-1}`` in the banks' tables (the same at every bank)
+SUPPORTS_MONOTONE = True
 #: ``[privacy]`` adds calibrated Gaussian noise to every histogram sum
 SUPPORTS_PRIVACY = True
 
@@ -125,8 +127,11 @@ def run(ctx: PartyContext) -> None:
     table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
                              features=p.features, exclude=p.exclude, missing=p.missing)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
+    from fedrisk.algorithms.vertical.tree import check_monotone
+
+    check_monotone(p.monotone, list(table.feature_names), f"bank {ctx.name!r} (monotone in the job spec)")
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, privacy=privacy,
-                     n_banks=len(banks))
+                     n_banks=len(banks), monotone=p.monotone)
     if model.privacy is not None:
         ctx.log.info(_privacy_line(model.privacy))
     save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id)

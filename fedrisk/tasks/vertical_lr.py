@@ -54,6 +54,9 @@ from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, in
 
 KIND = "vertical.lr"
 FORMAT = "fedrisk.vertical.lr"
+#: text columns (``categorical = [...]``) become one-hot columns at their owner (no label needed;
+#: see fedrisk.data.categorical for why not WOE)
+CATEGORY_ENCODING = "onehot"
 TAG_PREFIXES = ("psi.", "vlr.")
 INFERENCE_TAG_PREFIXES = ("psi.", "vlr.")
 
@@ -142,6 +145,8 @@ def run(ctx: PartyContext) -> None:
     warm_up()  # PSI's workers start while the table loads
     table = load_table(spec, me)
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
+    for note in table.notes:
+        ctx.log.warning(note)
 
     al = aligned_rows(ctx, table.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices[canonical_order(table.ids[al.indices], f"{spec.job_id}:vlr.order")]
@@ -190,6 +195,8 @@ def run(ctx: PartyContext) -> None:
         "intercept": model.intercept, "dropped": dropped,
         # training means used for missing = "mean"; scoring fills with these, not the new file's means
         "imputation": {f: v for f, v in table.imputed.items() if f in feats},
+        # this party's category levels (its own file only), so predict encodes new rows the same way
+        "categories": table.categories, "category_encoding": CATEGORY_ENCODING,
         "history": model.history, "best_epoch": model.best_epoch,
         "spec_dir": str(spec.base_dir),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -60,10 +60,17 @@ def model_file(party: str, label_holder: str) -> str:
     return "model.json" if party == label_holder else f"model-{party}.json"
 
 
-def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None, fill=None):
+#: how each vertical task encodes text categories (see fedrisk.data.categorical)
+CATEGORY_ENCODINGS = {"vertical.secureboost": "codes", "vertical.lr": "onehot"}
+
+
+def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None, fill=None,
+               categories=None):
     """Load a party's numeric table with the vertical rules (a feature holder must not hold the label).
 
     ``fill``: at scoring, the training means a model stored (``"imputation"``) for ``missing = "mean"``.
+    ``categories``: at scoring, the category encoders the party's model part stored; categorical
+    columns are encoded as the job's task kind wants (:data:`CATEGORY_ENCODINGS`).
     """
     from fedrisk.data.loading import load_party_table
 
@@ -74,7 +81,9 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
                             label_col=p.label if name == lh else None, features=features if features else p.features,
                             exclude=p.exclude if not features else (), missing=p.missing, forbid_label=forbid,
                             require_label=require_label, keep=() if features else split_keep(spec, name),
-                            fill=fill, **p.read_options())
+                            fill=fill, categorical=p.categorical, encoding=CATEGORY_ENCODINGS.get(spec.task["kind"]),
+                            categories=categories if categories is not None else ({} if features else None),
+                            **p.read_options())
 
 
 def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ from fedrisk.algorithms.vertical.secureboost import (
     score_feature_holder,
     score_label_holder,
 )
+from fedrisk.algorithms.vertical.tree import check_monotone
 from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext, write_json
 from fedrisk.runtime.spec import JobSpec
@@ -61,6 +62,10 @@ from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, in
 KIND = "vertical.secureboost"
 #: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
 HANDLES_MISSING = True
+#: ``monotone = {feature = 1/-1}`` in a party's table: enforced for that party's own features
+SUPPORTS_MONOTONE = True
+#: text columns (``categorical = [...]``) become level codes at their owner, see fedrisk.data.categorical
+CATEGORY_ENCODING = "codes"
 FORMAT = "fedrisk.vertical.secureboost"
 TAG_PREFIXES = ("psi.", "sb.", "sbi.")
 INFERENCE_TAG_PREFIXES = ("psi.", "sbi.")
@@ -110,6 +115,10 @@ def run(ctx: PartyContext) -> None:
     is_lh = me == lh
     table = load_table(spec, me)
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
+    for note in table.notes:
+        ctx.log.warning(note)
+    # an unknown constrained column fails here, before any alignment work (one line, this party only)
+    check_monotone(spec.parties[me].monotone, list(table.feature_names), f"party {me!r} (monotone in the job spec)")
     al = aligned_rows(ctx, table.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
     ids = table.ids[idx]
@@ -126,9 +135,12 @@ def run(ctx: PartyContext) -> None:
         "spec_dir": str(spec.base_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # training means used for missing = "mean"; scoring fills with these, not the new file's means
         "imputation": dict(table.imputed),
+        # this party's category levels (its own file only), so predict encodes new rows the same way
+        "categories": table.categories, "category_encoding": CATEGORY_ENCODING,
     }
     if not is_lh:
-        est = SecureBoostFeatureHolder(cfg).fit(ctx.channel, lh, X[tr], table.feature_names)
+        est = SecureBoostFeatureHolder(cfg).fit(ctx.channel, lh, X[tr], table.feature_names,
+                                                monotone=spec.parties[me].monotone)
         ctx.log.info("trained; %d of this party's features used in %d trees; phases %s", len(est.model_.importance),
                      len(est.model_.trees), {k: round(v, 3) for k, v in est.model_.phases.items()})
         score_feature_holder(ctx.channel, est.model_, X[tr], lh, tag="train")
@@ -144,7 +156,8 @@ def run(ctx: PartyContext) -> None:
     def on_tree(t: int, rec: dict) -> None:
         ctx.progress.update(t, cfg.n_trees, stage="train", **{k: v for k, v in rec.items() if k != "tree"})
 
-    est = SecureBoostLabelHolder(cfg, on_tree=on_tree).fit(ctx.channel, hosts, X[tr], y[tr], table.feature_names)
+    est = SecureBoostLabelHolder(cfg, on_tree=on_tree).fit(ctx.channel, hosts, X[tr], y[tr], table.feature_names,
+                                                           monotone=spec.parties[me].monotone)
     model = est.model_
     ctx.log.info("trained %d trees (best iteration %d); phases %s", len(model.history), model.best_iteration,
                  {k: round(v, 3) for k, v in model.phases.items()})

@@ -115,3 +115,44 @@ def test_vertical_party_reads_its_dialect_and_labels_from_the_spec(tmp_path):
 def test_vertical_split_settings_are_refused_for_horizontal_jobs(tmp_path):
     with pytest.raises(ConfigError, match="evaluation.test_fraction is for vertical jobs"):
         load_spec(write(tmp_path, GOOD + "[evaluation]\ntest_fraction = 0.2\n"))
+
+
+GBDT = GOOD.replace('kind = "horizontal.lr"\nrounds = 3', 'kind = "horizontal.gbdt"\nn_trees = 3')
+
+
+@pytest.mark.parametrize("table, message", [
+    ("monotone = { x0 = 2 }", r"parties\.bank1: monotone x0 = 2: use 1 \(score rises with it\), -1 \(falls\) or 0"),
+    ('monotone = { x0 = "up" }', r"parties\.bank1\.monotone\.x0"),
+    ('features = ["x0"]\nmonotone = { x9 = 1 }', r"monotone 'x9' is not in this party's features \['x0'\]"),
+    ("monotone = { y = 1 }", r"monotone 'y' is the label column"),
+    ('exclude = ["x0"]\nmonotone = { x0 = 1 }', r"monotone 'x0' is excluded"),
+])
+def test_bad_monotone_tables_fail_with_one_line(tmp_path, table, message):
+    text = GBDT.replace('data = "b1.csv"', f'data = "b1.csv"\n{table}')
+    with pytest.raises(ConfigError, match=message) as e:
+        load_spec(write(tmp_path, text))
+    assert "\n" not in str(e.value)
+
+
+def test_monotone_only_for_tree_tasks(tmp_path):
+    spec = load_spec(write(tmp_path, GBDT.replace('data = "b1.csv"', 'data = "b1.csv"\nmonotone = { x0 = 1 }')))
+    assert spec.parties["bank1"].monotone == {"x0": 1}
+    with pytest.raises(ConfigError, match=r"monotone constraints, but task 'horizontal.lr' grows no trees"):
+        load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'data = "b1.csv"\nmonotone = { x0 = 1 }')))
+
+
+@pytest.mark.parametrize("table, message", [
+    ('categorical = ["id"]', r"categorical 'id' is the id column"),
+    ('features = ["x0"]\ncategorical = ["grade"]', r"categorical 'grade' is not in this party's features"),
+    ('exclude = ["x0"]\ncategorical = ["x0"]', r"categorical 'x0' is also excluded"),
+    ('categorical = ["x0"]\nmonotone = { x0 = 1 }', r"'x0' is both categorical and monotone"),
+])
+def test_bad_categorical_tables_fail_with_one_line(tmp_path, table, message):
+    text = GBDT.replace('data = "b1.csv"', f'data = "b1.csv"\n{table}')
+    with pytest.raises(ConfigError, match=message):
+        load_spec(write(tmp_path, text))
+
+
+def test_categorical_only_for_tasks_that_encode_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"declare categorical columns, but task 'horizontal.gbdt' takes numeric"):
+        load_spec(write(tmp_path, GBDT.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]')))

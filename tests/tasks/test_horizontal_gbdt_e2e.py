@@ -21,7 +21,7 @@ def cli(*args, cwd=None, timeout=300):
     return subprocess.run([*FEDRISK, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
-def federation(tmp: Path, task: str = "", privacy: str = "", n_trees: int = 5) -> Path:
+def federation(tmp: Path, task: str = "", privacy: str = "", n_trees: int = 5, bank_extra: str = "") -> Path:
     rng = np.random.default_rng(0)
     ports = free_ports(4)
     parts = []
@@ -36,7 +36,7 @@ def federation(tmp: Path, task: str = "", privacy: str = "", n_trees: int = 5) -
     for i, name in enumerate(["bank1", "bank2", "bank3"]):
         frame(600 + 200 * i, 10_000 * i).to_csv(tmp / f"{name}.csv", index=False)
         parts.append(f'[parties.{name}]\naddress = "127.0.0.1:{ports[i + 1]}"\ndata = "{name}.csv"\nid = "id"\n'
-                     f'label = "y"\nmissing = "keep"\n')
+                     f'label = "y"\nmissing = "keep"\n{bank_extra}')
     frame(800, 90_000).to_csv(tmp / "test.csv", index=False)
     spec = tmp / "job.toml"
     spec.write_text(textwrap.dedent(f"""
@@ -151,3 +151,28 @@ def test_example_on_shared_data(shared_data, repo, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["test"]["auc"] >= 0.7818  # pooled XGBoost with the same parameters: 0.7848
     assert m["aggregations"] == 93 and len(m["rounds"]) == 30
+
+
+def test_monotone_constraint_from_the_spec(tmp_path):
+    """x2 acts U-shaped on y; with monotone x2 = 1 at every bank the trained model's score never
+    falls as x2 rises (fedrisk predict over a grid), and a bank that disagrees stops the job."""
+    spec = federation(tmp_path, bank_extra="monotone = { x2 = 1 }\n")
+    out = tmp_path / "run"
+    r = cli("simulate", spec, "--out", out)
+    assert r.returncode == 0, r.stderr + r.stdout
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(40, 3))
+    grid = np.linspace(-3, 3, 31)
+    rows = pd.DataFrame([{"id": i * 100 + k, "x0": b[0], "x1": b[1], "x2": v}
+                         for i, b in enumerate(base) for k, v in enumerate(grid)])
+    rows.to_csv(tmp_path / "grid.csv", index=False)
+    r = cli("predict", out / "model.json", tmp_path / "grid.csv", "--out", tmp_path / "grid_scores.csv")
+    assert r.returncode == 0, r.stderr
+    s = pd.read_csv(tmp_path / "grid_scores.csv")["score"].to_numpy().reshape(len(base), len(grid))
+    assert (np.diff(s, axis=1) >= -1e-12).all()
+    model = json.loads((out / "model.json").read_text())
+    assert any(nd.get("feature") == "x2" for t in model["trees"] for nd in t["nodes"])  # it is used, monotonically
+    text = spec.read_text()
+    spec.write_text(text.replace("monotone = { x2 = 1 }", "", 1))
+    r = cli("simulate", spec, "--out", tmp_path / "run2")
+    assert r.returncode != 0 and "different monotone constraints" in r.stdout + r.stderr

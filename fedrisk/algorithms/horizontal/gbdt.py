@@ -13,7 +13,8 @@ Message flow (``C`` = coordinator, ``B_k`` = bank ``k``)
 ==  ======  =====================  ==================  ===============================================
 #   dir.    tag                    kind                payload
 ==  ======  =====================  ==================  ===============================================
-1   B -> C  ``hgb.schema``         public-parameter    feature names (must be equal at every bank)
+1   B -> C  ``hgb.schema``         public-parameter    feature names and monotone directions (must be
+                                                       equal at every bank)
     C -> B  ``hgb.schema.ok``      control             agreed, or the difference
 2   B -> C  ``hgb.bins.*`` (agg)   masked              counts of the bank's values on a common grid
                                                        and [training rows, sum of y] (see
@@ -52,6 +53,10 @@ What each participant learns
 * **A bank** learns the cut points, the base score, and each tree as it is built (the global model
   every bank receives anyway); it never sees another bank's data or sums.
 
+Monotone constraints (``monotone = {x = 1}`` in each bank's table, the same at every bank):
+the coordinator applies XGBoost's rule while it finds splits and leaf weights (see
+:mod:`fedrisk.algorithms.vertical.tree`); the directions are part of the shared schema.
+
 Differential privacy (``privacy`` argument, :mod:`fedrisk.crypto.dp`): gradients are clipped to
 ``|g| <= c_g = min(1, clip)`` and ``h <= c_h = min(1/4, clip)`` (log-loss already satisfies
 ``|g| < 1``, ``h <= 1/4``), a row changes one built node's histogram of one level by at most
@@ -88,8 +93,11 @@ from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregat
 from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, coordinator_agree_bins
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
+    UNBOUNDED,
     TreeParams,
     best_split,
+    check_monotone,
+    child_bounds,
     goes_left,
     leaf_weight,
     logloss_grad_hess,
@@ -275,7 +283,7 @@ def _sensitivities(d: int, clip: float | None) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------
 def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
              params: GbdtParams, aggregation: Aggregation | None = None, privacy: PrivacyPlan | None = None,
-             n_banks: int | None = None) -> GbdtModel:
+             n_banks: int | None = None, monotone: dict[str, int] | None = None) -> GbdtModel:
     """A bank's side of training. Returns the global model (identical at every bank).
 
     Parameters
@@ -285,6 +293,8 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     n_banks : int, optional
         Banks in the federation (for the fixed-point bound and the DP noise share); default: the
         channel's peers minus the coordinator.
+    monotone : dict, optional
+        Feature name -> +1 / -1 (XGBoost's monotone constraints); every bank must declare the same.
     """
     agg = aggregation or PlainAggregation()
     me = channel.me
@@ -321,7 +331,11 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         with ph("aggregation"):
             agg.submit(channel, coordinator, tag, vec)
 
-    channel.send(coordinator, "hgb.schema", {"features": list(feature_names), "n_features": d}, kind="public-parameter")
+    mono = check_monotone(monotone, list(feature_names), f"bank {me!r}")
+    schema: dict[str, Any] = {"features": list(feature_names), "n_features": d}
+    if mono.any():
+        schema["monotone"] = mono.tolist()
+    channel.send(coordinator, "hgb.schema", schema, kind="public-parameter")
     verdict = channel.recv(coordinator, "hgb.schema.ok")
     if not isinstance(verdict, dict) or not verdict.get("ok"):
         raise DataError(str(verdict.get("reason", "feature schemas differ between banks")))
@@ -632,10 +646,19 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
             reason = (f"banks {banks[0]!r} and {b!r} have different feature columns (only at {banks[0]!r}: {only_a}, "
                       f"only at {b!r}: {only_b}, or a different order); every bank must list the same columns")
             break
+    monos = {b: schemas[b].get("monotone") if isinstance(schemas[b], dict) else None for b in banks}
+    if reason is None and len({str(m) for m in monos.values()}) > 1:
+        reason = ("the banks declare different monotone constraints "
+                  "(" + ", ".join(f"{b}: {monos[b] or 'none'}" for b in banks) + "); every bank must set the same monotone table")
     send_all("hgb.schema.ok", {"ok": reason is None, "reason": reason or ""}, "control")
     if reason:
         raise DataError(reason)
     d = len(names)
+    mono = np.asarray(monos[banks[0]] or [0] * d, dtype=np.int64)
+    if mono.shape != (d,) or not np.all(np.isin(mono, (-1, 0, 1))):
+        raise ProtocolError("the banks' monotone directions are not one of -1, 0, 1 per feature")
+    mono_arg = mono if mono.any() else None
+    bounds: dict[int, tuple[float, float]] = {}  # node -> weight bounds (monotone constraints only)
 
     # 2. bins and base score
     clip = privacy.clip if privacy is not None else None
@@ -704,12 +727,13 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
         tot = collect(tag, 2 * len(leaves), members).total.reshape(-1, 2)
         for node, (G, H) in zip(leaves, tot):
             H = max(float(H), 0.0)
-            tree_nodes[node] = {"id": node, "leaf": leaf_weight(float(G), H, tp), "cover": H}
+            tree_nodes[node] = {"id": node, "leaf": leaf_weight(float(G), H, tp, bounds.get(node, UNBOUNDED)), "cover": H}
 
     t = 0
     while t < params.n_trees and not stop:
         restarts = 0
         tree_nodes: list[dict] = [{"id": 0}]
+        bounds.clear()  # (children get theirs when created, so a restart needs no reset)
         level_ids = [0]
         prev = _Level()
         depth = 0
@@ -775,7 +799,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                 for node in level_ids:
                     if node not in cur.hist or cur.H[node] < 2 * tp.min_child_weight:
                         continue
-                    s = best_split(cur.hist[node], nb, cur.G[node], cur.H[node], tp, missing)
+                    s = best_split(cur.hist[node], nb, cur.G[node], cur.H[node], tp, missing, mono_arg,
+                                   bounds.get(node, UNBOUNDED))
                     if s is not None:
                         decided[node] = s
                 splits_msg = []
@@ -793,12 +818,16 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                     # (under DP noisy sums may dip below 0; a hessian sum never does)
                     nxt.G[lid], nxt.H[lid] = GL, max(HL, 0.0)
                     nxt.G[rid], nxt.H[rid] = cur.G[node] - GL, max(cur.H[node] - HL, 0.0)
+                    if mono_arg is not None:
+                        bounds[lid], bounds[rid] = child_bounds(bounds.get(node, UNBOUNDED), int(mono[f]), GL, HL,
+                                                                cur.G[node] - GL, cur.H[node] - HL, tp)
                     splits_msg.append([node, int(f), int(b), int(ml), lid, rid])
                     new_ids += [lid, rid]
                 # leaves of this level (not split) keep their totals
                 for node in level_ids:
                     if node not in decided:
-                        tree_nodes[node] = {"id": node, "leaf": leaf_weight(cur.G[node], cur.H[node], tp),
+                        tree_nodes[node] = {"id": node, "leaf": leaf_weight(cur.G[node], cur.H[node], tp,
+                                                                            bounds.get(node, UNBOUNDED)),
                                             "cover": cur.H[node]}
                 depth += 1
                 want = [nd for nd in new_ids if depth < tp.max_depth and nxt.H[nd] >= 2 * tp.min_child_weight]
@@ -814,7 +843,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                 nxt.hist = cur.hist
             if not build:
                 for node in new_ids:
-                    tree_nodes[node] = {"id": node, "leaf": leaf_weight(nxt.G[node], nxt.H[node], tp), "cover": nxt.H[node]}
+                    tree_nodes[node] = {"id": node, "leaf": leaf_weight(nxt.G[node], nxt.H[node], tp,
+                                                                        bounds.get(node, UNBOUNDED)), "cover": nxt.H[node]}
                 if privacy is not None:
                     _private_leaves(tree_nodes, splits_msg)
                 break

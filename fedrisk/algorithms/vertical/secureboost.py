@@ -15,8 +15,9 @@ Message flow (tags ``sb.*``; ``t`` = tree, ``d`` = depth)
 2   H -> L     ``sb.bins``            plaintext-by-design number of bins of each of H's features, the
                                                           index of its most populous bin, which H
                                                           never sums (L fills it in as node total
-                                                          minus the other bins), and the index of its
-                                                          missing-value bin (or -1)
+                                                          minus the other bins), the index of its
+                                                          missing-value bin (or -1), and its
+                                                          monotone direction (+1, -1 or 0)
 3   L -> H     ``sb.t<t>.grad``       plaintext-by-design positions of the rows used for this tree
                                                           and the number of chunks (or ``stop``)
 3'  L -> H     ``sb.t<t>.grad.<k>``   ciphertext          ``Enc(pack(g_i, h_i))``, one ciphertext per
@@ -77,6 +78,15 @@ What each party learns
   label-revealing (its partitions follow ``y`` most closely), is built on L's features alone and no
   message about it is sent to H.
 
+Monotone constraints (``monotone = {x = 1}`` in a party's table; XGBoost semantics, see
+:mod:`fedrisk.algorithms.vertical.tree`): the owner of a feature declares its direction in
+``sb.bins`` by anonymous feature index; L, which computes every gain and leaf weight, rejects
+splits whose child weights go the wrong way and propagates weight bounds to the children, as
+XGBoost does. H's bins are ordered by value (bin ``<= k`` = left = lower values), so L needs no
+cut point. What this reveals to L: for each of H's constrained features, *that* it is constrained
+and the direction (which L, holding the label, could estimate from the split statistics anyway);
+never the feature's name, cut points or values. Nothing else changes in the messages.
+
 Security model: semi-honest parties, no collusion between L and an H beyond what they learn
 above. OU/Paillier are not CCA-secure: L decrypts only sums H computed and reveals only derived
 decisions (bin indices), never raw decryptions. Bin sums are not re-randomised; L could test row
@@ -125,7 +135,10 @@ from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
     TreeParams,
     base_score,
+    UNBOUNDED,
     best_split,
+    check_monotone,
+    child_bounds,
     goes_left,
     histogram,
     leaf_weight,
@@ -142,6 +155,7 @@ __all__ = [
     "LabelHolderModel",
     "FeatureHolderModel",
     "score_label_holder",
+    "walk_label_holder",
     "score_feature_holder",
     "TAG_PREFIXES",
 ]
@@ -651,6 +665,7 @@ class _Node:
     n_grad: int = 0
     host_hist: dict[str, np.ndarray] = field(default_factory=dict)
     parent: int = -1
+    bounds: tuple[float, float] = UNBOUNDED
 
 
 class _Obfuscators:
@@ -733,6 +748,7 @@ class SecureBoostLabelHolder:
         self.host_bins: dict[str, np.ndarray] = {}
         self.host_skip: dict[str, np.ndarray] = {}
         self.host_missing: dict[str, np.ndarray] = {}
+        self.host_monotone: dict[str, np.ndarray] = {}
         for h in hosts:
             msg = self.ph.recv(ch, h, "sb.bins")
             nb = _int_array(msg.get("n_bins") if isinstance(msg, dict) else None, f"party {h!r}", "n_bins")
@@ -744,15 +760,21 @@ class SecureBoostLabelHolder:
             miss = _int_array(msg.get("missing", np.full(len(nb), -1)), f"party {h!r}", "missing")
             if miss.shape != nb.shape or not np.all((miss == -1) | (miss == nb - 1)):
                 raise ProtocolError(f"party {h!r} reported impossible missing-value bins")
+            mono = _int_array(msg.get("monotone", np.zeros(len(nb), dtype=np.int64)), f"party {h!r}", "monotone")
+            if mono.shape != nb.shape or not np.all(np.isin(mono, (-1, 0, 1))):
+                raise ProtocolError(f"party {h!r} reported monotone directions other than -1, 0, 1 per feature")
             self.host_bins[h] = nb
             self.host_skip[h] = skip
             self.host_missing[h] = miss
+            self.host_monotone[h] = mono
 
     def fit(self, channel: Channel, hosts: Sequence[str], X: np.ndarray, y: np.ndarray,
-            feature_names: Sequence[str]) -> "SecureBoostLabelHolder":
+            feature_names: Sequence[str], monotone: dict[str, int] | None = None) -> "SecureBoostLabelHolder":
         """Train with every feature holder in ``hosts`` (which call :meth:`SecureBoostFeatureHolder.fit`).
 
         ``X``/``y`` are the PSI-aligned training rows, in the order every party shares.
+        ``monotone`` maps some of this party's features to +1/-1 (score non-decreasing /
+        non-increasing in it); feature holders declare theirs in their own ``fit``.
         """
         p = self.params
         tp = p.tree
@@ -760,6 +782,7 @@ class SecureBoostLabelHolder:
         t_start, cpu_start = time.perf_counter(), time.process_time()
         hosts = list(hosts)
         self._names = list(feature_names)
+        self._monotone = check_monotone(monotone, self._names, f"party {channel.me!r}")
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         n = len(y)
@@ -772,6 +795,7 @@ class SecureBoostLabelHolder:
             binner = QuantileBinner(p.max_bin).fit(X[train_pos])
             bins = binner.transform(X)
         self._setup(channel, hosts, n, len(train_pos))
+        self._any_monotone = bool(self._monotone.any()) or any(m.any() for m in self.host_monotone.values())
         # the key owner encrypts with its private key: through CRT when the compiled kernel is there
         self._obf = _Obfuscators(self.priv) if hosts and hasattr(self.priv, "obfuscators_async") else None
         base = base_score(y[train_pos])
@@ -924,13 +948,17 @@ class SecureBoostLabelHolder:
             with self.ph("split_finding"):
                 for nd in splittable:
                     cands = []
-                    s = best_split(own[nd.id], own_nb, nd.G, nd.H, tp, own_missing)
+                    # with constraints anywhere, every party's gains use the node's bounds
+                    mono_on = self._any_monotone
+                    s = best_split(own[nd.id], own_nb, nd.G, nd.H, tp, own_missing,
+                                   self._monotone if mono_on else None, nd.bounds)
                     if s is not None:
-                        cands.append((s[0], me, s[1], s[2], s[5]))
+                        cands.append((s[0], me, s[1], s[2], s[5], s[3], s[4]))
                     for hh in hosts:
-                        s = best_split(nd.host_hist[hh], self.host_bins[hh], nd.G, nd.H, tp, self.host_missing[hh])
+                        s = best_split(nd.host_hist[hh], self.host_bins[hh], nd.G, nd.H, tp, self.host_missing[hh],
+                                       self.host_monotone[hh] if mono_on else None, nd.bounds)
                         if s is not None:
-                            cands.append((s[0], hh, s[1], s[2], s[5]))
+                            cands.append((s[0], hh, s[1], s[2], s[5], s[3], s[4]))
                     if not cands:
                         continue
                     best = cands[0]
@@ -948,7 +976,7 @@ class SecureBoostLabelHolder:
                               "bins": np.array([x[2] for x in w], dtype=np.int64),
                               "missing_left": np.array([x[3] for x in w], dtype=np.int64)}, "control")
             masks: dict[int, np.ndarray] = {}
-            for node_id, (gain, party, f, b, miss_left) in decided.items():
+            for node_id, (gain, party, f, b, miss_left, _, _) in decided.items():
                 if party == me:
                     masks[node_id] = goes_left(bins[by_id[node_id].rows, f], b, miss_left, int(own_missing[f]))
             for hh in hosts:
@@ -966,11 +994,13 @@ class SecureBoostLabelHolder:
             for nd in level:
                 if nd.id not in decided:
                     continue
-                gain, party, f, b, miss_left = decided[nd.id]
+                gain, party, f, b, miss_left, GL, HL = decided[nd.id]
                 mask = masks[nd.id]
                 lid, rid = len(nodes), len(nodes) + 1
-                left = _Node(lid, nd.rows[mask], depth + 1, parent=nd.id)
-                right = _Node(rid, nd.rows[~mask], depth + 1, parent=nd.id)
+                direction = int((self._monotone if party == me else self.host_monotone[party])[f])
+                bl, br = child_bounds(nd.bounds, direction, GL, HL, nd.G - GL, nd.H - HL, tp)
+                left = _Node(lid, nd.rows[mask], depth + 1, parent=nd.id, bounds=bl)
+                right = _Node(rid, nd.rows[~mask], depth + 1, parent=nd.id, bounds=br)
                 by_id[lid], by_id[rid] = left, right
                 nxt += [left, right]
                 entry: dict[str, Any] = {"id": nd.id, "owner": party, "left": lid, "right": rid, "gain": gain}
@@ -989,7 +1019,7 @@ class SecureBoostLabelHolder:
         for entry in nodes:
             if "left" not in entry:
                 nd = by_id[entry["id"]]
-                w = leaf_weight(nd.G, nd.H, tp)
+                w = leaf_weight(nd.G, nd.H, tp, nd.bounds)
                 entry["leaf"] = w
                 leaf_of[nd.rows] = w
         return {"nodes": nodes, "_leaf_of": leaf_of}, leaf_of
@@ -1059,8 +1089,12 @@ class SecureBoostFeatureHolder:
     def __init__(self, params: SecureBoostParams) -> None:
         self.params = params
 
-    def fit(self, channel: Channel, label_holder: str, X: np.ndarray, feature_names: Sequence[str]
-            ) -> "SecureBoostFeatureHolder":
+    def fit(self, channel: Channel, label_holder: str, X: np.ndarray, feature_names: Sequence[str],
+            monotone: dict[str, int] | None = None) -> "SecureBoostFeatureHolder":
+        """Train with the label holder; ``monotone`` maps some of this party's features to +1/-1.
+
+        Only each constrained feature's anonymous index and direction are sent (in ``sb.bins``).
+        """
         from fedrisk.crypto.additive import public_key_from_wire
         from fedrisk.crypto.packing import SlotPacking, compress
 
@@ -1071,6 +1105,7 @@ class SecureBoostFeatureHolder:
         who = f"label holder {lh!r}"
         X = np.asarray(X, dtype=np.float64)
         n = len(X)
+        mono = check_monotone(monotone, list(feature_names), f"party {ch.me!r}")
         with ph("binning"):
             binner = QuantileBinner(p.max_bin).fit(X)
             bins = binner.transform(X)
@@ -1092,8 +1127,10 @@ class SecureBoostFeatureHolder:
         packing = _expected_packing(p, n, pub.plaintext_bits)
         _check_declared_packing(who, setup, packing)
         missing = binner.missing_bins()
-        ph.send(ch, lh, "sb.bins", {"n_bins": nb.astype(np.int64), "skip": skip, "missing": missing},
-                "plaintext-by-design")
+        bins_msg = {"n_bins": nb.astype(np.int64), "skip": skip, "missing": missing}
+        if mono.any():  # only when set: unconstrained jobs send exactly what they always sent
+            bins_msg["monotone"] = mono
+        ph.send(ch, lh, "sb.bins", bins_msg, "plaintext-by-design")
         with ph("binning"):
             # local only (nothing is sent): which features to sum together, see _group_cells
             groupings = _candidate_groupings(bins, nb, skip)
@@ -1276,21 +1313,20 @@ def score_feature_holder(channel: Channel, model: FeatureHolderModel, X: np.ndar
 
 
 def score_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, hosts: Sequence[str],
-                       tag: str = "predict", node_rows: list[dict[int, np.ndarray]] | None = None) -> np.ndarray:
-    """Walk every tree over aligned rows ``X``, level by level; return probabilities.
+                       tag: str = "predict") -> np.ndarray:
+    """Walk every tree over aligned rows ``X``, level by level; return probabilities (see :func:`walk_label_holder`)."""
+    return sigmoid(walk_label_holder(channel, model, X, hosts, tag)[0])
+
+
+def walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, hosts: Sequence[str],
+                      tag: str = "predict") -> tuple[np.ndarray, list[dict[int, np.ndarray]]]:
+    """Walk every tree over aligned rows ``X``, level by level; return margins and, per tree, the
+    positions of the rows that reached each node (the reason codes' paths).
 
     Own split nodes and leaves are resolved locally; for the feature holders' split nodes of the
     current level this party asks each owner about exactly the rows that reached the node, so a
     feature holder reveals one bit per row per own node *on that row's path*, not per node.
-    ``node_rows``, when given (an empty list), receives per tree the positions of the rows that
-    reached each node (reason codes attribute along these paths; no extra message is exchanged).
     """
-    return sigmoid(_walk_label_holder(channel, model, X, hosts, tag, node_rows))
-
-
-def _walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, hosts: Sequence[str],
-                       tag: str, node_rows: list[dict[int, np.ndarray]] | None) -> np.ndarray:
-    """The label holder's scoring walk; returns the margins (log-odds) and fills ``node_rows``."""
     X = np.asarray(X, dtype=np.float64)
     n = len(X)
     margin = np.full(n, float(model.base_score))
@@ -1308,8 +1344,8 @@ def _walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray,
             waiting: dict[int, np.ndarray] = {}
             while stack:
                 node_id, rows = stack.pop()
-                nd = nodes[node_id]
                 seen[t][node_id] = rows
+                nd = nodes[node_id]
                 if "leaf" in nd:
                     margin[rows] += float(nd["leaf"])
                 elif rows.size == 0:
@@ -1348,6 +1384,4 @@ def _walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray,
         r += 1
     for h in hosts:
         channel.send(h, f"sbi.{tag}.q{r}", {"done": True}, kind="control")
-    if node_rows is not None:
-        node_rows.extend(seen)
-    return margin
+    return margin, seen

@@ -2,11 +2,11 @@
 
 Protocol
 --------
-No new message. In scoring the label holder L walks every tree level by level and asks each
-feature holder H about exactly the rows that reached H's split nodes (``sbi.<tag>.q<r>`` /
-``sbi.<tag>.a<r>``, :func:`fedrisk.algorithms.vertical.secureboost.score_label_holder`), so L knows
-each row's whole path and which party owns each split on it. :func:`score_with_paths` runs that
-same walk and keeps the paths (H runs ``score_feature_holder`` unchanged).
+No new message. Scoring already has the label holder L walk every tree, asking each feature holder
+H about the rows that reach H's nodes on their path (``sbi.<tag>.q<r>`` / ``.a<r>``, see
+:func:`fedrisk.algorithms.vertical.secureboost.walk_label_holder`), so L knows each row's whole path
+and which party owns each split on it. :func:`score_with_paths` is L's side of that same exchange (it replaces
+``score_label_holder`` where paths are wanted; H runs ``score_feature_holder`` unchanged).
 
 Attribution (Saabas / XGBoost ``pred_contribs(approx_contribs=True)``)
 ----------------------------------------------------------------------
@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fedrisk.algorithms.vertical.secureboost import LabelHolderModel, _walk_label_holder, sigmoid
+from fedrisk.algorithms.vertical.secureboost import LabelHolderModel, sigmoid, walk_label_holder
 from fedrisk.transport.channel import Channel
 
 __all__ = ["Paths", "score_with_paths", "add_covers", "contributions", "reason_codes", "has_covers"]
@@ -49,9 +49,8 @@ class Paths:
 
 def score_with_paths(channel: Channel, model: LabelHolderModel, X: np.ndarray, hosts: Sequence[str],
                      tag: str = "predict") -> tuple[np.ndarray, Paths]:
-    """The label holder's scoring (the messages of ``score_label_holder``), keeping every row's path."""
-    node_rows: list[dict[int, np.ndarray]] = []
-    margin = _walk_label_holder(channel, model, X, hosts, tag, node_rows)
+    """The label holder's scoring (the same path-only messages as ``score_label_holder``), keeping every row's path."""
+    margin, node_rows = walk_label_holder(channel, model, X, hosts, tag)
     return sigmoid(margin), Paths(margin, node_rows)
 
 

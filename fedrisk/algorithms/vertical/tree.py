@@ -15,6 +15,16 @@ Missing values: a feature whose last bin holds its missing values (``missing[f] 
 see :mod:`fedrisk.algorithms.vertical.binning`) is split like XGBoost's sparsity-aware search
 does: every threshold over the present values is tried with the missing bin on the right and on
 the left, plus "present left, missing right"; the split records the side (:func:`goes_left`).
+
+Monotone constraints (XGBoost's ``monotone_constraints``): ``monotone[f] = +1`` asks the score to
+be non-decreasing in feature ``f`` (bins are ordered by value, so "left" holds the lower values),
+``-1`` non-increasing, ``0`` free. As XGBoost does, every node carries bounds ``[lower, upper]``
+on its (unshrunk) weight ``-G / (H + lambda)``; child weights are clipped to the node's bounds, the
+gain is computed with the clipped weights, a split on a constrained feature whose clipped child
+weights go the wrong way is rejected, and its children's bounds meet at the mean of the two child
+weights (:func:`child_bounds`); leaf weights are clipped to their bounds (:func:`leaf_weight`).
+Any two rows that differ only in a constrained feature then part at a split on it into subtrees
+whose weights are ordered, so their scores are too. Without constraints nothing changes.
 """
 from __future__ import annotations
 
@@ -31,12 +41,17 @@ __all__ = [
     "best_split",
     "goes_left",
     "leaf_weight",
+    "child_bounds",
+    "check_monotone",
+    "UNBOUNDED",
     "base_score",
     "fit_reference",
     "predict_reference",
 ]
 
 MIN_GAIN_EPS = 1e-6
+#: the weight bounds of a node no monotone split has constrained
+UNBOUNDED = (-np.inf, np.inf)
 
 
 @dataclass(frozen=True)
@@ -95,8 +110,21 @@ def _score(g: np.ndarray, h: np.ndarray, lam: float) -> np.ndarray:
     return g * g / (h + lam)
 
 
+def _weight(g: np.ndarray, h: np.ndarray, lam: float, lo: float, hi: float) -> np.ndarray:
+    """Unshrunk leaf weight ``-g / (h + lambda)`` clipped to ``[lo, hi]`` (0 on an empty side)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(h + lam > 0, -g / np.where(h + lam > 0, h + lam, 1.0), 0.0)
+    return np.clip(w, lo, hi)
+
+
+def _score_at(g: np.ndarray, h: np.ndarray, w: np.ndarray, lam: float) -> np.ndarray:
+    """Loss reduction of weight ``w`` (XGBoost's ``CalcGainGivenWeight``); ``g^2/(h+lambda)`` at the optimum."""
+    return -(2.0 * g * w + (h + lam) * w * w)
+
+
 def best_split(hist: np.ndarray, n_bins: np.ndarray, G: float, H: float, params: TreeParams,
-               missing: np.ndarray | None = None) -> tuple[float, int, int, float, float, bool] | None:
+               missing: np.ndarray | None = None, monotone: np.ndarray | None = None,
+               bounds: tuple[float, float] = UNBOUNDED) -> tuple[float, int, int, float, float, bool] | None:
     """Best ``(gain, feature, bin, GL, HL, missing_left)`` of one party's histogram, or ``None``.
 
     Parameters
@@ -110,6 +138,11 @@ def best_split(hist: np.ndarray, n_bins: np.ndarray, G: float, H: float, params:
     missing : numpy.ndarray, optional
         Per feature, the index of its missing bin (always its last bin) or -1; default: none.
         ``missing_left`` says where that bin goes (``False`` for features without one).
+    monotone : numpy.ndarray, optional
+        Per feature, +1 / -1 / 0 (see the module docstring). When any is non-zero the gains use
+        weights clipped to ``bounds`` and splits violating a direction are rejected.
+    bounds : tuple of float
+        The node's ``[lower, upper]`` bounds on its unshrunk weight (from :func:`child_bounds`).
     """
     if hist.size == 0:
         return None
@@ -117,6 +150,8 @@ def best_split(hist: np.ndarray, n_bins: np.ndarray, G: float, H: float, params:
     nb = np.asarray(n_bins)[:, None]
     miss = np.full(hist.shape[0], -1, dtype=np.int64) if missing is None else np.asarray(missing, dtype=np.int64)
     has = (miss >= 0)[:, None]
+    constrained = monotone is not None and bool(np.any(np.asarray(monotone) != 0))
+    mono = np.asarray(monotone, dtype=np.int64)[:, None] if constrained else None
     cum = np.cumsum(hist[:, :-1, :], axis=1)  # left side of "bins 0..k go left"
     k = np.arange(hist.shape[1] - 1)[None, :]
     # missing right: the plain prefix sums; a split needs a present bin on each side, or all
@@ -130,8 +165,15 @@ def best_split(hist: np.ndarray, n_bins: np.ndarray, G: float, H: float, params:
     best = None
     for side, (GL, HL, valid) in enumerate(variants):
         GR, HR = G - GL, H - HL
-        gain = _score(GL, HL, lam) + _score(GR, HR, lam) - G * G / (H + lam)
         ok = (HL >= params.min_child_weight) & (HR >= params.min_child_weight) & valid
+        if constrained:
+            lo, hi = bounds
+            wl, wr = _weight(GL, HL, lam, lo, hi), _weight(GR, HR, lam, lo, hi)
+            wp = _weight(np.float64(G), np.float64(H), lam, lo, hi)
+            gain = _score_at(GL, HL, wl, lam) + _score_at(GR, HR, wr, lam) - _score_at(G, H, wp, lam)
+            ok &= ~(((mono > 0) & (wl > wr)) | ((mono < 0) & (wl < wr)))
+        else:
+            gain = _score(GL, HL, lam) + _score(GR, HR, lam) - G * G / (H + lam)
         gain = np.where(ok, gain, -np.inf)
         flat = int(np.argmax(gain))
         f, b = divmod(flat, gain.shape[1])
@@ -152,8 +194,52 @@ def goes_left(bins: np.ndarray, bin_index: int, missing_left: bool, missing_bin:
     return left
 
 
-def leaf_weight(G: float, H: float, params: TreeParams) -> float:
-    return float(-params.learning_rate * G / (H + params.reg_lambda))
+def leaf_weight(G: float, H: float, params: TreeParams, bounds: tuple[float, float] = UNBOUNDED) -> float:
+    """Shrunk leaf weight ``-learning_rate * G / (H + lambda)``, the unshrunk part clipped to ``bounds``."""
+    if bounds == UNBOUNDED:
+        return float(-params.learning_rate * G / (H + params.reg_lambda))
+    return float(params.learning_rate * _weight(np.float64(G), np.float64(H), params.reg_lambda, *bounds))
+
+
+def child_bounds(bounds: tuple[float, float], direction: int, GL: float, HL: float, GR: float, HR: float,
+                 params: TreeParams) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Bounds of the left and right child of a split on a feature of monotone ``direction``.
+
+    Unconstrained splits pass the parent's bounds on; a constrained one splits them at the mean
+    of the two (clipped) child weights, left below for +1 and above for -1 (XGBoost's rule).
+    """
+    if direction == 0:
+        return bounds, bounds
+    lo, hi = bounds
+    lam = params.reg_lambda
+    wl = float(_weight(np.float64(GL), np.float64(HL), lam, lo, hi))
+    wr = float(_weight(np.float64(GR), np.float64(HR), lam, lo, hi))
+    mid = 0.5 * (wl + wr)
+    if direction > 0:
+        return (lo, mid), (mid, hi)
+    return (mid, hi), (lo, mid)
+
+
+def check_monotone(monotone: dict[str, int] | None, names: list[str], who: str) -> np.ndarray:
+    """Per-feature directions (aligned with ``names``) of a ``monotone = {feature = +1/-1}`` table.
+
+    Raises :class:`~fedrisk.errors.ConfigError` (one line) for an unknown feature or a value not
+    in {-1, 0, 1}.
+    """
+    from fedrisk.errors import ConfigError
+
+    out = np.zeros(len(names), dtype=np.int64)
+    for feat, d in (monotone or {}).items():
+        if feat not in names:
+            import difflib
+
+            close = difflib.get_close_matches(feat, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{who}: monotone constraint on {feat!r}, which is not one of this party's features{hint}")
+        if isinstance(d, bool) or d not in (-1, 0, 1):
+            raise ConfigError(f"{who}: monotone {feat} = {d!r}; use 1 (score rises with it), -1 (falls) or 0")
+        out[names.index(feat)] = int(d)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,11 +281,13 @@ def _route(tree: RefTree, bins: np.ndarray, missing: np.ndarray | None = None) -
 
 
 def fit_reference(bins: np.ndarray, n_bins: np.ndarray, y: np.ndarray, n_trees: int, params: TreeParams,
-                  precision: int | None = None, missing: np.ndarray | None = None) -> tuple[float, list[RefTree]]:
+                  precision: int | None = None, missing: np.ndarray | None = None,
+                  monotone: np.ndarray | None = None) -> tuple[float, list[RefTree]]:
     """Level-wise boosting on pooled ``bins``; returns ``(base_score, trees)``.
 
     ``precision`` rounds ``g`` and ``h`` to that many fractional bits, as SecureBoost does before
     encrypting, so that both grow the same trees. ``missing``: each feature's missing bin or -1.
+    ``monotone``: each feature's direction (+1, -1, 0), see the module docstring.
     """
     base = base_score(y)
     margin = np.full(len(y), base)
@@ -212,22 +300,24 @@ def fit_reference(bins: np.ndarray, n_bins: np.ndarray, y: np.ndarray, n_trees: 
             g, h = np.round(g * s) / s, np.round(h * s) / s
         tree = RefTree()
         root = tree.add()
-        level = [(root, np.arange(len(y)))]
+        level = [(root, np.arange(len(y)), UNBOUNDED)]
         for depth in range(params.max_depth + 1):
             nxt = []
-            for node, r in level:
+            for node, r, bnd in level:
                 G, H = float(g[r].sum()), float(h[r].sum())
-                s = best_split(histogram(bins[r], g[r], h[r], max_b), n_bins, G, H, params, missing) \
+                s = best_split(histogram(bins[r], g[r], h[r], max_b), n_bins, G, H, params, missing, monotone, bnd) \
                     if depth < params.max_depth else None
                 if s is None:
-                    tree.weight[node] = leaf_weight(G, H, params)
+                    tree.weight[node] = leaf_weight(G, H, params, bnd)
                     continue
-                _, f, b, _, _, miss_left = s
+                _, f, b, GL, HL, miss_left = s
+                d = 0 if monotone is None else int(monotone[f])
+                bl, br = child_bounds(bnd, d, GL, HL, G - GL, H - HL, params)
                 tree.feature[node], tree.bin[node], tree.missing_left[node] = f, b, miss_left
                 lft, rgt = tree.add(), tree.add()
                 tree.left[node], tree.right[node] = lft, rgt
                 go = goes_left(bins[r, f], b, miss_left, -1 if missing is None else int(missing[f]))
-                nxt += [(lft, r[go]), (rgt, r[~go])]
+                nxt += [(lft, r[go], bl), (rgt, r[~go], br)]
             level = nxt
         margin += np.asarray(tree.weight)[_route(tree, bins, missing)]
         trees.append(tree)
