@@ -110,7 +110,8 @@ def run(ctx: PartyContext) -> None:
     table = load_table(spec, me)
     ctx.log.info("loaded %d rows x %d features from %s", table.n_rows, table.n_features, table.path)
 
-    al = align_parties(ctx.channel, lh, hosts, table.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    al = align_parties(ctx.channel, lh, hosts, table.ids, salt=alignment_salt(spec.job_id), log=ctx.log,
+                       protocol=spec.psi.protocol)
     idx = al.indices
     ids = table.ids[idx]
     X_all = table.X[idx]

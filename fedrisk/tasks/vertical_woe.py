@@ -73,7 +73,8 @@ def aligned_frames(ctx: PartyContext, categorical: list[str]):
     frame = load_frame(spec, ctx.name, categorical, label=ctx.name == lh,
                        forbid_label=spec.parties[lh].label if ctx.name != lh else None)
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
-    al = align_parties(ctx.channel, lh, hosts, frame.ids, salt=alignment_salt(spec.job_id), log=ctx.log)
+    al = align_parties(ctx.channel, lh, hosts, frame.ids, salt=alignment_salt(spec.job_id), log=ctx.log,
+                       protocol=spec.psi.protocol)
     idx = al.indices
     X = frame.X.iloc[idx].reset_index(drop=True)
     y = frame.y[idx] if frame.y is not None else None
