@@ -95,6 +95,12 @@ _VERSION = 1
 _MAX_COUNT = 2**31 - 1
 #: Extra patience per id for the library's receive timeout (a peer may be slow at scale).
 _SECONDS_PER_ID = 2e-4
+#: How the library connects to its peer (through the relay): attempts, pause between them, and
+#: the per-request timeout. A peer that fails the library's TLS handshake is given up on after
+#: about ``_CONNECT_RETRIES * (_CONNECT_INTERVAL_MS + handshake)``.
+_CONNECT_RETRIES = 4
+_CONNECT_INTERVAL_MS = 1000
+_REQUEST_TIMEOUT_MS = 60_000
 _ROW = "r"
 _KEY = "k"
 
@@ -244,9 +250,9 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: np.ndarray, *, lea
                 desc.add_party(name, f"127.0.0.1:{port}")
             wait_ms = int(1000 * (channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)))
             desc.recv_timeout_ms = wait_ms
-            desc.http_timeout_ms = wait_ms
-            desc.connect_retry_times = 60
-            desc.connect_retry_interval_ms = 500
+            desc.http_timeout_ms = _REQUEST_TIMEOUT_MS
+            desc.connect_retry_times = _CONNECT_RETRIES
+            desc.connect_retry_interval_ms = _CONNECT_INTERVAL_MS
             if certs is not None:
                 desc.enable_ssl = True
                 for opts in (desc.client_ssl_opts, desc.server_ssl_opts):
@@ -261,6 +267,8 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: np.ndarray, *, lea
                 input_params=pl.InputParams(path=str(src), selected_keys=[_KEY], keys_unique=True),
                 output_params=pl.OutputParams(path=str(dst), disable_alignment=False),
             )
+            # both libraries start their link together, so the few connection attempts are enough
+            _barrier(channel, peer, f"{tag}.ready", channel.recv_timeout)
             try:
                 lctx = lib.link.create_brpc(desc, rank)
                 report = pl.psi_execute(cfg, lctx)
