@@ -73,6 +73,7 @@ import glob
 import hashlib
 import hmac
 import os
+import re
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -195,8 +196,13 @@ def _tls_paths(folder: Path, tls: Any) -> dict[str, str] | None:
 
 
 def _short(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
+    """The library's message on one line, without its C++ stack trace and source locations."""
+    text = " ".join(str(e).split()).split(" stacktrace:")[0]
+    text = re.sub(r"^what:\s*", "", re.sub(r"\[[^\]]*\.(?:cc|h|cpp):\d+\]\s*", "", text)).strip()
+    if "connect to mesh failed" in text:
+        text += (" (the peer's PSI library never completed a TLS connection: is its certificate issued by the "
+                 "job's CA, and is it running the same job?)")
+    return text[:400] + ("..." if len(text) > 400 else "")
 
 
 # ---------------------------------------------------------------------------------------------
