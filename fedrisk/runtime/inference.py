@@ -128,16 +128,18 @@ def _roles(model: dict) -> tuple[str, list[str]]:
 
 
 def run_inference(channel, me: str, role_model: dict, table, label_holder: str, feature_holders: list[str],
-                  job_id: str, logger: logging.Logger | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                  job_id: str, logger: logging.Logger | None = None,
+                  protocol: str = "ecdh") -> tuple[np.ndarray, np.ndarray | None]:
     """PSI-align ``table`` and run the format's scoring; return (aligned row positions, scores or None).
 
-    Independent of the transport: tests run it over the in-memory network.
+    Independent of the transport: tests run it over the in-memory network. ``protocol`` is the
+    spec's ``[psi] protocol`` (the same at every party).
     """
     from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
 
     mod = get_format(role_model["format"])
     al = align_parties(channel, label_holder, feature_holders, table.ids, salt=alignment_salt(job_id, "predict"),
-                       log=logger)
+                       log=logger, protocol=protocol)
     p = mod.infer(channel, role_model, table.X[al.indices], label_holder, feature_holders)
     return al.indices, p
 
@@ -212,7 +214,7 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
         channel.start()
         watcher = _watch_children(procs, channel)
         handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
-        idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log)
+        idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log, protocol=spec.psi.protocol)
     except BaseException as e:
         channel.abort(f"{lh}: {e}")
         for h, pr in procs.items():
@@ -283,7 +285,7 @@ def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Pat
     try:
         channel.start()
         handshake(channel, lh, [lh, *hosts], _session_settings(model, session))
-        run_inference(channel, name, model, table, lh, hosts, job_id, log)
+        run_inference(channel, name, model, table, lh, hosts, job_id, log, protocol=spec.psi.protocol)
     except BaseException as e:
         channel.abort(f"{name}: {e}")
         raise

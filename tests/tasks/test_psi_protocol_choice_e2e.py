@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from fedrisk.crypto import spu_binding
@@ -73,3 +75,18 @@ def test_vertical_job_aligned_by_rr22_over_mtls_trains_the_ecdh_model(tmp_path):
     psi_bytes = {k: sum(e["bytes"] for e in led if e["tag"].startswith("psi.")) for k, led in
                  (("ecdh", led_e), ("rr22", led_r))}
     assert psi_bytes["rr22"] > 0 and psi_bytes["ecdh"] > 0
+    # federated predict of the rr22-trained model aligns by rr22 too and scores as in training
+    folder = tmp_path / "rr22"
+    lender = pd.read_csv(folder / "lender.csv")
+    new = lender.drop(columns=["y"]).sample(200, random_state=0)
+    new.to_csv(folder / "new.csv", index=False)
+    r = cli("predict", folder / "run" / "model.json", folder / "new.csv", "--out", folder / "scores.csv")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = pd.read_csv(folder / "scores.csv")
+    train = pd.concat([pd.read_csv(folder / "run" / "scores" / "train.csv"),
+                       pd.read_csv(folder / "run" / "scores" / "test.csv")])
+    both = s.merge(train, on="id")
+    assert len(both) > 100 and np.allclose(both.score_x, both.score_y, atol=1e-9)
+    pred_ledger = [json.loads(line) for f in (folder / "run" / "predict").rglob("*.jsonl") if "ledger" in str(f)
+                   for line in f.read_text().splitlines()]
+    assert any(e["tag"].startswith("psi.rr22.") for e in pred_ledger)
