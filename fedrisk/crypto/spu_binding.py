@@ -83,22 +83,8 @@ def load(purpose: str = "psi protocol 'rr22'") -> SpuPsi:
         for attr in ("psi_execute", "PsiExecuteConfig", "PsiProtocol"):
             if not hasattr(libpsi, attr):
                 raise ConfigError(f"the installed spu at {folder} lacks libpsi.{attr}; {INSTALL_HINT}")
-        _quiet(libspu)
         _loaded = SpuPsi(libpsi, libspu.link)
         return _loaded
-
-
-def _quiet(libspu: ModuleType) -> None:
-    """Keep the library's per-step INFO lines out of the party's output (warnings still show)."""
-    logging = getattr(libspu, "logging", None)
-    if logging is None:
-        return
-    try:
-        opts = logging.LogOptions()
-        opts.log_level = logging.LogLevel.WARN
-        logging.setup_logging(opts)
-    except Exception:  # noqa: BLE001 - verbosity only; never fail a job over it
-        pass
 
 
 def available() -> bool:
