@@ -28,16 +28,20 @@ F (sender, rank 1); ``<tag>`` defaults to ``"psi.rr22"``:
                                                                       casefold, count ``|P|``, TLS
                                                                       on/off, SHA-256 check of
                                                                       the salt
-2   P <-> Q     ``<tag>.link.*``              control / masked        the library's RR22 messages
+2   P -> Q      ``<tag>.ready``               control                 ``True``: about to start the
+                                                                      library's link
+3   P <-> Q     ``<tag>.link.*``              control / masked        the library's RR22 messages
                                                                       (OPRF/VOLE and OKVS rounds,
                                                                       then the masked OPRF values
                                                                       of F's items) as relayed
                                                                       bytes (see ``link_relay``)
-3   P -> Q      ``<tag>.done``                control                 intersection size and
+4   P -> Q      ``<tag>.fin``, then           control                 ``True``: the library is done;
+                ``<tag>.closed``                                      then: its link is stopped (the
+                                                                      relay keeps carrying bytes
+                                                                      until both are)
+5   P -> Q      ``<tag>.done``                control                 intersection size and
                                                                       SHA-256 of the sorted keys
-                                                                      (only when ``reveal="both"``;
-                                                                      F sends an empty marker
-                                                                      otherwise)
+                                                                      (only when ``reveal="both"``)
 ==  ==========  ============================  ======================  ============================
 
 What each party learns
@@ -55,7 +59,7 @@ each follower (concurrently, each over its own relay and tag ``<tag>.<follower>`
 its own rows, and then sends each follower
 
 ==  ==========  ============================  ======================  ============================
-4   L -> F_j    ``<tag>.keep``                plaintext-by-design     int64 positions into F_j's
+6   L -> F_j    ``<tag>.keep``                plaintext-by-design     int64 positions into F_j's
                                                                       pairwise intersection (in key
                                                                       order) of the rows all
                                                                       parties hold
