@@ -103,7 +103,7 @@ _SECONDS_PER_ID = 2e-4
 #: How the library connects to its peer (through the relay): attempts, pause between them, and
 #: the per-request timeout. A peer that fails the library's TLS handshake is given up on after
 #: about ``_CONNECT_RETRIES * (_CONNECT_INTERVAL_MS + handshake)``.
-_CONNECT_RETRIES = 4
+_CONNECT_RETRIES = 10
 _CONNECT_INTERVAL_MS = 1000
 _REQUEST_TIMEOUT_MS = 60_000
 _ROW = "r"
@@ -203,7 +203,7 @@ def _short(e: BaseException) -> str:
     """The library's message on one line, without its C++ stack trace and source locations."""
     text = " ".join(str(e).split()).split(" stacktrace:")[0]
     text = re.sub(r"^what:\s*", "", re.sub(r"\[[^\]]*\.(?:cc|h|cpp):\d+\]\s*", "", text)).strip()
-    if "connect to mesh failed" in text:
+    if "connect to mesh failed" in text or "key=connect_" in text:
         text += (" (the peer's PSI library never completed a TLS connection: is its certificate issued by the "
                  "job's CA, and is it running the same job?)")
     return text[:400] + ("..." if len(text) > 400 else "")

@@ -103,7 +103,10 @@ def test_ledger_counts_every_byte_that_crossed_and_nothing_but_masked_bytes_arri
 
 
 @needs_extra
-def test_library_tls_refuses_a_peer_certified_by_a_foreign_ca(pki, tmp_path):
+def test_library_tls_refuses_a_peer_certified_by_a_foreign_ca(pki, tmp_path, monkeypatch):
+    from fedrisk.algorithms.vertical import rr22_psi
+
+    monkeypatch.setattr(rr22_psi, "_CONNECT_RETRIES", 3)  # the default (10) tolerates a loaded machine
     foreign = make_dev_pki(["payco"], tmp_path / "foreign", ca_name="not the job's CA")
     net = InMemoryNetwork(["lender", "payco"], tag_prefixes=("psi.",), recv_timeout=60)
     tls = {"lender": tls_files(pki, "lender"), "payco": tls_files(foreign, "payco")}
