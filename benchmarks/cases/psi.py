@@ -1,21 +1,37 @@
-"""ECDH-PSI alignment benchmark: ``python benchmarks/run.py psi [--sizes 30000,100000] [--full]``.
+"""PSI alignment benchmark: ``python benchmarks/run.py psi [--sizes 30000,100000] [--protocols ecdh,rr22] [--full]``.
 
 Two parties (lender = leader, payco = follower) with ``n`` ids each and a partial overlap run
-:func:`fedrisk.algorithms.vertical.psi_protocol.psi_align` as threads over the in-memory network
-(same codec and ledger as the wire); the module's process pool does the group arithmetic on every
-core of this machine, shared by both parties. Wall and CPU time include the pool's start-up and
-shutdown (CPU of the worker processes is counted once they are joined). The reference is a plain
-hash join on the raw ids (what a trusted third party would do), measured in the same run.
+:func:`fedrisk.algorithms.vertical.psi_protocol.psi_align` (ristretto255 ECDH, the default) as
+threads over the in-memory network (same codec and ledger as the wire); the module's process pool
+does the group arithmetic on every core of this machine, shared by both parties. Wall and CPU
+time include the pool's start-up and shutdown (CPU of the worker processes is counted once they
+are joined). The reference is a plain hash join on the raw ids (what a trusted third party would
+do), measured in the same run.
+
+With the optional ``fedrisk[psi]`` extra the same sets also go through
+:func:`fedrisk.algorithms.vertical.rr22_psi.rr22_align` (RR22, the library's link tunnelled over
+the same in-memory channels, with the library's TLS on dev certificates), measured the same way
+(its CPU includes the library's threads and its ``sort`` child processes), and compared with the
+ECDH run of the same size: ``runs[i].rr22.cpu_ratio_vs_ecdh``. Both parties run in this one
+process, so "per party" figures are the total over two; the RSS figures are sampled during each
+run (``peak_rss_sampled_mb``, this process and its children), since the process-wide peak only
+grows from one run to the next.
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
+import psutil
 
 from benchmarks.measure import measured
 from fedrisk.algorithms.vertical.psi_protocol import psi_align
+from fedrisk.algorithms.vertical.row_order import canonical_order
 from fedrisk.crypto import psi
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryNetwork
@@ -42,11 +58,75 @@ def _plain(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     return time.perf_counter() - t, len(ia)
 
 
-def _one(n: int, overlap: float, seed: int, salt: str) -> dict:
+@contextmanager
+def _rss_sampler(every: float = 0.05) -> Iterator[dict]:
+    """Peak resident set of this process plus its children while the block runs, in MiB."""
+    out = {"peak_rss_sampled_mb": 0.0}
+    stop = threading.Event()
+    me = psutil.Process()
+
+    def sample() -> None:
+        peak = 0
+        while True:
+            try:
+                rss = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
+            except psutil.Error:
+                rss = 0
+            peak = max(peak, rss)
+            out["peak_rss_sampled_mb"] = round(peak / 2**20, 1)
+            if stop.wait(every):
+                return
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        t.join()
+
+
+def _rr22(a: np.ndarray, b: np.ndarray, salt: str, ecdh: dict, want: tuple[np.ndarray, np.ndarray]) -> dict:
+    from fedrisk.algorithms.vertical.rr22_psi import Rr22Stats, rr22_align
+    from fedrisk.transport.certs import make_dev_pki, tls_files
+
+    n = len(a)
+    with tempfile.TemporaryDirectory(prefix="fedrisk-bench-rr22-") as tmp:
+        make_dev_pki(["lender", "payco"], tmp)
+        tls = {p: tls_files(tmp, p) for p in ("lender", "payco")}
+        net = InMemoryNetwork(["lender", "payco"], job="bench-psi-rr22", recv_timeout=3600.0, tag_prefixes=("psi.",))
+        stats = {p: Rr22Stats() for p in tls}
+        with measured() as m, _rss_sampler() as rss:
+            res = run_roles(
+                {
+                    "lender": lambda ch: rr22_align(ch, "payco", a, leader=True, salt=salt, tls=tls["lender"],
+                                                    stats=stats["lender"]),
+                    "payco": lambda ch: rr22_align(ch, "lender", b, leader=False, salt=salt, tls=tls["payco"],
+                                                   stats=stats["payco"]),
+                },
+                network=net,
+            )
+    rl, rf = res["lender"], res["payco"]
+    out = dict(m)
+    out.update(rss)
+    out["bytes_sent"] = {p: net[p].ledger.bytes_sent for p in net.parties}
+    out["relay_payload_bytes"] = {p: s.bytes_out for p, s in stats.items()}
+    out["messages"] = {p: len(net[p].ledger.entries) for p in net.parties}
+    out["library_seconds"] = max(s.seconds for s in stats.values())
+    out["cpu_s_per_party"] = round(m["cpu_s"] / 2, 3)
+    out["cpu_us_per_id_per_party"] = round(m["cpu_s"] / (2 * n) * 1e6, 1)
+    out["identical_to_ecdh"] = bool(np.array_equal(rl.indices, want[0]) and np.array_equal(rf.indices, want[1]))
+    out["correct"] = bool(np.array_equal(a[rl.indices], b[rf.indices]))
+    out["cpu_ratio_vs_ecdh"] = round(m["cpu_s"] / ecdh["cpu_s"], 4)
+    out["wall_ratio_vs_ecdh"] = round(m["wall_s"] / ecdh["wall_s"], 4)
+    return out
+
+
+def _one(n: int, overlap: float, seed: int, salt: str, protocols: list[str]) -> dict:
     a, b = _ids(n, overlap, seed)
     psi.shutdown_pool()
     net = InMemoryNetwork(["lender", "payco"], job="bench-psi", recv_timeout=3600.0, tag_prefixes=("psi.",))
-    with measured() as m:
+    with measured() as m, _rss_sampler() as rss:
         res = run_roles(
             {
                 "lender": lambda ch: psi_align(ch, "payco", a, leader=True, salt=salt),
@@ -59,11 +139,13 @@ def _one(n: int, overlap: float, seed: int, salt: str) -> dict:
     correct = bool(np.array_equal(a[rl.indices], b[rf.indices])) and rl.size == len(np.intersect1d(a, b))
     plain_wall, plain_size = _plain(a, b)
     fed = dict(m)
+    fed.update(rss)
     fed["bytes_sent"] = {p: net[p].ledger.bytes_sent for p in net.parties}
     fed["messages"] = {p: len(net[p].ledger.entries) for p in net.parties}
+    fed["cpu_s_per_party"] = round(m["cpu_s"] / 2, 3)
     fed["cpu_us_per_id_per_party"] = round(m["cpu_s"] / (2 * n) * 1e6, 1)
     fed["workers"] = psi.worker_count()
-    return {
+    out = {
         "n_leader": n,
         "n_follower": n,
         "overlap": overlap,
@@ -73,6 +155,16 @@ def _one(n: int, overlap: float, seed: int, salt: str) -> dict:
         "plain_hash_join": {"wall_s": round(plain_wall, 4)},
         "ratio_time": round(m["wall_s"] / plain_wall, 1),
     }
+    if "rr22" in protocols:
+        from fedrisk.crypto import spu_binding
+
+        if spu_binding.available():
+            want = (canonical_order(a, rl.indices, salt), canonical_order(b, rf.indices, salt))
+            out["rr22"] = _rr22(a, b, salt, m, want)
+            out["correct"] = out["correct"] and out["rr22"]["correct"] and out["rr22"]["identical_to_ecdh"]
+        else:
+            out["rr22"] = {"skipped": "the optional extra is not installed: " + spu_binding.INSTALL_HINT}
+    return out
 
 
 def run(args: list[str]) -> dict:
@@ -81,14 +173,27 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--full", action="store_true", help="also run 1,000,000 x 1,000,000 (about 2.5 min)")
     ap.add_argument("--overlap", type=float, default=0.5, help="fraction of each party's ids in the intersection")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--protocols", default="ecdh,rr22",
+                    help="ecdh always runs (the reference); add rr22 to compare (skipped without the psi extra)")
     ns = ap.parse_args(args)
+    protocols = [p.strip() for p in ns.protocols.split(",") if p.strip()]
+    unknown = sorted(set(protocols) - {"ecdh", "rr22"})
+    if unknown:
+        raise SystemExit(f"--protocols: unknown {unknown}; choose from ecdh, rr22")
     sizes = [int(s) for s in ns.sizes.split(",") if s]
     if ns.full and 1_000_000 not in sizes:
         sizes.append(1_000_000)
-    runs = [_one(n, ns.overlap, ns.seed + i, salt=f"bench-{ns.seed}-{i}") for i, n in enumerate(sizes)]
+    runs = [_one(n, ns.overlap, ns.seed + i, salt=f"bench-{ns.seed}-{i}", protocols=protocols)
+            for i, n in enumerate(sizes)]
+    ratio = {f"time_{r['n_leader']}": r["ratio_time"] for r in runs}
+    for r in runs:
+        if "cpu_ratio_vs_ecdh" in r.get("rr22", {}):
+            ratio[f"rr22_vs_ecdh_cpu_{r['n_leader']}"] = r["rr22"]["cpu_ratio_vs_ecdh"]
+            ratio[f"rr22_vs_ecdh_wall_{r['n_leader']}"] = r["rr22"]["wall_ratio_vs_ecdh"]
     return {
         "case": "psi",
         "protocol": "ecdh-psi ristretto255 (rbcl/libsodium), reveal=both",
+        "protocols": {"federated": "ecdh ristretto255", "rr22": "RR22 (spu 0.9.5 libpsi), link over the channel, TLS"},
         "runs": runs,
-        "ratio": {f"time_{r['n_leader']}": r["ratio_time"] for r in runs},
+        "ratio": ratio,
     }

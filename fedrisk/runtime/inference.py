@@ -129,18 +129,20 @@ def _roles(model: dict) -> tuple[str, list[str]]:
 
 
 def run_inference(channel, me: str, role_model: dict, table, label_holder: str, feature_holders: list[str],
-                  job_id: str, logger: logging.Logger | None = None, detail: bool = False) -> tuple[np.ndarray, Any]:
+                  job_id: str, logger: logging.Logger | None = None, detail: bool = False,
+                  protocol: str = "ecdh") -> tuple[np.ndarray, Any]:
     """PSI-align ``table`` and run the format's scoring; return (aligned row positions, scores or None).
 
     With ``detail=True`` a format that has an ``infer_table`` hook (same messages as ``infer``)
     returns a table of outputs per row instead (e.g. points, probability and reason codes).
-    Independent of the transport: tests run it over the in-memory network.
+    Independent of the transport: tests run it over the in-memory network. ``protocol`` is the
+    spec's ``[psi] protocol`` (the same at every party).
     """
     from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
 
     mod = get_format(role_model["format"])
     al = align_parties(channel, label_holder, feature_holders, table.ids, salt=alignment_salt(job_id, "predict"),
-                       log=logger)
+                       log=logger, protocol=protocol)
     fn = getattr(mod, "infer_table", None) if detail else None
     p = (fn or mod.infer)(channel, role_model, table.X[al.indices], label_holder, feature_holders)
     return al.indices, p
@@ -238,7 +240,8 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
         watcher = _watch_children(procs, channel)
         handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
                   log=log, addresses={n: p.address for n, p in spec.parties.items()})
-        idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log, detail=True)
+        idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log, detail=True,
+                               protocol=spec.psi.protocol)
     except BaseException as e:
         channel.abort(wire_reason(lh, e, [lh, *hosts]))
         for h, pr in procs.items():
@@ -329,7 +332,7 @@ def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Pat
             channel.start()
             handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
                       log=log, addresses={n: p.address for n, p in spec.parties.items()})
-            run_inference(channel, name, model, table, lh, hosts, job_id, log)
+            run_inference(channel, name, model, table, lh, hosts, job_id, log, protocol=spec.psi.protocol)
         except BaseException as e:
             channel.abort(wire_reason(name, e, [lh, *hosts]))
             raise

@@ -30,6 +30,9 @@ Example::
     [security]
     certs = "certs/"                    # CA + per-party cert/key; `simulate` makes dev certs if absent
 
+    [psi]                               # vertical jobs: how rows are aligned (optional table)
+    protocol = "ecdh"                   # default; "rr22" is ~20x cheaper, needs `pip install 'fedrisk[psi]'`
+
 In a real deployment each institution has its own copy and only its own ``data`` path is read;
 everything else (names, addresses, task settings) must be identical, and the runtime refuses to
 start when it is not (see :func:`shared_settings`).
@@ -213,6 +216,12 @@ class PrivacySpec(_Strict):
         return self
 
 
+class PsiSpec(_Strict):
+    """How vertical jobs align rows: ``ecdh`` (ristretto255, no extra dependency) or ``rr22``."""
+
+    protocol: Literal["ecdh", "rr22"] = "ecdh"
+
+
 class JobSpec(_Strict):
     federation: FederationSpec
     coordinator: CoordinatorSpec | None = None
@@ -221,6 +230,7 @@ class JobSpec(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     security: SecuritySpec = SecuritySpec()
     privacy: PrivacySpec | None = None
+    psi: PsiSpec = PsiSpec()
     #: directory of the spec file; relative paths are resolved against it
     base_dir: Path = Path(".")
 
@@ -351,7 +361,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         if key == "parties":
             model, i = PartySpec, i + 2
             continue
-        for cand in (FederationSpec, CoordinatorSpec, EvaluationSpec, SecuritySpec, PrivacySpec):
+        for cand in (FederationSpec, CoordinatorSpec, EvaluationSpec, SecuritySpec, PrivacySpec, PsiSpec):
             if ann is cand or cand in getattr(ann, "__args__", ()):
                 model = cand
         i += 1
@@ -388,6 +398,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
 
     task = get_task(spec.task["kind"], where=str(path))
     task.validate_spec(spec, where=str(path))
+    _check_psi(spec, str(path))
     keep = [n for n, p in spec.parties.items() if p.missing == "keep"]
     if keep and not getattr(task, "HANDLES_MISSING", False):
         raise ConfigError(f"{path}: parties {keep} set missing = 'keep', but task {spec.task['kind']!r} cannot use "
@@ -407,6 +418,18 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
     return spec
 
 
+def _check_psi(spec: JobSpec, where: str) -> None:
+    """``[psi] protocol = "rr22"`` only where a PSI runs, and only with the optional extra installed."""
+    if spec.psi.protocol == "ecdh":
+        return
+    if not str(spec.task["kind"]).startswith("vertical."):
+        raise ConfigError(f"{where}: psi.protocol = {spec.psi.protocol!r} applies to vertical jobs only "
+                          f"({spec.task['kind']!r} runs no PSI); remove the [psi] table")
+    from fedrisk.crypto.spu_binding import load
+
+    load(purpose=f"{where}: psi.protocol = {spec.psi.protocol!r}")
+
+
 def shared_settings(spec: JobSpec) -> dict[str, Any]:
     """The settings every party must agree on: all but local file paths and local options."""
     return {
@@ -419,5 +442,6 @@ def shared_settings(spec: JobSpec) -> dict[str, Any]:
                           if (v := getattr(spec.evaluation, k)) is not None}},
         "security": {"secure_aggregation": spec.security.secure_aggregation,
                      "secure_aggregation_rounds": spec.security.secure_aggregation_rounds},
+        "psi": spec.psi.model_dump(mode="json"),
         "privacy": spec.privacy.model_dump(mode="json") if spec.privacy is not None else None,
     }

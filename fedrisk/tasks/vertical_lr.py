@@ -8,9 +8,9 @@ Steps, at every party:
 1. load its file (a feature holder must not carry the label holder's label column);
 2. ECDH-PSI alignment with all parties (:mod:`fedrisk.algorithms.vertical.alignment`); rows outside
    the intersection are ignored; the intersection size is logged and written to ``metrics.json``;
-   the aligned rows are then put in a **canonical order** (:func:`canonical_order`: sorted by a
-   job-keyed hash of the id, computed by each party alone), because the order PSI returns is
-   random per run and the result must not depend on it (same seed, same model);
+   alignment returns the rows in a **canonical order** (:func:`fedrisk.algorithms.vertical.row_order.canonical_order`:
+   sorted by a job-keyed hash of the id, computed by each party alone), because the order PSI
+   produces is random per run and the result must not depend on it (same seed, same model);
 3. choose test rows among the aligned rows (:func:`~fedrisk.tasks.vertical_roles.choose_test_rows`:
    ``evaluation.test_fraction``, ``test_rule`` or ``test_column``; default ``id % 5 == 0`` for
    integer ids, a keyed-hash 20 % otherwise);
@@ -110,29 +110,6 @@ def _standardise(ctx_name: str, X: np.ndarray, names: list[str], is_lh: bool) ->
     return mean[keep], sd[keep], [n for n, k in zip(names, keep) if k], dropped
 
 
-def canonical_order(ids: np.ndarray, key: str) -> np.ndarray:
-    """A row order every party derives alone from the aligned ids: sorted by SHA-256(key, id).
-
-    PSI returns the intersection in an order fixed by per-run random blinding keys, so anything
-    order-dependent (batches, validation chunks) would change between two runs with the same seed.
-    Every party holds the same ids for the aligned rows, so sorting by a keyed hash of the
-    normalised id gives all of them the same order with no message; the key (job id) makes the
-    order unrelated to the id values. Case-folded first (so ids matched with case-folding tie
-    nowhere), then the exact id breaks ties.
-    """
-    import hashlib
-
-    from fedrisk.crypto.psi import normalize_ids
-
-    pre = key.encode() + b"\0"
-    raw = normalize_ids(ids)
-    h1 = [hashlib.sha256(pre + v.casefold().encode()).digest()[:8] for v in raw]
-    h2 = [hashlib.sha256(pre + v.encode()).digest()[:8] for v in raw]
-    a1 = np.frombuffer(b"".join(h1), dtype=">u8") if raw else np.zeros(0, dtype=np.uint64)
-    a2 = np.frombuffer(b"".join(h2), dtype=">u8") if raw else np.zeros(0, dtype=np.uint64)
-    return np.lexsort((a2, a1)).astype(np.int64)
-
-
 def run(ctx: PartyContext) -> None:
     from fedrisk.crypto.workers import warm_up
 
@@ -148,8 +125,8 @@ def run(ctx: PartyContext) -> None:
     for note in table.notes:
         ctx.log.warning(note)
 
-    al = aligned_rows(ctx, table.ids)  # PSI, or its checkpoint under --resume
-    idx = al.indices[canonical_order(table.ids[al.indices], f"{spec.job_id}:vlr.order")]
+    al = aligned_rows(ctx, table.ids)  # PSI (in the job's canonical row order), or its checkpoint under --resume
+    idx = al.indices
     ids = table.ids[idx]
     X_all = table.X[idx]
     y_all = table.y[idx] if is_lh else None
@@ -251,5 +228,5 @@ def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_h
     return score(channel, label_holder, feature_holders, partial_score(role_model, X), tag="vlr.score.predict")
 
 
-__all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "infer", "canonical_order",
+__all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "infer",
            "inference_features", "partial_score", "sigmoid"]

@@ -1,14 +1,22 @@
-"""Align the rows of a label holder and one or more feature holders by ECDH-PSI, before any vertical job.
+"""Align the rows of a label holder and one or more feature holders by PSI, before any vertical job.
 
 Real partner files are neither in the same order nor over the same customers. Every vertical run
-(training and federated inference) therefore starts here: :func:`align_parties` runs the
-ristretto255 ECDH-PSI of :mod:`fedrisk.algorithms.vertical.psi_protocol` as a star around the label
-holder (``align_many``) and returns, at every party, the positions of its own rows in the common
-intersection, **in one order shared by all parties**. Rows outside the intersection are ignored.
+(training and federated inference) therefore starts here: :func:`align_parties` runs a private set
+intersection as a star around the label holder and returns, at every party, the positions of its
+own rows in the common intersection, **in one canonical order shared by all parties** (sorted by
+a salted hash of the id, :mod:`~fedrisk.algorithms.vertical.row_order`): the same order whichever
+protocol ran, and in every run of the same job. Rows outside the intersection are ignored.
 
-Message flow: that of ``align_many`` (tags ``psi.*``): with each feature holder the label holder
-exchanges blinded ids, re-blinds the other's, compares; then sends each feature holder which of
-its pairwise matches are in the common intersection (``psi.keep``).
+Protocols (the job spec's ``[psi] protocol``, identical at every party):
+
+* ``"ecdh"`` (default, no extra dependency): the ristretto255 ECDH-PSI of
+  :mod:`fedrisk.algorithms.vertical.psi_protocol` (``align_many``; tags ``psi.*``): with each
+  feature holder the label holder exchanges blinded ids, re-blinds the other's, compares; then
+  sends each feature holder which of its pairwise matches are in the common intersection
+  (``psi.keep``).
+* ``"rr22"`` (optional extra ``fedrisk[psi]``): SecretFlow's RR22 through
+  :mod:`fedrisk.algorithms.vertical.rr22_psi` (``rr22_align_many``; tags ``psi.rr22.*``), the same
+  star with the library's link tunnelled over the channel; ~20x less CPU per id.
 
 What each party learns: the size of every peer's id set, which of its own customers are in the
 intersection (``reveal="both"``, needed so each party can pick its rows), and at a feature holder,
@@ -27,10 +35,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from fedrisk.algorithms.vertical.psi_protocol import align_many
+from fedrisk.algorithms.vertical.row_order import canonical_order
 from fedrisk.errors import ConfigError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["Alignment", "align_parties", "alignment_salt"]
+__all__ = ["Alignment", "align_parties", "alignment_salt", "PROTOCOLS"]
+
+#: PSI protocols a job can choose (``[psi] protocol``); the first is the default.
+PROTOCOLS = ("ecdh", "rr22")
 
 
 @dataclass(frozen=True)
@@ -56,10 +68,11 @@ class Alignment:
     own_rows: int
     peer_sizes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    protocol: str = "ecdh"
 
     def summary(self) -> dict[str, Any]:
         return {"size": self.size, "own_rows": self.own_rows, "peer_sizes": dict(self.peer_sizes),
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "protocol": self.protocol}
 
 
 def alignment_salt(job_id: str, purpose: str = "train") -> str:
@@ -68,7 +81,7 @@ def alignment_salt(job_id: str, purpose: str = "train") -> str:
 
 
 def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence[str], ids: Sequence[Any], *,
-                  salt: str, tag: str = "psi", log: Any = None) -> Alignment:
+                  salt: str, tag: str = "psi", log: Any = None, protocol: str = "ecdh") -> Alignment:
     """Private set intersection of all parties' ids; every party calls this with its own ``ids``.
 
     Parameters
@@ -87,6 +100,9 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
         Tag namespace (``"psi"`` or ``"psi.<something>"``).
     log : logging.Logger, optional
         Where to report the intersection size.
+    protocol : {"ecdh", "rr22"}, default "ecdh"
+        The job's ``[psi] protocol``; every party must pass the same (the protocols' hellos
+        differ, so a mismatch fails at once). ``"rr22"`` needs the ``fedrisk[psi]`` extra.
 
     Returns
     -------
@@ -96,15 +112,25 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
     ------
     DataError
         No overlapping ids, duplicated or empty ids (one line naming the party).
+    ConfigError
+        Unknown protocol, or ``"rr22"`` without the optional extra installed.
     """
     if not feature_holders:
         raise ConfigError("a vertical job needs at least one feature holder besides the label holder")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"psi.protocol {protocol!r} is not one of {PROTOCOLS}")
     t0 = time.perf_counter()
-    res = align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both", tag=tag)
+    if protocol == "rr22":
+        from fedrisk.algorithms.vertical.rr22_psi import rr22_align_many
+
+        res = rr22_align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both",
+                              tag=f"{tag}.rr22")
+    else:
+        res = align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both", tag=tag)
     assert res.indices is not None
-    out = Alignment(np.asarray(res.indices, dtype=np.int64), int(res.size), len(ids), dict(res.peer_sizes),
-                    time.perf_counter() - t0)
+    indices = canonical_order(ids if isinstance(ids, np.ndarray) else list(ids), res.indices, salt)
+    out = Alignment(indices, int(res.size), len(ids), dict(res.peer_sizes), time.perf_counter() - t0, protocol)
     if log is not None:
-        log.info("PSI alignment: %d of this party's %d rows are in the intersection of all %d parties (%.2f s)",
-                 out.size, out.own_rows, len(feature_holders) + 1, out.seconds)
+        log.info("PSI alignment (%s): %d of this party's %d rows are in the intersection of all %d parties (%.2f s)",
+                 protocol, out.size, out.own_rows, len(feature_holders) + 1, out.seconds)
     return out

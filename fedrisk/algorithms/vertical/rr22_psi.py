@@ -1,0 +1,469 @@
+"""RR22 private set intersection (SecretFlow's ``psi_execute``) tunnelled through the job's channel.
+
+The ristretto255 ECDH-PSI of :mod:`fedrisk.algorithms.vertical.psi_protocol` costs two
+scalar multiplications per id per party (about 180 CPU-µs). RR22 (Raghuraman & Rindal, CCS 2022:
+VOLE-based OPRF + OKVS) needs a few CPU-µs per id and about 35 bytes per id on the wire. It comes
+from SecretFlow's maintained C++ library, in the ``spu`` wheel (optional extra ``fedrisk[psi]``,
+see :mod:`fedrisk.crypto.spu_binding`); the ECDH path stays the dependency-free default.
+
+The library speaks over its own brpc link. Here that link never leaves the party's process except
+through the job's :class:`Channel`: each party's library listens on a loopback port, and is told
+its peer lives at the port of a :class:`~fedrisk.transport.link_relay.ChannelLinkRelay`, which
+forwards the bytes as channel messages (so gRPC's mutual TLS with the job's certificates covers
+them, and the ledger records each one). When the channel has the job's TLS files (every real
+deployment), the library additionally runs TLS end to end on the same certificates: a peer
+whose certificate another CA issued is refused by the library too.
+
+Items: each party feeds the library the salted 128-bit order keys of its normalised ids
+(:func:`fedrisk.algorithms.vertical.row_order.order_keys`) with its row numbers; the output is
+its own rows of the intersection, which it sorts by key, the canonical order every protocol uses.
+
+Message flow of :func:`rr22_align` between the leader L (RR22 receiver, rank 0) and the follower
+F (sender, rank 1); ``<tag>`` defaults to ``"psi.rr22"``:
+
+==  ==========  ============================  ======================  ============================
+#   direction   tag                           kind                    payload
+==  ==========  ============================  ======================  ============================
+1   P -> Q      ``<tag>.hello``               public-parameter        version, role, reveal,
+                                                                      casefold, count ``|P|``, TLS
+                                                                      on/off, SHA-256 check of
+                                                                      the salt
+2   P -> Q      ``<tag>.ready``               control                 ``True``: about to start the
+                                                                      library's link
+3   P <-> Q     ``<tag>.link.*``              control / masked        the library's RR22 messages
+                                                                      (OPRF/VOLE and OKVS rounds,
+                                                                      then the masked OPRF values
+                                                                      of F's items) as relayed
+                                                                      bytes (see ``link_relay``)
+4   P -> Q      ``<tag>.fin``, then           control                 ``True``: the library is done;
+                ``<tag>.closed``                                      then: its link is stopped (the
+                                                                      relay keeps carrying bytes
+                                                                      until both are)
+5   P -> Q      ``<tag>.done``                control                 intersection size and
+                                                                      SHA-256 of the sorted keys
+                                                                      (only when ``reveal="both"``)
+==  ==========  ============================  ======================  ============================
+
+What each party learns
+----------------------
+* Both: the size of the other's id set (RR22 sizes its OKVS by it, as ECDH-PSI reveals it too).
+* ``reveal="both"`` (the library broadcasts the result): each party learns which of **its own**
+  rows are in the intersection, nothing about the peer's other ids.
+* ``reveal="leader"``: only L learns its intersecting rows; F learns ``|X|`` only and its result
+  has ``indices=None``.
+
+Security model: semi-honest, as the ECDH path (RR22's malicious variant is not used).
+
+Multi-party (:func:`rr22_align_many`) is the same star as ``align_many``: L runs one RR22 with
+each follower (one after the other, each over its own relay and tag ``<tag>.<follower>``), intersects on
+its own rows, and then sends each follower
+
+==  ==========  ============================  ======================  ============================
+6   L -> F_j    ``<tag>.keep``                plaintext-by-design     int64 positions into F_j's
+                                                                      pairwise intersection (in key
+                                                                      order) of the rows all
+                                                                      parties hold
+==  ==========  ============================  ======================  ============================
+
+which, as in the ECDH star, tells a follower which of its matches are missing at another
+follower, and the size of the common intersection.
+
+Local files: the library reads and writes CSV; they live in a private temporary folder (keys
+and row numbers only, never raw ids) removed afterwards, together with the library's trace file.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import hmac
+import os
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fedrisk.algorithms.vertical.psi_protocol import REVEAL_MODES, PsiResult
+from fedrisk.algorithms.vertical.row_order import order_keys
+from fedrisk.crypto import psi, spu_binding
+from fedrisk.errors import ConfigError, DataError, ProtocolError, TransportError
+from fedrisk.transport.channel import Channel
+from fedrisk.transport.link_relay import ChannelLinkRelay
+
+__all__ = ["rr22_align", "rr22_align_many", "Rr22Stats", "DEFAULT_TAG"]
+
+DEFAULT_TAG = "psi.rr22"
+_VERSION = 1
+_MAX_COUNT = 2**31 - 1
+#: Extra patience per id for the library's receive timeout (a peer may be slow at scale).
+_SECONDS_PER_ID = 2e-4
+#: How the library connects to its peer (through the relay): attempts, pause between them, and
+#: the per-request timeout. A peer that fails the library's TLS handshake is given up on after
+#: about ``_CONNECT_RETRIES * (_CONNECT_INTERVAL_MS + handshake)``.
+_CONNECT_RETRIES = 10
+_CONNECT_INTERVAL_MS = 1000
+_REQUEST_TIMEOUT_MS = 60_000
+_ROW = "r"
+_KEY = "k"
+
+
+class Rr22Stats:
+    """What one pairwise run moved: relay payload bytes and frames, and seconds in the library."""
+
+    def __init__(self) -> None:
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.frames_out = 0
+        self.seconds = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bytes_out": self.bytes_out, "bytes_in": self.bytes_in, "frames_out": self.frames_out,
+                "seconds": round(self.seconds, 3)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Local preparation
+# ---------------------------------------------------------------------------------------------
+def _keys(me: str, ids: Sequence[Any], salt: str, casefold: bool) -> np.ndarray:
+    norm = psi.normalize_ids(ids, casefold=casefold)
+    n = len(norm)
+    if n == 0:
+        raise DataError(f"party {me!r} has no ids to align; check its data file and id column")
+    if n > _MAX_COUNT:
+        raise DataError(f"party {me!r} has {n} ids, more than PSI supports ({_MAX_COUNT})")
+    keys = order_keys(norm, salt)
+    s = np.sort(keys)
+    dup = np.flatnonzero(s[1:] == s[:-1])
+    if len(dup):
+        rows = np.flatnonzero(keys == s[dup[0]])[:2].tolist()
+        hint = " (case-folding is on, so ids differing only in case count as equal)" if casefold else ""
+        raise DataError(
+            f"party {me!r}: {len(dup)} id(s) occur more than once after normalisation{hint}; e.g. rows "
+            f"{rows[0]} and {rows[1]}. PSI needs one row per customer: deduplicate the id column before alignment"
+        )
+    return keys
+
+
+def _salt_check(salt: str) -> str:
+    return hashlib.sha256(b"fedrisk.psi.rr22.salt-check\x00" + psi.hash_prefix(salt)).hexdigest()
+
+
+def _link_id(salt: str, tag: str) -> str:
+    return "fedrisk-" + hashlib.sha256(psi.hash_prefix(salt) + tag.encode()).hexdigest()[:16]
+
+
+_ports_lock = threading.Lock()
+_ports_given: set[int] = set()
+
+
+def _free_port() -> int:
+    """A loopback port that was free a moment ago and was not handed to another run of this process."""
+    import socket
+
+    with _ports_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _ports_given:
+                _ports_given.add(port)
+                return port
+
+
+def _write_input(path: Path, keys: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pa.table({_KEY: pa.array(keys.astype("U")), _ROW: pa.array(np.arange(len(keys), dtype=np.int64))})
+    pacsv.write_csv(table, path, pacsv.WriteOptions(include_header=True, quoting_style="none"))
+
+
+def _read_output(path: Path, n: int, me: str) -> np.ndarray:
+    """Row numbers of the intersection in key order, validated against this party's ``n`` rows."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return np.empty(0, dtype=np.int64)
+    t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        column_types={_KEY: pa.string(), _ROW: pa.int64()}, include_columns=[_KEY, _ROW]))
+    keys = np.asarray(t.column(_KEY).to_numpy(zero_copy_only=False), dtype=f"S{32}")
+    rows = t.column(_ROW).to_numpy().astype(np.int64, copy=False)
+    if len(rows) and (rows.min() < 0 or rows.max() >= n or len(np.unique(rows)) != len(rows)):
+        raise ProtocolError(f"{me}: the RR22 library returned row numbers outside this party's {n} rows")
+    return rows[np.argsort(keys, kind="stable")]
+
+
+def _tls_paths(folder: Path, tls: Any) -> dict[str, str] | None:
+    if tls is None:
+        return None
+    paths = {"ca": folder / "ca.pem", "cert": folder / "me.pem", "key": folder / "me-key.pem"}
+    paths["ca"].write_bytes(tls.ca)
+    paths["cert"].write_bytes(tls.cert)
+    fd = os.open(paths["key"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(tls.key)
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _short(e: BaseException) -> str:
+    """The library's message on one line, without its C++ stack trace and source locations."""
+    text = " ".join(str(e).split()).split(" stacktrace:")[0]
+    text = re.sub(r"^what:\s*", "", re.sub(r"\[[^\]]*\.(?:cc|h|cpp):\d+\]\s*", "", text)).strip()
+    if "connect to mesh failed" in text or "key=connect_" in text:
+        text += (" (the peer's PSI library never completed a TLS connection: is its certificate issued by the "
+                 "job's CA, and is it running the same job?)")
+    return text[:400] + ("..." if len(text) > 400 else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# One pairwise run
+# ---------------------------------------------------------------------------------------------
+def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt: str, casefold: bool,
+           reveal: str, tls: bool) -> dict[str, Any]:
+    me = channel.me
+    mine = {"version": _VERSION, "role": "leader" if leader else "follower", "reveal": reveal,
+            "casefold": bool(casefold), "salt_check": _salt_check(salt), "count": n, "tls": tls}
+    channel.send(peer, f"{tag}.hello", mine, kind="public-parameter")
+    theirs = channel.recv(peer, f"{tag}.hello")
+    if not isinstance(theirs, dict) or theirs.get("version") != _VERSION:
+        raise ProtocolError(f"{me}: party {peer!r} sent an RR22 hello of another version")
+    if theirs.get("role") != ("follower" if leader else "leader"):
+        raise ConfigError(f"{me}: both {me!r} and {peer!r} act as PSI {mine['role']}; exactly one party must lead")
+    for k in ("reveal", "casefold", "tls"):
+        if theirs.get(k) != mine[k]:
+            raise ConfigError(f"{me}: RR22 setting {k!r} differs: {me!r} uses {mine[k]!r}, {peer!r} uses {theirs.get(k)!r}")
+    if not isinstance(theirs.get("salt_check"), str) or not hmac.compare_digest(theirs["salt_check"], mine["salt_check"]):
+        raise ConfigError(f"{me}: {peer!r} uses a different PSI salt; both parties must take it from the same job spec")
+    v = theirs.get("count")
+    if not isinstance(v, int) or isinstance(v, bool) or not (0 < v <= _MAX_COUNT):
+        raise ProtocolError(f"{me}: party {peer!r} sent an invalid PSI count {v!r}")
+    return theirs
+
+
+def _run_library(channel: Channel, peer: str, tag: str, keys: np.ndarray, *, leader: bool, reveal: str,
+                 salt: str, peer_n: int, tls: Any, stats: Rr22Stats) -> np.ndarray | None:
+    lib = spu_binding.load()
+    me = channel.me
+    names = [me, peer] if leader else [peer, me]
+    rank = 0 if leader else 1
+    learns = leader or reveal == "both"
+    n = len(keys)
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace")))
+    with tempfile.TemporaryDirectory(prefix="fedrisk-rr22-") as tmp:
+        folder = Path(tmp)
+        src, dst = folder / "in.csv", folder / "out.csv"
+        _write_input(src, keys)
+        certs = _tls_paths(folder, tls)
+        own_port = _free_port()
+        relay = ChannelLinkRelay(channel, peer, f"{tag}.link", own_port,
+                                 connect_timeout=max(60.0, channel.recv_timeout))
+        t0 = time.perf_counter()
+        try:
+            desc = lib.link.Desc()
+            desc.id = _link_id(salt, tag)
+            for name in names:
+                port = own_port if name == me else relay.port
+                desc.add_party(name, f"127.0.0.1:{port}")
+            wait_ms = int(1000 * (channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)))
+            desc.recv_timeout_ms = wait_ms
+            desc.http_timeout_ms = _REQUEST_TIMEOUT_MS
+            desc.connect_retry_times = _CONNECT_RETRIES
+            desc.connect_retry_interval_ms = _CONNECT_INTERVAL_MS
+            if certs is not None:
+                desc.enable_ssl = True
+                for opts in (desc.client_ssl_opts, desc.server_ssl_opts):
+                    opts.cert.certificate_path = certs["cert"]
+                    opts.cert.private_key_path = certs["key"]
+                    opts.verify.ca_file_path = certs["ca"]
+                    opts.verify.verify_depth = 1
+            pl = lib.libpsi
+            cfg = pl.PsiExecuteConfig(
+                protocol_conf=pl.PsiProtocolConfig(protocol=pl.PsiProtocol.PROTOCOL_RR22, receiver_rank=0,
+                                                   broadcast_result=reveal == "both"),
+                input_params=pl.InputParams(path=str(src), selected_keys=[_KEY], keys_unique=True),
+                output_params=pl.OutputParams(path=str(dst), disable_alignment=False),
+            )
+            # both libraries start their link together, so the few connection attempts are enough
+            _barrier(channel, peer, f"{tag}.ready", channel.recv_timeout)
+            try:
+                lctx = lib.link.create_brpc(desc, rank)
+                report = pl.psi_execute(cfg, lctx)
+            except RuntimeError as e:
+                if relay.error is not None:
+                    raise TransportError(f"{me}: RR22 PSI with {peer!r} lost its link: {_short(relay.error)}") from None
+                raise ProtocolError(f"{me}: RR22 PSI with {peer!r} failed in the PSI library: {_short(e)}") from None
+            stats.seconds = time.perf_counter() - t0
+            wait = channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)
+            # Both libraries are done computing; now close the link in step. stop_link waits for
+            # the peer's stop message, and the relay must keep carrying bytes until the peer's
+            # stop_link has returned too (else its last message is cut off and it waits forever).
+            _barrier(channel, peer, f"{tag}.fin", wait)
+            lctx.stop_link()
+            _barrier(channel, peer, f"{tag}.closed", wait)
+            rows = _read_output(dst, n, me) if learns else None
+            if rows is not None and int(report.intersection_count) != len(rows):
+                raise ProtocolError(f"{me}: the RR22 library reported {report.intersection_count} matches but "
+                                    f"wrote {len(rows)}")
+            return rows
+        finally:
+            relay.close()
+            stats.bytes_out, stats.bytes_in, stats.frames_out = relay.bytes_out, relay.bytes_in, relay.frames_out
+            for f in set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace"))) - before:
+                try:
+                    os.remove(f)
+                except OSError:
+                    pass
+
+
+def _barrier(channel: Channel, peer: str, tag: str, timeout: float) -> None:
+    channel.send(peer, tag, True, kind="control")
+    if channel.recv(peer, tag, timeout=timeout) is not True:
+        raise ProtocolError(f"{channel.me}: {tag} from {peer!r} is malformed")
+
+
+def _exchange(channel: Channel, peer: str, keys: np.ndarray, *, leader: bool, salt: str, casefold: bool,
+              reveal: str, tag: str, tls: Any, stats: Rr22Stats) -> PsiResult:
+    me = channel.me
+    theirs = _hello(channel, peer, tag, leader=leader, n=len(keys), salt=salt, casefold=casefold, reveal=reveal,
+                    tls=tls is not None)
+    peer_n = theirs["count"]
+    rows = _run_library(channel, peer, tag, keys, leader=leader, reveal=reveal, salt=salt, peer_n=peer_n, tls=tls,
+                        stats=stats)
+    if rows is None:
+        return PsiResult(None, None, {peer: peer_n})
+    result = PsiResult(rows, int(len(rows)), {peer: peer_n})
+    if reveal == "both":
+        digest = hashlib.sha256(np.sort(keys[rows]).tobytes()).hexdigest()
+        channel.send(peer, f"{tag}.done", {"size": result.size, "digest": digest}, kind="control")
+        other = channel.recv(peer, f"{tag}.done")
+        if not isinstance(other, dict) or other.get("size") != result.size or other.get("digest") != digest:
+            raise ProtocolError(f"{me}: {peer!r} ended RR22 PSI with a different intersection; the parties' "
+                                "inputs or versions disagree")
+    return result
+
+
+def _check_args(channel: Channel, tag: str, reveal: str, salt: Any) -> None:
+    if tag != "psi" and not tag.startswith("psi."):
+        raise ConfigError(f"PSI tag {tag!r} must be 'psi' or start with 'psi.' so the transport can whitelist it")
+    if reveal not in REVEAL_MODES:
+        raise ConfigError(f"reveal={reveal!r} is not one of {REVEAL_MODES}")
+    if not isinstance(salt, str) or not salt:
+        raise ConfigError(f"party {channel.me!r}: PSI needs a non-empty per-job salt string shared by all parties")
+    spu_binding.load()  # the one-line error for a missing extra, before any message is sent
+
+
+def _default_tls(channel: Channel, tls: Any) -> Any:
+    return getattr(channel, "tls", None) if tls is None else tls
+
+
+def _empty_error(me: str, who: str) -> DataError:
+    return DataError(
+        f"party {me!r}: the private set intersection with {who} is empty; there is nothing to align. Check that "
+        "the parties use the same id column, the same casefold setting and ids formatted alike "
+        "(12 and '12' match, '012' and 12.0 do not)."
+    )
+
+
+def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool, salt: str, casefold: bool = False,
+               reveal: str = "both", tag: str = DEFAULT_TAG, tls: Any = None,
+               stats: Rr22Stats | None = None) -> PsiResult:
+    """Align this party's rows with ``peer``'s by RR22; the drop-in twin of ``psi_align``.
+
+    Parameters
+    ----------
+    channel, peer, ids, leader, salt, casefold, reveal
+        As in :func:`fedrisk.algorithms.vertical.psi_protocol.psi_align`.
+    tag : str, default "psi.rr22"
+        Tag namespace (must start with ``"psi."``).
+    tls : TlsFiles, optional
+        The job's CA, certificate and key for the library's own TLS; default the channel's
+        (``GrpcChannel.tls``). In-memory channels have none: pass them to test TLS in-process.
+    stats : Rr22Stats, optional
+        Filled with the relay's byte counts and the library's seconds.
+
+    Returns
+    -------
+    PsiResult
+        ``indices`` in the canonical key order (see :mod:`~fedrisk.algorithms.vertical.row_order`).
+
+    Raises
+    ------
+    ConfigError
+        The ``psi`` extra is missing, or the parties' settings differ.
+    DataError
+        Duplicated or missing ids, or an empty intersection.
+    ProtocolError, TransportError
+        The library failed (e.g. the peer's certificate is from a foreign CA) or the link broke.
+    """
+    _check_args(channel, tag, reveal, salt)
+    keys = _keys(channel.me, ids, salt, casefold)
+    res = _exchange(channel, peer, keys, leader=leader, salt=salt, casefold=casefold, reveal=reveal, tag=tag,
+                    tls=_default_tls(channel, tls), stats=stats or Rr22Stats())
+    if res.size == 0:
+        raise _empty_error(channel.me, repr(peer))
+    return res
+
+
+def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Sequence[Any], *, salt: str,
+                    casefold: bool = False, reveal: str = "both", tag: str = DEFAULT_TAG, tls: Any = None,
+                    stats: dict[str, Rr22Stats] | None = None) -> PsiResult:
+    """Star of pairwise RR22 runs around ``leader``; the drop-in twin of ``align_many``.
+
+    Returns, at every party, ``indices`` of its rows in the intersection of all parties' ids in
+    the canonical key order (``None`` at followers when ``reveal="leader"``). ``stats`` (by
+    peer) is filled with each pairwise run's relay counts.
+    """
+    _check_args(channel, tag, reveal, salt)
+    me = channel.me
+    followers = list(followers)
+    if not followers or len(set(followers)) != len(followers) or leader in followers:
+        raise ConfigError(f"rr22_align_many needs distinct followers other than the leader {leader!r}, got {followers!r}")
+    tls = _default_tls(channel, tls)
+    keys = _keys(me, ids, salt, casefold)
+    stats = stats if stats is not None else {}
+    if me != leader:
+        if me not in followers:
+            raise ConfigError(f"party {me!r} is neither the leader {leader!r} nor a follower {followers!r}")
+        st = stats.setdefault(leader, Rr22Stats())
+        pair = _exchange(channel, leader, keys, leader=False, salt=salt, casefold=casefold, reveal=reveal,
+                         tag=f"{tag}.{me}", tls=tls, stats=st)
+        if reveal == "leader":
+            return pair
+        wait = channel.recv_timeout + _SECONDS_PER_ID * len(followers) * (len(keys) + pair.peer_sizes[leader])
+        keep = channel.recv(leader, f"{tag}.keep", timeout=wait)
+        assert pair.indices is not None
+        m = len(pair.indices)
+        if (not isinstance(keep, np.ndarray) or keep.dtype != np.int64 or keep.ndim != 1 or
+                (len(keep) and (keep.min() < 0 or keep.max() >= m)) or len(np.unique(keep)) != len(keep)):
+            raise ProtocolError(f"{me}: {tag}.keep from {leader!r} is not a set of positions below {m}")
+        if len(keep) == 0:
+            raise _empty_error(me, "all parties")
+        idx = pair.indices[np.sort(keep)]
+        return PsiResult(idx, int(len(idx)), pair.peer_sizes)
+
+    # One pair at a time: each run already uses every core, and two of the library's links in
+    # one process at once were seen to misroute their connection handshake under load.
+    pairs = []
+    for f in followers:
+        pairs.append(_exchange(channel, f, keys, leader=True, salt=salt, casefold=casefold, reveal=reveal,
+                               tag=f"{tag}.{f}", tls=tls, stats=stats.setdefault(f, Rr22Stats())))
+    # every pairwise result is in key order, so "position in the pair" is the same at both ends
+    member = np.ones(len(keys), dtype=bool)
+    for res in pairs:
+        mask = np.zeros(len(keys), dtype=bool)
+        mask[res.indices] = True
+        member &= mask
+    common_keys_order = pairs[0].indices[member[pairs[0].indices]]
+    if reveal == "both":
+        for f, res in zip(followers, pairs):
+            channel.send(f, f"{tag}.keep", np.flatnonzero(member[res.indices]).astype(np.int64),
+                         kind="plaintext-by-design")
+    if len(common_keys_order) == 0:
+        raise _empty_error(me, "all followers")
+    sizes = {k: v for res in pairs for k, v in res.peer_sizes.items()}
+    return PsiResult(common_keys_order.astype(np.int64), int(len(common_keys_order)), sizes)
+
