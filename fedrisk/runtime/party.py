@@ -131,6 +131,10 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
             log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
                      time.perf_counter() - t0)
             set_phase(spec.task["kind"])
+            if getattr(task, "DROPOUT_TOLERANT", False) and name != driver:
+                # a horizontal bank never needs another bank: their failures are their own dropouts
+                # (the coordinator decides whether the job goes on), not a reason to stop this bank
+                channel.tolerate_dropouts([p for p in others if p != driver])
             task.run(ctx)
             log.info("done in %.2f s; sent %d messages, %d bytes", time.perf_counter() - t0,
                      len(channel.ledger.entries), channel.ledger.bytes_sent)
