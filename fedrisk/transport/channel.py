@@ -47,14 +47,20 @@ from fedrisk.errors import CodecError, TransportError
 from fedrisk.transport.codec import DEFAULT_MAX_BYTES, Envelope, decode, encode
 from fedrisk.transport.ledger import Ledger
 
-__all__ = ["Channel", "Mailbox", "MailboxLimits", "QueueFull", "InMemoryNetwork", "InMemoryChannel",
-           "DEFAULT_RECV_TIMEOUT", "DROPPED_TAG"]
+__all__ = ["Channel", "Mailbox", "MailboxLimits", "QueueFull", "RecvTimeout", "InMemoryNetwork", "InMemoryChannel",
+           "DEFAULT_RECV_TIMEOUT", "DROPPED_TAG", "PING_TAG"]
 
 DEFAULT_RECV_TIMEOUT = 600.0
 #: control message: "the job goes on without you" (see :meth:`Channel.tell_dropped`)
 DROPPED_TAG = "ctl.dropped"
+#: control message: "are you still there?" (see :meth:`Channel.recv`); never queued
+PING_TAG = "ctl.ping"
 #: bytes charged per queued frame on top of its length (the envelope's Python objects)
 FRAME_OVERHEAD = 1024
+
+
+class RecvTimeout(TransportError):
+    """Nothing arrived under the awaited tag within the timeout."""
 
 
 class QueueFull(TransportError):
@@ -162,6 +168,8 @@ class Mailbox:
                 self._cv.wait(min(left, 1.0))
             if self.inbound is not None:
                 self.inbound.record_inbound(env.sender, env.tag, env.kind, frame)
+            if env.tag == PING_TAG:
+                return env  # a liveness probe: its arrival is the answer, nothing to read
             if self.captured is not None:
                 self.captured.append(env)
             self._boxes[(env.sender, env.tag)].append(_Queued(env, cost, time.monotonic()))
@@ -243,7 +251,7 @@ class Mailbox:
                     )
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TransportError(
+                    raise RecvTimeout(
                         f"{self.owner}: no message {tag!r} from party {frm!r} within {timeout:.0f} s; "
                         f"is {frm!r} running and on the same job?"
                     )
@@ -342,10 +350,38 @@ class Channel(ABC):
         return len(frame)
 
     def recv(self, frm: str, tag: str, timeout: float | None = None) -> Any:
-        """Block until the message ``tag`` from ``frm`` arrives; return its payload."""
+        """Block until the message ``tag`` from ``frm`` arrives; return its payload.
+
+        While waiting for a peer whose dropout is tolerated, the peer is probed (``ctl.ping``)
+        every ``send_timeout`` seconds: a peer that was killed or cut off sends nothing to say
+        so, and the probe's failure marks it down, ending the wait at once instead of after
+        the whole timeout.
+        """
         if frm not in self.peers:
             raise TransportError(f"{self.me}: cannot receive from unknown party {frm!r}; known: {list(self.peers)}")
-        return self.mailbox.take(frm, tag, self.recv_timeout if timeout is None else timeout).body
+        total = self.recv_timeout if timeout is None else timeout
+        if frm not in self.tolerated:
+            return self.mailbox.take(frm, tag, total).body
+        deadline = time.monotonic() + total
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self.mailbox.take(frm, tag, max(0.0, min(left, self.send_timeout))).body
+            except RecvTimeout:
+                if time.monotonic() >= deadline:
+                    raise RecvTimeout(f"{self.me}: no message {tag!r} from party {frm!r} within {total:.0f} s; "
+                                      f"is {frm!r} running and on the same job?") from None
+            self._probe(frm)
+
+    def _probe(self, peer: str) -> None:
+        """Send one ``ctl.ping`` to ``peer`` (bounded by ``send_timeout``); mark it down if that fails."""
+        try:
+            frame = encode(self.job, self.me, peer, PING_TAG, "control", {}, max_bytes=self.max_bytes)
+            self.ledger.record(peer, PING_TAG, "control", len(frame), frame)
+            self._deliver(peer, frame)
+        except TransportError as e:
+            if self.mailbox.failure is None:
+                self.mark_down(peer, f"unreachable: {e}")
 
     def broadcast(self, to: Iterable[str], tag: str, obj: Any, *, kind: str) -> int:
         return sum(self.send(p, tag, obj, kind=kind) for p in to)

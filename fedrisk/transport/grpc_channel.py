@@ -70,9 +70,12 @@ class GrpcChannel(Channel):
     """A participant's endpoint over gRPC + mTLS. Starts its server on construction of ``start()``."""
 
     def __init__(self, me: str, addresses: Mapping[str, str], job: str, tls: TlsFiles, *,
-                 connect_timeout: float = 60.0, peer_cas: Mapping[str, bytes] | None = None, **kw: Any) -> None:
+                 connect_timeout: float = 60.0, peer_cas: Mapping[str, bytes] | None = None,
+                 listen: str | None = None, **kw: Any) -> None:
         super().__init__(me, list(addresses), job, **kw)
         self.addresses = dict(addresses)
+        #: where the server binds (default: this party's address, the one peers dial)
+        self.listen = listen or self.addresses[me]
         self.tls = tls
         # per-institution CAs: a peer's certificate must come from its own CA, not just any CA
         # in the shared bundle (clients trust only that CA for that peer; servers check the issuer)
@@ -100,7 +103,7 @@ class GrpcChannel(Channel):
         server.add_generic_rpc_handlers((handler,))
         creds = grpc.ssl_server_credentials([(self.tls.key, self.tls.cert)], root_certificates=self.tls.ca,
                                             require_client_auth=True)
-        addr = self.addresses[self.me]
+        addr = self.listen
         try:
             port = server.add_secure_port(addr, creds)
         except RuntimeError as e:
