@@ -274,9 +274,12 @@ def _run(spec: JobSpec, spec_path: Path, out: Path, certs: Path, driver: str, ch
         failed_names = [n for n, p in procs.items() if p.returncode not in (None, 0)]
         if tolerant and driver in failed_names:
             failed_names = [driver]  # the driver's reason names the dropouts that stopped the job
-        name, reason = _root_cause(out, failed_names)
-        if not reason and procs[name].returncode is not None and procs[name].returncode < 0:
-            reason = _exit_reason(out, name, procs[name].returncode)
+        # a process killed by a signal said nothing: that, not its partners' knock-on errors, is the cause
+        killed = [n for n in failed if n in failed_names and failed[n] < 0]
+        if killed:
+            name, reason = killed[0], _exit_reason(out, killed[0], failed[killed[0]])
+        else:
+            name, reason = _root_cause(out, failed_names)
         raise FedriskError(f"participant {name!r} failed: {reason}\nlogs: {out / 'logs'}")
     wall = time.perf_counter() - t0
     metrics_path = out / "metrics.json"
