@@ -272,12 +272,14 @@ def _run(spec: JobSpec, spec_path: Path, out: Path, certs: Path, driver: str, ch
             except subprocess.TimeoutExpired:
                 pass
         failed_names = [n for n, p in procs.items() if p.returncode not in (None, 0)]
-        if tolerant and driver in failed_names:
-            failed_names = [driver]  # the driver's reason names the dropouts that stopped the job
         # a process killed by a signal said nothing: that, not its partners' knock-on errors, is the cause
-        killed = [n for n in failed if n in failed_names and failed[n] < 0]
-        if killed:
-            name, reason = killed[0], _exit_reason(out, killed[0], failed[killed[0]])
+        killed = [n for n in failed_names if procs[n].returncode < 0]
+        own = _root_cause(out, [driver])[1] if tolerant and driver in failed_names else ""
+        if own and "aborted the job" not in own:
+            # a dropout-tolerant job stopped by its driver (e.g. too few banks left): it names the dropouts
+            name, reason = driver, own
+        elif killed:
+            name, reason = killed[0], _exit_reason(out, killed[0], procs[killed[0]].returncode)
         else:
             name, reason = _root_cause(out, failed_names)
         raise FedriskError(f"participant {name!r} failed: {reason}\nlogs: {out / 'logs'}")

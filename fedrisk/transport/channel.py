@@ -276,6 +276,8 @@ class Channel(ABC):
                                limits=limits, unread_ttl=max(3600.0, 4 * recv_timeout), inbound=inbound_ledger)
         #: peers whose failure is their own dropout, not the job's (empty: every failure is fatal)
         self.tolerated: frozenset[str] = frozenset()
+        #: peers probed while this party waits for them (a dead one ends the wait; see :meth:`watch`)
+        self.watched: frozenset[str] = frozenset()
         #: seconds a send to a tolerated peer may take before that peer counts as dropped out
         self.send_timeout = 10.0
 
@@ -291,6 +293,20 @@ class Channel(ABC):
         if unknown:
             raise TransportError(f"{self.me}: cannot tolerate dropouts of unknown parties {sorted(unknown)}")
         self.tolerated = self.mailbox.tolerated = self.tolerated | frozenset(peers)
+        if send_timeout is not None:
+            self.send_timeout = float(send_timeout)
+
+    def watch(self, peers: Iterable[str], send_timeout: float | None = None) -> None:
+        """Probe ``peers`` while waiting for them: one that cannot be reached ends the wait with an error.
+
+        For the steps that need every party (before :meth:`tolerate_dropouts`): a participant
+        that was killed says nothing, and without a probe its partners would wait out their
+        whole receive timeout. ``send_timeout`` bounds each probe (and each send to them).
+        """
+        unknown = set(peers) - set(self.peers)
+        if unknown:
+            raise TransportError(f"{self.me}: cannot watch unknown parties {sorted(unknown)}")
+        self.watched = self.watched | frozenset(peers)
         if send_timeout is not None:
             self.send_timeout = float(send_timeout)
 
@@ -360,7 +376,7 @@ class Channel(ABC):
         if frm not in self.peers:
             raise TransportError(f"{self.me}: cannot receive from unknown party {frm!r}; known: {list(self.peers)}")
         total = self.recv_timeout if timeout is None else timeout
-        if frm not in self.tolerated:
+        if frm not in self.tolerated and frm not in self.watched:
             return self.mailbox.take(frm, tag, total).body
         deadline = time.monotonic() + total
         while True:
@@ -371,17 +387,26 @@ class Channel(ABC):
                 if time.monotonic() >= deadline:
                     raise RecvTimeout(f"{self.me}: no message {tag!r} from party {frm!r} within {total:.0f} s; "
                                       f"is {frm!r} running and on the same job?") from None
-            self._probe(frm)
+            self._probe(frm, tag)
 
-    def _probe(self, peer: str) -> None:
-        """Send one ``ctl.ping`` to ``peer`` (bounded by ``send_timeout``); mark it down if that fails."""
+    def _probe(self, peer: str, waiting_for: str = "") -> None:
+        """Send one ``ctl.ping`` to ``peer`` (bounded by ``send_timeout``).
+
+        If that fails, a tolerated peer is marked down; for a watched one the wait ends with a
+        :class:`~fedrisk.errors.TransportError` naming it (the job cannot go on without it).
+        """
         try:
             frame = encode(self.job, self.me, peer, PING_TAG, "control", {}, max_bytes=self.max_bytes)
             self.ledger.record(peer, PING_TAG, "control", len(frame), frame)
             self._deliver(peer, frame)
         except TransportError as e:
-            if self.mailbox.failure is None:
+            if self.mailbox.failure is not None:
+                return
+            if peer in self.tolerated:
                 self.mark_down(peer, f"unreachable: {e}")
+            else:
+                raise TransportError(f"{self.me}: party {peer!r} stopped answering while this party waited for "
+                                     f"{waiting_for!r} ({e})") from None
 
     def broadcast(self, to: Iterable[str], tag: str, obj: Any, *, kind: str) -> int:
         return sum(self.send(p, tag, obj, kind=kind) for p in to)

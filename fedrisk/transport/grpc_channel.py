@@ -202,7 +202,7 @@ class GrpcChannel(Channel):
         start = time.monotonic()
         # a peer whose dropout the job survives gets a short budget: one dead bank must cost
         # seconds, not the start-up connect timeout, and must not hold up the banks still in
-        tolerant = to in self.tolerated
+        tolerant = to in self.tolerated or to in self.watched
         budget = min(self.send_timeout, self.connect_timeout) if tolerant else self.connect_timeout
         rpc_timeout = max(min(30.0, self.send_timeout) if tolerant else 30.0, len(frame) / 5e6)
         deadline = start + budget

@@ -91,6 +91,13 @@ class Roster:
         #: round -> contributors to that round's sums
         self.contributors: dict[int, list[str]] = {}
 
+    def watch(self) -> None:
+        """Before the all-bank steps: a bank that dies makes the job stop within ``send_timeout``-ish, named.
+
+        (Without it the coordinator would wait for a killed bank for its whole receive timeout.)
+        """
+        self.channel.watch(self.banks, send_timeout=self.send_timeout)
+
     def start(self) -> None:
         """From now on a bank's loss is its dropout, not the job's failure."""
         self.channel.tolerate_dropouts(self.banks, send_timeout=self.send_timeout)

@@ -139,9 +139,10 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
     first, w = 1, None
     if start is not None:
         first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
-    st = agree_coordinator(channel, banks, agg, extra={"first_round": first})
     agg = fixed_threshold(agg, len(banks))
     roster = Roster(channel, banks, agg, send_timeout=float(getattr(agg, "dropout_timeout", 10.0)), log=log)
+    roster.watch()  # the agreement needs every bank: a dead one stops the job soon, named
+    st = agree_coordinator(channel, banks, agg, extra={"first_round": first})
     roster.start()
     names, mean, scale, constant = st.feature_names, st.mean, st.scale, st.constant_features
     d = len(names)

@@ -581,6 +581,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     # every send of the coordinator (its own plans and secure aggregation's steps) leaves on a
     # sender thread: a broadcast to n banks costs one round trip instead of n in a row
     channel = _ConcurrentSends(channel, 2 * len(banks))
+    # the bins need every bank: one that dies before they are agreed stops the job within the
+    # dropout timeout (named), not after the whole receive timeout
+    channel.watch(banks, send_timeout=float(getattr(agg, "dropout_timeout", 10.0)))
 
     def send_all(tag: str, obj: Any, kind: str, to: Sequence[str] | None = None) -> None:
         with ph("network"):

@@ -247,10 +247,13 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     first, w = 1, None
     if start is not None:
         first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
-    st = agree_coordinator(channel, banks, agg, extra={"first_round": first, "banks": len(banks)})
-    # from here on a lost bank is a dropout, not the job's failure (the agreement needed every bank)
+    # the threshold of all banks, fixed before anyone can drop (the same value secure aggregation
+    # would compute for the agreement itself)
     agg = fixed_threshold(agg, len(banks))
     roster = Roster(channel, banks, agg, send_timeout=float(getattr(agg, "dropout_timeout", 10.0)), log=log)
+    roster.watch()  # the agreement needs every bank: a dead one stops the job soon, named
+    st = agree_coordinator(channel, banks, agg, extra={"first_round": first, "banks": len(banks)})
+    # from here on a lost bank is a dropout, not the job's failure
     roster.start()
     names, d = st.feature_names, len(st.feature_names)
     k = d + 1
