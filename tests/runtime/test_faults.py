@@ -445,3 +445,58 @@ def test_sigkill_of_a_vertical_party_stops_the_job_within_30s_naming_it(tmp_path
     assert_nothing_left(out)
     print(f"\nFAULT kill_vertical seed={seed}: SIGKILL {gone} after step {step}+{delay:.2f}s; stopped in "
           f"{stopped:.1f} s: {line[0][:160]}")
+
+
+def wait_log(path: Path, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+@cases("kill_lr_agreement", slow=True)
+def test_sigkill_of_a_bank_before_training_stops_the_job_within_30s_naming_it(tmp_path, seed):
+    """The standardisation agreement needs every bank: losing one there is the job's end, fast and named."""
+    spec, _ = horizontal_job(tmp_path, "horizontal.lr", seed=seed)
+    out = tmp_path / "run"
+    job = Job(spec, out)
+    gone = victim(seed)
+    proc = job.participant(gone)
+    wait_log(out / "logs" / f"{gone}.log", "loaded ")
+    t_kill = time.monotonic()
+    proc.send_signal(signal.SIGKILL)
+    rc, err, _ = job.finish()
+    stopped = time.monotonic() - t_kill
+    line = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc != 0 and line and gone in line[0], err
+    assert stopped < 30, f"took {stopped:.1f} s to stop"
+    assert not (out / "metrics.json").exists() and not (out / "model.json").exists()
+    assert_nothing_left(out)
+    print(f"\nFAULT kill_lr_agreement seed={seed}: SIGKILL {gone} before training; stopped in {stopped:.1f} s: "
+          f"{line[0][:200]}")
+
+
+@cases("kill_two_lr", slow=True)
+def test_two_banks_of_four_lost_is_below_the_threshold_and_the_job_stops_naming_them(tmp_path, seed):
+    spec, _ = horizontal_job(tmp_path, "horizontal.lr", seed=seed)
+    out = tmp_path / "run"
+    job = Job(spec, out)
+    procs = {b: job.participant(b) for b in ("bank3", "bank4")}
+    step, delay = kill_point(seed, 1, 2)
+    job.wait_step(step)
+    time.sleep(delay)
+    t_kill = time.monotonic()
+    for p in procs.values():
+        p.send_signal(signal.SIGKILL)
+    rc, err, _ = job.finish()
+    stopped = time.monotonic() - t_kill
+    line = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc != 0 and line, err
+    assert "threshold 3" in line[0] and "bank3" in line[0] and "bank4" in line[0], err
+    assert stopped < 30, f"took {stopped:.1f} s to stop"
+    assert not (out / "metrics.json").exists()
+    assert_nothing_left(out)
+    print(f"\nFAULT kill_two_lr seed={seed}: SIGKILL bank3+bank4 after round {step}; stopped in {stopped:.1f} s: "
+          f"{line[0][:220]}")

@@ -126,7 +126,7 @@ class Roster:
         if len(self.active) < self.threshold:
             gone = "; ".join(f"{b} at round {rr}: {why}" for b, (rr, why) in sorted(self.dropped.items()))
             raise ProtocolError(f"round {r}: only {len(self.active)} of {len(self.banks)} banks are left "
-                                f"({self.active}); secure aggregation needs {self.threshold}. Dropped: {gone}. "
+                                f"({self.active}), fewer than the secure-aggregation threshold {self.threshold}. Dropped: {gone}. "
                                 f"Restart the job with the banks online, or lower the threshold explicitly")
 
     def record(self, r: int, res: AggregateResult) -> list[str]:
