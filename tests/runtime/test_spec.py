@@ -115,3 +115,16 @@ def test_vertical_party_reads_its_dialect_and_labels_from_the_spec(tmp_path):
 def test_vertical_split_settings_are_refused_for_horizontal_jobs(tmp_path):
     with pytest.raises(ConfigError, match="evaluation.test_fraction is for vertical jobs"):
         load_spec(write(tmp_path, GOOD + "[evaluation]\ntest_fraction = 0.2\n"))
+
+
+def test_listen_is_where_a_participant_binds_and_partners_need_not_agree_on_it(tmp_path):
+    a = load_spec(write(tmp_path, GOOD))
+    text = GOOD.replace('address = "127.0.0.1:50001"', 'address = "127.0.0.1:50001"\nlisten = "0.0.0.0:6001"')
+    text = text.replace('address = "127.0.0.1:50000"', 'address = "127.0.0.1:50000"\nlisten = "127.0.0.1:6000"')
+    b = load_spec(write(tmp_path, text, "b.toml"))
+    assert b.listen_address("bank1") == "0.0.0.0:6001" and b.listen_address("coordinator") == "127.0.0.1:6000"
+    assert b.listen_address("bank2") == b.addresses()["bank2"] == "127.0.0.1:50002"
+    assert b.addresses()["bank1"] == "127.0.0.1:50001"  # what the others dial
+    assert shared_settings(a) == shared_settings(b)  # a local setting: the handshake ignores it
+    with pytest.raises(ConfigError, match="host:port"):
+        load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'listen = "nowhere"\ndata = "b1.csv"'), "c.toml"))
