@@ -108,6 +108,9 @@ def simulate(spec: Path = typer.Argument(..., help="job spec (TOML)"),
             rows.append((split, result[split]))
     if rows:
         console.print(_metrics_table(f"{result.get('task', '')} — {result.get('job', '')}", rows))
+    for name, why in result.get("dropped", {}).items():
+        # the job went on without a bank that died or was cut off (horizontal tasks, issue 14)
+        console.print(f"[yellow]dropped:[/] {name}: {why} (see membership.json)")
     console.print(f"run directory: [bold]{out}[/] ({result['wall_s']:.1f} s)" + (f"; report: {report}" if report else ""))
 
 

@@ -105,6 +105,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
         ledger=Ledger(name, ledger_path), inbound_ledger=Ledger(name, in_path, direction="in", fsync=False),
         limits=MailboxLimits(max_queued_bytes=spec.security.max_queued_mib << 20, unread_ttl=spec.security.unread_ttl),
         tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.",), peer_cas=spec.pinned_cas(),
+        listen=spec.listen_address(name),
     )
     progress = ProgressLog(out / "progress" / f"{name}.jsonl" if name == driver else None, log)
     ctx = PartyContext(name=name, spec=spec, channel=channel, out=out, log=log, progress=progress,
@@ -116,7 +117,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
         try:
             set_phase("start-up")
             channel.start()
-            log.info("listening on %s; job %s, task %s", spec.addresses()[name], spec.job_id, spec.task["kind"])
+            log.info("listening on %s; job %s, task %s", spec.listen_address(name), spec.job_id, spec.task["kind"])
             set_phase("waiting for the other participants")
             others = [p for p in spec.participants() if p != name]
             waited = wait_for_peers(name, others if name == driver else [driver], spec.addresses(), tls.ca, certs_dir,
@@ -131,6 +132,10 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
             log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
                      time.perf_counter() - t0)
             set_phase(spec.task["kind"])
+            if getattr(task, "DROPOUT_TOLERANT", False) and name != driver:
+                # a horizontal bank never needs another bank: their failures are their own dropouts
+                # (the coordinator decides whether the job goes on), not a reason to stop this bank
+                channel.tolerate_dropouts([p for p in others if p != driver])
             task.run(ctx)
             log.info("done in %.2f s; sent %d messages, %d bytes", time.perf_counter() - t0,
                      len(channel.ledger.entries), channel.ledger.bytes_sent)

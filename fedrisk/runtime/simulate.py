@@ -37,9 +37,11 @@ __all__ = ["simulate", "SimulationResult", "RUN_OUTPUTS", "STOP_GRACE"]
 #: never the ledgers (``ledger/``, ``ledger-inbound/``): each party moves an earlier run's ledger to
 #: ``previous/``, so an audit trail is never deleted by a rerun (issue 12 item 9)
 RUN_OUTPUTS = ("metrics.json", "report.html", "model.json", "model-*.json", "scorecard*.json", "woe*.json",
-               "scores", "logs", "progress", "checkpoints", "predict", "certs", "job.toml")
+               "scores", "logs", "progress", "checkpoints", "predict", "certs", "job.toml", "membership.json")
 #: seconds participants get to stop on their own after an interrupt before they are killed
 STOP_GRACE = 15.0
+#: seconds a dropped participant of a finished dropout-tolerant job gets to stop on its own
+DROPOUT_GRACE = 10.0
 
 
 def _previous_outputs(out: Path, spec_path: Path) -> list[Path]:
@@ -92,6 +94,17 @@ def _root_cause(out: Path, failed: list[str]) -> tuple[str, str]:
             return name, reason
     name = failed[0]
     return name, reasons[name]
+
+
+def _exit_reason(out: Path, name: str, code: int) -> str:
+    """Why a participant process ended: the signal that killed it, or its last ``failed:`` line."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    _, reason = _root_cause(out, [name])
+    return reason or f"exited with status {code}"
 
 
 def prepare_certs(spec: JobSpec, out: Path) -> Path:
@@ -204,6 +217,9 @@ def _run(spec: JobSpec, spec_path: Path, out: Path, certs: Path, driver: str, ch
     progress_file = out / "progress" / f"{driver}.jsonl"
     seen = 0
     failed: dict[str, int] = {}
+    # horizontal tasks survive a bank's loss: only the driver's failure ends the job (issue 14)
+    tolerant = bool(getattr(get_task(spec.task["kind"]), "DROPOUT_TOLERANT", False))
+    dropped: dict[str, str] = {}
     while True:
         if on_progress is not None and progress_file.exists():
             lines = progress_file.read_text(encoding="utf-8").splitlines()
@@ -215,11 +231,39 @@ def _run(spec: JobSpec, spec_path: Path, out: Path, certs: Path, driver: str, ch
                 seen += 1
         codes = {n: p.poll() for n, p in procs.items()}
         failed = {n: c for n, c in codes.items() if c not in (None, 0)}
-        if failed or all(c == 0 for c in codes.values()):
+        if tolerant:
+            for n in failed:
+                if n != driver and n not in dropped:
+                    dropped[n] = _exit_reason(out, n, failed[n])
+            if codes[driver] is not None:
+                break
+        elif failed or all(c == 0 for c in codes.values()):
             break
         if timeout is not None and time.perf_counter() - t0 > timeout:
             raise FedriskError(f"simulation did not finish within {timeout:.0f} s; logs in {out / 'logs'}")
         time.sleep(0.05)
+    if tolerant and procs[driver].returncode == 0:
+        # the job is done; a dropped bank that is still alive was told so and stops by itself,
+        # one that cannot hear (still cut off) is stopped here: nothing is left behind
+        try:
+            gone = set(json.loads((out / "membership.json").read_text()).get("dropped", {}))
+        except (OSError, ValueError):
+            gone = set(procs) - {driver}  # no roster written: every unfinished bank gets the grace only
+        deadline = time.time() + DROPOUT_GRACE
+        for n, p in procs.items():
+            try:
+                # banks still in finish writing their outputs (the evaluation holder its metrics)
+                p.wait(max(0.0, deadline - time.time()) if n in gone else
+                       (None if timeout is None else max(1.0, timeout - (time.perf_counter() - t0))))
+            except subprocess.TimeoutExpired:
+                pass
+        for n, p in procs.items():
+            if p.poll() is None:
+                _stop_all({n: p}, signal.SIGTERM, 5.0)
+                dropped.setdefault(n, "still waiting when the job finished; stopped")
+            elif p.returncode != 0:
+                dropped.setdefault(n, _exit_reason(out, n, p.returncode))
+        failed = {}
     if failed:
         # the others were told by the failing party; give them a moment to exit on their own
         deadline = time.time() + 5
@@ -228,12 +272,24 @@ def _run(spec: JobSpec, spec_path: Path, out: Path, certs: Path, driver: str, ch
                 p.wait(max(0.0, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 pass
-        name, reason = _root_cause(out, [n for n, p in procs.items() if p.returncode not in (None, 0)])
+        failed_names = [n for n, p in procs.items() if p.returncode not in (None, 0)]
+        # a process killed by a signal said nothing: that, not its partners' knock-on errors, is the cause
+        killed = [n for n in failed_names if procs[n].returncode < 0]
+        own = _root_cause(out, [driver])[1] if tolerant and driver in failed_names else ""
+        if own and "aborted the job" not in own:
+            # a dropout-tolerant job stopped by its driver (e.g. too few banks left): it names the dropouts
+            name, reason = driver, own
+        elif killed:
+            name, reason = killed[0], _exit_reason(out, killed[0], procs[killed[0]].returncode)
+        else:
+            name, reason = _root_cause(out, failed_names)
         raise FedriskError(f"participant {name!r} failed: {reason}\nlogs: {out / 'logs'}")
     wall = time.perf_counter() - t0
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     result = SimulationResult(metrics)
+    if dropped:
+        result["dropped"] = dropped
     result["run_dir"] = str(out)
     result["wall_s"] = wall
     return result

@@ -85,14 +85,20 @@ class FederationSpec(_Strict):
 
 class CoordinatorSpec(_Strict):
     address: str
+    #: where this participant's server binds when it differs from ``address`` (what peers dial):
+    #: NAT, a load balancer, a TLS-passthrough proxy. Local: partners need not agree on it
+    listen: str | None = None
     #: this participant's own CA certificate (its institution's PKI); see PartySpec.ca
     ca: Path | None = None
 
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
+    _listen = field_validator("listen")(lambda cls, v: v if v is None else _check_address(v))
 
 
 class PartySpec(_Strict):
     address: str
+    #: where this party's server binds when it differs from ``address`` (see CoordinatorSpec.listen)
+    listen: str | None = None
     data: Path | None = None
     id: str = "id"
     label: str | None = None
@@ -117,6 +123,7 @@ class PartySpec(_Strict):
     categorical: list[str] = []
 
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
+    _listen = field_validator("listen")(lambda cls, v: v if v is None else _check_address(v))
 
     @model_validator(mode="after")
     def _dialect(self) -> "PartySpec":
@@ -265,6 +272,11 @@ class JobSpec(_Strict):
         if self.coordinator is not None:
             out[COORDINATOR] = self.coordinator.address
         return out
+
+    def listen_address(self, name: str) -> str:
+        """Where participant ``name``'s server binds: its ``listen`` if set, else its ``address``."""
+        table = self.coordinator if name == COORDINATOR else self.parties[name]
+        return table.listen or table.address
 
     def participants(self) -> list[str]:
         """Every process of the job: the parties, then the coordinator if there is one."""
@@ -434,7 +446,7 @@ def shared_settings(spec: JobSpec) -> dict[str, Any]:
     """The settings every party must agree on: all but local file paths and local options."""
     return {
         "federation": spec.federation.model_dump(mode="json"),
-        "coordinator": spec.coordinator.model_dump(mode="json") if spec.coordinator else None,
+        "coordinator": spec.coordinator.model_dump(mode="json", exclude={"listen"}) if spec.coordinator else None,
         "parties": {n: {"address": p.address, "id": p.id, "label": bool(p.label)} for n, p in sorted(spec.parties.items())},
         "task": spec.task,
         "evaluation": {"holder": spec.evaluation.holder, "test_rule": spec.evaluation.test_rule,

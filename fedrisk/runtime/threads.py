@@ -2,7 +2,10 @@
 
 This is the in-process execution mode (tests, notebooks): the same role functions the process
 runtime calls, the same codec and ledger, no sockets. If any role raises, the others are woken
-(their pending ``recv`` fails) and the first error is re-raised with the party's name.
+(their pending ``recv`` fails) and the first error is re-raised with the party's name — unless
+every other party tolerates that one's dropout (:meth:`~fedrisk.transport.channel.Channel.tolerate_dropouts`,
+horizontal training after its agreement steps): if some party tolerates its loss, it is only
+marked down there, the job goes on, and the party is simply absent from the results, as over the wire.
 """
 from __future__ import annotations
 
@@ -25,16 +28,27 @@ def run_roles(roles: Mapping[str, Callable[[Any], Any]], *, job: str = "test", c
     net = network or InMemoryNetwork(list(roles), job=job, capture=capture, recv_timeout=recv_timeout)
     results: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
+    lock = threading.Lock()
 
     def target(name: str) -> None:
         try:
             results[name] = roles[name](net[name])
         except BaseException as e:  # noqa: BLE001 - re-raised below in the caller's thread
-            errors[name] = e
-            for other in net.parties:
-                if other != name:
+            reason = f"party {name!r} failed: {wire_reason(name, e, roles)}"
+            with lock:
+                others = [o for o in net.parties if o != name and o not in errors]
+                # someone declared it survives this party's loss (a horizontal coordinator after
+                # its agreement steps): a dropout, which that party handles
+                dropout = any(name in net[o].tolerated for o in others)
+                if not dropout:
+                    errors[name] = e
+            for other in others:
+                if dropout:
+                    if name in net[other].tolerated:
+                        net[other].mark_down(name, f"it stopped: {reason}")
+                else:
                     # what a real peer would receive in ctl.abort: no ids, values or paths
-                    net[other].mailbox.fail(f"party {name!r} failed: {wire_reason(name, e, roles)}")
+                    net[other].mailbox.fail(reason)
 
     threads = [threading.Thread(target=target, args=(n,), name=f"party-{n}", daemon=True) for n in roles]
     for t in threads:

@@ -29,6 +29,9 @@ from fedrisk.tasks.horizontal_lr import make_aggregation, validate_horizontal
 
 KIND = "horizontal.gbdt"
 TAG_PREFIXES = ("hgb.",)
+#: a bank that dies or is cut off after the bins are agreed is dropped; the job goes on while the
+#: secure-aggregation threshold holds (read by the runtime and ``simulate``)
+DROPOUT_TOLERANT = True
 #: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
 HANDLES_MISSING = True
 #: ``monotone = {feature = 1/-1}`` in the banks' tables (the same at every bank)
@@ -109,7 +112,8 @@ def run(ctx: PartyContext) -> None:
                      privacy.noise_multiplier, privacy.mechanisms, privacy.epsilon, privacy.delta)
     if ctx.name == COORDINATOR:
         def on_tree(t: int, rec: dict) -> None:
-            ctx.progress.update(t, cfg.n_trees, **{k: v for k, v in rec.items() if k != "tree"})
+            shown = {k: v for k, v in rec.items() if k not in ("tree", "contributors")}
+            ctx.progress.update(t, cfg.n_trees, **shown, contributors=",".join(rec.get("contributors", [])))
 
         model = run_coordinator(ctx.channel, banks, cfg, agg, privacy=privacy, on_tree=on_tree,
                                 log=ctx.log.warning)
@@ -118,6 +122,7 @@ def run(ctx: PartyContext) -> None:
         if model.privacy is not None:
             ctx.log.info(_privacy_line(model.privacy))
         save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id)
+        _write_membership(ctx, banks, model.history)
         return
 
     from fedrisk.data.loading import load_party_table
@@ -142,6 +147,7 @@ def run(ctx: PartyContext) -> None:
     rounds = _staged_rounds(model, test.X, test.y)
     extra = {
         "banks": banks, "train_rows_at_holder": len(table.y),
+        "dropped_banks": sorted(set(banks) - set(model.history[-1].get("contributors", banks) if model.history else banks)),
         "trees": len(model.trees), "trees_built": len(model.history), "best_iteration": model.best_iteration,
         "aggregations": model.rounds,
         "importance": model.importance,
@@ -155,6 +161,17 @@ def run(ctx: PartyContext) -> None:
         extra["privacy"] = model.privacy
     write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y,
                      model.predict_proba(test.X), rounds, extra=extra)
+
+
+def _write_membership(ctx: PartyContext, banks: list[str], history: list[dict]) -> None:
+    """``membership.json``: the banks in each tree's sums and the banks that dropped out (issue 14)."""
+    contributors = {str(h["tree"]): h["contributors"] for h in history if "contributors" in h}
+    last = set(history[-1]["contributors"]) if history and "contributors" in history[-1] else set(banks)
+    down = ctx.channel.down
+    dropped = {b: {"reason": down.get(b, "left a secure sum")} for b in sorted(set(banks) - last)}
+    if dropped:
+        ctx.log.warning("finished without banks %s", sorted(dropped))
+    ctx.write_json("membership.json", {"contributors": contributors, "dropped": dropped})
 
 
 def _staged_rounds(model, X: np.ndarray, y: np.ndarray) -> list[dict]:

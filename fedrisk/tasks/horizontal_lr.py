@@ -39,6 +39,9 @@ from fedrisk.runtime.tasks import parse_params
 
 KIND = "horizontal.lr"
 TAG_PREFIXES = ("hlr.", "secagg.")
+#: a bank that dies or is cut off after the agreement is dropped; the job goes on while the
+#: secure-aggregation threshold holds (read by the runtime and ``simulate``)
+DROPOUT_TOLERANT = True
 
 
 #: settings only the FedAvg solver reads
@@ -112,7 +115,10 @@ class Params(LRParams):
 def progress_fields(rec: dict) -> dict:
     """What the coordinator's progress line shows for a round of either solver."""
     keys = ("loss", "change", "banks", "step_size", "grad_norm")
-    return {k: rec[k] for k in keys if rec.get(k) is not None}
+    out = {k: rec[k] for k in keys if rec.get(k) is not None}
+    if rec.get("contributors"):
+        out["contributors"] = ",".join(rec["contributors"])  # who is in this round's sums (issue 14)
+    return out
 
 
 def validate_horizontal(spec: JobSpec, where: str, kind: str) -> None:
@@ -189,7 +195,12 @@ def run(ctx: PartyContext) -> None:
         def checkpoint(r: int, state: dict) -> None:
             ctx.write_json("checkpoints/coordinator.json", {"round": r, **state})
 
-        model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start, checkpoint=checkpoint)
+        model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start, checkpoint=checkpoint,
+                                log=ctx.log.warning)
+        if model.membership.get("dropped"):
+            ctx.log.warning("finished without banks %s; contributors per round: %s", sorted(model.membership["dropped"]),
+                            model.membership["contributors"])
+        ctx.write_json("membership.json", model.membership)
         if model.constant_features:
             ctx.log.warning("constant features across the federation (weight stays 0): %s", model.constant_features)
         save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id)
@@ -216,6 +227,8 @@ def run(ctx: PartyContext) -> None:
             rec = {"round": r - 1, "test_auc": auc(test.y, score), "test_ks": ks(test.y, score)}
             if model.history and model.history[-1]["round"] == r - 1:
                 rec["loss"] = model.history[-1]["loss"]
+                if "contributors" in model.history[-1]:
+                    rec["contributors"] = model.history[-1]["contributors"]
             rounds.append(rec)
 
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round)
@@ -226,7 +239,9 @@ def run(ctx: PartyContext) -> None:
         # the floor this bank can compute without anyone's help: its own rows alone (the others'
         # single-bank figures would need their rows or a test file they do not hold)
         p_te = model.predict_proba(test.X)
+        last = next((h["contributors"] for h in reversed(model.history) if "contributors" in h), banks)
         extra = {"banks": banks, "train_rows_at_holder": len(table.y),
+                 "contributors_last_round": last, "dropped_banks": sorted(set(banks) - set(last)),
                  "comparison": comparison(ctx.name, test.y, p_te,
                                           logistic_alone(table.X, table.y, test.X, test.y, l2=params.l2)),
                  "solver": params.solver}

@@ -20,6 +20,18 @@ server thread is released at once). A frame left unread for ``unread_ttl`` secon
 and a later ``recv`` of it fails at once, naming the tag. Protocols that send more than the queue
 limit to one peer before reading anything from it would wait on each other: the defaults (1 GiB,
 100,000 frames per peer) are far above what the protocols here park.
+
+Dropouts (issue 14). By default any peer that cannot be reached, or that reports it aborted, fails
+the whole job. A protocol that survives the loss of some peers (horizontal training over secure
+aggregation) declares them with :meth:`Channel.tolerate_dropouts` once the all-party steps are
+over. From then on a peer in that set that cannot be reached within ``send_timeout`` seconds, or
+that aborts, is marked *down* (:attr:`Channel.down`, with the reason): sends to it are dropped at
+once (the protocol sees it as silent), and a ``recv`` from it fails at once with a
+:class:`~fedrisk.errors.TransportError` (the protocol's dropout path) instead of waiting out its
+timeout. A peer is also marked down by the protocol itself (:meth:`Channel.mark_down`) when it left
+a sum, and may be told so (:meth:`Channel.tell_dropped`, tag ``ctl.dropped``): it then stops with
+one line saying the job goes on without it. Down is final for the job: a dropped peer does not
+rejoin.
 """
 from __future__ import annotations
 
@@ -35,12 +47,20 @@ from fedrisk.errors import CodecError, TransportError
 from fedrisk.transport.codec import DEFAULT_MAX_BYTES, Envelope, decode, encode
 from fedrisk.transport.ledger import Ledger
 
-__all__ = ["Channel", "Mailbox", "MailboxLimits", "QueueFull", "InMemoryNetwork", "InMemoryChannel",
-           "DEFAULT_RECV_TIMEOUT"]
+__all__ = ["Channel", "Mailbox", "MailboxLimits", "QueueFull", "RecvTimeout", "InMemoryNetwork", "InMemoryChannel",
+           "DEFAULT_RECV_TIMEOUT", "DROPPED_TAG", "PING_TAG"]
 
 DEFAULT_RECV_TIMEOUT = 600.0
+#: control message: "the job goes on without you" (see :meth:`Channel.tell_dropped`)
+DROPPED_TAG = "ctl.dropped"
+#: control message: "are you still there?" (see :meth:`Channel.recv`); never queued
+PING_TAG = "ctl.ping"
 #: bytes charged per queued frame on top of its length (the envelope's Python objects)
 FRAME_OVERHEAD = 1024
+
+
+class RecvTimeout(TransportError):
+    """Nothing arrived under the awaited tag within the timeout."""
 
 
 class QueueFull(TransportError):
@@ -100,6 +120,10 @@ class Mailbox:
         self._cv = threading.Condition()
         self._failure: str | None = None
         self._next_sweep = 0.0
+        #: peers that dropped out of the job (see :meth:`Channel.tolerate_dropouts`), with why
+        self.down: dict[str, str] = {}
+        #: peers whose loss is their own dropout (set by :meth:`Channel.tolerate_dropouts`)
+        self.tolerated: frozenset[str] = frozenset()
 
     def queued_bytes(self, sender: str) -> int:
         """Bytes (with per-frame overhead) from ``sender`` waiting to be read."""
@@ -144,11 +168,19 @@ class Mailbox:
                 self._cv.wait(min(left, 1.0))
             if self.inbound is not None:
                 self.inbound.record_inbound(env.sender, env.tag, env.kind, frame)
+            if env.tag == PING_TAG:
+                return env  # a liveness probe: its arrival is the answer, nothing to read
             if self.captured is not None:
                 self.captured.append(env)
             self._boxes[(env.sender, env.tag)].append(_Queued(env, cost, time.monotonic()))
             self._queued_bytes[env.sender] += cost
             self._queued_frames[env.sender] += 1
+            if env.tag == DROPPED_TAG and env.sender not in self.tolerated:
+                # from the party that runs the job (a peer whose own dropout we tolerate cannot drop us)
+                why = env.body.get("reason", "") if isinstance(env.body, dict) else ""
+                self._failure = self._failure or (
+                    f"{self.owner} was dropped from the job by {env.sender!r} ({str(why)[:300]}); "
+                    f"the job goes on without it")
             self._cv.notify_all()
         return env
 
@@ -183,6 +215,12 @@ class Mailbox:
             self._failure = reason
             self._cv.notify_all()
 
+    def peer_down(self, peer: str, reason: str) -> None:
+        """Make every ``take`` from ``peer`` with nothing queued fail at once: it dropped out."""
+        with self._cv:
+            self.down.setdefault(peer, reason)
+            self._cv.notify_all()
+
     @property
     def failure(self) -> str | None:
         """Why the job was aborted (a peer's ``ctl.abort``), or None while it runs."""
@@ -203,6 +241,9 @@ class Mailbox:
                     return item.env
                 if self._failure is not None:
                     raise TransportError(self._failure)
+                if frm in self.down:
+                    raise TransportError(f"{self.owner}: party {frm!r} dropped out ({self.down[frm]}); "
+                                         f"no {tag!r} will come from it")
                 if key in self.expired:
                     raise TransportError(
                         f"{self.owner}: message {tag!r} from party {frm!r} arrived but stayed unread for more than "
@@ -210,7 +251,7 @@ class Mailbox:
                     )
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TransportError(
+                    raise RecvTimeout(
                         f"{self.owner}: no message {tag!r} from party {frm!r} within {timeout:.0f} s; "
                         f"is {frm!r} running and on the same job?"
                     )
@@ -233,6 +274,72 @@ class Channel(ABC):
         self.max_bytes = max_bytes
         self.mailbox = Mailbox(me, job, self.peers, tag_prefixes=tag_prefixes, max_bytes=max_bytes, capture=capture,
                                limits=limits, unread_ttl=max(3600.0, 4 * recv_timeout), inbound=inbound_ledger)
+        #: peers whose failure is their own dropout, not the job's (empty: every failure is fatal)
+        self.tolerated: frozenset[str] = frozenset()
+        #: peers probed while this party waits for them (a dead one ends the wait; see :meth:`watch`)
+        self.watched: frozenset[str] = frozenset()
+        #: seconds a send to a tolerated peer may take before that peer counts as dropped out
+        self.send_timeout = 10.0
+
+    # -- dropouts ------------------------------------------------------------------------------
+    def tolerate_dropouts(self, peers: Iterable[str], send_timeout: float | None = None) -> None:
+        """From now on, losing one of ``peers`` is that peer's dropout, not the job's failure.
+
+        Called by a protocol once the steps that need every party are over. ``send_timeout``
+        bounds how long one send to such a peer may try (connect retries and the RPC deadline)
+        before the peer is marked down.
+        """
+        unknown = set(peers) - set(self.peers)
+        if unknown:
+            raise TransportError(f"{self.me}: cannot tolerate dropouts of unknown parties {sorted(unknown)}")
+        self.tolerated = self.mailbox.tolerated = self.tolerated | frozenset(peers)
+        if send_timeout is not None:
+            self.send_timeout = float(send_timeout)
+
+    def watch(self, peers: Iterable[str], send_timeout: float | None = None) -> None:
+        """Probe ``peers`` while waiting for them: one that cannot be reached ends the wait with an error.
+
+        For the steps that need every party (before :meth:`tolerate_dropouts`): a participant
+        that was killed says nothing, and without a probe its partners would wait out their
+        whole receive timeout. ``send_timeout`` bounds each probe (and each send to them).
+        """
+        unknown = set(peers) - set(self.peers)
+        if unknown:
+            raise TransportError(f"{self.me}: cannot watch unknown parties {sorted(unknown)}")
+        self.watched = self.watched | frozenset(peers)
+        if send_timeout is not None:
+            self.send_timeout = float(send_timeout)
+
+    @property
+    def down(self) -> dict[str, str]:
+        """Peers that dropped out of the job, with the reason (first one recorded)."""
+        return dict(self.mailbox.down)
+
+    def mark_down(self, peer: str, reason: str) -> None:
+        """Record that ``peer`` dropped out: later sends to it are skipped, receives from it fail at once."""
+        self.mailbox.peer_down(peer, reason)
+
+    def tell_dropped(self, peers: Iterable[str], reason: str, timeout: float = 2.0) -> list[str]:
+        """Best effort: tell each of ``peers`` (``ctl.dropped``) that the job goes on without it.
+
+        A dropped peer that is still alive (it was partitioned, or late) otherwise waits for
+        messages that will never come until its own receive timeout. Returns who was told.
+        """
+        told = []
+        for p in peers:
+            try:
+                frame = encode(self.job, self.me, p, DROPPED_TAG, "control", {"reason": reason[:1000]},
+                               max_bytes=self.max_bytes)
+                self.ledger.record(p, DROPPED_TAG, "control", len(frame), frame)
+                self._deliver_once(p, frame, timeout)
+                told.append(p)
+            except Exception:  # noqa: BLE001 - best effort by design: the peer may be gone for good
+                pass
+        return told
+
+    def _deliver_once(self, to: str, frame: bytes, timeout: float) -> None:
+        """One delivery attempt bounded by ``timeout`` (subclasses with retries override)."""
+        self._deliver(to, frame)
 
     # -- the interface algorithms use -------------------------------------------------------
     def send(self, to: str, tag: str, obj: Any, *, kind: str) -> int:
@@ -243,18 +350,63 @@ class Channel(ABC):
         """
         if to not in self.peers:
             raise TransportError(f"{self.me}: cannot send {tag!r} to unknown party {to!r}; known: {list(self.peers)}")
+        if to in self.mailbox.down:
+            return 0  # it dropped out: the protocol sees it as silent (its receives from it fail at once)
         frame = encode(self.job, self.me, to, tag, kind, obj, max_bytes=self.max_bytes)
         # recorded before it is handed over: a frame that may have left (even if the call then
         # fails) is in the ledger; the ledger may over-report, never under-report
         self.ledger.record(to, tag, kind, len(frame), frame)
-        self._deliver(to, frame)
+        try:
+            self._deliver(to, frame)
+        except TransportError as e:
+            if to not in self.tolerated or self.mailbox.failure is not None:
+                raise
+            self.mark_down(to, f"unreachable: {e}")
+            return 0
         return len(frame)
 
     def recv(self, frm: str, tag: str, timeout: float | None = None) -> Any:
-        """Block until the message ``tag`` from ``frm`` arrives; return its payload."""
+        """Block until the message ``tag`` from ``frm`` arrives; return its payload.
+
+        While waiting for a peer whose dropout is tolerated, the peer is probed (``ctl.ping``)
+        every ``send_timeout`` seconds: a peer that was killed or cut off sends nothing to say
+        so, and the probe's failure marks it down, ending the wait at once instead of after
+        the whole timeout.
+        """
         if frm not in self.peers:
             raise TransportError(f"{self.me}: cannot receive from unknown party {frm!r}; known: {list(self.peers)}")
-        return self.mailbox.take(frm, tag, self.recv_timeout if timeout is None else timeout).body
+        total = self.recv_timeout if timeout is None else timeout
+        if frm not in self.tolerated and frm not in self.watched:
+            return self.mailbox.take(frm, tag, total).body
+        deadline = time.monotonic() + total
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self.mailbox.take(frm, tag, max(0.0, min(left, self.send_timeout))).body
+            except RecvTimeout:
+                if time.monotonic() >= deadline:
+                    raise RecvTimeout(f"{self.me}: no message {tag!r} from party {frm!r} within {total:.0f} s; "
+                                      f"is {frm!r} running and on the same job?") from None
+            self._probe(frm, tag)
+
+    def _probe(self, peer: str, waiting_for: str = "") -> None:
+        """Send one ``ctl.ping`` to ``peer`` (bounded by ``send_timeout``).
+
+        If that fails, a tolerated peer is marked down; for a watched one the wait ends with a
+        :class:`~fedrisk.errors.TransportError` naming it (the job cannot go on without it).
+        """
+        try:
+            frame = encode(self.job, self.me, peer, PING_TAG, "control", {}, max_bytes=self.max_bytes)
+            self.ledger.record(peer, PING_TAG, "control", len(frame), frame)
+            self._deliver(peer, frame)
+        except TransportError as e:
+            if self.mailbox.failure is not None:
+                return
+            if peer in self.tolerated:
+                self.mark_down(peer, f"unreachable: {e}")
+            else:
+                raise TransportError(f"{self.me}: party {peer!r} stopped answering while this party waited for "
+                                     f"{waiting_for!r} ({e})") from None
 
     def broadcast(self, to: Iterable[str], tag: str, obj: Any, *, kind: str) -> int:
         return sum(self.send(p, tag, obj, kind=kind) for p in to)

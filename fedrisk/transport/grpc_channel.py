@@ -70,9 +70,12 @@ class GrpcChannel(Channel):
     """A participant's endpoint over gRPC + mTLS. Starts its server on construction of ``start()``."""
 
     def __init__(self, me: str, addresses: Mapping[str, str], job: str, tls: TlsFiles, *,
-                 connect_timeout: float = 60.0, peer_cas: Mapping[str, bytes] | None = None, **kw: Any) -> None:
+                 connect_timeout: float = 60.0, peer_cas: Mapping[str, bytes] | None = None,
+                 listen: str | None = None, **kw: Any) -> None:
         super().__init__(me, list(addresses), job, **kw)
         self.addresses = dict(addresses)
+        #: where the server binds (default: this party's address, the one peers dial)
+        self.listen = listen or self.addresses[me]
         self.tls = tls
         # per-institution CAs: a peer's certificate must come from its own CA, not just any CA
         # in the shared bundle (clients trust only that CA for that peer; servers check the issuer)
@@ -100,7 +103,7 @@ class GrpcChannel(Channel):
         server.add_generic_rpc_handlers((handler,))
         creds = grpc.ssl_server_credentials([(self.tls.key, self.tls.cert)], root_certificates=self.tls.ca,
                                             require_client_auth=True)
-        addr = self.addresses[self.me]
+        addr = self.listen
         try:
             port = server.add_secure_port(addr, creds)
         except RuntimeError as e:
@@ -133,7 +136,11 @@ class GrpcChannel(Channel):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
         if env.tag == _ABORT_TAG:
             why = env.body.get("reason", "") if isinstance(env.body, dict) else ""
-            self.mailbox.fail(f"party {peer!r} aborted the job: {safe_text(why, 1000)}")
+            if peer in self.tolerated:
+                # a peer whose dropout the protocol survives: its failure is its own, not the job's
+                self.mark_down(peer, f"it stopped: {safe_text(why, 300)}")
+            else:
+                self.mailbox.fail(f"party {peer!r} aborted the job: {safe_text(why, 1000)}")
         return b""
 
     def _refuse(self, peer: str, reason: str) -> None:
@@ -187,24 +194,32 @@ class GrpcChannel(Channel):
                 self._stubs[to] = stub
             return stub
 
+    def _deliver_once(self, to: str, frame: bytes, timeout: float) -> None:
+        self._stub(to)(frame, timeout=timeout)
+
     def _deliver(self, to: str, frame: bytes) -> None:
         stub = self._stub(to)
         start = time.monotonic()
-        deadline = start + self.connect_timeout
+        # a peer whose dropout the job survives gets a short budget: one dead bank must cost
+        # seconds, not the start-up connect timeout, and must not hold up the banks still in
+        tolerant = to in self.tolerated or to in self.watched
+        budget = min(self.send_timeout, self.connect_timeout) if tolerant else self.connect_timeout
+        rpc_timeout = max(min(30.0, self.send_timeout) if tolerant else 30.0, len(frame) / 5e6)
+        deadline = start + budget
         delay = 0.05
         while True:
             left = deadline - time.monotonic()
             try:
                 self._check_server_identity(to)
                 # the RPC deadline covers both transfer and the peer's decode; large frames get more time
-                stub(frame, timeout=max(30.0, len(frame) / 5e6))
+                stub(frame, timeout=rpc_timeout)
                 return
             except OSError as e:  # the identity check could not connect or the handshake failed
                 if self.mailbox.failure is not None:
                     raise TransportError(self.mailbox.failure) from None
                 if left <= 0:
                     raise TransportError(
-                        f"{self.me}: party {to!r} at {self.addresses[to]} unreachable after {self.connect_timeout:.0f} s "
+                        f"{self.me}: party {to!r} at {self.addresses[to]} unreachable after {budget:.0f} s "
                         f"({type(e).__name__}: {safe_text(e, 300)}); is it running, and does it trust the same CA?"
                     ) from None
             except grpc.RpcError as e:
@@ -221,11 +236,11 @@ class GrpcChannel(Channel):
                                              f"{self.recv_timeout:.0f} s: {safe_text(e.details(), 300)}") from None
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
-                    deadline = time.monotonic() + self.connect_timeout
+                    deadline = time.monotonic() + budget
                     continue
                 if code != grpc.StatusCode.UNAVAILABLE or left <= 0:
                     raise TransportError(
-                        f"{self.me}: party {to!r} at {self.addresses[to]} unreachable after {self.connect_timeout:.0f} s "
+                        f"{self.me}: party {to!r} at {self.addresses[to]} unreachable after {budget:.0f} s "
                         f"({code.name}: {safe_text(e.details(), 300)}); is it running, and does it trust the same CA?"
                     ) from None
             time.sleep(min(delay, max(left, 0.0)))

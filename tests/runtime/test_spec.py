@@ -156,3 +156,16 @@ def test_bad_categorical_tables_fail_with_one_line(tmp_path, table, message):
 def test_categorical_only_for_tasks_that_encode_it(tmp_path):
     with pytest.raises(ConfigError, match=r"declare categorical columns, but task 'horizontal.gbdt' takes numeric"):
         load_spec(write(tmp_path, GBDT.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]')))
+
+
+def test_listen_is_where_a_participant_binds_and_partners_need_not_agree_on_it(tmp_path):
+    a = load_spec(write(tmp_path, GOOD))
+    text = GOOD.replace('address = "127.0.0.1:50001"', 'address = "127.0.0.1:50001"\nlisten = "0.0.0.0:6001"')
+    text = text.replace('address = "127.0.0.1:50000"', 'address = "127.0.0.1:50000"\nlisten = "127.0.0.1:6000"')
+    b = load_spec(write(tmp_path, text, "b.toml"))
+    assert b.listen_address("bank1") == "0.0.0.0:6001" and b.listen_address("coordinator") == "127.0.0.1:6000"
+    assert b.listen_address("bank2") == b.addresses()["bank2"] == "127.0.0.1:50002"
+    assert b.addresses()["bank1"] == "127.0.0.1:50001"  # what the others dial
+    assert shared_settings(a) == shared_settings(b)  # a local setting: the handshake ignores it
+    with pytest.raises(ConfigError, match="host:port"):
+        load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'listen = "nowhere"\ndata = "b1.csv"'), "c.toml"))

@@ -1,9 +1,11 @@
+import time
+
 import numpy as np
 import pytest
 
 from fedrisk.errors import CodecError, FedriskError, TransportError
 from fedrisk.runtime.threads import run_roles
-from fedrisk.transport.channel import InMemoryNetwork
+from fedrisk.transport.channel import InMemoryChannel, InMemoryNetwork
 from fedrisk.transport.ledger import read_ledger
 
 
@@ -63,3 +65,71 @@ def test_run_roles_propagates_the_first_real_failure():
 
     with pytest.raises(FedriskError, match="party 'a' failed: ValueError: boom"):
         run_roles({"a": a, "b": b})
+
+
+# -- dropouts (issue 14) --------------------------------------------------------------------------
+def test_a_tolerated_peer_that_stops_is_down_not_the_jobs_failure():
+    from fedrisk.runtime.threads import run_roles
+
+    def coordinator(ch):
+        ch.recv("b1", "hello")
+        ch.tolerate_dropouts(["b1", "b2"], send_timeout=1.0)
+        got = ch.recv("b1", "late", timeout=30)  # b2's failure below must not wake this with an error
+        t0 = time.monotonic()
+        with pytest.raises(TransportError, match="dropped out"):
+            ch.recv("b2", "never", timeout=30)  # fails at once: b2 is down
+        assert time.monotonic() - t0 < 5
+        assert ch.send("b2", "x", 1, kind="control") == 0  # skipped, not raised
+        ch.tell_dropped(["b2"], "left the sums of round 1")
+        return got, ch.down
+
+    def b1(ch):
+        ch.send("coordinator", "hello", 1, kind="control")
+        time.sleep(0.5)
+        ch.send("coordinator", "late", 2, kind="control")
+
+    def b2(ch):
+        time.sleep(0.2)
+        raise RuntimeError("killed")
+
+    res = run_roles({"coordinator": coordinator, "b1": b1, "b2": b2})
+    got, down = res["coordinator"]
+    assert got == 2 and set(down) == {"b2"} and "b2" not in res
+
+
+def test_without_tolerance_a_failing_party_still_stops_the_job():
+    from fedrisk.errors import FedriskError
+    from fedrisk.runtime.threads import run_roles
+
+    def b2(ch):
+        raise RuntimeError("boom")
+
+    with pytest.raises(FedriskError, match="boom"):
+        run_roles({"coordinator": lambda ch: ch.recv("b2", "x", timeout=30), "b2": b2})
+
+
+def test_ctl_dropped_stops_the_dropped_party_with_one_line_and_a_ping_is_never_queued():
+    net = InMemoryNetwork(["coordinator", "b1"])
+    co, b1 = net["coordinator"], net["b1"]
+    co.tolerate_dropouts(["b1"], send_timeout=1.0)
+    co._probe("b1")  # a liveness probe lands and is dropped, nothing to read
+    assert b1.mailbox.queued_bytes("coordinator") == 0 and "b1" not in co.down
+    assert co.tell_dropped(["b1"], "left the sums of round 3") == ["b1"]
+    with pytest.raises(TransportError, match="dropped from the job by 'coordinator'.*goes on without it"):
+        b1.recv("coordinator", "hlr.newton.r4", timeout=5)
+
+
+def test_a_silent_tolerated_peer_is_probed_and_marked_down_when_unreachable():
+    class Dead(InMemoryChannel):
+        def _deliver(self, to, frame):
+            if to == "b1":
+                raise TransportError("b1 unreachable")
+            super()._deliver(to, frame)
+
+    net = InMemoryNetwork(["coordinator", "b1"])
+    co = Dead(net, "coordinator")
+    co.tolerate_dropouts(["b1"], send_timeout=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(TransportError, match="dropped out"):
+        co.recv("b1", "stats", timeout=60)
+    assert time.monotonic() - t0 < 5 and "unreachable" in co.down["b1"]

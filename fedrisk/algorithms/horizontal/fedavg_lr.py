@@ -39,6 +39,7 @@ import zlib
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.dropouts import Roster, fixed_threshold
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, mean_log_loss, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.errors import DataError, ProtocolError
@@ -124,17 +125,25 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
 def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, aggregation: Aggregation | None = None,
                     on_round: Callable[[int, dict], None] | None = None,
                     start: tuple[int, np.ndarray] | None = None,
-                    checkpoint: Callable[[int, dict], None] | None = None) -> LogisticModel:
+                    checkpoint: Callable[[int, dict], None] | None = None,
+                    log: Callable[[str], None] | None = None) -> LogisticModel:
     """The coordinator's side: agree the schema and scaler, then average updates each round.
 
     ``start = (round, w)`` resumes from a checkpoint written by ``checkpoint(round, state)``.
+    A bank that drops out after the agreement leaves this and every later round
+    (:class:`~fedrisk.algorithms.horizontal.dropouts.Roster`; ``log`` gets one line each); the
+    average is over each round's contributors.
     """
     agg = aggregation or PlainAggregation()
     banks = list(banks)
     first, w = 1, None
     if start is not None:
         first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
+    agg = fixed_threshold(agg, len(banks))
+    roster = Roster(channel, banks, agg, send_timeout=float(getattr(agg, "dropout_timeout", 10.0)), log=log)
+    roster.watch()  # the agreement needs every bank: a dead one stops the job soon, named
     st = agree_coordinator(channel, banks, agg, extra={"first_round": first})
+    roster.start()
     names, mean, scale, constant = st.feature_names, st.mean, st.scale, st.constant_features
     d = len(names)
     if w is None:
@@ -148,10 +157,12 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
     last_loss = None
     while True:
         done = done or r > cfg.rounds
-        channel.broadcast(banks, f"hlr.global.r{r}", {"w": w, "done": done, "lr": lr, "loss": last_loss}, kind="model")
+        roster.broadcast(r, f"hlr.global.r{r}", {"w": w, "done": done, "lr": lr, "loss": last_loss}, kind="model")
         if done:
             break
-        res = agg.collect(channel, banks, f"hlr.update.r{r}", d + 3)
+        roster.require(r)
+        res = agg.collect(channel, roster.active, f"hlr.update.r{r}", d + 3)
+        roster.record(r, res)
         tot = res.total
         n_round = tot[d + 1]
         if n_round <= 0:
@@ -160,7 +171,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
         loss = float(tot[d + 2] / n_round)
         change = float(np.linalg.norm(w_new - w) / max(np.linalg.norm(w), np.linalg.norm(w_new), 1e-12))
         w, last_loss = w_new, loss
-        rec = {"round": r, "loss": loss, "change": change, "banks": len(res.contributors), "lr": lr}
+        rec = {"round": r, "loss": loss, "change": change, "banks": len(res.contributors), "lr": lr,
+               "contributors": list(res.contributors)}
         history.append(rec)
         if checkpoint is not None:
             checkpoint(r, {"w": w, "history": history})
@@ -170,7 +182,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
             done = True
         lr *= cfg.lr_decay
         r += 1
-    return LogisticModel(names, mean, scale, w[:d].copy(), float(w[d]), history, constant)
+    roster.finish()
+    return LogisticModel(names, mean, scale, w[:d].copy(), float(w[d]), history, constant,
+                         membership=roster.summary())
 
 
 class FederatedLogisticRegression:

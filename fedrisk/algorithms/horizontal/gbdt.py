@@ -595,6 +595,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     # every send of the coordinator (its own plans and secure aggregation's steps) leaves on a
     # sender thread: a broadcast to n banks costs one round trip instead of n in a row
     channel = _ConcurrentSends(channel, 2 * len(banks))
+    # the bins need every bank: one that dies before they are agreed stops the job within the
+    # dropout timeout (named), not after the whole receive timeout
+    channel.watch(banks, send_timeout=float(getattr(agg, "dropout_timeout", 10.0)))
 
     def send_all(tag: str, obj: Any, kind: str, to: Sequence[str] | None = None) -> None:
         with ph("network"):
@@ -669,6 +672,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     with ph("binning"):
         binner, extra, bin_info = coordinator_agree_bins(channel, banks, d, 2, params.max_bin, collect_all, noise_std)
     n_rows, n_pos = float(extra[0]), float(extra[1])
+    # every bank took part in the bins; from here on a bank that dies or is cut off is that bank's
+    # dropout (sends to it fail within the dropout timeout, receives from it at once), not the job's
+    channel.tolerate_dropouts(banks, send_timeout=float(getattr(agg, "dropout_timeout", 10.0)))
     if n_rows < 2:
         raise ProtocolError("the banks' pooled training row count is below 2; nothing to train on")
     rate = float(np.clip(n_pos / n_rows, 1e-6, 1 - 1e-6))
@@ -712,6 +718,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
         else:
             best_it = t_done
         rec["banks"] = len(members)
+        rec["contributors"] = sorted(members)  # who is in this tree's sums (log and metrics.json)
         history.append(rec)
         if on_tree is not None:
             on_tree(t_done, rec)

@@ -43,6 +43,8 @@ class LogisticModel:
     history: list[dict] = field(default_factory=list)
     #: features with zero variance across the federation: their weight stays 0
     constant_features: list[str] = field(default_factory=list)
+    #: coordinator only: contributors per round and dropped banks (see ``dropouts.Roster.summary``)
+    membership: dict = field(default_factory=dict)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean) / self.scale) @ self.coef + self.intercept

@@ -73,8 +73,15 @@ Dropouts. Secure aggregation excludes a bank that misses a round from that round
 standardisation agreement refuses to proceed without every bank). Every quantity the coordinator
 uses in a round — row count, losses at t = 0 and along the ladder, slope, gradient, Hessian — comes
 from the same contributors, so the step test and the Newton direction are correct for the banks
-present in that round; when a bank returns, the next round's sums include it again. The final
-model is the optimum of the banks present in the last rounds.
+present in that round. Over the wire (issue 14) a bank that misses a round's sums, cannot be
+reached within the secure-aggregation dropout timeout, or stops, is dropped for that round and
+every later one (:class:`~fedrisk.algorithms.horizontal.dropouts.Roster`): the coordinator keeps
+going while at least the threshold of banks (fixed from ALL banks, so it never drops) remain, and
+stops with one line naming the dropped banks otherwise. Since Newton converges to the optimum of
+whatever sums it is given, the final model is the pooled optimum of the banks still in at the end
+(on the scaler all banks agreed). Each ``hlr.newton`` message also carries the previous round's
+contributors, so the evaluation holder's ``metrics.json`` lists them per round; a dropped bank
+does not rejoin (see the roster's docstring).
 """
 from __future__ import annotations
 
@@ -84,6 +91,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.dropouts import Roster, fixed_threshold
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.errors import CryptoError, ProtocolError
@@ -183,7 +191,10 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
                                 f"this bank has {d}")
         model.coef, model.intercept = w[:d].copy(), float(w[d])
         if msg.get("loss") is not None:
-            model.history.append({"round": r - 1, "loss": float(msg["loss"])})
+            rec = {"round": r - 1, "loss": float(msg["loss"])}
+            if isinstance(msg.get("contributors"), list):
+                rec["contributors"] = [str(b) for b in msg["contributors"]]
+            model.history.append(rec)
         if on_round is not None:
             on_round(r, model)
         if msg["done"]:
@@ -222,18 +233,28 @@ def newton_direction(g: np.ndarray, H: np.ndarray, active: np.ndarray) -> np.nda
 def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, aggregation: Aggregation | None = None,
                     on_round: Callable[[int, dict], None] | None = None,
                     start: tuple[int, np.ndarray] | None = None,
-                    checkpoint: Callable[[int, dict], None] | None = None) -> LogisticModel:
+                    checkpoint: Callable[[int, dict], None] | None = None,
+                    log: Callable[[str], None] | None = None) -> LogisticModel:
     """The coordinator's side: agree the scaler, then take damped Newton steps on aggregated sums.
 
     ``start = (round, w)`` resumes from a checkpoint written by ``checkpoint(round, state)``; the
-    resumed job re-evaluates the gradient and Hessian at ``w`` in its first round.
+    resumed job re-evaluates the gradient and Hessian at ``w`` in its first round. ``log`` gets
+    one line per bank that drops out; the returned model's ``history`` lists each round's
+    contributors and ``membership`` the dropped banks.
     """
     agg = aggregation or PlainAggregation()
     banks = list(banks)
     first, w = 1, None
     if start is not None:
         first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
+    # the threshold of all banks, fixed before anyone can drop (the same value secure aggregation
+    # would compute for the agreement itself)
+    agg = fixed_threshold(agg, len(banks))
+    roster = Roster(channel, banks, agg, send_timeout=float(getattr(agg, "dropout_timeout", 10.0)), log=log)
+    roster.watch()  # the agreement needs every bank: a dead one stops the job soon, named
     st = agree_coordinator(channel, banks, agg, extra={"first_round": first, "banks": len(banks)})
+    # from here on a lost bank is a dropout, not the job's failure
+    roster.start()
     names, d = st.feature_names, len(st.feature_names)
     k = d + 1
     if w is None:
@@ -251,13 +272,17 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     p = np.zeros(k)
     history: list[dict] = []
     last_loss = None
+    last_contributors = None
     r, done = first, False
     while True:
         done = done or r > cfg.rounds
-        channel.broadcast(banks, f"hlr.newton.r{r}", {"w": w, "p": p, "done": done, "loss": last_loss}, kind="model")
+        roster.broadcast(r, f"hlr.newton.r{r}", {"w": w, "p": p, "done": done, "loss": last_loss,
+                                                 "contributors": last_contributors}, kind="model")
         if done:
             break
-        res = agg.collect(channel, banks, f"hlr.stats.r{r}", stats_length(d))
+        roster.require(r)
+        res = agg.collect(channel, roster.active, f"hlr.stats.r{r}", stats_length(d))
+        last_contributors = roster.record(r, res)
         tot = res.total
         n_round = float(np.rint(tot[0]))
         if n_round <= 0:
@@ -270,7 +295,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
         slack = 1e-10 * (1.0 + abs(F[0])) + 1e-6 / n_round  # fixed-point noise of the loss sums
         ok = F <= F[0] + _ARMIJO * ladder * min(slope, 0.0) + slack
         moved = bool(np.any(p != 0.0))
-        rec: dict = {"round": r, "banks": len(res.contributors), "rows": int(n_round)}
+        rec: dict = {"round": r, "banks": len(res.contributors), "rows": int(n_round),
+                     "contributors": list(res.contributors)}
         if not moved or ok[1]:
             # the gradient and Hessian were evaluated at the accepted point w + p
             w = w + p
@@ -302,4 +328,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
         if on_round is not None:
             on_round(r, rec)
         r += 1
-    return LogisticModel(names, st.mean, st.scale, w[:d].copy(), float(w[d]), history, sorted(constant))
+    roster.finish()
+    model = LogisticModel(names, st.mean, st.scale, w[:d].copy(), float(w[d]), history, sorted(constant))
+    model.membership = roster.summary()
+    return model

@@ -133,7 +133,8 @@ class DropAfter(PlainAggregation):
     def collect(self, channel, parties, tag, length):
         res = super().collect(channel, [p for p in parties if p != self.gone], tag, length)
         if tag.startswith("hlr.stats") and int(tag.rsplit(".r", 1)[1]) >= self.round_:
-            channel.recv(self.gone, tag)  # arrived too late: not in the sum
+            if self.gone in parties:
+                channel.recv(self.gone, tag)  # arrived too late: not in the sum (and not asked again)
             return res
         late = channel.recv(self.gone, tag)
         return AggregateResult(res.total + late, list(parties))
@@ -145,6 +146,10 @@ def test_a_bank_missing_rounds_leaves_newton_correct_for_the_banks_present():
     m = res["coordinator"]
     assert [h["banks"] for h in m.history[:3]] == [3, 3, 2]
     assert m.history[2]["rows"] == len(banks["b0"][1]) + len(banks["b1"][1])
+    # dropped for that round and every later one (issue 14): never asked again, told at the end
+    assert all(h["contributors"] == ["b0", "b1"] for h in m.history[2:]) and len(m.history) > 3
+    assert m.membership["dropped"]["b2"]["round"] == 3 and "b2" not in res
+    assert res["b0"].history[-1]["contributors"] == ["b0", "b1"]
     # the optimum of the banks that stayed, on the scale agreed by all three
     X = np.vstack([banks["b0"][0], banks["b1"][0]])
     y = np.concatenate([banks["b0"][1], banks["b1"][1]])
