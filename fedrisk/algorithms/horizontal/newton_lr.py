@@ -282,6 +282,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
             break
         roster.require(r)
         res = agg.collect(channel, roster.active, f"hlr.stats.r{r}", stats_length(d))
+        # a bank lost this round changes the objective itself: nothing measured on the old one may
+        # end the job, so a round that sees new contributors never declares convergence
+        changed = last_contributors is not None and set(res.contributors) != set(last_contributors)
         last_contributors = roster.record(r, res)
         tot = res.total
         n_round = float(np.rint(tot[0]))
@@ -308,7 +311,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
             p = newton_direction(grad, H, active)
             step = float(np.max(np.abs(p)))
             rec.update(loss=last_loss, step_size=1.0, grad_norm=float(np.max(np.abs(grad[active]))), newton_step=step)
-            if step <= cfg.tol:
+            if step <= cfg.tol and not changed:
                 w = w + p  # the last step is below tol: take it without another round
                 p = np.zeros(k)
                 done = True
@@ -320,7 +323,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
             last_loss = float(F[i])
             p = np.zeros(k)
             rec.update(loss=last_loss, step_size=t, grad_norm=None, newton_step=None)
-            if t == 0.0:
+            if t == 0.0 and not changed:
                 done = True  # no step decreases the objective: w is optimal up to the ring's precision
         history.append(rec)
         if checkpoint is not None:
