@@ -51,7 +51,8 @@ def test_three_parties_same_intersection_and_order_as_ecdh(pki):
     salt = alignment_salt("rr22-test")
     out = {}
     for protocol in ("ecdh", "rr22"):
-        net = _with_tls(InMemoryNetwork(list(ids), tag_prefixes=("psi.",)), pki)
+        # generous: the label holder runs its pairs one after the other, and a loaded CI machine is slow
+        net = _with_tls(InMemoryNetwork(list(ids), tag_prefixes=("psi.",), recv_timeout=240), pki)
         out[protocol] = run_roles(
             {p: (lambda p: lambda ch: align_parties(ch, "lender", ["payco", "bureau"], ids[p], salt=salt,
                                                     protocol=protocol))(p) for p in ids}, network=net)
@@ -69,7 +70,7 @@ def test_ledger_counts_every_byte_that_crossed_and_nothing_but_masked_bytes_arri
     rng = np.random.default_rng(4)
     a = rng.permutation(np.arange(1_000_000, 1_004_000))
     b = rng.permutation(np.concatenate([np.arange(1_002_000, 1_004_000), np.arange(2_000_000, 2_003_000)]))
-    net = InMemoryNetwork(["lender", "payco"], capture=True, tag_prefixes=("psi.",))
+    net = InMemoryNetwork(["lender", "payco"], capture=True, tag_prefixes=("psi.",), recv_timeout=240)
     wire = {p: 0 for p in net.parties}
     for p in net.parties:  # what actually crossed: every frame handed to the transport
         ch = net[p]
