@@ -178,13 +178,19 @@ def background_thread_pool() -> Executor:
         return _BACKGROUND
 
 
-def shutdown_pools() -> None:
-    """Stop the pools (they restart on next use); joins workers so their CPU time is accounted."""
+def _take_pools() -> tuple:
+    """Detach the process, thread and background pools (each restarts on next use)."""
     global _PROC, _THREADS, _BACKGROUND
     with _LOCK:
         proc, _PROC = _PROC, None
         threads, _THREADS = _THREADS, None
         background, _BACKGROUND = _BACKGROUND, None
+    return proc, threads, background
+
+
+def shutdown_pools() -> None:
+    """Stop the pools (they restart on next use); joins workers so their CPU time is accounted."""
+    proc, threads, background = _take_pools()
     if proc is not None:
         proc.shutdown(wait=True, cancel_futures=True)
     for pool in (threads, background):
@@ -198,11 +204,7 @@ def terminate_pools() -> None:
     Unlike :func:`shutdown_pools` this never waits for a batch to finish; tasks already running on
     a thread finish in the background of a process that is about to exit.
     """
-    global _PROC, _THREADS, _BACKGROUND
-    with _LOCK:
-        proc, _PROC = _PROC, None
-        threads, _THREADS = _THREADS, None
-        background, _BACKGROUND = _BACKGROUND, None
+    proc, threads, background = _take_pools()
     if proc is not None:
         workers = list(getattr(proc, "_processes", {}).values())
         for p in workers:

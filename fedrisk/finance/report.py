@@ -141,18 +141,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 
 # -- small formatting helpers ------------------------------------------------------------------
-def _num(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    if isinstance(v, (float, np.floating)):
-        if not math.isfinite(v):
-            return "—"
-        return f"{v:.{digits}f}"
-    return escape(str(v))
+_num = rm._num  # one number format for the page and the model view
 
 
 def _pct(v: Any, digits: int = 1) -> str:
