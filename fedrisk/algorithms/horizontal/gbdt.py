@@ -93,6 +93,7 @@ from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregat
 from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, coordinator_agree_bins
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
+    check_boosting_settings,
     UNBOUNDED,
     TreeParams,
     best_split,
@@ -160,24 +161,7 @@ class GbdtParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        checks = [
-            (isinstance(self.n_trees, int) and 1 <= self.n_trees <= 10000, "n_trees must be an integer in [1, 10000]"),
-            (isinstance(self.max_depth, int) and 1 <= self.max_depth <= 16, "max_depth must be an integer in [1, 16]"),
-            (0 < self.learning_rate <= 1, "learning_rate must be in (0, 1]"),
-            (isinstance(self.max_bin, int) and 2 <= self.max_bin <= 256, "max_bin must be an integer in [2, 256]"),
-            (self.min_child_weight >= 0, "min_child_weight must be >= 0"),
-            (self.reg_lambda >= 0, "reg_lambda must be >= 0"),
-            (self.min_split_gain >= 0, "min_split_gain must be >= 0"),
-            (0 < self.subsample <= 1, "subsample must be in (0, 1]"),
-            (0 <= self.validation_fraction < 0.5, "validation_fraction must be in [0, 0.5)"),
-            (isinstance(self.early_stopping_rounds, int) and self.early_stopping_rounds >= 0,
-             "early_stopping_rounds must be an integer >= 0"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"horizontal.gbdt: {msg}")
-        if self.early_stopping_rounds and not self.validation_fraction:
-            raise ConfigError("horizontal.gbdt: early_stopping_rounds needs validation_fraction > 0 (e.g. 0.1)")
+        check_boosting_settings(self, "horizontal.gbdt")
 
     @property
     def tree(self) -> TreeParams:

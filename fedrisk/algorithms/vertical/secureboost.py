@@ -133,6 +133,7 @@ import numpy as np
 
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
+    check_boosting_settings,
     TreeParams,
     base_score,
     UNBOUNDED,
@@ -220,27 +221,11 @@ class SecureBoostParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        checks = [
-            (isinstance(self.n_trees, int) and 1 <= self.n_trees <= 10000, "n_trees must be an integer in [1, 10000]"),
-            (isinstance(self.max_depth, int) and 1 <= self.max_depth <= 16, "max_depth must be an integer in [1, 16]"),
-            (0 < self.learning_rate <= 1, "learning_rate must be in (0, 1]"),
-            (isinstance(self.max_bin, int) and 2 <= self.max_bin <= 256, "max_bin must be an integer in [2, 256]"),
-            (self.min_child_weight >= 0, "min_child_weight must be >= 0"),
-            (self.reg_lambda >= 0, "reg_lambda must be >= 0"),
-            (self.min_split_gain >= 0, "min_split_gain must be >= 0"),
-            (0 < self.subsample <= 1, "subsample must be in (0, 1]"),
-            (0 <= self.validation_fraction < 0.5, "validation_fraction must be in [0, 0.5)"),
-            (isinstance(self.early_stopping_rounds, int) and self.early_stopping_rounds >= 0,
-             "early_stopping_rounds must be an integer >= 0"),
+        check_boosting_settings(self, "SecureBoost", [
             (self.scheme in ("ou", "paillier"), "scheme must be 'ou' or 'paillier'"),
             (isinstance(self.key_bits, int) and 512 <= self.key_bits <= 8192, "key_bits must be in [512, 8192]"),
             (isinstance(self.precision, int) and 8 <= self.precision <= 52, "precision must be an integer in [8, 52]"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"SecureBoost: {msg}")
-        if self.early_stopping_rounds and not self.validation_fraction:
-            raise ConfigError("SecureBoost: early_stopping_rounds needs validation_fraction > 0 (e.g. 0.1)")
+        ])
 
     @property
     def tree(self) -> TreeParams:

@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "TreeParams",
+    "check_boosting_settings",
     "Split",
     "logloss_grad_hess",
     "sigmoid",
@@ -329,3 +330,35 @@ def predict_reference(base: float, trees: list[RefTree], bins: np.ndarray, missi
     for t in trees:
         margin += np.asarray(t.weight)[_route(t, bins, missing)]
     return sigmoid(margin)
+
+
+def check_boosting_settings(cfg, who: str, extra: list[tuple[bool, str]] = ()) -> None:
+    """Validate the settings every boosted-tree trainer shares (SecureBoost, horizontal GBDT).
+
+    ``cfg`` has ``n_trees, max_depth, learning_rate, max_bin, min_child_weight, reg_lambda,
+    min_split_gain, subsample, validation_fraction, early_stopping_rounds``; ``extra`` adds the
+    trainer's own (condition, message) pairs. Raises one :class:`~fedrisk.errors.ConfigError` line
+    prefixed with ``who``, so both trainers word the same mistake the same way.
+    """
+    from fedrisk.errors import ConfigError
+
+    self = cfg
+    checks = [
+            (isinstance(self.n_trees, int) and 1 <= self.n_trees <= 10000, "n_trees must be an integer in [1, 10000]"),
+            (isinstance(self.max_depth, int) and 1 <= self.max_depth <= 16, "max_depth must be an integer in [1, 16]"),
+            (0 < self.learning_rate <= 1, "learning_rate must be in (0, 1]"),
+            (isinstance(self.max_bin, int) and 2 <= self.max_bin <= 256, "max_bin must be an integer in [2, 256]"),
+            (self.min_child_weight >= 0, "min_child_weight must be >= 0"),
+            (self.reg_lambda >= 0, "reg_lambda must be >= 0"),
+            (self.min_split_gain >= 0, "min_split_gain must be >= 0"),
+            (0 < self.subsample <= 1, "subsample must be in (0, 1]"),
+            (0 <= self.validation_fraction < 0.5, "validation_fraction must be in [0, 0.5)"),
+            (isinstance(self.early_stopping_rounds, int) and self.early_stopping_rounds >= 0,
+             "early_stopping_rounds must be an integer >= 0"),
+        *extra,
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"{who}: {msg}")
+    if self.early_stopping_rounds and not self.validation_fraction:
+        raise ConfigError(f"{who}: early_stopping_rounds needs validation_fraction > 0 (e.g. 0.1)")
