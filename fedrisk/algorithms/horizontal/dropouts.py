@@ -150,3 +150,19 @@ class Roster:
         """What the coordinator's outputs say about membership."""
         return {"contributors": {str(r): c for r, c in self.contributors.items()},
                 "dropped": {b: {"round": r, "reason": why} for b, (r, why) in sorted(self.dropped.items())}}
+
+
+def agreed_roster(channel: Channel, banks: Sequence[str], aggregation: Aggregation,
+                  agree: Callable[[Aggregation], Any], log: Any = None) -> tuple[Aggregation, "Roster", Any]:
+    """Run the all-bank agreement under watch, then switch to dropout tolerance.
+
+    The threshold is fixed from all banks first (so a later loss never lowers it); while
+    ``agree(agg)`` runs every bank is needed, so a dead one stops the job soon, named; from its
+    return on, a lost bank is a dropout, not the job's failure. Returns ``(agg, roster, agree(agg))``.
+    """
+    agg = fixed_threshold(aggregation, len(banks))
+    roster = Roster(channel, list(banks), agg, send_timeout=float(getattr(agg, "dropout_timeout", 10.0)), log=log)
+    roster.watch()
+    agreed = agree(agg)
+    roster.start()
+    return agg, roster, agreed

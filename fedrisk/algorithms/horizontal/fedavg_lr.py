@@ -39,7 +39,7 @@ import zlib
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.dropouts import Roster, fixed_threshold
+from fedrisk.algorithms.horizontal.dropouts import agreed_roster
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, mean_log_loss, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.errors import DataError, ProtocolError
@@ -134,16 +134,12 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
     (:class:`~fedrisk.algorithms.horizontal.dropouts.Roster`; ``log`` gets one line each); the
     average is over each round's contributors.
     """
-    agg = aggregation or PlainAggregation()
     banks = list(banks)
     first, w = 1, None
     if start is not None:
         first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
-    agg = fixed_threshold(agg, len(banks))
-    roster = Roster(channel, banks, agg, send_timeout=float(getattr(agg, "dropout_timeout", 10.0)), log=log)
-    roster.watch()  # the agreement needs every bank: a dead one stops the job soon, named
-    st = agree_coordinator(channel, banks, agg, extra={"first_round": first})
-    roster.start()
+    agg, roster, st = agreed_roster(channel, banks, aggregation or PlainAggregation(),
+                                    lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first}), log=log)
     names, mean, scale, constant = st.feature_names, st.mean, st.scale, st.constant_features
     d = len(names)
     if w is None:

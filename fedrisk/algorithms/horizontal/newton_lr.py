@@ -91,7 +91,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.dropouts import Roster, fixed_threshold
+from fedrisk.algorithms.horizontal.dropouts import agreed_roster
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.errors import CryptoError, ProtocolError
@@ -242,19 +242,13 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     one line per bank that drops out; the returned model's ``history`` lists each round's
     contributors and ``membership`` the dropped banks.
     """
-    agg = aggregation or PlainAggregation()
     banks = list(banks)
     first, w = 1, None
     if start is not None:
         first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
-    # the threshold of all banks, fixed before anyone can drop (the same value secure aggregation
-    # would compute for the agreement itself)
-    agg = fixed_threshold(agg, len(banks))
-    roster = Roster(channel, banks, agg, send_timeout=float(getattr(agg, "dropout_timeout", 10.0)), log=log)
-    roster.watch()  # the agreement needs every bank: a dead one stops the job soon, named
-    st = agree_coordinator(channel, banks, agg, extra={"first_round": first, "banks": len(banks)})
-    # from here on a lost bank is a dropout, not the job's failure
-    roster.start()
+    agg, roster, st = agreed_roster(
+        channel, banks, aggregation or PlainAggregation(),
+        lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first, "banks": len(banks)}), log=log)
     names, d = st.feature_names, len(st.feature_names)
     k = d + 1
     if w is None:
