@@ -405,18 +405,9 @@ class SessionSecureAggregation(SecureAggregation):
 
     def _consistency_check_round(self, channel: Channel, coordinator: str, tag: str, st: _PartySession,
                                  survivors: list[str]) -> None:
-        me, job = channel.me, channel.job
-        msg = _round_survivors_message(job, st.sid, tag, st.r, survivors)
-        channel.send(coordinator, f"{tag}.sa.confirm", {"sig": self._sign(msg)}, kind="public-parameter")
-        sigs = channel.recv(coordinator, f"{tag}.sa.confirmed")
-        if not isinstance(sigs, dict) or not set(sigs) <= set(survivors):
-            raise ProtocolError(f"{me}: the coordinator's survivor confirmations for {tag!r} are malformed")
-        if self.peer_certs_pem is not None:
-            for p, sig in sigs.items():
-                self._verify(p, msg, sig, f"survivor list for {tag!r}")
-        if len(sigs) < st.t:
-            raise ProtocolError(f"{me}: only {len(sigs)} parties confirmed the survivor list for {tag!r}, fewer than "
-                                f"the threshold {st.t}; refusing to reveal shares")
+        """The single-round check, on this session round's survivor message."""
+        msg = _round_survivors_message(channel.job, st.sid, tag, st.r, survivors)
+        self._consistency_check(channel, coordinator, tag, survivors, st.t, msg=msg)
 
     # -- coordinator side ------------------------------------------------------------------------
     def collect(self, channel: Channel, parties: Sequence[str], tag: str, length: int) -> AggregateResult:

@@ -407,9 +407,11 @@ class SecureAggregation(Aggregation):
             return None
         return sorted(group)
 
-    def _consistency_check(self, channel: Channel, coordinator: str, tag: str, survivors: list[str], t: int) -> None:
-        me, job = channel.me, channel.job
-        msg = _survivors_message(job, tag, survivors)
+    def _consistency_check(self, channel: Channel, coordinator: str, tag: str, survivors: list[str], t: int,
+                           msg: bytes | None = None) -> None:
+        """Bonawitz's check: sign the survivor list ``msg``, refuse unless >= ``t`` valid signatures on it."""
+        me = channel.me
+        msg = _survivors_message(channel.job, tag, survivors) if msg is None else msg
         channel.send(coordinator, f"{tag}.sa.confirm", {"sig": self._sign(msg)}, kind="public-parameter")
         sigs = channel.recv(coordinator, f"{tag}.sa.confirmed")
         if not isinstance(sigs, dict) or not set(sigs) <= set(survivors):
