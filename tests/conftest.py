@@ -21,3 +21,14 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture
+def german():
+    """The German credit data set (finance and WOE protocol tests); skips when it is absent."""
+    path = SHARED_DATA / "germancredit.csv"
+    if not path.is_file():
+        pytest.skip(f"germancredit.csv not found at {path}; put the shared data sets in ../shared/data")
+    import pandas as pd
+
+    return pd.read_csv(path)

@@ -26,7 +26,7 @@ Encodings (chosen by the task, not the user):
   reference, absorbed by the intercept). One-hot rather than WOE because WOE needs each category's
   default counts: the label holder could compute them for its own columns, but a feature holder
   would need an extra protocol that reveals per-category label counts (see
-  :mod:`fedrisk.finance.vertical_woe`); one-hot needs nothing from anybody, and a scorecard task
+  :mod:`fedrisk.algorithms.vertical.woe`); one-hot needs nothing from anybody, and a scorecard task
   that wants WOE already bins categories itself.
 """
 from __future__ import annotations

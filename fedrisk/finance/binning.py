@@ -1,8 +1,8 @@
 """Feature binning for WOE/IV and scorecards: bins as data, merging on counts.
 
 Every binning decision here is a function of *per-bin counts*, never of rows. Local binning
-counts rows itself; federated binning (:mod:`fedrisk.finance.horizontal_woe`,
-:mod:`fedrisk.finance.vertical_woe`) gets the same counts through secure aggregation or
+counts rows itself; federated binning (:mod:`fedrisk.algorithms.horizontal.woe`,
+:mod:`fedrisk.algorithms.vertical.woe`) gets the same counts through secure aggregation or
 Paillier sums and calls the same functions — so a federated and a pooled run with the same
 counts make identical bins.
 

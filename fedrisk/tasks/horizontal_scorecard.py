@@ -5,7 +5,7 @@ evaluation holder (``evaluation.holder``, default the first bank) also reads ``e
 
 Steps:
 
-1. federated binning, WOE/IV and selection (:mod:`fedrisk.finance.horizontal_woe`, secure
+1. federated binning, WOE/IV and selection (:mod:`fedrisk.algorithms.horizontal.woe`, secure
    aggregation by default) — every participant ends with the same global bins and WOE;
 2. each bank WOE-encodes its selected features and trains one logistic model with the solver of
    ``horizontal.lr`` (``solver = "newton"`` by default: the pooled penalised optimum, so the points

@@ -1,7 +1,7 @@
 """Task ``horizontal.woe``: banks with the same schema agree bins and compute global WOE/IV.
 
 Participants: every ``[parties.*]`` is a bank with labels; ``[coordinator]`` holds no data. The
-protocol is :mod:`fedrisk.finance.horizontal_woe`: bin edges are agreed from securely summed
+protocol is :mod:`fedrisk.algorithms.horizontal.woe`: bin edges are agreed from securely summed
 histograms (no row leaves a bank), good/bad counts per bin are securely summed, and the
 coordinator computes the global WOE, IV, pooled WOE correlation and the feature selection
 (IV threshold, then correlation). Secure aggregation is on unless ``security.secure_aggregation
@@ -123,7 +123,7 @@ def woe_document(ctx: PartyContext, woe: dict[str, FeatureWoe], selection: dict[
 
 def run_woe(ctx: PartyContext, params: BinningParams, agg) -> tuple[Any, Any]:
     """Both roles of federated binning; return (HorizontalWoeResult, this bank's frame or None)."""
-    from fedrisk.finance.horizontal_woe import horizontal_woe_coordinator, horizontal_woe_party
+    from fedrisk.algorithms.horizontal.woe import horizontal_woe_coordinator, horizontal_woe_party
 
     spec = ctx.spec
     banks = list(spec.parties)

@@ -8,7 +8,7 @@ Steps, at every party:
 1. load its file (text columns kept), ECDH-PSI alignment, split by the ``[evaluation]`` rule (:func:`~fedrisk.tasks.vertical_roles.choose_test_rows`)
    (default ``id % 5 == 0`` is test) — as in :mod:`fedrisk.tasks.vertical_woe`;
 2. binning on the training rows: the label holder bins its own features locally; each feature
-   holder bins its own features through :mod:`fedrisk.finance.vertical_woe` with
+   holder bins its own features through :mod:`fedrisk.algorithms.vertical.woe` with
    ``reveal="woe"`` (encrypted labels in, encrypted per-bin sums out; the label holder sends back
    merged bins and the WOE per bin, which the feature holder needs to encode its columns);
 3. each party keeps its features selected by IV threshold and correlation (its own features
@@ -437,7 +437,7 @@ def _brief(m: dict[str, Any]) -> dict[str, Any]:
 
 def run(ctx: PartyContext) -> None:
     from fedrisk.algorithms.vertical.hetero_lr import train
-    from fedrisk.finance.vertical_woe import vertical_woe_feature_holder, vertical_woe_label_holder
+    from fedrisk.algorithms.vertical.woe import vertical_woe_feature_holder, vertical_woe_label_holder
     from fedrisk.runtime.context import write_json
 
     spec = ctx.spec

@@ -11,7 +11,7 @@ Steps, at every party:
 3. with an ``[evaluation]`` rule set (``test_fraction``, ``test_rule`` or ``test_column``; see
    :func:`~fedrisk.tasks.vertical_roles.choose_test_rows`), keep the training rows only;
 4. label holder: bins and WOE/IV of its own features locally, selection among them;
-   feature holders: :mod:`fedrisk.finance.vertical_woe` — the label holder sends Paillier-encrypted
+   feature holders: :mod:`fedrisk.algorithms.vertical.woe` — the label holder sends Paillier-encrypted
    labels, each feature holder returns re-randomised encrypted per-prebin label sums, the label
    holder decrypts counts, merges bins and computes WOE/IV; a feature holder gets back its IV
    (``reveal = "iv"``, default), its merged bins (``"bins"``) or also the WOE per bin (``"woe"``),
@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.errors import DataError
-from fedrisk.finance.vertical_woe import ReleaseRule
+from fedrisk.algorithms.vertical.woe import ReleaseRule
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
@@ -56,7 +56,7 @@ class ReleaseParams(BaseModel):
 
     A bin (its group, its WOE) needs at least ``min(min_bin_rows, ceil(min_bin_share * rows))``
     rows and ``min_bin_class`` goods and bads; rarer categories and smaller prebins are pooled
-    before anything is encrypted (see :mod:`fedrisk.finance.vertical_woe`). Lowering these lets a
+    before anything is encrypted (see :mod:`fedrisk.algorithms.vertical.woe`). Lowering these lets a
     feature holder with a near-unique column read labels off its bins.
     """
 
@@ -136,7 +136,7 @@ def holder_woe_document(ctx: PartyContext, res, X, **extra: Any) -> dict[str, An
 
 
 def run(ctx: PartyContext) -> None:
-    from fedrisk.finance.vertical_woe import vertical_woe_feature_holder, vertical_woe_label_holder
+    from fedrisk.algorithms.vertical.woe import vertical_woe_feature_holder, vertical_woe_label_holder
 
     spec = ctx.spec
     params = parse_params(Params, spec.task)

@@ -9,8 +9,6 @@ import pytest
 
 from fedrisk.finance.metrics import evaluate, population_stability_index
 
-GERMAN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "germancredit.csv"
-
 
 def build_run_dir(root: Path, seed: int = 0) -> Path:
     """Write metrics.json, scores/ and ledger/ for a plausible 3-party federated run."""
@@ -62,12 +60,3 @@ def build_run_dir(root: Path, seed: int = 0) -> Path:
 @pytest.fixture
 def fake_run(tmp_path: Path) -> Path:
     return build_run_dir(tmp_path)
-
-
-@pytest.fixture
-def german():
-    if not GERMAN.exists():
-        pytest.skip(f"germancredit.csv not found at {GERMAN}; put the shared data sets in ../shared/data")
-    import pandas as pd
-
-    return pd.read_csv(GERMAN)

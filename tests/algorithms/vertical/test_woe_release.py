@@ -18,7 +18,7 @@ import pytest
 from fedrisk.errors import ConfigError
 from fedrisk.finance.binning import BinningConfig
 from fedrisk.finance.metrics import auc
-from fedrisk.finance.vertical_woe import ReleaseRule, vertical_woe_feature_holder, vertical_woe_label_holder
+from fedrisk.algorithms.vertical.woe import ReleaseRule, vertical_woe_feature_holder, vertical_woe_label_holder
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryNetwork
@@ -89,7 +89,7 @@ def test_feature_holder_cannot_guess_labels_better_than_the_base_rate():
 
 def test_near_unique_column_is_flagged_by_name(caplog):
     X, y = _data(1)
-    with caplog.at_level(logging.WARNING, logger="fedrisk.finance.vertical_woe"):
+    with caplog.at_level(logging.WARNING, logger="fedrisk.algorithms.vertical.woe"):
         res, _ = _run(X[["merchant_ref", "noise_num"]], y)
     assert any("'merchant_ref'" in w for w in res.warnings)
     assert not any("'noise_num'" in w for w in res.warnings)

@@ -7,7 +7,7 @@ import pytest
 
 from fedrisk.errors import FedriskError
 from fedrisk.finance.binning import BinningConfig
-from fedrisk.finance.horizontal_woe import horizontal_woe_coordinator, horizontal_woe_party, roundest_in
+from fedrisk.algorithms.horizontal.woe import horizontal_woe_coordinator, horizontal_woe_party, roundest_in
 from fedrisk.finance.woe import WoeEncoder
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryNetwork

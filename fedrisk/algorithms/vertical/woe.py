@@ -47,7 +47,7 @@ What each party learns
     ``reveal="woe"`` the WOE of each final bin, i.e. each bin's bad rate — what F needs to
     WOE-encode its columns for a federated scorecard. Every released bin covers at least
     ``need`` rows and ``min_bin_class`` goods and bads, so F's best per-row guess is a bad rate
-    over at least that many customers (``tests/finance/test_vertical_woe_release.py``).
+    over at least that many customers (``tests/algorithms/vertical/test_woe_release.py``).
 
 Against a deviating L (not in the semi-honest model): L could encrypt crafted plaintexts
 (``2^i`` instead of ``y_i``) and read F's prebin memberships from the decrypted sums; pooling
@@ -82,7 +82,7 @@ __all__ = ["VerticalWoeResult", "ReleaseRule", "vertical_woe_label_holder", "ver
            "REVEAL_LEVELS"]
 
 REVEAL_LEVELS = ("iv", "bins", "woe")
-log = logging.getLogger("fedrisk.finance.vertical_woe")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

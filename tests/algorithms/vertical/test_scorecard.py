@@ -14,7 +14,7 @@ import pytest
 
 from fedrisk.finance.binning import BinningConfig
 from fedrisk.finance.scorecard import Scorecard
-from fedrisk.finance.vertical_woe import ReleaseRule, vertical_woe_feature_holder, vertical_woe_label_holder
+from fedrisk.algorithms.vertical.woe import ReleaseRule, vertical_woe_feature_holder, vertical_woe_label_holder
 from fedrisk.finance.woe import WoeEncoder
 from fedrisk.runtime.threads import run_roles
 from fedrisk.tasks.vertical_scorecard import PointsPart, RawRows, combine_points, infer, reason_codes
@@ -55,7 +55,7 @@ def scored_parts(n: int, seed: int):
     """Data and both parties' points (4 bins, fixed coefficients) for the scoring tests."""
     X, y = data(n, seed=seed)
     # the release rule off (1 row, no class minimum): the pooled reference below knows no such rule,
-    # and at 600 rows the ~30 missing values would get the neutral WOE (test_vertical_woe_release.py)
+    # and at 600 rows the ~30 missing values would get the neutral WOE (tests/algorithms/vertical/test_woe_release.py)
     own, payco, _ = federated_bins(X, y, BinningConfig(max_bins=4), ReleaseRule(min_rows=1, min_share=0.0, min_class=0))
     card = Scorecard()
     lender = PointsPart.build("lender", LENDER, {f: own.woe_[f].bins for f in LENDER},

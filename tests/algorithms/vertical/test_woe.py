@@ -7,7 +7,7 @@ import pytest
 
 from fedrisk.crypto.additive import generate_keypair
 from fedrisk.errors import ConfigError, FedriskError
-from fedrisk.finance.vertical_woe import vertical_woe_feature_holder, vertical_woe_label_holder
+from fedrisk.algorithms.vertical.woe import vertical_woe_feature_holder, vertical_woe_label_holder
 from fedrisk.finance.woe import WoeEncoder
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryNetwork

@@ -16,7 +16,7 @@ import pandas as pd
 
 from fedrisk.crypto.additive import generate_keypair
 from fedrisk.finance.binning import BinningConfig
-from fedrisk.finance.vertical_woe import ReleaseRule, _prebins, vertical_woe_feature_holder
+from fedrisk.algorithms.vertical.woe import ReleaseRule, _prebins, vertical_woe_feature_holder
 from fedrisk.runtime.threads import run_roles
 
 
