@@ -17,7 +17,8 @@ from fedrisk.finance.scorecard import Scorecard
 from fedrisk.algorithms.vertical.woe import ReleaseRule, vertical_woe_feature_holder, vertical_woe_label_holder
 from fedrisk.finance.woe import WoeEncoder
 from fedrisk.runtime.threads import run_roles
-from fedrisk.tasks.vertical_scorecard import PointsPart, RawRows, combine_points, infer, reason_codes
+from fedrisk.algorithms.vertical.scorecard import PointsPart, combine_points, reason_codes
+from fedrisk.tasks.vertical_scorecard import RawRows, infer
 from fedrisk.transport.channel import InMemoryNetwork
 
 LENDER = ["income", "grade"]
