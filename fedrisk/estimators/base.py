@@ -91,7 +91,7 @@ def declared_params(kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 def _config_types(model) -> list[type]:
     """The algorithm config classes a Params builds (for their parameter docs)."""
     types = []
-    for meth in ("config", "hetero"):
+    for meth in ("config", "hetero", "binning"):
         fn = getattr(model, meth, None)
         ann = getattr(fn, "__annotations__", {}).get("return") if fn else None
         if isinstance(ann, str):

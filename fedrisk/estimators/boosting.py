@@ -21,7 +21,8 @@ class SecureBoost(FederatedEstimator):
     encrypts packed (gradient, hessian) pairs under its Okamoto-Uchiyama (or Paillier) key, each
     feature holder returns encrypted histogram sums of its own bins, and each split's threshold
     stays with the party that owns the feature. The settings are the task's declared ``[task]``
-    settings (``fedrisk.tasks.vertical_secureboost.Params``), defaults included.
+    settings (``fedrisk.tasks.boosting_params.BoostingParams`` shared by both kinds, plus each
+    kind's own), defaults included.
 
     Parameters
     ----------
@@ -45,13 +46,17 @@ class SecureBoost(FederatedEstimator):
 
     Notes
     -----
-    What each party learns: PSI reveals the intersection to both sides. The label holder learns
+    What each party learns — vertical: PSI reveals the intersection to both sides. The label holder learns
     the tree structure, every leaf weight, which party owns each split and, per split on a
     feature holder's feature, the encrypted-then-decrypted histogram sums of that feature's bins
     (not the bin edges or which customer is in which bin); it alone receives scores. A feature
     holder learns only ciphertexts of (g, h), which of the current node's rows go left at its own
     splits (the instance space it is asked to split) and its own thresholds. See
     :mod:`fedrisk.algorithms.vertical.secureboost` for the message flow.
+    Horizontal: the coordinator learns only the federation's sums (per feature bin of ``g`` and
+    ``h``, the pooled counts) under secure aggregation — never a bank's own histogram — and from
+    them every split and leaf; every bank learns the cut points and the global trees. See
+    :mod:`fedrisk.algorithms.horizontal.gbdt`.
     """
 
     #: ``horizontal.gbdt`` (same setting names) trains the banks' tree model where that task exists

@@ -16,7 +16,7 @@ __all__ = ["Scorecard"]
 class Scorecard(FederatedEstimator):
     """Federated points scorecard, shaped like a scikit-learn classifier.
 
-    ``fit(fed)`` runs ``horizontal.scorecard`` (federated WOE, FedAvg LR on the WOE values, one
+    ``fit(fed)`` runs ``horizontal.scorecard`` (federated WOE, the ``horizontal.lr`` solver on the WOE values, one
     scorecard every bank holds whole) or ``vertical.scorecard`` (each party bins its own features,
     vertical LR on the WOE columns, each party holds its own part of the points table, the label
     holder the base points). Settings are the tasks' declared ``[task]`` settings; ``None`` takes
@@ -40,11 +40,14 @@ class Scorecard(FederatedEstimator):
 
     Notes
     -----
-    What each party learns — horizontal: that of federated WOE and FedAvg (the coordinator sees
-    only sums under secure aggregation) plus the final scorecard, which every bank holds.
-    Vertical: the label holder learns every feature holder's partial points per scored row (by
-    design: it adds them up and explains the score) and nothing of their bins; feature holders
-    learn the WOE of their own bins and nothing at scoring.
+    What each party learns — horizontal: that of federated WOE
+    (:mod:`fedrisk.algorithms.horizontal.woe`) and horizontal LR (the coordinator sees only sums
+    under secure aggregation) plus the final scorecard, which every bank holds. Vertical
+    (:mod:`fedrisk.algorithms.vertical.scorecard`): the label holder learns, per feature holder
+    feature, rows and bads per pooled prebin (not edges, categories or which customer is in which
+    bin) and every feature holder's partial points per scored row (by design: it adds them up and
+    explains the score); feature holders learn the WOE of their own bins (each covering at least
+    the release rule's rows, goods and bads) and nothing at scoring.
     """
 
     _TASKS: ClassVar[dict[str, str]] = {"horizontal": "horizontal.scorecard", "vertical": "vertical.scorecard"}

@@ -16,7 +16,6 @@ scored locally by ``fedrisk predict``), ``metrics.json``, ``scores/{train,test}.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
 
 from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations, run_bank, run_coordinator
 from fedrisk.crypto.dp import PrivacyPlan, plan_privacy
@@ -26,7 +25,7 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
-from fedrisk.tasks.horizontal_lr import make_aggregation, validate_horizontal
+from fedrisk.tasks.horizontal_lr import DropoutParams, make_aggregation, validate_horizontal
 
 KIND = "horizontal.gbdt"
 TAG_PREFIXES = ("hgb.",)
@@ -41,11 +40,9 @@ SUPPORTS_MONOTONE = True
 SUPPORTS_PRIVACY = True
 
 
-class Params(BoostingParams):
+class Params(DropoutParams, BoostingParams):
     """``[task]`` settings of ``horizontal.gbdt``: the names and meanings of ``vertical.secureboost``
     (see :class:`~fedrisk.algorithms.horizontal.gbdt.GbdtParams`)."""
-
-    dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked sums")
 
     def config(self, seed: int) -> GbdtParams:
         return GbdtParams(**self.model_dump(exclude={"dropout_timeout"}), seed=seed)

@@ -48,6 +48,14 @@ DROPOUT_TOLERANT = True
 FEDAVG_ONLY = ("local_epochs", "batch_size", "learning_rate", "lr_decay", "mu")
 
 
+class DropoutParams(BaseModel):
+    """How long a horizontal coordinator waits for a bank before treating it as dropped out (every
+    horizontal task aggregates through :func:`make_aggregation`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked vector")
+
+
 class LRParams(BaseModel):
     """The logistic-regression settings of ``horizontal.lr`` and ``horizontal.scorecard``, declared once.
 
@@ -68,7 +76,6 @@ class LRParams(BaseModel):
     learning_rate: float = Field(0.1, gt=0, description="fedavg only")
     lr_decay: float = Field(1.0, gt=0, le=1, description="fedavg only")
     mu: float = Field(0.0, ge=0, description="fedavg only: FedProx proximal weight; 0 = plain FedAvg")
-    dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked vector")
 
     def ignored_settings(self) -> list[str]:
         """FedAvg-only settings the spec gives although the Newton solver will not read them."""
@@ -108,7 +115,7 @@ class LRParams(BaseModel):
         return mod.run_bank, mod.run_coordinator
 
 
-class Params(LRParams):
+class Params(DropoutParams, LRParams):
     """``[task]`` settings of ``horizontal.lr`` (see :class:`LRParams`)."""
 
 

@@ -39,8 +39,8 @@ from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.horizontal_lr import LRParams, progress_fields, validate_horizontal
-from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, run_woe
+from fedrisk.tasks.horizontal_lr import DropoutParams, LRParams, progress_fields, validate_horizontal
+from fedrisk.tasks.horizontal_woe import BinningParams, HistogramParams, iv_rows, load_frame, run_woe
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ScorecardParams", "validate_spec", "driver", "run", "write_reasons"]
 
@@ -54,7 +54,7 @@ class ScorecardParams(BinningParams):
     base_score: float = Field(600.0, description="score at base_odds")
     base_odds: float = Field(50.0, gt=0, description="good:bad odds scoring base_score")
     pdo: float = Field(20.0, gt=0, description="points to double the odds; must be > 0")
-    round_points: bool = True
+    round_points: bool = Field(True, description="round each bin's points and the base points to whole points")
     n_reasons: int = Field(3, ge=1, le=20, description="reason codes per applicant")
 
     def card(self):
@@ -63,11 +63,8 @@ class ScorecardParams(BinningParams):
         return Scorecard(self.base_score, self.base_odds, self.pdo, self.round_points)
 
 
-class Params(ScorecardParams, LRParams):
+class Params(DropoutParams, HistogramParams, ScorecardParams, LRParams):
     """``[task]`` settings of ``horizontal.scorecard``: binning + the LR solver of ``horizontal.lr`` + scaling."""
-
-    grid_cells: int = Field(256, ge=8, le=65536)
-    sub_cells: int = Field(256, ge=8, le=65536)
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:

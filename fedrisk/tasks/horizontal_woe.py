@@ -29,9 +29,9 @@ from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.horizontal_lr import validate_horizontal
+from fedrisk.tasks.horizontal_lr import DropoutParams, validate_horizontal
 
-__all__ = ["KIND", "TAG_PREFIXES", "Params", "BinningParams", "validate_spec", "driver", "run", "iv_rows",
+__all__ = ["KIND", "TAG_PREFIXES", "Params", "BinningParams", "HistogramParams", "validate_spec", "driver", "run", "iv_rows",
            "woe_document", "load_frame"]
 
 KIND = "horizontal.woe"
@@ -49,8 +49,9 @@ class BinningParams(BaseModel):
     max_bins: int = Field(6, ge=1, le=100)
     n_prebins: int = Field(20, ge=2, le=1000)
     min_bin_frac: float = Field(0.05, ge=0, lt=0.5)
-    smoothing: float = Field(DEFAULT_SMOOTHING, ge=0)
-    iv_threshold: float = Field(0.02, ge=0)
+    smoothing: float = Field(DEFAULT_SMOOTHING, ge=0, description=(
+        "added to both counts of a non-empty bin that lacks goods or bads, so its WOE stays finite"))
+    iv_threshold: float = Field(0.02, ge=0, description="features whose IV is below this are not selected")
     max_corr: float = Field(0.7, gt=0, le=1, description="|corr| of WOE values above which the weaker feature goes")
     categorical: list[str] = Field(default_factory=list, description="columns forced categorical")
 
@@ -61,12 +62,17 @@ class BinningParams(BaseModel):
         return None if self.max_corr >= 1.0 else self.max_corr
 
 
-class Params(BinningParams):
-    """``[task]`` settings of ``horizontal.woe``."""
+class HistogramParams(BaseModel):
+    """Resolution of the federated bin-edge search (``horizontal.woe`` and ``horizontal.scorecard``)."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
     grid_cells: int = Field(256, ge=8, le=65536, description="first histogram round's resolution")
     sub_cells: int = Field(256, ge=8, le=65536, description="second histogram round's resolution")
-    dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked sum")
+
+
+class Params(DropoutParams, HistogramParams, BinningParams):
+    """``[task]`` settings of ``horizontal.woe``."""
+
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:

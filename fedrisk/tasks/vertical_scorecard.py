@@ -35,7 +35,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,7 @@ from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
 from fedrisk.tasks.vertical_lr import HeteroLRParams
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     DEFAULT_TEST_RULE, driver, inference_features, roles, validate_vertical)
-from fedrisk.tasks.vertical_woe import ReleaseParams, aligned_frames, holder_iv_rows, local_woe
+from fedrisk.tasks.vertical_woe import LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
@@ -62,11 +62,9 @@ TAG_PREFIXES = ("psi.", "vwoe.", "vlr.", "vsc.")
 INFERENCE_TAG_PREFIXES = ("psi.", "vsc.")
 
 
-class Params(ScorecardParams, HeteroLRParams, ReleaseParams):
+class Params(LabelKeyParams, ReleaseParams, HeteroLRParams, ScorecardParams):
     """``[task]`` settings of ``vertical.scorecard``: binning + vertical LR + points scaling."""
 
-    scheme: Literal["paillier", "ou"] = "paillier"
-    key_bits: Literal[2048, 3072] = 2048
     local_only: bool = Field(True, description="also fit the label holder's features alone (the floor), locally")
     name_reasons: list[str] = Field(default_factory=list, description=(
         "feature holders that opt in to name their own features (with the applicant's bin) in the label holder's "

@@ -44,7 +44,7 @@ from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
 from fedrisk.tasks.vertical_roles import driver, roles, split_keep, choose_test_rows, validate_vertical  # noqa: F401 (hooks)
 
-__all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "validate_spec", "driver", "run", "roles", "aligned_frames",
+__all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "LabelKeyParams", "validate_spec", "driver", "run", "roles", "aligned_frames",
            "holder_woe_document"]
 
 KIND = "vertical.woe"
@@ -70,12 +70,20 @@ class ReleaseParams(BaseModel):
         return ReleaseRule(self.min_bin_rows, self.min_bin_share, self.min_bin_class, self.max_category_share)
 
 
-class Params(BinningParams, ReleaseParams):
+class LabelKeyParams(BaseModel):
+    """The label holder's additively homomorphic key for encrypted labels (``vertical.woe`` and
+    ``vertical.scorecard``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    scheme: Literal["paillier", "ou"] = Field(
+        "paillier", description="encryption of the labels: 'paillier' or 'ou' (Okamoto-Uchiyama, faster)")
+    key_bits: Literal[2048, 3072] = Field(2048, description="modulus bits of the label holder's key")
+
+
+class Params(LabelKeyParams, ReleaseParams, BinningParams):
     """``[task]`` settings of ``vertical.woe``."""
 
     reveal: Literal["iv", "bins", "woe"] = Field("iv", description="what feature holders get back about their bins")
-    scheme: Literal["paillier", "ou"] = "paillier"
-    key_bits: Literal[2048, 3072] = 2048
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:

@@ -117,3 +117,13 @@ def test_federation_input_errors(vertical_frames):
         fr.Federation.vertical({"Lender": lender, "payco": payco})
     with pytest.raises(fr.DataError, match="id column 'key'"):
         fr.Federation.vertical({"lender": lender, "payco": payco}, id="key")
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_every_parameter_has_its_meaning_and_the_notes_say_what_each_party_learns(cls):
+    """The numpydoc Parameters are generated from the one declaration; none may be blank."""
+    doc = cls.__doc__
+    for name, rec in cls._declared.items():
+        assert rec["doc"], f"{cls.__name__}: setting {name!r} has no meaning (give its Params Field a description)"
+        assert f"    {name} : " in doc, name
+    assert "Notes\n    -----\n    What each party learns" in doc
