@@ -29,7 +29,7 @@ from sklearn.base import BaseEstimator
 from fedrisk.errors import ConfigError
 from fedrisk.estimators.federation import Federation
 
-__all__ = ["FederatedEstimator", "declared_params"]
+__all__ = ["FederatedEstimator", "FederatedClassifier", "declared_params"]
 
 
 
@@ -259,3 +259,25 @@ class FederatedEstimator(BaseEstimator):
             raise DataError(f"{who}: the data has {'inf' if allow_nan else 'NaN/inf'} in feature columns; "
                             "fill or drop them first")
         return M
+
+
+class FederatedClassifier(FederatedEstimator):
+    """A federated default classifier: ``fit`` runs the task, ``_learn`` reads its model files.
+
+    Subclasses implement ``_learn(files)`` (also what ``fr.load`` calls on a CLI run's files) and
+    ``predict_proba``; classes are always ``[0, 1]`` (1 = default).
+    """
+
+    def fit(self, fed: Federation, y: Any = None):
+        """Train on every party's rows of ``fed`` (the train half of a split, or all rows); returns self.
+
+        ``y`` is ignored: the labels stay with the label holder (vertical) or each bank (horizontal).
+        """
+        return self._learn(self._run(fed).files)
+
+    def _learn(self, files: dict[str, dict[str, Any]]):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def predict(self, X: Any) -> np.ndarray:
+        """1 (default) where P(default) >= 0.5, else 0."""
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

@@ -5,14 +5,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedrisk.estimators.base import FederatedEstimator
+from fedrisk.estimators.base import FederatedClassifier
 from fedrisk.estimators.federation import Federation
 from fedrisk.estimators.linear import _score_parts, _vertical_parts
 
 __all__ = ["SecureBoost"]
 
 
-class SecureBoost(FederatedEstimator):
+class SecureBoost(FederatedClassifier):
     """SecureBoost: XGBoost-style boosted trees across a federation, shaped like scikit-learn's.
 
     ``fit(fed)`` on a horizontal federation runs task ``horizontal.gbdt`` where this build has it
@@ -62,10 +62,6 @@ class SecureBoost(FederatedEstimator):
     #: ``horizontal.gbdt`` (same setting names) trains the banks' tree model where that task exists
     _TASKS: ClassVar[dict[str, str]] = {"vertical": "vertical.secureboost", "horizontal": "horizontal.gbdt"}
 
-    def fit(self, fed: Federation, y: Any = None) -> "SecureBoost":
-        """Train on every party's rows of ``fed`` (the train half of a split, or all rows)."""
-        run = self._run(fed)
-        return self._learn(run.files)
 
     def _learn(self, files: dict[str, dict]) -> "SecureBoost":
         """Learned state from the model files the task wrote (or ``fr.load`` read)."""
@@ -122,6 +118,3 @@ class SecureBoost(FederatedEstimator):
             return self._proba(score_gbdt(doc, M))
         return self._proba(_score_parts(self, files, X))
 
-    def predict(self, X: Federation) -> np.ndarray:
-        """1 (default) where P(default) >= 0.5, else 0."""
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

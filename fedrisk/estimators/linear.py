@@ -6,13 +6,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedrisk.errors import ConfigError
-from fedrisk.estimators.base import FederatedEstimator
+from fedrisk.estimators.base import FederatedClassifier
 from fedrisk.estimators.federation import Federation
 
 __all__ = ["LogisticRegression"]
 
 
-class LogisticRegression(FederatedEstimator):
+class LogisticRegression(FederatedClassifier):
     """Federated logistic regression of the default label, shaped like scikit-learn's.
 
     ``fit(fed)`` on a horizontal :class:`~fedrisk.Federation` runs task ``horizontal.lr`` (banks
@@ -62,10 +62,6 @@ class LogisticRegression(FederatedEstimator):
 
     _TASKS: ClassVar[dict[str, str]] = {"horizontal": "horizontal.lr", "vertical": "vertical.lr"}
 
-    def fit(self, fed: Federation, y: Any = None) -> "LogisticRegression":
-        """Train on every party's rows of ``fed`` (the train half of a split, or all rows)."""
-        run = self._run(fed)
-        return self._learn(run.files)
 
     def _learn(self, files: dict[str, dict]) -> "LogisticRegression":
         """Learned state from the model files the task wrote (or ``fr.load`` read)."""
@@ -119,9 +115,6 @@ class LogisticRegression(FederatedEstimator):
             return self._proba(score_lr(doc, self._frame_matrix(X, list(doc["features"]), "LogisticRegression.predict_proba")))
         return self._proba(_score_parts(self, files, X))
 
-    def predict(self, X: Any) -> np.ndarray:
-        """1 (default) where P(default) >= 0.5, else 0."""
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
 
 def _vertical_parts(files: dict[str, dict], fmt: str) -> dict[str, dict]:

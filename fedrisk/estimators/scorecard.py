@@ -6,14 +6,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedrisk.errors import ConfigError
-from fedrisk.estimators.base import FederatedEstimator
+from fedrisk.estimators.base import FederatedClassifier
 from fedrisk.estimators.federation import Federation
 from fedrisk.estimators.linear import _score_parts, _vertical_parts
 
 __all__ = ["Scorecard"]
 
 
-class Scorecard(FederatedEstimator):
+class Scorecard(FederatedClassifier):
     """Federated points scorecard, shaped like a scikit-learn classifier.
 
     ``fit(fed)`` runs ``horizontal.scorecard`` (federated WOE, the ``horizontal.lr`` solver on the WOE values, one
@@ -52,10 +52,6 @@ class Scorecard(FederatedEstimator):
 
     _TASKS: ClassVar[dict[str, str]] = {"horizontal": "horizontal.scorecard", "vertical": "vertical.scorecard"}
 
-    def fit(self, fed: Federation, y: Any = None) -> "Scorecard":
-        """Build the scorecard from every party's rows of ``fed``."""
-        run = self._run(fed)
-        return self._learn(run.files)
 
     def _learn(self, files: dict[str, dict]) -> "Scorecard":
         """Learned state from the scorecard files the task wrote (or ``fr.load`` read)."""
@@ -101,6 +97,3 @@ class Scorecard(FederatedEstimator):
             raise ConfigError("points of a vertical scorecard are combined federatedly; use predict_proba(federation)")
         return _Card.score_saved(files["scorecard.json"], X)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """1 (default) where P(default) >= 0.5, else 0."""
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
