@@ -20,7 +20,7 @@ from fedrisk.algorithms.vertical.secureboost.histograms import (
     _strides,
     level_histograms,
 )
-from fedrisk.algorithms.vertical.secureboost.messages import _int_array, _pack_bits, _Phases, _unpack_bits
+from fedrisk.algorithms.vertical.secureboost.messages import _int_array, _pack_bits, _Phases, _unpack_bits, peak_rss_mb
 from fedrisk.algorithms.vertical.secureboost.models import FeatureHolderModel
 from fedrisk.algorithms.vertical.secureboost.params import (
     SecureBoostParams,
@@ -203,6 +203,7 @@ class SecureBoostFeatureHolder:
         importance = {feature_names[f]: {"splits": int(cnt[f]), "gain": float(gain[f])}
                       for f in range(len(nb)) if int(cnt[f])}
         ph.t["train_cpu_s"] = time.process_time() - cpu_start
+        ph.t["peak_rss_mb"] = peak_rss_mb()
         ph.send(ch, lh, "sb.stats", {k: float(v) for k, v in ph.t.items()}, "metric")
         self.model_ = FeatureHolderModel(list(feature_names), trees[:kept], importance, dict(ph.t))
         return self

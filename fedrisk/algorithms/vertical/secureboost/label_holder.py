@@ -15,7 +15,7 @@ import numpy as np
 
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.secureboost.encryption import _CHUNK_ROWS, _Obfuscators
-from fedrisk.algorithms.vertical.secureboost.messages import _int_array, _pack_bits, _Phases, _unpack_bits
+from fedrisk.algorithms.vertical.secureboost.messages import _int_array, _pack_bits, _Phases, _unpack_bits, peak_rss_mb
 from fedrisk.algorithms.vertical.secureboost.models import LabelHolderModel
 from fedrisk.algorithms.vertical.secureboost.params import _G_BOUND, _H_BOUND, SecureBoostParams, _RowSchedule
 from fedrisk.algorithms.vertical.tree import (
@@ -231,6 +231,7 @@ class SecureBoostLabelHolder:
         self.ph.t["train_s"] = time.perf_counter() - t_start
         # CPU of this process and its threads (crypto threads included; process-pool workers not)
         self.ph.t["train_cpu_s"] = time.process_time() - cpu_start
+        self.ph.t["peak_rss_mb"] = peak_rss_mb()
         self.train_margin_ = margin
         self.val_mask_ = val
         self.model_ = LabelHolderModel(base, list(feature_names), kept, importance, history, best_it,

@@ -34,6 +34,13 @@ class _Phases:
             return channel.recv(frm, tag)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set so far, in MiB (threads included; pool workers not)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _pack_bits(mask: np.ndarray) -> np.ndarray:
     return np.packbits(mask.astype(bool))
 
