@@ -15,11 +15,10 @@ from fedrisk.algorithms.vertical.secureboost import (
     SecureBoostFeatureHolder,
     SecureBoostLabelHolder,
     SecureBoostParams,
-    _G_BOUND,
-    _H_BOUND,
     score_feature_holder,
     score_label_holder,
 )
+from fedrisk.algorithms.vertical.secureboost.params import _G_BOUND, _H_BOUND
 from fedrisk.crypto.additive import generate_keypair
 from fedrisk.crypto.packing import SlotPacking
 from fedrisk.errors import ProtocolError, TransportError
@@ -121,7 +120,7 @@ def test_scoring_answers_only_for_rows_that_reach_each_node():
 
 def _walk_pooled(lh_model, host_model, X_lh, X_h):
     """Plaintext walk with both parties' columns: (margins, host nodes reached by each row)."""
-    from fedrisk.algorithms.vertical.secureboost import _split_left
+    from fedrisk.algorithms.vertical.secureboost.scoring import _split_left
 
     cols = {f: i for i, f in enumerate(lh_model.features)}
     hcols = {f: i for i, f in enumerate(host_model.features)}
@@ -156,7 +155,7 @@ def _pooled_scores(lh_model, host_model, X_lh, X_h):
 def test_label_holder_cannot_choose_a_few_rows_per_tree():
     """Item 6 (cheap defence): a tree over 3 chosen rows would put one known customer in each bin
     sum; the rows of every tree now follow from the job's seed/subsample, and others are refused."""
-    from fedrisk.algorithms.vertical.secureboost import _expected_packing
+    from fedrisk.algorithms.vertical.secureboost.params import _expected_packing
 
     params = SecureBoostParams(**{**FAST, "subsample": 0.8})
     n = 300
@@ -185,7 +184,7 @@ def test_crafted_gradients_measure_what_a_malicious_label_holder_still_decodes()
     (``W = 2 * slot_bits``), so one tree's root histogram still gives the bin of ``W`` rows in every
     feature of the feature holder. Before item 5 a crafted layout let ``W`` grow to the plaintext size."""
     from fedrisk.algorithms.vertical.binning import QuantileBinner
-    from fedrisk.algorithms.vertical.secureboost import _expected_packing, _RowSchedule
+    from fedrisk.algorithms.vertical.secureboost.params import _expected_packing, _RowSchedule
 
     params = SecureBoostParams(**{**FAST, "scheme": "paillier"})
     n = 300

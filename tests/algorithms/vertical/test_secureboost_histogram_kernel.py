@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from gmpy2 import mpz
 
-from fedrisk.algorithms.vertical import secureboost as sb
-from fedrisk.algorithms.vertical.secureboost import _Obfuscators
+from fedrisk.algorithms.vertical.secureboost import histograms as sb
+from fedrisk.algorithms.vertical.secureboost.encryption import _Obfuscators
 from fedrisk.crypto.additive import generate_keypair, to_bytes
 
 

@@ -1,0 +1,209 @@
+"""SecureBoost's feature holder (host): bins, encrypted histograms, its own thresholds.
+
+Its flow, in :meth:`SecureBoostFeatureHolder.fit`: ``sb.setup`` in (checked against the job
+spec), ``sb.bins`` out; per tree the gradient rows and ciphertext chunks in (the root histogram
+summed chunk by chunk), then per level the plan in, the histograms out, the winners in and the
+masks out; at the end the importance in and this party's timings out. See
+:mod:`fedrisk.algorithms.vertical.secureboost`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from fedrisk.algorithms.vertical.binning import QuantileBinner
+from fedrisk.algorithms.vertical.secureboost.histograms import (
+    _candidate_groupings,
+    _LevelPlan,
+    _strides,
+    level_histograms,
+)
+from fedrisk.algorithms.vertical.secureboost.messages import _int_array, _pack_bits, _Phases, _unpack_bits, peak_rss_mb
+from fedrisk.algorithms.vertical.secureboost.models import FeatureHolderModel
+from fedrisk.algorithms.vertical.secureboost.params import (
+    SecureBoostParams,
+    _check_declared_packing,
+    _expected_packing,
+    _RowSchedule,
+)
+from fedrisk.algorithms.vertical.tree import check_monotone, goes_left
+from fedrisk.errors import ProtocolError
+from fedrisk.transport.channel import Channel
+
+
+class SecureBoostFeatureHolder:
+    """A feature holder's side of SecureBoost training.
+
+    Attributes
+    ----------
+    model_ : FeatureHolderModel
+        Its own split nodes (feature name and threshold), nothing else.
+    """
+
+    def __init__(self, params: SecureBoostParams) -> None:
+        self.params = params
+
+    def fit(self, channel: Channel, label_holder: str, X: np.ndarray, feature_names: Sequence[str],
+            monotone: dict[str, int] | None = None) -> "SecureBoostFeatureHolder":
+        """Train with the label holder; ``monotone`` maps some of this party's features to +1/-1.
+
+        Only each constrained feature's anonymous index and direction are sent (in ``sb.bins``).
+        """
+        from fedrisk.crypto.additive import public_key_from_wire
+        from fedrisk.crypto.packing import SlotPacking, compress
+
+        p = self.params
+        ph = _Phases()
+        cpu_start = time.process_time()
+        ch, lh = channel, label_holder
+        who = f"label holder {lh!r}"
+        X = np.asarray(X, dtype=np.float64)
+        n = len(X)
+        mono = check_monotone(monotone, list(feature_names), f"party {ch.me!r}")
+        with ph("binning"):
+            binner = QuantileBinner(p.max_bin).fit(X)
+            bins = binner.transform(X)
+        nb = binner.n_bins_
+        # each feature's most populous bin is never summed: the label holder gets it as the node
+        # total minus the other bins (saves ~half the work on low-cardinality columns)
+        skip = np.array([int(np.argmax(np.bincount(bins[:, f], minlength=nb[f]))) for f in range(len(nb))],
+                        dtype=np.int64)
+        offs = np.concatenate([[0], np.cumsum(nb)[:-1]]).astype(np.int64)
+        per_node = int(nb.sum())
+        schedule = _RowSchedule(p, n)  # the rows each tree may use: fixed by the shared job settings
+        setup = ph.recv(ch, lh, "sb.setup")
+        if not isinstance(setup, dict) or setup.get("n_rows") != n:
+            raise ProtocolError(f"{who} trains on {setup.get('n_rows') if isinstance(setup, dict) else '?'} aligned rows, "
+                                f"this party has {n}; the parties' alignments differ")
+        pub = public_key_from_wire(setup["pk"], min_bits=p.key_bits)
+        if pub.scheme != p.scheme:
+            raise ProtocolError(f"{who} sent a {pub.scheme} key; the job says scheme = {p.scheme!r}")
+        packing = _expected_packing(p, n, pub.plaintext_bits)
+        _check_declared_packing(who, setup, packing)
+        missing = binner.missing_bins()
+        bins_msg = {"n_bins": nb.astype(np.int64), "skip": skip, "missing": missing}
+        if mono.any():  # only when set: unconstrained jobs send exactly what they always sent
+            bins_msg["monotone"] = mono
+        ph.send(ch, lh, "sb.bins", bins_msg, "plaintext-by-design")
+        with ph("binning"):
+            # local only (nothing is sent): which features to sum together, see _group_cells
+            groupings = _candidate_groupings(bins, nb, skip)
+            strides = [[_strides(nb, fs) for fs in g] for g in groupings]
+        trees: list[dict] = []
+        root_plans: dict[tuple[int, int], _LevelPlan] = {}
+        plan_rows: np.ndarray | None = None
+        t = 0
+        while True:
+            expected_rows = schedule.tree_rows()  # drawn for every tree, as the label holder does
+            if t == 0 and p.first_tree_label_holder_only:
+                # the label holder builds tree 0 alone (a shared setting): nothing to receive
+                trees.append({"nodes": []})
+                t += 1
+                continue
+            msg = ph.recv(ch, lh, f"sb.t{t}.grad")
+            if not isinstance(msg, dict):
+                raise ProtocolError(f"{who} sent a malformed gradient message for tree {t}")
+            if msg.get("stop"):
+                break
+            rows = _int_array(msg.get("rows"), who, "gradient rows")
+            if not np.array_equal(rows, expected_rows):
+                # a label holder choosing the rows (e.g. a handful per tree) would make every bin
+                # sum describe a few known customers; the job's seed fixes them for both sides
+                raise ProtocolError(f"{who} announced {len(rows)} gradient rows for tree {t} that differ from the "
+                                    f"{len(expected_rows)} rows the job's seed, subsample and validation_fraction give; "
+                                    f"refusing")
+            packing.check_terms(len(rows))
+            n_chunks = msg.get("chunks")
+            if not isinstance(n_chunks, int) or not 1 <= n_chunks <= len(rows):
+                raise ProtocolError(f"{who} announced {n_chunks!r} gradient chunks for {len(rows)} rows")
+            bins_grad = bins[rows]
+            if plan_rows is None or not np.array_equal(rows, plan_rows):
+                root_plans.clear()
+                plan_rows = rows.copy()
+            # the root histogram is summed chunk by chunk as the label holder streams them
+            # ciphertexts stay fixed-width bytes here (validated on arrival); only workers make mpz
+            w = pub.ciphertext_bytes
+            blocks: list[bytes] = []
+            n_got = 0
+            root_hist: list | None = None
+            m = pub.ciphertext_modulus
+            for k in range(n_chunks):
+                part = pub.ciphertext_block_from_wire(ph.recv(ch, lh, f"sb.t{t}.grad.{k}").get("cts"))
+                k_rows = len(part) // w
+                if n_got + k_rows > len(rows):
+                    raise ProtocolError(f"{who} sent more ciphertexts than the {len(rows)} announced rows")
+                with ph("histogram"):
+                    # a chunk's plan depends only on its rows' bins: the same every tree (no subsampling)
+                    plan = root_plans.get((n_got, k_rows))
+                    if plan is None:
+                        plan = root_plans[(n_got, k_rows)] = _LevelPlan()
+                        plan.add_node(np.arange(k_rows), bins_grad[n_got:n_got + k_rows], skip, offs, groupings, strides)
+                    ph_part = level_histograms(pub, part, plan, per_node)
+                    root_hist = ph_part if root_hist is None else [x * y % m for x, y in zip(root_hist, ph_part)]
+                blocks.append(part)
+                n_got += k_rows
+            if n_got != len(rows):
+                raise ProtocolError(f"{who} sent {n_got} ciphertexts for {len(rows)} rows")
+            cts = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(len(rows), w)
+            del blocks
+            grad_index = np.full(n, -1, dtype=np.int64)
+            grad_index[rows] = np.arange(len(rows))
+            node_rows: dict[int, np.ndarray] = {0: np.arange(n)}
+            mine: list[dict] = []
+            depth = 0
+            while True:
+                plan = ph.recv(ch, lh, f"sb.t{t}.d{depth}.plan")
+                for node, lid, rid, bits in plan.get("parts", []):
+                    r = node_rows.pop(int(node))
+                    mask = _unpack_bits(bits, len(r), who)
+                    node_rows[int(lid)], node_rows[int(rid)] = r[mask], r[~mask]
+                build = [int(b) for b in plan.get("build", [])]
+                if plan.get("done") or not build:
+                    break
+                if depth == 0 and build == [0] and root_hist is not None:
+                    flat = root_hist
+                else:
+                    with ph("histogram"):
+                        plan = _LevelPlan()
+                        for k, node in enumerate(build):
+                            gi = grad_index[node_rows[node]]
+                            gi = gi[gi >= 0]
+                            plan.add_node(gi, bins_grad[gi], skip, offs + k * per_node, groupings, strides)
+                        gi_all = np.concatenate(plan.gi)
+                        flat = level_histograms(pub, cts[gi_all].tobytes(), plan, per_node * len(build))
+                with ph("compression"):
+                    comp, _ = compress(pub, packing, flat)
+                ph.send(ch, lh, f"sb.t{t}.d{depth}.hist", {"nodes": np.array(build, dtype=np.int64),
+                                                           "cts": pub.ciphertexts_to_wire(comp)}, "ciphertext")
+                win = ph.recv(ch, lh, f"sb.t{t}.d{depth}.win")
+                won = _int_array(win.get("nodes"), who, "won nodes")
+                if won.size:
+                    feats = _int_array(win.get("features"), who, "won features")
+                    wbins = _int_array(win.get("bins"), who, "won bins")
+                    wmiss = _int_array(win.get("missing_left", np.zeros(len(won), dtype=np.int64)), who, "missing sides")
+                    out_bits = []
+                    for node, f, b, ml in zip(won.tolist(), feats.tolist(), wbins.tolist(), wmiss.tolist()):
+                        if not (0 <= f < len(nb) and 0 <= b < nb[f] - 1) or node not in node_rows \
+                                or ml not in (0, 1) or (ml and missing[f] < 0):
+                            raise ProtocolError(f"{who} chose an impossible split (node {node}, feature {f}, bin {b})")
+                        out_bits.append(_pack_bits(goes_left(bins[node_rows[node], f], b, bool(ml), int(missing[f]))))
+                        entry = {"id": node, "feature": feature_names[f], "threshold": binner.threshold(f, b)}
+                        if ml:
+                            entry["missing_left"] = True
+                        mine.append(entry)
+                    ph.send(ch, lh, f"sb.t{t}.d{depth}.mask", {"nodes": won, "bits": out_bits}, "plaintext-by-design")
+                depth += 1
+            trees.append({"nodes": mine})
+            t += 1
+        imp = ph.recv(ch, lh, "sb.importance")
+        kept = int(imp.get("n_trees", len(trees)))
+        cnt, gain = imp.get("splits"), imp.get("gain")
+        importance = {feature_names[f]: {"splits": int(cnt[f]), "gain": float(gain[f])}
+                      for f in range(len(nb)) if int(cnt[f])}
+        ph.t["train_cpu_s"] = time.process_time() - cpu_start
+        ph.t["peak_rss_mb"] = peak_rss_mb()
+        ph.send(ch, lh, "sb.stats", {k: float(v) for k, v in ph.t.items()}, "metric")
+        self.model_ = FeatureHolderModel(list(feature_names), trees[:kept], importance, dict(ph.t))
+        return self
