@@ -43,6 +43,23 @@ def available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
+def _check_reachable(address: str, who: str, timeout: float = 10.0) -> None:
+    """Fail fast when nothing accepts connections at ``host:port``: ``ray.init`` itself retries an
+    unreachable cluster for minutes, which would leave the party's partners waiting."""
+    if address == "auto" or "://" in address:
+        return
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ConfigError(f"{who}: cannot reach the Ray cluster at {address} ({reason}); start it "
+                          "(`ray start --head --port PORT`) or fix ray_address / RAY_ADDRESS") from None
+
+
 def _import_kernels() -> int:
     """Ray task: import the kernel modules (and the compiled kernel) on a worker; its pid."""
     import importlib
@@ -92,6 +109,7 @@ class RayExecutor(Executor):
         if ray.is_initialized():
             raise ConfigError(f"{who}: this process is already connected to a Ray cluster; a party runs its "
                               "kernels on one cluster, so run it in its own process (fedrisk party)")
+        _check_reachable(address, who)
         try:
             ray.init(address=address, namespace="fedrisk", log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:

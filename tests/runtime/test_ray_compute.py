@@ -159,3 +159,154 @@ def simulate(spec: Path, out: Path, env: dict) -> subprocess.CompletedProcess:
 
 def _log(out: Path, party: str) -> str:
     return (out / "logs" / f"{party}.log").read_text()
+
+
+def _spec(tmp: Path, body: str, tables: dict[str, str]) -> Path:
+    """Write ``body`` with each ``{party}`` placeholder replaced by that party's extra settings."""
+    spec = tmp / "job.toml"
+    spec.write_text(textwrap.dedent(body).format(**tables))
+    return spec
+
+
+def _ray_table(c: LocalRayCluster) -> str:
+    return f'compute = "ray"\nray_address = "{c.address}"'
+
+
+def _tasks_on_ray(out: Path, party: str) -> int:
+    """How many kernel tasks the party says it sent to Ray (0 when it ran locally)."""
+    text = _log(out, party)
+    if "kernel tasks on Ray" not in text:
+        return 0
+    return int(text.split(" kernel tasks on Ray")[0].rsplit("ran ", 1)[1])
+
+
+def _secureboost_job(tmp: Path, tables: dict[str, str], ports: list[int]) -> Path:
+    rng = np.random.default_rng(7)
+    n = 3000
+    ids = np.arange(n) + 1000
+    X = rng.normal(size=(n, 6))
+    z = X[:, 0] - X[:, 2] + 0.8 * X[:, 4] - 0.5 * X[:, 5] - 0.5
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    pd.DataFrame({"id": ids, "y": y, "a": X[:, 0], "b": X[:, 1]}).to_csv(tmp / "lender.csv", index=False)
+    keep = rng.permutation(n)[: n - 150]
+    pd.DataFrame({"id": ids[keep], "c": X[keep, 2], "d": X[keep, 3]}).to_csv(tmp / "payco.csv", index=False)
+    order = rng.permutation(n)
+    pd.DataFrame({"id": ids[order], "e": X[order, 4], "f": X[order, 5]}).to_csv(tmp / "bureau.csv", index=False)
+    return _spec(tmp, f"""
+        [federation]
+        name = "ray-sb"
+        seed = 3
+        [parties.lender]
+        address = "127.0.0.1:{ports[0]}"
+        data = "lender.csv"
+        label = "y"
+        {{lender}}
+        [parties.payco]
+        address = "127.0.0.1:{ports[1]}"
+        data = "payco.csv"
+        {{payco}}
+        [parties.bureau]
+        address = "127.0.0.1:{ports[2]}"
+        data = "bureau.csv"
+        {{bureau}}
+        [task]
+        kind = "vertical.secureboost"
+        n_trees = 3
+        max_depth = 3
+        max_bin = 16
+        [evaluation]
+        test_rule = "id % 5 == 0"
+        """, tables)
+
+
+def _same_rows(summary: dict) -> dict:
+    """An alignment summary without its timing."""
+    return {k: v for k, v in summary.items() if k != "seconds"}
+
+
+def _model_core(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    return {k: doc.get(k) for k in ("base_score", "features", "trees", "importance", "parties")}
+
+
+def test_secureboost_with_parties_on_ray_learns_the_local_model(cluster, tmp_path):
+    ports = free_ports(3)
+    runs = {}
+    for mode in ("ray", "local"):
+        d = tmp_path / mode
+        d.mkdir()
+        on_ray = _ray_table(cluster) if mode == "ray" else ""
+        # the label holder (encryption, decryption) and one feature holder (histograms) on the
+        # cluster, the other feature holder on its local pool: backends mix freely in one job
+        spec = _secureboost_job(d, {"lender": on_ray, "bureau": on_ray, "payco": ""}, ports)
+        simulate(spec, d / "run", os.environ)
+        runs[mode] = d / "run"
+    ray_run, local_run = runs["ray"], runs["local"]
+    for party in ("lender", "bureau"):
+        assert _tasks_on_ray(ray_run, party) > 0, _log(ray_run, party)[-2000:]
+        assert f"heavy kernels run on Ray at {cluster.address} with 2 CPUs on 2 nodes" in _log(ray_run, party)
+        assert _tasks_on_ray(local_run, party) == 0
+    assert _tasks_on_ray(ray_run, "payco") == 0
+    for f in ("model.json", "model-payco.json", "model-bureau.json"):
+        assert _model_core(ray_run / f) == _model_core(local_run / f), f
+    for f in ("train.csv", "test.csv"):
+        a, b = pd.read_csv(ray_run / "scores" / f), pd.read_csv(local_run / "scores" / f)
+        pd.testing.assert_frame_equal(a, b)
+    m = json.loads((ray_run / "metrics.json").read_text())
+    assert m["intersection"]["size"] == 2850 and m["test"]["auc"] > 0.7
+    assert _same_rows(m["intersection"]) == _same_rows(json.loads((local_run / "metrics.json").read_text())["intersection"])
+
+
+def _woe_job(tmp: Path, tables: dict[str, str], ports: list[int]) -> Path:
+    """100,000 ids at each side, 80,000 of them shared, in different orders."""
+    rng = np.random.default_rng(11)
+    n = 120_000
+    ids = rng.permutation(10**7)[:n] + 10**6
+    x = rng.normal(size=(n, 2))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(x[:, 0] - 0.7 * x[:, 1] - 1)))).astype(int)
+    own = rng.normal(size=n)
+    lender_rows = np.arange(0, 100_000)
+    bureau_rows = rng.permutation(np.arange(20_000, 120_000))
+    pd.DataFrame({"id": ids[lender_rows], "y": y[lender_rows], "own": own[lender_rows]}).to_csv(tmp / "lender.csv", index=False)
+    pd.DataFrame({"id": ids[bureau_rows], "p": x[bureau_rows, 0], "q": x[bureau_rows, 1]}).to_csv(tmp / "bureau.csv", index=False)
+    return _spec(tmp, f"""
+        [federation]
+        name = "ray-psi"
+        seed = 5
+        [parties.lender]
+        address = "127.0.0.1:{ports[0]}"
+        data = "lender.csv"
+        label = "y"
+        {{lender}}
+        [parties.bureau]
+        address = "127.0.0.1:{ports[1]}"
+        data = "bureau.csv"
+        {{bureau}}
+        [task]
+        kind = "vertical.woe"
+        scheme = "ou"
+        reveal = "woe"
+        """, tables)
+
+
+def test_psi_and_woe_of_100k_ids_with_one_party_on_ray_match_the_local_run(cluster, tmp_path):
+    ports = free_ports(2)
+    runs = {}
+    for mode in ("ray", "local"):
+        d = tmp_path / mode
+        d.mkdir()
+        spec = _woe_job(d, {"lender": "", "bureau": _ray_table(cluster) if mode == "ray" else ""}, ports)
+        simulate(spec, d / "run", os.environ)
+        runs[mode] = d / "run"
+    ray_run, local_run = runs["ray"], runs["local"]
+    assert _tasks_on_ray(ray_run, "bureau") > 0 and _tasks_on_ray(ray_run, "lender") == 0
+    m_ray = json.loads((ray_run / "metrics.json").read_text())
+    m_local = json.loads((local_run / "metrics.json").read_text())
+    assert m_ray["intersection"]["size"] == 80_000
+    assert _same_rows(m_ray["intersection"]) == _same_rows(m_local["intersection"]) and m_ray["rows"] == m_local["rows"]
+    assert m_ray["iv"] == m_local["iv"]
+    for party in ("lender", "bureau"):
+        a = json.loads((ray_run / "woe" / f"{party}.json").read_text())
+        b = json.loads((local_run / "woe" / f"{party}.json").read_text())
+        a.pop("digest", None), b.pop("digest", None)
+        assert a == b, party
