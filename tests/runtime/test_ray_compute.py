@@ -38,9 +38,13 @@ import pytest
 
 from fedrisk.runtime.demo import free_ports
 
-pytestmark = [pytest.mark.ray, pytest.mark.e2e, pytest.mark.slow]
+# generous: a loaded shared machine runs these jobs many times slower than an idle one
+pytestmark = [pytest.mark.ray, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
-ray = pytest.importorskip("ray", reason="Ray is not installed: `pip install fedrisk[ray]` runs the Ray compute test")
+if os.environ.get("FEDRISK_REQUIRE_RAY") == "1":  # CI: a missing extra is a failure, not a skip
+    import ray  # noqa: F401
+else:
+    ray = pytest.importorskip("ray", reason="Ray is not installed: `pip install fedrisk[ray]` runs the Ray compute test")
 
 REPO = Path(__file__).resolve().parents[2]
 FEDRISK = [sys.executable, "-m", "fedrisk"]
