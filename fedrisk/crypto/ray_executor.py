@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from concurrent.futures import Executor, Future
 from typing import Any, Callable
 
@@ -104,8 +105,8 @@ class RayExecutor(Executor):
         self.who = who
         self._remotes: dict[Callable, Any] = {}
         self._lock = threading.Lock()
-        #: kernel tasks submitted so far (the party logs it at the end)
-        self.tasks = 0
+        #: kernel tasks submitted so far, per kernel function name (the party logs them at the end)
+        self.kernels: Counter[str] = Counter()
         if ray.is_initialized():
             raise ConfigError(f"{who}: this process is already connected to a Ray cluster; a party runs its "
                               "kernels on one cluster, so run it in its own process (fedrisk party)")
@@ -133,7 +134,7 @@ class RayExecutor(Executor):
                 # worker is safe, but a kernel's own exception is an answer, not a loss
                 remote = self._remotes[fn] = ray.remote(num_cpus=1, max_retries=self.max_retries,
                                                         retry_exceptions=False)(fn)
-            self.tasks += 1
+            self.kernels[getattr(fn, "__name__", "kernel")] += 1
         out: Future = Future()
         out.set_running_or_notify_cancel()
         ref = remote.remote(*args, **kwargs)
@@ -168,6 +169,11 @@ class RayExecutor(Executor):
         """Disconnect this process from the cluster (the cluster keeps running)."""
         if self._ray.is_initialized():
             self._ray.shutdown()
+
+    @property
+    def tasks(self) -> int:
+        """Kernel tasks submitted so far (warm-up included)."""
+        return sum(self.kernels.values())
 
     def describe(self) -> str:
         return f"Ray at {self.address} with {self.cpus} CPUs on {self.nodes} node{'s' if self.nodes != 1 else ''}"

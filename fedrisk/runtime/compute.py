@@ -40,7 +40,8 @@ def party_compute(spec: JobSpec, name: str, log: logging.Logger) -> Iterator[str
                  "which must be inside this party's trust boundary", executor.describe(), executor.max_retries)
         executor.warm_up()
         yield executor.describe()
-        log.info("ran %d kernel tasks on Ray", executor.tasks)
+        log.info("ran %d kernel tasks on Ray (%s)", executor.tasks,
+                 ", ".join(f"{name} {n}" for name, n in sorted(executor.kernels.items())))
     finally:
         workers.use_backend(previous)
         executor.shutdown()

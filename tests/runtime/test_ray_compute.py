@@ -176,12 +176,13 @@ def _ray_table(c: LocalRayCluster) -> str:
     return f'compute = "ray"\nray_address = "{c.address}"'
 
 
-def _tasks_on_ray(out: Path, party: str) -> int:
-    """How many kernel tasks the party says it sent to Ray (0 when it ran locally)."""
+def _tasks_on_ray(out: Path, party: str) -> dict[str, int]:
+    """The kernel tasks the party says it sent to Ray, by kernel (empty when it ran locally)."""
     text = _log(out, party)
-    if "kernel tasks on Ray" not in text:
-        return 0
-    return int(text.split(" kernel tasks on Ray")[0].rsplit("ran ", 1)[1])
+    if "kernel tasks on Ray (" not in text:
+        return {}
+    inside = text.split("kernel tasks on Ray (", 1)[1].split(")\n", 1)[0]
+    return {name: int(n) for name, n in (item.rsplit(" ", 1) for item in inside.split(", "))}
 
 
 def _secureboost_job(tmp: Path, tables: dict[str, str], ports: list[int]) -> Path:
@@ -247,10 +248,15 @@ def test_secureboost_with_parties_on_ray_learns_the_local_model(cluster, tmp_pat
         runs[mode] = d / "run"
     ray_run, local_run = runs["ray"], runs["local"]
     for party in ("lender", "bureau"):
-        assert _tasks_on_ray(ray_run, party) > 0, _log(ray_run, party)[-2000:]
         assert f"heavy kernels run on Ray at {cluster.address} with 2 CPUs on 2 nodes" in _log(ray_run, party)
-        assert _tasks_on_ray(local_run, party) == 0
-    assert _tasks_on_ray(ray_run, "payco") == 0
+        assert not _tasks_on_ray(local_run, party)
+    assert not _tasks_on_ray(ray_run, "payco")
+    lender, bureau = _tasks_on_ray(ray_run, "lender"), _tasks_on_ray(ray_run, "bureau")
+    # what ran there: PSI at both; the label holder's encryption (obfuscators, packed slots) and
+    # decryption; the feature holder's encrypted histograms
+    assert {"hash_and_blind_kernel", "reblind_kernel"} <= set(lender) & set(bureau), (lender, bureau)
+    assert {"_obfuscator_task", "_encrypt_slots_task", "_decrypt_kernel"} <= set(lender), lender
+    assert any(k.startswith("_level_hist") for k in bureau), bureau
     for f in ("model.json", "model-payco.json", "model-bureau.json"):
         assert _model_core(ray_run / f) == _model_core(local_run / f), f
     for f in ("train.csv", "test.csv"):
@@ -303,7 +309,10 @@ def test_psi_and_woe_of_100k_ids_with_one_party_on_ray_match_the_local_run(clust
         simulate(spec, d / "run", os.environ)
         runs[mode] = d / "run"
     ray_run, local_run = runs["ray"], runs["local"]
-    assert _tasks_on_ray(ray_run, "bureau") > 0 and _tasks_on_ray(ray_run, "lender") == 0
+    bureau = _tasks_on_ray(ray_run, "bureau")
+    assert {"hash_and_blind_kernel", "reblind_kernel"} <= set(bureau), bureau  # its PSI
+    assert "_grouped_task" in bureau or "_bin_sums_task" in bureau, bureau     # its encrypted bin sums
+    assert not _tasks_on_ray(ray_run, "lender") and not _tasks_on_ray(local_run, "bureau")
     m_ray = json.loads((ray_run / "metrics.json").read_text())
     m_local = json.loads((local_run / "metrics.json").read_text())
     assert m_ray["intersection"]["size"] == 80_000
