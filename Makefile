@@ -11,7 +11,8 @@ STAMP := $(VENV)/.fedrisk-installed
 $(STAMP): pyproject.toml setup.py fedrisk/crypto/_montgomery.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# the ray extra: CI runs the Ray compute test (tests/runtime/test_ray_compute.py, marker `ray`)
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	# RR22 PSI (optional `[psi] protocol = "rr22"`): spu's wheel pins numpy<2 and JAX that fedrisk never
 	# imports, so it goes in without its dependencies; best effort (the rr22 tests skip with a message)
 	$(PY) -m pip install --quiet --no-deps 'spu==0.9.5' || echo 'warning: spu not installed; [psi] protocol = "rr22" is unavailable'

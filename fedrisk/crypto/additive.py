@@ -25,7 +25,9 @@ they run in a lazily created module-level process pool (``spawn``, one worker pe
 ``FEDRISK_WORKERS`` overrides; the pool is :mod:`fedrisk.crypto.workers`, shared with PSI); below it they run inline. Public-key work (encryption,
 histograms) sends workers only public parameters and ciphertext bytes. Decryption runs in a thread
 pool instead: ``gmpy2.powmod_base_list`` releases the GIL, so the private key never leaves the
-process. As with any spawned pool, a script using these kernels must guard its entry point with
+process — except when the party computes on its own Ray cluster (``compute = "ray"``,
+:func:`fedrisk.crypto.workers.use_backend`): then every batch kernel, decryption included, runs
+there, and that cluster is part of the party's trust boundary. As with any spawned pool, a script using these kernels must guard its entry point with
 ``if __name__ == "__main__":``.
 """
 from __future__ import annotations
@@ -40,7 +42,8 @@ from gmpy2 import mpz
 
 from fedrisk.crypto import fixed_point, montgomery
 from fedrisk.crypto.fixed_point import DEFAULT_PRECISION
-from fedrisk.crypto.workers import broken_pool_error, process_pool, shutdown_pools, thread_pool, worker_count
+from fedrisk.crypto.workers import (broken_pool_error, kernel_pool, process_pool, shutdown_pools, thread_pool,
+                                    worker_count)
 from fedrisk.errors import CodecError, CryptoError
 from fedrisk.transport.codec import BigInts
 
@@ -207,6 +210,7 @@ def fixed_base_table(base: int, modulus: int, exp_bits: int, window: int = 8) ->
 # ---------------------------------------------------------------------------------------------
 _process_pool = process_pool
 _thread_pool = thread_pool
+_kernel_pool = kernel_pool
 
 
 def _chunks(n: int, parts: int, minimum: int = 1) -> list[tuple[int, int]]:
@@ -227,9 +231,13 @@ def map_chunks(fn: Callable[..., Any], common: tuple, items: Sequence[Any], *, t
     items : sequence
         What is split into chunks.
     threads : bool
-        Use the in-process thread pool (for GIL-releasing kernels) instead of processes.
+        Use the in-process thread pool (for GIL-releasing kernels) instead of processes. When
+        the party computes on a cluster (``compute = "ray"``) both kinds go to the cluster, and
+        ``common`` (secrets included) goes with them: the cluster is inside the party's trust
+        boundary (docs/ray.md).
     """
-    pool = _thread_pool() if threads else _process_pool()
+    # the party's cluster when it computes on one (fedrisk.crypto.workers.use_backend), else local
+    pool = _kernel_pool(threads)
     spans = _chunks(len(items), worker_count() * tasks_per_worker)
     futs = [pool.submit(fn, *common, items[lo:hi]) for lo, hi in spans]
     try:

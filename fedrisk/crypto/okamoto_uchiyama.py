@@ -71,7 +71,7 @@ from fedrisk.crypto.additive import (
     worker_count,
 )
 from fedrisk.crypto.paillier import DEFAULT_OBFUSCATION_BITS, random_prime, security_bits_for_modulus
-from fedrisk.crypto.workers import broken_pool_error, process_pool
+from fedrisk.crypto.workers import broken_pool_error, distributed, process_pool
 from fedrisk.errors import CryptoError
 from fedrisk.transport.codec import BigInts
 
@@ -557,7 +557,9 @@ class OUPrivateKey(PrivateKey):
 
     # -- owner-side encryption (CRT on the compiled kernel; the public-key path otherwise) ------
     def _crt(self) -> _CrtEncryptor | None:
-        if not montgomery.AVAILABLE:
+        # on a Ray cluster the public-key kernels run there in chunks (same ciphertext
+        # distribution); the CRT tables live in this process's threads, so they stay local-only
+        if not montgomery.AVAILABLE or distributed():
             return None
         with _CRT_LOCK:  # one encryptor (and one set of tables) per key, whichever thread asks
             enc = self.__dict__.get("_crt_encryptor")

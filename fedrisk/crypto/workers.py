@@ -18,6 +18,14 @@ when the parent dies, however it dies, ``kill -9`` included) and exits at once, 
 so a Ctrl-C to the terminal's process group is handled once, by the party, which then stops the
 pool (:func:`terminate_pools`). A ``prctl(PR_SET_PDEATHSIG)`` would not do: it fires when the
 *thread* that started the worker exits, and pools here are started from short-lived threads.
+
+The backend is pluggable: a party whose job spec says ``compute = "ray"`` installs its Ray cluster
+with :func:`use_backend` (:class:`fedrisk.crypto.ray_executor.RayExecutor`, through
+:mod:`fedrisk.runtime.compute`). From then on :func:`process_pool` and :func:`kernel_pool` hand out
+that executor instead of the local pools, and :func:`worker_count` is the cluster's CPU count, so
+every kernel caller chunks for the cluster without knowing it is there. Callers keep their chunks
+in submission order, so results do not depend on the backend. Thread pools stay local
+(:func:`local_cores` threads): they serve in-process work such as the key owner's table builds.
 """
 from __future__ import annotations
 
@@ -30,8 +38,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from fedrisk.errors import CryptoError
 
-__all__ = ["worker_count", "process_pool", "thread_pool", "background_thread_pool", "shutdown_pools",
-           "terminate_pools", "broken_pool_error", "warm_up"]
+__all__ = ["worker_count", "local_cores", "process_pool", "kernel_pool", "thread_pool", "background_thread_pool",
+           "shutdown_pools", "terminate_pools", "broken_pool_error", "warm_up", "use_backend", "backend",
+           "distributed"]
 
 #: modules whose kernels run in the workers; imported once per worker, not per task
 _KERNEL_MODULES = ("fedrisk.crypto.psi", "fedrisk.crypto.additive", "fedrisk.crypto.paillier",
@@ -43,9 +52,45 @@ _BACKGROUND: ThreadPoolExecutor | None = None
 #: how much lower the background threads' CPU priority is (Linux nice levels)
 BACKGROUND_NICENESS = 10
 _LOCK = threading.Lock()
+#: the party's cluster executor when it computes on one (``compute = "ray"``), else None
+_REMOTE: Executor | None = None
+
+
+def use_backend(executor: Executor | None) -> Executor | None:
+    """Send batch kernels to ``executor`` (a cluster executor with a ``cpus`` attribute), or back
+    to the local pools with ``None``; returns the executor that was installed before.
+
+    Process-wide: every party of this process uses it, so a party that computes on a cluster runs
+    in its own process (``fedrisk party``), as ``fedrisk simulate`` does.
+    """
+    global _REMOTE
+    if executor is not None and int(getattr(executor, "cpus", 0)) < 1:
+        raise CryptoError("a kernel backend must report how many CPUs it has (cpus >= 1)")
+    with _LOCK:
+        previous, _REMOTE = _REMOTE, executor
+    return previous
+
+
+def backend() -> Executor | None:
+    """The installed cluster executor, or None when kernels run on this machine's pools."""
+    return _REMOTE
+
+
+def distributed() -> bool:
+    """Whether batch kernels currently run on a cluster instead of this machine's pools."""
+    return _REMOTE is not None
 
 
 def worker_count() -> int:
+    """How many kernel tasks run at once: the cluster's CPUs when the party computes on one
+    (:func:`use_backend`), else :func:`local_cores`. Callers size their chunks with it."""
+    remote = _REMOTE
+    if remote is not None:
+        return max(1, int(remote.cpus))
+    return local_cores()
+
+
+def local_cores() -> int:
     """Cores this process may use (``sched_getaffinity``); ``FEDRISK_WORKERS`` overrides."""
     env = os.environ.get("FEDRISK_WORKERS")
     if env:
@@ -59,14 +104,26 @@ def worker_count() -> int:
 
 
 def process_pool() -> Executor:
-    """The lazily created process pool, one worker per core."""
+    """The executor for batch kernels: the party's cluster when it computes on one, else the
+    lazily created local process pool, one worker per core."""
     global _PROC
     with _LOCK:
+        if _REMOTE is not None:
+            return _REMOTE
         if _PROC is None:
-            _PROC = ProcessPoolExecutor(max_workers=worker_count(), mp_context=multiprocessing.get_context("spawn"),
+            _PROC = ProcessPoolExecutor(max_workers=local_cores(), mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_import_kernels)
-            _start_workers(_PROC, worker_count())
+            _start_workers(_PROC, local_cores())
         return _PROC
+
+
+def kernel_pool(threads: bool = False) -> Executor:
+    """Where a batch kernel runs: the party's cluster when it computes on one; otherwise the
+    thread pool for GIL-releasing kernels (``threads``) or the process pool."""
+    remote = _REMOTE
+    if remote is not None:
+        return remote
+    return thread_pool() if threads else process_pool()
 
 
 def _start_workers(pool: ProcessPoolExecutor, n: int) -> None:
@@ -142,6 +199,10 @@ def _noop() -> None:
 def warm_up() -> None:
     """Start the workers now, without waiting: they import the kernels while the caller loads data
     and connects, instead of on the first batch (about half a second of a 30k-row PSI)."""
+    remote = _REMOTE
+    if remote is not None:
+        getattr(remote, "warm_up", lambda: None)()
+        return
     if worker_count() > 1:
         pool = process_pool()
         for _ in range(worker_count()):
@@ -153,7 +214,7 @@ def thread_pool() -> Executor:
     global _THREADS
     with _LOCK:
         if _THREADS is None:
-            _THREADS = ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="fedrisk-crypto")
+            _THREADS = ThreadPoolExecutor(max_workers=local_cores(), thread_name_prefix="fedrisk-crypto")
         return _THREADS
 
 
@@ -173,7 +234,7 @@ def background_thread_pool() -> Executor:
     global _BACKGROUND
     with _LOCK:
         if _BACKGROUND is None:
-            _BACKGROUND = ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="fedrisk-background",
+            _BACKGROUND = ThreadPoolExecutor(max_workers=local_cores(), thread_name_prefix="fedrisk-background",
                                              initializer=_lower_priority)
         return _BACKGROUND
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fedrisk.errors import ConfigError, FedriskError, Interrupted
 from fedrisk.runtime.abort_reason import public_names, wire_reason
+from fedrisk.runtime.compute import party_compute
 from fedrisk.runtime.context import PartyContext, ProgressLog
 from fedrisk.runtime.handshake import handshake
 from fedrisk.runtime.interrupt import set_phase, stop_with_parent, stop_on_signals
@@ -82,6 +83,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     if name not in spec.participants():
         raise ConfigError(f"--as {name!r}: the job has no such participant; choose one of {spec.participants()}")
     spec.check_files(name)
+    spec.check_compute(name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = party_logger(name, out, console)
@@ -136,7 +138,8 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
                 # a horizontal bank never needs another bank: their failures are their own dropouts
                 # (the coordinator decides whether the job goes on), not a reason to stop this bank
                 channel.tolerate_dropouts([p for p in others if p != driver])
-            task.run(ctx)
+            with party_compute(spec, name, log):  # this machine's pool, or the party's Ray cluster
+                task.run(ctx)
             log.info("done in %.2f s; sent %d messages, %d bytes", time.perf_counter() - t0,
                      len(channel.ledger.entries), channel.ledger.bytes_sent)
             _write_run_record(ctx, time.perf_counter() - t0)

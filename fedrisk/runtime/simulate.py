@@ -126,6 +126,7 @@ def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, ti
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
     spec.check_files()
+    spec.check_compute()
     out = Path(out).resolve()
     previous = _previous_outputs(out, spec_path)
     if previous and not (resume or force):

@@ -121,9 +121,31 @@ class PartySpec(_Strict):
     #: text category columns, encoded at this party (trees: level codes; LR: one-hot); see
     #: fedrisk.data.categorical. Undeclared text columns are treated as categorical with a warning
     categorical: list[str] = []
+    #: where this party's heavy batch kernels run: "local" (this machine's process pool) or "ray"
+    #: (its own Ray cluster at ``ray_address``, else the RAY_ADDRESS environment variable; see
+    #: docs/ray.md). Local: partners need not agree, and results are the same either way
+    compute: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
 
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
     _listen = field_validator("listen")(lambda cls, v: v if v is None else _check_address(v))
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, v: str | None) -> str | None:
+        if v is None or v == "auto":
+            return v
+        try:
+            return _check_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a Ray cluster address: use its head's 'host:port' "
+                             "(e.g. '10.0.0.5:6379', what `ray start --head` printed) or 'auto'") from None
+
+    @model_validator(mode="after")
+    def _compute(self) -> "PartySpec":
+        if self.ray_address is not None and self.compute != "ray":
+            raise ValueError('ray_address is set but compute is "local"; add compute = "ray" (or remove ray_address)')
+        return self
 
     @model_validator(mode="after")
     def _dialect(self) -> "PartySpec":
@@ -324,6 +346,33 @@ class JobSpec(_Strict):
         holder = self.evaluation_holder()
         if test is not None and (party is None or party == holder) and not test.is_file():
             raise ConfigError(f"evaluation.test file {test} does not exist (paths are relative to the job spec's folder)")
+
+    def check_compute(self, party: str | None = None) -> None:
+        """Raise ConfigError when a party this process runs asks for a compute backend it cannot use.
+
+        Checked where the party runs (``fedrisk party``, ``simulate``), not at load: a partner's
+        copy of the spec may say ``compute = "ray"`` for a party whose cluster only it can reach.
+        """
+        names = [party] if party else list(self.parties)
+        for n in names:
+            if n == COORDINATOR or self.parties[n].compute != "ray":
+                continue
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise ConfigError(f'party {n}: compute = "ray" needs `pip install fedrisk[ray]`')
+            if self.compute_address(n) is None:
+                raise ConfigError(f'party {n}: compute = "ray" needs the cluster address: ray_address = "host:port" '
+                                  f"in [parties.{n}], or the RAY_ADDRESS environment variable")
+
+    def compute_address(self, party: str) -> str | None:
+        """The Ray cluster of a ``compute = "ray"`` party: its ``ray_address``, else RAY_ADDRESS."""
+        import os
+
+        table = self.parties.get(party)
+        if table is None or table.compute != "ray":
+            return None
+        return table.ray_address or os.environ.get("RAY_ADDRESS") or None
 
     def test_path(self) -> Path | None:
         return self.resolve(self.evaluation.test)
