@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fedrisk.algorithms.vertical.binning import QuantileBinner
-from fedrisk.algorithms.vertical.secureboost.encryption import _CHUNK_ROWS, _Obfuscators
+from fedrisk.algorithms.vertical.secureboost.encryption import _CHUNK_ROWS, _Obfuscators, encrypt_chunk_async
 from fedrisk.algorithms.vertical.secureboost.messages import _int_array, _pack_bits, _Phases, _unpack_bits, peak_rss_mb
 from fedrisk.algorithms.vertical.secureboost.models import LabelHolderModel
 from fedrisk.algorithms.vertical.secureboost.params import _G_BOUND, _H_BOUND, SecureBoostParams, _RowSchedule
@@ -164,21 +164,16 @@ class SecureBoostLabelHolder:
                     self.ph.send(channel, hh, f"sb.t{t}.grad", {"rows": rows.astype(np.int64), "chunks": len(spans)},
                                  "plaintext-by-design")
                 # every chunk is queued on the crypto pool at once, so the workers encrypt chunk k+1
-                # while chunk k is sent; the workers' ciphertext bytes go to the wire as they are
+                # while chunk k is sent; the workers' ciphertext bytes go to the wire as they are.
+                # Queuing never waits: each chunk takes the obfuscators already made and the pool
+                # makes the rest on the spot, so chunk 0 leaves as soon as it is encrypted
                 with self.ph("encryption"):
-                    pending = []
-                    for lo, hi in spans:
-                        gh = np.column_stack([g[rows[lo:hi]], h[rows[lo:hi]]])
-                        obf = self._obf.take(hi - lo) if self._obf is not None else None
-                        if hasattr(self.priv, "encrypt_slots_to_wire_async"):
-                            # same ciphertexts as encrypting pack(gh), g^m made slot by slot
-                            pending.append(self.priv.encrypt_slots_to_wire_async(
-                                self.packing.slot_ints(gh), self.packing.slot_bits, self.packing.slot_bounds, obf))
-                        else:
-                            pending.append(self.priv.encrypt_to_wire_async(self.packing.pack(gh)))
+                    pending = [encrypt_chunk_async(self.priv, self.packing,
+                                                   np.column_stack([g[rows[lo:hi]], h[rows[lo:hi]]]), self._obf)
+                               for lo, hi in spans]
                     if self._obf is not None and t + 1 < p.n_trees:
-                        # the next tree's h^r, made by the workers while this tree's levels are
-                        # built (they would idle); queued behind this tree's chunks
+                        # the next tree's h^r, made by low-priority threads while this tree's
+                        # levels are built (cores would idle); at most one tree's worth queued
                         self._obf.prefetch(len(rows))
                 for k, wait in enumerate(pending):
                     with self.ph("encryption"):
