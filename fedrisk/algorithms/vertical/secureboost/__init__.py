@@ -106,13 +106,13 @@ on the compiled Montgomery kernel (:mod:`fedrisk.crypto.montgomery`) in its own 
 factors never leave its process — and splits each encryption in two: the obfuscators ``h^r``
 (16 of 18 table products, independent of the data) for tree ``t+1`` are queued right behind tree
 ``t``'s chunks, so the cores make them while the tree's levels are built; each is used for
-exactly one ciphertext (:class:`_Obfuscators`). At the critical moment only ``g^m`` remains, two
+exactly one ciphertext (:class:`~fedrisk.algorithms.vertical.secureboost.encryption._Obfuscators`). At the critical moment only ``g^m`` remains, two
 products through per-slot tables of ``g^v``. Ciphertexts go from L's threads to the wire and from
 the wire to H's kernels as fixed-width bytes (no per-value conversion in the main threads). H's
 histograms and compression run on the same compiled kernel in its threads (gmpy2 in the crypto
 process pool when the kernel is not built: same results, ~2x slower).
 
-H's histograms are computed in two stages (:func:`_group_cells`): features are grouped (greedy,
+H's histograms are computed in two stages (:mod:`~fedrisk.algorithms.vertical.secureboost.histograms`): features are grouped (greedy,
 on H's own bins, once), rows with equal bins in every feature of a group form a cell, each cell is
 the product of its rows' ciphertexts, and each bin sum the product of its cells. The results are
 the same residues as one multiplication per (row, feature), with 35-60% fewer multiplications
@@ -121,6 +121,19 @@ the same residues as one multiplication per (row, feature), with 35-60% fewer mu
 Measured (benchmarks/run.py vertical-secureboost, 2 cores, 24k rows, 30 trees, OU 2048): training
 ~46-48 s, ~97 CPU-s with gmpy2 and the public-key encryption path; 26-38 s after the grouping,
 skipping and prefetching above; ~14 s, ~25 CPU-s with the compiled kernel and CRT encryption.
+
+Pipeline as rows grow (``benchmarks/run.py scale``): the obfuscators are made at low priority,
+and on a busy host they fall behind; a tree used to queue all its chunks before sending the first,
+waiting for every ``h^r`` of the tree, so H sat idle and the stall grew with the rows. Now a chunk
+takes only the obfuscators already made and the pool makes the rest on the spot at normal priority
+(never waiting on the queue, which holds at most one tree's worth), and a sender thread puts each
+chunk on the wire as soon as it is encrypted while L's main thread starts the tree (root sums,
+plan, its own root histogram). Only randomness changes, so the model is the same bit for bit.
+
+Modules: :mod:`.params` (settings and what both roles derive from them), :mod:`.label_holder`,
+:mod:`.feature_holder` (each role's flow in one place), :mod:`.histograms` (H's cell planning and
+homomorphic-sum kernels), :mod:`.encryption` (L's obfuscator queue and chunk encryption),
+:mod:`.scoring` (``sbi.*``), :mod:`.models`, :mod:`.messages` (timed send/recv, row bits).
 """
 from __future__ import annotations
 

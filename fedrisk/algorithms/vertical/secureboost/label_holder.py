@@ -7,6 +7,7 @@ and the feature holders' timings in. See :mod:`fedrisk.algorithms.vertical.secur
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -14,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fedrisk.algorithms.vertical.binning import QuantileBinner
-from fedrisk.algorithms.vertical.secureboost.encryption import _CHUNK_ROWS, _Obfuscators
+from fedrisk.algorithms.vertical.secureboost.encryption import _CHUNK_ROWS, _Obfuscators, encrypt_chunk_async
 from fedrisk.algorithms.vertical.secureboost.messages import _int_array, _pack_bits, _Phases, _unpack_bits, peak_rss_mb
 from fedrisk.algorithms.vertical.secureboost.models import LabelHolderModel
 from fedrisk.algorithms.vertical.secureboost.params import _G_BOUND, _H_BOUND, SecureBoostParams, _RowSchedule
@@ -46,6 +47,41 @@ class _Node:
     parent: int = -1
     bounds: tuple[float, float] = UNBOUNDED
 
+
+
+class _ChunkSender:
+    """Sends one tree's encrypted gradient chunks (``sb.t<t>.grad.<k>``), in order, from a thread.
+
+    Each chunk leaves as soon as the crypto pool has encrypted it; the label holder's main thread
+    meanwhile starts the tree. :meth:`join` re-raises any failure in the caller's thread. Times
+    are kept here (``encryption``: waiting for a chunk, ``network``: in ``send``) and added to the
+    label holder's phases when joined.
+    """
+
+    def __init__(self, ch: Channel, hosts: Sequence[str], t: int, pending: list[Callable[[], Any]]) -> None:
+        self.t = {"encryption": 0.0, "network": 0.0}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(ch, list(hosts), t, pending),
+                                        name=f"sb-chunks-t{t}", daemon=True)
+        self._thread.start()
+
+    def _run(self, ch: Channel, hosts: list[str], t: int, pending: list[Callable[[], Any]]) -> None:
+        try:
+            for k, wait in enumerate(pending):
+                t0 = time.perf_counter()
+                wire = wait()
+                t1 = time.perf_counter()
+                for hh in hosts:
+                    ch.send(hh, f"sb.t{t}.grad.{k}", {"cts": wire}, kind="ciphertext")
+                self.t["encryption"] += t1 - t0
+                self.t["network"] += time.perf_counter() - t1
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread by join()
+            self._error = e
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class SecureBoostLabelHolder:
@@ -164,28 +200,24 @@ class SecureBoostLabelHolder:
                     self.ph.send(channel, hh, f"sb.t{t}.grad", {"rows": rows.astype(np.int64), "chunks": len(spans)},
                                  "plaintext-by-design")
                 # every chunk is queued on the crypto pool at once, so the workers encrypt chunk k+1
-                # while chunk k is sent; the workers' ciphertext bytes go to the wire as they are
+                # while chunk k is sent; the workers' ciphertext bytes go to the wire as they are.
+                # Queuing never waits: each chunk takes the obfuscators already made and the pool
+                # makes the rest on the spot, so chunk 0 leaves as soon as it is encrypted
                 with self.ph("encryption"):
-                    pending = []
-                    for lo, hi in spans:
-                        gh = np.column_stack([g[rows[lo:hi]], h[rows[lo:hi]]])
-                        obf = self._obf.take(hi - lo) if self._obf is not None else None
-                        if hasattr(self.priv, "encrypt_slots_to_wire_async"):
-                            # same ciphertexts as encrypting pack(gh), g^m made slot by slot
-                            pending.append(self.priv.encrypt_slots_to_wire_async(
-                                self.packing.slot_ints(gh), self.packing.slot_bits, self.packing.slot_bounds, obf))
-                        else:
-                            pending.append(self.priv.encrypt_to_wire_async(self.packing.pack(gh)))
+                    pending = [encrypt_chunk_async(self.priv, self.packing,
+                                                   np.column_stack([g[rows[lo:hi]], h[rows[lo:hi]]]), self._obf)
+                               for lo, hi in spans]
                     if self._obf is not None and t + 1 < p.n_trees:
-                        # the next tree's h^r, made by the workers while this tree's levels are
-                        # built (they would idle); queued behind this tree's chunks
+                        # the next tree's h^r, made by low-priority threads while this tree's
+                        # levels are built (cores would idle); at most one tree's worth queued
                         self._obf.prefetch(len(rows))
-                for k, wait in enumerate(pending):
-                    with self.ph("encryption"):
-                        wire = wait()
-                    for hh in hosts:
-                        self.ph.send(channel, hh, f"sb.t{t}.grad.{k}", {"cts": wire}, "ciphertext")
-            tree, leaf_of = self._grow(channel, [] if local else hosts, t, bins, binner, g, h, is_grad, tp)
+                # sent from a thread as each is ready, while this thread starts the tree (root
+                # sums, plan, own root histogram); joined before the feature holders' root sums
+                self._chunks = _ChunkSender(channel, hosts, t, pending)
+            try:
+                tree, leaf_of = self._grow(channel, [] if local else hosts, t, bins, binner, g, h, is_grad, tp)
+            finally:
+                self._join_chunks()
             margin += leaf_of
             trees.append(tree)
             rec: dict[str, Any] = {"tree": t + 1, "train_loss": _logloss(y[train_pos], margin[train_pos])}
@@ -284,6 +316,7 @@ class SecureBoostLabelHolder:
                 own = {nd.id: histogram(bins[gr], g[gr], h[gr], max_b)
                        for nd in splittable for gr in [nd.rows[is_grad[nd.rows]]]}
             if build:
+                self._join_chunks()
                 self._receive_histograms(ch, hosts, t, depth, build, by_id)
                 for node, sib, parent in derive:
                     for hh in hosts:
@@ -369,6 +402,15 @@ class SecureBoostLabelHolder:
                 entry["leaf"] = w
                 leaf_of[nd.rows] = w
         return {"nodes": nodes, "_leaf_of": leaf_of}, leaf_of
+
+    def _join_chunks(self) -> None:
+        """Wait until the current tree's chunks are all sent (re-raising a failure to send them)."""
+        sender, self._chunks = getattr(self, "_chunks", None), None
+        if sender is not None:
+            with self.ph("encryption_wait"):
+                sender.join()
+            for k, v in sender.t.items():
+                self.ph.t[k] = self.ph.t.get(k, 0.0) + v
 
     def _receive_histograms(self, ch: Channel, hosts: list[str], t: int, depth: int, build: list[int],
                             by_id: dict[int, _Node]) -> None:
