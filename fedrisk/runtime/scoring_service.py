@@ -337,6 +337,7 @@ def run_service(spec_path: str | Path, name: str, model_path: str | Path, certs:
     if name not in spec.parties:
         raise ConfigError(f"--as {name!r}: the job has no such party; choose one of {sorted(spec.parties)}")
     model = Path(model_path)
+    spec = _with_data_base(spec, name, model, data)
     out = Path(out) if out else model.resolve().parent / "serve"
     out.mkdir(parents=True, exist_ok=True)
     _service_logging(name, out, console)
@@ -373,6 +374,28 @@ def run_service(spec_path: str | Path, name: str, model_path: str | Path, certs:
             hsrv.server_close()
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _with_data_base(spec, name: str, model: Path, data: str | Path | None):
+    """Resolve relative data paths as at training when the spec is the run directory's copy.
+
+    ``RUN/job.toml`` is a copy of the spec the party ran; its relative ``data`` path is relative
+    to the original spec's folder, which the model records (``spec_dir``).
+    """
+    if data is not None:
+        return spec
+    p = spec.data_path(name)
+    if p is not None and p.is_file():
+        return spec
+    try:
+        from fedrisk.model_files import load_model
+
+        spec_dir = load_model(model).get("spec_dir")
+    except (FedriskError, OSError):
+        return spec
+    if spec_dir and Path(spec_dir).is_dir():
+        return spec.model_copy(update={"base_dir": Path(spec_dir)})
+    return spec
 
 
 def _service_logging(name: str, out: Path, console: bool) -> None:
