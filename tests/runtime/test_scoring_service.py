@@ -30,14 +30,13 @@ from fedrisk.runtime.demo import free_ports
 
 pytestmark = pytest.mark.e2e
 FEDRISK = [sys.executable, "-m", "fedrisk"]
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, shared_data):
     tmp = tmp_path_factory.mktemp("serve")
-    guest = pd.read_csv(DATA / "default_credit_hetero_guest.csv", nrows=4000)
-    host = pd.read_csv(DATA / "default_credit_hetero_host.csv", nrows=4000)
+    guest = pd.read_csv(shared_data / "default_credit_hetero_guest.csv", nrows=4000)
+    host = pd.read_csv(shared_data / "default_credit_hetero_host.csv", nrows=4000)
     guest.iloc[:2500].to_csv(tmp / "lender.csv", index=False)
     host.to_csv(tmp / "payco.csv", index=False)  # payco knows more customers than the lender trained on
     guest.iloc[2500:4000].drop(columns=["y"]).to_csv(tmp / "new.csv", index=False)
