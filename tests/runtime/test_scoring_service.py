@@ -148,3 +148,34 @@ def test_serve_scores_many_sessions_reports_health_and_stops_cleanly_on_sigterm(
         if serve.poll() is None:
             serve.kill()
             serve.wait()
+
+
+def test_serve_aborts_sessions_still_running_at_the_drain_deadline_and_exits_0(trained):
+    tmp, hp = trained
+    serve_out = tmp / "serve-deadline"
+    serve = subprocess.Popen([*FEDRISK, "serve", str(tmp / "run" / "job.toml"), "--as", "payco",
+                              "--model", str(tmp / "run" / "model-payco.json"), "--certs", str(tmp / "run" / "certs"),
+                              "--out", str(serve_out), "--health", f"127.0.0.1:{hp}", "--quiet",
+                              "--drain-timeout", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_serving(serve, hp)
+        inflight = predict(tmp, "late", "late.csv")
+        deadline = time.monotonic() + 60
+        while "session late opened" not in (serve_out / "serve.log").read_text():
+            assert time.monotonic() < deadline and inflight.poll() is None, inflight.communicate()
+            time.sleep(0.05)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0, serve.stderr.read()
+        _, err = inflight.communicate(timeout=120)
+        # the label holder is told, in one line, and writes no scores
+        assert inflight.returncode == 2 and "Traceback" not in err, err
+        assert "scoring service stopped" in err or "stopping" in err, err
+        assert not (tmp / "late.csv").exists()
+        log = (serve_out / "serve.log").read_text()
+        assert "stopped: 0 session(s) served, 0 failed, 1 aborted at shutdown" in log, log
+        left = [p for p in psutil.process_iter(["cmdline"]) if str(serve_out) in " ".join(p.info["cmdline"] or [])]
+        assert not left
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
