@@ -289,9 +289,9 @@ class ScoringService:
 
 
 def _session_logger(party: str, session: str, work: Path) -> logging.Logger:
-    slog = logging.getLogger(f"fedrisk.serve.session.{session}")
-    slog.setLevel(logging.INFO)
-    slog.handlers.clear()
+    # not registered with logging's manager: a service that runs for months must not keep one
+    # logger object per session it ever served
+    slog = logging.Logger(f"fedrisk.serve.session.{session}", logging.INFO)
     slog.propagate = False
     fh = logging.FileHandler(work / "session.log", encoding="utf-8")
     fh.setFormatter(EscapingFormatter(f"%(asctime)s {party} session={session} %(levelname)s %(message)s"))
