@@ -57,7 +57,7 @@ from typing import Any
 import grpc
 
 from fedrisk.errors import CodecError, ConfigError, FedriskError
-from fedrisk.runtime.inference import (OPEN_TAG, _certs, _check_session, _roles, feature_holder_session, get_format,
+from fedrisk.runtime.inference import (OPEN_TAG, _certs, _check_session, feature_holder_session, get_format,
                                        load_feature_holder)
 from fedrisk.transport.certs import tls_files
 from fedrisk.transport.codec import frame_job
