@@ -1,4 +1,4 @@
-"""The ``fedrisk`` command line: demo, simulate, party, certs, predict, report.
+"""The ``fedrisk`` command line: demo, simulate, party, certs, predict, serve, health, report.
 
 Every command turns a :class:`~fedrisk.errors.FedriskError` into one red line and exit code 2
 (an interrupted job: exit code 130); anything else is a bug and keeps its traceback.
@@ -174,7 +174,7 @@ def certs(parties: str = typer.Option(..., help="comma-separated party names, e.
     except FedriskError as e:
         _fail(e)
     console.print(f"wrote a dev CA and certificates for {', '.join(names)} to {out}")
-    console.print(f"each host gets ca.pem, NAME.pem and NAME-key.pem only; the CA key {out / 'private-ca' / 'ca-key.pem'} "
+    console.print(f"each host gets ca.pem, the certificates NAME.pem (public) and its own NAME-key.pem only; the CA key {out / 'private-ca' / 'ca-key.pem'} "
                   f"goes to no party host (see {out / 'README.txt'})", highlight=False)
 
 
@@ -201,18 +201,50 @@ def predict(model: Path = typer.Argument(..., help="model file from a run direct
 def serve(spec: Path = typer.Argument(..., help="job spec (TOML) the model was trained with"),
           name: str = typer.Option(..., "--as", help="which feature holder this process is"),
           model: Path = typer.Option(..., help="this party's part of the model (model-NAME.json)"),
-          session: str = typer.Option(..., help="inference session name agreed with the label holder"),
+          session: Optional[str] = typer.Option(None, help="serve just this one inference session, then exit "
+                                                           "(default: a long-running service for any number of sessions)"),
           certs: Optional[Path] = typer.Option(None, help="certificate folder (default: security.certs)"),
           data: Optional[Path] = typer.Option(None, help="rows to score (default: the party's data file in the spec)"),
-          out: Optional[Path] = typer.Option(None, help="where to write logs and the ledger")) -> None:
-    """A feature holder's side of federated scoring: align the label holder's rows, send partial scores, exit."""
-    from fedrisk.runtime.inference import serve_feature_holder
-
+          out: Optional[Path] = typer.Option(None, help="where to write logs and ledgers (default: MODEL's folder/serve)"),
+          health: Optional[str] = typer.Option(None, help="HOST:PORT of a plain-HTTP /healthz endpoint (keep it on loopback)"),
+          max_sessions: int = typer.Option(2, help="sessions served at the same time"),
+          drain_timeout: float = typer.Option(60.0, help="on SIGTERM/SIGINT, seconds to let running sessions finish"),
+          quiet: bool = typer.Option(False, help="log to OUT/serve.log only")) -> None:
+    """A feature holder's side of federated scoring: a long-running service (or one --session)."""
     try:
-        serve_feature_holder(spec, name, model, session, certs, out, data)
+        if session is not None:
+            from fedrisk.runtime.inference import serve_feature_holder
+
+            serve_feature_holder(spec, name, model, session, certs, out, data)
+            console.print(f"{name}: inference session {session} done")
+            return
+        from fedrisk.runtime.scoring_service import run_service
+
+        aborted = run_service(spec, name, model, certs=certs, out=out, data=data, health=health,
+                              max_sessions=max_sessions, drain_timeout=drain_timeout, console=not quiet)
     except FedriskError as e:
         _fail(e)
-    console.print(f"{name}: inference session {session} done")
+    console.print(f"{name}: scoring service stopped" + (f" ({aborted} session(s) aborted at the deadline)" if aborted else ""))
+
+
+@app.command()
+def health(address: str = typer.Argument(..., help="HOST:PORT given to `fedrisk serve --health`"),
+           wait: float = typer.Option(0.0, help="seconds to keep trying while the service starts"),
+           as_json: bool = typer.Option(False, "--json", help="print the status as JSON")) -> None:
+    """Exit 0 when the scoring service at ADDRESS is serving (the probe for Docker and systemd)."""
+    import json
+
+    from fedrisk.runtime.scoring_service import check_health
+
+    try:
+        st = check_health(address, wait=wait)
+    except FedriskError as e:
+        _fail(e)
+    if as_json:
+        print(json.dumps(st))
+    else:
+        console.print(f"{st.get('party')}: {st.get('status')}; sessions: {st.get('sessions_active')} running, "
+                      f"{st.get('sessions_done')} done, {st.get('sessions_failed')} failed", highlight=False)
 
 
 @app.command()

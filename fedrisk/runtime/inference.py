@@ -63,8 +63,10 @@ import numpy as np
 
 from fedrisk.errors import ConfigError, FedriskError
 from fedrisk.runtime.abort_reason import wire_reason
+from fedrisk.runtime.handshake import handshake
 
-__all__ = ["FORMATS", "register_format", "get_format", "predict_vertical", "serve_feature_holder", "run_inference", "main"]
+__all__ = ["FORMATS", "register_format", "get_format", "predict_vertical", "serve_feature_holder", "run_inference",
+           "load_feature_holder", "feature_holder_session", "OPEN_TAG", "main"]
 
 FORMATS: dict[str, str] = {
     "fedrisk.vertical.lr": "fedrisk.tasks.vertical_lr",
@@ -73,6 +75,8 @@ FORMATS: dict[str, str] = {
 }
 
 log = logging.getLogger("fedrisk.inference")
+#: label holder -> feature holders, first message of a session: "open session S" (control)
+OPEN_TAG = "ctl.open"
 
 
 def register_format(fmt: str, module: str) -> None:
@@ -159,7 +163,7 @@ def _open_channel(spec, me: str, job_id: str, certs_dir: Path, out: Path, prefix
                        ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"),
                        inbound_ledger=Ledger(me, inbound_path(out, me), direction="in", fsync=False),
                        tag_prefixes=prefixes + ("psi.", "ctl."),
-                       peer_cas=spec.pinned_cas())
+                       peer_cas=spec.pinned_cas(), listen=spec.listen_address(me) if me in spec.parties else None)
 
 
 def _check_session(session: str) -> None:
@@ -181,7 +185,6 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
     """Label-holder side of ``fedrisk predict`` for a vertical model; return the number of scored rows."""
     from fedrisk.data.loading import load_party_table
     from fedrisk.runtime.evaluation import write_scores
-    from fedrisk.runtime.handshake import handshake
 
     model_path = Path(model_path)
     run_dir = model_path.resolve().parent
@@ -238,6 +241,9 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
                     procs[h] = subprocess.Popen(cmd, stdout=errf, stderr=subprocess.STDOUT, env=env)
         channel.start()
         watcher = _watch_children(procs, channel)
+        # a long-running scoring service (`fedrisk serve` without --session) opens a session when
+        # the label holder asks for it; a one-session feature holder leaves this message unread
+        channel.broadcast(hosts, OPEN_TAG, {"session": session}, kind="control")
         handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
                   log=log, addresses={n: p.address for n, p in spec.parties.items()})
         idx, p = run_inference(channel, lh, model, table, lh, hosts, job_id, log, detail=True,
@@ -296,25 +302,17 @@ def _watch_children(procs: dict[str, subprocess.Popen], channel) -> threading.Ev
     return stop
 
 
-def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Path, session: str,
-                         certs: str | Path | None = None, out: str | Path | None = None, data: str | Path | None = None,
-                         spec_dir: str | None = None) -> None:
-    """Feature-holder side of an inference session: align, contribute partial scores, exit."""
-    from fedrisk.runtime.handshake import handshake
-    from fedrisk.runtime.spec import load_spec
+def load_feature_holder(spec, name: str, model_path: str | Path, data: str | Path | None = None):
+    """A feature holder's part of the model and the rows it scores from, checked.
 
-    spec = load_spec(spec_path)
-    if spec_dir:
-        spec = spec.model_copy(update={"base_dir": Path(spec_dir)})
-    _check_session(session)
+    Returns ``(model, label_holder, feature_holders, table)``. Shared by the one-session process
+    (:func:`serve_feature_holder`) and the long-running service (:mod:`fedrisk.runtime.scoring_service`).
+    """
     model = _load_json(Path(model_path))
     lh, hosts = _roles(model)
     if name not in hosts or model.get("party") != name:
         raise ConfigError(f"{model_path} is not feature holder {name!r}'s part of the model")
     mod = get_format(model["format"])
-    job_id = f"{model['job']}.predict.{session}"
-    out = Path(out) if out else Path(model_path).resolve().parent / "predict" / session
-    certs_dir = _certs(spec, Path(model_path).resolve().parent, certs)
     task = importlib.import_module(FORMATS[str(model["format"]).removesuffix(".part")])
     fill = {"fill": model["imputation"]} if model.get("imputation") else {}
     if model.get("categories"):
@@ -323,6 +321,42 @@ def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Pat
                             **fill) if hasattr(task, "load_table") else None
     if table is None:
         raise ConfigError(f"model format {model['format']!r} does not say how to load a feature holder's data")
+    return model, lh, hosts, table
+
+
+def feature_holder_session(channel, spec, name: str, model: dict, table, session: str,
+                           logger: logging.Logger | None = None) -> None:
+    """One inference session at a feature holder over an open ``channel``: handshake, align, score.
+
+    The channel's job id is ``<job>.predict.<session>``; on failure the label holder is told
+    (``ctl.abort``, no ids, values or paths) and the error is raised.
+    """
+    lh, hosts = _roles(model)
+    job_id = f"{model['job']}.predict.{session}"
+    try:
+        handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
+                  log=logger or log, addresses={n: p.address for n, p in spec.parties.items()})
+        run_inference(channel, name, model, table, lh, hosts, job_id, logger or log, protocol=spec.psi.protocol)
+    except BaseException as e:
+        channel.abort(wire_reason(name, e, [lh, *hosts]))
+        raise
+
+
+def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Path, session: str,
+                         certs: str | Path | None = None, out: str | Path | None = None, data: str | Path | None = None,
+                         spec_dir: str | None = None) -> None:
+    """Feature-holder side of one inference session: align, contribute partial scores, exit."""
+    from fedrisk.runtime.spec import load_spec
+
+    spec = load_spec(spec_path)
+    if spec_dir:
+        spec = spec.model_copy(update={"base_dir": Path(spec_dir)})
+    _check_session(session)
+    model, lh, hosts, table = load_feature_holder(spec, name, model_path, data)
+    mod = get_format(model["format"])
+    job_id = f"{model['job']}.predict.{session}"
+    out = Path(out) if out else Path(model_path).resolve().parent / "predict" / session
+    certs_dir = _certs(spec, Path(model_path).resolve().parent, certs)
     from fedrisk.runtime.interrupt import stop_on_signals, stop_with_parent
 
     channel = _open_channel(spec, name, job_id, certs_dir, out, tuple(mod.INFERENCE_TAG_PREFIXES))
@@ -330,12 +364,7 @@ def serve_feature_holder(spec_path: str | Path, name: str, model_path: str | Pat
         stop_with_parent()
         try:
             channel.start()
-            handshake(channel, lh, [lh, *hosts], _session_settings(model, session), wait=spec.security.connect_timeout,
-                      log=log, addresses={n: p.address for n, p in spec.parties.items()})
-            run_inference(channel, name, model, table, lh, hosts, job_id, log, protocol=spec.psi.protocol)
-        except BaseException as e:
-            channel.abort(wire_reason(name, e, [lh, *hosts]))
-            raise
+            feature_holder_session(channel, spec, name, model, table, session, log)
         finally:
             channel.close()
 

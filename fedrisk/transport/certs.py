@@ -12,7 +12,9 @@ both sides.
 Layout written by :func:`make_dev_pki` (and expected of an institution's own PKI files)::
 
     OUT/ca.pem                   public: copy to every host
-    OUT/NAME.pem, NAME-key.pem   the host that runs party NAME only
+    OUT/NAME.pem                 public: to the host of NAME, and to every host of a job with
+                                 secure aggregation (it verifies each party's signed keys)
+    OUT/NAME-key.pem             the host that runs party NAME only
     OUT/private-ca/ca-key.pem    never copied to a party host: it can mint any identity
     OUT/README.txt               the same, as a list of files per host
 
@@ -135,11 +137,14 @@ def _write_readme(out: Path, ca_key_path: Path) -> None:
         "fedrisk development PKI: which file goes to which host",
         "",
         f"ca.pem          public; copy to every host",
-        *[f"{n}.pem, {n}-key.pem   to the host that runs {n!r} only (the key stays 0600)" for n in names],
+        *[f"{n}.pem, {n}-key.pem   to the host that runs {n!r}; the key to that host only (it stays 0600)" for n in names],
+        "NAME.pem        public: a job with secure aggregation also needs every participant's certificate",
+        "                on every host (each party's signed keys are checked with them)",
         f"{ca_key_path.relative_to(out)}   to NO party host: whoever holds it can mint any party's identity;",
         "                keep it where certificates are issued, or delete it once all are issued",
         "",
-        "Each host then runs: fedrisk party JOB.toml --as NAME --certs FOLDER_WITH(ca.pem, NAME.pem, NAME-key.pem)",
+        "Each host then runs: fedrisk party JOB.toml --as NAME --certs FOLDER_WITH(ca.pem, *.pem, NAME-key.pem)",
+        "(see docs/operations.md, 'Certificates')",
     ]
     _write(out / "README.txt", ("\n".join(lines) + "\n").encode())
 

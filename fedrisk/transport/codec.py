@@ -49,6 +49,7 @@ __all__ = [
     "KINDS",
     "encode",
     "decode",
+    "frame_job",
     "DEFAULT_MAX_BYTES",
     "MAX_HEADER_BYTES",
     "MAX_HEADER_NODES",
@@ -367,7 +368,22 @@ def decode(
         raise CodecError(f"malformed message: {type(e).__name__}: {safe_text(e, 120)}") from None
 
 
-def _decode(frame, job, to, senders, tag_prefixes, max_bytes) -> Envelope:
+def frame_job(frame: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """The job id a frame is addressed to, read from its header only (the blob is not touched).
+
+    For a server that routes frames of several jobs (a scoring service serves one inference
+    session per job id) before one of them decodes the frame fully. Raises :class:`CodecError`.
+    """
+    try:
+        header = _header(frame, max_bytes)
+        return _check_name("job", header.get("job"))
+    except CodecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the contract is "only CodecError escapes"
+        raise CodecError(f"malformed message: {type(e).__name__}: {safe_text(e, 120)}") from None
+
+
+def _header(frame, max_bytes) -> dict:
     if not isinstance(frame, (bytes, bytearray, memoryview)):
         raise CodecError("a frame must be bytes")
     if len(frame) > max_bytes:
@@ -389,6 +405,12 @@ def _decode(frame, job, to, senders, tag_prefixes, max_bytes) -> Envelope:
         raise CodecError(f"header is not valid JSON: {safe_text(e, 120)}") from None
     if not isinstance(header, dict) or header.get("v") != VERSION:
         raise CodecError("header is not a version-1 fedrisk envelope")
+    return header
+
+
+def _decode(frame, job, to, senders, tag_prefixes, max_bytes) -> Envelope:
+    header = _header(frame, max_bytes)
+    hlen = struct.unpack(">I", bytes(frame[4:8]))[0]
     env_job = _check_name("job", header.get("job"))
     sender = _check_name("sender", header.get("sender"))
     recipient = _check_name("to", header.get("to"))

@@ -224,7 +224,10 @@ class GrpcChannel(Channel):
                     ) from None
             except grpc.RpcError as e:
                 code = e.code()
-                if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT):
+                # FAILED_PRECONDITION: the peer is up but will not take this (e.g. a scoring service
+                # asked for a session it already served): its reason, not "unreachable"
+                if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT,
+                            grpc.StatusCode.FAILED_PRECONDITION):
                     raise TransportError(f"{self.me} -> {to}: refused: {safe_text(e.details(), 400)}") from None
                 if self.mailbox.failure is not None:
                     # the job was aborted by a peer: stop knocking on doors that are closing
