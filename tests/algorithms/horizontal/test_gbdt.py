@@ -10,6 +10,7 @@ from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations,
 from fedrisk.algorithms.vertical.tree import fit_reference, predict_reference
 from fedrisk.crypto import ring64
 from fedrisk.crypto.dp import plan_privacy
+from fedrisk.crypto.secagg_oneshot import OneShotSessionAggregation
 from fedrisk.crypto.secagg_session import SessionSecureAggregation
 from fedrisk.crypto.secure_aggregation import SecureAggregation
 from fedrisk.errors import ConfigError, DataError, FedriskError
@@ -78,16 +79,17 @@ def assert_same_trees(fed_trees, ref_trees, atol=1e-5):
                 assert (nd["left"], nd["right"]) == (rt.left[i], rt.right[i])
 
 
-SECURE = {"single-round": SecureAggregation, "session": SessionSecureAggregation}
+SECURE = {"single-round": SecureAggregation, "session": SessionSecureAggregation,
+          "one-shot": OneShotSessionAggregation}
 
 
-@pytest.mark.parametrize("secure", [None, "single-round", "session"])
+@pytest.mark.parametrize("secure", [None, "single-round", "session", "one-shot"])
 def test_equals_pooled_reference_on_the_same_bins(secure):
     banks = synthetic_banks()
     params = GbdtParams(n_trees=6, max_depth=3, learning_rate=0.3, max_bin=16)
     # (session mode with 8 rounds per setup: the 21 aggregations span three setups)
     agg = PlainAggregation() if secure is None else \
-        SecureAggregation(dropout_timeout=5.0) if secure == "single-round" else SessionSecureAggregation(8, dropout_timeout=5.0)
+        SecureAggregation(dropout_timeout=5.0) if secure == "single-round" else SECURE[secure](8, dropout_timeout=5.0)
     res, _, _ = federate(banks, params, agg)
     model = res[COORD]
     X, y = pooled(banks)
@@ -211,7 +213,7 @@ def dies_at(base):
 def test_one_bank_of_four_drops_out_mid_training(mode):
     banks = synthetic_banks(5, sizes=(400, 350, 300, 250), nan=False)
     params = GbdtParams(n_trees=4, max_depth=2, max_bin=8)
-    kw = {"round_timeout": 0.5} if mode == "session" else {}
+    kw = {"round_timeout": 0.5} if mode != "single-round" else {}
     agg = SECURE[mode](dropout_timeout=0.5, **kw)
     # tree 2, level 1 (steps: tree 1 = a0, a1; tree 2 root = a2, level 1 = a3)
     dying = dies_at(SECURE[mode])("hgb.a3", dropout_timeout=0.5)
