@@ -104,7 +104,7 @@ from fedrisk.algorithms.vertical.tree import (
     logloss_grad_hess,
     sigmoid,
 )
-from fedrisk.crypto.dp import PrivacyPlan, add_distributed_noise, noise_rng
+from fedrisk.crypto.dp import PrivacyPlan, add_distributed_noise, min_contributors, noise_rng
 from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
@@ -247,12 +247,7 @@ class _Phases:
 
 def _min_contributors(agg: Aggregation, n_banks: int) -> int:
     """The fewest banks whose vectors can be in a released sum (each adds 1/t of the DP noise)."""
-    if isinstance(agg, PlainAggregation) or not hasattr(agg, "threshold"):
-        return 1
-    from fedrisk.crypto.secure_aggregation import default_threshold
-
-    t = agg.threshold if agg.threshold is not None else default_threshold(n_banks)
-    return max(1, int(t))
+    return min_contributors(agg, n_banks)
 
 
 def _sensitivities(d: int, clip: float | None) -> tuple[float, float]:
