@@ -101,7 +101,9 @@ each row's log-loss to ``DP_LOSS_CLIP``; one row then changes the round vector
 most ``|x|^2``). Every bank adds its share of the Gaussian noise (``1/t`` of the variance, ``t``
 the secure-aggregation threshold) before masking. The coordinator takes exactly
 ``privacy_rounds`` full Newton steps ``w += -H^{-1} g`` on the noisy sums (no line search: the
-ladder's losses would cost sensitivity for little; the step cap still applies) and the
+ladder's losses would cost sensitivity for little; the step cap still applies), with the noisy
+Hessian's eigenvalues floored at the noise matrix's spectral norm (``2 sigma sqrt(d + 1)``, so
+no step follows a direction that only noise curved), and the
 accountant composes ``3 + privacy_rounds`` Gaussian mechanisms (:func:`private_mechanisms`).
 At epsilon = infinity the iteration is the pooled Newton on the clipped rows.
 """
@@ -421,6 +423,8 @@ def _private_newton(channel: Channel, agg: Aggregation, roster, cfg: NewtonConfi
     k = d + 1
     iu = np.triu_indices(k)
     w = np.zeros(k)
+    sens = dp_sensitivity(d, privacy.clip)
+    t = min_contributors(agg, len(roster.active))
     history: list[dict] = []
     last_loss = None
     last_contributors = None
@@ -435,7 +439,12 @@ def _private_newton(channel: Channel, agg: Aggregation, roster, cfg: NewtonConfi
         last_loss = float(tot[1] / n_round + 0.5 * cfg.l2 * np.sum((w * pen) ** 2))
         H = np.zeros((k, k))
         H[iu] = tot[2 + k:] / n_round
-        H = H + np.triu(H, 1).T + cfg.l2 * np.diag(pen)
+        H = H + np.triu(H, 1).T
+        # the noise matrix has spectral norm about 2 sigma sqrt(k): eigenvalues below that are noise,
+        # and a Newton step along them would be one too (the data's Hessian is positive semi-definite)
+        sigma = privacy.noise_multiplier * sens * np.sqrt(len(res.contributors) / t)
+        lam, V = np.linalg.eigh(H)
+        H = (V * np.maximum(lam, 2.0 * sigma * np.sqrt(k) / n_round)) @ V.T + cfg.l2 * np.diag(pen)
         grad = tot[2:2 + k] / n_round + cfg.l2 * pen * w
         p = newton_direction(grad, H, active)
         w = w + p
