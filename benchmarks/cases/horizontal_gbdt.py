@@ -84,7 +84,7 @@ def _federated(run: dict) -> dict:
 def _dp_curve(data: dict, Xt: np.ndarray, yt: np.ndarray, feats: list[str], task: dict, repeats: int) -> list[dict]:
     from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations, run_bank, run_coordinator
     from fedrisk.crypto.dp import plan_privacy
-    from fedrisk.crypto.secagg_session import SessionSecureAggregation
+    from fedrisk.crypto.secagg_oneshot import OneShotSessionAggregation
     from fedrisk.finance.metrics import auc
     from fedrisk.runtime.threads import run_roles
     from fedrisk.transport.channel import InMemoryNetwork
@@ -97,7 +97,7 @@ def _dp_curve(data: dict, Xt: np.ndarray, yt: np.ndarray, feats: list[str], task
         plan = None if eps is None else plan_privacy(planned_aggregations(params, private=True), epsilon=eps, delta=1e-5)
         aucs = []
         for _ in range(1 if eps is None else repeats):
-            agg = SessionSecureAggregation()
+            agg = OneShotSessionAggregation()  # what the task uses
             net = InMemoryNetwork([*data, "coordinator"], job="bench-hgbdt-dp", recv_timeout=300.0)
             roles = {b: (lambda ch, b=b: run_bank(ch, "coordinator", data[b][0], data[b][1], feats, params, agg,
                                                   privacy=plan)) for b in data}
