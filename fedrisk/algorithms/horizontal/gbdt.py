@@ -41,6 +41,14 @@ the smaller child (by hessian sum) of each split is built — the coordinator ge
 parent minus child. 30 trees of depth 3 take 2 + 90 + 1 aggregations. Each bank checks that its
 sums fit the fixed-point ring for the number of banks before anything is sent.
 
+The task (:mod:`fedrisk.tasks.horizontal_gbdt`) uses
+:class:`~fedrisk.crypto.secagg_oneshot.OneShotSessionAggregation` in session mode: a level then
+costs one masked vector per bank and one plan per bank (the plain-aggregation message count),
+because this trainer recovers from a dropout by restarting the tree and needs no in-round
+unmasking of a survivors' sum (Bonawitz's reveal round trip). The coordinator opens exactly the
+sum over the tree's banks, as before; with a bank missing it opens nothing (the sum is void, the
+banks are told to ``abandon`` the session with the ``reset`` plan, the next sum sets up afresh).
+
 What each participant learns
 ----------------------------
 * **The coordinator** learns the feature names, the federation's counts on the binning grid, the
@@ -75,7 +83,12 @@ tells the dropped bank at its next plan step (``{"stop", "excluded"}``, kind con
 sends it the final model. Later aggregations ask only the banks still in, with the threshold
 fixed at the start from *all* banks (the secure-aggregation majority rule), so a dropout never
 lowers the bar; with ``[privacy]`` a restart that would exceed the planned number of noisy sums
-stops the job instead.
+stops the job instead. What a restart reveals: the restarted root is summed over the survivors
+while the first attempt's root (or, in Bonawitz mode, a level) was summed over all banks, on the
+same gradients, so the difference is the dropped bank's root histogram of that tree. Secure
+aggregation cannot hide the difference of two sums it releases; ``[privacy]`` bounds it (both
+sums are noised and counted by the accountant). A bank that must not risk this should not leave
+mid-tree.
 """
 from __future__ import annotations
 
