@@ -19,13 +19,12 @@ noisy sums (``epsilon_spent`` <= the target). ``--chart`` writes the report char
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.cases.horizontal_gbdt import EPSILONS, FILES, TEST, _dp_curve
+from benchmarks.cases.horizontal_gbdt import FILES, TEST, _dp_curve, epsilon_curve
 from benchmarks.measure import require_shared_data
 
 GBDT_TASK = {"n_trees": 30, "max_depth": 3, "learning_rate": 0.3, "max_bin": 32}
@@ -33,32 +32,22 @@ GBDT_TASK = {"n_trees": 30, "max_depth": 3, "learning_rate": 0.3, "max_bin": 32}
 
 def _lr_curve(data: dict, Xt, yt, feats: list[str], repeats: int) -> list[dict]:
     from fedrisk.algorithms.horizontal.newton_lr import NewtonConfig, private_mechanisms, run_bank, run_coordinator
-    from fedrisk.crypto.dp import plan_privacy
     from fedrisk.crypto.secagg_session import SessionSecureAggregation
     from fedrisk.finance.metrics import auc
     from fedrisk.runtime.threads import run_roles
     from fedrisk.transport.channel import InMemoryNetwork
 
     cfg = NewtonConfig()
-    out = []
-    for eps in EPSILONS:
-        plan = None if eps is None else plan_privacy(private_mechanisms(cfg), epsilon=eps, delta=1e-5)
-        aucs = []
-        for _ in range(1 if eps is None else repeats):
-            agg = SessionSecureAggregation()
-            net = InMemoryNetwork([*data, "coordinator"], job="bench-hlr-dp", recv_timeout=300.0)
-            roles = {b: (lambda ch, b=b: run_bank(ch, "coordinator", data[b][0], data[b][1], feats, cfg, agg,
-                                                  privacy=plan, n_banks=len(data))) for b in data}
-            roles["coordinator"] = lambda ch: run_coordinator(ch, list(data), cfg, agg, privacy=plan)
-            model = run_roles(roles, network=net)["coordinator"]
-            aucs.append(auc(yt, model.predict_proba(Xt)))
-        point = {"epsilon": "inf" if eps is None else eps, "delta": None if eps is None else 1e-5,
-                 "auc": round(statistics.mean(aucs), 4), "auc_runs": [round(a, 4) for a in aucs]}
-        if plan is not None:
-            point["noise_multiplier"] = round(plan.noise_multiplier, 3)
-            point["epsilon_spent"] = round(plan.epsilon, 4)
-        out.append(point)
-    return out
+
+    def once(plan) -> float:
+        agg = SessionSecureAggregation()  # what horizontal.lr uses
+        net = InMemoryNetwork([*data, "coordinator"], job="bench-hlr-dp", recv_timeout=300.0)
+        roles = {b: (lambda ch, b=b: run_bank(ch, "coordinator", data[b][0], data[b][1], feats, cfg, agg,
+                                              privacy=plan, n_banks=len(data))) for b in data}
+        roles["coordinator"] = lambda ch: run_coordinator(ch, list(data), cfg, agg, privacy=plan)
+        return auc(yt, run_roles(roles, network=net)["coordinator"].predict_proba(Xt))
+
+    return epsilon_curve(once, private_mechanisms(cfg), repeats)
 
 
 def run(args: list[str]) -> dict:

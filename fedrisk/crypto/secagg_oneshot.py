@@ -59,12 +59,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult
 from fedrisk.crypto import ring64
-from fedrisk.crypto.prg_mask import mask
-from fedrisk.crypto.secagg_session import SessionSecureAggregation, _CoordSession, _PartySession, _round_pair_info
+from fedrisk.crypto.secagg_session import SessionSecureAggregation, _add_pairwise_masks, _CoordSession, _PartySession
 from fedrisk.crypto.secure_aggregation import _gather
 from fedrisk.errors import CryptoError, ProtocolError
 from fedrisk.transport.channel import Channel
@@ -109,17 +107,7 @@ class OneShotSessionAggregation(SessionSecureAggregation):
             y = ring64.encode(x, self.frac_bits, n_summands=len(st.roster))
         except CryptoError as e:
             raise CryptoError(f"{me}: {e}") from None
-        n, r = len(y), st.r
-        for j in st.roster:
-            if j == me:
-                continue
-            m = mask(st.s_sk[r].exchange(X25519PublicKey.from_public_bytes(st.s_pk[j][r])),
-                     _round_pair_info(job, st.sid, tag, r, me, j), n)
-            if me < j:
-                y += m
-            else:
-                y -= m
-        return y
+        return _add_pairwise_masks(y, job, tag, me, st)  # no self-mask: nothing is ever revealed
 
     def _round(self, channel: Channel, coordinator: str, tag: str, st: _PartySession, y: np.ndarray) -> None:
         # index r is spent the moment its masks leave; nothing of it is ever revealed

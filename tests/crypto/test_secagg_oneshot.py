@@ -12,6 +12,8 @@ from fedrisk.crypto.secagg_oneshot import IncompleteRound, OneShotSessionAggrega
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryNetwork
 
+from tests.crypto.test_secagg_session import _vectors
+
 COORD = "coordinator"
 
 
@@ -31,11 +33,6 @@ class DiesAt(OneShotSessionAggregation):
         if k == self.at:
             raise _Died
         super()._send_masked(channel, coordinator, tag, y)
-
-
-def _vectors(names, rounds, length, seed=0):
-    rng = np.random.default_rng(seed)
-    return {n: [rng.normal(size=length) * 100 for _ in range(rounds)] for n in names}
 
 
 @settings(max_examples=10, deadline=None)
