@@ -16,7 +16,7 @@ scored locally by ``fedrisk predict``), ``metrics.json``, ``scores/{train,test}.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation
 from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations, run_bank, run_coordinator
@@ -26,6 +26,7 @@ from fedrisk.model_files import save_gbdt_model
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
+from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.horizontal_lr import make_aggregation, validate_horizontal
 
 KIND = "horizontal.gbdt"
@@ -41,28 +42,11 @@ SUPPORTS_MONOTONE = True
 SUPPORTS_PRIVACY = True
 
 
-class Params(BaseModel):
+class Params(BoostingParams):
     """``[task]`` settings of ``horizontal.gbdt``: the names and meanings of ``vertical.secureboost``
     (see :class:`~fedrisk.algorithms.horizontal.gbdt.GbdtParams`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    n_trees: int = Field(30, ge=1, le=10000)
-    max_depth: int = Field(3, ge=1, le=16)
-    learning_rate: float = Field(0.3, gt=0, le=1)
-    max_bin: int = Field(32, ge=2, le=256)
-    min_child_weight: float = Field(1.0, ge=0)
-    reg_lambda: float = Field(1.0, ge=0)
-    min_split_gain: float = Field(0.0, ge=0)
-    subsample: float = Field(1.0, gt=0, le=1)
-    validation_fraction: float = Field(0.0, ge=0, lt=0.5)
-    early_stopping_rounds: int = Field(0, ge=0)
     dropout_timeout: float = Field(30.0, gt=0, description="seconds the coordinator waits for a bank's masked sums")
-
-    @model_validator(mode="after")
-    def _early_stopping(self) -> "Params":
-        if self.early_stopping_rounds and not self.validation_fraction:
-            raise ValueError("early_stopping_rounds needs validation_fraction > 0 (e.g. 0.1) to hold rows out")
-        return self
 
     def config(self, seed: int) -> GbdtParams:
         return GbdtParams(**self.model_dump(exclude={"dropout_timeout"}), seed=seed)

@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from fedrisk.algorithms.vertical.secureboost import (
     FeatureHolderModel,
@@ -56,6 +56,7 @@ from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext, write_json
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
+from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
     DEFAULT_TEST_RULE, driver, inference_features, load_table, model_file, roles, choose_test_rows, validate_vertical)
 
@@ -71,30 +72,13 @@ TAG_PREFIXES = ("psi.", "sb.", "sbi.")
 INFERENCE_TAG_PREFIXES = ("psi.", "sbi.")
 
 
-class Params(BaseModel):
+class Params(BoostingParams):
     """``[task]`` settings of ``vertical.secureboost``; see :class:`SecureBoostParams` for their meaning."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    n_trees: int = Field(30, ge=1, le=10000)
-    max_depth: int = Field(3, ge=1, le=16)
-    learning_rate: float = Field(0.3, gt=0, le=1)
-    max_bin: int = Field(32, ge=2, le=256)
-    min_child_weight: float = Field(1.0, ge=0)
-    reg_lambda: float = Field(1.0, ge=0)
-    min_split_gain: float = Field(0.0, ge=0)
-    subsample: float = Field(1.0, gt=0, le=1)
-    validation_fraction: float = Field(0.0, ge=0, lt=0.5)
-    early_stopping_rounds: int = Field(0, ge=0)
     scheme: str = Field("ou", pattern="^(ou|paillier)$", description="'ou' (Okamoto-Uchiyama, fast) or 'paillier'")
     key_bits: int = Field(2048, ge=2048, le=8192, description="modulus bits of the label holder's key")
     precision: int = Field(16, ge=8, le=52, description="fixed-point fractional bits of g and h")
     first_tree_label_holder_only: bool = False
-
-    @model_validator(mode="after")
-    def _early_stopping(self) -> "Params":
-        if self.early_stopping_rounds and not self.validation_fraction:
-            raise ValueError("early_stopping_rounds needs validation_fraction > 0 (e.g. 0.1) to hold rows out")
-        return self
 
     def config(self, seed: int) -> SecureBoostParams:
         return SecureBoostParams(**self.model_dump(), seed=seed)
