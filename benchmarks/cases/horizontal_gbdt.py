@@ -83,8 +83,7 @@ def _federated(run: dict) -> dict:
 
 def _dp_curve(data: dict, Xt: np.ndarray, yt: np.ndarray, feats: list[str], task: dict, repeats: int) -> list[dict]:
     from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations, run_bank, run_coordinator
-    from fedrisk.crypto.dp import plan_privacy
-    from fedrisk.crypto.secagg_session import SessionSecureAggregation
+    from fedrisk.crypto.secagg_oneshot import OneShotSessionAggregation
     from fedrisk.finance.metrics import auc
     from fedrisk.runtime.threads import run_roles
     from fedrisk.transport.channel import InMemoryNetwork
@@ -92,18 +91,27 @@ def _dp_curve(data: dict, Xt: np.ndarray, yt: np.ndarray, feats: list[str], task
     keys = ("n_trees", "max_depth", "learning_rate", "max_bin", "min_child_weight", "reg_lambda", "min_split_gain",
             "subsample")
     params = GbdtParams(**{k: task[k] for k in keys if k in task})
+
+    def once(plan) -> float:
+        agg = OneShotSessionAggregation()  # what the task uses
+        net = InMemoryNetwork([*data, "coordinator"], job="bench-hgbdt-dp", recv_timeout=300.0)
+        roles = {b: (lambda ch, b=b: run_bank(ch, "coordinator", data[b][0], data[b][1], feats, params, agg,
+                                              privacy=plan)) for b in data}
+        roles["coordinator"] = lambda ch: run_coordinator(ch, list(data), params, agg, privacy=plan)
+        return auc(yt, run_roles(roles, network=net)["coordinator"].predict_proba(Xt))
+
+    return epsilon_curve(once, planned_aggregations(params, private=True), repeats)
+
+
+def epsilon_curve(once, mechanisms: int, repeats: int) -> list[dict]:
+    """Test AUC at every epsilon of :data:`EPSILONS`: ``once(plan)`` trains and scores one run
+    (``plan`` None = no noise); each noisy point is the mean of ``repeats`` runs."""
+    from fedrisk.crypto.dp import plan_privacy
+
     out = []
     for eps in EPSILONS:
-        plan = None if eps is None else plan_privacy(planned_aggregations(params, private=True), epsilon=eps, delta=1e-5)
-        aucs = []
-        for _ in range(1 if eps is None else repeats):
-            agg = SessionSecureAggregation()
-            net = InMemoryNetwork([*data, "coordinator"], job="bench-hgbdt-dp", recv_timeout=300.0)
-            roles = {b: (lambda ch, b=b: run_bank(ch, "coordinator", data[b][0], data[b][1], feats, params, agg,
-                                                  privacy=plan)) for b in data}
-            roles["coordinator"] = lambda ch: run_coordinator(ch, list(data), params, agg, privacy=plan)
-            model = run_roles(roles, network=net)["coordinator"]
-            aucs.append(auc(yt, model.predict_proba(Xt)))
+        plan = None if eps is None else plan_privacy(mechanisms, epsilon=eps, delta=1e-5)
+        aucs = [once(plan) for _ in range(1 if eps is None else repeats)]
         point = {"epsilon": "inf" if eps is None else eps, "delta": None if eps is None else 1e-5,
                  "auc": round(statistics.mean(aucs), 4), "auc_runs": [round(a, 4) for a in aucs]}
         if plan is not None:

@@ -41,7 +41,8 @@ import numpy as np
 
 from fedrisk.errors import ConfigError
 
-__all__ = ["PrivacyPlan", "plan_privacy", "epsilon_spent", "clip_l2", "add_distributed_noise", "noise_rng"]
+__all__ = ["PrivacyPlan", "plan_privacy", "epsilon_spent", "clip_l2", "clip_rows", "add_distributed_noise", "noise_rng",
+           "BankNoise", "min_contributors"]
 
 #: the accountant's name, as written in metrics and reports
 ACCOUNTANT = "dp-accounting PLD (Gaussian mechanisms, add/remove one row)"
@@ -212,3 +213,52 @@ def add_distributed_noise(x: np.ndarray, sensitivity: float, noise_multiplier: f
     x = np.asarray(x, dtype=np.float64)
     std = noise_multiplier * sensitivity / math.sqrt(min_contributors)
     return x + (rng or noise_rng()).normal(0.0, std, size=x.shape)
+
+
+def clip_rows(X: np.ndarray, clip: float) -> np.ndarray:
+    """Scale every row of ``X`` down to L2 norm ``clip`` if it is longer (per-row clipping for LR)."""
+    X = np.asarray(X, dtype=np.float64)
+    norms = np.linalg.norm(X, axis=1)
+    return X * np.minimum(1.0, clip / np.maximum(norms, 1e-300))[:, None]
+
+
+def min_contributors(agg: object, n_banks: int) -> int:
+    """The fewest banks whose vectors can be in a released sum: each bank adds ``1/t`` of the noise.
+
+    ``t`` is the secure-aggregation threshold (fixed from all banks); 1 when the aggregation shows
+    the coordinator every vector (plain aggregation).
+    """
+    from fedrisk.algorithms.horizontal.aggregation import PlainAggregation
+
+    if isinstance(agg, PlainAggregation) or not hasattr(agg, "threshold"):
+        return 1
+    from fedrisk.crypto.secure_aggregation import default_threshold
+
+    t = getattr(agg, "threshold", None)
+    t = t if t is not None else default_threshold(n_banks)
+    return max(1, int(t))
+
+
+class BankNoise:
+    """One bank's share of the noise of every sum it submits in a private run.
+
+    Parameters
+    ----------
+    plan : PrivacyPlan
+        The run's noise multiplier (the same for every mechanism).
+    min_contributors : int
+        See :func:`min_contributors`.
+    """
+
+    def __init__(self, plan: PrivacyPlan, min_contributors: int) -> None:
+        self.plan = plan
+        self.t = int(min_contributors)
+        self.rng = noise_rng()
+
+    def add(self, x: np.ndarray, sensitivity: float) -> np.ndarray:
+        """``x`` plus this bank's share of ``N(0, (noise_multiplier * sensitivity)^2)`` per coordinate."""
+        return add_distributed_noise(x, sensitivity, self.plan.noise_multiplier, self.t, self.rng)
+
+    def std(self, sensitivity: float) -> float:
+        """Standard deviation of the noise in the released sum (what the coordinator must expect)."""
+        return self.plan.noise_multiplier * sensitivity

@@ -390,18 +390,9 @@ class SessionSecureAggregation(SecureAggregation):
             y = ring64.encode(x, self.frac_bits, n_summands=len(st.roster))
         except CryptoError as e:
             raise CryptoError(f"{me}: {e}") from None
-        n, r = len(y), st.r
-        y = y + mask(st.b[r], _self_info(job, st.sid, tag, r, me), n)
-        for j in st.roster:
-            if j == me:
-                continue
-            m = mask(st.s_sk[r].exchange(X25519PublicKey.from_public_bytes(st.s_pk[j][r])),
-                     _round_pair_info(job, st.sid, tag, r, me, j), n)
-            if me < j:
-                y += m
-            else:
-                y -= m
-        return y
+        r = st.r
+        y = y + mask(st.b[r], _self_info(job, st.sid, tag, r, me), len(y))
+        return _add_pairwise_masks(y, job, tag, me, st)
 
     def _consistency_check_round(self, channel: Channel, coordinator: str, tag: str, st: _PartySession,
                                  survivors: list[str]) -> None:
@@ -566,6 +557,21 @@ class SessionSecureAggregation(SecureAggregation):
 
 
 # -- helpers ----------------------------------------------------------------------------------
+def _add_pairwise_masks(y: np.ndarray, job: str, tag: str, me: str, st: _PartySession) -> np.ndarray:
+    """``y`` plus this party's round-``st.r`` pairwise masks with every other roster member (in place)."""
+    n, r = len(y), st.r
+    for j in st.roster:
+        if j == me:
+            continue
+        m = mask(st.s_sk[r].exchange(X25519PublicKey.from_public_bytes(st.s_pk[j][r])),
+                 _round_pair_info(job, st.sid, tag, r, me, j), n)
+        if me < j:
+            y += m
+        else:
+            y -= m
+    return y
+
+
 def _session_share_ct(rounds: int) -> int:
     return _NONCE_BYTES + 2 * rounds * shamir.SHARE_BYTES + 16
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Chart", "PALETTE", "nice_ticks", "format_bytes"]
+__all__ = ["Chart", "PALETTE", "nice_ticks", "format_bytes", "epsilon_curve_chart"]
 
 #: Colour roles used across the report so one meaning always has one colour.
 PALETTE = {
@@ -262,3 +262,35 @@ class Chart:
         )
         body = f'<g clip-path="url(#{clip_id})">' + "".join(self._body) + "</g>"
         return "".join([head, f"<title>{escape(self.title)}</title>", clip, title, *self._axes(), body, *self._legend_svg(), "</svg>"])
+
+
+def epsilon_curve_chart(curves: dict[str, Sequence[dict]], title: str = "Test AUC vs privacy budget ε") -> str:
+    """AUC against the differential-privacy budget, one line per trainer, ``ε = ∞`` (no noise) at the right.
+
+    Parameters
+    ----------
+    curves : dict
+        Trainer name -> points ``{"epsilon": float or "inf", "auc": float}`` (the benchmark's
+        ``dp_curve`` entries). Epsilons are placed on a log-spaced categorical axis, the shared
+        values of all curves in increasing order, so the cost of each halving of ε reads off directly.
+    """
+    def key(e: object) -> float:
+        return math.inf if e in ("inf", None) or (isinstance(e, float) and math.isinf(e)) else float(e)
+
+    eps = sorted({key(p["epsilon"]) for pts in curves.values() for p in pts})
+    if not eps:
+        return ""
+    pos = {e: i for i, e in enumerate(eps)}
+    aucs = [float(p["auc"]) for pts in curves.values() for p in pts if p.get("auc") is not None]
+    lo = math.floor((min(aucs) - 0.01) * 50) / 50 if aucs else 0.5
+    hi = math.ceil((max(aucs) + 0.01) * 50) / 50 if aucs else 1.0
+    ticks = [(i, "∞ (no noise)" if math.isinf(e) else f"{e:g}") for e, i in pos.items()]
+    c = Chart(title, "ε (δ = 1e-5)", "Test AUC", x_range=(-0.3, len(eps) - 0.7), y_range=(lo, hi), x_ticks=ticks,
+              legend="br")
+    colours = [PALETTE["model"], PALETTE["accent"], PALETTE["good"], PALETTE["bad"]]
+    for k, (name, pts) in enumerate(curves.items()):
+        xy = sorted((pos[key(p["epsilon"])], float(p["auc"])) for p in pts if p.get("auc") is not None)
+        col = colours[k % len(colours)]
+        c.line([x for x, _ in xy], [y for _, y in xy], color=col, label=str(name))
+        c.points([x for x, _ in xy], [y for _, y in xy], color=col)
+    return c.svg()

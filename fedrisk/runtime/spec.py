@@ -475,7 +475,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
                           "scorecard tasks bin text columns themselves, named in [task] categorical = [...])")
     if spec.privacy is not None and not getattr(task, "SUPPORTS_PRIVACY", False):
         raise ConfigError(f"{path}: a privacy table is set, but task {spec.task['kind']!r} does not apply differential privacy; "
-                          "remove the privacy table (horizontal.gbdt supports it)")
+                          "remove the privacy table (horizontal.gbdt and horizontal.lr support it)")
     return spec
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedrisk.algorithms.horizontal.aggregation import Aggregation
 from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations, run_bank, run_coordinator
 from fedrisk.crypto.dp import PrivacyPlan, plan_privacy
 from fedrisk.errors import ConfigError
@@ -81,11 +82,31 @@ def _privacy_line(summary: dict) -> str:
             f"{summary['accountant']}")
 
 
+def one_shot(agg: Aggregation) -> Aggregation:
+    """Boosting's session secure aggregation without the reveal round trip.
+
+    The trainer restarts a tree when a bank drops out, so it needs no in-round recovery of a sum
+    over survivors; :class:`~fedrisk.crypto.secagg_oneshot.OneShotSessionAggregation` then costs one
+    message per bank per tree level instead of three (same keys, same masks minus the self-mask,
+    nothing ever revealed). Single-round (``secure_aggregation_rounds = 0``) and plain
+    aggregation are kept as configured.
+    """
+    from fedrisk.crypto.secagg_oneshot import OneShotSessionAggregation
+    from fedrisk.crypto.secagg_session import SessionSecureAggregation
+
+    if type(agg) is not SessionSecureAggregation:
+        return agg
+    return OneShotSessionAggregation(
+        rounds=agg.rounds, round_timeout=agg.round_timeout, threshold=agg.threshold, frac_bits=agg.frac_bits,
+        dropout_timeout=agg.dropout_timeout, key_timeout=agg.key_timeout, signing_key_pem=agg.signing_key_pem,
+        peer_certs_pem=agg.peer_certs_pem, parties=agg.parties, colluders=agg.colluders)
+
+
 def run(ctx: PartyContext) -> None:
     spec = ctx.spec
     params = parse_params(Params, spec.task)
     cfg = params.config(spec.federation.seed)
-    agg = make_aggregation(ctx, params)
+    agg = one_shot(make_aggregation(ctx, params))
     banks = list(spec.parties)
     privacy = privacy_plan(spec, params)
     if privacy is not None:

@@ -42,6 +42,8 @@ TAG_PREFIXES = ("hlr.", "secagg.")
 #: a bank that dies or is cut off after the agreement is dropped; the job goes on while the
 #: secure-aggregation threshold holds (read by the runtime and ``simulate``)
 DROPOUT_TOLERANT = True
+#: ``[privacy]`` (newton solver): noisy Newton on clipped rows, budget by the accountant
+SUPPORTS_PRIVACY = True
 
 
 #: settings only the FedAvg solver reads
@@ -76,6 +78,7 @@ class LRParams(BaseModel):
     learning_rate: float = Field(0.1, gt=0, description="fedavg only")
     lr_decay: float = Field(1.0, gt=0, le=1, description="fedavg only")
     mu: float = Field(0.0, ge=0, description="fedavg only: FedProx proximal weight; 0 = plain FedAvg")
+    privacy_rounds: int = Field(6, ge=1, le=100, description="newton under [privacy]: noisy Newton steps, fixed in advance")
 
     def ignored_settings(self) -> list[str]:
         """FedAvg-only settings the spec gives although the Newton solver will not read them."""
@@ -104,7 +107,7 @@ class LRParams(BaseModel):
                                 tol=self.tol, seed=seed)
         from fedrisk.algorithms.horizontal.newton_lr import NewtonConfig
 
-        return NewtonConfig(rounds=self.rounds, l2=self.l2, tol=self.tol)
+        return NewtonConfig(rounds=self.rounds, l2=self.l2, tol=self.tol, privacy_rounds=self.privacy_rounds)
 
     def solver_roles(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
         """``(run_bank, run_coordinator)`` of the chosen solver (same signatures for both)."""
@@ -141,8 +144,40 @@ def validate_horizontal(spec: JobSpec, where: str, kind: str) -> None:
 
 
 def validate_spec(spec: JobSpec, where: str) -> None:
-    parse_params(Params, spec.task, where).check_solver_settings(where)
+    params = parse_params(Params, spec.task, where)
+    params.check_solver_settings(where)
     validate_horizontal(spec, where, "horizontal.lr")
+    privacy_plan(spec, params, where)
+
+
+def privacy_plan(spec: JobSpec, params: LRParams, where: str = "job spec"):
+    """The noise and budget of a private ``horizontal.lr`` job (``None`` without ``[privacy]``).
+
+    Refuses, before anything starts, a budget the run cannot meet and a solver without DP.
+    """
+    pv = spec.privacy
+    if pv is None:
+        return None
+    if params.solver != "newton":
+        raise ConfigError(f"{where}: the privacy table applies to solver = 'newton' (noisy Newton on clipped rows); "
+                          f"remove solver = {params.solver!r} or the privacy table")
+    from fedrisk.algorithms.horizontal.newton_lr import private_mechanisms
+    from fedrisk.crypto.dp import plan_privacy
+
+    cfg = params.solver_config(spec.federation.seed)
+    what = f"3 standardisation sums + {cfg.privacy_rounds} Newton steps (task.privacy_rounds)"
+    try:
+        return plan_privacy(private_mechanisms(cfg), epsilon=pv.epsilon, delta=pv.delta,
+                            noise_multiplier=pv.noise_multiplier, clip=pv.clip, what=what)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def privacy_line(summary: dict) -> str:
+    """The log line of a private run's spent budget."""
+    return (f"differential privacy: epsilon = {summary['epsilon']:.3f} (delta = {summary['delta']:g}, budget "
+            f"{summary.get('epsilon_budget', 'none')}) over {summary['mechanisms_run']} noisy sums, noise multiplier "
+            f"{summary['noise_multiplier']:.3f}; {summary['accountant']}")
 
 
 def driver(spec: JobSpec) -> str:
@@ -188,10 +223,15 @@ def run(ctx: PartyContext) -> None:
     run_bank, run_coordinator = params.solver_roles()
     agg = make_aggregation(ctx, params)
     banks = list(spec.parties)
+    privacy = privacy_plan(spec, params)
+    dp = {} if privacy is None else {"privacy": privacy}
+    if privacy is not None:
+        ctx.log.info("privacy plan: noise multiplier %.4f for %d noisy sums; epsilon %.4f at delta %g",
+                     privacy.noise_multiplier, privacy.mechanisms, privacy.epsilon, privacy.delta)
     if ctx.name == COORDINATOR:
         ckpt_path = ctx.out / "checkpoints" / "coordinator.json"
         start = None
-        if ctx.resume and ckpt_path.exists():
+        if ctx.resume and ckpt_path.exists() and privacy is None:
             state = json.loads(ckpt_path.read_text())
             start = (int(state["round"]), np.asarray(state["w"]))
             ctx.log.info("resuming after round %d from %s", start[0], ckpt_path)
@@ -203,7 +243,9 @@ def run(ctx: PartyContext) -> None:
             ctx.write_json("checkpoints/coordinator.json", {"round": r, **state})
 
         model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start, checkpoint=checkpoint,
-                                log=ctx.log.warning)
+                                log=ctx.log.warning, **dp)
+        if privacy is not None:
+            ctx.log.info(privacy_line(privacy.summary()))
         if model.membership.get("dropped"):
             ctx.log.warning("finished without banks %s; contributors per round: %s", sorted(model.membership["dropped"]),
                             model.membership["contributors"])
@@ -238,7 +280,10 @@ def run(ctx: PartyContext) -> None:
                     rec["contributors"] = model.history[-1]["contributors"]
             rounds.append(rec)
 
-    model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round)
+    if privacy is not None:
+        dp["n_banks"] = len(banks)
+        ctx.log.info(privacy_line(privacy.summary()))
+    model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round, **dp)
     save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id)
     if evaluator:
         from fedrisk.finance.reference import comparison, logistic_alone
@@ -252,5 +297,7 @@ def run(ctx: PartyContext) -> None:
                  "comparison": comparison(ctx.name, test.y, p_te,
                                           logistic_alone(table.X, table.y, test.X, test.y, l2=params.l2)),
                  "solver": params.solver}
+        if privacy is not None:
+            extra["privacy"] = privacy.summary()
         write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y, p_te, rounds,
                          extra=extra)

@@ -135,13 +135,45 @@ def test_bad_parameters_are_one_line_errors(tmp_path, task, privacy, needle):
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], r.stderr
 
 
-def test_privacy_on_a_task_without_dp_is_refused(tmp_path):
-    spec = federation(tmp_path, privacy="\n[privacy]\nepsilon = 4.0\n")
+def lr_spec(spec: Path, solver: str = "") -> Path:
+    """The same federation as a ``horizontal.lr`` job."""
     spec.write_text(spec.read_text().replace('kind = "horizontal.gbdt"', 'kind = "horizontal.lr"')
-                    .replace("n_trees = 5\nmax_depth = 3\nmax_bin = 16\n", "rounds = 2\n")
+                    .replace("n_trees = 5\nmax_depth = 3\nmax_bin = 16\n", f"rounds = 4\n{solver}")
+                    .replace("n_trees = 3\nmax_depth = 3\nmax_bin = 16\n", f"rounds = 4\n{solver}")
                     .replace('missing = "keep"', 'missing = "mean"'))
+    return spec
+
+
+def test_privacy_on_fedavg_lr_is_refused(tmp_path):
+    spec = lr_spec(federation(tmp_path, privacy="\n[privacy]\nepsilon = 4.0\n"), 'solver = "fedavg"\n')
     r = cli("simulate", spec, "--out", tmp_path / "run")
-    assert r.returncode != 0 and "does not apply differential privacy" in r.stderr
+    err = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(err) == 1 and err[0].startswith("error:"), r.stderr
+    assert "privacy table applies to solver = 'newton'" in err[0]
+
+
+def test_private_horizontal_lr_spends_and_reports_its_budget(tmp_path):
+    spec = lr_spec(federation(tmp_path, privacy="\n[privacy]\nepsilon = 4.0\ndelta = 1e-5\n", n_trees=3))
+    out = tmp_path / "run"
+    r = cli("simulate", spec, "--out", out)
+    assert r.returncode == 0, r.stderr + r.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    p = m["privacy"]
+    # 3 standardisation sums + 6 noisy Newton steps (task.privacy_rounds), composed by the accountant
+    assert 3.9 < p["epsilon"] <= 4.0 and p["mechanisms_planned"] == 3 + 6 and "dp-accounting" in p["accountant"]
+    assert m["test"]["auc"] > 0.7
+    assert "differential privacy: epsilon = " in (out / "logs" / "coordinator.log").read_text()
+    assert cli("report", out).returncode == 0
+    assert "Privacy ε" in (out / "report.html").read_text()
+
+
+def test_private_horizontal_lr_over_budget_refuses_to_start(tmp_path):
+    spec = lr_spec(federation(tmp_path, privacy="\n[privacy]\nepsilon = 0.5\nnoise_multiplier = 1.0\n"))
+    r = cli("simulate", spec, "--out", tmp_path / "run")
+    err = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(err) == 1 and err[0].startswith("error:"), r.stderr
+    assert "privacy budget epsilon = 0.5" in err[0] and "Newton steps" in err[0] and "would need noise_multiplier >=" in err[0]
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_example_on_shared_data(shared_data, repo, tmp_path):

@@ -41,6 +41,14 @@ the smaller child (by hessian sum) of each split is built — the coordinator ge
 parent minus child. 30 trees of depth 3 take 2 + 90 + 1 aggregations. Each bank checks that its
 sums fit the fixed-point ring for the number of banks before anything is sent.
 
+The task (:mod:`fedrisk.tasks.horizontal_gbdt`) uses
+:class:`~fedrisk.crypto.secagg_oneshot.OneShotSessionAggregation` in session mode: a level then
+costs one masked vector per bank and one plan per bank (the plain-aggregation message count),
+because this trainer recovers from a dropout by restarting the tree and needs no in-round
+unmasking of a survivors' sum (Bonawitz's reveal round trip). The coordinator opens exactly the
+sum over the tree's banks, as before; with a bank missing it opens nothing (the sum is void, the
+banks are told to ``abandon`` the session with the ``reset`` plan, the next sum sets up afresh).
+
 What each participant learns
 ----------------------------
 * **The coordinator** learns the feature names, the federation's counts on the binning grid, the
@@ -75,7 +83,12 @@ tells the dropped bank at its next plan step (``{"stop", "excluded"}``, kind con
 sends it the final model. Later aggregations ask only the banks still in, with the threshold
 fixed at the start from *all* banks (the secure-aggregation majority rule), so a dropout never
 lowers the bar; with ``[privacy]`` a restart that would exceed the planned number of noisy sums
-stops the job instead.
+stops the job instead. What a restart reveals: the restarted root is summed over the survivors
+while the first attempt's root (or, in Bonawitz mode, a level) was summed over all banks, on the
+same gradients, so the difference is the dropped bank's root histogram of that tree. Secure
+aggregation cannot hide the difference of two sums it releases; ``[privacy]`` bounds it (both
+sums are noised and counted by the accountant). A bank that must not risk this should not leave
+mid-tree.
 """
 from __future__ import annotations
 
@@ -89,7 +102,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation
 from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, coordinator_agree_bins
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
@@ -104,7 +117,8 @@ from fedrisk.algorithms.vertical.tree import (
     logloss_grad_hess,
     sigmoid,
 )
-from fedrisk.crypto.dp import PrivacyPlan, add_distributed_noise, noise_rng
+from fedrisk.crypto.dp import PrivacyPlan, add_distributed_noise, min_contributors, noise_rng
+from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
 
@@ -246,12 +260,7 @@ class _Phases:
 
 def _min_contributors(agg: Aggregation, n_banks: int) -> int:
     """The fewest banks whose vectors can be in a released sum (each adds 1/t of the DP noise)."""
-    if isinstance(agg, PlainAggregation) or not hasattr(agg, "threshold"):
-        return 1
-    from fedrisk.crypto.secure_aggregation import default_threshold
-
-    t = agg.threshold if agg.threshold is not None else default_threshold(n_banks)
-    return max(1, int(t))
+    return min_contributors(agg, n_banks)
 
 
 def _sensitivities(d: int, clip: float | None) -> tuple[float, float]:
@@ -343,6 +352,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     prev_losses = None
     step = 0
     prepare = getattr(agg, "prepare", None)
+    abandon = getattr(agg, "abandon", None)
     while True:
         plan = channel.recv(coordinator, f"hgb.p{step}")
         _check_plan(plan, nb, f"bank {me!r}: plan step {step} from the coordinator")
@@ -362,6 +372,8 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
             r = np.random.default_rng([params.seed, t, zlib.crc32(me.encode())])
             used = train if params.subsample >= 1 else np.sort(
                 r.choice(train, size=max(1, int(round(params.subsample * len(train)))), replace=False))
+        if plan.get("reset") and abandon is not None:
+            abandon(channel)  # the coordinator ended the aggregation session with the failed round
         if plan.get("new_tree") or plan.get("reset"):
             node_of[:] = 0
         for node, f, b, ml, lid, rid in plan.get("splits", []):
@@ -609,13 +621,17 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                                 f"budget (epsilon = {privacy.epsilon:.3g}) was calibrated for (dropout restarts); stopping")
         rounds += 1
         with ph("aggregation"):
-            res = agg.collect(channel, sorted(over) if over is not None else banks, tag, length)
+            try:
+                res = agg.collect(channel, sorted(over) if over is not None else banks, tag, length)
+            except IncompleteRound as e:
+                # one-shot masking: a missing bank voids the whole sum (no survivor sum exists)
+                res = AggregateResult(None, e.contributors)
         return res
 
     def collect_all(tag: str, length: int) -> np.ndarray:
         res = collect(tag, length)
         missing = sorted(set(banks) - set(res.contributors))
-        if missing:
+        if missing or res.total is None:
             raise ProtocolError(f"banks {missing} dropped out while the federation agreed its bins ({tag}); "
                                 f"restart the job when they are back")
         return res.total
@@ -708,17 +724,34 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
             on_tree(t_done, rec)
         return stop_now
 
-    def _private_leaves(tree_nodes: list[dict], splits_msg: list[list]) -> None:
+    def dropped_out(got: set[str]) -> None:
+        """Banks left the current tree's sums: they are out of training, the tree starts over."""
+        nonlocal members, restarts
+        say(f"tree {t + 1}: banks {sorted(members - got)} dropped out; restarting the tree with {sorted(got)}")
+        # a bank left out of a sum is out of training: told so at its next step, it waits
+        # for the final model instead of contributing to sums its absence made inconsistent
+        send_all(f"hgb.p{step}", {"stop": True, "excluded": True}, "control", to=sorted(members - got))
+        members = got
+        restarts += 1
+        if restarts > MAX_RESTARTS:
+            raise ProtocolError(f"tree {t + 1}: the banks in the sums changed {restarts} times; "
+                                f"the federation is unstable, stopping")
+
+    def _private_leaves(tree_nodes: list[dict], splits_msg: list[list]) -> set[str] | None:
         """Under DP, leaf totals from one more small sum (sensitivity sqrt(c_g^2 + c_h^2), not a
         prefix sum over many noisy bins): one noisy (G, H) pair per leaf."""
         leaves = [nd["id"] for nd in tree_nodes if "leaf" in nd]
         tag = f"hgb.a{step}"
         plan({"tree": t, "splits": splits_msg, "build": [], "leaves": leaves, "tag": tag, "losses": False,
               "next_tag": f"hgb.a{step + 1}"})
-        tot = collect(tag, 2 * len(leaves), members).total.reshape(-1, 2)
+        res = collect(tag, 2 * len(leaves), members)
+        if res.total is None or set(res.contributors) != members:
+            return set(res.contributors)
+        tot = res.total.reshape(-1, 2)
         for node, (G, H) in zip(leaves, tot):
             H = max(float(H), 0.0)
             tree_nodes[node] = {"id": node, "leaf": leaf_weight(float(G), H, tp, bounds.get(node, UNBOUNDED)), "cover": H}
+        return None
 
     t = 0
     while t < params.n_trees and not stop:
@@ -732,6 +765,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
         derive: list[tuple[int, int, int]] = []
         splits_msg: list[list] = []
         first = True
+        losses_done = False
         while True:
             tag = f"hgb.a{step}"
             msg = dict(pending) if first else {}
@@ -744,24 +778,18 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
             res = collect(tag, length, members)
             got = set(res.contributors)
             total = res.total
-            if depth == 0:
+            void = total is None  # one-shot masking: nothing opened, the level is asked again
+            if depth == 0 and not void:
                 losses = total[len(build) * per_node:]
-                if t > 0 and not (depth == 0 and restarts > 0):
+                if t > 0 and not losses_done:
+                    losses_done = True
                     if record_losses(t, losses):
                         stop = True
                         break
                 total = total[:len(build) * per_node]
-            if got != members:
-                say(f"tree {t + 1}: banks {sorted(members - got)} dropped out; restarting the tree with {sorted(got)}")
-                # a bank left out of a sum is out of training: told so at its next step, it waits
-                # for the final model instead of contributing to sums its absence made inconsistent
-                send_all(f"hgb.p{step}", {"stop": True, "excluded": True}, "control", to=sorted(members - got))
-                members = got
-                restarts += 1
-                if restarts > MAX_RESTARTS:
-                    raise ProtocolError(f"tree {t + 1}: the banks in the sums changed {restarts} times; "
-                                        f"the federation is unstable, stopping")
-                if depth > 0:
+            if got != members or void:
+                dropped_out(got)
+                if depth > 0 or void:
                     tree_nodes, level_ids, prev, depth, build, derive, splits_msg = [{"id": 0}], [0], _Level(), 0, [0], [], []
                     pending = {"reset": True}
                     first = True
@@ -837,7 +865,13 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                     tree_nodes[node] = {"id": node, "leaf": leaf_weight(nxt.G[node], nxt.H[node], tp,
                                                                         bounds.get(node, UNBOUNDED)), "cover": nxt.H[node]}
                 if privacy is not None:
-                    _private_leaves(tree_nodes, splits_msg)
+                    got = _private_leaves(tree_nodes, splits_msg)
+                    if got is not None:
+                        dropped_out(got)
+                        tree_nodes, level_ids, prev, depth, build, derive, splits_msg = [{"id": 0}], [0], _Level(), 0, [0], [], []
+                        pending = {"reset": True}
+                        first = True
+                        continue
                 break
             prev = nxt
             level_ids = new_ids
@@ -851,7 +885,10 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
         tag = f"hgb.a{step}"
         plan({**pending, "new_tree": False, "build": [], "tag": tag, "losses": True, "splits": []})
         res = collect(tag, 4, members)
-        record_losses(t, res.total)
+        if res.total is not None:
+            record_losses(t, res.total)
+        else:
+            say(f"banks {sorted(members - set(res.contributors))} dropped out of the last loss sum; its history entry is left out")
         pending = {}
     plan({**({k: v for k, v in pending.items() if k == "tree_done"}), "stop": True})
     kept = trees[:best_it] if best_it else trees

@@ -82,6 +82,30 @@ whatever sums it is given, the final model is the pooled optimum of the banks st
 (on the scaler all banks agreed). Each ``hlr.newton`` message also carries the previous round's
 contributors, so the evaluation holder's ``metrics.json`` lists them per round; a dropped bank
 does not rejoin (see the roster's docstring).
+
+Differential privacy (``privacy``, a :class:`~fedrisk.crypto.dp.PrivacyPlan`; ``[privacy]`` in the
+spec): a noisy-Newton variant. *What it protects*: any single customer row of any bank, against
+everyone who sees a released sum — the coordinator, and (through the model and the losses
+broadcast) every other bank and whoever later receives the model. Secure aggregation hides each
+*bank's* statistics from the coordinator but the pooled sums it opens still depend on every row
+(round 1 gives the pooled correlation matrix and class-conditional means); DP bounds what those
+sums, and the final model, say about one row. The two compose: secure aggregation keeps the
+per-bank noise shares and statistics hidden, DP makes the opened sums safe to release.
+
+*How.* The three standardisation sums are noised (see
+:mod:`~fedrisk.algorithms.horizontal.standardisation`). Each bank clips every standardised row
+``[x, 1]`` to L2 norm ``C`` (``privacy.clip``, default ``sqrt(d + 1)``: a typical row's norm) and
+each row's log-loss to ``DP_LOSS_CLIP``; one row then changes the round vector
+``[n, sum loss, g, upper(H)]`` by at most ``sqrt(1 + DP_LOSS_CLIP^2 + C^2 + C^4 / 16)`` in L2
+(``|sigmoid - y| <= 1``, ``sigmoid' <= 1/4``, and the upper triangle of ``x x^T`` has L2 norm at
+most ``|x|^2``). Every bank adds its share of the Gaussian noise (``1/t`` of the variance, ``t``
+the secure-aggregation threshold) before masking. The coordinator takes exactly
+``privacy_rounds`` full Newton steps ``w += -H^{-1} g`` on the noisy sums (no line search: the
+ladder's losses would cost sensitivity for little; the step cap still applies), with the noisy
+Hessian's eigenvalues floored at the noise matrix's spectral norm (``2 sigma sqrt(d + 1)``, so
+no step follows a direction that only noise curved), and the
+accountant composes ``3 + privacy_rounds`` Gaussian mechanisms (:func:`private_mechanisms`).
+At epsilon = infinity the iteration is the pooled Newton on the clipped rows.
 """
 from __future__ import annotations
 
@@ -94,10 +118,12 @@ from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregat
 from fedrisk.algorithms.horizontal.dropouts import agreed_roster
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
+from fedrisk.crypto.dp import BankNoise, PrivacyPlan, clip_rows, min_contributors
 from fedrisk.errors import CryptoError, ProtocolError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["NewtonConfig", "run_bank", "run_coordinator", "LADDER", "TAG_PREFIXES", "stats_length"]
+__all__ = ["NewtonConfig", "run_bank", "run_coordinator", "LADDER", "TAG_PREFIXES", "stats_length",
+           "private_mechanisms", "dp_sensitivity", "DP_LOSS_CLIP"]
 
 TAG_PREFIXES = ("hlr.",)
 
@@ -108,6 +134,8 @@ MAX_STEP = 10.0
 #: cap on a bank's summed loss: legitimate values are <= n_k log 2 after round 1
 LOSS_CAP = 2.0 ** 32
 _ARMIJO = 1e-4
+#: per-row log-loss cap in private runs (bounds the loss entry's sensitivity)
+DP_LOSS_CLIP = 4.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +155,37 @@ class NewtonConfig:
     rounds: int = 20
     l2: float = 1e-4
     tol: float = 1e-6
+    #: Newton steps of a private run (fixed in advance: the accountant composes them all)
+    privacy_rounds: int = 6
+
+
+def private_mechanisms(cfg: NewtonConfig) -> int:
+    """Gaussian mechanisms a private run releases: the standardisation's sums and one per Newton step."""
+    from fedrisk.algorithms.horizontal.standardisation import MECHANISMS
+
+    return MECHANISMS + cfg.privacy_rounds
+
+
+def dp_clip(d: int, clip: float | None) -> float:
+    """Row-norm clip of the standardised ``[x, 1]`` rows (default ``sqrt(d + 1)``)."""
+    return float(clip) if clip is not None else float(np.sqrt(d + 1))
+
+
+def dp_sensitivity(d: int, clip: float | None) -> float:
+    """L2 sensitivity of a private round vector ``[n, sum loss, g, upper(H)]`` to one row."""
+    c = dp_clip(d, clip)
+    return float(np.sqrt(1.0 + DP_LOSS_CLIP ** 2 + c ** 2 + c ** 4 / 16.0))
+
+
+def dp_bank_statistics(Xc1: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """A private round's vector at ``w`` on clipped rows ``Xc1``: ``[n, sum clipped loss, g, upper(H)]``."""
+    n, k = Xc1.shape
+    z = Xc1 @ w
+    loss = float(np.sum(np.minimum(np.logaddexp(0.0, z) - y * z, DP_LOSS_CLIP)))
+    mu = sigmoid(z)
+    g = Xc1.T @ (mu - y)
+    H = (Xc1 * (mu * (1.0 - mu))[:, None]).T @ Xc1
+    return np.concatenate([[n, loss], g, H[np.triu_indices(k)]])
 
 
 def stats_length(d: int) -> int:
@@ -169,16 +228,28 @@ def _check_ring(vec: np.ndarray, agg: Aggregation, banks: int, me: str, tag: str
 
 def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
              cfg: NewtonConfig, aggregation: Aggregation | None = None,
-             on_round: Callable[[int, LogisticModel], None] | None = None) -> LogisticModel:
-    """A bank's side of Newton LR. Returns the final global model (identical at every bank)."""
+             on_round: Callable[[int, LogisticModel], None] | None = None,
+             privacy: PrivacyPlan | None = None, n_banks: int | None = None) -> LogisticModel:
+    """A bank's side of Newton LR. Returns the final global model (identical at every bank).
+
+    ``privacy``: the run's plan (the same at every party); ``n_banks`` sets the noise share
+    (default: the channel's peers minus the coordinator).
+    """
     agg = aggregation or PlainAggregation()
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     d = X.shape[1]
-    scaler = agree_bank(channel, coordinator, X, feature_names, agg)
+    noise = None
+    if privacy is not None:
+        nb = n_banks or max(1, len([p for p in channel.peers if p != coordinator]))
+        noise = BankNoise(privacy, min_contributors(agg, nb))
+    scaler = agree_bank(channel, coordinator, X, feature_names, agg, noise=noise)
     mean, scale = scaler["mean"], scaler["scale"]
     banks = int(scaler.get("banks", 1))
     Xs1 = np.column_stack([(X - mean) / scale, np.ones(len(y))])
+    if noise is not None:
+        Xs1 = clip_rows(Xs1, dp_clip(d, privacy.clip))
+        sens = dp_sensitivity(d, privacy.clip)
     model = LogisticModel(list(feature_names), mean, scale, np.zeros(d), 0.0)
     r = int(scaler.get("first_round", 1)) - 1
     while True:
@@ -204,7 +275,10 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         if prepare is not None:
             # masking schemes exchange their per-round keys while the bank computes, not after
             prepare(channel, coordinator, tag)
-        vec = bank_statistics(Xs1, y, w, p)
+        if noise is not None:
+            vec = noise.add(dp_bank_statistics(Xs1, y, w + p), sens)
+        else:
+            vec = bank_statistics(Xs1, y, w, p)
         _check_ring(vec, agg, banks, channel.me, tag)
         agg.submit(channel, coordinator, tag, vec)
 
@@ -234,7 +308,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
                     on_round: Callable[[int, dict], None] | None = None,
                     start: tuple[int, np.ndarray] | None = None,
                     checkpoint: Callable[[int, dict], None] | None = None,
-                    log: Callable[[str], None] | None = None) -> LogisticModel:
+                    log: Callable[[str], None] | None = None,
+                    privacy: PrivacyPlan | None = None) -> LogisticModel:
     """The coordinator's side: agree the scaler, then take damped Newton steps on aggregated sums.
 
     ``start = (round, w)`` resumes from a checkpoint written by ``checkpoint(round, state)``; the
@@ -246,9 +321,14 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     first, w = 1, None
     if start is not None:
         first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
+    if privacy is not None and start is not None:
+        raise ProtocolError("a private run cannot resume from a checkpoint: the repeated rounds would spend the "
+                            "privacy budget again; start the job afresh")
+    std = None if privacy is None else (lambda sens: privacy.noise_multiplier * sens)
     agg, roster, st = agreed_roster(
         channel, banks, aggregation or PlainAggregation(),
-        lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first, "banks": len(banks)}), log=log)
+        lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first, "banks": len(banks)},
+                                    noise_std=std), log=log)
     names, d = st.feature_names, len(st.feature_names)
     k = d + 1
     if w is None:
@@ -268,6 +348,10 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     last_loss = None
     last_contributors = None
     r, done = first, False
+    if privacy is not None:
+        w, history = _private_newton(channel, agg, roster, cfg, d, active, pen, on_round, checkpoint, privacy)
+        r, done = cfg.privacy_rounds + 1, True
+        last_loss, last_contributors = history[-1]["loss"], history[-1]["contributors"]
     while True:
         done = done or r > cfg.rounds
         roster.broadcast(r, f"hlr.newton.r{r}", {"w": w, "p": p, "done": done, "loss": last_loss,
@@ -328,4 +412,48 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     roster.finish()
     model = LogisticModel(names, st.mean, st.scale, w[:d].copy(), float(w[d]), history, sorted(constant))
     model.membership = roster.summary()
+    if privacy is not None:
+        model.privacy = privacy.summary()
     return model
+
+
+def _private_newton(channel: Channel, agg: Aggregation, roster, cfg: NewtonConfig, d: int, active: np.ndarray,
+                    pen: np.ndarray, on_round, checkpoint, privacy: PrivacyPlan) -> tuple[np.ndarray, list[dict]]:
+    """``privacy_rounds`` full Newton steps on noisy sums (see the module docstring); returns ``(w, history)``."""
+    k = d + 1
+    iu = np.triu_indices(k)
+    w = np.zeros(k)
+    sens = dp_sensitivity(d, privacy.clip)
+    t = min_contributors(agg, len(roster.active))
+    history: list[dict] = []
+    last_loss = None
+    last_contributors = None
+    for r in range(1, cfg.privacy_rounds + 1):
+        roster.broadcast(r, f"hlr.newton.r{r}", {"w": w, "p": np.zeros(k), "done": False, "loss": last_loss,
+                                                 "contributors": last_contributors}, kind="model")
+        roster.require(r)
+        res = agg.collect(channel, roster.active, f"hlr.stats.r{r}", 2 + k + k * (k + 1) // 2)
+        last_contributors = roster.record(r, res)
+        tot = res.total
+        n_round = max(float(tot[0]), 1.0)
+        last_loss = float(tot[1] / n_round + 0.5 * cfg.l2 * np.sum((w * pen) ** 2))
+        H = np.zeros((k, k))
+        H[iu] = tot[2 + k:] / n_round
+        H = H + np.triu(H, 1).T
+        # the noise matrix has spectral norm about 2 sigma sqrt(k): eigenvalues below that are noise,
+        # and a Newton step along them would be one too (the data's Hessian is positive semi-definite)
+        sigma = privacy.noise_multiplier * sens * np.sqrt(len(res.contributors) / t)
+        lam, V = np.linalg.eigh(H)
+        H = (V * np.maximum(lam, 2.0 * sigma * np.sqrt(k) / n_round)) @ V.T + cfg.l2 * np.diag(pen)
+        grad = tot[2:2 + k] / n_round + cfg.l2 * pen * w
+        p = newton_direction(grad, H, active)
+        w = w + p
+        rec = {"round": r, "banks": len(res.contributors), "rows": int(round(n_round)), "loss": last_loss,
+               "contributors": list(res.contributors), "step_size": 1.0,
+               "grad_norm": float(np.max(np.abs(grad[active]))), "newton_step": float(np.max(np.abs(p)))}
+        history.append(rec)
+        if checkpoint is not None:
+            checkpoint(r, {"w": w, "history": history})
+        if on_round is not None:
+            on_round(r, rec)
+    return w, history

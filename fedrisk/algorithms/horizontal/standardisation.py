@@ -23,9 +23,19 @@ first divided by a power of two above its federation-wide magnitude, and the var
 around the global mean (two passes) so that no precision is lost to cancellation. After it every
 standardised column has pooled mean 0 and pooled sum of squares ``n_pooled``, which is what bounds
 the solvers' later sums (see :mod:`fedrisk.algorithms.horizontal.newton_lr`).
+
+Differential privacy (``noise`` at the banks, ``privacy`` at the coordinator; see
+:mod:`fedrisk.crypto.dp`): the three sums are Gaussian mechanisms. One row adds at most one count
+per feature to the magnitude sketch (L2 sensitivity ``sqrt(d)``); the banks clip ``x`` to the
+agreed ``[-s, s]`` so a row adds at most ``sqrt(1 + d)`` to ``[n, sum x/s]`` and ``4 sqrt(d)`` to
+the centred squares. The coordinator takes an exponent as occupied only when its noisy count
+exceeds :data:`DP_COUNT_SIGMAS` noise standard deviations, and ``s`` covers all but the largest
+:data:`DP_TAIL` of the occupied counts (those values are clipped to ``s``; the maximum itself is
+not a low-sensitivity statistic); a noisy variance is floored at ``(s / 32)^2``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -35,7 +45,20 @@ from fedrisk.algorithms.horizontal.aggregation import Aggregation
 from fedrisk.errors import DataError, ProtocolError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "EXPONENT_BINS"]
+__all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "EXPONENT_BINS", "MECHANISMS",
+           "scaler_sensitivities"]
+
+#: noisy sums the agreement releases (what a private run's accountant must count)
+MECHANISMS = 3
+#: a noisy exponent count is taken as occupied above this many noise standard deviations
+DP_COUNT_SIGMAS = 3.0
+#: private runs: share of the largest |x| clipped to the agreed range
+DP_TAIL = 0.005
+
+
+def scaler_sensitivities(d: int) -> tuple[float, float, float]:
+    """L2 sensitivity of the magnitude sketch, the ``[n, sum x/s]`` vector and the centred squares."""
+    return math.sqrt(d), math.sqrt(1.0 + d), 4.0 * math.sqrt(d)
 
 _EXP_LO, _EXP_HI = -60, 64  # binary exponents tracked for the magnitude sketch
 EXPONENT_BINS = _EXP_HI - _EXP_LO
@@ -63,8 +86,15 @@ def magnitude_counts(X: np.ndarray) -> np.ndarray:
 
 
 def agree_bank(channel: Channel, coordinator: str, X: np.ndarray, feature_names: Sequence[str],
-               agg: Aggregation) -> dict[str, Any]:
-    """A bank's side of the agreement; returns the ``hlr.scaler`` message (``mean``, ``scale``, extras)."""
+               agg: Aggregation, noise: Any = None) -> dict[str, Any]:
+    """A bank's side of the agreement; returns the ``hlr.scaler`` message (``mean``, ``scale``, extras).
+
+    ``noise`` (a :class:`~fedrisk.crypto.dp.BankNoise`) makes every sum a Gaussian mechanism.
+    """
+    def noisy(v: np.ndarray, sensitivity: float) -> np.ndarray:
+        return v if noise is None else noise.add(v, sensitivity)
+
+    sens = scaler_sensitivities(X.shape[1])
     n = X.shape[0]
     if n == 0:
         raise DataError(f"{channel.me}: no training rows")
@@ -72,19 +102,24 @@ def agree_bank(channel: Channel, coordinator: str, X: np.ndarray, feature_names:
     verdict = channel.recv(coordinator, "hlr.schema.ok")
     if not verdict.get("ok"):
         raise DataError(verdict.get("reason", "feature schemas differ between banks"))
-    agg.submit(channel, coordinator, "hlr.magnitude", magnitude_counts(X).ravel())
+    agg.submit(channel, coordinator, "hlr.magnitude", noisy(magnitude_counts(X).ravel(), sens[0]))
     s = np.asarray(channel.recv(coordinator, "hlr.range")["s"])
-    agg.submit(channel, coordinator, "hlr.sum", np.concatenate([[n], (X / s).sum(0)]))
+    if noise is not None:
+        X = np.clip(X, -s, s)  # bounds one row's part of the next two sums
+    agg.submit(channel, coordinator, "hlr.sum", noisy(np.concatenate([[n], (X / s).sum(0)]), sens[1]))
     mean = np.asarray(channel.recv(coordinator, "hlr.mean")["mean"])
-    agg.submit(channel, coordinator, "hlr.var", (((X - mean) / s) ** 2).sum(0))
+    agg.submit(channel, coordinator, "hlr.var", noisy((((X - mean) / s) ** 2).sum(0), sens[2]))
     scaler = dict(channel.recv(coordinator, "hlr.scaler"))
     scaler["mean"], scaler["scale"] = np.asarray(scaler["mean"]), np.asarray(scaler["scale"])
     return scaler
 
 
 def agree_coordinator(channel: Channel, banks: Sequence[str], agg: Aggregation,
-                      extra: dict[str, Any] | None = None) -> Standardisation:
-    """The coordinator's side; ``extra`` rides along in the ``hlr.scaler`` broadcast (e.g. a resume round)."""
+                      extra: dict[str, Any] | None = None, noise_std: Any = None) -> Standardisation:
+    """The coordinator's side; ``extra`` rides along in the ``hlr.scaler`` broadcast (e.g. a resume round).
+
+    ``noise_std(sensitivity)`` (private runs) is the noise standard deviation in a released sum.
+    """
     banks = list(banks)
     schemas = {b: channel.recv(b, "hlr.schema")["features"] for b in banks}
     ref_bank = banks[0]
@@ -100,18 +135,31 @@ def agree_coordinator(channel: Channel, banks: Sequence[str], agg: Aggregation,
     d = len(names)
     counts = collect_all(agg, channel, banks, "hlr.magnitude", d * EXPONENT_BINS).reshape(d, EXPONENT_BINS)
     s = np.ones(d)
+    floor = 0.5 if noise_std is None else DP_COUNT_SIGMAS * noise_std(scaler_sensitivities(d)[0])
     for j in range(d):
-        nonzero = np.flatnonzero(np.rint(counts[j]) > 0)
-        if nonzero.size:
-            s[j] = 2.0 ** (nonzero[-1] + _EXP_LO + 1)
+        occupied = np.where(counts[j] > floor, counts[j], 0.0)
+        nonzero = np.flatnonzero(occupied)
+        if not nonzero.size:
+            continue
+        top = nonzero[-1]
+        if noise_std is not None:
+            # private runs: the range is a high quantile, not the maximum (a noisy variance around a
+            # maximum far out in the tail would drown); the rarest DP_TAIL of |x| is clipped to s
+            above = occupied.sum() - np.cumsum(occupied)
+            top = int(np.flatnonzero(above <= DP_TAIL * occupied.sum())[0])
+        s[j] = 2.0 ** (top + _EXP_LO + 1)
     channel.broadcast(banks, "hlr.range", {"s": s}, kind="aggregate")
     sums = collect_all(agg, channel, banks, "hlr.sum", 1 + d)
     n_total = float(np.rint(sums[0]))
+    if n_total <= 0 and noise_std is not None:
+        raise ProtocolError(f"the banks' noisy row count is {n_total:.0f}: too few rows for this privacy budget")
     if n_total <= 0:
         raise ProtocolError("the banks' aggregate row count is 0; no bank has training rows")
     mean = sums[1:] * s / n_total
     channel.broadcast(banks, "hlr.mean", {"mean": mean}, kind="aggregate")
     var = collect_all(agg, channel, banks, "hlr.var", d) * s**2 / n_total
+    if noise_std is not None:
+        var = np.maximum(var, (s / 32.0) ** 2)  # a noisy variance may dip to 0 or below
     scale = np.sqrt(np.maximum(var, 0.0))
     constant = [names[j] for j in np.flatnonzero(scale < 1e-12)]
     scale = np.where(scale < 1e-12, 1.0, scale)  # constant features keep weight 0 in effect

@@ -10,6 +10,7 @@ from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations,
 from fedrisk.algorithms.vertical.tree import fit_reference, predict_reference
 from fedrisk.crypto import ring64
 from fedrisk.crypto.dp import plan_privacy
+from fedrisk.crypto.secagg_oneshot import OneShotSessionAggregation
 from fedrisk.crypto.secagg_session import SessionSecureAggregation
 from fedrisk.crypto.secure_aggregation import SecureAggregation
 from fedrisk.errors import ConfigError, DataError, FedriskError
@@ -78,16 +79,17 @@ def assert_same_trees(fed_trees, ref_trees, atol=1e-5):
                 assert (nd["left"], nd["right"]) == (rt.left[i], rt.right[i])
 
 
-SECURE = {"single-round": SecureAggregation, "session": SessionSecureAggregation}
+SECURE = {"single-round": SecureAggregation, "session": SessionSecureAggregation,
+          "one-shot": OneShotSessionAggregation}
 
 
-@pytest.mark.parametrize("secure", [None, "single-round", "session"])
+@pytest.mark.parametrize("secure", [None, "single-round", "session", "one-shot"])
 def test_equals_pooled_reference_on_the_same_bins(secure):
     banks = synthetic_banks()
     params = GbdtParams(n_trees=6, max_depth=3, learning_rate=0.3, max_bin=16)
     # (session mode with 8 rounds per setup: the 21 aggregations span three setups)
     agg = PlainAggregation() if secure is None else \
-        SecureAggregation(dropout_timeout=5.0) if secure == "single-round" else SessionSecureAggregation(8, dropout_timeout=5.0)
+        SecureAggregation(dropout_timeout=5.0) if secure == "single-round" else SECURE[secure](8, dropout_timeout=5.0)
     res, _, _ = federate(banks, params, agg)
     model = res[COORD]
     X, y = pooled(banks)
@@ -211,7 +213,7 @@ def dies_at(base):
 def test_one_bank_of_four_drops_out_mid_training(mode):
     banks = synthetic_banks(5, sizes=(400, 350, 300, 250), nan=False)
     params = GbdtParams(n_trees=4, max_depth=2, max_bin=8)
-    kw = {"round_timeout": 0.5} if mode == "session" else {}
+    kw = {"round_timeout": 0.5} if mode != "single-round" else {}
     agg = SECURE[mode](dropout_timeout=0.5, **kw)
     # tree 2, level 1 (steps: tree 1 = a0, a1; tree 2 root = a2, level 1 = a3)
     dying = dies_at(SECURE[mode])("hgb.a3", dropout_timeout=0.5)
@@ -309,3 +311,30 @@ def test_bank_refuses_a_malformed_plan():
     roles[COORD] = lambda ch: real(Evil(ch), list(banks), params)
     with pytest.raises(FedriskError, match="plan step 1 from the coordinator is malformed"):
         run_roles(roles, network=net)
+
+
+@pytest.mark.parametrize("case", [
+    "heavy_noniid", "pareto_outliers", "collinear_constant_small",
+    # measured: federated 0.7351, pooled XGBoost 0.7482, best bank 0.7309 - the 2 % bad rate
+    # leaves a 0.013 gap to XGBoost (not to the pooled reference on the same bins, which the
+    # federation equals); an open item of issue 11, kept visible rather than loosened
+    pytest.param("rare_bad", marks=pytest.mark.xfail(strict=True, reason="0.013 below pooled XGBoost at a 2% bad rate")),
+])
+def test_stress_federations_match_pooled_xgboost_and_beat_every_bank_alone(shared_data, case):
+    """Issue 10's hard horizontal cases (banks cut by a feature's quantiles, 8000 / 2400 / 480 rows,
+    heavy tails, outliers, rare defaults, collinear/constant columns) over one-shot secure aggregation."""
+    xgb = pytest.importorskip("xgboost")
+    from tests.stress_data.horizontal import make_case
+
+    c = make_case(case, shared_data)
+    banks = c.arrays()
+    params = GbdtParams(n_trees=30, max_depth=3, learning_rate=0.3, max_bin=32)
+    model = federate(banks, params, OneShotSessionAggregation(dropout_timeout=30.0))[0][COORD]
+    Xt, yt = c.test[c.features].to_numpy(float), c.test["y"].to_numpy()
+    X, y = pooled(banks)
+    kw = dict(n_estimators=30, max_depth=3, learning_rate=0.3, max_bin=32, tree_method="hist", n_jobs=1)
+    a_pool = auc(yt, xgb.XGBClassifier(**kw).fit(X, y).predict_proba(Xt)[:, 1])
+    alone = max(auc(yt, xgb.XGBClassifier(**kw).fit(Xb, yb).predict_proba(Xt)[:, 1]) for Xb, yb in banks.values())
+    a_fed = auc(yt, model.predict_proba(Xt))
+    print(f"\nSTRESS {case}: federated {a_fed:.4f} pooled XGBoost {a_pool:.4f} best bank alone {alone:.4f}")
+    assert a_fed >= a_pool - 0.005 and a_fed > alone, (a_fed, a_pool, alone)
