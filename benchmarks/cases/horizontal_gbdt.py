@@ -175,7 +175,7 @@ def run(args: list[str]) -> dict:
         "dataset": "UCI default of credit card clients, horizontal split (3 x 8000 train, 6000 test)",
         "setup": (f"{task.get('n_trees', 30)} trees, depth {task.get('max_depth', 3)}, {task.get('max_bin', 32)} bins, "
                   f"lr {task.get('learning_rate', 0.3)}; 3 banks + coordinator as separate processes, gRPC + mutual TLS "
-                  "on loopback, secure aggregation (one per tree level)"),
+                  "on loopback, one-shot session secure aggregation (one per tree level, one masked vector per bank)"),
         "federated": federated,
         "centralized": centralized,
         "local_only": local_only,

@@ -44,6 +44,9 @@ from fedrisk.errors import ConfigError
 __all__ = ["PrivacyPlan", "plan_privacy", "epsilon_spent", "clip_l2", "clip_rows", "add_distributed_noise", "noise_rng",
            "BankNoise", "min_contributors"]
 
+#: smallest noise multiplier accepted: below it the guarantee is vacuous (epsilon in the hundreds per
+#: sum) and the PLD accountant's discretisation needs gigabytes; a larger budget gets this much noise
+MIN_NOISE_MULTIPLIER = 0.3
 #: the accountant's name, as written in metrics and reports
 ACCOUNTANT = "dp-accounting PLD (Gaussian mechanisms, add/remove one row)"
 
@@ -139,6 +142,9 @@ def plan_privacy(mechanisms: int, *, epsilon: float | None = None, delta: float 
         raise ConfigError(f"privacy.delta = {delta} must lie in (0, 1), e.g. 1e-5 (below 1 / number of rows)")
     if epsilon is None and noise_multiplier is None:
         raise ConfigError("the privacy table needs epsilon = ... (with delta) or noise_multiplier = ...")
+    if noise_multiplier is not None and noise_multiplier < MIN_NOISE_MULTIPLIER:
+        raise ConfigError(f"privacy.noise_multiplier = {noise_multiplier:g} is below {MIN_NOISE_MULTIPLIER}: such noise protects "
+                          f"nothing (epsilon in the hundreds); set noise_multiplier >= {MIN_NOISE_MULTIPLIER} or an epsilon budget")
     if noise_multiplier is not None:
         eps = epsilon_spent(float(noise_multiplier), mechanisms, delta)
         if epsilon is not None and eps > epsilon:
@@ -166,6 +172,8 @@ def _calibrate(mechanisms: int, epsilon: float, delta: float) -> float:
     import dp_accounting
 
     sigma = float(dp_accounting.get_sigma_gaussian(epsilon, delta)) * math.sqrt(max(1, mechanisms))
+    if sigma < MIN_NOISE_MULTIPLIER:
+        return MIN_NOISE_MULTIPLIER  # (spends less than the budget; see MIN_NOISE_MULTIPLIER)
     for _ in range(200):
         if epsilon_spent(sigma, mechanisms, delta) <= epsilon:
             return sigma

@@ -56,3 +56,15 @@ def test_clip_l2():
     x = np.array([3.0, 4.0])
     assert np.allclose(clip_l2(x, 1.0), [0.6, 0.8])
     assert np.array_equal(clip_l2(x, 10.0), x)
+
+
+def test_tiny_noise_is_refused_and_huge_budgets_get_the_floor():
+    import pytest
+
+    from fedrisk.crypto.dp import MIN_NOISE_MULTIPLIER, plan_privacy
+    from fedrisk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="noise_multiplier = 0.01 is below"):
+        plan_privacy(10, noise_multiplier=0.01)
+    plan = plan_privacy(3, epsilon=1000.0, delta=1e-5)  # would calibrate far below the floor
+    assert plan.noise_multiplier == MIN_NOISE_MULTIPLIER and plan.epsilon <= 1000.0
