@@ -164,8 +164,9 @@ def test_exact_solver_same_seed_same_model(exact_runs):
 
 
 def test_exact_solver_messages_hold_no_plaintext(exact_runs):
-    """Capture: during exact training each party receives ciphertexts, the range bound (one scalar per
-    iteration, to the label holder) and L-BFGS inner products (at most 4 scalars per message)."""
+    """Capture: during exact training each party receives ciphertexts, the range interval (centre and
+    bound: two scalars per iteration, to the label holder) and L-BFGS inner products (at most 4
+    scalars per message)."""
     XG, XH, y, _, runs = exact_runs
     net, _ = runs[0]
     for p in ("lender", "payco"):
@@ -175,12 +176,11 @@ def test_exact_solver_messages_hold_no_plaintext(exact_runs):
             if env.tag.startswith(("vlr.q.", "vlr.r.", "vlr.c.")):
                 assert env.kind == "aggregate" and sum(v.size for v in vals) <= 4
             elif env.tag.startswith("vlr.b."):
-                assert p == "lender" and sum(v.size for v in vals) == 1
+                assert p == "lender" and sum(v.size for v in vals) == 2
             else:
                 assert not vals, (p, env.tag)  # everything else is ciphertext bytes
             if env.tag.startswith(("vlr.s.", "vlr.t.", "vlr.x.")):
-                assert all(isinstance(c, bytes) for c in (env.body if env.tag.startswith(("vlr.s.", "vlr.x."))
-                                                          else [b for r in env.body for b in r]))
+                assert isinstance(env.body, list) and all(isinstance(c, bytes) for c in env.body)
 
 
 def test_surrogate_same_seed_same_model():
