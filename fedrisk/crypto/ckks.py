@@ -18,6 +18,15 @@ S/2`` (``log2 R = 8`` rotations, independent of the number of rows). Because SEA
 are cyclic, after the last step **every** slot ``p`` holds the complete sum for feature
 ``p mod K``: no slot carries a partial sum over a subset of rows.
 
+Paired packing (``paired=True``, used by the exact vertical-LR solver): a chunk holds ``2R``
+rows, row ``a`` in the real and row ``a + R`` in the imaginary part of the same slot. The peer
+multiplies by ``s_a - i s_{a+R}``; the real part of the product is ``x_a s_a + x_{a+R} s_{a+R}``,
+so half the ct x pt products and encodings give the same ``X^T s``. The imaginary part holds the
+cross terms ``x_{a+R} s_a - x_a s_{a+R}`` -- functionals of ``s`` the owner must not see -- and is
+removed before the result leaves: the peer adds the complex conjugate of the rotated sum (Galois
+element ``2N - 1``, one key switch), leaving ``2 Re``. The owner's Galois keys include that
+element.
+
 Security notes
 --------------
 * The peer holds only ciphertexts under the owner's key, the owner's Galois keys for the eight
