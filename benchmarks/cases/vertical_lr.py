@@ -111,7 +111,7 @@ def _federated(run: dict) -> dict:
 
 def _stress(data: Path, solver: str) -> dict:
     """The heavy_tailed vertical stress case end to end (processes, mTLS), against pooled scikit-learn."""
-    import json
+    import shutil
     import tempfile
 
     from sklearn.linear_model import LogisticRegression
@@ -140,8 +140,6 @@ def _stress(data: Path, solver: str) -> dict:
     fed["coef_max_abs_diff"] = round(float(np.max(np.abs(coef - np.r_[sk.coef_[0], sk.intercept_[0]]))), 6)
     fed["pooled_auc"] = round(auc(c.y[c.test], sk.predict_proba(A[c.test])[:, 1]), 4)
     fed["dataset"] = f"heavy_tailed ({rows} rows, l2 = {l2})"
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     return fed
 
