@@ -22,7 +22,7 @@ That deterministic fact is what the security argument below rests on.
 Degree and threshold
 --------------------
 ``k`` is the smallest even number ``>= 2 * ceil(log2 n) + 2 * colluders`` (``k ~ O(log n)``):
-12 for 50 banks and one colluder, 16 for 1,000. ``graph = "auto"`` keeps the complete graph
+14 for 50 banks and one colluder, 22 for 1,000. ``graph = "auto"`` keeps the complete graph
 while ``k >= n - 1`` or ``n <= 10`` (then there is nothing to save and the existing behaviour
 stays exactly as it was). Each party's secrets are Shamir-shared among its *neighbourhood* (its
 ``k`` neighbours and itself, ``k + 1`` holders) with threshold
@@ -50,7 +50,8 @@ survivors), so ``d`` never accumulates across rounds.
 
 *Correctness (dropout tolerance).* A survivor's self-mask needs ``t`` surviving holders in its
 neighbourhood, a dropped party's mask key ``t`` surviving neighbours: up to ``k + 1 - t``
-dropouts per neighbourhood (6 of 13 at 50 banks), fewer than the complete graph's ``n - t``.
+dropouts per neighbourhood (6 of 15 at 50 banks: ``t = 9``; at most ``k - 1 - c = 12``
+per round), fewer than the complete graph's ``n - t``.
 
 *Relation to the paper.* Bell et al. bound the failure probability for an adversary corrupting
 a *fraction* ``gamma`` of the parties: a random ``k = O(log n)``-regular graph keeps every

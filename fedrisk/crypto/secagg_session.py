@@ -346,10 +346,6 @@ class SessionSecureAggregation(SecureAggregation):
         members = sorted(keys)
         xs = {p: k + 1 for k, p in enumerate(members)}
         deg = self._degree(len(members))
-        if msg.get("degree") != deg:
-            raise ProtocolError(f"{me}: the coordinator's mask graph for {tag!r} has degree {msg.get('degree')!r}, this "
-                                f"party computes {deg} for {len(members)} parties (graph = {self.graph!r}); set the same "
-                                f"security.secure_aggregation_graph everywhere")
         nbrs = neighbours(members, deg, graph_seed(job, tag, {p: keys[p][0] + keys[p][1] for p in members}))
         K = self.rounds
         b = [secrets.token_bytes(_SEED_BYTES) for _ in range(K)]
@@ -418,6 +414,11 @@ class SessionSecureAggregation(SecureAggregation):
         if not isinstance(t, int) or isinstance(t, bool):
             raise ProtocolError(f"{me}: the coordinator sent no threshold for {tag!r}")
         deg = self._degree(len(keys))
+        # the key list names the degree only for a sparse graph (complete-graph messages are unchanged)
+        if msg.get("degree", len(keys) - 1) != deg:
+            raise ProtocolError(f"{me}: the coordinator's mask graph for {tag!r} has degree {msg.get('degree')!r}, this "
+                                f"party computes {deg} for {len(keys)} parties (graph = {self.graph!r}); set the same "
+                                f"security.secure_aggregation_graph everywhere")
         holders = n_ref if deg >= len(keys) - 1 else deg + 1  # sparse: each secret's shares sit with k + 1 holders
         safe = default_threshold(holders, self.colluders)
         if self.threshold is not None:
@@ -594,7 +595,9 @@ class SessionSecureAggregation(SecureAggregation):
         if self.threshold is None and deg < len(u1) - 1:
             t = default_threshold(deg + 1, self.colluders)  # sparse: over each secret's k + 1 holders
         nbrs = neighbours(u1, deg, graph_seed(job, tag, {p: keys[p][0] + keys[p][1] for p in u1}))
-        keylist = {"threshold": t, "rounds": self.rounds, "degree": deg, "keys": {p: raw[p] for p in u1}}
+        keylist = {"threshold": t, "rounds": self.rounds, "keys": {p: raw[p] for p in u1}}
+        if deg < len(u1) - 1:
+            keylist["degree"] = deg
         for p in u1:
             channel.send(p, f"{tag}.sa.keylist", keylist, kind="public-parameter")
         _notify(channel, [p for p in parties if p not in keys], f"{tag}.sa.keylist", {"excluded": True})
