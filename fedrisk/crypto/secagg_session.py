@@ -36,6 +36,15 @@ roster, ``r`` the session round counter, both kept identically by every member):
     C: reconstruct from t reveals, subtract PRG(b_j^r) for survivors and the dangling pairwise
        masks between survivors and dropped parties; decode the sum over U3.
 
+Mask graph. With ``graph = "sparse"`` (or ``"auto"`` above 10 parties) the pairwise masks and
+Shamir shares follow SecAgg+'s Harary graph of degree ``k ~ 2 log2 n`` instead of the complete
+graph: a party masks with its ``k`` neighbours only, deals shares of its secrets to them only
+(threshold over the ``k + 1`` holders, named as ``degree`` in the key list), reveals shares of
+its neighbourhood only, and a round with dropouts ends the session. Every party derives the graph
+itself from the key list (:mod:`fedrisk.crypto.secagg_graph`, which also holds the security
+argument). Per-party work per round is then ``O(k)`` key agreements and PRG expansions instead
+of ``O(n)``, and the coordinator's reconstructions ``O(n k^2)`` instead of ``O(n^3)``.
+
 Messages at the coordinator per aggregation, ``n`` parties: single-round mode ``7n`` (``9n``
 signed: every round runs the confirm step); session mode ``3n`` (``5n`` in a signed round where
 someone dropped), plus ``4n`` once per ``K`` aggregations for the setup.
