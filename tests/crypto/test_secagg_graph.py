@@ -155,3 +155,22 @@ def test_random_graph_sums_with_random_small_dropouts():
                                 {victim: DiesAtRound(1, **kw)}, recv_timeout=30.0)
     alive = [p for p in names if p != victim]
     np.testing.assert_allclose(results[1].total, sum(vecs[p][1] for p in alive), atol=1e-5)
+
+
+def test_one_shot_aggregation_on_the_sparse_graph_sums_exactly():
+    from fedrisk.crypto.secagg_oneshot import OneShotSessionAggregation
+
+    vecs = _vectors(NAMES, 3, 6, seed=9)
+    results, net, _ = run_session(vecs, OneShotSessionAggregation(rounds=4, graph="sparse", dropout_timeout=5.0),
+                                  capture=True, recv_timeout=30.0)
+    for k, res in enumerate(results):
+        np.testing.assert_allclose(res.total, sum(vecs[p][k] for p in NAMES), atol=1e-5)
+    assert {len(e.body) for e in net[COORD].captured if e.tag.endswith(".sa.shares")} == {10}
+
+
+def test_the_graph_is_a_shared_spec_setting():
+    from fedrisk.runtime.spec import SecuritySpec
+
+    assert SecuritySpec().secure_aggregation_graph == "auto"
+    with pytest.raises(Exception, match="secure_aggregation_graph"):
+        SecuritySpec(secure_aggregation_graph="ring")
