@@ -174,3 +174,11 @@ def test_the_graph_is_a_shared_spec_setting():
     assert SecuritySpec().secure_aggregation_graph == "auto"
     with pytest.raises(Exception, match="secure_aggregation_graph"):
         SecuritySpec(secure_aggregation_graph="ring")
+
+
+def test_horizontal_fixed_threshold_counts_the_share_holders_of_the_sparse_graph():
+    from fedrisk.algorithms.horizontal.dropouts import fixed_threshold
+
+    assert fixed_threshold(SessionSecureAggregation(), 50).threshold == default_threshold(15)  # k = 14
+    assert fixed_threshold(SessionSecureAggregation(graph="complete"), 50).threshold == default_threshold(50)
+    assert fixed_threshold(SessionSecureAggregation(), 4).threshold == default_threshold(4)
