@@ -10,7 +10,9 @@ random vectors of ``--length`` floats, once with the single-round protocol
 (:class:`SessionSecureAggregation`, one setup for all of them). Reported per mode: wall and CPU
 seconds per aggregation (whole process, all threads; the first aggregation, which carries the
 session's setup, is reported separately), messages the coordinator sends and receives per
-aggregation, and bytes. Thresholds are the safe defaults ``t > (n + 1) / 2``.
+aggregation, and bytes. Thresholds are the safe defaults ``t > (n + 1) / 2``. Where SecAgg+'s
+sparse graph has fewer neighbours than ``n - 1`` (:mod:`fedrisk.crypto.secagg_graph`), a third
+mode ``session_sparse`` runs session mode on it (``t`` over the ``k + 1`` share holders).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import time
 
 import numpy as np
 
+from fedrisk.crypto.secagg_graph import choose_degree
 from fedrisk.crypto.secagg_session import SessionSecureAggregation
 from fedrisk.crypto.secure_aggregation import SecureAggregation, default_threshold
 from fedrisk.runtime.threads import run_roles
@@ -28,9 +31,9 @@ from fedrisk.transport.channel import InMemoryNetwork
 COORD = "coordinator"
 
 
-def _run(n: int, aggs: int, length: int, session: bool) -> dict:
+def _run(n: int, aggs: int, length: int, session: bool, graph: str = "complete") -> dict:
     names = [f"bank{i:02d}" for i in range(n)]
-    agg = SessionSecureAggregation(rounds=max(aggs, 1), dropout_timeout=60.0) if session \
+    agg = SessionSecureAggregation(rounds=max(aggs, 1), dropout_timeout=60.0, graph=graph) if session \
         else SecureAggregation(dropout_timeout=60.0)
     rng = np.random.default_rng(n)
     vecs = {p: rng.normal(size=length) for p in names}
@@ -77,6 +80,9 @@ def run(argv: list[str]) -> dict:
         row = {"threshold": default_threshold(n)}
         for mode, session in (("single_round", False), ("session", True)):
             row[mode] = _run(n, a.aggregations, a.length, session)
+        if choose_degree(n, "sparse") < n - 1:
+            row["session_sparse"] = {"degree": choose_degree(n, "sparse"),
+                                     **_run(n, a.aggregations, a.length, True, graph="sparse")}
         row["ratio_session_over_single_round"] = {
             "wall": round(row["session"]["wall_s_per_aggregation"] / row["single_round"]["wall_s_per_aggregation"], 3),
             "cpu": round(row["session"]["cpu_s_per_aggregation"] / row["single_round"]["cpu_s_per_aggregation"], 3)}
@@ -87,5 +93,9 @@ def run(argv: list[str]) -> dict:
         out["growth_later_aggregation_wall"] = {
             m: round(hi[m]["later_aggregations"]["wall_s_median"] / max(lo[m]["later_aggregations"]["wall_s_median"], 1e-9), 2)
             for m in ("single_round", "session") if a.aggregations > 1}
+        if "session_sparse" in hi and a.aggregations > 1:
+            out["growth_later_aggregation_wall"]["session_sparse_vs_" + ns[0] + "_session"] = round(
+                hi["session_sparse"]["later_aggregations"]["wall_s_median"]
+                / max(lo["session"]["later_aggregations"]["wall_s_median"], 1e-9), 2)
     out["note"] = "in-process (threads, no gRPC) on a shared 2-core machine; compare ratios from the same run"
     return out

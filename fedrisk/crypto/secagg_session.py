@@ -36,6 +36,15 @@ roster, ``r`` the session round counter, both kept identically by every member):
     C: reconstruct from t reveals, subtract PRG(b_j^r) for survivors and the dangling pairwise
        masks between survivors and dropped parties; decode the sum over U3.
 
+Mask graph. With ``graph = "sparse"`` (or ``"auto"`` above 10 parties) the pairwise masks and
+Shamir shares follow SecAgg+'s Harary graph of degree ``k ~ 2 log2 n`` instead of the complete
+graph: a party masks with its ``k`` neighbours only, deals shares of its secrets to them only
+(threshold over the ``k + 1`` holders, named as ``degree`` in the key list), reveals shares of
+its neighbourhood only, and a round with dropouts ends the session. Every party derives the graph
+itself from the key list (:mod:`fedrisk.crypto.secagg_graph`, which also holds the security
+argument). Per-party work per round is then ``O(k)`` key agreements and PRG expansions instead
+of ``O(n)``, and the coordinator's reconstructions ``O(n k^2)`` instead of ``O(n^3)``.
+
 Messages at the coordinator per aggregation, ``n`` parties: single-round mode ``7n`` (``9n``
 signed: every round runs the confirm step); session mode ``3n`` (``5n`` in a signed round where
 someone dropped), plus ``4n`` once per ``K`` aggregations for the setup.
@@ -114,6 +123,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult
 from fedrisk.crypto import ring64, shamir
 from fedrisk.crypto.prg_mask import context, mask
+from fedrisk.crypto.secagg_graph import choose_degree, graph_seed, neighbours
 from fedrisk.crypto.secure_aggregation import (
     _KEY_BYTES, _NONCE_BYTES, _SEED_BYTES, DEFAULT_COLLUDERS, SecureAggregation, _gather, _notify, _raw_priv,
     _raw_pub, _require, _share_key, _warn_if_unsafe, default_threshold)
@@ -142,6 +152,8 @@ class _PartySession:
     r: int = 0
     used: set = field(default_factory=set)
     dead: bool = False
+    nbrs: dict[str, frozenset] = field(default_factory=dict)  # mask/share graph over the setup members
+    degree: int = 0                                            # k; n - 1 for the complete graph
 
 
 @dataclass
@@ -154,6 +166,12 @@ class _CoordSession:
     s_pk: dict[str, list[bytes]]
     r: int = 0
     used: set = field(default_factory=set)
+    nbrs: dict[str, frozenset] = field(default_factory=dict)
+    degree: int = 0
+
+    @property
+    def sparse(self) -> bool:
+        return self.degree < len(self.xs) - 1
 
 
 class SessionSecureAggregation(SecureAggregation):
@@ -169,6 +187,13 @@ class SessionSecureAggregation(SecureAggregation):
         first message of such a round, sent after the parties' local work. Default: ``key_timeout``,
         else the channel's receive timeout. A party silent for that long is dropped for the rest
         of the session.
+    graph : {"auto", "complete", "sparse"}
+        Who masks with whom (:mod:`fedrisk.crypto.secagg_graph`): ``complete`` is Bonawitz's graph;
+        ``sparse`` is SecAgg+'s Harary graph of degree ``k ~ 2 log2 n`` with Shamir shares to
+        neighbours only and a threshold over the ``k + 1`` share holders; ``auto`` (default) keeps
+        the complete graph up to 10 parties.
+    degree : int, optional
+        Explicit even degree for the sparse graph.
     **kwargs
         As :class:`~fedrisk.crypto.secure_aggregation.SecureAggregation` (threshold, colluders,
         frac_bits, dropout_timeout, key_timeout, signing_key_pem, peer_certs_pem, parties).
@@ -185,7 +210,8 @@ class SessionSecureAggregation(SecureAggregation):
                  frac_bits: int = ring64.DEFAULT_FRAC_BITS, dropout_timeout: float = 10.0,
                  key_timeout: float | None = None, signing_key_pem: bytes | None = None,
                  peer_certs_pem: Mapping[str, bytes] | None = None, parties: Sequence[str] | None = None,
-                 colluders: int = DEFAULT_COLLUDERS) -> None:
+                 colluders: int = DEFAULT_COLLUDERS, graph: str = "auto", degree: int | None = None) -> None:
+        choose_degree(64, graph, colluders if isinstance(colluders, int) else 1, degree)  # validates graph/degree
         if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= _MAX_ROUNDS:
             raise ConfigError(f"secure aggregation: rounds per session must be an integer in 1..{_MAX_ROUNDS}, "
                               f"got {rounds!r}")
@@ -194,6 +220,17 @@ class SessionSecureAggregation(SecureAggregation):
                          parties=parties, colluders=colluders)
         self.rounds = rounds
         self.round_timeout = round_timeout
+        self.graph = graph
+        self.degree = degree
+
+    def _degree(self, n: int) -> int:
+        return choose_degree(n, self.graph, self.colluders, self.degree)
+
+    def _threshold_for(self, n: int, k: int) -> int:
+        """Configured threshold, else the safe one over each secret's holders (all n, or k + 1 neighbours)."""
+        if self.threshold is not None:
+            return self.threshold
+        return default_threshold(n if k >= n - 1 else k + 1, self.colluders)
 
     @property
     def _signed(self) -> bool:
@@ -280,12 +317,22 @@ class SessionSecureAggregation(SecureAggregation):
         if me not in survivors:
             st.dead = True  # dropped (late): out of this session for good
             return
+        sparse = st.degree < len(st.xs) - 1
+        if sparse and len(dropped) + self.colluders > st.degree - 1:
+            st.dead = True
+            raise ProtocolError(f"{me}: {len(dropped)} parties dropped in round {r} of {tag!r}; with {self.colluders} "
+                                f"colluder(s) the sparse mask graph of degree {st.degree} could split into partial sums. "
+                                f"Refusing to reveal shares (use graph = \"complete\" or a larger degree)")
         if dropped and self._signed:
             self._consistency_check_round(channel, coordinator, tag, st, survivors)
         # advance before revealing: index r is never revealed again by this party, whatever comes next
         st.r += 1
         st.roster = sorted(survivors)
-        reveal = {"s": {j: st.held[j][0][r] for j in dropped}, "b": {j: st.held[j][1][r] for j in survivors}}
+        mine = st.nbrs.get(me, frozenset()) | {me}
+        reveal = {"s": {j: st.held[j][0][r] for j in dropped if j in mine},
+                  "b": {j: st.held[j][1][r] for j in survivors if j in mine}}
+        if sparse and dropped:
+            st.dead = True  # a sparse session ends after a dropout: the next sum deals a new graph over the survivors
         channel.send(coordinator, f"{tag}.sa.reveal", reveal, kind="plaintext-by-design")
 
     def _party_setup(self, channel: Channel, coordinator: str, tag: str) -> bool:
@@ -307,15 +354,17 @@ class SessionSecureAggregation(SecureAggregation):
         keys, t = self._check_session_keylist(channel, tag, msg, c_pk, s_pk)
         members = sorted(keys)
         xs = {p: k + 1 for k, p in enumerate(members)}
+        deg = self._degree(len(members))
+        nbrs = neighbours(members, deg, graph_seed(job, tag, {p: keys[p][0] + keys[p][1] for p in members}))
         K = self.rounds
         b = [secrets.token_bytes(_SEED_BYTES) for _ in range(K)]
-        points = list(xs.values())
+        points = [xs[p] for p in sorted(nbrs[me] | {me})]
         s_sh = [shamir.split_bytes(_raw_priv(k), t, points) for k in s_sks]
         b_sh = [shamir.split_bytes(seed, t, points) for seed in b]
-        share_keys = {j: _share_key(c_sk, keys[j][0], job, tag, me, j) for j in members if j != me}
+        share_keys = {j: _share_key(c_sk, keys[j][0], job, tag, me, j) for j in nbrs[me]}
         out = {}
         for j in members:
-            if j != me:
+            if j in nbrs[me]:
                 nonce = os.urandom(_NONCE_BYTES)
                 plain = b"".join(s[xs[j]] for s in s_sh) + b"".join(s[xs[j]] for s in b_sh)
                 out[j] = nonce + ChaCha20Poly1305(share_keys[j]).encrypt(nonce, plain, context(_PROTO, job, tag, me, j))
@@ -325,8 +374,10 @@ class SessionSecureAggregation(SecureAggregation):
         if u2 is None:
             return False
         got = inbox.get("shares")
-        if not isinstance(got, dict) or set(got) != set(u2) - {me}:
-            raise ProtocolError(f"{me}: the coordinator's share relay for {tag!r} does not hold one share from each of {u2}")
+        expect = set(u2) & nbrs[me]
+        if not isinstance(got, dict) or set(got) != expect:
+            raise ProtocolError(f"{me}: the coordinator's share relay for {tag!r} does not hold one share from each of "
+                                f"{sorted(expect)}")
         SB = shamir.SHARE_BYTES
         held = {me: ([s[xs[me]] for s in s_sh], [s[xs[me]] for s in b_sh])}
         for j, ct in got.items():
@@ -342,7 +393,8 @@ class SessionSecureAggregation(SecureAggregation):
                        [plain[(K + k) * SB:(K + k + 1) * SB] for k in range(K)])
         s_pk_of = {p: _split_pks(keys[p][1]) for p in u2}
         self._sessions(channel)[("party", me, job)] = _PartySession(
-            sid=tag, rounds=K, t=t, xs=xs, roster=list(u2), s_sk=s_sks, s_pk=s_pk_of, b=b, held=held)
+            sid=tag, rounds=K, t=t, xs=xs, roster=list(u2), s_sk=s_sks, s_pk=s_pk_of, b=b, held=held, nbrs=nbrs,
+            degree=deg)
         return True
 
     def _check_session_keylist(self, channel: Channel, tag: str, msg: dict, c_pk: bytes, s_pk: bytes
@@ -370,16 +422,23 @@ class SessionSecureAggregation(SecureAggregation):
         t = msg.get("threshold")
         if not isinstance(t, int) or isinstance(t, bool):
             raise ProtocolError(f"{me}: the coordinator sent no threshold for {tag!r}")
-        safe = default_threshold(n_ref, self.colluders)
+        deg = self._degree(len(keys))
+        # the key list names the degree only for a sparse graph (complete-graph messages are unchanged)
+        if msg.get("degree", len(keys) - 1) != deg:
+            raise ProtocolError(f"{me}: the coordinator's mask graph for {tag!r} has degree {msg.get('degree')!r}, this "
+                                f"party computes {deg} for {len(keys)} parties (graph = {self.graph!r}); set the same "
+                                f"security.secure_aggregation_graph everywhere")
+        holders = n_ref if deg >= len(keys) - 1 else deg + 1  # sparse: each secret's shares sit with k + 1 holders
+        safe = default_threshold(holders, self.colluders)
         if self.threshold is not None:
             if t != self.threshold:
                 raise ProtocolError(f"{me}: the coordinator uses threshold {t} for {tag!r}, this party is configured "
                                     f"for {self.threshold}; set the same threshold everywhere")
-            _warn_if_unsafe(t, n_ref, self.colluders, me)
+            _warn_if_unsafe(t, holders, self.colluders, me)
         elif t < safe:
             raise ProtocolError(f"{me}: the coordinator's threshold {t} for {tag!r} is below the safe threshold "
-                                f"{safe} for {n_ref} parties and {self.colluders} colluder(s) (t > (n + colluders)/2); "
-                                f"refusing")
+                                f"{safe} for {holders} share holders and {self.colluders} colluder(s) "
+                                f"(t > (holders + colluders)/2); refusing")
         if len(keys) < max(t, 2):
             raise ProtocolError(f"{me}: only {len(keys)} parties advertised keys for {tag!r}, fewer than the "
                                 f"threshold {max(t, 2)}")
@@ -461,6 +520,12 @@ class SessionSecureAggregation(SecureAggregation):
         _notify(channel, [p for p in dropped if p in parties], f"{tag}.sa.unmask", req)
         st.roster = u3
         st.r += 1
+        if st.sparse and dropped:
+            st.r = st.rounds  # a sparse session ends after a dropout (as at every party): the next sum sets up afresh
+            if len(dropped) + self.colluders > st.degree - 1:
+                raise ProtocolError(f"secure aggregation {tag!r}: {len(dropped)} parties dropped ({dropped}); the sparse "
+                                    f"mask graph of degree {st.degree} tolerates at most "
+                                    f"{st.degree - 1 - self.colluders} per round, so the parties refuse to unmask")
         _require(len(u3), t, tag, "sent their masked vectors", asked, u3)
 
         if dropped and self._signed:
@@ -478,16 +543,18 @@ class SessionSecureAggregation(SecureAggregation):
         deadline = time.monotonic() + self.dropout_timeout
         reveals = _gather(channel, u3, f"{tag}.sa.reveal", deadline=deadline)
         for p, m in reveals.items():
+            mine = st.nbrs[p] | {p}
             ok = isinstance(m, dict) and isinstance(m.get("s"), dict) and isinstance(m.get("b"), dict) \
-                and set(m["s"]) == set(dropped) and set(m["b"]) == set(u3) \
+                and set(m["s"]) == set(dropped) & mine and set(m["b"]) == set(u3) & mine \
                 and all(isinstance(v, bytes) for v in (*m["s"].values(), *m["b"].values()))
             if not ok:
                 raise ProtocolError(f"secure aggregation: party {p!r} revealed malformed shares for {tag!r}")
         _require(len(reveals), t, tag, "revealed their shares", u3, sorted(reveals))
 
         def recover(kind: str, of: str) -> bytes:
+            got = {st.xs[p]: reveals[p][kind][of] for p in reveals if of in reveals[p][kind]}
             try:
-                return shamir.reconstruct_bytes({st.xs[p]: reveals[p][kind][of] for p in reveals}, t, _KEY_BYTES)
+                return shamir.reconstruct_bytes(got, t, _KEY_BYTES)
             except CryptoError as e:
                 raise ProtocolError(f"secure aggregation: cannot reconstruct the secret of party {of!r} for {tag!r}: "
                                     f"{e}") from None
@@ -501,7 +568,7 @@ class SessionSecureAggregation(SecureAggregation):
             if _raw_pub(s_sk_j) != st.s_pk[j][r]:
                 raise ProtocolError(f"secure aggregation: the reconstructed mask key of dropped party {j!r} does not "
                                     f"match its public key for {tag!r}; a party revealed a wrong share")
-            for i in u3:
+            for i in (p for p in u3 if p in st.nbrs[j]):
                 m = mask(s_sk_j.exchange(X25519PublicKey.from_public_bytes(st.s_pk[i][r])),
                          _round_pair_info(job, st.sid, tag, r, i, j), length)
                 if i < j:
@@ -512,7 +579,7 @@ class SessionSecureAggregation(SecureAggregation):
 
     def _coord_setup(self, channel: Channel, parties: list[str], tag: str) -> _CoordSession:
         job = channel.job
-        t = self.threshold if self.threshold is not None else default_threshold(len(parties), self.colluders)
+        t = self._threshold_for(len(parties), self._degree(len(parties)))
         if not 2 <= t <= len(parties):
             raise ConfigError(f"secure aggregation threshold {t} must lie in 2..{len(parties)} (the number of parties)")
         if self.threshold is not None:
@@ -533,7 +600,13 @@ class SessionSecureAggregation(SecureAggregation):
                 _notify(channel, parties, f"{tag}.sa.keylist", {"abort": str(e)})
                 raise
         u1 = sorted(keys)
+        deg = self._degree(len(u1))
+        if self.threshold is None and deg < len(u1) - 1:
+            t = default_threshold(deg + 1, self.colluders)  # sparse: over each secret's k + 1 holders
+        nbrs = neighbours(u1, deg, graph_seed(job, tag, {p: keys[p][0] + keys[p][1] for p in u1}))
         keylist = {"threshold": t, "rounds": self.rounds, "keys": {p: raw[p] for p in u1}}
+        if deg < len(u1) - 1:
+            keylist["degree"] = deg
         for p in u1:
             channel.send(p, f"{tag}.sa.keylist", keylist, kind="public-parameter")
         _notify(channel, [p for p in parties if p not in keys], f"{tag}.sa.keylist", {"excluded": True})
@@ -543,25 +616,26 @@ class SessionSecureAggregation(SecureAggregation):
         shares = _gather(channel, u1, f"{tag}.sa.shares", deadline=deadline)
         ct_len = _session_share_ct(self.rounds)
         for p, m in shares.items():
-            if not isinstance(m, dict) or set(m) != set(u1) - {p} or \
+            if not isinstance(m, dict) or set(m) != nbrs[p] or \
                     not all(isinstance(c, bytes) and len(c) == ct_len for c in m.values()):
                 raise ProtocolError(f"secure aggregation: party {p!r} sent malformed encrypted shares for {tag!r}")
         u2 = sorted(shares)
         for p in u2:
-            channel.send(p, f"{tag}.sa.inbox", {"members": u2, "shares": {j: shares[j][p] for j in u2 if j != p}},
+            channel.send(p, f"{tag}.sa.inbox", {"members": u2, "shares": {j: shares[j][p] for j in u2 if j in nbrs[p]}},
                          kind="ciphertext")
         _notify(channel, [p for p in u1 if p not in shares], f"{tag}.sa.inbox", {"members": u2, "shares": {}})
         _require(len(u2), t, tag, "sent their encrypted shares", u1, u2)
         return _CoordSession(sid=tag, rounds=self.rounds, t=t, xs={p: k + 1 for k, p in enumerate(u1)},
-                             roster=u2, s_pk={p: _split_pks(keys[p][1]) for p in u2})
+                             roster=u2, s_pk={p: _split_pks(keys[p][1]) for p in u2}, nbrs=nbrs, degree=deg)
 
 
 # -- helpers ----------------------------------------------------------------------------------
 def _add_pairwise_masks(y: np.ndarray, job: str, tag: str, me: str, st: _PartySession) -> np.ndarray:
     """``y`` plus this party's round-``st.r`` pairwise masks with every other roster member (in place)."""
     n, r = len(y), st.r
+    mine = st.nbrs[me] if st.nbrs else None
     for j in st.roster:
-        if j == me:
+        if j == me or (mine is not None and j not in mine):
             continue
         m = mask(st.s_sk[r].exchange(X25519PublicKey.from_public_bytes(st.s_pk[j][r])),
                  _round_pair_info(job, st.sid, tag, r, me, j), n)

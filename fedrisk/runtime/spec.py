@@ -217,6 +217,9 @@ class SecuritySpec(_Strict):
     #: aggregations per secure-aggregation setup (session mode, fedrisk.crypto.secagg_session);
     #: 0 = the single-round protocol with fresh keys for every aggregation
     secure_aggregation_rounds: int = Field(64, ge=0, le=4096)
+    #: who masks with whom in session mode (fedrisk.crypto.secagg_graph): "complete" (Bonawitz),
+    #: "sparse" (SecAgg+: k ~ 2 log2 n neighbours per bank), "auto" = complete up to 10 banks
+    secure_aggregation_graph: Literal["auto", "complete", "sparse"] = "auto"
     connect_timeout: float = Field(60.0, gt=0)
     recv_timeout: float = Field(600.0, gt=0)
     #: per peer: unread data it may park in this party's mailbox (MiB) and how long an unread
@@ -502,7 +505,8 @@ def shared_settings(spec: JobSpec) -> dict[str, Any]:
                        **{k: v for k in ("test_fraction", "test_column")
                           if (v := getattr(spec.evaluation, k)) is not None}},
         "security": {"secure_aggregation": spec.security.secure_aggregation,
-                     "secure_aggregation_rounds": spec.security.secure_aggregation_rounds},
+                     "secure_aggregation_rounds": spec.security.secure_aggregation_rounds,
+                     "secure_aggregation_graph": spec.security.secure_aggregation_graph},
         "psi": spec.psi.model_dump(mode="json"),
         "privacy": spec.privacy.model_dump(mode="json") if spec.privacy is not None else None,
     }

@@ -99,7 +99,8 @@ def one_shot(agg: Aggregation) -> Aggregation:
     return OneShotSessionAggregation(
         rounds=agg.rounds, round_timeout=agg.round_timeout, threshold=agg.threshold, frac_bits=agg.frac_bits,
         dropout_timeout=agg.dropout_timeout, key_timeout=agg.key_timeout, signing_key_pem=agg.signing_key_pem,
-        peer_certs_pem=agg.peer_certs_pem, parties=agg.parties, colluders=agg.colluders)
+        peer_certs_pem=agg.peer_certs_pem, parties=agg.parties, colluders=agg.colluders,
+        graph=agg.graph, degree=agg.degree)
 
 
 def run(ctx: PartyContext) -> None:

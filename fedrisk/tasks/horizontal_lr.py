@@ -190,7 +190,8 @@ def make_aggregation(ctx: PartyContext, params: Any) -> Aggregation:
     Session mode (:class:`~fedrisk.crypto.secagg_session.SessionSecureAggregation`) by default:
     one key setup per ``security.secure_aggregation_rounds`` aggregations, then three messages per
     bank per aggregation; ``secure_aggregation_rounds = 0`` selects the single-round protocol
-    (fresh keys every aggregation, seven to nine messages per bank).
+    (fresh keys every aggregation, seven to nine messages per bank). ``security.secure_aggregation_graph``
+    picks the mask graph of session mode (complete up to 10 banks by default, SecAgg+'s sparse graph above).
     """
     if not ctx.spec.security.secure_aggregation:
         ctx.log.warning("secure aggregation is OFF: the coordinator sees every bank's individual update")
@@ -211,7 +212,8 @@ def make_aggregation(ctx: PartyContext, params: Any) -> Aggregation:
                   dropout_timeout=params.dropout_timeout, parties=list(ctx.spec.parties))
     rounds = getattr(ctx.spec.security, "secure_aggregation_rounds", 0)
     if rounds:
-        return SessionSecureAggregation(rounds=rounds, round_timeout=params.dropout_timeout, **common)
+        return SessionSecureAggregation(rounds=rounds, round_timeout=params.dropout_timeout,
+                                        graph=getattr(ctx.spec.security, "secure_aggregation_graph", "auto"), **common)
     return SecureAggregation(**common)
 
 

@@ -52,8 +52,11 @@ def fixed_threshold(agg: Aggregation, n_banks: int) -> Aggregation:
         from fedrisk.crypto.secure_aggregation import default_threshold
 
         colluders = getattr(agg, "colluders", None)
+        # SecAgg+ sparse graph: each bank's secrets are shared among its k + 1 neighbourhood only
+        degree = agg._degree(n_banks) if hasattr(agg, "_degree") else n_banks - 1
+        holders = n_banks if degree >= n_banks - 1 else degree + 1
         agg = copy.copy(agg)
-        agg.threshold = default_threshold(n_banks) if colluders is None else default_threshold(n_banks, colluders)
+        agg.threshold = default_threshold(holders) if colluders is None else default_threshold(holders, colluders)
     return agg
 
 
