@@ -159,8 +159,14 @@ def run(ctx: PartyContext) -> None:
     }
     if model.privacy is not None:
         extra["privacy"] = model.privacy
-    write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y,
-                     model.predict_proba(test.X), rounds, extra=extra)
+    p_te = model.predict_proba(test.X)
+    write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y, p_te, rounds, extra=extra)
+    # test applicants' reason codes (exact TreeSHAP on the global model, local) for the report's summary
+    from fedrisk.runtime.predict import gbdt_predictions, write_predictions
+
+    write_predictions(ctx.out / "scores" / "test_reasons.csv", test.ids,
+                      gbdt_predictions({"features": model.features, "base_score": model.base_score,
+                                        "trees": model.trees}, test.X, p_te))
 
 
 def _write_membership(ctx: PartyContext, banks: list[str], history: list[dict]) -> None:

@@ -174,7 +174,7 @@ def run(ctx: PartyContext) -> None:
         from fedrisk.runtime.predict import write_predictions
         import pandas as pd
 
-        names, _, contrib = contributions(model, paths_te)
+        names, _, contrib = contributions(model, paths_te, X[test])
         cols = {k.replace("points_lost_", "contribution_"): v for k, v in reason_columns(reason_codes(names, contrib, 3), 3).items()}
         write_predictions(ctx.out / "scores" / "test_reasons.csv", ids[test], pd.DataFrame({"score": p_te, **cols}))
     write_json(ctx.out / model_file(me, lh), {"format": FORMAT, **header, **model.to_json()})
@@ -236,7 +236,7 @@ def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str, fea
     if not has_covers(model):
         return pd.DataFrame({"score": p})
     n = int(role_model.get("n_reasons", 3))
-    names, _, contrib = contributions(model, paths)
+    names, _, contrib = contributions(model, paths, X)
     cols = reason_columns(reason_codes(names, contrib, n), n)
     cols = {k.replace("points_lost_", "contribution_"): v for k, v in cols.items()}
     return pd.DataFrame({"score": p, **cols})
