@@ -102,15 +102,18 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     model = load_model(model_path)
     fmt = model["format"]
     id_col = id_col or model.get("id") or "id"
+    cats = model.get("categories") or None
+    # a horizontal model trained with text columns encodes new rows with the agreed levels
+    cat = dict(categorical=list(cats), encoding=model.get("category_encoding"), categories=cats) if cats else {}
     if fmt == "fedrisk.lr":
-        table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"])
+        table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"], **cat)
         score = score_lr(model, table.X)
         write_scores(Path(out), table.ids, None, score)
         return len(score)
     if fmt == "fedrisk.gbdt":
         # trees learn where missing values go, so rows with empty cells are scored, not refused
         table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"],
-                                 missing="keep")
+                                 missing="keep", **cat)
         score = score_gbdt(model, table.X)
         write_predictions(Path(out), table.ids, gbdt_predictions(model, table.X, score))
         return len(score)
