@@ -62,9 +62,12 @@ def gbdt_contributions(model: dict, X: np.ndarray) -> tuple[list[str], np.ndarra
             if "leaf" in nd:
                 continue
             col = X[:, int(nd["feature_index"])]
-            gl = col < float(nd["threshold"])
-            if nd.get("missing_left"):
-                gl |= np.isnan(col)
+            if "categories_left" in nd:  # categorical partition split on level codes
+                gl = np.isin(col, nd["categories_left"])
+            else:
+                gl = col < float(nd["threshold"])
+                if nd.get("missing_left"):
+                    gl |= np.isnan(col)
             go_left[pos[int(nd["id"])]] = gl
         b, phi = tree_shap(st, go_left, n, len(names))
         bias += b

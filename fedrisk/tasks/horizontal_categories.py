@@ -43,7 +43,7 @@ def _aggregation(ctx: PartyContext, params: Any):
 
 
 def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordinator: str) -> dict[str, dict] | None:
-    """Run the level agreement at this participant; a bank gets its encoders (``None`` without categories).
+    """Run the level agreement at this participant and return the agreed encoders (``None`` without categories).
 
     Every participant calls this before training when ``[task] categories`` is set (all know it
     from the spec, so all take part or none does).
@@ -58,7 +58,9 @@ def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordina
         levels = agree_levels_coordinator(ctx.channel, banks, vocab, agg, params.min_category_count, tag=TAG)
         ctx.log.info("category levels agreed: %s", {c: len(v["kept"]) + int(v["other"]) + int(v["missing"])
                                                      for c, v in levels.items()})
-        return None
+        from fedrisk.algorithms.horizontal.category_levels import encoders_from_levels
+
+        return encoders_from_levels(levels, vocab)  # for the coordinator's copy of the model file
     from fedrisk.data.loading import load_party_frame
 
     p = ctx.spec.parties[ctx.name]

@@ -208,7 +208,7 @@ def run(ctx: PartyContext) -> None:
         ctx.write_json("membership.json", model.membership)
         if model.constant_features:
             ctx.log.warning("constant features across the federation (weight stays 0): %s", model.constant_features)
-        save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id)
+        save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
         return
 
     from fedrisk.data.loading import load_party_table
