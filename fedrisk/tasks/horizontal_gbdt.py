@@ -68,7 +68,7 @@ class Params(CategoryParams):
         return self
 
     def config(self, seed: int) -> GbdtParams:
-        return GbdtParams(**self.model_dump(exclude={"dropout_timeout"}), seed=seed)
+        return GbdtParams(**self.model_dump(exclude={"dropout_timeout", "categories", "min_category_count"}), seed=seed)
 
 
 def privacy_plan(spec: JobSpec, params: Params, where: str = "job spec") -> PrivacyPlan | None:

@@ -5,6 +5,7 @@ data (:mod:`tests.finance.report_runs`); the report is rendered by Chromium and 
 for the sections issue 15 asks of that task. A full-page PNG of each report is written to
 ``$FEDRISK_SCREENSHOT_DIR`` (default: ``<pytest basetemp>/report-screenshots``), named
 ``<kind>.png`` (plus ``feature-holder.png``: payco's own report from its own files).
+``FEDRISK_REPORT_RUNS=DIR`` keeps (and reuses) the run directories in ``DIR``.
 
 Slow (about 15 minutes on a loaded 2-core machine): marked ``e2e`` and ``slow``.
 Skips without Chromium (``apt-get install -y chromium``) or without the shared data.
@@ -64,8 +65,12 @@ def shots(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("task-runs")
-    out = {k: build(k, root, SHARED) for k in KINDS}
+    # FEDRISK_REPORT_RUNS=DIR keeps the runs there and reuses those already built (e.g. by
+    # `python -m tests.finance.report_runs DIR`); default: fresh runs in the test's temp dir
+    keep = os.environ.get("FEDRISK_REPORT_RUNS")
+    root = Path(keep) if keep else tmp_path_factory.mktemp("task-runs")
+    out = {k: (root / k / "run") if (root / k / "run" / "run-coordinator.json").is_file()
+           or (root / k / "run" / "metrics.json").is_file() else build(k, root, SHARED) for k in KINDS}
     # payco's own run directory: only the files payco wrote (its model part, run record, WOE, ledger)
     sc = out["vertical.scorecard"]
     own = root / "payco-own"
