@@ -171,6 +171,12 @@ def run(ctx: PartyContext) -> None:
     if model.privacy is not None:
         extra["privacy"] = model.privacy
     p_te = model.predict_proba(test.X)
+    from fedrisk.finance.reference import boosting_alone, comparison
+
+    # the floor this bank computes alone: the same boosting settings on its own rows
+    extra["comparison"] = comparison(ctx.name, test.y, p_te, boosting_alone(
+        table.X, table.y, test.X, test.y, n_trees=cfg.n_trees, max_depth=cfg.max_depth,
+        learning_rate=cfg.learning_rate, seed=spec.federation.seed))
     write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y, p_te, rounds, extra=extra)
     # test applicants' reason codes (exact TreeSHAP on the global model, local) for the report's summary
     from fedrisk.runtime.predict import gbdt_predictions, write_predictions

@@ -36,7 +36,7 @@ pytestmark = [
 HEADER = ["Model documentation", "Run id", "fedrisk version", "Seed", "Training time", "Bytes sent", "[task] settings"]
 MODEL = ["Federated vs centralised vs local-only", "Discrimination: ROC and KS", "Population stability",
          "Communication ledger", "Bad rate (test)"]
-SCORECARD = ["Scorecard: points table", "Score bands", "Reason codes", "Base points"]
+SCORECARD = ["Scorecard: points table", "Score bands", "Reason codes", "base points", "Points", "WOE"]
 #: per report: text the rendered page must contain (section titles and header items), and the
 #: least number of charts
 EXPECTED: dict[str, tuple[list[str], int]] = {
@@ -74,6 +74,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     # payco's own run directory: only the files payco wrote (its model part, run record, WOE, ledger)
     sc = out["vertical.scorecard"]
     own = root / "payco-own"
+    shutil.rmtree(own, ignore_errors=True)
     (own / "woe").mkdir(parents=True)
     (own / "ledger").mkdir()
     for f in ("scorecard-payco.json", "run-payco.json", "woe/payco.json", "ledger/payco.jsonl"):
