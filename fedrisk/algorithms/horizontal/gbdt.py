@@ -57,6 +57,15 @@ Monotone constraints (``monotone = {x = 1}`` in each bank's table, the same at e
 the coordinator applies XGBoost's rule while it finds splits and leaf weights (see
 :mod:`fedrisk.algorithms.vertical.tree`); the directions are part of the shared schema.
 
+Categorical columns (``categorical`` argument: level codes of levels the banks agreed first, see
+:mod:`fedrisk.algorithms.horizontal.category_levels`): the schema adds each such column's level
+count (public: the levels come from the job spec); every level is a bin of its own, and the
+coordinator splits them by partitions with XGBoost's ``enable_categorical`` rule
+(:func:`~fedrisk.algorithms.vertical.tree.best_categorical_split`), never by thresholds. A
+partition split travels as a 7th element of the split entry (the level codes going left) and is
+stored as ``"categories_left"`` in the node. The coordinator learns nothing beyond the summed
+histograms it sees anyway (a categorical column's bins are its levels).
+
 Differential privacy (``privacy`` argument, :mod:`fedrisk.crypto.dp`): gradients are clipped to
 ``|g| <= c_g = min(1, clip)`` and ``h <= c_h = min(1/4, clip)`` (log-loss already satisfies
 ``|g| < 1``, ``h <= 1/4``), a row changes one built node's histogram of one level by at most
