@@ -138,6 +138,7 @@ from fedrisk.algorithms.vertical.tree import (
     base_score,
     UNBOUNDED,
     best_split,
+    best_categorical_split,
     check_monotone,
     child_bounds,
     goes_left,
@@ -734,6 +735,7 @@ class SecureBoostLabelHolder:
         self.host_skip: dict[str, np.ndarray] = {}
         self.host_missing: dict[str, np.ndarray] = {}
         self.host_monotone: dict[str, np.ndarray] = {}
+        self.host_categorical: dict[str, np.ndarray] = {}
         for h in hosts:
             msg = self.ph.recv(ch, h, "sb.bins")
             nb = _int_array(msg.get("n_bins") if isinstance(msg, dict) else None, f"party {h!r}", "n_bins")
@@ -752,9 +754,14 @@ class SecureBoostLabelHolder:
             self.host_skip[h] = skip
             self.host_missing[h] = miss
             self.host_monotone[h] = mono
+            cat = _int_array(msg.get("categorical", np.zeros(0, dtype=np.int64)), f"party {h!r}", "categorical")
+            if cat.size and (cat.min() < 0 or cat.max() >= len(nb)):
+                raise ProtocolError(f"party {h!r} marked categorical features that do not exist")
+            self.host_categorical[h] = np.isin(np.arange(len(nb)), cat)
 
     def fit(self, channel: Channel, hosts: Sequence[str], X: np.ndarray, y: np.ndarray,
-            feature_names: Sequence[str], monotone: dict[str, int] | None = None) -> "SecureBoostLabelHolder":
+            feature_names: Sequence[str], monotone: dict[str, int] | None = None,
+            categorical: Sequence[str] = ()) -> "SecureBoostLabelHolder":
         """Train with every feature holder in ``hosts`` (which call :meth:`SecureBoostFeatureHolder.fit`).
 
         ``X``/``y`` are the PSI-aligned training rows, in the order every party shares.
@@ -768,8 +775,11 @@ class SecureBoostLabelHolder:
         hosts = list(hosts)
         self._names = list(feature_names)
         self._monotone = check_monotone(monotone, self._names, f"party {channel.me!r}")
+        # level-code columns: split by partitions (XGBoost enable_categorical), never by thresholds
+        self._categorical = np.isin(self._names, list(categorical))
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
+        self._code_top = _code_top(X, self._categorical)
         n = len(y)
         schedule = _RowSchedule(p, n)
         val, train_pos = schedule.val, schedule.train_pos
@@ -935,15 +945,18 @@ class SecureBoostLabelHolder:
                     cands = []
                     # with constraints anywhere, every party's gains use the node's bounds
                     mono_on = self._any_monotone
-                    s = best_split(own[nd.id], own_nb, nd.G, nd.H, tp, own_missing,
+                    s = best_split(own[nd.id], np.where(self._categorical, 1, own_nb), nd.G, nd.H, tp, own_missing,
                                    self._monotone if mono_on else None, nd.bounds)
                     if s is not None:
-                        cands.append((s[0], me, s[1], s[2], s[5], s[3], s[4]))
+                        cands.append((s[0], me, s[1], s[2], s[5], s[3], s[4], None))
+                    cands += _partition_candidates(own[nd.id], own_nb, self._categorical, nd, tp, me)
                     for hh in hosts:
-                        s = best_split(nd.host_hist[hh], self.host_bins[hh], nd.G, nd.H, tp, self.host_missing[hh],
-                                       self.host_monotone[hh] if mono_on else None, nd.bounds)
+                        hcat = self.host_categorical.get(hh, np.zeros(len(self.host_bins[hh]), dtype=bool))
+                        s = best_split(nd.host_hist[hh], np.where(hcat, 1, self.host_bins[hh]), nd.G, nd.H, tp,
+                                       self.host_missing[hh], self.host_monotone[hh] if mono_on else None, nd.bounds)
                         if s is not None:
-                            cands.append((s[0], hh, s[1], s[2], s[5], s[3], s[4]))
+                            cands.append((s[0], hh, s[1], s[2], s[5], s[3], s[4], None))
+                        cands += _partition_candidates(nd.host_hist[hh], self.host_bins[hh], hcat, nd, tp, hh)
                     if not cands:
                         continue
                     best = cands[0]
@@ -952,18 +965,21 @@ class SecureBoostLabelHolder:
                             best = c
                     decided[nd.id] = best
                     if best[1] != me:
-                        wins[best[1]].append((nd.id, best[2], best[3], best[4]))
+                        wins[best[1]].append((nd.id, best[2], best[3], best[4], best[7]))
             for hh in hosts:
                 w = wins[hh]
-                self.ph.send(ch, hh, f"sb.t{t}.d{depth}.win",
-                             {"nodes": np.array([x[0] for x in w], dtype=np.int64),
-                              "features": np.array([x[1] for x in w], dtype=np.int64),
-                              "bins": np.array([x[2] for x in w], dtype=np.int64),
-                              "missing_left": np.array([x[3] for x in w], dtype=np.int64)}, "control")
+                win = {"nodes": np.array([x[0] for x in w], dtype=np.int64),
+                       "features": np.array([x[1] for x in w], dtype=np.int64),
+                       "bins": np.array([x[2] for x in w], dtype=np.int64),
+                       "missing_left": np.array([x[3] for x in w], dtype=np.int64)}
+                if any(x[4] is not None for x in w):  # partition splits: the owner's bins that go left
+                    win["categories"] = [np.array(x[4] if x[4] is not None else [], dtype=np.int64) for x in w]
+                self.ph.send(ch, hh, f"sb.t{t}.d{depth}.win", win, "control")
             masks: dict[int, np.ndarray] = {}
-            for node_id, (gain, party, f, b, miss_left, _, _) in decided.items():
+            for node_id, (gain, party, f, b, miss_left, _, _, cats) in decided.items():
                 if party == me:
-                    masks[node_id] = goes_left(bins[by_id[node_id].rows, f], b, miss_left, int(own_missing[f]))
+                    masks[node_id] = (np.isin(bins[by_id[node_id].rows, f], cats) if cats is not None else
+                                      goes_left(bins[by_id[node_id].rows, f], b, miss_left, int(own_missing[f])))
             for hh in hosts:
                 if not wins[hh]:
                     continue
@@ -979,7 +995,7 @@ class SecureBoostLabelHolder:
             for nd in level:
                 if nd.id not in decided:
                     continue
-                gain, party, f, b, miss_left, GL, HL = decided[nd.id]
+                gain, party, f, b, miss_left, GL, HL, cats = decided[nd.id]
                 mask = masks[nd.id]
                 lid, rid = len(nodes), len(nodes) + 1
                 direction = int((self._monotone if party == me else self.host_monotone[party])[f])
@@ -991,7 +1007,10 @@ class SecureBoostLabelHolder:
                 entry: dict[str, Any] = {"id": nd.id, "owner": party, "left": lid, "right": rid, "gain": gain}
                 if party == me:
                     entry["feature"] = self._names[f]
-                    entry["threshold"] = binner.threshold(f, b)
+                    if cats is not None:
+                        entry["categories_left"] = _bin_values(binner, f, cats, self._code_top[f])
+                    else:
+                        entry["threshold"] = binner.threshold(f, b)
                     if miss_left:
                         entry["missing_left"] = True
                 else:
@@ -1075,7 +1094,7 @@ class SecureBoostFeatureHolder:
         self.params = params
 
     def fit(self, channel: Channel, label_holder: str, X: np.ndarray, feature_names: Sequence[str],
-            monotone: dict[str, int] | None = None) -> "SecureBoostFeatureHolder":
+            monotone: dict[str, int] | None = None, categorical: Sequence[str] = ()) -> "SecureBoostFeatureHolder":
         """Train with the label holder; ``monotone`` maps some of this party's features to +1/-1.
 
         Only each constrained feature's anonymous index and direction are sent (in ``sb.bins``).
@@ -1115,6 +1134,10 @@ class SecureBoostFeatureHolder:
         bins_msg = {"n_bins": nb.astype(np.int64), "skip": skip, "missing": missing}
         if mono.any():  # only when set: unconstrained jobs send exactly what they always sent
             bins_msg["monotone"] = mono
+        cat_idx = np.flatnonzero(np.isin(list(feature_names), list(categorical))).astype(np.int64)
+        code_top = _code_top(X, np.isin(list(feature_names), list(categorical)))
+        if cat_idx.size:  # level-code columns (anonymous indices): split by partitions of their bins
+            bins_msg["categorical"] = cat_idx
         ph.send(ch, lh, "sb.bins", bins_msg, "plaintext-by-design")
         with ph("binning"):
             # local only (nothing is sent): which features to sum together, see _group_cells
@@ -1212,11 +1235,20 @@ class SecureBoostFeatureHolder:
                     feats = _int_array(win.get("features"), who, "won features")
                     wbins = _int_array(win.get("bins"), who, "won bins")
                     wmiss = _int_array(win.get("missing_left", np.zeros(len(won), dtype=np.int64)), who, "missing sides")
+                    wcats = win.get("categories") or [None] * len(won)
                     out_bits = []
-                    for node, f, b, ml in zip(won.tolist(), feats.tolist(), wbins.tolist(), wmiss.tolist()):
+                    for node, f, b, ml, cs in zip(won.tolist(), feats.tolist(), wbins.tolist(), wmiss.tolist(), wcats):
                         if not (0 <= f < len(nb) and 0 <= b < nb[f] - 1) or node not in node_rows \
                                 or ml not in (0, 1) or (ml and missing[f] < 0):
                             raise ProtocolError(f"{who} chose an impossible split (node {node}, feature {f}, bin {b})")
+                        cs = _int_array(cs, who, "won categories") if cs is not None and len(cs) else None
+                        if cs is not None:  # a partition split on one of this party's categorical features
+                            if f not in cat_idx or cs.min() < 0 or cs.max() >= nb[f]:
+                                raise ProtocolError(f"{who} chose an impossible category split (node {node}, feature {f})")
+                            out_bits.append(_pack_bits(np.isin(bins[node_rows[node], f], cs)))
+                            mine.append({"id": node, "feature": feature_names[f],
+                                         "categories_left": _bin_values(binner, f, cs.tolist(), code_top[f])})
+                            continue
                         out_bits.append(_pack_bits(goes_left(bins[node_rows[node], f], b, bool(ml), int(missing[f]))))
                         entry = {"id": node, "feature": feature_names[f], "threshold": binner.threshold(f, b)}
                         if ml:
@@ -1243,10 +1275,46 @@ class SecureBoostFeatureHolder:
 def _split_left(x: np.ndarray, node: dict) -> np.ndarray:
     """A split node's rule on raw values: ``x < threshold``; missing values go left only where
     training learned so (``missing_left``), else right (NaN fails every comparison)."""
+    if "categories_left" in node:  # a partition split on level codes
+        return np.isin(x, node["categories_left"])
     left = x < float(node["threshold"])
     if node.get("missing_left"):
         left |= np.isnan(x)
     return left
+
+
+def _partition_candidates(hist: np.ndarray, n_bins: np.ndarray, categorical: np.ndarray, nd: Any, tp: TreeParams,
+                          party: str) -> list[tuple]:
+    """Partition-split candidates (XGBoost ``enable_categorical``) of one party's categorical features at a node,
+    as ``(gain, party, feature, 0, False, GL, HL, bins going left)``; no bounds (categories are never monotone)."""
+    out = []
+    for f in np.flatnonzero(categorical):
+        c = best_categorical_split(hist[f], int(n_bins[f]), nd.G, nd.H, tp)
+        if c is not None:
+            out.append((c[0], party, int(f), 0, False, c[2], c[3], c[1]))
+    return out
+
+
+def _code_top(X: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+    """Per feature, the largest level code in the training rows (0 for other features)."""
+    top = np.zeros(X.shape[1])
+    for f in np.flatnonzero(categorical):
+        col = X[:, f]
+        top[f] = float(np.max(col[~np.isnan(col)])) if (~np.isnan(col)).any() else 0.0
+    return top
+
+
+def _bin_values(binner: QuantileBinner, f: int, bins: Sequence[int], top: float) -> list[float]:
+    """The level codes in ``bins`` of a categorical feature (integers ``0..top``; cuts lie between them)."""
+    cuts = np.asarray(binner.cuts_[f], dtype=np.float64)
+    edges = np.concatenate([[-np.inf], cuts, [np.inf]])
+    out: list[float] = []
+    for b in sorted(int(x) for x in bins):
+        lo, hi = edges[b], edges[b + 1]  # bin b holds codes in (lo, hi] (searchsorted side="right": [lo, hi))
+        lo_i = 0 if not np.isfinite(lo) else int(np.ceil(lo))
+        hi_i = int(top) if not np.isfinite(hi) else int(np.ceil(hi)) - 1
+        out += [float(v) for v in range(lo_i, hi_i + 1)]
+    return out
 
 
 def score_feature_holder(channel: Channel, model: FeatureHolderModel, X: np.ndarray, label_holder: str,
@@ -1335,7 +1403,7 @@ def walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, 
                     margin[rows] += float(nd["leaf"])
                 elif rows.size == 0:
                     continue
-                elif "threshold" in nd:
+                elif "feature" in nd:  # the label holder's own split (threshold or categories)
                     go = _split_left(X[rows, cols[nd["feature"]]], nd)
                     stack += [(int(nd["left"]), rows[go]), (int(nd["right"]), rows[~go])]
                 else:

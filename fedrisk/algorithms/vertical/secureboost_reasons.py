@@ -125,7 +125,7 @@ def contributions(model: LabelHolderModel, paths: Paths, X: np.ndarray) -> tuple
     n = len(paths.margin)
     own = list(model.features)
     partners = sorted({str(nd.get("owner")) for tree in model.trees for nd in tree["nodes"]
-                       if "leaf" not in nd and "threshold" not in nd})
+                       if "leaf" not in nd and "feature" not in nd})
     names = own + [f"partner features ({p})" for p in partners]
     col = {f: i for i, f in enumerate(own)}
     pcol = {p: len(own) + i for i, p in enumerate(partners)}
@@ -133,9 +133,9 @@ def contributions(model: LabelHolderModel, paths: Paths, X: np.ndarray) -> tuple
     bias = np.full(n, float(model.base_score))
     for tree, seen in zip(model.trees, paths.node_rows):
         nodes = {int(nd["id"]): nd for nd in tree["nodes"]}
-        st, pos = shap_tree(tree["nodes"], lambda nd: col[nd["feature"]] if "threshold" in nd else MARGINAL)
+        st, pos = shap_tree(tree["nodes"], lambda nd: col[nd["feature"]] if "feature" in nd else MARGINAL)
         go_left = {pos[i]: _split_left(X[:, col[nd["feature"]]], nd) for i, nd in nodes.items()
-                   if "threshold" in nd}
+                   if "feature" in nd}
         b, phi = tree_shap(st, go_left, n, len(own))
         bias += b
         contrib[:, :len(own)] += phi
@@ -153,7 +153,7 @@ def contributions(model: LabelHolderModel, paths: Paths, X: np.ndarray) -> tuple
         on_path = np.zeros((n, len(partners)), dtype=bool)
         for i, r in seen.items():
             nd = nodes[i]
-            if "leaf" in nd or "threshold" in nd or len(r) == 0:
+            if "leaf" in nd or "feature" in nd or len(r) == 0:
                 continue
             j = pcol[str(nd.get("owner"))] - len(own)
             on_path[r, j] = True
