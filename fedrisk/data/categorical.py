@@ -21,10 +21,9 @@ Encodings (chosen by the task, not the user):
   ``0..k-1``. Every level with enough rows is a bin of its own. ``horizontal.gbdt`` splits them
   natively with XGBoost's ``enable_categorical`` partition search
   (:func:`fedrisk.algorithms.vertical.tree.best_categorical_split`), its levels agreed across banks
-  by :mod:`fedrisk.algorithms.horizontal.category_levels`. ``vertical.secureboost`` still splits
-  on code thresholds: a set of categories not adjacent in frequency order needs more than one
-  split there (the label holder could run the same partition search on a partner's decrypted
-  bin sums; not done yet).
+  by :mod:`fedrisk.algorithms.horizontal.category_levels`; ``vertical.secureboost``'s label
+  holder runs the same search on its own and a partner's (decrypted, per-bin) sums and tells the
+  owner which of its bins go left, so no labels reach the feature holder.
 * ``"onehot"`` (logistic regression): one 0/1 column per level except the most frequent one (the
   reference, absorbed by the intercept). One-hot rather than WOE because WOE needs each category's
   default counts: the label holder could compute them for its own columns, but a feature holder

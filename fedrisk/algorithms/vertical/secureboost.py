@@ -60,6 +60,14 @@ split finding tries them on both sides of every threshold, as XGBoost does
 (:func:`fedrisk.algorithms.vertical.tree.best_split`); the owner records the side with the
 threshold.
 
+Categorical columns (level codes, ``fit(categorical=...)``): H lists the anonymous indices of its
+categorical features in ``sb.bins`` (``"categorical"``, only when it has any). L splits those, and
+its own, by partitions with XGBoost's ``enable_categorical`` rule
+(:func:`fedrisk.algorithms.vertical.tree.best_categorical_split`) on the per-bin sums it already
+decrypts, never by thresholds; a won partition travels in ``sb.t<t>.d<d>.win`` as
+``"categories"`` (per won node, the owner's bins that go left) and the owner stores the level
+codes as ``"categories_left"``. L learns that H's feature j is categorical, nothing else new.
+
 What each party learns
 ----------------------
 * **L** learns, per node, the sums of ``g`` and ``h`` of H's rows in each of H's bins (that is
