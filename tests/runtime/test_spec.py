@@ -154,8 +154,12 @@ def test_bad_categorical_tables_fail_with_one_line(tmp_path, table, message):
 
 
 def test_categorical_only_for_tasks_that_encode_it(tmp_path):
-    with pytest.raises(ConfigError, match=r"declare categorical columns, but task 'horizontal.gbdt' takes numeric"):
-        load_spec(write(tmp_path, GBDT.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]')))
+    # horizontal.lr / horizontal.gbdt encode agreed levels ([task] categories); the WOE task bins
+    # text itself and refuses a party's categorical table
+    load_spec(write(tmp_path, GBDT.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]')))
+    woe = GOOD.replace('kind = "horizontal.lr"\nrounds = 3', 'kind = "horizontal.woe"')
+    with pytest.raises(ConfigError, match=r"declare categorical columns, but task 'horizontal.woe' takes numeric"):
+        load_spec(write(tmp_path, woe.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]'), "w.toml"))
 
 
 def test_listen_is_where_a_participant_binds_and_partners_need_not_agree_on_it(tmp_path):

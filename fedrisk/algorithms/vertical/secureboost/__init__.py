@@ -60,6 +60,15 @@ split finding tries them on both sides of every threshold, as XGBoost does
 (:func:`fedrisk.algorithms.vertical.tree.best_split`); the owner records the side with the
 threshold.
 
+Categorical columns (level codes, ``fit(categorical=...)``): H lists the anonymous indices of its
+categorical features in ``sb.bins`` (``"categorical"``, only when it has any). L splits those, and
+its own, by partitions with XGBoost's ``enable_categorical`` rule
+(:func:`fedrisk.algorithms.vertical.tree.best_categorical_split`) on the per-bin sums it already
+decrypts, never by thresholds; a won partition travels in ``sb.t<t>.d<d>.win`` as
+``"categories"`` (per won node, the owner's bins that go left) and the owner stores the level
+codes as ``"categories_left"`` (:mod:`.categorical`). L learns that H's feature j is categorical,
+nothing else new.
+
 What each party learns
 ----------------------
 * **L** learns, per node, the sums of ``g`` and ``h`` of H's rows in each of H's bins (that is
@@ -133,7 +142,8 @@ plan, its own root histogram). Only randomness changes, so the model is the same
 Modules: :mod:`.params` (settings and what both roles derive from them), :mod:`.label_holder`,
 :mod:`.feature_holder` (each role's flow in one place), :mod:`.histograms` (H's cell planning and
 homomorphic-sum kernels), :mod:`.encryption` (L's obfuscator queue and chunk encryption),
-:mod:`.scoring` (``sbi.*``), :mod:`.models`, :mod:`.messages` (timed send/recv, row bits).
+:mod:`.scoring` (``sbi.*``), :mod:`.models`, :mod:`.messages` (timed send/recv, row bits),
+:mod:`.categorical` (partition-split candidates, bins back to level codes).
 """
 from __future__ import annotations
 

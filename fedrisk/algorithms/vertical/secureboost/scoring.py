@@ -16,6 +16,8 @@ from fedrisk.transport.channel import Channel
 def _split_left(x: np.ndarray, node: dict) -> np.ndarray:
     """A split node's rule on raw values: ``x < threshold``; missing values go left only where
     training learned so (``missing_left``), else right (NaN fails every comparison)."""
+    if "categories_left" in node:  # a partition split on level codes
+        return np.isin(x, node["categories_left"])
     left = x < float(node["threshold"])
     if node.get("missing_left"):
         left |= np.isnan(x)
@@ -108,7 +110,7 @@ def walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, 
                     margin[rows] += float(nd["leaf"])
                 elif rows.size == 0:
                     continue
-                elif "threshold" in nd:
+                elif "feature" in nd:  # the label holder's own split (threshold or categories)
                     go = _split_left(X[rows, cols[nd["feature"]]], nd)
                     stack += [(int(nd["left"]), rows[go]), (int(nd["right"]), rows[~go])]
                 else:
