@@ -41,8 +41,10 @@ Message flow (tags ``sb.*``; ``t`` = tree, ``d`` = depth)
 ==  =========  =====================  ==================  =============================================
 
 Scoring (training's test rows and ``fedrisk predict``; tags ``sbi.*``): L walks all trees level
-by level. For each level it sends every H ``sbi.<tag>.q<r>`` (plaintext-by-design): H's split nodes
-of that level and, for each, the positions of the rows that reached it; H answers
+by level. For each level it sends ``sbi.<tag>.q<r>`` (plaintext-by-design) to every H that owns a
+split node reached in that level (``r`` counts that H's own rounds, so an H that owns no split
+reached is not asked and never sees more rounds than it has split nodes): H's split nodes of that
+level and, for each, the positions of the rows that reached it; H answers
 ``sbi.<tag>.a<r>`` (plaintext-by-design) with one bit per asked row (``x < threshold``; a missing
 value goes left only where training learned so). ``{"done": true}`` ends scoring. L is the only one
 to get scores. Leakage of scoring: L learns, for each scored row, the side of each H split node
