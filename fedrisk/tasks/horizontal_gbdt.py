@@ -58,6 +58,10 @@ def privacy_plan(spec: JobSpec, params: Params, where: str = "job spec") -> Priv
     pv = spec.privacy
     if pv is None:
         return None
+    if getattr(params, "categories", None):
+        # the level agreement's counts carry no noise, so they would sit outside the epsilon spent
+        raise ConfigError(f"{where}: {KIND}: [task] categories cannot be combined with [privacy] yet; encode the "
+                          f"categories as numbers before the job or drop the [privacy] table")
     cfg = params.config(spec.federation.seed)
     what = f"{cfg.n_trees} trees x ({cfg.max_depth} levels + 1 leaf round) + 3 binning/loss rounds"
     try:
@@ -113,10 +117,6 @@ def run(ctx: PartyContext) -> None:
     agg = one_shot(make_aggregation(ctx, params))
     banks = list(spec.parties)
     privacy = privacy_plan(spec, params)
-    if privacy is not None and params.categories:
-        # the level agreement's counts carry no noise, so they would sit outside the epsilon spent
-        raise ConfigError("horizontal.gbdt: [task] categories cannot be combined with [privacy] yet; encode the "
-                          "categories as numbers before the job or drop the [privacy] table")
     categories = agreed_categories(ctx, params, banks, COORDINATOR)
     if privacy is not None:
         ctx.log.info("privacy plan: noise multiplier %.4f for at most %d noisy sums; epsilon %.4f at delta %g",

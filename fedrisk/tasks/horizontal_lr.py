@@ -161,6 +161,10 @@ def privacy_plan(spec: JobSpec, params: LRParams, where: str = "job spec"):
     pv = spec.privacy
     if pv is None:
         return None
+    if getattr(params, "categories", None):
+        # the level agreement's counts carry no noise, so they would sit outside the epsilon spent
+        raise ConfigError(f"{where}: {KIND}: [task] categories cannot be combined with [privacy] yet; encode the "
+                          f"categories as numbers before the job or drop the [privacy] table")
     if params.solver != "newton":
         raise ConfigError(f"{where}: the privacy table applies to solver = 'newton' (noisy Newton on clipped rows); "
                           f"remove solver = {params.solver!r} or the privacy table")
@@ -229,10 +233,6 @@ def run(ctx: PartyContext) -> None:
     banks = list(spec.parties)
     privacy = privacy_plan(spec, params)
     dp = {} if privacy is None else {"privacy": privacy}
-    if privacy is not None and params.categories:
-        # the level agreement's counts carry no noise, so they would sit outside the epsilon spent
-        raise ConfigError("horizontal.lr: [task] categories cannot be combined with [privacy] yet; encode the "
-                          "categories as numbers before the job or drop the [privacy] table")
     if privacy is not None:
         ctx.log.info("privacy plan: noise multiplier %.4f for %d noisy sums; epsilon %.4f at delta %g",
                      privacy.noise_multiplier, privacy.mechanisms, privacy.epsilon, privacy.delta)

@@ -162,6 +162,16 @@ def test_categorical_only_for_tasks_that_encode_it(tmp_path):
         load_spec(write(tmp_path, woe.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]'), "w.toml"))
 
 
+@pytest.mark.parametrize("base", [GOOD, GBDT], ids=["horizontal.lr", "horizontal.gbdt"])
+def test_categories_refused_with_privacy(tmp_path, base):
+    # the banks' level agreement sums counts without noise: outside the [privacy] budget
+    text = base + 'categories = { x0 = ["a", "b"] }\n[privacy]\nepsilon = 4.0\ndelta = 1e-5\n'
+    with pytest.raises(ConfigError, match=r"categories cannot be combined with \[privacy\]") as e:
+        load_spec(write(tmp_path, text))
+    assert "\n" not in str(e.value)
+    load_spec(write(tmp_path, base + 'categories = { x0 = ["a", "b"] }\n', "ok.toml"))
+
+
 def test_listen_is_where_a_participant_binds_and_partners_need_not_agree_on_it(tmp_path):
     a = load_spec(write(tmp_path, GOOD))
     text = GOOD.replace('address = "127.0.0.1:50001"', 'address = "127.0.0.1:50001"\nlisten = "0.0.0.0:6001"')
