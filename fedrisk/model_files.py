@@ -143,8 +143,11 @@ def validate_model(model: Any, path: str | Path = "<model>") -> dict[str, Any]:
     return model
 
 
-def save_lr_model(path: Path, model: Any, task: str, job: str) -> Path:
-    """Write a :class:`~fedrisk.algorithms.horizontal.fedavg_lr.LogisticModel` as JSON."""
+def save_lr_model(path: Path, model: Any, task: str, job: str, categories: dict | None = None) -> Path:
+    """Write a :class:`~fedrisk.algorithms.horizontal.fedavg_lr.LogisticModel` as JSON.
+
+    ``categories``: the agreed category encoders of a job with text columns (one-hot features
+    ``name=level``), so ``fedrisk predict`` encodes new rows the same way."""
     coef_raw, intercept_raw = model.raw_coefficients()
     return write_json(path, {
         "format": "fedrisk.lr", "version": 1, "task": task, "job": job,
@@ -153,13 +156,16 @@ def save_lr_model(path: Path, model: Any, task: str, job: str) -> Path:
         "coef": model.coef, "intercept": float(model.intercept),
         "coef_raw": coef_raw, "intercept_raw": intercept_raw,
         "history": model.history,
+        **({"categories": categories, "category_encoding": "onehot"} if categories else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
 
 
-def save_gbdt_model(path: Path, model: Any, task: str, job: str) -> Path:
-    """Write a :class:`~fedrisk.algorithms.horizontal.gbdt.GbdtModel` as JSON (format ``fedrisk.gbdt``)."""
+def save_gbdt_model(path: Path, model: Any, task: str, job: str, categories: dict | None = None) -> Path:
+    """Write a :class:`~fedrisk.algorithms.horizontal.gbdt.GbdtModel` as JSON (format ``fedrisk.gbdt``);
+    ``categories``: the agreed category encoders (level-code columns)."""
     return write_json(path, {"format": "fedrisk.gbdt", "version": 1, "task": task, "job": job, **model.to_json(),
+                             **({"categories": categories, "category_encoding": "codes"} if categories else {}),
                              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 

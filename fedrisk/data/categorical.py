@@ -2,7 +2,8 @@
 
 A party declares its categorical columns (``categorical = ["purpose", ...]`` in its
 ``[parties.NAME]`` table); a non-numeric column it did not declare is treated as categorical too,
-with a warning. Each column gets a :class:`CategoryEncoder`, fitted on the party's own training
+with a warning. (Horizontal jobs agree one set of levels across banks instead of fitting them
+per party: see :mod:`fedrisk.tasks.horizontal_categories`.) Each column gets a :class:`CategoryEncoder`, fitted on the party's own training
 rows and written into the party's own model file (a feature holder's levels never leave it), so
 ``fedrisk predict`` encodes new rows the same way.
 
@@ -17,11 +18,12 @@ affected.
 Encodings (chosen by the task, not the user):
 
 * ``"codes"`` (trees: ``vertical.secureboost``, ``horizontal.gbdt``): one column of level codes
-  ``0..k-1``. Every level with enough rows is a bin of its own (the binners give low-cardinality
-  columns one bin per value) and the trees split on code thresholds. This is not XGBoost's
-  per-node partition search (``enable_categorical``): a set of categories that are not adjacent
-  in frequency order needs more than one split. Ordering by the label (as XGBoost sorts by
-  gradient statistics) would need the labels at a feature holder, which it does not have.
+  ``0..k-1``. Every level with enough rows is a bin of its own. ``horizontal.gbdt`` splits them
+  natively with XGBoost's ``enable_categorical`` partition search
+  (:func:`fedrisk.algorithms.vertical.tree.best_categorical_split`), its levels agreed across banks
+  by :mod:`fedrisk.algorithms.horizontal.category_levels`; ``vertical.secureboost``'s label
+  holder runs the same search on its own and a partner's (decrypted, per-bin) sums and tells the
+  owner which of its bins go left, so no labels reach the feature holder.
 * ``"onehot"`` (logistic regression): one 0/1 column per level except the most frequent one (the
   reference, absorbed by the intercept). One-hot rather than WOE because WOE needs each category's
   default counts: the label holder could compute them for its own columns, but a feature holder

@@ -607,7 +607,8 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
                 "calibration", "Calibration",
                 "Does a predicted 10% default probability default 10% of the time? Points on the diagonal are well calibrated.",
                 _figs(cal_svg, cal_tbl) if cal_svg else NA)),
-            ("training", "Training", "", _section("training", "Training per round", "Federated optimisation progress.", train or NA)),
+            *([("training", "Training", "", _section("training", "Training per round", "Federated optimisation progress.", train))]
+              if train else []),  # (a one-shot fit, e.g. a vertical scorecard's, has no rounds to show)
             ("stability", "Stability", "", _section(
                 "stability", "Population stability",
                 "Population stability index of the model's score between two samples, named below.", _stability(m))),
@@ -616,8 +617,9 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
         r_svg, r_tbl = rm.reason_summary(view["reasons"])
         out.append(("reasons", "Reasons", "", _section(
             "reasons", "Reason codes",
-            "Top reasons per test applicant: the features whose splits along the applicant's path in the trees added "
-            "the most to the default log-odds (per-party contributions; a partner's splits count as one reason).",
+            "Top reasons per test applicant: the features with the largest TreeSHAP contributions to the default "
+            "log-odds (exact Shapley values over the trees, adding up to the score). In a vertical model a partner's "
+            "features count as one reason: what they add once the label holder's own features are known.",
             _figs(r_svg, r_tbl) if r_svg else r_tbl)))
     imp = rm.importance_section(view)
     if imp:

@@ -437,7 +437,8 @@ def reason_summary(reasons, n_show: int = 10) -> tuple[str, str]:
         if lost_col is not None:
             m1 = reasons[cols[0]].map(base) == f
             if m1.any():
-                mean_lost = f"{float(reasons.loc[m1, lost_col].mean()):.1f}"
+                # points are whole-ish numbers; log-odds contributions are mostly below 0.1
+                mean_lost = f"{float(reasons.loc[m1, lost_col].mean()):.{3 if lost_col == 'contribution_1' else 1}f}"
         rows.append([escape(f), _num(int(first.get(f, 0))), _num(int(anyk.get(f, 0))), mean_lost])
     none = int(reasons[cols[0]].isna().sum())
     note = f"<p>{none:,} applicant(s) have no reason (nothing pushes them towards default).</p>" if none else ""

@@ -7,7 +7,10 @@ holder sees the result).
 
 Output columns
 --------------
-* logistic regression / SecureBoost: ``id, score`` (score = default probability);
+* logistic regression: ``id, score`` (score = default probability);
+* tree models (``horizontal.gbdt``, SecureBoost): ``id, score, reason_1..k, contribution_1..k,
+  status`` — ``contribution_i`` is the log-odds the reason added (exact TreeSHAP; for SecureBoost
+  a partner's features are one aggregated reason, see ``secureboost_reasons``);
 * scorecards (horizontal and vertical): ``id, points, probability, reason_1..k,
   points_lost_1..k, status`` — one row per input row, in input order. ``reason_i`` reads
   ``feature = bin`` in the label holder's terms (a vertical partner's contribution is one
@@ -26,7 +29,7 @@ from fedrisk.errors import ConfigError
 from fedrisk.model_files import load_model, score_gbdt, score_lr
 from fedrisk.runtime.evaluation import write_scores
 
-__all__ = ["predict_file", "write_predictions", "scorecard_predictions"]
+__all__ = ["predict_file", "write_predictions", "scorecard_predictions", "gbdt_predictions"]
 
 
 def write_predictions(out: Path, ids: Sequence[Any], table, scored_rows: np.ndarray | None = None,
@@ -79,6 +82,15 @@ def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None)
                          **reason_columns(sc.reason_codes(X, n=n), n)})
 
 
+def gbdt_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_reasons: int | None = None):
+    """``score, reason_1..k, contribution_1..k`` of a whole tree model: exact TreeSHAP per feature,
+    computed locally (the bank holds the whole model), reasons = largest pushes towards default."""
+    from fedrisk.finance.tree_reasons import gbdt_contributions, reason_table
+
+    names, _, contrib = gbdt_contributions(model, X)
+    return reason_table(score, names, contrib, int(n_reasons or model.get("n_reasons") or 3))
+
+
 def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_col: str | None = None, *,
                  session: str | None = None, spawn: bool = True, certs: str | Path | None = None) -> int:
     """Score ``data`` with ``model_path`` and write the scores to ``out``; return the scored row count.
@@ -90,17 +102,20 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     model = load_model(model_path)
     fmt = model["format"]
     id_col = id_col or model.get("id") or "id"
+    cats = model.get("categories") or None
+    # a horizontal model trained with text columns encodes new rows with the agreed levels
+    cat = dict(categorical=list(cats), encoding=model.get("category_encoding"), categories=cats) if cats else {}
     if fmt == "fedrisk.lr":
-        table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"])
+        table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"], **cat)
         score = score_lr(model, table.X)
         write_scores(Path(out), table.ids, None, score)
         return len(score)
     if fmt == "fedrisk.gbdt":
         # trees learn where missing values go, so rows with empty cells are scored, not refused
         table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"],
-                                 missing="keep")
+                                 missing="keep", **cat)
         score = score_gbdt(model, table.X)
-        write_scores(Path(out), table.ids, None, score)
+        write_predictions(Path(out), table.ids, gbdt_predictions(model, table.X, score))
         return len(score)
     if fmt == "fedrisk.scorecard":
         from fedrisk.data.loading import load_party_frame

@@ -21,15 +21,19 @@ from fedrisk.algorithms.horizontal.aggregation import Aggregation
 from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations, run_bank, run_coordinator
 from fedrisk.crypto.dp import PrivacyPlan, plan_privacy
 from fedrisk.errors import ConfigError
+from fedrisk.data.categorical import CategoryEncoder
 from fedrisk.model_files import save_gbdt_model
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
+from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories
 from fedrisk.tasks.horizontal_lr import DropoutParams, make_aggregation, validate_horizontal
 
 KIND = "horizontal.gbdt"
-TAG_PREFIXES = ("hgb.",)
+TAG_PREFIXES = ("hgb.", "hcat.")
+#: text columns: level codes of levels agreed by the banks, split by partitions (tasks/horizontal_categories.py)
+CATEGORY_ENCODING = "codes"
 #: a bank that dies or is cut off after the bins are agreed is dropped; the job goes on while the
 #: secure-aggregation threshold holds (read by the runtime and ``simulate``)
 DROPOUT_TOLERANT = True
@@ -41,12 +45,12 @@ SUPPORTS_MONOTONE = True
 SUPPORTS_PRIVACY = True
 
 
-class Params(DropoutParams, BoostingParams):
+class Params(DropoutParams, BoostingParams, CategoryParams):
     """``[task]`` settings of ``horizontal.gbdt``: the names and meanings of ``vertical.secureboost``
-    (see :class:`~fedrisk.algorithms.horizontal.gbdt.GbdtParams`)."""
+    (see :class:`~fedrisk.algorithms.horizontal.gbdt.GbdtParams`); text columns: :class:`CategoryParams`."""
 
     def config(self, seed: int) -> GbdtParams:
-        return GbdtParams(**self.model_dump(exclude={"dropout_timeout"}), seed=seed)
+        return GbdtParams(**self.model_dump(exclude={"dropout_timeout", "categories", "min_category_count"}), seed=seed)
 
 
 def privacy_plan(spec: JobSpec, params: Params, where: str = "job spec") -> PrivacyPlan | None:
@@ -54,6 +58,10 @@ def privacy_plan(spec: JobSpec, params: Params, where: str = "job spec") -> Priv
     pv = spec.privacy
     if pv is None:
         return None
+    if getattr(params, "categories", None):
+        # the level agreement's counts carry no noise, so they would sit outside the epsilon spent
+        raise ConfigError(f"{where}: {KIND}: [task] categories cannot be combined with [privacy] yet; encode the "
+                          f"categories as numbers before the job or drop the [privacy] table")
     cfg = params.config(spec.federation.seed)
     what = f"{cfg.n_trees} trees x ({cfg.max_depth} levels + 1 leaf round) + 3 binning/loss rounds"
     try:
@@ -110,6 +118,7 @@ def run(ctx: PartyContext) -> None:
     agg = one_shot(make_aggregation(ctx, params))
     banks = list(spec.parties)
     privacy = privacy_plan(spec, params)
+    categories = agreed_categories(ctx, params, banks, COORDINATOR)
     if privacy is not None:
         ctx.log.info("privacy plan: noise multiplier %.4f for at most %d noisy sums; epsilon %.4f at delta %g",
                      privacy.noise_multiplier, privacy.mechanisms, privacy.epsilon, privacy.delta)
@@ -124,7 +133,7 @@ def run(ctx: PartyContext) -> None:
                      len(model.trees), model.rounds, model.phases)
         if model.privacy is not None:
             ctx.log.info(_privacy_line(model.privacy))
-        save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id)
+        save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
         _write_membership(ctx, banks, model.history)
         return
 
@@ -132,21 +141,23 @@ def run(ctx: PartyContext) -> None:
     from fedrisk.runtime.evaluation import write_evaluation
 
     p = spec.parties[ctx.name]
+    cat = dict(categorical=list(categories), encoding=CATEGORY_ENCODING, categories=categories) if categories else {}
     table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
-                             features=p.features, exclude=p.exclude, missing=p.missing)
+                             features=p.features, exclude=p.exclude, missing=p.missing, **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
     from fedrisk.algorithms.vertical.tree import check_monotone
 
     check_monotone(p.monotone, list(table.feature_names), f"bank {ctx.name!r} (monotone in the job spec)")
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, privacy=privacy,
-                     n_banks=len(banks), monotone=p.monotone)
+                     n_banks=len(banks), monotone=p.monotone,
+                     categorical={c: len(CategoryEncoder.from_json(e).all_levels()) for c, e in (categories or {}).items()})
     if model.privacy is not None:
         ctx.log.info(_privacy_line(model.privacy))
-    save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id)
+    save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
     if ctx.name != spec.evaluation_holder() or spec.test_path() is None:
         return
     test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
-                            features=table.feature_names, missing=p.missing)
+                            features=table.feature_names, missing=p.missing, **cat)
     rounds = _staged_rounds(model, test.X, test.y)
     extra = {
         "banks": banks, "train_rows_at_holder": len(table.y),
@@ -162,8 +173,20 @@ def run(ctx: PartyContext) -> None:
     }
     if model.privacy is not None:
         extra["privacy"] = model.privacy
-    write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y,
-                     model.predict_proba(test.X), rounds, extra=extra)
+    p_te = model.predict_proba(test.X)
+    from fedrisk.finance.reference import boosting_alone, comparison
+
+    # the floor this bank computes alone: the same boosting settings on its own rows
+    extra["comparison"] = comparison(ctx.name, test.y, p_te, boosting_alone(
+        table.X, table.y, test.X, test.y, n_trees=cfg.n_trees, max_depth=cfg.max_depth,
+        learning_rate=cfg.learning_rate, seed=spec.federation.seed))
+    write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y, p_te, rounds, extra=extra)
+    # test applicants' reason codes (exact TreeSHAP on the global model, local) for the report's summary
+    from fedrisk.runtime.predict import gbdt_predictions, write_predictions
+
+    write_predictions(ctx.out / "scores" / "test_reasons.csv", test.ids,
+                      gbdt_predictions({"features": model.features, "base_score": model.base_score,
+                                        "trees": model.trees}, test.X, p_te))
 
 
 def _write_membership(ctx: PartyContext, banks: list[str], history: list[dict]) -> None:

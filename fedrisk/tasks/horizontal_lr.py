@@ -36,9 +36,12 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.evaluation import write_evaluation
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
+from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories
 
 KIND = "horizontal.lr"
-TAG_PREFIXES = ("hlr.", "secagg.")
+TAG_PREFIXES = ("hlr.", "secagg.", "hcat.")
+#: text columns become one-hot columns of levels agreed by the banks (see tasks/horizontal_categories.py)
+CATEGORY_ENCODING = "onehot"
 #: a bank that dies or is cut off after the agreement is dropped; the job goes on while the
 #: secure-aggregation threshold holds (read by the runtime and ``simulate``)
 DROPOUT_TOLERANT = True
@@ -118,8 +121,8 @@ class LRParams(BaseModel):
         return mod.run_bank, mod.run_coordinator
 
 
-class Params(DropoutParams, LRParams):
-    """``[task]`` settings of ``horizontal.lr`` (see :class:`LRParams`)."""
+class Params(DropoutParams, LRParams, CategoryParams):
+    """``[task]`` settings of ``horizontal.lr`` (see :class:`LRParams`; categories: :class:`CategoryParams`)."""
 
 
 def progress_fields(rec: dict) -> dict:
@@ -158,6 +161,10 @@ def privacy_plan(spec: JobSpec, params: LRParams, where: str = "job spec"):
     pv = spec.privacy
     if pv is None:
         return None
+    if getattr(params, "categories", None):
+        # the level agreement's counts carry no noise, so they would sit outside the epsilon spent
+        raise ConfigError(f"{where}: {KIND}: [task] categories cannot be combined with [privacy] yet; encode the "
+                          f"categories as numbers before the job or drop the [privacy] table")
     if params.solver != "newton":
         raise ConfigError(f"{where}: the privacy table applies to solver = 'newton' (noisy Newton on clipped rows); "
                           f"remove solver = {params.solver!r} or the privacy table")
@@ -184,7 +191,7 @@ def driver(spec: JobSpec) -> str:
     return COORDINATOR
 
 
-def make_aggregation(ctx: PartyContext, params: Any) -> Aggregation:
+def make_aggregation(ctx: PartyContext, params: Any, rounds: int | None = None) -> Aggregation:
     """Secure aggregation unless the spec explicitly turns it off (``security.secure_aggregation = false``).
 
     Session mode (:class:`~fedrisk.crypto.secagg_session.SessionSecureAggregation`) by default:
@@ -210,7 +217,8 @@ def make_aggregation(ctx: PartyContext, params: Any) -> Aggregation:
         signing_key = key.read_bytes() if key.is_file() else None
     common = dict(signing_key_pem=signing_key, peer_certs_pem=peer_certs or None,
                   dropout_timeout=params.dropout_timeout, parties=list(ctx.spec.parties))
-    rounds = getattr(ctx.spec.security, "secure_aggregation_rounds", 0)
+    if rounds is None:  # a caller's own one-off step passes 0
+        rounds = getattr(ctx.spec.security, "secure_aggregation_rounds", 0)
     if rounds:
         return SessionSecureAggregation(rounds=rounds, round_timeout=params.dropout_timeout,
                                         graph=getattr(ctx.spec.security, "secure_aggregation_graph", "auto"), **common)
@@ -230,6 +238,7 @@ def run(ctx: PartyContext) -> None:
     if privacy is not None:
         ctx.log.info("privacy plan: noise multiplier %.4f for %d noisy sums; epsilon %.4f at delta %g",
                      privacy.noise_multiplier, privacy.mechanisms, privacy.epsilon, privacy.delta)
+    categories = agreed_categories(ctx, params, banks, COORDINATOR)
     if ctx.name == COORDINATOR:
         ckpt_path = ctx.out / "checkpoints" / "coordinator.json"
         start = None
@@ -254,21 +263,22 @@ def run(ctx: PartyContext) -> None:
         ctx.write_json("membership.json", model.membership)
         if model.constant_features:
             ctx.log.warning("constant features across the federation (weight stays 0): %s", model.constant_features)
-        save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id)
+        save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
         return
 
     from fedrisk.data.loading import load_party_table
 
     p = spec.parties[ctx.name]
+    cat = dict(categorical=list(categories), encoding=CATEGORY_ENCODING, categories=categories) if categories else {}
     table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
-                             features=p.features, exclude=p.exclude, missing=p.missing, **p.read_options())
+                             features=p.features, exclude=p.exclude, missing=p.missing, **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
     evaluator = ctx.name == spec.evaluation_holder() and spec.test_path() is not None
     test = None
     rounds: list[dict] = []
     if evaluator:
         test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
-                                features=table.feature_names, missing=p.missing, **p.read_options())
+                                features=table.feature_names, missing=p.missing, **p.read_options(), **cat)
 
     def on_round(r: int, model) -> None:
         if test is not None and r > 1:
@@ -286,7 +296,7 @@ def run(ctx: PartyContext) -> None:
         dp["n_banks"] = len(banks)
         ctx.log.info(privacy_line(privacy.summary()))
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round, **dp)
-    save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id)
+    save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
     if evaluator:
         from fedrisk.finance.reference import comparison, logistic_alone
 

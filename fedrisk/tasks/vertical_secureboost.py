@@ -124,7 +124,7 @@ def run(ctx: PartyContext) -> None:
     }
     if not is_lh:
         est = SecureBoostFeatureHolder(cfg).fit(ctx.channel, lh, X[tr], table.feature_names,
-                                                monotone=spec.parties[me].monotone)
+                                                monotone=spec.parties[me].monotone, categorical=list(table.categories))
         ctx.log.info("trained; %d of this party's features used in %d trees; phases %s", len(est.model_.importance),
                      len(est.model_.trees), {k: round(v, 3) for k, v in est.model_.phases.items()})
         score_feature_holder(ctx.channel, est.model_, X[tr], lh, tag="train")
@@ -141,7 +141,8 @@ def run(ctx: PartyContext) -> None:
         ctx.progress.update(t, cfg.n_trees, stage="train", **{k: v for k, v in rec.items() if k != "tree"})
 
     est = SecureBoostLabelHolder(cfg, on_tree=on_tree).fit(ctx.channel, hosts, X[tr], y[tr], table.feature_names,
-                                                           monotone=spec.parties[me].monotone)
+                                                           monotone=spec.parties[me].monotone,
+                                                           categorical=list(table.categories))
     model = est.model_
     ctx.log.info("trained %d trees (best iteration %d); phases %s", len(model.history), model.best_iteration,
                  {k: round(v, 3) for k, v in model.phases.items()})
@@ -158,7 +159,7 @@ def run(ctx: PartyContext) -> None:
         from fedrisk.runtime.predict import write_predictions
         import pandas as pd
 
-        names, _, contrib = contributions(model, paths_te)
+        names, _, contrib = contributions(model, paths_te, X[test])
         cols = {k.replace("points_lost_", "contribution_"): v for k, v in reason_columns(reason_codes(names, contrib, 3), 3).items()}
         write_predictions(ctx.out / "scores" / "test_reasons.csv", ids[test], pd.DataFrame({"score": p_te, **cols}))
     write_json(ctx.out / model_file(me, lh), {"format": FORMAT, **header, **model.to_json()})
@@ -220,7 +221,7 @@ def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str, fea
     if not has_covers(model):
         return pd.DataFrame({"score": p})
     n = int(role_model.get("n_reasons", 3))
-    names, _, contrib = contributions(model, paths)
+    names, _, contrib = contributions(model, paths, X)
     cols = reason_columns(reason_codes(names, contrib, n), n)
     cols = {k.replace("points_lost_", "contribution_"): v for k, v in cols.items()}
     return pd.DataFrame({"score": p, **cols})

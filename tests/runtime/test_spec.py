@@ -154,8 +154,22 @@ def test_bad_categorical_tables_fail_with_one_line(tmp_path, table, message):
 
 
 def test_categorical_only_for_tasks_that_encode_it(tmp_path):
-    with pytest.raises(ConfigError, match=r"declare categorical columns, but task 'horizontal.gbdt' takes numeric"):
-        load_spec(write(tmp_path, GBDT.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]')))
+    # horizontal.lr / horizontal.gbdt encode agreed levels ([task] categories); the WOE task bins
+    # text itself and refuses a party's categorical table
+    load_spec(write(tmp_path, GBDT.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]')))
+    woe = GOOD.replace('kind = "horizontal.lr"\nrounds = 3', 'kind = "horizontal.woe"')
+    with pytest.raises(ConfigError, match=r"declare categorical columns, but task 'horizontal.woe' takes numeric"):
+        load_spec(write(tmp_path, woe.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]'), "w.toml"))
+
+
+@pytest.mark.parametrize("base", [GOOD, GBDT], ids=["horizontal.lr", "horizontal.gbdt"])
+def test_categories_refused_with_privacy(tmp_path, base):
+    # the banks' level agreement sums counts without noise: outside the [privacy] budget
+    text = base + 'categories = { x0 = ["a", "b"] }\n[privacy]\nepsilon = 4.0\ndelta = 1e-5\n'
+    with pytest.raises(ConfigError, match=r"categories cannot be combined with \[privacy\]") as e:
+        load_spec(write(tmp_path, text))
+    assert "\n" not in str(e.value)
+    load_spec(write(tmp_path, base + 'categories = { x0 = ["a", "b"] }\n', "ok.toml"))
 
 
 def test_listen_is_where_a_participant_binds_and_partners_need_not_agree_on_it(tmp_path):

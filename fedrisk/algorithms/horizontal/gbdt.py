@@ -65,6 +65,15 @@ Monotone constraints (``monotone = {x = 1}`` in each bank's table, the same at e
 the coordinator applies XGBoost's rule while it finds splits and leaf weights (see
 :mod:`fedrisk.algorithms.vertical.tree`); the directions are part of the shared schema.
 
+Categorical columns (``categorical`` argument: level codes of levels the banks agreed first, see
+:mod:`fedrisk.algorithms.horizontal.category_levels`): the schema adds each such column's level
+count (public: the levels come from the job spec); every level is a bin of its own, and the
+coordinator splits them by partitions with XGBoost's ``enable_categorical`` rule
+(:func:`~fedrisk.algorithms.vertical.tree.best_categorical_split`), never by thresholds. A
+partition split travels as a 7th element of the split entry (the level codes going left) and is
+stored as ``"categories_left"`` in the node. The coordinator learns nothing beyond the summed
+histograms it sees anyway (a categorical column's bins are its levels).
+
 Differential privacy (``privacy`` argument, :mod:`fedrisk.crypto.dp`): gradients are clipped to
 ``|g| <= c_g = min(1, clip)`` and ``h <= c_h = min(1/4, clip)`` (log-loss already satisfies
 ``|g| < 1``, ``h <= 1/4``), a row changes one built node's histogram of one level by at most
@@ -103,7 +112,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, coordinator_agree_bins
+from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, binner_from_cuts, coordinator_agree_bins
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
     check_boosting_settings,
@@ -115,6 +124,7 @@ from fedrisk.algorithms.vertical.tree import (
     goes_left,
     leaf_weight,
     logloss_grad_hess,
+    best_categorical_split,
     sigmoid,
 )
 from fedrisk.crypto.dp import PrivacyPlan, add_distributed_noise, min_contributors, noise_rng
@@ -236,9 +246,12 @@ def predict_margin(base: float, trees: Sequence[dict], X: np.ndarray) -> np.ndar
             if not here.any():
                 continue
             col = X[here, nd["feature_index"]]
-            left = col < nd["threshold"]
-            if nd.get("missing_left"):
-                left |= np.isnan(col)
+            if "categories_left" in nd:  # a categorical split: these level codes go left
+                left = np.isin(col, nd["categories_left"])
+            else:
+                left = col < nd["threshold"]
+                if nd.get("missing_left"):
+                    left |= np.isnan(col)
             at[here] = np.where(left, nd["left"], nd["right"])
         leaves = np.array([nd.get("leaf", 0.0) for nd in nodes])
         margin += leaves[at]
@@ -276,7 +289,8 @@ def _sensitivities(d: int, clip: float | None) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------
 def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
              params: GbdtParams, aggregation: Aggregation | None = None, privacy: PrivacyPlan | None = None,
-             n_banks: int | None = None, monotone: dict[str, int] | None = None) -> GbdtModel:
+             n_banks: int | None = None, monotone: dict[str, int] | None = None,
+             categorical: dict[str, int] | None = None) -> GbdtModel:
     """A bank's side of training. Returns the global model (identical at every bank).
 
     Parameters
@@ -288,6 +302,10 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         channel's peers minus the coordinator.
     monotone : dict, optional
         Feature name -> +1 / -1 (XGBoost's monotone constraints); every bank must declare the same.
+    categorical : dict, optional
+        Feature name -> number of levels, for columns of agreed level codes ``0..k-1`` (see
+        :mod:`fedrisk.algorithms.horizontal.category_levels`): one bin per level and partition
+        splits (:func:`~fedrisk.algorithms.vertical.tree.best_categorical_split`).
     """
     agg = aggregation or PlainAggregation()
     me = channel.me
@@ -328,6 +346,9 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     schema: dict[str, Any] = {"features": list(feature_names), "n_features": d}
     if mono.any():
         schema["monotone"] = mono.tolist()
+    cat_idx = _categorical_index(categorical, list(feature_names), f"bank {me!r}")
+    if cat_idx:
+        schema["categorical"] = {str(feature_names[f]): k for f, k in cat_idx.items()}
     channel.send(coordinator, "hgb.schema", schema, kind="public-parameter")
     verdict = channel.recv(coordinator, "hgb.schema.ok")
     if not isinstance(verdict, dict) or not verdict.get("ok"):
@@ -335,6 +356,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     cpu0 = time.process_time()
     with ph("binning"):
         binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
+        binner = _with_category_bins(binner, cat_idx)
         bins = binner.transform(X)
     start = channel.recv(coordinator, "hgb.start")
     base = float(start["base_score"])
@@ -376,9 +398,13 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
             abandon(channel)  # the coordinator ended the aggregation session with the failed round
         if plan.get("new_tree") or plan.get("reset"):
             node_of[:] = 0
-        for node, f, b, ml, lid, rid in plan.get("splits", []):
+        for sp in plan.get("splits", []):
+            node, f, b, ml, lid, rid = sp[:6]
             here = node_of == node
-            left = goes_left(bins[here, f], int(b), bool(ml), int(missing[f]))
+            if len(sp) == 7:  # a categorical partition split: these levels go left
+                left = np.isin(bins[here, f], sp[6])
+            else:
+                left = goes_left(bins[here, f], int(b), bool(ml), int(missing[f]))
             node_of[here] = np.where(left, lid, rid)
         build = [int(x) for x in plan.get("build", [])]
         tag = plan.get("tag")
@@ -417,10 +443,15 @@ def _check_plan(plan: Any, nb: np.ndarray, what: str) -> None:
     def ok_split(f: Any, b: Any) -> bool:
         return _is_int(f) and 0 <= f < d and _is_int(b) and 0 <= b < nb[f]
 
+    def ok_cats(f: Any, cats: Any) -> bool:
+        return (_is_int(f) and 0 <= f < d and isinstance(cats, list)
+                and all(_is_int(c) and 0 <= c < nb[f] for c in cats))
+
     good = isinstance(plan, dict)
     if good:
         for sp in plan.get("splits", []) or []:
-            good &= isinstance(sp, list) and len(sp) == 6 and all(_is_int(v) and v >= 0 for v in sp) and ok_split(sp[1], sp[2])
+            good &= (isinstance(sp, list) and len(sp) in (6, 7) and all(_is_int(v) and v >= 0 for v in sp[:6])
+                     and ok_split(sp[1], sp[2]) and (len(sp) == 6 or ok_cats(sp[1], sp[6])))
         for key in ("build", "leaves"):
             v = plan.get(key) or []
             good &= isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)
@@ -430,7 +461,9 @@ def _check_plan(plan: Any, nb: np.ndarray, what: str) -> None:
             good &= isinstance(tree, list) and all(
                 isinstance(nd, dict) and _is_int(nd.get("id")) and 0 <= nd["id"] < len(tree) and (
                     isinstance(nd.get("leaf"), (int, float)) if "leaf" in nd else
-                    ok_split(nd.get("feature_index"), nd.get("bin")) and _is_int(nd.get("left")) and _is_int(nd.get("right"))
+                    (ok_cats(nd.get("feature_index"), nd["categories_left"]) if "categories_left" in nd
+                     else ok_split(nd.get("feature_index"), nd.get("bin")))
+                    and _is_int(nd.get("left")) and _is_int(nd.get("right"))
                     and nd["id"] < nd["left"] < len(tree) and nd["id"] < nd["right"] < len(tree))
                 for nd in tree)
     if not good:
@@ -484,9 +517,36 @@ def _route_bins(nodes: list, bins: np.ndarray, missing: np.ndarray) -> np.ndarra
             continue
         here = at == nd["id"]
         f = int(nd["feature_index"])
-        left = goes_left(bins[here, f], int(nd["bin"]), bool(nd.get("missing_left")), int(missing[f]))
+        if "categories_left" in nd:
+            left = np.isin(bins[here, f], nd["categories_left"])
+        else:
+            left = goes_left(bins[here, f], int(nd["bin"]), bool(nd.get("missing_left")), int(missing[f]))
         at[here] = np.where(left, nd["left"], nd["right"])
     return weights[at]
+
+
+def _categorical_index(categorical: dict[str, int] | None, names: list[str], who: str) -> dict[int, int]:
+    """Feature index -> level count of the categorical columns."""
+    out = {}
+    for name, k in (categorical or {}).items():
+        if name not in names:
+            raise DataError(f"{who}: categorical column {name!r} is not one of the features")
+        if not 1 <= int(k) <= 255:
+            raise DataError(f"{who}: categorical column {name!r} has {k} levels; trees take 1 to 255")
+        out[names.index(name)] = int(k)
+    return out
+
+
+def _with_category_bins(binner: QuantileBinner, cat_idx: dict[int, int]) -> QuantileBinner:
+    """The agreed binner with one bin per level for categorical columns (codes ``0..k-1``, never missing)."""
+    if not cat_idx:
+        return binner
+    cuts = [np.asarray(c, dtype=np.float64) for c in binner.cuts_]
+    has_missing = np.asarray(binner.has_missing_, dtype=bool).copy()
+    for f, k in cat_idx.items():
+        cuts[f] = np.arange(k - 1, dtype=np.float64) + 0.5
+        has_missing[f] = False
+    return binner_from_cuts(binner.max_bin, cuts, has_missing)
 
 
 def _model_from_message(msg: Any, names: list[str], binner: QuantileBinner, base: float) -> GbdtModel:
@@ -653,6 +713,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     if reason is None and len({str(m) for m in monos.values()}) > 1:
         reason = ("the banks declare different monotone constraints "
                   "(" + ", ".join(f"{b}: {monos[b] or 'none'}" for b in banks) + "); every bank must set the same monotone table")
+    cats = {b: (schemas[b].get("categorical") if isinstance(schemas[b], dict) else None) or {} for b in banks}
+    if reason is None and len({str(sorted(c.items())) for c in cats.values()}) > 1:
+        reason = "the banks encode different categorical columns or level counts; every bank must use the agreed levels"
     send_all("hgb.schema.ok", {"ok": reason is None, "reason": reason or ""}, "control")
     if reason:
         raise DataError(reason)
@@ -661,6 +724,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     if mono.shape != (d,) or not np.all(np.isin(mono, (-1, 0, 1))):
         raise ProtocolError("the banks' monotone directions are not one of -1, 0, 1 per feature")
     mono_arg = mono if mono.any() else None
+    cat_idx = _categorical_index(cats[banks[0]], list(names), "coordinator")
     bounds: dict[int, tuple[float, float]] = {}  # node -> weight bounds (monotone constraints only)
 
     # 2. bins and base score
@@ -671,6 +735,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
 
     with ph("binning"):
         binner, extra, bin_info = coordinator_agree_bins(channel, banks, d, 2, params.max_bin, collect_all, noise_std)
+        binner = _with_category_bins(binner, cat_idx)
     n_rows, n_pos = float(extra[0]), float(extra[1])
     # every bank took part in the bins; from here on a bank that dies or is cut off is that bank's
     # dropout (sends to it fail within the dropout timeout, receives from it at once), not the job's
@@ -687,6 +752,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     max_b = int(nb.max()) if nb.size else 1
     valid = np.arange(max_b)[None, :] < nb[:, None]
     per_node = 2 * int(nb.sum())
+    nb_thresholds = nb.copy()  # categorical columns split by partitions only, never by thresholds
+    nb_thresholds[list(cat_idx)] = 1
     s_hist, s_root = _sensitivities(d, clip)
     loss_scale = LOSS_CLIP if privacy is not None else 1.0
 
@@ -818,8 +885,12 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                 for node in level_ids:
                     if node not in cur.hist or cur.H[node] < 2 * tp.min_child_weight:
                         continue
-                    s = best_split(cur.hist[node], nb, cur.G[node], cur.H[node], tp, missing, mono_arg,
+                    s = best_split(cur.hist[node], nb_thresholds, cur.G[node], cur.H[node], tp, missing, mono_arg,
                                    bounds.get(node, UNBOUNDED))
+                    for f, k in cat_idx.items():
+                        c = best_categorical_split(cur.hist[node][f], k, cur.G[node], cur.H[node], tp)
+                        if c is not None and (s is None or c[0] > s[0] + 1e-12):
+                            s = (c[0], f, 0, c[2], c[3], False, c[1])
                     if s is not None:
                         decided[node] = s
                 splits_msg = []
@@ -828,11 +899,17 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                 for node in level_ids:
                     if node not in decided:
                         continue
-                    gain, f, b, GL, HL, ml = decided[node]
+                    gain, f, b, GL, HL, ml = decided[node][:6]
+                    left_cats = decided[node][6] if len(decided[node]) == 7 else None
                     lid, rid = len(tree_nodes), len(tree_nodes) + 1
-                    tree_nodes[node] = {"id": node, "feature": names[f], "feature_index": int(f), "bin": int(b),
-                                        "threshold": binner.threshold(f, b), "missing_left": bool(ml),
-                                        "left": lid, "right": rid, "gain": float(gain), "cover": cur.H[node]}
+                    if left_cats is not None:
+                        tree_nodes[node] = {"id": node, "feature": names[f], "feature_index": int(f),
+                                            "categories_left": [int(c) for c in left_cats],
+                                            "left": lid, "right": rid, "gain": float(gain), "cover": cur.H[node]}
+                    else:
+                        tree_nodes[node] = {"id": node, "feature": names[f], "feature_index": int(f), "bin": int(b),
+                                            "threshold": binner.threshold(f, b), "missing_left": bool(ml),
+                                            "left": lid, "right": rid, "gain": float(gain), "cover": cur.H[node]}
                     tree_nodes += [{"id": lid}, {"id": rid}]
                     # (under DP noisy sums may dip below 0; a hessian sum never does)
                     nxt.G[lid], nxt.H[lid] = GL, max(HL, 0.0)
@@ -840,7 +917,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                     if mono_arg is not None:
                         bounds[lid], bounds[rid] = child_bounds(bounds.get(node, UNBOUNDED), int(mono[f]), GL, HL,
                                                                 cur.G[node] - GL, cur.H[node] - HL, tp)
-                    splits_msg.append([node, int(f), int(b), int(ml), lid, rid])
+                    splits_msg.append([node, int(f), int(b), int(ml), lid, rid]
+                                      + ([[int(c) for c in left_cats]] if left_cats is not None else []))
                     new_ids += [lid, rid]
                 # leaves of this level (not split) keep their totals
                 for node in level_ids:

@@ -8,23 +8,34 @@ H about the rows that reach H's nodes on their path (``sbi.<tag>.q<r>`` / ``.a<r
 and which party owns each split on it. :func:`score_with_paths` is L's side of that same exchange (it replaces
 ``score_label_holder`` where paths are wanted; H runs ``score_feature_holder`` unchanged).
 
-Attribution (Saabas / XGBoost ``pred_contribs(approx_contribs=True)``)
-----------------------------------------------------------------------
-Every node gets an expected value: a leaf its weight, an internal node the cover-weighted mean
-of its children's, with ``cover`` = training rows that reached the node (recorded once at the end
-of training by :func:`add_covers`, from the same walk over the training rows). Along a row's path
-each split moves the expected value from the parent's to the child's; that change is credited to
-the split's owner — to the feature for L's own splits, to the party as a whole for a partner's
-(L never knows a partner's feature or threshold). Per row::
+Attribution (exact TreeSHAP for the label holder's features, the rest to the partners)
+---------------------------------------------------------------------------------------
+Each node's ``cover`` is the sum of the hessians ``p(1 - p)`` of the training rows that reached it
+when its tree was grown (XGBoost's cover), recorded once at the end of training by
+:func:`add_covers` from the same walk over the training rows (the hessian of tree ``t`` follows from
+the leaves of trees ``< t``). Per tree, L computes:
 
-    margin = base_score + sum over trees of value(root)  +  sum of all credited changes
+* for its own features: exact path-dependent TreeSHAP values (:mod:`fedrisk.finance.tree_shap`,
+  checked against XGBoost's ``pred_contribs``) in the game where the partners' features are never
+  known — their splits are integrated out with the covers, as TreeSHAP does for any absent
+  feature. L decides its own splits for every row at every node, on the path or not;
+* for the partners: the rest, ``f(x) - v(L's features)`` — what the partners' information adds
+  once L's is known ("partners last"). With one partner in a tree this is exact; with several,
+  each partner on the row's path gets its Saabas credit (the change of the cover-weighted node
+  value at its splits on the path) plus an equal share of what remains.
 
-so the contributions add up exactly to the score's log-odds. Reason codes are the ``n`` largest
-positive contributions (pushing towards default): L's features by name, each partner as one
-``partner features (<party>)`` reason.
+Why not a Shapley value with each partner as one player: ``v(S)`` for a coalition with the partner
+but without some of L's features needs the partner's decision at nodes *off* the row's path, which
+the scoring protocol deliberately never reveals. With no partner split in a tree the values are
+exactly XGBoost's ``pred_contribs`` (test). Per row::
+
+    margin = base_score + sum over trees of E[tree]  +  sum of all contributions
+
+Reason codes are the ``n`` largest positive contributions (pushing towards default): L's features
+by name, each partner as one ``partner features (<party>)`` reason.
 
 What each party learns: nothing beyond scoring (L already had every bit it uses); the covers in
-L's model file are counts of L's own training rows per node, which L saw during training.
+L's model file are hessian sums of L's own training rows per node, which L computed in training.
 """
 from __future__ import annotations
 
@@ -55,10 +66,18 @@ def score_with_paths(channel: Channel, model: LabelHolderModel, X: np.ndarray, h
 
 
 def add_covers(model: LabelHolderModel, paths: Paths) -> None:
-    """Store ``cover`` (training rows reaching the node) in every node of ``model.trees``."""
+    """Store ``cover`` in every node of ``model.trees``: the sum of the hessians ``p(1 - p)`` of the
+    walked training rows that reached it, ``p`` from the trees before the node's own (XGBoost's cover)."""
+    n = len(paths.margin)
+    margin = np.full(n, float(model.base_score))
     for tree, seen in zip(model.trees, paths.node_rows):
+        p = sigmoid(margin)
+        h = p * (1.0 - p)
         for nd in tree["nodes"]:
-            nd["cover"] = int(len(seen.get(int(nd["id"]), ())))
+            rows = seen.get(int(nd["id"]), ())
+            nd["cover"] = float(h[np.asarray(rows, dtype=np.int64)].sum()) if len(rows) else 0.0
+            if "leaf" in nd and len(rows):
+                margin[np.asarray(rows, dtype=np.int64)] += float(nd["leaf"])
 
 
 def has_covers(model: LabelHolderModel) -> bool:
@@ -80,38 +99,74 @@ def _node_values(nodes: dict[int, dict]) -> dict[int, float]:
     return val
 
 
-def contributions(model: LabelHolderModel, paths: Paths) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Per row and attribution column, the log-odds each owner's splits added along the path.
+def contributions(model: LabelHolderModel, paths: Paths, X: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per row and attribution column, the log-odds each owner's features added (see the module notes).
+
+    Parameters
+    ----------
+    model, paths
+        The label holder's model (with covers) and the walk that scored the rows.
+    X : ndarray
+        The label holder's own columns of the same rows (its splits are decided for every row at
+        every node, on the row's path or not, as exact TreeSHAP needs).
 
     Returns
     -------
     (names, bias, contrib)
         ``names``: the label holder's features, then one ``partner features (<party>)`` per partner;
-        ``bias`` (n,): ``base_score`` + every tree's root value; ``contrib`` (n, len(names)).
+        ``bias`` (n,): ``base_score`` + every tree's expected value; ``contrib`` (n, len(names)).
         ``bias + contrib.sum(axis=1)`` equals the margin.
     """
+    from fedrisk.algorithms.vertical.secureboost.scoring import _split_left
+    from fedrisk.finance.tree_reasons import shap_tree
+    from fedrisk.finance.tree_shap import MARGINAL, tree_shap
+
+    X = np.asarray(X, dtype=np.float64)
     n = len(paths.margin)
     own = list(model.features)
     partners = sorted({str(nd.get("owner")) for tree in model.trees for nd in tree["nodes"]
-                       if "leaf" not in nd and "threshold" not in nd})
+                       if "leaf" not in nd and "feature" not in nd})
     names = own + [f"partner features ({p})" for p in partners]
     col = {f: i for i, f in enumerate(own)}
-    col.update({p: len(own) + i for i, p in enumerate(partners)})
+    pcol = {p: len(own) + i for i, p in enumerate(partners)}
     contrib = np.zeros((n, len(names)))
     bias = np.full(n, float(model.base_score))
     for tree, seen in zip(model.trees, paths.node_rows):
         nodes = {int(nd["id"]): nd for nd in tree["nodes"]}
+        st, pos = shap_tree(tree["nodes"], lambda nd: col[nd["feature"]] if "feature" in nd else MARGINAL)
+        go_left = {pos[i]: _split_left(X[:, col[nd["feature"]]], nd) for i, nd in nodes.items()
+                   if "feature" in nd}
+        b, phi = tree_shap(st, go_left, n, len(own))
+        bias += b
+        contrib[:, :len(own)] += phi
+        if not partners:
+            continue
+        # the partners' share: each row's leaf value minus v(L's features)
+        leaf_val = np.zeros(n)
+        for i, nd in nodes.items():
+            if "leaf" in nd and len(seen.get(i, ())):
+                leaf_val[seen[i]] = float(nd["leaf"])
+        rest = leaf_val - b - phi.sum(axis=1)
+        # Saabas credits of each partner's splits on the path, then an equal share of the remainder
         val = _node_values(nodes)
-        bias += val[0]
-        for node_id, r in seen.items():
-            nd = nodes[node_id]
-            if "leaf" in nd or len(r) == 0:
+        credit = np.zeros((n, len(partners)))
+        on_path = np.zeros((n, len(partners)), dtype=bool)
+        for i, r in seen.items():
+            nd = nodes[i]
+            if "leaf" in nd or "feature" in nd or len(r) == 0:
                 continue
-            j = col[nd["feature"]] if "threshold" in nd else col[str(nd.get("owner"))]
+            j = pcol[str(nd.get("owner"))] - len(own)
+            on_path[r, j] = True
             for child in (int(nd["left"]), int(nd["right"])):
                 rc = seen.get(child)
                 if rc is not None and len(rc):
-                    contrib[rc, j] += val[child] - val[node_id]
+                    credit[rc, j] += val[child] - val[i]
+        k = on_path.sum(axis=1)
+        if len(partners) == 1:
+            contrib[:, len(own)] += rest
+        else:
+            share = np.where(k > 0, (rest - credit.sum(axis=1)) / np.maximum(k, 1), 0.0)
+            contrib[:, len(own):] += np.where(on_path, credit + share[:, None], 0.0)
     return names, bias, contrib
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "sigmoid",
     "histogram",
     "best_split",
+    "best_categorical_split",
     "goes_left",
     "leaf_weight",
     "child_bounds",
@@ -362,3 +363,50 @@ def check_boosting_settings(cfg, who: str, extra: list[tuple[bool, str]] = ()) -
             raise ConfigError(f"{who}: {msg}")
     if self.early_stopping_rounds and not self.validation_fraction:
         raise ConfigError(f"{who}: early_stopping_rounds needs validation_fraction > 0 (e.g. 0.1)")
+
+
+#: XGBoost's default ``max_cat_to_onehot``: up to this many categories a split isolates one of them
+MAX_CAT_TO_ONEHOT = 4
+
+
+def best_categorical_split(hist: np.ndarray, n_levels: int, G: float, H: float, params: TreeParams,
+                           max_cat_to_onehot: int = MAX_CAT_TO_ONEHOT) -> tuple[float, list[int], float, float] | None:
+    """Best partition of one categorical feature's levels at a node: ``(gain, left levels, GL, HL)``.
+
+    XGBoost's ``enable_categorical`` semantics: with at most ``max_cat_to_onehot`` levels, each
+    level alone against the rest (one-hot style); with more, the levels are sorted by their
+    optimal weight ``-g / (h + lambda)`` and every prefix of that order is a candidate left set
+    (Fisher's grouping: for a convex loss the best two-way partition is one of these prefixes),
+    so one split can send any set of categories left, adjacent or not. Gains as for thresholds.
+
+    Parameters
+    ----------
+    hist : numpy.ndarray
+        ``(n_bins, 2)`` sums of ``(g, h)`` of the feature, level ``i`` in bin ``i``.
+    n_levels : int
+        Levels (bins) of the feature.
+    """
+    lam = params.reg_lambda
+    gh = np.asarray(hist, dtype=np.float64)[:n_levels]
+    if n_levels < 2:
+        return None
+    if n_levels <= max_cat_to_onehot:
+        sets = [[c] for c in range(n_levels)]
+        GL = gh[:, 0]
+        HL = gh[:, 1]
+    else:
+        present = np.flatnonzero(gh[:, 1] > 0)
+        w = -gh[present, 0] / (gh[present, 1] + lam)
+        order = present[np.argsort(w, kind="stable")]
+        cum = np.cumsum(gh[order], axis=0)[:-1]
+        sets = [sorted(order[:i + 1].tolist()) for i in range(len(order) - 1)]
+        if not sets:
+            return None
+        GL, HL = cum[:, 0], cum[:, 1]
+    GR, HR = G - GL, H - HL
+    ok = (HL >= params.min_child_weight) & (HR >= params.min_child_weight)
+    gain = np.where(ok, _score(GL, HL, lam) + _score(GR, HR, lam) - G * G / (H + lam), -np.inf)
+    i = int(np.argmax(gain))
+    if not np.isfinite(gain[i]) or gain[i] <= max(params.min_split_gain, MIN_GAIN_EPS):
+        return None
+    return float(gain[i]), sets[i], float(GL[i]), float(HL[i])

@@ -33,7 +33,7 @@ def test_hand_built_tree_contributions():
     out = run_roles({"lender": lambda ch: score_with_paths(ch, lender, Xa, ["payco"], tag="t"),
                      "payco": lambda ch: score_feature_holder(ch, payco, Xb, "lender", tag="t")}, network=net)
     p, paths = out["lender"]
-    names, bias, c = contributions(lender, paths)
+    names, bias, c = contributions(lender, paths, Xa)
     assert names == ["a", "partner features (payco)"]
     # node values: payco node (20 * -0.2 + 40 * 0.4) / 60 = 0.2; root (60 * 0.2 + 40 * 0.1) / 100 = 0.16
     np.testing.assert_allclose(bias, 0.5 + 0.16)
@@ -70,9 +70,10 @@ def test_trained_model_contributions_add_up_and_partner_is_aggregated():
     out = run_roles({"lh": lh, "payco": host}, network=net)
     model, p, paths = out["lh"]
     assert has_covers(model)
-    root_covers = [tree["nodes"][0]["cover"] for tree in model.trees]
-    assert root_covers == [int(tr.sum())] * len(model.trees)
-    cols, bias, c = contributions(model, paths)
+    # covers are XGBoost's: hessian sums of the training rows; the first tree's p is the base rate
+    p0 = 1 / (1 + np.exp(-model.base_score))
+    assert model.trees[0]["nodes"][0]["cover"] == pytest.approx(tr.sum() * p0 * (1 - p0))
+    cols, bias, c = contributions(model, paths, parts[0][te])
     assert cols == ["inc", "age", "util", "partner features (payco)"]
     np.testing.assert_allclose(bias + c.sum(axis=1), np.log(p / (1 - p)), atol=1e-9)
     assert np.abs(c[:, 3]).max() > 0  # the partner's splits matter (its columns drive y)
@@ -84,3 +85,87 @@ def test_trained_model_contributions_add_up_and_partner_is_aggregated():
     for rs, row in zip(reasons, c):
         assert [x["points_lost"] for x in rs] == sorted([x["points_lost"] for x in rs], reverse=True)
         assert all(x["points_lost"] == pytest.approx(row[cols.index(x["feature"])]) for x in rs)
+
+
+def _split_xgboost_model(bst, X, own: list[int]):
+    """XGBoost's trees as SecureBoost parts: splits on ``own`` columns at the label holder, the rest at payco."""
+    from tests.finance.test_tree_shap import xgb_trees
+
+    lh_trees, fh_trees = [], []
+    for nodes in xgb_trees(bst, X):
+        lh_nodes, fh_nodes = [], []
+        for nd in nodes:
+            if "leaf" in nd:
+                lh_nodes.append(nd)
+                continue
+            f = nd["feature_index"]
+            rule = {"threshold": nd["threshold"], "missing_left": nd["missing_left"]}
+            base = {"id": nd["id"], "left": nd["left"], "right": nd["right"], "cover": nd["cover"]}
+            if f in own:
+                lh_nodes.append({**base, "owner": "lh", "feature": f"x{f}", **rule})
+            else:
+                lh_nodes.append({**base, "owner": "payco"})
+                fh_nodes.append({"id": nd["id"], "feature": f"x{f}", **rule})
+        lh_trees.append({"nodes": lh_nodes})
+        fh_trees.append({"nodes": fh_nodes})
+    other = [j for j in range(X.shape[1]) if j not in own]
+    return (LabelHolderModel(0.0, [f"x{j}" for j in own], lh_trees),
+            FeatureHolderModel([f"x{j}" for j in other], fh_trees), other)
+
+
+def _walk(lh_model, fh_model, X, own, other):
+    net = InMemoryNetwork(["lh", "payco"])
+    out = run_roles({"lh": lambda ch: score_with_paths(ch, lh_model, X[:, own], ["payco"], tag="t"),
+                     "payco": lambda ch: score_feature_holder(ch, fh_model, X[:, other], "lh", tag="t")}, network=net)
+    return out["lh"]
+
+
+def test_label_holder_alone_equals_xgboost_pred_contribs():
+    """With every split at the label holder the reasons are XGBoost's exact TreeSHAP values."""
+    xgb = pytest.importorskip("xgboost")
+    from tests.finance.test_tree_shap import xgb_data
+
+    X, y = xgb_data(n=800, d=5, seed=1)
+    dm = xgb.DMatrix(X, label=y)
+    bst = xgb.train({"max_depth": 3, "eta": 0.3, "objective": "binary:logistic", "base_score": 0.5}, dm, 12)
+    own = list(range(5))
+    lh_model, fh_model, other = _split_xgboost_model(bst, X, own)
+    p, paths = _walk(lh_model, fh_model, X, own, other)
+    names, bias, c = contributions(lh_model, paths, X[:, own])
+    ref = bst.predict(dm, pred_contribs=True)
+    assert names == [f"x{j}" for j in own]
+    assert np.abs(c - ref[:, :-1]).max() < 1e-5
+    np.testing.assert_allclose(paths.margin, bst.predict(dm, output_margin=True), atol=1e-5)
+
+
+def test_partner_splits_marginalised_and_partner_gets_the_rest():
+    """With a partner's splits: the label holder's columns are the Shapley values of the game in
+    which the partner's features are unknown (brute force on the pooled rows), the partner's column
+    is the rest, and the contributions add up to the margin; on rows whose trees meet no partner
+    split the values are XGBoost's."""
+    xgb = pytest.importorskip("xgboost")
+    from tests.finance.test_tree_shap import brute_force, xgb_data
+    from fedrisk.finance.tree_reasons import shap_tree
+    from fedrisk.finance.tree_shap import MARGINAL
+
+    X, y = xgb_data(n=300, d=5, seed=2)
+    dm = xgb.DMatrix(X, label=y)
+    bst = xgb.train({"max_depth": 3, "eta": 0.3, "objective": "binary:logistic", "base_score": 0.5}, dm, 6)
+    own = [0, 2, 4]
+    lh_model, fh_model, other = _split_xgboost_model(bst, X, own)
+    p, paths = _walk(lh_model, fh_model, X, own, other)
+    names, bias, c = contributions(lh_model, paths, X[:, own])
+    assert names == ["x0", "x2", "x4", "partner features (payco)"]
+    np.testing.assert_allclose(bias + c.sum(axis=1), paths.margin, atol=1e-9)
+    rows = np.arange(0, 300, 37)
+    expect = np.zeros((len(rows), 3))
+    for nodes in [t["nodes"] for t in lh_model.trees]:
+        st, pos = shap_tree(nodes, lambda nd: own.index(int(nd["feature"][1:])) if "threshold" in nd else MARGINAL)
+        gl = {}
+        for nd in nodes:
+            if "threshold" in nd:
+                col = X[rows, int(nd["feature"][1:])]
+                gl[pos[nd["id"]]] = (col < nd["threshold"]) | (np.isnan(col) & nd["missing_left"])
+        expect += brute_force(st, gl, len(rows), [0, 1, 2])[:, :3]
+    np.testing.assert_allclose(c[rows, :3], expect, atol=1e-9)
+    assert np.abs(c[:, 3]).max() > 0.05  # the partner's features carry signal (x1, x3 drive y)

@@ -41,8 +41,10 @@ Message flow (tags ``sb.*``; ``t`` = tree, ``d`` = depth)
 ==  =========  =====================  ==================  =============================================
 
 Scoring (training's test rows and ``fedrisk predict``; tags ``sbi.*``): L walks all trees level
-by level. For each level it sends every H ``sbi.<tag>.q<r>`` (plaintext-by-design): H's split nodes
-of that level and, for each, the positions of the rows that reached it; H answers
+by level. For each level it sends ``sbi.<tag>.q<r>`` (plaintext-by-design) to every H that owns a
+split node reached in that level (``r`` counts that H's own rounds, so an H that owns no split
+reached is not asked and never sees more rounds than it has split nodes): H's split nodes of that
+level and, for each, the positions of the rows that reached it; H answers
 ``sbi.<tag>.a<r>`` (plaintext-by-design) with one bit per asked row (``x < threshold``; a missing
 value goes left only where training learned so). ``{"done": true}`` ends scoring. L is the only one
 to get scores. Leakage of scoring: L learns, for each scored row, the side of each H split node
@@ -59,6 +61,15 @@ feature's missing values a bin of their own (:mod:`fedrisk.algorithms.vertical.b
 split finding tries them on both sides of every threshold, as XGBoost does
 (:func:`fedrisk.algorithms.vertical.tree.best_split`); the owner records the side with the
 threshold.
+
+Categorical columns (level codes, ``fit(categorical=...)``): H lists the anonymous indices of its
+categorical features in ``sb.bins`` (``"categorical"``, only when it has any). L splits those, and
+its own, by partitions with XGBoost's ``enable_categorical`` rule
+(:func:`fedrisk.algorithms.vertical.tree.best_categorical_split`) on the per-bin sums it already
+decrypts, never by thresholds; a won partition travels in ``sb.t<t>.d<d>.win`` as
+``"categories"`` (per won node, the owner's bins that go left) and the owner stores the level
+codes as ``"categories_left"`` (:mod:`.categorical`). L learns that H's feature j is categorical,
+nothing else new.
 
 What each party learns
 ----------------------
@@ -133,7 +144,8 @@ plan, its own root histogram). Only randomness changes, so the model is the same
 Modules: :mod:`.params` (settings and what both roles derive from them), :mod:`.label_holder`,
 :mod:`.feature_holder` (each role's flow in one place), :mod:`.histograms` (H's cell planning and
 homomorphic-sum kernels), :mod:`.encryption` (L's obfuscator queue and chunk encryption),
-:mod:`.scoring` (``sbi.*``), :mod:`.models`, :mod:`.messages` (timed send/recv, row bits).
+:mod:`.scoring` (``sbi.*``), :mod:`.models`, :mod:`.messages` (timed send/recv, row bits),
+:mod:`.categorical` (partition-split candidates, bins back to level codes).
 """
 from __future__ import annotations
 

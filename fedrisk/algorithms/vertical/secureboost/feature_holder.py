@@ -20,6 +20,7 @@ from fedrisk.algorithms.vertical.secureboost.histograms import (
     _strides,
     level_histograms,
 )
+from fedrisk.algorithms.vertical.secureboost.categorical import bin_values, code_top
 from fedrisk.algorithms.vertical.secureboost.messages import _int_array, _pack_bits, _Phases, _unpack_bits, peak_rss_mb
 from fedrisk.algorithms.vertical.secureboost.models import FeatureHolderModel
 from fedrisk.algorithms.vertical.secureboost.params import (
@@ -46,10 +47,12 @@ class SecureBoostFeatureHolder:
         self.params = params
 
     def fit(self, channel: Channel, label_holder: str, X: np.ndarray, feature_names: Sequence[str],
-            monotone: dict[str, int] | None = None) -> "SecureBoostFeatureHolder":
+            monotone: dict[str, int] | None = None, categorical: Sequence[str] = ()) -> "SecureBoostFeatureHolder":
         """Train with the label holder; ``monotone`` maps some of this party's features to +1/-1.
 
         Only each constrained feature's anonymous index and direction are sent (in ``sb.bins``).
+        ``categorical`` names level-code columns: only their anonymous indices are sent, and the
+        label holder splits them by partitions of their bins.
         """
         from fedrisk.crypto.additive import public_key_from_wire
         from fedrisk.crypto.packing import SlotPacking, compress
@@ -86,6 +89,11 @@ class SecureBoostFeatureHolder:
         bins_msg = {"n_bins": nb.astype(np.int64), "skip": skip, "missing": missing}
         if mono.any():  # only when set: unconstrained jobs send exactly what they always sent
             bins_msg["monotone"] = mono
+        is_cat = np.isin(list(feature_names), list(categorical))
+        cat_idx = np.flatnonzero(is_cat).astype(np.int64)
+        top = code_top(X, is_cat)
+        if cat_idx.size:  # level-code columns (anonymous indices): split by partitions of their bins
+            bins_msg["categorical"] = cat_idx
         ph.send(ch, lh, "sb.bins", bins_msg, "plaintext-by-design")
         with ph("binning"):
             # local only (nothing is sent): which features to sum together, see _group_cells
@@ -183,11 +191,22 @@ class SecureBoostFeatureHolder:
                     feats = _int_array(win.get("features"), who, "won features")
                     wbins = _int_array(win.get("bins"), who, "won bins")
                     wmiss = _int_array(win.get("missing_left", np.zeros(len(won), dtype=np.int64)), who, "missing sides")
+                    wcats = win.get("categories") or [None] * len(won)
+                    if len(wcats) != len(won):
+                        raise ProtocolError(f"{who} sent {len(wcats)} category lists for {len(won)} won nodes")
                     out_bits = []
-                    for node, f, b, ml in zip(won.tolist(), feats.tolist(), wbins.tolist(), wmiss.tolist()):
+                    for node, f, b, ml, cs in zip(won.tolist(), feats.tolist(), wbins.tolist(), wmiss.tolist(), wcats):
                         if not (0 <= f < len(nb) and 0 <= b < nb[f] - 1) or node not in node_rows \
                                 or ml not in (0, 1) or (ml and missing[f] < 0):
                             raise ProtocolError(f"{who} chose an impossible split (node {node}, feature {f}, bin {b})")
+                        cs = _int_array(cs, who, "won categories") if cs is not None and len(cs) else None
+                        if cs is not None:  # a partition split on one of this party's categorical features
+                            if f not in cat_idx or cs.min() < 0 or cs.max() >= nb[f]:
+                                raise ProtocolError(f"{who} chose an impossible category split (node {node}, feature {f})")
+                            out_bits.append(_pack_bits(np.isin(bins[node_rows[node], f], cs)))
+                            mine.append({"id": node, "feature": feature_names[f],
+                                         "categories_left": bin_values(binner, f, cs.tolist(), top[f])})
+                            continue
                         out_bits.append(_pack_bits(goes_left(bins[node_rows[node], f], b, bool(ml), int(missing[f]))))
                         entry = {"id": node, "feature": feature_names[f], "threshold": binner.threshold(f, b)}
                         if ml:

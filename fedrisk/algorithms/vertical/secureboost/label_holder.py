@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fedrisk.algorithms.vertical.binning import QuantileBinner
+from fedrisk.algorithms.vertical.secureboost.categorical import bin_values, code_top, partition_candidates
 from fedrisk.algorithms.vertical.secureboost.encryption import _CHUNK_ROWS, _Obfuscators, encrypt_chunk_async
 from fedrisk.algorithms.vertical.secureboost.messages import _int_array, _pack_bits, _Phases, _unpack_bits, peak_rss_mb
 from fedrisk.algorithms.vertical.secureboost.models import LabelHolderModel
@@ -130,6 +131,7 @@ class SecureBoostLabelHolder:
         self.host_skip: dict[str, np.ndarray] = {}
         self.host_missing: dict[str, np.ndarray] = {}
         self.host_monotone: dict[str, np.ndarray] = {}
+        self.host_categorical: dict[str, np.ndarray] = {}
         for h in hosts:
             msg = self.ph.recv(ch, h, "sb.bins")
             nb = _int_array(msg.get("n_bins") if isinstance(msg, dict) else None, f"party {h!r}", "n_bins")
@@ -148,14 +150,20 @@ class SecureBoostLabelHolder:
             self.host_skip[h] = skip
             self.host_missing[h] = miss
             self.host_monotone[h] = mono
+            cat = _int_array(msg.get("categorical", np.zeros(0, dtype=np.int64)), f"party {h!r}", "categorical")
+            if cat.size and (cat.ndim != 1 or cat.min() < 0 or cat.max() >= len(nb)):
+                raise ProtocolError(f"party {h!r} marked categorical features that do not exist")
+            self.host_categorical[h] = np.isin(np.arange(len(nb)), cat)
 
     def fit(self, channel: Channel, hosts: Sequence[str], X: np.ndarray, y: np.ndarray,
-            feature_names: Sequence[str], monotone: dict[str, int] | None = None) -> "SecureBoostLabelHolder":
+            feature_names: Sequence[str], monotone: dict[str, int] | None = None,
+            categorical: Sequence[str] = ()) -> "SecureBoostLabelHolder":
         """Train with every feature holder in ``hosts`` (which call :meth:`SecureBoostFeatureHolder.fit`).
 
         ``X``/``y`` are the PSI-aligned training rows, in the order every party shares.
         ``monotone`` maps some of this party's features to +1/-1 (score non-decreasing /
         non-increasing in it); feature holders declare theirs in their own ``fit``.
+        ``categorical`` names this party's level-code columns: split by partitions, never thresholds.
         """
         p = self.params
         tp = p.tree
@@ -164,8 +172,11 @@ class SecureBoostLabelHolder:
         hosts = list(hosts)
         self._names = list(feature_names)
         self._monotone = check_monotone(monotone, self._names, f"party {channel.me!r}")
+        # level-code columns: split by partitions (XGBoost enable_categorical), never by thresholds
+        self._categorical = np.isin(self._names, list(categorical))
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
+        self._code_top = code_top(X, self._categorical)
         n = len(y)
         schedule = _RowSchedule(p, n)
         val, train_pos = schedule.val, schedule.train_pos
@@ -322,22 +333,26 @@ class SecureBoostLabelHolder:
                     for hh in hosts:
                         by_id[node].host_hist[hh] = by_id[parent].host_hist[hh] - by_id[sib].host_hist[hh]
             # best split over every party's features
-            wins: dict[str, list[tuple[int, int, int]]] = {hh: [] for hh in hosts}
+            wins: dict[str, list[tuple]] = {hh: [] for hh in hosts}
             decided: dict[int, tuple] = {}
             with self.ph("split_finding"):
                 for nd in splittable:
                     cands = []
                     # with constraints anywhere, every party's gains use the node's bounds
                     mono_on = self._any_monotone
-                    s = best_split(own[nd.id], own_nb, nd.G, nd.H, tp, own_missing,
+                    # categorical features get one bin's worth of thresholds (none): partitions instead
+                    s = best_split(own[nd.id], np.where(self._categorical, 1, own_nb), nd.G, nd.H, tp, own_missing,
                                    self._monotone if mono_on else None, nd.bounds)
                     if s is not None:
-                        cands.append((s[0], me, s[1], s[2], s[5], s[3], s[4]))
+                        cands.append((s[0], me, s[1], s[2], s[5], s[3], s[4], None))
+                    cands += partition_candidates(own[nd.id], own_nb, self._categorical, nd, tp, me)
                     for hh in hosts:
-                        s = best_split(nd.host_hist[hh], self.host_bins[hh], nd.G, nd.H, tp, self.host_missing[hh],
-                                       self.host_monotone[hh] if mono_on else None, nd.bounds)
+                        hcat = self.host_categorical[hh]
+                        s = best_split(nd.host_hist[hh], np.where(hcat, 1, self.host_bins[hh]), nd.G, nd.H, tp,
+                                       self.host_missing[hh], self.host_monotone[hh] if mono_on else None, nd.bounds)
                         if s is not None:
-                            cands.append((s[0], hh, s[1], s[2], s[5], s[3], s[4]))
+                            cands.append((s[0], hh, s[1], s[2], s[5], s[3], s[4], None))
+                        cands += partition_candidates(nd.host_hist[hh], self.host_bins[hh], hcat, nd, tp, hh)
                     if not cands:
                         continue
                     best = cands[0]
@@ -346,18 +361,21 @@ class SecureBoostLabelHolder:
                             best = c
                     decided[nd.id] = best
                     if best[1] != me:
-                        wins[best[1]].append((nd.id, best[2], best[3], best[4]))
+                        wins[best[1]].append((nd.id, best[2], best[3], best[4], best[7]))
             for hh in hosts:
                 w = wins[hh]
-                self.ph.send(ch, hh, f"sb.t{t}.d{depth}.win",
-                             {"nodes": np.array([x[0] for x in w], dtype=np.int64),
-                              "features": np.array([x[1] for x in w], dtype=np.int64),
-                              "bins": np.array([x[2] for x in w], dtype=np.int64),
-                              "missing_left": np.array([x[3] for x in w], dtype=np.int64)}, "control")
+                win = {"nodes": np.array([x[0] for x in w], dtype=np.int64),
+                       "features": np.array([x[1] for x in w], dtype=np.int64),
+                       "bins": np.array([x[2] for x in w], dtype=np.int64),
+                       "missing_left": np.array([x[3] for x in w], dtype=np.int64)}
+                if any(x[4] is not None for x in w):  # partition splits: the owner's bins that go left
+                    win["categories"] = [np.array(x[4] if x[4] is not None else [], dtype=np.int64) for x in w]
+                self.ph.send(ch, hh, f"sb.t{t}.d{depth}.win", win, "control")
             masks: dict[int, np.ndarray] = {}
-            for node_id, (gain, party, f, b, miss_left, _, _) in decided.items():
+            for node_id, (gain, party, f, b, miss_left, _, _, cats) in decided.items():
                 if party == me:
-                    masks[node_id] = goes_left(bins[by_id[node_id].rows, f], b, miss_left, int(own_missing[f]))
+                    masks[node_id] = (np.isin(bins[by_id[node_id].rows, f], cats) if cats is not None else
+                                      goes_left(bins[by_id[node_id].rows, f], b, miss_left, int(own_missing[f])))
             for hh in hosts:
                 if not wins[hh]:
                     continue
@@ -373,7 +391,7 @@ class SecureBoostLabelHolder:
             for nd in level:
                 if nd.id not in decided:
                     continue
-                gain, party, f, b, miss_left, GL, HL = decided[nd.id]
+                gain, party, f, b, miss_left, GL, HL, cats = decided[nd.id]
                 mask = masks[nd.id]
                 lid, rid = len(nodes), len(nodes) + 1
                 direction = int((self._monotone if party == me else self.host_monotone[party])[f])
@@ -385,7 +403,10 @@ class SecureBoostLabelHolder:
                 entry: dict[str, Any] = {"id": nd.id, "owner": party, "left": lid, "right": rid, "gain": gain}
                 if party == me:
                     entry["feature"] = self._names[f]
-                    entry["threshold"] = binner.threshold(f, b)
+                    if cats is not None:
+                        entry["categories_left"] = bin_values(binner, f, cats, self._code_top[f])
+                    else:
+                        entry["threshold"] = binner.threshold(f, b)
                     if miss_left:
                         entry["missing_left"] = True
                 else:

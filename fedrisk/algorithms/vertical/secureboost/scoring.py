@@ -16,6 +16,8 @@ from fedrisk.transport.channel import Channel
 def _split_left(x: np.ndarray, node: dict) -> np.ndarray:
     """A split node's rule on raw values: ``x < threshold``; missing values go left only where
     training learned so (``missing_left``), else right (NaN fails every comparison)."""
+    if "categories_left" in node:  # a partition split on level codes
+        return np.isin(x, node["categories_left"])
     left = x < float(node["threshold"])
     if node.get("missing_left"):
         left |= np.isnan(x)
@@ -94,7 +96,10 @@ def walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, 
     seen: list[dict[int, np.ndarray]] = [{} for _ in trees]
     hosts = list(hosts)
     row_dtype = np.uint32 if n < 2 ** 32 else np.int64  # half the bytes of int64 positions
-    r = 0
+    # each feature holder has its own round numbers: it is asked only in levels where rows reach
+    # one of its nodes, so it never sees more rounds than it has split nodes (its refusal bound),
+    # however many rounds the other feature holders need
+    r = {h: 0 for h in hosts}
     while True:
         asks: dict[str, list[tuple[int, int, np.ndarray]]] = {h: [] for h in hosts}
         for t, nodes in enumerate(trees):
@@ -108,7 +113,7 @@ def walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, 
                     margin[rows] += float(nd["leaf"])
                 elif rows.size == 0:
                     continue
-                elif "threshold" in nd:
+                elif "feature" in nd:  # the label holder's own split (threshold or categories)
                     go = _split_left(X[rows, cols[nd["feature"]]], nd)
                     stack += [(int(nd["left"]), rows[go]), (int(nd["right"]), rows[~go])]
                 else:
@@ -121,14 +126,15 @@ def walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, 
             frontier[t] = waiting
         if not any(asks.values()):
             break
-        for h in hosts:
+        asked = [h for h in hosts if asks[h]]
+        for h in asked:
             q = asks[h]
-            channel.send(h, f"sbi.{tag}.q{r}", {
+            channel.send(h, f"sbi.{tag}.q{r[h]}", {
                 "n_rows": n, "nodes": np.array([(t, i) for t, i, _ in q], dtype=np.int64).reshape(-1, 2),
                 "rows": [rows.astype(row_dtype) for _, _, rows in q]}, kind="plaintext-by-design")
-        for h in hosts:
+        for h in asked:
             q = asks[h]
-            msg = channel.recv(h, f"sbi.{tag}.a{r}")
+            msg = channel.recv(h, f"sbi.{tag}.a{r[h]}")
             bits = msg.get("bits") if isinstance(msg, dict) else None
             if not isinstance(bits, list) or len(bits) != len(q):
                 raise ProtocolError(f"party {h!r} answered {len(bits) if isinstance(bits, list) else '?'} of {len(q)} "
@@ -139,7 +145,7 @@ def walk_label_holder(channel: Channel, model: LabelHolderModel, X: np.ndarray, 
                 del frontier[t][node_id]
                 frontier[t][int(nd["left"])] = rows[go]
                 frontier[t][int(nd["right"])] = rows[~go]
-        r += 1
+            r[h] += 1
     for h in hosts:
-        channel.send(h, f"sbi.{tag}.q{r}", {"done": True}, kind="control")
+        channel.send(h, f"sbi.{tag}.q{r[h]}", {"done": True}, kind="control")
     return margin, seen

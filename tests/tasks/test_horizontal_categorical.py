@@ -1,0 +1,231 @@
+"""Text categorical columns in horizontal jobs: levels agreed by secure sums, encodings vs pooled references.
+
+* ``horizontal.lr`` on German credit (3 banks, 13 text columns): the agreed levels are the
+  spec's categories with at least ``min_category_count`` rows in the pooled data, and the
+  coefficients equal a pooled scikit-learn logistic regression on the same one-hot encoding;
+* capture: what the coordinator received in the level agreement is masked ring elements and
+  public parameters only — no category label, no bank's counts — and no bank received another
+  bank's counts;
+* bad input: a text column without a vocabulary is one ``error:`` line naming the bank and the fix;
+* ``fedrisk predict`` on raw text rows (an unseen category included) reproduces the run's scores.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from fedrisk.algorithms.horizontal.logistic import sklearn_C
+from fedrisk.crypto import ring64
+from fedrisk.data.categorical import CategoryEncoder
+from fedrisk.errors import DataError
+from fedrisk.runtime.context import PartyContext, ProgressLog
+from fedrisk.runtime.spec import load_spec
+from fedrisk.runtime.tasks import get_task
+from fedrisk.runtime.threads import run_roles
+from fedrisk.transport.channel import InMemoryNetwork
+from tests.tasks.test_woe_tasks import horizontal_spec, split_german
+
+MIN_COUNT = 15
+
+
+def vocabulary(parts: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
+    pooled = pd.concat(parts.values())
+    text = [c for c in pooled.columns if not pd.api.types.is_numeric_dtype(pooled[c])]
+    return {c: sorted(pooled[c].astype(str).unique()) for c in text}
+
+
+def toml_categories(vocab: dict[str, list[str]]) -> str:
+    items = ", ".join(f'{c} = {json.dumps(v)}' for c, v in vocab.items())
+    return f"categories = {{ {items} }}\nmin_category_count = {MIN_COUNT}\n"
+
+
+def run_captured(spec_path: Path, out: Path) -> InMemoryNetwork:
+    spec = load_spec(spec_path)
+    task = get_task(spec.task["kind"])
+    names = spec.participants()
+    net = InMemoryNetwork(names, job=spec.job_id, tag_prefixes=task.TAG_PREFIXES, recv_timeout=300, capture=True)
+
+    def role(name):
+        def go(ch):
+            log = logging.getLogger(f"test.{name}")
+            ctx = PartyContext(name=name, spec=spec, channel=ch, out=out, log=log,
+                               progress=ProgressLog(out / "progress.jsonl" if name == task.driver(spec) else None, log))
+            task.run(ctx)
+        return go
+
+    run_roles({p: role(p) for p in names}, network=net, recv_timeout=300)
+    return net
+
+
+def _strings(obj) -> set[str]:
+    """Every text value inside a message body (bytes, e.g. ciphertexts, are not text)."""
+    if isinstance(obj, str):
+        return {obj}
+    if isinstance(obj, dict):
+        return set().union(*(_strings(k) | _strings(v) for k, v in obj.items())) if obj else set()
+    if isinstance(obj, (list, tuple)):
+        return set().union(*(_strings(v) for v in obj)) if obj else set()
+    return set()
+
+
+@pytest.fixture(scope="module")
+def lr_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hcat")
+    parts = split_german(tmp, banks=3, test=True)
+    vocab = vocabulary({k: v for k, v in parts.items() if k != "test"})
+    spec = horizontal_spec(tmp, "horizontal.lr", test=True, task_extra=toml_categories(vocab))
+    net = run_captured(spec, tmp / "run")
+    return tmp, parts, vocab, net
+
+
+def test_levels_are_the_spec_categories_with_enough_rows(lr_run):
+    tmp, parts, vocab, _ = lr_run
+    pooled = pd.concat([parts[b] for b in ("bank1", "bank2", "bank3")])
+    model = json.loads((tmp / "run" / "model.json").read_text())
+    assert model["category_encoding"] == "onehot" and set(model["categories"]) == set(vocab)
+    for c, cats in vocab.items():
+        counts = pooled[c].astype(str).value_counts()
+        kept = [v for v in cats if counts.get(v, 0) >= MIN_COUNT]
+        enc = model["categories"][c]
+        assert enc["levels"][:len(kept)] == kept
+        rare = [v for v in cats if counts.get(v, 0) < MIN_COUNT]
+        assert (enc["other"] >= 0) == bool(rare), c
+    assert any(enc["other"] >= 0 for enc in model["categories"].values())  # the threshold binds somewhere
+
+
+def test_coefficients_equal_pooled_sklearn_on_the_same_one_hot_encoding(lr_run):
+    tmp, parts, vocab, _ = lr_run
+    model = json.loads((tmp / "run" / "model.json").read_text())
+    pooled = pd.concat([parts[b] for b in ("bank1", "bank2", "bank3")], ignore_index=True)
+    cols = []
+    for c in pooled.columns:
+        if c in ("id", "y"):
+            continue
+        if c in vocab:
+            cols.append(CategoryEncoder.from_json(model["categories"][c]).onehot(pooled[c])[0])
+        else:
+            cols.append(pooled[[c]].to_numpy(dtype=float))
+    X = np.hstack(cols)
+    assert X.shape[1] == len(model["features"])
+    mean, std = X.mean(0), X.std(0)
+    ok = std > 0
+    Z = (X[:, ok] - mean[ok]) / std[ok]
+    ref = LogisticRegression(C=sklearn_C(1e-4, len(pooled)), solver="newton-cholesky", tol=1e-12, max_iter=1000)
+    ref.fit(Z, pooled["y"].to_numpy())
+    fed = np.asarray(model["coef"])[ok]
+    assert np.max(np.abs(fed - ref.coef_[0])) <= 1e-4, np.max(np.abs(fed - ref.coef_[0]))
+    m = json.loads((tmp / "run" / "metrics.json").read_text())
+    assert m["test"]["auc"] > 0.72
+
+
+def test_coordinator_learns_no_category_and_no_bank_count(lr_run):
+    tmp, parts, vocab, net = lr_run
+    labels = {v for cats in vocab.values() for v in cats}
+    got = [e for e in net["coordinator"].captured if e.tag.startswith("hcat.")]
+    assert got
+    for env in got:
+        assert env.kind in {"public-parameter", "ciphertext", "masked", "plaintext-by-design"}, (env.tag, env.kind)
+        if isinstance(env.body, np.ndarray):
+            assert env.kind == "masked" and env.body.dtype == np.uint64
+        assert not (_strings(env.body) & labels), env.tag
+    from fedrisk.algorithms.horizontal.category_levels import count_vector
+
+    for b in ("bank1", "bank2", "bank3"):
+        plain, _ = count_vector(parts[b].reset_index(drop=True), vocab)
+        masked = [e.body for e in got if e.sender == b and e.tag.endswith(".sa.masked")]
+        assert len(masked) == 1
+        enc = ring64.encode(plain, n_summands=3)
+        assert masked[0].shape == enc.shape and np.mean(masked[0] == enc) < 0.05
+    # banks hear the levels (names from the public spec) but no count
+    for b in ("bank1", "bank2", "bank3"):
+        lv = [e.body for e in net[b].captured if e.tag == "hcat.levels"]
+        assert len(lv) == 1 and all(set(v) == {"kept", "other", "missing"} for v in lv[0].values())
+
+
+def test_text_column_without_vocabulary_is_one_error_line(tmp_path):
+    parts = split_german(tmp_path, banks=2, test=True)
+    vocab = vocabulary({k: v for k, v in parts.items() if k != "test"})
+    vocab.pop("purpose")
+    spec = horizontal_spec(tmp_path, "horizontal.lr", banks=2, test=True, task_extra=toml_categories(vocab))
+    with pytest.raises(DataError) as e:
+        run_captured(spec, tmp_path / "run")
+    msg = str(e.value)
+    assert "\n" not in msg and "purpose" in msg and "[task] categories" in msg
+
+
+def test_predict_encodes_raw_rows_with_the_agreed_levels(lr_run):
+    import subprocess
+    import sys
+
+    tmp, parts, vocab, _ = lr_run
+    test = parts["test"].drop(columns=["y"]).reset_index(drop=True)
+    test.loc[0, "purpose"] = "space travel"  # never declared: goes to (other) or the reference level
+    test.to_csv(tmp / "new.csv", index=False)
+    r = subprocess.run([sys.executable, "-m", "fedrisk", "predict", tmp / "run" / "model.json", tmp / "new.csv",
+                        "--out", tmp / "new_scores.csv"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    s = pd.read_csv(tmp / "new_scores.csv")
+    ref = pd.read_csv(tmp / "run" / "scores" / "test.csv")
+    assert len(s) == len(test)
+    np.testing.assert_allclose(s["score"].to_numpy()[1:], ref["score"].to_numpy()[1:], atol=1e-7)
+
+
+def test_gbdt_with_text_columns_close_to_pooled_xgboost_and_predicts_raw_rows(tmp_path):
+    """horizontal.gbdt on German credit's text columns (partition splits on the agreed levels) vs
+    pooled XGBoost ``enable_categorical`` on the same levels and rows; predict scores raw text."""
+    import subprocess
+    import sys
+
+    xgb = pytest.importorskip("xgboost")
+    from fedrisk.finance.metrics import auc
+
+    parts = split_german(tmp_path, banks=3, test=True)
+    vocab = vocabulary({k: v for k, v in parts.items() if k != "test"})
+    task = toml_categories(vocab) + "n_trees = 20\nmax_depth = 3\nlearning_rate = 0.3\n"
+    spec = horizontal_spec(tmp_path, "horizontal.gbdt", test=True, task_extra=task)
+    net = run_captured(spec, tmp_path / "run")
+    model = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert model["category_encoding"] == "codes" and set(model["categories"]) == set(vocab)
+    part_nodes = [nd for t in model["trees"] for nd in t["nodes"] if "categories_left" in nd]
+    assert part_nodes, "no categorical split in 20 trees of German credit"
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    fed_auc = m["test"]["auc"]
+
+    def encode(df):
+        out = pd.DataFrame(index=range(len(df)))
+        for c in df.columns:
+            if c in ("id", "y"):
+                continue
+            if c in vocab:
+                codes, _ = CategoryEncoder.from_json(model["categories"][c]).codes(df[c].reset_index(drop=True))
+                k = len(CategoryEncoder.from_json(model["categories"][c]).all_levels())
+                out[c] = pd.Categorical(codes.astype(int), categories=range(k))
+            else:
+                out[c] = df[c].to_numpy(dtype=float)
+        return out
+
+    train = pd.concat([parts[b] for b in ("bank1", "bank2", "bank3")], ignore_index=True)
+    test = parts["test"].reset_index(drop=True)
+    clf = xgb.XGBClassifier(n_estimators=20, max_depth=3, learning_rate=0.3, tree_method="hist", enable_categorical=True,
+                            max_cat_to_onehot=4, max_bin=32, reg_lambda=1.0, min_child_weight=1.0)
+    clf.fit(encode(train), train["y"])
+    ref_auc = auc(test["y"].to_numpy(), clf.predict_proba(encode(test))[:, 1])
+    print(f"horizontal.gbdt German credit test AUC {fed_auc:.4f} vs pooled XGBoost enable_categorical {ref_auc:.4f}")
+    assert fed_auc > ref_auc - 0.03, (fed_auc, ref_auc)
+    # predict on raw text rows: the run's test scores, with TreeSHAP reasons
+    raw = test.drop(columns=["y"])
+    raw.to_csv(tmp_path / "new.csv", index=False)
+    r = subprocess.run([sys.executable, "-m", "fedrisk", "predict", tmp_path / "run" / "model.json", tmp_path / "new.csv",
+                        "--out", tmp_path / "s.csv"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    s = pd.read_csv(tmp_path / "s.csv")
+    ref = pd.read_csv(tmp_path / "run" / "scores" / "test.csv")
+    np.testing.assert_allclose(s["score"].to_numpy(), ref["score"].to_numpy(), atol=1e-7)
+    assert {"reason_1", "contribution_1", "status"} <= set(s.columns)
+    assert set(s["reason_1"].dropna()) <= set(model["features"])
