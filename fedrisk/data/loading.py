@@ -822,3 +822,20 @@ def iter_id_chunks(path: str | Path, id_col: str, *, party: str, rows: int = 262
         raise
     except (ValueError, OSError) as exc:
         raise ctx.error(f"cannot read the id column {id_col!r}: {_one_line(exc)}") from None
+
+
+def count_id_rows(path: str | Path) -> int:
+    """Data rows of a CSV (line count minus the header; quoted newlines count extra) or Parquet file.
+
+    A cheap estimate for sizing streaming PSI's spill partitions, not a validation.
+    """
+    path = Path(path)
+    if _file_kind(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    n = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+    return max(0, n - 1)

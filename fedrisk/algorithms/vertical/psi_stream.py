@@ -30,9 +30,10 @@ raw or normalised id.
 
 Memory: the largest partition (about ``(|own| + |peer|) / 2**bits`` records), the write buffers
 (a quarter of the budget) and a few pool batches. ``bits`` is chosen from ``memory_mb`` and the set
-sizes. Not bounded by this module: the transport's inbox if a peer sends far faster than this
-party re-blinds (both sides do the same work per id, so in practice it stays a few batches), and
-the caller's own copy of the ids when it passes them as an in-memory sequence. The leader of a
+sizes. The inbox stays small because a party sends at most a few batches ahead of the re-blinded
+values it gets back (``_AHEAD``; the wire is unchanged, an in-memory peer simply sends without
+pacing). Not bounded: the follower's inbox when ``reveal="leader"`` (nothing comes back to
+pace on: up to 32 bytes per leader id), and the caller's own copy of the ids when it passes them as an in-memory sequence. The leader of a
 star keeps one int64 per own row per follower to combine the pairs (8 bytes per id).
 """
 from __future__ import annotations
@@ -66,13 +67,21 @@ _WORK_BYTES_PER_REC = 320
 #: sets, the sort inside intersect1d); the switch to streaming uses it.
 BYTES_PER_ID_IN_MEMORY = 600
 _MAX_BITS = 16
+#: Batches a party sends ahead of the re-blinded returns (bounds the peer's inbox).
+_AHEAD = 4
+#: Fewer records per partition than this costs more in files and buffers than it saves.
+_MIN_PER_PART = 4096
 
 
 def partition_bits(records: int, memory_mb: float) -> int:
-    """Smallest ``bits`` (0-16) such that one of ``2**bits`` partitions fits half the budget."""
+    """Smallest ``bits`` (0-16) such that one of ``2**bits`` partitions fits half the budget.
+
+    Never so many partitions that they average fewer than a few thousand records.
+    """
     budget = max(1.0, memory_mb * _MB / 2)
     bits = 0
-    while bits < _MAX_BITS and records * _WORK_BYTES_PER_REC / (1 << bits) > budget:
+    while (bits < _MAX_BITS and records * _WORK_BYTES_PER_REC / (1 << bits) > budget
+           and records >> (bits + 1) >= _MIN_PER_PART):
         bits += 1
     return bits
 
@@ -302,11 +311,18 @@ def stream_exchange(channel: Channel, peer: str, prep: StreamPrepared, *, leader
     rows_path = work / "sent-rows.bin"
     rows_path.touch(mode=0o600)
     errors: list[BaseException] = []
+    # Pacing: when our batches come back re-blinded, send at most _AHEAD batches ahead of the
+    # returns, so the peer's inbox never holds more than that (no change on the wire).
+    credit = threading.Semaphore(_AHEAD) if learns else None
+    stop = threading.Event()
 
     def send_mine() -> None:
         try:
             with open(rows_path, "ab") as rf:
                 for i, (pts, rows) in enumerate(prep.batches()):
+                    while credit is not None and not credit.acquire(timeout=1.0):
+                        if stop.is_set():
+                            return
                     rf.write(rows.astype("<i8", copy=False).tobytes())
                     rf.flush()
                     channel.send(peer, f"{tag}.blinded.{i}", pts, kind="masked")
@@ -321,6 +337,8 @@ def stream_exchange(channel: Channel, peer: str, prep: StreamPrepared, *, leader
                     if len(rows) != len(arr):
                         raise ProtocolError(f"{me}: {peer!r} returned re-blinded values for batches not yet sent")
                     own_d.add(_as_records(arr, rows))
+                    if credit is not None:
+                        credit.release()
             own_d.flush()
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
@@ -389,6 +407,7 @@ def stream_exchange(channel: Channel, peer: str, prep: StreamPrepared, *, leader
                 )
         return result
     finally:
+        stop.set()
         shutil.rmtree(work, ignore_errors=True)
 
 
