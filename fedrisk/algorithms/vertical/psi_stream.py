@@ -30,15 +30,16 @@ raw or normalised id.
 
 Memory: the largest partition (about ``(|own| + |peer|) / 2**bits`` records), the write buffers
 (a quarter of the budget) and a few pool batches. ``bits`` is chosen from ``memory_mb`` and the set
-sizes. The inbox stays small because a party sends at most a few batches ahead of the re-blinded
-values it gets back (``_AHEAD``; the wire is unchanged, an in-memory peer simply sends without
-pacing). Not bounded: the follower's inbox when ``reveal="leader"`` (nothing comes back to
-pace on: up to 32 bytes per leader id), and the caller's own copy of the ids when it passes them as an in-memory sequence. The leader of a
+sizes. Not bounded: the transport's inbox, which can hold up to the peer's whole blinded set (32 bytes
+per peer id) when the peer sends faster than this party re-blinds (sending is not paced, since
+the in-memory path waits for the whole set before returning anything, and pacing would deadlock
+with it), and the caller's own copy of the ids when it passes them as an in-memory sequence. The leader of a
 star keeps one int64 per own row per follower to combine the pairs (8 bytes per id).
 """
 from __future__ import annotations
 
 import hashlib
+import queue
 import shutil
 import tempfile
 import threading
@@ -69,6 +70,7 @@ BYTES_PER_ID_IN_MEMORY = 600
 _MAX_BITS = 16
 #: Batches a party sends ahead of the re-blinded returns (bounds the peer's inbox).
 _AHEAD = 4
+_PACE = False
 #: Fewer records per partition than this costs more in files and buffers than it saves.
 _MIN_PER_PART = 4096
 
@@ -313,7 +315,9 @@ def stream_exchange(channel: Channel, peer: str, prep: StreamPrepared, *, leader
     errors: list[BaseException] = []
     # Pacing: when our batches come back re-blinded, send at most _AHEAD batches ahead of the
     # returns, so the peer's inbox never holds more than that (no change on the wire).
-    credit = threading.Semaphore(_AHEAD) if learns else None
+    # Pacing is off: the in-memory path re-blinds only after receiving the whole set, so a pacing
+    # streaming peer would deadlock with it. Kept as a switch for streaming-only deployments.
+    credit = threading.Semaphore(_AHEAD) if (learns and _PACE) else None
     stop = threading.Event()
 
     def send_mine() -> None:
@@ -349,27 +353,39 @@ def stream_exchange(channel: Channel, peer: str, prep: StreamPrepared, *, leader
     try:
         for t in threads:
             t.start()
-        window: deque[tuple[int, Any]] = deque()
-        limit = 2 * psi.worker_count() + 2
+        # Re-blinded batches are collected and returned by a drainer thread as soon as they are
+        # ready, so a peer waiting for its returns (pacing) never waits on our next recv.
+        pending: queue.Queue = queue.Queue(maxsize=2 * psi.worker_count() + 2)
 
         def drain() -> None:
-            i, fut = window.popleft()
             try:
-                d = psi.points_from_future(fut)
-            except CryptoError as e:
-                raise ProtocolError(f"{me}: batch {tag}.blinded.{i} from {peer!r} is malformed: {e}") from None
-            peer_d.add(d)
-            if give_back:
-                channel.send(peer, f"{tag}.reblinded.{i}", d, kind="masked")
+                while True:
+                    item = pending.get()
+                    if item is None:
+                        return
+                    i, fut = item
+                    try:
+                        d = psi.points_from_future(fut)
+                    except CryptoError as e:
+                        raise ProtocolError(f"{me}: batch {tag}.blinded.{i} from {peer!r} is malformed: {e}") from None
+                    peer_d.add(d)
+                    if give_back:
+                        channel.send(peer, f"{tag}.reblinded.{i}", d, kind="masked")
+            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(e)
+                while pending.get() is not None:  # keep the producer unblocked
+                    pass
 
-        for i, b in enumerate(pp._recv_points(channel, peer, f"{tag}.blinded", peer_n, peer_batch, wait)):
-            if errors:
-                break
-            window.append((i, psi.submit_reblind(b, prep.key)))
-            while len(window) >= limit:
-                drain()
-        while window:
-            drain()
+        drainer = threading.Thread(target=drain, name=f"psi-back-{me}", daemon=True)
+        drainer.start()
+        try:
+            for i, b in enumerate(pp._recv_points(channel, peer, f"{tag}.blinded", peer_n, peer_batch, wait)):
+                if errors:
+                    break
+                pending.put((i, psi.submit_reblind(b, prep.key)))
+        finally:
+            pending.put(None)
+            drainer.join()
         peer_d.flush()
         for t in threads:
             t.join()
