@@ -56,6 +56,7 @@ __all__ = [
     "reblind",
     "iter_hash_and_blind",
     "submit_reblind",
+    "submit_hash_and_blind",
     "hash_and_blind_kernel",
     "reblind_kernel",
     "points_from_future",
@@ -360,3 +361,14 @@ def submit_reblind(points: np.ndarray, key: bytes) -> Future:
 def points_from_future(fut: Future) -> np.ndarray:
     """Result of :func:`submit_reblind` as an ``(n, 32) uint8`` array (raises :class:`CryptoError`)."""
     return _result(fut)
+
+
+def submit_hash_and_blind(ids: Sequence[str], key: bytes, salt: str | bytes) -> Future:
+    """Start ``key * H(id)`` for one batch of normalised ids; resolve with :func:`points_from_future`.
+
+    The streaming PSI (:mod:`fedrisk.algorithms.vertical.psi_stream`) keeps only a few such batches
+    in flight, so memory stays bounded whatever the size of the set.
+    """
+    _check_key(key)
+    enc = _encode_ids(ids)
+    return _submit(hash_and_blind_kernel, key, hash_prefix(salt), enc, inline=len(enc) < INLINE_BELOW)

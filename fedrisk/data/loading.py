@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -777,3 +777,65 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
                             "needs integer ids — use a separate split column for non-numeric keys") from None
         out[i] = (n % modulus) == remainder
     return out
+
+
+def iter_id_chunks(path: str | Path, id_col: str, *, party: str, rows: int = 262144,
+                   sep: str | None = None) -> Iterator[np.ndarray]:
+    """Yield a party's id column in chunks of ``rows``, without loading the file (for streaming PSI).
+
+    CSV is read with pandas' ``chunksize`` (only the id column, as strings, exactly as
+    :func:`load_party_table` reads it); Parquet by record batches of the id column. Each chunk is
+    normalised like the loaded table's ids (stripped strings, integral floats as integers); empty
+    ids are one :class:`DataError` naming the file, column and row. Duplicates are checked by the
+    PSI itself over the whole set.
+    """
+    path = Path(path)
+    ctx = _Ctx(party, path)
+    kind = _file_kind(path)
+    if not path.is_file() or kind is None:
+        raise ctx.error("not a readable .csv or .parquet file; check the data path in the job spec")
+    offset = 0
+    try:
+        if kind == "csv":
+            reader = pd.read_csv(path, usecols=lambda c: str(c).strip() == id_col, dtype=str, sep=sep or ",",
+                                 skipinitialspace=True, chunksize=rows)
+            frames = (f.iloc[:, 0] if f.shape[1] else None for f in reader)
+        else:
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            if id_col not in pf.schema_arrow.names:
+                raise ctx.error(f"no id column {id_col!r}; set the party's id column in the job spec")
+            frames = (b.column(0).to_pandas() for b in pf.iter_batches(batch_size=rows, columns=[id_col]))
+        for raw in frames:
+            if raw is None:
+                raise ctx.error(f"no id column {id_col!r}; set the party's id column in the job spec")
+            missing = raw.isna().to_numpy()
+            if missing.any():
+                first = offset + int(np.flatnonzero(missing)[0])
+                raise ctx.error(f"id column {id_col!r} is empty at data row {first + 1}; every row needs a "
+                                "customer key — drop or fill those rows")
+            ids = _normalise_ids(ctx, raw.reset_index(drop=True), id_col)
+            offset += len(ids)
+            yield ids
+    except DataError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise ctx.error(f"cannot read the id column {id_col!r}: {_one_line(exc)}") from None
+
+
+def count_id_rows(path: str | Path) -> int:
+    """Data rows of a CSV (line count minus the header; quoted newlines count extra) or Parquet file.
+
+    A cheap estimate for sizing streaming PSI's spill partitions, not a validation.
+    """
+    path = Path(path)
+    if _file_kind(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    n = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+    return max(0, n - 1)

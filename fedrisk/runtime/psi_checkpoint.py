@@ -110,7 +110,8 @@ def aligned_rows(ctx: Any, ids: Sequence[Any]) -> Alignment:
             ctx.log.info("PSI alignment resumed from %s: %d of this party's %d rows", _path(ctx), al.size, al.own_rows)
             return al
         ctx.log.info("resume: aligning again (%s)", why)
-    al = align_parties(ctx.channel, lh, hosts, ids, salt=salt, log=ctx.log, protocol=spec.psi.protocol)
+    al = align_parties(ctx.channel, lh, hosts, ids, salt=salt, log=ctx.log, protocol=spec.psi.protocol,
+                       memory_mb=spec.psi.memory_mb, spill_dir=ctx.out / "tmp")
     write_json(_path(ctx), {"format": FORMAT, "version": 1, "job": spec.job_id, "salt": salt, "peers": peers,
                             "fingerprint": _fingerprint(salt, ids), "aligned_digest": _digest(salt, ids, al),
                             "indices": al.indices, "size": al.size, "peer_sizes": al.peer_sizes})

@@ -252,6 +252,8 @@ class PsiSpec(_Strict):
     """How vertical jobs align rows: ``ecdh`` (ristretto255, no extra dependency) or ``rr22``."""
 
     protocol: Literal["ecdh", "rr22"] = "ecdh"
+    #: memory budget of a party's ECDH-PSI in MB; larger sets stream through the run's tmp dir
+    memory_mb: float | None = Field(default=None, gt=0)
 
 
 class JobSpec(_Strict):

@@ -81,7 +81,8 @@ def alignment_salt(job_id: str, purpose: str = "train") -> str:
 
 
 def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence[str], ids: Sequence[Any], *,
-                  salt: str, tag: str = "psi", log: Any = None, protocol: str = "ecdh") -> Alignment:
+                  salt: str, tag: str = "psi", log: Any = None, protocol: str = "ecdh",
+                  memory_mb: float | None = None, spill_dir: Any = None) -> Alignment:
     """Private set intersection of all parties' ids; every party calls this with its own ``ids``.
 
     Parameters
@@ -103,6 +104,11 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
     protocol : {"ecdh", "rr22"}, default "ecdh"
         The job's ``[psi] protocol``; every party must pass the same (the protocols' hellos
         differ, so a mismatch fails at once). ``"rr22"`` needs the ``fedrisk[psi]`` extra.
+    memory_mb : float, optional
+        ``[psi] memory_mb``: above it the ECDH path streams through disk
+        (:mod:`~fedrisk.algorithms.vertical.psi_stream`); RR22 (spu) holds its sets in memory.
+    spill_dir : path, optional
+        The party's run/tmp directory for the streaming path's spill files.
 
     Returns
     -------
@@ -126,7 +132,8 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
         res = rr22_align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both",
                               tag=f"{tag}.rr22")
     else:
-        res = align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both", tag=tag)
+        res = align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both", tag=tag,
+                         memory_mb=memory_mb, spill_dir=spill_dir)
     assert res.indices is not None
     indices = canonical_order(ids if isinstance(ids, np.ndarray) else list(ids), res.indices, salt)
     out = Alignment(indices, int(res.size), len(ids), dict(res.peer_sizes), time.perf_counter() - t0, protocol)

@@ -310,7 +310,8 @@ def _empty_error(me: str, who: str) -> DataError:
 
 
 def psi_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool, salt: str, casefold: bool = False,
-              reveal: str = "both", tag: str = "psi") -> PsiResult:
+              reveal: str = "both", tag: str = "psi", memory_mb: float | None = None,
+              spill_dir: Any = None) -> PsiResult:
     """Align this party's rows with ``peer``'s by ECDH-PSI over ristretto255.
 
     Both parties call this with their own ``ids``; exactly one passes ``leader=True``.
@@ -334,6 +335,13 @@ def psi_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool, 
         Who learns the intersection; with ``"leader"`` the follower's result has ``indices=None``.
     tag : str, default "psi"
         Tag namespace; must be ``"psi"`` or start with ``"psi."``.
+    memory_mb : float, optional
+        Memory budget of this party's PSI (``[psi] memory_mb``). When the in-memory path would
+        exceed it, or when ``ids`` is a :class:`~fedrisk.algorithms.vertical.psi_stream.IdChunks`,
+        the set is blinded in chunks and spilled to disk (:mod:`~fedrisk.algorithms.vertical.psi_stream`):
+        same messages, same result.
+    spill_dir : path, optional
+        Where the streaming path's private spill directory goes (the party's run/tmp dir).
 
     Returns
     -------
@@ -357,15 +365,24 @@ def psi_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool, 
     must not return them).
     """
     _check_args(channel, tag, reveal, salt)
-    prep = _Prepared(channel.me, ids, salt, casefold)
-    result = _exchange(channel, peer, prep, leader=leader, salt=salt, casefold=casefold, reveal=reveal, tag=tag)
+    from fedrisk.algorithms.vertical import psi_stream
+
+    sp = psi_stream.prepare(channel.me, ids, salt, casefold, memory_mb, spill_dir)
+    if sp is not None:
+        with sp:
+            result = psi_stream.stream_exchange(channel, peer, sp, leader=leader, salt=salt, casefold=casefold,
+                                                reveal=reveal, tag=tag)
+    else:
+        prep = _Prepared(channel.me, ids, salt, casefold)
+        result = _exchange(channel, peer, prep, leader=leader, salt=salt, casefold=casefold, reveal=reveal, tag=tag)
     if result.size == 0:
         raise _empty_error(channel.me, repr(peer))
     return result
 
 
 def align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Sequence[Any], *, salt: str,
-               casefold: bool = False, reveal: str = "both", tag: str = "psi") -> PsiResult:
+               casefold: bool = False, reveal: str = "both", tag: str = "psi", memory_mb: float | None = None,
+               spill_dir: Any = None) -> PsiResult:
     """Align rows across a leader and several followers (a star of pairwise PSIs).
 
     Every party calls this with the same ``leader`` and ``followers`` and its own ``ids``.
@@ -378,8 +395,8 @@ def align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Seq
         The label holder, who runs one PSI with each follower.
     followers : sequence of str
         The other parties, in a fixed order known to all (the common order follows the first).
-    ids, salt, casefold, reveal, tag
-        As in :func:`psi_align`.
+    ids, salt, casefold, reveal, tag, memory_mb, spill_dir
+        As in :func:`psi_align` (streaming when the budget asks for it).
 
     Returns
     -------
@@ -403,6 +420,8 @@ def align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Seq
     and the size of the common intersection. The leader learns every pairwise intersection.
     """
     _check_args(channel, tag, reveal, salt)
+    from fedrisk.algorithms.vertical import psi_stream
+
     me = channel.me
     followers = list(followers)
     if not followers or len(set(followers)) != len(followers) or leader in followers:
@@ -410,13 +429,21 @@ def align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Seq
     if me != leader:
         if me not in followers:
             raise ConfigError(f"party {me!r} is neither the leader {leader!r} nor a follower {followers!r}")
-        prep = _Prepared(me, ids, salt, casefold)
-        pair = _exchange(channel, leader, prep, leader=False, salt=salt, casefold=casefold, reveal=reveal, tag=tag,
-                         pairs=len(followers))
+        sp = psi_stream.prepare(me, ids, salt, casefold, memory_mb, spill_dir)
+        if sp is not None:
+            with sp:
+                pair = psi_stream.stream_exchange(channel, leader, sp, leader=False, salt=salt, casefold=casefold,
+                                                  reveal=reveal, tag=tag, pairs=len(followers))
+            prep_n = sp.n
+        else:
+            prep = _Prepared(me, ids, salt, casefold)
+            pair = _exchange(channel, leader, prep, leader=False, salt=salt, casefold=casefold, reveal=reveal,
+                             tag=tag, pairs=len(followers))
+            prep_n = prep.n
         if reveal == "leader":
             return pair
         # the leader sends psi.keep once every pair is done; allow for the other followers' work
-        wait = _wait_budget(channel.recv_timeout, prep.n, pair.peer_sizes[leader], len(followers))
+        wait = _wait_budget(channel.recv_timeout, prep_n, pair.peer_sizes[leader], len(followers))
         keep = channel.recv(leader, f"{tag}.keep", timeout=wait)
         assert pair.indices is not None
         m = len(pair.indices)
@@ -428,13 +455,19 @@ def align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Seq
         idx = pair.indices[keep]
         return PsiResult(idx, int(len(idx)), pair.peer_sizes)
 
-    prep = _Prepared(me, ids, salt, casefold)
+    sp = psi_stream.prepare(me, ids, salt, casefold, memory_mb, spill_dir)
+    prep = sp if sp is not None else _Prepared(me, ids, salt, casefold)
+    run = psi_stream.stream_exchange if sp is not None else _exchange
     # One thread per follower: every follower progresses at once (no follower idles until the
     # leader is done with the others), and all of them share the leader's one process pool.
-    with ThreadPoolExecutor(len(followers), thread_name_prefix=f"psi-{me}") as ex:
-        futs = [ex.submit(_exchange, channel, f, prep, leader=True, salt=salt, casefold=casefold, reveal=reveal,
-                          tag=tag, pairs=len(followers)) for f in followers]
-        pairs = [f.result() for f in futs]
+    try:
+        with ThreadPoolExecutor(len(followers), thread_name_prefix=f"psi-{me}") as ex:
+            futs = [ex.submit(run, channel, f, prep, leader=True, salt=salt, casefold=casefold,  # type: ignore[arg-type]
+                              reveal=reveal, tag=tag, pairs=len(followers)) for f in followers]
+            pairs = [f.result() for f in futs]
+    finally:
+        if sp is not None:
+            sp.close()
     positions = []
     for res in pairs:
         pos = np.full(prep.n, -1, dtype=np.int64)
