@@ -104,12 +104,14 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
         connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
         ledger=Ledger(name, ledger_path), inbound_ledger=Ledger(name, in_path, direction="in", fsync=False),
         limits=MailboxLimits(max_queued_bytes=spec.security.max_queued_mib << 20, unread_ttl=spec.security.unread_ttl),
-        tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.",), peer_cas=spec.pinned_cas(),
+        tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.", "ckpt."), peer_cas=spec.pinned_cas(),
         listen=spec.listen_address(name),
     )
     progress = ProgressLog(out / "progress" / f"{name}.jsonl" if name == driver else None, log)
     ctx = PartyContext(name=name, spec=spec, channel=channel, out=out, log=log, progress=progress,
                        certs_dir=certs_dir, resume=resume)
+    if resume:
+        ctx.checkpoints  # noqa: B018 - refuse an unknown or mismatched checkpoint before anyone connects
     t0 = time.perf_counter()
     limit = spec.security.connect_timeout
     with stop_on_signals(f"participant {name!r}"):
