@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -86,7 +85,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     out.mkdir(parents=True, exist_ok=True)
     log = party_logger(name, out, console)
     if spec_file is not None:
-        _keep_spec(spec_file, out)
+        _keep_spec(spec_file, out, name, spec)
     certs_dir = Path(certs) if certs is not None else spec.resolve(spec.security.certs)
     if certs_dir is None:
         raise ConfigError(f"participant {name!r}: no certificates; set security.certs in the job spec or pass --certs DIR")
@@ -111,7 +110,11 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     ctx = PartyContext(name=name, spec=spec, channel=channel, out=out, log=log, progress=progress,
                        certs_dir=certs_dir, resume=resume)
     if resume:
-        ctx.checkpoints  # noqa: B018 - refuse an unknown or mismatched checkpoint before anyone connects
+        try:  # refuse an unknown or mismatched checkpoint before anyone connects
+            ctx.checkpoints  # noqa: B018
+        except FedriskError as e:
+            log.error("failed: %s", e)  # simulate names the root cause from this line
+            raise
     t0 = time.perf_counter()
     limit = spec.security.connect_timeout
     with stop_on_signals(f"participant {name!r}"):
@@ -155,14 +158,13 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
             channel.close()
 
 
-def _keep_spec(spec_file: Path, out: Path) -> None:
-    """Copy the job spec into the run directory (atomically: parties of one simulate share it)."""
+def _keep_spec(spec_file: Path, out: Path, name: str, spec: JobSpec) -> None:
+    """Keep this party's view of the job spec in the run directory (see :mod:`fedrisk.runtime.spec_copy`)."""
+    from fedrisk.runtime.spec_copy import KEPT_BY_ENV, write_party_spec
+
+    if os.environ.get(KEPT_BY_ENV):
+        return  # simulate keeps the whole spec in the run directory its participants share
     target = out / "job.toml"
-    try:
-        if target.exists() and target.resolve() == spec_file.resolve():
-            return
-        tmp = out / f".job.toml.{os.getpid()}.tmp"
-        shutil.copyfile(spec_file, tmp)
-        tmp.replace(target)
-    except OSError as e:
-        raise ConfigError(f"cannot write the job spec into the run directory {out}: {e.strerror}") from None
+    if target.exists() and target.resolve() == spec_file.resolve():
+        return
+    write_party_spec(spec_file, out, name, spec.evaluation_holder())

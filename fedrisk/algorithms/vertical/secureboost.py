@@ -754,8 +754,12 @@ class SecureBoostLabelHolder:
             self.host_monotone[h] = mono
 
     def fit(self, channel: Channel, hosts: Sequence[str], X: np.ndarray, y: np.ndarray,
-            feature_names: Sequence[str], monotone: dict[str, int] | None = None) -> "SecureBoostLabelHolder":
+            feature_names: Sequence[str], monotone: dict[str, int] | None = None,
+            start: dict | None = None, checkpoint: Callable[[int, dict], None] | None = None) -> "SecureBoostLabelHolder":
         """Train with every feature holder in ``hosts`` (which call :meth:`SecureBoostFeatureHolder.fit`).
+
+        Resume hooks (the runtime owns the files): ``checkpoint(t, state)`` after tree ``t`` with
+        this party's own state; ``start`` is such a state to continue from.
 
         ``X``/``y`` are the PSI-aligned training rows, in the order every party shares.
         ``monotone`` maps some of this party's features to +1/-1 (score non-decreasing /
@@ -788,8 +792,13 @@ class SecureBoostLabelHolder:
         scale = float(2 ** p.precision)
         trees: list[dict] = []
         history: list[dict] = []
-        best_loss, best_it, stop = np.inf, 0, False
-        for t in range(p.n_trees):
+        best_loss, best_it, stop, first = np.inf, 0, False, 0
+        if start is not None:  # resume hook: trees so far, margins, early-stopping state; replay the row draws
+            trees, history, margin, best_loss, best_it, stop, first = (start[k] for k in (
+                "trees", "history", "margin", "best_loss", "best_it", "stop", "t"))
+            for _ in range(first):
+                schedule.tree_rows()
+        for t in range(p.n_trees if stop else first, p.n_trees):
             g, h = logloss_grad_hess(y, margin)
             # the fixed-point grid the feature holders see: plaintext and encrypted sums then agree
             g, h = np.round(g * scale) / scale, np.round(h * scale) / scale
@@ -838,6 +847,9 @@ class SecureBoostLabelHolder:
             else:
                 best_it = t + 1
             history.append(rec)
+            if checkpoint is not None:
+                checkpoint(t + 1, {"t": t + 1, "trees": trees, "history": history, "margin": margin,
+                                   "best_loss": best_loss, "best_it": best_it, "stop": stop})
             if self.on_tree is not None:
                 self.on_tree(t + 1, rec)
             if stop:
@@ -1075,8 +1087,11 @@ class SecureBoostFeatureHolder:
         self.params = params
 
     def fit(self, channel: Channel, label_holder: str, X: np.ndarray, feature_names: Sequence[str],
-            monotone: dict[str, int] | None = None) -> "SecureBoostFeatureHolder":
+            monotone: dict[str, int] | None = None,
+            start: dict | None = None, checkpoint: Callable[[int, dict], None] | None = None) -> "SecureBoostFeatureHolder":
         """Train with the label holder; ``monotone`` maps some of this party's features to +1/-1.
+
+        Resume hooks as in :meth:`SecureBoostLabelHolder.fit` (this party's own split nodes per tree).
 
         Only each constrained feature's anonymous index and direction are sent (in ``sb.bins``).
         """
@@ -1123,8 +1138,14 @@ class SecureBoostFeatureHolder:
         trees: list[dict] = []
         root_plans: dict[tuple[int, int], _LevelPlan] = {}
         plan_rows: np.ndarray | None = None
-        t = 0
+        t = first = int(start["t"]) if start is not None else 0
+        if start is not None:  # resume hook: this party's split nodes so far; replay the row draws
+            trees = start["trees"]
+            for _ in range(t):
+                schedule.tree_rows()
         while True:
+            if checkpoint is not None and t > first:
+                checkpoint(t, {"t": t, "trees": trees})
             expected_rows = schedule.tree_rows()  # drawn for every tree, as the label holder does
             if t == 0 and p.first_tree_label_holder_only:
                 # the label holder builds tree 0 alone (a shared setting): nothing to receive
