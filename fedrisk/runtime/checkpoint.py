@@ -54,7 +54,7 @@ import numpy as np
 
 from fedrisk.errors import ConfigError, ProtocolError
 
-__all__ = ["CheckpointStore", "CheckpointError", "Resumption", "fingerprint", "FORMAT", "KEEP", "CRASH_ENV"]
+__all__ = ["CheckpointStore", "CheckpointError", "Resumption", "fingerprint", "digest", "FORMAT", "KEEP", "CRASH_ENV"]
 
 FORMAT = "fedrisk.checkpoint"
 VERSION = 1
@@ -210,6 +210,19 @@ def _maybe_crash(party: str, stage: str, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+_INPUTS = "__inputs__"
+
+
+def digest(*arrays: Any) -> str:
+    """SHA-256 of arrays' dtypes, shapes and bytes (a stage's inputs, compared on resume)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 class Resumption:
     """A party's view of checkpoints during one run: agree on a step, restore, save.
 
@@ -223,19 +236,25 @@ class Resumption:
 
     def __init__(self, ctx: Any, store: CheckpointStore) -> None:
         self.ctx, self.store = ctx, store
+        self._inputs: dict[str, str | None] = {}
 
-    def start(self, stage: str, holders: Iterable[str]) -> tuple[int, dict[str, Any] | None]:
+    def start(self, stage: str, holders: Iterable[str], inputs: Any = None) -> tuple[int, dict[str, Any] | None]:
         """Agree with the other holders of ``stage`` on the step to continue from.
 
         Returns ``(step, this party's state at that step)``, or ``(0, None)`` to start the stage
-        afresh. Sends nothing unless the run was started with ``--resume``.
+        afresh. Sends nothing unless the run was started with ``--resume``. ``inputs``: what
+        this stage starts from when an earlier stage is recomputed on resume (e.g. the WOE columns
+        of a scorecard's LR stage); a step saved from other inputs is not offered, so a changed
+        earlier stage makes every holder start this one afresh.
         """
         holders = list(holders)
         ctx = self.ctx
         me = ctx.name
+        self._inputs[stage] = None if inputs is None else inputs if isinstance(inputs, str) else digest(inputs)
         if not ctx.resume or me not in holders:
             return 0, None
-        mine = self.store.steps(stage)
+        mine = [k for k in self.store.steps(stage)
+                if self._inputs[stage] is None or self.store.load(stage, k).get(_INPUTS) == self._inputs[stage]]
         if len(holders) > 1:
             hub = holders[0]
             ch = ctx.channel
@@ -265,6 +284,8 @@ class Resumption:
         return step, self.store.load(stage, step)
 
     def save(self, stage: str, step: int, state: dict[str, Any]) -> None:
+        if self._inputs.get(stage) is not None:
+            state = {**state, _INPUTS: self._inputs[stage]}
         self.store.save(stage, step, state)
 
     def saver(self, stage: str):

@@ -115,8 +115,13 @@ def run(ctx: PartyContext) -> None:
             shown = {k: v for k, v in rec.items() if k not in ("tree", "contributors")}
             ctx.progress.update(t, cfg.n_trees, **shown, contributors=",".join(rec.get("contributors", [])))
 
+        # resume: only the coordinator holds training state; with [privacy] the bins' noise differs
+        # every run (and the budget would be spent twice), so such a job starts afresh
+        _, state = ctx.checkpoints.start("train", [COORDINATOR]) if privacy is None else (0, None)
+        if ctx.resume and privacy is not None:
+            ctx.log.warning("resume: a job with [privacy] starts afresh (its noisy bins differ every run)")
         model = run_coordinator(ctx.channel, banks, cfg, agg, privacy=privacy, on_tree=on_tree,
-                                log=ctx.log.warning)
+                                log=ctx.log.warning, start=state, checkpoint=ctx.checkpoints.saver("train"))
         ctx.log.info("trained %d trees (kept %d) in %d aggregations; phases %s", len(model.history),
                      len(model.trees), model.rounds, model.phases)
         if model.privacy is not None:

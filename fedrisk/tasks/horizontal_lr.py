@@ -22,9 +22,6 @@ Outputs in the run directory: ``model.json`` (every participant writes the same 
 """
 from __future__ import annotations
 
-import json
-
-import numpy as np
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -182,20 +179,17 @@ def run(ctx: PartyContext) -> None:
     agg = make_aggregation(ctx, params)
     banks = list(spec.parties)
     if ctx.name == COORDINATOR:
-        ckpt_path = ctx.out / "checkpoints" / "coordinator.json"
-        start = None
-        if ctx.resume and ckpt_path.exists():
-            state = json.loads(ckpt_path.read_text())
-            start = (int(state["round"]), np.asarray(state["w"]))
-            ctx.log.info("resuming after round %d from %s", start[0], ckpt_path)
+        # resume: only the coordinator holds training state (banks compute from the broadcast model)
+        step, state = ctx.checkpoints.start("train", [COORDINATOR])
+        start = (step, state) if state is not None else None
+        if start is not None:
+            ctx.log.info("resuming after round %d", step)
 
         def on_round(r: int, rec: dict) -> None:
             ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
 
-        def checkpoint(r: int, state: dict) -> None:
-            ctx.write_json("checkpoints/coordinator.json", {"round": r, **state})
-
-        model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start, checkpoint=checkpoint,
+        model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start,
+                                checkpoint=ctx.checkpoints.saver("train"),
                                 log=ctx.log.warning)
         if model.membership.get("dropped"):
             ctx.log.warning("finished without banks %s; contributors per round: %s", sorted(model.membership["dropped"]),

@@ -489,7 +489,11 @@ def run(ctx: PartyContext) -> None:
         if is_lh:
             ctx.progress.update(e, total, stage="train", **{k: v for k, v in rec.items() if k == "val_loss"})
 
-    model = train(ctx.channel, lh, hosts, W[tr], y_tr, cfg, on_epoch=on_epoch)
+    # resume: the WOE stage above is recomputed (deterministic); the LR stage continues from the last
+    # iteration every party checkpointed on these same WOE columns
+    _, state = ctx.checkpoints.start("train", [lh, *hosts], inputs=W[tr])
+    model = train(ctx.channel, lh, hosts, W[tr], y_tr, cfg, on_epoch=on_epoch, start=state,
+                  checkpoint=ctx.checkpoints.saver("train"))
     part = PointsPart.build(me, feats, bins, woe, model.coef, card, intercept=model.intercept if is_lh else None)
     part.counts = {f: np.bincount(bins[f].assign(X_tr[f]), minlength=bins[f].n_bins + 1).tolist() for f in part.features}
     doc = {"format": FORMAT if is_lh else FORMAT + ".part", "version": 1, "task": KIND, "job": spec.job_id,

@@ -175,3 +175,65 @@ def test_secureboost_resumes_after_a_feature_holder_crash(tmp_path):
     spec = vertical_job(tmp_path, "vertical.secureboost", "n_trees = 5\nmax_depth = 2\nsubsample = 0.8\n"
                         "validation_fraction = 0.1\n", n=600)
     crash_and_resume(tmp_path, spec, "payco", "train", 2, ["model.json", "model-payco.json"], atol=1e-9)
+
+
+def horizontal_job(tmp: Path, kind: str, task: str, banks: int = 3) -> Path:
+    rng = np.random.default_rng(5)
+    w = np.array([1.0, -0.7, 0.4])
+    ports = free_ports(banks + 1)
+    parts = []
+    for i in range(banks):
+        n = 500 + 50 * i
+        X = rng.normal(loc=0.2 * i, size=(n, 3))
+        y = (rng.random(n) < 1 / (1 + np.exp(-(X @ w - 0.3)))).astype(int)
+        frame = pd.DataFrame({"id": np.arange(n) + 10_000 * i, "y": y, **{f"x{j}": X[:, j] for j in range(3)}})
+        frame.to_csv(tmp / f"bank{i + 1}.csv", index=False)
+        if i == 0:
+            frame.iloc[:150].assign(id=lambda d: d["id"] + 900_000).to_csv(tmp / "test.csv", index=False)
+        parts.append(f'[parties.bank{i + 1}]\naddress = "127.0.0.1:{ports[i + 1]}"\ndata = "bank{i + 1}.csv"\n'
+                     'id = "id"\nlabel = "y"\n')
+    spec = tmp / "job.toml"
+    spec.write_text(textwrap.dedent(f"""
+        [federation]
+        name = "resume-h"
+        seed = 11
+        [coordinator]
+        address = "127.0.0.1:{ports[0]}"
+        """) + "\n".join(parts) + f'\n[task]\nkind = "{kind}"\n' + textwrap.dedent(task) + textwrap.dedent("""
+        [evaluation]
+        test = "test.csv"
+        [security]
+        connect_timeout = 20
+        recv_timeout = 120
+        """))
+    return spec
+
+
+@case("horizontal_lr_newton")
+def test_horizontal_lr_newton_resumes_after_the_coordinator_crash(tmp_path):
+    spec = horizontal_job(tmp_path, "horizontal.lr", "rounds = 20\n")
+    crash_and_resume(tmp_path, spec, "coordinator", "train", 3, ["model.json"], atol=1e-9)
+
+
+@case("horizontal_lr_fedavg")
+def test_horizontal_lr_fedavg_resumes_after_the_coordinator_crash(tmp_path):
+    spec = horizontal_job(tmp_path, "horizontal.lr", "solver = 'fedavg'\nrounds = 6\ntol = 0.0\n")
+    crash_and_resume(tmp_path, spec, "coordinator", "train", 3, ["model.json"], atol=1e-9)
+
+
+@case("horizontal_gbdt")
+def test_horizontal_gbdt_resumes_after_the_coordinator_crash(tmp_path):
+    spec = horizontal_job(tmp_path, "horizontal.gbdt", "n_trees = 5\nmax_depth = 2\nsubsample = 0.8\n")
+    crash_and_resume(tmp_path, spec, "coordinator", "train", 2, ["model.json"], atol=1e-9)
+
+
+@case("vertical_scorecard")
+def test_vertical_scorecard_recomputes_its_woe_stage_and_resumes_its_lr_stage(tmp_path):
+    spec = vertical_job(tmp_path, "vertical.scorecard", "max_iter = 6\nstep_tol = 0.0\niv_threshold = 0.0\n")
+    crash_and_resume(tmp_path, spec, "lender", "train", 3, ["scorecard-lender.json", "scorecard-payco.json"], atol=1e-6)
+
+
+@case("horizontal_scorecard")
+def test_horizontal_scorecard_resumes_its_lr_stage_after_the_coordinator_crash(tmp_path):
+    spec = horizontal_job(tmp_path, "horizontal.scorecard", "rounds = 20\niv_threshold = 0.0\n")
+    crash_and_resume(tmp_path, spec, "coordinator", "train", 2, ["scorecard.json"], atol=1e-9)

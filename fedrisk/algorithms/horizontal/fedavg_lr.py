@@ -135,9 +135,10 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
     average is over each round's contributors.
     """
     banks = list(banks)
-    first, w = 1, None
-    if start is not None:
-        first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
+    first, w, resumed = 1, None, {}
+    if start is not None:  # (round, state written by checkpoint) or, from older checkpoints, (round, w)
+        resumed = start[1] if isinstance(start[1], dict) else {"w": start[1]}
+        first, w = start[0] + 1, np.asarray(resumed["w"], dtype=np.float64)
     agg, roster, st = agreed_roster(channel, banks, aggregation or PlainAggregation(),
                                     lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first}), log=log)
     names, mean, scale, constant = st.feature_names, st.mean, st.scale, st.constant_features
@@ -149,8 +150,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
     history: list[dict] = []
     lr = cfg.learning_rate * cfg.lr_decay ** (first - 1)
     r = first
-    done = False
-    last_loss = None
+    done = bool(resumed.get("done", False))
+    last_loss = resumed.get("last_loss")
+    history = list(resumed.get("history", []))
     while True:
         done = done or r > cfg.rounds
         roster.broadcast(r, f"hlr.global.r{r}", {"w": w, "done": done, "lr": lr, "loss": last_loss}, kind="model")
@@ -171,7 +173,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
                "contributors": list(res.contributors)}
         history.append(rec)
         if checkpoint is not None:
-            checkpoint(r, {"w": w, "history": history})
+            checkpoint(r, {"w": w, "history": history, "last_loss": last_loss, "done": change < cfg.tol})
         if on_round is not None:
             on_round(r, rec)
         if change < cfg.tol:

@@ -346,6 +346,9 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     while True:
         plan = channel.recv(coordinator, f"hgb.p{step}")
         _check_plan(plan, nb, f"bank {me!r}: plan step {step} from the coordinator")
+        for nodes in plan.get("resume_trees") or []:  # resume hook: the trees built before a restart
+            _check_plan({"tree_done": nodes}, nb, f"bank {me!r}: a resumed tree from the coordinator")
+            margin += _route_bins(nodes, bins, missing)
         if plan.get("tree_done") is not None:
             with ph("routing"):
                 leaf_of = _route_bins(plan["tree_done"], bins, missing)
@@ -565,8 +568,14 @@ class _Level:
 
 def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, aggregation: Aggregation | None = None,
                     privacy: PrivacyPlan | None = None, on_tree: Callable[[int, dict], None] | None = None,
-                    log: Callable[[str], None] | None = None) -> GbdtModel:
-    """The coordinator's side: agree bins, then grow every tree on secure sums; returns the model."""
+                    log: Callable[[str], None] | None = None, start: dict | None = None,
+                    checkpoint: Callable[[int, dict], None] | None = None) -> GbdtModel:
+    """The coordinator's side: agree bins, then grow every tree on secure sums; returns the model.
+
+    Resume hooks (the runtime owns the files): ``checkpoint(t, state)`` after tree ``t``; ``start``
+    is such a state: the bins are agreed again (the same without DP), the banks get the earlier
+    trees in the first plan (``resume_trees``) and the job goes on from tree ``t``.
+    """
     agg = aggregation or PlainAggregation()
     banks = sorted(banks)
     tp = params.tree
@@ -721,6 +730,11 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
             tree_nodes[node] = {"id": node, "leaf": leaf_weight(float(G), H, tp, bounds.get(node, UNBOUNDED)), "cover": H}
 
     t = 0
+    if start is not None:  # resume hook: the coordinator's state after tree start["t"]
+        trees, history, best_loss, best_it, t, rounds = (start[k] for k in (
+            "trees", "history", "best_loss", "best_it", "t", "rounds"))
+        pending = {"resume_trees": [tr["nodes"] for tr in trees[:-1]], "tree_done": trees[-1]["nodes"],
+                   "new_tree": True, "tree": t}
     while t < params.n_trees and not stop:
         restarts = 0
         tree_nodes: list[dict] = [{"id": 0}]
@@ -846,6 +860,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
         trees.append({"nodes": tree_nodes})
         pending = {"tree_done": tree_nodes, "new_tree": True, "tree": t + 1}
         t += 1
+        if checkpoint is not None:
+            checkpoint(t, {"t": t, "trees": trees, "history": history, "best_loss": best_loss, "best_it": best_it,
+                           "rounds": rounds})
     if not stop:
         # the last tree's losses: one small aggregation
         tag = f"hgb.a{step}"

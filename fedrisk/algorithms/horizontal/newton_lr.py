@@ -243,9 +243,10 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     contributors and ``membership`` the dropped banks.
     """
     banks = list(banks)
-    first, w = 1, None
-    if start is not None:
-        first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
+    first, w, resumed = 1, None, {}
+    if start is not None:  # (round, state written by checkpoint) or, from older checkpoints, (round, w)
+        resumed = start[1] if isinstance(start[1], dict) else {"w": start[1]}
+        first, w = start[0] + 1, np.asarray(resumed["w"], dtype=np.float64)
     agg, roster, st = agreed_roster(
         channel, banks, aggregation or PlainAggregation(),
         lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first, "banks": len(banks)}), log=log)
@@ -268,6 +269,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     last_loss = None
     last_contributors = None
     r, done = first, False
+    if "p" in resumed:  # the whole state: the resumed job takes exactly the uninterrupted job's steps
+        p, history, done = np.asarray(resumed["p"], dtype=np.float64), list(resumed["history"]), bool(resumed["done"])
+        last_loss, last_contributors = resumed["last_loss"], resumed["last_contributors"]
     while True:
         done = done or r > cfg.rounds
         roster.broadcast(r, f"hlr.newton.r{r}", {"w": w, "p": p, "done": done, "loss": last_loss,
@@ -321,7 +325,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
                 done = True  # no step decreases the objective: w is optimal up to the ring's precision
         history.append(rec)
         if checkpoint is not None:
-            checkpoint(r, {"w": w, "history": history})
+            checkpoint(r, {"w": w, "history": history, "p": p, "done": done, "last_loss": last_loss,
+                           "last_contributors": last_contributors})
         if on_round is not None:
             on_round(r, rec)
         r += 1
