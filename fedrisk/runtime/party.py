@@ -132,10 +132,22 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
             set_phase("start-up handshake")
             # --resume is agreed like the spec: a resuming party must not meet one that starts afresh
             settings = {**shared_settings(spec), "runtime": {"resume": bool(resume)}}
+            started: dict = {}
             ctx.run_id = handshake(channel, driver, spec.participants(), settings, wait=limit, log=log,
-                                   addresses=spec.addresses())
-            log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
-                     time.perf_counter() - t0)
+                                   addresses=spec.addresses(), started=started)
+            if started.get("rejoin") is not None:
+                ctx.extra["rejoin"] = int(started["rejoin"])
+                log.info("rejoined the running job at round %d", ctx.extra["rejoin"])
+            else:
+                log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
+                         time.perf_counter() - t0)
+            if getattr(task, "DROPOUT_TOLERANT", False) and name == driver:
+                from fedrisk.runtime.handshake import answer_late_hello
+
+                # a dropped bank that restarts (`fedrisk party --resume`) says hello mid-job; the
+                # protocol asks at each round boundary whether to take it back (see dropouts.Roster)
+                ctx.extra["admit"] = lambda bank, at, refuse=None: answer_late_hello(
+                    channel, bank, settings, ctx.run_id, at, refuse)
             set_phase(spec.task["kind"])
             if getattr(task, "DROPOUT_TOLERANT", False) and name != driver:
                 # a horizontal bank never needs another bank: their failures are their own dropouts

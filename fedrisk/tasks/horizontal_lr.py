@@ -170,6 +170,24 @@ def make_aggregation(ctx: PartyContext, params: Any) -> Aggregation:
     return SecureAggregation(**common)
 
 
+def rejoin_policy(ctx: PartyContext) -> Callable[[str, int], bool] | None:
+    """``admit(bank, round)`` for the coordinator: a dropped bank that restarted may come back.
+
+    Session secure aggregation keeps a returning bank ``excluded`` until its next key setup, so
+    there the answer is a refusal naming the setting; single-round secure aggregation and plain
+    sums take it back at the next round.
+    """
+    admit = ctx.extra.get("admit")
+    if admit is None:
+        return None
+    sec = ctx.spec.security
+    if sec.secure_aggregation and sec.secure_aggregation_rounds:
+        why = ("session secure aggregation (security.secure_aggregation_rounds > 0) cannot take a bank back "
+               "mid-session; set security.secure_aggregation_rounds = 0 to let dropped banks rejoin")
+        return lambda bank, at: admit(bank, at, why)
+    return admit
+
+
 def run(ctx: PartyContext) -> None:
     spec = ctx.spec
     params = parse_params(Params, spec.task)
@@ -189,7 +207,7 @@ def run(ctx: PartyContext) -> None:
             ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
 
         model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start,
-                                checkpoint=ctx.checkpoints.saver("train"),
+                                checkpoint=ctx.checkpoints.saver("train"), admit=rejoin_policy(ctx),
                                 log=ctx.log.warning)
         if model.membership.get("dropped"):
             ctx.log.warning("finished without banks %s; contributors per round: %s", sorted(model.membership["dropped"]),
@@ -225,7 +243,8 @@ def run(ctx: PartyContext) -> None:
                     rec["contributors"] = model.history[-1]["contributors"]
             rounds.append(rec)
 
-    model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round)
+    model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round,
+                     rejoining=ctx.extra.get("rejoin") is not None)
     save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id)
     if evaluator:
         from fedrisk.finance.reference import comparison, logistic_alone

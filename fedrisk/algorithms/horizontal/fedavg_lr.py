@@ -39,7 +39,7 @@ import zlib
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.dropouts import agreed_roster
+from fedrisk.algorithms.horizontal.dropouts import agreed_roster, rejoin_scaler
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, mean_log_loss, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.errors import DataError, ProtocolError
@@ -86,15 +86,17 @@ def _local_train(Xs: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, cfg: 
 
 def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
              cfg: FedAvgConfig, aggregation: Aggregation | None = None,
-             on_round: Callable[[int, LogisticModel], None] | None = None) -> LogisticModel:
-    """A bank's side of FedAvg. Returns the final global model (identical at every bank)."""
+             on_round: Callable[[int, LogisticModel], None] | None = None, rejoining: bool = False) -> LogisticModel:
+    """A bank's side of FedAvg. Returns the final global model (identical at every bank).
+
+    ``rejoining``: this bank was taken back mid-job; the scaler comes in ``hlr.rejoin``."""
     agg = aggregation or PlainAggregation()
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n, d = X.shape
     if n == 0:
         raise DataError(f"{channel.me}: no training rows")
-    scaler = agree_bank(channel, coordinator, X, feature_names, agg)
+    scaler = rejoin_scaler(channel, coordinator) if rejoining else agree_bank(channel, coordinator, X, feature_names, agg)
     mean, scale = scaler["mean"], scaler["scale"]
     Xs = (X - mean) / scale
     model = LogisticModel(list(feature_names), mean, scale, np.zeros(d), 0.0)
@@ -106,6 +108,8 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         model.coef, model.intercept = w_global[:d].copy(), float(w_global[d])
         if msg.get("loss") is not None:
             model.history.append({"round": r - 1, "loss": float(msg["loss"])})
+            if isinstance(msg.get("contributors"), list):
+                model.history[-1]["contributors"] = [str(b) for b in msg["contributors"]]
         if on_round is not None:
             on_round(r, model)
         if msg["done"]:
@@ -126,7 +130,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
                     on_round: Callable[[int, dict], None] | None = None,
                     start: tuple[int, np.ndarray] | None = None,
                     checkpoint: Callable[[int, dict], None] | None = None,
-                    log: Callable[[str], None] | None = None) -> LogisticModel:
+                    log: Callable[[str], None] | None = None,
+                    admit: Callable[[str, int], bool] | None = None) -> LogisticModel:
     """The coordinator's side: agree the schema and scaler, then average updates each round.
 
     ``start = (round, w)`` resumes from a checkpoint written by ``checkpoint(round, state)``.
@@ -155,7 +160,12 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
     history = list(resumed.get("history", []))
     while True:
         done = done or r > cfg.rounds
-        roster.broadcast(r, f"hlr.global.r{r}", {"w": w, "done": done, "lr": lr, "loss": last_loss}, kind="model")
+        if not done:  # a dropped bank that came back is taken back here (see newton_lr)
+            roster.readmit(r, admit, {"mean": st.mean, "scale": st.scale})
+        # the previous round's contributors ride along, so the evaluation holder's metrics list them
+        roster.broadcast(r, f"hlr.global.r{r}", {"w": w, "done": done, "lr": lr, "loss": last_loss,
+                                                 "contributors": history[-1]["contributors"] if history else None},
+                         kind="model")
         if done:
             break
         roster.require(r)

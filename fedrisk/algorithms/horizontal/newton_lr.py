@@ -91,7 +91,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.dropouts import agreed_roster
+from fedrisk.algorithms.horizontal.dropouts import agreed_roster, rejoin_scaler
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.errors import CryptoError, ProtocolError
@@ -169,13 +169,15 @@ def _check_ring(vec: np.ndarray, agg: Aggregation, banks: int, me: str, tag: str
 
 def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
              cfg: NewtonConfig, aggregation: Aggregation | None = None,
-             on_round: Callable[[int, LogisticModel], None] | None = None) -> LogisticModel:
-    """A bank's side of Newton LR. Returns the final global model (identical at every bank)."""
+             on_round: Callable[[int, LogisticModel], None] | None = None, rejoining: bool = False) -> LogisticModel:
+    """A bank's side of Newton LR. Returns the final global model (identical at every bank).
+
+    ``rejoining``: this bank was taken back mid-job; the scaler comes in ``hlr.rejoin``."""
     agg = aggregation or PlainAggregation()
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     d = X.shape[1]
-    scaler = agree_bank(channel, coordinator, X, feature_names, agg)
+    scaler = rejoin_scaler(channel, coordinator) if rejoining else agree_bank(channel, coordinator, X, feature_names, agg)
     mean, scale = scaler["mean"], scaler["scale"]
     banks = int(scaler.get("banks", 1))
     Xs1 = np.column_stack([(X - mean) / scale, np.ones(len(y))])
@@ -234,8 +236,12 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
                     on_round: Callable[[int, dict], None] | None = None,
                     start: tuple[int, np.ndarray] | None = None,
                     checkpoint: Callable[[int, dict], None] | None = None,
-                    log: Callable[[str], None] | None = None) -> LogisticModel:
+                    log: Callable[[str], None] | None = None,
+                    admit: Callable[[str, int], bool] | None = None) -> LogisticModel:
     """The coordinator's side: agree the scaler, then take damped Newton steps on aggregated sums.
+
+    ``admit(bank, round)`` (from the runtime) says whether a dropped bank asked to rejoin and may:
+    it is taken back at that round's start (:meth:`~fedrisk.algorithms.horizontal.dropouts.Roster.readmit`).
 
     ``start = (round, w)`` resumes from a checkpoint written by ``checkpoint(round, state)``; the
     resumed job re-evaluates the gradient and Hessian at ``w`` in its first round. ``log`` gets
@@ -274,6 +280,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
         last_loss, last_contributors = resumed["last_loss"], resumed["last_contributors"]
     while True:
         done = done or r > cfg.rounds
+        if not done:
+            roster.readmit(r, admit, {"mean": st.mean, "scale": st.scale, "banks": len(banks)})
         roster.broadcast(r, f"hlr.newton.r{r}", {"w": w, "p": p, "done": done, "loss": last_loss,
                                                  "contributors": last_contributors}, kind="model")
         if done:
