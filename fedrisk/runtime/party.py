@@ -9,8 +9,14 @@ Start-up has a deadline (``security.connect_timeout``): the participant first wa
 every few seconds, until the peers it must reach accept a TLS connection
 (:mod:`fedrisk.runtime.preflight`, which also names a certificate problem at once), then runs the
 handshake. SIGINT/SIGTERM stop the participant with one line naming the phase it was in
-(:mod:`fedrisk.runtime.interrupt`). The job spec it ran is copied to ``RUN_DIR/job.toml``, so the
-run directory alone is enough for ``fedrisk predict`` later, on this host.
+(:mod:`fedrisk.runtime.interrupt`). This party's view of the job spec it ran (own paths resolved,
+other parties' data paths left out: :mod:`fedrisk.runtime.spec_copy`) is written to
+``RUN_DIR/job.toml``, so the run directory alone is enough for ``fedrisk predict`` later, on this host.
+
+``--resume`` continues from this party's checkpoints (:mod:`fedrisk.runtime.checkpoint`): a
+checkpoint that does not fit this party's data or the job is refused before anyone connects. In
+a horizontal job, a dropped bank restarted with ``--resume`` while the job still runs is taken
+back by the coordinator at the next round boundary (its handshake is answered mid-job).
 """
 from __future__ import annotations
 

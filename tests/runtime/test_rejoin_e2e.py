@@ -17,7 +17,7 @@ import pytest
 
 from tests.runtime.test_faults import BANKS, FEDRISK, Job, assert_nothing_left, horizontal_job
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 def wait_for(path, text: str, job: Job, timeout: float = 180) -> float:

@@ -27,7 +27,7 @@ import pytest
 from fedrisk.runtime.checkpoint import CRASH_ENV
 from fedrisk.runtime.demo import free_ports
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]  # three simulate runs per case
 FEDRISK = [sys.executable, "-m", "fedrisk"]
 ALL = os.environ.get("FEDRISK_FAULTS", "") == "all"
 #: cases run by default (CI); the others are slow-marked and need FEDRISK_FAULTS=all
