@@ -96,7 +96,7 @@ def numbers(doc, skip=("created", "digest", "run_id", "timing", "phases", "secon
 
 
 def crash_and_resume(tmp: Path, spec: Path, party: str, stage: str, step: int, models: list[str], atol: float,
-                     resumed_from: str = "train") -> dict:
+                     resumed_from: str = "train", rtol: float = 0.0) -> dict:
     ref = tmp / "ref"
     r, t_ref = simulate(spec, ref)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -117,7 +117,7 @@ def crash_and_resume(tmp: Path, spec: Path, party: str, stage: str, step: int, m
         a, b = (json.loads((d / m).read_text()) for d in (ref, out))
         na, nb = numbers(a), numbers(b)
         assert len(na) == len(nb), m
-        assert np.allclose(na, nb, rtol=0, atol=atol), (m, float(np.max(np.abs(np.subtract(na, nb)))))
+        assert np.allclose(na, nb, rtol=rtol, atol=atol), (m, float(np.max(np.abs(np.subtract(na, nb)))))
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
     print(f"\nRESUME {spec.read_text().split('kind = ')[1].split()[0]} crash {party}:{stage}:{step}: "
           f"uninterrupted {t_ref:.1f} s, crashed run {t_crash:.1f} s (stopped <= {stopped:.1f} s after the crash), "
@@ -233,7 +233,10 @@ def test_horizontal_gbdt_resumes_after_the_coordinator_crash(tmp_path):
 @case("vertical_scorecard")
 def test_vertical_scorecard_recomputes_its_woe_stage_and_resumes_its_lr_stage(tmp_path):
     spec = vertical_job(tmp_path, "vertical.scorecard", "max_iter = 6\nstep_tol = 0.0\niv_threshold = 0.0\n")
-    crash_and_resume(tmp_path, spec, "lender", "train", 3, ["scorecard-lender.json", "scorecard-payco.json"], atol=1e-6)
+    # CKKS as in vertical LR; points are coefficients times pdo / ln 2 times WOE, so the ~1e-8
+    # relative noise shows as ~1e-6 absolute there: compared relatively
+    crash_and_resume(tmp_path, spec, "lender", "train", 3, ["scorecard-lender.json", "scorecard-payco.json"],
+                     atol=1e-6, rtol=1e-7)
 
 
 @case("horizontal_scorecard")
