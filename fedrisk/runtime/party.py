@@ -115,6 +115,9 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     progress = ProgressLog(out / "progress" / f"{name}.jsonl" if name == driver else None, log)
     ctx = PartyContext(name=name, spec=spec, channel=channel, out=out, log=log, progress=progress,
                        certs_dir=certs_dir, resume=resume)
+    if not resume:
+        # a new run never resumes from an earlier run's steps later (it writes its own from step 1)
+        (out / "checkpoints" / f"{name}.json").unlink(missing_ok=True)
     if resume:
         try:  # refuse an unknown or mismatched checkpoint before anyone connects
             ctx.checkpoints  # noqa: B018
