@@ -14,7 +14,10 @@ the coordinator sees only sums)::
     2. the standardisation agreement of :mod:`~fedrisk.algorithms.horizontal.standardisation`
        (hlr.magnitude, hlr.range, hlr.sum, hlr.mean, hlr.var, hlr.scaler)
     3. for round r = 1..R:
-       coordinator -> bank_k      : hlr.global.rR       w_global, done flag        (model)
+       (a dropped bank that restarted may rejoin here: coordinator -> bank hlr.rejoin, the scaler
+       and the round, kind aggregate; see :mod:`~fedrisk.algorithms.horizontal.dropouts`)
+       coordinator -> bank_k      : hlr.global.rR       w_global, done flag, previous round's
+                                                        contributors (model)
        bank_k      -> coordinator : hlr.update.rR via agg  [n_k * w_k, n_k, n_k * loss_k(w_global)]
        coordinator               : w_global = sum(n_k w_k) / sum(n_k); stop when the relative
                                     change falls below ``tol`` or after R rounds

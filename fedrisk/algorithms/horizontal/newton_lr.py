@@ -80,8 +80,10 @@ going while at least the threshold of banks (fixed from ALL banks, so it never d
 stops with one line naming the dropped banks otherwise. Since Newton converges to the optimum of
 whatever sums it is given, the final model is the pooled optimum of the banks still in at the end
 (on the scaler all banks agreed). Each ``hlr.newton`` message also carries the previous round's
-contributors, so the evaluation holder's ``metrics.json`` lists them per round; a dropped bank
-does not rejoin (see the roster's docstring).
+contributors, so the evaluation holder's ``metrics.json`` lists them per round. A dropped bank
+that restarts may rejoin at a round boundary (coordinator -> bank ``hlr.rejoin``, kind aggregate:
+the scaler, the bank count and the round; see the roster's docstring); the round it rejoins
+cannot end the job as converged, and the final model is the optimum of the banks in at the end.
 """
 from __future__ import annotations
 
