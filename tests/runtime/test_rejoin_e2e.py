@@ -73,3 +73,44 @@ def test_a_killed_bank_restarted_with_resume_rejoins_at_a_round_boundary(tmp_pat
     assert_nothing_left(out)
     print(f"\nREJOIN {gone}: SIGKILL, dropped {t_dropped - t_kill:.1f} s later (round {dropped_at}), restarted with "
           f"--resume, back in the sums at round {rejoined_at} {t_back - t_dropped:.1f} s after the restart")
+
+
+def test_a_killed_gbdt_bank_restarted_with_resume_rejoins_at_a_tree_boundary(tmp_path):
+    spec, _ = horizontal_job(tmp_path, "horizontal.gbdt", task="n_trees = 80\nmax_depth = 2\n")
+    spec.write_text(spec.read_text().replace("[security]\n", "[security]\nsecure_aggregation_rounds = 0\n"))
+    out = tmp_path / "run"
+    job = Job(spec, out)
+    gone = "bank3"
+    proc = job.participant(gone)
+    job.wait_step(2)
+    t_kill = time.monotonic()
+    proc.send_signal(signal.SIGKILL)
+    log = out / "logs" / "coordinator.log"
+    t_dropped = wait_for(log, "dropped out", job)
+    back = subprocess.Popen([*FEDRISK, "party", str(spec), "--as", gone, "--out", str(out), "--certs",
+                             str(out / "certs"), "--resume", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        t_back = wait_for(log, f"bank {gone!r} rejoined", job)
+        rc, err, _ = job.finish(timeout=600)
+        assert rc == 0, err
+        _, berr = back.communicate(timeout=120)
+        assert back.returncode == 0, berr
+    finally:
+        if back.poll() is None:
+            back.kill()
+            back.wait()
+    membership = json.loads((out / "membership.json").read_text())
+    trees = {int(t): c for t, c in membership["contributors"].items()}
+    out_trees = [t for t, c in trees.items() if gone not in c]
+    assert out_trees and max(trees) > max(out_trees), trees
+    assert all(c == BANKS for t, c in trees.items() if t > max(out_trees))
+    assert gone not in membership["dropped"]
+    # the rejoined bank ends with the same global model as the others
+    models = {b: json.loads((out / "model.json").read_text()) for b in ("bank1",)}
+    assert models["bank1"]["trees"]
+    assert "rejoined the running job at tree" in (out / "logs" / f"{gone}.log").read_text() or \
+        "rejoined the running job at round" in (out / "logs" / f"{gone}.log").read_text()
+    assert_nothing_left(out)
+    print(f"\nREJOIN gbdt {gone}: SIGKILL, dropped {t_dropped - t_kill:.1f} s later, restarted with --resume, back "
+          f"at tree {max(out_trees) + 1} {t_back - t_dropped:.1f} s after the restart")

@@ -90,7 +90,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, coordinator_agree_bins
+from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, binner_from_cuts, coordinator_agree_bins
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
     check_boosting_settings,
@@ -267,7 +267,7 @@ def _sensitivities(d: int, clip: float | None) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------
 def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
              params: GbdtParams, aggregation: Aggregation | None = None, privacy: PrivacyPlan | None = None,
-             n_banks: int | None = None, monotone: dict[str, int] | None = None) -> GbdtModel:
+             n_banks: int | None = None, monotone: dict[str, int] | None = None, rejoining: bool = False) -> GbdtModel:
     """A bank's side of training. Returns the global model (identical at every bank).
 
     Parameters
@@ -319,15 +319,21 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     schema: dict[str, Any] = {"features": list(feature_names), "n_features": d}
     if mono.any():
         schema["monotone"] = mono.tolist()
-    channel.send(coordinator, "hgb.schema", schema, kind="public-parameter")
-    verdict = channel.recv(coordinator, "hgb.schema.ok")
-    if not isinstance(verdict, dict) or not verdict.get("ok"):
-        raise DataError(str(verdict.get("reason", "feature schemas differ between banks")))
     cpu0 = time.process_time()
-    with ph("binning"):
-        binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
+    if rejoining:  # rejoin hook: taken back at a tree boundary (the agreed bins, base score, trees, step)
+        start = channel.recv(coordinator, "hgb.rejoin")
+        binner = binner_from_cuts(params.max_bin, [np.asarray(c, dtype=np.float64) for c in start["cuts"]],
+                                  np.asarray(start["has_missing"], dtype=bool))
         bins = binner.transform(X)
-    start = channel.recv(coordinator, "hgb.start")
+    else:
+        channel.send(coordinator, "hgb.schema", schema, kind="public-parameter")
+        verdict = channel.recv(coordinator, "hgb.schema.ok")
+        if not isinstance(verdict, dict) or not verdict.get("ok"):
+            raise DataError(str(verdict.get("reason", "feature schemas differ between banks")))
+        with ph("binning"):
+            binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
+            bins = binner.transform(X)
+        start = channel.recv(coordinator, "hgb.start")
     base = float(start["base_score"])
     missing = binner.missing_bins()
     nb = binner.n_bins_
@@ -343,10 +349,13 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     prev_losses = None
     step = 0
     prepare = getattr(agg, "prepare", None)
+    if rejoining:
+        step = int(start["step"])
     while True:
         plan = channel.recv(coordinator, f"hgb.p{step}")
         _check_plan(plan, nb, f"bank {me!r}: plan step {step} from the coordinator")
-        for nodes in plan.get("resume_trees") or []:  # resume hook: the trees built before a restart
+        for nodes in (plan.get("resume_trees") or []) + ((start.pop("resume_trees", None) or []) if rejoining else []):
+            # resume / rejoin hook: the trees built before a restart, or before this bank came back
             _check_plan({"tree_done": nodes}, nb, f"bank {me!r}: a resumed tree from the coordinator")
             margin += _route_bins(nodes, bins, missing)
         if plan.get("tree_done") is not None:
@@ -569,7 +578,8 @@ class _Level:
 def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, aggregation: Aggregation | None = None,
                     privacy: PrivacyPlan | None = None, on_tree: Callable[[int, dict], None] | None = None,
                     log: Callable[[str], None] | None = None, start: dict | None = None,
-                    checkpoint: Callable[[int, dict], None] | None = None) -> GbdtModel:
+                    checkpoint: Callable[[int, dict], None] | None = None,
+                    admit: Callable[[str, int], bool] | None = None) -> GbdtModel:
     """The coordinator's side: agree bins, then grow every tree on secure sums; returns the model.
 
     Resume hooks (the runtime owns the files): ``checkpoint(t, state)`` after tree ``t``; ``start``
@@ -736,6 +746,15 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
         pending = {"resume_trees": [tr["nodes"] for tr in trees[:-1]], "tree_done": trees[-1]["nodes"],
                    "new_tree": True, "tree": t}
     while t < params.n_trees and not stop:
+        for b in sorted(set(banks) - members) if admit is not None and privacy is None else []:
+            if admit(b, t):  # rejoin hook: a dropped bank that restarted comes back at this tree boundary
+                channel.mark_up(b)
+                members.add(b)
+                reachable.add(b)
+                send_all("hgb.rejoin", {"cuts": [c.tolist() for c in binner.cuts_], "has_missing": binner.has_missing_,
+                                        "base_score": base, "n_trees": params.n_trees, "step": step,
+                                        "resume_trees": [tr["nodes"] for tr in trees[:-1]]}, "model", to=[b])
+                say(f"tree {t + 1}: bank {b!r} rejoined; continuing with {sorted(members)}")
         restarts = 0
         tree_nodes: list[dict] = [{"id": 0}]
         bounds.clear()  # (children get theirs when created, so a restart needs no reset)
