@@ -76,7 +76,7 @@ def test_a_killed_bank_restarted_with_resume_rejoins_at_a_round_boundary(tmp_pat
 
 
 def test_a_killed_gbdt_bank_restarted_with_resume_rejoins_at_a_tree_boundary(tmp_path):
-    spec, _ = horizontal_job(tmp_path, "horizontal.gbdt", task="n_trees = 80\nmax_depth = 2\n")
+    spec, _ = horizontal_job(tmp_path, "horizontal.gbdt", task="n_trees = 400\nmax_depth = 2\n")
     spec.write_text(spec.read_text().replace("[security]\n", "[security]\nsecure_aggregation_rounds = 0\n"))
     out = tmp_path / "run"
     job = Job(spec, out)
