@@ -4,7 +4,8 @@ Over mTLS processes: ``fedrisk simulate`` runs four banks and a coordinator (Fed
 single-round secure aggregation); bank3 is SIGKILLed after round 2, dropped by the coordinator,
 then restarted by hand with ``fedrisk party --resume --as bank3`` (what its operator would do).
 The coordinator takes it back at the next round boundary; ``membership.json``, the log and
-``metrics.json`` say which banks contributed to every round.
+``metrics.json`` say which banks contributed to every round. The same for ``horizontal.gbdt`` at a
+tree boundary (the returning bank gets the agreed bins and the trees built so far).
 """
 from __future__ import annotations
 

@@ -84,15 +84,15 @@ def vertical_job(tmp: Path, kind: str, task: str, n: int = 900, hosts: int = 1) 
     return spec
 
 
-def numbers(doc, skip=("created", "digest", "run_id", "timing", "phases", "seconds", "spec_dir", "time")):
-    """Every number in a model document, flattened in a stable order (run-specific fields left out)."""
+def numbers(doc, skip=("created", "digest", "run_id", "timing", "phases", "seconds", "spec_dir", "time"), path=""):
+    """``(path, value)`` of every number in a model document, in a stable order (run-specific fields left out)."""
     if isinstance(doc, dict):
-        return [x for k in sorted(doc) if k not in skip for x in numbers(doc[k], skip)]
+        return [x for k in sorted(doc) if k not in skip for x in numbers(doc[k], skip, f"{path}.{k}")]
     if isinstance(doc, list):
-        return [x for v in doc for x in numbers(v, skip)]
+        return [x for i, v in enumerate(doc) for x in numbers(v, skip, f"{path}[{i}]")]
     if isinstance(doc, bool) or doc is None or isinstance(doc, str):
         return []
-    return [float(doc)]
+    return [(path, float(doc))]
 
 
 def crash_and_resume(tmp: Path, spec: Path, party: str, stage: str, step: int, models: list[str], atol: float,
@@ -115,9 +115,11 @@ def crash_and_resume(tmp: Path, spec: Path, party: str, stage: str, step: int, m
     assert f"resume: {resumed_from} continues after step" in log, log[-3000:]
     for m in models:
         a, b = (json.loads((d / m).read_text()) for d in (ref, out))
-        na, nb = numbers(a), numbers(b)
-        assert len(na) == len(nb), m
-        assert np.allclose(na, nb, rtol=rtol, atol=atol), (m, float(np.max(np.abs(np.subtract(na, nb)))))
+        pa, pb = numbers(a), numbers(b)
+        assert [p for p, _ in pa] == [p for p, _ in pb], m
+        na, nb = np.array([v for _, v in pa]), np.array([v for _, v in pb])
+        worst = int(np.argmax(np.abs(na - nb) - rtol * np.abs(nb)))
+        assert np.allclose(na, nb, rtol=rtol, atol=atol), (m, pa[worst][0], na[worst], nb[worst])
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
     print(f"\nRESUME {spec.read_text().split('kind = ')[1].split()[0]} crash {party}:{stage}:{step}: "
           f"uninterrupted {t_ref:.1f} s, crashed run {t_crash:.1f} s (stopped <= {stopped:.1f} s after the crash), "
