@@ -96,10 +96,23 @@ def numbers(doc, skip=("created", "digest", "run_id", "timing", "phases", "secon
 
 
 def crash_and_resume(tmp: Path, spec: Path, party: str, stage: str, step: int, models: list[str], atol: float,
-                     resumed_from: str = "train", rtol: float = 0.0) -> dict:
+                     resumed_from: str = "train", rtol: float = 0.0, noise_runs: bool = False) -> dict:
+    """Crash ``party`` after ``step`` of ``stage``, resume, compare ``models`` with an uninterrupted run.
+
+    ``noise_runs``: for CKKS tasks whose run-to-run noise is not small against ``atol`` (an
+    unconverged optimiser amplifies it), also run the job a second time uninterrupted and allow
+    10x the difference between those two runs.
+    """
     ref = tmp / "ref"
     r, t_ref = simulate(spec, ref)
     assert r.returncode == 0, r.stdout + r.stderr
+    noise = {}
+    if noise_runs:
+        r, _ = simulate(spec, tmp / "ref2")
+        assert r.returncode == 0, r.stdout + r.stderr
+        for m in models:
+            a, b = (json.loads((d / m).read_text()) for d in (ref, tmp / "ref2"))
+            noise[m] = float(np.max(np.abs(np.array([v for _, v in numbers(a)]) - np.array([v for _, v in numbers(b)]))))
     out = tmp / "run"
     r, t_crash = simulate(spec, out, crash=f"{party}:{stage}:{step}")
     assert r.returncode != 0, "the injected crash did not happen"
@@ -118,8 +131,9 @@ def crash_and_resume(tmp: Path, spec: Path, party: str, stage: str, step: int, m
         pa, pb = numbers(a), numbers(b)
         assert [p for p, _ in pa] == [p for p, _ in pb], m
         na, nb = np.array([v for _, v in pa]), np.array([v for _, v in pb])
+        tol = max(atol, 10 * noise.get(m, 0.0))
         worst = int(np.argmax(np.abs(na - nb) - rtol * np.abs(nb)))
-        assert np.allclose(na, nb, rtol=rtol, atol=atol), (m, pa[worst][0], na[worst], nb[worst])
+        assert np.allclose(na, nb, rtol=rtol, atol=tol), (m, pa[worst][0], na[worst], nb[worst], noise.get(m))
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
     print(f"\nRESUME {spec.read_text().split('kind = ')[1].split()[0]} crash {party}:{stage}:{step}: "
           f"uninterrupted {t_ref:.1f} s, crashed run {t_crash:.1f} s (stopped <= {stopped:.1f} s after the crash), "
@@ -235,10 +249,10 @@ def test_horizontal_gbdt_resumes_after_the_coordinator_crash(tmp_path):
 @case("vertical_scorecard")
 def test_vertical_scorecard_recomputes_its_woe_stage_and_resumes_its_lr_stage(tmp_path):
     spec = vertical_job(tmp_path, "vertical.scorecard", "max_iter = 6\nstep_tol = 0.0\niv_threshold = 0.0\n")
-    # CKKS as in vertical LR; points are coefficients times pdo / ln 2 times WOE, so the ~1e-8
-    # relative noise shows as ~1e-6 absolute there: compared relatively
+    # CKKS as in vertical LR, but on WOE columns six unconverged L-BFGS iterations amplify its
+    # run-to-run noise to a few 1e-6 in a coefficient: allowed 10x what two uninterrupted runs differ by
     crash_and_resume(tmp_path, spec, "lender", "train", 3, ["scorecard-lender.json", "scorecard-payco.json"],
-                     atol=1e-6, rtol=1e-6)
+                     atol=1e-6, rtol=1e-6, noise_runs=True)
 
 
 @case("horizontal_scorecard")
