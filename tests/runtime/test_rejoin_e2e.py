@@ -10,6 +10,7 @@ tree boundary (the returning bank gets the agreed bins and the trees built so fa
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -19,6 +20,8 @@ import pytest
 from tests.runtime.test_faults import BANKS, FEDRISK, Job, assert_nothing_left, horizontal_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+#: the LR case runs by default; the GBDT case with FEDRISK_FAULTS=all (the pattern of test_faults.py)
+ALL = os.environ.get("FEDRISK_FAULTS", "") == "all"
 
 
 def wait_for(path, text: str, job: Job, timeout: float = 180) -> float:
@@ -76,6 +79,8 @@ def test_a_killed_bank_restarted_with_resume_rejoins_at_a_round_boundary(tmp_pat
           f"--resume, back in the sums at round {rejoined_at} {t_back - t_dropped:.1f} s after the restart")
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not ALL, reason="set FEDRISK_FAULTS=all to run every rejoin case")
 def test_a_killed_gbdt_bank_restarted_with_resume_rejoins_at_a_tree_boundary(tmp_path):
     spec, _ = horizontal_job(tmp_path, "horizontal.gbdt", task="n_trees = 400\nmax_depth = 2\n")
     spec.write_text(spec.read_text().replace("[security]\n", "[security]\nsecure_aggregation_rounds = 0\n"))
@@ -107,9 +112,7 @@ def test_a_killed_gbdt_bank_restarted_with_resume_rejoins_at_a_tree_boundary(tmp
     assert out_trees and max(trees) > max(out_trees), trees
     assert all(c == BANKS for t, c in trees.items() if t > max(out_trees))
     assert gone not in membership["dropped"]
-    # the rejoined bank ends with the same global model as the others
-    models = {b: json.loads((out / "model.json").read_text()) for b in ("bank1",)}
-    assert models["bank1"]["trees"]
+    assert json.loads((out / "model.json").read_text())["trees"]
     assert "rejoined the running job at tree" in (out / "logs" / f"{gone}.log").read_text() or \
         "rejoined the running job at round" in (out / "logs" / f"{gone}.log").read_text()
     assert_nothing_left(out)
