@@ -12,6 +12,13 @@ largest difference between the federated coefficients (and intercept) and scikit
 same penalty (``C = 1 / (l2 n)``) on the same standardised training rows; ``federated.solver`` and
 ``federated.iterations`` say which solver ran and how many iterations (exact) or epochs (surrogate).
 ``--solver exact|surrogate`` runs a copy of the spec with that solver.
+
+In the same run, as references (``--quick`` skips both): ``surrogate`` is the same spec with
+``solver = "surrogate"`` (the old fast, approximate path: its AUC, time and coefficient gap), and
+``stress`` is the ``heavy_tailed`` case of tests/stress_data/vertical.py (6,000 rows, ``l2 = 1e-3``:
+the feature holder's partial score spans ~[-2.6, 24]) run end to end with the spec's solver, with
+its own pooled scikit-learn reference. ``ratios`` gives federated/centralised AUC, the training
+time and CPU ratios to the surrogate, and the stress case's AUC gap and coefficient difference.
 """
 from __future__ import annotations
 
@@ -76,35 +83,80 @@ def _coef_diff(models: dict, pooled: pd.DataFrame, test: np.ndarray, y: np.ndarr
     return float(np.max(np.abs(fed - np.r_[sk.coef_[0], sk.intercept_[0]])))
 
 
+def _with_solver(spec: str, solver: str) -> str:
+    """A temporary copy of ``spec`` with ``task.solver`` set (data paths made absolute)."""
+    import re
+    import tempfile
+
+    text = Path(spec).read_text()
+    text = re.sub(r'(?m)^solver\s*=.*$', "", text).replace('kind = "vertical.lr"', f'kind = "vertical.lr"\nsolver = "{solver}"')
+    text = text.replace("../../shared", str((Path(spec).parent / "../../shared").resolve()))
+    tmp = Path(tempfile.mkdtemp(prefix="fedrisk-bench-")) / "spec.toml"
+    tmp.write_text(text)
+    return str(tmp)
+
+
+def _federated(run: dict) -> dict:
+    metrics = run["metrics"]
+    timing = metrics["timing"]
+    return {
+        "auc": round(metrics["test"]["auc"], 4), "ks": round(metrics["test"]["ks"], 4),
+        "wall_s": round(timing["setup_wall"] + timing["training_wall"], 3),
+        "cpu_s": run["cpu_s"], "peak_rss_mb": run["peak_rss_mb"], "bytes_sent": sum(e["bytes"] for e in run["ledger"]),
+        "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
+        "solver": metrics.get("solver"), "iterations": metrics.get("iterations", metrics["epochs_run"]),
+        "simulate_wall_s": round(run["wall_s"], 2), "intersection": metrics["intersection"]["size"],
+    }
+
+
+def _stress(data: Path, solver: str) -> dict:
+    """The heavy_tailed vertical stress case end to end (processes, mTLS), against pooled scikit-learn."""
+    import shutil
+    import tempfile
+
+    from sklearn.linear_model import LogisticRegression
+
+    from fedrisk.finance.metrics import auc
+    from fedrisk.runtime.demo import free_ports
+    from tests.stress_data import vertical as sv
+
+    rows, l2 = 6000, 1e-3
+    tmp = Path(tempfile.mkdtemp(prefix="fedrisk-bench-stress-"))
+    sv.write_csvs("heavy_tailed", data, tmp, rows=rows)
+    ports = free_ports(2)
+    spec = tmp / "job.toml"
+    spec.write_text(
+        f'[federation]\nname = "stress-heavy-tailed"\nseed = 0\n'
+        f'[parties.lender]\naddress = "127.0.0.1:{ports[0]}"\ndata = "lender.csv"\nid = "id"\nlabel = "y"\n'
+        f'[parties.payco]\naddress = "127.0.0.1:{ports[1]}"\ndata = "payco.csv"\nid = "id"\n'
+        f'[task]\nkind = "vertical.lr"\nsolver = "{solver}"\nl2 = {l2}\n[evaluation]\ntest_rule = "id % 5 == 0"\n')
+    run = _simulate_with_models(str(spec))
+    fed = _federated(run)
+    c = sv.load("heavy_tailed", data, rows=rows)
+    A = np.hstack([c.XG, c.XH])
+    sk = LogisticRegression(C=1.0 / (l2 * c.train.sum()), tol=1e-12, max_iter=20000).fit(A[c.train], c.y[c.train])
+    lh, part = run["models"]["model.json"], run["models"]["model-payco.json"]
+    coef = np.r_[lh["coef"], part["coef"], lh["intercept"]]
+    fed["coef_max_abs_diff"] = round(float(np.max(np.abs(coef - np.r_[sk.coef_[0], sk.intercept_[0]]))), 6)
+    fed["pooled_auc"] = round(auc(c.y[c.test], sk.predict_proba(A[c.test])[:, 1]), 4)
+    fed["dataset"] = f"heavy_tailed ({rows} rows, l2 = {l2})"
+    shutil.rmtree(tmp, ignore_errors=True)
+    return fed
+
+
 def run(args: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="benchmarks/run.py vertical-lr")
     ap.add_argument("--spec", default=str(REPO / "examples" / "vertical_lr_default_credit.toml"))
     ap.add_argument("--solver", choices=["spec", "exact", "surrogate"], default="spec",
                     help="override the spec's task.solver (a copy of the spec is run)")
+    ap.add_argument("--quick", action="store_true", help="skip the surrogate reference and the stress case")
     a = ap.parse_args(args)
+    base_spec = a.spec
     if a.solver != "spec":
-        import re
-        import tempfile
-
-        text = Path(a.spec).read_text()
-        text = re.sub(r'(?m)^solver\s*=.*$', "", text).replace('kind = "vertical.lr"', f'kind = "vertical.lr"\nsolver = "{a.solver}"')
-        text = text.replace("../../shared", str((Path(a.spec).parent / "../../shared").resolve()))
-        tmp = Path(tempfile.mkdtemp(prefix="fedrisk-bench-")) / "spec.toml"
-        tmp.write_text(text)
-        a.spec = str(tmp)
+        a.spec = _with_solver(a.spec, a.solver)
     data = require_shared_data("default_credit_hetero_guest.csv", "default_credit_hetero_host.csv")
     run = _simulate_with_models(a.spec)
-    metrics, m, sim_wall = run["metrics"], run, run["wall_s"]
-    sent = sum(e["bytes"] for e in run["ledger"])
-    timing = metrics["timing"]
-    federated = {
-        "auc": round(metrics["test"]["auc"], 4), "ks": round(metrics["test"]["ks"], 4),
-        "wall_s": round(timing["setup_wall"] + timing["training_wall"], 3),
-        "cpu_s": m["cpu_s"], "peak_rss_mb": m["peak_rss_mb"], "bytes_sent": sent,
-        "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
-        "solver": metrics.get("solver"), "iterations": metrics.get("iterations", metrics["epochs_run"]),
-        "simulate_wall_s": round(sim_wall, 2), "intersection": metrics["intersection"]["size"],
-    }
+    federated = _federated(run)
     g = pd.read_csv(data / "default_credit_hetero_guest.csv")
     h = pd.read_csv(data / "default_credit_hetero_host.csv")
     pooled = g.merge(h, on="id", suffixes=("_g", "_h"))
@@ -118,11 +170,25 @@ def run(args: list[str]) -> dict:
     l2 = float(tomllib.loads(Path(a.spec).read_text())["task"].get("l2", 1e-4))
     federated["coef_max_abs_diff"] = round(_coef_diff(run["models"], pooled, test, y, l2), 6)
     local = _sklearn(Xg, y, test)
+    metrics, timing = run["metrics"], run["metrics"]["timing"]
     phases = {"psi": metrics["intersection"]["seconds"], **{k: v for k, v in timing.items()}}
-    return {
+    out = {
         "case": "vertical-lr",
         "dataset": "default_credit_hetero (30000 x (13 + 10), test: id % 5 == 0)",
         "federated": federated, "centralized": centralized, "local_only": local, "phases": phases,
         "ratios": {"auc_vs_centralized": federated["auc"] / centralized["auc"],
                    "auc_gain_vs_local": federated["auc"] - local["auc"]},
     }
+    if not a.quick:
+        sur = _simulate_with_models(_with_solver(base_spec, "surrogate"))
+        surrogate = _federated(sur)
+        surrogate["coef_max_abs_diff"] = round(_coef_diff(sur["models"], pooled, test, y, l2), 6)
+        out["surrogate"] = surrogate
+        out["ratios"].update({"wall_vs_surrogate": federated["wall_s"] / surrogate["wall_s"],
+                              "cpu_vs_surrogate": federated["cpu_s"] / surrogate["cpu_s"],
+                              "auc_minus_surrogate": federated["auc"] - surrogate["auc"]})
+        stress = _stress(data, federated["solver"] or "auto")
+        out["stress"] = stress
+        out["ratios"].update({"stress_auc_vs_pooled": stress["auc"] / stress["pooled_auc"],
+                              "stress_coef_max_abs_diff": stress["coef_max_abs_diff"]})
+    return out

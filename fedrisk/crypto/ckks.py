@@ -18,6 +18,15 @@ S/2`` (``log2 R = 8`` rotations, independent of the number of rows). Because SEA
 are cyclic, after the last step **every** slot ``p`` holds the complete sum for feature
 ``p mod K``: no slot carries a partial sum over a subset of rows.
 
+Paired packing (``paired=True``, used by the exact vertical-LR solver): a chunk holds ``2R``
+rows, row ``a`` in the real and row ``a + R`` in the imaginary part of the same slot. The peer
+multiplies by ``s_a - i s_{a+R}``; the real part of the product is ``x_a s_a + x_{a+R} s_{a+R}``,
+so half the ct x pt products and encodings give the same ``X^T s``. The imaginary part holds the
+cross terms ``x_{a+R} s_a - x_a s_{a+R}`` -- functionals of ``s`` the owner must not see -- and is
+removed before the result leaves: the peer adds the complex conjugate of the rotated sum (Galois
+element ``2N - 1``, one key switch), leaving ``2 Re``. The owner's Galois keys include that
+element.
+
 Security notes
 --------------
 * The peer holds only ciphertexts under the owner's key, the owner's Galois keys for the eight
@@ -260,22 +269,29 @@ class CkksOwner:
         """What a peer needs to compute on our ciphertexts and re-randomise the results:
         parameters, Galois keys and the public key."""
         s = _sealapi()
-        gk = self._kg.create_galois_keys([_galois_elt(st, self.params.poly_modulus_degree) for st in self.params.steps])
+        N = self.params.poly_modulus_degree
+        # the rotation steps plus complex conjugation (Galois element 2N - 1), used by paired packing
+        gk = self._kg.create_galois_keys([_galois_elt(st, N) for st in self.params.steps] + [2 * N - 1])
         pk = s.PublicKey()
         self._kg.create_public_key(pk)
         return {"params": self.params.to_wire(), "galois": self._files.dump(gk), "public": self._files.dump(pk)}
 
-    def encrypt_matrix(self, X: np.ndarray) -> list[list[bytes]]:
-        """Row-packed seeded ciphertexts of ``X``: ``out[g][c]`` = column group ``g``, row chunk ``c``."""
+    def encrypt_matrix(self, X: np.ndarray, paired: bool = False) -> list[list[bytes]]:
+        """Row-packed seeded ciphertexts of ``X``: ``out[g][c]`` = column group ``g``, row chunk ``c``.
+
+        ``paired``: a chunk holds ``2R`` rows, row ``2R c + r`` in the real part of slot-row ``r`` and
+        row ``2R c + R + r`` in its imaginary part (half the ciphertexts; see :meth:`CkksPeer.cross`).
+        """
         s = _sealapi()
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or not np.all(np.isfinite(X)):
             raise CryptoError("encrypt_matrix needs a finite 2-D array")
         K, R = self.params.slots_per_row, self.params.rows_per_ct
         n, k = X.shape
+        P = 2 if paired else 1
         groups = max(1, -(-k // K))
-        chunks = -(-n // R)
-        padded = np.zeros((chunks * R, groups * K))
+        chunks = -(-n // (P * R))
+        padded = np.zeros((chunks * P * R, groups * K))
         padded[:n, :k] = X
         out: list[list[bytes]] = []
         for g in range(groups):
@@ -283,16 +299,25 @@ class CkksOwner:
             row = []
             for c in range(chunks):
                 pt = s.Plaintext()
-                self.encoder.encode(block[c * R:(c + 1) * R].ravel().tolist(), self.scale, pt)
+                if paired:
+                    b = block[2 * c * R:(2 * c + 2) * R]
+                    vals = (b[:R] + 1j * b[R:]).ravel().tolist()
+                else:
+                    vals = block[c * R:(c + 1) * R].ravel().tolist()
+                self.encoder.encode(vals, self.scale, pt)
                 row.append(self._files.dump(self.encryptor.encrypt_symmetric(pt)))
             out.append(row)
         return out
 
     def encrypt_vectors(self, V: np.ndarray) -> list[list[bytes]]:
         """Slot-packed seeded ciphertexts of the rows of ``V`` (``m x n``): ``out[j][c]`` holds
-        ``V[j, c*S:(c+1)*S]``, one value per slot (``S`` = 4096 values per ciphertext)."""
+        ``V[j, c*S:(c+1)*S]``, one value per slot (``S`` = 4096 values per ciphertext).
+
+        ``V`` may be complex: a CKKS slot holds a complex number, so two real vectors packed as
+        ``a + i b`` cost one ciphertext (what the exact vertical-LR sigmoid uses)."""
         s = _sealapi()
-        V = np.asarray(V, dtype=np.float64)
+        V = np.asarray(V)
+        V = V.astype(np.complex128 if np.iscomplexobj(V) else np.float64)
         if V.ndim != 2 or not np.all(np.isfinite(V)):
             raise CryptoError("encrypt_vectors needs a finite 2-D array")
         S = self.params.slots
@@ -322,11 +347,12 @@ class CkksOwner:
             out.append(np.asarray(self.encoder.decode_double(pt), dtype=np.float64))
         return np.concatenate(out)[:n] if out else np.zeros(0)
 
-    def decrypt_sum(self, data: bytes, k: int, group: int = 0) -> np.ndarray:
+    def decrypt_sum(self, data: bytes, k: int, group: int = 0, paired: bool = False) -> np.ndarray:
         """Decrypt a peer's ``X^T s`` result; return the ``k`` features of column group ``group``.
 
         Every slot holds a complete sum (see module notes); the ``R`` replicas of a feature carry
-        independent flood noise and are averaged.
+        independent flood noise and are averaged. ``paired`` results hold twice the sum (the peer
+        adds the conjugate to keep only the real part).
         """
         s = _sealapi()
         ct = self._files.load(s.Ciphertext(), self.ctx, data)
@@ -337,7 +363,7 @@ class CkksOwner:
         vals = np.asarray(self.encoder.decode_double(pt), dtype=np.float64)
         K = self.params.slots_per_row
         kk = min(K, k - group * K)
-        return vals.reshape(-1, K)[:, :kk].mean(axis=0)
+        return vals.reshape(-1, K)[:, :kk].mean(axis=0) / (2.0 if paired else 1.0)
 
     def close(self) -> None:
         self._files.close()
@@ -354,9 +380,12 @@ class CkksPeer:
         Standard deviation of the Gaussian flooding noise added to every slot of a result.
     precise : bool
         Rotate before rescaling (error ~7e-9 instead of ~1.5e-7 per result; rotations cost 2x).
+    paired : bool
+        The owner's matrix is paired-packed (:meth:`CkksOwner.encrypt_matrix`): half the ct x pt
+        products and encodings per result, plus one conjugation.
     """
 
-    def __init__(self, bundle: dict, flood: float = 2.0 ** -14, precise: bool = True) -> None:
+    def __init__(self, bundle: dict, flood: float = 2.0 ** -14, precise: bool = True, paired: bool = False) -> None:
         s = _sealapi()
         if not isinstance(bundle, dict) or any(k not in bundle for k in ("params", "galois", "public")):
             raise CryptoError("CKKS key bundle must hold 'params', 'galois' and 'public'")
@@ -369,6 +398,7 @@ class CkksPeer:
         self.evaluator = s.Evaluator(self.ctx)
         self.flood = float(flood)
         self.precise = bool(precise)
+        self.paired = bool(paired)
         self.matrix: list[list] = []
         self.n_rows = 0
         self.cols = 0
@@ -380,7 +410,7 @@ class CkksPeer:
         our vectors the owner may decrypt, so a matrix with more column groups is refused)."""
         s = _sealapi()
         R, K = self.params.rows_per_ct, self.params.slots_per_row
-        want = -(-n_rows // R)
+        want = -(-n_rows // (R * (2 if self.paired else 1)))
         if not isinstance(cols, int) or cols < 1:
             raise CryptoError(f"encrypted matrix column count must be a positive integer, got {cols!r:.40}")
         if len(groups) != -(-cols // K):
@@ -410,12 +440,19 @@ class CkksPeer:
         ``s_rows`` is a vector over **all** ``n_rows`` rows (rows outside ``chunks`` are ignored).
         Returns ``None`` when ``s`` is zero on every chunk (SEAL refuses to produce the
         "transparent" ciphertext of a product with zero; the answer is the zero vector anyway).
+
+        Paired packing: slot ``(r, j)`` of chunk ``c`` holds ``x_a + i x_b`` (rows ``a = 2Rc + r``,
+        ``b = a + R``); it is multiplied by ``s_a - i s_b``, whose real part ``x_a s_a + x_b s_b``
+        is the wanted sum over both rows. The imaginary part (``x_b s_a - x_a s_b``, a functional
+        of ``s`` the owner must not see) is removed before anything leaves: the peer adds the
+        complex conjugate of the rotated sum (one key switch), leaving ``2 Re``.
         """
         s = _sealapi()
         K, R = self.params.slots_per_row, self.params.rows_per_ct
-        v = np.zeros(len(self.matrix[0]) * R)
+        P = 2 if self.paired else 1
+        v = np.zeros(len(self.matrix[0]) * R * P)
         v[:self.n_rows] = np.asarray(s_rows, dtype=np.float64)
-        chunks = [c for c in chunks if np.any(v[c * R:(c + 1) * R])]
+        chunks = [c for c in chunks if np.any(v[c * P * R:(c + 1) * P * R])]
         if not chunks:
             return None
         scale = float(2 ** self.params.scale_bits)
@@ -426,8 +463,9 @@ class CkksPeer:
             acc = None
             for c in chunks:
                 pt = s.Plaintext()
-                self.encoder.encode(np.outer(v[c * R:(c + 1) * R], colmask).ravel().tolist(), cts[c].parms_id(),
-                                    scale, pt)
+                vc = v[2 * c * R:(2 * c + 1) * R] - 1j * v[(2 * c + 1) * R:(2 * c + 2) * R] if self.paired \
+                    else v[c * R:(c + 1) * R]
+                self.encoder.encode(np.outer(vc, colmask).ravel().tolist(), cts[c].parms_id(), scale, pt)
                 if pt.is_zero():  # values below the encoding precision: SEAL refuses the product
                     continue
                 prod = s.Ciphertext()
@@ -451,6 +489,10 @@ class CkksPeer:
                 rot = s.Ciphertext()
                 self.evaluator.rotate_vector(acc, st, self.galois, rot)
                 self.evaluator.add_inplace(acc, rot)
+            if self.paired:  # acc + conj(acc) = 2 Re(acc): the imaginary cross terms never leave
+                conj = s.Ciphertext()
+                self.evaluator.complex_conjugate(acc, self.galois, conj)
+                self.evaluator.add_inplace(acc, conj)
             # a fresh public-key encryption of the flood re-randomises both components (module
             # notes); added before the rescale (when precise) so that its encryption noise is divided too
             self.encoder.encode(self._flood_values(R, K), acc.parms_id(), acc.scale, noise)
@@ -476,9 +518,12 @@ class CkksPeer:
         """Row-wise inner products of the owner's encrypted vectors with our plaintext ones, masked.
 
         ``cts`` is the owner's :meth:`CkksOwner.encrypt_vectors` of ``V`` (``m x n``); ``coef`` is our
-        ``m x n`` plaintext. Returns the encryption of ``sum_j coef[j] * V[j] + offset + mask`` per
-        row (slot-packed) and the real part of ``mask``: the owner decrypts one additive share, we
-        keep ``-mask`` as the other.
+        ``m x n`` plaintext (real or complex). Returns the encryption of
+        ``sum_j coef[j] * V[j] + offset + mask`` per row (slot-packed) and the real part of ``mask``:
+        the owner decrypts one additive share (the real part, :meth:`CkksOwner.decrypt_vector`), we
+        keep ``-mask`` as the other. With complex ``V = a + i b`` and ``coef = c - i d`` the real
+        part is ``c a + d b``: two real inner-product terms per slot; the imaginary part
+        ``c b - d a`` is hidden under the imaginary half of the mask.
 
         Notes
         -----
@@ -489,7 +534,8 @@ class CkksPeer:
         ``v`` in [0, 1] under a mask of std ``sigma`` leaks at most ``1 / (2 sigma^2)`` nats.
         """
         s = _sealapi()
-        coef = np.asarray(coef, dtype=np.float64)
+        coef = np.asarray(coef)
+        coef = coef.astype(np.complex128 if np.iscomplexobj(coef) else np.float64)
         offset = np.asarray(offset, dtype=np.float64)
         m, n = coef.shape
         S = self.params.slots

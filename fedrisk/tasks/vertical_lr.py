@@ -69,8 +69,8 @@ class HeteroLRParams(BaseModel):
     solver: Literal["auto", "exact", "surrogate"] = Field(
         "auto", description="auto: exact with one feature holder, surrogate with several; exact: full-batch L-BFGS on the exact log-loss (Chebyshev sigmoid under CKKS; one "
         "feature holder); surrogate: fast mini-batch descent on a majorising surrogate (approximate)")
-    max_iter: int = Field(50, ge=1, le=1000, description="exact: most L-BFGS iterations")
-    step_tol: float = Field(1e-5, ge=0, description="exact: stop when the joint step's max-norm is below this")
+    max_iter: int = Field(100, ge=1, le=1000, description="exact: most L-BFGS iterations")
+    step_tol: float = Field(2e-5, ge=0, description="exact: stop when the joint step's max-norm is below this")
     epochs: int = Field(10, ge=1, le=10000)
     batch_size: int = Field(4096, ge=256, description="rows per mini-batch, a multiple of 256")
     learning_rate: float = Field(0.5, gt=0)

@@ -104,3 +104,50 @@ def test_matrix_with_undeclared_column_groups_is_refused(pair):
     with pytest.raises(CryptoError, match="column groups"):
         peer.load_matrix(owner.encrypt_matrix(np.zeros((700, 40))), 700, 5)
     peer.close()
+
+
+def test_complex_pairs_give_two_terms_per_slot():
+    """Two real vectors per ciphertext (``a + i b``) times ``c - i d``: the decrypted real part is
+    ``c a + d b``; the imaginary garbage ``c b - d a`` never reaches the decryptor's share."""
+    owner = CkksOwner()
+    peer = CkksPeer(owner.public_bundle())
+    rng = np.random.default_rng(6)
+    n = 5000
+    a, b = rng.uniform(-1, 1, (2, 3, n))
+    c, d = rng.normal(size=(2, 3, n))
+    off = rng.normal(size=n)
+    out, mask = peer.inner_products(owner.encrypt_vectors(a + 1j * b), c - 1j * d, off, 2.0 ** 10)
+    got = owner.decrypt_vector(out, n)
+    np.testing.assert_allclose(got - mask, (c * a + d * b).sum(axis=0) + off, atol=1e-6)
+    owner.close()
+    peer.close()
+
+
+def test_paired_rows_cross_product_is_exact_and_real():
+    """Paired packing (two rows per slot, real and imaginary part): ``X^T s`` as with one row per
+    slot, padding columns still multiplied by zero, and the imaginary cross terms
+    ``x_b s_a - x_a s_b`` removed by the conjugation before the result leaves the peer."""
+    rng = np.random.default_rng(8)
+    n = 1500
+    X = rng.normal(size=(n, 5))
+    s = rng.normal(size=n)
+    owner = CkksOwner()
+    peer = CkksPeer(owner.public_bundle(), flood=2.0 ** -10, paired=True)
+    peer.load_matrix(owner.encrypt_matrix(X, paired=True), n, 3)  # declared: 3 columns of the 5
+    res = peer.cross(range(-(-n // 512)), s)
+    np.testing.assert_allclose(owner.decrypt_sum(res[0], 3, paired=True), X[:, :3].T @ s, atol=1e-6)
+    # look at the raw slots: the replica means of the imaginary parts and of the padding are zero
+    from fedrisk.crypto.ckks import _sealapi
+
+    sa = _sealapi()
+    ct = owner._files.load(sa.Ciphertext(), owner.ctx, res[0])
+    pt = sa.Plaintext()
+    owner.decryptor.decrypt(ct, pt)
+    vals = np.asarray(owner.encoder.decode_complex(pt)).reshape(-1, 16).mean(axis=0)
+    np.testing.assert_allclose(vals.imag, 0.0, atol=1e-6)
+    np.testing.assert_allclose(vals.real[3:], 0.0, atol=1e-6)
+    # a matrix packed one row per slot is refused by a paired peer (its chunk count differs)
+    with pytest.raises(CryptoError, match="row chunks"):
+        peer.load_matrix(owner.encrypt_matrix(X), n, 5)
+    owner.close()
+    peer.close()
