@@ -81,6 +81,20 @@ class PartyContext:
     #: random id of this training run, the same at every participant (from the handshake)
     run_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: this party's checkpoints (:class:`fedrisk.runtime.checkpoint.Resumption`), made on first use
+    checkpoints_: Any = None
+
+    @property
+    def checkpoints(self):
+        """This party's checkpoints: agree on a resume step, restore its own state, save after a step."""
+        if self.checkpoints_ is None:
+            from fedrisk.runtime.checkpoint import CheckpointStore, Resumption
+
+            store = CheckpointStore.for_spec(self.out, self.spec, self.name)
+            if self.resume:
+                store.open_for_resume()
+            self.checkpoints_ = Resumption(self, store)
+        return self.checkpoints_
 
     @property
     def party(self):

@@ -57,7 +57,7 @@ def _await(channel: Channel, frm: str, tag: str, deadline: float | None, log: An
                          f" at {addresses[frm]}" if addresses and frm in addresses else "",
                          time.monotonic() - t0, limit)
 
-__all__ = ["handshake", "first_difference"]
+__all__ = ["handshake", "first_difference", "answer_late_hello"]
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> str | None:
@@ -79,7 +79,8 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
 
 
 def handshake(channel: Channel, driver: str, participants: list[str], settings: dict[str, Any], *,
-              wait: float | None = None, log: Any = None, addresses: Mapping[str, str] | None = None) -> str:
+              wait: float | None = None, log: Any = None, addresses: Mapping[str, str] | None = None,
+              started: dict[str, Any] | None = None) -> str:
     """Run the handshake and return the run id; raise :class:`ConfigError` everywhere when specs differ.
 
     ``wait`` (seconds, from ``security.connect_timeout``) bounds the wait for the other
@@ -113,4 +114,35 @@ def handshake(channel: Channel, driver: str, participants: list[str], settings: 
             raise ProtocolError(f"{driver!r} sent a malformed start message")
         if not start.get("ok"):
             raise ConfigError(f"job refused to start by {driver!r}: {safe_text(start.get('reason'), 2000)}")
+        if started is not None:  # e.g. {"rejoin": round} when the driver took this party back mid-job
+            started.update(start)
         return str(start.get("run_id", ""))
+
+
+def answer_late_hello(channel: Channel, peer: str, settings: dict[str, Any], run_id: str, at: int,
+                      refuse: str | None = None) -> bool:
+    """The driver's side of a participant's handshake mid-job (a horizontal bank rejoining at round ``at``).
+
+    Looks, without waiting, for a ``ctl.hello`` from ``peer``; answers ``ctl.start`` with
+    ``{"ok", "reason", "run_id", "rejoin": at}`` and returns whether it was accepted. The hello's
+    settings must equal this job's, except ``runtime`` (the rejoining party runs ``--resume``).
+    ``refuse`` refuses it with that reason (e.g. the aggregation cannot take it back).
+    """
+    try:
+        hello = channel.mailbox.take(peer, "ctl.hello", 0.0).body
+    except TransportError:
+        return False
+    if not isinstance(hello, dict):
+        reason = "malformed hello"
+    else:
+        theirs = {k: v for k, v in (hello.get("settings") or {}).items() if k != "runtime"}
+        diff = first_difference({k: v for k, v in settings.items() if k != "runtime"}, theirs)
+        reason = (f"participant {peer!r} runs a different job spec: {diff}" if diff else
+                  f"participant {peer!r} runs fedrisk {safe_text(hello.get('version'), 40)}, this is {__version__}"
+                  if hello.get("version") != __version__ else refuse or "")
+    channel.mark_up(peer)  # the answer must reach it even when it is refused
+    channel.send(peer, "ctl.start", {"ok": not reason, "reason": reason, "run_id": run_id, "rejoin": at},
+                 kind="control")
+    if reason:
+        channel.mark_down(peer, f"refused to rejoin: {reason}")
+    return not reason

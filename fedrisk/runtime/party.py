@@ -9,14 +9,19 @@ Start-up has a deadline (``security.connect_timeout``): the participant first wa
 every few seconds, until the peers it must reach accept a TLS connection
 (:mod:`fedrisk.runtime.preflight`, which also names a certificate problem at once), then runs the
 handshake. SIGINT/SIGTERM stop the participant with one line naming the phase it was in
-(:mod:`fedrisk.runtime.interrupt`). The job spec it ran is copied to ``RUN_DIR/job.toml``, so the
-run directory alone is enough for ``fedrisk predict`` later, on this host.
+(:mod:`fedrisk.runtime.interrupt`). This party's view of the job spec it ran (own paths resolved,
+other parties' data paths left out: :mod:`fedrisk.runtime.spec_copy`) is written to
+``RUN_DIR/job.toml``, so the run directory alone is enough for ``fedrisk predict`` later, on this host.
+
+``--resume`` continues from this party's checkpoints (:mod:`fedrisk.runtime.checkpoint`): a
+checkpoint that does not fit this party's data or the job is refused before anyone connects. In
+a horizontal job, a dropped bank restarted with ``--resume`` while the job still runs is taken
+back by the coordinator at the next round boundary (its handshake is answered mid-job).
 """
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -88,7 +93,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     out.mkdir(parents=True, exist_ok=True)
     log = party_logger(name, out, console)
     if spec_file is not None:
-        _keep_spec(spec_file, out)
+        _keep_spec(spec_file, out, name, spec)
     certs_dir = Path(certs) if certs is not None else spec.resolve(spec.security.certs)
     if certs_dir is None:
         raise ConfigError(f"participant {name!r}: no certificates; set security.certs in the job spec or pass --certs DIR")
@@ -106,12 +111,21 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
         connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
         ledger=Ledger(name, ledger_path), inbound_ledger=Ledger(name, in_path, direction="in", fsync=False),
         limits=MailboxLimits(max_queued_bytes=spec.security.max_queued_mib << 20, unread_ttl=spec.security.unread_ttl),
-        tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.",), peer_cas=spec.pinned_cas(),
+        tag_prefixes=tuple(task.TAG_PREFIXES) + ("ctl.", "ckpt."), peer_cas=spec.pinned_cas(),
         listen=spec.listen_address(name),
     )
     progress = ProgressLog(out / "progress" / f"{name}.jsonl" if name == driver else None, log)
     ctx = PartyContext(name=name, spec=spec, channel=channel, out=out, log=log, progress=progress,
                        certs_dir=certs_dir, resume=resume)
+    if not resume:
+        # a new run never resumes from an earlier run's steps later (it writes its own from step 1)
+        (out / "checkpoints" / f"{name}.json").unlink(missing_ok=True)
+    if resume:
+        try:  # refuse an unknown or mismatched checkpoint before anyone connects
+            ctx.checkpoints  # noqa: B018
+        except FedriskError as e:
+            log.error("failed: %s", e)  # simulate names the root cause from this line
+            raise
     t0 = time.perf_counter()
     limit = spec.security.connect_timeout
     with stop_on_signals(f"participant {name!r}"):
@@ -129,10 +143,22 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
             set_phase("start-up handshake")
             # --resume is agreed like the spec: a resuming party must not meet one that starts afresh
             settings = {**shared_settings(spec), "runtime": {"resume": bool(resume)}}
+            started: dict = {}
             ctx.run_id = handshake(channel, driver, spec.participants(), settings, wait=limit, log=log,
-                                   addresses=spec.addresses())
-            log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
-                     time.perf_counter() - t0)
+                                   addresses=spec.addresses(), started=started)
+            if started.get("rejoin") is not None:
+                ctx.extra["rejoin"] = int(started["rejoin"])
+                log.info("rejoined the running job at round %d", ctx.extra["rejoin"])
+            else:
+                log.info("all %d participants connected and agree on the job (%.2f s)", len(spec.participants()),
+                         time.perf_counter() - t0)
+            if getattr(task, "DROPOUT_TOLERANT", False) and name == driver:
+                from fedrisk.runtime.handshake import answer_late_hello
+
+                # a dropped bank that restarts (`fedrisk party --resume`) says hello mid-job; the
+                # protocol asks at each round boundary whether to take it back (see dropouts.Roster)
+                ctx.extra["admit"] = lambda bank, at, refuse=None: answer_late_hello(
+                    channel, bank, settings, ctx.run_id, at, refuse)
             set_phase(spec.task["kind"])
             if getattr(task, "DROPOUT_TOLERANT", False) and name != driver:
                 # a horizontal bank never needs another bank: their failures are their own dropouts
@@ -156,14 +182,13 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
             channel.close()
 
 
-def _keep_spec(spec_file: Path, out: Path) -> None:
-    """Copy the job spec into the run directory (atomically: parties of one simulate share it)."""
+def _keep_spec(spec_file: Path, out: Path, name: str, spec: JobSpec) -> None:
+    """Keep this party's view of the job spec in the run directory (see :mod:`fedrisk.runtime.spec_copy`)."""
+    from fedrisk.runtime.spec_copy import KEPT_BY_ENV, write_party_spec
+
+    if os.environ.get(KEPT_BY_ENV):
+        return  # simulate keeps the whole spec in the run directory its participants share
     target = out / "job.toml"
-    try:
-        if target.exists() and target.resolve() == spec_file.resolve():
-            return
-        tmp = out / f".job.toml.{os.getpid()}.tmp"
-        shutil.copyfile(spec_file, tmp)
-        tmp.replace(target)
-    except OSError as e:
-        raise ConfigError(f"cannot write the job spec into the run directory {out}: {e.strerror}") from None
+    if target.exists() and target.resolve() == spec_file.resolve():
+        return
+    write_party_spec(spec_file, out, name, spec.evaluation_holder())

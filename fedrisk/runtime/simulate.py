@@ -150,6 +150,7 @@ def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, ti
     child_env = dict(os.environ, **(env or {}))
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     child_env[PARENT_ENV] = str(os.getpid())  # participants stop if this process dies (even kill -9)
+    child_env["FEDRISK_SPEC_KEPT_BY"] = "simulate"  # job.toml above is the whole spec; participants leave it
     # each participant is single-threaded numpy unless it asks otherwise: 2 cores, N processes
     child_env.setdefault("OMP_NUM_THREADS", "1")
     child_env.setdefault("OPENBLAS_NUM_THREADS", "1")

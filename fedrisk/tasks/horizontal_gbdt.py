@@ -28,7 +28,7 @@ from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories
-from fedrisk.tasks.horizontal_lr import DropoutParams, make_aggregation, validate_horizontal
+from fedrisk.tasks.horizontal_lr import DropoutParams, make_aggregation, rejoin_policy, validate_horizontal
 
 KIND = "horizontal.gbdt"
 TAG_PREFIXES = ("hgb.", "hcat.")
@@ -127,8 +127,14 @@ def run(ctx: PartyContext) -> None:
             shown = {k: v for k, v in rec.items() if k not in ("tree", "contributors")}
             ctx.progress.update(t, cfg.n_trees, **shown, contributors=",".join(rec.get("contributors", [])))
 
+        # resume: only the coordinator holds training state; with [privacy] the bins' noise differs
+        # every run (and the budget would be spent twice), so such a job starts afresh
+        _, state = ctx.checkpoints.start("train", [COORDINATOR]) if privacy is None else (0, None)
+        if ctx.resume and privacy is not None:
+            ctx.log.warning("resume: a job with [privacy] starts afresh (its noisy bins differ every run)")
         model = run_coordinator(ctx.channel, banks, cfg, agg, privacy=privacy, on_tree=on_tree,
-                                log=ctx.log.warning)
+                                log=ctx.log.warning, start=state, checkpoint=ctx.checkpoints.saver("train"),
+                                admit=rejoin_policy(ctx))
         ctx.log.info("trained %d trees (kept %d) in %d aggregations; phases %s", len(model.history),
                      len(model.trees), model.rounds, model.phases)
         if model.privacy is not None:
@@ -150,6 +156,7 @@ def run(ctx: PartyContext) -> None:
     check_monotone(p.monotone, list(table.feature_names), f"bank {ctx.name!r} (monotone in the job spec)")
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, privacy=privacy,
                      n_banks=len(banks), monotone=p.monotone,
+                     rejoining=ctx.extra.get("rejoin") is not None,
                      categorical={c: len(CategoryEncoder.from_json(e).all_levels()) for c, e in (categories or {}).items()})
     if model.privacy is not None:
         ctx.log.info(_privacy_line(model.privacy))

@@ -22,9 +22,6 @@ Outputs in the run directory: ``model.json`` (every participant writes the same 
 """
 from __future__ import annotations
 
-import json
-
-import numpy as np
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -225,6 +222,28 @@ def make_aggregation(ctx: PartyContext, params: Any, rounds: int | None = None) 
     return SecureAggregation(**common)
 
 
+def rejoin_policy(ctx: PartyContext) -> Callable[[str, int], bool] | None:
+    """``admit(bank, round)`` for the coordinator: a dropped bank that restarted may come back.
+
+    Session secure aggregation keeps a returning bank ``excluded`` until its next key setup, so
+    there the answer is a refusal naming the setting; single-round secure aggregation and plain
+    sums take it back at the next round.
+    """
+    admit = ctx.extra.get("admit")
+    if admit is None:
+        return None
+    sec = ctx.spec.security
+    if ctx.spec.privacy is not None:
+        why = ("a job with [privacy] cannot take a bank back: its noise shares and privacy accounting assume the "
+               "banks of the start")
+        return lambda bank, at: admit(bank, at, why)
+    if sec.secure_aggregation and sec.secure_aggregation_rounds:
+        why = ("session secure aggregation (security.secure_aggregation_rounds > 0) cannot take a bank back "
+               "mid-session; set security.secure_aggregation_rounds = 0 to let dropped banks rejoin")
+        return lambda bank, at: admit(bank, at, why)
+    return admit
+
+
 def run(ctx: PartyContext) -> None:
     spec = ctx.spec
     params = parse_params(Params, spec.task)
@@ -240,20 +259,20 @@ def run(ctx: PartyContext) -> None:
                      privacy.noise_multiplier, privacy.mechanisms, privacy.epsilon, privacy.delta)
     categories = agreed_categories(ctx, params, banks, COORDINATOR)
     if ctx.name == COORDINATOR:
-        ckpt_path = ctx.out / "checkpoints" / "coordinator.json"
-        start = None
-        if ctx.resume and ckpt_path.exists() and privacy is None:
-            state = json.loads(ckpt_path.read_text())
-            start = (int(state["round"]), np.asarray(state["w"]))
-            ctx.log.info("resuming after round %d from %s", start[0], ckpt_path)
+        # resume: only the coordinator holds training state (banks compute from the broadcast model);
+        # a private run starts afresh (repeating rounds would spend the privacy budget again)
+        step, state = ctx.checkpoints.start("train", [COORDINATOR]) if privacy is None else (0, None)
+        if ctx.resume and privacy is not None:
+            ctx.log.warning("resume: a job with [privacy] starts afresh (its noisy rounds would spend the budget again)")
+        start = (step, state) if state is not None else None
+        if start is not None:
+            ctx.log.info("resuming after round %d", step)
 
         def on_round(r: int, rec: dict) -> None:
             ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
 
-        def checkpoint(r: int, state: dict) -> None:
-            ctx.write_json("checkpoints/coordinator.json", {"round": r, **state})
-
-        model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start, checkpoint=checkpoint,
+        model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start,
+                                checkpoint=ctx.checkpoints.saver("train"), admit=rejoin_policy(ctx),
                                 log=ctx.log.warning, **dp)
         if privacy is not None:
             ctx.log.info(privacy_line(privacy.summary()))
@@ -295,7 +314,8 @@ def run(ctx: PartyContext) -> None:
     if privacy is not None:
         dp["n_banks"] = len(banks)
         ctx.log.info(privacy_line(privacy.summary()))
-    model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round, **dp)
+    model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round,
+                     rejoining=ctx.extra.get("rejoin") is not None, **dp)
     save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
     if evaluator:
         from fedrisk.finance.reference import comparison, logistic_alone

@@ -29,6 +29,7 @@ secure aggregation), plus the final scorecard, which every bank holds whole.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -112,7 +113,12 @@ def run(ctx: PartyContext) -> None:
         def on_round(r: int, rec: dict) -> None:
             ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
 
-        model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round)
+        # resume: the WOE stage is recomputed (exact secure sums: the same bins); the LR stage
+        # continues from the coordinator's last round if it was trained on these same WOE tables
+        step, state = ctx.checkpoints.start("train", [COORDINATOR], inputs=json.dumps(
+            {f: w.to_dict() for f, w in res.woe.items()}, sort_keys=True, default=str))
+        model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=(step, state) if state else None,
+                                checkpoint=ctx.checkpoints.saver("train"))
     else:
         W = enc.transform(frame.X)[feats].to_numpy(dtype=float)
         model = run_bank(ctx.channel, COORDINATOR, W, frame.y, feats, cfg, agg)

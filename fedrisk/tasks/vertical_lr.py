@@ -156,7 +156,10 @@ def run(ctx: PartyContext) -> None:
         if is_lh:
             ctx.progress.update(e, total, stage="train", **{k: v for k, v in rec.items() if k in ("val_loss",)})
 
-    model = train(ctx.channel, lh, hosts, Z[tr], y_all[tr] if is_lh else None, cfg, on_epoch=on_epoch)
+    # resume: every party continues from the last iteration all of them checkpointed (own state only)
+    _, state = ctx.checkpoints.start("train", [lh, *hosts])
+    model = train(ctx.channel, lh, hosts, Z[tr], y_all[tr] if is_lh else None, cfg, on_epoch=on_epoch,
+                  start=state, checkpoint=ctx.checkpoints.saver("train"))
     ctx.log.info("trained: best epoch %d of %d; phases %s", model.best_epoch, len(model.history),
                  {k: round(v, 3) for k, v in model.phases.items()})
 

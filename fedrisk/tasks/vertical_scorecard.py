@@ -101,6 +101,13 @@ def run(ctx: PartyContext) -> None:
     X_tr = X[tr].reset_index(drop=True)
     y_tr = y[tr] if is_lh else None
     lr_config = params.hetero(spec.federation.seed)
+
+    def lr_hooks(W: np.ndarray) -> dict[str, Any]:
+        # resume: the WOE stage is recomputed (deterministic); the LR stage continues from the last
+        # iteration every party checkpointed on these same WOE columns
+        _, state = ctx.checkpoints.start("train", [lh, *hosts], inputs=W)
+        return {"start": state, "checkpoint": ctx.checkpoints.saver("train")}
+
     if is_lh:
         if y_tr.min() == y_tr.max():
             raise DataError(f"party {me!r}: the aligned training rows have only label {int(y_tr[0])}; need both classes")
@@ -111,14 +118,15 @@ def run(ctx: PartyContext) -> None:
         fit = fit_label_holder(
             ctx.channel, hosts, X_tr, y_tr, encoder=enc, selection=sel, config=params.binning(),
             smoothing=params.smoothing, scheme=params.scheme, key_bits=params.key_bits, release=params.release(),
-            lr_config=lr_config, card=card,
+            lr_config=lr_config, card=card, lr_hooks=lr_hooks,
             on_woe=lambda: ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1),
             on_epoch=lambda e, rec: ctx.progress.update(e, total, stage="train",
                                                         **{k: v for k, v in rec.items() if k == "val_loss"}))
     else:
         fit = fit_feature_holder(ctx.channel, lh, hosts, X_tr, categorical=params.categorical, config=params.binning(),
                                  iv_threshold=params.iv_threshold, max_corr=params.corr_or_none(),
-                                 release=params.release(), lr_config=lr_config, card=card, log=ctx.log.warning)
+                                 release=params.release(), lr_config=lr_config, card=card, log=ctx.log.warning,
+                                 lr_hooks=lr_hooks)
     part, model, sel, vres = fit.part, fit.model, fit.selection, fit.woe
     ctx.log.info("WOE features: %s", ", ".join(fit.bins) or "(none)")
     doc = {"format": FORMAT if is_lh else FORMAT + ".part", "version": 1, "task": KIND, "job": spec.job_id,

@@ -122,9 +122,12 @@ def run(ctx: PartyContext) -> None:
         # this party's category levels (its own file only), so predict encodes new rows the same way
         "categories": table.categories, "category_encoding": CATEGORY_ENCODING,
     }
+    # resume: every party continues after the last tree all of them checkpointed (own state only)
+    _, state = ctx.checkpoints.start("train", [lh, *hosts])
+    hooks = {"start": state, "checkpoint": ctx.checkpoints.saver("train")}
     if not is_lh:
         est = SecureBoostFeatureHolder(cfg).fit(ctx.channel, lh, X[tr], table.feature_names,
-                                                monotone=spec.parties[me].monotone, categorical=list(table.categories))
+                                                monotone=spec.parties[me].monotone, categorical=list(table.categories), **hooks)
         ctx.log.info("trained; %d of this party's features used in %d trees; phases %s", len(est.model_.importance),
                      len(est.model_.trees), {k: round(v, 3) for k, v in est.model_.phases.items()})
         score_feature_holder(ctx.channel, est.model_, X[tr], lh, tag="train")
@@ -142,7 +145,7 @@ def run(ctx: PartyContext) -> None:
 
     est = SecureBoostLabelHolder(cfg, on_tree=on_tree).fit(ctx.channel, hosts, X[tr], y[tr], table.feature_names,
                                                            monotone=spec.parties[me].monotone,
-                                                           categorical=list(table.categories))
+                                                           categorical=list(table.categories), **hooks)
     model = est.model_
     ctx.log.info("trained %d trees (best iteration %d); phases %s", len(model.history), model.best_iteration,
                  {k: round(v, 3) for k, v in model.phases.items()})

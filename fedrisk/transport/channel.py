@@ -319,6 +319,11 @@ class Channel(ABC):
         """Record that ``peer`` dropped out: later sends to it are skipped, receives from it fail at once."""
         self.mailbox.peer_down(peer, reason)
 
+    def mark_up(self, peer: str) -> None:
+        """``peer`` came back and was re-admitted by the protocol (a horizontal bank's rejoin)."""
+        with self.mailbox._cv:
+            self.mailbox.down.pop(peer, None)
+
     def tell_dropped(self, peers: Iterable[str], reason: str, timeout: float = 2.0) -> list[str]:
         """Best effort: tell each of ``peers`` (``ctl.dropped``) that the job goes on without it.
 

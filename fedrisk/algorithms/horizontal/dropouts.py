@@ -24,22 +24,30 @@ Messages: only ``ctl.dropped`` (coordinator -> dropped bank, kind control, the r
 coordinator recorded: "left the sums of round 3" or the transport error). A bank learns nothing
 from it it did not know: it was the one that went silent.
 
-Rejoin: a dropped bank stays out for the rest of the job. Letting it back at a round boundary
-would need it to learn the current round and model mid-protocol and secure aggregation to take it
-back into its key exchange; a bank that was killed restarts from scratch anyway (a new process,
-a new handshake). The threshold is fixed from *all* banks at the start, so a shrinking roster
-never lowers the privacy bar.
+Rejoin (:meth:`Roster.readmit`, at a round boundary): a dropped bank that comes back (``fedrisk
+party --resume`` for that bank: a new process, the start-up handshake answered mid-job by the
+coordinator's runtime through the ``admit`` callable) is taken back before the round's model
+broadcast. It is sent ``hlr.rejoin`` (coordinator -> bank, kind aggregate: the agreed scaler, the
+bank count and the round it joins at — what it received at the start anyway), then the round's
+model like every bank, and is in that round's sums. Horizontal LR banks hold no state between
+rounds, so nothing else is needed; secure aggregation must then take it into the round's key
+exchange, which the single-round protocol does every round (session mode would keep it
+``excluded`` until its next setup, so the runtime refuses the rejoin there with one line). The
+threshold is fixed from *all* banks at the start, so a shrinking roster never lowers the
+privacy bar.
 """
 from __future__ import annotations
 
 import copy
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, AggregateResult
 from fedrisk.errors import ProtocolError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["Roster", "fixed_threshold"]
+__all__ = ["Roster", "fixed_threshold", "rejoin_scaler"]
 
 
 def fixed_threshold(agg: Aggregation, n_banks: int) -> Aggregation:
@@ -93,6 +101,8 @@ class Roster:
         self.dropped: dict[str, tuple[int, str]] = {}
         #: round -> contributors to that round's sums
         self.contributors: dict[int, list[str]] = {}
+        #: bank -> the rounds it rejoined at, with the dropout each ended
+        self.rejoined: dict[str, list[dict]] = {}
 
     def watch(self) -> None:
         """Before the all-bank steps: a bank that dies makes the job stop within ``send_timeout``-ish, named.
@@ -141,6 +151,21 @@ class Roster:
             self._drop(b, r, down.get(b, f"left the sums of round {r}"))
         return got
 
+    def readmit(self, r: int, admit: Callable[[str, int], bool] | None, welcome: dict[str, Any]) -> list[str]:
+        """Take back, before round ``r``, every dropped bank that asked to rejoin and that ``admit`` accepts."""
+        back = []
+        for b in sorted(self.dropped) if admit is not None else []:
+            if not admit(b, r):
+                continue
+            was, why = self.dropped.pop(b)
+            self.channel.mark_up(b)
+            self.active = sorted([*self.active, b])
+            self.rejoined.setdefault(b, []).append({"round": r, "dropped_at": was, "reason": why})
+            self.channel.send(b, "hlr.rejoin", {**welcome, "first_round": r}, kind="aggregate")
+            self.say(f"round {r}: bank {b!r} rejoined (dropped at round {was}); continuing with {self.active}")
+            back.append(b)
+        return back
+
     def finish(self) -> None:
         """Tell the dropped banks that are still alive that the job went on without them."""
         if self.dropped:
@@ -152,7 +177,18 @@ class Roster:
     def summary(self) -> dict:
         """What the coordinator's outputs say about membership."""
         return {"contributors": {str(r): c for r, c in self.contributors.items()},
-                "dropped": {b: {"round": r, "reason": why} for b, (r, why) in sorted(self.dropped.items())}}
+                "dropped": {b: {"round": r, "reason": why} for b, (r, why) in sorted(self.dropped.items())},
+                **({"rejoined": dict(sorted(self.rejoined.items()))} if self.rejoined else {})}
+
+
+def rejoin_scaler(channel: Channel, coordinator: str) -> dict[str, Any]:
+    """A rejoining bank's stand-in for the standardisation agreement: the ``hlr.rejoin`` message."""
+    msg = channel.recv(coordinator, "hlr.rejoin")
+    if not isinstance(msg, dict) or not {"mean", "scale", "first_round"} <= set(msg):
+        raise ProtocolError(f"{channel.me}: malformed hlr.rejoin from {coordinator!r}")
+    msg = dict(msg)
+    msg["mean"], msg["scale"] = np.asarray(msg["mean"], dtype=np.float64), np.asarray(msg["scale"], dtype=np.float64)
+    return msg
 
 
 def agreed_roster(channel: Channel, banks: Sequence[str], aggregation: Aggregation,

@@ -14,7 +14,10 @@ the coordinator sees only sums)::
     2. the standardisation agreement of :mod:`~fedrisk.algorithms.horizontal.standardisation`
        (hlr.magnitude, hlr.range, hlr.sum, hlr.mean, hlr.var, hlr.scaler)
     3. for round r = 1..R:
-       coordinator -> bank_k      : hlr.global.rR       w_global, done flag        (model)
+       (a dropped bank that restarted may rejoin here: coordinator -> bank hlr.rejoin, the scaler
+       and the round, kind aggregate; see :mod:`~fedrisk.algorithms.horizontal.dropouts`)
+       coordinator -> bank_k      : hlr.global.rR       w_global, done flag, previous round's
+                                                        contributors (model)
        bank_k      -> coordinator : hlr.update.rR via agg  [n_k * w_k, n_k, n_k * loss_k(w_global)]
        coordinator               : w_global = sum(n_k w_k) / sum(n_k); stop when the relative
                                     change falls below ``tol`` or after R rounds
@@ -39,7 +42,7 @@ import zlib
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.dropouts import agreed_roster
+from fedrisk.algorithms.horizontal.dropouts import agreed_roster, rejoin_scaler
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, mean_log_loss, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.errors import DataError, ProtocolError
@@ -86,15 +89,17 @@ def _local_train(Xs: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, cfg: 
 
 def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
              cfg: FedAvgConfig, aggregation: Aggregation | None = None,
-             on_round: Callable[[int, LogisticModel], None] | None = None) -> LogisticModel:
-    """A bank's side of FedAvg. Returns the final global model (identical at every bank)."""
+             on_round: Callable[[int, LogisticModel], None] | None = None, rejoining: bool = False) -> LogisticModel:
+    """A bank's side of FedAvg. Returns the final global model (identical at every bank).
+
+    ``rejoining``: this bank was taken back mid-job; the scaler comes in ``hlr.rejoin``."""
     agg = aggregation or PlainAggregation()
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n, d = X.shape
     if n == 0:
         raise DataError(f"{channel.me}: no training rows")
-    scaler = agree_bank(channel, coordinator, X, feature_names, agg)
+    scaler = rejoin_scaler(channel, coordinator) if rejoining else agree_bank(channel, coordinator, X, feature_names, agg)
     mean, scale = scaler["mean"], scaler["scale"]
     Xs = (X - mean) / scale
     model = LogisticModel(list(feature_names), mean, scale, np.zeros(d), 0.0)
@@ -106,6 +111,8 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         model.coef, model.intercept = w_global[:d].copy(), float(w_global[d])
         if msg.get("loss") is not None:
             model.history.append({"round": r - 1, "loss": float(msg["loss"])})
+            if isinstance(msg.get("contributors"), list):
+                model.history[-1]["contributors"] = [str(b) for b in msg["contributors"]]
         if on_round is not None:
             on_round(r, model)
         if msg["done"]:
@@ -126,7 +133,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
                     on_round: Callable[[int, dict], None] | None = None,
                     start: tuple[int, np.ndarray] | None = None,
                     checkpoint: Callable[[int, dict], None] | None = None,
-                    log: Callable[[str], None] | None = None) -> LogisticModel:
+                    log: Callable[[str], None] | None = None,
+                    admit: Callable[[str, int], bool] | None = None) -> LogisticModel:
     """The coordinator's side: agree the schema and scaler, then average updates each round.
 
     ``start = (round, w)`` resumes from a checkpoint written by ``checkpoint(round, state)``.
@@ -135,9 +143,10 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
     average is over each round's contributors.
     """
     banks = list(banks)
-    first, w = 1, None
-    if start is not None:
-        first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
+    first, w, resumed = 1, None, {}
+    if start is not None:  # (round, state written by checkpoint) or, from older checkpoints, (round, w)
+        resumed = start[1] if isinstance(start[1], dict) else {"w": start[1]}
+        first, w = start[0] + 1, np.asarray(resumed["w"], dtype=np.float64)
     agg, roster, st = agreed_roster(channel, banks, aggregation or PlainAggregation(),
                                     lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first}), log=log)
     names, mean, scale, constant = st.feature_names, st.mean, st.scale, st.constant_features
@@ -149,11 +158,17 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
     history: list[dict] = []
     lr = cfg.learning_rate * cfg.lr_decay ** (first - 1)
     r = first
-    done = False
-    last_loss = None
+    done = bool(resumed.get("done", False))
+    last_loss = resumed.get("last_loss")
+    history = list(resumed.get("history", []))
     while True:
         done = done or r > cfg.rounds
-        roster.broadcast(r, f"hlr.global.r{r}", {"w": w, "done": done, "lr": lr, "loss": last_loss}, kind="model")
+        if not done:  # a dropped bank that came back is taken back here (see newton_lr)
+            roster.readmit(r, admit, {"mean": st.mean, "scale": st.scale})
+        # the previous round's contributors ride along, so the evaluation holder's metrics list them
+        roster.broadcast(r, f"hlr.global.r{r}", {"w": w, "done": done, "lr": lr, "loss": last_loss,
+                                                 "contributors": history[-1]["contributors"] if history else None},
+                         kind="model")
         if done:
             break
         roster.require(r)
@@ -171,7 +186,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
                "contributors": list(res.contributors)}
         history.append(rec)
         if checkpoint is not None:
-            checkpoint(r, {"w": w, "history": history})
+            checkpoint(r, {"w": w, "history": history, "last_loss": last_loss, "done": change < cfg.tol})
         if on_round is not None:
             on_round(r, rec)
         if change < cfg.tol:

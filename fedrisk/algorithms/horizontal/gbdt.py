@@ -290,7 +290,7 @@ def _sensitivities(d: int, clip: float | None) -> tuple[float, float]:
 def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
              params: GbdtParams, aggregation: Aggregation | None = None, privacy: PrivacyPlan | None = None,
              n_banks: int | None = None, monotone: dict[str, int] | None = None,
-             categorical: dict[str, int] | None = None) -> GbdtModel:
+             categorical: dict[str, int] | None = None, rejoining: bool = False) -> GbdtModel:
     """A bank's side of training. Returns the global model (identical at every bank).
 
     Parameters
@@ -349,16 +349,23 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     cat_idx = _categorical_index(categorical, list(feature_names), f"bank {me!r}")
     if cat_idx:
         schema["categorical"] = {str(feature_names[f]): k for f, k in cat_idx.items()}
-    channel.send(coordinator, "hgb.schema", schema, kind="public-parameter")
-    verdict = channel.recv(coordinator, "hgb.schema.ok")
-    if not isinstance(verdict, dict) or not verdict.get("ok"):
-        raise DataError(str(verdict.get("reason", "feature schemas differ between banks")))
     cpu0 = time.process_time()
-    with ph("binning"):
-        binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
+    if rejoining:  # rejoin hook: taken back at a tree boundary (the agreed bins, base score, trees, step)
+        start = channel.recv(coordinator, "hgb.rejoin")
+        binner = binner_from_cuts(params.max_bin, [np.asarray(c, dtype=np.float64) for c in start["cuts"]],
+                                  np.asarray(start["has_missing"], dtype=bool))
         binner = _with_category_bins(binner, cat_idx)
         bins = binner.transform(X)
-    start = channel.recv(coordinator, "hgb.start")
+    else:
+        channel.send(coordinator, "hgb.schema", schema, kind="public-parameter")
+        verdict = channel.recv(coordinator, "hgb.schema.ok")
+        if not isinstance(verdict, dict) or not verdict.get("ok"):
+            raise DataError(str(verdict.get("reason", "feature schemas differ between banks")))
+        with ph("binning"):
+            binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
+            binner = _with_category_bins(binner, cat_idx)
+            bins = binner.transform(X)
+        start = channel.recv(coordinator, "hgb.start")
     base = float(start["base_score"])
     missing = binner.missing_bins()
     nb = binner.n_bins_
@@ -375,9 +382,15 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     step = 0
     prepare = getattr(agg, "prepare", None)
     abandon = getattr(agg, "abandon", None)
+    if rejoining:
+        step = int(start["step"])
     while True:
         plan = channel.recv(coordinator, f"hgb.p{step}")
         _check_plan(plan, nb, f"bank {me!r}: plan step {step} from the coordinator")
+        for nodes in (plan.get("resume_trees") or []) + ((start.pop("resume_trees", None) or []) if rejoining else []):
+            # resume / rejoin hook: the trees built before a restart, or before this bank came back
+            _check_plan({"tree_done": nodes}, nb, f"bank {me!r}: a resumed tree from the coordinator")
+            margin += _route_bins(nodes, bins, missing)
         if plan.get("tree_done") is not None:
             with ph("routing"):
                 leaf_of = _route_bins(plan["tree_done"], bins, missing)
@@ -637,8 +650,15 @@ class _Level:
 
 def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, aggregation: Aggregation | None = None,
                     privacy: PrivacyPlan | None = None, on_tree: Callable[[int, dict], None] | None = None,
-                    log: Callable[[str], None] | None = None) -> GbdtModel:
-    """The coordinator's side: agree bins, then grow every tree on secure sums; returns the model."""
+                    log: Callable[[str], None] | None = None, start: dict | None = None,
+                    checkpoint: Callable[[int, dict], None] | None = None,
+                    admit: Callable[[str, int], bool] | None = None) -> GbdtModel:
+    """The coordinator's side: agree bins, then grow every tree on secure sums; returns the model.
+
+    Resume hooks (the runtime owns the files): ``checkpoint(t, state)`` after tree ``t``; ``start``
+    is such a state: the bins are agreed again (the same without DP), the banks get the earlier
+    trees in the first plan (``resume_trees``) and the job goes on from tree ``t``.
+    """
     agg = aggregation or PlainAggregation()
     banks = sorted(banks)
     tp = params.tree
@@ -821,7 +841,21 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
         return None
 
     t = 0
+    if start is not None:  # resume hook: the coordinator's state after tree start["t"]
+        trees, history, best_loss, best_it, t, rounds = (start[k] for k in (
+            "trees", "history", "best_loss", "best_it", "t", "rounds"))
+        pending = {"resume_trees": [tr["nodes"] for tr in trees[:-1]], "tree_done": trees[-1]["nodes"],
+                   "new_tree": True, "tree": t}
     while t < params.n_trees and not stop:
+        for b in sorted(set(banks) - members) if admit is not None and privacy is None else []:
+            if admit(b, t):  # rejoin hook: a dropped bank that restarted comes back at this tree boundary
+                channel.mark_up(b)
+                members.add(b)
+                reachable.add(b)
+                send_all("hgb.rejoin", {"cuts": [c.tolist() for c in binner.cuts_], "has_missing": binner.has_missing_,
+                                        "base_score": base, "n_trees": params.n_trees, "step": step,
+                                        "resume_trees": [tr["nodes"] for tr in trees[:-1]]}, "model", to=[b])
+                say(f"tree {t + 1}: bank {b!r} rejoined; continuing with {sorted(members)}")
         restarts = 0
         tree_nodes: list[dict] = [{"id": 0}]
         bounds.clear()  # (children get theirs when created, so a restart needs no reset)
@@ -958,6 +992,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
         trees.append({"nodes": tree_nodes})
         pending = {"tree_done": tree_nodes, "new_tree": True, "tree": t + 1}
         t += 1
+        if checkpoint is not None:
+            checkpoint(t, {"t": t, "trees": trees, "history": history, "best_loss": best_loss, "best_it": best_it,
+                           "rounds": rounds})
     if not stop:
         # the last tree's losses: one small aggregation
         tag = f"hgb.a{step}"

@@ -80,8 +80,11 @@ going while at least the threshold of banks (fixed from ALL banks, so it never d
 stops with one line naming the dropped banks otherwise. Since Newton converges to the optimum of
 whatever sums it is given, the final model is the pooled optimum of the banks still in at the end
 (on the scaler all banks agreed). Each ``hlr.newton`` message also carries the previous round's
-contributors, so the evaluation holder's ``metrics.json`` lists them per round; a dropped bank
-does not rejoin (see the roster's docstring).
+contributors, so the evaluation holder's ``metrics.json`` lists them per round. A dropped bank
+that restarts may rejoin at a round boundary (coordinator -> bank ``hlr.rejoin``, kind aggregate:
+the scaler, the bank count and the round; see the roster's docstring); the round it rejoins
+cannot end the job as converged, and the final model is the optimum of the banks in at the end.
+Not under differential privacy (below): a private run neither resumes nor takes a bank back.
 
 Differential privacy (``privacy``, a :class:`~fedrisk.crypto.dp.PrivacyPlan`; ``[privacy]`` in the
 spec): a noisy-Newton variant. *What it protects*: any single customer row of any bank, against
@@ -115,7 +118,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.dropouts import agreed_roster
+from fedrisk.algorithms.horizontal.dropouts import agreed_roster, rejoin_scaler
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.crypto.dp import BankNoise, PrivacyPlan, clip_rows, min_contributors
@@ -229,11 +232,13 @@ def _check_ring(vec: np.ndarray, agg: Aggregation, banks: int, me: str, tag: str
 def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
              cfg: NewtonConfig, aggregation: Aggregation | None = None,
              on_round: Callable[[int, LogisticModel], None] | None = None,
-             privacy: PrivacyPlan | None = None, n_banks: int | None = None) -> LogisticModel:
+             privacy: PrivacyPlan | None = None, n_banks: int | None = None,
+             rejoining: bool = False) -> LogisticModel:
     """A bank's side of Newton LR. Returns the final global model (identical at every bank).
 
     ``privacy``: the run's plan (the same at every party); ``n_banks`` sets the noise share
-    (default: the channel's peers minus the coordinator).
+    (default: the channel's peers minus the coordinator). ``rejoining``: this bank was taken back
+    mid-job; the scaler comes in ``hlr.rejoin`` (never under privacy: the coordinator refuses it).
     """
     agg = aggregation or PlainAggregation()
     X = np.asarray(X, dtype=np.float64)
@@ -243,7 +248,10 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     if privacy is not None:
         nb = n_banks or max(1, len([p for p in channel.peers if p != coordinator]))
         noise = BankNoise(privacy, min_contributors(agg, nb))
-    scaler = agree_bank(channel, coordinator, X, feature_names, agg, noise=noise)
+    if rejoining:
+        scaler = rejoin_scaler(channel, coordinator)
+    else:
+        scaler = agree_bank(channel, coordinator, X, feature_names, agg, noise=noise)
     mean, scale = scaler["mean"], scaler["scale"]
     banks = int(scaler.get("banks", 1))
     Xs1 = np.column_stack([(X - mean) / scale, np.ones(len(y))])
@@ -309,8 +317,12 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
                     start: tuple[int, np.ndarray] | None = None,
                     checkpoint: Callable[[int, dict], None] | None = None,
                     log: Callable[[str], None] | None = None,
-                    privacy: PrivacyPlan | None = None) -> LogisticModel:
+                    privacy: PrivacyPlan | None = None,
+                    admit: Callable[[str, int], bool] | None = None) -> LogisticModel:
     """The coordinator's side: agree the scaler, then take damped Newton steps on aggregated sums.
+
+    ``admit(bank, round)`` (from the runtime) says whether a dropped bank asked to rejoin and may:
+    it is taken back at that round's start (:meth:`~fedrisk.algorithms.horizontal.dropouts.Roster.readmit`).
 
     ``start = (round, w)`` resumes from a checkpoint written by ``checkpoint(round, state)``; the
     resumed job re-evaluates the gradient and Hessian at ``w`` in its first round. ``log`` gets
@@ -318,12 +330,13 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     contributors and ``membership`` the dropped banks.
     """
     banks = list(banks)
-    first, w = 1, None
-    if start is not None:
-        first, w = start[0] + 1, np.asarray(start[1], dtype=np.float64)
     if privacy is not None and start is not None:
         raise ProtocolError("a private run cannot resume from a checkpoint: the repeated rounds would spend the "
                             "privacy budget again; start the job afresh")
+    first, w, resumed = 1, None, {}
+    if start is not None:  # (round, state written by checkpoint) or, from older checkpoints, (round, w)
+        resumed = start[1] if isinstance(start[1], dict) else {"w": start[1]}
+        first, w = start[0] + 1, np.asarray(resumed["w"], dtype=np.float64)
     std = None if privacy is None else (lambda sens: privacy.noise_multiplier * sens)
     agg, roster, st = agreed_roster(
         channel, banks, aggregation or PlainAggregation(),
@@ -348,12 +361,17 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     last_loss = None
     last_contributors = None
     r, done = first, False
-    if privacy is not None:
+    if privacy is not None:  # (no rejoin either: admit is not consulted, the noise shares assume the roster)
         w, history = _private_newton(channel, agg, roster, cfg, d, active, pen, on_round, checkpoint, privacy)
         r, done = cfg.privacy_rounds + 1, True
         last_loss, last_contributors = history[-1]["loss"], history[-1]["contributors"]
+    elif "p" in resumed:  # the whole state: the resumed job takes exactly the uninterrupted job's steps
+        p, history, done = np.asarray(resumed["p"], dtype=np.float64), list(resumed["history"]), bool(resumed["done"])
+        last_loss, last_contributors = resumed["last_loss"], resumed["last_contributors"]
     while True:
         done = done or r > cfg.rounds
+        if not done:
+            roster.readmit(r, admit, {"mean": st.mean, "scale": st.scale, "banks": len(banks)})
         roster.broadcast(r, f"hlr.newton.r{r}", {"w": w, "p": p, "done": done, "loss": last_loss,
                                                  "contributors": last_contributors}, kind="model")
         if done:
@@ -405,7 +423,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
                 done = True  # no step decreases the objective: w is optimal up to the ring's precision
         history.append(rec)
         if checkpoint is not None:
-            checkpoint(r, {"w": w, "history": history})
+            checkpoint(r, {"w": w, "history": history, "p": p, "done": done, "last_loss": last_loss,
+                           "last_contributors": last_contributors})
         if on_round is not None:
             on_round(r, rec)
         r += 1

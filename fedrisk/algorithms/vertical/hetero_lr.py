@@ -334,7 +334,8 @@ class _Clock:
 
 def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X: np.ndarray,
           y: np.ndarray | None, cfg: HeteroLRConfig,
-          on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> PartyModel:
+          on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+          start: dict[str, Any] | None = None, checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> PartyModel:
     """Run this party's role of vertical LR training; return its part of the model.
 
     Parameters
@@ -352,6 +353,9 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
         Settings, identical at every party.
     on_epoch : callable, optional
         ``on_epoch(epoch, record)`` after each epoch (label holder: with the validation loss).
+    start, checkpoint : dict, callable, optional
+        Resume hooks (the runtime owns the files): ``checkpoint(step, state)`` after each epoch /
+        iteration with this party's own optimiser state; ``start`` is such a state to continue from.
 
     Returns
     -------
@@ -452,7 +456,7 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
     clock.t["setup_wall"] = t_train - t_setup
     if cfg.solver == "exact":
         w, history = _exact_loop(channel, me, label_holder, feature_holders[0], X, yv if is_lh else None, cfg,
-                                 owner, peers[others[0]], exchange, clock, on_epoch)
+                                 owner, peers[others[0]], exchange, clock, on_epoch, start, checkpoint)
         clock.t["training_wall"] = time.perf_counter() - t_train
         owner.close()
         for p in peers.values():
@@ -460,7 +464,10 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
         coef, intercept = (w[:-1], float(w[-1])) if is_lh else (w, None)
         return PartyModel(me, coef, intercept, len(history), history, clock.t, n_train=n, n_val=0, solver="exact")
     s_full = np.zeros(n)
-    for e in range(cfg.epochs):
+    if start is not None:  # resume hook: this party's optimiser state after epoch start["epoch"]
+        w, snapshots, history = start["w"], list(start["snapshots"]), start["history"]
+        best_epoch, best_loss, stale = start["best_epoch"], start["best_loss"], start["stale"]
+    for e in range((cfg.epochs if start.get("done") else start["epoch"]) if start is not None else 0, cfg.epochs):
         lr = cfg.learning_rate * cfg.lr_decay ** e
         for t, chunks in enumerate(_batches(train_chunks, e, cfg)):
             t0 = time.perf_counter()
@@ -521,6 +528,9 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
         else:
             best_epoch = e
         history.append(rec)
+        if checkpoint is not None:
+            checkpoint(e + 1, {"epoch": e + 1, "w": w, "snapshots": snapshots, "history": history,
+                               "best_epoch": best_epoch, "best_loss": best_loss, "stale": stale, "done": bool(stop)})
         if on_epoch is not None:
             on_epoch(e + 1, rec)
         if stop:
@@ -646,7 +656,8 @@ def chebyshev_coefficients(c: np.ndarray, B: float, K: int) -> np.ndarray:
 
 def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: np.ndarray | None,
                 cfg: HeteroLRConfig, owner: CkksOwner, peer: CkksPeer, exchange, clock: _Clock,
-                on_epoch) -> tuple[np.ndarray, list[dict[str, Any]]]:
+                on_epoch, start: dict[str, Any] | None = None,
+                checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Both roles of the exact solver; returns this party's weights and the iteration history."""
     is_lh = me == lh
     other = fh if is_lh else lh
@@ -728,14 +739,20 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
         return (X.T @ share + cross) / n + cfg.l2 * pen * w
 
     w = np.zeros(k)
-    g = gradient(0, w, SCHEDULE_MAX_TOL)
     g_max = np.inf  # joint max-norm proxy of the last gradient (sets the next sigmoid tolerance)
     S: list[np.ndarray] = []
     Y: list[np.ndarray] = []
     rho: list[float] = []
     gamma = 1.0
     history: list[dict[str, Any]] = []
-    for it in range(1, cfg.max_iter + 1):
+    if start is not None:  # resume hook: this party's L-BFGS state after iteration start["it"]
+        w, g, S, Y, rho, gamma, g_max, history = (start[k_] for k_ in (
+            "w", "g", "S", "Y", "rho", "gamma", "g_max", "history"))
+        if start.get("done"):
+            return w, history
+    else:
+        g = gradient(0, w, SCHEDULE_MAX_TOL)
+    for it in range(start["it"] + 1 if start is not None else 1, cfg.max_iter + 1):
         q = g.copy()
         alphas = []
         for j in reversed(range(len(S))):
@@ -765,6 +782,9 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
                 S.pop(0), Y.pop(0), rho.pop(0)
         rec = {"epoch": it, "step": float(np.sqrt(step)), "grad_max": g_max}
         history.append(rec)
+        if checkpoint is not None:
+            checkpoint(it, {"it": it, "w": w, "g": g, "S": S, "Y": Y, "rho": rho, "gamma": gamma, "g_max": g_max,
+                            "history": history, "done": bool(np.sqrt(step) < cfg.step_tol)})
         if on_epoch is not None:
             on_epoch(it, rec)
         if np.sqrt(step) < cfg.step_tol:

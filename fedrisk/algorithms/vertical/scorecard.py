@@ -54,6 +54,9 @@ from fedrisk.finance.binning import BinningConfig, FeatureBins
 from fedrisk.finance.scorecard import Scorecard
 from fedrisk.transport.channel import Channel
 
+#: ``lr_hooks(W) -> {"start": ..., "checkpoint": ...}``: keyword hooks of the LR stage given its WOE columns
+LRHooks = Callable[[np.ndarray], dict[str, Any]]
+
 __all__ = ["PointsPart", "Combined", "combine_points", "reason_codes", "NamedReasons", "exchange_named_reasons",
            "ScorecardFit", "fit_label_holder", "fit_feature_holder"]
 
@@ -399,12 +402,16 @@ def woe_columns(features: Sequence[str], bins: dict[str, FeatureBins], woe: dict
 
 def _finish(channel: Channel, label_holder: str, feature_holders: Sequence[str], X: pd.DataFrame, y: np.ndarray | None,
             features: list[str], bins: dict[str, FeatureBins], woe: dict[str, Any], selection: dict[str, Any], vres: Any,
-            lr_config: Any, card: Scorecard, on_epoch: Callable[[int, dict], None] | None) -> ScorecardFit:
+            lr_config: Any, card: Scorecard, on_epoch: Callable[[int, dict], None] | None,
+            lr_hooks: LRHooks | None = None) -> ScorecardFit:
     """Steps 2-4 at every party: WOE columns, vertical LR, this party's points."""
     from fedrisk.algorithms.vertical.hetero_lr import train
 
-    model = train(channel, label_holder, feature_holders, woe_columns(features, bins, woe, X), y, lr_config,
-                  on_epoch=on_epoch)
+    W = woe_columns(features, bins, woe, X)
+    # resume hook: the caller (the runtime's checkpoints) decides where the LR stage starts, given
+    # the WOE columns it starts from (a recomputed WOE stage that differs restarts it)
+    hooks = lr_hooks(W) if lr_hooks is not None else {}
+    model = train(channel, label_holder, feature_holders, W, y, lr_config, on_epoch=on_epoch, **hooks)
     is_lh = channel.me == label_holder
     part = PointsPart.build(channel.me, features, bins, woe, model.coef, card,
                             intercept=model.intercept if is_lh else None)
@@ -416,11 +423,14 @@ def fit_label_holder(channel: Channel, feature_holders: Sequence[str], X: pd.Dat
                      encoder: Any, selection: dict[str, Any], config: BinningConfig, smoothing: float,
                      scheme: str, key_bits: int, release: Any, lr_config: Any, card: Scorecard,
                      on_epoch: Callable[[int, dict], None] | None = None,
-                     on_woe: Callable[[], None] | None = None) -> ScorecardFit:
+                     on_woe: Callable[[], None] | None = None, lr_hooks: LRHooks | None = None) -> ScorecardFit:
     """Label-holder role on its aligned training rows ``X``, labels ``y``.
 
     ``encoder`` / ``selection`` are its own features' local WOE and selection (single-party math,
     :func:`~fedrisk.finance.woe.select_features`); the feature holders' WOE comes from step 1.
+    ``lr_hooks(W)``: extra keyword arguments of the LR stage's
+    :func:`~fedrisk.algorithms.vertical.hetero_lr.train` (resume: ``start`` / ``checkpoint``), given
+    this party's WOE columns; every party passes them or none does.
     """
     from fedrisk.algorithms.vertical.woe import vertical_woe_label_holder
 
@@ -432,14 +442,16 @@ def fit_label_holder(channel: Channel, feature_holders: Sequence[str], X: pd.Dat
     feats = list(selection["selected"])
     bins = {f: encoder.woe_[f].bins for f in feats}
     woe = {f: encoder.woe_[f].woe for f in feats}
-    return _finish(channel, channel.me, feature_holders, X, y, feats, bins, woe, selection, vres, lr_config, card, on_epoch)
+    return _finish(channel, channel.me, feature_holders, X, y, feats, bins, woe, selection, vres, lr_config, card, on_epoch,
+                   lr_hooks)
 
 
 def fit_feature_holder(channel: Channel, label_holder: str, feature_holders: Sequence[str], X: pd.DataFrame, *,
                        categorical: Sequence[str], config: BinningConfig, iv_threshold: float,
                        max_corr: float | None, release: Any, lr_config: Any, card: Scorecard,
-                       log: Callable[[str], None] | None = None) -> ScorecardFit:
-    """Feature-holder role on its aligned training rows ``X`` (no labels).
+                       log: Callable[[str], None] | None = None, lr_hooks: LRHooks | None = None) -> ScorecardFit:
+    """Feature-holder role on its aligned training rows ``X`` (no labels). ``lr_hooks``: as
+    :func:`fit_label_holder`'s.
 
     Raises
     ------
@@ -462,4 +474,4 @@ def fit_feature_holder(channel: Channel, label_holder: str, feature_holders: Seq
                         + ", ".join(f"{f} {v:.4f}" for f, v in vres.iv.items())
                         + "); lower task.iv_threshold or leave this party out of the job")
     return _finish(channel, label_holder, feature_holders, X, None, feats, vres.bins, vres.woe, vres.selection, vres,
-                   lr_config, card, None)
+                   lr_config, card, None, lr_hooks)

@@ -98,3 +98,15 @@ def test_auc_degrades_gracefully_with_epsilon():
         got[eps] = auc(yt, model.predict_proba(Xt))
     assert got[8.0] >= clear - 0.02, (clear, got)
     assert got[1.0] >= clear - 0.06, (clear, got)
+
+
+def test_a_private_run_refuses_to_resume_from_a_checkpoint():
+    # repeating rounds would spend the budget again: refused before anything is sent
+    from fedrisk.errors import ProtocolError
+
+    cfg = NewtonConfig(privacy_rounds=3)
+    plan = plan_privacy(private_mechanisms(cfg), epsilon=4.0, delta=1e-5)
+    state = {"w": np.zeros(3), "p": np.zeros(3), "history": [], "done": False, "last_loss": None,
+             "last_contributors": None}
+    with pytest.raises(ProtocolError, match="cannot resume"):
+        run_coordinator(None, ["bank1", "bank2"], cfg, privacy=plan, start=(2, state))

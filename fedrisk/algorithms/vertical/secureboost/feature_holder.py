@@ -9,7 +9,7 @@ masks out; at the end the importance in and this party's timings out. See
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -47,8 +47,11 @@ class SecureBoostFeatureHolder:
         self.params = params
 
     def fit(self, channel: Channel, label_holder: str, X: np.ndarray, feature_names: Sequence[str],
-            monotone: dict[str, int] | None = None, categorical: Sequence[str] = ()) -> "SecureBoostFeatureHolder":
+            monotone: dict[str, int] | None = None, categorical: Sequence[str] = (),
+            start: dict | None = None, checkpoint: Callable[[int, dict], None] | None = None) -> "SecureBoostFeatureHolder":
         """Train with the label holder; ``monotone`` maps some of this party's features to +1/-1.
+
+        Resume hooks as in :meth:`SecureBoostLabelHolder.fit` (this party's own split nodes per tree).
 
         Only each constrained feature's anonymous index and direction are sent (in ``sb.bins``).
         ``categorical`` names level-code columns: only their anonymous indices are sent, and the
@@ -102,8 +105,14 @@ class SecureBoostFeatureHolder:
         trees: list[dict] = []
         root_plans: dict[tuple[int, int], _LevelPlan] = {}
         plan_rows: np.ndarray | None = None
-        t = 0
+        t = first = int(start["t"]) if start is not None else 0
+        if start is not None:  # resume hook: this party's split nodes so far; replay the row draws
+            trees = start["trees"]
+            for _ in range(t):
+                schedule.tree_rows()
         while True:
+            if checkpoint is not None and t > first:
+                checkpoint(t, {"t": t, "trees": trees})
             expected_rows = schedule.tree_rows()  # drawn for every tree, as the label holder does
             if t == 0 and p.first_tree_label_holder_only:
                 # the label holder builds tree 0 alone (a shared setting): nothing to receive

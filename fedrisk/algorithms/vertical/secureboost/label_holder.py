@@ -157,8 +157,12 @@ class SecureBoostLabelHolder:
 
     def fit(self, channel: Channel, hosts: Sequence[str], X: np.ndarray, y: np.ndarray,
             feature_names: Sequence[str], monotone: dict[str, int] | None = None,
-            categorical: Sequence[str] = ()) -> "SecureBoostLabelHolder":
+            categorical: Sequence[str] = (),
+            start: dict | None = None, checkpoint: Callable[[int, dict], None] | None = None) -> "SecureBoostLabelHolder":
         """Train with every feature holder in ``hosts`` (which call :meth:`SecureBoostFeatureHolder.fit`).
+
+        Resume hooks (the runtime owns the files): ``checkpoint(t, state)`` after tree ``t`` with
+        this party's own state; ``start`` is such a state to continue from.
 
         ``X``/``y`` are the PSI-aligned training rows, in the order every party shares.
         ``monotone`` maps some of this party's features to +1/-1 (score non-decreasing /
@@ -195,8 +199,14 @@ class SecureBoostLabelHolder:
         scale = float(2 ** p.precision)
         trees: list[dict] = []
         history: list[dict] = []
-        best_loss, best_it, stop = np.inf, 0, False
-        for t in range(p.n_trees):
+        best_loss, best_it, stop, first = np.inf, 0, False, 0
+        if start is not None:  # resume hook: trees so far, margins, early-stopping state; replay the row draws
+            trees, history, margin, best_loss, best_it, stop, first = (start[k] for k in (
+                "trees", "history", "margin", "best_loss", "best_it", "stop", "t"))
+            margin = np.asarray(margin, dtype=np.float64)
+            for _ in range(first):
+                schedule.tree_rows()
+        for t in range(p.n_trees if stop else first, p.n_trees):
             g, h = logloss_grad_hess(y, margin)
             # the fixed-point grid the feature holders see: plaintext and encrypted sums then agree
             g, h = np.round(g * scale) / scale, np.round(h * scale) / scale
@@ -241,6 +251,9 @@ class SecureBoostLabelHolder:
             else:
                 best_it = t + 1
             history.append(rec)
+            if checkpoint is not None:
+                checkpoint(t + 1, {"t": t + 1, "trees": trees, "history": history, "margin": margin,
+                                   "best_loss": best_loss, "best_it": best_it, "stop": stop})
             if self.on_tree is not None:
                 self.on_tree(t + 1, rec)
             if stop:
