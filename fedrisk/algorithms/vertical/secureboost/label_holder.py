@@ -200,10 +200,14 @@ class SecureBoostLabelHolder:
         trees: list[dict] = []
         history: list[dict] = []
         best_loss, best_it, stop, first = np.inf, 0, False, 0
+        # the training margin after the best iteration (what the kept trees score), so early stopping
+        # needs no per-tree row assignments (kept out of checkpoints: 24k rows x trees x steps)
+        best_margin = margin.copy()
         if start is not None:  # resume hook: trees so far, margins, early-stopping state; replay the row draws
             trees, history, margin, best_loss, best_it, stop, first = (start[k] for k in (
                 "trees", "history", "margin", "best_loss", "best_it", "stop", "t"))
             margin = np.asarray(margin, dtype=np.float64)
+            best_margin = np.asarray(start["best_margin"], dtype=np.float64)
             for _ in range(first):
                 schedule.tree_rows()
         for t in range(p.n_trees if stop else first, p.n_trees):
@@ -251,8 +255,11 @@ class SecureBoostLabelHolder:
             else:
                 best_it = t + 1
             history.append(rec)
+            if best_it == t + 1:
+                best_margin = margin.copy()
             if checkpoint is not None:
-                checkpoint(t + 1, {"t": t + 1, "trees": trees, "history": history, "margin": margin,
+                checkpoint(t + 1, {"t": t + 1, "trees": [{k: v for k, v in tr.items() if k != "_leaf_of"} for tr in trees],
+                                   "history": history, "margin": margin, "best_margin": best_margin,
                                    "best_loss": best_loss, "best_it": best_it, "stop": stop})
             if self.on_tree is not None:
                 self.on_tree(t + 1, rec)
@@ -279,9 +286,7 @@ class SecureBoostLabelHolder:
                 nd.pop("_f", None)
         # margins of kept trees only
         if len(kept) < len(trees):
-            margin = np.full(n, base)
-            for tr in kept:
-                margin += tr.pop("_leaf_of")
+            margin = best_margin  # base + the kept trees' leaves, added in the same order as in training
         for tr in trees:
             tr.pop("_leaf_of", None)
         self.ph.t["train_s"] = time.perf_counter() - t_start
