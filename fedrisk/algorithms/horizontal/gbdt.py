@@ -105,14 +105,14 @@ import copy
 import math
 import time
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation
 from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, binner_from_cuts, coordinator_agree_bins
+from fedrisk.algorithms.phase_timer import PhaseTimer
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
     check_boosting_settings,
@@ -258,19 +258,6 @@ def predict_margin(base: float, trees: Sequence[dict], X: np.ndarray) -> np.ndar
     return margin
 
 
-class _Phases:
-    def __init__(self) -> None:
-        self.t: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
-
-
 def _min_contributors(agg: Aggregation, n_banks: int) -> int:
     """The fewest banks whose vectors can be in a released sum (each adds 1/t of the DP noise)."""
     return min_contributors(agg, n_banks)
@@ -317,7 +304,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     if not np.all((y == 0) | (y == 1)):
         raise DataError(f"bank {me!r}: the label must be 0/1 for binary log-loss")
     n_banks = n_banks or max(1, len([p for p in channel.peers if p != coordinator]))
-    ph = _Phases()
+    ph = PhaseTimer()
     rng = np.random.default_rng([params.seed, zlib.crc32(me.encode())])
     val = np.zeros(n, dtype=bool)
     if params.validation_fraction > 0 and n > 1:
@@ -662,7 +649,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     agg = aggregation or PlainAggregation()
     banks = sorted(banks)
     tp = params.tree
-    ph = _Phases()
+    ph = PhaseTimer()
     t_start, cpu_start = time.perf_counter(), time.process_time()
     rounds = 0
     say = log or (lambda s: None)

@@ -1,37 +1,12 @@
 """Helpers both SecureBoost roles use on the wire: timed send/recv, row bits, checked integer arrays."""
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from fedrisk.algorithms.phase_timer import PhaseTimer as _Phases  # noqa: F401 (the roles import it from here)
 from fedrisk.errors import ProtocolError
-from fedrisk.transport.channel import Channel
-
-
-class _Phases:
-    """Seconds per phase; ``idle`` is time blocked in ``recv``, ``network`` time in ``send``."""
-
-    def __init__(self) -> None:
-        self.t: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
-
-    def send(self, channel: Channel, to: str, tag: str, obj: Any, kind: str) -> None:
-        with self("network"):
-            channel.send(to, tag, obj, kind=kind)
-
-    def recv(self, channel: Channel, frm: str, tag: str) -> Any:
-        with self("idle"):
-            return channel.recv(frm, tag)
 
 
 def peak_rss_mb() -> float:
