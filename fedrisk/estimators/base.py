@@ -73,7 +73,7 @@ def declared_params(kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         model = _task_params(kind)
         if model is None:
             continue
-        meanings = _doc_meanings(model.__doc__, *(getattr(t, "__doc__", None) for t in _config_types(model)))
+        meanings = _doc_meanings(model.__doc__, *(c.__doc__ for t in _config_types(model) for c in t.__mro__[:-1]))
         for name, f in model.model_fields.items():
             default = f.get_default(call_default_factory=True)
             rec = out.setdefault(name, {"default": default, "kinds": {}, "annotation": f.annotation,
@@ -89,7 +89,7 @@ def declared_params(kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def _config_types(model) -> list[type]:
-    """The algorithm config classes a Params builds (for their parameter docs)."""
+    """The algorithm config classes a Params builds (for their parameter docs, theirs and their bases')."""
     types = []
     for meth in ("config", "hetero", "binning"):
         fn = getattr(model, meth, None)

@@ -122,3 +122,13 @@ def test_the_tree_tasks_share_one_declaration_of_the_boosting_settings():
         assert all(P.model_fields[n] is BoostingParams.model_fields[n] or
                    P.model_fields[n].get_default() == BoostingParams.model_fields[n].get_default()
                    for n in BoostingParams.model_fields)
+
+
+def test_the_tree_trainers_share_one_dataclass_of_the_boosting_settings():
+    from fedrisk.algorithms.boosting_params import BoostingParams as Shared
+    from fedrisk.algorithms.horizontal.gbdt import GbdtParams
+    from fedrisk.algorithms.vertical.secureboost import SecureBoostParams
+    from fedrisk.tasks.boosting_params import BoostingParams
+
+    assert issubclass(GbdtParams, Shared) and issubclass(SecureBoostParams, Shared)
+    assert _defaults(Shared) == {n: f.get_default() for n, f in BoostingParams.model_fields.items()}

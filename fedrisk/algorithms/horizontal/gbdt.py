@@ -110,6 +110,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fedrisk.algorithms.boosting_params import BoostingParams
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation
 from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, binner_from_cuts, coordinator_agree_bins
 from fedrisk.algorithms.phase_timer import PhaseTimer
@@ -117,7 +118,6 @@ from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
     check_boosting_settings,
     UNBOUNDED,
-    TreeParams,
     best_split,
     check_monotone,
     child_bounds,
@@ -143,25 +143,17 @@ MAX_RESTARTS = 3
 
 
 @dataclass(frozen=True)
-class GbdtParams:
+class GbdtParams(BoostingParams):
     """Hyper-parameters of horizontal boosting: the names and meanings of ``vertical.secureboost``.
+
+    The settings every tree trainer shares (``n_trees``, ``max_depth``, ``learning_rate``,
+    ``min_child_weight``, ``reg_lambda``, ``min_split_gain``) are documented on
+    :class:`~fedrisk.algorithms.boosting_params.BoostingParams`.
 
     Parameters
     ----------
-    n_trees : int
-        Boosting rounds (upper bound when early stopping).
-    max_depth : int
-        Depth of every tree (depth-wise growth).
-    learning_rate : float
-        Shrinkage of leaf weights.
     max_bin : int
         Quantile bins per feature, agreed federatedly.
-    min_child_weight : float
-        Minimum hessian sum in each child of a split.
-    reg_lambda : float
-        L2 penalty on leaf weights.
-    min_split_gain : float
-        Minimum loss reduction for a split (XGBoost's ``gamma``).
     subsample : float
         Fraction of each bank's training rows used for each tree (drawn by the bank).
     validation_fraction : float
@@ -172,24 +164,10 @@ class GbdtParams:
         Seeds subsampling and the validation split (each bank mixes in its name).
     """
 
-    n_trees: int = 30
-    max_depth: int = 3
-    learning_rate: float = 0.3
-    max_bin: int = 32
-    min_child_weight: float = 1.0
-    reg_lambda: float = 1.0
-    min_split_gain: float = 0.0
-    subsample: float = 1.0
-    validation_fraction: float = 0.0
-    early_stopping_rounds: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_boosting_settings(self, "horizontal.gbdt")
-
-    @property
-    def tree(self) -> TreeParams:
-        return TreeParams(self.max_depth, self.learning_rate, self.min_child_weight, self.reg_lambda, self.min_split_gain)
 
 
 def planned_aggregations(params: GbdtParams, private: bool = False) -> int:

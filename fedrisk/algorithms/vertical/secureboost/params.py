@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from fedrisk.algorithms.vertical.tree import TreeParams, check_boosting_settings
+from fedrisk.algorithms.boosting_params import BoostingParams
+from fedrisk.algorithms.vertical.tree import check_boosting_settings
 from fedrisk.errors import ProtocolError
 
 TAG_PREFIXES = ("sb.", "sbi.")
@@ -20,25 +21,17 @@ _G_BOUND, _H_BOUND = 1.0, 0.25
 
 
 @dataclass(frozen=True)
-class SecureBoostParams:
+class SecureBoostParams(BoostingParams):
     """Hyper-parameters of SecureBoost, shared by all parties of a job.
+
+    The settings every tree trainer shares (``n_trees``, ``max_depth``, ``learning_rate``,
+    ``min_child_weight``, ``reg_lambda``, ``min_split_gain``) are documented on
+    :class:`~fedrisk.algorithms.boosting_params.BoostingParams`.
 
     Parameters
     ----------
-    n_trees : int
-        Boosting rounds (upper bound when early stopping).
-    max_depth : int
-        Depth of every tree (depth-wise growth).
-    learning_rate : float
-        Shrinkage of leaf weights.
     max_bin : int
         Quantile bins per feature (each party bins its own features).
-    min_child_weight : float
-        Minimum hessian sum in each child of a split.
-    reg_lambda : float
-        L2 penalty on leaf weights.
-    min_split_gain : float
-        Minimum loss reduction for a split (XGBoost's ``gamma``).
     subsample : float
         Fraction of training rows used (and encrypted) for each tree.
     validation_fraction : float
@@ -57,16 +50,6 @@ class SecureBoostParams:
         Seeds row subsampling and the validation split.
     """
 
-    n_trees: int = 30
-    max_depth: int = 3
-    learning_rate: float = 0.3
-    max_bin: int = 32
-    min_child_weight: float = 1.0
-    reg_lambda: float = 1.0
-    min_split_gain: float = 0.0
-    subsample: float = 1.0
-    validation_fraction: float = 0.0
-    early_stopping_rounds: int = 0
     scheme: str = "ou"
     key_bits: int = 2048
     precision: int = 16
@@ -79,11 +62,6 @@ class SecureBoostParams:
             (isinstance(self.key_bits, int) and 512 <= self.key_bits <= 8192, "key_bits must be in [512, 8192]"),
             (isinstance(self.precision, int) and 8 <= self.precision <= 52, "precision must be an integer in [8, 52]"),
         ])
-
-    @property
-    def tree(self) -> TreeParams:
-        return TreeParams(self.max_depth, self.learning_rate, self.min_child_weight, self.reg_lambda, self.min_split_gain)
-
 
 
 class _RowSchedule:
