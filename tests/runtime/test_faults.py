@@ -26,7 +26,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -39,8 +38,9 @@ import pytest
 
 from fedrisk.runtime.demo import free_ports
 
+from tests.e2e_helpers import FEDRISK, lender_payco_spec, sigkill_after_step
+
 pytestmark = pytest.mark.e2e
-FEDRISK = [sys.executable, "-m", "fedrisk"]
 BANKS = ["bank1", "bank2", "bank3", "bank4"]
 ALL = os.environ.get("FEDRISK_FAULTS", "") == "all"
 SEEDS = [int(s) for s in os.environ.get("FEDRISK_FAULTS_SEEDS", "0").split(",")] if ALL else [0]
@@ -297,13 +297,7 @@ def test_sigkill_of_one_bank_in_horizontal_lr_drops_it_and_the_job_finishes(tmp_
     job = Job(spec, out)
     gone = victim(seed)
     step, delay = kill_point(seed, 1, 2)
-    proc = job.participant(gone)
-    job.wait_step(step)
-    time.sleep(delay)
-    t_kill = time.monotonic()
-    proc.send_signal(signal.SIGKILL)
-    rc, err, _ = job.finish()
-    recovered = time.monotonic() - t_kill
+    rc, err, recovered = sigkill_after_step(job, [job.participant(gone)], step, delay)
     assert rc == 0, err
     membership = json.loads((out / "membership.json").read_text())
     assert list(membership["dropped"]) == [gone]
@@ -333,13 +327,7 @@ def test_sigkill_of_one_bank_in_horizontal_gbdt_drops_it_and_the_job_finishes(tm
     job = Job(spec, out)
     gone = victim(seed)
     step, delay = kill_point(seed, 1, 3)
-    proc = job.participant(gone)
-    job.wait_step(step)
-    time.sleep(delay)
-    t_kill = time.monotonic()
-    proc.send_signal(signal.SIGKILL)
-    rc, err, _ = job.finish()
-    recovered = time.monotonic() - t_kill
+    rc, err, recovered = sigkill_after_step(job, [job.participant(gone)], step, delay)
     assert rc == 0, err
     membership = json.loads((out / "membership.json").read_text())
     assert list(membership["dropped"]) == [gone]
@@ -393,33 +381,18 @@ def vertical_job(tmp: Path, seed: int) -> Path:
     ids = np.arange(n) * 3 + 11
     pd.DataFrame({"id": ids, "y": y, "a": X[:, 0], "b": X[:, 1]}).to_csv(tmp / "lender.csv", index=False)
     pd.DataFrame({"id": ids, "c": X[:, 2], "d": X[:, 3]}).to_csv(tmp / "payco.csv", index=False)
-    ports = free_ports(2)
-    spec = tmp / "job.toml"
-    spec.write_text(textwrap.dedent(f"""
-        [federation]
-        name = "faults-vertical"
-        seed = {seed}
-        [parties.lender]
-        address = "127.0.0.1:{ports[0]}"
-        data = "lender.csv"
-        id = "id"
-        label = "y"
-        [parties.payco]
-        address = "127.0.0.1:{ports[1]}"
-        data = "payco.csv"
-        id = "id"
-        [task]
+    return lender_payco_spec(tmp / "job.toml", "faults-vertical", """
         kind = "vertical.lr"
         epochs = 30
         tol = 0.0
         early_stopping_rounds = 0
+        """, """
         [evaluation]
         test_fraction = 0.2
         [security]
         connect_timeout = 20
         recv_timeout = 120
-        """))
-    return spec
+        """, seed=seed)
 
 
 @cases("kill_vertical")
@@ -429,13 +402,7 @@ def test_sigkill_of_a_vertical_party_stops_the_job_within_30s_naming_it(tmp_path
     job = Job(spec, out)
     gone = ["lender", "payco"][int(np.random.default_rng(seed).integers(0, 2))]
     step, delay = kill_point(seed, 1, 3)
-    proc = job.participant(gone)
-    job.wait_step(step)
-    time.sleep(delay)
-    t_kill = time.monotonic()
-    proc.send_signal(signal.SIGKILL)
-    rc, err, _ = job.finish()
-    stopped = time.monotonic() - t_kill
+    rc, err, stopped = sigkill_after_step(job, [job.participant(gone)], step, delay)
     assert rc != 0
     line = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert line and gone in line[0] and "SIGKILL" in line[0], err
@@ -483,15 +450,9 @@ def test_two_banks_of_four_lost_is_below_the_threshold_and_the_job_stops_naming_
     spec, _ = horizontal_job(tmp_path, "horizontal.lr", seed=seed)
     out = tmp_path / "run"
     job = Job(spec, out)
-    procs = {b: job.participant(b) for b in ("bank3", "bank4")}
+    procs = [job.participant(b) for b in ("bank3", "bank4")]
     step, delay = kill_point(seed, 1, 2)
-    job.wait_step(step)
-    time.sleep(delay)
-    t_kill = time.monotonic()
-    for p in procs.values():
-        p.send_signal(signal.SIGKILL)
-    rc, err, _ = job.finish()
-    stopped = time.monotonic() - t_kill
+    rc, err, stopped = sigkill_after_step(job, procs, step, delay)
     line = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert rc != 0 and line, err
     assert "threshold 3" in line[0] and "bank3" in line[0] and "bank4" in line[0], err
