@@ -13,10 +13,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fedrisk.errors import ConfigError, TransportError
+from fedrisk.errors import ConfigError
 from fedrisk.runtime.demo import free_ports
 from fedrisk.transport.certs import CA_KEY, TlsFiles, certificate_identity, make_dev_pki, tls_files
 from fedrisk.transport.grpc_channel import GrpcChannel
+
+from tests.transport.refused_send import refused_send
 
 
 def test_group_readable_private_key_is_refused_with_one_line(tmp_path):
@@ -124,12 +126,8 @@ def test_two_name_certificate_is_refused_by_the_server_and_when_loaded(tmp_path)
     addrs = {"bank-a": f"127.0.0.1:{p1}", "bank-b": f"127.0.0.1:{p2}"}
     a = GrpcChannel("bank-a", addrs, "job", tls_files(ca, "bank-a"), connect_timeout=5).start()
     b = GrpcChannel("bank-b", addrs, "job", two, connect_timeout=5)
-    try:
-        with pytest.raises(TransportError, match="identity rule"):
-            b.send("bank-a", "t.x", 1, kind="metric")
-    finally:
-        a.close()
-        b.close()
+    with refused_send([a, b], b, "bank-a", "identity rule", kind="metric"):
+        pass
 
 
 def test_client_refuses_a_server_whose_certificate_names_two_parties(tmp_path):
@@ -141,10 +139,5 @@ def test_client_refuses_a_server_whose_certificate_names_two_parties(tmp_path):
     addrs = {"bank-a": f"127.0.0.1:{p1}", "bank-b": f"127.0.0.1:{p2}"}
     fake_b = GrpcChannel("bank-b", addrs, "job", two, connect_timeout=5).start()
     a = GrpcChannel("bank-a", addrs, "job", tls_files(ca, "bank-a"), connect_timeout=5)
-    try:
-        with pytest.raises(TransportError, match="identity rule"):
-            a.send("bank-b", "t.x", 1, kind="metric")
+    with refused_send([a, fake_b], a, "bank-b", "identity rule", kind="metric"):
         assert not fake_b.mailbox._boxes
-    finally:
-        a.close()
-        fake_b.close()

@@ -7,6 +7,8 @@ from fedrisk.runtime.demo import free_ports
 from fedrisk.transport.certs import cert_name, make_dev_pki, tls_files
 from fedrisk.transport.grpc_channel import GrpcChannel
 
+from tests.transport.refused_send import refused_send
+
 
 @pytest.fixture()
 def pki(tmp_path):
@@ -38,13 +40,8 @@ def test_party_with_certificate_from_another_ca_is_refused(pki):
     good, rogue, addrs = pki
     a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=5).start()
     intruder = GrpcChannel("bank-b", addrs, "job", tls_files(rogue, "bank-b"), connect_timeout=1.5)
-    try:
-        with pytest.raises(TransportError, match="bank-a.*unreachable"):
-            intruder.send("bank-a", "t.x", 1, kind="model")
+    with refused_send([a, intruder], intruder, "bank-a", "bank-a.*unreachable"):
         assert list(a.mailbox._boxes) == []
-    finally:
-        a.close()
-        intruder.close()
 
 
 def test_party_presenting_another_partys_certificate_is_refused(pki):
@@ -52,13 +49,8 @@ def test_party_presenting_another_partys_certificate_is_refused(pki):
     a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=5).start()
     # a valid certificate of the job's CA, but for bank-c, used to speak as bank-b
     liar = GrpcChannel("bank-b", addrs, "job", tls_files(good, "bank-c"), connect_timeout=5)
-    try:
-        with pytest.raises(TransportError, match="refused"):
-            liar.send("bank-a", "t.x", 1, kind="model")
+    with refused_send([a, liar], liar, "bank-a", "refused"):
         assert a.refused and "bank-c" in a.refused[0]
-    finally:
-        a.close()
-        liar.close()
 
 
 def test_server_presenting_wrong_name_is_refused_by_client(pki):
@@ -66,12 +58,8 @@ def test_server_presenting_wrong_name_is_refused_by_client(pki):
     # bank-b's address is served by a process holding bank-c's certificate
     fake_b = GrpcChannel("bank-b", addrs, "job", tls_files(good, "bank-c"), connect_timeout=5).start()
     a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=1.5)
-    try:
-        with pytest.raises(TransportError, match="certificate identifies 'bank-c'"):
-            a.send("bank-b", "t.x", 1, kind="model")
-    finally:
-        a.close()
-        fake_b.close()
+    with refused_send([a, fake_b], a, "bank-b", "certificate identifies 'bank-c'"):
+        pass
 
 
 def test_unreachable_party_error_names_party_and_address(pki):
@@ -131,12 +119,8 @@ def test_client_whose_common_name_is_not_in_its_san_is_refused(pki, tmp_path):
                                      serialization.NoEncryption()))
     a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=5).start()
     mixed = GrpcChannel("bank-b", addrs, "job", tls, connect_timeout=5)
-    try:
-        with pytest.raises(TransportError, match="subject alternative names"):
-            mixed.send("bank-a", "t.x", 1, kind="model")
-    finally:
-        a.close()
-        mixed.close()
+    with refused_send([a, mixed], mixed, "bank-a", "subject alternative names"):
+        pass
 
 
 def test_pinned_party_ca_refuses_a_certificate_for_that_name_from_another_ca(tmp_path):
