@@ -24,6 +24,7 @@ from fedrisk.errors import CryptoError
 from fedrisk.finance.metrics import auc
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryNetwork
+from tests.algorithms.horizontal.test_fedavg_lr import synthetic_banks
 from tests.stress_data.horizontal import CASES, make_case
 
 
@@ -45,17 +46,6 @@ def pooled_reference(X, y, l2, scaler=None):
 
 def max_diff(model, coef, intercept):
     return max(float(np.max(np.abs(model.coef - coef))), abs(model.intercept - intercept))
-
-
-def synthetic_banks(seed=0, sizes=(400, 300, 500), d=5):
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=d)
-    banks = {}
-    for i, n in enumerate(sizes):
-        X = rng.normal(loc=i * 0.3, scale=1 + i, size=(n, d))
-        y = (rng.random(n) < 1 / (1 + np.exp(-(X @ w) / (1 + i)))).astype(float)
-        banks[f"b{i}"] = (X, y)
-    return banks
 
 
 NAMES5 = [f"x{j}" for j in range(5)]
