@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedrisk.errors import DataError
+from fedrisk.errors import ConfigError, DataError
 from fedrisk.runtime.context import PartyContext
 
-__all__ = ["CategoryParams", "agreed_categories"]
+__all__ = ["CategoryParams", "agreed_categories", "refuse_with_privacy"]
 
 TAG = "hcat"
 
@@ -33,6 +33,14 @@ class CategoryParams(BaseModel):
     categories: dict[str, list[str]] = Field(
         default_factory=dict, description="vocabulary of each text categorical column (public, the same at every bank)")
     min_category_count: int = Field(20, ge=1, description="categories with fewer rows federation-wide pool into (other)")
+
+
+def refuse_with_privacy(params: Any, kind: str, where: str) -> None:
+    """Refuse ``[task] categories`` in a job with ``[privacy]``: the level agreement's counts carry no
+    noise, so they would sit outside the epsilon spent."""
+    if getattr(params, "categories", None):
+        raise ConfigError(f"{where}: {kind}: [task] categories cannot be combined with [privacy] yet; encode the "
+                          f"categories as numbers before the job or drop the [privacy] table")
 
 
 def _aggregation(ctx: PartyContext, params: Any):

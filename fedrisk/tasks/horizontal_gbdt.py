@@ -27,7 +27,7 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
-from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories
+from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories, refuse_with_privacy
 from fedrisk.tasks.horizontal_lr import DropoutParams, make_aggregation, rejoin_policy, validate_horizontal
 
 KIND = "horizontal.gbdt"
@@ -58,10 +58,7 @@ def privacy_plan(spec: JobSpec, params: Params, where: str = "job spec") -> Priv
     pv = spec.privacy
     if pv is None:
         return None
-    if getattr(params, "categories", None):
-        # the level agreement's counts carry no noise, so they would sit outside the epsilon spent
-        raise ConfigError(f"{where}: {KIND}: [task] categories cannot be combined with [privacy] yet; encode the "
-                          f"categories as numbers before the job or drop the [privacy] table")
+    refuse_with_privacy(params, KIND, where)
     cfg = params.config(spec.federation.seed)
     what = f"{cfg.n_trees} trees x ({cfg.max_depth} levels + 1 leaf round) + 3 binning/loss rounds"
     try:

@@ -33,7 +33,7 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.evaluation import write_evaluation
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories
+from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories, refuse_with_privacy
 
 KIND = "horizontal.lr"
 TAG_PREFIXES = ("hlr.", "secagg.", "hcat.")
@@ -158,10 +158,7 @@ def privacy_plan(spec: JobSpec, params: LRParams, where: str = "job spec"):
     pv = spec.privacy
     if pv is None:
         return None
-    if getattr(params, "categories", None):
-        # the level agreement's counts carry no noise, so they would sit outside the epsilon spent
-        raise ConfigError(f"{where}: {KIND}: [task] categories cannot be combined with [privacy] yet; encode the "
-                          f"categories as numbers before the job or drop the [privacy] table")
+    refuse_with_privacy(params, KIND, where)
     if params.solver != "newton":
         raise ConfigError(f"{where}: the privacy table applies to solver = 'newton' (noisy Newton on clipped rows); "
                           f"remove solver = {params.solver!r} or the privacy table")
