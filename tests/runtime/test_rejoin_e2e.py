@@ -35,18 +35,19 @@ def wait_for(path, text: str, job: Job, timeout: float = 180) -> float:
     raise AssertionError(f"{text!r} not logged within {timeout} s")
 
 
-def test_a_killed_bank_restarted_with_resume_rejoins_at_a_round_boundary(tmp_path):
-    spec, _ = horizontal_job(tmp_path, "horizontal.lr", task="solver = 'fedavg'\nrounds = 300\ntol = 0.0\n")
+def kill_and_rejoin(tmp_path, spec, dropped_text: str, gone: str = "bank3") -> tuple:
+    """Run ``spec`` without secure-aggregation rounds, SIGKILL ``gone`` after step 2, wait until the
+    coordinator logs ``dropped_text``, restart it with ``fedrisk party --resume`` and wait for the
+    job to end. Returns the run directory, ``gone`` and the times of the kill, the drop and the rejoin."""
     spec.write_text(spec.read_text().replace("[security]\n", "[security]\nsecure_aggregation_rounds = 0\n"))
     out = tmp_path / "run"
     job = Job(spec, out)
-    gone = "bank3"
     proc = job.participant(gone)
     job.wait_step(2)
     t_kill = time.monotonic()
     proc.send_signal(signal.SIGKILL)
     log = out / "logs" / "coordinator.log"
-    t_dropped = wait_for(log, f"bank {gone!r} dropped out", job)
+    t_dropped = wait_for(log, dropped_text, job)
     back = subprocess.Popen([*FEDRISK, "party", str(spec), "--as", gone, "--out", str(out), "--certs",
                              str(out / "certs"), "--resume", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -60,6 +61,12 @@ def test_a_killed_bank_restarted_with_resume_rejoins_at_a_round_boundary(tmp_pat
         if back.poll() is None:
             back.kill()
             back.wait()
+    return out, gone, (t_kill, t_dropped, t_back)
+
+
+def test_a_killed_bank_restarted_with_resume_rejoins_at_a_round_boundary(tmp_path):
+    spec, _ = horizontal_job(tmp_path, "horizontal.lr", task="solver = 'fedavg'\nrounds = 300\ntol = 0.0\n")
+    out, gone, (t_kill, t_dropped, t_back) = kill_and_rejoin(tmp_path, spec, "bank 'bank3' dropped out")
     membership = json.loads((out / "membership.json").read_text())
     assert gone not in membership["dropped"], membership["dropped"]
     (rejoin,) = membership["rejoined"][gone]
@@ -83,29 +90,7 @@ def test_a_killed_bank_restarted_with_resume_rejoins_at_a_round_boundary(tmp_pat
 @pytest.mark.skipif(not ALL, reason="set FEDRISK_FAULTS=all to run every rejoin case")
 def test_a_killed_gbdt_bank_restarted_with_resume_rejoins_at_a_tree_boundary(tmp_path):
     spec, _ = horizontal_job(tmp_path, "horizontal.gbdt", task="n_trees = 400\nmax_depth = 2\n")
-    spec.write_text(spec.read_text().replace("[security]\n", "[security]\nsecure_aggregation_rounds = 0\n"))
-    out = tmp_path / "run"
-    job = Job(spec, out)
-    gone = "bank3"
-    proc = job.participant(gone)
-    job.wait_step(2)
-    t_kill = time.monotonic()
-    proc.send_signal(signal.SIGKILL)
-    log = out / "logs" / "coordinator.log"
-    t_dropped = wait_for(log, "dropped out", job)
-    back = subprocess.Popen([*FEDRISK, "party", str(spec), "--as", gone, "--out", str(out), "--certs",
-                             str(out / "certs"), "--resume", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        t_back = wait_for(log, f"bank {gone!r} rejoined", job)
-        rc, err, _ = job.finish(timeout=600)
-        assert rc == 0, err
-        _, berr = back.communicate(timeout=120)
-        assert back.returncode == 0, berr
-    finally:
-        if back.poll() is None:
-            back.kill()
-            back.wait()
+    out, gone, (t_kill, t_dropped, t_back) = kill_and_rejoin(tmp_path, spec, "dropped out")
     membership = json.loads((out / "membership.json").read_text())
     trees = {int(t): c for t, c in membership["contributors"].items()}
     out_trees = [t for t, c in trees.items() if gone not in c]
