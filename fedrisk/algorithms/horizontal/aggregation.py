@@ -22,7 +22,7 @@ import numpy as np
 from fedrisk.errors import ProtocolError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["Aggregation", "AggregateResult", "PlainAggregation"]
+__all__ = ["Aggregation", "AggregateResult", "PlainAggregation", "prepare_round"]
 
 
 class AggregateResult:
@@ -52,6 +52,17 @@ class Aggregation(ABC):
     @abstractmethod
     def collect(self, channel: Channel, parties: Sequence[str], tag: str, length: int) -> AggregateResult:
         """Coordinator side: return the sum of the parties' vectors for ``tag``."""
+
+
+def prepare_round(agg: Aggregation, channel: Channel, coordinator: str, tag: str) -> None:
+    """Party side: let a masking scheme with a ``prepare`` step exchange its keys for ``tag`` now.
+
+    Banks call this before computing their round's vector, so the key exchange overlaps their
+    local work instead of following it; schemes without the step (plain sums) skip it.
+    """
+    prepare = getattr(agg, "prepare", None)
+    if prepare is not None:
+        prepare(channel, coordinator, tag)
 
 
 class PlainAggregation(Aggregation):

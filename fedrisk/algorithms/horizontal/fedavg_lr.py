@@ -41,7 +41,7 @@ import zlib
 
 import numpy as np
 
-from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation, prepare_round
 from fedrisk.algorithms.horizontal.dropouts import agreed_roster, rejoin_scaler
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, mean_log_loss, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
@@ -109,19 +109,13 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         msg = channel.recv(coordinator, f"hlr.global.r{r}")
         w_global = np.asarray(msg["w"], dtype=np.float64)
         model.coef, model.intercept = w_global[:d].copy(), float(w_global[d])
-        if msg.get("loss") is not None:
-            model.history.append({"round": r - 1, "loss": float(msg["loss"])})
-            if isinstance(msg.get("contributors"), list):
-                model.history[-1]["contributors"] = [str(b) for b in msg["contributors"]]
+        model.record_round(r, msg)
         if on_round is not None:
             on_round(r, model)
         if msg["done"]:
             return model
         tag = f"hlr.update.r{r}"
-        prepare = getattr(agg, "prepare", None)
-        if prepare is not None:
-            # masking schemes exchange their per-round keys while the bank trains, not after
-            prepare(channel, coordinator, tag)
+        prepare_round(agg, channel, coordinator, tag)
         loss = mean_log_loss(Xs, y, model.coef, model.intercept)
         rng = np.random.default_rng([cfg.seed, r, zlib.crc32(channel.me.encode())])
         lr = float(msg["lr"])

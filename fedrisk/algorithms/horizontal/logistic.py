@@ -46,6 +46,14 @@ class LogisticModel:
     #: coordinator only: contributors per round and dropped banks (see ``dropouts.Roster.summary``)
     membership: dict = field(default_factory=dict)
 
+    def record_round(self, r: int, msg: dict) -> None:
+        """Keep the coordinator's report on round ``r - 1`` (mean loss, contributors) in ``history``."""
+        if msg.get("loss") is not None:
+            rec = {"round": r - 1, "loss": float(msg["loss"])}
+            if isinstance(msg.get("contributors"), list):
+                rec["contributors"] = [str(b) for b in msg["contributors"]]
+            self.history.append(rec)
+
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean) / self.scale) @ self.coef + self.intercept
 

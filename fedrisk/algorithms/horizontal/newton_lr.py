@@ -117,7 +117,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation, prepare_round
 from fedrisk.algorithms.horizontal.dropouts import agreed_roster, rejoin_scaler
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
@@ -269,20 +269,13 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
             raise ProtocolError(f"{channel.me}: round {r}: the coordinator sent a model of {w.shape[0] - 1} features; "
                                 f"this bank has {d}")
         model.coef, model.intercept = w[:d].copy(), float(w[d])
-        if msg.get("loss") is not None:
-            rec = {"round": r - 1, "loss": float(msg["loss"])}
-            if isinstance(msg.get("contributors"), list):
-                rec["contributors"] = [str(b) for b in msg["contributors"]]
-            model.history.append(rec)
+        model.record_round(r, msg)
         if on_round is not None:
             on_round(r, model)
         if msg["done"]:
             return model
         tag = f"hlr.stats.r{r}"
-        prepare = getattr(agg, "prepare", None)
-        if prepare is not None:
-            # masking schemes exchange their per-round keys while the bank computes, not after
-            prepare(channel, coordinator, tag)
+        prepare_round(agg, channel, coordinator, tag)
         if noise is not None:
             vec = noise.add(dp_bank_statistics(Xs1, y, w + p), sens)
         else:
