@@ -18,6 +18,8 @@ import pandas as pd
 
 from fedrisk.runtime.demo import free_ports
 
+from tests.e2e_helpers import lender_payco_spec
+
 FEDRISK = [sys.executable, "-m", "fedrisk"]
 KINDS = ["demo", "vertical.lr", "vertical.secureboost", "vertical.woe", "vertical.scorecard", "horizontal.woe",
          "horizontal.scorecard", "horizontal.gbdt"]
@@ -51,25 +53,9 @@ def _homo_banks(root: Path, data: Path, n: int) -> None:
 
 
 def vertical_spec(root: Path, kind: str, task: str) -> Path:
-    ports = free_ports(2)
-    spec = root / "job.toml"
-    spec.write_text(textwrap.dedent(f"""
-        [federation]
-        name = "shots-{kind.replace('.', '-')}"
-        seed = 0
-        [parties.lender]
-        address = "127.0.0.1:{ports[0]}"
-        data = "lender.csv"
-        id = "id"
-        label = "y"
-        [parties.payco]
-        address = "127.0.0.1:{ports[1]}"
-        data = "payco.csv"
-        id = "id"
-        [task]
-        kind = "{kind}"
-        """) + textwrap.dedent(task) + '\n[evaluation]\ntest_rule = "id % 5 == 0"\n')
-    return spec
+    task = f'kind = "{kind}"\n' + textwrap.dedent(task)
+    return lender_payco_spec(root / "job.toml", f"shots-{kind.replace('.', '-')}", task,
+                             '[evaluation]\ntest_rule = "id % 5 == 0"', seed=0)
 
 
 def horizontal_spec(root: Path, kind: str, task: str, test: bool = True) -> Path:

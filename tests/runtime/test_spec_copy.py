@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-import textwrap
 import tomllib
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fedrisk.runtime.demo import free_ports
 from fedrisk.runtime.spec import load_spec
 from fedrisk.runtime.spec_copy import dumps, party_view
 
-FEDRISK = [sys.executable, "-m", "fedrisk"]
+from tests.e2e_helpers import FEDRISK, lender_payco_spec
+
 
 SPEC = """
 [federation]
@@ -98,29 +96,16 @@ def test_predict_no_spawn_works_from_each_hosts_run_directory_alone(tmp_path):
     pd.DataFrame({"id": ids, "y": y, "a": X[:, 0], "b": X[:, 1]}).to_csv(src / "lender.csv", index=False)
     pd.DataFrame({"id": ids, "c": X[:, 2], "d": X[:, 3]}).to_csv(src / "payco.csv", index=False)
     pd.DataFrame({"id": ids[:50], "a": X[:50, 0], "b": X[:50, 1]}).to_csv(tmp_path / "new.csv", index=False)
-    ports = free_ports(4)
-    spec = src / "job.toml"
-    spec.write_text(textwrap.dedent(f"""
-        [federation]
-        name = "twohosts"
-        [parties.lender]
-        address = "127.0.0.1:{ports[0]}"
-        data = "lender.csv"
-        id = "id"
-        label = "y"
-        [parties.payco]
-        address = "127.0.0.1:{ports[1]}"
-        data = "payco.csv"
-        id = "id"
-        [task]
+    spec = lender_payco_spec(src / "job.toml", "twohosts", """
         kind = "vertical.lr"
         max_iter = 4
+        """, """
         [evaluation]
         test_fraction = 0.2
         [security]
         certs = "../pki"
         connect_timeout = 30
-        """))
+        """)
     make_dev_pki(["lender", "payco"], tmp_path / "pki")
     runs = {p: tmp_path / f"host-{p}" for p in ("lender", "payco")}
     procs = {p: subprocess.Popen([*FEDRISK, "party", str(spec), "--as", p, "--out", str(d), "--quiet"],

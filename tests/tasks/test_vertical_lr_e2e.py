@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from fedrisk.runtime.threads import run_roles
 from fedrisk.tasks import vertical_lr
 from fedrisk.transport.channel import InMemoryNetwork
 
-FEDRISK = [sys.executable, "-m", "fedrisk"]
+from tests.e2e_helpers import FEDRISK, lender_payco_spec
+
 
 
 def cli(*args, cwd=None, timeout=300):
@@ -229,27 +229,14 @@ def test_stress_case_over_mtls_matches_pooled(shared_data, tmp_path):
     from tests.stress_data import vertical as sv
 
     sv.write_csvs("collinear", shared_data, tmp_path, rows=3000)
-    ports = free_ports(2)
-    spec = tmp_path / "job.toml"
-    spec.write_text(textwrap.dedent(f"""
-        [federation]
-        name = "stress-collinear"
-        [parties.lender]
-        address = "127.0.0.1:{ports[0]}"
-        data = "lender.csv"
-        id = "id"
-        label = "y"
-        [parties.payco]
-        address = "127.0.0.1:{ports[1]}"
-        data = "payco.csv"
-        id = "id"
-        [task]
+    spec = lender_payco_spec(tmp_path / "job.toml", "stress-collinear", """
         kind = "vertical.lr"
         l2 = 0.001
         max_iter = 40
+        """, """
         [evaluation]
         test_rule = "id % 5 == 0"
-        """))
+        """)
     out = tmp_path / "run"
     r = cli("simulate", spec, "--out", out, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
