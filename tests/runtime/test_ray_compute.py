@@ -29,6 +29,7 @@ import tempfile
 import textwrap
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -192,6 +193,22 @@ def _ray_table(c: LocalRayCluster) -> str:
     return f'compute = "ray"\nray_address = "{c.address}"'
 
 
+def _ray_and_local_runs(cluster: LocalRayCluster, tmp_path: Path, job: Callable[[Path, dict[str, str], list[int]], Path],
+                        parties: tuple[str, ...], on_ray: tuple[str, ...]) -> tuple[Path, Path]:
+    """Simulate ``job`` twice on the same ports and data: ``on_ray`` parties on the cluster, then every
+    party on its local pool. Returns the two run directories (Ray first)."""
+    ports = free_ports(len(parties))
+    runs = {}
+    for mode in ("ray", "local"):
+        d = tmp_path / mode
+        d.mkdir()
+        table = _ray_table(cluster) if mode == "ray" else ""
+        spec = job(d, {p: table if p in on_ray else "" for p in parties}, ports)
+        simulate(spec, d / "run", os.environ)
+        runs[mode] = d / "run"
+    return runs["ray"], runs["local"]
+
+
 def _tasks_on_ray(out: Path, party: str) -> dict[str, int]:
     """The kernel tasks the party says it sent to Ray, by kernel (empty when it ran locally)."""
     text = _log(out, party)
@@ -251,18 +268,10 @@ def _model_core(path: Path) -> dict:
 
 
 def test_secureboost_with_parties_on_ray_learns_the_local_model(cluster, tmp_path):
-    ports = free_ports(3)
-    runs = {}
-    for mode in ("ray", "local"):
-        d = tmp_path / mode
-        d.mkdir()
-        on_ray = _ray_table(cluster) if mode == "ray" else ""
-        # the label holder (encryption, decryption) and one feature holder (histograms) on the
-        # cluster, the other feature holder on its local pool: backends mix freely in one job
-        spec = _secureboost_job(d, {"lender": on_ray, "bureau": on_ray, "payco": ""}, ports)
-        simulate(spec, d / "run", os.environ)
-        runs[mode] = d / "run"
-    ray_run, local_run = runs["ray"], runs["local"]
+    # the label holder (encryption, decryption) and one feature holder (histograms) on the
+    # cluster, the other feature holder on its local pool: backends mix freely in one job
+    ray_run, local_run = _ray_and_local_runs(cluster, tmp_path, _secureboost_job, ("lender", "bureau", "payco"),
+                                             on_ray=("lender", "bureau"))
     for party in ("lender", "bureau"):
         assert f"heavy kernels run on Ray at {cluster.address} with 2 CPUs on 2 nodes" in _log(ray_run, party)
         assert not _tasks_on_ray(local_run, party)
@@ -317,15 +326,7 @@ def _woe_job(tmp: Path, tables: dict[str, str], ports: list[int]) -> Path:
 
 
 def test_psi_and_woe_of_100k_ids_with_one_party_on_ray_match_the_local_run(cluster, tmp_path):
-    ports = free_ports(2)
-    runs = {}
-    for mode in ("ray", "local"):
-        d = tmp_path / mode
-        d.mkdir()
-        spec = _woe_job(d, {"lender": "", "bureau": _ray_table(cluster) if mode == "ray" else ""}, ports)
-        simulate(spec, d / "run", os.environ)
-        runs[mode] = d / "run"
-    ray_run, local_run = runs["ray"], runs["local"]
+    ray_run, local_run = _ray_and_local_runs(cluster, tmp_path, _woe_job, ("lender", "bureau"), on_ray=("bureau",))
     bureau = _tasks_on_ray(ray_run, "bureau")
     assert {"hash_and_blind_kernel", "reblind_kernel"} <= set(bureau), bureau  # its PSI
     assert "_grouped_task" in bureau or "_bin_sums_task" in bureau, bureau     # its encrypted bin sums
