@@ -301,12 +301,26 @@ def _exchange(channel: Channel, peer: str, prep: _Prepared, *, leader: bool, sal
     return result
 
 
-def _empty_error(me: str, who: str) -> DataError:
+def empty_intersection_error(me: str, who: str) -> DataError:
+    """The one-line error of an empty intersection, with what to check (shared by every PSI protocol)."""
     return DataError(
         f"party {me!r}: the private set intersection with {who} is empty; there is nothing to align. Check that "
         "the parties use the same id column, the same casefold setting and ids formatted alike "
         "(12 and '12' match, '012' and 12.0 do not)."
     )
+
+
+def check_follower_keep(me: str, leader: str, tag: str, keep: Any, m: int) -> None:
+    """A follower's check of the leader's ``<tag>.keep``: distinct int64 positions below ``m``, at least one.
+
+    ``m`` is the size of the follower's own pairwise intersection with the leader; anything else
+    would let the leader point the follower at rows outside it.
+    """
+    if (not isinstance(keep, np.ndarray) or keep.dtype != np.int64 or keep.ndim != 1 or
+            (len(keep) and (keep.min() < 0 or keep.max() >= m)) or len(np.unique(keep)) != len(keep)):
+        raise ProtocolError(f"{me}: {tag}.keep from {leader!r} is not a set of positions below {m}")
+    if len(keep) == 0:
+        raise empty_intersection_error(me, "all parties")
 
 
 def psi_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool, salt: str, casefold: bool = False,
@@ -376,7 +390,7 @@ def psi_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool, 
         prep = _Prepared(channel.me, ids, salt, casefold)
         result = _exchange(channel, peer, prep, leader=leader, salt=salt, casefold=casefold, reveal=reveal, tag=tag)
     if result.size == 0:
-        raise _empty_error(channel.me, repr(peer))
+        raise empty_intersection_error(channel.me, repr(peer))
     return result
 
 
@@ -447,11 +461,7 @@ def align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Seq
         keep = channel.recv(leader, f"{tag}.keep", timeout=wait)
         assert pair.indices is not None
         m = len(pair.indices)
-        if (not isinstance(keep, np.ndarray) or keep.dtype != np.int64 or keep.ndim != 1 or
-                (len(keep) and (keep.min() < 0 or keep.max() >= m)) or len(np.unique(keep)) != len(keep)):
-            raise ProtocolError(f"{me}: {tag}.keep from {leader!r} is not a set of positions below {m}")
-        if len(keep) == 0:
-            raise _empty_error(me, "all parties")
+        check_follower_keep(me, leader, tag, keep, m)
         idx = pair.indices[keep]
         return PsiResult(idx, int(len(idx)), pair.peer_sizes)
 
@@ -480,6 +490,6 @@ def align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Seq
         for f, pos in zip(followers, positions):
             channel.send(f, f"{tag}.keep", pos[common], kind="plaintext-by-design")
     if len(common) == 0:
-        raise _empty_error(me, "all followers")
+        raise empty_intersection_error(me, "all followers")
     sizes = {k: v for res in pairs for k, v in res.peer_sizes.items()}
     return PsiResult(common.astype(np.int64), int(len(common)), sizes)

@@ -86,7 +86,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fedrisk.algorithms.vertical.psi_protocol import REVEAL_MODES, PsiResult
+from fedrisk.algorithms.vertical.psi_protocol import REVEAL_MODES, PsiResult, check_follower_keep
+from fedrisk.algorithms.vertical.psi_protocol import empty_intersection_error as _empty_error
 from fedrisk.algorithms.vertical.row_order import order_keys
 from fedrisk.crypto import psi, spu_binding
 from fedrisk.errors import ConfigError, DataError, ProtocolError, TransportError
@@ -360,14 +361,6 @@ def _default_tls(channel: Channel, tls: Any) -> Any:
     return getattr(channel, "tls", None) if tls is None else tls
 
 
-def _empty_error(me: str, who: str) -> DataError:
-    return DataError(
-        f"party {me!r}: the private set intersection with {who} is empty; there is nothing to align. Check that "
-        "the parties use the same id column, the same casefold setting and ids formatted alike "
-        "(12 and '12' match, '012' and 12.0 do not)."
-    )
-
-
 def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool, salt: str, casefold: bool = False,
                reveal: str = "both", tag: str = DEFAULT_TAG, tls: Any = None,
                stats: Rr22Stats | None = None) -> PsiResult:
@@ -437,11 +430,7 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
         keep = channel.recv(leader, f"{tag}.keep", timeout=wait)
         assert pair.indices is not None
         m = len(pair.indices)
-        if (not isinstance(keep, np.ndarray) or keep.dtype != np.int64 or keep.ndim != 1 or
-                (len(keep) and (keep.min() < 0 or keep.max() >= m)) or len(np.unique(keep)) != len(keep)):
-            raise ProtocolError(f"{me}: {tag}.keep from {leader!r} is not a set of positions below {m}")
-        if len(keep) == 0:
-            raise _empty_error(me, "all parties")
+        check_follower_keep(me, leader, tag, keep, m)
         idx = pair.indices[np.sort(keep)]
         return PsiResult(idx, int(len(idx)), pair.peer_sizes)
 
