@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from fedrisk.runtime.compute import party_compute
 from fedrisk.runtime.context import PartyContext, ProgressLog
 from fedrisk.runtime.handshake import handshake
 from fedrisk.runtime.interrupt import set_phase, stop_with_parent, stop_on_signals
+from fedrisk.runtime.log_files import log_to_file
 from fedrisk.runtime.preflight import wait_for_peers
 from fedrisk.runtime.spec import JobSpec, load_spec, shared_settings
 from fedrisk.runtime.tasks import get_task
@@ -46,19 +46,10 @@ __all__ = ["run_party", "party_logger"]
 
 def party_logger(name: str, out: Path, console: bool) -> logging.Logger:
     log = logging.getLogger(f"fedrisk.party.{name}")
-    log.setLevel(logging.INFO)
-    log.handlers.clear()
-    log.propagate = False
     # messages may quote a peer's text: one line each, whatever it contains
     fmt = EscapingFormatter(f"%(asctime)s {name} %(levelname)s %(message)s")
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    fh = logging.FileHandler(out / "logs" / f"{name}.log", encoding="utf-8")
-    fh.setFormatter(fmt)
-    log.addHandler(fh)
-    if console:
-        sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(fmt)
-        log.addHandler(sh)
+    log_to_file(log, out / "logs" / f"{name}.log", fmt, console)
     return log
 
 

@@ -59,6 +59,7 @@ import grpc
 from fedrisk.errors import CodecError, ConfigError, FedriskError
 from fedrisk.runtime.inference import (OPEN_TAG, _certs, _check_session, feature_holder_session, get_format,
                                        load_feature_holder)
+from fedrisk.runtime.log_files import log_to_file
 from fedrisk.transport.certs import tls_files
 from fedrisk.transport.codec import frame_job
 from fedrisk.transport.grpc_channel import GrpcChannel
@@ -404,20 +405,9 @@ def _with_data_base(spec, name: str, model: Path, data: str | Path | None):
 
 
 def _service_logging(name: str, out: Path, console: bool) -> None:
-    import sys
-
     fmt = EscapingFormatter(f"%(asctime)s {name} %(levelname)s %(message)s")
     for logger in (log, logging.getLogger("fedrisk.transport")):
-        logger.setLevel(logging.INFO)
-        logger.handlers.clear()
-        logger.propagate = False
-        fh = logging.FileHandler(out / "serve.log", encoding="utf-8")
-        fh.setFormatter(fmt)
-        logger.addHandler(fh)
-        if console:
-            sh = logging.StreamHandler(sys.stderr)
-            sh.setFormatter(fmt)
-            logger.addHandler(sh)
+        log_to_file(logger, out / "serve.log", fmt, console)
 
 
 def check_health(address: str, wait: float = 0.0, timeout: float = 3.0) -> dict[str, Any]:
