@@ -186,7 +186,8 @@ def _salt_check(salt: str) -> str:
     return hashlib.sha256(b"fedrisk.psi.salt-check\x00" + psi.hash_prefix(salt)).hexdigest()
 
 
-def _check_args(channel: Channel, tag: str, reveal: str, salt: Any) -> None:
+def check_psi_args(channel: Channel, tag: str, reveal: str, salt: Any) -> None:
+    """Refuse a tag the transport cannot whitelist, an unknown ``reveal`` or an empty salt (any PSI protocol)."""
     if tag != "psi" and not tag.startswith("psi."):
         raise ConfigError(f"PSI tag {tag!r} must be 'psi' or start with 'psi.' so the transport can whitelist it")
     if reveal not in REVEAL_MODES:
@@ -378,7 +379,7 @@ def psi_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool, 
     spread over all cores; ``32 * (|own| + |peer|)`` bytes sent (plus ``|peer|`` when the leader
     must not return them).
     """
-    _check_args(channel, tag, reveal, salt)
+    check_psi_args(channel, tag, reveal, salt)
     from fedrisk.algorithms.vertical import psi_stream
 
     sp = psi_stream.prepare(channel.me, ids, salt, casefold, memory_mb, spill_dir)
@@ -433,7 +434,7 @@ def align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Seq
     follower thereby learns which of its matched customers are missing at some other follower,
     and the size of the common intersection. The leader learns every pairwise intersection.
     """
-    _check_args(channel, tag, reveal, salt)
+    check_psi_args(channel, tag, reveal, salt)
     from fedrisk.algorithms.vertical import psi_stream
 
     me = channel.me

@@ -86,7 +86,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fedrisk.algorithms.vertical.psi_protocol import REVEAL_MODES, PsiResult, check_follower_keep
+from fedrisk.algorithms.vertical.psi_protocol import PsiResult, check_follower_keep, check_psi_args
 from fedrisk.algorithms.vertical.psi_protocol import empty_intersection_error as _empty_error
 from fedrisk.algorithms.vertical.row_order import order_keys
 from fedrisk.crypto import psi, spu_binding
@@ -348,12 +348,7 @@ def _exchange(channel: Channel, peer: str, keys: np.ndarray, *, leader: bool, sa
 
 
 def _check_args(channel: Channel, tag: str, reveal: str, salt: Any) -> None:
-    if tag != "psi" and not tag.startswith("psi."):
-        raise ConfigError(f"PSI tag {tag!r} must be 'psi' or start with 'psi.' so the transport can whitelist it")
-    if reveal not in REVEAL_MODES:
-        raise ConfigError(f"reveal={reveal!r} is not one of {REVEAL_MODES}")
-    if not isinstance(salt, str) or not salt:
-        raise ConfigError(f"party {channel.me!r}: PSI needs a non-empty per-job salt string shared by all parties")
+    check_psi_args(channel, tag, reveal, salt)
     spu_binding.load()  # the one-line error for a missing extra, before any message is sent
 
 
