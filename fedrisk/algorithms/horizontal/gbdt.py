@@ -146,9 +146,9 @@ MAX_RESTARTS = 3
 class GbdtParams(BoostingParams):
     """Hyper-parameters of horizontal boosting: the names and meanings of ``vertical.secureboost``.
 
-    The settings every tree trainer shares (``n_trees``, ``max_depth``, ``learning_rate``,
-    ``min_child_weight``, ``reg_lambda``, ``min_split_gain``) are documented on
-    :class:`~fedrisk.algorithms.boosting_params.BoostingParams`.
+    Tree-growth settings (``n_trees``, ``max_depth``, ...): see
+    :class:`~fedrisk.algorithms.boosting_params.BoostingParams`. Below: the ones whose meaning
+    depends on rows being split across banks, and the seed.
 
     Parameters
     ----------

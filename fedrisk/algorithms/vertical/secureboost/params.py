@@ -24,9 +24,8 @@ _G_BOUND, _H_BOUND = 1.0, 0.25
 class SecureBoostParams(BoostingParams):
     """Hyper-parameters of SecureBoost, shared by all parties of a job.
 
-    The settings every tree trainer shares (``n_trees``, ``max_depth``, ``learning_rate``,
-    ``min_child_weight``, ``reg_lambda``, ``min_split_gain``) are documented on
-    :class:`~fedrisk.algorithms.boosting_params.BoostingParams`.
+    Inherits the tree-growth settings of :class:`~fedrisk.algorithms.boosting_params.BoostingParams`;
+    documents here those that read differently when the label holder alone holds labels, and its own.
 
     Parameters
     ----------
