@@ -6,7 +6,7 @@ import resource
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 SHARED_DATA = Path(os.environ.get("FEDRISK_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -45,11 +45,12 @@ def require_shared_data(*names: str) -> Path:
     return SHARED_DATA
 
 
-def simulate_measured(spec: Path | str) -> dict:
+def simulate_measured(spec: Path | str, keep: Callable[[Path], dict] | None = None) -> dict:
     """Run ``fedrisk simulate`` on ``spec`` in a temporary run directory, measured.
 
     Returns ``{"metrics", "wall_s", "cpu_s", "peak_rss_mb", "ledger": [entries...], "run_files": {...}}``
-    where ``run_files`` holds the text of the logs and progress files the cases read.
+    where ``run_files`` holds the text of the logs and progress files the cases read; ``keep(out)``
+    reads more of the run directory (model files ...) before it goes, and its keys are added.
     """
     import json
     import tempfile
@@ -64,7 +65,8 @@ def simulate_measured(spec: Path | str) -> dict:
                   for line in f.read_text().splitlines() if line.strip()]
         run_files = {str(p.relative_to(out)): p.read_text() for d in ("logs", "progress") if (out / d).is_dir()
                      for p in (out / d).iterdir() if p.suffix in (".log", ".jsonl")}
-    return {"metrics": metrics, **m, "ledger": ledger, "run_files": run_files}
+        kept = keep(out) if keep is not None else {}
+    return {"metrics": metrics, **m, "ledger": ledger, "run_files": run_files, **kept}
 
 
 def bytes_by_party(ledger: list[dict]) -> dict[str, int]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.measure import bytes_by_party, measured, require_shared_data
+from benchmarks.measure import bytes_by_party, measured, require_shared_data, simulate_measured
 
 FILES = {"bank1": "default_credit_homo_guest.csv", "bank2": "default_credit_homo_host_1.csv",
          "bank3": "default_credit_homo_host_2.csv"}
@@ -43,18 +43,7 @@ def _sklearn(train: pd.DataFrame, test: pd.DataFrame, feats: list[str]) -> dict:
 
 def _simulate(spec: Path) -> dict:
     """``fedrisk simulate`` measured, keeping the model file (``measure.simulate_measured`` plus ``model.json``)."""
-    from fedrisk.runtime.simulate import simulate
-
-    with tempfile.TemporaryDirectory(prefix="fedrisk-bench-") as tmp:
-        out = Path(tmp) / "run"
-        with measured() as m:
-            metrics = simulate(spec, out)
-        ledger = [json.loads(line) for f in sorted((out / "ledger").glob("*.jsonl"))
-                  for line in f.read_text().splitlines() if line.strip()]
-        run_files = {str(p.relative_to(out)): p.read_text() for d in ("logs", "progress") if (out / d).is_dir()
-                     for p in (out / d).iterdir() if p.suffix in (".log", ".jsonl")}
-        model = json.loads((out / "model.json").read_text())
-    return {"metrics": metrics, **m, "ledger": ledger, "run_files": run_files, "model": model}
+    return simulate_measured(spec, keep=lambda out: {"model": json.loads((out / "model.json").read_text())})
 
 
 def _coef_max_abs_diff(model: dict, X: np.ndarray, y: np.ndarray, l2: float) -> float:

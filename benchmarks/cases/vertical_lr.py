@@ -49,19 +49,11 @@ def _sklearn(X: np.ndarray, y: np.ndarray, test: np.ndarray) -> dict:
 def _simulate_with_models(spec: str) -> dict:
     """``simulate_measured`` plus the model files of every party (read before the run dir goes)."""
     import json
-    import tempfile
 
-    from benchmarks.measure import measured
-    from fedrisk.runtime.simulate import simulate
+    from benchmarks.measure import simulate_measured
 
-    with tempfile.TemporaryDirectory(prefix="fedrisk-bench-") as tmp:
-        out = Path(tmp) / "run"
-        with measured() as m:
-            metrics = simulate(spec, out)
-        ledger = [json.loads(line) for f in sorted((out / "ledger").glob("*.jsonl"))
-                  for line in f.read_text().splitlines() if line.strip()]
-        models = {p.name: json.loads(p.read_text()) for p in out.glob("model*.json")}
-    return {"metrics": metrics, **m, "ledger": ledger, "models": models}
+    return simulate_measured(spec, keep=lambda out: {"models": {p.name: json.loads(p.read_text())
+                                                                for p in out.glob("model*.json")}})
 
 
 def _coef_diff(models: dict, pooled: pd.DataFrame, test: np.ndarray, y: np.ndarray, l2: float) -> float:
