@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.cases._xgboost_reference import xgboost_like
 from benchmarks.measure import bytes_by_party, measured, require_shared_data, simulate_measured
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,17 +48,10 @@ EPSILONS = (None, 8.0, 4.0, 2.0, 1.0)
 
 
 def _xgboost(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray, task: dict) -> dict:
-    import xgboost as xgb
-
     from fedrisk.finance.metrics import auc, ks
 
     with measured() as m:
-        clf = xgb.XGBClassifier(
-            n_estimators=task.get("n_trees", 30), max_depth=task.get("max_depth", 3),
-            learning_rate=task.get("learning_rate", 0.3), max_bin=task.get("max_bin", 32),
-            min_child_weight=task.get("min_child_weight", 1.0), reg_lambda=task.get("reg_lambda", 1.0),
-            gamma=task.get("min_split_gain", 0.0), subsample=task.get("subsample", 1.0),
-            tree_method="hist", n_jobs=2, random_state=0)
+        clf = xgboost_like(task)
         clf.fit(X, y)
         p = clf.predict_proba(Xt)[:, 1]
     return {"auc": round(auc(yt, p), 4), "ks": round(ks(yt, p), 4), **m, "bytes_sent": 0, "rows": len(y)}

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.cases._xgboost_reference import xgboost_like
 from benchmarks.measure import measured, require_shared_data, simulate_measured
 from fedrisk.crypto import montgomery
 
@@ -36,17 +37,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _xgboost(X: np.ndarray, y: np.ndarray, test: np.ndarray, task: dict) -> dict:
-    import xgboost as xgb
-
     from fedrisk.finance.metrics import auc, ks
 
     with measured() as m:
-        clf = xgb.XGBClassifier(
-            n_estimators=task.get("n_trees", 30), max_depth=task.get("max_depth", 3),
-            learning_rate=task.get("learning_rate", 0.3), max_bin=task.get("max_bin", 32),
-            min_child_weight=task.get("min_child_weight", 1.0), reg_lambda=task.get("reg_lambda", 1.0),
-            gamma=task.get("min_split_gain", 0.0), subsample=task.get("subsample", 1.0),
-            tree_method="hist", n_jobs=2, random_state=0)
+        clf = xgboost_like(task)
         clf.fit(X[~test], y[~test])
         p = clf.predict_proba(X[test])[:, 1]
     return {"auc": round(auc(y[test], p), 4), "ks": round(ks(y[test], p), 4), **m, "bytes_sent": 0}
