@@ -372,10 +372,7 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
     if cfg.solver not in ("auto", "exact", "surrogate"):
         raise ProtocolError(f"{me}: unknown vertical LR solver {cfg.solver!r}")
     if cfg.solver == "auto":
-        cfg = replace(cfg, solver="exact" if len(feature_holders) == 1 else "surrogate")
-    if cfg.solver == "exact" and len(feature_holders) != 1:
-        raise ProtocolError(f"{me}: solver = 'exact' supports one feature holder (this job has "
-                            f"{len(feature_holders)}); use solver = 'surrogate'")
+        cfg = replace(cfg, solver="exact")
     is_lh = me == label_holder
     others = [p for p in parties if p != me]
     clock = _Clock()
@@ -454,9 +451,15 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
 
     t_train = time.perf_counter()
     clock.t["setup_wall"] = t_train - t_setup
-    if cfg.solver == "exact":
+    if cfg.solver == "exact" and len(feature_holders) > 1:  # Fourier sigmoid, scores masked modulo its period
+        from fedrisk.algorithms.vertical.hetero_lr_multi import multi_exact_loop
+
+        w, history = multi_exact_loop(channel, me, label_holder, list(feature_holders), X, yv if is_lh else None,
+                                      cfg, owner, peers, exchange, clock, on_epoch, start, checkpoint)
+    elif cfg.solver == "exact":
         w, history = _exact_loop(channel, me, label_holder, feature_holders[0], X, yv if is_lh else None, cfg,
                                  owner, peers[others[0]], exchange, clock, on_epoch, start, checkpoint)
+    if cfg.solver == "exact":
         clock.t["training_wall"] = time.perf_counter() - t_train
         owner.close()
         for p in peers.values():
@@ -738,6 +741,21 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
         cross = exchange(f"vlr.x.{it}", chunks, allrows, share * sc, [other], [other])[other] / sc
         return (X.T @ share + cross) / n + cfg.l2 * pen * w
 
+    return lbfgs(gradient, joint, k, Minv, cfg, on_epoch, start, checkpoint)
+
+
+def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Callable[[str, np.ndarray], np.ndarray],
+          k: int, Minv: np.ndarray, cfg: HeteroLRConfig, on_epoch=None, start: dict[str, Any] | None = None,
+          checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """This party's side of the federated full-batch L-BFGS (any number of parties); returns its
+    weight block and the iteration history.
+
+    ``gradient(it, w, tol)`` is this party's block of the joint gradient at its weights ``w`` with
+    the sigmoid at tolerance ``tol`` (a protocol round with every other party); ``joint(tag, v)``
+    is the sum over all parties of their partial scalars ``v``; ``Minv`` is this party's block
+    of the initial inverse Hessian. Used by the one-holder exact solver here and by
+    :mod:`fedrisk.algorithms.vertical.hetero_lr_multi`.
+    """
     w = np.zeros(k)
     g_max = np.inf  # joint max-norm proxy of the last gradient (sets the next sigmoid tolerance)
     S: list[np.ndarray] = []
