@@ -5,9 +5,13 @@ labels ``y``) and feature holders ``H_1..H_m`` (features ``X_h``), all with rows
 PSI (row ``i`` is the same customer everywhere). Each party keeps its own weights ``w_P``; the
 linear score is ``z = u_G + sum_h u_h`` with ``u_P = X_P w_P``.
 
-Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one feature holder):
+Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact``, with any number of feature holders):
 
-``exact`` (one feature holder ``H``) -- the pooled penalised maximum-likelihood estimate
+``exact`` -- the pooled penalised maximum-likelihood estimate. With two or more feature holders
+    the sigmoid round is :mod:`fedrisk.algorithms.vertical.hetero_lr_multi`'s (a Fourier sigmoid on
+    scores masked modulo its period, under the first holder's key; its docstring has the message
+    flow and what each party learns there); keys, cross-products and L-BFGS (:func:`lbfgs`) are
+    the ones below. With one feature holder ``H``:
     The residual ``d = sigma(u_G + u_H) - y`` is held as **additive shares** computed with the
     real sigmoid. ``G`` knows ``u_G,i``, so ``f_i(t) = sigma(u_G,i + t)`` is a function of ``H``'s
     partial score alone. ``H`` announces an interval ``[c - B, c + B]`` holding every ``u_H,i``
@@ -54,7 +58,7 @@ Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one featur
     threads encrypt no faster than one). Not tried: a second-order step (it needs ``sigma'(z)``
     per row, a second sigmoid-like evaluation per iteration).
 
-``surrogate`` (any number of feature holders) -- fast, approximate
+``surrogate`` (any number of feature holders, on request) -- fast, approximate
     Mini-batch gradient descent on the *majorising* surrogate with shares ``s_G = sigma(u_G) - y``,
     ``s_h = u_h / 4`` (first-order expansion with slope 1/4 in the feature holders' scores), i.e.
     ``softplus(u_G) - y z + sigma(u_G) u_H + u_H^2 / 8 >= softplus(z) - y z``. Its optimum is not the
@@ -205,12 +209,11 @@ class HeteroLRConfig:
         A party may declare at most one column per this many aligned rows.
     solver : {"auto", "exact", "surrogate"}
         ``surrogate``: mini-batch gradient descent on the majorising surrogate (fast, approximate,
-        any number of feature holders). ``exact``: full-batch L-BFGS on the exact log-loss with the
-        sigmoid evaluated by per-row Chebyshev expansion under CKKS (one feature holder).
-        ``auto`` (default): ``exact`` with one feature holder, ``surrogate`` with several (the
-        exact construction needs one party to know every partial score but one -- with two
-        feature holders nobody knows ``u_G + u_h'``, and combining two holders' encryptions would
-        need ct x ct products across keys, which single-key CKKS does not offer).
+        any number of feature holders). ``exact``: full-batch L-BFGS on the exact log-loss, any
+        number of feature holders: with one, the sigmoid is a per-row Chebyshev expansion under
+        CKKS; with several, a Fourier (sine) series of the joint score whose terms are evaluated
+        under the first holder's CKKS key on scores masked modulo the series' period
+        (:mod:`fedrisk.algorithms.vertical.hetero_lr_multi`). ``auto`` (default): ``exact``.
     max_iter, step_tol, memory : int, float, int
         ``exact``: iteration cap, stop when the joint step's max-norm is below ``step_tol``, L-BFGS memory.
         ``step_tol = 2e-5`` (plaintext emulation of the loop): default credit stops after 18

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from fedrisk.algorithms.vertical import fourier_sigmoid as fs
@@ -15,20 +14,10 @@ from fedrisk.transport.channel import InMemoryNetwork
 
 
 def credit_split(data_dir: Path, rows: int, holders: int, seed: int = 0):
-    """Default credit over a lender (guest columns, labels) and ``holders`` feature holders (the host
-    columns cut into contiguous groups), standardised on the training rows (``id % 5 != 0``)."""
-    g = pd.read_csv(Path(data_dir) / "default_credit_hetero_guest.csv")
-    h = pd.read_csv(Path(data_dir) / "default_credit_hetero_host.csv").set_index("id").loc[g.id].reset_index()
-    pick = np.sort(np.random.default_rng(seed).choice(len(g), size=rows, replace=False))
-    g, h = g.iloc[pick], h.iloc[pick]
-    test = (g.id.to_numpy() % 5) == 0
-    XG = g.drop(columns=["id", "y"]).to_numpy(dtype=np.float64)
-    XH = h.drop(columns=["id"]).to_numpy(dtype=np.float64)
-    std = lambda A: (A - A[~test].mean(axis=0)) / A[~test].std(axis=0)  # noqa: E731
-    XG, XH = std(XG), std(XH)
-    names = ["payco", "bureau", "telco"][:holders]
-    parts = {"lender": XG, **{n: XH[:, c] for n, c in zip(names, np.array_split(np.arange(XH.shape[1]), holders))}}
-    return parts, g.y.to_numpy(dtype=np.int8), test
+    """Default credit over a lender and ``holders`` feature holders, standardised (tests/stress_data)."""
+    from tests.stress_data import vertical as sv
+
+    return sv.standardised(sv.credit_parties(data_dir, rows, holders, seed))
 
 
 def run(parts: dict[str, np.ndarray], y: np.ndarray, cfg: HeteroLRConfig):
