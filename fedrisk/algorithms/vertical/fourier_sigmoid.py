@@ -41,7 +41,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["FRACTION_BITS", "MAX_TERMS", "half_period", "valid_bound", "on_grid", "sine_coefficients", "terms",
+__all__ = ["FRACTION_BITS", "MAX_TERMS", "margin", "half_period", "valid_bound", "on_grid", "sine_coefficients", "terms",
            "to_fraction", "uniform_fractions", "add", "sub", "phases", "evaluate"]
 
 FRACTION_BITS = 48
@@ -56,14 +56,15 @@ _GRID = 8  # half-periods are powers of 2^(1/8): the announced P reveals the sco
 _SAMPLES = 8192
 
 
-def _margin(tol: float) -> float:
+def margin(tol: float) -> float:
+    """``L = ln(4 / tol)``: the sigmoid is within ``tol / 4`` of 0 or 1 beyond ``+-L``."""
     return math.log(4.0 / tol)
 
 
 def half_period(z_bound: float, tol: float) -> float:
     """The half-period ``P`` for joint scores with ``|z| <= z_bound`` at tolerance ``tol``: the
     smallest power of 2^(1/8) at least ``(max(z_bound, 4) + L) / 2``, ``L = ln(4 / tol)``."""
-    L = _margin(tol)
+    L = margin(tol)
     need = min((max(float(z_bound), 4.0) + L) / 2.0, MAX_HALF_PERIOD)
     return float(2.0 ** (math.ceil(_GRID * math.log2(need) - 1e-12) / _GRID))
 
@@ -77,7 +78,7 @@ def on_grid(P: float) -> bool:
 
 def valid_bound(P: float, tol: float) -> float:
     """Largest ``|z|`` for which :func:`evaluate` with :func:`terms` ``(P, tol)`` is within ``tol``."""
-    return 2.0 * P - _margin(tol)
+    return 2.0 * P - margin(tol)
 
 
 @lru_cache(maxsize=64)

@@ -660,13 +660,10 @@ def chebyshev_coefficients(c: np.ndarray, B: float, K: int) -> np.ndarray:
     return a.T
 
 
-def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: np.ndarray | None,
-                cfg: HeteroLRConfig, owner: CkksOwner, peer: CkksPeer, exchange, clock: _Clock,
-                on_epoch, start: dict[str, Any] | None = None,
-                checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Both roles of the exact solver; returns this party's weights and the iteration history."""
-    is_lh = me == lh
-    other = fh if is_lh else lh
+def exact_setup(X: np.ndarray, cfg: HeteroLRConfig, is_lh: bool) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, float]:
+    """What every exact solver derives from this party's matrix alone: the paired-packing row
+    chunks, all row indices, the penalty mask (no penalty on the intercept), the inverse of the
+    L-BFGS preconditioner block, and the scale of the shares sent into cross-products."""
     n, k = X.shape
     chunks = list(range(-(-n // (2 * CHUNK_ROWS))))  # paired packing: 512 rows per ciphertext
     allrows = np.arange(n)
@@ -677,7 +674,18 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
     # penalty); it is H0 of L-BFGS, applied by each party to its own block
     M = X.T @ X / (4.0 * n) + np.diag(cfg.l2 * pen) + 1e-10 * np.eye(k)
     sc = 2.0 ** 14 / (np.sqrt(max(n, 1)) * max(1.0, cfg.mask_std))
-    Minv = np.linalg.inv(M)
+    return chunks, allrows, pen, np.linalg.inv(M), sc
+
+
+def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: np.ndarray | None,
+                cfg: HeteroLRConfig, owner: CkksOwner, peer: CkksPeer, exchange, clock: _Clock,
+                on_epoch, start: dict[str, Any] | None = None,
+                checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Both roles of the exact solver; returns this party's weights and the iteration history."""
+    is_lh = me == lh
+    other = fh if is_lh else lh
+    n, k = X.shape
+    chunks, allrows, pen, Minv, sc = exact_setup(X, cfg, is_lh)
 
     def joint(tag: str, v: np.ndarray) -> np.ndarray:
         """Sum over both parties of per-block partial inner products (one scalar exchange)."""

@@ -33,12 +33,15 @@ Gaussian mask ``m_i`` (std ``mask_std`` per component, ChaCha20) and returns the
 
 Scores modulo ``2P`` travel as 48-bit fractions of the period (masks uniform on the 2^48 grid from
 ``os.urandom``: the masked values are exactly uniform). Every partial score is clipped to
-``+-64`` (:data:`~fedrisk.algorithms.vertical.hetero_lr.MAX_RANGE`, as with one holder; the
-label holder's too), in the line and in the sine terms alike, so the bound ``Z`` on ``|z|`` is
-``max|u_G| + sum_h B_h`` with each holder's announced ``B_h`` (:func:`~fedrisk.algorithms.vertical.
-hetero_lr.range_bound`), and ``P = (max(Z, 4) + ln(4/tol)) / 2`` on a 2^(1/8) grid. ``K`` from
-``P`` and the tolerance, measured (default credit, 3 parties: ``P`` ~ 15, 20 terms at 1e-6, 3-8
-while the tolerance is loose).
+``+-64`` (:data:`~fedrisk.algorithms.vertical.hetero_lr.MAX_RANGE`, as with one holder) and to
+what the sigmoid needs, in the line and in the sine terms alike: each holder announces an
+interval ``[c_h - B_h, c_h + B_h]`` holding its scores (:func:`~fedrisk.algorithms.vertical.
+hetero_lr.range_interval`, as with one holder; clipped to it), ``G`` clips ``u_G`` where the
+sigmoid is saturated whatever the holders' scores (:func:`choose_period`), bounds ``z`` by
+``[min u_G + sum_h (c_h - B_h), max u_G + sum_h (c_h + B_h)]`` and takes ``P = (max(Z, 4) +
+ln(4/tol)) / 2`` on a 2^(1/8) grid for ``Z`` the larger end in absolute value; ``K`` follows from
+``P`` and the tolerance, measured (default credit at the optimum: ``z`` in [-29, 5], ``P`` ~ 19,
+27 terms at 1e-6).
 
 Cost against one feature holder: a sine term needs a whole complex slot (``cos`` and ``sin`` of
 ``k w v``) where a Chebyshev term needs half of one, and ``P`` follows the whole score's range,
@@ -48,7 +51,7 @@ not one holder's, so ``H_1`` encrypts ~1.5-2x the vectors; the cross-products gr
 Message flow (tags start with ``vlr.``; setup ``vlr.key``/``vlr.matrix`` between every pair, as in
 ``hetero_lr``), iteration ``t``::
 
-    H_h -> G    vlr.b.<t>        aggregate   [B_h]: range_bound of max|u_h| (a power of 2^(1/4), <= 64)
+    H_h -> G    vlr.b.<t>        aggregate   [c_h, B_h]: range_interval of u_h (as with one holder)
     G -> H_h    vlr.p.<t>        aggregate   [P, K]: half-period and number of sine terms
     H_j -> H_1  vlr.m.<t>        masked      (u_j + r_j) mod 2P per row, 48-bit fractions (j >= 2)
     H_j -> G    vlr.o.<t>        masked      r_j per row: uniform 48-bit fractions (j >= 2)
@@ -62,15 +65,17 @@ What each party learns
 ----------------------
 * Label holder ``G``: the ``r_j`` (uniform, independent of everything: nothing), ciphertexts under
   ``H_1``'s key, cross-product results (its own gradient, hence ``X_G^T sigma(z)``: ``1 +
-  #features`` functionals per iteration, as with one holder), each holder's ``B_h`` (``max|u_h|``
-  to within 19 % per iteration), every holder's partial L-BFGS scalars (``~2 x memory + 4`` per
-  holder per iteration, as with one holder) and the final scores (``sum_h u_h`` of every scored
+  #features`` functionals per iteration, as with one holder), each holder's interval (``min_i
+  u_h,i`` and ``max_i u_h,i`` to within about ``B_h / 4`` per iteration, as with one holder),
+  every holder's partial L-BFGS scalars (``~2 x memory + 4`` per holder per iteration, as with
+  one holder) and the final scores (``sum_h u_h`` of every scored
   row). Never a per-row value of a feature holder.
 * First feature holder ``H_1``: ``(u_j + r_j) mod 2P`` for every other holder -- exactly uniform
   and independent of ``u_j`` --; per row and iteration ``sum_k b_k sin(k w z_i) + Re m_i`` and, in
   the imaginary part, ``-sum_k b_k cos(k w z_i) + Im m_i`` (two bounded functions of the joint
   score, each under an independent Gaussian mask of std 2^10: at most ``v^2 / (2 * 2^20)`` nats
-  about a value of size ``v``); ``P`` and ``K`` (``P`` reveals ``max|u_G| + sum_h B_h`` to ~9 %);
+  about a value of size ``v``); ``P`` and ``K`` (``P`` reveals the larger end of ``G``'s bound on
+  ``|z|`` to ~9 %);
   its own exact gradient (``#features`` functionals of the labels and of the other parties'
   scores per iteration); the L-BFGS totals.
 * Other feature holders ``H_j``: ``P`` and ``K``, cross-product results (their own gradients) and
@@ -83,7 +88,7 @@ Security model: semi-honest, no collusion. **``G`` and ``H_1`` together recover 
 learns the coalition's own data and the final scores, as with one holder.
 
 Reproducibility: masks cancel exactly (the modular ones in integer arithmetic, the Gaussian ones
-because ``G`` keeps them as its share) and the discrete choices (``B_h``, ``P``, ``K``, tolerance,
+because ``G`` keeps them as its share) and the discrete choices (intervals, ``P``, ``K``, tolerance,
 stopping iteration) sit on coarse grids, so two runs differ only by the intrinsic CKKS error
 (~1e-8 per decrypted value), as with one holder; the tests assert 1e-6 on the coefficients.
 """
@@ -95,8 +100,8 @@ from typing import Any, Callable
 import numpy as np
 
 from fedrisk.algorithms.vertical import fourier_sigmoid as fs
-from fedrisk.algorithms.vertical.hetero_lr import (CHUNK_ROWS, MAX_RANGE, HeteroLRConfig, lbfgs,
-                                                   range_bound)
+from fedrisk.algorithms.vertical.hetero_lr import (MAX_RANGE, HeteroLRConfig, _valid_interval, exact_setup, lbfgs,
+                                                   range_interval)
 from fedrisk.crypto.ckks import DEFAULT_PARAMS, CkksOwner, CkksPeer
 from fedrisk.errors import CryptoError, ProtocolError
 from fedrisk.transport.channel import Channel
@@ -104,10 +109,25 @@ from fedrisk.transport.channel import Channel
 __all__ = ["multi_exact_loop", "choose_period"]
 
 
-def choose_period(max_abs_g: float, bounds: list[float], tol: float) -> tuple[float, int]:
-    """The label holder's choice of ``(P, K)`` from its own ``max|u_G|`` and the holders' bounds."""
-    P = fs.half_period(min(max_abs_g, MAX_RANGE) + sum(bounds), tol)
-    return P, fs.terms(P, tol)
+def choose_period(u_g: np.ndarray, intervals: list[tuple[float, float]], tol: float) -> tuple[float, int, np.ndarray]:
+    """The label holder's choice of ``(P, K)``, and its partial scores clipped for the sigmoid.
+
+    ``intervals`` are the holders' announced ``(centre, B)``: their partial scores sum to within
+    ``[S_lo, S_hi]``. Clipping ``u_G`` to ``[-(S_hi + L), L - S_lo]`` (``L`` = :func:`~fedrisk.
+    algorithms.vertical.fourier_sigmoid.margin`) moves no sigmoid by more than ``tol / 4``: a row
+    clipped from below has ``z`` below ``-L`` before and after. It bounds ``z`` by ``[min u_G +
+    S_lo, max u_G + S_hi]`` with far-out label-holder scores cut back (default credit: one
+    row's ``u_G`` of -28 would otherwise set ``P``): 25 % fewer terms there than a symmetric bound
+    ``max|u_G| + sum_h B_h``.
+    """
+    L = fs.margin(tol)
+    s_lo = sum(m - B for m, B in intervals)
+    s_hi = sum(m + B for m, B in intervals)
+    u_g = np.clip(u_g, max(-(s_hi + L), -MAX_RANGE), min(L - s_lo, MAX_RANGE))
+    lo = float(np.min(u_g, initial=0.0)) + s_lo
+    hi = float(np.max(u_g, initial=0.0)) + s_hi
+    P = fs.half_period(max(-lo, hi, 0.0), tol)
+    return P, fs.terms(P, tol), u_g
 
 
 def _fractions(me: str, got: Any, tag: str, frm: str, n: int) -> np.ndarray:
@@ -126,14 +146,7 @@ def multi_exact_loop(channel: Channel, me: str, lh: str, fhs: list[str], X: np.n
     is_lh, h1 = me == lh, fhs[0]
     others = [p for p in [lh, *fhs] if p != me]
     n, k = X.shape
-    chunks = list(range(-(-n // (2 * CHUNK_ROWS))))  # paired packing: 512 rows per ciphertext
-    allrows = np.arange(n)
-    pen = np.ones(k)
-    if is_lh:
-        pen[-1] = 0.0
-    M = X.T @ X / (4.0 * n) + np.diag(cfg.l2 * pen) + 1e-10 * np.eye(k)
-    Minv = np.linalg.inv(M)
-    sc = 2.0 ** 14 / (np.sqrt(max(n, 1)) * max(1.0, cfg.mask_std))
+    chunks, allrows, pen, Minv, sc = exact_setup(X, cfg, is_lh)
     S = DEFAULT_PARAMS.slots
     spans = [(lo, min(lo + S, n)) for lo in range(0, n, S)]
 
@@ -154,32 +167,34 @@ def multi_exact_loop(channel: Channel, me: str, lh: str, fhs: list[str], X: np.n
         channel.broadcast(fhs, tag, total, kind="aggregate")
         return total
 
-    def period(it: int, u: np.ndarray, tol: float) -> tuple[float, int]:
-        """Agree on (P, K): holders announce their bounds, G chooses."""
+    def period(it: int, u: np.ndarray, tol: float) -> tuple[float, int, np.ndarray]:
+        """Agree on (P, K): holders announce the interval of their scores, G chooses. Returns the
+        partial scores clipped to what the sigmoid sees (the interval at a holder, see
+        :func:`choose_period` at G)."""
         tb, tp = f"vlr.b.{it}", f"vlr.p.{it}"
         if is_lh:
-            bounds = []
+            intervals = []
             for h in fhs:
                 b = channel.recv(h, tb)
-                ok = isinstance(b, np.ndarray) and b.dtype == np.float64 and b.shape == (1,)
-                if not ok or not (0.25 <= float(b[0]) <= MAX_RANGE) or range_bound(float(b[0])) != float(b[0]):
-                    raise ProtocolError(f"{me}: {tb} from {h!r} is not an agreed range bound")
-                bounds.append(float(b[0]))
-            P, K = choose_period(float(np.max(np.abs(u), initial=0.0)), bounds, tol)
+                ok = isinstance(b, np.ndarray) and b.dtype == np.float64 and b.shape == (2,)
+                if not ok or not _valid_interval(float(b[0]), float(b[1])):
+                    raise ProtocolError(f"{me}: {tb} from {h!r} is not an agreed range interval")
+                intervals.append((float(b[0]), float(b[1])))
+            P, K, u = choose_period(u, intervals, tol)
             channel.broadcast(fhs, tp, np.array([P, float(K)]), kind="aggregate")
-            return P, K
-        channel.send(lh, tb, np.array([range_bound(float(np.max(np.abs(u), initial=0.0)))]), kind="aggregate")
+            return P, K, u
+        c, B = range_interval(float(u.min()), float(u.max())) if n else (0.0, 0.25)
+        channel.send(lh, tb, np.array([c, B]), kind="aggregate")
         got = channel.recv(lh, tp)
         ok = isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (2,)
         P, K = (float(got[0]), float(got[1])) if ok else (0.0, 0.0)
         if not ok or not fs.on_grid(P) or K != int(K) or not 1 <= K <= fs.MAX_TERMS:
             raise ProtocolError(f"{me}: {tp} from {lh!r} is not an agreed half-period and term count")
-        return P, int(K)
+        return P, int(K), np.clip(u, c - B, c + B)
 
     def gradient(it: int, w: np.ndarray, tol: float) -> np.ndarray:
         t0 = time.perf_counter()
-        u = np.clip(X @ w, -MAX_RANGE, MAX_RANGE)
-        P, K = period(it, u, tol)
+        P, K, u = period(it, np.clip(X @ w, -MAX_RANGE, MAX_RANGE), tol)
         q = fs.to_fraction(u, P)
         t0 = clock.add("sigmoid", t0)
         share = u / (2.0 * P)
