@@ -91,7 +91,8 @@ Setup, once, every party P to every other party Q::
     P -> Q  vlr.matrix          ciphertext        X_P row-packed under P's secret key (Q checks the shape
                                                   against k and every chunk's level and scale)
 
-``exact``, iteration ``t`` (``t = 0`` is the gradient at zero)::
+``exact`` with one feature holder (several: :mod:`~fedrisk.algorithms.vertical.hetero_lr_multi`), iteration ``t``
+(``t = 0`` is the gradient at zero)::
 
     H -> G  vlr.b.<t>           aggregate         [c_t, B_t]: centre and half-width of the interval holding u_H
     H -> G  vlr.t.<t>.<r>       ciphertext        rows 4096 r ..: Enc_H(T_2j+1 + i T_2j+2 of (u_H - c_t) / B_t), j < K/2
@@ -115,7 +116,7 @@ Scoring (training evaluation and ``fedrisk predict``), tags ``<tag>.*``::
 
 What each party learns
 ----------------------
-``exact``:
+``exact`` (one feature holder; with several see :mod:`fedrisk.algorithms.vertical.hetero_lr_multi`):
 
 * Label holder G: its own exact gradient every iteration, hence ``X_G^T sigma(z)`` (with
   ``X_G^T y`` known: ``1 + #features`` functionals of the feature holder's influence per
