@@ -121,12 +121,16 @@ def choose_period(u_g: np.ndarray, intervals: list[tuple[float, float]], tol: fl
     ``max|u_G| + sum_h B_h``.
     """
     L = fs.margin(tol)
-    s_lo = sum(m - B for m, B in intervals)
-    s_hi = sum(m + B for m, B in intervals)
+    s_lo = sum(max(m - B, -MAX_RANGE) for m, B in intervals)  # holders clip at +-64 too
+    s_hi = sum(min(m + B, MAX_RANGE) for m, B in intervals)
     u_g = np.clip(u_g, max(-(s_hi + L), -MAX_RANGE), min(L - s_lo, MAX_RANGE))
     lo = float(np.min(u_g, initial=0.0)) + s_lo
     hi = float(np.max(u_g, initial=0.0)) + s_hi
-    P = fs.half_period(max(-lo, hi, 0.0), tol)
+    Z = max(-lo, hi, 0.0)
+    P = fs.half_period(Z, tol)
+    if fs.valid_bound(P, tol) < Z:  # only with seven or more holders whose scores reach the clip
+        raise ProtocolError(f"the joint score may reach {Z:.0f} logits, beyond the largest Fourier sigmoid "
+                            f"({fs.valid_bound(P, tol):.0f}); use fewer feature holders or solver = 'surrogate'")
     return P, fs.terms(P, tol), u_g
 
 

@@ -251,3 +251,23 @@ def test_resume_from_a_checkpoint_gives_the_same_model():
     for p in names:
         assert np.abs(full[p].coef - resumed[p].coef).max() < 1e-5
     assert abs(len(resumed["lender"].history) - len(full["lender"].history)) <= 1
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-6])
+def test_label_holder_clip_moves_no_sigmoid_by_more_than_a_quarter_tolerance(tol):
+    """choose_period clips u_G where the sigmoid is saturated whatever the holders' scores (within
+    their announced intervals): sigma moves by at most tol / 4 on every row, and the clipped joint
+    score stays inside the range where the series is within tol."""
+    from fedrisk.algorithms.vertical.hetero_lr_multi import choose_period
+
+    rng = np.random.default_rng(5)
+    n = 20000
+    intervals = [(-0.25, 0.75), (2.0, 4.0)]
+    u_g = rng.uniform(-64, 64, n)
+    P, K, clipped = choose_period(u_g, intervals, tol)
+    hs = [np.where(rng.random(n) < 0.2, rng.choice([m - B, m + B], n), rng.uniform(m - B, m + B, n))
+          for m, B in intervals]
+    z, zc = u_g + sum(hs), clipped + sum(hs)
+    assert np.any(clipped != u_g)
+    assert np.abs(sigmoid(z) - sigmoid(zc)).max() <= tol / 4
+    assert np.abs(zc).max() <= fs.valid_bound(P, tol) and K == fs.terms(P, tol)
