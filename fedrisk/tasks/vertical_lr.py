@@ -67,8 +67,9 @@ class HeteroLRParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     solver: Literal["auto", "exact", "surrogate"] = Field(
-        "auto", description="auto: exact with one feature holder, surrogate with several; exact: full-batch L-BFGS on the exact log-loss (Chebyshev sigmoid under CKKS; one "
-        "feature holder); surrogate: fast mini-batch descent on a majorising surrogate (approximate)")
+        "auto", description="auto: exact; exact: full-batch L-BFGS on the exact log-loss, any number of feature holders "
+        "(Chebyshev sigmoid under CKKS with one, Fourier sigmoid on period-masked scores with several); surrogate: fast "
+        "mini-batch descent on a majorising surrogate (approximate)")
     max_iter: int = Field(100, ge=1, le=1000, description="exact: most L-BFGS iterations")
     step_tol: float = Field(2e-5, ge=0, description="exact: stop when the joint step's max-norm is below this")
     epochs: int = Field(10, ge=1, le=10000)
@@ -149,7 +150,7 @@ def run(ctx: PartyContext) -> None:
         if ytr.min() == ytr.max():
             raise DataError(f"party {me!r}: the aligned training rows have only label {int(ytr[0])}; need both classes")
 
-    exact = cfg.solver == "exact" or (cfg.solver == "auto" and len(hosts) == 1)
+    exact = cfg.solver in ("exact", "auto")
     total = cfg.max_iter if exact else cfg.epochs
 
     def on_epoch(e: int, rec: dict) -> None:
@@ -199,7 +200,9 @@ def run(ctx: PartyContext) -> None:
         "dropped_columns": dropped,
         "solver": model.solver, "iterations": len(model.history),
         "protocol": ("exact sigmoid: per-row Chebyshev expansion under CKKS into masked shares, full-batch L-BFGS "
-                     "(see hetero_lr)" if model.solver == "exact" else
+                     "(see hetero_lr)" if model.solver == "exact" and len(hosts) == 1 else
+                     "exact sigmoid: Fourier series on scores masked modulo its period, under CKKS into masked shares, "
+                     "full-batch L-BFGS (see hetero_lr_multi)" if model.solver == "exact" else
                      "CKKS cross-products over locally computed residual shares, majorising surrogate (see hetero_lr)"),
     }
     if p_te is not None:  # the floor: the label holder's own features alone, locally

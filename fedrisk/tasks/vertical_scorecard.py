@@ -113,8 +113,7 @@ def run(ctx: PartyContext) -> None:
             raise DataError(f"party {me!r}: the aligned training rows have only label {int(y_tr[0])}; need both classes")
         enc, sel = local_woe(params, X_tr, y_tr, me)
         ctx.progress.update(1, 3, stage="woe", party=me)
-        total = (lr_config.max_iter if lr_config.solver == "exact" or (lr_config.solver == "auto" and len(hosts) == 1)
-                 else lr_config.epochs)
+        total = lr_config.max_iter if lr_config.solver in ("exact", "auto") else lr_config.epochs
         fit = fit_label_holder(
             ctx.channel, hosts, X_tr, y_tr, encoder=enc, selection=sel, config=params.binning(),
             smoothing=params.smoothing, scheme=params.scheme, key_bits=params.key_bits, release=params.release(),

@@ -14,6 +14,10 @@ gets the host columns, transformed per case:
     two host columns nearly collinear (``x0`` and ``x0 + 1e-3 * noise``) plus one host column that is
     a linear mix of two others: an ill-conditioned Hessian.
 
+Besides the cases, :func:`credit_parties` cuts the plain default-credit split over a lender and
+several feature holders (the headline federation: lender + payment company + bureau), and
+:func:`standardised` turns such frames into the matrices each party trains on.
+
 ``load(case, data_dir, rows=...)`` returns a :class:`VerticalCase` with both parties' columns already
 standardised on the training rows (what ``vertical.lr`` does at each party), so tests can compare the
 federated fit with scikit-learn on exactly the same matrices. ``write_csvs`` writes the two party
@@ -27,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["CASES", "VerticalCase", "load", "frames", "write_csvs"]
+__all__ = ["CASES", "VerticalCase", "load", "frames", "write_csvs", "credit_parties", "standardised"]
 
 CASES = ("heavy_tailed", "rare_bad", "collinear")
 HEAVY = ("x4", "x5", "x6", "x7", "x8")
@@ -102,3 +106,30 @@ def write_csvs(case: str, data_dir: Path, out: Path, rows: int | None = None, se
     g.to_csv(pg, index=False)
     h.sample(frac=1.0, random_state=seed).to_csv(ph, index=False)  # partner files are in another order
     return pg, ph
+
+
+HOLDERS = ("payco", "bureau", "telco")
+
+
+def credit_parties(data_dir: Path, rows: int | None = None, holders: int = 2, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Default credit as ``lender`` (``id``, ``y``, the guest columns) and ``holders`` feature holders
+    (``id`` plus a contiguous group of the host columns), raw values, rows in the same order."""
+    g = pd.read_csv(Path(data_dir) / "default_credit_hetero_guest.csv")
+    h = pd.read_csv(Path(data_dir) / "default_credit_hetero_host.csv").set_index("id").loc[g.id].reset_index()
+    if rows is not None and rows < len(g):
+        pick = np.sort(np.random.default_rng(seed).choice(len(g), size=rows, replace=False))
+        g, h = g.iloc[pick].reset_index(drop=True), h.iloc[pick].reset_index(drop=True)
+    cols = np.array_split(np.array([c for c in h.columns if c != "id"]), holders)
+    return {"lender": g, **{n: h[["id", *c]] for n, c in zip(HOLDERS, cols)}}
+
+
+def standardised(parties: dict[str, pd.DataFrame]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(standardised feature matrix per party, labels, test mask ``id % 5 == 0``) for frames in the
+    same row order, statistics from the training rows (what ``vertical.lr`` does at each party)."""
+    g = parties["lender"]
+    test = (g.id.to_numpy() % 5) == 0
+    out = {}
+    for p, df in parties.items():
+        A = df.drop(columns=[c for c in ("id", "y") if c in df.columns]).to_numpy(dtype=np.float64)
+        out[p] = (A - A[~test].mean(axis=0)) / A[~test].std(axis=0)
+    return out, g.y.to_numpy(dtype=np.int8), test

@@ -67,10 +67,11 @@ def _spec(kind: str, tmp: Path) -> Path:
              "vertical.scorecard": "l2 = 0.001",
              "vertical.secureboost": "n_trees = 3\nmax_depth = 3\nkey_bits = 2048"}[kind]
     spec, _ = vertical_german(tmp, kind=kind, task_extra=extra)
-    # scorecard: the exact solver supports one feature holder. secureboost: with the bureau its
-    # scoring refuses ("asked more scoring rounds than this party has split nodes") when a feature
-    # holder owns no split -- reported to the secureboost owner; two parties here
-    if kind in ("vertical.scorecard", "vertical.secureboost"):
+    # scorecard: three parties, so its exact LR is the several-holder one (hetero_lr_multi).
+    # secureboost: with the bureau its scoring refuses ("asked more scoring rounds than this party
+    # has split nodes") when a feature holder owns no split -- reported to the secureboost owner;
+    # two parties here
+    if kind == "vertical.secureboost":
         text = spec.read_text()
         start = text.index("[parties.bureau]")
         spec.write_text(text[:start] + text[text.index("[task]"):])

@@ -5,9 +5,13 @@ labels ``y``) and feature holders ``H_1..H_m`` (features ``X_h``), all with rows
 PSI (row ``i`` is the same customer everywhere). Each party keeps its own weights ``w_P``; the
 linear score is ``z = u_G + sum_h u_h`` with ``u_P = X_P w_P``.
 
-Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one feature holder):
+Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact``, with any number of feature holders):
 
-``exact`` (one feature holder ``H``) -- the pooled penalised maximum-likelihood estimate
+``exact`` -- the pooled penalised maximum-likelihood estimate. With two or more feature holders
+    the sigmoid round is :mod:`fedrisk.algorithms.vertical.hetero_lr_multi`'s (a Fourier sigmoid on
+    scores masked modulo its period, under the first holder's key; its docstring has the message
+    flow and what each party learns there); keys, cross-products and L-BFGS (:func:`lbfgs`) are
+    the ones below. With one feature holder ``H``:
     The residual ``d = sigma(u_G + u_H) - y`` is held as **additive shares** computed with the
     real sigmoid. ``G`` knows ``u_G,i``, so ``f_i(t) = sigma(u_G,i + t)`` is a function of ``H``'s
     partial score alone. ``H`` announces an interval ``[c - B, c + B]`` holding every ``u_H,i``
@@ -54,7 +58,7 @@ Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one featur
     threads encrypt no faster than one). Not tried: a second-order step (it needs ``sigma'(z)``
     per row, a second sigmoid-like evaluation per iteration).
 
-``surrogate`` (any number of feature holders) -- fast, approximate
+``surrogate`` (any number of feature holders, on request) -- fast, approximate
     Mini-batch gradient descent on the *majorising* surrogate with shares ``s_G = sigma(u_G) - y``,
     ``s_h = u_h / 4`` (first-order expansion with slope 1/4 in the feature holders' scores), i.e.
     ``softplus(u_G) - y z + sigma(u_G) u_H + u_H^2 / 8 >= softplus(z) - y z``. Its optimum is not the
@@ -87,7 +91,8 @@ Setup, once, every party P to every other party Q::
     P -> Q  vlr.matrix          ciphertext        X_P row-packed under P's secret key (Q checks the shape
                                                   against k and every chunk's level and scale)
 
-``exact``, iteration ``t`` (``t = 0`` is the gradient at zero)::
+``exact`` with one feature holder (several: :mod:`~fedrisk.algorithms.vertical.hetero_lr_multi`), iteration ``t``
+(``t = 0`` is the gradient at zero)::
 
     H -> G  vlr.b.<t>           aggregate         [c_t, B_t]: centre and half-width of the interval holding u_H
     H -> G  vlr.t.<t>.<r>       ciphertext        rows 4096 r ..: Enc_H(T_2j+1 + i T_2j+2 of (u_H - c_t) / B_t), j < K/2
@@ -111,7 +116,7 @@ Scoring (training evaluation and ``fedrisk predict``), tags ``<tag>.*``::
 
 What each party learns
 ----------------------
-``exact``:
+``exact`` (one feature holder; with several see :mod:`fedrisk.algorithms.vertical.hetero_lr_multi`):
 
 * Label holder G: its own exact gradient every iteration, hence ``X_G^T sigma(z)`` (with
   ``X_G^T y`` known: ``1 + #features`` functionals of the feature holder's influence per
@@ -205,12 +210,11 @@ class HeteroLRConfig:
         A party may declare at most one column per this many aligned rows.
     solver : {"auto", "exact", "surrogate"}
         ``surrogate``: mini-batch gradient descent on the majorising surrogate (fast, approximate,
-        any number of feature holders). ``exact``: full-batch L-BFGS on the exact log-loss with the
-        sigmoid evaluated by per-row Chebyshev expansion under CKKS (one feature holder).
-        ``auto`` (default): ``exact`` with one feature holder, ``surrogate`` with several (the
-        exact construction needs one party to know every partial score but one -- with two
-        feature holders nobody knows ``u_G + u_h'``, and combining two holders' encryptions would
-        need ct x ct products across keys, which single-key CKKS does not offer).
+        any number of feature holders). ``exact``: full-batch L-BFGS on the exact log-loss, any
+        number of feature holders: with one, the sigmoid is a per-row Chebyshev expansion under
+        CKKS; with several, a Fourier (sine) series of the joint score whose terms are evaluated
+        under the first holder's CKKS key on scores masked modulo the series' period
+        (:mod:`fedrisk.algorithms.vertical.hetero_lr_multi`). ``auto`` (default): ``exact``.
     max_iter, step_tol, memory : int, float, int
         ``exact``: iteration cap, stop when the joint step's max-norm is below ``step_tol``, L-BFGS memory.
         ``step_tol = 2e-5`` (plaintext emulation of the loop): default credit stops after 18
@@ -372,10 +376,7 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
     if cfg.solver not in ("auto", "exact", "surrogate"):
         raise ProtocolError(f"{me}: unknown vertical LR solver {cfg.solver!r}")
     if cfg.solver == "auto":
-        cfg = replace(cfg, solver="exact" if len(feature_holders) == 1 else "surrogate")
-    if cfg.solver == "exact" and len(feature_holders) != 1:
-        raise ProtocolError(f"{me}: solver = 'exact' supports one feature holder (this job has "
-                            f"{len(feature_holders)}); use solver = 'surrogate'")
+        cfg = replace(cfg, solver="exact")
     is_lh = me == label_holder
     others = [p for p in parties if p != me]
     clock = _Clock()
@@ -454,9 +455,15 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
 
     t_train = time.perf_counter()
     clock.t["setup_wall"] = t_train - t_setup
-    if cfg.solver == "exact":
+    if cfg.solver == "exact" and len(feature_holders) > 1:  # Fourier sigmoid, scores masked modulo its period
+        from fedrisk.algorithms.vertical.hetero_lr_multi import multi_exact_loop
+
+        w, history = multi_exact_loop(channel, me, label_holder, list(feature_holders), X, yv if is_lh else None,
+                                      cfg, owner, peers, exchange, clock, on_epoch, start, checkpoint)
+    elif cfg.solver == "exact":
         w, history = _exact_loop(channel, me, label_holder, feature_holders[0], X, yv if is_lh else None, cfg,
                                  owner, peers[others[0]], exchange, clock, on_epoch, start, checkpoint)
+    if cfg.solver == "exact":
         clock.t["training_wall"] = time.perf_counter() - t_train
         owner.close()
         for p in peers.values():
@@ -654,13 +661,10 @@ def chebyshev_coefficients(c: np.ndarray, B: float, K: int) -> np.ndarray:
     return a.T
 
 
-def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: np.ndarray | None,
-                cfg: HeteroLRConfig, owner: CkksOwner, peer: CkksPeer, exchange, clock: _Clock,
-                on_epoch, start: dict[str, Any] | None = None,
-                checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Both roles of the exact solver; returns this party's weights and the iteration history."""
-    is_lh = me == lh
-    other = fh if is_lh else lh
+def exact_setup(X: np.ndarray, cfg: HeteroLRConfig, is_lh: bool) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, float]:
+    """What every exact solver derives from this party's matrix alone: the paired-packing row
+    chunks, all row indices, the penalty mask (no penalty on the intercept), the inverse of the
+    L-BFGS preconditioner block, and the scale of the shares sent into cross-products."""
     n, k = X.shape
     chunks = list(range(-(-n // (2 * CHUNK_ROWS))))  # paired packing: 512 rows per ciphertext
     allrows = np.arange(n)
@@ -671,7 +675,18 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
     # penalty); it is H0 of L-BFGS, applied by each party to its own block
     M = X.T @ X / (4.0 * n) + np.diag(cfg.l2 * pen) + 1e-10 * np.eye(k)
     sc = 2.0 ** 14 / (np.sqrt(max(n, 1)) * max(1.0, cfg.mask_std))
-    Minv = np.linalg.inv(M)
+    return chunks, allrows, pen, np.linalg.inv(M), sc
+
+
+def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: np.ndarray | None,
+                cfg: HeteroLRConfig, owner: CkksOwner, peer: CkksPeer, exchange, clock: _Clock,
+                on_epoch, start: dict[str, Any] | None = None,
+                checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Both roles of the exact solver; returns this party's weights and the iteration history."""
+    is_lh = me == lh
+    other = fh if is_lh else lh
+    n, k = X.shape
+    chunks, allrows, pen, Minv, sc = exact_setup(X, cfg, is_lh)
 
     def joint(tag: str, v: np.ndarray) -> np.ndarray:
         """Sum over both parties of per-block partial inner products (one scalar exchange)."""
@@ -738,6 +753,21 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
         cross = exchange(f"vlr.x.{it}", chunks, allrows, share * sc, [other], [other])[other] / sc
         return (X.T @ share + cross) / n + cfg.l2 * pen * w
 
+    return lbfgs(gradient, joint, k, Minv, cfg, on_epoch, start, checkpoint)
+
+
+def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Callable[[str, np.ndarray], np.ndarray],
+          k: int, Minv: np.ndarray, cfg: HeteroLRConfig, on_epoch=None, start: dict[str, Any] | None = None,
+          checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """This party's side of the federated full-batch L-BFGS (any number of parties); returns its
+    weight block and the iteration history.
+
+    ``gradient(it, w, tol)`` is this party's block of the joint gradient at its weights ``w`` with
+    the sigmoid at tolerance ``tol`` (a protocol round with every other party); ``joint(tag, v)``
+    is the sum over all parties of their partial scalars ``v``; ``Minv`` is this party's block
+    of the initial inverse Hessian. Used by the one-holder exact solver here and by
+    :mod:`fedrisk.algorithms.vertical.hetero_lr_multi`.
+    """
     w = np.zeros(k)
     g_max = np.inf  # joint max-norm proxy of the last gradient (sets the next sigmoid tolerance)
     S: list[np.ndarray] = []

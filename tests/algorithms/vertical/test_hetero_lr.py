@@ -41,7 +41,8 @@ def _reference(parts, y, cfg):
 @pytest.fixture(scope="module")
 def trained():
     parts, y = _data()
-    cfg = HeteroLRConfig(epochs=3, batch_size=1024, early_stopping_rounds=0, validation_fraction=0.1)
+    cfg = HeteroLRConfig(epochs=3, batch_size=1024, early_stopping_rounds=0, validation_fraction=0.1,
+                         solver="surrogate")
     net = InMemoryNetwork(PARTIES, capture=True, tag_prefixes=("vlr.",))
     res = run_roles({p: (lambda p: lambda ch: train(ch, "lender", PARTIES[1:], parts[p], y if p == "lender" else None,
                                                      cfg))(p) for p in PARTIES}, network=net)
@@ -184,10 +185,11 @@ def test_exact_solver_messages_hold_no_plaintext(exact_runs):
 
 
 def test_surrogate_same_seed_same_model():
-    """The surrogate solver (several feature holders) reproduces too: the flood sums to zero over the
-    replicas that decryption averages, so only the intrinsic CKKS error (~1e-9) differs."""
+    """The surrogate solver (here with two feature holders) reproduces too: the flood sums to zero over
+    the replicas that decryption averages, so only the intrinsic CKKS error (~1e-9) differs."""
     parts, y = _data(n=1500)
-    cfg = HeteroLRConfig(epochs=2, batch_size=512, early_stopping_rounds=0, validation_fraction=0.1)
+    cfg = HeteroLRConfig(epochs=2, batch_size=512, early_stopping_rounds=0, validation_fraction=0.1,
+                         solver="surrogate")
     out = []
     for _ in range(2):
         res = run_roles({p: (lambda p: lambda ch: train(ch, "lender", PARTIES[1:], parts[p],
