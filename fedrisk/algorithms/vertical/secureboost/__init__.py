@@ -147,8 +147,8 @@ Cost per row and tree (issue #16; ``benchmarks/run.py scale``, measured on this 
 two per-slot products for ``g^m`` and a CRT recombination: ~16-20 core-us, ~60 % of the job's CPU,
 and the compiled kernel is at GMP's speed there (a 22-limb Montgomery product, ``mpn_mul_n`` plus
 reduction, ~0.75 us, the same as with GMP's internal ``redc_1``). H's histograms cost ~4.5 products
-modulo ``n`` per row and tree (~7 us); moving 256 bytes per row through mTLS gRPC and the ledger
-takes most of the rest. Checked and *not* done, and why:
+modulo ``n`` per row and tree (~7 us); moving 256 bytes per row through mTLS gRPC costs ~1 us
+(both ends). Checked and *not* done, and why:
 
 * shorter randomness. SecretFlow's HEU draws 110-bit exponents for 2048-bit OU and chains them
   (``h^r = h^r_old * h^delta``). Whether ``c`` encrypts a guessed ``m`` is whether
