@@ -37,7 +37,11 @@ Security argument:
 * Semantic security: the p-subgroup assumption of Okamoto-Uchiyama. Taking ``r`` short
   (default ``t = 256``) instead of uniform in ``Z_n`` adds the short-exponent assumption for
   ``<h>`` (a group of unknown order): generic attacks on a ``t``-bit exponent cost ``2^(t/2)``.
-  ``obfuscation_bits=bits`` restores the original full-length ``r``.
+  ``obfuscation_bits=bits`` restores the original full-length ``r``. The length follows the
+  rule for short Diffie-Hellman exponents (NIST SP 800-56A: twice the security strength):
+  SecureBoost takes ``t = 224`` for a 2048-bit key's 112-bit level. Shorter ones (SecretFlow's
+  HEU uses 110 bits at 2048) cost fewer products but cap the scheme at ``t/2``-bit security:
+  testing a guessed ``m`` is finding a ``t``-bit exponent of ``c g^-m``.
 * Okamoto-Uchiyama is not secure against chosen-ciphertext attacks: decrypting a ciphertext of
   an ``m >= p`` yields ``m mod p``, and revealing that value to the sender factors ``n``. A key
   owner must never send back raw decryptions of ciphertexts a peer chose; protocols reveal only

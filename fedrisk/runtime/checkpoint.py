@@ -12,6 +12,15 @@ File (JSON, written to a temp name, fsynced, renamed: a crash never leaves half 
      "fingerprint": {"spec": sha256, "data": sha256},
      "stages": {stage: {step: state}}}        # the last KEEP steps of each stage
 
+Large arrays (at least :data:`SIDE_FILE_AT` values, e.g. SecureBoost's per-row margins) are not
+written into the JSON: each step's go to one binary side file
+``<party>.arrays/<stage>-<step>-<random>.npz`` (numpy's format, loaded with ``allow_pickle=False``),
+written and fsynced *before* the JSON that names them, and referenced there by dtype, shape and the SHA-256 of their bytes (checked when
+loaded; byte-identical arrays of one step are stored once). Why: a trainer checkpoints after every
+step and the file keeps the last KEEP steps, so inline arrays were re-encoded as decimal text every
+step (SecureBoost at 24k rows: 6 x 24k floats per tree, ~4 s of a 14 s job); binary they are a
+copy. Side files of steps no longer kept are removed after the JSON is replaced.
+
 ``fingerprint.spec`` covers the settings every party agreed on (``shared_settings``, without
 peer addresses, which may move between a crash and a resume) and this party's own table in the
 spec (without file paths); ``fingerprint.data`` covers the bytes of this party's data file (and of
@@ -43,8 +52,10 @@ SIGKILL itself right after writing that step (simulating a power cut at a known 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -54,7 +65,8 @@ import numpy as np
 
 from fedrisk.errors import ConfigError, ProtocolError
 
-__all__ = ["CheckpointStore", "CheckpointError", "Resumption", "fingerprint", "digest", "FORMAT", "KEEP", "CRASH_ENV"]
+__all__ = ["CheckpointStore", "CheckpointError", "Resumption", "fingerprint", "digest", "FORMAT", "KEEP", "CRASH_ENV",
+           "SIDE_FILE_AT"]
 
 FORMAT = "fedrisk.checkpoint"
 VERSION = 1
@@ -62,6 +74,9 @@ VERSION = 1
 KEEP = 3
 CRASH_ENV = "FEDRISK_CRASH_AFTER_CHECKPOINT"
 TAG_PREFIX = "ckpt."
+#: arrays with at least this many values go to the step's binary side file instead of the JSON
+SIDE_FILE_AT = 4096
+_SIDE = "__ndarray_file__"
 
 
 class CheckpointError(ConfigError):
@@ -83,21 +98,29 @@ def _encode(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} cannot go into a checkpoint")
 
 
-def _decode(o: Any) -> Any:
+def _decode(o: Any, side: Any = None) -> Any:
+    """JSON back to the state; ``side(ref)`` returns an array kept in a side file (see module docstring)."""
     if isinstance(o, dict):
         if "__ndarray__" in o:
             return np.asarray(o["__ndarray__"], dtype=o["dtype"]).reshape(o["shape"])
-        return {k: _decode(v) for k, v in o.items()}
+        if _SIDE in o and side is not None:
+            return side(o)
+        return {k: _decode(v, side) for k, v in o.items()}
     if isinstance(o, list):
-        return [_decode(v) for v in o]
+        return [_decode(v, side) for v in o]
     return o
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _array_key(a: np.ndarray) -> str:
+    """Name of an array in its side file: the SHA-256 of its dtype, shape and bytes (checked on load)."""
+    return digest(a)
+
+
+def _write_atomic(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(tmp, "wb") as fh:
+        fh.write(text.encode("utf-8") if isinstance(text, str) else text)
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)
@@ -145,6 +168,8 @@ class CheckpointStore:
 
     def __init__(self, out: Path, party: str, job: str, task: str, fp: dict[str, str]) -> None:
         self.path = Path(out) / "checkpoints" / f"{party}.json"
+        #: binary side files of large arrays, one per (stage, step)
+        self.side_dir = Path(out) / "checkpoints" / f"{party}.arrays"
         self.party, self.job, self.task, self.fp = party, job, task, fp
         self._stages: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -184,20 +209,67 @@ class CheckpointStore:
         return sorted(int(k) for k in self._stages.get(stage, {}))
 
     def load(self, stage: str, step: int) -> dict[str, Any]:
-        return _decode(self._stages[stage][str(step)])
+        files: dict[str, Any] = {}
+
+        def side(ref: dict) -> np.ndarray:
+            name = str(ref.get(_SIDE))
+            where = f"party {self.party!r}: checkpoint array file {self.side_dir / name}"
+            try:
+                if name not in files:
+                    if "/" in name or "\\" in name or name.startswith("."):
+                        raise ValueError(name)
+                    with np.load(self.side_dir / name, allow_pickle=False) as z:
+                        files[name] = {k: z[k] for k in z.files}
+                a = files[name][str(ref.get("key"))]
+            except (OSError, ValueError, KeyError):
+                raise CheckpointError(f"{where} is missing or unreadable; remove the checkpoints directory or run "
+                                      "without --resume") from None
+            if str(a.dtype) != ref.get("dtype") or list(a.shape) != ref.get("shape") or _array_key(a) != ref.get("key"):
+                raise CheckpointError(f"{where} does not match its checkpoint (damaged or from another run); remove "
+                                      "the checkpoints directory or run without --resume")
+            return a
+
+        return _decode(self._stages[stage][str(step)], side)
 
     # -- writing ---------------------------------------------------------------------------------
     def save(self, stage: str, step: int, state: dict[str, Any]) -> None:
         """Keep ``state`` as this party's state after ``step`` of ``stage`` (atomically, on disk)."""
         with self._lock:
             steps = self._stages.setdefault(stage, {})
-            steps[str(int(step))] = json.loads(json.dumps(state, default=_encode))
+            # a fresh name per save: re-saving a step (after a resume) never overwrites the file the
+            # current JSON names, whatever moment a crash picks
+            name = f"{re.sub(r'[^A-Za-z0-9_-]', '_', stage)}-{int(step)}-{os.urandom(4).hex()}.npz"
+            arrays: dict[str, np.ndarray] = {}
+
+            def encode(o: Any) -> Any:
+                if isinstance(o, np.ndarray) and o.size >= SIDE_FILE_AT and o.dtype.kind in "biufc":
+                    key = _array_key(o)
+                    arrays[key] = o
+                    return {_SIDE: name, "key": key, "dtype": str(o.dtype), "shape": list(o.shape)}
+                return _encode(o)
+
+            steps[str(int(step))] = json.loads(json.dumps(state, default=encode))
+            if arrays:  # before the JSON that names it: a crash in between leaves the old JSON valid
+                buf = io.BytesIO()
+                np.savez(buf, **arrays)
+                _write_atomic(self.side_dir / name, buf.getvalue())
             for old in sorted((int(k) for k in steps), reverse=True)[KEEP:]:
                 del steps[str(old)]
             doc = {"format": FORMAT, "version": VERSION, "party": self.party, "job": self.job, "task": self.task,
                    "fingerprint": self.fp, "stages": self._stages}
-            _write_atomic(self.path, json.dumps(doc, allow_nan=True))
+            text = json.dumps(doc, allow_nan=True)
+            _write_atomic(self.path, text)
+            self._drop_unnamed_side_files(text)
         _maybe_crash(self.party, stage, step)
+
+    def _drop_unnamed_side_files(self, text: str) -> None:
+        """Remove side files the checkpoint no longer names (steps dropped, or an earlier run's)."""
+        if not self.side_dir.is_dir():
+            return
+        named = set(re.findall(r'"%s": "([^"]+)"' % _SIDE, text))
+        for f in self.side_dir.glob("*.npz"):
+            if f.name not in named:
+                f.unlink(missing_ok=True)
 
     def reset(self) -> None:
         """A fresh run: forget every stage (the file is replaced at the first save)."""

@@ -162,3 +162,49 @@ def test_a_step_saved_from_other_inputs_is_not_offered(tmp_path):
     r2.store.open_for_resume()
     assert r2.start("train", ["a"], inputs=np.array([1.0, 2.0]))[0] == 1
     assert r2.start("train", ["a"], inputs=np.array([1.0, 2.5])) == (0, None)
+
+
+def test_large_arrays_go_to_a_binary_side_file_and_round_trip_exactly(tmp_path):
+    s = store(tmp_path)
+    rng = np.random.default_rng(0)
+    for k in range(1, 6):
+        margin = rng.normal(size=24_000)
+        margin[:3] = [np.nan, np.inf, -0.0]
+        s.save("train", k, {"margin": margin, "best": margin.copy(), "small": np.arange(3.0), "k": k})
+    ck = tmp_path / "run" / "checkpoints"
+    doc = json.loads((ck / "a.json").read_text())
+    # the JSON names the arrays (no values), the side files hold the kept steps only, one array each
+    # (the byte-identical copy is stored once)
+    assert len((ck / "a.json").read_text()) < 5_000
+    named = {doc["stages"]["train"][str(k)]["margin"]["__ndarray_file__"] for k in s.steps("train")}
+    assert {f.name for f in (ck / "a.arrays").iterdir()} == named and len(named) == KEEP
+    for f in (ck / "a.arrays").iterdir():
+        with np.load(f, allow_pickle=False) as z:
+            assert len(z.files) == 1
+    again = CheckpointStore.for_spec(tmp_path / "run", load_spec(tmp_path / "job.toml"), "a")
+    assert again.open_for_resume()
+    got = again.load("train", 5)
+    assert got["margin"].dtype == np.float64 and got["margin"].tobytes() == margin.tobytes()
+    assert got["best"].tobytes() == margin.tobytes() and got["small"].tolist() == [0.0, 1.0, 2.0] and got["k"] == 5
+    # a fresh run's first save forgets the earlier run's side files
+    fresh = store(tmp_path)
+    fresh.save("train", 1, {"margin": np.zeros(5_000)})
+    assert len(list((ck / "a.arrays").iterdir())) == 1
+
+
+def test_a_damaged_or_missing_side_file_is_refused_with_one_line(tmp_path):
+    s = store(tmp_path)
+    s.save("train", 1, {"margin": np.linspace(0, 1, 10_000)})
+    side = next((tmp_path / "run" / "checkpoints" / "a.arrays").iterdir())
+    with np.load(side, allow_pickle=False) as z:
+        (key,) = z.files
+    bad = np.linspace(0, 1, 10_000)
+    bad[7] += 1e-9
+    np.savez(side, **{key: bad})
+    again = CheckpointStore.for_spec(tmp_path / "run", load_spec(tmp_path / "job.toml"), "a")
+    assert again.open_for_resume()
+    with pytest.raises(CheckpointError, match="'a'.*does not match its checkpoint"):
+        again.load("train", 1)
+    side.unlink()
+    with pytest.raises(CheckpointError, match="'a'.*missing or unreadable"):
+        again.load("train", 1)

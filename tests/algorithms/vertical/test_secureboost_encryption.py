@@ -104,3 +104,15 @@ def test_same_model_whether_chunks_find_obfuscators_made_or_not(monkeypatch):
     assert mixed["lh"][0].model_.trees == fresh["lh"][0].model_.trees
     assert np.array_equal(mixed["lh"][1], fresh["lh"][1])
     assert np.max(np.abs(mixed["lh"][1] - pooled_reference(parts, y, params))) < 1e-6
+
+
+def test_close_cancels_the_pieces_not_started_and_forgets_the_rest(monkeypatch):
+    monkeypatch.setattr(encryption, "_OBF_PIECE", 3)
+    key = _SlowKey()
+    q = _Obfuscators(key)
+    q.prefetch(9)
+    key.futures[0].set_result(key.futures[0].vals)      # made
+    assert key.futures[1].set_running_or_notify_cancel()  # being made: cannot be cancelled
+    assert q.close() == 3                               # only the piece not started
+    assert key.futures[2].cancelled() and not key.futures[1].cancelled()
+    assert q.queued == 0 and q.take_ready(9) == b""

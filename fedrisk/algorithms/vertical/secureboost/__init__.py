@@ -141,6 +141,35 @@ takes only the obfuscators already made and the pool makes the rest on the spot 
 chunk on the wire as soon as it is encrypted while L's main thread starts the tree (root sums,
 plan, its own root histogram). Only randomness changes, so the model is the same bit for bit.
 
+Cost per row and tree (issue #16; ``benchmarks/run.py scale``, measured on this project's loaded
+2-core machine): one OU encryption per row and tree is this protocol's floor. At 2048 bits it is
+16 fixed-base table products modulo ``p^2`` (22 limbs) and 16 modulo ``q`` (11 limbs) for ``h^r``,
+two per-slot products for ``g^m`` and a CRT recombination: ~16-20 core-us, ~60 % of the job's CPU,
+and the compiled kernel is at GMP's speed there (a 22-limb Montgomery product, ``mpn_mul_n`` plus
+reduction, ~0.75 us, the same as with GMP's internal ``redc_1``). H's histograms cost ~4.5 products
+modulo ``n`` per row and tree (~7 us); moving 256 bytes per row through mTLS gRPC costs ~1 us
+(both ends). Checked and *not* done, and why:
+
+* shorter randomness. SecretFlow's HEU draws 110-bit exponents for 2048-bit OU and chains them
+  (``h^r = h^r_old * h^delta``). Whether ``c`` encrypts a guessed ``m`` is whether
+  ``c g^-m = h^r`` with ``r < 2^t``, which baby-step giant-step or Pollard's kangaroo answer in
+  ``2^(t/2)`` steps (for chained exponents, on the quotient of consecutive ciphertexts), so 110
+  bits give ~55-bit security. The usual rule (NIST SP 800-56A: exponents of twice the security
+  strength) gives 224 bits for a 2048-bit modulus's 112-bit level, which is what L uses
+  (``obfuscation_bits = 2 * security_bits``, see :mod:`fedrisk.crypto.okamoto_uchiyama`);
+* obfuscators as products of a few precomputed ones (BPV-style subset products): the randomness
+  cancels in products of ciphertexts whose subsets balance and reveals linear relations between
+  plaintexts; there is no standard analysis for this use;
+* wider fixed-base windows (15 or 16 bits instead of 14): one or two products fewer out of 16 for
+  2-3.5x the table memory (130-240 MB per key); the gain was within this machine's noise;
+* several rows per ciphertext: H multiplies each row's ciphertext into that row's bins, so rows
+  sharing a ciphertext would be summed into each other's bins.
+
+Idle-time pools cannot lower CPU-seconds (they move work, they do not remove it); L now cancels
+the queued ``h^r`` pieces not started when training ends (up to a tree's worth on a busy host).
+Checkpoints (``fedrisk.runtime.checkpoint``) keep the per-row margins in a binary side file per
+tree instead of the JSON, which was re-encoded as decimal text with every tree.
+
 Modules: :mod:`.params` (settings and what both roles derive from them), :mod:`.label_holder`,
 :mod:`.feature_holder` (each role's flow in one place), :mod:`.histograms` (H's cell planning and
 homomorphic-sum kernels), :mod:`.encryption` (L's obfuscator queue and chunk encryption),

@@ -87,6 +87,22 @@ class _Obfuscators:
         return out
 
 
+    def close(self) -> int:
+        """Forget the queue at the end of training: pieces not started yet are cancelled (nothing
+        will take them; on a busy host the low-priority pool lags by up to a tree, whose ``h^r``
+        would otherwise be made for nothing), running ones finish and are dropped. Returns the
+        number of obfuscators cancelled."""
+        cancelled = 0
+        for wait, k in self.pending:
+            fut = getattr(wait, "__self__", None)
+            if isinstance(fut, Future) and fut.cancel():
+                cancelled += k
+        self.pending.clear()
+        self.n_pending = 0
+        self.buf = bytearray()
+        return cancelled
+
+
 def _done(wait: Callable[[], bytes]) -> bool:
     """Whether a piece's waiter would return at once: a ``Future.result`` of the local pools says
     so; a waiter of another kind is treated as ready (then :meth:`_Obfuscators.take_ready` waits

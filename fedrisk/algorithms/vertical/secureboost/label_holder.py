@@ -265,6 +265,8 @@ class SecureBoostLabelHolder:
                 self.on_tree(t + 1, rec)
             if stop:
                 break
+        if self._obf is not None:  # no tree left to take what the background still queues
+            self._obf.close()
         for hh in hosts:
             self.ph.send(channel, hh, f"sb.t{len(trees)}.grad", {"stop": True}, "control")
         kept = trees[:best_it]
