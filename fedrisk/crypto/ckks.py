@@ -504,6 +504,36 @@ class CkksPeer:
             out.append(self._files.dump(acc))
         return out
 
+    def add_results(self, parts: Sequence[Sequence[bytes] | None]) -> list[bytes] | None:
+        """Sum several parties' :meth:`cross` results for the owner, column group by column group.
+
+        Lets a third party relay the owner **one** sum ``X^T (s_P + s_Q + ...)`` instead of each
+        ``X^T s_P`` on its own: with two or more feature holders the owner would otherwise decrypt
+        functionals of every single peer's share (see :mod:`fedrisk.algorithms.vertical.hetero_lr_multi`).
+        The relay holds no secret key, so it learns nothing; every part was already flooded and
+        re-randomised by its producer, and zero-sum floods still sum to zero over the replicas.
+        ``None`` parts (a zero share) are skipped; returns ``None`` when all parts are ``None``.
+        """
+        s = _sealapi()
+        groups = len(self.matrix)
+        acc: list | None = None
+        for part in parts:
+            if part is None:
+                continue
+            if not isinstance(part, (list, tuple)) or len(part) != groups or not all(isinstance(b, bytes) for b in part):
+                raise CryptoError(f"a cross-product result must hold {groups} ciphertexts (one per column group)")
+            cts = [self._files.load(s.Ciphertext(), self.ctx, b) for b in part]
+            if any(ct.size() != 2 for ct in cts):
+                raise CryptoError("a cross-product result ciphertext must have exactly 2 components")
+            if acc is None:
+                acc = cts
+                continue
+            for a, ct in zip(acc, cts):
+                if list(a.parms_id()) != list(ct.parms_id()) or a.scale != ct.scale:
+                    raise CryptoError("cross-product results to add are not at the same level and scale")
+                self.evaluator.add_inplace(a, ct)
+        return None if acc is None else [self._files.dump(a) for a in acc]
+
     def close(self) -> None:
         self._files.close()
 

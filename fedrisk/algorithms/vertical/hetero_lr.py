@@ -459,7 +459,7 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
         from fedrisk.algorithms.vertical.hetero_lr_multi import multi_exact_loop
 
         w, history = multi_exact_loop(channel, me, label_holder, list(feature_holders), X, yv if is_lh else None,
-                                      cfg, owner, peers, exchange, clock, on_epoch, start, checkpoint)
+                                      cfg, owner, peers, clock, on_epoch, start, checkpoint)
     elif cfg.solver == "exact":
         w, history = _exact_loop(channel, me, label_holder, feature_holders[0], X, yv if is_lh else None, cfg,
                                  owner, peers[others[0]], exchange, clock, on_epoch, start, checkpoint)
