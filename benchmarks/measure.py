@@ -72,3 +72,70 @@ def bytes_by_party(ledger: list[dict]) -> dict[str, int]:
     for e in ledger:
         out[e["from"]] = out.get(e["from"], 0) + e["bytes"]
     return dict(sorted(out.items()))
+
+
+class PartyCpuSampler:
+    """CPU seconds of every ``fedrisk party --as NAME`` process under this one, sampled over time.
+
+    ``simulate`` starts one OS process per participant; this polls their ``/proc`` CPU counters
+    (user + system, via :mod:`psutil`) every ``period`` seconds from a background thread, so a case
+    can ask how much CPU each participant spent between two wall-clock instants (e.g. the first
+    and the last training round, from the progress file's ``time`` stamps) without touching the
+    participants' code. Counters tick in 10 ms, so per-round figures are averages over many rounds.
+
+    Use as a context manager around ``simulate``; then :meth:`cpu_between`.
+    """
+
+    def __init__(self, period: float = 0.05) -> None:
+        import threading
+
+        self.period = period
+        self.samples: dict[str, list[tuple[float, float]]] = {}
+        self._names: dict[int, str | None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="party-cpu-sampler", daemon=True)
+
+    def __enter__(self) -> "PartyCpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _name(self, proc) -> str | None:  # noqa: ANN001 - psutil.Process
+        if proc.pid not in self._names:
+            cmd = proc.cmdline()
+            self._names[proc.pid] = cmd[cmd.index("--as") + 1] if "party" in cmd and "--as" in cmd[:-1] else None
+        return self._names[proc.pid]
+
+    def _loop(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            for child in me.children(recursive=True):
+                try:
+                    name = self._name(child)
+                    if name is None:
+                        continue
+                    t = child.cpu_times()
+                    self.samples.setdefault(name, []).append((time.time(), t.user + t.system))
+                except psutil.Error:
+                    continue
+            self._stop.wait(self.period)
+
+    def cpu_between(self, name: str, t0: float, t1: float) -> float:
+        """CPU seconds ``name`` spent between wall-clock times ``t0`` and ``t1`` (linear between samples)."""
+        import numpy as np
+
+        s = self.samples.get(name, [])
+        if not s:
+            return 0.0
+        ts, cs = np.array([a for a, _ in s]), np.array([b for _, b in s])
+        return float(np.interp(t1, ts, cs) - np.interp(t0, ts, cs))
+
+    def total(self, name: str) -> float:
+        """CPU seconds of ``name`` from its start to its last sample (about its whole life once it exited)."""
+        s = self.samples.get(name, [])
+        return s[-1][1] if s else 0.0
