@@ -81,16 +81,19 @@ class PartyCpuSampler:
     (user + system, via :mod:`psutil`) every ``period`` seconds from a background thread, so a case
     can ask how much CPU each participant spent between two wall-clock instants (e.g. the first
     and the last training round, from the progress file's ``time`` stamps) without touching the
-    participants' code. Counters tick in 10 ms, so per-round figures are averages over many rounds.
+    participants' code. A participant's own worker processes (its kernel pool) count as its CPU:
+    every process is attributed to the nearest ancestor started as ``party ... --as NAME``.
+    Counters tick in 10 ms, so per-round figures are averages over many rounds.
 
-    Use as a context manager around ``simulate``; then :meth:`cpu_between`.
+    Use as a context manager around ``simulate``; then :meth:`cpu_between` or :meth:`total`.
     """
 
     def __init__(self, period: float = 0.05) -> None:
         import threading
 
         self.period = period
-        self.samples: dict[str, list[tuple[float, float]]] = {}
+        #: pid -> [(wall time, CPU seconds)]
+        self.samples: dict[int, list[tuple[float, float]]] = {}
         self._names: dict[int, str | None] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="party-cpu-sampler", daemon=True)
@@ -106,7 +109,10 @@ class PartyCpuSampler:
     def _name(self, proc) -> str | None:  # noqa: ANN001 - psutil.Process
         if proc.pid not in self._names:
             cmd = proc.cmdline()
-            self._names[proc.pid] = cmd[cmd.index("--as") + 1] if "party" in cmd and "--as" in cmd[:-1] else None
+            name = cmd[cmd.index("--as") + 1] if "party" in cmd and "--as" in cmd[:-1] else None
+            if name is None or proc.parent() is not None and self._names.get(proc.ppid()):
+                name = self._names.get(proc.ppid())  # a forked worker carries its party's command line
+            self._names[proc.pid] = name
         return self._names[proc.pid]
 
     def _loop(self) -> None:
@@ -114,28 +120,29 @@ class PartyCpuSampler:
 
         me = psutil.Process()
         while not self._stop.is_set():
-            for child in me.children(recursive=True):
+            for child in sorted(me.children(recursive=True), key=lambda c: c.pid):
                 try:
-                    name = self._name(child)
-                    if name is None:
+                    if self._name(child) is None:
                         continue
                     t = child.cpu_times()
-                    self.samples.setdefault(name, []).append((time.time(), t.user + t.system))
+                    self.samples.setdefault(child.pid, []).append((time.time(), t.user + t.system))
                 except psutil.Error:
                     continue
             self._stop.wait(self.period)
 
+    def _pids(self, name: str) -> list[int]:
+        return [pid for pid, n in self._names.items() if n == name and pid in self.samples]
+
     def cpu_between(self, name: str, t0: float, t1: float) -> float:
-        """CPU seconds ``name`` spent between wall-clock times ``t0`` and ``t1`` (linear between samples)."""
+        """CPU seconds ``name`` (and its workers) spent between wall-clock times ``t0`` and ``t1``."""
         import numpy as np
 
-        s = self.samples.get(name, [])
-        if not s:
-            return 0.0
-        ts, cs = np.array([a for a, _ in s]), np.array([b for _, b in s])
-        return float(np.interp(t1, ts, cs) - np.interp(t0, ts, cs))
+        total = 0.0
+        for pid in self._pids(name):
+            ts, cs = np.array(self.samples[pid]).T
+            total += float(np.interp(t1, ts, cs) - np.interp(t0, ts, cs))
+        return total
 
     def total(self, name: str) -> float:
-        """CPU seconds of ``name`` from its start to its last sample (about its whole life once it exited)."""
-        s = self.samples.get(name, [])
-        return s[-1][1] if s else 0.0
+        """CPU seconds of ``name`` and its workers up to their last samples (their whole life once they exited)."""
+        return sum(self.samples[pid][-1][1] for pid in self._pids(name))

@@ -98,6 +98,7 @@ def task_for(kind: str, trees: int | None) -> dict:
 def measure(data: Path, kind: str, holders: int, trees: int | None) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"fedrisk-holders-{kind}-{holders}-") as tmp:
         files = split_holders(data, holders, Path(tmp))
+        widths = [int(pd.read_csv(f, nrows=0).shape[1] - 1) for p, f in files.items() if p != "lender"]
         with PartyCpuSampler() as cpu:
             run = simulate_measured(write_spec(Path(tmp), files, task_for(kind, trees)))
     m = run["metrics"]
@@ -105,7 +106,7 @@ def measure(data: Path, kind: str, holders: int, trees: int | None) -> dict:
     per_party = {p: round(cpu.total(p), 2) for p in files}
     out = {
         "holders": holders, "kind": kind,
-        "features_per_holder": [int(pd.read_csv(f, nrows=0).shape[1] - 1) for p, f in files.items() if p != "lender"],
+        "features_per_holder": widths,
         "simulate_wall_s": round(run["wall_s"], 2),
         "train_wall_s": round(float(timing.get("train_s", timing.get("train", 0.0)) or 0.0), 2),
         "cpu_s_per_party": per_party, "cpu_s_total": round(sum(per_party.values()), 2),
@@ -118,4 +119,41 @@ def measure(data: Path, kind: str, holders: int, trees: int | None) -> dict:
         out["iterations"] = m.get("iterations")
     else:
         out["trees"] = m.get("trees_built")
+    return out
+
+
+def run(args: list[str]) -> dict:
+    ap = argparse.ArgumentParser(prog="benchmarks/run.py scale --only holders")
+    ap.add_argument("--holders", default="1,2,3,4", help="feature holders per job, comma-separated (up to 10; 5 on request)")
+    ap.add_argument("--kinds", default="secureboost,lr", help="secureboost, lr or both")
+    ap.add_argument("--trees", type=int, default=10, help="SecureBoost trees per job")
+    a, _ = ap.parse_known_args(args)
+    data = require_shared_data(GUEST, HOST)
+    counts = sorted(int(h) for h in a.holders.split(","))
+    kinds = [k for k in a.kinds.split(",") if k]
+    if set(kinds) - set(EXAMPLES):
+        raise SystemExit(f"error: --kinds {a.kinds!r}: choose among {', '.join(EXAMPLES)}")
+    out: dict = {"runs": {k: [] for k in kinds}, "ratios": {}}
+    for kind in kinds:
+        for h in counts:
+            print(f"scale/holders: {kind} with {h} feature holder(s) ...", flush=True)
+            try:
+                r = measure(data, kind, h, a.trees)
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - report it, measure the other sizes
+                out.setdefault("errors", {})[f"{kind}.{h}"] = f"{type(e).__name__}: {e}"[:500]
+                print(f"  failed: {out['errors'][f'{kind}.{h}']}", flush=True)
+                continue
+            out["runs"][kind].append(r)
+            print(f"  {r['simulate_wall_s']} s wall, {r['cpu_s_total']} CPU-s, AUC {r['test_auc']}"
+                  + (f", solver {r['solver']}" if kind == "lr" else ""), flush=True)
+        done = out["runs"][kind]
+        base = done[0] if done else None
+        for r in done[1:]:
+            key = f"{kind}_{r['holders']}_vs_{base['holders']}"
+            for m in ("simulate_wall_s", "train_wall_s", "cpu_s_total", "bytes_total"):
+                if base[m]:
+                    out["ratios"][f"{key}.{m}"] = round(r[m] / base[m], 3)
+    out["setup"] = (f"default-credit vertical split, the feature holder's 10 columns shared out among the holders; "
+                    f"SecureBoost {a.trees} trees (the example's other settings), vertical LR solver auto; "
+                    "one process per party, gRPC + mTLS on loopback, PSI included")
     return out
