@@ -18,8 +18,10 @@ loopback, PSI first, ``test_rule = "id % 5 == 0"``):
   ``surrogate``), since ``auto`` picks by the number of holders.
 
 Reported per run: ``simulate_wall_s`` (whole job: process start, PSI, training, scoring),
-``train_wall_s`` (the label holder's training phase), ``cpu_s`` per party (each process's CPU over
-the whole job, sampled from its counters) and their sum, ``bytes_sent`` per party (the ledgers),
+``train_wall_s`` (SecureBoost: the label holder's training phase; LR, which reports no such
+figure: the span of the label holder's training progress lines, i.e. iterations 2..N),
+``cpu_s_per_party`` (each process's CPU over the whole job, its worker processes included,
+sampled from the process counters) and their sum, ``bytes_sent`` per party (the ledgers),
 test AUC, and per kind the ratios to the one-holder run of the same invocation. Timings on a
 shared machine are inflated by other load: compare ratios and CPU-seconds.
 """
@@ -108,7 +110,7 @@ def measure(data: Path, kind: str, holders: int, trees: int | None) -> dict:
         "holders": holders, "kind": kind,
         "features_per_holder": widths,
         "simulate_wall_s": round(run["wall_s"], 2),
-        "train_wall_s": round(float(timing.get("train_s", timing.get("train", 0.0)) or 0.0), 2),
+        "train_wall_s": round(float(timing["train_s"]), 2) if "train_s" in timing else _progress_span(run["run_files"]),
         "cpu_s_per_party": per_party, "cpu_s_total": round(sum(per_party.values()), 2),
         "bytes_sent": bytes_by_party(run["ledger"]),
         "test_auc": round(float(m["test"]["auc"]), 4),
@@ -120,6 +122,15 @@ def measure(data: Path, kind: str, holders: int, trees: int | None) -> dict:
     else:
         out["trees"] = m.get("trees_built")
     return out
+
+
+def _progress_span(run_files: dict[str, str]) -> float | None:
+    """Seconds between the label holder's first and last training progress lines (LR reports no train_s)."""
+    import json
+
+    text = run_files.get("progress/lender.jsonl", "")
+    stamps = [json.loads(line)["time"] for line in text.splitlines() if line.strip() and '"train"' in line]
+    return round(stamps[-1] - stamps[0], 2) if len(stamps) > 1 else None
 
 
 def run(args: list[str]) -> dict:
@@ -151,7 +162,7 @@ def run(args: list[str]) -> dict:
         for r in done[1:]:
             key = f"{kind}_{r['holders']}_vs_{base['holders']}"
             for m in ("simulate_wall_s", "train_wall_s", "cpu_s_total", "bytes_total"):
-                if base[m]:
+                if base[m] and r[m] is not None:
                     out["ratios"][f"{key}.{m}"] = round(r[m] / base[m], 3)
     out["setup"] = (f"default-credit vertical split, the feature holder's 10 columns shared out among the holders; "
                     f"SecureBoost {a.trees} trees (the example's other settings), vertical LR solver auto; "
