@@ -1,4 +1,4 @@
-"""Scale benchmark: ``python benchmarks/run.py scale [--only secureboost|psi] --out FILE.json``.
+"""Scale benchmark: ``python benchmarks/run.py scale [--only secureboost|psi|holders] --out FILE.json``.
 
 Each part lives in its own module (``benchmarks/cases/_scale_<part>.py`` exposing
 ``run(args) -> dict``) and reports under its name; ``--only`` picks parts (default: every part
@@ -14,7 +14,7 @@ import importlib
 import sys
 from pathlib import Path
 
-PARTS = ("secureboost", "psi")
+PARTS = ("secureboost", "psi", "holders")
 
 
 def run(args: list[str]) -> dict:

@@ -10,6 +10,7 @@ spare and every share value is a fixed 66 bytes on the wire (sizes leak nothing)
 """
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Iterable, Mapping, Sequence
 
@@ -72,16 +73,27 @@ def split(secret: int, threshold: int, xs: Sequence[int]) -> dict[int, int]:
     return out
 
 
-def _interpolate_at(points: Sequence[tuple[int, int]], at: int) -> int:
-    total = 0
-    for i, (xi, yi) in enumerate(points):
+@functools.lru_cache(maxsize=4096)
+def _lagrange_weights(xs: tuple[int, ...], at: int) -> tuple[int, ...]:
+    """Lagrange basis values ``l_i(at)`` for the points ``xs``: public, so cached.
+
+    A coordinator reconstructs many secrets per round from the same holders' points (and the
+    same points round after round), so the modular inversions are paid once per point set.
+    """
+    out = []
+    for i, xi in enumerate(xs):
         num, den = 1, 1
-        for j, (xj, _) in enumerate(points):
+        for j, xj in enumerate(xs):
             if j != i:
                 num = num * (at - xj) % PRIME
                 den = den * (xi - xj) % PRIME
-        total = (total + yi * num * pow(den, -1, PRIME)) % PRIME
-    return total
+        out.append(num * pow(den, -1, PRIME) % PRIME)
+    return tuple(out)
+
+
+def _interpolate_at(points: Sequence[tuple[int, int]], at: int) -> int:
+    weights = _lagrange_weights(tuple(x for x, _ in points), at)
+    return sum(w * y for w, (_, y) in zip(weights, points)) % PRIME
 
 
 def reconstruct(shares: Mapping[int, int], threshold: int) -> int:

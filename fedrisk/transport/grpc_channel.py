@@ -69,6 +69,9 @@ def _identity(x: bytes) -> bytes:
 class GrpcChannel(Channel):
     """A participant's endpoint over gRPC + mTLS. Starts its server on construction of ``start()``."""
 
+    #: a coordinator's fan-out keeps this many deliveries in flight (see Channel.send_many)
+    parallel_sends = 16
+
     def __init__(self, me: str, addresses: Mapping[str, str], job: str, tls: TlsFiles, *,
                  connect_timeout: float = 60.0, peer_cas: Mapping[str, bytes] | None = None,
                  listen: str | None = None, **kw: Any) -> None:

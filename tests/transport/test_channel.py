@@ -1,3 +1,4 @@
+import threading
 import time
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from fedrisk.errors import CodecError, FedriskError, TransportError
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryChannel, InMemoryNetwork
-from fedrisk.transport.ledger import read_ledger
+from fedrisk.transport.ledger import Ledger, read_ledger
 
 
 def test_send_recv_in_order_and_ledger_records_every_message(tmp_path):
@@ -133,3 +134,55 @@ def test_a_silent_tolerated_peer_is_probed_and_marked_down_when_unreachable():
     with pytest.raises(TransportError, match="dropped out"):
         co.recv("b1", "stats", timeout=60)
     assert time.monotonic() - t0 < 5 and "unreachable" in co.down["b1"]
+
+
+class _SlowParallel(InMemoryChannel):
+    """In-memory channel with the gRPC channel's concurrent fan-out and a slow, failing delivery."""
+
+    parallel_sends = 8
+
+    def __init__(self, *a, fail=(), **kw):
+        super().__init__(*a, **kw)
+        self.fail = set(fail)
+        self.in_flight = self.most_in_flight = 0
+        self._count = threading.Lock()
+
+    def _deliver(self, to, frame):
+        with self._count:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.05)
+            if to in self.fail:
+                raise TransportError(f"{to} unreachable")
+            super()._deliver(to, frame)
+        finally:
+            with self._count:
+                self.in_flight -= 1
+
+
+def test_send_many_fans_out_concurrently_and_every_party_gets_its_own_message(tmp_path):
+    banks = [f"b{i}" for i in range(12)]
+    net = InMemoryNetwork(["coordinator", *banks])
+    co = _SlowParallel(net, "coordinator", ledger=Ledger("coordinator", tmp_path / "co.jsonl"))
+    sent = co.send_many({b: {"for": b} for b in banks}, "inbox", kind="ciphertext")
+    assert co.most_in_flight > 1  # overlapped, not one after the other
+    assert [net[b].recv("coordinator", "inbox", timeout=5) for b in banks] == [{"for": b} for b in banks]
+    lines = read_ledger(tmp_path / "co.jsonl")
+    assert sorted(e["to"] for e in lines) == sorted(banks) and sum(e["bytes"] for e in lines) == sent
+    assert co.broadcast(banks, "model", {"w": 1}, kind="model") > 0
+    assert all(net[b].recv("coordinator", "model", timeout=5) == {"w": 1} for b in banks)
+    co.close()
+
+
+def test_send_many_tries_every_party_and_raises_the_first_failure_or_marks_tolerated_ones_down():
+    banks = ["b1", "b2", "b3"]
+    net = InMemoryNetwork(["coordinator", *banks])
+    co = _SlowParallel(net, "coordinator", fail={"b2"})
+    with pytest.raises(TransportError, match="b2 unreachable"):
+        co.broadcast(banks, "x", 1, kind="control")
+    assert net["b1"].recv("coordinator", "x", timeout=5) == 1 and net["b3"].recv("coordinator", "x", timeout=5) == 1
+    co.tolerate_dropouts(banks, send_timeout=1.0)
+    co.broadcast(banks, "y", 2, kind="control")  # a tolerated peer's failure is its dropout
+    assert "b2" in co.down and net["b3"].recv("coordinator", "y", timeout=5) == 2
+    co.close()

@@ -117,8 +117,7 @@ class Roster:
 
     def broadcast(self, r: int, tag: str, obj: Any, *, kind: str) -> None:
         """Send to every bank still in; a bank that cannot be reached is dropped (round ``r``)."""
-        for b in list(self.active):
-            self.channel.send(b, tag, obj, kind=kind)
+        self.channel.broadcast(list(self.active), tag, obj, kind=kind)  # concurrently over gRPC
         self._sync(r)
 
     def _sync(self, r: int) -> None:
