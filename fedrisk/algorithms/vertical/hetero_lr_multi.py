@@ -202,7 +202,7 @@ def multi_exact_loop(channel: Channel, me: str, lh: str, fhs: list[str], X: np.n
         c, B = range_interval(float(u.min()), float(u.max())) if n else (0.0, 0.25)
         channel.send(lh, tb, np.array([c, B]), kind="aggregate")
         got = channel.recv(lh, tp)
-        ok = isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (2,)
+        ok = isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (2,) and bool(np.all(np.isfinite(got)))
         P, K = (float(got[0]), float(got[1])) if ok else (0.0, 0.0)
         if not ok or not fs.on_grid(P) or K != int(K) or not 1 <= K <= fs.MAX_TERMS:
             raise ProtocolError(f"{me}: {tp} from {lh!r} is not an agreed half-period and term count")
