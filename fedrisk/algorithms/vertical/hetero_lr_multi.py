@@ -219,8 +219,7 @@ def multi_exact_loop(channel: Channel, me: str, lh: str, fhs: list[str], X: np.n
             for h in fhs[1:]:
                 a = fs.sub(a, _fractions(me, channel.recv(h, f"vlr.o.{it}"), f"vlr.o.{it}", h, n))
             t0 = clock.add("network", t0)
-            coef = (-1j * fs.sine_coefficients(P)[:K])[:, None] * fs.phases(a, K)
-            t0 = clock.add("sigmoid", t0)
+            b = (-1j * fs.sine_coefficients(P)[:K])[:, None]  # per-row phases built block by block (K x 4096)
             share += 0.5 - yv
             for c, (lo, hi) in enumerate(spans):  # one message per 4096 rows, pipelined with H_1's encryption
                 cts = channel.recv(h1, f"vlr.t.{it}.{c}")
@@ -228,8 +227,8 @@ def multi_exact_loop(channel: Channel, me: str, lh: str, fhs: list[str], X: np.n
                 if not isinstance(cts, list) or len(cts) != K or not all(isinstance(b, bytes) for b in cts):
                     raise ProtocolError(f"{me}: vlr.t.{it}.{c} from {h1!r} should hold {K} ciphertexts")
                 try:
-                    out, mask = peers[h1].inner_products([[b] for b in cts], coef[:, lo:hi], np.zeros(hi - lo),
-                                                         cfg.mask_std)
+                    out, mask = peers[h1].inner_products([[ct] for ct in cts], b * fs.phases(a[lo:hi], K),
+                                                         np.zeros(hi - lo), cfg.mask_std)
                 except CryptoError as e:
                     raise ProtocolError(f"{me}: vlr.t.{it}.{c} from {h1!r} refused: {e}") from None
                 t0 = clock.add("sigmoid", t0)
@@ -240,9 +239,8 @@ def multi_exact_loop(channel: Channel, me: str, lh: str, fhs: list[str], X: np.n
             for h in fhs[1:]:
                 v = fs.add(v, _fractions(me, channel.recv(h, f"vlr.m.{it}"), f"vlr.m.{it}", h, n))
             t0 = clock.add("network", t0)
-            E = fs.phases(v, K)
-            for c, (lo, hi) in enumerate(spans):
-                cts = owner.encrypt_vectors(E[:, lo:hi])
+            for c, (lo, hi) in enumerate(spans):  # phases block by block: K x n complex would not fit at 1M rows
+                cts = owner.encrypt_vectors(fs.phases(v[lo:hi], K))
                 channel.send(lh, f"vlr.t.{it}.{c}", [r[0] for r in cts], kind="ciphertext")
             t0 = clock.add("sigmoid", t0)
             for c, (lo, hi) in enumerate(spans):
