@@ -15,8 +15,10 @@ deployment), the library additionally runs TLS end to end on the same certificat
 whose certificate another CA issued is refused by the library too.
 
 Items: each party feeds the library the salted 128-bit order keys of its normalised ids
-(:func:`fedrisk.algorithms.vertical.row_order.order_keys`) with its row numbers; the output is
-its own rows of the intersection, which it sorts by key, the canonical order every protocol uses.
+(:func:`fedrisk.algorithms.vertical.row_order.order_keys`, fixed-width hex, one per line); the
+output is its own keys in the intersection, which it maps back to its row numbers in key order,
+the canonical order every protocol uses (so the library's own re-ordering of its result,
+``disable_alignment=False``, is skipped: it cost a third of the library's time at 1M ids).
 
 Message flow of :func:`rr22_align` between the leader L (RR22 receiver, rank 0) and the follower
 F (sender, rank 1); ``<tag>`` defaults to ``"psi.rr22"``:
@@ -69,7 +71,11 @@ which, as in the ECDH star, tells a follower which of its matches are missing at
 follower, and the size of the common intersection.
 
 Local files: the library reads and writes CSV; they live in a private temporary folder (keys
-and row numbers only, never raw ids) removed afterwards, together with the library's trace file.
+only, never raw ids) removed afterwards, together with the library's trace file. The library
+also spills its hash buckets under the system temporary folder (its own, removed by it).
+
+The library's link timeouts (a receive, one request) are at least ten minutes
+(``_MIN_LINK_WAIT_S``): on a loaded machine a starved peer must not be mistaken for a dead one.
 """
 from __future__ import annotations
 
@@ -121,7 +127,8 @@ class Rr22Stats:
     ``bytes_out``/``bytes_in``/``frames_out``: the relay's payload bytes and data frames;
     ``seconds``: in the library; ``prepare_s``: normalising, hashing and writing this party's
     keys; ``close_s``: stopping the link in step with the peer; ``output_s``: reading the
-    library's result back into row numbers.
+    library's result back into row numbers. ``prepare_cpu_s`` and ``output_cpu_s`` are the CPU
+    seconds of those two Python steps (the calling thread's), the part of a run that is serial.
     """
 
     def __init__(self) -> None:
@@ -132,11 +139,14 @@ class Rr22Stats:
         self.prepare_s = 0.0
         self.close_s = 0.0
         self.output_s = 0.0
+        self.prepare_cpu_s = 0.0
+        self.output_cpu_s = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"bytes_out": self.bytes_out, "bytes_in": self.bytes_in, "frames_out": self.frames_out,
                 "seconds": round(self.seconds, 3), "prepare_s": round(self.prepare_s, 3),
-                "close_s": round(self.close_s, 3), "output_s": round(self.output_s, 3)}
+                "close_s": round(self.close_s, 3), "output_s": round(self.output_s, 3),
+                "prepare_cpu_s": round(self.prepare_cpu_s, 3), "output_cpu_s": round(self.output_cpu_s, 3)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,9 +351,10 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
     with tempfile.TemporaryDirectory(prefix="fedrisk-rr22-") as tmp:
         folder = Path(tmp)
         src, dst = folder / "in.csv", folder / "out.csv"
-        t_write = time.perf_counter()
+        t_write, c_write = time.perf_counter(), time.thread_time()
         _write_input(src, keys)
         stats.prepare_s += time.perf_counter() - t_write
+        stats.prepare_cpu_s += time.thread_time() - c_write
         certs = _tls_paths(folder, tls)
         own_port = _free_port()
         relay = ChannelLinkRelay(channel, peer, f"{tag}.link", own_port,
@@ -396,9 +407,10 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
             lctx.stop_link()
             _barrier(channel, peer, f"{tag}.closed", wait)
             stats.close_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             rows = _read_output(dst, keys, me) if learns else None
             stats.output_s = time.perf_counter() - t0
+            stats.output_cpu_s = time.thread_time() - c0
             if rows is not None and int(report.intersection_count) != len(rows):
                 raise ProtocolError(f"{me}: the RR22 library reported {report.intersection_count} matches but "
                                     f"wrote {len(rows)}")
@@ -500,9 +512,9 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
     """
     _check_args(channel, tag, reveal, salt)
     stats = stats if stats is not None else Rr22Stats()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     keys = _keys(channel.me, ids, salt, casefold)
-    stats.prepare_s = time.perf_counter() - t0
+    stats.prepare_s, stats.prepare_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
     res = _exchange(channel, peer, keys, leader=leader, salt=salt, casefold=casefold, reveal=reveal, tag=tag,
                     tls=_default_tls(channel, tls), stats=stats)
     if res.size == 0:
