@@ -29,6 +29,8 @@ def _figures(m: dict, n: int) -> dict:
         "core_s_per_million_ids": round(m["cpu_s"] / 2 / (n / 1e6), 2),
         "peak_rss_mb": m.get("peak_rss_sampled_mb"),
         "bytes_sent": m.get("bytes_sent"),
+        **({"wall_estimate_idle_2_cores_s": m["wall_estimate_idle_2_cores_s"],
+            "phases": m.get("phases")} if "wall_estimate_idle_2_cores_s" in m else {}),
     }
 
 
@@ -78,6 +80,8 @@ def run(args: list[str]) -> dict:
         p, f = min(cands, key=lambda pf: pf[1]["cpu_us_per_id_per_party"])
         best[str(r["ids_per_party"])] = {"protocol": p, "cpu_us_per_id_per_party": f["cpu_us_per_id_per_party"],
                                          "wall_s": f["wall_s"]}
+        if "wall_estimate_idle_2_cores_s" in f:  # the measured wall is inflated on a shared machine
+            best[str(r["ids_per_party"])]["wall_estimate_idle_2_cores_s"] = f["wall_estimate_idle_2_cores_s"]
     aims = {"cpu_us_per_id_per_party_max": AIM_CPU_US_PER_ID, "wall_1m_s_max": AIM_WALL_1M_S, "best": best}
     if "1000000" in best:
         aims["wall_1m_met"] = best["1000000"]["wall_s"] <= AIM_WALL_1M_S

@@ -15,8 +15,10 @@ deployment), the library additionally runs TLS end to end on the same certificat
 whose certificate another CA issued is refused by the library too.
 
 Items: each party feeds the library the salted 128-bit order keys of its normalised ids
-(:func:`fedrisk.algorithms.vertical.row_order.order_keys`) with its row numbers; the output is
-its own rows of the intersection, which it sorts by key, the canonical order every protocol uses.
+(:func:`fedrisk.algorithms.vertical.row_order.order_keys`, fixed-width hex, one per line); the
+output is its own keys in the intersection, which it maps back to its row numbers in key order,
+the canonical order every protocol uses (so the library's own re-ordering of its result,
+``disable_alignment=False``, is skipped: it cost a third of the library's time at 1M ids).
 
 Message flow of :func:`rr22_align` between the leader L (RR22 receiver, rank 0) and the follower
 F (sender, rank 1); ``<tag>`` defaults to ``"psi.rr22"``:
@@ -69,7 +71,11 @@ which, as in the ECDH star, tells a follower which of its matches are missing at
 follower, and the size of the common intersection.
 
 Local files: the library reads and writes CSV; they live in a private temporary folder (keys
-and row numbers only, never raw ids) removed afterwards, together with the library's trace file.
+only, never raw ids) removed afterwards, together with the library's trace file. The library
+also spills its hash buckets under the system temporary folder (its own, removed by it).
+
+The library's link timeouts (a receive, one request) are at least ten minutes
+(``_MIN_LINK_WAIT_S``): on a loaded machine a starved peer must not be mistaken for a dead one.
 """
 from __future__ import annotations
 
@@ -88,7 +94,7 @@ import numpy as np
 
 from fedrisk.algorithms.vertical.psi_protocol import PsiResult, check_follower_keep, check_psi_args
 from fedrisk.algorithms.vertical.psi_protocol import empty_intersection_error as _empty_error
-from fedrisk.algorithms.vertical.row_order import order_keys
+from fedrisk.algorithms.vertical.row_order import KEY_CHARS, hex_keys, order_digests
 from fedrisk.crypto import psi, spu_binding
 from fedrisk.errors import ConfigError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
@@ -101,45 +107,118 @@ _VERSION = 1
 _MAX_COUNT = 2**31 - 1
 #: Extra patience per id for the library's receive timeout (a peer may be slow at scale).
 _SECONDS_PER_ID = 2e-4
-#: How the library connects to its peer (through the relay): attempts, pause between them, and
-#: the per-request timeout. A peer that fails the library's TLS handshake is given up on after
-#: about ``_CONNECT_RETRIES * (_CONNECT_INTERVAL_MS + handshake)``.
+#: Floor of the library's own link timeouts (a receive, and one request of at most 1 MiB), in
+#: seconds. The library gives up on a receive with "Get data timeout" and on a request after
+#: this long; on a loaded 2-core machine (CI beside other jobs) a peer's library, or the relay
+#: threads that carry its bytes, can be starved for minutes, so the floor is ten minutes: long
+#: enough for any honest peer, still finite for a dead one (the job's own ``recv_timeout`` and
+#: the barriers around the library catch a peer that never starts).
+_MIN_LINK_WAIT_S = 600.0
+#: How the library connects to its peer (through the relay): attempts and pause between them.
+#: A peer that fails the library's TLS handshake is given up on after about
+#: ``_CONNECT_RETRIES * (_CONNECT_INTERVAL_MS + handshake)``.
 _CONNECT_RETRIES = 10
 _CONNECT_INTERVAL_MS = 1000
-_REQUEST_TIMEOUT_MS = 60_000
-_ROW = "r"
 _KEY = "k"
 
 
 class Rr22Stats:
-    """What one pairwise run moved: relay payload bytes and frames, and seconds in the library."""
+    """What one pairwise run moved and where its time went.
+
+    ``bytes_out``/``bytes_in``/``frames_out``: the relay's payload bytes and data frames;
+    ``seconds``: in the library; ``prepare_s``: normalising, hashing and writing this party's
+    keys; ``close_s``: stopping the link in step with the peer; ``output_s``: reading the
+    library's result back into row numbers. ``prepare_cpu_s`` and ``output_cpu_s`` are the CPU
+    seconds of those two Python steps (the calling thread's), the part of a run that is serial.
+    """
 
     def __init__(self) -> None:
         self.bytes_out = 0
         self.bytes_in = 0
         self.frames_out = 0
         self.seconds = 0.0
+        self.prepare_s = 0.0
+        self.close_s = 0.0
+        self.output_s = 0.0
+        self.prepare_cpu_s = 0.0
+        self.output_cpu_s = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"bytes_out": self.bytes_out, "bytes_in": self.bytes_in, "frames_out": self.frames_out,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "prepare_s": round(self.prepare_s, 3),
+                "close_s": round(self.close_s, 3), "output_s": round(self.output_s, 3),
+                "prepare_cpu_s": round(self.prepare_cpu_s, 3), "output_cpu_s": round(self.output_cpu_s, 3)}
 
 
 # ---------------------------------------------------------------------------------------------
 # Local preparation
 # ---------------------------------------------------------------------------------------------
-def _keys(me: str, ids: Sequence[Any], salt: str, casefold: bool) -> np.ndarray:
+class _OwnKeys:
+    """One party's 128-bit order keys: hex for the library's input, sorted to map its output back.
+
+    The library intersects the lower-case hex keys; its result lists the matching keys (in its
+    own order), which are mapped back to row numbers through the keys' sorted first 64 bits
+    (all keys' when two share them), so no per-id Python loop runs after the library.
+    """
+
+    def __init__(self, digests: np.ndarray) -> None:
+        self.n = len(digests)
+        self.hex = hex_keys(digests)
+        self.hi, self.lo = _halves(digests)
+        order = np.argsort(self.hi, kind="stable")
+        sh = self.hi[order]
+        self.hi_unique = not bool(np.any(sh[1:] == sh[:-1]))
+        if not self.hi_unique:  # two keys share 64 bits (about 1 in 10^7 at a million ids): full order
+            order = np.lexsort((self.lo, self.hi))
+            sh = self.hi[order]
+        self.order = order
+        self.sorted_hi, self.sorted_lo = sh, self.lo[order]
+        self.sorted_raw = None if self.hi_unique else digests.view(f"S{KEY_CHARS // 2}").ravel()[order]
+
+    def duplicates(self) -> np.ndarray:
+        """Positions ``i`` in sorted order whose key equals the next one."""
+        if self.hi_unique:
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero((self.sorted_hi[1:] == self.sorted_hi[:-1]) & (self.sorted_lo[1:] == self.sorted_lo[:-1]))
+
+    def rows_of(self, digests: np.ndarray, me: str) -> np.ndarray:
+        """Row numbers, in key order, of the keys ``digests`` (each must be one of this party's, once)."""
+        if len(digests) == 0:
+            return np.empty(0, dtype=np.int64)
+        hi, lo = _halves(digests)
+        if self.hi_unique:
+            pos = np.searchsorted(self.sorted_hi, hi)
+        else:
+            pos = np.searchsorted(self.sorted_raw, digests.view(f"S{KEY_CHARS // 2}").ravel())
+        pos = np.minimum(pos, self.n - 1)
+        if not (np.all(self.sorted_hi[pos] == hi) and np.all(self.sorted_lo[pos] == lo)):
+            raise ProtocolError(f"{me}: the RR22 library returned a key this party does not hold")
+        pos.sort()
+        if np.any(pos[1:] == pos[:-1]):
+            raise ProtocolError(f"{me}: the RR22 library returned one of this party's keys twice")
+        return self.order[pos].astype(np.int64, copy=False)
+
+
+def _halves(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two big-endian 64-bit halves of ``(n, 16)`` digests (their byte order = the hex order)."""
+    d = np.ascontiguousarray(digests, dtype=np.uint8)
+    hi = d[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+    lo = d[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
+    return hi, lo
+
+
+def _keys(me: str, ids: Sequence[Any], salt: str, casefold: bool) -> _OwnKeys:
     norm = psi.normalize_ids(ids, casefold=casefold)
     n = len(norm)
     if n == 0:
         raise DataError(f"party {me!r} has no ids to align; check its data file and id column")
     if n > _MAX_COUNT:
         raise DataError(f"party {me!r} has {n} ids, more than PSI supports ({_MAX_COUNT})")
-    keys = order_keys(norm, salt)
-    s = np.sort(keys)
-    dup = np.flatnonzero(s[1:] == s[:-1])
+    keys = _OwnKeys(order_digests(norm, salt))
+    del norm
+    dup = keys.duplicates()
     if len(dup):
-        rows = np.flatnonzero(keys == s[dup[0]])[:2].tolist()
+        rows = sorted(keys.order[[dup[0], dup[0] + 1]].tolist())
         hint = " (case-folding is on, so ids differing only in case count as equal)" if casefold else ""
         raise DataError(
             f"party {me!r}: {len(dup)} id(s) occur more than once after normalisation{hint}; e.g. rows "
@@ -174,28 +253,44 @@ def _free_port() -> int:
                 return port
 
 
-def _write_input(path: Path, keys: np.ndarray) -> None:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+def _write_input(path: Path, keys: _OwnKeys) -> None:
+    """The library's input: a one-column CSV of fixed-width hex keys (no quoting needed)."""
+    lines = np.empty((keys.n, KEY_CHARS + 1), dtype=np.uint8)
+    lines[:, :KEY_CHARS] = keys.hex.view(np.uint8).reshape(keys.n, KEY_CHARS)
+    lines[:, KEY_CHARS] = ord("\n")
+    with open(path, "wb") as fh:
+        fh.write(f"{_KEY}\n".encode())
+        fh.write(lines.data)
 
-    table = pa.table({_KEY: pa.array(keys.astype("U")), _ROW: pa.array(np.arange(len(keys), dtype=np.int64))})
-    pacsv.write_csv(table, path, pacsv.WriteOptions(include_header=True, quoting_style="none"))
+
+_UNHEX = np.full(256, 255, dtype=np.uint8)
+_UNHEX[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
-def _read_output(path: Path, n: int, me: str) -> np.ndarray:
-    """Row numbers of the intersection in key order, validated against this party's ``n`` rows."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
+def _read_output(path: Path, keys: _OwnKeys, me: str) -> np.ndarray:
+    """Row numbers of the intersection in key order, from the keys the library wrote."""
     if not path.is_file() or path.stat().st_size == 0:
         return np.empty(0, dtype=np.int64)
-    t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        column_types={_KEY: pa.string(), _ROW: pa.int64()}, include_columns=[_KEY, _ROW]))
-    keys = np.asarray(t.column(_KEY).to_numpy(zero_copy_only=False), dtype=f"S{32}")
-    rows = t.column(_ROW).to_numpy().astype(np.int64, copy=False)
-    if len(rows) and (rows.min() < 0 or rows.max() >= n or len(np.unique(rows)) != len(rows)):
-        raise ProtocolError(f"{me}: the RR22 library returned row numbers outside this party's {n} rows")
-    return rows[np.argsort(keys, kind="stable")]
+    data = path.read_bytes()
+    cut = data.find(b"\n")
+    header, body = (data, b"") if cut < 0 else (data[:cut], data[cut + 1:])
+    if header.strip().replace(b'"', b"") != _KEY.encode():
+        raise ProtocolError(f"{me}: the RR22 library wrote an unexpected result header")
+    width = KEY_CHARS + 1
+    if len(body) % width == 0 and (len(body) == 0 or body[width - 1::width].count(b"\n") == len(body) // width):
+        text = np.frombuffer(body, dtype=np.uint8).reshape(-1, width)[:, :KEY_CHARS]
+    else:  # not the fixed layout (e.g. quoted fields, CR LF): parse it as CSV
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={_KEY: pa.string()},
+                                                                       include_columns=[_KEY]))
+        col = np.asarray(t.column(_KEY).to_numpy(zero_copy_only=False), dtype=f"S{KEY_CHARS}")
+        text = col.view(np.uint8).reshape(-1, KEY_CHARS)
+    nib = _UNHEX[text]
+    if np.any(nib == 255):
+        raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's hex keys")
+    return keys.rows_of((nib[:, 0::2] << 4) | nib[:, 1::2], me)
 
 
 def _tls_paths(folder: Path, tls: Any) -> dict[str, str] | None:
@@ -245,19 +340,22 @@ def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt:
     return theirs
 
 
-def _run_library(channel: Channel, peer: str, tag: str, keys: np.ndarray, *, leader: bool, reveal: str,
+def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leader: bool, reveal: str,
                  salt: str, peer_n: int, tls: Any, stats: Rr22Stats) -> np.ndarray | None:
     lib = spu_binding.load()
     me = channel.me
     names = [me, peer] if leader else [peer, me]
     rank = 0 if leader else 1
     learns = leader or reveal == "both"
-    n = len(keys)
+    n = keys.n
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace")))
     with tempfile.TemporaryDirectory(prefix="fedrisk-rr22-") as tmp:
         folder = Path(tmp)
         src, dst = folder / "in.csv", folder / "out.csv"
+        t_write, c_write = time.perf_counter(), time.thread_time()
         _write_input(src, keys)
+        stats.prepare_s += time.perf_counter() - t_write
+        stats.prepare_cpu_s += time.thread_time() - c_write
         certs = _tls_paths(folder, tls)
         own_port = _free_port()
         relay = ChannelLinkRelay(channel, peer, f"{tag}.link", own_port,
@@ -269,9 +367,9 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: np.ndarray, *, lea
             for name in names:
                 port = own_port if name == me else relay.port
                 desc.add_party(name, f"127.0.0.1:{port}")
-            wait_ms = int(1000 * (channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)))
+            wait_ms = int(1000 * _link_wait(channel, n, peer_n))
             desc.recv_timeout_ms = wait_ms
-            desc.http_timeout_ms = _REQUEST_TIMEOUT_MS
+            desc.http_timeout_ms = wait_ms
             desc.connect_retry_times = _CONNECT_RETRIES
             desc.connect_retry_interval_ms = _CONNECT_INTERVAL_MS
             if certs is not None:
@@ -286,7 +384,10 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: np.ndarray, *, lea
                 protocol_conf=pl.PsiProtocolConfig(protocol=pl.PsiProtocol.PROTOCOL_RR22, receiver_rank=0,
                                                    broadcast_result=reveal == "both"),
                 input_params=pl.InputParams(path=str(src), selected_keys=[_KEY], keys_unique=True),
-                output_params=pl.OutputParams(path=str(dst), disable_alignment=False),
+                # the result is re-ordered by key here (the canonical order), so the library's
+                # own sort of it by the input's row order ("alignment": two external sorts and
+                # two more passes over the input, a third of its wall time) is skipped
+                output_params=pl.OutputParams(path=str(dst), disable_alignment=True),
             )
             # both libraries start their link together, so the few connection attempts are enough
             _barrier(channel, peer, f"{tag}.ready", channel.recv_timeout)
@@ -298,6 +399,7 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: np.ndarray, *, lea
                     raise TransportError(f"{me}: RR22 PSI with {peer!r} lost its link: {_short(relay.error)}") from None
                 raise ProtocolError(f"{me}: RR22 PSI with {peer!r} failed in the PSI library: {_short(e)}") from None
             stats.seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
             wait = channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)
             # Both libraries are done computing; now close the link in step. stop_link waits for
             # the peer's stop message, and the relay must keep carrying bytes until the peer's
@@ -305,7 +407,11 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: np.ndarray, *, lea
             _barrier(channel, peer, f"{tag}.fin", wait)
             lctx.stop_link()
             _barrier(channel, peer, f"{tag}.closed", wait)
-            rows = _read_output(dst, n, me) if learns else None
+            stats.close_s = time.perf_counter() - t0
+            t0, c0 = time.perf_counter(), time.thread_time()
+            rows = _read_output(dst, keys, me) if learns else None
+            stats.output_s = time.perf_counter() - t0
+            stats.output_cpu_s = time.thread_time() - c0
             if rows is not None and int(report.intersection_count) != len(rows):
                 raise ProtocolError(f"{me}: the RR22 library reported {report.intersection_count} matches but "
                                     f"wrote {len(rows)}")
@@ -320,16 +426,21 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: np.ndarray, *, lea
                     pass
 
 
+def _link_wait(channel: Channel, n: int, peer_n: int) -> float:
+    """Seconds the library waits for one receive or request: generous, but finite (see ``_MIN_LINK_WAIT_S``)."""
+    return max(_MIN_LINK_WAIT_S, channel.recv_timeout) + _SECONDS_PER_ID * (n + peer_n)
+
+
 def _barrier(channel: Channel, peer: str, tag: str, timeout: float) -> None:
     channel.send(peer, tag, True, kind="control")
     if channel.recv(peer, tag, timeout=timeout) is not True:
         raise ProtocolError(f"{channel.me}: {tag} from {peer!r} is malformed")
 
 
-def _exchange(channel: Channel, peer: str, keys: np.ndarray, *, leader: bool, salt: str, casefold: bool,
+def _exchange(channel: Channel, peer: str, keys: _OwnKeys, *, leader: bool, salt: str, casefold: bool,
               reveal: str, tag: str, tls: Any, stats: Rr22Stats) -> PsiResult:
     me = channel.me
-    theirs = _hello(channel, peer, tag, leader=leader, n=len(keys), salt=salt, casefold=casefold, reveal=reveal,
+    theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold, reveal=reveal,
                     tls=tls is not None)
     peer_n = theirs["count"]
     rows = _run_library(channel, peer, tag, keys, leader=leader, reveal=reveal, salt=salt, peer_n=peer_n, tls=tls,
@@ -338,7 +449,7 @@ def _exchange(channel: Channel, peer: str, keys: np.ndarray, *, leader: bool, sa
         return PsiResult(None, None, {peer: peer_n})
     result = PsiResult(rows, int(len(rows)), {peer: peer_n})
     if reveal == "both":
-        digest = hashlib.sha256(np.sort(keys[rows]).tobytes()).hexdigest()
+        digest = hashlib.sha256(np.sort(keys.hex[rows]).tobytes()).hexdigest()
         channel.send(peer, f"{tag}.done", {"size": result.size, "digest": digest}, kind="control")
         other = channel.recv(peer, f"{tag}.done")
         if not isinstance(other, dict) or other.get("size") != result.size or other.get("digest") != digest:
@@ -388,9 +499,12 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
         The library failed (e.g. the peer's certificate is from a foreign CA) or the link broke.
     """
     _check_args(channel, tag, reveal, salt)
+    stats = stats if stats is not None else Rr22Stats()
+    t0, c0 = time.perf_counter(), time.thread_time()
     keys = _keys(channel.me, ids, salt, casefold)
+    stats.prepare_s, stats.prepare_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
     res = _exchange(channel, peer, keys, leader=leader, salt=salt, casefold=casefold, reveal=reveal, tag=tag,
-                    tls=_default_tls(channel, tls), stats=stats or Rr22Stats())
+                    tls=_default_tls(channel, tls), stats=stats)
     if res.size == 0:
         raise _empty_error(channel.me, repr(peer))
     return res
@@ -421,7 +535,7 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
                          tag=f"{tag}.{me}", tls=tls, stats=st)
         if reveal == "leader":
             return pair
-        wait = channel.recv_timeout + _SECONDS_PER_ID * len(followers) * (len(keys) + pair.peer_sizes[leader])
+        wait = channel.recv_timeout + _SECONDS_PER_ID * len(followers) * (keys.n + pair.peer_sizes[leader])
         keep = channel.recv(leader, f"{tag}.keep", timeout=wait)
         assert pair.indices is not None
         m = len(pair.indices)
@@ -436,9 +550,9 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
         pairs.append(_exchange(channel, f, keys, leader=True, salt=salt, casefold=casefold, reveal=reveal,
                                tag=f"{tag}.{f}", tls=tls, stats=stats.setdefault(f, Rr22Stats())))
     # every pairwise result is in key order, so "position in the pair" is the same at both ends
-    member = np.ones(len(keys), dtype=bool)
+    member = np.ones(keys.n, dtype=bool)
     for res in pairs:
-        mask = np.zeros(len(keys), dtype=bool)
+        mask = np.zeros(keys.n, dtype=bool)
         mask[res.indices] = True
         member &= mask
     common_keys_order = pairs[0].indices[member[pairs[0].indices]]

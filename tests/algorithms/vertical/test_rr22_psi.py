@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
-from fedrisk.algorithms.vertical.rr22_psi import Rr22Stats, rr22_align
+from fedrisk.algorithms.vertical.rr22_psi import Rr22Stats, _link_wait, _OwnKeys, _read_output, rr22_align
+from fedrisk.algorithms.vertical.row_order import hex_keys, order_digests, order_keys
 from fedrisk.crypto import spu_binding
-from fedrisk.errors import ConfigError, DataError, FedriskError
+from fedrisk.errors import ConfigError, DataError, FedriskError, ProtocolError
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.certs import make_dev_pki, tls_files
 from fedrisk.transport.channel import InMemoryNetwork
@@ -71,6 +72,10 @@ def test_ledger_counts_every_byte_that_crossed_and_nothing_but_masked_bytes_arri
     a = rng.permutation(np.arange(1_000_000, 1_004_000))
     b = rng.permutation(np.concatenate([np.arange(1_002_000, 1_004_000), np.arange(2_000_000, 2_003_000)]))
     net = InMemoryNetwork(["lender", "payco"], capture=True, tag_prefixes=("psi.",), recv_timeout=240)
+    # The library's own receive/request timeouts do not follow the channel's: they are at least
+    # ten minutes (rr22_psi._MIN_LINK_WAIT_S). With the channel's 240 s this test once failed in
+    # a loaded CI run with the library's "Get data timeout ... ALLGATHER" (its peer starved).
+    assert _link_wait(net["lender"], len(a), len(b)) >= 600
     wire = {p: 0 for p in net.parties}
     for p in net.parties:  # what actually crossed: every frame handed to the transport
         ch = net[p]
@@ -147,3 +152,51 @@ def test_rr22_without_the_extra_is_one_clear_line(monkeypatch):
     with pytest.raises(ConfigError, match="pip install"):
         align_parties(net["lender"], "lender", ["payco"], np.arange(5), salt="s", protocol="rr22")
     assert net["lender"].ledger.entries == []  # refused before anything was sent
+
+
+def test_order_keys_are_the_salted_sha256_hex_they_always_were():
+    import hashlib
+
+    from fedrisk.algorithms.vertical.row_order import ORDER_DOMAIN
+    from fedrisk.crypto import psi
+
+    ids = ["1", "abc", "\u00e9t\u00e9", "", "x" * 300] + [str(i) for i in range(500)]
+    base = ORDER_DOMAIN + b"\x00" + psi.hash_prefix("salt")
+    want = [hashlib.sha256(base + s.encode()).hexdigest()[:32].encode() for s in ids]
+    assert order_keys(ids, "salt").tolist() == want
+    assert hex_keys(order_digests(ids, "salt")).tolist() == want
+    assert order_keys([], "salt").shape == (0,)
+
+
+def _result_file(path, hexes, quoted=False):
+    body = b"".join((b'"%s"' % h if quoted else h) + (b"\r\n" if quoted else b"\n") for h in hexes)
+    path.write_bytes((b'"k"\r\n' if quoted else b'"k"\n') + body)
+    return path
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_library_result_maps_back_to_rows_in_key_order(tmp_path, tie):
+    rng = np.random.default_rng(7)
+    dig = rng.integers(0, 256, size=(3000, 16), dtype=np.uint8)
+    if tie:  # keys sharing their first 64 bits take the full-key path
+        dig[10, :8] = dig[20, :8]
+        dig[30, :8] = dig[20, :8]
+    keys = _OwnKeys(dig)
+    assert keys.hi_unique is not tie and len(keys.duplicates()) == 0
+    rows = rng.choice(3000, 1200, replace=False)
+    if tie:
+        rows = np.unique(np.concatenate([rows, [10, 20, 30]]))
+    hexes = hex_keys(dig[rng.permutation(rows)])  # the library writes its matches in its own order
+    want = rows[np.argsort(hex_keys(dig[rows]))]
+    for quoted in (False, True):  # fixed layout, and quoted CSV through the parser
+        got = _read_output(_result_file(tmp_path / f"out{quoted}.csv", hexes.tolist(), quoted), keys, "lender")
+        assert np.array_equal(got, want)
+    with pytest.raises(ProtocolError, match="does not hold"):
+        _read_output(_result_file(tmp_path / "bad.csv", [b"0" * 32]), keys, "lender")
+    with pytest.raises(ProtocolError, match="twice"):
+        _read_output(_result_file(tmp_path / "twice.csv", [hexes[0], hexes[0]]), keys, "lender")
+    with pytest.raises(ProtocolError, match="hex"):
+        _read_output(_result_file(tmp_path / "nothex.csv", [b"z" * 32]), keys, "lender")
+    dup = dig.copy()
+    dup[5] = dup[6]
+    assert len(_OwnKeys(dup).duplicates()) == 1
