@@ -738,6 +738,21 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
         cross = exchange(f"vlr.x.{it}", chunks, allrows, share * sc, [other], [other])[other] / sc
         return (X.T @ share + cross) / n + cfg.l2 * pen * w
 
+    return lbfgs(gradient, joint, k, Minv, cfg, on_epoch, start, checkpoint)
+
+
+def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Callable[[str, np.ndarray], np.ndarray],
+          k: int, Minv: np.ndarray, cfg: HeteroLRConfig, on_epoch=None, start: dict[str, Any] | None = None,
+          checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """This party's side of the federated full-batch L-BFGS (any number of parties); returns its
+    weight block and the iteration history.
+
+    ``gradient(it, w, tol)`` is this party's block of the joint gradient at its weights ``w`` with
+    the sigmoid at tolerance ``tol`` (a protocol round with every other party); ``joint(tag, v)``
+    is the sum over all parties of their partial scalars ``v``; ``Minv`` is this party's block
+    of the initial inverse Hessian. Used by the one-holder exact solver here and by
+    :mod:`fedrisk.algorithms.vertical.hetero_lr_multi`.
+    """
     w = np.zeros(k)
     g_max = np.inf  # joint max-norm proxy of the last gradient (sets the next sigmoid tolerance)
     S: list[np.ndarray] = []
