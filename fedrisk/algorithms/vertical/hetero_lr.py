@@ -832,25 +832,21 @@ def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Calla
     Y: list[np.ndarray] = []
     rho: list[float] = []
     gamma = 1.0
+    # joint Gram entries of the kept pairs (compact representation): SY[i, j] = s_i^T y_j (upper
+    # triangle used), YDY[i, j] = y_i^T M^-1 y_j, and Sg / YDg = S^T g, Y^T M^-1 g at the current gradient
+    SY, YDY, Sg, YDg = np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0), np.zeros(0)
     history: list[dict[str, Any]] = []
     if start is not None:  # resume hook: this party's L-BFGS state after iteration start["it"]
         w, g, S, Y, rho, gamma, g_max, history = (start[k_] for k_ in (
             "w", "g", "S", "Y", "rho", "gamma", "g_max", "history"))
         if start.get("done"):
             return w, history
+        SY, YDY, Sg, YDg = (np.asarray(start[k_], dtype=np.float64) for k_ in ("SY", "YDY", "Sg", "YDg"))
+        SY, YDY = SY.reshape(len(S), len(S)), YDY.reshape(len(S), len(S))
     else:
         g = gradient(0, w, SCHEDULE_MAX_TOL)
     for it in range(start["it"] + 1 if start is not None else 1, cfg.max_iter + 1):
-        q = g.copy()
-        alphas = []
-        for j in reversed(range(len(S))):
-            a_j = rho[j] * float(joint(f"vlr.q.{it}.{j}", S[j] @ q)[0])
-            alphas.append(a_j)
-            q -= a_j * Y[j]
-        r = gamma * (Minv @ q)
-        for j, a_j in zip(range(len(S)), reversed(alphas)):
-            b_j = rho[j] * float(joint(f"vlr.r.{it}.{j}", Y[j] @ r)[0])
-            r += S[j] * (a_j - b_j)
+        r = compact_direction(g, S, Y, Minv, gamma, SY, YDY, Sg, YDg)
         w_new = w - r
         s_vec = w_new - w
         step = float(joint(f"vlr.d.{it}", np.array([float(np.max(np.abs(s_vec), initial=0.0)) ** 2]))[0])
@@ -860,33 +856,68 @@ def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Calla
             history.append(rec)
             if checkpoint is not None:
                 checkpoint(it, {"it": it, "w": w, "g": g, "S": S, "Y": Y, "rho": rho, "gamma": gamma, "g_max": g_max,
-                                "history": history, "done": True})
+                                "SY": SY, "YDY": YDY, "Sg": Sg, "YDg": YDg, "history": history, "done": True})
             if on_epoch is not None:
                 on_epoch(it, rec)
             break
         g_new = gradient(it, w_new, sigmoid_schedule(g_max, cfg.sigmoid_tol))
         y_vec = g_new - g
-        sy, gnorm, yMy = joint(f"vlr.c.{it}", np.array([s_vec @ y_vec, float(np.max(np.abs(g_new), initial=0.0)) ** 2,
-                                                        y_vec @ Minv @ y_vec]))
+        Dy, Dg = Minv @ y_vec, Minv @ g_new
+        m = len(S)
+        # one exchange per iteration: every inner product the next direction needs (kept pairs
+        # against the new pair and the new gradient), instead of the two-loop's 2 x memory rounds
+        part = np.concatenate([[s_vec @ y_vec, float(np.max(np.abs(g_new), initial=0.0)) ** 2, y_vec @ Dy,
+                                s_vec @ g_new, y_vec @ Dg],
+                               [S[i] @ y_vec for i in range(m)], [Y[i] @ Dy for i in range(m)],
+                               [S[i] @ g_new for i in range(m)], [Y[i] @ Dg for i in range(m)]])
+        tot = joint(f"vlr.c.{it}", part)
+        sy, gnorm, yMy, sg_new, ydg_new = (float(v) for v in tot[:5])
+        sy_old, ydy_old, sg_old, ydg_old = (tot[5 + i * m:5 + (i + 1) * m] for i in range(4))
         g_max = float(np.sqrt(gnorm))
         w, g = w_new, g_new
+        Sg, YDg = sg_old, ydg_old
         if sy > 1e-12:
             S.append(s_vec)
             Y.append(y_vec)
             rho.append(1.0 / float(sy))
+            SY = np.block([[SY, sy_old[:, None]], [np.zeros((1, m)), np.array([[sy]])]])  # lower triangle unused
+            YDY = np.block([[YDY, ydy_old[:, None]], [ydy_old[None, :], np.array([[yMy]])]])
+            Sg, YDg = np.r_[Sg, sg_new], np.r_[YDg, ydg_new]
             # scale H0 = gamma M^-1 to the curvature just seen (the 1/4 majoriser overestimates it
             # where predictions are extreme): ~1.6x fewer iterations in emulation
             gamma = float(sy / yMy) if yMy > 0 else 1.0
             if len(S) > cfg.memory:
                 S.pop(0), Y.pop(0), rho.pop(0)
+                SY, YDY, Sg, YDg = SY[1:, 1:], YDY[1:, 1:], Sg[1:], YDg[1:]
         rec = {"epoch": it, "step": float(np.sqrt(step)), "grad_max": g_max}
         history.append(rec)
         if checkpoint is not None:
             checkpoint(it, {"it": it, "w": w, "g": g, "S": S, "Y": Y, "rho": rho, "gamma": gamma, "g_max": g_max,
-                            "history": history, "done": False})
+                            "SY": SY, "YDY": YDY, "Sg": Sg, "YDg": YDg, "history": history, "done": False})
         if on_epoch is not None:
             on_epoch(it, rec)
     return w, history
+
+
+def compact_direction(g: np.ndarray, S: Sequence[np.ndarray], Y: Sequence[np.ndarray], Minv: np.ndarray, gamma: float,
+                      SY: np.ndarray, YDY: np.ndarray, Sg: np.ndarray, YDg: np.ndarray) -> np.ndarray:
+    """This party's block of the L-BFGS direction ``H g`` in the compact form of Byrd, Nocedal and
+    Schnabel (1994), with ``H0 = gamma M^-1`` (``M^-1`` block-diagonal, each party applies its own).
+
+    ``H = H0 + [S, H0 Y] W [S^T; Y^T H0]`` with ``W = [[R^-T (C + Y^T H0 Y) R^-1, -R^-T], [-R^-1, 0]]``,
+    ``R`` the upper triangle of ``S^T Y`` and ``C`` its diagonal: the same matrix as the two-loop
+    recursion, but every joint quantity is a Gram entry (``SY``, ``YDY``: joint ``S^T Y`` and
+    ``Y^T M^-1 Y``; ``Sg``, ``YDg``: joint ``S^T g`` and ``Y^T M^-1 g``), so one exchange per
+    iteration replaces the two-loop's ``2 x memory`` sequential ones -- each a round trip behind an
+    fsync'd ledger line (~3-6 ms) in a real deployment.
+    """
+    r = gamma * (Minv @ g)
+    if not len(S):
+        return r
+    R = np.triu(SY)
+    Ri_Sg = np.linalg.solve(R, Sg)
+    p1 = np.linalg.solve(R.T, (np.diag(np.diag(R)) + gamma * YDY) @ Ri_Sg - gamma * YDg)
+    return r + np.array(S).T @ p1 - gamma * (Minv @ (np.array(Y).T @ Ri_Sg))
 
 
 # ------------------------------------------------------------------------------------------------
