@@ -26,8 +26,9 @@ Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one featur
     party is its local ``X_P^T s_P`` plus the CKKS cross-product ``X_P^T s_Q`` computed by ``Q`` on
     ``P``'s encrypted matrix (below; paired packing, two rows per slot). Optimiser: full-batch
     L-BFGS (memory ``memory``), unit steps, with each party's block ``X_P^T X_P / (4n) + l2`` as the
-    initial inverse-Hessian (applied locally); the two-loop recursion's inner products are sums of
-    per-party partial scalars, exchanged. The sigmoid tolerance follows the gradient
+    initial inverse-Hessian (applied locally), in the compact form (:func:`compact_direction`): the
+    joint Gram entries it needs are sums of per-party partial inner products, exchanged once per
+    iteration. The sigmoid tolerance follows the gradient
     (:func:`sigmoid_schedule`: 1e-2 while the gradient is large, ``sigmoid_tol`` = 1e-6 near the
     optimum), so the end point is the same as with ``sigmoid_tol`` throughout. Stops when the joint
     step's max-norm is below ``step_tol`` (tested before the gradient at the new point is computed,
@@ -66,16 +67,20 @@ Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one featur
     result); ``G``'s warm start from its local fit plus the sigmoid-free iteration 0 (142 -> 124
     vectors, 18 -> 17 iterations on default credit, coefficients 3e-5 from pooled instead of
     4e-5; stress cases: rare-bad 36 -> 29 iterations, collinear 23 -> 23, heavy-tailed 45 ->
-    43). Rejected after measurement: a tighter term count (constant 1 instead of 4 in
+    43); the compact L-BFGS form (one exchange of ``5 + 4 x memory`` partial scalars per
+    iteration instead of ``2 x memory`` sequential one-scalar round trips: every message is a
+    round trip behind an fsync'd ledger line, ~3 ms here, so ~22 of them cost ~70 ms of idle
+    time per iteration on both parties; same direction to 1e-16). Measured with both parties as
+    processes over gRPC with the fsync'd ledger, same script and load: CPU-s 5.96 -> 4.45
+    (``G``) and 5.80 -> 4.19 (``H``), messages per party ~400 -> ~130, wall -29 %. Rejected
+    after measurement: a tighter term count (constant 1 instead of 4 in
     :func:`chebyshev_terms`; the realised error is 5-50x below the tolerance, but the L-BFGS path
     changed and took 20-21 iterations, no cheaper); a looser tolerance schedule (same, 21
     iterations); memory 5 or 20 (20: same count; 5: more). Not done (next steps, by the profile):
     ``H``'s encryption is the critical path of each iteration (``G`` waits ~1/5 of the pipeline),
     so the next gain is balance -- e.g. ``G`` encrypting the Chebyshev vectors of its own score
     for half of the row chunks and ``H`` evaluating them (symmetric roles; it would reveal to
-    ``H`` the interval of ``u_G`` as ``G`` learns that of ``u_H``); the L-BFGS two-loop takes
-    ``2 x memory`` scalar round trips per iteration, which the compact representation
-    (Byrd-Nocedal-Schnabel) would fold into one. A second-order step needs the Hessian's cross
+    ``H`` the interval of ``u_G`` as ``G`` learns that of ``u_H``). A second-order step needs the Hessian's cross
     block ``X_G^T D X_H``: either revealed to a party (a k_G x k_H cross-covariance of the two
     parties' features) or computed under encryption on the pairwise column products (about
     ``k (k + 1) / 32`` cross-products per party and iteration, ~0.5 s): not worth its iterations.
@@ -122,9 +127,10 @@ being zero)::
     G -> H  vlr.s.<t>.<r>       ciphertext        rows 4096 r ..: Enc_H(sum_k a_ik T_k + a_i0 + m_i)   (Re = H's share)
     G -> H  vlr.x.<t>           ciphertext        Enc_H(X_H^T s_G) + zero-sum flood (paired rows, real part only)
     H -> G  vlr.x.<t>           ciphertext        Enc_G(X_G^T s_H) + zero-sum flood (paired rows, real part only)
-    P <-> Q vlr.q.<t>.<j>, vlr.r.<t>.<j>  aggregate  one partial inner product each (L-BFGS two-loop)
     P <-> Q vlr.d.<t>           aggregate         partial max|step|^2 of the new step (stop test, before vlr.b.<t>)
-    P <-> Q vlr.c.<t>           aggregate         partial (s^T y, |g|^2, y^T M^-1 y) of the new pair
+    P <-> Q vlr.c.<t>           aggregate         partial (s^T y, |g|^2, y^T M^-1 y, s^T g, y^T M^-1 g) of the new
+                                                  pair and (s_i^T y, y_i^T M^-1 y, s_i^T g, y_i^T M^-1 g) for
+                                                  every kept pair i (compact L-BFGS: 5 + 4 x memory scalars)
 
 ``surrogate``, per mini-batch ``b`` of epoch ``e`` (256-row chunks, shuffled with the job seed)::
 
@@ -146,10 +152,12 @@ What each party learns
   ``X_G^T y`` known: ``1 + #features`` functionals of the feature holder's influence per
   iteration); ``[c_t - B_t, c_t + B_t]``, i.e. ``min_i u_H,i`` and ``max_i u_H,i`` each to within
   about ``B_t / 4`` per iteration (the old symmetric bound revealed ``max_i |u_H,i|`` to 19 %);
-  the number of Chebyshev terms follows from ``B_t`` and the public schedule; the L-BFGS scalars
-  ``s_H^T q``, ``y_H^T r`` and ``s_H^T y_H``, ``max|s_H|``, ``|g_H|^2``, ``y_H^T M_H^-1 y_H``
-  (inner products of H's weight steps and gradient changes with the two-loop vectors:
-  ~2 x memory + 4 scalars per iteration); and the final scores (``u_H`` of every scored row: inherent to scoring with one
+  the number of Chebyshev terms follows from ``B_t`` and the public schedule; H's partial
+  L-BFGS scalars: ``max|s_H|``, ``|g_H|^2`` and the Gram entries ``s_H,i^T y_H``,
+  ``y_H,i^T M_H^-1 y_H``, ``s_H,i^T g_H``, ``y_H,i^T M_H^-1 g_H`` of its kept weight steps
+  ``s_H,i`` and gradient changes ``y_H,i`` with the newest pair and gradient (5 + 4 x memory
+  per iteration; the two-loop recursion used before revealed ~2 x memory + 4 linear
+  combinations of the same entries); and the final scores (``u_H`` of every scored row: inherent to scoring with one
   feature holder). G never sees ``u_H,i``, ``sigma(z_i)`` or any per-row value of H.
 * Feature holder H: per row and iteration ``sigma(z_i) + Re m_i`` and, in the imaginary part,
   ``sum_j (a_2j+1 T_2j+2 - a_2j+2 T_2j+1) + Im m_i`` (a bounded function of ``u_G,i``: the
