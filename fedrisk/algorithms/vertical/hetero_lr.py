@@ -752,6 +752,29 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
 
     S = DEFAULT_PARAMS.slots
     spans = [(lo, min(lo + S, n)) for lo in range(0, n, S)]
+    pair_rows = 2 * CHUNK_ROWS  # rows per paired cross-product chunk; a span is a whole number of them
+    span_chunks = [list(range(lo // pair_rows, -(-hi // pair_rows))) for lo, hi in spans]
+
+    def add_span(acc: list, c: int, share: np.ndarray) -> None:
+        """Add span ``c``'s rows of our scaled share into the running cross-product on the peer's matrix."""
+        lo, hi = spans[c]
+        v = np.zeros(n)
+        v[lo:hi] = share[lo:hi] * sc
+        peer.cross_add(acc, span_chunks[c], v)
+
+    def finish_cross(it: int, acc: list) -> np.ndarray:
+        """Finish our cross-product for the peer, swap it for the peer's, decrypt ours (``X^T s_peer``)."""
+        t0 = time.perf_counter()
+        cts = peer.cross_finish(acc)
+        t0 = clock.add("gradient", t0)
+        channel.send(other, f"vlr.x.{it}", cts, kind="ciphertext")
+        got = channel.recv(other, f"vlr.x.{it}")
+        t0 = clock.add("network", t0)
+        if not isinstance(got, list) or len(got) != -(-k // DEFAULT_PARAMS.slots_per_row):
+            raise ProtocolError(f"{me}: vlr.x.{it} from {other!r} should hold one ciphertext per 16 of our {k} columns")
+        out = np.concatenate([owner.decrypt_sum(b, k, g, paired=True) for g, b in enumerate(got)])
+        clock.add("decryption", t0)
+        return out / sc
 
     def gradient(it: int, w: np.ndarray, tol: float) -> np.ndarray:
         t0 = time.perf_counter()
@@ -771,6 +794,7 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
             coef = a[1::2] - 1j * a[2::2]
             t0 = clock.add("sigmoid", t0)
             share = np.empty(n)
+            acc = peer.cross_start()
             for c, (lo, hi) in enumerate(spans):  # one message per 4096 rows: pipelined with H's encryption
                 cts = channel.recv(fh, f"vlr.t.{it}.{c}")
                 t0 = clock.add("network", t0)
@@ -783,6 +807,8 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
                 t0 = clock.add("sigmoid", t0)
                 sender.send(fh, f"vlr.s.{it}.{c}", out, kind="ciphertext")
                 share[lo:hi] = -mask - yv[lo:hi]
+                add_span(acc, c, share)  # our cross-product for H, chunk by chunk, while H still encrypts
+                t0 = clock.add("gradient", t0)
             sender.flush()
         else:
             m, B = range_interval(float(u.min()), float(u.max())) if n else (0.0, 0.25)
@@ -795,6 +821,7 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
                 sender.send(lh, f"vlr.t.{it}.{c}", [r[0] for r in cts], kind="ciphertext")
             t0 = clock.add("sigmoid", t0)
             share = np.empty(n)
+            acc = peer.cross_start()
             for c, (lo, hi) in enumerate(spans):
                 got = channel.recv(lh, f"vlr.s.{it}.{c}")
                 t0 = clock.add("network", t0)
@@ -803,10 +830,15 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
                 except CryptoError as e:
                     raise ProtocolError(f"{me}: vlr.s.{it}.{c} from {lh!r} refused: {e}") from None
                 t0 = clock.add("decryption", t0)
+                add_span(acc, c, share)  # our cross-product for G, chunk by chunk, while G finishes its rows
+                t0 = clock.add("gradient", t0)
             sender.flush()
         # the share goes out scaled so that every encrypted sum stays below ~2^15 (CKKS headroom is
         # 2^19 here) while using as much of it as possible: CKKS adds an absolute error of ~1e-8
-        cross = exchange(f"vlr.x.{it}", chunks, allrows, share * sc, [other], [other])[other] / sc
+        if it == 0:  # H's share is zero: it sends an empty message (exchange handles it)
+            cross = exchange(f"vlr.x.{it}", chunks, allrows, share * sc, [other], [other])[other] / sc
+        else:
+            cross = finish_cross(it, acc)
         return (X.T @ share + cross) / n + cfg.l2 * pen * w
 
     # G starts from its own penalised local fit (H from zero): the local model is computed without
