@@ -72,8 +72,14 @@ Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one featur
     round trip behind an fsync'd ledger line, ~3 ms here, so ~22 of them cost ~70 ms of idle
     time per iteration on both parties; same direction to 1e-16). Measured with both parties as
     processes over gRPC with the fsync'd ledger, same script and load: CPU-s 5.96 -> 4.45
-    (``G``) and 5.80 -> 4.19 (``H``), messages per party ~400 -> ~130, wall -29 %. Rejected
-    after measurement: a tighter term count (constant 1 instead of 4 in
+    (``G``) and 5.80 -> 4.19 (``H``), messages per party ~400 -> ~150, wall -29 %. Then two
+    overlaps: the per-chunk messages leave from a background sender thread (:class:`_Sender`;
+    the ledger fsync, hashing and gRPC release the GIL, so ``H``'s ~6 sends per iteration no
+    longer sit between its chunk encryptions), and each party's cross-product is accumulated
+    chunk by chunk as its share of each 4096 rows is known (:meth:`CkksPeer.cross_add`): ``G``
+    in its slack between ``H``'s chunks, ``H`` while ``G`` finishes the last chunk; after the
+    pipeline only the rotations, the flood and the re-randomisation remain (~20 of ~70 ms).
+    Rejected after measurement: a tighter term count (constant 1 instead of 4 in
     :func:`chebyshev_terms`; the realised error is 5-50x below the tolerance, but the L-BFGS path
     changed and took 20-21 iterations, no cheaper); a looser tolerance schedule (same, 21
     iterations); memory 5 or 20 (20: same count; 5: more). Not done (next steps, by the profile):
