@@ -929,6 +929,16 @@ def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Calla
         SY, YDY = SY.reshape(len(S), len(S)), YDY.reshape(len(S), len(S))
     else:
         g = gradient(0, w, SCHEDULE_MAX_TOL)
+
+    def record(it: int, step: float, done: bool) -> None:
+        rec = {"epoch": it, "step": float(np.sqrt(step)), "grad_max": g_max}
+        history.append(rec)
+        if checkpoint is not None:
+            checkpoint(it, {"it": it, "w": w, "g": g, "S": S, "Y": Y, "rho": rho, "gamma": gamma, "g_max": g_max,
+                            "SY": SY, "YDY": YDY, "Sg": Sg, "YDg": YDg, "history": history, "done": done})
+        if on_epoch is not None:
+            on_epoch(it, rec)
+
     for it in range(start["it"] + 1 if start is not None else 1, cfg.max_iter + 1):
         r = compact_direction(g, S, Y, Minv, gamma, SY, YDY, Sg, YDg)
         w_new = w - r
@@ -936,13 +946,7 @@ def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Calla
         step = float(joint(f"vlr.d.{it}", np.array([float(np.max(np.abs(s_vec), initial=0.0)) ** 2]))[0])
         if np.sqrt(step) < cfg.step_tol:  # converged: w_new is the answer, no gradient needed there
             w = w_new
-            rec = {"epoch": it, "step": float(np.sqrt(step)), "grad_max": g_max}
-            history.append(rec)
-            if checkpoint is not None:
-                checkpoint(it, {"it": it, "w": w, "g": g, "S": S, "Y": Y, "rho": rho, "gamma": gamma, "g_max": g_max,
-                                "SY": SY, "YDY": YDY, "Sg": Sg, "YDg": YDg, "history": history, "done": True})
-            if on_epoch is not None:
-                on_epoch(it, rec)
+            record(it, step, True)
             break
         g_new = gradient(it, w_new, sigmoid_schedule(g_max, cfg.sigmoid_tol))
         y_vec = g_new - g
@@ -973,13 +977,7 @@ def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Calla
             if len(S) > cfg.memory:
                 S.pop(0), Y.pop(0), rho.pop(0)
                 SY, YDY, Sg, YDg = SY[1:, 1:], YDY[1:, 1:], Sg[1:], YDg[1:]
-        rec = {"epoch": it, "step": float(np.sqrt(step)), "grad_max": g_max}
-        history.append(rec)
-        if checkpoint is not None:
-            checkpoint(it, {"it": it, "w": w, "g": g, "S": S, "Y": Y, "rho": rho, "gamma": gamma, "g_max": g_max,
-                            "SY": SY, "YDY": YDY, "Sg": Sg, "YDg": YDg, "history": history, "done": False})
-        if on_epoch is not None:
-            on_epoch(it, rec)
+        record(it, step, False)
     return w, history
 
 
