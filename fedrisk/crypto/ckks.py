@@ -542,8 +542,30 @@ class CkksPeer:
         z -= z.mean(axis=1, keepdims=True)
         return (z[0] + 1j * z[1]).ravel().tolist()
 
+    def mask_encryptions(self, offsets: Sequence[np.ndarray], mask_std: float) -> list[tuple]:
+        """Fresh public-key encryptions of ``offset + mask`` for :meth:`inner_products` (``pre=``),
+        one per ``S``-slot chunk, made ahead of time (e.g. while waiting for the owner's vectors):
+        the same masks and re-randomisation as :meth:`inner_products` draws itself, at the level and
+        scale of a ct x pt product."""
+        s = _sealapi()
+        S = self.params.slots
+        scale = float(2 ** self.params.scale_bits)
+        out = []
+        for off in offsets:
+            off = np.asarray(off, dtype=np.float64)
+            if len(off) > S or not np.all(np.isfinite(off)):
+                raise CryptoError("mask_encryptions needs at most one ciphertext of finite offsets per chunk")
+            z = self._noise.normal(2 * S, mask_std).reshape(2, S)
+            z[0, :len(off)] += off
+            noise = s.Plaintext()
+            fresh = s.Ciphertext()
+            self.encoder.encode((z[0] + 1j * z[1]).tolist(), self.ctx.first_parms_id(), scale * scale, noise)
+            self.encryptor.encrypt(noise, fresh)
+            out.append((fresh, z))
+        return out
+
     def inner_products(self, cts: Sequence[Sequence[bytes]], coef: np.ndarray, offset: np.ndarray,
-                       mask_std: float) -> tuple[list[bytes], np.ndarray]:
+                       mask_std: float, pre: Sequence[tuple] | None = None) -> tuple[list[bytes], np.ndarray]:
         """Row-wise inner products of the owner's encrypted vectors with our plaintext ones, masked.
 
         ``cts`` is the owner's :meth:`CkksOwner.encrypt_vectors` of ``V`` (``m x n``); ``coef`` is our
@@ -595,10 +617,18 @@ class CkksPeer:
                     acc = prod
                 else:
                     self.evaluator.add_inplace(acc, prod)
-            z = self._noise.normal(2 * S, mask_std).reshape(2, S)
-            z[0, :hi - lo] += offset[lo:hi]
             noise = s.Plaintext()
             fresh = s.Ciphertext()
+            if pre is not None and acc is not None and acc.scale == scale * scale:
+                fresh, z = pre[c]  # made ahead by mask_encryptions for these offsets
+                fresh.scale = acc.scale
+                self.evaluator.add_inplace(acc, fresh)
+                self.evaluator.rescale_to_next_inplace(acc)
+                out.append(self._files.dump(acc))
+                kept.append(z[0, :hi - lo] - offset[lo:hi])
+                continue
+            z = self._noise.normal(2 * S, mask_std).reshape(2, S)
+            z[0, :hi - lo] += offset[lo:hi]
             if acc is None:
                 self.encoder.encode((z[0] + 1j * z[1]).tolist(), scale, noise)
                 self.encryptor.encrypt(noise, fresh)

@@ -806,6 +806,8 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
             # slot j of the feature holder's ciphertext holds T_2j+1 + i T_2j+2; multiplying by
             # a_2j+1 - i a_2j+2 puts a_2j+1 T_2j+1 + a_2j+2 T_2j+2 in the real part
             coef = a[1::2] - 1j * a[2::2]
+            # the masks' public-key encryptions (~4.5 ms per 4096 rows) while H encrypts its first chunk
+            pre = peer.mask_encryptions([a[0, lo:hi] for lo, hi in spans], cfg.mask_std)
             t0 = clock.add("sigmoid", t0)
             share = np.empty(n)
             acc = peer.cross_start()
@@ -815,7 +817,8 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
                 if not isinstance(cts, list) or len(cts) != K // 2 or not all(isinstance(b, bytes) for b in cts):
                     raise ProtocolError(f"{me}: vlr.t.{it}.{c} from {fh!r} should hold {K // 2} ciphertexts")
                 try:
-                    out, mask = peer.inner_products([[b] for b in cts], coef[:, lo:hi], a[0, lo:hi], cfg.mask_std)
+                    out, mask = peer.inner_products([[b] for b in cts], coef[:, lo:hi], a[0, lo:hi], cfg.mask_std,
+                                                    pre=[pre[c]])
                 except CryptoError as e:
                     raise ProtocolError(f"{me}: vlr.t.{it}.{c} from {fh!r} refused: {e}") from None
                 t0 = clock.add("sigmoid", t0)
