@@ -81,9 +81,11 @@ Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one featur
     pipeline only the rotations, the flood and the re-randomisation remain (~20 of ~70 ms).
     All together, same script back to back at load ~6-8 on 2 cores: ``benchmarks/run.py
     vertical-lr --quick`` training wall 9.0-9.7 s -> 7.4-7.8 s; two-process profile 11.4 s ->
-    8.0 s, CPU-s ``G`` 5.14 -> 4.60, ``H`` 4.86 -> 4.13 (``G`` is now the busier party: the
-    DCT became 3x cheaper, see :func:`chebyshev_coefficients`; its ~4.5 ms mask encryption per
-    4096 rows could be precomputed while it waits for ``H``'s first chunk -- not done).
+    8.0 s, CPU-s ``G`` 5.14 -> 4.60, ``H`` 4.86 -> 4.13. ``G`` was then the busier party: its
+    DCT input became 3x cheaper (:func:`chebyshev_coefficients`) and its mask encryptions
+    (~4.5 ms per 4096 rows) are made ahead, while ``H`` encrypts its first chunk
+    (:meth:`CkksPeer.mask_encryptions`). Final, at load ~3: ``vertical-lr --quick`` training
+    5.95 s -> 4.33 s (17 iterations, coefficients 3e-5 from pooled, 149 -> 125 MB).
     Rejected after measurement: a tighter term count (constant 1 instead of 4 in
     :func:`chebyshev_terms`; the realised error is 5-50x below the tolerance, but the L-BFGS path
     changed and took 20-21 iterations, no cheaper); a looser tolerance schedule (same, 21
