@@ -90,8 +90,8 @@ Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact`` with one featur
     :func:`chebyshev_terms`; the realised error is 5-50x below the tolerance, but the L-BFGS path
     changed and took 20-21 iterations, no cheaper); a looser tolerance schedule (same, 21
     iterations); memory 5 or 20 (20: same count; 5: more). Not done (next steps, by the profile):
-    ``H``'s encryption is the critical path of each iteration (``G`` waits ~1/5 of the pipeline),
-    so the next gain is balance -- e.g. ``G`` encrypting the Chebyshev vectors of its own score
+    each party is now busy nearly all the time (``H`` encrypting, ``G`` multiplying), so the next
+    gain is fewer ciphertexts or a better split of them -- e.g. ``G`` encrypting the Chebyshev vectors of its own score
     for half of the row chunks and ``H`` evaluating them (symmetric roles; it would reveal to
     ``H`` the interval of ``u_G`` as ``G`` learns that of ``u_H``). A second-order step needs the Hessian's cross
     block ``X_G^T D X_H``: either revealed to a party (a k_G x k_H cross-covariance of the two
