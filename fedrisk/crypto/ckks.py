@@ -447,6 +447,25 @@ class CkksPeer:
         of ``s`` the owner must not see) is removed before anything leaves: the peer adds the
         complex conjugate of the rotated sum (one key switch), leaving ``2 Re``.
         """
+        acc = self.cross_start()
+        if not self.cross_add(acc, chunks, s_rows):
+            return None
+        return self.cross_finish(acc)
+
+    def cross_start(self) -> list:
+        """An empty running sum for :meth:`cross_add` / :meth:`cross_finish` (one slot per column group).
+
+        The split lets a party add the products of each row chunk as soon as its share of those
+        rows is known (pipelined with other work) and pay only for the rotations, flood and
+        re-randomisation at the end; the result is the same as :meth:`cross` over all the chunks.
+        """
+        return [None] * len(self.matrix)
+
+    def cross_add(self, acc: list, chunks: Iterable[int], s_rows: np.ndarray) -> bool:
+        """Add ``X[rows]^T s`` over the given row chunks into ``acc`` (still unrotated); ``s_rows``
+        is a vector over all ``n_rows`` rows (rows outside ``chunks`` are ignored). Returns whether
+        ``s`` is nonzero on any of the chunks (chunks where it is zero are skipped: SEAL refuses such
+        products)."""
         s = _sealapi()
         K, R = self.params.slots_per_row, self.params.rows_per_ct
         P = 2 if self.paired else 1
@@ -454,13 +473,11 @@ class CkksPeer:
         v[:self.n_rows] = np.asarray(s_rows, dtype=np.float64)
         chunks = [c for c in chunks if np.any(v[c * P * R:(c + 1) * P * R])]
         if not chunks:
-            return None
+            return False
         scale = float(2 ** self.params.scale_bits)
-        out = []
         for g, cts in enumerate(self.matrix):
             kk = min(K, self.cols - g * K)
             colmask = (np.arange(K) < kk).astype(np.float64)  # padding columns multiply by zero
-            acc = None
             for c in chunks:
                 pt = s.Plaintext()
                 vc = v[2 * c * R:(2 * c + 1) * R] - 1j * v[(2 * c + 1) * R:(2 * c + 2) * R] if self.paired \
@@ -470,13 +487,24 @@ class CkksPeer:
                     continue
                 prod = s.Ciphertext()
                 self.evaluator.multiply_plain(cts[c], pt, prod)
-                if acc is None:
-                    acc = prod
+                if acc[g] is None:
+                    acc[g] = prod
                 else:
-                    self.evaluator.add_inplace(acc, prod)
+                    self.evaluator.add_inplace(acc[g], prod)
+        return True
+
+    def cross_finish(self, acc: list) -> list[bytes]:
+        """Rotate-and-sum, flood and re-randomise a :meth:`cross_add` running sum into the result
+        ciphertexts (one per column group; see :meth:`cross`)."""
+        s = _sealapi()
+        K, R = self.params.slots_per_row, self.params.rows_per_ct
+        scale = float(2 ** self.params.scale_bits)
+        out = []
+        for g in range(len(self.matrix)):
+            acc_g = acc[g]
             noise = s.Plaintext()
             fresh = s.Ciphertext()
-            if acc is None:  # nothing to add up: the result is the flood alone, freshly encrypted
+            if acc_g is None:  # nothing to add up: the result is the flood alone, freshly encrypted
                 self.encoder.encode(self._flood_values(R, K), scale, noise)
                 self.encryptor.encrypt(noise, fresh)
                 out.append(self._files.dump(fresh))
@@ -484,24 +512,25 @@ class CkksPeer:
             # precise: rotate before rescaling, so key-switching noise is divided by the dropped
             # prime (~2^40): absolute error ~7e-9 instead of ~1.5e-7, for twice the rotation cost
             if not self.precise:
-                self.evaluator.rescale_to_next_inplace(acc)
+                self.evaluator.rescale_to_next_inplace(acc_g)
             for st in self.params.steps:
                 rot = s.Ciphertext()
-                self.evaluator.rotate_vector(acc, st, self.galois, rot)
-                self.evaluator.add_inplace(acc, rot)
+                self.evaluator.rotate_vector(acc_g, st, self.galois, rot)
+                self.evaluator.add_inplace(acc_g, rot)
             if self.paired:  # acc + conj(acc) = 2 Re(acc): the imaginary cross terms never leave
                 conj = s.Ciphertext()
-                self.evaluator.complex_conjugate(acc, self.galois, conj)
-                self.evaluator.add_inplace(acc, conj)
+                self.evaluator.complex_conjugate(acc_g, self.galois, conj)
+                self.evaluator.add_inplace(acc_g, conj)
             # a fresh public-key encryption of the flood re-randomises both components (module
             # notes); added before the rescale (when precise) so that its encryption noise is divided too
-            self.encoder.encode(self._flood_values(R, K), acc.parms_id(), acc.scale, noise)
+            self.encoder.encode(self._flood_values(R, K), acc_g.parms_id(), acc_g.scale, noise)
             self.encryptor.encrypt(noise, fresh)
-            fresh.scale = acc.scale
-            self.evaluator.add_inplace(acc, fresh)
+            fresh.scale = acc_g.scale
+            self.evaluator.add_inplace(acc_g, fresh)
             if self.precise:
-                self.evaluator.rescale_to_next_inplace(acc)
-            out.append(self._files.dump(acc))
+                self.evaluator.rescale_to_next_inplace(acc_g)
+            out.append(self._files.dump(acc_g))
+        acc[:] = [None] * len(acc)
         return out
 
     def add_results(self, parts: Sequence[Sequence[bytes] | None]) -> list[bytes] | None:
@@ -543,8 +572,30 @@ class CkksPeer:
         z -= z.mean(axis=1, keepdims=True)
         return (z[0] + 1j * z[1]).ravel().tolist()
 
+    def mask_encryptions(self, offsets: Sequence[np.ndarray], mask_std: float) -> list[tuple]:
+        """Fresh public-key encryptions of ``offset + mask`` for :meth:`inner_products` (``pre=``),
+        one per ``S``-slot chunk, made ahead of time (e.g. while waiting for the owner's vectors):
+        the same masks and re-randomisation as :meth:`inner_products` draws itself, at the level and
+        scale of a ct x pt product."""
+        s = _sealapi()
+        S = self.params.slots
+        scale = float(2 ** self.params.scale_bits)
+        out = []
+        for off in offsets:
+            off = np.asarray(off, dtype=np.float64)
+            if len(off) > S or not np.all(np.isfinite(off)):
+                raise CryptoError("mask_encryptions needs at most one ciphertext of finite offsets per chunk")
+            z = self._noise.normal(2 * S, mask_std).reshape(2, S)
+            z[0, :len(off)] += off
+            noise = s.Plaintext()
+            fresh = s.Ciphertext()
+            self.encoder.encode((z[0] + 1j * z[1]).tolist(), self.ctx.first_parms_id(), scale * scale, noise)
+            self.encryptor.encrypt(noise, fresh)
+            out.append((fresh, z))
+        return out
+
     def inner_products(self, cts: Sequence[Sequence[bytes]], coef: np.ndarray, offset: np.ndarray,
-                       mask_std: float) -> tuple[list[bytes], np.ndarray]:
+                       mask_std: float, pre: Sequence[tuple] | None = None) -> tuple[list[bytes], np.ndarray]:
         """Row-wise inner products of the owner's encrypted vectors with our plaintext ones, masked.
 
         ``cts`` is the owner's :meth:`CkksOwner.encrypt_vectors` of ``V`` (``m x n``); ``coef`` is our
@@ -596,10 +647,18 @@ class CkksPeer:
                     acc = prod
                 else:
                     self.evaluator.add_inplace(acc, prod)
-            z = self._noise.normal(2 * S, mask_std).reshape(2, S)
-            z[0, :hi - lo] += offset[lo:hi]
             noise = s.Plaintext()
             fresh = s.Ciphertext()
+            if pre is not None and acc is not None and acc.scale == scale * scale:
+                fresh, z = pre[c]  # made ahead by mask_encryptions for these offsets
+                fresh.scale = acc.scale
+                self.evaluator.add_inplace(acc, fresh)
+                self.evaluator.rescale_to_next_inplace(acc)
+                out.append(self._files.dump(acc))
+                kept.append(z[0, :hi - lo] - offset[lo:hi])
+                continue
+            z = self._noise.normal(2 * S, mask_std).reshape(2, S)
+            z[0, :hi - lo] += offset[lo:hi]
             if acc is None:
                 self.encoder.encode((z[0] + 1j * z[1]).tolist(), scale, noise)
                 self.encryptor.encrypt(noise, fresh)

@@ -64,8 +64,9 @@ Message flow (tags start with ``vlr.``; setup ``vlr.key``/``vlr.matrix`` between
                                              (index in [G, H_1, ..]) to Q's relay R(Q) = H_1 for G, G for a holder
     R(Q) -> Q   vlr.x.<t>        ciphertext  Enc_Q(X_Q^T sum_{P != Q} s_P): the parts added under Q's key, so Q
                                              decrypts one sum (its own gradient), never one peer's part
-    H_h -> G -> H_h  vlr.q.<t>.<j>, vlr.r.<t>.<j>, vlr.c.<t>  aggregate  L-BFGS partial scalars to
-                                 G, their sums back (a star: a holder sees only totals)
+    H_h -> G -> H_h  vlr.d.<t>, vlr.c.<t>  aggregate  L-BFGS partial scalars (stop test; compact-form
+                                 Gram entries, 5 + 4 x memory) to G, their sums back (a star: a holder
+                                 sees only totals)
 
 What each party learns
 ----------------------
@@ -73,8 +74,8 @@ What each party learns
   ``H_1``'s key, cross-product results (its own gradient, hence ``X_G^T sigma(z)``: ``1 +
   #features`` functionals per iteration, as with one holder), each holder's interval (``min_i
   u_h,i`` and ``max_i u_h,i`` to within about ``B_h / 4`` per iteration, as with one holder),
-  every holder's partial L-BFGS scalars (``~2 x memory + 4`` per holder per iteration, as with
-  one holder) and the final scores (``sum_h u_h`` of every scored
+  every holder's partial L-BFGS scalars (``1 + 5 + 4 x memory`` per holder per iteration: its
+  step's max-norm and the compact form's Gram entries, as with one holder) and the final scores (``sum_h u_h`` of every scored
   row). Never a per-row value of a feature holder.
 * First feature holder ``H_1``: ``(u_j + r_j) mod 2P`` for every other holder -- exactly uniform
   and independent of ``u_j`` --; per row and iteration ``sum_k b_k sin(k w z_i) + Re m_i`` and, in

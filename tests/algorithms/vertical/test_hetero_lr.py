@@ -166,22 +166,29 @@ def test_exact_solver_same_seed_same_model(exact_runs):
 
 def test_exact_solver_messages_hold_no_plaintext(exact_runs):
     """Capture: during exact training each party receives ciphertexts, the range interval (centre and
-    bound: two scalars per iteration, to the label holder) and L-BFGS inner products (at most 4
-    scalars per message)."""
-    XG, XH, y, _, runs = exact_runs
+    bound: two scalars per iteration, to the label holder) and partial L-BFGS inner products (one
+    for the stop test, 5 + 4 per kept pair for the compact update). At iteration 0 the feature
+    holder's share is zero (its weights start at zero), so its cross-product message is empty and
+    it sends no interval."""
+    XG, XH, y, cfg, runs = exact_runs
     net, _ = runs[0]
     for p in ("lender", "payco"):
         for env in net[p].captured:
             assert env.kind in {"ciphertext", "public-parameter", "aggregate", "control"}, (p, env.tag, env.kind)
             vals = list(_floats(env.body))
-            if env.tag.startswith(("vlr.q.", "vlr.r.", "vlr.c.")):
-                assert env.kind == "aggregate" and sum(v.size for v in vals) <= 4
+            if env.tag.startswith("vlr.d."):  # the stop test: one partial squared step norm
+                assert env.kind == "aggregate" and sum(v.size for v in vals) == 1
+            elif env.tag.startswith("vlr.c."):  # L-BFGS Gram entries: 5 + 4 per kept pair
+                assert env.kind == "aggregate" and sum(v.size for v in vals) <= 5 + 4 * cfg.memory
             elif env.tag.startswith("vlr.b."):
                 assert p == "lender" and sum(v.size for v in vals) == 2
             else:
                 assert not vals, (p, env.tag)  # everything else is ciphertext bytes
-            if env.tag.startswith(("vlr.s.", "vlr.t.", "vlr.x.")):
+            if env.tag == "vlr.x.0" and p == "lender":
+                assert env.body is None and env.kind == "control"
+            elif env.tag.startswith(("vlr.s.", "vlr.t.", "vlr.x.")):
                 assert isinstance(env.body, list) and all(isinstance(c, bytes) for c in env.body)
+            assert not env.tag.startswith(("vlr.b.0", "vlr.t.0.", "vlr.s.0."))
 
 
 def test_surrogate_same_seed_same_model():

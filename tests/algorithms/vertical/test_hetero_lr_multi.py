@@ -116,6 +116,8 @@ def test_messages_each_party_received(credit3):
             if env.tag.startswith(("vlr.m.", "vlr.o.")):
                 assert (p, env.sender, env.kind) == ({"vlr.m": "payco", "vlr.o": "lender"}[env.tag[:5]], "bureau", "masked")
                 assert isinstance(env.body, np.ndarray) and env.body.dtype == np.uint64 and env.body.shape == (n,)
+            elif env.tag.startswith("vlr.c."):  # L-BFGS Gram entries (compact form): 5 + 4 per kept pair
+                assert env.kind == "aggregate" and sum(a.size for a in arrays) <= 5 + 4 * cfg.memory, (p, env.tag)
             else:
                 assert sum(a.size for a in arrays) <= 4, (p, env.tag)
                 assert not isinstance(env.body, np.ndarray) or env.body.dtype == np.float64, (p, env.tag)
