@@ -10,8 +10,8 @@ Two solvers (``HeteroLRConfig.solver``; ``auto`` picks ``exact``, with any numbe
 ``exact`` -- the pooled penalised maximum-likelihood estimate. With two or more feature holders
     the sigmoid round is :mod:`fedrisk.algorithms.vertical.hetero_lr_multi`'s (a Fourier sigmoid on
     scores masked modulo its period, under the first holder's key; its docstring has the message
-    flow and what each party learns there); keys, cross-products and L-BFGS (:func:`lbfgs`) are
-    the ones below. With one feature holder ``H``:
+    flow and what each party learns there); keys, cross-products (added up by a relay there) and
+    L-BFGS (:func:`lbfgs`) are the ones below. With one feature holder ``H``:
     The residual ``d = sigma(u_G + u_H) - y`` is held as **additive shares** computed with the
     real sigmoid. ``G`` knows ``u_G,i``, so ``f_i(t) = sigma(u_G,i + t)`` is a function of ``H``'s
     partial score alone. ``H`` announces an interval ``[c - B, c + B]`` holding every ``u_H,i``
@@ -961,8 +961,10 @@ def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Calla
         rec = {"epoch": it, "step": float(np.sqrt(step)), "grad_max": g_max}
         history.append(rec)
         if checkpoint is not None:
-            checkpoint(it, {"it": it, "w": w, "g": g, "S": S, "Y": Y, "rho": rho, "gamma": gamma, "g_max": g_max,
-                            "SY": SY, "YDY": YDY, "Sg": Sg, "YDg": YDg, "history": history, "done": done})
+            # copies: the lists grow in place after this call, the state must stay the one of iteration it
+            checkpoint(it, {"it": it, "w": w, "g": g, "S": list(S), "Y": list(Y), "rho": list(rho), "gamma": gamma,
+                            "g_max": g_max, "SY": SY, "YDY": YDY, "Sg": Sg, "YDg": YDg, "history": list(history),
+                            "done": done})
         if on_epoch is not None:
             on_epoch(it, rec)
 
