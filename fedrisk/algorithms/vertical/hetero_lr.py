@@ -526,9 +526,7 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
             if cts is None:  # the peer's share was zero on the whole batch (weights start at 0)
                 got[q] = np.zeros(k)
                 continue
-            if not isinstance(cts, list) or len(cts) != -(-k // DEFAULT_PARAMS.slots_per_row):
-                raise ProtocolError(f"{me}: {tag} from {q!r} should hold one ciphertext per 16 of our {k} columns")
-            got[q] = np.concatenate([owner.decrypt_sum(c, k, g, paired=paired) for g, c in enumerate(cts)])
+            got[q] = decrypt_cross(me, owner, cts, k, tag, q, paired)
             t0 = clock.add("decryption", t0)
         return got
 
@@ -743,6 +741,15 @@ def chebyshev_coefficients(c: np.ndarray, B: float, K: int) -> np.ndarray:
     return a.T
 
 
+def decrypt_cross(me: str, owner: CkksOwner, got: Any, k: int, tag: str, frm: str, paired: bool) -> np.ndarray:
+    """Our ``k`` values of a peer's ``X^T s`` result (one ciphertext per column group), checked first:
+    every solver's cross-product exchange ends here."""
+    if not isinstance(got, list) or len(got) != -(-k // DEFAULT_PARAMS.slots_per_row) \
+            or not all(isinstance(b, bytes) for b in got):
+        raise ProtocolError(f"{me}: {tag} from {frm!r} should hold one ciphertext per 16 of our {k} columns")
+    return np.concatenate([owner.decrypt_sum(c, k, g, paired=paired) for g, c in enumerate(got)])
+
+
 def exact_setup(X: np.ndarray, cfg: HeteroLRConfig, is_lh: bool) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, float]:
     """What every exact solver derives from this party's matrix alone: the paired-packing row
     chunks, all row indices, the penalty mask (no penalty on the intercept), the inverse of the
@@ -800,9 +807,7 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
         channel.send(other, f"vlr.x.{it}", cts, kind="ciphertext")
         got = channel.recv(other, f"vlr.x.{it}")
         t0 = clock.add("network", t0)
-        if not isinstance(got, list) or len(got) != -(-k // DEFAULT_PARAMS.slots_per_row):
-            raise ProtocolError(f"{me}: vlr.x.{it} from {other!r} should hold one ciphertext per 16 of our {k} columns")
-        out = np.concatenate([owner.decrypt_sum(b, k, g, paired=True) for g, b in enumerate(got)])
+        out = decrypt_cross(me, owner, got, k, f"vlr.x.{it}", other, True)
         clock.add("decryption", t0)
         return out / sc
 

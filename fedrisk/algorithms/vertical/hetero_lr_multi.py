@@ -112,8 +112,8 @@ from typing import Any, Callable
 import numpy as np
 
 from fedrisk.algorithms.vertical import fourier_sigmoid as fs
-from fedrisk.algorithms.vertical.hetero_lr import (MAX_RANGE, HeteroLRConfig, _valid_interval, exact_setup, lbfgs,
-                                                   range_interval)
+from fedrisk.algorithms.vertical.hetero_lr import (MAX_RANGE, HeteroLRConfig, _valid_interval, decrypt_cross, exact_setup,
+                                                   lbfgs, range_interval)
 from fedrisk.crypto.ckks import DEFAULT_PARAMS, CkksOwner, CkksPeer
 from fedrisk.errors import CryptoError, ProtocolError
 from fedrisk.transport.channel import Channel
@@ -291,11 +291,8 @@ def multi_exact_loop(channel: Channel, me: str, lh: str, fhs: list[str], X: np.n
         clock.add("gradient", t_start)
         if got is None:  # every other party's share was zero (weights start at 0)
             return np.zeros(k)
-        groups = -(-k // DEFAULT_PARAMS.slots_per_row)
-        if not isinstance(got, list) or len(got) != groups or not all(isinstance(b, bytes) for b in got):
-            raise ProtocolError(f"{me}: {tag} from {relay_of(me)!r} should hold one ciphertext per 16 of our {k} columns")
         try:
-            return np.concatenate([owner.decrypt_sum(c, k, g, paired=True) for g, c in enumerate(got)])
+            return decrypt_cross(me, owner, got, k, tag, relay_of(me), True)
         except CryptoError as e:
             raise ProtocolError(f"{me}: {tag} from {relay_of(me)!r} refused: {e}") from None
 
