@@ -169,7 +169,9 @@ def test_serve_aborts_sessions_still_running_at_the_drain_deadline_and_exits_0(t
         _, err = inflight.communicate(timeout=120)
         # the label holder is told, in one line, and writes no scores
         assert inflight.returncode == 2 and "Traceback" not in err, err
-        assert "scoring service stopped" in err or "stopping" in err, err
+        # which line depends on when the abort reaches the label holder: the stop notice itself, or
+        # the refusal of its next message to the aborted session (CI saw both)
+        assert "scoring service stopped" in err or "stopping" in err or "aborted at shutdown" in err, err
         assert not (tmp / "late.csv").exists()
         log = (serve_out / "serve.log").read_text()
         assert "stopped: 0 session(s) served, 0 failed, 1 aborted at shutdown" in log, log
