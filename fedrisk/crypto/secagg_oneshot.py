@@ -67,7 +67,7 @@ from fedrisk.crypto.secure_aggregation import _gather
 from fedrisk.errors import CryptoError, ProtocolError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["OneShotSessionAggregation", "IncompleteRound"]
+__all__ = ["OneShotSessionAggregation", "OptimisticSessionAggregation", "IncompleteRound"]
 
 
 class IncompleteRound(ProtocolError):
@@ -133,3 +133,69 @@ class OneShotSessionAggregation(SessionSecureAggregation):
         for y in masked.values():
             total += y
         return AggregateResult(ring64.decode(total, self.frac_bits), st.roster)
+
+
+class OptimisticSessionAggregation(OneShotSessionAggregation):
+    """Session secure aggregation whose caller picks, per sum, one-shot or Bonawitz (with recovery).
+
+    ``submit(..., one_shot=True)`` / ``collect(..., one_shot=True)`` run a sum as
+    :class:`OneShotSessionAggregation` does (one masked vector per party, no self-mask, nothing ever
+    revealed; :class:`IncompleteRound` when a roster member stays silent); without the flag a sum
+    runs as :class:`~fedrisk.crypto.secagg_session.SessionSecureAggregation` (self-mask, survivor
+    list, reveal, recovery of dropouts inside the round). Both kinds share one session: each
+    round index ``r`` has its own mask keys (and self-mask seed) and is used by exactly one sum, in
+    one mode, so the per-index argument of either class holds unchanged — a one-shot index is
+    never revealed, a Bonawitz index reveals at most one kind of share per party. After an
+    incomplete one-shot round the session is over (the coordinator drops it; parties call
+    :meth:`abandon`) and the next sum sets up afresh.
+
+    Why: in a stable federation a one-shot sum costs the coordinator ``n`` messages instead of
+    ``3n``. What the caller must guarantee (the "same-vectors rule" of the module docstring): after
+    an incomplete one-shot round it never sums the same quantities again over the survivors —
+    Newton LR (:mod:`fedrisk.algorithms.horizontal.newton_lr`) moves to a point no earlier sum
+    evaluated, and uses Bonawitz sums from then on.
+    """
+
+    #: with one_shot=False every sum recovers dropouts in-round, as SessionSecureAggregation
+    recovers_dropouts = True
+
+    def _one_shot_tags(self) -> set:
+        with self._pending_lock():
+            return self.__dict__.setdefault("_one_shot", set())
+
+    def submit(self, channel: Channel, coordinator: str, tag: str, vector: np.ndarray, *, one_shot: bool = False) -> None:
+        """Party side; ``one_shot`` as in the class docstring (must match the coordinator's ``collect``)."""
+        if one_shot:
+            self._one_shot_tags().add(tag)
+        super().submit(channel, coordinator, tag, vector)
+
+    def collect(self, channel: Channel, parties: Sequence[str], tag: str, length: int, *,
+                one_shot: bool = False) -> AggregateResult:
+        """Coordinator side; raises :class:`IncompleteRound` for a one-shot sum with a silent member."""
+        if one_shot:
+            self._one_shot_tags().add(tag)
+        return super().collect(channel, parties, tag, length)
+
+    def _session_mask(self, job: str, tag: str, me: str, x: np.ndarray, st: _PartySession) -> np.ndarray:
+        if tag in self._one_shot_tags():
+            return super()._session_mask(job, tag, me, x, st)
+        return SessionSecureAggregation._session_mask(self, job, tag, me, x, st)
+
+    def _round(self, channel: Channel, coordinator: str, tag: str, st: _PartySession, y: np.ndarray) -> None:
+        if tag in self._one_shot_tags():
+            return super()._round(channel, coordinator, tag, st, y)
+        return SessionSecureAggregation._round(self, channel, coordinator, tag, st, y)
+
+    def _coord_round(self, channel: Channel, parties: list[str], tag: str, length: int, st: _CoordSession,
+                     first_timeout: float) -> AggregateResult:
+        if tag in self._one_shot_tags():
+            return super()._coord_round(channel, parties, tag, length, st, first_timeout)
+        return SessionSecureAggregation._coord_round(self, channel, parties, tag, length, st, first_timeout)
+
+    @classmethod
+    def like(cls, agg: SessionSecureAggregation) -> "OptimisticSessionAggregation":
+        """The same settings as session aggregation ``agg`` (threshold, graph, keys, timeouts)."""
+        return cls(rounds=agg.rounds, round_timeout=agg.round_timeout, threshold=agg.threshold,
+                   frac_bits=agg.frac_bits, dropout_timeout=agg.dropout_timeout, key_timeout=agg.key_timeout,
+                   signing_key_pem=agg.signing_key_pem, peer_certs_pem=agg.peer_certs_pem, parties=agg.parties,
+                   colluders=agg.colluders, graph=agg.graph, degree=agg.degree)

@@ -219,6 +219,23 @@ def make_aggregation(ctx: PartyContext, params: Any, rounds: int | None = None) 
     return SecureAggregation(**common)
 
 
+def solver_aggregation(params: Any, agg: Aggregation) -> Aggregation:
+    """Newton's session aggregation runs one-shot sums where the solver can redo a failed one elsewhere.
+
+    :class:`~fedrisk.crypto.secagg_oneshot.OptimisticSessionAggregation` (same settings): a Newton
+    round that moves (``p != 0``) costs one message per bank instead of three; a dropout in such a
+    round makes the next round re-evaluate at a fresh point with in-round recovery from then on
+    (:mod:`fedrisk.algorithms.horizontal.newton_lr`, "One-shot rounds"). Other solvers and
+    aggregations are returned as they are.
+    """
+    from fedrisk.crypto.secagg_oneshot import OptimisticSessionAggregation
+    from fedrisk.crypto.secagg_session import SessionSecureAggregation
+
+    if getattr(params, "solver", None) != "newton" or type(agg) is not SessionSecureAggregation:
+        return agg
+    return OptimisticSessionAggregation.like(agg)
+
+
 def rejoin_policy(ctx: PartyContext) -> Callable[[str, int], bool] | None:
     """``admit(bank, round)`` for the coordinator: a dropped bank that restarted may come back.
 
@@ -247,7 +264,7 @@ def run(ctx: PartyContext) -> None:
     params.warn_ignored(ctx.log)
     cfg = params.solver_config(spec.federation.seed)
     run_bank, run_coordinator = params.solver_roles()
-    agg = make_aggregation(ctx, params)
+    agg = solver_aggregation(params, make_aggregation(ctx, params))
     banks = list(spec.parties)
     privacy = privacy_plan(spec, params)
     dp = {} if privacy is None else {"privacy": privacy}

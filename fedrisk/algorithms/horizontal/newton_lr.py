@@ -117,11 +117,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation, prepare_round
+from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation, prepare_round
 from fedrisk.algorithms.horizontal.dropouts import agreed_roster, rejoin_scaler
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.crypto.dp import BankNoise, PrivacyPlan, clip_rows, min_contributors
+from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import CryptoError, ProtocolError
 from fedrisk.transport.channel import Channel
 
@@ -137,6 +138,8 @@ MAX_STEP = 10.0
 #: cap on a bank's summed loss: legitimate values are <= n_k log 2 after round 1
 LOSS_CAP = 2.0 ** 32
 _ARMIJO = 1e-4
+#: after a failed one-shot round the next round re-evaluates at w + REDO_STEP * p: not a ladder point
+REDO_STEP = 0.75
 #: per-row log-loss cap in private runs (bounds the loss entry's sensitivity)
 DP_LOSS_CLIP = 4.0
 
@@ -260,6 +263,8 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         sens = dp_sensitivity(d, privacy.clip)
     model = LogisticModel(list(feature_names), mean, scale, np.zeros(d), 0.0)
     r = int(scaler.get("first_round", 1)) - 1
+    optimistic = noise is None and _optimistic(agg)
+    last_one_shot = None  # (w, p) of this bank's latest one-shot round
     while True:
         r += 1
         msg = channel.recv(coordinator, f"hlr.newton.r{r}")
@@ -268,6 +273,11 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         if w.shape != (d + 1,) or p.shape != (d + 1,):
             raise ProtocolError(f"{channel.me}: round {r}: the coordinator sent a model of {w.shape[0] - 1} features; "
                                 f"this bank has {d}")
+        if msg.get("fallback"):
+            # a one-shot round failed: sum only at a point no earlier sum evaluated, and with recovery from now on
+            _check_fresh_point(channel.me, r, w, p, last_one_shot)
+            agg.abandon(channel)
+            optimistic = False
         model.coef, model.intercept = w[:d].copy(), float(w[d])
         model.record_round(r, msg)
         if on_round is not None:
@@ -281,7 +291,32 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         else:
             vec = bank_statistics(Xs1, y, w, p)
         _check_ring(vec, agg, banks, channel.me, tag)
-        agg.submit(channel, coordinator, tag, vec)
+        if optimistic and bool(np.any(p != 0.0)):
+            last_one_shot = (w, p)
+            agg.submit(channel, coordinator, tag, vec, one_shot=True)
+        else:
+            agg.submit(channel, coordinator, tag, vec)
+
+
+def _optimistic(agg: Aggregation) -> bool:
+    """Whether ``agg`` can run one-shot sums (see "One-shot rounds" in the module docstring)."""
+    from fedrisk.crypto.secagg_oneshot import OptimisticSessionAggregation
+
+    return isinstance(agg, OptimisticSessionAggregation)
+
+
+def _check_fresh_point(me: str, r: int, w: np.ndarray, p: np.ndarray, last: tuple | None) -> None:
+    """A bank's own check of a fallback round: it re-evaluates (``p = 0``) at a point its failed
+    one-shot round did not evaluate, so that round's sum (if the coordinator ever completes it
+    with a late vector) and this round's survivors' sum never cover the same quantity."""
+    stale = np.any(p != 0.0)
+    if last is not None:
+        w0, p0 = last
+        stale = stale or any(np.array_equal(w, w0 + t * p0) for t in LADDER)
+    if stale:
+        raise ProtocolError(f"{me}: round {r}: the coordinator asks to redo a failed one-shot sum at a point that "
+                            f"sum already evaluated; refusing (the difference of the two sums would be one bank's "
+                            f"statistics)")
 
 
 def newton_direction(g: np.ndarray, H: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -354,6 +389,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     last_loss = None
     last_contributors = None
     r, done = first, False
+    optimistic = privacy is None and _optimistic(agg)
+    fallback = force_changed = False  # fallback: a one-shot round failed (sent once with the next model)
     if privacy is not None:  # (no rejoin either: admit is not consulted, the noise shares assume the roster)
         w, history = _private_newton(channel, agg, roster, cfg, d, active, pen, on_round, checkpoint, privacy)
         r, done = cfg.privacy_rounds + 1, True
@@ -366,14 +403,39 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
         if not done:
             roster.readmit(r, admit, {"mean": st.mean, "scale": st.scale, "banks": len(banks)})
         roster.broadcast(r, f"hlr.newton.r{r}", {"w": w, "p": p, "done": done, "loss": last_loss,
-                                                 "contributors": last_contributors}, kind="model")
+                                                 "contributors": last_contributors,
+                                                 **({"fallback": True} if fallback else {})}, kind="model")
         if done:
             break
         roster.require(r)
-        res = agg.collect(channel, roster.active, f"hlr.stats.r{r}", stats_length(d))
+        if fallback:
+            fallback, optimistic = False, False  # Bonawitz sums (in-round recovery) from here on
+        one_shot = optimistic and bool(np.any(p != 0.0))
+        try:
+            if one_shot:
+                res = agg.collect(channel, roster.active, f"hlr.stats.r{r}", stats_length(d), one_shot=True)
+            else:
+                res = agg.collect(channel, roster.active, f"hlr.stats.r{r}", stats_length(d))
+        except IncompleteRound as e:
+            # no sum this round; the next one re-evaluates (p = 0) at w + REDO_STEP p, a point this
+            # round did not evaluate (see "One-shot rounds" in the module docstring)
+            last_contributors = roster.record(r, AggregateResult(np.zeros(0), e.contributors))
+            w, p = w + REDO_STEP * p, np.zeros(k)
+            fallback = force_changed = True
+            rec = {"round": r, "banks": len(e.contributors), "contributors": list(e.contributors),
+                   "incomplete": list(e.missing)}
+            history.append(rec)
+            if checkpoint is not None:
+                checkpoint(r, {"w": w, "history": history, "p": p, "done": done, "last_loss": last_loss,
+                               "last_contributors": last_contributors})
+            if on_round is not None:
+                on_round(r, rec)
+            r += 1
+            continue
         # a bank lost this round changes the objective itself: nothing measured on the old one may
         # end the job, so a round that sees new contributors never declares convergence
-        changed = last_contributors is not None and set(res.contributors) != set(last_contributors)
+        changed = force_changed or (last_contributors is not None and set(res.contributors) != set(last_contributors))
+        force_changed = False
         last_contributors = roster.record(r, res)
         tot = res.total
         n_round = float(np.rint(tot[0]))
