@@ -49,7 +49,9 @@ re-aggregate *the same vectors* over the survivors: the sum over everyone (if th
 arrives late) minus the sum over the survivors would be the missing party's vector. Horizontal
 boosting restarts the tree from its root over the survivors — the same exposure Bonawitz's
 survivor sums have (see the gbdt module's "Dropouts" paragraph); differential privacy is what
-bounds it.
+bounds it. Newton LR (:class:`OptimisticSessionAggregation`, below) re-evaluates at a point the
+failed round never evaluated and switches to Bonawitz sums; each bank checks the point itself
+(:mod:`fedrisk.algorithms.horizontal.newton_lr`, "One-shot rounds").
 
 Dropouts therefore cost a failed round and a new setup (4 messages per party) instead of a
 reveal; with a stable federation that is never paid.

@@ -37,7 +37,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from concurrent import futures
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 # gRPC's C core logs every failed handshake at INFO; a refused peer is reported by us instead
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -200,75 +200,6 @@ class GrpcChannel(Channel):
     def _deliver_once(self, to: str, frame: bytes, timeout: float) -> None:
         self._stub(to)(frame, timeout=timeout)
 
-    def _rpc_timeout(self, to: str, frame: bytes) -> float:
-        """The RPC deadline of one delivery: transfer plus the peer's decode; large frames get more time."""
-        tolerant = to in self.tolerated or to in self.watched
-        return max(min(30.0, self.send_timeout) if tolerant else 30.0, len(frame) / 5e6)
-
-    def send_many(self, messages: Mapping[str, Any] | Iterable[tuple[str, Any]], tag: str, *, kind: str) -> int:
-        """A coordinator's fan-out with one ledger sync and every call in flight at once, from this thread.
-
-        Same contract as :meth:`Channel.send_many` (every send behaves as :meth:`send`; a tolerated
-        peer that cannot be reached is marked down; the first failure is raised after all were
-        attempted). Why not a thread per send: at 50 banks the coordinator's CPU per round was
-        ~1 ms per message, much of it thread hand-offs between 16 sender threads and gRPC's
-        pollers. Here every frame is encoded and recorded first (one fsync covers all lines, so each
-        line is durable before any frame leaves), then all calls start as gRPC futures and are
-        awaited in order; a call that fails is retried through :meth:`_deliver`'s backoff loop
-        (except a deadline, after which the frame may have arrived: that is reported, not resent).
-        """
-        items = list(messages.items()) if isinstance(messages, Mapping) else list(messages)
-        if len(items) <= 1:
-            return sum(self.send(to, tag, obj, kind=kind) for to, obj in items)
-        for to, _ in items:
-            if to not in self.peers:
-                raise TransportError(f"{self.me}: cannot send {tag!r} to unknown party {to!r}; known: {list(self.peers)}")
-        frames = []
-        for to, obj in items:
-            if to in self.mailbox.down:
-                continue  # it dropped out, as in send()
-            frame = encode(self.job, self.me, to, tag, kind, obj, max_bytes=self.max_bytes)
-            self.ledger.record(to, tag, kind, len(frame), frame, sync=False)
-            frames.append((to, frame))
-        self.ledger.sync()  # every line durable before the first frame leaves
-        calls = []
-        for to, frame in frames:
-            call = None
-            if to in self._verified:  # the first frame to a peer goes through _deliver's identity check
-                try:
-                    call = self._stub(to).future(frame, timeout=self._rpc_timeout(to, frame))
-                except grpc.RpcError:
-                    call = None
-            calls.append((to, frame, call))
-        total, error = 0, None
-        for to, frame, call in calls:
-            try:
-                self._await(to, frame, call)
-                total += len(frame)
-            except TransportError as e:
-                if to in self.tolerated and self.mailbox.failure is None:
-                    self.mark_down(to, f"unreachable: {e}")
-                else:
-                    error = error or e
-            except BaseException as e:  # noqa: BLE001 - re-raised below, after every send finished
-                error = error or e
-        if error is not None:
-            raise error
-        return total
-
-    def _await(self, to: str, frame: bytes, call: Any) -> None:
-        """Wait for one call of :meth:`send_many`; on failure retry as :meth:`_deliver` does."""
-        if call is not None:
-            try:
-                call.result()
-                return
-            except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise TransportError(f"{self.me}: party {to!r} at {self.addresses[to]} did not confirm {len(frame)} "
-                                         f"bytes within {self._rpc_timeout(to, frame):.0f} s (DEADLINE_EXCEEDED); "
-                                         f"is it overloaded?") from None
-        self._deliver(to, frame)
-
     def _deliver(self, to: str, frame: bytes) -> None:
         stub = self._stub(to)
         start = time.monotonic()
@@ -276,7 +207,7 @@ class GrpcChannel(Channel):
         # seconds, not the start-up connect timeout, and must not hold up the banks still in
         tolerant = to in self.tolerated or to in self.watched
         budget = min(self.send_timeout, self.connect_timeout) if tolerant else self.connect_timeout
-        rpc_timeout = self._rpc_timeout(to, frame)
+        rpc_timeout = max(min(30.0, self.send_timeout) if tolerant else 30.0, len(frame) / 5e6)
         deadline = start + budget
         delay = 0.05
         while True:

@@ -133,8 +133,7 @@ class Ledger:
                 os.fsync(fd)
             self._synced = upto
 
-    def _append(self, frm: str, to: str, tag: str, kind: str, nbytes: int, digest: str | None,
-                sync: bool = True) -> dict[str, Any]:
+    def _append(self, frm: str, to: str, tag: str, kind: str, nbytes: int, digest: str | None) -> dict[str, Any]:
         with self._lock:
             self._seq += 1
             entry = {
@@ -145,25 +144,12 @@ class Ledger:
             }
             self._write(entry)
             self.entries.append(entry)
-        if sync:
-            self._sync_through(entry["seq"])
+        self._sync_through(entry["seq"])
         return entry
 
-    def record(self, to: str, tag: str, kind: str, nbytes: int, frame: bytes | None = None, *,
-               sync: bool = True) -> dict[str, Any]:
-        """Record one outbound message (``frame`` gives its digest); durable when this returns.
-
-        ``sync=False`` leaves the line unsynced: for a batch of frames recorded together, the
-        caller must call :meth:`sync` before any of them leaves (one fsync for the batch).
-        """
-        return self._append(self.owner, to, tag, kind, nbytes,
-                            hashlib.sha256(frame).hexdigest() if frame is not None else None, sync)
-
-    def sync(self) -> None:
-        """Make every line recorded so far durable (see ``record(sync=False)``)."""
-        with self._lock:
-            upto = self._seq
-        self._sync_through(upto)
+    def record(self, to: str, tag: str, kind: str, nbytes: int, frame: bytes | None = None) -> dict[str, Any]:
+        """Record one outbound message (``frame`` gives its digest); durable when this returns."""
+        return self._append(self.owner, to, tag, kind, nbytes, hashlib.sha256(frame).hexdigest() if frame is not None else None)
 
     def record_inbound(self, sender: str, tag: str, kind: str, frame: bytes) -> dict[str, Any]:
         """Record one message accepted from ``sender``."""

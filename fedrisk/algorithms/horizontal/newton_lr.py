@@ -43,6 +43,7 @@ secure aggregation by default: masked fixed-point sums in Z/2^64, the coordinato
 Rounds: one aggregation per Newton iteration when the full step is accepted (the usual case),
 two when it is not, however many halvings the step needs: the ladder prices all of them at once.
 From w = 0 the shipped default-credit data needs 7 rounds, the stress cases of the tests 9-12 (bar: 15).
+A one-shot round that fails (below) costs one extra round.
 
 What each participant learns. A bank learns the pooled mean and scale of every feature, and per
 round the base point w, the direction p (the pooled Newton direction, ``-H^{-1} g`` of all banks'
@@ -85,6 +86,43 @@ that restarts may rejoin at a round boundary (coordinator -> bank ``hlr.rejoin``
 the scaler, the bank count and the round; see the roster's docstring); the round it rejoins
 cannot end the job as converged, and the final model is the optimum of the banks in at the end.
 Not under differential privacy (below): a private run neither resumes nor takes a bank back.
+
+One-shot rounds (``agg`` an :class:`~fedrisk.crypto.secagg_oneshot.OptimisticSessionAggregation`,
+the ``horizontal.lr`` default for Newton under session secure aggregation). Both sides decide per
+round from the broadcast ``p`` alone: a round with ``p != 0`` (every accepted Newton step, i.e. all
+rounds but the first and those after a rejected step) sums one-shot, a round with ``p = 0`` runs
+Bonawitz (self-mask, survivor list, reveal). Who sends what in a one-shot round::
+
+    coordinator -> bank_k : hlr.newton.rR                 (model, as above)
+    bank_k -> coordinator : hlr.stats.rR.sa.masked  enc(stats_k) + pairwise masks of index r   (masked)
+
+— one message per bank instead of three (no ``.sa.unmask`` / ``.sa.reveal``): at 50 banks the
+coordinator handles ``2n`` messages per round instead of ``4n``. The pairwise masks cancel only in
+the sum of *every* roster member, so the coordinator learns exactly what a Bonawitz round without
+dropouts gives it (the pooled sums) and no share of anything is ever revealed for that index.
+
+*A dropout in a one-shot round.* The round yields no sum
+(:class:`~fedrisk.crypto.secagg_oneshot.IncompleteRound`): the coordinator drops the silent banks,
+records the round as ``incomplete`` (history and checkpoint), and sends the next round's model
+with ``fallback`` set, at ``w' = w + REDO_STEP p`` (``REDO_STEP = 3/4``, not a ladder point) with
+``p = 0``; the banks abandon the session and every later sum of the job is a Bonawitz sum with
+in-round recovery (a new setup over the survivors). Why not redo the failed round's sums over the
+survivors: the silent bank's vector may still arrive (it was late, not dead) — or a deviating
+coordinator may only claim it never came — and then the one-shot round *does* open, to the sum over
+all banks at the round's points; the survivors' sum at the same points would differ from it by
+exactly that bank's statistics (its gradient, Hessian and losses). Each bank therefore checks, in
+the fallback round, that ``p = 0`` and that ``w'`` is none of the points its failed round evaluated
+(``w + t p`` for every ladder ``t``: losses; ``t = 1``: gradient and Hessian; ``t = 0``: slope)
+and refuses otherwise (:func:`_check_fresh_point`).
+
+*What the coordinator can still learn about a dropped bank*, at worst (late vector): the sum over
+all banks at round ``r``'s points and the survivors' sums at later, different points; their
+difference is not the bank's statistics (the attack test measures it: far from them in round 3),
+but it does reveal the bank's row count ``n_k`` (the first entry is the same at every point) and,
+near convergence where ``p`` is small, approximations of its statistics that improve as ``p``
+shrinks. That is the same exposure Bonawitz sums already have when a bank drops out between two
+rounds (the sum over all at round ``r - 1`` and over the survivors at round ``r``, one step apart),
+which is why a dropout is only allowed, not hidden; differential privacy is what bounds it.
 
 Differential privacy (``privacy``, a :class:`~fedrisk.crypto.dp.PrivacyPlan`; ``[privacy]`` in the
 spec): a noisy-Newton variant. *What it protects*: any single customer row of any bank, against
