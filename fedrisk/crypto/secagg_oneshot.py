@@ -191,6 +191,11 @@ class OptimisticSessionAggregation(OneShotSessionAggregation):
     def _coord_round(self, channel: Channel, parties: list[str], tag: str, length: int, st: _CoordSession,
                      first_timeout: float) -> AggregateResult:
         if tag in self._one_shot_tags():
+            if set(parties) != set(st.roster):
+                # a member was lost before the round (e.g. the model's send to it failed): a one-shot
+                # sum over fewer parties never opens, so the round fails as if its vector were missing
+                st.r += 1
+                raise IncompleteRound(tag, sorted(set(parties) & set(st.roster)), sorted(set(st.roster) - set(parties)))
             return super()._coord_round(channel, parties, tag, length, st, first_timeout)
         return SessionSecureAggregation._coord_round(self, channel, parties, tag, length, st, first_timeout)
 

@@ -139,3 +139,45 @@ def test_the_survivors_masked_vectors_of_a_void_round_do_not_sum_to_anything():
     total = masked[0] + masked[1] + masked[2]
     plain = ring64.encode(sum(vec[p][0] for p in "abc"), n_summands=4)
     assert np.mean(total == plain) < 0.05
+
+
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(2, 5), per_session=st.integers(1, 4), modes=st.lists(st.booleans(), min_size=1, max_size=6),
+       length=st.integers(1, 20), seed=st.integers(0, 2 ** 16))
+def test_optimistic_sessions_mix_one_shot_and_bonawitz_sums_exactly(n, per_session, modes, length, seed):
+    """One session, each sum one-shot or Bonawitz as the caller says: exact sums; reveals only in Bonawitz ones."""
+    from fedrisk.crypto.secagg_oneshot import OptimisticSessionAggregation
+
+    names = [f"p{i}" for i in range(n)]
+    vec = _vectors(names, len(modes), length, seed)
+    agg = OptimisticSessionAggregation(rounds=per_session, dropout_timeout=5.0)
+    net = InMemoryNetwork([*names, COORD], capture=True, recv_timeout=20.0)
+    roles = {p: (lambda p: lambda ch: [agg.submit(ch, COORD, f"t.r{k}", vec[p][k], one_shot=o)
+                                       for k, o in enumerate(modes)])(p) for p in names}
+    roles[COORD] = lambda ch: [agg.collect(ch, names, f"t.r{k}", length, one_shot=o) for k, o in enumerate(modes)]
+    res = run_roles(roles, network=net)[COORD]
+    for k, r in enumerate(res):
+        np.testing.assert_allclose(r.total, sum(vec[p][k] for p in names), atol=1e-5)
+        revealed = [e for e in net[COORD].captured if e.tag == f"t.r{k}.sa.reveal"]
+        assert len(revealed) == (0 if modes[k] else n)
+
+
+def test_an_optimistic_one_shot_sum_over_fewer_than_the_session_roster_is_void():
+    from fedrisk.crypto.secagg_oneshot import OptimisticSessionAggregation
+
+    names = ["a", "b", "c"]
+    vec = _vectors(names, 2, 10, 3)
+    agg = OptimisticSessionAggregation(rounds=8, dropout_timeout=5.0)
+    net = InMemoryNetwork([*names, COORD], recv_timeout=20.0)
+    roles = {p: (lambda p: lambda ch: agg.submit(ch, COORD, "t.r0", vec[p][0]))(p) for p in names}
+
+    def coordinator(ch):
+        first = agg.collect(ch, names, "t.r0", 10)  # a Bonawitz sum sets the session up over a, b, c
+        with pytest.raises(IncompleteRound) as e:
+            agg.collect(ch, ["a", "b"], "t.r1", 10, one_shot=True)  # c was lost before the round
+        return first, e.value
+
+    roles[COORD] = coordinator
+    first, err = run_roles(roles, network=net)[COORD]
+    np.testing.assert_allclose(first.total, sum(vec[p][0] for p in names), atol=1e-5)
+    assert err.contributors == ("a", "b") and err.missing == ("c",)
