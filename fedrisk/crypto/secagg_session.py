@@ -51,7 +51,9 @@ someone dropped), plus ``4n`` once per ``K`` aggregations for the setup. The coo
 sends of one step (key list, share relay, unmask request) go out together
 (:meth:`~fedrisk.transport.channel.Channel.send_many`: concurrently over gRPC, one ledger sync for
 the lot), so a step costs about one round trip, not ``n`` of them; what still grows with ``n`` is
-the coordinator's CPU per message (about 4 ms per bank per round at 50 banks, mostly gRPC/TLS).
+the coordinator's CPU per message (about 1 ms, mostly gRPC/TLS). Newton LR's rounds that move run
+one-shot instead (:class:`~fedrisk.crypto.secagg_oneshot.OptimisticSessionAggregation`: ``n``
+messages per sum, no reveal), which halved the coordinator's messages per round.
 
 Security argument
 -----------------

@@ -290,9 +290,14 @@ class BlackholeProxy:
 
 
 # -- the cases ------------------------------------------------------------------------------------
+#: Newton LR converges in ~6 rounds of ~30 ms (one-shot secure sums): too fast for a fault struck
+#: "after round 2" to land before the end; with tol = 0 it runs until its rounds are used up
+LR_ROUNDS = "rounds = 40\ntol = 0.0"
+
+
 @cases("kill_lr")
 def test_sigkill_of_one_bank_in_horizontal_lr_drops_it_and_the_job_finishes(tmp_path, seed):
-    spec, _ = horizontal_job(tmp_path, "horizontal.lr", seed=seed)
+    spec, _ = horizontal_job(tmp_path, "horizontal.lr", task=LR_ROUNDS, seed=seed)
     out = tmp_path / "run"
     job = Job(spec, out)
     gone = victim(seed)
@@ -345,7 +350,7 @@ def test_sigkill_of_one_bank_in_horizontal_gbdt_drops_it_and_the_job_finishes(tm
 @cases("partition_lr")
 def test_a_partitioned_bank_is_dropped_and_the_job_finishes(tmp_path, seed):
     gone = victim(seed)
-    spec, ports = horizontal_job(tmp_path, "horizontal.lr", proxied=gone, seed=seed)
+    spec, ports = horizontal_job(tmp_path, "horizontal.lr", task=LR_ROUNDS, proxied=gone, seed=seed)
     proxy = BlackholeProxy(ports["proxy"], ports[gone])
     out = tmp_path / "run"
     try:

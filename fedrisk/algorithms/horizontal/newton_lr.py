@@ -460,6 +460,9 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
             last_contributors = roster.record(r, AggregateResult(np.zeros(0), e.contributors))
             w, p = w + REDO_STEP * p, np.zeros(k)
             fallback = force_changed = True
+            if log is not None:
+                log(f"round {r}: no sum (one-shot round, no vector from {list(e.missing)}); round {r + 1} "
+                    f"re-evaluates at a point this round did not, with in-round dropout recovery from then on")
             rec = {"round": r, "banks": len(e.contributors), "contributors": list(e.contributors),
                    "incomplete": list(e.missing)}
             history.append(rec)
