@@ -429,6 +429,15 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     r, done = first, False
     optimistic = privacy is None and _optimistic(agg)
     fallback = force_changed = False  # fallback: a one-shot round failed (sent once with the next model)
+
+    def end_round(rec: dict) -> None:
+        """Keep round ``r``'s record; checkpoint the state the next round starts from."""
+        history.append(rec)
+        if checkpoint is not None:
+            checkpoint(r, {"w": w, "history": history, "p": p, "done": done, "last_loss": last_loss,
+                           "last_contributors": last_contributors})
+        if on_round is not None:
+            on_round(r, rec)
     if privacy is not None:  # (no rejoin either: admit is not consulted, the noise shares assume the roster)
         w, history = _private_newton(channel, agg, roster, cfg, d, active, pen, on_round, checkpoint, privacy)
         r, done = cfg.privacy_rounds + 1, True
@@ -463,14 +472,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
             if log is not None:
                 log(f"round {r}: no sum (one-shot round, no vector from {list(e.missing)}); round {r + 1} "
                     f"re-evaluates at a point this round did not, with in-round dropout recovery from then on")
-            rec = {"round": r, "banks": len(e.contributors), "contributors": list(e.contributors),
-                   "incomplete": list(e.missing)}
-            history.append(rec)
-            if checkpoint is not None:
-                checkpoint(r, {"w": w, "history": history, "p": p, "done": done, "last_loss": last_loss,
-                               "last_contributors": last_contributors})
-            if on_round is not None:
-                on_round(r, rec)
+            end_round({"round": r, "banks": len(e.contributors), "contributors": list(e.contributors),
+                       "incomplete": list(e.missing)})
             r += 1
             continue
         # a bank lost this round changes the objective itself: nothing measured on the old one may
@@ -517,12 +520,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
             rec.update(loss=last_loss, step_size=t, grad_norm=None, newton_step=None)
             if t == 0.0 and not changed:
                 done = True  # no step decreases the objective: w is optimal up to the ring's precision
-        history.append(rec)
-        if checkpoint is not None:
-            checkpoint(r, {"w": w, "history": history, "p": p, "done": done, "last_loss": last_loss,
-                           "last_contributors": last_contributors})
-        if on_round is not None:
-            on_round(r, rec)
+        end_round(rec)
         r += 1
     roster.finish()
     model = LogisticModel(names, st.mean, st.scale, w[:d].copy(), float(w[d]), history, sorted(constant))

@@ -84,7 +84,7 @@ class LateBank(OptimisticSessionAggregation):
 def test_a_dropout_in_a_one_shot_round_never_lets_the_coordinator_difference_out_the_bank():
     banks = synthetic_banks(12, sizes=SIZES)
     gone, r = "b1", 3
-    agg = LateBank(gone, r, delay=5.0, rounds=64, round_timeout=2.5, dropout_timeout=20.0)
+    agg = LateBank(gone, r, delay=9.0, rounds=64, round_timeout=6.0, dropout_timeout=30.0)
     res, net = federate(banks, NewtonConfig(), agg)
     m = res["coordinator"]
     assert moved(net, gone, r), "the late round must be a one-shot round"
