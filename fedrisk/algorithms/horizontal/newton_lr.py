@@ -303,6 +303,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     r = int(scaler.get("first_round", 1)) - 1
     optimistic = noise is None and _optimistic(agg)
     last_one_shot = None  # (w, p) of this bank's latest one-shot round
+    seen: set[bytes] = set()  # the (w, p) of every round this bank has summed at
     while True:
         r += 1
         msg = channel.recv(coordinator, f"hlr.newton.r{r}")
@@ -316,6 +317,8 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
             _check_fresh_point(channel.me, r, w, p, last_one_shot)
             agg.abandon(channel)
             optimistic = False
+        if not msg["done"]:
+            _check_new_round(channel.me, r, w, p, seen)
         model.coef, model.intercept = w[:d].copy(), float(w[d])
         model.record_round(r, msg)
         if on_round is not None:
@@ -341,6 +344,18 @@ def _optimistic(agg: Aggregation) -> bool:
     from fedrisk.crypto.secagg_oneshot import OptimisticSessionAggregation
 
     return isinstance(agg, OptimisticSessionAggregation)
+
+
+def _check_new_round(me: str, r: int, w: np.ndarray, p: np.ndarray, seen: set[bytes]) -> None:
+    """Refuse to sum twice at the same ``(w, p)``: Newton never repeats one (each round moves ``w`` or
+    ``p``), so a repeat can only be a coordinator asking for the same statistics over another set
+    of banks, whose difference with the first sum would be one bank's."""
+    key = w.tobytes() + p.tobytes()
+    if key in seen:
+        raise ProtocolError(f"{me}: round {r}: the coordinator asks for statistics at a base point and direction this "
+                            f"bank already summed at; refusing (two sums over different banks at one point differ "
+                            f"by one bank's statistics)")
+    seen.add(key)
 
 
 def _check_fresh_point(me: str, r: int, w: np.ndarray, p: np.ndarray, last: tuple | None) -> None:

@@ -143,3 +143,14 @@ def test_a_bank_refuses_a_fallback_round_at_a_point_the_failed_sum_evaluated():
             _check_fresh_point("b0", 4, w0 + t * p0, np.zeros(3), (w0, p0))
     with pytest.raises(ProtocolError, match="refusing"):
         _check_fresh_point("b0", 4, w0 + REDO_STEP * p0, p0, (w0, p0))
+
+
+def test_a_bank_refuses_to_sum_twice_at_the_same_point():
+    from fedrisk.algorithms.horizontal.newton_lr import _check_new_round
+
+    seen: set[bytes] = set()
+    w, p = np.array([0.1, 0.2]), np.array([0.0, -0.3])
+    _check_new_round("b0", 2, w, p, seen)
+    _check_new_round("b0", 3, w + p, np.zeros(2), seen)
+    with pytest.raises(ProtocolError, match="already summed at"):
+        _check_new_round("b0", 4, w.copy(), p.copy(), seen)
