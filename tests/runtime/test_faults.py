@@ -452,7 +452,7 @@ def test_sigkill_of_a_bank_before_training_stops_the_job_within_30s_naming_it(tm
 
 @cases("kill_two_lr", slow=True)
 def test_two_banks_of_four_lost_is_below_the_threshold_and_the_job_stops_naming_them(tmp_path, seed):
-    spec, _ = horizontal_job(tmp_path, "horizontal.lr", seed=seed)
+    spec, _ = horizontal_job(tmp_path, "horizontal.lr", task=LR_ROUNDS, seed=seed)
     out = tmp_path / "run"
     job = Job(spec, out)
     procs = [job.participant(b) for b in ("bank3", "bank4")]
