@@ -23,7 +23,7 @@ secure aggregation by default: masked fixed-point sums in Z/2^64, the coordinato
        hlr.scaler; the scaler message also carries the first round and the bank count)
     2. for round r = 1, 2, ... (at most ``rounds``):
        coordinator -> bank_k : hlr.newton.rR        base point w, direction p, done flag,
-                                                    loss F(w)                        (model)
+                                                    loss F(w), [fallback]            (model)
        bank_k -> coordinator : hlr.stats.rR via agg
                  [n_k,
                   sum_k loss(w + t p) for t in LADDER = (0, 1, 1/2, ..., 1/1024),
@@ -113,7 +113,8 @@ all banks at the round's points; the survivors' sum at the same points would dif
 exactly that bank's statistics (its gradient, Hessian and losses). Each bank therefore checks, in
 the fallback round, that ``p = 0`` and that ``w'`` is none of the points its failed round evaluated
 (``w + t p`` for every ladder ``t``: losses; ``t = 1``: gradient and Hessian; ``t = 0``: slope)
-and refuses otherwise (:func:`_check_fresh_point`).
+and refuses otherwise (:func:`_check_fresh_point`). Every bank also refuses to sum twice at the same
+``(w, p)`` (:func:`_check_new_round`), which Newton never asks for.
 
 *What the coordinator can still learn about a dropped bank*, at worst (late vector): the sum over
 all banks at round ``r``'s points and the survivors' sums at later, different points; their
