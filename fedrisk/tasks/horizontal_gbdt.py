@@ -146,7 +146,7 @@ def run(ctx: PartyContext) -> None:
     p = spec.parties[ctx.name]
     cat = dict(categorical=list(categories), encoding=CATEGORY_ENCODING, categories=categories) if categories else {}
     table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
-                             features=p.features, exclude=p.exclude, missing=p.missing, **cat)
+                             features=p.features, exclude=p.exclude, missing=p.missing, **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
     from fedrisk.algorithms.vertical.tree import check_monotone
 
@@ -161,7 +161,7 @@ def run(ctx: PartyContext) -> None:
     if ctx.name != spec.evaluation_holder() or spec.test_path() is None:
         return
     test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
-                            features=table.feature_names, missing=p.missing, **cat)
+                            features=table.feature_names, missing=p.missing, **p.read_options(), **cat)
     rounds = _staged_rounds(model, test.X, test.y)
     extra = {
         "banks": banks, "train_rows_at_holder": len(table.y),

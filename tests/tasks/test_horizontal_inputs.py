@@ -1,0 +1,95 @@
+"""Horizontal tasks on data shapes a real federation brings (found by bug hunting; in-process runs
+of the real ``run(ctx)`` over the in-memory network):
+
+* ``horizontal.gbdt`` reads each bank's CSV dialect and label coding (``sep``, ``decimal``,
+  ``positive``) as ``horizontal.lr`` does: German credit with its raw ``good``/``bad`` labels;
+* the evaluation holder's "this bank alone" comparison never stops a finished federation: a bank
+  without a single default, or with a column that is blank in all its rows;
+* ``horizontal.lr``, ``horizontal.scorecard`` and ``horizontal.woe`` refuse a federation whose pooled
+  labels hold one class with one line, instead of writing a model with an intercept of minus
+  infinity (LR) or saying that no feature reaches the IV threshold (WOE).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedrisk.errors import DataError
+from tests.tasks.test_woe_tasks import GERMAN, run_in_process
+from fedrisk.runtime.demo import free_ports
+
+
+def spec_for(tmp: Path, kind: str, banks: dict[str, str], task_extra: str = "", test: bool = True) -> Path:
+    """A job spec over ``bank*.csv`` in ``tmp``; ``banks`` maps each bank to extra lines of its table."""
+    ports = free_ports(len(banks) + 1)
+    parts = "".join(f'[parties.{b}]\naddress = "127.0.0.1:{ports[i + 1]}"\ndata = "{b}.csv"\nid = "id"\nlabel = "y"\n{extra}\n'
+                    for i, (b, extra) in enumerate(banks.items()))
+    path = tmp / "job.toml"
+    path.write_text(f'[federation]\nname = "inputs"\n[coordinator]\naddress = "127.0.0.1:{ports[0]}"\n' + parts
+                    + f'[task]\nkind = "{kind}"\n{task_extra}\n' + ('[evaluation]\ntest = "test.csv"\n' if test else ""))
+    return path
+
+
+def numeric_banks(tmp: Path, sizes=(300, 250, 200), seed: int = 0) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, n in [*((f"bank{k + 1}", s) for k, s in enumerate(sizes)), ("test", 400)]:
+        X = rng.normal(size=(n, 3))
+        y = (rng.random(n) < 1 / (1 + np.exp(-(X @ [1.0, -0.5, 0.3] - 1)))).astype(int)
+        out[name] = pd.DataFrame({"id": np.arange(n) + 1000 * len(out), "y": y, "x0": X[:, 0], "x1": X[:, 1], "x2": X[:, 2]})
+    for name, df in out.items():
+        df.to_csv(tmp / f"{name}.csv", index=False)
+    return out
+
+
+def test_gbdt_reads_each_banks_dialect_and_label_coding(tmp_path):
+    """German credit as exported: raw 'good'/'bad' labels; one bank ';'-separated with decimal commas."""
+    if not GERMAN.is_file():
+        pytest.skip("germancredit.csv not in ../shared/data")
+    df = pd.read_csv(GERMAN)
+    df.insert(0, "id", np.arange(len(df)))
+    df = df.rename(columns={"creditability": "y"})[["id", "y", "duration_in_month", "credit_amount", "age_in_years"]]
+    df["credit_amount"] = df["credit_amount"] / 7.0  # decimals, for the decimal-comma bank
+    df[df.id % 5 == 0].to_csv(tmp_path / "test.csv", index=False)
+    train = df[df.id % 5 != 0]
+    train[train.id % 2 == 0].to_csv(tmp_path / "bank1.csv", index=False)
+    train[train.id % 2 == 1].to_csv(tmp_path / "bank2.csv", index=False, sep=";", decimal=",")
+    spec = spec_for(tmp_path, "horizontal.gbdt", {"bank1": 'positive = "bad"', "bank2": 'positive = "bad"\nsep = ";"\ndecimal = ","'},
+                    "n_trees = 5\nmax_depth = 2")
+    m = run_in_process(spec, tmp_path / "run")
+    assert m["test"]["n"] == 200 and m["test"]["positives"] == int((df[df.id % 5 == 0].y == "bad").sum())
+    assert m["test"]["auc"] > 0.6
+
+
+@pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.gbdt"])
+def test_evaluation_holder_without_a_default_still_writes_the_evaluation(tmp_path, kind):
+    parts = numeric_banks(tmp_path)
+    parts["bank1"].assign(y=0).to_csv(tmp_path / "bank1.csv", index=False)  # the evaluation holder
+    extra = "n_trees = 5\nmax_depth = 2" if kind == "horizontal.gbdt" else ""
+    m = run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}, extra), tmp_path / "run")
+    assert m["test"]["auc"] > 0.6
+    assert "local_only" not in m["comparison"]  # no model of its own to compare with, and it says nothing
+
+
+def test_gbdt_evaluation_holder_with_a_blank_column_still_writes_the_evaluation(tmp_path):
+    parts = numeric_banks(tmp_path)
+    parts["bank1"].assign(x2=np.nan).to_csv(tmp_path / "bank1.csv", index=False)
+    m = run_in_process(spec_for(tmp_path, "horizontal.gbdt", {b: 'missing = "keep"' for b in ("bank1", "bank2", "bank3")},
+                                "n_trees = 5\nmax_depth = 2"), tmp_path / "run")
+    assert m["test"]["auc"] > 0.6 and m["comparison"]["local_only"]["bank1"]["auc"] > 0.5
+
+
+@pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.scorecard", "horizontal.woe"])
+def test_pooled_labels_of_one_class_are_one_error_line(tmp_path, kind):
+    parts = numeric_banks(tmp_path)
+    for b in ("bank1", "bank2", "bank3"):
+        parts[b].assign(y=0).to_csv(tmp_path / f"{b}.csv", index=False)
+    with pytest.raises(DataError) as e:
+        run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}, test=False), tmp_path / "run")
+    msg = str(e.value)
+    assert "\n" not in msg and "only one class" in msg and "no row is a default" in msg
+    assert not (tmp_path / "run" / "model.json").exists() and not (tmp_path / "run" / "scorecard.json").exists()
