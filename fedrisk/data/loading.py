@@ -319,7 +319,8 @@ def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
     for cand in _OTHER_SEPARATORS:
         if cand != (sep or ",") and cand in head:
             shown = "\\t" if cand == "\t" else cand
-            return f"; the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec"
+            return (f"; the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec "
+                    f"(fedrisk predict: --sep '{shown}')")
     return ""
 
 
@@ -403,6 +404,7 @@ def load_party_table(
     categorical: Sequence[str] | None = None,
     encoding: str | None = None,
     categories: Mapping[str, Mapping] | None = None,
+    missing_advice: str | None = None,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -460,6 +462,9 @@ def load_party_table(
     categories : mapping, optional
         Scoring: the encoders the model stored (``PartyTable.categories`` at training), so new rows
         get the training levels; ``features`` may then name one-hot columns (``name=level``).
+    missing_advice : str, optional
+        What the user can do about missing values refused under ``missing="reject"``, when the
+        default advice (set ``missing`` in the job spec) does not apply: scoring has no such setting.
 
     Returns
     -------
@@ -513,7 +518,7 @@ def load_party_table(
                 if lost:
                     raise ctx.error(f"the model's columns {_listing(lost)} cannot be made from this file's categories")
                 X, names = X[:, [names.index(f) for f in wanted]], wanted
-            table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep)
+            table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice)
             table.categories, table.unseen, table.notes = encoders, unseen, notes
             return table
     if non_numeric:
@@ -521,18 +526,20 @@ def load_party_table(
         more = f", ... ({len(non_numeric) - _MAX_LISTED} more)" if len(non_numeric) > _MAX_LISTED else ""
         hint = ""
         if decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
-            hint = "; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec"
+            hint = ("; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec "
+                    "(fedrisk predict: --decimal ',')")
         raise ctx.error(f"non-numeric feature columns: {kinds}{more}{hint or '; encode them as numbers (e.g. WOE or one-hot) or list them in exclude'}")
     try:
         X = df[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as exc:  # e.g. nullable dtypes with exotic contents
         raise ctx.error(f"feature columns cannot be converted to float64: {_one_line(exc)}") from None
-    return _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep)
+    return _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep,
+                   missing_advice)
 
 
 def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | None,
             feature_names: list[str], missing: str, fill: Mapping[str, float] | None, df: pd.DataFrame,
-            keep: Sequence[str]) -> PartyTable:
+            keep: Sequence[str], missing_advice: str | None = None) -> PartyTable:
     """Missing-value policy over the numeric matrix, then the table."""
 
     imputed: dict[str, float] = {}
@@ -554,6 +561,8 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
         if missing == "keep":
             raise ctx.error(where + "; missing='keep' keeps empty cells (NaN), not "
                             "infinities: fix the export or leave those cells empty")
+        if missing == "reject" and missing_advice:
+            raise ctx.error(f"{where}; {missing_advice}")
         if missing == "reject":
             raise ctx.error(where + "; clean them, or load with "
                             "missing='mean' to fill with this file's column means (or missing='keep' "

@@ -241,6 +241,17 @@ def rejoin_policy(ctx: PartyContext) -> Callable[[str, int], bool] | None:
     return admit
 
 
+def imputation(spec: JobSpec, model: Any) -> dict[str, float] | None:
+    """What ``fedrisk predict`` fills blank cells with: the federation's mean of each column (the agreed
+    standardisation's), when any bank trained with ``missing = "mean"``; ``None`` otherwise (blanks refused).
+
+    Decided from the job spec, which every participant reads, so every participant's copy of the
+    model file is the same (``simulate`` writes them all to one run directory)."""
+    if not any(p.missing == "mean" for p in spec.parties.values()):
+        return None
+    return dict(zip(model.feature_names, map(float, model.mean)))
+
+
 def run(ctx: PartyContext) -> None:
     spec = ctx.spec
     params = parse_params(Params, spec.task)
@@ -279,7 +290,8 @@ def run(ctx: PartyContext) -> None:
         ctx.write_json("membership.json", model.membership)
         if model.constant_features:
             ctx.log.warning("constant features across the federation (weight stays 0): %s", model.constant_features)
-        save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
+        save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories,
+                      imputation=imputation(spec, model))
         return
 
     from fedrisk.data.loading import load_party_table
@@ -313,7 +325,7 @@ def run(ctx: PartyContext) -> None:
         ctx.log.info(privacy_line(privacy.summary()))
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round,
                      rejoining=ctx.extra.get("rejoin") is not None, **dp)
-    save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
+    save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, imputation=imputation(spec, model))
     if evaluator:
         from fedrisk.finance.reference import comparison, logistic_alone
 
