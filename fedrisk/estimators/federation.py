@@ -30,7 +30,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
 def _toml_value(v: Any) -> str:
-    """One TOML value (the spec holds only strings, numbers, booleans and lists of those)."""
+    """One TOML value (the spec holds strings, numbers, booleans, and lists and tables of those)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, np.integer)):
@@ -45,6 +45,8 @@ def _toml_value(v: Any) -> str:
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):  # e.g. categories = {column = [levels]}: an inline table, keys quoted
+        return "{ " + ", ".join(f"{_toml_value(str(k))} = {_toml_value(x)}" for k, x in v.items()) + " }"
     raise ConfigError(f"setting value {v!r} ({type(v).__name__}) cannot go into a job spec")
 
 
