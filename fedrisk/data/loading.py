@@ -528,7 +528,10 @@ def load_party_table(
         if decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
             hint = ("; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec "
                     "(fedrisk predict: --decimal ',')")
-        raise ctx.error(f"non-numeric feature columns: {kinds}{more}{hint or '; encode them as numbers (e.g. WOE or one-hot) or list them in exclude'}")
+        advice = ("; encode them as numbers (e.g. WOE or one-hot), list them in exclude, or have the job treat them as "
+                  f"categories ([task] categories = {{ {non_numeric[0]} = [...] }} in a horizontal job, categorical = "
+                  "[...] in a vertical party's table)")
+        raise ctx.error(f"non-numeric feature columns: {kinds}{more}{hint or advice}")
     try:
         X = df[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as exc:  # e.g. nullable dtypes with exotic contents
@@ -636,6 +639,7 @@ def load_party_frame(
     decimal: str = ".",
     positive: object = None,
     keep: Sequence[str] = (),
+    allow_empty: bool = False,
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -643,6 +647,11 @@ def load_party_frame(
     (``"housing" = "own"``) and missing values are legitimate inputs: each category and the
     missing values get bins of their own. Ids, labels and column selection are checked exactly
     as in :func:`load_party_table`; parameters have the same meaning.
+
+    allow_empty : bool
+        Accept a feature column with no value at all. A horizontal bank that does not collect a
+        field its partners have (WOE binning gives its rows the missing bin) must keep the column
+        to keep the shared schema; a single party would rather drop it.
 
     Returns
     -------
@@ -663,7 +672,7 @@ def load_party_frame(
                                                  require_label, forbid_label, sep, decimal, positive, keep)
     X = df[feature_names].reset_index(drop=True)
     empty = [c for c in feature_names if X[c].isna().all()]
-    if empty:
+    if empty and not allow_empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "
                         "or fix the export")
     return PartyFrame(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),

@@ -134,7 +134,8 @@ def run(ctx: PartyContext) -> None:
     p_tr = card.probability(card.score(frame.X))
     test_ids = test_y = p_te = None
     if spec.test_path() is not None:
-        test = load_frame(spec, ctx.name, params.categorical, path=spec.test_path(), features=frame.feature_names)
+        test = load_frame(spec, ctx.name, params.categorical, path=spec.test_path(), features=frame.feature_names,
+                          allow_empty=True)
         s_te = card.score(test.X)
         test_ids, test_y, p_te = test.ids, test.y, card.probability(s_te)
         write_reasons(ctx.out / "scores" / "test_reasons.csv", test.ids, s_te,

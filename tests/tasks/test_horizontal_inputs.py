@@ -93,3 +93,45 @@ def test_pooled_labels_of_one_class_are_one_error_line(tmp_path, kind):
     msg = str(e.value)
     assert "\n" not in msg and "only one class" in msg and "no row is a default" in msg
     assert not (tmp_path / "run" / "model.json").exists() and not (tmp_path / "run" / "scorecard.json").exists()
+
+
+def test_text_column_without_categories_says_how_to_declare_them(tmp_path):
+    parts = numeric_banks(tmp_path)
+    for b in ("bank1", "bank2", "bank3"):
+        parts[b].assign(region=np.where(parts[b].x0 > 0, "north", "south")).to_csv(tmp_path / f"{b}.csv", index=False)
+    with pytest.raises(DataError) as e:
+        run_in_process(spec_for(tmp_path, "horizontal.lr", {b: "" for b in ("bank1", "bank2", "bank3")}), tmp_path / "run")
+    msg = str(e.value)
+    assert "\n" not in msg and "'region'" in msg and "[task] categories = { region = [...] }" in msg
+
+
+@pytest.mark.parametrize("kind", ["horizontal.woe", "horizontal.scorecard"])
+def test_a_bank_without_a_column_keeps_it_blank_and_iv_equals_pooled(tmp_path, kind):
+    """bank3 does not collect ``duration_in_month`` (numeric) nor ``purpose`` (text): blank in all its rows.
+    Its rows take the missing bins, and the federated IV equals the pooled IV on the same bins."""
+    from fedrisk.finance.binning import FeatureBins
+    from fedrisk.finance.woe import FeatureWoe
+    from tests.tasks.test_woe_tasks import split_german
+
+    parts = split_german(tmp_path, test=kind == "horizontal.scorecard")
+    cols = ["id", "y", "duration_in_month", "credit_amount", "age_in_years", "purpose", "credit_history"]
+    parts = {k: v[cols] for k, v in parts.items()}
+    parts["bank3"] = parts["bank3"].assign(duration_in_month=np.nan, purpose=np.nan)
+    for k, v in parts.items():
+        v.to_csv(tmp_path / f"{k}.csv", index=False)
+    m = run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}, "iv_threshold = 0.0",
+                                test=kind == "horizontal.scorecard"), tmp_path / "run")
+    pooled = pd.concat([parts[b] for b in ("bank1", "bank2", "bank3")]).reset_index(drop=True)
+    doc = json.loads((tmp_path / "run" / "woe" / "bank1.json").read_text())
+    iv = {r["feature"]: r["iv"] for r in (m["iv"]["federation"] if "federation" in m.get("iv", {}) else [])}
+    y = pooled["y"].to_numpy()
+    for f in ("duration_in_month", "purpose"):
+        fb = FeatureBins.from_dict(doc["features"][f]["bins"])
+        idx = fb.assign(pooled[f])
+        k = fb.n_bins + 1
+        ref = FeatureWoe.from_counts(fb, np.bincount(idx[y == 0], minlength=k), np.bincount(idx[y == 1], minlength=k))
+        assert doc["features"][f]["iv"] == pytest.approx(ref.iv, abs=1e-12)
+        if iv:
+            assert iv[f] == pytest.approx(ref.iv, abs=1e-12)
+    if kind == "horizontal.scorecard":
+        assert m["test"]["auc"] > 0.6
