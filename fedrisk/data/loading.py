@@ -307,6 +307,25 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
     return vals.astype(np.int8)
 
 
+#: a number formatted for reading: thousands separators with a decimal part, optionally a currency sign
+_FORMATTED = r"\s*[$€£]?\s*-?\d{1,3}(?:[,.' ]\d{3})+[.,]\d+\s*[$€£]?\s*|\s*[$€£]\s*-?[\d,.' ]+\s*"
+
+
+def _decimal_comma_mask(col: pd.Series) -> pd.Series:
+    return col.astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*")
+
+
+def _formatted_mask(col: pd.Series) -> pd.Series:
+    return col.astype(str).str.fullmatch(_FORMATTED)
+
+
+def _formatted_numbers(col: pd.Series) -> bool:
+    """Whether most filled cells of a text column are numbers formatted for display ("1,234.56",
+    "$ 1,200"): not categories, and not a decimal-comma file either; the export should be fixed."""
+    filled = col.dropna().head(1000)  # (a sample: this runs on every text column of the file)
+    return bool(len(filled)) and float(_formatted_mask(filled).mean()) >= 0.5
+
+
 def _available(df: pd.DataFrame) -> str:
     return f"available columns: {_listing(list(df.columns), limit=12)}"
 
@@ -497,6 +516,11 @@ def load_party_table(
                                                  require_label, forbid_label, sep, decimal, positive, keep)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
+    formatted = [c for c in non_numeric if c not in declared and _formatted_numbers(df[c])]
+    if formatted:  # amounts exported for reading: neither categories nor a decimal-comma dialect
+        example = str(df[formatted[0]][_formatted_mask(df[formatted[0]])].iloc[0]).strip()
+        raise ctx.error(f"feature columns {_listing(formatted)} look like numbers written for display (e.g. "
+                        f"{example!r}: thousands separators or a currency sign); export them as plain numbers")
     if encoding is not None:
         from fedrisk.data.categorical import encode_columns
 
@@ -504,8 +528,12 @@ def load_party_table(
         if unknown:
             raise ctx.error(f"categorical names columns that are not features of this file: {_listing(unknown)}; "
                             f"{_available(df)}")
-        inferred = [c for c in non_numeric if c not in declared
-                    and not df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any()]
+        commas = [c for c in non_numeric if c not in declared and _decimal_comma_mask(df[c]).any()]
+        if commas and decimal == ".":
+            example = str(df[commas[0]][_decimal_comma_mask(df[commas[0]])].iloc[0]).strip()
+            raise ctx.error(f"feature columns {_listing(commas)} hold numbers with decimal commas (e.g. {example!r}): "
+                            "set decimal = ',' for this party in the job spec (fedrisk predict: --decimal ',')")
+        inferred = [c for c in non_numeric if c not in declared and c not in commas]
         notes = []
         if inferred and categories is None:
             notes.append(f"text columns {_listing(inferred)} are treated as categorical; declare them with "
