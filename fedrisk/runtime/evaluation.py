@@ -12,7 +12,22 @@ import numpy as np
 
 from fedrisk.runtime.context import PartyContext
 
-__all__ = ["write_evaluation", "write_scores", "run_header", "stability_labels"]
+__all__ = ["write_evaluation", "write_scores", "run_header", "stability_labels", "check_test_labels"]
+
+
+def check_test_labels(party: str, path: Any, y: np.ndarray | None) -> None:
+    """Refuse, before training, a test file whose labels hold one class: its AUC and KS do not exist,
+    and finding out after the model is trained wastes the whole federation's run."""
+    from fedrisk.errors import DataError
+
+    if y is None:
+        return
+    y = np.asarray(y)
+    bads = int(np.sum(y == 1))
+    if bads == 0 or bads == y.size:
+        raise DataError(f"party {party!r}, file {str(path)!r}: the test rows hold only "
+                        f"{'non-defaults' if bads == 0 else 'defaults'} ({y.size} rows); AUC and KS need both: "
+                        "use a larger or stratified holdout (evaluation.test)")
 
 
 def write_scores(path, ids: Sequence[str], y: np.ndarray | None, score: np.ndarray,

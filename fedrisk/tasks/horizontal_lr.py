@@ -307,6 +307,9 @@ def run(ctx: PartyContext) -> None:
     if evaluator:
         test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
                                 features=table.feature_names, missing=p.missing, **p.read_options(), **cat)
+        from fedrisk.runtime.evaluation import check_test_labels
+
+        check_test_labels(ctx.name, test.path, test.y)
 
     def on_round(r: int, model) -> None:
         if test is not None and r > 1:

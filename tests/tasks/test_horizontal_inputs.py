@@ -135,3 +135,26 @@ def test_a_bank_without_a_column_keeps_it_blank_and_iv_equals_pooled(tmp_path, k
             assert iv[f] == pytest.approx(ref.iv, abs=1e-12)
     if kind == "horizontal.scorecard":
         assert m["test"]["auc"] > 0.6
+
+
+@pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.gbdt", "horizontal.scorecard"])
+@pytest.mark.parametrize("flaw", ["blank label", "one class", "missing column"])
+def test_a_bad_test_file_stops_the_job_before_training(tmp_path, kind, flaw):
+    """The evaluation holder reads evaluation.test before training (GBDT and the scorecard read it only
+    after the model was trained, and a run in process lost the error as that bank's dropout)."""
+    parts = numeric_banks(tmp_path)
+    test = parts["test"].copy()
+    if flaw == "blank label":
+        test["y"] = test["y"].astype(float).where(test.index != 3)
+    elif flaw == "one class":
+        test["y"] = 0
+    else:
+        test = test.drop(columns="x2")
+    test.to_csv(tmp_path / "test.csv", index=False)
+    extra = "n_trees = 3\nmax_depth = 2" if kind == "horizontal.gbdt" else ""
+    with pytest.raises(DataError) as e:
+        run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}, extra), tmp_path / "run")
+    msg = str(e.value)
+    assert "\n" not in msg and "test.csv" in msg and "'bank1'" in msg
+    assert {"blank label": "is empty in 1 rows", "one class": "only non-defaults", "missing column": "'x2'"}[flaw] in msg
+    assert not (tmp_path / "run" / "model.json").exists() and not (tmp_path / "run" / "scorecard.json").exists()
