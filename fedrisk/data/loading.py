@@ -516,6 +516,10 @@ def load_party_table(
                                                  require_label, forbid_label, sep, decimal, positive, keep)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
+    dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
+    if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
+        raise ctx.error(f"feature columns {_listing(dates)} are dates; turn them into numbers (e.g. months since "
+                        "the date, or its year) or list them in exclude")
     formatted = [c for c in non_numeric if c not in declared and _formatted_numbers(df[c])]
     if formatted:  # amounts exported for reading: neither categories nor a decimal-comma dialect
         example = str(df[formatted[0]][_formatted_mask(df[formatted[0]])].iloc[0]).strip()

@@ -369,3 +369,12 @@ def test_a_blank_column_is_refused_by_default_and_kept_when_allowed(tmp_path) ->
         load_party_frame(path, party="bank1", id_col="id", label_col="y")
     f = load_party_frame(path, party="bank1", id_col="id", label_col="y", allow_empty=True)
     assert f.feature_names == ["a", "b"] and f.X["b"].isna().all()
+
+
+def test_parquet_dates_are_named_as_dates(tmp_path) -> None:
+    path = tmp_path / "bank.parquet"
+    pd.DataFrame({"id": [1, 2], "y": [0, 1], "a": [0.5, 1.5],
+                  "opened": pd.to_datetime(["2020-01-31", "2021-06-30"])}).to_parquet(path, index=False)
+    for kw in ({}, {"encoding": "codes"}):
+        msg = _error(path, label_col="y", **kw)
+        assert "'opened'" in msg and "are dates" in msg and "categor" not in msg
