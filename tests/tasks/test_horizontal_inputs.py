@@ -73,6 +73,10 @@ def test_evaluation_holder_without_a_default_still_writes_the_evaluation(tmp_pat
     m = run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}, extra), tmp_path / "run")
     assert m["test"]["auc"] > 0.6
     assert "local_only" not in m["comparison"]  # no model of its own to compare with, and it says nothing
+    assert "auc" not in m["train"] and "only non-defaults" in m["train"]["note"]
+    from fedrisk.finance.report import write_report
+
+    assert "test (AUC" in write_report(tmp_path / "run").read_text()  # the report draws the test ROC, skips the one-class train
 
 
 def test_gbdt_evaluation_holder_with_a_blank_column_still_writes_the_evaluation(tmp_path):
