@@ -126,7 +126,7 @@ def run(ctx: PartyContext) -> None:
         step, state = ctx.checkpoints.start("train", [COORDINATOR], inputs=json.dumps(
             {f: w.to_dict() for f, w in res.woe.items()}, sort_keys=True, default=str))
         model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=(step, state) if state else None,
-                                checkpoint=ctx.checkpoints.saver("train"))
+                                checkpoint=ctx.checkpoints.saver("train"), log=ctx.log.warning)
     else:
         W = enc.transform(frame.X)[feats].to_numpy(dtype=float)
         model = run_bank(ctx.channel, COORDINATOR, W, frame.y, feats, cfg, agg)

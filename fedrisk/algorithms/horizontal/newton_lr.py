@@ -362,6 +362,13 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
         p, history, done = np.asarray(resumed["p"], dtype=np.float64), list(resumed["history"]), bool(resumed["done"])
         last_loss, last_contributors = resumed["last_loss"], resumed["last_contributors"]
     while True:
+        if not done and r > cfg.rounds and log is not None:
+            # the round budget ran out before the step fell below tol: say so, as scikit-learn's ConvergenceWarning does
+            step = history[-1].get("newton_step") if history else None
+            log(f"Newton stopped after {cfg.rounds} rounds without converging (last step "
+                f"{'n/a' if step is None else f'{step:.3g}'} > tol {cfg.tol:g}): raise task.rounds, or if the "
+                "coefficients keep growing the pooled data may be separable (or l2 = 0 with collinear columns): "
+                "set task.l2 > 0")
         done = done or r > cfg.rounds
         if not done:
             roster.readmit(r, admit, {"mean": st.mean, "scale": st.scale, "banks": len(banks)})
