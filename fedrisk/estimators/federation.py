@@ -192,9 +192,12 @@ class Federation:
             raise ConfigError(f"{spec}: the parties name different id columns {ids}; a Federation uses one id column name")
         holders = job.label_holders()
         kind = "horizontal" if job.coordinator is not None else "vertical"
-        frames = {n: _read_table(job.data_path(n), ids[0]) for n in job.parties}
+        frames = {n: _read_table(job.data_path(n), ids[0], **job.parties[n].read_options()) for n in job.parties}
         label = job.parties[holders[0]].label if holders else "y"
-        options = {n: {k: v for k, v in (("features", p.features), ("exclude", list(p.exclude) or None)) if v}
+        # the party's own reading settings travel with its table (its dialect was applied just above)
+        options = {n: {k: v for k, v in (("features", p.features), ("exclude", list(p.exclude) or None),
+                                         ("positive", p.positive), ("categorical", list(p.categorical) or None),
+                                         ("monotone", dict(p.monotone) or None)) if v is not None and v != []}
                    for n, p in job.parties.items()}
         return cls(kind, frames, id=ids[0], label=label, name=job.job_id, seed=job.federation.seed,
                    secure_aggregation=job.security.secure_aggregation,
@@ -363,13 +366,15 @@ class Federation:
         return spec
 
 
-def _read_table(path: Path, id_col: str) -> pd.DataFrame:
-    """A party's data file as a DataFrame (pandas defaults, like ``pd.read_csv`` in a notebook)."""
+def _read_table(path: Path, id_col: str, sep: str | None = None, decimal: str = ".", positive: Any = None) -> pd.DataFrame:
+    """A party's data file as a DataFrame: pandas defaults, like ``pd.read_csv`` in a notebook, but in the
+    party's CSV dialect (``sep``, ``decimal``) and with the id column as text (``"00123"`` stays itself).
+    ``positive`` (the label coding) is applied later, by the task's loader."""
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
-        return pd.read_csv(path)
+        return pd.read_csv(path, sep=sep or ",", decimal=decimal, dtype={id_col: str})
     except (OSError, ValueError) as e:
         raise DataError(f"data file {path} cannot be read: {e}") from None
 

@@ -63,3 +63,31 @@ def test_lr_of_a_mean_imputing_federation_scores_blank_cells(german_banks):
     m2 = fr.LogisticRegression().fit(fr.Federation.horizontal(clean, id="id", label="y"))
     with pytest.raises(fr.FedriskError, match="fill or drop them first"):
         m2.predict_proba(blank)
+
+
+def test_from_spec_reads_each_banks_dialect_label_coding_and_text_ids(tmp_path, german_banks):
+    """A spec whose banks export differently ('good'/'bad' labels, one ';'-separated with decimal
+    commas, zero-padded ids): from_spec used to read every file with pandas defaults and drop
+    ``positive``, so the federation could not even be built."""
+    banks, test, _ = german_banks
+    lines = ['[federation]\nname = "dialects"\n[coordinator]\naddress = "127.0.0.1:1"\n']
+    for i, (b, df) in enumerate(banks.items()):
+        df = df.drop(columns="purpose").assign(y=np.where(df.y == 1, "bad", "good"), id=df.id.map("{:06d}".format),
+                                                credit_amount=df.credit_amount / 7)
+        dialect = 'sep = ";"\ndecimal = ","\n' if b == "bank2" else ""
+        df.to_csv(tmp_path / f"{b}.csv", index=False, **({"sep": ";", "decimal": ","} if b == "bank2" else {}))
+        lines.append(f'[parties.{b}]\naddress = "127.0.0.1:{i + 2}"\ndata = "{b}.csv"\nid = "id"\nlabel = "y"\n'
+                     f'positive = "bad"\n{dialect}')
+    (tmp_path / "job.toml").write_text("".join(lines) + '[task]\nkind = "horizontal.lr"\n')
+    fed = fr.Federation.from_spec(tmp_path / "job.toml", processes=False)
+    assert fed.parties["bank2"].shape == (len(banks["bank2"]), 5) and fed.parties["bank1"]["id"].iloc[0].startswith("0")
+    assert fed.parties["bank2"]["credit_amount"].dtype.kind == "f"
+    m = fr.LogisticRegression().fit(fed)
+    pooled = pd.concat(banks.values())
+    from sklearn.linear_model import LogisticRegression
+    from fedrisk.algorithms.horizontal.logistic import sklearn_C
+
+    X = pooled[NUM].to_numpy(float) * np.array([1, 1 / 7, 1])
+    mu, sd = X.mean(0), X.std(0)
+    ref = LogisticRegression(C=sklearn_C(1e-4, len(X)), tol=1e-10, max_iter=1000).fit((X - mu) / sd, pooled.y)
+    np.testing.assert_allclose(m.coef_[0], ref.coef_[0] / sd, atol=1e-6)
