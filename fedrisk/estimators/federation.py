@@ -153,6 +153,10 @@ class Federation:
             NaN policy per party (``"reject"``, ``"mean"``, ``"keep"``), as ``missing`` in the spec.
         progress : bool, default False
             Show a progress bar (rich) while training.
+        party_options : dict of str to dict, optional
+            Per-party settings of the spec's ``[parties.NAME]`` table: ``positive`` (the label
+            coding, e.g. ``{"bank1": {"positive": "bad"}}`` for "good"/"bad" labels), ``features``,
+            ``exclude``, ``categorical``, ``monotone``.
         """
         return cls("vertical", parties, id=id, label=label, **kw)
 
