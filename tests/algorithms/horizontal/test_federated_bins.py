@@ -56,3 +56,21 @@ def test_discrete_and_constant_columns_need_no_zoom_or_stop_after_one():
     assert [len(c) for c in model.cuts] == [1, 5, 15, 0]
     # the constant column asks for one zoom, which separates nothing, and the zooming stops
     assert model.rounds == planned_aggregations(params) + 1
+
+
+def test_zoom_counts_reach_the_coordinator_masked_only():
+    """The zoom rounds' counts go through the same secure aggregation as the other bin counts: what
+    the coordinator receives from a bank for them is masked ring elements, never its counts."""
+    banks = _years_and_dates(2, sizes=(300, 200))
+    params = GbdtParams(n_trees=1, max_depth=1, max_bin=16)
+    res, net, _ = federate(banks, params, OneShotSessionAggregation(64, dropout_timeout=5.0), capture=True)
+    assert res[COORD].rounds > planned_aggregations(params)  # a zoom ran
+    zoom = [e for e in net[COORD].captured if "zoom" in e.tag and e.sender in banks]
+    assert zoom and all(e.kind in ("masked", "public-parameter") for e in zoom)
+    assert any(isinstance(e.body, np.ndarray) for e in zoom)
+    for e in zoom:
+        if isinstance(e.body, np.ndarray):
+            assert e.kind == "masked" and e.body.dtype == np.uint64
+    # the coordinator's requests name only public grid parameters
+    asked = [e for c in banks for e in net[c].captured if e.sender == COORD and e.tag == "hgb.bins.cuts"]
+    assert asked and set(asked[0].body["zoom"]) == {"features", "lo", "hi", "cells"}
