@@ -162,3 +162,22 @@ def test_a_bad_test_file_stops_the_job_before_training(tmp_path, kind, flaw):
     assert "\n" not in msg and "test.csv" in msg and "'bank1'" in msg
     assert {"blank label": "is empty in 1 rows", "one class": "only non-defaults", "missing column": "'x2'"}[flaw] in msg
     assert not (tmp_path / "run" / "model.json").exists() and not (tmp_path / "run" / "scorecard.json").exists()
+
+
+def test_mean_imputing_lr_scores_its_test_file_as_predict_does(tmp_path):
+    """missing = "mean": the evaluation holder fills its test file's blanks with the federation's means
+    (as ``fedrisk predict`` does), not with the test file's own means, so metrics.json describes the
+    scores production would give."""
+    from fedrisk.runtime.predict import predict_file
+
+    parts = numeric_banks(tmp_path)
+    parts["bank2"].assign(x1=lambda d: d.x1.where(d.index % 5 != 0)).to_csv(tmp_path / "bank2.csv", index=False)
+    test = parts["test"].assign(x0=lambda d: d.x0.where(d.index % 3 != 0) + 0.0)
+    test.loc[test.index % 3 != 0, "x0"] += 1.0  # the test file's own mean of x0 is far from the federation's
+    test.to_csv(tmp_path / "test.csv", index=False)
+    run_in_process(spec_for(tmp_path, "horizontal.lr", {b: 'missing = "mean"' for b in ("bank1", "bank2", "bank3")}),
+                   tmp_path / "run")
+    test.drop(columns="y").to_csv(tmp_path / "new.csv", index=False)
+    predict_file(tmp_path / "run" / "model.json", tmp_path / "new.csv", tmp_path / "s.csv")
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "run" / "scores" / "test.csv")["score"],
+                               pd.read_csv(tmp_path / "s.csv")["score"], atol=1e-7)
