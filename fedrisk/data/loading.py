@@ -202,8 +202,9 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
         raise ctx.error(f"not valid UTF-8 text ({_one_line(exc)}); re-export the CSV as UTF-8") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         # pyarrow's ArrowInvalid is a ValueError; malformed CSV rows raise ParserError.
-        raise ctx.error(f"cannot read {kind.upper()}: {_one_line(exc)}; check that the file is a "
-                        f"valid {kind.upper()} export") from None
+        hint = _header_separator_hint(path, sep) if kind == "csv" else ""
+        raise ctx.error(f"cannot read {kind.upper()}: {_one_line(exc)}; "
+                        + (hint or f"check that the file is a valid {kind.upper()} export")) from None
     if len(df) == 0:
         raise ctx.error(f"file has a header ({len(df.columns)} columns) but no data rows; export "
                         "the table with its rows")
@@ -328,6 +329,23 @@ def _formatted_numbers(col: pd.Series) -> bool:
 
 def _available(df: pd.DataFrame) -> str:
     return f"available columns: {_listing(list(df.columns), limit=12)}"
+
+
+def _header_separator_hint(path: Path, sep: str | None) -> str:
+    """For a CSV that does not parse: "the file looks ';'-separated ..." when its header line holds more of
+    another separator than of ``sep`` (decimal commas in a ';' file break a ','-read row by row)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            head = fh.readline()
+    except OSError:
+        return ""
+    counts = {c: head.count(c) for c in _OTHER_SEPARATORS}
+    best = max(counts, key=lambda c: counts[c])
+    if best == (sep or ",") or counts[best] <= counts.get(sep or ",", 0):
+        return ""
+    shown = "\\t" if best == "\t" else best
+    return (f"the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec "
+            f"(fedrisk predict: --sep '{shown}')")
 
 
 def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
