@@ -186,12 +186,15 @@ def predict(model: Path = typer.Argument(..., help="model file from a run direct
             session: Optional[str] = typer.Option(None, help="vertical models: inference session name agreed with the feature holders"),
             spawn: bool = typer.Option(True, help="vertical models: start the feature holders' inference processes "
                                                    "from the run's job spec (--no-spawn when they run on their own hosts)"),
-            certs: Optional[Path] = typer.Option(None, help="vertical models: certificate folder (default: the run's)")) -> None:
+            certs: Optional[Path] = typer.Option(None, help="vertical models: certificate folder (default: the run's)"),
+            sep: Optional[str] = typer.Option(None, help="horizontal models: field separator of DATA (default ',')"),
+            decimal: str = typer.Option(".", help="horizontal models: decimal mark of DATA")) -> None:
     """Score new rows with a trained model, locally (horizontal models) or federatedly (vertical)."""
     from fedrisk.runtime.predict import predict_file
 
     try:
-        n = predict_file(model, data, out, id_col=id_col, session=session, spawn=spawn, certs=certs)
+        n = predict_file(model, data, out, id_col=id_col, session=session, spawn=spawn, certs=certs, sep=sep,
+                         decimal=decimal)
     except FedriskError as e:
         _fail(e)
     console.print(f"scored {n} rows -> {out}")

@@ -143,11 +143,14 @@ def validate_model(model: Any, path: str | Path = "<model>") -> dict[str, Any]:
     return model
 
 
-def save_lr_model(path: Path, model: Any, task: str, job: str, categories: dict | None = None) -> Path:
+def save_lr_model(path: Path, model: Any, task: str, job: str, categories: dict | None = None,
+                  imputation: dict[str, float] | None = None) -> Path:
     """Write a :class:`~fedrisk.algorithms.horizontal.fedavg_lr.LogisticModel` as JSON.
 
     ``categories``: the agreed category encoders of a job with text columns (one-hot features
-    ``name=level``), so ``fedrisk predict`` encodes new rows the same way."""
+    ``name=level``), so ``fedrisk predict`` encodes new rows the same way. ``imputation``: the
+    value ``fedrisk predict`` fills each column's blank cells with (a job in which a bank trained
+    with ``missing = "mean"``)."""
     coef_raw, intercept_raw = model.raw_coefficients()
     return write_json(path, {
         "format": "fedrisk.lr", "version": 1, "task": task, "job": job,
@@ -157,6 +160,7 @@ def save_lr_model(path: Path, model: Any, task: str, job: str, categories: dict 
         "coef_raw": coef_raw, "intercept_raw": intercept_raw,
         "history": model.history,
         **({"categories": categories, "category_encoding": "onehot"} if categories else {}),
+        **({"imputation": imputation} if imputation else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
 

@@ -202,8 +202,9 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
         raise ctx.error(f"not valid UTF-8 text ({_one_line(exc)}); re-export the CSV as UTF-8") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         # pyarrow's ArrowInvalid is a ValueError; malformed CSV rows raise ParserError.
-        raise ctx.error(f"cannot read {kind.upper()}: {_one_line(exc)}; check that the file is a "
-                        f"valid {kind.upper()} export") from None
+        hint = _header_separator_hint(path, sep) if kind == "csv" else ""
+        raise ctx.error(f"cannot read {kind.upper()}: {_one_line(exc)}; "
+                        + (hint or f"check that the file is a valid {kind.upper()} export")) from None
     if len(df) == 0:
         raise ctx.error(f"file has a header ({len(df.columns)} columns) but no data rows; export "
                         "the table with its rows")
@@ -307,8 +308,44 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
     return vals.astype(np.int8)
 
 
+#: a number formatted for reading: thousands separators with a decimal part, optionally a currency sign
+_FORMATTED = r"\s*[$€£]?\s*-?\d{1,3}(?:[,.' ]\d{3})+[.,]\d+\s*[$€£]?\s*|\s*[$€£]\s*-?[\d,.' ]+\s*"
+
+
+def _decimal_comma_mask(col: pd.Series) -> pd.Series:
+    return col.astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*")
+
+
+def _formatted_mask(col: pd.Series) -> pd.Series:
+    return col.astype(str).str.fullmatch(_FORMATTED)
+
+
+def _formatted_numbers(col: pd.Series) -> bool:
+    """Whether most filled cells of a text column are numbers formatted for display ("1,234.56",
+    "$ 1,200"): not categories, and not a decimal-comma file either; the export should be fixed."""
+    filled = col.dropna().head(1000)  # (a sample: this runs on every text column of the file)
+    return bool(len(filled)) and float(_formatted_mask(filled).mean()) >= 0.5
+
+
 def _available(df: pd.DataFrame) -> str:
     return f"available columns: {_listing(list(df.columns), limit=12)}"
+
+
+def _header_separator_hint(path: Path, sep: str | None) -> str:
+    """For a CSV that does not parse: "the file looks ';'-separated ..." when its header line holds more of
+    another separator than of ``sep`` (decimal commas in a ';' file break a ','-read row by row)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            head = fh.readline()
+    except OSError:
+        return ""
+    counts = {c: head.count(c) for c in _OTHER_SEPARATORS}
+    best = max(counts, key=lambda c: counts[c])
+    if best == (sep or ",") or counts[best] <= counts.get(sep or ",", 0):
+        return ""
+    shown = "\\t" if best == "\t" else best
+    return (f"the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec "
+            f"(fedrisk predict: --sep '{shown}')")
 
 
 def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
@@ -319,7 +356,8 @@ def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
     for cand in _OTHER_SEPARATORS:
         if cand != (sep or ",") and cand in head:
             shown = "\\t" if cand == "\t" else cand
-            return f"; the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec"
+            return (f"; the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec "
+                    f"(fedrisk predict: --sep '{shown}')")
     return ""
 
 
@@ -403,6 +441,7 @@ def load_party_table(
     categorical: Sequence[str] | None = None,
     encoding: str | None = None,
     categories: Mapping[str, Mapping] | None = None,
+    missing_advice: str | None = None,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -460,6 +499,9 @@ def load_party_table(
     categories : mapping, optional
         Scoring: the encoders the model stored (``PartyTable.categories`` at training), so new rows
         get the training levels; ``features`` may then name one-hot columns (``name=level``).
+    missing_advice : str, optional
+        What the user can do about missing values refused under ``missing="reject"``, when the
+        default advice (set ``missing`` in the job spec) does not apply: scoring has no such setting.
 
     Returns
     -------
@@ -492,6 +534,15 @@ def load_party_table(
                                                  require_label, forbid_label, sep, decimal, positive, keep)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
+    dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
+    if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
+        raise ctx.error(f"feature columns {_listing(dates)} are dates; turn them into numbers (e.g. months since "
+                        "the date, or its year) or list them in exclude")
+    formatted = [c for c in non_numeric if c not in declared and _formatted_numbers(df[c])]
+    if formatted:  # amounts exported for reading: neither categories nor a decimal-comma dialect
+        example = str(df[formatted[0]][_formatted_mask(df[formatted[0]])].iloc[0]).strip()
+        raise ctx.error(f"feature columns {_listing(formatted)} look like numbers written for display (e.g. "
+                        f"{example!r}: thousands separators or a currency sign); export them as plain numbers")
     if encoding is not None:
         from fedrisk.data.categorical import encode_columns
 
@@ -499,8 +550,12 @@ def load_party_table(
         if unknown:
             raise ctx.error(f"categorical names columns that are not features of this file: {_listing(unknown)}; "
                             f"{_available(df)}")
-        inferred = [c for c in non_numeric if c not in declared
-                    and not df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any()]
+        commas = [c for c in non_numeric if c not in declared and _decimal_comma_mask(df[c]).any()]
+        if commas and decimal == ".":
+            example = str(df[commas[0]][_decimal_comma_mask(df[commas[0]])].iloc[0]).strip()
+            raise ctx.error(f"feature columns {_listing(commas)} hold numbers with decimal commas (e.g. {example!r}): "
+                            "set decimal = ',' for this party in the job spec (fedrisk predict: --decimal ',')")
+        inferred = [c for c in non_numeric if c not in declared and c not in commas]
         notes = []
         if inferred and categories is None:
             notes.append(f"text columns {_listing(inferred)} are treated as categorical; declare them with "
@@ -513,7 +568,7 @@ def load_party_table(
                 if lost:
                     raise ctx.error(f"the model's columns {_listing(lost)} cannot be made from this file's categories")
                 X, names = X[:, [names.index(f) for f in wanted]], wanted
-            table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep)
+            table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice)
             table.categories, table.unseen, table.notes = encoders, unseen, notes
             return table
     if non_numeric:
@@ -521,18 +576,23 @@ def load_party_table(
         more = f", ... ({len(non_numeric) - _MAX_LISTED} more)" if len(non_numeric) > _MAX_LISTED else ""
         hint = ""
         if decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
-            hint = "; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec"
-        raise ctx.error(f"non-numeric feature columns: {kinds}{more}{hint or '; encode them as numbers (e.g. WOE or one-hot) or list them in exclude'}")
+            hint = ("; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec "
+                    "(fedrisk predict: --decimal ',')")
+        advice = ("; encode them as numbers (e.g. WOE or one-hot), list them in exclude, or have the job treat them as "
+                  f"categories ([task] categories = {{ {non_numeric[0]} = [...] }} in a horizontal job, categorical = "
+                  "[...] in a vertical party's table)")
+        raise ctx.error(f"non-numeric feature columns: {kinds}{more}{hint or advice}")
     try:
         X = df[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as exc:  # e.g. nullable dtypes with exotic contents
         raise ctx.error(f"feature columns cannot be converted to float64: {_one_line(exc)}") from None
-    return _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep)
+    return _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep,
+                   missing_advice)
 
 
 def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | None,
             feature_names: list[str], missing: str, fill: Mapping[str, float] | None, df: pd.DataFrame,
-            keep: Sequence[str]) -> PartyTable:
+            keep: Sequence[str], missing_advice: str | None = None) -> PartyTable:
     """Missing-value policy over the numeric matrix, then the table."""
 
     imputed: dict[str, float] = {}
@@ -554,6 +614,8 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
         if missing == "keep":
             raise ctx.error(where + "; missing='keep' keeps empty cells (NaN), not "
                             "infinities: fix the export or leave those cells empty")
+        if missing == "reject" and missing_advice:
+            raise ctx.error(f"{where}; {missing_advice}")
         if missing == "reject":
             raise ctx.error(where + "; clean them, or load with "
                             "missing='mean' to fill with this file's column means (or missing='keep' "
@@ -627,6 +689,7 @@ def load_party_frame(
     decimal: str = ".",
     positive: object = None,
     keep: Sequence[str] = (),
+    allow_empty: bool = False,
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -634,6 +697,11 @@ def load_party_frame(
     (``"housing" = "own"``) and missing values are legitimate inputs: each category and the
     missing values get bins of their own. Ids, labels and column selection are checked exactly
     as in :func:`load_party_table`; parameters have the same meaning.
+
+    allow_empty : bool
+        Accept a feature column with no value at all. A horizontal bank that does not collect a
+        field its partners have (WOE binning gives its rows the missing bin) must keep the column
+        to keep the shared schema; a single party would rather drop it.
 
     Returns
     -------
@@ -654,7 +722,7 @@ def load_party_frame(
                                                  require_label, forbid_label, sep, decimal, positive, keep)
     X = df[feature_names].reset_index(drop=True)
     empty = [c for c in feature_names if X[c].isna().all()]
-    if empty:
+    if empty and not allow_empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "
                         "or fix the export")
     return PartyFrame(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),

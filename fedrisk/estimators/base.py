@@ -242,9 +242,26 @@ class FederatedEstimator(BaseEstimator):
         return np.column_stack([1.0 - p1, p1])
 
     @staticmethod
-    def _frame_matrix(X: Any, features: list[str], who: str, allow_nan: bool = False) -> np.ndarray:
+    def _frame_matrix(X: Any, features: list[str], who: str, allow_nan: bool = False,
+                      doc: dict[str, Any] | None = None) -> np.ndarray:
+        """The model's feature matrix of ``X``; ``doc``: a horizontal model file whose text columns
+        (``categories``) encode raw DataFrame columns with the agreed levels, as ``fedrisk predict`` does."""
         from fedrisk.errors import DataError
 
+        cats = (doc or {}).get("categories") or None
+        if cats and isinstance(X, pd.DataFrame):
+            from fedrisk.data.categorical import encode_columns, raw_columns
+
+            raw = raw_columns(features, cats)
+            absent = [c for c in raw if c not in X.columns]
+            if absent:
+                raise DataError(f"{who}: the data lacks the model's feature columns {absent[:8]}")
+            M, names, _, _ = encode_columns(X, raw, list(cats), doc["category_encoding"], cats, who)
+            M = M[:, [names.index(f) for f in features]]
+            if np.isinf(M).any() or (not allow_nan and np.isnan(M).any()):
+                raise DataError(f"{who}: the data has {'inf' if allow_nan else 'NaN/inf'} in feature columns; "
+                                "fill or drop them first")
+            return M
         if isinstance(X, pd.DataFrame):
             missing = [f for f in features if f not in X.columns]
             if missing:

@@ -114,7 +114,7 @@ class SecureBoost(FederatedClassifier):
 
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal tree model scores a DataFrame locally: pass the rows, e.g. holdout")
-            M = self._frame_matrix(X, list(doc["features"]), "SecureBoost.predict_proba", allow_nan=True)
+            M = self._frame_matrix(X, list(doc["features"]), "SecureBoost.predict_proba", allow_nan=True, doc=doc)
             return self._proba(score_gbdt(doc, M))
         return self._proba(_score_parts(self, files, X))
 

@@ -30,7 +30,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
 def _toml_value(v: Any) -> str:
-    """One TOML value (the spec holds only strings, numbers, booleans and lists of those)."""
+    """One TOML value (the spec holds strings, numbers, booleans, and lists and tables of those)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, np.integer)):
@@ -45,6 +45,8 @@ def _toml_value(v: Any) -> str:
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):  # e.g. categories = {column = [levels]}: an inline table, keys quoted
+        return "{ " + ", ".join(f"{_toml_value(str(k))} = {_toml_value(x)}" for k, x in v.items()) + " }"
     raise ConfigError(f"setting value {v!r} ({type(v).__name__}) cannot go into a job spec")
 
 
@@ -151,6 +153,10 @@ class Federation:
             NaN policy per party (``"reject"``, ``"mean"``, ``"keep"``), as ``missing`` in the spec.
         progress : bool, default False
             Show a progress bar (rich) while training.
+        party_options : dict of str to dict, optional
+            Per-party settings of the spec's ``[parties.NAME]`` table: ``positive`` (the label
+            coding, e.g. ``{"bank1": {"positive": "bad"}}`` for "good"/"bad" labels), ``features``,
+            ``exclude``, ``categorical``, ``monotone``.
         """
         return cls("vertical", parties, id=id, label=label, **kw)
 
@@ -190,9 +196,12 @@ class Federation:
             raise ConfigError(f"{spec}: the parties name different id columns {ids}; a Federation uses one id column name")
         holders = job.label_holders()
         kind = "horizontal" if job.coordinator is not None else "vertical"
-        frames = {n: _read_table(job.data_path(n), ids[0]) for n in job.parties}
+        frames = {n: _read_table(job.data_path(n), ids[0], **job.parties[n].read_options()) for n in job.parties}
         label = job.parties[holders[0]].label if holders else "y"
-        options = {n: {k: v for k, v in (("features", p.features), ("exclude", list(p.exclude) or None)) if v}
+        # the party's own reading settings travel with its table (its dialect was applied just above)
+        options = {n: {k: v for k, v in (("features", p.features), ("exclude", list(p.exclude) or None),
+                                         ("positive", p.positive), ("categorical", list(p.categorical) or None),
+                                         ("monotone", dict(p.monotone) or None)) if v is not None and v != []}
                    for n, p in job.parties.items()}
         return cls(kind, frames, id=ids[0], label=label, name=job.job_id, seed=job.federation.seed,
                    secure_aggregation=job.security.secure_aggregation,
@@ -361,13 +370,15 @@ class Federation:
         return spec
 
 
-def _read_table(path: Path, id_col: str) -> pd.DataFrame:
-    """A party's data file as a DataFrame (pandas defaults, like ``pd.read_csv`` in a notebook)."""
+def _read_table(path: Path, id_col: str, sep: str | None = None, decimal: str = ".", positive: Any = None) -> pd.DataFrame:
+    """A party's data file as a DataFrame: pandas defaults, like ``pd.read_csv`` in a notebook, but in the
+    party's CSV dialect (``sep``, ``decimal``) and with the id column as text (``"00123"`` stays itself).
+    ``positive`` (the label coding) is applied later, by the task's loader."""
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
-        return pd.read_csv(path)
+        return pd.read_csv(path, sep=sep or ",", decimal=decimal, dtype={id_col: str})
     except (OSError, ValueError) as e:
         raise DataError(f"data file {path} cannot be read: {e}") from None
 

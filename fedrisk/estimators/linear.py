@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedrisk.errors import ConfigError
+from fedrisk.errors import ConfigError, DataError
 from fedrisk.estimators.base import FederatedClassifier
 from fedrisk.estimators.federation import Federation
 
@@ -112,7 +112,14 @@ class LogisticRegression(FederatedClassifier):
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal model scores a DataFrame locally: pass the rows, e.g. holdout")
             doc = files["model.json"]
-            return self._proba(score_lr(doc, self._frame_matrix(X, list(doc["features"]), "LogisticRegression.predict_proba")))
+            feats, fill = list(doc["features"]), doc.get("imputation") or {}
+            M = self._frame_matrix(X, feats, "LogisticRegression.predict_proba", allow_nan=bool(fill), doc=doc)
+            if fill:  # trained with missing = "mean": blanks get the federation's means, as in `fedrisk predict`
+                M = np.where(np.isnan(M), np.array([fill.get(f, np.nan) for f in feats])[None, :], M)
+                if np.isnan(M).any():
+                    raise DataError("LogisticRegression.predict_proba: the data has NaN in feature columns the model "
+                                    "has no fill value for; fill or drop them first")
+            return self._proba(score_lr(doc, M))
         return self._proba(_score_parts(self, files, X))
 
 

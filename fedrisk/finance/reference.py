@@ -32,6 +32,12 @@ def brief(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     return {k: m[k] for k in ("n", "auc", "ks", "gini")}
 
 
+def _two_classes(y: np.ndarray) -> bool:
+    """Whether this party's own labels hold both classes: with one class (a bank without a single
+    default, say) there is no model of its own to compare with, and the federation still trains."""
+    return np.unique(np.asarray(y)).size == 2
+
+
 def logistic_alone(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: np.ndarray,
                    l2: float = 1e-4) -> dict[str, Any] | None:
     """Logistic regression on this party's own columns; ``None`` when it has no usable column."""
@@ -40,7 +46,7 @@ def logistic_alone(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: n
     from sklearn.preprocessing import StandardScaler
 
     X_tr = np.asarray(X_tr, dtype=float)
-    if X_tr.ndim != 2 or X_tr.shape[1] == 0 or np.isnan(X_tr).any():
+    if X_tr.ndim != 2 or X_tr.shape[1] == 0 or np.isnan(X_tr).any() or not _two_classes(y_tr):
         return None
     c = 1.0 / max(l2 * len(y_tr), 1e-12)  # the same penalty per row as the federated solvers
     model = make_pipeline(StandardScaler(), LogisticRegression(C=min(c, 1e6), max_iter=2000))
@@ -54,8 +60,14 @@ def boosting_alone(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: n
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     X_tr = np.asarray(X_tr, dtype=float)
-    if X_tr.ndim != 2 or X_tr.shape[1] == 0:
+    if X_tr.ndim != 2 or X_tr.shape[1] == 0 or not _two_classes(y_tr):
         return None
+    # a column with no value at this party (all blank, kept for the trees) says nothing here, and
+    # scikit-learn's binner cannot bin it: leave it out of this party's own floor model
+    seen = ~np.all(np.isnan(X_tr), axis=0)
+    if not seen.any():
+        return None
+    X_tr, X_te = X_tr[:, seen], np.asarray(X_te, dtype=float)[:, seen]
     model = HistGradientBoostingClassifier(max_iter=int(n_trees), max_depth=int(max_depth),
                                            learning_rate=float(learning_rate), early_stopping=False,
                                            random_state=seed)

@@ -235,7 +235,7 @@ def _roc_ks(scores: dict[str, dict[str, np.ndarray]]) -> tuple[str, str]:
     roc = Chart("ROC curve", "False positive rate (goods flagged)", "True positive rate (bads caught)", legend="br")
     roc.line([0, 1], [0, 1], color=PALETTE["ref"], dash="4 4", width=1.2, label="random")
     for split, color in (("train", PALETTE["train"]), ("test", PALETTE["model"])):
-        if split in scores:
+        if split in scores and 0 < scores[split]["y"].sum() < scores[split]["y"].size:  # (no curve on one class)
             c = fm.ks_curve(scores[split]["y"], scores[split]["score"])
             a = fm.auc(scores[split]["y"], scores[split]["score"])
             roc.line(c["cum_good_rate"], c["cum_bad_rate"], color=color, label=f"{split} (AUC {a:.3f})")

@@ -12,7 +12,22 @@ import numpy as np
 
 from fedrisk.runtime.context import PartyContext
 
-__all__ = ["write_evaluation", "write_scores", "run_header", "stability_labels"]
+__all__ = ["write_evaluation", "write_scores", "run_header", "stability_labels", "check_test_labels"]
+
+
+def check_test_labels(party: str, path: Any, y: np.ndarray | None) -> None:
+    """Refuse, before training, a test file whose labels hold one class: its AUC and KS do not exist,
+    and finding out after the model is trained wastes the whole federation's run."""
+    from fedrisk.errors import DataError
+
+    if y is None:
+        return
+    y = np.asarray(y)
+    bads = int(np.sum(y == 1))
+    if bads == 0 or bads == y.size:
+        raise DataError(f"party {party!r}, file {str(path)!r}: the test rows hold only "
+                        f"{'non-defaults' if bads == 0 else 'defaults'} ({y.size} rows); AUC and KS need both: "
+                        "use a larger or stratified holdout (evaluation.test)")
 
 
 def write_scores(path, ids: Sequence[str], y: np.ndarray | None, score: np.ndarray,
@@ -38,6 +53,22 @@ def write_scores(path, ids: Sequence[str], y: np.ndarray | None, score: np.ndarr
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pd.DataFrame(cols).to_csv(tmp, index=False, float_format="%.8g")
     tmp.replace(path)
+
+
+def _evaluate_own_rows(ctx: PartyContext, y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    """The ``train`` block: the evaluation holder's own training rows, which in a horizontal job
+    are one bank's. A small bank may hold no default at all; the federation's model is fine, so
+    the block says why it has no AUC instead of failing a finished run."""
+    from fedrisk.finance.metrics import evaluate
+
+    y = np.asarray(y)
+    n, bads = int(y.size), int(np.sum(y == 1))
+    if 0 < bads < n:
+        return evaluate(y, p)
+    note = (f"{ctx.name}'s {n} training rows hold only {'defaults' if bads else 'non-defaults'}: no AUC/KS "
+            "on them (the test block evaluates the model)")
+    ctx.log.warning("%s", note)
+    return {"n": n, "positives": bads, "bad_rate": bads / n if n else 0.0, "note": note}
 
 
 def run_header(ctx: PartyContext) -> dict[str, Any]:
@@ -79,7 +110,7 @@ def write_evaluation(ctx: PartyContext, train_ids, train_y, train_p, test_ids, t
         "written_by": ctx.name,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **run_header(ctx),
-        "train": evaluate(train_y, train_p),
+        "train": _evaluate_own_rows(ctx, train_y, train_p),
     }
     if test_y is not None:
         write_scores(ctx.out / "scores" / "test.csv", test_ids, test_y, test_p)

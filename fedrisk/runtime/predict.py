@@ -92,10 +92,12 @@ def gbdt_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_
 
 
 def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_col: str | None = None, *,
-                 session: str | None = None, spawn: bool = True, certs: str | Path | None = None) -> int:
+                 session: str | None = None, spawn: bool = True, certs: str | Path | None = None,
+                 sep: str | None = None, decimal: str = ".") -> int:
     """Score ``data`` with ``model_path`` and write the scores to ``out``; return the scored row count.
 
     ``id_col`` defaults to the id column the model was trained with (``"id"`` for older models).
+    ``sep`` and ``decimal`` are the CSV dialect of ``data`` (horizontal models; ``None`` = ``","``).
     """
     from fedrisk.data.loading import load_party_table
 
@@ -105,15 +107,22 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     cats = model.get("categories") or None
     # a horizontal model trained with text columns encodes new rows with the agreed levels
     cat = dict(categorical=list(cats), encoding=model.get("category_encoding"), categories=cats) if cats else {}
+    dialect = {"sep": sep, "decimal": decimal}
     if fmt == "fedrisk.lr":
-        table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"], **cat)
+        # a job in which a bank trained with missing = "mean" stored the federation's means to fill blanks with;
+        # without them a blank cell has no score, and the fix is the user's
+        fill = model.get("imputation") or None
+        table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"],
+                                 fill=fill, missing_advice="this model has no fill values for missing cells (no bank "
+                                 "trained with missing = 'mean'): fill them or drop those rows before scoring",
+                                 **dialect, **cat)
         score = score_lr(model, table.X)
         write_scores(Path(out), table.ids, None, score)
         return len(score)
     if fmt == "fedrisk.gbdt":
         # trees learn where missing values go, so rows with empty cells are scored, not refused
         table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"],
-                                 missing="keep", **cat)
+                                 missing="keep", **dialect, **cat)
         score = score_gbdt(model, table.X)
         write_predictions(Path(out), table.ids, gbdt_predictions(model, table.X, score))
         return len(score)
@@ -121,7 +130,8 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
         from fedrisk.data.loading import load_party_frame
 
         # raw columns as at training: text categories and missing values have bins of their own
-        frame = load_party_frame(data, party="predict", id_col=id_col, features=model["features"], require_label=False)
+        frame = load_party_frame(data, party="predict", id_col=id_col, features=model["features"], require_label=False,
+                                 **dialect)
         write_predictions(Path(out), frame.ids, scorecard_predictions(model, frame.X))
         return frame.n_rows
     if fmt.startswith("fedrisk.vertical"):

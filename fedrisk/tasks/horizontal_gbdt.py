@@ -141,16 +141,22 @@ def run(ctx: PartyContext) -> None:
         return
 
     from fedrisk.data.loading import load_party_table
-    from fedrisk.runtime.evaluation import write_evaluation
+    from fedrisk.runtime.evaluation import check_test_labels, write_evaluation
 
     p = spec.parties[ctx.name]
     cat = dict(categorical=list(categories), encoding=CATEGORY_ENCODING, categories=categories) if categories else {}
     table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
-                             features=p.features, exclude=p.exclude, missing=p.missing, **cat)
+                             features=p.features, exclude=p.exclude, missing=p.missing, **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
     from fedrisk.algorithms.vertical.tree import check_monotone
 
     check_monotone(p.monotone, list(table.feature_names), f"bank {ctx.name!r} (monotone in the job spec)")
+    evaluator = ctx.name == spec.evaluation_holder() and spec.test_path() is not None
+    # the evaluation holder reads its test file before training: a bad one stops the job now, not after the trees
+    test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
+                            features=table.feature_names, missing=p.missing, **p.read_options(), **cat) if evaluator else None
+    if test is not None:
+        check_test_labels(ctx.name, test.path, test.y)
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, privacy=privacy,
                      n_banks=len(banks), monotone=p.monotone,
                      rejoining=ctx.extra.get("rejoin") is not None,
@@ -158,10 +164,8 @@ def run(ctx: PartyContext) -> None:
     if model.privacy is not None:
         ctx.log.info(_privacy_line(model.privacy))
     save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
-    if ctx.name != spec.evaluation_holder() or spec.test_path() is None:
+    if test is None:
         return
-    test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
-                            features=table.feature_names, missing=p.missing, **cat)
     rounds = _staged_rounds(model, test.X, test.y)
     extra = {
         "banks": banks, "train_rows_at_holder": len(table.y),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
@@ -258,6 +259,17 @@ def rejoin_policy(ctx: PartyContext) -> Callable[[str, int], bool] | None:
     return admit
 
 
+def imputation(spec: JobSpec, model: Any) -> dict[str, float] | None:
+    """What ``fedrisk predict`` fills blank cells with: the federation's mean of each column (the agreed
+    standardisation's), when any bank trained with ``missing = "mean"``; ``None`` otherwise (blanks refused).
+
+    Decided from the job spec, which every participant reads, so every participant's copy of the
+    model file is the same (``simulate`` writes them all to one run directory)."""
+    if not any(p.missing == "mean" for p in spec.parties.values()):
+        return None
+    return dict(zip(model.feature_names, map(float, model.mean)))
+
+
 def run(ctx: PartyContext) -> None:
     spec = ctx.spec
     params = parse_params(Params, spec.task)
@@ -296,7 +308,8 @@ def run(ctx: PartyContext) -> None:
         ctx.write_json("membership.json", model.membership)
         if model.constant_features:
             ctx.log.warning("constant features across the federation (weight stays 0): %s", model.constant_features)
-        save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
+        save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories,
+                      imputation=imputation(spec, model))
         return
 
     from fedrisk.data.loading import load_party_table
@@ -310,14 +323,23 @@ def run(ctx: PartyContext) -> None:
     test = None
     rounds: list[dict] = []
     if evaluator:
+        # missing = "mean": the test file's blanks are kept here and filled with the federation's means once they
+        # are agreed, as `fedrisk predict` fills new rows (this file's own means would score them differently)
         test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
-                                features=table.feature_names, missing=p.missing, **p.read_options(), **cat)
+                                features=table.feature_names, missing="keep" if p.missing == "mean" else p.missing,
+                                **p.read_options(), **cat)
+        from fedrisk.runtime.evaluation import check_test_labels
+
+        check_test_labels(ctx.name, test.path, test.y)
+
+    def test_matrix(model) -> Any:
+        return np.where(np.isnan(test.X), np.asarray(model.mean)[None, :], test.X)
 
     def on_round(r: int, model) -> None:
         if test is not None and r > 1:
             from fedrisk.finance.metrics import auc, ks
 
-            score = model.predict_proba(test.X)
+            score = model.predict_proba(test_matrix(model))
             rec = {"round": r - 1, "test_auc": auc(test.y, score), "test_ks": ks(test.y, score)}
             if model.history and model.history[-1]["round"] == r - 1:
                 rec["loss"] = model.history[-1]["loss"]
@@ -330,9 +352,11 @@ def run(ctx: PartyContext) -> None:
         ctx.log.info(privacy_line(privacy.summary()))
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round,
                      rejoining=ctx.extra.get("rejoin") is not None, **dp)
-    save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
+    save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, imputation=imputation(spec, model))
     if evaluator:
         from fedrisk.finance.reference import comparison, logistic_alone
+
+        test.X = test_matrix(model)
 
         # the floor this bank can compute without anyone's help: its own rows alone (the others'
         # single-bank figures would need their rows or a test file they do not hold)

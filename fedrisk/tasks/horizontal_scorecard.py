@@ -104,6 +104,14 @@ def run(ctx: PartyContext) -> None:
     agg = make_aggregation(ctx, params)
     banks = list(spec.parties)
     res, frame = run_woe(ctx, params, agg)
+    test = None
+    if frame is not None and ctx.name == spec.evaluation_holder() and spec.test_path() is not None:
+        # read before training: a bad test file stops the job now, not after the model is fitted
+        test = load_frame(spec, ctx.name, params.categorical, path=spec.test_path(), features=frame.feature_names,
+                          allow_empty=True)
+        from fedrisk.runtime.evaluation import check_test_labels
+
+        check_test_labels(ctx.name, test.path, test.y)
     feats = list(res.selection["selected"])
     if not feats:
         raise DataError(f"no feature reaches IV >= {params.iv_threshold} across the federation; lower task.iv_threshold")
@@ -118,7 +126,7 @@ def run(ctx: PartyContext) -> None:
         step, state = ctx.checkpoints.start("train", [COORDINATOR], inputs=json.dumps(
             {f: w.to_dict() for f, w in res.woe.items()}, sort_keys=True, default=str))
         model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=(step, state) if state else None,
-                                checkpoint=ctx.checkpoints.saver("train"))
+                                checkpoint=ctx.checkpoints.saver("train"), log=ctx.log.warning)
     else:
         W = enc.transform(frame.X)[feats].to_numpy(dtype=float)
         model = run_bank(ctx.channel, COORDINATOR, W, frame.y, feats, cfg, agg)
@@ -133,8 +141,7 @@ def run(ctx: PartyContext) -> None:
 
     p_tr = card.probability(card.score(frame.X))
     test_ids = test_y = p_te = None
-    if spec.test_path() is not None:
-        test = load_frame(spec, ctx.name, params.categorical, path=spec.test_path(), features=frame.feature_names)
+    if test is not None:
         s_te = card.score(test.X)
         test_ids, test_y, p_te = test.ids, test.y, card.probability(s_te)
         write_reasons(ctx.out / "scores" / "test_reasons.csv", test.ids, s_te,

@@ -85,15 +85,16 @@ def driver(spec: JobSpec) -> str:
 
 
 def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, features=None, label: bool = True,
-               forbid_label: str | None = None, keep=()):
-    """This party's raw frame (text columns kept); ``categorical`` names must be columns of it."""
+               forbid_label: str | None = None, keep=(), allow_empty: bool = False):
+    """This party's raw frame (text columns kept); ``categorical`` names must be columns of it.
+    ``allow_empty``: keep columns blank in every row (see :func:`~fedrisk.data.loading.load_party_frame`)."""
     from fedrisk.data.loading import load_party_frame
 
     p = spec.parties[name]
     frame = load_party_frame(path or spec.data_path(name), party=name, id_col=p.id,
                              label_col=p.label if label else None, features=features or p.features,
                              exclude=p.exclude if not features else (), forbid_label=forbid_label, keep=keep,
-                             **p.read_options())
+                             allow_empty=allow_empty, **p.read_options())
     unknown = [c for c in categorical if c not in frame.feature_names]
     if unknown and not features:
         raise DataError(f"party {name!r}: task.categorical names {unknown}, which are not feature columns of "
@@ -139,7 +140,11 @@ def run_woe(ctx: PartyContext, params: BinningParams, agg) -> tuple[Any, Any]:
                                          max_corr=params.corr_or_none(), grid_cells=params.grid_cells,
                                          sub_cells=params.sub_cells)
         return res, None
-    frame = load_frame(spec, ctx.name, params.categorical)
+    # a bank that does not collect a field its partners have keeps the column blank: those rows get the missing bin
+    frame = load_frame(spec, ctx.name, params.categorical, allow_empty=True)
+    blank = [c for c in frame.feature_names if frame.X[c].isna().all()]
+    if blank:
+        ctx.log.warning("columns %s are blank in every row here: this bank's rows go to their missing bins", blank)
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
     res = horizontal_woe_party(ctx.channel, COORDINATOR, frame.X, frame.y, categorical=params.categorical,
                                aggregation=agg, smoothing=params.smoothing)

@@ -74,3 +74,14 @@ def test_keep_columns_are_read_but_not_features(tmp_path):
     assert t.feature_names == ["a"] and t.extra["is_test"].tolist() == [0, 1]
     with pytest.raises(DataError, match="test_column"):
         load_party_table(path, party="bank1", id_col="id", label_col="y", keep=["split"])
+
+
+def test_semicolon_file_whose_decimal_commas_break_the_rows_says_which_separator(tmp_path):
+    """Read with ',', a ';' file with decimal commas does not even parse (rows of different widths):
+    the parse error says which separator the header uses, and the flag of fedrisk predict."""
+    path = _write(tmp_path, "id;y;a;b\n1;0;0,5;10\n2;1;1,5;2,5\n")
+    for load in (load_party_table, load_party_frame):
+        with pytest.raises(DataError) as info:
+            load(path, party="bank1", id_col="id", label_col="y")
+        msg = str(info.value)
+        assert "\n" not in msg and "looks ';'-separated: set sep = ';'" in msg and "--sep ';'" in msg

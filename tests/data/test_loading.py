@@ -330,3 +330,51 @@ def test_id_mask_agrees_with_loaded_ids(tmp_path) -> None:
 def test_id_mask_error_names_the_party() -> None:
     with pytest.raises(DataError, match="party 'payco': id 'C-17'"):
         id_test_mask(["1", "C-17"], party="payco")
+
+
+# --- shapes found by bug hunting (horizontal federation) -----------------------------------------
+
+DISPLAY = 'id,y,amount,region\n1,0,"1,234.50",north\n2,1,"12,000.00",south\n3,0,"987.10",north\n4,1,"2,500.75",south\n'
+
+
+@pytest.mark.parametrize("kw", [{}, {"encoding": "onehot", "categorical": ["region"]}, {"encoding": "codes"}])
+def test_amounts_written_for_display_are_named_not_taken_for_categories(tmp_path, kw) -> None:
+    """'1,234.50' is an amount exported for reading; as a category it would be garbage, and the
+    decimal-comma advice would be wrong: the message names the column and an example value."""
+    msg = _error(_write(tmp_path, DISPLAY), label_col="y", **kw)
+    assert "'amount'" in msg and "'1,234.50'" in msg and "export them as plain numbers" in msg
+    assert "decimal" not in msg and "categor" not in msg
+
+
+def test_decimal_commas_under_category_encoding_say_set_decimal(tmp_path) -> None:
+    path = _write(tmp_path, 'id;y;amount;region\n1;0;1,5;north\n2;1;2,25;south\n3;0;3;north\n', "semi.csv")
+    msg = _error(path, label_col="y", sep=";", encoding="onehot", categorical=["region"])
+    assert "'amount'" in msg and "set decimal = ','" in msg and "--decimal ','" in msg
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", sep=";", decimal=",", encoding="onehot",
+                         categorical=["region"])
+    assert t.X[:, t.feature_names.index("amount")].tolist() == [1.5, 2.25, 3.0]
+
+
+def test_missing_advice_replaces_the_job_spec_advice(tmp_path) -> None:
+    path = _write(tmp_path, "id,a\n1,0.5\n2,\n")
+    msg = _error(path, missing_advice="fill them before scoring")
+    assert msg.endswith("fill them before scoring") and "missing='mean'" not in msg
+
+
+def test_a_blank_column_is_refused_by_default_and_kept_when_allowed(tmp_path) -> None:
+    from fedrisk.data.loading import load_party_frame
+
+    path = _write(tmp_path, "id,y,a,b\n1,0,0.5,\n2,1,1.5,\n")
+    with pytest.raises(DataError, match="'b' have no values at all"):
+        load_party_frame(path, party="bank1", id_col="id", label_col="y")
+    f = load_party_frame(path, party="bank1", id_col="id", label_col="y", allow_empty=True)
+    assert f.feature_names == ["a", "b"] and f.X["b"].isna().all()
+
+
+def test_parquet_dates_are_named_as_dates(tmp_path) -> None:
+    path = tmp_path / "bank.parquet"
+    pd.DataFrame({"id": [1, 2], "y": [0, 1], "a": [0.5, 1.5],
+                  "opened": pd.to_datetime(["2020-01-31", "2021-06-30"])}).to_parquet(path, index=False)
+    for kw in ({}, {"encoding": "codes"}):
+        msg = _error(path, label_col="y", **kw)
+        assert "'opened'" in msg and "are dates" in msg and "categor" not in msg

@@ -122,3 +122,41 @@ def test_vertical_scorecard_predict_raw_rows_with_reasons(tmp_path):
         v = row[~np.isnan(row)]
         assert np.all(np.diff(v) <= 1e-9) and np.all(v > 0), "reasons are ordered by points lost, all positive"
         assert np.isnan(row[len(v):]).all(), "no gap between reasons"
+
+
+def test_horizontal_lr_predict_blank_cells_and_dialects(tmp_path):
+    """A horizontal LR model scores blank cells with the federation's means when its bank trained with
+    missing = "mean", refuses them with advice a scorer can follow otherwise, and reads ';' files
+    (`--sep`), which the error for a ';' file names."""
+    from fedrisk.errors import DataError
+    from tests.tasks.test_horizontal_inputs import numeric_banks, spec_for
+    from tests.tasks.test_woe_tasks import run_in_process
+
+    parts = numeric_banks(tmp_path)
+    banks = ("bank1", "bank2", "bank3")
+    run_in_process(spec_for(tmp_path, "horizontal.lr", {b: "" for b in banks}), tmp_path / "reject")
+    parts["bank2"].assign(x1=lambda d: d.x1.where(d.index % 7 != 0)).to_csv(tmp_path / "bank2.csv", index=False)
+    run_in_process(spec_for(tmp_path, "horizontal.lr", {b: 'missing = "mean"' for b in banks}),
+                   tmp_path / "mean")
+    model = json.loads((tmp_path / "mean" / "model.json").read_text())
+    assert model["imputation"] == dict(zip(model["features"], model["mean"]))
+    new = parts["test"].drop(columns="y").head(20).copy()
+    new.loc[3, "x1"] = np.nan
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert predict_file(tmp_path / "mean" / "model.json", tmp_path / "new.csv", tmp_path / "s.csv") == 20
+    filled = new.fillna({"x1": model["imputation"]["x1"]})
+    z = ((filled[model["features"]].to_numpy() - model["mean"]) / model["scale"]) @ model["coef"] + model["intercept"]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["score"], 1 / (1 + np.exp(-z)), atol=1e-7)
+    # trained with the default missing = "reject": the model has no fill values
+    assert "imputation" not in json.loads((tmp_path / "reject" / "model.json").read_text())
+    with pytest.raises(DataError) as e:
+        predict_file(tmp_path / "reject" / "model.json", tmp_path / "new.csv", tmp_path / "s2.csv")
+    assert "fill them or drop those rows before scoring" in str(e.value) and "missing='mean'" not in str(e.value)
+    new.dropna().to_csv(tmp_path / "semi.csv", index=False, sep=";")
+    r = subprocess.run([sys.executable, "-m", "fedrisk", "predict", tmp_path / "mean" / "model.json", tmp_path / "semi.csv",
+                        "--out", tmp_path / "s3.csv"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--sep ';'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "fedrisk", "predict", tmp_path / "mean" / "model.json", tmp_path / "semi.csv",
+                        "--out", tmp_path / "s3.csv", "--sep", ";"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(tmp_path / "s3.csv")) == 19

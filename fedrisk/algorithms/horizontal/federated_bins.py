@@ -22,6 +22,23 @@ standardised score or a raw credit limit) and linear around 0. Two rounds (``agg
                                                      the summed counts), whether any bank has
                                                      missing values                 (aggregate)
 
+Zoom rounds (no ``[privacy]`` only; at most ``MAX_ZOOM``, usually none). A relative grid cannot
+separate values whose spread is small next to their magnitude: birth years 1940-2005 fall in three
+cells, dates written ``20230115`` in one, so the column would be nearly useless to the trees while
+XGBoost's pooled quantiles split it finely. When a feature has fewer occupied cells than
+``max_bin`` and one of them is wider than ``1/max_bin`` of the occupied span (so it may hide values
+that deserve bins of their own), the coordinator zooms in::
+
+       coordinator -> bank_k : <tag>.cuts            {"zoom": features, lo, hi, cells}: the
+                                                     occupied span [lo, hi) of each such feature,
+                                                     cut into ``ZOOM_CELLS`` equal cells (aggregate)
+       bank_k -> coordinator : <tag>.zoomR via agg   counts on those cells
+       ... until no feature needs it (or its occupied cells stop growing); then the final cuts.
+
+A zoom reveals the same kind of thing as the fine round (the federation's counts on a public
+grid), at a finer resolution inside the span the coordinator already knew was occupied. Under
+``[privacy]`` the number of noisy sums is fixed in advance, so there is no zoom (documented limit).
+
 What each participant learns: the coordinator learns, per feature, the *federation's* counts on
 the grid (the pooled distribution at about 1.6% relative resolution; with ``[privacy]``, noisy
 counts) and the totals in ``extra``; never a bank's own counts or values. A bank learns the
@@ -52,6 +69,9 @@ _COARSE = _Z_HI - _Z_LO
 SUB_CELLS = 64
 #: with DP noise on the counts, coarser cells hold enough rows to stand out of the noise
 SUB_CELLS_DP = 8
+#: equal cells over a zoomed feature's occupied span, and the most zoom rounds a run makes
+ZOOM_CELLS = 1024
+MAX_ZOOM = 3
 
 
 def z_scale(x: np.ndarray) -> np.ndarray:
@@ -109,6 +129,15 @@ def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np
     fine = _fine_counts(X, ranges, sub)
     submit(f"{tag}.fine", np.concatenate(fine) if fine else np.zeros(0), float(np.sqrt(d)))
     msg = channel.recv(coordinator, f"{tag}.cuts")
+    for r in range(MAX_ZOOM + 1):
+        if not isinstance(msg, dict) or "zoom" not in msg:
+            break
+        if r == MAX_ZOOM:
+            raise ProtocolError(f"{channel.me}: the coordinator asked for more than {MAX_ZOOM} bin zoom rounds")
+        submit(f"{tag}.zoom{r}", _zoom_counts(X, msg["zoom"], channel.me), float(np.sqrt(d)))
+        msg = channel.recv(coordinator, f"{tag}.cuts")
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
     cuts, has_missing, max_bin = msg.get("cuts"), msg.get("missing"), msg.get("max_bin")
     if not isinstance(cuts, list) or len(cuts) != d or not isinstance(max_bin, int):
         raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
@@ -148,25 +177,87 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
     sizes = [max(0, int(hi - lo + 1)) * sub for lo, hi in ranges]
     fine = collect(f"{tag}.fine", int(sum(sizes)))
     floor2 = max(0.5, 3.0 * noise_std(float(np.sqrt(d))))
-    cuts: list[np.ndarray] = []
+    counts_f: list[np.ndarray] = []  # per feature: summed counts and the edges of their cells
+    edges_f: list[np.ndarray] = []
     off = 0
     for f in range(d):
         c = fine[off:off + sizes[f]]
         off += sizes[f]
-        c = np.where(c > floor2, c, 0.0)
-        cuts.append(_cuts_from_counts(c, int(ranges[f, 0]), max_bin - int(has_missing[f]), sub))
+        counts_f.append(np.where(c > floor2, c, 0.0))
+        edges_f.append(_from_z(int(ranges[f, 0]) + np.arange(sizes[f] + 1) / sub))
+    bins_f = [max_bin - int(has_missing[f]) for f in range(d)]
+    zooms, settled = 0, set()  # settled: a zoom separated nothing more (a constant column, say)
+    if noise_std(1.0) == 0:  # a zoom is one more sum: none under [privacy], whose sums are planned ahead
+        for r in range(MAX_ZOOM):
+            want = [f for f in range(d) if f not in settled and _needs_zoom(counts_f[f], edges_f[f], bins_f[f])]
+            if not want:
+                break
+            spans = [_occupied_span(counts_f[f], edges_f[f]) for f in want]
+            channel.broadcast(banks, f"{tag}.cuts", {"zoom": {"features": want, "lo": [a for a, _ in spans],
+                                                              "hi": [b for _, b in spans], "cells": ZOOM_CELLS}},
+                              kind="aggregate")
+            zoomed = collect(f"{tag}.zoom{r}", len(want) * ZOOM_CELLS).reshape(len(want), ZOOM_CELLS)
+            zooms += 1
+            for f, (a, b), c in zip(want, spans, zoomed):
+                c = np.where(c > floor2, c, 0.0)
+                grew = np.count_nonzero(c) > np.count_nonzero(counts_f[f])
+                counts_f[f], edges_f[f] = c, a + (b - a) * np.arange(ZOOM_CELLS + 1) / ZOOM_CELLS
+                if not grew:
+                    settled.add(f)
+    cuts = [_cuts_from_counts(counts_f[f], edges_f[f], bins_f[f]) for f in range(d)]
     channel.broadcast(banks, f"{tag}.cuts", {"cuts": [c.tolist() for c in cuts], "missing": has_missing.tolist(),
                                              "max_bin": int(max_bin)}, kind="aggregate")
-    info = {"grid_cells": int(sum(sizes)), "occupied_cells": int(np.count_nonzero(fine > floor2))}
+    info = {"grid_cells": int(sum(sizes)), "occupied_cells": int(np.count_nonzero(fine > floor2)),
+            "zoom_rounds": zooms}
     return binner_from_cuts(max_bin, cuts, has_missing), extra, info
 
 
-def _cuts_from_counts(counts: np.ndarray, z_lo: int, max_bin: int, sub: int = SUB_CELLS) -> np.ndarray:
-    """Cut points of one feature from its summed fine-cell counts (see the module docstring)."""
+def _occupied_span(counts: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
+    """``[lower edge of the first occupied cell, upper edge of the last)`` of one feature."""
+    occ = np.flatnonzero(counts > 0)
+    return float(edges[occ[0]]), float(edges[occ[-1] + 1])
+
+
+def _needs_zoom(counts: np.ndarray, edges: np.ndarray, max_bin: int) -> bool:
+    """Fewer occupied cells than bins, and one of them wider than ``1/max_bin`` of the occupied span.
+
+    A discrete column (0/1, -2..3, 0..100) has narrow cells around its few values and needs no
+    zoom; birth years or ``YYYYMMDD`` dates pile into a few cells as wide as their whole span.
+    """
+    occ = np.flatnonzero(counts > 0)
+    if max_bin < 2 or occ.size == 0 or occ.size >= max_bin:
+        return False
+    lo, hi = _occupied_span(counts, edges)
+    widths = edges[occ + 1] - edges[occ]
+    return bool(hi > lo and np.isfinite(hi - lo) and widths.max() > (hi - lo) / max_bin)
+
+
+def _zoom_counts(X: np.ndarray, zoom: object, me: str) -> np.ndarray:
+    """A bank's counts on the coordinator's zoom grid: ``cells`` equal cells over ``[lo, hi)`` per feature."""
+    try:
+        feats = [int(f) for f in zoom["features"]]  # type: ignore[index]
+        lo = np.asarray(zoom["lo"], dtype=np.float64)  # type: ignore[index]
+        hi = np.asarray(zoom["hi"], dtype=np.float64)  # type: ignore[index]
+        cells = int(zoom["cells"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        raise ProtocolError(f"{me}: the coordinator's bin zoom request is malformed") from None
+    if (not 1 <= cells <= 65536 or lo.shape != (len(feats),) or hi.shape != lo.shape
+            or any(not 0 <= f < X.shape[1] for f in feats) or not np.all(np.isfinite(lo) & np.isfinite(hi) & (hi > lo))):
+        raise ProtocolError(f"{me}: the coordinator's bin zoom request is malformed")
+    out = np.zeros((len(feats), cells))
+    for i, f in enumerate(feats):
+        col = X[:, f]
+        col = col[~np.isnan(col)]
+        k = np.floor((col - lo[i]) / (hi[i] - lo[i]) * cells).astype(np.int64)
+        out[i] = np.bincount(np.clip(k, 0, cells - 1), minlength=cells)
+    return out.ravel()
+
+
+def _cuts_from_counts(counts: np.ndarray, edges: np.ndarray, max_bin: int) -> np.ndarray:
+    """Cut points of one feature from its summed cell counts; ``edges[i]`` is cell ``i``'s lower edge."""
     occ = np.flatnonzero(counts > 0)
     if occ.size <= 1 or max_bin < 2:
         return np.empty(0)
-    edges = _from_z(z_lo + np.arange(counts.size) / sub)  # lower edge of every cell
     if occ.size <= max_bin:
         return edges[occ[1:]]
     cum = np.cumsum(counts[occ])

@@ -19,7 +19,10 @@ Message flow (``C`` = coordinator, ``B_k`` = bank ``k``)
 2   B -> C  ``hgb.bins.*`` (agg)   masked              counts of the bank's values on a common grid
                                                        and [training rows, sum of y] (see
                                                        :mod:`fedrisk.algorithms.horizontal.federated_bins`)
-    C -> B  ``hgb.bins.grid/cuts`` aggregate           grid range, then the agreed cut points
+    C -> B  ``hgb.bins.grid/cuts`` aggregate           grid range, then the agreed cut points (or, up
+                                                       to 3 times without ``[privacy]``, a zoom request:
+                                                       finer cells over a narrow column's occupied span,
+                                                       e.g. birth years, answered by ``hgb.bins.zoomR``)
     C -> B  ``hgb.start``          aggregate           base score (log-odds of the pooled default
                                                        rate), number of trees planned
 3   C -> B  ``hgb.p<s>``           model               step ``s`` of the plan: the split decisions of
@@ -172,7 +175,8 @@ class GbdtParams(BoostingParams):
 
 def planned_aggregations(params: GbdtParams, private: bool = False) -> int:
     """Aggregations a run makes at most: 2 binning rounds, one per tree level (plus one for the leaf
-    totals with differential privacy), one final loss round. Dropout restarts add rounds; with
+    totals with differential privacy), one final loss round. Dropout restarts add rounds, and so do
+    bin zoom rounds (at most ``federated_bins.MAX_ZOOM``, never under ``[privacy]``); with
     ``[privacy]`` the coordinator refuses any beyond this count."""
     return 2 + params.n_trees * (params.max_depth + int(private)) + 1
 

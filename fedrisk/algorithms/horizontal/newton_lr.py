@@ -162,7 +162,7 @@ from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
 from fedrisk.crypto.dp import BankNoise, PrivacyPlan, clip_rows, min_contributors
 from fedrisk.crypto.secagg_oneshot import IncompleteRound
-from fedrisk.errors import CryptoError, ProtocolError
+from fedrisk.errors import CryptoError, DataError, ProtocolError
 from fedrisk.transport.channel import Channel
 
 __all__ = ["NewtonConfig", "run_bank", "run_coordinator", "LADDER", "TAG_PREFIXES", "stats_length",
@@ -462,6 +462,13 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
         p, history, done = np.asarray(resumed["p"], dtype=np.float64), list(resumed["history"]), bool(resumed["done"])
         last_loss, last_contributors = resumed["last_loss"], resumed["last_contributors"]
     while True:
+        if not done and r > cfg.rounds and log is not None:
+            # the round budget ran out before the step fell below tol: say so, as scikit-learn's ConvergenceWarning does
+            step = history[-1].get("newton_step") if history else None
+            log(f"Newton stopped after {cfg.rounds} rounds without converging (last step "
+                f"{'n/a' if step is None else f'{step:.3g}'} > tol {cfg.tol:g}): raise task.rounds, or if the "
+                "coefficients keep growing the pooled data may be separable (or l2 = 0 with collinear columns): "
+                "set task.l2 > 0")
         done = done or r > cfg.rounds
         if not done:
             roster.readmit(r, admit, {"mean": st.mean, "scale": st.scale, "banks": len(banks)})
@@ -511,6 +518,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
         moved = bool(np.any(p != 0.0))
         rec: dict = {"round": r, "banks": len(res.contributors), "rows": int(n_round),
                      "contributors": list(res.contributors)}
+        if start is None and r == first and not np.any(w):
+            _refuse_one_class(n_round, g[d])
         if not moved or ok[1]:
             # the gradient and Hessian were evaluated at the accepted point w + p
             w = w + p
@@ -544,6 +553,22 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     if privacy is not None:
         model.privacy = privacy.summary()
     return model
+
+
+def _refuse_one_class(n_rows: float, g_intercept: float) -> None:
+    """Stop when the pooled rows hold one class only (no bank has a default, or every row is one).
+
+    At ``w = 0`` the intercept's mean gradient is ``1/2 - (pooled bad rate)``, so the coordinator
+    reads the pooled bad count off the first round's sums (it learns it anyway: see "What each
+    participant learns"). Without this a job whose banks exported the wrong label column, or
+    filtered out their defaults, would run all its rounds towards an intercept of minus infinity
+    and write that model as if it were one.
+    """
+    bads = n_rows * (0.5 - g_intercept)
+    if bads < 0.5 or bads > n_rows - 0.5:
+        which = "no row is a default (label 1)" if bads < 0.5 else "every row is a default (label 1)"
+        raise DataError(f"the pooled training rows hold only one class: {which} at any bank; check each bank's "
+                        "label column and its positive = ... coding (both defaults and non-defaults are needed)")
 
 
 def _private_newton(channel: Channel, agg: Aggregation, roster, cfg: NewtonConfig, d: int, active: np.ndarray,

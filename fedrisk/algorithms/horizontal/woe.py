@@ -370,6 +370,13 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggr
                 else FeatureBins(f, "categorical", groups=[[c] for c in cats[f]]) for f in feats}
     length = sum(2 * (pre_bins[f].n_bins + 1) for f in feats)
     counts = _sum(agg, channel, parties, f"{tag}.counts", length, integer=True)
+    if feats:  # every row sits in one bin of the first feature: its goods and bads are the pooled totals
+        k0 = pre_bins[feats[0]].n_bins + 1
+        n_good, n_bad = counts[:k0].sum(), counts[k0:2 * k0].sum()
+        if n_good == 0 or n_bad == 0:
+            which = "no row is a default (label 1)" if n_bad == 0 else "every row is a default (label 1)"
+            raise DataError(f"the pooled rows hold only one class: {which} at any party; WOE and IV need both, so "
+                            "check each party's label column and its positive = ... coding")
     woe: dict[str, FeatureWoe] = {}
     pos = 0
     monotonic = cfg.method == "monotonic"

@@ -200,3 +200,20 @@ def test_a_statistic_beyond_the_ring_is_refused_before_sending():
     _check_ring(np.array([1.0, 2e6]), Agg(), 3, "bank1", "hlr.stats.r1")
     with pytest.raises(CryptoError, match=r"bank1.*hlr\.stats\.r1.*nothing was sent"):
         _check_ring(np.array([1.0, 3e6]), Agg(), 3, "bank1", "hlr.stats.r1")
+
+
+def test_a_run_that_exhausts_its_rounds_says_it_did_not_converge():
+    """Perfectly separable pooled labels with l2 = 0: the MLE does not exist and the coefficients grow
+    every round; the coordinator's log says so instead of handing over the model silently."""
+    banks = {b: (X, (X[:, 0] > 0).astype(float)) for b, (X, _) in synthetic_banks(9).items()}
+    for cfg, expect in ((NewtonConfig(l2=0.0, rounds=6), True), (NewtonConfig(rounds=30), False)):
+        logs: list[str] = []
+        net = InMemoryNetwork([*banks, "coordinator"])
+        roles = {b: (lambda X, y: lambda ch: run_bank(ch, "coordinator", X, y, NAMES5, cfg))(X, y)
+                 for b, (X, y) in banks.items()}
+        roles["coordinator"] = lambda ch: run_coordinator(ch, list(banks), cfg, log=logs.append)
+        run_roles(roles, network=net)
+        said = [l for l in logs if "without converging" in l]
+        assert bool(said) == expect, logs
+        if expect:
+            assert "after 6 rounds" in said[0] and "separable" in said[0] and "task.l2" in said[0]

@@ -1,0 +1,76 @@
+"""Federated bin edges on columns whose spread is small next to their magnitude (birth years,
+``YYYYMMDD`` dates): the relative grid alone put them in one to three bins; the zoom rounds give
+them the bins pooled XGBoost gives them, and the model its AUC."""
+import numpy as np
+import pytest
+
+from fedrisk.algorithms.horizontal.aggregation import PlainAggregation
+from fedrisk.algorithms.horizontal.federated_bins import MAX_ZOOM
+from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations
+from fedrisk.crypto.secagg_oneshot import OneShotSessionAggregation
+from fedrisk.finance.metrics import auc
+from tests.algorithms.horizontal.test_gbdt import COORD, federate, pooled
+
+
+def _years_and_dates(seed: int, sizes=(1500, 1000, 1200)):
+    rng = np.random.default_rng(seed)
+    banks = {}
+    for i, n in enumerate(sizes):
+        year = rng.integers(1940, 2006, n).astype(float)
+        date = 20230101.0 + rng.integers(0, 365, n)
+        amount = rng.lognormal(8, 1, n)
+        z = -1 + 0.08 * (year - 1975) - 0.003 * (date - 20230101) + 0.3 * np.log(amount / 3000)
+        y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(float)
+        banks[f"bank{i + 1}"] = (np.column_stack([year, date, amount]), y)
+    return banks
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_narrow_columns_get_their_bins_and_the_model_matches_pooled_xgboost(secure):
+    xgb = pytest.importorskip("xgboost")
+    banks = _years_and_dates(0)
+    Xt, yt = _years_and_dates(1, sizes=(3000,))["bank1"]
+    params = GbdtParams(n_trees=20, max_depth=3, learning_rate=0.3, max_bin=32)
+    agg = OneShotSessionAggregation(64, dropout_timeout=5.0) if secure else PlainAggregation()
+    model = federate(banks, params, agg)[0][COORD]
+    # birth year: 66 distinct values, date: 365, amount: continuous -- each gets its 31 cuts
+    assert [len(c) for c in model.cuts] == [31, 31, 31]
+    X, y = pooled(banks)
+    ref = xgb.XGBClassifier(n_estimators=20, max_depth=3, learning_rate=0.3, max_bin=32, tree_method="hist",
+                            n_jobs=1).fit(X, y)
+    a_fed, a_xgb = auc(yt, model.predict_proba(Xt)), auc(yt, ref.predict_proba(Xt)[:, 1])
+    assert a_fed > a_xgb - 0.01, (a_fed, a_xgb)
+    assert model.importance["x1"]["splits"] > 0  # the date column is usable at all
+    # the zoom costs at most MAX_ZOOM extra sums
+    assert planned_aggregations(params) < model.rounds <= planned_aggregations(params) + MAX_ZOOM
+
+
+def test_discrete_and_constant_columns_need_no_zoom_or_stop_after_one():
+    rng = np.random.default_rng(3)
+    banks = {}
+    for i, n in enumerate((400, 300)):
+        X = np.column_stack([rng.integers(0, 2, n), rng.integers(-2, 4, n), rng.normal(size=n), np.full(n, 7.0)])
+        banks[f"bank{i + 1}"] = (X.astype(float), (rng.random(n) < 0.3).astype(float))
+    params = GbdtParams(n_trees=2, max_depth=2, max_bin=16)
+    model = federate(banks, params)[0][COORD]
+    assert [len(c) for c in model.cuts] == [1, 5, 15, 0]
+    # the constant column asks for one zoom, which separates nothing, and the zooming stops
+    assert model.rounds == planned_aggregations(params) + 1
+
+
+def test_zoom_counts_reach_the_coordinator_masked_only():
+    """The zoom rounds' counts go through the same secure aggregation as the other bin counts: what
+    the coordinator receives from a bank for them is masked ring elements, never its counts."""
+    banks = _years_and_dates(2, sizes=(300, 200))
+    params = GbdtParams(n_trees=1, max_depth=1, max_bin=16)
+    res, net, _ = federate(banks, params, OneShotSessionAggregation(64, dropout_timeout=5.0), capture=True)
+    assert res[COORD].rounds > planned_aggregations(params)  # a zoom ran
+    zoom = [e for e in net[COORD].captured if "zoom" in e.tag and e.sender in banks]
+    assert zoom and all(e.kind in ("masked", "public-parameter") for e in zoom)
+    assert any(isinstance(e.body, np.ndarray) for e in zoom)
+    for e in zoom:
+        if isinstance(e.body, np.ndarray):
+            assert e.kind == "masked" and e.body.dtype == np.uint64
+    # the coordinator's requests name only public grid parameters
+    asked = [e for c in banks for e in net[c].captured if e.sender == COORD and e.tag == "hgb.bins.cuts"]
+    assert asked and set(asked[0].body["zoom"]) == {"features", "lo", "hi", "cells"}

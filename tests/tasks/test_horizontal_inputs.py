@@ -1,0 +1,183 @@
+"""Horizontal tasks on data shapes a real federation brings (found by bug hunting; in-process runs
+of the real ``run(ctx)`` over the in-memory network):
+
+* ``horizontal.gbdt`` reads each bank's CSV dialect and label coding (``sep``, ``decimal``,
+  ``positive``) as ``horizontal.lr`` does: German credit with its raw ``good``/``bad`` labels;
+* the evaluation holder's "this bank alone" comparison never stops a finished federation: a bank
+  without a single default, or with a column that is blank in all its rows;
+* ``horizontal.lr``, ``horizontal.scorecard`` and ``horizontal.woe`` refuse a federation whose pooled
+  labels hold one class with one line, instead of writing a model with an intercept of minus
+  infinity (LR) or saying that no feature reaches the IV threshold (WOE).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedrisk.errors import DataError
+from tests.tasks.test_woe_tasks import GERMAN, run_in_process
+from fedrisk.runtime.demo import free_ports
+
+
+def spec_for(tmp: Path, kind: str, banks: dict[str, str], task_extra: str = "", test: bool = True) -> Path:
+    """A job spec over ``bank*.csv`` in ``tmp``; ``banks`` maps each bank to extra lines of its table."""
+    ports = free_ports(len(banks) + 1)
+    parts = "".join(f'[parties.{b}]\naddress = "127.0.0.1:{ports[i + 1]}"\ndata = "{b}.csv"\nid = "id"\nlabel = "y"\n{extra}\n'
+                    for i, (b, extra) in enumerate(banks.items()))
+    path = tmp / "job.toml"
+    path.write_text(f'[federation]\nname = "inputs"\n[coordinator]\naddress = "127.0.0.1:{ports[0]}"\n' + parts
+                    + f'[task]\nkind = "{kind}"\n{task_extra}\n' + ('[evaluation]\ntest = "test.csv"\n' if test else ""))
+    return path
+
+
+def numeric_banks(tmp: Path, sizes=(300, 250, 200), seed: int = 0) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, n in [*((f"bank{k + 1}", s) for k, s in enumerate(sizes)), ("test", 400)]:
+        X = rng.normal(size=(n, 3))
+        y = (rng.random(n) < 1 / (1 + np.exp(-(X @ [1.0, -0.5, 0.3] - 1)))).astype(int)
+        out[name] = pd.DataFrame({"id": np.arange(n) + 1000 * len(out), "y": y, "x0": X[:, 0], "x1": X[:, 1], "x2": X[:, 2]})
+    for name, df in out.items():
+        df.to_csv(tmp / f"{name}.csv", index=False)
+    return out
+
+
+def test_gbdt_reads_each_banks_dialect_and_label_coding(tmp_path):
+    """German credit as exported: raw 'good'/'bad' labels; one bank ';'-separated with decimal commas."""
+    if not GERMAN.is_file():
+        pytest.skip("germancredit.csv not in ../shared/data")
+    df = pd.read_csv(GERMAN)
+    df.insert(0, "id", np.arange(len(df)))
+    df = df.rename(columns={"creditability": "y"})[["id", "y", "duration_in_month", "credit_amount", "age_in_years"]]
+    df["credit_amount"] = df["credit_amount"] / 7.0  # decimals, for the decimal-comma bank
+    df[df.id % 5 == 0].to_csv(tmp_path / "test.csv", index=False)
+    train = df[df.id % 5 != 0]
+    train[train.id % 2 == 0].to_csv(tmp_path / "bank1.csv", index=False)
+    train[train.id % 2 == 1].to_csv(tmp_path / "bank2.csv", index=False, sep=";", decimal=",")
+    spec = spec_for(tmp_path, "horizontal.gbdt", {"bank1": 'positive = "bad"', "bank2": 'positive = "bad"\nsep = ";"\ndecimal = ","'},
+                    "n_trees = 5\nmax_depth = 2")
+    m = run_in_process(spec, tmp_path / "run")
+    assert m["test"]["n"] == 200 and m["test"]["positives"] == int((df[df.id % 5 == 0].y == "bad").sum())
+    assert m["test"]["auc"] > 0.6
+
+
+@pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.gbdt"])
+def test_evaluation_holder_without_a_default_still_writes_the_evaluation(tmp_path, kind):
+    parts = numeric_banks(tmp_path)
+    parts["bank1"].assign(y=0).to_csv(tmp_path / "bank1.csv", index=False)  # the evaluation holder
+    extra = "n_trees = 5\nmax_depth = 2" if kind == "horizontal.gbdt" else ""
+    m = run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}, extra), tmp_path / "run")
+    assert m["test"]["auc"] > 0.6
+    assert "local_only" not in m["comparison"]  # no model of its own to compare with, and it says nothing
+    assert "auc" not in m["train"] and "only non-defaults" in m["train"]["note"]
+    from fedrisk.finance.report import write_report
+
+    assert "test (AUC" in write_report(tmp_path / "run").read_text()  # the report draws the test ROC, skips the one-class train
+
+
+def test_gbdt_evaluation_holder_with_a_blank_column_still_writes_the_evaluation(tmp_path):
+    parts = numeric_banks(tmp_path)
+    parts["bank1"].assign(x2=np.nan).to_csv(tmp_path / "bank1.csv", index=False)
+    m = run_in_process(spec_for(tmp_path, "horizontal.gbdt", {b: 'missing = "keep"' for b in ("bank1", "bank2", "bank3")},
+                                "n_trees = 5\nmax_depth = 2"), tmp_path / "run")
+    assert m["test"]["auc"] > 0.6 and m["comparison"]["local_only"]["bank1"]["auc"] > 0.5
+
+
+@pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.scorecard", "horizontal.woe"])
+def test_pooled_labels_of_one_class_are_one_error_line(tmp_path, kind):
+    parts = numeric_banks(tmp_path)
+    for b in ("bank1", "bank2", "bank3"):
+        parts[b].assign(y=0).to_csv(tmp_path / f"{b}.csv", index=False)
+    with pytest.raises(DataError) as e:
+        run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}, test=False), tmp_path / "run")
+    msg = str(e.value)
+    assert "\n" not in msg and "only one class" in msg and "no row is a default" in msg
+    assert not (tmp_path / "run" / "model.json").exists() and not (tmp_path / "run" / "scorecard.json").exists()
+
+
+def test_text_column_without_categories_says_how_to_declare_them(tmp_path):
+    parts = numeric_banks(tmp_path)
+    for b in ("bank1", "bank2", "bank3"):
+        parts[b].assign(region=np.where(parts[b].x0 > 0, "north", "south")).to_csv(tmp_path / f"{b}.csv", index=False)
+    with pytest.raises(DataError) as e:
+        run_in_process(spec_for(tmp_path, "horizontal.lr", {b: "" for b in ("bank1", "bank2", "bank3")}), tmp_path / "run")
+    msg = str(e.value)
+    assert "\n" not in msg and "'region'" in msg and "[task] categories = { region = [...] }" in msg
+
+
+@pytest.mark.parametrize("kind", ["horizontal.woe", "horizontal.scorecard"])
+def test_a_bank_without_a_column_keeps_it_blank_and_iv_equals_pooled(tmp_path, kind):
+    """bank3 does not collect ``duration_in_month`` (numeric) nor ``purpose`` (text): blank in all its rows.
+    Its rows take the missing bins, and the federated IV equals the pooled IV on the same bins."""
+    from fedrisk.finance.binning import FeatureBins
+    from fedrisk.finance.woe import FeatureWoe
+    from tests.tasks.test_woe_tasks import split_german
+
+    parts = split_german(tmp_path, test=kind == "horizontal.scorecard")
+    cols = ["id", "y", "duration_in_month", "credit_amount", "age_in_years", "purpose", "credit_history"]
+    parts = {k: v[cols] for k, v in parts.items()}
+    parts["bank3"] = parts["bank3"].assign(duration_in_month=np.nan, purpose=np.nan)
+    for k, v in parts.items():
+        v.to_csv(tmp_path / f"{k}.csv", index=False)
+    m = run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}, "iv_threshold = 0.0",
+                                test=kind == "horizontal.scorecard"), tmp_path / "run")
+    pooled = pd.concat([parts[b] for b in ("bank1", "bank2", "bank3")]).reset_index(drop=True)
+    doc = json.loads((tmp_path / "run" / "woe" / "bank1.json").read_text())
+    iv = {r["feature"]: r["iv"] for r in (m["iv"]["federation"] if "federation" in m.get("iv", {}) else [])}
+    y = pooled["y"].to_numpy()
+    for f in ("duration_in_month", "purpose"):
+        fb = FeatureBins.from_dict(doc["features"][f]["bins"])
+        idx = fb.assign(pooled[f])
+        k = fb.n_bins + 1
+        ref = FeatureWoe.from_counts(fb, np.bincount(idx[y == 0], minlength=k), np.bincount(idx[y == 1], minlength=k))
+        assert doc["features"][f]["iv"] == pytest.approx(ref.iv, abs=1e-12)
+        if iv:
+            assert iv[f] == pytest.approx(ref.iv, abs=1e-12)
+    if kind == "horizontal.scorecard":
+        assert m["test"]["auc"] > 0.6
+
+
+@pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.gbdt", "horizontal.scorecard"])
+@pytest.mark.parametrize("flaw", ["blank label", "one class", "missing column"])
+def test_a_bad_test_file_stops_the_job_before_training(tmp_path, kind, flaw):
+    """The evaluation holder reads evaluation.test before training (GBDT and the scorecard read it only
+    after the model was trained, and a run in process lost the error as that bank's dropout)."""
+    parts = numeric_banks(tmp_path)
+    test = parts["test"].copy()
+    if flaw == "blank label":
+        test["y"] = test["y"].astype(float).where(test.index != 3)
+    elif flaw == "one class":
+        test["y"] = 0
+    else:
+        test = test.drop(columns="x2")
+    test.to_csv(tmp_path / "test.csv", index=False)
+    extra = "n_trees = 3\nmax_depth = 2" if kind == "horizontal.gbdt" else ""
+    with pytest.raises(DataError) as e:
+        run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}, extra), tmp_path / "run")
+    msg = str(e.value)
+    assert "\n" not in msg and "test.csv" in msg and "'bank1'" in msg
+    assert {"blank label": "is empty in 1 rows", "one class": "only non-defaults", "missing column": "'x2'"}[flaw] in msg
+    assert not (tmp_path / "run" / "model.json").exists() and not (tmp_path / "run" / "scorecard.json").exists()
+
+
+def test_mean_imputing_lr_scores_its_test_file_as_predict_does(tmp_path):
+    """missing = "mean": the evaluation holder fills its test file's blanks with the federation's means
+    (as ``fedrisk predict`` does), not with the test file's own means, so metrics.json describes the
+    scores production would give."""
+    from fedrisk.runtime.predict import predict_file
+
+    parts = numeric_banks(tmp_path)
+    parts["bank2"].assign(x1=lambda d: d.x1.where(d.index % 5 != 0)).to_csv(tmp_path / "bank2.csv", index=False)
+    test = parts["test"].assign(x0=lambda d: d.x0.where(d.index % 3 != 0) + 0.0)
+    test.loc[test.index % 3 != 0, "x0"] += 1.0  # the test file's own mean of x0 is far from the federation's
+    test.to_csv(tmp_path / "test.csv", index=False)
+    run_in_process(spec_for(tmp_path, "horizontal.lr", {b: 'missing = "mean"' for b in ("bank1", "bank2", "bank3")}),
+                   tmp_path / "run")
+    test.drop(columns="y").to_csv(tmp_path / "new.csv", index=False)
+    predict_file(tmp_path / "run" / "model.json", tmp_path / "new.csv", tmp_path / "s.csv")
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "run" / "scores" / "test.csv")["score"],
+                               pd.read_csv(tmp_path / "s.csv")["score"], atol=1e-7)
