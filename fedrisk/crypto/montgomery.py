@@ -37,12 +37,24 @@ except ImportError:  # pragma: no cover - depends on the build
 
 if os.environ.get("FEDRISK_NATIVE", "").strip() == "0":
     _native = None
+if _native is not None and os.environ.get("FEDRISK_NATIVE_ADX", "").strip() == "0" and hasattr(_native, "set_adx"):
+    _native.set_adx(False)
 
-__all__ = ["AVAILABLE", "PowerTable", "power_table", "gather_products", "grouped_products",
+__all__ = ["AVAILABLE", "set_adx", "PowerTable", "power_table", "gather_products", "grouped_products",
            "multiply_vectors", "shift_products", "pow_list", "powmod_list", "crt_combine", "width_of", "int_bytes"]
 
 #: whether the compiled kernel is in use
 AVAILABLE = _native is not None
+
+
+def set_adx(on: bool) -> bool:
+    """Use the compiled kernel's mulx/adx Montgomery product (``on``, the default where the CPU
+    has BMI2 and ADX) or GMP's generic one, for calls from now on; returns whether the mulx/adx
+    product is in use. Both give the same bytes; this exists to compare them (tests, benchmarks;
+    ``FEDRISK_NATIVE_ADX=0`` switches it off at import)."""
+    if _native is None or not hasattr(_native, "set_adx"):
+        return False
+    return bool(_native.set_adx(bool(on)))
 
 
 def width_of(modulus: int) -> int:
