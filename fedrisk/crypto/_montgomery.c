@@ -274,6 +274,18 @@ static inline void mont_mul(const Mod *m, mp_limb_t *r, const mp_limb_t *a, cons
 /* r = a R^-1 mod n (Montgomery form to normal form). */
 static inline void from_mont(const Mod *m, mp_limb_t *r, const mp_limb_t *a, mp_limb_t *tmp)
 {
+#if defined(FEDRISK_ADX)
+    if (m->adx) { /* the reduction half of the CIOS product: rows u n only (tmp: 2L + 1 limbs) */
+        mp_size_t L = m->L;
+        adx_row_fn row = adx_rows[L];
+        memcpy(tmp, a, (size_t)L * sizeof(mp_limb_t));
+        memset(tmp + L, 0, (size_t)(L + 1) * sizeof(mp_limb_t));
+        for (mp_size_t i = 0; i < L; i++) row(tmp + i, m->n, tmp[i] * m->ninv);
+        if (tmp[2 * L] || mpn_cmp(tmp + L, m->n, L) >= 0) mpn_sub_n(r, tmp + L, m->n, L);
+        else memcpy(r, tmp + L, (size_t)L * sizeof(mp_limb_t));
+        return;
+    }
+#endif
     memcpy(tmp, a, (size_t)m->L * sizeof(mp_limb_t));
     memset(tmp + m->L, 0, (size_t)m->L * sizeof(mp_limb_t));
     redc(m, r, tmp);
