@@ -37,8 +37,10 @@ except ImportError:  # pragma: no cover - depends on the build
 
 if os.environ.get("FEDRISK_NATIVE", "").strip() == "0":
     _native = None
-if _native is not None and os.environ.get("FEDRISK_NATIVE_ADX", "").strip() == "0" and hasattr(_native, "set_adx"):
-    _native.set_adx(False)
+#: whether the compiled kernel uses its mulx/adx product (see :func:`set_adx`)
+ADX = False
+if _native is not None and hasattr(_native, "set_adx"):
+    ADX = bool(_native.set_adx(os.environ.get("FEDRISK_NATIVE_ADX", "").strip() != "0"))
 
 __all__ = ["AVAILABLE", "set_adx", "PowerTable", "power_table", "gather_products", "grouped_products",
            "multiply_vectors", "shift_products", "pow_list", "powmod_list", "crt_combine", "width_of", "int_bytes"]
@@ -52,9 +54,11 @@ def set_adx(on: bool) -> bool:
     has BMI2 and ADX) or GMP's generic one, for calls from now on; returns whether the mulx/adx
     product is in use. Both give the same bytes; this exists to compare them (tests, benchmarks;
     ``FEDRISK_NATIVE_ADX=0`` switches it off at import)."""
+    global ADX
     if _native is None or not hasattr(_native, "set_adx"):
         return False
-    return bool(_native.set_adx(bool(on)))
+    ADX = bool(_native.set_adx(bool(on)))
+    return ADX
 
 
 def width_of(modulus: int) -> int:
@@ -302,5 +306,6 @@ def crt_combine(m1: int, m2: int, a: bytes, b: bytes, width: int) -> bytes:
 
 
 if __name__ == "__main__":  # pragma: no cover - a diagnostic for users
-    print("fedrisk.crypto.montgomery:", "compiled kernel (GMP mpn)" if AVAILABLE else
+    print("fedrisk.crypto.montgomery:", ("compiled kernel (GMP mpn" + (", mulx/adx product up to 2048 bits)"
+                                                                     if ADX else ")")) if AVAILABLE else
           "pure-gmpy2 fallback (reinstall with a C compiler and libgmp-dev for the compiled kernel)")
