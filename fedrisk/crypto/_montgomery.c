@@ -246,7 +246,7 @@ static void redc(const Mod *m, mp_limb_t *r, mp_limb_t *t)
     if (cy || mpn_cmp(r, m->n, L) >= 0) mpn_sub_n(r, r, m->n, L);
 }
 
-/* r = a b R^-1 mod n; tmp has 2L limbs; r may alias a or b. */
+/* r = a b R^-1 mod n; tmp has 2L + 1 limbs; r may alias a or b. */
 static inline void mont_mul(const Mod *m, mp_limb_t *r, const mp_limb_t *a, const mp_limb_t *b, mp_limb_t *tmp)
 {
 #if defined(FEDRISK_ADX)
@@ -271,7 +271,7 @@ static inline void mont_mul(const Mod *m, mp_limb_t *r, const mp_limb_t *a, cons
     redc(m, r, tmp);
 }
 
-/* r = a R^-1 mod n (Montgomery form to normal form). */
+/* r = a R^-1 mod n (Montgomery form to normal form); tmp has 2L + 1 limbs. */
 static inline void from_mont(const Mod *m, mp_limb_t *r, const mp_limb_t *a, mp_limb_t *tmp)
 {
 #if defined(FEDRISK_ADX)
