@@ -33,6 +33,7 @@ typedef struct {
     mp_limb_t r2[MAX_LIMBS]; /* R^2 mod n */
     mp_limb_t ninv;          /* -n^-1 mod 2^64 */
     Py_ssize_t w;            /* byte width of n's big-endian form */
+    int adx;                 /* use the mulx/adx product (L <= ADX_MAX_LIMBS on a CPU with it) */
 } Mod;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -87,6 +88,108 @@ static int limbs_to_be(const mp_limb_t *src, mp_size_t L, unsigned char *dst, Py
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Montgomery product on x86-64 with BMI2 + ADX (mulx, adcx, adox)                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Why: distributions' libgmp is built for generic x86-64 (no mulx/adx code; Debian 12's 6.2.1 has
+   none), so its mpn_mul_n + mpn_addmul_1 reduction runs at ~2 cycles per limb product. For the
+   sizes SecureBoost uses (11, 22 and 32 limbs: q, p^2 and n of a 2048-bit OU key) a CIOS
+   Montgomery product whose rows keep two carry chains in flight (adcx on CF for the running sum,
+   adox on OF for the previous high half) is ~25-30 % faster here. Chosen at run time (CPUID leaf
+   7: BMI2 and ADX) for moduli of at most ADX_MAX_LIMBS limbs; GMP's path otherwise. The assembler
+   accepts these instructions whatever the compile flags, so no -march is needed. Same results
+   bit for bit (both are the fully reduced a b R^-1 mod n). */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FEDRISK_ADX 1
+/* one step of t[0..L+1] += x * v[0..L-1]: limb i, high half of the product into H, the previous
+   step's high half (P) added on the OF chain, t[i] on the CF chain */
+#define ADX_STEP(i, H, P) \
+    "mulx " #i "*8(%[v]), %%rax, " H "\n\t" \
+    "adcx " #i "*8(%[t]), %%rax\n\t" \
+    "adox " P ", %%rax\n\t" \
+    "movq %%rax, " #i "*8(%[t])\n\t"
+#define ADX_E(i) ADX_STEP(i, "%%r10", "%%r11")
+#define ADX_O(i) ADX_STEP(i, "%%r11", "%%r10")
+/* the last step's high half (H) and both carries into t[L], then the carries into t[L+1] */
+#define ADX_TAIL(L, H, P) \
+    "movq " #L "*8(%[t]), %%rax\n\t" \
+    "adcx " H ", %%rax\n\t" \
+    "movl $0, " P "d\n\t" \
+    "adox " P ", %%rax\n\t" \
+    "movq %%rax, " #L "*8(%[t])\n\t" \
+    "movq (" #L "+1)*8(%[t]), %%rax\n\t" \
+    "adcx " P ", %%rax\n\t" \
+    "adox " P ", %%rax\n\t" \
+    "movq %%rax, (" #L "+1)*8(%[t])\n\t"
+#define ADX_R1 ADX_E(0)
+#define ADX_R2 ADX_R1 ADX_O(1)
+#define ADX_R3 ADX_R2 ADX_E(2)
+#define ADX_R4 ADX_R3 ADX_O(3)
+#define ADX_R5 ADX_R4 ADX_E(4)
+#define ADX_R6 ADX_R5 ADX_O(5)
+#define ADX_R7 ADX_R6 ADX_E(6)
+#define ADX_R8 ADX_R7 ADX_O(7)
+#define ADX_R9 ADX_R8 ADX_E(8)
+#define ADX_R10 ADX_R9 ADX_O(9)
+#define ADX_R11 ADX_R10 ADX_E(10)
+#define ADX_R12 ADX_R11 ADX_O(11)
+#define ADX_R13 ADX_R12 ADX_E(12)
+#define ADX_R14 ADX_R13 ADX_O(13)
+#define ADX_R15 ADX_R14 ADX_E(14)
+#define ADX_R16 ADX_R15 ADX_O(15)
+#define ADX_R17 ADX_R16 ADX_E(16)
+#define ADX_R18 ADX_R17 ADX_O(17)
+#define ADX_R19 ADX_R18 ADX_E(18)
+#define ADX_R20 ADX_R19 ADX_O(19)
+#define ADX_R21 ADX_R20 ADX_E(20)
+#define ADX_R22 ADX_R21 ADX_O(21)
+#define ADX_R23 ADX_R22 ADX_E(22)
+#define ADX_R24 ADX_R23 ADX_O(23)
+#define ADX_R25 ADX_R24 ADX_E(24)
+#define ADX_R26 ADX_R25 ADX_O(25)
+#define ADX_R27 ADX_R26 ADX_E(26)
+#define ADX_R28 ADX_R27 ADX_O(27)
+#define ADX_R29 ADX_R28 ADX_E(28)
+#define ADX_R30 ADX_R29 ADX_O(29)
+#define ADX_R31 ADX_R30 ADX_E(30)
+#define ADX_R32 ADX_R31 ADX_O(31)
+/* row for an odd L ends on an even step (high half in r10), for an even L on an odd one (r11) */
+#define ADX_ROW_FN(L, TAILH, TAILP) \
+    static void adx_row_##L(mp_limb_t *t, const mp_limb_t *v, mp_limb_t x) \
+    { \
+        __asm__ volatile("xorl %%r11d, %%r11d\n\t" ADX_R##L ADX_TAIL(L, TAILH, TAILP) \
+                         : : [t] "r"(t), [v] "r"(v), "d"(x) : "rax", "r10", "r11", "cc", "memory"); \
+    }
+#define ADX_ROW_ODD(L) ADX_ROW_FN(L, "%%r10", "%%r11")
+#define ADX_ROW_EVEN(L) ADX_ROW_FN(L, "%%r11", "%%r10")
+ADX_ROW_ODD(1) ADX_ROW_EVEN(2) ADX_ROW_ODD(3) ADX_ROW_EVEN(4) ADX_ROW_ODD(5) ADX_ROW_EVEN(6) ADX_ROW_ODD(7)
+ADX_ROW_EVEN(8) ADX_ROW_ODD(9) ADX_ROW_EVEN(10) ADX_ROW_ODD(11) ADX_ROW_EVEN(12) ADX_ROW_ODD(13) ADX_ROW_EVEN(14)
+ADX_ROW_ODD(15) ADX_ROW_EVEN(16) ADX_ROW_ODD(17) ADX_ROW_EVEN(18) ADX_ROW_ODD(19) ADX_ROW_EVEN(20) ADX_ROW_ODD(21)
+ADX_ROW_EVEN(22) ADX_ROW_ODD(23) ADX_ROW_EVEN(24) ADX_ROW_ODD(25) ADX_ROW_EVEN(26) ADX_ROW_ODD(27) ADX_ROW_EVEN(28)
+ADX_ROW_ODD(29) ADX_ROW_EVEN(30) ADX_ROW_ODD(31) ADX_ROW_EVEN(32)
+#define ADX_MAX_LIMBS 32
+typedef void (*adx_row_fn)(mp_limb_t *, const mp_limb_t *, mp_limb_t);
+static const adx_row_fn adx_rows[ADX_MAX_LIMBS + 1] = {
+    NULL, adx_row_1, adx_row_2, adx_row_3, adx_row_4, adx_row_5, adx_row_6, adx_row_7, adx_row_8, adx_row_9,
+    adx_row_10, adx_row_11, adx_row_12, adx_row_13, adx_row_14, adx_row_15, adx_row_16, adx_row_17, adx_row_18,
+    adx_row_19, adx_row_20, adx_row_21, adx_row_22, adx_row_23, adx_row_24, adx_row_25, adx_row_26, adx_row_27,
+    adx_row_28, adx_row_29, adx_row_30, adx_row_31, adx_row_32,
+};
+
+#include <cpuid.h>
+static int adx_usable(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b & (1u << 8)) && (b & (1u << 19)); /* BMI2 (mulx) and ADX (adcx, adox) */
+}
+#else
+#define ADX_MAX_LIMBS 0
+static int adx_usable(void) { return 0; }
+#endif
+static int use_adx = -1; /* -1: not yet probed; set_adx() overrides (tests, benchmarks) */
+
+/* ------------------------------------------------------------------------------------------ */
 /* Montgomery arithmetic                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -111,6 +214,8 @@ static int mod_init(Mod *m, const unsigned char *nb, Py_ssize_t w)
     mp_limb_t n0 = m->n[0], inv = n0;
     for (int i = 0; i < 6; i++) inv *= 2 - n0 * inv;
     m->ninv = (mp_limb_t)0 - inv;
+    if (use_adx < 0) use_adx = adx_usable();
+    m->adx = use_adx && m->L <= ADX_MAX_LIMBS;
     /* R^2 mod n = remainder of 2^(128 L) */
     mp_size_t nl = 2 * m->L + 1;
     mp_limb_t *num = calloc((size_t)nl, sizeof(mp_limb_t));
@@ -141,17 +246,46 @@ static void redc(const Mod *m, mp_limb_t *r, mp_limb_t *t)
     if (cy || mpn_cmp(r, m->n, L) >= 0) mpn_sub_n(r, r, m->n, L);
 }
 
-/* r = a b R^-1 mod n; tmp has 2L limbs; r may alias a or b. */
+/* r = a b R^-1 mod n; tmp has 2L + 1 limbs; r may alias a or b. */
 static inline void mont_mul(const Mod *m, mp_limb_t *r, const mp_limb_t *a, const mp_limb_t *b, mp_limb_t *tmp)
 {
+#if defined(FEDRISK_ADX)
+    if (m->adx) {
+        /* CIOS: row i adds a[i] b and then u n (u making the lowest limb 0) into tmp[i..i+L+1]; the
+           window slides up one limb per row instead of shifting (tmp: 2L + 1 limbs used) */
+        mp_size_t L = m->L;
+        adx_row_fn row = adx_rows[L];
+        memset(tmp, 0, (size_t)(2 * L + 1) * sizeof(mp_limb_t));
+        for (mp_size_t i = 0; i < L; i++) {
+            mp_limb_t *t = tmp + i;
+            row(t, b, a[i]);
+            row(t, m->n, t[0] * m->ninv);
+        }
+        if (tmp[2 * L] || mpn_cmp(tmp + L, m->n, L) >= 0) mpn_sub_n(r, tmp + L, m->n, L); /* < 2n before */
+        else memcpy(r, tmp + L, (size_t)L * sizeof(mp_limb_t));
+        return;
+    }
+#endif
     if (a == b) mpn_sqr(tmp, a, m->L);
     else mpn_mul_n(tmp, a, b, m->L);
     redc(m, r, tmp);
 }
 
-/* r = a R^-1 mod n (Montgomery form to normal form). */
+/* r = a R^-1 mod n (Montgomery form to normal form); tmp has 2L + 1 limbs. */
 static inline void from_mont(const Mod *m, mp_limb_t *r, const mp_limb_t *a, mp_limb_t *tmp)
 {
+#if defined(FEDRISK_ADX)
+    if (m->adx) { /* the reduction half of the CIOS product: rows u n only (tmp: 2L + 1 limbs) */
+        mp_size_t L = m->L;
+        adx_row_fn row = adx_rows[L];
+        memcpy(tmp, a, (size_t)L * sizeof(mp_limb_t));
+        memset(tmp + L, 0, (size_t)(L + 1) * sizeof(mp_limb_t));
+        for (mp_size_t i = 0; i < L; i++) row(tmp + i, m->n, tmp[i] * m->ninv);
+        if (tmp[2 * L] || mpn_cmp(tmp + L, m->n, L) >= 0) mpn_sub_n(r, tmp + L, m->n, L);
+        else memcpy(r, tmp + L, (size_t)L * sizeof(mp_limb_t));
+        return;
+    }
+#endif
     memcpy(tmp, a, (size_t)m->L * sizeof(mp_limb_t));
     memset(tmp + m->L, 0, (size_t)m->L * sizeof(mp_limb_t));
     redc(m, r, tmp);
@@ -676,7 +810,22 @@ done:
     return out;
 }
 
+PyDoc_STRVAR(set_adx_doc,
+"set_adx(flag) -> bool\n\n"
+"Use the mulx/adx Montgomery product where the CPU has it (flag true, the default) or GMP's\n"
+"generic one (false), for moduli parsed from now on; returns whether the mulx/adx product is in\n"
+"use after the call (false on a CPU without BMI2/ADX whatever the flag).");
+
+static PyObject *set_adx(PyObject *self, PyObject *args)
+{
+    int flag;
+    if (!PyArg_ParseTuple(args, "p", &flag)) return NULL;
+    use_adx = flag ? adx_usable() : 0;
+    return PyBool_FromLong(use_adx);
+}
+
 static PyMethodDef methods[] = {
+    {"set_adx", set_adx, METH_VARARGS, set_adx_doc},
     {"power_table", power_table, METH_VARARGS, power_table_doc},
     {"gather_products", gather_products, METH_VARARGS, gather_products_doc},
     {"grouped_products", grouped_products, METH_VARARGS, grouped_products_doc},

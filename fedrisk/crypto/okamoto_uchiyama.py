@@ -26,7 +26,10 @@ The ciphertexts are identical in distribution (and, for the same ``r``, bit for 
 ``g^m h^r`` computed directly. The key owner has the same two methods on :class:`OUPrivateKey`:
 with the compiled kernel (:mod:`fedrisk.crypto.montgomery`) they compute modulo ``p^2`` and ``q``
 and recombine (:class:`_CrtEncryptor`, ~2x faster, in the owner's threads); the result is again
-the same residue for the same ``r``.
+the same residue for the same ``r``. Cost per owner-side encryption at 2048 bits (224-bit ``r``,
+measured on the loaded 2-core machine with the kernel's mulx/adx product): ~13 core-us for
+``h^r`` (16 products of 22 limbs + 16 of 11), ~2.2 for ``g^m`` and the CRT; about 75 % of it is
+the products themselves.
 
 Security argument:
 

@@ -144,11 +144,19 @@ plan, its own root histogram). Only randomness changes, so the model is the same
 Cost per row and tree (issue #16; ``benchmarks/run.py scale``, measured on this project's loaded
 2-core machine): one OU encryption per row and tree is this protocol's floor. At 2048 bits it is
 16 fixed-base table products modulo ``p^2`` (22 limbs) and 16 modulo ``q`` (11 limbs) for ``h^r``,
-two per-slot products for ``g^m`` and a CRT recombination: ~16-20 core-us, ~60 % of the job's CPU,
-and the compiled kernel is at GMP's speed there (a 22-limb Montgomery product, ``mpn_mul_n`` plus
-reduction, ~0.75 us, the same as with GMP's internal ``redc_1``). H's histograms cost ~4.5 products
-modulo ``n`` per row and tree (~7 us); moving 256 bytes per row through mTLS gRPC costs ~1 us
-(both ends). Checked and *not* done, and why:
+two per-slot products for ``g^m`` and a CRT recombination, ~60 % of the job's CPU; profiles of
+both parties (``perf`` on the benchmark's processes) show ~75 % of L's and most of H's CPU inside
+the Montgomery product itself, the rest (table lookups, conversions, Python) small. The product
+is therefore what was made faster: distributions' libgmp is a generic x86-64 build without
+mulx/adx code, and the compiled kernel now uses its own mulx/adcx/adox CIOS product where the CPU
+has BMI2 and ADX (:mod:`fedrisk.crypto.montgomery`), measured in the same run on this loaded
+machine: an owner-side obfuscator 16.7 -> 13.2 core-us, ``g^m`` + CRT 2.8 -> 2.2, a product
+modulo ``n`` for H's histograms 1.50 -> 1.07 us, a decryption 590 -> 432 us (-21 to -29 %); the
+ciphertexts are the same residues, so the model is the same bit for bit. A 22-limb product (2 x 22^2
+limb products) now takes ~0.5 us, ~1.3 cycles per limb product at the nominal 2.45 GHz, near the
+~1 cycle such code reaches; what is left per encryption is the 16 + 16 table products themselves. H's histograms cost ~4.5 products modulo
+``n`` per row and tree; moving 256 bytes per row through mTLS gRPC costs ~1 us (both ends).
+Checked and *not* done, and why:
 
 * shorter randomness. SecretFlow's HEU draws 110-bit exponents for 2048-bit OU and chains them
   (``h^r = h^r_old * h^delta``). Whether ``c`` encrypts a guessed ``m`` is whether
