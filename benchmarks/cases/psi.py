@@ -16,6 +16,14 @@ ECDH run of the same size: ``runs[i].rr22.cpu_ratio_vs_ecdh``. Both parties run 
 process, so "per party" figures are the total over two; the RSS figures are sampled during each
 run (``peak_rss_sampled_mb``, this process and its children), since the process-wide peak only
 grows from one run to the next.
+
+``runs[i].rr22_two_processes`` (``--protocols`` ``rr22-2p``, on by default) runs the same sets with
+each party in its own OS process over its own gRPC channel with mutual TLS on dev certificates and
+a ledger file, calling ``align_parties`` as a job does (:mod:`benchmarks.cases._psi_two_process`):
+the deployed shape and the figure to compare with the issue's 10 s aim. It reports the wall from
+"go" to the later party's end, CPU-seconds per party (all threads) split into the calling thread,
+the relay threads and the rest (library and gRPC), each party's peak RSS and ledger bytes (checked
+against the ledger files), and the per-step timings; its indices must equal the ECDH run's.
 """
 from __future__ import annotations
 
