@@ -109,8 +109,9 @@ def _count_relay_cpu() -> list[float]:
     """CPU-seconds of the relay's Python threads (socket <-> channel pumps), summed as they end.
 
     Measurement only: wraps the relay's thread body in this benchmark process, so the CPU of a
-    run splits into the calling thread (hashing, files, result), the relay, and the rest (the
-    library's threads and gRPC's).
+    run splits into the calling thread (hashing, files, result, and the library's own driving
+    thread, since ``psi_execute`` runs in it), the relay, and the rest (the library's worker
+    threads and gRPC's).
     """
     from fedrisk.transport.link_relay import ChannelLinkRelay
 
@@ -142,8 +143,9 @@ def _spawn(name: str, folder: Path, pyspy: str | None) -> subprocess.Popen:
 
 def _estimate(res: dict) -> float:
     """Wall on 2 idle cores from CPU: each party's calling thread (hashing, files, reading the
-    result) is serial but runs beside the other party's; the rest (library, relay, gRPC) keeps
-    both cores busy, as spu alone does (15 CPU-s in 7 s wall)."""
+    result, the library's driving thread) is serial but runs beside the other party's; the rest
+    (library workers, relay, gRPC) keeps both cores busy, as spu alone does (15 CPU-s in 7 s
+    wall). Optimistic by 1-2.5 s for the one-process run on the quiet machine (docs/scale.md)."""
     serial = max(r["main_thread_cpu_s"] for r in res.values())
     rest = sum(r["cpu_s"] - r["main_thread_cpu_s"] for r in res.values())
     return round(serial + rest / 2, 2)
