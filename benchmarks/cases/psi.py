@@ -28,6 +28,7 @@ against the ledger files), and the per-step timings; its indices must equal the 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 import threading
 import time
@@ -226,7 +227,10 @@ def _one(n: int, overlap: float, seed: int, salt: str, protocols: list[str]) -> 
             out["rr22"] = _rr22(a, b, salt, m, want)
             out["correct"] = out["correct"] and out["rr22"]["correct"] and out["rr22"]["identical_to_ecdh"]
             if "rr22-2p" in protocols:
-                out["rr22_two_processes"] = _rr22_two_processes(a, b, salt, m, want)
+                try:
+                    out["rr22_two_processes"] = _rr22_two_processes(a, b, salt, m, want)
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:  # kept in the JSON, not lost
+                    out["rr22_two_processes"] = {"error": str(e)[-2000:], "identical_to_ecdh": False}
                 out["correct"] = out["correct"] and out["rr22_two_processes"]["identical_to_ecdh"]
         else:
             out["rr22"] = {"skipped": "the optional extra is not installed: " + spu_binding.INSTALL_HINT}
