@@ -29,7 +29,9 @@ F (sender, rank 1); ``<tag>`` defaults to ``"psi.rr22"``:
 1   P -> Q      ``<tag>.hello``               public-parameter        version, role, reveal,
                                                                       casefold, count ``|P|``, TLS
                                                                       on/off, SHA-256 check of
-                                                                      the salt
+                                                                      the salt, the library's
+                                                                      bucket size (both use the
+                                                                      smaller)
 2   P -> Q      ``<tag>.ready``               control                 ``True``: about to start the
                                                                       library's link
 3   P <-> Q     ``<tag>.link.*``              control / masked        the library's RR22 messages
