@@ -222,8 +222,9 @@ def _halves(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 #: Ids are normalised and hashed this many at a time, so the normalised strings (about 70 bytes
 #: per id as Python objects) never exist for the whole set at once.
 _CHUNK = 1 << 16
-#: The library's working set per item of one hash bucket (RSS measured: about 370 bytes per item
-#: at 300k ids in one bucket, 2 x 150 MB less with 2^14-item buckets), rounded up.
+#: The library's working set per item of one hash bucket (spu alone, peak RSS per party at 300k
+#: ids: 304-317 MB with one bucket, 256-265 MB with 2^16-, 230-243 MB with 2^14-item buckets,
+#: about 370 bytes per bucketed item), rounded up.
 _LIBRARY_BYTES_PER_ITEM = 400
 #: fedrisk's arrays kept per id for the whole run: the 16-byte key, its two 64-bit halves, the
 #: sort order and the sorted halves (the transient ones are built in chunks of ``_CHUNK``).
@@ -316,7 +317,8 @@ def _item_text(digests: np.ndarray) -> np.ndarray:
 
     Why not hex: the library parses its input CSV three times (checks, hash buckets, result), so
     22 instead of 32 characters per item saves about a tenth of its CPU at a million ids. The
-    alphabet needs no CSV quoting and no item can read as a number or a null.
+    alphabet needs no CSV quoting, no item is a CSV null marker, and the library reads its key
+    columns as strings anyway.
     """
     n = len(digests)
     buf = np.zeros((n, 18), dtype=np.uint8)  # 16 bytes + 2 zero bytes = six 3-byte groups
