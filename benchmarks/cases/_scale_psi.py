@@ -3,7 +3,9 @@
 For every size (ids per party; default 100,000 and 1,000,000, ``--psi-sizes`` adds e.g.
 10,000,000 on request) the PSI case (:mod:`benchmarks.cases.psi`) runs both parties with a 50 %
 overlap: ristretto255 ECDH (the dependency-free default, the reference) and, with the optional
-``fedrisk[psi]`` extra, RR22 in the same run. Reported per size and protocol: wall, CPU-seconds,
+``fedrisk[psi]`` extra, RR22 in the same run, both parties in one process and (``rr22_two_processes``)
+each party in its own process over gRPC + mTLS as deployed, the figure ``aims.wall_1m_met`` uses.
+Reported per size and protocol: wall, CPU-seconds,
 ``core_s_per_million_ids`` (CPU-seconds per million ids per party), ``cpu_us_per_id_per_party``,
 the sampled peak RSS and bytes per party. ``aims`` sets the best protocol's figures against the
 issue's aims (1M x 1M in ≤ 10 s wall; ≤ 40 CPU-µs per id per party), and the chart plots
@@ -58,7 +60,7 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--psi-sizes", default="100000,1000000", help="ids per party, comma-separated (10000000 on request)")
     ap.add_argument("--chart", type=Path, default=None, help="SVG path for the cost-vs-ids chart")
     a, _ = ap.parse_known_args(args)
-    res = psi_case.run(["--sizes", a.psi_sizes, "--protocols", "ecdh,rr22"])
+    res = psi_case.run(["--sizes", a.psi_sizes, "--protocols", "ecdh,rr22,rr22-2p"])
     rows = []
     for r in res["runs"]:
         n = r["n_leader"]
@@ -66,6 +68,10 @@ def run(args: list[str]) -> dict:
                "ecdh": _figures(r["federated"], n)}
         if "wall_s" in r.get("rr22", {}):
             row["rr22"] = _figures(r["rr22"], n)
+        if "wall_s" in r.get("rr22_two_processes", {}):
+            two = r["rr22_two_processes"]
+            row["rr22_two_processes"] = {**_figures(two, n), "cpu_s_by_party": two["cpu_s_by_party"],
+                                         "max_rss_mb_by_party": two["max_rss_mb_by_party"]}
         elif "rr22" in r:
             row["rr22_skipped"] = r["rr22"].get("skipped")
         rows.append(row)
@@ -85,9 +91,15 @@ def run(args: list[str]) -> dict:
     aims = {"cpu_us_per_id_per_party_max": AIM_CPU_US_PER_ID, "wall_1m_s_max": AIM_WALL_1M_S, "best": best}
     if "1000000" in best:
         aims["wall_1m_met"] = best["1000000"]["wall_s"] <= AIM_WALL_1M_S
+        two = next((r["rr22_two_processes"] for r in rows
+                    if r["ids_per_party"] == 1_000_000 and "rr22_two_processes" in r), None)
+        if two is not None:  # the deployed shape: each party its own process over gRPC + mTLS
+            aims["wall_1m_two_processes_s"] = two["wall_s"]
+            aims["wall_1m_met"] = two["wall_s"] <= AIM_WALL_1M_S
     aims["cpu_met"] = all(b["cpu_us_per_id_per_party"] <= AIM_CPU_US_PER_ID for b in best.values())
     out = {"sizes": rows, "ratios": ratios, "aims": aims,
-           "note": "both parties run in one process (threads) with the PSI worker pool on every core"}
+           "note": "ecdh and rr22: both parties in one process (threads); rr22_two_processes: each party in its "
+                   "own process over gRPC + mTLS, the figure compared with the 10 s aim"}
     if a.chart:
         chart(rows, a.chart)
         out["chart"] = str(a.chart)

@@ -82,7 +82,8 @@ def alignment_salt(job_id: str, purpose: str = "train") -> str:
 
 def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence[str], ids: Sequence[Any], *,
                   salt: str, tag: str = "psi", log: Any = None, protocol: str = "ecdh",
-                  memory_mb: float | None = None, spill_dir: Any = None) -> Alignment:
+                  memory_mb: float | None = None, spill_dir: Any = None,
+                  rr22_stats: dict | None = None) -> Alignment:
     """Private set intersection of all parties' ids; every party calls this with its own ``ids``.
 
     Parameters
@@ -106,9 +107,14 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
         differ, so a mismatch fails at once). ``"rr22"`` needs the ``fedrisk[psi]`` extra.
     memory_mb : float, optional
         ``[psi] memory_mb``: above it the ECDH path streams through disk
-        (:mod:`~fedrisk.algorithms.vertical.psi_stream`); RR22 (spu) holds its sets in memory.
+        (:mod:`~fedrisk.algorithms.vertical.psi_stream`); RR22 sizes the library's hash buckets
+        to half of it (:func:`~fedrisk.algorithms.vertical.rr22_psi.bucket_size`), which is not a
+        bound on its whole run (see docs/scale.md).
     spill_dir : path, optional
         The party's run/tmp directory for the streaming path's spill files.
+    rr22_stats : dict, optional
+        Filled, for ``"rr22"``, with each pairwise run's :class:`~fedrisk.algorithms.vertical.rr22_psi.Rr22Stats`
+        by peer (byte counts and where the time went; the PSI benchmark reports them).
 
     Returns
     -------
@@ -130,12 +136,17 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
         from fedrisk.algorithms.vertical.rr22_psi import rr22_align_many
 
         res = rr22_align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both",
-                              tag=f"{tag}.rr22")
+                              tag=f"{tag}.rr22", stats=rr22_stats, memory_mb=memory_mb)
     else:
         res = align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both", tag=tag,
                          memory_mb=memory_mb, spill_dir=spill_dir)
     assert res.indices is not None
-    indices = canonical_order(ids if isinstance(ids, np.ndarray) else list(ids), res.indices, salt)
+    if protocol == "rr22":
+        # already in the canonical order: RR22's items are the order keys, and its rows come back
+        # sorted by them (re-hashing the intersection here cost ~0.7 CPU-s per million rows)
+        indices = np.asarray(res.indices, dtype=np.int64)
+    else:
+        indices = canonical_order(ids if isinstance(ids, np.ndarray) else list(ids), res.indices, salt)
     out = Alignment(indices, int(res.size), len(ids), dict(res.peer_sizes), time.perf_counter() - t0, protocol)
     if log is not None:
         log.info("PSI alignment (%s): %d of this party's %d rows are in the intersection of all %d parties (%.2f s)",

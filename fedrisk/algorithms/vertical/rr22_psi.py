@@ -15,7 +15,7 @@ deployment), the library additionally runs TLS end to end on the same certificat
 whose certificate another CA issued is refused by the library too.
 
 Items: each party feeds the library the salted 128-bit order keys of its normalised ids
-(:func:`fedrisk.algorithms.vertical.row_order.order_keys`, fixed-width hex, one per line); the
+(:func:`fedrisk.algorithms.vertical.row_order.order_digests`, 22 base64url characters, one per line); the
 output is its own keys in the intersection, which it maps back to its row numbers in key order,
 the canonical order every protocol uses (so the library's own re-ordering of its result,
 ``disable_alignment=False``, is skipped: it cost a third of the library's time at 1M ids).
@@ -29,7 +29,9 @@ F (sender, rank 1); ``<tag>`` defaults to ``"psi.rr22"``:
 1   P -> Q      ``<tag>.hello``               public-parameter        version, role, reveal,
                                                                       casefold, count ``|P|``, TLS
                                                                       on/off, SHA-256 check of
-                                                                      the salt
+                                                                      the salt, the library's
+                                                                      bucket size (both use the
+                                                                      smaller)
 2   P -> Q      ``<tag>.ready``               control                 ``True``: about to start the
                                                                       library's link
 3   P <-> Q     ``<tag>.link.*``              control / masked        the library's RR22 messages
@@ -94,16 +96,19 @@ import numpy as np
 
 from fedrisk.algorithms.vertical.psi_protocol import PsiResult, check_follower_keep, check_psi_args
 from fedrisk.algorithms.vertical.psi_protocol import empty_intersection_error as _empty_error
-from fedrisk.algorithms.vertical.row_order import KEY_CHARS, hex_keys, order_digests
+from fedrisk.algorithms.vertical.row_order import KEY_CHARS, order_digests
 from fedrisk.crypto import psi, spu_binding
 from fedrisk.errors import ConfigError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
 from fedrisk.transport.link_relay import ChannelLinkRelay
 
-__all__ = ["rr22_align", "rr22_align_many", "Rr22Stats", "DEFAULT_TAG"]
+__all__ = ["rr22_align", "rr22_align_many", "Rr22Stats", "DEFAULT_TAG", "bucket_size"]
 
 DEFAULT_TAG = "psi.rr22"
-_VERSION = 1
+#: 2: items are the keys in base64url (22 characters), the ``done`` digest is over the raw keys;
+#: version 1 fed hex (32 characters). Parties of different versions would find no common item,
+#: so the hello refuses the mix.
+_VERSION = 2
 _MAX_COUNT = 2**31 - 1
 #: Extra patience per id for the library's receive timeout (a peer may be slow at scale).
 _SECONDS_PER_ID = 2e-4
@@ -142,28 +147,35 @@ class Rr22Stats:
         self.output_s = 0.0
         self.prepare_cpu_s = 0.0
         self.output_cpu_s = 0.0
+        self.hello_s = 0.0
+        self.ready_s = 0.0
+        self.link_s = 0.0
+        self.finish_s = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"bytes_out": self.bytes_out, "bytes_in": self.bytes_in, "frames_out": self.frames_out,
                 "seconds": round(self.seconds, 3), "prepare_s": round(self.prepare_s, 3),
                 "close_s": round(self.close_s, 3), "output_s": round(self.output_s, 3),
-                "prepare_cpu_s": round(self.prepare_cpu_s, 3), "output_cpu_s": round(self.output_cpu_s, 3)}
+                "prepare_cpu_s": round(self.prepare_cpu_s, 3), "output_cpu_s": round(self.output_cpu_s, 3),
+                "hello_s": round(self.hello_s, 3), "ready_s": round(self.ready_s, 3), "link_s": round(self.link_s, 3),
+                "finish_s": round(self.finish_s, 3)}
 
 
 # ---------------------------------------------------------------------------------------------
 # Local preparation
 # ---------------------------------------------------------------------------------------------
 class _OwnKeys:
-    """One party's 128-bit order keys: hex for the library's input, sorted to map its output back.
+    """One party's 128-bit order keys: the library's items, sorted to map its output back.
 
-    The library intersects the lower-case hex keys; its result lists the matching keys (in its
-    own order), which are mapped back to row numbers through the keys' sorted first 64 bits
-    (all keys' when two share them), so no per-id Python loop runs after the library.
+    The library intersects the keys written as base64url text (:func:`_item_text`); its result
+    lists the matching keys (in its own order), which are mapped back to row numbers through the
+    keys' sorted first 64 bits (all keys' when two share them), so no per-id Python loop runs
+    after the library.
     """
 
     def __init__(self, digests: np.ndarray) -> None:
         self.n = len(digests)
-        self.hex = hex_keys(digests)
+        self.digests = np.ascontiguousarray(digests, dtype=np.uint8)
         self.hi, self.lo = _halves(digests)
         order = np.argsort(self.hi, kind="stable")
         sh = self.hi[order]
@@ -173,7 +185,7 @@ class _OwnKeys:
             sh = self.hi[order]
         self.order = order
         self.sorted_hi, self.sorted_lo = sh, self.lo[order]
-        self.sorted_raw = None if self.hi_unique else digests.view(f"S{KEY_CHARS // 2}").ravel()[order]
+        self.sorted_raw = None if self.hi_unique else self.digests.view(f"S{KEY_CHARS // 2}").ravel()[order]
 
     def duplicates(self) -> np.ndarray:
         """Positions ``i`` in sorted order whose key equals the next one."""
@@ -207,15 +219,55 @@ def _halves(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hi, lo
 
 
+#: Ids are normalised and hashed this many at a time, so the normalised strings (about 70 bytes
+#: per id as Python objects) never exist for the whole set at once.
+_CHUNK = 1 << 16
+#: The library's working set per item of one hash bucket (spu alone, peak RSS per party at 300k
+#: ids: 304-317 MB with one bucket, 256-265 MB with 2^16-, 230-243 MB with 2^14-item buckets,
+#: about 370 bytes per bucketed item), rounded up.
+_LIBRARY_BYTES_PER_ITEM = 400
+#: fedrisk's arrays kept per id for the whole run: the 16-byte key, its two 64-bit halves, the
+#: sort order and the sorted halves (the transient ones are built in chunks of ``_CHUNK``).
+_OWN_BYTES_PER_ID = 64
+_MIN_BUCKET, _MAX_BUCKET = 1 << 12, 1 << 20
+
+
+def bucket_size(memory_mb: float | None) -> int:
+    """The library's hash-bucket size (items) under a budget of ``memory_mb`` MiB per party.
+
+    Half the budget goes to the library's bucket (``_LIBRARY_BYTES_PER_ITEM`` per item; the
+    largest power of two that fits, between 2^12 and the library's default 2^20). This bounds
+    the part of the library's working set that follows the bucket; it is not a bound on the
+    whole process: fedrisk's per-id arrays (``_OWN_BYTES_PER_ID``), the library's CSV reader
+    buffers and the allocator's arenas come on top (see docs/scale.md). Without a budget: 2^20.
+    """
+    if memory_mb is None:
+        return _MAX_BUCKET
+    items = int(float(memory_mb) * 2**20 / 2 // _LIBRARY_BYTES_PER_ITEM)
+    return int(min(_MAX_BUCKET, max(_MIN_BUCKET, 1 << max(0, items.bit_length() - 1))))
+
+
+def _digests(ids: Sequence[Any], salt: str, casefold: bool) -> np.ndarray:
+    """``(n, 16)`` order keys of ``ids``, normalised and hashed ``_CHUNK`` ids at a time."""
+    if hasattr(ids, "to_numpy"):  # pandas: positional chunks
+        ids = ids.to_numpy()
+    elif not isinstance(ids, (np.ndarray, list, tuple)):
+        ids = list(ids)
+    n = len(ids)
+    out = np.empty((n, KEY_CHARS // 2), dtype=np.uint8)
+    for i in range(0, n, _CHUNK):
+        part = ids[i:i + _CHUNK]
+        out[i:i + len(part)] = order_digests(psi.normalize_ids(part, casefold=casefold), salt)
+    return out
+
+
 def _keys(me: str, ids: Sequence[Any], salt: str, casefold: bool) -> _OwnKeys:
-    norm = psi.normalize_ids(ids, casefold=casefold)
-    n = len(norm)
+    n = len(ids)
     if n == 0:
         raise DataError(f"party {me!r} has no ids to align; check its data file and id column")
     if n > _MAX_COUNT:
         raise DataError(f"party {me!r} has {n} ids, more than PSI supports ({_MAX_COUNT})")
-    keys = _OwnKeys(order_digests(norm, salt))
-    del norm
+    keys = _OwnKeys(_digests(ids, salt, casefold))
     dup = keys.duplicates()
     if len(dup):
         rows = sorted(keys.order[[dup[0], dup[0] + 1]].tolist())
@@ -253,18 +305,59 @@ def _free_port() -> int:
                 return port
 
 
+#: Characters of one item: 128 bits in base64url without padding (the last holds 2 bits).
+ITEM_CHARS = 22
+_B64 = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", dtype=np.uint8)
+_UNB64 = np.full(256, 255, dtype=np.uint8)
+_UNB64[_B64] = np.arange(64, dtype=np.uint8)
+
+
+def _item_text(digests: np.ndarray) -> np.ndarray:
+    """``(n, 16)`` keys as ``(n, 22)`` base64url characters: the library's items.
+
+    Why not hex: the library parses its input CSV three times (checks, hash buckets, result), so
+    22 instead of 32 characters per item saves about a tenth of its CPU at a million ids. The
+    alphabet needs no CSV quoting, no item is a CSV null marker, and the library reads its key
+    columns as strings anyway.
+    """
+    n = len(digests)
+    buf = np.zeros((n, 18), dtype=np.uint8)  # 16 bytes + 2 zero bytes = six 3-byte groups
+    buf[:, :16] = digests
+    g = buf.reshape(n, 6, 3).astype(np.uint16)
+    six = np.empty((n, 6, 4), dtype=np.uint8)
+    six[:, :, 0] = g[:, :, 0] >> 2
+    six[:, :, 1] = ((g[:, :, 0] & 3) << 4) | (g[:, :, 1] >> 4)
+    six[:, :, 2] = ((g[:, :, 1] & 15) << 2) | (g[:, :, 2] >> 6)
+    six[:, :, 3] = g[:, :, 2] & 63
+    return _B64[six.reshape(n, 24)[:, :ITEM_CHARS]]
+
+
+def _item_digests(text: np.ndarray, me: str) -> np.ndarray:
+    """The inverse of :func:`_item_text`; a character outside the alphabet, or unused low bits
+    that are not zero (a key not written by :func:`_item_text`), is the library's fault."""
+    m = len(text)
+    six = np.zeros((m, 24), dtype=np.uint8)
+    six[:, :ITEM_CHARS] = _UNB64[text]
+    if np.any(six == 255) or np.any(six[:, ITEM_CHARS - 1] & 15):
+        raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's keys")
+    v = six.reshape(m, 6, 4)
+    out = np.empty((m, 6, 3), dtype=np.uint8)
+    out[:, :, 0] = (v[:, :, 0] << 2) | (v[:, :, 1] >> 4)
+    out[:, :, 1] = ((v[:, :, 1] & 15) << 4) | (v[:, :, 2] >> 2)
+    out[:, :, 2] = ((v[:, :, 2] & 3) << 6) | v[:, :, 3]
+    return np.ascontiguousarray(out.reshape(m, 18)[:, :16])
+
+
 def _write_input(path: Path, keys: _OwnKeys) -> None:
-    """The library's input: a one-column CSV of fixed-width hex keys (no quoting needed)."""
-    lines = np.empty((keys.n, KEY_CHARS + 1), dtype=np.uint8)
-    lines[:, :KEY_CHARS] = keys.hex.view(np.uint8).reshape(keys.n, KEY_CHARS)
-    lines[:, KEY_CHARS] = ord("\n")
+    """The library's input: a one-column CSV of fixed-width base64url keys (no quoting needed)."""
     with open(path, "wb") as fh:
         fh.write(f"{_KEY}\n".encode())
-        fh.write(lines.data)
-
-
-_UNHEX = np.full(256, 255, dtype=np.uint8)
-_UNHEX[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+        for i in range(0, keys.n, _CHUNK):
+            part = keys.digests[i:i + _CHUNK]
+            lines = np.empty((len(part), ITEM_CHARS + 1), dtype=np.uint8)
+            lines[:, :ITEM_CHARS] = _item_text(part)
+            lines[:, ITEM_CHARS] = ord("\n")
+            fh.write(lines.data)
 
 
 def _read_output(path: Path, keys: _OwnKeys, me: str) -> np.ndarray:
@@ -276,21 +369,21 @@ def _read_output(path: Path, keys: _OwnKeys, me: str) -> np.ndarray:
     header, body = (data, b"") if cut < 0 else (data[:cut], data[cut + 1:])
     if header.strip().replace(b'"', b"") != _KEY.encode():
         raise ProtocolError(f"{me}: the RR22 library wrote an unexpected result header")
-    width = KEY_CHARS + 1
+    width = ITEM_CHARS + 1
     if len(body) % width == 0 and (len(body) == 0 or body[width - 1::width].count(b"\n") == len(body) // width):
-        text = np.frombuffer(body, dtype=np.uint8).reshape(-1, width)[:, :KEY_CHARS]
+        text = np.frombuffer(body, dtype=np.uint8).reshape(-1, width)[:, :ITEM_CHARS]
     else:  # not the fixed layout (e.g. quoted fields, CR LF): parse it as CSV
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={_KEY: pa.string()},
                                                                        include_columns=[_KEY]))
-        col = np.asarray(t.column(_KEY).to_numpy(zero_copy_only=False), dtype=f"S{KEY_CHARS}")
-        text = col.view(np.uint8).reshape(-1, KEY_CHARS)
-    nib = _UNHEX[text]
-    if np.any(nib == 255):
-        raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's hex keys")
-    return keys.rows_of((nib[:, 0::2] << 4) | nib[:, 1::2], me)
+        col = np.asarray(t.column(_KEY).to_numpy(zero_copy_only=False), dtype=f"S{ITEM_CHARS}")
+        text = col.view(np.uint8).reshape(-1, ITEM_CHARS)
+    digests = np.empty((len(text), KEY_CHARS // 2), dtype=np.uint8)
+    for i in range(0, len(text), _CHUNK):
+        digests[i:i + _CHUNK] = _item_digests(text[i:i + _CHUNK], me)
+    return keys.rows_of(digests, me)
 
 
 def _tls_paths(folder: Path, tls: Any) -> dict[str, str] | None:
@@ -319,10 +412,10 @@ def _short(e: BaseException) -> str:
 # One pairwise run
 # ---------------------------------------------------------------------------------------------
 def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt: str, casefold: bool,
-           reveal: str, tls: bool) -> dict[str, Any]:
+           reveal: str, tls: bool, bucket: int = _MAX_BUCKET) -> dict[str, Any]:
     me = channel.me
     mine = {"version": _VERSION, "role": "leader" if leader else "follower", "reveal": reveal,
-            "casefold": bool(casefold), "salt_check": _salt_check(salt), "count": n, "tls": tls}
+            "casefold": bool(casefold), "salt_check": _salt_check(salt), "count": n, "tls": tls, "bucket": bucket}
     channel.send(peer, f"{tag}.hello", mine, kind="public-parameter")
     theirs = channel.recv(peer, f"{tag}.hello")
     if not isinstance(theirs, dict) or theirs.get("version") != _VERSION:
@@ -337,11 +430,14 @@ def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt:
     v = theirs.get("count")
     if not isinstance(v, int) or isinstance(v, bool) or not (0 < v <= _MAX_COUNT):
         raise ProtocolError(f"{me}: party {peer!r} sent an invalid PSI count {v!r}")
+    b = theirs.get("bucket")
+    if not isinstance(b, int) or isinstance(b, bool) or not _MIN_BUCKET <= b <= _MAX_BUCKET or b & (b - 1):
+        raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 bucket size {b!r}")
     return theirs
 
 
 def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leader: bool, reveal: str,
-                 salt: str, peer_n: int, tls: Any, stats: Rr22Stats) -> np.ndarray | None:
+                 salt: str, peer_n: int, tls: Any, stats: Rr22Stats, bucket: int = _MAX_BUCKET) -> np.ndarray | None:
     lib = spu_binding.load()
     me = channel.me
     names = [me, peer] if leader else [peer, me]
@@ -382,6 +478,7 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
             pl = lib.libpsi
             cfg = pl.PsiExecuteConfig(
                 protocol_conf=pl.PsiProtocolConfig(protocol=pl.PsiProtocol.PROTOCOL_RR22, receiver_rank=0,
+                                                   bucket_size=bucket,
                                                    broadcast_result=reveal == "both"),
                 input_params=pl.InputParams(path=str(src), selected_keys=[_KEY], keys_unique=True),
                 # the result is re-ordered by key here (the canonical order), so the library's
@@ -390,9 +487,13 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
                 output_params=pl.OutputParams(path=str(dst), disable_alignment=True),
             )
             # both libraries start their link together, so the few connection attempts are enough
+            t_ready = time.perf_counter()
             _barrier(channel, peer, f"{tag}.ready", channel.recv_timeout)
+            stats.ready_s = time.perf_counter() - t_ready
+            t0 = time.perf_counter()
             try:
                 lctx = lib.link.create_brpc(desc, rank)
+                stats.link_s = time.perf_counter() - t0
                 report = pl.psi_execute(cfg, lctx)
             except RuntimeError as e:
                 if relay.error is not None:
@@ -438,23 +539,30 @@ def _barrier(channel: Channel, peer: str, tag: str, timeout: float) -> None:
 
 
 def _exchange(channel: Channel, peer: str, keys: _OwnKeys, *, leader: bool, salt: str, casefold: bool,
-              reveal: str, tag: str, tls: Any, stats: Rr22Stats) -> PsiResult:
+              reveal: str, tag: str, tls: Any, stats: Rr22Stats, memory_mb: float | None = None) -> PsiResult:
     me = channel.me
+    t0 = time.perf_counter()
+    mine = bucket_size(memory_mb)
     theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold, reveal=reveal,
-                    tls=tls is not None)
+                    tls=tls is not None, bucket=mine)
+    stats.hello_s = time.perf_counter() - t0
     peer_n = theirs["count"]
+    # the library's configs must match at both ends: the smaller of the two parties' buckets
     rows = _run_library(channel, peer, tag, keys, leader=leader, reveal=reveal, salt=salt, peer_n=peer_n, tls=tls,
-                        stats=stats)
+                        stats=stats, bucket=min(mine, theirs["bucket"]))
     if rows is None:
         return PsiResult(None, None, {peer: peer_n})
+    t0 = time.perf_counter()
     result = PsiResult(rows, int(len(rows)), {peer: peer_n})
     if reveal == "both":
-        digest = hashlib.sha256(np.sort(keys.hex[rows]).tobytes()).hexdigest()
+        # rows are in key order, so this is the SHA-256 of the sorted 16-byte keys of the intersection
+        digest = hashlib.sha256(keys.digests[rows].tobytes()).hexdigest()
         channel.send(peer, f"{tag}.done", {"size": result.size, "digest": digest}, kind="control")
         other = channel.recv(peer, f"{tag}.done")
         if not isinstance(other, dict) or other.get("size") != result.size or other.get("digest") != digest:
             raise ProtocolError(f"{me}: {peer!r} ended RR22 PSI with a different intersection; the parties' "
                                 "inputs or versions disagree")
+    stats.finish_s = time.perf_counter() - t0
     return result
 
 
@@ -469,7 +577,7 @@ def _default_tls(channel: Channel, tls: Any) -> Any:
 
 def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool, salt: str, casefold: bool = False,
                reveal: str = "both", tag: str = DEFAULT_TAG, tls: Any = None,
-               stats: Rr22Stats | None = None) -> PsiResult:
+               stats: Rr22Stats | None = None, memory_mb: float | None = None) -> PsiResult:
     """Align this party's rows with ``peer``'s by RR22; the drop-in twin of ``psi_align``.
 
     Parameters
@@ -483,6 +591,10 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
         (``GrpcChannel.tls``). In-memory channels have none: pass them to test TLS in-process.
     stats : Rr22Stats, optional
         Filled with the relay's byte counts and the library's seconds.
+    memory_mb : float, optional
+        ``[psi] memory_mb``: the library's hash buckets are sized to half of it (:func:`bucket_size`;
+        both parties use the smaller of their two sizes). Not a bound on the whole run: fedrisk's
+        per-id arrays and the library's buffers come on top. Default: 2^20-item buckets.
 
     Returns
     -------
@@ -504,7 +616,7 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
     keys = _keys(channel.me, ids, salt, casefold)
     stats.prepare_s, stats.prepare_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
     res = _exchange(channel, peer, keys, leader=leader, salt=salt, casefold=casefold, reveal=reveal, tag=tag,
-                    tls=_default_tls(channel, tls), stats=stats)
+                    tls=_default_tls(channel, tls), stats=stats, memory_mb=memory_mb)
     if res.size == 0:
         raise _empty_error(channel.me, repr(peer))
     return res
@@ -512,12 +624,12 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
 
 def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Sequence[Any], *, salt: str,
                     casefold: bool = False, reveal: str = "both", tag: str = DEFAULT_TAG, tls: Any = None,
-                    stats: dict[str, Rr22Stats] | None = None) -> PsiResult:
+                    stats: dict[str, Rr22Stats] | None = None, memory_mb: float | None = None) -> PsiResult:
     """Star of pairwise RR22 runs around ``leader``; the drop-in twin of ``align_many``.
 
     Returns, at every party, ``indices`` of its rows in the intersection of all parties' ids in
     the canonical key order (``None`` at followers when ``reveal="leader"``). ``stats`` (by
-    peer) is filled with each pairwise run's relay counts.
+    peer) is filled with each pairwise run's relay counts; ``memory_mb`` as in :func:`rr22_align`.
     """
     _check_args(channel, tag, reveal, salt)
     me = channel.me
@@ -525,14 +637,18 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
     if not followers or len(set(followers)) != len(followers) or leader in followers:
         raise ConfigError(f"rr22_align_many needs distinct followers other than the leader {leader!r}, got {followers!r}")
     tls = _default_tls(channel, tls)
+    t0, c0 = time.perf_counter(), time.thread_time()
     keys = _keys(me, ids, salt, casefold)
+    keys_s, keys_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
     stats = stats if stats is not None else {}
+    first = stats.setdefault(leader if me != leader else list(followers)[0], Rr22Stats())
+    first.prepare_s, first.prepare_cpu_s = keys_s, keys_cpu_s  # the first pairwise run adds its input file
     if me != leader:
         if me not in followers:
             raise ConfigError(f"party {me!r} is neither the leader {leader!r} nor a follower {followers!r}")
         st = stats.setdefault(leader, Rr22Stats())
         pair = _exchange(channel, leader, keys, leader=False, salt=salt, casefold=casefold, reveal=reveal,
-                         tag=f"{tag}.{me}", tls=tls, stats=st)
+                         tag=f"{tag}.{me}", tls=tls, stats=st, memory_mb=memory_mb)
         if reveal == "leader":
             return pair
         wait = channel.recv_timeout + _SECONDS_PER_ID * len(followers) * (keys.n + pair.peer_sizes[leader])
@@ -548,7 +664,8 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
     pairs = []
     for f in followers:
         pairs.append(_exchange(channel, f, keys, leader=True, salt=salt, casefold=casefold, reveal=reveal,
-                               tag=f"{tag}.{f}", tls=tls, stats=stats.setdefault(f, Rr22Stats())))
+                               tag=f"{tag}.{f}", tls=tls, stats=stats.setdefault(f, Rr22Stats()),
+                               memory_mb=memory_mb))
     # every pairwise result is in key order, so "position in the pair" is the same at both ends
     member = np.ones(keys.n, dtype=bool)
     for res in pairs:

@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
-from fedrisk.algorithms.vertical.rr22_psi import Rr22Stats, _link_wait, _OwnKeys, _read_output, rr22_align
+from fedrisk.algorithms.vertical.rr22_psi import (
+    ITEM_CHARS,
+    Rr22Stats,
+    _item_digests,
+    _item_text,
+    _link_wait,
+    _OwnKeys,
+    _read_output,
+    rr22_align,
+)
 from fedrisk.algorithms.vertical.row_order import hex_keys, order_digests, order_keys
 from fedrisk.crypto import spu_binding
 from fedrisk.errors import ConfigError, DataError, FedriskError, ProtocolError
@@ -168,10 +177,33 @@ def test_order_keys_are_the_salted_sha256_hex_they_always_were():
     assert order_keys([], "salt").shape == (0,)
 
 
-def _result_file(path, hexes, quoted=False):
-    body = b"".join((b'"%s"' % h if quoted else h) + (b"\r\n" if quoted else b"\n") for h in hexes)
+def _result_file(path, items, quoted=False):
+    body = b"".join((b'"%s"' % h if quoted else h) + (b"\r\n" if quoted else b"\n") for h in items)
     path.write_bytes((b'"k"\r\n' if quoted else b'"k"\n') + body)
     return path
+
+
+def _items(dig):
+    return [bytes(row) for row in _item_text(dig)]
+
+
+def test_items_are_the_keys_in_base64url():
+    import base64
+
+    rng = np.random.default_rng(3)
+    dig = rng.integers(0, 256, size=(500, 16), dtype=np.uint8)
+    dig[0] = 0
+    dig[1] = 255
+    text = _item_text(dig)
+    assert text.shape == (500, ITEM_CHARS)
+    assert _items(dig) == [base64.urlsafe_b64encode(bytes(d)).rstrip(b"=") for d in dig]
+    assert np.array_equal(_item_digests(text, "lender"), dig)
+    with pytest.raises(ProtocolError, match="not this party's keys"):
+        _item_digests(np.frombuffer(b"+" * ITEM_CHARS, dtype=np.uint8).reshape(1, -1), "lender")
+    bad = text[:1].copy()
+    bad[0, -1] = ord("B")  # unused low bits set: not an encoding of 16 bytes
+    with pytest.raises(ProtocolError, match="not this party's keys"):
+        _item_digests(bad, "lender")
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -186,17 +218,41 @@ def test_library_result_maps_back_to_rows_in_key_order(tmp_path, tie):
     rows = rng.choice(3000, 1200, replace=False)
     if tie:
         rows = np.unique(np.concatenate([rows, [10, 20, 30]]))
-    hexes = hex_keys(dig[rng.permutation(rows)])  # the library writes its matches in its own order
+    items = _items(dig[rng.permutation(rows)])  # the library writes its matches in its own order
     want = rows[np.argsort(hex_keys(dig[rows]))]
     for quoted in (False, True):  # fixed layout, and quoted CSV through the parser
-        got = _read_output(_result_file(tmp_path / f"out{quoted}.csv", hexes.tolist(), quoted), keys, "lender")
+        got = _read_output(_result_file(tmp_path / f"out{quoted}.csv", items, quoted), keys, "lender")
         assert np.array_equal(got, want)
     with pytest.raises(ProtocolError, match="does not hold"):
-        _read_output(_result_file(tmp_path / "bad.csv", [b"0" * 32]), keys, "lender")
+        _read_output(_result_file(tmp_path / "bad.csv", [b"A" * ITEM_CHARS]), keys, "lender")
     with pytest.raises(ProtocolError, match="twice"):
-        _read_output(_result_file(tmp_path / "twice.csv", [hexes[0], hexes[0]]), keys, "lender")
-    with pytest.raises(ProtocolError, match="hex"):
-        _read_output(_result_file(tmp_path / "nothex.csv", [b"z" * 32]), keys, "lender")
+        _read_output(_result_file(tmp_path / "twice.csv", [items[0], items[0]]), keys, "lender")
+    with pytest.raises(ProtocolError, match="not this party's keys"):
+        _read_output(_result_file(tmp_path / "notb64.csv", [b"*" * ITEM_CHARS]), keys, "lender")
     dup = dig.copy()
     dup[5] = dup[6]
     assert len(_OwnKeys(dup).duplicates()) == 1
+
+
+def test_bucket_size_follows_the_memory_budget():
+    from fedrisk.algorithms.vertical.rr22_psi import bucket_size
+
+    assert bucket_size(None) == 2**20  # the library's default: one bucket per million ids
+    assert bucket_size(1500) == 2**20
+    assert bucket_size(48) == 2**15  # 24 MiB / 400 B = 62914 items -> 2^15
+    assert bucket_size(0.5) == 2**12  # never below the floor
+
+
+@needs_extra
+def test_parties_with_different_budgets_run_with_the_smaller_bucket():
+    """The library refuses peers whose configs differ, so the hello settles on one bucket size."""
+    rng = np.random.default_rng(9)
+    a = rng.permutation(np.arange(0, 9000))
+    b = rng.permutation(np.arange(4000, 12000))
+    net = InMemoryNetwork(["lender", "payco"], tag_prefixes=("psi.",), recv_timeout=600)
+    res = run_roles({"lender": lambda ch: rr22_align(ch, "payco", a, leader=True, salt="s", memory_mb=4),
+                     "payco": lambda ch: rr22_align(ch, "lender", b, leader=False, salt="s")}, network=net)
+    assert res["lender"].size == res["payco"].size == 5000
+    assert np.array_equal(a[res["lender"].indices], b[res["payco"].indices])
+    hello = [e for e in net["lender"].ledger.entries if e["tag"].endswith(".hello")]
+    assert len(hello) == 1
