@@ -50,7 +50,8 @@ from fedrisk.runtime.psi_checkpoint import aligned_rows
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, inference_features, load_table, model_file, roles, choose_test_rows, validate_vertical)
+    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, load_table, model_file, roles, choose_test_rows,
+    validate_vertical)
 
 KIND = "vertical.lr"
 FORMAT = "fedrisk.vertical.lr"
@@ -175,7 +176,7 @@ def run(ctx: PartyContext) -> None:
         "features": feats, "mean": mean, "scale": scale, "coef": model.coef,
         "intercept": model.intercept, "dropped": dropped,
         # training means used for missing = "mean"; scoring fills with these, not the new file's means
-        "imputation": {f: v for f, v in table.imputed.items() if f in feats},
+        "imputation": imputation_means(spec, me, table, feats),
         # this party's category levels (its own file only), so predict encodes new rows the same way
         "categories": table.categories, "category_encoding": CATEGORY_ENCODING,
         "history": model.history, "best_epoch": model.best_epoch,

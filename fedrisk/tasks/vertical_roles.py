@@ -23,6 +23,7 @@ from fedrisk.errors import ConfigError, ProtocolError
 from fedrisk.runtime.spec import JobSpec
 
 __all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features", "split_keep",
+           "imputation_means",
            "choose_test_rows", "DEFAULT_TEST_RULE", "SPLIT_TAG"]
 
 #: the split vertical tasks use without an [evaluation] rule when every aligned id is an integer
@@ -84,6 +85,20 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
                             fill=fill, categorical=p.categorical, encoding=CATEGORY_ENCODINGS.get(spec.task["kind"]),
                             categories=categories if categories is not None else ({} if features else None),
                             **p.read_options())
+
+
+def imputation_means(spec: JobSpec, name: str, table, features=None) -> dict[str, float]:
+    """The fill value of every feature column under ``missing = "mean"`` (empty otherwise), for the model file.
+
+    Scoring fills an empty cell with this training mean, not the scoring batch's own mean, so a
+    row scores the same whichever batch it arrives in -- also in a column that happened to have no
+    gaps in training (``table.imputed`` lists only the columns that had some). Filling with the
+    mean keeps the mean, so ``X.mean()`` after loading is the mean of the finite training values.
+    """
+    if spec.parties[name].missing != "mean" or len(table.ids) == 0:
+        return {}
+    keep = set(features) if features is not None else None
+    return {f: float(table.X[:, j].mean()) for j, f in enumerate(table.feature_names) if keep is None or f in keep}
 
 
 def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:

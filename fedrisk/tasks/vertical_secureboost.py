@@ -58,7 +58,8 @@ from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, inference_features, load_table, model_file, roles, choose_test_rows, validate_vertical)
+    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, load_table, model_file, roles, choose_test_rows,
+    validate_vertical)
 
 KIND = "vertical.secureboost"
 #: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
@@ -118,7 +119,7 @@ def run(ctx: PartyContext) -> None:
         "parties": {p: model_file(p, lh) for p in [lh, *hosts]}, "params": cfg.__dict__,
         "spec_dir": str(spec.base_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # training means used for missing = "mean"; scoring fills with these, not the new file's means
-        "imputation": dict(table.imputed),
+        "imputation": imputation_means(spec, me, table),
         # this party's category levels (its own file only), so predict encodes new rows the same way
         "categories": table.categories, "category_encoding": CATEGORY_ENCODING,
     }
