@@ -198,7 +198,8 @@ def raw_columns(features: Sequence[str], categories: Mapping[str, Any] | None) -
     return out
 
 
-def unseen_note(unseen: Mapping[str, int], n_rows: int, party: str) -> str | None:
+def unseen_note(unseen: Mapping[str, int], n_rows: int, party: str,
+                scored_as: str = "the '(other)' (or reference) level") -> str | None:
     """One warning line for rows scored with categories their model never saw, or ``None``.
 
     At scoring such a value is encoded as ``"(other)"`` (or the missing / reference level), which
@@ -208,5 +209,5 @@ def unseen_note(unseen: Mapping[str, int], n_rows: int, party: str) -> str | Non
     if not unseen:
         return None
     cols = ", ".join(f"{c!r} ({k} of {n_rows} rows)" for c, k in unseen.items())
-    return (f"party {party!r}: categories (or empty cells) never seen in training, scored as the '(other)' (or reference) level: "
+    return (f"party {party!r}: categories (or empty cells) never seen in training, scored as {scored_as}: "
             f"{cols}; retrain with rows that have them if they matter")

@@ -227,6 +227,7 @@ def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str,
 
     part = PointsPart.from_dict(role_model)
     frame = pd.DataFrame(np.asarray(X, dtype=object).reshape(len(X), -1), columns=part.features)
+    _warn_unseen_categories(part, frame)
     n = int(role_model.get("n_reasons", 3))
     res = combine_points(channel, label_holder, feature_holders, part, frame, tag="vsc.predict")
     named = exchange_named_reasons(channel, label_holder, feature_holders, part, frame, n,
@@ -235,6 +236,28 @@ def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str,
         return None
     reasons = reason_codes(part, frame, res, n, named)
     return pd.DataFrame({"points": res.total, "probability": part.probability(res.total), **reason_columns(reasons, n)})
+
+
+def _warn_unseen_categories(part: PointsPart, frame: pd.DataFrame) -> None:
+    """Log at this party how many rows hold categories its bins never saw (they score as the missing bin).
+
+    Counts only, in this party's own log: the values and even the column names stay here.
+    """
+    import logging
+
+    from fedrisk.data.categorical import unseen_note
+    from fedrisk.finance.binning import is_missing
+
+    unseen = {}
+    for f in part.features:
+        b = part.bins[f]
+        if b.kind == "categorical":
+            k = int(((b.assign(frame[f]) == b.n_bins) & ~is_missing(frame[f])).sum())
+            if k:
+                unseen[f] = k
+    note = unseen_note(unseen, len(frame), part.party, scored_as="the missing bin")
+    if note:
+        logging.getLogger("fedrisk.inference").warning(note)
 
 
 def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_holders: list[str]) -> np.ndarray | None:
