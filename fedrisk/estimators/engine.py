@@ -225,7 +225,7 @@ def _run_processes(fed: Federation, kind: str, params: Mapping[str, Any], keep_d
 
     with tempfile.TemporaryDirectory(prefix="fedrisk-") as tmp:
         out = Path(keep_dir) if keep_dir is not None else Path(tmp) / "run"
-        evaluation = {"test_rule": fed.training_rule()} if fed.kind == "vertical" else None
+        evaluation = fed.training_evaluation() if fed.kind == "vertical" else None
         spec = rewrite_spec(fed.spec_path, out, free_ports=fed.free_ports, task={"kind": kind, **params},
                             evaluation=evaluation)
         t0, c0 = time.perf_counter(), time.process_time()
