@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fedrisk.errors import ConfigError, ProtocolError
+from fedrisk.errors import ConfigError, DataError, ProtocolError
 from fedrisk.runtime.spec import JobSpec
 
 __all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features", "split_keep",
@@ -108,7 +108,7 @@ def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:
 
 
 def choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None = None, *,
-              default: bool = True) -> tuple[np.ndarray | None, str]:
+              default: bool = True, labels: np.ndarray | None = None) -> tuple[np.ndarray | None, str]:
     """Mask of the aligned rows that are test rows, identical at every party, and the rule's name.
 
     Parameters
@@ -122,7 +122,24 @@ def choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None = None
     default : bool
         Without an ``[evaluation]`` rule: ``True`` picks ``id % 5 == 0`` for integer ids and
         ``test_fraction = 0.2`` otherwise; ``False`` returns ``(None, "none")`` (all rows train).
+    labels : numpy.ndarray, optional
+        At the label holder: the 0/1 labels of the aligned rows. Test rows of one class only are
+        refused here, before training, with the fix -- not after the whole training, when AUC
+        and KS of the test rows cannot be computed (rare bads and small samples hit this).
     """
+    mask, rule = _choose_test_rows(ctx, ids, column, default)
+    if labels is not None and mask is not None and mask.any():
+        yt = np.asarray(labels)[mask]
+        if yt.min() == yt.max():
+            only = "bads (1)" if int(yt[0]) == 1 else "goods (0)"
+            raise DataError(f"party {ctx.name!r}: all {int(mask.sum())} test rows ({rule}) are {only}, so their AUC "
+                            f"and KS cannot be computed; choose test rows holding both classes: a larger "
+                            f"evaluation.test_fraction, another federation.seed, or an evaluation.test_column")
+    return mask, rule
+
+
+def _choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None, default: bool
+                      ) -> tuple[np.ndarray | None, str]:
     from fedrisk.data.loading import id_test_mask
     from fedrisk.data.split import DEFAULT_FRACTION, all_integer_ids, column_test_mask, hashed_test_mask, split_key
     from fedrisk.runtime.spec import parse_test_rule

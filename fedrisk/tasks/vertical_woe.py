@@ -108,7 +108,7 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
     y = frame.y[idx] if frame.y is not None else None
     ids = frame.ids[idx]
     test, rule = choose_test_rows(ctx, ids, frame.extra[spec.evaluation.test_column][idx] if frame.extra else None,
-                           default=default_split)
+                                  default=default_split, labels=y if default_split else None)
     if test is not None:
         ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
     return ids, X, y, test, al
