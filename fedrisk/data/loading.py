@@ -755,7 +755,7 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
         ok = np.isfinite(arr) & (arr == np.floor(arr))
         if not ok.all():
             raise DataError(f"{who}id {arr[~ok][0]!r} is not an integer; the id % {modulus} split rule "
-                            "needs integer ids — use a separate split column for non-numeric keys")
+                            "needs integer ids — use evaluation.test_fraction (any id type) or a test_column instead")
         return (arr.astype(np.int64) % modulus) == remainder
     if arr.dtype == object:
         # Going through str makes floats ("1.5") and bools ("True") fail the integer parse
@@ -774,7 +774,7 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
             n = int(str(v).strip())
         except (ValueError, TypeError, AttributeError):
             raise DataError(f"{who}id {v!r} (row {i}) is not an integer; the id % {modulus} split rule "
-                            "needs integer ids — use a separate split column for non-numeric keys") from None
+                            "needs integer ids — use evaluation.test_fraction (any id type) or a test_column instead") from None
         out[i] = (n % modulus) == remainder
     return out
 
