@@ -63,6 +63,9 @@ def test_text_ids_fit_unsplit_and_split_and_score():
     assert lr.metrics_["rows"]["test"] == 0 and lr.metrics_["rows"]["train"] == len(train.parties["lender"])
     p = lr.predict_proba(test)[:, 1]
     assert np.isfinite(p).all() and fr.metrics.auc(test.y, p) > 0.7
+    # a job with its own test rows says which rule chose them (it said test_rule under any rule)
+    held = fr.LogisticRegression().fit(fed._with(fed.parties, test_fraction=0.2, part="train"))  # spec-like: 20 % held out
+    assert held.metrics_["stability"]["actual"].startswith("the test rows (test_fraction 0.2")
 
 
 def test_from_spec_reads_files_as_fedrisk_party_does(tmp_path):
