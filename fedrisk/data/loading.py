@@ -326,12 +326,13 @@ def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
 def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None, features: Sequence[str] | None,
                      exclude: Sequence[str], require_label: bool | None, forbid_label: str | None,
                      sep: str | None = None, decimal: str = ".", positive: object = None,
-                     keep: Sequence[str] = ()):
+                     keep: Sequence[str] = (), allow_no_features: bool = False):
     """Read the file and settle which columns are the id, the label and the features.
 
     Shared by the numeric and the raw-frame loaders so both refuse the same mistakes the same way.
     Returns ``(frame, feature_names, ids, y or None)``. ``keep`` columns must exist and are left
-    out of the features (the caller reads them from the frame).
+    out of the features (the caller reads them from the frame). ``allow_no_features``: a vertical
+    label holder may bring labels only (every feature is at its partners).
     """
     if require_label is None:
         require_label = label_col is not None
@@ -377,7 +378,7 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
         dup = sorted({c for c in feature_names if feature_names.count(c) > 1})
         if dup:
             raise ctx.error(f"feature list names {_listing(dup)} more than once; list each column once")
-    if not feature_names:
+    if not feature_names and not allow_no_features:
         raise ctx.error(f"no feature columns left after removing id/label/exclude; {_available(df)}")
     ids = _normalise_ids(ctx, df[id_col], id_col)
     y = _labels(ctx, df[label_col], label_col, positive) if has_label else None
@@ -403,6 +404,7 @@ def load_party_table(
     categorical: Sequence[str] | None = None,
     encoding: str | None = None,
     categories: Mapping[str, Mapping] | None = None,
+    allow_no_features: bool = False,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -460,6 +462,8 @@ def load_party_table(
     categories : mapping, optional
         Scoring: the encoders the model stored (``PartyTable.categories`` at training), so new rows
         get the training levels; ``features`` may then name one-hot columns (``name=level``).
+    allow_no_features : bool
+        Accept a file with no feature column (a vertical label holder that brings labels only).
 
     Returns
     -------
@@ -489,7 +493,8 @@ def load_party_table(
         features = raw_columns(features, categories)
 
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
-                                                 require_label, forbid_label, sep, decimal, positive, keep)
+                                                 require_label, forbid_label, sep, decimal, positive, keep,
+                                                 allow_no_features)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
     if encoding is not None:

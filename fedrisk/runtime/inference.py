@@ -219,7 +219,7 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
                                  require_label=False, missing=spec.parties[lh].missing if lh in spec.parties else "reject",
                                  fill=model.get("imputation"), categorical=spec.parties[lh].categorical if lh in spec.parties else None,
                                  encoding=model.get("category_encoding"), categories=model.get("categories") or
-                                 ({} if model.get("category_encoding") else None), **opts)
+                                 ({} if model.get("category_encoding") else None), allow_no_features=True, **opts)
     warn_unseen(table, lh, log)
     # open (and so load our TLS files) before starting anyone: a bad certificate folder must not
     # leave feature-holder processes waiting for a label holder that never comes

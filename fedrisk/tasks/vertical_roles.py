@@ -72,19 +72,22 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
     ``fill``: at scoring, the training means a model stored (``"imputation"``) for ``missing = "mean"``.
     ``categories``: at scoring, the category encoders the party's model part stored; categorical
     columns are encoded as the job's task kind wants (:data:`CATEGORY_ENCODINGS`).
+    ``features``: at scoring, the model part's columns -- possibly none: the label holder may bring
+    labels only (every feature at its partners), which these task kinds handle.
     """
     from fedrisk.data.loading import load_party_table
 
     p = spec.parties[name]
     lh = driver(spec)
     forbid = spec.parties[lh].label if name != lh else None
+    scoring = features is not None
     return load_party_table(path or spec.data_path(name), party=name, id_col=p.id,
-                            label_col=p.label if name == lh else None, features=features if features else p.features,
-                            exclude=p.exclude if not features else (), missing=p.missing, forbid_label=forbid,
-                            require_label=require_label, keep=() if features else split_keep(spec, name),
+                            label_col=p.label if name == lh else None, features=features if scoring else p.features,
+                            exclude=p.exclude if not scoring else (), missing=p.missing, forbid_label=forbid,
+                            require_label=require_label, keep=() if scoring else split_keep(spec, name),
                             fill=fill, categorical=p.categorical, encoding=CATEGORY_ENCODINGS.get(spec.task["kind"]),
-                            categories=categories if categories is not None else ({} if features else None),
-                            **p.read_options())
+                            categories=categories if categories is not None else ({} if scoring else None),
+                            allow_no_features=name == lh, **p.read_options())
 
 
 def imputation_means(spec: JobSpec, name: str, table, features=None) -> dict[str, float]:

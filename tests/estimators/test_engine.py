@@ -74,3 +74,28 @@ def test_vertical_scoring_reports_unseen_categories(caplog):
     lines = [r.getMessage() for r in caplog.records if "never seen in training" in r.getMessage()]
     assert lines and "'seg' (7 of" in lines[0] and "payco" in lines[0]
     assert "gov" not in lines[0]  # counts only, no values
+
+
+def test_a_label_holder_with_labels_only_trains_and_scores_as_pooled():
+    """A lender that brings only the default flag (every feature at the partners) was refused at
+    load ("no feature columns left"); the protocols handle it: LR equals pooled scikit-learn and
+    federated scoring (in-process here, `fedrisk predict` alike) gives the model's scores."""
+    from sklearn.linear_model import LogisticRegression as SkLR
+
+    lender, payco = _frames(seed=6)
+    payco = payco.assign(c=payco["c"].fillna(0.0))
+    fed = fr.Federation.vertical({"lender": lender[["id", "y"]], "payco": payco}, id="id", label="y")
+    train, test = fed.split("id % 5 == 0")
+    lr = fr.LogisticRegression().fit(train)
+    model, part = lr.files_["model.json"], lr.files_["model-payco.json"]
+    assert model["features"] == [] and part["features"] == ["c", "d"]
+    j = train.parties["lender"].merge(train.parties["payco"], on="id")
+    Z = (j[["c", "d"]].to_numpy() - part["mean"]) / np.asarray(part["scale"])
+    ref = SkLR(C=1 / (1e-4 * len(j)), tol=1e-10, max_iter=10_000).fit(Z, j["y"])
+    assert np.abs(ref.coef_[0] - np.asarray(part["coef"])).max() < 1e-4
+    assert abs(ref.intercept_[0] - model["intercept"]) < 1e-4
+    p = lr.predict_proba(test)[:, 1]
+    tj = test.parties["lender"].merge(test.parties["payco"], on="id")
+    want = 1 / (1 + np.exp(-((tj[["c", "d"]].to_numpy() - part["mean"]) / np.asarray(part["scale"])
+                             @ np.asarray(part["coef"]) + model["intercept"])))
+    assert np.abs(p - want).max() < 1e-9
