@@ -50,8 +50,8 @@ from fedrisk.runtime.psi_checkpoint import aligned_rows
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, load_table, model_file, roles, choose_test_rows,
-    validate_vertical)
+    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, label_error, load_table, model_file, roles,
+    choose_test_rows, validate_vertical)
 
 KIND = "vertical.lr"
 FORMAT = "fedrisk.vertical.lr"
@@ -150,7 +150,7 @@ def run(ctx: PartyContext) -> None:
     if is_lh:
         ytr = y_all[tr]
         if ytr.min() == ytr.max():
-            raise DataError(f"party {me!r}: the aligned training rows have only label {int(ytr[0])}; need both classes")
+            raise label_error(f"party {me!r}: the aligned training rows have only label {int(ytr[0])}; need both classes")
 
     exact = cfg.solver in ("exact", "auto")
     total = cfg.max_iter if exact else cfg.epochs

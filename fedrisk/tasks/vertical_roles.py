@@ -23,7 +23,7 @@ from fedrisk.errors import ConfigError, DataError, ProtocolError
 from fedrisk.runtime.spec import JobSpec
 
 __all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features", "split_keep",
-           "imputation_means",
+           "imputation_means", "label_error",
            "choose_test_rows", "DEFAULT_TEST_RULE", "SPLIT_TAG"]
 
 #: the split vertical tasks use without an [evaluation] rule when every aligned id is an integer
@@ -104,6 +104,19 @@ def imputation_means(spec: JobSpec, name: str, table, features=None) -> dict[str
     return {f: float(table.X[:, j].mean()) for j, f in enumerate(table.feature_names) if keep is None or f in keep}
 
 
+def label_error(message: str) -> DataError:
+    """A label holder's error about its labels: the full line stays local, partners get a summary.
+
+    "All 791 test rows are goods" or "the training rows have only label 0" would tell a feature
+    holder the label of every one of those rows (it knows which rows they are), through the abort
+    message every partner receives (:func:`fedrisk.runtime.abort_reason.private`).
+    """
+    from fedrisk.runtime.abort_reason import private
+
+    return private(DataError(message), "the label holder's labels do not fit this job (a class is missing among "
+                                       "its training or test rows); its own log says what to change")
+
+
 def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:
     """Columns a party reads but never uses as features: the label holder's ``evaluation.test_column``."""
     col = spec.evaluation.test_column
@@ -135,9 +148,9 @@ def choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None = None
         yt = np.asarray(labels)[mask]
         if yt.min() == yt.max():
             only = "bads (1)" if int(yt[0]) == 1 else "goods (0)"
-            raise DataError(f"party {ctx.name!r}: all {int(mask.sum())} test rows ({rule}) are {only}, so their AUC "
-                            f"and KS cannot be computed; choose test rows holding both classes: a larger "
-                            f"evaluation.test_fraction, another federation.seed, or an evaluation.test_column")
+            raise label_error(f"party {ctx.name!r}: all {int(mask.sum())} test rows ({rule}) are {only}, so their "
+                              f"AUC and KS cannot be computed; choose test rows holding both classes: a larger "
+                              f"evaluation.test_fraction, another federation.seed, or an evaluation.test_column")
     return mask, rule
 
 

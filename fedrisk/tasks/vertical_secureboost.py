@@ -58,8 +58,8 @@ from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, load_table, model_file, roles, choose_test_rows,
-    validate_vertical)
+    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, label_error, load_table, model_file, roles,
+    choose_test_rows, validate_vertical)
 
 KIND = "vertical.secureboost"
 #: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
@@ -140,7 +140,7 @@ def run(ctx: PartyContext) -> None:
 
     y = table.y[idx].astype(np.float64)
     if y[tr].min() == y[tr].max():
-        raise DataError(f"party {me!r}: the aligned training rows have only label {int(y[tr][0])}; need both classes")
+        raise label_error(f"party {me!r}: the aligned training rows have only label {int(y[tr][0])}; need both classes")
 
     def on_tree(t: int, rec: dict) -> None:
         ctx.progress.update(t, cfg.n_trees, stage="train", **{k: v for k, v in rec.items() if k != "tree"})
