@@ -43,7 +43,7 @@ from fedrisk.errors import DataError
 from fedrisk.finance.binning import FeatureBins
 from fedrisk.finance.binning import is_missing as _is_missing
 
-__all__ = ["CategoryEncoder", "Encoding", "OTHER", "MISSING", "encode_columns", "raw_columns"]
+__all__ = ["CategoryEncoder", "Encoding", "OTHER", "MISSING", "encode_columns", "raw_columns", "unseen_note"]
 
 Encoding = Literal["codes", "onehot"]
 OTHER = "(other)"
@@ -102,7 +102,9 @@ class CategoryEncoder:
         miss = is_missing(s)
         stripped = s.where(miss, s.astype(str).str.strip())
         idx = self.bins.assign(stripped)  # len(groups) for missing and unseen
-        unseen = (idx == self.bins.n_bins) & ~miss
+        # a category never seen in training, or an empty cell when training had none: both go to a
+        # level that does not describe them, so both are counted for the caller to report
+        unseen = ((idx == self.bins.n_bins) & ~miss) | (miss & (not self.has_missing))
         if not self.bins.groups:
             idx = np.zeros(len(s), dtype=np.int64)
         missing_code = len(self.level_names) if self.has_missing else (self.other if self.other >= 0 else 0)
@@ -194,3 +196,18 @@ def raw_columns(features: Sequence[str], categories: Mapping[str, Any] | None) -
         if base not in out:
             out.append(base)
     return out
+
+
+def unseen_note(unseen: Mapping[str, int], n_rows: int, party: str,
+                scored_as: str = "the '(other)' (or reference) level") -> str | None:
+    """One warning line for rows scored with categories their model never saw, or ``None``.
+
+    At scoring such a value is encoded as ``"(other)"`` (or the missing / reference level), which
+    is a defined choice but not what the value means: the operator must hear how many rows it
+    touched, per column. Counts only, no values: the line goes to this party's own log.
+    """
+    if not unseen:
+        return None
+    cols = ", ".join(f"{c!r} ({k} of {n_rows} rows)" for c, k in unseen.items())
+    return (f"party {party!r}: categories (or empty cells) never seen in training, scored as {scored_as}: "
+            f"{cols}; retrain with rows that have them if they matter")

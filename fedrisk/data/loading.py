@@ -364,12 +364,13 @@ def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
 def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None, features: Sequence[str] | None,
                      exclude: Sequence[str], require_label: bool | None, forbid_label: str | None,
                      sep: str | None = None, decimal: str = ".", positive: object = None,
-                     keep: Sequence[str] = ()):
+                     keep: Sequence[str] = (), allow_no_features: bool = False):
     """Read the file and settle which columns are the id, the label and the features.
 
     Shared by the numeric and the raw-frame loaders so both refuse the same mistakes the same way.
     Returns ``(frame, feature_names, ids, y or None)``. ``keep`` columns must exist and are left
-    out of the features (the caller reads them from the frame).
+    out of the features (the caller reads them from the frame). ``allow_no_features``: a vertical
+    label holder may bring labels only (every feature is at its partners).
     """
     if require_label is None:
         require_label = label_col is not None
@@ -415,7 +416,7 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
         dup = sorted({c for c in feature_names if feature_names.count(c) > 1})
         if dup:
             raise ctx.error(f"feature list names {_listing(dup)} more than once; list each column once")
-    if not feature_names:
+    if not feature_names and not allow_no_features:
         raise ctx.error(f"no feature columns left after removing id/label/exclude; {_available(df)}")
     ids = _normalise_ids(ctx, df[id_col], id_col)
     y = _labels(ctx, df[label_col], label_col, positive) if has_label else None
@@ -442,6 +443,7 @@ def load_party_table(
     encoding: str | None = None,
     categories: Mapping[str, Mapping] | None = None,
     missing_advice: str | None = None,
+    allow_no_features: bool = False,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -502,6 +504,8 @@ def load_party_table(
     missing_advice : str, optional
         What the user can do about missing values refused under ``missing="reject"``, when the
         default advice (set ``missing`` in the job spec) does not apply: scoring has no such setting.
+    allow_no_features : bool
+        Accept a file with no feature column (a vertical label holder that brings labels only).
 
     Returns
     -------
@@ -531,7 +535,8 @@ def load_party_table(
         features = raw_columns(features, categories)
 
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
-                                                 require_label, forbid_label, sep, decimal, positive, keep)
+                                                 require_label, forbid_label, sep, decimal, positive, keep,
+                                                 allow_no_features)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
@@ -823,7 +828,7 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
         ok = np.isfinite(arr) & (arr == np.floor(arr))
         if not ok.all():
             raise DataError(f"{who}id {arr[~ok][0]!r} is not an integer; the id % {modulus} split rule "
-                            "needs integer ids — use a separate split column for non-numeric keys")
+                            "needs integer ids — use evaluation.test_fraction (any id type) or a test_column instead")
         return (arr.astype(np.int64) % modulus) == remainder
     if arr.dtype == object:
         # Going through str makes floats ("1.5") and bools ("True") fail the integer parse
@@ -842,7 +847,7 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
             n = int(str(v).strip())
         except (ValueError, TypeError, AttributeError):
             raise DataError(f"{who}id {v!r} (row {i}) is not an integer; the id % {modulus} split rule "
-                            "needs integer ids — use a separate split column for non-numeric keys") from None
+                            "needs integer ids — use evaluation.test_fraction (any id type) or a test_column instead") from None
         out[i] = (n % modulus) == remainder
     return out
 

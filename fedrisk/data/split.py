@@ -38,7 +38,7 @@ import numpy as np
 
 from fedrisk.errors import DataError
 
-__all__ = ["split_key", "hashed_test_mask", "all_integer_ids", "DEFAULT_FRACTION", "column_test_mask"]
+__all__ = ["split_key", "hashed_test_mask", "id_hashes", "all_integer_ids", "DEFAULT_FRACTION", "column_test_mask"]
 
 #: test fraction used when a vertical job has non-integer ids and no ``[evaluation]`` rule
 DEFAULT_FRACTION = 0.2
@@ -62,15 +62,20 @@ def hashed_test_mask(ids: Sequence[object] | np.ndarray, fraction: float, key: b
     key : bytes
         From :func:`split_key`; identical at every party of a job.
     """
-    from fedrisk.crypto.psi import normalize_id
-
     if not 0.0 < float(fraction) < 1.0:
         raise ValueError(f"test fraction {fraction!r} must be strictly between 0 and 1")
     cut = int(float(fraction) * 2**64)
-    out = np.empty(len(ids), dtype=bool)
+    return np.array([h < cut for h in id_hashes(ids, key).tolist()], dtype=bool)
+
+
+def id_hashes(ids: Sequence[object] | np.ndarray, key: bytes) -> np.ndarray:
+    """The 64-bit keyed hash of every normalised id (``uint64``), which :func:`hashed_test_mask` cuts."""
+    from fedrisk.crypto.psi import normalize_id
+
+    out = np.empty(len(ids), dtype=np.uint64)
     for i, v in enumerate(ids):
         h = hmac.new(key, normalize_id(v).encode("utf-8"), hashlib.sha256).digest()
-        out[i] = int.from_bytes(h[:8], "big") < cut
+        out[i] = int.from_bytes(h[:8], "big")
     return out
 
 

@@ -225,7 +225,7 @@ def _run_processes(fed: Federation, kind: str, params: Mapping[str, Any], keep_d
 
     with tempfile.TemporaryDirectory(prefix="fedrisk-") as tmp:
         out = Path(keep_dir) if keep_dir is not None else Path(tmp) / "run"
-        evaluation = {"test_rule": fed.training_rule()} if fed.kind == "vertical" else None
+        evaluation = fed.training_evaluation() if fed.kind == "vertical" else None
         spec = rewrite_spec(fed.spec_path, out, free_ports=fed.free_ports, task={"kind": kind, **params},
                             evaluation=evaluation)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -291,7 +291,7 @@ def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, c
         ``scores`` in the label holder's row order; rows missing at some feature holder are NaN.
     """
     from fedrisk.runtime.handshake import handshake
-    from fedrisk.runtime.inference import get_format, run_inference
+    from fedrisk.runtime.inference import get_format, run_inference, scoring_load_options, warn_unseen
     from fedrisk.runtime.spec import load_spec
 
     any_part = next(iter(parts.values()))
@@ -312,10 +312,12 @@ def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, c
     scoring = fed._with({p: fed.parties[p] for p in [lh, *hosts]})
     with tempfile.TemporaryDirectory(prefix="fedrisk-predict-") as tmp:
         spec = load_spec(scoring.write_job(Path(tmp), {"kind": any_part["task"]}, label_holder=lh, evaluation=False))
-        # a part that encoded text categories at training encodes the new rows the same way
+        # as `fedrisk predict`: the training means (missing = "mean") and text categories of each part
         tables = {p: mod.load_table(spec, p, features=mod.inference_features(parts[p]), require_label=False,
-                                    **({"categories": parts[p]["categories"]} if parts[p].get("categories") else {}))
+                                    **scoring_load_options(parts[p]))
                   for p in [lh, *hosts]}
+        for p, t in tables.items():
+            warn_unseen(t, p, _logger(p))
         n_rows = len(tables[lh].ids)
 
         def role(name: str, channel):

@@ -76,12 +76,15 @@ class Federation:
         Vertical: the one party whose table has the label column.
     test_rule : str or None
         Set on the halves :meth:`split` returns: the ``id % K == R`` rule that made them.
+    test_fraction : float or None
+        Set on the halves :meth:`split` returns for a hashed split (any id type) instead.
     """
 
     def __init__(self, kind: Literal["vertical", "horizontal"], parties: Mapping[str, pd.DataFrame], *, id: str = "id",
                  label: str = "y", name: str | None = None, seed: int = 0, secure_aggregation: bool = True,
                  missing: str | Mapping[str, str] = "reject", progress: bool = False,
                  test_rule: str | None = None, part: str | None = None, spec_path: str | Path | None = None,
+                 test_fraction: float | None = None,
                  party_options: Mapping[str, Mapping[str, Any]] | None = None, free_ports: bool = False,
                  remote: Mapping[str, Any] | None = None) -> None:
         if kind not in ("vertical", "horizontal"):
@@ -108,6 +111,7 @@ class Federation:
         self.missing = missing
         self.progress = bool(progress)
         self.test_rule = test_rule
+        self.test_fraction = test_fraction
         self.part = part
         #: set by from_spec(processes=True): fit runs `fedrisk simulate` on (a copy of) this spec
         self.spec_path = Path(spec_path).resolve() if spec_path is not None else None
@@ -252,35 +256,58 @@ class Federation:
     def _with(self, parties: Mapping[str, pd.DataFrame], **changes: Any) -> "Federation":
         kw = dict(id=self.id, label=self.label, name=self.name, seed=self.seed,
                   secure_aggregation=self.secure_aggregation, missing=self.missing, progress=self.progress,
-                  test_rule=self.test_rule, part=self.part, spec_path=self.spec_path,
+                  test_rule=self.test_rule, test_fraction=self.test_fraction, part=self.part, spec_path=self.spec_path,
                   party_options=self.party_options, free_ports=self.free_ports)
         kw.update(changes)
         return Federation(self.kind, parties, **kw)
 
     # -- views -------------------------------------------------------------------------------
-    def split(self, test_rule: str = "id % 5 == 0") -> tuple["Federation", "Federation"]:
-        """(train, test) by an id rule every party applies to its own ids alone, as ``evaluation.test_rule``.
+    def split(self, test_rule: str | None = None, *, test_fraction: float | None = None
+              ) -> tuple["Federation", "Federation"]:
+        """(train, test) by a rule every party applies to its own ids alone, as ``[evaluation]`` does.
 
-        No message is exchanged: each party keeps the rows whose id does (test) or does not
-        (train) satisfy ``id % K == R``. Fitting on ``train`` trains exactly as ``fedrisk simulate``
-        does with that rule; ``predict_proba(test)`` scores the test rows federatedly.
+        No message is exchanged. ``test_rule = "id % K == R"`` (integer ids) keeps the rows whose id
+        does (test) or does not (train) satisfy it; ``test_fraction = 0.2`` (any id type: text,
+        zero-padded, UUIDs) picks the rows whose keyed hash of the id falls below the fraction,
+        exactly as ``evaluation.test_fraction`` (keyed by this federation's ``name`` and ``seed``).
+        With neither: ``id % 5 == 0`` when every party's ids are integers, ``test_fraction = 0.2``
+        otherwise -- the job spec's default. Fitting on ``train`` trains exactly as ``fedrisk
+        simulate`` with that rule; ``predict_proba(test)`` scores the test rows federatedly.
         """
         from fedrisk.data.loading import id_test_mask
+        from fedrisk.data.split import DEFAULT_FRACTION, all_integer_ids, hashed_test_mask, split_key
         from fedrisk.runtime.spec import EvaluationSpec, parse_test_rule
 
         if self.kind != "vertical":
-            raise ConfigError("split(test_rule=...) is for vertical federations; a horizontal job is tested on a "
+            raise ConfigError("split(...) is for vertical federations; a horizontal job is tested on a "
                               "held-out DataFrame: pass it to predict_proba")
-        try:
-            EvaluationSpec(test_rule=test_rule)
-        except ValueError as e:
-            raise ConfigError(f"test_rule {test_rule!r}: write it as 'id % K == R', e.g. 'id % 5 == 0'") from e
-        k, r = parse_test_rule(test_rule)
-        masks = {n: id_test_mask(df[self.id].to_numpy(), k, r, party=n) for n, df in self.parties.items()}
+        if test_rule is not None and test_fraction is not None:
+            raise ConfigError("split: pass test_rule or test_fraction, not both (each chooses the test rows on its own)")
+        if test_rule is None and test_fraction is None:
+            if all(all_integer_ids(df[self.id].to_numpy()) for df in self.parties.values()):
+                test_rule = "id % 5 == 0"
+            else:
+                test_fraction = DEFAULT_FRACTION
+        if test_rule is not None:
+            try:
+                EvaluationSpec(test_rule=test_rule)
+            except ValueError as e:
+                raise ConfigError(f"test_rule {test_rule!r}: write it as 'id % K == R', e.g. 'id % 5 == 0'") from e
+            k, r = parse_test_rule(test_rule)
+            masks = {n: id_test_mask(df[self.id].to_numpy(), k, r, party=n) for n, df in self.parties.items()}
+        else:
+            try:
+                EvaluationSpec(test_fraction=test_fraction)
+            except ValueError as e:
+                raise ConfigError(f"test_fraction {test_fraction!r}: use a share strictly between 0 and 1, e.g. 0.2") from e
+            key = split_key(self.name, self.seed)
+            masks = {n: hashed_test_mask(df[self.id].to_numpy(), float(test_fraction), key)
+                     for n, df in self.parties.items()}
+        how = dict(test_rule=test_rule, test_fraction=float(test_fraction) if test_fraction is not None else None)
         train = self._with({n: df[~masks[n]].reset_index(drop=True) for n, df in self.parties.items()},
-                           test_rule=test_rule, part="train")
+                           part="train", **how)
         test = self._with({n: df[masks[n]].reset_index(drop=True) for n, df in self.parties.items()},
-                          test_rule=test_rule, part="test")
+                          part="test", **how)
         return train, test
 
     @property
@@ -289,7 +316,15 @@ class Federation:
         if self.kind == "vertical":
             if self.label_holder is None:
                 raise DataError(f"no party of this federation has the label column {self.label!r}")
-            return self.parties[self.label_holder][self.label]
+            raw = self.parties[self.label_holder][self.label]
+            positive = self.party_options.get(self.label_holder, {}).get("positive")
+            if positive is None:
+                return raw
+            # the label coding of the spec (positive = "bad" ...), as the loader maps it: 1 = default
+            from fedrisk.data.loading import _Ctx, _mapped_labels
+
+            ctx = _Ctx(self.label_holder, Path("(notebook table)"))
+            return pd.Series(_mapped_labels(ctx, raw, self.label, positive).astype(int), index=raw.index, name=raw.name)
         return pd.concat([df[self.label] for df in self.parties.values()], ignore_index=True)
 
     @property
@@ -298,7 +333,8 @@ class Federation:
 
     def __repr__(self) -> str:
         rows = ", ".join(f"{n}: {len(df)}x{df.shape[1]}" for n, df in self.parties.items())
-        extra = f", {self.part} rows of {self.test_rule!r}" if self.part else ""
+        how = repr(self.test_rule) if self.test_rule else f"test_fraction = {self.test_fraction}"
+        extra = f", {self.part} rows of {how}" if self.part else ""
         return f"Federation.{self.kind}({rows}{extra})"
 
     def _missing(self, party: str) -> str:
@@ -307,14 +343,44 @@ class Federation:
         return self.missing.get(party, "reject")
 
     # -- the job spec this federation stands for --------------------------------------------
-    def training_rule(self) -> str:
-        """The vertical ``evaluation.test_rule`` under which a job trains on exactly these rows.
+    def training_evaluation(self) -> dict[str, Any]:
+        """The vertical ``[evaluation]`` under which a job trains on exactly these rows.
 
-        The train half keeps its rule: it selects none of its rows, and training then runs
-        exactly as ``fedrisk simulate`` with that rule runs on the whole tables. Any other
-        federation trains on every row (:meth:`no_test_rule`).
+        The train half keeps its rule (``test_rule`` or ``test_fraction``): it selects none of its
+        rows, and training then runs exactly as ``fedrisk simulate`` with that rule runs on the
+        whole tables. Any other federation trains on every row (:meth:`no_test_evaluation`).
         """
-        return self.test_rule if (self.part == "train" and self.test_rule) else self.no_test_rule()
+        if self.part == "train" and self.test_rule:
+            return {"test_rule": self.test_rule}
+        if self.part == "train" and self.test_fraction:
+            return {"test_fraction": self.test_fraction}
+        return self.no_test_evaluation()
+
+    def training_rule(self) -> str:
+        """The ``id % K == R`` rule of :meth:`training_evaluation` (integer ids only)."""
+        ev = self.training_evaluation()
+        if "test_rule" not in ev:
+            raise ConfigError("this federation's ids are not all integers: it trains under test_fraction, not an "
+                              "id % K == R rule; use training_evaluation()")
+        return ev["test_rule"]
+
+    def no_test_evaluation(self) -> dict[str, Any]:
+        """An ``[evaluation]`` rule that holds out none of this federation's rows, from the ids alone.
+
+        Integer ids: :meth:`no_test_rule`. Any other ids: a ``test_fraction`` below the smallest
+        keyed hash of every party's ids (the same hash as ``evaluation.test_fraction``), so no row
+        is a test row -- computed by each party from its ids, like any rule.
+        """
+        from fedrisk.data.split import all_integer_ids, id_hashes, split_key
+
+        if all(all_integer_ids(df[self.id].to_numpy()) for df in self.parties.values()):
+            return {"test_rule": self.no_test_rule()}
+        key = split_key(self.name, self.seed)
+        lowest = min(int(id_hashes(df[self.id].to_numpy(), key).min()) for df in self.parties.values() if len(df))
+        fraction = lowest / 2.0 ** 65  # half the smallest hash: strictly below every id's
+        if not fraction > 0:
+            raise ConfigError("no hashed split holds out none of these ids; change the federation's seed")
+        return {"test_fraction": fraction}
 
     def no_test_rule(self) -> str:
         """An ``id % K == R`` rule that holds out none of this federation's rows.
@@ -329,8 +395,8 @@ class Federation:
             try:
                 ids.update(int(str(v).strip()) for v in df[self.id].tolist())
             except ValueError:
-                raise ConfigError(f"party {n!r}: fitting an unsplit vertical federation needs integer ids; "
-                                  "split it first with fed.split(test_rule='id % 5 == 0')") from None
+                raise ConfigError(f"party {n!r}: an id % K == R rule needs integer ids; this federation trains "
+                                  "under a hashed test_fraction instead (no_test_evaluation)") from None
         k = max(2, len(ids) + 1)
         used = {i % k for i in ids}
         r = next(r for r in range(k) if r not in used)
@@ -363,17 +429,16 @@ class Federation:
                                                  "missing": self._missing(n), **self.party_options.get(n, {})})
         lines += toml_table("task", dict(task))
         if self.kind == "vertical" and evaluation:
-            lines += toml_table("evaluation", {"test_rule": self.training_rule()})
+            lines += toml_table("evaluation", self.training_evaluation())
         lines += toml_table("security", {"secure_aggregation": self.secure_aggregation})
         spec = folder / "job.toml"
         spec.write_text("\n".join(lines), encoding="utf-8")
         return spec
 
 
-def _read_table(path: Path, id_col: str, sep: str | None = None, decimal: str = ".", positive: Any = None) -> pd.DataFrame:
-    """A party's data file as a DataFrame: pandas defaults, like ``pd.read_csv`` in a notebook, but in the
-    party's CSV dialect (``sep``, ``decimal``) and with the id column as text (``"00123"`` stays itself).
-    ``positive`` (the label coding) is applied later, by the task's loader."""
+def _read_table(path: Path, id_col: str, sep: str | None = None, decimal: str = ".", **_: Any) -> pd.DataFrame:
+    """A party's data file as a DataFrame, read as ``fedrisk party`` reads it: the spec's CSV dialect,
+    and the id column as text (``"007"`` stays ``"007"``, as PSI sees it)."""
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):

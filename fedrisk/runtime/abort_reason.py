@@ -15,7 +15,10 @@ error by
   of nine or more (account or phone numbers) by ``<number>``; small integers (counts, row
   numbers of the sender's own file) stay;
 * sending only the exception class for anything that is not a :class:`~fedrisk.errors.FedriskError`
-  (a bug's message may hold anything).
+  (a bug's message may hold anything);
+* sending only the summary an error was given with :func:`private` when its very content is data
+  (e.g. "all 791 test rows are goods" at a label holder: counts, but the labels of rows the partner
+  can name).
 
 The full message stays in the failing party's own log and on its own stderr.
 """
@@ -26,7 +29,7 @@ from typing import Any, Iterable
 
 from fedrisk.errors import FedriskError
 
-__all__ = ["wire_reason", "redact", "public_names"]
+__all__ = ["wire_reason", "redact", "public_names", "private"]
 
 MAX_CHARS = 600
 _QUOTED = re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"")
@@ -80,6 +83,16 @@ def public_names(spec: Any) -> set[str]:
     return names
 
 
+def private(exc: FedriskError, summary: str) -> FedriskError:
+    """Mark ``exc`` as one whose message must stay local; partners get ``summary`` only.
+
+    For errors whose counts are themselves data -- a label holder saying that every test row is
+    a good reveals the labels of those rows to partners who know which rows are test rows.
+    """
+    exc.partner_summary = summary  # type: ignore[attr-defined]
+    return exc
+
+
 def wire_reason(party: str, exc: BaseException, keep: Iterable[str] = ()) -> str:
     """The text of ``party``'s ``ctl.abort``: the kind of failure and a redacted summary.
 
@@ -92,6 +105,9 @@ def wire_reason(party: str, exc: BaseException, keep: Iterable[str] = ()) -> str
     keep : iterable of str
         Quoted names that may pass unredacted (participant names, shared settings).
     """
+    summary = getattr(exc, "partner_summary", None)
+    if isinstance(exc, FedriskError) and summary:
+        return f"{party}: {type(exc).__name__}: {redact(summary, keep)} (details in {party}'s own log)"
     if isinstance(exc, FedriskError):
         return f"{party}: {type(exc).__name__}: {redact(str(exc), keep)} (details in {party}'s own log)"
     return f"{party}: internal error ({type(exc).__name__}); details in {party}'s own log"

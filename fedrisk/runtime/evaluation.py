@@ -116,7 +116,9 @@ def write_evaluation(ctx: PartyContext, train_ids, train_y, train_p, test_ids, t
         write_scores(ctx.out / "scores" / "test.csv", test_ids, test_y, test_p)
         metrics["test"] = evaluate(test_y, test_p)
         metrics["stability"] = population_stability_index(np.asarray(train_p), np.asarray(test_p))
-        src = "the evaluation.test file" if ctx.spec.test_path() is not None else "the test rows (evaluation.test_rule)"
+        # a vertical job says which rule chose its test rows (test_rule, test_fraction or test_column)
+        rule = (extra or {}).get("split") or "evaluation.test_rule"
+        src = "the evaluation.test file" if ctx.spec.test_path() is not None else f"the test rows ({rule})"
         metrics["stability"].update(stability_labels(ctx, len(train_p), f"{src} ({len(test_p):,})"))
     metrics["rounds"] = rounds
     metrics.update(extra or {})

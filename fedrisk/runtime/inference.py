@@ -66,7 +66,7 @@ from fedrisk.runtime.abort_reason import wire_reason
 from fedrisk.runtime.handshake import handshake
 
 __all__ = ["FORMATS", "register_format", "get_format", "predict_vertical", "serve_feature_holder", "run_inference",
-           "load_feature_holder", "feature_holder_session", "OPEN_TAG", "main"]
+           "load_feature_holder", "feature_holder_session", "scoring_load_options", "warn_unseen", "OPEN_TAG", "main"]
 
 FORMATS: dict[str, str] = {
     "fedrisk.vertical.lr": "fedrisk.tasks.vertical_lr",
@@ -219,7 +219,8 @@ def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_co
                                  require_label=False, missing=spec.parties[lh].missing if lh in spec.parties else "reject",
                                  fill=model.get("imputation"), categorical=spec.parties[lh].categorical if lh in spec.parties else None,
                                  encoding=model.get("category_encoding"), categories=model.get("categories") or
-                                 ({} if model.get("category_encoding") else None), **opts)
+                                 ({} if model.get("category_encoding") else None), allow_no_features=True, **opts)
+    warn_unseen(table, lh, log)
     # open (and so load our TLS files) before starting anyone: a bad certificate folder must not
     # leave feature-holder processes waiting for a label holder that never comes
     channel = _open_channel(spec, lh, job_id, certs_dir, work, tuple(mod.INFERENCE_TAG_PREFIXES))
@@ -314,14 +315,36 @@ def load_feature_holder(spec, name: str, model_path: str | Path, data: str | Pat
         raise ConfigError(f"{model_path} is not feature holder {name!r}'s part of the model")
     mod = get_format(model["format"])
     task = importlib.import_module(FORMATS[str(model["format"]).removesuffix(".part")])
-    fill = {"fill": model["imputation"]} if model.get("imputation") else {}
-    if model.get("categories"):
-        fill["categories"] = model["categories"]
     table = task.load_table(spec, name, path=Path(data) if data else None, features=mod.inference_features(model),
-                            **fill) if hasattr(task, "load_table") else None
+                            **scoring_load_options(model)) if hasattr(task, "load_table") else None
     if table is None:
         raise ConfigError(f"model format {model['format']!r} does not say how to load a feature holder's data")
+    warn_unseen(table, name, log)
     return model, lh, hosts, table
+
+
+def scoring_load_options(part: dict) -> dict[str, Any]:
+    """How a party loads rows to score with its part of a model, whoever scores (CLI or Python API).
+
+    ``fill``: the training means of ``missing = "mean"``, so an empty cell gets the value it got
+    in training, not this batch's mean (a row must score the same whichever batch it arrives in);
+    ``categories``: the training encoders, so new rows get the training levels.
+    """
+    opts: dict[str, Any] = {}
+    if part.get("imputation"):
+        opts["fill"] = part["imputation"]
+    if part.get("categories"):
+        opts["categories"] = part["categories"]
+    return opts
+
+
+def warn_unseen(table, party: str, logger: logging.Logger) -> None:
+    """Log (at this party only) how many rows carry categories the model never saw, per column."""
+    from fedrisk.data.categorical import unseen_note
+
+    note = unseen_note(getattr(table, "unseen", None) or {}, len(table.ids), party)
+    if note:
+        logger.warning(note)
 
 
 def feature_holder_session(channel, spec, name: str, model: dict, table, session: str,

@@ -50,7 +50,8 @@ from fedrisk.runtime.psi_checkpoint import aligned_rows
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, inference_features, load_table, model_file, roles, choose_test_rows, validate_vertical)
+    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, label_error, load_table, model_file, roles,
+    choose_test_rows, validate_vertical)
 
 KIND = "vertical.lr"
 FORMAT = "fedrisk.vertical.lr"
@@ -131,7 +132,8 @@ def run(ctx: PartyContext) -> None:
     ids = table.ids[idx]
     X_all = table.X[idx]
     y_all = table.y[idx] if is_lh else None
-    test, rule = choose_test_rows(ctx, ids, table.extra[spec.evaluation.test_column][idx] if table.extra else None)
+    test, rule = choose_test_rows(ctx, ids, table.extra[spec.evaluation.test_column][idx] if table.extra else None,
+                                  labels=y_all)
     ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under {rule!r}; nothing to train on")
@@ -148,7 +150,7 @@ def run(ctx: PartyContext) -> None:
     if is_lh:
         ytr = y_all[tr]
         if ytr.min() == ytr.max():
-            raise DataError(f"party {me!r}: the aligned training rows have only label {int(ytr[0])}; need both classes")
+            raise label_error(f"party {me!r}: the aligned training rows have only label {int(ytr[0])}; need both classes")
 
     exact = cfg.solver in ("exact", "auto")
     total = cfg.max_iter if exact else cfg.epochs
@@ -175,7 +177,7 @@ def run(ctx: PartyContext) -> None:
         "features": feats, "mean": mean, "scale": scale, "coef": model.coef,
         "intercept": model.intercept, "dropped": dropped,
         # training means used for missing = "mean"; scoring fills with these, not the new file's means
-        "imputation": {f: v for f, v in table.imputed.items() if f in feats},
+        "imputation": imputation_means(spec, me, table, feats),
         # this party's category levels (its own file only), so predict encodes new rows the same way
         "categories": table.categories, "category_encoding": CATEGORY_ENCODING,
         "history": model.history, "best_epoch": model.best_epoch,

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from fedrisk.errors import ConfigError, ProtocolError
+from fedrisk.errors import ConfigError, DataError, ProtocolError
 from fedrisk.runtime.spec import JobSpec
 
 __all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features", "split_keep",
+           "imputation_means", "label_error",
            "choose_test_rows", "DEFAULT_TEST_RULE", "SPLIT_TAG"]
 
 #: the split vertical tasks use without an [evaluation] rule when every aligned id is an integer
@@ -71,19 +72,49 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
     ``fill``: at scoring, the training means a model stored (``"imputation"``) for ``missing = "mean"``.
     ``categories``: at scoring, the category encoders the party's model part stored; categorical
     columns are encoded as the job's task kind wants (:data:`CATEGORY_ENCODINGS`).
+    ``features``: at scoring, the model part's columns -- possibly none: the label holder may bring
+    labels only (every feature at its partners), which these task kinds handle.
     """
     from fedrisk.data.loading import load_party_table
 
     p = spec.parties[name]
     lh = driver(spec)
     forbid = spec.parties[lh].label if name != lh else None
+    scoring = features is not None
     return load_party_table(path or spec.data_path(name), party=name, id_col=p.id,
-                            label_col=p.label if name == lh else None, features=features if features else p.features,
-                            exclude=p.exclude if not features else (), missing=p.missing, forbid_label=forbid,
-                            require_label=require_label, keep=() if features else split_keep(spec, name),
+                            label_col=p.label if name == lh else None, features=features if scoring else p.features,
+                            exclude=p.exclude if not scoring else (), missing=p.missing, forbid_label=forbid,
+                            require_label=require_label, keep=() if scoring else split_keep(spec, name),
                             fill=fill, categorical=p.categorical, encoding=CATEGORY_ENCODINGS.get(spec.task["kind"]),
-                            categories=categories if categories is not None else ({} if features else None),
-                            **p.read_options())
+                            categories=categories if categories is not None else ({} if scoring else None),
+                            allow_no_features=name == lh, **p.read_options())
+
+
+def imputation_means(spec: JobSpec, name: str, table, features=None) -> dict[str, float]:
+    """The fill value of every feature column under ``missing = "mean"`` (empty otherwise), for the model file.
+
+    Scoring fills an empty cell with this training mean, not the scoring batch's own mean, so a
+    row scores the same whichever batch it arrives in -- also in a column that happened to have no
+    gaps in training (``table.imputed`` lists only the columns that had some). Filling with the
+    mean keeps the mean, so ``X.mean()`` after loading is the mean of the finite training values.
+    """
+    if spec.parties[name].missing != "mean" or len(table.ids) == 0:
+        return {}
+    keep = set(features) if features is not None else None
+    return {f: float(table.X[:, j].mean()) for j, f in enumerate(table.feature_names) if keep is None or f in keep}
+
+
+def label_error(message: str) -> DataError:
+    """A label holder's error about its labels: the full line stays local, partners get a summary.
+
+    "All 791 test rows are goods" or "the training rows have only label 0" would tell a feature
+    holder the label of every one of those rows (it knows which rows they are), through the abort
+    message every partner receives (:func:`fedrisk.runtime.abort_reason.private`).
+    """
+    from fedrisk.runtime.abort_reason import private
+
+    return private(DataError(message), "the label holder's labels do not fit this job (a class is missing among "
+                                       "its training or test rows); its own log says what to change")
 
 
 def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:
@@ -93,7 +124,7 @@ def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:
 
 
 def choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None = None, *,
-              default: bool = True) -> tuple[np.ndarray | None, str]:
+              default: bool = True, labels: np.ndarray | None = None) -> tuple[np.ndarray | None, str]:
     """Mask of the aligned rows that are test rows, identical at every party, and the rule's name.
 
     Parameters
@@ -107,7 +138,24 @@ def choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None = None
     default : bool
         Without an ``[evaluation]`` rule: ``True`` picks ``id % 5 == 0`` for integer ids and
         ``test_fraction = 0.2`` otherwise; ``False`` returns ``(None, "none")`` (all rows train).
+    labels : numpy.ndarray, optional
+        At the label holder: the 0/1 labels of the aligned rows. Test rows of one class only are
+        refused here, before training, with the fix -- not after the whole training, when AUC
+        and KS of the test rows cannot be computed (rare bads and small samples hit this).
     """
+    mask, rule = _choose_test_rows(ctx, ids, column, default)
+    if labels is not None and mask is not None and mask.any():
+        yt = np.asarray(labels)[mask]
+        if yt.min() == yt.max():
+            only = "bads (1)" if int(yt[0]) == 1 else "goods (0)"
+            raise label_error(f"party {ctx.name!r}: all {int(mask.sum())} test rows ({rule}) are {only}, so their "
+                              f"AUC and KS cannot be computed; choose test rows holding both classes: a larger "
+                              f"evaluation.test_fraction, another federation.seed, or an evaluation.test_column")
+    return mask, rule
+
+
+def _choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None, default: bool
+                      ) -> tuple[np.ndarray | None, str]:
     from fedrisk.data.loading import id_test_mask
     from fedrisk.data.split import DEFAULT_FRACTION, all_integer_ids, column_test_mask, hashed_test_mask, split_key
     from fedrisk.runtime.spec import parse_test_rule

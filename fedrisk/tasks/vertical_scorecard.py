@@ -49,7 +49,7 @@ from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
 from fedrisk.tasks.vertical_lr import HeteroLRParams
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
-    DEFAULT_TEST_RULE, driver, inference_features, roles, validate_vertical)
+    DEFAULT_TEST_RULE, driver, inference_features, label_error, roles, validate_vertical)
 from fedrisk.tasks.vertical_woe import LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
@@ -110,7 +110,7 @@ def run(ctx: PartyContext) -> None:
 
     if is_lh:
         if y_tr.min() == y_tr.max():
-            raise DataError(f"party {me!r}: the aligned training rows have only label {int(y_tr[0])}; need both classes")
+            raise label_error(f"party {me!r}: the aligned training rows have only label {int(y_tr[0])}; need both classes")
         enc, sel = local_woe(params, X_tr, y_tr, me)
         ctx.progress.update(1, 3, stage="woe", party=me)
         total = lr_config.max_iter if lr_config.solver in ("exact", "auto") else lr_config.epochs
@@ -227,6 +227,7 @@ def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str,
 
     part = PointsPart.from_dict(role_model)
     frame = pd.DataFrame(np.asarray(X, dtype=object).reshape(len(X), -1), columns=part.features)
+    _warn_unseen_categories(part, frame)
     n = int(role_model.get("n_reasons", 3))
     res = combine_points(channel, label_holder, feature_holders, part, frame, tag="vsc.predict")
     named = exchange_named_reasons(channel, label_holder, feature_holders, part, frame, n,
@@ -235,6 +236,28 @@ def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str,
         return None
     reasons = reason_codes(part, frame, res, n, named)
     return pd.DataFrame({"points": res.total, "probability": part.probability(res.total), **reason_columns(reasons, n)})
+
+
+def _warn_unseen_categories(part: PointsPart, frame: pd.DataFrame) -> None:
+    """Log at this party how many rows hold categories its bins never saw (they score as the missing bin).
+
+    Counts only, in this party's own log: the values and even the column names stay here.
+    """
+    import logging
+
+    from fedrisk.data.categorical import unseen_note
+    from fedrisk.finance.binning import is_missing
+
+    unseen = {}
+    for f in part.features:
+        b = part.bins[f]
+        if b.kind == "categorical":
+            k = int(((b.assign(frame[f]) == b.n_bins) & ~is_missing(frame[f])).sum())
+            if k:
+                unseen[f] = k
+    note = unseen_note(unseen, len(frame), part.party, scored_as="the missing bin")
+    if note:
+        logging.getLogger("fedrisk.inference").warning(note)
 
 
 def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_holders: list[str]) -> np.ndarray | None:

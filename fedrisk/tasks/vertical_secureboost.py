@@ -58,7 +58,8 @@ from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, inference_features, load_table, model_file, roles, choose_test_rows, validate_vertical)
+    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, label_error, load_table, model_file, roles,
+    choose_test_rows, validate_vertical)
 
 KIND = "vertical.secureboost"
 #: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
@@ -107,7 +108,8 @@ def run(ctx: PartyContext) -> None:
     idx = al.indices
     ids = table.ids[idx]
     X = table.X[idx]
-    test, rule = choose_test_rows(ctx, ids, table.extra[spec.evaluation.test_column][idx] if table.extra else None)
+    test, rule = choose_test_rows(ctx, ids, table.extra[spec.evaluation.test_column][idx] if table.extra else None,
+                                  labels=table.y[idx] if is_lh else None)
     ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under {rule!r}; nothing to train on")
@@ -118,7 +120,7 @@ def run(ctx: PartyContext) -> None:
         "parties": {p: model_file(p, lh) for p in [lh, *hosts]}, "params": cfg.__dict__,
         "spec_dir": str(spec.base_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # training means used for missing = "mean"; scoring fills with these, not the new file's means
-        "imputation": dict(table.imputed),
+        "imputation": imputation_means(spec, me, table),
         # this party's category levels (its own file only), so predict encodes new rows the same way
         "categories": table.categories, "category_encoding": CATEGORY_ENCODING,
     }
@@ -138,7 +140,7 @@ def run(ctx: PartyContext) -> None:
 
     y = table.y[idx].astype(np.float64)
     if y[tr].min() == y[tr].max():
-        raise DataError(f"party {me!r}: the aligned training rows have only label {int(y[tr][0])}; need both classes")
+        raise label_error(f"party {me!r}: the aligned training rows have only label {int(y[tr][0])}; need both classes")
 
     def on_tree(t: int, rec: dict) -> None:
         ctx.progress.update(t, cfg.n_trees, stage="train", **{k: v for k, v in rec.items() if k != "tree"})

@@ -42,7 +42,8 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
-from fedrisk.tasks.vertical_roles import driver, roles, split_keep, choose_test_rows, validate_vertical  # noqa: F401 (hooks)
+from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
+    driver, label_error, roles, split_keep, choose_test_rows, validate_vertical)
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "LabelKeyParams", "validate_spec", "driver", "run", "roles", "aligned_frames",
            "holder_woe_document"]
@@ -108,7 +109,7 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
     y = frame.y[idx] if frame.y is not None else None
     ids = frame.ids[idx]
     test, rule = choose_test_rows(ctx, ids, frame.extra[spec.evaluation.test_column][idx] if frame.extra else None,
-                           default=default_split)
+                                  default=default_split, labels=y if default_split else None)
     if test is not None:
         ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
     return ids, X, y, test, al
@@ -164,7 +165,7 @@ def run(ctx: PartyContext) -> None:
         ctx.write_json(f"woe/{ctx.name}.json", holder_woe_document(ctx, res, X, reveal=params.reveal))
         return
     if np.min(y) == np.max(y):
-        raise DataError(f"party {lh!r}: the aligned rows have only label {int(y[0])}; WOE needs goods and bads")
+        raise label_error(f"party {lh!r}: the aligned rows have only label {int(y[0])}; WOE needs goods and bads")
     enc, sel = local_woe(params, X, y, lh)
     ctx.write_json(f"woe/{lh}.json", woe_document(ctx, enc.woe_, sel))
     ctx.progress.update(1, 2, stage="woe", party=lh, features=len(enc.iv_))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedrisk.data.categorical import MISSING, OTHER, CategoryEncoder, raw_columns
+from fedrisk.data.categorical import MISSING, OTHER, CategoryEncoder, raw_columns, unseen_note
 from fedrisk.data.loading import load_party_table
 from fedrisk.errors import ConfigError, DataError
 
@@ -31,6 +31,16 @@ def test_levels_by_frequency_rare_pooled_unseen_to_other():
     # JSON round trip gives the same encoder
     again = CategoryEncoder.from_json(enc.to_json())
     assert again.codes(pd.Series(["a", "never"]))[0].tolist() == [1, 3]
+
+
+def test_an_empty_cell_is_unseen_when_training_had_none():
+    """Scoring a blank where training had no blanks lands on another level: counted, so predict says so."""
+    enc = CategoryEncoder.fit("region", pd.Series(["north"] * 60 + ["south"] * 40), min_share=0.05)
+    codes, unseen = enc.codes(pd.Series(["south", None, " ", "north"]))
+    assert codes.tolist() == [1, 0, 0, 0] and unseen == 2
+    note = unseen_note({"region": unseen}, 4, "payco")
+    assert "'region' (2 of 4 rows)" in note and "payco" in note
+    assert unseen_note({}, 4, "payco") is None
 
 
 def test_missing_level_and_onehot():

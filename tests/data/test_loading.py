@@ -301,6 +301,12 @@ def test_id_mask_rejects_non_integers(ids) -> None:
         id_test_mask(ids)
 
 
+def test_id_mask_on_text_ids_names_the_rule_that_works() -> None:
+    # the fix for text keys is the hashed split (any id type), which the spec and Federation.split offer
+    with pytest.raises(DataError, match=r"'C0001'.*evaluation.test_fraction"):
+        id_test_mask(["C0001", "C0002"], party="lender")
+
+
 def test_id_mask_bad_rule() -> None:
     with pytest.raises(ConfigError):
         id_test_mask([1, 2], modulus=0)

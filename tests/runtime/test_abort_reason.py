@@ -110,3 +110,60 @@ def test_partner_logs_and_ledgers_over_mtls_hold_no_id_and_no_path(tmp_path):
         text = p.read_text(errors="replace")
         assert SECRET_ID not in text, p
         assert "bank2.csv" not in text, p  # (a party may log its own path, never a partner's)
+
+
+def test_a_label_holder_error_about_its_labels_reaches_partners_as_a_summary(tmp_path):
+    """Found with rare bads: "all 791 test rows ... are goods (0)" went to every feature holder in
+    the abort, i.e. the label of every test row (the feature holder knows which rows they are).
+    Run through the task glue in memory; inspect what the feature holder actually received."""
+    import logging
+    import textwrap
+
+    from fedrisk.runtime.context import PartyContext, ProgressLog
+    from fedrisk.runtime.spec import load_spec
+    from fedrisk.tasks import vertical_lr
+    from fedrisk.transport.channel import InMemoryNetwork
+
+    rng = np.random.default_rng(2)
+    n = 300
+    ids = np.arange(n)
+    y = (rng.random(n) < 0.3).astype(int)
+    y[ids % 5 == 0] = 0  # no bad among the test rows
+    pd.DataFrame({"id": ids, "y": y, "a": rng.normal(size=n)}).to_csv(tmp_path / "lender.csv", index=False)
+    pd.DataFrame({"id": ids, "b": rng.normal(size=n)}).to_csv(tmp_path / "payco.csv", index=False)
+    (tmp_path / "job.toml").write_text(textwrap.dedent("""
+        [federation]
+        name = "labels-stay"
+        [parties.lender]
+        address = "127.0.0.1:1"
+        data = "lender.csv"
+        label = "y"
+        [parties.payco]
+        address = "127.0.0.1:2"
+        data = "payco.csv"
+        [task]
+        kind = "vertical.lr"
+        [evaluation]
+        test_rule = "id % 5 == 0"
+        """))
+    spec = load_spec(tmp_path / "job.toml")
+    net = InMemoryNetwork(list(spec.parties), job=spec.job_id, capture=True, tag_prefixes=vertical_lr.TAG_PREFIXES)
+
+    def role(name):
+        def go(ch):
+            log = logging.getLogger(f"t.{name}")
+            vertical_lr.run(PartyContext(name=name, spec=spec, channel=ch, out=tmp_path / "run", log=log,
+                                         progress=ProgressLog(None, log)))
+        return go
+
+    with pytest.raises(FedriskError) as err:
+        run_roles({p: role(p) for p in spec.parties}, network=net)
+    local = str(err.value)
+    assert "goods (0)" in local and "test_fraction" in local  # the label holder's own line has the detail
+    received = net["payco"].mailbox.failure  # the abort reason the feature holder was given
+    assert received and "lender" in received
+    received += " " + " ".join(str(e.body) for e in net["payco"].captured)
+    reason = wire_reason("lender", err.value, ["lender", "payco"])
+    for text in (reason, received):
+        assert "goods" not in text and "(0)" not in text and "60 test rows" not in text, text
+    assert "a class is missing" in reason

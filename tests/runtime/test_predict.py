@@ -76,7 +76,7 @@ def test_horizontal_scorecard_predict_points_probability_reasons(tmp_path):
     assert b == card.bins_[text_col].n_bins
 
 
-def test_vertical_scorecard_predict_raw_rows_with_reasons(tmp_path):
+def test_vertical_scorecard_predict_raw_rows_with_reasons(tmp_path, caplog):
     from tests.tasks.test_woe_tasks import german_frame, vertical_german
 
     spec, _ = vertical_german(tmp_path, kind="vertical.scorecard",
@@ -93,8 +93,13 @@ def test_vertical_scorecard_predict_raw_rows_with_reasons(tmp_path):
     assert text_cols, "the lender's scorecard should use at least one text (categorical) column"
     new = lender_rows.drop(columns="y").head(120).copy()
     new = pd.concat([new, new.head(1).assign(id=10_000_001)], ignore_index=True)  # an id nobody else has
+    new.loc[[3, 4], text_cols[0]] = "a category nobody trained on"  # scored as the missing bin, and said so
     new.to_csv(tmp_path / "new.csv", index=False)
-    n = predict_file(out / "scorecard-lender.json", tmp_path / "new.csv", tmp_path / "s.csv")
+    with caplog.at_level("WARNING", logger="fedrisk.inference"):
+        n = predict_file(out / "scorecard-lender.json", tmp_path / "new.csv", tmp_path / "s.csv")
+    warned = [r.getMessage() for r in caplog.records if "never seen in training" in r.getMessage()]
+    assert len(warned) == 1 and f"{text_cols[0]!r} (2 of " in warned[0] and "missing bin" in warned[0], warned
+    assert "nobody trained" not in warned[0]
     s = pd.read_csv(tmp_path / "s.csv")
     assert s.columns[:3].tolist() == ["id", "points", "probability"] and "reason_4" in s.columns
     assert len(s) == len(new) and s["id"].tolist() == new["id"].tolist()
@@ -104,6 +109,7 @@ def test_vertical_scorecard_predict_raw_rows_with_reasons(tmp_path):
     assert scored.sum() == n and n >= 100
     # the totals: base points + each party's points for the row, recomputed from the three files
     full = german_frame().set_index("id")
+    full.loc[new.loc[[3, 4], "id"], text_cols[0]] = "a category nobody trained on"
     ids = s.loc[scored, "id"].to_numpy()
     total = np.full(len(ids), parts["lender"]["base_points"])
     for p in parts.values():

@@ -90,3 +90,23 @@ def test_only_one_rule_at_a_time(tmp_path):
         _spec(tmp_path, 'test_rule = "id % 5 == 0"\n        test_fraction = 0.2')
     with pytest.raises(ConfigError, match="test_fraction"):
         _spec(tmp_path, "test_fraction = 1.5")
+
+
+def test_test_rows_of_one_class_are_refused_before_training(tmp_path):
+    """Rare bads: when no bad lands among the test rows, the label holder says so at once, with the
+    fix, instead of training the whole model and failing on the test AUC with no party named."""
+    from types import SimpleNamespace
+
+    from fedrisk.errors import DataError
+
+    spec = _spec(tmp_path, 'test_rule = "id % 5 == 0"')
+    ids = np.array([str(i) for i in range(400)], dtype=object)
+    ctx = SimpleNamespace(spec=spec, name="lender", channel=None, log=logging.getLogger("t"))
+    y = np.zeros(400, dtype=np.int8)
+    y[[1, 2, 3]] = 1  # three bads, none with id % 5 == 0
+    with pytest.raises(DataError, match=r"party 'lender': all 80 test rows \(test_rule 'id % 5 == 0'\) are goods \(0\).*"
+                                        r"evaluation.test_fraction"):
+        choose_test_rows(ctx, ids, labels=y)
+    y[10] = 1  # one bad among the test rows: fine
+    mask, _ = choose_test_rows(ctx, ids, labels=y)
+    assert mask.sum() == 80
