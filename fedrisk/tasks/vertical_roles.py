@@ -113,8 +113,10 @@ def label_error(message: str) -> DataError:
     """
     from fedrisk.runtime.abort_reason import private
 
-    return private(DataError(message), "the label holder's labels do not fit this job (a class is missing among "
-                                       "its training or test rows); its own log says what to change")
+    # the summary names no class and no row set: "a class is missing among the test rows" would
+    # still tell a partner, with rare defaults, that every test row is a good
+    return private(DataError(message), "the labels at the label holder do not suit the settings of this job; its "
+                                       "own log says what to change")
 
 
 def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:
