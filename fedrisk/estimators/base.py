@@ -282,7 +282,9 @@ class FederatedClassifier(FederatedEstimator):
     """A federated default classifier: ``fit`` runs the task, ``_learn`` reads its model files.
 
     Subclasses implement ``_learn(files)`` (also what ``fr.load`` calls on a CLI run's files) and
-    ``predict_proba``; classes are always ``[0, 1]`` (1 = default).
+    ``predict_proba``; ``classes_`` is ``[non-default, default]`` in the fit data's label coding
+    (``[0, 1]`` for 0/1 labels; ``["good", "bad"]`` under ``positive = "bad"``), so column 1 of
+    ``predict_proba`` is always P(default).
     """
 
     def fit(self, fed: Federation, y: Any = None):
@@ -290,11 +292,55 @@ class FederatedClassifier(FederatedEstimator):
 
         ``y`` is ignored: the labels stay with the label holder (vertical) or each bank (horizontal).
         """
-        return self._learn(self._run(fed).files)
+        self._learn(self._run(fed).files)
+        self.classes_ = label_classes(fed)
+        return self
 
     def _learn(self, files: dict[str, dict[str, Any]]):  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
     def predict(self, X: Any) -> np.ndarray:
-        """1 (default) where P(default) >= 0.5, else 0."""
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+        """``classes_[1]`` (default) where P(default) >= 0.5, else ``classes_[0]``: the fit data's own label coding."""
+        return np.asarray(self.classes_)[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+def label_classes(fed: Federation) -> np.ndarray:
+    """``[non-default, default]`` label values in the coding of ``fed``'s label column(s).
+
+    ``predict`` returns these and ``predict_proba``'s columns follow them, as scikit-learn's
+    ``classes_`` does. Labels coded with ``positive`` (e.g. ``"good"``/``"bad"``, ``1``/``2``)
+    keep that coding; 0/1 labels, several coding schemes across banks, or labels this process does
+    not hold (``Federation.connect`` at a feature holder) give ``[0, 1]``.
+    """
+    from fedrisk.data.loading import _label_key
+
+    if fed.kind == "vertical":
+        holders = [fed.label_holder] if fed.label_holder in fed.parties else []
+    else:
+        holders = list(fed.parties)
+    found = set()
+    for name in holders:
+        frame = fed.parties[name]
+        if fed.label not in frame.columns:
+            return np.array([0, 1])
+        values = pd.unique(frame[fed.label].dropna())
+        positive = fed.party_options.get(name, {}).get("positive")
+        if positive is None:
+            if len(values) and all(isinstance(v, (bool, np.bool_)) for v in values):
+                found.add((False, True))
+            else:
+                found.add((0, 1))
+            continue
+        if isinstance(positive, Mapping):
+            table = {_label_key(k): v for k, v in positive.items()}
+            neg = [v for v in values if table.get(_label_key(v)) == 0]
+            pos = [v for v in values if table.get(_label_key(v)) == 1]
+        else:
+            keys = {_label_key(p) for p in (positive if isinstance(positive, (list, tuple)) else [positive])}
+            pos = [v for v in values if _label_key(v) in keys]
+            neg = [v for v in values if _label_key(v) not in keys]
+        found.add((neg[0], pos[0]) if len(neg) == 1 and len(pos) == 1 else (0, 1))
+    if len(found) != 1:
+        return np.array([0, 1])
+    classes = next(iter(found))
+    return np.array(classes, dtype=object if any(isinstance(c, str) for c in classes) else None)

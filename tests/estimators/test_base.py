@@ -1,0 +1,64 @@
+"""scikit-learn conventions of the federated classifiers that the shared-data tests did not reach
+(found by bug hunting on German credit with its own ``"good"``/``"bad"`` labels):
+
+* ``classes_`` and ``predict`` follow the user's label coding (``positive = "bad"`` keeps
+  ``"good"``/``"bad"``; a 1/2 coding keeps 1/2), with ``predict_proba``'s columns in
+  ``classes_`` order, so column 1 stays P(default);
+* 0/1 labels keep ``[0, 1]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fedrisk as fr
+from fedrisk.estimators.base import label_classes
+from tests.tasks.test_woe_tasks import german_frame
+
+NUM = ["duration_in_month", "credit_amount", "age_in_years"]
+
+
+@pytest.fixture(scope="module")
+def text_label_banks():
+    df = german_frame()[["id", "y", *NUM]]
+    df["creditability"] = np.where(df.pop("y") == 1, "bad", "good")
+    test, train = df[df.id % 5 == 0].reset_index(drop=True), df[df.id % 5 != 0]
+    banks = {f"bank{k + 1}": train[train.id % 3 == k].reset_index(drop=True) for k in range(3)}
+    return banks, test
+
+
+def test_predict_returns_the_users_label_coding(text_label_banks):
+    banks, test = text_label_banks
+    fed = fr.Federation.horizontal(banks, id="id", label="creditability",
+                                   party_options={b: {"positive": "bad"} for b in banks})
+    m = fr.LogisticRegression().fit(fed)
+    assert list(m.classes_) == ["good", "bad"]
+    p = m.predict_proba(test)
+    pred = m.predict(test)
+    assert set(pred) <= {"good", "bad"}
+    # predict_proba's columns follow classes_: the predicted class is the column with the larger probability
+    np.testing.assert_array_equal(pred, m.classes_[p.argmax(axis=1)])
+    # the same model as on 0/1 labels (1 = bad)
+    coded = {b: f.assign(creditability=(f.creditability == "bad").astype(int)) for b, f in banks.items()}
+    m01 = fr.LogisticRegression().fit(fr.Federation.horizontal(coded, id="id", label="creditability"))
+    assert list(m01.classes_) == [0, 1]
+    np.testing.assert_allclose(m01.predict_proba(test), p, atol=1e-9)
+    np.testing.assert_array_equal(m01.predict(test), (pred == "bad").astype(int))
+
+
+def test_label_classes_of_each_coding():
+    frame = pd.DataFrame({"id": [1, 2, 3], "y": [0, 1, 0]})
+    assert list(label_classes(fr.Federation.horizontal({"b1": frame, "b2": frame}, label="y"))) == [0, 1]
+    two = frame.assign(y=[1, 2, 1])
+    fed = fr.Federation.horizontal({"b1": two, "b2": two}, label="y",
+                                   party_options={"b1": {"positive": 2}, "b2": {"positive": 2}})
+    assert list(label_classes(fed)) == [1, 2]
+    mapped = frame.assign(y=["ok", "default", "ok"])
+    fed = fr.Federation.vertical({"lender": mapped, "payco": frame.drop(columns="y")}, label="y",
+                                 party_options={"lender": {"positive": {"ok": 0, "default": 1}}})
+    assert list(label_classes(fed)) == ["ok", "default"]
+    # banks that code their labels differently: no single user coding, so 0/1
+    fed = fr.Federation.horizontal({"b1": two, "b2": mapped}, label="y",
+                                   party_options={"b1": {"positive": 2}, "b2": {"positive": "default"}})
+    assert list(label_classes(fed)) == [0, 1]
