@@ -91,6 +91,23 @@ def gbdt_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_
     return reason_table(score, names, contrib, int(n_reasons or model.get("n_reasons") or 3))
 
 
+def _run_id_column(model_path: Path) -> str | None:
+    """The id column every party of the run beside ``model_path`` used (its ``job.toml``), if one.
+
+    Horizontal model files do not name it (every bank may call it differently); a run directory's
+    spec does, so ``fedrisk predict RUN/scorecard.json NEW.csv`` reads ids as training did.
+    """
+    import tomllib
+
+    try:
+        doc = tomllib.loads((model_path.parent / "job.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    parties = doc.get("parties")
+    ids = {str(p.get("id", "id")) for p in parties.values() if isinstance(p, dict)} if isinstance(parties, dict) else set()
+    return ids.pop() if len(ids) == 1 else None
+
+
 def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_col: str | None = None, *,
                  session: str | None = None, spawn: bool = True, certs: str | Path | None = None,
                  sep: str | None = None, decimal: str = ".") -> int:
@@ -103,7 +120,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
 
     model = load_model(model_path)
     fmt = model["format"]
-    id_col = id_col or model.get("id") or "id"
+    id_col = id_col or model.get("id") or _run_id_column(Path(model_path)) or "id"
     cats = model.get("categories") or None
     # a horizontal model trained with text columns encodes new rows with the agreed levels
     cat = dict(categorical=list(cats), encoding=model.get("category_encoding"), categories=cats) if cats else {}

@@ -166,3 +166,26 @@ def test_horizontal_lr_predict_blank_cells_and_dialects(tmp_path):
                         "--out", tmp_path / "s3.csv", "--sep", ";"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(pd.read_csv(tmp_path / "s3.csv")) == 19
+
+
+def test_horizontal_model_predict_defaults_to_the_runs_id_column(tmp_path):
+    """Horizontal model files do not name the id column; `predict` in a run directory takes it from
+    the run's job.toml (every bank's ``id``), as for vertical models, and keeps text ids as written."""
+    from tests.tasks.test_woe_tasks import german_frame
+
+    german = german_frame().head(300)
+    y = german["y"].to_numpy()
+    X = german[["duration_in_month", "credit_amount", "purpose"]]
+    enc = WoeEncoder().fit(X, y)
+    lr = LogisticRegression(max_iter=1000).fit(enc.transform(X), y)
+    card = Scorecard.from_logistic(enc, lr, list(X.columns))
+    (tmp_path / "scorecard.json").write_text(json.dumps({"format": "fedrisk.scorecard", "version": 1, **card.to_dict()}))
+    (tmp_path / "job.toml").write_text("".join(f'[parties.bank{k}]\nid = "cust"\nlabel = "y"\n' for k in (1, 2))
+                                       + '[task]\nkind = "horizontal.scorecard"\n')
+    new = X.head(20).copy()
+    new.insert(1, "cust", [f"{i:07d}" for i in range(20)])
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert predict_file(tmp_path / "scorecard.json", tmp_path / "new.csv", tmp_path / "s.csv") == 20
+    out = pd.read_csv(tmp_path / "s.csv", dtype={"id": str})
+    assert out["id"].tolist() == new["cust"].tolist()
+    np.testing.assert_allclose(out["points"], card.score(new.drop(columns="cust").reset_index(drop=True)))
