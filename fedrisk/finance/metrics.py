@@ -42,8 +42,20 @@ PSI_EPSILON = 1e-4
 
 
 # -- input checks ------------------------------------------------------------------------------
+def _coding_error(values: list[Any]) -> DataError:
+    """The one-line error for labels that are not 0/1, with the mapping to apply."""
+    shown = sorted({str(v) for v in values})[:5]
+    example = f"y == {values[-1]!r}" if values else "y == <default value>"
+    return DataError(f"y must be binary 0/1 (1 = bad); found values {shown}: pass (y == <the value meaning "
+                     f"default>).astype(int), e.g. {example}")
+
+
 def _as_arrays(y: Any, score: Any, *, name: str = "score", need_both: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    y_arr = np.asarray(y, dtype=float).ravel()
+    try:
+        y_arr = np.asarray(y, dtype=float).ravel()
+    except (TypeError, ValueError):  # text labels such as "good"/"bad"
+        raw = [v for v in np.asarray(y, dtype=object).ravel() if v is not None and v == v]
+        raise _coding_error(sorted({str(v) for v in raw}, key=lambda v: (v.lower() in ("bad", "default"), v))) from None
     s_arr = np.asarray(score, dtype=float).ravel()
     if y_arr.shape[0] != s_arr.shape[0]:
         raise DataError(
@@ -54,8 +66,8 @@ def _as_arrays(y: Any, score: Any, *, name: str = "score", need_both: bool = Tru
     if np.isnan(y_arr).any():
         raise DataError("y contains missing values; drop unlabelled rows before evaluating")
     if not np.isin(y_arr, (0.0, 1.0)).all():
-        bad = np.unique(y_arr[~np.isin(y_arr, (0.0, 1.0))])[:5].tolist()
-        raise DataError(f"y must be binary 0/1 (1 = bad); found values {bad}")
+        found = np.unique(y_arr).tolist()
+        raise _coding_error([int(v) if float(v).is_integer() else v for v in found])
     if np.isnan(s_arr).any() or np.isinf(s_arr).any():
         raise DataError(f"{name} contains NaN or infinite values; score every row before evaluating")
     if need_both:

@@ -214,3 +214,14 @@ def test_ks_gini_lift_psi_against_independent_computation(seed):
     pe = pd.Series(pd.cut(e, cuts)).value_counts(normalize=True, sort=False).sort_index().to_numpy()
     pa = pd.Series(pd.cut(a, cuts)).value_counts(normalize=True, sort=False).sort_index().to_numpy()
     assert m.population_stability_index(e, a)["psi"] == pytest.approx(float(np.sum((pa - pe) * np.log(pa / pe))), rel=1e-9)
+
+
+@pytest.mark.parametrize("labels", [["good", "bad", "good", "bad"], [1, 2, 1, 2]])
+def test_labels_in_another_coding_are_one_clear_error(labels):
+    """Text labels ("good"/"bad") used to raise numpy's bare ValueError; 1/2 labels a generic message.
+    Both now say how to map them to 0/1."""
+    import pandas as pd
+
+    for y in (labels, pd.Series(labels)):
+        with pytest.raises(DataError, match=r"y must be binary 0/1 .*y == "):
+            m.auc(y, [0.1, 0.9, 0.2, 0.8])
