@@ -417,8 +417,11 @@ class Federation:
         lines = toml_table("federation", {"name": self.name, "seed": self.seed})
         if self.kind == "horizontal":
             lines += toml_table("coordinator", {"address": addr[COORDINATOR]})
+        first = next(iter(self.parties.values())).columns
         for n, df in self.parties.items():
             path = folder / "data" / f"{n}.{fmt}"
+            if self.kind == "horizontal" and set(df.columns) == set(first) and list(df.columns) != list(first):
+                df = df[list(first)]  # DataFrames match by column name, as predict_proba does; files by position
             if fmt == "parquet":
                 df.to_parquet(path, index=False)
             else:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import fedrisk as fr
+from sklearn.base import clone as sklearn_clone
 from fedrisk.estimators.base import label_classes
 from tests.tasks.test_woe_tasks import german_frame
 
@@ -62,3 +63,16 @@ def test_label_classes_of_each_coding():
     fed = fr.Federation.horizontal({"b1": two, "b2": mapped}, label="y",
                                    party_options={"b1": {"positive": 2}, "b2": {"positive": "default"}})
     assert list(label_classes(fed)) == [0, 1]
+
+
+def test_banks_with_the_same_columns_in_another_order_fit_as_aligned(text_label_banks):
+    """A notebook's DataFrames match by column name (predict_proba already did): a bank whose frame
+    lists the columns in another order was refused at fit ("list the same features in a different order")."""
+    banks, test = text_label_banks
+    opts = {b: {"positive": "bad"} for b in banks}
+    shuffled = dict(banks, bank2=banks["bank2"][list(banks["bank2"].columns[::-1])])
+    for est in (fr.LogisticRegression(), fr.SecureBoost(n_trees=3, max_depth=2)):
+        a = sklearn_clone(est).fit(fr.Federation.horizontal(banks, id="id", label="creditability", party_options=opts))
+        b = sklearn_clone(est).fit(fr.Federation.horizontal(shuffled, id="id", label="creditability", party_options=opts))
+        assert list(b.feature_names_in_) == list(a.feature_names_in_)
+        np.testing.assert_allclose(b.predict_proba(test), a.predict_proba(test), atol=1e-9)
