@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from fedrisk.errors import DataError
-from fedrisk.finance.binning import FeatureBins
+from fedrisk.finance.binning import FeatureBins, category_text
 from fedrisk.finance.binning import is_missing as _is_missing
 
 __all__ = ["CategoryEncoder", "Encoding", "OTHER", "MISSING", "encode_columns", "raw_columns", "unseen_note"]
@@ -76,7 +76,7 @@ class CategoryEncoder:
     @classmethod
     def fit(cls, name: str, values: pd.Series, min_share: float = MIN_SHARE, party: str = "?") -> "CategoryEncoder":
         miss = is_missing(values)
-        present = values[~miss].astype(str).str.strip()
+        present = pd.Series(category_text(values[~miss]), dtype=object)  # 4, 4.0 and " 4" are one level
         counts = present.value_counts()
         if len(counts) > MAX_LEVELS:
             raise DataError(f"party {party!r}: categorical column {name!r} has {len(counts)} distinct values "
@@ -100,8 +100,7 @@ class CategoryEncoder:
         """Level code of every value and the number of values never seen in training."""
         s = values.reset_index(drop=True)
         miss = is_missing(s)
-        stripped = s.where(miss, s.astype(str).str.strip())
-        idx = self.bins.assign(stripped)  # len(groups) for missing and unseen
+        idx = self.bins.assign(s)  # len(groups) for missing and unseen; values keyed by category_text
         # a category never seen in training, or an empty cell when training had none: both go to a
         # level that does not describe them, so both are counted for the caller to report
         unseen = ((idx == self.bins.n_bins) & ~miss) | (miss & (not self.has_missing))

@@ -25,7 +25,9 @@ Methods
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -37,6 +39,8 @@ __all__ = [
     "BinningConfig",
     "is_missing",
     "is_categorical",
+    "category_text",
+    "unseen_categories",
     "quantile_edges",
     "class_counts",
     "merge_bins",
@@ -133,8 +137,9 @@ class FeatureBins:
             out[ok] = np.searchsorted(self.edges, v[ok], side="left")
         else:
             lookup = {c: i for i, g in enumerate(self.groups) for c in g}
-            labels = s.astype(str).to_numpy()
-            idx = np.array([lookup.get(c, self.n_bins) for c in labels], dtype=np.int64) if len(s) else out
+            labels, raw = category_text(s), s.astype(str).to_numpy()  # raw: models binned before category_text
+            idx = np.array([lookup.get(c, lookup.get(r, self.n_bins)) for c, r in zip(labels, raw)],
+                           dtype=np.int64) if len(s) else out
             out = np.where(miss, self.n_bins, idx)
         return out
 
@@ -177,6 +182,38 @@ def is_missing(values: Any) -> np.ndarray:
     if s.dtype == object:
         miss |= s.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(dtype=bool)
     return miss
+
+
+def category_text(values: Any) -> np.ndarray:
+    """The text every category value is binned and looked up by: ``"4"`` for ``4``, ``4.0`` and ``" 4 "``.
+
+    A column of integer codes reads as floats once one cell is blank (pandas has no integer NaN),
+    and exports pad text with spaces; both must land in the category training saw, at every party
+    and at scoring, not silently in the missing bin.
+    """
+    def key(v: Any) -> str:
+        if isinstance(v, str):
+            return v.strip()
+        if isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer():
+            return str(int(v))
+        return str(v)
+
+    seq = values.tolist() if isinstance(values, (pd.Series, np.ndarray)) else list(values)
+    return np.array([key(v) for v in seq], dtype=object)
+
+
+def unseen_categories(bins: Mapping[str, "FeatureBins"], frame: pd.DataFrame) -> dict[str, int]:
+    """Rows per categorical feature whose (non-blank) category its bins never saw: they score as the missing bin.
+
+    Counts only, for the scoring party's own log (``fedrisk.data.categorical.unseen_note``).
+    """
+    out = {}
+    for f, b in bins.items():
+        if b.kind == "categorical" and f in frame.columns:
+            k = int(((b.assign(frame[f]) == b.n_bins) & ~is_missing(frame[f])).sum())
+            if k:
+                out[f] = k
+    return out
 
 
 def is_categorical(values: pd.Series) -> bool:
@@ -398,7 +435,7 @@ def fit_feature_bins(x: Any, y: Any, name: str, *, kind: Kind | None = None,
         g, b = class_counts(idx, yv[~miss], len(pre) + 1)
         groups = merge_bins(g, b, max_bins=cfg.max_bins, min_bin_frac=min_frac, monotonic=monotonic)
         return bins_from_groups(name, "numeric", groups, prebin_edges=pre)
-    labels = s[~miss].astype(str).to_numpy()
+    labels = category_text(s[~miss]).astype(str)
     cats, inv = np.unique(labels, return_inverse=True)
     if cats.size == 0:
         return FeatureBins(name, "categorical", groups=[])

@@ -96,3 +96,12 @@ def test_refusals_are_one_line(tmp_path):
     # scoring a text column the model had as numeric
     with pytest.raises(DataError, match="trained with it numeric"):
         load_party_table(path, party="p", id_col="id", features=["purpose"], encoding="codes", categories={})
+
+
+def test_integer_codes_read_as_floats_keep_their_level():
+    """A code column reads as floats once a cell is blank (4 -> 4.0): it used to become an unseen level."""
+    enc = CategoryEncoder.fit("rate", pd.Series([1, 2, 3, 4] * 25), min_share=0.05)
+    codes, unseen = enc.codes(pd.Series([1.0, 4.0, np.nan, 2.0]))
+    assert codes[[0, 1, 3]].tolist() == enc.codes(pd.Series([1, 4, 2]))[0].tolist() and unseen == 1  # the blank only
+    again = CategoryEncoder.fit("rate", pd.Series([1.0, 2.0, 3.0, 4.0, np.nan] * 20), min_share=0.05)
+    assert again.level_names[:4] == ["1", "2", "3", "4"]

@@ -138,3 +138,23 @@ def test_german_categorical(german):
     bins = fit_bins(german.drop(columns="creditability"), y)
     assert bins["purpose"].kind == "categorical" and bins["duration_in_month"].kind == "numeric"
     assert all(fb.n_bins <= 6 for fb in bins.values())
+
+
+def test_categorical_codes_as_floats_or_padded_text_find_their_bin():
+    """Integer codes bin as "1".."4"; at scoring a blank cell turns the column into floats (4.0) and
+    exports pad text (" 2 "): both landed in the missing bin, silently."""
+    import pandas as pd
+
+    from fedrisk.finance.binning import fit_feature_bins
+
+    rng = np.random.default_rng(0)
+    x = pd.Series(rng.integers(1, 5, 400))
+    y = (rng.random(400) < 0.1 * x).astype(int)
+    bins = fit_feature_bins(x, y, "rate", kind="categorical")
+    expect = bins.assign(pd.Series([1, 2, 3, 4]))
+    assert bins.assign(pd.Series([1.0, 2.0, 3.0, 4.0, np.nan])).tolist() == [*expect.tolist(), bins.n_bins]
+    assert bins.assign(pd.Series(["1", " 2", "3 ", "4"])).tolist() == expect.tolist()
+    # training on the float form (a bank whose column had a blank) gives the same categories
+    again = fit_feature_bins(pd.Series(np.where(np.arange(400) == 0, np.nan, x.astype(float))), y, "rate",
+                             kind="categorical")
+    assert sorted(c for g in again.groups for c in g) == ["1", "2", "3", "4"]

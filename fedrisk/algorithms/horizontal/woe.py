@@ -52,6 +52,7 @@ from fedrisk.finance.binning import (
     BinningConfig,
     FeatureBins,
     bins_from_groups,
+    category_text,
     class_counts,
     is_categorical,
     is_missing,
@@ -181,7 +182,7 @@ def _schema(X: pd.DataFrame, features: Sequence[str], categorical: set[str]) -> 
         kind = "categorical" if f in categorical or is_categorical(s) else "numeric"
         kinds[f] = kind
         if kind == "categorical":
-            cats[f] = sorted({str(v) for v in s[~is_missing(s)]})
+            cats[f] = sorted(set(category_text(s[~is_missing(s)])))
     return {"features": list(features), "kinds": kinds, "categories": cats}
 
 

@@ -69,6 +69,7 @@ from fedrisk.finance.binning import (
     BinningConfig,
     FeatureBins,
     bins_from_groups,
+    category_text,
     is_categorical,
     is_missing,
     merge_bins,
@@ -304,7 +305,7 @@ def _pool_numeric(fb: FeatureBins, counts: np.ndarray, need: int) -> FeatureBins
 
 def _pool_categories(name: str, s: pd.Series, need: int, rule: ReleaseRule, warnings: list[str]) -> FeatureBins:
     """One prebin per category with ``need`` rows or more; every rarer category pooled into one."""
-    vals = s[~is_missing(s)].astype(str)
+    vals = pd.Series(category_text(s[~is_missing(s)]), dtype=object)
     counts = vals.value_counts()
     if len(counts) > rule.max_category_share * max(len(vals), 1):
         msg = (f"column {name!r} has {len(counts)} distinct values for {len(vals)} rows (more than "
