@@ -77,9 +77,23 @@ def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None)
 
     sc = Scorecard.from_dict(card)
     n = int(n_reasons or card.get("n_reasons") or 3)
+    _warn_unseen(sc.bins_, X)
     points = sc.score(X)
     return pd.DataFrame({"points": points, "probability": sc.probability(points),
                          **reason_columns(sc.reason_codes(X, n=n), n)})
+
+
+def _warn_unseen(bins, X) -> None:
+    """Log how many rows hold categories the scorecard's bins never saw (scored as the missing bin; their
+    reason reads ``feature = missing``), as vertical scorecards log at their owner. Counts only."""
+    import logging
+
+    from fedrisk.data.categorical import unseen_note
+    from fedrisk.finance.binning import unseen_categories
+
+    note = unseen_note(unseen_categories(bins, X), len(X), "predict", scored_as="the missing bin")
+    if note:
+        logging.getLogger("fedrisk.predict").warning(note)
 
 
 def gbdt_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_reasons: int | None = None):

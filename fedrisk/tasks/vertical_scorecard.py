@@ -246,15 +246,9 @@ def _warn_unseen_categories(part: PointsPart, frame: pd.DataFrame) -> None:
     import logging
 
     from fedrisk.data.categorical import unseen_note
-    from fedrisk.finance.binning import is_missing
+    from fedrisk.finance.binning import unseen_categories
 
-    unseen = {}
-    for f in part.features:
-        b = part.bins[f]
-        if b.kind == "categorical":
-            k = int(((b.assign(frame[f]) == b.n_bins) & ~is_missing(frame[f])).sum())
-            if k:
-                unseen[f] = k
+    unseen = unseen_categories({f: part.bins[f] for f in part.features}, frame)
     note = unseen_note(unseen, len(frame), part.party, scored_as="the missing bin")
     if note:
         logging.getLogger("fedrisk.inference").warning(note)

@@ -189,3 +189,28 @@ def test_horizontal_model_predict_defaults_to_the_runs_id_column(tmp_path):
     out = pd.read_csv(tmp_path / "s.csv", dtype={"id": str})
     assert out["id"].tolist() == new["cust"].tolist()
     np.testing.assert_allclose(out["points"], card.score(new.drop(columns="cust").reset_index(drop=True)))
+
+
+def test_horizontal_scorecard_predict_logs_unseen_categories(tmp_path, caplog):
+    """A category the bins never saw scores as the missing bin (reason "purpose = missing"): vertical
+    scorecards log it at their owner, horizontal ones said nothing. Counts only, no values."""
+    import logging
+
+    from tests.tasks.test_woe_tasks import german_frame
+
+    german = german_frame().head(300)
+    X = german[["duration_in_month", "purpose"]]
+    enc = WoeEncoder().fit(X, german["y"])
+    lr = LogisticRegression(max_iter=1000).fit(enc.transform(X), german["y"])
+    card = Scorecard.from_logistic(enc, lr, list(X.columns))
+    (tmp_path / "scorecard.json").write_text(json.dumps({"format": "fedrisk.scorecard", "version": 1, **card.to_dict()}))
+    new = X.head(10).copy()
+    new.insert(0, "id", range(10))
+    new.loc[[2, 7], "purpose"] = "crypto mining rig"
+    new.loc[4, "purpose"] = None  # a blank is the missing bin by definition: not counted
+    new.to_csv(tmp_path / "new.csv", index=False)
+    with caplog.at_level(logging.WARNING):
+        predict_file(tmp_path / "scorecard.json", tmp_path / "new.csv", tmp_path / "s.csv")
+    notes = [r.getMessage() for r in caplog.records if "never seen" in r.getMessage()]
+    assert len(notes) == 1 and "'purpose' (2 of 10 rows)" in notes[0] and "missing bin" in notes[0]
+    assert "crypto" not in notes[0]
