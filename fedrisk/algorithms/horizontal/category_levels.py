@@ -42,14 +42,14 @@ import pandas as pd
 from fedrisk.algorithms.horizontal.aggregation import Aggregation
 from fedrisk.data.categorical import MISSING, OTHER, CategoryEncoder, is_missing
 from fedrisk.errors import DataError, ProtocolError
-from fedrisk.finance.binning import FeatureBins
+from fedrisk.finance.binning import FeatureBins, category_text
 from fedrisk.transport.channel import Channel
 
 __all__ = ["count_vector", "agree_levels_bank", "agree_levels_coordinator", "encoders_from_levels"]
 
 
 def _layout(vocabulary: Mapping[str, Sequence[str]]) -> list[tuple[str, list[str]]]:
-    return [(c, [str(v) for v in vocabulary[c]]) for c in sorted(vocabulary)]
+    return [(c, [str(v) for v in category_text(list(vocabulary[c]))]) for c in sorted(vocabulary)]
 
 
 def count_vector(frame: pd.DataFrame, vocabulary: Mapping[str, Sequence[str]]) -> tuple[np.ndarray, dict[str, int]]:
@@ -58,7 +58,7 @@ def count_vector(frame: pd.DataFrame, vocabulary: Mapping[str, Sequence[str]]) -
     for col, cats in _layout(vocabulary):
         s = frame[col].reset_index(drop=True)
         miss = is_missing(s)
-        vals = s[~miss].astype(str).str.strip()
+        vals = pd.Series(category_text(s[~miss]), dtype=object)  # 4 and 4.0 (a column with a blank) agree
         known = vals.isin(cats)
         counts = vals[known].value_counts()
         parts.append(np.array([float(counts.get(c, 0)) for c in cats]

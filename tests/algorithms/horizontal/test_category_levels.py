@@ -1,0 +1,18 @@
+"""Counting a bank's categories against the declared vocabulary (fedrisk.algorithms.horizontal.category_levels)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fedrisk.algorithms.horizontal.category_levels import count_vector
+
+
+def test_integer_codes_read_as_floats_count_as_their_declared_level():
+    """A bank whose code column has a blank reads 4 as 4.0: its rows were counted as undeclared values."""
+    vocab = {"rate": [1, 2, 3, 4]}
+    ints, undeclared_ints = count_vector(pd.DataFrame({"rate": [1, 2, 2, 4]}), vocab)
+    floats, undeclared = count_vector(pd.DataFrame({"rate": [1.0, 2.0, 2.0, 4.0, np.nan]}), vocab)
+    assert undeclared == undeclared_ints == {}
+    # same level counts; the float bank has one blank in the missing slot
+    np.testing.assert_array_equal(floats[:-1], ints[:-1])
+    assert floats[-1] == 1 and ints[-1] == 0
