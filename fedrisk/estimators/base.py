@@ -266,9 +266,19 @@ class FederatedEstimator(BaseEstimator):
             missing = [f for f in features if f not in X.columns]
             if missing:
                 raise DataError(f"{who}: the data lacks the model's feature columns {missing[:8]}")
-            M = X[features].to_numpy(dtype=np.float64)
+            text = [f for f in features if not (pd.api.types.is_numeric_dtype(X[f]) or pd.api.types.is_bool_dtype(X[f]))
+                    and pd.to_numeric(X[f], errors="coerce").isna().gt(X[f].isna()).any()]
+            if text:
+                raise DataError(f"{who}: the model's numeric feature columns {text[:8]} hold text in this data (e.g. "
+                                f"{str(X[text[0]][pd.to_numeric(X[text[0]], errors='coerce').isna() & X[text[0]].notna()].iloc[0])[:20]!r}); "
+                                "convert them to numbers as at training")
+            M = X[features].apply(pd.to_numeric).to_numpy(dtype=np.float64)
         else:
-            M = np.asarray(X, dtype=np.float64)
+            try:
+                M = np.asarray(X, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise DataError(f"{who}: the array holds non-numeric values; pass a DataFrame with the model's "
+                                f"feature columns ({', '.join(features[:6])}...) or a numeric array in that order") from None
             if M.ndim != 2 or M.shape[1] != len(features):
                 raise DataError(f"{who}: expected {len(features)} feature columns ({', '.join(features[:6])}...), "
                                 f"got an array of shape {M.shape}")

@@ -76,3 +76,19 @@ def test_banks_with_the_same_columns_in_another_order_fit_as_aligned(text_label_
         b = sklearn_clone(est).fit(fr.Federation.horizontal(shuffled, id="id", label="creditability", party_options=opts))
         assert list(b.feature_names_in_) == list(a.feature_names_in_)
         np.testing.assert_allclose(b.predict_proba(test), a.predict_proba(test), atol=1e-9)
+
+
+def test_scoring_text_where_the_model_has_numbers_is_one_clear_error(text_label_banks):
+    """A holdout whose amount column came in as text, or a raw array with text in it, raised numpy's bare
+    'could not convert string to float' from predict_proba."""
+    banks, test = text_label_banks
+    m = fr.LogisticRegression().fit(fr.Federation.horizontal(
+        banks, id="id", label="creditability", party_options={b: {"positive": "bad"} for b in banks}))
+    shown = test.assign(credit_amount=test.credit_amount.map(lambda v: f"{v:,} DM"))
+    with pytest.raises(fr.FedriskError, match=r"numeric feature columns \['credit_amount'\] hold text"):
+        m.predict_proba(shown)
+    with pytest.raises(fr.FedriskError, match="non-numeric values"):
+        m.predict(test.assign(credit_amount="n/a")[["duration_in_month", "credit_amount", "age_in_years"]].to_numpy())
+    # numbers stored as text still score as the numbers they are
+    as_text = test.assign(credit_amount=test.credit_amount.astype(str))
+    np.testing.assert_allclose(m.predict_proba(as_text), m.predict_proba(test))
