@@ -310,8 +310,18 @@ class FederatedClassifier(FederatedEstimator):
         raise NotImplementedError
 
     def predict(self, X: Any) -> np.ndarray:
-        """``classes_[1]`` (default) where P(default) >= 0.5, else ``classes_[0]``: the fit data's own label coding."""
-        return np.asarray(self.classes_)[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+        """``classes_[1]`` (default) where P(default) >= 0.5, else ``classes_[0]``: the fit data's own label coding.
+
+        A row without a score (a vertical model's row whose id is not at every feature holder: NaN
+        probability) is ``None`` (the array is then of dtype object), never a class it was not scored as.
+        """
+        p1 = self.predict_proba(X)[:, 1]
+        labels = np.asarray(self.classes_)[(p1 >= 0.5).astype(int)]
+        unscored = np.isnan(p1)
+        if unscored.any():
+            labels = labels.astype(object)
+            labels[unscored] = None
+        return labels
 
 
 def label_classes(fed: Federation) -> np.ndarray:

@@ -92,3 +92,17 @@ def test_scoring_text_where_the_model_has_numbers_is_one_clear_error(text_label_
     # numbers stored as text still score as the numbers they are
     as_text = test.assign(credit_amount=test.credit_amount.astype(str))
     np.testing.assert_allclose(m.predict_proba(as_text), m.predict_proba(test))
+
+
+def test_vertical_predict_leaves_unscored_rows_without_a_class():
+    """Rows whose id is not at the feature holder get a NaN probability; predict called them goods."""
+    df = german_frame()[["id", "y", *NUM]]
+    lender, payco = df[["id", "y", "duration_in_month"]], df[["id", "credit_amount", "age_in_years"]]
+    fed = fr.Federation.vertical({"lender": lender, "payco": payco}, id="id", label="y")
+    m = fr.LogisticRegression().fit(fed)
+    new = fr.Federation.vertical({"lender": lender.head(40), "payco": payco.head(40).iloc[5:]}, id="id", label="y")
+    p = m.predict_proba(new)[:, 1]
+    pred = m.predict(new)
+    assert np.isnan(p[:5]).all() and np.isfinite(p[5:]).all()
+    assert all(v is None for v in pred[:5])
+    np.testing.assert_array_equal(pred[5:].astype(int), (p[5:] >= 0.5).astype(int))
