@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from fedrisk.errors import ConfigError
 from fedrisk.estimators.federation import Federation
@@ -288,13 +288,16 @@ class FederatedEstimator(BaseEstimator):
         return M
 
 
-class FederatedClassifier(FederatedEstimator):
+class FederatedClassifier(ClassifierMixin, FederatedEstimator):
     """A federated default classifier: ``fit`` runs the task, ``_learn`` reads its model files.
 
     Subclasses implement ``_learn(files)`` (also what ``fr.load`` calls on a CLI run's files) and
     ``predict_proba``; ``classes_`` is ``[non-default, default]`` in the fit data's label coding
     (``[0, 1]`` for 0/1 labels; ``["good", "bad"]`` under ``positive = "bad"``), so column 1 of
-    ``predict_proba`` is always P(default).
+    ``predict_proba`` is always P(default), as everywhere in fedrisk. They are scikit-learn
+    classifiers (``is_classifier``; ``score(X, y)`` is accuracy). scikit-learn's scorers take
+    ``classes_[-1]`` as the positive class: give them 0/1 targets (1 = default), since with raw
+    labels whose default value sorts first (``"bad" < "good"``) ``roc_auc_score`` counts goods as positives.
     """
 
     def fit(self, fed: Federation, y: Any = None):

@@ -85,10 +85,20 @@ class Scorecard(FederatedClassifier):
         if "scorecard.json" in files:
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal scorecard scores a DataFrame locally: pass the rows")
-            return self._proba(self.score(X)[1])
+            return self._proba(self.points(X)[1])
         return self._proba(_score_parts(self, files, X))
 
-    def score(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None):
+        """scikit-learn's ``score(X, y)``: the accuracy of :meth:`predict` on ``X`` against ``y``.
+
+        Without ``y`` it returns :meth:`points` (``(points, probability)``), what it returned before
+        the estimators became scikit-learn classifiers.
+        """
+        if y is None:
+            return self.points(X)
+        return super().score(X, y, sample_weight=sample_weight)
+
+    def points(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Horizontal scorecard: ``(points, default probability)`` of the rows of DataFrame ``X``."""
         from fedrisk.finance.scorecard import Scorecard as _Card
 

@@ -106,3 +106,24 @@ def test_vertical_predict_leaves_unscored_rows_without_a_class():
     assert np.isnan(p[:5]).all() and np.isfinite(p[5:]).all()
     assert all(v is None for v in pred[:5])
     np.testing.assert_array_equal(pred[5:].astype(int), (p[5:] >= 0.5).astype(int))
+
+
+def test_scikit_learn_sees_classifiers_and_scores_them_in_the_users_coding(text_label_banks):
+    """is_classifier was False, so scikit-learn's scorers and displays refused the estimators
+    ("... should be a classifier"); they now score a horizontal model of 'good'/'bad' labels."""
+    from sklearn.base import is_classifier
+    from sklearn.metrics import accuracy_score, get_scorer, roc_auc_score
+
+    banks, test = text_label_banks
+    assert all(is_classifier(e()) for e in (fr.LogisticRegression, fr.SecureBoost, fr.Scorecard))
+    m = fr.Scorecard().fit(fr.Federation.horizontal(banks, id="id", label="creditability",
+                                                    party_options={b: {"positive": "bad"} for b in banks}))
+    X, y = test.drop(columns=["creditability"]), test.creditability
+    p = m.predict_proba(X)[:, 1]
+    # scikit-learn's scorers take the positive class as classes_[-1] (the default label here) and
+    # 0/1 (or boolean) targets with 1 = default
+    assert get_scorer("roc_auc")(m, X, (y == "bad").astype(int)) == pytest.approx(roc_auc_score(y == "bad", p))
+    assert m.score(X, y) == pytest.approx(accuracy_score(y, m.predict(X)))
+    points, prob = m.points(X)
+    np.testing.assert_allclose(prob, p)
+    np.testing.assert_array_equal(m.score(X)[0], points)  # score(X) without y: the points, as before
