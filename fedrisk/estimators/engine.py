@@ -137,6 +137,27 @@ def _read_outputs(out: Path) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
     return files, scores
 
 
+@contextmanager
+def _notebook_errors(root: Path, fed: Federation):
+    """Errors of the in-process job in the notebook's terms: each party's DataFrame, not the temporary
+    files (``/tmp/fedrisk-.../data/payco.parquet``) and job spec the engine wrote for it."""
+    from fedrisk.errors import FedriskError
+
+    try:
+        yield
+    except FedriskError as e:
+        if not e.args or not isinstance(e.args[0], str):
+            raise
+        msg = e.args[0]
+        for n in fed.parties:
+            for ext in ("parquet", "csv"):
+                path = str(root / "data" / f"{n}.{ext}")
+                msg = msg.replace(f", file '{path}'", " (its DataFrame)").replace(path, f"party {n!r}'s DataFrame")
+        msg = msg.replace(f"{root / 'job.toml'}: ", "").replace(str(root / "job.toml"), "the job")
+        e.args = (msg, *e.args[1:])
+        raise
+
+
 def _run_participants(participants: list[str], job: str, prefixes: tuple[str, ...], capture: bool,
                       recv_timeout: float, role: Callable[[str, Any], Any]) -> tuple[dict[str, Any], pd.DataFrame, dict | None, float, float]:
     from fedrisk.runtime.threads import run_roles
@@ -174,9 +195,6 @@ def run_task(fed: Federation, kind: str, params: Mapping[str, Any], *, capture: 
         Run there and keep the run directory (job spec, data files, outputs); default a temporary
         directory that is removed afterwards.
     """
-    from fedrisk.runtime.context import PartyContext
-    from fedrisk.runtime.handshake import handshake
-    from fedrisk.runtime.spec import load_spec, shared_settings
     from fedrisk.runtime.tasks import get_task
 
     task = get_task(kind, where="estimator")
@@ -186,6 +204,16 @@ def run_task(fed: Federation, kind: str, params: Mapping[str, Any], *, capture: 
         return _run_processes(fed, kind, params, keep_dir)
     with tempfile.TemporaryDirectory(prefix="fedrisk-") as tmp:
         root = Path(keep_dir) if keep_dir is not None else Path(tmp)
+        return _run_in_process(fed, kind, params, capture, root, task)
+
+
+def _run_in_process(fed: Federation, kind: str, params: Mapping[str, Any], capture: bool, root: Path, task) -> JobRun:
+    """``run_task``'s in-process job in ``root`` (errors in the notebook's terms)."""
+    from fedrisk.runtime.context import PartyContext
+    from fedrisk.runtime.handshake import handshake
+    from fedrisk.runtime.spec import load_spec, shared_settings
+
+    with _notebook_errors(root.resolve(), fed):
         spec_path = fed.write_job(root, {"kind": kind, **params})
         spec = load_spec(spec_path)
         out = root / "run"
@@ -310,7 +338,7 @@ def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, c
                 "format": str(any_part.get("format")).removesuffix(".part"), "parties": sorted(parts),
                 "run_id": any_part.get("run_id")}
     scoring = fed._with({p: fed.parties[p] for p in [lh, *hosts]})
-    with tempfile.TemporaryDirectory(prefix="fedrisk-predict-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fedrisk-predict-") as tmp, _notebook_errors(Path(tmp).resolve(), scoring):
         spec = load_spec(scoring.write_job(Path(tmp), {"kind": any_part["task"]}, label_holder=lh, evaluation=False))
         # as `fedrisk predict`: the training means (missing = "mean") and text categories of each part
         tables = {p: mod.load_table(spec, p, features=mod.inference_features(parts[p]), require_label=False,

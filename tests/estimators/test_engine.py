@@ -99,3 +99,28 @@ def test_a_label_holder_with_labels_only_trains_and_scores_as_pooled():
     want = 1 / (1 + np.exp(-((tj[["c", "d"]].to_numpy() - part["mean"]) / np.asarray(part["scale"])
                              @ np.asarray(part["coef"]) + model["intercept"])))
     assert np.abs(p - want).max() < 1e-9
+
+
+def test_errors_name_the_partys_dataframe_not_the_engines_temporary_files():
+    """A notebook user's error used to read "party 'payco', file '/tmp/fedrisk-predict-x1/data/payco.parquet':
+    ..." and "/tmp/fedrisk-abc/job.toml: ...": files the user never wrote, gone once the call returns."""
+    import re
+
+    import pytest
+
+    import fedrisk as fr
+    from tests.tasks.test_woe_tasks import german_frame
+
+    df = german_frame()
+    lender, payco = df[["id", "y", "duration_in_month"]], df[["id", "credit_amount", "age_in_years"]]
+    m = fr.LogisticRegression().fit(fr.Federation.vertical({"lender": lender, "payco": payco}, id="id", label="y"))
+    new = fr.Federation.vertical({"lender": lender, "payco": payco.drop(columns="age_in_years")}, id="id", label="y")
+    with pytest.raises(fr.FedriskError) as err:
+        m.predict_proba(new)
+    assert "party 'payco' (its DataFrame): feature columns not found: 'age_in_years'" in str(err.value)
+    banks = {"b1": lender.iloc[:500], "b2": lender.iloc[500:].assign(duration_in_month=np.nan)}
+    with pytest.raises(fr.FedriskError) as err:
+        fr.LogisticRegression().fit(fr.Federation.horizontal(banks, id="id", label="y"))
+    assert "party 'b2' (its DataFrame)" in str(err.value)
+    for e in (err.value,):
+        assert not re.search(r"fedrisk-\w+", str(e)), str(e)
