@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 from fedrisk.errors import FedriskError
 
-__all__ = ["wire_reason", "redact", "public_names", "private"]
+__all__ = ["wire_reason", "redact", "public_names", "private", "label_error", "refuse_one_class"]
 
 MAX_CHARS = 600
 _QUOTED = re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"")
@@ -91,6 +91,51 @@ def private(exc: FedriskError, summary: str) -> FedriskError:
     """
     exc.partner_summary = summary  # type: ignore[attr-defined]
     return exc
+
+
+#: what partners read when a label holder's error is about its labels (names no class, no row set:
+#: "a class is missing among the test rows" would still tell a partner, with rare defaults, that
+#: every test row is a good)
+LABELS_SUMMARY = ("the labels at the label holder do not suit the settings of this job; its own log says what "
+                  "to change")
+
+
+def label_error(message: str) -> FedriskError:
+    """A label holder's error about its labels: the full line stays local, partners get a summary.
+
+    "All 791 test rows are goods" or "the training rows have only label 0" would tell a feature
+    holder the label of every one of those rows (it knows which rows they are), through the abort
+    message every partner receives.
+    """
+    from fedrisk.errors import DataError
+
+    return private(DataError(message), LABELS_SUMMARY)
+
+
+def refuse_one_class(who: str, y: Any, rows: str = "the aligned training rows", need: str = "need both classes") -> None:
+    """Raise :func:`label_error` when ``y`` holds one class only (or no row).
+
+    One check for every label holder that trains (vertical LR, SecureBoost, scorecard, WOE): a
+    model needs goods and bads, and saying which class is there must not reach partners.
+
+    Parameters
+    ----------
+    who : str
+        The label holder's name (for its own log line).
+    y : array-like
+        The 0/1 labels of ``rows``.
+    rows : str
+        Which rows these are, in the label holder's own terms.
+    need : str
+        What the job needs, said to the label holder's operator.
+    """
+    import numpy as np
+
+    y = np.asarray(y)
+    if y.size == 0:
+        raise label_error(f"party {who!r}: {rows} are empty; {need}")
+    if y.min() == y.max():
+        raise label_error(f"party {who!r}: {rows} have only label {int(y.flat[0])}; {need}")
 
 
 def wire_reason(party: str, exc: BaseException, keep: Iterable[str] = ()) -> str:

@@ -50,7 +50,7 @@ from fedrisk.runtime.psi_checkpoint import aligned_rows
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, label_error, load_table, model_file, roles,
+    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, refuse_one_class, load_table, model_file, roles,
     choose_test_rows, validate_vertical)
 
 KIND = "vertical.lr"
@@ -149,8 +149,7 @@ def run(ctx: PartyContext) -> None:
     Z = (X_all[:, cols] - mean) / scale
     if is_lh:
         ytr = y_all[tr]
-        if ytr.min() == ytr.max():
-            raise label_error(f"party {me!r}: the aligned training rows have only label {int(ytr[0])}; need both classes")
+        refuse_one_class(me, ytr)
 
     exact = cfg.solver in ("exact", "auto")
     total = cfg.max_iter if exact else cfg.epochs

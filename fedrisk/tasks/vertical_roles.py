@@ -23,7 +23,7 @@ from fedrisk.errors import ConfigError, DataError, ProtocolError
 from fedrisk.runtime.spec import JobSpec
 
 __all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features", "split_keep",
-           "imputation_means", "label_error",
+           "imputation_means", "label_error", "refuse_one_class",
            "choose_test_rows", "DEFAULT_TEST_RULE", "SPLIT_TAG"]
 
 #: the split vertical tasks use without an [evaluation] rule when every aligned id is an integer
@@ -105,18 +105,22 @@ def imputation_means(spec: JobSpec, name: str, table, features=None) -> dict[str
 
 
 def label_error(message: str) -> DataError:
-    """A label holder's error about its labels: the full line stays local, partners get a summary.
+    """A label holder's error about its labels (see :func:`fedrisk.runtime.abort_reason.label_error`)."""
+    from fedrisk.runtime.abort_reason import label_error as private_label_error
 
-    "All 791 test rows are goods" or "the training rows have only label 0" would tell a feature
-    holder the label of every one of those rows (it knows which rows they are), through the abort
-    message every partner receives (:func:`fedrisk.runtime.abort_reason.private`).
+    return private_label_error(message)  # type: ignore[return-value]
+
+
+def refuse_one_class(me: str, y: np.ndarray, rows: str = "the aligned training rows",
+                     need: str = "need both classes") -> None:
+    """Refuse labels of one class at the label holder ``me``; partners read only a summary.
+
+    See :func:`fedrisk.runtime.abort_reason.refuse_one_class` (shared with the SecureBoost label
+    holder, whose own validation split can leave one class).
     """
-    from fedrisk.runtime.abort_reason import private
+    from fedrisk.runtime.abort_reason import refuse_one_class as refuse
 
-    # the summary names no class and no row set: "a class is missing among the test rows" would
-    # still tell a partner, with rare defaults, that every test row is a good
-    return private(DataError(message), "the labels at the label holder do not suit the settings of this job; its "
-                                       "own log says what to change")
+    refuse(me, y, rows, need)
 
 
 def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:

@@ -49,7 +49,7 @@ from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
 from fedrisk.tasks.vertical_lr import HeteroLRParams
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
-    DEFAULT_TEST_RULE, driver, inference_features, label_error, roles, validate_vertical)
+    DEFAULT_TEST_RULE, driver, inference_features, refuse_one_class, roles, validate_vertical)
 from fedrisk.tasks.vertical_woe import LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
@@ -109,8 +109,7 @@ def run(ctx: PartyContext) -> None:
         return {"start": state, "checkpoint": ctx.checkpoints.saver("train")}
 
     if is_lh:
-        if y_tr.min() == y_tr.max():
-            raise label_error(f"party {me!r}: the aligned training rows have only label {int(y_tr[0])}; need both classes")
+        refuse_one_class(me, y_tr)
         enc, sel = local_woe(params, X_tr, y_tr, me)
         ctx.progress.update(1, 3, stage="woe", party=me)
         total = lr_config.max_iter if lr_config.solver in ("exact", "auto") else lr_config.epochs

@@ -58,7 +58,7 @@ from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, label_error, load_table, model_file, roles,
+    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, refuse_one_class, load_table, model_file, roles,
     choose_test_rows, validate_vertical)
 
 KIND = "vertical.secureboost"
@@ -139,8 +139,7 @@ def run(ctx: PartyContext) -> None:
         return
 
     y = table.y[idx].astype(np.float64)
-    if y[tr].min() == y[tr].max():
-        raise label_error(f"party {me!r}: the aligned training rows have only label {int(y[tr][0])}; need both classes")
+    refuse_one_class(me, y[tr])
 
     def on_tree(t: int, rec: dict) -> None:
         ctx.progress.update(t, cfg.n_trees, stage="train", **{k: v for k, v in rec.items() if k != "tree"})

@@ -43,7 +43,7 @@ from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
-    driver, label_error, roles, split_keep, choose_test_rows, validate_vertical)
+    driver, refuse_one_class, roles, split_keep, choose_test_rows, validate_vertical)
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "LabelKeyParams", "validate_spec", "driver", "run", "roles", "aligned_frames",
            "holder_woe_document"]
@@ -164,8 +164,7 @@ def run(ctx: PartyContext) -> None:
             ctx.log.warning(w)
         ctx.write_json(f"woe/{ctx.name}.json", holder_woe_document(ctx, res, X, reveal=params.reveal))
         return
-    if np.min(y) == np.max(y):
-        raise label_error(f"party {lh!r}: the aligned rows have only label {int(y[0])}; WOE needs goods and bads")
+    refuse_one_class(lh, y, "the aligned rows", "WOE needs goods and bads")
     enc, sel = local_woe(params, X, y, lh)
     ctx.write_json(f"woe/{lh}.json", woe_document(ctx, enc.woe_, sel))
     ctx.progress.update(1, 2, stage="woe", party=lh, features=len(enc.iv_))

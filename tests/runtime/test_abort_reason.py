@@ -167,3 +167,58 @@ def test_a_label_holder_error_about_its_labels_reaches_partners_as_a_summary(tmp
     for text in (reason, received):
         assert "goods" not in text and "(0)" not in text and "60 test rows" not in text, text
     assert "do not suit the settings" in reason and "class" not in reason and "test rows" not in reason
+
+
+@pytest.mark.parametrize("kind", ["vertical.lr", "vertical.secureboost", "vertical.scorecard", "vertical.woe"])
+def test_training_rows_of_one_class_reach_partners_as_a_summary_in_every_vertical_task(tmp_path, kind):
+    """Every aligned training row a good, the test rows mixed: each vertical task refuses through the
+    one helper (``vertical_roles.refuse_one_class``); the feature holder reads no class and no row set."""
+    import importlib
+    import logging
+    import textwrap
+
+    from fedrisk.runtime.abort_reason import LABELS_SUMMARY
+    from fedrisk.runtime.context import PartyContext, ProgressLog
+    from fedrisk.runtime.spec import load_spec
+    from fedrisk.transport.channel import InMemoryNetwork
+
+    task = importlib.import_module("fedrisk.tasks." + kind.replace(".", "_"))
+    rng = np.random.default_rng(3)
+    n = 200
+    ids = np.arange(n)
+    y = np.where(ids % 5 == 0, ids % 2, 0)  # training rows all good; test rows both classes
+    pd.DataFrame({"id": ids, "y": y, "a": rng.normal(size=n)}).to_csv(tmp_path / "lender.csv", index=False)
+    pd.DataFrame({"id": ids, "b": rng.normal(size=n)}).to_csv(tmp_path / "payco.csv", index=False)
+    (tmp_path / "job.toml").write_text(textwrap.dedent(f"""
+        [federation]
+        name = "one-class"
+        [parties.lender]
+        address = "127.0.0.1:1"
+        data = "lender.csv"
+        label = "y"
+        [parties.payco]
+        address = "127.0.0.1:2"
+        data = "payco.csv"
+        [task]
+        kind = "{kind}"
+        [evaluation]
+        test_rule = "id % 5 == 0"
+        """))
+    spec = load_spec(tmp_path / "job.toml")
+    net = InMemoryNetwork(list(spec.parties), job=spec.job_id, capture=True, tag_prefixes=task.TAG_PREFIXES)
+
+    def role(name):
+        def go(ch):
+            log = logging.getLogger(f"t.{name}")
+            task.run(PartyContext(name=name, spec=spec, channel=ch, out=tmp_path / "run", log=log,
+                                  progress=ProgressLog(None, log)))
+        return go
+
+    with pytest.raises(DataError) as err:
+        run_roles({p: role(p) for p in spec.parties}, network=net)
+    assert "only label 0" in str(err.value) and "'lender'" in str(err.value)  # the label holder's own line
+    reason = wire_reason("lender", err.value, ["lender", "payco"])
+    received = (net["payco"].mailbox.failure or "") + " " + " ".join(str(e.body) for e in net["payco"].captured)
+    assert LABELS_SUMMARY in reason
+    for text in (reason, received):
+        assert "label 0" not in text and "only label" not in text, text

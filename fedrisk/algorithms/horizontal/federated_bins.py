@@ -24,8 +24,10 @@ standardised score or a raw credit limit) and linear around 0. Two rounds (``agg
 
 Zoom rounds (no ``[privacy]`` only; at most ``MAX_ZOOM``, usually none). A relative grid cannot
 separate values whose spread is small next to their magnitude: birth years 1940-2005 fall in three
-cells, dates written ``20230115`` in one, so the column would be nearly useless to the trees while
-XGBoost's pooled quantiles split it finely. When a feature has fewer occupied cells than
+cells, dates written ``20230115`` in one, ``1e12 + noise of 1e6`` in one even after a first zoom,
+so the column would be nearly useless to the trees while XGBoost's pooled quantiles split it
+finely. A zoom that leaves every row in one cell zooms again into that cell (a constant column
+therefore uses every zoom round; it cannot be told from a very narrow one by counts). When a feature has fewer occupied cells than
 ``max_bin`` and one of them is wider than ``1/max_bin`` of the occupied span (so it may hide values
 that deserve bins of their own), the coordinator zooms in::
 
@@ -200,9 +202,13 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
             zooms += 1
             for f, (a, b), c in zip(want, spans, zoomed):
                 c = np.where(c > floor2, c, 0.0)
-                grew = np.count_nonzero(c) > np.count_nonzero(counts_f[f])
+                occupied = np.count_nonzero(c)
+                grew = occupied > np.count_nonzero(counts_f[f])
                 counts_f[f], edges_f[f] = c, a + (b - a) * np.arange(ZOOM_CELLS + 1) / ZOOM_CELLS
-                if not grew:
+                # every row still in one cell: the next zoom looks 1024x closer (1e12 + noise of 1e6
+                # needs two), until the cell is as narrow as float resolution (a constant column)
+                narrowing = occupied == 1 and (b - a) / ZOOM_CELLS > 1e-12 * max(abs(a), abs(b), 1e-300)
+                if not grew and not narrowing:
                     settled.add(f)
     cuts = [_cuts_from_counts(counts_f[f], edges_f[f], bins_f[f]) for f in range(d)]
     channel.broadcast(banks, f"{tag}.cuts", {"cuts": [c.tolist() for c in cuts], "missing": has_missing.tolist(),

@@ -35,8 +35,11 @@ secure aggregation by default: masked fixed-point sums in Z/2^64, the coordinato
                     fixed-point noise), else the largest ladder step that satisfies it and
                     re-evaluate there next round (p = 0). At an accepted full step, the new
                     direction is p = -H^{-1} g (Cholesky; a small Levenberg ridge if H is
-                    singular, e.g. l2 = 0 with collinear columns), capped at ``MAX_STEP`` per
-                    coefficient (a trust region against steps off the data's scale). Stop when
+                    singular, e.g. l2 = 0 with collinear columns), kept within ``MAX_STEP`` per
+                    coefficient (a trust region against steps off the data's scale: a longer
+                    step becomes the Levenberg-Marquardt step -(H + mu I)^{-1} g of that size,
+                    so nearly collinear columns do not spend the rounds along their near-null
+                    direction). Stop when
                     max |p| <= ``tol``: the last, tiny step is applied and sent as the final model.
     3. coordinator -> bank_k : hlr.newton.rR with done = True (the final model)
 
@@ -390,8 +393,44 @@ def newton_direction(g: np.ndarray, H: np.ndarray, active: np.ndarray) -> np.nda
         raise ProtocolError("the aggregated Hessian is not finite; a bank sent corrupt statistics")
     big = float(np.max(np.abs(p))) if p.size else 0.0
     if big > MAX_STEP:
-        p *= MAX_STEP / big
+        p[active] = _trust_region_step(Ha, ga)
     return p
+
+
+def _trust_region_step(H: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``-(H + mu I)^{-1} g`` with the smallest ``mu >= 0`` that keeps every entry within ``MAX_STEP``.
+
+    Scaling the Newton step down to the cap keeps its *direction*, and with nearly collinear
+    columns (``x2 = x1 + 1e-7 noise``, l2 = 0) that direction is almost all along the Hessian's
+    near-null eigenvector: every round moved the two coefficients by +-10 against each other and
+    the loss hardly at all (20 rounds ended at log-loss 0.678 against the pooled optimum's 0.525,
+    predictions up to 0.45 apart). The Levenberg-Marquardt step of the same size goes where the
+    curvature says the loss falls (a trust region of radius ``MAX_STEP``); near the optimum the
+    Newton step is small and this is never used, so the fixed point is the pooled optimum.
+    """
+    lam, V = np.linalg.eigh(H)
+    gt = V.T @ g
+    floor = max(0.0, -float(lam.min()))
+
+    def step(mu: float) -> np.ndarray:
+        return -(V @ (gt / np.maximum(lam + mu, 1e-300)))
+
+    # bisection on log(mu - floor): the step's max-norm falls as mu grows; at t_hi even its
+    # 2-norm is within MAX_STEP
+    t_hi = max(float(np.linalg.norm(g)) / MAX_STEP, 1e-300)
+    t_lo = t_hi * 1e-30
+    for _ in range(200):
+        t = np.sqrt(t_lo * t_hi)
+        if np.max(np.abs(step(floor + t))) > MAX_STEP:
+            t_lo = t
+        else:
+            t_hi = t
+        if t_hi <= t_lo * (1 + 1e-9):
+            break
+    hi = floor + t_hi
+    p = step(hi)
+    big = float(np.max(np.abs(p)))
+    return p * (MAX_STEP / big) if big > MAX_STEP else p
 
 
 def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, aggregation: Aggregation | None = None,

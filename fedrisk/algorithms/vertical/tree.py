@@ -146,7 +146,7 @@ def best_split(hist: np.ndarray, n_bins: np.ndarray, G: float, H: float, params:
     bounds : tuple of float
         The node's ``[lower, upper]`` bounds on its unshrunk weight (from :func:`child_bounds`).
     """
-    if hist.size == 0:
+    if hist.size == 0 or hist.shape[1] < 2:  # no feature with two bins (every column constant): no split
         return None
     lam = params.reg_lambda
     nb = np.asarray(n_bins)[:, None]

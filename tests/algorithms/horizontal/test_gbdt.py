@@ -338,3 +338,15 @@ def test_stress_federations_match_pooled_xgboost_and_beat_every_bank_alone(share
     a_fed = auc(yt, model.predict_proba(Xt))
     print(f"\nSTRESS {case}: federated {a_fed:.4f} pooled XGBoost {a_pool:.4f} best bank alone {alone:.4f}")
     assert a_fed >= a_pool - 0.005 and a_fed > alone, (a_fed, a_pool, alone)
+
+
+def test_every_column_constant_gives_the_base_rate_not_a_crash():
+    """With no column of two bins the split search got an empty gain table (``argmax of an empty
+    sequence``, a traceback at the coordinator). Pooled XGBoost predicts the base rate there; so
+    does the federation now."""
+    rng = np.random.default_rng(0)
+    banks = {f"bank{i}": (np.full((200, 2), 7.0), (rng.random(200) < 0.3).astype(float)) for i in range(2)}
+    model = federate(banks, GbdtParams(n_trees=2, max_depth=2, max_bin=8))[0][COORD]
+    X, y = pooled(banks)
+    assert all(len(t["nodes"]) == 1 for t in model.trees)
+    np.testing.assert_allclose(model.predict_proba(X), y.mean(), atol=1e-9)

@@ -116,3 +116,47 @@ def test_category_only_at_one_party_and_constant_feature():
     assert any("islands" in g for g in res.woe["region"].bins.groups)
     assert res.woe["region"].bins.n_bins <= 3
     assert res.iv["const"] == 0.0
+
+
+def test_columns_crowded_into_a_sliver_of_their_range_get_the_pooled_bins():
+    """A 1e9 outlier stretches an amount's power-of-two range far past its rows, a ``YYYYMMDD`` date
+    spans 0.05 % of its range, ``1e12 + noise`` less still: two grid levels placed no quantile
+    inside such a column (1-2 bins; IV 0.11 / 0.06 / 0 where pooled binning gives 0.21 / 0.10 /
+    0.59). Deeper sub-cell rounds cut the cells holding a target quantile again, so the
+    federation's bins and IV follow pooled local binning; a tie mass (half the rows at 0) stays
+    one value and a plain column needs no deeper round."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    amt = rng.lognormal(8, 1.5, n)
+    amt[:8] = 1e9
+    X = pd.DataFrame({"amount": amt, "date": 20230101.0 + rng.integers(0, 365, n),
+                      "offset": 1e12 + rng.normal(0, 1e6, n),
+                      "zeros": np.where(rng.random(n) < 0.5, 0.0, rng.lognormal(5, 2, n))})
+    z = 0.5 * np.log(amt) - 0.004 * (X["date"] - 20230101) + (X["offset"] - 1e12) / 1e6 + 0.2 * np.log1p(X["zeros"]) - 3
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    order = np.argsort(amt)  # non-IID: banks by amount, one of 30 rows
+    X, y = X.iloc[order].reset_index(drop=True), y[order]
+    parts = {"small": (X.iloc[:30].reset_index(drop=True), y[:30]),
+             "bank1": (X.iloc[30:2000].reset_index(drop=True), y[30:2000]),
+             "bank2": (X.iloc[2000:].reset_index(drop=True), y[2000:])}
+    net = InMemoryNetwork([*parts, "coord"], capture=True)
+    res = _run(parts, network=net, max_corr=None)["coord"]
+    local = WoeEncoder().fit(X, y)
+    same_bins = WoeEncoder().fit_bins(X, y, {f: w.bins for f, w in res.woe.items()})
+    for f in X.columns:
+        assert res.iv[f] == pytest.approx(same_bins.iv_[f], abs=1e-9), f
+        assert res.woe[f].bins.n_bins >= local.woe_[f].bins.n_bins - 1, (f, res.woe[f].bins.edges)
+        assert res.iv[f] == pytest.approx(local.iv_[f], rel=0.08), (f, res.iv[f], local.iv_[f])
+    rounds = {e.tag for e in net["coord"].captured if ".sub" in e.tag}
+    assert 1 < len({t.split(".")[-1] for t in rounds}) <= 1 + 3  # deeper rounds ran, at most MAX_DEEPER
+
+
+def test_integer_and_plain_columns_cost_at_most_one_deeper_round():
+    """Ages are ties: the sub-cell holding a target keeps all its rows when cut again, and the
+    cutting stops after that one try; a lognormal income is placed by the first two levels."""
+    X, y = _synthetic()
+    parts = _split(X[["income", "age"]], y)
+    net = InMemoryNetwork([*parts, "coord"], capture=True)
+    _run(parts, network=net, max_corr=None)
+    tags = {e.tag.split(".")[1] for e in net["coord"].captured if e.tag.startswith("hwoe.sub")}
+    assert tags <= {"sub", "sub1"}, tags

@@ -299,3 +299,36 @@ def test_missing_value_binning_and_split_search():
                 if best is None or gain > best[0] + 1e-12:
                     best = (gain, f, k, side)
     assert got is not None and (got[1], got[2], got[5]) == best[1:] and abs(got[0] - best[0]) < 1e-9
+
+
+def test_validation_rows_taking_every_default_are_refused_and_partners_read_a_summary():
+    """The task checks every training row, but the label holder's own validation split can still hold
+    out the last defaults (rare bads): that error line is the label of rows the feature holder can
+    name, so it travels as a label error (summary only), like the task-level one-class checks."""
+    from fedrisk.algorithms.vertical.secureboost.params import _RowSchedule
+    from fedrisk.errors import DataError, FedriskError
+    from fedrisk.runtime.abort_reason import LABELS_SUMMARY, wire_reason
+
+    X, _ = make_data(n=200)
+    params = SecureBoostParams(**FAST, validation_fraction=0.2)
+    val = _RowSchedule(params, len(X)).val
+    y = np.zeros(len(X))
+    y[np.flatnonzero(val)[:3]] = 1.0  # both classes among the rows the task sees; bads only in validation
+    net = InMemoryNetwork(["lh", "h1"], capture=True)
+
+    def lh(ch):
+        SecureBoostLabelHolder(params).fit(ch, ["h1"], X[:, :3], y, ["a", "b", "c"])
+
+    def host(ch):
+        SecureBoostFeatureHolder(params).fit(ch, "lh", X[:, 3:], list("defgh"))
+
+    with pytest.raises(FedriskError) as err:
+        run_roles({"lh": lh, "h1": host}, network=net)
+    assert isinstance(err.value, DataError)
+    local = str(err.value)
+    assert "only label 0" in local and "validation_fraction" in local  # the label holder's own line
+    reason = wire_reason("lh", err.value, ["lh", "h1"])
+    received = (net["h1"].mailbox.failure or "") + " ".join(str(e.body) for e in net["h1"].captured)
+    assert LABELS_SUMMARY in reason
+    for text in (reason, received):
+        assert "label 0" not in text and "validation" not in text, text

@@ -32,8 +32,9 @@ from fedrisk.algorithms.vertical.tree import (
     leaf_weight,
     logloss_grad_hess,
 )
-from fedrisk.errors import ConfigError, ProtocolError
+from fedrisk.errors import ProtocolError
 from fedrisk.transport.channel import Channel
+from fedrisk.runtime.abort_reason import refuse_one_class
 
 
 @dataclass
@@ -185,8 +186,11 @@ class SecureBoostLabelHolder:
         schedule = _RowSchedule(p, n)
         val, train_pos = schedule.val, schedule.train_pos
         self.n_val_ = int(val.sum())
-        if len(np.unique(y[train_pos])) < 2:
-            raise ConfigError("SecureBoost: the training rows hold only one class; both defaults and non-defaults are needed")
+        # the task checks every training row; the validation rows held out here can still take the
+        # last default (rare bads): refused as every label error is, partners read a summary only
+        refuse_one_class(channel.me, y[train_pos], f"the training rows left after validation_fraction = "
+                         f"{p.validation_fraction} held out {self.n_val_}",
+                         "need both classes (lower validation_fraction or bring more defaults)")
         with self.ph("binning"):
             binner = QuantileBinner(p.max_bin).fit(X[train_pos])
             bins = binner.transform(X)
