@@ -88,7 +88,7 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
     certs_dir = Path(certs) if certs is not None else spec.resolve(spec.security.certs)
     if certs_dir is None:
         raise ConfigError(f"participant {name!r}: no certificates; set security.certs in the job spec or pass --certs DIR")
-    tls = tls_files(certs_dir, name)
+    tls = tls_files(certs_dir, name, own_ca=spec.pinned_cas().get(name))
     task = get_task(spec.task["kind"])
     driver = task.driver(spec)
     ledger_path = out / "ledger" / f"{name}.jsonl"
