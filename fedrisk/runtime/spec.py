@@ -254,6 +254,9 @@ class PsiSpec(_Strict):
     protocol: Literal["ecdh", "rr22"] = "ecdh"
     #: memory budget of a party's ECDH-PSI in MB; larger sets stream through the run's tmp dir
     memory_mb: float | None = Field(default=None, gt=0)
+    #: a vertical training job stops, naming the size, when fewer ids are common to all parties
+    #: (fewer rows cannot train or evaluate a model; a tiny intersection is usually an id-format mismatch)
+    min_intersection: int = Field(default=20, ge=1)
 
 
 class JobSpec(_Strict):
