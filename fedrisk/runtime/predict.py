@@ -65,8 +65,10 @@ def write_predictions(out: Path, ids: Sequence[Any], table, scored_rows: np.ndar
             full[c] = pd.to_numeric(full[c])
     full.insert(0, "id", ids)
     full["status"] = status
-    out.parent.mkdir(parents=True, exist_ok=True)
-    full.to_csv(out, index=False, float_format="%.8g")
+    from fedrisk.runtime.context import replaced_when_done
+
+    with replaced_when_done(out) as tmp:  # an interrupted predict never leaves half a scores file
+        full.to_csv(tmp, index=False, float_format="%.8g")
 
 
 def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None):
