@@ -306,3 +306,15 @@ def test_resume_reuses_the_psi_alignment_when_every_party_can(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["intersection"]["size"] == 860
+
+
+def test_progress_is_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
+    """Under nohup, CI or systemd (stdout a file or pipe) the bar used to appear only once, at the end:
+    no progress at all while the job ran. Now each round is a plain line (no bar glyphs, no escapes)."""
+    spec = job(tmp_path, kind="vertical.lr", task='solver = "surrogate"\nepochs = 3\nbatch_size = 256\n')
+    r = cli("simulate", spec, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("progress: ")]
+    assert lines and lines[-1].startswith("progress: train 3/3") and "val_loss=" in lines[-1], r.stdout
+    head = r.stdout.split("vertical.lr")[0]  # everything before the results table
+    assert "━" not in head and "\x1b" not in r.stdout and "\r" not in r.stdout
