@@ -32,6 +32,7 @@ Example::
 
     [psi]                               # vertical jobs: how rows are aligned (optional table)
     protocol = "ecdh"                   # default; "rr22" is ~20x cheaper, needs `pip install 'fedrisk[psi]'`
+    min_intersection = 20               # default; training stops, naming the size, below it
 
 In a real deployment each institution has its own copy and only its own ``data`` path is read;
 everything else (names, addresses, task settings) must be identical, and the runtime refuses to
