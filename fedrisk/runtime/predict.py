@@ -102,8 +102,10 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     ``sep`` and ``decimal`` are the CSV dialect of ``data`` (horizontal models; ``None`` = ``","``).
     """
     from fedrisk.data.loading import load_party_table
+    from fedrisk.runtime.context import make_dir
 
     model = load_model(model_path)
+    make_dir(Path(out).parent, "--out folder")  # before scoring: a federated session is not run for nothing
     fmt = model["format"]
     id_col = id_col or model.get("id") or "id"
     cats = model.get("categories") or None

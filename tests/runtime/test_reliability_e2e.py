@@ -318,3 +318,29 @@ def test_progress_is_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
     assert lines and lines[-1].startswith("progress: train 3/3") and "val_loss=" in lines[-1], r.stdout
     head = r.stdout.split("vertical.lr")[0]  # everything before the results table
     assert "━" not in head and "\x1b" not in r.stdout and "\r" not in r.stdout
+
+
+@pytest.mark.parametrize("command", ["simulate", "party", "predict"])
+def test_an_output_path_under_a_file_is_one_line(tmp_path, command):
+    """`--out` naming an existing file (or a path below one) crashed with FileExistsError/NotADirectoryError."""
+    spec = job(tmp_path, kind="vertical.lr")
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder\n")
+    if command == "simulate":
+        r = cli("simulate", spec, "--out", blocker, timeout=120)
+    elif command == "party":
+        r = cli("party", spec, "--as", "lender", "--out", blocker / "run", timeout=120)
+    else:
+        from types import SimpleNamespace
+
+        from fedrisk.model_files import save_lr_model
+
+        lr = SimpleNamespace(feature_names=["a", "b"], mean=np.zeros(2), scale=np.ones(2), coef=np.array([0.5, -0.2]),
+                             intercept=0.1, history=[],
+                             raw_coefficients=lambda: (np.array([0.5, -0.2]), 0.1))
+        model = save_lr_model(tmp_path / "model.json", lr, "horizontal.lr", "reliability")
+        r = cli("predict", model, tmp_path / "lender.csv", "--id", "cust_id", "--out", blocker / "scores.csv", timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1 and err.startswith("error:"), err
+    assert "is a file, not a folder" in err and "taken" in err, err
