@@ -316,6 +316,7 @@ class JobSpec(_Strict):
     def resolve(self, p: Path | None) -> Path | None:
         if p is None:
             return None
+        p = p.expanduser()  # "~/data/x.csv": the user's home, as in a shell
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
     def data_path(self, party: str) -> Path | None:

@@ -202,3 +202,13 @@ def test_a_folder_given_as_data_file_is_named_as_a_folder(tmp_path):
     spec = load_spec(write(tmp_path, GOOD.replace('data = "b2.csv"', 'data = "."')))
     with pytest.raises(ConfigError, match=r"party 'bank2': data = .* is a folder, not a file"):
         spec.check_files()
+
+
+def test_paths_starting_with_a_tilde_are_the_users_home(tmp_path, monkeypatch):
+    """`data = "~/data/bank1.csv"` was read as a folder named '~' beside the spec."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "b1.csv").write_text("id,y,x0\n1,0,0.5\n2,1,0.1\n")
+    spec = load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'data = "~/b1.csv"')))
+    assert spec.data_path("bank1") == tmp_path / "home" / "b1.csv"
+    spec.check_files("bank1")
