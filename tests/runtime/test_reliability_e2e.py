@@ -344,3 +344,17 @@ def test_an_output_path_under_a_file_is_one_line(tmp_path, command):
     err = r.stderr.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1 and err.startswith("error:"), err
     assert "is a file, not a folder" in err and "taken" in err, err
+
+
+def test_predict_with_another_id_column_names_the_predict_flag(tmp_path):
+    """The hint said only "set the id column in the job spec", which predict does not read."""
+    from types import SimpleNamespace
+
+    from fedrisk.model_files import save_lr_model
+
+    job(tmp_path, kind="vertical.lr")
+    lr = SimpleNamespace(feature_names=["a", "b"], mean=np.zeros(2), scale=np.ones(2), coef=np.array([0.5, -0.2]),
+                         intercept=0.1, history=[], raw_coefficients=lambda: (np.array([0.5, -0.2]), 0.1))
+    model = save_lr_model(tmp_path / "model.json", lr, "horizontal.lr", "reliability")
+    r = cli("predict", model, tmp_path / "lender.csv", "--out", tmp_path / "s.csv", timeout=120)
+    assert r.returncode == 2 and "id column 'id' not found" in r.stderr and "--id" in r.stderr, r.stderr
