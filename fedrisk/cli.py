@@ -366,6 +366,9 @@ def main() -> None:
     # everything a run writes (scores, models, ledgers, logs, keys) is private to this account:
     # files 0600, folders 0700, whatever the shell's umask
     os.umask(0o077)
+    # every failure fedrisk can name is one `error:` line; gRPC's C core would print its own log line
+    # (e.g. add_port.cc "Address already in use") before it. GRPC_VERBOSITY=ERROR or DEBUG shows them again
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     app()
 
 

@@ -358,3 +358,27 @@ def test_predict_with_another_id_column_names_the_predict_flag(tmp_path):
     model = save_lr_model(tmp_path / "model.json", lr, "horizontal.lr", "reliability")
     r = cli("predict", model, tmp_path / "lender.csv", "--out", tmp_path / "s.csv", timeout=120)
     assert r.returncode == 2 and "id column 'id' not found" in r.stderr and "--id" in r.stderr, r.stderr
+
+
+def test_a_held_port_is_one_line_on_stderr(tmp_path):
+    """gRPC's C core printed its own `E... add_port.cc ... Address already in use` line before ours."""
+    import socket
+
+    spec = job(tmp_path, kind="vertical.lr")
+    from fedrisk.runtime.spec import load_spec
+
+    host, port = load_spec(spec).parties["lender"].address.rsplit(":", 1)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, int(port)))
+        s.listen()
+        env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+        from fedrisk.transport.certs import make_dev_pki
+
+        certs = make_dev_pki(["lender", "payco"], tmp_path / "certs")
+        r = subprocess.run([*FEDRISK, "party", str(spec), "--as", "lender", "--out", str(tmp_path / "run"), "--quiet",
+                            "--certs", str(certs)],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "another process is using that port" in lines[0], r.stderr
