@@ -156,8 +156,10 @@ class GrpcChannel(Channel):
             if why == "in use" and time.monotonic() < deadline:
                 time.sleep(0.25)  # a stale process of an earlier run may still be closing its server
                 continue
-            raise TransportError(f"{self.me}: cannot listen on {addr}: {_BIND_ADVICE.get(why, why)}".format(
-                addr=addr, host=addr.rpartition(':')[0].strip('[]'), port=addr.rpartition(':')[2], me=self.me))
+            host, _, port_text = addr.rpartition(":")
+            advice = _BIND_ADVICE[why].format(host=host.strip("[]"), port=port_text, me=self.me) \
+                if why in _BIND_ADVICE else why
+            raise TransportError(f"{self.me}: cannot listen on {addr}: {advice}")
         self._executor = executor
         server.start()
         self._server = server
