@@ -5,9 +5,10 @@ Every command turns a :class:`~fedrisk.errors.FedriskError` into one red line an
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -62,6 +63,40 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False)
 
 
+class _LineProgress:
+    """Progress as plain lines, for a stdout that is not a terminal (nohup, CI, systemd, ``| tee``).
+
+    A rich bar draws nothing there until the job ends; an operator tailing the file would see no
+    progress. One line per event, at most every ``every`` seconds per stage (and always the last step).
+    """
+
+    def __init__(self, every: float = 2.0) -> None:
+        import time
+
+        self.every, self.clock, self.t0 = every, time.monotonic, time.monotonic()
+        self.last: dict[str, float] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        stage, step, total = event.get("stage", "train"), event.get("step", 0), event.get("total")
+        now = self.clock()
+        if step != total and now - self.last.get(stage, -1e9) < self.every:
+            return
+        self.last[stage] = now
+        shown = {k: v for k, v in event.items() if k not in ("time", "stage", "step", "total")}
+        text = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+        print(f"progress: {stage} {step}/{total or '?'} {text} ({now - self.t0:.0f} s)".rstrip(), flush=True)
+
+
+@contextlib.contextmanager
+def _progress_view() -> Iterator[Any]:
+    """The per-round progress callback: a rich bar on a terminal, plain lines otherwise."""
+    if not console.is_terminal:
+        yield _LineProgress()
+        return
+    with _progress() as progress:
+        yield _ProgressView(progress)
+
+
 def _write_report(run_dir: Path) -> Path | None:
     try:
         from fedrisk.finance.report import write_report
@@ -86,8 +121,8 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]], rows_col:
 def run_simulation(spec: Path, out: Path, resume: bool = False, force: bool = False) -> dict[str, Any]:
     from fedrisk.runtime.simulate import simulate as _simulate
 
-    with _progress() as progress:
-        result = _simulate(spec, out, resume=resume, force=force, on_progress=_ProgressView(progress))
+    with _progress_view() as view:
+        result = _simulate(spec, out, resume=resume, force=force, on_progress=view)
     return result
 
 
@@ -274,8 +309,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run director
     from fedrisk.runtime.demo import run_demo
 
     try:
-        with _progress() as progress:
-            summary = run_demo(out, seed=seed, rounds=rounds, on_progress=_ProgressView(progress))
+        with _progress_view() as view:
+            summary = run_demo(out, seed=seed, rounds=rounds, on_progress=view)
         report = _write_report(out)
     except FedriskError as e:
         _fail(e)
@@ -331,6 +366,9 @@ def main() -> None:
     # everything a run writes (scores, models, ledgers, logs, keys) is private to this account:
     # files 0600, folders 0700, whatever the shell's umask
     os.umask(0o077)
+    # every failure fedrisk can name is one `error:` line; gRPC's C core would print its own log line
+    # (e.g. add_port.cc "Address already in use") before it. GRPC_VERBOSITY=ERROR or DEBUG shows them again
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     app()
 
 

@@ -383,7 +383,7 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
         if hint:
             raise ctx.error(f"id column {id_col!r} not found{hint}")
         raise ctx.error(f"id column {id_col!r} not found; {_available(df)}; set the id column in "
-                        "the job spec")
+                        "the job spec (fedrisk predict: --id COLUMN)")
     absent_keep = [c for c in keep if c not in df.columns]
     if absent_keep:
         raise ctx.error(f"column {_listing(absent_keep)} (evaluation.test_column) not found; {_available(df)}")

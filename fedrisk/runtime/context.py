@@ -1,6 +1,7 @@
 """What the runtime hands to a task: one participant's view of a running job."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -8,14 +9,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.transport.channel import Channel
 
-__all__ = ["PartyContext", "ProgressLog", "write_json"]
+__all__ = ["PartyContext", "ProgressLog", "write_json", "replaced_when_done", "make_dir"]
 
 
 def _jsonable(o: Any) -> Any:
@@ -28,6 +29,42 @@ def _jsonable(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def make_dir(path: Path, what: str = "folder") -> Path:
+    """``mkdir -p`` with one-line errors: a file in the way, no permission (``what`` names the option)."""
+    from fedrisk.errors import ConfigError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        raise ConfigError(f"{what} {path} cannot be created: {blocker} is a file, not a folder; choose another "
+                          "location") from None
+    except PermissionError:
+        raise ConfigError(f"{what} {path} cannot be created: permission denied; choose a folder this account "
+                          "can write") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {path} cannot be created: {e.strerror or e}") from None
+    return path
+
+
+@contextlib.contextmanager
+def replaced_when_done(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; rename it to ``path`` only when the block finishes.
+
+    An interruption (Ctrl-C, an error, a kill) mid-write leaves the previous file, or none, and no
+    temp file: never half a file that looks complete.
+    """
+    path = Path(path)
+    make_dir(path.parent, "folder")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: Any) -> Path:

@@ -42,8 +42,10 @@ def write_scores(path, ids: Sequence[str], y: np.ndarray | None, score: np.ndarr
 
     import pandas as pd  # late: the coordinator never writes scores and need not pay for pandas
 
+    from fedrisk.runtime.context import make_dir
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, "folder")
     cols: dict[str, Any] = {id_name: np.asarray(ids)}
     if y is not None:
         cols["y"] = np.asarray(y, dtype=int)

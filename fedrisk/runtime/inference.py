@@ -158,7 +158,7 @@ def _open_channel(spec, me: str, job_id: str, certs_dir: Path, out: Path, prefix
     from fedrisk.transport.ledger import Ledger, inbound_path
 
     addresses = {n: p.address for n, p in spec.parties.items()}
-    return GrpcChannel(me, addresses, job_id, tls_files(certs_dir, me),
+    return GrpcChannel(me, addresses, job_id, tls_files(certs_dir, me, own_ca=spec.pinned_cas().get(me)),
                        connect_timeout=spec.security.connect_timeout, recv_timeout=spec.security.recv_timeout,
                        ledger=Ledger(me, out / "ledger" / f"{me}.jsonl"),
                        inbound_ledger=Ledger(me, inbound_path(out, me), direction="in", fsync=False),

@@ -28,7 +28,7 @@ from pathlib import Path
 from fedrisk.errors import ConfigError, FedriskError, Interrupted
 from fedrisk.runtime.abort_reason import public_names, wire_reason
 from fedrisk.runtime.compute import party_compute
-from fedrisk.runtime.context import PartyContext, ProgressLog
+from fedrisk.runtime.context import PartyContext, ProgressLog, make_dir
 from fedrisk.runtime.handshake import handshake
 from fedrisk.runtime.interrupt import set_phase, stop_with_parent, stop_on_signals
 from fedrisk.runtime.log_files import log_to_file
@@ -80,15 +80,14 @@ def run_party(spec: JobSpec | str | Path, name: str, out: str | Path, certs: str
         raise ConfigError(f"--as {name!r}: the job has no such participant; choose one of {spec.participants()}")
     spec.check_files(name)
     spec.check_compute(name)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(Path(out), "run directory (--out)")
     log = party_logger(name, out, console)
     if spec_file is not None:
         _keep_spec(spec_file, out, name, spec)
     certs_dir = Path(certs) if certs is not None else spec.resolve(spec.security.certs)
     if certs_dir is None:
         raise ConfigError(f"participant {name!r}: no certificates; set security.certs in the job spec or pass --certs DIR")
-    tls = tls_files(certs_dir, name)
+    tls = tls_files(certs_dir, name, own_ca=spec.pinned_cas().get(name))
     task = get_task(spec.task["kind"])
     driver = task.driver(spec)
     ledger_path = out / "ledger" / f"{name}.jsonl"

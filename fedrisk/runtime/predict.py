@@ -65,8 +65,10 @@ def write_predictions(out: Path, ids: Sequence[Any], table, scored_rows: np.ndar
             full[c] = pd.to_numeric(full[c])
     full.insert(0, "id", ids)
     full["status"] = status
-    out.parent.mkdir(parents=True, exist_ok=True)
-    full.to_csv(out, index=False, float_format="%.8g")
+    from fedrisk.runtime.context import replaced_when_done
+
+    with replaced_when_done(out) as tmp:  # an interrupted predict never leaves half a scores file
+        full.to_csv(tmp, index=False, float_format="%.8g")
 
 
 def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None):
@@ -131,8 +133,10 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     ``sep`` and ``decimal`` are the CSV dialect of ``data`` (horizontal models; ``None`` = ``","``).
     """
     from fedrisk.data.loading import load_party_table
+    from fedrisk.runtime.context import make_dir
 
     model = load_model(model_path)
+    make_dir(Path(out).parent, "--out folder")  # before scoring: a federated session is not run for nothing
     fmt = model["format"]
     id_col = id_col or model.get("id") or _run_id_column(Path(model_path)) or "id"
     cats = model.get("categories") or None

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fedrisk.algorithms.vertical.alignment import Alignment, align_parties, alignment_salt
-from fedrisk.errors import ProtocolError
+from fedrisk.errors import DataError, ProtocolError
 from fedrisk.runtime.context import write_json
 
 __all__ = ["aligned_rows", "FORMAT"]
@@ -108,11 +108,22 @@ def aligned_rows(ctx: Any, ids: Sequence[Any]) -> Alignment:
                 why = why or "another party cannot resume the same PSI result"
         if use:
             ctx.log.info("PSI alignment resumed from %s: %d of this party's %d rows", _path(ctx), al.size, al.own_rows)
-            return al
+            return _enough(ctx, al)
         ctx.log.info("resume: aligning again (%s)", why)
     al = align_parties(ctx.channel, lh, hosts, ids, salt=salt, log=ctx.log, protocol=spec.psi.protocol,
                        memory_mb=spec.psi.memory_mb, spill_dir=ctx.out / "tmp")
     write_json(_path(ctx), {"format": FORMAT, "version": 1, "job": spec.job_id, "salt": salt, "peers": peers,
                             "fingerprint": _fingerprint(salt, ids), "aligned_digest": _digest(salt, ids, al),
                             "indices": al.indices, "size": al.size, "peer_sizes": al.peer_sizes})
+    return _enough(ctx, al)
+
+
+def _enough(ctx: Any, al: Alignment) -> Alignment:
+    """Refuse an intersection below ``[psi] min_intersection`` (every party sees the same size, so all stop)."""
+    need = ctx.spec.psi.min_intersection
+    if al.size < need:
+        raise DataError(f"party {ctx.name!r}: the PSI intersection holds only {al.size} rows (this party brought "
+                        f"{al.own_rows}); training needs at least {need} (psi.min_intersection). Check that the parties "
+                        "use the same id column and write ids alike ('00123' and '123' do not match); this party's "
+                        "log describes its id formats")
     return al

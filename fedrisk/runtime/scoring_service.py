@@ -129,7 +129,7 @@ class ScoringService:
         self._data_mtime = self._mtime()
         self.mod = get_format(self.model["format"])
         self.certs_dir = _certs(spec, self.model_path.resolve().parent, certs)
-        self.tls = tls_files(self.certs_dir, name)
+        self.tls = tls_files(self.certs_dir, name, own_ca=spec.pinned_cas().get(name))
         self.max_sessions = max(1, int(max_sessions))
         self.prefix = f"{self.model['job']}.predict."
         self.sessions: dict[str, _Session] = {}

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from fedrisk.runtime.context import make_dir
 from fedrisk.errors import ConfigError, FedriskError, Interrupted
 from fedrisk.runtime.interrupt import PARENT_ENV
 from fedrisk.runtime.spec import JobSpec, load_spec
@@ -135,7 +136,7 @@ def simulate(spec_path: str | Path, out: str | Path, *, resume: bool = False, ti
                           "replace the run in it, or --resume to continue it")
     if force and not resume:
         _clear_outputs(out, spec_path)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "run directory (--out)")
     if not resume:
         # ledgers are not stale: each party moves its earlier run's files to ledger/previous/
         for stale in ("progress", "logs"):

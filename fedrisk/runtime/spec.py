@@ -32,6 +32,7 @@ Example::
 
     [psi]                               # vertical jobs: how rows are aligned (optional table)
     protocol = "ecdh"                   # default; "rr22" is ~20x cheaper, needs `pip install 'fedrisk[psi]'`
+    min_intersection = 20               # default; training stops, naming the size, below it
 
 In a real deployment each institution has its own copy and only its own ``data`` path is read;
 everything else (names, addresses, task settings) must be identical, and the runtime refuses to
@@ -254,6 +255,9 @@ class PsiSpec(_Strict):
     protocol: Literal["ecdh", "rr22"] = "ecdh"
     #: memory budget of a party's ECDH-PSI in MB; larger sets stream through the run's tmp dir
     memory_mb: float | None = Field(default=None, gt=0)
+    #: a vertical training job stops, naming the size, when fewer ids are common to all parties
+    #: (fewer rows cannot train or evaluate a model; a tiny intersection is usually an id-format mismatch)
+    min_intersection: int = Field(default=20, ge=1)
 
 
 class JobSpec(_Strict):
@@ -312,6 +316,7 @@ class JobSpec(_Strict):
     def resolve(self, p: Path | None) -> Path | None:
         if p is None:
             return None
+        p = p.expanduser()  # "~/data/x.csv": the user's home, as in a shell
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
     def data_path(self, party: str) -> Path | None:
@@ -345,6 +350,8 @@ class JobSpec(_Strict):
             p = self.data_path(n)
             if p is None:
                 raise ConfigError(f"party {n!r} has no data = '...' file in the job spec")
+            if p.is_dir():
+                raise ConfigError(f"party {n!r}: data = {p} is a folder, not a file; name the CSV or Parquet file itself")
             if not p.is_file():
                 raise ConfigError(f"party {n!r}: data file {p} does not exist (paths are relative to the job spec's folder)")
         test = self.resolve(self.evaluation.test)
@@ -391,6 +398,46 @@ def parse_test_rule(rule: str) -> tuple[int, int]:
     if not m:
         raise ConfigError(f"test_rule {rule!r}: write it as 'id % K == R'")
     return int(m.group(1)), int(m.group(2))
+
+
+def _numeric(ann: Any) -> bool:
+    """True when a field takes only numbers (``int``, ``float``, optionally ``None``)."""
+    import typing
+
+    args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_args(ann) else [ann]
+    return bool(args) and all(a in (int, float) for a in args)
+
+
+def bool_where_number(model: type[BaseModel], data: Any, prefix: str = "") -> str | None:
+    """The first ``key: true`` given where ``model`` wants a number, as an error text, else None.
+
+    pydantic turns ``true``/``false`` into 1/0 for numeric fields, so ``rounds = true`` would
+    silently run one round and ``seed = true`` seed 1.
+    """
+    import typing
+
+    if not isinstance(data, dict):
+        return None
+    for key, value in data.items():
+        field = model.model_fields.get(str(key))
+        if field is None:
+            continue
+        ann = field.annotation
+        if isinstance(value, bool) and _numeric(ann):
+            return (f"{prefix}{key}: {str(value).lower()} is a yes/no value; give a number "
+                    f"(e.g. {key} = {field.default if isinstance(field.default, (int, float)) and not isinstance(field.default, bool) else 1})")
+        subs = [a for a in (typing.get_args(ann) or (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if subs and isinstance(value, dict):
+            found = bool_where_number(subs[0], value, f"{prefix}{key}.")
+        elif typing.get_origin(ann) is dict and isinstance(value, dict):
+            inner = [a for a in typing.get_args(ann)[1:] if isinstance(a, type) and issubclass(a, BaseModel)]
+            found = next((f for n, v in value.items() if inner and (f := bool_where_number(inner[0], v, f"{prefix}{key}.{n}."))),
+                         None)
+        else:
+            found = None
+        if found:
+            return found
+    return None
 
 
 def _suggest(key: str, options: list[str]) -> str:
@@ -456,6 +503,9 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
     if "base_dir" in raw:
         raise ConfigError(f"{path}: base_dir: unknown key")
     raw["base_dir"] = path.resolve().parent
+    wrong = bool_where_number(JobSpec, raw)
+    if wrong:
+        raise ConfigError(f"{path}: {wrong}")
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as e:

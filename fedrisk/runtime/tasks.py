@@ -48,7 +48,12 @@ def get_task(kind: str, where: str = "job spec") -> ModuleType:
 
 def parse_params(model: type[P], table: dict[str, Any], where: str = "job spec") -> P:
     """Validate the ``[task]`` table (without ``kind``) into ``model``, with one-line errors."""
+    from fedrisk.runtime.spec import bool_where_number
+
     body = {k: v for k, v in table.items() if k != "kind"}
+    wrong = bool_where_number(model, body, "task.")
+    if wrong:
+        raise ConfigError(f"{where}: {wrong}")
     try:
         return model.model_validate(body)
     except ValidationError as e:

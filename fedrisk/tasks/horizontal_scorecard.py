@@ -79,8 +79,9 @@ def driver(spec: JobSpec) -> str:
 
 def write_reasons(path: Path, ids: Sequence[Any], points: np.ndarray, reasons: list[list[dict[str, Any]]], n: int) -> None:
     """``id, points, reason_1, lost_1, ...``: one row per applicant, the costliest feature first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    from fedrisk.runtime.context import replaced_when_done
+
+    with replaced_when_done(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "points"] + [c for k in range(1, n + 1) for c in (f"reason_{k}", f"lost_{k}")])
         for i, pts, rs in zip(ids, points, reasons):

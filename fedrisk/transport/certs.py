@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterable
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -157,8 +158,13 @@ def check_private_file(path: Path, what: str) -> None:
                           f"run `chmod 600 {path}` and keep it on its own host only")
 
 
-def tls_files(certs_dir: str | Path, name: str) -> TlsFiles:
-    """Load ``ca.pem``, ``NAME.pem`` and ``NAME-key.pem`` from ``certs_dir`` with clear errors."""
+def tls_files(certs_dir: str | Path, name: str, own_ca: bytes | None = None) -> TlsFiles:
+    """Load ``ca.pem``, ``NAME.pem`` and ``NAME-key.pem`` from ``certs_dir`` with clear errors.
+
+    The party's own certificate is checked as its partners will check it (see
+    :func:`check_own_certificate`), so a party never starts with a certificate they refuse.
+    ``own_ca`` is the PEM of the party's pinned CA (``parties.NAME.ca``), when the spec names one.
+    """
     d = Path(certs_dir)
     paths = {"ca": d / "ca.pem", "cert": d / f"{name}.pem", "key": d / f"{name}-key.pem"}
     missing = [str(p) for p in paths.values() if not p.is_file()]
@@ -174,7 +180,51 @@ def tls_files(certs_dir: str | Path, name: str) -> TlsFiles:
     if ident != name:
         raise ConfigError(f"party {name!r}: certificate {paths['cert']} identifies {ident!r}, not {name!r}; "
                           "use the certificate issued for this party")
+    check_own_certificate(name, files, paths, own_ca)
     return files
+
+
+def check_own_certificate(name: str, files: TlsFiles, paths: dict[str, Path], own_ca: bytes | None = None) -> None:
+    """Refuse, with one line, an own certificate that the partners' TLS would refuse.
+
+    Otherwise the party starts, its partners' servers reject it, and it waits out
+    ``connect_timeout`` to blame the partner ("unreachable ... is it running?"). Checked: the
+    validity period, that the private key belongs to the certificate, and that the certificate was
+    issued by a CA in ``ca.pem`` (the federation's CA), or by the party's pinned CA when it has one.
+    """
+    cert = x509.load_pem_x509_certificate(files.cert)
+    now = dt.datetime.now(dt.timezone.utc)
+    if cert.not_valid_after_utc < now:
+        raise ConfigError(f"party {name!r}: its certificate {paths['cert']} expired on "
+                          f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; partners refuse it: renew it "
+                          f"(dev certificates: `fedrisk certs --parties ... --days N`)")
+    if cert.not_valid_before_utc > now:
+        raise ConfigError(f"party {name!r}: its certificate {paths['cert']} is valid only from "
+                          f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; check this host's clock, or the date the "
+                          "certificate was issued with")
+    try:
+        key = serialization.load_pem_private_key(files.key, None)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"party {name!r}: private key {paths['key']} cannot be read ({e}); it must be an "
+                          "unencrypted PEM key") from None
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.PEM, pub) != cert.public_key().public_bytes(
+            serialization.Encoding.PEM, pub):
+        raise ConfigError(f"party {name!r}: private key {paths['key']} does not belong to the certificate "
+                          f"{paths['cert']}; copy the key that was issued with that certificate")
+    try:
+        issuers = x509.load_pem_x509_certificates(own_ca if own_ca is not None else files.ca)
+    except ValueError as e:
+        raise ConfigError(f"party {name!r}: CA file {paths['ca']} is not a PEM certificate ({e})") from None
+    for ca in issuers:
+        try:
+            cert.verify_directly_issued_by(ca)
+            return
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    where = "its pinned CA (parties." + name + ".ca)" if own_ca is not None else f"the CA in {paths['ca']}"
+    raise ConfigError(f"party {name!r}: its certificate {paths['cert']} was not issued by {where}; partners trust only that CA, so they would refuse this party: "
+                      f"use the certificate the federation's CA issued to {name!r}, or the federation's ca.pem")
 
 
 def certificate_identity(cert: x509.Certificate) -> str:

@@ -66,6 +66,36 @@ def _identity(x: bytes) -> bytes:
     return x
 
 
+_BIND_ADVICE = {
+    "in use": "another process is using that port (another fedrisk job, this party's `fedrisk serve`, or a "
+              "process of an earlier run that is still running); stop it, or give {me} another port in the job spec",
+    "not here": "no network interface of this host has the address {host}; bind to all interfaces with "
+                "listen = \"0.0.0.0:{port}\" in this party's table and keep address = what the peers dial",
+    "denied": "binding port {port} is not permitted for this account (ports below 1024 need privileges); "
+              "use a port of 1024 or above",
+}
+
+
+def _bind_problem(addr: str) -> str:
+    """Why the server could not bind ``addr``: "in use", "not here", "denied", or the system's words."""
+    import errno
+
+    host, _, port = addr.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except (socket.gaierror, ValueError) as e:
+        return f"the host name cannot be resolved ({e}); check the address in the job spec"
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(sockaddr)
+            except OSError as e:
+                return {errno.EADDRINUSE: "in use", errno.EADDRNOTAVAIL: "not here",
+                        errno.EACCES: "denied"}.get(e.errno, e.strerror or str(e))
+    return "in use"  # gRPC failed, a plain bind works: another server came and went (a race); same advice
+
+
 class GrpcChannel(Channel):
     """A participant's endpoint over gRPC + mTLS. Starts its server on construction of ``start()``."""
 
@@ -74,8 +104,10 @@ class GrpcChannel(Channel):
 
     def __init__(self, me: str, addresses: Mapping[str, str], job: str, tls: TlsFiles, *,
                  connect_timeout: float = 60.0, peer_cas: Mapping[str, bytes] | None = None,
-                 listen: str | None = None, **kw: Any) -> None:
+                 listen: str | None = None, bind_grace: float = 5.0, **kw: Any) -> None:
         super().__init__(me, list(addresses), job, **kw)
+        #: how long ``start`` retries a port that is in use (a stale process of an earlier run may be exiting)
+        self.bind_grace = bind_grace
         self.addresses = dict(addresses)
         #: where the server binds (default: this party's address, the one peers dial)
         self.listen = listen or self.addresses[me]
@@ -95,24 +127,40 @@ class GrpcChannel(Channel):
 
     # -- server --------------------------------------------------------------------------------
     def start(self) -> "GrpcChannel":
-        opts = [("grpc.max_receive_message_length", self.max_bytes), ("grpc.max_send_message_length", self.max_bytes)]
-        self._executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"grpc-{self.me}")
-        server = grpc.server(self._executor, options=opts)
+        # no SO_REUSEPORT (gRPC's default on Linux): a second process on this port (a stale run, this
+        # party's `fedrisk serve`, another job) would otherwise bind too, and the kernel would hand each
+        # peer's connection to either process. Bind exclusively and say who is in the way instead.
+        opts = [("grpc.max_receive_message_length", self.max_bytes), ("grpc.max_send_message_length", self.max_bytes),
+                ("grpc.so_reuseport", 0)]
         handler = grpc.method_handlers_generic_handler(
             "fedrisk.v1.Party",
             {"Deliver": grpc.unary_unary_rpc_method_handler(self._on_deliver, request_deserializer=_identity,
                                                             response_serializer=_identity)},
         )
-        server.add_generic_rpc_handlers((handler,))
         creds = grpc.ssl_server_credentials([(self.tls.key, self.tls.cert)], root_certificates=self.tls.ca,
                                             require_client_auth=True)
         addr = self.listen
-        try:
-            port = server.add_secure_port(addr, creds)
-        except RuntimeError as e:
-            raise TransportError(f"{self.me}: cannot listen on {addr}: {e}; is another process using that port?") from None
-        if port == 0:
-            raise TransportError(f"{self.me}: cannot listen on {addr}; is another process using that port?")
+        deadline = time.monotonic() + self.bind_grace
+        while True:
+            executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"grpc-{self.me}")
+            server = grpc.server(executor, options=opts)
+            server.add_generic_rpc_handlers((handler,))
+            try:
+                port = server.add_secure_port(addr, creds)
+            except RuntimeError:
+                port = 0
+            if port != 0:
+                break
+            executor.shutdown(wait=False)
+            why = _bind_problem(addr)
+            if why == "in use" and time.monotonic() < deadline:
+                time.sleep(0.25)  # a stale process of an earlier run may still be closing its server
+                continue
+            host, _, port_text = addr.rpartition(":")
+            advice = _BIND_ADVICE[why].format(host=host.strip("[]"), port=port_text, me=self.me) \
+                if why in _BIND_ADVICE else why
+            raise TransportError(f"{self.me}: cannot listen on {addr}: {advice}")
+        self._executor = executor
         server.start()
         self._server = server
         return self

@@ -306,3 +306,79 @@ def test_resume_reuses_the_psi_alignment_when_every_party_can(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["intersection"]["size"] == 860
+
+
+def test_progress_is_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
+    """Under nohup, CI or systemd (stdout a file or pipe) the bar used to appear only once, at the end:
+    no progress at all while the job ran. Now each round is a plain line (no bar glyphs, no escapes)."""
+    spec = job(tmp_path, kind="vertical.lr", task='solver = "surrogate"\nepochs = 3\nbatch_size = 256\n')
+    r = cli("simulate", spec, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("progress: ")]
+    assert lines and lines[-1].startswith("progress: train 3/3") and "val_loss=" in lines[-1], r.stdout
+    head = r.stdout.split("vertical.lr")[0]  # everything before the results table
+    assert "━" not in head and "\x1b" not in r.stdout and "\r" not in r.stdout
+
+
+@pytest.mark.parametrize("command", ["simulate", "party", "predict"])
+def test_an_output_path_under_a_file_is_one_line(tmp_path, command):
+    """`--out` naming an existing file (or a path below one) crashed with FileExistsError/NotADirectoryError."""
+    spec = job(tmp_path, kind="vertical.lr")
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder\n")
+    if command == "simulate":
+        r = cli("simulate", spec, "--out", blocker, timeout=120)
+    elif command == "party":
+        r = cli("party", spec, "--as", "lender", "--out", blocker / "run", timeout=120)
+    else:
+        from types import SimpleNamespace
+
+        from fedrisk.model_files import save_lr_model
+
+        lr = SimpleNamespace(feature_names=["a", "b"], mean=np.zeros(2), scale=np.ones(2), coef=np.array([0.5, -0.2]),
+                             intercept=0.1, history=[],
+                             raw_coefficients=lambda: (np.array([0.5, -0.2]), 0.1))
+        model = save_lr_model(tmp_path / "model.json", lr, "horizontal.lr", "reliability")
+        r = cli("predict", model, tmp_path / "lender.csv", "--id", "cust_id", "--out", blocker / "scores.csv", timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1 and err.startswith("error:"), err
+    assert "is a file, not a folder" in err and "taken" in err, err
+
+
+def test_predict_with_another_id_column_names_the_predict_flag(tmp_path):
+    """The hint said only "set the id column in the job spec", which predict does not read."""
+    from types import SimpleNamespace
+
+    from fedrisk.model_files import save_lr_model
+
+    job(tmp_path, kind="vertical.lr")
+    lr = SimpleNamespace(feature_names=["a", "b"], mean=np.zeros(2), scale=np.ones(2), coef=np.array([0.5, -0.2]),
+                         intercept=0.1, history=[], raw_coefficients=lambda: (np.array([0.5, -0.2]), 0.1))
+    model = save_lr_model(tmp_path / "model.json", lr, "horizontal.lr", "reliability")
+    r = cli("predict", model, tmp_path / "lender.csv", "--out", tmp_path / "s.csv", timeout=120)
+    assert r.returncode == 2 and "id column 'id' not found" in r.stderr and "--id" in r.stderr, r.stderr
+
+
+def test_a_held_port_is_one_line_on_stderr(tmp_path):
+    """gRPC's C core printed its own `E... add_port.cc ... Address already in use` line before ours."""
+    import socket
+
+    spec = job(tmp_path, kind="vertical.lr")
+    from fedrisk.runtime.spec import load_spec
+
+    host, port = load_spec(spec).parties["lender"].address.rsplit(":", 1)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, int(port)))
+        s.listen()
+        env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+        from fedrisk.transport.certs import make_dev_pki
+
+        certs = make_dev_pki(["lender", "payco"], tmp_path / "certs")
+        r = subprocess.run([*FEDRISK, "party", str(spec), "--as", "lender", "--out", str(tmp_path / "run"), "--quiet",
+                            "--certs", str(certs)],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "another process is using that port" in lines[0], r.stderr

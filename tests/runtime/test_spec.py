@@ -183,3 +183,32 @@ def test_listen_is_where_a_participant_binds_and_partners_need_not_agree_on_it(t
     assert shared_settings(a) == shared_settings(b)  # a local setting: the handshake ignores it
     with pytest.raises(ConfigError, match="host:port"):
         load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'listen = "nowhere"\ndata = "b1.csv"'), "c.toml"))
+
+
+@pytest.mark.parametrize("text, message", [
+    (GOOD.replace("rounds = 3", "rounds = true"), r"task\.rounds: true is a yes/no value; give a number"),
+    (GOOD.replace("rounds = 3", "rounds = 3\nl2 = false"), r"task\.l2: false is a yes/no value; give a number"),
+    (GOOD.replace('[task]', '[security]\nconnect_timeout = true\n[task]'), r"security\.connect_timeout: true is a yes/no value"),
+    (GOOD.replace('name = "t"', 'name = "t"\nseed = true'), r"federation\.seed: true is a yes/no value"),
+])
+def test_a_yes_no_value_where_a_number_belongs_is_refused(tmp_path, text, message):
+    """`rounds = true` used to load as rounds = 1 (pydantic turns booleans into 1/0): a run of one round."""
+    with pytest.raises(ConfigError, match=message) as e:
+        load_spec(write(tmp_path, text))
+    assert "\n" not in str(e.value)
+
+
+def test_a_folder_given_as_data_file_is_named_as_a_folder(tmp_path):
+    spec = load_spec(write(tmp_path, GOOD.replace('data = "b2.csv"', 'data = "."')))
+    with pytest.raises(ConfigError, match=r"party 'bank2': data = .* is a folder, not a file"):
+        spec.check_files()
+
+
+def test_paths_starting_with_a_tilde_are_the_users_home(tmp_path, monkeypatch):
+    """`data = "~/data/bank1.csv"` was read as a folder named '~' beside the spec."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "b1.csv").write_text("id,y,x0\n1,0,0.5\n2,1,0.1\n")
+    spec = load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'data = "~/b1.csv"')))
+    assert spec.data_path("bank1") == tmp_path / "home" / "b1.csv"
+    spec.check_files("bank1")

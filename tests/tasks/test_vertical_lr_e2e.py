@@ -333,3 +333,22 @@ def test_lender_payco_bureau_over_mtls_match_pooled(shared_data, tmp_path):
     fed = np.r_[np.concatenate([models[p]["coef"] for p in frames]), models["lender"]["intercept"]]
     assert np.abs(fed - np.r_[sk.coef_[0], sk.intercept_[0]]).max() < 1e-3
     assert abs(m["test"]["auc"] - auc(y[test], sk.predict_proba(A[test])[:, 1])) < 0.002
+
+
+def test_an_intersection_below_the_minimum_is_refused_naming_it(tmp_path):
+    """8 common customers: the job used to go on and fail later with a misleading line about labels
+    ("the aligned training rows have only label 0"). Now every party names the intersection size."""
+    def few(name, df):
+        if name == "lender":
+            return df
+        df = df.copy()
+        df["id"] = np.where(df["id"].isin(sorted(df["id"])[:8]), df["id"], df["id"] + 5_000_000)
+        return df
+    spec = synthetic(tmp_path, hosts=("payco",), mutate=few)
+    with pytest.raises(FedriskError, match=r"the PSI intersection holds only [0-9] rows .*psi\.min_intersection"):
+        run_threads(spec, tmp_path / "run")
+    text = spec.read_text().replace("[evaluation]", "[psi]\nmin_intersection = 5\n\n[evaluation]")
+    spec.write_text(text)
+    with pytest.raises(FedriskError) as e:  # below 20 but above the job's own minimum: it goes on (and fails later)
+        run_threads(spec, tmp_path / "run2")
+    assert "min_intersection" not in str(e.value)

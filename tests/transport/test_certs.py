@@ -141,3 +141,64 @@ def test_client_refuses_a_server_whose_certificate_names_two_parties(tmp_path):
     a = GrpcChannel("bank-a", addrs, "job", tls_files(ca, "bank-a"), connect_timeout=5)
     with refused_send([a, fake_b], a, "bank-b", "identity rule", kind="metric"):
         assert not fake_b.mailbox._boxes
+
+
+def _reissue(certs: Path, name: str, out: Path, *, before_days: float, after_days: float) -> None:
+    """A certificate for ``name`` from the CA in ``certs``, valid from now+before to now+after, into ``out``."""
+    ca_key = serialization.load_pem_private_key((certs / CA_KEY).read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now + dt.timedelta(days=before_days)).not_valid_after(now + dt.timedelta(days=after_days))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (out / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k = out / f"{name}-key.pem"
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    k.chmod(0o600)
+
+
+@pytest.mark.parametrize("case, words", [
+    ("expired", r"certificate .*payco\.pem expired on \d{4}-\d\d-\d\d .*renew"),
+    ("not_yet", r"certificate .*payco\.pem is valid only from \d{4}-\d\d-\d\d .*clock"),
+    ("other_ca", r"certificate .*payco\.pem was not issued by the CA in .*ca\.pem"),
+    ("ca_of_other_federation", r"certificate .*payco\.pem was not issued by the CA in .*ca\.pem"),
+    ("key_of_other_cert", r"private key .*payco-key\.pem does not belong to the certificate .*payco\.pem"),
+])
+def test_a_party_whose_own_certificate_partners_will_refuse_is_told_before_it_starts(tmp_path, case, words):
+    """Before: the party started and, after connect_timeout, blamed its partner ("unreachable ... is it
+    running?") while the partner had refused its certificate. The party can see it from its own files."""
+    certs = make_dev_pki(["lender", "payco"], tmp_path / "a")
+    other = make_dev_pki(["lender", "payco"], tmp_path / "b")
+    if case == "expired":
+        _reissue(certs, "payco", certs, before_days=-10, after_days=-1)
+    elif case == "not_yet":
+        _reissue(certs, "payco", certs, before_days=2, after_days=10)
+    elif case == "other_ca":
+        for f in ("payco.pem", "payco-key.pem"):
+            (certs / f).write_bytes((other / f).read_bytes())
+    elif case == "ca_of_other_federation":
+        (certs / "ca.pem").write_bytes((other / "ca.pem").read_bytes())
+    else:
+        (certs / "payco-key.pem").write_bytes((other / "payco-key.pem").read_bytes())
+    with pytest.raises(ConfigError, match=words) as e:
+        tls_files(certs, "payco")
+    assert "\n" not in str(e.value) and str(e.value).startswith("party 'payco'")
+    if case != "ca_of_other_federation":  # the other party's files in the same folder still load
+        assert tls_files(certs, "lender").cert == (certs / "lender.pem").read_bytes()
+
+
+def test_own_certificate_is_checked_against_the_partys_pinned_ca(tmp_path):
+    """With parties.NAME.ca (an institution's own CA), ca.pem may be a bundle without that CA."""
+    mine = make_dev_pki(["payco"], tmp_path / "mine", ca_name="Payco CA")
+    fed = make_dev_pki(["lender"], tmp_path / "fed", ca_name="Lender CA")
+    own_ca = (mine / "ca.pem").read_bytes()
+    (mine / "ca.pem").write_bytes((fed / "ca.pem").read_bytes())  # the bundle this host trusts for partners
+    assert tls_files(mine, "payco", own_ca=own_ca).cert == (mine / "payco.pem").read_bytes()
+    with pytest.raises(ConfigError, match="not issued by the CA in"):
+        tls_files(mine, "payco")
+    (mine / "ca.pem").write_bytes((fed / "ca.pem").read_bytes() + own_ca)  # a bundle holding both: fine
+    assert tls_files(mine, "payco").key == (mine / "payco-key.pem").read_bytes()

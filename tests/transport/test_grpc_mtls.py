@@ -148,3 +148,30 @@ def test_pinned_party_ca_refuses_a_certificate_for_that_name_from_another_ca(tmp
         a.close()
         real_b.close()
         fake_b.close()
+
+
+def test_a_port_another_server_holds_is_refused_not_shared(pki):
+    """gRPC binds with SO_REUSEPORT by default on Linux: a second party (a stale run, a `fedrisk
+    serve` of the same party, another job) on the same port would then share it and the kernel would
+    hand each peer's connection to either process. The second server must fail with one line instead."""
+    good, _, addrs = pki
+    a = GrpcChannel("bank-a", addrs, "job", tls_files(good, "bank-a"), connect_timeout=5).start()
+    twin = GrpcChannel("bank-a", addrs, "job2", tls_files(good, "bank-a"), connect_timeout=5, bind_grace=0.5)
+    try:
+        with pytest.raises(TransportError, match=r"cannot listen on 127\.0\.0\.1:\d+: another process is using that port"):
+            twin.start()
+    finally:
+        twin.close()
+        a.close()
+
+
+def test_an_address_this_host_does_not_have_is_named(pki):
+    good, _, addrs = pki
+    port = addrs["bank-a"].rsplit(":", 1)[1]
+    ch = GrpcChannel("bank-a", {**addrs, "bank-a": f"192.0.2.77:{port}"}, "job", tls_files(good, "bank-a"),
+                     connect_timeout=5, bind_grace=0.5)
+    try:
+        with pytest.raises(TransportError, match="no network interface of this host has the address 192.0.2.77"):
+            ch.start()
+    finally:
+        ch.close()

@@ -23,12 +23,22 @@ intersection (``reveal="both"``, needed so each party can pick its rows), and at
 which of its matches with the label holder are missing at some other feature holder. Nobody
 learns ids outside the intersection.
 
+Diagnostics, local only: ids match only when written exactly alike (after trimming spaces), so a
+*partial* format mismatch (some ids zero-padded, ``12.0`` for ``12``, case) silently shrinks the
+intersection. When the intersection is below :data:`SMALL_OVERLAP` of the smallest id set, or
+empty, every party logs a warning with counts of its OWN id formats (:func:`describe_id_formats`:
+digits only, leading zeros on some, decimals, case, spaces, non-ASCII; counts and lengths, never
+an id) and what to compare with the partners. Nothing is sent for this: each party uses only the
+sizes the PSI already told it.
+
 The salt binds the blinded values to one job (``<job id>:<purpose>``) so that values seen in one
 run say nothing in another.
 """
 from __future__ import annotations
 
+import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -36,13 +46,19 @@ import numpy as np
 
 from fedrisk.algorithms.vertical.psi_protocol import align_many
 from fedrisk.algorithms.vertical.row_order import canonical_order
-from fedrisk.errors import ConfigError
+from fedrisk.errors import ConfigError, DataError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["Alignment", "align_parties", "alignment_salt", "PROTOCOLS"]
+__all__ = ["Alignment", "align_parties", "alignment_salt", "PROTOCOLS", "describe_id_formats", "SMALL_OVERLAP"]
 
 #: PSI protocols a job can choose (``[psi] protocol``); the first is the default.
 PROTOCOLS = ("ecdh", "rr22")
+#: below this share of the smallest id set the intersection is called unexpectedly small (a warning)
+SMALL_OVERLAP = 0.9
+#: what to compare when ids do not match: the rule of :func:`fedrisk.crypto.psi.normalize_id`
+MATCH_RULE = ("ids match only when written exactly alike after trimming spaces ('00123' and '123', "
+              "'123.0' and '123', 'C1' and 'c1' do not)")
+_DECIMAL_ID = re.compile(r"^[+-]?\d+\.\d*$")
 
 
 @dataclass(frozen=True)
@@ -132,14 +148,19 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
     if protocol not in PROTOCOLS:
         raise ConfigError(f"psi.protocol {protocol!r} is not one of {PROTOCOLS}")
     t0 = time.perf_counter()
-    if protocol == "rr22":
-        from fedrisk.algorithms.vertical.rr22_psi import rr22_align_many
+    try:
+        if protocol == "rr22":
+            from fedrisk.algorithms.vertical.rr22_psi import rr22_align_many
 
-        res = rr22_align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both",
-                              tag=f"{tag}.rr22", stats=rr22_stats, memory_mb=memory_mb)
-    else:
-        res = align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both", tag=tag,
-                         memory_mb=memory_mb, spill_dir=spill_dir)
+            res = rr22_align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both",
+                                  tag=f"{tag}.rr22", stats=rr22_stats, memory_mb=memory_mb)
+        else:
+            res = align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both", tag=tag,
+                             memory_mb=memory_mb, spill_dir=spill_dir)
+    except DataError as e:
+        if log is not None and "is empty" in str(e):  # no match at all: say how this party writes its ids
+            log.warning("PSI alignment: no id matched; %s. This party's ids: %s", MATCH_RULE, describe_id_formats(ids))
+        raise
     assert res.indices is not None
     if protocol == "rr22":
         # already in the canonical order: RR22's items are the order keys, and its rows come back
@@ -151,4 +172,57 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
     if log is not None:
         log.info("PSI alignment (%s): %d of this party's %d rows are in the intersection of all %d parties (%.2f s)",
                  protocol, out.size, out.own_rows, len(feature_holders) + 1, out.seconds)
+        _warn_small(log, out, ids)
     return out
+
+
+def describe_id_formats(ids: Sequence[Any]) -> str:
+    """Counts of the formats of this party's ids, for its own log (never an id, only counts and lengths).
+
+    Flags the mixes that make ids of the same customer differ between institutions: digit-only ids
+    with leading zeros on some but not all, ids written as decimal numbers (``12.0``), letters in
+    mixed case, inner spaces, non-ASCII text and Unicode forms that are not NFC.
+    """
+    vals = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+    if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu":
+        return f"{len(vals)} ids, all integers (no leading zeros possible)"
+    texts = [(v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)).strip() for v in vals]
+    digits = [t for t in texts if t.isascii() and t.isdigit()]
+    zeros = sum(1 for t in digits if len(t) > 1 and t[0] == "0")
+    decimals = sum(1 for t in texts if _DECIMAL_ID.match(t))
+    lower = sum(1 for t in texts if any(c.isalpha() for c in t) and t == t.lower() and t != t.upper())
+    upper = sum(1 for t in texts if any(c.isalpha() for c in t) and t == t.upper() and t != t.lower())
+    mixed = sum(1 for t in texts if t != t.lower() and t != t.upper())
+    spaces = sum(1 for t in texts if any(c.isspace() for c in t))
+    non_ascii = sum(1 for t in texts if not t.isascii())
+    not_nfc = sum(1 for t in texts if not t.isascii() and unicodedata.normalize("NFC", t) != t)
+    parts = [f"{len(texts)} ids"]
+    if digits:
+        lens = sorted({len(t) for t in digits})
+        span = f"{lens[0]}" if len(lens) == 1 else f"{lens[0]}-{lens[-1]}"
+        parts.append(f"{len(digits)} digits only (lengths {span})")
+        if 0 < zeros < len(digits):
+            parts.append(f"leading zeros on some: {zeros} padded, {len(digits) - zeros} not (pad all or none, "
+                         "as the partners do)")
+        elif zeros:
+            parts.append("all with leading zeros (partners must pad alike)")
+    if decimals:
+        parts.append(f"{decimals} written as decimal numbers like 12.0 (export ids as text or integers)")
+    if (lower and upper) or mixed:
+        parts.append(f"mixed upper and lower case: {upper} upper, {lower} lower, {mixed} both")
+    if spaces:
+        parts.append(f"{spaces} with inner spaces")
+    if non_ascii:
+        parts.append(f"{non_ascii} non-ASCII" + (f" ({not_nfc} not in Unicode NFC form)" if not_nfc else ""))
+    return "; ".join(parts)
+
+
+def _warn_small(log: Any, out: Alignment, ids: Sequence[Any]) -> None:
+    """Log at this party when the intersection is unexpectedly small (see the module docstring)."""
+    smallest = min([out.own_rows, *out.peer_sizes.values()]) if out.peer_sizes else out.own_rows
+    if log is None or smallest == 0 or out.size >= SMALL_OVERLAP * smallest:
+        return
+    log.warning("PSI alignment: only %d of this party's %d rows are in the intersection (%.0f%% of the smallest id "
+                "set, %d ids); if the customers overlap this little by design, ignore this; otherwise %s. Compare "
+                "id formats with the partners; this party's: %s", out.size, out.own_rows, 100 * out.size / smallest,
+                smallest, MATCH_RULE, describe_id_formats(ids))

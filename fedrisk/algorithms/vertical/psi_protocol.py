@@ -306,8 +306,8 @@ def empty_intersection_error(me: str, who: str) -> DataError:
     """The one-line error of an empty intersection, with what to check (shared by every PSI protocol)."""
     return DataError(
         f"party {me!r}: the private set intersection with {who} is empty; there is nothing to align. Check that "
-        "the parties use the same id column, the same casefold setting and ids formatted alike "
-        "(12 and '12' match, '012' and 12.0 do not)."
+        "the parties use the same id column and write ids alike "
+        "(12 and '12' match; '012' and 12.0 do not; case matters); each party's log describes its id formats."
     )
 
 
