@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - depends on the build
 if os.environ.get("FEDRISK_NATIVE", "").strip() == "0":
     _native = None
 
-__all__ = ["AVAILABLE", "prefixed_digests", "prefixed_digests_python"]
+__all__ = ["AVAILABLE", "prefixed_digests", "prefixed_digests_python", "hash_strings"]
 
 #: whether the compiled kernel is in use
 AVAILABLE = _native is not None
@@ -68,14 +68,18 @@ def prefixed_digests(ids: Sequence[Any], prefix: bytes, width: int, *, casefold:
 
 def prefixed_digests_python(ids: Sequence[Any], prefix: bytes, width: int, *, casefold: bool = False) -> np.ndarray:
     """The hashlib path of :func:`prefixed_digests` (the fallback, and the tests' reference)."""
-    base = hashlib.sha256(bytes(prefix))
-    copy = base.copy
+    return hash_strings(psi.normalize_ids(ids, casefold=casefold), prefix, width)
+
+
+def hash_strings(strings: Sequence[str], prefix: bytes, width: int) -> np.ndarray:
+    """``(n, width)``: ``SHA-256(prefix || utf8(s))[:width]`` per string as given (no normalisation),
+    with hashlib, one digest call per string."""
+    copy = hashlib.sha256(bytes(prefix)).copy
 
     def digest(s: str) -> bytes:
         h = copy()
         h.update(s.encode("utf-8"))
         return h.digest()
 
-    norm = psi.normalize_ids(ids, casefold=casefold)
-    raw = np.frombuffer(b"".join([digest(s) for s in norm]), dtype=np.uint8).reshape(-1, 32)
+    raw = np.frombuffer(b"".join([digest(s) for s in strings]), dtype=np.uint8).reshape(-1, 32)
     return np.ascontiguousarray(raw[:, :width])

@@ -14,7 +14,6 @@ ristretto255 hash-to-group.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,20 +31,10 @@ KEY_CHARS = 32
 def order_digests(norm_ids: Sequence[str], salt: str) -> np.ndarray:
     """The raw 128-bit order keys of normalised ids, as an ``(n, 16)`` uint8 array.
 
-    The bytes behind :func:`order_keys` (which is their lower-case hex). The hashing loop is the
-    only per-id Python work of RR22 alignment, so it is kept to one digest call per id.
+    The bytes behind :func:`order_keys` (which is their lower-case hex), hashed with hashlib;
+    :func:`id_digests` gives the same bytes from raw ids, with the compiled kernel when it is built.
     """
-    base = hashlib.sha256(_prefix(salt))
-    copy = base.copy
-
-    def digest(s: str) -> bytes:
-        h = copy()
-        h.update(s.encode("utf-8"))
-        return h.digest()
-
-    width = KEY_CHARS // 2
-    raw = np.frombuffer(b"".join([digest(s) for s in norm_ids]), dtype=np.uint8).reshape(-1, 32)
-    return np.ascontiguousarray(raw[:, :width])
+    return idhash.hash_strings(norm_ids, _prefix(salt), KEY_CHARS // 2)
 
 
 def _prefix(salt: str) -> bytes:
