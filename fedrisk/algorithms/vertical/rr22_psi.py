@@ -60,7 +60,7 @@ Security model: semi-honest, as the ECDH path (RR22's malicious variant is not u
 
 Multi-party (:func:`rr22_align_many`) is the same star as ``align_many``: L runs one RR22 with
 each follower (one after the other, each over its own relay and tag ``<tag>.<follower>``), intersects on
-its own rows, and then sends each follower
+its own rows, and then, when there are two or more followers, sends each follower
 
 ==  ==========  ============================  ======================  ============================
 6   L -> F_j    ``<tag>.keep``                plaintext-by-design     int64 positions into F_j's
@@ -70,7 +70,9 @@ its own rows, and then sends each follower
 ==  ==========  ============================  ======================  ============================
 
 which, as in the ECDH star, tells a follower which of its matches are missing at another
-follower, and the size of the common intersection.
+follower, and the size of the common intersection. With one follower every pairwise match is
+common, so the message (8 bytes per matching row, 4 MB at a million) would say nothing and is
+not sent (since version 3).
 
 Local files: the library reads and writes CSV; they live in a private temporary folder (keys
 only, never raw ids) removed afterwards, together with the library's trace file. The library
@@ -108,8 +110,9 @@ __all__ = ["rr22_align", "rr22_align_many", "Rr22Stats", "DEFAULT_TAG", "bucket_
 DEFAULT_TAG = "psi.rr22"
 #: 2: items are the keys in base64url (22 characters), the ``done`` digest is over the raw keys;
 #: version 1 fed hex (32 characters). Parties of different versions would find no common item,
-#: so the hello refuses the mix.
-_VERSION = 2
+#: so the hello refuses the mix. 3: no ``keep`` message with a single follower (a version-2
+#: follower would wait for it).
+_VERSION = 3
 _MAX_COUNT = 2**31 - 1
 #: Extra patience per id for the library's receive timeout (a peer may be slow at scale).
 _SECONDS_PER_ID = 2e-4
@@ -648,6 +651,11 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
                          tag=f"{tag}.{me}", tls=tls, stats=st, memory_mb=memory_mb)
         if reveal == "leader":
             return pair
+        assert pair.indices is not None
+        if len(followers) == 1:  # every match is common: no keep message
+            if len(pair.indices) == 0:
+                raise _empty_error(me, "all parties")
+            return pair
         wait = channel.recv_timeout + _SECONDS_PER_ID * len(followers) * (keys.n + pair.peer_sizes[leader])
         keep = channel.recv(leader, f"{tag}.keep", timeout=wait)
         assert pair.indices is not None
@@ -670,7 +678,7 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
         mask[res.indices] = True
         member &= mask
     common_keys_order = pairs[0].indices[member[pairs[0].indices]]
-    if reveal == "both":
+    if reveal == "both" and len(followers) > 1:
         for f, res in zip(followers, pairs):
             channel.send(f, f"{tag}.keep", np.flatnonzero(member[res.indices]).astype(np.int64),
                          kind="plaintext-by-design")
