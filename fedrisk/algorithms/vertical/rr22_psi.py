@@ -15,7 +15,8 @@ deployment), the library additionally runs TLS end to end on the same certificat
 whose certificate another CA issued is refused by the library too.
 
 Items: each party feeds the library the salted 128-bit order keys of its normalised ids
-(:func:`fedrisk.algorithms.vertical.row_order.order_digests`, 22 base64url characters, one per line); the
+(:func:`fedrisk.algorithms.vertical.row_order.id_digests`, hashed in C when
+:mod:`fedrisk.crypto.idhash`'s kernel is built; 22 base64url characters, one per line); the
 output is its own keys in the intersection, which it maps back to its row numbers in key order,
 the canonical order every protocol uses (so the library's own re-ordering of its result,
 ``disable_alignment=False``, is skipped: it cost a third of the library's time at 1M ids).
