@@ -132,6 +132,9 @@ static PyObject *digest_objects(PyObject *self, PyObject *args)
     /* 1. with the GIL: where each normalised id's UTF-8 bytes are */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o = PyList_GET_ITEM(fast, i);
+#if PY_VERSION_HEX < 0x030C0000 /* before 3.12 a str made by the legacy API may not be "ready" */
+        if (PyUnicode_CheckExact(o) && PyUnicode_READY(o) < 0) goto fail;
+#endif
         if (PyUnicode_CheckExact(o) && PyUnicode_IS_ASCII(o)) {
             const unsigned char *s = (const unsigned char *)PyUnicode_DATA(o);
             Py_ssize_t a = 0, b = PyUnicode_GET_LENGTH(o);
