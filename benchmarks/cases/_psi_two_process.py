@@ -76,6 +76,7 @@ def _party(ns: argparse.Namespace) -> None:
     if sys.stdin.readline().strip() != "go":
         raise SystemExit(f"{me}: the benchmark did not say go")
     relay_cpu = _count_relay_cpu()
+    waits = _time_sends(channel)
     t0, c0, m0 = time.monotonic(), _cpu_self(), time.thread_time()
     stats: dict = {}
     al = align_parties(channel, LEADER, [p for p in PARTIES if p != LEADER], ids, salt=cfg["salt"],
@@ -86,7 +87,7 @@ def _party(ns: argparse.Namespace) -> None:
     np.save(folder / f"{me}-indices.npy", al.indices)
     out = {"start": t0, "end": t1, "startup_s": round(t0 - t_start, 3), "cpu_s": round(c1 - c0, 3),
            "main_thread_cpu_s": round(m1 - m0, 3), "relay_threads_cpu_s": round(relay_cpu[0], 3),
-           "max_rss_mb": _peak_rss_mb(),
+           "max_rss_mb": _peak_rss_mb(), "send_waits": {k: round(v, 3) for k, v in waits.items()},
            "ledger_bytes_sent": channel.ledger.bytes_sent, "ledger_frames": len(channel.ledger.entries),
            "phases": {p: s.as_dict() for p, s in stats.items() if isinstance(s, Rr22Stats)},
            "size": al.size}
@@ -127,6 +128,36 @@ def _count_relay_cpu() -> list[float]:
 
     ChannelLinkRelay._guard = counted  # type: ignore[method-assign]
     return total
+
+
+def _time_sends(channel) -> dict[str, float]:
+    """Wall seconds the relay's sends spent in the ledger's fsync and in the gRPC call (with the
+    number of relayed data frames): while a send waits, that relay thread reads nothing more
+    from the library's socket. Measurement only, as :func:`_count_relay_cpu`."""
+    waits = {"ledger_fsync_s": 0.0, "grpc_deliver_s": 0.0, "frames": 0, "max_deliver_s": 0.0}
+    ledger = channel.ledger
+    sync, deliver = ledger._sync_through, channel._deliver
+
+    def timed_sync(seq):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return sync(seq)
+        finally:
+            waits["ledger_fsync_s"] += time.perf_counter() - t
+
+    def timed_deliver(to, frame):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return deliver(to, frame)
+        finally:
+            dt = time.perf_counter() - t
+            waits["grpc_deliver_s"] += dt
+            waits["frames"] += 1
+            waits["max_deliver_s"] = max(waits["max_deliver_s"], dt)
+
+    ledger._sync_through = timed_sync
+    channel._deliver = timed_deliver
+    return waits
 
 
 def _spawn(name: str, folder: Path, pyspy: str | None) -> subprocess.Popen:
@@ -218,6 +249,7 @@ def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 
         "ledger_file_bytes": ledgers,
         "messages": {p: r["ledger_frames"] for p, r in res.items()},
         "phases": {p: r["phases"] for p, r in res.items()},
+        "send_waits": {p: r.get("send_waits") for p, r in res.items()},
         "size": res[LEADER]["size"],
         "indices": idx,
     }

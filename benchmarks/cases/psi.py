@@ -24,6 +24,11 @@ the deployed shape and the figure to compare with the issue's 10 s aim. It repor
 "go" to the later party's end, CPU-seconds per party (all threads) split into the calling thread,
 the relay threads and the rest (library and gRPC), each party's peak RSS and ledger bytes (checked
 against the ledger files), and the per-step timings; its indices must equal the ECDH run's.
+
+``--reference-max N``: sizes above ``N`` run only the two-process RR22 (no ECDH reference, no
+one-process run: at 10M those take hours and twice the memory), checked against the plain hash
+join's intersection in the canonical order (``identical_to_plain``), e.g.
+``--sizes 1000000,10000000 --protocols rr22-2p --reference-max 1000000``.
 """
 from __future__ import annotations
 
@@ -148,9 +153,12 @@ def _rr22(a: np.ndarray, b: np.ndarray, salt: str, ecdh: dict, want: tuple[np.nd
     return out
 
 
-def _rr22_two_processes(a: np.ndarray, b: np.ndarray, salt: str, ecdh: dict,
+def _rr22_two_processes(a: np.ndarray, b: np.ndarray, salt: str, ecdh: dict | None,
                         want: tuple[np.ndarray, np.ndarray]) -> dict:
-    """RR22 with each party in its own process over gRPC + mTLS (the deployed shape; the aim's figure)."""
+    """RR22 with each party in its own process over gRPC + mTLS (the deployed shape; the aim's figure).
+
+    ``want``: the expected indices, from the ECDH run of the same sets, or (``ecdh`` None, above
+    ``--reference-max``) from the plain hash join (``identical_to_plain``)."""
     from benchmarks.cases._psi_two_process import run_two_processes
 
     n = len(a)
@@ -159,9 +167,12 @@ def _rr22_two_processes(a: np.ndarray, b: np.ndarray, salt: str, ecdh: dict,
     idx = out.pop("indices")
     out.update(rss)
     out["cpu_us_per_id_per_party"] = round(out["cpu_s"] / (2 * n) * 1e6, 1)
-    out["identical_to_ecdh"] = bool(np.array_equal(idx["lender"], want[0]) and np.array_equal(idx["payco"], want[1]))
+    same = bool(np.array_equal(idx["lender"], want[0]) and np.array_equal(idx["payco"], want[1]))
+    out["identical_to_ecdh" if ecdh is not None else "identical_to_plain"] = same
     out["correct"] = bool(np.array_equal(a[idx["lender"]], b[idx["payco"]]))
     out["ledger_matches_file"] = out["bytes_sent"] == out["ledger_file_bytes"]
+    if ecdh is None:
+        return out
     out["cpu_ratio_vs_ecdh"] = round(out["cpu_s"] / ecdh["cpu_s"], 4)
     out["wall_ratio_vs_ecdh"] = round(out["wall_s"] / ecdh["wall_s"], 4)
     return out
@@ -184,6 +195,32 @@ def wall_estimates(cpu_s: float, stats: dict) -> dict:
                 "in_one_process": round(total + rest, 2),
                 "two_processes": round(max(s.prepare_cpu_s for s in stats.values())
                                        + max(s.output_cpu_s for s in stats.values()) + rest, 2)}}
+
+
+def _two_processes_only(n: int, overlap: float, seed: int, salt: str) -> dict:
+    """Above ``--reference-max``: only the two-process RR22, checked against the plain hash join
+    (the ECDH reference and the one-process run would take hours and twice the memory at 10M)."""
+    from fedrisk.crypto import spu_binding
+
+    a, b = _ids(n, overlap, seed)
+    t = time.perf_counter()
+    _, ia, ib = np.intersect1d(a, b, assume_unique=True, return_indices=True)
+    plain_wall = time.perf_counter() - t
+    out = {"n_leader": n, "n_follower": n, "overlap": overlap, "intersection": int(len(ia)),
+           "reference": "plain hash join only (the ECDH reference and the one-process RR22 run are skipped "
+                        "above --reference-max)", "plain_hash_join": {"wall_s": round(plain_wall, 4)}}
+    if not spu_binding.available():
+        out["rr22"] = {"skipped": "the optional extra is not installed: " + spu_binding.INSTALL_HINT}
+        out["correct"] = False
+        return out
+    want = (canonical_order(a, ia, salt), canonical_order(b, ib, salt))
+    try:
+        two = _rr22_two_processes(a, b, salt, None, want)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:  # kept in the JSON, not lost
+        two = {"error": str(e)[-2000:], "identical_to_plain": False}
+    out["rr22_two_processes"] = two
+    out["correct"] = bool(two.get("identical_to_plain")) and two.get("size") == len(ia)
+    return out
 
 
 def _one(n: int, overlap: float, seed: int, salt: str, protocols: list[str]) -> dict:
@@ -247,6 +284,10 @@ def run(args: list[str]) -> dict:
                     help="ecdh always runs (the reference); rr22 (both parties in this process) and rr22-2p "
                          "(each party in its own process over gRPC + mTLS, as deployed) compare with it "
                          "(skipped without the psi extra; rr22-2p needs rr22)")
+    ap.add_argument("--reference-max", type=int, default=None,
+                    help="sizes above this run only the two-process RR22 (needs rr22-2p), checked against the "
+                         "plain hash join: e.g. --sizes 1000000,10000000 --reference-max 1000000 gives a 10M RR22 "
+                         "figure without a 10M ECDH run (hours)")
     ns = ap.parse_args(args)
     protocols = [p.strip() for p in ns.protocols.split(",") if p.strip()]
     unknown = sorted(set(protocols) - {"ecdh", "rr22", "rr22-2p"})
@@ -257,9 +298,13 @@ def run(args: list[str]) -> dict:
     sizes = [int(s) for s in ns.sizes.split(",") if s]
     if ns.full and 1_000_000 not in sizes:
         sizes.append(1_000_000)
-    runs = [_one(n, ns.overlap, ns.seed + i, salt=f"bench-{ns.seed}-{i}", protocols=protocols)
+    if ns.reference_max is not None and "rr22-2p" not in protocols:
+        raise SystemExit("--reference-max: sizes above it run only rr22-2p; add it to --protocols")
+    runs = [_two_processes_only(n, ns.overlap, ns.seed + i, salt=f"bench-{ns.seed}-{i}")
+            if ns.reference_max is not None and n > ns.reference_max
+            else _one(n, ns.overlap, ns.seed + i, salt=f"bench-{ns.seed}-{i}", protocols=protocols)
             for i, n in enumerate(sizes)]
-    ratio = {f"time_{r['n_leader']}": r["ratio_time"] for r in runs}
+    ratio = {f"time_{r['n_leader']}": r["ratio_time"] for r in runs if "ratio_time" in r}
     for r in runs:
         if "cpu_ratio_vs_ecdh" in r.get("rr22", {}):
             ratio[f"rr22_vs_ecdh_cpu_{r['n_leader']}"] = r["rr22"]["cpu_ratio_vs_ecdh"]

@@ -14,14 +14,13 @@ ristretto255 hash-to-group.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 import numpy as np
 
-from fedrisk.crypto import psi
+from fedrisk.crypto import idhash, psi
 
-__all__ = ["ORDER_DOMAIN", "KEY_CHARS", "order_keys", "order_digests", "hex_keys", "canonical_order"]
+__all__ = ["ORDER_DOMAIN", "KEY_CHARS", "order_keys", "order_digests", "id_digests", "hex_keys", "canonical_order"]
 
 #: Domain-separation tag of the order keys; bump the version if the encoding changes.
 ORDER_DOMAIN = b"fedrisk.psi.order.v1"
@@ -32,20 +31,24 @@ KEY_CHARS = 32
 def order_digests(norm_ids: Sequence[str], salt: str) -> np.ndarray:
     """The raw 128-bit order keys of normalised ids, as an ``(n, 16)`` uint8 array.
 
-    The bytes behind :func:`order_keys` (which is their lower-case hex). The hashing loop is the
-    only per-id Python work of RR22 alignment, so it is kept to one digest call per id.
+    The bytes behind :func:`order_keys` (which is their lower-case hex), hashed with hashlib;
+    :func:`id_digests` gives the same bytes from raw ids, with the compiled kernel when it is built.
     """
-    base = hashlib.sha256(ORDER_DOMAIN + b"\x00" + psi.hash_prefix(salt))
-    copy = base.copy
+    return idhash.hash_strings(norm_ids, _prefix(salt), KEY_CHARS // 2)
 
-    def digest(s: str) -> bytes:
-        h = copy()
-        h.update(s.encode("utf-8"))
-        return h.digest()
 
-    width = KEY_CHARS // 2
-    raw = np.frombuffer(b"".join([digest(s) for s in norm_ids]), dtype=np.uint8).reshape(-1, 32)
-    return np.ascontiguousarray(raw[:, :width])
+def _prefix(salt: str) -> bytes:
+    return ORDER_DOMAIN + b"\x00" + psi.hash_prefix(salt)
+
+
+def id_digests(ids: Sequence[Any], salt: str, *, casefold: bool = False) -> np.ndarray:
+    """The raw order keys of raw ids: ``order_digests(normalize_ids(ids, casefold=...), salt)``.
+
+    Normalising and hashing in one step lets the compiled kernel (:mod:`fedrisk.crypto.idhash`)
+    do both without a Python string per id (integer ids) or a Python call per id (ASCII strings);
+    the bytes are the same as the two-step path's.
+    """
+    return idhash.prefixed_digests(ids, _prefix(salt), KEY_CHARS // 2, casefold=casefold)
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -83,5 +86,5 @@ def canonical_order(ids: Sequence[Any], indices: np.ndarray, salt: str, *, casef
     if len(indices) == 0:
         return indices
     picked = ids[indices] if isinstance(ids, np.ndarray) else [ids[i] for i in indices.tolist()]
-    keys = order_keys(psi.normalize_ids(picked, casefold=casefold), salt)
+    keys = hex_keys(id_digests(picked, salt, casefold=casefold))
     return indices[np.argsort(keys, kind="stable")]

@@ -15,7 +15,8 @@ deployment), the library additionally runs TLS end to end on the same certificat
 whose certificate another CA issued is refused by the library too.
 
 Items: each party feeds the library the salted 128-bit order keys of its normalised ids
-(:func:`fedrisk.algorithms.vertical.row_order.order_digests`, 22 base64url characters, one per line); the
+(:func:`fedrisk.algorithms.vertical.row_order.id_digests`, hashed in C when
+:mod:`fedrisk.crypto.idhash`'s kernel is built; 22 base64url characters, one per line); the
 output is its own keys in the intersection, which it maps back to its row numbers in key order,
 the canonical order every protocol uses (so the library's own re-ordering of its result,
 ``disable_alignment=False``, is skipped: it cost a third of the library's time at 1M ids).
@@ -60,7 +61,7 @@ Security model: semi-honest, as the ECDH path (RR22's malicious variant is not u
 
 Multi-party (:func:`rr22_align_many`) is the same star as ``align_many``: L runs one RR22 with
 each follower (one after the other, each over its own relay and tag ``<tag>.<follower>``), intersects on
-its own rows, and then sends each follower
+its own rows, and then, when there are two or more followers, sends each follower
 
 ==  ==========  ============================  ======================  ============================
 6   L -> F_j    ``<tag>.keep``                plaintext-by-design     int64 positions into F_j's
@@ -70,7 +71,9 @@ its own rows, and then sends each follower
 ==  ==========  ============================  ======================  ============================
 
 which, as in the ECDH star, tells a follower which of its matches are missing at another
-follower, and the size of the common intersection.
+follower, and the size of the common intersection. With one follower every pairwise match is
+common, so the message (8 bytes per matching row, 4 MB at a million) would say nothing and is
+not sent (since version 3).
 
 Local files: the library reads and writes CSV; they live in a private temporary folder (keys
 only, never raw ids) removed afterwards, together with the library's trace file. The library
@@ -81,6 +84,7 @@ The library's link timeouts (a receive, one request) are at least ten minutes
 """
 from __future__ import annotations
 
+import binascii
 import glob
 import hashlib
 import hmac
@@ -96,7 +100,7 @@ import numpy as np
 
 from fedrisk.algorithms.vertical.psi_protocol import PsiResult, check_follower_keep, check_psi_args
 from fedrisk.algorithms.vertical.psi_protocol import empty_intersection_error as _empty_error
-from fedrisk.algorithms.vertical.row_order import KEY_CHARS, order_digests
+from fedrisk.algorithms.vertical.row_order import KEY_CHARS, id_digests
 from fedrisk.crypto import psi, spu_binding
 from fedrisk.errors import ConfigError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
@@ -107,8 +111,9 @@ __all__ = ["rr22_align", "rr22_align_many", "Rr22Stats", "DEFAULT_TAG", "bucket_
 DEFAULT_TAG = "psi.rr22"
 #: 2: items are the keys in base64url (22 characters), the ``done`` digest is over the raw keys;
 #: version 1 fed hex (32 characters). Parties of different versions would find no common item,
-#: so the hello refuses the mix.
-_VERSION = 2
+#: so the hello refuses the mix. 3: no ``keep`` message with a single follower (a version-2
+#: follower would wait for it).
+_VERSION = 3
 _MAX_COUNT = 2**31 - 1
 #: Extra patience per id for the library's receive timeout (a peer may be slow at scale).
 _SECONDS_PER_ID = 2e-4
@@ -177,7 +182,7 @@ class _OwnKeys:
         self.n = len(digests)
         self.digests = np.ascontiguousarray(digests, dtype=np.uint8)
         self.hi, self.lo = _halves(digests)
-        order = np.argsort(self.hi, kind="stable")
+        order = np.argsort(self.hi)  # (a tie is rare and sorted again below, so stability is not needed)
         sh = self.hi[order]
         self.hi_unique = not bool(np.any(sh[1:] == sh[:-1]))
         if not self.hi_unique:  # two keys share 64 bits (about 1 in 10^7 at a million ids): full order
@@ -213,10 +218,8 @@ class _OwnKeys:
 
 def _halves(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The two big-endian 64-bit halves of ``(n, 16)`` digests (their byte order = the hex order)."""
-    d = np.ascontiguousarray(digests, dtype=np.uint8)
-    hi = d[:, :8].copy().view(">u8").ravel().astype(np.uint64)
-    lo = d[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
-    return hi, lo
+    d = np.ascontiguousarray(digests, dtype=np.uint8).reshape(-1, 16).view(">u8")
+    return d[:, 0].astype(np.uint64), d[:, 1].astype(np.uint64)
 
 
 #: Ids are normalised and hashed this many at a time, so the normalised strings (about 70 bytes
@@ -257,7 +260,7 @@ def _digests(ids: Sequence[Any], salt: str, casefold: bool) -> np.ndarray:
     out = np.empty((n, KEY_CHARS // 2), dtype=np.uint8)
     for i in range(0, n, _CHUNK):
         part = ids[i:i + _CHUNK]
-        out[i:i + len(part)] = order_digests(psi.normalize_ids(part, casefold=casefold), salt)
+        out[i:i + len(part)] = id_digests(part, salt, casefold=casefold)
     return out
 
 
@@ -307,9 +310,10 @@ def _free_port() -> int:
 
 #: Characters of one item: 128 bits in base64url without padding (the last holds 2 bits).
 ITEM_CHARS = 22
-_B64 = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", dtype=np.uint8)
-_UNB64 = np.full(256, 255, dtype=np.uint8)
-_UNB64[_B64] = np.arange(64, dtype=np.uint8)
+#: base64url is standard base64 with "-_" for "+/"; "+" and "/" are not in its alphabet, so reading
+#: maps them to "*", which the strict decoder refuses.
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+_FROM_URL = bytes.maketrans(b"-_+/", b"+/**")
 
 
 def _item_text(digests: np.ndarray) -> np.ndarray:
@@ -318,33 +322,30 @@ def _item_text(digests: np.ndarray) -> np.ndarray:
     Why not hex: the library parses its input CSV three times (checks, hash buckets, result), so
     22 instead of 32 characters per item saves about a tenth of its CPU at a million ids. The
     alphabet needs no CSV quoting, no item is a CSV null marker, and the library reads its key
-    columns as strings anyway.
+    columns as strings anyway. Each key padded with two zero bytes is 18 bytes, exactly 24
+    base64 characters, so one C-speed encoding of the whole padded block gives every item at a
+    fixed place (the last two characters, "AA", are the padding's and are dropped).
     """
     n = len(digests)
-    buf = np.zeros((n, 18), dtype=np.uint8)  # 16 bytes + 2 zero bytes = six 3-byte groups
+    buf = np.zeros((n, 18), dtype=np.uint8)
     buf[:, :16] = digests
-    g = buf.reshape(n, 6, 3).astype(np.uint16)
-    six = np.empty((n, 6, 4), dtype=np.uint8)
-    six[:, :, 0] = g[:, :, 0] >> 2
-    six[:, :, 1] = ((g[:, :, 0] & 3) << 4) | (g[:, :, 1] >> 4)
-    six[:, :, 2] = ((g[:, :, 1] & 15) << 2) | (g[:, :, 2] >> 6)
-    six[:, :, 3] = g[:, :, 2] & 63
-    return _B64[six.reshape(n, 24)[:, :ITEM_CHARS]]
+    text = binascii.b2a_base64(buf.data, newline=False).translate(_TO_URL)
+    return np.frombuffer(text, dtype=np.uint8).reshape(n, 24)[:, :ITEM_CHARS]
 
 
 def _item_digests(text: np.ndarray, me: str) -> np.ndarray:
     """The inverse of :func:`_item_text`; a character outside the alphabet, or unused low bits
     that are not zero (a key not written by :func:`_item_text`), is the library's fault."""
     m = len(text)
-    six = np.zeros((m, 24), dtype=np.uint8)
-    six[:, :ITEM_CHARS] = _UNB64[text]
-    if np.any(six == 255) or np.any(six[:, ITEM_CHARS - 1] & 15):
+    six = np.full((m, 24), ord("A"), dtype=np.uint8)
+    six[:, :ITEM_CHARS] = text
+    try:
+        raw = binascii.a2b_base64(six.tobytes().translate(_FROM_URL), strict_mode=True)
+    except binascii.Error:
+        raw = b""
+    out = np.frombuffer(raw, dtype=np.uint8)
+    if len(out) != 18 * m or np.any(out.reshape(m, 18)[:, 16]):  # byte 16: the last character's 4 unused bits
         raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's keys")
-    v = six.reshape(m, 6, 4)
-    out = np.empty((m, 6, 3), dtype=np.uint8)
-    out[:, :, 0] = (v[:, :, 0] << 2) | (v[:, :, 1] >> 4)
-    out[:, :, 1] = ((v[:, :, 1] & 15) << 4) | (v[:, :, 2] >> 2)
-    out[:, :, 2] = ((v[:, :, 2] & 3) << 6) | v[:, :, 3]
     return np.ascontiguousarray(out.reshape(m, 18)[:, :16])
 
 
@@ -651,6 +652,11 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
                          tag=f"{tag}.{me}", tls=tls, stats=st, memory_mb=memory_mb)
         if reveal == "leader":
             return pair
+        assert pair.indices is not None
+        if len(followers) == 1:  # every match is common: no keep message
+            if len(pair.indices) == 0:
+                raise _empty_error(me, "all parties")
+            return pair
         wait = channel.recv_timeout + _SECONDS_PER_ID * len(followers) * (keys.n + pair.peer_sizes[leader])
         keep = channel.recv(leader, f"{tag}.keep", timeout=wait)
         assert pair.indices is not None
@@ -673,7 +679,7 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
         mask[res.indices] = True
         member &= mask
     common_keys_order = pairs[0].indices[member[pairs[0].indices]]
-    if reveal == "both":
+    if reveal == "both" and len(followers) > 1:
         for f, res in zip(followers, pairs):
             channel.send(f, f"{tag}.keep", np.flatnonzero(member[res.indices]).astype(np.int64),
                          kind="plaintext-by-design")

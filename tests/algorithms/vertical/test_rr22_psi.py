@@ -21,7 +21,7 @@ from fedrisk.algorithms.vertical.rr22_psi import (
     _read_output,
     rr22_align,
 )
-from fedrisk.algorithms.vertical.row_order import hex_keys, order_digests, order_keys
+from fedrisk.algorithms.vertical.row_order import hex_keys, id_digests, order_digests, order_keys
 from fedrisk.crypto import spu_binding
 from fedrisk.errors import ConfigError, DataError, FedriskError, ProtocolError
 from fedrisk.runtime.threads import run_roles
@@ -175,6 +175,10 @@ def test_order_keys_are_the_salted_sha256_hex_they_always_were():
     assert order_keys(ids, "salt").tolist() == want
     assert hex_keys(order_digests(ids, "salt")).tolist() == want
     assert order_keys([], "salt").shape == (0,)
+    # raw ids hashed in one step (the compiled kernel when built): the same keys, as RR22's items
+    raw = [" 1 ", "abc", "\u00e9t\u00e9", "", "x" * 300] + list(range(500))
+    assert hex_keys(id_digests(raw, "salt")).tolist() == want
+    assert hex_keys(id_digests(np.arange(500), "salt")).tolist() == want[5:]
 
 
 def _result_file(path, items, quoted=False):
