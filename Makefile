@@ -8,7 +8,7 @@ STAMP := $(VENV)/.fedrisk-installed
 
 .PHONY: demo test setup bench clean
 
-$(STAMP): pyproject.toml setup.py fedrisk/crypto/_montgomery.c
+$(STAMP): pyproject.toml setup.py fedrisk/crypto/_montgomery.c fedrisk/crypto/_idhash.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# the ray extra: CI runs the Ray compute test (tests/runtime/test_ray_compute.py, marker `ray`)
