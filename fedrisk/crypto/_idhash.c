@@ -148,15 +148,20 @@ static PyObject *digest_objects(PyObject *self, PyObject *args)
                 len[i] = b - a;
                 continue;
             }
-            PyObject *low = PyBytes_FromStringAndSize((const char *)s + a, b - a);
+            /* A fresh object (NULL data): given the characters, CPython would return its shared
+             * one-byte singleton for a 1-character id, and lowering that in place would change
+             * b"A" for the whole interpreter. */
+            PyObject *low = PyBytes_FromStringAndSize(NULL, b - a);
             if (!low || PyList_Append(keep, low) < 0) {
                 Py_XDECREF(low);
                 goto fail;
             }
             Py_DECREF(low);
             unsigned char *d = (unsigned char *)PyBytes_AS_STRING(low);
-            for (Py_ssize_t k = 0; k < b - a; k++)
-                if (d[k] >= 'A' && d[k] <= 'Z') d[k] = (unsigned char)(d[k] + ('a' - 'A'));
+            for (Py_ssize_t k = 0; k < b - a; k++) {
+                unsigned char c = s[a + k];
+                d[k] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
+            }
             ptr[i] = d;
             len[i] = b - a;
             continue;

@@ -106,3 +106,16 @@ def test_kernel_refuses_a_bad_width():
         idhash._native.digest_ints(np.arange(3, dtype=np.int64), True, b"p", 33)
     with pytest.raises(ValueError, match="width"):
         idhash._native.digest_objects(["a"], b"p", 0, False, psi.normalize_id)
+
+
+def test_case_folding_leaves_the_interpreters_shared_objects_alone():
+    """One-character upper-case ids used to be lowered inside CPython's shared one-byte ``bytes``
+    objects, so ``b"A"`` read ``b"a"`` everywhere in the process afterwards (numpy then failed far
+    away, e.g. ``np.require(..., "C")`` with "Unknown flag")."""
+    letters = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    codes = list(range(ord("A"), ord("Z") + 1))
+    got = idhash.prefixed_digests([*letters, " Q ", "AB"], b"p", 16, casefold=True)
+    assert np.array_equal(got, reference([*letters, " Q ", "AB"], b"p", 16, True))
+    # (the shared objects themselves, read as numbers: a list of them would change along with them)
+    assert [bytes([c])[0] for c in codes] == codes
+    assert [c.encode()[0] for c in letters] == codes

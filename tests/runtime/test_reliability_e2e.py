@@ -355,7 +355,9 @@ def test_predict_with_another_id_column_names_the_predict_flag(tmp_path):
     job(tmp_path, kind="vertical.lr")
     lr = SimpleNamespace(feature_names=["a", "b"], mean=np.zeros(2), scale=np.ones(2), coef=np.array([0.5, -0.2]),
                          intercept=0.1, history=[], raw_coefficients=lambda: (np.array([0.5, -0.2]), 0.1))
-    model = save_lr_model(tmp_path / "model.json", lr, "horizontal.lr", "reliability")
+    # a model file outside a run directory: a run's job.toml would name the id column itself
+    (tmp_path / "models").mkdir()
+    model = save_lr_model(tmp_path / "models" / "model.json", lr, "horizontal.lr", "reliability")
     r = cli("predict", model, tmp_path / "lender.csv", "--out", tmp_path / "s.csv", timeout=120)
     assert r.returncode == 2 and "id column 'id' not found" in r.stderr and "--id" in r.stderr, r.stderr
 
