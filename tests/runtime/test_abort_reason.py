@@ -112,86 +112,25 @@ def test_partner_logs_and_ledgers_over_mtls_hold_no_id_and_no_path(tmp_path):
         assert "bank2.csv" not in text, p  # (a party may log its own path, never a partner's)
 
 
-def test_a_label_holder_error_about_its_labels_reaches_partners_as_a_summary(tmp_path):
-    """Found with rare bads: "all 791 test rows ... are goods (0)" went to every feature holder in
-    the abort, i.e. the label of every test row (the feature holder knows which rows they are).
-    Run through the task glue in memory; inspect what the feature holder actually received."""
-    import logging
-    import textwrap
-
-    from fedrisk.runtime.context import PartyContext, ProgressLog
-    from fedrisk.runtime.spec import load_spec
-    from fedrisk.tasks import vertical_lr
-    from fedrisk.transport.channel import InMemoryNetwork
-
-    rng = np.random.default_rng(2)
-    n = 300
-    ids = np.arange(n)
-    y = (rng.random(n) < 0.3).astype(int)
-    y[ids % 5 == 0] = 0  # no bad among the test rows
-    pd.DataFrame({"id": ids, "y": y, "a": rng.normal(size=n)}).to_csv(tmp_path / "lender.csv", index=False)
-    pd.DataFrame({"id": ids, "b": rng.normal(size=n)}).to_csv(tmp_path / "payco.csv", index=False)
-    (tmp_path / "job.toml").write_text(textwrap.dedent("""
-        [federation]
-        name = "labels-stay"
-        [parties.lender]
-        address = "127.0.0.1:1"
-        data = "lender.csv"
-        label = "y"
-        [parties.payco]
-        address = "127.0.0.1:2"
-        data = "payco.csv"
-        [task]
-        kind = "vertical.lr"
-        [evaluation]
-        test_rule = "id % 5 == 0"
-        """))
-    spec = load_spec(tmp_path / "job.toml")
-    net = InMemoryNetwork(list(spec.parties), job=spec.job_id, capture=True, tag_prefixes=vertical_lr.TAG_PREFIXES)
-
-    def role(name):
-        def go(ch):
-            log = logging.getLogger(f"t.{name}")
-            vertical_lr.run(PartyContext(name=name, spec=spec, channel=ch, out=tmp_path / "run", log=log,
-                                         progress=ProgressLog(None, log)))
-        return go
-
-    with pytest.raises(FedriskError) as err:
-        run_roles({p: role(p) for p in spec.parties}, network=net)
-    local = str(err.value)
-    assert "goods (0)" in local and "test_fraction" in local  # the label holder's own line has the detail
-    received = net["payco"].mailbox.failure  # the abort reason the feature holder was given
-    assert received and "lender" in received
-    received += " " + " ".join(str(e.body) for e in net["payco"].captured)
-    reason = wire_reason("lender", err.value, ["lender", "payco"])
-    for text in (reason, received):
-        assert "goods" not in text and "(0)" not in text and "60 test rows" not in text, text
-    assert "do not suit the settings" in reason and "class" not in reason and "test rows" not in reason
-
-
-@pytest.mark.parametrize("kind", ["vertical.lr", "vertical.secureboost", "vertical.scorecard", "vertical.woe"])
-def test_training_rows_of_one_class_reach_partners_as_a_summary_in_every_vertical_task(tmp_path, kind):
-    """Every aligned training row a good, the test rows mixed: each vertical task refuses through the
-    one helper (``vertical_roles.refuse_one_class``); the feature holder reads no class and no row set."""
+def _in_memory_vertical_job(tmp_path: Path, name: str, kind: str, y: np.ndarray, seed: int):
+    """A lender (label ``y``, one feature) and a payco (one feature) on the same ids, test rows
+    ``id % 5 == 0``; returns the in-memory network (capturing) and the roles running ``kind``."""
     import importlib
     import logging
     import textwrap
 
-    from fedrisk.runtime.abort_reason import LABELS_SUMMARY
     from fedrisk.runtime.context import PartyContext, ProgressLog
     from fedrisk.runtime.spec import load_spec
     from fedrisk.transport.channel import InMemoryNetwork
 
     task = importlib.import_module("fedrisk.tasks." + kind.replace(".", "_"))
-    rng = np.random.default_rng(3)
-    n = 200
-    ids = np.arange(n)
-    y = np.where(ids % 5 == 0, ids % 2, 0)  # training rows all good; test rows both classes
-    pd.DataFrame({"id": ids, "y": y, "a": rng.normal(size=n)}).to_csv(tmp_path / "lender.csv", index=False)
-    pd.DataFrame({"id": ids, "b": rng.normal(size=n)}).to_csv(tmp_path / "payco.csv", index=False)
+    rng = np.random.default_rng(seed)
+    ids = np.arange(len(y))
+    pd.DataFrame({"id": ids, "y": y, "a": rng.normal(size=len(y))}).to_csv(tmp_path / "lender.csv", index=False)
+    pd.DataFrame({"id": ids, "b": rng.normal(size=len(y))}).to_csv(tmp_path / "payco.csv", index=False)
     (tmp_path / "job.toml").write_text(textwrap.dedent(f"""
         [federation]
-        name = "one-class"
+        name = "{name}"
         [parties.lender]
         address = "127.0.0.1:1"
         data = "lender.csv"
@@ -207,15 +146,49 @@ def test_training_rows_of_one_class_reach_partners_as_a_summary_in_every_vertica
     spec = load_spec(tmp_path / "job.toml")
     net = InMemoryNetwork(list(spec.parties), job=spec.job_id, capture=True, tag_prefixes=task.TAG_PREFIXES)
 
-    def role(name):
+    def role(party):
         def go(ch):
-            log = logging.getLogger(f"t.{name}")
-            task.run(PartyContext(name=name, spec=spec, channel=ch, out=tmp_path / "run", log=log,
+            log = logging.getLogger(f"t.{party}")
+            task.run(PartyContext(name=party, spec=spec, channel=ch, out=tmp_path / "run", log=log,
                                   progress=ProgressLog(None, log)))
         return go
 
+    return net, {p: role(p) for p in spec.parties}
+
+
+def test_a_label_holder_error_about_its_labels_reaches_partners_as_a_summary(tmp_path):
+    """Found with rare bads: "all 791 test rows ... are goods (0)" went to every feature holder in
+    the abort, i.e. the label of every test row (the feature holder knows which rows they are).
+    Run through the task glue in memory; inspect what the feature holder actually received."""
+    rng = np.random.default_rng(2)
+    ids = np.arange(300)
+    y = (rng.random(len(ids)) < 0.3).astype(int)
+    y[ids % 5 == 0] = 0  # no bad among the test rows
+    net, roles = _in_memory_vertical_job(tmp_path, "labels-stay", "vertical.lr", y, seed=2)
+    with pytest.raises(FedriskError) as err:
+        run_roles(roles, network=net)
+    local = str(err.value)
+    assert "goods (0)" in local and "test_fraction" in local  # the label holder's own line has the detail
+    received = net["payco"].mailbox.failure  # the abort reason the feature holder was given
+    assert received and "lender" in received
+    received += " " + " ".join(str(e.body) for e in net["payco"].captured)
+    reason = wire_reason("lender", err.value, ["lender", "payco"])
+    for text in (reason, received):
+        assert "goods" not in text and "(0)" not in text and "60 test rows" not in text, text
+    assert "do not suit the settings" in reason and "class" not in reason and "test rows" not in reason
+
+
+@pytest.mark.parametrize("kind", ["vertical.lr", "vertical.secureboost", "vertical.scorecard", "vertical.woe"])
+def test_training_rows_of_one_class_reach_partners_as_a_summary_in_every_vertical_task(tmp_path, kind):
+    """Every aligned training row a good, the test rows mixed: each vertical task refuses through the
+    one helper (``vertical_roles.refuse_one_class``); the feature holder reads no class and no row set."""
+    from fedrisk.runtime.abort_reason import LABELS_SUMMARY
+
+    ids = np.arange(200)
+    y = np.where(ids % 5 == 0, ids % 2, 0)  # training rows all good; test rows both classes
+    net, roles = _in_memory_vertical_job(tmp_path, "one-class", kind, y, seed=3)
     with pytest.raises(DataError) as err:
-        run_roles({p: role(p) for p in spec.parties}, network=net)
+        run_roles(roles, network=net)
     assert "only label 0" in str(err.value) and "'lender'" in str(err.value)  # the label holder's own line
     reason = wire_reason("lender", err.value, ["lender", "payco"])
     received = (net["payco"].mailbox.failure or "") + " " + " ".join(str(e.body) for e in net["payco"].captured)
