@@ -29,7 +29,10 @@ Differential privacy (``noise`` at the banks, ``privacy`` at the coordinator; se
 per feature to the magnitude sketch (L2 sensitivity ``sqrt(d)``); the banks clip ``x`` to the
 agreed ``[-s, s]`` so a row adds at most ``sqrt(1 + d)`` to ``[n, sum x/s]`` and ``4 sqrt(d)`` to
 the centred squares. The coordinator takes an exponent as occupied only when its noisy count
-exceeds :data:`DP_COUNT_SIGMAS` noise standard deviations, and ``s`` covers all but the largest
+exceeds :func:`dp_count_threshold` (so many noise standard deviations that, over all ``d`` times
+:data:`EXPONENT_BINS` counts, an empty one passes in at most :data:`DP_FALSE_BIN` of runs: at a fixed 3
+sigma about one empty bin in two runs passed, and a phantom exponent of 2^30 became the range and
+drowned the column), and ``s`` covers all but the largest
 :data:`DP_TAIL` of the occupied counts (those values are clipped to ``s``; the maximum itself is
 not a low-sensitivity statistic); a noisy variance is floored at ``(s / 32)^2``.
 """
@@ -46,14 +49,46 @@ from fedrisk.errors import DataError, ProtocolError
 from fedrisk.transport.channel import Channel
 
 __all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "EXPONENT_BINS", "MECHANISMS",
+           "dp_count_threshold", "private_ranges",
            "scaler_sensitivities"]
 
 #: noisy sums the agreement releases (what a private run's accountant must count)
 MECHANISMS = 3
-#: a noisy exponent count is taken as occupied above this many noise standard deviations
-DP_COUNT_SIGMAS = 3.0
+#: private runs: the chance, per run, that noise alone makes some empty exponent bin look occupied
+DP_FALSE_BIN = 1e-4
 #: private runs: share of the largest |x| clipped to the agreed range
 DP_TAIL = 0.005
+
+
+def dp_count_threshold(d: int, sigma: float) -> float:
+    """Noisy exponent counts above this are taken as occupied (private runs; ``sigma`` is the noise std).
+
+    A one-sided Gaussian test at level ``DP_FALSE_BIN / (d * EXPONENT_BINS)`` per count (a union
+    bound over every count of the sketch): about 4.9 sigma for three features, 5.6 for a hundred.
+    """
+    from statistics import NormalDist
+
+    return float(NormalDist().inv_cdf(1.0 - DP_FALSE_BIN / (max(d, 1) * EXPONENT_BINS))) * sigma
+
+
+def private_ranges(counts: np.ndarray, sigma: float) -> np.ndarray:
+    """Per feature, the power of two ``s`` a private run clips to, from the noisy exponent counts ``(d, bins)``.
+
+    ``s`` covers all but the largest :data:`DP_TAIL` of the occupied counts: a high quantile, not the
+    maximum (a noisy variance around a maximum far out in the tail would drown, and the maximum
+    itself is not a low-sensitivity statistic). A feature with no occupied count keeps ``s = 1``.
+    """
+    d = counts.shape[0]
+    s = np.ones(d)
+    floor = dp_count_threshold(d, sigma)
+    for j in range(d):
+        occupied = np.where(counts[j] > floor, counts[j], 0.0)
+        if not occupied.any():
+            continue
+        above = occupied.sum() - np.cumsum(occupied)
+        top = int(np.flatnonzero(above <= DP_TAIL * occupied.sum())[0])
+        s[j] = 2.0 ** (top + _EXP_LO + 1)
+    return s
 
 
 def scaler_sensitivities(d: int) -> tuple[float, float, float]:
@@ -134,20 +169,14 @@ def agree_coordinator(channel: Channel, banks: Sequence[str], agg: Aggregation,
     names = list(schemas[ref_bank])
     d = len(names)
     counts = collect_all(agg, channel, banks, "hlr.magnitude", d * EXPONENT_BINS).reshape(d, EXPONENT_BINS)
-    s = np.ones(d)
-    floor = 0.5 if noise_std is None else DP_COUNT_SIGMAS * noise_std(scaler_sensitivities(d)[0])
-    for j in range(d):
-        occupied = np.where(counts[j] > floor, counts[j], 0.0)
-        nonzero = np.flatnonzero(occupied)
-        if not nonzero.size:
-            continue
-        top = nonzero[-1]
-        if noise_std is not None:
-            # private runs: the range is a high quantile, not the maximum (a noisy variance around a
-            # maximum far out in the tail would drown); the rarest DP_TAIL of |x| is clipped to s
-            above = occupied.sum() - np.cumsum(occupied)
-            top = int(np.flatnonzero(above <= DP_TAIL * occupied.sum())[0])
-        s[j] = 2.0 ** (top + _EXP_LO + 1)
+    if noise_std is not None:
+        s = private_ranges(counts, noise_std(scaler_sensitivities(d)[0]))
+    else:
+        s = np.ones(d)
+        for j in range(d):
+            nonzero = np.flatnonzero(counts[j] > 0.5)
+            if nonzero.size:
+                s[j] = 2.0 ** (nonzero[-1] + _EXP_LO + 1)
     channel.broadcast(banks, "hlr.range", {"s": s}, kind="aggregate")
     sums = collect_all(agg, channel, banks, "hlr.sum", 1 + d)
     n_total = float(np.rint(sums[0]))
