@@ -148,7 +148,9 @@ def test_columns_crowded_into_a_sliver_of_their_range_get_the_pooled_bins():
         assert res.woe[f].bins.n_bins >= local.woe_[f].bins.n_bins - 1, (f, res.woe[f].bins.edges)
         assert res.iv[f] == pytest.approx(local.iv_[f], rel=0.08), (f, res.iv[f], local.iv_[f])
     rounds = {e.tag for e in net["coord"].captured if ".sub" in e.tag}
-    assert 1 < len({t.split(".")[-1] for t in rounds}) <= 1 + 3  # deeper rounds ran, at most MAX_DEEPER
+    levels = {t.split(".")[-1] for t in rounds}  # the sub-cell levels the coordinator received
+    assert len(levels) >= 2, levels  # deeper rounds ran
+    assert len(levels) <= 4, levels  # at most MAX_DEEPER (3) of them
 
 
 def test_integer_and_plain_columns_cost_at_most_one_deeper_round():
