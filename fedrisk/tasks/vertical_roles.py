@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from fedrisk.errors import ConfigError, DataError, ProtocolError
+from fedrisk.errors import ConfigError, ProtocolError
+# one label-error mechanism for every label holder (the full line stays local, partners read a summary)
+from fedrisk.runtime.abort_reason import label_error, refuse_one_class
 from fedrisk.runtime.spec import JobSpec
 
 __all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features", "split_keep",
@@ -102,25 +104,6 @@ def imputation_means(spec: JobSpec, name: str, table, features=None) -> dict[str
         return {}
     keep = set(features) if features is not None else None
     return {f: float(table.X[:, j].mean()) for j, f in enumerate(table.feature_names) if keep is None or f in keep}
-
-
-def label_error(message: str) -> DataError:
-    """A label holder's error about its labels (see :func:`fedrisk.runtime.abort_reason.label_error`)."""
-    from fedrisk.runtime.abort_reason import label_error as private_label_error
-
-    return private_label_error(message)  # type: ignore[return-value]
-
-
-def refuse_one_class(me: str, y: np.ndarray, rows: str = "the aligned training rows",
-                     need: str = "need both classes") -> None:
-    """Refuse labels of one class at the label holder ``me``; partners read only a summary.
-
-    See :func:`fedrisk.runtime.abort_reason.refuse_one_class` (shared with the SecureBoost label
-    holder, whose own validation split can leave one class).
-    """
-    from fedrisk.runtime.abort_reason import refuse_one_class as refuse
-
-    refuse(me, y, rows, need)
 
 
 def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:
