@@ -276,11 +276,19 @@ class CkksOwner:
         self._kg.create_public_key(pk)
         return {"params": self.params.to_wire(), "galois": self._files.dump(gk), "public": self._files.dump(pk)}
 
-    def encrypt_matrix(self, X: np.ndarray, paired: bool = False) -> list[list[bytes]]:
+    def encrypt_matrix(self, X: np.ndarray, paired: bool = False, with_values: bool = False):
         """Row-packed seeded ciphertexts of ``X``: ``out[g][c]`` = column group ``g``, row chunk ``c``.
 
         ``paired``: a chunk holds ``2R`` rows, row ``2R c + r`` in the real part of slot-row ``r`` and
         row ``2R c + R + r`` in its imaginary part (half the ciphertexts; see :meth:`CkksPeer.cross`).
+
+        ``with_values``: return ``(out, X_enc)``, ``X_enc`` the ``n x k`` values the ciphertexts
+        actually hold (decrypted right away). CKKS encryption adds a small error (~1e-10 here) to
+        every entry and a peer's cross-product ``X^T s`` is computed on these values, not on ``X``.
+        A protocol that adds such a product to its own local ``X^T s'`` (shares ``s + s'`` that
+        carry large cancelling masks) must use ``X_enc`` for the local part too: with ``X`` the
+        masks do not cancel, and the encryption error times the mask (~1e-8 in vertical LR's
+        gradients, different in every run) stays in the sum.
         """
         s = _sealapi()
         X = np.asarray(X, dtype=np.float64)
@@ -294,6 +302,7 @@ class CkksOwner:
         padded = np.zeros((chunks * P * R, groups * K))
         padded[:n, :k] = X
         out: list[list[bytes]] = []
+        held = np.zeros_like(padded) if with_values else None
         for g in range(groups):
             block = padded[:, g * K:(g + 1) * K]
             row = []
@@ -306,7 +315,17 @@ class CkksOwner:
                     vals = block[c * R:(c + 1) * R].ravel().tolist()
                 self.encoder.encode(vals, self.scale, pt)
                 row.append(self._files.dump(self.encryptor.encrypt_symmetric(pt)))
+                if held is not None:  # the seeded ciphertext object cannot be decrypted: its bytes can
+                    dec = s.Plaintext()
+                    self.decryptor.decrypt(self._files.load(s.Ciphertext(), self.ctx, row[-1]), dec)
+                    if paired:
+                        v = np.asarray(self.encoder.decode_complex(dec)).reshape(R, K)
+                        held[2 * c * R:(2 * c + 2) * R, g * K:(g + 1) * K] = np.r_[v.real, v.imag]
+                    else:
+                        held[c * R:(c + 1) * R, g * K:(g + 1) * K] = np.reshape(self.encoder.decode_double(dec), (R, K))
             out.append(row)
+        if held is not None:
+            return out, np.ascontiguousarray(held[:n, :k])
         return out
 
     def encrypt_vectors(self, V: np.ndarray) -> list[list[bytes]]:

@@ -151,3 +151,29 @@ def test_paired_rows_cross_product_is_exact_and_real():
         peer.load_matrix(owner.encrypt_matrix(X), n, 5)
     owner.close()
     peer.close()
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_a_cross_product_is_computed_on_the_values_the_ciphertexts_hold(paired):
+    """``encrypt_matrix(with_values=True)`` returns the matrix the ciphertexts hold (``X`` plus the
+    ~1e-10 encryption error), and a peer's ``X^T s`` is that matrix's product: with a large
+    ``s`` (here a 2^10-scale mask, as on vertical LR's sigmoid shares) the result is far closer to
+    ``X_enc^T s`` than to ``X^T s``. A party that adds such a product to its own local part must
+    therefore use ``X_enc`` there, or the masks leave the encryption error times the mask behind."""
+    rng = np.random.default_rng(11)
+    n = 1100
+    X = rng.normal(size=(n, 4))
+    owner = CkksOwner()
+    peer = CkksPeer(owner.public_bundle(), flood=2.0 ** -10, paired=paired)
+    enc, X_enc = owner.encrypt_matrix(X, paired=paired, with_values=True)
+    assert X_enc.shape == X.shape and X_enc.dtype == np.float64
+    assert 0 < np.abs(X_enc - X).max() < 1e-8  # the encryption error: there, and small
+    peer.load_matrix(enc, n, 4)
+    s = rng.normal(size=n) * 2.0 ** 10 * 0.5  # as hetero_lr scales its masked shares (~2^14 sums)
+    res = peer.cross(range(-(-n // (512 if paired else 256))), s)
+    got = owner.decrypt_sum(res[0], 4, paired=paired)
+    err_enc = np.abs(got - X_enc.T @ s).max()
+    err_plain = np.abs(got - X.T @ s).max()
+    assert err_enc < err_plain / 20, (err_enc, err_plain)
+    owner.close()
+    peer.close()

@@ -475,7 +475,11 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
     owner = CkksOwner()
     bundle = owner.public_bundle()
     paired = cfg.solver == "exact"  # exact: full-batch products only, two rows per slot (see ckks.cross)
-    enc = owner.encrypt_matrix(X, paired=paired)
+    # exact: also the matrix the peers' cross-products really use (X plus its ~1e-10 encryption
+    # error), for this party's local half of every gradient, so that the 2^10 share masks cancel
+    # exactly (see CkksOwner.encrypt_matrix; with X itself two same-seed runs' gradients differed
+    # by ~2e-8 every iteration, L-BFGS amplified it to ~1e-6 in the steps; now ~1e-10)
+    enc, X_enc = owner.encrypt_matrix(X, paired=True, with_values=True) if paired else (owner.encrypt_matrix(X), None)
     t0 = clock.add("encryption", t0)
     for q in others:
         channel.send(q, "vlr.key", {"bundle": bundle, "n": n, "k": k}, kind="public-parameter")
@@ -536,10 +540,10 @@ def train(channel: Channel, label_holder: str, feature_holders: Sequence[str], X
         from fedrisk.algorithms.vertical.hetero_lr_multi import multi_exact_loop
 
         w, history = multi_exact_loop(channel, me, label_holder, list(feature_holders), X, yv if is_lh else None,
-                                      cfg, owner, peers, clock, on_epoch, start, checkpoint)
+                                      cfg, owner, peers, clock, on_epoch, start, checkpoint, X_enc=X_enc)
     elif cfg.solver == "exact":
         w, history = _exact_loop(channel, me, label_holder, feature_holders[0], X, yv if is_lh else None, cfg,
-                                 owner, peers[others[0]], exchange, clock, on_epoch, start, checkpoint)
+                                 owner, peers[others[0]], exchange, clock, on_epoch, start, checkpoint, X_enc=X_enc)
     if cfg.solver == "exact":
         clock.t["training_wall"] = time.perf_counter() - t_train
         owner.close()
@@ -770,9 +774,16 @@ def exact_setup(X: np.ndarray, cfg: HeteroLRConfig, is_lh: bool) -> tuple[list[i
 def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: np.ndarray | None,
                 cfg: HeteroLRConfig, owner: CkksOwner, peer: CkksPeer, exchange, clock: _Clock,
                 on_epoch, start: dict[str, Any] | None = None,
-                checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Both roles of the exact solver; returns this party's weights and the iteration history."""
+                checkpoint: Callable[[int, dict[str, Any]], None] | None = None, *,
+                X_enc: np.ndarray | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Both roles of the exact solver; returns this party's weights and the iteration history.
+
+    ``X_enc``: the values this party's encrypted matrix holds (:meth:`CkksOwner.decrypt_matrix`);
+    the local half ``X^T s`` of the gradient uses them, like the peer's cross-product on the other
+    share, so the shares' masks cancel exactly (default: ``X``).
+    """
     is_lh = me == lh
+    XT = (X if X_enc is None else X_enc).T
     other = fh if is_lh else lh
     n, k = X.shape
     chunks, allrows, pen, Minv, sc = exact_setup(X, cfg, is_lh)
@@ -877,7 +888,7 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
             cross = exchange(f"vlr.x.{it}", chunks, allrows, share * sc, [other], [other])[other] / sc
         else:
             cross = finish_cross(it, acc)
-        return (X.T @ share + cross) / n + cfg.l2 * pen * w
+        return (XT @ share + cross) / n + cfg.l2 * pen * w
 
     # G starts from its own penalised local fit (H from zero): the local model is computed without
     # any exchange and saves the cheap early iterations (default credit: 18 -> 17 iterations,

@@ -156,10 +156,15 @@ def _fractions(me: str, got: Any, tag: str, frm: str, n: int) -> np.ndarray:
 def multi_exact_loop(channel: Channel, me: str, lh: str, fhs: list[str], X: np.ndarray, yv: np.ndarray | None,
                      cfg: HeteroLRConfig, owner: CkksOwner, peers: dict[str, CkksPeer], clock,
                      on_epoch, start: dict[str, Any] | None = None,
-                     checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+                     checkpoint: Callable[[int, dict[str, Any]], None] | None = None, *,
+                     X_enc: np.ndarray | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Every role of the exact solver with ``len(fhs) >= 2`` feature holders; returns this party's
-    weights and the iteration history (see the module docstring for the protocol)."""
+    weights and the iteration history (see the module docstring for the protocol).
+
+    ``X_enc``: the values this party's encrypted matrix holds; the local half of the gradient uses
+    them so the masked shares cancel exactly against the peers' cross-products (default: ``X``)."""
     is_lh, h1 = me == lh, fhs[0]
+    XT = (X if X_enc is None else X_enc).T
     others = [p for p in [lh, *fhs] if p != me]
     order = {p: i for i, p in enumerate([lh, *fhs])}  # cross-product parts are tagged by receiver index
     n, k = X.shape
@@ -258,7 +263,7 @@ def multi_exact_loop(channel: Channel, me: str, lh: str, fhs: list[str], X: np.n
             channel.send(lh, f"vlr.o.{it}", r, kind="masked")
             t0 = clock.add("sigmoid", t0)
         # scaled as in hetero_lr so every encrypted sum stays below ~2^15 (CKKS headroom 2^19)
-        return (X.T @ share + relayed_cross(f"vlr.x.{it}", share * sc) / sc) / n + cfg.l2 * pen * w
+        return (XT @ share + relayed_cross(f"vlr.x.{it}", share * sc) / sc) / n + cfg.l2 * pen * w
 
     def relay_of(q: str) -> str:
         return h1 if q == lh else lh
