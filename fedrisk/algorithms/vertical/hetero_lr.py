@@ -114,11 +114,16 @@ matrix, transposed, times party Q's vector", computed by Q under P's CKKS key
 (:mod:`fedrisk.crypto.ckks`: P encrypts ``X_P`` once, Q multiplies it by its share, sums rows with
 8 rotations, floods, re-randomises; only P can decrypt). Flooding noise sums to zero over the
 replicas P averages, masks are kept as the other party's share: neither changes the result, so the
-same seed gives the same model up to the intrinsic CKKS error (~1e-8 per decrypted value; CKKS is
-approximate and keys are fresh every run), amplified by the conditioning of the problem: measured
-coefficient drift between two runs below 1e-6 in the synthetic tests (asserted), 1.2-1.6e-6 on
-a 760-row WOE scorecard (WOE scale). The discrete choices (interval, number of terms, tolerance
-level, stopping iteration) sit on coarse grids, so two runs make the same ones.
+same seed gives the same model up to the intrinsic CKKS error (CKKS is approximate and keys are
+fresh every run), amplified by the conditioning of the problem. For the masks to cancel, each
+party's local half ``X_P^T s_P`` of its gradient uses the values its ciphertexts of ``X_P`` hold
+(``CkksOwner.encrypt_matrix(with_values=True)``: ``X_P`` plus a ~1e-10 encryption error), exactly
+what the peer's cross-product ``X_P^T s_Q`` is computed on; with ``X_P`` itself that error times
+the 2^10 masks stayed in every gradient (~2e-8 per component, fresh every run), and two same-seed
+runs' L-BFGS steps differed by up to ~6e-7 (a resume test comparing at 1e-6 failed once in CI).
+Measured now (in-memory, same seed): weights 5e-10 to 2e-9 apart, steps ~3e-9 (asserted: 1e-8 /
+2e-8). The discrete choices (interval, number of terms, tolerance level, stopping iteration) sit
+on coarse grids, so two runs make the same ones (checked over 13 runs of the resume test's job).
 
 Why not "label holder encrypts residuals" (FATE-style): the label holder would need ``z``, i.e. the
 feature holders' partial scores in the clear at every iteration. Why not Paillier: a ct x pt product

@@ -186,8 +186,9 @@ def test_masked_fractions_are_uniform_and_independent_of_the_score(credit3):
 
 
 def test_same_seed_same_model():
-    """Two runs with three parties agree to 1e-6 (CKKS is approximate and keys/masks are fresh every
-    run; masks cancel exactly, so only the intrinsic ~1e-8 CKKS error differs)."""
+    """Two runs with three parties agree to 1e-8 (CKKS is approximate and keys/masks are fresh every
+    run; masks cancel exactly -- the local gradient halves use the values the encrypted matrices
+    hold, as the cross-products do -- so only the intrinsic CKKS error differs: measured 5e-10)."""
     rng = np.random.default_rng(1)
     n = 2400
     X = rng.normal(size=(n, 9))
@@ -200,7 +201,7 @@ def test_same_seed_same_model():
         _, res, _ = run(parts, y, cfg)
         out.append(np.r_[res["lender"].coef, res["lender"].intercept, res["payco"].coef, res["bureau"].coef])
     print(f"same seed: max coefficient drift {np.abs(out[0] - out[1]).max():.2e}")
-    assert np.abs(out[0] - out[1]).max() < 1e-6
+    assert np.abs(out[0] - out[1]).max() < 1e-8
 
 
 def test_sigmoid_shares_under_ckks_are_within_tolerance():
