@@ -129,11 +129,13 @@ def crash_and_resume(tmp: Path, spec: Path, party: str, stage: str, step: int, m
     assert r.returncode == 0, r.stdout + r.stderr
     log = (out / "logs" / f"{party}.log").read_text()
     assert f"resume: {resumed_from} continues after step" in log, log[-3000:]
+    drift = {}
     for m in models:
         a, b = (json.loads((d / m).read_text()) for d in (ref, out))
         pa, pb = numbers(a, fields), numbers(b, fields)
         assert [p for p, _ in pa] == [p for p, _ in pb], m
         na, nb = np.array([v for _, v in pa]), np.array([v for _, v in pb])
+        drift[m] = float(np.max(np.abs(na - nb), initial=0.0))
         tol = max(atol, 10 * noise.get(m, 0.0))
         worst = int(np.argmax(np.abs(na - nb) - rtol * np.abs(nb)))
         assert np.allclose(na, nb, rtol=rtol, atol=tol), (m, pa[worst][0], na[worst], nb[worst], noise.get(m))
@@ -141,7 +143,8 @@ def crash_and_resume(tmp: Path, spec: Path, party: str, stage: str, step: int, m
     print(f"\nRESUME {spec.read_text().split('kind = ')[1].split()[0]} crash {party}:{stage}:{step}: "
           f"uninterrupted {t_ref:.1f} s, crashed run {t_crash:.1f} s (stopped <= {stopped:.1f} s after the crash), "
           f"resumed run {t_resume:.1f} s "
-          f"(wall, shared machine); test AUC {ma.get('test', {}).get('auc')} vs {mb.get('test', {}).get('auc')}")
+          f"(wall, shared machine); test AUC {ma.get('test', {}).get('auc')} vs {mb.get('test', {}).get('auc')}; "
+          f"largest model difference {', '.join(f'{m} {d:.1e}' for m, d in drift.items())}")
     return {"ref": ma, "resumed": mb}
 
 
