@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README "Quickstart"):
 #   make demo   - set up .venv and run the three-bank federation over mutual TLS
-#   make test   - set up .venv and run the whole test suite
+#   make test   - set up .venv and run the test suite CI runs (FEDRISK_TESTS=all make test: every variant too)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
