@@ -182,12 +182,21 @@ def test_mismatched_specs_are_refused_by_the_handshake(tmp_path):
         run_roles(roles, network=net)
 
 
-def test_privacy_of_a_full_training_run(tmp_path):
+@pytest.fixture(scope="module")
+def two_holder_runs(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The three-party synthetic job run twice over the in-memory network with capture: the privacy
+    test inspects the first run's messages, the same-seed test compares the two runs (one job pair
+    instead of three runs of the same job)."""
+    tmp = tmp_path_factory.mktemp("two_holders")
+    spec = synthetic(tmp)
+    return tmp, [run_threads(spec, tmp / f"out{k}") for k in (1, 2)]
+
+
+def test_privacy_of_a_full_training_run(two_holder_runs):
     """What each party actually received in PSI, training and scoring: no ids, labels or features."""
-    spec = synthetic(tmp_path)
-    res = run_threads(spec, tmp_path / "out")
-    net = res["net"]
-    lender = pd.read_csv(tmp_path / "lender.csv")
+    tmp, runs = two_holder_runs
+    net = runs[0]["net"]
+    lender = pd.read_csv(tmp / "lender.csv")
     for p in ("lender", "payco", "bureau"):
         for env in net[p].captured:
             assert env.kind in {"masked", "public-parameter", "control", "ciphertext", "aggregate",
@@ -213,13 +222,18 @@ def _scores_and_coef(out: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("hosts", [("payco",), ("payco", "bureau")], ids=["one-holder", "two-holders"])
-def test_same_seed_same_model(tmp_path, hosts):
+def test_same_seed_same_model(tmp_path, hosts, request):
     """Two runs of the task (PSI included: its row order is random per run) give the same model and
     scores to 1e-6, not bit-exactly: CKKS is approximate arithmetic with fresh keys every run; masks
     and flooding noise cancel, so only its intrinsic ~1e-8 error differs (the exact solver with one
-    feature holder and with two: hetero_lr_multi)."""
-    spec = synthetic(tmp_path, hosts=hosts)
-    runs = [_scores_and_coef((run_threads(spec, tmp_path / f"out{k}"), tmp_path / f"out{k}")[1]) for k in (1, 2)]
+    feature holder and with two: hetero_lr_multi). The two-holder runs are the privacy test's."""
+    if len(hosts) == 2:
+        tmp_path, _ = request.getfixturevalue("two_holder_runs")
+    else:
+        spec = synthetic(tmp_path, hosts=hosts)
+        for k in (1, 2):
+            run_threads(spec, tmp_path / f"out{k}")
+    runs = [_scores_and_coef(tmp_path / f"out{k}") for k in (1, 2)]
     assert np.abs(runs[0][0] - runs[1][0]).max() < 1e-6
     assert np.abs(runs[0][1] - runs[1][1]).max() < 1e-6
     m = json.loads((tmp_path / "out1" / "metrics.json").read_text())
