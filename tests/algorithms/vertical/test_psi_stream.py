@@ -48,7 +48,11 @@ def test_partition_bits_grow_with_the_set_and_shrink_with_the_budget():
     assert partition_bits(20_000, 0.01) <= 2  # never partitions of a handful of records
 
 
-@pytest.mark.parametrize("stream_l,stream_f", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("stream_l,stream_f", [
+    pytest.param(True, True, marks=pytest.mark.extended(
+        covered_by="[True-False] and [False-True] here (each streaming role against the in-memory one, "
+                   "capture checked) and test_star_of_three_streaming (every party streaming)")),
+    (True, False), (False, True)])
 def test_streaming_gives_the_in_memory_result_and_interoperates(tmp_path, stream_l, stream_f):
     a, b = _sets(1, 6000, 5000, 2500)
     ref_l, ref_f, _ = _pair(a, b, {}, {})
