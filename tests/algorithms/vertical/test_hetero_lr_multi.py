@@ -74,6 +74,10 @@ def test_two_feature_holders_reach_the_pooled_optimum(credit3):
     assert len(res["lender"].history) < cfg.max_iter  # converged, not capped
 
 
+@pytest.mark.extended(covered_by="test_two_feature_holders_reach_the_pooled_optimum and "
+                                "test_heavy_tailed_split_over_two_holders_reaches_the_pooled_optimum (the same several-holder "
+                                "protocol with one holder fewer in its loops); tests/tasks/test_vertical_lr_e2e.py "
+                                "two-holder runs over the task glue")
 def test_three_feature_holders_reach_the_pooled_optimum(shared_data):
     parts, y, test = credit_split(shared_data, 5000, 3)
     cfg = HeteroLRConfig(l2=1e-3, solver="exact")
