@@ -88,6 +88,7 @@ import binascii
 import glob
 import hashlib
 import hmac
+import logging
 import os
 import re
 import tempfile
@@ -102,6 +103,7 @@ from fedrisk.algorithms.vertical.psi_protocol import PsiResult, check_follower_k
 from fedrisk.algorithms.vertical.psi_protocol import empty_intersection_error as _empty_error
 from fedrisk.algorithms.vertical.row_order import KEY_CHARS, id_digests
 from fedrisk.crypto import psi, spu_binding
+from fedrisk.crypto.spu_process import LibraryProcess, WorkerGone, WorkerTimeout
 from fedrisk.errors import ConfigError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
 from fedrisk.transport.link_relay import ChannelLinkRelay
@@ -129,7 +131,16 @@ _MIN_LINK_WAIT_S = 600.0
 #: ``_CONNECT_RETRIES * (_CONNECT_INTERVAL_MS + handshake)``.
 _CONNECT_RETRIES = 10
 _CONNECT_INTERVAL_MS = 1000
+#: Deadline of the library's link set-up (its "connect to mesh", both directions), seconds. It
+#: takes well under a second, or up to ``_CONNECT_RETRIES`` seconds while a peer starts; but the
+#: library waits for the peer's half of the handshake as long as for any receive
+#: (``_MIN_LINK_WAIT_S``), so a handshake that got lost (seen once in CI, both parties in one
+#: process) hung the job for ten minutes. Past this deadline the library's process is killed.
+_LINK_DEADLINE_S = 60.0
+#: Link set-ups tried, each in a fresh library process over a fresh relay, before the job fails.
+_LINK_ATTEMPTS = 2
 _KEY = "k"
+log = logging.getLogger("fedrisk.psi")
 
 
 class Rr22Stats:
@@ -140,6 +151,8 @@ class Rr22Stats:
     keys; ``close_s``: stopping the link in step with the peer; ``output_s``: reading the
     library's result back into row numbers. ``prepare_cpu_s`` and ``output_cpu_s`` are the CPU
     seconds of those two Python steps (the calling thread's), the part of a run that is serial.
+    ``attempts``: link set-ups tried (1 unless one failed or passed its deadline);
+    ``library_rss_mb``: peak RSS of the library's own process (the party's process comes on top).
     """
 
     def __init__(self) -> None:
@@ -156,6 +169,8 @@ class Rr22Stats:
         self.ready_s = 0.0
         self.link_s = 0.0
         self.finish_s = 0.0
+        self.attempts = 0
+        self.library_rss_mb: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"bytes_out": self.bytes_out, "bytes_in": self.bytes_in, "frames_out": self.frames_out,
@@ -163,7 +178,8 @@ class Rr22Stats:
                 "close_s": round(self.close_s, 3), "output_s": round(self.output_s, 3),
                 "prepare_cpu_s": round(self.prepare_cpu_s, 3), "output_cpu_s": round(self.output_cpu_s, 3),
                 "hello_s": round(self.hello_s, 3), "ready_s": round(self.ready_s, 3), "link_s": round(self.link_s, 3),
-                "finish_s": round(self.finish_s, 3)}
+                "finish_s": round(self.finish_s, 3), "attempts": self.attempts,
+                "library_rss_mb": self.library_rss_mb}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,94 +454,164 @@ def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt:
 
 
 def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leader: bool, reveal: str,
-                 salt: str, peer_n: int, tls: Any, stats: Rr22Stats, bucket: int = _MAX_BUCKET) -> np.ndarray | None:
-    lib = spu_binding.load()
+                 salt: str, peer_n: int, tls: Any, stats: Rr22Stats, folder: Path, worker: LibraryProcess,
+                 bucket: int = _MAX_BUCKET) -> np.ndarray | None:
+    """The library's run with ``peer``, in ``worker`` (a child process): link, RR22, stop, read back.
+
+    The link set-up has a deadline (``_LINK_DEADLINE_S``); when it passes, or the library fails to
+    connect, at either party, both kill their library, close their relay and try once more in a
+    fresh process over a fresh relay (the ``<tag>.linked`` exchange keeps them in step).
+    """
+    me = channel.me
+    src, dst = folder / "in.csv", folder / "out.csv"
+    t_write, c_write = time.perf_counter(), time.thread_time()
+    _write_input(src, keys)
+    stats.prepare_s += time.perf_counter() - t_write
+    stats.prepare_cpu_s += time.thread_time() - c_write
+    certs = _tls_paths(folder, tls)
+    psi_cfg = {"bucket_size": bucket, "broadcast_result": reveal == "both", "input": str(src), "key": _KEY,
+               "output": str(dst)}
+    failures: list[str] = []
+    current: LibraryProcess | None = worker
+    for attempt in range(_LINK_ATTEMPTS):
+        sfx = "" if attempt == 0 else f".r{attempt}"
+        if current is None:
+            current = LibraryProcess(folder / f"lib{attempt}")
+        own_port = _free_port()
+        relay = ChannelLinkRelay(channel, peer, f"{tag}.link{sfx}", own_port,
+                                 connect_timeout=max(60.0, channel.recv_timeout))
+        try:
+            link = _link_job(channel, peer, tag, salt, sfx, own_port, relay.port, leader=leader, certs=certs,
+                             n=keys.n, peer_n=peer_n)
+            why = _link(channel, peer, f"{tag}{sfx}", current, link, psi_cfg, leader=leader, stats=stats)
+            stats.attempts = attempt + 1
+            if why is None:
+                return _run_linked(channel, peer, tag, keys, current, relay, dst, leader=leader, reveal=reveal,
+                                   peer_n=peer_n, stats=stats)
+            failures.append(why)
+            if attempt + 1 < _LINK_ATTEMPTS:
+                log.warning("%s: RR22 PSI with %r: the PSI library's link did not come up (%s); trying once more "
+                            "in a fresh process", me, peer,
+                            "the peer's did not" if why.startswith("peer:") else
+                            f"not within {_LINK_DEADLINE_S:.0f} s" if why.startswith("deadline:") else _short(why[8:]))
+        finally:
+            current.kill()
+            current = None
+            relay.close()
+            stats.bytes_out += relay.bytes_out
+            stats.bytes_in += relay.bytes_in
+            stats.frames_out += relay.frames_out
+    mine = [f for f in failures if not f.startswith("peer:")]
+    if mine and all(m.startswith("library:") for m in mine):
+        raise ProtocolError(f"{me}: RR22 PSI with {peer!r} failed in the PSI library: {_short(mine[-1][8:])}")
+    if mine:
+        raise TransportError(f"{me}: RR22 PSI with {peer!r}: the PSI library's link did not come up within "
+                             f"{_LINK_DEADLINE_S:.0f} s, in {_LINK_ATTEMPTS} attempts; check that {peer!r} runs "
+                             "the same job and that its machine is not overloaded")
+    raise TransportError(f"{me}: RR22 PSI with {peer!r}: {peer!r}'s PSI library could not set up its link in "
+                         f"{_LINK_ATTEMPTS} attempts (is its certificate issued by the job's CA, and is it running "
+                         "the same job? its own log says more)")
+
+
+def _link_job(channel: Channel, peer: str, tag: str, salt: str, sfx: str, own_port: int, relay_port: int, *,
+              leader: bool, certs: dict[str, str] | None, n: int, peer_n: int) -> dict[str, Any]:
+    """The library's link description: our library at ``own_port``, the peer's at the relay."""
     me = channel.me
     names = [me, peer] if leader else [peer, me]
-    rank = 0 if leader else 1
-    learns = leader or reveal == "both"
+    wait_ms = int(1000 * _link_wait(channel, n, peer_n))
+    return {"id": _link_id(salt, tag + sfx),
+            "parties": [[p, f"127.0.0.1:{own_port if p == me else relay_port}"] for p in names],
+            "recv_timeout_ms": wait_ms, "http_timeout_ms": wait_ms, "connect_retry_times": _CONNECT_RETRIES,
+            "connect_retry_interval_ms": _CONNECT_INTERVAL_MS, "ssl": certs}
+
+
+def _link(channel: Channel, peer: str, tag: str, worker: LibraryProcess, link: dict[str, Any],
+          psi_cfg: dict[str, Any], *, leader: bool, stats: Rr22Stats) -> str | None:
+    """Bring the library's link up in step with ``peer``; None when both links are up, else why not.
+
+    Why-not strings start with ``library:`` (the library refused, e.g. a foreign CA), ``deadline:``
+    (ours did not come up in time, or the process died) or ``peer:`` (ours is up, the peer's not).
+    """
+    me = channel.me
+    ev = _await(worker, "loaded", max(120.0, channel.recv_timeout))
+    if ev.get("event") == "error":
+        raise ConfigError(f"{me}: {ev.get('message')}")
+    # both libraries start their link together, so the library's few connection attempts are enough
+    t_ready = time.perf_counter()
+    _barrier(channel, peer, f"{tag}.ready", channel.recv_timeout)
+    stats.ready_s = time.perf_counter() - t_ready
+    t0 = time.perf_counter()
+    why: str | None = None
+    try:
+        worker.send({"rank": 0 if leader else 1, "link": link, "psi": psi_cfg})
+        ev = worker.wait("linked", _LINK_DEADLINE_S)
+        if ev.get("event") == "error":
+            why = f"library:{ev.get('message')}"
+    except WorkerTimeout:
+        why = f"deadline:{_LINK_DEADLINE_S}"
+    except WorkerGone as e:
+        why = f"deadline:{e}"
+    stats.link_s = time.perf_counter() - t0
+    channel.send(peer, f"{tag}.linked", why is None, kind="control")
+    theirs = channel.recv(peer, f"{tag}.linked", timeout=channel.recv_timeout + _LINK_DEADLINE_S)
+    if not isinstance(theirs, bool):
+        raise ProtocolError(f"{me}: {tag}.linked from {peer!r} is malformed")
+    if why is None and not theirs:
+        why = "peer:"
+    return why
+
+
+def _await(worker: LibraryProcess, event: str, timeout: float) -> dict[str, Any]:
+    try:
+        return worker.wait(event, timeout)
+    except (WorkerTimeout, WorkerGone) as e:
+        raise TransportError(f"the PSI library process: {e}") from None
+
+
+def _run_linked(channel: Channel, peer: str, tag: str, keys: _OwnKeys, worker: LibraryProcess,
+                relay: ChannelLinkRelay, dst: Path, *, leader: bool, reveal: str, peer_n: int,
+                stats: Rr22Stats) -> np.ndarray | None:
+    """Both links are up: run RR22, stop the link in step with the peer, map the result to rows."""
+    me = channel.me
     n = keys.n
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace")))
-    with tempfile.TemporaryDirectory(prefix="fedrisk-rr22-") as tmp:
-        folder = Path(tmp)
-        src, dst = folder / "in.csv", folder / "out.csv"
-        t_write, c_write = time.perf_counter(), time.thread_time()
-        _write_input(src, keys)
-        stats.prepare_s += time.perf_counter() - t_write
-        stats.prepare_cpu_s += time.thread_time() - c_write
-        certs = _tls_paths(folder, tls)
-        own_port = _free_port()
-        relay = ChannelLinkRelay(channel, peer, f"{tag}.link", own_port,
-                                 connect_timeout=max(60.0, channel.recv_timeout))
-        t0 = time.perf_counter()
-        try:
-            desc = lib.link.Desc()
-            desc.id = _link_id(salt, tag)
-            for name in names:
-                port = own_port if name == me else relay.port
-                desc.add_party(name, f"127.0.0.1:{port}")
-            wait_ms = int(1000 * _link_wait(channel, n, peer_n))
-            desc.recv_timeout_ms = wait_ms
-            desc.http_timeout_ms = wait_ms
-            desc.connect_retry_times = _CONNECT_RETRIES
-            desc.connect_retry_interval_ms = _CONNECT_INTERVAL_MS
-            if certs is not None:
-                desc.enable_ssl = True
-                for opts in (desc.client_ssl_opts, desc.server_ssl_opts):
-                    opts.cert.certificate_path = certs["cert"]
-                    opts.cert.private_key_path = certs["key"]
-                    opts.verify.ca_file_path = certs["ca"]
-                    opts.verify.verify_depth = 1
-            pl = lib.libpsi
-            cfg = pl.PsiExecuteConfig(
-                protocol_conf=pl.PsiProtocolConfig(protocol=pl.PsiProtocol.PROTOCOL_RR22, receiver_rank=0,
-                                                   bucket_size=bucket,
-                                                   broadcast_result=reveal == "both"),
-                input_params=pl.InputParams(path=str(src), selected_keys=[_KEY], keys_unique=True),
-                # the result is re-ordered by key here (the canonical order), so the library's
-                # own sort of it by the input's row order ("alignment": two external sorts and
-                # two more passes over the input, a third of its wall time) is skipped
-                output_params=pl.OutputParams(path=str(dst), disable_alignment=True),
-            )
-            # both libraries start their link together, so the few connection attempts are enough
-            t_ready = time.perf_counter()
-            _barrier(channel, peer, f"{tag}.ready", channel.recv_timeout)
-            stats.ready_s = time.perf_counter() - t_ready
-            t0 = time.perf_counter()
-            try:
-                lctx = lib.link.create_brpc(desc, rank)
-                stats.link_s = time.perf_counter() - t0
-                report = pl.psi_execute(cfg, lctx)
-            except RuntimeError as e:
-                if relay.error is not None:
-                    raise TransportError(f"{me}: RR22 PSI with {peer!r} lost its link: {_short(relay.error)}") from None
-                raise ProtocolError(f"{me}: RR22 PSI with {peer!r} failed in the PSI library: {_short(e)}") from None
-            stats.seconds = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            wait = channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)
-            # Both libraries are done computing; now close the link in step. stop_link waits for
-            # the peer's stop message, and the relay must keep carrying bytes until the peer's
-            # stop_link has returned too (else its last message is cut off and it waits forever).
-            _barrier(channel, peer, f"{tag}.fin", wait)
-            lctx.stop_link()
-            _barrier(channel, peer, f"{tag}.closed", wait)
-            stats.close_s = time.perf_counter() - t0
-            t0, c0 = time.perf_counter(), time.thread_time()
-            rows = _read_output(dst, keys, me) if learns else None
-            stats.output_s = time.perf_counter() - t0
-            stats.output_cpu_s = time.thread_time() - c0
-            if rows is not None and int(report.intersection_count) != len(rows):
-                raise ProtocolError(f"{me}: the RR22 library reported {report.intersection_count} matches but "
-                                    f"wrote {len(rows)}")
-            return rows
-        finally:
-            relay.close()
-            stats.bytes_out, stats.bytes_in, stats.frames_out = relay.bytes_out, relay.bytes_in, relay.frames_out
-            for f in set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace"))) - before:
-                try:
-                    os.remove(f)
-                except OSError:
-                    pass
+    t0 = time.perf_counter()
+    worker.send("run")
+    try:
+        # the library's own receives time out after _link_wait; this is the party's backstop
+        ev = worker.wait("done", 2 * _link_wait(channel, n, peer_n))
+    except WorkerTimeout:
+        raise TransportError(f"{me}: RR22 PSI with {peer!r}: the PSI library did not finish within "
+                             f"{2 * _link_wait(channel, n, peer_n):.0f} s and was stopped") from None
+    except WorkerGone as e:
+        raise ProtocolError(f"{me}: RR22 PSI with {peer!r}: {e}") from None
+    if ev.get("event") == "error":
+        if relay.error is not None:
+            raise TransportError(f"{me}: RR22 PSI with {peer!r} lost its link: {_short(relay.error)}")
+        raise ProtocolError(f"{me}: RR22 PSI with {peer!r} failed in the PSI library: {_short(ev.get('message'))}")
+    stats.seconds = time.perf_counter() - t0
+    count = ev.get("count")
+    t0 = time.perf_counter()
+    wait = channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)
+    # Both libraries are done computing; now close the link in step. stop_link waits for the
+    # peer's stop message, and the relay must keep carrying bytes until the peer's stop_link has
+    # returned too (else its last message is cut off and it waits forever).
+    _barrier(channel, peer, f"{tag}.fin", wait)
+    worker.send("stop")
+    ev = _await(worker, "stopped", wait)
+    if ev.get("event") == "error":
+        raise ProtocolError(f"{me}: RR22 PSI with {peer!r}: the PSI library failed to stop its link: "
+                            f"{_short(ev.get('message'))}")
+    stats.library_rss_mb = ev.get("rss_mb")
+    _barrier(channel, peer, f"{tag}.closed", wait)
+    stats.close_s = time.perf_counter() - t0
+    learns = leader or reveal == "both"
+    t0, c0 = time.perf_counter(), time.thread_time()
+    rows = _read_output(dst, keys, me) if learns else None
+    stats.output_s = time.perf_counter() - t0
+    stats.output_cpu_s = time.thread_time() - c0
+    if rows is not None and count != len(rows):
+        raise ProtocolError(f"{me}: the RR22 library reported {count} matches but wrote {len(rows)}")
+    return rows
 
 
 def _link_wait(channel: Channel, n: int, peer_n: int) -> float:
@@ -542,15 +628,30 @@ def _barrier(channel: Channel, peer: str, tag: str, timeout: float) -> None:
 def _exchange(channel: Channel, peer: str, keys: _OwnKeys, *, leader: bool, salt: str, casefold: bool,
               reveal: str, tag: str, tls: Any, stats: Rr22Stats, memory_mb: float | None = None) -> PsiResult:
     me = channel.me
-    t0 = time.perf_counter()
-    mine = bucket_size(memory_mb)
-    theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold, reveal=reveal,
-                    tls=tls is not None, bucket=mine)
-    stats.hello_s = time.perf_counter() - t0
-    peer_n = theirs["count"]
-    # the library's configs must match at both ends: the smaller of the two parties' buckets
-    rows = _run_library(channel, peer, tag, keys, leader=leader, reveal=reveal, salt=salt, peer_n=peer_n, tls=tls,
-                        stats=stats, bucket=min(mine, theirs["bucket"]))
+    # the library writes a trace file into the system's temporary folder whatever TMPDIR says
+    traces = set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace")))
+    with tempfile.TemporaryDirectory(prefix="fedrisk-rr22-") as tmp:
+        folder = Path(tmp)
+        # the library's process starts (and loads its 75 MB of native code) while the hello waits
+        worker = LibraryProcess(folder / "lib0")
+        try:
+            t0 = time.perf_counter()
+            mine = bucket_size(memory_mb)
+            theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold,
+                            reveal=reveal, tls=tls is not None, bucket=mine)
+            stats.hello_s = time.perf_counter() - t0
+            peer_n = theirs["count"]
+            # the library's configs must match at both ends: the smaller of the two parties' buckets
+            rows = _run_library(channel, peer, tag, keys, leader=leader, reveal=reveal, salt=salt, peer_n=peer_n,
+                                tls=tls, stats=stats, folder=folder, worker=worker,
+                                bucket=min(mine, theirs["bucket"]))
+        finally:
+            worker.kill()
+            for f in set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace"))) - traces:
+                try:
+                    os.remove(f)
+                except OSError:
+                    pass
     if rows is None:
         return PsiResult(None, None, {peer: peer_n})
     t0 = time.perf_counter()

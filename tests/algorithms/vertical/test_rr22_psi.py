@@ -260,3 +260,115 @@ def test_parties_with_different_budgets_run_with_the_smaller_bucket():
     assert np.array_equal(a[res["lender"].indices], b[res["payco"].indices])
     hello = [e for e in net["lender"].ledger.entries if e["tag"].endswith(".hello")]
     assert len(hello) == 1
+
+
+def _library_children() -> list[int]:
+    """Pids of this process's live children running the PSI library (``fedrisk.crypto.spu_process``)."""
+    import os
+    from pathlib import Path
+
+    me, found = os.getpid(), []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == me and b"spu_process" in (d / "cmdline").read_bytes():
+                found.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _link_leftovers() -> tuple[list[str], list[str]]:
+    import glob
+    import tempfile
+    import threading
+
+    threads = [t.name for t in threading.enumerate() if t.name.startswith(("relay-", "spu-events-"))]
+    return threads, sorted(glob.glob(f"{tempfile.gettempdir()}/fedrisk-rr22-*"))
+
+
+@pytest.fixture()
+def black_hole():
+    """A loopback port that accepts connections and never answers (its backlog completes the handshake)."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def _silence_links(monkeypatch, port, calls):
+    """The lender's library is told its peer lives at ``port`` for its first ``calls`` link set-ups."""
+    from fedrisk.algorithms.vertical import rr22_psi
+
+    real = rr22_psi._link_job
+    seen = {"n": 0}
+
+    def job(channel, peer, *a, **kw):
+        out = real(channel, peer, *a, **kw)
+        if channel.me == "lender" and seen["n"] < calls:
+            seen["n"] += 1
+            out["parties"] = [[p, f"127.0.0.1:{port}" if p == peer else addr] for p, addr in out["parties"]]
+        return out
+    monkeypatch.setattr(rr22_psi, "_link_job", job)
+    monkeypatch.setattr(rr22_psi, "_LINK_DEADLINE_S", 8.0)
+
+
+@needs_extra
+def test_a_link_that_never_answers_is_given_up_and_tried_once_more_cleanly(pki, monkeypatch, black_hole):
+    """The library's link set-up has a deadline: past it both parties kill their library's process
+    and try again over a fresh relay; the job then ends as usual, and nothing of the first try is left."""
+    before = _link_leftovers()
+    _silence_links(monkeypatch, black_hole, calls=1)
+    rng = np.random.default_rng(5)
+    a = rng.permutation(np.arange(0, 3000))
+    b = rng.permutation(np.arange(1000, 5000))
+    net = InMemoryNetwork(["lender", "payco"], capture=True, tag_prefixes=("psi.",), recv_timeout=120)
+    stats = {p: Rr22Stats() for p in net.parties}
+    t0 = time.monotonic()
+    res = run_roles({"lender": lambda ch: rr22_align(ch, "payco", a, leader=True, salt="s", stats=stats["lender"]),
+                     "payco": lambda ch: rr22_align(ch, "lender", b, leader=False, salt="s", stats=stats["payco"])},
+                    network=net)
+    assert time.monotonic() - t0 < 100  # not the library's ten-minute receive timeout
+    assert res["lender"].size == res["payco"].size == 2000
+    assert np.array_equal(a[res["lender"].indices], b[res["payco"].indices])
+    assert stats["lender"].attempts == stats["payco"].attempts == 2
+    # the lender's library never got its link up, so it said so; both then ran over the second relay
+    assert [e.body for e in net["payco"].captured if e.tag.endswith(".linked")] == [False, True]
+    assert [e.body for e in net["lender"].captured if e.tag.endswith(".linked")][-1] is True
+    for p, q in (("lender", "payco"), ("payco", "lender")):
+        data = [e for e in net[q].captured if ".link" in e.tag and ".d." in e.tag]
+        assert any(".link.r1.d." in e.tag for e in data)
+        # the ledger still holds every relayed byte, of both attempts
+        assert sum(len(e.body) for e in data) == stats[p].bytes_out == stats[q].bytes_in
+        assert len(data) == stats[p].frames_out == len([e for e in net[p].ledger.entries if ".d." in e["tag"]])
+    assert _library_children() == []
+    assert _link_leftovers() == before
+
+
+@needs_extra
+def test_a_link_that_never_comes_up_fails_with_one_line_at_both_parties(pki, monkeypatch, black_hole):
+    before = _link_leftovers()
+    _silence_links(monkeypatch, black_hole, calls=2)
+    net = InMemoryNetwork(["lender", "payco"], tag_prefixes=("psi.",), recv_timeout=120)
+    errors = {}
+
+    def role(p):
+        def run(ch):
+            try:
+                rr22_align(ch, "payco" if p == "lender" else "lender", np.arange(500), leader=p == "lender", salt="s")
+            except FedriskError as e:
+                errors[p] = e
+        return run
+    t0 = time.monotonic()
+    run_roles({p: role(p) for p in ("lender", "payco")}, network=net)
+    assert time.monotonic() - t0 < 100
+    assert set(errors) == {"lender", "payco"}
+    for p, e in errors.items():
+        msg = str(e)
+        assert "\n" not in msg and "RR22" in msg and "2 attempts" in msg and "stacktrace" not in msg, msg
+    assert "did not come up within 8 s" in str(errors["lender"])
+    assert _library_children() == []
+    assert _link_leftovers() == before
