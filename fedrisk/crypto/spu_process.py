@@ -23,7 +23,8 @@ to stdout itself, so the child's stdout is sent to its stderr):
 4   P -> C     ``run``                start ``psi_execute`` (both parties' links are up)
 5   C -> P     ``done``               finished; ``count`` = intersection size
 6   P -> C     ``stop``               stop the link (in step with the peer, see ``rr22_psi``)
-7   C -> P     ``stopped``            link stopped; ``rss_mb`` = the child's peak RSS
+7   C -> P     ``stopped``            link stopped; ``rss_mb`` = the child's peak RSS; the child
+                                      then waits for its stdin to close (the peer's link is down)
 any C -> P     ``error``              ``stage`` (``load``/``link``/``run``/``stop``), ``message``
 ==  =========  =====================  ========================================================
 
@@ -259,6 +260,10 @@ def _child(event_fd: int) -> None:
         emit("error", stage="stop", message=str(e))
         return
     emit("stopped", rss_mb=_peak_rss_mb())
+    # Stay until the party closes our stdin: it does so once the peer's library has stopped too.
+    # Exiting now would close this library's sockets under the peer's stop_link, whose brpc then
+    # fails a request with errno 0 and aborts on its own CHECK (seen: "error_code is 0").
+    commands.get()
 
 
 if __name__ == "__main__":
