@@ -14,7 +14,7 @@ This module measures exactly that:
    and inbound ledger files, ``psi.`` tags only), starts its gRPC server, says ``ready``;
 3. when both are ready the parent writes ``go`` to both; each party runs ``align_parties`` and
    reports its start/end on the system-wide monotonic clock, its CPU-seconds (all its threads,
-   the library's included), its peak RSS, the per-step timings (``Rr22Stats``) and what its
+   and the library's child process), its peak RSS and its library process's, the per-step timings (``Rr22Stats``) and what its
    ledger recorded; its row indices go to a file for the correctness check.
 
 ``wall_s`` is from ``go`` to the later party's end: hashing, the library's link set-up and run,
@@ -182,6 +182,11 @@ def _estimate(res: dict) -> float:
     return round(serial + rest / 2, 2)
 
 
+def _library_rss(r: dict) -> float:
+    """The largest peak RSS of the party's library processes (one per pairwise run), MiB."""
+    return max([float(ph.get("library_rss_mb") or 0.0) for ph in r["phases"].values()] or [0.0])
+
+
 def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 1800.0) -> dict:
     """Run RR22 between two party processes over gRPC + mTLS; figures per party and overall."""
     from fedrisk.runtime.demo import free_ports
@@ -245,6 +250,11 @@ def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 
         "go_lag_s": {p: round(r["start"] - go, 3) for p, r in res.items()},
         "startup_s": {p: r["startup_s"] for p, r in res.items()},
         "max_rss_mb_by_party": {p: r["max_rss_mb"] for p, r in res.items()},
+        # the library runs in a child process of each party (fedrisk.crypto.spu_process): its own peak
+        "library_rss_mb_by_party": {p: _library_rss(r) for p, r in res.items()},
+        # an upper bound of the party's whole footprint (the two peaks need not coincide)
+        "party_plus_library_rss_mb_by_party": {p: round(r["max_rss_mb"] + _library_rss(r), 1)
+                                               for p, r in res.items() if r["max_rss_mb"] is not None},
         "bytes_sent": {p: r["ledger_bytes_sent"] for p, r in res.items()},
         "ledger_file_bytes": ledgers,
         "messages": {p: r["ledger_frames"] for p, r in res.items()},
