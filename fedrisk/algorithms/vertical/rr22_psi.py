@@ -16,7 +16,8 @@ whose certificate another CA issued is refused by the library too.
 
 Items: each party feeds the library the salted 128-bit order keys of its normalised ids
 (:func:`fedrisk.algorithms.vertical.row_order.id_digests`, hashed in C when
-:mod:`fedrisk.crypto.idhash`'s kernel is built; 22 base64url characters, one per line); the
+:mod:`fedrisk.crypto.idhash`'s kernel is built), cut to their first 96 bits (16 base64url
+characters, one per line; the full 128 bits when a party's own keys share 96 bits); the
 output is its own keys in the intersection, which it maps back to its row numbers in key order,
 the canonical order every protocol uses (so the library's own re-ordering of its result,
 ``disable_alignment=False``, is skipped: it cost a third of the library's time at 1M ids).
@@ -32,9 +33,18 @@ F (sender, rank 1); ``<tag>`` defaults to ``"psi.rr22"``:
                                                                       on/off, SHA-256 check of
                                                                       the salt, the library's
                                                                       bucket size (both use the
-                                                                      smaller)
+                                                                      smaller), item width in
+                                                                      bytes (12 or 16; both use
+                                                                      the larger)
 2   P -> Q      ``<tag>.ready``               control                 ``True``: about to start the
                                                                       library's link
+2b  P -> Q      ``<tag>.linked``              control                 ``True``/``False``: this
+                                                                      party's library has (not)
+                                                                      set its link up in time;
+                                                                      unless both say ``True``,
+                                                                      both retry once with the
+                                                                      tags ``<tag>.r1.*`` and
+                                                                      ``<tag>.link.r1.*``
 3   P <-> Q     ``<tag>.link.*``              control / masked        the library's RR22 messages
                                                                       (OPRF/VOLE and OKVS rounds,
                                                                       then the masked OPRF values
@@ -79,8 +89,12 @@ Local files: the library reads and writes CSV; they live in a private temporary 
 only, never raw ids) removed afterwards, together with the library's trace file. The library
 also spills its hash buckets under the system temporary folder (its own, removed by it).
 
-The library's link timeouts (a receive, one request) are at least ten minutes
-(``_MIN_LINK_WAIT_S``): on a loaded machine a starved peer must not be mistaken for a dead one.
+The library runs in a child process of the party (:mod:`fedrisk.crypto.spu_process`), so each
+of its stages can have a deadline that the party enforces by killing it. The library's own link
+timeouts (a receive, one request) are at least ten minutes (``_MIN_LINK_WAIT_S``): on a loaded
+machine a starved peer must not be mistaken for a dead one. Its link set-up, which normally
+takes well under a second, has its own deadline (``_LINK_DEADLINE_S``, one minute) and one
+clean retry (message 2b); the whole run is given up after twice the library's receive timeout.
 """
 from __future__ import annotations
 
@@ -114,8 +128,9 @@ DEFAULT_TAG = "psi.rr22"
 #: 2: items are the keys in base64url (22 characters), the ``done`` digest is over the raw keys;
 #: version 1 fed hex (32 characters). Parties of different versions would find no common item,
 #: so the hello refuses the mix. 3: no ``keep`` message with a single follower (a version-2
-#: follower would wait for it).
-_VERSION = 3
+#: follower would wait for it). 4: items are the keys' first 96 bits (16 characters; the hello
+#: says how wide, see ``_ITEM_BYTES``).
+_VERSION = 4
 _MAX_COUNT = 2**31 - 1
 #: Extra patience per id for the library's receive timeout (a peer may be slow at scale).
 _SECONDS_PER_ID = 2e-4
@@ -214,22 +229,38 @@ class _OwnKeys:
             return np.empty(0, dtype=np.int64)
         return np.flatnonzero((self.sorted_hi[1:] == self.sorted_hi[:-1]) & (self.sorted_lo[1:] == self.sorted_lo[:-1]))
 
-    def rows_of(self, digests: np.ndarray, me: str) -> np.ndarray:
-        """Row numbers, in key order, of the keys ``digests`` (each must be one of this party's, once)."""
-        if len(digests) == 0:
+    def prefix_unique(self, width: int) -> bool:
+        """True when no two keys share their first ``width`` bytes (``8 <= width <= 16``)."""
+        if self.hi_unique:
+            return True
+        lo = self.sorted_lo & _lo_mask(width)
+        return not bool(np.any((self.sorted_hi[1:] == self.sorted_hi[:-1]) & (lo[1:] == lo[:-1])))
+
+    def rows_of(self, prefixes: np.ndarray, me: str) -> np.ndarray:
+        """Row numbers, in key order, of the keys whose first ``width`` bytes are ``prefixes``
+        (``(m, width)``; each must be one of this party's keys, once, and unique at that width)."""
+        if len(prefixes) == 0:
             return np.empty(0, dtype=np.int64)
-        hi, lo = _halves(digests)
+        width = prefixes.shape[1]
+        full = np.zeros((len(prefixes), 16), dtype=np.uint8)
+        full[:, :width] = prefixes
+        hi, lo = _halves(full)
         if self.hi_unique:
             pos = np.searchsorted(self.sorted_hi, hi)
-        else:
-            pos = np.searchsorted(self.sorted_raw, digests.view(f"S{KEY_CHARS // 2}").ravel())
+        else:  # the first key at or after the zero-padded prefix: the one that starts with it
+            pos = np.searchsorted(self.sorted_raw, full.view(f"S{KEY_CHARS // 2}").ravel())
         pos = np.minimum(pos, self.n - 1)
-        if not (np.all(self.sorted_hi[pos] == hi) and np.all(self.sorted_lo[pos] == lo)):
+        if not (np.all(self.sorted_hi[pos] == hi) and np.all(self.sorted_lo[pos] & _lo_mask(width) == lo)):
             raise ProtocolError(f"{me}: the RR22 library returned a key this party does not hold")
         pos.sort()
         if np.any(pos[1:] == pos[:-1]):
             raise ProtocolError(f"{me}: the RR22 library returned one of this party's keys twice")
         return self.order[pos].astype(np.int64, copy=False)
+
+
+def _lo_mask(width: int) -> np.uint64:
+    """Mask of the low half's bits that a ``width``-byte prefix keeps."""
+    return np.uint64(((1 << (8 * (width - 8))) - 1) << (8 * (16 - width)) if width > 8 else 0)
 
 
 def _halves(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -324,7 +355,16 @@ def _free_port() -> int:
                 return port
 
 
-#: Characters of one item: 128 bits in base64url without padding (the last holds 2 bits).
+#: Bytes of the key in one item: its first 96 bits, 16 base64url characters (no padding). The
+#: library parses its input three times, so 16 instead of 22 characters per item is about a
+#: quarter less text to parse. The rest stays on 128 bits: the duplicate check, the row order and
+#: the ``done`` digest. A party whose own keys share their first 96 bits (about 1 in 10^14 at
+#: ten million ids) says so in its hello and both use the full 128 bits (``_WIDE_ITEM_BYTES``).
+#: Two parties' different keys that share 96 bits (about n*m / 2^96: 1e-15 at ten million each)
+#: would be a false match: with ``reveal="both"`` the ``done`` digest over the full keys catches it.
+_ITEM_BYTES = 12
+_WIDE_ITEM_BYTES = 16
+#: Characters of a full-width (128-bit) item, as version 3 wrote every item.
 ITEM_CHARS = 22
 #: base64url is standard base64 with "-_" for "+/"; "+" and "/" are not in its alphabet, so reading
 #: maps them to "*", which the strict decoder refuses.
@@ -332,53 +372,63 @@ _TO_URL = bytes.maketrans(b"+/", b"-_")
 _FROM_URL = bytes.maketrans(b"-_+/", b"+/**")
 
 
-def _item_text(digests: np.ndarray) -> np.ndarray:
-    """``(n, 16)`` keys as ``(n, 22)`` base64url characters: the library's items.
+def item_chars(width: int) -> int:
+    """base64url characters of a ``width``-byte item without padding (12 -> 16, 16 -> 22)."""
+    return (8 * width + 5) // 6
+
+
+def _item_text(digests: np.ndarray, width: int = _ITEM_BYTES) -> np.ndarray:
+    """The first ``width`` bytes of ``(n, 16)`` keys as ``(n, item_chars(width))`` base64url: the items.
 
     Why not hex: the library parses its input CSV three times (checks, hash buckets, result), so
-    22 instead of 32 characters per item saves about a tenth of its CPU at a million ids. The
-    alphabet needs no CSV quoting, no item is a CSV null marker, and the library reads its key
-    columns as strings anyway. Each key padded with two zero bytes is 18 bytes, exactly 24
-    base64 characters, so one C-speed encoding of the whole padded block gives every item at a
-    fixed place (the last two characters, "AA", are the padding's and are dropped).
+    fewer characters per item save its CPU. The alphabet needs no CSV quoting, no item is a CSV
+    null marker, and the library reads its key columns as strings anyway. Each key's ``width``
+    bytes, padded with zero bytes to a multiple of 3, encode to a whole number of base64 groups,
+    so one C-speed encoding of the whole padded block gives every item at a fixed place (the
+    padding's characters, if any, are dropped).
     """
     n = len(digests)
-    buf = np.zeros((n, 18), dtype=np.uint8)
-    buf[:, :16] = digests
+    block = width + (-width) % 3
+    buf = np.zeros((n, block), dtype=np.uint8)
+    buf[:, :width] = np.asarray(digests, dtype=np.uint8).reshape(n, -1)[:, :width]
     text = binascii.b2a_base64(buf.data, newline=False).translate(_TO_URL)
-    return np.frombuffer(text, dtype=np.uint8).reshape(n, 24)[:, :ITEM_CHARS]
+    return np.frombuffer(text, dtype=np.uint8).reshape(n, block // 3 * 4)[:, :item_chars(width)]
 
 
-def _item_digests(text: np.ndarray, me: str) -> np.ndarray:
-    """The inverse of :func:`_item_text`; a character outside the alphabet, or unused low bits
-    that are not zero (a key not written by :func:`_item_text`), is the library's fault."""
+def _item_digests(text: np.ndarray, me: str, width: int = _ITEM_BYTES) -> np.ndarray:
+    """The inverse of :func:`_item_text`: ``(m, width)`` key prefixes; a character outside the
+    alphabet, or unused low bits that are not zero (not written by :func:`_item_text`), is the
+    library's fault."""
     m = len(text)
-    six = np.full((m, 24), ord("A"), dtype=np.uint8)
-    six[:, :ITEM_CHARS] = text
+    block = width + (-width) % 3
+    six = np.full((m, block // 3 * 4), ord("A"), dtype=np.uint8)
+    six[:, :item_chars(width)] = text
     try:
         raw = binascii.a2b_base64(six.tobytes().translate(_FROM_URL), strict_mode=True)
     except binascii.Error:
         raw = b""
     out = np.frombuffer(raw, dtype=np.uint8)
-    if len(out) != 18 * m or np.any(out.reshape(m, 18)[:, 16]):  # byte 16: the last character's 4 unused bits
+    # the bytes past ``width`` hold the last character's unused bits (and the padding's)
+    if len(out) != block * m or np.any(out.reshape(m, block)[:, width:]):
         raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's keys")
-    return np.ascontiguousarray(out.reshape(m, 18)[:, :16])
+    return np.ascontiguousarray(out.reshape(m, block)[:, :width])
 
 
-def _write_input(path: Path, keys: _OwnKeys) -> None:
-    """The library's input: a one-column CSV of fixed-width base64url keys (no quoting needed)."""
+def _write_input(path: Path, keys: _OwnKeys, width: int = _ITEM_BYTES) -> None:
+    """The library's input: a one-column CSV of fixed-width base64url items (no quoting needed)."""
+    chars = item_chars(width)
     with open(path, "wb") as fh:
         fh.write(f"{_KEY}\n".encode())
         for i in range(0, keys.n, _CHUNK):
             part = keys.digests[i:i + _CHUNK]
-            lines = np.empty((len(part), ITEM_CHARS + 1), dtype=np.uint8)
-            lines[:, :ITEM_CHARS] = _item_text(part)
-            lines[:, ITEM_CHARS] = ord("\n")
+            lines = np.empty((len(part), chars + 1), dtype=np.uint8)
+            lines[:, :chars] = _item_text(part, width)
+            lines[:, chars] = ord("\n")
             fh.write(lines.data)
 
 
-def _read_output(path: Path, keys: _OwnKeys, me: str) -> np.ndarray:
-    """Row numbers of the intersection in key order, from the keys the library wrote."""
+def _read_output(path: Path, keys: _OwnKeys, me: str, width: int = _ITEM_BYTES) -> np.ndarray:
+    """Row numbers of the intersection in key order, from the items the library wrote."""
     if not path.is_file() or path.stat().st_size == 0:
         return np.empty(0, dtype=np.int64)
     data = path.read_bytes()
@@ -386,21 +436,22 @@ def _read_output(path: Path, keys: _OwnKeys, me: str) -> np.ndarray:
     header, body = (data, b"") if cut < 0 else (data[:cut], data[cut + 1:])
     if header.strip().replace(b'"', b"") != _KEY.encode():
         raise ProtocolError(f"{me}: the RR22 library wrote an unexpected result header")
-    width = ITEM_CHARS + 1
-    if len(body) % width == 0 and (len(body) == 0 or body[width - 1::width].count(b"\n") == len(body) // width):
-        text = np.frombuffer(body, dtype=np.uint8).reshape(-1, width)[:, :ITEM_CHARS]
+    chars = item_chars(width)
+    line = chars + 1
+    if len(body) % line == 0 and (len(body) == 0 or body[line - 1::line].count(b"\n") == len(body) // line):
+        text = np.frombuffer(body, dtype=np.uint8).reshape(-1, line)[:, :chars]
     else:  # not the fixed layout (e.g. quoted fields, CR LF): parse it as CSV
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={_KEY: pa.string()},
                                                                        include_columns=[_KEY]))
-        col = np.asarray(t.column(_KEY).to_numpy(zero_copy_only=False), dtype=f"S{ITEM_CHARS}")
-        text = col.view(np.uint8).reshape(-1, ITEM_CHARS)
-    digests = np.empty((len(text), KEY_CHARS // 2), dtype=np.uint8)
+        col = np.asarray(t.column(_KEY).to_numpy(zero_copy_only=False), dtype=f"S{chars}")
+        text = col.view(np.uint8).reshape(-1, chars)
+    prefixes = np.empty((len(text), width), dtype=np.uint8)
     for i in range(0, len(text), _CHUNK):
-        digests[i:i + _CHUNK] = _item_digests(text[i:i + _CHUNK], me)
-    return keys.rows_of(digests, me)
+        prefixes[i:i + _CHUNK] = _item_digests(text[i:i + _CHUNK], me, width)
+    return keys.rows_of(prefixes, me)
 
 
 def _tls_paths(folder: Path, tls: Any) -> dict[str, str] | None:
@@ -429,10 +480,11 @@ def _short(e: BaseException) -> str:
 # One pairwise run
 # ---------------------------------------------------------------------------------------------
 def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt: str, casefold: bool,
-           reveal: str, tls: bool, bucket: int = _MAX_BUCKET) -> dict[str, Any]:
+           reveal: str, tls: bool, bucket: int = _MAX_BUCKET, item_bytes: int = _ITEM_BYTES) -> dict[str, Any]:
     me = channel.me
     mine = {"version": _VERSION, "role": "leader" if leader else "follower", "reveal": reveal,
-            "casefold": bool(casefold), "salt_check": _salt_check(salt), "count": n, "tls": tls, "bucket": bucket}
+            "casefold": bool(casefold), "salt_check": _salt_check(salt), "count": n, "tls": tls, "bucket": bucket,
+            "item_bytes": item_bytes}
     channel.send(peer, f"{tag}.hello", mine, kind="public-parameter")
     theirs = channel.recv(peer, f"{tag}.hello")
     if not isinstance(theirs, dict) or theirs.get("version") != _VERSION:
@@ -450,12 +502,14 @@ def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt:
     b = theirs.get("bucket")
     if not isinstance(b, int) or isinstance(b, bool) or not _MIN_BUCKET <= b <= _MAX_BUCKET or b & (b - 1):
         raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 bucket size {b!r}")
+    if theirs.get("item_bytes") not in (_ITEM_BYTES, _WIDE_ITEM_BYTES):
+        raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 item width {theirs.get('item_bytes')!r}")
     return theirs
 
 
 def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leader: bool, reveal: str,
                  salt: str, peer_n: int, tls: Any, stats: Rr22Stats, folder: Path, worker: LibraryProcess,
-                 bucket: int = _MAX_BUCKET) -> np.ndarray | None:
+                 bucket: int = _MAX_BUCKET, width: int = _ITEM_BYTES) -> np.ndarray | None:
     """The library's run with ``peer``, in ``worker`` (a child process): link, RR22, stop, read back.
 
     The link set-up has a deadline (``_LINK_DEADLINE_S``); when it passes, or the library fails to
@@ -465,7 +519,7 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
     me = channel.me
     src, dst = folder / "in.csv", folder / "out.csv"
     t_write, c_write = time.perf_counter(), time.thread_time()
-    _write_input(src, keys)
+    _write_input(src, keys, width)
     stats.prepare_s += time.perf_counter() - t_write
     stats.prepare_cpu_s += time.thread_time() - c_write
     certs = _tls_paths(folder, tls)
@@ -486,7 +540,7 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
             why = _link(channel, peer, f"{tag}{sfx}", current, link, psi_cfg, leader=leader, stats=stats)
             stats.attempts = attempt + 1
             if why is None:
-                return _run_linked(channel, peer, tag, keys, current, relay, dst, leader=leader, reveal=reveal,
+                return _run_linked(channel, peer, tag, keys, current, relay, dst, width, leader=leader, reveal=reveal,
                                    peer_n=peer_n, stats=stats)
             failures.append(why)
             if attempt + 1 < _LINK_ATTEMPTS:
@@ -569,7 +623,7 @@ def _await(worker: LibraryProcess, event: str, timeout: float) -> dict[str, Any]
 
 
 def _run_linked(channel: Channel, peer: str, tag: str, keys: _OwnKeys, worker: LibraryProcess,
-                relay: ChannelLinkRelay, dst: Path, *, leader: bool, reveal: str, peer_n: int,
+                relay: ChannelLinkRelay, dst: Path, width: int, *, leader: bool, reveal: str, peer_n: int,
                 stats: Rr22Stats) -> np.ndarray | None:
     """Both links are up: run RR22, stop the link in step with the peer, map the result to rows."""
     me = channel.me
@@ -606,12 +660,17 @@ def _run_linked(channel: Channel, peer: str, tag: str, keys: _OwnKeys, worker: L
     stats.close_s = time.perf_counter() - t0
     learns = leader or reveal == "both"
     t0, c0 = time.perf_counter(), time.thread_time()
-    rows = _read_output(dst, keys, me) if learns else None
+    rows = _read_output(dst, keys, me, width) if learns else None
     stats.output_s = time.perf_counter() - t0
     stats.output_cpu_s = time.thread_time() - c0
     if rows is not None and count != len(rows):
         raise ProtocolError(f"{me}: the RR22 library reported {count} matches but wrote {len(rows)}")
     return rows
+
+
+def _item_bytes(keys: _OwnKeys) -> int:
+    """This party's item width: 96 bits, unless two of its keys share them (then the full 128)."""
+    return _ITEM_BYTES if keys.prefix_unique(_ITEM_BYTES) else _WIDE_ITEM_BYTES
 
 
 def _link_wait(channel: Channel, n: int, peer_n: int) -> float:
@@ -638,13 +697,14 @@ def _exchange(channel: Channel, peer: str, keys: _OwnKeys, *, leader: bool, salt
             t0 = time.perf_counter()
             mine = bucket_size(memory_mb)
             theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold,
-                            reveal=reveal, tls=tls is not None, bucket=mine)
+                            reveal=reveal, tls=tls is not None, bucket=mine, item_bytes=_item_bytes(keys))
             stats.hello_s = time.perf_counter() - t0
             peer_n = theirs["count"]
             # the library's configs must match at both ends: the smaller of the two parties' buckets
             rows = _run_library(channel, peer, tag, keys, leader=leader, reveal=reveal, salt=salt, peer_n=peer_n,
                                 tls=tls, stats=stats, folder=folder, worker=worker,
-                                bucket=min(mine, theirs["bucket"]))
+                                bucket=min(mine, theirs["bucket"]),
+                                width=max(_item_bytes(keys), theirs["item_bytes"]))
         finally:
             worker.kill()
             for f in set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace"))) - traces:
