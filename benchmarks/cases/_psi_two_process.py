@@ -80,7 +80,7 @@ def _party(ns: argparse.Namespace) -> None:
     t0, c0, m0 = time.monotonic(), _cpu_self(), time.thread_time()
     stats: dict = {}
     al = align_parties(channel, LEADER, [p for p in PARTIES if p != LEADER], ids, salt=cfg["salt"],
-                       protocol="rr22", rr22_stats=stats)
+                       protocol="rr22", rr22_stats=stats, memory_mb=cfg.get("memory_mb"))
     t1, c1, m1 = time.monotonic(), _cpu_self(), time.thread_time()
     # the leader's last message (psi.rr22.keep) is delivered before send returns: closing is safe
     channel.close()
@@ -187,7 +187,8 @@ def _library_rss(r: dict) -> float:
     return max([float(ph.get("library_rss_mb") or 0.0) for ph in r["phases"].values()] or [0.0])
 
 
-def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 1800.0) -> dict:
+def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 1800.0,
+                      memory_mb: float | None = None) -> dict:
     """Run RR22 between two party processes over gRPC + mTLS; figures per party and overall."""
     from fedrisk.runtime.demo import free_ports
     from fedrisk.transport.certs import make_dev_pki
@@ -200,7 +201,7 @@ def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 
         ports = free_ports(len(PARTIES))
         (folder / "job.json").write_text(json.dumps({
             "addresses": {p: f"127.0.0.1:{port}" for p, port in zip(PARTIES, ports)},
-            "job": "bench-psi-rr22-2p", "salt": salt}))
+            "job": "bench-psi-rr22-2p", "salt": salt, "memory_mb": memory_mb}))
         np.save(folder / "lender.npy", a)
         np.save(folder / "payco.npy", b)
         procs = {p: _spawn(p, folder, pyspy) for p in PARTIES}

@@ -212,15 +212,16 @@ class _OwnKeys:
     def __init__(self, digests: np.ndarray) -> None:
         self.n = len(digests)
         self.digests = np.ascontiguousarray(digests, dtype=np.uint8)
-        self.hi, self.lo = _halves(digests)
-        order = np.argsort(self.hi)  # (a tie is rare and sorted again below, so stability is not needed)
-        sh = self.hi[order]
+        hi, lo = _halves(digests)  # (only their sorted copies are kept: 16 bytes per id less at the peak)
+        order = np.argsort(hi)  # (a tie is rare and sorted again below, so stability is not needed)
+        sh = hi[order]
         self.hi_unique = not bool(np.any(sh[1:] == sh[:-1]))
         if not self.hi_unique:  # two keys share 64 bits (about 1 in 10^7 at a million ids): full order
-            order = np.lexsort((self.lo, self.hi))
-            sh = self.hi[order]
+            order = np.lexsort((lo, hi))
+            sh = hi[order]
+        del hi
         self.order = order
-        self.sorted_hi, self.sorted_lo = sh, self.lo[order]
+        self.sorted_hi, self.sorted_lo = sh, lo[order]
         self.sorted_raw = None if self.hi_unique else self.digests.view(f"S{KEY_CHARS // 2}").ravel()[order]
 
     def duplicates(self) -> np.ndarray:
@@ -236,9 +237,9 @@ class _OwnKeys:
         lo = self.sorted_lo & _lo_mask(width)
         return not bool(np.any((self.sorted_hi[1:] == self.sorted_hi[:-1]) & (lo[1:] == lo[:-1])))
 
-    def rows_of(self, prefixes: np.ndarray, me: str) -> np.ndarray:
-        """Row numbers, in key order, of the keys whose first ``width`` bytes are ``prefixes``
-        (``(m, width)``; each must be one of this party's keys, once, and unique at that width)."""
+    def positions(self, prefixes: np.ndarray, me: str) -> np.ndarray:
+        """Positions in sorted order of the keys whose first ``width`` bytes are ``prefixes``
+        (``(m, width)``; each must be one of this party's keys, unique at that width)."""
         if len(prefixes) == 0:
             return np.empty(0, dtype=np.int64)
         width = prefixes.shape[1]
@@ -252,10 +253,18 @@ class _OwnKeys:
         pos = np.minimum(pos, self.n - 1)
         if not (np.all(self.sorted_hi[pos] == hi) and np.all(self.sorted_lo[pos] & _lo_mask(width) == lo)):
             raise ProtocolError(f"{me}: the RR22 library returned a key this party does not hold")
-        pos.sort()
+        return pos.astype(np.int64, copy=False)
+
+    def rows_at(self, pos: np.ndarray, me: str) -> np.ndarray:
+        """Row numbers, in key order, of the keys at sorted positions ``pos`` (each at most once)."""
+        pos = np.sort(pos)
         if np.any(pos[1:] == pos[:-1]):
             raise ProtocolError(f"{me}: the RR22 library returned one of this party's keys twice")
         return self.order[pos].astype(np.int64, copy=False)
+
+    def rows_of(self, prefixes: np.ndarray, me: str) -> np.ndarray:
+        """Row numbers, in key order, of the keys whose first bytes are ``prefixes`` (see :meth:`positions`)."""
+        return self.rows_at(self.positions(prefixes, me), me)
 
 
 def _lo_mask(width: int) -> np.uint64:
@@ -276,9 +285,9 @@ _CHUNK = 1 << 16
 #: ids: 304-317 MB with one bucket, 256-265 MB with 2^16-, 230-243 MB with 2^14-item buckets,
 #: about 370 bytes per bucketed item), rounded up.
 _LIBRARY_BYTES_PER_ITEM = 400
-#: fedrisk's arrays kept per id for the whole run: the 16-byte key, its two 64-bit halves, the
-#: sort order and the sorted halves (the transient ones are built in chunks of ``_CHUNK``).
-_OWN_BYTES_PER_ID = 64
+#: fedrisk's arrays kept per id for the whole run: the 16-byte key, the sort order and the sorted
+#: 64-bit halves (the transient ones are built in chunks of ``_CHUNK``).
+_OWN_BYTES_PER_ID = 48
 _MIN_BUCKET, _MAX_BUCKET = 1 << 12, 1 << 20
 
 
@@ -428,30 +437,44 @@ def _write_input(path: Path, keys: _OwnKeys, width: int = _ITEM_BYTES) -> None:
 
 
 def _read_output(path: Path, keys: _OwnKeys, me: str, width: int = _ITEM_BYTES) -> np.ndarray:
-    """Row numbers of the intersection in key order, from the items the library wrote."""
+    """Row numbers of the intersection in key order, from the items the library wrote.
+
+    Read ``_CHUNK`` lines at a time (so no copy of the whole result exists at ten million ids),
+    unless the file is not in the fixed layout the library writes (e.g. quoted fields, CR LF):
+    then it is parsed as CSV.
+    """
     if not path.is_file() or path.stat().st_size == 0:
         return np.empty(0, dtype=np.int64)
-    data = path.read_bytes()
-    cut = data.find(b"\n")
-    header, body = (data, b"") if cut < 0 else (data[:cut], data[cut + 1:])
-    if header.strip().replace(b'"', b"") != _KEY.encode():
-        raise ProtocolError(f"{me}: the RR22 library wrote an unexpected result header")
     chars = item_chars(width)
     line = chars + 1
-    if len(body) % line == 0 and (len(body) == 0 or body[line - 1::line].count(b"\n") == len(body) // line):
-        text = np.frombuffer(body, dtype=np.uint8).reshape(-1, line)[:, :chars]
-    else:  # not the fixed layout (e.g. quoted fields, CR LF): parse it as CSV
+    parts: list[np.ndarray] = []
+    with open(path, "rb") as fh:
+        header = fh.readline()
+        if header.strip().replace(b'"', b"") != _KEY.encode():
+            raise ProtocolError(f"{me}: the RR22 library wrote an unexpected result header")
+        fixed = (path.stat().st_size - len(header)) % line == 0
+        while fixed:
+            buf = fh.read(line * _CHUNK)
+            if not buf:
+                break
+            if len(buf) % line or buf[line - 1::line].count(b"\n") != len(buf) // line:
+                fixed = False
+                break
+            text = np.frombuffer(buf, dtype=np.uint8).reshape(-1, line)[:, :chars]
+            parts.append(keys.positions(_item_digests(text, me, width), me))
+    if not fixed:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={_KEY: pa.string()},
                                                                        include_columns=[_KEY]))
-        col = np.asarray(t.column(_KEY).to_numpy(zero_copy_only=False), dtype=f"S{chars}")
-        text = col.view(np.uint8).reshape(-1, chars)
-    prefixes = np.empty((len(text), width), dtype=np.uint8)
-    for i in range(0, len(text), _CHUNK):
-        prefixes[i:i + _CHUNK] = _item_digests(text[i:i + _CHUNK], me, width)
-    return keys.rows_of(prefixes, me)
+        raw = t.column(_KEY).to_numpy(zero_copy_only=False)
+        if any(v is None or len(v) != chars for v in raw):  # (a longer item would be cut silently below)
+            raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's keys")
+        text = np.asarray(raw, dtype=f"S{chars}").view(np.uint8).reshape(-1, chars)
+        parts = [keys.positions(_item_digests(text[i:i + _CHUNK], me, width), me)
+                 for i in range(0, len(text), _CHUNK)]
+    return keys.rows_at(np.concatenate(parts) if parts else np.empty(0, dtype=np.int64), me)
 
 
 def _tls_paths(folder: Path, tls: Any) -> dict[str, str] | None:

@@ -237,6 +237,8 @@ def test_library_result_maps_back_to_rows_in_key_order(tmp_path, tie, width):
         _read_output(_result_file(tmp_path / "twice.csv", [items[0], items[0]]), keys, "lender", width)
     with pytest.raises(ProtocolError, match="not this party's keys"):
         _read_output(_result_file(tmp_path / "notb64.csv", [b"*" * chars]), keys, "lender", width)
+    with pytest.raises(ProtocolError, match="not this party's keys"):  # an item of the other width
+        _read_output(_result_file(tmp_path / "wide.csv", [items[0] + b"AAAAAA"]), keys, "lender", width)
     dup = dig.copy()
     dup[5] = dup[6]
     assert len(_OwnKeys(dup).duplicates()) == 1
