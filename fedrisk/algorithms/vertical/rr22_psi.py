@@ -373,8 +373,6 @@ def _free_port() -> int:
 #: would be a false match: with ``reveal="both"`` the ``done`` digest over the full keys catches it.
 _ITEM_BYTES = 12
 _WIDE_ITEM_BYTES = 16
-#: Characters of a full-width (128-bit) item, as version 3 wrote every item.
-ITEM_CHARS = 22
 #: base64url is standard base64 with "-_" for "+/"; "+" and "/" are not in its alphabet, so reading
 #: maps them to "*", which the strict decoder refuses.
 _TO_URL = bytes.maketrans(b"+/", b"-_")
