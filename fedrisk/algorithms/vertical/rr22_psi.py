@@ -678,6 +678,7 @@ def _run_linked(channel: Channel, peer: str, tag: str, keys: _OwnKeys, worker: L
                             f"{_short(ev.get('message'))}")
     stats.library_rss_mb = ev.get("rss_mb")
     _barrier(channel, peer, f"{tag}.closed", wait)
+    worker.kill()  # both links are down: its memory goes before this party reads the result back
     stats.close_s = time.perf_counter() - t0
     learns = leader or reveal == "both"
     t0, c0 = time.perf_counter(), time.thread_time()
