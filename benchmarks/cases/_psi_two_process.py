@@ -14,7 +14,7 @@ This module measures exactly that:
    and inbound ledger files, ``psi.`` tags only), starts its gRPC server, says ``ready``;
 3. when both are ready the parent writes ``go`` to both; each party runs ``align_parties`` and
    reports its start/end on the system-wide monotonic clock, its CPU-seconds (all its threads,
-   the library's included), its peak RSS, the per-step timings (``Rr22Stats``) and what its
+   and the library's child process), its peak RSS and its library process's, the per-step timings (``Rr22Stats``) and what its
    ledger recorded; its row indices go to a file for the correctness check.
 
 ``wall_s`` is from ``go`` to the later party's end: hashing, the library's link set-up and run,
@@ -80,7 +80,7 @@ def _party(ns: argparse.Namespace) -> None:
     t0, c0, m0 = time.monotonic(), _cpu_self(), time.thread_time()
     stats: dict = {}
     al = align_parties(channel, LEADER, [p for p in PARTIES if p != LEADER], ids, salt=cfg["salt"],
-                       protocol="rr22", rr22_stats=stats)
+                       protocol="rr22", rr22_stats=stats, memory_mb=cfg.get("memory_mb"))
     t1, c1, m1 = time.monotonic(), _cpu_self(), time.thread_time()
     # the leader's last message (psi.rr22.keep) is delivered before send returns: closing is safe
     channel.close()
@@ -182,7 +182,13 @@ def _estimate(res: dict) -> float:
     return round(serial + rest / 2, 2)
 
 
-def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 1800.0) -> dict:
+def _library_rss(r: dict) -> float:
+    """The largest peak RSS of the party's library processes (one per pairwise run), MiB."""
+    return max([float(ph.get("library_rss_mb") or 0.0) for ph in r["phases"].values()] or [0.0])
+
+
+def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 1800.0,
+                      memory_mb: float | None = None) -> dict:
     """Run RR22 between two party processes over gRPC + mTLS; figures per party and overall."""
     from fedrisk.runtime.demo import free_ports
     from fedrisk.transport.certs import make_dev_pki
@@ -195,7 +201,7 @@ def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 
         ports = free_ports(len(PARTIES))
         (folder / "job.json").write_text(json.dumps({
             "addresses": {p: f"127.0.0.1:{port}" for p, port in zip(PARTIES, ports)},
-            "job": "bench-psi-rr22-2p", "salt": salt}))
+            "job": "bench-psi-rr22-2p", "salt": salt, "memory_mb": memory_mb}))
         np.save(folder / "lender.npy", a)
         np.save(folder / "payco.npy", b)
         procs = {p: _spawn(p, folder, pyspy) for p in PARTIES}
@@ -245,6 +251,11 @@ def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 
         "go_lag_s": {p: round(r["start"] - go, 3) for p, r in res.items()},
         "startup_s": {p: r["startup_s"] for p, r in res.items()},
         "max_rss_mb_by_party": {p: r["max_rss_mb"] for p, r in res.items()},
+        # the library runs in a child process of each party (fedrisk.crypto.spu_process): its own peak
+        "library_rss_mb_by_party": {p: _library_rss(r) for p, r in res.items()},
+        # an upper bound of the party's whole footprint (the two peaks need not coincide)
+        "party_plus_library_rss_mb_by_party": {p: round(r["max_rss_mb"] + _library_rss(r), 1)
+                                               for p, r in res.items() if r["max_rss_mb"] is not None},
         "bytes_sent": {p: r["ledger_bytes_sent"] for p, r in res.items()},
         "ledger_file_bytes": ledgers,
         "messages": {p: r["ledger_frames"] for p, r in res.items()},

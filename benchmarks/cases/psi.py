@@ -154,7 +154,7 @@ def _rr22(a: np.ndarray, b: np.ndarray, salt: str, ecdh: dict, want: tuple[np.nd
 
 
 def _rr22_two_processes(a: np.ndarray, b: np.ndarray, salt: str, ecdh: dict | None,
-                        want: tuple[np.ndarray, np.ndarray]) -> dict:
+                        want: tuple[np.ndarray, np.ndarray], memory_mb: float | None = None) -> dict:
     """RR22 with each party in its own process over gRPC + mTLS (the deployed shape; the aim's figure).
 
     ``want``: the expected indices, from the ECDH run of the same sets, or (``ecdh`` None, above
@@ -163,7 +163,7 @@ def _rr22_two_processes(a: np.ndarray, b: np.ndarray, salt: str, ecdh: dict | No
 
     n = len(a)
     with _rss_sampler() as rss:
-        out = run_two_processes(a, b, salt)
+        out = run_two_processes(a, b, salt, memory_mb=memory_mb)
     idx = out.pop("indices")
     out.update(rss)
     out["cpu_us_per_id_per_party"] = round(out["cpu_s"] / (2 * n) * 1e6, 1)
@@ -197,7 +197,7 @@ def wall_estimates(cpu_s: float, stats: dict) -> dict:
                                        + max(s.output_cpu_s for s in stats.values()) + rest, 2)}}
 
 
-def _two_processes_only(n: int, overlap: float, seed: int, salt: str) -> dict:
+def _two_processes_only(n: int, overlap: float, seed: int, salt: str, memory_mb: float | None = None) -> dict:
     """Above ``--reference-max``: only the two-process RR22, checked against the plain hash join
     (the ECDH reference and the one-process run would take hours and twice the memory at 10M)."""
     from fedrisk.crypto import spu_binding
@@ -215,7 +215,7 @@ def _two_processes_only(n: int, overlap: float, seed: int, salt: str) -> dict:
         return out
     want = (canonical_order(a, ia, salt), canonical_order(b, ib, salt))
     try:
-        two = _rr22_two_processes(a, b, salt, None, want)
+        two = _rr22_two_processes(a, b, salt, None, want, memory_mb=memory_mb)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:  # kept in the JSON, not lost
         two = {"error": str(e)[-2000:], "identical_to_plain": False}
     out["rr22_two_processes"] = two
@@ -288,6 +288,9 @@ def run(args: list[str]) -> dict:
                     help="sizes above this run only the two-process RR22 (needs rr22-2p), checked against the "
                          "plain hash join: e.g. --sizes 1000000,10000000 --reference-max 1000000 gives a 10M RR22 "
                          "figure without a 10M ECDH run (hours)")
+    ap.add_argument("--memory-mb", type=float, default=None,
+                    help="[psi] memory_mb for the two-process RR22 runs above --reference-max (sizes the "
+                         "library's hash buckets; see docs/scale.md)")
     ns = ap.parse_args(args)
     protocols = [p.strip() for p in ns.protocols.split(",") if p.strip()]
     unknown = sorted(set(protocols) - {"ecdh", "rr22", "rr22-2p"})
@@ -300,7 +303,7 @@ def run(args: list[str]) -> dict:
         sizes.append(1_000_000)
     if ns.reference_max is not None and "rr22-2p" not in protocols:
         raise SystemExit("--reference-max: sizes above it run only rr22-2p; add it to --protocols")
-    runs = [_two_processes_only(n, ns.overlap, ns.seed + i, salt=f"bench-{ns.seed}-{i}")
+    runs = [_two_processes_only(n, ns.overlap, ns.seed + i, salt=f"bench-{ns.seed}-{i}", memory_mb=ns.memory_mb)
             if ns.reference_max is not None and n > ns.reference_max
             else _one(n, ns.overlap, ns.seed + i, salt=f"bench-{ns.seed}-{i}", protocols=protocols)
             for i, n in enumerate(sizes)]

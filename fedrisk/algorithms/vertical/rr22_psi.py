@@ -16,7 +16,8 @@ whose certificate another CA issued is refused by the library too.
 
 Items: each party feeds the library the salted 128-bit order keys of its normalised ids
 (:func:`fedrisk.algorithms.vertical.row_order.id_digests`, hashed in C when
-:mod:`fedrisk.crypto.idhash`'s kernel is built; 22 base64url characters, one per line); the
+:mod:`fedrisk.crypto.idhash`'s kernel is built), cut to their first 96 bits (16 base64url
+characters, one per line; the full 128 bits when a party's own keys share 96 bits); the
 output is its own keys in the intersection, which it maps back to its row numbers in key order,
 the canonical order every protocol uses (so the library's own re-ordering of its result,
 ``disable_alignment=False``, is skipped: it cost a third of the library's time at 1M ids).
@@ -32,9 +33,18 @@ F (sender, rank 1); ``<tag>`` defaults to ``"psi.rr22"``:
                                                                       on/off, SHA-256 check of
                                                                       the salt, the library's
                                                                       bucket size (both use the
-                                                                      smaller)
+                                                                      smaller), item width in
+                                                                      bytes (12 or 16; both use
+                                                                      the larger)
 2   P -> Q      ``<tag>.ready``               control                 ``True``: about to start the
                                                                       library's link
+2b  P -> Q      ``<tag>.linked``              control                 ``True``/``False``: this
+                                                                      party's library has (not)
+                                                                      set its link up in time;
+                                                                      unless both say ``True``,
+                                                                      both retry once with the
+                                                                      tags ``<tag>.r1.*`` and
+                                                                      ``<tag>.link.r1.*``
 3   P <-> Q     ``<tag>.link.*``              control / masked        the library's RR22 messages
                                                                       (OPRF/VOLE and OKVS rounds,
                                                                       then the masked OPRF values
@@ -79,8 +89,12 @@ Local files: the library reads and writes CSV; they live in a private temporary 
 only, never raw ids) removed afterwards, together with the library's trace file. The library
 also spills its hash buckets under the system temporary folder (its own, removed by it).
 
-The library's link timeouts (a receive, one request) are at least ten minutes
-(``_MIN_LINK_WAIT_S``): on a loaded machine a starved peer must not be mistaken for a dead one.
+The library runs in a child process of the party (:mod:`fedrisk.crypto.spu_process`), so each
+of its stages can have a deadline that the party enforces by killing it. The library's own link
+timeouts (a receive, one request) are at least ten minutes (``_MIN_LINK_WAIT_S``): on a loaded
+machine a starved peer must not be mistaken for a dead one. Its link set-up, which normally
+takes well under a second, has its own deadline (``_LINK_DEADLINE_S``, one minute) and one
+clean retry (message 2b); the whole run is given up after twice the library's receive timeout.
 """
 from __future__ import annotations
 
@@ -88,6 +102,7 @@ import binascii
 import glob
 import hashlib
 import hmac
+import logging
 import os
 import re
 import tempfile
@@ -102,6 +117,7 @@ from fedrisk.algorithms.vertical.psi_protocol import PsiResult, check_follower_k
 from fedrisk.algorithms.vertical.psi_protocol import empty_intersection_error as _empty_error
 from fedrisk.algorithms.vertical.row_order import KEY_CHARS, id_digests
 from fedrisk.crypto import psi, spu_binding
+from fedrisk.crypto.spu_process import LibraryProcess, WorkerGone, WorkerTimeout
 from fedrisk.errors import ConfigError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
 from fedrisk.transport.link_relay import ChannelLinkRelay
@@ -112,8 +128,9 @@ DEFAULT_TAG = "psi.rr22"
 #: 2: items are the keys in base64url (22 characters), the ``done`` digest is over the raw keys;
 #: version 1 fed hex (32 characters). Parties of different versions would find no common item,
 #: so the hello refuses the mix. 3: no ``keep`` message with a single follower (a version-2
-#: follower would wait for it).
-_VERSION = 3
+#: follower would wait for it). 4: items are the keys' first 96 bits (16 characters; the hello
+#: says how wide, see ``_ITEM_BYTES``).
+_VERSION = 4
 _MAX_COUNT = 2**31 - 1
 #: Extra patience per id for the library's receive timeout (a peer may be slow at scale).
 _SECONDS_PER_ID = 2e-4
@@ -129,7 +146,16 @@ _MIN_LINK_WAIT_S = 600.0
 #: ``_CONNECT_RETRIES * (_CONNECT_INTERVAL_MS + handshake)``.
 _CONNECT_RETRIES = 10
 _CONNECT_INTERVAL_MS = 1000
+#: Deadline of the library's link set-up (its "connect to mesh", both directions), seconds. It
+#: takes well under a second, or up to ``_CONNECT_RETRIES`` seconds while a peer starts; but the
+#: library waits for the peer's half of the handshake as long as for any receive
+#: (``_MIN_LINK_WAIT_S``), so a handshake that got lost (seen once in CI, both parties in one
+#: process) hung the job for ten minutes. Past this deadline the library's process is killed.
+_LINK_DEADLINE_S = 60.0
+#: Link set-ups tried, each in a fresh library process over a fresh relay, before the job fails.
+_LINK_ATTEMPTS = 2
 _KEY = "k"
+log = logging.getLogger("fedrisk.psi")
 
 
 class Rr22Stats:
@@ -140,6 +166,8 @@ class Rr22Stats:
     keys; ``close_s``: stopping the link in step with the peer; ``output_s``: reading the
     library's result back into row numbers. ``prepare_cpu_s`` and ``output_cpu_s`` are the CPU
     seconds of those two Python steps (the calling thread's), the part of a run that is serial.
+    ``attempts``: link set-ups tried (1 unless one failed or passed its deadline);
+    ``library_rss_mb``: peak RSS of the library's own process (the party's process comes on top).
     """
 
     def __init__(self) -> None:
@@ -156,6 +184,8 @@ class Rr22Stats:
         self.ready_s = 0.0
         self.link_s = 0.0
         self.finish_s = 0.0
+        self.attempts = 0
+        self.library_rss_mb: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"bytes_out": self.bytes_out, "bytes_in": self.bytes_in, "frames_out": self.frames_out,
@@ -163,7 +193,8 @@ class Rr22Stats:
                 "close_s": round(self.close_s, 3), "output_s": round(self.output_s, 3),
                 "prepare_cpu_s": round(self.prepare_cpu_s, 3), "output_cpu_s": round(self.output_cpu_s, 3),
                 "hello_s": round(self.hello_s, 3), "ready_s": round(self.ready_s, 3), "link_s": round(self.link_s, 3),
-                "finish_s": round(self.finish_s, 3)}
+                "finish_s": round(self.finish_s, 3), "attempts": self.attempts,
+                "library_rss_mb": self.library_rss_mb}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,15 +212,16 @@ class _OwnKeys:
     def __init__(self, digests: np.ndarray) -> None:
         self.n = len(digests)
         self.digests = np.ascontiguousarray(digests, dtype=np.uint8)
-        self.hi, self.lo = _halves(digests)
-        order = np.argsort(self.hi)  # (a tie is rare and sorted again below, so stability is not needed)
-        sh = self.hi[order]
+        hi, lo = _halves(digests)  # (only their sorted copies are kept: 16 bytes per id less at the peak)
+        order = np.argsort(hi)  # (a tie is rare and sorted again below, so stability is not needed)
+        sh = hi[order]
         self.hi_unique = not bool(np.any(sh[1:] == sh[:-1]))
         if not self.hi_unique:  # two keys share 64 bits (about 1 in 10^7 at a million ids): full order
-            order = np.lexsort((self.lo, self.hi))
-            sh = self.hi[order]
+            order = np.lexsort((lo, hi))
+            sh = hi[order]
+        del hi
         self.order = order
-        self.sorted_hi, self.sorted_lo = sh, self.lo[order]
+        self.sorted_hi, self.sorted_lo = sh, lo[order]
         self.sorted_raw = None if self.hi_unique else self.digests.view(f"S{KEY_CHARS // 2}").ravel()[order]
 
     def duplicates(self) -> np.ndarray:
@@ -198,22 +230,46 @@ class _OwnKeys:
             return np.empty(0, dtype=np.int64)
         return np.flatnonzero((self.sorted_hi[1:] == self.sorted_hi[:-1]) & (self.sorted_lo[1:] == self.sorted_lo[:-1]))
 
-    def rows_of(self, digests: np.ndarray, me: str) -> np.ndarray:
-        """Row numbers, in key order, of the keys ``digests`` (each must be one of this party's, once)."""
-        if len(digests) == 0:
+    def prefix_unique(self, width: int) -> bool:
+        """True when no two keys share their first ``width`` bytes (``8 <= width <= 16``)."""
+        if self.hi_unique:
+            return True
+        lo = self.sorted_lo & _lo_mask(width)
+        return not bool(np.any((self.sorted_hi[1:] == self.sorted_hi[:-1]) & (lo[1:] == lo[:-1])))
+
+    def positions(self, prefixes: np.ndarray, me: str) -> np.ndarray:
+        """Positions in sorted order of the keys whose first ``width`` bytes are ``prefixes``
+        (``(m, width)``; each must be one of this party's keys, unique at that width)."""
+        if len(prefixes) == 0:
             return np.empty(0, dtype=np.int64)
-        hi, lo = _halves(digests)
+        width = prefixes.shape[1]
+        full = np.zeros((len(prefixes), 16), dtype=np.uint8)
+        full[:, :width] = prefixes
+        hi, lo = _halves(full)
         if self.hi_unique:
             pos = np.searchsorted(self.sorted_hi, hi)
-        else:
-            pos = np.searchsorted(self.sorted_raw, digests.view(f"S{KEY_CHARS // 2}").ravel())
+        else:  # the first key at or after the zero-padded prefix: the one that starts with it
+            pos = np.searchsorted(self.sorted_raw, full.view(f"S{KEY_CHARS // 2}").ravel())
         pos = np.minimum(pos, self.n - 1)
-        if not (np.all(self.sorted_hi[pos] == hi) and np.all(self.sorted_lo[pos] == lo)):
+        if not (np.all(self.sorted_hi[pos] == hi) and np.all(self.sorted_lo[pos] & _lo_mask(width) == lo)):
             raise ProtocolError(f"{me}: the RR22 library returned a key this party does not hold")
-        pos.sort()
+        return pos.astype(np.int64, copy=False)
+
+    def rows_at(self, pos: np.ndarray, me: str) -> np.ndarray:
+        """Row numbers, in key order, of the keys at sorted positions ``pos`` (each at most once)."""
+        pos = np.sort(pos)
         if np.any(pos[1:] == pos[:-1]):
             raise ProtocolError(f"{me}: the RR22 library returned one of this party's keys twice")
         return self.order[pos].astype(np.int64, copy=False)
+
+    def rows_of(self, prefixes: np.ndarray, me: str) -> np.ndarray:
+        """Row numbers, in key order, of the keys whose first bytes are ``prefixes`` (see :meth:`positions`)."""
+        return self.rows_at(self.positions(prefixes, me), me)
+
+
+def _lo_mask(width: int) -> np.uint64:
+    """Mask of the low half's bits that a ``width``-byte prefix keeps."""
+    return np.uint64(((1 << (8 * (width - 8))) - 1) << (8 * (16 - width)) if width > 8 else 0)
 
 
 def _halves(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -229,9 +285,9 @@ _CHUNK = 1 << 16
 #: ids: 304-317 MB with one bucket, 256-265 MB with 2^16-, 230-243 MB with 2^14-item buckets,
 #: about 370 bytes per bucketed item), rounded up.
 _LIBRARY_BYTES_PER_ITEM = 400
-#: fedrisk's arrays kept per id for the whole run: the 16-byte key, its two 64-bit halves, the
-#: sort order and the sorted halves (the transient ones are built in chunks of ``_CHUNK``).
-_OWN_BYTES_PER_ID = 64
+#: fedrisk's arrays kept per id for the whole run: the 16-byte key, the sort order and the sorted
+#: 64-bit halves (the transient ones are built in chunks of ``_CHUNK``).
+_OWN_BYTES_PER_ID = 48
 _MIN_BUCKET, _MAX_BUCKET = 1 << 12, 1 << 20
 
 
@@ -308,83 +364,115 @@ def _free_port() -> int:
                 return port
 
 
-#: Characters of one item: 128 bits in base64url without padding (the last holds 2 bits).
-ITEM_CHARS = 22
+#: Bytes of the key in one item: its first 96 bits, 16 base64url characters (no padding). The
+#: library parses its input three times, so 16 instead of 22 characters per item is about a
+#: quarter less text to parse. The rest stays on 128 bits: the duplicate check, the row order and
+#: the ``done`` digest. A party whose own keys share their first 96 bits (about 1 in 10^14 at
+#: ten million ids) says so in its hello and both use the full 128 bits (``_WIDE_ITEM_BYTES``).
+#: Two parties' different keys that share 96 bits (about n*m / 2^96: 1e-15 at ten million each)
+#: would be a false match: with ``reveal="both"`` the ``done`` digest over the full keys catches it.
+_ITEM_BYTES = 12
+_WIDE_ITEM_BYTES = 16
 #: base64url is standard base64 with "-_" for "+/"; "+" and "/" are not in its alphabet, so reading
 #: maps them to "*", which the strict decoder refuses.
 _TO_URL = bytes.maketrans(b"+/", b"-_")
 _FROM_URL = bytes.maketrans(b"-_+/", b"+/**")
 
 
-def _item_text(digests: np.ndarray) -> np.ndarray:
-    """``(n, 16)`` keys as ``(n, 22)`` base64url characters: the library's items.
+def item_chars(width: int) -> int:
+    """base64url characters of a ``width``-byte item without padding (12 -> 16, 16 -> 22)."""
+    return (8 * width + 5) // 6
+
+
+def _item_text(digests: np.ndarray, width: int = _ITEM_BYTES) -> np.ndarray:
+    """The first ``width`` bytes of ``(n, 16)`` keys as ``(n, item_chars(width))`` base64url: the items.
 
     Why not hex: the library parses its input CSV three times (checks, hash buckets, result), so
-    22 instead of 32 characters per item saves about a tenth of its CPU at a million ids. The
-    alphabet needs no CSV quoting, no item is a CSV null marker, and the library reads its key
-    columns as strings anyway. Each key padded with two zero bytes is 18 bytes, exactly 24
-    base64 characters, so one C-speed encoding of the whole padded block gives every item at a
-    fixed place (the last two characters, "AA", are the padding's and are dropped).
+    fewer characters per item save its CPU. The alphabet needs no CSV quoting, no item is a CSV
+    null marker, and the library reads its key columns as strings anyway. Each key's ``width``
+    bytes, padded with zero bytes to a multiple of 3, encode to a whole number of base64 groups,
+    so one C-speed encoding of the whole padded block gives every item at a fixed place (the
+    padding's characters, if any, are dropped).
     """
     n = len(digests)
-    buf = np.zeros((n, 18), dtype=np.uint8)
-    buf[:, :16] = digests
+    block = width + (-width) % 3
+    buf = np.zeros((n, block), dtype=np.uint8)
+    buf[:, :width] = np.asarray(digests, dtype=np.uint8).reshape(n, -1)[:, :width]
     text = binascii.b2a_base64(buf.data, newline=False).translate(_TO_URL)
-    return np.frombuffer(text, dtype=np.uint8).reshape(n, 24)[:, :ITEM_CHARS]
+    return np.frombuffer(text, dtype=np.uint8).reshape(n, block // 3 * 4)[:, :item_chars(width)]
 
 
-def _item_digests(text: np.ndarray, me: str) -> np.ndarray:
-    """The inverse of :func:`_item_text`; a character outside the alphabet, or unused low bits
-    that are not zero (a key not written by :func:`_item_text`), is the library's fault."""
+def _item_digests(text: np.ndarray, me: str, width: int = _ITEM_BYTES) -> np.ndarray:
+    """The inverse of :func:`_item_text`: ``(m, width)`` key prefixes; a character outside the
+    alphabet, or unused low bits that are not zero (not written by :func:`_item_text`), is the
+    library's fault."""
     m = len(text)
-    six = np.full((m, 24), ord("A"), dtype=np.uint8)
-    six[:, :ITEM_CHARS] = text
+    block = width + (-width) % 3
+    six = np.full((m, block // 3 * 4), ord("A"), dtype=np.uint8)
+    six[:, :item_chars(width)] = text
     try:
         raw = binascii.a2b_base64(six.tobytes().translate(_FROM_URL), strict_mode=True)
     except binascii.Error:
         raw = b""
     out = np.frombuffer(raw, dtype=np.uint8)
-    if len(out) != 18 * m or np.any(out.reshape(m, 18)[:, 16]):  # byte 16: the last character's 4 unused bits
+    # the bytes past ``width`` hold the last character's unused bits (and the padding's)
+    if len(out) != block * m or np.any(out.reshape(m, block)[:, width:]):
         raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's keys")
-    return np.ascontiguousarray(out.reshape(m, 18)[:, :16])
+    return np.ascontiguousarray(out.reshape(m, block)[:, :width])
 
 
-def _write_input(path: Path, keys: _OwnKeys) -> None:
-    """The library's input: a one-column CSV of fixed-width base64url keys (no quoting needed)."""
+def _write_input(path: Path, keys: _OwnKeys, width: int = _ITEM_BYTES) -> None:
+    """The library's input: a one-column CSV of fixed-width base64url items (no quoting needed)."""
+    chars = item_chars(width)
     with open(path, "wb") as fh:
         fh.write(f"{_KEY}\n".encode())
         for i in range(0, keys.n, _CHUNK):
             part = keys.digests[i:i + _CHUNK]
-            lines = np.empty((len(part), ITEM_CHARS + 1), dtype=np.uint8)
-            lines[:, :ITEM_CHARS] = _item_text(part)
-            lines[:, ITEM_CHARS] = ord("\n")
+            lines = np.empty((len(part), chars + 1), dtype=np.uint8)
+            lines[:, :chars] = _item_text(part, width)
+            lines[:, chars] = ord("\n")
             fh.write(lines.data)
 
 
-def _read_output(path: Path, keys: _OwnKeys, me: str) -> np.ndarray:
-    """Row numbers of the intersection in key order, from the keys the library wrote."""
+def _read_output(path: Path, keys: _OwnKeys, me: str, width: int = _ITEM_BYTES) -> np.ndarray:
+    """Row numbers of the intersection in key order, from the items the library wrote.
+
+    Read ``_CHUNK`` lines at a time (so no copy of the whole result exists at ten million ids),
+    unless the file is not in the fixed layout the library writes (e.g. quoted fields, CR LF):
+    then it is parsed as CSV.
+    """
     if not path.is_file() or path.stat().st_size == 0:
         return np.empty(0, dtype=np.int64)
-    data = path.read_bytes()
-    cut = data.find(b"\n")
-    header, body = (data, b"") if cut < 0 else (data[:cut], data[cut + 1:])
-    if header.strip().replace(b'"', b"") != _KEY.encode():
-        raise ProtocolError(f"{me}: the RR22 library wrote an unexpected result header")
-    width = ITEM_CHARS + 1
-    if len(body) % width == 0 and (len(body) == 0 or body[width - 1::width].count(b"\n") == len(body) // width):
-        text = np.frombuffer(body, dtype=np.uint8).reshape(-1, width)[:, :ITEM_CHARS]
-    else:  # not the fixed layout (e.g. quoted fields, CR LF): parse it as CSV
+    chars = item_chars(width)
+    line = chars + 1
+    parts: list[np.ndarray] = []
+    with open(path, "rb") as fh:
+        header = fh.readline()
+        if header.strip().replace(b'"', b"") != _KEY.encode():
+            raise ProtocolError(f"{me}: the RR22 library wrote an unexpected result header")
+        fixed = (path.stat().st_size - len(header)) % line == 0
+        while fixed:
+            buf = fh.read(line * _CHUNK)
+            if not buf:
+                break
+            if len(buf) % line or buf[line - 1::line].count(b"\n") != len(buf) // line:
+                fixed = False
+                break
+            text = np.frombuffer(buf, dtype=np.uint8).reshape(-1, line)[:, :chars]
+            parts.append(keys.positions(_item_digests(text, me, width), me))
+    if not fixed:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={_KEY: pa.string()},
                                                                        include_columns=[_KEY]))
-        col = np.asarray(t.column(_KEY).to_numpy(zero_copy_only=False), dtype=f"S{ITEM_CHARS}")
-        text = col.view(np.uint8).reshape(-1, ITEM_CHARS)
-    digests = np.empty((len(text), KEY_CHARS // 2), dtype=np.uint8)
-    for i in range(0, len(text), _CHUNK):
-        digests[i:i + _CHUNK] = _item_digests(text[i:i + _CHUNK], me)
-    return keys.rows_of(digests, me)
+        raw = t.column(_KEY).to_numpy(zero_copy_only=False)
+        if any(v is None or len(v) != chars for v in raw):  # (a longer item would be cut silently below)
+            raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's keys")
+        text = np.asarray(raw, dtype=f"S{chars}").view(np.uint8).reshape(-1, chars)
+        parts = [keys.positions(_item_digests(text[i:i + _CHUNK], me, width), me)
+                 for i in range(0, len(text), _CHUNK)]
+    return keys.rows_at(np.concatenate(parts) if parts else np.empty(0, dtype=np.int64), me)
 
 
 def _tls_paths(folder: Path, tls: Any) -> dict[str, str] | None:
@@ -413,10 +501,11 @@ def _short(e: BaseException) -> str:
 # One pairwise run
 # ---------------------------------------------------------------------------------------------
 def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt: str, casefold: bool,
-           reveal: str, tls: bool, bucket: int = _MAX_BUCKET) -> dict[str, Any]:
+           reveal: str, tls: bool, bucket: int = _MAX_BUCKET, item_bytes: int = _ITEM_BYTES) -> dict[str, Any]:
     me = channel.me
     mine = {"version": _VERSION, "role": "leader" if leader else "follower", "reveal": reveal,
-            "casefold": bool(casefold), "salt_check": _salt_check(salt), "count": n, "tls": tls, "bucket": bucket}
+            "casefold": bool(casefold), "salt_check": _salt_check(salt), "count": n, "tls": tls, "bucket": bucket,
+            "item_bytes": item_bytes}
     channel.send(peer, f"{tag}.hello", mine, kind="public-parameter")
     theirs = channel.recv(peer, f"{tag}.hello")
     if not isinstance(theirs, dict) or theirs.get("version") != _VERSION:
@@ -434,98 +523,176 @@ def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt:
     b = theirs.get("bucket")
     if not isinstance(b, int) or isinstance(b, bool) or not _MIN_BUCKET <= b <= _MAX_BUCKET or b & (b - 1):
         raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 bucket size {b!r}")
+    if theirs.get("item_bytes") not in (_ITEM_BYTES, _WIDE_ITEM_BYTES):
+        raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 item width {theirs.get('item_bytes')!r}")
     return theirs
 
 
 def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leader: bool, reveal: str,
-                 salt: str, peer_n: int, tls: Any, stats: Rr22Stats, bucket: int = _MAX_BUCKET) -> np.ndarray | None:
-    lib = spu_binding.load()
+                 salt: str, peer_n: int, tls: Any, stats: Rr22Stats, folder: Path, worker: LibraryProcess,
+                 bucket: int = _MAX_BUCKET, width: int = _ITEM_BYTES) -> np.ndarray | None:
+    """The library's run with ``peer``, in ``worker`` (a child process): link, RR22, stop, read back.
+
+    The link set-up has a deadline (``_LINK_DEADLINE_S``); when it passes, or the library fails to
+    connect, at either party, both kill their library, close their relay and try once more in a
+    fresh process over a fresh relay (the ``<tag>.linked`` exchange keeps them in step).
+    """
+    me = channel.me
+    src, dst = folder / "in.csv", folder / "out.csv"
+    t_write, c_write = time.perf_counter(), time.thread_time()
+    _write_input(src, keys, width)
+    stats.prepare_s += time.perf_counter() - t_write
+    stats.prepare_cpu_s += time.thread_time() - c_write
+    certs = _tls_paths(folder, tls)
+    psi_cfg = {"bucket_size": bucket, "broadcast_result": reveal == "both", "input": str(src), "key": _KEY,
+               "output": str(dst)}
+    failures: list[str] = []
+    current: LibraryProcess | None = worker
+    for attempt in range(_LINK_ATTEMPTS):
+        sfx = "" if attempt == 0 else f".r{attempt}"
+        if current is None:
+            current = LibraryProcess(folder / f"lib{attempt}")
+        own_port = _free_port()
+        relay = ChannelLinkRelay(channel, peer, f"{tag}.link{sfx}", own_port,
+                                 connect_timeout=max(60.0, channel.recv_timeout))
+        try:
+            link = _link_job(channel, peer, tag, salt, sfx, own_port, relay.port, leader=leader, certs=certs,
+                             n=keys.n, peer_n=peer_n)
+            why = _link(channel, peer, f"{tag}{sfx}", current, link, psi_cfg, leader=leader, stats=stats)
+            stats.attempts = attempt + 1
+            if why is None:
+                return _run_linked(channel, peer, tag, keys, current, relay, dst, width, leader=leader, reveal=reveal,
+                                   peer_n=peer_n, stats=stats)
+            failures.append(why)
+            if attempt + 1 < _LINK_ATTEMPTS:
+                log.warning("%s: RR22 PSI with %r: the PSI library's link did not come up (%s); trying once more "
+                            "in a fresh process", me, peer,
+                            "the peer's did not" if why.startswith("peer:") else
+                            f"not within {_LINK_DEADLINE_S:.0f} s" if why.startswith("deadline:") else _short(why[8:]))
+        finally:
+            current.kill()
+            current = None
+            relay.close()
+            stats.bytes_out += relay.bytes_out
+            stats.bytes_in += relay.bytes_in
+            stats.frames_out += relay.frames_out
+    mine = [f for f in failures if not f.startswith("peer:")]
+    if mine and all(m.startswith("library:") for m in mine):
+        raise ProtocolError(f"{me}: RR22 PSI with {peer!r} failed in the PSI library: {_short(mine[-1][8:])}")
+    if mine:
+        raise TransportError(f"{me}: RR22 PSI with {peer!r}: the PSI library's link did not come up within "
+                             f"{_LINK_DEADLINE_S:.0f} s, in {_LINK_ATTEMPTS} attempts; check that {peer!r} runs "
+                             "the same job and that its machine is not overloaded")
+    raise TransportError(f"{me}: RR22 PSI with {peer!r}: {peer!r}'s PSI library could not set up its link in "
+                         f"{_LINK_ATTEMPTS} attempts (is its certificate issued by the job's CA, and is it running "
+                         "the same job? its own log says more)")
+
+
+def _link_job(channel: Channel, peer: str, tag: str, salt: str, sfx: str, own_port: int, relay_port: int, *,
+              leader: bool, certs: dict[str, str] | None, n: int, peer_n: int) -> dict[str, Any]:
+    """The library's link description: our library at ``own_port``, the peer's at the relay."""
     me = channel.me
     names = [me, peer] if leader else [peer, me]
-    rank = 0 if leader else 1
-    learns = leader or reveal == "both"
+    wait_ms = int(1000 * _link_wait(channel, n, peer_n))
+    return {"id": _link_id(salt, tag + sfx),
+            "parties": [[p, f"127.0.0.1:{own_port if p == me else relay_port}"] for p in names],
+            "recv_timeout_ms": wait_ms, "http_timeout_ms": wait_ms, "connect_retry_times": _CONNECT_RETRIES,
+            "connect_retry_interval_ms": _CONNECT_INTERVAL_MS, "ssl": certs}
+
+
+def _link(channel: Channel, peer: str, tag: str, worker: LibraryProcess, link: dict[str, Any],
+          psi_cfg: dict[str, Any], *, leader: bool, stats: Rr22Stats) -> str | None:
+    """Bring the library's link up in step with ``peer``; None when both links are up, else why not.
+
+    Why-not strings start with ``library:`` (the library refused, e.g. a foreign CA), ``deadline:``
+    (ours did not come up in time, or the process died) or ``peer:`` (ours is up, the peer's not).
+    """
+    me = channel.me
+    ev = _await(worker, "loaded", max(120.0, channel.recv_timeout))
+    if ev.get("event") == "error":
+        raise ConfigError(f"{me}: {ev.get('message')}")
+    # both libraries start their link together, so the library's few connection attempts are enough
+    t_ready = time.perf_counter()
+    _barrier(channel, peer, f"{tag}.ready", channel.recv_timeout)
+    stats.ready_s = time.perf_counter() - t_ready
+    t0 = time.perf_counter()
+    why: str | None = None
+    try:
+        worker.send({"rank": 0 if leader else 1, "link": link, "psi": psi_cfg})
+        ev = worker.wait("linked", _LINK_DEADLINE_S)
+        if ev.get("event") == "error":
+            why = f"library:{ev.get('message')}"
+    except WorkerTimeout:
+        why = f"deadline:{_LINK_DEADLINE_S}"
+    except WorkerGone as e:
+        why = f"deadline:{e}"
+    stats.link_s = time.perf_counter() - t0
+    channel.send(peer, f"{tag}.linked", why is None, kind="control")
+    theirs = channel.recv(peer, f"{tag}.linked", timeout=channel.recv_timeout + _LINK_DEADLINE_S)
+    if not isinstance(theirs, bool):
+        raise ProtocolError(f"{me}: {tag}.linked from {peer!r} is malformed")
+    if why is None and not theirs:
+        why = "peer:"
+    return why
+
+
+def _await(worker: LibraryProcess, event: str, timeout: float) -> dict[str, Any]:
+    try:
+        return worker.wait(event, timeout)
+    except (WorkerTimeout, WorkerGone) as e:
+        raise TransportError(f"the PSI library process: {e}") from None
+
+
+def _run_linked(channel: Channel, peer: str, tag: str, keys: _OwnKeys, worker: LibraryProcess,
+                relay: ChannelLinkRelay, dst: Path, width: int, *, leader: bool, reveal: str, peer_n: int,
+                stats: Rr22Stats) -> np.ndarray | None:
+    """Both links are up: run RR22, stop the link in step with the peer, map the result to rows."""
+    me = channel.me
     n = keys.n
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace")))
-    with tempfile.TemporaryDirectory(prefix="fedrisk-rr22-") as tmp:
-        folder = Path(tmp)
-        src, dst = folder / "in.csv", folder / "out.csv"
-        t_write, c_write = time.perf_counter(), time.thread_time()
-        _write_input(src, keys)
-        stats.prepare_s += time.perf_counter() - t_write
-        stats.prepare_cpu_s += time.thread_time() - c_write
-        certs = _tls_paths(folder, tls)
-        own_port = _free_port()
-        relay = ChannelLinkRelay(channel, peer, f"{tag}.link", own_port,
-                                 connect_timeout=max(60.0, channel.recv_timeout))
-        t0 = time.perf_counter()
-        try:
-            desc = lib.link.Desc()
-            desc.id = _link_id(salt, tag)
-            for name in names:
-                port = own_port if name == me else relay.port
-                desc.add_party(name, f"127.0.0.1:{port}")
-            wait_ms = int(1000 * _link_wait(channel, n, peer_n))
-            desc.recv_timeout_ms = wait_ms
-            desc.http_timeout_ms = wait_ms
-            desc.connect_retry_times = _CONNECT_RETRIES
-            desc.connect_retry_interval_ms = _CONNECT_INTERVAL_MS
-            if certs is not None:
-                desc.enable_ssl = True
-                for opts in (desc.client_ssl_opts, desc.server_ssl_opts):
-                    opts.cert.certificate_path = certs["cert"]
-                    opts.cert.private_key_path = certs["key"]
-                    opts.verify.ca_file_path = certs["ca"]
-                    opts.verify.verify_depth = 1
-            pl = lib.libpsi
-            cfg = pl.PsiExecuteConfig(
-                protocol_conf=pl.PsiProtocolConfig(protocol=pl.PsiProtocol.PROTOCOL_RR22, receiver_rank=0,
-                                                   bucket_size=bucket,
-                                                   broadcast_result=reveal == "both"),
-                input_params=pl.InputParams(path=str(src), selected_keys=[_KEY], keys_unique=True),
-                # the result is re-ordered by key here (the canonical order), so the library's
-                # own sort of it by the input's row order ("alignment": two external sorts and
-                # two more passes over the input, a third of its wall time) is skipped
-                output_params=pl.OutputParams(path=str(dst), disable_alignment=True),
-            )
-            # both libraries start their link together, so the few connection attempts are enough
-            t_ready = time.perf_counter()
-            _barrier(channel, peer, f"{tag}.ready", channel.recv_timeout)
-            stats.ready_s = time.perf_counter() - t_ready
-            t0 = time.perf_counter()
-            try:
-                lctx = lib.link.create_brpc(desc, rank)
-                stats.link_s = time.perf_counter() - t0
-                report = pl.psi_execute(cfg, lctx)
-            except RuntimeError as e:
-                if relay.error is not None:
-                    raise TransportError(f"{me}: RR22 PSI with {peer!r} lost its link: {_short(relay.error)}") from None
-                raise ProtocolError(f"{me}: RR22 PSI with {peer!r} failed in the PSI library: {_short(e)}") from None
-            stats.seconds = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            wait = channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)
-            # Both libraries are done computing; now close the link in step. stop_link waits for
-            # the peer's stop message, and the relay must keep carrying bytes until the peer's
-            # stop_link has returned too (else its last message is cut off and it waits forever).
-            _barrier(channel, peer, f"{tag}.fin", wait)
-            lctx.stop_link()
-            _barrier(channel, peer, f"{tag}.closed", wait)
-            stats.close_s = time.perf_counter() - t0
-            t0, c0 = time.perf_counter(), time.thread_time()
-            rows = _read_output(dst, keys, me) if learns else None
-            stats.output_s = time.perf_counter() - t0
-            stats.output_cpu_s = time.thread_time() - c0
-            if rows is not None and int(report.intersection_count) != len(rows):
-                raise ProtocolError(f"{me}: the RR22 library reported {report.intersection_count} matches but "
-                                    f"wrote {len(rows)}")
-            return rows
-        finally:
-            relay.close()
-            stats.bytes_out, stats.bytes_in, stats.frames_out = relay.bytes_out, relay.bytes_in, relay.frames_out
-            for f in set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace"))) - before:
-                try:
-                    os.remove(f)
-                except OSError:
-                    pass
+    t0 = time.perf_counter()
+    worker.send("run")
+    try:
+        # the library's own receives time out after _link_wait; this is the party's backstop
+        ev = worker.wait("done", 2 * _link_wait(channel, n, peer_n))
+    except WorkerTimeout:
+        raise TransportError(f"{me}: RR22 PSI with {peer!r}: the PSI library did not finish within "
+                             f"{2 * _link_wait(channel, n, peer_n):.0f} s and was stopped") from None
+    except WorkerGone as e:
+        raise ProtocolError(f"{me}: RR22 PSI with {peer!r}: {e}") from None
+    if ev.get("event") == "error":
+        if relay.error is not None:
+            raise TransportError(f"{me}: RR22 PSI with {peer!r} lost its link: {_short(relay.error)}")
+        raise ProtocolError(f"{me}: RR22 PSI with {peer!r} failed in the PSI library: {_short(ev.get('message'))}")
+    stats.seconds = time.perf_counter() - t0
+    count = ev.get("count")
+    t0 = time.perf_counter()
+    wait = channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)
+    # Both libraries are done computing; now close the link in step. stop_link waits for the
+    # peer's stop message, and the relay must keep carrying bytes until the peer's stop_link has
+    # returned too (else its last message is cut off and it waits forever).
+    _barrier(channel, peer, f"{tag}.fin", wait)
+    worker.send("stop")
+    ev = _await(worker, "stopped", wait)
+    if ev.get("event") == "error":
+        raise ProtocolError(f"{me}: RR22 PSI with {peer!r}: the PSI library failed to stop its link: "
+                            f"{_short(ev.get('message'))}")
+    stats.library_rss_mb = ev.get("rss_mb")
+    _barrier(channel, peer, f"{tag}.closed", wait)
+    worker.kill()  # both links are down: its memory goes before this party reads the result back
+    stats.close_s = time.perf_counter() - t0
+    learns = leader or reveal == "both"
+    t0, c0 = time.perf_counter(), time.thread_time()
+    rows = _read_output(dst, keys, me, width) if learns else None
+    stats.output_s = time.perf_counter() - t0
+    stats.output_cpu_s = time.thread_time() - c0
+    if rows is not None and count != len(rows):
+        raise ProtocolError(f"{me}: the RR22 library reported {count} matches but wrote {len(rows)}")
+    return rows
+
+
+def _item_bytes(keys: _OwnKeys) -> int:
+    """This party's item width: 96 bits, unless two of its keys share them (then the full 128)."""
+    return _ITEM_BYTES if keys.prefix_unique(_ITEM_BYTES) else _WIDE_ITEM_BYTES
 
 
 def _link_wait(channel: Channel, n: int, peer_n: int) -> float:
@@ -542,15 +709,31 @@ def _barrier(channel: Channel, peer: str, tag: str, timeout: float) -> None:
 def _exchange(channel: Channel, peer: str, keys: _OwnKeys, *, leader: bool, salt: str, casefold: bool,
               reveal: str, tag: str, tls: Any, stats: Rr22Stats, memory_mb: float | None = None) -> PsiResult:
     me = channel.me
-    t0 = time.perf_counter()
-    mine = bucket_size(memory_mb)
-    theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold, reveal=reveal,
-                    tls=tls is not None, bucket=mine)
-    stats.hello_s = time.perf_counter() - t0
-    peer_n = theirs["count"]
-    # the library's configs must match at both ends: the smaller of the two parties' buckets
-    rows = _run_library(channel, peer, tag, keys, leader=leader, reveal=reveal, salt=salt, peer_n=peer_n, tls=tls,
-                        stats=stats, bucket=min(mine, theirs["bucket"]))
+    # the library writes a trace file into the system's temporary folder whatever TMPDIR says
+    traces = set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace")))
+    with tempfile.TemporaryDirectory(prefix="fedrisk-rr22-") as tmp:
+        folder = Path(tmp)
+        # the library's process starts (and loads its 75 MB of native code) while the hello waits
+        worker = LibraryProcess(folder / "lib0")
+        try:
+            t0 = time.perf_counter()
+            mine = bucket_size(memory_mb)
+            theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold,
+                            reveal=reveal, tls=tls is not None, bucket=mine, item_bytes=_item_bytes(keys))
+            stats.hello_s = time.perf_counter() - t0
+            peer_n = theirs["count"]
+            # the library's configs must match at both ends: the smaller of the two parties' buckets
+            rows = _run_library(channel, peer, tag, keys, leader=leader, reveal=reveal, salt=salt, peer_n=peer_n,
+                                tls=tls, stats=stats, folder=folder, worker=worker,
+                                bucket=min(mine, theirs["bucket"]),
+                                width=max(_item_bytes(keys), theirs["item_bytes"]))
+        finally:
+            worker.kill()
+            for f in set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace"))) - traces:
+                try:
+                    os.remove(f)
+                except OSError:
+                    pass
     if rows is None:
         return PsiResult(None, None, {peer: peer_n})
     t0 = time.perf_counter()

@@ -12,13 +12,13 @@ import pytest
 
 from fedrisk.algorithms.vertical.alignment import align_parties, alignment_salt
 from fedrisk.algorithms.vertical.rr22_psi import (
-    ITEM_CHARS,
     Rr22Stats,
     _item_digests,
     _item_text,
     _link_wait,
     _OwnKeys,
     _read_output,
+    item_chars,
     rr22_align,
 )
 from fedrisk.algorithms.vertical.row_order import hex_keys, id_digests, order_digests, order_keys
@@ -187,55 +187,96 @@ def _result_file(path, items, quoted=False):
     return path
 
 
-def _items(dig):
-    return [bytes(row) for row in _item_text(dig)]
+def _items(dig, width=12):
+    return [bytes(row) for row in _item_text(dig, width)]
 
 
-def test_items_are_the_keys_in_base64url():
+@pytest.mark.parametrize("width", [12, 16])
+def test_items_are_the_keys_first_bytes_in_base64url(width):
     import base64
 
     rng = np.random.default_rng(3)
     dig = rng.integers(0, 256, size=(500, 16), dtype=np.uint8)
     dig[0] = 0
     dig[1] = 255
-    text = _item_text(dig)
-    assert text.shape == (500, ITEM_CHARS)
-    assert _items(dig) == [base64.urlsafe_b64encode(bytes(d)).rstrip(b"=") for d in dig]
-    assert np.array_equal(_item_digests(text, "lender"), dig)
+    text = _item_text(dig, width)
+    assert text.shape == (500, item_chars(width)) and item_chars(12) == 16 and item_chars(16) == 22
+    assert _items(dig, width) == [base64.urlsafe_b64encode(bytes(d[:width])).rstrip(b"=") for d in dig]
+    assert np.array_equal(_item_digests(text, "lender", width), dig[:, :width])
     with pytest.raises(ProtocolError, match="not this party's keys"):
-        _item_digests(np.frombuffer(b"+" * ITEM_CHARS, dtype=np.uint8).reshape(1, -1), "lender")
-    bad = text[:1].copy()
-    bad[0, -1] = ord("B")  # unused low bits set: not an encoding of 16 bytes
-    with pytest.raises(ProtocolError, match="not this party's keys"):
-        _item_digests(bad, "lender")
+        _item_digests(np.frombuffer(b"+" * item_chars(width), dtype=np.uint8).reshape(1, -1), "lender", width)
+    if width == 16:
+        bad = text[:1].copy()
+        bad[0, -1] = ord("B")  # unused low bits set: not an encoding of 16 bytes
+        with pytest.raises(ProtocolError, match="not this party's keys"):
+            _item_digests(bad, "lender", width)
 
 
+@pytest.mark.parametrize("width", [12, 16])
 @pytest.mark.parametrize("tie", [False, True])
-def test_library_result_maps_back_to_rows_in_key_order(tmp_path, tie):
+def test_library_result_maps_back_to_rows_in_key_order(tmp_path, tie, width):
     rng = np.random.default_rng(7)
     dig = rng.integers(0, 256, size=(3000, 16), dtype=np.uint8)
     if tie:  # keys sharing their first 64 bits take the full-key path
         dig[10, :8] = dig[20, :8]
         dig[30, :8] = dig[20, :8]
     keys = _OwnKeys(dig)
-    assert keys.hi_unique is not tie and len(keys.duplicates()) == 0
+    assert keys.hi_unique is not tie and len(keys.duplicates()) == 0 and keys.prefix_unique(width)
     rows = rng.choice(3000, 1200, replace=False)
     if tie:
         rows = np.unique(np.concatenate([rows, [10, 20, 30]]))
-    items = _items(dig[rng.permutation(rows)])  # the library writes its matches in its own order
+    items = _items(dig[rng.permutation(rows)], width)  # the library writes its matches in its own order
     want = rows[np.argsort(hex_keys(dig[rows]))]
     for quoted in (False, True):  # fixed layout, and quoted CSV through the parser
-        got = _read_output(_result_file(tmp_path / f"out{quoted}.csv", items, quoted), keys, "lender")
+        got = _read_output(_result_file(tmp_path / f"out{quoted}.csv", items, quoted), keys, "lender", width)
         assert np.array_equal(got, want)
+    chars = item_chars(width)
     with pytest.raises(ProtocolError, match="does not hold"):
-        _read_output(_result_file(tmp_path / "bad.csv", [b"A" * ITEM_CHARS]), keys, "lender")
+        _read_output(_result_file(tmp_path / "bad.csv", [b"A" * chars]), keys, "lender", width)
     with pytest.raises(ProtocolError, match="twice"):
-        _read_output(_result_file(tmp_path / "twice.csv", [items[0], items[0]]), keys, "lender")
+        _read_output(_result_file(tmp_path / "twice.csv", [items[0], items[0]]), keys, "lender", width)
     with pytest.raises(ProtocolError, match="not this party's keys"):
-        _read_output(_result_file(tmp_path / "notb64.csv", [b"*" * ITEM_CHARS]), keys, "lender")
+        _read_output(_result_file(tmp_path / "notb64.csv", [b"*" * chars]), keys, "lender", width)
+    with pytest.raises(ProtocolError, match="not this party's keys"):  # an item of the other width
+        _read_output(_result_file(tmp_path / "wide.csv", [items[0] + b"AAAAAA"]), keys, "lender", width)
     dup = dig.copy()
     dup[5] = dup[6]
     assert len(_OwnKeys(dup).duplicates()) == 1
+
+
+def test_keys_sharing_96_bits_are_not_unique_at_that_width():
+    rng = np.random.default_rng(8)
+    dig = rng.integers(0, 256, size=(100, 16), dtype=np.uint8)
+    dig[7, :12] = dig[40, :12]  # the same first 96 bits, different keys
+    keys = _OwnKeys(dig)
+    assert len(keys.duplicates()) == 0 and keys.prefix_unique(16) and not keys.prefix_unique(12)
+    dig[7, :9] = dig[40, :9]
+    dig[7, 9:] = dig[40, 9:] ^ 1
+    assert _OwnKeys(dig).prefix_unique(12)  # 72 shared bits only
+
+
+@needs_extra
+def test_a_party_whose_keys_share_96_bits_makes_both_use_full_items(monkeypatch):
+    from fedrisk.algorithms.vertical import rr22_psi
+
+    real = rr22_psi._OwnKeys.prefix_unique
+    monkeypatch.setattr(rr22_psi._OwnKeys, "prefix_unique",
+                        lambda self, width: False if self.n == 3000 and width == 12 else real(self, width))
+    written = []
+    real_write = rr22_psi._write_input
+    monkeypatch.setattr(rr22_psi, "_write_input", lambda path, keys, width: (written.append(width),
+                                                                            real_write(path, keys, width)))
+    rng = np.random.default_rng(10)
+    a = rng.permutation(np.arange(0, 3000))
+    b = rng.permutation(np.arange(1000, 5000))
+    net = InMemoryNetwork(["lender", "payco"], capture=True, tag_prefixes=("psi.",), recv_timeout=120)
+    res = run_roles({"lender": lambda ch: rr22_align(ch, "payco", a, leader=True, salt="s"),
+                     "payco": lambda ch: rr22_align(ch, "lender", b, leader=False, salt="s")}, network=net)
+    assert res["lender"].size == res["payco"].size == 2000
+    assert np.array_equal(a[res["lender"].indices], b[res["payco"].indices])
+    assert written == [16, 16]
+    assert next(e.body for e in net["payco"].captured if e.tag == "psi.rr22.hello")["item_bytes"] == 16
+    assert next(e.body for e in net["lender"].captured if e.tag == "psi.rr22.hello")["item_bytes"] == 12
 
 
 def test_bucket_size_follows_the_memory_budget():
@@ -260,3 +301,120 @@ def test_parties_with_different_budgets_run_with_the_smaller_bucket():
     assert np.array_equal(a[res["lender"].indices], b[res["payco"].indices])
     hello = [e for e in net["lender"].ledger.entries if e["tag"].endswith(".hello")]
     assert len(hello) == 1
+
+
+def _library_children() -> list[int]:
+    """Pids of this process's live children running the PSI library (``fedrisk.crypto.spu_process``)."""
+    import os
+    from pathlib import Path
+
+    me, found = os.getpid(), []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == me and b"spu_process" in (d / "cmdline").read_bytes():
+                found.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _link_leftovers() -> tuple[list[str], list[str]]:
+    """Relay/event threads alive, and RR22 temporary folders left (in the test's own temp folder)."""
+    import glob
+    import tempfile
+    import threading
+
+    threads = [t.name for t in threading.enumerate() if t.name.startswith(("relay-", "spu-events-"))]
+    return threads, sorted(glob.glob(f"{tempfile.gettempdir()}/fedrisk-rr22-*"))
+
+
+@pytest.fixture()
+def black_hole():
+    """A loopback port that accepts connections and never answers (its backlog completes the handshake)."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def _silence_links(monkeypatch, port, calls, tmp_path):
+    """The lender's library is told its peer lives at ``port`` for its first ``calls`` link set-ups."""
+    import tempfile
+
+    from fedrisk.algorithms.vertical import rr22_psi
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # teammates' runs use the system's
+
+    real = rr22_psi._link_job
+    seen = {"n": 0}
+
+    def job(channel, peer, *a, **kw):
+        out = real(channel, peer, *a, **kw)
+        if channel.me == "lender" and seen["n"] < calls:
+            seen["n"] += 1
+            out["parties"] = [[p, f"127.0.0.1:{port}" if p == peer else addr] for p, addr in out["parties"]]
+        return out
+    monkeypatch.setattr(rr22_psi, "_link_job", job)
+    monkeypatch.setattr(rr22_psi, "_LINK_DEADLINE_S", 8.0)
+
+
+@needs_extra
+def test_a_link_that_never_answers_is_given_up_and_tried_once_more_cleanly(pki, monkeypatch, black_hole, tmp_path):
+    """The library's link set-up has a deadline: past it both parties kill their library's process
+    and try again over a fresh relay; the job then ends as usual, and nothing of the first try is left."""
+    _silence_links(monkeypatch, black_hole, 1, tmp_path)
+    before = _link_leftovers()
+    rng = np.random.default_rng(5)
+    a = rng.permutation(np.arange(0, 3000))
+    b = rng.permutation(np.arange(1000, 5000))
+    net = InMemoryNetwork(["lender", "payco"], capture=True, tag_prefixes=("psi.",), recv_timeout=120)
+    stats = {p: Rr22Stats() for p in net.parties}
+    t0 = time.monotonic()
+    res = run_roles({"lender": lambda ch: rr22_align(ch, "payco", a, leader=True, salt="s", stats=stats["lender"]),
+                     "payco": lambda ch: rr22_align(ch, "lender", b, leader=False, salt="s", stats=stats["payco"])},
+                    network=net)
+    assert time.monotonic() - t0 < 100  # not the library's ten-minute receive timeout
+    assert res["lender"].size == res["payco"].size == 2000
+    assert np.array_equal(a[res["lender"].indices], b[res["payco"].indices])
+    assert stats["lender"].attempts == stats["payco"].attempts == 2
+    # the lender's library never got its link up, so it said so; both then ran over the second relay
+    assert [e.body for e in net["payco"].captured if e.tag.endswith(".linked")] == [False, True]
+    assert [e.body for e in net["lender"].captured if e.tag.endswith(".linked")][-1] is True
+    for p, q in (("lender", "payco"), ("payco", "lender")):
+        data = [e for e in net[q].captured if ".link" in e.tag and ".d." in e.tag]
+        assert any(".link.r1.d." in e.tag for e in data)
+        # the ledger still holds every relayed byte, of both attempts
+        assert sum(len(e.body) for e in data) == stats[p].bytes_out == stats[q].bytes_in
+        assert len(data) == stats[p].frames_out == len([e for e in net[p].ledger.entries if ".d." in e["tag"]])
+    assert _library_children() == []
+    assert _link_leftovers() == before
+
+
+@needs_extra
+def test_a_link_that_never_comes_up_fails_with_one_line_at_both_parties(pki, monkeypatch, black_hole, tmp_path):
+    _silence_links(monkeypatch, black_hole, 2, tmp_path)
+    before = _link_leftovers()
+    net = InMemoryNetwork(["lender", "payco"], tag_prefixes=("psi.",), recv_timeout=120)
+    errors = {}
+
+    def role(p):
+        def run(ch):
+            try:
+                rr22_align(ch, "payco" if p == "lender" else "lender", np.arange(500), leader=p == "lender", salt="s")
+            except FedriskError as e:
+                errors[p] = e
+        return run
+    t0 = time.monotonic()
+    run_roles({p: role(p) for p in ("lender", "payco")}, network=net)
+    assert time.monotonic() - t0 < 100
+    assert set(errors) == {"lender", "payco"}
+    for p, e in errors.items():
+        msg = str(e)
+        assert "\n" not in msg and "RR22" in msg and "2 attempts" in msg and "stacktrace" not in msg, msg
+    assert "did not come up within 8 s" in str(errors["lender"])
+    assert _library_children() == []
+    assert _link_leftovers() == before
