@@ -444,6 +444,7 @@ def load_party_table(
     categories: Mapping[str, Mapping] | None = None,
     missing_advice: str | None = None,
     allow_no_features: bool = False,
+    fill_later: bool = False,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -467,9 +468,7 @@ def load_party_table(
     missing : {"reject", "mean", "keep"}
         What to do with NaN/inf in features. ``"reject"`` (default) refuses the file and says how
         many rows and which columns are affected. ``"mean"`` fills each column with the mean of
-        its finite values *in this file*. In a horizontal federation that is each bank's **local**
-        mean, not the federation-wide mean: banks with different customers fill differently, which
-        is acceptable for a few gaps but not a substitute for cleaning the data. ``"keep"``
+        its finite values *in this file* (unless ``fill_later``). ``"keep"``
         leaves missing cells as NaN (infinities are still refused) for tasks that handle them:
         SecureBoost gives them a bin of their own and learns which side of each split they take.
     require_label : bool, optional
@@ -506,6 +505,10 @@ def load_party_table(
         default advice (set ``missing`` in the job spec) does not apply: scoring has no such setting.
     allow_no_features : bool
         Accept a file with no feature column (a vertical label holder that brings labels only).
+    fill_later : bool
+        With ``missing="mean"``: leave every missing or infinite cell as NaN, to be filled with means the
+        federation agrees (horizontal jobs fill with the POOLED mean, not this file's), and accept a
+        column with no finite value here (other banks may have some).
 
     Returns
     -------
@@ -573,7 +576,8 @@ def load_party_table(
                 if lost:
                     raise ctx.error(f"the model's columns {_listing(lost)} cannot be made from this file's categories")
                 X, names = X[:, [names.index(f) for f in wanted]], wanted
-            table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice)
+            table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice,
+                            fill_later)
             table.categories, table.unseen, table.notes = encoders, unseen, notes
             return table
     if non_numeric:
@@ -592,12 +596,12 @@ def load_party_table(
     except (TypeError, ValueError) as exc:  # e.g. nullable dtypes with exotic contents
         raise ctx.error(f"feature columns cannot be converted to float64: {_one_line(exc)}") from None
     return _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep,
-                   missing_advice)
+                   missing_advice, fill_later)
 
 
 def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | None,
             feature_names: list[str], missing: str, fill: Mapping[str, float] | None, df: pd.DataFrame,
-            keep: Sequence[str], missing_advice: str | None = None) -> PartyTable:
+            keep: Sequence[str], missing_advice: str | None = None, fill_later: bool = False) -> PartyTable:
     """Missing-value policy over the numeric matrix, then the table."""
 
     imputed: dict[str, float] = {}
@@ -610,6 +614,9 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
                 imputed[name] = float(value)
     # under "keep" NaN is a legitimate value; infinities are never missing values
     bad = np.isinf(X) if missing == "keep" else ~np.isfinite(X)
+    if missing == "mean" and fill_later:  # the federation fills them with agreed (pooled) means
+        X[bad] = np.nan
+        bad = np.zeros_like(bad)
     if bad.any():
         bad_cols = np.flatnonzero(bad.any(axis=0))
         per_col = [f"{feature_names[j]!r} ({int(bad[:, j].sum())})" for j in bad_cols]
