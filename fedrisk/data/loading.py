@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ __all__ = [
     "check_same_features",
     "id_test_mask",
     "MISSING_POLICIES",
+    "label_coding",
 ]
 
 #: accepted values of ``missing`` in :func:`load_party_table`: reject rows with missing values,
@@ -86,6 +87,8 @@ class PartyTable:
     unseen: dict[str, int] = field(default_factory=dict)
     #: warnings for the party's log (e.g. text columns treated as categorical without being declared)
     notes: list[str] = field(default_factory=list)
+    #: ``[non-default, default]`` in the file's label coding (:func:`label_coding`); ``None`` for 0/1
+    label_coding: list | None = None
 
     @property
     def n_rows(self) -> int:
@@ -251,6 +254,33 @@ def _label_key(v: object) -> str:
     if isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer():
         return str(int(v))
     return str(v).strip()
+
+
+def label_coding(raw: Any, positive: object = None) -> list | None:
+    """``[non-default, default]`` label values in the data's own coding, or ``None`` for plain 0/1.
+
+    What a model file stores as ``classes`` (and the estimators' ``classes_``) so that a model read
+    back predicts in the user's coding: ``["good", "bad"]`` under ``positive = "bad"``, ``[1, 2]``
+    under ``positive = 2``, ``[False, True]`` for a boolean column. ``None`` (meaning ``[0, 1]``)
+    when the coding has no single value per class (several default values) or is plain 0/1. Values
+    are JSON scalars (``str``, ``int``, ``float``, ``bool``).
+    """
+    values = pd.unique(pd.Series(raw).dropna())
+    if positive is None:
+        if len(values) and all(isinstance(v, (bool, np.bool_)) for v in values):
+            return [False, True]
+        return None
+    if isinstance(positive, Mapping):
+        table = {_label_key(k): v for k, v in positive.items()}
+        neg = [v for v in values if table.get(_label_key(v)) == 0]
+        pos = [v for v in values if table.get(_label_key(v)) == 1]
+    else:
+        keys = {_label_key(p) for p in (positive if isinstance(positive, (list, tuple)) else [positive])}
+        pos = [v for v in values if _label_key(v) in keys]
+        neg = [v for v in values if _label_key(v) not in keys]
+    if len(neg) != 1 or len(pos) != 1:
+        return None
+    return [v.item() if isinstance(v, np.generic) else v for v in (neg[0], pos[0])]
 
 
 def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) -> np.ndarray:
@@ -579,6 +609,7 @@ def load_party_table(
             table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice,
                             fill_later)
             table.categories, table.unseen, table.notes = encoders, unseen, notes
+            table.label_coding = label_coding(df[label_col], positive) if y is not None else None
             return table
     if non_numeric:
         kinds = ", ".join(f"{c!r} ({df[c].dtype})" for c in non_numeric[:_MAX_LISTED])
@@ -595,8 +626,10 @@ def load_party_table(
         X = df[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as exc:  # e.g. nullable dtypes with exotic contents
         raise ctx.error(f"feature columns cannot be converted to float64: {_one_line(exc)}") from None
-    return _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep,
-                   missing_advice, fill_later)
+    table = _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep,
+                    missing_advice, fill_later)
+    table.label_coding = label_coding(df[label_col], positive) if y is not None else None
+    return table
 
 
 def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | None,
@@ -675,6 +708,8 @@ class PartyFrame:
     feature_names: list[str]
     #: raw values of the ``keep`` columns (see :func:`load_party_table`)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    #: ``[non-default, default]`` in the file's label coding (:func:`label_coding`); ``None`` for 0/1
+    label_coding: list | None = None
 
     @property
     def n_rows(self) -> int:
@@ -738,7 +773,8 @@ def load_party_frame(
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "
                         "or fix the export")
     return PartyFrame(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),
-                      extra={c: df[c].to_numpy() for c in keep})
+                      extra={c: df[c].to_numpy() for c in keep},
+                      label_coding=label_coding(df[label_col], positive) if y is not None else None)
 
 
 def check_same_features(tables_or_name_lists: Mapping[str, PartyTable | Sequence[str]]) -> None:

@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedrisk.estimators.base import FederatedClassifier
+from fedrisk.estimators.base import FederatedClassifier, stored_classes
 from fedrisk.estimators.federation import Federation
 from fedrisk.estimators.linear import _score_parts, _vertical_parts
 
@@ -65,7 +65,7 @@ class SecureBoost(FederatedClassifier):
 
     def _learn(self, files: dict[str, dict]) -> "SecureBoost":
         """Learned state from the model files the task wrote (or ``fr.load`` read)."""
-        self.classes_ = np.array([0, 1])
+        self.classes_ = stored_classes(files)  # the user's label coding, when the files store it
         if files.get("model.json", {}).get("format") == "fedrisk.gbdt":
             return self._learn_horizontal(files["model.json"])
         self.files_ = _vertical_parts(files, "fedrisk.vertical.secureboost")

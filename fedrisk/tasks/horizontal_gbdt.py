@@ -28,7 +28,8 @@ from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories, refuse_with_privacy
-from fedrisk.tasks.horizontal_lr import DropoutParams, make_aggregation, rejoin_policy, validate_horizontal
+from fedrisk.algorithms.horizontal.label_coding import coordinator_coding
+from fedrisk.tasks.horizontal_lr import DropoutParams, agree_classes, make_aggregation, rejoin_policy, validate_horizontal
 
 KIND = "horizontal.gbdt"
 TAG_PREFIXES = ("hgb.", "hcat.")
@@ -129,6 +130,7 @@ def run(ctx: PartyContext) -> None:
         _, state = ctx.checkpoints.start("train", [COORDINATOR]) if privacy is None else (0, None)
         if ctx.resume and privacy is not None:
             ctx.log.warning("resume: a job with [privacy] starts afresh (its noisy bins differ every run)")
+        classes = coordinator_coding(ctx.channel, banks, "hgb.")
         model = run_coordinator(ctx.channel, banks, cfg, agg, privacy=privacy, on_tree=on_tree,
                                 log=ctx.log.warning, start=state, checkpoint=ctx.checkpoints.saver("train"),
                                 admit=rejoin_policy(ctx))
@@ -136,7 +138,7 @@ def run(ctx: PartyContext) -> None:
                      len(model.trees), model.rounds, model.phases)
         if model.privacy is not None:
             ctx.log.info(_privacy_line(model.privacy))
-        save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
+        save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, classes=classes)
         _write_membership(ctx, banks, model.history)
         return
 
@@ -148,6 +150,7 @@ def run(ctx: PartyContext) -> None:
     table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
                              features=p.features, exclude=p.exclude, missing=p.missing, **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
+    classes = agree_classes(ctx, table.label_coding, "hgb.")
     from fedrisk.algorithms.vertical.tree import check_monotone
 
     check_monotone(p.monotone, list(table.feature_names), f"bank {ctx.name!r} (monotone in the job spec)")
@@ -163,7 +166,7 @@ def run(ctx: PartyContext) -> None:
                      categorical={c: len(CategoryEncoder.from_json(e).all_levels()) for c, e in (categories or {}).items()})
     if model.privacy is not None:
         ctx.log.info(_privacy_line(model.privacy))
-    save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
+    save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, classes=classes)
     if test is None:
         return
     rounds = _staged_rounds(model, test.X, test.y)

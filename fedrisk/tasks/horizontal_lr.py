@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.label_coding import bank_coding, coordinator_coding
 from fedrisk.errors import ConfigError
 from fedrisk.model_files import save_lr_model
 from fedrisk.runtime.context import PartyContext
@@ -280,6 +281,14 @@ def imputation(spec: JobSpec, model: Any) -> dict[str, float] | None:
     return dict(zip(model.feature_names, map(float, model.mean)))
 
 
+def agree_classes(ctx: PartyContext, coding: list | None, prefix: str) -> list | None:
+    """A bank's label coding agreed with the others (:mod:`~fedrisk.algorithms.horizontal.label_coding`), for
+    the model file's ``classes``; a bank taken back mid-job (it missed the agreement) keeps its own."""
+    if ctx.extra.get("rejoin") is not None:
+        return coding
+    return bank_coding(ctx.channel, COORDINATOR, coding, prefix)
+
+
 def run(ctx: PartyContext) -> None:
     spec = ctx.spec
     params = parse_params(Params, spec.task)
@@ -307,6 +316,7 @@ def run(ctx: PartyContext) -> None:
         def on_round(r: int, rec: dict) -> None:
             ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
 
+        classes = coordinator_coding(ctx.channel, banks, "hlr.")
         model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start,
                                 checkpoint=ctx.checkpoints.saver("train"), admit=rejoin_policy(ctx),
                                 log=ctx.log.warning, **dp)
@@ -319,7 +329,7 @@ def run(ctx: PartyContext) -> None:
         if model.constant_features:
             ctx.log.warning("constant features across the federation (weight stays 0): %s", model.constant_features)
         save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories,
-                      imputation=imputation(spec, model))
+                      imputation=imputation(spec, model), classes=classes)
         return
 
     from fedrisk.data.loading import load_party_table
@@ -330,6 +340,7 @@ def run(ctx: PartyContext) -> None:
                              features=p.features, exclude=p.exclude, missing=p.missing, fill_later=True,
                              **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
+    classes = agree_classes(ctx, table.label_coding, "hlr.")
     evaluator = ctx.name == spec.evaluation_holder() and spec.test_path() is not None
     test = None
     rounds: list[dict] = []
@@ -366,7 +377,8 @@ def run(ctx: PartyContext) -> None:
     from fedrisk.algorithms.horizontal.standardisation import fill_missing
 
     table.X = fill_missing(table.X, model.mean)  # the pooled means the model trained on (missing = "mean")
-    save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, imputation=imputation(spec, model))
+    save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, imputation=imputation(spec, model),
+                  classes=classes)
     if evaluator:
         from fedrisk.finance.reference import comparison, logistic_alone
 
