@@ -115,6 +115,11 @@ class SecureBoost(FederatedClassifier):
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal tree model scores a DataFrame locally: pass the rows, e.g. holdout")
             M = self._frame_matrix(X, list(doc["features"]), "SecureBoost.predict_proba", allow_nan=True, doc=doc)
+            fill = doc.get("imputation")
+            if fill:  # trained with missing = "mean": blanks get the federation's pooled means, as in `fedrisk predict`
+                from fedrisk.algorithms.horizontal.standardisation import fill_missing
+
+                M = fill_missing(M, np.array([fill[f] for f in doc["features"]], dtype=np.float64))
             return self._proba(score_gbdt(doc, M))
         return self._proba(_score_parts(self, files, X))
 

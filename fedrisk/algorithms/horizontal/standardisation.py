@@ -27,7 +27,9 @@ then fills its empty cells with that mean (:func:`fill_missing`) before the vari
 scaler is exactly the pooled standardisation of the pooled rows imputed with the pooled mean (the
 mean of mean-imputed data is the observed mean). Filling with each bank's own means instead would
 train on different data whenever banks' missing rates or means differ. No extra round: the
-counts ride in the sum the agreement already makes.
+counts ride in the sum the agreement already makes. ``horizontal.gbdt`` under ``missing = "mean"``
+runs the same two sums alone before its bins (:func:`mean_bank` / :func:`mean_coordinator`, tags
+``hgb.mean.magnitude``, ``hgb.mean.range``, ``hgb.mean.sum``, ``hgb.mean.mean``).
 
 Why three rounds: masked aggregation sums fixed-point numbers in a 64-bit ring. Raw amounts (a
 credit limit of 500,000 squared, times 10^5 customers) would overflow it, so every feature is
@@ -56,7 +58,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -64,7 +66,8 @@ from fedrisk.algorithms.horizontal.aggregation import Aggregation
 from fedrisk.errors import DataError, ProtocolError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "fill_missing", "EXPONENT_BINS",
+__all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "fill_missing", "mean_bank",
+           "mean_coordinator", "EXPONENT_BINS",
            "MECHANISMS",
            "dp_count_threshold", "private_ranges",
            "scaler_sensitivities"]
@@ -168,18 +171,70 @@ def agree_bank(channel: Channel, coordinator: str, X: np.ndarray, feature_names:
     verdict = channel.recv(coordinator, "hlr.schema.ok")
     if not verdict.get("ok"):
         raise DataError(verdict.get("reason", "feature schemas differ between banks"))
-    agg.submit(channel, coordinator, "hlr.magnitude", noisy(magnitude_counts(X).ravel(), sens[0]))
-    s = np.asarray(channel.recv(coordinator, "hlr.range")["s"])
-    if noise is not None:
-        X = np.clip(X, -s, s)  # bounds one row's part of the next two sums
-    sums = [[n], np.where(gaps, 0.0, X / s).sum(0)] + ([(~gaps).sum(0)] if pooled_mean else [])
-    agg.submit(channel, coordinator, "hlr.sum", noisy(np.concatenate(sums).astype(np.float64), sens[1]))
-    mean = np.asarray(channel.recv(coordinator, "hlr.mean")["mean"])
-    X = fill_missing(X, mean)  # the variance is the pooled variance of the mean-filled rows
+    mean, s, X = mean_bank(channel, coordinator, X, agg, noise=noise, pooled_mean=pooled_mean)
     agg.submit(channel, coordinator, "hlr.var", noisy((((X - mean) / s) ** 2).sum(0), sens[2]))
     scaler = dict(channel.recv(coordinator, "hlr.scaler"))
     scaler["mean"], scaler["scale"] = np.asarray(scaler["mean"]), np.asarray(scaler["scale"])
     return scaler
+
+
+def mean_bank(channel: Channel, coordinator: str, X: np.ndarray, agg: Aggregation, *, prefix: str = "hlr",
+              noise: Any = None, pooled_mean: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bank's side of the pooled-mean rounds (``<prefix>.magnitude``, ``.range``, ``.sum``, ``.mean``).
+
+    Returns ``(mean, s, X)``: the pooled mean, the agreed power-of-two range, and this bank's rows as
+    summed (clipped to ``[-s, s]`` under ``noise``) with empty cells filled with the pooled mean.
+    The standardisation runs it with prefix ``hlr``; ``horizontal.gbdt`` runs it alone (``hgb.mean``)
+    to fill blanks under ``missing = "mean"``.
+    """
+    sens = scaler_sensitivities(X.shape[1], pooled_mean)
+
+    def noisy(v: np.ndarray, sensitivity: float) -> np.ndarray:
+        return v if noise is None else noise.add(v, sensitivity)
+
+    gaps = np.isnan(X)
+    agg.submit(channel, coordinator, f"{prefix}.magnitude", noisy(magnitude_counts(X).ravel(), sens[0]))
+    s = np.asarray(channel.recv(coordinator, f"{prefix}.range")["s"])
+    if noise is not None:
+        X = np.clip(X, -s, s)  # bounds one row's part of the next two sums
+    sums = [[X.shape[0]], np.where(gaps, 0.0, X / s).sum(0)] + ([(~gaps).sum(0)] if pooled_mean else [])
+    agg.submit(channel, coordinator, f"{prefix}.sum", noisy(np.concatenate(sums).astype(np.float64), sens[1]))
+    mean = np.asarray(channel.recv(coordinator, f"{prefix}.mean")["mean"])
+    return mean, s, fill_missing(X, mean)
+
+
+def mean_coordinator(channel: Channel, banks: list[str], agg: Aggregation, names: list[str], *, prefix: str = "hlr",
+                     noise_std: Any = None, pooled_mean: bool = False,
+                     collect: Callable[[str, int], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The coordinator's side of :func:`mean_bank`; returns ``(mean, s, pooled row count)``.
+
+    ``collect(tag, length)``: the caller's sum over every bank (a trainer that counts its aggregations);
+    default :func:`collect_all`.
+    """
+    d = len(names)
+    if collect is None:
+        def collect(tag: str, length: int) -> np.ndarray:
+            return collect_all(agg, channel, banks, tag, length)
+    counts = collect(f"{prefix}.magnitude", d * EXPONENT_BINS).reshape(d, EXPONENT_BINS)
+    if noise_std is not None:
+        s = private_ranges(counts, noise_std(scaler_sensitivities(d)[0]))
+    else:
+        s = np.ones(d)
+        for j in range(d):
+            nonzero = np.flatnonzero(counts[j] > 0.5)
+            if nonzero.size:
+                s[j] = 2.0 ** (nonzero[-1] + _EXP_LO + 1)
+    channel.broadcast(banks, f"{prefix}.range", {"s": s}, kind="aggregate")
+    sums = collect(f"{prefix}.sum", 1 + (2 * d if pooled_mean else d))
+    n_total = float(np.rint(sums[0]))
+    if n_total <= 0 and noise_std is not None:
+        raise ProtocolError(f"the banks' noisy row count is {n_total:.0f}: too few rows for this privacy budget")
+    if n_total <= 0:
+        raise ProtocolError("the banks' aggregate row count is 0; no bank has training rows")
+    mean = sums[1:1 + d] * s / n_total if not pooled_mean else _observed_mean(names, sums[1:1 + d], sums[1 + d:], s,
+                                                                              noise_std is not None)
+    channel.broadcast(banks, f"{prefix}.mean", {"mean": mean}, kind="aggregate")
+    return mean, s, n_total
 
 
 def agree_coordinator(channel: Channel, banks: Sequence[str], agg: Aggregation,
@@ -203,25 +258,7 @@ def agree_coordinator(channel: Channel, banks: Sequence[str], agg: Aggregation,
         raise DataError(reason)
     names = list(schemas[ref_bank])
     d = len(names)
-    counts = collect_all(agg, channel, banks, "hlr.magnitude", d * EXPONENT_BINS).reshape(d, EXPONENT_BINS)
-    if noise_std is not None:
-        s = private_ranges(counts, noise_std(scaler_sensitivities(d)[0]))
-    else:
-        s = np.ones(d)
-        for j in range(d):
-            nonzero = np.flatnonzero(counts[j] > 0.5)
-            if nonzero.size:
-                s[j] = 2.0 ** (nonzero[-1] + _EXP_LO + 1)
-    channel.broadcast(banks, "hlr.range", {"s": s}, kind="aggregate")
-    sums = collect_all(agg, channel, banks, "hlr.sum", 1 + (2 * d if pooled_mean else d))
-    n_total = float(np.rint(sums[0]))
-    if n_total <= 0 and noise_std is not None:
-        raise ProtocolError(f"the banks' noisy row count is {n_total:.0f}: too few rows for this privacy budget")
-    if n_total <= 0:
-        raise ProtocolError("the banks' aggregate row count is 0; no bank has training rows")
-    mean = sums[1:1 + d] * s / n_total if not pooled_mean else _observed_mean(names, sums[1:1 + d], sums[1 + d:], s,
-                                                                              noise_std is not None)
-    channel.broadcast(banks, "hlr.mean", {"mean": mean}, kind="aggregate")
+    mean, s, n_total = mean_coordinator(channel, banks, agg, names, noise_std=noise_std, pooled_mean=pooled_mean)
     var = collect_all(agg, channel, banks, "hlr.var", d) * s**2 / n_total
     if noise_std is not None:
         var = np.maximum(var, (s / 32.0) ** 2)  # a noisy variance may dip to 0 or below

@@ -175,3 +175,95 @@ def test_private_runs_noise_the_counts_like_the_other_sums_and_spend_no_extra_me
     # the noisy pooled means are still near the observed ones (thousands of rows per column)
     observed = np.nanmean(np.vstack([X for X, _ in banks.values()]), axis=0)
     assert np.all(np.abs(model.mean - observed) <= 0.05 * s + 0.2)
+
+
+# ---------------------------------------------------------------------------------------------
+# horizontal.gbdt under missing = "mean": the same pooled-mean sums, alone, before the bins
+# ---------------------------------------------------------------------------------------------
+def gbdt_federate(banks, params, agg, pooled_mean=True, privacy=None, capture=False):
+    from fedrisk.algorithms.horizontal.gbdt import run_bank as gb_bank, run_coordinator as gb_coordinator
+
+    net = InMemoryNetwork([*banks, "coordinator"], capture=capture, recv_timeout=60.0)
+    roles = {b: (lambda X, y: lambda ch: gb_bank(ch, "coordinator", X, y, NAMES, params, agg, n_banks=len(banks),
+                                                 pooled_mean=pooled_mean, privacy=privacy))(X, y)
+             for b, (X, y) in banks.items()}
+    roles["coordinator"] = lambda ch: gb_coordinator(ch, list(banks), params, agg, pooled_mean=pooled_mean,
+                                                     privacy=privacy)
+    return run_roles(roles, network=net), net
+
+
+def same_trees(a, b, atol=1e-5):
+    """Same splits (feature, bin, missing side, children) and leaf weights up to fixed-point noise."""
+    key = ("feature_index", "bin", "missing_left", "left", "right")
+    if len(a) != len(b):
+        return False
+    for ta, tb in zip(a, b):
+        if len(ta["nodes"]) != len(tb["nodes"]):
+            return False
+        for na, nb in zip(ta["nodes"], tb["nodes"]):
+            if ("leaf" in na) != ("leaf" in nb):
+                return False
+            if "leaf" in na and abs(na["leaf"] - nb["leaf"]) > atol:
+                return False
+            if "leaf" not in na and tuple(na[k] for k in key) != tuple(nb[k] for k in key):
+                return False
+    return True
+
+
+def test_gbdt_fills_blanks_with_the_pooled_mean_and_equals_the_pooled_booster():
+    """The federated trees on banks with blanks are the trees of the same federation on the pooled
+    mean-filled rows (exactly: same bins, same splits), and the filled rows' booster is close to
+    pooled XGBoost on the pooled rows filled with the pooled mean; each bank's own means differ."""
+    from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations
+    from fedrisk.crypto.secagg_oneshot import OneShotSessionAggregation
+
+    banks = non_iid_banks(6, sizes=(1500, 900, 400))
+    params = GbdtParams(n_trees=8, max_depth=3, learning_rate=0.3, max_bin=32)
+    res, _ = gbdt_federate(banks, params, OneShotSessionAggregation(8, dropout_timeout=5.0))
+    m = res["coordinator"]
+    observed = np.vstack([X for X, _ in banks.values()])
+    means = np.nanmean(observed, axis=0)
+    np.testing.assert_allclose([m.imputation[f] for f in NAMES], means, rtol=1e-6)
+    for b in banks:  # every bank holds the same model, fill values included
+        assert res[b].trees == m.trees and res[b].imputation == m.imputation
+    assert m.rounds == planned_aggregations(params) + 2  # the two pooled-mean sums
+    assert not any(m.has_missing)  # nothing is left blank after filling
+    fill = np.array([m.imputation[f] for f in NAMES])
+    filled = {b: (np.where(np.isnan(X), fill, X), y) for b, (X, y) in banks.items()}
+    ref, _ = gbdt_federate(filled, params, PlainAggregation(), pooled_mean=False)
+    assert ref["coordinator"].cuts == m.cuts
+    assert same_trees(ref["coordinator"].trees, m.trees)
+    # each bank's own means: other rows, other trees
+    local = {b: (SimpleImputer(strategy="mean").fit_transform(X), y) for b, (X, y) in banks.items()}
+    old, _ = gbdt_federate(local, params, PlainAggregation(), pooled_mean=False)
+    assert not same_trees(old["coordinator"].trees, m.trees)
+    xgb = pytest.importorskip("xgboost")
+    test = non_iid_banks(7, sizes=(3000, 2000, 1000))
+    Xt = np.vstack([X for X, _ in test.values()])
+    yt = np.concatenate([y for _, y in test.values()])
+    Xt_filled = np.where(np.isnan(Xt), means, Xt)
+    X, y = np.vstack([X for X, _ in filled.values()]), np.concatenate([y for _, y in filled.values()])
+    booster = xgb.XGBClassifier(n_estimators=8, max_depth=3, learning_rate=0.3, max_bin=32, tree_method="hist",
+                                n_jobs=1).fit(X, y)
+    from fedrisk.finance.metrics import auc
+
+    a_fed, a_xgb = auc(yt, m.predict_proba(Xt_filled)), auc(yt, booster.predict_proba(Xt_filled)[:, 1])
+    assert abs(a_fed - a_xgb) < 0.01, (a_fed, a_xgb)
+
+
+def test_gbdt_pooled_mean_sums_reach_the_coordinator_masked_and_privacy_refuses_it():
+    from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations
+    from fedrisk.crypto.dp import plan_privacy
+    from fedrisk.errors import ConfigError
+
+    banks = non_iid_banks(8)
+    params = GbdtParams(n_trees=1, max_depth=2, max_bin=16)
+    _, net = gbdt_federate(banks, params, SecureAggregation(), capture=True)
+    got = [e for e in net["coordinator"].captured if e.tag.startswith("hgb.mean")]
+    assert {e.tag.split(".sa")[0] for e in got} >= {"hgb.mean.magnitude", "hgb.mean.sum"}
+    assert {e.kind for e in got} <= {"public-parameter", "ciphertext", "masked", "plaintext-by-design"}
+    for e in got:
+        assert not (isinstance(e.body, np.ndarray) and e.body.dtype == np.float64 and e.body.size == 1 + 2 * D)
+    plan = plan_privacy(planned_aggregations(params, private=True), epsilon=8.0, delta=1e-5)
+    with pytest.raises(ConfigError, match="missing = 'keep'"):
+        gbdt_federate(banks, params, PlainAggregation(), privacy=plan)
