@@ -241,3 +241,16 @@ def test_mean_imputing_gbdt_stores_the_pooled_means_and_predict_fills_with_them(
     predict_file(tmp_path / "run" / "model.json", tmp_path / "new.csv", tmp_path / "s.csv")
     np.testing.assert_allclose(pd.read_csv(tmp_path / "run" / "scores" / "test.csv")["score"],
                                pd.read_csv(tmp_path / "s.csv")["score"], atol=1e-7)
+
+
+def test_private_gbdt_with_mean_imputation_is_refused_in_one_line(tmp_path):
+    """The pooled means would be two noisy sums the privacy plan does not count: refused up front."""
+    from fedrisk.errors import ConfigError
+    from fedrisk.runtime.spec import load_spec
+
+    numeric_banks(tmp_path)
+    spec = spec_for(tmp_path, "horizontal.gbdt", {"bank1": 'missing = "mean"', "bank2": "", "bank3": ""}, "n_trees = 2\n")
+    spec.write_text(spec.read_text() + "\n[privacy]\nepsilon = 4.0\n")
+    with pytest.raises(ConfigError) as e:
+        load_spec(spec)
+    assert "\n" not in str(e.value) and "['bank1']" in str(e.value) and "missing = 'keep'" in str(e.value)
