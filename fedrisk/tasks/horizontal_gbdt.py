@@ -136,7 +136,7 @@ def run(ctx: PartyContext) -> None:
         _, state = ctx.checkpoints.start("train", [COORDINATOR]) if privacy is None else (0, None)
         if ctx.resume and privacy is not None:
             ctx.log.warning("resume: a job with [privacy] starts afresh (its noisy bins differ every run)")
-        classes = coordinator_coding(ctx.channel, banks, "hgb.")
+        classes = coordinator_coding(ctx.channel, banks, "hgb.", params.dropout_timeout)
         model = run_coordinator(ctx.channel, banks, cfg, agg, privacy=privacy, on_tree=on_tree,
                                 log=ctx.log.warning, start=state, checkpoint=ctx.checkpoints.saver("train"),
                                 admit=rejoin_policy(ctx), pooled_mean=pooled_mean(spec))

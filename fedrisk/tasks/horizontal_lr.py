@@ -316,7 +316,7 @@ def run(ctx: PartyContext) -> None:
         def on_round(r: int, rec: dict) -> None:
             ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
 
-        classes = coordinator_coding(ctx.channel, banks, "hlr.")
+        classes = coordinator_coding(ctx.channel, banks, "hlr.", params.dropout_timeout)
         model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start,
                                 checkpoint=ctx.checkpoints.saver("train"), admit=rejoin_policy(ctx),
                                 log=ctx.log.warning, **dp)

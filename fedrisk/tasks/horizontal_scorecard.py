@@ -122,7 +122,7 @@ def run(ctx: PartyContext) -> None:
     from fedrisk.tasks.horizontal_lr import agree_classes
 
     if ctx.name == COORDINATOR:
-        classes = coordinator_coding(ctx.channel, banks, "hlr.")
+        classes = coordinator_coding(ctx.channel, banks, "hlr.", params.dropout_timeout)
     else:
         classes = agree_classes(ctx, frame.label_coding, "hlr.")
     if ctx.name == COORDINATOR:

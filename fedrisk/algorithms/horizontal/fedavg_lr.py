@@ -206,7 +206,8 @@ class FederatedLogisticRegression:
 
     def __init__(self, rounds: int = 20, local_epochs: int = 1, batch_size: int = 64, learning_rate: float = 0.1,
                  lr_decay: float = 1.0, l2: float = 1e-4, mu: float = 0.0, tol: float = 1e-6, seed: int = 0,
-                 coordinator: str = "coordinator", aggregation: Aggregation | None = None) -> None:
+                 coordinator: str = "coordinator", aggregation: Aggregation | None = None,
+                 pooled_mean: bool = False) -> None:
         self.rounds = rounds
         self.local_epochs = local_epochs
         self.batch_size = batch_size
@@ -218,6 +219,7 @@ class FederatedLogisticRegression:
         self.seed = seed
         self.coordinator = coordinator
         self.aggregation = aggregation
+        self.pooled_mean = pooled_mean
 
     def _config(self) -> FedAvgConfig:
         return FedAvgConfig(**{f.name: getattr(self, f.name) for f in fields(FedAvgConfig)})

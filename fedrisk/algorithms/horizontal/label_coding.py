@@ -41,8 +41,14 @@ def bank_coding(channel: Channel, coordinator: str, coding: list | None, prefix:
     return _checked(channel.recv(coordinator, f"{prefix}classes.ok"), coordinator)
 
 
-def coordinator_coding(channel: Channel, banks: Sequence[str], prefix: str) -> list | None:
-    """The coordinator's side: the banks' common coding, or ``None`` when any differs (or is 0/1)."""
+def coordinator_coding(channel: Channel, banks: Sequence[str], prefix: str,
+                       send_timeout: float | None = None) -> list | None:
+    """The coordinator's side: the banks' common coding, or ``None`` when any differs (or is 0/1).
+
+    Every bank is needed here (as in the schema step that follows), so the banks are watched: one
+    killed before it spoke ends the wait with its name, not after the whole receive timeout.
+    """
+    channel.watch(list(banks), send_timeout=send_timeout)
     got = [_checked(channel.recv(b, f"{prefix}classes"), b) for b in banks]
     agreed = got[0] if got and all(c == got[0] for c in got) else None
     channel.broadcast(list(banks), f"{prefix}classes.ok", {"classes": agreed}, kind="public-parameter")

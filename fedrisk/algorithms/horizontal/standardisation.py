@@ -67,9 +67,7 @@ from fedrisk.errors import DataError, ProtocolError
 from fedrisk.transport.channel import Channel
 
 __all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "fill_missing", "mean_bank",
-           "mean_coordinator", "EXPONENT_BINS",
-           "MECHANISMS",
-           "dp_count_threshold", "private_ranges",
+           "mean_coordinator", "EXPONENT_BINS", "MECHANISMS", "dp_count_threshold", "private_ranges",
            "scaler_sensitivities"]
 
 #: noisy sums the agreement releases (what a private run's accountant must count)
