@@ -144,13 +144,14 @@ def validate_model(model: Any, path: str | Path = "<model>") -> dict[str, Any]:
 
 
 def save_lr_model(path: Path, model: Any, task: str, job: str, categories: dict | None = None,
-                  imputation: dict[str, float] | None = None) -> Path:
+                  imputation: dict[str, float] | None = None, classes: list | None = None) -> Path:
     """Write a :class:`~fedrisk.algorithms.horizontal.fedavg_lr.LogisticModel` as JSON.
 
     ``categories``: the agreed category encoders of a job with text columns (one-hot features
     ``name=level``), so ``fedrisk predict`` encodes new rows the same way. ``imputation``: the
     value ``fedrisk predict`` fills each column's blank cells with (a job in which a bank trained
-    with ``missing = "mean"``)."""
+    with ``missing = "mean"``). ``classes``: ``[non-default, default]`` in the users' label coding
+    (omitted for 0/1 labels; files without it read as ``[0, 1]``)."""
     coef_raw, intercept_raw = model.raw_coefficients()
     return write_json(path, {
         "format": "fedrisk.lr", "version": 1, "task": task, "job": job,
@@ -161,15 +162,18 @@ def save_lr_model(path: Path, model: Any, task: str, job: str, categories: dict 
         "history": model.history,
         **({"categories": categories, "category_encoding": "onehot"} if categories else {}),
         **({"imputation": imputation} if imputation else {}),
+        **({"classes": list(classes)} if classes else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
 
 
-def save_gbdt_model(path: Path, model: Any, task: str, job: str, categories: dict | None = None) -> Path:
+def save_gbdt_model(path: Path, model: Any, task: str, job: str, categories: dict | None = None,
+                    classes: list | None = None) -> Path:
     """Write a :class:`~fedrisk.algorithms.horizontal.gbdt.GbdtModel` as JSON (format ``fedrisk.gbdt``);
-    ``categories``: the agreed category encoders (level-code columns)."""
+    ``categories``: the agreed category encoders (level-code columns); ``classes``: as in :func:`save_lr_model`."""
     return write_json(path, {"format": "fedrisk.gbdt", "version": 1, "task": task, "job": job, **model.to_json(),
                              **({"categories": categories, "category_encoding": "codes"} if categories else {}),
+                             **({"classes": list(classes)} if classes else {}),
                              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ __all__ = [
     "check_same_features",
     "id_test_mask",
     "MISSING_POLICIES",
+    "label_coding",
 ]
 
 #: accepted values of ``missing`` in :func:`load_party_table`: reject rows with missing values,
@@ -86,6 +87,8 @@ class PartyTable:
     unseen: dict[str, int] = field(default_factory=dict)
     #: warnings for the party's log (e.g. text columns treated as categorical without being declared)
     notes: list[str] = field(default_factory=list)
+    #: ``[non-default, default]`` in the file's label coding (:func:`label_coding`); ``None`` for 0/1
+    label_coding: list | None = None
 
     @property
     def n_rows(self) -> int:
@@ -251,6 +254,33 @@ def _label_key(v: object) -> str:
     if isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer():
         return str(int(v))
     return str(v).strip()
+
+
+def label_coding(raw: Any, positive: object = None) -> list | None:
+    """``[non-default, default]`` label values in the data's own coding, or ``None`` for plain 0/1.
+
+    What a model file stores as ``classes`` (and the estimators' ``classes_``) so that a model read
+    back predicts in the user's coding: ``["good", "bad"]`` under ``positive = "bad"``, ``[1, 2]``
+    under ``positive = 2``, ``[False, True]`` for a boolean column. ``None`` (meaning ``[0, 1]``)
+    when the coding has no single value per class (several default values) or is plain 0/1. Values
+    are JSON scalars (``str``, ``int``, ``float``, ``bool``).
+    """
+    values = pd.unique(pd.Series(raw).dropna())
+    if positive is None:
+        if len(values) and all(isinstance(v, (bool, np.bool_)) for v in values):
+            return [False, True]
+        return None
+    if isinstance(positive, Mapping):
+        table = {_label_key(k): v for k, v in positive.items()}
+        neg = [v for v in values if table.get(_label_key(v)) == 0]
+        pos = [v for v in values if table.get(_label_key(v)) == 1]
+    else:
+        keys = {_label_key(p) for p in (positive if isinstance(positive, (list, tuple)) else [positive])}
+        pos = [v for v in values if _label_key(v) in keys]
+        neg = [v for v in values if _label_key(v) not in keys]
+    if len(neg) != 1 or len(pos) != 1:
+        return None
+    return [v.item() if isinstance(v, np.generic) else v for v in (neg[0], pos[0])]
 
 
 def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) -> np.ndarray:
@@ -444,6 +474,7 @@ def load_party_table(
     categories: Mapping[str, Mapping] | None = None,
     missing_advice: str | None = None,
     allow_no_features: bool = False,
+    fill_later: bool = False,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -467,9 +498,7 @@ def load_party_table(
     missing : {"reject", "mean", "keep"}
         What to do with NaN/inf in features. ``"reject"`` (default) refuses the file and says how
         many rows and which columns are affected. ``"mean"`` fills each column with the mean of
-        its finite values *in this file*. In a horizontal federation that is each bank's **local**
-        mean, not the federation-wide mean: banks with different customers fill differently, which
-        is acceptable for a few gaps but not a substitute for cleaning the data. ``"keep"``
+        its finite values *in this file* (unless ``fill_later``). ``"keep"``
         leaves missing cells as NaN (infinities are still refused) for tasks that handle them:
         SecureBoost gives them a bin of their own and learns which side of each split they take.
     require_label : bool, optional
@@ -506,6 +535,10 @@ def load_party_table(
         default advice (set ``missing`` in the job spec) does not apply: scoring has no such setting.
     allow_no_features : bool
         Accept a file with no feature column (a vertical label holder that brings labels only).
+    fill_later : bool
+        With ``missing="mean"``: leave every missing or infinite cell as NaN, to be filled with means the
+        federation agrees (horizontal jobs fill with the POOLED mean, not this file's), and accept a
+        column with no finite value here (other banks may have some).
 
     Returns
     -------
@@ -573,8 +606,10 @@ def load_party_table(
                 if lost:
                     raise ctx.error(f"the model's columns {_listing(lost)} cannot be made from this file's categories")
                 X, names = X[:, [names.index(f) for f in wanted]], wanted
-            table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice)
+            table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice,
+                            fill_later)
             table.categories, table.unseen, table.notes = encoders, unseen, notes
+            table.label_coding = label_coding(df[label_col], positive) if y is not None else None
             return table
     if non_numeric:
         kinds = ", ".join(f"{c!r} ({df[c].dtype})" for c in non_numeric[:_MAX_LISTED])
@@ -591,13 +626,15 @@ def load_party_table(
         X = df[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as exc:  # e.g. nullable dtypes with exotic contents
         raise ctx.error(f"feature columns cannot be converted to float64: {_one_line(exc)}") from None
-    return _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep,
-                   missing_advice)
+    table = _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep,
+                    missing_advice, fill_later)
+    table.label_coding = label_coding(df[label_col], positive) if y is not None else None
+    return table
 
 
 def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | None,
             feature_names: list[str], missing: str, fill: Mapping[str, float] | None, df: pd.DataFrame,
-            keep: Sequence[str], missing_advice: str | None = None) -> PartyTable:
+            keep: Sequence[str], missing_advice: str | None = None, fill_later: bool = False) -> PartyTable:
     """Missing-value policy over the numeric matrix, then the table."""
 
     imputed: dict[str, float] = {}
@@ -610,6 +647,9 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
                 imputed[name] = float(value)
     # under "keep" NaN is a legitimate value; infinities are never missing values
     bad = np.isinf(X) if missing == "keep" else ~np.isfinite(X)
+    if missing == "mean" and fill_later:  # the federation fills them with agreed (pooled) means
+        X[bad] = np.nan
+        bad = np.zeros_like(bad)
     if bad.any():
         bad_cols = np.flatnonzero(bad.any(axis=0))
         per_col = [f"{feature_names[j]!r} ({int(bad[:, j].sum())})" for j in bad_cols]
@@ -668,6 +708,8 @@ class PartyFrame:
     feature_names: list[str]
     #: raw values of the ``keep`` columns (see :func:`load_party_table`)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    #: ``[non-default, default]`` in the file's label coding (:func:`label_coding`); ``None`` for 0/1
+    label_coding: list | None = None
 
     @property
     def n_rows(self) -> int:
@@ -731,7 +773,8 @@ def load_party_frame(
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "
                         "or fix the export")
     return PartyFrame(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),
-                      extra={c: df[c].to_numpy() for c in keep})
+                      extra={c: df[c].to_numpy() for c in keep},
+                      label_coding=label_coding(df[label_col], positive) if y is not None else None)
 
 
 def check_same_features(tables_or_name_lists: Mapping[str, PartyTable | Sequence[str]]) -> None:

@@ -332,10 +332,11 @@ def label_classes(fed: Federation) -> np.ndarray:
 
     ``predict`` returns these and ``predict_proba``'s columns follow them, as scikit-learn's
     ``classes_`` does. Labels coded with ``positive`` (e.g. ``"good"``/``"bad"``, ``1``/``2``)
-    keep that coding; 0/1 labels, several coding schemes across banks, or labels this process does
-    not hold (``Federation.connect`` at a feature holder) give ``[0, 1]``.
+    keep that coding (:func:`fedrisk.data.loading.label_coding`, which the model files store too);
+    0/1 labels, several coding schemes across banks, or labels this process does not hold
+    (``Federation.connect`` at a feature holder) give ``[0, 1]``.
     """
-    from fedrisk.data.loading import _label_key
+    from fedrisk.data.loading import label_coding
 
     if fed.kind == "vertical":
         holders = [fed.label_holder] if fed.label_holder in fed.parties else []
@@ -346,24 +347,19 @@ def label_classes(fed: Federation) -> np.ndarray:
         frame = fed.parties[name]
         if fed.label not in frame.columns:
             return np.array([0, 1])
-        values = pd.unique(frame[fed.label].dropna())
-        positive = fed.party_options.get(name, {}).get("positive")
-        if positive is None:
-            if len(values) and all(isinstance(v, (bool, np.bool_)) for v in values):
-                found.add((False, True))
-            else:
-                found.add((0, 1))
-            continue
-        if isinstance(positive, Mapping):
-            table = {_label_key(k): v for k, v in positive.items()}
-            neg = [v for v in values if table.get(_label_key(v)) == 0]
-            pos = [v for v in values if table.get(_label_key(v)) == 1]
-        else:
-            keys = {_label_key(p) for p in (positive if isinstance(positive, (list, tuple)) else [positive])}
-            pos = [v for v in values if _label_key(v) in keys]
-            neg = [v for v in values if _label_key(v) not in keys]
-        found.add((neg[0], pos[0]) if len(neg) == 1 and len(pos) == 1 else (0, 1))
-    if len(found) != 1:
-        return np.array([0, 1])
-    classes = next(iter(found))
+        coding = label_coding(frame[fed.label], fed.party_options.get(name, {}).get("positive"))
+        found.add(tuple(coding) if coding else (0, 1))
+    return classes_array(next(iter(found)) if len(found) == 1 else None)
+
+
+def classes_array(coding: Any) -> np.ndarray:
+    """``classes_`` of a label coding (``[non-default, default]``; ``None`` for 0/1), e.g. a model file's ``classes``."""
+    classes = tuple(coding) if coding else (0, 1)
     return np.array(classes, dtype=object if any(isinstance(c, str) for c in classes) else None)
+
+
+def stored_classes(files: Mapping[str, Mapping[str, Any]]) -> np.ndarray:
+    """``classes_`` of a model read from its files: the label coding a file stores as ``classes`` (the
+    horizontal model file, or the label holder's part of a split model); ``[0, 1]`` for 0/1 labels and
+    for files written before the coding was stored."""
+    return classes_array(next((d["classes"] for d in files.values() if d.get("classes")), None))

@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedrisk.estimators.base import FederatedClassifier
+from fedrisk.estimators.base import FederatedClassifier, stored_classes
 from fedrisk.estimators.federation import Federation
 from fedrisk.estimators.linear import _score_parts, _vertical_parts
 
@@ -65,7 +65,7 @@ class SecureBoost(FederatedClassifier):
 
     def _learn(self, files: dict[str, dict]) -> "SecureBoost":
         """Learned state from the model files the task wrote (or ``fr.load`` read)."""
-        self.classes_ = np.array([0, 1])
+        self.classes_ = stored_classes(files)  # the user's label coding, when the files store it
         if files.get("model.json", {}).get("format") == "fedrisk.gbdt":
             return self._learn_horizontal(files["model.json"])
         self.files_ = _vertical_parts(files, "fedrisk.vertical.secureboost")
@@ -115,6 +115,11 @@ class SecureBoost(FederatedClassifier):
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal tree model scores a DataFrame locally: pass the rows, e.g. holdout")
             M = self._frame_matrix(X, list(doc["features"]), "SecureBoost.predict_proba", allow_nan=True, doc=doc)
+            fill = doc.get("imputation")
+            if fill:  # trained with missing = "mean": blanks get the federation's pooled means, as in `fedrisk predict`
+                from fedrisk.algorithms.horizontal.standardisation import fill_missing
+
+                M = fill_missing(M, np.array([fill[f] for f in doc["features"]], dtype=np.float64))
             return self._proba(score_gbdt(doc, M))
         return self._proba(_score_parts(self, files, X))
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedrisk.errors import ConfigError, DataError
-from fedrisk.estimators.base import FederatedClassifier
+from fedrisk.estimators.base import FederatedClassifier, stored_classes
 from fedrisk.estimators.federation import Federation
 
 __all__ = ["LogisticRegression"]
@@ -65,7 +65,7 @@ class LogisticRegression(FederatedClassifier):
 
     def _learn(self, files: dict[str, dict]) -> "LogisticRegression":
         """Learned state from the model files the task wrote (or ``fr.load`` read)."""
-        self.classes_ = np.array([0, 1])
+        self.classes_ = stored_classes(files)  # the user's label coding, when the files store it
         if files["model.json"]["format"] == "fedrisk.lr":
             doc = files["model.json"]
             self.files_ = {"model.json": doc}

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedrisk.errors import ConfigError
-from fedrisk.estimators.base import FederatedClassifier
+from fedrisk.estimators.base import FederatedClassifier, stored_classes
 from fedrisk.estimators.federation import Federation
 from fedrisk.estimators.linear import _score_parts, _vertical_parts
 
@@ -57,7 +57,7 @@ class Scorecard(FederatedClassifier):
         """Learned state from the scorecard files the task wrote (or ``fr.load`` read)."""
         import pandas as pd
 
-        self.classes_ = np.array([0, 1])
+        self.classes_ = stored_classes(files)  # the user's label coding, when the files store it
         if "scorecard.json" in files:
             card = files["scorecard.json"]
             self.files_ = {"scorecard.json": card}

@@ -155,9 +155,10 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
         write_scores(Path(out), table.ids, None, score)
         return len(score)
     if fmt == "fedrisk.gbdt":
-        # trees learn where missing values go, so rows with empty cells are scored, not refused
+        # trees learn where missing values go, so rows with empty cells are scored, not refused; a model trained
+        # with missing = "mean" fills them with the federation's pooled means first, as training did
         table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"],
-                                 missing="keep", **dialect, **cat)
+                                 missing="keep", fill=model.get("imputation") or None, **dialect, **cat)
         score = score_gbdt(model, table.X)
         write_predictions(Path(out), table.ids, gbdt_predictions(model, table.X, score))
         return len(score)

@@ -28,7 +28,9 @@ from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories, refuse_with_privacy
-from fedrisk.tasks.horizontal_lr import DropoutParams, make_aggregation, rejoin_policy, validate_horizontal
+from fedrisk.algorithms.horizontal.label_coding import coordinator_coding
+from fedrisk.tasks.horizontal_lr import (DropoutParams, agree_classes, make_aggregation, pooled_mean, rejoin_policy,
+                                         validate_horizontal)
 
 KIND = "horizontal.gbdt"
 TAG_PREFIXES = ("hgb.", "hcat.")
@@ -59,6 +61,11 @@ def privacy_plan(spec: JobSpec, params: Params, where: str = "job spec") -> Priv
     if pv is None:
         return None
     refuse_with_privacy(params, KIND, where)
+    if pooled_mean(spec):
+        mean = sorted(n for n, p in spec.parties.items() if p.missing == "mean")
+        raise ConfigError(f"{where}: parties {mean} set missing = 'mean', which {KIND} does not offer with [privacy] (the "
+                          f"pooled means would be two more noisy sums than the plan counts); use missing = 'keep' there: "
+                          f"the trees learn which side of each split blanks go")
     cfg = params.config(spec.federation.seed)
     what = f"{cfg.n_trees} trees x ({cfg.max_depth} levels + 1 leaf round) + 3 binning/loss rounds"
     try:
@@ -129,14 +136,15 @@ def run(ctx: PartyContext) -> None:
         _, state = ctx.checkpoints.start("train", [COORDINATOR]) if privacy is None else (0, None)
         if ctx.resume and privacy is not None:
             ctx.log.warning("resume: a job with [privacy] starts afresh (its noisy bins differ every run)")
+        classes = coordinator_coding(ctx.channel, banks, "hgb.", params.dropout_timeout)
         model = run_coordinator(ctx.channel, banks, cfg, agg, privacy=privacy, on_tree=on_tree,
                                 log=ctx.log.warning, start=state, checkpoint=ctx.checkpoints.saver("train"),
-                                admit=rejoin_policy(ctx))
+                                admit=rejoin_policy(ctx), pooled_mean=pooled_mean(spec))
         ctx.log.info("trained %d trees (kept %d) in %d aggregations; phases %s", len(model.history),
                      len(model.trees), model.rounds, model.phases)
         if model.privacy is not None:
             ctx.log.info(_privacy_line(model.privacy))
-        save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
+        save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, classes=classes)
         _write_membership(ctx, banks, model.history)
         return
 
@@ -146,24 +154,36 @@ def run(ctx: PartyContext) -> None:
     p = spec.parties[ctx.name]
     cat = dict(categorical=list(categories), encoding=CATEGORY_ENCODING, categories=categories) if categories else {}
     table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
-                             features=p.features, exclude=p.exclude, missing=p.missing, **p.read_options(), **cat)
+                             features=p.features, exclude=p.exclude, missing=p.missing, fill_later=True,
+                             **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
+    classes = agree_classes(ctx, table.label_coding, "hgb.")
     from fedrisk.algorithms.vertical.tree import check_monotone
 
     check_monotone(p.monotone, list(table.feature_names), f"bank {ctx.name!r} (monotone in the job spec)")
     evaluator = ctx.name == spec.evaluation_holder() and spec.test_path() is not None
     # the evaluation holder reads its test file before training: a bad one stops the job now, not after the trees
     test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
-                            features=table.feature_names, missing=p.missing, **p.read_options(), **cat) if evaluator else None
+                            features=table.feature_names, missing="keep" if p.missing == "mean" else p.missing,
+                            **p.read_options(), **cat) if evaluator else None
     if test is not None:
         check_test_labels(ctx.name, test.path, test.y)
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, privacy=privacy,
                      n_banks=len(banks), monotone=p.monotone,
                      rejoining=ctx.extra.get("rejoin") is not None,
-                     categorical={c: len(CategoryEncoder.from_json(e).all_levels()) for c, e in (categories or {}).items()})
+                     categorical={c: len(CategoryEncoder.from_json(e).all_levels()) for c, e in (categories or {}).items()},
+                     pooled_mean=pooled_mean(spec))
+    if model.imputation:
+        # missing = "mean": the training rows as trained on, and the test file's blanks filled as `fedrisk predict` fills
+        from fedrisk.algorithms.horizontal.standardisation import fill_missing
+
+        fill = np.array([model.imputation[f] for f in model.features])
+        table.X = fill_missing(table.X, fill)
+        if test is not None:
+            test.X = fill_missing(test.X, fill)
     if model.privacy is not None:
         ctx.log.info(_privacy_line(model.privacy))
-    save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories)
+    save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, classes=classes)
     if test is None:
         return
     rounds = _staged_rounds(model, test.X, test.y)

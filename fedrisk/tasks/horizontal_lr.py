@@ -22,12 +22,14 @@ Outputs in the run directory: ``model.json`` (every participant writes the same 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.label_coding import bank_coding, coordinator_coding
 from fedrisk.errors import ConfigError
 from fedrisk.model_files import save_lr_model
 from fedrisk.runtime.context import PartyContext
@@ -259,22 +261,39 @@ def rejoin_policy(ctx: PartyContext) -> Callable[[str, int], bool] | None:
     return admit
 
 
+def pooled_mean(spec: JobSpec) -> bool:
+    """Whether the job fills empty cells: some bank loads with ``missing = "mean"``.
+
+    Then every bank keeps its empty cells as NaN and the standardisation agrees the POOLED mean of the
+    observed values to fill them with (the same at every bank, as pooled mean imputation does), not
+    each bank's own means. Decided from the spec, so every participant agrees on the message layout."""
+    return any(p.missing == "mean" for p in spec.parties.values())
+
+
 def imputation(spec: JobSpec, model: Any) -> dict[str, float] | None:
     """What ``fedrisk predict`` fills blank cells with: the federation's mean of each column (the agreed
     standardisation's), when any bank trained with ``missing = "mean"``; ``None`` otherwise (blanks refused).
 
     Decided from the job spec, which every participant reads, so every participant's copy of the
     model file is the same (``simulate`` writes them all to one run directory)."""
-    if not any(p.missing == "mean" for p in spec.parties.values()):
+    if not pooled_mean(spec):
         return None
     return dict(zip(model.feature_names, map(float, model.mean)))
+
+
+def agree_classes(ctx: PartyContext, coding: list | None, prefix: str) -> list | None:
+    """A bank's label coding agreed with the others (:mod:`~fedrisk.algorithms.horizontal.label_coding`), for
+    the model file's ``classes``; a bank taken back mid-job (it missed the agreement) keeps its own."""
+    if ctx.extra.get("rejoin") is not None:
+        return coding
+    return bank_coding(ctx.channel, COORDINATOR, coding, prefix)
 
 
 def run(ctx: PartyContext) -> None:
     spec = ctx.spec
     params = parse_params(Params, spec.task)
     params.warn_ignored(ctx.log)
-    cfg = params.solver_config(spec.federation.seed)
+    cfg = replace(params.solver_config(spec.federation.seed), pooled_mean=pooled_mean(spec))
     run_bank, run_coordinator = params.solver_roles()
     agg = solver_aggregation(params, make_aggregation(ctx, params))
     banks = list(spec.parties)
@@ -297,6 +316,7 @@ def run(ctx: PartyContext) -> None:
         def on_round(r: int, rec: dict) -> None:
             ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
 
+        classes = coordinator_coding(ctx.channel, banks, "hlr.", params.dropout_timeout)
         model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start,
                                 checkpoint=ctx.checkpoints.saver("train"), admit=rejoin_policy(ctx),
                                 log=ctx.log.warning, **dp)
@@ -309,7 +329,7 @@ def run(ctx: PartyContext) -> None:
         if model.constant_features:
             ctx.log.warning("constant features across the federation (weight stays 0): %s", model.constant_features)
         save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories,
-                      imputation=imputation(spec, model))
+                      imputation=imputation(spec, model), classes=classes)
         return
 
     from fedrisk.data.loading import load_party_table
@@ -317,8 +337,10 @@ def run(ctx: PartyContext) -> None:
     p = spec.parties[ctx.name]
     cat = dict(categorical=list(categories), encoding=CATEGORY_ENCODING, categories=categories) if categories else {}
     table = load_party_table(spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
-                             features=p.features, exclude=p.exclude, missing=p.missing, **p.read_options(), **cat)
+                             features=p.features, exclude=p.exclude, missing=p.missing, fill_later=True,
+                             **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
+    classes = agree_classes(ctx, table.label_coding, "hlr.")
     evaluator = ctx.name == spec.evaluation_holder() and spec.test_path() is not None
     test = None
     rounds: list[dict] = []
@@ -352,7 +374,11 @@ def run(ctx: PartyContext) -> None:
         ctx.log.info(privacy_line(privacy.summary()))
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, on_round=on_round,
                      rejoining=ctx.extra.get("rejoin") is not None, **dp)
-    save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, imputation=imputation(spec, model))
+    from fedrisk.algorithms.horizontal.standardisation import fill_missing
+
+    table.X = fill_missing(table.X, model.mean)  # the pooled means the model trained on (missing = "mean")
+    save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, imputation=imputation(spec, model),
+                  classes=classes)
     if evaluator:
         from fedrisk.finance.reference import comparison, logistic_alone
 

@@ -118,6 +118,13 @@ def run(ctx: PartyContext) -> None:
         raise DataError(f"no feature reaches IV >= {params.iv_threshold} across the federation; lower task.iv_threshold")
     ctx.log.info("federated WOE: %d of %d features selected: %s", len(feats), len(res.iv), ", ".join(feats))
     enc = res.encoder()
+    from fedrisk.algorithms.horizontal.label_coding import coordinator_coding
+    from fedrisk.tasks.horizontal_lr import agree_classes
+
+    if ctx.name == COORDINATOR:
+        classes = coordinator_coding(ctx.channel, banks, "hlr.", params.dropout_timeout)
+    else:
+        classes = agree_classes(ctx, frame.label_coding, "hlr.")
     if ctx.name == COORDINATOR:
         def on_round(r: int, rec: dict) -> None:
             ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
@@ -135,7 +142,8 @@ def run(ctx: PartyContext) -> None:
     card = params.card().fit(enc, coef, intercept, feats)
     ctx.write_json("scorecard.json", {"format": "fedrisk.scorecard", "version": 1, "task": KIND, "job": spec.job_id,
                                       **card.to_dict(), "coef": dict(zip(feats, coef.tolist())),
-                                      "intercept": intercept, "n_reasons": params.n_reasons, "history": model.history})
+                                      "intercept": intercept, "n_reasons": params.n_reasons, "history": model.history,
+                                      **({"classes": classes} if classes else {})})
     if ctx.name == COORDINATOR or ctx.name != spec.evaluation_holder():
         return
     from fedrisk.runtime.evaluation import write_evaluation

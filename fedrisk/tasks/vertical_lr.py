@@ -182,6 +182,8 @@ def run(ctx: PartyContext) -> None:
         "history": model.history, "best_epoch": model.best_epoch,
         "spec_dir": str(spec.base_dir),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # the label holder's own label coding (its file only: label values never go to partners)
+        **({"classes": table.label_coding} if is_lh and table.label_coding else {}),
     }
     if not is_lh:
         doc.pop("intercept")

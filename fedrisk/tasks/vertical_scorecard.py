@@ -94,7 +94,7 @@ def run(ctx: PartyContext) -> None:
     me = ctx.name
     is_lh = me == lh
     t0 = time.perf_counter()
-    ids, X, y, test, al = aligned_frames(ctx, params.categorical, default_split=True)
+    ids, X, y, test, al, coding = aligned_frames(ctx, params.categorical, default_split=True)
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under the split rule; nothing to train on")
     tr = ~test
@@ -131,7 +131,9 @@ def run(ctx: PartyContext) -> None:
            "label_holder": lh, "parties": {p: model_file(p) for p in [lh, *hosts]}, "id": spec.parties[me].id,
            **part.to_dict(), "selection": sel, "best_epoch": model.best_epoch, "spec_dir": str(spec.base_dir),
            "n_reasons": params.n_reasons, "name_reasons": me in params.name_reasons, "run_id": ctx.run_id,
-           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           # the label holder's own label coding (its file only: label values never go to partners)
+           **({"classes": coding} if is_lh and coding else {})}
     write_json(ctx.out / model_file(me), doc)
     # this party's binning tables, for its own report (the label holder's with goods and bads per bin)
     if is_lh:

@@ -166,7 +166,9 @@ def run(ctx: PartyContext) -> None:
         names, _, contrib = contributions(model, paths_te, X[test])
         cols = {k.replace("points_lost_", "contribution_"): v for k, v in reason_columns(reason_codes(names, contrib, 3), 3).items()}
         write_predictions(ctx.out / "scores" / "test_reasons.csv", ids[test], pd.DataFrame({"score": p_te, **cols}))
-    write_json(ctx.out / model_file(me, lh), {"format": FORMAT, **header, **model.to_json()})
+    # the label holder's own label coding (its file only: label values never go to partners)
+    write_json(ctx.out / model_file(me, lh), {"format": FORMAT, **header, **model.to_json(),
+                                               **({"classes": table.label_coding} if table.label_coding else {})})
     from fedrisk.runtime.evaluation import write_evaluation
 
     phases = {k: round(v, 4) for k, v in model.phases.items()}

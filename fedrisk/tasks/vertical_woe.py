@@ -93,7 +93,8 @@ def validate_spec(spec: JobSpec, where: str) -> None:
 
 
 def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: bool = False):
-    """Load this party's frame and PSI-align it; return (ids, X, y or None, is_test mask or None, alignment)."""
+    """Load this party's frame and PSI-align it; return (ids, X, y or None, is_test mask or None, alignment,
+    label coding: the label holder's ``[non-default, default]`` or None, for its model file's ``classes``)."""
     from fedrisk.runtime.psi_checkpoint import aligned_rows
     from fedrisk.crypto.workers import warm_up
 
@@ -112,7 +113,7 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
                                   default=default_split, labels=y if default_split else None)
     if test is not None:
         ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
-    return ids, X, y, test, al
+    return ids, X, y, test, al, frame.label_coding
 
 
 def local_woe(params: BinningParams, X, y, party: str):
@@ -151,7 +152,7 @@ def run(ctx: PartyContext) -> None:
     params = parse_params(Params, spec.task)
     lh, hosts = roles(spec)
     t0 = time.perf_counter()
-    ids, X, y, test, al = aligned_frames(ctx, params.categorical)
+    ids, X, y, test, al, _ = aligned_frames(ctx, params.categorical)
     if test is not None:
         if test.all():
             raise DataError(f"party {ctx.name!r}: every aligned row is a test row under the [evaluation] rule")

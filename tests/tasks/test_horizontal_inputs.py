@@ -181,3 +181,76 @@ def test_mean_imputing_lr_scores_its_test_file_as_predict_does(tmp_path):
     predict_file(tmp_path / "run" / "model.json", tmp_path / "new.csv", tmp_path / "s.csv")
     np.testing.assert_allclose(pd.read_csv(tmp_path / "run" / "scores" / "test.csv")["score"],
                                pd.read_csv(tmp_path / "s.csv")["score"], atol=1e-7)
+
+
+def test_mean_imputing_lr_fills_every_bank_with_the_pooled_mean(tmp_path):
+    """missing = "mean" at non-IID banks (x0 blank in 0 %, 50 % and 80 % of rows, bank means apart):
+    model.json is scikit-learn's LR on the pooled rows filled with the POOLED observed mean, not each
+    bank's own mean, and its ``imputation`` (what ``fedrisk predict`` fills with) is that pooled mean."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from fedrisk.algorithms.horizontal.logistic import sklearn_C
+
+    parts = numeric_banks(tmp_path, sizes=(600, 400, 300), seed=3)
+    rng = np.random.default_rng(3)
+    for k, rate in zip((1, 2, 3), (0.0, 0.5, 0.8)):
+        df = parts[f"bank{k}"]
+        df["x0"] = df.x0 + 1.5 * k  # banks' means differ
+        df.loc[rng.random(len(df)) < rate, "x0"] = np.nan
+        df.loc[rng.random(len(df)) < 0.2 * (k - 1), "x2"] = np.nan
+        df.to_csv(tmp_path / f"bank{k}.csv", index=False)
+    run_in_process(spec_for(tmp_path, "horizontal.lr", {b: 'missing = "mean"' for b in ("bank1", "bank2", "bank3")}),
+                   tmp_path / "run")
+    model = json.loads((tmp_path / "run" / "model.json").read_text())
+    pooled = pd.concat([parts[f"bank{k}"] for k in (1, 2, 3)])
+    X, y = pooled[["x0", "x1", "x2"]].to_numpy(float), pooled.y.to_numpy(float)
+    filled = SimpleImputer(strategy="mean").fit_transform(X)
+    sc = StandardScaler().fit(filled)
+    ref = LogisticRegression(C=sklearn_C(1e-4, len(y)), solver="newton-cholesky", tol=1e-12).fit(sc.transform(filled), y)
+    np.testing.assert_allclose(model["mean"], np.nanmean(X, axis=0), rtol=1e-6)
+    assert model["imputation"] == dict(zip(model["features"], model["mean"]))
+    np.testing.assert_allclose(model["scale"], sc.scale_, rtol=1e-5)
+    np.testing.assert_allclose(model["coef"], ref.coef_[0], atol=1e-4)
+    assert abs(model["intercept"] - ref.intercept_[0]) <= 1e-4
+
+
+def test_mean_imputing_gbdt_stores_the_pooled_means_and_predict_fills_with_them(tmp_path):
+    """horizontal.gbdt with missing = "mean": blanks are filled with the POOLED observed means (stored as the
+    model's ``imputation``), the test file's blanks too, and ``fedrisk predict`` fills new rows the same way."""
+    from fedrisk.runtime.predict import predict_file
+
+    parts = numeric_banks(tmp_path, sizes=(600, 400, 300), seed=4)
+    rng = np.random.default_rng(4)
+    for k, rate in zip((1, 2, 3), (0.0, 0.5, 0.8)):
+        df = parts[f"bank{k}"]
+        df["x0"] = df.x0 + 1.5 * k
+        df.loc[rng.random(len(df)) < rate, "x0"] = np.nan
+        df.to_csv(tmp_path / f"bank{k}.csv", index=False)
+    test = parts["test"]
+    test.loc[test.index % 4 == 0, "x0"] = np.nan
+    test.to_csv(tmp_path / "test.csv", index=False)
+    run_in_process(spec_for(tmp_path, "horizontal.gbdt", {b: 'missing = "mean"' for b in ("bank1", "bank2", "bank3")},
+                            "n_trees = 4\nmax_depth = 2\n"), tmp_path / "run")
+    model = json.loads((tmp_path / "run" / "model.json").read_text())
+    pooled = pd.concat([parts[f"bank{k}"] for k in (1, 2, 3)])
+    np.testing.assert_allclose([model["imputation"][f] for f in ("x0", "x1", "x2")],
+                               pooled[["x0", "x1", "x2"]].mean().to_numpy(), rtol=1e-6)
+    test.drop(columns="y").to_csv(tmp_path / "new.csv", index=False)
+    predict_file(tmp_path / "run" / "model.json", tmp_path / "new.csv", tmp_path / "s.csv")
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "run" / "scores" / "test.csv")["score"],
+                               pd.read_csv(tmp_path / "s.csv")["score"], atol=1e-7)
+
+
+def test_private_gbdt_with_mean_imputation_is_refused_in_one_line(tmp_path):
+    """The pooled means would be two noisy sums the privacy plan does not count: refused up front."""
+    from fedrisk.errors import ConfigError
+    from fedrisk.runtime.spec import load_spec
+
+    numeric_banks(tmp_path)
+    spec = spec_for(tmp_path, "horizontal.gbdt", {"bank1": 'missing = "mean"', "bank2": "", "bank3": ""}, "n_trees = 2\n")
+    spec.write_text(spec.read_text() + "\n[privacy]\nepsilon = 4.0\n")
+    with pytest.raises(ConfigError) as e:
+        load_spec(spec)
+    assert "\n" not in str(e.value) and "['bank1']" in str(e.value) and "missing = 'keep'" in str(e.value)

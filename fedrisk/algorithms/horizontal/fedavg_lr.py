@@ -44,7 +44,7 @@ import numpy as np
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation, prepare_round
 from fedrisk.algorithms.horizontal.dropouts import agreed_roster, rejoin_scaler
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, mean_log_loss, sigmoid
-from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
+from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator, fill_missing
 from fedrisk.errors import DataError, ProtocolError
 from fedrisk.transport.channel import Channel
 
@@ -66,6 +66,8 @@ class FedAvgConfig:
     mu: float = 0.0
     tol: float = 1e-6
     seed: int = 0
+    #: empty cells get the pooled observed mean (``missing = "mean"``; see the standardisation module)
+    pooled_mean: bool = False
 
 
 def _local_train(Xs: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, cfg: FedAvgConfig, lr: float,
@@ -99,8 +101,10 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     n, d = X.shape
     if n == 0:
         raise DataError(f"{channel.me}: no training rows")
-    scaler = rejoin_scaler(channel, coordinator) if rejoining else agree_bank(channel, coordinator, X, feature_names, agg)
+    scaler = rejoin_scaler(channel, coordinator) if rejoining else agree_bank(channel, coordinator, X, feature_names,
+                                                                              agg, pooled_mean=cfg.pooled_mean)
     mean, scale = scaler["mean"], scaler["scale"]
+    X = fill_missing(X, mean)
     Xs = (X - mean) / scale
     model = LogisticModel(list(feature_names), mean, scale, np.zeros(d), 0.0)
     r = int(scaler.get("first_round", 1)) - 1
@@ -142,7 +146,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: FedAvgConfig, a
         resumed = start[1] if isinstance(start[1], dict) else {"w": start[1]}
         first, w = start[0] + 1, np.asarray(resumed["w"], dtype=np.float64)
     agg, roster, st = agreed_roster(channel, banks, aggregation or PlainAggregation(),
-                                    lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first}), log=log)
+                                    lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first},
+                                                                pooled_mean=cfg.pooled_mean), log=log)
     names, mean, scale, constant = st.feature_names, st.mean, st.scale, st.constant_features
     d = len(names)
     if w is None:
@@ -201,7 +206,8 @@ class FederatedLogisticRegression:
 
     def __init__(self, rounds: int = 20, local_epochs: int = 1, batch_size: int = 64, learning_rate: float = 0.1,
                  lr_decay: float = 1.0, l2: float = 1e-4, mu: float = 0.0, tol: float = 1e-6, seed: int = 0,
-                 coordinator: str = "coordinator", aggregation: Aggregation | None = None) -> None:
+                 coordinator: str = "coordinator", aggregation: Aggregation | None = None,
+                 pooled_mean: bool = False) -> None:
         self.rounds = rounds
         self.local_epochs = local_epochs
         self.batch_size = batch_size
@@ -213,6 +219,7 @@ class FederatedLogisticRegression:
         self.seed = seed
         self.coordinator = coordinator
         self.aggregation = aggregation
+        self.pooled_mean = pooled_mean
 
     def _config(self) -> FedAvgConfig:
         return FedAvgConfig(**{f.name: getattr(self, f.name) for f in fields(FedAvgConfig)})

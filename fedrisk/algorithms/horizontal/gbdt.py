@@ -16,6 +16,12 @@ Message flow (``C`` = coordinator, ``B_k`` = bank ``k``)
 1   B -> C  ``hgb.schema``         public-parameter    feature names and monotone directions (must be
                                                        equal at every bank)
     C -> B  ``hgb.schema.ok``      control             agreed, or the difference
+1b  B -> C  ``hgb.mean.*`` (agg)   masked              only under ``missing = "mean"``: an exponent sketch,
+                                                       then [rows, sum x/s, non-missing count] per
+                                                       feature (:func:`~fedrisk.algorithms.horizontal.
+                                                       standardisation.mean_bank`)
+    C -> B  ``hgb.mean.*``         aggregate           the range (``.range``), then the pooled observed
+                                                       means every bank fills its blanks with (``.mean``)
 2   B -> C  ``hgb.bins.*`` (agg)   masked              counts of the bank's values on a common grid
                                                        and [training rows, sum of y] (see
                                                        :mod:`fedrisk.algorithms.horizontal.federated_bins`)
@@ -61,6 +67,8 @@ What each participant learns
   capture test checks that every vector it receives from a bank is masked), and with secure
   aggregation it learns which banks dropped out of a round. With ``[privacy]`` every sum it
   opens carries Gaussian noise (see below).
+* Under ``missing = "mean"`` the coordinator also opens the pooled exponent sketch, sums and
+  non-missing counts of every feature (never a bank's), and every participant learns the pooled means.
 * **A bank** learns the cut points, the base score, and each tree as it is built (the global model
   every bank receives anyway); it never sees another bank's data or sums.
 
@@ -116,6 +124,7 @@ import numpy as np
 from fedrisk.algorithms.boosting_params import BoostingParams
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation
 from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, binner_from_cuts, coordinator_agree_bins
+from fedrisk.algorithms.horizontal.standardisation import fill_missing, mean_bank, mean_coordinator
 from fedrisk.algorithms.phase_timer import PhaseTimer
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
@@ -202,6 +211,8 @@ class GbdtModel:
     phases: dict[str, float] = field(default_factory=dict)
     rounds: int = 0
     privacy: dict | None = None
+    #: ``missing = "mean"``: the pooled observed mean each feature's blanks were filled with (train and predict)
+    imputation: dict[str, float] | None = None
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return predict_margin(self.base_score, self.trees, np.asarray(X, dtype=np.float64))
@@ -212,7 +223,8 @@ class GbdtModel:
     def to_json(self) -> dict:
         return {"features": self.features, "base_score": self.base_score, "trees": self.trees, "cuts": self.cuts,
                 "has_missing": self.has_missing, "importance": self.importance, "history": self.history,
-                "best_iteration": self.best_iteration, "privacy": self.privacy}
+                "best_iteration": self.best_iteration, "privacy": self.privacy,
+                **({"imputation": self.imputation} if self.imputation else {})}
 
 
 def predict_margin(base: float, trees: Sequence[dict], X: np.ndarray) -> np.ndarray:
@@ -259,7 +271,8 @@ def _sensitivities(d: int, clip: float | None) -> tuple[float, float]:
 def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
              params: GbdtParams, aggregation: Aggregation | None = None, privacy: PrivacyPlan | None = None,
              n_banks: int | None = None, monotone: dict[str, int] | None = None,
-             categorical: dict[str, int] | None = None, rejoining: bool = False) -> GbdtModel:
+             categorical: dict[str, int] | None = None, rejoining: bool = False,
+             pooled_mean: bool = False) -> GbdtModel:
     """A bank's side of training. Returns the global model (identical at every bank).
 
     Parameters
@@ -275,6 +288,10 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         Feature name -> number of levels, for columns of agreed level codes ``0..k-1`` (see
         :mod:`fedrisk.algorithms.horizontal.category_levels`): one bin per level and partition
         splits (:func:`~fedrisk.algorithms.vertical.tree.best_categorical_split`).
+    pooled_mean : bool
+        ``missing = "mean"`` (the same at every participant): before the bins, the banks agree the pooled
+        mean of each feature's observed values (``hgb.mean.*``, :func:`~fedrisk.algorithms.horizontal.
+        standardisation.mean_bank`) and fill their blanks with it, as pooled mean imputation would.
     """
     agg = aggregation or PlainAggregation()
     me = channel.me
@@ -319,8 +336,12 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     if cat_idx:
         schema["categorical"] = {str(feature_names[f]): k for f, k in cat_idx.items()}
     cpu0 = time.process_time()
+    fill = None
     if rejoining:  # rejoin hook: taken back at a tree boundary (the agreed bins, base score, trees, step)
         start = channel.recv(coordinator, "hgb.rejoin")
+        fill = start.get("fill")
+        if fill is not None:
+            X = fill_missing(X, np.asarray(fill, dtype=np.float64))
         binner = binner_from_cuts(params.max_bin, [np.asarray(c, dtype=np.float64) for c in start["cuts"]],
                                   np.asarray(start["has_missing"], dtype=bool))
         binner = _with_category_bins(binner, cat_idx)
@@ -330,6 +351,10 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         verdict = channel.recv(coordinator, "hgb.schema.ok")
         if not isinstance(verdict, dict) or not verdict.get("ok"):
             raise DataError(str(verdict.get("reason", "feature schemas differ between banks")))
+        if pooled_mean:
+            with ph("aggregation"):
+                fill, _, _ = mean_bank(channel, coordinator, X, agg, prefix="hgb.mean", pooled_mean=True)
+            X = fill_missing(X, fill)
         with ph("binning"):
             binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
             binner = _with_category_bins(binner, cat_idx)
@@ -410,6 +435,8 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     ph.t["train_cpu_s"] = time.process_time() - cpu0  # this process's CPU (one bank per process)
     msg = channel.recv(coordinator, "hgb.model")
     model = _model_from_message(msg, list(feature_names), binner, base)
+    if fill is not None:
+        model.imputation = dict(zip(map(str, feature_names), map(float, fill)))
     model.phases = {f"bank_{k}": round(v, 4) for k, v in ph.t.items()} | model.phases
     return model
 
@@ -621,8 +648,11 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                     privacy: PrivacyPlan | None = None, on_tree: Callable[[int, dict], None] | None = None,
                     log: Callable[[str], None] | None = None, start: dict | None = None,
                     checkpoint: Callable[[int, dict], None] | None = None,
-                    admit: Callable[[str, int], bool] | None = None) -> GbdtModel:
+                    admit: Callable[[str, int], bool] | None = None, pooled_mean: bool = False) -> GbdtModel:
     """The coordinator's side: agree bins, then grow every tree on secure sums; returns the model.
+
+    ``pooled_mean``: first agree the pooled means the banks fill blanks with (see :func:`run_bank`);
+    refused under ``privacy`` (its noisy sums are planned without those two).
 
     Resume hooks (the runtime owns the files): ``checkpoint(t, state)`` after tree ``t``; ``start``
     is such a state: the bins are agreed again (the same without DP), the banks get the earlier
@@ -722,6 +752,13 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     def noise_std(sensitivity: float) -> float:
         return 0.0 if privacy is None else privacy.noise_multiplier * sensitivity
 
+    fill = None
+    if pooled_mean:
+        if privacy is not None:
+            raise ConfigError("missing = 'mean' is not available with [privacy] in horizontal.gbdt (its noisy sums are "
+                              "planned without the pooled-mean sums); use missing = 'keep': trees learn where blanks go")
+        fill, _, _ = mean_coordinator(channel, banks, agg, list(names), prefix="hgb.mean", pooled_mean=True,
+                                      collect=collect_all)
     with ph("binning"):
         binner, extra, bin_info = coordinator_agree_bins(channel, banks, d, 2, params.max_bin, collect_all, noise_std)
         binner = _with_category_bins(binner, cat_idx)
@@ -823,7 +860,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
                 reachable.add(b)
                 send_all("hgb.rejoin", {"cuts": [c.tolist() for c in binner.cuts_], "has_missing": binner.has_missing_,
                                         "base_score": base, "n_trees": params.n_trees, "step": step,
-                                        "resume_trees": [tr["nodes"] for tr in trees[:-1]]}, "model", to=[b])
+                                        "resume_trees": [tr["nodes"] for tr in trees[:-1]],
+                                        **({"fill": fill} if fill is not None else {})}, "model", to=[b])
                 say(f"tree {t + 1}: bank {b!r} rejoined; continuing with {sorted(members)}")
         restarts = 0
         tree_nodes: list[dict] = [{"id": 0}]
@@ -982,7 +1020,8 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     phases["train_cpu_s"] = round(time.process_time() - cpu_start, 4)
     priv = privacy.summary(rounds) if privacy is not None else None
     model = GbdtModel(names, base, kept, [c.tolist() for c in binner.cuts_], binner.has_missing_.tolist(), importance,
-                      history, best_it or len(trees), phases, rounds, priv)
+                      history, best_it or len(trees), phases, rounds, priv,
+                      dict(zip(map(str, names), map(float, fill))) if fill is not None else None)
     send_all("hgb.model", {"trees": kept, "importance": importance, "history": history,
                            "best_iteration": model.best_iteration, "phases": phases, "rounds": rounds,
                            "privacy": priv, "binning": bin_info}, "model")

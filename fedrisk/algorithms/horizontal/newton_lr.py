@@ -162,7 +162,7 @@ import numpy as np
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation, prepare_round
 from fedrisk.algorithms.horizontal.dropouts import agreed_roster, rejoin_scaler
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
-from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator
+from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator, fill_missing
 from fedrisk.crypto.dp import BankNoise, PrivacyPlan, clip_rows, min_contributors
 from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import CryptoError, DataError, ProtocolError
@@ -205,6 +205,9 @@ class NewtonConfig:
     tol: float = 1e-6
     #: Newton steps of a private run (fixed in advance: the accountant composes them all)
     privacy_rounds: int = 6
+    #: banks' empty cells are filled with the POOLED mean of the observed values, agreed in the
+    #: standardisation's sum (``missing = "mean"``; see :mod:`~fedrisk.algorithms.horizontal.standardisation`)
+    pooled_mean: bool = False
 
 
 def private_mechanisms(cfg: NewtonConfig) -> int:
@@ -296,8 +299,9 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     if rejoining:
         scaler = rejoin_scaler(channel, coordinator)
     else:
-        scaler = agree_bank(channel, coordinator, X, feature_names, agg, noise=noise)
+        scaler = agree_bank(channel, coordinator, X, feature_names, agg, noise=noise, pooled_mean=cfg.pooled_mean)
     mean, scale = scaler["mean"], scaler["scale"]
+    X = fill_missing(X, mean)
     banks = int(scaler.get("banks", 1))
     Xs1 = np.column_stack([(X - mean) / scale, np.ones(len(y))])
     if noise is not None:
@@ -462,7 +466,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     agg, roster, st = agreed_roster(
         channel, banks, aggregation or PlainAggregation(),
         lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first, "banks": len(banks)},
-                                    noise_std=std), log=log)
+                                    noise_std=std, pooled_mean=cfg.pooled_mean), log=log)
     names, d = st.feature_names, len(st.feature_names)
     k = d + 1
     if w is None:

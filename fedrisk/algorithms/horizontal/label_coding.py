@@ -1,0 +1,55 @@
+"""Horizontal jobs agree the label coding their model files store (``classes``).
+
+Every participant of a horizontal job writes the same model file, the coordinator included, which
+holds no labels. For that file to say in which coding the users' labels were (``["good", "bad"]``
+under ``positive = "bad"``, ``[1, 2]`` under ``positive = 2``), so that a model read back
+(``fr.load``) predicts in that coding, the banks tell the coordinator their coding once.
+
+Message flow (``<p>`` = the task's tag prefix, e.g. ``hlr.`` or ``hgb.``)::
+
+    bank_k      -> coordinator : <p>classes     {"classes": [non-default, default] or None}  (public-parameter)
+    coordinator -> bank_k      : <p>classes.ok  {"classes": the agreed coding or None}       (public-parameter)
+
+What each participant learns: the coordinator learns each bank's two label VALUES (e.g. ``"good"`` and
+``"bad"``): schema metadata like the feature names it already receives, never a row's label, a count or
+a rate. A bank learns the agreed coding: the banks' common coding when they all code alike, else
+``None`` (the model's classes are then ``[0, 1]``, as the API's ``classes_`` is for mixed codings).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from fedrisk.errors import ProtocolError
+from fedrisk.transport.channel import Channel
+
+__all__ = ["bank_coding", "coordinator_coding"]
+
+
+def _checked(msg: Any, who: str) -> list | None:
+    coding = msg.get("classes") if isinstance(msg, dict) else msg
+    if coding is None:
+        return None
+    if not (isinstance(coding, list) and len(coding) == 2
+            and all(isinstance(v, (str, int, float, bool)) for v in coding)):
+        raise ProtocolError(f"malformed label coding from {who!r}: expected [non-default, default] or null")
+    return coding
+
+
+def bank_coding(channel: Channel, coordinator: str, coding: list | None, prefix: str) -> list | None:
+    """A bank's side: send this bank's ``[non-default, default]`` (``None`` for 0/1), return the agreed one."""
+    channel.send(coordinator, f"{prefix}classes", {"classes": coding}, kind="public-parameter")
+    return _checked(channel.recv(coordinator, f"{prefix}classes.ok"), coordinator)
+
+
+def coordinator_coding(channel: Channel, banks: Sequence[str], prefix: str,
+                       send_timeout: float | None = None) -> list | None:
+    """The coordinator's side: the banks' common coding, or ``None`` when any differs (or is 0/1).
+
+    Every bank is needed here (as in the schema step that follows), so the banks are watched: one
+    killed before it spoke ends the wait with its name, not after the whole receive timeout.
+    """
+    channel.watch(list(banks), send_timeout=send_timeout)
+    got = [_checked(channel.recv(b, f"{prefix}classes"), b) for b in banks]
+    agreed = got[0] if got and all(c == got[0] for c in got) else None
+    channel.broadcast(list(banks), f"{prefix}classes.ok", {"classes": agreed}, kind="public-parameter")
+    return agreed
