@@ -181,10 +181,21 @@ def random_exponent_digits(count: int, exp_bits: int, window: int) -> np.ndarray
     ``(count, ceil(exp_bits / window))`` int64 window digits, least significant first."""
     import secrets
 
+    nbytes = (int(exp_bits) + 7) // 8
+    return exponent_digits(secrets.token_bytes(count * nbytes), count, exp_bits, window)
+
+
+def exponent_digits(raw: bytes, count: int, exp_bits: int, window: int) -> np.ndarray:
+    """Split ``count`` little-endian exponents of ``ceil(exp_bits / 8)`` bytes each (bits above
+    ``exp_bits`` ignored) into ``window``-bit digits, least significant first (see
+    :func:`random_exponent_digits`)."""
     w = int(window)
     n_dig = -(-int(exp_bits) // w)
     nbytes = (int(exp_bits) + 7) // 8
-    raw = np.frombuffer(secrets.token_bytes(count * nbytes), dtype=np.uint8).reshape(count, nbytes)
+    if w in (8, 16, 32) and n_dig * w == int(exp_bits):
+        # whole-byte digits: the little-endian words are the digits (no bit unpacking)
+        return np.frombuffer(raw, dtype=f"<u{w // 8}", count=count * n_dig).reshape(count, n_dig).astype(np.int64)
+    raw = np.frombuffer(raw, dtype=np.uint8, count=count * nbytes).reshape(count, nbytes)
     bits = np.unpackbits(raw, axis=1, count=int(exp_bits), bitorder="little")
     if n_dig * w != exp_bits:
         bits = np.pad(bits, ((0, 0), (0, n_dig * w - int(exp_bits))))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import gmpy2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedrisk.crypto import additive, montgomery
 from fedrisk.crypto import okamoto_uchiyama as ou
@@ -96,15 +98,20 @@ needs_kernel = pytest.mark.skipif(not montgomery.AVAILABLE, reason="compiled ker
 
 
 @needs_kernel
-def test_owner_crt_obfuscators_are_h_to_the_r(keys):
+@pytest.mark.parametrize("announced", [0, ou._CrtEncryptor.WIDE_AT])
+def test_owner_crt_obfuscators_are_h_to_the_r(keys, announced):
     pub, priv = keys
     crt = ou._CrtEncryptor(pub, priv.p, priv.q)
-    digits = additive.random_exponent_digits(40, pub.obfuscation_bits, crt.WINDOW)
+    # a large job's announcement switches to the wide window (before the tables exist)
+    assert crt.expect(announced) == (crt.WIDE_WINDOW if announced else crt.WINDOW) == crt.window
+    digits = additive.random_exponent_digits(40, pub.obfuscation_bits, crt.window)
     digits[0] = 0                                   # r = 0: the obfuscator is 1
+    digits[1] = (1 << crt.window) - 1               # every digit at its largest
     blob = crt.obfuscators(40, digits)
     ow, w1 = crt.obfuscator_bytes, crt.w1
+    assert crt.expect(0 if announced else crt.WIDE_AT) == crt.window  # fixed once the tables exist
     for i, row in enumerate(digits.tolist()):
-        r = sum(int(d) << (crt.WINDOW * j) for j, d in enumerate(row))
+        r = sum(int(d) << (crt.window * j) for j, d in enumerate(row))
         expect = gmpy2.powmod(pub.h, r, pub.n)
         a = int.from_bytes(blob[i * ow:i * ow + w1], "big")
         b = int.from_bytes(blob[i * ow + w1:(i + 1) * ow], "big")
@@ -118,9 +125,9 @@ def test_owner_crt_encryption_equals_public_encryption_for_the_same_r(keys):
     pk = SlotPacking.for_sums((1.0, 0.25), 5000, plaintext_bits=pub.plaintext_bits, precision=16)
     gh = _gh(200, seed=4)
     sv = pk.slot_ints(gh)
-    digits = additive.random_exponent_digits(len(gh), pub.obfuscation_bits, crt.WINDOW)
+    digits = additive.random_exponent_digits(len(gh), pub.obfuscation_bits, crt.window)
     mine = crt.encrypt_slots(sv, pk.slot_bits, tuple(pk.slot_bounds), crt.obfuscators(len(gh), digits))
-    rs = [gmpy2.powmod(pub.h, sum(int(d) << (crt.WINDOW * j) for j, d in enumerate(row)), pub.n)
+    rs = [gmpy2.powmod(pub.h, sum(int(d) << (crt.window * j) for j, d in enumerate(row)), pub.n)
           for row in digits.tolist()]
     public = pub.encrypt_slots_to_wire_async(sv, pk.slot_bits, pk.slot_bounds, additive.to_bytes(rs, pub.ciphertext_bytes))()
     assert mine == public.to_bytes()
@@ -153,3 +160,19 @@ def test_owner_encryption_without_the_kernel_uses_the_public_path(keys, monkeypa
     obf = b"".join(f() for f in priv.obfuscators_async(len(gh), tasks=1))
     ct = priv.encrypt_slots_to_wire_async(pk.slot_ints(gh), pk.slot_bits, pk.slot_bounds, obf)()
     assert np.abs(pk.unpack(priv.decrypt(from_bytes(ct.to_bytes(), ct.width))) - gh).max() <= 2.0 ** -17
+
+
+@given(st.integers(1, 6), st.sampled_from([8, 16, 32]), st.integers(1, 8), st.data())
+@settings(max_examples=60, deadline=None)
+def test_whole_byte_exponent_digits_equal_the_bit_split(count, window, n_dig, data):
+    """The fast path for 8/16/32-bit windows reads the same digits as unpacking the bits."""
+    bits = window * n_dig
+    raw = data.draw(st.binary(min_size=count * bits // 8, max_size=count * bits // 8))
+    fast = additive.exponent_digits(raw, count, bits, window)
+    # the generic path on the same bytes: window + 1 bits per digit would differ, so split by hand
+    ints = [int.from_bytes(raw[i * bits // 8:(i + 1) * bits // 8], "little") for i in range(count)]
+    want = [[(x >> (window * j)) & ((1 << window) - 1) for j in range(n_dig)] for x in ints]
+    assert fast.dtype == np.int64 and fast.tolist() == want
+    # and the bit-unpacking path (a window that is not whole bytes) agrees on the same exponents
+    slow = additive.exponent_digits(raw, count, bits, 1)
+    assert [sum(int(b) << j for j, b in enumerate(row)) for row in slow.tolist()] == ints

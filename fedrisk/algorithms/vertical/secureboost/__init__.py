@@ -168,8 +168,13 @@ Checked and *not* done, and why:
 * obfuscators as products of a few precomputed ones (BPV-style subset products): the randomness
   cancels in products of ciphertexts whose subsets balance and reveals linear relations between
   plaintexts; there is no standard analysis for this use;
-* wider fixed-base windows (15 or 16 bits instead of 14): one or two products fewer out of 16 for
-  2-3.5x the table memory (130-240 MB per key); the gain was within this machine's noise;
+* wider fixed-base windows for every job: 16 bits instead of 14 take two products fewer out of 16
+  per modulus for 3.5x the table memory (~242 MB per key) and ~1.2 CPU-s more to build, a loss for
+  small jobs. Since the sixth pass L announces its rows x trees to the key
+  (:meth:`fedrisk.crypto.okamoto_uchiyama.OUPrivateKey.expect_encryptions`) and jobs of at least
+  2M encryptions (e.g. 120k rows x 30 trees) get the 16-bit windows: -8 to -13 % per ``h^r`` in a
+  same-process comparison, the window digits read straight from the CSPRNG's bytes (no bit
+  unpacking). Same 224-bit uniform ``r``, so the same ciphertext distribution and model;
 * several rows per ciphertext: H multiplies each row's ciphertext into that row's bins, so rows
   sharing a ciphertext would be summed into each other's bins.
 

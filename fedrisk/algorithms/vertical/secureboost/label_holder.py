@@ -198,6 +198,10 @@ class SecureBoostLabelHolder:
         self._any_monotone = bool(self._monotone.any()) or any(m.any() for m in self.host_monotone.values())
         # the key owner encrypts with its private key: through CRT when the compiled kernel is there
         self._obf = _Obfuscators(self.priv) if hosts and hasattr(self.priv, "obfuscators_async") else None
+        if self._obf is not None and hasattr(self.priv, "expect_encryptions"):
+            # one encryption per row and tree: a large job gets wider fixed-base windows for h^r
+            # (fewer products each, for a larger table built once)
+            self.priv.expect_encryptions(len(train_pos) * p.n_trees)
         base = base_score(y[train_pos])
         margin = np.full(n, base)
         scale = float(2 ** p.precision)
