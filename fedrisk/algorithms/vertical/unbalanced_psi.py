@@ -74,6 +74,7 @@ Two parties only (one lender, one bureau).
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -85,12 +86,28 @@ from fedrisk.crypto import oprf, psi
 from fedrisk.errors import ConfigError, CryptoError, DataError, FedriskError, ProtocolError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["ub_align", "CACHE_BATCH"]
+__all__ = ["ub_align", "UbSettings", "CACHE_BATCH"]
 
 _VERSION = 1
 #: encoded values per cache message (3 MB)
 CACHE_BATCH = 262144
 _W = oprf.OUTPUT_BYTES
+
+
+@dataclass(frozen=True)
+class UbSettings:
+    """A party's unbalanced-PSI settings from the job spec (``[psi] key_holder, fetch_encoded``, its ``psi_store``)."""
+
+    key_holder: str
+    store_dir: Path | None
+    fetch: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: Any, me: str) -> "UbSettings | None":
+        """This party's settings, or None when the job does not use the unbalanced protocol."""
+        if spec.psi.protocol != "unbalanced":
+            return None
+        return cls(spec.psi.key_holder, spec.resolve(spec.parties[me].psi_store), spec.psi.fetch_encoded)
 
 
 def _fix_encode(me: str) -> str:
@@ -194,10 +211,9 @@ def _serve(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, sto
         raise ProtocolError(f"{me}: party {peer!r} sent an empty unbalanced-PSI request")
     wait = pp._wait_budget(channel.recv_timeout, m, m, 1)
     current = {"epoch": key.epoch, "fingerprint": key.fingerprint, "digest": head["digest"]}
-    if theirs.get("have") != current:
-        if not theirs.get("fetch"):
-            raise ConfigError(f"party {me!r}: {peer!r} has no cache of this party's encoded set for key epoch "
-                              f"{key.epoch} and does not fetch it (its psi.fetch_encoded is false)")
+    # a lender without the current set that does not fetch it stops with its own error (naming its
+    # setting); we then fail on its abort while waiting for step 4
+    if theirs.get("have") != current and theirs.get("fetch"):
         sf = store.read_set(store.epoch_dir(store_dir, key.epoch) / "encoded.bin", f"party {me!r}: the encoded set",
                             f"re-encode with {_fix_encode(me)}")
         channel.send(peer, f"{tag}.cache.head", {k: sf.header[k] for k in ("epoch", "fingerprint", "count", "width", "digest")},
