@@ -75,6 +75,19 @@ def _party(ns: argparse.Namespace) -> None:
         "cache_bytes": sum(e["bytes"] for e in channel.ledger.entries if ".cache." in e["tag"])}))
 
 
+def _start_together(procs: dict[str, subprocess.Popen]) -> float:
+    """Wait until every party printed ``ready`` (its channel is up), then tell all ``go``; the time of go."""
+    for p, proc in procs.items():
+        lines = iter(proc.stdout.readline, "")  # type: ignore[union-attr]
+        if not any(line.strip() == "ready" for line in lines):
+            proc.wait(timeout=30)
+            raise RuntimeError(f"party {p} did not start: {proc.stderr.read()[-3000:]}")  # type: ignore[union-attr]
+    go = time.monotonic()
+    for proc in procs.values():
+        print("go", file=proc.stdin, flush=True)
+    return go
+
+
 def run_pair(lender: np.ndarray, bureau: np.ndarray, protocol: str, *, stores: dict[str, str] | None = None,
              salt: str = "fedrisk:bench-ub:train", timeout: float = 7200.0) -> dict:
     """Run one alignment between two party processes; figures per party, and both parties' row indices."""
@@ -97,29 +110,15 @@ def run_pair(lender: np.ndarray, bureau: np.ndarray, protocol: str, *, stores: d
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                  for p in PARTIES}
         try:
-            for p, proc in procs.items():
-                line = "?"
-                while line and line.strip() != "ready":
-                    line = proc.stdout.readline()  # type: ignore[union-attr]
-                if not line:
-                    proc.wait(timeout=30)
-                    raise RuntimeError(f"party {p} did not start: {proc.stderr.read()[-3000:]}")  # type: ignore[union-attr]
-            go = time.monotonic()
-            for proc in procs.values():
-                proc.stdin.write("go\n")  # type: ignore[union-attr]
-                proc.stdin.flush()  # type: ignore[union-attr]
-            errs = {}
-            for p, proc in procs.items():
-                _, err = proc.communicate(timeout=timeout)
-                if proc.returncode != 0:
-                    errs[p] = err[-3000:]
-            if errs:
-                raise RuntimeError(f"two-process {protocol} PSI failed: {errs}")
+            go = _start_together(procs)
+            stderr = {p: proc.communicate(timeout=timeout)[1] for p, proc in procs.items()}
+            failed = {p: stderr[p][-3000:] for p, proc in procs.items() if proc.returncode != 0}
+            if failed:
+                raise RuntimeError(f"two-process {protocol} PSI failed: {failed}")
         finally:
-            for proc in procs.values():
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            for proc in (q for q in procs.values() if q.poll() is None):
+                proc.kill()
+                proc.wait()
         res = {p: json.loads((folder / f"{p}-result.json").read_text()) for p in PARTIES}
         idx = {p: np.load(folder / f"{p}-indices.npy") for p in PARTIES}
     return {
@@ -133,13 +132,8 @@ def run_pair(lender: np.ndarray, bureau: np.ndarray, protocol: str, *, stores: d
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["party"])
-    ap.add_argument("--name", required=True, choices=PARTIES)
-    ap.add_argument("--dir", required=True)
-    _party(ap.parse_args())
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m benchmarks.cases._ub_two_process party --name NAME --dir DIR
+    _args = sys.argv[1:]
+    if len(_args) != 5 or _args[0] != "party" or _args[1] != "--name" or _args[2] not in PARTIES or _args[3] != "--dir":
+        raise SystemExit("usage: _ub_two_process party --name lender|bureau --dir DIR")
+    _party(argparse.Namespace(name=_args[2], dir=_args[4]))
