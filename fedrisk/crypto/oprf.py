@@ -104,19 +104,39 @@ def evaluate_kernel(key: bytes, prefix: bytes, ids: Sequence[bytes]) -> bytes:
     return bytes(out)
 
 
+def _batch_invert(scalars: list[bytes]) -> list[bytes]:
+    """Inverses of non-zero scalars with one field inversion (Montgomery's trick: 3 products each).
+
+    A libsodium inversion costs about as much as half a scalar multiplication of a point; one per
+    id was a fifth of the client's work.
+    """
+    mul = rbcl.crypto_core_ristretto255_scalar_mul
+    prefix = []
+    acc = None
+    for r in scalars:
+        acc = r if acc is None else mul(acc, r)
+        prefix.append(acc)
+    if acc is None:
+        return []
+    inv = rbcl.crypto_core_ristretto255_scalar_invert(acc)
+    out = [b""] * len(scalars)
+    for i in range(len(scalars) - 1, 0, -1):
+        out[i] = mul(inv, prefix[i - 1])
+        inv = mul(inv, scalars[i])
+    out[0] = inv
+    return out
+
+
 def blind_kernel(prefix: bytes, ids: Sequence[bytes]) -> tuple[bytes, bytes]:
     """Client blinding: fresh ``r`` per id; returns (the inverses ``r^-1``, the elements ``r * H2G(x)``)."""
     base = hashlib.sha512(prefix)
-    inv = bytearray(_PT * len(ids))
+    rs = [rbcl.crypto_core_ristretto255_scalar_random() for _ in ids]
     pts = bytearray(_PT * len(ids))
     for i, ident in enumerate(ids):
         h = base.copy()
         h.update(ident)
-        r = rbcl.crypto_core_ristretto255_scalar_random()
-        lo = i * _PT
-        pts[lo:lo + _PT] = _mult(r, _from_hash(h.digest()))
-        inv[lo:lo + _PT] = rbcl.crypto_core_ristretto255_scalar_invert(r)
-    return bytes(inv), bytes(pts)
+        pts[i * _PT:(i + 1) * _PT] = _mult(rs[i], _from_hash(h.digest()))
+    return b"".join(_batch_invert(rs)), bytes(pts)
 
 
 def finalize_kernel(inverses: bytes, ids: Sequence[bytes], evaluated: bytes) -> bytes:

@@ -30,7 +30,8 @@ File format of ``encoded.bin`` / ``index.bin`` / the cache (the codec of :func:`
 
 with header fields ``format``, ``epoch``, ``fingerprint``, ``count``, ``width``, ``digest``
 (SHA-256 of the values) and, in ``index.bin``, ``ids_sum`` (an order-independent sum of the
-digests, which a job compares with the bureau's current id column).
+digests, which a job compares with the bureau's current id column) and ``encoded_digest`` (the
+``digest`` of the ``encoded.bin`` written with it).
 """
 from __future__ import annotations
 
@@ -313,7 +314,9 @@ def encode_ids(chunks: Iterable[Sequence[Any]], key: OprfKey, store: Path, party
                         f"({len(same)} repeat(s)); unbalanced PSI needs one row per customer: deduplicate the id column")
     d = epoch_dir(store, key.epoch)
     head = {"format": "encoded", "epoch": key.epoch, "fingerprint": key.fingerprint}
-    write_set(d / "index.bin", {**head, "format": "index", "ids_sum": ids_sum(digests)}, digests)
+    # the index names the encoding it belongs to, so a job never pairs it with another one
+    write_set(d / "index.bin", {**head, "format": "index", "ids_sum": ids_sum(digests),
+                                "encoded_digest": hashlib.sha256(values.tobytes()).hexdigest()}, digests)
     return write_set(d / "encoded.bin", head, values)
 
 

@@ -123,7 +123,7 @@ def _server_state(me: str, store_dir: Path, ids: Sequence[Any]) -> tuple[store.O
     if head is None or head.get("fingerprint") != key.fingerprint or head["epoch"] != key.epoch:
         raise ConfigError(f"party {me!r}: no encoded set for key epoch {key.epoch} in {d}; {fix}")
     index = store.read_set(d / "index.bin", f"party {me!r}: the private index", fix)
-    if index.header.get("digest_of") not in (None, head["digest"]) or index.header["count"] != head["count"]:
+    if index.header.get("encoded_digest") != head["digest"] or index.header["count"] != head["count"]:
         raise ConfigError(f"party {me!r}: {d} holds an index of another encoding; {fix}")
     digests = store.index_digests(ids, key)
     if store.ids_sum(digests) != index.header.get("ids_sum"):

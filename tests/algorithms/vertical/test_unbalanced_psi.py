@@ -243,3 +243,13 @@ def test_disjoint_sets_raise_at_both(tmp_path, sets):
     _encoded(tmp_path, bureau)
     with pytest.raises(DataError, match="intersection .* is empty"):
         _job(tmp_path, np.arange(5, 50), bureau)
+
+
+def test_index_of_another_encoding_is_refused(tmp_path, sets):
+    lender, bureau = sets
+    store = _encoded(tmp_path, bureau)
+    saved = (store / "epoch-1" / "index.bin").read_bytes()
+    st.encode_ids([bureau[:-1]], st.load_key(store, "bureau"), store, "bureau", "ids")
+    (store / "epoch-1" / "index.bin").write_bytes(saved)  # an index left from the earlier encoding
+    with pytest.raises(ConfigError, match="holds an index of another encoding.*fedrisk psi encode"):
+        _job(tmp_path, lender, bureau)
