@@ -69,11 +69,12 @@ def run(argv: list[str]) -> dict:
     ap.add_argument("--lender", default="10000,100000", help="lender set sizes")
     ap.add_argument("--bureau", type=int, default=1_000_000, help="bureau set size")
     ap.add_argument("--overlap", type=float, default=0.5, help="share of the lender's ids the bureau holds")
-    ap.add_argument("--baselines", default=None, help="balanced protocols to compare (default ecdh,rr22 if installed)")
+    ap.add_argument("--baselines", default=None, help="balanced protocols to compare (default ecdh,rr22 if installed; 'none': unbalanced only)")
     ns = ap.parse_args(argv)
     from fedrisk.crypto import spu_binding
 
     baselines = (ns.baselines.split(",") if ns.baselines else ["ecdh", *(["rr22"] if spu_binding.available() else [])])
+    baselines = [b for b in baselines if b != "none"]
     sizes = [int(s) for s in ns.lender.split(",")]
     out: dict = {"bureau": ns.bureau, "overlap": ns.overlap, "runs": [], "ratios": {}}
     with tempfile.TemporaryDirectory(prefix="fedrisk-bench-ubstore-") as tmp:
