@@ -196,8 +196,9 @@ def _serve(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, sto
     except FedriskError as e:
         # tell the lender why (no path crosses: the reason names the command, not our files)
         channel.send(peer, f"{tag}.hello", {"version": _VERSION, "role": "server", "salt_check": salt_check,
-                                            "refuse": f"{type(e).__name__}: the key holder {me!r} is not ready for "
-                                                      f"unbalanced PSI; it must run {_fix_encode(me)} (see its log)"},
+                                            "refuse": f"the key holder {me!r} is not ready for unbalanced PSI: its "
+                                                      "OPRF key or encoded set is missing, invalid or stale (its log "
+                                                      f"says which); it runs `fedrisk psi key|encode SPEC --party {me}`"},
                      kind="public-parameter")
         raise
     n = int(head["count"])

@@ -193,13 +193,23 @@ def test_bad_key_file_is_one_line_at_both(tmp_path, sets, damage, match):
     with pytest.raises(ConfigError, match=match) as ei:
         _job(tmp_path, lender, bureau)
     assert "\n" not in str(ei.value)
-    # the lender alone gets a one-line refusal that names the command, not the bureau's path
+    # the lender gets a one-line refusal that names the command, not the bureau's path
+    seen = {}
+
+    def lender_role(ch):
+        try:
+            return ub_align(ch, "bureau", lender, key_holder=False, salt=SALT, store_dir=tmp_path / "lender-store")
+        except FedriskError as e:
+            seen["lender"] = str(e)
+            raise
+
     net = InMemoryNetwork(["lender", "bureau"], recv_timeout=30.0, tag_prefixes=("psi.",))
-    with pytest.raises(FedriskError):
-        run_roles({"lender": lambda ch: ub_align(ch, "bureau", lender, key_holder=False, salt=SALT,
-                                                 store_dir=tmp_path / "lender-store"),
+    with pytest.raises(ConfigError):
+        run_roles({"lender": lender_role,
                    "bureau": lambda ch: ub_align(ch, "lender", bureau, key_holder=True, salt=SALT,
                                                  store_dir=tmp_path / "bureau-store")}, network=net)
+    assert "fedrisk psi key|encode SPEC --party bureau" in seen["lender"] and "\n" not in seen["lender"]
+    assert str(tmp_path) not in seen["lender"]
 
 
 def test_key_file_created_private_and_not_overwritten(tmp_path):
