@@ -46,7 +46,7 @@ import numpy as np
 import rbcl
 
 from fedrisk.crypto import psi
-from fedrisk.crypto.workers import broken_pool_error, process_pool, worker_count
+from fedrisk.crypto.workers import broken_pool_error, process_pool
 from fedrisk.errors import CryptoError
 
 __all__ = ["OUTPUT_BYTES", "FINALIZE_DOMAIN", "evaluate", "blind", "blind_evaluate", "finalize",
