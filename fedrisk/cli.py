@@ -362,6 +362,40 @@ def ledger_verify(run_dir: Path = typer.Argument(..., help="run directory (or a 
         _fail(e)
 
 
+psi_app = typer.Typer(no_args_is_help=True, help="Unbalanced PSI: the key holder's OPRF key and encoded set.")
+app.add_typer(psi_app, name="psi")
+
+
+@psi_app.command("key")
+def psi_key(spec: Path = typer.Argument(..., help="job spec (TOML) with [psi] protocol = 'unbalanced'"),
+            name: str = typer.Option(..., "--party", help="the key holder ([psi] key_holder)"),
+            rotate: bool = typer.Option(False, help="start a new key epoch (then run `fedrisk psi encode` again)")) -> None:
+    """Create the key holder's OPRF key file (0600) in its psi_store, or rotate it to a new epoch."""
+    from fedrisk.runtime.ub_offline import make_key
+
+    try:
+        k = make_key(spec, name, rotate=rotate)
+        console.print(f"OPRF key epoch {k.epoch} (fingerprint {k.fingerprint}) created {k.created}; now run "
+                      f"`fedrisk psi encode {spec} --party {name}`", highlight=False, soft_wrap=True)
+    except FedriskError as e:
+        _fail(e)
+
+
+@psi_app.command("encode")
+def psi_encode(spec: Path = typer.Argument(..., help="job spec (TOML) with [psi] protocol = 'unbalanced'"),
+               name: str = typer.Option(..., "--party", help="the key holder ([psi] key_holder)"),
+               rows: int = typer.Option(262144, help="ids per streamed chunk")) -> None:
+    """Encode the key holder's id column under its current key (once per epoch and data change)."""
+    from fedrisk.runtime.ub_offline import encode_party
+
+    try:
+        h = encode_party(spec, name, rows=rows)
+        console.print(f"encoded {h['count']:,} ids for key epoch {h['epoch']} ({h['count'] * h['width'] / 1e6:.1f} MB "
+                      "to send once to the lender, at its next unbalanced job)", highlight=False, soft_wrap=True)
+    except FedriskError as e:
+        _fail(e)
+
+
 def main() -> None:
     # everything a run writes (scores, models, ledgers, logs, keys) is private to this account:
     # files 0600, folders 0700, whatever the shell's umask

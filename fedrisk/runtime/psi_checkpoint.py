@@ -110,8 +110,11 @@ def aligned_rows(ctx: Any, ids: Sequence[Any]) -> Alignment:
             ctx.log.info("PSI alignment resumed from %s: %d of this party's %d rows", _path(ctx), al.size, al.own_rows)
             return _enough(ctx, al)
         ctx.log.info("resume: aligning again (%s)", why)
+    from fedrisk.algorithms.vertical.unbalanced_psi import UbSettings
+
     al = align_parties(ctx.channel, lh, hosts, ids, salt=salt, log=ctx.log, protocol=spec.psi.protocol,
-                       memory_mb=spec.psi.memory_mb, spill_dir=ctx.out / "tmp")
+                       memory_mb=spec.psi.memory_mb, spill_dir=ctx.out / "tmp",
+                       unbalanced=UbSettings.from_spec(spec, ctx.name))
     write_json(_path(ctx), {"format": FORMAT, "version": 1, "job": spec.job_id, "salt": salt, "peers": peers,
                             "fingerprint": _fingerprint(salt, ids), "aligned_digest": _digest(salt, ids, al),
                             "indices": al.indices, "size": al.size, "peer_sizes": al.peer_sizes})

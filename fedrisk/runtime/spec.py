@@ -32,6 +32,8 @@ Example::
 
     [psi]                               # vertical jobs: how rows are aligned (optional table)
     protocol = "ecdh"                   # default; "rr22" is ~20x cheaper, needs `pip install 'fedrisk[psi]'`
+                                        # "unbalanced": small lender vs a bureau's big pre-encoded set,
+                                        # with key_holder = "bureau" and [parties.X] psi_store = "DIR"
     min_intersection = 20               # default; training stops, naming the size, below it
 
 In a real deployment each institution has its own copy and only its own ``data`` path is read;
@@ -127,6 +129,10 @@ class PartySpec(_Strict):
     #: docs/ray.md). Local: partners need not agree, and results are the same either way
     compute: Literal["local", "ray"] = "local"
     ray_address: str | None = None
+    #: unbalanced PSI (``[psi] protocol = "unbalanced"``): this party's local store, the OPRF key and
+    #: encoded set at the key holder, the cached encoded set at the other party (see
+    #: fedrisk.algorithms.vertical.ub_store). Local, like ``data``: partners need not agree
+    psi_store: Path | None = None
 
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
     _listen = field_validator("listen")(lambda cls, v: v if v is None else _check_address(v))
@@ -252,7 +258,13 @@ class PrivacySpec(_Strict):
 class PsiSpec(_Strict):
     """How vertical jobs align rows: ``ecdh`` (ristretto255, no extra dependency) or ``rr22``."""
 
-    protocol: Literal["ecdh", "rr22"] = "ecdh"
+    protocol: Literal["ecdh", "rr22", "unbalanced"] = "ecdh"
+    #: ``unbalanced`` only: the party with the big set, which holds the OPRF key and encodes its set
+    #: once per key epoch (fedrisk.algorithms.vertical.unbalanced_psi)
+    key_holder: str | None = None
+    #: ``unbalanced`` only: the other party fetches the key holder's encoded set over the job's
+    #: channel when its cache is missing or stale; when false such a job is refused instead
+    fetch_encoded: bool = True
     #: memory budget of a party's ECDH-PSI in MB; larger sets stream through the run's tmp dir
     memory_mb: float | None = Field(default=None, gt=0)
     #: a vertical training job stops, naming the size, when fewer ids are common to all parties
@@ -541,9 +553,23 @@ def _check_psi(spec: JobSpec, where: str) -> None:
     if not str(spec.task["kind"]).startswith("vertical."):
         raise ConfigError(f"{where}: psi.protocol = {spec.psi.protocol!r} applies to vertical jobs only "
                           f"({spec.task['kind']!r} runs no PSI); remove the [psi] table")
+    if spec.psi.protocol == "unbalanced":
+        _check_unbalanced(spec, where)
+        return
     from fedrisk.crypto.spu_binding import load
 
     load(purpose=f"{where}: psi.protocol = {spec.psi.protocol!r}")
+
+
+def _check_unbalanced(spec: JobSpec, where: str) -> None:
+    """``unbalanced`` needs exactly two parties and names one of them as ``key_holder``."""
+    names = sorted(spec.parties)
+    if len(names) != 2:
+        raise ConfigError(f"{where}: psi.protocol = 'unbalanced' aligns exactly two parties (a lender and a bureau), "
+                          f"this job has {len(names)}; use 'ecdh' or 'rr22'")
+    if spec.psi.key_holder not in spec.parties:
+        raise ConfigError(f"{where}: psi.protocol = 'unbalanced' needs key_holder = one of {names} (the party with "
+                          f"the big set, which holds the OPRF key), got {spec.psi.key_holder!r}")
 
 
 def shared_settings(spec: JobSpec) -> dict[str, Any]:

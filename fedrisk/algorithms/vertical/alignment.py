@@ -17,6 +17,10 @@ Protocols (the job spec's ``[psi] protocol``, identical at every party):
 * ``"rr22"`` (optional extra ``fedrisk[psi]``): SecretFlow's RR22 through
   :mod:`fedrisk.algorithms.vertical.rr22_psi` (``rr22_align_many``; tags ``psi.rr22.*``), the same
   star with the library's link tunnelled over the channel; ~20x less CPU per id.
+* ``"unbalanced"`` (two parties: a small lender and a bureau with a very large set, ``[psi]
+  key_holder``): :mod:`fedrisk.algorithms.vertical.unbalanced_psi` (tags ``psi.ub.*``), a DH-OPRF
+  whose key holder encodes its set once per key epoch, so a job costs the small side's size.
+  Federated predict (which passes no ``unbalanced`` settings) aligns its small batches by ECDH.
 
 What each party learns: the size of every peer's id set, which of its own customers are in the
 intersection (``reveal="both"``, needed so each party can pick its rows), and at a feature holder,
@@ -52,7 +56,7 @@ from fedrisk.transport.channel import Channel
 __all__ = ["Alignment", "align_parties", "alignment_salt", "PROTOCOLS", "describe_id_formats", "SMALL_OVERLAP"]
 
 #: PSI protocols a job can choose (``[psi] protocol``); the first is the default.
-PROTOCOLS = ("ecdh", "rr22")
+PROTOCOLS = ("ecdh", "rr22", "unbalanced")
 #: below this share of the smallest id set the intersection is called unexpectedly small (a warning)
 SMALL_OVERLAP = 0.9
 #: what to compare when ids do not match: the rule of :func:`fedrisk.crypto.psi.normalize_id`
@@ -99,7 +103,7 @@ def alignment_salt(job_id: str, purpose: str = "train") -> str:
 def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence[str], ids: Sequence[Any], *,
                   salt: str, tag: str = "psi", log: Any = None, protocol: str = "ecdh",
                   memory_mb: float | None = None, spill_dir: Any = None,
-                  rr22_stats: dict | None = None) -> Alignment:
+                  rr22_stats: dict | None = None, unbalanced: Any = None) -> Alignment:
     """Private set intersection of all parties' ids; every party calls this with its own ``ids``.
 
     Parameters
@@ -131,6 +135,10 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
     rr22_stats : dict, optional
         Filled, for ``"rr22"``, with each pairwise run's :class:`~fedrisk.algorithms.vertical.rr22_psi.Rr22Stats`
         by peer (byte counts and where the time went; the PSI benchmark reports them).
+    unbalanced : UbSettings, optional
+        For ``"unbalanced"``: this party's :class:`~fedrisk.algorithms.vertical.unbalanced_psi.UbSettings`
+        (key holder, store directory, fetch flag). Without it the alignment runs ECDH (the
+        federated-predict path, whose batches are small).
 
     Returns
     -------
@@ -147,9 +155,19 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
         raise ConfigError("a vertical job needs at least one feature holder besides the label holder")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"psi.protocol {protocol!r} is not one of {PROTOCOLS}")
+    if protocol == "unbalanced" and unbalanced is None:
+        protocol = "ecdh"
     t0 = time.perf_counter()
     try:
-        if protocol == "rr22":
+        if protocol == "unbalanced":
+            from fedrisk.algorithms.vertical.unbalanced_psi import ub_align
+
+            if len(feature_holders) != 1:
+                raise ConfigError("psi.protocol = 'unbalanced' aligns exactly two parties; use 'ecdh' or 'rr22'")
+            peer = feature_holders[0] if channel.me == label_holder else label_holder
+            res = ub_align(channel, peer, ids, key_holder=channel.me == unbalanced.key_holder, salt=salt,
+                           store_dir=unbalanced.store_dir, fetch=unbalanced.fetch, tag=f"{tag}.ub")
+        elif protocol == "rr22":
             from fedrisk.algorithms.vertical.rr22_psi import rr22_align_many
 
             res = rr22_align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both",
