@@ -214,6 +214,7 @@ def finalize(norm_ids: Sequence[str], inverses: np.ndarray, evaluated: np.ndarra
     """
     enc = _encode(norm_ids)
     inv = np.ascontiguousarray(inverses).tobytes()
+    psi.check_top_bit(np.asarray(evaluated).reshape(-1, _PT))
     ev = np.ascontiguousarray(evaluated).tobytes()
     jobs = [(inv[a * _PT:b * _PT], enc[a:b], ev[a * _PT:b * _PT]) for a, b in _chunks(len(enc))]
     try:

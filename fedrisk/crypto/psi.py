@@ -148,7 +148,15 @@ def _as_points(points: Any) -> bytes:
     arr = np.asarray(points)
     if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != POINT_BYTES:
         raise CryptoError(f"group elements must be an (n, {POINT_BYTES}) uint8 array, got {arr.dtype} {arr.shape}")
+    check_top_bit(arr)
     return np.ascontiguousarray(arr).tobytes()
+
+
+def check_top_bit(arr: np.ndarray) -> None:
+    """Refuse encodings with bit 255 set: never canonical, but the bundled libsodium ignores that bit."""
+    bad = np.flatnonzero(arr[:, POINT_BYTES - 1] & 0x80)
+    if len(bad):
+        raise CryptoError(f"row {int(bad[0])} is not a canonical ristretto255 encoding (bit 255 set)")
 
 
 def _to_array(raw: bytes) -> np.ndarray:

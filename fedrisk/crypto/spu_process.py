@@ -72,6 +72,9 @@ class LibraryProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fedrisk.crypto.spu_process", str(w)], stdin=subprocess.PIPE,
                 pass_fds=(w,), env=env, close_fds=True)
+        except BaseException:
+            os.close(r)
+            raise
         finally:
             os.close(w)
         self._events: "queue.Queue[dict[str, Any] | None]" = queue.Queue()

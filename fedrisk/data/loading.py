@@ -271,9 +271,15 @@ def label_coding(raw: Any, positive: object = None) -> list | None:
             return [False, True]
         return None
     if isinstance(positive, Mapping):
+        # from the mapping, not from which values this file holds: a bank without defaults must not
+        # send a different coding (the coordinator would learn its count is 0); the data's value is
+        # preferred only for its type (4 in the file, "4" as a TOML key)
         table = {_label_key(k): v for k, v in positive.items()}
-        neg = [v for v in values if table.get(_label_key(v)) == 0]
-        pos = [v for v in values if table.get(_label_key(v)) == 1]
+        spec = {c: [k for k, v in positive.items() if v == c] for c in (0, 1)}
+        if len(spec[0]) != 1 or len(spec[1]) != 1:
+            return None
+        neg = [v for v in values if table.get(_label_key(v)) == 0] or spec[0]
+        pos = [v for v in values if table.get(_label_key(v)) == 1] or spec[1]
     else:
         keys = {_label_key(p) for p in (positive if isinstance(positive, (list, tuple)) else [positive])}
         pos = [v for v in values if _label_key(v) in keys]

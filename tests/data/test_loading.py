@@ -384,3 +384,14 @@ def test_parquet_dates_are_named_as_dates(tmp_path) -> None:
     for kw in ({}, {"encoding": "codes"}):
         msg = _error(path, label_col="y", **kw)
         assert "'opened'" in msg and "are dates" in msg and "categor" not in msg
+
+
+def test_label_coding_does_not_depend_on_which_classes_a_file_holds():
+    """A bank without defaults sends the same coding as the others (else the coordinator learns its count)."""
+    from fedrisk.data.loading import label_coding
+
+    mapping = {"good": 0, "bad": 1}
+    assert label_coding(["good", "bad", "good"], mapping) == ["good", "bad"]
+    assert label_coding(["good", "good"], mapping) == ["good", "bad"]
+    assert label_coding(["good", "bad"], {"good": 0, "fair": 0, "bad": 1}) is None  # two non-default values
+    assert label_coding(["good", "bad", "good"], "bad") == ["good", "bad"]

@@ -12,7 +12,10 @@ Message flow (``<p>`` = the task's tag prefix, e.g. ``hlr.`` or ``hgb.``)::
 
 What each participant learns: the coordinator learns each bank's two label VALUES (e.g. ``"good"`` and
 ``"bad"``): schema metadata like the feature names it already receives, never a row's label, a count or
-a rate. A bank learns the agreed coding: the banks' common coding when they all code alike, else
+a rate (with a ``positive = {...}`` mapping the coding comes from the mapping, so a bank without
+defaults sends what the others send; with ``positive = VALUE`` the non-default value can only come
+from the file, so a bank whose every row is a default, which the loader otherwise accepts, sends
+``None``). A bank learns the agreed coding: the banks' common coding when they all code alike, else
 ``None`` (the model's classes are then ``[0, 1]``, as the API's ``classes_`` is for mixed codings).
 """
 from __future__ import annotations

@@ -270,14 +270,15 @@ def agree_coordinator(channel: Channel, banks: Sequence[str], agg: Aggregation,
 def _observed_mean(names: list[str], sums: np.ndarray, counts: np.ndarray, s: np.ndarray, noisy: bool) -> np.ndarray:
     """Pooled mean of the observed cells from the summed ``x/s`` and non-missing counts.
 
-    A feature no bank observed has no mean to fill with: one DataError naming it (private runs: when
-    its noisy count rounds to 0 or below). A private run floors the noisy count at 1 and clips the
-    mean to the agreed range ``[-s, s]``, which every observed value was clipped to.
+    A feature no bank observed has no mean to fill with: one DataError naming it. A private run cannot
+    tell "empty" from "rarely observed" (its counts are noisy, and failing on a noise draw would make
+    the job fail at random): it floors the noisy count at 1 and clips the mean to the agreed range
+    ``[-s, s]``, which every observed value was clipped to (an empty column then becomes constant).
     """
-    counts = np.rint(counts)
+    counts = np.maximum(np.rint(counts), 1) if noisy else np.rint(counts)
     empty = [names[j] for j in np.flatnonzero(counts < 1)]
     if empty:
-        raise DataError(f"feature columns {empty[:5]} are empty at every bank{' (noisy count)' if noisy else ''}, so "
+        raise DataError(f"feature columns {empty[:5]} are empty at every bank, so "
                         f"there is no mean to fill them with; drop them (exclude = [...]) or fix the exports")
     mean = sums * s / counts
     return np.clip(mean, -s, s) if noisy else mean

@@ -550,12 +550,13 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
     current: LibraryProcess | None = worker
     for attempt in range(_LINK_ATTEMPTS):
         sfx = "" if attempt == 0 else f".r{attempt}"
-        if current is None:
-            current = LibraryProcess(folder / f"lib{attempt}")
-        own_port = _free_port()
-        relay = ChannelLinkRelay(channel, peer, f"{tag}.link{sfx}", own_port,
-                                 connect_timeout=max(60.0, channel.recv_timeout))
-        try:
+        relay: ChannelLinkRelay | None = None
+        try:  # the library process is killed however this attempt ends, its own set-up included
+            if current is None:
+                current = LibraryProcess(folder / f"lib{attempt}")
+            own_port = _free_port()
+            relay = ChannelLinkRelay(channel, peer, f"{tag}.link{sfx}", own_port,
+                                     connect_timeout=max(60.0, channel.recv_timeout))
             link = _link_job(channel, peer, tag, salt, sfx, own_port, relay.port, leader=leader, certs=certs,
                              n=keys.n, peer_n=peer_n)
             why = _link(channel, peer, f"{tag}{sfx}", current, link, psi_cfg, leader=leader, stats=stats)
@@ -570,12 +571,14 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
                             "the peer's did not" if why.startswith("peer:") else
                             f"not within {_LINK_DEADLINE_S:.0f} s" if why.startswith("deadline:") else _short(why[8:]))
         finally:
-            current.kill()
-            current = None
-            relay.close()
-            stats.bytes_out += relay.bytes_out
-            stats.bytes_in += relay.bytes_in
-            stats.frames_out += relay.frames_out
+            if current is not None:
+                current.kill()
+                current = None
+            if relay is not None:
+                relay.close()
+                stats.bytes_out += relay.bytes_out
+                stats.bytes_in += relay.bytes_in
+                stats.frames_out += relay.frames_out
     mine = [f for f in failures if not f.startswith("peer:")]
     if mine and all(m.startswith("library:") for m in mine):
         raise ProtocolError(f"{me}: RR22 PSI with {peer!r} failed in the PSI library: {_short(mine[-1][8:])}")

@@ -39,7 +39,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +48,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from fedrisk.crypto import idhash, oprf, psi
-from fedrisk.errors import ConfigError, CryptoError, DataError
+from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError
 
 __all__ = ["OprfKey", "SetFile", "create_key", "rotate_key", "load_key", "write_set", "read_set", "read_header",
            "encode_id_file", "encode_ids", "index_digests", "ids_sum", "context", "cache_path", "find_cache",
-           "epoch_dir", "MAGIC", "INDEX_BYTES"]
+           "epoch_dir", "well_formed", "MAGIC", "INDEX_BYTES"]
 
 MAGIC = b"FRUBPSI\x01"
 KEY_FORMAT = "fedrisk.ubpsi.key"
@@ -99,6 +99,23 @@ def epoch_dir(store: Path, epoch: int) -> Path:
     return Path(store) / f"epoch-{epoch}"
 
 
+#: what a key fingerprint and a set digest look like (:func:`oprf.key_fingerprint`, SHA-256 hex)
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_EPOCH_DIR = re.compile(r"epoch-([1-9][0-9]{0,17})")
+
+
+def well_formed(epoch: Any, fingerprint: Any, digest: Any) -> bool:
+    """Whether a (possibly received) epoch, key fingerprint and set digest have their only legal forms.
+
+    The lender builds its cache file's name from the bureau's epoch and fingerprint, so anything
+    else (``../``, ``/``, a huge number) must never reach a path.
+    """
+    return (isinstance(epoch, int) and not isinstance(epoch, bool) and 1 <= epoch < 10**18
+            and isinstance(fingerprint, str) and _FINGERPRINT.fullmatch(fingerprint) is not None
+            and isinstance(digest, str) and _DIGEST.fullmatch(digest) is not None)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, created 0600 (never readable by others, even briefly)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -136,9 +153,18 @@ def rotate_key(store: Path, party: str) -> OprfKey:
     """Replace the key by a fresh one of the next epoch and delete the old epoch's encoded files."""
     old = load_key(store, party)
     new = _new_key(Path(store), old.epoch + 1)
-    for d in Path(store).glob("epoch-*"):
-        if d.name != f"epoch-{new.epoch}":
-            shutil.rmtree(d, ignore_errors=True)
+    # only the folders and files :func:`encode_ids` writes: the store may be a folder with other things in it
+    for d in Path(store).iterdir():
+        m = _EPOCH_DIR.fullmatch(d.name)
+        if m is None or int(m.group(1)) >= new.epoch or not d.is_dir() or d.is_symlink():
+            continue
+        for f in d.iterdir():
+            if f.name in ("encoded.bin", "index.bin") or re.fullmatch(r"(encoded|index)\.bin\.tmp\d+", f.name):
+                f.unlink()
+        try:
+            d.rmdir()
+        except OSError:  # something else lives there: keep it, the old encoding is gone
+            pass
     return new
 
 
@@ -152,8 +178,8 @@ def load_key(store: Path, party: str) -> OprfKey:
     if mode & 0o077:
         raise ConfigError(f"party {party!r}: the OPRF key file {path} may be read by other users (mode {mode:o}); "
                           f"run `chmod 600 {path}`")
-    bad = (f"party {party!r}: {path} is not a valid fedrisk OPRF key file ({{}}); restore it from backup or start a "
-           f"new epoch with `fedrisk psi key SPEC --party {party} --rotate` and re-encode")
+    bad = (f"party {party!r}: {path} is not a valid fedrisk OPRF key file ({{}}); restore it from backup, or move "
+           f"it aside and create a new key with `fedrisk psi key SPEC --party {party}`, then re-encode")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
@@ -334,6 +360,9 @@ def encode_id_file(store: Path, party: str, path: Path, id_col: str, *, sep: str
 # The lender's cache
 # ---------------------------------------------------------------------------------------------
 def cache_path(store: Path, bureau: str, epoch: int, fingerprint: str) -> Path:
+    """Where the lender keeps ``bureau``'s encoded set of ``epoch`` (both checked: they come from the bureau)."""
+    if not well_formed(epoch, fingerprint, "0" * 64):
+        raise ProtocolError(f"party {bureau!r} sent a key epoch or fingerprint of an illegal form")
     return Path(store) / "cache" / bureau / f"epoch-{epoch}-{fingerprint}.bin"
 
 
@@ -342,6 +371,8 @@ def find_cache(store: Path, bureau: str) -> tuple[Path, dict[str, Any]] | None:
     best = None
     for p in (Path(store) / "cache" / bureau).glob("epoch-*.bin"):
         h = read_header(p)
-        if h is not None and (best is None or h["epoch"] > best[1]["epoch"]):
+        if h is None or not well_formed(h.get("epoch"), h.get("fingerprint"), h.get("digest")):
+            continue
+        if best is None or h["epoch"] > best[1]["epoch"]:
             best = (p, h)
     return best

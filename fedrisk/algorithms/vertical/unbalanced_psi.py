@@ -276,6 +276,12 @@ def _client(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, st
     m = len(norm)
     batch = psi.chunk_size(m)
     cached = store.find_cache(store_dir, peer)
+    cache = None
+    if cached is not None:  # verified before it is announced: a damaged cache is fetched again, not a dead end
+        try:
+            cache = store.read_set(cached[0], f"party {me!r}: the cached encoded set of {peer!r}", "").values
+        except DataError:
+            cached = None
     have = None if cached is None else {k: cached[1].get(k) for k in ("epoch", "fingerprint", "digest")}
     channel.send(peer, f"{tag}.hello", {"version": _VERSION, "role": "client", "salt_check": salt_check, "count": m,
                                         "batch": batch, "have": have, "fetch": bool(fetch)}, kind="public-parameter")
@@ -285,8 +291,9 @@ def _client(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, st
     n = _count(me, peer, "set size", theirs.get("count"))
     epoch = _count(me, peer, "key epoch", theirs.get("epoch"))
     fp, digest = theirs.get("fingerprint"), theirs.get("digest")
-    if not isinstance(fp, str) or not isinstance(digest, str):
-        raise ProtocolError(f"{me}: party {peer!r} sent an unbalanced-PSI hello without its set's fingerprint")
+    if not store.well_formed(epoch, fp, digest):  # they name our cache file: nothing else may reach a path
+        raise ProtocolError(f"{me}: party {peer!r} sent an unbalanced-PSI hello whose key epoch, fingerprint or set "
+                            "digest has an illegal form")
     wait = pp._wait_budget(channel.recv_timeout, m, m, 1) + 1e-5 * n
     current = {"epoch": epoch, "fingerprint": fp, "digest": digest}
     if have != current:
@@ -296,10 +303,7 @@ def _client(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, st
                               f"key epoch {epoch}); run one job with [psi] fetch_encoded = true to fetch it "
                               f"({n * _W / 1e6:.0f} MB over the job's channel)")
         cache = _fetch(channel, peer, tag, theirs, store_dir, wait)
-    else:
-        assert cached is not None
-        cache = store.read_set(cached[0], f"party {me!r}: the cached encoded set of {peer!r}",
-                               "delete it; the next job with [psi] fetch_encoded = true fetches it again").values
+    assert cache is not None
     ctx = store.context(epoch, fp)
     inv, blinded = oprf.blind(norm, ctx)
     for i, lo in enumerate(range(0, m, batch)):

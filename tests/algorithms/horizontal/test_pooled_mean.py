@@ -131,6 +131,17 @@ def test_a_column_blank_at_every_bank_is_one_clear_error():
         federate(banks, NAMES, NewtonConfig(pooled_mean=True), SecureAggregation())
 
 
+def test_a_private_run_does_not_fail_on_a_noise_draw_for_a_rarely_observed_column():
+    """Noisy counts can round below 1 for a column observed in a few cells: floored, mean kept in range."""
+    from fedrisk.algorithms.horizontal.standardisation import _observed_mean
+
+    s = np.array([4.0, 4.0])
+    mean = _observed_mean(["rare", "common"], np.array([3.0, 50.0]), np.array([-2.4, 100.0]), s, noisy=True)
+    assert mean[0] == 4.0 and mean[1] == pytest.approx(2.0)  # floored at 1, clipped to the agreed range
+    with pytest.raises(DataError, match=r"\['rare'\] are empty at every bank"):  # exact counts: empty is empty
+        _observed_mean(["rare", "common"], np.array([0.0, 50.0]), np.array([0.0, 100.0]), s, noisy=False)
+
+
 def test_a_column_blank_at_one_bank_only_is_filled_from_the_others():
     banks = non_iid_banks(5)
     banks["b2"][0][:, 2] = np.nan

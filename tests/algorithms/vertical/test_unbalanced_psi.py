@@ -155,17 +155,72 @@ def test_missing_cache_without_fetch_is_one_line(tmp_path, sets):
     assert "\n" not in str(ei.value)
 
 
-def test_corrupt_cache_is_one_line(tmp_path, sets):
+def test_a_corrupt_cache_is_fetched_again_or_refused_in_one_line(tmp_path, sets):
     lender, bureau = sets
     _encoded(tmp_path, bureau)
-    _job(tmp_path, lender, bureau)
+    first = _job(tmp_path, lender, bureau)
     path, _ = st.find_cache(tmp_path / "lender-store", "bureau")
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 1
     path.write_bytes(bytes(blob))
-    with pytest.raises(DataError, match="is corrupt .*delete it") as ei:
-        _job(tmp_path, lender, bureau)
+    with pytest.raises(ConfigError, match=r"stale \(has none.*fetch_encoded = true") as ei:  # a damaged cache is no cache
+        _job(tmp_path, lender, bureau, fetch=False)
     assert "\n" not in str(ei.value)
+    rl, rb, net = _job(tmp_path, lender, bureau)  # fetched again, not a dead end
+    assert [e for e in net["lender"].captured if ".cache." in e.tag]
+    assert np.array_equal(rl.indices, first[0].indices) and np.array_equal(rb.indices, first[1].indices)
+
+
+@pytest.mark.parametrize("fingerprint", ["x/../../../victim/planted", "../../outside", "ABCDEF0123456789", "0" * 15])
+def test_a_bureau_cannot_choose_where_the_lender_writes(tmp_path, sets, monkeypatch, fingerprint):
+    """The bureau's fingerprint names the lender's cache file: only 16 lower-case hex digits are accepted."""
+    import dataclasses
+
+    from fedrisk.algorithms.vertical import unbalanced_psi as ub
+
+    lender, bureau = sets
+    _encoded(tmp_path, bureau)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "epoch-3-important.bin").write_bytes(b"keep")
+    real = ub._server_state
+
+    def lying(me, store_dir, ids):
+        key, head, index, digests = real(me, store_dir, ids)
+        return dataclasses.replace(key, fingerprint=fingerprint), dict(head, fingerprint=fingerprint), index, digests
+
+    monkeypatch.setattr(ub, "_server_state", lying)
+    with pytest.raises(FedriskError, match="illegal form"):
+        _job(tmp_path, lender, bureau)
+    assert [p.name for p in victim.iterdir()] == ["epoch-3-important.bin"]
+    written = [p for p in tmp_path.rglob("*.bin") if "bureau-store" not in p.parts]
+    assert [p.name for p in written] == ["epoch-3-important.bin"]
+
+
+def test_rotation_removes_only_the_old_encodings(tmp_path, sets):
+    lender, bureau = sets
+    store = _encoded(tmp_path, bureau)
+    (store / "epoch-2024-exports").mkdir()
+    (store / "epoch-2024-exports" / "report.csv").write_text("mine")
+    (store / "epoch-1" / "notes.txt").write_text("mine too")
+    new = st.rotate_key(store, "bureau")
+    assert new.epoch == 2
+    assert (store / "epoch-2024-exports" / "report.csv").read_text() == "mine"
+    assert sorted(p.name for p in (store / "epoch-1").iterdir()) == ["notes.txt"]
+
+
+def test_a_non_canonical_evaluated_element_is_refused(tmp_path, sets, monkeypatch):
+    """Bit 255 set is never a canonical ristretto255 encoding (the bundled libsodium ignores it)."""
+    key = oprf.new_key()
+    norm = psi.normalize_ids([f"C{i}" for i in range(20)])
+    inv, blinded = oprf.blind(norm, "ctx")
+    ev = oprf.blind_evaluate(blinded, key)
+    ev[7, 31] |= 0x80
+    with pytest.raises(FedriskError, match="row 7 is not a canonical"):
+        oprf.finalize(norm, inv, ev)
+    blinded[3, 31] |= 0x80
+    with pytest.raises(FedriskError, match="row 3 is not a canonical"):
+        psi.reblind(blinded, key)
 
 
 @pytest.mark.parametrize("damage,match", [
