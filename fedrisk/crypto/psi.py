@@ -148,12 +148,14 @@ def _as_points(points: Any) -> bytes:
     arr = np.asarray(points)
     if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != POINT_BYTES:
         raise CryptoError(f"group elements must be an (n, {POINT_BYTES}) uint8 array, got {arr.dtype} {arr.shape}")
-    check_top_bit(arr)
     return np.ascontiguousarray(arr).tobytes()
 
 
 def check_top_bit(arr: np.ndarray) -> None:
-    """Refuse encodings with bit 255 set: never canonical, but the bundled libsodium ignores that bit."""
+    """Refuse encodings with bit 255 set: never canonical, but the bundled libsodium ignores that bit.
+
+    (:func:`reblind_kernel` checks its input itself; this is for arrays other code decodes.)
+    """
     bad = np.flatnonzero(arr[:, POINT_BYTES - 1] & 0x80)
     if len(bad):
         raise CryptoError(f"row {int(bad[0])} is not a canonical ristretto255 encoding (bit 255 set)")
@@ -189,11 +191,16 @@ def reblind_kernel(key: bytes, points: bytes) -> bytes:
     """Multiply each 32-byte group element in ``points`` by ``key``.
 
     Raises ``ValueError("row i")`` if an element is not a canonical ristretto255 encoding or is the
-    identity (libsodium refuses both), so a malformed peer message cannot pass silently.
+    identity (libsodium refuses both, except bit 255, which it ignores: checked here), so a malformed
+    peer message cannot pass silently.
     """
     n = len(points) // POINT_BYTES
     if n * POINT_BYTES != len(points):
         raise ValueError(f"{len(points)} bytes is not a whole number of {POINT_BYTES}-byte points")
+    top = points[POINT_BYTES - 1::POINT_BYTES]
+    if max(top, default=0) & 0x80:
+        i = next(j for j, b in enumerate(top) if b & 0x80)
+        raise ValueError(f"row {i} is not a canonical ristretto255 encoding (bit 255 set)")
     out = bytearray(len(points))
     for i in range(n):
         lo = i * POINT_BYTES
