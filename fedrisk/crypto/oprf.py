@@ -39,14 +39,12 @@ from __future__ import annotations
 import hashlib
 import struct
 from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Sequence
 
 import numpy as np
 import rbcl
 
 from fedrisk.crypto import psi
-from fedrisk.crypto.workers import broken_pool_error, process_pool
 from fedrisk.errors import CryptoError
 
 __all__ = ["OUTPUT_BYTES", "FINALIZE_DOMAIN", "evaluate", "blind", "blind_evaluate", "finalize",
@@ -140,7 +138,12 @@ def blind_kernel(prefix: bytes, ids: Sequence[bytes]) -> tuple[bytes, bytes]:
 
 
 def finalize_kernel(inverses: bytes, ids: Sequence[bytes], evaluated: bytes) -> bytes:
-    """Client finalisation: ``Hash(x, r^-1 * E)`` for every id; ``ValueError("row i")`` on a bad element."""
+    """Client finalisation: ``Hash(x, r^-1 * E)`` for every id; ``ValueError("row i")`` on a bad element.
+
+    A bad element is a non-canonical encoding (bit 255 included: :func:`fedrisk.crypto.psi.refuse_bit_255`)
+    or the identity.
+    """
+    psi.refuse_bit_255(evaluated)
     out = bytearray(OUTPUT_BYTES * len(ids))
     for i, ident in enumerate(ids):
         lo = i * _PT
@@ -160,15 +163,12 @@ def _chunks(n: int) -> list[tuple[int, int]]:
     return [(lo, min(n, lo + size)) for lo in range(0, n, size)]
 
 
-def _run(fn: Any, jobs: list[tuple], inline: bool) -> list[Any]:
-    if inline:
-        return [fn(*a) for a in jobs]
-    pool = process_pool()
-    futs: list[Future] = [pool.submit(fn, *a) for a in jobs]
+def _run(fn: Any, jobs: list[tuple], inline: bool, starts: Sequence[int] = (), what: str = "OPRF kernel failed") -> list[Any]:
+    """Every job's result, in order; a kernel's ``ValueError("row i")`` becomes a :class:`CryptoError`
+    naming the row of the whole batch (``starts[j]`` is job ``j``'s first row)."""
+    futs: list[Future] = [psi.submit_kernel(fn, *a, inline=inline) for a in jobs]
     try:
-        return [f.result() for f in futs]
-    except BrokenProcessPool:
-        raise broken_pool_error() from None
+        return [psi.kernel_result(f, starts[j] if starts else 0, what) for j, f in enumerate(futs)]
     finally:
         for f in futs:
             f.cancel()
@@ -214,11 +214,8 @@ def finalize(norm_ids: Sequence[str], inverses: np.ndarray, evaluated: np.ndarra
     """
     enc = _encode(norm_ids)
     inv = np.ascontiguousarray(inverses).tobytes()
-    psi.check_top_bit(np.asarray(evaluated).reshape(-1, _PT))
     ev = np.ascontiguousarray(evaluated).tobytes()
-    jobs = [(inv[a * _PT:b * _PT], enc[a:b], ev[a * _PT:b * _PT]) for a, b in _chunks(len(enc))]
-    try:
-        parts = _run(finalize_kernel, jobs, len(enc) < _INLINE_BELOW)
-    except ValueError as e:
-        raise CryptoError(f"cannot finalise the OPRF: {e}") from None
+    chunks = _chunks(len(enc))
+    jobs = [(inv[a * _PT:b * _PT], enc[a:b], ev[a * _PT:b * _PT]) for a, b in chunks]
+    parts = _run(finalize_kernel, jobs, len(enc) < _INLINE_BELOW, [a for a, _ in chunks], "cannot finalise the OPRF")
     return np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(-1, OUTPUT_BYTES).copy()

@@ -59,6 +59,9 @@ __all__ = [
     "submit_hash_and_blind",
     "hash_and_blind_kernel",
     "reblind_kernel",
+    "refuse_bit_255",
+    "submit_kernel",
+    "kernel_result",
     "points_from_future",
     "chunk_size",
     "worker_count",
@@ -151,16 +154,6 @@ def _as_points(points: Any) -> bytes:
     return np.ascontiguousarray(arr).tobytes()
 
 
-def check_top_bit(arr: np.ndarray) -> None:
-    """Refuse encodings with bit 255 set: never canonical, but the bundled libsodium ignores that bit.
-
-    (:func:`reblind_kernel` checks its input itself; this is for arrays other code decodes.)
-    """
-    bad = np.flatnonzero(arr[:, POINT_BYTES - 1] & 0x80)
-    if len(bad):
-        raise CryptoError(f"row {int(bad[0])} is not a canonical ristretto255 encoding (bit 255 set)")
-
-
 def _to_array(raw: bytes) -> np.ndarray:
     return np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(-1, POINT_BYTES)
 
@@ -187,20 +180,31 @@ def hash_and_blind_kernel(key: bytes | None, prefix: bytes, ids: Sequence[bytes]
     return bytes(out)
 
 
-def reblind_kernel(key: bytes, points: bytes) -> bytes:
-    """Multiply each 32-byte group element in ``points`` by ``key``.
+def refuse_bit_255(points: bytes) -> None:
+    """Raise ``ValueError("row i ...")`` at the first 32-byte encoding in ``points`` with bit 255 set.
 
-    Raises ``ValueError("row i")`` if an element is not a canonical ristretto255 encoding or is the
-    identity (libsodium refuses both, except bit 255, which it ignores: checked here), so a malformed
-    peer message cannot pass silently.
+    Such an encoding is never canonical, but the bundled libsodium ignores that bit, so its decoder
+    would accept two encodings of one element. Every kernel that decodes a peer's elements
+    (:func:`reblind_kernel`, :func:`fedrisk.crypto.oprf.finalize_kernel`) calls this first; the
+    batch functions map the chunk's row to the batch's (:func:`kernel_result`).
     """
-    n = len(points) // POINT_BYTES
-    if n * POINT_BYTES != len(points):
+    if len(points) % POINT_BYTES:
         raise ValueError(f"{len(points)} bytes is not a whole number of {POINT_BYTES}-byte points")
     top = points[POINT_BYTES - 1::POINT_BYTES]
     if max(top, default=0) & 0x80:
         i = next(j for j, b in enumerate(top) if b & 0x80)
         raise ValueError(f"row {i} is not a canonical ristretto255 encoding (bit 255 set)")
+
+
+def reblind_kernel(key: bytes, points: bytes) -> bytes:
+    """Multiply each 32-byte group element in ``points`` by ``key``.
+
+    Raises ``ValueError("row i")`` if an element is not a canonical ristretto255 encoding or is the
+    identity (libsodium refuses both, except bit 255: :func:`refuse_bit_255`), so a malformed peer
+    message cannot pass silently.
+    """
+    refuse_bit_255(points)
+    n = len(points) // POINT_BYTES
     out = bytearray(len(points))
     for i in range(n):
         lo = i * POINT_BYTES
@@ -229,7 +233,8 @@ class _Done(Future):
             self.set_result(value)
 
 
-def _submit(fn: Any, *args: Any, inline: bool) -> Future:
+def submit_kernel(fn: Any, *args: Any, inline: bool) -> Future:
+    """Run ``fn(*args)`` in the pool, or now in this thread when ``inline``; errors come through the future."""
     if inline:
         try:
             return _Done(fn(*args))
@@ -298,16 +303,21 @@ def reblind(points: np.ndarray, key: bytes) -> np.ndarray:
     n = len(raw) // POINT_BYTES
     size = chunk_size(n)
     futs = [
-        (lo, _submit(reblind_kernel, key, raw[lo * POINT_BYTES : (lo + size) * POINT_BYTES], inline=n < INLINE_BELOW))
+        (lo, submit_kernel(reblind_kernel, key, raw[lo * POINT_BYTES : (lo + size) * POINT_BYTES], inline=n < INLINE_BELOW))
         for lo in range(0, n, size)
     ]
     parts = [_result(f, lo) for lo, f in futs]
     return np.concatenate(parts) if parts else np.empty((0, POINT_BYTES), np.uint8)
 
 
-def _result(fut: Future, offset: int = 0) -> np.ndarray:
+def kernel_result(fut: Future, offset: int = 0, what: str = "cannot blind") -> Any:
+    """The result of a kernel's future; its ``ValueError("row i ...")`` becomes one :class:`CryptoError`.
+
+    ``offset`` is the chunk's first row in the batch, so the error names the batch's row, whichever
+    chunk (and worker) found it.
+    """
     try:
-        return _to_array(fut.result())
+        return fut.result()
     except BrokenProcessPool:
         raise broken_pool_error() from None
     except ValueError as e:
@@ -315,7 +325,11 @@ def _result(fut: Future, offset: int = 0) -> np.ndarray:
         if msg.startswith("row "):
             row, _, rest = msg[4:].partition(" ")
             msg = f"row {int(row) + offset} {rest}"
-        raise CryptoError(f"cannot blind: {msg}") from None
+        raise CryptoError(f"{what}: {msg}") from None
+
+
+def _result(fut: Future, offset: int = 0) -> np.ndarray:
+    return _to_array(kernel_result(fut, offset))
 
 
 def iter_hash_and_blind(ids: Sequence[str], key: bytes, salt: str | bytes, *,
@@ -348,7 +362,7 @@ def iter_hash_and_blind(ids: Sequence[str], key: bytes, salt: str | bytes, *,
     n = len(ids)
     size = chunk or chunk_size(n)
     inline = n < INLINE_BELOW
-    futs = [_submit(hash_and_blind_kernel, key, prefix, _encode_ids(ids[lo : lo + size]), inline=inline)
+    futs = [submit_kernel(hash_and_blind_kernel, key, prefix, _encode_ids(ids[lo : lo + size]), inline=inline)
             for lo in range(0, n, size)]
     return _in_order(futs)
 
@@ -370,7 +384,7 @@ def submit_reblind(points: np.ndarray, key: bytes) -> Future:
     """
     _check_key(key)
     raw = _as_points(points)
-    return _submit(reblind_kernel, key, raw, inline=len(raw) // POINT_BYTES < INLINE_BELOW)
+    return submit_kernel(reblind_kernel, key, raw, inline=len(raw) // POINT_BYTES < INLINE_BELOW)
 
 
 def points_from_future(fut: Future) -> np.ndarray:
@@ -386,4 +400,4 @@ def submit_hash_and_blind(ids: Sequence[str], key: bytes, salt: str | bytes) -> 
     """
     _check_key(key)
     enc = _encode_ids(ids)
-    return _submit(hash_and_blind_kernel, key, hash_prefix(salt), enc, inline=len(enc) < INLINE_BELOW)
+    return submit_kernel(hash_and_blind_kernel, key, hash_prefix(salt), enc, inline=len(enc) < INLINE_BELOW)

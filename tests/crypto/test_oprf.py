@@ -39,3 +39,20 @@ def test_a_bad_evaluated_element_is_named():
     bad[1] = 0  # the identity encoding
     with pytest.raises(CryptoError, match="row 1"):
         oprf.finalize(norm, inv, bad)
+
+
+@pytest.mark.parametrize("damage,match", [("identity", "not a valid non-identity"), ("bit255", "bit 255 set")])
+def test_a_bad_element_in_a_later_chunk_is_named_by_its_row_in_the_batch(damage, match):
+    """Large batches run in chunks in the process pool; the error names the row of the whole batch."""
+    n = 2000
+    norm = [f"C{i}" for i in range(n)]
+    inv, blinded = oprf.blind(norm, "c")
+    ev = oprf.blind_evaluate(blinded, _KEY)
+    row = n - 5  # in the last chunk, far past its start
+    assert len({a for a in range(0, n, psi.chunk_size(n)) if a <= row}) > 1
+    if damage == "identity":
+        ev[row] = 0
+    else:
+        ev[row, 31] |= 0x80
+    with pytest.raises(CryptoError, match=rf"^cannot finalise the OPRF: row {row} .*{match}"):
+        oprf.finalize(norm, inv, ev)
