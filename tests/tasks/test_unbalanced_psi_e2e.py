@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -94,3 +95,21 @@ def test_vertical_job_aligned_by_unbalanced_psi_over_mtls(tmp_path):
         # the encoded set crosses once, at the first job of the epoch, through the ledger; then the cache serves
         assert bool(cache) == (name == "first")
     assert list((tmp_path / "u" / "store-lender" / "cache" / "bureau").glob("epoch-1-*.bin"))
+    _predict_aligns_by_ecdh(tmp_path / "u", runs["second"])
+
+
+def _predict_aligns_by_ecdh(folder: Path, run: Path) -> None:
+    """Federated predict of an unbalanced-trained model (no store settings reach it) aligns its batch by
+    ECDH over the run's certificates and gives each customer the score it had in training."""
+    new = pd.read_csv(folder / "lender.csv").drop(columns=["y"]).sample(200, random_state=0)
+    new.to_csv(folder / "new.csv", index=False)
+    r = cli("predict", run / "model.json", folder / "new.csv", "--out", folder / "scores.csv")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    s = pd.read_csv(folder / "scores.csv")
+    train = pd.concat([pd.read_csv(run / "scores" / f"{x}.csv") for x in ("train", "test")])
+    both = s.merge(train, on="id")
+    assert len(both) > 100 and np.allclose(both.score_x, both.score_y, atol=1e-9)
+    ledger = [json.loads(line) for f in (run / "predict").rglob("*.jsonl") if "ledger" in str(f)
+              for line in f.read_text().splitlines()]
+    psi = [e for e in ledger if e["tag"].startswith("psi.")]
+    assert psi and not any(e["tag"].startswith("psi.ub.") for e in psi)  # ECDH's tags, not the cache protocol
