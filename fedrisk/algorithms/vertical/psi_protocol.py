@@ -68,7 +68,6 @@ learns every pairwise intersection.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import threading
 from collections import Counter
@@ -78,6 +77,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from fedrisk.algorithms.vertical.psi_hello import MAX_COUNT, check_hello
 from fedrisk.crypto import psi
 from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError
 from fedrisk.transport.channel import Channel
@@ -86,7 +86,7 @@ __all__ = ["PsiResult", "psi_align", "align_many", "REVEAL_MODES"]
 
 REVEAL_MODES = ("both", "leader")
 _VERSION = 1
-_MAX_COUNT = 2**31 - 1
+_MAX_COUNT = MAX_COUNT
 #: Extra patience per id in the data phases (several times the cost of one id on one core).
 _SECONDS_PER_ID = 2e-3
 
@@ -205,22 +205,9 @@ def _hello(channel: Channel, peer: str, tag: str, prep: _Prepared, *, leader: bo
     mine = {"version": _VERSION, "role": "leader" if leader else "follower", "reveal": reveal,
             "casefold": bool(casefold), "salt_check": _salt_check(salt), "count": prep.n, "batch": prep.batch}
     channel.send(peer, f"{tag}.hello", mine, kind="public-parameter")
-    theirs = channel.recv(peer, f"{tag}.hello")
-    if not isinstance(theirs, dict) or theirs.get("version") != _VERSION:
-        raise ProtocolError(f"{me}: party {peer!r} sent a PSI hello of another version: {theirs!r:.200}")
-    want_role = "follower" if leader else "leader"
-    if theirs.get("role") != want_role:
-        raise ConfigError(f"{me}: both {me!r} and {peer!r} act as PSI {mine['role']}; exactly one party must lead")
-    for k in ("reveal", "casefold"):
-        if theirs.get(k) != mine[k]:
-            raise ConfigError(f"{me}: PSI setting {k!r} differs: {me!r} uses {mine[k]!r}, {peer!r} uses {theirs.get(k)!r}")
-    if not isinstance(theirs.get("salt_check"), str) or not hmac.compare_digest(theirs["salt_check"], mine["salt_check"]):
-        raise ConfigError(f"{me}: {peer!r} uses a different PSI salt; both parties must take it from the same job spec")
-    for k in ("count", "batch"):
-        v = theirs.get(k)
-        if not isinstance(v, int) or isinstance(v, bool) or not (0 < v <= _MAX_COUNT):
-            raise ProtocolError(f"{me}: party {peer!r} sent an invalid PSI {k} {v!r}")
-    return theirs
+    return check_hello(me, peer, channel.recv(peer, f"{tag}.hello"), mine, protocol="PSI",
+                       peer_role="follower" if leader else "leader", same=("reveal", "casefold"),
+                       counts=("count", "batch"))
 
 
 def _recv_points(channel: Channel, peer: str, tag: str, count: int, batch: int, timeout: float) -> Iterator[np.ndarray]:

@@ -502,29 +502,21 @@ def _short(e: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt: str, casefold: bool,
            reveal: str, tls: bool, bucket: int = _MAX_BUCKET, item_bytes: int = _ITEM_BYTES) -> dict[str, Any]:
+    from fedrisk.algorithms.vertical.psi_hello import check_hello  # (import here: the rest of the file is rr22's)
+
     me = channel.me
     mine = {"version": _VERSION, "role": "leader" if leader else "follower", "reveal": reveal,
             "casefold": bool(casefold), "salt_check": _salt_check(salt), "count": n, "tls": tls, "bucket": bucket,
             "item_bytes": item_bytes}
     channel.send(peer, f"{tag}.hello", mine, kind="public-parameter")
-    theirs = channel.recv(peer, f"{tag}.hello")
-    if not isinstance(theirs, dict) or theirs.get("version") != _VERSION:
-        raise ProtocolError(f"{me}: party {peer!r} sent an RR22 hello of another version")
-    if theirs.get("role") != ("follower" if leader else "leader"):
-        raise ConfigError(f"{me}: both {me!r} and {peer!r} act as PSI {mine['role']}; exactly one party must lead")
-    for k in ("reveal", "casefold", "tls"):
-        if theirs.get(k) != mine[k]:
-            raise ConfigError(f"{me}: RR22 setting {k!r} differs: {me!r} uses {mine[k]!r}, {peer!r} uses {theirs.get(k)!r}")
-    if not isinstance(theirs.get("salt_check"), str) or not hmac.compare_digest(theirs["salt_check"], mine["salt_check"]):
-        raise ConfigError(f"{me}: {peer!r} uses a different PSI salt; both parties must take it from the same job spec")
-    v = theirs.get("count")
-    if not isinstance(v, int) or isinstance(v, bool) or not (0 < v <= _MAX_COUNT):
-        raise ProtocolError(f"{me}: party {peer!r} sent an invalid PSI count {v!r}")
+    theirs = check_hello(me, peer, channel.recv(peer, f"{tag}.hello"), mine, protocol="RR22",
+                         peer_role="follower" if leader else "leader", same=("reveal", "casefold", "tls"),
+                         counts=("count",))
     b = theirs.get("bucket")
     if not isinstance(b, int) or isinstance(b, bool) or not _MIN_BUCKET <= b <= _MAX_BUCKET or b & (b - 1):
-        raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 bucket size {b!r}")
+        raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 bucket size {b!r:.40}")
     if theirs.get("item_bytes") not in (_ITEM_BYTES, _WIDE_ITEM_BYTES):
-        raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 item width {theirs.get('item_bytes')!r}")
+        raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 item width {theirs.get('item_bytes')!r:.40}")
     return theirs
 
 
