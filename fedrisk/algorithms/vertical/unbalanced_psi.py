@@ -23,12 +23,14 @@ key holder S (bureau; ids ``Y``, ``|Y| = N``, key ``k`` of epoch ``E``). Tags st
 ==  ======  ========================  ==================  =========================================
 #   dir     tag                       kind                payload
 ==  ======  ========================  ==================  =========================================
-1   C -> S  ``psi.ub.hello``          public-parameter    role, salt check, ``m``, batch size, which
-                                                          cached set C holds (epoch, key
-                                                          fingerprint, SHA-256) or none, fetch flag
+1   C -> S  ``psi.ub.hello``          public-parameter    role, salt check, ``m``, batch size, fetch
+                                                          flag
 1'  S -> C  ``psi.ub.hello``          public-parameter    role, salt check, ``E``, key fingerprint,
                                                           ``N``, SHA-256 of the encoded set; or a
                                                           refusal reason (key or encoding missing)
+1"  C -> S  ``psi.ub.have``           public-parameter    the announced set (epoch, key fingerprint,
+                                                          SHA-256) if C's cache holds it intact,
+                                                          else none
 2   S -> C  ``psi.ub.cache.head``     public-parameter    header of the encoded set (only when C's
                                                           cache is not the current one and C fetches)
 3   S -> C  ``psi.ub.cache.<i>``      masked              ``F(k, y)`` for all ``y`` in ``Y``, sorted,
@@ -62,6 +64,11 @@ What each party learns
   lender's cache. Rotation costs one re-encoding (``N`` OPRF evaluations at the bureau) and one
   transfer of ``12 N`` bytes to each lender.
 
+C says which set it holds (step 1") only after S's hello has named the current one: only a cache
+whose header names that set is read in full and checked, so a stale cache (S rotated) costs a
+header read, and a damaged one counts as none (fetched again). Both hellos are checked by
+:func:`fedrisk.algorithms.vertical.psi_hello.check_hello`, like ECDH's and RR22's.
+
 Row order: each party returns the positions of its own rows in the intersection; the caller
 (:func:`fedrisk.algorithms.vertical.alignment.align_parties`) sorts them into the canonical
 order (salted hash of the id), the same as after ECDH or RR22.
@@ -73,7 +80,7 @@ Two parties only (one lender, one bureau).
 """
 from __future__ import annotations
 
-import hmac
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -81,6 +88,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from fedrisk.algorithms.vertical import psi_protocol as pp
+from fedrisk.algorithms.vertical.psi_hello import check_hello
 from fedrisk.algorithms.vertical import ub_store as store
 from fedrisk.crypto import oprf, psi
 from fedrisk.errors import ConfigError, CryptoError, DataError, FedriskError, ProtocolError
@@ -88,10 +96,13 @@ from fedrisk.transport.channel import Channel
 
 __all__ = ["ub_align", "UbSettings", "CACHE_BATCH"]
 
-_VERSION = 1
+#: 2: the lender says which set it holds in ``<tag>.have``, after the hellos (it was in its hello)
+_VERSION = 2
 #: encoded values per cache message (3 MB)
 CACHE_BATCH = 262144
 _W = oprf.OUTPUT_BYTES
+_ROLE_FIX = "both must take psi.key_holder from the same job spec"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -131,22 +142,6 @@ def _server_state(me: str, store_dir: Path, ids: Sequence[Any]) -> tuple[store.O
                         f"{key.epoch} ({head['count']} ids); re-encode it with {_fix_encode(me)} (the lender's next "
                         "job fetches the new set)")
     return key, head, index.values, digests
-
-
-def _check_hello(me: str, peer: str, theirs: Any, role: str, salt_check: str) -> dict[str, Any]:
-    if not isinstance(theirs, dict) or theirs.get("version") != _VERSION:
-        raise ProtocolError(f"{me}: party {peer!r} sent an unbalanced-PSI hello of another version: {theirs!r:.200}")
-    if theirs.get("role") != role:
-        raise ConfigError(f"{me}: {me!r} and {peer!r} disagree on psi.key_holder; both must take it from the same job spec")
-    if not isinstance(theirs.get("salt_check"), str) or not hmac.compare_digest(theirs["salt_check"], salt_check):
-        raise ConfigError(f"{me}: {peer!r} uses a different PSI salt; both parties must take it from the same job spec")
-    return theirs
-
-
-def _count(me: str, peer: str, what: str, v: Any) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or not (0 <= v <= pp._MAX_COUNT):
-        raise ProtocolError(f"{me}: party {peer!r} sent an invalid {what} {v!r}")
-    return v
 
 
 def _recv_rows(channel: Channel, peer: str, tag: str, count: int, batch: int, width: int, timeout: float) -> Iterator[np.ndarray]:
@@ -205,16 +200,17 @@ def _serve(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, sto
     mine = {"version": _VERSION, "role": "server", "salt_check": salt_check, "epoch": key.epoch,
             "fingerprint": key.fingerprint, "digest": head["digest"], "count": n}
     channel.send(peer, f"{tag}.hello", mine, kind="public-parameter")
-    theirs = _check_hello(me, peer, channel.recv(peer, f"{tag}.hello"), "client", salt_check)
-    m = _count(me, peer, "id count", theirs.get("count"))
-    batch = _count(me, peer, "batch size", theirs.get("batch"))
-    if m < 1 or batch < 1:
-        raise ProtocolError(f"{me}: party {peer!r} sent an empty unbalanced-PSI request")
+    theirs = check_hello(me, peer, channel.recv(peer, f"{tag}.hello"), mine, protocol="unbalanced-PSI",
+                         peer_role="client", counts=("count", "batch"), role_fix=_ROLE_FIX)
+    m, batch = theirs["count"], theirs["batch"]
+    have = channel.recv(peer, f"{tag}.have")
+    if not isinstance(have, dict) or set(have) != {"have"}:
+        raise ProtocolError(f"{me}: {tag}.have from {peer!r} is malformed")
     wait = pp._wait_budget(channel.recv_timeout, m, m, 1)
     current = {"epoch": key.epoch, "fingerprint": key.fingerprint, "digest": head["digest"]}
     # a lender without the current set that does not fetch it stops with its own error (naming its
     # setting); we then fail on its abort while waiting for step 4
-    if theirs.get("have") != current and theirs.get("fetch"):
+    if have["have"] != current and theirs.get("fetch"):
         sf = store.read_set(store.epoch_dir(store_dir, key.epoch) / "encoded.bin", f"party {me!r}: the encoded set",
                             f"re-encode with {_fix_encode(me)}")
         channel.send(peer, f"{tag}.cache.head", {k: sf.header[k] for k in ("epoch", "fingerprint", "count", "width", "digest")},
@@ -266,6 +262,31 @@ def _fetch(channel: Channel, peer: str, tag: str, hello: dict[str, Any], store_d
     return values
 
 
+def _cached_set(me: str, peer: str, store_dir: Path, current: dict[str, Any]) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+    """What the lender's cache holds (epoch, fingerprint, digest; from its header) and, when that is the set
+    the bureau's hello announces, the verified values.
+
+    Only a cache whose header names the announced set is read in full and checked against its SHA-256:
+    a stale one (the bureau rotated) is never read past its header, and a damaged current one counts
+    as no cache (fetched again, or refused in one line without fetching).
+    """
+    found = store.find_cache(store_dir, peer)
+    if found is None:
+        return None, None
+    path, head = found
+    have = {k: head.get(k) for k in ("epoch", "fingerprint", "digest")}
+    if have != current:
+        return have, None
+    try:
+        sf = store.read_set(path, f"party {me!r}: the cached encoded set of {peer!r}", "it is fetched again")
+    except DataError as e:
+        log.warning("%s", e)
+        return {**have, "damaged": True}, None
+    if {k: sf.header.get(k) for k in have} != have:  # replaced since its header was read
+        return have, None
+    return have, sf.values
+
+
 def _client(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, store_dir: Path, fetch: bool,
             tag: str) -> pp.PsiResult:
     me = channel.me
@@ -275,30 +296,23 @@ def _client(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, st
     pp._check_unique(me, norm, False)
     m = len(norm)
     batch = psi.chunk_size(m)
-    cached = store.find_cache(store_dir, peer)
-    cache = None
-    if cached is not None:  # verified before it is announced: a damaged cache is fetched again, not a dead end
-        try:
-            cache = store.read_set(cached[0], f"party {me!r}: the cached encoded set of {peer!r}", "").values
-        except DataError:
-            cached = None
-    have = None if cached is None else {k: cached[1].get(k) for k in ("epoch", "fingerprint", "digest")}
-    channel.send(peer, f"{tag}.hello", {"version": _VERSION, "role": "client", "salt_check": salt_check, "count": m,
-                                        "batch": batch, "have": have, "fetch": bool(fetch)}, kind="public-parameter")
-    theirs = _check_hello(me, peer, channel.recv(peer, f"{tag}.hello"), "server", salt_check)
-    if "refuse" in theirs:
-        raise ConfigError(f"party {me!r}: {str(theirs['refuse'])[:300]}")
-    n = _count(me, peer, "set size", theirs.get("count"))
-    epoch = _count(me, peer, "key epoch", theirs.get("epoch"))
+    mine = {"version": _VERSION, "role": "client", "salt_check": salt_check, "count": m, "batch": batch,
+            "fetch": bool(fetch)}
+    channel.send(peer, f"{tag}.hello", mine, kind="public-parameter")
+    theirs = check_hello(me, peer, channel.recv(peer, f"{tag}.hello"), mine, protocol="unbalanced-PSI",
+                         peer_role="server", counts=("count",), role_fix=_ROLE_FIX)
+    n, epoch = theirs["count"], theirs.get("epoch")
     fp, digest = theirs.get("fingerprint"), theirs.get("digest")
     if not store.well_formed(epoch, fp, digest):  # they name our cache file: nothing else may reach a path
         raise ProtocolError(f"{me}: party {peer!r} sent an unbalanced-PSI hello whose key epoch, fingerprint or set "
                             "digest has an illegal form")
+    have, cache = _cached_set(me, peer, store_dir, {"epoch": epoch, "fingerprint": fp, "digest": digest})
+    channel.send(peer, f"{tag}.have", {"have": None if cache is None else have}, kind="public-parameter")
     wait = pp._wait_budget(channel.recv_timeout, m, m, 1) + 1e-5 * n
-    current = {"epoch": epoch, "fingerprint": fp, "digest": digest}
-    if have != current:
+    if cache is None:
         if not fetch:
-            what = "none" if have is None else f"epoch {have['epoch']}"
+            what = ("none" if have is None else f"a damaged copy of epoch {have['epoch']}" if have.get("damaged")
+                    else f"epoch {have['epoch']}")
             raise ConfigError(f"party {me!r}: its cache of {peer!r}'s encoded set is stale (has {what}, {peer!r} is at "
                               f"key epoch {epoch}); run one job with [psi] fetch_encoded = true to fetch it "
                               f"({n * _W / 1e6:.0f} MB over the job's channel)")

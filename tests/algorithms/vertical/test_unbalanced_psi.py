@@ -95,8 +95,10 @@ def test_what_each_party_receives(tmp_path, sets):
         blob = b"".join(_frames(e) for e in net[party].captured)
         assert not [r for r in raw | {SALT.encode()} if r in blob], f"{party} received raw ids"
     got_b = net["bureau"].captured
-    # the bureau receives the hello, one blinded element per lender id, and the match positions: nothing else
-    assert {e.tag.split(".")[2] for e in got_b} == {"hello", "blinded", "matches"}
+    # the bureau receives the hello, which set the lender holds (none: its first job), one blinded element
+    # per lender id, and the match positions: nothing else
+    assert {e.tag.split(".")[2] for e in got_b} == {"hello", "have", "blinded", "matches"}
+    assert next(e.body for e in got_b if e.tag.endswith(".have")) == {"have": None}
     blinded = np.concatenate([e.body for e in got_b if ".blinded." in e.tag])
     assert blinded.shape == (len(lender), 32)
     h2g = psi.hash_to_group(psi.normalize_ids(lender), st.context(1, st.load_key(tmp_path / "bureau-store", "bureau").fingerprint))
@@ -163,12 +165,47 @@ def test_a_corrupt_cache_is_fetched_again_or_refused_in_one_line(tmp_path, sets)
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 1
     path.write_bytes(bytes(blob))
-    with pytest.raises(ConfigError, match=r"stale \(has none.*fetch_encoded = true") as ei:  # a damaged cache is no cache
+    with pytest.raises(ConfigError, match=r"stale \(has a damaged copy of epoch 1.*fetch_encoded = true") as ei:
         _job(tmp_path, lender, bureau, fetch=False)
     assert "\n" not in str(ei.value)
     rl, rb, net = _job(tmp_path, lender, bureau)  # fetched again, not a dead end
     assert [e for e in net["lender"].captured if ".cache." in e.tag]
     assert np.array_equal(rl.indices, first[0].indices) and np.array_equal(rb.indices, first[1].indices)
+
+
+def _reads_of(monkeypatch, folder):
+    """Record every whole-file read (``Path.read_bytes``: how set files are read) of a file under ``folder``."""
+    import pathlib
+
+    seen, real = [], pathlib.Path.read_bytes
+
+    def spy(self):
+        data = real(self)
+        if folder in self.resolve().parents:
+            seen.append((self.name, len(data)))
+        return data
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", spy)
+    return seen
+
+
+def test_a_stale_cache_is_not_read_past_its_header(tmp_path, sets, monkeypatch):
+    """The lender reads its whole cache only when the header names the set the bureau announces."""
+    lender, bureau = sets
+    store = _encoded(tmp_path, bureau)
+    _job(tmp_path, lender, bureau)
+    reads = _reads_of(monkeypatch, (tmp_path / "lender-store").resolve())
+    _job(tmp_path, lender, bureau)  # current cache: read once, verified, used
+    assert [name for name, _ in reads] == [st.find_cache(tmp_path / "lender-store", "bureau")[0].name]
+    assert reads[0][1] > 12 * len(bureau)
+    reads.clear()
+    st.encode_ids([bureau], st.rotate_key(store, "bureau"), store, "bureau", "ids")
+    rl, _, net = _job(tmp_path, lender, bureau)  # stale: fetched without reading the old copy
+    assert reads == [] and [e for e in net["lender"].captured if ".cache." in e.tag] and rl.size == 400
+    st.encode_ids([bureau], st.rotate_key(store, "bureau"), store, "bureau", "ids")
+    with pytest.raises(ConfigError, match=r"stale \(has epoch 2, 'bureau' is at key epoch 3\)"):
+        _job(tmp_path, lender, bureau, fetch=False)
+    assert reads == []
 
 
 @pytest.mark.parametrize("fingerprint", ["x/../../../victim/planted", "../../outside", "ABCDEF0123456789", "0" * 15])
