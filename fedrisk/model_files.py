@@ -12,10 +12,19 @@ Scoring: ``p = sigmoid(((x - mean) / scale) @ coef + intercept)``.
 
 A horizontal tree model (``horizontal.gbdt``) is likewise one global file::
 
-    {"format": "fedrisk.gbdt", "version": 1, "task", "job", "features": [names...],
+    {"format": "fedrisk.gbdt", "version": 1 or 2, "task", "job", "features": [names...],
      "base_score": margin0, "trees": [{"nodes": [...]}], "cuts": [[...] per feature],
      "has_missing": [...], "importance": {feature: {"splits", "gain"}}, "history", "best_iteration",
-     "privacy": null or {"epsilon", "delta", ...}, "created"}
+     "privacy": null or {"epsilon", "delta", ...}, "created",
+     "imputation": {feature: mean}}                            # version 2 only
+
+Version 2 of ``fedrisk.gbdt`` is a file with ``imputation`` (a job with ``missing = "mean"``: blanks
+are filled with the federation's means before the trees are walked). A reader that ignored that
+field would route blanks down the trees' missing-value branches and score silently differently,
+so such a file says version 2 and a file without it stays version 1, readable by every release.
+:func:`load_model` refuses a version newer than it reads (:data:`NEWEST_VERSION`) in one line.
+(Releases before this check existed read any version: a version-2 file needs a reader from this
+release on.)
 
 ``nodes`` in id order: ``{"id", "feature", "feature_index", "threshold", "missing_left", "left",
 "right", "gain", "cover"}`` or a leaf ``{"id", "leaf", "cover"}``. A row goes left when
@@ -47,9 +56,11 @@ from fedrisk.errors import ConfigError, DataError
 from fedrisk.runtime.context import write_json
 
 __all__ = ["save_lr_model", "save_gbdt_model", "load_model", "score_lr", "score_gbdt", "validate_model", "model_digest",
-           "seal_model"]
+           "seal_model", "NEWEST_VERSION"]
 
 _DIGEST = "digest"
+#: The newest version of each format written here that this release reads (see the module docstring).
+NEWEST_VERSION = {"fedrisk.lr": 1, "fedrisk.gbdt": 2}
 
 
 def model_digest(model: dict[str, Any]) -> str:
@@ -110,6 +121,9 @@ def validate_model(model: Any, path: str | Path = "<model>") -> dict[str, Any]:
     version = model.get("version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise _bad(path, f"'version' is {version!r}, not an integer")
+    if version > NEWEST_VERSION.get(fmt, version):
+        raise ConfigError(f"model file {path}: format {fmt!r} version {version} was written by a newer fedrisk "
+                          f"(this one reads up to version {NEWEST_VERSION[fmt]}); score it with that release or newer")
     if fmt in ("fedrisk.lr", "fedrisk.vertical.lr", "fedrisk.vertical.lr.part"):
         n = _features(path, model)
         for key in ("mean", "scale", "coef"):
@@ -171,7 +185,10 @@ def save_gbdt_model(path: Path, model: Any, task: str, job: str, categories: dic
                     classes: list | None = None) -> Path:
     """Write a :class:`~fedrisk.algorithms.horizontal.gbdt.GbdtModel` as JSON (format ``fedrisk.gbdt``);
     ``categories``: the agreed category encoders (level-code columns); ``classes``: as in :func:`save_lr_model`."""
-    return write_json(path, {"format": "fedrisk.gbdt", "version": 1, "task": task, "job": job, **model.to_json(),
+    body = model.to_json()
+    # version 2 only when the file needs it: older readers would ignore the means (module docstring)
+    version = 2 if body.get("imputation") else 1
+    return write_json(path, {"format": "fedrisk.gbdt", "version": version, "task": task, "job": job, **body,
                              **({"categories": categories, "category_encoding": "codes"} if categories else {}),
                              **({"classes": list(classes)} if classes else {}),
                              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})

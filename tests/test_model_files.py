@@ -86,3 +86,42 @@ def test_scorecard_fields_are_checked(tmp_path):
     card["table"][0]["points"] = float("inf")
     with pytest.raises(ConfigError, match="points is inf"):
         validate_model(card)
+
+
+def _gbdt(imputation=None):
+    from fedrisk.algorithms.horizontal.gbdt import GbdtModel
+
+    tree = {"nodes": [{"id": 0, "feature": "x0", "feature_index": 0, "bin": 0, "threshold": 0.0, "missing_left": True,
+                       "left": 1, "right": 2, "gain": 1.0, "cover": 2.0},
+                      {"id": 1, "leaf": -0.5, "cover": 1.0}, {"id": 2, "leaf": 0.5, "cover": 1.0}]}
+    return GbdtModel(["x0", "x1"], -1.0, [tree], [[0.0], [0.0]], [True, False], imputation=imputation)
+
+
+def test_gbdt_file_with_imputation_says_version_2_and_without_stays_1(tmp_path):
+    """An older reader would ignore ``imputation`` (blanks would take the trees' missing branches): such a
+    file must carry a version that says so; a file without it stays readable by every release."""
+    from fedrisk.model_files import save_gbdt_model, score_gbdt
+
+    plain = load_model(save_gbdt_model(tmp_path / "a.json", _gbdt(), "horizontal.gbdt", "j"))
+    filled = load_model(save_gbdt_model(tmp_path / "b.json", _gbdt({"x0": 3.0, "x1": 0.0}), "horizontal.gbdt", "j"))
+    assert plain["version"] == 1 and "imputation" not in plain
+    assert filled["version"] == 2 and filled["imputation"] == {"x0": 3.0, "x1": 0.0}
+    X = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    assert np.allclose(score_gbdt(plain, X), score_gbdt(filled, X))
+
+
+@pytest.mark.parametrize("fmt,version", [("fedrisk.gbdt", 3), ("fedrisk.lr", 2)])
+def test_a_newer_model_file_version_is_refused_in_one_line(tmp_path, rows, fmt, version):
+    from fedrisk.model_files import save_gbdt_model
+
+    if fmt == "fedrisk.gbdt":
+        doc = json.loads(save_gbdt_model(tmp_path / "g.json", _gbdt(), "horizontal.gbdt", "j").read_text())
+    else:
+        doc = _lr()
+    f = write_json(tmp_path / "model.json", {**doc, "version": version})  # digest intact: a real newer file
+    with pytest.raises(ConfigError, match=rf"format '{fmt}' version {version} was written by a newer fedrisk") as e:
+        load_model(f)
+    assert str(f) in str(e.value) and "\n" not in str(e.value)
+    r = CliRunner().invoke(app, ["predict", str(f), str(rows), "--out", str(tmp_path / "s.csv")])
+    assert r.exit_code == 2 and "newer fedrisk" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "s.csv").exists()
