@@ -88,8 +88,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from fedrisk.algorithms.vertical import psi_protocol as pp
-from fedrisk.algorithms.vertical.psi_hello import check_hello
 from fedrisk.algorithms.vertical import ub_store as store
+from fedrisk.algorithms.vertical.psi_hello import check_hello
 from fedrisk.crypto import oprf, psi
 from fedrisk.errors import ConfigError, CryptoError, DataError, FedriskError, ProtocolError
 from fedrisk.transport.channel import Channel
@@ -311,9 +311,9 @@ def _client(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, st
     wait = pp._wait_budget(channel.recv_timeout, m, m, 1) + 1e-5 * n
     if cache is None:
         if not fetch:
-            what = ("none" if have is None else f"a damaged copy of epoch {have['epoch']}" if have.get("damaged")
-                    else f"epoch {have['epoch']}")
-            raise ConfigError(f"party {me!r}: its cache of {peer!r}'s encoded set is stale (has {what}, {peer!r} is at "
+            state = "damaged" if have is not None and have.get("damaged") else "stale"
+            what = "none" if have is None else f"epoch {have['epoch']}"
+            raise ConfigError(f"party {me!r}: its cache of {peer!r}'s encoded set is {state} (has {what}, {peer!r} is at "
                               f"key epoch {epoch}); run one job with [psi] fetch_encoded = true to fetch it "
                               f"({n * _W / 1e6:.0f} MB over the job's channel)")
         cache = _fetch(channel, peer, tag, theirs, store_dir, wait)

@@ -165,7 +165,7 @@ def test_a_corrupt_cache_is_fetched_again_or_refused_in_one_line(tmp_path, sets)
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 1
     path.write_bytes(bytes(blob))
-    with pytest.raises(ConfigError, match=r"stale \(has a damaged copy of epoch 1.*fetch_encoded = true") as ei:
+    with pytest.raises(ConfigError, match=r"is damaged \(has epoch 1, 'bureau' is at key epoch 1\).*fetch_encoded = true") as ei:
         _job(tmp_path, lender, bureau, fetch=False)
     assert "\n" not in str(ei.value)
     rl, rb, net = _job(tmp_path, lender, bureau)  # fetched again, not a dead end
