@@ -255,8 +255,10 @@ def write_set(path: Path, header: dict[str, Any], values: np.ndarray) -> dict[st
 def read_header(path: Path) -> dict[str, Any] | None:
     """The header of a set file, or None when the file is missing or unreadable (not verified)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(12 + _MAX_HEADER)
+        with open(path, "rb") as f:  # the header's own bytes only: a cache holds 12 bytes per bureau id
+            head = f.read(12)
+            if len(head) == 12 and head[:8] == MAGIC:
+                head += f.read(min(struct.unpack(">I", head[8:12])[0], _MAX_HEADER + 1))
         return decode_header(head)[0]
     except (OSError, ValueError):
         return None
