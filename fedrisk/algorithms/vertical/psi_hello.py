@@ -10,7 +10,8 @@ peer's hello against this party's own, always in the same order, and turns each 
 line that names this party, the peer and the setting to fix:
 
 1. not a hello of this protocol version -> :class:`ProtocolError` (run the same fedrisk at both);
-2. a refusal -> :class:`ConfigError` carrying the peer's reason (escaped, cut to 300 characters);
+2. a refusal -> :class:`ConfigError` quoting the peer's reason as the peer's (escaped, cut to 300
+   characters);
 3. the wrong role -> :class:`ConfigError` (the job spec decides roles);
 4. a shared setting differs -> :class:`ConfigError` naming it and both values;
 5. a different salt -> :class:`ConfigError`;
@@ -67,7 +68,8 @@ def check_hello(me: str, peer: str, theirs: Any, mine: Mapping[str, Any], *, pro
         raise ProtocolError(f"{me}: party {peer!r} sent a {protocol} hello of another version ({safe_text(got, 40)}; "
                             f"{me!r} speaks version {mine['version']}); run the same fedrisk release at both parties")
     if "refuse" in theirs:
-        raise ConfigError(f"party {me!r}: {safe_text(theirs['refuse'], 300)}")
+        # the peer's words, marked as such (a peer could otherwise put any sentence in our error line)
+        raise ConfigError(f"party {me!r}: {peer!r} refused {protocol}: {safe_text(theirs['refuse'], 300)}")
     if theirs.get("role") != peer_role:
         raise ConfigError(f"{me}: {peer!r} acts as {protocol} {safe_text(theirs.get('role'), 40)} and {me!r} as "
                           f"{mine['role']}; {role_fix}")

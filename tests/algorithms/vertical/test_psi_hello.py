@@ -31,7 +31,7 @@ def test_a_matching_hello_is_returned():
     ("not a dict", ProtocolError, r"hello of another version \(str; 'a' speaks version 3\)"),
     ({**PEER, "version": 2}, ProtocolError, r"another version \(2; .*same fedrisk release"),
     ({**PEER, "version": "x" * 10**6}, ProtocolError, r"another version \(x{40}\.\.\."),
-    ({**PEER, "refuse": "not ready\n2026-01-01 forged line"}, ConfigError, r"^party 'a': not ready\\n2026"),
+    ({**PEER, "refuse": "not ready\n2026-01-01 forged line"}, ConfigError, r"^party 'a': 'b' refused PSI: not ready\\n2026"),
     ({**PEER, "role": "leader"}, ConfigError, r"'b' acts as PSI leader and 'a' as leader; exactly one party must lead"),
     ({**PEER, "casefold": True}, ConfigError, r"PSI setting 'casefold' differs: 'a' uses False, 'b' uses True"),
     ({**PEER, "salt_check": "cd" * 32}, ConfigError, "'b' uses a different PSI salt"),
