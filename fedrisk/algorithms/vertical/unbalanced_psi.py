@@ -262,7 +262,8 @@ def _fetch(channel: Channel, peer: str, tag: str, hello: dict[str, Any], store_d
     return values
 
 
-def _cached_set(me: str, peer: str, store_dir: Path, current: dict[str, Any]) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+def _cached_set(me: str, peer: str, store_dir: Path, current: dict[str, Any],
+                fetch: bool) -> tuple[dict[str, Any] | None, np.ndarray | None]:
     """What the lender's cache holds (epoch, fingerprint, digest; from its header) and, when that is the set
     the bureau's hello announces, the verified values.
 
@@ -278,12 +279,13 @@ def _cached_set(me: str, peer: str, store_dir: Path, current: dict[str, Any]) ->
     if have != current:
         return have, None
     try:
-        sf = store.read_set(path, f"party {me!r}: the cached encoded set of {peer!r}", "it is fetched again")
+        then = "it is fetched again" if fetch else "it counts as no cache"
+        sf = store.read_set(path, f"party {me!r}: the cached encoded set of {peer!r}", then)
     except DataError as e:
         log.warning("%s", e)
         return {**have, "damaged": True}, None
-    if {k: sf.header.get(k) for k in have} != have:  # replaced since its header was read
-        return have, None
+    if {k: sf.header.get(k) for k in have} != have:  # replaced since its header was read: not what was checked
+        return {**have, "damaged": True}, None
     return have, sf.values
 
 
@@ -306,7 +308,8 @@ def _client(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, st
     if not store.well_formed(epoch, fp, digest):  # they name our cache file: nothing else may reach a path
         raise ProtocolError(f"{me}: party {peer!r} sent an unbalanced-PSI hello whose key epoch, fingerprint or set "
                             "digest has an illegal form")
-    have, cache = _cached_set(me, peer, store_dir, {"epoch": epoch, "fingerprint": fp, "digest": digest})
+    have, cache = _cached_set(me, peer, store_dir, {"epoch": epoch, "fingerprint": fp, "digest": digest},
+                                 fetch)
     channel.send(peer, f"{tag}.have", {"have": None if cache is None else have}, kind="public-parameter")
     wait = pp._wait_budget(channel.recv_timeout, m, m, 1) + 1e-5 * n
     if cache is None:

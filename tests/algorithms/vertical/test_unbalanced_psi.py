@@ -157,7 +157,7 @@ def test_missing_cache_without_fetch_is_one_line(tmp_path, sets):
     assert "\n" not in str(ei.value)
 
 
-def test_a_corrupt_cache_is_fetched_again_or_refused_in_one_line(tmp_path, sets):
+def test_a_corrupt_cache_is_fetched_again_or_refused_in_one_line(tmp_path, sets, caplog):
     lender, bureau = sets
     _encoded(tmp_path, bureau)
     first = _job(tmp_path, lender, bureau)
@@ -168,9 +168,34 @@ def test_a_corrupt_cache_is_fetched_again_or_refused_in_one_line(tmp_path, sets)
     with pytest.raises(ConfigError, match=r"is damaged \(has epoch 1, 'bureau' is at key epoch 1\).*fetch_encoded = true") as ei:
         _job(tmp_path, lender, bureau, fetch=False)
     assert "\n" not in str(ei.value)
+    warned = [r.getMessage() for r in caplog.records if "is corrupt" in r.getMessage()]
+    assert warned and not any("fetched again" in w for w in warned)  # the log must not contradict the error
     rl, rb, net = _job(tmp_path, lender, bureau)  # fetched again, not a dead end
     assert [e for e in net["lender"].captured if ".cache." in e.tag]
     assert np.array_equal(rl.indices, first[0].indices) and np.array_equal(rb.indices, first[1].indices)
+
+
+@pytest.mark.parametrize("have", ["x", {"have": None, "extra": 1}, {}, None])
+def test_a_malformed_have_is_one_line_at_the_bureau(tmp_path, sets, have):
+    from fedrisk.algorithms.vertical import unbalanced_psi as ub
+    from fedrisk.errors import ProtocolError
+
+    lender, bureau = sets
+    _encoded(tmp_path, bureau)
+
+    def crafted_lender(ch):
+        ch.recv("bureau", "psi.ub.hello")
+        ch.send("bureau", "psi.ub.hello", {"version": ub._VERSION, "role": "client", "count": 3, "batch": 512,
+                                            "salt_check": ub.pp._salt_check(SALT), "fetch": True},
+                kind="public-parameter")
+        ch.send("bureau", "psi.ub.have", have, kind="public-parameter")
+
+    net = InMemoryNetwork(["lender", "bureau"], recv_timeout=10.0, tag_prefixes=("psi.",))
+    with pytest.raises(ProtocolError, match="have from 'lender' is malformed") as ei:
+        run_roles({"bureau": lambda ch: ub_align(ch, "lender", bureau, key_holder=True, salt=SALT,
+                                                 store_dir=tmp_path / "bureau-store"),
+                   "lender": crafted_lender}, network=net)
+    assert "\n" not in str(ei.value)
 
 
 def _reads_of(monkeypatch, folder):
