@@ -166,6 +166,48 @@ def _range_from_magnitudes(c: np.ndarray) -> tuple[float, float] | None:
     return bounds(nz[0])[0], bounds(nz[-1])[1]
 
 
+#: most counts one party builds for one coordinator request (8 bytes each: the codec's frame limit)
+_MAX_REQUESTED_COUNTS = 64 << 20
+
+
+def _checked_plan(me: str, coord: str, tag: str, plan: Any, own: list[str]) -> tuple[list[str], dict, dict]:
+    """The coordinator's feature plan: features of this party's schema, each numeric or categorical."""
+    ok = isinstance(plan, dict) and isinstance(plan.get("features"), list) and isinstance(plan.get("kinds"), dict) \
+        and isinstance(plan.get("categories"), dict)
+    feats = plan["features"] if ok else []
+    if ok and not all(isinstance(f, str) and f in own and plan["kinds"].get(f) in ("numeric", "categorical")
+                      and (plan["kinds"][f] == "numeric" or isinstance(plan["categories"].get(f), list))
+                      for f in feats):
+        ok = False
+    if not ok:
+        raise ProtocolError(f"{me}: the coordinator's feature plan ({tag}) names features this party did not "
+                            f"declare or is malformed; refused")
+    return feats, plan["kinds"], plan["categories"]
+
+
+def _checked_cells(me: str, coord: str, tag: str, msg: Any, intervals: Any, numeric: list[str] | None = None) -> int:
+    """Cells per interval of a coordinator's histogram request, with every interval checked.
+
+    A crafted request (a trillion cells, a million intervals) would make this party allocate
+    arrays no honest job needs: the counts it asks for must fit one message.
+    """
+    cells = msg.get("cells") if isinstance(msg, dict) else None
+    if not isinstance(cells, int) or isinstance(cells, bool) or not 1 <= cells <= 65536 or not isinstance(intervals, dict) \
+            or (numeric is not None and not set(intervals) <= set(numeric)):
+        raise ProtocolError(f"{me}: the coordinator's histogram request ({tag}) is malformed; refused")
+    total = 0
+    for f, pairs in intervals.items():
+        if not isinstance(pairs, list) or not all(
+                isinstance(ab, (list, tuple)) and len(ab) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in ab)
+                and ab[0] <= ab[1] for ab in pairs):
+            raise ProtocolError(f"{me}: the coordinator's intervals in {tag} are not pairs of finite numbers; refused")
+        total += len(pairs) * cells
+    if total > _MAX_REQUESTED_COUNTS:
+        raise ProtocolError(f"{me}: the coordinator's histogram request ({tag}) asks for {total} counts, more than "
+                            f"one message may carry ({_MAX_REQUESTED_COUNTS}); refused")
+    return cells
+
 def _cell_counts(v: np.ndarray, lo: float, hi: float, n: int) -> np.ndarray:
     """Counts per right-closed cell ``(lo + j*w, lo + (j+1)*w]`` (values <= lo go to cell 0).
 
@@ -250,19 +292,22 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
         raise DataError(f"{channel.me}: the label must be 0/1 with one value per row ({yv.shape[0]} labels, {len(X)} rows)")
     channel.send(coordinator, f"{tag}.schema", _schema(X, feats, set(categorical or ())), kind="public-parameter")
     plan = channel.recv(coordinator, f"{tag}.plan")
-    feats, kinds, cats = plan["features"], plan["kinds"], plan["categories"]
+    feats, kinds, cats = _checked_plan(channel.me, coordinator, f"{tag}.plan", plan, feats)
     numeric = [f for f in feats if kinds[f] == "numeric"]
     values = {f: _numeric_values(X, f) for f in numeric}
 
     if numeric:
         agg.submit(channel, coordinator, f"{tag}.range", np.concatenate([_magnitude_counts(values[f]) for f in numeric]))
         grid = channel.recv(coordinator, f"{tag}.grid")
-        G = int(grid["cells"])
+        ranges = grid.get("range") if isinstance(grid, dict) else None
+        ranges = ranges if isinstance(ranges, dict) else {}
+        G = _checked_cells(channel.me, coordinator, f"{tag}.grid", grid, {f: [ranges.get(f)] for f in numeric})
         agg.submit(channel, coordinator, f"{tag}.cdf",
                    np.concatenate([_cell_counts(values[f], *grid["range"][f], G) for f in numeric]))
         ref = channel.recv(coordinator, f"{tag}.refine")
         for level in range(MAX_DEEPER + 1):
-            G2 = int(ref["cells"])
+            G2 = _checked_cells(channel.me, coordinator, f"{tag}.refine", ref,
+                                ref.get("intervals") if isinstance(ref, dict) else None, numeric)
             parts = [_cell_counts(values[f][(values[f] > a) & (values[f] <= b)], a, b, G2)
                      for f in numeric for a, b in ref["intervals"].get(f, [])]
             agg.submit(channel, coordinator, f"{tag}.sub" + (str(level) if level else ""),
