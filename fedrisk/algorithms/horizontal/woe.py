@@ -239,6 +239,21 @@ def _sum(agg: Aggregation, channel: Channel, parties: Sequence[str], tag: str, l
     return np.rint(total) if integer else total
 
 
+def _checked_schema(me: str, peer: str, tag: str, schema: Any) -> dict[str, Any]:
+    """A party's declared schema: unique feature names, a kind for each, text category labels."""
+    ok = isinstance(schema, dict) and isinstance(schema.get("features"), list) \
+        and isinstance(schema.get("kinds"), dict) and isinstance(schema.get("categories"), dict)
+    if ok:
+        feats, kinds, cats = schema["features"], schema["kinds"], schema["categories"]
+        ok = (all(isinstance(f, str) and 0 < len(f) <= 256 for f in feats) and len(set(feats)) == len(feats)
+              and all(kinds.get(f) in ("numeric", "categorical") for f in feats)
+              and all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in cats.values()))
+    if not ok:
+        raise ProtocolError(f"{me}: party {peer!r} declared a malformed schema ({tag}): it needs unique feature "
+                            f"names, a numeric/categorical kind for each and text category labels; refused")
+    return schema
+
+
 def _schema(X: pd.DataFrame, features: Sequence[str], categorical: set[str]) -> dict[str, Any]:
     kinds, cats = {}, {}
     for f in features:
@@ -383,7 +398,8 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggr
     cfg = config or BinningConfig()
     agg = aggregation or PlainAggregation()
     parties = list(parties)
-    schemas = channel.gather(parties, f"{tag}.schema")
+    schemas = {p: _checked_schema(channel.me, p, f"{tag}.schema", s)
+               for p, s in channel.gather(parties, f"{tag}.schema").items()}
     first = schemas[parties[0]]["features"]
     for p, s in schemas.items():
         if sorted(s["features"]) != sorted(first):
