@@ -143,6 +143,7 @@ from fedrisk.crypto.dp import PrivacyPlan, add_distributed_noise, min_contributo
 from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
+from fedrisk.transport.safe_text import safe_text
 
 __all__ = ["GbdtParams", "GbdtModel", "run_bank", "run_coordinator", "planned_aggregations", "TAG_PREFIXES",
            "predict_margin"]
@@ -350,7 +351,9 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         channel.send(coordinator, "hgb.schema", schema, kind="public-parameter")
         verdict = channel.recv(coordinator, "hgb.schema.ok")
         if not isinstance(verdict, dict) or not verdict.get("ok"):
-            raise DataError(str(verdict.get("reason", "feature schemas differ between banks")))
+            why = verdict.get("reason") if isinstance(verdict, dict) else None
+            raise DataError(safe_text(why, 1000) if isinstance(why, str) and why else
+                            "the coordinator refused this bank's feature schema (hgb.schema.ok)")
         if pooled_mean:
             with ph("aggregation"):
                 fill, _, _ = mean_bank(channel, coordinator, X, agg, prefix="hgb.mean", pooled_mean=True)

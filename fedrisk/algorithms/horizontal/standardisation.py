@@ -66,6 +66,7 @@ from fedrisk.algorithms.horizontal.aggregation import Aggregation
 from fedrisk.errors import DataError, ProtocolError
 from fedrisk.transport import expect
 from fedrisk.transport.channel import Channel
+from fedrisk.transport.safe_text import safe_text
 
 __all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "fill_missing", "mean_bank",
            "mean_coordinator", "EXPONENT_BINS", "MECHANISMS", "dp_count_threshold", "private_ranges",
@@ -169,7 +170,8 @@ def agree_bank(channel: Channel, coordinator: str, X: np.ndarray, feature_names:
     channel.send(coordinator, "hlr.schema", {"features": list(feature_names)}, kind="public-parameter")
     verdict = expect.mapping(channel.recv(coordinator, "hlr.schema.ok"), channel.me, coordinator, "hlr.schema.ok")
     if not expect.flag(verdict, "ok", channel.me, coordinator, "hlr.schema.ok"):
-        raise DataError(verdict.get("reason", "feature schemas differ between banks"))
+        why = verdict.get("reason")
+        raise DataError(safe_text(why, 1000) if isinstance(why, str) and why else "feature schemas differ between banks")
     mean, s, X = mean_bank(channel, coordinator, X, agg, noise=noise, pooled_mean=pooled_mean)
     agg.submit(channel, coordinator, "hlr.var", noisy((((X - mean) / s) ** 2).sum(0), sens[2]))
     scaler = dict(expect.mapping(channel.recv(coordinator, "hlr.scaler"), channel.me, coordinator, "hlr.scaler"))
