@@ -41,6 +41,9 @@ CASES = [
     # malicious label holder -> feature holder (vertical WOE): the released IV/WOE
     ("vertical.woe", "lender", "vwoe.result", ("features",), "text"),
     ("vertical.woe", "lender", "vwoe.result", ("features",), "none"),
+    # malicious label holder -> feature holder (SecureBoost): a level plan with a word or nothing for node ids
+    ("vertical.secureboost", "lender", "sb.tN.dN.plan", ("parts",), "text"),
+    ("vertical.secureboost", "lender", "sb.tN.dN.plan", ("build",), "none"),
     # malicious coordinator -> banks (GBDT): a base score or a tree step a bank would index blindly
     ("horizontal.gbdt", "coordinator", "hgb.start", ("base_score",), "text"),
     ("horizontal.gbdt", "coordinator", "hgb.pN", ("splits",), "none"),
