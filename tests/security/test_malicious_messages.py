@@ -44,6 +44,7 @@ CASES = [
     # malicious label holder -> feature holder (SecureBoost): a level plan with a word or nothing for node ids
     ("vertical.secureboost", "lender", "sb.tN.dN.plan", ("parts",), "text"),
     ("vertical.secureboost", "lender", "sb.tN.dN.plan", ("build",), "none"),
+    ("vertical.secureboost", "lender", "sb.importance", ("splits",), "drop-last"),
     # malicious coordinator -> banks (GBDT): a base score or a tree step a bank would index blindly
     ("horizontal.gbdt", "coordinator", "hgb.start", ("base_score",), "text"),
     ("horizontal.gbdt", "coordinator", "hgb.pN", ("splits",), "none"),
@@ -66,3 +67,9 @@ def test_a_malformed_field_ends_the_job_with_one_line_naming_the_sender(kind, se
     assert refusals, f"no party refused the message with a ProtocolError: {state['errors']}"
     msg = str(refusals[0])
     assert sender in msg and "\n" not in msg and len(msg) < 400
+
+
+def test_a_partners_timing_stats_are_kept_as_numbers_only_and_never_fatal():
+    """``sb.stats`` feeds only the label holder's report: a word there was a TypeError traceback."""
+    state = tampered_run("vertical.secureboost", "payco", "sb.stats", ("histogram",), "text")
+    assert state["hits"] == 1 and not state["errors"] and state["raised"] is None

@@ -31,6 +31,7 @@ from fedrisk.algorithms.vertical.secureboost.params import (
 )
 from fedrisk.algorithms.vertical.tree import check_monotone, goes_left
 from fedrisk.errors import ProtocolError
+from fedrisk.transport import expect
 from fedrisk.transport.channel import Channel
 
 
@@ -225,9 +226,10 @@ class SecureBoostFeatureHolder:
                 depth += 1
             trees.append({"nodes": mine})
             t += 1
-        imp = ph.recv(ch, lh, "sb.importance")
-        kept = int(imp.get("n_trees", len(trees)))
-        cnt, gain = imp.get("splits"), imp.get("gain")
+        imp = expect.mapping(ph.recv(ch, lh, "sb.importance"), ch.me, lh, "sb.importance")
+        kept = expect.integer(imp, "n_trees", ch.me, lh, "sb.importance", hi=len(trees), default=len(trees))
+        cnt = expect.vector(imp, "splits", len(nb), ch.me, lh, "sb.importance")
+        gain = expect.vector(imp, "gain", len(nb), ch.me, lh, "sb.importance")
         importance = {feature_names[f]: {"splits": int(cnt[f]), "gain": float(gain[f])}
                       for f in range(len(nb)) if int(cnt[f])}
         ph.t["train_cpu_s"] = time.process_time() - cpu_start
