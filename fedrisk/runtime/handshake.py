@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from fedrisk import __version__
 from fedrisk.errors import ConfigError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
-from fedrisk.transport.safe_text import safe_text
+from fedrisk.transport.safe_text import safe_repr, safe_text
 
 #: how often a waiting participant says whom it waits for
 LOG_EVERY = 5.0
@@ -72,13 +72,13 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
         for k in sorted(set(a) | set(b)):
             sub = f"{path}.{safe_text(k, 60)}" if path else safe_text(k, 60)
             if k not in a or k not in b:
-                return (f"{sub}: {'missing' if k not in a else safe_text(repr(a[k]))} here vs "
-                        f"{'missing' if k not in b else safe_text(repr(b[k]))}")
+                return (f"{sub}: {'missing' if k not in a else safe_repr(a[k])} here vs "
+                        f"{'missing' if k not in b else safe_repr(b[k])}")
             d = first_difference(a[k], b[k], sub)
             if d:
                 return d
         return None
-    return None if a == b else f"{path}: {safe_text(repr(a))} here vs {safe_text(repr(b))}"
+    return None if a == b else f"{path}: {safe_repr(a)} here vs {safe_repr(b)}"
 
 
 def handshake(channel: Channel, driver: str, participants: list[str], settings: dict[str, Any], *,
@@ -136,13 +136,13 @@ def _checked_start(driver: str, start: Any) -> dict[str, Any]:
     run_id = start.get("run_id")
     if start["ok"] and not (isinstance(run_id, str) and _RUN_ID.fullmatch(run_id)):
         raise ProtocolError(f"{driver!r} sent a start message (ctl.start) with a malformed run id "
-                            f"{safe_text(repr(run_id), 40)}; a run id is 8 to 64 hex digits")
+                            f"{safe_repr(run_id, 40)}; a run id is 8 to 64 hex digits")
     out = {"ok": start["ok"], "reason": reason, "run_id": run_id if isinstance(run_id, str) else ""}
     if "rejoin" in start and start["rejoin"] is not None:
         at = start["rejoin"]
         if not isinstance(at, int) or isinstance(at, bool) or at < 0:
             raise ProtocolError(f"{driver!r} sent a start message (ctl.start) with a malformed rejoin round "
-                                f"{safe_text(repr(at), 40)}; it must be a round number (0 or more)")
+                                f"{safe_repr(at, 40)}; it must be a round number (0 or more)")
         out["rejoin"] = at
     return out
 

@@ -64,3 +64,27 @@ def test_a_crafted_start_message_is_refused_in_one_line_naming_the_driver(start,
 def test_an_honest_start_with_a_rejoin_round_is_taken():
     _, out = _crafted_start({"ok": True, "reason": "", "run_id": "0123456789abcdef", "rejoin": 4})["bank"]
     assert out == {"ok": True, "reason": "", "run_id": "0123456789abcdef", "rejoin": 4}
+
+
+def test_a_huge_integer_in_a_participants_settings_is_named_not_a_traceback():
+    """``repr(10**5000)`` raises in Python: the driver's refusal quoting it was a ValueError traceback."""
+    roles = {
+        "lender": lambda ch: handshake(ch, "lender", ["lender", "bureau"], {"task": {"epochs": 10}}),
+        "bureau": lambda ch: handshake(ch, "lender", ["lender", "bureau"], {"task": {"epochs": 10 ** 5000}}),
+    }
+    with pytest.raises(ConfigError, match=r"'bureau' runs a different job spec: task\.epochs: 10 here vs 1000"):
+        run_roles(roles)
+
+
+def test_safe_repr_describes_what_python_will_not_print():
+    import sys
+
+    from fedrisk.transport.safe_text import safe_repr
+
+    limit = sys.get_int_max_str_digits()
+    try:
+        sys.set_int_max_str_digits(4300)
+        assert safe_repr({"n": 10 ** 5000}) == "<dict too large to print>"
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert safe_repr("a\nb" * 100, 10).startswith("'a\\nb")
