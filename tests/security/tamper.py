@@ -124,6 +124,7 @@ def horizontal_federation(n: int = 300) -> fr.Federation:
 JOBS = {
     "vertical.lr": (vertical_federation, {"max_iter": 3}),
     "vertical.woe": (vertical_federation, {}),
+    "vertical.scorecard": (vertical_federation, {}),
     "vertical.secureboost": (vertical_federation, {"n_trees": 2, "max_depth": 2, "max_bin": 8}),
     "horizontal.lr": (horizontal_federation, {"rounds": 3}),
     "horizontal.gbdt": (horizontal_federation, {"n_trees": 2, "max_depth": 2, "max_bin": 8}),

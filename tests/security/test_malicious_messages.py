@@ -41,6 +41,8 @@ CASES = [
     # malicious label holder -> feature holder (vertical WOE): the released IV/WOE
     ("vertical.woe", "lender", "vwoe.result", ("features",), "text"),
     ("vertical.woe", "lender", "vwoe.result", ("features",), "none"),
+    # malicious feature holder -> label holder (vertical scorecard): NaN points in its partial scores
+    ("vertical.scorecard", "payco", "vsc.train.partial", (), "nan"),
     # malicious label holder -> feature holder (SecureBoost): a level plan with a word or nothing for node ids
     ("vertical.secureboost", "lender", "sb.tN.dN.plan", ("parts",), "text"),
     ("vertical.secureboost", "lender", "sb.tN.dN.plan", ("build",), "none"),
