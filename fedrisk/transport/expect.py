@@ -17,13 +17,14 @@ Usage, in a role::
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from fedrisk.errors import ProtocolError
 
-__all__ = ["mapping", "vector", "integer", "flag"]
+__all__ = ["mapping", "vector", "integer", "flag", "parsing"]
 
 
 def _where(me: str, frm: str, tag: str, key: str | None) -> str:
@@ -93,3 +94,21 @@ def flag(msg: Mapping[str, Any], key: str, me: str, frm: str, tag: str, *, defau
     if not isinstance(v, bool):
         raise ProtocolError(f"{_where(me, frm, tag, key)} is {_shape_of(v)}, not true/false; refused")
     return v
+
+
+@contextmanager
+def parsing(me: str, frm: str, tag: str, what: str = "") -> Iterator[None]:
+    """Turn a peer's nested message into local objects; a malformed one is a :class:`ProtocolError`.
+
+    For messages whose structure is rebuilt by a constructor (a WOE table, bin edges, a
+    selection report) rather than read field by field: the Python errors such a constructor
+    raises on a wrong type or shape (``TypeError``, ``ValueError``, ``KeyError``, ``IndexError``,
+    ``AttributeError``) become one line naming the peer and the message. Wrap only the code that
+    reads the peer's message -- never computation on this party's own data, whose errors are bugs.
+    """
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        part = f" ({what})" if what else ""
+        raise ProtocolError(f"{me}: message {tag!r} from {frm!r}{part} is malformed ({type(e).__name__}); "
+                            f"refused") from None

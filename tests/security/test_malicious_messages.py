@@ -51,6 +51,11 @@ CASES = [
     ("horizontal.gbdt", "coordinator", "hgb.start", ("base_score",), "text"),
     ("horizontal.gbdt", "coordinator", "hgb.pN", ("splits",), "none"),
     ("horizontal.gbdt", "coordinator", "hgb.pN", ("tree",), "text"),
+    ("horizontal.gbdt", "coordinator", "hgb.pN", ("new_tree",), "none"),
+    # malicious coordinator -> banks (WOE): bin edges, WOE tables and IVs rebuilt from its message
+    ("horizontal.woe", "coordinator", "hwoe.prebins", ("edges",), "text"),
+    ("horizontal.woe", "coordinator", "hwoe.woe", ("features",), "text"),
+    ("horizontal.woe", "coordinator", "hwoe.result", ("iv",), "none"),
     # malicious bank -> coordinator (WOE): a schema the coordinator sorted and indexed blindly
     ("horizontal.woe", "bank0", "hwoe.schema", ("features",), "none"),
     ("horizontal.woe", "bank1", "hwoe.schema", ("kinds",), "text"),

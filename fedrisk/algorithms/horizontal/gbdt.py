@@ -424,6 +424,9 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         if tag is None:
             step += 1
             continue
+        if g is None:
+            raise ProtocolError(f"bank {me!r}: plan step {step} from the coordinator asks for sums before any tree "
+                                f"was started (hgb.p{step}); refusing it")
         leaves = plan.get("leaves")
         with ph("histogram"):
             parts = [_node_histograms(cell, g, h, used, node_of, build, d * max_b, valid)] if build else []

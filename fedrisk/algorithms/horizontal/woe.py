@@ -66,6 +66,7 @@ from fedrisk.finance.binning import (
     order_categories,
 )
 from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe, WoeEncoder, select_features
+from fedrisk.transport import expect
 from fedrisk.transport.channel import Channel
 
 __all__ = ["HorizontalWoeResult", "horizontal_woe_party", "horizontal_woe_coordinator", "roundest_in"]
@@ -168,6 +169,18 @@ def _range_from_magnitudes(c: np.ndarray) -> tuple[float, float] | None:
 
 #: most counts one party builds for one coordinator request (8 bytes each: the codec's frame limit)
 _MAX_REQUESTED_COUNTS = 64 << 20
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    """``a`` if every value is finite (a peer's NaN or infinity is refused by the caller's parsing block)."""
+    if not np.isfinite(a).all():
+        raise ValueError("not finite")
+    return a
+
+
+def _unknown(feature: Any) -> bool:
+    """A WOE table for a feature this party never declared: refused by the caller's parsing block."""
+    raise KeyError(feature)
 
 
 def _checked_plan(me: str, coord: str, tag: str, plan: Any, own: list[str]) -> tuple[list[str], dict, dict]:
@@ -336,25 +349,33 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
         prebins = msg["edges"]
     else:
         prebins = {}
-    pre_bins = {f: FeatureBins(f, "numeric", edges=np.asarray(prebins[f], dtype=float)) if kinds[f] == "numeric"
-                else FeatureBins(f, "categorical", groups=[[c] for c in cats[f]]) for f in feats}
+    with expect.parsing(channel.me, coordinator, f"{tag}.prebins", "bin edges"):
+        pre_bins = {f: FeatureBins(f, "numeric", edges=_finite(np.asarray(prebins[f], dtype=float)))
+                    if kinds[f] == "numeric" else FeatureBins(f, "categorical", groups=[[c] for c in cats[f]])
+                    for f in feats}
     vec = []
     for f in feats:
         g, b = class_counts(pre_bins[f].assign(X[f]), yv, pre_bins[f].n_bins + 1)
         vec += [g, b]
     agg.submit(channel, coordinator, f"{tag}.counts", np.concatenate(vec) if vec else np.zeros(0))
     model = channel.recv(coordinator, f"{tag}.woe")
-    woe = {f: FeatureWoe.from_dict(d, model["smoothing"]) for f, d in model["features"].items()}
-    enc = WoeEncoder(smoothing=smoothing).fit_bins(X, yv, {f: w.bins for f, w in woe.items()})
-    if model["max_corr"] is not None and woe:
+    with expect.parsing(channel.me, coordinator, f"{tag}.woe", "WOE tables"):
+        woe = {f: FeatureWoe.from_dict(d, model["smoothing"]) for f, d in model["features"].items()
+               if f in pre_bins or _unknown(f)}
+        enc = WoeEncoder(smoothing=smoothing).fit_bins(X, yv, {f: w.bins for f, w in woe.items()})
+        want_corr = model["max_corr"] is not None
+    if want_corr and woe:
         W = enc.transform(X).to_numpy(dtype=float)
         iu = np.triu_indices(W.shape[1])
         agg.submit(channel, coordinator, f"{tag}.corr",
                    np.concatenate([[float(W.shape[0])], W.sum(axis=0), (W.T @ W)[iu]]))
     out = channel.recv(coordinator, f"{tag}.result")
-    corr = pd.DataFrame(out["corr"], index=out["corr_features"], columns=out["corr_features"]) if out["corr"] is not None else None
-    local_sel = select_features(enc.iv_, enc.transform(X), iv_threshold=out["selection"]["iv_threshold"],
-                                max_corr=out["selection"]["max_corr"], party=channel.me)
+    with expect.parsing(channel.me, coordinator, f"{tag}.result", "IV and selection"):
+        corr = pd.DataFrame(out["corr"], index=out["corr_features"], columns=out["corr_features"]) \
+            if out["corr"] is not None else None
+        _finite(np.asarray([out["iv"][f] for f in woe], dtype=float))
+        local_sel = select_features(enc.iv_, enc.transform(X), iv_threshold=out["selection"]["iv_threshold"],
+                                    max_corr=out["selection"]["max_corr"], party=channel.me)
     return HorizontalWoeResult(woe, out["iv"], out["selection"], corr,
                                local={"iv": enc.iv_, "selection": local_sel, "n": int(len(X))})
 
