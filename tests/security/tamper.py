@@ -74,7 +74,12 @@ def tampering(sender: str, tag: str, path: tuple, fn: Mutation) -> Iterator[dict
             if hit:
                 state["hits"] += 1
         if hit:
-            frame = encode(env.job, env.sender, env.to, env.tag, env.kind, _apply(env.body, path, fn))
+            try:
+                body = _apply(env.body, path, fn)
+            except Exception:  # noqa: BLE001 - this mutation does not fit this field: send it unchanged
+                state["hits"] = -1
+            else:
+                frame = encode(env.job, env.sender, env.to, env.tag, env.kind, body)
         return orig_deliver(self, to, frame)
 
     import fedrisk.runtime.threads as threads
@@ -160,6 +165,9 @@ if __name__ == "__main__":  # pragma: no cover - exploration tool
                     st = tampered_run(kind, s, t, path, m)
                 except Exception as e:  # noqa: BLE001 - the mutation did not apply to this field
                     print(f"   {s}:{t} {path} {m}: not applicable ({type(e).__name__})")
+                    continue
+                if st["hits"] != 1:
+                    print(f"   {s}:{t} {path} {m}: not applicable")
                     continue
                 bad = [(n, e) for n, e in st["errors"] if not isinstance(e, FedriskError)]
                 what = (f"CRASH at {bad[0][0]}: {type(bad[0][1]).__name__}: {str(bad[0][1])[:120]}" if bad else
