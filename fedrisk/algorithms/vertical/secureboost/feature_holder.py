@@ -251,7 +251,7 @@ def _checked_plan(plan: Any, node_rows: dict[int, np.ndarray], who: str, tag: st
     """
     parts = plan.get("parts", []) if isinstance(plan, dict) else None
     build = plan.get("build", []) if isinstance(plan, dict) else None
-    if not isinstance(parts, list) or not isinstance(build, list):
+    if not isinstance(parts, list) or not isinstance(build, list) or not isinstance(plan.get("done", False), bool):
         raise ProtocolError(f"{who}: the level plan ({tag}) is malformed; refused")
     live = set(node_rows)
     out = []
