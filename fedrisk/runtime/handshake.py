@@ -21,6 +21,7 @@ address, instead of a silent ten-minute receive timeout.
 """
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from typing import Any, Mapping
@@ -28,10 +29,12 @@ from typing import Any, Mapping
 from fedrisk import __version__
 from fedrisk.errors import ConfigError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
-from fedrisk.transport.safe_text import safe_text
+from fedrisk.transport.safe_text import safe_repr, safe_text
 
 #: how often a waiting participant says whom it waits for
 LOG_EVERY = 5.0
+#: what a run id from the driver may look like (it makes them with ``secrets.token_hex(8)``)
+_RUN_ID = re.compile(r"[0-9a-f]{8,64}")
 
 
 def _await(channel: Channel, frm: str, tag: str, deadline: float | None, log: Any, what: str,
@@ -69,13 +72,13 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
         for k in sorted(set(a) | set(b)):
             sub = f"{path}.{safe_text(k, 60)}" if path else safe_text(k, 60)
             if k not in a or k not in b:
-                return (f"{sub}: {'missing' if k not in a else safe_text(repr(a[k]))} here vs "
-                        f"{'missing' if k not in b else safe_text(repr(b[k]))}")
+                return (f"{sub}: {'missing' if k not in a else safe_repr(a[k])} here vs "
+                        f"{'missing' if k not in b else safe_repr(b[k])}")
             d = first_difference(a[k], b[k], sub)
             if d:
                 return d
         return None
-    return None if a == b else f"{path}: {safe_text(repr(a))} here vs {safe_text(repr(b))}"
+    return None if a == b else f"{path}: {safe_repr(a)} here vs {safe_repr(b)}"
 
 
 def handshake(channel: Channel, driver: str, participants: list[str], settings: dict[str, Any], *,
@@ -110,13 +113,38 @@ def handshake(channel: Channel, driver: str, participants: list[str], settings: 
         limit = None if wait is None else 2 * wait + 10
         start = _await(channel, driver, "ctl.start", None if limit is None else time.monotonic() + limit, log,
                        "the start signal (it waits for every participant's hello)", addresses, limit)
-        if not isinstance(start, dict):
-            raise ProtocolError(f"{driver!r} sent a malformed start message")
-        if not start.get("ok"):
-            raise ConfigError(f"job refused to start by {driver!r}: {safe_text(start.get('reason'), 2000)}")
+        start = _checked_start(driver, start)
+        if not start["ok"]:
+            raise ConfigError(f"job refused to start by {driver!r}: {safe_text(start['reason'], 2000)}")
         if started is not None:  # e.g. {"rejoin": round} when the driver took this party back mid-job
             started.update(start)
-        return str(start.get("run_id", ""))
+        return start["run_id"]
+
+
+def _checked_start(driver: str, start: Any) -> dict[str, Any]:
+    """The driver's ``ctl.start`` with every field this party uses checked.
+
+    The run id is written into this party's model files and report and the rejoin round sets
+    where a rejoining bank resumes: a malformed or crafted value (a path, a megabyte of text, a
+    negative round) is refused with one line naming the driver instead of reaching those places.
+    """
+    if not isinstance(start, dict) or not isinstance(start.get("ok"), bool):
+        raise ProtocolError(f"{driver!r} sent a malformed start message (ctl.start); is it running fedrisk {__version__}?")
+    reason = start.get("reason", "")
+    if not isinstance(reason, str):
+        raise ProtocolError(f"{driver!r} sent a start message (ctl.start) whose reason is not text")
+    run_id = start.get("run_id")
+    if start["ok"] and not (isinstance(run_id, str) and _RUN_ID.fullmatch(run_id)):
+        raise ProtocolError(f"{driver!r} sent a start message (ctl.start) with a malformed run id "
+                            f"{safe_repr(run_id, 40)}; a run id is 8 to 64 hex digits")
+    out = {"ok": start["ok"], "reason": reason, "run_id": run_id if isinstance(run_id, str) else ""}
+    if "rejoin" in start and start["rejoin"] is not None:
+        at = start["rejoin"]
+        if not isinstance(at, int) or isinstance(at, bool) or at < 0:
+            raise ProtocolError(f"{driver!r} sent a start message (ctl.start) with a malformed rejoin round "
+                                f"{safe_repr(at, 40)}; it must be a round number (0 or more)")
+        out["rejoin"] = at
+    return out
 
 
 def answer_late_hello(channel: Channel, peer: str, settings: dict[str, Any], run_id: str, at: int,

@@ -576,7 +576,8 @@ def shared_settings(spec: JobSpec) -> dict[str, Any]:
     """The settings every party must agree on: all but local file paths and local options."""
     return {
         "federation": spec.federation.model_dump(mode="json"),
-        "coordinator": spec.coordinator.model_dump(mode="json", exclude={"listen"}) if spec.coordinator else None,
+        # ``listen`` and ``ca`` are local (a bind address, a file on this host): never compared, never sent
+        "coordinator": spec.coordinator.model_dump(mode="json", exclude={"listen", "ca"}) if spec.coordinator else None,
         "parties": {n: {"address": p.address, "id": p.id, "label": bool(p.label)} for n, p in sorted(spec.parties.items())},
         "task": spec.task,
         "evaluation": {"holder": spec.evaluation.holder, "test_rule": spec.evaluation.test_rule,

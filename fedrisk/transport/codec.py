@@ -35,13 +35,14 @@ from __future__ import annotations
 import json
 import re
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from fedrisk.errors import CodecError
-from fedrisk.transport.safe_text import safe_text
+from fedrisk.transport.safe_text import safe_repr, safe_text
 
 __all__ = [
     "BigInts",
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "MAX_HEADER_BYTES",
     "MAX_HEADER_NODES",
+    "MAX_INT_BITS",
 ]
 
 MAGIC = b"FRK1"
@@ -66,6 +68,14 @@ MAX_HEADER_NODES = 64 * 1024
 MAX_DEPTH = 32
 MAX_BIGINTS = 1 << 22
 _JSON_INT_LIMIT = 2**53
+#: largest plain int a message may carry: a Paillier obfuscation base below n^2 at the largest
+#: modulus keys accept (16,384 bits). Larger values belong in :class:`BigInts` blocks.
+MAX_INT_BITS = 2 * 16384
+# Python refuses str()/repr() of an int over 4,300 digits (ValueError): a peer's 10**5000 in a
+# setting or a count turned refusal messages that quote it into tracebacks. Every int the codec
+# lets in has at most MAX_INT_BITS bits (9,865 digits), so allow that many (a few ms to print).
+if 0 < sys.get_int_max_str_digits() < 10_000:
+    sys.set_int_max_str_digits(10_000)
 
 #: Message kinds recorded in the ledger; see DESIGN.md "Wire and trust".
 KINDS = frozenset(
@@ -198,6 +208,9 @@ def _enc(obj: Any, w: _Writer, depth: int) -> Any:
         if -_JSON_INT_LIMIT < v < _JSON_INT_LIMIT:
             return v
         mag = abs(v)
+        if mag.bit_length() > MAX_INT_BITS:
+            raise CodecError(f"an integer of {mag.bit_length()} bits is over the {MAX_INT_BITS}-bit limit; "
+                             f"send big values as BigInts")
         return {"__int__": [1 if v < 0 else 0, *w.add(mag.to_bytes((mag.bit_length() + 7) // 8, "big"))]}
     if isinstance(obj, (float, np.floating)):
         f = float(obj)
@@ -232,7 +245,7 @@ def _peer(value: Any, limit: int = 64) -> str:
     """A peer-supplied value quoted in an error message: bounded, escaped, type named if not str."""
     if isinstance(value, str):
         return repr(safe_text(value, limit))
-    return f"{type(value).__name__} {safe_text(repr(value), limit)}"
+    return f"{type(value).__name__} {safe_repr(value, limit)}"
 
 
 def _count_nodes(header: bytes) -> int:
@@ -306,6 +319,8 @@ def _dec(node: Any, r: _Reader, depth: int) -> Any:
     if key == "__int__":
         if len(spec) != 3 or spec[0] not in (0, 1):
             raise CodecError("bad big-int node")
+        if isinstance(spec[2], int) and spec[2] * 8 > MAX_INT_BITS + 7:
+            raise CodecError(f"an integer of {spec[2]} bytes is over the {MAX_INT_BITS}-bit limit")
         v = int.from_bytes(r.get(spec[1], spec[2]), "big")
         return -v if spec[0] else v
     if key == "__b__":

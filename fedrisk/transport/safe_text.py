@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["safe_text", "EscapingFormatter", "DEFAULT_LIMIT"]
+__all__ = ["safe_text", "safe_repr", "EscapingFormatter", "DEFAULT_LIMIT"]
 
 DEFAULT_LIMIT = 200
 
@@ -32,10 +32,25 @@ def safe_text(value: Any, limit: int = DEFAULT_LIMIT) -> str:
         raw = bytes(value[: limit + 1]).decode("utf-8", "replace")
         total = len(value)
     else:
-        raw = value if isinstance(value, str) else str(value)
+        raw = value if isinstance(value, str) else _printable(str, value)
         total = len(raw)
     cut = raw[:limit].translate(_ESCAPES)
     return cut if total <= limit else f"{cut}...(+{total - limit} more)"
+
+
+def safe_repr(value: Any, limit: int = DEFAULT_LIMIT) -> str:
+    """``repr(value)`` made safe as :func:`safe_text` makes text, for a peer's value of any type."""
+    return safe_text(_printable(repr, value), limit)
+
+
+def _printable(convert: Any, value: Any) -> str:
+    """``convert(value)``, or a description when Python refuses: an int of more than 4,300 digits
+    (a peer's ``10**5000`` in a setting) raises ``ValueError`` on ``str``/``repr``, which turned a
+    refusal message into a traceback."""
+    try:
+        return convert(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to print>"
 
 
 class EscapingFormatter(logging.Formatter):

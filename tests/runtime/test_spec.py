@@ -212,3 +212,20 @@ def test_paths_starting_with_a_tilde_are_the_users_home(tmp_path, monkeypatch):
     spec = load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'data = "~/b1.csv"')))
     assert spec.data_path("bank1") == tmp_path / "home" / "b1.csv"
     spec.check_files("bank1")
+
+
+def test_the_coordinators_ca_path_is_local_and_never_sent_in_the_hello(tmp_path):
+    """The coordinator's ``ca`` is a file on each host: it was in the shared settings, so its path crossed
+    to every partner in ``ctl.hello`` and the banks had to spell it exactly as the coordinator does."""
+    (tmp_path / "pki").mkdir()
+    (tmp_path / "pki" / "coord-ca.pem").write_bytes(b"PEM")
+    a = load_spec(write(tmp_path, GOOD.replace('address = "127.0.0.1:50000"',
+                                               'address = "127.0.0.1:50000"\nca = "pki/coord-ca.pem"')))
+    other = tmp_path / "bank"
+    other.mkdir()
+    (other / "their-copy-of-coord-ca.pem").write_bytes(b"PEM")
+    b = load_spec(write(other, GOOD.replace('address = "127.0.0.1:50000"',
+                                            'address = "127.0.0.1:50000"\nca = "their-copy-of-coord-ca.pem"')))
+    assert a.pinned_cas()["coordinator"] == b"PEM"
+    assert shared_settings(a) == shared_settings(b)
+    assert "coord-ca" not in repr(shared_settings(a)) and str(tmp_path) not in repr(shared_settings(a))

@@ -110,3 +110,25 @@ def test_no_pickle_module_anywhere_in_the_package():
     root = pathlib.Path(__file__).resolve().parents[2] / "fedrisk"
     offenders = [str(p) for p in root.rglob("*.py") if re.search(r"^\s*(import pickle|from pickle|import cloudpickle|import dill)", p.read_text(), re.M)]
     assert offenders == []
+
+
+def test_integers_beyond_the_largest_key_are_refused_both_ways_and_every_accepted_one_prints():
+    """A peer's 10**5000 reached error messages that quote it: Python's repr refuses ints over 4,300 digits."""
+    from fedrisk.transport.codec import MAX_INT_BITS, encode as enc
+
+    with pytest.raises(CodecError, match="bit limit"):
+        enc("j", "a", "b", "t", "control", {"n": 1 << (MAX_INT_BITS + 8)})
+    big = (1 << MAX_INT_BITS) - 1  # the largest the codec carries (a Paillier hs at a 16,384-bit modulus)
+    body = decode(enc("j", "a", "b", "t", "control", {"n": big})).body
+    assert body["n"] == big and len(repr(body["n"])) > 4300
+    # a crafted frame declaring a longer int is refused before it is converted
+    frame = bytearray(enc("j", "a", "b", "t", "control", {"n": 1 << 60}))
+    blob = (1 << (MAX_INT_BITS + 64)).to_bytes(MAX_INT_BITS // 8 + 9, "big")
+    hdr_len = int.from_bytes(frame[4:8], "big")
+    import json
+
+    header = json.loads(frame[8:8 + hdr_len])
+    header["body"]["n"]["__int__"] = [0, 0, len(blob)]
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    with pytest.raises(CodecError, match="bit limit"):
+        decode(b"FRK1" + len(raw).to_bytes(4, "big") + raw + blob)

@@ -54,7 +54,7 @@ method="lower")`` on the cell counts.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -141,9 +141,30 @@ def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np
     if not isinstance(msg, dict):
         raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
     cuts, has_missing, max_bin = msg.get("cuts"), msg.get("missing"), msg.get("max_bin")
-    if not isinstance(cuts, list) or len(cuts) != d or not isinstance(max_bin, int):
+    if not isinstance(cuts, list) or len(cuts) != d or not isinstance(max_bin, int) or isinstance(max_bin, bool) \
+            or not 2 <= max_bin <= 1 << 16:
         raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
-    return binner_from_cuts(max_bin, [np.asarray(c, dtype=np.float64) for c in cuts], np.asarray(has_missing, dtype=bool))
+    return binner_from_cuts(max_bin, [_checked_cuts(channel.me, j, c, max_bin) for j, c in enumerate(cuts)],
+                            _checked_flags(channel.me, has_missing, d))
+
+
+def _checked_cuts(me: str, j: int, c: Any, max_bin: int) -> np.ndarray:
+    """Feature ``j``'s cut points from the coordinator: finite, strictly rising, fewer than ``max_bin``."""
+    if not isinstance(c, list) or len(c) >= max_bin or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in c):
+        raise ProtocolError(f"{me}: the coordinator's cut points of feature {j} are not a list of fewer than "
+                            f"{max_bin} numbers")
+    a = np.asarray(c, dtype=np.float64)
+    if not np.isfinite(a).all() or (a.size > 1 and not (np.diff(a) > 0).all()):
+        raise ProtocolError(f"{me}: the coordinator's cut points of feature {j} are not finite and rising")
+    return a
+
+
+def _checked_flags(me: str, has_missing: Any, d: int) -> np.ndarray:
+    """The coordinator's per-feature "has a missing bin" flags: ``d`` true/false values."""
+    if not isinstance(has_missing, list) or len(has_missing) != d or not all(isinstance(v, bool) for v in has_missing):
+        raise ProtocolError(f"{me}: the coordinator's missing-bin flags are not {d} true/false values")
+    return np.asarray(has_missing, dtype=bool)
 
 
 def binner_from_cuts(max_bin: int, cuts: list[np.ndarray], has_missing: np.ndarray) -> QuantileBinner:

@@ -143,6 +143,7 @@ from fedrisk.crypto.dp import PrivacyPlan, add_distributed_noise, min_contributo
 from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
+from fedrisk.transport.safe_text import safe_text
 
 __all__ = ["GbdtParams", "GbdtModel", "run_bank", "run_coordinator", "planned_aggregations", "TAG_PREFIXES",
            "predict_margin"]
@@ -350,7 +351,9 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         channel.send(coordinator, "hgb.schema", schema, kind="public-parameter")
         verdict = channel.recv(coordinator, "hgb.schema.ok")
         if not isinstance(verdict, dict) or not verdict.get("ok"):
-            raise DataError(str(verdict.get("reason", "feature schemas differ between banks")))
+            why = verdict.get("reason") if isinstance(verdict, dict) else None
+            raise DataError(safe_text(why, 1000) if isinstance(why, str) and why else
+                            "the coordinator refused this bank's feature schema (hgb.schema.ok)")
         if pooled_mean:
             with ph("aggregation"):
                 fill, _, _ = mean_bank(channel, coordinator, X, agg, prefix="hgb.mean", pooled_mean=True)
@@ -360,7 +363,10 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
             binner = _with_category_bins(binner, cat_idx)
             bins = binner.transform(X)
         start = channel.recv(coordinator, "hgb.start")
-    base = float(start["base_score"])
+    base = start.get("base_score") if isinstance(start, dict) else None
+    if not isinstance(base, (int, float)) or isinstance(base, bool) or not math.isfinite(base):
+        raise ProtocolError(f"bank {me!r}: the coordinator's start message (hgb.start) has no finite base score")
+    base = float(base)
     missing = binner.missing_bins()
     nb = binner.n_bins_
     max_b = int(nb.max()) if nb.size else 1
@@ -418,6 +424,9 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         if tag is None:
             step += 1
             continue
+        if g is None:
+            raise ProtocolError(f"bank {me!r}: plan step {step} from the coordinator asks for sums before any tree "
+                                f"was started (hgb.p{step}); refusing it")
         leaves = plan.get("leaves")
         with ph("histogram"):
             parts = [_node_histograms(cell, g, h, used, node_of, build, d * max_b, valid)] if build else []
@@ -445,6 +454,10 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+#: most histogram cells one plan step may ask a bank for (8 bytes each: the codec's frame limit)
+_MAX_PLAN_COUNTS = 64 << 20
+
+
 def _check_plan(plan: Any, nb: np.ndarray, what: str) -> None:
     """Refuse a plan step whose fields a bank would otherwise index with blindly."""
     d = len(nb)
@@ -461,15 +474,21 @@ def _check_plan(plan: Any, nb: np.ndarray, what: str) -> None:
         for sp in plan.get("splits", []) or []:
             good &= (isinstance(sp, list) and len(sp) in (6, 7) and all(_is_int(v) and v >= 0 for v in sp[:6])
                      and ok_split(sp[1], sp[2]) and (len(sp) == 6 or ok_cats(sp[1], sp[6])))
+        good &= isinstance(plan.get("splits", []), list)
         for key in ("build", "leaves"):
-            v = plan.get(key) or []
+            v = plan.get(key, [])
             good &= isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)
+        # the histograms asked for must fit one message (a crafted list of nodes would exhaust memory)
+        good &= isinstance(plan.get("build", []), list) and len(plan.get("build", [])) * 2 * d * max(
+            1, int(nb.max()) if len(nb) else 1) <= _MAX_PLAN_COUNTS
+        if plan.get("new_tree"):
+            good &= _is_int(plan.get("tree")) and plan["tree"] >= 0
         good &= plan.get("tag") is None or isinstance(plan.get("tag"), str)
         tree = plan.get("tree_done")
         if tree is not None:
             good &= isinstance(tree, list) and all(
                 isinstance(nd, dict) and _is_int(nd.get("id")) and 0 <= nd["id"] < len(tree) and (
-                    isinstance(nd.get("leaf"), (int, float)) if "leaf" in nd else
+                    (isinstance(nd.get("leaf"), (int, float)) and math.isfinite(nd["leaf"])) if "leaf" in nd else
                     (ok_cats(nd.get("feature_index"), nd["categories_left"]) if "categories_left" in nd
                      else ok_split(nd.get("feature_index"), nd.get("bin")))
                     and _is_int(nd.get("left")) and _is_int(nd.get("right"))

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedrisk.errors import ProtocolError
+
 __all__ = ["LogisticModel", "sigmoid", "mean_log_loss", "sklearn_C"]
 
 
@@ -49,9 +51,14 @@ class LogisticModel:
     def record_round(self, r: int, msg: dict) -> None:
         """Keep the coordinator's report on round ``r - 1`` (mean loss, contributors) in ``history``."""
         if msg.get("loss") is not None:
-            rec = {"round": r - 1, "loss": float(msg["loss"])}
+            loss = msg["loss"]
+            if not isinstance(loss, (int, float)) or isinstance(loss, bool):
+                raise ProtocolError(f"round {r}: the coordinator's loss of the previous round is a "
+                                    f"{type(loss).__name__}, not a number; refused")
+            rec = {"round": r - 1, "loss": float(loss)}
             if isinstance(msg.get("contributors"), list):
-                rec["contributors"] = [str(b) for b in msg["contributors"]]
+                # names of the job's banks: anything longer is not one (and must not fill the model file)
+                rec["contributors"] = [str(b)[:128] for b in msg["contributors"][:10_000]]
             self.history.append(rec)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:

@@ -166,6 +166,7 @@ from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coor
 from fedrisk.crypto.dp import BankNoise, PrivacyPlan, clip_rows, min_contributors
 from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import CryptoError, DataError, ProtocolError
+from fedrisk.transport import expect
 from fedrisk.transport.channel import Channel
 
 __all__ = ["NewtonConfig", "run_bank", "run_coordinator", "LADDER", "TAG_PREFIXES", "stats_length",
@@ -302,25 +303,25 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         scaler = agree_bank(channel, coordinator, X, feature_names, agg, noise=noise, pooled_mean=cfg.pooled_mean)
     mean, scale = scaler["mean"], scaler["scale"]
     X = fill_missing(X, mean)
-    banks = int(scaler.get("banks", 1))
+    me, stag = channel.me, "hlr.scaler"
+    banks = expect.integer(scaler, "banks", me, coordinator, stag, lo=1, hi=max(1, len(channel.peers)), default=1)
     Xs1 = np.column_stack([(X - mean) / scale, np.ones(len(y))])
     if noise is not None:
         Xs1 = clip_rows(Xs1, dp_clip(d, privacy.clip))
         sens = dp_sensitivity(d, privacy.clip)
     model = LogisticModel(list(feature_names), mean, scale, np.zeros(d), 0.0)
-    r = int(scaler.get("first_round", 1)) - 1
+    r = expect.integer(scaler, "first_round", me, coordinator, stag, lo=1, default=1) - 1
     optimistic = noise is None and _optimistic(agg)
     last_one_shot = None  # (w, p) of this bank's latest one-shot round
     seen: set[bytes] = set()  # the (w, p) of every round this bank has summed at
     while True:
         r += 1
-        msg = channel.recv(coordinator, f"hlr.newton.r{r}")
-        w = np.asarray(msg["w"], dtype=np.float64)
-        p = np.asarray(msg["p"], dtype=np.float64)
-        if w.shape != (d + 1,) or p.shape != (d + 1,):
-            raise ProtocolError(f"{channel.me}: round {r}: the coordinator sent a model of {w.shape[0] - 1} features; "
-                                f"this bank has {d}")
-        if msg.get("fallback"):
+        rtag = f"hlr.newton.r{r}"
+        msg = expect.mapping(channel.recv(coordinator, rtag), me, coordinator, rtag)
+        w = expect.vector(msg, "w", d + 1, me, coordinator, rtag)
+        p = expect.vector(msg, "p", d + 1, me, coordinator, rtag)
+        msg = {**msg, "done": expect.flag(msg, "done", me, coordinator, rtag)}
+        if expect.flag(msg, "fallback", me, coordinator, rtag, default=False):
             # a one-shot round failed: sum only at a point no earlier sum evaluated, and with recovery from now on
             _check_fresh_point(channel.me, r, w, p, last_one_shot)
             agg.abandon(channel)

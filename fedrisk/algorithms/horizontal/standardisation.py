@@ -64,7 +64,9 @@ import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation
 from fedrisk.errors import DataError, ProtocolError
+from fedrisk.transport import expect
 from fedrisk.transport.channel import Channel
+from fedrisk.transport.safe_text import safe_text
 
 __all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "fill_missing", "mean_bank",
            "mean_coordinator", "EXPONENT_BINS", "MECHANISMS", "dp_count_threshold", "private_ranges",
@@ -166,13 +168,16 @@ def agree_bank(channel: Channel, coordinator: str, X: np.ndarray, feature_names:
         raise DataError(f"{channel.me}: training rows have empty cells, but this job fills none (no bank sets "
                         f"missing = 'mean'); set missing = 'mean' or clean them")
     channel.send(coordinator, "hlr.schema", {"features": list(feature_names)}, kind="public-parameter")
-    verdict = channel.recv(coordinator, "hlr.schema.ok")
-    if not verdict.get("ok"):
-        raise DataError(verdict.get("reason", "feature schemas differ between banks"))
+    verdict = expect.mapping(channel.recv(coordinator, "hlr.schema.ok"), channel.me, coordinator, "hlr.schema.ok")
+    if not expect.flag(verdict, "ok", channel.me, coordinator, "hlr.schema.ok"):
+        why = verdict.get("reason")
+        raise DataError(safe_text(why, 1000) if isinstance(why, str) and why else "feature schemas differ between banks")
     mean, s, X = mean_bank(channel, coordinator, X, agg, noise=noise, pooled_mean=pooled_mean)
     agg.submit(channel, coordinator, "hlr.var", noisy((((X - mean) / s) ** 2).sum(0), sens[2]))
-    scaler = dict(channel.recv(coordinator, "hlr.scaler"))
-    scaler["mean"], scaler["scale"] = np.asarray(scaler["mean"]), np.asarray(scaler["scale"])
+    scaler = dict(expect.mapping(channel.recv(coordinator, "hlr.scaler"), channel.me, coordinator, "hlr.scaler"))
+    d = X.shape[1]
+    scaler["mean"] = expect.vector(scaler, "mean", d, channel.me, coordinator, "hlr.scaler")
+    scaler["scale"] = expect.vector(scaler, "scale", d, channel.me, coordinator, "hlr.scaler", positive=True)
     return scaler
 
 
@@ -192,12 +197,15 @@ def mean_bank(channel: Channel, coordinator: str, X: np.ndarray, agg: Aggregatio
 
     gaps = np.isnan(X)
     agg.submit(channel, coordinator, f"{prefix}.magnitude", noisy(magnitude_counts(X).ravel(), sens[0]))
-    s = np.asarray(channel.recv(coordinator, f"{prefix}.range")["s"])
+    d = X.shape[1]
+    s = expect.vector(channel.recv(coordinator, f"{prefix}.range"), "s", d, channel.me, coordinator, f"{prefix}.range",
+                      positive=True)
     if noise is not None:
         X = np.clip(X, -s, s)  # bounds one row's part of the next two sums
     sums = [[X.shape[0]], np.where(gaps, 0.0, X / s).sum(0)] + ([(~gaps).sum(0)] if pooled_mean else [])
     agg.submit(channel, coordinator, f"{prefix}.sum", noisy(np.concatenate(sums).astype(np.float64), sens[1]))
-    mean = np.asarray(channel.recv(coordinator, f"{prefix}.mean")["mean"])
+    mean = expect.vector(channel.recv(coordinator, f"{prefix}.mean"), "mean", d, channel.me, coordinator,
+                         f"{prefix}.mean")
     return mean, s, fill_missing(X, mean)
 
 

@@ -66,6 +66,7 @@ from fedrisk.finance.binning import (
     order_categories,
 )
 from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe, WoeEncoder, select_features
+from fedrisk.transport import expect
 from fedrisk.transport.channel import Channel
 
 __all__ = ["HorizontalWoeResult", "horizontal_woe_party", "horizontal_woe_coordinator", "roundest_in"]
@@ -166,6 +167,60 @@ def _range_from_magnitudes(c: np.ndarray) -> tuple[float, float] | None:
     return bounds(nz[0])[0], bounds(nz[-1])[1]
 
 
+#: most counts one party builds for one coordinator request (8 bytes each: the codec's frame limit)
+_MAX_REQUESTED_COUNTS = 64 << 20
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    """``a`` if every value is finite (a peer's NaN or infinity is refused by the caller's parsing block)."""
+    if not np.isfinite(a).all():
+        raise ValueError("not finite")
+    return a
+
+
+def _unknown(feature: Any) -> bool:
+    """A WOE table for a feature this party never declared: refused by the caller's parsing block."""
+    raise KeyError(feature)
+
+
+def _checked_plan(me: str, coord: str, tag: str, plan: Any, own: list[str]) -> tuple[list[str], dict, dict]:
+    """The coordinator's feature plan: features of this party's schema, each numeric or categorical."""
+    ok = isinstance(plan, dict) and isinstance(plan.get("features"), list) and isinstance(plan.get("kinds"), dict) \
+        and isinstance(plan.get("categories"), dict)
+    feats = plan["features"] if ok else []
+    if ok and not all(isinstance(f, str) and f in own and plan["kinds"].get(f) in ("numeric", "categorical")
+                      and (plan["kinds"][f] == "numeric" or isinstance(plan["categories"].get(f), list))
+                      for f in feats):
+        ok = False
+    if not ok:
+        raise ProtocolError(f"{me}: the coordinator's feature plan ({tag}) names features this party did not "
+                            f"declare or is malformed; refused")
+    return feats, plan["kinds"], plan["categories"]
+
+
+def _checked_cells(me: str, coord: str, tag: str, msg: Any, intervals: Any, numeric: list[str] | None = None) -> int:
+    """Cells per interval of a coordinator's histogram request, with every interval checked.
+
+    A crafted request (a trillion cells, a million intervals) would make this party allocate
+    arrays no honest job needs: the counts it asks for must fit one message.
+    """
+    cells = msg.get("cells") if isinstance(msg, dict) else None
+    if not isinstance(cells, int) or isinstance(cells, bool) or not 1 <= cells <= 65536 or not isinstance(intervals, dict) \
+            or (numeric is not None and not set(intervals) <= set(numeric)):
+        raise ProtocolError(f"{me}: the coordinator's histogram request ({tag}) is malformed; refused")
+    total = 0
+    for f, pairs in intervals.items():
+        if not isinstance(pairs, list) or not all(
+                isinstance(ab, (list, tuple)) and len(ab) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in ab)
+                and ab[0] <= ab[1] for ab in pairs):
+            raise ProtocolError(f"{me}: the coordinator's intervals in {tag} are not pairs of finite numbers; refused")
+        total += len(pairs) * cells
+    if total > _MAX_REQUESTED_COUNTS:
+        raise ProtocolError(f"{me}: the coordinator's histogram request ({tag}) asks for {total} counts, more than "
+                            f"one message may carry ({_MAX_REQUESTED_COUNTS}); refused")
+    return cells
+
 def _cell_counts(v: np.ndarray, lo: float, hi: float, n: int) -> np.ndarray:
     """Counts per right-closed cell ``(lo + j*w, lo + (j+1)*w]`` (values <= lo go to cell 0).
 
@@ -195,6 +250,21 @@ def _sum(agg: Aggregation, channel: Channel, parties: Sequence[str], tag: str, l
                             "binning needs every party in every round — rerun the job")
     total = np.asarray(res.total, dtype=float)
     return np.rint(total) if integer else total
+
+
+def _checked_schema(me: str, peer: str, tag: str, schema: Any) -> dict[str, Any]:
+    """A party's declared schema: unique feature names, a kind for each, text category labels."""
+    ok = isinstance(schema, dict) and isinstance(schema.get("features"), list) \
+        and isinstance(schema.get("kinds"), dict) and isinstance(schema.get("categories"), dict)
+    if ok:
+        feats, kinds, cats = schema["features"], schema["kinds"], schema["categories"]
+        ok = (all(isinstance(f, str) and 0 < len(f) <= 256 for f in feats) and len(set(feats)) == len(feats)
+              and all(kinds.get(f) in ("numeric", "categorical") for f in feats)
+              and all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in cats.values()))
+    if not ok:
+        raise ProtocolError(f"{me}: party {peer!r} declared a malformed schema ({tag}): it needs unique feature "
+                            f"names, a numeric/categorical kind for each and text category labels; refused")
+    return schema
 
 
 def _schema(X: pd.DataFrame, features: Sequence[str], categorical: set[str]) -> dict[str, Any]:
@@ -250,19 +320,22 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
         raise DataError(f"{channel.me}: the label must be 0/1 with one value per row ({yv.shape[0]} labels, {len(X)} rows)")
     channel.send(coordinator, f"{tag}.schema", _schema(X, feats, set(categorical or ())), kind="public-parameter")
     plan = channel.recv(coordinator, f"{tag}.plan")
-    feats, kinds, cats = plan["features"], plan["kinds"], plan["categories"]
+    feats, kinds, cats = _checked_plan(channel.me, coordinator, f"{tag}.plan", plan, feats)
     numeric = [f for f in feats if kinds[f] == "numeric"]
     values = {f: _numeric_values(X, f) for f in numeric}
 
     if numeric:
         agg.submit(channel, coordinator, f"{tag}.range", np.concatenate([_magnitude_counts(values[f]) for f in numeric]))
         grid = channel.recv(coordinator, f"{tag}.grid")
-        G = int(grid["cells"])
+        ranges = grid.get("range") if isinstance(grid, dict) else None
+        ranges = ranges if isinstance(ranges, dict) else {}
+        G = _checked_cells(channel.me, coordinator, f"{tag}.grid", grid, {f: [ranges.get(f)] for f in numeric})
         agg.submit(channel, coordinator, f"{tag}.cdf",
                    np.concatenate([_cell_counts(values[f], *grid["range"][f], G) for f in numeric]))
         ref = channel.recv(coordinator, f"{tag}.refine")
         for level in range(MAX_DEEPER + 1):
-            G2 = int(ref["cells"])
+            G2 = _checked_cells(channel.me, coordinator, f"{tag}.refine", ref,
+                                ref.get("intervals") if isinstance(ref, dict) else None, numeric)
             parts = [_cell_counts(values[f][(values[f] > a) & (values[f] <= b)], a, b, G2)
                      for f in numeric for a, b in ref["intervals"].get(f, [])]
             agg.submit(channel, coordinator, f"{tag}.sub" + (str(level) if level else ""),
@@ -276,25 +349,33 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
         prebins = msg["edges"]
     else:
         prebins = {}
-    pre_bins = {f: FeatureBins(f, "numeric", edges=np.asarray(prebins[f], dtype=float)) if kinds[f] == "numeric"
-                else FeatureBins(f, "categorical", groups=[[c] for c in cats[f]]) for f in feats}
+    with expect.parsing(channel.me, coordinator, f"{tag}.prebins", "bin edges"):
+        pre_bins = {f: FeatureBins(f, "numeric", edges=_finite(np.asarray(prebins[f], dtype=float)))
+                    if kinds[f] == "numeric" else FeatureBins(f, "categorical", groups=[[c] for c in cats[f]])
+                    for f in feats}
     vec = []
     for f in feats:
         g, b = class_counts(pre_bins[f].assign(X[f]), yv, pre_bins[f].n_bins + 1)
         vec += [g, b]
     agg.submit(channel, coordinator, f"{tag}.counts", np.concatenate(vec) if vec else np.zeros(0))
     model = channel.recv(coordinator, f"{tag}.woe")
-    woe = {f: FeatureWoe.from_dict(d, model["smoothing"]) for f, d in model["features"].items()}
-    enc = WoeEncoder(smoothing=smoothing).fit_bins(X, yv, {f: w.bins for f, w in woe.items()})
-    if model["max_corr"] is not None and woe:
+    with expect.parsing(channel.me, coordinator, f"{tag}.woe", "WOE tables"):
+        woe = {f: FeatureWoe.from_dict(d, model["smoothing"]) for f, d in model["features"].items()
+               if f in pre_bins or _unknown(f)}
+        enc = WoeEncoder(smoothing=smoothing).fit_bins(X, yv, {f: w.bins for f, w in woe.items()})
+        want_corr = model["max_corr"] is not None
+    if want_corr and woe:
         W = enc.transform(X).to_numpy(dtype=float)
         iu = np.triu_indices(W.shape[1])
         agg.submit(channel, coordinator, f"{tag}.corr",
                    np.concatenate([[float(W.shape[0])], W.sum(axis=0), (W.T @ W)[iu]]))
     out = channel.recv(coordinator, f"{tag}.result")
-    corr = pd.DataFrame(out["corr"], index=out["corr_features"], columns=out["corr_features"]) if out["corr"] is not None else None
-    local_sel = select_features(enc.iv_, enc.transform(X), iv_threshold=out["selection"]["iv_threshold"],
-                                max_corr=out["selection"]["max_corr"], party=channel.me)
+    with expect.parsing(channel.me, coordinator, f"{tag}.result", "IV and selection"):
+        corr = pd.DataFrame(out["corr"], index=out["corr_features"], columns=out["corr_features"]) \
+            if out["corr"] is not None else None
+        _finite(np.asarray([out["iv"][f] for f in woe], dtype=float))
+        local_sel = select_features(enc.iv_, enc.transform(X), iv_threshold=out["selection"]["iv_threshold"],
+                                    max_corr=out["selection"]["max_corr"], party=channel.me)
     return HorizontalWoeResult(woe, out["iv"], out["selection"], corr,
                                local={"iv": enc.iv_, "selection": local_sel, "n": int(len(X))})
 
@@ -338,7 +419,8 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggr
     cfg = config or BinningConfig()
     agg = aggregation or PlainAggregation()
     parties = list(parties)
-    schemas = channel.gather(parties, f"{tag}.schema")
+    schemas = {p: _checked_schema(channel.me, p, f"{tag}.schema", s)
+               for p, s in channel.gather(parties, f"{tag}.schema").items()}
     first = schemas[parties[0]]["features"]
     for p, s in schemas.items():
         if sorted(s["features"]) != sorted(first):

@@ -228,6 +228,9 @@ from fedrisk.transport.channel import Channel
 
 __all__ = ["HeteroLRConfig", "PartyModel", "train", "score", "plan_chunks", "sigmoid", "TAG_PREFIX"]
 
+#: largest partial scalar a peer may send in ``vlr.d``/``vlr.c`` (honest ones are many orders smaller)
+_JOINT_BOUND = 1e100
+
 TAG_PREFIX = "vlr."
 CHUNK_ROWS = DEFAULT_PARAMS.rows_per_ct
 _MASK_RANGE = 2.0 ** 20
@@ -798,9 +801,12 @@ def _exact_loop(channel: Channel, me: str, lh: str, fh: str, X: np.ndarray, yv: 
         v = np.atleast_1d(np.asarray(v, dtype=np.float64))
         channel.send(other, tag, v, kind="aggregate")
         got = channel.recv(other, tag)
+        # a partial inner product of standardised blocks is nowhere near 1e100; a crafted 1e300 overflowed
+        # Python float arithmetic further on (OverflowError traceback instead of this line)
         if not isinstance(got, np.ndarray) or got.dtype != np.float64 or got.shape != v.shape \
-                or not np.all(np.isfinite(got)):
-            raise ProtocolError(f"{me}: {tag} from {other!r} should be {v.size} finite float64 values")
+                or not np.all(np.abs(got) < _JOINT_BOUND):
+            raise ProtocolError(f"{me}: {tag} from {other!r} should be {v.size} finite float64 values "
+                                f"below {_JOINT_BOUND:.0e} in size")
         return v + got
 
     S = DEFAULT_PARAMS.slots

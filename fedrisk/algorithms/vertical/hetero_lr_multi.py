@@ -114,7 +114,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fedrisk.algorithms.vertical import fourier_sigmoid as fs
-from fedrisk.algorithms.vertical.hetero_lr import (MAX_RANGE, HeteroLRConfig, _valid_interval, decrypt_cross, exact_setup,
+from fedrisk.algorithms.vertical.hetero_lr import (_JOINT_BOUND, MAX_RANGE, HeteroLRConfig, _valid_interval, decrypt_cross, exact_setup,
                                                    lbfgs, range_interval)
 from fedrisk.crypto.ckks import DEFAULT_PARAMS, CkksOwner, CkksPeer
 from fedrisk.errors import CryptoError, ProtocolError
@@ -180,8 +180,9 @@ def multi_exact_loop(channel: Channel, me: str, lh: str, fhs: list[str], X: np.n
 
         def check(got: Any, frm: str) -> np.ndarray:
             if not isinstance(got, np.ndarray) or got.dtype != np.float64 or got.shape != v.shape \
-                    or not np.all(np.isfinite(got)):
-                raise ProtocolError(f"{me}: {tag} from {frm!r} should be {v.size} finite float64 values")
+                    or not np.all(np.abs(got) < _JOINT_BOUND):
+                raise ProtocolError(f"{me}: {tag} from {frm!r} should be {v.size} finite float64 values "
+                                    f"below {_JOINT_BOUND:.0e} in size")
             return got
 
         if not is_lh:

@@ -234,8 +234,8 @@ def combine_points(channel, label_holder: str, feature_holders: Sequence[str], p
     partials, best = {}, {}
     for h in feature_holders:
         v = channel.recv(h, f"{tag}.partial")
-        if not isinstance(v, np.ndarray) or v.dtype != np.float64 or v.shape != (len(X),):
-            raise ProtocolError(f"{me}: {tag}.partial from {h!r} should be {len(X)} float64 values")
+        if not isinstance(v, np.ndarray) or v.dtype != np.float64 or v.shape != (len(X),) or not np.isfinite(v).all():
+            raise ProtocolError(f"{me}: {tag}.partial from {h!r} should be {len(X)} finite float64 values")
         b = channel.recv(h, f"{tag}.best")
         if not isinstance(b, (int, float)) or not math.isfinite(b):
             raise ProtocolError(f"{me}: {tag}.best from {h!r} is not a number")

@@ -244,11 +244,13 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
     for p in feature_holders:
         sizes = channel.recv(p, f"{tag}.sizes")
         sums = pub.ciphertexts_from_wire(channel.recv(p, f"{tag}.sums"))
-        feats, kinds, n_pre = sizes["features"], sizes["kinds"], [int(k) for k in sizes["n_prebins"]]
-        n = np.asarray(sizes["sizes"], dtype=float)
+        feats, kinds, n_pre, n = _checked_sizes(channel.me, p, f"{tag}.sizes", sizes)
         if len(sums) != n.size or sum(k + 1 for k in n_pre) != n.size:
             raise ProtocolError(f"party {p!r} sent {len(sums)} encrypted sums and {n.size} sizes for prebins {n_pre}")
-        bads = np.asarray(priv.decrypt(sums), dtype=float)
+        raw = [int(b) for b in priv.decrypt(sums)]  # Python ints: a crafted sum may not fit a float
+        if any(not 0 <= b <= m for b, m in zip(raw, n)):
+            raise ProtocolError(f"party {p!r}: decrypted bad counts do not fit the prebin sizes it declared")
+        bads = np.asarray(raw, dtype=float)
         if (bads < 0).any() or (bads > n).any():
             raise ProtocolError(f"party {p!r}: decrypted bad counts do not fit the prebin sizes it declared")
         goods = n - bads
@@ -289,6 +291,40 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
     for p in feature_holders:
         result.selection[p] = channel.recv(p, f"{tag}.selection")
     return result
+
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _checked_sizes(me: str, peer: str, tag: str, sizes: Any) -> tuple[list[str], list[str], list[int], np.ndarray]:
+    """A feature holder's prebin declaration: names, kinds, prebin counts and row counts that fit together."""
+    ok = isinstance(sizes, dict) and all(isinstance(sizes.get(k), list) for k in ("features", "kinds", "n_prebins", "sizes"))
+    if ok:
+        feats, kinds, n_pre, rows = (sizes[k] for k in ("features", "kinds", "n_prebins", "sizes"))
+        ok = (len(feats) == len(kinds) == len(n_pre) and len(set(map(str, feats))) == len(feats)
+              and all(isinstance(f, str) and 0 < len(f) <= 256 for f in feats)
+              and all(k in ("numeric", "categorical") for k in kinds)
+              and all(_is_count(k) for k in n_pre) and all(_is_count(r) for r in rows))
+    if not ok:
+        raise ProtocolError(f"{me}: party {peer!r} sent a malformed prebin declaration ({tag}): it needs unique "
+                            f"feature names, numeric/categorical kinds and whole non-negative counts; refused")
+    return list(feats), list(kinds), [int(k) for k in n_pre], np.asarray(rows, dtype=float)
+
+
+def _checked_result(me: str, peer: str, tag: str, back: Any, feats: list[str]) -> dict[str, Any]:
+    """The label holder's result: an entry with a finite IV for each of this party's features."""
+    table = back.get("features") if isinstance(back, dict) else None
+    if not isinstance(table, dict) or not all(
+            isinstance(table.get(f), dict) and isinstance(table[f].get("iv"), (int, float))
+            and not isinstance(table[f]["iv"], bool) and math.isfinite(table[f]["iv"])
+            and isinstance(table[f].get("woe", []), list)
+            and all(isinstance(w, (int, float)) and math.isfinite(w) for w in table[f].get("woe", []))
+            for f in feats):
+        raise ProtocolError(f"{me}: {peer!r} sent a result ({tag}) without a finite IV (and finite WOE values) "
+                            f"for each of this party's {len(feats)} features; refused")
+    return back
 
 
 def _pool_numeric(fb: FeatureBins, counts: np.ndarray, need: int) -> FeatureBins:
@@ -431,7 +467,7 @@ def vertical_woe_feature_holder(channel: Channel, label_holder: str, X: pd.DataF
     channel.send(label_holder, f"{tag}.sizes", {"features": feats, "kinds": [fb.kind for fb in pre],
                                                 "n_prebins": [fb.n_bins for fb in pre], "sizes": sizes}, kind="aggregate")
     channel.send(label_holder, f"{tag}.sums", pub.ciphertexts_to_wire(flat), kind="ciphertext")
-    back = channel.recv(label_holder, f"{tag}.result")
+    back = _checked_result(channel.me, label_holder, f"{tag}.result", channel.recv(label_holder, f"{tag}.result"), feats)
     iv = {f: float(back["features"][f]["iv"]) for f in feats}
     bins: dict[str, FeatureBins] = {}
     woe: dict[str, np.ndarray] = {}
@@ -446,6 +482,9 @@ def vertical_woe_feature_holder(channel: Channel, label_holder: str, X: pd.DataF
                                             groups=[sorted(c for i in g for c in fb.groups[i]) for g in groups])
         if "woe" in info:
             woe[fb.name] = np.asarray(info["woe"], dtype=float)
+            if fb.name not in bins or woe[fb.name].shape != (bins[fb.name].n_bins + 1,):
+                raise ProtocolError(f"{channel.me}: {label_holder!r} sent WOE values for {fb.name!r} that do not "
+                                    f"match its bins (message {tag}.result); refused")
     frame = None
     if woe and len(woe) == len(feats):
         frame = pd.DataFrame({f: woe[f][bins[f].assign(X[f])] for f in feats})

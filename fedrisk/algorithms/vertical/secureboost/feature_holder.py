@@ -9,7 +9,7 @@ masks out; at the end the importance in and this party's timings out. See
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from fedrisk.algorithms.vertical.secureboost.params import (
 )
 from fedrisk.algorithms.vertical.tree import check_monotone, goes_left
 from fedrisk.errors import ProtocolError
+from fedrisk.transport import expect
 from fedrisk.transport.channel import Channel
 
 
@@ -172,11 +173,11 @@ class SecureBoostFeatureHolder:
             depth = 0
             while True:
                 plan = ph.recv(ch, lh, f"sb.t{t}.d{depth}.plan")
-                for node, lid, rid, bits in plan.get("parts", []):
-                    r = node_rows.pop(int(node))
+                parts, build = _checked_plan(plan, node_rows, who, f"sb.t{t}.d{depth}.plan")
+                for node, lid, rid, bits in parts:
+                    r = node_rows.pop(node)
                     mask = _unpack_bits(bits, len(r), who)
-                    node_rows[int(lid)], node_rows[int(rid)] = r[mask], r[~mask]
-                build = [int(b) for b in plan.get("build", [])]
+                    node_rows[lid], node_rows[rid] = r[mask], r[~mask]
                 if plan.get("done") or not build:
                     break
                 if depth == 0 and build == [0] and root_hist is not None:
@@ -225,9 +226,10 @@ class SecureBoostFeatureHolder:
                 depth += 1
             trees.append({"nodes": mine})
             t += 1
-        imp = ph.recv(ch, lh, "sb.importance")
-        kept = int(imp.get("n_trees", len(trees)))
-        cnt, gain = imp.get("splits"), imp.get("gain")
+        imp = expect.mapping(ph.recv(ch, lh, "sb.importance"), ch.me, lh, "sb.importance")
+        kept = expect.integer(imp, "n_trees", ch.me, lh, "sb.importance", hi=len(trees), default=len(trees))
+        cnt = expect.vector(imp, "splits", len(nb), ch.me, lh, "sb.importance")
+        gain = expect.vector(imp, "gain", len(nb), ch.me, lh, "sb.importance")
         importance = {feature_names[f]: {"splits": int(cnt[f]), "gain": float(gain[f])}
                       for f in range(len(nb)) if int(cnt[f])}
         ph.t["train_cpu_s"] = time.process_time() - cpu_start
@@ -235,3 +237,32 @@ class SecureBoostFeatureHolder:
         ph.send(ch, lh, "sb.stats", {k: float(v) for k, v in ph.t.items()}, "metric")
         self.model_ = FeatureHolderModel(list(feature_names), trees[:kept], importance, dict(ph.t))
         return self
+
+
+def _is_id(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and 0 <= int(x) < 1 << 31
+
+
+def _checked_plan(plan: Any, node_rows: dict[int, np.ndarray], who: str, tag: str) -> tuple[list, list[int]]:
+    """A level plan from the label holder: splits of nodes that exist into new ids, builds of existing nodes.
+
+    A malformed one (a word where a node id belongs, an unknown node) used to end in a KeyError
+    or TypeError traceback at this party.
+    """
+    parts = plan.get("parts", []) if isinstance(plan, dict) else None
+    build = plan.get("build", []) if isinstance(plan, dict) else None
+    if not isinstance(parts, list) or not isinstance(build, list) or not isinstance(plan.get("done", False), bool):
+        raise ProtocolError(f"{who}: the level plan ({tag}) is malformed; refused")
+    live = set(node_rows)
+    out = []
+    for sp in parts:
+        if not (isinstance(sp, (list, tuple)) and len(sp) == 4 and all(_is_id(v) for v in sp[:3])):
+            raise ProtocolError(f"{who}: a split in the level plan ({tag}) is not (node, left, right, bits); refused")
+        node, lid, rid = (int(v) for v in sp[:3])
+        if node not in live or lid == rid or {lid, rid} & (live - {node}):
+            raise ProtocolError(f"{who}: the level plan ({tag}) splits an unknown node or reuses a node id; refused")
+        live = (live - {node}) | {lid, rid}
+        out.append((node, lid, rid, sp[3]))
+    if not all(_is_id(b) and int(b) in live for b in build) or len(set(map(int, build))) != len(build):
+        raise ProtocolError(f"{who}: the level plan ({tag}) asks for histograms of unknown or repeated nodes; refused")
+    return out, [int(b) for b in build]

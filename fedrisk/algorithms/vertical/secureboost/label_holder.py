@@ -7,6 +7,7 @@ and the feature holders' timings in. See :mod:`fedrisk.algorithms.vertical.secur
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -290,7 +291,11 @@ class SecureBoostLabelHolder:
             self.ph.send(channel, hh, "sb.importance", {"n_trees": len(kept), "splits": cnt, "gain": gain}, "aggregate")
         host_phases = {}
         for hh in hosts:
-            host_phases[hh] = self.ph.recv(channel, hh, "sb.stats")
+            stats = self.ph.recv(channel, hh, "sb.stats")
+            # timings for the report: numbers under short names only (a partner's text must not fill it)
+            host_phases[hh] = {str(k)[:64]: float(v) for k, v in list(stats.items())[:64]
+                               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)} \
+                if isinstance(stats, dict) else {}
         for tr in trees:
             for nd in tr["nodes"]:
                 nd.pop("_f", None)
