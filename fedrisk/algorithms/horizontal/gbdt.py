@@ -424,10 +424,10 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         if tag is None:
             step += 1
             continue
-        if g is None:
+        leaves = plan.get("leaves")
+        if g is None and (build or leaves):  # a resumed job's final loss-only sum needs no gradients
             raise ProtocolError(f"bank {me!r}: plan step {step} from the coordinator asks for sums before any tree "
                                 f"was started (hgb.p{step}); refusing it")
-        leaves = plan.get("leaves")
         with ph("histogram"):
             parts = [_node_histograms(cell, g, h, used, node_of, build, d * max_b, valid)] if build else []
             root = bool(plan.get("losses"))
@@ -478,9 +478,12 @@ def _check_plan(plan: Any, nb: np.ndarray, what: str) -> None:
         for key in ("build", "leaves"):
             v = plan.get(key, [])
             good &= isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)
-        # the histograms asked for must fit one message (a crafted list of nodes would exhaust memory)
-        good &= isinstance(plan.get("build", []), list) and len(plan.get("build", [])) * 2 * d * max(
-            1, int(nb.max()) if len(nb) else 1) <= _MAX_PLAN_COUNTS
+        # the histograms asked for must fit one message (a crafted list of nodes would exhaust memory): the
+        # cells sent (valid bins only) within the frame limit, the dense work array within 4x that
+        n_build = len(plan.get("build", [])) if isinstance(plan.get("build", []), list) else _MAX_PLAN_COUNTS
+        widest = int(nb.max()) if len(nb) else 1
+        good &= (n_build * 2 * max(1, int(nb.sum())) <= _MAX_PLAN_COUNTS
+                 and n_build * 2 * d * max(1, widest) <= 4 * _MAX_PLAN_COUNTS)
         if plan.get("new_tree"):
             good &= _is_int(plan.get("tree")) and plan["tree"] >= 0
         good &= plan.get("tag") is None or isinstance(plan.get("tag"), str)

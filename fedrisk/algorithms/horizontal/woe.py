@@ -258,7 +258,7 @@ def _checked_schema(me: str, peer: str, tag: str, schema: Any) -> dict[str, Any]
         and isinstance(schema.get("kinds"), dict) and isinstance(schema.get("categories"), dict)
     if ok:
         feats, kinds, cats = schema["features"], schema["kinds"], schema["categories"]
-        ok = (all(isinstance(f, str) and 0 < len(f) <= 256 for f in feats) and len(set(feats)) == len(feats)
+        ok = (all(isinstance(f, str) and 0 < len(f) <= 4096 for f in feats) and len(set(feats)) == len(feats)
               and all(kinds.get(f) in ("numeric", "categorical") for f in feats)
               and all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in cats.values()))
     if not ok:

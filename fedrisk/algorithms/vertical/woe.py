@@ -304,7 +304,7 @@ def _checked_sizes(me: str, peer: str, tag: str, sizes: Any) -> tuple[list[str],
     if ok:
         feats, kinds, n_pre, rows = (sizes[k] for k in ("features", "kinds", "n_prebins", "sizes"))
         ok = (len(feats) == len(kinds) == len(n_pre) and len(set(map(str, feats))) == len(feats)
-              and all(isinstance(f, str) and 0 < len(f) <= 256 for f in feats)
+              and all(isinstance(f, str) and 0 < len(f) <= 4096 for f in feats)
               and all(k in ("numeric", "categorical") for k in kinds)
               and all(_is_count(k) for k in n_pre) and all(_is_count(r) for r in rows))
     if not ok:

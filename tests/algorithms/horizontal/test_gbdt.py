@@ -350,3 +350,29 @@ def test_every_column_constant_gives_the_base_rate_not_a_crash():
     X, y = pooled(banks)
     assert all(len(t["nodes"]) == 1 for t in model.trees)
     np.testing.assert_allclose(model.predict_proba(X), y.mean(), atol=1e-9)
+
+
+def test_resume_from_the_last_tree_checkpoint_completes():
+    """A job checkpointed after its last tree and resumed (the coordinator died during the final loss sum or the
+    model send) starts with a loss-only plan: banks that start afresh have no gradients yet and must not refuse
+    it as 'sums before any tree was started'."""
+    import copy
+
+    banks = synthetic_banks(sizes=(200, 150))
+    params = GbdtParams(n_trees=2, max_depth=2)
+    names = [f"x{j}" for j in range(5)]
+    saved = {}
+
+    def run(start=None):
+        net = InMemoryNetwork([*banks, COORD], recv_timeout=20.0)
+        roles = {b: (lambda b: lambda ch: run_bank(ch, COORD, banks[b][0], banks[b][1], names, params,
+                                                   PlainAggregation()))(b) for b in banks}
+        roles[COORD] = lambda ch: run_coordinator(ch, list(banks), params, PlainAggregation(), start=start,
+                                                  checkpoint=lambda t, s: saved.__setitem__(t, copy.deepcopy(s)))
+        return run_roles(roles, network=net)
+
+    first = run()
+    assert max(saved) == params.n_trees
+    again = run(start=saved[params.n_trees])
+    x = banks[next(iter(banks))][0]
+    assert np.allclose(first[COORD].decision_function(x), again[COORD].decision_function(x))
