@@ -230,6 +230,9 @@ class _OwnKeys:
     after the library.
     """
 
+    #: Items written or read back at a time.
+    rows = 1 << 16
+
     def __init__(self, digests: np.ndarray) -> None:
         self.n = len(digests)
         self.digests = np.ascontiguousarray(digests, dtype=np.uint8)
@@ -395,7 +398,7 @@ def _keys(me: str, ids: Any, salt: str, casefold: bool, memory_mb: float | None 
             return id_digests(part, salt, casefold=casefold)
 
         spilled = SpilledKeys(me, hash_chunks(ids.chunks if chunked else ids, digests, rows), n or 1 << 20, budget,
-                              casefold)
+                              casefold, rows=rows)
         if spilled.n == 0 or spilled.n > _MAX_COUNT:
             spilled.close()
             raise DataError(f"party {me!r} has {spilled.n} ids to align; PSI needs 1 to {_MAX_COUNT}: check its "
@@ -501,7 +504,7 @@ def _write_input(path: Path, keys: "_Keys", width: int = _ITEM_BYTES) -> None:
     chars = item_chars(width)
     with open(path, "wb") as fh:
         fh.write(f"{_KEY}\n".encode())
-        for part in keys.digest_chunks(_CHUNK):
+        for part in keys.digest_chunks(keys.rows):
             lines = np.empty((len(part), chars + 1), dtype=np.uint8)
             lines[:, :chars] = _item_text(part, width)
             lines[:, chars] = ord("\n")
@@ -517,7 +520,7 @@ def _read_output(path: Path, keys: "_Keys", me: str, width: int = _ITEM_BYTES) -
     """
     if not path.is_file() or path.stat().st_size == 0:
         return np.empty(0, dtype=np.int64)
-    return keys.match(_result_prefixes(path, me, width), me)
+    return keys.match(_result_prefixes(path, me, width, keys.rows), me)
 
 
 def _fixed_layout(path: Path, line: int) -> tuple[bool, int]:
@@ -534,8 +537,8 @@ def _fixed_layout(path: Path, line: int) -> tuple[bool, int]:
     return True, len(header)
 
 
-def _result_prefixes(path: Path, me: str, width: int) -> Iterator[np.ndarray]:
-    """The result's items as ``(m_i, width)`` key prefixes, ``_CHUNK`` at a time."""
+def _result_prefixes(path: Path, me: str, width: int, rows: int = _CHUNK) -> Iterator[np.ndarray]:
+    """The result's items as ``(m_i, width)`` key prefixes, ``rows`` at a time."""
     chars = item_chars(width)
     line = chars + 1
     try:
@@ -545,7 +548,7 @@ def _result_prefixes(path: Path, me: str, width: int) -> Iterator[np.ndarray]:
     if fixed:
         with open(path, "rb") as fh:
             fh.seek(skip)
-            while buf := fh.read(line * _CHUNK):
+            while buf := fh.read(line * rows):
                 yield _item_digests(np.frombuffer(buf, dtype=np.uint8).reshape(-1, line)[:, :chars], me, width)
         return
     import pyarrow as pa
@@ -557,8 +560,8 @@ def _result_prefixes(path: Path, me: str, width: int) -> Iterator[np.ndarray]:
     if any(v is None or len(v) != chars for v in raw):  # (a longer item would be cut silently below)
         raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's keys")
     text = np.asarray(raw, dtype=f"S{chars}").view(np.uint8).reshape(-1, chars)
-    for i in range(0, len(text), _CHUNK):
-        yield _item_digests(text[i:i + _CHUNK], me, width)
+    for i in range(0, len(text), rows):
+        yield _item_digests(text[i:i + rows], me, width)
 
 
 def _tls_paths(folder: Path, tls: Any) -> dict[str, str] | None:

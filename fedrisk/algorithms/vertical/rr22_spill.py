@@ -85,11 +85,14 @@ class SpilledKeys:
         Memory this object may use at a time (the party's share of ``memory_mb``).
     casefold : bool
         Only for the duplicate message.
+    rows : int
+        Keys handed out (:meth:`digest_chunks`) or result lines read at a time by the caller.
     """
 
     def __init__(self, me: str, chunks: Iterable[np.ndarray], n_hint: int, budget_bytes: float,
-                 casefold: bool = False) -> None:
+                 casefold: bool = False, rows: int = 1 << 16) -> None:
         self.me = me
+        self.rows = rows  # items written to the library or read back from it at a time
         per_part = max(1024, int(budget_bytes // _WORK_BYTES_PER_RECORD))
         self.bits = 0
         while (n_hint >> self.bits) > per_part and self.bits < _MAX_BITS:
