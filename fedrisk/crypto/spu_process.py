@@ -24,9 +24,8 @@ to stdout itself, so the child's stdout is sent to its stderr):
 5   C -> P     ``done``               finished; ``count`` = intersection size
 6   P -> C     ``stop``               stop the link (in step with the peer, see ``rr22_psi``)
 7   C -> P     ``stopped``            link stopped; ``rss_mb`` = the child's peak RSS, ``cpu_s``
-                                      its CPU seconds, ``helpers_rss_mb`` the peak RSS of the
-                                      largest process the library ran (its ``sort``); the child
-                                      then waits for its stdin to close (the peer's link is down)
+                                      its CPU seconds; the child then waits for its stdin to
+                                      close (the peer's link is down)
 any C -> P     ``error``              ``stage`` (``load``/``link``/``run``/``stop``), ``message``
 ==  =========  =====================  ========================================================
 
@@ -183,14 +182,6 @@ def _rss_mb(field: str) -> float | None:
     return None
 
 
-def _helpers_peak_rss_mb() -> float:
-    """Peak RSS of the largest process the library started and waited for (its external ``sort``
-    of the intersection's indices), in MiB; 0 when it started none."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
-
-
 def _cpu_s() -> float:
     """CPU seconds of this process so far (all its threads: the library's own work)."""
     import resource
@@ -283,7 +274,7 @@ def _child(event_fd: int) -> None:
     except RuntimeError as e:
         emit("error", stage="stop", message=str(e))
         return
-    emit("stopped", rss_mb=_rss_mb("VmHWM"), cpu_s=_cpu_s(), helpers_rss_mb=_helpers_peak_rss_mb())
+    emit("stopped", rss_mb=_rss_mb("VmHWM"), cpu_s=_cpu_s())
     # Stay until the party closes our stdin: it does so once the peer's library has stopped too.
     # Exiting now would close this library's sockets under the peer's stop_link, whose brpc then
     # fails a request with errno 0 and aborts on its own CHECK (seen: "error_code is 0").

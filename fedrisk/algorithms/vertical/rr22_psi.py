@@ -170,8 +170,7 @@ class Rr22Stats:
     seconds of those two Python steps (the calling thread's), the part of a run that is serial.
     ``attempts``: link set-ups tried (1 unless one failed or passed its deadline);
     ``library_rss_mb``: peak RSS of the library's own process (the party's process comes on top),
-    ``library_base_rss_mb`` its RSS once loaded (before any work), ``library_helpers_rss_mb`` the
-    peak RSS of the largest process the library ran itself (its external ``sort``);
+    ``library_base_rss_mb`` its RSS once loaded (before any work);
     ``library_cpu_s``: its CPU seconds (the rest of the party's CPU is fedrisk's: hashing, relay,
     gRPC); ``load_wait_s``: how long the run waited for the library's process to load its native
     code (it starts before the ids are hashed); ``marks``: seconds from the start of the alignment
@@ -197,7 +196,6 @@ class Rr22Stats:
         self.library_rss_mb: float | None = None
         self.library_cpu_s: float | None = None
         self.library_base_rss_mb: float | None = None
-        self.library_helpers_rss_mb: float | None = None
         self.load_wait_s = 0.0
         self.marks: dict[str, float] = {}
         self.t0 = time.perf_counter()
@@ -214,7 +212,7 @@ class Rr22Stats:
                 "hello_s": round(self.hello_s, 3), "ready_s": round(self.ready_s, 3), "link_s": round(self.link_s, 3),
                 "finish_s": round(self.finish_s, 3), "attempts": self.attempts,
                 "library_rss_mb": self.library_rss_mb, "library_cpu_s": self.library_cpu_s,
-                "library_base_rss_mb": self.library_base_rss_mb, "library_helpers_rss_mb": self.library_helpers_rss_mb,
+                "library_base_rss_mb": self.library_base_rss_mb,
                 "load_wait_s": round(self.load_wait_s, 3), "marks": dict(self.marks)}
 
 
@@ -654,7 +652,7 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: "_Keys", *, leader
             stats.attempts = attempt + 1
             if why is None:
                 return _run_linked(channel, peer, tag, keys, current, relay, dst, width, leader=leader, reveal=reveal,
-                                   peer_n=peer_n, stats=stats)
+                                   peer_n=peer_n, stats=stats, bounded=memory_mb is not None)
             failures.append(why)
             if attempt + 1 < _LINK_ATTEMPTS:
                 log.warning("%s: RR22 PSI with %r: the PSI library's link did not come up (%s); trying once more "
@@ -744,7 +742,7 @@ def _await(worker: LibraryProcess, event: str, timeout: float) -> dict[str, Any]
 
 def _run_linked(channel: Channel, peer: str, tag: str, keys: "_Keys", worker: LibraryProcess,
                 relay: ChannelLinkRelay, dst: Path, width: int, *, leader: bool, reveal: str, peer_n: int,
-                stats: Rr22Stats) -> np.ndarray | None:
+                stats: Rr22Stats, bounded: bool = False) -> np.ndarray | None:
     """Both links are up: run RR22, stop the link in step with the peer, map the result to rows."""
     me = channel.me
     n = keys.n
@@ -765,6 +763,11 @@ def _run_linked(channel: Channel, peer: str, tag: str, keys: "_Keys", worker: Li
     stats.seconds = time.perf_counter() - t0
     stats.mark("library")
     count = ev.get("count")
+    learns = leader or reveal == "both"
+    # The result file is complete once the library is done. Without a budget it is read back while
+    # the link closes (two barriers with the peer, ~0.1-0.4 s); under one, after the library's
+    # process has gone, so that its memory and the read-back's are never held at once.
+    early = _Background(_read_output, dst, keys, me, width) if learns and not bounded else None
     t0 = time.perf_counter()
     wait = channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)
     # Both libraries are done computing; now close the link in step. stop_link waits for the
@@ -777,20 +780,47 @@ def _run_linked(channel: Channel, peer: str, tag: str, keys: "_Keys", worker: Li
         raise ProtocolError(f"{me}: RR22 PSI with {peer!r}: the PSI library failed to stop its link: "
                             f"{_short(ev.get('message'))}")
     stats.library_rss_mb, stats.library_cpu_s = ev.get("rss_mb"), ev.get("cpu_s")
-    stats.library_helpers_rss_mb = ev.get("helpers_rss_mb")
     _barrier(channel, peer, f"{tag}.closed", wait)
     worker.kill()  # both links are down: its memory goes before this party reads the result back
     stats.close_s = time.perf_counter() - t0
     stats.mark("closed")
-    learns = leader or reveal == "both"
     t0, c0 = time.perf_counter(), time.thread_time()
-    rows = _read_output(dst, keys, me, width) if learns else None
-    stats.output_s = time.perf_counter() - t0
-    stats.output_cpu_s = time.thread_time() - c0
+    if early is not None:
+        rows = early.result()
+        stats.output_s, stats.output_cpu_s = early.seconds, early.cpu_s
+    else:
+        rows = _read_output(dst, keys, me, width) if learns else None
+        stats.output_s, stats.output_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
     stats.mark("read_back")
     if rows is not None and count != len(rows):
         raise ProtocolError(f"{me}: the RR22 library reported {count} matches but wrote {len(rows)}")
     return rows
+
+
+class _Background:
+    """``fn(*args)`` in a thread of its own; :meth:`result` waits for it and re-raises its error."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._out: Any = None
+        self._err: BaseException | None = None
+        self.seconds = self.cpu_s = 0.0
+
+        def run() -> None:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                self._out = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller by result()
+                self._err = e
+            self.seconds, self.cpu_s = time.perf_counter() - t0, time.thread_time() - c0
+
+        self._thread = threading.Thread(target=run, daemon=True, name="rr22-read-back")
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._err is not None:
+            raise self._err
+        return self._out
 
 
 def _item_bytes(keys: "_Keys") -> int:
