@@ -618,7 +618,7 @@ def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt:
 def _run_library(channel: Channel, peer: str, tag: str, keys: "_Keys", *, leader: bool, reveal: str,
                  salt: str, peer_n: int, tls: Any, stats: Rr22Stats, folder: Path, worker: LibraryProcess,
                  bucket: int = _MAX_BUCKET, width: int = _ITEM_BYTES,
-                 memory_mb: float | None = None) -> np.ndarray | None:
+                 memory_mb: float | None = None, written_width: int | None = None) -> np.ndarray | None:
     """The library's run with ``peer``, in ``worker`` (a child process): link, RR22, stop, read back.
 
     The link set-up has a deadline (``_LINK_DEADLINE_S``); when it passes, or the library fails to
@@ -627,10 +627,11 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: "_Keys", *, leader
     """
     me = channel.me
     src, dst = folder / "in.csv", folder / "out.csv"
-    t_write, c_write = time.perf_counter(), time.thread_time()
-    _write_input(src, keys, width)
-    stats.prepare_s += time.perf_counter() - t_write
-    stats.prepare_cpu_s += time.thread_time() - c_write
+    if written_width != width:  # (not yet written, or at a width the peer does not use)
+        t_write, c_write = time.perf_counter(), time.thread_time()
+        _write_input(src, keys, width)
+        stats.prepare_s += time.perf_counter() - t_write
+        stats.prepare_cpu_s += time.thread_time() - c_write
     stats.mark("input")
     certs = _tls_paths(folder, tls)
     psi_cfg = {"bucket_size": bucket, "broadcast_result": reveal == "both", "input": str(src), "key": _KEY,
@@ -816,6 +817,10 @@ class _Background:
         self._thread = threading.Thread(target=run, daemon=True, name="rr22-read-back")
         self._thread.start()
 
+    def wait(self) -> None:
+        """Wait for the call to end (its error, if any, stays for :meth:`result`)."""
+        self._thread.join()
+
     def result(self) -> Any:
         self._thread.join()
         if self._err is not None:
@@ -873,9 +878,18 @@ def _exchange(channel: Channel, peer: str, keys: "_Keys", *, leader: bool, salt:
         worker = lib.worker
         try:
             t0 = time.perf_counter()
-            mine = bucket_size(memory_mb)
-            theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold,
-                            reveal=reveal, tls=tls is not None, bucket=mine, item_bytes=_item_bytes(keys))
+            mine, own_width = bucket_size(memory_mb), _item_bytes(keys)
+            # the library's input is written at this party's item width while the hello waits for the
+            # peer's (written again in the rare case that the peer needs the full 128 bits)
+            written = _Background(_write_input, folder / "in.csv", keys, own_width)
+            try:
+                theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold,
+                                reveal=reveal, tls=tls is not None, bucket=mine, item_bytes=own_width)
+            finally:
+                written.wait()
+            written.result()
+            stats.prepare_s += written.seconds
+            stats.prepare_cpu_s += written.cpu_s
             stats.hello_s = time.perf_counter() - t0
             stats.mark("hello")
             peer_n = theirs["count"]
@@ -883,7 +897,8 @@ def _exchange(channel: Channel, peer: str, keys: "_Keys", *, leader: bool, salt:
             rows = _run_library(channel, peer, tag, keys, leader=leader, reveal=reveal, salt=salt, peer_n=peer_n,
                                 tls=tls, stats=stats, folder=folder, worker=worker,
                                 bucket=min(mine, theirs["bucket"]),
-                                width=max(_item_bytes(keys), theirs["item_bytes"]), memory_mb=memory_mb)
+                                width=max(own_width, theirs["item_bytes"]), memory_mb=memory_mb,
+                                written_width=own_width)
         finally:
             worker.kill()
             for f in set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace"))) - traces:
