@@ -117,7 +117,7 @@ from fedrisk.algorithms.vertical.psi_protocol import PsiResult, check_follower_k
 from fedrisk.algorithms.vertical.psi_protocol import empty_intersection_error as _empty_error
 from fedrisk.algorithms.vertical.psi_stream import IdChunks
 from fedrisk.algorithms.vertical.row_order import KEY_CHARS, id_digests
-from fedrisk.algorithms.vertical.rr22_spill import SpilledKeys, hash_chunks
+from fedrisk.algorithms.vertical.rr22_spill import SpilledKeys, duplicate_ids_error, hash_chunks
 from fedrisk.crypto import psi, spu_binding
 from fedrisk.crypto.spu_process import LibraryProcess, WorkerGone, WorkerTimeout
 from fedrisk.errors import ConfigError, DataError, ProtocolError, TransportError
@@ -405,12 +405,7 @@ def _keys(me: str, ids: Any, salt: str, casefold: bool, memory_mb: float | None 
     keys = _OwnKeys(_digests(ids, salt, casefold))
     dup = keys.duplicates()
     if len(dup):
-        rows = sorted(keys.order[[dup[0], dup[0] + 1]].tolist())
-        hint = " (case-folding is on, so ids differing only in case count as equal)" if casefold else ""
-        raise DataError(
-            f"party {me!r}: {len(dup)} id(s) occur more than once after normalisation{hint}; e.g. rows "
-            f"{rows[0]} and {rows[1]}. PSI needs one row per customer: deduplicate the id column before alignment"
-        )
+        raise duplicate_ids_error(me, str(len(dup)), keys.order[[dup[0], dup[0] + 1]], casefold)
     return keys
 
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from fedrisk.errors import DataError, ProtocolError
 
-__all__ = ["SpilledKeys", "RECORD_BYTES"]
+__all__ = ["SpilledKeys", "RECORD_BYTES", "duplicate_ids_error", "hash_chunks"]
 
 #: One record on disk: the 16-byte key, then the row number (little-endian uint32; PSI refuses
 #: more than 2^31 - 1 ids).
@@ -53,6 +53,14 @@ def _partition_of(keys: np.ndarray, bits: int) -> np.ndarray:
         return np.zeros(len(keys), dtype=np.int64)
     lead = (keys[:, 0].astype(np.int64) << 8) | keys[:, 1].astype(np.int64)
     return lead >> (16 - bits)
+
+
+def duplicate_ids_error(me: str, count: str, rows: Sequence[int], casefold: bool) -> DataError:
+    """The one-line error for ids that occur more than once, naming two of the rows."""
+    a, b = sorted(int(r) for r in rows)
+    hint = " (case-folding is on, so ids differing only in case count as equal)" if casefold else ""
+    return DataError(f"party {me!r}: {count} id(s) occur more than once after normalisation{hint}; e.g. rows {a} "
+                     f"and {b}. PSI needs one row per customer: deduplicate the id column before alignment")
 
 
 def _key_bytes(rec: np.ndarray) -> np.ndarray:
@@ -132,12 +140,8 @@ class SpilledKeys:
         same = np.all(k[1:] == k[:-1], axis=1)
         if np.any(same):
             i = int(np.flatnonzero(same)[0])
-            rows = sorted(int(r) for r in rec["row"][[i, i + 1]])
-            hint = " (case-folding is on, so ids differing only in case count as equal)" if casefold else ""
-            raise DataError(
-                f"party {self.me!r}: {int(same.sum())} id(s) occur more than once after normalisation{hint}; "
-                f"e.g. rows {rows[0]} and {rows[1]}. PSI needs one row per customer: deduplicate the id column "
-                "before alignment")
+            # (the count is this partition's: the first one with a duplicate stops the run)
+            raise duplicate_ids_error(self.me, f"at least {int(same.sum())}", rec["row"][[i, i + 1]], casefold)
         if self.unique96:
             self.unique96 = not bool(np.all(k[1:, :12] == k[:-1, :12], axis=1).any())
         rec.tofile(self._file(p))
