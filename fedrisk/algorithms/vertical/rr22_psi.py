@@ -87,7 +87,9 @@ not sent (since version 3).
 
 Local files: the library reads and writes CSV; they live in a private temporary folder (keys
 only, never raw ids) removed afterwards, together with the library's trace file. The library
-also spills its hash buckets under the system temporary folder (its own, removed by it).
+also spills its hash buckets under that folder (its ``TMPDIR``). Under ``memory_mb`` this
+party's keys and row numbers are spilled too (:mod:`~fedrisk.algorithms.vertical.rr22_spill`,
+another private folder, removed afterwards).
 
 The library runs in a child process of the party (:mod:`fedrisk.crypto.spu_process`), so each
 of its stages can have a deadline that the party enforces by killing it. The library's own link
@@ -936,6 +938,8 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
     ----------
     channel, peer, ids, leader, salt, casefold, reveal
         As in :func:`fedrisk.algorithms.vertical.psi_protocol.psi_align`.
+        (``ids`` may also be :class:`~fedrisk.algorithms.vertical.psi_stream.IdChunks`, read a
+        chunk at a time: the keys then always spill to disk, as the ECDH path streams).
     tag : str, default "psi.rr22"
         Tag namespace (must start with ``"psi."``).
     tls : TlsFiles, optional
@@ -944,9 +948,13 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
     stats : Rr22Stats, optional
         Filled with the relay's byte counts and the library's seconds.
     memory_mb : float, optional
-        ``[psi] memory_mb``: the library's hash buckets are sized to half of it (:func:`bucket_size`;
-        both parties use the smaller of their two sizes). Not a bound on the whole run: fedrisk's
-        per-id arrays and the library's buffers come on top. Default: 2^20-item buckets.
+        ``[psi] memory_mb``, per party: the library's hash buckets are sized to half of it
+        (:func:`bucket_size`; both parties use the smaller of their two sizes) and its process runs
+        with two malloc arenas; this party's keys spill to disk (:mod:`.rr22_spill`) when they
+        would take more than the other half. What stays outside the bound (the library's fixed
+        working memory and about 50 bytes per id it keeps, the relay's buffers, the caller's ids)
+        is measured in docs/scale.md and asserted in ``tests/algorithms/vertical/test_rr22_spill.py``.
+        Default: keys in memory, 2^20-item buckets.
 
     Returns
     -------
