@@ -113,6 +113,9 @@ _CHILD = textwrap.dedent("""
     from fedrisk.transport.channel import InMemoryNetwork
     n, budget = int(sys.argv[1]), float(sys.argv[2])
     mem = budget if budget > 0 else None
+    if mem is None:  # the reference: keys in memory, one 2^20 bucket, and the library's default allocator
+        from fedrisk.algorithms.vertical import rr22_psi
+        rr22_psi._library_env = lambda memory_mb: {}
 
     def sets(n):
         rng = np.random.default_rng(7)
@@ -164,7 +167,7 @@ _LIBRARY_FIXED_MB, _LIBRARY_BYTES_PER_ID = 64.0, 64
 
 def _child(n, budget):
     env = dict(os.environ)
-    env.pop("MALLOC_ARENA_MAX", None)  # (under a budget the library's process gets it from rr22_psi)
+    env.pop("MALLOC_ARENA_MAX", None)  # (the library's process gets it from rr22_psi)
     if budget > 0:
         env["MALLOC_ARENA_MAX"] = "2"  # the party process too, as psi_stream's memory test
     out = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(budget)], capture_output=True, text=True,
@@ -179,8 +182,8 @@ def test_peak_memory_of_party_and_library_stays_under_the_bound():
     ``memory_mb = 4``: what the parties allocate stays under their budgets plus the relay's fixed
     buffers; the process's RSS grows by less than that plus its fixed overhead; each library process
     grows above its loaded size by less than its half of the budget plus its stated overhead. The same
-    run without a budget (default allocator settings, as a job without ``memory_mb`` runs) exceeds both the
-    allocation bound and the library bound (so the test can fail)."""
+    run without a budget (keys in memory, one 2^20-item bucket) and with the library's default allocator
+    (one arena per thread) exceeds both the allocation bound and the library bound (so the test can fail)."""
     n, budget = 100_000, 4.0
     bounded, free = _child(n, budget), _child(n, 0)
     assert bounded["size"] == free["size"] == n // 2 and bounded["same"] and free["same"]
