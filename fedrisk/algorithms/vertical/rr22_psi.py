@@ -667,6 +667,7 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: "_Keys", *, leader
                 current = None
             if relay is not None:
                 relay.close()
+                stats.mark("relay_closed")
                 stats.bytes_out += relay.bytes_out
                 stats.bytes_in += relay.bytes_in
                 stats.frames_out += relay.frames_out
@@ -907,6 +908,7 @@ def _exchange(channel: Channel, peer: str, keys: "_Keys", *, leader: bool, salt:
                     os.remove(f)
                 except OSError:
                     pass
+    stats.mark("cleaned")
     if rows is None:
         return PsiResult(None, None, {peer: peer_n})
     t0 = time.perf_counter()
