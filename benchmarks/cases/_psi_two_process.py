@@ -182,6 +182,11 @@ def _estimate(res: dict) -> float:
     return round(serial + rest / 2, 2)
 
 
+def _library_cpu(r: dict) -> float:
+    """CPU seconds of the party's library processes (one per pairwise run), as they reported them."""
+    return round(sum(float(ph.get("library_cpu_s") or 0.0) for ph in r["phases"].values()), 3)
+
+
 def _library_rss(r: dict) -> float:
     """The largest peak RSS of the party's library processes (one per pairwise run), MiB."""
     return max([float(ph.get("library_rss_mb") or 0.0) for ph in r["phases"].values()] or [0.0])
@@ -247,6 +252,9 @@ def run_two_processes(a: np.ndarray, b: np.ndarray, salt: str, timeout: float = 
                                                                      - r["relay_threads_cpu_s"], 3)}
                                for p, r in res.items()},
         "wall_s_by_party": {p: round(r["end"] - r["start"], 3) for p, r in res.items()},
+        # the library's own process(es) vs the rest of the party (hashing, files, relay, gRPC + TLS, ledger)
+        "library_cpu_s_by_party": {p: _library_cpu(r) for p, r in res.items()},
+        "fedrisk_cpu_s_by_party": {p: round(r["cpu_s"] - _library_cpu(r), 3) for p, r in res.items()},
         "wall_estimate_idle_2_cores_s": _estimate(res),
         "go_lag_s": {p: round(r["start"] - go, 3) for p, r in res.items()},
         "startup_s": {p: r["startup_s"] for p, r in res.items()},

@@ -17,14 +17,15 @@ to stdout itself, so the child's stdout is sent to its stderr):
 ==  =========  =====================  ========================================================
 #   direction  message                meaning
 ==  =========  =====================  ========================================================
-1   C -> P     ``loaded``             the native modules are loaded
+1   C -> P     ``loaded``             the native modules are loaded; ``rss_mb`` = the child's RSS
 2   P -> C     job                    link description and PSI configuration (paths, sizes)
 3   C -> P     ``linked``             the library's link to its peer is up (both directions)
 4   P -> C     ``run``                start ``psi_execute`` (both parties' links are up)
 5   C -> P     ``done``               finished; ``count`` = intersection size
 6   P -> C     ``stop``               stop the link (in step with the peer, see ``rr22_psi``)
-7   C -> P     ``stopped``            link stopped; ``rss_mb`` = the child's peak RSS; the child
-                                      then waits for its stdin to close (the peer's link is down)
+7   C -> P     ``stopped``            link stopped; ``rss_mb`` = the child's peak RSS, ``cpu_s``
+                                      its CPU seconds; the child then waits for its stdin to
+                                      close (the peer's link is down)
 any C -> P     ``error``              ``stage`` (``load``/``link``/``run``/``stop``), ``message``
 ==  =========  =====================  ========================================================
 
@@ -62,11 +63,13 @@ class LibraryProcess:
     tmpdir : Path
         The child's ``TMPDIR``: the library spills its hash buckets and trace files there, so
         whatever it leaves (also when killed) goes when the party removes the folder.
+    env : dict, optional
+        Extra environment variables for the child (e.g. ``MALLOC_ARENA_MAX`` under a budget).
     """
 
-    def __init__(self, tmpdir: Path) -> None:
+    def __init__(self, tmpdir: Path, env: dict[str, str] | None = None) -> None:
         tmpdir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, TMPDIR=str(tmpdir))
+        env = dict(os.environ, **(env or {}), TMPDIR=str(tmpdir))
         r, w = os.pipe()
         try:
             self.proc = subprocess.Popen(
@@ -168,14 +171,23 @@ def _die_with_parent() -> None:
         pass
 
 
-def _peak_rss_mb() -> float | None:
+def _rss_mb(field: str) -> float | None:
+    """This process's ``VmRSS`` (now) or ``VmHWM`` (peak) in MiB."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:  # pragma: no cover - not Linux
         pass
     return None
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process so far (all its threads: the library's own work)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return round(r.ru_utime + r.ru_stime, 3)
 
 
 def _desc(lib: Any, link: dict[str, Any]) -> Any:
@@ -237,7 +249,7 @@ def _child(event_fd: int) -> None:
     except ConfigError as e:
         emit("error", stage="load", message=str(e))
         return
-    emit("loaded")
+    emit("loaded", rss_mb=_rss_mb("VmRSS"))
     job = commands.get()
     try:
         desc = _desc(lib, job["link"])
@@ -262,7 +274,7 @@ def _child(event_fd: int) -> None:
     except RuntimeError as e:
         emit("error", stage="stop", message=str(e))
         return
-    emit("stopped", rss_mb=_peak_rss_mb())
+    emit("stopped", rss_mb=_rss_mb("VmHWM"), cpu_s=_cpu_s())
     # Stay until the party closes our stdin: it does so once the peer's library has stopped too.
     # Exiting now would close this library's sockets under the peer's stop_link, whose brpc then
     # fails a request with errno 0 and aborts on its own CHECK (seen: "error_code is 0").

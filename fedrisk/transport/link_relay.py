@@ -53,8 +53,11 @@ log = logging.getLogger("fedrisk.transport")
 
 #: Largest payload of one relayed frame: brpc writes in pieces of up to 1 MiB.
 CHUNK = 1 << 20
-#: How often blocked loops look at the stop flag.
-_POLL = 0.5
+#: How often blocked loops look at the stop flag. ``close`` waits for the channel-to-socket pump,
+#: which notices the flag only when its receive times out: with 0.5 s, every RR22 run ended with
+#: 0.4-0.5 s of idle waiting at both parties (measured with ``Rr22Stats.marks``); 20 wake-ups a
+#: second per blocked loop cost nothing measurable.
+_POLL = 0.05
 
 
 class ChannelLinkRelay:

@@ -87,7 +87,9 @@ not sent (since version 3).
 
 Local files: the library reads and writes CSV; they live in a private temporary folder (keys
 only, never raw ids) removed afterwards, together with the library's trace file. The library
-also spills its hash buckets under the system temporary folder (its own, removed by it).
+also spills its hash buckets under that folder (its ``TMPDIR``). Under ``memory_mb`` this
+party's keys and row numbers are spilled too (:mod:`~fedrisk.algorithms.vertical.rr22_spill`,
+another private folder, removed afterwards).
 
 The library runs in a child process of the party (:mod:`fedrisk.crypto.spu_process`), so each
 of its stages can have a deadline that the party enforces by killing it. The library's own link
@@ -109,13 +111,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
 from fedrisk.algorithms.vertical.psi_protocol import PsiResult, check_follower_keep, check_psi_args
 from fedrisk.algorithms.vertical.psi_protocol import empty_intersection_error as _empty_error
+from fedrisk.algorithms.vertical.psi_stream import IdChunks
 from fedrisk.algorithms.vertical.row_order import KEY_CHARS, id_digests
+from fedrisk.algorithms.vertical.rr22_spill import SpilledKeys, duplicate_ids_error, hash_chunks
 from fedrisk.crypto import psi, spu_binding
 from fedrisk.crypto.spu_process import LibraryProcess, WorkerGone, WorkerTimeout
 from fedrisk.errors import ConfigError, DataError, ProtocolError, TransportError
@@ -167,7 +171,13 @@ class Rr22Stats:
     library's result back into row numbers. ``prepare_cpu_s`` and ``output_cpu_s`` are the CPU
     seconds of those two Python steps (the calling thread's), the part of a run that is serial.
     ``attempts``: link set-ups tried (1 unless one failed or passed its deadline);
-    ``library_rss_mb``: peak RSS of the library's own process (the party's process comes on top).
+    ``library_rss_mb``: peak RSS of the library's own process (the party's process comes on top),
+    ``library_base_rss_mb`` its RSS once loaded (before any work);
+    ``library_cpu_s``: its CPU seconds (the rest of the party's CPU is fedrisk's: hashing, relay,
+    gRPC); ``load_wait_s``: how long the run waited for the library's process to load its native
+    code (it starts before the ids are hashed); ``marks``: seconds from the start of the alignment
+    to the end of each step (``keys``, ``hello``, ``input``, ``loaded``, ``linked``, ``library``,
+    ``closed``, ``read_back``, ``done``), the whole wall timeline of one party.
     """
 
     def __init__(self) -> None:
@@ -186,6 +196,15 @@ class Rr22Stats:
         self.finish_s = 0.0
         self.attempts = 0
         self.library_rss_mb: float | None = None
+        self.library_cpu_s: float | None = None
+        self.library_base_rss_mb: float | None = None
+        self.load_wait_s = 0.0
+        self.marks: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+
+    def mark(self, step: str) -> None:
+        """Note that ``step`` ended now (seconds since the alignment started)."""
+        self.marks[step] = round(time.perf_counter() - self.t0, 3)
 
     def as_dict(self) -> dict[str, Any]:
         return {"bytes_out": self.bytes_out, "bytes_in": self.bytes_in, "frames_out": self.frames_out,
@@ -194,7 +213,9 @@ class Rr22Stats:
                 "prepare_cpu_s": round(self.prepare_cpu_s, 3), "output_cpu_s": round(self.output_cpu_s, 3),
                 "hello_s": round(self.hello_s, 3), "ready_s": round(self.ready_s, 3), "link_s": round(self.link_s, 3),
                 "finish_s": round(self.finish_s, 3), "attempts": self.attempts,
-                "library_rss_mb": self.library_rss_mb}
+                "library_rss_mb": self.library_rss_mb, "library_cpu_s": self.library_cpu_s,
+                "library_base_rss_mb": self.library_base_rss_mb,
+                "load_wait_s": round(self.load_wait_s, 3), "marks": dict(self.marks)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +229,9 @@ class _OwnKeys:
     keys' sorted first 64 bits (all keys' when two share them), so no per-id Python loop runs
     after the library.
     """
+
+    #: Items written or read back at a time.
+    rows = 1 << 16
 
     def __init__(self, digests: np.ndarray) -> None:
         self.n = len(digests)
@@ -266,6 +290,29 @@ class _OwnKeys:
         """Row numbers, in key order, of the keys whose first bytes are ``prefixes`` (see :meth:`positions`)."""
         return self.rows_at(self.positions(prefixes, me), me)
 
+    # the interface shared with rr22_spill.SpilledKeys (this party's keys on disk, under a budget)
+    def digest_chunks(self, rows: int = 1 << 16) -> Iterator[np.ndarray]:
+        """The keys as ``(m, 16)`` uint8 chunks (in row order)."""
+        for i in range(0, self.n, rows):
+            yield self.digests[i:i + rows]
+
+    def match(self, prefix_chunks: Iterable[np.ndarray], me: str) -> np.ndarray:
+        """Rows, in key order, of the keys whose first bytes are the prefixes of all the chunks."""
+        parts = [self.positions(c, me) for c in prefix_chunks]
+        return self.rows_at(np.concatenate(parts) if parts else np.empty(0, dtype=np.int64), me)
+
+    def sorted_digest(self, rows: np.ndarray) -> str:
+        """SHA-256 of the keys of ``rows`` (in key order: the sorted 16-byte keys of the intersection)."""
+        return hashlib.sha256(self.digests[rows].tobytes()).hexdigest()
+
+    def close(self) -> None:
+        """Nothing to remove (the spilled twin removes its files)."""
+
+
+#: This party's keys, in memory or spilled to disk (the same interface: ``n``, ``prefix_unique``,
+#: ``digest_chunks``, ``match``, ``sorted_digest``, ``close``).
+_Keys = Union[_OwnKeys, SpilledKeys]
+
 
 def _lo_mask(width: int) -> np.uint64:
     """Mask of the low half's bits that a ``width``-byte prefix keeps."""
@@ -289,6 +336,19 @@ _LIBRARY_BYTES_PER_ITEM = 400
 #: 64-bit halves (the transient ones are built in chunks of ``_CHUNK``).
 _OWN_BYTES_PER_ID = 48
 _MIN_BUCKET, _MAX_BUCKET = 1 << 12, 1 << 20
+#: Budget assumed for ids given as ``IdChunks`` without ``memory_mb`` (as the ECDH streaming path).
+_DEFAULT_MEMORY_MB = 1500.0
+
+
+def _library_env(memory_mb: float | None) -> dict[str, str]:
+    """Environment of the library's process: glibc keeps at most two malloc arenas.
+
+    Each thread of the library otherwise grows its own arena. Measured: at 200k ids with 4096-item
+    buckets the library's peak was 182-197 MB with the default arenas, 150-153 MB with two; at 1M x
+    1M without a budget 439-550 MB vs 336-447 MB, and 0.17-0.2 CPU-s less per party (three
+    alternating pairs). ``memory_mb`` is for settings that would follow the budget (none so far).
+    """
+    return {"MALLOC_ARENA_MAX": "2"}
 
 
 def bucket_size(memory_mb: float | None) -> int:
@@ -320,21 +380,38 @@ def _digests(ids: Sequence[Any], salt: str, casefold: bool) -> np.ndarray:
     return out
 
 
-def _keys(me: str, ids: Sequence[Any], salt: str, casefold: bool) -> _OwnKeys:
-    n = len(ids)
-    if n == 0:
+def _spill(n: int, memory_mb: float | None) -> bool:
+    """True when this party's keys (``_OWN_BYTES_PER_ID`` each) would take more than its half of ``memory_mb``."""
+    return memory_mb is not None and n * _OWN_BYTES_PER_ID > float(memory_mb) * 2**20 / 2
+
+
+def _keys(me: str, ids: Any, salt: str, casefold: bool, memory_mb: float | None = None) -> "_Keys":
+    """This party's keys: in memory, or on disk (:class:`SpilledKeys`) when they would not fit in
+    its half of ``memory_mb`` or arrive as :class:`~fedrisk.algorithms.vertical.psi_stream.IdChunks`."""
+    chunked = isinstance(ids, IdChunks)
+    n = ids.count_hint or 0 if chunked else len(ids)
+    if not chunked and n == 0:
         raise DataError(f"party {me!r} has no ids to align; check its data file and id column")
     if n > _MAX_COUNT:
         raise DataError(f"party {me!r} has {n} ids, more than PSI supports ({_MAX_COUNT})")
+    if chunked or _spill(n, memory_mb):
+        budget = float(memory_mb or _DEFAULT_MEMORY_MB) * 2**20 / 2
+        rows = int(min(_CHUNK, max(4096, budget // 256)))  # ids hashed at a time: ~64-256 B each meanwhile
+
+        def digests(part: Sequence[Any]) -> np.ndarray:
+            return id_digests(part, salt, casefold=casefold)
+
+        spilled = SpilledKeys(me, hash_chunks(ids.chunks if chunked else ids, digests, rows), n or 1 << 20, budget,
+                              casefold, rows=rows)
+        if spilled.n == 0 or spilled.n > _MAX_COUNT:
+            spilled.close()
+            raise DataError(f"party {me!r} has {spilled.n} ids to align; PSI needs 1 to {_MAX_COUNT}: check its "
+                            "data file and id column")
+        return spilled
     keys = _OwnKeys(_digests(ids, salt, casefold))
     dup = keys.duplicates()
     if len(dup):
-        rows = sorted(keys.order[[dup[0], dup[0] + 1]].tolist())
-        hint = " (case-folding is on, so ids differing only in case count as equal)" if casefold else ""
-        raise DataError(
-            f"party {me!r}: {len(dup)} id(s) occur more than once after normalisation{hint}; e.g. rows "
-            f"{rows[0]} and {rows[1]}. PSI needs one row per customer: deduplicate the id column before alignment"
-        )
+        raise duplicate_ids_error(me, str(len(dup)), keys.order[[dup[0], dup[0] + 1]], casefold)
     return keys
 
 
@@ -421,20 +498,19 @@ def _item_digests(text: np.ndarray, me: str, width: int = _ITEM_BYTES) -> np.nda
     return np.ascontiguousarray(out.reshape(m, block)[:, :width])
 
 
-def _write_input(path: Path, keys: _OwnKeys, width: int = _ITEM_BYTES) -> None:
+def _write_input(path: Path, keys: "_Keys", width: int = _ITEM_BYTES) -> None:
     """The library's input: a one-column CSV of fixed-width base64url items (no quoting needed)."""
     chars = item_chars(width)
     with open(path, "wb") as fh:
         fh.write(f"{_KEY}\n".encode())
-        for i in range(0, keys.n, _CHUNK):
-            part = keys.digests[i:i + _CHUNK]
+        for part in keys.digest_chunks(keys.rows):
             lines = np.empty((len(part), chars + 1), dtype=np.uint8)
             lines[:, :chars] = _item_text(part, width)
             lines[:, chars] = ord("\n")
             fh.write(lines.data)
 
 
-def _read_output(path: Path, keys: _OwnKeys, me: str, width: int = _ITEM_BYTES) -> np.ndarray:
+def _read_output(path: Path, keys: "_Keys", me: str, width: int = _ITEM_BYTES) -> np.ndarray:
     """Row numbers of the intersection in key order, from the items the library wrote.
 
     Read ``_CHUNK`` lines at a time (so no copy of the whole result exists at ten million ids),
@@ -443,36 +519,48 @@ def _read_output(path: Path, keys: _OwnKeys, me: str, width: int = _ITEM_BYTES) 
     """
     if not path.is_file() or path.stat().st_size == 0:
         return np.empty(0, dtype=np.int64)
-    chars = item_chars(width)
-    line = chars + 1
-    parts: list[np.ndarray] = []
+    return keys.match(_result_prefixes(path, me, width, keys.rows), me)
+
+
+def _fixed_layout(path: Path, line: int) -> tuple[bool, int]:
+    """Whether the result after its header is lines of exactly ``line`` bytes; and the header's length."""
     with open(path, "rb") as fh:
         header = fh.readline()
         if header.strip().replace(b'"', b"") != _KEY.encode():
-            raise ProtocolError(f"{me}: the RR22 library wrote an unexpected result header")
-        fixed = (path.stat().st_size - len(header)) % line == 0
-        while fixed:
-            buf = fh.read(line * _CHUNK)
-            if not buf:
-                break
-            if len(buf) % line or buf[line - 1::line].count(b"\n") != len(buf) // line:
-                fixed = False
-                break
-            text = np.frombuffer(buf, dtype=np.uint8).reshape(-1, line)[:, :chars]
-            parts.append(keys.positions(_item_digests(text, me, width), me))
-    if not fixed:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
+            raise ProtocolError(f"the RR22 library wrote an unexpected result header")
+        if (path.stat().st_size - len(header)) % line:
+            return False, len(header)
+        while buf := fh.read(line * _CHUNK):
+            if buf[line - 1::line].count(b"\n") != len(buf) // line:
+                return False, len(header)
+    return True, len(header)
 
-        t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={_KEY: pa.string()},
-                                                                       include_columns=[_KEY]))
-        raw = t.column(_KEY).to_numpy(zero_copy_only=False)
-        if any(v is None or len(v) != chars for v in raw):  # (a longer item would be cut silently below)
-            raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's keys")
-        text = np.asarray(raw, dtype=f"S{chars}").view(np.uint8).reshape(-1, chars)
-        parts = [keys.positions(_item_digests(text[i:i + _CHUNK], me, width), me)
-                 for i in range(0, len(text), _CHUNK)]
-    return keys.rows_at(np.concatenate(parts) if parts else np.empty(0, dtype=np.int64), me)
+
+def _result_prefixes(path: Path, me: str, width: int, rows: int = _CHUNK) -> Iterator[np.ndarray]:
+    """The result's items as ``(m_i, width)`` key prefixes, ``rows`` at a time."""
+    chars = item_chars(width)
+    line = chars + 1
+    try:
+        fixed, skip = _fixed_layout(path, line)
+    except ProtocolError as e:
+        raise ProtocolError(f"{me}: {e}") from None
+    if fixed:
+        with open(path, "rb") as fh:
+            fh.seek(skip)
+            while buf := fh.read(line * rows):
+                yield _item_digests(np.frombuffer(buf, dtype=np.uint8).reshape(-1, line)[:, :chars], me, width)
+        return
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={_KEY: pa.string()},
+                                                                   include_columns=[_KEY]))
+    raw = t.column(_KEY).to_numpy(zero_copy_only=False)
+    if any(v is None or len(v) != chars for v in raw):  # (a longer item would be cut silently below)
+        raise ProtocolError(f"{me}: the RR22 library wrote a result that is not this party's keys")
+    text = np.asarray(raw, dtype=f"S{chars}").view(np.uint8).reshape(-1, chars)
+    for i in range(0, len(text), rows):
+        yield _item_digests(text[i:i + rows], me, width)
 
 
 def _tls_paths(folder: Path, tls: Any) -> dict[str, str] | None:
@@ -520,9 +608,10 @@ def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt:
     return theirs
 
 
-def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leader: bool, reveal: str,
+def _run_library(channel: Channel, peer: str, tag: str, keys: "_Keys", *, leader: bool, reveal: str,
                  salt: str, peer_n: int, tls: Any, stats: Rr22Stats, folder: Path, worker: LibraryProcess,
-                 bucket: int = _MAX_BUCKET, width: int = _ITEM_BYTES) -> np.ndarray | None:
+                 bucket: int = _MAX_BUCKET, width: int = _ITEM_BYTES,
+                 memory_mb: float | None = None, written_width: int | None = None) -> np.ndarray | None:
     """The library's run with ``peer``, in ``worker`` (a child process): link, RR22, stop, read back.
 
     The link set-up has a deadline (``_LINK_DEADLINE_S``); when it passes, or the library fails to
@@ -531,10 +620,12 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
     """
     me = channel.me
     src, dst = folder / "in.csv", folder / "out.csv"
-    t_write, c_write = time.perf_counter(), time.thread_time()
-    _write_input(src, keys, width)
-    stats.prepare_s += time.perf_counter() - t_write
-    stats.prepare_cpu_s += time.thread_time() - c_write
+    if written_width != width:  # (not yet written, or at a width the peer does not use)
+        t_write, c_write = time.perf_counter(), time.thread_time()
+        _write_input(src, keys, width)
+        stats.prepare_s += time.perf_counter() - t_write
+        stats.prepare_cpu_s += time.thread_time() - c_write
+    stats.mark("input")
     certs = _tls_paths(folder, tls)
     psi_cfg = {"bucket_size": bucket, "broadcast_result": reveal == "both", "input": str(src), "key": _KEY,
                "output": str(dst)}
@@ -545,7 +636,7 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
         relay: ChannelLinkRelay | None = None
         try:  # the library process is killed however this attempt ends, its own set-up included
             if current is None:
-                current = LibraryProcess(folder / f"lib{attempt}")
+                current = LibraryProcess(folder / f"lib{attempt}", _library_env(memory_mb))
             own_port = _free_port()
             relay = ChannelLinkRelay(channel, peer, f"{tag}.link{sfx}", own_port,
                                      connect_timeout=max(60.0, channel.recv_timeout))
@@ -555,7 +646,7 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
             stats.attempts = attempt + 1
             if why is None:
                 return _run_linked(channel, peer, tag, keys, current, relay, dst, width, leader=leader, reveal=reveal,
-                                   peer_n=peer_n, stats=stats)
+                                   peer_n=peer_n, stats=stats, bounded=memory_mb is not None)
             failures.append(why)
             if attempt + 1 < _LINK_ATTEMPTS:
                 log.warning("%s: RR22 PSI with %r: the PSI library's link did not come up (%s); trying once more "
@@ -568,6 +659,7 @@ def _run_library(channel: Channel, peer: str, tag: str, keys: _OwnKeys, *, leade
                 current = None
             if relay is not None:
                 relay.close()
+                stats.mark("relay_closed")
                 stats.bytes_out += relay.bytes_out
                 stats.bytes_in += relay.bytes_in
                 stats.frames_out += relay.frames_out
@@ -603,7 +695,11 @@ def _link(channel: Channel, peer: str, tag: str, worker: LibraryProcess, link: d
     (ours did not come up in time, or the process died) or ``peer:`` (ours is up, the peer's not).
     """
     me = channel.me
+    t_load = time.perf_counter()
     ev = _await(worker, "loaded", max(120.0, channel.recv_timeout))
+    stats.load_wait_s += time.perf_counter() - t_load
+    stats.mark("loaded")
+    stats.library_base_rss_mb = ev.get("rss_mb")
     if ev.get("event") == "error":
         raise ConfigError(f"{me}: {ev.get('message')}")
     # both libraries start their link together, so the library's few connection attempts are enough
@@ -622,6 +718,7 @@ def _link(channel: Channel, peer: str, tag: str, worker: LibraryProcess, link: d
     except WorkerGone as e:
         why = f"deadline:{e}"
     stats.link_s = time.perf_counter() - t0
+    stats.mark("linked")
     channel.send(peer, f"{tag}.linked", why is None, kind="control")
     theirs = channel.recv(peer, f"{tag}.linked", timeout=channel.recv_timeout + _LINK_DEADLINE_S)
     if not isinstance(theirs, bool):
@@ -638,9 +735,9 @@ def _await(worker: LibraryProcess, event: str, timeout: float) -> dict[str, Any]
         raise TransportError(f"the PSI library process: {e}") from None
 
 
-def _run_linked(channel: Channel, peer: str, tag: str, keys: _OwnKeys, worker: LibraryProcess,
+def _run_linked(channel: Channel, peer: str, tag: str, keys: "_Keys", worker: LibraryProcess,
                 relay: ChannelLinkRelay, dst: Path, width: int, *, leader: bool, reveal: str, peer_n: int,
-                stats: Rr22Stats) -> np.ndarray | None:
+                stats: Rr22Stats, bounded: bool = False) -> np.ndarray | None:
     """Both links are up: run RR22, stop the link in step with the peer, map the result to rows."""
     me = channel.me
     n = keys.n
@@ -659,7 +756,13 @@ def _run_linked(channel: Channel, peer: str, tag: str, keys: _OwnKeys, worker: L
             raise TransportError(f"{me}: RR22 PSI with {peer!r} lost its link: {_short(relay.error)}")
         raise ProtocolError(f"{me}: RR22 PSI with {peer!r} failed in the PSI library: {_short(ev.get('message'))}")
     stats.seconds = time.perf_counter() - t0
+    stats.mark("library")
     count = ev.get("count")
+    learns = leader or reveal == "both"
+    # The result file is complete once the library is done. Without a budget it is read back while
+    # the link closes (two barriers with the peer, ~0.1-0.4 s); under one, after the library's
+    # process has gone, so that its memory and the read-back's are never held at once.
+    early = _Background(_read_output, dst, keys, me, width) if learns and not bounded else None
     t0 = time.perf_counter()
     wait = channel.recv_timeout + _SECONDS_PER_ID * (n + peer_n)
     # Both libraries are done computing; now close the link in step. stop_link waits for the
@@ -671,21 +774,55 @@ def _run_linked(channel: Channel, peer: str, tag: str, keys: _OwnKeys, worker: L
     if ev.get("event") == "error":
         raise ProtocolError(f"{me}: RR22 PSI with {peer!r}: the PSI library failed to stop its link: "
                             f"{_short(ev.get('message'))}")
-    stats.library_rss_mb = ev.get("rss_mb")
+    stats.library_rss_mb, stats.library_cpu_s = ev.get("rss_mb"), ev.get("cpu_s")
     _barrier(channel, peer, f"{tag}.closed", wait)
     worker.kill()  # both links are down: its memory goes before this party reads the result back
     stats.close_s = time.perf_counter() - t0
-    learns = leader or reveal == "both"
+    stats.mark("closed")
     t0, c0 = time.perf_counter(), time.thread_time()
-    rows = _read_output(dst, keys, me, width) if learns else None
-    stats.output_s = time.perf_counter() - t0
-    stats.output_cpu_s = time.thread_time() - c0
+    if early is not None:
+        rows = early.result()
+        stats.output_s, stats.output_cpu_s = early.seconds, early.cpu_s
+    else:
+        rows = _read_output(dst, keys, me, width) if learns else None
+        stats.output_s, stats.output_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
+    stats.mark("read_back")
     if rows is not None and count != len(rows):
         raise ProtocolError(f"{me}: the RR22 library reported {count} matches but wrote {len(rows)}")
     return rows
 
 
-def _item_bytes(keys: _OwnKeys) -> int:
+class _Background:
+    """``fn(*args)`` in a thread of its own; :meth:`result` waits for it and re-raises its error."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._out: Any = None
+        self._err: BaseException | None = None
+        self.seconds = self.cpu_s = 0.0
+
+        def run() -> None:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                self._out = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller by result()
+                self._err = e
+            self.seconds, self.cpu_s = time.perf_counter() - t0, time.thread_time() - c0
+
+        self._thread = threading.Thread(target=run, daemon=True, name="rr22-read-back")
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the call to end (its error, if any, stays for :meth:`result`)."""
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._err is not None:
+            raise self._err
+        return self._out
+
+
+def _item_bytes(keys: "_Keys") -> int:
     """This party's item width: 96 bits, unless two of its keys share them (then the full 128)."""
     return _ITEM_BYTES if keys.prefix_unique(_ITEM_BYTES) else _WIDE_ITEM_BYTES
 
@@ -701,27 +838,61 @@ def _barrier(channel: Channel, peer: str, tag: str, timeout: float) -> None:
         raise ProtocolError(f"{channel.me}: {tag} from {peer!r} is malformed")
 
 
-def _exchange(channel: Channel, peer: str, keys: _OwnKeys, *, leader: bool, salt: str, casefold: bool,
-              reveal: str, tag: str, tls: Any, stats: Rr22Stats, memory_mb: float | None = None) -> PsiResult:
+class _Library:
+    """A private temporary folder, and the library's process started in it.
+
+    Started before this party hashes its ids, so that the process's start and the loading of its
+    native code (about 0.3 s, 0.1 CPU-s) run beside the hashing instead of after it.
+    """
+
+    def __init__(self, memory_mb: float | None = None) -> None:
+        self.folder = tempfile.TemporaryDirectory(prefix="fedrisk-rr22-")
+        self.memory_mb = memory_mb
+        try:
+            self.worker = LibraryProcess(Path(self.folder.name) / "lib0", _library_env(memory_mb))
+        except BaseException:
+            self.folder.cleanup()
+            raise
+
+    def close(self) -> None:
+        """Kill the process (if still running) and remove the folder; safe to call twice."""
+        self.worker.kill()
+        self.folder.cleanup()
+
+
+def _exchange(channel: Channel, peer: str, keys: "_Keys", *, leader: bool, salt: str, casefold: bool,
+              reveal: str, tag: str, tls: Any, stats: Rr22Stats, memory_mb: float | None = None,
+              lib: _Library | None = None) -> PsiResult:
     me = channel.me
     # the library writes a trace file into the system's temporary folder whatever TMPDIR says
     traces = set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace")))
-    with tempfile.TemporaryDirectory(prefix="fedrisk-rr22-") as tmp:
+    lib = lib if lib is not None else _Library(memory_mb)
+    with lib.folder as tmp:
         folder = Path(tmp)
-        # the library's process starts (and loads its 75 MB of native code) while the hello waits
-        worker = LibraryProcess(folder / "lib0")
+        worker = lib.worker
         try:
             t0 = time.perf_counter()
-            mine = bucket_size(memory_mb)
-            theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold,
-                            reveal=reveal, tls=tls is not None, bucket=mine, item_bytes=_item_bytes(keys))
+            mine, own_width = bucket_size(memory_mb), _item_bytes(keys)
+            # the library's input is written at this party's item width while the hello waits for the
+            # peer's (written again in the rare case that the peer needs the full 128 bits)
+            written = _Background(_write_input, folder / "in.csv", keys, own_width)
+            try:
+                theirs = _hello(channel, peer, tag, leader=leader, n=keys.n, salt=salt, casefold=casefold,
+                                reveal=reveal, tls=tls is not None, bucket=mine, item_bytes=own_width)
+            finally:
+                written.wait()
+            written.result()
+            stats.prepare_s += written.seconds
+            stats.prepare_cpu_s += written.cpu_s
             stats.hello_s = time.perf_counter() - t0
+            stats.mark("hello")
             peer_n = theirs["count"]
             # the library's configs must match at both ends: the smaller of the two parties' buckets
             rows = _run_library(channel, peer, tag, keys, leader=leader, reveal=reveal, salt=salt, peer_n=peer_n,
                                 tls=tls, stats=stats, folder=folder, worker=worker,
                                 bucket=min(mine, theirs["bucket"]),
-                                width=max(_item_bytes(keys), theirs["item_bytes"]))
+                                width=max(own_width, theirs["item_bytes"]), memory_mb=memory_mb,
+                                written_width=own_width)
         finally:
             worker.kill()
             for f in set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace"))) - traces:
@@ -729,19 +900,21 @@ def _exchange(channel: Channel, peer: str, keys: _OwnKeys, *, leader: bool, salt
                     os.remove(f)
                 except OSError:
                     pass
+    stats.mark("cleaned")
     if rows is None:
         return PsiResult(None, None, {peer: peer_n})
     t0 = time.perf_counter()
     result = PsiResult(rows, int(len(rows)), {peer: peer_n})
     if reveal == "both":
         # rows are in key order, so this is the SHA-256 of the sorted 16-byte keys of the intersection
-        digest = hashlib.sha256(keys.digests[rows].tobytes()).hexdigest()
+        digest = keys.sorted_digest(rows)
         channel.send(peer, f"{tag}.done", {"size": result.size, "digest": digest}, kind="control")
         other = channel.recv(peer, f"{tag}.done")
         if not isinstance(other, dict) or other.get("size") != result.size or other.get("digest") != digest:
             raise ProtocolError(f"{me}: {peer!r} ended RR22 PSI with a different intersection; the parties' "
                                 "inputs or versions disagree")
     stats.finish_s = time.perf_counter() - t0
+    stats.mark("done")
     return result
 
 
@@ -763,6 +936,8 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
     ----------
     channel, peer, ids, leader, salt, casefold, reveal
         As in :func:`fedrisk.algorithms.vertical.psi_protocol.psi_align`.
+        (``ids`` may also be :class:`~fedrisk.algorithms.vertical.psi_stream.IdChunks`, read a
+        chunk at a time: the keys then always spill to disk, as the ECDH path streams).
     tag : str, default "psi.rr22"
         Tag namespace (must start with ``"psi."``).
     tls : TlsFiles, optional
@@ -771,9 +946,13 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
     stats : Rr22Stats, optional
         Filled with the relay's byte counts and the library's seconds.
     memory_mb : float, optional
-        ``[psi] memory_mb``: the library's hash buckets are sized to half of it (:func:`bucket_size`;
-        both parties use the smaller of their two sizes). Not a bound on the whole run: fedrisk's
-        per-id arrays and the library's buffers come on top. Default: 2^20-item buckets.
+        ``[psi] memory_mb``, per party: the library's hash buckets are sized to half of it
+        (:func:`bucket_size`; both parties use the smaller of their two sizes) and its process runs
+        with two malloc arenas; this party's keys spill to disk (:mod:`.rr22_spill`) when they
+        would take more than the other half. What stays outside the bound (the library's fixed
+        working memory and about 50 bytes per id it keeps, the relay's buffers, the caller's ids)
+        is measured in docs/scale.md and asserted in ``tests/algorithms/vertical/test_rr22_spill.py``.
+        Default: keys in memory, 2^20-item buckets.
 
     Returns
     -------
@@ -792,10 +971,19 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
     _check_args(channel, tag, reveal, salt)
     stats = stats if stats is not None else Rr22Stats()
     t0, c0 = time.perf_counter(), time.thread_time()
-    keys = _keys(channel.me, ids, salt, casefold)
-    stats.prepare_s, stats.prepare_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
-    res = _exchange(channel, peer, keys, leader=leader, salt=salt, casefold=casefold, reveal=reveal, tag=tag,
-                    tls=_default_tls(channel, tls), stats=stats, memory_mb=memory_mb)
+    stats.t0 = t0
+    lib = _Library(memory_mb)  # its process loads the library while this party hashes its ids
+    keys: _Keys | None = None
+    try:
+        keys = _keys(channel.me, ids, salt, casefold, memory_mb)
+        stats.prepare_s, stats.prepare_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
+        stats.mark("keys")
+        res = _exchange(channel, peer, keys, leader=leader, salt=salt, casefold=casefold, reveal=reveal, tag=tag,
+                        tls=_default_tls(channel, tls), stats=stats, memory_mb=memory_mb, lib=lib)
+    finally:
+        lib.close()
+        if keys is not None:
+            keys.close()
     if res.size == 0:
         raise _empty_error(channel.me, repr(peer))
     return res
@@ -816,18 +1004,44 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
     if not followers or len(set(followers)) != len(followers) or leader in followers:
         raise ConfigError(f"rr22_align_many needs distinct followers other than the leader {leader!r}, got {followers!r}")
     tls = _default_tls(channel, tls)
+    lib = _Library(memory_mb)  # the first pairwise run's library process loads while this party hashes its ids
+    try:
+        return _align_many(channel, leader, followers, ids, lib, salt=salt, casefold=casefold, reveal=reveal,
+                           tag=tag, tls=tls, stats=stats, memory_mb=memory_mb)
+    finally:
+        lib.close()
+
+
+def _align_many(channel: Channel, leader: str, followers: list[str], ids: Sequence[Any], lib: _Library, *,
+                salt: str, casefold: bool, reveal: str, tag: str, tls: Any, stats: dict[str, Rr22Stats] | None,
+                memory_mb: float | None) -> PsiResult:
+    """:func:`rr22_align_many` once its arguments are checked and ``lib`` (the first run's library) started."""
+    me = channel.me
     t0, c0 = time.perf_counter(), time.thread_time()
-    keys = _keys(me, ids, salt, casefold)
+    keys = _keys(me, ids, salt, casefold, memory_mb)
+    try:
+        return _align_many_keys(channel, leader, followers, keys, lib, t0=t0, c0=c0, salt=salt, casefold=casefold,
+                                reveal=reveal, tag=tag, tls=tls, stats=stats, memory_mb=memory_mb)
+    finally:
+        keys.close()
+
+
+def _align_many_keys(channel: Channel, leader: str, followers: list[str], keys: _Keys, lib: _Library, *, t0: float,
+                     c0: float, salt: str, casefold: bool, reveal: str, tag: str, tls: Any,
+                     stats: dict[str, Rr22Stats] | None, memory_mb: float | None) -> PsiResult:
+    me = channel.me
     keys_s, keys_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
     stats = stats if stats is not None else {}
     first = stats.setdefault(leader if me != leader else list(followers)[0], Rr22Stats())
     first.prepare_s, first.prepare_cpu_s = keys_s, keys_cpu_s  # the first pairwise run adds its input file
+    first.t0 = t0
+    first.mark("keys")
     if me != leader:
         if me not in followers:
             raise ConfigError(f"party {me!r} is neither the leader {leader!r} nor a follower {followers!r}")
         st = stats.setdefault(leader, Rr22Stats())
         pair = _exchange(channel, leader, keys, leader=False, salt=salt, casefold=casefold, reveal=reveal,
-                         tag=f"{tag}.{me}", tls=tls, stats=st, memory_mb=memory_mb)
+                         tag=f"{tag}.{me}", tls=tls, stats=st, memory_mb=memory_mb, lib=lib)
         if reveal == "leader":
             return pair
         assert pair.indices is not None
@@ -846,10 +1060,10 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
     # One pair at a time: each run already uses every core, and two of the library's links in
     # one process at once were seen to misroute their connection handshake under load.
     pairs = []
-    for f in followers:
+    for i, f in enumerate(followers):
         pairs.append(_exchange(channel, f, keys, leader=True, salt=salt, casefold=casefold, reveal=reveal,
                                tag=f"{tag}.{f}", tls=tls, stats=stats.setdefault(f, Rr22Stats()),
-                               memory_mb=memory_mb))
+                               memory_mb=memory_mb, lib=lib if i == 0 else None))
     # every pairwise result is in key order, so "position in the pair" is the same at both ends
     member = np.ones(keys.n, dtype=bool)
     for res in pairs:

@@ -269,7 +269,7 @@ def test_a_party_whose_keys_share_96_bits_makes_both_use_full_items(monkeypatch)
                         lambda self, width: False if self.n == 3000 and width == 12 else real(self, width))
     written = []
     real_write = rr22_psi._write_input
-    monkeypatch.setattr(rr22_psi, "_write_input", lambda path, keys, width: (written.append(width),
+    monkeypatch.setattr(rr22_psi, "_write_input", lambda path, keys, width: (written.append((keys.n, width)),
                                                                             real_write(path, keys, width)))
     rng = np.random.default_rng(10)
     a = rng.permutation(np.arange(0, 3000))
@@ -279,7 +279,9 @@ def test_a_party_whose_keys_share_96_bits_makes_both_use_full_items(monkeypatch)
                      "payco": lambda ch: rr22_align(ch, "lender", b, leader=False, salt="s")}, network=net)
     assert res["lender"].size == res["payco"].size == 2000
     assert np.array_equal(a[res["lender"].indices], b[res["payco"].indices])
-    assert written == [16, 16]
+    # each party writes its input at its own width while the hello waits; payco (12) writes again at 16
+    assert sorted(written) == [(3000, 16), (4000, 12), (4000, 16)]
+    assert written.index((4000, 12)) < written.index((4000, 16))
     assert next(e.body for e in net["payco"].captured if e.tag == "psi.rr22.hello")["item_bytes"] == 16
     assert next(e.body for e in net["lender"].captured if e.tag == "psi.rr22.hello")["item_bytes"] == 12
 
