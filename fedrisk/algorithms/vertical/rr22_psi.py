@@ -103,7 +103,6 @@ from __future__ import annotations
 import binascii
 import glob
 import hashlib
-import hmac
 import logging
 import os
 import re
