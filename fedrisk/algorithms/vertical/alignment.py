@@ -128,10 +128,12 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
     memory_mb : float, optional
         ``[psi] memory_mb``: above it the ECDH path streams through disk
         (:mod:`~fedrisk.algorithms.vertical.psi_stream`); RR22 sizes the library's hash buckets
-        to half of it (:func:`~fedrisk.algorithms.vertical.rr22_psi.bucket_size`), which is not a
-        bound on its whole run (see docs/scale.md).
+        to half of it (:func:`~fedrisk.algorithms.vertical.rr22_psi.bucket_size`) and spills this
+        party's keys to disk beyond the other half; what stays outside the bound is measured in
+        docs/scale.md.
     spill_dir : path, optional
-        The party's run/tmp directory for the streaming path's spill files.
+        The party's run/tmp directory for spill files (ECDH streaming, RR22's keys and the RR22
+        library's private folder).
     rr22_stats : dict, optional
         Filled, for ``"rr22"``, with each pairwise run's :class:`~fedrisk.algorithms.vertical.rr22_psi.Rr22Stats`
         by peer (byte counts and where the time went; the PSI benchmark reports them).
@@ -171,7 +173,7 @@ def align_parties(channel: Channel, label_holder: str, feature_holders: Sequence
             from fedrisk.algorithms.vertical.rr22_psi import rr22_align_many
 
             res = rr22_align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both",
-                                  tag=f"{tag}.rr22", stats=rr22_stats, memory_mb=memory_mb)
+                                  tag=f"{tag}.rr22", stats=rr22_stats, memory_mb=memory_mb, spill_dir=spill_dir)
         else:
             res = align_many(channel, label_holder, list(feature_holders), ids, salt=salt, reveal="both", tag=tag,
                              memory_mb=memory_mb, spill_dir=spill_dir)

@@ -384,10 +384,13 @@ def _spill(n: int, memory_mb: float | None) -> bool:
     return memory_mb is not None and n * _OWN_BYTES_PER_ID > float(memory_mb) * 2**20 / 2
 
 
-def _keys(me: str, ids: Any, salt: str, casefold: bool, memory_mb: float | None = None) -> "_Keys":
+def _keys(me: str, ids: Any, salt: str, casefold: bool, memory_mb: float | None = None,
+          spill_dir: Any = None) -> "_Keys":
     """This party's keys: in memory, or on disk (:class:`SpilledKeys`) when they would not fit in
     its half of ``memory_mb`` or arrive as :class:`~fedrisk.algorithms.vertical.psi_stream.IdChunks`."""
     chunked = isinstance(ids, IdChunks)
+    if not chunked and not isinstance(ids, (list, tuple, np.ndarray)) and not hasattr(ids, "to_numpy"):
+        ids = list(ids)  # a deque or range is ids, not chunks of them (the spill path iterates chunks)
     n = ids.count_hint or 0 if chunked else len(ids)
     if not chunked and n == 0:
         raise DataError(f"party {me!r} has no ids to align; check its data file and id column")
@@ -401,7 +404,7 @@ def _keys(me: str, ids: Any, salt: str, casefold: bool, memory_mb: float | None 
             return id_digests(part, salt, casefold=casefold)
 
         spilled = SpilledKeys(me, hash_chunks(ids.chunks if chunked else ids, digests, rows), n or 1 << 20, budget,
-                              casefold, rows=rows)
+                              casefold, rows=rows, spill_dir=spill_dir)
         if spilled.n == 0 or spilled.n > _MAX_COUNT:
             spilled.close()
             raise DataError(f"party {me!r} has {spilled.n} ids to align; PSI needs 1 to {_MAX_COUNT}: check its "
@@ -844,8 +847,11 @@ class _Library:
     native code (about 0.3 s, 0.1 CPU-s) run beside the hashing instead of after it.
     """
 
-    def __init__(self, memory_mb: float | None = None) -> None:
-        self.folder = tempfile.TemporaryDirectory(prefix="fedrisk-rr22-")
+    def __init__(self, memory_mb: float | None = None, spill_dir: Any = None) -> None:
+        if spill_dir is not None:
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
+        self.folder = tempfile.TemporaryDirectory(prefix="fedrisk-rr22-", dir=spill_dir)
+        self.spill_dir = spill_dir
         self.memory_mb = memory_mb
         try:
             self.worker = LibraryProcess(Path(self.folder.name) / "lib0", _library_env(memory_mb))
@@ -861,11 +867,11 @@ class _Library:
 
 def _exchange(channel: Channel, peer: str, keys: "_Keys", *, leader: bool, salt: str, casefold: bool,
               reveal: str, tag: str, tls: Any, stats: Rr22Stats, memory_mb: float | None = None,
-              lib: _Library | None = None) -> PsiResult:
+              lib: _Library | None = None, spill_dir: Any = None) -> PsiResult:
     me = channel.me
     # the library writes a trace file into the system's temporary folder whatever TMPDIR says
     traces = set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace")))
-    lib = lib if lib is not None else _Library(memory_mb)
+    lib = lib if lib is not None else _Library(memory_mb, spill_dir)
     with lib.folder as tmp:
         folder = Path(tmp)
         worker = lib.worker
@@ -928,7 +934,7 @@ def _default_tls(channel: Channel, tls: Any) -> Any:
 
 def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool, salt: str, casefold: bool = False,
                reveal: str = "both", tag: str = DEFAULT_TAG, tls: Any = None,
-               stats: Rr22Stats | None = None, memory_mb: float | None = None) -> PsiResult:
+               stats: Rr22Stats | None = None, memory_mb: float | None = None, spill_dir: Any = None) -> PsiResult:
     """Align this party's rows with ``peer``'s by RR22; the drop-in twin of ``psi_align``.
 
     Parameters
@@ -952,6 +958,11 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
         working memory and about 50 bytes per id it keeps, the relay's buffers, the caller's ids)
         is measured in docs/scale.md and asserted in ``tests/algorithms/vertical/test_rr22_spill.py``.
         Default: keys in memory, 2^20-item buckets.
+    spill_dir : path, optional
+        Where the library's private folder (its input, buckets and result) and spilled keys live:
+        the party's run folder (``RUN/tmp``, as the ECDH path), so that keys never go to a shared or
+        memory-backed system temporary folder and leftovers of a killed job are where operators look.
+        Default: the system's temporary folder.
 
     Returns
     -------
@@ -971,14 +982,15 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
     stats = stats if stats is not None else Rr22Stats()
     t0, c0 = time.perf_counter(), time.thread_time()
     stats.t0 = t0
-    lib = _Library(memory_mb)  # its process loads the library while this party hashes its ids
+    lib = _Library(memory_mb, spill_dir)  # its process loads the library while this party hashes its ids
     keys: _Keys | None = None
     try:
-        keys = _keys(channel.me, ids, salt, casefold, memory_mb)
+        keys = _keys(channel.me, ids, salt, casefold, memory_mb, spill_dir)
         stats.prepare_s, stats.prepare_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
         stats.mark("keys")
         res = _exchange(channel, peer, keys, leader=leader, salt=salt, casefold=casefold, reveal=reveal, tag=tag,
-                        tls=_default_tls(channel, tls), stats=stats, memory_mb=memory_mb, lib=lib)
+                        tls=_default_tls(channel, tls), stats=stats, memory_mb=memory_mb, lib=lib,
+                        spill_dir=spill_dir)
     finally:
         lib.close()
         if keys is not None:
@@ -990,12 +1002,13 @@ def rr22_align(channel: Channel, peer: str, ids: Sequence[Any], *, leader: bool,
 
 def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids: Sequence[Any], *, salt: str,
                     casefold: bool = False, reveal: str = "both", tag: str = DEFAULT_TAG, tls: Any = None,
-                    stats: dict[str, Rr22Stats] | None = None, memory_mb: float | None = None) -> PsiResult:
+                    stats: dict[str, Rr22Stats] | None = None, memory_mb: float | None = None,
+                    spill_dir: Any = None) -> PsiResult:
     """Star of pairwise RR22 runs around ``leader``; the drop-in twin of ``align_many``.
 
     Returns, at every party, ``indices`` of its rows in the intersection of all parties' ids in
     the canonical key order (``None`` at followers when ``reveal="leader"``). ``stats`` (by
-    peer) is filled with each pairwise run's relay counts; ``memory_mb`` as in :func:`rr22_align`.
+    peer) is filled with each pairwise run's relay counts; ``memory_mb`` and ``spill_dir`` as in :func:`rr22_align`.
     """
     _check_args(channel, tag, reveal, salt)
     me = channel.me
@@ -1003,31 +1016,31 @@ def rr22_align_many(channel: Channel, leader: str, followers: Sequence[str], ids
     if not followers or len(set(followers)) != len(followers) or leader in followers:
         raise ConfigError(f"rr22_align_many needs distinct followers other than the leader {leader!r}, got {followers!r}")
     tls = _default_tls(channel, tls)
-    lib = _Library(memory_mb)  # the first pairwise run's library process loads while this party hashes its ids
+    lib = _Library(memory_mb, spill_dir)  # the first pairwise run's library loads while this party hashes its ids
     try:
         return _align_many(channel, leader, followers, ids, lib, salt=salt, casefold=casefold, reveal=reveal,
-                           tag=tag, tls=tls, stats=stats, memory_mb=memory_mb)
+                           tag=tag, tls=tls, stats=stats, memory_mb=memory_mb, spill_dir=spill_dir)
     finally:
         lib.close()
 
 
 def _align_many(channel: Channel, leader: str, followers: list[str], ids: Sequence[Any], lib: _Library, *,
                 salt: str, casefold: bool, reveal: str, tag: str, tls: Any, stats: dict[str, Rr22Stats] | None,
-                memory_mb: float | None) -> PsiResult:
+                memory_mb: float | None, spill_dir: Any = None) -> PsiResult:
     """:func:`rr22_align_many` once its arguments are checked and ``lib`` (the first run's library) started."""
     me = channel.me
     t0, c0 = time.perf_counter(), time.thread_time()
-    keys = _keys(me, ids, salt, casefold, memory_mb)
+    keys = _keys(me, ids, salt, casefold, memory_mb, spill_dir)
     try:
         return _align_many_keys(channel, leader, followers, keys, lib, t0=t0, c0=c0, salt=salt, casefold=casefold,
-                                reveal=reveal, tag=tag, tls=tls, stats=stats, memory_mb=memory_mb)
+                                reveal=reveal, tag=tag, tls=tls, stats=stats, memory_mb=memory_mb, spill_dir=spill_dir)
     finally:
         keys.close()
 
 
 def _align_many_keys(channel: Channel, leader: str, followers: list[str], keys: _Keys, lib: _Library, *, t0: float,
                      c0: float, salt: str, casefold: bool, reveal: str, tag: str, tls: Any,
-                     stats: dict[str, Rr22Stats] | None, memory_mb: float | None) -> PsiResult:
+                     stats: dict[str, Rr22Stats] | None, memory_mb: float | None, spill_dir: Any = None) -> PsiResult:
     me = channel.me
     keys_s, keys_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
     stats = stats if stats is not None else {}
@@ -1062,7 +1075,7 @@ def _align_many_keys(channel: Channel, leader: str, followers: list[str], keys: 
     for i, f in enumerate(followers):
         pairs.append(_exchange(channel, f, keys, leader=True, salt=salt, casefold=casefold, reveal=reveal,
                                tag=f"{tag}.{f}", tls=tls, stats=stats.setdefault(f, Rr22Stats()),
-                               memory_mb=memory_mb, lib=lib if i == 0 else None))
+                               memory_mb=memory_mb, lib=lib if i == 0 else None, spill_dir=spill_dir))
     # every pairwise result is in key order, so "position in the pair" is the same at both ends
     member = np.ones(keys.n, dtype=bool)
     for res in pairs:

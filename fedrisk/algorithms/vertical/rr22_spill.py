@@ -98,14 +98,16 @@ class SpilledKeys:
     """
 
     def __init__(self, me: str, chunks: Iterable[np.ndarray], n_hint: int, budget_bytes: float,
-                 casefold: bool = False, rows: int = 1 << 16) -> None:
+                 casefold: bool = False, rows: int = 1 << 16, spill_dir: Any = None) -> None:
         self.me = me
         self.rows = rows  # items written to the library or read back from it at a time
         per_part = max(1024, int(budget_bytes // _WORK_BYTES_PER_RECORD))
         self.bits = 0
         while (n_hint >> self.bits) > per_part and self.bits < _MAX_BITS:
             self.bits += 1
-        self.dir = Path(tempfile.mkdtemp(prefix="fedrisk-rr22-keys-"))  # mode 0700
+        if spill_dir is not None:
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="fedrisk-rr22-keys-", dir=spill_dir))  # mode 0700
         self._digest: str | None = None
         try:
             self.n = 0

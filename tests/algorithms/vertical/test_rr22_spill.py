@@ -102,6 +102,26 @@ def test_rr22_under_a_budget_gives_the_in_memory_result_and_leaves_no_file(tmp_p
         assert np.array_equal(got[p].indices, ref[p].indices)  # same rows, same (canonical) order
     assert rr22_psi._spill(20_000, 0.5) and not rr22_psi._spill(20_000, 100)
     assert list(tmp_path.glob("fedrisk-rr22-*")) == []
+    # in a job the party's run folder holds the spilled keys and the library's folder, not the system's temp
+    made: list = []
+    real_lib = rr22_psi._Library.__init__
+
+    def lib_spy(self, *args, **kw):
+        real_lib(self, *args, **kw)
+        made.append(self.folder.name)
+
+    def keys_spy(self, *args, **kw):
+        real(self, *args, **kw)
+        made.append(str(self.dir))
+    monkeypatch.setattr(rr22_psi._Library, "__init__", lib_spy)
+    monkeypatch.setattr(SpilledKeys, "__init__", keys_spy)
+    runs = {p: tmp_path / f"run-{p}" / "tmp" for p in ("lender", "payco")}
+    again = run({"memory_mb": 0.5, "spill_dir": runs["lender"]}, {"memory_mb": 0.5, "spill_dir": runs["payco"]})
+    assert np.array_equal(again["lender"].indices, ref["lender"].indices)
+    assert len(made) == 4  # two library folders, two spilled key sets
+    assert all(any(os.path.commonpath([m, str(r)]) == str(r) for r in runs.values()) for m in made)
+    assert list(tmp_path.glob("fedrisk-rr22-*")) == []  # nothing in the system's temporary folder
+    assert all(list(r.iterdir()) == [] for r in runs.values())  # and nothing left in the run folders
 
 
 _CHILD = textwrap.dedent("""
