@@ -94,7 +94,8 @@ def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, feat
     frame = load_party_frame(path or spec.data_path(name), party=name, id_col=p.id,
                              label_col=p.label if label else None, features=features or p.features,
                              exclude=p.exclude if not features else (), forbid_label=forbid_label, keep=keep,
-                             allow_empty=allow_empty, **p.read_options())
+                             allow_empty=allow_empty, categorical=None if features else categorical,
+                             **p.read_options())
     unknown = [c for c in categorical if c not in frame.feature_names]
     if unknown and not features:
         raise DataError(f"party {name!r}: task.categorical names {unknown}, which are not feature columns of "
