@@ -110,7 +110,7 @@ def run(ctx: PartyContext) -> None:
 
     if is_lh:
         refuse_one_class(me, y_tr)
-        enc, sel = local_woe(params, X_tr, y_tr, me)
+        enc, sel = local_woe(params, X_tr, y_tr, me, ctx.log)
         ctx.progress.update(1, 3, stage="woe", party=me)
         total = lr_config.max_iter if lr_config.solver in ("exact", "auto") else lr_config.epochs
         fit = fit_label_holder(
