@@ -363,8 +363,10 @@ def _formatted_numbers(col: pd.Series) -> bool:
     return bool(len(filled)) and float(_formatted_mask(filled).mean()) >= 0.5
 
 
-#: dates written as text: 2024-01-31, 2024/01/31, 31/01/2024, 31.01.2024, 2024-01 (an optional time after)
-_DATE_TEXT = (r"\s*(?:\d{4}[-/.]\d{1,2}(?:[-/.]\d{1,2})?|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})"
+#: dates written as text: 2024-01-31, 2024/01/31, 2024-01, 31/01/2024, 01/31/24, 31.01.2024 (an optional time
+#: after); years 19xx/20xx and months 1-12, so codes such as "1234-56" are not taken for dates
+_DAY, _MONTH, _YEAR = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)\d{2}"
+_DATE_TEXT = (rf"\s*(?:{_YEAR}[-/.]{_MONTH}(?:[-/.]{_DAY})?|{_DAY}[-/.]{_DAY}[-/.](?:{_YEAR}|\d{{2}}))"
               r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*")
 
 

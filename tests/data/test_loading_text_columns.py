@@ -66,11 +66,12 @@ def test_dates_written_as_text_are_named_as_dates(tmp_path):
 def test_declared_categories_and_real_text_are_left_alone(tmp_path):
     df = _frame()
     df["dependents"] = np.where(np.arange(len(df)) % 10 == 0, "4+", (np.arange(len(df)) % 4).astype(str))
+    df["branch"] = np.where(np.arange(len(df)) % 2 == 0, "1234-56", "6419-10")  # codes, not dates
     path = tmp_path / "lender.csv"
     df.to_csv(path, index=False)
     t = load_party_table(path, party="lender", id_col="id", label_col="y", encoding="codes",
                          categorical=["dependents"])
-    assert "dependents" in t.categories and "purpose" in t.categories
+    assert {"dependents", "purpose", "branch"} <= set(t.categories)
     f = load_party_frame(path, party="lender", id_col="id", label_col="y", categorical=["dependents"])
     assert not pd.api.types.is_numeric_dtype(f.X["dependents"])
     # scoring (no declaration list): no check, the model's encoders decide
