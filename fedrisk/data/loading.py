@@ -783,6 +783,7 @@ def load_party_frame(
     keep: Sequence[str] = (),
     allow_empty: bool = False,
     categorical: Sequence[str] | None = None,
+    allow_no_features: bool = False,
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -799,6 +800,8 @@ def load_party_frame(
         Training: the task's declared category columns (``[task] categorical``). Every other text
         column is checked for numbers with a few text cells and for dates written as text, which
         binning would otherwise take for categories. ``None`` (scoring): no check.
+    allow_no_features : bool
+        Accept a file with no feature column (a vertical label holder that brings labels only).
 
     Returns
     -------
@@ -816,7 +819,8 @@ def load_party_frame(
     path = Path(path)
     ctx = _Ctx(party, path)
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
-                                                 require_label, forbid_label, sep, decimal, positive, keep)
+                                                 require_label, forbid_label, sep, decimal, positive, keep,
+                                                 allow_no_features)
     X = df[feature_names].reset_index(drop=True)
     if categorical is not None:
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)

@@ -102,7 +102,8 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
     lh, hosts = roles(spec)
     warm_up()  # PSI's workers start while the file loads
     frame = load_frame(spec, ctx.name, categorical, label=ctx.name == lh,
-                       forbid_label=spec.parties[lh].label if ctx.name != lh else None, keep=split_keep(spec, ctx.name))
+                       forbid_label=spec.parties[lh].label if ctx.name != lh else None, keep=split_keep(spec, ctx.name),
+                       allow_no_features=ctx.name == lh)  # a label holder may bring the labels only
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
     al = aligned_rows(ctx, frame.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
