@@ -704,6 +704,10 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
         if missing == "keep":
             raise ctx.error(where + "; missing='keep' keeps empty cells (NaN), not "
                             "infinities: fix the export or leave those cells empty")
+        empty = [feature_names[j] for j in bad_cols if bad[:, j].all()]
+        if missing == "reject" and empty:  # filling it would not help: there is no value to fill with
+            raise ctx.error(f"feature columns {_listing(empty)} are empty in every row; list them in exclude or fix "
+                            "the export")
         if missing == "reject" and missing_advice:
             raise ctx.error(f"{where}; {missing_advice}")
         if missing == "reject":
