@@ -35,6 +35,9 @@ handed a feature holder 3,982 of 3,982 training labels). So:
 * L merges released groups until each holds ``>= need`` rows and ``>= min_bin_class`` goods and
   bads; a missing bin that fails the rule is released with WOE 0 (no information).
 * F refuses a result whose groups do not partition its prebins.
+* L bins its own text columns the same way, locally (:func:`label_holder_bins`): a column gets the
+  same bins whichever party holds it, and a code of many rare levels (branch, postcode) is pooled
+  instead of being merged by each level's own bad rate (which fits noise).
 
 What each party learns
     L: for each of F's features, the number of prebins, rows and bads per prebin (its labels
