@@ -47,7 +47,7 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
-from fedrisk.tasks.vertical_lr import HeteroLRParams
+from fedrisk.tasks.vertical_lr import HeteroLRParams, not_converged_note
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     DEFAULT_TEST_RULE, driver, inference_features, refuse_one_class, roles, validate_vertical)
 from fedrisk.tasks.vertical_woe import LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe
@@ -126,6 +126,9 @@ def run(ctx: PartyContext) -> None:
                                  release=params.release(), lr_config=lr_config, card=card, log=ctx.log.warning,
                                  lr_hooks=lr_hooks)
     part, model, sel, vres = fit.part, fit.model, fit.selection, fit.woe
+    note = not_converged_note(model.history, model.best_epoch, lr_config, lr_config.solver in ("exact", "auto"))
+    if note and is_lh:
+        ctx.log.warning(note)
     ctx.log.info("WOE features: %s", ", ".join(fit.bins) or "(none)")
     doc = {"format": FORMAT if is_lh else FORMAT + ".part", "version": 1, "task": KIND, "job": spec.job_id,
            "label_holder": lh, "parties": {p: model_file(p) for p in [lh, *hosts]}, "id": spec.parties[me].id,
