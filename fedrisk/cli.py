@@ -24,7 +24,10 @@ err_console = Console(stderr=True)
 
 
 def _fail(e: FedriskError) -> None:
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: "[task]", "[psi]", "[parties.lender]" in a message are spec table names, not markup
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(130 if isinstance(e, Interrupted) else 2)
 
 
@@ -145,7 +148,9 @@ def simulate(spec: Path = typer.Argument(..., help="job spec (TOML)"),
         console.print(_metrics_table(f"{result.get('task', '')} — {result.get('job', '')}", rows))
     for name, why in result.get("dropped", {}).items():
         # the job went on without a bank that died or was cut off (horizontal tasks, issue 14)
-        console.print(f"[yellow]dropped:[/] {name}: {why} (see membership.json)")
+        from rich.markup import escape
+
+        console.print(f"[yellow]dropped:[/] {escape(f'{name}: {why}')} (see membership.json)")
     console.print(f"run directory: [bold]{out}[/] ({result['wall_s']:.1f} s)" + (f"; report: {report}" if report else ""))
 
 
@@ -175,7 +180,9 @@ def _stop_now(e: Interrupted) -> None:
     import os
     import sys
 
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -189,9 +189,10 @@ def encode_columns(df: pd.DataFrame, feature_names: Sequence[str], categorical: 
 def raw_columns(features: Sequence[str], categories: Mapping[str, Any] | None) -> list[str]:
     """The file columns behind a model's feature names (one-hot ``name=level`` back to ``name``)."""
     out: list[str] = []
-    cats = set(categories or {})
+    # longest first: a column named "housing=type" owns "housing=type=rent", whatever else is a category
+    cats = sorted(categories or {}, key=len, reverse=True)
     for f in features:
-        base = f.split("=", 1)[0] if "=" in f and f.split("=", 1)[0] in cats else f
+        base = next((c for c in cats if f.startswith(c + "=")), f)
         if base not in out:
             out.append(base)
     return out

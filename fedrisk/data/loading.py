@@ -363,6 +363,43 @@ def _formatted_numbers(col: pd.Series) -> bool:
     return bool(len(filled)) and float(_formatted_mask(filled).mean()) >= 0.5
 
 
+#: dates written as text: 2024-01-31, 2024/01/31, 2024-01, 31/01/2024, 01/31/24, 31.01.2024 (an optional time
+#: after); years 19xx/20xx and months 1-12, so codes such as "1234-56" are not taken for dates
+_DAY, _MONTH, _YEAR = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)\d{2}"
+_DATE_TEXT = (rf"\s*(?:{_YEAR}[-/.]{_MONTH}(?:[-/.]{_DAY})?|{_DAY}[-/.]{_DAY}[-/.](?:{_YEAR}|\d{{2}}))"
+              r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*")
+
+
+def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str) -> None:
+    """Refuse undeclared text columns that would be taken for categories but are numbers with a few text
+    cells ("?", "unknown": an amount becomes one category per value) or dates written as text.
+
+    ``declare`` says where this task declares categories. Checked on a sample first, so a real text column
+    costs one small regex pass; a column that is mostly numbers is then counted in full.
+    """
+    dates = []
+    for c in columns:
+        filled = df[c].dropna()
+        text = filled.astype(str).str.strip()
+        sample = text.head(1000)
+        if not len(sample):
+            continue
+        if float(sample.str.fullmatch(_DATE_TEXT).mean()) >= 0.9:
+            dates.append(c)
+            continue
+        if float(pd.to_numeric(sample, errors="coerce").notna().mean()) < 0.9:
+            continue
+        odd = text[pd.to_numeric(text, errors="coerce").isna()]
+        if len(odd) and len(odd) <= 0.1 * len(text):
+            raise ctx.error(f"feature column {c!r} holds numbers except in {len(odd)} rows with text (e.g. "
+                            f"{odd.iloc[0]!r}); empty those cells (they become missing values) or, if the column "
+                            f"is a category, declare it in {declare}")
+    if dates:
+        example = str(df[dates[0]].dropna().iloc[0]).strip()
+        raise ctx.error(f"feature columns {_listing(dates)} hold dates written as text (e.g. {example!r}); turn them "
+                        "into numbers (e.g. months since the date, or its year) or list them in exclude")
+
+
 def _available(df: pd.DataFrame) -> str:
     return f"available columns: {_listing(list(df.columns), limit=12)}"
 
@@ -600,6 +637,8 @@ def load_party_table(
             raise ctx.error(f"feature columns {_listing(commas)} hold numbers with decimal commas (e.g. {example!r}): "
                             "set decimal = ',' for this party in the job spec (fedrisk predict: --decimal ',')")
         inferred = [c for c in non_numeric if c not in declared and c not in commas]
+        if categories is None:
+            _not_categories(ctx, df, inferred, "categorical = [...] in this party's table")
         notes = []
         if inferred and categories is None:
             notes.append(f"text columns {_listing(inferred)} are treated as categorical; declare them with "
@@ -665,6 +704,10 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
         if missing == "keep":
             raise ctx.error(where + "; missing='keep' keeps empty cells (NaN), not "
                             "infinities: fix the export or leave those cells empty")
+        empty = [feature_names[j] for j in bad_cols if bad[:, j].all()]
+        if missing == "reject" and empty:  # filling it would not help: there is no value to fill with
+            raise ctx.error(f"feature columns {_listing(empty)} are empty in every row; list them in exclude or fix "
+                            "the export")
         if missing == "reject" and missing_advice:
             raise ctx.error(f"{where}; {missing_advice}")
         if missing == "reject":
@@ -743,6 +786,8 @@ def load_party_frame(
     positive: object = None,
     keep: Sequence[str] = (),
     allow_empty: bool = False,
+    categorical: Sequence[str] | None = None,
+    allow_no_features: bool = False,
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -755,6 +800,12 @@ def load_party_frame(
         Accept a feature column with no value at all. A horizontal bank that does not collect a
         field its partners have (WOE binning gives its rows the missing bin) must keep the column
         to keep the shared schema; a single party would rather drop it.
+    categorical : sequence of str, optional
+        Training: the task's declared category columns (``[task] categorical``). Every other text
+        column is checked for numbers with a few text cells and for dates written as text, which
+        binning would otherwise take for categories. ``None`` (scoring): no check.
+    allow_no_features : bool
+        Accept a file with no feature column (a vertical label holder that brings labels only).
 
     Returns
     -------
@@ -772,8 +823,12 @@ def load_party_frame(
     path = Path(path)
     ctx = _Ctx(party, path)
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
-                                                 require_label, forbid_label, sep, decimal, positive, keep)
+                                                 require_label, forbid_label, sep, decimal, positive, keep,
+                                                 allow_no_features)
     X = df[feature_names].reset_index(drop=True)
+    if categorical is not None:
+        _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
+                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], "[task] categorical = [...]")
     empty = [c for c in feature_names if X[c].isna().all()]
     if empty and not allow_empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "

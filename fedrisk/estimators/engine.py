@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import tempfile
 import threading
@@ -137,6 +138,19 @@ def _read_outputs(out: Path) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
     return files, scores
 
 
+#: "set positive = ... for this party in the job spec", "declare them with categorical = [...] in this party's table"
+_PARTY_SETTING = re.compile(r"\b([a-z_]+) = [^;]*?(?:for this party in the job spec|in this party's table)")
+
+
+def _party_options_hint(msg: str) -> str:
+    """How to give a per-party spec setting that an error names from Python (``party_options``)."""
+    party = re.match(r"party '([^']+)'", msg)
+    setting = _PARTY_SETTING.search(msg)
+    if not party or not setting:
+        return ""
+    return f"; in Python: party_options={{'{party.group(1)}': {{'{setting.group(1)}': ...}}}} of the Federation"
+
+
 @contextmanager
 def _notebook_errors(root: Path, fed: Federation):
     """Errors of the in-process job in the notebook's terms: each party's DataFrame, not the temporary
@@ -154,7 +168,7 @@ def _notebook_errors(root: Path, fed: Federation):
                 path = str(root / "data" / f"{n}.{ext}")
                 msg = msg.replace(f", file '{path}'", " (its DataFrame)").replace(path, f"party {n!r}'s DataFrame")
         msg = msg.replace(f"{root / 'job.toml'}: ", "").replace(str(root / "job.toml"), "the job")
-        e.args = (msg, *e.args[1:])
+        e.args = (msg + _party_options_hint(msg), *e.args[1:])
         raise
 
 

@@ -98,6 +98,8 @@ class Federation:
                                   f"letter (not {COORDINATOR!r}); it becomes a certificate and ledger name")
             if not isinstance(df, pd.DataFrame):
                 raise ConfigError(f"party {n!r}: pass a pandas DataFrame, not {type(df).__name__}")
+            if id not in df.columns and df.index.name == id:
+                df = df.reset_index()  # the ids as the index (df.set_index(id)): the id column it names
             if id not in df.columns:
                 raise DataError(f"party {n!r}: no id column {id!r}; its columns are {list(df.columns)[:12]}")
             frames[n] = df

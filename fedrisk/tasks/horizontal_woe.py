@@ -85,7 +85,7 @@ def driver(spec: JobSpec) -> str:
 
 
 def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, features=None, label: bool = True,
-               forbid_label: str | None = None, keep=(), allow_empty: bool = False):
+               forbid_label: str | None = None, keep=(), allow_empty: bool = False, allow_no_features: bool = False):
     """This party's raw frame (text columns kept); ``categorical`` names must be columns of it.
     ``allow_empty``: keep columns blank in every row (see :func:`~fedrisk.data.loading.load_party_frame`)."""
     from fedrisk.data.loading import load_party_frame
@@ -94,7 +94,8 @@ def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, feat
     frame = load_party_frame(path or spec.data_path(name), party=name, id_col=p.id,
                              label_col=p.label if label else None, features=features or p.features,
                              exclude=p.exclude if not features else (), forbid_label=forbid_label, keep=keep,
-                             allow_empty=allow_empty, **p.read_options())
+                             allow_empty=allow_empty, categorical=None if features or path else categorical,
+                             allow_no_features=allow_no_features, **p.read_options())
     unknown = [c for c in categorical if c not in frame.feature_names]
     if unknown and not features:
         raise DataError(f"party {name!r}: task.categorical names {unknown}, which are not feature columns of "

@@ -112,6 +112,26 @@ def _standardise(ctx_name: str, X: np.ndarray, names: list[str], is_lh: bool) ->
     return mean[keep], sd[keep], [n for n, k in zip(names, keep) if k], dropped
 
 
+def not_converged_note(history: list[dict[str, Any]], best_epoch: int, cfg: Any, exact: bool) -> str | None:
+    """A line for the label holder's log when training ended at its iteration cap, not at convergence.
+
+    Exact solver: ``max_iter`` iterations and the last joint step still above ``step_tol``. Surrogate:
+    the validation loss still fell at the last epoch (without validation rows there is nothing to tell).
+    """
+    if not history:
+        return None
+    last = history[-1]
+    if exact:
+        if len(history) >= cfg.max_iter and float(last.get("step", 0.0)) >= cfg.step_tol:
+            return (f"not converged: stopped at max_iter = {cfg.max_iter} with a step of {float(last['step']):.2g} "
+                    f"(step_tol = {cfg.step_tol:g}); raise task.max_iter for the pooled optimum")
+        return None
+    if "val_loss" in last and not last.get("converged") and best_epoch == last.get("epoch"):
+        return (f"not converged: the validation loss still fell at the last of epochs = {cfg.epochs}; raise "
+                "task.epochs, or use the default exact solver (the pooled optimum)")
+    return None
+
+
 def run(ctx: PartyContext) -> None:
     from fedrisk.crypto.workers import warm_up
 
@@ -164,6 +184,9 @@ def run(ctx: PartyContext) -> None:
                   start=state, checkpoint=ctx.checkpoints.saver("train"))
     ctx.log.info("trained: best epoch %d of %d; phases %s", model.best_epoch, len(model.history),
                  {k: round(v, 3) for k, v in model.phases.items()})
+    note = not_converged_note(model.history, model.best_epoch, cfg, exact)
+    if note and is_lh:
+        ctx.log.warning(note)
 
     u = model.partial_score(Z)
     p_tr = score(ctx.channel, lh, hosts, u[tr], tag="vlr.score.train")

@@ -89,7 +89,17 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
                             require_label=require_label, keep=() if scoring else split_keep(spec, name),
                             fill=fill, categorical=p.categorical, encoding=CATEGORY_ENCODINGS.get(spec.task["kind"]),
                             categories=categories if categories is not None else ({} if scoring else None),
-                            allow_no_features=name == lh, **p.read_options())
+                            allow_no_features=name == lh, missing_advice=None if scoring else _missing_advice(spec, name),
+                            **p.read_options())
+
+
+def _missing_advice(spec: JobSpec, name: str) -> str:
+    """The fix for blank cells under ``missing = "reject"`` in this task kind's terms (spec and notebook)."""
+    policy = "keep" if spec.task["kind"] == "vertical.secureboost" else "mean"
+    what = ("trees learn where blanks go; 'mean' fills with this file's column means" if policy == "keep"
+            else "fills with this file's column means")
+    return (f"fill them, or set missing = '{policy}' in [parties.{name}] of the job spec ({what}; in Python: "
+            f"Federation(..., missing={{'{name}': '{policy}'}}))")
 
 
 def imputation_means(spec: JobSpec, name: str, table, features=None) -> dict[str, float]:

@@ -47,7 +47,7 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
-from fedrisk.tasks.vertical_lr import HeteroLRParams
+from fedrisk.tasks.vertical_lr import HeteroLRParams, not_converged_note
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     DEFAULT_TEST_RULE, driver, inference_features, refuse_one_class, roles, validate_vertical)
 from fedrisk.tasks.vertical_woe import LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe
@@ -110,7 +110,7 @@ def run(ctx: PartyContext) -> None:
 
     if is_lh:
         refuse_one_class(me, y_tr)
-        enc, sel = local_woe(params, X_tr, y_tr, me)
+        enc, sel = local_woe(params, X_tr, y_tr, me, ctx.log)
         ctx.progress.update(1, 3, stage="woe", party=me)
         total = lr_config.max_iter if lr_config.solver in ("exact", "auto") else lr_config.epochs
         fit = fit_label_holder(
@@ -126,6 +126,9 @@ def run(ctx: PartyContext) -> None:
                                  release=params.release(), lr_config=lr_config, card=card, log=ctx.log.warning,
                                  lr_hooks=lr_hooks)
     part, model, sel, vres = fit.part, fit.model, fit.selection, fit.woe
+    note = not_converged_note(model.history, model.best_epoch, lr_config, lr_config.solver in ("exact", "auto"))
+    if note and is_lh:
+        ctx.log.warning(note)
     ctx.log.info("WOE features: %s", ", ".join(fit.bins) or "(none)")
     doc = {"format": FORMAT if is_lh else FORMAT + ".part", "version": 1, "task": KIND, "job": spec.job_id,
            "label_holder": lh, "parties": {p: model_file(p) for p in [lh, *hosts]}, "id": spec.parties[me].id,
@@ -202,6 +205,9 @@ class RawRows:
 def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None) -> RawRows:
     """A feature holder's rows for scoring (categorical columns allowed, missing values allowed)."""
     lh = driver(spec)
+    if name == lh and features is not None and not list(features):  # a label holder that brought labels only
+        frame = load_frame(spec, name, [], path=path, label=False, allow_no_features=True)
+        return RawRows(frame.ids, np.empty((frame.n_rows, 0), dtype=object), [])
     frame = load_frame(spec, name, [], path=path, features=features, label=False,
                        forbid_label=spec.parties[lh].label if name != lh else None)
     return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names)

@@ -148,6 +148,8 @@ def run(ctx: PartyContext) -> None:
                                                            monotone=spec.parties[me].monotone,
                                                            categorical=list(table.categories), **hooks)
     model = est.model_
+    for note in est.warnings_:
+        ctx.log.warning(note)
     ctx.log.info("trained %d trees (best iteration %d); phases %s", len(model.history), model.best_iteration,
                  {k: round(v, 3) for k, v in model.phases.items()})
     from fedrisk.algorithms.vertical.secureboost_reasons import add_covers, score_with_paths

@@ -102,7 +102,8 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
     lh, hosts = roles(spec)
     warm_up()  # PSI's workers start while the file loads
     frame = load_frame(spec, ctx.name, categorical, label=ctx.name == lh,
-                       forbid_label=spec.parties[lh].label if ctx.name != lh else None, keep=split_keep(spec, ctx.name))
+                       forbid_label=spec.parties[lh].label if ctx.name != lh else None, keep=split_keep(spec, ctx.name),
+                       allow_no_features=ctx.name == lh)  # a label holder may bring the labels only
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
     al = aligned_rows(ctx, frame.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
@@ -116,12 +117,23 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
     return ids, X, y, test, al, frame.label_coding
 
 
-def local_woe(params: BinningParams, X, y, party: str):
-    """The label holder's own features: local bins, WOE/IV and selection (nothing is sent)."""
+def local_woe(params: BinningParams, X, y, party: str, log=None):
+    """The label holder's own features: local bins, WOE/IV and selection (nothing is sent).
+
+    Text columns are binned as at a feature holder (rare categories pooled under the release rule's
+    row minimum), so a column's bins do not depend on which party holds it
+    (:func:`~fedrisk.algorithms.vertical.woe.label_holder_bins`)."""
+    from fedrisk.algorithms.vertical.woe import label_holder_bins
     from fedrisk.finance.woe import WoeEncoder, select_features
 
+    warnings: list[str] = []
+    release = params.release() if isinstance(params, ReleaseParams) else None
+    bins = label_holder_bins(X, y, categorical=params.categorical, config=params.binning(), release=release,
+                             warnings=warnings)
+    for w in warnings if log is not None else ():
+        log.warning(w)  # this party's own log (its own column names only)
     enc = WoeEncoder(params.method, params.max_bins, params.n_prebins, params.min_bin_frac,
-                     categorical=params.categorical, smoothing=params.smoothing).fit(X, y)
+                     categorical=params.categorical, smoothing=params.smoothing).fit_bins(X, y, bins)
     sel = select_features(enc.iv_, enc.transform(X), iv_threshold=params.iv_threshold,
                           max_corr=params.corr_or_none(), party=party)
     return enc, sel
@@ -166,7 +178,7 @@ def run(ctx: PartyContext) -> None:
         ctx.write_json(f"woe/{ctx.name}.json", holder_woe_document(ctx, res, X, reveal=params.reveal))
         return
     refuse_one_class(lh, y, "the aligned rows", "WOE needs goods and bads")
-    enc, sel = local_woe(params, X, y, lh)
+    enc, sel = local_woe(params, X, y, lh, ctx.log)
     ctx.write_json(f"woe/{lh}.json", woe_document(ctx, enc.woe_, sel))
     ctx.progress.update(1, 2, stage="woe", party=lh, features=len(enc.iv_))
     res = vertical_woe_label_holder(ctx.channel, hosts, y, config=params.binning(), smoothing=params.smoothing,

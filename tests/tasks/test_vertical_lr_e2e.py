@@ -154,7 +154,7 @@ def test_feature_holder_with_only_constant_columns(tmp_path):
 
 def test_all_nan_column_is_refused(tmp_path):
     spec = synthetic(tmp_path, hosts=("payco",), mutate=lambda n, d: d.assign(f4=np.nan) if n == "payco" else d)
-    _fails(spec, tmp_path, "missing or infinite feature values")
+    _fails(spec, tmp_path, "'f4' are empty in every row; list them in exclude")
 
 
 def test_no_overlapping_ids(tmp_path):

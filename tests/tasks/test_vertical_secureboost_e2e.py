@@ -134,7 +134,7 @@ def test_missing_values_kept_trained_on_and_scored(tmp_path):
     # without the policy the same files are refused with a clear message
     spec.write_text(spec.read_text().replace('missing = "keep"', ""))
     r = cli("simulate", spec, "--out", tmp_path / "run2")
-    assert r.returncode != 0 and "missing='keep'" in (r.stdout + r.stderr)
+    assert r.returncode != 0 and "set missing = 'keep' in [parties." in " ".join((r.stdout + r.stderr).split())
 
 
 def test_bad_task_settings_are_config_errors(tmp_path):

@@ -172,11 +172,18 @@ def test_vertical_woe_iv_equals_pooled_iv(tmp_path):
             assert isinstance(r["selected"], bool) and r["reason"]
         if party != "lender":
             assert "woe" not in next(iter(doc["features"].values()))  # reveal = "bins" gives no WOE
-    # the label holder's own local binning is the ordinary single-party one
+    # the label holder's own local binning: the ordinary single-party one for numbers; text columns as a
+    # feature holder's copy would be binned (rare categories pooled first)
+    from fedrisk.algorithms.vertical.woe import label_holder_bins
+
     lender_feats = [r["feature"] for r in m["iv"]["lender"]]
-    local = WoeEncoder().fit(train[lender_feats].reset_index(drop=True), y)
+    X = train[lender_feats].reset_index(drop=True)
+    local = WoeEncoder().fit(X, y)
+    same = WoeEncoder().fit_bins(X, y, label_holder_bins(X, y))
     for r in m["iv"]["lender"]:
-        assert abs(r["iv"] - local.iv_[r["feature"]]) < 1e-9
+        assert abs(r["iv"] - same.iv_[r["feature"]]) < 1e-9
+        if same.woe_[r["feature"]].bins.kind == "numeric":
+            assert abs(r["iv"] - local.iv_[r["feature"]]) < 1e-9
 
 
 def test_vertical_woe_refuses_label_at_feature_holder(tmp_path):

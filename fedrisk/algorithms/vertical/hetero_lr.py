@@ -213,6 +213,7 @@ Security model: semi-honest, no collusion between the label holder and a feature
 """
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -223,7 +224,7 @@ import numpy as np
 
 from fedrisk.crypto import prg_mask
 from fedrisk.crypto.ckks import DEFAULT_PARAMS, CkksOwner, CkksPeer
-from fedrisk.errors import CryptoError, ProtocolError
+from fedrisk.errors import CryptoError, DataError, ProtocolError
 from fedrisk.transport.channel import Channel
 
 __all__ = ["HeteroLRConfig", "PartyModel", "train", "score", "plan_chunks", "sigmoid", "TAG_PREFIX"]
@@ -947,6 +948,27 @@ def local_start(X: np.ndarray, y: np.ndarray, l2: float, pen: np.ndarray, max_it
     return w if np.all(np.isfinite(w)) else np.zeros(k)
 
 
+#: largest |coefficient| on standardised features an unpenalised (l2 = 0) fit may reach: a one-standard-deviation
+#: change multiplying the odds by e^100 is separation, not a model
+W_MAX_UNPENALISED = 100.0
+
+
+def check_not_diverging(w: np.ndarray, it: int, l2: float) -> None:
+    """Refuse weights that no finite optimum has: separable rows under ``l2 = 0``, or numerical blow-up.
+
+    With ``l2 > 0`` the optimum satisfies ``0.5 l2 |w|^2 <= log 2`` (the loss at zero), so iterates
+    ten times past that bound have diverged. Each party checks its own block only (nothing is
+    exchanged for it); the first to fail aborts the job for all.
+    """
+    bound = W_MAX_UNPENALISED if l2 <= 0 else max(W_MAX_UNPENALISED, 10.0 * math.sqrt(2.0 * math.log(2.0) / l2))
+    top = float(np.max(np.abs(w), initial=0.0))
+    if not math.isfinite(top) or top > bound:
+        raise DataError(f"logistic regression diverges: at iteration {it} a coefficient reached {top:.3g} on "
+                        f"standardised features (l2 = {l2:g}), so the training rows are (nearly) separable -- often a "
+                        "feature that leaks the label (recorded after the default); remove it, or set task.l2 > 0 "
+                        "(default 1e-4) for a finite model")
+
+
 def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Callable[[str, np.ndarray], np.ndarray],
           k: int, Minv: np.ndarray, cfg: HeteroLRConfig, on_epoch=None, start: dict[str, Any] | None = None,
           checkpoint: Callable[[int, dict[str, Any]], None] | None = None, *,
@@ -998,6 +1020,7 @@ def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Calla
     for it in range(start["it"] + 1 if start is not None else 1, cfg.max_iter + 1):
         r = compact_direction(g, S, Y, Minv, gamma, SY, YDY, Sg, YDg)
         w_new = w - r
+        check_not_diverging(w_new, it, cfg.l2)
         s_vec = w_new - w
         step = float(joint(f"vlr.d.{it}", np.array([float(np.max(np.abs(s_vec), initial=0.0)) ** 2]))[0])
         if np.sqrt(step) < cfg.step_tol:  # converged: w_new is the answer, no gradient needed there

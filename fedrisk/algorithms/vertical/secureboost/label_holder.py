@@ -7,6 +7,7 @@ and the feature holders' timings in. See :mod:`fedrisk.algorithms.vertical.secur
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -36,6 +37,8 @@ from fedrisk.algorithms.vertical.tree import (
 from fedrisk.errors import ProtocolError
 from fedrisk.transport.channel import Channel
 from fedrisk.runtime.abort_reason import refuse_one_class
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -192,6 +195,17 @@ class SecureBoostLabelHolder:
         refuse_one_class(channel.me, y[train_pos], f"the training rows left after validation_fraction = "
                          f"{p.validation_fraction} held out {self.n_val_}",
                          "need both classes (lower validation_fraction or bring more defaults)")
+        #: notes for this party's own log (counts of its own labels only; never sent)
+        self.warnings_: list[str] = []
+        yv = y[val]
+        if self.n_val_ and p.early_stopping_rounds and yv.min() == yv.max():
+            # early stopping on rows of one class is meaningless: their loss only grows as trees are added
+            self.warnings_.append(
+                f"the {self.n_val_} validation rows (validation_fraction = {p.validation_fraction}) hold "
+                f"{'no default' if yv.max() == 0 else 'only defaults'}, so their loss only grows as trees are added "
+                "and early stopping ends training after a few trees; raise validation_fraction, or set "
+                "early_stopping_rounds = 0")
+            log.warning(self.warnings_[-1])
         with self.ph("binning"):
             binner = QuantileBinner(p.max_bin).fit(X[train_pos])
             bins = binner.transform(X)
