@@ -288,7 +288,6 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
     return result
 
 
-
 def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
