@@ -363,6 +363,11 @@ def _formatted_numbers(col: pd.Series) -> bool:
     return bool(len(filled)) and float(_formatted_mask(filled).mean()) >= 0.5
 
 
+#: text cells that stand for "no value" in exports (SAS ".", UCI "?", "unknown", "n/a", "-")
+_PLACEHOLDER_TEXT = r"\W+|unknown|unk|n/?a|none|null|missing|not available|nan"
+#: a mostly numeric column with more distinct numbers than this is an amount, not a list of codes
+_MAX_CODE_LEVELS = 50
+
 #: dates written as text: 2024-01-31, 2024/01/31, 2024-01, 31/01/2024, 01/31/24, 31.01.2024 (an optional time
 #: after); years 19xx/20xx and months 1-12, so codes such as "1234-56" are not taken for dates
 _DAY, _MONTH, _YEAR = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)\d{2}"
@@ -379,6 +384,8 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
     """
     dates = []
     for c in columns:
+        if isinstance(df[c].dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(df[c].dtype):
+            continue  # the file itself says these are categories (a Parquet/pandas category column)
         filled = df[c].dropna()
         text = filled.astype(str).str.strip()
         sample = text.head(1000)
@@ -389,15 +396,20 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
             continue
         if float(pd.to_numeric(sample, errors="coerce").notna().mean()) < 0.9:
             continue
-        odd = text[pd.to_numeric(text, errors="coerce").isna()]
-        if len(odd) and len(odd) <= 0.1 * len(text):
+        as_numbers = pd.to_numeric(text, errors="coerce")
+        odd = text[as_numbers.isna()]
+        # an amount with placeholders ("?", "unknown") -- not a code list ("01".."19" and a few "A1"), which
+        # stays a category as before
+        placeholder = odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all() if len(odd) else False
+        if len(odd) and len(odd) <= 0.1 * len(text) and (placeholder or as_numbers.nunique() > _MAX_CODE_LEVELS):
             raise ctx.error(f"feature column {c!r} holds numbers except in {len(odd)} rows with text (e.g. "
                             f"{odd.iloc[0]!r}); empty those cells (they become missing values) or, if the column "
                             f"is a category, declare it in {declare}")
     if dates:
         example = str(df[dates[0]].dropna().iloc[0]).strip()
         raise ctx.error(f"feature columns {_listing(dates)} hold dates written as text (e.g. {example!r}); turn them "
-                        "into numbers (e.g. months since the date, or its year) or list them in exclude")
+                        "into numbers (e.g. months since the date, or its year), list them in exclude, or, if a "
+                        f"column is a category (a cohort, a version), declare it in {declare}")
 
 
 def _available(df: pd.DataFrame) -> str:

@@ -76,3 +76,21 @@ def test_declared_categories_and_real_text_are_left_alone(tmp_path):
     assert not pd.api.types.is_numeric_dtype(f.X["dependents"])
     # scoring (no declaration list): no check, the model's encoders decide
     load_party_frame(path, party="lender", id_col="id", label_col="y")
+
+
+def test_code_lists_and_category_typed_columns_stay_categories(tmp_path):
+    """Mostly-numeric CODES ("01".."19" and a few "A1"; a grade 1-7 with a few "X") are categories, as before
+    this check; so is any column the file itself types as a category (Parquet/pandas), whatever it holds."""
+    rng = np.random.default_rng(2)
+    n = 400
+    df = pd.DataFrame({"id": [f"C{i}" for i in range(n)], "y": rng.integers(0, 2, n), "x": rng.normal(size=n),
+                       "branch": [f"{rng.integers(1, 20):02d}" for _ in range(n - 10)] + ["A1"] * 10,
+                       "grade": [str(rng.integers(1, 8)) for _ in range(n - 20)] + ["X"] * 20})
+    df.to_csv(tmp_path / "codes.csv", index=False)
+    table = load_party_table(tmp_path / "codes.csv", party="lender", id_col="id", label_col="y", encoding="onehot")
+    assert any(f.startswith("branch=") for f in table.feature_names)
+    typed = df.assign(grade=pd.Categorical(df["grade"]),
+                      amount=pd.Categorical([str(v) for v in rng.integers(100, 9000, n - 6)] + ["?"] * 6))
+    typed.to_parquet(tmp_path / "typed.parquet")
+    frame = load_party_frame(tmp_path / "typed.parquet", party="lender", id_col="id", label_col="y")
+    assert {"grade", "amount"} <= set(frame.X.columns)

@@ -949,8 +949,9 @@ def local_start(X: np.ndarray, y: np.ndarray, l2: float, pen: np.ndarray, max_it
 
 
 #: largest |coefficient| on standardised features an unpenalised (l2 = 0) fit may reach: a one-standard-deviation
-#: change multiplying the odds by e^100 is separation, not a model
-W_MAX_UNPENALISED = 100.0
+#: change multiplying the odds by e^1000 is separation, not a model (two near-copies of one feature legitimately
+#: reach +-100 against each other: 10x headroom for them)
+W_MAX_UNPENALISED = 1000.0
 
 
 def check_not_diverging(w: np.ndarray, it: int, l2: float) -> None:
@@ -963,10 +964,10 @@ def check_not_diverging(w: np.ndarray, it: int, l2: float) -> None:
     bound = W_MAX_UNPENALISED if l2 <= 0 else max(W_MAX_UNPENALISED, 10.0 * math.sqrt(2.0 * math.log(2.0) / l2))
     top = float(np.max(np.abs(w), initial=0.0))
     if not math.isfinite(top) or top > bound:
-        raise DataError(f"logistic regression diverges: at iteration {it} a coefficient reached {top:.3g} on "
+        raise DataError(f"logistic regression diverges: at iteration {it} a coefficient passed {bound:g} on "
                         f"standardised features (l2 = {l2:g}), so the training rows are (nearly) separable -- often a "
-                        "feature that leaks the label (recorded after the default); remove it, or set task.l2 > 0 "
-                        "(default 1e-4) for a finite model")
+                        "feature that leaks the label (recorded after the default) -- or two features are near copies "
+                        "of each other; remove the feature, or set task.l2 > 0 (default 1e-4) for a finite model")
 
 
 def lbfgs(gradient: Callable[[int, np.ndarray, float], np.ndarray], joint: Callable[[str, np.ndarray], np.ndarray],

@@ -47,3 +47,24 @@ def test_the_same_rows_with_a_penalty_converge():
     w, hist = _fit(1e-3)
     sk = LogisticRegression(C=1.0 / (1e-3 * len(y)), fit_intercept=False, tol=1e-12, max_iter=10000).fit(X, y)
     assert np.abs(w - sk.coef_[0]).max() < 1e-3 and len(hist) < 200
+
+
+def test_two_near_copies_of_a_feature_still_reach_the_unpenalised_optimum():
+    """Not separation: x2 = x1 + 1e-4 noise has a finite unpenalised optimum near (-104, +104), which the
+    divergence check must let through (a bound of 100 refused it at iteration 3)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    n = 5000
+    x1 = rng.normal(size=n)
+    x2 = x1 + 1e-4 * rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-0.8 * x1))).astype(float)
+    Z = np.c_[x1, x2]
+    X = np.c_[(Z - Z.mean(0)) / Z.std(0), np.ones(n)]
+    cfg = HeteroLRConfig(l2=0.0, solver="exact", max_iter=300)
+    Minv = np.linalg.inv(X.T @ X / (4 * n) + 1e-10 * np.eye(3))
+    w, _ = lbfgs(lambda it, w, tol: X.T @ (sigmoid(X @ w) - y) / n, lambda t, v: np.asarray(v, dtype=float),
+                 3, Minv, cfg)
+    sk = LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-12, max_iter=100000).fit(X, y)
+    assert np.max(np.abs(sk.coef_[0][:2])) > 100  # really beyond the old bound
+    assert np.allclose(w, sk.coef_[0], rtol=1e-2, atol=0.5)
