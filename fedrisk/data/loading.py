@@ -20,6 +20,7 @@ Conventions
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -289,6 +290,12 @@ def label_coding(raw: Any, positive: object = None) -> list | None:
     return [v.item() if isinstance(v, np.generic) else v for v in (neg[0], pos[0])]
 
 
+def _toml_key(value: object) -> str:
+    """``value`` as a key of a TOML inline table (bare when it can be), for advice lines."""
+    text = str(value)
+    return text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) -> np.ndarray:
     """Labels under an explicit coding: ``positive`` is the default value(s), or a value -> 0/1 map."""
     keys = raw.map(_label_key)
@@ -304,8 +311,14 @@ def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) 
         return keys.map(table).to_numpy(dtype=np.int8)
     pos = {_label_key(p) for p in (positive if isinstance(positive, (list, tuple)) else [positive])}
     if not pos & set(found):
+        hint = ""
+        if len(found) == 1 and not isinstance(positive, (list, tuple)):
+            # one value only: a typo in positive, or a party that simply has no defaults (fine in a
+            # horizontal federation); declaring both values says which, without guessing
+            hint = (f"; if this party simply has no defaults, map both values: positive = {{ "
+                    f"{_toml_key(positive)} = 1, {_toml_key(found[0])} = 0 }}")
         raise ctx.error(f"label column {label_col!r} never holds positive = {positive!r} (values found: "
-                        f"{_listing(found)}); set positive to the value that means default/bad")
+                        f"{_listing(found)}); set positive to the value that means default/bad{hint}")
     if len(set(found) - pos) > 1:
         raise ctx.error(f"label column {label_col!r} has more than two classes ({_listing(found)}); with "
                         "positive = ... every other value is 0, so list all default values or map them")

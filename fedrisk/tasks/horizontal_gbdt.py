@@ -28,7 +28,7 @@ from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories, refuse_with_privacy
-from fedrisk.algorithms.horizontal.label_coding import coordinator_coding
+from fedrisk.algorithms.horizontal.label_coding import coordinator_coding, rejoin_admit
 from fedrisk.tasks.horizontal_lr import (DropoutParams, agree_classes, make_aggregation, pooled_mean, rejoin_policy,
                                          validate_horizontal)
 
@@ -139,7 +139,8 @@ def run(ctx: PartyContext) -> None:
         classes = coordinator_coding(ctx.channel, banks, "hgb.", params.dropout_timeout)
         model = run_coordinator(ctx.channel, banks, cfg, agg, privacy=privacy, on_tree=on_tree,
                                 log=ctx.log.warning, start=state, checkpoint=ctx.checkpoints.saver("train"),
-                                admit=rejoin_policy(ctx), pooled_mean=pooled_mean(spec))
+                                admit=rejoin_admit(rejoin_policy(ctx), ctx.channel, "hgb.", classes),
+                                pooled_mean=pooled_mean(spec))
         ctx.log.info("trained %d trees (kept %d) in %d aggregations; phases %s", len(model.history),
                      len(model.trees), model.rounds, model.phases)
         if model.privacy is not None:

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.label_coding import bank_coding, coordinator_coding
+from fedrisk.algorithms.horizontal.label_coding import bank_coding, coordinator_coding, rejoin_admit, rejoined_coding
 from fedrisk.errors import ConfigError
 from fedrisk.model_files import save_lr_model
 from fedrisk.runtime.context import PartyContext
@@ -283,9 +283,9 @@ def imputation(spec: JobSpec, model: Any) -> dict[str, float] | None:
 
 def agree_classes(ctx: PartyContext, coding: list | None, prefix: str) -> list | None:
     """A bank's label coding agreed with the others (:mod:`~fedrisk.algorithms.horizontal.label_coding`), for
-    the model file's ``classes``; a bank taken back mid-job (it missed the agreement) keeps its own."""
+    the model file's ``classes``; a bank taken back mid-job (it missed the agreement) is sent the agreed one."""
     if ctx.extra.get("rejoin") is not None:
-        return coding
+        return rejoined_coding(ctx.channel, COORDINATOR, prefix)
     return bank_coding(ctx.channel, COORDINATOR, coding, prefix)
 
 
@@ -318,7 +318,8 @@ def run(ctx: PartyContext) -> None:
 
         classes = coordinator_coding(ctx.channel, banks, "hlr.", params.dropout_timeout)
         model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start,
-                                checkpoint=ctx.checkpoints.saver("train"), admit=rejoin_policy(ctx),
+                                checkpoint=ctx.checkpoints.saver("train"),
+                                admit=rejoin_admit(rejoin_policy(ctx), ctx.channel, "hlr.", classes),
                                 log=ctx.log.warning, **dp)
         if privacy is not None:
             ctx.log.info(privacy_line(privacy.summary()))

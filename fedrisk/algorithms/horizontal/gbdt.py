@@ -124,7 +124,7 @@ import numpy as np
 from fedrisk.algorithms.boosting_params import BoostingParams
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation
 from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, binner_from_cuts, coordinator_agree_bins
-from fedrisk.algorithms.horizontal.standardisation import fill_missing, mean_bank, mean_coordinator
+from fedrisk.algorithms.horizontal.standardisation import fill_missing, mean_bank, mean_coordinator, schema_difference
 from fedrisk.algorithms.phase_timer import PhaseTimer
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
@@ -723,10 +723,14 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     for b in banks[1:]:
         other = schemas[b].get("features") if isinstance(schemas[b], dict) else None
         if other != names:
+            if isinstance(names, list) and isinstance(other, list) and len(names) == len(other) \
+                    and set(map(str, names)) == set(map(str, other)):  # the message horizontal.lr gives
+                reason = schema_difference(banks[0], [str(n) for n in names], b, [str(n) for n in other])
+                break
             only_a = sorted(set(names or []) - set(other or []))[:5]
             only_b = sorted(set(other or []) - set(names or []))[:5]
             reason = (f"banks {banks[0]!r} and {b!r} have different feature columns (only at {banks[0]!r}: {only_a}, "
-                      f"only at {b!r}: {only_b}, or a different order); every bank must list the same columns")
+                      f"only at {b!r}: {only_b}); every bank must list the same columns")
             break
     monos = {b: schemas[b].get("monotone") if isinstance(schemas[b], dict) else None for b in banks}
     if reason is None and len({str(m) for m in monos.values()}) > 1:

@@ -10,6 +10,13 @@ Message flow (``<p>`` = the task's tag prefix, e.g. ``hlr.`` or ``hgb.``)::
     bank_k      -> coordinator : <p>classes     {"classes": [non-default, default] or None}  (public-parameter)
     coordinator -> bank_k      : <p>classes.ok  {"classes": the agreed coding or None}       (public-parameter)
 
+A bank taken back mid-job (a rejoin, see :mod:`fedrisk.algorithms.horizontal.dropouts`) missed this
+exchange; when the coordinator admits it, it sends that bank the agreed coding again::
+
+    coordinator -> bank_k      : <p>classes.ok  {"classes": the agreed coding or None}       (public-parameter)
+
+so every participant's model file says the same (the bank does not send its own coding again).
+
 What each participant learns: the coordinator learns each bank's two label VALUES (e.g. ``"good"`` and
 ``"bad"``): schema metadata like the feature names it already receives, never a row's label, a count or
 a rate (with a ``positive = {...}`` mapping the coding comes from the mapping, so a bank without
@@ -20,12 +27,12 @@ from the file, so a bank whose every row is a default, which the loader otherwis
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from fedrisk.errors import ProtocolError
 from fedrisk.transport.channel import Channel
 
-__all__ = ["bank_coding", "coordinator_coding"]
+__all__ = ["bank_coding", "coordinator_coding", "rejoin_admit", "rejoined_coding"]
 
 
 def _checked(msg: Any, who: str) -> list | None:
@@ -56,3 +63,27 @@ def coordinator_coding(channel: Channel, banks: Sequence[str], prefix: str,
     agreed = got[0] if got and all(c == got[0] for c in got) else None
     channel.broadcast(list(banks), f"{prefix}classes.ok", {"classes": agreed}, kind="public-parameter")
     return agreed
+
+
+def rejoin_admit(admit: Callable[[str, int], bool] | None, channel: Channel, prefix: str,
+                 agreed: list | None) -> Callable[[str, int], bool] | None:
+    """The coordinator's ``admit(bank, at)`` that also sends a bank it takes back the agreed coding.
+
+    ``admit`` is the runtime's rejoin policy (``None``: no rejoin, returned as is). The bank waits for
+    it in :func:`rejoined_coding` before it trains again.
+    """
+    if admit is None:
+        return None
+
+    def admit_with_coding(bank: str, at: int) -> bool:
+        ok = admit(bank, at)
+        if ok:
+            channel.send(bank, f"{prefix}classes.ok", {"classes": agreed}, kind="public-parameter")
+        return ok
+
+    return admit_with_coding
+
+
+def rejoined_coding(channel: Channel, coordinator: str, prefix: str) -> list | None:
+    """A bank taken back mid-job: the coding the banks agreed at the start (it missed that exchange)."""
+    return _checked(channel.recv(coordinator, f"{prefix}classes.ok"), coordinator)

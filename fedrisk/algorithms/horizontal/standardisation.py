@@ -68,7 +68,7 @@ from fedrisk.transport.channel import Channel
 
 __all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "fill_missing", "mean_bank",
            "mean_coordinator", "EXPONENT_BINS", "MECHANISMS", "dp_count_threshold", "private_ranges",
-           "scaler_sensitivities"]
+           "scaler_sensitivities", "schema_difference"]
 
 #: noisy sums the agreement releases (what a private run's accountant must count)
 MECHANISMS = 3
@@ -249,7 +249,7 @@ def agree_coordinator(channel: Channel, banks: Sequence[str], agg: Aggregation,
     reason = None
     for b in banks[1:]:
         if schemas[b] != schemas[ref_bank]:
-            reason = _schema_difference(ref_bank, schemas[ref_bank], b, schemas[b])
+            reason = schema_difference(ref_bank, schemas[ref_bank], b, schemas[b])
             break
     channel.broadcast(banks, "hlr.schema.ok", {"ok": reason is None, "reason": reason or ""}, kind="control")
     if reason:
@@ -294,7 +294,7 @@ def collect_all(agg: Aggregation, channel: Channel, banks: list[str], tag: str, 
     return res.total
 
 
-def _schema_difference(a: str, fa: list[str], b: str, fb: list[str]) -> str:
+def schema_difference(a: str, fa: list[str], b: str, fb: list[str]) -> str:
     if len(fa) != len(fb):
         extra = sorted(set(fb) - set(fa)) or sorted(set(fa) - set(fb))
         return (f"banks {a!r} and {b!r} have different feature counts ({len(fa)} vs {len(fb)}; "
