@@ -61,15 +61,12 @@ def privacy_plan(spec: JobSpec, params: Params, where: str = "job spec") -> Priv
     if pv is None:
         return None
     refuse_with_privacy(params, KIND, where)
-    if pooled_mean(spec):
-        mean = sorted(n for n, p in spec.parties.items() if p.missing == "mean")
-        raise ConfigError(f"{where}: parties {mean} set missing = 'mean', which {KIND} does not offer with [privacy] (the "
-                          f"pooled means would be two more noisy sums than the plan counts); use missing = 'keep' there: "
-                          f"the trees learn which side of each split blanks go")
     cfg = params.config(spec.federation.seed)
-    what = f"{cfg.n_trees} trees x ({cfg.max_depth} levels + 1 leaf round) + 3 binning/loss rounds"
+    mean = pooled_mean(spec)  # missing = "mean": the two pooled-mean sums are noised and counted too
+    what = (f"{cfg.n_trees} trees x ({cfg.max_depth} levels + 1 leaf round) + 3 binning/loss rounds"
+            + (" + 2 pooled-mean rounds" if mean else ""))
     try:
-        return plan_privacy(planned_aggregations(cfg, private=True), epsilon=pv.epsilon, delta=pv.delta,
+        return plan_privacy(planned_aggregations(cfg, private=True, pooled_mean=mean), epsilon=pv.epsilon, delta=pv.delta,
                             noise_multiplier=pv.noise_multiplier, clip=pv.clip, what=what)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
