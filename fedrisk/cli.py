@@ -12,6 +12,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,7 +25,8 @@ err_console = Console(stderr=True)
 
 
 def _fail(e: FedriskError) -> None:
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    # escaped: error lines name spec tables such as [task] or [privacy], which rich would read as style tags
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(130 if isinstance(e, Interrupted) else 2)
 
 
@@ -145,7 +147,7 @@ def simulate(spec: Path = typer.Argument(..., help="job spec (TOML)"),
         console.print(_metrics_table(f"{result.get('task', '')} — {result.get('job', '')}", rows))
     for name, why in result.get("dropped", {}).items():
         # the job went on without a bank that died or was cut off (horizontal tasks, issue 14)
-        console.print(f"[yellow]dropped:[/] {name}: {why} (see membership.json)")
+        console.print(f"[yellow]dropped:[/] {escape(str(name))}: {escape(str(why))} (see membership.json)")
     console.print(f"run directory: [bold]{out}[/] ({result['wall_s']:.1f} s)" + (f"; report: {report}" if report else ""))
 
 
@@ -175,7 +177,7 @@ def _stop_now(e: Interrupted) -> None:
     import os
     import sys
 
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
