@@ -682,8 +682,9 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
             raise ctx.error(f"{where}; {missing_advice}")
         if missing == "reject":
             raise ctx.error(where + "; clean them, or load with "
-                            "missing='mean' to fill with this file's column means (or missing='keep' "
-                            "for gradient-boosted trees, which learn where missing values go)")
+                            "missing='mean' to fill them with column means (in a horizontal job the federation's "
+                            "pooled means) (or missing='keep' for gradient-boosted trees, which learn where missing "
+                            "values go)")
         for j in bad_cols:
             col = X[:, j]
             ok = np.isfinite(col)

@@ -203,6 +203,8 @@ def test_nan_rejected_with_counts_and_columns(tmp_path) -> None:
     msg = _error(path)
     assert "3 rows" in msg and "'a' (2)" in msg and "'b' (1)" in msg and "'c'" not in msg
     assert "missing='mean'" in msg
+    # a horizontal job fills with the federation's pooled means, not this file's (the advice says which)
+    assert "this file's column means" not in msg and "pooled" in msg
 
 
 def test_all_missing_column_cannot_be_imputed(tmp_path) -> None:
