@@ -36,6 +36,7 @@ __all__ = [
     "load_party_table",
     "load_party_frame",
     "check_same_features",
+    "numbers_in_text",
     "id_test_mask",
     "MISSING_POLICIES",
     "label_coding",
@@ -365,6 +366,28 @@ def _decimal_comma_mask(col: pd.Series) -> pd.Series:
     return col.astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*")
 
 
+_PLAIN_NUMBER = r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*"
+
+
+def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
+    """A text column whose every filled cell is a plain number (``"1169.0"``, ``" 5951 "``, ``"-2.5e3"``;
+    blanks allowed) as floats, else ``None``.
+
+    What a CSV reader makes of the same cells: a bank whose Parquet export keeps an amount as text
+    then loads the numbers its partners store as floats, instead of a text column to refuse (or to
+    cut into categories). ``decimal = ","`` reads ``"1169,5"``.
+    """
+    if pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_datetime64_any_dtype(col.dtype):
+        return None
+    text = col.astype("string").str.strip()
+    if decimal != ".":
+        text = text.str.replace(decimal, ".", regex=False)
+    filled = text.notna() & (text != "")
+    if not filled.any() or not bool(text[filled].str.fullmatch(_PLAIN_NUMBER).all()):
+        return None
+    return pd.to_numeric(text.where(filled), errors="coerce").astype(np.float64)
+
+
 def _formatted_mask(col: pd.Series) -> pd.Series:
     return col.astype(str).str.fullmatch(_FORMATTED)
 
@@ -591,6 +614,11 @@ def load_party_table(
                                                  allow_no_features)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
+    for c in [c for c in non_numeric if c not in declared]:
+        as_numbers = numbers_in_text(df[c], decimal)
+        if as_numbers is not None:  # numbers kept as text (e.g. a Parquet string column): load them as numbers
+            df[c] = as_numbers.to_numpy()
+            non_numeric.remove(c)
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
     if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
         raise ctx.error(f"feature columns {_listing(dates)} are dates; turn them into numbers (e.g. months since "

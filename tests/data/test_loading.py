@@ -397,3 +397,23 @@ def test_label_coding_does_not_depend_on_which_classes_a_file_holds():
     assert label_coding(["good", "good"], mapping) == ["good", "bad"]
     assert label_coding(["good", "bad"], {"good": 0, "fair": 0, "bad": 1}) is None  # two non-default values
     assert label_coding(["good", "bad", "good"], "bad") == ["good", "bad"]
+
+
+def test_numbers_stored_as_text_load_as_numbers(tmp_path) -> None:
+    # one bank's Parquet export keeps an amount as text ("1169.0", blanks, padding): the same numbers
+    # its partners store as floats, not a text column to refuse or to split into categories
+    df = pd.DataFrame({"id": [1, 2, 3, 4], "y": [0, 1, 0, 1], "amount": ["1169.0", " 5951 ", "", "-2.5e3"],
+                       "code": ["a", "b", "a", "b"]})
+    path = tmp_path / "bank.parquet"
+    df.to_parquet(path)
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", features=["amount"], missing="keep")
+    np.testing.assert_array_equal(t.X[:, 0], [1169.0, 5951.0, np.nan, -2500.0])
+    # a declared categorical column of digits stays categorical (codes are not amounts)
+    df["grade"] = ["1", "2", "1", "3"]
+    df.to_parquet(path)
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", features=["amount", "grade"],
+                         missing="keep", categorical=["grade"], encoding="codes")
+    assert t.categories and "grade" in t.categories
+    # real text is still refused with the advice
+    msg = _error(path, label_col="y", features=["code"])
+    assert "non-numeric feature columns: 'code'" in msg
