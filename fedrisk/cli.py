@@ -216,7 +216,7 @@ def certs(parties: str = typer.Option(..., help="comma-separated party names, e.
 
 
 @app.command()
-def predict(model: Path = typer.Argument(..., help="model file from a run directory (model.json)"),
+def predict(model: Path = typer.Argument(..., help="model file of a run (model.json, scorecard.json) or the run directory"),
             data: Path = typer.Argument(..., help="CSV/Parquet rows to score"),
             out: Path = typer.Option(..., "--out", help="scores CSV to write (id, score)"),
             id_col: Optional[str] = typer.Option(None, "--id", help="id column of DATA (default: the one the model was trained with)"),

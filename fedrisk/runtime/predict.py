@@ -135,6 +135,29 @@ def lr_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_re
     return reason_table(score, names, contrib, int(n_reasons or model.get("n_reasons") or 3))
 
 
+#: the whole-model files a run directory may hold, in the order ``predict RUN_DIR`` looks for them
+_RUN_MODELS = ("model.json", "scorecard.json")
+
+
+def _model_file(path: Path) -> Path:
+    """``path``, or the model file of the run directory ``path`` (as ``fr.load(RUN_DIR)`` reads a run).
+
+    A missing ``RUN/model.json`` beside a ``scorecard.json`` (a scorecard run writes no model.json) is
+    named, so the user is told which file to score with.
+    """
+    if path.is_dir():
+        for name in _RUN_MODELS:
+            if (path / name).is_file():
+                return path / name
+        raise ConfigError(f"{path} is a folder with no model file ({' or '.join(_RUN_MODELS)}); give the run "
+                          f"directory of a finished job or its model file")
+    if not path.exists():
+        beside = [n for n in _RUN_MODELS if n != path.name and (path.parent / n).is_file()]
+        if beside:
+            raise ConfigError(f"model file {path} does not exist; this run's model is {path.parent / beside[0]}")
+    return path
+
+
 def _run_id_column(model_path: Path) -> str | None:
     """The id column every party of the run beside ``model_path`` used (its ``job.toml``), if one.
 
@@ -163,6 +186,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     from fedrisk.data.loading import load_party_table
     from fedrisk.runtime.context import make_dir
 
+    model_path = _model_file(Path(model_path))
     model = load_model(model_path)
     make_dir(Path(out).parent, "--out folder")  # before scoring: a federated session is not run for nothing
     fmt = model["format"]

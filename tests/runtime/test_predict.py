@@ -243,3 +243,26 @@ def test_horizontal_lr_predict_gives_reason_codes_per_column(tmp_path):
     z0 = -1.0 + 3.2 + rent + 1.08
     assert abs(out.loc[0, "score"] - 1 / (1 + np.exp(-z0))) < 1e-7
     assert not any(str(r).startswith("housing=") for r in out[["reason_1", "reason_2", "reason_3"]].to_numpy().ravel())
+
+
+def test_predict_takes_a_run_directory_and_finds_its_model(tmp_path):
+    """``fedrisk predict RUN_DIR NEW.csv``, as ``fr.load(RUN_DIR)``: the run's model.json, or its scorecard.json
+    (a scorecard run has no model.json, and ``predict RUN/model.json`` says which file to use)."""
+    from fedrisk.errors import ConfigError
+
+    model = {"format": "fedrisk.lr", "version": 1, "task": "horizontal.lr", "job": "j", "features": ["a"],
+             "mean": [0.0], "scale": [1.0], "coef": [1.0], "intercept": 0.0}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.json").write_text(json.dumps(model))
+    pd.DataFrame({"id": [1, 2], "a": [0.0, 1.0]}).to_csv(tmp_path / "new.csv", index=False)
+    assert predict_file(run, tmp_path / "new.csv", tmp_path / "s.csv") == 2
+    card = tmp_path / "card"
+    card.mkdir()
+    (card / "scorecard.json").write_text("{}")
+    with pytest.raises(ConfigError, match="scorecard.json"):
+        predict_file(card / "model.json", tmp_path / "new.csv", tmp_path / "s.csv")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no model file"):
+        predict_file(empty, tmp_path / "new.csv", tmp_path / "s.csv")
