@@ -608,6 +608,10 @@ def load_party_table(
         from fedrisk.data.categorical import raw_columns
 
         features = raw_columns(features, categories)
+        if any(c in categories for c in wanted):
+            # the file's own columns (a bank's features = [...] in the spec), not a model's encoded names:
+            # they fix which columns load, in which order; the encoding names the result
+            wanted = None
 
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label, sep, decimal, positive, keep,

@@ -417,3 +417,20 @@ def test_numbers_stored_as_text_load_as_numbers(tmp_path) -> None:
     # real text is still refused with the advice
     msg = _error(path, label_col="y", features=["code"])
     assert "non-numeric feature columns: 'code'" in msg
+
+
+def test_raw_feature_list_with_agreed_categories_fixes_the_column_order(tmp_path) -> None:
+    # a horizontal bank whose file has another column order lists its raw columns (features = [...]),
+    # as the schema error advises; with one-hot categories that list was read as the model's encoded
+    # names and refused ("cannot be made from this file's categories")
+    housing = {"name": "housing", "groups": [["own"], ["rent"]], "levels": ["own", "rent"], "has_missing": False,
+               "other": -1}
+    path = _write(tmp_path, "id,housing,y,amount\n1,own,0,10\n2,rent,1,20\n3,rent,0,30\n")
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", features=["amount", "housing"],
+                         categories={"housing": housing}, encoding="onehot")
+    assert t.feature_names == ["amount", "housing=rent"]
+    np.testing.assert_array_equal(t.X, [[10, 0], [20, 1], [30, 1]])
+    # scoring still takes the model's encoded names, in the model's order
+    t = load_party_table(path, party="predict", id_col="id", label_col=None, features=["housing=rent", "amount"],
+                         categories={"housing": housing}, encoding="onehot")
+    assert t.feature_names == ["housing=rent", "amount"]
