@@ -302,7 +302,8 @@ def schema_difference(a: str, fa: list[str], b: str, fb: list[str]) -> str:
     if set(fa) == set(fb):
         i = next(i for i, (x, y) in enumerate(zip(fa, fb)) if x != y)
         return (f"banks {a!r} and {b!r} list the same features in a different order "
-                f"(position {i}: {fa[i]!r} vs {fb[i]!r}); reorder the columns or set features = [...] in the spec")
+                f"(position {i}: {fa[i]!r} vs {fb[i]!r}); reorder the columns, or list them in the order of {a!r} as "
+                f"features = [...] in [parties.{b}] of the spec")
     only_a, only_b = sorted(set(fa) - set(fb)), sorted(set(fb) - set(fa))
     return (f"banks {a!r} and {b!r} have different feature names: only at {a!r}: {only_a[:5]}, "
             f"only at {b!r}: {only_b[:5]}; rename the columns so every bank uses the same names")

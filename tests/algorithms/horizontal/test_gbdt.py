@@ -285,7 +285,8 @@ def test_same_columns_in_another_order_are_named_as_such():
     roles = {b: (lambda b: lambda ch: run_bank(ch, COORD, banks[b][0], banks[b][1], order[b], params))(b) for b in banks}
     roles[COORD] = lambda ch: run_coordinator(ch, list(banks), params)
     with pytest.raises(DataError, match=r"'bank1' and 'bank2' list the same features in a different order "
-                                        r"\(position 0: 'x0' vs 'x1'\); reorder the columns or set features") as e:
+                                        r"\(position 0: 'x0' vs 'x1'\); reorder the columns, or list them in the "
+                                        r"order of 'bank1' as features = \[...\] in \[parties.bank2\]") as e:
         run_roles(roles, network=net)
     assert "\n" not in str(e.value)
 
