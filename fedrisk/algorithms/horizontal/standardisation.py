@@ -297,8 +297,10 @@ def collect_all(agg: Aggregation, channel: Channel, banks: list[str], tag: str, 
 def schema_difference(a: str, fa: list[str], b: str, fb: list[str]) -> str:
     if len(fa) != len(fb):
         extra = sorted(set(fb) - set(fa)) or sorted(set(fa) - set(fb))
+        more = b if len(fb) > len(fa) else a
         return (f"banks {a!r} and {b!r} have different feature counts ({len(fa)} vs {len(fb)}; "
-                f"differing columns: {extra[:5]}); every bank must have the same columns")
+                f"differing columns: {extra[:5]}); every bank must have the same columns: drop the extra ones with "
+                f"exclude = [...] in [parties.{more}] (or add the missing ones to the other bank's file)")
     if set(fa) == set(fb):
         i = next(i for i, (x, y) in enumerate(zip(fa, fb)) if x != y)
         return (f"banks {a!r} and {b!r} list the same features in a different order "
