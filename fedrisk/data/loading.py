@@ -20,7 +20,6 @@ Conventions
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -292,9 +291,9 @@ def label_coding(raw: Any, positive: object = None) -> list | None:
 
 
 def _toml_key(value: object) -> str:
-    """``value`` as a key of a TOML inline table (bare when it can be), for advice lines."""
-    text = str(value)
-    return text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """``value`` as a quoted key of a TOML inline table, for advice lines (quoted, so the abort reason a
+    partner receives redacts it like every other value: see :mod:`fedrisk.runtime.abort_reason`)."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) -> np.ndarray:
