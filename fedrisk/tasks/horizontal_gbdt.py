@@ -28,8 +28,8 @@ from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories, refuse_with_privacy
-from fedrisk.algorithms.horizontal.label_coding import coordinator_coding, rejoin_admit
-from fedrisk.tasks.horizontal_lr import (DropoutParams, agree_classes, make_aggregation, pooled_mean, rejoin_policy,
+from fedrisk.algorithms.horizontal.label_coding import coordinator_agreement, rejoin_admit
+from fedrisk.tasks.horizontal_lr import (DropoutParams, agree_schema, make_aggregation, pooled_mean, rejoin_policy,
                                          validate_horizontal)
 
 KIND = "horizontal.gbdt"
@@ -133,10 +133,10 @@ def run(ctx: PartyContext) -> None:
         _, state = ctx.checkpoints.start("train", [COORDINATOR]) if privacy is None else (0, None)
         if ctx.resume and privacy is not None:
             ctx.log.warning("resume: a job with [privacy] starts afresh (its noisy bins differ every run)")
-        classes = coordinator_coding(ctx.channel, banks, "hgb.", params.dropout_timeout)
+        classes, order = coordinator_agreement(ctx.channel, banks, "hgb.", params.dropout_timeout)
         model = run_coordinator(ctx.channel, banks, cfg, agg, privacy=privacy, on_tree=on_tree,
                                 log=ctx.log.warning, start=state, checkpoint=ctx.checkpoints.saver("train"),
-                                admit=rejoin_admit(rejoin_policy(ctx), ctx.channel, "hgb.", classes),
+                                admit=rejoin_admit(rejoin_policy(ctx), ctx.channel, "hgb.", classes, order),
                                 pooled_mean=pooled_mean(spec))
         ctx.log.info("trained %d trees (kept %d) in %d aggregations; phases %s", len(model.history),
                      len(model.trees), model.rounds, model.phases)
@@ -155,7 +155,7 @@ def run(ctx: PartyContext) -> None:
                              features=p.features, exclude=p.exclude, missing=p.missing, fill_later=True,
                              **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
-    classes = agree_classes(ctx, table.label_coding, "hgb.")
+    classes = agree_schema(ctx, table, "hgb.")
     from fedrisk.algorithms.vertical.tree import check_monotone
 
     check_monotone(p.monotone, list(table.feature_names), f"bank {ctx.name!r} (monotone in the job spec)")

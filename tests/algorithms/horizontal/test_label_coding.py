@@ -57,3 +57,21 @@ def test_a_rejoined_bank_with_the_common_coding_gets_it():
                        "b2": _bank(["good", "bad"], prefix="hgb.")}, network=net)[COORD]
     back = run_roles({COORD: lambda ch: admit("b2", 5), "b2": _bank(None, rejoin=5, prefix="hgb.")}, network=net)
     assert back["b2"] == ["good", "bad"]
+
+
+def test_the_same_exchange_agrees_one_column_order():
+    from fedrisk.algorithms.horizontal.label_coding import bank_agreement, coordinator_agreement
+
+    def run(features):
+        net = InMemoryNetwork([COORD, *features], recv_timeout=30.0)
+        roles = {b: (lambda f: lambda ch: bank_agreement(ch, COORD, ["good", "bad"], f, "hlr."))(f)
+                 for b, f in features.items()}
+        roles[COORD] = lambda ch: coordinator_agreement(ch, list(features), "hlr.")
+        return run_roles(roles, network=net)
+
+    got = run({"b1": ["a", "b", "c"], "b2": ["c", "a", "b"]})
+    assert got[COORD] == (["good", "bad"], ["a", "b", "c"])
+    assert got["b1"] == got["b2"] == (["good", "bad"], ["a", "b", "c"])
+    # different features: no order (the schema step names the difference)
+    got = run({"b1": ["a", "b", "c"], "b2": ["a", "b", "d"]})
+    assert got[COORD][1] is None and got["b2"] == (["good", "bad"], None)
