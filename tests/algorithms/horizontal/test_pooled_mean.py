@@ -307,4 +307,4 @@ def test_private_gbdt_pooled_means_are_two_accounted_gaussian_mechanisms():
     assert float(np.max(np.abs(z))) < 5.0
     observed = np.nanmean(np.vstack([X for X, _ in banks.values()]), axis=0)
     fill = np.array([m.imputation[f] for f in NAMES])
-    assert np.all(np.abs(fill - observed) <= 0.05 * np.maximum(np.abs(observed), 1.0)), (fill, observed)
+    assert np.all(np.abs(fill - observed) <= 0.1 * np.maximum(np.abs(observed), 1.0)), (fill, observed)  # ~8 sigma
