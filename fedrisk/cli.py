@@ -12,6 +12,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,9 +25,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(e: FedriskError) -> None:
-    from rich.markup import escape
-
-    # escaped: "[task]", "[psi]", "[parties.lender]" in a message are spec table names, not markup
+    # escaped: error lines name spec tables such as [task] or [privacy], which rich would read as style tags
     err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(130 if isinstance(e, Interrupted) else 2)
 
@@ -148,9 +147,7 @@ def simulate(spec: Path = typer.Argument(..., help="job spec (TOML)"),
         console.print(_metrics_table(f"{result.get('task', '')} — {result.get('job', '')}", rows))
     for name, why in result.get("dropped", {}).items():
         # the job went on without a bank that died or was cut off (horizontal tasks, issue 14)
-        from rich.markup import escape
-
-        console.print(f"[yellow]dropped:[/] {escape(f'{name}: {why}')} (see membership.json)")
+        console.print(f"[yellow]dropped:[/] {escape(str(name))}: {escape(str(why))} (see membership.json)")
     console.print(f"run directory: [bold]{out}[/] ({result['wall_s']:.1f} s)" + (f"; report: {report}" if report else ""))
 
 
@@ -179,8 +176,6 @@ def _stop_now(e: Interrupted) -> None:
     import logging
     import os
     import sys
-
-    from rich.markup import escape
 
     err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     logging.shutdown()
@@ -221,7 +216,7 @@ def certs(parties: str = typer.Option(..., help="comma-separated party names, e.
 
 
 @app.command()
-def predict(model: Path = typer.Argument(..., help="model file from a run directory (model.json)"),
+def predict(model: Path = typer.Argument(..., help="model file of a run (model.json, scorecard.json) or the run directory"),
             data: Path = typer.Argument(..., help="CSV/Parquet rows to score"),
             out: Path = typer.Option(..., "--out", help="scores CSV to write (id, score)"),
             id_col: Optional[str] = typer.Option(None, "--id", help="id column of DATA (default: the one the model was trained with)"),

@@ -35,6 +35,7 @@ __all__ = [
     "load_party_table",
     "load_party_frame",
     "check_same_features",
+    "numbers_in_text",
     "id_test_mask",
     "MISSING_POLICIES",
     "label_coding",
@@ -289,6 +290,12 @@ def label_coding(raw: Any, positive: object = None) -> list | None:
     return [v.item() if isinstance(v, np.generic) else v for v in (neg[0], pos[0])]
 
 
+def _toml_key(value: object) -> str:
+    """``value`` as a quoted key of a TOML inline table, for advice lines (quoted, so the abort reason a
+    partner receives redacts it like every other value: see :mod:`fedrisk.runtime.abort_reason`)."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) -> np.ndarray:
     """Labels under an explicit coding: ``positive`` is the default value(s), or a value -> 0/1 map."""
     keys = raw.map(_label_key)
@@ -304,8 +311,14 @@ def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) 
         return keys.map(table).to_numpy(dtype=np.int8)
     pos = {_label_key(p) for p in (positive if isinstance(positive, (list, tuple)) else [positive])}
     if not pos & set(found):
+        hint = ""
+        if len(found) == 1 and not isinstance(positive, (list, tuple)):
+            # one value only: a typo in positive, or a party that simply has no defaults (fine in a
+            # horizontal federation); declaring both values says which, without guessing
+            hint = (f"; if this party simply has no defaults, map both values: positive = {{ "
+                    f"{_toml_key(positive)} = 1, {_toml_key(found[0])} = 0 }}")
         raise ctx.error(f"label column {label_col!r} never holds positive = {positive!r} (values found: "
-                        f"{_listing(found)}); set positive to the value that means default/bad")
+                        f"{_listing(found)}); set positive to the value that means default/bad{hint}")
     if len(set(found) - pos) > 1:
         raise ctx.error(f"label column {label_col!r} has more than two classes ({_listing(found)}); with "
                         "positive = ... every other value is 0, so list all default values or map them")
@@ -350,6 +363,28 @@ _FORMATTED = r"\s*[$€£]?\s*-?\d{1,3}(?:[,.' ]\d{3})+[.,]\d+\s*[$€£]?\s*|\s
 
 def _decimal_comma_mask(col: pd.Series) -> pd.Series:
     return col.astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*")
+
+
+_PLAIN_NUMBER = r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*"
+
+
+def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
+    """A text column whose every filled cell is a plain number (``"1169.0"``, ``" 5951 "``, ``"-2.5e3"``;
+    blanks allowed) as floats, else ``None``.
+
+    What a CSV reader makes of the same cells: a bank whose Parquet export keeps an amount as text
+    then loads the numbers its partners store as floats, instead of a text column to refuse (or to
+    cut into categories). ``decimal = ","`` reads ``"1169,5"``.
+    """
+    if pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_datetime64_any_dtype(col.dtype):
+        return None
+    text = col.astype("string").str.strip()
+    if decimal != ".":
+        text = text.str.replace(decimal, ".", regex=False)
+    filled = text.notna() & (text != "")
+    if not filled.any() or not bool(text[filled].str.fullmatch(_PLAIN_NUMBER).all()):
+        return None
+    return pd.to_numeric(text.where(filled), errors="coerce").astype(np.float64)
 
 
 def _formatted_mask(col: pd.Series) -> pd.Series:
@@ -621,12 +656,21 @@ def load_party_table(
         from fedrisk.data.categorical import raw_columns
 
         features = raw_columns(features, categories)
+        if any(c in categories for c in wanted):
+            # the file's own columns (a bank's features = [...] in the spec), not a model's encoded names:
+            # they fix which columns load, in which order; the encoding names the result
+            wanted = None
 
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label, sep, decimal, positive, keep,
                                                  allow_no_features)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
+    for c in [c for c in non_numeric if c not in declared]:
+        as_numbers = numbers_in_text(df[c], decimal)
+        if as_numbers is not None:  # numbers kept as text (e.g. a Parquet string column): load them as numbers
+            df[c] = as_numbers.to_numpy()
+            non_numeric.remove(c)
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
     if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
         raise ctx.error(f"feature columns {_listing(dates)} are dates; turn them into numbers (e.g. months since "
@@ -724,8 +768,9 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
             raise ctx.error(f"{where}; {missing_advice}")
         if missing == "reject":
             raise ctx.error(where + "; clean them, or load with "
-                            "missing='mean' to fill with this file's column means (or missing='keep' "
-                            "for gradient-boosted trees, which learn where missing values go)")
+                            "missing='mean' to fill them with column means (in a horizontal job the federation's "
+                            "pooled means) (or missing='keep' for gradient-boosted trees, which learn where missing "
+                            "values go)")
         for j in bad_cols:
             col = X[:, j]
             ok = np.isfinite(col)

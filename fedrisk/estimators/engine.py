@@ -168,7 +168,13 @@ def _notebook_errors(root: Path, fed: Federation):
                 path = str(root / "data" / f"{n}.{ext}")
                 msg = msg.replace(f", file '{path}'", " (its DataFrame)").replace(path, f"party {n!r}'s DataFrame")
         msg = msg.replace(f"{root / 'job.toml'}: ", "").replace(str(root / "job.toml"), "the job")
-        e.args = (msg + _party_options_hint(msg), *e.args[1:])
+        # the label coding is a Federation setting in a notebook, not a spec line the user never wrote
+        if "set positive = " in msg:
+            msg = msg.replace("for this party in the job spec", "(Federation.horizontal/vertical(..., positive=...), "
+                                                                    "or party_options={party: {'positive': ...}})")
+            e.args = (msg, *e.args[1:])
+        else:
+            e.args = (msg + _party_options_hint(msg), *e.args[1:])
         raise
 
 

@@ -86,7 +86,7 @@ class Federation:
                  test_rule: str | None = None, part: str | None = None, spec_path: str | Path | None = None,
                  test_fraction: float | None = None,
                  party_options: Mapping[str, Mapping[str, Any]] | None = None, free_ports: bool = False,
-                 remote: Mapping[str, Any] | None = None) -> None:
+                 remote: Mapping[str, Any] | None = None, positive: Any = None) -> None:
         if kind not in ("vertical", "horizontal"):
             raise ConfigError(f"federation kind {kind!r}: use Federation.vertical(...) or Federation.horizontal(...)")
         if not parties:
@@ -120,6 +120,10 @@ class Federation:
         self.free_ports = bool(free_ports)
         #: per-party loader settings of the spec (features, exclude), written into every job
         self.party_options = {n: dict(o) for n, o in (party_options or {}).items()}
+        if positive is not None:  # one label coding for every party holding the label (party_options win)
+            for n, df in frames.items():
+                if label in df.columns:
+                    self.party_options.setdefault(n, {}).setdefault("positive", positive)
         self.label_holder = None
         #: set by connect(): this process runs one participant of a job whose others run elsewhere
         self.remote = dict(remote) if remote else None
@@ -159,10 +163,14 @@ class Federation:
             NaN policy per party (``"reject"``, ``"mean"``, ``"keep"``), as ``missing`` in the spec.
         progress : bool, default False
             Show a progress bar (rich) while training.
+        positive : str, int, list or dict, optional
+            The label coding of every party holding the label, as ``positive`` in the spec: the
+            value(s) meaning default (``"bad"`` for "good"/"bad" labels, ``2`` for a 1/2 coding) or
+            a value -> 0/1 map (``{"bad": 1, "good": 0}``, also for a bank without defaults).
         party_options : dict of str to dict, optional
             Per-party settings of the spec's ``[parties.NAME]`` table: ``positive`` (the label
-            coding, e.g. ``{"bank1": {"positive": "bad"}}`` for "good"/"bad" labels), ``features``,
-            ``exclude``, ``categorical``, ``monotone``.
+            coding, e.g. ``{"bank1": {"positive": "bad"}}``; overrides ``positive`` for that party),
+            ``features``, ``exclude``, ``categorical``, ``monotone``.
         """
         return cls("vertical", parties, id=id, label=label, **kw)
 

@@ -7,7 +7,9 @@ holder sees the result).
 
 Output columns
 --------------
-* logistic regression: ``id, score`` (score = default probability);
+* logistic regression: ``id, score, reason_1..k, contribution_1..k, status`` (score = default
+  probability; ``contribution_i`` is the log-odds the column added against the federation's
+  average applicant, one-hot text columns summed per column);
 * tree models (``horizontal.gbdt``, SecureBoost): ``id, score, reason_1..k, contribution_1..k,
   status`` — ``contribution_i`` is the log-odds the reason added (exact TreeSHAP; for SecureBoost
   a partner's features are one aggregated reason, see ``secureboost_reasons``);
@@ -27,9 +29,8 @@ import numpy as np
 
 from fedrisk.errors import ConfigError
 from fedrisk.model_files import load_model, score_gbdt, score_lr
-from fedrisk.runtime.evaluation import write_scores
 
-__all__ = ["predict_file", "write_predictions", "scorecard_predictions", "gbdt_predictions"]
+__all__ = ["predict_file", "write_predictions", "scorecard_predictions", "gbdt_predictions", "lr_predictions"]
 
 
 def write_predictions(out: Path, ids: Sequence[Any], table, scored_rows: np.ndarray | None = None,
@@ -107,6 +108,56 @@ def gbdt_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_
     return reason_table(score, names, contrib, int(n_reasons or model.get("n_reasons") or 3))
 
 
+def lr_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_reasons: int | None = None):
+    """``score, reason_1..k, contribution_1..k`` of a logistic-regression model, computed locally.
+
+    A column's contribution is its push on the default log-odds away from the federation's average
+    applicant, ``coef * (x - mean) / scale`` (for a linear model this is its exact SHAP value with
+    the pooled means as the baseline), and they add up to the row's log-odds minus the average's.
+    The dummies of a one-hot text column are summed into that column, so a reason names a column
+    (``housing``), as a scorecard's or a tree model's does; reasons = largest pushes towards default.
+    """
+    from fedrisk.finance.tree_reasons import reason_table
+
+    mean, scale, coef = (np.asarray(model[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
+    z = np.where(scale > 0, (np.asarray(X, dtype=np.float64) - mean) / np.where(scale > 0, scale, 1.0), 0.0)
+    per_feature = z * coef
+    cats = model.get("categories") or {}
+    names: list[str] = []
+    for f in model["features"]:
+        col = f.split("=", 1)[0] if "=" in f and f.split("=", 1)[0] in cats else f
+        if col not in names:
+            names.append(col)
+    group = np.array([names.index(f.split("=", 1)[0] if "=" in f and f.split("=", 1)[0] in cats else f)
+                      for f in model["features"]], dtype=np.int64)
+    contrib = np.zeros((per_feature.shape[0], len(names)))
+    np.add.at(contrib.T, group, per_feature.T)
+    return reason_table(score, names, contrib, int(n_reasons or model.get("n_reasons") or 3))
+
+
+#: the whole-model files a run directory may hold, in the order ``predict RUN_DIR`` looks for them
+_RUN_MODELS = ("model.json", "scorecard.json")
+
+
+def _model_file(path: Path) -> Path:
+    """``path``, or the model file of the run directory ``path`` (as ``fr.load(RUN_DIR)`` reads a run).
+
+    A missing ``RUN/model.json`` beside a ``scorecard.json`` (a scorecard run writes no model.json) is
+    named, so the user is told which file to score with.
+    """
+    if path.is_dir():
+        for name in _RUN_MODELS:
+            if (path / name).is_file():
+                return path / name
+        raise ConfigError(f"{path} is a folder with no model file ({' or '.join(_RUN_MODELS)}); give the run "
+                          f"directory of a finished job or its model file")
+    if not path.exists():
+        beside = [n for n in _RUN_MODELS if n != path.name and (path.parent / n).is_file()]
+        if beside:
+            raise ConfigError(f"model file {path} does not exist; this run's model is {path.parent / beside[0]}")
+    return path
+
+
 def _run_id_column(model_path: Path) -> str | None:
     """The id column every party of the run beside ``model_path`` used (its ``job.toml``), if one.
 
@@ -135,6 +186,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     from fedrisk.data.loading import load_party_table
     from fedrisk.runtime.context import make_dir
 
+    model_path = _model_file(Path(model_path))
     model = load_model(model_path)
     make_dir(Path(out).parent, "--out folder")  # before scoring: a federated session is not run for nothing
     fmt = model["format"]
@@ -152,7 +204,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
                                  "trained with missing = 'mean'): fill them or drop those rows before scoring",
                                  **dialect, **cat)
         score = score_lr(model, table.X)
-        write_scores(Path(out), table.ids, None, score)
+        write_predictions(Path(out), table.ids, lr_predictions(model, table.X, score))
         return len(score)
     if fmt == "fedrisk.gbdt":
         # trees learn where missing values go, so rows with empty cells are scored, not refused; a model trained

@@ -84,7 +84,11 @@ def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordina
                         f"[task] categories = {{ {undeclared_cols[0]} = [...] }} (horizontal banks must agree on them)")
     import pandas as pd
 
-    text = [c for c in frame.feature_names if c not in vocab and not pd.api.types.is_numeric_dtype(frame.X[c])]
+    from fedrisk.data.loading import numbers_in_text
+
+    decimal = p.read_options().get("decimal", ".")
+    text = [c for c in frame.feature_names if c not in vocab and not pd.api.types.is_numeric_dtype(frame.X[c])
+            and numbers_in_text(frame.X[c], decimal) is None]  # (numbers kept as text load as numbers)
     if text:
         raise DataError(f"bank {ctx.name!r}: text columns {text} are not numeric and have no vocabulary; list their "
                         f"categories in [task] categories = {{ {text[0]} = [...] }} or exclude them")

@@ -28,8 +28,8 @@ from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.horizontal_categories import CategoryParams, agreed_categories, refuse_with_privacy
-from fedrisk.algorithms.horizontal.label_coding import coordinator_coding
-from fedrisk.tasks.horizontal_lr import (DropoutParams, agree_classes, make_aggregation, pooled_mean, rejoin_policy,
+from fedrisk.algorithms.horizontal.label_coding import coordinator_agreement, rejoin_admit
+from fedrisk.tasks.horizontal_lr import (DropoutParams, agree_schema, make_aggregation, pooled_mean, rejoin_policy,
                                          validate_horizontal)
 
 KIND = "horizontal.gbdt"
@@ -61,15 +61,12 @@ def privacy_plan(spec: JobSpec, params: Params, where: str = "job spec") -> Priv
     if pv is None:
         return None
     refuse_with_privacy(params, KIND, where)
-    if pooled_mean(spec):
-        mean = sorted(n for n, p in spec.parties.items() if p.missing == "mean")
-        raise ConfigError(f"{where}: parties {mean} set missing = 'mean', which {KIND} does not offer with [privacy] (the "
-                          f"pooled means would be two more noisy sums than the plan counts); use missing = 'keep' there: "
-                          f"the trees learn which side of each split blanks go")
     cfg = params.config(spec.federation.seed)
-    what = f"{cfg.n_trees} trees x ({cfg.max_depth} levels + 1 leaf round) + 3 binning/loss rounds"
+    mean = pooled_mean(spec)  # missing = "mean": the two pooled-mean sums are noised and counted too
+    what = (f"{cfg.n_trees} trees x ({cfg.max_depth} levels + 1 leaf round) + 3 binning/loss rounds"
+            + (" + 2 pooled-mean rounds" if mean else ""))
     try:
-        return plan_privacy(planned_aggregations(cfg, private=True), epsilon=pv.epsilon, delta=pv.delta,
+        return plan_privacy(planned_aggregations(cfg, private=True, pooled_mean=mean), epsilon=pv.epsilon, delta=pv.delta,
                             noise_multiplier=pv.noise_multiplier, clip=pv.clip, what=what)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
@@ -136,10 +133,11 @@ def run(ctx: PartyContext) -> None:
         _, state = ctx.checkpoints.start("train", [COORDINATOR]) if privacy is None else (0, None)
         if ctx.resume and privacy is not None:
             ctx.log.warning("resume: a job with [privacy] starts afresh (its noisy bins differ every run)")
-        classes = coordinator_coding(ctx.channel, banks, "hgb.", params.dropout_timeout)
+        classes, order = coordinator_agreement(ctx.channel, banks, "hgb.", params.dropout_timeout)
         model = run_coordinator(ctx.channel, banks, cfg, agg, privacy=privacy, on_tree=on_tree,
                                 log=ctx.log.warning, start=state, checkpoint=ctx.checkpoints.saver("train"),
-                                admit=rejoin_policy(ctx), pooled_mean=pooled_mean(spec))
+                                admit=rejoin_admit(rejoin_policy(ctx), ctx.channel, "hgb.", classes, order),
+                                pooled_mean=pooled_mean(spec))
         ctx.log.info("trained %d trees (kept %d) in %d aggregations; phases %s", len(model.history),
                      len(model.trees), model.rounds, model.phases)
         if model.privacy is not None:
@@ -157,7 +155,7 @@ def run(ctx: PartyContext) -> None:
                              features=p.features, exclude=p.exclude, missing=p.missing, fill_later=True,
                              **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
-    classes = agree_classes(ctx, table.label_coding, "hgb.")
+    classes = agree_schema(ctx, table, "hgb.")
     from fedrisk.algorithms.vertical.tree import check_monotone
 
     check_monotone(p.monotone, list(table.feature_names), f"bank {ctx.name!r} (monotone in the job spec)")

@@ -29,7 +29,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.label_coding import bank_coding, coordinator_coding
+from fedrisk.algorithms.horizontal.label_coding import (bank_agreement, bank_coding, coordinator_agreement,
+                                                         rejoin_admit, rejoined_agreement, rejoined_coding)
 from fedrisk.errors import ConfigError
 from fedrisk.model_files import save_lr_model
 from fedrisk.runtime.context import PartyContext
@@ -283,10 +284,26 @@ def imputation(spec: JobSpec, model: Any) -> dict[str, float] | None:
 
 def agree_classes(ctx: PartyContext, coding: list | None, prefix: str) -> list | None:
     """A bank's label coding agreed with the others (:mod:`~fedrisk.algorithms.horizontal.label_coding`), for
-    the model file's ``classes``; a bank taken back mid-job (it missed the agreement) keeps its own."""
+    the model file's ``classes``; a bank taken back mid-job (it missed the agreement) is sent the agreed one."""
     if ctx.extra.get("rejoin") is not None:
-        return coding
+        return rejoined_coding(ctx.channel, COORDINATOR, prefix)
     return bank_coding(ctx.channel, COORDINATOR, coding, prefix)
+
+
+def agree_schema(ctx: PartyContext, table: Any, prefix: str) -> list | None:
+    """The label coding (as :func:`agree_classes`) and one column order for every bank: ``table`` (a loaded
+    :class:`~fedrisk.data.loading.PartyTable`) is put in the agreed order when its file lists the same
+    features in another order. Returns the agreed coding."""
+    if ctx.extra.get("rejoin") is not None:
+        classes, order = rejoined_agreement(ctx.channel, COORDINATOR, prefix, table.feature_names)
+    else:
+        classes, order = bank_agreement(ctx.channel, COORDINATOR, table.label_coding, table.feature_names, prefix)
+    if order is not None and order != list(table.feature_names):
+        ctx.log.info("this file lists the federation's features in another order; using the first bank's order")
+        idx = [list(table.feature_names).index(f) for f in order]
+        table.X = np.ascontiguousarray(table.X[:, idx])
+        table.feature_names = order
+    return classes
 
 
 def run(ctx: PartyContext) -> None:
@@ -316,9 +333,10 @@ def run(ctx: PartyContext) -> None:
         def on_round(r: int, rec: dict) -> None:
             ctx.progress.update(r, cfg.rounds, **progress_fields(rec))
 
-        classes = coordinator_coding(ctx.channel, banks, "hlr.", params.dropout_timeout)
+        classes, order = coordinator_agreement(ctx.channel, banks, "hlr.", params.dropout_timeout)
         model = run_coordinator(ctx.channel, banks, cfg, agg, on_round=on_round, start=start,
-                                checkpoint=ctx.checkpoints.saver("train"), admit=rejoin_policy(ctx),
+                                checkpoint=ctx.checkpoints.saver("train"),
+                                admit=rejoin_admit(rejoin_policy(ctx), ctx.channel, "hlr.", classes, order),
                                 log=ctx.log.warning, **dp)
         if privacy is not None:
             ctx.log.info(privacy_line(privacy.summary()))
@@ -340,7 +358,7 @@ def run(ctx: PartyContext) -> None:
                              features=p.features, exclude=p.exclude, missing=p.missing, fill_later=True,
                              **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
-    classes = agree_classes(ctx, table.label_coding, "hlr.")
+    classes = agree_schema(ctx, table, "hlr.")
     evaluator = ctx.name == spec.evaluation_holder() and spec.test_path() is not None
     test = None
     rounds: list[dict] = []

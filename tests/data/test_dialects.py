@@ -85,3 +85,17 @@ def test_semicolon_file_whose_decimal_commas_break_the_rows_says_which_separator
             load(path, party="bank1", id_col="id", label_col="y")
         msg = str(info.value)
         assert "\n" not in msg and "looks ';'-separated: set sep = ';'" in msg and "--sep ';'" in msg
+
+
+def test_a_party_without_defaults_is_told_how_to_say_so(tmp_path):
+    # a bank whose rows are all goods this period cannot be told apart from a typo in positive; the
+    # line says how to declare both values, and that declaration loads the bank
+    path = _write(tmp_path, "id,y,a\n1,good,1\n2,good,2\n")
+    with pytest.raises(DataError, match=r'no defaults.*positive = \{ "bad" = 1, "good" = 0 \}') as info:
+        load_party_table(path, party="bank1", id_col="id", label_col="y", positive="bad")
+    assert "\n" not in str(info.value)
+    from fedrisk.runtime.abort_reason import redact
+
+    assert "good" not in redact(str(info.value), keep=["bank1", "bad"])  # a partner's copy names no value
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", positive={"bad": 1, "good": 0})
+    assert t.y.tolist() == [0, 0] and t.label_coding == ["good", "bad"]

@@ -203,6 +203,8 @@ def test_nan_rejected_with_counts_and_columns(tmp_path) -> None:
     msg = _error(path)
     assert "3 rows" in msg and "'a' (2)" in msg and "'b' (1)" in msg and "'c'" not in msg
     assert "missing='mean'" in msg
+    # a horizontal job fills with the federation's pooled means, not this file's (the advice says which)
+    assert "this file's column means" not in msg and "pooled" in msg
 
 
 def test_all_missing_column_cannot_be_imputed(tmp_path) -> None:
@@ -395,3 +397,40 @@ def test_label_coding_does_not_depend_on_which_classes_a_file_holds():
     assert label_coding(["good", "good"], mapping) == ["good", "bad"]
     assert label_coding(["good", "bad"], {"good": 0, "fair": 0, "bad": 1}) is None  # two non-default values
     assert label_coding(["good", "bad", "good"], "bad") == ["good", "bad"]
+
+
+def test_numbers_stored_as_text_load_as_numbers(tmp_path) -> None:
+    # one bank's Parquet export keeps an amount as text ("1169.0", blanks, padding): the same numbers
+    # its partners store as floats, not a text column to refuse or to split into categories
+    df = pd.DataFrame({"id": [1, 2, 3, 4], "y": [0, 1, 0, 1], "amount": ["1169.0", " 5951 ", "", "-2.5e3"],
+                       "code": ["a", "b", "a", "b"]})
+    path = tmp_path / "bank.parquet"
+    df.to_parquet(path)
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", features=["amount"], missing="keep")
+    np.testing.assert_array_equal(t.X[:, 0], [1169.0, 5951.0, np.nan, -2500.0])
+    # a declared categorical column of digits stays categorical (codes are not amounts)
+    df["grade"] = ["1", "2", "1", "3"]
+    df.to_parquet(path)
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", features=["amount", "grade"],
+                         missing="keep", categorical=["grade"], encoding="codes")
+    assert t.categories and "grade" in t.categories
+    # real text is still refused with the advice
+    msg = _error(path, label_col="y", features=["code"])
+    assert "non-numeric feature columns: 'code'" in msg
+
+
+def test_raw_feature_list_with_agreed_categories_fixes_the_column_order(tmp_path) -> None:
+    # a horizontal bank whose file has another column order lists its raw columns (features = [...]),
+    # as the schema error advises; with one-hot categories that list was read as the model's encoded
+    # names and refused ("cannot be made from this file's categories")
+    housing = {"name": "housing", "groups": [["own"], ["rent"]], "levels": ["own", "rent"], "has_missing": False,
+               "other": -1}
+    path = _write(tmp_path, "id,housing,y,amount\n1,own,0,10\n2,rent,1,20\n3,rent,0,30\n")
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", features=["amount", "housing"],
+                         categories={"housing": housing}, encoding="onehot")
+    assert t.feature_names == ["amount", "housing=rent"]
+    np.testing.assert_array_equal(t.X, [[10, 0], [20, 1], [30, 1]])
+    # scoring still takes the model's encoded names, in the model's order
+    t = load_party_table(path, party="predict", id_col="id", label_col=None, features=["housing=rent", "amount"],
+                         categories={"housing": housing}, encoding="onehot")
+    assert t.feature_names == ["housing=rent", "amount"]

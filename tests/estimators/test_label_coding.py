@@ -98,3 +98,17 @@ def test_vertical_model_file_of_the_label_holder_alone_stores_the_coding(vertica
     run = fr.LogisticRegression(max_iter=2)._run(fed, capture=True)
     got = " ".join(repr(e.body) for e in run.captured["payco"])
     assert "performing" not in got and "defaulted" not in got
+
+
+def test_one_positive_for_the_whole_federation(text_label_banks):
+    """``positive="bad"`` on the Federation sets every labelled party's coding (party_options still win);
+    without any, the error line says where a notebook user sets it, not "in the job spec"."""
+    banks, test = text_label_banks
+    m = fr.LogisticRegression().fit(fr.Federation.horizontal(banks, id="id", label="creditability", positive="bad"))
+    assert list(m.classes_) == ["good", "bad"]
+    ref = fr.LogisticRegression().fit(fr.Federation.horizontal(
+        banks, id="id", label="creditability", party_options={b: {"positive": "bad"} for b in banks}))
+    np.testing.assert_allclose(m.coef_, ref.coef_, atol=1e-12)
+    with pytest.raises(fr.errors.DataError) as e:
+        fr.LogisticRegression().fit(fr.Federation.horizontal(banks, id="id", label="creditability"))
+    assert "job spec" not in str(e.value) and "positive=" in str(e.value)

@@ -214,3 +214,55 @@ def test_horizontal_scorecard_predict_logs_unseen_categories(tmp_path, caplog):
     notes = [r.getMessage() for r in caplog.records if "never seen" in r.getMessage()]
     assert len(notes) == 1 and "'purpose' (2 of 10 rows)" in notes[0] and "missing bin" in notes[0]
     assert "crypto" not in notes[0]
+
+
+def test_horizontal_lr_predict_gives_reason_codes_per_column(tmp_path):
+    """A horizontal LR model scores with reason codes, like trees and scorecards: each column's push on the
+    default log-odds from the federation's average applicant, coef * (x - mean) / scale, a one-hot column's
+    dummies summed into the column (reasons name columns, never a dummy). They add up to the log-odds."""
+    enc = {"name": "housing", "groups": [["own"], ["rent"], ["free"]], "levels": ["own", "rent", "free"],
+           "has_missing": False, "other": -1}
+    model = {"format": "fedrisk.lr", "version": 1, "task": "horizontal.lr", "job": "j",
+             "features": ["amount", "housing=rent", "housing=free", "age"],
+             "mean": [1000.0, 0.3, 0.1, 40.0], "scale": [500.0, 0.46, 0.3, 10.0], "coef": [0.8, 0.5, -0.2, -0.6],
+             "intercept": -1.0, "categories": {"housing": enc}, "category_encoding": "onehot"}
+    (tmp_path / "model.json").write_text(json.dumps(model))
+    rows = pd.DataFrame({"id": [1, 2, 3], "amount": [3000.0, 500.0, 1000.0], "housing": ["rent", "own", "free"],
+                         "age": [22.0, 60.0, 40.0]})
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    assert predict_file(tmp_path / "model.json", tmp_path / "new.csv", tmp_path / "s.csv") == 3
+    out = pd.read_csv(tmp_path / "s.csv")
+    assert {"reason_1", "contribution_1", "status"} <= set(out.columns)
+    # row 1: amount 3000 pushes (0.8 * 4 = 3.2), housing rent (0.5 * (1-0.3)/0.46 - 0.2 * (0-0.1)/0.3), age 22 (+1.08)
+    assert out.loc[0, "reason_1"] == "amount" and abs(out.loc[0, "contribution_1"] - 3.2) < 1e-6
+    assert set(out.loc[0, ["reason_2", "reason_3"]]) == {"housing", "age"}
+    rent = 0.5 * 0.7 / 0.46 + (-0.2) * (-0.1 / 0.3)
+    got = dict(zip(out.loc[0, ["reason_1", "reason_2", "reason_3"]], out.loc[0, ["contribution_1", "contribution_2",
+                                                                                 "contribution_3"]]))
+    assert abs(got["housing"] - rent) < 1e-6 and abs(got["age"] - 1.08) < 1e-6
+    z0 = -1.0 + 3.2 + rent + 1.08
+    assert abs(out.loc[0, "score"] - 1 / (1 + np.exp(-z0))) < 1e-7
+    assert not any(str(r).startswith("housing=") for r in out[["reason_1", "reason_2", "reason_3"]].to_numpy().ravel())
+
+
+def test_predict_takes_a_run_directory_and_finds_its_model(tmp_path):
+    """``fedrisk predict RUN_DIR NEW.csv``, as ``fr.load(RUN_DIR)``: the run's model.json, or its scorecard.json
+    (a scorecard run has no model.json, and ``predict RUN/model.json`` says which file to use)."""
+    from fedrisk.errors import ConfigError
+
+    model = {"format": "fedrisk.lr", "version": 1, "task": "horizontal.lr", "job": "j", "features": ["a"],
+             "mean": [0.0], "scale": [1.0], "coef": [1.0], "intercept": 0.0}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.json").write_text(json.dumps(model))
+    pd.DataFrame({"id": [1, 2], "a": [0.0, 1.0]}).to_csv(tmp_path / "new.csv", index=False)
+    assert predict_file(run, tmp_path / "new.csv", tmp_path / "s.csv") == 2
+    card = tmp_path / "card"
+    card.mkdir()
+    (card / "scorecard.json").write_text("{}")
+    with pytest.raises(ConfigError, match="scorecard.json"):
+        predict_file(card / "model.json", tmp_path / "new.csv", tmp_path / "s.csv")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no model file"):
+        predict_file(empty, tmp_path / "new.csv", tmp_path / "s.csv")

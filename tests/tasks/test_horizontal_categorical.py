@@ -229,3 +229,23 @@ def test_gbdt_with_text_columns_close_to_pooled_xgboost_and_predicts_raw_rows(tm
     np.testing.assert_allclose(s["score"].to_numpy(), ref["score"].to_numpy(), atol=1e-7)
     assert {"reason_1", "contribution_1", "status"} <= set(s.columns)
     assert set(s["reason_1"].dropna()) <= set(model["features"])
+
+
+def test_a_bank_storing_an_amount_as_text_trains_the_same_model(lr_run, tmp_path):
+    """bank2's Parquet export keeps credit_amount and age as text ("1169.0"): they load as the numbers the
+    other banks store, and the model is the one of the all-numeric run (it was refused as a text column
+    without a vocabulary)."""
+    tmp, parts, vocab, _ = lr_run
+    for name in ("bank1", "bank3", "test"):
+        (tmp_path / f"{name}.csv").write_text((tmp / f"{name}.csv").read_text())
+    bank2 = parts["bank2"].copy()
+    bank2["credit_amount"] = bank2["credit_amount"].astype(float).map(lambda v: f"{v:.1f}")
+    bank2["age_in_years"] = bank2["age_in_years"].astype(str)
+    bank2.to_parquet(tmp_path / "bank2.parquet", index=False)
+    spec = horizontal_spec(tmp_path, "horizontal.lr", test=True, task_extra=toml_categories(vocab))
+    spec.write_text(spec.read_text().replace('data = "bank2.csv"', 'data = "bank2.parquet"'))
+    run_captured(spec, tmp_path / "run")
+    got = json.loads((tmp_path / "run" / "model.json").read_text())
+    want = json.loads((tmp / "run" / "model.json").read_text())
+    assert got["features"] == want["features"]
+    np.testing.assert_allclose(got["coef"], want["coef"], atol=1e-9)

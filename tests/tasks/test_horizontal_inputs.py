@@ -243,14 +243,41 @@ def test_mean_imputing_gbdt_stores_the_pooled_means_and_predict_fills_with_them(
                                pd.read_csv(tmp_path / "s.csv")["score"], atol=1e-7)
 
 
-def test_private_gbdt_with_mean_imputation_is_refused_in_one_line(tmp_path):
-    """The pooled means would be two noisy sums the privacy plan does not count: refused up front."""
-    from fedrisk.errors import ConfigError
+def test_private_gbdt_with_mean_imputation_plans_the_two_mean_sums(tmp_path):
+    """The pooled means are two more noisy sums: the job spec is accepted and its privacy plan counts them
+    (it was refused while they were not accounted)."""
+    from fedrisk.algorithms.horizontal.gbdt import planned_aggregations
     from fedrisk.runtime.spec import load_spec
+    from fedrisk.tasks.horizontal_gbdt import Params, privacy_plan
 
     numeric_banks(tmp_path)
     spec = spec_for(tmp_path, "horizontal.gbdt", {"bank1": 'missing = "mean"', "bank2": "", "bank3": ""}, "n_trees = 2\n")
     spec.write_text(spec.read_text() + "\n[privacy]\nepsilon = 4.0\n")
-    with pytest.raises(ConfigError) as e:
-        load_spec(spec)
-    assert "\n" not in str(e.value) and "['bank1']" in str(e.value) and "missing = 'keep'" in str(e.value)
+    job = load_spec(spec)
+    params = Params(n_trees=2)
+    plan = privacy_plan(job, params)
+    assert plan.mechanisms == planned_aggregations(params.config(0), private=True) + 2
+    assert plan.epsilon <= 4.0 + 1e-9
+
+
+@pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.gbdt"])
+def test_a_bank_listing_the_columns_in_another_order_trains_the_same_model(tmp_path, kind):
+    """bank2's export lists x2, x0, x1: the banks agree the first bank's order (no refusal) and the model,
+    its feature order and the test scores are those of the run where every file has one order."""
+    from tests.tasks.test_woe_tasks import run_in_process
+
+    parts = numeric_banks(tmp_path)
+    banks = {b: "" for b in ("bank1", "bank2", "bank3")}
+    extra = "n_trees = 3\n" if kind == "horizontal.gbdt" else ""
+    run_in_process(spec_for(tmp_path, kind, banks, extra), tmp_path / "same")
+    parts["bank2"][["id", "x2", "y", "x0", "x1"]].to_csv(tmp_path / "bank2.csv", index=False)
+    run_in_process(spec_for(tmp_path, kind, banks, extra), tmp_path / "shuffled")
+    same, shuffled = (json.loads((tmp_path / r / "model.json").read_text()) for r in ("same", "shuffled"))
+    assert shuffled["features"] == same["features"] == ["x0", "x1", "x2"]
+    key = "coef" if kind == "horizontal.lr" else "trees"
+    if key == "coef":
+        np.testing.assert_allclose(shuffled["coef"], same["coef"], atol=1e-9)
+    else:
+        assert shuffled["trees"] == same["trees"]
+    a, b = (pd.read_csv(tmp_path / r / "scores" / "test.csv") for r in ("same", "shuffled"))
+    np.testing.assert_allclose(a["score"], b["score"], atol=1e-9)

@@ -91,7 +91,11 @@ Differential privacy (``privacy`` argument, :mod:`fedrisk.crypto.dp`): gradients
 ``sqrt(d (c_g^2 + c_h^2))`` in L2 (plus 2 for the clipped loss sums at a root), the binning
 counts by ``sqrt(d)`` (+2), and every bank adds its share of ``N(0, (noise_multiplier x
 sensitivity)^2)`` to each vector before it is masked. The accountant composes every aggregation
-the run may make (binning 2 + ``n_trees x (max_depth + 1)`` levels and leaf rounds + 1 loss round);
+the run may make (binning 2 + ``n_trees x (max_depth + 1)`` levels and leaf rounds + 1 loss round,
++ 2 under ``missing = "mean"``: the pooled-mean magnitude sketch, sensitivity ``sqrt(d)``, and the
+``[n, sum x/s, non-missing counts]`` vector of rows clipped to the agreed ``[-s, s]``, sensitivity
+``sqrt(1 + 2d)``, as in :mod:`~fedrisk.algorithms.horizontal.standardisation`; the means are
+post-processing of those two noisy sums);
 node totals are the mean of a node's ``d`` per-feature totals, and leaf weights come from a
 leaf round of sensitivity ``sqrt(c_g^2 + c_h^2)`` rather than from a prefix sum of noisy bins.
 Splits, leaves, derived siblings and early stopping are post-processing of the noisy sums.
@@ -124,7 +128,7 @@ import numpy as np
 from fedrisk.algorithms.boosting_params import BoostingParams
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation
 from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, binner_from_cuts, coordinator_agree_bins
-from fedrisk.algorithms.horizontal.standardisation import fill_missing, mean_bank, mean_coordinator
+from fedrisk.algorithms.horizontal.standardisation import fill_missing, mean_bank, mean_coordinator, schema_difference
 from fedrisk.algorithms.phase_timer import PhaseTimer
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.algorithms.vertical.tree import (
@@ -139,7 +143,7 @@ from fedrisk.algorithms.vertical.tree import (
     best_categorical_split,
     sigmoid,
 )
-from fedrisk.crypto.dp import PrivacyPlan, add_distributed_noise, min_contributors, noise_rng
+from fedrisk.crypto.dp import BankNoise, PrivacyPlan, add_distributed_noise, min_contributors, noise_rng
 from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
@@ -183,12 +187,13 @@ class GbdtParams(BoostingParams):
         check_boosting_settings(self, "horizontal.gbdt")
 
 
-def planned_aggregations(params: GbdtParams, private: bool = False) -> int:
-    """Aggregations a run makes at most: 2 binning rounds, one per tree level (plus one for the leaf
-    totals with differential privacy), one final loss round. Dropout restarts add rounds, and so do
-    bin zoom rounds (at most ``federated_bins.MAX_ZOOM``, never under ``[privacy]``); with
-    ``[privacy]`` the coordinator refuses any beyond this count."""
-    return 2 + params.n_trees * (params.max_depth + int(private)) + 1
+def planned_aggregations(params: GbdtParams, private: bool = False, pooled_mean: bool = False) -> int:
+    """Aggregations a run makes at most: 2 pooled-mean rounds under ``missing = "mean"``, 2 binning
+    rounds, one per tree level (plus one for the leaf totals with differential privacy), one final
+    loss round. Dropout restarts add rounds, and so do bin zoom rounds (at most
+    ``federated_bins.MAX_ZOOM``, never under ``[privacy]``); with ``[privacy]`` the coordinator
+    refuses any beyond this count."""
+    return 2 * int(pooled_mean) + 2 + params.n_trees * (params.max_depth + int(private)) + 1
 
 
 @dataclass
@@ -355,8 +360,12 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
             raise DataError(safe_text(why, 1000) if isinstance(why, str) and why else
                             "the coordinator refused this bank's feature schema (hgb.schema.ok)")
         if pooled_mean:
+            # under [privacy] both sums carry this bank's noise share (mean_bank clips its own copy of
+            # the rows to the agreed range for them); the trees see the unclipped rows, filled
+            mean_noise = BankNoise(privacy, t_contrib) if privacy is not None else None
             with ph("aggregation"):
-                fill, _, _ = mean_bank(channel, coordinator, X, agg, prefix="hgb.mean", pooled_mean=True)
+                fill, _, _ = mean_bank(channel, coordinator, X, agg, prefix="hgb.mean", pooled_mean=True,
+                                       noise=mean_noise)
             X = fill_missing(X, fill)
         with ph("binning"):
             binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
@@ -674,7 +683,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     """The coordinator's side: agree bins, then grow every tree on secure sums; returns the model.
 
     ``pooled_mean``: first agree the pooled means the banks fill blanks with (see :func:`run_bank`);
-    refused under ``privacy`` (its noisy sums are planned without those two).
+    under ``privacy`` two noisy sums of the plan (``planned_aggregations(..., pooled_mean=True)``).
 
     Resume hooks (the runtime owns the files): ``checkpoint(t, state)`` after tree ``t``; ``start``
     is such a state: the bins are agreed again (the same without DP), the banks get the earlier
@@ -745,10 +754,14 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     for b in banks[1:]:
         other = schemas[b].get("features") if isinstance(schemas[b], dict) else None
         if other != names:
+            if isinstance(names, list) and isinstance(other, list) and len(names) == len(other) \
+                    and set(map(str, names)) == set(map(str, other)):  # the message horizontal.lr gives
+                reason = schema_difference(banks[0], [str(n) for n in names], b, [str(n) for n in other])
+                break
             only_a = sorted(set(names or []) - set(other or []))[:5]
             only_b = sorted(set(other or []) - set(names or []))[:5]
             reason = (f"banks {banks[0]!r} and {b!r} have different feature columns (only at {banks[0]!r}: {only_a}, "
-                      f"only at {b!r}: {only_b}, or a different order); every bank must list the same columns")
+                      f"only at {b!r}: {only_b}); every bank must list the same columns")
             break
     monos = {b: schemas[b].get("monotone") if isinstance(schemas[b], dict) else None for b in banks}
     if reason is None and len({str(m) for m in monos.values()}) > 1:
@@ -776,11 +789,10 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
 
     fill = None
     if pooled_mean:
-        if privacy is not None:
-            raise ConfigError("missing = 'mean' is not available with [privacy] in horizontal.gbdt (its noisy sums are "
-                              "planned without the pooled-mean sums); use missing = 'keep': trees learn where blanks go")
+        # two sums (the magnitude sketch, then [n, sum x/s, non-missing counts]); under [privacy] two
+        # Gaussian mechanisms of the plan (planned_aggregations(..., pooled_mean=True)), opened noisy
         fill, _, _ = mean_coordinator(channel, banks, agg, list(names), prefix="hgb.mean", pooled_mean=True,
-                                      collect=collect_all)
+                                      collect=collect_all, noise_std=noise_std if privacy is not None else None)
     with ph("binning"):
         binner, extra, bin_info = coordinator_agree_bins(channel, banks, d, 2, params.max_bin, collect_all, noise_std)
         binner = _with_category_bins(binner, cat_idx)

@@ -70,7 +70,7 @@ from fedrisk.transport.safe_text import safe_text
 
 __all__ = ["Standardisation", "agree_bank", "agree_coordinator", "collect_all", "fill_missing", "mean_bank",
            "mean_coordinator", "EXPONENT_BINS", "MECHANISMS", "dp_count_threshold", "private_ranges",
-           "scaler_sensitivities"]
+           "scaler_sensitivities", "schema_difference"]
 
 #: noisy sums the agreement releases (what a private run's accountant must count)
 MECHANISMS = 3
@@ -257,7 +257,7 @@ def agree_coordinator(channel: Channel, banks: Sequence[str], agg: Aggregation,
     reason = None
     for b in banks[1:]:
         if schemas[b] != schemas[ref_bank]:
-            reason = _schema_difference(ref_bank, schemas[ref_bank], b, schemas[b])
+            reason = schema_difference(ref_bank, schemas[ref_bank], b, schemas[b])
             break
     channel.broadcast(banks, "hlr.schema.ok", {"ok": reason is None, "reason": reason or ""}, kind="control")
     if reason:
@@ -302,15 +302,18 @@ def collect_all(agg: Aggregation, channel: Channel, banks: list[str], tag: str, 
     return res.total
 
 
-def _schema_difference(a: str, fa: list[str], b: str, fb: list[str]) -> str:
+def schema_difference(a: str, fa: list[str], b: str, fb: list[str]) -> str:
     if len(fa) != len(fb):
         extra = sorted(set(fb) - set(fa)) or sorted(set(fa) - set(fb))
+        more = b if len(fb) > len(fa) else a
         return (f"banks {a!r} and {b!r} have different feature counts ({len(fa)} vs {len(fb)}; "
-                f"differing columns: {extra[:5]}); every bank must have the same columns")
+                f"differing columns: {extra[:5]}); every bank must have the same columns: drop the extra ones with "
+                f"exclude = [...] in [parties.{more}] (or add the missing ones to the other bank's file)")
     if set(fa) == set(fb):
         i = next(i for i, (x, y) in enumerate(zip(fa, fb)) if x != y)
         return (f"banks {a!r} and {b!r} list the same features in a different order "
-                f"(position {i}: {fa[i]!r} vs {fb[i]!r}); reorder the columns or set features = [...] in the spec")
+                f"(position {i}: {fa[i]!r} vs {fb[i]!r}); reorder the columns, or list them in the order of {a!r} as "
+                f"features = [...] in [parties.{b}] of the spec")
     only_a, only_b = sorted(set(fa) - set(fb)), sorted(set(fb) - set(fa))
     return (f"banks {a!r} and {b!r} have different feature names: only at {a!r}: {only_a[:5]}, "
             f"only at {b!r}: {only_b[:5]}; rename the columns so every bank uses the same names")

@@ -413,8 +413,10 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggr
 
     Raises
     ------
+    DataError
+        Parties declare different feature sets.
     ProtocolError
-        Parties declare different feature sets, or a party is missing from an aggregate.
+        A party is missing from an aggregate.
     """
     cfg = config or BinningConfig()
     agg = aggregation or PlainAggregation()
@@ -424,8 +426,11 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggr
     first = schemas[parties[0]]["features"]
     for p, s in schemas.items():
         if sorted(s["features"]) != sorted(first):
-            raise ProtocolError(f"party {p!r} declares features {sorted(s['features'])} but {parties[0]!r} "
-                                f"declares {sorted(first)}; horizontal parties need the same schema")
+            only_first = sorted(set(map(str, first)) - set(map(str, s["features"])))
+            only_p = sorted(set(map(str, s["features"])) - set(map(str, first)))
+            raise DataError(f"parties {parties[0]!r} and {p!r} have different feature columns (only at {parties[0]!r}: "
+                            f"{only_first[:5]}, only at {p!r}: {only_p[:5]}); horizontal parties need the same schema: "
+                            f"drop a party's extra columns with exclude = [...] in its table, or rename them")
     feats = list(first)
     # a column one party sees as text is text for all (e.g. all-missing at one party reads as numeric)
     kinds = {f: "categorical" if any(s["kinds"][f] == "categorical" for s in schemas.values()) else "numeric" for f in feats}

@@ -365,19 +365,25 @@ def check_boosting_settings(cfg, who: str, extra: list[tuple[bool, str]] = ()) -
         raise ConfigError(f"{who}: early_stopping_rounds needs validation_fraction > 0 (e.g. 0.1)")
 
 
-#: XGBoost's default ``max_cat_to_onehot``: up to this many categories a split isolates one of them
+#: XGBoost's default ``max_cat_to_onehot``: below this many categories a split isolates one of them
 MAX_CAT_TO_ONEHOT = 4
+#: XGBoost's default ``max_cat_threshold``: a partition split sends at most this many levels one way
+MAX_CAT_THRESHOLD = 64
 
 
 def best_categorical_split(hist: np.ndarray, n_levels: int, G: float, H: float, params: TreeParams,
                            max_cat_to_onehot: int = MAX_CAT_TO_ONEHOT) -> tuple[float, list[int], float, float] | None:
     """Best partition of one categorical feature's levels at a node: ``(gain, left levels, GL, HL)``.
 
-    XGBoost's ``enable_categorical`` semantics: with at most ``max_cat_to_onehot`` levels, each
-    level alone against the rest (one-hot style); with more, the levels are sorted by their
-    optimal weight ``-g / (h + lambda)`` and every prefix of that order is a candidate left set
-    (Fisher's grouping: for a convex loss the best two-way partition is one of these prefixes),
-    so one split can send any set of categories left, adjacent or not. Gains as for thresholds.
+    XGBoost's ``enable_categorical`` semantics: with FEWER than ``max_cat_to_onehot`` levels
+    (XGBoost's ``UseOneHot`` is ``n < max_cat_to_onehot``: 4 levels already take partitions), each
+    level alone against the rest (one-hot style); otherwise the levels are sorted (stably) by the
+    leaf weight XGBoost's ``CalcWeight`` gives them, ``-g / (h + lambda)`` or 0 for a level whose
+    hessian at this node is below ``min_child_weight`` (absent levels included), and every prefix
+    of that order, up to ``max_cat_threshold`` (64) levels, is a candidate left set (Fisher's
+    grouping: for a convex loss the best two-way partition is one of these prefixes), so one split
+    can send any set of categories left, adjacent or not. Gains as for thresholds. Where a level
+    sorts decides where rows of a level the node never saw go, so this order is XGBoost's exactly.
 
     Parameters
     ----------
@@ -390,16 +396,17 @@ def best_categorical_split(hist: np.ndarray, n_levels: int, G: float, H: float, 
     gh = np.asarray(hist, dtype=np.float64)[:n_levels]
     if n_levels < 2:
         return None
-    if n_levels <= max_cat_to_onehot:
+    if n_levels < max_cat_to_onehot:
         sets = [[c] for c in range(n_levels)]
         GL = gh[:, 0]
         HL = gh[:, 1]
     else:
-        present = np.flatnonzero(gh[:, 1] > 0)
-        w = -gh[present, 0] / (gh[present, 1] + lam)
-        order = present[np.argsort(w, kind="stable")]
-        cum = np.cumsum(gh[order], axis=0)[:-1]
-        sets = [sorted(order[:i + 1].tolist()) for i in range(len(order) - 1)]
+        g, h = gh[:, 0], gh[:, 1]
+        thin = (h < params.min_child_weight) | (h <= 0)
+        w = np.where(thin, 0.0, -g / np.where(thin, 1.0, h + lam)).astype(np.float32)  # XGBoost sorts float weights
+        order = np.argsort(w, kind="stable")
+        cum = np.cumsum(gh[order], axis=0)[:min(n_levels, MAX_CAT_THRESHOLD) - 1]
+        sets = [sorted(order[:i + 1].tolist()) for i in range(len(cum))]
         if not sets:
             return None
         GL, HL = cum[:, 0], cum[:, 1]

@@ -276,6 +276,21 @@ def test_schema_mismatch_names_both_banks():
         run_roles(roles, network=net)
 
 
+def test_same_columns_in_another_order_are_named_as_such():
+    # a bank whose file lists the same columns in another order: say so and how to fix it (as horizontal.lr does)
+    banks = synthetic_banks(8, nan=False)
+    net = InMemoryNetwork([*banks, COORD], recv_timeout=10.0)
+    params = GbdtParams(n_trees=1)
+    order = {b: [f"x{j}" for j in (range(5) if b != "bank2" else [1, 0, 2, 3, 4])] for b in banks}
+    roles = {b: (lambda b: lambda ch: run_bank(ch, COORD, banks[b][0], banks[b][1], order[b], params))(b) for b in banks}
+    roles[COORD] = lambda ch: run_coordinator(ch, list(banks), params)
+    with pytest.raises(DataError, match=r"'bank1' and 'bank2' list the same features in a different order "
+                                        r"\(position 0: 'x0' vs 'x1'\); reorder the columns, or list them in the "
+                                        r"order of 'bank1' as features = \[...\] in \[parties.bank2\]") as e:
+        run_roles(roles, network=net)
+    assert "\n" not in str(e.value)
+
+
 def test_early_stopping_on_pooled_validation_loss():
     banks = synthetic_banks(9, sizes=(500, 400, 300), nan=False)
     params = GbdtParams(n_trees=40, max_depth=3, learning_rate=0.8, validation_fraction=0.3, early_stopping_rounds=2)

@@ -92,3 +92,42 @@ def test_margins_equal_pooled_xgboost_enable_categorical():
     np.testing.assert_allclose(bias + contrib.sum(axis=1), fed, atol=1e-9)
     xc = bst.predict(dm, pred_contribs=True)
     assert np.max(np.abs(contrib - xc[:, :-1])) < 1e-4  # and they are XGBoost's TreeSHAP values
+
+
+def _banks_of_levels(seed: int, levels: tuple[int, ...], n: int = 260):
+    """Small banks with skewed level frequencies: deep nodes hold levels with a few rows (hessian < 1)."""
+    rng = np.random.default_rng(seed)
+    banks = {}
+    for i, b in enumerate(["b1", "b2", "b3"]):
+        m = n + 40 * i
+        cols = [rng.choice(k, m, p=np.arange(k, 0, -1) / (k * (k + 1) / 2)) for k in levels]
+        z = -0.8 + sum(0.6 * ((c % 3) == j) for j, c in enumerate(cols)) + 0.9 * (cols[0] == levels[0] - 1)
+        y = (rng.random(m) < 1 / (1 + np.exp(-z))).astype(float)
+        banks[b] = (np.column_stack(cols).astype(np.float64), y)
+    return banks
+
+
+@pytest.mark.parametrize("levels", [(4, 5), (4, 6, 9)])
+def test_four_levels_and_thin_nodes_match_pooled_xgboost(levels):
+    """XGBoost splits a column one-hot style only with FEWER than ``max_cat_to_onehot`` (4) levels, so
+    4 levels take partition splits; it sorts levels by the leaf weight it would give them, which is 0 for
+    a level whose hessian at the node is below ``min_child_weight`` (and for levels absent there)."""
+    banks = _banks_of_levels(3, levels)
+    names = [f"c{k}" for k in levels]
+    cats = dict(zip(names, levels))
+    params = GbdtParams(n_trees=10, max_depth=4, learning_rate=0.3, min_child_weight=1.0)
+    net = InMemoryNetwork([*banks, COORD], recv_timeout=60.0)
+    roles = {b: (lambda b: lambda ch: run_bank(ch, COORD, banks[b][0], banks[b][1], names, params, PlainAggregation(),
+                                               n_banks=len(banks), categorical=cats))(b) for b in banks}
+    roles[COORD] = lambda ch: run_coordinator(ch, list(banks), params, PlainAggregation())
+    model = run_roles(roles, network=net)[COORD]
+    X = np.vstack([X for X, _ in banks.values()])
+    y = np.concatenate([y for _, y in banks.values()])
+    df = pd.DataFrame({n: pd.Categorical(X[:, j].astype(int), categories=range(k)) for j, (n, k) in enumerate(cats.items())})
+    dm = xgb.DMatrix(df, label=y, enable_categorical=True)
+    bst = xgb.train({"objective": "binary:logistic", "tree_method": "hist", "max_depth": params.max_depth,
+                     "eta": params.learning_rate, "lambda": params.reg_lambda, "min_child_weight": params.min_child_weight,
+                     "max_cat_to_onehot": 4, "base_score": y.mean(), "max_bin": 32}, dm, params.n_trees)
+    fed = predict_margin(model.base_score, model.trees, X)
+    ref = bst.predict(dm, output_margin=True)
+    assert np.max(np.abs(fed - ref)) < 1e-4, np.max(np.abs(fed - ref))

@@ -262,10 +262,8 @@ def test_gbdt_fills_blanks_with_the_pooled_mean_and_equals_the_pooled_booster():
     assert abs(a_fed - a_xgb) < 0.01, (a_fed, a_xgb)
 
 
-def test_gbdt_pooled_mean_sums_reach_the_coordinator_masked_and_privacy_refuses_it():
-    from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations
-    from fedrisk.crypto.dp import plan_privacy
-    from fedrisk.errors import ConfigError
+def test_gbdt_pooled_mean_sums_reach_the_coordinator_masked():
+    from fedrisk.algorithms.horizontal.gbdt import GbdtParams
 
     banks = non_iid_banks(8)
     params = GbdtParams(n_trees=1, max_depth=2, max_bin=16)
@@ -275,6 +273,38 @@ def test_gbdt_pooled_mean_sums_reach_the_coordinator_masked_and_privacy_refuses_
     assert {e.kind for e in got} <= {"public-parameter", "ciphertext", "masked", "plaintext-by-design"}
     for e in got:
         assert not (isinstance(e.body, np.ndarray) and e.body.dtype == np.float64 and e.body.size == 1 + 2 * D)
-    plan = plan_privacy(planned_aggregations(params, private=True), epsilon=8.0, delta=1e-5)
-    with pytest.raises(ConfigError, match="missing = 'keep'"):
-        gbdt_federate(banks, params, PlainAggregation(), privacy=plan)
+
+
+def test_private_gbdt_pooled_means_are_two_accounted_gaussian_mechanisms():
+    """Under [privacy] the pooled-mean rounds of horizontal.gbdt are noised like the LR
+    standardisation's (magnitude sketch: sensitivity sqrt(d); [n, sum x/s, counts]: sqrt(1 + 2d)) and
+    the plan counts them: two more mechanisms, the run's spent epsilon within the budget. The noise in
+    the opened sum is the accountant's; the noisy means stay near the observed ones; the model stores
+    them and every bank holds the same."""
+    from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations
+    from fedrisk.crypto.dp import plan_privacy
+    from tests.algorithms.horizontal.test_newton_lr_privacy import Recording
+
+    banks = non_iid_banks(9, sizes=(3000, 2500, 2000))
+    params = GbdtParams(n_trees=2, max_depth=2, max_bin=16)
+    planned = planned_aggregations(params, private=True, pooled_mean=True)
+    assert planned == planned_aggregations(params, private=True) + 2
+    plan = plan_privacy(planned, epsilon=8.0, delta=1e-5)
+    agg = Recording()
+    res, net = gbdt_federate(banks, params, agg, privacy=plan, capture=True)
+    m = res["coordinator"]
+    assert m.privacy["mechanisms_planned"] == planned and m.privacy["mechanisms_run"] <= planned
+    assert m.privacy["epsilon"] <= 8.0 + 1e-9
+    assert all(res[b].imputation == m.imputation for b in banks)
+    s = np.asarray(next(e.body for e in net["b0"].captured if e.tag == "hgb.mean.range")["s"])
+    exact = 0
+    for X, _ in banks.values():
+        Xc = np.clip(X, -s, s)
+        exact = exact + np.concatenate([[len(X)], np.nansum(Xc / s, axis=0), (~np.isnan(X)).sum(0)])
+    z = (agg.totals["hgb.mean.sum"] - exact) / (plan.noise_multiplier * np.sqrt(1 + 2 * D))
+    z = z / np.sqrt(len(banks))  # plain sums: each bank adds the whole noise (no secure-aggregation threshold)
+    assert len(z) == 1 + 2 * D and np.any(z != 0)  # noised
+    assert float(np.max(np.abs(z))) < 5.0
+    observed = np.nanmean(np.vstack([X for X, _ in banks.values()]), axis=0)
+    fill = np.array([m.imputation[f] for f in NAMES])
+    assert np.all(np.abs(fill - observed) <= 0.1 * np.maximum(np.abs(observed), 1.0)), (fill, observed)  # ~8 sigma

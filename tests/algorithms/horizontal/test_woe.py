@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedrisk.errors import FedriskError
+from fedrisk.errors import DataError, FedriskError
 from fedrisk.finance.binning import BinningConfig
 from fedrisk.algorithms.horizontal.woe import horizontal_woe_coordinator, horizontal_woe_party, roundest_in
 from fedrisk.finance.woe import WoeEncoder
@@ -103,6 +103,17 @@ def test_schema_mismatch_refused():
     parts["bank1"] = (parts["bank1"][0].drop(columns=["age"]), parts["bank1"][1])
     with pytest.raises(FedriskError, match="same schema"):
         _run(parts)
+
+
+def test_an_extra_column_at_one_bank_is_named_in_one_line():
+    # the line names the column and the bank, not both full schemas (which hid it among 20 names)
+    X, y = _synthetic(300)
+    parts = _split(X, y)
+    parts["bank2"] = (parts["bank2"][0].assign(branch_code=1.0), parts["bank2"][1])
+    with pytest.raises(DataError, match=r"only at 'bank2': \['branch_code'\]") as e:
+        _run(parts)
+    msg = str(e.value)
+    assert "\n" not in msg and "exclude" in msg and "age" not in msg
 
 
 def test_category_only_at_one_party_and_constant_feature():
