@@ -376,7 +376,8 @@ def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
     then loads the numbers its partners store as floats, instead of a text column to refuse (or to
     cut into categories). ``decimal = ","`` reads ``"1169,5"``.
     """
-    if pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_datetime64_any_dtype(col.dtype):
+    if (pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_datetime64_any_dtype(col.dtype)
+            or isinstance(col.dtype, pd.CategoricalDtype)):  # (a category column is the file saying "codes")
         return None
     text = col.astype("string").str.strip()
     if decimal != ".":
@@ -384,6 +385,8 @@ def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
     filled = text.notna() & (text != "")
     if not filled.any() or not bool(text[filled].str.fullmatch(_PLAIN_NUMBER).all()):
         return None
+    if bool(text[filled].str.match(r"[-+]?0\d").any()):
+        return None  # "01", "007": codes written with their leading zeros (a region, a branch), not amounts
     return pd.to_numeric(text.where(filled), errors="coerce").astype(np.float64)
 
 

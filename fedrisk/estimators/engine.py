@@ -170,8 +170,10 @@ def _notebook_errors(root: Path, fed: Federation):
         msg = msg.replace(f"{root / 'job.toml'}: ", "").replace(str(root / "job.toml"), "the job")
         # the label coding is a Federation setting in a notebook, not a spec line the user never wrote
         if "set positive = " in msg:
+            who = re.match(r"party '([^']+)'", msg)
+            per_party = f"{{'{who.group(1)}': {{'positive': ...}}}}" if who else "{party: {'positive': ...}}"
             msg = msg.replace("for this party in the job spec", "(Federation.horizontal/vertical(..., positive=...), "
-                                                                    "or party_options={party: {'positive': ...}})")
+                                                                    f"or party_options={per_party})")
             e.args = (msg, *e.args[1:])
         else:
             e.args = (msg + _party_options_hint(msg), *e.args[1:])

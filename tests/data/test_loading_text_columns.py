@@ -94,3 +94,17 @@ def test_code_lists_and_category_typed_columns_stay_categories(tmp_path):
     typed.to_parquet(tmp_path / "typed.parquet")
     frame = load_party_frame(tmp_path / "typed.parquet", party="lender", id_col="id", label_col="y")
     assert {"grade", "amount"} <= set(frame.X.columns)
+
+
+def test_codes_with_leading_zeros_in_parquet_stay_text(tmp_path):
+    """Numbers kept as text load as numbers, but "01", "02", "10" in a Parquet string column are a region
+    code: inferred as a category (with the usual note), as before numbers-in-text loading."""
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame({"id": [str(i) for i in range(n)], "y": rng.integers(0, 2, n), "x": rng.normal(size=n),
+                       "region": rng.choice(["01", "02", "03", "10", "12"], n),
+                       "amount": [f"{v:.1f}" for v in rng.integers(100, 9000, n)]})
+    df.to_parquet(tmp_path / "codes.parquet")
+    t = load_party_table(tmp_path / "codes.parquet", party="bank1", id_col="id", label_col="y", encoding="codes")
+    assert "region" in t.categories and "amount" not in t.categories
+    assert any("'region'" in note for note in t.notes)

@@ -380,7 +380,7 @@ def best_categorical_split(hist: np.ndarray, n_levels: int, G: float, H: float, 
     level alone against the rest (one-hot style); otherwise the levels are sorted (stably) by the
     leaf weight XGBoost's ``CalcWeight`` gives them, ``-g / (h + lambda)`` or 0 for a level whose
     hessian at this node is below ``min_child_weight`` (absent levels included), and every prefix
-    of that order, up to ``max_cat_threshold`` (64) levels, is a candidate left set (Fisher's
+    of that order of up to ``max_cat_threshold`` (64) levels from either end is a candidate left set (Fisher's
     grouping: for a convex loss the best two-way partition is one of these prefixes), so one split
     can send any set of categories left, adjacent or not. Gains as for thresholds. Where a level
     sorts decides where rows of a level the node never saw go, so this order is XGBoost's exactly.
@@ -405,8 +405,12 @@ def best_categorical_split(hist: np.ndarray, n_levels: int, G: float, H: float, 
         thin = (h < params.min_child_weight) | (h <= 0)
         w = np.where(thin, 0.0, -g / np.where(thin, 1.0, h + lam)).astype(np.float32)  # XGBoost sorts float weights
         order = np.argsort(w, kind="stable")
-        cum = np.cumsum(gh[order], axis=0)[:min(n_levels, MAX_CAT_THRESHOLD) - 1]
-        sets = [sorted(order[:i + 1].tolist()) for i in range(len(cum))]
+        # XGBoost scans the sorted levels from both ends, each scan at most max_cat_threshold levels: left
+        # sets of 1..m-1 levels, then of n-m+1..n-1 (the high end's 1..m-1 levels on the right); short first
+        m = min(n_levels, MAX_CAT_THRESHOLD)
+        sizes = list(range(1, m)) + [k for k in range(max(m, n_levels - m + 1), n_levels)]
+        cum = np.cumsum(gh[order], axis=0)[[k - 1 for k in sizes]] if sizes else np.zeros((0, 2))
+        sets = [sorted(order[:k].tolist()) for k in sizes]
         if not sets:
             return None
         GL, HL = cum[:, 0], cum[:, 1]

@@ -131,3 +131,28 @@ def test_four_levels_and_thin_nodes_match_pooled_xgboost(levels):
     fed = predict_margin(model.base_score, model.trees, X)
     ref = bst.predict(dm, output_margin=True)
     assert np.max(np.abs(fed - ref)) < 1e-4, np.max(np.abs(fed - ref))
+
+
+def test_a_column_of_100_levels_gets_xgboosts_best_partition():
+    """XGBoost scans the sorted levels from both ends (each at most max_cat_threshold = 64 levels), so with
+    100 levels a left set of 90 is a candidate; a scan from one end only stopped at 63 (gain 292 vs 772)."""
+    import xgboost as xgb
+
+    from fedrisk.algorithms.vertical.tree import TreeParams, best_categorical_split
+
+    rng = np.random.default_rng(0)
+    lev = np.repeat(np.arange(100), 40)
+    y = (rng.random(len(lev)) < np.where(lev < 90, 0.2, 0.9)).astype(float)
+    g, h = 0.5 - y, np.full(len(y), 0.25)
+    hist = np.zeros((100, 2))
+    np.add.at(hist[:, 0], lev, g)
+    np.add.at(hist[:, 1], lev, h)
+    gain, left, _, _ = best_categorical_split(hist, 100, g.sum(), h.sum(),
+                                              TreeParams(max_depth=1, min_child_weight=1.0, reg_lambda=1.0))
+    X = pd.DataFrame({"c": pd.Categorical(lev, categories=range(100))})
+    booster = xgb.train({"objective": "binary:logistic", "base_score": 0.5, "max_depth": 1, "eta": 1, "lambda": 1,
+                         "min_child_weight": 1, "tree_method": "hist", "max_bin": 256},
+                        xgb.DMatrix(X, y, enable_categorical=True), 1)
+    root = booster.trees_to_dataframe().iloc[0]
+    assert gain == pytest.approx(float(root.Gain), rel=1e-5)
+    assert sorted(left) == sorted(int(c) for c in root.Category)

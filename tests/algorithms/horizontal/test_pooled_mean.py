@@ -305,6 +305,9 @@ def test_private_gbdt_pooled_means_are_two_accounted_gaussian_mechanisms():
     z = z / np.sqrt(len(banks))  # plain sums: each bank adds the whole noise (no secure-aggregation threshold)
     assert len(z) == 1 + 2 * D and np.any(z != 0)  # noised
     assert float(np.max(np.abs(z))) < 5.0
+    # and not too little: the RMS of 1 + 2d standard normals is within [0.3, 2.5] but for ~1e-5 of runs
+    # (1/100 of the calibrated noise gives ~0.01)
+    assert 0.3 < float(np.sqrt(np.mean(z ** 2))) < 2.5, z
     observed = np.nanmean(np.vstack([X for X, _ in banks.values()]), axis=0)
     fill = np.array([m.imputation[f] for f in NAMES])
     assert np.all(np.abs(fill - observed) <= 0.1 * np.maximum(np.abs(observed), 1.0)), (fill, observed)  # ~8 sigma
