@@ -30,6 +30,7 @@ from fedrisk import __version__
 from fedrisk.errors import ConfigError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
 from fedrisk.transport.safe_text import safe_repr, safe_text
+from fedrisk.transport import expect
 
 #: how often a waiting participant says whom it waits for
 LOG_EVERY = 5.0
@@ -140,7 +141,7 @@ def _checked_start(driver: str, start: Any) -> dict[str, Any]:
     out = {"ok": start["ok"], "reason": reason, "run_id": run_id if isinstance(run_id, str) else ""}
     if "rejoin" in start and start["rejoin"] is not None:
         at = start["rejoin"]
-        if not isinstance(at, int) or isinstance(at, bool) or at < 0:
+        if not expect.whole(at, 0):
             raise ProtocolError(f"{driver!r} sent a start message (ctl.start) with a malformed rejoin round "
                                 f"{safe_repr(at, 40)}; it must be a round number (0 or more)")
         out["rejoin"] = at

@@ -24,7 +24,18 @@ import numpy as np
 
 from fedrisk.errors import ProtocolError
 
-__all__ = ["mapping", "vector", "integer", "flag", "parsing"]
+__all__ = ["mapping", "vector", "integer", "flag", "parsing", "whole", "real"]
+
+
+def whole(v: Any, lo: int | None = None) -> bool:
+    """Whether ``v`` is a Python int (not a bool), at least ``lo`` if given: for fields checked in bulk
+    (a list of node ids, counts) where :func:`integer`'s per-field error would be one of many."""
+    return isinstance(v, int) and not isinstance(v, bool) and (lo is None or v >= lo)
+
+
+def real(v: Any, finite: bool = False) -> bool:
+    """Whether ``v`` is a Python int or float (not a bool), and finite if asked."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and (not finite or math.isfinite(v))
 
 
 def _where(me: str, frm: str, tag: str, key: str | None) -> str:

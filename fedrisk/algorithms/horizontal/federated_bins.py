@@ -61,6 +61,7 @@ import numpy as np
 from fedrisk.algorithms.vertical.binning import QuantileBinner
 from fedrisk.errors import ProtocolError
 from fedrisk.transport.channel import Channel
+from fedrisk.transport import expect
 
 __all__ = ["bank_agree_bins", "coordinator_agree_bins", "binner_from_cuts", "z_scale", "SUB_CELLS"]
 
@@ -141,7 +142,7 @@ def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np
     if not isinstance(msg, dict):
         raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
     cuts, has_missing, max_bin = msg.get("cuts"), msg.get("missing"), msg.get("max_bin")
-    if not isinstance(cuts, list) or len(cuts) != d or not isinstance(max_bin, int) or isinstance(max_bin, bool) \
+    if not isinstance(cuts, list) or len(cuts) != d or not expect.whole(max_bin) \
             or not 2 <= max_bin <= 1 << 16:
         raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
     return binner_from_cuts(max_bin, [_checked_cuts(channel.me, j, c, max_bin) for j, c in enumerate(cuts)],
@@ -151,7 +152,7 @@ def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np
 def _checked_cuts(me: str, j: int, c: Any, max_bin: int) -> np.ndarray:
     """Feature ``j``'s cut points from the coordinator: finite, strictly rising, fewer than ``max_bin``."""
     if not isinstance(c, list) or len(c) >= max_bin or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in c):
+            expect.real(v) for v in c):
         raise ProtocolError(f"{me}: the coordinator's cut points of feature {j} are not a list of fewer than "
                             f"{max_bin} numbers")
     a = np.asarray(c, dtype=np.float64)

@@ -148,6 +148,7 @@ from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
 from fedrisk.transport.safe_text import safe_text
+from fedrisk.transport import expect
 
 __all__ = ["GbdtParams", "GbdtModel", "run_bank", "run_coordinator", "planned_aggregations", "TAG_PREFIXES",
            "predict_margin"]
@@ -373,7 +374,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
             bins = binner.transform(X)
         start = channel.recv(coordinator, "hgb.start")
     base = start.get("base_score") if isinstance(start, dict) else None
-    if not isinstance(base, (int, float)) or isinstance(base, bool) or not math.isfinite(base):
+    if not expect.real(base, finite=True):
         raise ProtocolError(f"bank {me!r}: the coordinator's start message (hgb.start) has no finite base score")
     base = float(base)
     missing = binner.missing_bins()
@@ -459,10 +460,6 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     return model
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 #: most histogram cells one plan step may ask a bank for (8 bytes each: the codec's frame limit)
 _MAX_PLAN_COUNTS = 64 << 20
 
@@ -472,21 +469,21 @@ def _check_plan(plan: Any, nb: np.ndarray, what: str) -> None:
     d = len(nb)
 
     def ok_split(f: Any, b: Any) -> bool:
-        return _is_int(f) and 0 <= f < d and _is_int(b) and 0 <= b < nb[f]
+        return expect.whole(f) and 0 <= f < d and expect.whole(b) and 0 <= b < nb[f]
 
     def ok_cats(f: Any, cats: Any) -> bool:
-        return (_is_int(f) and 0 <= f < d and isinstance(cats, list)
-                and all(_is_int(c) and 0 <= c < nb[f] for c in cats))
+        return (expect.whole(f) and 0 <= f < d and isinstance(cats, list)
+                and all(expect.whole(c) and 0 <= c < nb[f] for c in cats))
 
     good = isinstance(plan, dict)
     if good:
         for sp in plan.get("splits", []) or []:
-            good &= (isinstance(sp, list) and len(sp) in (6, 7) and all(_is_int(v) and v >= 0 for v in sp[:6])
+            good &= (isinstance(sp, list) and len(sp) in (6, 7) and all(expect.whole(v) and v >= 0 for v in sp[:6])
                      and ok_split(sp[1], sp[2]) and (len(sp) == 6 or ok_cats(sp[1], sp[6])))
         good &= isinstance(plan.get("splits", []), list)
         for key in ("build", "leaves"):
             v = plan.get(key, [])
-            good &= isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)
+            good &= isinstance(v, list) and all(expect.whole(x) and x >= 0 for x in v)
         # the histograms asked for must fit one message (a crafted list of nodes would exhaust memory): the
         # cells sent (valid bins only) within the frame limit, the dense work array within 4x that
         n_build = len(plan.get("build", [])) if isinstance(plan.get("build", []), list) else _MAX_PLAN_COUNTS
@@ -494,16 +491,16 @@ def _check_plan(plan: Any, nb: np.ndarray, what: str) -> None:
         good &= (n_build * 2 * max(1, int(nb.sum())) <= _MAX_PLAN_COUNTS
                  and n_build * 2 * d * max(1, widest) <= 4 * _MAX_PLAN_COUNTS)
         if plan.get("new_tree"):
-            good &= _is_int(plan.get("tree")) and plan["tree"] >= 0
+            good &= expect.whole(plan.get("tree")) and plan["tree"] >= 0
         good &= plan.get("tag") is None or isinstance(plan.get("tag"), str)
         tree = plan.get("tree_done")
         if tree is not None:
             good &= isinstance(tree, list) and all(
-                isinstance(nd, dict) and _is_int(nd.get("id")) and 0 <= nd["id"] < len(tree) and (
+                isinstance(nd, dict) and expect.whole(nd.get("id")) and 0 <= nd["id"] < len(tree) and (
                     (isinstance(nd.get("leaf"), (int, float)) and math.isfinite(nd["leaf"])) if "leaf" in nd else
                     (ok_cats(nd.get("feature_index"), nd["categories_left"]) if "categories_left" in nd
                      else ok_split(nd.get("feature_index"), nd.get("bin")))
-                    and _is_int(nd.get("left")) and _is_int(nd.get("right"))
+                    and expect.whole(nd.get("left")) and expect.whole(nd.get("right"))
                     and nd["id"] < nd["left"] < len(tree) and nd["id"] < nd["right"] < len(tree))
                 for nd in tree)
     if not good:

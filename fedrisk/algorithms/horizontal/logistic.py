@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedrisk.errors import ProtocolError
+from fedrisk.transport import expect
 
 __all__ = ["LogisticModel", "sigmoid", "mean_log_loss", "sklearn_C"]
 
@@ -52,7 +53,7 @@ class LogisticModel:
         """Keep the coordinator's report on round ``r - 1`` (mean loss, contributors) in ``history``."""
         if msg.get("loss") is not None:
             loss = msg["loss"]
-            if not isinstance(loss, (int, float)) or isinstance(loss, bool):
+            if not expect.real(loss):
                 raise ProtocolError(f"round {r}: the coordinator's loss of the previous round is a "
                                     f"{type(loss).__name__}, not a number; refused")
             rec = {"round": r - 1, "loss": float(loss)}

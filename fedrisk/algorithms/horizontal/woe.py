@@ -205,14 +205,14 @@ def _checked_cells(me: str, coord: str, tag: str, msg: Any, intervals: Any, nume
     arrays no honest job needs: the counts it asks for must fit one message.
     """
     cells = msg.get("cells") if isinstance(msg, dict) else None
-    if not isinstance(cells, int) or isinstance(cells, bool) or not 1 <= cells <= 65536 or not isinstance(intervals, dict) \
+    if not expect.whole(cells) or not 1 <= cells <= 65536 or not isinstance(intervals, dict) \
             or (numeric is not None and not set(intervals) <= set(numeric)):
         raise ProtocolError(f"{me}: the coordinator's histogram request ({tag}) is malformed; refused")
     total = 0
     for f, pairs in intervals.items():
         if not isinstance(pairs, list) or not all(
                 isinstance(ab, (list, tuple)) and len(ab) == 2 and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in ab)
+                    expect.real(v, finite=True) for v in ab)
                 and ab[0] <= ab[1] for ab in pairs):
             raise ProtocolError(f"{me}: the coordinator's intervals in {tag} are not pairs of finite numbers; refused")
         total += len(pairs) * cells

@@ -81,6 +81,7 @@ from fedrisk.finance.binning import (
 )
 from fedrisk.finance.woe import DEFAULT_SMOOTHING, iv_strength, select_features, woe_iv
 from fedrisk.transport.channel import Channel
+from fedrisk.transport import expect
 
 __all__ = ["VerticalWoeResult", "ReleaseRule", "vertical_woe_label_holder", "vertical_woe_feature_holder",
            "REVEAL_LEVELS", "label_holder_bins", "merge_prebins"]
@@ -288,10 +289,6 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
     return result
 
 
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
 def _checked_sizes(me: str, peer: str, tag: str, sizes: Any) -> tuple[list[str], list[str], list[int], np.ndarray]:
     """A feature holder's prebin declaration: names, kinds, prebin counts and row counts that fit together."""
     ok = isinstance(sizes, dict) and all(isinstance(sizes.get(k), list) for k in ("features", "kinds", "n_prebins", "sizes"))
@@ -300,7 +297,7 @@ def _checked_sizes(me: str, peer: str, tag: str, sizes: Any) -> tuple[list[str],
         ok = (len(feats) == len(kinds) == len(n_pre) and len(set(map(str, feats))) == len(feats)
               and all(isinstance(f, str) and 0 < len(f) <= 4096 for f in feats)
               and all(k in ("numeric", "categorical") for k in kinds)
-              and all(_is_count(k) for k in n_pre) and all(_is_count(r) for r in rows))
+              and all(expect.whole(k, 0) for k in n_pre) and all(expect.whole(r, 0) for r in rows))
     if not ok:
         raise ProtocolError(f"{me}: party {peer!r} sent a malformed prebin declaration ({tag}): it needs unique "
                             f"feature names, numeric/categorical kinds and whole non-negative counts; refused")
@@ -311,8 +308,7 @@ def _checked_result(me: str, peer: str, tag: str, back: Any, feats: list[str]) -
     """The label holder's result: an entry with a finite IV for each of this party's features."""
     table = back.get("features") if isinstance(back, dict) else None
     if not isinstance(table, dict) or not all(
-            isinstance(table.get(f), dict) and isinstance(table[f].get("iv"), (int, float))
-            and not isinstance(table[f]["iv"], bool) and math.isfinite(table[f]["iv"])
+            isinstance(table.get(f), dict) and expect.real(table[f].get("iv"), finite=True)
             and isinstance(table[f].get("woe", []), list)
             and all(isinstance(w, (int, float)) and math.isfinite(w) for w in table[f].get("woe", []))
             for f in feats):
@@ -437,7 +433,7 @@ def _prebins(X: pd.DataFrame, features: Sequence[str], categorical: set[str], n_
 def _check_groups(who: str, feature: str, groups: Any, n_prebins: int) -> list[list[int]]:
     """The label holder's groups must partition this party's prebins (else refuse, naming the feature)."""
     ok = isinstance(groups, list) and all(isinstance(g, list) and g and all(
-        isinstance(i, int) and not isinstance(i, bool) for i in g) for g in groups)
+        expect.whole(i) for i in g) for g in groups)
     if ok:
         flat = sorted(i for g in groups for i in g)
         ok = flat == list(range(n_prebins))

@@ -37,6 +37,7 @@ from fedrisk.algorithms.vertical.tree import (
 from fedrisk.errors import ProtocolError
 from fedrisk.transport.channel import Channel
 from fedrisk.runtime.abort_reason import refuse_one_class
+from fedrisk.transport import expect
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,7 @@ class SecureBoostLabelHolder:
             stats = self.ph.recv(channel, hh, "sb.stats")
             # timings for the report: numbers under short names only (a partner's text must not fill it)
             host_phases[hh] = {str(k)[:64]: float(v) for k, v in list(stats.items())[:64]
-                               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)} \
+                               if expect.real(v, finite=True)} \
                 if isinstance(stats, dict) else {}
         for tr in trees:
             for nd in tr["nodes"]:
