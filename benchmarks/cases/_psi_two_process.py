@@ -57,6 +57,7 @@ def _party(ns: argparse.Namespace) -> None:
     from fedrisk.algorithms.vertical.alignment import align_parties
     from fedrisk.algorithms.vertical.rr22_psi import Rr22Stats
     from fedrisk.crypto import spu_binding
+    from fedrisk.runtime.rss import peak_rss_mb
     from fedrisk.transport.certs import tls_files
     from fedrisk.transport.grpc_channel import GrpcChannel
     from fedrisk.transport.ledger import Ledger
@@ -87,23 +88,11 @@ def _party(ns: argparse.Namespace) -> None:
     np.save(folder / f"{me}-indices.npy", al.indices)
     out = {"start": t0, "end": t1, "startup_s": round(t0 - t_start, 3), "cpu_s": round(c1 - c0, 3),
            "main_thread_cpu_s": round(m1 - m0, 3), "relay_threads_cpu_s": round(relay_cpu[0], 3),
-           "max_rss_mb": _peak_rss_mb(), "send_waits": {k: round(v, 3) for k, v in waits.items()},
+           "max_rss_mb": peak_rss_mb(), "send_waits": {k: round(v, 3) for k, v in waits.items()},
            "ledger_bytes_sent": channel.ledger.bytes_sent, "ledger_frames": len(channel.ledger.entries),
            "phases": {p: s.as_dict() for p, s in stats.items() if isinstance(s, Rr22Stats)},
            "size": al.size}
     (folder / f"{me}-result.json").write_text(json.dumps(out))
-
-
-def _peak_rss_mb() -> float | None:
-    """This process's peak RSS (``VmHWM``: reset at exec, unlike ``ru_maxrss``, which keeps the
-    forking parent's size), in MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 def _count_relay_cpu() -> list[float]:

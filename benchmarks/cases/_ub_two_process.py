@@ -40,7 +40,7 @@ def _cpu_tree() -> float:
 
 
 def _party(ns: argparse.Namespace) -> None:
-    from benchmarks.cases._psi_two_process import _peak_rss_mb
+    from fedrisk.runtime.rss import peak_rss_mb
     from fedrisk.algorithms.vertical.alignment import align_parties
     from fedrisk.algorithms.vertical.unbalanced_psi import UbSettings
     from fedrisk.crypto import psi
@@ -70,7 +70,7 @@ def _party(ns: argparse.Namespace) -> None:
     channel.close()
     np.save(folder / f"{me}-indices.npy", al.indices)
     (folder / f"{me}-result.json").write_text(json.dumps({
-        "start": t0, "end": t1, "cpu_s": round(c1 - c0, 3), "max_rss_mb": _peak_rss_mb(),
+        "start": t0, "end": t1, "cpu_s": round(c1 - c0, 3), "max_rss_mb": peak_rss_mb(),
         "bytes_sent": channel.ledger.bytes_sent, "frames": len(channel.ledger.entries), "size": al.size,
         "cache_bytes": sum(e["bytes"] for e in channel.ledger.entries if ".cache." in e["tag"])}))
 

@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedrisk.runtime.rss import peak_rss_mb, rss_mb
+
 __all__ = ["LibraryProcess", "WorkerGone", "WorkerTimeout"]
 
 
@@ -171,17 +173,6 @@ def _die_with_parent() -> None:
         pass
 
 
-def _rss_mb(field: str) -> float | None:
-    """This process's ``VmRSS`` (now) or ``VmHWM`` (peak) in MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    return None
-
-
 def _cpu_s() -> float:
     """CPU seconds of this process so far (all its threads: the library's own work)."""
     import resource
@@ -249,7 +240,7 @@ def _child(event_fd: int) -> None:
     except ConfigError as e:
         emit("error", stage="load", message=str(e))
         return
-    emit("loaded", rss_mb=_rss_mb("VmRSS"))
+    emit("loaded", rss_mb=rss_mb())
     job = commands.get()
     try:
         desc = _desc(lib, job["link"])
@@ -274,7 +265,7 @@ def _child(event_fd: int) -> None:
     except RuntimeError as e:
         emit("error", stage="stop", message=str(e))
         return
-    emit("stopped", rss_mb=_rss_mb("VmHWM"), cpu_s=_cpu_s())
+    emit("stopped", rss_mb=peak_rss_mb(), cpu_s=_cpu_s())
     # Stay until the party closes our stdin: it does so once the peer's library has stopped too.
     # Exiting now would close this library's sockets under the peer's stop_link, whose brpc then
     # fails a request with errno 0 and aborts on its own CHECK (seen: "error_code is 0").

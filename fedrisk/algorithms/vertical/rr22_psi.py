@@ -865,12 +865,16 @@ class _Library:
         self.folder.cleanup()
 
 
+#: where spu 0.9.5's libpsi writes its timing trace of each run (``/tmp/psi_{}.trace`` in the binary)
+_LIBRARY_TRACES = "/tmp/psi_*.trace"
+
+
 def _exchange(channel: Channel, peer: str, keys: "_Keys", *, leader: bool, salt: str, casefold: bool,
               reveal: str, tag: str, tls: Any, stats: Rr22Stats, memory_mb: float | None = None,
               lib: _Library | None = None, spill_dir: Any = None) -> PsiResult:
     me = channel.me
-    # the library writes a trace file into the system's temporary folder whatever TMPDIR says
-    traces = set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace")))
+    # the library writes a timing trace to /tmp whatever TMPDIR says (the path is compiled in); ours go
+    traces = set(glob.glob(_LIBRARY_TRACES))
     lib = lib if lib is not None else _Library(memory_mb, spill_dir)
     with lib.folder as tmp:
         folder = Path(tmp)
@@ -900,7 +904,7 @@ def _exchange(channel: Channel, peer: str, keys: "_Keys", *, leader: bool, salt:
                                 written_width=own_width)
         finally:
             worker.kill()
-            for f in set(glob.glob(os.path.join(tempfile.gettempdir(), "psi_*.trace"))) - traces:
+            for f in set(glob.glob(_LIBRARY_TRACES)) - traces:
                 try:
                     os.remove(f)
                 except OSError:

@@ -123,7 +123,7 @@ def test_spill_files_hold_no_ids(tmp_path):
 
 
 _CHILD = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import numpy as np
     from fedrisk.algorithms.vertical.psi_protocol import psi_align
     from fedrisk.algorithms.vertical.psi_stream import IdChunks
@@ -146,13 +146,16 @@ _CHILD = textwrap.dedent("""
         }, network=net)
     # warm up on small files (imports, the worker pool, the CSV reader, threads), then measure
     run(csv_l[:-4] + "-small.csv", csv_f[:-4] + "-small.csv")
+    from fedrisk.runtime.rss import peak_rss_mb, reset_peak
     base = psutil.Process().memory_info().rss
+    # the peak from here on: not the warm-up's, nor (ru_maxrss's habit) the spawning test runner's size
+    assert reset_peak()
     import tracemalloc
     tracemalloc.start()
     res = run(csv_l, csv_f)
     traced = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the checks below
+    peak = peak_rss_mb() * 2**20  # before the checks below
     from fedrisk.algorithms.vertical.row_order import canonical_order
     import pandas as pd
     all_ids = pd.read_csv(csv_l, dtype=str)["customer_id"].to_numpy()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +73,7 @@ def test_rr22_under_a_budget_gives_the_in_memory_result_and_leaves_no_file(tmp_p
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    traces = set(Path("/tmp").glob("psi_*.trace"))  # the library's own, compiled-in folder
     rng = np.random.default_rng(5)
     pool = rng.choice(10**12, 30_000, replace=False)
     a = np.array([f"CUST-{x}" for x in rng.permutation(pool[:20_000])], dtype=object)
@@ -102,6 +104,7 @@ def test_rr22_under_a_budget_gives_the_in_memory_result_and_leaves_no_file(tmp_p
         assert np.array_equal(got[p].indices, ref[p].indices)  # same rows, same (canonical) order
     assert rr22_psi._spill(20_000, 0.5) and not rr22_psi._spill(20_000, 100)
     assert list(tmp_path.glob("fedrisk-rr22-*")) == []
+    assert set(Path("/tmp").glob("psi_*.trace")) <= traces  # the library's trace files are removed too
     # in a job the party's run folder holds the spilled keys and the library's folder, not the system's temp
     made: list = []
     real_lib = rr22_psi._Library.__init__
@@ -155,19 +158,15 @@ _CHILD = textwrap.dedent("""
     run(*sets(3000))  # warm-up: imports, threads, the relay, allocator arenas
     a, b = sets(n)
 
-    def hwm():
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+    from fedrisk.runtime.rss import peak_rss_mb, reset_peak
 
     base = psutil.Process().memory_info().rss
-    with open("/proc/self/clear_refs", "w") as fh:  # the peak from here on (the warm-up's not counted)
-        fh.write("5")
+    assert reset_peak()  # the peak from here on (the warm-up's not counted)
     tracemalloc.start()
     res, st = run(a, b)
     traced = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    peak = hwm()
+    peak = peak_rss_mb() * 2**20
     print(json.dumps({"size": res["lender"].size, "traced": traced, "grew": peak - base,
                       "same": bool(np.array_equal(a[res["lender"].indices], b[res["payco"].indices])),
                       "lib": {p: [s.library_base_rss_mb, s.library_rss_mb] for p, s in st.items()}}))

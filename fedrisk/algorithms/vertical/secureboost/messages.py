@@ -7,13 +7,7 @@ import numpy as np
 
 from fedrisk.algorithms.phase_timer import PhaseTimer as _Phases  # noqa: F401 (the roles import it from here)
 from fedrisk.errors import ProtocolError
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set so far, in MiB (threads included; pool workers not)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from fedrisk.runtime.rss import peak_rss_mb  # noqa: F401 (the roles import it from here)
 
 
 def _pack_bits(mask: np.ndarray) -> np.ndarray:
