@@ -6,7 +6,9 @@ evaluation holder (``evaluation.holder``, default the first bank) also reads ``e
 Steps:
 
 1. federated binning, WOE/IV and selection (:mod:`fedrisk.algorithms.horizontal.woe`, secure
-   aggregation by default) — every participant ends with the same global bins and WOE;
+   aggregation by default) — every participant ends with the same global bins and WOE; text
+   columns need ``[task] categories`` (as ``horizontal.woe``: only declared names and secure counts
+   cross; undeclared and rare categories score as ``"(other)"``);
 2. each bank WOE-encodes its selected features and trains one logistic model with the solver of
    ``horizontal.lr`` (``solver = "newton"`` by default: the pooled penalised optimum, so the points
    table is that of a pooled WOE logistic regression on the same bins —
@@ -41,7 +43,8 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_lr import DropoutParams, LRParams, progress_fields, validate_horizontal
-from fedrisk.tasks.horizontal_woe import BinningParams, HistogramParams, iv_rows, load_frame, run_woe
+from fedrisk.tasks.horizontal_woe import (BinningParams, HistogramParams, HorizontalCategoryParams, iv_rows, load_frame,
+                                          run_woe)
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ScorecardParams", "validate_spec", "driver", "run", "write_reasons"]
 
@@ -64,7 +67,7 @@ class ScorecardParams(BinningParams):
         return Scorecard(self.base_score, self.base_odds, self.pdo, self.round_points)
 
 
-class Params(DropoutParams, HistogramParams, ScorecardParams, LRParams):
+class Params(DropoutParams, HistogramParams, ScorecardParams, LRParams, HorizontalCategoryParams):
     """``[task]`` settings of ``horizontal.scorecard``: binning + the LR solver of ``horizontal.lr`` + scaling."""
 
 

@@ -7,6 +7,12 @@ coordinator computes the global WOE, IV, pooled WOE correlation and the feature 
 (IV threshold, then correlation). Secure aggregation is on unless ``security.secure_aggregation
 = false``.
 
+Text columns: as in ``horizontal.lr``/``horizontal.gbdt`` the vocabulary is declared in the spec
+(``[task] categories = { purpose = [...] }``, ``min_category_count``; see
+:mod:`fedrisk.tasks.horizontal_categories`) and only secure counts per declared category cross; a text
+column without one is refused at its bank before anything is sent. ``category_pvalue``: a column whose
+categories' bad rates do not differ (chi-square) gets one bin.
+
 Outputs in the run directory:
 
 * ``metrics.json`` (coordinator): ``{"task", "job", "iv": {"federation": [rows]}, "selection",
@@ -29,9 +35,10 @@ from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
+from fedrisk.tasks.horizontal_categories import CategoryParams
 from fedrisk.tasks.horizontal_lr import DropoutParams, validate_horizontal
 
-__all__ = ["KIND", "TAG_PREFIXES", "Params", "BinningParams", "HistogramParams", "validate_spec", "driver", "run", "iv_rows",
+__all__ = ["KIND", "TAG_PREFIXES", "Params", "BinningParams", "HistogramParams", "HorizontalCategoryParams", "validate_spec", "driver", "run", "iv_rows",
            "woe_document", "load_frame"]
 
 KIND = "horizontal.woe"
@@ -56,7 +63,9 @@ class BinningParams(BaseModel):
     categorical: list[str] = Field(default_factory=list, description="columns forced categorical")
 
     def binning(self) -> BinningConfig:
-        return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac)
+        # category settings: those of the horizontal tasks (HorizontalCategoryParams), else the defaults
+        extra = {k: getattr(self, k) for k in ("min_category_count", "category_pvalue") if hasattr(self, k)}
+        return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac, **extra)
 
     def corr_or_none(self) -> float | None:
         return None if self.max_corr >= 1.0 else self.max_corr
@@ -70,7 +79,18 @@ class HistogramParams(BaseModel):
     sub_cells: int = Field(256, ge=8, le=65536, description="second histogram round's resolution")
 
 
-class Params(DropoutParams, HistogramParams, BinningParams):
+class HorizontalCategoryParams(CategoryParams):
+    """Text columns of ``horizontal.woe`` / ``horizontal.scorecard``: the vocabulary and minimum count of
+    ``horizontal.lr``/``gbdt`` (:class:`~fedrisk.tasks.horizontal_categories.CategoryParams`), and the test
+    a categorical column must pass to get more than one bin."""
+
+    category_pvalue: float = Field(0.05, gt=0, le=1, description=(
+        "a categorical column whose categories' bad rates do not differ at this significance (chi-square) "
+        "gets one bin and IV 0, so a many-level code with no relation to the label is not fitted level by "
+        "level; 1.0 turns the test off"))
+
+
+class Params(DropoutParams, HistogramParams, BinningParams, HorizontalCategoryParams):
     """``[task]`` settings of ``horizontal.woe``."""
 
 
@@ -129,14 +149,18 @@ def woe_document(ctx: PartyContext, woe: dict[str, FeatureWoe], selection: dict[
             "selection": selection, **extra}
 
 
-def run_woe(ctx: PartyContext, params: BinningParams, agg) -> tuple[Any, Any]:
-    """Both roles of federated binning; return (HorizontalWoeResult, this bank's frame or None)."""
+def run_woe(ctx: PartyContext, params: Any, agg) -> tuple[Any, Any]:
+    """Both roles of federated binning; return (HorizontalWoeResult, this bank's frame or None).
+
+    ``params``: :class:`BinningParams` and :class:`HorizontalCategoryParams` (the vocabulary of text
+    columns: no category value leaves a bank unless the job spec lists it)."""
     from fedrisk.algorithms.horizontal.woe import horizontal_woe_coordinator, horizontal_woe_party
 
     spec = ctx.spec
     banks = list(spec.parties)
     if ctx.name == COORDINATOR:
-        res = horizontal_woe_coordinator(ctx.channel, banks, aggregation=agg, config=params.binning(),
+        res = horizontal_woe_coordinator(ctx.channel, banks, categories=params.categories, aggregation=agg,
+                                         config=params.binning(),
                                          smoothing=params.smoothing, iv_threshold=params.iv_threshold,
                                          max_corr=params.corr_or_none(), grid_cells=params.grid_cells,
                                          sub_cells=params.sub_cells)
@@ -148,7 +172,10 @@ def run_woe(ctx: PartyContext, params: BinningParams, agg) -> tuple[Any, Any]:
         ctx.log.warning("columns %s are blank in every row here: this bank's rows go to their missing bins", blank)
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
     res = horizontal_woe_party(ctx.channel, COORDINATOR, frame.X, frame.y, categorical=params.categorical,
-                               aggregation=agg, smoothing=params.smoothing)
+                               categories=params.categories, aggregation=agg, smoothing=params.smoothing)
+    for c, k in res.local["undeclared"].items():
+        ctx.log.warning("column %r: %d rows hold categories [task] categories does not list; they are binned as "
+                        "'(other)' (the values stay here)", c, k)
     ctx.write_json(f"woe/{ctx.name}.json", woe_document(ctx, res.woe, res.selection, local=res.local))
     return res, frame
 

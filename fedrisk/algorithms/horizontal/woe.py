@@ -7,8 +7,16 @@ explicit opt-in) it sees each party's vector.
 
 Message flow (``C`` = coordinator, ``P`` = every party; ``T`` = tag prefix, default ``"hwoe"``)::
 
-    1. P -> C  T.schema     feature names, kinds, category labels         public-parameter
-       C -> P  T.plan       agreed features, kinds, union of categories   public-parameter
+    1. P -> C  T.schema     feature names and kinds (numeric, or categorical: the columns the
+                            job declares a vocabulary for) -- no category label  public-parameter
+       C -> P  T.plan       agreed features and kinds                     public-parameter
+       [categorical columns only: the level agreement of horizontal LR and GBDT
+        (:mod:`~fedrisk.algorithms.horizontal.category_levels`, tags T.cat.*):
+       P => C  T.cat.counts rows per declared category (+ undeclared, + missing)  aggregate sum
+       C -> P  T.cat.levels declared categories with >= min_category_count rows
+                            federation-wide; whether "(other)" / missing exist  public-parameter
+       every bank then has the same prebins: one per kept category, one "(other)" pooling the
+       rarer declared categories and every value the vocabulary does not list]
     2. P => C  T.range      per numeric feature, counts per magnitude bucket
                             (sign x floor(log2|x|)) -> a global value range  aggregate sum
        C -> P  T.grid       [lo, hi] per numeric feature                   public-parameter
@@ -23,7 +31,9 @@ Message flow (``C`` = coordinator, ``P`` = every party; ``T`` = tag prefix, defa
        P => C  T.subL       counts per sub-cell of them (L = 1, 2, 3)       aggregate sum]
        C -> P  T.prebins    {"edges": prebin edges}                        public-parameter
     5. P => C  T.counts     goods and bads per prebin (+ missing; per category)  aggregate sum
-       C: merge prebins (binning.merge_bins) -> final bins; WOE/IV from the summed counts
+       C: merge prebins (binning.merge_bins; categorical: binning.group_categories, one bin
+          unless the categories' bad rates differ by a chi-square test) -> final bins;
+          WOE/IV from the summed counts
        C -> P  T.woe        final bins and WOE tables                      model
     6. P => C  T.corr       n, sum WOE_j, sum WOE_j*WOE_k  (only if max_corr is set)  aggregate sum
        C -> P  T.result     IV, correlation matrix, selection              model
@@ -31,39 +41,51 @@ Message flow (``C`` = coordinator, ``P`` = every party; ``T`` = tag prefix, defa
 (``=>`` is an Aggregation round; its sub-messages are the aggregation's own tags.)
 
 What each side learns
-    Coordinator: the agreed schema and category labels each party declared; the pooled
+    Coordinator: each party's column names and kinds; for categorical columns the vocabulary
+    (public: the job spec) and, with secure aggregation, each declared category's federation-wide
+    row count -- never a category a bank holds that the spec does not list (those rows are
+    pooled into "(other)" at the bank), nor which bank holds a category; the pooled
     (all-party) histograms of step 2–4 (deeper rounds: the same counts at a finer resolution
     around the target quantiles) — counts only, no labels — and the pooled good/bad
     counts per prebin (step 5) and WOE moments (step 6). A sub-cell near a quantile can be
     narrow, so on a tiny federation the pooled histogram approximates individual values near
     the bin edges, which the final edges reveal to everyone anyway. Parties: the public plan,
-    the final bins, WOE, IV, correlations and selection. Nobody sees a row or another party's
-    counts (with secure aggregation).
+    the final bins, WOE, IV, correlations and selection; which declared categories reach
+    ``min_category_count`` rows. Nobody sees a row or another party's counts (with secure
+    aggregation), and no category value leaves a bank unless the job spec lists it: a text column
+    without a declared vocabulary is refused at the bank before anything is sent (banks announcing
+    their categories -- this protocol's first version -- told the coordinator every customer name,
+    e-mail or branch code a bank holds).
 
 Invariant: WOE/IV equal those of the pooled data binned with the same edges, to float rounding
-(counts are integers; fixed-point aggregation sums are rounded back to integers).
+(counts are integers; fixed-point aggregation sums are rounded back to integers); a categorical
+column's bins equal single-party binning (:func:`~fedrisk.finance.binning.fit_feature_bins`) of
+the pooled rows when the vocabulary lists every category present.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, PlainAggregation
+from fedrisk.algorithms.horizontal.category_levels import (agree_levels_bank, agree_levels_coordinator,
+                                                           encoders_from_levels)
 from fedrisk.errors import DataError, ProtocolError
 from fedrisk.finance.binning import (
+    OTHER,
     BinningConfig,
     FeatureBins,
     bins_from_groups,
-    category_text,
+    categorical_bins,
     class_counts,
+    group_categories,
     is_categorical,
     is_missing,
     merge_bins,
-    order_categories,
 )
 from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe, WoeEncoder, select_features
 from fedrisk.transport import expect
@@ -183,19 +205,17 @@ def _unknown(feature: Any) -> bool:
     raise KeyError(feature)
 
 
-def _checked_plan(me: str, coord: str, tag: str, plan: Any, own: list[str]) -> tuple[list[str], dict, dict]:
-    """The coordinator's feature plan: features of this party's schema, each numeric or categorical."""
-    ok = isinstance(plan, dict) and isinstance(plan.get("features"), list) and isinstance(plan.get("kinds"), dict) \
-        and isinstance(plan.get("categories"), dict)
+def _checked_plan(me: str, coord: str, tag: str, plan: Any, own: list[str], vocab: Mapping[str, Any]) -> tuple[list[str], dict]:
+    """The coordinator's feature plan: features of this party's schema, categorical exactly when declared."""
+    ok = isinstance(plan, dict) and isinstance(plan.get("features"), list) and isinstance(plan.get("kinds"), dict)
     feats = plan["features"] if ok else []
-    if ok and not all(isinstance(f, str) and f in own and plan["kinds"].get(f) in ("numeric", "categorical")
-                      and (plan["kinds"][f] == "numeric" or isinstance(plan["categories"].get(f), list))
-                      for f in feats):
+    if ok and not all(isinstance(f, str) and f in own
+                      and plan["kinds"].get(f) == ("categorical" if f in vocab else "numeric") for f in feats):
         ok = False
     if not ok:
         raise ProtocolError(f"{me}: the coordinator's feature plan ({tag}) names features this party did not "
-                            f"declare or is malformed; refused")
-    return feats, plan["kinds"], plan["categories"]
+                            f"declare, or kinds the job's categories do not say, or is malformed; refused")
+    return feats, plan["kinds"]
 
 
 def _checked_cells(me: str, coord: str, tag: str, msg: Any, intervals: Any, numeric: list[str] | None = None) -> int:
@@ -253,33 +273,52 @@ def _sum(agg: Aggregation, channel: Channel, parties: Sequence[str], tag: str, l
 
 
 def _checked_schema(me: str, peer: str, tag: str, schema: Any) -> dict[str, Any]:
-    """A party's declared schema: unique feature names, a kind for each, text category labels."""
-    ok = isinstance(schema, dict) and isinstance(schema.get("features"), list) \
-        and isinstance(schema.get("kinds"), dict) and isinstance(schema.get("categories"), dict)
+    """A party's declared schema: unique feature names and a kind for each."""
+    ok = isinstance(schema, dict) and isinstance(schema.get("features"), list) and isinstance(schema.get("kinds"), dict)
     if ok:
-        feats, kinds, cats = schema["features"], schema["kinds"], schema["categories"]
+        feats, kinds = schema["features"], schema["kinds"]
         ok = (all(isinstance(f, str) and 0 < len(f) <= 4096 for f in feats) and len(set(feats)) == len(feats)
-              and all(kinds.get(f) in ("numeric", "categorical") for f in feats)
-              and all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in cats.values()))
+              and all(kinds.get(f) in ("numeric", "categorical") for f in feats))
     if not ok:
         raise ProtocolError(f"{me}: party {peer!r} declared a malformed schema ({tag}): it needs unique feature "
-                            f"names, a numeric/categorical kind for each and text category labels; refused")
+                            f"names and a numeric/categorical kind for each; refused")
     return schema
 
 
-def _schema(X: pd.DataFrame, features: Sequence[str], categorical: set[str]) -> dict[str, Any]:
-    kinds, cats = {}, {}
-    for f in features:
-        s = X[f]
-        kind = "categorical" if f in categorical or is_categorical(s) else "numeric"
-        kinds[f] = kind
-        if kind == "categorical":
-            cats[f] = sorted(set(category_text(s[~is_missing(s)])))
-    return {"features": list(features), "kinds": kinds, "categories": cats}
+def _vocabulary(categories: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
+    return {str(c): [str(v) for v in cats] for c, cats in (categories or {}).items()}
+
+
+def _schema(me: str, X: pd.DataFrame, features: Sequence[str], categorical: set[str],
+            vocab: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Names and kinds of this party's columns (no value of any); a text column needs a vocabulary."""
+    absent = [c for c in vocab if c not in features]
+    if absent:
+        raise DataError(f"{me}: [task] categories lists {absent}, which are not feature columns of this party's data")
+    text = [f for f in features if f not in vocab and (f in categorical or is_categorical(X[f]))]
+    if text:
+        raise DataError(f"{me}: text columns {text} have no declared categories; horizontal banks agree categories "
+                        f"from the job spec, never from their rows: list them in [task] categories = "
+                        f"{{ {text[0]} = [...] }} (in Python: categories={{'{text[0]}': [...]}} of the estimator), "
+                        f"or exclude the column")
+    return {"features": list(features), "kinds": {f: "categorical" if f in vocab else "numeric" for f in features}}
+
+
+def _category_prebins(encoders: Mapping[str, Mapping[str, Any]]) -> dict[str, list[list[str]]]:
+    """Prebins of each categorical column from the agreed levels: one per kept category, then
+    "(other)" (the rarer declared categories and, through :data:`OTHER`, every undeclared value)."""
+    out = {}
+    for col, enc in encoders.items():
+        groups = [[str(c) for c in g] for g in enc["groups"]]
+        if enc["other"] >= 0:
+            groups[enc["other"]] = sorted(groups[enc["other"]]) + [OTHER]
+        out[col] = groups
+    return out
 
 
 def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y: Any, *,
                          features: Iterable[str] | None = None, categorical: Iterable[str] | None = None,
+                         categories: Mapping[str, Sequence[str]] | None = None,
                          aggregation: Aggregation | None = None, smoothing: float = DEFAULT_SMOOTHING,
                          tag: str = "hwoe") -> HorizontalWoeResult:
     """Party role: contribute this party's rows to federated binning, WOE and IV.
@@ -297,7 +336,10 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
     features : iterable of str, optional
         Columns to bin (default all columns of ``X``).
     categorical : iterable of str, optional
-        Columns forced categorical.
+        Columns forced categorical; each needs a vocabulary in ``categories``.
+    categories : mapping of str to list of str, optional
+        The job's vocabulary of each categorical column (public, the same at every participant).
+        A text column not listed is refused before anything is sent.
     aggregation : Aggregation, optional
         Must be the same kind as the coordinator's; default :class:`PlainAggregation`.
     smoothing : float
@@ -308,7 +350,8 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
     Returns
     -------
     HorizontalWoeResult
-        Global result plus ``local`` (this party's IV on the global bins and its selection).
+        Global result plus ``local`` (this party's IV on the global bins and its selection, and
+        per categorical column the rows holding a value the vocabulary does not list).
     """
     agg = aggregation or PlainAggregation()
     feats = list(features) if features is not None else list(X.columns)
@@ -318,9 +361,16 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
     yv = np.asarray(y, dtype=float).ravel()
     if yv.shape[0] != len(X) or not np.isin(yv, (0.0, 1.0)).all():
         raise DataError(f"{channel.me}: the label must be 0/1 with one value per row ({yv.shape[0]} labels, {len(X)} rows)")
-    channel.send(coordinator, f"{tag}.schema", _schema(X, feats, set(categorical or ())), kind="public-parameter")
+    vocab = _vocabulary(categories)
+    channel.send(coordinator, f"{tag}.schema", _schema(channel.me, X, feats, set(categorical or ()), vocab),
+                 kind="public-parameter")
     plan = channel.recv(coordinator, f"{tag}.plan")
-    feats, kinds, cats = _checked_plan(channel.me, coordinator, f"{tag}.plan", plan, feats)
+    feats, kinds = _checked_plan(channel.me, coordinator, f"{tag}.plan", plan, feats, vocab)
+    undeclared: dict[str, int] = {}
+    cats: dict[str, list[list[str]]] = {}
+    if vocab:
+        encoders, undeclared = agree_levels_bank(channel, coordinator, X, vocab, agg, tag=f"{tag}.cat")
+        cats = _category_prebins(encoders)
     numeric = [f for f in feats if kinds[f] == "numeric"]
     values = {f: _numeric_values(X, f) for f in numeric}
 
@@ -351,7 +401,7 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
         prebins = {}
     with expect.parsing(channel.me, coordinator, f"{tag}.prebins", "bin edges"):
         pre_bins = {f: FeatureBins(f, "numeric", edges=_finite(np.asarray(prebins[f], dtype=float)))
-                    if kinds[f] == "numeric" else FeatureBins(f, "categorical", groups=[[c] for c in cats[f]])
+                    if kinds[f] == "numeric" else FeatureBins(f, "categorical", groups=cats[f])
                     for f in feats}
     vec = []
     for f in feats:
@@ -377,10 +427,11 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
         local_sel = select_features(enc.iv_, enc.transform(X), iv_threshold=out["selection"]["iv_threshold"],
                                     max_corr=out["selection"]["max_corr"], party=channel.me)
     return HorizontalWoeResult(woe, out["iv"], out["selection"], corr,
-                               local={"iv": enc.iv_, "selection": local_sel, "n": int(len(X))})
+                               local={"iv": enc.iv_, "selection": local_sel, "n": int(len(X)), "undeclared": undeclared})
 
 
-def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggregation: Aggregation | None = None,
+def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, categories: Mapping[str, Sequence[str]] | None = None,
+                               aggregation: Aggregation | None = None,
                                config: BinningConfig | None = None, smoothing: float = DEFAULT_SMOOTHING,
                                iv_threshold: float = 0.02, max_corr: float | None = 0.7,
                                grid_cells: int = 256, sub_cells: int = 256, tag: str = "hwoe") -> HorizontalWoeResult:
@@ -392,10 +443,13 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggr
         The coordinator's endpoint.
     parties : sequence of str
         Data-holding parties.
+    categories : mapping of str to list of str, optional
+        The job's vocabulary of each categorical column (the parties hold the same).
     aggregation : Aggregation, optional
         Same kind as the parties'; default :class:`PlainAggregation`.
     config : BinningConfig, optional
-        Binning method, ``max_bins``, ``n_prebins``, ``min_bin_frac``.
+        Binning method, ``max_bins``, ``n_prebins``, ``min_bin_frac``, ``min_category_count``
+        (rarer categories federation-wide pool into "(other)"), ``category_pvalue``.
     smoothing : float
         WOE smoothing (see :mod:`fedrisk.finance.woe`).
     iv_threshold, max_corr : float
@@ -432,11 +486,22 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggr
                             f"{only_first[:5]}, only at {p!r}: {only_p[:5]}); horizontal parties need the same schema: "
                             f"drop a party's extra columns with exclude = [...] in its table, or rename them")
     feats = list(first)
-    # a column one party sees as text is text for all (e.g. all-missing at one party reads as numeric)
-    kinds = {f: "categorical" if any(s["kinds"][f] == "categorical" for s in schemas.values()) else "numeric" for f in feats}
-    cats = {f: sorted(set().union(*(s["categories"].get(f, []) for s in schemas.values()))) for f in feats
-            if kinds[f] == "categorical"}
-    channel.broadcast(parties, f"{tag}.plan", {"features": feats, "kinds": kinds, "categories": cats}, kind="public-parameter")
+    vocab = _vocabulary(categories)
+    absent = [c for c in vocab if c not in feats]
+    if absent:
+        raise DataError(f"[task] categories lists {absent}, which are not feature columns of the banks' data")
+    # categorical exactly when the job declares a vocabulary (a bank's own reading of a column never decides it)
+    kinds = {f: "categorical" if f in vocab else "numeric" for f in feats}
+    for p, s in schemas.items():
+        odd = [f for f in feats if s["kinds"][f] != kinds[f]]
+        if odd:
+            raise ProtocolError(f"{channel.me}: party {p!r} declared kinds of {odd[:5]} that the job's categories do "
+                                f"not say; refused")
+    channel.broadcast(parties, f"{tag}.plan", {"features": feats, "kinds": kinds}, kind="public-parameter")
+    cats: dict[str, list[list[str]]] = {}
+    if vocab:
+        levels = agree_levels_coordinator(channel, parties, vocab, agg, cfg.min_category_count, tag=f"{tag}.cat")
+        cats = _category_prebins(encoders_from_levels(levels, vocab))
     numeric = [f for f in feats if kinds[f] == "numeric"]
 
     prebin_edges: dict[str, np.ndarray] = {}
@@ -506,7 +571,7 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggr
                           kind="public-parameter")
 
     pre_bins = {f: FeatureBins(f, "numeric", edges=prebin_edges[f]) if kinds[f] == "numeric"
-                else FeatureBins(f, "categorical", groups=[[c] for c in cats[f]]) for f in feats}
+                else FeatureBins(f, "categorical", groups=cats[f]) for f in feats}
     length = sum(2 * (pre_bins[f].n_bins + 1) for f in feats)
     counts = _sum(agg, channel, parties, f"{tag}.counts", length, integer=True)
     if feats:  # every row sits in one bin of the first feature: its goods and bads are the pooled totals
@@ -529,10 +594,8 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, aggr
             groups = merge_bins(gm, bm, max_bins=cfg.max_bins, min_bin_frac=mmin, monotonic=monotonic)
             fb = bins_from_groups(f, "numeric", groups, prebin_edges=prebin_edges[f])
         else:
-            order = order_categories(cats[f], gm, bm) if cats[f] else np.arange(len(gm))
-            gm, bm = gm[order], bm[order]
-            groups = merge_bins(gm, bm, max_bins=cfg.max_bins, min_bin_frac=mmin, monotonic=monotonic, trend="increasing")
-            fb = bins_from_groups(f, "categorical", groups, categories=[cats[f][i] for i in order] if cats[f] else [])
+            groups = group_categories(cats[f], gm, bm, cfg) if cats[f] else []
+            fb = categorical_bins(f, cats[f], groups)
         # final bin i is the union of the prebins in groups[i], so its counts are their sums
         fg = np.zeros(fb.n_bins + 1)
         fbad = np.zeros(fb.n_bins + 1)

@@ -1,0 +1,86 @@
+"""Text columns in ``horizontal.woe`` / ``horizontal.scorecard``: no category value leaves a bank.
+
+* attack (reproduced before the fix): a bank whose file has a near-unique text column (an e-mail
+  address per customer) runs an honest WOE or scorecard job; every value used to cross to the
+  coordinator in the schema step (``hwoe.schema``) and the union back to every bank (``hwoe.plan``).
+  Now such a column without a declared vocabulary stops the job with one line *before anything is
+  sent*, and with a vocabulary only the declared names (public, from the spec) and secure sums cross;
+* levels are agreed as in ``horizontal.lr``/``gbdt`` (:mod:`fedrisk.algorithms.horizontal.category_levels`):
+  declared categories under ``min_category_count`` rows federation-wide and undeclared values go to
+  ``"(other)"``; the federated IV equals the pooled IV with the same bins;
+* the Python API (``fr.WoeBinning(categories=...)``, ``fr.Scorecard(categories=...)``) runs the same.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedrisk.errors import DataError
+from fedrisk.runtime.context import PartyContext, ProgressLog
+from fedrisk.runtime.spec import load_spec
+from fedrisk.runtime.tasks import get_task
+from fedrisk.runtime.threads import run_roles
+from fedrisk.transport.channel import InMemoryNetwork
+from fedrisk.finance.binning import FeatureBins
+from fedrisk.finance.woe import WoeEncoder
+from tests.tasks.test_horizontal_categorical import _strings, run_captured, toml_categories, vocabulary
+from tests.tasks.test_woe_tasks import horizontal_spec, split_german
+
+
+NUMERIC = ["duration_in_month", "credit_amount", "age_in_years", "installment_rate_in_percentage_of_disposable_income"]
+
+
+def _with_emails(tmp, parts, keep_text: bool = False):
+    """Every bank's file gains an ``email`` column, unique per customer (rewritten in place)."""
+    out = {}
+    for b, df in parts.items():
+        if not keep_text:
+            df = df[["id", "y", *NUMERIC]]
+        df = df.assign(email=[f"customer{i}@example.org" for i in df["id"]])
+        df.to_csv(tmp / ("test.csv" if b == "test" else f"{b}.csv"), index=False)
+        out[b] = df
+    return out
+
+
+def _run_keeping_network(spec_path, out):
+    """``run_captured``, returning the network and the error the run raised (if any)."""
+    spec = load_spec(spec_path)
+    task = get_task(spec.task["kind"])
+    names = spec.participants()
+    net = InMemoryNetwork(names, job=spec.job_id, tag_prefixes=task.TAG_PREFIXES, recv_timeout=120, capture=True)
+
+    def role(name):
+        def go(ch):
+            log = logging.getLogger(f"test.{name}")
+            ctx = PartyContext(name=name, spec=spec, channel=ch, out=out, log=log,
+                               progress=ProgressLog(out / "progress.jsonl" if name == task.driver(spec) else None, log))
+            task.run(ctx)
+        return go
+
+    try:
+        run_roles({p: role(p) for p in names}, network=net, recv_timeout=120)
+    except DataError as exc:
+        return net, exc
+    return net, None
+
+
+def _everything_received(net, names) -> set[str]:
+    return set().union(*(_strings(e.body) for who in names for e in net[who].captured))
+
+
+@pytest.mark.parametrize("kind", ["horizontal.woe", "horizontal.scorecard"])
+def test_a_near_unique_text_column_without_vocabulary_never_crosses(tmp_path, kind):
+    sc = kind == "horizontal.scorecard"
+    parts = _with_emails(tmp_path, split_german(tmp_path, banks=3, test=sc))
+    emails = set().union(*(set(df["email"]) for df in parts.values()))
+    spec = horizontal_spec(tmp_path, kind, test=sc, task_extra="rounds = 20\n" if sc else "")
+    net, err = _run_keeping_network(spec, tmp_path / "run")
+    leaked = _everything_received(net, load_spec(spec).participants()) & emails
+    assert not leaked, f"{len(leaked)} of {len(emails)} e-mail addresses crossed, e.g. {sorted(leaked)[:2]}"
+    assert err is not None
+    msg = str(err)
+    assert "\n" not in msg and "email" in msg and "[task] categories" in msg and "categories=" in msg
