@@ -27,7 +27,7 @@ from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryNetwork
 from fedrisk.finance.binning import FeatureBins
 from fedrisk.finance.woe import WoeEncoder
-from tests.tasks.test_horizontal_categorical import _strings, run_captured, toml_categories, vocabulary
+from tests.tasks.test_horizontal_categorical import MIN_COUNT, _strings, run_captured, toml_categories, vocabulary
 from tests.tasks.test_woe_tasks import horizontal_spec, split_german
 
 
@@ -84,3 +84,34 @@ def test_a_near_unique_text_column_without_vocabulary_never_crosses(tmp_path, ki
     assert err is not None
     msg = str(err)
     assert "\n" not in msg and "email" in msg and "[task] categories" in msg and "categories=" in msg
+
+
+def test_with_a_vocabulary_only_declared_names_and_sums_cross(tmp_path):
+    parts = _with_emails(tmp_path, split_german(tmp_path, banks=3), keep_text=True)
+    vocab = vocabulary(parts)
+    declared = sorted(parts["bank1"]["email"])[:3] + ["nobody@example.org"]
+    vocab["email"] = declared
+    spec = horizontal_spec(tmp_path, "horizontal.woe", task_extra=toml_categories(vocab))
+    net = run_captured(spec, tmp_path / "run")
+    names = load_spec(spec).participants()
+    emails = set().union(*(set(df["email"]) for df in parts.values()))
+    assert not (_everything_received(net, names) & (emails - set(declared)))
+    # what the banks sent the coordinator carries no category at all (declared or not): names, kinds, masked sums
+    labels = {v for cats in vocab.values() for v in cats} | emails
+    from_banks = [e for e in net["coordinator"].captured if e.sender != "coordinator"]
+    assert from_banks and not set().union(*(_strings(e.body) for e in from_banks)) & labels
+    # federated IV = pooled IV with the federation's bins; the e-mail column is one "(other)" bin, IV 0
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    doc = json.loads((tmp_path / "run" / "woe" / "bank1.json").read_text())
+    bins = {f: FeatureBins.from_dict(d["bins"]) for f, d in doc["features"].items()}
+    pooled = pd.concat(parts.values()).reset_index(drop=True)
+    enc = WoeEncoder().fit_bins(pooled.drop(columns=["id", "y"]), pooled["y"].to_numpy(), bins)
+    for r in m["iv"]["federation"]:
+        assert r["iv"] == pytest.approx(enc.iv_[r["feature"]], abs=1e-9), r["feature"]
+    assert bins["email"].n_bins == 1 and "(other)" in bins["email"].groups[0]
+    assert {r["feature"]: r["iv"] for r in m["iv"]["federation"]}["email"] == 0.0
+    # a purpose level under min_category_count rows federation-wide is in "(other)", with undeclared values
+    counts = pooled["purpose"].value_counts()
+    rare = [c for c in vocab["purpose"] if counts.get(c, 0) < MIN_COUNT]
+    assert rare and all(any(c in g and "(other)" in g for g in bins["purpose"].groups) for c in rare)
+    assert bins["purpose"].assign(pd.Series(["a purpose nobody declared"]))[0] != bins["purpose"].n_bins

@@ -19,14 +19,15 @@ from fedrisk.errors import ConfigError
 from fedrisk.finance.binning import FeatureBins
 from fedrisk.finance.metrics import auc
 from fedrisk.runtime.spec import load_spec
-from tests.tasks.test_woe_tasks import (horizontal_spec, run_in_process, simulate_vertical_default_credit,
+from tests.tasks.test_woe_tasks import (categories_toml, horizontal_spec, run_in_process, simulate_vertical_default_credit,
                                         split_german, vertical_german)
 
 
 def test_horizontal_scorecard_germancredit(tmp_path):
     parts = split_german(tmp_path, banks=3, test=True)
     spec = horizontal_spec(tmp_path, "horizontal.scorecard", test=True,
-                           task_extra="rounds = 40\nlearning_rate = 0.2\nbase_score = 500\nbase_odds = 20\npdo = 40")
+                           task_extra="rounds = 40\nlearning_rate = 0.2\nbase_score = 500\nbase_odds = 20\npdo = 40\n"
+                           + categories_toml(parts))
     out = tmp_path / "run"
     m = run_in_process(spec, out)
     card = json.loads((out / "scorecard.json").read_text())

@@ -56,6 +56,16 @@ def split_german(tmp: Path, banks: int = 3, test: bool = False) -> dict[str, pd.
     return out
 
 
+def categories_toml(parts: dict[str, pd.DataFrame], also: tuple[str, ...] = ()) -> str:
+    """``categories = {...}`` declaring every category of the banks' text columns (and of ``also``)."""
+    from fedrisk.finance.binning import category_text
+
+    pooled = pd.concat([v for k, v in parts.items() if k != "test"])
+    cols = [c for c in pooled.columns if c not in ("id", "y") and (c in also or not pd.api.types.is_numeric_dtype(pooled[c]))]
+    items = ", ".join(f"{c} = {json.dumps(sorted(set(category_text(pooled[c].dropna()))))}" for c in cols)
+    return f"categories = {{ {items} }}\n"
+
+
 def horizontal_spec(tmp: Path, kind: str, banks: int = 3, task_extra: str = "", test: bool = False,
                     secure: bool = True) -> Path:
     ports = free_ports(banks + 1)
@@ -92,7 +102,9 @@ def run_in_process(spec_path: Path, out: Path) -> dict:
 # -- horizontal --------------------------------------------------------------------------------
 def test_horizontal_woe_iv_equals_pooled_iv(tmp_path):
     parts = split_german(tmp_path)
-    spec = horizontal_spec(tmp_path, "horizontal.woe", task_extra='categorical = ["installment_rate_in_percentage_of_disposable_income"]')
+    forced = "installment_rate_in_percentage_of_disposable_income"
+    spec = horizontal_spec(tmp_path, "horizontal.woe", task_extra=f'categorical = ["{forced}"]\n'
+                           + categories_toml(parts, also=(forced,)))
     m = run_in_process(spec, tmp_path / "run")
     pooled = pd.concat(parts.values())
     rows = m["iv"]["federation"]
