@@ -98,7 +98,7 @@ class BinningConfig:
     n_prebins: int = 20
     min_bin_frac: float = 0.05
     min_category_count: int = 20
-    category_pvalue: float = 0.05
+    category_pvalue: float = 0.01
 
     def __post_init__(self) -> None:
         if self.method not in ("monotonic", "quantile"):
@@ -209,8 +209,8 @@ def is_missing(values: Any) -> np.ndarray:
     """Boolean mask of missing values: NaN, None, and empty / whitespace-only strings."""
     s = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
     miss = s.isna().to_numpy().copy()
-    if s.dtype == object:
-        miss |= s.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(dtype=bool)
+    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):  # pandas' str dtype too: " " is blank there
+        miss |= s.astype(object).map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(dtype=bool)
     return miss
 
 

@@ -84,7 +84,7 @@ class HorizontalCategoryParams(CategoryParams):
     ``horizontal.lr``/``gbdt`` (:class:`~fedrisk.tasks.horizontal_categories.CategoryParams`), and the test
     a categorical column must pass to get more than one bin."""
 
-    category_pvalue: float = Field(0.05, gt=0, le=1, description=(
+    category_pvalue: float = Field(0.01, gt=0, le=1, description=(
         "a categorical column whose categories' bad rates do not differ at this significance (chi-square) "
         "gets one bin and IV 0, so a many-level code with no relation to the label is not fitted level by "
         "level; 1.0 turns the test off"))

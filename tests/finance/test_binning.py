@@ -158,3 +158,34 @@ def test_categorical_codes_as_floats_or_padded_text_find_their_bin():
     again = fit_feature_bins(pd.Series(np.where(np.arange(400) == 0, np.nan, x.astype(float))), y, "rate",
                              kind="categorical")
     assert sorted(c for g in again.groups for c in g) == ["1", "2", "3", "4"]
+
+
+def test_rare_categories_pool_into_other_which_takes_unseen_values():
+    from fedrisk.finance.binning import OTHER, FeatureBins, pool_rare_categories
+
+    pre = pool_rare_categories(["a", "b", "c", "d"], [50, 3, 40, 1], 20)
+    assert pre == [["a"], ["c"], ["b", "d", OTHER]]
+    fb = FeatureBins("x", "categorical", groups=pre)
+    assert fb.assign(pd.Series(["a", "d", "never seen", None, ""])).tolist() == [0, 2, 2, 3, 3]
+    # without an "(other)" group an unseen value still goes to the missing bin
+    assert FeatureBins("x", "categorical", groups=[["a"]]).assign(pd.Series(["zz"])).tolist() == [1]
+    from fedrisk.data.categorical import OTHER as ENCODER_OTHER
+
+    assert OTHER == ENCODER_OTHER
+
+
+def test_the_category_test_is_calibrated_under_no_relation():
+    """Categories unrelated to the label pass the chi-square test at about the significance asked."""
+    from fedrisk.finance.binning import categories_differ, class_counts
+
+    rng = np.random.default_rng(0)
+    p = []
+    for _ in range(300):
+        codes = rng.integers(0, 60, 3000)
+        y = (rng.random(3000) < 0.2).astype(float)
+        g, b = class_counts(codes, y, 60)
+        p.append(categories_differ(g, b))
+    p = np.array(p)
+    assert 0.02 < (p < 0.1).mean() < 0.2 and (p < 0.01).mean() < 0.03
+    assert categories_differ(np.array([100.0, 100.0]), np.array([10.0, 40.0])) < 1e-3
+    assert categories_differ(np.array([5.0]), np.array([1.0])) == 1.0

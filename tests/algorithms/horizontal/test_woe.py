@@ -190,3 +190,29 @@ def test_integer_and_plain_columns_cost_at_most_one_deeper_round():
     _run(parts, network=net, max_corr=None)
     tags = {e.tag.split(".")[1] for e in net["coord"].captured if e.tag.startswith("hwoe.sub")}
     assert tags <= {"sub", "sub1"}, tags
+
+
+def test_a_many_level_code_is_not_fitted_level_by_level_and_equals_pooled():
+    """A random 150-level branch code on 6,000 rows: every level has >= min_category_count rows, so
+    binning level by level (sorted by each level's own bad rate) gave IV ~0.1 of pure noise; now the
+    categories' bad rates must differ (chi-square) first: one bin, IV 0. An informative 40-level code
+    keeps its grouping. Both equal single-party binning of the pooled rows."""
+    rng = np.random.default_rng(7)
+    n = 6000
+    X, y = _synthetic(n, seed=7)
+    X["branch"] = [f"B{k:03d}" for k in rng.integers(0, 150, n)]
+    region = rng.integers(0, 40, n)
+    X["segment"] = [f"S{k:02d}" for k in region]
+    y = np.where(rng.random(n) < 0.15 * (region % 4 == 0), 1, y)  # every 4th segment defaults more
+    res = _run(_split(X, y))["coord"]
+    cfg = BinningConfig()
+    for f in ("branch", "segment"):
+        local = fit_feature_bins(X[f], y, f, config=cfg)
+        assert res.woe[f].bins.groups == local.groups, f
+        pooled = WoeEncoder().fit_bins(X, y, {f: local})
+        assert res.iv[f] == pytest.approx(pooled.iv_[f], abs=1e-9)
+    assert res.woe["branch"].bins.n_bins == 1 and res.iv["branch"] == 0.0
+    assert res.woe["segment"].bins.n_bins >= 2 and res.iv["segment"] > 0.05
+    # level by level (the old rule: no minimum count, no test) fits the noise
+    old = fit_feature_bins(X["branch"], y, "branch", config=BinningConfig(min_category_count=1, category_pvalue=1.0))
+    assert WoeEncoder().fit_bins(X, y, {"branch": old}).iv_["branch"] > 0.05
