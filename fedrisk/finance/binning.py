@@ -233,14 +233,16 @@ def category_text(values: Any) -> np.ndarray:
 
 
 def unseen_categories(bins: Mapping[str, "FeatureBins"], frame: pd.DataFrame) -> dict[str, int]:
-    """Rows per categorical feature whose (non-blank) category its bins never saw: they score as the missing bin.
+    """Rows per categorical feature whose (non-blank) category its bins never saw: they score as the
+    ``"(other)"`` bin, or the missing bin where there is none.
 
     Counts only, for the scoring party's own log (``fedrisk.data.categorical.unseen_note``).
     """
     out = {}
     for f, b in bins.items():
         if b.kind == "categorical" and f in frame.columns:
-            k = int(((b.assign(frame[f]) == b.n_bins) & ~is_missing(frame[f])).sum())
+            named = FeatureBins(f, "categorical", groups=[[c for c in g if c != OTHER] for g in b.groups])
+            k = int(((named.assign(frame[f]) == b.n_bins) & ~is_missing(frame[f])).sum())
             if k:
                 out[f] = k
     return out

@@ -159,6 +159,10 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
         Columns forced categorical; others are inferred (non-numeric values → categorical).
     smoothing : float
         WOE smoothing for bins lacking goods or bads (see module Notes).
+    min_category_count, category_pvalue
+        Categorical columns: rarer categories pool into ``"(other)"`` (which also takes values never
+        seen while fitting); a column whose categories' bad rates do not differ at ``category_pvalue``
+        (chi-square) gets one bin. See :func:`~fedrisk.finance.binning.group_categories`.
 
     Attributes
     ----------
@@ -171,16 +175,20 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, method: str = "monotonic", max_bins: int = 6, n_prebins: int = 20, min_bin_frac: float = 0.05,
-                 categorical: Iterable[str] | None = None, smoothing: float = DEFAULT_SMOOTHING) -> None:
+                 categorical: Iterable[str] | None = None, smoothing: float = DEFAULT_SMOOTHING,
+                 min_category_count: int = 20, category_pvalue: float = 0.01) -> None:
         self.method = method
         self.max_bins = max_bins
         self.n_prebins = n_prebins
         self.min_bin_frac = min_bin_frac
         self.categorical = categorical
         self.smoothing = smoothing
+        self.min_category_count = min_category_count
+        self.category_pvalue = category_pvalue
 
     def _config(self) -> BinningConfig:
-        return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac)
+        return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac, self.min_category_count,
+                             self.category_pvalue)
 
     def fit(self, X: pd.DataFrame, y: Any) -> "WoeEncoder":
         """Fit bins and WOE on ``X`` (DataFrame) and ``y`` (1 = bad)."""

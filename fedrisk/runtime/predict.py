@@ -87,14 +87,16 @@ def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None)
 
 
 def _warn_unseen(bins, X) -> None:
-    """Log how many rows hold categories the scorecard's bins never saw (scored as the missing bin; their
-    reason reads ``feature = missing``), as vertical scorecards log at their owner. Counts only."""
+    """Log how many rows hold categories the scorecard's bins never saw (scored as the ``"(other)"`` bin, or
+    as the missing bin where there is none: reason ``feature = missing``), as vertical scorecards log at
+    their owner. Counts only."""
     import logging
 
     from fedrisk.data.categorical import unseen_note
     from fedrisk.finance.binning import unseen_categories
 
-    note = unseen_note(unseen_categories(bins, X), len(X), "predict", scored_as="the missing bin")
+    note = unseen_note(unseen_categories(bins, X), len(X), "predict",
+                       scored_as="the '(other)' bin, or the missing bin where there is none")
     if note:
         logging.getLogger("fedrisk.predict").warning(note)
 

@@ -200,7 +200,8 @@ def test_horizontal_scorecard_predict_logs_unseen_categories(tmp_path, caplog):
 
     german = german_frame().head(300)
     X = german[["duration_in_month", "purpose"]]
-    enc = WoeEncoder().fit(X, german["y"])
+    # level by level (no "(other)" bin, no category test): an unseen category scores as the missing bin
+    enc = WoeEncoder(min_category_count=1, category_pvalue=1.0).fit(X, german["y"])
     lr = LogisticRegression(max_iter=1000).fit(enc.transform(X), german["y"])
     card = Scorecard.from_logistic(enc, lr, list(X.columns))
     (tmp_path / "scorecard.json").write_text(json.dumps({"format": "fedrisk.scorecard", "version": 1, **card.to_dict()}))

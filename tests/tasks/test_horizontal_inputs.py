@@ -99,12 +99,13 @@ def test_pooled_labels_of_one_class_are_one_error_line(tmp_path, kind):
     assert not (tmp_path / "run" / "model.json").exists() and not (tmp_path / "run" / "scorecard.json").exists()
 
 
-def test_text_column_without_categories_says_how_to_declare_them(tmp_path):
+@pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.woe", "horizontal.scorecard"])
+def test_text_column_without_categories_says_how_to_declare_them(tmp_path, kind):
     parts = numeric_banks(tmp_path)
     for b in ("bank1", "bank2", "bank3"):
         parts[b].assign(region=np.where(parts[b].x0 > 0, "north", "south")).to_csv(tmp_path / f"{b}.csv", index=False)
     with pytest.raises(DataError) as e:
-        run_in_process(spec_for(tmp_path, "horizontal.lr", {b: "" for b in ("bank1", "bank2", "bank3")}), tmp_path / "run")
+        run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}), tmp_path / "run")
     msg = str(e.value)
     assert "\n" not in msg and "'region'" in msg and "[task] categories = { region = [...] }" in msg
 
@@ -123,8 +124,11 @@ def test_a_bank_without_a_column_keeps_it_blank_and_iv_equals_pooled(tmp_path, k
     parts["bank3"] = parts["bank3"].assign(duration_in_month=np.nan, purpose=np.nan)
     for k, v in parts.items():
         v.to_csv(tmp_path / f"{k}.csv", index=False)
-    m = run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")}, "iv_threshold = 0.0",
-                                test=kind == "horizontal.scorecard"), tmp_path / "run")
+    from tests.tasks.test_woe_tasks import categories_toml
+
+    m = run_in_process(spec_for(tmp_path, kind, {b: "" for b in ("bank1", "bank2", "bank3")},
+                                "iv_threshold = 0.0\n" + categories_toml(parts), test=kind == "horizontal.scorecard"),
+                       tmp_path / "run")
     pooled = pd.concat([parts[b] for b in ("bank1", "bank2", "bank3")]).reset_index(drop=True)
     doc = json.loads((tmp_path / "run" / "woe" / "bank1.json").read_text())
     iv = {r["feature"]: r["iv"] for r in (m["iv"]["federation"] if "federation" in m.get("iv", {}) else [])}
