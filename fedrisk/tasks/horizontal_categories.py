@@ -1,4 +1,6 @@
-"""Task glue: text categorical columns in horizontal jobs (``horizontal.lr``, ``horizontal.gbdt``).
+"""Task glue: text categorical columns in horizontal jobs (``horizontal.lr``, ``horizontal.gbdt``;
+``horizontal.woe``/``horizontal.scorecard`` take the same settings and run the agreement inside their
+protocol, :mod:`fedrisk.algorithms.horizontal.woe`).
 
 The vocabulary is declared once in the job spec and the levels agreed by secure sums of counts
 (:mod:`fedrisk.algorithms.horizontal.category_levels`)::

@@ -36,7 +36,8 @@ def _vertical_data(root: Path, data: Path, n: int) -> None:
     h[h.id < n].sample(frac=1.0, random_state=0).to_csv(root / "payco.csv", index=False)
 
 
-def _german_banks(root: Path, data: Path) -> None:
+def _german_banks(root: Path, data: Path) -> str:
+    """The banks' files; returns the ``categories = {...}`` line declaring their text columns' categories."""
     df = pd.read_csv(data / "germancredit.csv")
     df.insert(0, "id", np.arange(len(df)))
     df["y"] = (df.pop("creditability") == "bad").astype(int)
@@ -44,6 +45,9 @@ def _german_banks(root: Path, data: Path) -> None:
     rest = df[df.id % 5 != 0]
     for k in range(3):
         rest[rest.id % 3 == k].to_csv(root / f"bank{k + 1}.csv", index=False)
+    from tests.tasks.test_woe_tasks import categories_toml
+
+    return categories_toml({"all": rest})
 
 
 def _homo_banks(root: Path, data: Path, n: int) -> None:
@@ -86,8 +90,9 @@ def build(kind: str, root: Path, data: Path) -> Path:
                 "vertical.scorecard": "max_bins = 5\n"}[kind]
         r = cli("simulate", vertical_spec(work, kind, task), "--out", out)
     elif kind in ("horizontal.woe", "horizontal.scorecard"):
-        _german_banks(work, data)
-        r = cli("simulate", horizontal_spec(work, kind, "max_bins = 5\n", test=kind.endswith("scorecard")), "--out", out)
+        cats = _german_banks(work, data)
+        r = cli("simulate", horizontal_spec(work, kind, "max_bins = 5\n" + cats, test=kind.endswith("scorecard")),
+                "--out", out)
     elif kind == "horizontal.gbdt":
         _homo_banks(work, data, 1500)
         r = cli("simulate", horizontal_spec(work, kind, "n_trees = 6\nmax_depth = 3\n"), "--out", out)

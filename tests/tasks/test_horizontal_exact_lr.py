@@ -21,7 +21,7 @@ from fedrisk.algorithms.horizontal.logistic import sklearn_C
 from fedrisk.errors import ConfigError
 from fedrisk.finance.woe import FeatureWoe
 from fedrisk.runtime.spec import load_spec
-from tests.tasks.test_woe_tasks import horizontal_spec, run_in_process, split_german
+from tests.tasks.test_woe_tasks import categories_toml, horizontal_spec, run_in_process, split_german
 
 
 @pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.scorecard"])
@@ -81,7 +81,8 @@ def test_horizontal_lr_logs_the_ignored_fedavg_settings(tmp_path, caplog):
 
 def test_scorecard_points_equal_a_pooled_woe_logistic_regression(tmp_path):
     parts = split_german(tmp_path, banks=3, test=True)
-    spec = horizontal_spec(tmp_path, "horizontal.scorecard", test=True, task_extra="round_points = false")
+    spec = horizontal_spec(tmp_path, "horizontal.scorecard", test=True,
+                           task_extra="round_points = false\n" + categories_toml(parts))
     run_in_process(spec, tmp_path / "run")
     card = json.loads((tmp_path / "run" / "scorecard.json").read_text())
     feats = list(card["coef"])
@@ -120,8 +121,8 @@ def test_same_spec_and_seed_give_the_same_model(tmp_path, kind, shared_data):
     if kind == "horizontal.lr":
         spec = _lr_spec(tmp_path, shared_data)
     else:
-        split_german(tmp_path, banks=3, test=kind == "horizontal.scorecard")
-        spec = horizontal_spec(tmp_path, kind, test=kind == "horizontal.scorecard")
+        parts = split_german(tmp_path, banks=3, test=kind == "horizontal.scorecard")
+        spec = horizontal_spec(tmp_path, kind, test=kind == "horizontal.scorecard", task_extra=categories_toml(parts))
     outs = [tmp_path / "run1", tmp_path / "run2"]
     for out in outs:
         run_in_process(spec, out)

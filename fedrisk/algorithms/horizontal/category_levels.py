@@ -27,8 +27,13 @@ What each side learns
     the spec does not list never leave it (they go to ``"(other)"``; the bank's own log says how
     many rows).
 
-Why not let banks announce their categories (as the WOE task's schema step does): that tells the
-coordinator exactly which bank has customers in which category. Why a minimum count: a level
+Used by ``horizontal.lr``, ``horizontal.gbdt`` and, inside its protocol (tags ``hwoe.cat.*``), by
+``horizontal.woe`` / ``horizontal.scorecard`` (:mod:`fedrisk.algorithms.horizontal.woe`), whose prebin of
+a categorical column is one per kept category plus ``"(other)"``.
+
+Why not let banks announce their categories (as the WOE protocol's schema step did until this was
+shared with it): that tells the coordinator exactly which bank has customers in which category, and
+a near-unique text column (names, e-mail addresses) hands over every value. Why a minimum count: a level
 held by a handful of rows would be learned almost per customer (a one-hot weight, a tree split),
 and pooling rare levels into ``"(other)"`` is what a modeller does anyway.
 """
