@@ -42,7 +42,8 @@ class Scorecard(FederatedClassifier):
     -----
     What each party learns — horizontal: that of federated WOE
     (:mod:`fedrisk.algorithms.horizontal.woe`) and horizontal LR (the coordinator sees only sums
-    under secure aggregation) plus the final scorecard, which every bank holds. Vertical
+    under secure aggregation) plus the final scorecard, which every bank holds; text columns need
+    ``categories={column: [...]}`` (public; no other category value leaves a bank). Vertical
     (:mod:`fedrisk.algorithms.vertical.scorecard`): the label holder learns, per feature holder
     feature, rows and bads per pooled prebin (not edges, categories or which customer is in which
     bin) and every feature holder's partial points per scored row (by design: it adds them up and

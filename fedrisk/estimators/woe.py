@@ -47,7 +47,9 @@ class WoeBinning(FederatedEstimator):
     Notes
     -----
     What each party learns — horizontal: every bank learns the global bins and WOE tables; the
-    coordinator learns only sums of the banks' histograms and counts (secure aggregation).
+    coordinator learns only sums of the banks' histograms and counts (secure aggregation). Text
+    columns need ``categories={column: [...]}`` (public): only secure counts per declared category
+    cross, other values are binned as ``"(other)"`` at their bank.
     Vertical: the label holder learns, per feature of a feature holder, rows and bads per
     numbered prebin (not edges, categories or which customer is in which bin); a feature holder
     learns what ``reveal`` says (its IV by default) and never sees a label.
