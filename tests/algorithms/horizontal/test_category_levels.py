@@ -16,3 +16,26 @@ def test_integer_codes_read_as_floats_count_as_their_declared_level():
     # same level counts; the float bank has one blank in the missing slot
     np.testing.assert_array_equal(floats[:-1], ints[:-1])
     assert floats[-1] == 1 and ints[-1] == 0
+
+
+def test_malformed_levels_from_the_coordinator_are_one_protocol_error():
+    """A coordinator's crafted ``levels`` (a string for the kept list, a missing flag absent) is refused in one
+    line, not a KeyError deep in building the encoders."""
+    import pytest
+
+    from fedrisk.algorithms.horizontal.aggregation import PlainAggregation
+    from fedrisk.algorithms.horizontal.category_levels import agree_levels_bank
+    from fedrisk.errors import ProtocolError
+    from fedrisk.runtime.threads import run_roles
+
+    vocab = {"purpose": ["car", "tv"]}
+    frame = pd.DataFrame({"purpose": ["car", "tv", "car"]})
+    for bad in ({"kept": "car", "other": False, "missing": False}, {"kept": ["car"], "other": False},
+                {"kept": ["car", "car"], "other": False, "missing": False}, {"kept": ["boat"], "other": True, "missing": False}):
+        def coord(ch, bad=bad):
+            PlainAggregation().collect(ch, ["bank"], "hcat.counts", 4)
+            ch.send("bank", "hcat.levels", {"purpose": bad}, kind="public-parameter")
+
+        with pytest.raises(ProtocolError, match="purpose"):
+            run_roles({"bank": lambda ch: agree_levels_bank(ch, "coord", frame, vocab, PlainAggregation()),
+                       "coord": coord})
