@@ -297,7 +297,8 @@ def _schema(me: str, X: pd.DataFrame, features: Sequence[str], categorical: set[
         raise DataError(f"{me}: [task] categories lists {absent}, which are not feature columns of this party's data")
     text = [f for f in features if f not in vocab and (f in categorical or is_categorical(X[f]))]
     if text:
-        raise DataError(f"{me}: text columns {text} have no declared categories; horizontal banks agree categories "
+        which = "text columns" if not set(text) & categorical else "categorical columns"
+        raise DataError(f"{me}: {which} {text} have no declared categories; horizontal banks agree categories "
                         f"from the job spec, never from their rows: list them in [task] categories = "
                         f"{{ {text[0]} = [...] }} (in Python: categories={{'{text[0]}': [...]}} of the estimator), "
                         f"or exclude the column")
