@@ -45,11 +45,14 @@ def toml_categories(vocab: dict[str, list[str]]) -> str:
     return f"categories = {{ {items} }}\nmin_category_count = {MIN_COUNT}\n"
 
 
-def run_captured(spec_path: Path, out: Path) -> InMemoryNetwork:
+def run_captured(spec_path: Path, out: Path, keep: list | None = None) -> InMemoryNetwork:
+    """Run the job in-process with capture; ``keep`` receives the network first (to read it after an error)."""
     spec = load_spec(spec_path)
     task = get_task(spec.task["kind"])
     names = spec.participants()
     net = InMemoryNetwork(names, job=spec.job_id, tag_prefixes=task.TAG_PREFIXES, recv_timeout=300, capture=True)
+    if keep is not None:
+        keep.append(net)
 
     def role(name):
         def go(ch):

@@ -13,18 +13,13 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fedrisk.errors import DataError
-from fedrisk.runtime.context import PartyContext, ProgressLog
 from fedrisk.runtime.spec import load_spec
-from fedrisk.runtime.tasks import get_task
-from fedrisk.runtime.threads import run_roles
-from fedrisk.transport.channel import InMemoryNetwork
 from fedrisk.finance.binning import FeatureBins
 from fedrisk.finance.woe import WoeEncoder
 from tests.tasks.test_horizontal_categorical import MIN_COUNT, _strings, run_captured, toml_categories, vocabulary
@@ -48,24 +43,12 @@ def _with_emails(tmp, parts, keep_text: bool = False):
 
 def _run_keeping_network(spec_path, out):
     """``run_captured``, returning the network and the error the run raised (if any)."""
-    spec = load_spec(spec_path)
-    task = get_task(spec.task["kind"])
-    names = spec.participants()
-    net = InMemoryNetwork(names, job=spec.job_id, tag_prefixes=task.TAG_PREFIXES, recv_timeout=120, capture=True)
-
-    def role(name):
-        def go(ch):
-            log = logging.getLogger(f"test.{name}")
-            ctx = PartyContext(name=name, spec=spec, channel=ch, out=out, log=log,
-                               progress=ProgressLog(out / "progress.jsonl" if name == task.driver(spec) else None, log))
-            task.run(ctx)
-        return go
-
+    keep: list = []
     try:
-        run_roles({p: role(p) for p in names}, network=net, recv_timeout=120)
+        run_captured(spec_path, out, keep)
     except DataError as exc:
-        return net, exc
-    return net, None
+        return keep[0], exc
+    return keep[0], None
 
 
 def _everything_received(net, names) -> set[str]:
