@@ -161,8 +161,8 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
         WOE smoothing for bins lacking goods or bads (see module Notes).
     min_category_count, category_pvalue
         Categorical columns: rarer categories pool into ``"(other)"`` (which also takes values never
-        seen while fitting); a column whose categories' bad rates do not differ at ``category_pvalue``
-        (chi-square) gets one bin. See :func:`~fedrisk.finance.binning.group_categories`.
+        seen while fitting); a column with more categories than ``max_bins`` whose bad rates do not
+        differ at ``category_pvalue`` (chi-square) gets one bin. See :func:`~fedrisk.finance.binning.group_categories`.
 
     Attributes
     ----------

@@ -10,8 +10,8 @@ coordinator computes the global WOE, IV, pooled WOE correlation and the feature 
 Text columns: as in ``horizontal.lr``/``horizontal.gbdt`` the vocabulary is declared in the spec
 (``[task] categories = { purpose = [...] }``, ``min_category_count``; see
 :mod:`fedrisk.tasks.horizontal_categories`) and only secure counts per declared category cross; a text
-column without one is refused at its bank before anything is sent. ``category_pvalue``: a column whose
-categories' bad rates do not differ (chi-square) gets one bin.
+column without one is refused at its bank before anything is sent. ``category_pvalue``: a column with
+more categories than ``max_bins`` whose categories' bad rates do not differ (chi-square) gets one bin.
 
 Outputs in the run directory:
 
@@ -85,9 +85,9 @@ class HorizontalCategoryParams(CategoryParams):
     a categorical column must pass to get more than one bin."""
 
     category_pvalue: float = Field(0.01, gt=0, le=1, description=(
-        "a categorical column whose categories' bad rates do not differ at this significance (chi-square) "
-        "gets one bin and IV 0, so a many-level code with no relation to the label is not fitted level by "
-        "level; 1.0 turns the test off"))
+        "a categorical column with more categories (after pooling) than max_bins whose categories' bad rates "
+        "do not differ at this significance (chi-square) gets one bin and IV 0, so a many-level code with no "
+        "relation to the label is not fitted level by level; 1.0 turns the test off"))
 
 
 class Params(DropoutParams, HistogramParams, BinningParams, HorizontalCategoryParams):

@@ -31,8 +31,9 @@ Message flow (``C`` = coordinator, ``P`` = every party; ``T`` = tag prefix, defa
        P => C  T.subL       counts per sub-cell of them (L = 1, 2, 3)       aggregate sum]
        C -> P  T.prebins    {"edges": prebin edges}                        public-parameter
     5. P => C  T.counts     goods and bads per prebin (+ missing; per category)  aggregate sum
-       C: merge prebins (binning.merge_bins; categorical: binning.group_categories, one bin
-          unless the categories' bad rates differ by a chi-square test) -> final bins;
+       C: merge prebins (binning.merge_bins; categorical: binning.group_categories -- more
+          categories than max_bins make one bin unless their bad rates differ by a chi-square
+          test) -> final bins;
           WOE/IV from the summed counts
        C -> P  T.woe        final bins and WOE tables                      model
     6. P => C  T.corr       n, sum WOE_j, sum WOE_j*WOE_k  (only if max_corr is set)  aggregate sum
