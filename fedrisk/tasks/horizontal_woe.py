@@ -38,8 +38,8 @@ from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_categories import CategoryParams
 from fedrisk.tasks.horizontal_lr import DropoutParams, validate_horizontal
 
-__all__ = ["KIND", "TAG_PREFIXES", "Params", "BinningParams", "HistogramParams", "HorizontalCategoryParams", "validate_spec", "driver", "run", "iv_rows",
-           "woe_document", "load_frame"]
+__all__ = ["KIND", "TAG_PREFIXES", "Params", "BinningParams", "HistogramParams", "HorizontalCategoryParams",
+           "validate_spec", "driver", "run", "iv_rows", "woe_document", "load_frame"]
 
 KIND = "horizontal.woe"
 TAG_PREFIXES = ("hwoe.",)

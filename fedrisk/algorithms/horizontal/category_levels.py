@@ -105,9 +105,10 @@ def agree_levels_bank(channel: Channel, coordinator: str, frame: pd.DataFrame, v
         raise ProtocolError(f"the coordinator's category levels do not match the job spec's columns {sorted(vocabulary)}")
     for col, cats in _layout(vocabulary):
         lv = msg[col]
-        if not (isinstance(lv, dict) and isinstance(lv.get("kept"), list) and all(isinstance(c, str) for c in lv["kept"])
-                and len(set(lv["kept"])) == len(lv["kept"]) and isinstance(lv.get("other"), bool)
-                and isinstance(lv.get("missing"), bool)) or not set(lv["kept"]) <= set(cats):
+        kept = lv.get("kept") if isinstance(lv, dict) else None
+        if not (isinstance(kept, list) and all(isinstance(c, str) for c in kept) and len(set(kept)) == len(kept)
+                and isinstance(lv.get("other"), bool)
+                and isinstance(lv.get("missing"), bool)) or not set(kept) <= set(cats):
             raise ProtocolError(f"the coordinator's levels of column {col!r} are not among the spec's categories "
                                 f"(or are malformed); refused")
     return encoders_from_levels(msg, vocabulary), undeclared

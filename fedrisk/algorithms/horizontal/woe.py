@@ -206,7 +206,8 @@ def _unknown(feature: Any) -> bool:
     raise KeyError(feature)
 
 
-def _checked_plan(me: str, coord: str, tag: str, plan: Any, own: list[str], vocab: Mapping[str, Any]) -> tuple[list[str], dict]:
+def _checked_plan(me: str, coord: str, tag: str, plan: Any, own: list[str],
+                  vocab: Mapping[str, Any]) -> tuple[list[str], dict]:
     """The coordinator's feature plan: features of this party's schema, categorical exactly when declared."""
     ok = isinstance(plan, dict) and isinstance(plan.get("features"), list) and isinstance(plan.get("kinds"), dict)
     feats = plan["features"] if ok else []
@@ -429,11 +430,12 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
         local_sel = select_features(enc.iv_, enc.transform(X), iv_threshold=out["selection"]["iv_threshold"],
                                     max_corr=out["selection"]["max_corr"], party=channel.me)
     return HorizontalWoeResult(woe, out["iv"], out["selection"], corr,
-                               local={"iv": enc.iv_, "selection": local_sel, "n": int(len(X)), "undeclared": undeclared})
+                               local={"iv": enc.iv_, "selection": local_sel, "n": int(len(X)),
+                                      "undeclared": undeclared})
 
 
-def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *, categories: Mapping[str, Sequence[str]] | None = None,
-                               aggregation: Aggregation | None = None,
+def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *,
+                               categories: Mapping[str, Sequence[str]] | None = None, aggregation: Aggregation | None = None,
                                config: BinningConfig | None = None, smoothing: float = DEFAULT_SMOOTHING,
                                iv_threshold: float = 0.02, max_corr: float | None = 0.7,
                                grid_cells: int = 256, sub_cells: int = 256, tag: str = "hwoe") -> HorizontalWoeResult:

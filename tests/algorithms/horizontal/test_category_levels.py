@@ -31,7 +31,8 @@ def test_malformed_levels_from_the_coordinator_are_one_protocol_error():
     vocab = {"purpose": ["car", "tv"]}
     frame = pd.DataFrame({"purpose": ["car", "tv", "car"]})
     for bad in ({"kept": "car", "other": False, "missing": False}, {"kept": ["car"], "other": False},
-                {"kept": ["car", "car"], "other": False, "missing": False}, {"kept": ["boat"], "other": True, "missing": False}):
+                {"kept": ["car", "car"], "other": False, "missing": False},
+                {"kept": ["boat"], "other": True, "missing": False}):
         def coord(ch, bad=bad):
             PlainAggregation().collect(ch, ["bank"], "hcat.counts", 4)
             ch.send("bank", "hcat.levels", {"purpose": bad}, kind="public-parameter")
