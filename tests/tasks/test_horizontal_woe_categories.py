@@ -83,6 +83,10 @@ def test_with_a_vocabulary_only_declared_names_and_sums_cross(tmp_path):
     labels = {v for cats in vocab.values() for v in cats} | emails
     from_banks = [e for e in net["coordinator"].captured if e.sender != "coordinator"]
     assert from_banks and not set().union(*(_strings(e.body) for e in from_banks)) & labels
+    # the category counts arrive masked (secure aggregation), one vector per bank
+    masked = [e for e in from_banks if e.tag.startswith("hwoe.cat.") and e.tag.endswith(".sa.masked")]
+    assert sorted(e.sender for e in masked) == ["bank1", "bank2", "bank3"]
+    assert all(isinstance(e.body, np.ndarray) and e.body.dtype == np.uint64 for e in masked)
     # federated IV = pooled IV with the federation's bins; the e-mail column is one "(other)" bin, IV 0
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     doc = json.loads((tmp_path / "run" / "woe" / "bank1.json").read_text())
