@@ -365,7 +365,45 @@ def _decimal_comma_mask(col: pd.Series) -> pd.Series:
     return col.astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*")
 
 
-_PLAIN_NUMBER = r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*"
+#: a plain number: ASCII digits only (``\d`` would take other scripts' digits, which the parser then
+#: turns into missing values), no "inf"/"nan" spellings (those are text a person wrote, not amounts)
+_PLAIN_NUMBER = r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*"
+#: how many filled cells a text column is first judged on, and the share of numbers that makes it "mostly numbers"
+_SAMPLE, _MOSTLY = 1000, 0.9
+
+
+@dataclass(frozen=True)
+class _TextNumbers:
+    """One parse of a text column's cells as numbers, which both questions the loader asks are answered from:
+    is every cell a number (:func:`numbers_in_text`), and is it mostly numbers with a few text cells
+    (:func:`_not_categories`)."""
+
+    #: the filled cells (not missing, not blank), stripped, in row order (index as the column's)
+    text: pd.Series
+    #: the filled cells as floats, NaN where a cell is not a plain number; ``None`` when a sample of the
+    #: first cells is already mostly text (a real text column costs one small regex pass)
+    numbers: pd.Series | None
+    #: the column as floats (blanks NaN) when every filled cell is a number and none is a code with a leading zero
+    all_numbers: pd.Series | None
+
+
+def _parse_text_numbers(col: pd.Series, decimal: str = ".") -> _TextNumbers | None:
+    """Parse a text column as numbers once; ``None`` for a column that is not text (numbers, dates, and
+    category-typed columns, which are the file saying "codes")."""
+    if (pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_datetime64_any_dtype(col.dtype)
+            or pd.api.types.is_bool_dtype(col.dtype) or isinstance(col.dtype, pd.CategoricalDtype)):
+        return None
+    text = col.astype("string").str.strip()
+    text = text[text.notna() & (text != "")]
+    marked = text.str.replace(decimal, ".", regex=False) if decimal != "." else text
+    head = marked.head(_SAMPLE)
+    if not len(head) or float(head.str.fullmatch(_PLAIN_NUMBER).mean()) < _MOSTLY:
+        return _TextNumbers(text, None, None)
+    plain = marked.str.fullmatch(_PLAIN_NUMBER).astype(bool)
+    numbers = pd.to_numeric(marked.where(plain), errors="coerce").astype(np.float64)
+    every = bool(plain.all()) and not bool(marked.str.match(r"[-+]?0[0-9]").any())
+    # ("01", "007": codes written with their leading zeros -- a region, a branch -- not amounts)
+    return _TextNumbers(text, numbers, numbers.reindex(col.index) if every else None)
 
 
 def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
@@ -374,20 +412,11 @@ def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
 
     What a CSV reader makes of the same cells: a bank whose Parquet export keeps an amount as text
     then loads the numbers its partners store as floats, instead of a text column to refuse (or to
-    cut into categories). ``decimal = ","`` reads ``"1169,5"``.
+    cut into categories). ``decimal = ","`` reads ``"1169,5"``. Codes written with leading zeros
+    (``"01"``) stay text.
     """
-    if (pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_datetime64_any_dtype(col.dtype)
-            or isinstance(col.dtype, pd.CategoricalDtype)):  # (a category column is the file saying "codes")
-        return None
-    text = col.astype("string").str.strip()
-    if decimal != ".":
-        text = text.str.replace(decimal, ".", regex=False)
-    filled = text.notna() & (text != "")
-    if not filled.any() or not bool(text[filled].str.fullmatch(_PLAIN_NUMBER).all()):
-        return None
-    if bool(text[filled].str.match(r"[-+]?0\d").any()):
-        return None  # "01", "007": codes written with their leading zeros (a region, a branch), not amounts
-    return pd.to_numeric(text.where(filled), errors="coerce").astype(np.float64)
+    parsed = _parse_text_numbers(col, decimal)
+    return parsed.all_numbers if parsed is not None else None
 
 
 def _formatted_mask(col: pd.Series) -> pd.Series:
@@ -413,33 +442,33 @@ _DATE_TEXT = (rf"\s*(?:{_YEAR}[-/.]{_MONTH}(?:[-/.]{_DAY})?|{_DAY}[-/.]{_DAY}[-/
               r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*")
 
 
-def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str) -> None:
+def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str, decimal: str = ".",
+                    parsed: Mapping[str, _TextNumbers | None] | None = None) -> None:
     """Refuse undeclared text columns that would be taken for categories but are numbers with a few text
     cells ("?", "unknown": an amount becomes one category per value) or dates written as text.
 
-    ``declare`` says where this task declares categories. Checked on a sample first, so a real text column
-    costs one small regex pass; a column that is mostly numbers is then counted in full.
+    ``declare`` says where this task declares categories. ``parsed``: the columns' parse as numbers when the
+    caller already made it (:func:`_parse_text_numbers`, for :func:`numbers_in_text`), so no column is
+    parsed twice.
     """
     dates = []
     for c in columns:
-        if isinstance(df[c].dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(df[c].dtype):
-            continue  # the file itself says these are categories (a Parquet/pandas category column)
-        filled = df[c].dropna()
-        text = filled.astype(str).str.strip()
-        sample = text.head(1000)
-        if not len(sample):
+        if pd.api.types.is_datetime64_any_dtype(df[c].dtype) and df[c].notna().any():
+            dates.append(c)  # (a Parquet date column)
             continue
-        if float(sample.str.fullmatch(_DATE_TEXT).mean()) >= 0.9:
+        p = (parsed or {}).get(c) or _parse_text_numbers(df[c], decimal)
+        if p is None or not len(p.text):
+            continue  # not text (numbers, bools, or a Parquet/pandas category column: the file says "categories")
+        if float(p.text.head(_SAMPLE).str.fullmatch(_DATE_TEXT).mean()) >= _MOSTLY:
             dates.append(c)
             continue
-        if float(pd.to_numeric(sample, errors="coerce").notna().mean()) < 0.9:
+        if p.numbers is None:
             continue
-        as_numbers = pd.to_numeric(text, errors="coerce")
-        odd = text[as_numbers.isna()]
+        odd = p.text[p.numbers.isna()]
         # an amount with placeholders ("?", "unknown") -- not a code list ("01".."19" and a few "A1"), which
         # stays a category as before
         placeholder = odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all() if len(odd) else False
-        if len(odd) and len(odd) <= 0.1 * len(text) and (placeholder or as_numbers.nunique() > _MAX_CODE_LEVELS):
+        if len(odd) and len(odd) <= 0.1 * len(p.text) and (placeholder or p.numbers.nunique() > _MAX_CODE_LEVELS):
             raise ctx.error(f"feature column {c!r} holds numbers except in {len(odd)} rows with text (e.g. "
                             f"{odd.iloc[0]!r}); empty those cells (they become missing values) or, if the column "
                             f"is a category, declare it in {declare}")
@@ -669,10 +698,12 @@ def load_party_table(
                                                  allow_no_features)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
+    parsed = {}  # each undeclared text column parsed as numbers once, for both questions asked of it
     for c in [c for c in non_numeric if c not in declared]:
-        as_numbers = numbers_in_text(df[c], decimal)
-        if as_numbers is not None:  # numbers kept as text (e.g. a Parquet string column): load them as numbers
-            df[c] = as_numbers.to_numpy()
+        parsed[c] = _parse_text_numbers(df[c], decimal)
+        if parsed[c] is not None and parsed[c].all_numbers is not None:
+            # numbers kept as text (e.g. a Parquet string column): load them as numbers
+            df[c] = parsed[c].all_numbers.to_numpy()
             non_numeric.remove(c)
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
     if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
@@ -697,7 +728,7 @@ def load_party_table(
                             "set decimal = ',' for this party in the job spec (fedrisk predict: --decimal ',')")
         inferred = [c for c in non_numeric if c not in declared and c not in commas]
         if categories is None:
-            _not_categories(ctx, df, inferred, "categorical = [...] in this party's table")
+            _not_categories(ctx, df, inferred, "categorical = [...] in this party's table", decimal, parsed)
         notes = []
         if inferred and categories is None:
             notes.append(f"text columns {_listing(inferred)} are treated as categorical; declare them with "
@@ -888,7 +919,8 @@ def load_party_frame(
     X = df[feature_names].reset_index(drop=True)
     if categorical is not None:
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
-                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], "[task] categorical = [...]")
+                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], "[task] categorical = [...]",
+                        decimal)
     empty = [c for c in feature_names if X[c].isna().all()]
     if empty and not allow_empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "

@@ -179,7 +179,7 @@ def is_missing(values: Any) -> np.ndarray:
     """Boolean mask of missing values: NaN, None, and empty / whitespace-only strings."""
     s = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
     miss = s.isna().to_numpy().copy()
-    if s.dtype == object:
+    if s.dtype == object or isinstance(s.dtype, pd.StringDtype):  # (pandas 3 reads Parquet text as "str")
         miss |= s.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(dtype=bool)
     return miss
 
