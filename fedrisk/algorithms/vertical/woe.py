@@ -310,7 +310,7 @@ def _checked_result(me: str, peer: str, tag: str, back: Any, feats: list[str]) -
     if not isinstance(table, dict) or not all(
             isinstance(table.get(f), dict) and expect.real(table[f].get("iv"), finite=True)
             and isinstance(table[f].get("woe", []), list)
-            and all(isinstance(w, (int, float)) and math.isfinite(w) for w in table[f].get("woe", []))
+            and all(expect.real(w, finite=True) for w in table[f].get("woe", []))
             for f in feats):
         raise ProtocolError(f"{me}: {peer!r} sent a result ({tag}) without a finite IV (and finite WOE values) "
                             f"for each of this party's {len(feats)} features; refused")
