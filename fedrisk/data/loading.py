@@ -153,11 +153,14 @@ def _csv_header(path: Path, sep: str = ",") -> list[str] | None:
 _OTHER_SEPARATORS = (",", ";", "\t", "|")
 
 
-def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, decimal: str = ".") -> pd.DataFrame:
+def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, decimal: str = ".",
+                na_values: Sequence[str] = ()) -> pd.DataFrame:
     """Read the file into a DataFrame with the id column as strings; map every failure to DataError.
 
     ``sep`` and ``decimal`` are the CSV dialect (per party in the job spec): European exports are
     often ``;``-separated with decimal commas. Parquet files carry types and ignore both.
+    ``na_values``: cells that mean "no value" in this party's exports (the spec's ``na_values``),
+    missing in CSV and Parquet alike (see :func:`_declared_missing`).
     """
     if not path.exists():
         raise ctx.error("file not found; check the data path in the job spec (relative paths are "
@@ -182,7 +185,7 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
                     raise ctx.error(f"duplicate column names {_listing(dupes)}; rename them so "
                                     "every column is unique")
             df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True, skipinitialspace=True, sep=sep,
-                             decimal=decimal)
+                             decimal=decimal, na_values=list(na_values) or None)
             df.columns = [str(c).strip() for c in df.columns]
         else:
             import pyarrow.parquet as pq
@@ -212,6 +215,23 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
     if len(df) == 0:
         raise ctx.error(f"file has a header ({len(df.columns)} columns) but no data rows; export "
                         "the table with its rows")
+    return _declared_missing(df, na_values) if na_values else df
+
+
+def _declared_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
+    """``df`` with every text cell that is one of ``na_values`` (after stripping spaces; exact case) missing.
+
+    What ``pandas.read_csv(na_values=...)`` does while parsing, for Parquet too (its text columns carry
+    ``"?"`` as text) and for CSV cells with spaces around the placeholder. A column of numbers whose only
+    text cells were placeholders then loads as numbers with missing values (:func:`numbers_in_text`).
+    """
+    wanted = {str(v).strip() for v in na_values}
+    for c in df.columns:
+        col = df[c]
+        if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
+            hit = col.astype("string").str.strip().isin(wanted).fillna(False).to_numpy(dtype=bool)
+            if hit.any():
+                df[c] = col.where(~hit)
     return df
 
 
@@ -442,6 +462,21 @@ _DATE_TEXT = (rf"\s*(?:{_YEAR}[-/.]{_MONTH}(?:[-/.]{_DAY})?|{_DAY}[-/.]{_DAY}[-/
               r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*")
 
 
+def _text_among_numbers(p: _TextNumbers | None) -> pd.Series | None:
+    """The text cells of a column that is numbers except in a few cells (at most a tenth), else ``None``."""
+    if p is None or p.numbers is None:
+        return None
+    odd = p.text[p.numbers.isna()]
+    return odd if len(odd) and len(odd) <= 0.1 * len(p.text) else None
+
+
+def _missing_advice(odd: pd.Series) -> str:
+    """How to make a numeric column's text cells missing: empty them, or declare them with ``na_values``."""
+    shown = list(dict.fromkeys(odd.astype(str)))[:3]
+    return (f"empty those cells (they become missing values) or declare them missing with na_values = "
+            f"[{', '.join(_toml_key(v) for v in shown)}] for this party in the job spec")
+
+
 def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str, decimal: str = ".",
                     parsed: Mapping[str, _TextNumbers | None] | None = None) -> None:
     """Refuse undeclared text columns that would be taken for categories but are numbers with a few text
@@ -462,16 +497,14 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
         if float(p.text.head(_SAMPLE).str.fullmatch(_DATE_TEXT).mean()) >= _MOSTLY:
             dates.append(c)
             continue
-        if p.numbers is None:
-            continue
-        odd = p.text[p.numbers.isna()]
+        odd = _text_among_numbers(p)
         # an amount with placeholders ("?", "unknown") -- not a code list ("01".."19" and a few "A1"), which
         # stays a category as before
-        placeholder = odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all() if len(odd) else False
-        if len(odd) and len(odd) <= 0.1 * len(p.text) and (placeholder or p.numbers.nunique() > _MAX_CODE_LEVELS):
+        placeholder = odd is not None and bool(odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all())
+        if odd is not None and (placeholder or p.numbers.nunique() > _MAX_CODE_LEVELS):
             raise ctx.error(f"feature column {c!r} holds numbers except in {len(odd)} rows with text (e.g. "
-                            f"{odd.iloc[0]!r}); empty those cells (they become missing values) or, if the column "
-                            f"is a category, declare it in {declare}")
+                            f"{odd.iloc[0]!r}); {_missing_advice(odd)}, or, if the column is a category, declare "
+                            f"it in {declare}")
     if dates:
         example = str(df[dates[0]].dropna().iloc[0]).strip()
         raise ctx.error(f"feature columns {_listing(dates)} hold dates written as text (e.g. {example!r}); turn them "
@@ -516,7 +549,7 @@ def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
 def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None, features: Sequence[str] | None,
                      exclude: Sequence[str], require_label: bool | None, forbid_label: str | None,
                      sep: str | None = None, decimal: str = ".", positive: object = None,
-                     keep: Sequence[str] = (), allow_no_features: bool = False):
+                     keep: Sequence[str] = (), allow_no_features: bool = False, na_values: Sequence[str] = ()):
     """Read the file and settle which columns are the id, the label and the features.
 
     Shared by the numeric and the raw-frame loaders so both refuse the same mistakes the same way.
@@ -529,7 +562,7 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
     if require_label and label_col is None:
         raise ConfigError(f"party {ctx.party!r}: require_label=True but no label column was named; "
                           "set the label column in the job spec")
-    df = _read_frame(ctx, path, id_col, sep=sep, decimal=decimal)
+    df = _read_frame(ctx, path, id_col, sep=sep, decimal=decimal, na_values=na_values)
     if id_col not in df.columns:
         hint = _separator_hint(df, sep)
         if hint:
@@ -597,6 +630,7 @@ def load_party_table(
     missing_advice: str | None = None,
     allow_no_features: bool = False,
     fill_later: bool = False,
+    na_values: Sequence[str] = (),
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -661,6 +695,11 @@ def load_party_table(
         With ``missing="mean"``: leave every missing or infinite cell as NaN, to be filled with means the
         federation agrees (horizontal jobs fill with the POOLED mean, not this file's), and accept a
         column with no finite value here (other banks may have some).
+    na_values : sequence of str
+        Placeholders this party's exports write for "no value" (``"?"``, ``"."``, ``"unknown"``: the
+        spec's ``na_values``): such cells are missing values in CSV and Parquet alike (exact text, spaces
+        around it ignored), on top of the CSV reader's own ("", "NA", "NaN", ...). A numeric column with
+        placeholder cells is refused without it, naming this setting.
 
     Returns
     -------
@@ -695,7 +734,7 @@ def load_party_table(
 
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label, sep, decimal, positive, keep,
-                                                 allow_no_features)
+                                                 allow_no_features, na_values)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
     parsed = {}  # each undeclared text column parsed as numbers once, for both questions asked of it
@@ -750,7 +789,14 @@ def load_party_table(
         kinds = ", ".join(f"{c!r} ({df[c].dtype})" for c in non_numeric[:_MAX_LISTED])
         more = f", ... ({len(non_numeric) - _MAX_LISTED} more)" if len(non_numeric) > _MAX_LISTED else ""
         hint = ""
-        if decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
+        placeholders = [(c, odd) for c in non_numeric
+                        for odd in [_text_among_numbers(parsed.get(c))] if odd is not None
+                        and bool(odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all())]
+        if placeholders:  # numbers with "?" cells: not a column to encode or exclude
+            c, odd = placeholders[0]
+            hint = (f"; {c!r} holds numbers except in {len(odd)} rows with text (e.g. {odd.iloc[0]!r}): "
+                    + _missing_advice(odd))
+        elif decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
             hint = ("; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec "
                     "(fedrisk predict: --decimal ',')")
         advice = ("; encode them as numbers (e.g. WOE or one-hot), list them in exclude, or have the job treat them as "
@@ -879,6 +925,7 @@ def load_party_frame(
     allow_empty: bool = False,
     categorical: Sequence[str] | None = None,
     allow_no_features: bool = False,
+    na_values: Sequence[str] = (),
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -897,6 +944,8 @@ def load_party_frame(
         binning would otherwise take for categories. ``None`` (scoring): no check.
     allow_no_features : bool
         Accept a file with no feature column (a vertical label holder that brings labels only).
+    na_values : sequence of str
+        As in :func:`load_party_table`.
 
     Returns
     -------
@@ -915,7 +964,7 @@ def load_party_frame(
     ctx = _Ctx(party, path)
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label, sep, decimal, positive, keep,
-                                                 allow_no_features)
+                                                 allow_no_features, na_values)
     X = df[feature_names].reset_index(drop=True)
     if categorical is not None:
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
