@@ -219,19 +219,26 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
 
 
 def _declared_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
-    """``df`` with every text cell that is one of ``na_values`` (after stripping spaces; exact case) missing.
+    """``df`` with every cell that is one of ``na_values`` missing: text cells equal to one (after stripping
+    spaces; exact case), and number cells equal to one that is a number (a ``"-999"`` sentinel).
 
     What ``pandas.read_csv(na_values=...)`` does while parsing, for Parquet too (its text columns carry
-    ``"?"`` as text) and for CSV cells with spaces around the placeholder. A column of numbers whose only
-    text cells were placeholders then loads as numbers with missing values (:func:`numbers_in_text`).
+    ``"?"`` as text, its number columns ``-999`` as a number) and for CSV cells with spaces around the
+    placeholder. A column of numbers whose only text cells were placeholders then loads as numbers with
+    missing values (:func:`numbers_in_text`).
     """
     wanted = {str(v).strip() for v in na_values}
+    sentinels = pd.to_numeric(pd.Series(sorted(wanted), dtype=object), errors="coerce").dropna().tolist()
     for c in df.columns:
         col = df[c]
         if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
             hit = col.astype("string").str.strip().isin(wanted).fillna(False).to_numpy(dtype=bool)
-            if hit.any():
-                df[c] = col.where(~hit)
+        elif sentinels and pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+            hit = col.isin(sentinels).to_numpy(dtype=bool)
+        else:
+            continue
+        if hit.any():
+            df[c] = col.where(~hit)
     return df
 
 

@@ -116,8 +116,9 @@ class PartySpec(_Strict):
     sep: str | None = None
     delimiter: str | None = None
     decimal: str = "."
-    #: text this party's exports write for "no value" in any column (``["?", "."]``, SAS ".", UCI "?"): such
-    #: cells are missing values in CSV and Parquet alike (exact text; spaces around it are ignored)
+    #: what this party's exports write for "no value" in any column (``["?", ".", "-999"]``: SAS ".", UCI "?",
+    #: a number sentinel): such cells are missing values in CSV and Parquet alike (exact text; spaces around
+    #: it ignored; a number also matches number cells)
     na_values: list[str] = []
     #: label coding when it is not 0/1: the value(s) meaning default ("bad", 2) or a value -> 0/1 map
     positive: str | int | float | list[str | int | float] | dict[str, int] | None = None

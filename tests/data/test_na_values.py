@@ -80,3 +80,18 @@ def test_na_values_in_the_spec_reach_every_loader(tmp_path):
     assert "na_values" not in PartySpec(address="localhost:1").read_options()
     with pytest.raises(ValueError, match="na_values lists an empty text"):
         PartySpec(address="localhost:1", na_values=[" "])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_number_sentinel_is_missing_in_csv_and_parquet_alike(tmp_path, fmt):
+    """``na_values = ["-999"]``: the CSV reader makes -999 missing in number columns; a Parquet number
+    column holds -999 as a number, which is missing just the same (it scored as an amount of -999)."""
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"id": range(100), "y": rng.integers(0, 2, 100), "income": rng.integers(1, 90, 100)})
+    df.loc[[4, 9], "income"] = -999
+    path = tmp_path / f"bank.{fmt}"
+    df.to_csv(path, index=False) if fmt == "csv" else df.to_parquet(path, index=False)
+    t = load_party_table(path, party="bank", id_col="id", label_col="y", missing="keep", na_values=["-999"])
+    assert np.flatnonzero(np.isnan(t.X[:, 0])).tolist() == [4, 9]
+    plain = load_party_table(path, party="bank", id_col="id", label_col="y")
+    assert plain.X[4, 0] == -999
