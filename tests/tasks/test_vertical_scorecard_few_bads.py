@@ -54,3 +54,15 @@ def test_a_feature_holder_whose_every_iv_is_zero_names_the_release_rule():
         run_task(_federation(10), "vertical.scorecard", {})
     msg = str(info.value)
     assert "'payco'" in msg and "every IV is 0" in msg and "task.min_bin_class = 5" in msg and "\n" not in msg, msg
+
+
+def test_vertical_woe_with_too_few_bads_warns_the_label_holder_naming_the_rule(caplog):
+    """``vertical.woe`` only reports IVs, so it runs on; every partner IV is 0 and the label holder's log says
+    why (its own log only: the counts are its labels')."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        run = run_task(_federation(4), "vertical.woe", {})
+    warned = [r for r in caplog.records if "task.min_bin_class = 5" in r.getMessage()]
+    assert warned and all("lender" in r.name for r in warned), [(r.name, r.getMessage()) for r in caplog.records]
+    assert "bads" in warned[0].getMessage() and "woe/payco.json" in run.files
