@@ -22,6 +22,10 @@ Version 2 of ``fedrisk.gbdt`` is a file with ``imputation`` (a job with ``missin
 are filled with the federation's means before the trees are walked). A reader that ignored that
 field would route blanks down the trees' missing-value branches and score silently differently,
 so such a file says version 2 and a file without it stays version 1, readable by every release.
+The vertical model files (``fedrisk.vertical.lr``, ``fedrisk.vertical.secureboost`` and their
+``.part`` files) follow the same rule (:func:`imputation_version`): their ``imputation`` holds the
+training means a party fills its blanks with at scoring; a reader ignoring it would fill with the
+scoring batch's own means (or route blanks down missing branches) and score silently differently.
 :func:`load_model` refuses a version newer than it reads (:data:`NEWEST_VERSION`) in one line.
 (Releases before this check existed read any version: a version-2 file needs a reader from this
 release on.)
@@ -56,11 +60,20 @@ from fedrisk.errors import ConfigError, DataError
 from fedrisk.runtime.context import write_json
 
 __all__ = ["save_lr_model", "save_gbdt_model", "load_model", "score_lr", "score_gbdt", "validate_model", "model_digest",
-           "seal_model", "NEWEST_VERSION"]
+           "seal_model", "NEWEST_VERSION", "imputation_version"]
 
 _DIGEST = "digest"
 #: The newest version of each format written here that this release reads (see the module docstring).
-NEWEST_VERSION = {"fedrisk.lr": 1, "fedrisk.gbdt": 2}
+NEWEST_VERSION = {"fedrisk.lr": 1, "fedrisk.gbdt": 2,
+                  **{f"fedrisk.vertical.{kind}{part}": 2 for kind in ("lr", "secureboost") for part in ("", ".part")}}
+
+
+def imputation_version(body: dict[str, Any]) -> int:
+    """A model file's version: 2 when it carries training means to fill blanks with (``imputation``), else 1.
+
+    Only when the file needs it, so a file without means stays readable by older releases (module docstring).
+    """
+    return 2 if body.get("imputation") else 1
 
 
 def model_digest(model: dict[str, Any]) -> str:
@@ -186,9 +199,7 @@ def save_gbdt_model(path: Path, model: Any, task: str, job: str, categories: dic
     """Write a :class:`~fedrisk.algorithms.horizontal.gbdt.GbdtModel` as JSON (format ``fedrisk.gbdt``);
     ``categories``: the agreed category encoders (level-code columns); ``classes``: as in :func:`save_lr_model`."""
     body = model.to_json()
-    # version 2 only when the file needs it: older readers would ignore the means (module docstring)
-    version = 2 if body.get("imputation") else 1
-    return write_json(path, {"format": "fedrisk.gbdt", "version": version, "task": task, "job": job, **body,
+    return write_json(path, {"format": "fedrisk.gbdt", "version": imputation_version(body), "task": task, "job": job, **body,
                              **({"categories": categories, "category_encoding": "codes"} if categories else {}),
                              **({"classes": list(classes)} if classes else {}),
                              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})

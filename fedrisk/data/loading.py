@@ -153,11 +153,14 @@ def _csv_header(path: Path, sep: str = ",") -> list[str] | None:
 _OTHER_SEPARATORS = (",", ";", "\t", "|")
 
 
-def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, decimal: str = ".") -> pd.DataFrame:
+def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, decimal: str = ".",
+                na_values: Sequence[str] = ()) -> pd.DataFrame:
     """Read the file into a DataFrame with the id column as strings; map every failure to DataError.
 
     ``sep`` and ``decimal`` are the CSV dialect (per party in the job spec): European exports are
     often ``;``-separated with decimal commas. Parquet files carry types and ignore both.
+    ``na_values``: cells that mean "no value" in this party's exports (the spec's ``na_values``),
+    missing in CSV and Parquet alike (see :func:`_declared_missing`).
     """
     if not path.exists():
         raise ctx.error("file not found; check the data path in the job spec (relative paths are "
@@ -182,7 +185,7 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
                     raise ctx.error(f"duplicate column names {_listing(dupes)}; rename them so "
                                     "every column is unique")
             df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True, skipinitialspace=True, sep=sep,
-                             decimal=decimal)
+                             decimal=decimal, na_values=list(na_values) or None)
             df.columns = [str(c).strip() for c in df.columns]
         else:
             import pyarrow.parquet as pq
@@ -212,6 +215,30 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
     if len(df) == 0:
         raise ctx.error(f"file has a header ({len(df.columns)} columns) but no data rows; export "
                         "the table with its rows")
+    return _declared_missing(df, na_values) if na_values else df
+
+
+def _declared_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
+    """``df`` with every cell that is one of ``na_values`` missing: text cells equal to one (after stripping
+    spaces; exact case), and number cells equal to one that is a number (a ``"-999"`` sentinel).
+
+    What ``pandas.read_csv(na_values=...)`` does while parsing, for Parquet too (its text columns carry
+    ``"?"`` as text, its number columns ``-999`` as a number) and for CSV cells with spaces around the
+    placeholder. A column of numbers whose only text cells were placeholders then loads as numbers with
+    missing values (:func:`numbers_in_text`).
+    """
+    wanted = {str(v).strip() for v in na_values}
+    sentinels = pd.to_numeric(pd.Series(sorted(wanted), dtype=object), errors="coerce").dropna().tolist()
+    for c in df.columns:
+        col = df[c]
+        if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
+            hit = col.astype("string").str.strip().isin(wanted).fillna(False).to_numpy(dtype=bool)
+        elif sentinels and pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+            hit = col.isin(sentinels).to_numpy(dtype=bool)
+        else:
+            continue
+        if hit.any():
+            df[c] = col.where(~hit)
     return df
 
 
@@ -365,7 +392,45 @@ def _decimal_comma_mask(col: pd.Series) -> pd.Series:
     return col.astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*")
 
 
-_PLAIN_NUMBER = r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*"
+#: a plain number: ASCII digits only (``\d`` would take other scripts' digits, which the parser then
+#: turns into missing values), no "inf"/"nan" spellings (those are text a person wrote, not amounts)
+_PLAIN_NUMBER = r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*"
+#: how many filled cells a text column is first judged on, and the share of numbers that makes it "mostly numbers"
+_SAMPLE, _MOSTLY = 1000, 0.9
+
+
+@dataclass(frozen=True)
+class _TextNumbers:
+    """One parse of a text column's cells as numbers, which both questions the loader asks are answered from:
+    is every cell a number (:func:`numbers_in_text`), and is it mostly numbers with a few text cells
+    (:func:`_not_categories`)."""
+
+    #: the filled cells (not missing, not blank), stripped, in row order (index as the column's)
+    text: pd.Series
+    #: the filled cells as floats, NaN where a cell is not a plain number; ``None`` when a sample of the
+    #: first cells is already mostly text (a real text column costs one small regex pass)
+    numbers: pd.Series | None
+    #: the column as floats (blanks NaN) when every filled cell is a number and none is a code with a leading zero
+    all_numbers: pd.Series | None
+
+
+def _parse_text_numbers(col: pd.Series, decimal: str = ".") -> _TextNumbers | None:
+    """Parse a text column as numbers once; ``None`` for a column that is not text (numbers, dates, and
+    category-typed columns, which are the file saying "codes")."""
+    if (pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_datetime64_any_dtype(col.dtype)
+            or pd.api.types.is_bool_dtype(col.dtype) or isinstance(col.dtype, pd.CategoricalDtype)):
+        return None
+    text = col.astype("string").str.strip()
+    text = text[text.notna() & (text != "")]
+    marked = text.str.replace(decimal, ".", regex=False) if decimal != "." else text
+    head = marked.head(_SAMPLE)
+    if not len(head) or float(head.str.fullmatch(_PLAIN_NUMBER).mean()) < _MOSTLY:
+        return _TextNumbers(text, None, None)
+    plain = marked.str.fullmatch(_PLAIN_NUMBER).astype(bool)
+    numbers = pd.to_numeric(marked.where(plain), errors="coerce").astype(np.float64)
+    every = bool(plain.all()) and not bool(marked.str.match(r"[-+]?0[0-9]").any())
+    # ("01", "007": codes written with their leading zeros -- a region, a branch -- not amounts)
+    return _TextNumbers(text, numbers, numbers.reindex(col.index) if every else None)
 
 
 def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
@@ -374,20 +439,11 @@ def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
 
     What a CSV reader makes of the same cells: a bank whose Parquet export keeps an amount as text
     then loads the numbers its partners store as floats, instead of a text column to refuse (or to
-    cut into categories). ``decimal = ","`` reads ``"1169,5"``.
+    cut into categories). ``decimal = ","`` reads ``"1169,5"``. Codes written with leading zeros
+    (``"01"``) stay text.
     """
-    if (pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_datetime64_any_dtype(col.dtype)
-            or isinstance(col.dtype, pd.CategoricalDtype)):  # (a category column is the file saying "codes")
-        return None
-    text = col.astype("string").str.strip()
-    if decimal != ".":
-        text = text.str.replace(decimal, ".", regex=False)
-    filled = text.notna() & (text != "")
-    if not filled.any() or not bool(text[filled].str.fullmatch(_PLAIN_NUMBER).all()):
-        return None
-    if bool(text[filled].str.match(r"[-+]?0\d").any()):
-        return None  # "01", "007": codes written with their leading zeros (a region, a branch), not amounts
-    return pd.to_numeric(text.where(filled), errors="coerce").astype(np.float64)
+    parsed = _parse_text_numbers(col, decimal)
+    return parsed.all_numbers if parsed is not None else None
 
 
 def _formatted_mask(col: pd.Series) -> pd.Series:
@@ -413,36 +469,49 @@ _DATE_TEXT = (rf"\s*(?:{_YEAR}[-/.]{_MONTH}(?:[-/.]{_DAY})?|{_DAY}[-/.]{_DAY}[-/
               r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*")
 
 
-def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str) -> None:
+def _text_among_numbers(p: _TextNumbers | None) -> pd.Series | None:
+    """The text cells of a column that is numbers except in a few cells (at most a tenth), else ``None``."""
+    if p is None or p.numbers is None:
+        return None
+    odd = p.text[p.numbers.isna()]
+    return odd if len(odd) and len(odd) <= 0.1 * len(p.text) else None
+
+
+def _missing_advice(odd: pd.Series) -> str:
+    """How to make a numeric column's text cells missing: empty them, or declare them with ``na_values``."""
+    shown = list(dict.fromkeys(odd.astype(str)))[:3]
+    return (f"empty those cells (they become missing values) or declare them missing with na_values = "
+            f"[{', '.join(_toml_key(v) for v in shown)}] for this party in the job spec")
+
+
+def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str, decimal: str = ".",
+                    parsed: Mapping[str, _TextNumbers | None] | None = None) -> None:
     """Refuse undeclared text columns that would be taken for categories but are numbers with a few text
     cells ("?", "unknown": an amount becomes one category per value) or dates written as text.
 
-    ``declare`` says where this task declares categories. Checked on a sample first, so a real text column
-    costs one small regex pass; a column that is mostly numbers is then counted in full.
+    ``declare`` says where this task declares categories. ``parsed``: the columns' parse as numbers when the
+    caller already made it (:func:`_parse_text_numbers`, for :func:`numbers_in_text`), so no column is
+    parsed twice.
     """
     dates = []
     for c in columns:
-        if isinstance(df[c].dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(df[c].dtype):
-            continue  # the file itself says these are categories (a Parquet/pandas category column)
-        filled = df[c].dropna()
-        text = filled.astype(str).str.strip()
-        sample = text.head(1000)
-        if not len(sample):
+        if pd.api.types.is_datetime64_any_dtype(df[c].dtype) and df[c].notna().any():
+            dates.append(c)  # (a Parquet date column)
             continue
-        if float(sample.str.fullmatch(_DATE_TEXT).mean()) >= 0.9:
+        p = (parsed or {}).get(c) or _parse_text_numbers(df[c], decimal)
+        if p is None or not len(p.text):
+            continue  # not text (numbers, bools, or a Parquet/pandas category column: the file says "categories")
+        if float(p.text.head(_SAMPLE).str.fullmatch(_DATE_TEXT).mean()) >= _MOSTLY:
             dates.append(c)
             continue
-        if float(pd.to_numeric(sample, errors="coerce").notna().mean()) < 0.9:
-            continue
-        as_numbers = pd.to_numeric(text, errors="coerce")
-        odd = text[as_numbers.isna()]
+        odd = _text_among_numbers(p)
         # an amount with placeholders ("?", "unknown") -- not a code list ("01".."19" and a few "A1"), which
         # stays a category as before
-        placeholder = odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all() if len(odd) else False
-        if len(odd) and len(odd) <= 0.1 * len(text) and (placeholder or as_numbers.nunique() > _MAX_CODE_LEVELS):
+        placeholder = odd is not None and bool(odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all())
+        if odd is not None and (placeholder or p.numbers.nunique() > _MAX_CODE_LEVELS):
             raise ctx.error(f"feature column {c!r} holds numbers except in {len(odd)} rows with text (e.g. "
-                            f"{odd.iloc[0]!r}); empty those cells (they become missing values) or, if the column "
-                            f"is a category, declare it in {declare}")
+                            f"{odd.iloc[0]!r}); {_missing_advice(odd)}, or, if the column is a category, declare "
+                            f"it in {declare}")
     if dates:
         example = str(df[dates[0]].dropna().iloc[0]).strip()
         raise ctx.error(f"feature columns {_listing(dates)} hold dates written as text (e.g. {example!r}); turn them "
@@ -487,7 +556,7 @@ def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
 def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None, features: Sequence[str] | None,
                      exclude: Sequence[str], require_label: bool | None, forbid_label: str | None,
                      sep: str | None = None, decimal: str = ".", positive: object = None,
-                     keep: Sequence[str] = (), allow_no_features: bool = False):
+                     keep: Sequence[str] = (), allow_no_features: bool = False, na_values: Sequence[str] = ()):
     """Read the file and settle which columns are the id, the label and the features.
 
     Shared by the numeric and the raw-frame loaders so both refuse the same mistakes the same way.
@@ -500,7 +569,7 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
     if require_label and label_col is None:
         raise ConfigError(f"party {ctx.party!r}: require_label=True but no label column was named; "
                           "set the label column in the job spec")
-    df = _read_frame(ctx, path, id_col, sep=sep, decimal=decimal)
+    df = _read_frame(ctx, path, id_col, sep=sep, decimal=decimal, na_values=na_values)
     if id_col not in df.columns:
         hint = _separator_hint(df, sep)
         if hint:
@@ -568,6 +637,7 @@ def load_party_table(
     missing_advice: str | None = None,
     allow_no_features: bool = False,
     fill_later: bool = False,
+    na_values: Sequence[str] = (),
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -632,6 +702,11 @@ def load_party_table(
         With ``missing="mean"``: leave every missing or infinite cell as NaN, to be filled with means the
         federation agrees (horizontal jobs fill with the POOLED mean, not this file's), and accept a
         column with no finite value here (other banks may have some).
+    na_values : sequence of str
+        Placeholders this party's exports write for "no value" (``"?"``, ``"."``, ``"unknown"``: the
+        spec's ``na_values``): such cells are missing values in CSV and Parquet alike (exact text, spaces
+        around it ignored), on top of the CSV reader's own ("", "NA", "NaN", ...). A numeric column with
+        placeholder cells is refused without it, naming this setting.
 
     Returns
     -------
@@ -666,13 +741,15 @@ def load_party_table(
 
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label, sep, decimal, positive, keep,
-                                                 allow_no_features)
+                                                 allow_no_features, na_values)
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
+    parsed = {}  # each undeclared text column parsed as numbers once, for both questions asked of it
     for c in [c for c in non_numeric if c not in declared]:
-        as_numbers = numbers_in_text(df[c], decimal)
-        if as_numbers is not None:  # numbers kept as text (e.g. a Parquet string column): load them as numbers
-            df[c] = as_numbers.to_numpy()
+        parsed[c] = _parse_text_numbers(df[c], decimal)
+        if parsed[c] is not None and parsed[c].all_numbers is not None:
+            # numbers kept as text (e.g. a Parquet string column): load them as numbers
+            df[c] = parsed[c].all_numbers.to_numpy()
             non_numeric.remove(c)
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
     if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
@@ -697,7 +774,7 @@ def load_party_table(
                             "set decimal = ',' for this party in the job spec (fedrisk predict: --decimal ',')")
         inferred = [c for c in non_numeric if c not in declared and c not in commas]
         if categories is None:
-            _not_categories(ctx, df, inferred, "categorical = [...] in this party's table")
+            _not_categories(ctx, df, inferred, "categorical = [...] in this party's table", decimal, parsed)
         notes = []
         if inferred and categories is None:
             notes.append(f"text columns {_listing(inferred)} are treated as categorical; declare them with "
@@ -719,7 +796,14 @@ def load_party_table(
         kinds = ", ".join(f"{c!r} ({df[c].dtype})" for c in non_numeric[:_MAX_LISTED])
         more = f", ... ({len(non_numeric) - _MAX_LISTED} more)" if len(non_numeric) > _MAX_LISTED else ""
         hint = ""
-        if decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
+        placeholders = [(c, odd) for c in non_numeric
+                        for odd in [_text_among_numbers(parsed.get(c))] if odd is not None
+                        and bool(odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all())]
+        if placeholders:  # numbers with "?" cells: not a column to encode or exclude
+            c, odd = placeholders[0]
+            hint = (f"; {c!r} holds numbers except in {len(odd)} rows with text (e.g. {odd.iloc[0]!r}): "
+                    + _missing_advice(odd))
+        elif decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
             hint = ("; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec "
                     "(fedrisk predict: --decimal ',')")
         advice = ("; encode them as numbers (e.g. WOE or one-hot), list them in exclude, or have the job treat them as "
@@ -848,6 +932,7 @@ def load_party_frame(
     allow_empty: bool = False,
     categorical: Sequence[str] | None = None,
     allow_no_features: bool = False,
+    na_values: Sequence[str] = (),
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -866,6 +951,8 @@ def load_party_frame(
         binning would otherwise take for categories. ``None`` (scoring): no check.
     allow_no_features : bool
         Accept a file with no feature column (a vertical label holder that brings labels only).
+    na_values : sequence of str
+        As in :func:`load_party_table`.
 
     Returns
     -------
@@ -884,11 +971,12 @@ def load_party_frame(
     ctx = _Ctx(party, path)
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label, sep, decimal, positive, keep,
-                                                 allow_no_features)
+                                                 allow_no_features, na_values)
     X = df[feature_names].reset_index(drop=True)
     if categorical is not None:
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
-                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], "[task] categorical = [...]")
+                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], "[task] categorical = [...]",
+                        decimal)
     empty = [c for c in feature_names if X[c].isna().all()]
     if empty and not allow_empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "

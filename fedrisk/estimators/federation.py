@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -86,7 +86,8 @@ class Federation:
                  test_rule: str | None = None, part: str | None = None, spec_path: str | Path | None = None,
                  test_fraction: float | None = None,
                  party_options: Mapping[str, Mapping[str, Any]] | None = None, free_ports: bool = False,
-                 remote: Mapping[str, Any] | None = None, positive: Any = None) -> None:
+                 remote: Mapping[str, Any] | None = None, positive: Any = None,
+                 na_values: Sequence[str] | None = None) -> None:
         if kind not in ("vertical", "horizontal"):
             raise ConfigError(f"federation kind {kind!r}: use Federation.vertical(...) or Federation.horizontal(...)")
         if not parties:
@@ -124,6 +125,9 @@ class Federation:
             for n, df in frames.items():
                 if label in df.columns:
                     self.party_options.setdefault(n, {}).setdefault("positive", positive)
+        if na_values:  # placeholders meaning "no value" in every party's table (party_options win)
+            for n in frames:
+                self.party_options.setdefault(n, {}).setdefault("na_values", [str(v) for v in na_values])
         self.label_holder = None
         #: set by connect(): this process runs one participant of a job whose others run elsewhere
         self.remote = dict(remote) if remote else None
@@ -170,7 +174,10 @@ class Federation:
         party_options : dict of str to dict, optional
             Per-party settings of the spec's ``[parties.NAME]`` table: ``positive`` (the label
             coding, e.g. ``{"bank1": {"positive": "bad"}}``; overrides ``positive`` for that party),
-            ``features``, ``exclude``, ``categorical``, ``monotone``.
+            ``features``, ``exclude``, ``categorical``, ``monotone``, ``na_values``.
+        na_values : list of str, optional
+            Text that means "no value" in every party's table (``["?", "."]``), as ``na_values`` in the
+            spec: such cells are missing values (a number column with ``"?"`` cells is refused without it).
         """
         return cls("vertical", parties, id=id, label=label, **kw)
 
@@ -215,7 +222,8 @@ class Federation:
         # the party's own reading settings travel with its table (its dialect was applied just above)
         options = {n: {k: v for k, v in (("features", p.features), ("exclude", list(p.exclude) or None),
                                          ("positive", p.positive), ("categorical", list(p.categorical) or None),
-                                         ("monotone", dict(p.monotone) or None)) if v is not None and v != []}
+                                         ("monotone", dict(p.monotone) or None),
+                                         ("na_values", list(p.na_values) or None)) if v is not None and v != []}
                    for n, p in job.parties.items()}
         return cls(kind, frames, id=ids[0], label=label, name=job.job_id, seed=job.federation.seed,
                    secure_aggregation=job.security.secure_aggregation,

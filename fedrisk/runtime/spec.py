@@ -116,6 +116,10 @@ class PartySpec(_Strict):
     sep: str | None = None
     delimiter: str | None = None
     decimal: str = "."
+    #: what this party's exports write for "no value" in any column (``["?", ".", "-999"]``: SAS ".", UCI "?",
+    #: a number sentinel): such cells are missing values in CSV and Parquet alike (exact text; spaces around
+    #: it ignored; a number also matches number cells)
+    na_values: list[str] = []
     #: label coding when it is not 0/1: the value(s) meaning default ("bad", 2) or a value -> 0/1 map
     positive: str | int | float | list[str | int | float] | dict[str, int] | None = None
     #: monotone constraints of tree tasks, XGBoost semantics: ``{feature = 1}`` (score never falls
@@ -163,6 +167,10 @@ class PartySpec(_Strict):
             raise ValueError(f"sep {sep!r} must be one character, e.g. ';' or '\\t'")
         if len(self.decimal) != 1 or self.decimal == (sep or ","):
             raise ValueError(f"decimal {self.decimal!r} must be one character other than the separator")
+        blank = [v for v in self.na_values if not v.strip()]
+        if blank:
+            raise ValueError("na_values lists an empty text; empty cells are missing values already, list only "
+                             "placeholders such as '?' or '.'")
         for c in self.categorical:
             if c in (self.id, self.label):
                 raise ValueError(f"categorical {c!r} is the {'id' if c == self.id else 'label'} column, not a feature")
@@ -185,7 +193,8 @@ class PartySpec(_Strict):
 
     def read_options(self) -> dict[str, Any]:
         """Keyword arguments of the data loaders for this party's files (dialect and label coding)."""
-        return {"sep": self.sep or self.delimiter, "decimal": self.decimal, "positive": self.positive}
+        return {"sep": self.sep or self.delimiter, "decimal": self.decimal, "positive": self.positive,
+                **({"na_values": list(self.na_values)} if self.na_values else {})}
 
 
 class EvaluationSpec(_Strict):

@@ -25,10 +25,11 @@ party's model file; a feature holder left with no usable column is refused.
 
 Model files (JSON, no pickle), one per party, each holding only that party's part::
 
-    model.json (label holder)        {"format": "fedrisk.vertical.lr", "version": 1, "task", "job",
+    model.json (label holder)        {"format": "fedrisk.vertical.lr", "version": 1 or 2, "task", "job",
                                       "label_holder", "parties": {name: model file}, "party",
                                       "features", "mean", "scale", "coef", "intercept", "dropped",
-                                      "id", "history", "spec_dir", "created"}
+                                      "id", "history", "spec_dir", "created",
+                                      "imputation": {feature: training mean}}  # not empty: version 2
     model-<party>.json (each holder) {"format": "fedrisk.vertical.lr.part", same fields, no intercept}
 
 Partial score of a party: ``((x - mean) / scale) @ coef`` (+ ``intercept`` at the label holder);
@@ -45,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.algorithms.vertical.hetero_lr import HeteroLRConfig, score, sigmoid, train
 from fedrisk.errors import DataError
+from fedrisk.model_files import imputation_version
 from fedrisk.runtime.context import PartyContext, write_json
 from fedrisk.runtime.psi_checkpoint import aligned_rows
 from fedrisk.runtime.spec import JobSpec
@@ -192,14 +194,17 @@ def run(ctx: PartyContext) -> None:
     p_tr = score(ctx.channel, lh, hosts, u[tr], tag="vlr.score.train")
     p_te = score(ctx.channel, lh, hosts, u[test], tag="vlr.score.test") if test.any() else None
 
+    imputation = imputation_means(spec, me, table, feats)
     doc: dict[str, Any] = {
-        "format": FORMAT if is_lh else FORMAT + ".part", "version": 1, "task": KIND, "job": spec.job_id,
+        # version 2 when scoring must fill blanks with the training means (fedrisk.model_files.imputation_version)
+        "format": FORMAT if is_lh else FORMAT + ".part", "version": imputation_version({"imputation": imputation}),
+        "task": KIND, "job": spec.job_id,
         "label_holder": lh, "party": me, "id": spec.parties[me].id, "run_id": ctx.run_id,
         "parties": {p: model_file(p, lh) for p in [lh, *hosts]},
         "features": feats, "mean": mean, "scale": scale, "coef": model.coef,
         "intercept": model.intercept, "dropped": dropped,
         # training means used for missing = "mean"; scoring fills with these, not the new file's means
-        "imputation": imputation_means(spec, me, table, feats),
+        "imputation": imputation,
         # this party's category levels (its own file only), so predict encodes new rows the same way
         "categories": table.categories, "category_encoding": CATEGORY_ENCODING,
         "history": model.history, "best_epoch": model.best_epoch,

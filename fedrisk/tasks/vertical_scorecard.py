@@ -85,6 +85,7 @@ def model_file(party: str) -> str:
 # ------------------------------------------------------------------------------------------------
 def run(ctx: PartyContext) -> None:
     from fedrisk.algorithms.vertical.scorecard import fit_feature_holder, fit_label_holder
+    from fedrisk.algorithms.vertical.woe import refuse_unsplittable
     from fedrisk.runtime.context import write_json
 
     spec = ctx.spec
@@ -110,6 +111,7 @@ def run(ctx: PartyContext) -> None:
 
     if is_lh:
         refuse_one_class(me, y_tr)
+        refuse_unsplittable(me, y_tr, params.release(), params.iv_threshold)
         enc, sel = local_woe(params, X_tr, y_tr, me, ctx.log)
         ctx.progress.update(1, 3, stage="woe", party=me)
         total = lr_config.max_iter if lr_config.solver in ("exact", "auto") else lr_config.epochs

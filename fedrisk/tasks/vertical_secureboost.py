@@ -17,10 +17,11 @@ Steps, at every party:
 
 Model files (JSON, no pickle), one per party, each holding only that party's part::
 
-    model.json (label holder)        {"format": "fedrisk.vertical.secureboost", "version": 1, "task",
+    model.json (label holder)        {"format": "fedrisk.vertical.secureboost", "version": 1 or 2, "task",
                                       "job", "label_holder", "party", "parties": {name: model file},
                                       "params", "base_score", "features", "trees", "importance",
-                                      "history", "best_iteration", "spec_dir", "created"}
+                                      "history", "best_iteration", "spec_dir", "created",
+                                      "imputation": {feature: training mean}}  # not empty: version 2
     model-<party>.json (each holder) {"format": "fedrisk.vertical.secureboost.part", same header,
                                       "features", "trees", "importance"}
 
@@ -53,6 +54,7 @@ from fedrisk.algorithms.vertical.secureboost import (
 )
 from fedrisk.algorithms.vertical.tree import check_monotone
 from fedrisk.errors import DataError
+from fedrisk.model_files import imputation_version
 from fedrisk.runtime.context import PartyContext, write_json
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
@@ -115,12 +117,14 @@ def run(ctx: PartyContext) -> None:
         raise DataError(f"party {me!r}: every aligned row is a test row under {rule!r}; nothing to train on")
     tr = ~test
     ctx.phase("training")
+    imputation = imputation_means(spec, me, table)
     header: dict[str, Any] = {
-        "version": 1, "task": KIND, "job": spec.job_id, "label_holder": lh, "party": me, "id": spec.parties[me].id,
+        # 2 when scoring must fill blanks with the training means (fedrisk.model_files.imputation_version)
+        "version": imputation_version({"imputation": imputation}), "task": KIND, "job": spec.job_id, "label_holder": lh, "party": me, "id": spec.parties[me].id,
         "parties": {p: model_file(p, lh) for p in [lh, *hosts]}, "params": cfg.__dict__,
         "spec_dir": str(spec.base_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # training means used for missing = "mean"; scoring fills with these, not the new file's means
-        "imputation": imputation_means(spec, me, table),
+        "imputation": imputation,
         # this party's category levels (its own file only), so predict encodes new rows the same way
         "categories": table.categories, "category_encoding": CATEGORY_ENCODING,
     }

@@ -158,7 +158,7 @@ def holder_woe_document(ctx: PartyContext, res, X, **extra: Any) -> dict[str, An
 
 
 def run(ctx: PartyContext) -> None:
-    from fedrisk.algorithms.vertical.woe import vertical_woe_feature_holder, vertical_woe_label_holder
+    from fedrisk.algorithms.vertical.woe import unsplittable, vertical_woe_feature_holder, vertical_woe_label_holder
 
     spec = ctx.spec
     params = parse_params(Params, spec.task)
@@ -178,6 +178,9 @@ def run(ctx: PartyContext) -> None:
         ctx.write_json(f"woe/{ctx.name}.json", holder_woe_document(ctx, res, X, reveal=params.reveal))
         return
     refuse_one_class(lh, y, "the aligned rows", "WOE needs goods and bads")
+    few = unsplittable(lh, y, params.release())
+    if few:  # (the label holder's own log only: the counts are its labels')
+        ctx.log.warning(f"{few}; train on rows with more defaults, or lower task.min_bin_class")
     enc, sel = local_woe(params, X, y, lh, ctx.log)
     ctx.write_json(f"woe/{lh}.json", woe_document(ctx, enc.woe_, sel))
     ctx.progress.update(1, 2, stage="woe", party=lh, features=len(enc.iv_))

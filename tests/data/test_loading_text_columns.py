@@ -108,3 +108,59 @@ def test_codes_with_leading_zeros_in_parquet_stay_text(tmp_path):
     t = load_party_table(tmp_path / "codes.parquet", party="bank1", id_col="id", label_col="y", encoding="codes")
     assert "region" in t.categories and "amount" not in t.categories
     assert any("'region'" in note for note in t.notes)
+
+
+def _parquet_with(tmp_path, cells: list, name: str = "lender.parquet"):
+    df = _frame(len(cells))
+    df["amount"] = pd.Series(cells, dtype=object)
+    df.to_parquet(tmp_path / name)
+    return tmp_path / name
+
+
+def test_inf_written_as_text_is_a_text_cell_not_an_amount(tmp_path):
+    """A Parquet amount column with a few "inf" cells: one parse decides both "all numbers?" and "mostly
+    numbers?", and "inf" is not a plain number in either (before, the second check took it for a number,
+    found no text cells, and the amount silently became one category per value)."""
+    rng = np.random.default_rng(1)
+    path = _parquet_with(tmp_path, [str(v) for v in rng.integers(100, 9000, 195)] + ["inf"] * 5)
+    for msg in (_table_error(path), _frame_error(path)):
+        assert "'amount'" in msg and "5 rows" in msg and "'inf'" in msg, msg
+
+
+def test_blank_text_cells_of_an_amount_are_missing_in_frames_too(tmp_path):
+    """Blank strings in a Parquet amount column are missing values, as the table loader reads them: the
+    frame keeps the column, and WOE binning bins it as numbers with a missing bin (pandas 3 reads Parquet
+    text as "str", which the missing-value mask did not look at, so the amount became categories)."""
+    from fedrisk.finance.binning import is_categorical, is_missing
+
+    rng = np.random.default_rng(2)
+    path = _parquet_with(tmp_path, [str(v) for v in rng.integers(100, 9000, 195)] + [""] * 5)
+    frame = load_party_frame(path, party="lender", id_col="id", label_col="y", categorical=[])
+    assert int(is_missing(frame.X["amount"]).sum()) == 5
+    assert not is_categorical(frame.X["amount"])
+    table = load_party_table(path, party="lender", id_col="id", label_col="y", encoding="onehot", missing="keep")
+    assert int(np.isnan(table.X[:, table.feature_names.index("amount")]).sum()) == 5
+
+
+def test_decimal_comma_amounts_with_placeholders_are_refused_in_frames(tmp_path):
+    """``decimal = ','``: "1169,5" is a number to the placeholder check as it is to the CSV reader, so an
+    amount with a few "?" is refused in WOE/scorecard loading as in a "." file (it was one category per
+    amount)."""
+    rng = np.random.default_rng(3)
+    df = _frame(200)
+    df["amount"] = [f"{v},5" for v in rng.integers(100, 9000, 200)]
+    df.loc[:3, "amount"] = "?"
+    path = tmp_path / "lender.csv"
+    df.to_csv(path, index=False, sep=";")
+    msg = _frame_error(path, sep=";", decimal=",")
+    assert "'amount'" in msg and "4 rows" in msg and "'?'" in msg, msg
+
+
+def test_digits_of_other_scripts_are_not_read_as_blank_numbers(tmp_path):
+    """A column of Arabic-Indic digits matched the number pattern (``\\d`` is any script's digit) but the
+    parser turned every cell into a missing value: the column loaded as all-NaN. It is text now."""
+    from fedrisk.data.loading import numbers_in_text
+
+    col = pd.Series(["\u0661\u0662\u0663", "\u0664\u0665"], dtype=object)
+    assert numbers_in_text(col) is None
+    assert numbers_in_text(pd.Series([" 12.5", "-3e2", None, ""], dtype=object)).tolist()[:2] == [12.5, -300.0]

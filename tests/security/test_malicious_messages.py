@@ -80,3 +80,20 @@ def test_a_partners_timing_stats_are_kept_as_numbers_only_and_never_fatal():
     """``sb.stats`` feeds only the label holder's report: a word there was a TypeError traceback."""
     state = tampered_run("vertical.secureboost", "payco", "sb.stats", ("histogram",), "text")
     assert state["hits"] == 1 and not state["errors"] and state["raised"] is None
+
+
+def test_a_bool_among_released_woe_values_is_refused_as_the_iv_is():
+    """The label holder's ``vwoe.result`` under ``reveal = "woe"``: a bool where a WOE value belongs was
+    taken for 1.0 and WOE-encoded the feature holder's column, while the same bool as the IV was refused."""
+    from fedrisk.errors import FedriskError
+    from fedrisk.estimators.engine import run_task
+    from tests.security.tamper import tampering, vertical_federation
+
+    for path in (("features", "c", "woe", 0), ("features", "c", "iv")):
+        with tampering("lender", "vwoe.result", path, lambda v: True) as state:
+            with pytest.raises(FedriskError):
+                run_task(vertical_federation(), "vertical.woe", {"reveal": "woe"})
+        assert state["hits"] == 1, "the tampered message was never sent: the test no longer attacks anything"
+        assert not [e for n, e in state["errors"] if not isinstance(e, FedriskError)], state["errors"]
+        refusals = [str(e) for n, e in state["errors"] if isinstance(e, ProtocolError) and n == "payco"]
+        assert refusals and "'lender'" in refusals[0] and "vwoe.result" in refusals[0], state["errors"]

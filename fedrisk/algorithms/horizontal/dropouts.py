@@ -45,6 +45,7 @@ import numpy as np
 
 from fedrisk.algorithms.horizontal.aggregation import Aggregation, AggregateResult
 from fedrisk.errors import ProtocolError
+from fedrisk.transport import expect
 from fedrisk.transport.channel import Channel
 
 __all__ = ["Roster", "fixed_threshold", "rejoin_scaler"]
@@ -180,13 +181,18 @@ class Roster:
                 **({"rejoined": dict(sorted(self.rejoined.items()))} if self.rejoined else {})}
 
 
-def rejoin_scaler(channel: Channel, coordinator: str) -> dict[str, Any]:
-    """A rejoining bank's stand-in for the standardisation agreement: the ``hlr.rejoin`` message."""
-    msg = channel.recv(coordinator, "hlr.rejoin")
-    if not isinstance(msg, dict) or not {"mean", "scale", "first_round"} <= set(msg):
-        raise ProtocolError(f"{channel.me}: malformed hlr.rejoin from {coordinator!r}")
-    msg = dict(msg)
-    msg["mean"], msg["scale"] = np.asarray(msg["mean"], dtype=np.float64), np.asarray(msg["scale"], dtype=np.float64)
+def rejoin_scaler(channel: Channel, coordinator: str, d: int) -> dict[str, Any]:
+    """A rejoining bank's stand-in for the standardisation agreement: the ``hlr.rejoin`` message.
+
+    Read as the first-time ``hlr.scaler`` is (:func:`~fedrisk.algorithms.horizontal.standardisation.agree_bank`):
+    ``d`` finite means, ``d`` finite positive scales and a whole ``first_round``; anything else is one
+    :class:`ProtocolError` naming this bank, the coordinator, the tag and the field.
+    """
+    me, tag = channel.me, "hlr.rejoin"
+    msg = dict(expect.mapping(channel.recv(coordinator, tag), me, coordinator, tag))
+    msg["mean"] = expect.vector(msg, "mean", d, me, coordinator, tag)
+    msg["scale"] = expect.vector(msg, "scale", d, me, coordinator, tag, positive=True)
+    msg["first_round"] = expect.integer(msg, "first_round", me, coordinator, tag, lo=1)
     return msg
 
 

@@ -101,7 +101,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
     n, d = X.shape
     if n == 0:
         raise DataError(f"{channel.me}: no training rows")
-    scaler = rejoin_scaler(channel, coordinator) if rejoining else agree_bank(channel, coordinator, X, feature_names,
+    scaler = rejoin_scaler(channel, coordinator, d) if rejoining else agree_bank(channel, coordinator, X, feature_names,
                                                                               agg, pooled_mean=cfg.pooled_mean)
     mean, scale = scaler["mean"], scaler["scale"]
     X = fill_missing(X, mean)

@@ -298,7 +298,7 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         nb = n_banks or max(1, len([p for p in channel.peers if p != coordinator]))
         noise = BankNoise(privacy, min_contributors(agg, nb))
     if rejoining:
-        scaler = rejoin_scaler(channel, coordinator)
+        scaler = rejoin_scaler(channel, coordinator, d)
     else:
         scaler = agree_bank(channel, coordinator, X, feature_names, agg, noise=noise, pooled_mean=cfg.pooled_mean)
     mean, scale = scaler["mean"], scaler["scale"]

@@ -26,6 +26,7 @@ import hmac
 from typing import Any, Mapping, Sequence
 
 from fedrisk.errors import ConfigError, ProtocolError
+from fedrisk.transport import expect
 from fedrisk.transport.safe_text import safe_text
 
 __all__ = ["check_hello", "MAX_COUNT"]
@@ -83,6 +84,6 @@ def check_hello(me: str, peer: str, theirs: Any, mine: Mapping[str, Any], *, pro
         raise ConfigError(f"{me}: {peer!r} uses a different PSI salt; both parties must take it from the same job spec")
     for k in counts:
         v = theirs.get(k)
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= MAX_COUNT:
+        if not expect.whole(v, 1) or v > MAX_COUNT:
             raise ProtocolError(f"{me}: party {peer!r} sent an invalid {protocol} {k} {safe_text(repr(v), 40)}")
     return theirs

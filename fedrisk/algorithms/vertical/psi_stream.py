@@ -50,6 +50,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from fedrisk.algorithms.vertical import psi_protocol as pp
+from fedrisk.algorithms.vertical.spill_folder import SpillFolder
 from fedrisk.crypto import psi
 from fedrisk.errors import CryptoError, DataError, ProtocolError
 from fedrisk.transport.channel import Channel
@@ -161,7 +162,7 @@ def _adjacent_equal(points: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.all(points[1:] == points[:-1], axis=1))
 
 
-class StreamPrepared:
+class StreamPrepared(SpillFolder):
     """One party's blinded id set, prepared chunk by chunk and kept on disk, sorted by blinded value.
 
     Offers what the pairwise exchange needs from ``psi_protocol._Prepared`` (``n``, ``batch``,
@@ -188,13 +189,11 @@ class StreamPrepared:
                  count_hint: int | None = None, workdir: str | Path | None = None) -> None:
         self.me, self.salt, self.casefold, self.memory_mb = me, salt, casefold, float(memory_mb)
         self.key = psi.random_key()
-        if workdir is not None:
-            Path(workdir).mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix="fedrisk-psi-", dir=workdir))
+        super().__init__("fedrisk-psi-", workdir)
         self._flush = int(self.memory_mb * _MB / 8)
-        try:
+        with self.removed_on_error():
             hint = count_hint if count_hint else 10_000_000
-            self._blinded = _Partitions(self.tmp, "blinded", partition_bits(hint, self.memory_mb), _REC, self._flush)
+            self._blinded = _Partitions(self.folder, "blinded", partition_bits(hint, self.memory_mb), _REC, self._flush)
             self.n = self._blind_all(chunks)
             if self.n == 0:
                 raise DataError(f"party {me!r} has no ids to align; check its data file and id column")
@@ -202,9 +201,6 @@ class StreamPrepared:
                 raise DataError(f"party {me!r} has {self.n} ids, more than PSI supports ({pp._MAX_COUNT})")
             self._sort_and_check()
             self.batch = psi.chunk_size(self.n)
-        except BaseException:
-            self.close()
-            raise
 
     # -- preparation ---------------------------------------------------------------------------
     def _blind_all(self, chunks: Iterable[Sequence[Any]]) -> int:
@@ -282,17 +278,8 @@ class StreamPrepared:
             yield np.ascontiguousarray(out[:, :_PT]), _rows_of(out)
 
     def pair_dir(self, peer: str) -> Path:
-        d = Path(tempfile.mkdtemp(prefix="pair-", dir=self.tmp))
+        d = Path(tempfile.mkdtemp(prefix="pair-", dir=self.folder))
         return d
-
-    def close(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self) -> "StreamPrepared":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def stream_exchange(channel: Channel, peer: str, prep: StreamPrepared, *, leader: bool, salt: str, casefold: bool,

@@ -122,6 +122,7 @@ from fedrisk.algorithms.vertical.rr22_spill import SpilledKeys, duplicate_ids_er
 from fedrisk.crypto import psi, spu_binding
 from fedrisk.crypto.spu_process import LibraryProcess, WorkerGone, WorkerTimeout
 from fedrisk.errors import ConfigError, DataError, ProtocolError, TransportError
+from fedrisk.transport import expect
 from fedrisk.transport.channel import Channel
 from fedrisk.transport.link_relay import ChannelLinkRelay
 
@@ -603,7 +604,7 @@ def _hello(channel: Channel, peer: str, tag: str, *, leader: bool, n: int, salt:
                          peer_role="follower" if leader else "leader", same=("reveal", "casefold", "tls"),
                          counts=("count",))
     b = theirs.get("bucket")
-    if not isinstance(b, int) or isinstance(b, bool) or not _MIN_BUCKET <= b <= _MAX_BUCKET or b & (b - 1):
+    if not expect.whole(b, _MIN_BUCKET) or b > _MAX_BUCKET or b & (b - 1):
         raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 bucket size {b!r:.40}")
     if theirs.get("item_bytes") not in (_ITEM_BYTES, _WIDE_ITEM_BYTES):
         raise ProtocolError(f"{me}: party {peer!r} sent an invalid RR22 item width {theirs.get('item_bytes')!r:.40}")

@@ -20,19 +20,18 @@ What stays in memory: one partition's records and its sort (about 4x 20 bytes pe
 largest partition, sized to a quarter of the party's half of the budget), one chunk of ids while
 hashing, and the result itself (8 bytes per matching row, which the caller gets back). The files
 hold keys (salted hashes) and row numbers only, never an id, in a private folder (mode 0700)
-removed by :meth:`SpilledKeys.close`, also on error.
+removed by :meth:`SpilledKeys.close`, also on error (:class:`~fedrisk.algorithms.vertical.spill_folder.SpillFolder`).
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from fedrisk.algorithms.vertical.spill_folder import SpillFolder
 from fedrisk.errors import DataError, ProtocolError
 
 __all__ = ["SpilledKeys", "RECORD_BYTES", "duplicate_ids_error", "hash_chunks"]
@@ -78,7 +77,7 @@ def _append_by_partition(files: Callable[[int], Path], part: np.ndarray, data: n
             fh.write(data[order[lo:hi]].tobytes())
 
 
-class SpilledKeys:
+class SpilledKeys(SpillFolder):
     """This party's order keys in sorted partition files (see the module docstring).
 
     Parameters
@@ -105,11 +104,9 @@ class SpilledKeys:
         self.bits = 0
         while (n_hint >> self.bits) > per_part and self.bits < _MAX_BITS:
             self.bits += 1
-        if spill_dir is not None:
-            Path(spill_dir).mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="fedrisk-rr22-keys-", dir=spill_dir))  # mode 0700
+        super().__init__("fedrisk-rr22-keys-", spill_dir)
         self._digest: str | None = None
-        try:
+        with self.removed_on_error():
             self.n = 0
             for d in chunks:
                 d = np.ascontiguousarray(d, dtype=np.uint8).reshape(-1, 16)
@@ -122,12 +119,9 @@ class SpilledKeys:
             self.unique96 = True
             for p in range(1 << self.bits):
                 self._sort_and_check(p, casefold)
-        except BaseException:
-            self.close()
-            raise
 
     def _file(self, p: int, kind: str = "k") -> Path:
-        return self.dir / f"{kind}{p:04x}.bin"
+        return self.folder / f"{kind}{p:04x}.bin"
 
     def _load(self, p: int) -> np.ndarray:
         f = self._file(p)
@@ -174,7 +168,7 @@ class SpilledKeys:
         the matching keys in key order (:meth:`sorted_digest`).
         """
         width = None
-        for f in self.dir.glob("r*.bin"):  # (left by an earlier call that failed)
+        for f in self.folder.glob("r*.bin"):  # (left by an earlier call that failed)
             f.unlink()
         for chunk in prefix_chunks:
             if len(chunk) == 0:
@@ -211,20 +205,9 @@ class SpilledKeys:
         assert self._digest is not None, "match() first"
         return self._digest
 
-    def close(self) -> None:
-        """Remove the partition files (safe to call twice)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "SpilledKeys":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
 def file_names(keys: SpilledKeys) -> list[str]:
     """Names of the files the keys are spilled to (tests: no id is in them)."""
-    return sorted(os.listdir(keys.dir))
+    return sorted(os.listdir(keys.folder))
 
 
 def hash_chunks(ids: Any, hasher: Callable[[Sequence[Any]], np.ndarray], rows: int) -> Iterator[np.ndarray]:

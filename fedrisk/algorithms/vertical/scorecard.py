@@ -470,8 +470,13 @@ def fit_feature_holder(channel: Channel, label_holder: str, feature_holders: Seq
             log(w)
     feats = list(vres.selection["selected"])
     if not feats:
+        # every IV 0: no bin passed the release rule (few defaults at the label holder), which the user can change
+        rule = (f"; every IV is 0: no bin of its features passed the release rule (task.min_bin_class = "
+                f"{release.min_class} goods and bads per bin, task.min_bin_rows = {release.min_rows}), which with "
+                "few defaults leaves each feature one bin: lower task.min_bin_class or train on more defaults"
+                ) if vres.iv and all(v == 0 for v in vres.iv.values()) and release is not None else ""
         raise DataError(f"party {me!r}: none of its features reaches IV >= {iv_threshold} (IV: "
                         + ", ".join(f"{f} {v:.4f}" for f, v in vres.iv.items())
-                        + "); lower task.iv_threshold or leave this party out of the job")
+                        + f"){rule}; lower task.iv_threshold or leave this party out of the job")
     return _finish(channel, label_holder, feature_holders, X, None, feats, vres.bins, vres.woe, vres.selection, vres,
                    lr_config, card, None, lr_hooks)

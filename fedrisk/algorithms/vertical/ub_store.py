@@ -49,6 +49,7 @@ import numpy as np
 
 from fedrisk.crypto import idhash, oprf, psi
 from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError
+from fedrisk.transport import expect
 
 __all__ = ["OprfKey", "SetFile", "create_key", "rotate_key", "load_key", "write_set", "read_set", "read_header",
            "encode_id_file", "encode_ids", "index_digests", "ids_sum", "context", "cache_path", "find_cache",
@@ -111,7 +112,7 @@ def well_formed(epoch: Any, fingerprint: Any, digest: Any) -> bool:
     The lender builds its cache file's name from the bureau's epoch and fingerprint, so anything
     else (``../``, ``/``, a huge number) must never reach a path.
     """
-    return (isinstance(epoch, int) and not isinstance(epoch, bool) and 1 <= epoch < 10**18
+    return (expect.whole(epoch, 1) and epoch < 10**18
             and isinstance(fingerprint, str) and _FINGERPRINT.fullmatch(fingerprint) is not None
             and isinstance(digest, str) and _DIGEST.fullmatch(digest) is not None)
 
@@ -187,7 +188,7 @@ def load_key(store: Path, party: str) -> OprfKey:
     if not isinstance(doc, dict) or doc.get("format") != KEY_FORMAT or doc.get("version") != 1:
         raise ConfigError(bad.format("wrong format"))
     epoch = doc.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+    if not expect.whole(epoch, 1):
         raise ConfigError(bad.format("bad epoch"))
     try:
         key = oprf.check_key(bytes.fromhex(str(doc.get("key", ""))))
@@ -226,7 +227,7 @@ def decode_header(blob: bytes) -> tuple[dict[str, Any], int]:
     if not isinstance(h, dict):
         raise ValueError("header is not a JSON object")
     for k in ("count", "width", "epoch"):
-        if not isinstance(h.get(k), int) or isinstance(h.get(k), bool) or h[k] < 0:
+        if not expect.whole(h.get(k), 0):
             raise ValueError(f"header field {k!r} is missing or invalid")
     if h["width"] < 1 or not isinstance(h.get("digest"), str) or not isinstance(h.get("fingerprint"), str):
         raise ValueError("header fields width/digest/fingerprint are missing or invalid")

@@ -84,7 +84,7 @@ from fedrisk.transport.channel import Channel
 from fedrisk.transport import expect
 
 __all__ = ["VerticalWoeResult", "ReleaseRule", "vertical_woe_label_holder", "vertical_woe_feature_holder",
-           "REVEAL_LEVELS", "label_holder_bins", "merge_prebins"]
+           "REVEAL_LEVELS", "label_holder_bins", "merge_prebins", "refuse_unsplittable", "unsplittable"]
 
 REVEAL_LEVELS = ("iv", "bins", "woe")
 log = logging.getLogger(__name__)
@@ -129,6 +129,44 @@ class ReleaseRule:
 
     def ok(self, goods: float, bads: float, need: int) -> bool:
         return goods + bads >= need and goods >= self.min_class and bads >= self.min_class
+
+
+def unsplittable(who: str, y: np.ndarray, rule: ReleaseRule) -> str | None:
+    """Why no partner feature can be released in two bins under ``rule`` at labels ``y``, or ``None``.
+
+    Two released bins need ``min_class`` goods and ``min_class`` bads each, so with fewer than
+    ``2 * min_class`` of a class every partner feature stays one bin and its WOE and IV are 0. The
+    sentence names the rule, its setting and the counts; the counts are the labels'
+    own, so it belongs in the label holder's log or in a :func:`~fedrisk.runtime.abort_reason.label_error`.
+    """
+    bads = int(np.sum(y))
+    goods = int(len(y)) - bads
+    short = [f"{n} {what}" for n, what in ((bads, "bads"), (goods, "goods")) if n < 2 * rule.min_class]
+    if not short:
+        return None
+    return (f"party {who!r}: the aligned training rows hold {' and '.join(short)}, but the WOE release rule lets a "
+            f"partner's bin out only with at least {rule.min_class} goods and {rule.min_class} bads (task.min_bin_class "
+            f"= {rule.min_class}), so no partner feature can be cut into two bins and each gets IV 0")
+
+
+def refuse_unsplittable(who: str, y: np.ndarray, rule: ReleaseRule, iv_threshold: float) -> None:
+    """At the label holder of a scorecard, before any protocol: refuse labels no released bin can describe.
+
+    A scorecard needs ``IV >= iv_threshold`` (when above 0), which no one-bin feature reaches: the job
+    failed at a feature holder with "none of its features reaches IV", naming no rule. One line naming
+    the rule, the counts and the fix instead (:func:`unsplittable`); partners get only the label summary.
+    """
+    from fedrisk.runtime.abort_reason import label_error
+
+    why = unsplittable(who, y, rule) if iv_threshold > 0 else None  # (at 0, one-bin features still pass)
+    if why is None:
+        return
+    bads = int(np.sum(y))
+    lower = min(bads, int(len(y)) - bads) // 2
+    raise label_error(
+        f"{why}, below task.iv_threshold = {iv_threshold}; train on rows with at least {2 * rule.min_class} of "
+        "each class, or " + (f"lower task.min_bin_class to {lower} or less (each released bin then describes fewer "
+                             "customers' labels)" if lower >= 1 else "set task.iv_threshold = 0 to keep one-bin features"))
 
 
 def enforce_release(groups: list[list[int]], goods: np.ndarray, bads: np.ndarray, need: int,
@@ -310,7 +348,7 @@ def _checked_result(me: str, peer: str, tag: str, back: Any, feats: list[str]) -
     if not isinstance(table, dict) or not all(
             isinstance(table.get(f), dict) and expect.real(table[f].get("iv"), finite=True)
             and isinstance(table[f].get("woe", []), list)
-            and all(isinstance(w, (int, float)) and math.isfinite(w) for w in table[f].get("woe", []))
+            and all(expect.real(w, finite=True) for w in table[f].get("woe", []))
             for f in feats):
         raise ProtocolError(f"{me}: {peer!r} sent a result ({tag}) without a finite IV (and finite WOE values) "
                             f"for each of this party's {len(feats)} features; refused")

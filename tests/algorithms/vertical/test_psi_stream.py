@@ -114,12 +114,12 @@ def test_spill_files_hold_no_ids(tmp_path):
     ids = np.array([f"CUST-{i:07d}" for i in range(4000)], dtype=object)
     sp = psi_stream.StreamPrepared("lender", psi_stream.chunks_of(ids, 500), SALT, False, 0.05, workdir=tmp_path)
     try:
-        blobs = b"".join(p.read_bytes() for p in sp.tmp.rglob("*.bin"))
+        blobs = b"".join(p.read_bytes() for p in sp.folder.rglob("*.bin"))
         assert len(blobs) == 40 * 4000
         assert b"CUST-" not in blobs
     finally:
         sp.close()
-    assert not sp.tmp.exists()
+    assert not sp.folder.exists()
 
 
 _CHILD = textwrap.dedent("""

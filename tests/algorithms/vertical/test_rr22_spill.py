@@ -49,7 +49,7 @@ def test_spilled_keys_give_the_in_memory_rows_order_and_digest(width):
         # the keys are handed to the library in key order, all of them
         order = np.concatenate(list(sp.digest_chunks(999)))
         assert np.array_equal(order, d[mem.order])
-        folder = sp.dir
+        folder = sp.folder
     assert not folder.exists()
 
 
@@ -84,7 +84,7 @@ def test_rr22_under_a_budget_gives_the_in_memory_result_and_leaves_no_file(tmp_p
     def spy(self, *args, **kw):
         real(self, *args, **kw)
         seen.append(file_names(self))
-        blobs = b"".join(p.read_bytes() for p in self.dir.iterdir())
+        blobs = b"".join(p.read_bytes() for p in self.folder.iterdir())
         assert b"CUST-" not in blobs and len(blobs) == 20 * self.n  # keys and row numbers only
     monkeypatch.setattr(SpilledKeys, "__init__", spy)
 
@@ -115,7 +115,7 @@ def test_rr22_under_a_budget_gives_the_in_memory_result_and_leaves_no_file(tmp_p
 
     def keys_spy(self, *args, **kw):
         real(self, *args, **kw)
-        made.append(str(self.dir))
+        made.append(str(self.folder))
     monkeypatch.setattr(rr22_psi._Library, "__init__", lib_spy)
     monkeypatch.setattr(SpilledKeys, "__init__", keys_spy)
     runs = {p: tmp_path / f"run-{p}" / "tmp" for p in ("lender", "payco")}
