@@ -50,7 +50,8 @@ from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
 from fedrisk.tasks.vertical_lr import HeteroLRParams, not_converged_note
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     DEFAULT_TEST_RULE, driver, inference_features, refuse_one_class, roles, validate_vertical)
-from fedrisk.tasks.vertical_woe import LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe
+from fedrisk.tasks.vertical_woe import (LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe,
+                                        party_categorical)
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
@@ -60,6 +61,8 @@ KIND = "vertical.scorecard"
 FORMAT = "fedrisk.vertical.scorecard"
 TAG_PREFIXES = ("psi.", "vwoe.", "vlr.", "vsc.")
 INFERENCE_TAG_PREFIXES = ("psi.", "vsc.")
+#: a party's own ``categorical = [...]`` is honoured next to ``[task] categorical`` (vertical_woe.party_categorical)
+PARTY_CATEGORICAL = True
 
 
 class Params(LabelKeyParams, ReleaseParams, HeteroLRParams, ScorecardParams):
@@ -110,7 +113,7 @@ def run(ctx: PartyContext) -> None:
 
     if is_lh:
         refuse_one_class(me, y_tr)
-        enc, sel = local_woe(params, X_tr, y_tr, me, ctx.log)
+        enc, sel = local_woe(params, X_tr, y_tr, me, ctx.log, spec)
         ctx.progress.update(1, 3, stage="woe", party=me)
         total = lr_config.max_iter if lr_config.solver in ("exact", "auto") else lr_config.epochs
         fit = fit_label_holder(
@@ -121,7 +124,8 @@ def run(ctx: PartyContext) -> None:
             on_epoch=lambda e, rec: ctx.progress.update(e, total, stage="train",
                                                         **{k: v for k, v in rec.items() if k == "val_loss"}))
     else:
-        fit = fit_feature_holder(ctx.channel, lh, hosts, X_tr, categorical=params.categorical, config=params.binning(),
+        fit = fit_feature_holder(ctx.channel, lh, hosts, X_tr, categorical=party_categorical(spec, me, params.categorical),
+                                 config=params.binning(),
                                  iv_threshold=params.iv_threshold, max_corr=params.corr_or_none(),
                                  release=params.release(), lr_config=lr_config, card=card, log=ctx.log.warning,
                                  lr_hooks=lr_hooks)
