@@ -217,9 +217,10 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     if fmt == "fedrisk.scorecard":
         from fedrisk.data.loading import load_party_frame
 
-        # raw columns as at training: text categories and missing values have bins of their own
+        # raw columns as at training: text categories and missing values have bins of their own, so a column
+        # blank in every row (one applicant without that field) scores as its missing bin, as in a larger batch
         frame = load_party_frame(data, party="predict", id_col=id_col, features=model["features"], require_label=False,
-                                 **dialect)
+                                 allow_empty=True, **dialect)
         write_predictions(Path(out), frame.ids, scorecard_predictions(model, frame.X))
         return frame.n_rows
     if fmt.startswith("fedrisk.vertical"):

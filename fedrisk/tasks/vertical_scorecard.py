@@ -207,13 +207,14 @@ class RawRows:
 
 
 def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None) -> RawRows:
-    """A feature holder's rows for scoring (categorical columns allowed, missing values allowed)."""
+    """A party's rows for scoring (categorical columns allowed, missing values allowed: a column blank in every
+    row, e.g. one applicant without that field, scores as its missing bin)."""
     lh = driver(spec)
     if name == lh and features is not None and not list(features):  # a label holder that brought labels only
         frame = load_frame(spec, name, [], path=path, label=False, allow_no_features=True)
         return RawRows(frame.ids, np.empty((frame.n_rows, 0), dtype=object), [])
     frame = load_frame(spec, name, [], path=path, features=features, label=False,
-                       forbid_label=spec.parties[lh].label if name != lh else None)
+                       forbid_label=spec.parties[lh].label if name != lh else None, allow_empty=True)
     return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names)
 
 
