@@ -151,6 +151,14 @@ def _party_options_hint(msg: str) -> str:
     return f"; in Python: party_options={{'{party.group(1)}': {{'{setting.group(1)}': ...}}}} of the Federation"
 
 
+def _task_settings_as_keywords(msg: str) -> str:
+    """A job spec's ``[task] categories = { purpose = [...] }`` / ``task.iv_threshold`` in an error, as the
+    estimator's keywords a notebook sets them with (``categories={'purpose': [...]}``, ``iv_threshold=``)."""
+    msg = re.sub(r"\[task\] ([a-z_]+) = \{ ?(.+?) = \[\.\.\.\] ?\}", r"\1={'\2': [...]} of the estimator", msg)
+    msg = re.sub(r"\[task\] ([a-z_]+) = \[\.\.\.\]", r"\1=[...] of the estimator", msg)
+    return re.sub(r"\btask\.([a-z_]+)\b", r"the estimator's \1=", msg)
+
+
 @contextmanager
 def _notebook_errors(root: Path, fed: Federation):
     """Errors of the in-process job in the notebook's terms: each party's DataFrame, not the temporary
@@ -168,6 +176,7 @@ def _notebook_errors(root: Path, fed: Federation):
                 path = str(root / "data" / f"{n}.{ext}")
                 msg = msg.replace(f", file '{path}'", " (its DataFrame)").replace(path, f"party {n!r}'s DataFrame")
         msg = msg.replace(f"{root / 'job.toml'}: ", "").replace(str(root / "job.toml"), "the job")
+        msg = _task_settings_as_keywords(msg)
         # the label coding is a Federation setting in a notebook, not a spec line the user never wrote
         if "set positive = " in msg:
             who = re.match(r"party '([^']+)'", msg)
