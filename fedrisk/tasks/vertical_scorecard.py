@@ -97,7 +97,7 @@ def run(ctx: PartyContext) -> None:
     me = ctx.name
     is_lh = me == lh
     t0 = time.perf_counter()
-    ids, X, y, test, al, coding = aligned_frames(ctx, params.categorical, default_split=True)
+    ids, X, y, test, al, coding, rule = aligned_frames(ctx, params.categorical, default_split=True)
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under the split rule; nothing to train on")
     tr = ~test
@@ -169,6 +169,7 @@ def run(ctx: PartyContext) -> None:
     extra: dict[str, Any] = {
         "parties": [lh, *hosts], "label_holder": lh, "intersection": al.summary(),
         "rows": {"train": int(tr.sum() - model.n_val), "validation": model.n_val, "test": int(test.sum())},
+        "split": rule,  # which rule chose the test rows (the report's stability section names it)
         "iv": iv, "selection": {lh: sel, **vres.selection},
         "scorecard": {"base_points": part.base_points, "base_score": params.base_score, "base_odds": params.base_odds,
                       "pdo": params.pdo, "features": {lh: part.features, **{h: "held by the party" for h in hosts}},

@@ -107,7 +107,8 @@ def party_categorical(spec: JobSpec, name: str, categorical: list[str]) -> list[
 
 def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: bool = False):
     """Load this party's frame and PSI-align it; return (ids, X, y or None, is_test mask or None, alignment,
-    label coding: the label holder's ``[non-default, default]`` or None, for its model file's ``classes``).
+    label coding: the label holder's ``[non-default, default]`` or None, for its model file's ``classes``,
+    the name of the rule that chose the test rows, for the report).
 
     ``categorical``: the ``[task] categorical`` names; those this party does not hold are another party's."""
     from fedrisk.runtime.psi_checkpoint import aligned_rows
@@ -130,7 +131,7 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
                                   default=default_split, labels=y if default_split else None)
     if test is not None:
         ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
-    return ids, X, y, test, al, frame.label_coding
+    return ids, X, y, test, al, frame.label_coding, rule
 
 
 def local_woe(params: BinningParams, X, y, party: str, log=None, spec: JobSpec | None = None):
@@ -181,7 +182,7 @@ def run(ctx: PartyContext) -> None:
     params = parse_params(Params, spec.task)
     lh, hosts = roles(spec)
     t0 = time.perf_counter()
-    ids, X, y, test, al, _ = aligned_frames(ctx, params.categorical)
+    ids, X, y, test, al, _, _ = aligned_frames(ctx, params.categorical)
     if test is not None:
         if test.all():
             raise DataError(f"party {ctx.name!r}: every aligned row is a test row under the [evaluation] rule")
