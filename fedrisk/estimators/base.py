@@ -258,14 +258,16 @@ class FederatedEstimator(BaseEstimator):
                 raise DataError(f"{who}: the data lacks the model's feature columns {absent[:8]}")
             M, names, _, _ = encode_columns(X, raw, list(cats), doc["category_encoding"], cats, who)
             M = M[:, [names.index(f) for f in features]]
-            if np.isinf(M).any() or (not allow_nan and np.isnan(M).any()):
-                raise DataError(f"{who}: the data has {'inf' if allow_nan else 'NaN/inf'} in feature columns; "
-                                "fill or drop them first")
+            _refuse_non_finite(M, features, who, allow_nan)
             return M
         if isinstance(X, pd.DataFrame):
             missing = [f for f in features if f not in X.columns]
             if missing:
                 raise DataError(f"{who}: the data lacks the model's feature columns {missing[:8]}")
+            twice = sorted({str(c) for c in X.columns[X.columns.duplicated()] if c in set(features)})
+            if twice:
+                raise DataError(f"{who}: the data has the model's feature columns {twice[:8]} more than once; "
+                                "keep one copy of each (e.g. X.loc[:, ~X.columns.duplicated()])")
             text = [f for f in features if not (pd.api.types.is_numeric_dtype(X[f]) or pd.api.types.is_bool_dtype(X[f]))
                     and pd.to_numeric(X[f], errors="coerce").isna().gt(X[f].isna()).any()]
             if text:
@@ -282,10 +284,21 @@ class FederatedEstimator(BaseEstimator):
             if M.ndim != 2 or M.shape[1] != len(features):
                 raise DataError(f"{who}: expected {len(features)} feature columns ({', '.join(features[:6])}...), "
                                 f"got an array of shape {M.shape}")
-        if np.isinf(M).any() or (not allow_nan and np.isnan(M).any()):
-            raise DataError(f"{who}: the data has {'inf' if allow_nan else 'NaN/inf'} in feature columns; "
-                            "fill or drop them first")
+        _refuse_non_finite(M, features, who, allow_nan)
         return M
+
+
+def _refuse_non_finite(M: np.ndarray, features: list[str], who: str, allow_nan: bool) -> None:
+    """One line naming the feature columns (and how many rows) holding infinities, or blanks a model cannot score."""
+    from fedrisk.errors import DataError
+
+    bad = np.isinf(M) if allow_nan else ~np.isfinite(M)
+    if not bad.any():
+        return
+    cols = [f"{features[j]!r} ({int(bad[:, j].sum())})" for j in np.flatnonzero(bad.any(axis=0))]
+    kind = "infinite values" if allow_nan else "blank (NaN) or infinite values"
+    raise DataError(f"{who}: {int(bad.any(axis=1).sum())} of {len(M)} rows have {kind} in the model's feature columns "
+                    f"{', '.join(cols[:8])}{' ...' if len(cols) > 8 else ''}; fill or drop them first")
 
 
 class FederatedClassifier(ClassifierMixin, FederatedEstimator):

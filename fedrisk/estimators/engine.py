@@ -176,7 +176,7 @@ def _notebook_errors(root: Path, fed: Federation):
                 path = str(root / "data" / f"{n}.{ext}")
                 msg = msg.replace(f", file '{path}'", " (its DataFrame)").replace(path, f"party {n!r}'s DataFrame")
         msg = msg.replace(f"{root / 'job.toml'}: ", "").replace(str(root / "job.toml"), "the job")
-        msg = _task_settings_as_keywords(msg)
+        msg = _task_settings_as_keywords(msg).replace("or load with missing=", "or build the Federation with missing=")
         # the label coding is a Federation setting in a notebook, not a spec line the user never wrote
         if "set positive = " in msg:
             who = re.match(r"party '([^']+)'", msg)
