@@ -338,16 +338,20 @@ def _roles(model: Mapping[str, Any]) -> tuple[str, list[str]]:
     return lh, [p for p in parties if p != lh]
 
 
-def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, capture: bool = False) -> tuple[np.ndarray, JobRun]:
+def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, capture: bool = False,
+                   detail: bool = False) -> tuple[np.ndarray | pd.DataFrame, JobRun]:
     """Federated scoring of ``fed``'s rows with a split model (one part per party), in-process.
 
     Each party loads its own rows (the columns its part uses), the parties align them by
     ECDH-PSI and run the format's scoring protocol; only the label holder receives scores.
+    ``detail=True``: the format's table per row instead (a scorecard's points, probability and
+    reason codes, as ``fedrisk predict`` writes them; same messages).
 
     Returns
     -------
     (scores, run)
-        ``scores`` in the label holder's row order; rows missing at some feature holder are NaN.
+        ``scores`` in the label holder's row order; rows missing at some feature holder are NaN
+        (``detail``: a DataFrame, such rows empty).
     """
     from fedrisk.runtime.handshake import handshake
     from fedrisk.runtime.inference import get_format, run_inference, scoring_load_options, warn_unseen
@@ -381,13 +385,20 @@ def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, c
 
         def role(name: str, channel):
             handshake(channel, lh, [lh, *hosts], settings)
-            return run_inference(channel, name, dict(parts[name]), tables[name], lh, hosts, job_id, _logger(name))
+            return run_inference(channel, name, dict(parts[name]), tables[name], lh, hosts, job_id, _logger(name),
+                                 detail=detail)
 
         results, ledger, captured, wall, cpu = _run_participants(
             [lh, *hosts], job_id, tuple(mod.INFERENCE_TAG_PREFIXES) + ("psi.",), capture, spec.security.recv_timeout, role)
     idx, p = results[lh]
-    scores = np.full(n_rows, np.nan)
-    scores[np.asarray(idx, dtype=np.int64)] = np.asarray(p, dtype=np.float64)
+    idx = np.asarray(idx, dtype=np.int64)
+    if isinstance(p, pd.DataFrame):  # detail: one row per input row, unscored rows empty
+        scores = pd.DataFrame(index=np.arange(n_rows), columns=p.columns, dtype=object)
+        scores.iloc[idx] = p.to_numpy(dtype=object)
+        scores = scores.apply(lambda c: pd.to_numeric(c) if pd.api.types.is_numeric_dtype(p[c.name]) else c)
+    else:
+        scores = np.full(n_rows, np.nan)
+        scores[idx] = np.asarray(p, dtype=np.float64)
     if len(idx) < n_rows:
         _logger(lh).warning("%d of %d rows are not at every feature holder and were not scored (NaN)",
                             n_rows - len(idx), n_rows)

@@ -136,7 +136,7 @@ def _vertical_parts(files: dict[str, dict], fmt: str) -> dict[str, dict]:
     return {rel: files[rel] for rel in main["parties"].values() if rel in files}
 
 
-def _score_parts(est: Any, files: dict[str, dict], X: Any) -> np.ndarray:
+def _score_parts(est: Any, files: dict[str, dict], X: Any, detail: bool = False):
     from fedrisk.estimators.engine import score_vertical
 
     if not isinstance(X, Federation):
@@ -148,7 +148,7 @@ def _score_parts(est: Any, files: dict[str, dict], X: Any) -> np.ndarray:
         raise ConfigError(f"this model holds only {sorted(parts)}'s part of {sorted(named)} (Federation.connect): score "
                           "with `fedrisk predict RUN_DIR/model.json NEW.csv --session S --no-spawn` while the partners "
                           "run `fedrisk serve`")
-    scores, run = score_vertical(X, parts)
+    scores, run = score_vertical(X, parts, detail=detail)
     est._last_scoring = run  # the scoring session's ledger (and captures), for audits and tests
     return scores
 
