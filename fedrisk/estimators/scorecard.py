@@ -8,7 +8,7 @@ import numpy as np
 from fedrisk.errors import ConfigError
 from fedrisk.estimators.base import FederatedClassifier, stored_classes
 from fedrisk.estimators.federation import Federation
-from fedrisk.estimators.linear import _score_parts, _vertical_parts
+from fedrisk.estimators.linear import _indexed, _score_parts, _vertical_parts
 
 __all__ = ["Scorecard"]
 
@@ -118,15 +118,12 @@ class Scorecard(FederatedClassifier):
         Federation (federated scoring; a partner's features are one aggregated reason unless it opted
         in to name them, as in ``fedrisk predict``; rows not at every party are empty).
         """
-        import pandas as pd
-
         files = self._model_files()
         if "scorecard.json" in files:
             from fedrisk.runtime.predict import scorecard_predictions
 
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal scorecard scores a DataFrame locally: pass the rows")
-            table = scorecard_predictions(files["scorecard.json"], X)
-            return table.set_index(X.index) if isinstance(X, pd.DataFrame) else table
+            return _indexed(scorecard_predictions(files["scorecard.json"], X), X)
         return _score_parts(self, files, X, detail=True)
 
