@@ -18,6 +18,7 @@ because the built signature lists every setting as a keyword.
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -234,6 +235,40 @@ class FederatedEstimator(BaseEstimator):
             text = "\n".join(l for l in spec.spec.splitlines() if not l.startswith("data = "))
             (folder / "job.toml").write_text(text + "\n", encoding="utf-8")
         return folder
+
+    def report(self, title: str | None = None):
+        """The HTML report of this fit, as ``fedrisk report`` writes it for a CLI run; renders inline in Jupyter.
+
+        Built from the run the fit made (its ``metrics.json``, scores, model files and every
+        participant's ledger), so a validator reads the same page for a notebook fit as for a job:
+        discrimination, stability, IV and points tables, and the communication ledger. ``.save(path)``
+        writes it. For a ``Federation.connect`` fit it shows this party's files only.
+        """
+        import tempfile
+
+        from fedrisk.estimators.results import Report
+        from fedrisk.finance.report import load_run, render_report
+        from fedrisk.runtime.context import write_json
+
+        run = getattr(self, "run_", None)
+        if run is None:
+            raise ConfigError(f"{type(self).__name__}.report(): fit it first (a model read by fr.load has no run; "
+                              "use fr.run(spec).report() or `fedrisk report RUN_DIR` for a CLI run)")
+        with tempfile.TemporaryDirectory(prefix="fedrisk-report-") as tmp:
+            root = Path(tmp)
+            for rel, doc in run.files.items():
+                write_json(root / rel, doc)
+            for split, frame in run.scores.items():
+                (root / "scores").mkdir(exist_ok=True)
+                frame.to_csv(root / "scores" / f"{split}.csv", index=False)
+            if run.spec:
+                (root / "job.toml").write_text(run.spec, encoding="utf-8")
+            (root / "ledger").mkdir()
+            for party, rows in run.ledger.groupby("from", sort=True):
+                lines = (json.dumps({k: v for k, v in r.items() if v == v}, default=str)
+                         for r in rows.to_dict("records"))
+                (root / "ledger" / f"{party}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            return Report(render_report(load_run(root), title=title or f"{type(self).__name__} ({run.kind})"))
 
     # -- helpers for subclasses -------------------------------------------------------------
     @staticmethod
