@@ -372,7 +372,9 @@ def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, c
     settings = {"session": session, "model_job": any_part.get("job"),
                 "format": str(any_part.get("format")).removesuffix(".part"), "parties": sorted(parts),
                 "run_id": any_part.get("run_id")}
-    scoring = fed._with({p: fed.parties[p] for p in [lh, *hosts]})
+    # scoring needs no label: a label column in the rows to score (the test half of a split) is not read, so a
+    # batch whose outcomes are all goods (or not yet known) scores like any other, as in `fedrisk predict`
+    scoring = fed._with({p: fed.parties[p].drop(columns=[fed.label], errors="ignore") for p in [lh, *hosts]})
     with tempfile.TemporaryDirectory(prefix="fedrisk-predict-") as tmp, _notebook_errors(Path(tmp).resolve(), scoring):
         spec = load_spec(scoring.write_job(Path(tmp), {"kind": any_part["task"]}, label_holder=lh, evaluation=False))
         # as `fedrisk predict`: the training means (missing = "mean") and text categories of each part
