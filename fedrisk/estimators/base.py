@@ -18,6 +18,7 @@ because the built signature lists every setting as a keyword.
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -235,6 +236,40 @@ class FederatedEstimator(BaseEstimator):
             (folder / "job.toml").write_text(text + "\n", encoding="utf-8")
         return folder
 
+    def report(self, title: str | None = None):
+        """The HTML report of this fit, as ``fedrisk report`` writes it for a CLI run; renders inline in Jupyter.
+
+        Built from the run the fit made (its ``metrics.json``, scores, model files and every
+        participant's ledger), so a validator reads the same page for a notebook fit as for a job:
+        discrimination, stability, IV and points tables, and the communication ledger. ``.save(path)``
+        writes it. For a ``Federation.connect`` fit it shows this party's files only.
+        """
+        import tempfile
+
+        from fedrisk.estimators.results import Report
+        from fedrisk.finance.report import load_run, render_report
+        from fedrisk.runtime.context import write_json
+
+        run = getattr(self, "run_", None)
+        if run is None:
+            raise ConfigError(f"{type(self).__name__}.report(): fit it first (a model read by fr.load has no run; "
+                              "use fr.run(spec).report() or `fedrisk report RUN_DIR` for a CLI run)")
+        with tempfile.TemporaryDirectory(prefix="fedrisk-report-") as tmp:
+            root = Path(tmp)
+            for rel, doc in run.files.items():
+                write_json(root / rel, doc)
+            for split, frame in run.scores.items():
+                (root / "scores").mkdir(exist_ok=True)
+                frame.to_csv(root / "scores" / f"{split}.csv", index=False)
+            if run.spec:
+                (root / "job.toml").write_text(run.spec, encoding="utf-8")
+            (root / "ledger").mkdir()
+            for party, rows in run.ledger.groupby("from", sort=True):
+                lines = (json.dumps({k: v for k, v in r.items() if v == v}, default=str)
+                         for r in rows.to_dict("records"))
+                (root / "ledger" / f"{party}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            return Report(render_report(load_run(root), title=title or f"{type(self).__name__} ({run.kind})"))
+
     # -- helpers for subclasses -------------------------------------------------------------
     @staticmethod
     def _proba(p1: np.ndarray) -> np.ndarray:
@@ -258,14 +293,16 @@ class FederatedEstimator(BaseEstimator):
                 raise DataError(f"{who}: the data lacks the model's feature columns {absent[:8]}")
             M, names, _, _ = encode_columns(X, raw, list(cats), doc["category_encoding"], cats, who)
             M = M[:, [names.index(f) for f in features]]
-            if np.isinf(M).any() or (not allow_nan and np.isnan(M).any()):
-                raise DataError(f"{who}: the data has {'inf' if allow_nan else 'NaN/inf'} in feature columns; "
-                                "fill or drop them first")
+            _refuse_non_finite(M, features, who, allow_nan)
             return M
         if isinstance(X, pd.DataFrame):
             missing = [f for f in features if f not in X.columns]
             if missing:
                 raise DataError(f"{who}: the data lacks the model's feature columns {missing[:8]}")
+            twice = sorted({str(c) for c in X.columns[X.columns.duplicated()] if c in set(features)})
+            if twice:
+                raise DataError(f"{who}: the data has the model's feature columns {twice[:8]} more than once; "
+                                "keep one copy of each (e.g. X.loc[:, ~X.columns.duplicated()])")
             text = [f for f in features if not (pd.api.types.is_numeric_dtype(X[f]) or pd.api.types.is_bool_dtype(X[f]))
                     and pd.to_numeric(X[f], errors="coerce").isna().gt(X[f].isna()).any()]
             if text:
@@ -282,10 +319,21 @@ class FederatedEstimator(BaseEstimator):
             if M.ndim != 2 or M.shape[1] != len(features):
                 raise DataError(f"{who}: expected {len(features)} feature columns ({', '.join(features[:6])}...), "
                                 f"got an array of shape {M.shape}")
-        if np.isinf(M).any() or (not allow_nan and np.isnan(M).any()):
-            raise DataError(f"{who}: the data has {'inf' if allow_nan else 'NaN/inf'} in feature columns; "
-                            "fill or drop them first")
+        _refuse_non_finite(M, features, who, allow_nan)
         return M
+
+
+def _refuse_non_finite(M: np.ndarray, features: list[str], who: str, allow_nan: bool) -> None:
+    """One line naming the feature columns (and how many rows) holding infinities, or blanks a model cannot score."""
+    from fedrisk.errors import DataError
+
+    bad = np.isinf(M) if allow_nan else ~np.isfinite(M)
+    if not bad.any():
+        return
+    cols = [f"{features[j]!r} ({int(bad[:, j].sum())})" for j in np.flatnonzero(bad.any(axis=0))]
+    kind = "infinite values" if allow_nan else "blank (NaN) or infinite values"
+    raise DataError(f"{who}: {int(bad.any(axis=1).sum())} of {len(M)} rows have {kind} in the model's feature columns "
+                    f"{', '.join(cols[:8])}{' ...' if len(cols) > 8 else ''}; fill or drop them first")
 
 
 class FederatedClassifier(ClassifierMixin, FederatedEstimator):

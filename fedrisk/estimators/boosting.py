@@ -109,17 +109,41 @@ class SecureBoost(FederatedClassifier):
         files = self._model_files()
         doc = files.get("model.json", {})
         if doc.get("format") == "fedrisk.gbdt":
-            from fedrisk.errors import ConfigError
             from fedrisk.model_files import score_gbdt
 
-            if isinstance(X, Federation):
-                raise ConfigError("a horizontal tree model scores a DataFrame locally: pass the rows, e.g. holdout")
-            M = self._frame_matrix(X, list(doc["features"]), "SecureBoost.predict_proba", allow_nan=True, doc=doc)
-            fill = doc.get("imputation")
-            if fill:  # trained with missing = "mean": blanks get the federation's pooled means, as in `fedrisk predict`
-                from fedrisk.algorithms.horizontal.standardisation import fill_missing
-
-                M = fill_missing(M, np.array([fill[f] for f in doc["features"]], dtype=np.float64))
-            return self._proba(score_gbdt(doc, M))
+            return self._proba(score_gbdt(doc, self._horizontal_matrix(doc, X)))
         return self._proba(_score_parts(self, files, X))
+
+    def _horizontal_matrix(self, doc: dict, X: Any) -> np.ndarray:
+        """The rows of DataFrame ``X`` as the horizontal tree model's feature matrix, as ``fedrisk predict`` builds it."""
+        from fedrisk.errors import ConfigError
+
+        if isinstance(X, Federation):
+            raise ConfigError("a horizontal tree model scores a DataFrame locally: pass the rows, e.g. holdout")
+        M = self._frame_matrix(X, list(doc["features"]), "SecureBoost.predict_proba", allow_nan=True, doc=doc)
+        fill = doc.get("imputation")
+        if fill:  # trained with missing = "mean": blanks get the federation's pooled means, as in `fedrisk predict`
+            from fedrisk.algorithms.horizontal.standardisation import fill_missing
+
+            M = fill_missing(M, np.array([fill[f] for f in doc["features"]], dtype=np.float64))
+        return M
+
+    def explain(self, X: Any):
+        """Score and reason codes of each row: the columns ``fedrisk predict`` writes.
+
+        ``score`` (P(default)), ``reason_1..k`` and ``contribution_1..k`` (the log-odds each reason
+        added, exact TreeSHAP). Horizontal model: ``X`` a DataFrame (local; every feature by name).
+        Vertical: ``X`` a vertical Federation (federated; the label holder's features by name, each
+        partner's as one aggregated reason; rows not at every party are empty).
+        """
+        files = self._model_files()
+        doc = files.get("model.json", {})
+        if doc.get("format") == "fedrisk.gbdt":
+            from fedrisk.estimators.linear import _indexed
+            from fedrisk.model_files import score_gbdt
+            from fedrisk.runtime.predict import gbdt_predictions
+
+            M = self._horizontal_matrix(doc, X)
+            return _indexed(gbdt_predictions(doc, M, score_gbdt(doc, M)), X)
+        return _score_parts(self, files, X, detail=True)
 

@@ -151,6 +151,14 @@ def _party_options_hint(msg: str) -> str:
     return f"; in Python: party_options={{'{party.group(1)}': {{'{setting.group(1)}': ...}}}} of the Federation"
 
 
+def _task_settings_as_keywords(msg: str) -> str:
+    """A job spec's ``[task] categories = { purpose = [...] }`` / ``task.iv_threshold`` in an error, as the
+    estimator's keywords a notebook sets them with (``categories={'purpose': [...]}``, ``iv_threshold=``)."""
+    msg = re.sub(r"\[task\] ([a-z_]+) = \{ ?(.+?) = \[\.\.\.\] ?\}", r"\1={'\2': [...]} of the estimator", msg)
+    msg = re.sub(r"\[task\] ([a-z_]+) = \[\.\.\.\]", r"\1=[...] of the estimator", msg)
+    return re.sub(r"\btask\.([a-z_]+)\b", r"the estimator's \1=", msg)
+
+
 @contextmanager
 def _notebook_errors(root: Path, fed: Federation):
     """Errors of the in-process job in the notebook's terms: each party's DataFrame, not the temporary
@@ -168,6 +176,7 @@ def _notebook_errors(root: Path, fed: Federation):
                 path = str(root / "data" / f"{n}.{ext}")
                 msg = msg.replace(f", file '{path}'", " (its DataFrame)").replace(path, f"party {n!r}'s DataFrame")
         msg = msg.replace(f"{root / 'job.toml'}: ", "").replace(str(root / "job.toml"), "the job")
+        msg = _task_settings_as_keywords(msg).replace("or load with missing=", "or build the Federation with missing=")
         # the label coding is a Federation setting in a notebook, not a spec line the user never wrote
         if "set positive = " in msg:
             who = re.match(r"party '([^']+)'", msg)
@@ -329,16 +338,20 @@ def _roles(model: Mapping[str, Any]) -> tuple[str, list[str]]:
     return lh, [p for p in parties if p != lh]
 
 
-def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, capture: bool = False) -> tuple[np.ndarray, JobRun]:
+def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, capture: bool = False,
+                   detail: bool = False) -> tuple[np.ndarray | pd.DataFrame, JobRun]:
     """Federated scoring of ``fed``'s rows with a split model (one part per party), in-process.
 
     Each party loads its own rows (the columns its part uses), the parties align them by
     ECDH-PSI and run the format's scoring protocol; only the label holder receives scores.
+    ``detail=True``: the format's table per row instead (a scorecard's points, probability and
+    reason codes, as ``fedrisk predict`` writes them; same messages).
 
     Returns
     -------
     (scores, run)
-        ``scores`` in the label holder's row order; rows missing at some feature holder are NaN.
+        ``scores`` in the label holder's row order; rows missing at some feature holder are NaN
+        (``detail``: a DataFrame, such rows empty).
     """
     from fedrisk.runtime.handshake import handshake
     from fedrisk.runtime.inference import get_format, run_inference, scoring_load_options, warn_unseen
@@ -359,7 +372,9 @@ def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, c
     settings = {"session": session, "model_job": any_part.get("job"),
                 "format": str(any_part.get("format")).removesuffix(".part"), "parties": sorted(parts),
                 "run_id": any_part.get("run_id")}
-    scoring = fed._with({p: fed.parties[p] for p in [lh, *hosts]})
+    # scoring needs no label: a label column in the rows to score (the test half of a split) is not read, so a
+    # batch whose outcomes are all goods (or not yet known) scores like any other, as in `fedrisk predict`
+    scoring = fed._with({p: fed.parties[p].drop(columns=[fed.label], errors="ignore") for p in [lh, *hosts]})
     with tempfile.TemporaryDirectory(prefix="fedrisk-predict-") as tmp, _notebook_errors(Path(tmp).resolve(), scoring):
         spec = load_spec(scoring.write_job(Path(tmp), {"kind": any_part["task"]}, label_holder=lh, evaluation=False))
         # as `fedrisk predict`: the training means (missing = "mean") and text categories of each part
@@ -372,13 +387,20 @@ def score_vertical(fed: Federation, parts: Mapping[str, Mapping[str, Any]], *, c
 
         def role(name: str, channel):
             handshake(channel, lh, [lh, *hosts], settings)
-            return run_inference(channel, name, dict(parts[name]), tables[name], lh, hosts, job_id, _logger(name))
+            return run_inference(channel, name, dict(parts[name]), tables[name], lh, hosts, job_id, _logger(name),
+                                 detail=detail)
 
         results, ledger, captured, wall, cpu = _run_participants(
             [lh, *hosts], job_id, tuple(mod.INFERENCE_TAG_PREFIXES) + ("psi.",), capture, spec.security.recv_timeout, role)
     idx, p = results[lh]
-    scores = np.full(n_rows, np.nan)
-    scores[np.asarray(idx, dtype=np.int64)] = np.asarray(p, dtype=np.float64)
+    idx = np.asarray(idx, dtype=np.int64)
+    if isinstance(p, pd.DataFrame):  # detail: one row per input row, unscored rows empty
+        scores = pd.DataFrame(index=np.arange(n_rows), columns=p.columns, dtype=object)
+        scores.iloc[idx] = p.to_numpy(dtype=object)
+        scores = scores.apply(lambda c: pd.to_numeric(c) if pd.api.types.is_numeric_dtype(p[c.name]) else c)
+    else:
+        scores = np.full(n_rows, np.nan)
+        scores[idx] = np.asarray(p, dtype=np.float64)
     if len(idx) < n_rows:
         _logger(lh).warning("%d of %d rows are not at every feature holder and were not scored (NaN)",
                             n_rows - len(idx), n_rows)

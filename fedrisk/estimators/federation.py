@@ -99,6 +99,10 @@ class Federation:
                                   f"letter (not {COORDINATOR!r}); it becomes a certificate and ledger name")
             if not isinstance(df, pd.DataFrame):
                 raise ConfigError(f"party {n!r}: pass a pandas DataFrame, not {type(df).__name__}")
+            twice = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+            if twice:
+                raise DataError(f"party {n!r}: its DataFrame has the columns {twice[:8]} more than once; keep one copy "
+                                "of each (e.g. df.loc[:, ~df.columns.duplicated()]) or rename them")
             if id not in df.columns and df.index.name == id:
                 df = df.reset_index()  # the ids as the index (df.set_index(id)): the id column it names
             if id not in df.columns:

@@ -109,18 +109,48 @@ class LogisticRegression(FederatedClassifier):
 
         files = self._model_files()
         if "model.json" in files and files["model.json"]["format"] == "fedrisk.lr":
-            if isinstance(X, Federation):
-                raise ConfigError("a horizontal model scores a DataFrame locally: pass the rows, e.g. holdout")
-            doc = files["model.json"]
-            feats, fill = list(doc["features"]), doc.get("imputation") or {}
-            M = self._frame_matrix(X, feats, "LogisticRegression.predict_proba", allow_nan=bool(fill), doc=doc)
-            if fill:  # trained with missing = "mean": blanks get the federation's means, as in `fedrisk predict`
-                M = np.where(np.isnan(M), np.array([fill.get(f, np.nan) for f in feats])[None, :], M)
-                if np.isnan(M).any():
-                    raise DataError("LogisticRegression.predict_proba: the data has NaN in feature columns the model "
-                                    "has no fill value for; fill or drop them first")
-            return self._proba(score_lr(doc, M))
+            return self._proba(score_lr(files["model.json"], self._horizontal_matrix(files["model.json"], X)))
         return self._proba(_score_parts(self, files, X))
+
+    def _horizontal_matrix(self, doc: dict, X: Any) -> np.ndarray:
+        """The rows of DataFrame ``X`` as the horizontal model's feature matrix, as ``fedrisk predict`` builds it."""
+        if isinstance(X, Federation):
+            raise ConfigError("a horizontal model scores a DataFrame locally: pass the rows, e.g. holdout")
+        feats, fill = list(doc["features"]), doc.get("imputation") or {}
+        M = self._frame_matrix(X, feats, "LogisticRegression.predict_proba", allow_nan=bool(fill), doc=doc)
+        if fill:  # trained with missing = "mean": blanks get the federation's means, as in `fedrisk predict`
+            M = np.where(np.isnan(M), np.array([fill.get(f, np.nan) for f in feats])[None, :], M)
+            if np.isnan(M).any():
+                raise DataError("LogisticRegression.predict_proba: the data has NaN in feature columns the model "
+                                "has no fill value for; fill or drop them first")
+        return M
+
+    def explain(self, X: Any):
+        """Score and reason codes of each row of DataFrame ``X``: the columns ``fedrisk predict`` writes.
+
+        ``score`` (P(default)), ``reason_1..k`` (the columns pushing the score up most, a text column's
+        dummies summed into it) and ``contribution_1..k`` (the log-odds each added against the
+        federation's average applicant; they add up to the row's log-odds minus the average's). A
+        horizontal model only (local): a vertical LR's scoring protocol returns scores alone -- vertical
+        scorecards and SecureBoost give reasons.
+        """
+        from fedrisk.model_files import score_lr
+        from fedrisk.runtime.predict import lr_predictions
+
+        files = self._model_files()
+        if not ("model.json" in files and files["model.json"]["format"] == "fedrisk.lr"):
+            raise ConfigError("a vertical LogisticRegression scores without reason codes (each party's part stays "
+                              "its own); use predict_proba, or a vertical Scorecard or SecureBoost for reasons")
+        doc = files["model.json"]
+        M = self._horizontal_matrix(doc, X)
+        return _indexed(lr_predictions(doc, M, score_lr(doc, M)), X)
+
+
+def _indexed(table, X: Any):
+    """``table`` (one row per row of ``X``) with ``X``'s index when ``X`` is a DataFrame."""
+    import pandas as pd
+
+    return table.set_index(X.index) if isinstance(X, pd.DataFrame) else table
 
 
 
@@ -136,7 +166,7 @@ def _vertical_parts(files: dict[str, dict], fmt: str) -> dict[str, dict]:
     return {rel: files[rel] for rel in main["parties"].values() if rel in files}
 
 
-def _score_parts(est: Any, files: dict[str, dict], X: Any) -> np.ndarray:
+def _score_parts(est: Any, files: dict[str, dict], X: Any, detail: bool = False):
     from fedrisk.estimators.engine import score_vertical
 
     if not isinstance(X, Federation):
@@ -148,7 +178,7 @@ def _score_parts(est: Any, files: dict[str, dict], X: Any) -> np.ndarray:
         raise ConfigError(f"this model holds only {sorted(parts)}'s part of {sorted(named)} (Federation.connect): score "
                           "with `fedrisk predict RUN_DIR/model.json NEW.csv --session S --no-spawn` while the partners "
                           "run `fedrisk serve`")
-    scores, run = score_vertical(X, parts)
+    scores, run = score_vertical(X, parts, detail=detail)
     est._last_scoring = run  # the scoring session's ledger (and captures), for audits and tests
     return scores
 

@@ -37,14 +37,13 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _main_file(folder: Path) -> Path:
+    from fedrisk.runtime.predict import run_model_file
+
     if folder.is_file():
         return folder
-    for name in ("model.json", "scorecard.json"):
-        if (folder / name).is_file():
-            return folder / name
-    for p in sorted(folder.glob("scorecard-*.json")):
-        if _read(p).get("format") == "fedrisk.vertical.scorecard":
-            return p
+    found = run_model_file(folder) if folder.is_dir() else None
+    if found is not None:
+        return found
     raise ConfigError(f"{folder} holds no fedrisk model file (model.json, scorecard.json or scorecard-<party>.json)")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from fedrisk.errors import ConfigError
 from fedrisk.estimators.base import FederatedClassifier, stored_classes
 from fedrisk.estimators.federation import Federation
-from fedrisk.estimators.linear import _score_parts, _vertical_parts
+from fedrisk.estimators.linear import _indexed, _score_parts, _vertical_parts
 
 __all__ = ["Scorecard"]
 
@@ -100,11 +100,31 @@ class Scorecard(FederatedClassifier):
         return super().score(X, y, sample_weight=sample_weight)
 
     def points(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Horizontal scorecard: ``(points, default probability)`` of the rows of DataFrame ``X``."""
+        """``(points, default probability)`` of each row: ``X`` a DataFrame (horizontal scorecard, local) or
+        a vertical Federation (the parties add their points federatedly; only the label holder gets the totals;
+        rows not at every party are NaN)."""
         from fedrisk.finance.scorecard import Scorecard as _Card
 
         files = self._model_files()
         if "scorecard.json" not in files:
-            raise ConfigError("points of a vertical scorecard are combined federatedly; use predict_proba(federation)")
+            table = self.explain(X)
+            return table["points"].to_numpy(dtype=np.float64), table["probability"].to_numpy(dtype=np.float64)
         return _Card.score_saved(files["scorecard.json"], X)
+
+    def explain(self, X: Any) -> "pd.DataFrame":
+        """Points, probability and reason codes of each row, the columns ``fedrisk predict`` writes.
+
+        ``points, probability, reason_1..k, points_lost_1..k`` (``k`` = the fit's ``n_reasons``), one row
+        per row of ``X`` in its order: a DataFrame for a horizontal scorecard (local), or a vertical
+        Federation (federated scoring; a partner's features are one aggregated reason unless it opted
+        in to name them, as in ``fedrisk predict``; rows not at every party are empty).
+        """
+        files = self._model_files()
+        if "scorecard.json" in files:
+            from fedrisk.runtime.predict import scorecard_predictions
+
+            if isinstance(X, Federation):
+                raise ConfigError("a horizontal scorecard scores a DataFrame locally: pass the rows")
+            return _indexed(scorecard_predictions(files["scorecard.json"], X), X)
+        return _score_parts(self, files, X, detail=True)
 

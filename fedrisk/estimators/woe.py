@@ -69,6 +69,10 @@ class WoeBinning(FederatedEstimator):
         self.feature_names_in_ = self.iv_["feature"].to_numpy(dtype=object) if rows else []
         return self
 
+    def fit_transform(self, fed: Federation, y: Any = None) -> dict[str, pd.DataFrame]:
+        """``fit(fed)``, then the WOE of each party's own rows of ``fed``: ``{party: DataFrame}``."""
+        return self.fit(fed, y).transform(fed)
+
     def transform(self, X: Any) -> pd.DataFrame | dict[str, pd.DataFrame]:
         """WOE of every fitted feature: a DataFrame (horizontal), or ``{party: DataFrame}`` for a Federation."""
         from sklearn.utils.validation import check_is_fitted

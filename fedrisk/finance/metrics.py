@@ -28,6 +28,7 @@ __all__ = [
     "gini",
     "lift_table",
     "population_stability_index",
+    "chance_psi",
     "psi_band",
     "brier",
     "calibration_table",
@@ -303,7 +304,9 @@ def population_stability_index(expected_scores: Any, actual_scores: Any, n_bins:
         ``psi`` (float), ``band`` (``"stable"`` < 0.1, ``"watch"`` 0.1–0.25, ``"shift"`` > 0.25),
         ``n_expected``, ``n_actual`` and ``bins``: one dict per bin with ``lower``, ``upper``,
         ``expected_n``, ``actual_n``, ``expected_pct``, ``actual_pct`` and ``psi`` (the bin's
-        contribution).
+        contribution); ``chance_psi`` (:func:`chance_psi`: what sampling alone gives at these sizes)
+        and, when that reaches the "watch" threshold, ``small_sample``: a sentence saying the band
+        cannot be read (the report shows it).
 
     Notes
     -----
@@ -323,19 +326,11 @@ def population_stability_index(expected_scores: Any, actual_scores: Any, n_bins:
             raise DataError(f"{name} is empty; PSI needs scores from both samples")
         if not np.isfinite(arr).all():
             raise DataError(f"{name} contains NaN or infinite values; score every row first")
-    inner = np.unique(np.quantile(e, np.linspace(0, 1, int(n_bins) + 1)[1:-1]))
+    inner, e_n, a_n, contrib = _psi_bins(e, a, n_bins)
     edges = np.r_[-np.inf, inner, np.inf]
-    # right-closed bins (lower, upper]: np.searchsorted side="left" on inner edges
-    e_idx = np.searchsorted(inner, e, side="left")
-    a_idx = np.searchsorted(inner, a, side="left")
     k = inner.shape[0] + 1
-    e_n = np.bincount(e_idx, minlength=k)
-    a_n = np.bincount(a_idx, minlength=k)
     e_pct = e_n / e_n.sum()
     a_pct = a_n / a_n.sum()
-    e_s = np.where(e_n == 0, PSI_EPSILON, e_pct)
-    a_s = np.where(a_n == 0, PSI_EPSILON, a_pct)
-    contrib = (a_s - e_s) * np.log(a_s / e_s)
     psi = float(contrib.sum())
     bins = [
         {
@@ -349,7 +344,45 @@ def population_stability_index(expected_scores: Any, actual_scores: Any, n_bins:
         }
         for i in range(k)
     ]
-    return {"psi": psi, "band": psi_band(psi), "n_expected": int(e.shape[0]), "n_actual": int(a.shape[0]), "bins": bins}
+    out = {"psi": psi, "band": psi_band(psi), "n_expected": int(e.shape[0]), "n_actual": int(a.shape[0]), "bins": bins}
+    noise = chance_psi(n_bins, e.shape[0], a.shape[0])
+    out["chance_psi"] = noise
+    if noise >= 0.1:  # the "watch" threshold: the band cannot be read on samples this small
+        out["small_sample"] = (f"with {a.shape[0]:,} actual and {e.shape[0]:,} expected rows in {k} bins, two samples "
+                               f"of one population give a PSI of about {noise:.2f} by chance alone, so the band is not "
+                               "reliable; compare more rows (or fewer bins)")
+    return out
+
+
+def _psi_bins(e: np.ndarray, a: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Inner edges (the expected sample's quantiles), counts per right-closed bin, and each bin's PSI term."""
+    inner = np.unique(np.quantile(e, np.linspace(0, 1, int(n_bins) + 1)[1:-1]))
+    k = inner.shape[0] + 1
+    # right-closed bins (lower, upper]: np.searchsorted side="left" on inner edges
+    e_n = np.bincount(np.searchsorted(inner, e, side="left"), minlength=k)
+    a_n = np.bincount(np.searchsorted(inner, a, side="left"), minlength=k)
+    e_s = np.where(e_n == 0, PSI_EPSILON, e_n / e_n.sum())
+    a_s = np.where(a_n == 0, PSI_EPSILON, a_n / a_n.sum())
+    return inner, e_n, a_n, (a_s - e_s) * np.log(a_s / e_s)
+
+
+def chance_psi(n_bins: int, n_expected: int, n_actual: int, draws: int = 100) -> float:
+    """The PSI two samples of these sizes from one population have on average, by sampling alone.
+
+    For small differences PSI is the chi-square divergence, whose mean is about
+    ``(k - 1)(1/n_e + 1/n_a)``; when that is small (< 0.02) it is returned. Smaller samples leave
+    bins empty, whose smoothed logarithm the approximation misses, so their PSI is simulated:
+    ``draws`` pairs of samples of one continuous population (PSI of continuous scores depends on
+    their ranks only), fixed seed, same binning. A PSI not well above this says nothing about a
+    shift (10 bins, 200 expected and 5 actual rows: about 3).
+    """
+    n_e, n_a = max(int(n_expected), 1), max(int(n_actual), 1)
+    approx = (int(n_bins) - 1) * (1.0 / n_e + 1.0 / n_a)
+    if approx < 0.02:
+        return float(approx)
+    rng = np.random.default_rng(0)
+    n_e = min(n_e, 5_000)  # beyond that the expected sample's own noise is negligible next to the actual's
+    return float(np.mean([_psi_bins(rng.random(n_e), rng.random(n_a), n_bins)[3].sum() for _ in range(int(draws))]))
 
 
 # -- probability metrics -----------------------------------------------------------------------

@@ -388,8 +388,9 @@ def _stability(m: dict[str, Any]) -> str:
             f"{'' if st.get('actual') else ', ' + _num(st.get('n_actual'))}). "
             "Reading: &lt; 0.10 stable, 0.10–0.25 watch, &gt; 0.25 population shift. "
             "Empty bins are smoothed to 0.01% before the logarithm.</p>")
-    if st.get("caveat"):
-        head += f'<p class="na">{escape(str(st["caveat"]))}</p>'
+    for note in ("small_sample", "caveat"):
+        if st.get(note):
+            head += f'<p class="na">{escape(str(st[note]))}</p>'
 
     def _edge(v: Any) -> str:
         return "−∞" if v == -math.inf else "+∞" if v == math.inf else _num(v, 4)

@@ -82,7 +82,8 @@ def reason_table(score: np.ndarray, names: Sequence[str], contrib: np.ndarray, n
 
     from fedrisk.finance.scorecard import reason_columns, top_reasons
 
-    idx, val = top_reasons(contrib, n)
+    # no rows (an empty batch): no reasons, but the same columns
+    idx, val = top_reasons(contrib, n) if len(contrib) else (np.zeros((0, n), dtype=np.int64), np.zeros((0, n)))
     reasons = [[{"feature": names[j], "label": None, "points_lost": float(v)} for j, v in zip(idx[r], val[r]) if j >= 0]
                for r in range(len(contrib))]
     cols = {k.replace("points_lost_", "contribution_"): v for k, v in reason_columns(reasons, n).items()}

@@ -30,7 +30,8 @@ import numpy as np
 from fedrisk.errors import ConfigError
 from fedrisk.model_files import load_model, score_gbdt, score_lr
 
-__all__ = ["predict_file", "write_predictions", "scorecard_predictions", "gbdt_predictions", "lr_predictions"]
+__all__ = ["predict_file", "write_predictions", "scorecard_predictions", "gbdt_predictions", "lr_predictions",
+           "run_model_file"]
 
 
 def write_predictions(out: Path, ids: Sequence[Any], table, scored_rows: np.ndarray | None = None,
@@ -141,6 +142,22 @@ def lr_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_re
 _RUN_MODELS = ("model.json", "scorecard.json")
 
 
+def run_model_file(folder: Path) -> Path | None:
+    """The main model file of a run directory (or a saved model folder), or ``None``.
+
+    ``model.json``, else ``scorecard.json``, else the label holder's ``scorecard-<party>.json`` of a
+    vertical scorecard run (it names the other parts), as ``fr.load(RUN_DIR)`` and ``fedrisk predict RUN_DIR``
+    read a run.
+    """
+    for name in _RUN_MODELS:
+        if (folder / name).is_file():
+            return folder / name
+    for p in sorted(folder.glob("scorecard-*.json")):
+        if load_model(p).get("format") == "fedrisk.vertical.scorecard":
+            return p
+    return None
+
+
 def _model_file(path: Path) -> Path:
     """``path``, or the model file of the run directory ``path`` (as ``fr.load(RUN_DIR)`` reads a run).
 
@@ -148,11 +165,11 @@ def _model_file(path: Path) -> Path:
     named, so the user is told which file to score with.
     """
     if path.is_dir():
-        for name in _RUN_MODELS:
-            if (path / name).is_file():
-                return path / name
-        raise ConfigError(f"{path} is a folder with no model file ({' or '.join(_RUN_MODELS)}); give the run "
-                          f"directory of a finished job or its model file")
+        found = run_model_file(path)
+        if found is None:
+            raise ConfigError(f"{path} is a folder with no model file ({', '.join(_RUN_MODELS)} or the label holder's "
+                              "scorecard-<party>.json); give the run directory of a finished job or its model file")
+        return found
     if not path.exists():
         beside = [n for n in _RUN_MODELS if n != path.name and (path.parent / n).is_file()]
         if beside:
@@ -219,9 +236,10 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     if fmt == "fedrisk.scorecard":
         from fedrisk.data.loading import load_party_frame
 
-        # raw columns as at training: text categories and missing values have bins of their own
+        # raw columns as at training: text categories and missing values have bins of their own, so a column
+        # blank in every row (one applicant without that field) scores as its missing bin, as in a larger batch
         frame = load_party_frame(data, party="predict", id_col=id_col, features=model["features"], require_label=False,
-                                 **dialect)
+                                 allow_empty=True, **dialect)
         write_predictions(Path(out), frame.ids, scorecard_predictions(model, frame.X))
         return frame.n_rows
     if fmt.startswith("fedrisk.vertical"):

@@ -545,10 +545,10 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
         raise ConfigError(f"{path}: parties {mono} set monotone constraints, but task {spec.task['kind']!r} grows no trees; "
                           "remove them (vertical.secureboost and horizontal.gbdt support monotone = {...})")
     cats = [n for n, p in spec.parties.items() if p.categorical]
-    if cats and getattr(task, "CATEGORY_ENCODING", None) is None:
-        raise ConfigError(f"{path}: parties {cats} declare categorical columns, but task {spec.task['kind']!r} takes "
-                          "numeric features only; encode them first (vertical.secureboost and vertical.lr take them; WOE and "
-                          "scorecard tasks bin text columns themselves, named in [task] categorical = [...])")
+    if cats and getattr(task, "CATEGORY_ENCODING", None) is None and not getattr(task, "PARTY_CATEGORICAL", False):
+        raise ConfigError(f"{path}: parties {cats} declare categorical columns, but task {spec.task['kind']!r} takes them "
+                          "from [task] categorical = [...] (it bins text columns itself): move them there, or encode them "
+                          "first (vertical.secureboost, vertical.lr, vertical.woe and vertical.scorecard take a party's own list)")
     if spec.privacy is not None and not getattr(task, "SUPPORTS_PRIVACY", False):
         raise ConfigError(f"{path}: a privacy table is set, but task {spec.task['kind']!r} does not apply differential privacy; "
                           "remove the privacy table (horizontal.gbdt and horizontal.lr support it)")

@@ -25,7 +25,7 @@ Outputs in the run directory:
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -105,8 +105,10 @@ def driver(spec: JobSpec) -> str:
 
 
 def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, features=None, label: bool = True,
-               forbid_label: str | None = None, keep=(), allow_empty: bool = False, allow_no_features: bool = False):
-    """This party's raw frame (text columns kept); ``categorical`` names must be columns of it.
+               forbid_label: str | None = None, keep=(), allow_empty: bool = False, allow_no_features: bool = False,
+               elsewhere: Sequence[str] | None = None):
+    """This party's raw frame (text columns kept); ``categorical`` names must be columns of it, except those
+    in ``elsewhere`` (a vertical job's ``[task] categorical``: another party may hold them).
     ``allow_empty``: keep columns blank in every row (see :func:`~fedrisk.data.loading.load_party_frame`)."""
     from fedrisk.data.loading import load_party_frame
 
@@ -116,9 +118,10 @@ def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, feat
                              exclude=p.exclude if not features else (), forbid_label=forbid_label, keep=keep,
                              allow_empty=allow_empty, categorical=None if features or path else categorical,
                              allow_no_features=allow_no_features, **p.read_options())
-    unknown = [c for c in categorical if c not in frame.feature_names]
+    unknown = [c for c in categorical if c not in frame.feature_names and c not in (elsewhere or ())]
     if unknown and not features:
-        raise DataError(f"party {name!r}: task.categorical names {unknown}, which are not feature columns of "
+        where = "its categorical = [...]" if elsewhere is not None else "task.categorical"
+        raise DataError(f"party {name!r}: {where} names {unknown}, which are not feature columns of "
                         f"{frame.path} (it has {frame.feature_names[:12]})")
     return frame
 

@@ -50,7 +50,8 @@ from fedrisk.tasks.horizontal_scorecard import ScorecardParams, write_reasons
 from fedrisk.tasks.vertical_lr import HeteroLRParams, not_converged_note
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     DEFAULT_TEST_RULE, driver, inference_features, refuse_one_class, roles, validate_vertical)
-from fedrisk.tasks.vertical_woe import LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe
+from fedrisk.tasks.vertical_woe import (LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe,
+                                        party_categorical)
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
@@ -60,6 +61,8 @@ KIND = "vertical.scorecard"
 FORMAT = "fedrisk.vertical.scorecard"
 TAG_PREFIXES = ("psi.", "vwoe.", "vlr.", "vsc.")
 INFERENCE_TAG_PREFIXES = ("psi.", "vsc.")
+#: a party's own ``categorical = [...]`` is honoured next to ``[task] categorical`` (vertical_woe.party_categorical)
+PARTY_CATEGORICAL = True
 
 
 class Params(LabelKeyParams, ReleaseParams, HeteroLRParams, ScorecardParams):
@@ -95,7 +98,7 @@ def run(ctx: PartyContext) -> None:
     me = ctx.name
     is_lh = me == lh
     t0 = time.perf_counter()
-    ids, X, y, test, al, coding = aligned_frames(ctx, params.categorical, default_split=True)
+    ids, X, y, test, al, coding, rule = aligned_frames(ctx, params.categorical, default_split=True)
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under the split rule; nothing to train on")
     tr = ~test
@@ -112,7 +115,7 @@ def run(ctx: PartyContext) -> None:
     if is_lh:
         refuse_one_class(me, y_tr)
         refuse_unsplittable(me, y_tr, params.release(), params.iv_threshold)
-        enc, sel = local_woe(params, X_tr, y_tr, me, ctx.log)
+        enc, sel = local_woe(params, X_tr, y_tr, me, ctx.log, spec)
         ctx.progress.update(1, 3, stage="woe", party=me)
         total = lr_config.max_iter if lr_config.solver in ("exact", "auto") else lr_config.epochs
         fit = fit_label_holder(
@@ -123,7 +126,8 @@ def run(ctx: PartyContext) -> None:
             on_epoch=lambda e, rec: ctx.progress.update(e, total, stage="train",
                                                         **{k: v for k, v in rec.items() if k == "val_loss"}))
     else:
-        fit = fit_feature_holder(ctx.channel, lh, hosts, X_tr, categorical=params.categorical, config=params.binning(),
+        fit = fit_feature_holder(ctx.channel, lh, hosts, X_tr, categorical=party_categorical(spec, me, params.categorical),
+                                 config=params.binning(),
                                  iv_threshold=params.iv_threshold, max_corr=params.corr_or_none(),
                                  release=params.release(), lr_config=lr_config, card=card, log=ctx.log.warning,
                                  lr_hooks=lr_hooks)
@@ -167,6 +171,7 @@ def run(ctx: PartyContext) -> None:
     extra: dict[str, Any] = {
         "parties": [lh, *hosts], "label_holder": lh, "intersection": al.summary(),
         "rows": {"train": int(tr.sum() - model.n_val), "validation": model.n_val, "test": int(test.sum())},
+        "split": rule,  # which rule chose the test rows (the report's stability section names it)
         "iv": iv, "selection": {lh: sel, **vres.selection},
         "scorecard": {"base_points": part.base_points, "base_score": params.base_score, "base_odds": params.base_odds,
                       "pdo": params.pdo, "features": {lh: part.features, **{h: "held by the party" for h in hosts}},
@@ -205,13 +210,14 @@ class RawRows:
 
 
 def load_table(spec: JobSpec, name: str, path=None, features=None, require_label: bool | None = None) -> RawRows:
-    """A feature holder's rows for scoring (categorical columns allowed, missing values allowed)."""
+    """A party's rows for scoring (categorical columns allowed, missing values allowed: a column blank in every
+    row, e.g. one applicant without that field, scores as its missing bin)."""
     lh = driver(spec)
     if name == lh and features is not None and not list(features):  # a label holder that brought labels only
         frame = load_frame(spec, name, [], path=path, label=False, allow_no_features=True)
         return RawRows(frame.ids, np.empty((frame.n_rows, 0), dtype=object), [])
     frame = load_frame(spec, name, [], path=path, features=features, label=False,
-                       forbid_label=spec.parties[lh].label if name != lh else None)
+                       forbid_label=spec.parties[lh].label if name != lh else None, allow_empty=True)
     return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names)
 
 

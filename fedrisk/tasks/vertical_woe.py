@@ -46,10 +46,13 @@ from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     driver, refuse_one_class, roles, split_keep, choose_test_rows, validate_vertical)
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "LabelKeyParams", "validate_spec", "driver", "run", "roles", "aligned_frames",
-           "holder_woe_document"]
+           "party_categorical",            "holder_woe_document"]
 
 KIND = "vertical.woe"
 TAG_PREFIXES = ("psi.", "vwoe.")
+#: a party's own ``categorical = [...]`` in its ``[parties.NAME]`` table (as vertical LR and SecureBoost
+#: take it) is honoured, next to ``[task] categorical`` (see :func:`party_categorical`)
+PARTY_CATEGORICAL = True
 
 
 class ReleaseParams(BaseModel):
@@ -92,16 +95,30 @@ def validate_spec(spec: JobSpec, where: str) -> None:
     validate_vertical(spec, where, KIND)
 
 
+def party_categorical(spec: JobSpec, name: str, categorical: list[str]) -> list[str]:
+    """The columns party ``name`` bins as categories: ``[task] categorical`` plus its own ``categorical = [...]``.
+
+    Each party of a vertical job holds different columns, so a ``[task] categorical`` name may be
+    another party's column (it is then not this party's concern); the party's own list names its
+    own columns, checked against its file, as in vertical LR and SecureBoost.
+    """
+    return list(dict.fromkeys([*categorical, *spec.parties[name].categorical]))
+
+
 def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: bool = False):
     """Load this party's frame and PSI-align it; return (ids, X, y or None, is_test mask or None, alignment,
-    label coding: the label holder's ``[non-default, default]`` or None, for its model file's ``classes``)."""
+    label coding: the label holder's ``[non-default, default]`` or None, for its model file's ``classes``,
+    the name of the rule that chose the test rows, for the report).
+
+    ``categorical``: the ``[task] categorical`` names; those this party does not hold are another party's."""
     from fedrisk.runtime.psi_checkpoint import aligned_rows
     from fedrisk.crypto.workers import warm_up
 
     spec = ctx.spec
     lh, hosts = roles(spec)
     warm_up()  # PSI's workers start while the file loads
-    frame = load_frame(spec, ctx.name, categorical, label=ctx.name == lh,
+    frame = load_frame(spec, ctx.name, party_categorical(spec, ctx.name, categorical), label=ctx.name == lh,
+                       elsewhere=categorical,
                        forbid_label=spec.parties[lh].label if ctx.name != lh else None, keep=split_keep(spec, ctx.name),
                        allow_no_features=ctx.name == lh)  # a label holder may bring the labels only
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
@@ -114,10 +131,10 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
                                   default=default_split, labels=y if default_split else None)
     if test is not None:
         ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
-    return ids, X, y, test, al, frame.label_coding
+    return ids, X, y, test, al, frame.label_coding, rule
 
 
-def local_woe(params: BinningParams, X, y, party: str, log=None):
+def local_woe(params: BinningParams, X, y, party: str, log=None, spec: JobSpec | None = None):
     """The label holder's own features: local bins, WOE/IV and selection (nothing is sent).
 
     Text columns are binned as at a feature holder (rare categories pooled under the release rule's
@@ -128,12 +145,13 @@ def local_woe(params: BinningParams, X, y, party: str, log=None):
 
     warnings: list[str] = []
     release = params.release() if isinstance(params, ReleaseParams) else None
-    bins = label_holder_bins(X, y, categorical=params.categorical, config=params.binning(), release=release,
+    cats = params.categorical if spec is None else party_categorical(spec, party, params.categorical)
+    bins = label_holder_bins(X, y, categorical=cats, config=params.binning(), release=release,
                              warnings=warnings)
     for w in warnings if log is not None else ():
         log.warning(w)  # this party's own log (its own column names only)
     enc = WoeEncoder(params.method, params.max_bins, params.n_prebins, params.min_bin_frac,
-                     categorical=params.categorical, smoothing=params.smoothing).fit_bins(X, y, bins)
+                     categorical=cats, smoothing=params.smoothing).fit_bins(X, y, bins)
     sel = select_features(enc.iv_, enc.transform(X), iv_threshold=params.iv_threshold,
                           max_corr=params.corr_or_none(), party=party)
     return enc, sel
@@ -164,13 +182,14 @@ def run(ctx: PartyContext) -> None:
     params = parse_params(Params, spec.task)
     lh, hosts = roles(spec)
     t0 = time.perf_counter()
-    ids, X, y, test, al, _ = aligned_frames(ctx, params.categorical)
+    ids, X, y, test, al, _, _ = aligned_frames(ctx, params.categorical)
     if test is not None:
         if test.all():
             raise DataError(f"party {ctx.name!r}: every aligned row is a test row under the [evaluation] rule")
         X, y = X[~test].reset_index(drop=True), (y[~test] if y is not None else None)
     if ctx.name != lh:
-        res = vertical_woe_feature_holder(ctx.channel, lh, X, categorical=params.categorical, config=params.binning(),
+        res = vertical_woe_feature_holder(ctx.channel, lh, X, categorical=party_categorical(spec, ctx.name, params.categorical),
+                                          config=params.binning(),
                                           iv_threshold=params.iv_threshold, max_corr=params.corr_or_none(),
                                           min_key_bits=2048, release=params.release())
         for w in res.warnings:
@@ -181,7 +200,7 @@ def run(ctx: PartyContext) -> None:
     few = unsplittable(lh, y, params.release())
     if few:  # (the label holder's own log only: the counts are its labels')
         ctx.log.warning(f"{few}; train on rows with more defaults, or lower task.min_bin_class")
-    enc, sel = local_woe(params, X, y, lh, ctx.log)
+    enc, sel = local_woe(params, X, y, lh, ctx.log, spec)
     ctx.write_json(f"woe/{lh}.json", woe_document(ctx, enc.woe_, sel))
     ctx.progress.update(1, 2, stage="woe", party=lh, features=len(enc.iv_))
     res = vertical_woe_label_holder(ctx.channel, hosts, y, config=params.binning(), smoothing=params.smoothing,

@@ -158,7 +158,8 @@ def test_categorical_only_for_tasks_that_encode_it(tmp_path):
     # text itself and refuses a party's categorical table
     load_spec(write(tmp_path, GBDT.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]')))
     woe = GOOD.replace('kind = "horizontal.lr"\nrounds = 3', 'kind = "horizontal.woe"')
-    with pytest.raises(ConfigError, match=r"declare categorical columns, but task 'horizontal.woe' takes numeric"):
+    with pytest.raises(ConfigError, match=r"declare categorical columns, but task 'horizontal.woe' takes them from "
+                                          r"\[task\] categorical = \[\.\.\.\] \(it bins text columns itself\): move them there"):
         load_spec(write(tmp_path, woe.replace('data = "b1.csv"', 'data = "b1.csv"\ncategorical = ["x0"]'), "w.toml"))
 
 

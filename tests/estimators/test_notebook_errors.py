@@ -1,0 +1,80 @@
+"""Errors a notebook user meets are one line in the notebook's terms (found on data no test had used).
+
+* The estimator's keywords, not job-spec lines the user never wrote: a user sets ``categories=`` and
+  ``iv_threshold=`` on the estimator, but the task's errors said ``[task] categories = { purpose = [...] }``
+  and ``lower task.iv_threshold``; blank cells said "load with missing='mean'" (the loader's keyword).
+* DataFrames with a column twice (``pd.concat([df, df[["x1"]]], axis=1)``) raised pandas' or pyarrow's
+  own errors (``Duplicate column names found``, ``arg must be a list, tuple, 1-d array, or Series``).
+* Blank cells at ``predict_proba`` said "NaN/inf in feature columns" without naming them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fedrisk as fr
+from fedrisk.estimators.engine import _task_settings_as_keywords
+from tests.tasks.test_woe_tasks import german_frame
+
+
+def test_spec_settings_read_as_keywords():
+    assert _task_settings_as_keywords("treat them as categories ([task] categories = { purpose = [...] } in a job)") == \
+        "treat them as categories (categories={'purpose': [...]} of the estimator in a job)"
+    assert _task_settings_as_keywords("name them in [task] categorical = [...]") == \
+        "name them in categorical=[...] of the estimator"
+    assert _task_settings_as_keywords("lower task.iv_threshold or leave") == "lower the estimator's iv_threshold= or leave"
+
+
+def test_text_columns_without_categories_name_the_keyword():
+    df = german_frame()[["id", "y", "duration_in_month", "purpose"]]
+    banks = {"bank1": df[df.id % 2 == 0], "bank2": df[df.id % 2 == 1]}
+    with pytest.raises(fr.DataError) as e:
+        fr.LogisticRegression().fit(fr.Federation.horizontal(banks, id="id", label="y"))
+    msg = str(e.value)
+    assert "categories={'purpose': [...]} of the estimator" in msg and "[task]" not in msg, msg
+
+
+def test_vertical_scorecard_iv_threshold_names_the_keyword():
+    df = german_frame()
+    fed = fr.Federation.vertical({"lender": df[["id", "y", "duration_in_month"]],
+                                  "bureau": df[["id", "telephone"]]}, id="id", label="y")
+    with pytest.raises(fr.FedriskError) as e:
+        fr.Scorecard(iv_threshold=0.5, max_iter=3).fit(fed.split()[0])
+    msg = str(e.value)
+    assert "iv_threshold" in msg and "task." not in msg, msg
+
+
+@pytest.fixture(scope="module")
+def banks_and_model(shared_data):
+    banks = {f"bank{i}": pd.read_csv(shared_data / f"default_credit_homo_{n}.csv", nrows=300)
+             for i, n in enumerate(["guest", "host_1"], 1)}
+    return banks, fr.LogisticRegression().fit(fr.Federation.horizontal(banks, id="id", label="y"))
+
+
+def test_a_column_twice_is_one_line_at_fit_and_at_predict(banks_and_model):
+    banks, lr = banks_and_model
+    twice = {n: pd.concat([df, df[["x1"]]], axis=1) for n, df in banks.items()}
+    with pytest.raises(fr.DataError, match=r"party 'bank1': its DataFrame has the columns \['x1'\] more than once"):
+        fr.Federation.horizontal(twice, id="id", label="y")
+    with pytest.raises(fr.DataError, match=r"feature columns \['x1'\] more than once; keep one copy"):
+        lr.predict_proba(twice["bank2"])
+
+
+def test_blank_cells_at_predict_name_their_columns(banks_and_model):
+    banks, lr = banks_and_model
+    X = banks["bank2"].assign(x3=lambda d: (d.x3 * 10).round().astype("Int64"))
+    X.loc[X.index[:4], "x3"] = pd.NA
+    with pytest.raises(fr.DataError, match=r"4 of 300 rows have blank \(NaN\) or infinite values in the model's "
+                                           r"feature columns 'x3' \(4\); fill or drop them"):
+        lr.predict_proba(X)
+    X = banks["bank2"].assign(x8=lambda d: d.x8.where(d.index != 0, np.inf))
+    with pytest.raises(fr.DataError, match=r"1 of 300 rows have infinite values in the model's feature columns 'x8' \(1\)"):
+        fr.SecureBoost(n_trees=2).fit(fr.Federation.horizontal(banks, id="id", label="y")).predict_proba(X)
+
+
+def test_blank_cells_at_fit_name_the_federations_missing_keyword(banks_and_model):
+    banks, _ = banks_and_model
+    blank = dict(banks, bank1=banks["bank1"].assign(x3=lambda d: d.x3.where(d.index % 50 != 0)))
+    with pytest.raises(fr.DataError, match=r"or build the Federation with missing='mean'"):
+        fr.LogisticRegression().fit(fr.Federation.horizontal(blank, id="id", label="y"))
