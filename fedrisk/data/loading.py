@@ -824,7 +824,8 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
             feature_names: list[str], missing: str, fill: Mapping[str, float] | None, df: pd.DataFrame,
             keep: Sequence[str], missing_advice: str | None = None, fill_later: bool = False) -> PartyTable:
     """Missing-value policy over the numeric matrix, then the table."""
-
+    # filled in place below: a one-column frame's to_numpy can be a read-only view of the file's buffer
+    X = np.require(X, dtype=np.float64, requirements=["C", "W"])
     imputed: dict[str, float] = {}
     for name, value in (fill or {}).items():
         if name in feature_names:
