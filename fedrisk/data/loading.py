@@ -421,7 +421,8 @@ def _parse_text_numbers(col: pd.Series, decimal: str = ".") -> _TextNumbers | No
             or pd.api.types.is_bool_dtype(col.dtype) or isinstance(col.dtype, pd.CategoricalDtype)):
         return None
     text = col.astype("string").str.strip()
-    text = text[text.notna() & (text != "")]
+    filled = (text.notna() & (text != "")).to_numpy(dtype=bool)
+    text = text[filled]
     marked = text.str.replace(decimal, ".", regex=False) if decimal != "." else text
     head = marked.head(_SAMPLE)
     if not len(head) or float(head.str.fullmatch(_PLAIN_NUMBER).mean()) < _MOSTLY:
@@ -430,7 +431,11 @@ def _parse_text_numbers(col: pd.Series, decimal: str = ".") -> _TextNumbers | No
     numbers = pd.to_numeric(marked.where(plain), errors="coerce").astype(np.float64)
     every = bool(plain.all()) and not bool(marked.str.match(r"[-+]?0[0-9]").any())
     # ("01", "007": codes written with their leading zeros -- a region, a branch -- not amounts)
-    return _TextNumbers(text, numbers, numbers.reindex(col.index) if every else None)
+    if not every:
+        return _TextNumbers(text, numbers, None)
+    full = np.full(len(col), np.nan)
+    full[filled] = numbers.to_numpy(dtype=np.float64)  # by position: an index may repeat labels
+    return _TextNumbers(text, numbers, pd.Series(full, index=col.index, name=col.name))
 
 
 def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
