@@ -220,7 +220,9 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
 
 def _declared_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
     """``df`` with every cell that is one of ``na_values`` missing: text cells equal to one (after stripping
-    spaces; exact case), and number cells equal to one that is a number (a ``"-999"`` sentinel).
+    spaces; exact case), and number cells equal to one that is a number (a ``"-999"`` sentinel), also when written
+    as text (``"-999.0"``, as a CSV reader compares them). Category-typed (Parquet dictionary) columns too: their
+    placeholder category is dropped.
 
     What ``pandas.read_csv(na_values=...)`` does while parsing, for Parquet too (its text columns carry
     ``"?"`` as text, its number columns ``-999`` as a number) and for CSV cells with spaces around the
@@ -231,14 +233,20 @@ def _declared_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFram
     sentinels = pd.to_numeric(pd.Series(sorted(wanted), dtype=object), errors="coerce").dropna().tolist()
     for c in df.columns:
         col = df[c]
-        if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
-            hit = col.astype("string").str.strip().isin(wanted).fillna(False).to_numpy(dtype=bool)
+        category = isinstance(col.dtype, pd.CategoricalDtype)
+        if category or col.dtype == object or isinstance(col.dtype, pd.StringDtype):
+            text = col.astype("string").str.strip()
+            hit = text.isin(wanted)
+            if sentinels:  # "-999.0" is the sentinel -999 written as text
+                hit = hit | pd.to_numeric(text, errors="coerce").isin(sentinels)
+            hit = hit.fillna(False).to_numpy(dtype=bool)
         elif sentinels and pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
             hit = col.isin(sentinels).to_numpy(dtype=bool)
         else:
             continue
         if hit.any():
-            df[c] = col.where(~hit)
+            kept = col.where(~hit)
+            df[c] = kept.cat.remove_unused_categories() if category else kept
     return df
 
 
