@@ -105,5 +105,5 @@ class Scorecard(FederatedClassifier):
         files = self._model_files()
         if "scorecard.json" not in files:
             raise ConfigError("points of a vertical scorecard are combined federatedly; use predict_proba(federation)")
-        return _Card.score_saved(files["scorecard.json"], X)
+        return _Card.score_saved(files["scorecard.json"], self._with_na_values(X))
 
