@@ -75,3 +75,15 @@ def test_a_horizontal_model_scores_rows_with_the_placeholders_it_was_fitted_with
     with pytest.raises(DataError, match="--na-values '\\?'"):
         predict_file(alone / "model.json", tmp_path / "new.csv", alone / "out.csv")
     assert predict_file(alone / "model.json", tmp_path / "new.csv", alone / "out.csv", na_values=["?"]) == 60
+
+
+def test_a_horizontal_scorecard_scores_rows_with_the_placeholders_it_was_fitted_with():
+    """The scorecard bins raw columns: "?" in a numeric column was refused at scoring ("numeric in the model but
+    holds non-numeric values"); fitted with na_values=["?"], those cells score as the missing bin, as blanks do."""
+    fed = fr.Federation.horizontal({"b1": _bank(400, 1), "b2": _bank(400, 2)}, id="id", label="y", na_values=["?"],
+                                   seed=1)
+    card = fr.Scorecard().fit(fed)
+    hold = _bank(60, 9)
+    blank = hold.assign(amt=pd.to_numeric(hold["amt"], errors="coerce"))
+    np.testing.assert_allclose(card.predict_proba(hold[["a", "amt"]])[:, 1],
+                               card.predict_proba(blank[["a", "amt"]])[:, 1])
