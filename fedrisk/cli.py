@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -225,13 +225,16 @@ def predict(model: Path = typer.Argument(..., help="model file of a run (model.j
                                                    "from the run's job spec (--no-spawn when they run on their own hosts)"),
             certs: Optional[Path] = typer.Option(None, help="vertical models: certificate folder (default: the run's)"),
             sep: Optional[str] = typer.Option(None, help="horizontal models: field separator of DATA (default ',')"),
-            decimal: str = typer.Option(".", help="horizontal models: decimal mark of DATA")) -> None:
+            decimal: str = typer.Option(".", help="horizontal models: decimal mark of DATA"),
+            na_values: Optional[List[str]] = typer.Option(
+                None, "--na-values", help="horizontal models: a cell text of DATA meaning 'no value' (repeat for "
+                "several; default: the na_values of the run's job.toml)")) -> None:
     """Score new rows with a trained model, locally (horizontal models) or federatedly (vertical)."""
     from fedrisk.runtime.predict import predict_file
 
     try:
         n = predict_file(model, data, out, id_col=id_col, session=session, spawn=spawn, certs=certs, sep=sep,
-                         decimal=decimal)
+                         decimal=decimal, na_values=na_values)
     except FedriskError as e:
         _fail(e)
     console.print(f"scored {n} rows -> {out}")

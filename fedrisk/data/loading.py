@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fedrisk.errors import ConfigError, DataError
+from fedrisk.data.na_values import declare_missing
 
 __all__ = [
     "PartyTable",
@@ -160,7 +161,7 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
     ``sep`` and ``decimal`` are the CSV dialect (per party in the job spec): European exports are
     often ``;``-separated with decimal commas. Parquet files carry types and ignore both.
     ``na_values``: cells that mean "no value" in this party's exports (the spec's ``na_values``),
-    missing in CSV and Parquet alike (see :func:`_declared_missing`).
+    missing in CSV and Parquet alike (see :func:`~fedrisk.data.na_values.declare_missing`).
     """
     if not path.exists():
         raise ctx.error("file not found; check the data path in the job spec (relative paths are "
@@ -215,31 +216,7 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
     if len(df) == 0:
         raise ctx.error(f"file has a header ({len(df.columns)} columns) but no data rows; export "
                         "the table with its rows")
-    return _declared_missing(df, na_values) if na_values else df
-
-
-def _declared_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
-    """``df`` with every cell that is one of ``na_values`` missing: text cells equal to one (after stripping
-    spaces; exact case), and number cells equal to one that is a number (a ``"-999"`` sentinel).
-
-    What ``pandas.read_csv(na_values=...)`` does while parsing, for Parquet too (its text columns carry
-    ``"?"`` as text, its number columns ``-999`` as a number) and for CSV cells with spaces around the
-    placeholder. A column of numbers whose only text cells were placeholders then loads as numbers with
-    missing values (:func:`numbers_in_text`).
-    """
-    wanted = {str(v).strip() for v in na_values}
-    sentinels = pd.to_numeric(pd.Series(sorted(wanted), dtype=object), errors="coerce").dropna().tolist()
-    for c in df.columns:
-        col = df[c]
-        if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
-            hit = col.astype("string").str.strip().isin(wanted).fillna(False).to_numpy(dtype=bool)
-        elif sentinels and pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
-            hit = col.isin(sentinels).to_numpy(dtype=bool)
-        else:
-            continue
-        if hit.any():
-            df[c] = col.where(~hit)
-    return df
+    return declare_missing(df, na_values) if na_values else df
 
 
 def _normalise_ids(ctx: _Ctx, raw: pd.Series, id_col: str) -> np.ndarray:
@@ -421,7 +398,8 @@ def _parse_text_numbers(col: pd.Series, decimal: str = ".") -> _TextNumbers | No
             or pd.api.types.is_bool_dtype(col.dtype) or isinstance(col.dtype, pd.CategoricalDtype)):
         return None
     text = col.astype("string").str.strip()
-    text = text[text.notna() & (text != "")]
+    filled = (text.notna() & (text != "")).to_numpy(dtype=bool)
+    text = text[filled]
     marked = text.str.replace(decimal, ".", regex=False) if decimal != "." else text
     head = marked.head(_SAMPLE)
     if not len(head) or float(head.str.fullmatch(_PLAIN_NUMBER).mean()) < _MOSTLY:
@@ -430,7 +408,11 @@ def _parse_text_numbers(col: pd.Series, decimal: str = ".") -> _TextNumbers | No
     numbers = pd.to_numeric(marked.where(plain), errors="coerce").astype(np.float64)
     every = bool(plain.all()) and not bool(marked.str.match(r"[-+]?0[0-9]").any())
     # ("01", "007": codes written with their leading zeros -- a region, a branch -- not amounts)
-    return _TextNumbers(text, numbers, numbers.reindex(col.index) if every else None)
+    if not every:
+        return _TextNumbers(text, numbers, None)
+    full = np.full(len(col), np.nan)
+    full[filled] = numbers.to_numpy(dtype=np.float64)  # by position: an index may repeat labels
+    return _TextNumbers(text, numbers, pd.Series(full, index=col.index, name=col.name))
 
 
 def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
@@ -477,11 +459,29 @@ def _text_among_numbers(p: _TextNumbers | None) -> pd.Series | None:
     return odd if len(odd) and len(odd) <= 0.1 * len(p.text) else None
 
 
+def _placeholders_among_numbers(col: pd.Series, decimal: str = ".") -> pd.Series | None:
+    """The text cells of a column that is mostly numbers and otherwise placeholders only ("?", "n/a"), whatever
+    their share (an error path: the whole column is parsed), else ``None``."""
+    if pd.api.types.is_numeric_dtype(col.dtype) or isinstance(col.dtype, pd.CategoricalDtype):
+        return None
+    text = col.astype("string").str.strip()
+    text = text[text.notna() & (text != "")]
+    marked = text.str.replace(decimal, ".", regex=False) if decimal != "." else text
+    plain = marked.str.fullmatch(_PLAIN_NUMBER).astype(bool)
+    odd = text[~plain]
+    if not len(odd) or float(plain.mean()) < 0.5 or not bool(odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all()):
+        return None
+    return odd
+
+
 def _missing_advice(odd: pd.Series) -> str:
     """How to make a numeric column's text cells missing: empty them, or declare them with ``na_values``."""
     shown = list(dict.fromkeys(odd.astype(str)))[:3]
+    import shlex
+
     return (f"empty those cells (they become missing values) or declare them missing with na_values = "
-            f"[{', '.join(_toml_key(v) for v in shown)}] for this party in the job spec")
+            f"[{', '.join(_toml_key(v) for v in shown)}] for this party in the job spec (fedrisk predict: "
+            + " ".join(f"--na-values {shlex.quote(v)}" for v in shown) + ")")
 
 
 def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str, decimal: str = ".",
@@ -796,9 +796,8 @@ def load_party_table(
         kinds = ", ".join(f"{c!r} ({df[c].dtype})" for c in non_numeric[:_MAX_LISTED])
         more = f", ... ({len(non_numeric) - _MAX_LISTED} more)" if len(non_numeric) > _MAX_LISTED else ""
         hint = ""
-        placeholders = [(c, odd) for c in non_numeric
-                        for odd in [_text_among_numbers(parsed.get(c))] if odd is not None
-                        and bool(odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all())]
+        placeholders = [(c, odd) for c in non_numeric for odd in [_placeholders_among_numbers(df[c], decimal)]
+                        if odd is not None]
         if placeholders:  # numbers with "?" cells: not a column to encode or exclude
             c, odd = placeholders[0]
             hint = (f"; {c!r} holds numbers except in {len(odd)} rows with text (e.g. {odd.iloc[0]!r}): "
@@ -824,7 +823,8 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
             feature_names: list[str], missing: str, fill: Mapping[str, float] | None, df: pd.DataFrame,
             keep: Sequence[str], missing_advice: str | None = None, fill_later: bool = False) -> PartyTable:
     """Missing-value policy over the numeric matrix, then the table."""
-
+    # filled in place below: a one-column frame's to_numpy can be a read-only view of the file's buffer
+    X = np.require(X, dtype=np.float64, requirements=["C", "W"])
     imputed: dict[str, float] = {}
     for name, value in (fill or {}).items():
         if name in feature_names:

@@ -276,12 +276,21 @@ class FederatedEstimator(BaseEstimator):
         p1 = np.asarray(p1, dtype=np.float64)
         return np.column_stack([1.0 - p1, p1])
 
-    @staticmethod
-    def _frame_matrix(X: Any, features: list[str], who: str, allow_nan: bool = False,
+    def _with_na_values(self, X: Any) -> Any:
+        """``X`` with the cells the fit data's ``na_values`` name ("?", "-999") missing, as training read them."""
+        from fedrisk.data.na_values import declare_missing
+
+        na = getattr(self, "na_values_", None)
+        return declare_missing(X.copy(), na) if na and isinstance(X, pd.DataFrame) else X
+
+    def _frame_matrix(self, X: Any, features: list[str], who: str, allow_nan: bool = False,
                       doc: dict[str, Any] | None = None) -> np.ndarray:
         """The model's feature matrix of ``X``; ``doc``: a horizontal model file whose text columns
-        (``categories``) encode raw DataFrame columns with the agreed levels, as ``fedrisk predict`` does."""
+        (``categories``) encode raw DataFrame columns with the agreed levels, as ``fedrisk predict`` does.
+        Cells the fit's ``na_values`` name are missing first (:meth:`_with_na_values`)."""
         from fedrisk.errors import DataError
+
+        X = self._with_na_values(X)
 
         cats = (doc or {}).get("categories") or None
         if cats and isinstance(X, pd.DataFrame):
@@ -353,8 +362,11 @@ class FederatedClassifier(ClassifierMixin, FederatedEstimator):
 
         ``y`` is ignored: the labels stay with the label holder (vertical) or each bank (horizontal).
         """
+        from fedrisk.data.na_values import options_na_values
+
         self._learn(self._run(fed).files)
         self.classes_ = label_classes(fed)
+        self.na_values_ = options_na_values(fed.party_options.values())  # scoring reads cells as training did
         return self
 
     def _learn(self, files: dict[str, dict[str, Any]]):  # pragma: no cover - every subclass defines it

@@ -85,6 +85,9 @@ def load(path: str | Path):
     declared = est.get_params(deep=False)
     saved = doc.get("params") or {}
     est.set_params(**{k: v for k, v in saved.items() if k in declared})
+    from fedrisk.data.na_values import run_na_values
+
+    est.na_values_ = run_na_values(main.parent)  # the run's cells meaning "no value", for scoring as training read
     return est._learn(files)
 
 

@@ -109,7 +109,7 @@ class Scorecard(FederatedClassifier):
         if "scorecard.json" not in files:
             table = self.explain(X)
             return table["points"].to_numpy(dtype=np.float64), table["probability"].to_numpy(dtype=np.float64)
-        return _Card.score_saved(files["scorecard.json"], X)
+        return _Card.score_saved(files["scorecard.json"], self._with_na_values(X))
 
     def explain(self, X: Any) -> "pd.DataFrame":
         """Points, probability and reason codes of each row, the columns ``fedrisk predict`` writes.
@@ -125,6 +125,6 @@ class Scorecard(FederatedClassifier):
 
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal scorecard scores a DataFrame locally: pass the rows")
-            return _indexed(scorecard_predictions(files["scorecard.json"], X), X)
+            return _indexed(scorecard_predictions(files["scorecard.json"], self._with_na_values(X)), X)
         return _score_parts(self, files, X, detail=True)
 

@@ -194,13 +194,22 @@ def _run_id_column(model_path: Path) -> str | None:
     return ids.pop() if len(ids) == 1 else None
 
 
+def _scoring_na_values(given: Sequence[str] | None, run_folder: Path) -> list[str]:
+    """``--na-values`` when given, else the training job's (its spec copy in the run folder)."""
+    from fedrisk.data.na_values import run_na_values
+
+    return [str(v) for v in given] if given else run_na_values(run_folder)
+
+
 def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_col: str | None = None, *,
                  session: str | None = None, spawn: bool = True, certs: str | Path | None = None,
-                 sep: str | None = None, decimal: str = ".") -> int:
+                 sep: str | None = None, decimal: str = ".", na_values: Sequence[str] | None = None) -> int:
     """Score ``data`` with ``model_path`` and write the scores to ``out``; return the scored row count.
 
     ``id_col`` defaults to the id column the model was trained with (``"id"`` for older models).
     ``sep`` and ``decimal`` are the CSV dialect of ``data`` (horizontal models; ``None`` = ``","``).
+    ``na_values``: cells of ``data`` that mean "no value" (horizontal models; default: every party's
+    ``na_values`` in the run folder's ``job.toml``, as training read them).
     """
     from fedrisk.data.loading import load_party_table
     from fedrisk.runtime.context import make_dir
@@ -213,7 +222,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     cats = model.get("categories") or None
     # a horizontal model trained with text columns encodes new rows with the agreed levels
     cat = dict(categorical=list(cats), encoding=model.get("category_encoding"), categories=cats) if cats else {}
-    dialect = {"sep": sep, "decimal": decimal}
+    dialect = {"sep": sep, "decimal": decimal, "na_values": _scoring_na_values(na_values, Path(model_path).parent)}
     if fmt == "fedrisk.lr":
         # a job in which a bank trained with missing = "mean" stored the federation's means to fill blanks with;
         # without them a blank cell has no score, and the fix is the user's

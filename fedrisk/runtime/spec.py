@@ -141,6 +141,15 @@ class PartySpec(_Strict):
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
     _listen = field_validator("listen")(lambda cls, v: v if v is None else _check_address(v))
 
+    @field_validator("na_values", mode="before")
+    @classmethod
+    def _na_values_as_text(cls, v: Any) -> Any:
+        # na_values = [-999] (unquoted) or na_values = "?" (one text): what was meant is clear, as in the Python API
+        items = [v] if isinstance(v, (str, int, float)) and not isinstance(v, bool) else v
+        if isinstance(items, list):
+            return [str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for x in items]
+        return v
+
     @field_validator("ray_address")
     @classmethod
     def _ray_address(cls, v: str | None) -> str | None:

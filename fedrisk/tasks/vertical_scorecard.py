@@ -114,7 +114,6 @@ def run(ctx: PartyContext) -> None:
 
     if is_lh:
         refuse_one_class(me, y_tr)
-        refuse_unsplittable(me, y_tr, params.release(), params.iv_threshold)
         enc, sel = local_woe(params, X_tr, y_tr, me, ctx.log, spec)
         ctx.progress.update(1, 3, stage="woe", party=me)
         total = lr_config.max_iter if lr_config.solver in ("exact", "auto") else lr_config.epochs
@@ -122,6 +121,7 @@ def run(ctx: PartyContext) -> None:
             ctx.channel, hosts, X_tr, y_tr, encoder=enc, selection=sel, config=params.binning(),
             smoothing=params.smoothing, scheme=params.scheme, key_bits=params.key_bits, release=params.release(),
             lr_config=lr_config, card=card, lr_hooks=lr_hooks,
+            on_ivs=refuse_unsplittable(me, y_tr, params.release(), params.iv_threshold),
             on_woe=lambda: ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1),
             on_epoch=lambda e, rec: ctx.progress.update(e, total, stage="train",
                                                         **{k: v for k, v in rec.items() if k == "val_loss"}))

@@ -197,9 +197,6 @@ def run(ctx: PartyContext) -> None:
         ctx.write_json(f"woe/{ctx.name}.json", holder_woe_document(ctx, res, X, reveal=params.reveal))
         return
     refuse_one_class(lh, y, "the aligned rows", "WOE needs goods and bads")
-    few = unsplittable(lh, y, params.release())
-    if few:  # (the label holder's own log only: the counts are its labels')
-        ctx.log.warning(f"{few}; train on rows with more defaults, or lower task.min_bin_class")
     enc, sel = local_woe(params, X, y, lh, ctx.log, spec)
     ctx.write_json(f"woe/{lh}.json", woe_document(ctx, enc.woe_, sel))
     ctx.progress.update(1, 2, stage="woe", party=lh, features=len(enc.iv_))
@@ -207,6 +204,10 @@ def run(ctx: PartyContext) -> None:
                                     reveal=params.reveal, scheme=params.scheme, key_bits=params.key_bits,
                                     release=params.release())
     ctx.progress.update(2, 2, stage="woe", parties=len(hosts) + 1)
+    for h in hosts:
+        few = unsplittable(lh, h, res.iv[h], y, params.release())
+        if few:  # (the label holder's own log only: the counts are its labels')
+            ctx.log.warning(f"{few}; train on rows with more defaults, or lower task.min_bin_class")
     iv = {lh: iv_rows(enc.iv_, sel, bins={f: w.bins.n_bins for f, w in enc.woe_.items()},
                       kinds={f: w.bins.kind for f, w in enc.woe_.items()})}
     for h in hosts:

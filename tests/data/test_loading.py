@@ -434,3 +434,20 @@ def test_raw_feature_list_with_agreed_categories_fixes_the_column_order(tmp_path
     t = load_party_table(path, party="predict", id_col="id", label_col=None, features=["housing=rent", "amount"],
                          categories={"housing": housing}, encoding="onehot")
     assert t.feature_names == ["housing=rent", "amount"]
+
+
+@pytest.mark.parametrize("how", ["mean", "fill"])
+def test_one_feature_column_with_missing_cells_is_filled_not_read_only(tmp_path, how):
+    """A file with exactly one float feature and some empty cells: the one-column matrix pandas hands back can be
+    a read-only view, and filling it (missing='mean', or the training means at scoring) raised numpy's
+    "assignment destination is read-only"."""
+    n = 40
+    text = "id,y,s\n" + "".join(f"{i},{i % 2},{'' if i % 7 == 0 else i * 1.5}\n" for i in range(n))
+    path = tmp_path / "one.csv"
+    path.write_text(text)
+    kw = {"missing": "mean"} if how == "mean" else {"missing": "reject", "fill": {"s": 2.5}}
+    table = load_party_table(path, party="a", id_col="id", label_col="y", **kw)
+    X = np.asarray(table.X)
+    assert X.shape == (n, 1) and np.isfinite(X).all()
+    if how == "fill":
+        assert (X[::7, 0] == 2.5).all()

@@ -164,3 +164,13 @@ def test_digits_of_other_scripts_are_not_read_as_blank_numbers(tmp_path):
     col = pd.Series(["\u0661\u0662\u0663", "\u0664\u0665"], dtype=object)
     assert numbers_in_text(col) is None
     assert numbers_in_text(pd.Series([" 12.5", "-3e2", None, ""], dtype=object)).tolist()[:2] == [12.5, -300.0]
+
+
+def test_numbers_in_text_keeps_a_repeated_index():
+    """``numbers_in_text`` is public: a column whose index repeats labels (a concatenation of two exports) reads
+    by position instead of failing in a reindex."""
+    from fedrisk.data.loading import numbers_in_text
+
+    got = numbers_in_text(pd.Series(["1", "2", "", "4"], index=[0, 0, 1, 1], dtype=object))
+    assert got is not None and list(got.index) == [0, 0, 1, 1]
+    np.testing.assert_array_equal(got.to_numpy(), [1.0, 2.0, np.nan, 4.0])

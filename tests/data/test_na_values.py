@@ -95,3 +95,40 @@ def test_a_number_sentinel_is_missing_in_csv_and_parquet_alike(tmp_path, fmt):
     assert np.flatnonzero(np.isnan(t.X[:, 0])).tolist() == [4, 9]
     plain = load_party_table(path, party="bank", id_col="id", label_col="y")
     assert plain.X[4, 0] == -999
+
+
+def test_a_placeholder_category_of_a_parquet_dictionary_column_is_missing(tmp_path):
+    """A Parquet dictionary (pandas category) column with a "?" category loads as the CSV copy does: "?" is a
+    missing value, not a level (the category dtype skipped the match)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 40
+    cats = ["a", "b", "?", "c"] * (n // 4)
+    ids = [str(i) for i in range(n)]
+    y = [i % 2 for i in range(n)]
+    pq.write_table(pa.table({"id": ids, "y": y, "c": pa.array(cats).dictionary_encode(), "z": np.arange(n) * 1.0}),
+                   tmp_path / "dict.parquet")
+    pd.DataFrame({"id": ids, "y": y, "c": cats, "z": np.arange(n) * 1.0}).to_csv(tmp_path / "dict.csv", index=False)
+    names = {}
+    for f in ("dict.csv", "dict.parquet"):
+        frame = load_party_frame(tmp_path / f, party="a", id_col="id", label_col="y", categorical=["c"], na_values=["?"])
+        assert sorted(map(str, frame.X["c"].dropna().unique())) == ["a", "b", "c"], f
+        assert int(frame.X["c"].isna().sum()) == n // 4, f
+        table = load_party_table(tmp_path / f, party="a", id_col="id", label_col="y", categorical=["c"],
+                                 encoding="onehot", missing="mean", fill_later=True, na_values=["?"])
+        names[f] = table.feature_names
+    assert names["dict.parquet"] == names["dict.csv"] and not any("?" in c for c in names["dict.csv"])
+
+
+def test_a_number_sentinel_written_as_decimal_text_in_parquet_is_missing_as_in_csv(tmp_path):
+    """na_values = ["-999"]: a CSV reader matches the cell "-999.0" by number; a Parquet text column must too."""
+    n = 40
+    df = pd.DataFrame({"id": [str(i) for i in range(n)], "y": [i % 2 for i in range(n)], "w": np.arange(n) * 2.0,
+                       "s": [("-999.0" if i % 7 == 0 else str(float(i))) for i in range(n)]})
+    df.to_csv(tmp_path / "s.csv", index=False)
+    df.astype({"s": "string"}).to_parquet(tmp_path / "s.parquet", index=False)
+    for f in ("s.csv", "s.parquet"):
+        X = np.asarray(load_party_table(tmp_path / f, party="a", id_col="id", label_col="y", missing="mean",
+                                        fill_later=True, na_values=["-999"]).X)
+        assert int(np.isnan(X).sum()) == 6 and not (X == -999).any(), f

@@ -267,3 +267,26 @@ def test_predict_takes_a_run_directory_and_finds_its_model(tmp_path):
     empty.mkdir()
     with pytest.raises(ConfigError, match="no model file"):
         predict_file(empty, tmp_path / "new.csv", tmp_path / "s.csv")
+
+
+def test_horizontal_predict_takes_na_values_on_the_command_line(tmp_path):
+    """`fedrisk predict --na-values ?`: "?" cells of the scoring file are missing (filled with the model's means as
+    blank cells are); without it the refusal names that flag, not a job-spec setting the scorer cannot change."""
+    from tests.tasks.test_horizontal_inputs import numeric_banks, spec_for
+    from tests.tasks.test_woe_tasks import run_in_process
+
+    parts = numeric_banks(tmp_path)
+    run_in_process(spec_for(tmp_path, "horizontal.lr", {b: 'missing = "mean"' for b in ("bank1", "bank2", "bank3")}),
+                   tmp_path / "mean")
+    new = parts["test"].drop(columns="y").head(20).copy()
+    new.loc[3, "x1"] = np.nan
+    new.to_csv(tmp_path / "blank.csv", index=False)
+    new.astype({"x1": object}).fillna({"x1": "?"}).to_csv(tmp_path / "q.csv", index=False)
+    model = tmp_path / "mean" / "model.json"
+    assert predict_file(model, tmp_path / "blank.csv", tmp_path / "want.csv") == 20
+    cmd = [sys.executable, "-m", "fedrisk", "predict", model, tmp_path / "q.csv", "--out", tmp_path / "got.csv"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--na-values '?'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run(cmd + ["--na-values", "?"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "got.csv")["score"], pd.read_csv(tmp_path / "want.csv")["score"])

@@ -230,3 +230,13 @@ def test_the_coordinators_ca_path_is_local_and_never_sent_in_the_hello(tmp_path)
     assert a.pinned_cas()["coordinator"] == b"PEM"
     assert shared_settings(a) == shared_settings(b)
     assert "coord-ca" not in repr(shared_settings(a)) and str(tmp_path) not in repr(shared_settings(a))
+
+
+@pytest.mark.parametrize("written, read", [('[-999, "?"]', ["-999", "?"]), ("[-999.5]", ["-999.5"]), ('"?"', ["?"])])
+def test_na_values_written_as_numbers_or_one_text_are_read_as_texts(tmp_path, written, read):
+    """``na_values = [-999]`` (unquoted) was a raw pydantic list of errors; it means the text "-999", as
+    the Python API's ``na_values=[-999]`` does."""
+    text = GOOD.replace('label = "y"\n[parties.bank2]', f'label = "y"\nna_values = {written}\n[parties.bank2]')
+    assert load_spec(write(tmp_path, text)).parties["bank1"].read_options()["na_values"] == read
+    with pytest.raises(ConfigError, match="na_values"):
+        load_spec(write(tmp_path, GOOD.replace('label = "y"\n[parties.bank2]', 'label = "y"\nna_values = [true]\n[parties.bank2]')))

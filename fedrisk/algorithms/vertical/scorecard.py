@@ -423,20 +423,23 @@ def fit_label_holder(channel: Channel, feature_holders: Sequence[str], X: pd.Dat
                      encoder: Any, selection: dict[str, Any], config: BinningConfig, smoothing: float,
                      scheme: str, key_bits: int, release: Any, lr_config: Any, card: Scorecard,
                      on_epoch: Callable[[int, dict], None] | None = None,
-                     on_woe: Callable[[], None] | None = None, lr_hooks: LRHooks | None = None) -> ScorecardFit:
+                     on_woe: Callable[[], None] | None = None, lr_hooks: LRHooks | None = None,
+                     on_ivs: Callable[[str, dict[str, float]], None] | None = None) -> ScorecardFit:
     """Label-holder role on its aligned training rows ``X``, labels ``y``.
 
     ``encoder`` / ``selection`` are its own features' local WOE and selection (single-party math,
     :func:`~fedrisk.finance.woe.select_features`); the feature holders' WOE comes from step 1.
     ``lr_hooks(W)``: extra keyword arguments of the LR stage's
     :func:`~fedrisk.algorithms.vertical.hetero_lr.train` (resume: ``start`` / ``checkpoint``), given
-    this party's WOE columns; every party passes them or none does.
+    this party's WOE columns; every party passes them or none does. ``on_ivs``: as
+    :func:`~fedrisk.algorithms.vertical.woe.vertical_woe_label_holder`'s (a check of each partner's IVs).
     """
     from fedrisk.algorithms.vertical.woe import vertical_woe_label_holder
 
     card._check()
     vres = vertical_woe_label_holder(channel, feature_holders, y, config=config, smoothing=smoothing, reveal="woe",
-                                     scheme=scheme, key_bits=key_bits, release=release)
+                                     scheme=scheme, key_bits=key_bits, release=release,
+                                     on_ivs=on_ivs)
     if on_woe is not None:
         on_woe()
     feats = list(selection["selected"])

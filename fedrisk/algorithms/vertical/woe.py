@@ -61,7 +61,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -131,42 +131,52 @@ class ReleaseRule:
         return goods + bads >= need and goods >= self.min_class and bads >= self.min_class
 
 
-def unsplittable(who: str, y: np.ndarray, rule: ReleaseRule) -> str | None:
-    """Why no partner feature can be released in two bins under ``rule`` at labels ``y``, or ``None``.
+def unsplittable(who: str, holder: str, ivs: dict[str, float], y: np.ndarray, rule: ReleaseRule) -> str | None:
+    """Why every feature of ``holder`` got IV 0 under ``rule`` at labels ``y``, or ``None``.
 
-    Two released bins need ``min_class`` goods and ``min_class`` bads each, so with fewer than
-    ``2 * min_class`` of a class every partner feature stays one bin and its WOE and IV are 0. The
-    sentence names the rule, its setting and the counts; the counts are the labels'
-    own, so it belongs in the label holder's log or in a :func:`~fedrisk.runtime.abort_reason.label_error`.
+    Decided after the IVs are known: only when each of ``holder``'s IVs is 0 *and* the labels hold fewer
+    than ``2 * min_class`` of a class (two released bins need ``min_class`` goods and bads each). With few
+    bads a feature can still get an IV above 0 (a missing bin holding ``min_class`` bads is released on its
+    own, the rest is the last group), so the counts alone do not say the job fails. The sentence names the
+    rule, its setting and the counts; the counts are the labels' own, so it belongs in the label holder's
+    log or in a :func:`~fedrisk.runtime.abort_reason.label_error`.
     """
+    if not ivs or any(v != 0 for v in ivs.values()):
+        return None
     bads = int(np.sum(y))
     goods = int(len(y)) - bads
     short = [f"{n} {what}" for n, what in ((bads, "bads"), (goods, "goods")) if n < 2 * rule.min_class]
     if not short:
         return None
-    return (f"party {who!r}: the aligned training rows hold {' and '.join(short)}, but the WOE release rule lets a "
-            f"partner's bin out only with at least {rule.min_class} goods and {rule.min_class} bads (task.min_bin_class "
-            f"= {rule.min_class}), so no partner feature can be cut into two bins and each gets IV 0")
+    return (f"party {who!r}: every feature of party {holder!r} got IV 0: the aligned training rows hold "
+            f"{' and '.join(short)}, but the WOE release rule lets a partner's bin out only with at least "
+            f"{rule.min_class} goods and {rule.min_class} bads (task.min_bin_class = {rule.min_class}), so none of "
+            "its features could be cut into bins")
 
 
-def refuse_unsplittable(who: str, y: np.ndarray, rule: ReleaseRule, iv_threshold: float) -> None:
-    """At the label holder of a scorecard, before any protocol: refuse labels no released bin can describe.
+def refuse_unsplittable(who: str, y: np.ndarray, rule: ReleaseRule, iv_threshold: float):
+    """The label holder's check of a scorecard's partner IVs (``on_ivs`` of :func:`vertical_woe_label_holder`).
 
-    A scorecard needs ``IV >= iv_threshold`` (when above 0), which no one-bin feature reaches: the job
-    failed at a feature holder with "none of its features reaches IV", naming no rule. One line naming
-    the rule, the counts and the fix instead (:func:`unsplittable`); partners get only the label summary.
+    A scorecard needs ``IV >= iv_threshold`` (when above 0), which an all-IV-0 partner never reaches: the job
+    failed at that feature holder with "none of its features reaches IV", naming no count. When the labels
+    are the reason (:func:`unsplittable`), the label holder refuses first, before sending that partner its
+    result, in one line naming the rule, the counts and the fix; partners get only the label summary.
     """
     from fedrisk.runtime.abort_reason import label_error
 
-    why = unsplittable(who, y, rule) if iv_threshold > 0 else None  # (at 0, one-bin features still pass)
-    if why is None:
-        return
-    bads = int(np.sum(y))
-    lower = min(bads, int(len(y)) - bads) // 2
-    raise label_error(
-        f"{why}, below task.iv_threshold = {iv_threshold}; train on rows with at least {2 * rule.min_class} of "
-        "each class, or " + (f"lower task.min_bin_class to {lower} or less (each released bin then describes fewer "
-                             "customers' labels)" if lower >= 1 else "set task.iv_threshold = 0 to keep one-bin features"))
+    def check(holder: str, ivs: dict[str, float]) -> None:
+        why = unsplittable(who, holder, ivs, y, rule) if iv_threshold > 0 else None  # (at 0, one-bin features pass)
+        if why is None:
+            return
+        bads = int(np.sum(y))
+        lower = min(bads, int(len(y)) - bads) // 2
+        raise label_error(
+            f"{why}, below task.iv_threshold = {iv_threshold}; train on rows with at least {2 * rule.min_class} of "
+            "each class, or " + (f"lower task.min_bin_class to {lower} or less (each released bin then describes "
+                                 "fewer customers' labels)" if lower >= 1
+                                 else "set task.iv_threshold = 0 to keep one-bin features"))
+
+    return check
 
 
 def enforce_release(groups: list[list[int]], goods: np.ndarray, bads: np.ndarray, need: int,
@@ -240,7 +250,8 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
                               config: BinningConfig | None = None, smoothing: float = DEFAULT_SMOOTHING,
                               reveal: str = "iv", key: tuple[PublicKey, PrivateKey] | None = None,
                               scheme: str = "paillier", key_bits: int = 2048, tag: str = "vwoe",
-                              release: ReleaseRule | None = None) -> VerticalWoeResult:
+                              release: ReleaseRule | None = None,
+                              on_ivs: Callable[[str, dict[str, float]], None] | None = None) -> VerticalWoeResult:
     """Label-holder role: encrypt labels, decrypt per-bin sums, compute the holders' WOE/IV.
 
     Parameters
@@ -263,6 +274,9 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
         Tag prefix.
     release : ReleaseRule, optional
         Minimum rows and goods/bads of every released group (default :class:`ReleaseRule`).
+    on_ivs : callable, optional
+        ``on_ivs(holder, {feature: iv})`` once a holder's IVs are known, before its result is sent: the
+        caller may raise to stop the job there (the scorecard's :func:`refuse_unsplittable`).
 
     Returns
     -------
@@ -304,11 +318,15 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
             groups = merge_prebins(g[:k], b[:k], kind, cfg, rule, need)
             fg = np.array([g[grp].sum() for grp in groups] + [g[k]])
             fb = np.array([b[grp].sum() for grp in groups] + [b[k]])
-            woe, ivb, iv = woe_iv(fg, fb, smoothing)
             if fg[-1] + fb[-1] > 0 and not rule.ok(fg[-1], fb[-1], need):
-                # too few missing rows (or of one class) to say anything about them: neutral WOE
-                woe[-1], ivb[-1] = 0.0, 0.0
+                # too few missing rows (or of one class) to say anything about them: neutral WOE, and the other
+                # bins' WOE from the other rows alone (against totals with the missing rows, a lone remaining
+                # bin's WOE would be their bad rate against the rest's: what the rule withholds)
+                woe, ivb, _ = woe_iv(fg[:-1], fb[:-1], smoothing)
+                woe, ivb = np.append(woe, 0.0), np.append(ivb, 0.0)
                 iv = float(np.sum(ivb))
+            else:
+                woe, ivb, iv = woe_iv(fg, fb, smoothing)
             ivs[f] = iv
             tables[f] = [{"bin": i, "prebins": grp, "n": int(fg[i] + fb[i]), "goods": int(fg[i]), "bads": int(fb[i]),
                           "woe": float(woe[i]), "iv": float(ivb[i])}
@@ -318,6 +336,8 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
                 back[f]["groups"] = groups
             if reveal == "woe":
                 back[f]["woe"] = woe.tolist()
+        if on_ivs is not None:
+            on_ivs(p, ivs)
         channel.send(p, f"{tag}.result", {"features": back, "reveal": reveal},
                      kind="model" if reveal == "woe" else "metric")
         result.iv[p] = ivs

@@ -172,3 +172,37 @@ def test_honest_vertical_scorecard_run_gives_the_feature_holder_no_labels(tmp_pa
     text = json.dumps(card)
     assert "MR-" not in text  # no per-category bins of the unique column in the file
     assert metrics["train"]["auc"] < 0.95
+
+
+def test_a_withheld_missing_bin_leaves_no_trace_in_the_other_bins_woe():
+    """A missing bin that fails the rule gets WOE 0; the other bins' WOE must not encode its bad rate either.
+
+    Two label vectors that differ only on the missing rows (1 and 3 bads there: both below min_bin_class)
+    must give the feature holder the same released WOE. Against totals that include the missing rows, a
+    lone remaining bin had WOE ln((G'/G) / (B'/B)), i.e. the withheld rows' bad rate against the rest.
+    """
+    n = 1000
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=n)
+    y = (x + rng.normal(size=n) > 1.2).astype(int)
+    miss = np.zeros(n, dtype=bool)
+    miss[np.flatnonzero(y == 0)[:120]] = True   # 120 missing rows (>= the 50 rows a bin needs)
+    y1, y3 = y.copy(), y.copy()
+    m_idx = np.flatnonzero(miss)
+    y1[m_idx[:1]] = 1
+    y3[m_idx[:3]] = 1
+    X = pd.DataFrame({"x": np.where(miss, np.nan, x), "flat": np.where(miss, np.nan, 1.0)})
+    cfg = BinningConfig(max_bins=5, n_prebins=20, method="quantile")
+    released = []
+    for labels in (y1, y3):
+        out = run_roles({
+            "lh": lambda ch: vertical_woe_label_holder(ch, ["fh"], labels, config=cfg, reveal="woe", key_bits=1024),
+            "fh": lambda ch: vertical_woe_feature_holder(ch, "lh", X, config=cfg, max_corr=None, min_key_bits=1024),
+        }, network=InMemoryNetwork(["lh", "fh"]))
+        released.append(out["fh"])
+    a, b = released
+    for f in X.columns:
+        assert a.woe[f][-1] == 0.0 and b.woe[f][-1] == 0.0, f  # the missing bin: neutral
+        np.testing.assert_allclose(a.woe[f], b.woe[f], err_msg=f)
+    # a column that is one bin apart from its withheld missing rows says nothing at all
+    assert np.all(a.woe["flat"] == 0.0) and a.iv["flat"] == 0.0
