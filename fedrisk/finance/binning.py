@@ -81,7 +81,8 @@ class BinningConfig:
     method : {"monotonic", "quantile"}
         See the module docstring.
     max_bins : int
-        Most bins per feature, excluding the missing bin.
+        Most bins per feature, excluding the missing bin. Also where the categorical test starts:
+        only a column with more (pooled) categories than ``max_bins`` is tested (``category_pvalue``).
     n_prebins : int
         Equal-frequency prebins before merging.
     min_bin_frac : float
@@ -90,8 +91,11 @@ class BinningConfig:
         Categories with fewer rows pool into one ``"(other)"`` prebin (federated: rows federation-wide).
     category_pvalue : float
         A categorical feature with more (pooled) categories than ``max_bins`` whose categories' bad
-        rates do not differ at this significance (chi-square test of the category x class table)
-        gets one bin and IV 0; ``1.0`` turns the test off. See :func:`group_categories`.
+        rates do not differ at this significance (chi-square test of the category x class table;
+        on sparse tables, under 1 expected bad or good a category, a Monte Carlo p-value of the same
+        statistic, see :func:`categories_differ`) gets one bin and IV 0; ``1.0`` turns the test
+        off. A column with at most ``max_bins`` categories is never tested: each category is
+        already a bin, merged like a numeric column's prebins. See :func:`group_categories`.
     """
 
     method: str = "monotonic"

@@ -14,8 +14,9 @@ Message flow (``L`` = label holder, ``F`` = each feature holder, ``T`` = tag pre
           S_fk = rerandomise( prod_{i in prebin k of f} Enc(y_i) ) = Enc(bads in prebin k)
        F -> L  T.sizes    rows per prebin, feature names and kinds        aggregate
        F -> L  T.sums     S_fk                                            ciphertext
-    3. L: decrypt -> bads per prebin, goods = size - bads; merge prebins (binning.merge_bins);
-          WOE and IV from the merged counts
+    3. L: decrypt -> bads per prebin, goods = size - bads; merge prebins (:func:`merge_prebins`:
+          numeric ones with binning.merge_bins; categorical ones with single-party's rule,
+          binning.group_categories, on the prebins' counts); WOE and IV from the merged counts
        L -> F  T.result   IV per feature (+ merged prebin groups if reveal >= "bins",
                           + WOE per final bin if reveal == "woe")          metric / model
     4. F: select its own features (IV threshold, then correlation among its own features)
@@ -38,6 +39,13 @@ handed a feature holder 3,982 of 3,982 training labels). So:
 * L bins its own text columns the same way, locally (:func:`label_holder_bins`): a column gets the
   same bins whichever party holds it, and a code of many rare levels (branch, postcode) is pooled
   instead of being merged by each level's own bad rate (which fits noise).
+* Categorical prebins, at either party, get single-party binning's rule on their counts
+  (:func:`~fedrisk.finance.binning.group_categories` with the task's binning settings): prebins under
+  ``min_category_count`` rows (possible when ``need`` is smaller) pooled into one, and a column with
+  more prebins than ``max_bins`` keeps one bin unless the chi-square test finds its bad rates differ
+  (``category_pvalue``, default 0.01; the vertical tasks use the defaults). So a random 10-level code
+  gets IV 0 as with :class:`~fedrisk.finance.woe.WoeEncoder`. L computes this from the counts it
+  already decrypted; F learns only the final groups, as before.
 
 What each party learns
     L: for each of F's features, the number of prebins, rows and bads per prebin (its labels
