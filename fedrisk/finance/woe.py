@@ -150,7 +150,8 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
     method : {"monotonic", "quantile"}
         Binning method (see :mod:`fedrisk.finance.binning`).
     max_bins : int
-        Most bins per feature, missing bin excluded.
+        Most bins per feature, missing bin excluded; only a categorical column with more (pooled)
+        categories than this is tested at ``category_pvalue``.
     n_prebins : int
         Equal-frequency prebins before merging.
     min_bin_frac : float
@@ -162,7 +163,8 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
     min_category_count, category_pvalue
         Categorical columns: rarer categories pool into ``"(other)"`` (which also takes values never
         seen while fitting); a column with more categories than ``max_bins`` whose bad rates do not
-        differ at ``category_pvalue`` (chi-square) gets one bin. See :func:`~fedrisk.finance.binning.group_categories`.
+        differ at ``category_pvalue`` (chi-square; Monte Carlo on sparse tables) gets one bin. A column
+        with at most ``max_bins`` categories is not tested. See :func:`~fedrisk.finance.binning.group_categories`.
 
     Attributes
     ----------

@@ -53,7 +53,9 @@ class BinningParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     method: Literal["monotonic", "quantile"] = "monotonic"
-    max_bins: int = Field(6, ge=1, le=100)
+    max_bins: int = Field(6, ge=1, le=100, description=(
+        "most bins per feature (missing bin excluded); a categorical column with at most this many categories "
+        "is not tested at category_pvalue"))
     n_prebins: int = Field(20, ge=2, le=1000)
     min_bin_frac: float = Field(0.05, ge=0, lt=0.5)
     smoothing: float = Field(DEFAULT_SMOOTHING, ge=0, description=(
@@ -86,8 +88,9 @@ class HorizontalCategoryParams(CategoryParams):
 
     category_pvalue: float = Field(0.01, gt=0, le=1, description=(
         "a categorical column with more categories (after pooling) than max_bins whose categories' bad rates "
-        "do not differ at this significance (chi-square) gets one bin and IV 0, so a many-level code with no "
-        "relation to the label is not fitted level by level; 1.0 turns the test off"))
+        "do not differ at this significance (chi-square; on sparse tables a Monte Carlo p-value of the same "
+        "statistic) gets one bin and IV 0, so a many-level code with no relation to the label is not fitted "
+        "level by level; columns with at most max_bins categories are not tested; 1.0 turns the test off"))
 
 
 class Params(DropoutParams, HistogramParams, BinningParams, HorizontalCategoryParams):

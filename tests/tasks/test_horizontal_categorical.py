@@ -148,7 +148,9 @@ def test_coordinator_learns_no_category_and_no_bank_count(lr_run):
     # banks hear the levels (names from the public spec) but no count
     for b in ("bank1", "bank2", "bank3"):
         lv = [e.body for e in net[b].captured if e.tag == "hcat.levels"]
-        assert len(lv) == 1 and all(set(v) == {"kept", "other", "missing"} for v in lv[0].values())
+        assert len(lv) == 1 and all(set(v) == {"kept", "absent", "other", "missing"} for v in lv[0].values())
+        # kept / absent: declared names only (which reach min_category_count, which no bank has), no count
+        assert all(set(v["kept"]) | set(v["absent"]) <= set(map(str, vocab[c])) for c, v in lv[0].items())
 
 
 def test_text_column_without_vocabulary_is_one_error_line(tmp_path):

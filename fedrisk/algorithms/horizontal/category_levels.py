@@ -12,8 +12,9 @@ Message flow (``C`` = coordinator, ``P`` = every bank, ``T`` = tag prefix, defau
                           (spec order), rows with a value the spec does not list, rows with no
                           value                                                  aggregate sum
     2. C -> P  T.levels   for each column: the declared categories with at least ``min_count`` rows
-                          in the whole federation (spec order), and whether an ``"(other)"`` level
-                          (rarer or undeclared categories) and a ``"(missing)"`` level exist
+                          in the whole federation (spec order), the declared ones with no row at
+                          all (``absent``), and whether an ``"(other)"`` level (rarer or undeclared
+                          categories) and a ``"(missing)"`` level exist
                                                                                  public-parameter
 
 (``=>`` is one round of the job's :class:`~fedrisk.algorithms.horizontal.aggregation.Aggregation`.)
@@ -22,8 +23,10 @@ What each side learns
     Coordinator: the vocabulary (public, in the spec) and, with secure aggregation, the
     federation-wide row count of every category — a sum only: not which bank holds a category,
     nor any bank's count. (With ``secure_aggregation = false``, an explicit opt-out, it sees each
-    bank's counts.) Banks: which declared categories reach ``min_count`` rows federation-wide, and
-    whether any row anywhere is missing or undeclared — never a count. Values a bank holds that
+    bank's counts.) Banks: which declared categories reach ``min_count`` rows federation-wide, which
+    have no row anywhere (so ``"(other)"`` names only declared categories some bank holds; such a value
+    at scoring is unseen and encoded as ``"(other)"`` all the same), and whether any row anywhere is
+    missing or undeclared — never a count. Values a bank holds that
     the spec does not list never leave it (they go to ``"(other)"``; the bank's own log says how
     many rows).
 
@@ -81,10 +84,11 @@ def encoders_from_levels(levels: Mapping[str, Mapping], vocabulary: Mapping[str,
         kept = [str(c) for c in lv["kept"]]
         groups = [[c] for c in kept]
         names = list(kept)
+        absent = {str(c) for c in lv.get("absent", [])}  # declared but no row anywhere: not named
         other = -1
         if lv["other"]:
             other = len(kept)
-            groups.append([c for c in cats if c not in kept])  # rarer declared ones; undeclared are "unseen"
+            groups.append([c for c in cats if c not in kept and c not in absent])  # rarer declared ones; undeclared are "unseen"
             names.append(OTHER)
         enc = CategoryEncoder(col, FeatureBins(col, "categorical", groups=groups), names, bool(lv["missing"]), other)
         out[col] = enc.to_json()
@@ -106,9 +110,12 @@ def agree_levels_bank(channel: Channel, coordinator: str, frame: pd.DataFrame, v
     for col, cats in _layout(vocabulary):
         lv = msg[col]
         kept = lv.get("kept") if isinstance(lv, dict) else None
+        absent = lv.get("absent", []) if isinstance(lv, dict) else None
         if not (isinstance(kept, list) and all(isinstance(c, str) for c in kept) and len(set(kept)) == len(kept)
+                and isinstance(absent, list) and all(isinstance(c, str) for c in absent)
                 and isinstance(lv.get("other"), bool)
-                and isinstance(lv.get("missing"), bool)) or not set(kept) <= set(cats):
+                and isinstance(lv.get("missing"), bool)) or not set(kept) <= set(cats) \
+                or not set(absent) <= set(cats) - set(kept):
             raise ProtocolError(f"the coordinator's levels of column {col!r} are not among the spec's categories "
                                 f"(or are malformed); refused")
     return encoders_from_levels(msg, vocabulary), undeclared
@@ -132,6 +139,7 @@ def agree_levels_coordinator(channel: Channel, banks: Sequence[str], vocabulary:
         rest = float(counts.sum() - sum(n for n in counts if n >= min_count) + undeclared)
         if not kept and rest == 0 and missing == 0:
             raise DataError(f"categorical column {col!r}: no bank has any row in it")
-        levels[col] = {"kept": kept, "other": rest > 0, "missing": bool(missing > 0)}
+        absent = [c for c, n in zip(cats, counts) if n == 0]
+        levels[col] = {"kept": kept, "absent": absent, "other": rest > 0, "missing": bool(missing > 0)}
     channel.broadcast(list(res.contributors), f"{tag}.levels", levels, kind="public-parameter")
     return levels

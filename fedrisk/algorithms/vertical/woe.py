@@ -14,8 +14,9 @@ Message flow (``L`` = label holder, ``F`` = each feature holder, ``T`` = tag pre
           S_fk = rerandomise( prod_{i in prebin k of f} Enc(y_i) ) = Enc(bads in prebin k)
        F -> L  T.sizes    rows per prebin, feature names and kinds        aggregate
        F -> L  T.sums     S_fk                                            ciphertext
-    3. L: decrypt -> bads per prebin, goods = size - bads; merge prebins (binning.merge_bins);
-          WOE and IV from the merged counts
+    3. L: decrypt -> bads per prebin, goods = size - bads; merge prebins (:func:`merge_prebins`:
+          numeric ones with binning.merge_bins; categorical ones with single-party's rule,
+          binning.group_categories, on the prebins' counts); WOE and IV from the merged counts
        L -> F  T.result   IV per feature (+ merged prebin groups if reveal >= "bins",
                           + WOE per final bin if reveal == "woe")          metric / model
     4. F: select its own features (IV threshold, then correlation among its own features)
@@ -38,6 +39,13 @@ handed a feature holder 3,982 of 3,982 training labels). So:
 * L bins its own text columns the same way, locally (:func:`label_holder_bins`): a column gets the
   same bins whichever party holds it, and a code of many rare levels (branch, postcode) is pooled
   instead of being merged by each level's own bad rate (which fits noise).
+* Categorical prebins, at either party, get single-party binning's rule on their counts
+  (:func:`~fedrisk.finance.binning.group_categories` with the task's binning settings): prebins under
+  ``min_category_count`` rows (possible when ``need`` is smaller) pooled into one, and a column with
+  more prebins than ``max_bins`` keeps one bin unless the chi-square test finds its bad rates differ
+  (``category_pvalue``, default 0.01; the vertical tasks use the defaults). So a random 10-level code
+  gets IV 0 as with :class:`~fedrisk.finance.woe.WoeEncoder`. L computes this from the counts it
+  already decrypted; F learns only the final groups, as before.
 
 What each party learns
     L: for each of F's features, the number of prebins, rows and bads per prebin (its labels
@@ -73,10 +81,10 @@ from fedrisk.finance.binning import (
     FeatureBins,
     bins_from_groups,
     category_text,
+    group_categories,
     is_categorical,
     is_missing,
     merge_bins,
-    order_categories,
     quantile_edges,
 )
 from fedrisk.finance.woe import DEFAULT_SMOOTHING, iv_strength, select_features, woe_iv
@@ -379,20 +387,35 @@ def merge_prebins(goods: np.ndarray, bads: np.ndarray, kind: str, cfg: BinningCo
                   need: int) -> list[list[int]]:
     """The label holder's merge of one feature's (pooled) prebins into final bins, as prebin indices.
 
-    Categorical prebins are first ordered by bad rate; then :func:`~fedrisk.finance.binning.merge_bins`
-    and :func:`enforce_release`. Used for a feature holder's features and for the label holder's own
-    text columns, so a column gets the same bins whichever party holds it.
+    Categorical prebins get single-party binning's rule on their counts: prebins under
+    ``cfg.min_category_count`` rows pooled into one, then
+    :func:`~fedrisk.finance.binning.group_categories` (one bin unless the chi-square test finds the bad
+    rates differ, for more prebins than ``max_bins``; else ordered by bad rate and merged). Numeric
+    prebins: :func:`~fedrisk.finance.binning.merge_bins`. Then :func:`enforce_release`. Used for a
+    feature holder's features and for the label holder's own text columns, so a column gets the same
+    bins whichever party holds it. A function of the counts the label holder decrypted, so the feature
+    holder learns nothing new: only the final groups, as before.
     """
-    k = len(goods)
-    monotonic = cfg.method == "monotonic"
-    order = np.arange(k)
     if kind == "categorical":
-        order = order_categories([str(i) for i in range(k)], goods, bads)
-    groups_o = merge_bins(goods[order], bads[order], max_bins=cfg.max_bins,
-                          min_bin_frac=cfg.min_bin_frac if monotonic else 0.0, monotonic=monotonic,
-                          trend="increasing" if kind == "categorical" else "auto")
-    groups_o = enforce_release(groups_o, goods[order], bads[order], need, rule)
-    return [[int(order[i]) for i in grp] for grp in groups_o]
+        pooled = _pool_small_prebins(goods + bads, cfg.min_category_count)
+        pg = np.array([goods[p].sum() for p in pooled], dtype=float)
+        pb = np.array([bads[p].sum() for p in pooled], dtype=float)
+        groups = group_categories([[str(p[0])] for p in pooled], pg, pb, cfg)  # names: ties by prebin index
+        groups = enforce_release(groups, pg, pb, need, rule)  # groups are runs in bad-rate order
+        return [sorted(int(i) for j in grp for i in pooled[j]) for grp in groups]
+    monotonic = cfg.method == "monotonic"
+    groups = merge_bins(goods, bads, max_bins=cfg.max_bins, min_bin_frac=cfg.min_bin_frac if monotonic else 0.0,
+                        monotonic=monotonic, trend="auto")
+    return [[int(i) for i in grp] for grp in enforce_release(groups, goods, bads, need, rule)]
+
+
+def _pool_small_prebins(rows: np.ndarray, min_count: int) -> list[list[int]]:
+    """Prebin indices, one list per prebin with ``min_count`` rows or more, then one list pooling the rest
+    (:func:`~fedrisk.finance.binning.pool_rare_categories` on prebins: the feature holder already pooled
+    its categories under ``need`` rows, which is fewer than ``min_count`` when there are few rows)."""
+    kept = [[i] for i in range(len(rows)) if rows[i] >= min_count]
+    rare = [i for i in range(len(rows)) if rows[i] < min_count]
+    return kept + ([rare] if rare else [])
 
 
 def label_holder_bins(X: pd.DataFrame, y: Any, *, categorical: Iterable[str] = (), config: BinningConfig | None = None,

@@ -40,3 +40,25 @@ def test_malformed_levels_from_the_coordinator_are_one_protocol_error():
         with pytest.raises(ProtocolError, match="purpose"):
             run_roles({"bank": lambda ch: agree_levels_bank(ch, "coord", frame, vocab, PlainAggregation()),
                        "coord": coord})
+
+
+def test_a_declared_category_no_bank_has_is_not_named_in_the_other_level():
+    """The spec declares ``boat``, which no bank has: the "(other)" level listed it beside the rare ``tv``,
+    as if it had been seen. Now the coordinator says which declared categories have no row anywhere and
+    the banks leave them out; such a value at scoring is unseen and still encoded as "(other)"."""
+    from fedrisk.algorithms.horizontal.aggregation import PlainAggregation
+    from fedrisk.algorithms.horizontal.category_levels import agree_levels_bank, agree_levels_coordinator
+    from fedrisk.data.categorical import CategoryEncoder
+    from fedrisk.runtime.threads import run_roles
+
+    vocab = {"purpose": ["car", "tv", "boat"]}
+    frames = {"b1": pd.DataFrame({"purpose": ["car"] * 30 + ["tv"]}), "b2": pd.DataFrame({"purpose": ["car"] * 5})}
+    roles = {b: (lambda ch, f=f: agree_levels_bank(ch, "coord", f, vocab, PlainAggregation())) for b, f in frames.items()}
+    roles["coord"] = lambda ch: agree_levels_coordinator(ch, ["b1", "b2"], vocab, PlainAggregation(), 20)
+    out = run_roles(roles)
+    assert out["coord"]["purpose"]["absent"] == ["boat"]
+    for b in frames:
+        enc = CategoryEncoder.from_json(out[b][0]["purpose"])
+        assert [sorted(g) for g in enc.bins.groups] == [["car"], ["tv"]], enc.bins.groups
+        codes, unseen = enc.codes(pd.Series(["boat", "tv", "car"]))
+        assert codes[0] == codes[1] == enc.other and unseen == 1
