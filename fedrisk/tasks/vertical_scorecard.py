@@ -51,7 +51,7 @@ from fedrisk.tasks.vertical_lr import HeteroLRParams, not_converged_note
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     DEFAULT_TEST_RULE, driver, inference_features, refuse_one_class, roles, validate_vertical)
 from fedrisk.tasks.vertical_woe import (LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe,
-                                        party_categorical)
+                                        party_categorical, refuse_unheld_categorical)
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
@@ -120,7 +120,8 @@ def run(ctx: PartyContext) -> None:
             ctx.channel, hosts, X_tr, y_tr, encoder=enc, selection=sel, config=params.binning(),
             smoothing=params.smoothing, scheme=params.scheme, key_bits=params.key_bits, release=params.release(),
             lr_config=lr_config, card=card, lr_hooks=lr_hooks,
-            on_woe=lambda: ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1),
+            on_woe=lambda vres: (refuse_unheld_categorical(me, params.categorical, list(X_tr.columns), vres),
+                                 ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1)),
             on_epoch=lambda e, rec: ctx.progress.update(e, total, stage="train",
                                                         **{k: v for k, v in rec.items() if k == "val_loss"}))
     else:
