@@ -108,6 +108,9 @@ class Scorecard(FederatedClassifier):
         if "scorecard.json" not in files:
             table = self.explain(X)
             return table["points"].to_numpy(dtype=np.float64), table["probability"].to_numpy(dtype=np.float64)
+        from fedrisk.runtime.predict import warn_blank_columns
+
+        warn_blank_columns(X, files["scorecard.json"]["features"], "predict")  # a broken feed, not one applicant
         return _Card.score_saved(files["scorecard.json"], X)
 
     def explain(self, X: Any) -> "pd.DataFrame":

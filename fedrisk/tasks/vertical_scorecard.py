@@ -202,6 +202,8 @@ class RawRows:
     ids: np.ndarray
     X: np.ndarray
     feature_names: list[str]
+    #: warnings about the batch itself (a feature column blank in every row), for a service's status
+    notes: tuple[str, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -217,7 +219,11 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
         return RawRows(frame.ids, np.empty((frame.n_rows, 0), dtype=object), [])
     frame = load_frame(spec, name, [], path=path, features=features, label=False,
                        forbid_label=spec.parties[lh].label if name != lh else None, allow_empty=True)
-    return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names)
+    from fedrisk.runtime.predict import warn_blank_columns
+
+    # a whole batch without a column is more likely a broken feed than chance: said in this party's log
+    note = warn_blank_columns(frame.X, frame.feature_names, name, "fedrisk.inference")
+    return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names, (note,) if note else ())
 
 
 def load_scoring_rows(spec: JobSpec, name: str, path, features) -> RawRows:
