@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedrisk.errors import ConfigError
-from fedrisk.estimators.base import FederatedClassifier, stored_classes
+from fedrisk.estimators.base import FederatedClassifier, _refuse_duplicate_columns, stored_classes
 from fedrisk.estimators.federation import Federation
 from fedrisk.estimators.linear import _indexed, _score_parts, _vertical_parts
 
@@ -110,6 +110,7 @@ class Scorecard(FederatedClassifier):
             return table["points"].to_numpy(dtype=np.float64), table["probability"].to_numpy(dtype=np.float64)
         from fedrisk.runtime.predict import warn_blank_columns
 
+        _refuse_duplicate_columns(X, files["scorecard.json"]["features"], "Scorecard.points")
         warn_blank_columns(X, files["scorecard.json"]["features"], "predict")  # a broken feed, not one applicant
         return _Card.score_saved(files["scorecard.json"], X)
 
@@ -127,6 +128,7 @@ class Scorecard(FederatedClassifier):
 
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal scorecard scores a DataFrame locally: pass the rows")
+            _refuse_duplicate_columns(X, files["scorecard.json"]["features"], "Scorecard.explain")
             return _indexed(scorecard_predictions(files["scorecard.json"], X), X)
         return _score_parts(self, files, X, detail=True)
 
