@@ -290,8 +290,8 @@ class FederatedEstimator(BaseEstimator):
         Cells the fit's ``na_values`` name are missing first (:meth:`_with_na_values`)."""
         from fedrisk.errors import DataError
 
+        _refuse_duplicate_columns(X, [*features, *((doc or {}).get("categories") or {})], who)  # before pandas sees them
         X = self._with_na_values(X)
-
         cats = (doc or {}).get("categories") or None
         if cats and isinstance(X, pd.DataFrame):
             from fedrisk.data.categorical import encode_columns, raw_columns
@@ -308,10 +308,6 @@ class FederatedEstimator(BaseEstimator):
             missing = [f for f in features if f not in X.columns]
             if missing:
                 raise DataError(f"{who}: the data lacks the model's feature columns {missing[:8]}")
-            twice = sorted({str(c) for c in X.columns[X.columns.duplicated()] if c in set(features)})
-            if twice:
-                raise DataError(f"{who}: the data has the model's feature columns {twice[:8]} more than once; "
-                                "keep one copy of each (e.g. X.loc[:, ~X.columns.duplicated()])")
             text = [f for f in features if not (pd.api.types.is_numeric_dtype(X[f]) or pd.api.types.is_bool_dtype(X[f]))
                     and pd.to_numeric(X[f], errors="coerce").isna().gt(X[f].isna()).any()]
             if text:
@@ -343,6 +339,20 @@ def _refuse_non_finite(M: np.ndarray, features: list[str], who: str, allow_nan: 
     kind = "infinite values" if allow_nan else "blank (NaN) or infinite values"
     raise DataError(f"{who}: {int(bad.any(axis=1).sum())} of {len(M)} rows have {kind} in the model's feature columns "
                     f"{', '.join(cols[:8])}{' ...' if len(cols) > 8 else ''}; fill or drop them first")
+
+
+def _refuse_duplicate_columns(X: Any, names: list[str], who: str) -> None:
+    """One line naming the model's columns that DataFrame ``X`` holds more than once (pandas' own errors on
+    a doubled column, "The truth value of a Series is ambiguous", name nothing)."""
+    from fedrisk.errors import DataError
+
+    if not isinstance(X, pd.DataFrame):
+        return
+    wanted = set(names)
+    twice = sorted({str(c) for c in X.columns[X.columns.duplicated()] if c in wanted})
+    if twice:
+        raise DataError(f"{who}: the data has the model's feature columns {twice[:8]} more than once; "
+                        "keep one copy of each (e.g. X.loc[:, ~X.columns.duplicated()])")
 
 
 class FederatedClassifier(ClassifierMixin, FederatedEstimator):

@@ -114,13 +114,14 @@ class SecureBoost(FederatedClassifier):
             return self._proba(score_gbdt(doc, self._horizontal_matrix(doc, X)))
         return self._proba(_score_parts(self, files, X))
 
-    def _horizontal_matrix(self, doc: dict, X: Any) -> np.ndarray:
-        """The rows of DataFrame ``X`` as the horizontal tree model's feature matrix, as ``fedrisk predict`` builds it."""
+    def _horizontal_matrix(self, doc: dict, X: Any, who: str = "SecureBoost.predict_proba") -> np.ndarray:
+        """The rows of DataFrame ``X`` as the horizontal tree model's feature matrix, as ``fedrisk predict`` builds it;
+        ``who``: the method named in errors."""
         from fedrisk.errors import ConfigError
 
         if isinstance(X, Federation):
             raise ConfigError("a horizontal tree model scores a DataFrame locally: pass the rows, e.g. holdout")
-        M = self._frame_matrix(X, list(doc["features"]), "SecureBoost.predict_proba", allow_nan=True, doc=doc)
+        M = self._frame_matrix(X, list(doc["features"]), who, allow_nan=True, doc=doc)
         fill = doc.get("imputation")
         if fill:  # trained with missing = "mean": blanks get the federation's pooled means, as in `fedrisk predict`
             from fedrisk.algorithms.horizontal.standardisation import fill_missing
@@ -143,7 +144,7 @@ class SecureBoost(FederatedClassifier):
             from fedrisk.model_files import score_gbdt
             from fedrisk.runtime.predict import gbdt_predictions
 
-            M = self._horizontal_matrix(doc, X)
+            M = self._horizontal_matrix(doc, X, "SecureBoost.explain")
             return _indexed(gbdt_predictions(doc, M, score_gbdt(doc, M)), X)
         return _score_parts(self, files, X, detail=True)
 

@@ -112,16 +112,17 @@ class LogisticRegression(FederatedClassifier):
             return self._proba(score_lr(files["model.json"], self._horizontal_matrix(files["model.json"], X)))
         return self._proba(_score_parts(self, files, X))
 
-    def _horizontal_matrix(self, doc: dict, X: Any) -> np.ndarray:
-        """The rows of DataFrame ``X`` as the horizontal model's feature matrix, as ``fedrisk predict`` builds it."""
+    def _horizontal_matrix(self, doc: dict, X: Any, who: str = "LogisticRegression.predict_proba") -> np.ndarray:
+        """The rows of DataFrame ``X`` as the horizontal model's feature matrix, as ``fedrisk predict`` builds it;
+        ``who``: the method named in errors."""
         if isinstance(X, Federation):
             raise ConfigError("a horizontal model scores a DataFrame locally: pass the rows, e.g. holdout")
         feats, fill = list(doc["features"]), doc.get("imputation") or {}
-        M = self._frame_matrix(X, feats, "LogisticRegression.predict_proba", allow_nan=bool(fill), doc=doc)
+        M = self._frame_matrix(X, feats, who, allow_nan=bool(fill), doc=doc)
         if fill:  # trained with missing = "mean": blanks get the federation's means, as in `fedrisk predict`
             M = np.where(np.isnan(M), np.array([fill.get(f, np.nan) for f in feats])[None, :], M)
             if np.isnan(M).any():
-                raise DataError("LogisticRegression.predict_proba: the data has NaN in feature columns the model "
+                raise DataError(f"{who}: the data has NaN in feature columns the model "
                                 "has no fill value for; fill or drop them first")
         return M
 
@@ -142,7 +143,7 @@ class LogisticRegression(FederatedClassifier):
             raise ConfigError("a vertical LogisticRegression scores without reason codes (each party's part stays "
                               "its own); use predict_proba, or a vertical Scorecard or SecureBoost for reasons")
         doc = files["model.json"]
-        M = self._horizontal_matrix(doc, X)
+        M = self._horizontal_matrix(doc, X, "LogisticRegression.explain")
         return _indexed(lr_predictions(doc, M, score_lr(doc, M)), X)
 
 
@@ -180,5 +181,8 @@ def _score_parts(est: Any, files: dict[str, dict], X: Any, detail: bool = False)
                           "run `fedrisk serve`")
     scores, run = score_vertical(X, parts, detail=detail)
     est._last_scoring = run  # the scoring session's ledger (and captures), for audits and tests
+    lh_rows = X.parties.get(str(next(iter(parts.values())).get("label_holder")))
+    if detail and lh_rows is not None and len(lh_rows) == len(scores):
+        scores.index = lh_rows.index  # one row per label-holder row, in its order: its ids, as horizontal explain
     return scores
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedrisk.errors import ConfigError
-from fedrisk.estimators.base import FederatedClassifier, stored_classes
+from fedrisk.estimators.base import FederatedClassifier, _refuse_duplicate_columns, stored_classes
 from fedrisk.estimators.federation import Federation
 from fedrisk.estimators.linear import _indexed, _score_parts, _vertical_parts
 
@@ -109,7 +109,12 @@ class Scorecard(FederatedClassifier):
         if "scorecard.json" not in files:
             table = self.explain(X)
             return table["points"].to_numpy(dtype=np.float64), table["probability"].to_numpy(dtype=np.float64)
-        return _Card.score_saved(files["scorecard.json"], self._with_na_values(X))
+        from fedrisk.runtime.predict import warn_blank_columns
+
+        _refuse_duplicate_columns(X, files["scorecard.json"]["features"], "Scorecard.points")
+        X = self._with_na_values(X)
+        warn_blank_columns(X, files["scorecard.json"]["features"], "predict")  # a broken feed, not one applicant
+        return _Card.score_saved(files["scorecard.json"], X)
 
     def explain(self, X: Any) -> "pd.DataFrame":
         """Points, probability and reason codes of each row, the columns ``fedrisk predict`` writes.
@@ -125,6 +130,7 @@ class Scorecard(FederatedClassifier):
 
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal scorecard scores a DataFrame locally: pass the rows")
+            _refuse_duplicate_columns(X, files["scorecard.json"]["features"], "Scorecard.explain")
             return _indexed(scorecard_predictions(files["scorecard.json"], self._with_na_values(X)), X)
         return _score_parts(self, files, X, detail=True)
 

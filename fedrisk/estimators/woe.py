@@ -70,7 +70,14 @@ class WoeBinning(FederatedEstimator):
         return self
 
     def fit_transform(self, fed: Federation, y: Any = None) -> dict[str, pd.DataFrame]:
-        """``fit(fed)``, then the WOE of each party's own rows of ``fed``: ``{party: DataFrame}``."""
+        """``fit(fed)``, then the WOE of each party's own rows of ``fed``: ``{party: DataFrame}``.
+
+        A vertical fit needs ``reveal='woe'``: otherwise each feature holder is told only its IV and has no
+        WOE to encode with (refused before the federated work, not after it)."""
+        if isinstance(fed, Federation) and fed.kind == "vertical" and (self.reveal or "iv") != "woe":
+            raise ConfigError(f"WoeBinning(reveal={self.reveal!r}).fit_transform of a vertical Federation: the feature "
+                              "holders get only their IV back, no WOE to encode with; use WoeBinning(reveal='woe') "
+                              "(each feature holder then learns its bins' WOE), or fit(fed) for the IVs alone")
         return self.fit(fed, y).transform(fed)
 
     def transform(self, X: Any) -> pd.DataFrame | dict[str, pd.DataFrame]:

@@ -48,7 +48,9 @@ def top_reasons(lost: np.ndarray, n: int, tol: float = 1e-9) -> tuple[np.ndarray
     -------
     (ndarray of int, ndarray of float), each of shape (n_rows, n)
     """
-    lost = np.asarray(lost, dtype=float).reshape(len(lost), -1)
+    lost = np.asarray(lost, dtype=float)
+    if lost.ndim != 2:  # (an empty batch is already (0, n_columns): numpy cannot infer -1 from 0 rows)
+        lost = lost.reshape(len(lost), -1)
     k = min(n, lost.shape[1])
     idx = np.full((lost.shape[0], n), -1, dtype=np.int64)
     val = np.full((lost.shape[0], n), np.nan)

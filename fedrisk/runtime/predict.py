@@ -30,7 +30,7 @@ import numpy as np
 from fedrisk.errors import ConfigError
 from fedrisk.model_files import load_model, score_gbdt, score_lr
 
-__all__ = ["predict_file", "write_predictions", "scorecard_predictions", "gbdt_predictions", "lr_predictions",
+__all__ = ["predict_file", "write_predictions", "scorecard_predictions", "blank_columns_note", "warn_blank_columns", "gbdt_predictions", "lr_predictions",
            "run_model_file"]
 
 
@@ -82,6 +82,7 @@ def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None)
     sc = Scorecard.from_dict(card)
     n = int(n_reasons or card.get("n_reasons") or 3)
     _warn_unseen(sc.bins_, X)
+    warn_blank_columns(X, sc.features_, "predict")
     points = sc.score(X)
     return pd.DataFrame({"points": points, "probability": sc.probability(points),
                          **reason_columns(sc.reason_codes(X, n=n), n)})
@@ -100,6 +101,40 @@ def _warn_unseen(bins, X) -> None:
                        scored_as="the '(other)' bin, or the missing bin where there is none")
     if note:
         logging.getLogger("fedrisk.predict").warning(note)
+
+
+def blank_columns_note(X, features: Sequence[str], party: str) -> str | None:
+    """The warning for feature columns blank in every row of a batch of more than one row, or ``None``.
+
+    A scorecard scores a blank cell as the feature's missing bin, so one applicant without a field
+    is scored; but a whole batch without a column is more likely a broken data feed (a renamed or
+    dropped field) than chance, and would be scored silently. Column names and a row count only,
+    for the log of the party holding the column.
+    """
+    import pandas as pd
+
+    n = len(X)
+    if n < 2:
+        return None
+    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X, dtype=object).reshape(n, -1),
+                                                                columns=list(features))
+    blank = [f for f in features if f in frame.columns and frame[f].isna().all()]
+    if not blank:
+        return None
+    return (f"party {party!r}: feature column{'s' if len(blank) > 1 else ''} {blank} "
+            f"{'are' if len(blank) > 1 else 'is'} blank in all {n} rows scored; every row scores "
+            f"{'them' if len(blank) > 1 else 'it'} as the missing bin -- check the data feed if the batch should "
+            "carry that field")
+
+
+def warn_blank_columns(X, features: Sequence[str], party: str, logger_name: str = "fedrisk.predict") -> str | None:
+    """Log :func:`blank_columns_note` (a warning, at this party) and return it."""
+    import logging
+
+    note = blank_columns_note(X, features, party)
+    if note:
+        logging.getLogger(logger_name).warning(note)
+    return note
 
 
 def gbdt_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_reasons: int | None = None):

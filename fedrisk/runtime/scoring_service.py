@@ -261,7 +261,9 @@ class ScoringService:
             return {"status": "draining" if self.draining.is_set() else "serving", "party": self.name,
                     "model_job": self.model["job"], "format": self.model["format"],
                     "sessions_active": len(self.sessions), "sessions_done": done,
-                    "sessions_failed": len(self.finished) - done, "uptime_s": round(time.time() - self.started, 1)}
+                    "sessions_failed": len(self.finished) - done, "uptime_s": round(time.time() - self.started, 1),
+                    # e.g. a column blank in every row of the served data: a broken feed, visible to the operator
+                    "data_warnings": list(getattr(getattr(self, "_table", None), "notes", ()))}
 
     def stop(self, drain_timeout: float) -> int:
         """Refuse new sessions, wait up to ``drain_timeout`` s for running ones, abort the rest; return how many were aborted."""

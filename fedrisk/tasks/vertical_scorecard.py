@@ -51,7 +51,7 @@ from fedrisk.tasks.vertical_lr import HeteroLRParams, not_converged_note
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     DEFAULT_TEST_RULE, driver, inference_features, refuse_one_class, roles, validate_vertical)
 from fedrisk.tasks.vertical_woe import (LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe,
-                                        party_categorical)
+                                        party_categorical, refuse_unheld_categorical)
 from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
@@ -122,7 +122,8 @@ def run(ctx: PartyContext) -> None:
             smoothing=params.smoothing, scheme=params.scheme, key_bits=params.key_bits, release=params.release(),
             lr_config=lr_config, card=card, lr_hooks=lr_hooks,
             on_ivs=refuse_unsplittable(me, y_tr, params.release(), params.iv_threshold),
-            on_woe=lambda: ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1),
+            on_woe=lambda vres: (refuse_unheld_categorical(me, params.categorical, list(X_tr.columns), vres),
+                                 ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1)),
             on_epoch=lambda e, rec: ctx.progress.update(e, total, stage="train",
                                                         **{k: v for k, v in rec.items() if k == "val_loss"}))
     else:
@@ -203,6 +204,8 @@ class RawRows:
     ids: np.ndarray
     X: np.ndarray
     feature_names: list[str]
+    #: warnings about the batch itself (a feature column blank in every row), for a service's status
+    notes: tuple[str, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -218,7 +221,11 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
         return RawRows(frame.ids, np.empty((frame.n_rows, 0), dtype=object), [])
     frame = load_frame(spec, name, [], path=path, features=features, label=False,
                        forbid_label=spec.parties[lh].label if name != lh else None, allow_empty=True)
-    return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names)
+    from fedrisk.runtime.predict import warn_blank_columns
+
+    # a whole batch without a column is more likely a broken feed than chance: said in this party's log
+    note = warn_blank_columns(frame.X, frame.feature_names, name, "fedrisk.inference")
+    return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names, (note,) if note else ())
 
 
 def load_scoring_rows(spec: JobSpec, name: str, path, features) -> RawRows:

@@ -46,7 +46,7 @@ from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     driver, refuse_one_class, roles, split_keep, choose_test_rows, validate_vertical)
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "LabelKeyParams", "validate_spec", "driver", "run", "roles", "aligned_frames",
-           "party_categorical",            "holder_woe_document"]
+           "party_categorical", "refuse_unheld_categorical", "holder_woe_document"]
 
 KIND = "vertical.woe"
 TAG_PREFIXES = ("psi.", "vwoe.")
@@ -103,6 +103,22 @@ def party_categorical(spec: JobSpec, name: str, categorical: list[str]) -> list[
     own columns, checked against its file, as in vertical LR and SecureBoost.
     """
     return list(dict.fromkeys([*categorical, *spec.parties[name].categorical]))
+
+
+def refuse_unheld_categorical(label_holder: str, categorical: list[str], own: list[str], res) -> None:
+    """At the label holder, after the WOE stage: refuse ``[task] categorical`` names no party holds.
+
+    Each party skips the names it does not hold (another party may), so a misspelt name would
+    otherwise be ignored everywhere. The label holder knows its own columns and, from the WOE
+    protocol's ``sizes`` message, every feature holder's feature names (``res.iv``), so nothing new
+    crosses to anyone; its error line is redacted before a partner sees the abort.
+    """
+    held = set(own).union(*(set(ivs) for ivs in res.iv.values()))
+    unheld = [c for c in categorical if c not in held]
+    if unheld:
+        raise DataError(f"party {label_holder!r} (label holder): task.categorical names {unheld}, which no party "
+                        f"holds as a feature column (its own are {list(own)[:12]}; the feature holders reported "
+                        f"{sum(len(v) for v in res.iv.values())} features); correct the spelling or remove them")
 
 
 def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: bool = False):
@@ -203,6 +219,7 @@ def run(ctx: PartyContext) -> None:
     res = vertical_woe_label_holder(ctx.channel, hosts, y, config=params.binning(), smoothing=params.smoothing,
                                     reveal=params.reveal, scheme=params.scheme, key_bits=params.key_bits,
                                     release=params.release())
+    refuse_unheld_categorical(lh, params.categorical, list(X.columns), res)
     ctx.progress.update(2, 2, stage="woe", parties=len(hosts) + 1)
     for h in hosts:
         few = unsplittable(lh, h, res.iv[h], y, params.release())

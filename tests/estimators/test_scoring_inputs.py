@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 import fedrisk as fr
@@ -34,3 +35,70 @@ def test_explain_of_an_empty_batch_has_the_columns_and_no_rows(shared_data):
     for est in (fr.LogisticRegression(), fr.SecureBoost(n_trees=2)):
         table = est.fit(fed).explain(banks["bank1"].head(0))
         assert len(table) == 0 and list(table.columns[:2]) == ["score", "reason_1"]
+
+
+@pytest.fixture(scope="module")
+def default_banks(shared_data):
+    return {f"bank{i}": pd.read_csv(shared_data / f"default_credit_homo_{n}.csv", nrows=300)
+            for i, n in enumerate(["guest", "host_1"], 1)}
+
+
+def test_horizontal_scorecard_explain_of_an_empty_batch_has_the_columns_and_no_rows(default_banks):
+    card = fr.Scorecard(n_reasons=2).fit(fr.Federation.horizontal(default_banks, id="id", label="y"))
+    table = card.explain(default_banks["bank1"].head(0))
+    assert len(table) == 0 and list(table.columns) == ["points", "probability", "reason_1", "reason_2",
+                                                       "points_lost_1", "points_lost_2"]
+    assert card.points(default_banks["bank1"].head(0))[0].shape == (0,)
+
+
+def test_a_column_twice_is_one_line_for_scorecards_and_text_column_models(default_banks):
+    """The check ran only for numeric horizontal models; pandas' errors reached a scorecard's and a
+    one-hot model's user ('The truth value of a Series is ambiguous', 'Cannot construct a Series')."""
+    card = fr.Scorecard().fit(fr.Federation.horizontal(default_banks, id="id", label="y"))
+    X = default_banks["bank2"].head(20)
+    twice = pd.concat([X, X[["x1"]]], axis=1)
+    for call, who in ((card.explain, "Scorecard.explain"), (card.points, "Scorecard.points"),
+                      (card.predict_proba, "Scorecard.points")):
+        with pytest.raises(fr.DataError, match=rf"{who}: the data has the model's feature columns \['x1'\] more than once"):
+            call(twice)
+    df = german_frame()
+    banks = {"a": df.iloc[::2][["id", "y", "duration_in_month", "purpose"]],
+             "b": df.iloc[1::2][["id", "y", "duration_in_month", "purpose"]]}
+    lr = fr.LogisticRegression(categories={"purpose": sorted(df.purpose.unique())}).fit(
+        fr.Federation.horizontal(banks, id="id", label="y"))
+    rows = df[["duration_in_month", "purpose"]].head(5)
+    with pytest.raises(fr.DataError, match=r"LogisticRegression.explain: the data has the model's feature columns "
+                                           r"\['purpose'\] more than once"):
+        lr.explain(pd.concat([rows, rows[["purpose"]]], axis=1))
+
+
+def test_explain_errors_name_explain(default_banks):
+    fed = fr.Federation.horizontal(default_banks, id="id", label="y")
+    X = default_banks["bank1"].head(5)
+    with pytest.raises(fr.DataError, match=r"^LogisticRegression\.explain: .*blank \(NaN\)"):
+        fr.LogisticRegression().fit(fed).explain(X.assign(x1=np.nan))
+    with pytest.raises(fr.DataError, match=r"^SecureBoost\.explain: expected"):
+        fr.SecureBoost(n_trees=2).fit(fed).explain(np.zeros((2, 3)))
+
+
+def test_vertical_explain_keeps_the_label_holders_index():
+    df = german_frame()
+    lender = df[["id", "y", "duration_in_month", "purpose"]].set_index(df.id.map("C-{:05d}".format))
+    bureau = df[["id", "age_in_years", "credit_history"]]
+    fed = fr.Federation.vertical({"lender": lender, "bureau": bureau}, id="id", label="y")
+    card = fr.Scorecard(max_iter=5).fit(fed.split()[0])
+    table = card.explain(fed)
+    assert table.index.equals(fed.parties["lender"].index) and table.index[0] == "C-00000"
+    np.testing.assert_allclose(table["points"].to_numpy(float), card.points(fed)[0])
+
+
+def test_vertical_woe_fit_transform_needs_reveal_woe_before_fitting():
+    df = german_frame()
+    fed = fr.Federation.vertical({"lender": df[["id", "y", "duration_in_month"]], "bureau": df[["id", "age_in_years"]]},
+                                 id="id", label="y")
+    woe = fr.WoeBinning()
+    with pytest.raises(fr.ConfigError, match=r"reveal='woe'") as e:
+        woe.fit_transform(fed)
+    assert "\n" not in str(e.value) and not hasattr(woe, "files_"), "refused before any federated work"
+    out = fr.WoeBinning(reveal="woe").fit_transform(fed)
+    assert set(out) == {"lender", "bureau"}

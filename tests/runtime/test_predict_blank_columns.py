@@ -58,3 +58,54 @@ def test_vertical_scorecard_scores_rows_whose_label_holder_column_is_all_blank()
     assert p.shape == (len(test.parties["lender"]),) and np.isfinite(p).all()
     assert not np.allclose(p, card.predict_proba(test)[:, 1])  # housing now scores as its missing bin
 
+
+
+def _card(tmp_path):
+    german = german_frame()
+    enc = WoeEncoder().fit(german[FEATURES], german["y"])
+    lr = LogisticRegression(max_iter=1000).fit(enc.transform(german[FEATURES]), german["y"])
+    card = Scorecard.from_logistic(enc, lr, FEATURES)
+    (tmp_path / "scorecard.json").write_text(json.dumps({"format": "fedrisk.scorecard", "version": 1, **card.to_dict()}))
+    return german
+
+
+def test_a_batch_without_a_column_is_scored_with_a_warning_naming_it(tmp_path, caplog):
+    """One applicant without a field is normal; 500 rows without it is a broken feed: say so."""
+    german = _card(tmp_path)
+    german[["id", *FEATURES]].head(500).assign(age_in_years=np.nan).to_csv(tmp_path / "b.csv", index=False)
+    with caplog.at_level("WARNING"):
+        assert predict_file(tmp_path / "scorecard.json", tmp_path / "b.csv", tmp_path / "o.csv") == 500
+    assert (pd.read_csv(tmp_path / "o.csv")["status"] == "scored").all()
+    hits = [r.getMessage() for r in caplog.records if "blank in all" in r.getMessage()]
+    assert len(hits) == 1 and "'age_in_years'" in hits[0] and "500 rows" in hits[0] and "'housing'" not in hits[0]
+    caplog.clear()
+    german[["id", *FEATURES]].iloc[[3]].assign(age_in_years=np.nan).to_csv(tmp_path / "one.csv", index=False)
+    with caplog.at_level("WARNING"):
+        predict_file(tmp_path / "scorecard.json", tmp_path / "one.csv", tmp_path / "o1.csv")
+    assert not [r for r in caplog.records if "blank in all" in r.getMessage()]  # one applicant: no alarm
+
+
+def test_vertical_batch_without_a_column_is_logged_at_the_party_holding_it(caplog):
+    german = german_frame()
+    lender = german[["id", "y", "duration_in_month", "housing"]]
+    bureau = german[["id", "age_in_years", "purpose"]]
+    train, test = fr.Federation.vertical({"lender": lender, "bureau": bureau}, id="id", label="y").split()
+    card = fr.Scorecard(max_iter=5, iv_threshold=0.0).fit(train)
+    assert {"purpose", "housing"} <= set(card.features_)
+    n = len(test.parties["bureau"])
+    blank = test._with({"lender": test.parties["lender"], "bureau": test.parties["bureau"].assign(purpose=np.nan)})
+    with caplog.at_level("WARNING"):
+        p = card.predict_proba(blank)[:, 1]
+    assert np.isfinite(p).all()
+    hits = [r.getMessage() for r in caplog.records if "blank in all" in r.getMessage()]
+    assert len(hits) == 1 and hits[0].startswith("party 'bureau'") and "'purpose'" in hits[0] and f"{n} rows" in hits[0]
+    # the same horizontal notebook path: points of a DataFrame (numeric columns: no categories to declare)
+    caplog.clear()
+    num = ["duration_in_month", "age_in_years", "credit_amount"]
+    hcard = fr.Scorecard().fit(fr.Federation.horizontal(
+        {"a": german.iloc[::2][["id", "y", *num]], "b": german.iloc[1::2][["id", "y", *num]]}, id="id", label="y"))
+    with caplog.at_level("WARNING"):
+        hcard.points(german[num].head(30).assign(age_in_years=np.nan))
+        hcard.points(german[num].head(1).assign(age_in_years=np.nan))
+    hits = [r.getMessage() for r in caplog.records if "blank in all" in r.getMessage()]
+    assert len(hits) == 1 and "'age_in_years'" in hits[0] and "30 rows" in hits[0]

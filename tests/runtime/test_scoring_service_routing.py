@@ -85,3 +85,18 @@ def test_router_says_busy_at_the_session_limit_and_unavailable_while_draining(ce
     e = refusal(svc, frame("credit.predict.s3"), certs["lender"])
     assert e.code == grpc.StatusCode.UNAVAILABLE and "shutting down" in e.details
     assert set(svc.sessions) == {"running"}
+
+
+def test_status_shows_a_served_column_blank_in_every_row():
+    """A feature holder's data feed that lost a column is scored as the missing bin: its health status says so."""
+    import numpy as np
+
+    from fedrisk.tasks.vertical_scorecard import RawRows
+
+    svc = service()
+    svc.started = 0.0
+    note = "party 'payco': feature column ['purpose'] is blank in all 200 rows scored; ..."
+    svc._table = RawRows(np.arange(2), np.empty((2, 1), dtype=object), ["purpose"], (note,))
+    assert svc.status()["data_warnings"] == [note]
+    svc._table = RawRows(np.arange(2), np.empty((2, 1), dtype=object), ["purpose"])
+    assert svc.status()["data_warnings"] == []

@@ -64,3 +64,15 @@ def test_a_partys_own_list_must_name_its_columns(german):
     with pytest.raises(fr.DataError, match=r"party 'bureau'.*its categorical = \[\.\.\.\] names \['purpose'\]") as e:
         fr.WoeBinning().fit(fed)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("make", [lambda: fr.WoeBinning(categorical=["no_such_column"]),
+                                  lambda: fr.Scorecard(categorical=["no_such_column"], max_iter=3)],
+                         ids=["woe", "scorecard"])
+def test_a_task_categorical_name_no_party_holds_is_refused(german, make):
+    """Each party skips the names it does not hold, so a misspelt name was ignored by every party."""
+    lender, bureau = german
+    fed = fr.Federation.vertical({"lender": lender, "bureau": bureau}, id="id", label="y")
+    with pytest.raises(fr.DataError, match=r"categorical=? names \['no_such_column'\], which no party holds") as e:
+        make().fit(fed)
+    assert "\n" not in str(e.value) and "task." not in str(e.value)  # the estimator's keyword, not a spec line

@@ -423,7 +423,7 @@ def fit_label_holder(channel: Channel, feature_holders: Sequence[str], X: pd.Dat
                      encoder: Any, selection: dict[str, Any], config: BinningConfig, smoothing: float,
                      scheme: str, key_bits: int, release: Any, lr_config: Any, card: Scorecard,
                      on_epoch: Callable[[int, dict], None] | None = None,
-                     on_woe: Callable[[], None] | None = None, lr_hooks: LRHooks | None = None,
+                     on_woe: Callable[[Any], None] | None = None, lr_hooks: LRHooks | None = None,
                      on_ivs: Callable[[str, dict[str, float]], None] | None = None) -> ScorecardFit:
     """Label-holder role on its aligned training rows ``X``, labels ``y``.
 
@@ -441,7 +441,7 @@ def fit_label_holder(channel: Channel, feature_holders: Sequence[str], X: pd.Dat
                                      scheme=scheme, key_bits=key_bits, release=release,
                                      on_ivs=on_ivs)
     if on_woe is not None:
-        on_woe()
+        on_woe(vres)  # the WOE stage's result (e.g. the feature holders' feature names, for the task's checks)
     feats = list(selection["selected"])
     bins = {f: encoder.woe_[f].bins for f in feats}
     woe = {f: encoder.woe_[f].woe for f in feats}
