@@ -54,6 +54,7 @@ method="lower")`` on the cell counts.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -75,6 +76,11 @@ SUB_CELLS_DP = 8
 #: equal cells over a zoomed feature's occupied span, and the most zoom rounds a run makes
 ZOOM_CELLS = 1024
 MAX_ZOOM = 3
+#: sub-cells a refine round cuts each coarse quantile cell into, and the most refine rounds a run makes
+REFINE_CELLS = 64
+MAX_REFINE = 3
+#: most counts one zoom request may ask a bank for (a crafted request must not exhaust its memory)
+_MAX_ZOOM_COUNTS = 1 << 22
 
 
 def z_scale(x: np.ndarray) -> np.ndarray:
@@ -132,11 +138,12 @@ def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np
     fine = _fine_counts(X, ranges, sub)
     submit(f"{tag}.fine", np.concatenate(fine) if fine else np.zeros(0), float(np.sqrt(d)))
     msg = channel.recv(coordinator, f"{tag}.cuts")
-    for r in range(MAX_ZOOM + 1):
+    for r in range(MAX_ZOOM + MAX_REFINE + 1):
         if not isinstance(msg, dict) or "zoom" not in msg:
             break
-        if r == MAX_ZOOM:
-            raise ProtocolError(f"{channel.me}: the coordinator asked for more than {MAX_ZOOM} bin zoom rounds")
+        if r == MAX_ZOOM + MAX_REFINE:
+            raise ProtocolError(f"{channel.me}: the coordinator asked for more than {MAX_ZOOM + MAX_REFINE} bin zoom "
+                                f"rounds")
         submit(f"{tag}.zoom{r}", _zoom_counts(X, msg["zoom"], channel.me), float(np.sqrt(d)))
         msg = channel.recv(coordinator, f"{tag}.cuts")
     if not isinstance(msg, dict):
@@ -210,7 +217,7 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
         counts_f.append(np.where(c > floor2, c, 0.0))
         edges_f.append(_from_z(int(ranges[f, 0]) + np.arange(sizes[f] + 1) / sub))
     bins_f = [max_bin - int(has_missing[f]) for f in range(d)]
-    zooms, settled = 0, set()  # settled: a zoom separated nothing more (a constant column, say)
+    zooms, refines, settled = 0, 0, set()  # settled: a zoom separated nothing more (a constant column, say)
     if noise_std(1.0) == 0:  # a zoom is one more sum: none under [privacy], whose sums are planned ahead
         for r in range(MAX_ZOOM):
             want = [f for f in range(d) if f not in settled and _needs_zoom(counts_f[f], edges_f[f], bins_f[f])]
@@ -232,11 +239,28 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
                 narrowing = occupied == 1 and (b - a) / ZOOM_CELLS > 1e-12 * max(abs(a), abs(b), 1e-300)
                 if not grew and not narrowing:
                     settled.add(f)
+        for _ in range(MAX_REFINE):
+            asks = [(f, int(i)) for f in range(d) for i in _coarse_quantile_cells(counts_f[f], edges_f[f], bins_f[f])]
+            if not asks:
+                break
+            channel.broadcast(banks, f"{tag}.cuts", {"zoom": {
+                "features": [f for f, _ in asks], "lo": [float(edges_f[f][i]) for f, i in asks],
+                "hi": [float(edges_f[f][i + 1]) for f, i in asks], "cells": REFINE_CELLS, "inside": True}},
+                kind="aggregate")
+            sub = collect(f"{tag}.zoom{zooms}", len(asks) * REFINE_CELLS).reshape(len(asks), REFINE_CELLS)
+            zooms += 1
+            refines += 1
+            # splice each refined cell's sub-cells in, the highest cell of a feature first (indices stay valid)
+            for (f, i), c in sorted(zip(asks, sub), key=lambda a: (a[0][0], -a[0][1])):
+                a, b = edges_f[f][i], edges_f[f][i + 1]
+                e = a + (b - a) * np.arange(REFINE_CELLS + 1) / REFINE_CELLS
+                counts_f[f] = np.concatenate([counts_f[f][:i], np.where(c > floor2, c, 0.0), counts_f[f][i + 1:]])
+                edges_f[f] = np.concatenate([edges_f[f][:i], e[:-1], edges_f[f][i + 1:]])
     cuts = [_cuts_from_counts(counts_f[f], edges_f[f], bins_f[f]) for f in range(d)]
     channel.broadcast(banks, f"{tag}.cuts", {"cuts": [c.tolist() for c in cuts], "missing": has_missing.tolist(),
                                              "max_bin": int(max_bin)}, kind="aggregate")
     info = {"grid_cells": int(sum(sizes)), "occupied_cells": int(np.count_nonzero(fine > floor2)),
-            "zoom_rounds": zooms}
+            "zoom_rounds": zooms - refines, "refine_rounds": refines}
     return binner_from_cuts(max_bin, cuts, has_missing), extra, info
 
 
@@ -267,18 +291,121 @@ def _zoom_counts(X: np.ndarray, zoom: object, me: str) -> np.ndarray:
         lo = np.asarray(zoom["lo"], dtype=np.float64)  # type: ignore[index]
         hi = np.asarray(zoom["hi"], dtype=np.float64)  # type: ignore[index]
         cells = int(zoom["cells"])  # type: ignore[index]
-    except (TypeError, KeyError, ValueError):
+        inside = zoom.get("inside", False)  # type: ignore[union-attr]
+    except (TypeError, KeyError, ValueError, AttributeError):
         raise ProtocolError(f"{me}: the coordinator's bin zoom request is malformed") from None
-    if (not 1 <= cells <= 65536 or lo.shape != (len(feats),) or hi.shape != lo.shape
+    if (not 1 <= cells <= 65536 or lo.shape != (len(feats),) or hi.shape != lo.shape or not isinstance(inside, bool)
+            or len(feats) * cells > _MAX_ZOOM_COUNTS
             or any(not 0 <= f < X.shape[1] for f in feats) or not np.all(np.isfinite(lo) & np.isfinite(hi) & (hi > lo))):
         raise ProtocolError(f"{me}: the coordinator's bin zoom request is malformed")
     out = np.zeros((len(feats), cells))
     for i, f in enumerate(feats):
         col = X[:, f]
         col = col[~np.isnan(col)]
+        if inside:  # a refined cell: only its own rows (a span zoom takes every row, rounding included)
+            col = col[(col >= lo[i]) & (col < hi[i])]
         k = np.floor((col - lo[i]) / (hi[i] - lo[i]) * cells).astype(np.int64)
         out[i] = np.bincount(np.clip(k, 0, cells - 1), minlength=cells)
     return out.ravel()
+
+
+#: XGBoost first prunes a feature's summary to ``max_bin x`` this many entries (``WQSketch::kFactor``)
+SKETCH_FACTOR = 8
+
+
+def _set_prune(rmin: np.ndarray, rmax: np.ndarray, wmin: np.ndarray, maxsize: int) -> np.ndarray:
+    """The entries XGBoost's ``WQSummary::SetPrune`` keeps of a summary (ranks ``rmin``/``rmax``, own
+    weight ``wmin``) when it cuts it down to ``maxsize`` entries: for each rank target
+    ``k * range / (maxsize - 1) + begin`` the entry whose rank interval holds it."""
+    size = len(rmin)
+    if size <= maxsize:
+        return np.arange(size)
+    begin, span, n = rmax[0], rmin[-1] - rmax[0], maxsize - 1
+    keep, i, last = [0], 1, 0
+    for k in range(1, n):
+        dx2 = 2.0 * (k * span / n + begin)
+        while i < size - 1 and dx2 >= rmax[i + 1] + rmin[i + 1]:
+            i += 1
+        if i == size - 1:
+            break
+        pick = i if dx2 < (rmin[i] + wmin[i]) + (rmax[i + 1] - wmin[i + 1]) else i + 1
+        if pick != last:
+            keep.append(pick)
+            last = pick
+    if last != size - 1:
+        keep.append(size - 1)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _sketch_limit(n: float, max_bin: int) -> int:
+    """The summary size XGBoost's quantile sketch of ``n`` values keeps (``WQuantileSketch::Init`` with
+    ``eps = 1 / (SKETCH_FACTOR max_bin)``): the smallest level count whose ``2^levels x limit``
+    covers ``n``, ``limit = ceil(levels / eps) + 1``."""
+    levels = 1
+    while True:
+        limit = int(math.ceil(levels * SKETCH_FACTOR * max_bin)) + 1
+        if (1 << levels) * limit >= n or levels >= 60:
+            return limit
+        levels += 1
+
+
+def _prune_sizes(w: np.ndarray, max_bin: int) -> tuple[int, ...]:
+    """The sizes XGBoost prunes a feature's summary to, in order: the sketch's limit, ``SKETCH_FACTOR
+    x max_bin`` (both no-ops on a summary already as small) and ``max_bin + 1``."""
+    n = float(np.sum(w))
+    return _sketch_limit(n, max_bin), int(min(n, SKETCH_FACTOR * max_bin)), max_bin + 1
+
+
+def _pruned_cells(w: np.ndarray, max_bin: int) -> np.ndarray:
+    """Which of the occupied cells (weights ``w``, in order) start a bin: XGBoost's ``hist`` cut rule.
+
+    XGBoost summarises a feature's ``n`` values in a quantile sketch that keeps
+    :func:`_sketch_limit` entries, prunes that to ``SKETCH_FACTOR x max_bin`` entries, then to
+    ``max_bin + 1`` (:func:`_set_prune` each time), and cuts at every kept entry but the first, at
+    most ``max_bin - 1`` of them (``AddCutPoint``). The counts are an exact summary around every
+    rank target once the refine rounds are done, with cells for distinct values, so this is that
+    rule on the pooled values. XGBoost's own sketch is exact while its buffer (2 x the limit) holds
+    every value; on more values it merges buffers in row order, an approximation of this rule that
+    changes with the order of the rows.
+    """
+    rmax = np.cumsum(w)
+    rmin = rmax - w
+    idx = np.arange(len(w))
+    for size in _prune_sizes(w, max_bin):
+        k = _set_prune(rmin, rmax, w, size)
+        idx, rmin, rmax, w = idx[k], rmin[k], rmax[k], w[k]
+    return idx[1:min(len(idx), max_bin)]
+
+
+def _coarse_quantile_cells(counts: np.ndarray, edges: np.ndarray, max_bin: int) -> np.ndarray:
+    """Cells worth refining: those holding a rank target of :func:`_pruned_cells` that decides a cut
+    (a final target, or a target of an earlier prune within a few of the later prunes' steps of one) or the first or
+    last occupied cell (which set ``begin`` and ``range``), with more than one row, while still
+    wider than float resolution. Once none is left, the counts are an exact summary around every
+    deciding target and the cuts split the rows as XGBoost's rule on the pooled values does (a
+    point mass stops refining at float resolution or after ``MAX_REFINE`` rounds)."""
+    occ = np.flatnonzero(counts > 0)
+    if max_bin < 2 or occ.size <= max_bin + 1:
+        return np.empty(0, dtype=np.int64)  # one bin per cell: no rank target (a span zoom's job)
+    w = counts[occ]
+    rmax = np.cumsum(w)
+    rmin = rmax - w
+    begin, span = rmax[0], rmin[-1] - rmax[0]
+    final = np.arange(1, max_bin) * span / max_bin + begin
+    targets, window = [final], 0.0
+    for size in _prune_sizes(w, max_bin)[1::-1]:  # an entry kept late was kept by the prunes before it
+        if size < occ.size:  # (a prune only acts on a larger summary; the cells never outnumber the values)
+            window += 2.5 * span / (size - 1)
+            t = np.arange(1, size - 1) * span / (size - 1) + begin
+            targets.append(t[np.abs(t[:, None] - final[None, :]).min(axis=1) <= window])
+    t = np.concatenate(targets)
+    j = np.searchsorted(rmax, t, side="right")
+    j = j[(j < occ.size) & (rmin[np.minimum(j, occ.size - 1)] < t)]
+    cand = np.unique(np.concatenate([j, [0, occ.size - 1]]))
+    cand = cand[w[cand] > 1.5]
+    lo, hi = edges[occ[cand]], edges[occ[cand] + 1]
+    fine = (hi - lo) > REFINE_CELLS * 4 * np.spacing(np.maximum(np.abs(lo), np.abs(hi)))
+    return occ[cand[fine]]
 
 
 def _cuts_from_counts(counts: np.ndarray, edges: np.ndarray, max_bin: int) -> np.ndarray:
@@ -286,12 +413,4 @@ def _cuts_from_counts(counts: np.ndarray, edges: np.ndarray, max_bin: int) -> np
     occ = np.flatnonzero(counts > 0)
     if occ.size <= 1 or max_bin < 2:
         return np.empty(0)
-    if occ.size <= max_bin:
-        return edges[occ[1:]]
-    cum = np.cumsum(counts[occ])
-    n = cum[-1]
-    # method "lower": the value at sorted position floor(q (n - 1)) for q = k / max_bin
-    pos = np.floor(np.arange(1, max_bin) / max_bin * (n - 1))
-    cell = occ[np.searchsorted(cum, pos + 0.5, side="left")]
-    cuts = np.unique(edges[cell])
-    return cuts[cuts > edges[occ[0]]]
+    return edges[occ[_pruned_cells(counts[occ], max_bin)]]

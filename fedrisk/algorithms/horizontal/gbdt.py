@@ -191,9 +191,9 @@ class GbdtParams(BoostingParams):
 def planned_aggregations(params: GbdtParams, private: bool = False, pooled_mean: bool = False) -> int:
     """Aggregations a run makes at most: 2 pooled-mean rounds under ``missing = "mean"``, 2 binning
     rounds, one per tree level (plus one for the leaf totals with differential privacy), one final
-    loss round. Dropout restarts add rounds, and so do bin zoom rounds (at most
-    ``federated_bins.MAX_ZOOM``, never under ``[privacy]``); with ``[privacy]`` the coordinator
-    refuses any beyond this count."""
+    loss round. Dropout restarts add rounds, and so do bin zoom and refine rounds (at most
+    ``federated_bins.MAX_ZOOM + MAX_REFINE``, never under ``[privacy]``; counted in
+    ``GbdtModel.binning``); with ``[privacy]`` the coordinator refuses any beyond this count."""
     return 2 * int(pooled_mean) + 2 + params.n_trees * (params.max_depth + int(private)) + 1
 
 
@@ -220,6 +220,9 @@ class GbdtModel:
     privacy: dict | None = None
     #: ``missing = "mean"``: the pooled observed mean each feature's blanks were filled with (train and predict)
     imputation: dict[str, float] | None = None
+    #: how the bins were agreed (``grid_cells``, ``occupied_cells``, ``zoom_rounds``, ``refine_rounds``): the
+    #: extra aggregations beyond :func:`planned_aggregations` are its zoom and refine rounds (not saved)
+    binning: dict[str, int] = field(default_factory=dict)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return predict_margin(self.base_score, self.trees, np.asarray(X, dtype=np.float64))
@@ -591,7 +594,8 @@ def _model_from_message(msg: Any, names: list[str], binner: QuantileBinner, base
         raise ProtocolError("the coordinator's final model is malformed")
     return GbdtModel(names, base, msg["trees"], [c.tolist() for c in binner.cuts_], binner.has_missing_.tolist(),
                      dict(msg.get("importance") or {}), list(msg.get("history") or []), int(msg.get("best_iteration", 0)),
-                     dict(msg.get("phases") or {}), int(msg.get("rounds", 0)), msg.get("privacy"))
+                     dict(msg.get("phases") or {}), int(msg.get("rounds", 0)), msg.get("privacy"),
+                     binning={str(k): int(v) for k, v in (msg.get("binning") or {}).items() if expect.whole(v)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1052,7 +1056,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     priv = privacy.summary(rounds) if privacy is not None else None
     model = GbdtModel(names, base, kept, [c.tolist() for c in binner.cuts_], binner.has_missing_.tolist(), importance,
                       history, best_it or len(trees), phases, rounds, priv,
-                      dict(zip(map(str, names), map(float, fill))) if fill is not None else None)
+                      dict(zip(map(str, names), map(float, fill))) if fill is not None else None, dict(bin_info))
     send_all("hgb.model", {"trees": kept, "importance": importance, "history": history,
                            "best_iteration": model.best_iteration, "phases": phases, "rounds": rounds,
                            "privacy": priv, "binning": bin_info}, "model")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fedrisk.algorithms.horizontal.aggregation import PlainAggregation
-from fedrisk.algorithms.horizontal.federated_bins import MAX_ZOOM
+from fedrisk.algorithms.horizontal.federated_bins import MAX_REFINE, MAX_ZOOM
 from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations
 from fedrisk.crypto.secagg_oneshot import OneShotSessionAggregation
 from fedrisk.finance.metrics import auc
@@ -41,8 +41,10 @@ def test_narrow_columns_get_their_bins_and_the_model_matches_pooled_xgboost(secu
     a_fed, a_xgb = auc(yt, model.predict_proba(Xt)), auc(yt, ref.predict_proba(Xt)[:, 1])
     assert a_fed > a_xgb - 0.01, (a_fed, a_xgb)
     assert model.importance["x1"]["splits"] > 0  # the date column is usable at all
-    # the zoom costs at most MAX_ZOOM extra sums
-    assert planned_aggregations(params) < model.rounds <= planned_aggregations(params) + MAX_ZOOM
+    # the zoom costs at most MAX_ZOOM extra sums (and the refine rounds at most MAX_REFINE)
+    zooms, refines = model.binning["zoom_rounds"], model.binning["refine_rounds"]
+    assert 1 <= zooms <= MAX_ZOOM and refines <= MAX_REFINE
+    assert model.rounds == planned_aggregations(params) + zooms + refines
 
 
 def test_discrete_and_constant_columns_need_no_zoom_or_stop_at_the_zoom_budget():
@@ -56,7 +58,8 @@ def test_discrete_and_constant_columns_need_no_zoom_or_stop_at_the_zoom_budget()
     assert [len(c) for c in model.cuts] == [1, 5, 15, 0]
     # the constant column keeps every row in one cell, which looks like a very narrow column
     # (1e12 + noise, below) until the zoom budget is spent: MAX_ZOOM extra sums, no more
-    assert model.rounds == planned_aggregations(params) + MAX_ZOOM
+    assert model.binning["zoom_rounds"] == MAX_ZOOM
+    assert model.rounds == planned_aggregations(params) + MAX_ZOOM + model.binning["refine_rounds"]
 
 
 def test_a_column_narrower_than_one_zoom_cell_zooms_again():
@@ -78,7 +81,7 @@ def test_a_column_narrower_than_one_zoom_cell_zooms_again():
     params = GbdtParams(n_trees=10, max_depth=3, learning_rate=0.3, max_bin=32)
     model = federate(banks, params)[0][COORD]
     assert [len(c) for c in model.cuts] == [31, 31]
-    assert model.rounds <= planned_aggregations(params) + MAX_ZOOM
+    assert model.rounds <= planned_aggregations(params) + MAX_ZOOM + MAX_REFINE
     ref = xgb.XGBClassifier(n_estimators=10, max_depth=3, learning_rate=0.3, max_bin=32, tree_method="hist",
                             n_jobs=1).fit(*pooled(banks))
     a_fed, a_xgb = auc(yt, model.predict_proba(Xt)), auc(yt, ref.predict_proba(Xt)[:, 1])

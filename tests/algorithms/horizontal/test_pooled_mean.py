@@ -237,7 +237,8 @@ def test_gbdt_fills_blanks_with_the_pooled_mean_and_equals_the_pooled_booster():
     np.testing.assert_allclose([m.imputation[f] for f in NAMES], means, rtol=1e-6)
     for b in banks:  # every bank holds the same model, fill values included
         assert res[b].trees == m.trees and res[b].imputation == m.imputation
-    assert m.rounds == planned_aggregations(params) + 2  # the two pooled-mean sums
+    # the two pooled-mean sums (and the bins' zoom / refine rounds)
+    assert m.rounds == planned_aggregations(params) + 2 + m.binning["zoom_rounds"] + m.binning["refine_rounds"]
     assert not any(m.has_missing)  # nothing is left blank after filling
     fill = np.array([m.imputation[f] for f in NAMES])
     filled = {b: (np.where(np.isnan(X), fill, X), y) for b, (X, y) in banks.items()}
