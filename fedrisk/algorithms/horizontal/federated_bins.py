@@ -378,34 +378,47 @@ def _pruned_cells(w: np.ndarray, max_bin: int) -> np.ndarray:
 
 
 def _coarse_quantile_cells(counts: np.ndarray, edges: np.ndarray, max_bin: int) -> np.ndarray:
-    """Cells worth refining: those holding a rank target of :func:`_pruned_cells` that decides a cut
-    (a final target, or a target of an earlier prune within a few of the later prunes' steps of one) or the first or
-    last occupied cell (which set ``begin`` and ``range``), with more than one row, while still
-    wider than float resolution. Once none is left, the counts are an exact summary around every
-    deciding target and the cuts split the rows as XGBoost's rule on the pooled values does (a
-    point mass stops refining at float resolution or after ``MAX_REFINE`` rounds)."""
+    """Cells worth refining, with more than one row and still wider than float resolution: those
+    holding a rank target of :func:`_pruned_cells` that decides a cut (a final target, or a target
+    of an earlier prune within 1.5 of the later prunes' steps of one), the first and last occupied
+    cell (which set ``begin`` and ``range``), and, while it is in doubt whether a prune acts at all
+    (the column's distinct values, at least its occupied cells and at most its rows, straddle the
+    prune's size; e.g. 300 integer levels two to a cell) every such cell, unless the prune is the
+    sketch's own on more rows than its buffer holds (where XGBoost's summary is approximate and
+    depends on the row order, and resolving every value would only show the coordinator more of
+    the pooled distribution). Once none is left, the
+    counts are an exact summary wherever the rule looks, and the cuts split the rows as XGBoost's
+    rule on the pooled values does (a point mass stops at float resolution or after ``MAX_REFINE``)."""
     occ = np.flatnonzero(counts > 0)
-    if max_bin < 2 or occ.size <= max_bin + 1:
-        return np.empty(0, dtype=np.int64)  # one bin per cell: no rank target (a span zoom's job)
+    if max_bin < 2 or occ.size <= 1:
+        return np.empty(0, dtype=np.int64)
     w = counts[occ]
+    lo, hi = edges[occ], edges[occ + 1]
+    split = (w > 1.5) & ((hi - lo) > REFINE_CELLS * 4 * np.spacing(np.maximum(np.abs(lo), np.abs(hi))))
+    fewest, most = occ.size, occ.size + float(np.sum(np.where(split, w - 1, 0.0)))  # distinct values
+    if most <= max_bin + 1:
+        return np.empty(0, dtype=np.int64)  # one bin per value: no rank target
     rmax = np.cumsum(w)
     rmin = rmax - w
     begin, span = rmax[0], rmin[-1] - rmax[0]
     final = np.arange(1, max_bin) * span / max_bin + begin
     targets, window = [final], 0.0
-    for size in _prune_sizes(w, max_bin)[1::-1]:  # an entry kept late was kept by the prunes before it
-        if size < occ.size:  # (a prune only acts on a larger summary; the cells never outnumber the values)
-            window += 2.5 * span / (size - 1)
+    sizes = _prune_sizes(w, max_bin)
+    # whether a prune acts is in doubt: resolve the values (not for the sketch's own limit once the
+    # rows overflow its buffer: XGBoost's summary is then an approximation that depends on row order)
+    exact = rmax[-1] <= 2 * sizes[0]
+    if any(fewest <= size < most for size in (sizes if exact else sizes[1:])):
+        return occ[split]
+    for size in sizes[1::-1]:  # an entry kept late was kept by the prunes before it
+        if size < most:
+            window += 1.5 * span / (size - 1)
             t = np.arange(1, size - 1) * span / (size - 1) + begin
             targets.append(t[np.abs(t[:, None] - final[None, :]).min(axis=1) <= window])
     t = np.concatenate(targets)
     j = np.searchsorted(rmax, t, side="right")
     j = j[(j < occ.size) & (rmin[np.minimum(j, occ.size - 1)] < t)]
     cand = np.unique(np.concatenate([j, [0, occ.size - 1]]))
-    cand = cand[w[cand] > 1.5]
-    lo, hi = edges[occ[cand]], edges[occ[cand] + 1]
-    fine = (hi - lo) > REFINE_CELLS * 4 * np.spacing(np.maximum(np.abs(lo), np.abs(hi)))
-    return occ[cand[fine]]
+    return occ[cand[split[cand]]]
 
 
 def _cuts_from_counts(counts: np.ndarray, edges: np.ndarray, max_bin: int) -> np.ndarray:

@@ -104,3 +104,56 @@ def test_zoom_counts_reach_the_coordinator_masked_only():
     # the coordinator's requests name only public grid parameters
     asked = [e for c in banks for e in net[c].captured if e.sender == COORD and e.tag == "hgb.bins.cuts"]
     assert asked and set(asked[0].body["zoom"]) == {"features", "lo", "hi", "cells"}
+
+
+def _mixed_columns(rng, n, i):
+    """Heavy-tailed amounts, a t(2) score, rounded values, a balance with a point mass at 0 and an
+    integer column with 300 levels, shifted per bank; float32 values, as XGBoost reads them."""
+    X = np.column_stack([rng.lognormal(8 + i, 1.5, n), rng.standard_t(2, n) * (1 + i), rng.normal(i, 1, n).round(2),
+                         np.where(rng.random(n) < 0.4, 0.0, rng.lognormal(5, 2, n)), rng.integers(0, 300, n)])
+    return X.astype(np.float32).astype(np.float64)
+
+
+def test_cuts_and_model_are_pooled_xgboosts_where_its_sketch_is_exact():
+    """XGBoost's ``hist`` cuts come from a quantile summary it prunes three times; up to twice its
+    sketch's limit (1026 values at max_bin 32) the summary is exact before the prunes, so its cuts
+    are a function of the pooled values alone. The federated cuts then split the pooled rows
+    exactly as XGBoost's do on every kind of column, and the federated model is pooled XGBoost's.
+    (Before the refine rounds the cuts were cell edges of a 1.6 %-relative grid.)"""
+    xgb = pytest.importorskip("xgboost")
+    rng = np.random.default_rng(11)
+    banks = {}
+    for i, n in enumerate((500, 330, 170)):
+        X = _mixed_columns(rng, n, i)
+        z = 0.5 * np.log(X[:, 0]) - 4.5 + 0.3 * np.clip(X[:, 1], -5, 5) + 0.2 * np.log1p(X[:, 3]) - 0.003 * X[:, 4]
+        banks[f"bank{i + 1}"] = (X, (rng.random(n) < 1 / (1 + np.exp(-z))).astype(float))
+    params = GbdtParams(n_trees=10, max_depth=3, learning_rate=0.3, max_bin=32)
+    model = federate(banks, params, OneShotSessionAggregation(64, dropout_timeout=5.0))[0][COORD]
+    X, y = pooled(banks)
+    ptr, vals = xgb.QuantileDMatrix(X, y, max_bin=32).get_quantile_cut()
+    for f in range(X.shape[1]):
+        theirs = vals[ptr[f] + 1:ptr[f + 1] - 1]  # without XGBoost's lower bound and its sentinel above the max
+        s = np.sort(X[:, f])
+        assert np.searchsorted(s, model.cuts[f]).tolist() == np.searchsorted(s, theirs).tolist(), f
+    assert 1 <= model.binning["refine_rounds"] <= MAX_REFINE
+    ref = xgb.XGBClassifier(n_estimators=10, max_depth=3, learning_rate=0.3, max_bin=32, tree_method="hist",
+                            n_jobs=1).fit(X, y)
+    np.testing.assert_allclose(model.predict_proba(X), ref.predict_proba(X)[:, 1], atol=1e-5)
+
+
+def test_refine_requests_are_public_grid_parameters_and_counts_stay_inside_the_cell():
+    """A refine round asks for counts on sub-cells of cells the coordinator already saw occupied; a
+    bank counts only its rows inside each cell (rows outside are not folded into the end sub-cells)
+    and refuses a request too large to hold."""
+    from fedrisk.algorithms.horizontal.federated_bins import _zoom_counts
+    from fedrisk.errors import ProtocolError
+
+    X = np.array([[0.5], [1.5], [1.75], [3.0], [np.nan]])
+    got = _zoom_counts(X, {"features": [0], "lo": [1.0], "hi": [2.0], "cells": 4, "inside": True}, "bank1")
+    assert got.tolist() == [0, 0, 1, 1]  # 0.5 and 3.0 lie outside [1, 2)
+    span = _zoom_counts(X, {"features": [0], "lo": [1.0], "hi": [2.0], "cells": 4}, "bank1")
+    assert span.tolist() == [1, 0, 1, 2]  # a span zoom clips (its span holds every row)
+    with pytest.raises(ProtocolError, match="zoom request is malformed"):
+        _zoom_counts(X, {"features": [0] * 70, "lo": [1.0] * 70, "hi": [2.0] * 70, "cells": 65536}, "bank1")
+    with pytest.raises(ProtocolError, match="zoom request is malformed"):
+        _zoom_counts(X, {"features": [0], "lo": [1.0], "hi": [2.0], "cells": 4, "inside": "yes"}, "bank1")
