@@ -26,9 +26,12 @@ Message flow (``C`` = coordinator, ``B_k`` = bank ``k``)
                                                        and [training rows, sum of y] (see
                                                        :mod:`fedrisk.algorithms.horizontal.federated_bins`)
     C -> B  ``hgb.bins.grid/cuts`` aggregate           grid range, then the agreed cut points (or, up
-                                                       to 3 times without ``[privacy]``, a zoom request:
+                                                       to 3 + 3 times without ``[privacy]``, a zoom request:
                                                        finer cells over a narrow column's occupied span,
-                                                       e.g. birth years, answered by ``hgb.bins.zoomR``)
+                                                       e.g. birth years, or sub-cells of the cells around
+                                                       the cuts' rank targets (refine), answered by
+                                                       ``hgb.bins.zoomR``; the cuts are then XGBoost's
+                                                       ``hist`` cuts of the pooled values)
     C -> B  ``hgb.start``          aggregate           base score (log-odds of the pooled default
                                                        rate), number of trees planned
 3   C -> B  ``hgb.p<s>``           model               step ``s`` of the plan: the split decisions of
@@ -60,7 +63,8 @@ banks are told to ``abandon`` the session with the ``reset`` plan, the next sum 
 
 What each participant learns
 ----------------------------
-* **The coordinator** learns the feature names, the federation's counts on the binning grid, the
+* **The coordinator** learns the feature names, the federation's counts on the binning grid (finer
+  around the cut points: the refine rounds of :mod:`~fedrisk.algorithms.horizontal.federated_bins`), the
   pooled row count and default count, and per built node the *federation's* sums of ``g`` and
   ``h`` per (feature, bin) — from which it derives every split, leaf weight and the pooled
   training/validation loss. It never receives a bank's own histogram, count, row or value (a
