@@ -26,6 +26,9 @@ CASES = [
     # malicious coordinator -> banks (federated bins of horizontal GBDT)
     ("horizontal.gbdt", "coordinator", "hgb.bins.cuts", ("cuts",), "text"),
     ("horizontal.gbdt", "coordinator", "hgb.bins.cuts", ("missing",), "drop-last"),
+    # ... and its zoom / refine requests (a word for an edge, a trillion cells to count)
+    ("horizontal.gbdt", "coordinator", "hgb.bins.cuts", ("zoom", "lo"), "text"),
+    ("horizontal.gbdt", "coordinator", "hgb.bins.cuts", ("zoom", "cells"), "huge"),
     # malicious coordinator -> banks (horizontal WOE): a trillion-cell grid, unknown features, broken intervals
     ("horizontal.woe", "coordinator", "hwoe.grid", ("cells",), "huge"),
     ("horizontal.woe", "coordinator", "hwoe.grid", ("cells",), "negative"),
