@@ -280,18 +280,39 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
             sub = collect(f"{tag}.zoom{zooms}", len(asks) * REFINE_CELLS).reshape(len(asks), REFINE_CELLS)
             zooms += 1
             refines += 1
-            # splice each refined cell's sub-cells in, the highest cell of a feature first (indices stay valid)
-            for (f, i), c in sorted(zip(asks, sub), key=lambda a: (a[0][0], -a[0][1])):
-                a, b = edges_f[f][i], edges_f[f][i + 1]
-                e = a + (b - a) * np.arange(REFINE_CELLS + 1) / REFINE_CELLS
-                counts_f[f] = np.concatenate([counts_f[f][:i], np.where(c > floor2, c, 0.0), counts_f[f][i + 1:]])
-                edges_f[f] = np.concatenate([edges_f[f][:i], e[:-1], edges_f[f][i + 1:]])
+            # splice each refined cell's sub-cells in (its counts and edges in place of the cell's)
+            sub = np.where(sub > floor2, sub, 0.0)
+            at = np.asarray([f for f, _ in asks])
+            for f in np.unique(at):
+                k = np.flatnonzero(at == f)
+                cells = np.asarray([asks[j][1] for j in k])
+                counts_f[f], edges_f[f] = _spliced(counts_f[f], edges_f[f], cells, sub[k])
     cuts = [_cuts_from_counts(counts_f[f], edges_f[f], bins_f[f]) for f in range(d)]
     channel.broadcast(banks, f"{tag}.cuts", {"cuts": [c.tolist() for c in cuts], "missing": has_missing.tolist(),
                                              "max_bin": int(max_bin)}, kind="aggregate")
     info = {"grid_cells": int(sum(sizes)), "occupied_cells": int(np.count_nonzero(fine > floor2)),
             "zoom_rounds": zooms - refines, "refine_rounds": refines}
     return binner_from_cuts(max_bin, cuts, has_missing), extra, info
+
+
+def _spliced(counts: np.ndarray, edges: np.ndarray, cells: np.ndarray, sub: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One feature's counts and edges with cells ``cells`` (ascending) replaced by their equal
+    sub-cells' counts ``sub`` (one row per cell)."""
+    r = sub.shape[1]
+    a, b = edges[cells], edges[cells + 1]
+    sub_edges = a[:, None] + (b - a)[:, None] * np.arange(r)[None, :] / r  # each sub-cell's lower edge
+    size = np.ones(len(counts), dtype=np.int64)
+    size[cells] = r
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    keep = np.ones(len(counts), dtype=bool)
+    keep[cells] = False
+    new_c = np.empty(int(size.sum()))
+    new_e = np.empty(int(size.sum()) + 1)
+    new_c[start[keep]], new_e[start[keep]] = counts[keep], edges[:-1][keep]
+    idx = (start[cells][:, None] + np.arange(r)[None, :]).ravel()
+    new_c[idx], new_e[idx] = sub.ravel(), sub_edges.ravel()
+    new_e[-1] = edges[-1]
+    return new_c, new_e
 
 
 def _occupied_span(counts: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
@@ -329,8 +350,26 @@ def _zoom_counts(X: np.ndarray, zoom: object, me: str) -> np.ndarray:
             or any(not 0 <= f < X.shape[1] for f in feats) or not np.all(np.isfinite(lo) & np.isfinite(hi) & (hi > lo))):
         raise ProtocolError(f"{me}: the coordinator's bin zoom request is malformed")
     out = np.zeros((len(feats), cells))
-    for i, f in enumerate(feats):
+    at = np.asarray(feats, dtype=np.int64)
+    for f in np.unique(at) if inside else ():
+        # refined cells: only each cell's own rows; the cells of a feature are disjoint, so every
+        # value finds its cell with one search (thousands of cells, one pass over the column)
+        order = np.flatnonzero(at == f)
+        order = order[np.argsort(lo[order], kind="stable")]
+        a, b = lo[order], hi[order]
+        if np.any(a[1:] < b[:-1]):
+            continue  # overlapping cells (not what a coordinator asks for): counted one by one below
         col = X[:, f]
+        col = col[~np.isnan(col)]
+        j = np.searchsorted(a, col, side="right") - 1
+        keep = j >= 0
+        keep[keep] = col[keep] < b[j[keep]]
+        col, j = col[keep], j[keep]
+        k = np.clip(np.floor((col - a[j]) / (b[j] - a[j]) * cells).astype(np.int64), 0, cells - 1)
+        out[order] = np.bincount(j * cells + k, minlength=len(order) * cells).reshape(len(order), cells)
+        at[order] = -1
+    for i in np.flatnonzero(at >= 0):
+        col = X[:, at[i]]
         col = col[~np.isnan(col)]
         if inside:  # a refined cell: only its own rows (a span zoom takes every row, rounding included)
             col = col[(col >= lo[i]) & (col < hi[i])]

@@ -151,6 +151,16 @@ def test_refine_requests_are_public_grid_parameters_and_counts_stay_inside_the_c
     X = np.array([[0.5], [1.5], [1.75], [3.0], [np.nan]])
     got = _zoom_counts(X, {"features": [0], "lo": [1.0], "hi": [2.0], "cells": 4, "inside": True}, "bank1")
     assert got.tolist() == [0, 0, 1, 1]  # 0.5 and 3.0 lie outside [1, 2)
+    # many disjoint cells of a feature (counted in one pass) and overlapping ones (one by one) agree
+    rng = np.random.default_rng(0)
+    Y = np.column_stack([rng.lognormal(0, 2, 500), rng.normal(size=500)])
+    lo = np.sort(rng.uniform(-1, 5, 40))
+    req = {"features": [0] * 39 + [1] * 3, "lo": [*lo[:-1], -1.0, -0.5, 0.2],
+           "hi": [*(lo[:-1] + np.diff(lo) * 0.9), 0.0, 0.5, 1.0], "cells": 8, "inside": True}
+    one_by_one = [np.bincount(np.clip(np.floor((c - a) / (b - a) * 8).astype(int), 0, 7), minlength=8)
+                  for f, a, b in zip(req["features"], req["lo"], req["hi"])
+                  for c in [Y[(Y[:, f] >= a) & (Y[:, f] < b), f]]]
+    assert _zoom_counts(Y, req, "bank1").tolist() == np.concatenate(one_by_one).tolist()
     span = _zoom_counts(X, {"features": [0], "lo": [1.0], "hi": [2.0], "cells": 4}, "bank1")
     assert span.tolist() == [1, 0, 1, 2]  # a span zoom clips (its span holds every row)
     with pytest.raises(ProtocolError, match="zoom request is malformed"):
