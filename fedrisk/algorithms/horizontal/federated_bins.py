@@ -443,7 +443,7 @@ def _pruned_cells(w: np.ndarray, max_bin: int) -> np.ndarray:
 def _coarse_quantile_cells(counts: np.ndarray, edges: np.ndarray, max_bin: int) -> np.ndarray:
     """Cells worth refining, with more than one row and still wider than float resolution: those
     holding a rank target of :func:`_pruned_cells` that decides a cut (a final target, or a target
-    of an earlier prune within 1.5 of the later prunes' steps of one), the first and last occupied
+    of an earlier prune within 1.5 of its steps of a target kept so), the first and last occupied
     cell (which set ``begin`` and ``range``), and, while it is in doubt whether a prune acts at all
     (the column's distinct values, at least its occupied cells and at most its rows, straddle the
     prune's size; e.g. 300 integer levels two to a cell) every such cell, unless the prune is the
@@ -465,18 +465,20 @@ def _coarse_quantile_cells(counts: np.ndarray, edges: np.ndarray, max_bin: int) 
     rmin = rmax - w
     begin, span = rmax[0], rmin[-1] - rmax[0]
     final = np.arange(1, max_bin) * span / max_bin + begin
-    targets, window = [final], 0.0
+    targets = [final]
     sizes = _prune_sizes(w, max_bin)
     # whether a prune acts is in doubt: resolve the values (not for the sketch's own limit once the
     # rows overflow its buffer: XGBoost's summary is then an approximation that depends on row order)
     exact = rmax[-1] <= 2 * sizes[0]
     if any(fewest <= size < most for size in (sizes if exact else sizes[1:])):
         return occ[split]
-    for size in sizes[1::-1]:  # an entry kept late was kept by the prunes before it
+    near = final
+    for size in sizes[1::-1]:  # a later prune decides between the entries an earlier one kept next to its target
         if size < most:
-            window += 1.5 * span / (size - 1)
             t = np.arange(1, size - 1) * span / (size - 1) + begin
-            targets.append(t[np.abs(t[:, None] - final[None, :]).min(axis=1) <= window])
+            lo_t = np.searchsorted(near, t - 1.5 * span / (size - 1))
+            near = t[lo_t < np.searchsorted(near, t + 1.5 * span / (size - 1), side="right")]
+            targets.append(near)
     t = np.concatenate(targets)
     j = np.searchsorted(rmax, t, side="right")
     j = j[(j < occ.size) & (rmin[np.minimum(j, occ.size - 1)] < t)]
