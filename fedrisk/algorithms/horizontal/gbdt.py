@@ -50,7 +50,8 @@ Message flow (``C`` = coordinator, ``B_k`` = bank ``k``)
 One aggregation per tree level (with ``[privacy]`` one more per tree for the leaf totals): every
 node to build at a level is in the same vector, and only
 the smaller child (by hessian sum) of each split is built — the coordinator gets its sibling as
-parent minus child. 30 trees of depth 3 take 2 + 90 + 1 aggregations. Each bank checks that its
+parent minus child. 30 trees of depth 3 take 2 + 90 + 1 aggregations (plus the bins' zoom / refine rounds,
+at most 3 + 3, counted in ``GbdtModel.binning``). Each bank checks that its
 sums fit the fixed-point ring for the number of banks before anything is sent.
 
 The task (:mod:`fedrisk.tasks.horizontal_gbdt`) uses
