@@ -148,7 +148,8 @@ from fedrisk.algorithms.vertical.tree import (
     best_categorical_split,
     sigmoid,
 )
-from fedrisk.crypto.dp import BankNoise, PrivacyPlan, add_distributed_noise, min_contributors, noise_rng
+from fedrisk.crypto.dp import (BankNoise, PrivacyPlan, add_distributed_noise, min_contributors, noise_rng,
+                               released_noise_std)
 from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
@@ -791,7 +792,10 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     clip = privacy.clip if privacy is not None else None
 
     def noise_std(sensitivity: float) -> float:
-        return 0.0 if privacy is None else privacy.noise_multiplier * sensitivity
+        # the noise an opened sum of every bank carries (each adds 1/t of the calibrated variance):
+        # the tests "occupied above k sigma" of the ranges and the bins are calibrated against it
+        return 0.0 if privacy is None else released_noise_std(privacy.noise_multiplier, sensitivity, len(banks),
+                                                              _min_contributors(agg, len(banks)))
 
     fill = None
     if pooled_mean:
