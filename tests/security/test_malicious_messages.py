@@ -9,6 +9,7 @@ count a coordinator could make a bank allocate all its host's memory. Each now e
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fedrisk.errors import FedriskError, ProtocolError
@@ -83,3 +84,66 @@ def test_a_partners_timing_stats_are_kept_as_numbers_only_and_never_fatal():
     """``sb.stats`` feeds only the label holder's report: a word there was a TypeError traceback."""
     state = tampered_run("vertical.secureboost", "payco", "sb.stats", ("histogram",), "text")
     assert state["hits"] == 1 and not state["errors"] and state["raised"] is None
+
+
+def _refine_beyond(kind: str):
+    """A coordinator's first refine request (``hgb.bins.cuts`` with ``inside``) rewritten to ask for
+    more than an honest one can need: ``kind`` = "cells" (169 disjoint cells of feature 0 in one
+    round, one more than 21 x max_bin 8), "sub" (1024 sub-cells per cell), "overlap" (one cell twice)."""
+    def mutate(zoom):
+        z = dict(zoom)
+        if kind == "sub":
+            z["cells"] = 1024
+            return z
+        a, b = float(zoom["lo"][0]), float(zoom["hi"][0])
+        k = 169 if kind == "cells" else 2
+        edges = a + (b - a) * np.arange(k + 1) / k
+        z["features"] = [0] * k
+        z["lo"], z["hi"] = edges[:-1].tolist(), edges[1:].tolist()
+        if kind == "overlap":
+            z["lo"], z["hi"] = [a, a], [b, b]
+        return z
+    return mutate
+
+
+@pytest.mark.parametrize("kind", ["cells", "sub", "overlap"])
+def test_banks_answer_no_refine_request_beyond_what_an_honest_coordinator_needs(kind):
+    """A malicious coordinator could aim refine requests anywhere (up to 4M counts a round) and read
+    the pooled distribution at any resolution; a bank answers at most 21 x max_bin disjoint cells per
+    feature and round, each in the agreed 64 sub-cells, and stops with one line naming the
+    coordinator and the tag."""
+    from fedrisk.estimators.engine import run_task
+    from tests.security.tamper import JOBS, _has, tampering
+
+    make, params = JOBS["horizontal.gbdt"]
+    with tampering("coordinator", "hgb.bins.cuts", ("zoom",),
+                   lambda z: _refine_beyond(kind)(z) if z.get("inside") else z) as state:
+        with pytest.raises(FedriskError):
+            run_task(make(), "horizontal.gbdt", params)
+    assert state["hits"] == 1
+    sent = [b for s, t, b in state["log"] if s == "coordinator" and t == "hgb.bins.cuts" and _has(b, ("zoom",))]
+    assert sent and sent[0]["zoom"]["inside"], "the first zoom message was no refine request: nothing attacked"
+    crashes = [(n, e) for n, e in state["errors"] if not isinstance(e, FedriskError)]
+    assert not crashes, crashes
+    refusals = {n: str(e) for n, e in state["errors"] if isinstance(e, ProtocolError) and n.startswith("bank")}
+    assert refusals and all("coordinator 'coordinator'" in m and "hgb.bins.cuts" in m and "\n" not in m
+                            for m in refusals.values()), refusals
+    # the bank that got the tampered request (the first one sent) refused before counting anything for it
+    assert not [t for s, t, _ in state["log"] if s in refusals and t.startswith("hgb.bins.zoom")]
+
+
+def test_a_private_bank_answers_no_zoom_round():
+    """Under [privacy] the noisy sums are planned ahead: a zoom request (here in place of the final cut
+    points) would be a noisy sum the accountant never counted, so a bank refuses it."""
+    from fedrisk.algorithms.horizontal.federated_bins import _honest_request
+
+    zoom = {"features": [0], "lo": [0.0], "hi": [1.0], "cells": 64, "inside": True}
+    with pytest.raises(ProtocolError, match=r"bank0: coordinator 'c' asked \(hgb.bins.cuts\) for a bin zoom round "
+                                            r"under \[privacy\]"):
+        _honest_request("bank0", "c", "hgb.bins.cuts", zoom, {False: 0, True: 0}, 32, private=True)
+    assert _honest_request("bank0", "c", "hgb.bins.cuts", zoom, {False: 0, True: 0}, 32, private=False)
+    with pytest.raises(ProtocolError, match="more than 3 refine rounds"):
+        _honest_request("bank0", "c", "hgb.bins.cuts", zoom, {False: 0, True: 3}, 32, private=False)
+    span = {**zoom, "inside": False, "cells": 1024}
+    with pytest.raises(ProtocolError, match="span zoom beyond"):
+        _honest_request("bank0", "c", "hgb.bins.cuts", span, {False: 0, True: 1}, 32, private=False)

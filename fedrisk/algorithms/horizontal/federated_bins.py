@@ -59,6 +59,12 @@ doubt whether a prune acts at all (the column's distinct values straddle the pru
        ... until no cell needs it, or a cell is as narrow as float resolution (a point mass: three
        rounds take a 1.6 % cell to float32 resolution); then the final cuts.
 
+A bank answers only requests an honest coordinator can send (:func:`_honest_request`): no zoom or
+refine round under ``[privacy]``, at most ``MAX_ZOOM`` span zooms of ``ZOOM_CELLS`` cells, then at
+most ``MAX_REFINE`` refine rounds of at most :func:`refine_cell_bound` (``21 x max_bin``, the bank's
+own setting) disjoint cells per feature, each in ``REFINE_CELLS`` sub-cells; anything else ends the
+job with one ProtocolError line naming the coordinator and the tag.
+
 What each participant learns: the coordinator learns, per feature, the *federation's* counts on
 the grid (the pooled distribution at about 1.6% relative resolution; with ``[privacy]``, noisy
 counts) and the totals in ``extra``; never a bank's own counts or values. From the refine rounds
@@ -93,7 +99,7 @@ from fedrisk.errors import ProtocolError
 from fedrisk.transport.channel import Channel
 from fedrisk.transport import expect
 
-__all__ = ["bank_agree_bins", "coordinator_agree_bins", "binner_from_cuts", "z_scale", "SUB_CELLS"]
+__all__ = ["bank_agree_bins", "coordinator_agree_bins", "binner_from_cuts", "z_scale", "SUB_CELLS", "refine_cell_bound"]
 
 _SCALE = 2.0 ** 20
 _Z_LO, _Z_HI = -64, 64
@@ -149,11 +155,14 @@ def _fine_counts(X: np.ndarray, ranges: np.ndarray, sub: int) -> list[np.ndarray
 
 
 def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np.ndarray,
-                    submit: Callable[[str, np.ndarray, float], None], tag: str = "hgb.bins") -> QuantileBinner:
+                    submit: Callable[[str, np.ndarray, float], None], tag: str = "hgb.bins", *,
+                    max_bin: int, private: bool = False) -> QuantileBinner:
     """A bank's side: count, submit, receive the agreed cuts. Returns a fitted binner.
 
     ``submit(tag, vector, sensitivity)`` aggregates ``vector``; one row changes the counts of one
-    cell per feature (L2 ``sqrt(d)``) and each ``extra`` entry by at most 1.
+    cell per feature (L2 ``sqrt(d)``) and each ``extra`` entry by at most 1. ``max_bin`` (the job's
+    own, not the coordinator's word) and ``private`` bound the zoom and refine requests the bank
+    answers to what an honest coordinator can need (:func:`_honest_request`).
     """
     X = np.asarray(X, dtype=np.float64)
     d = X.shape[1]
@@ -167,13 +176,13 @@ def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np
     fine = _fine_counts(X, ranges, sub)
     submit(f"{tag}.fine", np.concatenate(fine) if fine else np.zeros(0), float(np.sqrt(d)))
     msg = channel.recv(coordinator, f"{tag}.cuts")
+    done = {False: 0, True: 0}  # span zooms and refine rounds answered
     for r in range(MAX_ZOOM + MAX_REFINE + 1):
         if not isinstance(msg, dict) or "zoom" not in msg:
             break
-        if r == MAX_ZOOM + MAX_REFINE:
-            raise ProtocolError(f"{channel.me}: the coordinator asked for more than {MAX_ZOOM + MAX_REFINE} bin zoom "
-                                f"rounds")
+        inside = _honest_request(channel.me, coordinator, f"{tag}.cuts", msg["zoom"], done, max_bin, private)
         submit(f"{tag}.zoom{r}", _zoom_counts(X, msg["zoom"], channel.me), float(np.sqrt(d)))
+        done[inside] += 1
         msg = channel.recv(coordinator, f"{tag}.cuts")
     if not isinstance(msg, dict):
         raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
@@ -335,6 +344,70 @@ def _needs_zoom(counts: np.ndarray, edges: np.ndarray, max_bin: int) -> bool:
     return bool(hi > lo and np.isfinite(hi - lo) and widths.max() > (hi - lo) / max_bin)
 
 
+def refine_cell_bound(max_bin: int) -> int:
+    """The most cells of one feature an honest coordinator asks to refine in one round.
+
+    :func:`_coarse_quantile_cells` asks for the cells holding a rank target: the ``max_bin - 1``
+    final targets; the targets of the ``SKETCH_FACTOR x max_bin`` prune within 1.5 of its steps of
+    a final one (a window of 3 steps holds at most 4 of them: ``4 (max_bin - 1)``); those of the
+    sketch-limit prune within 1.5 of its steps of these (``16 (max_bin - 1)``); and the first and
+    last occupied cell: ``21 (max_bin - 1) + 2``. In doubt whether a prune acts it asks for every
+    cell of more than one row, and there are at most as many occupied cells as the prune's size:
+    ``8 max_bin``, or the sketch's limit while its buffer holds every value (``16 max_bin + 1`` at
+    most). ``21 max_bin`` covers both.
+    """
+    return 21 * int(max_bin)
+
+
+def _honest_request(me: str, coordinator: str, tag: str, zoom: object, done: dict[bool, int], max_bin: int,
+                    private: bool) -> bool:
+    """Refuse a zoom or refine request beyond what an honest coordinator sends; returns whether it
+    is a refine request (``inside``).
+
+    Honest: none under ``[privacy]`` (its noisy sums are planned ahead: an unplanned one would
+    spend budget the accountant never counted); at most ``MAX_ZOOM`` span zooms of ``ZOOM_CELLS``
+    cells, each feature once, all before the refine rounds; at most ``MAX_REFINE`` refine rounds of
+    ``REFINE_CELLS`` sub-cells per cell, at most :func:`refine_cell_bound` disjoint cells per
+    feature. Without this a malicious coordinator could aim about 4M counts per round anywhere.
+    """
+    def refuse(why: str) -> ProtocolError:
+        return ProtocolError(f"{me}: coordinator {coordinator!r} asked ({tag}) for {why}; an honest coordinator "
+                             f"never does, so this bank stops")
+
+    if private:
+        raise refuse("a bin zoom round under [privacy] (an unplanned noisy sum)")
+    try:
+        inside = zoom.get("inside", False)  # type: ignore[union-attr]
+        feats = np.asarray([int(f) for f in zoom["features"]], dtype=np.int64)  # type: ignore[index]
+        lo = np.asarray(zoom["lo"], dtype=np.float64)  # type: ignore[index]
+        hi = np.asarray(zoom["hi"], dtype=np.float64)  # type: ignore[index]
+        cells = zoom["cells"]  # type: ignore[index]
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise ProtocolError(f"{me}: the coordinator's bin zoom request is malformed ({tag})") from None
+    if not isinstance(inside, bool) or lo.shape != feats.shape or hi.shape != feats.shape:
+        raise ProtocolError(f"{me}: the coordinator's bin zoom request is malformed ({tag})")
+    if not inside:
+        if done[True] or done[False] >= MAX_ZOOM:
+            raise refuse(f"a span zoom beyond the {MAX_ZOOM} that come before the refine rounds")
+        if cells != ZOOM_CELLS or len(np.unique(feats)) != feats.size:
+            raise refuse(f"a span zoom other than {ZOOM_CELLS} cells once per feature")
+        return False
+    if done[True] >= MAX_REFINE:
+        raise refuse(f"more than {MAX_REFINE} refine rounds")
+    if cells != REFINE_CELLS:
+        raise refuse(f"refined cells of {cells!r} sub-cells (the agreed number is {REFINE_CELLS})")
+    bound = refine_cell_bound(max_bin)
+    for f in np.unique(feats):
+        k = np.flatnonzero(feats == f)
+        if k.size > bound:
+            raise refuse(f"{k.size} refined cells of feature {int(f)} in one round (at most {bound} at max_bin "
+                         f"{max_bin})")
+        order = np.argsort(lo[k], kind="stable")
+        if np.any(lo[k][order][1:] < hi[k][order][:-1]):
+            raise refuse(f"overlapping refined cells of feature {int(f)}")
+    return True
+
+
 def _zoom_counts(X: np.ndarray, zoom: object, me: str) -> np.ndarray:
     """A bank's counts on the coordinator's zoom grid: ``cells`` equal cells over ``[lo, hi)`` per feature."""
     try:
@@ -358,7 +431,7 @@ def _zoom_counts(X: np.ndarray, zoom: object, me: str) -> np.ndarray:
         order = order[np.argsort(lo[order], kind="stable")]
         a, b = lo[order], hi[order]
         if np.any(a[1:] < b[:-1]):
-            continue  # overlapping cells (not what a coordinator asks for): counted one by one below
+            continue  # overlapping cells (refused by _honest_request): counted one by one below
         col = X[:, f]
         col = col[~np.isnan(col)]
         j = np.searchsorted(a, col, side="right") - 1

@@ -378,7 +378,8 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
                                        noise=mean_noise)
             X = fill_missing(X, fill)
         with ph("binning"):
-            binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
+            binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit,
+                                     max_bin=params.max_bin, private=privacy is not None)
             binner = _with_category_bins(binner, cat_idx)
             bins = binner.transform(X)
         start = channel.recv(coordinator, "hgb.start")
