@@ -282,10 +282,13 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
             if not asks:
                 break
             asks = asks[:_MAX_ZOOM_COUNTS // REFINE_CELLS]  # what a bank accepts in one request (a very wide table)
+            # arrays, not lists: the codec sends them as raw bytes (thousands of floats as JSON
+            # numbers cost the coordinator more than all the counting)
             channel.broadcast(banks, f"{tag}.cuts", {"zoom": {
-                "features": [f for f, _ in asks], "lo": [float(edges_f[f][i]) for f, i in asks],
-                "hi": [float(edges_f[f][i + 1]) for f, i in asks], "cells": REFINE_CELLS, "inside": True}},
-                kind="aggregate")
+                "features": np.asarray([f for f, _ in asks], dtype=np.int64),
+                "lo": np.asarray([edges_f[f][i] for f, i in asks], dtype=np.float64),
+                "hi": np.asarray([edges_f[f][i + 1] for f, i in asks], dtype=np.float64),
+                "cells": REFINE_CELLS, "inside": True}}, kind="aggregate")
             sub = collect(f"{tag}.zoom{zooms}", len(asks) * REFINE_CELLS).reshape(len(asks), REFINE_CELLS)
             zooms += 1
             refines += 1
@@ -378,7 +381,7 @@ def _honest_request(me: str, coordinator: str, tag: str, zoom: object, done: dic
         raise refuse("a bin zoom round under [privacy] (an unplanned noisy sum)")
     try:
         inside = zoom.get("inside", False)  # type: ignore[union-attr]
-        feats = np.asarray([int(f) for f in zoom["features"]], dtype=np.int64)  # type: ignore[index]
+        feats = _feature_indices(zoom["features"])  # type: ignore[index]
         lo = np.asarray(zoom["lo"], dtype=np.float64)  # type: ignore[index]
         hi = np.asarray(zoom["hi"], dtype=np.float64)  # type: ignore[index]
         cells = zoom["cells"]  # type: ignore[index]
@@ -408,10 +411,18 @@ def _honest_request(me: str, coordinator: str, tag: str, zoom: object, done: dic
     return True
 
 
+def _feature_indices(v: object) -> np.ndarray:
+    """A request's feature indices: a flat array (or list) of whole numbers, else ``ValueError``."""
+    a = np.asarray(v)
+    if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+        raise ValueError("feature indices are not whole numbers")
+    return a.astype(np.int64)
+
+
 def _zoom_counts(X: np.ndarray, zoom: object, me: str) -> np.ndarray:
     """A bank's counts on the coordinator's zoom grid: ``cells`` equal cells over ``[lo, hi)`` per feature."""
     try:
-        feats = [int(f) for f in zoom["features"]]  # type: ignore[index]
+        feats = _feature_indices(zoom["features"]).tolist()  # type: ignore[index]
         lo = np.asarray(zoom["lo"], dtype=np.float64)  # type: ignore[index]
         hi = np.asarray(zoom["hi"], dtype=np.float64)  # type: ignore[index]
         cells = int(zoom["cells"])  # type: ignore[index]
