@@ -85,7 +85,10 @@ sketch's buffer holds every value of the column: about 1000 rows at ``max_bin = 
 hundred distinct values) the federated cuts split the pooled rows exactly as pooled XGBoost's do;
 on more rows XGBoost merges buffers in row order and its cuts move by up to ``n / (8 max_bin)``
 ranks with the order of the rows (pooled XGBoost's AUC on rare_bad ranges over 0.722-0.747 for
-eleven shuffles of the same rows), while the federated cuts are the exact rule's.
+eleven shuffles of the same rows), while the federated cuts are the exact rule's. Missing values
+cost no bin, as in XGBoost: the rule runs on the present values with all of ``max_bin``, and a
+column with missing values gets one more bin index past its value bins (``max_bin + 1`` bins;
+bin codes are ``uint16`` when that passes 256).
 """
 from __future__ import annotations
 
@@ -254,7 +257,9 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
         off += sizes[f]
         counts_f.append(np.where(c > floor2, c, 0.0))
         edges_f.append(_from_z(int(ranges[f, 0]) + np.arange(sizes[f] + 1) / sub))
-    bins_f = [max_bin - int(has_missing[f]) for f in range(d)]
+    # XGBoost spends no bin on missing values: its cut rule runs on the present values with all of
+    # max_bin, and missing rows get their own bin index past them (max_bin + 1 bins in all)
+    bins_f = [max_bin] * d
     zooms, refines, settled = 0, 0, set()  # settled: a zoom separated nothing more (a constant column, say)
     if noise_std(1.0) == 0:  # a zoom is one more sum: none under [privacy], whose sums are planned ahead
         for r in range(MAX_ZOOM):

@@ -167,3 +167,48 @@ def test_refine_requests_are_public_grid_parameters_and_counts_stay_inside_the_c
         _zoom_counts(X, {"features": [0] * 70, "lo": [1.0] * 70, "hi": [2.0] * 70, "cells": 65536}, "bank1")
     with pytest.raises(ProtocolError, match="zoom request is malformed"):
         _zoom_counts(X, {"features": [0], "lo": [1.0], "hi": [2.0], "cells": 4, "inside": "yes"}, "bank1")
+
+
+def test_columns_with_missing_values_get_xgboosts_cuts_and_model():
+    """XGBoost spends no bin on missing values: a column with blanks gets ``max_bin`` value bins
+    (its cuts are the cut rule on the present values) and missing rows go to no bin. The federation
+    once cut such a column into ``max_bin - 1`` value bins, which moved every cut: probabilities
+    differed from pooled XGBoost's by up to 0.30 on two columns with 20 % and 10 % blanks."""
+    xgb = pytest.importorskip("xgboost")
+    rng = np.random.default_rng(4)
+    banks = {}
+    for i, n in enumerate((400, 300, 200)):
+        e = rng.normal(size=(n, 2))
+        e[rng.random(n) < 0.2, 0] = np.nan
+        e[rng.random(n) < 0.1, 1] = np.nan
+        z = np.nan_to_num(e[:, 0], nan=1.0) - 0.5 * np.nan_to_num(e[:, 1])
+        banks[f"b{i}"] = (e.astype(np.float32).astype(np.float64), (rng.random(n) < 1 / (1 + np.exp(-z))).astype(float))
+    X, y = pooled(banks)
+    model = federate(banks, GbdtParams(n_trees=10, max_depth=3, learning_rate=0.3, max_bin=32))[0][COORD]
+    ptr, vals = xgb.QuantileDMatrix(X, y, max_bin=32).get_quantile_cut()
+    for f in range(X.shape[1]):
+        s = np.sort(X[~np.isnan(X[:, f]), f])
+        theirs = vals[ptr[f] + 1:ptr[f + 1] - 1]
+        assert len(model.cuts[f]) == len(theirs) == 31, f
+        assert np.searchsorted(s, model.cuts[f]).tolist() == np.searchsorted(s, theirs).tolist(), f
+    ref = xgb.XGBClassifier(n_estimators=10, max_depth=3, learning_rate=0.3, max_bin=32, tree_method="hist",
+                            n_jobs=1).fit(X, y)
+    np.testing.assert_allclose(model.predict_proba(X), ref.predict_proba(X)[:, 1], atol=1e-5)
+
+
+def test_max_bin_256_with_missing_values_bins_past_255():
+    """At ``max_bin = 256`` a column with blanks has 256 value bins and its missing bin is index
+    256: bin codes must be wider than ``uint8`` (they wrapped to 0, the first value bin)."""
+    rng = np.random.default_rng(5)
+    banks = {}
+    for i, n in enumerate((500, 400)):
+        x = rng.normal(size=(n, 1))
+        x[rng.random(n) < 0.3, 0] = np.nan
+        y = np.where(np.isnan(x[:, 0]), rng.random(n) < 0.9, rng.random(n) < 0.1).astype(float)
+        banks[f"b{i}"] = (x, y)
+    model = federate(banks, GbdtParams(n_trees=3, max_depth=1, learning_rate=0.5, max_bin=256))[0][COORD]
+    assert len(model.cuts[0]) == 255 and model.has_missing == [True]
+    X, y = pooled(banks)
+    p = model.predict_proba(X)
+    nan = np.isnan(X[:, 0])
+    assert p[nan].min() > 0.7 and p[~nan].max() < 0.3  # the split on missingness was found and routes right
