@@ -276,7 +276,7 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
                 c = np.where(c > floor2, c, 0.0)
                 occupied = np.count_nonzero(c)
                 grew = occupied > np.count_nonzero(counts_f[f])
-                counts_f[f], edges_f[f] = c, a + (b - a) * np.arange(ZOOM_CELLS + 1) / ZOOM_CELLS
+                counts_f[f], edges_f[f] = c, sub_edge(a, b, np.arange(ZOOM_CELLS + 1), ZOOM_CELLS)
                 # every row still in one cell: the next zoom looks 1024x closer (1e12 + noise of 1e6
                 # needs two), until the cell is as narrow as float resolution (a constant column)
                 narrowing = occupied == 1 and (b - a) / ZOOM_CELLS > 1e-12 * max(abs(a), abs(b), 1e-300)
@@ -312,12 +312,36 @@ def coordinator_agree_bins(channel: Channel, banks: Sequence[str], d: int, n_ext
     return binner_from_cuts(max_bin, cuts, has_missing), extra, info
 
 
+def sub_edge(a: Any, b: Any, k: Any, cells: int) -> np.ndarray:
+    """Edge ``k`` (``0..cells``) of ``[a, b)`` cut into ``cells`` equal sub-cells: the one formula
+    both sides use (the coordinator to place counts, a bank to count its values), so the two agree
+    on every value, even one exactly on an edge or one ulp below it (edge ``cells`` is ``b`` itself)."""
+    k = np.asarray(k)
+    return np.where(k >= cells, b, a + (b - a) * k / cells)
+
+
+def sub_cell(v: np.ndarray, a: Any, b: Any, cells: int) -> np.ndarray:
+    """The sub-cell ``k`` with ``sub_edge(a, b, k) <= v < sub_edge(a, b, k + 1)`` of each value
+    (values outside ``[a, b)``: the first or last sub-cell). The arithmetic guess ``floor((v - a) /
+    (b - a) * cells)`` is off by one for about a fifth of the values on or just below an edge; it is
+    corrected against the edges themselves (a search over the same edges, done per value)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        k = np.clip(np.nan_to_num(np.floor((v - a) / (b - a) * cells), nan=0.0), 0, cells - 1).astype(np.int64)
+    for _ in range(cells):
+        down = (k > 0) & (sub_edge(a, b, k, cells) > v)
+        up = (k < cells - 1) & (sub_edge(a, b, k + 1, cells) <= v)
+        if not (down.any() or up.any()):
+            break
+        k = k - down + up
+    return k
+
+
 def _spliced(counts: np.ndarray, edges: np.ndarray, cells: np.ndarray, sub: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One feature's counts and edges with cells ``cells`` (ascending) replaced by their equal
     sub-cells' counts ``sub`` (one row per cell)."""
     r = sub.shape[1]
     a, b = edges[cells], edges[cells + 1]
-    sub_edges = a[:, None] + (b - a)[:, None] * np.arange(r)[None, :] / r  # each sub-cell's lower edge
+    sub_edges = sub_edge(a[:, None], b[:, None], np.arange(r)[None, :], r)  # each sub-cell's lower edge
     size = np.ones(len(counts), dtype=np.int64)
     size[cells] = r
     start = np.concatenate([[0], np.cumsum(size)[:-1]])
@@ -454,7 +478,7 @@ def _zoom_counts(X: np.ndarray, zoom: object, me: str) -> np.ndarray:
         keep = j >= 0
         keep[keep] = col[keep] < b[j[keep]]
         col, j = col[keep], j[keep]
-        k = np.clip(np.floor((col - a[j]) / (b[j] - a[j]) * cells).astype(np.int64), 0, cells - 1)
+        k = sub_cell(col, a[j], b[j], cells)
         out[order] = np.bincount(j * cells + k, minlength=len(order) * cells).reshape(len(order), cells)
         at[order] = -1
     for i in np.flatnonzero(at >= 0):
@@ -462,8 +486,7 @@ def _zoom_counts(X: np.ndarray, zoom: object, me: str) -> np.ndarray:
         col = col[~np.isnan(col)]
         if inside:  # a refined cell: only its own rows (a span zoom takes every row, rounding included)
             col = col[(col >= lo[i]) & (col < hi[i])]
-        k = np.floor((col - lo[i]) / (hi[i] - lo[i]) * cells).astype(np.int64)
-        out[i] = np.bincount(np.clip(k, 0, cells - 1), minlength=cells)
+        out[i] = np.bincount(sub_cell(col, lo[i], hi[i], cells), minlength=cells)
     return out.ravel()
 
 

@@ -212,3 +212,27 @@ def test_max_bin_256_with_missing_values_bins_past_255():
     p = model.predict_proba(X)
     nan = np.isnan(X[:, 0])
     assert p[nan].min() > 0.7 and p[~nan].max() < 0.3  # the split on missingness was found and routes right
+
+
+def test_a_bank_counts_values_on_an_edge_in_the_sub_cell_the_coordinator_places_them():
+    """A refined cell's counts land in sub-cells whose edges the coordinator computes as
+    ``a + (b - a) k / 64``; the bank once located values by ``floor((x - a) / (b - a) 64)``, which
+    put about a fifth of the values lying on an edge or one ulp below it one sub-cell off."""
+    from fedrisk.algorithms.horizontal.federated_bins import REFINE_CELLS, _spliced, _zoom_counts
+    rng = np.random.default_rng(0)
+    r, wrong, total = REFINE_CELLS, 0, 0
+    for _ in range(300):
+        a = rng.normal() * 10.0 ** rng.integers(-5, 6)
+        b = a + abs(rng.normal()) * 10.0 ** rng.integers(-8, 3)
+        if not b > a:
+            continue
+        # the coordinator's edges of the refined cell: splice it into a one-cell grid [a, b)
+        _, edges = _spliced(np.zeros(1), np.array([a, b]), np.array([0]), np.zeros((1, r)))
+        v = np.concatenate([edges[:-1], np.nextafter(edges[1:], -np.inf)])
+        v = v[(v >= a) & (v < b)]
+        want = np.bincount(np.searchsorted(edges, v, side="right") - 1, minlength=r)
+        got = _zoom_counts(v[:, None], {"features": np.array([0]), "lo": np.array([a]), "hi": np.array([b]),
+                                        "cells": r, "inside": True}, "bank1")
+        wrong += int(np.abs(got - want).sum()) // 2
+        total += v.size
+    assert total > 20000 and wrong == 0, f"{wrong} of {total} values counted in another sub-cell"
