@@ -89,7 +89,8 @@ def test_a_partners_timing_stats_are_kept_as_numbers_only_and_never_fatal():
 def _refine_beyond(kind: str):
     """A coordinator's first refine request (``hgb.bins.cuts`` with ``inside``) rewritten to ask for
     more than an honest one can need: ``kind`` = "cells" (169 disjoint cells of feature 0 in one
-    round, one more than 21 x max_bin 8), "sub" (1024 sub-cells per cell), "overlap" (one cell twice)."""
+    round, one more than 21 x max_bin 8), "sub" (1024 sub-cells per cell), "overlap" (one cell twice),
+    "offgrid" (the first cell moved by half its width: not a cell of the grid the banks saw)."""
     def mutate(zoom):
         z = dict(zoom)
         if kind == "sub":
@@ -102,11 +103,13 @@ def _refine_beyond(kind: str):
         z["lo"], z["hi"] = edges[:-1].tolist(), edges[1:].tolist()
         if kind == "overlap":
             z["lo"], z["hi"] = [a, a], [b, b]
+        if kind == "offgrid":
+            z["features"], z["lo"], z["hi"] = [0], [a + (b - a) / 2], [b + (b - a) / 2]
         return z
     return mutate
 
 
-@pytest.mark.parametrize("kind", ["cells", "sub", "overlap"])
+@pytest.mark.parametrize("kind", ["cells", "sub", "overlap", "offgrid"])
 def test_banks_answer_no_refine_request_beyond_what_an_honest_coordinator_needs(kind):
     """A malicious coordinator could aim refine requests anywhere (up to 4M counts a round) and read
     the pooled distribution at any resolution; a bank answers at most 21 x max_bin disjoint cells per
@@ -130,6 +133,25 @@ def test_banks_answer_no_refine_request_beyond_what_an_honest_coordinator_needs(
                             for m in refusals.values()), refusals
     # the bank that got the tampered request (the first one sent) refused before counting anything for it
     assert not [t for s, t, _ in state["log"] if s in refusals and t.startswith("hgb.bins.zoom")]
+
+
+def test_banks_take_no_cut_points_for_another_max_bin():
+    """The final cut points carry the coordinator's ``max_bin``; a bank took it as the bound on the
+    cuts per feature, so a coordinator could hand it up to 65,535 cuts a feature. A bank now requires
+    its own job's ``max_bin`` and stops with one line naming the coordinator and both settings."""
+    from fedrisk.estimators.engine import run_task
+    from tests.security.tamper import JOBS, tampering
+
+    make, params = JOBS["horizontal.gbdt"]
+    with tampering("coordinator", "hgb.bins.cuts", ("max_bin",), lambda v: 4096) as state:
+        with pytest.raises(FedriskError):
+            run_task(make(), "horizontal.gbdt", params)
+    assert state["hits"] == 1
+    crashes = [(n, e) for n, e in state["errors"] if not isinstance(e, FedriskError)]
+    assert not crashes, crashes
+    refusals = {n: str(e) for n, e in state["errors"] if isinstance(e, ProtocolError) and n.startswith("bank")}
+    assert refusals and all("coordinator 'coordinator'" in m and "max_bin 4096" in m and "\n" not in m
+                            for m in refusals.values()), refusals
 
 
 def test_a_private_bank_answers_no_zoom_round():

@@ -174,25 +174,30 @@ def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np
     msg = channel.recv(coordinator, f"{tag}.grid")
     ranges = np.asarray(msg.get("ranges") if isinstance(msg, dict) else None)
     sub = msg.get("sub_cells") if isinstance(msg, dict) else None
-    if ranges.shape != (d, 2) or not isinstance(sub, int) or not 1 <= sub <= 1024:
+    if (ranges.shape != (d, 2) or ranges.dtype.kind not in "iu" or not isinstance(sub, int)
+            or sub not in (SUB_CELLS, SUB_CELLS_DP) or np.any((ranges < _Z_LO) | (ranges >= _Z_HI))):
         raise ProtocolError(f"{channel.me}: the coordinator's bin grid is malformed (shape {ranges.shape}, sub-cells {sub!r})")
     fine = _fine_counts(X, ranges, sub)
+    # the grid the coordinator holds, per feature (its cell edges): a refined cell must be one of them
+    grid = [_from_z(int(lo) + np.arange(max(0, int(hi) - int(lo) + 1) * sub + 1) / sub) for lo, hi in ranges]
     submit(f"{tag}.fine", np.concatenate(fine) if fine else np.zeros(0), float(np.sqrt(d)))
     msg = channel.recv(coordinator, f"{tag}.cuts")
     done = {False: 0, True: 0}  # span zooms and refine rounds answered
     for r in range(MAX_ZOOM + MAX_REFINE + 1):
         if not isinstance(msg, dict) or "zoom" not in msg:
             break
-        inside = _honest_request(channel.me, coordinator, f"{tag}.cuts", msg["zoom"], done, max_bin, private)
+        inside = _honest_request(channel.me, coordinator, f"{tag}.cuts", msg["zoom"], done, max_bin, private, grid)
         submit(f"{tag}.zoom{r}", _zoom_counts(X, msg["zoom"], channel.me), float(np.sqrt(d)))
         done[inside] += 1
         msg = channel.recv(coordinator, f"{tag}.cuts")
     if not isinstance(msg, dict):
         raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
-    cuts, has_missing, max_bin = msg.get("cuts"), msg.get("missing"), msg.get("max_bin")
-    if not isinstance(cuts, list) or len(cuts) != d or not expect.whole(max_bin) \
-            or not 2 <= max_bin <= 1 << 16:
+    cuts, has_missing, theirs = msg.get("cuts"), msg.get("missing"), msg.get("max_bin")
+    if not isinstance(cuts, list) or len(cuts) != d or not expect.whole(theirs):
         raise ProtocolError(f"{channel.me}: the coordinator's cut points are malformed")
+    if theirs != max_bin:
+        raise ProtocolError(f"{channel.me}: coordinator {coordinator!r} sent cut points for max_bin {theirs} "
+                            f"({tag}.cuts); this bank's job says max_bin {max_bin}: the two specs must agree")
     return binner_from_cuts(max_bin, [_checked_cuts(channel.me, j, c, max_bin) for j, c in enumerate(cuts)],
                             _checked_flags(channel.me, has_missing, d))
 
@@ -392,7 +397,7 @@ def refine_cell_bound(max_bin: int) -> int:
 
 
 def _honest_request(me: str, coordinator: str, tag: str, zoom: object, done: dict[bool, int], max_bin: int,
-                    private: bool) -> bool:
+                    private: bool, grid: list[np.ndarray] | None = None) -> bool:
     """Refuse a zoom or refine request beyond what an honest coordinator sends; returns whether it
     is a refine request (``inside``).
 
@@ -400,7 +405,10 @@ def _honest_request(me: str, coordinator: str, tag: str, zoom: object, done: dic
     spend budget the accountant never counted); at most ``MAX_ZOOM`` span zooms of ``ZOOM_CELLS``
     cells, each feature once, all before the refine rounds; at most ``MAX_REFINE`` refine rounds of
     ``REFINE_CELLS`` sub-cells per cell, at most :func:`refine_cell_bound` disjoint cells per
-    feature. Without this a malicious coordinator could aim about 4M counts per round anywhere.
+    feature, each a cell of the grid the coordinator holds (``grid``: per feature the cell edges of
+    the fine round, the span zooms and the refine rounds before, kept up to date here; a span zoom's
+    ends must be edges of it too). Without this a malicious coordinator could aim about 4M counts
+    per round anywhere.
     """
     def refuse(why: str) -> ProtocolError:
         return ProtocolError(f"{me}: coordinator {coordinator!r} asked ({tag}) for {why}; an honest coordinator "
@@ -423,6 +431,11 @@ def _honest_request(me: str, coordinator: str, tag: str, zoom: object, done: dic
             raise refuse(f"a span zoom beyond the {MAX_ZOOM} that come before the refine rounds")
         if cells != ZOOM_CELLS or len(np.unique(feats)) != feats.size:
             raise refuse(f"a span zoom other than {ZOOM_CELLS} cells once per feature")
+        if grid is not None:
+            for f, a, b in zip(feats.tolist(), lo, hi):
+                if not (0 <= f < len(grid) and _edge_index(grid[f], a) >= 0 and _edge_index(grid[f], b) >= 0):
+                    raise refuse(f"a span zoom of feature {f} whose ends are not edges of the grid it holds")
+                grid[f] = sub_edge(a, b, np.arange(ZOOM_CELLS + 1), ZOOM_CELLS)
         return False
     if done[True] >= MAX_REFINE:
         raise refuse(f"more than {MAX_REFINE} refine rounds")
@@ -437,7 +450,24 @@ def _honest_request(me: str, coordinator: str, tag: str, zoom: object, done: dic
         order = np.argsort(lo[k], kind="stable")
         if np.any(lo[k][order][1:] < hi[k][order][:-1]):
             raise refuse(f"overlapping refined cells of feature {int(f)}")
+    if grid is not None:
+        for f in np.unique(feats):
+            k = np.flatnonzero(feats == f)
+            e = grid[f] if 0 <= f < len(grid) else np.zeros(1)
+            i = _edge_index(e, lo[k])
+            if np.any((i < 0) | (i >= len(e) - 1)) or np.any(e[np.minimum(i + 1, len(e) - 1)] != hi[k]):
+                raise refuse(f"refined cells of feature {int(f)} that are not cells of the grid it holds")
+            i = np.sort(i)
+            grid[f] = _spliced(np.zeros(len(e) - 1), e, i, np.zeros((len(i), REFINE_CELLS)))[1]
     return True
+
+
+def _edge_index(edges: np.ndarray, v: Any) -> np.ndarray:
+    """The index of each ``v`` among the sorted ``edges`` (the last of equal ones: the cell that
+    starts there is the non-empty one), -1 where it is not one of them."""
+    v = np.asarray(v, dtype=np.float64)
+    i = np.maximum(np.searchsorted(edges, v, side="right") - 1, 0)
+    return np.where(edges[i] == v, i, -1)
 
 
 def _feature_indices(v: object) -> np.ndarray:
