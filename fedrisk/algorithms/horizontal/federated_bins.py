@@ -89,6 +89,16 @@ eleven shuffles of the same rows), while the federated cuts are the exact rule's
 cost no bin, as in XGBoost: the rule runs on the present values with all of ``max_bin``, and a
 column with missing values gets one more bin index past its value bins (``max_bin + 1`` bins;
 bin codes are ``uint16`` when that passes 256).
+
+Supported values: finite (a bank refuses infinities, :func:`fedrisk.algorithms.horizontal.gbdt.run_bank`),
+with magnitudes up to about ``1e20`` and spreads down to about ``1e-17``. The scale is clipped to
+``[-64, 64)``, i.e. ``|x|`` up to ``sinh(64) / 2^20``, about ``3e21``: larger values share the
+outermost cell, so a column of values around ``1e21``-``1e22`` gets fewer than XGBoost's cuts and one
+around ``1e24`` or beyond none (it never splits); and three zooms of 1024 cells resolve a column
+near 0 down to a spread of about ``1e-17`` (values all below ``1e-20``: no cuts). Measured against
+pooled XGBoost at ``max_bin = 32`` (lognormal columns times ``1e-17`` .. ``1e20``: the same
+partition; ``1e21``, ``1e22``: 31 cuts, not the same; ``1e-20``, ``1e24``: none). Rescale such
+columns before training (a credit file's amounts and rates are far inside the range).
 """
 from __future__ import annotations
 
@@ -198,8 +208,19 @@ def bank_agree_bins(channel: Channel, coordinator: str, X: np.ndarray, extra: np
     if theirs != max_bin:
         raise ProtocolError(f"{channel.me}: coordinator {coordinator!r} sent cut points for max_bin {theirs} "
                             f"({tag}.cuts); this bank's job says max_bin {max_bin}: the two specs must agree")
-    return binner_from_cuts(max_bin, [_checked_cuts(channel.me, j, c, max_bin) for j, c in enumerate(cuts)],
-                            _checked_flags(channel.me, has_missing, d))
+    return checked_binner(channel.me, cuts, has_missing, max_bin)
+
+
+def checked_binner(me: str, cuts: Any, has_missing: Any, max_bin: int) -> QuantileBinner:
+    """The binner of cut points and missing-bin flags a bank received (final cuts, or a rejoin's):
+    per feature a finite rising list of fewer than the bank's own ``max_bin`` numbers, and one
+    true/false flag, else one ProtocolError line."""
+    if not isinstance(cuts, list):
+        raise ProtocolError(f"{me}: the coordinator's cut points are malformed")
+    if isinstance(has_missing, np.ndarray):
+        has_missing = has_missing.tolist()
+    return binner_from_cuts(max_bin, [_checked_cuts(me, j, c, max_bin) for j, c in enumerate(cuts)],
+                            _checked_flags(me, has_missing, len(cuts)))
 
 
 def _checked_cuts(me: str, j: int, c: Any, max_bin: int) -> np.ndarray:

@@ -132,7 +132,8 @@ import numpy as np
 
 from fedrisk.algorithms.boosting_params import BoostingParams
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, binner_from_cuts, coordinator_agree_bins
+from fedrisk.algorithms.horizontal.federated_bins import (bank_agree_bins, binner_from_cuts, checked_binner,
+                                                          coordinator_agree_bins)
 from fedrisk.algorithms.horizontal.standardisation import fill_missing, mean_bank, mean_coordinator, schema_difference
 from fedrisk.algorithms.phase_timer import PhaseTimer
 from fedrisk.algorithms.vertical.binning import QuantileBinner
@@ -318,6 +319,11 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         raise DataError(f"bank {me!r}: no training rows")
     if not np.all((y == 0) | (y == 1)):
         raise DataError(f"bank {me!r}: the label must be 0/1 for binary log-loss")
+    inf = np.flatnonzero(np.isinf(X).any(axis=0))
+    if inf.size:
+        name = feature_names[int(inf[0])] if len(feature_names) == d else f"#{int(inf[0])}"
+        raise DataError(f"bank {me!r}: column {name!r} has infinite values; horizontal.gbdt bins finite values and "
+                        f"blanks only: leave those cells empty (missing) or cap them")
     n_banks = n_banks or max(1, len([p for p in channel.peers if p != coordinator]))
     ph = PhaseTimer()
     rng = np.random.default_rng([params.seed, zlib.crc32(me.encode())])
@@ -358,8 +364,13 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         fill = start.get("fill")
         if fill is not None:
             X = fill_missing(X, np.asarray(fill, dtype=np.float64))
-        binner = binner_from_cuts(params.max_bin, [np.asarray(c, dtype=np.float64) for c in start["cuts"]],
-                                  np.asarray(start["has_missing"], dtype=bool))
+        cuts = start.get("cuts") if isinstance(start, dict) else None
+        if not isinstance(cuts, list) or len(cuts) != d:
+            raise ProtocolError(f"bank {me!r}: the coordinator's rejoin message (hgb.rejoin) has no cut points for "
+                                f"{d} features")
+        # (a categorical column's cuts are its levels, set again from the bank's own level count)
+        cuts = [[] if f in cat_idx else c for f, c in enumerate(cuts)]
+        binner = checked_binner(f"bank {me!r}", cuts, start.get("has_missing"), params.max_bin)
         binner = _with_category_bins(binner, cat_idx)
         bins = binner.transform(X)
     else:

@@ -236,3 +236,41 @@ def test_a_bank_counts_values_on_an_edge_in_the_sub_cell_the_coordinator_places_
         wrong += int(np.abs(got - want).sum()) // 2
         total += v.size
     assert total > 20000 and wrong == 0, f"{wrong} of {total} values counted in another sub-cell"
+
+
+def test_supported_magnitudes_get_xgboosts_cuts_and_the_documented_limits_hold():
+    """Columns from 1e-17 to 1e18 in size get pooled XGBoost's partition; past the documented range
+    (module docstring) a column of values around 1e24 or 1e-20 gets no cuts -- and no warning or
+    crash (a span zoom's cast once overflowed there)."""
+    xgb = pytest.importorskip("xgboost")
+    import warnings
+
+    rng = np.random.default_rng(5)
+    inside, outside = [1e-17, 1e-9, 1e12, 1e18], [1e-20, 1e24]
+    banks = {f"b{i}": (np.column_stack([s * rng.lognormal(0, 1, n) for s in inside + outside])
+                       .astype(np.float32).astype(np.float64), (rng.random(n) < .3).astype(float))
+             for i, n in enumerate((300, 200, 100))}
+    X, y = pooled(banks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = federate(banks, GbdtParams(n_trees=1, max_depth=1, max_bin=32))[0][COORD]
+    ptr, vals = xgb.QuantileDMatrix(X, y, max_bin=32).get_quantile_cut()
+    for f in range(len(inside)):
+        s, theirs = np.sort(X[:, f]), vals[ptr[f] + 1:ptr[f + 1] - 1]
+        assert np.searchsorted(s, model.cuts[f]).tolist() == np.searchsorted(s, theirs).tolist(), inside[f]
+    assert [len(model.cuts[f]) for f in range(len(inside), X.shape[1])] == [0, 0]
+
+
+def test_received_cut_points_are_checked_against_the_banks_own_max_bin():
+    """The final cuts and a rejoin's cuts pass one check (a rejoining bank once took any list)."""
+    from fedrisk.algorithms.horizontal.federated_bins import checked_binner
+    from fedrisk.errors import ProtocolError
+
+    b = checked_binner("bank 'b1'", [[0.5, 1.5], []], np.array([True, False]), 32)
+    assert b.n_bins_.tolist() == [4, 1] and b.missing_bins().tolist() == [3, -1]
+    with pytest.raises(ProtocolError, match="feature 0 are not a list of fewer than 32"):
+        checked_binner("bank 'b1'", [np.arange(40.0).tolist(), []], [False, False], 32)
+    with pytest.raises(ProtocolError, match="not finite and rising"):
+        checked_binner("bank 'b1'", [[1.0, 0.5]], [False], 32)
+    with pytest.raises(ProtocolError, match="missing-bin flags"):
+        checked_binner("bank 'b1'", [[1.0]], [1], 32)

@@ -448,3 +448,15 @@ def test_one_percent_defaults_on_four_non_iid_banks_match_pooled_xgboost():
     a_fed = auc(yt, model.predict_proba(Xt))
     print(f"\nRARE 1%: federated {a_fed:.4f} pooled XGBoost {a_pool:.4f} best bank alone {alone:.4f}")
     assert a_fed >= a_pool - 0.005 and a_fed > alone + 0.02, (a_fed, a_pool, alone)
+
+
+def test_an_infinite_value_is_a_one_line_error_naming_the_column():
+    """The bins' scale clips infinities into its outermost cell; a bank refuses them instead."""
+    banks = synthetic_banks(9, nan=False)
+    bad = dict(banks)
+    X = banks["bank2"][0].copy()
+    X[3, 2] = np.inf
+    bad["bank2"] = (X, banks["bank2"][1])
+    with pytest.raises(FedriskError, match=r"bank 'bank2': column 'x2' has infinite values") as e:
+        federate(bad, GbdtParams(n_trees=1))
+    assert "\n" not in str(e.value)
