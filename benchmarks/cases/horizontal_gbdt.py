@@ -10,7 +10,7 @@ start, data loading and scoring excluded); the whole ``simulate`` wall is
 ``federated.simulate_wall_s``. ``cpu_s``/``peak_rss_mb`` cover every process.
 
 ``phases`` (seconds, coordinator's clock unless prefixed ``bank_``): ``binning`` (the two grid-count
-aggregations), ``aggregation`` (inside secure aggregation: waiting for the banks' masked sums,
+aggregations and the zoom / refine rounds), ``aggregation`` (inside secure aggregation: waiting for the banks' masked sums,
 unmasking), ``split_finding``, ``network`` (sending plans); ``bank_histogram`` etc. are the
 evaluation bank's own.
 

@@ -42,7 +42,7 @@ import numpy as np
 from fedrisk.errors import ConfigError
 
 __all__ = ["PrivacyPlan", "plan_privacy", "epsilon_spent", "clip_l2", "clip_rows", "add_distributed_noise", "noise_rng",
-           "BankNoise", "min_contributors"]
+           "BankNoise", "min_contributors", "released_noise_std"]
 
 #: smallest noise multiplier accepted: below it the guarantee is vacuous (epsilon in the hundreds per
 #: sum) and the PLD accountant's discretisation needs gigabytes; a larger budget gets this much noise
@@ -245,6 +245,18 @@ def min_contributors(agg: object, n_banks: int) -> int:
     t = getattr(agg, "threshold", None)
     t = t if t is not None else default_threshold(n_banks)
     return max(1, int(t))
+
+
+def released_noise_std(noise_multiplier: float, sensitivity: float, contributors: int, min_contributors: int) -> float:
+    """Standard deviation of the noise in a sum of ``contributors`` banks' vectors, each noised by
+    :func:`add_distributed_noise` with ``min_contributors = t``.
+
+    Each bank adds ``1/t`` of the calibrated variance, so the sum carries ``sqrt(contributors / t)``
+    times the calibrated ``noise_multiplier * sensitivity`` (the privacy guarantee needs only the
+    calibrated part; a coordinator that tests counts against the noise, e.g. "occupied above k
+    sigma", must use this). Plain aggregation (``t = 1``) over three banks: ``sqrt(3)`` times.
+    """
+    return float(noise_multiplier * sensitivity * math.sqrt(max(int(contributors), 1) / max(int(min_contributors), 1)))
 
 
 class BankNoise:

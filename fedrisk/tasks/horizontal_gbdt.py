@@ -190,10 +190,12 @@ def run(ctx: PartyContext) -> None:
         "dropped_banks": sorted(set(banks) - set(model.history[-1].get("contributors", banks) if model.history else banks)),
         "trees": len(model.trees), "trees_built": len(model.history), "best_iteration": model.best_iteration,
         "aggregations": model.rounds,
+        "binning": model.binning,  # its zoom and refine rounds are the aggregations beyond the plan
         "importance": model.importance,
         "timing": model.phases,
         "bytes_sent": ctx.channel.ledger.bytes_sent,
-        "protocol": ("horizontal histogram boosting: bins agreed from secure sums of grid counts, per level one "
+        "protocol": ("horizontal histogram boosting: bins (XGBoost's hist cuts of the pooled values) agreed from secure "
+                     "sums of grid counts, refined around the cuts; per level one "
                      "secure aggregation of the smaller children's g/h histograms, splits found by the "
                      "coordinator on sums only"),
     }

@@ -59,9 +59,23 @@ def _apply(body: Any, path: tuple, fn: Mutation) -> Any:
     return out
 
 
+def _has(body: Any, path: tuple) -> bool:
+    """Whether ``body`` has the field at ``path`` (a tag can carry messages of several shapes: the
+    federated bins' ``cuts`` tag carries zoom requests before the cut points)."""
+    for key in path:
+        if isinstance(body, dict) and key in body:
+            body = body[key]
+        elif isinstance(body, list) and isinstance(key, int) and -len(body) <= key < len(body):
+            body = body[key]
+        else:
+            return False
+    return True
+
+
 @contextmanager
 def tampering(sender: str, tag: str, path: tuple, fn: Mutation) -> Iterator[dict]:
-    """Within the block, ``sender``'s first message whose :func:`norm`'d tag is ``tag`` has ``path`` mutated."""
+    """Within the block, ``sender``'s first message whose :func:`norm`'d tag is ``tag`` and that has the
+    field ``path`` has it mutated."""
     state = {"hits": 0, "errors": [], "log": []}
     orig_deliver = chmod.InMemoryChannel._deliver
     lock = threading.Lock()
@@ -70,7 +84,8 @@ def tampering(sender: str, tag: str, path: tuple, fn: Mutation) -> Iterator[dict
         env = decode(frame)
         state["log"].append((env.sender, env.tag, env.body))
         with lock:
-            hit = fn is not None and env.sender == sender and norm(env.tag) == tag and state["hits"] == 0
+            hit = (fn is not None and env.sender == sender and norm(env.tag) == tag and state["hits"] == 0
+                   and _has(env.body, path))
             if hit:
                 state["hits"] += 1
         if hit:

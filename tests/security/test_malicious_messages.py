@@ -9,6 +9,7 @@ count a coordinator could make a bank allocate all its host's memory. Each now e
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fedrisk.errors import FedriskError, ProtocolError
@@ -26,6 +27,9 @@ CASES = [
     # malicious coordinator -> banks (federated bins of horizontal GBDT)
     ("horizontal.gbdt", "coordinator", "hgb.bins.cuts", ("cuts",), "text"),
     ("horizontal.gbdt", "coordinator", "hgb.bins.cuts", ("missing",), "drop-last"),
+    # ... and its zoom / refine requests (a word for an edge, a trillion cells to count)
+    ("horizontal.gbdt", "coordinator", "hgb.bins.cuts", ("zoom", "lo"), "text"),
+    ("horizontal.gbdt", "coordinator", "hgb.bins.cuts", ("zoom", "cells"), "huge"),
     # malicious coordinator -> banks (horizontal WOE): a trillion-cell grid, unknown features, broken intervals
     ("horizontal.woe", "coordinator", "hwoe.grid", ("cells",), "huge"),
     ("horizontal.woe", "coordinator", "hwoe.grid", ("cells",), "negative"),
@@ -97,3 +101,88 @@ def test_a_bool_among_released_woe_values_is_refused_as_the_iv_is():
         assert not [e for n, e in state["errors"] if not isinstance(e, FedriskError)], state["errors"]
         refusals = [str(e) for n, e in state["errors"] if isinstance(e, ProtocolError) and n == "payco"]
         assert refusals and "'lender'" in refusals[0] and "vwoe.result" in refusals[0], state["errors"]
+
+
+def _refine_beyond(kind: str):
+    """A coordinator's first refine request (``hgb.bins.cuts`` with ``inside``) rewritten to ask for
+    more than an honest one can need: ``kind`` = "cells" (169 disjoint cells of feature 0 in one
+    round, one more than 21 x max_bin 8), "sub" (1024 sub-cells per cell), "overlap" (one cell twice),
+    "offgrid" (the first cell moved by half its width: not a cell of the grid the banks saw)."""
+    def mutate(zoom):
+        z = dict(zoom)
+        if kind == "sub":
+            z["cells"] = 1024
+            return z
+        a, b = float(zoom["lo"][0]), float(zoom["hi"][0])
+        k = 169 if kind == "cells" else 2
+        edges = a + (b - a) * np.arange(k + 1) / k
+        z["features"] = [0] * k
+        z["lo"], z["hi"] = edges[:-1].tolist(), edges[1:].tolist()
+        if kind == "overlap":
+            z["lo"], z["hi"] = [a, a], [b, b]
+        if kind == "offgrid":
+            z["features"], z["lo"], z["hi"] = [0], [a + (b - a) / 2], [b + (b - a) / 2]
+        return z
+    return mutate
+
+
+@pytest.mark.parametrize("kind", ["cells", "sub", "overlap", "offgrid"])
+def test_banks_answer_no_refine_request_beyond_what_an_honest_coordinator_needs(kind):
+    """A malicious coordinator could aim refine requests anywhere (up to 4M counts a round) and read
+    the pooled distribution at any resolution; a bank answers at most 21 x max_bin disjoint cells per
+    feature and round, each in the agreed 64 sub-cells, and stops with one line naming the
+    coordinator and the tag."""
+    from fedrisk.estimators.engine import run_task
+    from tests.security.tamper import JOBS, _has, tampering
+
+    make, params = JOBS["horizontal.gbdt"]
+    with tampering("coordinator", "hgb.bins.cuts", ("zoom",),
+                   lambda z: _refine_beyond(kind)(z) if z.get("inside") else z) as state:
+        with pytest.raises(FedriskError):
+            run_task(make(), "horizontal.gbdt", params)
+    assert state["hits"] == 1
+    sent = [b for s, t, b in state["log"] if s == "coordinator" and t == "hgb.bins.cuts" and _has(b, ("zoom",))]
+    assert sent and sent[0]["zoom"]["inside"], "the first zoom message was no refine request: nothing attacked"
+    crashes = [(n, e) for n, e in state["errors"] if not isinstance(e, FedriskError)]
+    assert not crashes, crashes
+    refusals = {n: str(e) for n, e in state["errors"] if isinstance(e, ProtocolError) and n.startswith("bank")}
+    assert refusals and all("coordinator 'coordinator'" in m and "hgb.bins.cuts" in m and "\n" not in m
+                            for m in refusals.values()), refusals
+    # the bank that got the tampered request (the first one sent) refused before counting anything for it
+    assert not [t for s, t, _ in state["log"] if s in refusals and t.startswith("hgb.bins.zoom")]
+
+
+def test_banks_take_no_cut_points_for_another_max_bin():
+    """The final cut points carry the coordinator's ``max_bin``; a bank took it as the bound on the
+    cuts per feature, so a coordinator could hand it up to 65,535 cuts a feature. A bank now requires
+    its own job's ``max_bin`` and stops with one line naming the coordinator and both settings."""
+    from fedrisk.estimators.engine import run_task
+    from tests.security.tamper import JOBS, tampering
+
+    make, params = JOBS["horizontal.gbdt"]
+    with tampering("coordinator", "hgb.bins.cuts", ("max_bin",), lambda v: 4096) as state:
+        with pytest.raises(FedriskError):
+            run_task(make(), "horizontal.gbdt", params)
+    assert state["hits"] == 1
+    crashes = [(n, e) for n, e in state["errors"] if not isinstance(e, FedriskError)]
+    assert not crashes, crashes
+    refusals = {n: str(e) for n, e in state["errors"] if isinstance(e, ProtocolError) and n.startswith("bank")}
+    assert refusals and all("coordinator 'coordinator'" in m and "max_bin 4096" in m and "\n" not in m
+                            for m in refusals.values()), refusals
+
+
+def test_a_private_bank_answers_no_zoom_round():
+    """Under [privacy] the noisy sums are planned ahead: a zoom request (here in place of the final cut
+    points) would be a noisy sum the accountant never counted, so a bank refuses it."""
+    from fedrisk.algorithms.horizontal.federated_bins import _honest_request
+
+    zoom = {"features": [0], "lo": [0.0], "hi": [1.0], "cells": 64, "inside": True}
+    with pytest.raises(ProtocolError, match=r"bank0: coordinator 'c' asked \(hgb.bins.cuts\) for a bin zoom round "
+                                            r"under \[privacy\]"):
+        _honest_request("bank0", "c", "hgb.bins.cuts", zoom, {False: 0, True: 0}, 32, private=True)
+    assert _honest_request("bank0", "c", "hgb.bins.cuts", zoom, {False: 0, True: 0}, 32, private=False)
+    with pytest.raises(ProtocolError, match="more than 3 refine rounds"):
+        _honest_request("bank0", "c", "hgb.bins.cuts", zoom, {False: 0, True: 3}, 32, private=False)
+    span = {**zoom, "inside": False, "cells": 1024}
+    with pytest.raises(ProtocolError, match="span zoom beyond"):
+        _honest_request("bank0", "c", "hgb.bins.cuts", span, {False: 0, True: 1}, 32, private=False)

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from fedrisk.errors import DataError
+from fedrisk.finance.metrics import auc
 from tests.tasks.test_woe_tasks import GERMAN, run_in_process
 from fedrisk.runtime.demo import free_ports
 
@@ -61,8 +62,16 @@ def test_gbdt_reads_each_banks_dialect_and_label_coding(tmp_path):
     spec = spec_for(tmp_path, "horizontal.gbdt", {"bank1": 'positive = "bad"', "bank2": 'positive = "bad"\nsep = ";"\ndecimal = ","'},
                     "n_trees = 5\nmax_depth = 2")
     m = run_in_process(spec, tmp_path / "run")
-    assert m["test"]["n"] == 200 and m["test"]["positives"] == int((df[df.id % 5 == 0].y == "bad").sum())
-    assert m["test"]["auc"] > 0.6
+    test = df[df.id % 5 == 0]
+    assert m["test"]["n"] == 200 and m["test"]["positives"] == int((test.y == "bad").sum())
+    # 800 pooled rows: XGBoost's cuts are exact there and the federated ones equal them, so the model is
+    # pooled XGBoost's (both 0.598 on these three columns; the bar used to be a flat 0.6)
+    xgb = pytest.importorskip("xgboost")
+    feats = ["duration_in_month", "credit_amount", "age_in_years"]
+    ref = xgb.XGBClassifier(n_estimators=5, max_depth=2, learning_rate=0.3, max_bin=32, tree_method="hist",
+                            n_jobs=1).fit(train[feats].to_numpy(float), (train.y == "bad").to_numpy(int))
+    a_xgb = auc((test.y == "bad").to_numpy(int), ref.predict_proba(test[feats].to_numpy(float))[:, 1])
+    assert m["test"]["auc"] == pytest.approx(a_xgb, abs=1e-6) and m["test"]["auc"] > 0.55
 
 
 @pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.gbdt"])

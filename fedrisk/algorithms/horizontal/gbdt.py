@@ -26,9 +26,12 @@ Message flow (``C`` = coordinator, ``B_k`` = bank ``k``)
                                                        and [training rows, sum of y] (see
                                                        :mod:`fedrisk.algorithms.horizontal.federated_bins`)
     C -> B  ``hgb.bins.grid/cuts`` aggregate           grid range, then the agreed cut points (or, up
-                                                       to 3 times without ``[privacy]``, a zoom request:
+                                                       to 3 + 3 times without ``[privacy]``, a zoom request:
                                                        finer cells over a narrow column's occupied span,
-                                                       e.g. birth years, answered by ``hgb.bins.zoomR``)
+                                                       e.g. birth years, or sub-cells of the cells around
+                                                       the cuts' rank targets (refine), answered by
+                                                       ``hgb.bins.zoomR``; the cuts are then XGBoost's
+                                                       ``hist`` cuts of the pooled values)
     C -> B  ``hgb.start``          aggregate           base score (log-odds of the pooled default
                                                        rate), number of trees planned
 3   C -> B  ``hgb.p<s>``           model               step ``s`` of the plan: the split decisions of
@@ -47,7 +50,8 @@ Message flow (``C`` = coordinator, ``B_k`` = bank ``k``)
 One aggregation per tree level (with ``[privacy]`` one more per tree for the leaf totals): every
 node to build at a level is in the same vector, and only
 the smaller child (by hessian sum) of each split is built — the coordinator gets its sibling as
-parent minus child. 30 trees of depth 3 take 2 + 90 + 1 aggregations. Each bank checks that its
+parent minus child. 30 trees of depth 3 take 2 + 90 + 1 aggregations (plus the bins' zoom / refine rounds,
+at most 3 + 3, counted in ``GbdtModel.binning``). Each bank checks that its
 sums fit the fixed-point ring for the number of banks before anything is sent.
 
 The task (:mod:`fedrisk.tasks.horizontal_gbdt`) uses
@@ -60,7 +64,8 @@ banks are told to ``abandon`` the session with the ``reset`` plan, the next sum 
 
 What each participant learns
 ----------------------------
-* **The coordinator** learns the feature names, the federation's counts on the binning grid, the
+* **The coordinator** learns the feature names, the federation's counts on the binning grid (finer
+  around the cut points: the refine rounds of :mod:`~fedrisk.algorithms.horizontal.federated_bins`), the
   pooled row count and default count, and per built node the *federation's* sums of ``g`` and
   ``h`` per (feature, bin) — from which it derives every split, leaf weight and the pooled
   training/validation loss. It never receives a bank's own histogram, count, row or value (a
@@ -127,7 +132,8 @@ import numpy as np
 
 from fedrisk.algorithms.boosting_params import BoostingParams
 from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregation, PlainAggregation
-from fedrisk.algorithms.horizontal.federated_bins import bank_agree_bins, binner_from_cuts, coordinator_agree_bins
+from fedrisk.algorithms.horizontal.federated_bins import (bank_agree_bins, binner_from_cuts, checked_binner,
+                                                          coordinator_agree_bins)
 from fedrisk.algorithms.horizontal.standardisation import fill_missing, mean_bank, mean_coordinator, schema_difference
 from fedrisk.algorithms.phase_timer import PhaseTimer
 from fedrisk.algorithms.vertical.binning import QuantileBinner
@@ -143,7 +149,8 @@ from fedrisk.algorithms.vertical.tree import (
     best_categorical_split,
     sigmoid,
 )
-from fedrisk.crypto.dp import BankNoise, PrivacyPlan, add_distributed_noise, min_contributors, noise_rng
+from fedrisk.crypto.dp import (BankNoise, PrivacyPlan, add_distributed_noise, min_contributors, noise_rng,
+                               released_noise_std)
 from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import ConfigError, CryptoError, DataError, ProtocolError, TransportError
 from fedrisk.transport.channel import Channel
@@ -191,9 +198,9 @@ class GbdtParams(BoostingParams):
 def planned_aggregations(params: GbdtParams, private: bool = False, pooled_mean: bool = False) -> int:
     """Aggregations a run makes at most: 2 pooled-mean rounds under ``missing = "mean"``, 2 binning
     rounds, one per tree level (plus one for the leaf totals with differential privacy), one final
-    loss round. Dropout restarts add rounds, and so do bin zoom rounds (at most
-    ``federated_bins.MAX_ZOOM``, never under ``[privacy]``); with ``[privacy]`` the coordinator
-    refuses any beyond this count."""
+    loss round. Dropout restarts add rounds, and so do bin zoom and refine rounds (at most
+    ``federated_bins.MAX_ZOOM + MAX_REFINE``, never under ``[privacy]``; counted in
+    ``GbdtModel.binning``); with ``[privacy]`` the coordinator refuses any beyond this count."""
     return 2 * int(pooled_mean) + 2 + params.n_trees * (params.max_depth + int(private)) + 1
 
 
@@ -220,6 +227,9 @@ class GbdtModel:
     privacy: dict | None = None
     #: ``missing = "mean"``: the pooled observed mean each feature's blanks were filled with (train and predict)
     imputation: dict[str, float] | None = None
+    #: how the bins were agreed (``grid_cells``, ``occupied_cells``, ``zoom_rounds``, ``refine_rounds``): the
+    #: extra aggregations beyond :func:`planned_aggregations` are its zoom and refine rounds (not saved)
+    binning: dict[str, int] = field(default_factory=dict)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return predict_margin(self.base_score, self.trees, np.asarray(X, dtype=np.float64))
@@ -309,6 +319,11 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         raise DataError(f"bank {me!r}: no training rows")
     if not np.all((y == 0) | (y == 1)):
         raise DataError(f"bank {me!r}: the label must be 0/1 for binary log-loss")
+    inf = np.flatnonzero(np.isinf(X).any(axis=0))
+    if inf.size:
+        name = feature_names[int(inf[0])] if len(feature_names) == d else f"#{int(inf[0])}"
+        raise DataError(f"bank {me!r}: column {name!r} has infinite values; horizontal.gbdt bins finite values and "
+                        f"blanks only: leave those cells empty (missing) or cap them")
     n_banks = n_banks or max(1, len([p for p in channel.peers if p != coordinator]))
     ph = PhaseTimer()
     rng = np.random.default_rng([params.seed, zlib.crc32(me.encode())])
@@ -349,8 +364,13 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
         fill = start.get("fill")
         if fill is not None:
             X = fill_missing(X, np.asarray(fill, dtype=np.float64))
-        binner = binner_from_cuts(params.max_bin, [np.asarray(c, dtype=np.float64) for c in start["cuts"]],
-                                  np.asarray(start["has_missing"], dtype=bool))
+        cuts = start.get("cuts") if isinstance(start, dict) else None
+        if not isinstance(cuts, list) or len(cuts) != d:
+            raise ProtocolError(f"bank {me!r}: the coordinator's rejoin message (hgb.rejoin) has no cut points for "
+                                f"{d} features")
+        # (a categorical column's cuts are its levels, set again from the bank's own level count)
+        cuts = [[] if f in cat_idx else c for f, c in enumerate(cuts)]
+        binner = checked_binner(f"bank {me!r}", cuts, start.get("has_missing"), params.max_bin)
         binner = _with_category_bins(binner, cat_idx)
         bins = binner.transform(X)
     else:
@@ -369,7 +389,8 @@ def run_bank(channel: Channel, coordinator: str, X: np.ndarray, y: np.ndarray, f
                                        noise=mean_noise)
             X = fill_missing(X, fill)
         with ph("binning"):
-            binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit)
+            binner = bank_agree_bins(channel, coordinator, X[train], np.array([len(train), float(y[train].sum())]), submit,
+                                     max_bin=params.max_bin, private=privacy is not None)
             binner = _with_category_bins(binner, cat_idx)
             bins = binner.transform(X)
         start = channel.recv(coordinator, "hgb.start")
@@ -591,7 +612,8 @@ def _model_from_message(msg: Any, names: list[str], binner: QuantileBinner, base
         raise ProtocolError("the coordinator's final model is malformed")
     return GbdtModel(names, base, msg["trees"], [c.tolist() for c in binner.cuts_], binner.has_missing_.tolist(),
                      dict(msg.get("importance") or {}), list(msg.get("history") or []), int(msg.get("best_iteration", 0)),
-                     dict(msg.get("phases") or {}), int(msg.get("rounds", 0)), msg.get("privacy"))
+                     dict(msg.get("phases") or {}), int(msg.get("rounds", 0)), msg.get("privacy"),
+                     binning={str(k): int(v) for k, v in (msg.get("binning") or {}).items() if expect.whole(v)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -782,7 +804,10 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     clip = privacy.clip if privacy is not None else None
 
     def noise_std(sensitivity: float) -> float:
-        return 0.0 if privacy is None else privacy.noise_multiplier * sensitivity
+        # the noise an opened sum of every bank carries (each adds 1/t of the calibrated variance):
+        # the tests "occupied above k sigma" of the ranges and the bins are calibrated against it
+        return 0.0 if privacy is None else released_noise_std(privacy.noise_multiplier, sensitivity, len(banks),
+                                                              _min_contributors(agg, len(banks)))
 
     fill = None
     if pooled_mean:
@@ -1052,7 +1077,7 @@ def run_coordinator(channel: Channel, banks: Sequence[str], params: GbdtParams, 
     priv = privacy.summary(rounds) if privacy is not None else None
     model = GbdtModel(names, base, kept, [c.tolist() for c in binner.cuts_], binner.has_missing_.tolist(), importance,
                       history, best_it or len(trees), phases, rounds, priv,
-                      dict(zip(map(str, names), map(float, fill))) if fill is not None else None)
+                      dict(zip(map(str, names), map(float, fill))) if fill is not None else None, dict(bin_info))
     send_all("hgb.model", {"trees": kept, "importance": importance, "history": history,
                            "best_iteration": model.best_iteration, "phases": phases, "rounds": rounds,
                            "privacy": priv, "binning": bin_info}, "model")

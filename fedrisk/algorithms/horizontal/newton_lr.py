@@ -163,7 +163,7 @@ from fedrisk.algorithms.horizontal.aggregation import AggregateResult, Aggregati
 from fedrisk.algorithms.horizontal.dropouts import agreed_roster, rejoin_scaler
 from fedrisk.algorithms.horizontal.logistic import LogisticModel, sigmoid
 from fedrisk.algorithms.horizontal.standardisation import agree_bank, agree_coordinator, fill_missing
-from fedrisk.crypto.dp import BankNoise, PrivacyPlan, clip_rows, min_contributors
+from fedrisk.crypto.dp import BankNoise, PrivacyPlan, clip_rows, min_contributors, released_noise_std
 from fedrisk.crypto.secagg_oneshot import IncompleteRound
 from fedrisk.errors import CryptoError, DataError, ProtocolError
 from fedrisk.transport import expect
@@ -463,11 +463,13 @@ def run_coordinator(channel: Channel, banks: Sequence[str], cfg: NewtonConfig, a
     if start is not None:  # (round, state written by checkpoint) or, from older checkpoints, (round, w)
         resumed = start[1] if isinstance(start[1], dict) else {"w": start[1]}
         first, w = start[0] + 1, np.asarray(resumed["w"], dtype=np.float64)
-    std = None if privacy is None else (lambda sens: privacy.noise_multiplier * sens)
+    def std(a: Aggregation):  # the noise an opened sum of every bank carries (each adds 1/t of it)
+        return None if privacy is None else (lambda sens: released_noise_std(
+            privacy.noise_multiplier, sens, len(banks), min_contributors(a, len(banks))))
     agg, roster, st = agreed_roster(
         channel, banks, aggregation or PlainAggregation(),
         lambda a: agree_coordinator(channel, banks, a, extra={"first_round": first, "banks": len(banks)},
-                                    noise_std=std, pooled_mean=cfg.pooled_mean), log=log)
+                                    noise_std=std(a), pooled_mean=cfg.pooled_mean), log=log)
     names, d = st.feature_names, len(st.feature_names)
     k = d + 1
     if w is None:

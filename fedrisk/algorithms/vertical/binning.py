@@ -97,10 +97,12 @@ class QuantileBinner:
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """Bin index per row and feature, ``uint8`` of shape ``X.shape`` (missing: the last bin
-        where the feature has one; otherwise NaN sorts past every cut, into the last value bin)."""
+        """Bin index per row and feature, ``uint8`` of shape ``X.shape`` (``uint16`` when a feature has
+        more than 256 bins: horizontal GBDT's agreed bins give missing values a bin past ``max_bin``
+        value bins, as XGBoost does; missing: the last bin where the feature has one; otherwise NaN
+        sorts past every cut, into the last value bin)."""
         X = np.asarray(X, dtype=np.float64)
-        out = np.empty(X.shape, dtype=np.uint8)
+        out = np.empty(X.shape, dtype=np.uint8 if int(self.n_bins_.max(initial=0)) <= 256 else np.uint16)
         for f, c in enumerate(self.cuts_):
             col = X[:, f]
             out[:, f] = np.searchsorted(c, col, side="right")

@@ -237,7 +237,8 @@ def test_gbdt_fills_blanks_with_the_pooled_mean_and_equals_the_pooled_booster():
     np.testing.assert_allclose([m.imputation[f] for f in NAMES], means, rtol=1e-6)
     for b in banks:  # every bank holds the same model, fill values included
         assert res[b].trees == m.trees and res[b].imputation == m.imputation
-    assert m.rounds == planned_aggregations(params) + 2  # the two pooled-mean sums
+    # the two pooled-mean sums (and the bins' zoom / refine rounds)
+    assert m.rounds == planned_aggregations(params) + 2 + m.binning["zoom_rounds"] + m.binning["refine_rounds"]
     assert not any(m.has_missing)  # nothing is left blank after filling
     fill = np.array([m.imputation[f] for f in NAMES])
     filled = {b: (np.where(np.isnan(X), fill, X), y) for b, (X, y) in banks.items()}
@@ -311,3 +312,30 @@ def test_private_gbdt_pooled_means_are_two_accounted_gaussian_mechanisms():
     observed = np.nanmean(np.vstack([X for X, _ in banks.values()]), axis=0)
     fill = np.array([m.imputation[f] for f in NAMES])
     assert np.all(np.abs(fill - observed) <= 0.1 * np.maximum(np.abs(observed), 1.0)), (fill, observed)  # ~8 sigma
+
+
+def test_private_gbdt_range_test_expects_the_noise_the_opened_sum_carries(monkeypatch):
+    """The coordinator takes an exponent as occupied above so many noise standard deviations that an
+    empty one passes in at most DP_FALSE_BIN of runs; that holds only if its sigma is the noise the
+    opened sum really carries. Each bank adds 1/t of the calibrated variance, so a sum of n banks
+    carries sqrt(n / t) times the calibrated std (sqrt(3) here: plain sums, t = 1). With the
+    calibrated std alone the test sat at 2.9 real sigma: 27 runs in 1000 took a phantom exponent
+    (up to 2^60) as the range, and the pooled mean drowned in its noise (fill -1.0e4 for 1.08)."""
+    from fedrisk.algorithms.horizontal import standardisation
+    from fedrisk.algorithms.horizontal.gbdt import GbdtParams, planned_aggregations
+    from fedrisk.crypto.dp import plan_privacy
+    from tests.algorithms.horizontal.test_newton_lr_privacy import Recording
+
+    seen = []
+    real = standardisation.private_ranges
+    monkeypatch.setattr(standardisation, "private_ranges", lambda c, sigma: seen.append(sigma) or real(c, sigma))
+    banks = non_iid_banks(10, sizes=(3000, 2500, 2000))
+    params = GbdtParams(n_trees=1, max_depth=2, max_bin=16)
+    plan = plan_privacy(planned_aggregations(params, private=True, pooled_mean=True), epsilon=8.0, delta=1e-5)
+    agg = Recording()
+    gbdt_federate(banks, params, agg, privacy=plan)
+    exact = sum(standardisation.magnitude_counts(X).ravel() for X, _ in banks.values())
+    noise = agg.totals["hgb.mean.magnitude"] - exact
+    assert len(seen) == 1 and noise.size == D * standardisation.EXPONENT_BINS
+    # 496 draws: the sample std is within 15 % of the true one but for ~1e-6 of runs
+    assert 0.85 < float(np.std(noise)) / seen[0] < 1.15, (float(np.std(noise)), seen[0])
