@@ -169,7 +169,8 @@ def encode_columns(df: pd.DataFrame, feature_names: Sequence[str], categorical: 
             continue
         if fitted is not None and c not in fitted:
             raise DataError(f"party {party!r}: column {c!r} holds text, but the model was trained with it numeric; "
-                            "fix the file or retrain with it in categorical = [...]")
+                            "fix the file, declare placeholder cells such as '?' missing (na_values = [...] for this "
+                            "party; fedrisk predict --na-values), or retrain with it in categorical = [...]")
         enc = CategoryEncoder.from_json(fitted[c]) if fitted is not None else CategoryEncoder.fit(c, df[c], party=party)
         encoders[c] = enc.to_json()
         if encoding == "codes":

@@ -377,6 +377,8 @@ class FederatedClassifier(ClassifierMixin, FederatedEstimator):
         self._learn(self._run(fed).files)
         self.classes_ = label_classes(fed)
         self.na_values_ = options_na_values(fed.party_options.values())  # scoring reads cells as training did
+        # (a split model scores each party's rows with that party's own placeholders)
+        self.party_na_values_ = {n: options_na_values([o]) for n, o in fed.party_options.items() if o.get("na_values")}
         return self
 
     def _learn(self, files: dict[str, dict[str, Any]]):  # pragma: no cover - every subclass defines it

@@ -156,7 +156,7 @@ def _task_settings_as_keywords(msg: str) -> str:
     estimator's keywords a notebook sets them with (``categories={'purpose': [...]}``, ``iv_threshold=``)."""
     msg = re.sub(r"\[task\] ([a-z_]+) = \{ ?(.+?) = \[\.\.\.\] ?\}", r"\1={'\2': [...]} of the estimator", msg)
     msg = re.sub(r"\[task\] ([a-z_]+) = \[\.\.\.\]", r"\1=[...] of the estimator", msg)
-    return re.sub(r"\btask\.([a-z_]+)\b", r"the estimator's \1=", msg)
+    return re.sub(r"\btask\.([a-z_]+)\b(?: = )?", r"the estimator's \1=", msg)
 
 
 @contextmanager

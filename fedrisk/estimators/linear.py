@@ -167,6 +167,23 @@ def _vertical_parts(files: dict[str, dict], fmt: str) -> dict[str, dict]:
     return {rel: files[rel] for rel in main["parties"].values() if rel in files}
 
 
+def _with_fit_na_values(est: Any, fed: Federation) -> Federation:
+    """``fed`` with each party's ``na_values`` of the fit where the scoring Federation gives none (a copy:
+    the caller's object is left alone), so "?" cells score as the fit read them, as horizontal models do."""
+    import copy
+
+    per_party = getattr(est, "party_na_values_", None)
+    shared = getattr(est, "na_values_", None) or []  # a loaded model: every party's, from the run's spec
+    options = {n: dict(fed.party_options.get(n, {})) for n in set(fed.party_options) | set(fed.parties)}
+    for n, opts in options.items():
+        na = per_party.get(n) if per_party is not None else shared
+        if na and not opts.get("na_values"):
+            opts["na_values"] = list(na)
+    out = copy.copy(fed)
+    out.party_options = {n: o for n, o in options.items() if o}
+    return out
+
+
 def _score_parts(est: Any, files: dict[str, dict], X: Any, detail: bool = False):
     from fedrisk.estimators.engine import score_vertical
 
@@ -179,7 +196,7 @@ def _score_parts(est: Any, files: dict[str, dict], X: Any, detail: bool = False)
         raise ConfigError(f"this model holds only {sorted(parts)}'s part of {sorted(named)} (Federation.connect): score "
                           "with `fedrisk predict RUN_DIR/model.json NEW.csv --session S --no-spawn` while the partners "
                           "run `fedrisk serve`")
-    scores, run = score_vertical(X, parts, detail=detail)
+    scores, run = score_vertical(_with_fit_na_values(est, X), parts, detail=detail)
     est._last_scoring = run  # the scoring session's ledger (and captures), for audits and tests
     lh_rows = X.parties.get(str(next(iter(parts.values())).get("label_holder")))
     if detail and lh_rows is not None and len(lh_rows) == len(scores):

@@ -164,7 +164,9 @@ class FeatureBins:
                 example = s[bad].iloc[0]
                 raise DataError(
                     f"column {self.name!r} is numeric in the model but holds non-numeric values such as {example!r}; "
-                    "check the file's schema matches the one the model was fitted on"
+                    "check the file's schema matches the one the model was fitted on, or, if it is a placeholder "
+                    "for no value, declare it missing (na_values in the job spec, na_values= in Python, "
+                    f"fedrisk predict --na-values {str(example)!r})"
                 )
             v = num.to_numpy(dtype=float)
             ok = ~miss

@@ -87,3 +87,16 @@ def test_a_horizontal_scorecard_scores_rows_with_the_placeholders_it_was_fitted_
     blank = hold.assign(amt=pd.to_numeric(hold["amt"], errors="coerce"))
     np.testing.assert_allclose(card.predict_proba(hold[["a", "amt"]])[:, 1],
                                card.predict_proba(blank[["a", "amt"]])[:, 1])
+
+
+def test_a_vertical_model_scores_a_federation_with_the_placeholders_it_was_fitted_with():
+    """A split model scored in the notebook reads each party's "?" cells as its fit did, as a horizontal model
+    does; the scoring Federation need not repeat ``na_values`` (it was refused with "check the file's schema")."""
+    train = _parties(300)
+    card = fr.LogisticRegression(max_iter=20).fit(
+        fr.Federation.vertical(train, id="id", label="y", missing="mean", na_values=["?"]))
+    assert card.party_na_values_ == {"lender": ["?"], "payco": ["?"]}
+    given = fr.Federation.vertical(train, id="id", label="y", missing="mean", na_values=["?"])
+    bare = fr.Federation.vertical(train, id="id", label="y", missing="mean")
+    np.testing.assert_array_equal(card.predict_proba(bare), card.predict_proba(given))
+    assert bare.party_options == {}  # the caller's Federation is left as it was

@@ -78,3 +78,9 @@ def test_blank_cells_at_fit_name_the_federations_missing_keyword(banks_and_model
     blank = dict(banks, bank1=banks["bank1"].assign(x3=lambda d: d.x3.where(d.index % 50 != 0)))
     with pytest.raises(fr.DataError, match=r"or build the Federation with missing='mean'"):
         fr.LogisticRegression().fit(fr.Federation.horizontal(blank, id="id", label="y"))
+
+
+def test_a_spec_setting_with_its_value_reads_as_one_keyword():
+    """``task.min_bin_class = 5`` in a label holder's refusal read "min_bin_class= = 5" in a notebook."""
+    assert _task_settings_as_keywords("the rule (task.min_bin_class = 5) holds; lower task.min_bin_class to 2") == \
+        "the rule (the estimator's min_bin_class=5) holds; lower the estimator's min_bin_class= to 2"

@@ -210,3 +210,11 @@ def test_the_category_test_is_calibrated_when_expected_bads_per_category_are_bel
     # a real difference in a sparse table is still found: 30 of 300 categories at 10 % bad
     b = np.concatenate([rng.binomial(20, 0.1, 30), rng.binomial(20, 0.005, 270)]).astype(float)
     assert categories_differ(n - b, b) < 1e-3
+
+
+def test_a_placeholder_in_a_numeric_bin_names_na_values():
+    """A scorecard scoring "?" in a numeric column said only "check the file's schema"; a placeholder for no value
+    is the usual cause, so the line names the setting that declares it missing."""
+    bins = FeatureBins("amt", "numeric", edges=np.array([1.0, 2.0]))
+    with pytest.raises(DataError, match=r"column 'amt' .* such as '\?'.*na_values.*--na-values '\?'"):
+        bins.assign(pd.Series(["1.5", "?", "3"]))
