@@ -41,9 +41,9 @@ def test_narrow_columns_get_their_bins_and_the_model_matches_pooled_xgboost(secu
     a_fed, a_xgb = auc(yt, model.predict_proba(Xt)), auc(yt, ref.predict_proba(Xt)[:, 1])
     assert a_fed > a_xgb - 0.01, (a_fed, a_xgb)
     assert model.importance["x1"]["splits"] > 0  # the date column is usable at all
-    # the zoom costs at most MAX_ZOOM extra sums (and the refine rounds at most MAX_REFINE)
+    # the date column (365 days near 2e7) needs a zoom and the amounts a refine round; each is one extra sum
     zooms, refines = model.binning["zoom_rounds"], model.binning["refine_rounds"]
-    assert 1 <= zooms <= MAX_ZOOM and refines <= MAX_REFINE
+    assert zooms >= 1 and refines >= 1, model.binning
     assert model.rounds == planned_aggregations(params) + zooms + refines
 
 
@@ -135,7 +135,7 @@ def test_cuts_and_model_are_pooled_xgboosts_where_its_sketch_is_exact():
         theirs = vals[ptr[f] + 1:ptr[f + 1] - 1]  # without XGBoost's lower bound and its sentinel above the max
         s = np.sort(X[:, f])
         assert np.searchsorted(s, model.cuts[f]).tolist() == np.searchsorted(s, theirs).tolist(), f
-    assert 1 <= model.binning["refine_rounds"] <= MAX_REFINE
+    assert model.binning["refine_rounds"] >= 1, model.binning  # the grid alone does not give XGBoost's cuts
     ref = xgb.XGBClassifier(n_estimators=10, max_depth=3, learning_rate=0.3, max_bin=32, tree_method="hist",
                             n_jobs=1).fit(X, y)
     np.testing.assert_allclose(model.predict_proba(X), ref.predict_proba(X)[:, 1], atol=1e-5)
