@@ -52,7 +52,7 @@ from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     DEFAULT_TEST_RULE, driver, inference_features, refuse_one_class, roles, validate_vertical)
 from fedrisk.tasks.vertical_woe import (LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe,
                                         party_categorical, refuse_unheld_categorical)
-from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
+from fedrisk.tasks.horizontal_woe import CategoryBinningParams, iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
            "infer", "infer_table", "inference_features", "load_table", "load_scoring_rows"]
@@ -65,7 +65,7 @@ INFERENCE_TAG_PREFIXES = ("psi.", "vsc.")
 PARTY_CATEGORICAL = True
 
 
-class Params(LabelKeyParams, ReleaseParams, HeteroLRParams, ScorecardParams):
+class Params(LabelKeyParams, ReleaseParams, CategoryBinningParams, HeteroLRParams, ScorecardParams):
     """``[task]`` settings of ``vertical.scorecard``: binning + vertical LR + points scaling."""
 
     local_only: bool = Field(True, description="also fit the label holder's features alone (the floor), locally")

@@ -41,7 +41,7 @@ from fedrisk.algorithms.vertical.woe import ReleaseRule
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
+from fedrisk.tasks.horizontal_woe import BinningParams, CategoryBinningParams, iv_rows, load_frame, woe_document
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     driver, refuse_one_class, roles, split_keep, choose_test_rows, validate_vertical)
 
@@ -84,8 +84,9 @@ class LabelKeyParams(BaseModel):
     key_bits: Literal[2048, 3072] = Field(2048, description="modulus bits of the label holder's key")
 
 
-class Params(LabelKeyParams, ReleaseParams, BinningParams):
-    """``[task]`` settings of ``vertical.woe``."""
+class Params(LabelKeyParams, ReleaseParams, CategoryBinningParams, BinningParams):
+    """``[task]`` settings of ``vertical.woe`` (categorical columns: :class:`CategoryBinningParams`, applied by the
+    label holder to the pooled prebins' counts, its own columns' and each feature holder's alike)."""
 
     reveal: Literal["iv", "bins", "woe"] = Field("iv", description="what feature holders get back about their bins")
 
