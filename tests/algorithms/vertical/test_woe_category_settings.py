@@ -10,7 +10,6 @@ feature holder pools every category under ``need`` rows before anything is summe
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from fedrisk.algorithms.vertical.woe import vertical_woe_feature_holder, vertical_woe_label_holder
