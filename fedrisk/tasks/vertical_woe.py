@@ -187,20 +187,21 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
 def local_woe(params: BinningParams, X, y, party: str, log=None, spec: JobSpec | None = None):
     """The label holder's own features: local bins, WOE/IV and selection (nothing is sent).
 
-    Binned and weighed as a feature holder's copy of the column would be (prebins pooled under the
-    release rule's row minimum, groups that pass it, a small missing bin's WOE 0), so a column's bins,
-    WOE and IV do not depend on which party holds it
-    (:func:`~fedrisk.algorithms.vertical.woe.label_holder_encoder`)."""
-    from fedrisk.algorithms.vertical.woe import label_holder_encoder
-    from fedrisk.finance.woe import select_features
+    Text columns are binned as at a feature holder (rare categories pooled under the release rule's
+    row minimum), so a column's bins do not depend on which party holds it
+    (:func:`~fedrisk.algorithms.vertical.woe.label_holder_bins`)."""
+    from fedrisk.algorithms.vertical.woe import label_holder_bins
+    from fedrisk.finance.woe import WoeEncoder, select_features
 
     warnings: list[str] = []
     release = params.release() if isinstance(params, ReleaseParams) else None
     cats = params.categorical if spec is None else party_categorical(spec, party, params.categorical)
-    enc = label_holder_encoder(X, y, categorical=cats, config=params.binning(), release=release,
-                               smoothing=params.smoothing, warnings=warnings)
+    bins = label_holder_bins(X, y, categorical=cats, config=params.binning(), release=release,
+                             warnings=warnings)
     for w in warnings if log is not None else ():
         log.warning(w)  # this party's own log (its own column names only)
+    enc = WoeEncoder(params.method, params.max_bins, params.n_prebins, params.min_bin_frac,
+                     categorical=cats, smoothing=params.smoothing).fit_bins(X, y, bins)
     sel = select_features(enc.iv_, enc.transform(X), iv_threshold=params.iv_threshold,
                           max_corr=params.corr_or_none(), party=party)
     return enc, sel

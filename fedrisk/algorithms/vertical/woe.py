@@ -34,34 +34,18 @@ handed a feature holder 3,982 of 3,982 training labels). So:
   distinct values than ``max_category_share`` of its rows is logged as a warning naming it;
   pooling then leaves it (nearly) one bin. Every encrypted sum therefore covers ``>= need`` rows.
 * L merges released groups until each holds ``>= need`` rows and ``>= min_bin_class`` goods and
-  bads; a missing bin that fails the rule is released with WOE 0 (no information), and the other
-  bins' WOE is computed from the other rows alone (:func:`released_woe`).
+  bads; a missing bin that fails the rule is released with WOE 0 (no information).
 * F refuses a result whose groups do not partition its prebins.
-* L bins and weighs its own columns the same way, locally (:func:`label_holder_bins`,
-  :func:`label_holder_encoder`): numeric prebins pooled to ``need`` rows, groups that pass the rule,
-  and a missing bin that fails it gets WOE 0 with the other bins' WOE from the other rows, exactly as
-  if a feature holder held the column. So a column gets the same bins, WOE and IV whichever party
-  holds it, and a code of many rare levels (branch, postcode) is pooled instead of being merged by
-  each level's own bad rate (which fits noise).
-
-Why a small missing bin is withheld, not summed: the sum is over F's private grouping of rows, so
-decrypting a sum over fewer than ``need`` rows would tell L the bad count of a handful of F's customers
-(which F's blank cells are, for a deviating L: ``test_woe_crafted_labels.py``), and releasing its WOE
-would tell F those few customers' bad rate. Parity is therefore reached the conservative way round:
-L's own copy of a column follows the same rule (it protects nothing there, since L's own WOE stays
-with L, but L's bins and WOE would otherwise depend on who holds the column: German credit with 30
-blank ``duration_in_month`` cells gave IV 0.2613 held by L and 0.2683 held by F; now 0.2683 at both,
-which is single-party :class:`~fedrisk.finance.woe.WoeEncoder` on the rows with a value;
-``tests/algorithms/vertical/test_woe_missing_parity.py``).
+* L bins its own text columns the same way, locally (:func:`label_holder_bins`): a column gets the
+  same bins whichever party holds it, and a code of many rare levels (branch, postcode) is pooled
+  instead of being merged by each level's own bad rate (which fits noise).
 * Categorical prebins, at either party, get single-party binning's rule on their counts
   (:func:`~fedrisk.finance.binning.group_categories` with the task's binning settings): prebins under
   ``min_category_count`` rows (possible when ``need`` is smaller) pooled into one, and a column with
   more prebins than ``max_bins`` keeps one bin unless the chi-square test finds its bad rates differ
-  (``category_pvalue``, default 0.01). Both are ``[task]`` settings of ``vertical.woe`` and
-  ``vertical.scorecard`` (as of single-party :class:`~fedrisk.finance.woe.WoeEncoder` and the
-  horizontal tasks), read from the shared spec by every party. So a random 10-level code gets IV 0 as
-  with :class:`~fedrisk.finance.woe.WoeEncoder`. L computes this from the counts it already
-  decrypted; F learns only the final groups, as before.
+  (``category_pvalue``, default 0.01; the vertical tasks use the defaults). So a random 10-level code
+  gets IV 0 as with :class:`~fedrisk.finance.woe.WoeEncoder`. L computes this from the counts it
+  already decrypted; F learns only the final groups, as before.
 
 What each party learns
     L: for each of F's features, the number of prebins, rows and bads per prebin (its labels
@@ -103,13 +87,12 @@ from fedrisk.finance.binning import (
     merge_bins,
     quantile_edges,
 )
-from fedrisk.finance.woe import DEFAULT_SMOOTHING, WoeEncoder, iv_strength, select_features, woe_iv
+from fedrisk.finance.woe import DEFAULT_SMOOTHING, iv_strength, select_features, woe_iv
 from fedrisk.transport.channel import Channel
 from fedrisk.transport import expect
 
 __all__ = ["VerticalWoeResult", "ReleaseRule", "vertical_woe_label_holder", "vertical_woe_feature_holder",
-           "REVEAL_LEVELS", "label_holder_bins", "label_holder_encoder", "final_bins", "released_woe",
-           "merge_prebins", "refuse_unsplittable", "unsplittable"]
+           "REVEAL_LEVELS", "label_holder_bins", "merge_prebins", "refuse_unsplittable", "unsplittable"]
 
 REVEAL_LEVELS = ("iv", "bins", "woe")
 log = logging.getLogger(__name__)
@@ -235,27 +218,6 @@ def enforce_release(groups: list[list[int]], goods: np.ndarray, bads: np.ndarray
     return grp
 
 
-def released_woe(goods: np.ndarray, bads: np.ndarray, need: int, rule: ReleaseRule,
-                 smoothing: float = DEFAULT_SMOOTHING) -> tuple[np.ndarray, np.ndarray, float]:
-    """WOE per final bin and IV of one feature (missing bin last) under the release rule.
-
-    A missing bin with rows that fails ``rule`` (fewer than ``need`` rows, or fewer than ``min_class``
-    goods or bads) gets WOE 0 and IV 0, and the other bins' WOE is taken from the other rows alone: against
-    totals that include the missing rows, a lone remaining bin's WOE would be the missing rows' bad rate
-    against the rest's, which is what the rule withholds. A feature holder never sums a missing bin under
-    ``need`` rows (it sends an empty one), which this function treats the same way, so a column's WOE
-    and IV do not depend on whether its small missing bin was summed or withheld, nor on which party
-    holds the column (the label holder applies it to its own columns too, :func:`label_holder_encoder`).
-    """
-    g = np.asarray(goods, dtype=float)
-    b = np.asarray(bads, dtype=float)
-    if g[-1] + b[-1] > 0 and not rule.ok(g[-1], b[-1], need):
-        woe, ivb, _ = woe_iv(g[:-1], b[:-1], smoothing)
-        woe, ivb = np.append(woe, 0.0), np.append(ivb, 0.0)
-        return woe, ivb, float(np.sum(ivb))
-    return woe_iv(g, b, smoothing)
-
-
 @dataclass
 class VerticalWoeResult:
     """Outcome at one party.
@@ -364,7 +326,15 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
             groups = merge_prebins(g[:k], b[:k], kind, cfg, rule, need)
             fg = np.array([g[grp].sum() for grp in groups] + [g[k]])
             fb = np.array([b[grp].sum() for grp in groups] + [b[k]])
-            woe, ivb, iv = released_woe(fg, fb, need, rule, smoothing)
+            if fg[-1] + fb[-1] > 0 and not rule.ok(fg[-1], fb[-1], need):
+                # too few missing rows (or of one class) to say anything about them: neutral WOE, and the other
+                # bins' WOE from the other rows alone (against totals with the missing rows, a lone remaining
+                # bin's WOE would be their bad rate against the rest's: what the rule withholds)
+                woe, ivb, _ = woe_iv(fg[:-1], fb[:-1], smoothing)
+                woe, ivb = np.append(woe, 0.0), np.append(ivb, 0.0)
+                iv = float(np.sum(ivb))
+            else:
+                woe, ivb, iv = woe_iv(fg, fb, smoothing)
             ivs[f] = iv
             tables[f] = [{"bin": i, "prebins": grp, "n": int(fg[i] + fb[i]), "goods": int(fg[i]), "bads": int(fb[i]),
                           "woe": float(woe[i]), "iv": float(ivb[i])}
@@ -450,17 +420,15 @@ def _pool_small_prebins(rows: np.ndarray, min_count: int) -> list[list[int]]:
 
 def label_holder_bins(X: pd.DataFrame, y: Any, *, categorical: Iterable[str] = (), config: BinningConfig | None = None,
                       release: ReleaseRule | None = None, warnings: list[str] | None = None) -> dict[str, FeatureBins]:
-    """Bins of the label holder's own features (local: nothing is sent): those its column would get at a
-    feature holder.
+    """Bins of the label holder's own features (local: nothing is sent).
 
-    The same steps as the protocol, on the label holder's own counts: prebins pooled to ``need`` rows
-    (:func:`_prebin_column`: rare categories into one prebin, small numeric prebins into a neighbour), then
-    :func:`merge_prebins` (which applies :func:`enforce_release`). So a column gets the same bins whichever
-    party holds it. Sorting a code of 150 rare levels by each level's own bad rate would fit noise (IV 1.3
-    on German credit for a random branch code) that the same column at a feature holder never shows; a
-    numeric bin of 46 rows (``min_bin_frac`` of the present rows) would be kept here and merged there.
+    Numeric columns: single-party binning (:func:`~fedrisk.finance.binning.fit_feature_bins`). Text
+    columns: the bins a feature holder's copy of the column would get — categories under ``need`` rows
+    pooled into one prebin (:func:`_pool_categories`), then :func:`merge_prebins`. Sorting a code of
+    150 rare levels by each level's own bad rate would fit noise (IV 1.3 on German credit for a random
+    branch code) that the same column at a feature holder never shows.
     """
-    from fedrisk.finance.binning import class_counts
+    from fedrisk.finance.binning import class_counts, fit_feature_bins
 
     cfg = config or BinningConfig()
     rule = release or ReleaseRule()
@@ -471,50 +439,17 @@ def label_holder_bins(X: pd.DataFrame, y: Any, *, categorical: Iterable[str] = (
     bins: dict[str, FeatureBins] = {}
     for f in X.columns:
         s = X[f].reset_index(drop=True)
-        pre = _prebin_column(f, s, f in forced or is_categorical(s), cfg.n_prebins, need, rule, warnings)
-        if pre.kind == "categorical" and not pre.groups:
+        if f not in forced and not is_categorical(s):
+            bins[f] = fit_feature_bins(s, yv, f, kind="numeric", config=cfg)
+            continue
+        pre = _pool_categories(f, s, need, rule, warnings)
+        if not pre.groups:
             bins[f] = pre
             continue
         g, b = class_counts(pre.assign(s), yv, pre.n_bins + 1)
-        bins[f] = final_bins(pre, merge_prebins(g[:-1], b[:-1], pre.kind, cfg, rule, need))
+        groups = merge_prebins(g[:-1], b[:-1], "categorical", cfg, rule, need)
+        bins[f] = FeatureBins(f, "categorical", groups=[sorted(c for i in grp for c in pre.groups[i]) for grp in groups])
     return bins
-
-
-def final_bins(pre: FeatureBins, groups: list[list[int]]) -> FeatureBins:
-    """A feature's final bins from its (pooled) prebins and the label holder's groups of prebin indices."""
-    if pre.kind == "numeric":
-        return bins_from_groups(pre.name, "numeric", groups, prebin_edges=pre.edges)
-    # a pooled prebin holds several categories
-    return FeatureBins(pre.name, "categorical", groups=[sorted(c for i in g for c in pre.groups[i]) for g in groups])
-
-
-def label_holder_encoder(X: pd.DataFrame, y: Any, *, categorical: Iterable[str] = (),
-                         config: BinningConfig | None = None, release: ReleaseRule | None = None,
-                         smoothing: float = DEFAULT_SMOOTHING, warnings: list[str] | None = None) -> WoeEncoder:
-    """The label holder's own features: :func:`label_holder_bins`, then WOE/IV by :func:`released_woe`.
-
-    The label holder's own WOE is seen by nobody else, so the release rule protects nothing here; it is
-    applied so that a column's bins, WOE and IV do not depend on which party holds it. Giving the label
-    holder's copy its small missing bin's WOE instead would need a feature holder to sum (and the label
-    holder to decrypt) a bin of fewer than ``need`` rows, which the rule forbids: the missing bin of a
-    few blank cells gets WOE 0 at either party (measured on German credit with 30 blank
-    ``duration_in_month`` cells: IV 0.2613 held here and 0.2683 held by a partner before; now 0.2683
-    at both, as :class:`~fedrisk.finance.woe.WoeEncoder` on the rows with a value).
-    """
-    from fedrisk.finance.woe import FeatureWoe
-
-    cfg = config or BinningConfig()
-    rule = release or ReleaseRule()
-    yv = np.asarray(y, dtype=float).ravel()
-    bins = label_holder_bins(X, yv, categorical=categorical, config=cfg, release=rule, warnings=warnings)
-    enc = WoeEncoder(cfg.method, cfg.max_bins, cfg.n_prebins, cfg.min_bin_frac, categorical=list(categorical),
-                     smoothing=smoothing, min_category_count=cfg.min_category_count,
-                     category_pvalue=cfg.category_pvalue).fit_bins(X, yv, bins)
-    need = rule.rows_needed(len(yv))
-    for f, w in enc.woe_.items():
-        enc.woe_[f] = FeatureWoe(w.bins, w.goods, w.bads, *released_woe(w.goods, w.bads, need, rule, smoothing))
-    enc.iv_ = {f: w.iv for f, w in enc.woe_.items()}
-    return enc
 
 
 def _pool_numeric(fb: FeatureBins, counts: np.ndarray, need: int) -> FeatureBins:
@@ -552,19 +487,6 @@ def _pool_categories(name: str, s: pd.Series, need: int, rule: ReleaseRule, warn
     return FeatureBins(name, "categorical", groups=groups)
 
 
-def _prebin_column(name: str, s: pd.Series, categorical: bool, n_prebins: int, need: int, rule: ReleaseRule,
-                   warnings: list[str]) -> FeatureBins:
-    """One column's prebins, pooled so that each holds at least ``need`` rows (the missing bin aside)."""
-    if categorical:
-        return _pool_categories(name, s, need, rule, warnings)
-    miss = is_missing(s)
-    v = pd.to_numeric(s[~miss], errors="coerce")
-    if v.isna().any():
-        raise DataError(f"column {name!r} mixes numbers and text; declare it categorical or clean it")
-    fb = FeatureBins(name, "numeric", edges=quantile_edges(v.to_numpy(dtype=float), n_prebins))
-    return _pool_numeric(fb, np.bincount(fb.assign(s), minlength=fb.n_bins + 1), need)
-
-
 def _prebins(X: pd.DataFrame, features: Sequence[str], categorical: set[str], n_prebins: int,
              rule: ReleaseRule | None = None, warnings: list[str] | None = None
              ) -> tuple[list[FeatureBins], np.ndarray]:
@@ -572,9 +494,20 @@ def _prebins(X: pd.DataFrame, features: Sequence[str], categorical: set[str], n_
     rule = rule or ReleaseRule()
     warnings = warnings if warnings is not None else []
     need = rule.rows_needed(len(X))
-    pre = [_prebin_column(f, X[f], f in categorical or is_categorical(X[f]), n_prebins, need, rule, warnings)
-           for f in features]
-    idx = [fb.assign(X[fb.name]) for fb in pre]
+    pre, idx = [], []
+    for f in features:
+        s = X[f]
+        if f in categorical or is_categorical(s):
+            fb = _pool_categories(f, s, need, rule, warnings)
+        else:
+            miss = is_missing(s)
+            v = pd.to_numeric(s[~miss], errors="coerce")
+            if v.isna().any():
+                raise DataError(f"column {f!r} mixes numbers and text; declare it categorical or clean it")
+            fb = FeatureBins(f, "numeric", edges=quantile_edges(v.to_numpy(dtype=float), n_prebins))
+            fb = _pool_numeric(fb, np.bincount(fb.assign(s), minlength=fb.n_bins + 1), need)
+        pre.append(fb)
+        idx.append(fb.assign(s))
     return pre, np.column_stack(idx) if idx else np.empty((len(X), 0), dtype=np.int64)
 
 
@@ -666,8 +599,12 @@ def vertical_woe_feature_holder(channel: Channel, label_holder: str, X: pd.DataF
     for fb in pre:
         info = back["features"][fb.name]
         if "groups" in info:
-            bins[fb.name] = final_bins(fb, _check_groups(f"{channel.me}: {label_holder!r}", fb.name, info["groups"],
-                                                         fb.n_bins))
+            groups = _check_groups(f"{channel.me}: {label_holder!r}", fb.name, info["groups"], fb.n_bins)
+            if fb.kind == "numeric":
+                bins[fb.name] = bins_from_groups(fb.name, "numeric", groups, prebin_edges=fb.edges)
+            else:  # a pooled prebin holds several categories
+                bins[fb.name] = FeatureBins(fb.name, "categorical",
+                                            groups=[sorted(c for i in g for c in fb.groups[i]) for g in groups])
         if "woe" in info:
             woe[fb.name] = np.asarray(info["woe"], dtype=float)
             if fb.name not in bins or woe[fb.name].shape != (bins[fb.name].n_bins + 1,):
