@@ -67,7 +67,32 @@ def test_a_misspelt_categorical_name_is_refused_before_psi_and_woe(tmp_path, kin
     # what `fedrisk party` sends them: the declared (public) name stays, the lender's own column does not
     wire = wire_reason("lender", err, public_names(load_spec(spec)))
     assert "'purpse'" in wire and "task.categorical" in wire
-    assert "the label holder has 'purpose'" in msg and "'purpose'" not in wire, wire  # its own column: its log only
+    assert "the label holder has 'purpose'" in msg  # its own log: the spelling hint
+    assert "'purpose'" not in wire and "label holder has" not in wire, wire  # partners: not even that a similar column exists
+    for p in ("payco", "bureau"):
+        assert "label holder has" not in net[p].mailbox.failure
+
+
+@pytest.mark.parametrize("sender, tag, value", [("payco", "vcat.held", [True]), ("payco", "vcat.held", "yes"),
+                                                ("payco", "vcat.held", [1, 0]), ("lender", "vcat.go", "go")])
+def test_a_malformed_check_message_ends_the_job_with_one_line_naming_the_sender(sender, tag, value):
+    """A deviating partner answers with the wrong length or types, or a label holder with anything but the
+    go-ahead: one ProtocolError line naming the sender, never a traceback, and no PSI after it."""
+    import fedrisk as fr
+    from fedrisk.errors import ProtocolError
+    from fedrisk.estimators.engine import run_task
+    from tests.security.tamper import tampering, vertical_federation
+
+    fed = vertical_federation(n=200)
+    fed.parties["payco"]["c"] = fed.parties["payco"]["c"].round(0).astype(str)  # a text column to declare
+    with tampering(sender, tag, (), lambda v: value) as state:
+        with pytest.raises(FedriskError):
+            run_task(fed, "vertical.woe", {"categorical": ["c", "a"]})
+    assert state["hits"] == 1, "the tampered message was never sent: the test no longer attacks anything"
+    assert not [e for n, e in state["errors"] if not isinstance(e, FedriskError)], state["errors"]
+    refusals = [str(e) for n, e in state["errors"] if isinstance(e, ProtocolError) and n != sender]
+    assert refusals and repr(sender) in refusals[0] and tag in refusals[0] and "\n" not in refusals[0], state["errors"]
+    assert not [t for s, t, _ in state["log"] if s != sender and t.startswith("psi.")], "PSI went on after a malformed check"
 
 
 def test_a_name_held_by_a_feature_holder_only_passes_the_check(tmp_path):

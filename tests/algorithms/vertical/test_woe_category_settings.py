@@ -70,10 +70,10 @@ def test_changing_the_settings_changes_the_grouping(german):
 
 
 @pytest.mark.parametrize("kind", ["vertical.woe", "vertical.scorecard"])
-@pytest.mark.parametrize("bad, named", [("min_category_count = 0", "task.min_category_count"),
-                                        ("category_pvalue = 0", "task.category_pvalue"),
-                                        ("category_pvalue = 1.5", "task.category_pvalue"),
-                                        ('min_category_count = "many"', "task.min_category_count")])
+@pytest.mark.parametrize("bad, named", [("min_category_count = 0", "task.min_category_count: Input should be greater"),
+                                        ("category_pvalue = 0", "task.category_pvalue: Input should be greater"),
+                                        ("category_pvalue = 1.5", "task.category_pvalue: Input should be less"),
+                                        ('min_category_count = "many"', "task.min_category_count: Input should be a")])
 def test_bad_values_are_refused_in_one_line(tmp_path, kind, bad, named):
     from fedrisk.runtime.spec import load_spec
     from tests.tasks.test_woe_tasks import vertical_german
@@ -81,7 +81,10 @@ def test_bad_values_are_refused_in_one_line(tmp_path, kind, bad, named):
     spec, _ = vertical_german(tmp_path, kind=kind, task_extra=bad)
     with pytest.raises(ConfigError) as e:
         load_spec(spec)
-    assert named in str(e.value) and "\n" not in str(e.value)
+    assert named in str(e.value) and "\n" not in str(e.value) and "unknown setting" not in str(e.value)
+    (tmp_path / "ok").mkdir()
+    ok, _ = vertical_german(tmp_path / "ok", kind=kind, task_extra="min_category_count = 30\ncategory_pvalue = 0.05")
+    assert load_spec(ok).task["category_pvalue"] == 0.05  # a sound value is a known setting, kept as given
 
 
 def test_the_python_api_takes_them_as_keywords_on_a_vertical_federation(german):
