@@ -23,18 +23,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedrisk.errors import ConfigError, DataError
 from fedrisk.runtime.context import PartyContext
 
-__all__ = ["CategoryParams", "agreed_categories", "refuse_with_privacy"]
+__all__ = ["CategoryCountParams", "CategoryParams", "agreed_categories", "refuse_with_privacy"]
 
 TAG = "hcat"
 
 
-class CategoryParams(BaseModel):
-    """The ``[task]`` settings of categorical columns in a horizontal job."""
+class CategoryCountParams(BaseModel):
+    """The smallest category kept on its own (horizontal jobs, and ``vertical.woe``/``vertical.scorecard``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    min_category_count: int = Field(20, ge=1, description=(
+        "categories with fewer rows pool into (other): rows federation-wide in a horizontal job, the aligned "
+        "training rows in a vertical one"))
+
+
+class CategoryParams(CategoryCountParams):
+    """The ``[task]`` settings of categorical columns in a horizontal job."""
+
     categories: dict[str, list[str]] = Field(
         default_factory=dict, description="vocabulary of each text categorical column (public, the same at every bank)")
-    min_category_count: int = Field(20, ge=1, description="categories with fewer rows federation-wide pool into (other)")
 
 
 def refuse_with_privacy(params: Any, kind: str, where: str) -> None:

@@ -35,10 +35,11 @@ from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.horizontal_categories import CategoryParams
+from fedrisk.tasks.horizontal_categories import CategoryCountParams, CategoryParams
 from fedrisk.tasks.horizontal_lr import DropoutParams, validate_horizontal
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "BinningParams", "HistogramParams", "HorizontalCategoryParams",
+           "CategoryBinningParams",
            "validate_spec", "driver", "run", "iv_rows", "woe_document", "load_frame"]
 
 KIND = "horizontal.woe"
@@ -65,7 +66,7 @@ class BinningParams(BaseModel):
     categorical: list[str] = Field(default_factory=list, description="columns forced categorical")
 
     def binning(self) -> BinningConfig:
-        # category settings: those of the horizontal tasks (HorizontalCategoryParams), else the defaults
+        # category settings: those of the tasks that declare them (CategoryBinningParams), else the defaults
         extra = {k: getattr(self, k) for k in ("min_category_count", "category_pvalue") if hasattr(self, k)}
         return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac, **extra)
 
@@ -81,16 +82,22 @@ class HistogramParams(BaseModel):
     sub_cells: int = Field(256, ge=8, le=65536, description="second histogram round's resolution")
 
 
-class HorizontalCategoryParams(CategoryParams):
-    """Text columns of ``horizontal.woe`` / ``horizontal.scorecard``: the vocabulary and minimum count of
-    ``horizontal.lr``/``gbdt`` (:class:`~fedrisk.tasks.horizontal_categories.CategoryParams`), and the test
-    a categorical column must pass to get more than one bin."""
+class CategoryBinningParams(CategoryCountParams):
+    """How a categorical column is binned, as single-party :class:`~fedrisk.finance.woe.WoeEncoder` does
+    (:func:`~fedrisk.finance.binning.group_categories`): categories under ``min_category_count`` rows pooled,
+    then the chi-square gate. Every WOE and scorecard task, horizontal and vertical, takes these two."""
 
     category_pvalue: float = Field(0.01, gt=0, le=1, description=(
         "a categorical column with more categories (after pooling) than max_bins whose categories' bad rates "
         "do not differ at this significance (chi-square; on sparse tables a Monte Carlo p-value of the same "
         "statistic) gets one bin and IV 0, so a many-level code with no relation to the label is not fitted "
         "level by level; columns with at most max_bins categories are not tested; 1.0 turns the test off"))
+
+
+class HorizontalCategoryParams(CategoryParams, CategoryBinningParams):
+    """Text columns of ``horizontal.woe`` / ``horizontal.scorecard``: the vocabulary and minimum count of
+    ``horizontal.lr``/``gbdt`` (:class:`~fedrisk.tasks.horizontal_categories.CategoryParams`), and the test
+    a categorical column must pass to get more than one bin (:class:`CategoryBinningParams`)."""
 
 
 class Params(DropoutParams, HistogramParams, BinningParams, HorizontalCategoryParams):

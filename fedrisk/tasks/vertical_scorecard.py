@@ -51,21 +51,21 @@ from fedrisk.tasks.vertical_lr import HeteroLRParams, not_converged_note
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     DEFAULT_TEST_RULE, driver, inference_features, refuse_one_class, roles, validate_vertical)
 from fedrisk.tasks.vertical_woe import (LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe,
-                                        party_categorical, refuse_unheld_categorical)
-from fedrisk.tasks.horizontal_woe import iv_rows, load_frame
+                                        party_categorical)
+from fedrisk.tasks.horizontal_woe import CategoryBinningParams, iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
            "infer", "infer_table", "inference_features", "load_table", "load_scoring_rows"]
 
 KIND = "vertical.scorecard"
 FORMAT = "fedrisk.vertical.scorecard"
-TAG_PREFIXES = ("psi.", "vwoe.", "vlr.", "vsc.")
+TAG_PREFIXES = ("vcat.", "psi.", "vwoe.", "vlr.", "vsc.")
 INFERENCE_TAG_PREFIXES = ("psi.", "vsc.")
 #: a party's own ``categorical = [...]`` is honoured next to ``[task] categorical`` (vertical_woe.party_categorical)
 PARTY_CATEGORICAL = True
 
 
-class Params(LabelKeyParams, ReleaseParams, HeteroLRParams, ScorecardParams):
+class Params(LabelKeyParams, ReleaseParams, CategoryBinningParams, HeteroLRParams, ScorecardParams):
     """``[task]`` settings of ``vertical.scorecard``: binning + vertical LR + points scaling."""
 
     local_only: bool = Field(True, description="also fit the label holder's features alone (the floor), locally")
@@ -122,8 +122,7 @@ def run(ctx: PartyContext) -> None:
             smoothing=params.smoothing, scheme=params.scheme, key_bits=params.key_bits, release=params.release(),
             lr_config=lr_config, card=card, lr_hooks=lr_hooks,
             on_ivs=refuse_unsplittable(me, y_tr, params.release(), params.iv_threshold),
-            on_woe=lambda vres: (refuse_unheld_categorical(me, params.categorical, list(X_tr.columns), vres),
-                                 ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1)),
+            on_woe=lambda vres: ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1),
             on_epoch=lambda e, rec: ctx.progress.update(e, total, stage="train",
                                                         **{k: v for k, v in rec.items() if k == "val_loss"}))
     else:

@@ -5,7 +5,10 @@ and writes ``metrics.json``); the others are feature holders. No coordinator.
 
 Steps, at every party:
 
-1. load its file (text columns kept; a feature holder must not carry the label column);
+1. load its file (text columns kept; a feature holder must not carry the label column); with
+   ``[task] categorical`` set, each feature holder tells the label holder which of those (public)
+   names it holds, one bit a name, and waits for its go-ahead: a name no party holds stops the job
+   here, in one line, before anything is matched or encrypted (:func:`refuse_unheld_categorical`);
 2. ECDH-PSI alignment (:mod:`fedrisk.algorithms.vertical.alignment`); rows outside the
    intersection are ignored;
 3. with an ``[evaluation]`` rule set (``test_fraction``, ``test_rule`` or ``test_column``; see
@@ -36,12 +39,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedrisk.errors import DataError
+from fedrisk.errors import DataError, ProtocolError
 from fedrisk.algorithms.vertical.woe import ReleaseRule
+from fedrisk.runtime.abort_reason import private
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.horizontal_woe import BinningParams, iv_rows, load_frame, woe_document
+from fedrisk.tasks.horizontal_woe import BinningParams, CategoryBinningParams, iv_rows, load_frame, woe_document
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     driver, refuse_one_class, roles, split_keep, choose_test_rows, validate_vertical)
 
@@ -49,7 +53,7 @@ __all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "LabelKeyParams", 
            "party_categorical", "refuse_unheld_categorical", "holder_woe_document"]
 
 KIND = "vertical.woe"
-TAG_PREFIXES = ("psi.", "vwoe.")
+TAG_PREFIXES = ("vcat.", "psi.", "vwoe.")
 #: a party's own ``categorical = [...]`` in its ``[parties.NAME]`` table (as vertical LR and SecureBoost
 #: take it) is honoured, next to ``[task] categorical`` (see :func:`party_categorical`)
 PARTY_CATEGORICAL = True
@@ -84,8 +88,9 @@ class LabelKeyParams(BaseModel):
     key_bits: Literal[2048, 3072] = Field(2048, description="modulus bits of the label holder's key")
 
 
-class Params(LabelKeyParams, ReleaseParams, BinningParams):
-    """``[task]`` settings of ``vertical.woe``."""
+class Params(LabelKeyParams, ReleaseParams, CategoryBinningParams, BinningParams):
+    """``[task]`` settings of ``vertical.woe`` (categorical columns: :class:`CategoryBinningParams`, applied by the
+    label holder to the pooled prebins' counts, its own columns' and each feature holder's alike)."""
 
     reveal: Literal["iv", "bins", "woe"] = Field("iv", description="what feature holders get back about their bins")
 
@@ -105,20 +110,52 @@ def party_categorical(spec: JobSpec, name: str, categorical: list[str]) -> list[
     return list(dict.fromkeys([*categorical, *spec.parties[name].categorical]))
 
 
-def refuse_unheld_categorical(label_holder: str, categorical: list[str], own: list[str], res) -> None:
-    """At the label holder, after the WOE stage: refuse ``[task] categorical`` names no party holds.
+def refuse_unheld_categorical(ctx: PartyContext, categorical: list[str], own: list[str]) -> None:
+    """Stop the job, before any row is matched or encrypted, if a ``[task] categorical`` name is held by no party.
 
-    Each party skips the names it does not hold (another party may), so a misspelt name would
-    otherwise be ignored everywhere. The label holder knows its own columns and, from the WOE
-    protocol's ``sizes`` message, every feature holder's feature names (``res.iv``), so nothing new
-    crosses to anyone; its error line is redacted before a partner sees the abort.
+    Each party skips the ``[task] categorical`` names it does not hold (another party may), so a misspelt
+    name would otherwise be ignored everywhere. The list is in the shared spec, so its names are public
+    among the parties; each feature holder tells the label holder only which of them it holds (one bit a
+    name, tag ``vcat.held``; no other column name), the label holder adds its own and either refuses in
+    one line naming the column and the setting, or lets every feature holder go on (``vcat.go``). A
+    feature holder waits for that answer, so nothing of PSI or the WOE stage starts before the check
+    passes (``tests/tasks/test_vertical_categorical_early.py``). No list, no messages.
     """
-    held = set(own).union(*(set(ivs) for ivs in res.iv.values()))
-    unheld = [c for c in categorical if c not in held]
+    names = list(dict.fromkeys(categorical))
+    if not names:
+        return
+    lh, hosts = roles(ctx.spec)
+    have = set(own)
+    mine = [c in have for c in names]
+    if ctx.name != lh:
+        ctx.channel.send(lh, "vcat.held", mine, kind="plaintext-by-design")
+        if ctx.channel.recv(lh, "vcat.go") is not True:
+            raise ProtocolError(f"party {ctx.name!r}: the label holder {lh!r} answered the task.categorical check "
+                                "(vcat.go) with something other than go-ahead; stopping")
+        return
+    held = mine
+    for h in hosts:
+        bits = ctx.channel.recv(h, "vcat.held")
+        if not (isinstance(bits, list) and len(bits) == len(names) and all(isinstance(b, bool) for b in bits)):
+            raise ProtocolError(f"party {ctx.name!r}: party {h!r} sent a malformed answer (vcat.held) to which of "
+                                f"the {len(names)} task.categorical names it holds; refused")
+        held = [a or b for a, b in zip(held, bits)]
+    unheld = [c for c, k in zip(names, held) if not k]
     if unheld:
-        raise DataError(f"party {label_holder!r} (label holder): task.categorical names {unheld}, which no party "
-                        f"holds as a feature column (its own are {list(own)[:12]}; the feature holders reported "
-                        f"{sum(len(v) for v in res.iv.values())} features); correct the spelling or remove them")
+        import difflib
+
+        close = [m for c in unheld for m in difflib.get_close_matches(c, list(own), n=1)]
+        hint = f" (the label holder has {close[0]!r})" if len(close) == 1 else (
+            f" (the label holder has {close})" if close else "")
+        it = "it" if len(unheld) == 1 else "them"
+        line = (f"party {lh!r} (label holder): task.categorical names {unheld}, which no party holds as a "
+                f"feature column; correct the spelling{{}} or remove {it} (checked against its own columns "
+                f"and the {len(hosts)} feature holder(s)' answers, before any row was matched or encrypted)")
+        # the spelling hint comes from the label holder's own (private) columns: its log only. Partners
+        # get the declared (public) names and the setting, never whether a similar private column exists.
+        raise private(DataError(line.format(hint)), line.format(""))
+    for h in hosts:
+        ctx.channel.send(h, "vcat.go", True, kind="control")
 
 
 def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: bool = False):
@@ -138,6 +175,7 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
                        forbid_label=spec.parties[lh].label if ctx.name != lh else None, keep=split_keep(spec, ctx.name),
                        allow_no_features=ctx.name == lh)  # a label holder may bring the labels only
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
+    refuse_unheld_categorical(ctx, categorical, list(frame.feature_names))  # before PSI and WOE
     al = aligned_rows(ctx, frame.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices
     X = frame.X.iloc[idx].reset_index(drop=True)
@@ -219,7 +257,6 @@ def run(ctx: PartyContext) -> None:
     res = vertical_woe_label_holder(ctx.channel, hosts, y, config=params.binning(), smoothing=params.smoothing,
                                     reveal=params.reveal, scheme=params.scheme, key_bits=params.key_bits,
                                     release=params.release())
-    refuse_unheld_categorical(lh, params.categorical, list(X.columns), res)
     ctx.progress.update(2, 2, stage="woe", parties=len(hosts) + 1)
     for h in hosts:
         few = unsplittable(lh, h, res.iv[h], y, params.release())
