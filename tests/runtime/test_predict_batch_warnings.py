@@ -16,28 +16,20 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
 import fedrisk as fr
 from fedrisk.algorithms.vertical.blank_columns import relay_blank_columns
 from fedrisk.cli import app
-from fedrisk.finance.scorecard import Scorecard
-from fedrisk.finance.woe import WoeEncoder
 from fedrisk.runtime.predict import batch_warnings
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryNetwork
+from tests.runtime.test_predict_blank_columns import FEATURES, _card
 from tests.tasks.test_woe_tasks import german_frame
-
-FEATURES = ["duration_in_month", "age_in_years", "housing", "purpose"]
 
 
 def test_horizontal_predict_prints_the_blank_column_warning_in_its_output(tmp_path):
-    german = german_frame()
-    enc = WoeEncoder().fit(german[FEATURES], german["y"])
-    lr = LogisticRegression(max_iter=1000).fit(enc.transform(german[FEATURES]), german["y"])
-    card = Scorecard.from_logistic(enc, lr, FEATURES)
-    (tmp_path / "scorecard.json").write_text(json.dumps({"format": "fedrisk.scorecard", "version": 1, **card.to_dict()}))
+    german = _card(tmp_path)  # a horizontal scorecard's scorecard.json
     german[["id", *FEATURES]].head(500).assign(age_in_years=np.nan).to_csv(tmp_path / "b.csv", index=False)
     r = CliRunner().invoke(app, ["predict", str(tmp_path / "scorecard.json"), str(tmp_path / "b.csv"),
                                  "--out", str(tmp_path / "o.csv")])
