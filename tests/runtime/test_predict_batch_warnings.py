@@ -132,3 +132,20 @@ def test_a_malformed_blank_column_message_is_one_protocol_error(body):
              "payco": lambda ch: ch.send("lender", "vsc.predict.blank", body, kind="aggregate")}
     with pytest.raises(FedriskError, match=r"vsc.predict.blank from 'payco' should"):
         run_roles(roles, network=net)
+
+
+def test_a_feature_holder_without_the_blank_column_message_is_refused_at_the_handshake():
+    """A feature holder of the previous scoring layout would never send ``vsc.predict.blank``: the label holder
+    refuses it at the start in one line instead of waiting out the receive timeout."""
+    from fedrisk.errors import ConfigError
+    from fedrisk.runtime.handshake import handshake
+    from fedrisk.runtime.inference import _session_settings
+
+    model = {"job": "j", "format": "fedrisk.vertical.scorecard", "parties": {"lender": "a", "payco": "b"}, "run_id": "r"}
+    new = _session_settings(model, "s1")
+    old = {k: v for k, v in new.items() if k != "inference_layout"}
+    net = InMemoryNetwork(["lender", "payco"], tag_prefixes=("ctl.",))
+    with pytest.raises(ConfigError, match=r"participant 'payco' runs a different job spec: inference_layout: 2 here "
+                                          r"vs missing"):
+        run_roles({"lender": lambda ch: handshake(ch, "lender", ["lender", "payco"], new),
+                   "payco": lambda ch: handshake(ch, "lender", ["lender", "payco"], old)}, network=net)
