@@ -74,7 +74,8 @@ _DIGEST = "digest"
 NEWEST_VERSION = {"fedrisk.lr": 2, "fedrisk.gbdt": 2,
                   **{f"fedrisk.vertical.{kind}{part}": 2 for kind in ("lr", "secureboost") for part in ("", ".part")}}
 #: formats whose version 2 means "carries ``imputation``" (:func:`imputation_version`)
-IMPUTATION_FORMATS = frozenset(NEWEST_VERSION)
+IMPUTATION_FORMATS = frozenset({"fedrisk.lr", "fedrisk.gbdt", "fedrisk.vertical.lr", "fedrisk.vertical.lr.part",
+                                "fedrisk.vertical.secureboost", "fedrisk.vertical.secureboost.part"})
 
 
 def imputation_version(body: dict[str, Any]) -> int:

@@ -240,7 +240,8 @@ def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str,
                 feature_holders: list[str]) -> pd.DataFrame | None:
     """This party's part of scoring aligned rows; the label holder gets points, probability and reasons.
 
-    Messages: :func:`combine_points` (tag ``vsc.predict``) then :func:`exchange_named_reasons`.
+    Messages: :func:`combine_points` (tag ``vsc.predict``), :func:`exchange_named_reasons`, then
+    :func:`~fedrisk.algorithms.vertical.blank_columns.relay_blank_columns`.
 
     Returns
     -------

@@ -53,7 +53,9 @@ def _relay(frames: dict[str, pd.DataFrame], named: set[str]):
     return out["lender"], net
 
 
-def test_the_label_holder_learns_a_count_and_names_only_from_a_partner_that_names_its_reasons():
+def test_the_label_holder_learns_blank_columns_only_from_a_partner_that_names_its_reasons():
+    """The label holder picks the batch (a pair of applicants: whether both lack a field), so a count is a fact
+    about applicants: only a partner that already names its reasons per applicant shares it."""
     rng = np.random.default_rng(0)
     n = 50
     frames = {"lender": pd.DataFrame({"income": rng.normal(size=n)}),
@@ -61,22 +63,20 @@ def test_the_label_holder_learns_a_count_and_names_only_from_a_partner_that_name
                                      "tenure": rng.normal(size=n)}),
               "bureau": pd.DataFrame({"inquiries": np.full(n, np.nan), "score": rng.normal(size=n)}),
               "telco": pd.DataFrame({"arpu": rng.normal(size=n)})}
-    notes, net = _relay(frames, named={"bureau"})
+    notes, net = _relay(frames, named={"bureau", "telco"})
     assert notes == [
-        "party 'payco': 2 feature columns are blank in all 50 rows scored; every row scores them as the missing bin "
-        "-- ask payco to check its data feed (its own log names the columns)",
         "party 'bureau': feature column ['inquiries'] is blank in all 50 rows scored; every row scores it as the "
-        "missing bin -- check the data feed if the batch should carry that field"]
-    # what the label holder actually received: counts from every partner, names from the bureau only
+        "missing bin -- ask bureau to check its data feed if the batch should carry that field"]
+    # what the label holder actually received: nothing from payco (it does not name its reasons)
     got = {env.sender: env.body for env in net["lender"].captured if env.tag == "vsc.predict.blank"}
-    assert got == {"payco": {"rows": 50, "count": 2, "columns": None},
+    assert got == {"payco": {"rows": 50, "count": None, "columns": None},
                    "bureau": {"rows": 50, "count": 1, "columns": ["inquiries"]},
-                   "telco": {"rows": 50, "count": 0, "columns": None}}
+                   "telco": {"rows": 50, "count": 0, "columns": []}}
     assert {env.kind for env in net["lender"].captured} == {"aggregate"}
     assert not any(net[p].captured for p in ("payco", "bureau", "telco"))  # feature holders learn nothing
     # one aligned row: one applicant without a field is normal, nothing is said (nor sent by name)
     one, net = _relay({p: f.head(1) for p, f in frames.items()}, named={"bureau"})
-    assert one == [] and all(env.body["count"] == 0 for env in net["lender"].captured)
+    assert one == [] and all(env.body["count"] is None for env in net["lender"].captured)
 
 
 def test_a_vertical_feature_holders_blank_column_reaches_the_label_holders_output():
@@ -86,15 +86,15 @@ def test_a_vertical_feature_holders_blank_column_reaches_the_label_holders_outpu
     train, test = fr.Federation.vertical({"lender": german[["id", "y", "duration_in_month", "housing"]],
                                           "bureau": german[["id", "age_in_years", "purpose"]]},
                                          id="id", label="y").split()
-    card = fr.Scorecard(max_iter=5, iv_threshold=0.0).fit(train)
+    card = fr.Scorecard(max_iter=5, iv_threshold=0.0, name_reasons=["bureau"]).fit(train)
     assert "purpose" in card.features_
     blank = test._with({"lender": test.parties["lender"], "bureau": test.parties["bureau"].assign(purpose=np.nan)})
     with batch_warnings() as notes:
         card.predict_proba(blank)
     n = len(test.parties["bureau"])
     relayed = [m for m in notes if "ask bureau to check its data feed" in m]
-    assert relayed == [f"party 'bureau': 1 feature column is blank in all {n} rows scored; every row scores it as "
-                       "the missing bin -- ask bureau to check its data feed (its own log names the column)"], notes
+    assert relayed == [f"party 'bureau': feature column ['purpose'] is blank in all {n} rows scored; every row scores "
+                       "it as the missing bin -- ask bureau to check its data feed if the batch should carry that field"], notes
     with batch_warnings() as quiet:
         card.predict_proba(test)
     assert not [m for m in quiet if "blank in all" in m]
@@ -106,7 +106,8 @@ def test_vertical_fedrisk_predict_prints_a_feature_holders_blank_column(tmp_path
     """End to end over mTLS processes: the feature holder is a spawned process whose log the user never reads."""
     from tests.tasks.test_woe_tasks import vertical_german
 
-    spec, _ = vertical_german(tmp_path, kind="vertical.scorecard", task_extra="epochs = 3\niv_threshold = 0.01")
+    spec, _ = vertical_german(tmp_path, kind="vertical.scorecard",
+                              task_extra='epochs = 3\niv_threshold = 0.01\nname_reasons = ["payco"]')
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "fedrisk", "simulate", str(spec), "--out", str(out)],
                        capture_output=True, text=True, timeout=900)
@@ -119,16 +120,18 @@ def test_vertical_fedrisk_predict_prints_a_feature_holders_blank_column(tmp_path
                         "--out", str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     warned = [line for line in r.stdout.splitlines() if line.startswith("warning: party 'payco'")]
-    assert len(warned) == 1 and "1 feature column is blank in all" in warned[0] and blanked not in warned[0], r.stdout
+    assert len(warned) == 1 and f"feature column [{blanked!r}] is blank in all" in warned[0], r.stdout
 
 
-@pytest.mark.parametrize("body", [[1, 2], {"rows": 5, "count": -1, "columns": None}, {"rows": True, "count": 0},
-                                  {"rows": 5, "count": 1, "columns": ["a", "b"]}, {"rows": 5, "count": 1, "columns": [""]}])
+@pytest.mark.parametrize("body", [[1, 2], {"rows": 5, "count": -1, "columns": []}, {"rows": True, "count": 0},
+                                  {"rows": 5, "count": 1, "columns": ["a", "b"]}, {"rows": 5, "count": 1, "columns": [""]},
+                                  {"rows": 10**9, "count": 1, "columns": ["a"]}, {"rows": 5, "count": 1, "columns": None}])
 def test_a_malformed_blank_column_message_is_one_protocol_error(body):
     from fedrisk.errors import FedriskError
 
     net = InMemoryNetwork(["lender", "payco"], tag_prefixes=("vsc.",))
-    roles = {"lender": lambda ch: relay_blank_columns(ch, "lender", ["payco"], pd.DataFrame(), [], False, "vsc.predict"),
+    roles = {"lender": lambda ch: relay_blank_columns(ch, "lender", ["payco"], pd.DataFrame({"a": range(5)}), [], False,
+                                                      "vsc.predict"),
              "payco": lambda ch: ch.send("lender", "vsc.predict.blank", body, kind="aggregate")}
     with pytest.raises(FedriskError, match=r"vsc.predict.blank from 'payco' should"):
         run_roles(roles, network=net)
@@ -145,7 +148,10 @@ def test_a_feature_holder_without_the_blank_column_message_is_refused_at_the_han
     new = _session_settings(model, "s1")
     old = {k: v for k, v in new.items() if k != "inference_layout"}
     net = InMemoryNetwork(["lender", "payco"], tag_prefixes=("ctl.",))
-    with pytest.raises(ConfigError, match=r"participant 'payco' runs a different job spec: inference_layout: 2 here "
-                                          r"vs missing"):
+    with pytest.raises(ConfigError, match=r"participant 'payco' runs a fedrisk release with other scoring messages "
+                                          r"\(inference_layout: 2 here vs missing\): run the same fedrisk release"):
         run_roles({"lender": lambda ch: handshake(ch, "lender", ["lender", "payco"], new),
                    "payco": lambda ch: handshake(ch, "lender", ["lender", "payco"], old)}, network=net)
+    # other formats' scoring messages did not change: a party of the previous release still scores them
+    for fmt in ("fedrisk.vertical.lr", "fedrisk.vertical.secureboost"):
+        assert "inference_layout" not in _session_settings({**model, "format": fmt}, "s1")

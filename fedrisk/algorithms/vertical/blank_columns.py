@@ -9,17 +9,19 @@ holder's predict output, as a horizontal ``fedrisk predict`` and the label holde
 
 Message flow (scoring only, on the PSI-aligned rows, after the points are combined)::
 
-    F -> L  <tag>.blank  aggregate  {"rows": n, "count": k, "columns": [names] or None}
+    F -> L  <tag>.blank  aggregate  {"rows": n, "count": k or None, "columns": [names] or None}
 
-Every feature holder sends it exactly once per session (``count`` 0 when no column is blank, or when
-the batch has a single row, where one applicant without a field is normal).
+Every feature holder sends it exactly once per session. Only a feature holder that opted in to name its
+own reasons (``task.name_reasons``, its own copy of the spec) fills ``count`` and ``columns``; the others
+send ``None`` for both. Nothing is said for a one-row batch.
 
 What each party learns
-    L: for each feature holder, how many of its scorecard columns had no value in any of the ``n``
-    aligned rows -- a fact about the whole batch, not about one applicant (never sent for one row).
-    The column names only from a feature holder that opted in to name its own reasons
-    (``task.name_reasons``): it shows its features by name per applicant already; the others'
-    column names stay in their own log, with the note that names them.
+    L: from a feature holder that names its reasons, which of its scorecard columns had no value in any
+    of the ``n`` aligned rows. The label holder chooses the batch, so that can be a fact about one or two
+    applicants (score a pair, learn whether both lack the field): a feature holder that names its
+    reasons already shows, per applicant, which of its features cost points, and this is the same kind
+    of disclosure. From any other feature holder: nothing (a column blank in its whole scoring file is
+    noted in its own log when it loads the file, :func:`~fedrisk.runtime.predict.warn_blank_columns`).
     F: nothing.
 """
 from __future__ import annotations
@@ -40,28 +42,26 @@ def _blank(frame: pd.DataFrame, features: Sequence[str]) -> list[str]:
     return [f for f in features if f in frame.columns and frame[f].isna().all()]
 
 
-def relayed_note(party: str, rows: int, count: int, columns: list[str] | None) -> str:
-    """The label holder's warning about feature holder ``party``'s blank columns (names when it gave them)."""
-    from fedrisk.runtime.predict import blank_columns_note
-
-    if columns:
-        return blank_columns_note(pd.DataFrame({c: [None] * rows for c in columns}), columns, party)
-    s, it = ("s", "them") if count > 1 else ("", "it")
-    return (f"party {party!r}: {count} feature column{s} {'are' if count > 1 else 'is'} blank in all {rows} rows "
-            f"scored; every row scores {it} as the missing bin -- ask {party} to check its data feed (its own log "
-            f"names the column{s})")
+def relayed_note(party: str, rows: int, columns: list[str]) -> str:
+    """The label holder's warning about feature holder ``party``'s columns blank in all ``rows`` scored rows."""
+    many = len(columns) > 1
+    return (f"party {party!r}: feature column{'s' if many else ''} {columns} {'are' if many else 'is'} blank in all "
+            f"{rows} rows scored; every row scores {'them' if many else 'it'} as the missing bin -- ask {party} to "
+            "check its data feed if the batch should carry that field")
 
 
 def relay_blank_columns(channel: Channel, label_holder: str, feature_holders: Sequence[str], frame: pd.DataFrame,
                         features: Sequence[str], name_columns: bool, tag: str) -> list[str]:
-    """Feature holders: send the count (and, when ``name_columns``, the names) of their ``features`` blank in
-    every row of ``frame`` (their aligned rows). Label holder: receive them; return one warning per feature
-    holder with a blank column (feature holders return ``[]``)."""
+    """Feature holders: when ``name_columns`` (the partner names its reasons), send the names of their
+    ``features`` blank in every row of ``frame`` (their aligned rows); else send nothing informative.
+    Label holder: receive them; return one warning per feature holder that named a blank column (feature
+    holders return ``[]``). ``frame`` at the label holder is its own aligned rows: a partner's row count
+    must equal them."""
     if channel.me != label_holder:
         blank = _blank(frame, features)
-        channel.send(label_holder, f"{tag}.blank", {"rows": int(len(frame)), "count": len(blank),
-                                                    "columns": blank if name_columns and blank else None},
-                     kind="aggregate")
+        shared = name_columns and len(frame) >= 2
+        channel.send(label_holder, f"{tag}.blank", {"rows": int(len(frame)), "count": len(blank) if shared else None,
+                                                    "columns": blank if shared else None}, kind="aggregate")
         return []
     notes = []
     for h in feature_holders:
@@ -69,12 +69,14 @@ def relay_blank_columns(channel: Channel, label_holder: str, feature_holders: Se
         if not isinstance(msg, dict):
             raise ProtocolError(f"{channel.me}: {tag}.blank from {h!r} should be a dict")
         rows, count, columns = msg.get("rows"), msg.get("count"), msg.get("columns")
-        if (not isinstance(rows, int) or not isinstance(count, int) or isinstance(rows, bool)
-                or isinstance(count, bool) or rows < 0 or not 0 <= count <= 10_000):
-            raise ProtocolError(f"{channel.me}: {tag}.blank from {h!r} should carry row and column counts")
-        if columns is not None and (not isinstance(columns, list) or len(columns) != count
-                                    or not all(isinstance(c, str) and 0 < len(c) <= 200 for c in columns)):
-            raise ProtocolError(f"{channel.me}: {tag}.blank from {h!r} should name its {count} blank column(s)")
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows != len(frame):
+            raise ProtocolError(f"{channel.me}: {tag}.blank from {h!r} should say the {len(frame)} aligned rows scored")
+        if count is None and columns is None:
+            continue  # a partner that does not name its reasons shares nothing here
+        if (not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 10_000
+                or not isinstance(columns, list) or len(columns) != count
+                or not all(isinstance(c, str) and 0 < len(c) <= 200 for c in columns)):
+            raise ProtocolError(f"{channel.me}: {tag}.blank from {h!r} should name its blank column(s) with their count")
         if count and rows >= 2:
-            notes.append(relayed_note(h, rows, count, columns))
+            notes.append(relayed_note(h, rows, columns))
     return notes
