@@ -230,14 +230,24 @@ def predict(model: Path = typer.Argument(..., help="model file of a run (model.j
                 None, "--na-values", help="horizontal models: a cell text of DATA meaning 'no value' (repeat for "
                 "several; default: the na_values of the run's job.toml)")) -> None:
     """Score new rows with a trained model, locally (horizontal models) or federatedly (vertical)."""
-    from fedrisk.runtime.predict import predict_file
+    from fedrisk.runtime.predict import batch_warnings, predict_file
 
-    try:
-        n = predict_file(model, data, out, id_col=id_col, session=session, spawn=spawn, certs=certs, sep=sep,
-                         decimal=decimal, na_values=na_values)
-    except FedriskError as e:
-        _fail(e)
+    # warnings about the batch (a column blank in every row, at this party or a vertical feature holder) are
+    # part of the result: printed with it, the same way for every kind of model
+    with batch_warnings() as notes:
+        try:
+            n = predict_file(model, data, out, id_col=id_col, session=session, spawn=spawn, certs=certs, sep=sep,
+                             decimal=decimal, na_values=na_values)
+        except FedriskError as e:
+            _print_warnings(notes)
+            _fail(e)
+    _print_warnings(notes)
     console.print(f"scored {n} rows -> {out}")
+
+
+def _print_warnings(notes: list[str]) -> None:
+    for note in notes:
+        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

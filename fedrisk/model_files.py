@@ -2,11 +2,12 @@
 
 A horizontal logistic model is one file every bank can hold::
 
-    {"format": "fedrisk.lr", "version": 1, "task": "horizontal.lr", "job": "...",
+    {"format": "fedrisk.lr", "version": 1 or 2, "task": "horizontal.lr", "job": "...",
      "features": [names...], "mean": [...], "scale": [...],   # agreed standardisation
      "coef": [...], "intercept": b,                            # on standardised features
      "coef_raw": [...], "intercept_raw": b0,                   # on the original scale
-     "history": [{"round", "loss", ...}], "created": "ISO time"}
+     "history": [{"round", "loss", ...}], "created": "ISO time",
+     "imputation": {feature: federation mean}}                 # version 2 only
 
 Scoring: ``p = sigmoid(((x - mean) / scale) @ coef + intercept)``.
 
@@ -22,13 +23,19 @@ Version 2 of ``fedrisk.gbdt`` is a file with ``imputation`` (a job with ``missin
 are filled with the federation's means before the trees are walked). A reader that ignored that
 field would route blanks down the trees' missing-value branches and score silently differently,
 so such a file says version 2 and a file without it stays version 1, readable by every release.
+``fedrisk.lr`` follows the same rule: a reader ignoring its ``imputation`` would refuse rows with
+blanks that the model was meant to fill (or, in code that fills by itself, fill them with other
+values). Horizontal LR files written before this rule say version 1 and may carry ``imputation``;
+they are still read as they were written (with their fill values). A version-2 file of any of
+these formats without a non-empty ``imputation`` is damaged and refused in one line.
 The vertical model files (``fedrisk.vertical.lr``, ``fedrisk.vertical.secureboost`` and their
 ``.part`` files) follow the same rule (:func:`imputation_version`): their ``imputation`` holds the
 training means a party fills its blanks with at scoring; a reader ignoring it would fill with the
 scoring batch's own means (or route blanks down missing branches) and score silently differently.
 :func:`load_model` refuses a version newer than it reads (:data:`NEWEST_VERSION`) in one line.
 (Releases before this check existed read any version: a version-2 file needs a reader from this
-release on.)
+release on. A release that reads ``fedrisk.lr`` up to version 1 refuses a version-2 horizontal LR
+file in one line instead of scoring it without its fill values.)
 
 ``nodes`` in id order: ``{"id", "feature", "feature_index", "threshold", "missing_left", "left",
 "right", "gain", "cover"}`` or a leaf ``{"id", "leaf", "cover"}``. A row goes left when
@@ -60,12 +67,15 @@ from fedrisk.errors import ConfigError, DataError
 from fedrisk.runtime.context import write_json
 
 __all__ = ["save_lr_model", "save_gbdt_model", "load_model", "score_lr", "score_gbdt", "validate_model", "model_digest",
-           "seal_model", "NEWEST_VERSION", "imputation_version"]
+           "seal_model", "NEWEST_VERSION", "IMPUTATION_FORMATS", "imputation_version"]
 
 _DIGEST = "digest"
 #: The newest version of each format written here that this release reads (see the module docstring).
-NEWEST_VERSION = {"fedrisk.lr": 1, "fedrisk.gbdt": 2,
+NEWEST_VERSION = {"fedrisk.lr": 2, "fedrisk.gbdt": 2,
                   **{f"fedrisk.vertical.{kind}{part}": 2 for kind in ("lr", "secureboost") for part in ("", ".part")}}
+#: formats whose version 2 means "carries ``imputation``" (:func:`imputation_version`)
+IMPUTATION_FORMATS = frozenset({"fedrisk.lr", "fedrisk.gbdt", "fedrisk.vertical.lr", "fedrisk.vertical.lr.part",
+                                "fedrisk.vertical.secureboost", "fedrisk.vertical.secureboost.part"})
 
 
 def imputation_version(body: dict[str, Any]) -> int:
@@ -118,6 +128,18 @@ def _features(path: Path, model: dict[str, Any]) -> int:
     return len(f)
 
 
+def _imputation(path: Path, model: dict[str, Any], fmt: str, version: int) -> None:
+    """A file whose version promises fill values (:func:`imputation_version`) must carry them: scoring it without
+    them would refuse rows, or route blanks another way, than the model was trained to score them."""
+    fill = model.get("imputation")
+    if not isinstance(fill, dict) or not fill:
+        raise _bad(path, f"format {fmt!r} version {version} promises 'imputation' (the training means blank cells "
+                         "are filled with at scoring) but the file has none")
+    for name, x in fill.items():
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise _bad(path, f"'imputation'[{name!r}] is {x!r}, not a finite number")
+
+
 def validate_model(model: Any, path: str | Path = "<model>") -> dict[str, Any]:
     """Check the fields a model's format scores with; raise one :class:`ConfigError` line naming the field.
 
@@ -137,6 +159,8 @@ def validate_model(model: Any, path: str | Path = "<model>") -> dict[str, Any]:
     if version > NEWEST_VERSION.get(fmt, version):
         raise ConfigError(f"model file {path}: format {fmt!r} version {version} was written by a newer fedrisk "
                           f"(this one reads up to version {NEWEST_VERSION[fmt]}); score it with that release or newer")
+    if fmt in IMPUTATION_FORMATS and version >= 2:
+        _imputation(path, model, fmt, version)
     if fmt in ("fedrisk.lr", "fedrisk.vertical.lr", "fedrisk.vertical.lr.part"):
         n = _features(path, model)
         for key in ("mean", "scale", "coef"):
@@ -181,7 +205,8 @@ def save_lr_model(path: Path, model: Any, task: str, job: str, categories: dict 
     (omitted for 0/1 labels; files without it read as ``[0, 1]``)."""
     coef_raw, intercept_raw = model.raw_coefficients()
     return write_json(path, {
-        "format": "fedrisk.lr", "version": 1, "task": task, "job": job,
+        # version 2 when scoring must fill blanks with the federation's means (module docstring)
+        "format": "fedrisk.lr", "version": imputation_version({"imputation": imputation}), "task": task, "job": job,
         "features": list(model.feature_names),
         "mean": model.mean, "scale": model.scale,
         "coef": model.coef, "intercept": float(model.intercept),

@@ -110,7 +110,7 @@ def test_gbdt_file_with_imputation_says_version_2_and_without_stays_1(tmp_path):
     assert np.allclose(score_gbdt(plain, X), score_gbdt(filled, X))
 
 
-@pytest.mark.parametrize("fmt,version", [("fedrisk.gbdt", 3), ("fedrisk.lr", 2)])
+@pytest.mark.parametrize("fmt,version", [("fedrisk.gbdt", 3), ("fedrisk.lr", 3)])
 def test_a_newer_model_file_version_is_refused_in_one_line(tmp_path, rows, fmt, version):
     from fedrisk.model_files import save_gbdt_model
 
@@ -125,3 +125,85 @@ def test_a_newer_model_file_version_is_refused_in_one_line(tmp_path, rows, fmt, 
     r = CliRunner().invoke(app, ["predict", str(f), str(rows), "--out", str(tmp_path / "s.csv")])
     assert r.exit_code == 2 and "newer fedrisk" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "s.csv").exists()
+
+
+def _logistic():
+    from fedrisk.algorithms.horizontal.logistic import LogisticModel
+
+    return LogisticModel(["x0", "x1"], np.array([0.0, 1.0]), np.array([1.0, 2.0]), np.array([0.5, -0.25]), -0.1)
+
+
+def _blank_rows(tmp_path):
+    f = tmp_path / "blank.csv"
+    pd.DataFrame({"id": [1, 2, 3], "x0": [0.5, np.nan, -1.0], "x1": [2.0, 1.5, np.nan]}).to_csv(f, index=False)
+    return f
+
+
+def test_lr_file_with_imputation_says_version_2_and_without_stays_1(tmp_path):
+    """As for trees and vertical models: a reader that ignored ``imputation`` would refuse (or fill otherwise)
+    the blank cells the model was trained to fill with the federation's means."""
+    from fedrisk.model_files import save_lr_model
+    from fedrisk.runtime.predict import predict_file
+
+    plain = load_model(save_lr_model(tmp_path / "a" / "model.json", _logistic(), "horizontal.lr", "j"))
+    fill = {"x0": 0.0, "x1": 1.0}
+    filled = load_model(save_lr_model(tmp_path / "b" / "model.json", _logistic(), "horizontal.lr", "j", imputation=fill))
+    assert plain["version"] == 1 and "imputation" not in plain
+    assert filled["version"] == 2 and filled["imputation"] == fill
+    assert predict_file(tmp_path / "b" / "model.json", _blank_rows(tmp_path), tmp_path / "s.csv") == 3
+    z = (np.array([[0.5, 2.0], [0.0, 1.5], [-1.0, 1.0]]) - [0.0, 1.0]) / [1.0, 2.0] @ [0.5, -0.25] - 0.1
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["score"], 1 / (1 + np.exp(-z)), atol=1e-7)
+
+
+def test_a_version_1_lr_file_with_imputation_from_an_earlier_release_still_scores_with_it(tmp_path):
+    """Files written before the version rule say version 1 and carry ``imputation``: read as written."""
+    from fedrisk.runtime.predict import predict_file
+
+    f = write_json(tmp_path / "model.json", _lr(imputation={"x0": 0.0, "x1": 1.0}))
+    assert load_model(f)["version"] == 1
+    assert predict_file(f, _blank_rows(tmp_path), tmp_path / "s.csv") == 3
+    assert pd.read_csv(tmp_path / "s.csv")["score"].notna().all()
+
+
+@pytest.mark.parametrize("imputation", [None, {}, {"x0": "mean"}])
+def test_a_version_2_lr_file_without_its_imputation_is_refused_in_one_line(tmp_path, imputation):
+    doc = _lr(version=2, **({} if imputation is None else {"imputation": imputation}))
+    f = write_json(tmp_path / "model.json", doc)  # digest intact: damage the digest cannot catch
+    with pytest.raises(ConfigError, match="'imputation'") as e:
+        load_model(f)
+    msg = str(e.value)
+    assert str(f) in msg and "\n" not in msg
+    if not imputation:
+        assert "version 2 promises 'imputation'" in msg and "has none" in msg
+    r = CliRunner().invoke(app, ["predict", str(f), str(_blank_rows(tmp_path)), "--out", str(tmp_path / "s.csv")])
+    assert r.exit_code == 2 and "'imputation'" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_reader_of_version_1_lr_files_refuses_a_version_2_file_in_one_line(tmp_path, monkeypatch):
+    """The previous release reads ``fedrisk.lr`` up to version 1: given a file with fill values it says so
+    instead of scoring without them (simulated here with that release's table of versions)."""
+    from fedrisk import model_files
+    from fedrisk.model_files import save_lr_model
+
+    f = save_lr_model(tmp_path / "model.json", _logistic(), "horizontal.lr", "j", imputation={"x0": 0.0, "x1": 1.0})
+    monkeypatch.setitem(model_files.NEWEST_VERSION, "fedrisk.lr", 1)
+    with pytest.raises(ConfigError, match=r"format 'fedrisk.lr' version 2 was written by a newer fedrisk \(this one "
+                                          r"reads up to version 1\)") as e:
+        load_model(f)
+    assert "\n" not in str(e.value)
+    plain = save_lr_model(tmp_path / "plain.json", _logistic(), "horizontal.lr", "j")
+    assert load_model(plain)["version"] == 1  # a file without fill values stays readable by that release
+
+
+def test_vertical_and_tree_files_of_version_2_need_their_imputation_too():
+    from fedrisk.model_files import IMPUTATION_FORMATS
+
+    assert {"fedrisk.lr", "fedrisk.gbdt", "fedrisk.vertical.lr.part", "fedrisk.vertical.secureboost"} <= IMPUTATION_FORMATS
+    doc = json.loads(json.dumps(_gbdt().to_json()))
+    with pytest.raises(ConfigError, match="version 2 promises 'imputation'"):
+        validate_model({"format": "fedrisk.gbdt", "version": 2, **doc})
+    part = {"format": "fedrisk.vertical.secureboost.part", "version": 2, "imputation": {}}
+    with pytest.raises(ConfigError, match="version 2 promises 'imputation'"):
+        validate_model(part)
+    validate_model({**part, "version": 1})  # a part without fill values says version 1 (its 'imputation' empty)

@@ -415,6 +415,21 @@ def _parse_text_numbers(col: pd.Series, decimal: str = ".") -> _TextNumbers | No
     return _TextNumbers(text, numbers, pd.Series(full, index=col.index, name=col.name))
 
 
+def _no_value(col: pd.Series) -> bool:
+    """Whether no cell of a non-numeric column holds a value: every cell missing, or blank text (``""``, spaces).
+
+    Parquet keeps a column's type when every row is null (a string, dictionary-encoded or null column); a CSV
+    reader makes the same empty column floats."""
+    missing = col.isna().to_numpy(dtype=bool)
+    if missing.all():
+        return True
+    if pd.api.types.is_datetime64_any_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+        return False
+    rest = col[~missing]
+    blank = (lambda v: isinstance(v, str) and not v.strip())
+    return blank(rest.iloc[0]) and bool(rest.map(blank).all())  # (a text column: decided at its first value)
+
+
 def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
     """A text column whose every filled cell is a plain number (``"1169.0"``, ``" 5951 "``, ``"-2.5e3"``;
     blanks allowed) as floats, else ``None``.
@@ -746,6 +761,13 @@ def load_party_table(
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
     parsed = {}  # each undeclared text column parsed as numbers once, for both questions asked of it
     for c in [c for c in non_numeric if c not in declared]:
+        if _no_value(df[c]):
+            # a column without a value in any row is what a CSV reader makes of an empty column (floats, all
+            # missing) whatever type the Parquet writer gave it (string, dictionary, null): the missing policy
+            # decides, as for CSV (refused under "reject", kept or filled with the federation's means otherwise)
+            df[c] = np.full(len(df), np.nan)
+            non_numeric.remove(c)
+            continue
         parsed[c] = _parse_text_numbers(df[c], decimal)
         if parsed[c] is not None and parsed[c].all_numbers is not None:
             # numbers kept as text (e.g. a Parquet string column): load them as numbers

@@ -159,6 +159,19 @@ def _task_settings_as_keywords(msg: str) -> str:
     return re.sub(r"\btask\.([a-z_]+)\b(?: = )?", r"the estimator's \1=", msg)
 
 
+#: a protocol's own Python hint after a spec setting: "[task] categories = { x = [...] } (in Python: categories=...)"
+_IN_PYTHON = re.compile(r" \(in Python: ((?:[^()]|\([^()]*\))*)\)")
+
+
+def _without_repeated_python_advice(msg: str) -> str:
+    """Drop a ``(in Python: ...)`` hint whose advice the message already gives (once its spec settings read as
+    the estimator's keywords), so a notebook error says it once."""
+    def drop(m: re.Match) -> str:
+        return "" if m.group(1).strip() in msg[:m.start()] + msg[m.end():] else m.group(0)
+
+    return _IN_PYTHON.sub(drop, msg)
+
+
 @contextmanager
 def _notebook_errors(root: Path, fed: Federation):
     """Errors of the in-process job in the notebook's terms: each party's DataFrame, not the temporary
@@ -177,6 +190,7 @@ def _notebook_errors(root: Path, fed: Federation):
                 msg = msg.replace(f", file '{path}'", " (its DataFrame)").replace(path, f"party {n!r}'s DataFrame")
         msg = msg.replace(f"{root / 'job.toml'}: ", "").replace(str(root / "job.toml"), "the job")
         msg = _task_settings_as_keywords(msg).replace("or load with missing=", "or build the Federation with missing=")
+        msg = _without_repeated_python_advice(msg)
         # the label coding is a Federation setting in a notebook, not a spec line the user never wrote
         if "set positive = " in msg:
             who = re.match(r"party '([^']+)'", msg)

@@ -82,6 +82,17 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else f"{path}: {safe_repr(a)} here vs {safe_repr(b)}"
 
 
+#: settings that say which fedrisk release a party runs rather than what job it runs
+_RELEASE_SETTINGS = ("inference_layout",)
+
+
+def _spec_difference(peer: str, diff: str) -> str:
+    if diff.split(":", 1)[0] in _RELEASE_SETTINGS:
+        return (f"participant {peer!r} runs a fedrisk release with other scoring messages ({diff}): run the same "
+                f"fedrisk release at every party (upgrade it, or restart its fedrisk serve)")
+    return f"participant {peer!r} runs a different job spec: {diff}"
+
+
 def handshake(channel: Channel, driver: str, participants: list[str], settings: dict[str, Any], *,
               wait: float | None = None, log: Any = None, addresses: Mapping[str, str] | None = None,
               started: dict[str, Any] | None = None) -> str:
@@ -100,7 +111,7 @@ def handshake(channel: Channel, driver: str, participants: list[str], settings: 
                 raise ProtocolError(f"participant {p!r} sent a malformed hello; is it running fedrisk {__version__}?")
             diff = first_difference(settings, hello.get("settings"))
             if diff:
-                problems.append(f"participant {p!r} runs a different job spec: {diff} at {p!r}")
+                problems.append(f"{_spec_difference(p, diff)} at {p!r}")
             elif hello.get("version") != __version__:
                 problems.append(f"participant {p!r} runs fedrisk {safe_text(hello.get('version'), 40)}, this is {__version__}")
         reason = "; ".join(problems)
@@ -166,7 +177,7 @@ def answer_late_hello(channel: Channel, peer: str, settings: dict[str, Any], run
     else:
         theirs = {k: v for k, v in (hello.get("settings") or {}).items() if k != "runtime"}
         diff = first_difference({k: v for k, v in settings.items() if k != "runtime"}, theirs)
-        reason = (f"participant {peer!r} runs a different job spec: {diff}" if diff else
+        reason = (_spec_difference(peer, diff) if diff else
                   f"participant {peer!r} runs fedrisk {safe_text(hello.get('version'), 40)}, this is {__version__}"
                   if hello.get("version") != __version__ else refuse or "")
     channel.mark_up(peer)  # the answer must reach it even when it is refused

@@ -173,10 +173,21 @@ def _check_session(session: str) -> None:
         raise ConfigError(f"session name {session!r}: use up to 32 letters, digits, '-' or '_'")
 
 
+#: the vertical scorecard's scoring messages' layout, raised when its inference adds or changes a message (2: feature
+#: holders send ``vsc.predict.blank``), so a label holder and a feature holder of different layouts are refused
+#: at the handshake in one line instead of one waiting for a message the other never sends (other formats'
+#: messages are unchanged and carry no layout, so parties of the previous release still score them)
+INFERENCE_LAYOUT = 2
+
+
 def _session_settings(model: dict, session: str) -> dict[str, Any]:
     # run_id: parts of the same training run only (a stale model-payco.json is refused by name)
-    return {"session": session, "model_job": model.get("job"), "format": str(model.get("format")).removesuffix(".part"),
-            "parties": sorted(model.get("parties") or {}), "run_id": model.get("run_id")}
+    fmt = str(model.get("format")).removesuffix(".part")
+    settings = {"session": session, "model_job": model.get("job"), "format": fmt,
+                "parties": sorted(model.get("parties") or {}), "run_id": model.get("run_id")}
+    if fmt == "fedrisk.vertical.scorecard":  # the only format whose scoring messages changed (layout 2)
+        settings["inference_layout"] = INFERENCE_LAYOUT
+    return settings
 
 
 def predict_vertical(model_path: Path, model: dict, data: Path, out: Path, id_col: str = "id", *,

@@ -19,18 +19,28 @@ Output columns
   aggregated ``partner features (<party>)`` reason unless it opted in to name its features);
   ``status`` is ``scored`` or says why a row has no score (e.g. its id is not at every feature
   holder), so no applicant silently disappears from the file.
+
+Warnings about the batch (a feature column blank in every row, categories the model never saw, rows
+not at every feature holder) are logged where they are found; :func:`batch_warnings` collects them
+so ``fedrisk predict`` prints them in its output, whichever federation scored: a vertical feature
+holder's blank column reaches the label holder through :mod:`~fedrisk.algorithms.vertical.blank_columns`.
 """
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from fedrisk.errors import ConfigError
 from fedrisk.model_files import load_model, score_gbdt, score_lr
 
-__all__ = ["predict_file", "write_predictions", "scorecard_predictions", "blank_columns_note", "warn_blank_columns", "gbdt_predictions", "lr_predictions",
+#: the loggers scoring reports batch warnings on (horizontal scoring; the vertical label holder's session)
+BATCH_LOGGERS = ("fedrisk.predict", "fedrisk.inference")
+
+__all__ = ["predict_file", "batch_warnings", "BATCH_LOGGERS", "write_predictions", "scorecard_predictions", "blank_columns_note", "warn_blank_columns", "gbdt_predictions", "lr_predictions",
            "run_model_file"]
 
 
@@ -227,6 +237,33 @@ def _run_id_column(model_path: Path) -> str | None:
     parties = doc.get("parties")
     ids = {str(p.get("id", "id")) for p in parties.values() if isinstance(p, dict)} if isinstance(parties, dict) else set()
     return ids.pop() if len(ids) == 1 else None
+
+
+@contextmanager
+def batch_warnings() -> Iterator[list[str]]:
+    """Collect the warnings scoring logs about the batch (:data:`BATCH_LOGGERS`, WARNING and above) into the
+    yielded list, for the caller to show with its result.
+
+    ``fedrisk predict`` prints them in its output: without this they reached stderr only through Python's
+    last-resort handler, a line a scheduled job's log easily drops, and a vertical feature holder's only its
+    own log. While collected they are not printed by that handler (handlers the caller configured still
+    see them).
+    """
+    notes: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            notes.append(record.getMessage())
+
+    keep = _Keep(logging.WARNING)
+    loggers = [logging.getLogger(n) for n in BATCH_LOGGERS]
+    for lg in loggers:
+        lg.addHandler(keep)
+    try:
+        yield notes
+    finally:
+        for lg in loggers:
+            lg.removeHandler(keep)
 
 
 def _scoring_na_values(given: Sequence[str] | None, run_folder: Path) -> list[str]:

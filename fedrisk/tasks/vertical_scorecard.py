@@ -28,10 +28,12 @@ Files, one per party, each with only that party's part (JSON, no pickle)::
 
 ``fedrisk predict RUN_DIR/scorecard-<lh>.json NEW.csv --out S.csv`` runs federated inference with
 them (:mod:`fedrisk.runtime.inference`; the format is registered below; :func:`infer_table` writes
-``id, points, probability, reason_1..k, points_lost_1..k, status``).
+``id, points, probability, reason_1..k, points_lost_1..k, status``, and brings a feature holder's
+column blank in every scored row to the label holder's output: :mod:`~fedrisk.algorithms.vertical.blank_columns`).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,6 +43,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from fedrisk.algorithms.vertical.blank_columns import relay_blank_columns
 from fedrisk.algorithms.vertical.scorecard import PointsPart, combine_points, exchange_named_reasons, reason_codes, woe_columns
 from fedrisk.errors import DataError
 from fedrisk.runtime.context import PartyContext
@@ -236,7 +239,8 @@ def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str,
                 feature_holders: list[str]) -> pd.DataFrame | None:
     """This party's part of scoring aligned rows; the label holder gets points, probability and reasons.
 
-    Messages: :func:`combine_points` (tag ``vsc.predict``) then :func:`exchange_named_reasons`.
+    Messages: :func:`combine_points` (tag ``vsc.predict``), :func:`exchange_named_reasons`, then
+    :func:`~fedrisk.algorithms.vertical.blank_columns.relay_blank_columns`.
 
     Returns
     -------
@@ -253,8 +257,14 @@ def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str,
     res = combine_points(channel, label_holder, feature_holders, part, frame, tag="vsc.predict")
     named = exchange_named_reasons(channel, label_holder, feature_holders, part, frame, n,
                                    bool(role_model.get("name_reasons", False)), tag="vsc.predict")
+    # a feature holder's column blank in every scored row reaches the label holder's predict output, not only
+    # the feature holder's own log (names only from a partner that names its reasons)
+    relayed = relay_blank_columns(channel, label_holder, feature_holders, frame, part.features,
+                                  bool(role_model.get("name_reasons", False)), tag="vsc.predict")
     if res is None:
         return None
+    for note in relayed:
+        logging.getLogger("fedrisk.inference").warning(note)
     reasons = reason_codes(part, frame, res, n, named)
     return pd.DataFrame({"points": res.total, "probability": part.probability(res.total), **reason_columns(reasons, n)})
 

@@ -17,6 +17,7 @@ import pytest
 
 import fedrisk as fr
 from fedrisk.runtime.predict import predict_file
+from tests.estimators.levels import declared_levels
 from tests.tasks.test_woe_tasks import german_frame
 
 NUM = ["duration_in_month", "credit_amount", "age_in_years"]
@@ -27,7 +28,7 @@ def german_banks():
     df = german_frame()[["id", "y", *NUM, "purpose"]]
     test, train = df[df.id % 5 == 0].reset_index(drop=True), df[df.id % 5 != 0]
     banks = {f"bank{k + 1}": train[train.id % 3 == k].reset_index(drop=True) for k in range(3)}
-    return banks, test, {"purpose": sorted(df.purpose.unique().tolist())}
+    return banks, test, declared_levels(df, ["purpose"])
 
 
 @pytest.mark.parametrize("estimator", [fr.LogisticRegression, fr.SecureBoost])

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,6 +35,30 @@ def test_text_columns_without_categories_name_the_keyword():
         fr.LogisticRegression().fit(fr.Federation.horizontal(banks, id="id", label="y"))
     msg = str(e.value)
     assert "categories={'purpose': [...]} of the estimator" in msg and "[task]" not in msg, msg
+
+
+@pytest.mark.parametrize("estimator", [fr.WoeBinning, fr.Scorecard])
+def test_horizontal_woe_text_column_without_categories_gives_the_keyword_once(estimator):
+    """The protocol's message carries its own Python hint after the spec line; once the spec line reads as the
+    keyword the hint repeated it word for word ("... of the estimator (in Python: ... of the estimator)")."""
+    df = german_frame()[["id", "y", "duration_in_month", "purpose"]]
+    banks = {"bank1": df[df.id % 2 == 0], "bank2": df[df.id % 2 == 1]}
+    with pytest.raises(fr.DataError) as e:
+        estimator().fit(fr.Federation.horizontal(banks, id="id", label="y"))
+    # (whichever bank's thread stops first names itself)
+    assert re.sub(r"^bank[12]: ", "bankN: ", str(e.value)) == (
+        "bankN: text columns ['purpose'] have no declared categories; horizontal banks agree categories from the "
+        "job spec, never from their rows: list them in categories={'purpose': [...]} of the estimator, or exclude "
+        "the column")
+
+
+def test_a_python_hint_that_says_something_else_is_kept():
+    from fedrisk.estimators.engine import _without_repeated_python_advice
+
+    assert _without_repeated_python_advice("set a = 1 (in Python: a=1 of the estimator)") == \
+        "set a = 1 (in Python: a=1 of the estimator)"
+    assert _without_repeated_python_advice("set a=1 of the estimator (in Python: a=1 of the estimator), or b") == \
+        "set a=1 of the estimator, or b"
 
 
 def test_vertical_scorecard_iv_threshold_names_the_keyword():

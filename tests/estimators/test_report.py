@@ -6,10 +6,10 @@ ledger) could not be produced for it. ``est.report()`` renders it from the fit's
 """
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
 import fedrisk as fr
+from tests.estimators.levels import declared_levels
 from tests.tasks.test_woe_tasks import german_frame
 
 
@@ -19,15 +19,10 @@ def _sections(html: str) -> set[str]:
     return set(re.findall(r'<section id="([^"]+)"', html))
 
 
-def _levels(df: pd.DataFrame) -> dict[str, list[str]]:
-    """The declared levels of every text column (a horizontal job agrees them from the spec, not the rows)."""
-    return {c: sorted(df[c].unique().tolist()) for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])}
-
-
 def test_a_horizontal_scorecard_fit_has_its_report():
     df = german_frame()
     banks = {"bank1": df[df.id % 2 == 0], "bank2": df[df.id % 2 == 1]}
-    card = fr.Scorecard(categories=_levels(df)).fit(fr.Federation.horizontal(banks, id="id", label="y"))
+    card = fr.Scorecard(categories=declared_levels(df)).fit(fr.Federation.horizontal(banks, id="id", label="y"))
     page = card.report().html
     assert {"scorecard", "iv", "ledger"} <= _sections(page), _sections(page)
     assert "Scorecard (horizontal.scorecard)" in page
@@ -50,6 +45,6 @@ def test_a_vertical_scorecard_fit_has_its_report():
 def test_a_loaded_model_has_no_run_to_report(tmp_path):
     df = german_frame()
     banks = {"bank1": df[df.id % 2 == 0], "bank2": df[df.id % 2 == 1]}
-    fr.Scorecard(categories=_levels(df)).fit(fr.Federation.horizontal(banks, id="id", label="y")).save(tmp_path / "m")
+    fr.Scorecard(categories=declared_levels(df)).fit(fr.Federation.horizontal(banks, id="id", label="y")).save(tmp_path / "m")
     with pytest.raises(fr.ConfigError, match=r"report\(\): fit it first"):
         fr.load(tmp_path / "m").report()

@@ -17,6 +17,7 @@ import pytest
 import fedrisk as fr
 from fedrisk.finance.binning import FeatureBins
 from fedrisk.runtime.predict import scorecard_predictions
+from tests.estimators.levels import declared_levels
 from tests.tasks.test_woe_tasks import german_frame
 
 
@@ -63,8 +64,7 @@ def test_vertical_explain_has_the_predict_columns(vertical_card):
 def test_horizontal_explain_equals_fedrisk_predict():
     df = german_frame()
     banks = {"bank1": df[df.id % 2 == 0].drop(columns="telephone"), "bank2": df[df.id % 2 == 1].drop(columns="telephone")}
-    text = [c for c in banks["bank1"].columns if not pd.api.types.is_numeric_dtype(df[c])]
-    card = fr.Scorecard(categories={c: sorted(df[c].unique().tolist()) for c in text}).fit(
+    card = fr.Scorecard(categories=declared_levels(banks["bank1"])).fit(
         fr.Federation.horizontal(banks, id="id", label="y"))  # (horizontal banks declare their text columns' levels)
     rows = df.head(30).set_index("id")
     table = card.explain(rows)

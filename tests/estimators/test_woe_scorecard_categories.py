@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fedrisk as fr
+from tests.estimators.levels import declared_levels
 from tests.tasks.test_woe_tasks import german_frame
 
 NUM = ["duration_in_month", "credit_amount", "age_in_years"]
@@ -17,7 +18,7 @@ def german_banks():
     df = german_frame()[["id", "y", *NUM, "purpose", "status_of_existing_checking_account"]]
     test, train = df[df.id % 5 == 0].reset_index(drop=True), df[df.id % 5 != 0]
     banks = {f"bank{k + 1}": train[train.id % 3 == k].reset_index(drop=True) for k in range(3)}
-    vocab = {c: sorted(df[c].unique().tolist()) for c in ("purpose", "status_of_existing_checking_account")}
+    vocab = declared_levels(df, ("purpose", "status_of_existing_checking_account"))
     return banks, test, vocab
 
 

@@ -146,6 +146,7 @@ def test_horizontal_lr_predict_blank_cells_and_dialects(tmp_path):
                    tmp_path / "mean")
     model = json.loads((tmp_path / "mean" / "model.json").read_text())
     assert model["imputation"] == dict(zip(model["features"], model["mean"]))
+    assert model["version"] == 2  # a reader that ignored the fill values would score these rows differently
     new = parts["test"].drop(columns="y").head(20).copy()
     new.loc[3, "x1"] = np.nan
     new.to_csv(tmp_path / "new.csv", index=False)
@@ -154,7 +155,8 @@ def test_horizontal_lr_predict_blank_cells_and_dialects(tmp_path):
     z = ((filled[model["features"]].to_numpy() - model["mean"]) / model["scale"]) @ model["coef"] + model["intercept"]
     np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["score"], 1 / (1 + np.exp(-z)), atol=1e-7)
     # trained with the default missing = "reject": the model has no fill values
-    assert "imputation" not in json.loads((tmp_path / "reject" / "model.json").read_text())
+    rejecting = json.loads((tmp_path / "reject" / "model.json").read_text())
+    assert "imputation" not in rejecting and rejecting["version"] == 1
     with pytest.raises(DataError) as e:
         predict_file(tmp_path / "reject" / "model.json", tmp_path / "new.csv", tmp_path / "s2.csv")
     assert "fill them or drop those rows before scoring" in str(e.value) and "missing='mean'" not in str(e.value)

@@ -98,6 +98,8 @@ def test_vertical_batch_without_a_column_is_logged_at_the_party_holding_it(caplo
         p = card.predict_proba(blank)[:, 1]
     assert np.isfinite(p).all()
     hits = [r.getMessage() for r in caplog.records if "blank in all" in r.getMessage()]
+    # the bureau's own log names the column; the label holder is told nothing (the bureau does not name its
+    # reasons: tests/runtime/test_predict_batch_warnings.py)
     assert len(hits) == 1 and hits[0].startswith("party 'bureau'") and "'purpose'" in hits[0] and f"{n} rows" in hits[0]
     # the same horizontal notebook path: points of a DataFrame (numeric columns: no categories to declare)
     caplog.clear()

@@ -24,6 +24,9 @@ Message flow (tags; see the sub-protocols' modules for their own steps)::
     6. named reasons, only at ``fedrisk predict``, :func:`exchange_named_reasons`:
        F -> L  <tag>.reasons.vocab         ["feature = bin", ...] or []            plaintext-by-design
        F -> L  <tag>.reasons.codes/.lost   top reasons per row (opted-in F only)   plaintext-by-design
+    7. blank columns, only at ``fedrisk predict`` (:mod:`~fedrisk.algorithms.vertical.blank_columns`):
+       F -> L  <tag>.blank                 F's columns blank in every scored row   aggregate
+                                           (names from an opted-in F only; None from the others)
 
 What each party learns
     L: from step 1, for each of F's features the rows and bads per pooled prebin (hence WOE/IV),
@@ -32,7 +35,8 @@ What each party learns
     must add them up and explain the score; with the WOE it computed in step 1 this is one linear
     combination per row of that F's WOE values. From step 6, only from a partner that opted in
     (``task.name_reasons``, decided by the partner's own copy of the spec), that partner's top
-    reasons per applicant by feature and bin.
+    reasons per applicant by feature and bin, and (step 7) which of its columns were blank in every
+    row of the batch (the label holder chooses the batch, so per applicant for a batch of two).
     F: ciphertexts under L's key, the WOE of its own final bins (each covering at least the release
     rule's rows, goods and bads), what hetero LR reveals, and nothing at scoring.
 
