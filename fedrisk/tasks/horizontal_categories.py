@@ -86,11 +86,14 @@ def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordina
                         f"[task] categories = {{ {undeclared_cols[0]} = [...] }} (horizontal banks must agree on them)")
     import pandas as pd
 
-    from fedrisk.data.loading import numbers_in_text
+    from fedrisk.data.loading import numbers_in_text, text_dates
 
     decimal = p.read_options().get("decimal", ".")
     text = [c for c in frame.feature_names if c not in vocab and not pd.api.types.is_numeric_dtype(frame.X[c])
             and numbers_in_text(frame.X[c], decimal) is None]  # (numbers kept as text load as numbers)
+    dates = text_dates(frame.X, text)
+    if dates:
+        raise DataError(f"bank {ctx.name!r}, file {str(frame.path)!r}: {dates}")
     if text:
         raise DataError(f"bank {ctx.name!r}: text columns {text} are not numeric and have no vocabulary; list their "
                         f"categories in [task] categories = {{ {text[0]} = [...] }} or exclude them")
