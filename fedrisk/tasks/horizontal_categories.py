@@ -74,8 +74,10 @@ def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordina
     from fedrisk.data.loading import load_party_frame
 
     p = ctx.spec.parties[ctx.name]
+    # allow_empty: a numeric column a bank does not collect is the missing-values policy's business (the
+    # table load after this step fills, keeps or refuses it), not a reason to refuse the bank here
     frame = load_party_frame(ctx.spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
-                             features=p.features, exclude=p.exclude, **p.read_options())
+                             features=p.features, exclude=p.exclude, allow_empty=True, **p.read_options())
     missing_cols = [c for c in vocab if c not in frame.feature_names]
     if missing_cols:
         raise DataError(f"bank {ctx.name!r}: [task] categories lists {missing_cols}, which are not feature columns of "
