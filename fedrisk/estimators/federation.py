@@ -216,12 +216,22 @@ class Federation:
 
         job = load_spec(spec)
         job.check_files()
-        ids = sorted({p.id for p in job.parties.values()})
-        if len(ids) != 1:
-            raise ConfigError(f"{spec}: the parties name different id columns {ids}; a Federation uses one id column name")
         holders = job.label_holders()
         kind = "horizontal" if job.coordinator is not None else "vertical"
-        frames = {n: _read_table(job.data_path(n), ids[0], **job.parties[n].read_options()) for n in job.parties}
+        # partners rarely name the customer key alike: each party's own id column becomes the federation's id
+        # (the label holder's name); with processes, the parties still read their own files by their own names
+        common = job.parties[holders[0]].id if holders else next(iter(job.parties.values())).id
+        frames = {}
+        for n, p in job.parties.items():
+            df = _read_table(job.data_path(n), p.id, **p.read_options())
+            if p.id != common:
+                if common in df.columns:
+                    raise ConfigError(f"{spec}: party {n!r} names its id column {p.id!r}, and its table also has a "
+                                      f"column {common!r}, the id column of the other parties' tables; a Federation "
+                                      f"uses one id column name: rename one of them in {n}'s file")
+                df = df.rename(columns={p.id: common})
+            frames[n] = df
+        ids = [common]
         label = job.parties[holders[0]].label if holders else "y"
         # the party's own reading settings travel with its table (its dialect was applied just above)
         options = {n: {k: v for k, v in (("features", p.features), ("exclude", list(p.exclude) or None),

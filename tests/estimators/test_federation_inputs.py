@@ -48,3 +48,37 @@ def test_label_coding_advice_names_the_python_setting():
         fr.LogisticRegression().fit(fed)
     msg = str(info.value)
     assert "\n" not in msg and "positive" in msg and "party_options={'lender': {'positive':" in msg, msg
+
+
+def test_from_spec_takes_parties_that_name_their_id_column_differently(tmp_path):
+    """Partners rarely name the customer key alike (``cid`` at the lender, ``customer`` at the bureau):
+    the job spec says each party's ``id``, and ``fedrisk simulate`` runs it, but ``Federation.from_spec``
+    refused the same spec ("the parties name different id columns"). Each party's id column is now the
+    federation's id (the label holder's name), so the notebook trains and scores what the CLI does."""
+    lender, bureau = _frames()
+    bureau = bureau.rename(columns={"cid": "customer"})
+    bureau["customer"] = " " + bureau["customer"] + " "  # the PSI's normalisation trims, as the CLI's does
+    lender.to_csv(tmp_path / "lender.csv", index=False)
+    bureau.to_csv(tmp_path / "bureau.csv", index=False)
+    (tmp_path / "job.toml").write_text(
+        '[federation]\nname = "ids-named-apart"\nseed = 0\n'
+        '[parties.lender]\naddress = "127.0.0.1:1"\ndata = "lender.csv"\nid = "cid"\nlabel = "status"\npositive = "bad"\n'
+        '[parties.bureau]\naddress = "127.0.0.1:2"\ndata = "bureau.csv"\nid = "customer"\n'
+        '[task]\nkind = "vertical.lr"\n[evaluation]\ntest_fraction = 0.2\n', encoding="utf-8")
+    fed = fr.Federation.from_spec(tmp_path / "job.toml", processes=False)
+    assert fed.id == "cid" and all("cid" in df.columns for df in fed.parties.values())
+    train, test = fed.split()
+    # the federation a notebook user builds from the same tables with the key renamed: the same rows split alike
+    same = fr.Federation.vertical({"lender": lender, "bureau": bureau.rename(columns={"customer": "cid"})}, id="cid",
+                                  label="status", name="ids-named-apart", party_options={"lender": {"positive": "bad"}})
+    for mine, theirs in zip(fed.split(), same.split()):
+        for n in ("lender", "bureau"):
+            assert mine.parties[n]["cid"].str.strip().tolist() == theirs.parties[n]["cid"].str.strip().tolist()
+    a = fr.LogisticRegression(l2=0.01, solver="exact").fit(train)
+    p = a.predict_proba(test)[:, 1]
+    assert len(p) == len(test.parties["lender"]) and np.isfinite(p).all()
+    # a party whose table already holds a column of that name cannot take it as its id: one line says so
+    bureau.assign(cid=1.0).to_csv(tmp_path / "bureau.csv", index=False)
+    with pytest.raises(fr.ConfigError) as info:
+        fr.Federation.from_spec(tmp_path / "job.toml", processes=False)
+    assert "'bureau'" in str(info.value) and "'cid'" in str(info.value) and "\n" not in str(info.value)
