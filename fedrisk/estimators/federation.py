@@ -455,7 +455,7 @@ class Federation:
             if self.kind == "horizontal" and set(df.columns) == set(first) and list(df.columns) != list(first):
                 df = df[list(first)]  # DataFrames match by column name, as predict_proba does; files by position
             if fmt == "parquet":
-                df.to_parquet(path, index=False)
+                write_parquet(df, path, party=n)
             else:
                 df.to_csv(path, index=False)
             has_label = self.kind == "horizontal" or n == (label_holder or self.label_holder)
@@ -469,6 +469,28 @@ class Federation:
         spec = folder / "job.toml"
         spec.write_text("\n".join(lines), encoding="utf-8")
         return spec
+
+
+def write_parquet(df: pd.DataFrame, path: Path, *, party: str) -> None:
+    """Write a notebook table to Parquet for a party's loader, as a CSV of it would read.
+
+    A column mixing numbers and text (``"?"`` cells put into an amount column) has no Parquet type:
+    pyarrow refused it with its own exception. Such a column is written as text, exactly what a CSV
+    export of it holds, so the loader answers as for the file (``na_values``, or a category column).
+    """
+    df = df.copy(deep=False)
+    for c in df.columns:
+        col = df[c]
+        if col.dtype != object:
+            continue
+        kinds = {isinstance(v, str) for v in col[col.notna()].tolist()}
+        if kinds == {True, False}:
+            df[c] = col.where(col.isna(), col.astype(str))
+    try:
+        df.to_parquet(path, index=False)
+    except (TypeError, ValueError) as exc:  # (pyarrow's ArrowInvalid / ArrowTypeError are ValueError / TypeError)
+        raise DataError(f"party {party!r} (its DataFrame): a column cannot be stored as a table "
+                        f"({str(exc).splitlines()[0][:200]}); give each column one type (numbers, text or dates)") from None
 
 
 def _read_table(path: Path, id_col: str, sep: str | None = None, decimal: str = ".", **_: Any) -> pd.DataFrame:

@@ -82,3 +82,31 @@ def test_from_spec_takes_parties_that_name_their_id_column_differently(tmp_path)
     with pytest.raises(fr.ConfigError) as info:
         fr.Federation.from_spec(tmp_path / "job.toml", processes=False)
     assert "'bureau'" in str(info.value) and "'cid'" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_table_mixing_numbers_and_placeholder_text_is_read_as_the_cli_reads_the_file():
+    """A bank's amount column holding floats and "?" cells (an object column, as after
+    ``df.loc[m, "income"] = "?"``) crashed the fit with pyarrow's ArrowInvalid (the in-process job
+    writes each table to Parquet). It is written as text, so the loader says what ``fedrisk
+    simulate`` says of such a CSV: name ``na_values``; with ``na_values=["?"]`` the cells are missing
+    values and the model is the one trained on blanks."""
+    rng = np.random.default_rng(2)
+    banks = {}
+    for b, n in (("bank1", 120), ("bank2", 90)):
+        x = rng.normal(size=(n, 2))
+        y = (x[:, 0] + rng.normal(size=n) > 0.5).astype(int)
+        banks[b] = pd.DataFrame({"id": np.arange(n), "y": y, "income": np.round(np.exp(x[:, 0]) * 1e4, 2),
+                                 "age": rng.integers(20, 70, n)})
+    blank = banks["bank2"].index[:5]
+    banks["bank2"].loc[blank, "income"] = np.nan
+    marked = dict(banks)
+    marked["bank2"] = banks["bank2"].assign(income=banks["bank2"]["income"].astype(object))
+    marked["bank2"].loc[blank, "income"] = "?"
+    plain = dict(missing="mean", secure_aggregation=False)
+    with pytest.raises(DataError) as info:
+        fr.LogisticRegression().fit(fr.Federation.horizontal(marked, **plain))
+    msg = str(info.value)
+    assert "'bank2'" in msg and "'income'" in msg and "na_values" in msg and "\n" not in msg, msg
+    a = fr.LogisticRegression().fit(fr.Federation.horizontal(marked, na_values=["?"], **plain))
+    b = fr.LogisticRegression().fit(fr.Federation.horizontal(banks, **plain))
+    assert np.allclose(a.coef_, b.coef_, rtol=0, atol=1e-12)
