@@ -81,14 +81,14 @@ def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None)
 
     sc = Scorecard.from_dict(card)
     n = int(n_reasons or card.get("n_reasons") or 3)
-    _warn_unseen(sc.bins_, X)
+    warn_unseen_bins(sc.bins_, X)
     warn_blank_columns(X, sc.features_, "predict")
     points = sc.score(X)
     return pd.DataFrame({"points": points, "probability": sc.probability(points),
                          **reason_columns(sc.reason_codes(X, n=n), n)})
 
 
-def _warn_unseen(bins, X) -> None:
+def warn_unseen_bins(bins, X) -> None:
     """Log how many rows hold categories the scorecard's bins never saw (scored as the ``"(other)"`` bin, or
     as the missing bin where there is none: reason ``feature = missing``), as vertical scorecards log at
     their owner. Counts only."""
