@@ -103,6 +103,16 @@ def warn_unseen_bins(bins, X) -> None:
         logging.getLogger("fedrisk.predict").warning(note)
 
 
+def _warn_unseen_levels(table) -> None:
+    """Log how many rows of a horizontal LR / tree model's batch hold categories the model never saw (scored
+    as the '(other)' or reference level), as scorecards and vertical models do. Counts only."""
+    import logging
+
+    from fedrisk.runtime.inference import warn_unseen
+
+    warn_unseen(table, "predict", logging.getLogger("fedrisk.predict"))
+
+
 def blank_columns_note(X, features: Sequence[str], party: str) -> str | None:
     """The warning for feature columns blank in every row of a batch of more than one row, or ``None``.
 
@@ -266,6 +276,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
                                  fill=fill, missing_advice="this model has no fill values for missing cells (no bank "
                                  "trained with missing = 'mean'): fill them or drop those rows before scoring",
                                  **dialect, **cat)
+        _warn_unseen_levels(table)
         score = score_lr(model, table.X)
         write_predictions(Path(out), table.ids, lr_predictions(model, table.X, score))
         return len(score)
@@ -274,6 +285,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
         # with missing = "mean" fills them with the federation's pooled means first, as training did
         table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"],
                                  missing="keep", fill=model.get("imputation") or None, **dialect, **cat)
+        _warn_unseen_levels(table)
         score = score_gbdt(model, table.X)
         write_predictions(Path(out), table.ids, gbdt_predictions(model, table.X, score))
         return len(score)

@@ -104,7 +104,7 @@ def test_vertical_woe_fit_transform_needs_reveal_woe_before_fitting():
     assert set(out) == {"lender", "bureau"}
 
 
-def test_rows_with_categories_the_model_never_saw_are_counted_in_a_warning(caplog):
+def test_rows_with_categories_the_model_never_saw_are_counted_in_a_warning(caplog, tmp_path):
     """``fedrisk predict`` warns when rows hold categories the model never saw ("NORTH" where training
     had "north"): they are scored as the '(other)' / reference level. A notebook's ``predict_proba`` of
     a horizontal LR, tree model or scorecard scored them silently (here every row: scores moved by up
@@ -131,6 +131,18 @@ def test_rows_with_categories_the_model_never_saw_are_counted_in_a_warning(caplo
         notes = [r.getMessage() for r in caplog.records if "never seen" in r.getMessage()]
         assert len(notes) == 1, (type(est).__name__, [r.getMessage() for r in caplog.records])
         assert "'region' (30 of 40 rows)" in notes[0] and "NORTH" not in notes[0], notes[0]
+        # `fedrisk predict` of the same model file on the same rows says it too (it did for scorecards only)
+        from fedrisk.runtime.predict import predict_file
+
+        folder = tmp_path / type(est).__name__
+        est.save(folder)
+        new.to_csv(tmp_path / "new.csv", index=False)
+        model = next(folder.glob("*.json"), None) if not (folder / "model.json").is_file() else folder / "model.json"
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            predict_file(model, tmp_path / "new.csv", tmp_path / "scores.csv")
+        notes = [r.getMessage() for r in caplog.records if "never seen" in r.getMessage()]
+        assert len(notes) == 1 and "(30 of 40 rows)" in notes[0], (type(est).__name__, notes)
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             est.predict_proba(banks["bank2"])
