@@ -218,21 +218,23 @@ class Federation:
         job.check_files()
         holders = job.label_holders()
         kind = "horizontal" if job.coordinator is not None else "vertical"
-        # partners rarely name the customer key alike: each party's own id column becomes the federation's id
-        # (the label holder's name); with processes, the parties still read their own files by their own names
+        # partners rarely name the customer key (or banks the label) alike: each party's own id and label columns
+        # take the federation's names (the first label holder's); with processes, the parties still read their own
+        # files by their own names
         common = job.parties[holders[0]].id if holders else next(iter(job.parties.values())).id
+        label = job.parties[holders[0]].label if holders else "y"
         frames = {}
         for n, p in job.parties.items():
             df = _read_table(job.data_path(n), p.id, **p.read_options())
-            if p.id != common:
-                if common in df.columns:
-                    raise ConfigError(f"{spec}: party {n!r} names its id column {p.id!r}, and its table also has a "
-                                      f"column {common!r}, the id column of the other parties' tables; a Federation "
-                                      f"uses one id column name: rename one of them in {n}'s file")
-                df = df.rename(columns={p.id: common})
-            frames[n] = df
+            renames = {p.id: common, **({p.label: label} if p.label else {})}
+            renames = {a: b for a, b in renames.items() if a != b}
+            for own, theirs in renames.items():
+                if theirs in df.columns:
+                    raise ConfigError(f"{spec}: party {n!r} names its column {own!r}, and its table also has a column "
+                                      f"{theirs!r}, the name the other parties' tables use for it; a Federation uses "
+                                      f"one name per column: rename one of them in {n}'s file")
+            frames[n] = df.rename(columns=renames)
         ids = [common]
-        label = job.parties[holders[0]].label if holders else "y"
         # the party's own reading settings travel with its table (its dialect was applied just above)
         options = {n: {k: v for k, v in (("features", p.features), ("exclude", list(p.exclude) or None),
                                          ("positive", p.positive), ("categorical", list(p.categorical) or None),

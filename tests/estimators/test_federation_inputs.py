@@ -110,3 +110,25 @@ def test_a_table_mixing_numbers_and_placeholder_text_is_read_as_the_cli_reads_th
     a = fr.LogisticRegression().fit(fr.Federation.horizontal(marked, na_values=["?"], **plain))
     b = fr.LogisticRegression().fit(fr.Federation.horizontal(banks, **plain))
     assert np.allclose(a.coef_, b.coef_, rtol=0, atol=1e-12)
+
+
+def test_from_spec_takes_banks_that_name_their_id_and_label_columns_differently(tmp_path):
+    """A horizontal spec whose bank2 calls its columns ``acct`` / ``default`` (``fedrisk simulate`` runs it)
+    made ``from_spec`` fail with "every bank needs the label column 'y'; missing at ['bank2']"."""
+    rng = np.random.default_rng(3)
+    frames = {}
+    for b, n in (("bank1", 150), ("bank2", 100)):
+        x = rng.normal(size=(n, 2))
+        frames[b] = pd.DataFrame({"id": np.arange(n), "y": (x[:, 0] + rng.normal(size=n) > 0.3).astype(int),
+                                  "a": x[:, 0], "b": x[:, 1]})
+    frames["bank1"].to_csv(tmp_path / "bank1.csv", index=False)
+    frames["bank2"].rename(columns={"id": "acct", "y": "default"}).to_csv(tmp_path / "bank2.csv", index=False)
+    (tmp_path / "job.toml").write_text(
+        '[federation]\nname = "named-apart"\nseed = 0\n[coordinator]\naddress = "127.0.0.1:1"\n'
+        '[parties.bank1]\naddress = "127.0.0.1:2"\ndata = "bank1.csv"\nid = "id"\nlabel = "y"\n'
+        '[parties.bank2]\naddress = "127.0.0.1:3"\ndata = "bank2.csv"\nid = "acct"\nlabel = "default"\n'
+        '[task]\nkind = "horizontal.lr"\n[security]\nsecure_aggregation = false\n', encoding="utf-8")
+    fed = fr.Federation.from_spec(tmp_path / "job.toml", processes=False)
+    a = fr.LogisticRegression().fit(fed)
+    b = fr.LogisticRegression().fit(fr.Federation.horizontal(frames, name="named-apart", secure_aggregation=False))
+    assert np.allclose(a.coef_, b.coef_, rtol=0, atol=1e-12)
