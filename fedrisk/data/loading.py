@@ -508,10 +508,10 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
         if odd is not None and (placeholder or p.numbers.nunique() > _MAX_CODE_LEVELS):
             raise ctx.error(f"feature column {c!r} holds numbers except in {len(odd)} rows with text (e.g. "
                             f"{odd.iloc[0]!r}); {_missing_advice(odd)}, or, if the column is a category, declare "
-                            f"it in {declare}")
+                            f"it in {declare.replace('<col>', c)}")
     if dates:
         raise ctx.error(f"{_dates_named(df, dates)}, or, if a column is a category (a cohort, a version), declare it "
-                        f"in {declare}")
+                        f"in {declare.replace('<col>', dates[0])}")
 
 
 def _is_date_column(col: pd.Series, parsed: _TextNumbers | None = None) -> bool:
@@ -958,6 +958,7 @@ def load_party_frame(
     categorical: Sequence[str] | None = None,
     allow_no_features: bool = False,
     na_values: Sequence[str] = (),
+    declare: str = "[task] categorical = [...]",
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -978,6 +979,10 @@ def load_party_frame(
         Accept a file with no feature column (a vertical label holder that brings labels only).
     na_values : sequence of str
         As in :func:`load_party_table`.
+    declare : str
+        Where this job declares a category column, for the refusal of an undeclared one (``<col>``
+        stands for the column): ``[task] categorical = [...]``, or a horizontal job's vocabulary
+        ``[task] categories = { <col> = [...] }``.
 
     Returns
     -------
@@ -1000,8 +1005,7 @@ def load_party_frame(
     X = df[feature_names].reset_index(drop=True)
     if categorical is not None:
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
-                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], "[task] categorical = [...]",
-                        decimal)
+                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], declare, decimal)
     empty = [c for c in feature_names if X[c].isna().all()]
     if empty and not allow_empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "
