@@ -50,6 +50,12 @@ def test_label_coding_advice_names_the_python_setting():
     assert "\n" not in msg and "positive" in msg and "party_options={'lender': {'positive':" in msg, msg
 
 
+def _from_spec(folder, spec_text: str):
+    """The in-process Federation of a job spec written into ``folder`` beside its data files."""
+    (folder / "job.toml").write_text(spec_text, encoding="utf-8")
+    return fr.Federation.from_spec(folder / "job.toml", processes=False)
+
+
 def test_from_spec_takes_parties_that_name_their_id_column_differently(tmp_path):
     """Partners rarely name the customer key alike (``cid`` at the lender, ``customer`` at the bureau):
     the job spec says each party's ``id``, and ``fedrisk simulate`` runs it, but ``Federation.from_spec``
@@ -60,12 +66,10 @@ def test_from_spec_takes_parties_that_name_their_id_column_differently(tmp_path)
     bureau["customer"] = " " + bureau["customer"] + " "  # the PSI's normalisation trims, as the CLI's does
     lender.to_csv(tmp_path / "lender.csv", index=False)
     bureau.to_csv(tmp_path / "bureau.csv", index=False)
-    (tmp_path / "job.toml").write_text(
-        '[federation]\nname = "ids-named-apart"\nseed = 0\n'
-        '[parties.lender]\naddress = "127.0.0.1:1"\ndata = "lender.csv"\nid = "cid"\nlabel = "status"\npositive = "bad"\n'
-        '[parties.bureau]\naddress = "127.0.0.1:2"\ndata = "bureau.csv"\nid = "customer"\n'
-        '[task]\nkind = "vertical.lr"\n[evaluation]\ntest_fraction = 0.2\n', encoding="utf-8")
-    fed = fr.Federation.from_spec(tmp_path / "job.toml", processes=False)
+    fed = _from_spec(tmp_path, '[federation]\nname = "ids-named-apart"\nseed = 0\n'
+                     '[parties.lender]\naddress = "127.0.0.1:1"\ndata = "lender.csv"\nid = "cid"\nlabel = "status"\n'
+                     'positive = "bad"\n[parties.bureau]\naddress = "127.0.0.1:2"\ndata = "bureau.csv"\nid = "customer"\n'
+                     '[task]\nkind = "vertical.lr"\n[evaluation]\ntest_fraction = 0.2\n')
     assert fed.id == "cid" and all("cid" in df.columns for df in fed.parties.values())
     train, test = fed.split()
     # the federation a notebook user builds from the same tables with the key renamed: the same rows split alike
@@ -123,12 +127,10 @@ def test_from_spec_takes_banks_that_name_their_id_and_label_columns_differently(
                                   "a": x[:, 0], "b": x[:, 1]})
     frames["bank1"].to_csv(tmp_path / "bank1.csv", index=False)
     frames["bank2"].rename(columns={"id": "acct", "y": "default"}).to_csv(tmp_path / "bank2.csv", index=False)
-    (tmp_path / "job.toml").write_text(
-        '[federation]\nname = "named-apart"\nseed = 0\n[coordinator]\naddress = "127.0.0.1:1"\n'
-        '[parties.bank1]\naddress = "127.0.0.1:2"\ndata = "bank1.csv"\nid = "id"\nlabel = "y"\n'
-        '[parties.bank2]\naddress = "127.0.0.1:3"\ndata = "bank2.csv"\nid = "acct"\nlabel = "default"\n'
-        '[task]\nkind = "horizontal.lr"\n[security]\nsecure_aggregation = false\n', encoding="utf-8")
-    fed = fr.Federation.from_spec(tmp_path / "job.toml", processes=False)
+    fed = _from_spec(tmp_path, '[federation]\nname = "named-apart"\nseed = 0\n[coordinator]\naddress = "127.0.0.1:1"\n'
+                     '[parties.bank1]\naddress = "127.0.0.1:2"\ndata = "bank1.csv"\nid = "id"\nlabel = "y"\n'
+                     '[parties.bank2]\naddress = "127.0.0.1:3"\ndata = "bank2.csv"\nid = "acct"\nlabel = "default"\n'
+                     '[task]\nkind = "horizontal.lr"\n[security]\nsecure_aggregation = false\n')
     a = fr.LogisticRegression().fit(fed)
     b = fr.LogisticRegression().fit(fr.Federation.horizontal(frames, name="named-apart", secure_aggregation=False))
     assert np.allclose(a.coef_, b.coef_, rtol=0, atol=1e-12)
