@@ -510,15 +510,12 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
     """
     dates = []
     for c in columns:
-        if pd.api.types.is_datetime64_any_dtype(df[c].dtype) and df[c].notna().any():
-            dates.append(c)  # (a Parquet date column)
-            continue
         p = (parsed or {}).get(c) or _parse_text_numbers(df[c], decimal)
-        if p is None or not len(p.text):
-            continue  # not text (numbers, bools, or a Parquet/pandas category column: the file says "categories")
-        if float(p.text.head(_SAMPLE).str.fullmatch(_DATE_TEXT).mean()) >= _MOSTLY:
+        if _is_date_column(df[c], p):
             dates.append(c)
             continue
+        if p is None or not len(p.text):
+            continue  # not text (numbers, bools, or a Parquet/pandas category column: the file says "categories")
         odd = _text_among_numbers(p)
         # an amount with placeholders ("?", "unknown") -- not a code list ("01".."19" and a few "A1"), which
         # stays a category as before
@@ -526,12 +523,36 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
         if odd is not None and (placeholder or p.numbers.nunique() > _MAX_CODE_LEVELS):
             raise ctx.error(f"feature column {c!r} holds numbers except in {len(odd)} rows with text (e.g. "
                             f"{odd.iloc[0]!r}); {_missing_advice(odd)}, or, if the column is a category, declare "
-                            f"it in {declare}")
+                            f"it in {declare.replace('<col>', c)}")
     if dates:
-        example = str(df[dates[0]].dropna().iloc[0]).strip()
-        raise ctx.error(f"feature columns {_listing(dates)} hold dates written as text (e.g. {example!r}); turn them "
-                        "into numbers (e.g. months since the date, or its year), list them in exclude, or, if a "
-                        f"column is a category (a cohort, a version), declare it in {declare}")
+        raise ctx.error(f"{_dates_named(df, dates)}, or, if a column is a category (a cohort, a version), declare it "
+                        f"in {declare.replace('<col>', dates[0])}")
+
+
+def _is_date_column(col: pd.Series, parsed: _TextNumbers | None = None) -> bool:
+    """Whether a column holds dates: a date-typed (Parquet) column with values, or text whose first filled
+    cells are mostly dates written as text (:data:`_DATE_TEXT`). ``parsed``: the column's
+    :func:`_parse_text_numbers`, when the caller already has it."""
+    if pd.api.types.is_datetime64_any_dtype(col.dtype):
+        return bool(col.notna().any())
+    p = parsed if parsed is not None else _parse_text_numbers(col)
+    return p is not None and bool(len(p.text)) and float(p.text.head(_SAMPLE).str.fullmatch(_DATE_TEXT).mean()) >= _MOSTLY
+
+
+def _dates_named(df: pd.DataFrame, dates: Sequence[str]) -> str:
+    """The start of the refusal of date columns: which, one example cell (the party's own log or notebook:
+    errors at load are not sent to partners), and the fix."""
+    example = str(df[dates[0]].dropna().iloc[0]).strip()
+    return (f"feature columns {_listing(dates)} are dates (e.g. {example!r}); turn them into numbers (e.g. months "
+            "since the date, or its year) or list them in exclude")
+
+
+def text_dates(df: pd.DataFrame, columns: Sequence[str]) -> str | None:
+    """The refusal line's text for those of ``columns`` that hold dates (typed or written as text), else
+    ``None``: a job that allows no undeclared text column (horizontal LR and trees) names a date as a date,
+    not as a text column to give categories."""
+    dates = [c for c in columns if _is_date_column(df[c])]
+    return _dates_named(df, dates) if dates else None
 
 
 def _available(df: pd.DataFrame) -> str:
@@ -775,8 +796,7 @@ def load_party_table(
             non_numeric.remove(c)
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
     if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
-        raise ctx.error(f"feature columns {_listing(dates)} are dates; turn them into numbers (e.g. months since "
-                        "the date, or its year) or list them in exclude")
+        raise ctx.error(_dates_named(df, dates))
     formatted = [c for c in non_numeric if c not in declared and _formatted_numbers(df[c])]
     if formatted:  # amounts exported for reading: neither categories nor a decimal-comma dialect
         example = str(df[formatted[0]][_formatted_mask(df[formatted[0]])].iloc[0]).strip()
@@ -815,6 +835,10 @@ def load_party_table(
             table.label_coding = label_coding(df[label_col], positive) if y is not None else None
             return table
     if non_numeric:
+        # dates written as text: not categories either (one per day), so not the advice below
+        dates = [c for c in non_numeric if _is_date_column(df[c], parsed.get(c))]
+        if len(dates) == len(non_numeric):
+            raise ctx.error(_dates_named(df, dates))
         kinds = ", ".join(f"{c!r} ({df[c].dtype})" for c in non_numeric[:_MAX_LISTED])
         more = f", ... ({len(non_numeric) - _MAX_LISTED} more)" if len(non_numeric) > _MAX_LISTED else ""
         hint = ""
@@ -827,9 +851,10 @@ def load_party_table(
         elif decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
             hint = ("; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec "
                     "(fedrisk predict: --decimal ',')")
+        first = next(c for c in non_numeric if c not in dates)
         advice = ("; encode them as numbers (e.g. WOE or one-hot), list them in exclude, or have the job treat them as "
-                  f"categories ([task] categories = {{ {non_numeric[0]} = [...] }} in a horizontal job, categorical = "
-                  "[...] in a vertical party's table)")
+                  f"categories ([task] categories = {{ {first} = [...] }} in a horizontal job, categorical = "
+                  "[...] in a vertical party's table)") + (f"; of them, {_dates_named(df, dates)}" if dates else "")
         raise ctx.error(f"non-numeric feature columns: {kinds}{more}{hint or advice}")
     try:
         X = df[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -955,6 +980,7 @@ def load_party_frame(
     categorical: Sequence[str] | None = None,
     allow_no_features: bool = False,
     na_values: Sequence[str] = (),
+    declare: str = "[task] categorical = [...]",
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -975,6 +1001,10 @@ def load_party_frame(
         Accept a file with no feature column (a vertical label holder that brings labels only).
     na_values : sequence of str
         As in :func:`load_party_table`.
+    declare : str
+        Where this job declares a category column, for the refusal of an undeclared one (``<col>``
+        stands for the column): ``[task] categorical = [...]``, or a horizontal job's vocabulary
+        ``[task] categories = { <col> = [...] }``.
 
     Returns
     -------
@@ -997,8 +1027,7 @@ def load_party_frame(
     X = df[feature_names].reset_index(drop=True)
     if categorical is not None:
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
-                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], "[task] categorical = [...]",
-                        decimal)
+                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], declare, decimal)
     empty = [c for c in feature_names if X[c].isna().all()]
     if empty and not allow_empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "

@@ -300,7 +300,8 @@ class FederatedEstimator(BaseEstimator):
             absent = [c for c in raw if c not in X.columns]
             if absent:
                 raise DataError(f"{who}: the data lacks the model's feature columns {absent[:8]}")
-            M, names, _, _ = encode_columns(X, raw, list(cats), doc["category_encoding"], cats, who)
+            M, names, _, unseen = encode_columns(X, raw, list(cats), doc["category_encoding"], cats, who)
+            _warn_unseen_rows(unseen, len(M), who)
             M = M[:, [names.index(f) for f in features]]
             _refuse_non_finite(M, features, who, allow_nan)
             return M
@@ -326,6 +327,18 @@ class FederatedEstimator(BaseEstimator):
                                 f"got an array of shape {M.shape}")
         _refuse_non_finite(M, features, who, allow_nan)
         return M
+
+
+def _warn_unseen_rows(unseen: dict[str, int], n_rows: int, who: str) -> None:
+    """Warn, as ``fedrisk predict`` does, how many rows per column hold categories the model never saw (they
+    score as the '(other)' or reference level): a notebook's scores moved silently. Counts only."""
+    import logging
+
+    from fedrisk.data.categorical import unseen_note
+
+    note = unseen_note(unseen, n_rows, who)
+    if note:
+        logging.getLogger("fedrisk.predict").warning(note.replace(f"party {who!r}: ", f"{who}: ", 1))
 
 
 def _refuse_non_finite(M: np.ndarray, features: list[str], who: str, allow_nan: bool) -> None:

@@ -311,7 +311,7 @@ def _run_processes(fed: Federation, kind: str, params: Mapping[str, Any], keep_d
 
 def _run_connected(fed: Federation, kind: str, params: Mapping[str, Any]) -> JobRun:
     """This participant of a cross-host job (``Federation.connect``): ``fedrisk party`` in this process."""
-    from fedrisk.estimators.federation import rewrite_spec
+    from fedrisk.estimators.federation import rewrite_spec, write_parquet
     from fedrisk.runtime.party import run_party
     from fedrisk.runtime.spec import load_spec
     from fedrisk.runtime.tasks import get_task, parse_params
@@ -332,7 +332,7 @@ def _run_connected(fed: Federation, kind: str, params: Mapping[str, Any]) -> Job
         out = fed.remote["out"] or Path(tmp) / "run"
         (out / "data").mkdir(parents=True, exist_ok=True)
         table = out / "data" / f"{me}.parquet"
-        fed.parties[me].to_parquet(table, index=False)
+        write_parquet(fed.parties[me], table, party=me)
         # the spec as the partners have it (same [task], evaluation, addresses), only our data file changed
         spec = rewrite_spec(fed.spec_path, out / "spec", data={me: table})
         t0, c0 = time.perf_counter(), time.process_time()

@@ -216,13 +216,25 @@ class Federation:
 
         job = load_spec(spec)
         job.check_files()
-        ids = sorted({p.id for p in job.parties.values()})
-        if len(ids) != 1:
-            raise ConfigError(f"{spec}: the parties name different id columns {ids}; a Federation uses one id column name")
         holders = job.label_holders()
         kind = "horizontal" if job.coordinator is not None else "vertical"
-        frames = {n: _read_table(job.data_path(n), ids[0], **job.parties[n].read_options()) for n in job.parties}
+        # partners rarely name the customer key (or banks the label) alike: each party's own id and label columns
+        # take the federation's names (the first label holder's); with processes, the parties still read their own
+        # files by their own names
+        common = job.parties[holders[0]].id if holders else next(iter(job.parties.values())).id
         label = job.parties[holders[0]].label if holders else "y"
+        frames = {}
+        for n, p in job.parties.items():
+            df = _read_table(job.data_path(n), p.id, **p.read_options())
+            renames = {p.id: common, **({p.label: label} if p.label else {})}
+            renames = {a: b for a, b in renames.items() if a != b}
+            for own, theirs in renames.items():
+                if theirs in df.columns:
+                    raise ConfigError(f"{spec}: party {n!r} names its column {own!r}, and its table also has a column "
+                                      f"{theirs!r}, the name the other parties' tables use for it; a Federation uses "
+                                      f"one name per column: rename one of them in {n}'s file")
+            frames[n] = df.rename(columns=renames)
+        ids = [common]
         # the party's own reading settings travel with its table (its dialect was applied just above)
         options = {n: {k: v for k, v in (("features", p.features), ("exclude", list(p.exclude) or None),
                                          ("positive", p.positive), ("categorical", list(p.categorical) or None),
@@ -445,7 +457,7 @@ class Federation:
             if self.kind == "horizontal" and set(df.columns) == set(first) and list(df.columns) != list(first):
                 df = df[list(first)]  # DataFrames match by column name, as predict_proba does; files by position
             if fmt == "parquet":
-                df.to_parquet(path, index=False)
+                write_parquet(df, path, party=n)
             else:
                 df.to_csv(path, index=False)
             has_label = self.kind == "horizontal" or n == (label_holder or self.label_holder)
@@ -459,6 +471,28 @@ class Federation:
         spec = folder / "job.toml"
         spec.write_text("\n".join(lines), encoding="utf-8")
         return spec
+
+
+def write_parquet(df: pd.DataFrame, path: Path, *, party: str) -> None:
+    """Write a notebook table to Parquet for a party's loader, as a CSV of it would read.
+
+    A column mixing numbers and text (``"?"`` cells put into an amount column) has no Parquet type:
+    pyarrow refused it with its own exception. Such a column is written as text, exactly what a CSV
+    export of it holds, so the loader answers as for the file (``na_values``, or a category column).
+    """
+    df = df.copy(deep=False)
+    for c in df.columns:
+        col = df[c]
+        if col.dtype != object:
+            continue
+        kinds = {isinstance(v, str) for v in col[col.notna()].tolist()}
+        if kinds == {True, False}:
+            df[c] = col.where(col.isna(), col.astype(str))
+    try:
+        df.to_parquet(path, index=False)
+    except (TypeError, ValueError) as exc:  # (pyarrow's ArrowInvalid / ArrowTypeError are ValueError / TypeError)
+        raise DataError(f"party {party!r} (its DataFrame): a column cannot be stored as a table "
+                        f"({str(exc).splitlines()[0][:200]}); give each column one type (numbers, text or dates)") from None
 
 
 def _read_table(path: Path, id_col: str, sep: str | None = None, decimal: str = ".", **_: Any) -> pd.DataFrame:

@@ -109,10 +109,11 @@ class Scorecard(FederatedClassifier):
         if "scorecard.json" not in files:
             table = self.explain(X)
             return table["points"].to_numpy(dtype=np.float64), table["probability"].to_numpy(dtype=np.float64)
-        from fedrisk.runtime.predict import warn_blank_columns
+        from fedrisk.runtime.predict import warn_blank_columns, warn_unseen_bins
 
         _refuse_duplicate_columns(X, files["scorecard.json"]["features"], "Scorecard.points")
         X = self._with_na_values(X)
+        warn_unseen_bins(_Card.from_dict(files["scorecard.json"]).bins_, X)  # as `fedrisk predict` and explain
         warn_blank_columns(X, files["scorecard.json"]["features"], "predict")  # a broken feed, not one applicant
         return _Card.score_saved(files["scorecard.json"], X)
 

@@ -69,8 +69,13 @@ def _as_arrays(y: Any, score: Any, *, name: str = "score", need_both: bool = Tru
     if not np.isin(y_arr, (0.0, 1.0)).all():
         found = np.unique(y_arr).tolist()
         raise _coding_error([int(v) if float(v).is_integer() else v for v in found])
-    if np.isnan(s_arr).any() or np.isinf(s_arr).any():
-        raise DataError(f"{name} contains NaN or infinite values; score every row before evaluating")
+    if np.isinf(s_arr).any():
+        raise DataError(f"{name} contains infinite values; score every row with a finite value before evaluating")
+    if np.isnan(s_arr).any():
+        # typically a split model's test rows whose id is absent at a feature holder: they cannot be scored
+        k = int(np.isnan(s_arr).sum())
+        raise DataError(f"{name} is NaN in {k} of {s_arr.shape[0]} rows (not scored: e.g. ids absent at a feature "
+                        f"holder); evaluate the scored rows: ok = ~np.isnan({name}), then pass y[ok] and {name}[ok]")
     if need_both:
         n_bad = int(y_arr.sum())
         if n_bad == 0 or n_bad == y_arr.shape[0]:

@@ -91,14 +91,14 @@ def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None)
 
     sc = Scorecard.from_dict(card)
     n = int(n_reasons or card.get("n_reasons") or 3)
-    _warn_unseen(sc.bins_, X)
+    warn_unseen_bins(sc.bins_, X)
     warn_blank_columns(X, sc.features_, "predict")
     points = sc.score(X)
     return pd.DataFrame({"points": points, "probability": sc.probability(points),
                          **reason_columns(sc.reason_codes(X, n=n), n)})
 
 
-def _warn_unseen(bins, X) -> None:
+def warn_unseen_bins(bins, X) -> None:
     """Log how many rows hold categories the scorecard's bins never saw (scored as the ``"(other)"`` bin, or
     as the missing bin where there is none: reason ``feature = missing``), as vertical scorecards log at
     their owner. Counts only."""
@@ -111,6 +111,16 @@ def _warn_unseen(bins, X) -> None:
                        scored_as="the '(other)' bin, or the missing bin where there is none")
     if note:
         logging.getLogger("fedrisk.predict").warning(note)
+
+
+def _warn_unseen_levels(table) -> None:
+    """Log how many rows of a horizontal LR / tree model's batch hold categories the model never saw (scored
+    as the '(other)' or reference level), as scorecards and vertical models do. Counts only."""
+    import logging
+
+    from fedrisk.runtime.inference import warn_unseen
+
+    warn_unseen(table, "predict", logging.getLogger("fedrisk.predict"))
 
 
 def blank_columns_note(X, features: Sequence[str], party: str) -> str | None:
@@ -303,6 +313,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
                                  fill=fill, missing_advice="this model has no fill values for missing cells (no bank "
                                  "trained with missing = 'mean'): fill them or drop those rows before scoring",
                                  **dialect, **cat)
+        _warn_unseen_levels(table)
         score = score_lr(model, table.X)
         write_predictions(Path(out), table.ids, lr_predictions(model, table.X, score))
         return len(score)
@@ -311,6 +322,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
         # with missing = "mean" fills them with the federation's pooled means first, as training did
         table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"],
                                  missing="keep", fill=model.get("imputation") or None, **dialect, **cat)
+        _warn_unseen_levels(table)
         score = score_gbdt(model, table.X)
         write_predictions(Path(out), table.ids, gbdt_predictions(model, table.X, score))
         return len(score)

@@ -81,8 +81,10 @@ def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordina
     from fedrisk.data.loading import load_party_frame
 
     p = ctx.spec.parties[ctx.name]
+    # allow_empty: a numeric column a bank does not collect is the missing-values policy's business (the
+    # table load after this step fills, keeps or refuses it), not a reason to refuse the bank here
     frame = load_party_frame(ctx.spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
-                             features=p.features, exclude=p.exclude, **p.read_options())
+                             features=p.features, exclude=p.exclude, allow_empty=True, **p.read_options())
     missing_cols = [c for c in vocab if c not in frame.feature_names]
     if missing_cols:
         raise DataError(f"bank {ctx.name!r}: [task] categories lists {missing_cols}, which are not feature columns of "
@@ -93,11 +95,14 @@ def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordina
                         f"[task] categories = {{ {undeclared_cols[0]} = [...] }} (horizontal banks must agree on them)")
     import pandas as pd
 
-    from fedrisk.data.loading import numbers_in_text
+    from fedrisk.data.loading import numbers_in_text, text_dates
 
     decimal = p.read_options().get("decimal", ".")
     text = [c for c in frame.feature_names if c not in vocab and not pd.api.types.is_numeric_dtype(frame.X[c])
             and numbers_in_text(frame.X[c], decimal) is None]  # (numbers kept as text load as numbers)
+    dates = text_dates(frame.X, text)
+    if dates:
+        raise DataError(f"bank {ctx.name!r}, file {str(frame.path)!r}: {dates}")
     if text:
         raise DataError(f"bank {ctx.name!r}: text columns {text} are not numeric and have no vocabulary; list their "
                         f"categories in [task] categories = {{ {text[0]} = [...] }} or exclude them")

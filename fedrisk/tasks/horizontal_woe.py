@@ -116,10 +116,11 @@ def driver(spec: JobSpec) -> str:
 
 def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, features=None, label: bool = True,
                forbid_label: str | None = None, keep=(), allow_empty: bool = False, allow_no_features: bool = False,
-               elsewhere: Sequence[str] | None = None):
+               elsewhere: Sequence[str] | None = None, declare: str = "[task] categorical = [...]"):
     """This party's raw frame (text columns kept); ``categorical`` names must be columns of it, except those
     in ``elsewhere`` (a vertical job's ``[task] categorical``: another party may hold them).
-    ``allow_empty``: keep columns blank in every row (see :func:`~fedrisk.data.loading.load_party_frame`)."""
+    ``allow_empty``: keep columns blank in every row; ``declare``: where a category column is declared, for the
+    refusal of an undeclared one (both: see :func:`~fedrisk.data.loading.load_party_frame`)."""
     from fedrisk.data.loading import load_party_frame
 
     p = spec.parties[name]
@@ -127,10 +128,10 @@ def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, feat
                              label_col=p.label if label else None, features=features or p.features,
                              exclude=p.exclude if not features else (), forbid_label=forbid_label, keep=keep,
                              allow_empty=allow_empty, categorical=None if features or path else categorical,
-                             allow_no_features=allow_no_features, **p.read_options())
+                             allow_no_features=allow_no_features, declare=declare, **p.read_options())
     unknown = [c for c in categorical if c not in frame.feature_names and c not in (elsewhere or ())]
     if unknown and not features:
-        where = "its categorical = [...]" if elsewhere is not None else "task.categorical"
+        where = "its categorical = [...]" if elsewhere is not None else "[task] categorical / categories"
         raise DataError(f"party {name!r}: {where} names {unknown}, which are not feature columns of "
                         f"{frame.path} (it has {frame.feature_names[:12]})")
     return frame
@@ -179,7 +180,9 @@ def run_woe(ctx: PartyContext, params: Any, agg) -> tuple[Any, Any]:
                                          sub_cells=params.sub_cells)
         return res, None
     # a bank that does not collect a field its partners have keeps the column blank: those rows get the missing bin
-    frame = load_frame(spec, ctx.name, params.categorical, allow_empty=True)
+    # a column with a vocabulary is declared categorical (a cohort written "2020-01" is not a date column then)
+    declared = [*params.categorical, *[c for c in params.categories if c not in params.categorical]]
+    frame = load_frame(spec, ctx.name, declared, allow_empty=True, declare="[task] categories = { <col> = [...] }")
     blank = [c for c in frame.feature_names if frame.X[c].isna().all()]
     if blank:
         ctx.log.warning("columns %s are blank in every row here: this bank's rows go to their missing bins", blank)

@@ -174,3 +174,37 @@ def test_numbers_in_text_keeps_a_repeated_index():
     got = numbers_in_text(pd.Series(["1", "2", "", "4"], index=[0, 0, 1, 1], dtype=object))
     assert got is not None and list(got.index) == [0, 0, 1, 1]
     np.testing.assert_array_equal(got.to_numpy(), [1.0, 2.0, np.nan, 4.0])
+
+
+def test_dates_are_named_as_dates_where_text_columns_are_not_allowed(tmp_path):
+    """A horizontal LR / GBDT bank loads without an encoding (text columns need a [task] categories
+    vocabulary): a date column there was called "non-numeric", with the advice to declare it as a
+    category -- one category per day. It is named as a date, with the fix."""
+    df = _frame().drop(columns=["purpose"])
+    df["amount"] = df["amount"].astype(int)
+    df["opened"] = pd.date_range("2019-01-01", periods=len(df), freq="D").strftime("%Y-%m-%d")
+    path = tmp_path / "lender.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        load_party_table(path, party="lender", id_col="id", label_col="y")
+    msg = str(info.value)
+    assert "'opened'" in msg and "dates" in msg and "'2019-01-01'" in msg and "exclude" in msg, msg
+    assert "categor" not in msg, msg
+
+
+def test_a_horizontal_bank_names_a_date_column_as_a_date(tmp_path):
+    """With a [task] categories vocabulary for other columns, a bank's undeclared date column was "a text
+    column with no vocabulary; list its categories"."""
+    import fedrisk as fr
+
+    rng = np.random.default_rng(1)
+    banks = {}
+    for b, n in (("bank1", 80), ("bank2", 60)):
+        banks[b] = pd.DataFrame({"id": np.arange(n) + (0 if b == "bank1" else 1000), "y": rng.integers(0, 2, n),
+                                 "x": rng.normal(size=n), "region": rng.choice(["n", "s"], n),
+                                 "opened": pd.date_range("2020-03-01", periods=n, freq="D").strftime("%Y-%m-%d")})
+    with pytest.raises(fr.DataError) as info:
+        fr.LogisticRegression(categories={"region": ["n", "s"]}).fit(fr.Federation.horizontal(banks))
+    msg = str(info.value)
+    assert "'opened'" in msg and "dates" in msg and "exclude" in msg and "\n" not in msg, msg
+    assert "vocabulary" not in msg and "list their categories" not in msg, msg

@@ -102,3 +102,48 @@ def test_vertical_woe_fit_transform_needs_reveal_woe_before_fitting():
     assert "\n" not in str(e.value) and not hasattr(woe, "files_"), "refused before any federated work"
     out = fr.WoeBinning(reveal="woe").fit_transform(fed)
     assert set(out) == {"lender", "bureau"}
+
+
+def test_rows_with_categories_the_model_never_saw_are_counted_in_a_warning(caplog, tmp_path):
+    """``fedrisk predict`` warns when rows hold categories the model never saw ("NORTH" where training
+    had "north"): they are scored as the '(other)' / reference level. A notebook's ``predict_proba`` of
+    a horizontal LR, tree model or scorecard scored them silently (here every row: scores moved by up
+    to 0.07 with no word). The warning counts rows per column and shows no value."""
+    import logging
+
+    rng = np.random.default_rng(5)
+    banks = {}
+    for b, n in (("bank1", 200), ("bank2", 150)):
+        region = rng.choice(["north", "south", "east"], n)
+        x = rng.normal(size=n)
+        y = (rng.random(n) < 1 / (1 + np.exp(-(x + (region == "south") - 0.5)))).astype(int)
+        banks[b] = pd.DataFrame({"id": np.arange(n), "y": y, "x": x, "region": region})
+    cats = {"region": ["north", "south", "east"]}
+    fed = fr.Federation.horizontal(banks, secure_aggregation=False)
+    new = banks["bank1"].head(40).assign(region=lambda d: d.region.str.upper())
+    new.loc[:9, "region"] = "south"  # ten rows the model knows
+    for est in (fr.LogisticRegression(categories=cats), fr.SecureBoost(n_trees=2, max_depth=2, categories=cats),
+                fr.Scorecard(categories=cats)):
+        est.fit(fed)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            est.predict_proba(new)
+        notes = [r.getMessage() for r in caplog.records if "never seen" in r.getMessage()]
+        assert len(notes) == 1, (type(est).__name__, [r.getMessage() for r in caplog.records])
+        assert "'region' (30 of 40 rows)" in notes[0] and "NORTH" not in notes[0], notes[0]
+        # `fedrisk predict` of the same model file on the same rows says it too (it did for scorecards only)
+        from fedrisk.runtime.predict import predict_file
+
+        folder = tmp_path / type(est).__name__
+        est.save(folder)
+        new.to_csv(tmp_path / "new.csv", index=False)
+        model = next(folder.glob("*.json"), None) if not (folder / "model.json").is_file() else folder / "model.json"
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            predict_file(model, tmp_path / "new.csv", tmp_path / "scores.csv")
+        notes = [r.getMessage() for r in caplog.records if "never seen" in r.getMessage()]
+        assert len(notes) == 1 and "(30 of 40 rows)" in notes[0], (type(est).__name__, notes)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            est.predict_proba(banks["bank2"])
+        assert not [r for r in caplog.records if "never seen" in r.getMessage()], type(est).__name__

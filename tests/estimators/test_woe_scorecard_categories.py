@@ -4,6 +4,7 @@ and the ``categories=`` setting, and nothing is fitted."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import fedrisk as fr
@@ -48,3 +49,26 @@ def test_a_text_column_without_categories_is_one_line_naming_the_setting(german_
         estimator(categories=vocab).fit(fr.Federation.horizontal(banks, id="id", label="y"))
     msg = str(e.value)
     assert "\n" not in msg and "status_of_existing_checking_account" in msg and "categories=" in msg
+
+
+def test_a_horizontal_cohort_column_written_like_a_date_takes_its_vocabulary():
+    """A cohort column ("2020-01", "2020-02") looks like dates. In a horizontal WOE job its vocabulary
+    ``categories={'cohort': [...]}`` was not taken as a declaration: the bank refused it as dates and
+    said to declare it in ``categorical=[...]``, which then asked for ``categories`` -- a loop. The
+    vocabulary declares it; an undeclared one is told about ``categories`` (a horizontal job's setting)."""
+    rng = np.random.default_rng(6)
+    banks = {}
+    for b, n in (("bank1", 160), ("bank2", 120)):
+        cohort = rng.choice(["2020-01", "2020-02", "2020-03"], n)
+        x = rng.normal(size=n)
+        y = (rng.random(n) < 1 / (1 + np.exp(-(x + (cohort == "2020-03") - 1)))).astype(int)
+        banks[b] = pd.DataFrame({"id": np.arange(n), "y": y, "x": x, "cohort": cohort})
+    fed = fr.Federation.horizontal(banks, secure_aggregation=False)
+    vocab = {"cohort": ["2020-01", "2020-02", "2020-03"]}
+    w = fr.WoeBinning(categories=vocab, iv_threshold=0.0).fit(fed)
+    iv = w.iv_.set_index("feature")
+    assert iv.loc["cohort", "kind"] == "categorical" and iv.loc["cohort", "iv"] > 0
+    with pytest.raises(fr.DataError) as info:
+        fr.WoeBinning().fit(fed)
+    msg = str(info.value)
+    assert "'cohort'" in msg and "dates" in msg and "categories={'cohort': [...]}" in msg, msg

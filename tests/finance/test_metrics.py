@@ -225,3 +225,19 @@ def test_labels_in_another_coding_are_one_clear_error(labels):
     for y in (labels, pd.Series(labels)):
         with pytest.raises(DataError, match=r"y must be binary 0/1 .*y == "):
             m.auc(y, [0.1, 0.9, 0.2, 0.8])
+
+
+def test_unscored_rows_are_counted_with_the_way_to_evaluate_the_rest():
+    """A split model leaves NaN where a test id is absent at a feature holder (the README's
+    ``fr.metrics.auc(test.y, p)`` then failed with "score every row before evaluating", which
+    cannot be done); the message counts them and says how to evaluate the scored rows."""
+    y = np.array([0, 1, 0, 1, 0])
+    p = np.array([0.1, np.nan, 0.3, 0.8, np.nan])
+    with pytest.raises(DataError) as info:
+        m.auc(y, p)
+    msg = str(info.value)
+    assert "2 of 5" in msg and "not scored" in msg and "~np.isnan" in msg and "\n" not in msg, msg
+    ok = ~np.isnan(p)
+    assert m.auc(y[ok], p[ok]) == 1.0
+    with pytest.raises(DataError, match="infinite"):
+        m.auc(y, np.array([0.1, np.inf, 0.3, 0.8, 0.2]))

@@ -254,3 +254,41 @@ def test_a_bank_storing_an_amount_as_text_trains_the_same_model(lr_run, tmp_path
     want = json.loads((tmp / "run" / "model.json").read_text())
     assert got["features"] == want["features"]
     np.testing.assert_allclose(got["coef"], want["coef"], atol=1e-9)
+
+
+def test_a_bank_that_does_not_collect_a_numeric_column_trains_with_text_columns_too():
+    """A small bank without an income field (blank in every row) trains with ``missing = "mean"``
+    (its rows get the pooled mean, as pooled mean imputation would) or ``"keep"`` -- as it did without
+    text columns; with a ``[task] categories`` vocabulary its bank was refused instead ("feature
+    columns 'income' have no values at all; drop them (exclude)", which then breaks the shared
+    schema). The model equals pooled scikit-learn on the pooled-mean-imputed one-hot rows."""
+    import fedrisk as fr
+
+    rng = np.random.default_rng(4)
+    banks = {}
+    for b, n in (("bank1", 300), ("bank2", 200), ("bank3", 80)):
+        income = rng.lognormal(10, 0.6, n)
+        region = rng.choice(["north", "south", "east"], n)
+        z = -1.0 - 0.8 * (np.log(income) - 10) + 0.7 * (region == "south")
+        df = pd.DataFrame({"id": np.arange(n), "y": (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int),
+                           "income": income, "age": rng.integers(20, 70, n), "region": region})
+        banks[b] = df
+    banks["bank3"]["income"] = np.nan  # this bank does not collect it
+    cats = {"region": ["north", "south", "east"]}
+    plain = dict(secure_aggregation=False)  # (the loading is under test; secure sums are tested elsewhere)
+    lr = fr.LogisticRegression(categories=cats).fit(fr.Federation.horizontal(banks, missing="mean", **plain))
+    pooled = pd.concat(banks.values(), ignore_index=True)
+    X = pd.DataFrame({"income": pooled["income"].fillna(pooled["income"].mean()), "age": pooled["age"]})
+    for level in ("south", "east"):
+        X[f"region={level}"] = (pooled["region"] == level).astype(float)
+    X = X[list(lr.feature_names_in_)]
+    mu, sd = X.mean(), X.std(ddof=0)
+    ref = LogisticRegression(C=sklearn_C(1e-4, len(pooled)), solver="newton-cholesky", tol=1e-12, max_iter=1000)
+    ref.fit((X - mu) / sd, pooled["y"])
+    assert np.max(np.abs(lr.coef_.ravel() * sd.to_numpy() - ref.coef_[0])) < 1e-6
+    gb = fr.SecureBoost(n_trees=3, max_depth=2, categories=cats).fit(fr.Federation.horizontal(banks, missing="keep",
+                                                                                           **plain))
+    assert np.isfinite(gb.predict_proba(banks["bank3"])[:, 1]).all()
+    with pytest.raises(DataError) as info:  # with "reject" (the default) the bank is told what to do
+        fr.LogisticRegression(categories=cats).fit(fr.Federation.horizontal(banks, **plain))
+    assert "'bank3'" in str(info.value) and "'income'" in str(info.value) and "\n" not in str(info.value)
