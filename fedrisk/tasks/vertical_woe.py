@@ -148,12 +148,14 @@ def refuse_unheld_categorical(ctx: PartyContext, categorical: list[str], own: li
         hint = f" (the label holder has {close[0]!r})" if len(close) == 1 else (
             f" (the label holder has {close})" if close else "")
         it = "it" if len(unheld) == 1 else "them"
-        line = (f"party {lh!r} (label holder): task.categorical names {unheld}, which no party holds as a "
-                f"feature column; correct the spelling{{}} or remove {it} (checked against its own columns "
-                f"and the {len(hosts)} feature holder(s)' answers, before any row was matched or encrypted)")
+
+        def line(hint: str) -> str:
+            return (f"party {lh!r} (label holder): task.categorical names {unheld}, which no party holds as a "
+                    f"feature column; correct the spelling{hint} or remove {it} (checked against its own columns "
+                    f"and the {len(hosts)} feature holder(s)' answers, before any row was matched or encrypted)")
         # the spelling hint comes from the label holder's own (private) columns: its log only. Partners
         # get the declared (public) names and the setting, never whether a similar private column exists.
-        raise private(DataError(line.format(hint)), line.format(""))
+        raise private(DataError(line(hint)), line(""))
     for h in hosts:
         ctx.channel.send(h, "vcat.go", True, kind="control")
 

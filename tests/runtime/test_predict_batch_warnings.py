@@ -4,8 +4,9 @@ Before: a horizontal ``fedrisk predict`` logged the warning through Python's las
 only, a line a scheduled job's log easily drops), and a vertical feature holder's warning went to its
 own log only (a spawned process's log file, or another host) -- the user running ``predict`` at the
 label holder never saw that a partner's field was missing from the whole batch. Now the command prints
-every batch warning with its result, and a feature holder tells the label holder (a count; the column
-names only from a partner that names its reasons: :mod:`fedrisk.algorithms.vertical.blank_columns`).
+every batch warning with its result, and a feature holder that names its reasons (``task.name_reasons``)
+tells the label holder which of its columns were blank (:mod:`fedrisk.algorithms.vertical.blank_columns`;
+the others share nothing of it: the label holder picks the batch, so even a count is about applicants).
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def test_the_label_holder_learns_blank_columns_only_from_a_partner_that_names_it
 
 def test_a_vertical_feature_holders_blank_column_reaches_the_label_holders_output():
     """The notebook's scoring collects the same warnings ``fedrisk predict`` prints (:func:`batch_warnings`):
-    the bureau's column blank in every scored row is reported at the label holder, by count."""
+    the bureau's column blank in every scored row is reported at the label holder, by name (it names its reasons)."""
     german = german_frame().head(500)
     train, test = fr.Federation.vertical({"lender": german[["id", "y", "duration_in_month", "housing"]],
                                           "bureau": german[["id", "age_in_years", "purpose"]]},

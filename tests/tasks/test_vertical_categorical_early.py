@@ -119,3 +119,15 @@ def test_no_categorical_list_sends_no_check(tmp_path):
     net, parties, err = _run_capturing(spec, tmp_path / "run")
     assert err is None, err
     assert not any(e.tag.startswith("vcat.") for p in parties for e in net[p].captured)
+
+
+def test_a_name_with_braces_is_refused_as_any_other():
+    """The refusal's text holds the declared names: a brace in one (``amt{eur}``) was read as a format field
+    (KeyError: an internal error instead of the refusal, at every party)."""
+    from tests.security.tamper import vertical_federation
+    from fedrisk.estimators.engine import run_task
+
+    for name in ("amt{eur}", "x{}"):
+        with pytest.raises(DataError, match="no party holds") as e:
+            run_task(vertical_federation(n=200), "vertical.woe", {"categorical": [name]})
+        assert repr(name) in str(e.value)

@@ -75,7 +75,8 @@ def relay_blank_columns(channel: Channel, label_holder: str, feature_holders: Se
             continue  # a partner that does not name its reasons shares nothing here
         if (not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 10_000
                 or not isinstance(columns, list) or len(columns) != count
-                or not all(isinstance(c, str) and 0 < len(c) <= 200 for c in columns)):
+                or not all(isinstance(c, str) and 0 < len(c) <= 200 for c in columns)
+                or len(set(columns)) != len(columns)):
             raise ProtocolError(f"{channel.me}: {tag}.blank from {h!r} should name its blank column(s) with their count")
         if count and rows >= 2:
             notes.append(relayed_note(h, rows, columns))
