@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -267,13 +268,23 @@ def test_a_certificate_from_another_ca_is_named_at_once(tmp_path):
     payco = subprocess.Popen([*FEDRISK, "party", str(spec), "--as", "payco", "--out", str(tmp_path / "p"),
                               "--certs", str(tmp_path / "ca2"), "--quiet"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
+    addr = [ln.split('"')[1] for ln in spec.read_text().splitlines() if ln.startswith("address")][1]
     try:
-        time.sleep(2)
+        # payco listening first (on a loaded machine its start alone can take longer than connect_timeout)
+        host, port = addr.rsplit(":", 1)
+        deadline = time.monotonic() + 120
+        while True:
+            assert payco.poll() is None, payco.stderr.read()
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "payco never started listening"
+                time.sleep(0.2)
         t0 = time.perf_counter()
         r = cli("party", spec, "--as", "lender", "--out", tmp_path / "l", "--certs", tmp_path / "ca1", "--quiet",
                 timeout=120)
         took = time.perf_counter() - t0
-        addr = [ln.split('"')[1] for ln in spec.read_text().splitlines() if ln.startswith("address")][1]
         assert r.returncode == 2
         assert f"payco at {addr} presented a certificate from another CA" in r.stderr, r.stderr
         assert took < 15  # not after connect_timeout (30 s)
