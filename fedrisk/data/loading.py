@@ -294,6 +294,12 @@ def label_coding(raw: Any, positive: object = None) -> list | None:
     return [v.item() if isinstance(v, np.generic) else v for v in (neg[0], pos[0])]
 
 
+def declaring(declare: str, column: str) -> str:
+    """The setting ``declare`` (``<col>`` for the column) that declares ``column`` a category, the column quoted
+    as a TOML key: an advice line crosses to partners in an abort reason, which redacts quoted names only."""
+    return declare.replace("<col>", _toml_key(column))
+
+
 def _toml_key(value: object) -> str:
     """``value`` as a quoted key of a TOML inline table, for advice lines (quoted, so the abort reason a
     partner receives redacts it like every other value: see :mod:`fedrisk.runtime.abort_reason`)."""
@@ -401,8 +407,11 @@ def _parse_text_numbers(col: pd.Series, decimal: str = ".") -> _TextNumbers | No
     filled = (text.notna() & (text != "")).to_numpy(dtype=bool)
     text = text[filled]
     marked = text.str.replace(decimal, ".", regex=False) if decimal != "." else text
+    if not len(text):  # blank in every row (an object column of None, a Parquet string column of nulls): a
+        # column this party does not collect, missing values as a CSV reads it, for the missing-values policy
+        return _TextNumbers(text, pd.Series([], dtype=np.float64), pd.Series(np.nan, index=col.index, name=col.name))
     head = marked.head(_SAMPLE)
-    if not len(head) or float(head.str.fullmatch(_PLAIN_NUMBER).mean()) < _MOSTLY:
+    if float(head.str.fullmatch(_PLAIN_NUMBER).mean()) < _MOSTLY:
         return _TextNumbers(text, None, None)
     plain = marked.str.fullmatch(_PLAIN_NUMBER).astype(bool)
     numbers = pd.to_numeric(marked.where(plain), errors="coerce").astype(np.float64)
@@ -460,10 +469,16 @@ _PLACEHOLDER_TEXT = r"\W+|unknown|unk|n/?a|none|null|missing|not available|nan"
 _MAX_CODE_LEVELS = 50
 
 #: dates written as text: 2024-01-31, 2024/01/31, 2024-01, 31/01/2024, 01/31/24, 31.01.2024 (an optional time
-#: after); years 19xx/20xx and months 1-12, so codes such as "1234-56" are not taken for dates
+#: after); years 19xx/20xx and months 1-12, so codes such as "1234-56" are not taken for dates, and a day-first
+#: date with dots has a four-digit year: "3.10.12" is a version far more often than 3 October 2012
 _DAY, _MONTH, _YEAR = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)\d{2}"
-_DATE_TEXT = (rf"\s*(?:{_YEAR}[-/.]{_MONTH}(?:[-/.]{_DAY})?|{_DAY}[-/.]{_DAY}[-/.](?:{_YEAR}|\d{{2}}))"
+_DATE_TEXT = (rf"\s*(?:{_YEAR}[-/.]{_MONTH}(?:[-/.]{_DAY})?|{_DAY}[-/]{_DAY}[-/](?:{_YEAR}|\d{{2}})"
+              rf"|{_DAY}\.{_DAY}\.{_YEAR})"
               r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*")
+#: a month without its day ("2020-01"): a vintage or cohort, which may well be a category
+_YEAR_MONTH_TEXT = rf"\s*{_YEAR}[-/.]{_MONTH}\s*"
+#: where a horizontal job declares a category column (``<col>``: the column), for refusals
+HORIZONTAL_CATEGORIES = "[task] categories = { <col> = [...] }"
 
 
 def _text_among_numbers(p: _TextNumbers | None) -> pd.Series | None:
@@ -523,10 +538,10 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
         if odd is not None and (placeholder or p.numbers.nunique() > _MAX_CODE_LEVELS):
             raise ctx.error(f"feature column {c!r} holds numbers except in {len(odd)} rows with text (e.g. "
                             f"{odd.iloc[0]!r}); {_missing_advice(odd)}, or, if the column is a category, declare "
-                            f"it in {declare.replace('<col>', c)}")
+                            f"it in {declaring(declare, c)}")
     if dates:
-        raise ctx.error(f"{_dates_named(df, dates)}, or, if a column is a category (a cohort, a version), declare it "
-                        f"in {declare.replace('<col>', dates[0])}")
+        raise ctx.error(f"{_dates_named(df, dates)}, or, if a column is a category (a vintage, a cohort), declare it "
+                        f"in {declaring(declare, dates[0])}")
 
 
 def _is_date_column(col: pd.Series, parsed: _TextNumbers | None = None) -> bool:
@@ -539,20 +554,25 @@ def _is_date_column(col: pd.Series, parsed: _TextNumbers | None = None) -> bool:
     return p is not None and bool(len(p.text)) and float(p.text.head(_SAMPLE).str.fullmatch(_DATE_TEXT).mean()) >= _MOSTLY
 
 
-def _dates_named(df: pd.DataFrame, dates: Sequence[str]) -> str:
+def _dates_named(df: pd.DataFrame, dates: Sequence[str], declare: str | None = None) -> str:
     """The start of the refusal of date columns: which, one example cell (the party's own log or notebook:
-    errors at load are not sent to partners), and the fix."""
+    errors at load are not sent to partners), and the fix. ``declare``: where this job declares a category,
+    offered for months without a day ("2020-01": a vintage or cohort is a category; a day is not)."""
     example = str(df[dates[0]].dropna().iloc[0]).strip()
+    cells = df[dates[0]].dropna().astype(str).head(_SAMPLE)
+    months = declare is not None and float(cells.str.fullmatch(_YEAR_MONTH_TEXT).mean()) >= _MOSTLY
     return (f"feature columns {_listing(dates)} are dates (e.g. {example!r}); turn them into numbers (e.g. months "
-            "since the date, or its year) or list them in exclude")
+            "since the date, or its year) or list them in exclude"
+            + (f", or, if it is a category (a vintage, a cohort), declare it in {declaring(declare, dates[0])}"
+               if months else ""))
 
 
-def text_dates(df: pd.DataFrame, columns: Sequence[str]) -> str | None:
+def text_dates(df: pd.DataFrame, columns: Sequence[str], declare: str | None = None) -> str | None:
     """The refusal line's text for those of ``columns`` that hold dates (typed or written as text), else
     ``None``: a job that allows no undeclared text column (horizontal LR and trees) names a date as a date,
-    not as a text column to give categories."""
+    not as a text column to give categories (``declare``: see :func:`_dates_named`)."""
     dates = [c for c in columns if _is_date_column(df[c])]
-    return _dates_named(df, dates) if dates else None
+    return _dates_named(df, dates, declare) if dates else None
 
 
 def _available(df: pd.DataFrame) -> str:
@@ -838,7 +858,7 @@ def load_party_table(
         # dates written as text: not categories either (one per day), so not the advice below
         dates = [c for c in non_numeric if _is_date_column(df[c], parsed.get(c))]
         if len(dates) == len(non_numeric):
-            raise ctx.error(_dates_named(df, dates))
+            raise ctx.error(_dates_named(df, dates, HORIZONTAL_CATEGORIES + " in a horizontal job"))
         kinds = ", ".join(f"{c!r} ({df[c].dtype})" for c in non_numeric[:_MAX_LISTED])
         more = f", ... ({len(non_numeric) - _MAX_LISTED} more)" if len(non_numeric) > _MAX_LISTED else ""
         hint = ""
@@ -853,7 +873,7 @@ def load_party_table(
                     "(fedrisk predict: --decimal ',')")
         first = next(c for c in non_numeric if c not in dates)
         advice = ("; encode them as numbers (e.g. WOE or one-hot), list them in exclude, or have the job treat them as "
-                  f"categories ([task] categories = {{ {first} = [...] }} in a horizontal job, categorical = "
+                  f"categories ({declaring(HORIZONTAL_CATEGORIES, first)} in a horizontal job, categorical = "
                   "[...] in a vertical party's table)") + (f"; of them, {_dates_named(df, dates)}" if dates else "")
         raise ctx.error(f"non-numeric feature columns: {kinds}{more}{hint or advice}")
     try:

@@ -154,7 +154,7 @@ def _party_options_hint(msg: str) -> str:
 def _task_settings_as_keywords(msg: str) -> str:
     """A job spec's ``[task] categories = { purpose = [...] }`` / ``task.iv_threshold`` in an error, as the
     estimator's keywords a notebook sets them with (``categories={'purpose': [...]}``, ``iv_threshold=``)."""
-    msg = re.sub(r"\[task\] ([a-z_]+) = \{ ?(.+?) = \[\.\.\.\] ?\}", r"\1={'\2': [...]} of the estimator", msg)
+    msg = re.sub(r"\[task\] ([a-z_]+) = \{ ?\"?(.+?)\"? = \[\.\.\.\] ?\}", r"\1={'\2': [...]} of the estimator", msg)
     msg = re.sub(r"\[task\] ([a-z_]+) = \[\.\.\.\]", r"\1=[...] of the estimator", msg)
     return re.sub(r"\btask\.([a-z_]+)\b(?: = )?", r"the estimator's \1=", msg)
 

@@ -86,7 +86,7 @@ class Scorecard(FederatedClassifier):
         if "scorecard.json" in files:
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal scorecard scores a DataFrame locally: pass the rows")
-            return self._proba(self.points(X)[1])
+            return self._proba(self._points(X, "Scorecard.predict_proba")[1])
         return self._proba(_score_parts(self, files, X))
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None):
@@ -103,6 +103,10 @@ class Scorecard(FederatedClassifier):
         """``(points, default probability)`` of each row: ``X`` a DataFrame (horizontal scorecard, local) or
         a vertical Federation (the parties add their points federatedly; only the label holder gets the totals;
         rows not at every party are NaN)."""
+        return self._points(X, "Scorecard.points")
+
+    def _points(self, X: Any, who: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`points`, its warnings naming ``who`` (the method the notebook called)."""
         from fedrisk.finance.scorecard import Scorecard as _Card
 
         files = self._model_files()
@@ -111,9 +115,9 @@ class Scorecard(FederatedClassifier):
             return table["points"].to_numpy(dtype=np.float64), table["probability"].to_numpy(dtype=np.float64)
         from fedrisk.runtime.predict import warn_blank_columns, warn_unseen_bins
 
-        _refuse_duplicate_columns(X, files["scorecard.json"]["features"], "Scorecard.points")
+        _refuse_duplicate_columns(X, files["scorecard.json"]["features"], who)
         X = self._with_na_values(X)
-        warn_unseen_bins(_Card.from_dict(files["scorecard.json"]).bins_, X)  # as `fedrisk predict` and explain
+        warn_unseen_bins(_Card.from_dict(files["scorecard.json"]).bins_, X, who)  # as `fedrisk predict` and explain
         warn_blank_columns(X, files["scorecard.json"]["features"], "predict")  # a broken feed, not one applicant
         return _Card.score_saved(files["scorecard.json"], X)
 

@@ -98,19 +98,20 @@ def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None)
                          **reason_columns(sc.reason_codes(X, n=n), n)})
 
 
-def warn_unseen_bins(bins, X) -> None:
+def warn_unseen_bins(bins, X, who: str | None = None) -> None:
     """Log how many rows hold categories the scorecard's bins never saw (scored as the ``"(other)"`` bin, or
     as the missing bin where there is none: reason ``feature = missing``), as vertical scorecards log at
-    their owner. Counts only."""
+    their owner. Counts only. ``who``: the notebook method scoring (``Scorecard.predict_proba``), which starts
+    the line as the other estimators' notes do; ``None``: ``fedrisk predict``."""
     import logging
 
     from fedrisk.data.categorical import unseen_note
     from fedrisk.finance.binning import unseen_categories
 
-    note = unseen_note(unseen_categories(bins, X), len(X), "predict",
+    note = unseen_note(unseen_categories(bins, X), len(X), who or "predict",
                        scored_as="the '(other)' bin, or the missing bin where there is none")
     if note:
-        logging.getLogger("fedrisk.predict").warning(note)
+        logging.getLogger("fedrisk.predict").warning(note.replace(f"party {who!r}: ", f"{who}: ", 1) if who else note)
 
 
 def _warn_unseen_levels(table) -> None:

@@ -85,6 +85,8 @@ def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordina
     # table load after this step fills, keeps or refuses it), not a reason to refuse the bank here
     frame = load_party_frame(ctx.spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
                              features=p.features, exclude=p.exclude, allow_empty=True, **p.read_options())
+    from fedrisk.data.loading import HORIZONTAL_CATEGORIES, declaring, numbers_in_text, text_dates
+
     missing_cols = [c for c in vocab if c not in frame.feature_names]
     if missing_cols:
         raise DataError(f"bank {ctx.name!r}: [task] categories lists {missing_cols}, which are not feature columns of "
@@ -92,20 +94,23 @@ def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordina
     undeclared_cols = [c for c in p.categorical if c not in vocab]
     if undeclared_cols:
         raise DataError(f"bank {ctx.name!r}: categorical {undeclared_cols} has no vocabulary; list its categories in "
-                        f"[task] categories = {{ {undeclared_cols[0]} = [...] }} (horizontal banks must agree on them)")
+                        f"{declaring(HORIZONTAL_CATEGORIES, undeclared_cols[0])} (horizontal banks must agree on them)")
     import pandas as pd
 
-    from fedrisk.data.loading import numbers_in_text, text_dates
-
     decimal = p.read_options().get("decimal", ".")
+    # (numbers kept as text, and a column blank in every row, load as numbers: the table load after this step)
     text = [c for c in frame.feature_names if c not in vocab and not pd.api.types.is_numeric_dtype(frame.X[c])
-            and numbers_in_text(frame.X[c], decimal) is None]  # (numbers kept as text load as numbers)
-    dates = text_dates(frame.X, text)
+            and numbers_in_text(frame.X[c], decimal) is None]
+    dates = text_dates(frame.X, text, HORIZONTAL_CATEGORIES)
     if dates:
         raise DataError(f"bank {ctx.name!r}, file {str(frame.path)!r}: {dates}")
     if text:
         raise DataError(f"bank {ctx.name!r}: text columns {text} are not numeric and have no vocabulary; list their "
-                        f"categories in [task] categories = {{ {text[0]} = [...] }} or exclude them")
+                        f"categories in {declaring(HORIZONTAL_CATEGORIES, text[0])} or exclude them")
+    blank = [c for c in vocab if frame.X[c].isna().all()]
+    if blank:  # trains whatever the missing policy: a field a bank does not collect must keep the shared schema
+        ctx.log.warning("category columns %s are blank in every row here: this bank's rows go to their missing "
+                        "level", blank)
     inferred = [c for c in vocab if c not in p.categorical]
     if inferred and p.categorical:
         ctx.log.warning("columns %s are categorical because [task] categories lists them; add them to this bank's "

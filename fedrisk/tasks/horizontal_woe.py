@@ -181,8 +181,10 @@ def run_woe(ctx: PartyContext, params: Any, agg) -> tuple[Any, Any]:
         return res, None
     # a bank that does not collect a field its partners have keeps the column blank: those rows get the missing bin
     # a column with a vocabulary is declared categorical (a cohort written "2020-01" is not a date column then)
+    from fedrisk.data.loading import HORIZONTAL_CATEGORIES
+
     declared = [*params.categorical, *[c for c in params.categories if c not in params.categorical]]
-    frame = load_frame(spec, ctx.name, declared, allow_empty=True, declare="[task] categories = { <col> = [...] }")
+    frame = load_frame(spec, ctx.name, declared, allow_empty=True, declare=HORIZONTAL_CATEGORIES)
     blank = [c for c in frame.feature_names if frame.X[c].isna().all()]
     if blank:
         ctx.log.warning("columns %s are blank in every row here: this bank's rows go to their missing bins", blank)

@@ -208,3 +208,28 @@ def test_a_horizontal_bank_names_a_date_column_as_a_date(tmp_path):
     msg = str(info.value)
     assert "'opened'" in msg and "dates" in msg and "exclude" in msg and "\n" not in msg, msg
     assert "vocabulary" not in msg and "list their categories" not in msg, msg
+
+
+def test_a_year_month_column_may_be_a_category_and_versions_are_not_dates(tmp_path):
+    """A vintage / cohort column ("2020-01") is a legitimate category: the date refusal of a horizontal LR /
+    GBDT bank offers its ``[task] categories`` vocabulary (the column name quoted, so a partner's copy of the
+    reason redacts it), as the WOE path does. Version strings ("3.10.12") were taken for dates (d.m.yy)."""
+    import fedrisk as fr
+
+    df = _frame().drop(columns=["purpose"])
+    for vals, date in ((["2020-01", "2020-02", "2021-03"], True), (["3.10.12", "3.11.14", "2.7.18"], False)):
+        df["c"] = [vals[i % 3] for i in range(len(df))]
+        df.to_csv(tmp_path / "b.csv", index=False)
+        with pytest.raises(DataError) as info:
+            load_party_table(tmp_path / "b.csv", party="b", id_col="id", label_col="y")
+        msg = str(info.value)
+        assert ("are dates" in msg) == date, msg
+        assert '[task] categories = { "c" = [...] }' in msg, msg
+    rng = np.random.default_rng(2)
+    banks = {b: pd.DataFrame({"id": np.arange(n), "y": rng.integers(0, 2, n), "x": rng.normal(size=n),
+                              "region": rng.choice(["n", "s"], n), "cohort": rng.choice(["2020-01", "2020-02"], n)})
+             for b, n in (("bank1", 60), ("bank2", 50))}
+    with pytest.raises(fr.DataError) as info:  # (the category step of a job with a vocabulary for other columns)
+        fr.LogisticRegression(categories={"region": ["n", "s"]}).fit(fr.Federation.horizontal(banks))
+    msg = str(info.value)
+    assert "are dates" in msg and "categories={'cohort': [...]}" in msg, msg

@@ -23,6 +23,8 @@ from tests.tasks.test_woe_tasks import german_frame
 def test_spec_settings_read_as_keywords():
     assert _task_settings_as_keywords("treat them as categories ([task] categories = { purpose = [...] } in a job)") == \
         "treat them as categories (categories={'purpose': [...]} of the estimator in a job)"
+    assert _task_settings_as_keywords('declare it in [task] categories = { "cohort" = [...] }') == \
+        "declare it in categories={'cohort': [...]} of the estimator"  # (the spec's key quoted, as refusals write it)
     assert _task_settings_as_keywords("name them in [task] categorical = [...]") == \
         "name them in categorical=[...] of the estimator"
     assert _task_settings_as_keywords("lower task.iv_threshold or leave") == "lower the estimator's iv_threshold= or leave"

@@ -58,7 +58,7 @@ def test_a_column_twice_is_one_line_for_scorecards_and_text_column_models(defaul
     X = default_banks["bank2"].head(20)
     twice = pd.concat([X, X[["x1"]]], axis=1)
     for call, who in ((card.explain, "Scorecard.explain"), (card.points, "Scorecard.points"),
-                      (card.predict_proba, "Scorecard.points")):
+                      (card.predict_proba, "Scorecard.predict_proba")):
         with pytest.raises(fr.DataError, match=rf"{who}: the data has the model's feature columns \['x1'\] more than once"):
             call(twice)
     df = german_frame()
@@ -131,6 +131,7 @@ def test_rows_with_categories_the_model_never_saw_are_counted_in_a_warning(caplo
         notes = [r.getMessage() for r in caplog.records if "never seen" in r.getMessage()]
         assert len(notes) == 1, (type(est).__name__, [r.getMessage() for r in caplog.records])
         assert "'region' (30 of 40 rows)" in notes[0] and "NORTH" not in notes[0], notes[0]
+        assert notes[0].startswith(f"{type(est).__name__}.predict_proba: "), notes[0]  # (not "party 'predict'")
         # `fedrisk predict` of the same model file on the same rows says it too (it did for scorecards only)
         from fedrisk.runtime.predict import predict_file
 

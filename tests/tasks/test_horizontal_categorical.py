@@ -292,3 +292,53 @@ def test_a_bank_that_does_not_collect_a_numeric_column_trains_with_text_columns_
     with pytest.raises(DataError) as info:  # with "reject" (the default) the bank is told what to do
         fr.LogisticRegression(categories=cats).fit(fr.Federation.horizontal(banks, **plain))
     assert "'bank3'" in str(info.value) and "'income'" in str(info.value) and "\n" not in str(info.value)
+    # the notebook / Parquet shape of the same bank: an object column of None (a string column null in every
+    # row) was "text columns ['income'] are not numeric and have no vocabulary"; it is the same missing column
+    banks["bank3"]["income"] = None
+    assert banks["bank3"]["income"].dtype == object
+    again = fr.LogisticRegression(categories=cats).fit(fr.Federation.horizontal(banks, missing="mean", **plain))
+    np.testing.assert_allclose(again.coef_, lr.coef_, atol=1e-9)
+    numeric = {b: df.drop(columns="region") for b, df in banks.items()}  # (and without text columns)
+    assert np.isfinite(fr.LogisticRegression().fit(fr.Federation.horizontal(numeric, missing="mean", **plain)).coef_).all()
+
+
+def test_a_category_column_a_bank_leaves_blank_is_a_warning_at_that_bank(caplog):
+    """A bank whose text column is blank in every row trains (its rows take the missing level), even under
+    ``missing = "reject"``: a field the bank does not collect must not break the shared schema. It did so
+    silently; the bank's own log now says so (the column, no value)."""
+    import fedrisk as fr
+
+    rng = np.random.default_rng(8)
+    banks = {}
+    for b, n in (("bank1", 200), ("bank2", 120)):
+        region = rng.choice(["north", "south", "east"], n)
+        x = rng.normal(size=n)
+        y = (rng.random(n) < 1 / (1 + np.exp(-(x + (region == "south") - 0.5)))).astype(int)
+        banks[b] = pd.DataFrame({"id": np.arange(n), "y": y, "x": x, "region": region})
+    banks["bank2"]["region"] = None
+    with caplog.at_level(logging.WARNING):
+        fr.LogisticRegression(categories={"region": ["north", "south", "east"]}).fit(
+            fr.Federation.horizontal(banks, secure_aggregation=False))
+    notes = [r for r in caplog.records if "blank in every row" in r.getMessage()]
+    assert len(notes) == 1 and "'region'" in notes[0].getMessage() and "bank2" in notes[0].name, \
+        [(r.name, r.getMessage()) for r in caplog.records]
+
+
+def test_a_column_named_in_a_refusal_does_not_reach_the_partners(tmp_path):
+    """The refusal of a text column without a vocabulary names the setting to write with the column in it; the
+    name was written unquoted there (``{ purpose = [...] }``), so the abort reason the partners received kept a
+    column of the bank's private file (the reason's redaction removes quoted names only)."""
+    parts = split_german(tmp_path, banks=2, test=True)
+    vocab = vocabulary({k: v for k, v in parts.items() if k != "test"})
+    text = list(vocab)
+    vocab.pop("purpose")
+    for extra in (toml_categories(vocab), ""):  # the category step's refusal, and the table load's (no vocabulary)
+        spec = horizontal_spec(tmp_path, "horizontal.lr", banks=2, test=True, task_extra=extra)
+        keep = []
+        with pytest.raises(DataError) as e:
+            run_captured(spec, tmp_path / "run", keep)
+        received = keep[0]["coordinator"].mailbox.failure
+        assert "purpose" in str(e.value) and received and "categories" in received, (str(e.value), received)
+        shared = vocab if extra else {}  # (names in the job's shared settings are public)
+        assert "purpose" not in received and not [c for c in text if c not in shared and (
+            f"'{c}'" in received or f"{{ {c} =" in received or f'"{c}"' in received)], received

@@ -299,10 +299,13 @@ def _schema(me: str, X: pd.DataFrame, features: Sequence[str], categorical: set[
         raise DataError(f"{me}: [task] categories lists {absent}, which are not feature columns of this party's data")
     text = [f for f in features if f not in vocab and (f in categorical or is_categorical(X[f]))]
     if text:
+        from fedrisk.data.loading import HORIZONTAL_CATEGORIES, declaring
+
         which = "text columns" if not set(text) & categorical else "categorical columns"
         raise DataError(f"{me}: {which} {text} have no declared categories; horizontal banks agree categories "
-                        f"from the job spec, never from their rows: list them in [task] categories = "
-                        f"{{ {text[0]} = [...] }} (in Python: categories={{'{text[0]}': [...]}} of the estimator), "
+                        f"from the job spec, never from their rows: list them in "
+                        f"{declaring(HORIZONTAL_CATEGORIES, text[0])} (in Python: categories={{'{text[0]}': [...]}} of "
+                        f"the estimator), "
                         f"or exclude the column")
     return {"features": list(features), "kinds": {f: "categorical" if f in vocab else "numeric" for f in features}}
 
