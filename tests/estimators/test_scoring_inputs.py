@@ -14,6 +14,7 @@ import pandas as pd
 
 import fedrisk as fr
 from tests.tasks.test_woe_tasks import german_frame
+from tests.estimators.levels import banks_with_a_text_column
 
 
 def test_a_test_batch_of_goods_only_is_scored_like_any_other():
@@ -111,13 +112,7 @@ def test_rows_with_categories_the_model_never_saw_are_counted_in_a_warning(caplo
     to 0.07 with no word). The warning counts rows per column and shows no value."""
     import logging
 
-    rng = np.random.default_rng(5)
-    banks = {}
-    for b, n in (("bank1", 200), ("bank2", 150)):
-        region = rng.choice(["north", "south", "east"], n)
-        x = rng.normal(size=n)
-        y = (rng.random(n) < 1 / (1 + np.exp(-(x + (region == "south") - 0.5)))).astype(int)
-        banks[b] = pd.DataFrame({"id": np.arange(n), "y": y, "x": x, "region": region})
+    banks = banks_with_a_text_column(5, {"bank1": 200, "bank2": 150}, "region", ["north", "south", "east"], "south", -0.5)
     cats = {"region": ["north", "south", "east"]}
     fed = fr.Federation.horizontal(banks, secure_aggregation=False)
     new = banks["bank1"].head(40).assign(region=lambda d: d.region.str.upper())

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import fedrisk as fr
-from tests.estimators.levels import declared_levels
+from tests.estimators.levels import banks_with_a_text_column, declared_levels
 from tests.tasks.test_woe_tasks import german_frame
 
 NUM = ["duration_in_month", "credit_amount", "age_in_years"]
@@ -56,13 +56,8 @@ def test_a_horizontal_cohort_column_written_like_a_date_takes_its_vocabulary():
     ``categories={'cohort': [...]}`` was not taken as a declaration: the bank refused it as dates and
     said to declare it in ``categorical=[...]``, which then asked for ``categories`` -- a loop. The
     vocabulary declares it; an undeclared one is told about ``categories`` (a horizontal job's setting)."""
-    rng = np.random.default_rng(6)
-    banks = {}
-    for b, n in (("bank1", 160), ("bank2", 120)):
-        cohort = rng.choice(["2020-01", "2020-02", "2020-03"], n)
-        x = rng.normal(size=n)
-        y = (rng.random(n) < 1 / (1 + np.exp(-(x + (cohort == "2020-03") - 1)))).astype(int)
-        banks[b] = pd.DataFrame({"id": np.arange(n), "y": y, "x": x, "cohort": cohort})
+    banks = banks_with_a_text_column(6, {"bank1": 160, "bank2": 120}, "cohort", ["2020-01", "2020-02", "2020-03"],
+                                     "2020-03", -1.0)
     fed = fr.Federation.horizontal(banks, secure_aggregation=False)
     vocab = {"cohort": ["2020-01", "2020-02", "2020-03"]}
     w = fr.WoeBinning(categories=vocab, iv_threshold=0.0).fit(fed)

@@ -30,6 +30,7 @@ from fedrisk.runtime.tasks import get_task
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryNetwork
 from tests.tasks.test_woe_tasks import horizontal_spec, split_german
+from tests.estimators.levels import banks_with_a_text_column
 
 MIN_COUNT = 15
 
@@ -308,13 +309,7 @@ def test_a_category_column_a_bank_leaves_blank_is_a_warning_at_that_bank(caplog)
     silently; the bank's own log now says so (the column, no value)."""
     import fedrisk as fr
 
-    rng = np.random.default_rng(8)
-    banks = {}
-    for b, n in (("bank1", 200), ("bank2", 120)):
-        region = rng.choice(["north", "south", "east"], n)
-        x = rng.normal(size=n)
-        y = (rng.random(n) < 1 / (1 + np.exp(-(x + (region == "south") - 0.5)))).astype(int)
-        banks[b] = pd.DataFrame({"id": np.arange(n), "y": y, "x": x, "region": region})
+    banks = banks_with_a_text_column(8, {"bank1": 200, "bank2": 120}, "region", ["north", "south", "east"], "south", -0.5)
     banks["bank2"]["region"] = None
     with caplog.at_level(logging.WARNING):
         fr.LogisticRegression(categories={"region": ["north", "south", "east"]}).fit(
