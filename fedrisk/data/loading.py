@@ -801,8 +801,10 @@ def load_party_table(
 
     non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(df[c].dtype)]
     parsed = {}  # each undeclared text column parsed as numbers once, for both questions asked of it
+    no_value: list[str] = []  # said in the table's notes: a whole file without a field is more likely a broken export
     for c in [c for c in non_numeric if c not in declared]:
         if _no_value(df[c]):
+            no_value.append(c)
             # a column without a value in any row is what a CSV reader makes of an empty column (floats, all
             # missing) whatever type the Parquet writer gave it (string, dictionary, null): the missing policy
             # decides, as for CSV (refused under "reject", kept or filled with the federation's means otherwise)
@@ -851,7 +853,7 @@ def load_party_table(
                 X, names = X[:, [names.index(f) for f in wanted]], wanted
             table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice,
                             fill_later)
-            table.categories, table.unseen, table.notes = encoders, unseen, notes
+            table.categories, table.unseen, table.notes = encoders, unseen, notes + _no_value_notes(no_value, missing)
             table.label_coding = label_coding(df[label_col], positive) if y is not None else None
             return table
     if non_numeric:
@@ -882,8 +884,17 @@ def load_party_table(
         raise ctx.error(f"feature columns cannot be converted to float64: {_one_line(exc)}") from None
     table = _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep,
                     missing_advice, fill_later)
+    table.notes = [*table.notes, *_no_value_notes(no_value, missing)]
     table.label_coding = label_coding(df[label_col], positive) if y is not None else None
     return table
+
+
+def _no_value_notes(columns: list[str], missing: str) -> list[str]:
+    """The note for text-typed feature columns without a value in any row (loaded as missing)."""
+    if not columns:
+        return []
+    return [f"feature columns {_listing(columns)} have no value in any row of this file; they load as missing "
+            f"(missing = {missing!r}) -- check the export if this party should have them"]
 
 
 def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | None,

@@ -155,6 +155,8 @@ def run(ctx: PartyContext) -> None:
                              features=p.features, exclude=p.exclude, missing=p.missing, fill_later=True,
                              **p.read_options(), **cat)
     ctx.log.info("loaded %d rows x %d features from %s", table.X.shape[0], table.X.shape[1], table.path)
+    for note in table.notes:
+        ctx.log.warning(note)
     classes = agree_schema(ctx, table, "hgb.")
     from fedrisk.algorithms.vertical.tree import check_monotone
 

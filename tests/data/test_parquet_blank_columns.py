@@ -71,6 +71,9 @@ def test_an_all_blank_parquet_text_column_loads_as_the_csv_column_does(tmp_path,
         assert "'note'" in msg and "non-numeric" not in msg and "\n" not in msg
     kept = _load(parquet, missing="keep", encoding=encoding)
     assert kept.feature_names == ["x0", "x1", "note"] == _load(csv, missing="keep", encoding=encoding).feature_names
+    # said in the party's notes (its own log), not loaded silently: a whole file without a field is more
+    # likely a broken export
+    assert [n for n in kept.notes if "'note'" in n and "no value in any row" in n], kept.notes
     assert np.isnan(kept.X[:, 2]).all() and np.array_equal(kept.X[:, :2], _load(csv, missing="keep").X[:, :2])
     # a horizontal bank that does not collect the field: kept blank, to be filled with the federation's means
     later = _load(parquet, missing="mean", fill_later=True, encoding=encoding)
@@ -105,7 +108,7 @@ def test_predict_fills_an_all_blank_parquet_column_with_the_models_means(tmp_pat
     np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["score"], 1 / (1 + np.exp(-z)), atol=1e-7)
 
 
-def test_a_bank_whose_parquet_column_is_all_null_trains_with_the_federations_mean(tmp_path):
+def test_a_bank_whose_parquet_column_is_all_null_trains_with_the_federations_mean(tmp_path, caplog):
     """horizontal.lr with missing = "mean": bank3 does not collect x2 (its Parquet export keeps x2 as an
     all-null dictionary column); its rows are filled with the mean of the other banks' x2, as for a blank CSV
     column."""
@@ -121,7 +124,12 @@ def test_a_bank_whose_parquet_column_is_all_null_trains_with_the_federations_mea
                    tmp_path / "bank3.parquet")
     spec = spec_for(tmp_path, "horizontal.lr", {b: 'missing = "mean"' for b in ("bank1", "bank2", "bank3")})
     spec.write_text(spec.read_text().replace('data = "bank3.csv"', 'data = "bank3.parquet"'))
-    m = run_in_process(spec, tmp_path / "run")
+    with caplog.at_level("WARNING", logger="test.bank3"):
+        m = run_in_process(spec, tmp_path / "run")
+    # the bank's own log says it has no x2 (the others' logs do not)
+    said = {r.name for r in caplog.records if "'x2'] have no value in any row" in r.getMessage()
+            or "'x2' have no value in any row" in r.getMessage()}
+    assert said == {"test.bank3"}, [r.getMessage() for r in caplog.records]
     model = json.loads((tmp_path / "run" / "model.json").read_text())
     pooled = pd.concat([parts["bank1"].x2, parts["bank2"].x2]).mean()
     assert model["imputation"]["x2"] == pytest.approx(pooled, abs=1e-6) and model["version"] == 2

@@ -304,7 +304,7 @@ def _schema(me: str, X: pd.DataFrame, features: Sequence[str], categorical: set[
         which = "text columns" if not set(text) & categorical else "categorical columns"
         raise DataError(f"{me}: {which} {text} have no declared categories; horizontal banks agree categories "
                         f"from the job spec, never from their rows: list them in "
-                        f"{declaring(HORIZONTAL_CATEGORIES, text[0])} (in Python: categories={{'{text[0]}': [...]}} of "
+                        f"{declaring(HORIZONTAL_CATEGORIES, text[0])} (in Python: categories={{{text[0]!r}: [...]}} of "
                         f"the estimator), "
                         f"or exclude the column")
     return {"features": list(features), "kinds": {f: "categorical" if f in vocab else "numeric" for f in features}}
