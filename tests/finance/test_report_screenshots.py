@@ -67,7 +67,7 @@ EXPECTED: dict[str, tuple[list[str], int]] = {
 ABSENT = {"feature-holder": ["Discrimination: ROC and KS", "Reason codes", "Score bands"]}
 
 #: kinds in the default (seeded) subset
-DEFAULT_SIZE = 3
+DEFAULT_SIZE = 2
 
 
 def selected_kinds(env: dict[str, str] = os.environ) -> list[str]:

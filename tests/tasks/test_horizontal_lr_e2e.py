@@ -213,6 +213,7 @@ def test_demo_runs_and_federation_beats_every_bank_alone(tmp_path):
     assert len(list((out / "ledger").glob("*.jsonl"))) == 4
 
 
+@pytest.mark.extended(covered_by="tests/runtime/test_resume_e2e.py::test_horizontal_lr_newton_resumes_after_the_coordinator_crash and ::test_horizontal_lr_fedavg_resumes_after_the_coordinator_crash")
 def test_resume_continues_from_the_coordinators_checkpoint(tmp_path):
     spec = small_federation(tmp_path, rounds=4)
     out = tmp_path / "run"

@@ -74,6 +74,7 @@ def test_bad_scaling_is_one_config_error(tmp_path, kind, bad):
     assert "\n" not in msg and f"task.{bad.split()[0]}" in msg and "greater than 0" in msg
 
 
+@pytest.mark.extended(covered_by="tests/runtime/test_predict.py::test_vertical_scorecard_predict_raw_rows_with_reasons and tests/tasks/test_vertical_lr_e2e.py::test_vertical_scorecard_coefficients_are_the_pooled_woe_lr")
 def test_vertical_scorecard_default_credit_e2e(tmp_path, shared_data):
     """The example spec's job through `fedrisk simulate`, then federated `predict` on the test rows."""
     out = simulate_vertical_default_credit(tmp_path, shared_data, "vertical.scorecard", timeout=600)

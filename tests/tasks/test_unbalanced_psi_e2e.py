@@ -66,6 +66,7 @@ def _rows(out: Path) -> dict[str, list]:
 
 
 @pytest.mark.e2e
+@pytest.mark.extended(covered_by="tests/algorithms/vertical/test_unbalanced_psi.py (protocol, what each party receives, cache reuse and rotation) and tests/tasks/test_psi_protocol_choice_e2e.py (a job aligned by another PSI protocol over mTLS)")
 def test_vertical_job_aligned_by_unbalanced_psi_over_mtls(tmp_path):
     (tmp_path / "e").mkdir()
     ecdh = _two_party(tmp_path / "e", psi="")

@@ -82,6 +82,7 @@ def run_threads(spec_path: Path, out: Path) -> dict:
 
 # -- real processes ----------------------------------------------------------------------------------
 @pytest.mark.e2e
+@pytest.mark.extended(covered_by="tests/tasks/test_vertical_lr_e2e.py::test_lender_payco_bureau_over_mtls_match_pooled (shared data over mTLS) and the acceptance case vertical-lr (this example)")
 def test_simulate_example_on_shared_data(shared_data, repo, tmp_path):
     out = tmp_path / "run"
     r = cli("simulate", "examples/vertical_lr_default_credit.toml", "--out", out, cwd=repo)

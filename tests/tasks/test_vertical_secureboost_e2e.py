@@ -144,6 +144,7 @@ def test_bad_task_settings_are_config_errors(tmp_path):
             load_spec(spec)
 
 
+@pytest.mark.extended(covered_by="tests/tasks/test_vertical_secureboost_e2e.py::test_three_parties_simulate_and_predict and the acceptance case secureboost (this example)")
 def test_simulate_example_on_shared_data(shared_data, repo, tmp_path):
     if not (shared_data / "default_credit_hetero_guest.csv").is_file():
         pytest.skip(f"default_credit_hetero_*.csv not found in {shared_data}")
