@@ -200,15 +200,17 @@ def raw_columns(features: Sequence[str], categories: Mapping[str, Any] | None) -
 
 
 def unseen_note(unseen: Mapping[str, int], n_rows: int, party: str,
-                scored_as: str = "the '(other)' (or reference) level") -> str | None:
+                scored_as: str = "the '(other)' (or reference) level", notebook: bool = False) -> str | None:
     """One warning line for rows scored with categories their model never saw, or ``None``.
 
     At scoring such a value is encoded as ``"(other)"`` (or the missing / reference level), which
     is a defined choice but not what the value means: the operator must hear how many rows it
     touched, per column. Counts only, no values: the line goes to this party's own log.
+    ``notebook``: ``party`` is the notebook method scoring (``Scorecard.predict_proba``), which
+    starts the line as the estimators' other notes do, instead of ``party 'NAME'``.
     """
     if not unseen:
         return None
     cols = ", ".join(f"{c!r} ({k} of {n_rows} rows)" for c, k in unseen.items())
-    return (f"party {party!r}: categories (or empty cells) never seen in training, scored as {scored_as}: "
+    return (f"{party if notebook else f'party {party!r}'}: categories (or empty cells) never seen in training, scored as {scored_as}: "
             f"{cols}; retrain with rows that have them if they matter")

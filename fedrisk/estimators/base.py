@@ -336,9 +336,9 @@ def _warn_unseen_rows(unseen: dict[str, int], n_rows: int, who: str) -> None:
 
     from fedrisk.data.categorical import unseen_note
 
-    note = unseen_note(unseen, n_rows, who)
+    note = unseen_note(unseen, n_rows, who, notebook=True)
     if note:
-        logging.getLogger("fedrisk.predict").warning(note.replace(f"party {who!r}: ", f"{who}: ", 1))
+        logging.getLogger("fedrisk.predict").warning(note)
 
 
 def _refuse_non_finite(M: np.ndarray, features: list[str], who: str, allow_nan: bool) -> None:

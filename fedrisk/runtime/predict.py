@@ -109,43 +109,20 @@ def warn_unseen_bins(bins, X, who: str | None = None) -> None:
     from fedrisk.finance.binning import unseen_categories
 
     note = unseen_note(unseen_categories(bins, X), len(X), who or "predict",
-                       scored_as="the '(other)' bin, or the missing bin where there is none")
+                       scored_as="the '(other)' bin, or the missing bin where there is none", notebook=who is not None)
     if note:
-        logging.getLogger("fedrisk.predict").warning(note.replace(f"party {who!r}: ", f"{who}: ", 1) if who else note)
-
-
-def _warn_unseen_levels(table) -> None:
-    """Log how many rows of a horizontal LR / tree model's batch hold categories the model never saw (scored
-    as the '(other)' or reference level), as scorecards and vertical models do. Counts only."""
-    import logging
-
-    from fedrisk.runtime.inference import warn_unseen
-
-    warn_unseen(table, "predict", logging.getLogger("fedrisk.predict"))
+        logging.getLogger("fedrisk.predict").warning(note)
 
 
 def blank_columns_note(X, features: Sequence[str], party: str) -> str | None:
-    """The warning for feature columns blank in every row of a batch of more than one row, or ``None``.
-
-    A scorecard scores a blank cell as the feature's missing bin, so one applicant without a field
-    is scored; but a whole batch without a column is more likely a broken data feed (a renamed or
-    dropped field) than chance, and would be scored silently. Column names and a row count only,
-    for the log of the party holding the column.
+    """The warning for feature columns blank in every row of a batch of more than one row, or ``None``
+    (:mod:`fedrisk.data.blank_batch`: a whole batch without a column is more likely a broken data feed
+    than chance). Column names and a row count only, for the log of the party holding the column.
     """
-    import pandas as pd
+    from fedrisk.data.blank_batch import blank_columns, blank_columns_line
 
-    n = len(X)
-    if n < 2:
-        return None
-    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X, dtype=object).reshape(n, -1),
-                                                                columns=list(features))
-    blank = [f for f in features if f in frame.columns and frame[f].isna().all()]
-    if not blank:
-        return None
-    return (f"party {party!r}: feature column{'s' if len(blank) > 1 else ''} {blank} "
-            f"{'are' if len(blank) > 1 else 'is'} blank in all {n} rows scored; every row scores "
-            f"{'them' if len(blank) > 1 else 'it'} as the missing bin -- check the data feed if the batch should "
-            "carry that field")
+    blank = blank_columns(X, features)
+    return blank_columns_line(party, len(X), blank) if blank else None
 
 
 def warn_blank_columns(X, features: Sequence[str], party: str, logger_name: str = "fedrisk.predict") -> str | None:
@@ -295,6 +272,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     ``na_values`` in the run folder's ``job.toml``, as training read them).
     """
     from fedrisk.data.loading import load_party_table
+    from fedrisk.runtime.inference import warn_unseen
     from fedrisk.runtime.context import make_dir
 
     model_path = _model_file(Path(model_path))
@@ -314,7 +292,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
                                  fill=fill, missing_advice="this model has no fill values for missing cells (no bank "
                                  "trained with missing = 'mean'): fill them or drop those rows before scoring",
                                  **dialect, **cat)
-        _warn_unseen_levels(table)
+        warn_unseen(table, "predict", logging.getLogger("fedrisk.predict"))  # counts only, as scorecards do
         score = score_lr(model, table.X)
         write_predictions(Path(out), table.ids, lr_predictions(model, table.X, score))
         return len(score)
@@ -323,7 +301,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
         # with missing = "mean" fills them with the federation's pooled means first, as training did
         table = load_party_table(data, party="predict", id_col=id_col, label_col=None, features=model["features"],
                                  missing="keep", fill=model.get("imputation") or None, **dialect, **cat)
-        _warn_unseen_levels(table)
+        warn_unseen(table, "predict", logging.getLogger("fedrisk.predict"))  # counts only, as scorecards do
         score = score_gbdt(model, table.X)
         write_predictions(Path(out), table.ids, gbdt_predictions(model, table.X, score))
         return len(score)

@@ -30,24 +30,16 @@ from typing import Sequence
 
 import pandas as pd
 
+from fedrisk.data.blank_batch import blank_columns, blank_columns_line
 from fedrisk.errors import ProtocolError
 from fedrisk.transport.channel import Channel
 
 __all__ = ["relay_blank_columns", "relayed_note"]
 
 
-def _blank(frame: pd.DataFrame, features: Sequence[str]) -> list[str]:
-    if len(frame) < 2:
-        return []
-    return [f for f in features if f in frame.columns and frame[f].isna().all()]
-
-
 def relayed_note(party: str, rows: int, columns: list[str]) -> str:
     """The label holder's warning about feature holder ``party``'s columns blank in all ``rows`` scored rows."""
-    many = len(columns) > 1
-    return (f"party {party!r}: feature column{'s' if many else ''} {columns} {'are' if many else 'is'} blank in all "
-            f"{rows} rows scored; every row scores {'them' if many else 'it'} as the missing bin -- ask {party} to "
-            "check its data feed if the batch should carry that field")
+    return blank_columns_line(party, rows, columns, relayed=True)
 
 
 def relay_blank_columns(channel: Channel, label_holder: str, feature_holders: Sequence[str], frame: pd.DataFrame,
@@ -58,7 +50,7 @@ def relay_blank_columns(channel: Channel, label_holder: str, feature_holders: Se
     holders return ``[]``). ``frame`` at the label holder is its own aligned rows: a partner's row count
     must equal them."""
     if channel.me != label_holder:
-        blank = _blank(frame, features)
+        blank = blank_columns(frame, features)
         shared = name_columns and len(frame) >= 2
         channel.send(label_holder, f"{tag}.blank", {"rows": int(len(frame)), "count": len(blank) if shared else None,
                                                     "columns": blank if shared else None}, kind="aggregate")
