@@ -42,9 +42,9 @@ from concurrent.futures import Future
 from typing import Any, Sequence
 
 import numpy as np
-import rbcl
 
 from fedrisk.crypto import psi
+from fedrisk.crypto.sodium import rbcl
 from fedrisk.errors import CryptoError
 
 __all__ = ["OUTPUT_BYTES", "FINALIZE_DOMAIN", "evaluate", "blind", "blind_evaluate", "finalize",

@@ -37,8 +37,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import rbcl
 
+from fedrisk.crypto.sodium import rbcl
 from fedrisk.crypto.workers import broken_pool_error, process_pool, shutdown_pools, worker_count
 from fedrisk.errors import CryptoError
 

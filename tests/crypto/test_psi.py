@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import rbcl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedrisk.crypto import psi
+from fedrisk.crypto.sodium import rbcl
 from fedrisk.errors import CryptoError
 
 ids_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
