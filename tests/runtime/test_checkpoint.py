@@ -72,6 +72,46 @@ def test_only_the_last_steps_are_kept_and_no_temp_file_is_left(tmp_path):
     assert doc["format"] == "fedrisk.checkpoint" and doc["party"] == "a" and doc["fingerprint"] == s.fp
 
 
+def test_the_file_is_the_whole_document_for_every_stage_and_the_store_reads_back_what_it_wrote(tmp_path):
+    # the file is assembled from each step's text, encoded once when saved: it must be the very document
+    # json.dumps of {format, version, party, job, task, fingerprint, stages} gives, for several stages
+    s = store(tmp_path)
+    states = {("woe", 1): {"bins": [1.5, -2.25], "nan": float("nan")},
+              **{("train", k): {"w": np.arange(3.0) * k, "n": np.int64(k), "inf": -np.inf} for k in range(1, 6)}}
+    for (stage, k), state in states.items():
+        s.save(stage, k, state)
+    text = (tmp_path / "run" / "checkpoints" / "a.json").read_text()
+    doc = json.loads(text)
+    assert list(doc) == ["format", "version", "party", "job", "task", "fingerprint", "stages"]
+    assert doc["fingerprint"] == s.fp and sorted(doc["stages"]) == ["train", "woe"]
+    assert sorted(doc["stages"]["train"], key=int) == [str(k) for k in range(6 - KEEP, 6)]
+    assert doc["stages"]["train"]["5"]["w"]["__ndarray__"] == [0.0, 5.0, 10.0] and doc["stages"]["train"]["5"]["inf"] == -np.inf
+    assert np.isnan(doc["stages"]["woe"]["1"]["nan"])
+    # this process (no resume) and a resumed one read the same states
+    again = CheckpointStore.for_spec(tmp_path / "run", load_spec(tmp_path / "job.toml"), "a")
+    assert again.open_for_resume()
+    for st_ in (s, again):
+        got = st_.load("train", 5)
+        assert got["w"].tolist() == [0.0, 5.0, 10.0] and got["n"] == 5 and got["inf"] == -np.inf
+        assert np.isnan(st_.load("woe", 1)["nan"])
+    # a resumed store that saves again keeps the steps it read, re-written from their texts
+    again.save("train", 6, {"w": np.zeros(1)})
+    doc2 = json.loads((tmp_path / "run" / "checkpoints" / "a.json").read_text())
+    assert sorted(doc2["stages"]["train"], key=int) == ["4", "5", "6"] and doc2["stages"]["woe"] == doc["stages"]["woe"]
+
+
+def test_a_checkpoint_without_a_stages_table_is_refused_with_one_line(tmp_path):
+    s = store(tmp_path)
+    s.save("train", 1, {"w": np.zeros(2)})
+    path = tmp_path / "run" / "checkpoints" / "a.json"
+    doc = json.loads(path.read_text())
+    doc["stages"] = ["train"]
+    path.write_text(json.dumps(doc))
+    again = CheckpointStore.for_spec(tmp_path / "run", load_spec(tmp_path / "job.toml"), "a")
+    with pytest.raises(CheckpointError, match="damaged.*--resume"):
+        again.open_for_resume()
+
+
 def test_changed_data_settings_job_or_format_are_refused_with_one_line(tmp_path):
     s = store(tmp_path)
     s.save("train", 1, {"w": np.zeros(2)})
