@@ -52,7 +52,7 @@ from fedrisk.runtime.psi_checkpoint import aligned_rows
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, refuse_one_class, load_table, model_file, roles,
+    DEFAULT_TEST_RULE, driver, fill_training_means, inference_features, refuse_one_class, load_table, model_file, roles,
     choose_test_rows, validate_vertical)
 
 KIND = "vertical.lr"
@@ -160,6 +160,9 @@ def run(ctx: PartyContext) -> None:
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under {rule!r}; nothing to train on")
     tr = ~test
+    X_all, fill, filled = fill_training_means(spec, me, X_all, tr, table.feature_names)
+    if filled:
+        ctx.log.info(filled)
     mean, scale, feats, dropped = _standardise(me, X_all[tr], table.feature_names, is_lh)
     ctx.phase("training")
     if dropped:
@@ -194,7 +197,7 @@ def run(ctx: PartyContext) -> None:
     p_tr = score(ctx.channel, lh, hosts, u[tr], tag="vlr.score.train")
     p_te = score(ctx.channel, lh, hosts, u[test], tag="vlr.score.test") if test.any() else None
 
-    imputation = imputation_means(spec, me, table, feats)
+    imputation = {f: fill[f] for f in feats} if fill else {}
     doc: dict[str, Any] = {
         # version 2 when scoring must fill blanks with the training means (fedrisk.model_files.imputation_version)
         "format": FORMAT if is_lh else FORMAT + ".part", "version": imputation_version({"imputation": imputation}),

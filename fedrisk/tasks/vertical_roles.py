@@ -15,17 +15,17 @@ under the other two rules. It learns nothing about labels or the label holder's 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from fedrisk.errors import ConfigError, ProtocolError
+from fedrisk.errors import ConfigError, DataError, ProtocolError
 # one label-error mechanism for every label holder (the full line stays local, partners read a summary)
 from fedrisk.runtime.abort_reason import label_error, refuse_one_class
 from fedrisk.runtime.spec import JobSpec
 
 __all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features", "split_keep",
-           "imputation_means", "label_error", "refuse_one_class",
+           "fill_training_means", "label_error", "refuse_one_class",
            "choose_test_rows", "DEFAULT_TEST_RULE", "SPLIT_TAG"]
 
 #: the split vertical tasks use without an [evaluation] rule when every aligned id is an integer
@@ -90,30 +90,51 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
                             fill=fill, categorical=p.categorical, encoding=CATEGORY_ENCODINGS.get(spec.task["kind"]),
                             categories=categories if categories is not None else ({} if scoring else None),
                             allow_no_features=name == lh, missing_advice=None if scoring else _missing_advice(spec, name),
-                            **p.read_options())
+                            # training under missing = "mean": blanks stay NaN until the aligned training rows are
+                            # known (fill_training_means); the whole file's means would include test rows
+                            fill_later=p.missing == "mean" and not scoring, **p.read_options())
 
 
 def _missing_advice(spec: JobSpec, name: str) -> str:
     """The fix for blank cells under ``missing = "reject"`` in this task kind's terms (spec and notebook)."""
     policy = "keep" if spec.task["kind"] == "vertical.secureboost" else "mean"
-    what = ("trees learn where blanks go; 'mean' fills with this file's column means" if policy == "keep"
-            else "fills with this file's column means")
+    what = ("trees learn where blanks go; 'mean' fills with the column means of its aligned training rows" if policy == "keep"
+            else "fills with the column means of its aligned training rows")
     return (f"fill them, or set missing = '{policy}' in [parties.{name}] of the job spec ({what}; in Python: "
             f"Federation(..., missing={{'{name}': '{policy}'}}))")
 
 
-def imputation_means(spec: JobSpec, name: str, table, features=None) -> dict[str, float]:
-    """The fill value of every feature column under ``missing = "mean"`` (empty otherwise), for the model file.
+def fill_training_means(spec: JobSpec, name: str, X: np.ndarray, train: np.ndarray,
+                        feature_names: Sequence[str]) -> tuple[np.ndarray, dict[str, float], str | None]:
+    """Under ``missing = "mean"``: fill the blank cells of the aligned rows ``X`` with the means of this
+    party's aligned *training* rows; return the filled matrix, every column's fill value (for the model
+    file) and a note for this party's log (``None`` without blanks). Other policies: ``X`` unchanged.
 
-    Scoring fills an empty cell with this training mean, not the scoring batch's own mean, so a
-    row scores the same whichever batch it arrives in -- also in a column that happened to have no
-    gaps in training (``table.imputed`` lists only the columns that had some). Filling with the
-    mean keeps the mean, so ``X.mean()`` after loading is the mean of the finite training values.
+    Why the training rows: the test rows must not shape the model (their feature values would reach
+    training through the fill value, as a scaler fitted on all rows would), and rows outside the
+    intersection are other customers. Scoring fills a blank with these same means, not the scoring
+    batch's own, so a row scores the same whichever batch it arrives in -- also in a column that had no
+    gap in training. Filling with the mean keeps the mean, so the training rows' column means after the
+    fill are these values. Values stay at this party: they go into its own model file only.
     """
-    if spec.parties[name].missing != "mean" or len(table.ids) == 0:
-        return {}
-    keep = set(features) if features is not None else None
-    return {f: float(table.X[:, j].mean()) for j, f in enumerate(table.feature_names) if keep is None or f in keep}
+    if spec.parties[name].missing != "mean":
+        return X, {}, None
+    X = np.array(X, dtype=np.float64, copy=True)
+    rows = X[np.asarray(train, dtype=bool)]
+    seen = np.isfinite(rows)
+    empty = [f for j, f in enumerate(feature_names) if not seen[:, j].any()]
+    if empty:
+        raise DataError(f"party {name!r}: feature column{'s' if len(empty) > 1 else ''} "
+                        f"{', '.join(repr(f) for f in empty[:6])} {'have' if len(empty) > 1 else 'has'} no value in any "
+                        "aligned training row, so there is no training mean to fill blanks with (missing = 'mean'); "
+                        f"list {'them' if len(empty) > 1 else 'it'} in exclude of [parties.{name}] or fix the export")
+    means = np.where(seen, rows, 0.0).sum(axis=0) / seen.sum(axis=0)
+    gaps = ~np.isfinite(X)
+    filled = [f"{feature_names[j]!r} ({int(gaps[:, j].sum())})" for j in np.flatnonzero(gaps.any(axis=0))]
+    X[gaps] = np.broadcast_to(means, X.shape)[gaps]
+    note = (f"filled {int(gaps.sum())} blank cells of the aligned rows with the training rows' column means "
+            f"(missing = 'mean'), in {', '.join(filled[:6])}{', ...' if len(filled) > 6 else ''}") if filled else None
+    return X, {f: float(means[j]) for j, f in enumerate(feature_names)}, note
 
 
 def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:

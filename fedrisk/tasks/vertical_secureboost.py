@@ -60,7 +60,7 @@ from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
-    DEFAULT_TEST_RULE, driver, imputation_means, inference_features, refuse_one_class, load_table, model_file, roles,
+    DEFAULT_TEST_RULE, driver, fill_training_means, inference_features, refuse_one_class, load_table, model_file, roles,
     choose_test_rows, validate_vertical)
 
 KIND = "vertical.secureboost"
@@ -116,8 +116,10 @@ def run(ctx: PartyContext) -> None:
     if test.all():
         raise DataError(f"party {me!r}: every aligned row is a test row under {rule!r}; nothing to train on")
     tr = ~test
+    X, imputation, filled = fill_training_means(spec, me, X, tr, table.feature_names)
+    if filled:
+        ctx.log.info(filled)
     ctx.phase("training")
-    imputation = imputation_means(spec, me, table)
     header: dict[str, Any] = {
         # 2 when scoring must fill blanks with the training means (fedrisk.model_files.imputation_version)
         "version": imputation_version({"imputation": imputation}), "task": KIND, "job": spec.job_id, "label_holder": lh, "party": me, "id": spec.parties[me].id,

@@ -138,14 +138,17 @@ def test_test_column_at_the_label_holder_chooses_the_test_rows_for_everyone(tmp_
 
 
 def test_training_means_fill_blanks_at_scoring(tmp_path):
-    """missing = "mean": the model stores the training means, and predict fills with them (not the new file's)."""
+    """missing = "mean": the model stores the training means (of the aligned training rows: not the test rows, not
+    customers outside the intersection), and predict fills with them (not the new file's)."""
     spec = job(tmp_path, kind="vertical.lr", task="epochs = 3\n", blanks=True)
     out = tmp_path / "run"
     r = cli("simulate", spec, "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
     lender = pd.read_csv(tmp_path / "lender.csv", dtype={"cust_id": str})
     model = json.loads((out / "model.json").read_text())
-    assert model["imputation"]["a"] == pytest.approx(lender.a.mean())
+    train_ids = set(pd.read_csv(out / "scores" / "train.csv", dtype={"id": str}).id)
+    assert model["imputation"]["a"] == pytest.approx(lender.a[lender.cust_id.isin(train_ids)].mean())
+    assert model["imputation"]["a"] != pytest.approx(lender.a.mean())
     # one blank row alone: its own file has no mean to fill with, the model's mean is used
     payco_ids = set(pd.read_csv(tmp_path / "payco.csv", dtype={"cust_id": str}).cust_id)
     row = lender[lender.a.isna() & lender.cust_id.isin(payco_ids)].drop(columns=["y"]).head(1)
