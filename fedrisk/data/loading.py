@@ -1116,7 +1116,7 @@ def check_same_features(tables_or_name_lists: Mapping[str, PartyTable | Sequence
 
 
 def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder: int = 0, *,
-                 party: str | None = None) -> np.ndarray:
+                 party: str | None = None, advice: str | None = None) -> np.ndarray:
     """Boolean mask of the rows whose integer id satisfies ``id % modulus == remainder``.
 
     This is the project's vertical train/test rule (``id % 5 == 0`` is test). It is computed from
@@ -1132,6 +1132,9 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
         The rule; ``0 <= remainder < modulus``.
     party : str, optional
         Named in the error message, so the operator knows whose ids broke the rule.
+    advice : str, optional
+        The fix the error message offers for ids that are not integers, in the caller's terms
+        (default: the job spec's ``evaluation.test_fraction`` or ``test_column``).
 
     Returns
     -------
@@ -1149,6 +1152,7 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
         raise ConfigError(f"id split rule id % {modulus} == {remainder} is invalid; need modulus >= 1 "
                           "and 0 <= remainder < modulus")
     who = f"party {party!r}: " if party is not None else ""
+    fix = advice or "use evaluation.test_fraction (any id type) or a test_column instead"
     arr = np.asarray(ids)
     if arr.ndim != 1:
         arr = arr.reshape(-1)
@@ -1162,7 +1166,7 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
         ok = np.isfinite(arr) & (arr == np.floor(arr))
         if not ok.all():
             raise DataError(f"{who}id {arr[~ok][0]!r} is not an integer; the id % {modulus} split rule "
-                            "needs integer ids — use evaluation.test_fraction (any id type) or a test_column instead")
+                            f"needs integer ids — {fix}")
         return (arr.astype(np.int64) % modulus) == remainder
     if arr.dtype == object:
         # Going through str makes floats ("1.5") and bools ("True") fail the integer parse
@@ -1181,7 +1185,7 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
             n = int(str(v).strip())
         except (ValueError, TypeError, AttributeError):
             raise DataError(f"{who}id {v!r} (row {i}) is not an integer; the id % {modulus} split rule "
-                            "needs integer ids — use evaluation.test_fraction (any id type) or a test_column instead") from None
+                            f"needs integer ids — {fix}") from None
         out[i] = (n % modulus) == remainder
     return out
 

@@ -328,7 +328,8 @@ class Federation:
             except ValueError as e:
                 raise ConfigError(f"test_rule {test_rule!r}: write it as 'id % K == R', e.g. 'id % 5 == 0'") from e
             k, r = parse_test_rule(test_rule)
-            masks = {n: id_test_mask(df[self.id].to_numpy(), k, r, party=n) for n, df in self.parties.items()}
+            fix = "use split(test_fraction=0.2) instead (a keyed hash of the id: any id type)"
+            masks = {n: id_test_mask(df[self.id].to_numpy(), k, r, party=n, advice=fix) for n, df in self.parties.items()}
         else:
             try:
                 EvaluationSpec(test_fraction=test_fraction)

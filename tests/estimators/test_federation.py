@@ -47,6 +47,11 @@ def test_text_ids_split_by_the_keyed_hash_of_evaluation_test_fraction():
         fed.split("id % 5 == 0", test_fraction=0.2)
     with pytest.raises(ConfigError, match="strictly between 0 and 1"):
         fed.split(test_fraction=1.5)
+    # an id rule on text ids: the fix offered is the notebook's, not a job spec setting
+    with pytest.raises(fr.FedriskError) as e:
+        fed.split("id % 5 == 0")
+    msg = str(e.value)
+    assert "split(test_fraction=0.2)" in msg and "evaluation.test_fraction" not in msg and "\n" not in msg, msg
     # integer ids keep the id % 5 == 0 default
     ints = fr.Federation.vertical({"lender": lender.assign(cid=np.arange(len(lender))),
                                    "payco": payco.assign(cid=np.arange(len(payco)))}, id="cid", label="y")
