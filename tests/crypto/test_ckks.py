@@ -177,3 +177,31 @@ def test_a_cross_product_is_computed_on_the_values_the_ciphertexts_hold(paired):
     assert err_enc < err_plain / 20, (err_enc, err_plain)
     owner.close()
     peer.close()
+
+
+def test_a_killed_key_holder_leaves_no_scratch_file_or_folder():
+    """SEAL (de)serialises through files here; a party killed mid-job (or one that never closes its keys)
+    must not leave them behind in /dev/shm (or the temporary folder): they were one folder per key holder."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    base = Path("/dev/shm") if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    script = (
+        "import os\n"
+        "import numpy as np\n"
+        "import tenseal.sealapi as s\n"
+        "from fedrisk.crypto.ckks import CkksOwner, CkksPeer\n"
+        "o = CkksOwner()\n"
+        "p = CkksPeer(o.public_bundle())\n"
+        "enc = o.encrypt_matrix(np.ones((8, 2)))\n"
+        "p.load_matrix(enc, 8, 2)\n"
+        "assert p.cross(range(len(enc[0])), np.ones(8)) is not None\n"
+        "os._exit(0)  # as a killed party: no close(), no interpreter shutdown\n")
+    before = {f.name for f in base.glob("fedrisk-ckks-*")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert {f.name for f in base.glob("fedrisk-ckks-*")} - before == set()
