@@ -204,6 +204,8 @@ class FederatedEstimator(BaseEstimator):
         self.metrics_ = run.metrics
         self.ledger_ = run.ledger
         self.run_ = run
+        # the differential-privacy budget spent (horizontal trainers under Federation(privacy=...)), else None
+        self.privacy_ = (run.files.get("model.json") or {}).get("privacy") or run.metrics.get("privacy")
         return run
 
     # -- files -----------------------------------------------------------------------------

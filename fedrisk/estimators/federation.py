@@ -87,7 +87,7 @@ class Federation:
                  test_fraction: float | None = None,
                  party_options: Mapping[str, Mapping[str, Any]] | None = None, free_ports: bool = False,
                  remote: Mapping[str, Any] | None = None, positive: Any = None,
-                 na_values: Sequence[str] | None = None) -> None:
+                 na_values: Sequence[str] | None = None, privacy: Mapping[str, Any] | None = None) -> None:
         if kind not in ("vertical", "horizontal"):
             raise ConfigError(f"federation kind {kind!r}: use Federation.vertical(...) or Federation.horizontal(...)")
         if not parties:
@@ -132,6 +132,8 @@ class Federation:
         if na_values:  # placeholders meaning "no value" in every party's table (party_options win)
             for n in frames:
                 self.party_options.setdefault(n, {}).setdefault("na_values", [str(v) for v in na_values])
+        #: the job's [privacy] table (differential privacy of the horizontal trainers), or None
+        self.privacy = _privacy_table(kind, privacy)
         self.label_holder = None
         #: set by connect(): this process runs one participant of a job whose others run elsewhere
         self.remote = dict(remote) if remote else None
@@ -190,7 +192,11 @@ class Federation:
         """Same columns, different customers: every party is a bank; a coordinator (no data) averages.
 
         Parameters are those of :meth:`vertical`, plus ``secure_aggregation`` (default ``True``:
-        the coordinator sees only sums of the banks' updates).
+        the coordinator sees only sums of the banks' updates) and ``privacy``: the job spec's
+        ``[privacy]`` table as a dict, e.g. ``{"epsilon": 4.0, "delta": 1e-5}`` (differential
+        privacy of ``horizontal.gbdt`` and ``horizontal.lr``: the banks' sums are noised so that the
+        released model spends at most that budget; ``noise_multiplier`` and ``clip`` as in the spec).
+        The budget spent is the fitted estimator's ``privacy_``.
         """
         return cls("horizontal", parties, id=id, label=label, **kw)
 
@@ -244,7 +250,8 @@ class Federation:
         return cls(kind, frames, id=ids[0], label=label, name=job.job_id, seed=job.federation.seed,
                    secure_aggregation=job.security.secure_aggregation,
                    missing={n: p.missing for n, p in job.parties.items()}, progress=progress,
-                   spec_path=Path(spec) if processes else None, party_options=options, free_ports=free_ports)
+                   spec_path=Path(spec) if processes else None, party_options=options, free_ports=free_ports,
+                   privacy=job.privacy.model_dump(exclude_none=True) if job.privacy is not None else None)
 
     @classmethod
     def connect(cls, spec: str | Path, *, me: str, data: pd.DataFrame, certs: str | Path | None = None,
@@ -291,7 +298,7 @@ class Federation:
         kw = dict(id=self.id, label=self.label, name=self.name, seed=self.seed,
                   secure_aggregation=self.secure_aggregation, missing=self.missing, progress=self.progress,
                   test_rule=self.test_rule, test_fraction=self.test_fraction, part=self.part, spec_path=self.spec_path,
-                  party_options=self.party_options, free_ports=self.free_ports)
+                  party_options=self.party_options, free_ports=self.free_ports, privacy=self.privacy)
         kw.update(changes)
         return Federation(self.kind, parties, **kw)
 
@@ -469,9 +476,36 @@ class Federation:
         if self.kind == "vertical" and evaluation:
             lines += toml_table("evaluation", self.training_evaluation())
         lines += toml_table("security", {"secure_aggregation": self.secure_aggregation})
+        if self.privacy:
+            lines += toml_table("privacy", self.privacy)
         spec = folder / "job.toml"
         spec.write_text("\n".join(lines), encoding="utf-8")
         return spec
+
+
+def _privacy_table(kind: str, privacy: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``privacy=`` argument checked as the spec's ``[privacy]`` table is, in one line."""
+    from pydantic import ValidationError
+
+    from fedrisk.runtime.spec import PrivacySpec
+
+    if privacy is None:
+        return None
+    if not isinstance(privacy, Mapping):
+        raise ConfigError(f"privacy={privacy!r}: pass a dict such as {{'epsilon': 4.0, 'delta': 1e-5}}")
+    if kind != "horizontal":
+        raise ConfigError("privacy=...: differential privacy applies to horizontal trainers (horizontal.gbdt, "
+                          "horizontal.lr); a vertical federation has no privacy setting")
+    try:
+        PrivacySpec(**privacy)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ())) or "privacy"
+        raise ConfigError(f"privacy={dict(privacy)!r}: {where}: {err.get('msg', 'invalid')} (keys: epsilon, delta, "
+                          "noise_multiplier, clip)") from None
+    except TypeError as e:
+        raise ConfigError(f"privacy={dict(privacy)!r}: {e}") from None
+    return dict(privacy)
 
 
 def write_parquet(df: pd.DataFrame, path: Path, *, party: str) -> None:
