@@ -91,6 +91,10 @@ def test_simulate_example_on_shared_data(shared_data, repo, tmp_path):
     np.testing.assert_allclose(s["score"].to_numpy(), ref["score"].to_numpy(), rtol=1e-6)
 
 
+@pytest.mark.extended(covered_by="tests/algorithms/horizontal/test_newton_lr.py::test_stress_case_equals_pooled_sklearn[heavy_noniid] "
+                                 "(this stress case, the same Newton solver under secure aggregation, against scikit-learn) and "
+                                 "::test_simulate_example_on_shared_data (horizontal.lr over mTLS processes with secure "
+                                 "aggregation, the default spec)")
 def test_heavy_tailed_non_iid_stress_case_over_mtls_equals_pooled_sklearn(shared_data, tmp_path):
     """The public stress case with a spec of only kind = "horizontal.lr": processes, mTLS, secure aggregation."""
     from sklearn.linear_model import LogisticRegression

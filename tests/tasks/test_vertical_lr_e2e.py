@@ -242,6 +242,11 @@ def test_same_seed_same_model(tmp_path, hosts, request):
 
 
 @pytest.mark.e2e
+@pytest.mark.extended(covered_by="tests/algorithms/vertical/test_hetero_lr.py::test_exact_solver_matches_pooled_on_every_stress_case[collinear] "
+                                 "(this collinear stress case, the same one-holder exact solver, against scikit-learn), "
+                                 "tests/runtime/test_resume_e2e.py::test_vertical_lr_exact_resumes_after_a_feature_holder_crash "
+                                 "(one-holder exact vertical.lr over mTLS processes) and "
+                                 "::test_lender_payco_bureau_over_mtls_match_pooled (processes vs pooled scikit-learn)")
 def test_stress_case_over_mtls_matches_pooled(shared_data, tmp_path):
     """A hard vertical split (nearly collinear feature-holder columns) end to end over mTLS processes,
     compared with scikit-learn on the same standardised training rows."""
