@@ -178,14 +178,26 @@ def empty(name, df):
     return df.iloc[:0] if name == "bank1" else df
 
 
+def _loader_variant(mutate, message, unit: str):
+    """A bad file the party's loader refuses: the message is tested in tests/data/test_loading.py
+    (``unit``); the way over processes to one error line naming the party is the same for every
+    loader refusal, and [dup_ids] runs it by default (CI budget: ~5 s a variant)."""
+    return pytest.param(mutate, message, marks=pytest.mark.extended(
+        covered_by=f"tests/data/test_loading.py::{unit} (the loader's message) and [dup_ids-bank2.*duplicate] here "
+                   "(a loader refusal of one bank over `fedrisk simulate`: exit 2, one error line naming the bank)"))
+
+
 @pytest.mark.parametrize("mutate, message", [
     (drop_col, r"different feature counts"),
-    (rename_col, r"different feature names"),
+    pytest.param(rename_col, r"different feature names", marks=pytest.mark.extended(
+        covered_by="tests/data/test_loading.py::test_same_features_first_difference (the message of each kind of "
+                   "feature mismatch) and [drop_col-different feature counts] here (the same feature agreement "
+                   "between banks over `fedrisk simulate`, one error line)")),
     (dup_ids, r"bank2.*duplicate"),
-    (nan_feature, r"bank3.*x1"),
-    (bad_label, r"bank1.*(binary|0/1)"),
-    (no_label, r"bank2.*'y'"),
-    (empty, r"bank1.*(empty|no rows|no data)"),
+    _loader_variant(nan_feature, r"bank3.*x1", "test_nan_rejected_with_counts_and_columns"),
+    _loader_variant(bad_label, r"bank1.*(binary|0/1)", "test_label_not_binary_shows_values"),
+    _loader_variant(no_label, r"bank2.*'y'", "test_missing_label_column_lists_available"),
+    _loader_variant(empty, r"bank1.*(empty|no rows|no data)", "test_header_only"),
 ])
 def test_bad_input_fails_with_a_clear_line_naming_the_party(tmp_path, mutate, message):
     spec = small_federation(tmp_path, mutate=mutate, rounds=1)
