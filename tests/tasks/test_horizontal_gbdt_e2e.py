@@ -107,6 +107,10 @@ def test_privacy_budget_is_spent_and_reported(tmp_path):
     assert "Privacy ε" in (out / "report.html").read_text()
 
 
+@pytest.mark.extended(covered_by="tests/crypto/test_dp.py::test_fixed_multiplier_reports_its_epsilon_and_refuses_an_unmeetable_budget "
+                                 "(the planner's one-line refusal, for trees x levels) and "
+                                 "::test_private_horizontal_lr_over_budget_refuses_to_start (the same refusal by `fedrisk "
+                                 "simulate` before any process starts, no metrics written)")
 def test_unmeetable_budget_refuses_to_start(tmp_path):
     spec = federation(tmp_path, privacy="\n[privacy]\nepsilon = 0.5\nnoise_multiplier = 1.0\n")
     r = cli("simulate", spec, "--out", tmp_path / "run")
