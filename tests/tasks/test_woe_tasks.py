@@ -235,7 +235,7 @@ def simulate_vertical_default_credit(tmp_path, shared_data, kind: str, timeout: 
     return out
 
 
-@pytest.mark.extended(covered_by="::test_vertical_woe_iv_equals_pooled_iv (this task over the in-memory network, the code "
+@pytest.mark.extended(covered_by="tests/tasks/test_woe_tasks.py::test_vertical_woe_iv_equals_pooled_iv (this task over the in-memory network, the code "
                                  "`fedrisk party` runs, IV equal to the pooled IV), tests/algorithms/vertical/test_woe.py::"
                                  "test_vertical_iv_equals_pooled_iv and ::test_what_each_party_sees (the protocol and what "
                                  "each party received), tests/tasks/test_vertical_scorecard_split_named.py::"
