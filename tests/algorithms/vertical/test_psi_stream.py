@@ -22,6 +22,19 @@ from fedrisk.transport.codec import encode
 SALT = "job-42:7f3a"
 
 
+def _found_in(blob: bytes, raw: set[bytes]) -> list[bytes]:
+    """``[r for r in raw if r in blob]``, in one pass over ``blob`` (that comprehension took ~4 s a party
+    here: 33k substring searches of a large blob). A pattern occurs only where its first 8 bytes are one
+    of the blob's 8-byte windows; those candidates are then searched in full, so the answer is the same."""
+    pats = sorted(raw)
+    if len(blob) < 8 or min(map(len, pats)) < 8:
+        return [r for r in pats if r in blob]
+    windows = np.lib.stride_tricks.sliding_window_view(np.frombuffer(blob, dtype=np.uint8), 8)
+    keys = np.ascontiguousarray(windows).view("<u8").ravel()
+    heads = np.frombuffer(b"".join(r[:8] for r in pats), dtype="<u8")
+    return [r for r, hit in zip(pats, np.isin(heads, keys)) if hit and r in blob]
+
+
 def _sets(seed, n_l, n_f, n_common):
     rng = np.random.default_rng(seed)
     pool = rng.choice(10**12, n_l + n_f - n_common, replace=False) + 10**11
@@ -72,7 +85,7 @@ def test_streaming_gives_the_in_memory_result_and_interoperates(tmp_path, stream
         captured = net[party].captured
         assert captured and {e.kind for e in captured} <= {"public-parameter", "masked", "control"}
         blob = b"".join(encode(e.job, e.sender, e.to, e.tag, e.kind, e.body) for e in captured)
-        assert not [r for r in raw if r in blob]
+        assert not _found_in(blob, raw)
 
 
 def test_reveal_leader_and_file_chunks(tmp_path):
