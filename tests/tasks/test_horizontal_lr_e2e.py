@@ -229,7 +229,7 @@ def test_demo_runs_and_federation_beats_every_bank_alone(tmp_path):
     assert len(list((out / "ledger").glob("*.jsonl"))) == 4
 
 
-@pytest.mark.extended(covered_by="tests/runtime/test_resume_e2e.py::test_horizontal_lr_newton_resumes_after_the_coordinator_crash and ::test_horizontal_lr_fedavg_resumes_after_the_coordinator_crash")
+@pytest.mark.extended(covered_by="the coordinator's state across a resume: tests/algorithms/horizontal/test_newton_lr.py::test_resume_from_a_checkpoint_reaches_the_same_model and test_fedavg_lr.py::test_resume_from_checkpoint_continues_the_round_count; `--resume` over mTLS processes: tests/runtime/test_resume_e2e.py::test_vertical_lr_exact_resumes_after_a_feature_holder_crash and tests/runtime/test_rejoin_e2e.py (a horizontal bank restarted with --resume); the coordinator-crash e2e cases of test_resume_e2e.py run with FEDRISK_FAULTS=all")
 def test_resume_continues_from_the_coordinators_checkpoint(tmp_path):
     spec = small_federation(tmp_path, rounds=4)
     out = tmp_path / "run"
