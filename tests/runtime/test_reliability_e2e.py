@@ -117,6 +117,12 @@ def test_string_ids_with_a_hashed_test_split_train_score_and_predict(tmp_path):
     assert not (out / "predict").exists()
 
 
+@pytest.mark.extended(covered_by="tests/tasks/test_vertical_split.py::test_test_column_is_sent_by_the_label_holder_and_nothing_else "
+                                 "(both parties take the label holder's test rows; the 0/1 mask is the one message, "
+                                 "plaintext-by-design) and tests/tasks/test_vertical_scorecard_split_named.py::"
+                                 "test_test_column_is_named_and_a_shifted_test_population_is_flagged (test_column over "
+                                 "`fedrisk simulate` mTLS processes: the test rows are the column's, the column is in no "
+                                 "model file)")
 def test_test_column_at_the_label_holder_chooses_the_test_rows_for_everyone(tmp_path):
     spec = job(tmp_path, kind="vertical.lr", evaluation='test_column = "is_test"', test_column=True,
                task="epochs = 3\n")
@@ -137,6 +143,11 @@ def test_test_column_at_the_label_holder_chooses_the_test_rows_for_everyone(tmp_
     assert [e["kind"] for e in lines if e["tag"] == "psi.split"] == ["plaintext-by-design"]
 
 
+@pytest.mark.extended(covered_by="tests/estimators/test_engine.py::test_vertical_scoring_fills_with_the_training_means_not_the_batch_means "
+                                 "(vertical LR trained with missing = 'mean': every column's training mean in the model "
+                                 "file, a blank row scored alike in any batch and as `fedrisk predict`'s formula) and "
+                                 "tests/runtime/test_predict.py::test_horizontal_lr_predict_blank_cells_and_dialects (a "
+                                 "model file's fill values used by predict for a blank cell, not the batch's)")
 def test_training_means_fill_blanks_at_scoring(tmp_path):
     """missing = "mean": the model stores the training means (of the aligned training rows: not the test rows, not
     customers outside the intersection), and predict fills with them (not the new file's)."""

@@ -167,6 +167,11 @@ def test_vertical_lr_surrogate_resumes_after_the_label_holder_crash(tmp_path):
 
 
 @case("refused")
+@pytest.mark.extended(covered_by="tests/runtime/test_checkpoint.py::test_changed_data_settings_job_or_format_are_refused_with_one_line "
+                                 "(changed data, another job's and a non-fedrisk checkpoint, each refused with one line naming the "
+                                 "party) and tests/runtime/test_reliability_e2e.py::test_resume_reuses_the_psi_alignment_when_every_party_can "
+                                 "(simulate --resume over mTLS processes after payco's file changed: one error line naming 'payco' "
+                                 "and 'other data')")
 def test_a_mismatched_or_unknown_checkpoint_is_refused_with_one_line(tmp_path):
     spec = vertical_job(tmp_path, "vertical.lr", "max_iter = 3\n")
     out = tmp_path / "run"

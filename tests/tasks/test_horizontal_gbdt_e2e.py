@@ -107,6 +107,10 @@ def test_privacy_budget_is_spent_and_reported(tmp_path):
     assert "Privacy ε" in (out / "report.html").read_text()
 
 
+@pytest.mark.extended(covered_by="tests/crypto/test_dp.py::test_fixed_multiplier_reports_its_epsilon_and_refuses_an_unmeetable_budget "
+                                 "(the planner's one-line refusal, for trees x levels) and "
+                                 "::test_private_horizontal_lr_over_budget_refuses_to_start (the same refusal by `fedrisk "
+                                 "simulate` before any process starts, no metrics written)")
 def test_unmeetable_budget_refuses_to_start(tmp_path):
     spec = federation(tmp_path, privacy="\n[privacy]\nepsilon = 0.5\nnoise_multiplier = 1.0\n")
     r = cli("simulate", spec, "--out", tmp_path / "run")
@@ -153,6 +157,11 @@ def test_privacy_on_fedavg_lr_is_refused(tmp_path):
     assert "privacy table applies to solver = 'newton'" in err[0]
 
 
+@pytest.mark.extended(covered_by="tests/algorithms/horizontal/test_newton_lr_privacy.py (the private Newton LR: calibration "
+                                 "against the accountant, noise on the released sums, refusal to resume), "
+                                 "::test_private_horizontal_lr_over_budget_refuses_to_start (the LR [privacy] table planned "
+                                 "by the CLI) and ::test_privacy_budget_is_spent_and_reported (a private job over mTLS "
+                                 "processes: the budget spent, logged and in the report)")
 def test_private_horizontal_lr_spends_and_reports_its_budget(tmp_path):
     spec = lr_spec(federation(tmp_path, privacy="\n[privacy]\nepsilon = 4.0\ndelta = 1e-5\n", n_trees=3))
     out = tmp_path / "run"
@@ -177,6 +186,9 @@ def test_private_horizontal_lr_over_budget_refuses_to_start(tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.extended(covered_by="tests/tasks/test_horizontal_gbdt_e2e.py::test_mtls_run_then_local_predict (horizontal.gbdt "
+                                 "over mTLS processes, ledgers, predict, report) and the acceptance case horizontal-gbdt "
+                                 "(benchmarks/cases/horizontal_gbdt.py runs this example against pooled XGBoost)")
 def test_example_on_shared_data(shared_data, repo, tmp_path):
     out = tmp_path / "run"
     r = cli("simulate", "examples/horizontal_gbdt_default_credit.toml", "--out", out, cwd=repo)
@@ -187,6 +199,13 @@ def test_example_on_shared_data(shared_data, repo, tmp_path):
     assert len(m["rounds"]) == 30
 
 
+@pytest.mark.extended(covered_by="tests/algorithms/vertical/test_monotone.py::test_horizontal_gbdt_monotone_equals_reference_and_is_monotone "
+                                 "and ::test_horizontal_gbdt_banks_must_agree_on_monotone (the federated trainer with the "
+                                 "banks' directions, against the pooled reference; disagreeing banks refused), "
+                                 "tests/runtime/test_spec.py::test_bad_monotone_tables_fail_with_one_line and "
+                                 "::test_monotone_only_for_tree_tasks (the [parties.NAME] monotone table), and "
+                                 "tests/tasks/test_vertical_secureboost_e2e.py::test_monotone_constraints_at_each_owner "
+                                 "(monotone tables from the spec over mTLS processes)")
 def test_monotone_constraint_from_the_spec(tmp_path):
     """x2 acts U-shaped on y; with monotone x2 = 1 at every bank the trained model's score never
     falls as x2 rises (fedrisk predict over a grid), and a bank that disagrees stops the job."""

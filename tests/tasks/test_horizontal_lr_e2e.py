@@ -91,6 +91,10 @@ def test_simulate_example_on_shared_data(shared_data, repo, tmp_path):
     np.testing.assert_allclose(s["score"].to_numpy(), ref["score"].to_numpy(), rtol=1e-6)
 
 
+@pytest.mark.extended(covered_by="tests/algorithms/horizontal/test_newton_lr.py::test_stress_case_equals_pooled_sklearn[heavy_noniid] "
+                                 "(this stress case, the same Newton solver under secure aggregation, against scikit-learn) and "
+                                 "::test_simulate_example_on_shared_data (horizontal.lr over mTLS processes with secure "
+                                 "aggregation, the default spec)")
 def test_heavy_tailed_non_iid_stress_case_over_mtls_equals_pooled_sklearn(shared_data, tmp_path):
     """The public stress case with a spec of only kind = "horizontal.lr": processes, mTLS, secure aggregation."""
     from sklearn.linear_model import LogisticRegression
@@ -174,14 +178,26 @@ def empty(name, df):
     return df.iloc[:0] if name == "bank1" else df
 
 
+def _loader_variant(mutate, message, unit: str):
+    """A bad file the party's loader refuses: the message is tested in tests/data/test_loading.py
+    (``unit``); the way over processes to one error line naming the party is the same for every
+    loader refusal, and [dup_ids] runs it by default (CI budget: ~5 s a variant)."""
+    return pytest.param(mutate, message, marks=pytest.mark.extended(
+        covered_by=f"tests/data/test_loading.py::{unit} (the loader's message) and [dup_ids-bank2.*duplicate] here "
+                   "(a loader refusal of one bank over `fedrisk simulate`: exit 2, one error line naming the bank)"))
+
+
 @pytest.mark.parametrize("mutate, message", [
     (drop_col, r"different feature counts"),
-    (rename_col, r"different feature names"),
+    pytest.param(rename_col, r"different feature names", marks=pytest.mark.extended(
+        covered_by="tests/data/test_loading.py::test_same_features_first_difference (the message of each kind of "
+                   "feature mismatch) and [drop_col-different feature counts] here (the same feature agreement "
+                   "between banks over `fedrisk simulate`, one error line)")),
     (dup_ids, r"bank2.*duplicate"),
-    (nan_feature, r"bank3.*x1"),
-    (bad_label, r"bank1.*(binary|0/1)"),
-    (no_label, r"bank2.*'y'"),
-    (empty, r"bank1.*(empty|no rows|no data)"),
+    _loader_variant(nan_feature, r"bank3.*x1", "test_nan_rejected_with_counts_and_columns"),
+    _loader_variant(bad_label, r"bank1.*(binary|0/1)", "test_label_not_binary_shows_values"),
+    _loader_variant(no_label, r"bank2.*'y'", "test_missing_label_column_lists_available"),
+    _loader_variant(empty, r"bank1.*(empty|no rows|no data)", "test_header_only"),
 ])
 def test_bad_input_fails_with_a_clear_line_naming_the_party(tmp_path, mutate, message):
     spec = small_federation(tmp_path, mutate=mutate, rounds=1)
@@ -213,7 +229,7 @@ def test_demo_runs_and_federation_beats_every_bank_alone(tmp_path):
     assert len(list((out / "ledger").glob("*.jsonl"))) == 4
 
 
-@pytest.mark.extended(covered_by="tests/runtime/test_resume_e2e.py::test_horizontal_lr_newton_resumes_after_the_coordinator_crash and ::test_horizontal_lr_fedavg_resumes_after_the_coordinator_crash")
+@pytest.mark.extended(covered_by="the coordinator's state across a resume: tests/algorithms/horizontal/test_newton_lr.py::test_resume_from_a_checkpoint_reaches_the_same_model and test_fedavg_lr.py::test_resume_from_checkpoint_continues_the_round_count; `--resume` over mTLS processes: tests/runtime/test_resume_e2e.py::test_vertical_lr_exact_resumes_after_a_feature_holder_crash and tests/runtime/test_rejoin_e2e.py (a horizontal bank restarted with --resume); the coordinator-crash e2e cases of test_resume_e2e.py run with FEDRISK_FAULTS=all")
 def test_resume_continues_from_the_coordinators_checkpoint(tmp_path):
     spec = small_federation(tmp_path, rounds=4)
     out = tmp_path / "run"

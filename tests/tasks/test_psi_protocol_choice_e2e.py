@@ -55,22 +55,26 @@ def test_parties_must_agree_on_the_protocol(tmp_path):
 @pytest.mark.skipif(not spu_binding.available(),
                     reason="RR22 PSI needs the optional extra, not installed here: pip install --no-deps spu==0.9.5 "
                            "(or pip install 'fedrisk[psi]')")
-def test_vertical_job_aligned_by_rr22_over_mtls_trains_the_ecdh_model(tmp_path):
+def test_vertical_job_aligned_by_rr22_over_mtls_trains_the_ecdh_model(vsmall_ecdh_run, tmp_path):
+    # the ECDH reference is the same synthetic() job's default-PSI run (tests/tasks/conftest.py), which
+    # test_vertical_lr_e2e's three-party test also uses: one simulate less per CI run
+    ecdh_folder, ecdh_out = vsmall_ecdh_run
+    assert load_spec(ecdh_folder / "job.toml").psi.protocol == "ecdh"
+    folder = tmp_path / "rr22"
+    folder.mkdir()
+    spec = _with_psi(synthetic(folder), "rr22")
+    r = cli("simulate", spec, "--out", folder / "run")
+    assert r.returncode == 0, r.stderr[-2000:]
+    outs = {"ecdh": ecdh_out, "rr22": folder / "run"}
     runs = {}
-    for protocol in ("ecdh", "rr22"):
-        folder = tmp_path / protocol
-        folder.mkdir()
-        spec = _with_psi(synthetic(folder), protocol)
-        out = folder / "run"
-        r = cli("simulate", spec, "--out", out)
-        assert r.returncode == 0, r.stderr[-2000:]
+    for protocol, out in outs.items():
         ledger = [json.loads(line) for f in (out / "ledger").glob("*.jsonl") for line in f.read_text().splitlines()]
         runs[protocol] = (json.loads((out / "metrics.json").read_text()), ledger)
     (m_e, led_e), (m_r, led_r) = runs["ecdh"], runs["rr22"]
     assert m_r["intersection"]["size"] == m_e["intersection"]["size"]
     # the same rows in the same (canonical) order reach training under both protocols
     for split in ("train", "test"):
-        ids = [pd.read_csv(tmp_path / p / "run" / "scores" / f"{split}.csv").id.tolist() for p in ("ecdh", "rr22")]
+        ids = [pd.read_csv(outs[p] / "scores" / f"{split}.csv").id.tolist() for p in ("ecdh", "rr22")]
         assert ids[0] == ids[1] and len(ids[0]) > 100
     # (the secure training itself is not bit-reproducible across runs, so the models agree closely)
     assert m_r["test"]["auc"] == pytest.approx(m_e["test"]["auc"], abs=0.01)

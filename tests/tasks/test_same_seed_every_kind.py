@@ -78,7 +78,12 @@ def _spec(kind: str, tmp: Path) -> Path:
     return spec
 
 
-@pytest.mark.parametrize("kind", ["horizontal.gbdt", "vertical.woe", "vertical.scorecard", "vertical.secureboost"])
+@pytest.mark.parametrize("kind", ["horizontal.gbdt", "vertical.woe", pytest.param("vertical.scorecard", marks=pytest.mark.extended(
+    covered_by="[vertical.woe] here (its WOE stage, same spec and seed) and "
+               "tests/algorithms/vertical/test_hetero_lr_multi.py::test_same_seed_same_model (its LR stage: the "
+               "several-holder exact solver, same seed, same model) and "
+               "tests/tasks/test_vertical_lr_e2e.py::test_same_seed_same_model[two-holders] (that solver through "
+               "the task glue, PSI included)")), "vertical.secureboost"])
 def test_same_spec_and_seed_give_the_same_model(tmp_path, kind):
     spec = _spec(kind, tmp_path)
     outs = [tmp_path / "run1", tmp_path / "run2"]

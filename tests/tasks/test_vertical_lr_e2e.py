@@ -98,16 +98,14 @@ def test_simulate_example_on_shared_data(shared_data, repo, tmp_path):
 
 
 @pytest.mark.e2e
-def test_three_party_simulate_then_federated_predict(tmp_path):
-    spec = synthetic(tmp_path)
-    out = tmp_path / "run"
-    r = cli("simulate", spec, "--out", out)
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_three_party_simulate_then_federated_predict(vsmall_ecdh_run, tmp_path):
+    # the simulate run of synthetic() (tests/tasks/conftest.py), shared with the RR22 test's ECDH reference
+    folder, out = vsmall_ecdh_run
     m = json.loads((out / "metrics.json").read_text())
-    lender = pd.read_csv(tmp_path / "lender.csv")
+    lender = pd.read_csv(folder / "lender.csv")
     common = set(lender.id)
     for h in ("payco", "bureau"):
-        common &= set(pd.read_csv(tmp_path / f"{h}.csv").id)
+        common &= set(pd.read_csv(folder / f"{h}.csv").id)
     assert m["intersection"]["size"] == len(common) < len(lender)
     assert m["test"]["auc"] > 0.7
     for f in ("model.json", "model-payco.json", "model-bureau.json"):
@@ -242,6 +240,11 @@ def test_same_seed_same_model(tmp_path, hosts, request):
 
 
 @pytest.mark.e2e
+@pytest.mark.extended(covered_by="tests/algorithms/vertical/test_hetero_lr.py::test_exact_solver_matches_pooled_on_every_stress_case[collinear] "
+                                 "(this collinear stress case, the same one-holder exact solver, against scikit-learn), "
+                                 "tests/runtime/test_resume_e2e.py::test_vertical_lr_exact_resumes_after_a_feature_holder_crash "
+                                 "(one-holder exact vertical.lr over mTLS processes) and "
+                                 "::test_lender_payco_bureau_over_mtls_match_pooled (processes vs pooled scikit-learn)")
 def test_stress_case_over_mtls_matches_pooled(shared_data, tmp_path):
     """A hard vertical split (nearly collinear feature-holder columns) end to end over mTLS processes,
     compared with scikit-learn on the same standardised training rows."""

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 
 from fedrisk.runtime.demo import free_ports
 from tests.tasks.test_woe_tasks import german_frame
@@ -51,3 +52,8 @@ test_column = "in_test"
     assert st["n_actual"] == int(shifted.sum()) and st["band"] == "shift" and st["psi"] > 0.25
     html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert "test_column" in html and "band-shift" in html
+    # the column chose the test rows at every party and is never a feature (nor named in a model file)
+    run = tmp_path / "run"
+    assert set(pd.read_csv(run / "scores" / "test.csv").id) == set(df.id[shifted])
+    cards = sorted(run.glob("scorecard-*.json"))
+    assert len(cards) == 2 and all("in_test" not in f.read_text() for f in cards)

@@ -115,6 +115,14 @@ def test_three_parties_simulate_and_predict(tmp_path):
     assert np.allclose(scores.set_index("id").score, trained.loc[scores.id, "score"], atol=1e-6)
 
 
+@pytest.mark.extended(covered_by="tests/algorithms/vertical/test_secureboost.py::test_missing_values_get_their_own_bin_and_a_learned_side "
+                                 "and ::test_missing_value_binning_and_split_search (training on blanks equals the pooled "
+                                 "sparsity-aware trees; raw rows with NaN score to the learned side), "
+                                 "tests/tasks/test_vertical_missing_advice.py::test_blank_cells_name_the_spec_setting_of_the_task"
+                                 "[vertical.secureboost-missing = 'keep'] (blanks without the policy refused), "
+                                 "::test_three_parties_simulate_and_predict (this job over mTLS processes, federated predict) "
+                                 "and tests/tasks/test_horizontal_gbdt_e2e.py::test_mtls_run_then_local_predict "
+                                 "(missing = \"keep\" blanks over processes, trained on and scored)")
 def test_missing_values_kept_trained_on_and_scored(tmp_path):
     spec = three_party_job(tmp_path, blanks=True)
     out = tmp_path / "run"

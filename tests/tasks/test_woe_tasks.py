@@ -235,6 +235,13 @@ def simulate_vertical_default_credit(tmp_path, shared_data, kind: str, timeout: 
     return out
 
 
+@pytest.mark.extended(covered_by="tests/tasks/test_woe_tasks.py::test_vertical_woe_iv_equals_pooled_iv (this task over the in-memory network, the code "
+                                 "`fedrisk party` runs, IV equal to the pooled IV), tests/algorithms/vertical/test_woe.py::"
+                                 "test_vertical_iv_equals_pooled_iv and ::test_what_each_party_sees (the protocol and what "
+                                 "each party received), tests/tasks/test_vertical_scorecard_split_named.py::"
+                                 "test_test_column_is_named_and_a_shifted_test_population_is_flagged (a vertical WOE stage "
+                                 "over `fedrisk simulate` mTLS processes, report written) and tests/finance/test_report_tasks.py::"
+                                 "test_woe_task_report_has_binning_not_empty_model_sections (the WOE report)")
 def test_vertical_woe_simulate_e2e(tmp_path, shared_data):
     """``fedrisk simulate`` on the default-credit vertical split: processes, mTLS, files, report."""
     out = simulate_vertical_default_credit(tmp_path, shared_data, "vertical.woe")

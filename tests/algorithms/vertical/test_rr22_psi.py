@@ -348,8 +348,10 @@ def black_hole():
     s.close()
 
 
-def _silence_links(monkeypatch, port, calls, tmp_path):
-    """The lender's library is told its peer lives at ``port`` for its first ``calls`` link set-ups."""
+def _silence_links(monkeypatch, port, calls, tmp_path, deadline_s: float = 8.0):
+    """The lender's library is told its peer lives at ``port`` for its first ``calls`` link set-ups;
+    a link set-up is given up after ``deadline_s`` (a test whose every link is silenced waits it out
+    at every attempt, so it takes a short one)."""
     import tempfile
 
     from fedrisk.algorithms.vertical import rr22_psi
@@ -366,7 +368,7 @@ def _silence_links(monkeypatch, port, calls, tmp_path):
             out["parties"] = [[p, f"127.0.0.1:{port}" if p == peer else addr] for p, addr in out["parties"]]
         return out
     monkeypatch.setattr(rr22_psi, "_link_job", job)
-    monkeypatch.setattr(rr22_psi, "_LINK_DEADLINE_S", 8.0)
+    monkeypatch.setattr(rr22_psi, "_LINK_DEADLINE_S", deadline_s)
 
 
 @needs_extra
@@ -403,7 +405,8 @@ def test_a_link_that_never_answers_is_given_up_and_tried_once_more_cleanly(pki, 
 
 @needs_extra
 def test_a_link_that_never_comes_up_fails_with_one_line_at_both_parties(pki, monkeypatch, black_hole, tmp_path):
-    _silence_links(monkeypatch, black_hole, 2, tmp_path)
+    # no link ever comes up here, so both attempts wait out the deadline: 3 s each, not 8 (CI time)
+    _silence_links(monkeypatch, black_hole, 2, tmp_path, deadline_s=3.0)
     before = _link_leftovers()
     net = InMemoryNetwork(["lender", "payco"], tag_prefixes=("psi.",), recv_timeout=120)
     errors = {}
@@ -422,6 +425,6 @@ def test_a_link_that_never_comes_up_fails_with_one_line_at_both_parties(pki, mon
     for p, e in errors.items():
         msg = str(e)
         assert "\n" not in msg and "RR22" in msg and "2 attempts" in msg and "stacktrace" not in msg, msg
-    assert "did not come up within 8 s" in str(errors["lender"])
+    assert "did not come up within 3 s" in str(errors["lender"])
     assert _library_children() == []
     assert _link_leftovers() == before
