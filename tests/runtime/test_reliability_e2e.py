@@ -143,7 +143,9 @@ def test_test_column_at_the_label_holder_chooses_the_test_rows_for_everyone(tmp_
     assert [e["kind"] for e in lines if e["tag"] == "psi.split"] == ["plaintext-by-design"]
 
 
-@pytest.mark.extended(covered_by="tests/estimators/test_engine.py::test_vertical_scoring_fills_with_the_training_means_not_the_batch_means "
+@pytest.mark.extended(covered_by="tests/tasks/test_vertical_training_means.py (the fill values are the aligned training rows' "
+                                 "means, LR and SecureBoost) and "
+                                 "tests/estimators/test_engine.py::test_vertical_scoring_fills_with_the_training_means_not_the_batch_means "
                                  "(vertical LR trained with missing = 'mean': every column's training mean in the model "
                                  "file, a blank row scored alike in any batch and as `fedrisk predict`'s formula) and "
                                  "tests/runtime/test_predict.py::test_horizontal_lr_predict_blank_cells_and_dialects (a "
