@@ -484,10 +484,10 @@ class Federation:
 
 
 def _privacy_table(kind: str, privacy: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The ``privacy=`` argument checked as the spec's ``[privacy]`` table is, in one line."""
-    from pydantic import ValidationError
+    """The ``privacy=`` argument checked as the spec's ``[privacy]`` table is, in the spec's one-line terms."""
+    from pydantic import ValidationError, create_model
 
-    from fedrisk.runtime.spec import PrivacySpec
+    from fedrisk.runtime.spec import PrivacySpec, format_errors
 
     if privacy is None:
         return None
@@ -496,15 +496,11 @@ def _privacy_table(kind: str, privacy: Mapping[str, Any] | None) -> dict[str, An
     if kind != "horizontal":
         raise ConfigError("privacy=...: differential privacy applies to horizontal trainers (horizontal.gbdt, "
                           "horizontal.lr); a vertical federation has no privacy setting")
+    table = create_model("PrivacyTable", privacy=(PrivacySpec, ...))  # errors located as in a spec: privacy.KEY
     try:
-        PrivacySpec(**privacy)
+        table.model_validate({"privacy": dict(privacy)})
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err.get("loc", ())) or "privacy"
-        raise ConfigError(f"privacy={dict(privacy)!r}: {where}: {err.get('msg', 'invalid')} (keys: epsilon, delta, "
-                          "noise_multiplier, clip)") from None
-    except TypeError as e:
-        raise ConfigError(f"privacy={dict(privacy)!r}: {e}") from None
+        raise ConfigError(f"{format_errors('Federation(privacy=...)', e)} (keys: {', '.join(PrivacySpec.model_fields)})") from None
     return dict(privacy)
 
 

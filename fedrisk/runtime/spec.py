@@ -475,7 +475,10 @@ def _suggest(key: str, options: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _format_errors(path: Path, e: ValidationError) -> str:
+def format_errors(where: str | Path, e: ValidationError) -> str:
+    """One line for a spec validation error: each key's dotted path and what is wrong, unknown keys
+    with the closest known one. ``e`` must come from :class:`JobSpec` or a model validated at the
+    same place in it (``loc`` starting from the spec's root, e.g. ``("privacy", "budget")``)."""
     lines = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-after"))
@@ -489,7 +492,7 @@ def _format_errors(path: Path, e: ValidationError) -> str:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{loc}: {msg}" if loc else msg)
-    return f"{path}: " + "; ".join(lines)
+    return f"{where}: " + "; ".join(lines)
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
@@ -539,7 +542,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_errors(path, e)) from None
+        raise ConfigError(format_errors(path, e)) from None
     from fedrisk.runtime.tasks import get_task  # late: tasks import algorithms
 
     task = get_task(spec.task["kind"], where=str(path))
