@@ -205,3 +205,56 @@ def test_a_killed_key_holder_leaves_no_scratch_file_or_folder():
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert {f.name for f in base.glob("fedrisk-ckks-*")} - before == set()
+
+
+def test_scratch_in_memory_gives_the_file_paths_bytes_per_thread_and_closes_with_its_thread():
+    """SEAL reaches each thread's anonymous in-memory file through /proc/self/fd; the bytes are those
+    the named-file fallback gives, threads do not mix their objects, and a finished thread's file
+    is closed (no descriptor per thread left open)."""
+    import os
+    import threading
+
+    import tenseal.sealapi as s
+
+    from fedrisk.crypto.ckks import CkksOwner, _Files
+
+    owner = CkksOwner()
+    files, named = _Files(), _Files()
+    named._memfd = False
+    if not files._memfd:
+        pytest.skip("no memfd_create here: only the named-file path runs")
+    pk = s.PublicKey()
+    owner._kg.create_public_key(pk)
+    assert files.dump(pk) == named.dump(pk)  # same serialisation either way
+    blobs = {}
+    for v in (0.25, -3.5):
+        pt = s.Plaintext()
+        owner.encoder.encode([v] * 16, owner.scale, pt)
+        blobs[v] = files.dump(owner.encryptor.encrypt_symmetric(pt))
+    before = len(os.listdir("/proc/self/fd"))
+    got, errors = {}, []
+
+    def work(v):
+        try:
+            for _ in range(20):
+                ct = files.load(s.Ciphertext(), owner.ctx, blobs[v])
+                pt = s.Plaintext()
+                owner.decryptor.decrypt(ct, pt)
+                got.setdefault(v, []).append(owner.encoder.decode_double(pt)[0])
+                assert files.dump(ct) == named.dump(ct)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(v,)) for v in (0.25, -3.5) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for v, vals in got.items():
+        assert len(vals) == 60 and np.allclose(vals, v, atol=1e-6), v
+    assert len(os.listdir("/proc/self/fd")) <= before  # the six threads' files are closed
+    with pytest.raises(CryptoError, match="malformed SEAL object"):
+        files.load(s.Ciphertext(), owner.ctx, b"not a ciphertext")
+    with pytest.raises(CryptoError, match="malformed SEAL object"):
+        named.load(s.Ciphertext(), owner.ctx, b"not a ciphertext")

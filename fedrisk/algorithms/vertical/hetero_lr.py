@@ -221,6 +221,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
+# at import (a party imports its task's module at start, before PSI), not in the first sigmoid round:
+# importing scipy.fft takes ~0.3 s here, which sat on the label holder's critical path in training
+from scipy.fft import dct
 
 from fedrisk.crypto import prg_mask
 from fedrisk.crypto.ckks import DEFAULT_PARAMS, CkksOwner, CkksPeer
@@ -741,8 +744,6 @@ def chebyshev_basis(t: np.ndarray, K: int) -> np.ndarray:
 
 def chebyshev_coefficients(c: np.ndarray, B: float, K: int) -> np.ndarray:
     """Per-row coefficients ``a_0..a_K`` (``(K+1) x n``) of ``s -> sigma(c_i + B s)`` on [-1, 1]."""
-    from scipy.fft import dct
-
     j = np.arange(K + 1)
     nodes = np.cos(np.pi * (j + 0.5) / (K + 1))
     # sigma(c + B x) = 1 / (1 + e^-c e^-Bx): n + K exponentials and an outer product instead of
