@@ -165,19 +165,23 @@ def roundest_between(a: float, b: float) -> float:
     return roundest_in(math.nextafter(a, -math.inf), b) if b > a else a
 
 
-def _round_candidates(a: float, b: float, most: int = 100) -> list[float]:
+def _round_candidates(a: float, b: float, most: int = 100) -> dict[float, float]:
     """The multiples in ``(a, b]`` of powers of ten, coarsest first, while there are at most ``most``
-    of them (``(1787.9, 1803.9]``: 1800; 1790; 1788 .. 1803)."""
+    of them, each with the coarsest power it is a multiple of (``(1787.9, 1803.9]``: 1800 -> 100;
+    1790 -> 10; 1788 .. 1803 -> 1)."""
+    out: dict[float, float] = {}
     if not b > a or not math.isfinite(a) or not math.isfinite(b):
-        return []
-    out: list[float] = []
+        return out
     for d in range(-18, 19):
         step = 10.0 ** (-d)
         lo, hi = math.floor(a / step) + 1, math.floor(b / step)
         if hi - lo + 1 + len(out) > most:
             break
-        out += [v for v in (round(m * step, max(d, 0)) for m in range(lo, hi + 1)) if a < v <= b]
-    return sorted(set(out))
+        for m in range(lo, hi + 1):
+            v = round(m * step, max(d, 0))
+            if a < v <= b:
+                out.setdefault(v, step)
+    return out
 
 
 def _decimal_step(x: float) -> float:
@@ -286,16 +290,29 @@ def _checked_cells(me: str, coord: str, tag: str, msg: Any, intervals: Any, nume
         raise ProtocolError(f"{me}: the coordinator's histogram request ({tag}) is malformed; refused")
     total = 0
     for f, pairs in intervals.items():
-        if not isinstance(pairs, list) or not all(
-                isinstance(ab, (list, tuple)) and len(ab) == 2 and all(
-                    expect.real(v, finite=True) for v in ab)
-                and ab[0] <= ab[1] for ab in pairs):
+        if isinstance(pairs, np.ndarray):  # a long list of pairs travels as an (m, 2) float64 array
+            ok = (pairs.ndim == 2 and pairs.shape[1] == 2 and pairs.dtype == np.float64
+                  and bool(np.all(np.isfinite(pairs))) and bool(np.all(pairs[:, 0] <= pairs[:, 1])))
+        else:
+            ok = isinstance(pairs, list) and all(
+                isinstance(ab, (list, tuple)) and len(ab) == 2 and all(expect.real(v, finite=True) for v in ab)
+                and ab[0] <= ab[1] for ab in pairs)
+        if not ok:
             raise ProtocolError(f"{me}: the coordinator's intervals in {tag} are not pairs of finite numbers; refused")
         total += len(pairs) * cells
     if total > _MAX_REQUESTED_COUNTS:
         raise ProtocolError(f"{me}: the coordinator's histogram request ({tag}) asks for {total} counts, more than "
                             f"one message may carry ({_MAX_REQUESTED_COUNTS}); refused")
     return cells
+
+def _slices(ordered: np.ndarray, intervals: Any) -> list[tuple[tuple[float, float], int, int]]:
+    """Each interval ``(a, b]`` with the slice of the sorted values inside it (two binary searches
+    instead of a pass over the column per interval: the edge check asks thousands of them)."""
+    ab = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
+    lo = np.searchsorted(ordered, ab[:, 0], side="right")
+    hi = np.searchsorted(ordered, ab[:, 1], side="right")
+    return [((a, b), i, j) for (a, b), i, j in zip(ab.tolist(), lo.tolist(), hi.tolist())]
+
 
 def _cell_counts(v: np.ndarray, lo: float, hi: float, n: int) -> np.ndarray:
     """Counts per right-closed cell ``(lo + j*w, lo + (j+1)*w]`` (values <= lo go to cell 0).
@@ -443,11 +460,12 @@ def horizontal_woe_party(channel: Channel, coordinator: str, X: pd.DataFrame, y:
         agg.submit(channel, coordinator, f"{tag}.cdf",
                    np.concatenate([_cell_counts(values[f], *grid["range"][f], G) for f in numeric]))
         ref = channel.recv(coordinator, f"{tag}.refine")
+        ordered = {f: np.sort(values[f]) for f in numeric}  # an interval's values are one slice of them
         for level in range(MAX_DEEPER + 1):
             G2 = _checked_cells(channel.me, coordinator, f"{tag}.refine", ref,
                                 ref.get("intervals") if isinstance(ref, dict) else None, numeric)
-            parts = [_cell_counts(values[f][(values[f] > a) & (values[f] <= b)], a, b, G2)
-                     for f in numeric for a, b in ref["intervals"].get(f, [])]
+            parts = [_cell_counts(ordered[f][lo:hi], a, b, G2) for f in numeric
+                     for (a, b), lo, hi in _slices(ordered[f], ref["intervals"].get(f, []))]
             agg.submit(channel, coordinator, f"{tag}.sub" + (str(level) if level else ""),
                        np.concatenate(parts) if parts else np.zeros(0))
             msg = channel.recv(coordinator, f"{tag}.prebins")
@@ -639,24 +657,24 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *,
         options, asks = [], {}
         for f, a2, b2, gap_hi, next_hi, n_sub in placed:
             safe = roundest_between(b2, gap_hi)
-            mine = [safe]
-            for c in _round_candidates(a2, next_hi):
-                if c not in mine and not b2 <= c <= gap_hi and _decimal_step(c) >= _decimal_step(safe):
-                    mine.append(c)
+            mine = {safe: _decimal_step(safe)}
+            for c, step in _round_candidates(a2, next_hi).items():
+                if c not in mine and not b2 <= c <= gap_hi and step >= mine[safe]:
+                    mine[c] = step
                     asks[(f, a2, c)] = n_sub
-            options.append((f, a2, mine))
+            options.append((f, a2, safe, mine))
         ok: set[tuple[str, float, float]] = set()
         if asks and level < MAX_DEEPER:
-            keys = sorted(asks)
-            msg = {"intervals": {f: [[a2, c] for g, a2, c in keys if g == f] for f in numeric
-                                 if any(g == f for g, _, _ in keys)}, "cells": 1}
+            order = [key for f in numeric for key in sorted(k for k in asks if k[0] == f)]
+            # arrays, not lists of pairs: thousands of intervals as JSON numbers cost more than the counting
+            msg = {"intervals": {f: np.asarray([[a2, c] for g, a2, c in order if g == f], dtype=np.float64)
+                                 for f in numeric if any(g == f for g, _, _ in order)}, "cells": 1}
             channel.broadcast(parties, f"{tag}.prebins", {"refine": msg}, kind="public-parameter")
-            order = [(f, a2, c) for f in numeric for a2, c in msg["intervals"].get(f, [])]
             got = _sum(agg, channel, parties, f"{tag}.sub{level + 1}", len(order), integer=True)
             ok = {key for key, c in zip(order, got) if c == asks[key]}
-        for f, a2, mine in options:
-            valid = [mine[0]] + [c for c in mine[1:] if (f, a2, c) in ok]
-            edges[f].append(min(valid, key=lambda c: (-_decimal_step(c), c)))
+        for f, a2, safe, mine in options:
+            valid = [c for c in mine if c == safe or (f, a2, c) in ok]
+            edges[f].append(min(valid, key=lambda c: (-mine[c], c)))
         for f in numeric:
             prebin_edges[f] = np.unique(np.asarray(edges[f], dtype=float))
         channel.broadcast(parties, f"{tag}.prebins", {"edges": {f: prebin_edges[f].tolist() for f in numeric}},

@@ -280,3 +280,23 @@ def test_a_many_level_code_is_not_fitted_level_by_level_and_equals_pooled():
     # level by level (the old rule: no minimum count, no test) fits the noise
     old = fit_feature_bins(X["branch"], y, "branch", config=BinningConfig(min_category_count=1, category_pvalue=1.0))
     assert WoeEncoder().fit_bins(X, y, {"branch": old}).iv_["branch"] > 0.05
+
+
+def test_interval_requests_as_arrays_are_checked_like_lists():
+    """The edge check sends thousands of intervals as an (m, 2) float64 array; a bank checks it as
+    it checks a list of pairs: finite, ordered, within the per-message count bound."""
+    from fedrisk.algorithms.horizontal.woe import _checked_cells, _slices
+    from fedrisk.errors import ProtocolError
+
+    good = np.array([[0.5, 2.0], [2.0, 2.0]])
+    assert _checked_cells("bank", "coord", "t", {"cells": 1}, {"x": good}, ["x"]) == 1
+    for bad in (np.array([[1.0, np.nan]]), np.array([[3.0, 2.0]]), np.array([1.0, 2.0]),
+                np.array([[1, 2]]), np.zeros((1, 3))):
+        with pytest.raises(ProtocolError, match="not pairs of finite numbers"):
+            _checked_cells("bank", "coord", "t", {"cells": 1}, {"x": bad}, ["x"])
+    with pytest.raises(ProtocolError, match="more than"):
+        _checked_cells("bank", "coord", "t", {"cells": 65536}, {"x": np.zeros((2048, 2))}, ["x"])
+    # each interval (a, b] gets exactly the sorted values inside it
+    v = np.sort(np.array([0.5, 1.0, 1.0, 2.0, 3.0]))
+    assert [(lo, hi) for _, lo, hi in _slices(v, good)] == [(1, 4), (4, 4)]
+    assert _slices(v, []) == []
