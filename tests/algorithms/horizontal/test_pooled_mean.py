@@ -182,7 +182,9 @@ def test_private_runs_noise_the_counts_like_the_other_sums_and_spend_no_extra_me
         exact = exact + np.concatenate([[len(X)], np.nansum(Xc / s, axis=0), (~np.isnan(X)).sum(0)])
     z = (agg.totals["hlr.sum"] - exact) / (plan.noise_multiplier * np.sqrt(1 + 2 * d) * np.sqrt(len(banks)))
     assert len(z) == 1 + 2 * d
-    assert 0.6 < float(np.std(z)) < 1.5 and abs(float(np.mean(z))) < 0.5
+    # 25 standard normals: bounds at ~5 sigma (the mean's sd is 0.2; chi-square(24) for the sd), so an
+    # honest run fails about once in a million; the old ones (0.5, [0.6, 1.5]) failed ~1.5 % of runs
+    assert 0.4 < float(np.std(z)) < 1.8 and abs(float(np.mean(z))) < 1.0
     # the noisy pooled means are still near the observed ones (thousands of rows per column)
     observed = np.nanmean(np.vstack([X for X, _ in banks.values()]), axis=0)
     assert np.all(np.abs(model.mean - observed) <= 0.05 * s + 0.2)
