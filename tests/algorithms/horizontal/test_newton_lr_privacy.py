@@ -82,7 +82,9 @@ def test_released_sums_carry_the_calibrated_noise():
     expected = plan.noise_multiplier * dp_sensitivity(d, None) * np.sqrt(len(banks))
     z = noise / expected
     assert len(z) == 2 + 13 + 13 * 14 // 2
-    assert 0.8 < float(np.std(z)) < 1.25 and abs(float(np.mean(z))) < 0.3
+    # 106 standard normals: bounds at ~5 sigma (the mean's sd is 0.097, the sample sd's ~0.069), so
+    # an honest run fails about once in a million; the old ones (0.3, [0.8, 1.25]) failed ~0.4 % of runs
+    assert 0.65 < float(np.std(z)) < 1.4 and abs(float(np.mean(z))) < 0.5
 
 
 def test_auc_degrades_gracefully_with_epsilon():
