@@ -200,8 +200,9 @@ def test_heavy_tailed_integer_and_tie_columns_over_non_iid_banks_get_the_pooled_
 
     The first version put each edge at the roundest number of the sub-cell holding its quantile and
     stopped cutting at a tenth of a prebin's rows, so edges moved rows across them: here 6 of these
-    7 columns were binned differently (a Pareto column's IV 0.066 against 0.070; 2,698 rows moved),
-    and 15 of default credit's 23. The edges stay round numbers, never a customer's value."""
+    7 columns were binned differently (amounts in cents: 5 bins against 6, IV 0.0021 against 0.0048,
+    5,696 rows moved; the lognormal column 306 rows), and 15 of default credit's 23. The edges stay
+    round numbers, never a customer's value."""
     rng = np.random.default_rng(3)
     n = 6000
     X = pd.DataFrame({"pareto": (rng.pareto(1.5, n) + 1) * 1000, "pareto_wild": rng.pareto(0.8, n),
