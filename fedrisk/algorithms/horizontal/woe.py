@@ -33,6 +33,10 @@ Message flow (``C`` = coordinator, ``P`` = every party; ``T`` = tag prefix, defa
         holding every row of its cell twice running is taken for a tie and stops:
        C -> P  T.prebins    {"refine": those sub-cells, G2}                 public-parameter
        P => C  T.subL       counts per sub-cell of them (L = 1 .. MAX_DEEPER)  aggregate sum]
+       [once, if a rounder edge than the gap's may fit: round numbers near each settled quantile
+       C -> P  T.prebins    {"refine": (sub-cell start, round number] pairs, 1 cell}  public-parameter
+       P => C  T.subL       rows in each pair                               aggregate sum
+        a round number is the edge when those rows are exactly its sub-cell's rows]
        C -> P  T.prebins    {"edges": prebin edges}                        public-parameter
     5. P => C  T.counts     goods and bads per prebin (+ missing; per category)  aggregate sum
        C: merge prebins (binning.merge_bins; categorical: binning.group_categories -- more
