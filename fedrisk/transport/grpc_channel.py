@@ -59,6 +59,8 @@ _ABORT_TAG = "ctl.abort"
 LOGGED_REFUSALS = 20
 #: refusal reasons kept in memory (most recent)
 KEPT_REFUSALS = 100
+#: distinct client certificates whose sender :meth:`GrpcChannel._sender` remembers (then it starts afresh)
+_KEPT_SENDERS = 64
 log = logging.getLogger("fedrisk.transport")
 
 
@@ -124,6 +126,8 @@ class GrpcChannel(Channel):
         self.refused: deque[str] = deque(maxlen=KEPT_REFUSALS)
         self.refused_count: dict[str, int] = defaultdict(int)
         self._verified: set[str] = set()
+        #: client certificate (PEM bytes) -> the sender it identifies (:meth:`_sender`)
+        self._senders: dict[bytes, str | None] = {}
 
     # -- server --------------------------------------------------------------------------------
     def start(self) -> "GrpcChannel":
@@ -165,11 +169,31 @@ class GrpcChannel(Channel):
         self._server = server
         return self
 
-    def _on_deliver(self, frame: bytes, context: grpc.ServicerContext) -> bytes:
-        auth = context.auth_context()
+    def _sender(self, auth: Mapping[str, Any]) -> str | None:
+        """The party a frame comes from, by the client certificate TLS verified (see ``_on_deliver``).
+
+        Worked out once per certificate: parsing it, applying the identity rule and checking a pinned
+        CA's signature cost ~0.2 ms of every frame otherwise (the signature check alone; measured on
+        the 2-core machine), on the critical path of every round trip. The cache is keyed by the
+        certificate's exact bytes, so the answer is the one the checks would give again; it is bounded
+        (a long-running service may meet many certificates).
+        """
+        pem = (auth.get("x509_pem_cert") or [b""])[0]
+        try:
+            return self._senders[pem]
+        except KeyError:
+            pass
         peer = self._client_identity(auth)
         if peer in self.peer_cas and not self._issued_by_pinned_ca(peer, auth):
             peer = f"{peer} (certificate not issued by {peer}'s own CA)"
+        with self._lock:
+            if len(self._senders) >= _KEPT_SENDERS:
+                self._senders.clear()
+            self._senders[pem] = peer
+        return peer
+
+    def _on_deliver(self, frame: bytes, context: grpc.ServicerContext) -> bytes:
+        peer = self._sender(context.auth_context())
         if peer is None or peer not in self.peers:
             reason = (f"{self.me}: refused a connection from certificate name {safe_text(repr(peer), 300)}: "
                       f"not a party of job {self.job!r}")

@@ -150,6 +150,44 @@ def test_pinned_party_ca_refuses_a_certificate_for_that_name_from_another_ca(tmp
         fake_b.close()
 
 
+def test_a_senders_certificate_is_checked_once_and_a_foreign_one_is_refused_every_time(tmp_path):
+    """The receiver works out who sent a frame once per client certificate (the pinned-CA signature
+    check cost ~0.2 ms of every frame), and the remembered answer never lets another certificate in:
+    a fake 'bank-b' from bank-a's CA is refused on every send, before and after the real one is known."""
+    ca_a = make_dev_pki(["bank-a", "bank-b"], tmp_path / "a", ca_name="Bank A CA")
+    ca_b = make_dev_pki(["bank-b"], tmp_path / "b", ca_name="Bank B CA")
+    bundle = (ca_a / "ca.pem").read_bytes() + (ca_b / "ca.pem").read_bytes()
+    p1, p2 = free_ports(2)
+    addrs = {"bank-a": f"127.0.0.1:{p1}", "bank-b": f"127.0.0.1:{p2}"}
+    pins = {"bank-a": (ca_a / "ca.pem").read_bytes(), "bank-b": (ca_b / "ca.pem").read_bytes()}
+
+    def files(folder, name):
+        t = tls_files(folder, name)
+        return type(t)(bundle, t.cert, t.key)
+
+    a = GrpcChannel("bank-a", addrs, "job", files(ca_a, "bank-a"), connect_timeout=5, peer_cas=pins).start()
+    checks = []
+    real_check = a._issued_by_pinned_ca
+    a._issued_by_pinned_ca = lambda peer, auth: checks.append(peer) or real_check(peer, auth)
+    real_b = GrpcChannel("bank-b", addrs, "job", files(ca_b, "bank-b"), connect_timeout=5, peer_cas=pins)
+    fake_b = GrpcChannel("bank-b", addrs, "job", files(ca_a, "bank-b"), connect_timeout=5, peer_cas=pins)
+    try:
+        with pytest.raises(TransportError, match="not issued by bank-b's own CA"):
+            fake_b.send("bank-a", "t.x0", 0, kind="metric")
+        for i in range(1, 4):
+            real_b.send("bank-a", f"t.x{i}", i, kind="metric")
+            assert a.recv("bank-b", f"t.x{i}", timeout=5) == i
+        for i in range(4, 6):
+            with pytest.raises(TransportError, match="not issued by bank-b's own CA"):
+                fake_b.send("bank-a", f"t.x{i}", i, kind="metric")
+        assert checks == ["bank-b", "bank-b"]  # one check per certificate, not one per frame
+        assert sorted(a._senders.values()) == ["bank-b", "bank-b (certificate not issued by bank-b's own CA)"]
+    finally:
+        a.close()
+        real_b.close()
+        fake_b.close()
+
+
 def test_a_port_another_server_holds_is_refused_not_shared(pki):
     """gRPC binds with SO_REUSEPORT by default on Linux: a second party (a stale run, a `fedrisk
     serve` of the same party, another job) on the same port would then share it and the kernel would
