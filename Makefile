@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/fedrisk demo --out runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25  # the slowest tests in every CI log: the suite has a 30-minute budget
 
 bench: $(STAMP)
 	mkdir -p bench-out
