@@ -20,6 +20,8 @@ Conventions
 from __future__ import annotations
 
 import csv
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -181,13 +183,24 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
             sep = sep or ","
             header = _csv_header(path, sep)
             if header is not None:
-                dupes = sorted({c for c in header if header.count(c) > 1})
+                dupes = sorted({c for c in header if c and header.count(c) > 1})
                 if dupes:
                     raise ctx.error(f"duplicate column names {_listing(dupes)}; rename them so "
                                     "every column is unique")
-            df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True, skipinitialspace=True, sep=sep,
-                             decimal=decimal, na_values=list(na_values) or None)
+            with warnings.catch_warnings():
+                # index_col=False: a separator closing every data row (not the header) is an empty last field, not
+                # a sign that the first column is an index (pandas' default shifts every column one to the left);
+                # a row with a *filled* field beyond the header is refused below instead of silently cut
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                try:
+                    df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True, skipinitialspace=True, sep=sep,
+                                     decimal=decimal, na_values=list(na_values) or None, index_col=False)
+                except pd.errors.ParserWarning:
+                    raise ctx.error("some rows hold more fields than the header has names; " + (
+                        _header_separator_hint(path, sep) or "check the separator and the quoting of the export, or "
+                        "name every column in the header")) from None
             df.columns = [str(c).strip() for c in df.columns]
+            df = _without_nameless_columns(ctx, df, header)
         else:
             import pyarrow.parquet as pq
 
@@ -217,6 +230,25 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
         raise ctx.error(f"file has a header ({len(df.columns)} columns) but no data rows; export "
                         "the table with its rows")
     return declare_missing(df, na_values) if na_values else df
+
+
+def _without_nameless_columns(ctx: _Ctx, df: pd.DataFrame, header: list[str] | None) -> pd.DataFrame:
+    """Drop the columns a CSV header leaves unnamed and the rows leave blank; refuse one that holds values.
+
+    A separator closing every line (``a;b;``) is common in bank exports and makes an unnamed, empty column:
+    as a feature it would stop the job (no values) at one bank and not at another. An unnamed column with
+    values is data nobody can refer to (pandas calls it ``Unnamed: k``), so it is named by its position.
+    ``header``: the file's own header cells (``None`` for a compressed file: pandas' names are used).
+    """
+    if header is not None and len(header) == len(df.columns):
+        nameless = [j for j, c in enumerate(header) if not c]
+    else:
+        nameless = [j for j, c in enumerate(df.columns) if re.fullmatch(r"Unnamed: \d+", c)]
+    filled = [j for j in nameless if df.iloc[:, j].notna().any()]
+    if filled:
+        raise ctx.error(f"column {filled[0] + 1} has no name in the header but holds values; name it in the "
+                        "header or remove it from the export")
+    return df.iloc[:, [j for j in range(len(df.columns)) if j not in set(nameless)]] if nameless else df
 
 
 def _normalise_ids(ctx: _Ctx, raw: pd.Series, id_col: str) -> np.ndarray:
@@ -367,8 +399,16 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
     return vals.astype(np.int8)
 
 
-#: a number formatted for reading: thousands separators with a decimal part, optionally a currency sign
-_FORMATTED = r"\s*[$€£]?\s*-?\d{1,3}(?:[,.' ]\d{3})+[.,]\d+\s*[$€£]?\s*|\s*[$€£]\s*-?[\d,.' ]+\s*"
+#: a currency written next to an amount: a sign, or one of the ISO codes bank exports use most
+_CURRENCY = r"(?:[$€£¥]|USD|EUR|GBP|CHF|JPY|CAD|AUD|SEK|NOK|DKK|PLN|CZK|HUF|INR|CNY|HKD|SGD|NZD|ZAR|BRL|MXN|TRY)"
+_AMOUNT = r"-?(?:\d{1,3}(?:[,.' ]\d{3})+(?:[.,]\d+)?|\d+(?:[.,]\d+)?)"
+#: a number formatted for reading: thousands separators with a decimal part, a currency before or after it, a
+#: percent sign, or an accounting negative in parentheses ("(120.50)")
+_FORMATTED = (rf"\s*(?:-?\d{{1,3}}(?:[,.' ]\d{{3}})+[.,]\d+|{_CURRENCY}\s*-?[\d,.' ]*\d[\d,.' ]*|{_AMOUNT}\s*{_CURRENCY}"
+              rf"|{_AMOUNT}\s*%|\(\s*{_CURRENCY}?\s*{_AMOUNT}\s*{_CURRENCY}?\s*\))\s*")
+#: thousands separators without a decimal part ("12,629"): in a ','-separated file only a quoted amount; in a
+#: ';' file it may also be a decimal comma with three decimals, which only the bank can tell
+_THOUSANDS = r"\s*-?[1-9]\d{0,2}(?:[,']\d{3})+\s*"
 
 
 def _decimal_comma_mask(col: pd.Series) -> pd.Series:
@@ -452,19 +492,44 @@ def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
     return parsed.all_numbers if parsed is not None else None
 
 
-def _formatted_mask(col: pd.Series) -> pd.Series:
-    return col.astype(str).str.fullmatch(_FORMATTED)
+def _display_example(col: pd.Series, decimal: str = ".") -> str | None:
+    """A cell of a text column whose filled cells are numbers formatted for display ("1,234.56", "$ 1,200",
+    "12,629", "12.5%", "(120.50)"), else ``None``: not categories (one per amount), and not a decimal-comma file
+    either; the export should be fixed. Judged on a sample (this runs on every text column of the file): half the
+    cells formatted, or a few formatted among plain numbers (amounts under 1000 need no thousands separator)."""
+    if pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype) \
+            or pd.api.types.is_datetime64_any_dtype(col.dtype):
+        return None
+    text = col.dropna().astype(str).str.strip()
+    text = text[text != ""].head(_SAMPLE)
+    if not len(text):
+        return None
+    thousands = text.str.fullmatch(_THOUSANDS)
+    if (text.str.fullmatch(r"-?\d+,\d+") & ~thousands).any():  # "12,5" too: the commas are decimal marks
+        thousands = thousands & False
+    shown = text.str.fullmatch(_FORMATTED) | thousands
+    plain = (text.str.replace(decimal, ".", regex=False) if decimal != "." else text).str.fullmatch(_PLAIN_NUMBER)
+    if float(shown.mean()) >= 0.5 or (bool(shown.any()) and float((shown | plain).mean()) >= _MOSTLY):
+        return str(text[shown].iloc[0])
+    return None
 
 
-def _formatted_numbers(col: pd.Series) -> bool:
-    """Whether most filled cells of a text column are numbers formatted for display ("1,234.56",
-    "$ 1,200"): not categories, and not a decimal-comma file either; the export should be fixed."""
-    filled = col.dropna().head(1000)  # (a sample: this runs on every text column of the file)
-    return bool(len(filled)) and float(_formatted_mask(filled).mean()) >= 0.5
+def _display_refusal(columns: Sequence[str], example: str, sep: str | None) -> str:
+    """The refusal of columns holding numbers written for display; ``example``: one of their cells. A lone
+    thousands group ("12,629") in a file not separated by ',' may be a three-decimal comma, so that reading is
+    offered too (in a ','-separated file ``decimal = ','`` cannot be set)."""
+    line = (f"feature columns {_listing(columns)} look like numbers written for display (e.g. {example!r}: "
+            "thousands separators, a currency, a percent sign or parentheses for negatives); export them as plain "
+            "numbers")
+    if (sep or ",") != "," and re.fullmatch(r"\s*-?[1-9]\d{0,2},\d{3}\s*", example):
+        line += ("; if the comma is the decimal mark, set decimal = ',' for this party in the job spec (fedrisk "
+                 "predict: --decimal ',')")
+    return line
 
 
-#: text cells that stand for "no value" in exports (SAS ".", UCI "?", "unknown", "n/a", "-")
-_PLACEHOLDER_TEXT = r"\W+|unknown|unk|n/?a|none|null|missing|not available|nan"
+#: text cells that stand for "no value" in exports (SAS ".", UCI "?", "unknown", "n/a", "-", spreadsheet errors
+#: such as "#DIV/0!" or "#VALUE!")
+_PLACEHOLDER_TEXT = r"\W+|unknown|unk|n/?a|none|null|missing|not available|nan|#[a-z0-9/]+[!?]?"
 #: a mostly numeric column with more distinct numbers than this is an amount, not a list of codes
 _MAX_CODE_LEVELS = 50
 
@@ -515,7 +580,7 @@ def _missing_advice(odd: pd.Series) -> str:
 
 
 def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str, decimal: str = ".",
-                    parsed: Mapping[str, _TextNumbers | None] | None = None) -> None:
+                    parsed: Mapping[str, _TextNumbers | None] | None = None, sep: str | None = None) -> None:
     """Refuse undeclared text columns that would be taken for categories but are numbers with a few text
     cells ("?", "unknown": an amount becomes one category per value) or dates written as text.
 
@@ -523,6 +588,9 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
     caller already made it (:func:`_parse_text_numbers`, for :func:`numbers_in_text`), so no column is
     parsed twice.
     """
+    shown = {c: ex for c in columns for ex in [_display_example(df[c], decimal)] if ex}
+    if shown:  # amounts exported for reading ("12,629", "12.5%"): one category per amount otherwise
+        raise ctx.error(_display_refusal(list(shown), next(iter(shown.values())), sep))
     dates = []
     for c in columns:
         p = (parsed or {}).get(c) or _parse_text_numbers(df[c], decimal)
@@ -819,11 +887,9 @@ def load_party_table(
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
     if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
         raise ctx.error(_dates_named(df, dates))
-    formatted = [c for c in non_numeric if c not in declared and _formatted_numbers(df[c])]
-    if formatted:  # amounts exported for reading: neither categories nor a decimal-comma dialect
-        example = str(df[formatted[0]][_formatted_mask(df[formatted[0]])].iloc[0]).strip()
-        raise ctx.error(f"feature columns {_listing(formatted)} look like numbers written for display (e.g. "
-                        f"{example!r}: thousands separators or a currency sign); export them as plain numbers")
+    shown = {c: ex for c in non_numeric if c not in declared for ex in [_display_example(df[c], decimal)] if ex}
+    if shown:  # amounts exported for reading: neither categories nor a decimal-comma dialect
+        raise ctx.error(_display_refusal(list(shown), next(iter(shown.values())), sep))
     if encoding is not None:
         from fedrisk.data.categorical import encode_columns
 
@@ -1058,7 +1124,7 @@ def load_party_frame(
     X = df[feature_names].reset_index(drop=True)
     if categorical is not None:
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
-                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], declare, decimal)
+                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], declare, decimal, sep=sep)
     empty = [c for c in feature_names if X[c].isna().all()]
     if empty and not allow_empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "

@@ -99,3 +99,83 @@ def test_a_party_without_defaults_is_told_how_to_say_so(tmp_path):
     assert "good" not in redact(str(info.value), keep=["bank1", "bad"])  # a partner's copy names no value
     t = load_party_table(path, party="bank1", id_col="id", label_col="y", positive={"bad": 1, "good": 0})
     assert t.y.tolist() == [0, 0] and t.label_coding == ["good", "bad"]
+
+
+# --- bank exports: trailing separators, display-formatted numbers, spreadsheet errors ----------------------------
+
+def _bank_rows(n=40, seed=3):
+    """A small bank export as rows of text cells: id, an amount above 1000, a ratio, and a 0/1 label."""
+    rng = np.random.default_rng(seed)
+    return [(f"{1000 + i}", float(np.round(rng.uniform(1000, 90000), 2)), float(np.round(rng.uniform(0, 1), 4)),
+             int(rng.random() < 0.3)) for i in range(n)]
+
+
+def test_a_separator_at_the_end_of_every_data_row_does_not_shift_the_columns(tmp_path):
+    """Mainframe and SAS exports often end every data row with the separator but not the header; pandas then takes
+    the first column for the index and every column shifts one to the left (the id gets the amounts)."""
+    rows = _bank_rows()
+    path = _write(tmp_path, "id,amount,ratio,y\n" + "".join(f"{i},{a},{r},{y},\n" for i, a, r, y in rows))
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y")
+    assert t.ids.tolist() == [r[0] for r in rows] and t.feature_names == ["amount", "ratio"]
+    np.testing.assert_array_equal(t.X, [[a, r] for _, a, r, _ in rows])
+    assert t.y.tolist() == [r[3] for r in rows]
+    semi = _write(tmp_path, "id;amount;ratio;y;\n" + "".join(f"{i};{a};{r};{y};\n" for i, a, r, y in rows), "semi.csv")
+    for loaded in (load_party_table(semi, party="bank1", id_col="id", label_col="y", sep=";"),
+                   load_party_frame(semi, party="bank1", id_col="id", label_col="y", sep=";")):
+        assert loaded.feature_names == ["amount", "ratio"]  # a trailing separator in the header too: no blank column
+    extra = _write(tmp_path, "id,amount,ratio,y\n1,5.0,0.5,0,7\n2,6.0,0.2,1,\n", "extra.csv")
+    with pytest.raises(DataError, match=r"more fields than the header") as info:
+        load_party_table(extra, party="bank1", id_col="id", label_col="y")
+    assert "'bank1'" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_column_without_a_header_name_is_dropped_when_blank_and_named_by_position_otherwise(tmp_path):
+    path = _write(tmp_path, "id,amount,,y,,\n1,5.0,,0,,\n2,6.0,,1,,\n")
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y")
+    assert t.feature_names == ["amount"] and t.X[:, 0].tolist() == [5.0, 6.0]
+    named = _write(tmp_path, "id,amount,,y\n1,5.0,x,0\n2,6.0,,1\n", "named.csv")
+    with pytest.raises(DataError, match=r"column 3 has no name in the header but holds values"):
+        load_party_table(named, party="bank1", id_col="id", label_col="y")
+
+
+@pytest.mark.parametrize("shown", [
+    lambda a: f'"{a:,.0f}"',            # thousands separators without decimals: not decimal commas
+    lambda a: f"{a:.2f} EUR",           # a currency code after the amount
+    lambda a: f"USD {a:.2f}",
+    lambda a: f"{a / 1000:.1f}%",       # a percentage
+    lambda a: f"({a:.2f})",             # an accounting negative
+])
+def test_numbers_written_for_display_are_refused_as_such_in_tables_and_frames(tmp_path, shown):
+    """A column of '12,629' / '12.5%' / '(120.50)' is an amount a spreadsheet formatted for reading: taken for a
+    category it is garbage, and '12,629' is not a decimal comma (following that advice in a ';' file reads 12.629)."""
+    rows = _bank_rows()
+    path = _write(tmp_path, "id,amount,ratio,y\n" + "".join(f"{i},{shown(a)},{r},{y}\n" for i, a, r, y in rows))
+    for load in (lambda: load_party_table(path, party="bank1", id_col="id", label_col="y"),
+                 lambda: load_party_table(path, party="bank1", id_col="id", label_col="y", encoding="onehot"),
+                 lambda: load_party_frame(path, party="bank1", id_col="id", label_col="y", categorical=[])):
+        with pytest.raises(DataError) as info:
+            load()
+        msg = str(info.value)
+        assert "'amount'" in msg and "written for display" in msg and "export them as plain numbers" in msg, msg
+        assert "set decimal" not in msg and "categor" not in msg, msg
+
+
+def test_thousands_without_decimals_in_a_semicolon_file_name_both_readings(tmp_path):
+    """'12,629' in a ';' file is thousands separators or a three-decimal comma: only the bank knows which."""
+    path = _write(tmp_path, "id;amount;y\n1;12,629;0\n2;800;1\n3;1,250;0\n")
+    with pytest.raises(DataError) as info:
+        load_party_table(path, party="bank1", id_col="id", label_col="y", sep=";")
+    msg = str(info.value)
+    assert "written for display" in msg and "if the comma is the decimal mark, set decimal = ','" in msg
+
+
+@pytest.mark.parametrize("marker", ["#DIV/0!", "#VALUE!", "#NUM!", "#REF!"])
+def test_spreadsheet_error_cells_among_numbers_are_placeholders_to_declare(tmp_path, marker):
+    rows = _bank_rows()
+    path = _write(tmp_path, "id,amount,ratio,y\n" + "".join(
+        f"{i},{a},{marker if k % 9 == 0 else r},{y}\n" for k, (i, a, r, y) in enumerate(rows)))
+    with pytest.raises(DataError) as info:
+        load_party_table(path, party="bank1", id_col="id", label_col="y", missing="mean")
+    assert f"na_values = [\"{marker}\"]" in str(info.value) and "categor" not in str(info.value)
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", missing="mean", na_values=[marker])
+    assert np.isfinite(t.X).all() and "ratio" in t.imputed
