@@ -919,7 +919,8 @@ def load_party_table(
                 X, names = X[:, [names.index(f) for f in wanted]], wanted
             table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice,
                             fill_later)
-            table.categories, table.unseen, table.notes = encoders, unseen, notes + _no_value_notes(no_value, missing)
+            table.categories, table.unseen = encoders, unseen
+            table.notes = notes + table.notes + _no_value_notes(no_value, missing)
             table.label_coding = label_coding(df[label_col], positive) if y is not None else None
             return table
     if non_numeric:
@@ -979,6 +980,14 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
                 imputed[name] = float(value)
     # under "keep" NaN is a legitimate value; infinities are never missing values
     bad = np.isinf(X) if missing == "keep" else ~np.isfinite(X)
+    notes = []
+    if missing == "mean" and np.isinf(X).any():
+        # an infinite ratio is usually a zero denominator (a zero limit), which the mean of the others misdescribes
+        per_col = np.isinf(X).sum(axis=0)
+        counts = ", ".join(f"{feature_names[j]!r} ({int(per_col[j])})" for j in np.flatnonzero(per_col))
+        notes.append(f"feature columns {counts} "
+                     "hold infinite values (e.g. a ratio over zero); missing = 'mean' fills them like blank cells -- "
+                     "cap or recode them in the export if they mean something else")
     if missing == "mean" and fill_later:  # the federation fills them with agreed (pooled) means
         X[bad] = np.nan
         bad = np.zeros_like(bad)
@@ -1013,7 +1022,7 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
             imputed[feature_names[j]] = fill
 
     return PartyTable(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),
-                      imputed=imputed, extra={c: df[c].to_numpy() for c in keep})
+                      imputed=imputed, extra={c: df[c].to_numpy() for c in keep}, notes=notes)
 
 
 @dataclass
