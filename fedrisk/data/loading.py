@@ -383,6 +383,13 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
         return _mapped_labels(ctx, raw, label_col, positive)
     if pd.api.types.is_bool_dtype(raw.dtype):
         return raw.to_numpy(dtype=np.int8)
+    if not pd.api.types.is_numeric_dtype(raw.dtype) and not isinstance(raw.dtype, pd.CategoricalDtype):
+        # numbers kept as text ("0"/"1": a frame read with dtype=str, a Parquet export of text columns) are read as
+        # the features' are, so the checks below apply to them (a 1/2 coding still asks for positive = 2)
+        text = raw.astype(str).str.strip()
+        as_numbers = pd.to_numeric(text.where(text.str.fullmatch(_PLAIN_NUMBER)), errors="coerce")
+        if as_numbers.notna().all():
+            raw = as_numbers
     if not pd.api.types.is_numeric_dtype(raw.dtype):
         values = sorted({str(v) for v in raw.unique()[: _MAX_LISTED + 1]})
         raise ctx.error(f"label column {label_col!r} is not numeric (values found: {_listing(values)}); "

@@ -179,3 +179,21 @@ def test_spreadsheet_error_cells_among_numbers_are_placeholders_to_declare(tmp_p
     assert f"na_values = [\"{marker}\"]" in str(info.value) and "categor" not in str(info.value)
     t = load_party_table(path, party="bank1", id_col="id", label_col="y", missing="mean", na_values=[marker])
     assert np.isfinite(t.X).all() and "ratio" in t.imputed
+
+
+def test_a_zero_one_label_kept_as_text_is_read_as_numbers(tmp_path):
+    """A frame read with dtype=str (to keep ids' leading zeros) or a Parquet export writing every column as text
+    holds the label as "0"/"1": numbers as text, read as the features are; a 1/2 coding as text still asks for
+    positive = 2 instead of being called 'not numeric'."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": ["007", "008", "009"], "y": ["0", " 1", "1.0"], "a": ["1.5", "2", "3"]})
+    frame.to_parquet(tmp_path / "text.parquet")
+    t = load_party_table(tmp_path / "text.parquet", party="bank1", id_col="id", label_col="y")
+    assert t.y.tolist() == [0, 1, 1] and t.ids.tolist() == ["007", "008", "009"] and t.label_coding is None
+    assert load_party_frame(tmp_path / "text.parquet", party="bank1", id_col="id", label_col="y").y.tolist() == [0, 1, 1]
+    frame.assign(y=["1", "2", "2"]).to_parquet(tmp_path / "twelve.parquet")
+    with pytest.raises(DataError, match="positive = 2 for a 1/2 coding"):
+        load_party_table(tmp_path / "twelve.parquet", party="bank1", id_col="id", label_col="y")
+    t = load_party_table(tmp_path / "twelve.parquet", party="bank1", id_col="id", label_col="y", positive=2)
+    assert t.y.tolist() == [0, 1, 1]
