@@ -39,6 +39,7 @@ __all__ = [
     "load_party_frame",
     "check_same_features",
     "numbers_in_text",
+    "text_display_numbers",
     "id_test_mask",
     "MISSING_POLICIES",
     "label_coding",
@@ -521,11 +522,17 @@ def _display_example(col: pd.Series, decimal: str = ".") -> str | None:
     return None
 
 
-def _display_refusal(columns: Sequence[str], example: str, sep: str | None) -> str:
-    """The refusal of columns holding numbers written for display; ``example``: one of their cells. A lone
-    thousands group ("12,629") in a file not separated by ',' may be a three-decimal comma, so that reading is
-    offered too (in a ','-separated file ``decimal = ','`` cannot be set)."""
-    line = (f"feature columns {_listing(columns)} look like numbers written for display (e.g. {example!r}: "
+def text_display_numbers(df: pd.DataFrame, columns: Sequence[str], decimal: str = ".",
+                         sep: str | None = None) -> str | None:
+    """The refusal line for those of ``columns`` that hold numbers written for display ("12,629", "$1,200",
+    "12.5%", "(120.50)"), else ``None``: neither categories (one per amount) nor a CSV dialect. A lone thousands
+    group ("12,629") in a file not separated by ',' may be a three-decimal comma, so that reading is offered too
+    (in a ','-separated file ``decimal = ','`` cannot be set)."""
+    shown = {c: ex for c in columns for ex in [_display_example(df[c], decimal)] if ex}
+    if not shown:
+        return None
+    example = next(iter(shown.values()))
+    line = (f"feature columns {_listing(list(shown))} look like numbers written for display (e.g. {example!r}: "
             "thousands separators, a currency, a percent sign or parentheses for negatives); export them as plain "
             "numbers")
     if (sep or ",") != "," and re.fullmatch(r"\s*-?[1-9]\d{0,2},\d{3}\s*", example):
@@ -595,9 +602,9 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
     caller already made it (:func:`_parse_text_numbers`, for :func:`numbers_in_text`), so no column is
     parsed twice.
     """
-    shown = {c: ex for c in columns for ex in [_display_example(df[c], decimal)] if ex}
+    shown = text_display_numbers(df, columns, decimal, sep)
     if shown:  # amounts exported for reading ("12,629", "12.5%"): one category per amount otherwise
-        raise ctx.error(_display_refusal(list(shown), next(iter(shown.values())), sep))
+        raise ctx.error(shown)
     dates = []
     for c in columns:
         p = (parsed or {}).get(c) or _parse_text_numbers(df[c], decimal)
@@ -894,9 +901,9 @@ def load_party_table(
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
     if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
         raise ctx.error(_dates_named(df, dates))
-    shown = {c: ex for c in non_numeric if c not in declared for ex in [_display_example(df[c], decimal)] if ex}
+    shown = text_display_numbers(df, [c for c in non_numeric if c not in declared], decimal, sep)
     if shown:  # amounts exported for reading: neither categories nor a decimal-comma dialect
-        raise ctx.error(_display_refusal(list(shown), next(iter(shown.values())), sep))
+        raise ctx.error(shown)
     if encoding is not None:
         from fedrisk.data.categorical import encode_columns
 
