@@ -40,6 +40,7 @@ __all__ = [
     "check_same_features",
     "numbers_in_text",
     "text_display_numbers",
+    "numbers_in_another_format",
     "id_test_mask",
     "MISSING_POLICIES",
     "label_coding",
@@ -519,6 +520,25 @@ def _display_example(col: pd.Series, decimal: str = ".") -> str | None:
     plain = (text.str.replace(decimal, ".", regex=False) if decimal != "." else text).str.fullmatch(_PLAIN_NUMBER)
     if float(shown.mean()) >= 0.5 or (bool(shown.any()) and float((shown | plain).mean()) >= _MOSTLY):
         return str(text[shown].iloc[0])
+    return None
+
+
+def numbers_in_another_format(cells: pd.Series) -> str | None:
+    """What text cells met in a numeric column are when they are numbers in another format, for a scoring refusal:
+    decimal commas ("0,5": a ';' file read without its decimal mark) or numbers written for display ("$1,200.00",
+    "12.5%"); ``None`` otherwise (a placeholder such as "?", or real text). Such cells are no placeholders to declare
+    missing: with ``na_values = ["0,0"]`` every zero would score as a blank."""
+    text = cells.dropna().astype(str).str.strip()
+    comma = text[text.str.fullmatch(r"-?\d+,\d+")]
+    if len(comma):
+        either = bool(comma.str.fullmatch(_THOUSANDS).all())
+        return (f"numbers with decimal commas (e.g. {comma.iloc[0]!r}): read the file with decimal = ',' (fedrisk "
+                "predict: --decimal ','; pandas: read_csv(..., decimal=','))"
+                + ("; or, if the comma separates thousands, export plain numbers" if either else ""))
+    shown = _display_example(text)
+    if shown is not None:
+        return (f"numbers written for display (e.g. {shown!r}: thousands separators, a currency, a percent sign or "
+                "parentheses for negatives); export them as plain numbers")
     return None
 
 
