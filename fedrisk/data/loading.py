@@ -418,6 +418,8 @@ _FORMATTED = (rf"\s*(?:-?\d{{1,3}}(?:[,.' ]\d{{3}})+[.,]\d+|{_CURRENCY}\s*-?[\d,
 #: thousands separators without a decimal part ("12,629"): in a ','-separated file only a quoted amount; in a
 #: ';' file it may also be a decimal comma with three decimals, which only the bank can tell
 _THOUSANDS = r"\s*-?[1-9]\d{0,2}(?:[,']\d{3})+\s*"
+#: the same in a decimal-comma file, where '.' separates thousands ("12.629" in a German export is 12629)
+_DOT_THOUSANDS = r"\s*-?[1-9]\d{0,2}(?:[.']\d{3})+\s*"
 
 
 def _decimal_comma_mask(col: pd.Series) -> pd.Series:
@@ -463,6 +465,8 @@ def _parse_text_numbers(col: pd.Series, decimal: str = ".") -> _TextNumbers | No
     if float(head.str.fullmatch(_PLAIN_NUMBER).mean()) < _MOSTLY:
         return _TextNumbers(text, None, None)
     plain = marked.str.fullmatch(_PLAIN_NUMBER).astype(bool)
+    if decimal != ".":  # "12.629" in a decimal-comma file: '.' separates thousands there, it is no decimal mark
+        plain &= ~text.str.fullmatch(_DOT_THOUSANDS).astype(bool)
     numbers = pd.to_numeric(marked.where(plain), errors="coerce").astype(np.float64)
     every = bool(plain.all()) and not bool(marked.str.match(r"[-+]?0[0-9]").any())
     # ("01", "007": codes written with their leading zeros -- a region, a branch -- not amounts)
@@ -513,8 +517,9 @@ def _display_example(col: pd.Series, decimal: str = ".") -> str | None:
     text = text[text != ""].head(_SAMPLE)
     if not len(text):
         return None
-    thousands = text.str.fullmatch(_THOUSANDS)
-    if (text.str.fullmatch(r"-?\d+,\d+") & ~thousands).any():  # "12,5" too: the commas are decimal marks
+    thousands = text.str.fullmatch(_THOUSANDS if decimal == "." else _DOT_THOUSANDS)
+    other_mark = r"-?\d+,\d+" if decimal == "." else r"-?\d+\.\d+"  # the mark that is not this file's decimal
+    if (text.str.fullmatch(other_mark) & ~thousands).any():  # "12,5" too: that mark is a decimal mark after all
         thousands = thousands & False
     shown = text.str.fullmatch(_FORMATTED) | thousands
     plain = (text.str.replace(decimal, ".", regex=False) if decimal != "." else text).str.fullmatch(_PLAIN_NUMBER)
@@ -555,9 +560,12 @@ def text_display_numbers(df: pd.DataFrame, columns: Sequence[str], decimal: str 
     line = (f"feature columns {_listing(list(shown))} look like numbers written for display (e.g. {example!r}: "
             "thousands separators, a currency, a percent sign or parentheses for negatives); export them as plain "
             "numbers")
-    if (sep or ",") != "," and re.fullmatch(r"\s*-?[1-9]\d{0,2},\d{3}\s*", example):
+    if decimal == "." and (sep or ",") != "," and re.fullmatch(r"\s*-?[1-9]\d{0,2},\d{3}\s*", example):
         line += ("; if the comma is the decimal mark, set decimal = ',' for this party in the job spec (fedrisk "
                  "predict: --decimal ',')")
+    elif decimal == "," and re.fullmatch(r"\s*-?[1-9]\d{0,2}\.\d{3}\s*", example):
+        line += ("; if '.' is the decimal mark, remove decimal = ',' for this party in the job spec (fedrisk predict: "
+                 "leave out --decimal ',')")
     return line
 
 
@@ -1121,6 +1129,7 @@ def load_party_frame(
     allow_no_features: bool = False,
     na_values: Sequence[str] = (),
     declare: str = "[task] categorical = [...]",
+    numeric: Sequence[str] = (),
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -1145,6 +1154,9 @@ def load_party_frame(
         Where this job declares a category column, for the refusal of an undeclared one (``<col>``
         stands for the column): ``[task] categorical = [...]``, or a horizontal job's vocabulary
         ``[task] categories = { <col> = [...] }``.
+    numeric : sequence of str
+        Scoring: the model's numeric columns. A text cell in one of them is binned as the number it reads as, so
+        numbers written for display ("12.629" thousands in a decimal-comma file) are refused here, as at training.
 
     Returns
     -------
@@ -1168,6 +1180,10 @@ def load_party_frame(
     if categorical is not None:
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
                                  and not pd.api.types.is_numeric_dtype(X[c].dtype)], declare, decimal, sep=sep)
+    shown = text_display_numbers(X, [c for c in numeric if c in X and not pd.api.types.is_numeric_dtype(X[c].dtype)],
+                                 decimal, sep)
+    if shown:
+        raise ctx.error(shown)
     empty = [c for c in feature_names if X[c].isna().all()]
     if empty and not allow_empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "

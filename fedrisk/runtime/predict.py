@@ -310,8 +310,9 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
 
         # raw columns as at training: text categories and missing values have bins of their own, so a column
         # blank in every row (one applicant without that field) scores as its missing bin, as in a larger batch
+        numeric = [f for f in model["features"] if model["bins"][f]["bins"]["kind"] == "numeric"]
         frame = load_party_frame(data, party="predict", id_col=id_col, features=model["features"], require_label=False,
-                                 allow_empty=True, **dialect)
+                                 allow_empty=True, numeric=numeric, **dialect)
         write_predictions(Path(out), frame.ids, scorecard_predictions(model, frame.X))
         return frame.n_rows
     if fmt.startswith("fedrisk.vertical"):

@@ -197,3 +197,32 @@ def test_a_zero_one_label_kept_as_text_is_read_as_numbers(tmp_path):
         load_party_table(tmp_path / "twelve.parquet", party="bank1", id_col="id", label_col="y")
     t = load_party_table(tmp_path / "twelve.parquet", party="bank1", id_col="id", label_col="y", positive=2)
     assert t.y.tolist() == [0, 1, 1]
+
+
+def test_dot_thousands_in_a_decimal_comma_file_are_not_read_as_decimals(tmp_path):
+    """A German export (sep ';', decimal ',') writes 12629 as '12.629': it loaded as 12.629 next to '800' as 800,
+    a silently mixed scale. It is refused as a number written for display, naming the other reading."""
+    path = _write(tmp_path, "id;amount;ratio;y\n1;12.629;0,5;0\n2;800;0,25;1\n3;1.250;0,75;0\n")
+    for load in (lambda: load_party_table(path, party="bank1", id_col="id", label_col="y", sep=";", decimal=","),
+                 lambda: load_party_frame(path, party="bank1", id_col="id", label_col="y", sep=";", decimal=",",
+                                          categorical=[])):
+        with pytest.raises(DataError) as info:
+            load()
+        msg = str(info.value)
+        assert "'amount'" in msg and "written for display (e.g. '12.629'" in msg, msg
+        assert "if '.' is the decimal mark, remove decimal = ','" in msg, msg
+    # '.' decimals with more or fewer than three digits are not thousands: read as before
+    other = _write(tmp_path, "id;amount;ratio;y\n1;12628.66;0,5;0\n2;800.5;0,25;1\n", "other.csv")
+    t = load_party_table(other, party="bank1", id_col="id", label_col="y", sep=";", decimal=",")
+    np.testing.assert_array_equal(t.X, [[12628.66, 0.5], [800.5, 0.25]])
+
+
+def test_scoring_frames_refuse_display_numbers_in_the_models_numeric_columns(tmp_path):
+    """`fedrisk predict --sep ';' --decimal ','` of a scorecard on a German file: the frame kept '12.629' as text and
+    the bins read it as 12.629. With the model's numeric columns named, the load refuses it as at training."""
+    path = _write(tmp_path, "id;amount;grade\n1;12.629;A\n2;800;B\n3;1.250;A\n")
+    kw = dict(party="predict", id_col="id", require_label=False, allow_empty=True, sep=";", decimal=",")
+    with pytest.raises(DataError, match=r"'amount' look like numbers written for display \(e.g. '12.629'"):
+        load_party_frame(path, numeric=["amount"], **kw)
+    ok = _write(tmp_path, "id;amount;grade\n1;12629;A\n2;800,5;B\n", "ok.csv")
+    assert load_party_frame(ok, numeric=["amount"], **kw).X["amount"].tolist() == [12629.0, 800.5]
