@@ -141,17 +141,31 @@ def _file_kind(path: Path) -> str | None:
     return None
 
 
-def _csv_header(path: Path, sep: str = ",") -> list[str] | None:
+def _csv_header(path: Path, sep: str = ",", skip: int = 0) -> list[str] | None:
     """The raw header of a plain CSV, or ``None`` when it cannot be read cheaply (compressed).
 
     pandas renames duplicate headers (``a``, ``a.1``); reading the first line ourselves is how a
-    duplicated column name is caught instead of silently becoming two features.
+    duplicated column name is caught instead of silently becoming two features. ``skip``: lines before the
+    header (a spreadsheet's ``sep=;`` line).
     """
     if path.suffix.lower() != ".csv":
         return None
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        row = next(csv.reader(fh, delimiter=sep), None)
+        rows = csv.reader(fh, delimiter=sep)
+        for _ in range(skip):
+            next(rows, None)
+        row = next(rows, None)
     return [c.strip() for c in row] if row is not None else []
+
+
+def _separator_line(path: Path) -> str | None:
+    """The separator a plain CSV's first line names in a spreadsheet's hint ``sep=;`` (Excel writes and reads
+    it), else ``None``: that line is neither the header nor a row."""
+    if path.suffix.lower() != ".csv":
+        return None
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        first = fh.readline().rstrip("\r\n")
+    return first[4] if len(first) == 5 and first[:4].lower() == "sep=" else None
 
 
 #: separators a one-column CSV is checked for, to say "set sep = ';'" instead of "id column not found"
@@ -182,8 +196,13 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
             if path.stat().st_size == 0:
                 raise ctx.error("file is empty (0 bytes); export the table with a header row and "
                                 "at least one data row")
-            sep = sep or ","
-            header = _csv_header(path, sep)
+            hinted = _separator_line(path)
+            if hinted is not None and hinted != (sep or ","):
+                shown = "\\t" if hinted == "\t" else hinted
+                raise ctx.error(f"the file's first line 'sep={shown}' is a spreadsheet's separator hint: set sep = "
+                                f"'{shown}' for this party in the job spec (fedrisk predict: --sep '{shown}')")
+            sep, skip = sep or ",", int(hinted is not None)
+            header = _csv_header(path, sep, skip)
             if header is not None:
                 dupes = sorted({c for c in header if c and header.count(c) > 1})
                 if dupes:
@@ -196,7 +215,8 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
                 warnings.simplefilter("error", pd.errors.ParserWarning)
                 try:
                     df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True, skipinitialspace=True, sep=sep,
-                                     decimal=decimal, na_values=list(na_values) or None, index_col=False)
+                                     decimal=decimal, na_values=list(na_values) or None, index_col=False,
+                                     skiprows=skip)
                 except pd.errors.ParserWarning:
                     raise ctx.error("some rows hold more fields than the header has names; " + (
                         _header_separator_hint(path, sep) or "check the separator and the quoting of the export, or "
@@ -1334,7 +1354,8 @@ def iter_id_chunks(path: str | Path, id_col: str, *, party: str, rows: int = 262
     try:
         if kind == "csv":
             reader = pd.read_csv(path, usecols=lambda c: str(c).strip() == id_col, dtype=str, sep=sep or ",",
-                                 skipinitialspace=True, chunksize=rows)
+                                 skipinitialspace=True, chunksize=rows, index_col=False,
+                                 skiprows=int(_separator_line(path) is not None))  # as the table load reads it
             frames = (f.iloc[:, 0] if f.shape[1] else None for f in reader)
         else:
             import pyarrow.parquet as pq

@@ -226,3 +226,21 @@ def test_scoring_frames_refuse_display_numbers_in_the_models_numeric_columns(tmp
         load_party_frame(path, numeric=["amount"], **kw)
     ok = _write(tmp_path, "id;amount;grade\n1;12629;A\n2;800,5;B\n", "ok.csv")
     assert load_party_frame(ok, numeric=["amount"], **kw).X["amount"].tolist() == [12629.0, 800.5]
+
+
+def test_a_spreadsheet_separator_hint_line_is_skipped_or_named(tmp_path):
+    """Excel writes (and reads) a first line "sep=;" in CSVs meant for it: it is neither the header nor a row."""
+    path = _write(tmp_path, "sep=;\r\nid;amount;y\r\n1;5,5;0\r\n2;6,5;1\r\n")
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", sep=";", decimal=",")
+    assert t.feature_names == ["amount"] and t.X[:, 0].tolist() == [5.5, 6.5] and t.y.tolist() == [0, 1]
+    assert load_party_frame(path, party="bank1", id_col="id", label_col="y", sep=";", decimal=",").n_rows == 2
+    with pytest.raises(DataError) as info:
+        load_party_table(path, party="bank1", id_col="id", label_col="y")
+    msg = str(info.value)
+    assert "first line 'sep=;'" in msg and "set sep = ';'" in msg and "\n" not in msg, msg
+    from fedrisk.data.loading import iter_id_chunks
+
+    ids = np.concatenate(list(iter_id_chunks(path, "id", party="bank1", rows=1, sep=";")))
+    assert ids.tolist() == ["1", "2"]
+    trailing = _write(tmp_path, "id;amount;y\n7;5,5;0;\n8;6,5;1;\n", "trailing.csv")
+    assert np.concatenate(list(iter_id_chunks(trailing, "id", party="bank1", sep=";"))).tolist() == ["7", "8"]
