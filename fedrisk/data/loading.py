@@ -39,6 +39,7 @@ __all__ = [
     "load_party_frame",
     "check_same_features",
     "numbers_in_text",
+    "read_party_file",
     "text_display_numbers",
     "numbers_in_another_format",
     "id_test_mask",
@@ -271,6 +272,16 @@ def _without_nameless_columns(ctx: _Ctx, df: pd.DataFrame, header: list[str] | N
         raise ctx.error(f"column {filled[0] + 1} has no name in the header but holds values; name it in the "
                         "header or remove it from the export")
     return df.iloc[:, [j for j in range(len(df.columns)) if j not in set(nameless)]] if nameless else df
+
+
+def read_party_file(path: str | Path, *, party: str, id_col: str, sep: str | None = None,
+                    decimal: str = ".") -> pd.DataFrame:
+    """A party's CSV or Parquet file as a DataFrame, read exactly as :func:`load_party_table` reads it (the
+    dialect, the id column as text, trailing separators, a spreadsheet's ``sep=;`` line, unnamed blank
+    columns), before any check of its columns: for a notebook that takes a job spec's files
+    (``Federation.from_spec``), so its tables hold what the party processes load."""
+    path = Path(path)
+    return _read_frame(_Ctx(party, path), path, id_col, sep=sep, decimal=decimal)
 
 
 def _normalise_ids(ctx: _Ctx, raw: pd.Series, id_col: str) -> np.ndarray:
