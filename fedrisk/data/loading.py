@@ -441,14 +441,16 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
 
 #: a currency written next to an amount: a sign, or one of the ISO codes bank exports use most
 _CURRENCY = r"(?:[$€£¥]|USD|EUR|GBP|CHF|JPY|CAD|AUD|SEK|NOK|DKK|PLN|CZK|HUF|INR|CNY|HKD|SGD|NZD|ZAR|BRL|MXN|TRY)"
-_AMOUNT = r"-?(?:\d{1,3}(?:[,.' ]\d{3})+(?:[.,]\d+)?|\d+(?:[.,]\d+)?)"
+#: what separates thousands in exports: ',' '.' "'" (Swiss), a space, or the no-break spaces spreadsheets write
+_GROUP = "[,.' \u00a0\u202f]"
+_AMOUNT = rf"-?(?:\d{{1,3}}(?:{_GROUP}\d{{3}})+(?:[.,]\d+)?|\d+(?:[.,]\d+)?)"
 #: a number formatted for reading: thousands separators with a decimal part, a currency before or after it, a
-#: percent sign, or an accounting negative in parentheses ("(120.50)")
-_FORMATTED = (rf"\s*(?:-?\d{{1,3}}(?:[,.' ]\d{{3}})+[.,]\d+|{_CURRENCY}\s*-?[\d,.' ]*\d[\d,.' ]*|{_AMOUNT}\s*{_CURRENCY}"
-              rf"|{_AMOUNT}\s*%|\(\s*{_CURRENCY}?\s*{_AMOUNT}\s*{_CURRENCY}?\s*\))\s*")
+#: percent sign, an accounting negative in parentheses ("(120.50)") or a trailing minus ("120,50-", as SAP writes)
+_FORMATTED = (rf"\s*(?:-?\d{{1,3}}(?:{_GROUP}\d{{3}})+[.,]\d+|{_CURRENCY}\s*-?[\d,.' ]*\d[\d,.' ]*|{_AMOUNT}\s*{_CURRENCY}"
+              rf"|{_AMOUNT}\s*%|\(\s*{_CURRENCY}?\s*{_AMOUNT}\s*{_CURRENCY}?\s*\)|{_AMOUNT}-)\s*")
 #: thousands separators without a decimal part ("12,629"): in a ','-separated file only a quoted amount; in a
 #: ';' file it may also be a decimal comma with three decimals, which only the bank can tell
-_THOUSANDS = r"\s*-?[1-9]\d{0,2}(?:[,']\d{3})+\s*"
+_THOUSANDS = r"\s*-?[1-9]\d{0,2}(?:[,'\u00a0\u202f]\d{3})+\s*"
 #: the same in a decimal-comma file, where '.' separates thousands ("12.629" in a German export is 12629)
 _DOT_THOUSANDS = r"\s*-?[1-9]\d{0,2}(?:[.']\d{3})+\s*"
 

@@ -144,6 +144,8 @@ def test_a_column_without_a_header_name_is_dropped_when_blank_and_named_by_posit
     lambda a: f"USD {a:.2f}",
     lambda a: f"{a / 1000:.1f}%",       # a percentage
     lambda a: f"({a:.2f})",             # an accounting negative
+    lambda a: f"{a:.2f}-",              # a trailing minus, as SAP writes negatives
+    lambda a: f"{a:,.0f}".replace(",", "\u202f"),  # no-break spaces between thousands (French spreadsheets)
 ])
 def test_numbers_written_for_display_are_refused_as_such_in_tables_and_frames(tmp_path, shown):
     """A column of '12,629' / '12.5%' / '(120.50)' is an amount a spreadsheet formatted for reading: taken for a
