@@ -20,6 +20,8 @@ Conventions
 from __future__ import annotations
 
 import csv
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -37,6 +39,9 @@ __all__ = [
     "load_party_frame",
     "check_same_features",
     "numbers_in_text",
+    "read_party_file",
+    "text_display_numbers",
+    "numbers_in_another_format",
     "id_test_mask",
     "MISSING_POLICIES",
     "label_coding",
@@ -137,17 +142,31 @@ def _file_kind(path: Path) -> str | None:
     return None
 
 
-def _csv_header(path: Path, sep: str = ",") -> list[str] | None:
+def _csv_header(path: Path, sep: str = ",", skip: int = 0) -> list[str] | None:
     """The raw header of a plain CSV, or ``None`` when it cannot be read cheaply (compressed).
 
     pandas renames duplicate headers (``a``, ``a.1``); reading the first line ourselves is how a
-    duplicated column name is caught instead of silently becoming two features.
+    duplicated column name is caught instead of silently becoming two features. ``skip``: lines before the
+    header (a spreadsheet's ``sep=;`` line).
     """
     if path.suffix.lower() != ".csv":
         return None
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        row = next(csv.reader(fh, delimiter=sep), None)
+        rows = csv.reader(fh, delimiter=sep)
+        for _ in range(skip):
+            next(rows, None)
+        row = next(rows, None)
     return [c.strip() for c in row] if row is not None else []
+
+
+def _separator_line(path: Path) -> str | None:
+    """The separator a plain CSV's first line names in a spreadsheet's hint ``sep=;`` (Excel writes and reads
+    it), else ``None``: that line is neither the header nor a row."""
+    if path.suffix.lower() != ".csv":
+        return None
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        first = fh.readline().rstrip("\r\n")
+    return first[4] if len(first) == 5 and first[:4].lower() == "sep=" else None
 
 
 #: separators a one-column CSV is checked for, to say "set sep = ';'" instead of "id column not found"
@@ -178,16 +197,33 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
             if path.stat().st_size == 0:
                 raise ctx.error("file is empty (0 bytes); export the table with a header row and "
                                 "at least one data row")
-            sep = sep or ","
-            header = _csv_header(path, sep)
+            hinted = _separator_line(path)
+            if hinted is not None and hinted != (sep or ","):
+                shown = "\\t" if hinted == "\t" else hinted
+                raise ctx.error(f"the file's first line 'sep={shown}' is a spreadsheet's separator hint: set sep = "
+                                f"'{shown}' for this party in the job spec (fedrisk predict: --sep '{shown}')")
+            sep, skip = sep or ",", int(hinted is not None)
+            header = _csv_header(path, sep, skip)
             if header is not None:
-                dupes = sorted({c for c in header if header.count(c) > 1})
+                dupes = sorted({c for c in header if c and header.count(c) > 1})
                 if dupes:
                     raise ctx.error(f"duplicate column names {_listing(dupes)}; rename them so "
                                     "every column is unique")
-            df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True, skipinitialspace=True, sep=sep,
-                             decimal=decimal, na_values=list(na_values) or None)
+            with warnings.catch_warnings():
+                # index_col=False: a separator closing every data row (not the header) is an empty last field, not
+                # a sign that the first column is an index (pandas' default shifts every column one to the left);
+                # a row with a *filled* field beyond the header is refused below instead of silently cut
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                try:
+                    df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True, skipinitialspace=True, sep=sep,
+                                     decimal=decimal, na_values=list(na_values) or None, index_col=False,
+                                     skiprows=skip)
+                except pd.errors.ParserWarning:
+                    raise ctx.error("some rows hold more fields than the header has names; " + (
+                        _header_separator_hint(path, sep) or "check the separator and the quoting of the export, or "
+                        "name every column in the header")) from None
             df.columns = [str(c).strip() for c in df.columns]
+            df = _without_nameless_columns(ctx, df, header)
         else:
             import pyarrow.parquet as pq
 
@@ -217,6 +253,35 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
         raise ctx.error(f"file has a header ({len(df.columns)} columns) but no data rows; export "
                         "the table with its rows")
     return declare_missing(df, na_values) if na_values else df
+
+
+def _without_nameless_columns(ctx: _Ctx, df: pd.DataFrame, header: list[str] | None) -> pd.DataFrame:
+    """Drop the columns a CSV header leaves unnamed and the rows leave blank; refuse one that holds values.
+
+    A separator closing every line (``a;b;``) is common in bank exports and makes an unnamed, empty column:
+    as a feature it would stop the job (no values) at one bank and not at another. An unnamed column with
+    values is data nobody can refer to (pandas calls it ``Unnamed: k``), so it is named by its position.
+    ``header``: the file's own header cells (``None`` for a compressed file: pandas' names are used).
+    """
+    if header is not None and len(header) == len(df.columns):
+        nameless = [j for j, c in enumerate(header) if not c]
+    else:
+        nameless = [j for j, c in enumerate(df.columns) if re.fullmatch(r"Unnamed: \d+", c)]
+    filled = [j for j in nameless if df.iloc[:, j].notna().any()]
+    if filled:
+        raise ctx.error(f"column {filled[0] + 1} has no name in the header but holds values; name it in the "
+                        "header or remove it from the export")
+    return df.iloc[:, [j for j in range(len(df.columns)) if j not in set(nameless)]] if nameless else df
+
+
+def read_party_file(path: str | Path, *, party: str, id_col: str, sep: str | None = None,
+                    decimal: str = ".") -> pd.DataFrame:
+    """A party's CSV or Parquet file as a DataFrame, read exactly as :func:`load_party_table` reads it (the
+    dialect, the id column as text, trailing separators, a spreadsheet's ``sep=;`` line, unnamed blank
+    columns), before any check of its columns: for a notebook that takes a job spec's files
+    (``Federation.from_spec``), so its tables hold what the party processes load."""
+    path = Path(path)
+    return _read_frame(_Ctx(party, path), path, id_col, sep=sep, decimal=decimal)
 
 
 def _normalise_ids(ctx: _Ctx, raw: pd.Series, id_col: str) -> np.ndarray:
@@ -351,6 +416,13 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
         return _mapped_labels(ctx, raw, label_col, positive)
     if pd.api.types.is_bool_dtype(raw.dtype):
         return raw.to_numpy(dtype=np.int8)
+    if not pd.api.types.is_numeric_dtype(raw.dtype) and not isinstance(raw.dtype, pd.CategoricalDtype):
+        # numbers kept as text ("0"/"1": a frame read with dtype=str, a Parquet export of text columns) are read as
+        # the features' are, so the checks below apply to them (a 1/2 coding still asks for positive = 2)
+        text = raw.astype(str).str.strip()
+        as_numbers = pd.to_numeric(text.where(text.str.fullmatch(_PLAIN_NUMBER)), errors="coerce")
+        if as_numbers.notna().all():
+            raw = as_numbers
     if not pd.api.types.is_numeric_dtype(raw.dtype):
         values = sorted({str(v) for v in raw.unique()[: _MAX_LISTED + 1]})
         raise ctx.error(f"label column {label_col!r} is not numeric (values found: {_listing(values)}); "
@@ -367,8 +439,20 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
     return vals.astype(np.int8)
 
 
-#: a number formatted for reading: thousands separators with a decimal part, optionally a currency sign
-_FORMATTED = r"\s*[$€£]?\s*-?\d{1,3}(?:[,.' ]\d{3})+[.,]\d+\s*[$€£]?\s*|\s*[$€£]\s*-?[\d,.' ]+\s*"
+#: a currency written next to an amount: a sign, or one of the ISO codes bank exports use most
+_CURRENCY = r"(?:[$€£¥]|USD|EUR|GBP|CHF|JPY|CAD|AUD|SEK|NOK|DKK|PLN|CZK|HUF|INR|CNY|HKD|SGD|NZD|ZAR|BRL|MXN|TRY)"
+#: what separates thousands in exports: ',' '.' "'" (Swiss), a space, or the no-break spaces spreadsheets write
+_GROUP = "[,.' \u00a0\u202f]"
+_AMOUNT = rf"-?(?:\d{{1,3}}(?:{_GROUP}\d{{3}})+(?:[.,]\d+)?|\d+(?:[.,]\d+)?)"
+#: a number formatted for reading: thousands separators with a decimal part, a currency before or after it, a
+#: percent sign, an accounting negative in parentheses ("(120.50)") or a trailing minus ("120,50-", as SAP writes)
+_FORMATTED = (rf"\s*(?:-?\d{{1,3}}(?:{_GROUP}\d{{3}})+[.,]\d+|{_CURRENCY}\s*-?[\d,.' ]*\d[\d,.' ]*|{_AMOUNT}\s*{_CURRENCY}"
+              rf"|{_AMOUNT}\s*%|\(\s*{_CURRENCY}?\s*{_AMOUNT}\s*{_CURRENCY}?\s*\)|{_AMOUNT}-)\s*")
+#: thousands separators without a decimal part ("12,629"): in a ','-separated file only a quoted amount; in a
+#: ';' file it may also be a decimal comma with three decimals, which only the bank can tell
+_THOUSANDS = r"\s*-?[1-9]\d{0,2}(?:[,'\u00a0\u202f]\d{3})+\s*"
+#: the same in a decimal-comma file, where '.' separates thousands ("12.629" in a German export is 12629)
+_DOT_THOUSANDS = r"\s*-?[1-9]\d{0,2}(?:[.']\d{3})+\s*"
 
 
 def _decimal_comma_mask(col: pd.Series) -> pd.Series:
@@ -414,6 +498,8 @@ def _parse_text_numbers(col: pd.Series, decimal: str = ".") -> _TextNumbers | No
     if float(head.str.fullmatch(_PLAIN_NUMBER).mean()) < _MOSTLY:
         return _TextNumbers(text, None, None)
     plain = marked.str.fullmatch(_PLAIN_NUMBER).astype(bool)
+    if decimal != ".":  # "12.629" in a decimal-comma file: '.' separates thousands there, it is no decimal mark
+        plain &= ~text.str.fullmatch(_DOT_THOUSANDS).astype(bool)
     numbers = pd.to_numeric(marked.where(plain), errors="coerce").astype(np.float64)
     every = bool(plain.all()) and not bool(marked.str.match(r"[-+]?0[0-9]").any())
     # ("01", "007": codes written with their leading zeros -- a region, a branch -- not amounts)
@@ -452,19 +538,73 @@ def numbers_in_text(col: pd.Series, decimal: str = ".") -> pd.Series | None:
     return parsed.all_numbers if parsed is not None else None
 
 
-def _formatted_mask(col: pd.Series) -> pd.Series:
-    return col.astype(str).str.fullmatch(_FORMATTED)
+def _display_example(col: pd.Series, decimal: str = ".") -> str | None:
+    """A cell of a text column whose filled cells are numbers formatted for display ("1,234.56", "$ 1,200",
+    "12,629", "12.5%", "(120.50)"), else ``None``: not categories (one per amount), and not a decimal-comma file
+    either; the export should be fixed. Judged on a sample (this runs on every text column of the file): half the
+    cells formatted, or a few formatted among plain numbers (amounts under 1000 need no thousands separator)."""
+    if pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype) \
+            or pd.api.types.is_datetime64_any_dtype(col.dtype):
+        return None
+    text = col.dropna().astype(str).str.strip()
+    text = text[text != ""].head(_SAMPLE)
+    if not len(text):
+        return None
+    thousands = text.str.fullmatch(_THOUSANDS if decimal == "." else _DOT_THOUSANDS)
+    other_mark = r"-?\d+,\d+" if decimal == "." else r"-?\d+\.\d+"  # the mark that is not this file's decimal
+    if (text.str.fullmatch(other_mark) & ~thousands).any():  # "12,5" too: that mark is a decimal mark after all
+        thousands = thousands & False
+    shown = text.str.fullmatch(_FORMATTED) | thousands
+    plain = (text.str.replace(decimal, ".", regex=False) if decimal != "." else text).str.fullmatch(_PLAIN_NUMBER)
+    if float(shown.mean()) >= 0.5 or (bool(shown.any()) and float((shown | plain).mean()) >= _MOSTLY):
+        return str(text[shown].iloc[0])
+    return None
 
 
-def _formatted_numbers(col: pd.Series) -> bool:
-    """Whether most filled cells of a text column are numbers formatted for display ("1,234.56",
-    "$ 1,200"): not categories, and not a decimal-comma file either; the export should be fixed."""
-    filled = col.dropna().head(1000)  # (a sample: this runs on every text column of the file)
-    return bool(len(filled)) and float(_formatted_mask(filled).mean()) >= 0.5
+def numbers_in_another_format(cells: pd.Series) -> str | None:
+    """What text cells met in a numeric column are when they are numbers in another format, for a scoring refusal:
+    decimal commas ("0,5": a ';' file read without its decimal mark) or numbers written for display ("$1,200.00",
+    "12.5%"); ``None`` otherwise (a placeholder such as "?", or real text). Such cells are no placeholders to declare
+    missing: with ``na_values = ["0,0"]`` every zero would score as a blank."""
+    text = cells.dropna().astype(str).str.strip()
+    comma = text[text.str.fullmatch(r"-?\d+,\d+")]
+    if len(comma):
+        either = bool(comma.str.fullmatch(_THOUSANDS).all())
+        return (f"numbers with decimal commas (e.g. {comma.iloc[0]!r}): read the file with decimal = ',' (fedrisk "
+                "predict: --decimal ','; pandas: read_csv(..., decimal=','))"
+                + ("; or, if the comma separates thousands, export plain numbers" if either else ""))
+    shown = _display_example(text)
+    if shown is not None:
+        return (f"numbers written for display (e.g. {shown!r}: thousands separators, a currency, a percent sign or "
+                "parentheses for negatives); export them as plain numbers")
+    return None
 
 
-#: text cells that stand for "no value" in exports (SAS ".", UCI "?", "unknown", "n/a", "-")
-_PLACEHOLDER_TEXT = r"\W+|unknown|unk|n/?a|none|null|missing|not available|nan"
+def text_display_numbers(df: pd.DataFrame, columns: Sequence[str], decimal: str = ".",
+                         sep: str | None = None) -> str | None:
+    """The refusal line for those of ``columns`` that hold numbers written for display ("12,629", "$1,200",
+    "12.5%", "(120.50)"), else ``None``: neither categories (one per amount) nor a CSV dialect. A lone thousands
+    group ("12,629") in a file not separated by ',' may be a three-decimal comma, so that reading is offered too
+    (in a ','-separated file ``decimal = ','`` cannot be set)."""
+    shown = {c: ex for c in columns for ex in [_display_example(df[c], decimal)] if ex}
+    if not shown:
+        return None
+    example = next(iter(shown.values()))
+    line = (f"feature columns {_listing(list(shown))} look like numbers written for display (e.g. {example!r}: "
+            "thousands separators, a currency, a percent sign or parentheses for negatives); export them as plain "
+            "numbers")
+    if decimal == "." and (sep or ",") != "," and re.fullmatch(r"\s*-?[1-9]\d{0,2},\d{3}\s*", example):
+        line += ("; if the comma is the decimal mark, set decimal = ',' for this party in the job spec (fedrisk "
+                 "predict: --decimal ',')")
+    elif decimal == "," and re.fullmatch(r"\s*-?[1-9]\d{0,2}\.\d{3}\s*", example):
+        line += ("; if '.' is the decimal mark, remove decimal = ',' for this party in the job spec (fedrisk predict: "
+                 "leave out --decimal ',')")
+    return line
+
+
+#: text cells that stand for "no value" in exports (SAS ".", UCI "?", "unknown", "n/a", "-", spreadsheet errors
+#: such as "#DIV/0!" or "#VALUE!")
+_PLACEHOLDER_TEXT = r"\W+|unknown|unk|n/?a|none|null|missing|not available|nan|#[a-z0-9/]+[!?]?"
 #: a mostly numeric column with more distinct numbers than this is an amount, not a list of codes
 _MAX_CODE_LEVELS = 50
 
@@ -515,7 +655,7 @@ def _missing_advice(odd: pd.Series) -> str:
 
 
 def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str, decimal: str = ".",
-                    parsed: Mapping[str, _TextNumbers | None] | None = None) -> None:
+                    parsed: Mapping[str, _TextNumbers | None] | None = None, sep: str | None = None) -> None:
     """Refuse undeclared text columns that would be taken for categories but are numbers with a few text
     cells ("?", "unknown": an amount becomes one category per value) or dates written as text.
 
@@ -523,6 +663,9 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
     caller already made it (:func:`_parse_text_numbers`, for :func:`numbers_in_text`), so no column is
     parsed twice.
     """
+    shown = text_display_numbers(df, columns, decimal, sep)
+    if shown:  # amounts exported for reading ("12,629", "12.5%"): one category per amount otherwise
+        raise ctx.error(shown)
     dates = []
     for c in columns:
         p = (parsed or {}).get(c) or _parse_text_numbers(df[c], decimal)
@@ -819,11 +962,9 @@ def load_party_table(
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
     if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
         raise ctx.error(_dates_named(df, dates))
-    formatted = [c for c in non_numeric if c not in declared and _formatted_numbers(df[c])]
-    if formatted:  # amounts exported for reading: neither categories nor a decimal-comma dialect
-        example = str(df[formatted[0]][_formatted_mask(df[formatted[0]])].iloc[0]).strip()
-        raise ctx.error(f"feature columns {_listing(formatted)} look like numbers written for display (e.g. "
-                        f"{example!r}: thousands separators or a currency sign); export them as plain numbers")
+    shown = text_display_numbers(df, [c for c in non_numeric if c not in declared], decimal, sep)
+    if shown:  # amounts exported for reading: neither categories nor a decimal-comma dialect
+        raise ctx.error(shown)
     if encoding is not None:
         from fedrisk.data.categorical import encode_columns
 
@@ -853,7 +994,8 @@ def load_party_table(
                 X, names = X[:, [names.index(f) for f in wanted]], wanted
             table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice,
                             fill_later)
-            table.categories, table.unseen, table.notes = encoders, unseen, notes + _no_value_notes(no_value, missing)
+            table.categories, table.unseen = encoders, unseen
+            table.notes = notes + table.notes + _no_value_notes(no_value, missing)
             table.label_coding = label_coding(df[label_col], positive) if y is not None else None
             return table
     if non_numeric:
@@ -913,6 +1055,14 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
                 imputed[name] = float(value)
     # under "keep" NaN is a legitimate value; infinities are never missing values
     bad = np.isinf(X) if missing == "keep" else ~np.isfinite(X)
+    notes = []
+    if missing == "mean" and np.isinf(X).any():
+        # an infinite ratio is usually a zero denominator (a zero limit), which the mean of the others misdescribes
+        per_col = np.isinf(X).sum(axis=0)
+        counts = ", ".join(f"{feature_names[j]!r} ({int(per_col[j])})" for j in np.flatnonzero(per_col))
+        notes.append(f"feature columns {counts} "
+                     "hold infinite values (e.g. a ratio over zero); missing = 'mean' fills them like blank cells -- "
+                     "cap or recode them in the export if they mean something else")
     if missing == "mean" and fill_later:  # the federation fills them with agreed (pooled) means
         X[bad] = np.nan
         bad = np.zeros_like(bad)
@@ -947,7 +1097,7 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
             imputed[feature_names[j]] = fill
 
     return PartyTable(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),
-                      imputed=imputed, extra={c: df[c].to_numpy() for c in keep})
+                      imputed=imputed, extra={c: df[c].to_numpy() for c in keep}, notes=notes)
 
 
 @dataclass
@@ -1012,6 +1162,7 @@ def load_party_frame(
     allow_no_features: bool = False,
     na_values: Sequence[str] = (),
     declare: str = "[task] categorical = [...]",
+    numeric: Sequence[str] = (),
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -1036,6 +1187,9 @@ def load_party_frame(
         Where this job declares a category column, for the refusal of an undeclared one (``<col>``
         stands for the column): ``[task] categorical = [...]``, or a horizontal job's vocabulary
         ``[task] categories = { <col> = [...] }``.
+    numeric : sequence of str
+        Scoring: the model's numeric columns. A text cell in one of them is binned as the number it reads as, so
+        numbers written for display ("12.629" thousands in a decimal-comma file) are refused here, as at training.
 
     Returns
     -------
@@ -1058,7 +1212,11 @@ def load_party_frame(
     X = df[feature_names].reset_index(drop=True)
     if categorical is not None:
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
-                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], declare, decimal)
+                                 and not pd.api.types.is_numeric_dtype(X[c].dtype)], declare, decimal, sep=sep)
+    shown = text_display_numbers(X, [c for c in numeric if c in X and not pd.api.types.is_numeric_dtype(X[c].dtype)],
+                                 decimal, sep)
+    if shown:
+        raise ctx.error(shown)
     empty = [c for c in feature_names if X[c].isna().all()]
     if empty and not allow_empty:
         raise ctx.error(f"feature columns {_listing(empty)} have no values at all; drop them (exclude) "
@@ -1209,7 +1367,8 @@ def iter_id_chunks(path: str | Path, id_col: str, *, party: str, rows: int = 262
     try:
         if kind == "csv":
             reader = pd.read_csv(path, usecols=lambda c: str(c).strip() == id_col, dtype=str, sep=sep or ",",
-                                 skipinitialspace=True, chunksize=rows)
+                                 skipinitialspace=True, chunksize=rows, index_col=False,
+                                 skiprows=int(_separator_line(path) is not None))  # as the table load reads it
             frames = (f.iloc[:, 0] if f.shape[1] else None for f in reader)
         else:
             import pyarrow.parquet as pq

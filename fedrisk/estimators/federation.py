@@ -231,7 +231,7 @@ class Federation:
         label = job.parties[holders[0]].label if holders else "y"
         frames = {}
         for n, p in job.parties.items():
-            df = _read_table(job.data_path(n), p.id, **p.read_options())
+            df = _read_table(job.data_path(n), p.id, n, **p.read_options())
             renames = {p.id: common, **({p.label: label} if p.label else {})}
             renames = {a: b for a, b in renames.items() if a != b}
             for own, theirs in renames.items():
@@ -526,16 +526,13 @@ def write_parquet(df: pd.DataFrame, path: Path, *, party: str) -> None:
                         f"({str(exc).splitlines()[0][:200]}); give each column one type (numbers, text or dates)") from None
 
 
-def _read_table(path: Path, id_col: str, sep: str | None = None, decimal: str = ".", **_: Any) -> pd.DataFrame:
-    """A party's data file as a DataFrame, read as ``fedrisk party`` reads it: the spec's CSV dialect,
-    and the id column as text (``"007"`` stays ``"007"``, as PSI sees it)."""
-    name = path.name.lower()
-    try:
-        if name.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, sep=sep or ",", decimal=decimal, dtype={id_col: str})
-    except (OSError, ValueError) as e:
-        raise DataError(f"data file {path} cannot be read: {e}") from None
+def _read_table(path: Path, id_col: str, party: str, sep: str | None = None, decimal: str = ".",
+                **_: Any) -> pd.DataFrame:
+    """A party's data file as a DataFrame, read as ``fedrisk party`` reads it (the loader's own reader: the spec's
+    CSV dialect, the id column as text so ``"007"`` stays ``"007"``, trailing separators, a ``sep=;`` line)."""
+    from fedrisk.data.loading import read_party_file
+
+    return read_party_file(path, party=party, id_col=id_col, sep=sep, decimal=decimal)
 
 
 def rewrite_spec(spec: Path, out: Path, *, free_ports: bool = False, task: Mapping[str, Any] | None = None,

@@ -136,6 +136,7 @@ class Scorecard(FederatedClassifier):
             if isinstance(X, Federation):
                 raise ConfigError("a horizontal scorecard scores a DataFrame locally: pass the rows")
             _refuse_duplicate_columns(X, files["scorecard.json"]["features"], "Scorecard.explain")
-            return _indexed(scorecard_predictions(files["scorecard.json"], self._with_na_values(X)), X)
+            return _indexed(scorecard_predictions(files["scorecard.json"], self._with_na_values(X),
+                                                  who="Scorecard.explain"), X)
         return _score_parts(self, files, X, detail=True)
 

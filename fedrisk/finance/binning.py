@@ -161,6 +161,11 @@ class FeatureBins:
             num = pd.to_numeric(s.where(~miss), errors="coerce")
             bad = num.isna().to_numpy() & ~miss
             if bad.any():
+                from fedrisk.data.loading import numbers_in_another_format
+
+                other = numbers_in_another_format(s[bad])
+                if other is not None:  # a dialect or a display format, not a placeholder to declare missing
+                    raise DataError(f"column {self.name!r} is numeric in the model but holds {other}")
                 example = s[bad].iloc[0]
                 raise DataError(
                     f"column {self.name!r} is numeric in the model but holds non-numeric values such as {example!r}; "

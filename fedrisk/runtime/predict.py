@@ -83,15 +83,16 @@ def write_predictions(out: Path, ids: Sequence[Any], table, scored_rows: np.ndar
         full.to_csv(tmp, index=False, float_format="%.8g")
 
 
-def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None):
-    """Points, probability and reason codes of every row of ``X`` under a saved (whole) scorecard."""
+def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None, who: str | None = None):
+    """Points, probability and reason codes of every row of ``X`` under a saved (whole) scorecard. ``who``: the
+    notebook method scoring (``Scorecard.explain``), for the unseen-category warning (see :func:`warn_unseen_bins`)."""
     import pandas as pd
 
     from fedrisk.finance.scorecard import Scorecard, reason_columns
 
     sc = Scorecard.from_dict(card)
     n = int(n_reasons or card.get("n_reasons") or 3)
-    warn_unseen_bins(sc.bins_, X)
+    warn_unseen_bins(sc.bins_, X, who)
     warn_blank_columns(X, sc.features_, "predict")
     points = sc.score(X)
     return pd.DataFrame({"points": points, "probability": sc.probability(points),
@@ -310,8 +311,9 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
 
         # raw columns as at training: text categories and missing values have bins of their own, so a column
         # blank in every row (one applicant without that field) scores as its missing bin, as in a larger batch
+        numeric = [f for f in model["features"] if model["bins"][f]["bins"]["kind"] == "numeric"]
         frame = load_party_frame(data, party="predict", id_col=id_col, features=model["features"], require_label=False,
-                                 allow_empty=True, **dialect)
+                                 allow_empty=True, numeric=numeric, **dialect)
         write_predictions(Path(out), frame.ids, scorecard_predictions(model, frame.X))
         return frame.n_rows
     if fmt.startswith("fedrisk.vertical"):

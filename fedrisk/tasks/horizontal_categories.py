@@ -85,7 +85,7 @@ def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordina
     # table load after this step fills, keeps or refuses it), not a reason to refuse the bank here
     frame = load_party_frame(ctx.spec.data_path(ctx.name), party=ctx.name, id_col=p.id, label_col=p.label,
                              features=p.features, exclude=p.exclude, allow_empty=True, **p.read_options())
-    from fedrisk.data.loading import HORIZONTAL_CATEGORIES, declaring, numbers_in_text, text_dates
+    from fedrisk.data.loading import HORIZONTAL_CATEGORIES, declaring, numbers_in_text, text_dates, text_display_numbers
 
     missing_cols = [c for c in vocab if c not in frame.feature_names]
     if missing_cols:
@@ -101,9 +101,10 @@ def agreed_categories(ctx: PartyContext, params: Any, banks: list[str], coordina
     # (numbers kept as text, and a column blank in every row, load as numbers: the table load after this step)
     text = [c for c in frame.feature_names if c not in vocab and not pd.api.types.is_numeric_dtype(frame.X[c])
             and numbers_in_text(frame.X[c], decimal) is None]
-    dates = text_dates(frame.X, text, HORIZONTAL_CATEGORIES)
-    if dates:
-        raise DataError(f"bank {ctx.name!r}, file {str(frame.path)!r}: {dates}")
+    refusal = text_display_numbers(frame.X, text, decimal, p.read_options().get("sep")) or text_dates(
+        frame.X, text, HORIZONTAL_CATEGORIES)
+    if refusal:
+        raise DataError(f"bank {ctx.name!r}, file {str(frame.path)!r}: {refusal}")
     if text:
         raise DataError(f"bank {ctx.name!r}: text columns {text} are not numeric and have no vocabulary; list their "
                         f"categories in {declaring(HORIZONTAL_CATEGORIES, text[0])} or exclude them")

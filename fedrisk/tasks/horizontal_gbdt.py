@@ -77,6 +77,12 @@ def validate_spec(spec: JobSpec, where: str) -> None:
     validate_horizontal(spec, where, KIND)
     if len(spec.parties) < 2:
         raise ConfigError(f"{where}: {KIND} needs at least 2 banks (one bank alone would show its sums to the coordinator)")
+    keep = [n for n, p in spec.parties.items() if p.missing == "keep"]
+    mean = [n for n, p in spec.parties.items() if p.missing == "mean"]
+    if keep and mean:  # the model's imputation fills every blank before the trees see it: the learned side goes unused
+        raise ConfigError(f"{where}: banks {keep} set missing = 'keep' and banks {mean} missing = 'mean'; a {KIND} model "
+                          "either learns where blanks go or fills them with the pooled means, so give every bank with "
+                          "blank cells the same setting")
     privacy_plan(spec, params, where)
 
 

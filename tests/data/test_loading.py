@@ -451,3 +451,16 @@ def test_one_feature_column_with_missing_cells_is_filled_not_read_only(tmp_path,
     assert X.shape == (n, 1) and np.isfinite(X).all()
     if how == "fill":
         assert (X[::7, 0] == 2.5).all()
+
+
+def test_infinite_cells_filled_under_mean_are_counted_in_a_note(tmp_path) -> None:
+    """'inf' in a ratio column is usually a zero denominator, not a blank: filling it with the mean is what
+    missing = "mean" promises, but the bank must hear about it (a note for its own log, counts only)."""
+    path = _write(tmp_path, "id,a,b,region\n1,1,inf,x\n2,,5,y\n3,3,-inf,x\n4,2,9,y\n")
+    for kw in ({}, {"fill_later": True}, {"encoding": "onehot", "categorical": ["region"]}):
+        exclude = [] if kw.get("encoding") else ["region"]
+        t = load_party_table(path, party="p", id_col="id", missing="mean", exclude=exclude, **kw)
+        assert any("'b' (2)" in n and "infinite" in n for n in t.notes), (kw, t.notes)
+        assert not any("'a'" in n for n in t.notes)  # a blank cell is what missing = "mean" is for
+    t = load_party_table(_write(tmp_path, "id,a\n1,1\n2,\n", "blank.csv"), party="p", id_col="id", missing="mean")
+    assert t.notes == []

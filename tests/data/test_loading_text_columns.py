@@ -233,3 +233,23 @@ def test_a_year_month_column_may_be_a_category_and_versions_are_not_dates(tmp_pa
         fr.LogisticRegression(categories={"region": ["n", "s"]}).fit(fr.Federation.horizontal(banks))
     msg = str(info.value)
     assert "are dates" in msg and "categories={'cohort': [...]}" in msg, msg
+
+
+def test_a_horizontal_bank_with_a_vocabulary_names_amounts_written_for_display(tmp_path):
+    """With a [task] categories vocabulary for another column, a bank exporting its utilisation as "51.7%" was told
+    to list the column's categories (one per percentage); it is an amount written for display, as without one."""
+    import fedrisk as fr
+
+    rng = np.random.default_rng(2)
+    banks = {}
+    for b, n in (("bank1", 80), ("bank2", 60)):
+        banks[b] = pd.DataFrame({"id": np.arange(n) + (0 if b == "bank1" else 1000), "y": rng.integers(0, 2, n),
+                                 "util": rng.uniform(0, 1, n).round(3), "region": rng.choice(["n", "s"], n)})
+    banks["bank2"]["util"] = banks["bank2"]["util"].map(lambda v: f"{100 * v:.1f}%")
+    for est in (fr.LogisticRegression(categories={"region": ["n", "s"]}), fr.LogisticRegression()):
+        fed = fr.Federation.horizontal({b: d if est.categories else d.drop(columns="region") for b, d in banks.items()})
+        with pytest.raises(fr.DataError) as info:
+            est.fit(fed)
+        msg = str(info.value)
+        assert "'bank2'" in msg and "'util'" in msg and "written for display" in msg and "\n" not in msg, msg
+        assert "vocabulary" not in msg and "categor" not in msg, msg

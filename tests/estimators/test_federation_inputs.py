@@ -116,21 +116,43 @@ def test_a_table_mixing_numbers_and_placeholder_text_is_read_as_the_cli_reads_th
     assert np.allclose(a.coef_, b.coef_, rtol=0, atol=1e-12)
 
 
-def test_from_spec_takes_banks_that_name_their_id_and_label_columns_differently(tmp_path):
-    """A horizontal spec whose bank2 calls its columns ``acct`` / ``default`` (``fedrisk simulate`` runs it)
-    made ``from_spec`` fail with "every bank needs the label column 'y'; missing at ['bank2']"."""
-    rng = np.random.default_rng(3)
+def _two_banks(seed: int) -> dict[str, pd.DataFrame]:
+    """Two small banks (150 and 100 rows, ids apart) with a 0/1 label driven by column ``a``."""
+    rng = np.random.default_rng(seed)
     frames = {}
     for b, n in (("bank1", 150), ("bank2", 100)):
         x = rng.normal(size=(n, 2))
-        frames[b] = pd.DataFrame({"id": np.arange(n), "y": (x[:, 0] + rng.normal(size=n) > 0.3).astype(int),
-                                  "a": x[:, 0], "b": x[:, 1]})
-    frames["bank1"].to_csv(tmp_path / "bank1.csv", index=False)
-    frames["bank2"].rename(columns={"id": "acct", "y": "default"}).to_csv(tmp_path / "bank2.csv", index=False)
-    fed = _from_spec(tmp_path, '[federation]\nname = "named-apart"\nseed = 0\n[coordinator]\naddress = "127.0.0.1:1"\n'
+        frames[b] = pd.DataFrame({"id": np.arange(n) + (0 if b == "bank1" else 1000),
+                                  "y": (x[:, 0] + rng.normal(size=n) > 0.3).astype(int), "a": x[:, 0], "b": x[:, 1]})
+    return frames
+
+
+def _fits_as_in_memory(folder, frames: dict[str, pd.DataFrame], name: str, bank2_lines: str) -> None:
+    """``from_spec`` of a two-bank spec (bank2's table: ``bank2_lines``) fits the model of the same frames in memory."""
+    fed = _from_spec(folder, f'[federation]\nname = "{name}"\nseed = 0\n[coordinator]\naddress = "127.0.0.1:1"\n'
                      '[parties.bank1]\naddress = "127.0.0.1:2"\ndata = "bank1.csv"\nid = "id"\nlabel = "y"\n'
-                     '[parties.bank2]\naddress = "127.0.0.1:3"\ndata = "bank2.csv"\nid = "acct"\nlabel = "default"\n'
+                     f'[parties.bank2]\naddress = "127.0.0.1:3"\ndata = "bank2.csv"\n{bank2_lines}\n'
                      '[task]\nkind = "horizontal.lr"\n[security]\nsecure_aggregation = false\n')
     a = fr.LogisticRegression().fit(fed)
-    b = fr.LogisticRegression().fit(fr.Federation.horizontal(frames, name="named-apart", secure_aggregation=False))
+    b = fr.LogisticRegression().fit(fr.Federation.horizontal(frames, name=name, secure_aggregation=False))
     assert np.allclose(a.coef_, b.coef_, rtol=0, atol=1e-12)
+
+
+def test_from_spec_takes_banks_that_name_their_id_and_label_columns_differently(tmp_path):
+    """A horizontal spec whose bank2 calls its columns ``acct`` / ``default`` (``fedrisk simulate`` runs it)
+    made ``from_spec`` fail with "every bank needs the label column 'y'; missing at ['bank2']"."""
+    frames = _two_banks(3)
+    frames["bank1"].to_csv(tmp_path / "bank1.csv", index=False)
+    frames["bank2"].rename(columns={"id": "acct", "y": "default"}).to_csv(tmp_path / "bank2.csv", index=False)
+    _fits_as_in_memory(tmp_path, frames, "named-apart", 'id = "acct"\nlabel = "default"')
+
+
+def test_from_spec_reads_each_file_as_the_party_processes_do(tmp_path):
+    """``from_spec`` read the files with its own pandas call: a ';' export closing every line with the separator
+    gave an 'Unnamed: 4' column (the job refused it) where ``fedrisk simulate`` loads the file, and one with a
+    spreadsheet's 'sep=;' first line took that line for the header. It now reads them with the loader's reader."""
+    frames = _two_banks(5)
+    frames["bank1"].to_csv(tmp_path / "bank1.csv", index=False)
+    text = frames["bank2"].to_csv(index=False, sep=";", decimal=",").replace("\n", ";\r\n")
+    (tmp_path / "bank2.csv").write_text("sep=;\r\n" + text)
+    _fits_as_in_memory(tmp_path, frames, "dialects", 'id = "id"\nlabel = "y"\nsep = ";"\ndecimal = ","')

@@ -128,6 +128,11 @@ def test_rows_with_categories_the_model_never_saw_are_counted_in_a_warning(caplo
         assert len(notes) == 1, (type(est).__name__, [r.getMessage() for r in caplog.records])
         assert "'region' (30 of 40 rows)" in notes[0] and "NORTH" not in notes[0], notes[0]
         assert notes[0].startswith(f"{type(est).__name__}.predict_proba: "), notes[0]  # (not "party 'predict'")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            est.explain(new)
+        notes = [r.getMessage() for r in caplog.records if "never seen" in r.getMessage()]
+        assert len(notes) == 1 and notes[0].startswith(f"{type(est).__name__}.explain: "), notes
         # `fedrisk predict` of the same model file on the same rows says it too (it did for scorecards only)
         from fedrisk.runtime.predict import predict_file
 

@@ -218,3 +218,19 @@ def test_a_placeholder_in_a_numeric_bin_names_na_values():
     bins = FeatureBins("amt", "numeric", edges=np.array([1.0, 2.0]))
     with pytest.raises(DataError, match=r"column 'amt' .* such as '\?'.*na_values.*--na-values '\?'"):
         bins.assign(pd.Series(["1.5", "?", "3"]))
+
+
+@pytest.mark.parametrize("cells, said", [
+    (["1,5", "0,0", "3"], "decimal commas (e.g. '1,5'): read the file with decimal = ','"),
+    (["1.5", "$1,200.00", "3"], "written for display (e.g. '$1,200.00'"),
+    (["1.5", "12.5%", "3"], "written for display (e.g. '12.5%'"),
+])
+def test_decimal_commas_or_display_numbers_in_a_numeric_bin_are_not_called_placeholders(cells, said):
+    """`fedrisk predict` of a scorecard on a ';' file without --decimal said: "holds non-numeric values such as '0,0'
+    ... if it is a placeholder for no value, declare it missing (--na-values '0,0')" -- following that, every zero
+    would score in the missing bin. The line now names the dialect (or the display format) and not na_values."""
+    bins = FeatureBins("amt", "numeric", edges=np.array([1.0, 2.0]))
+    with pytest.raises(DataError) as info:
+        bins.assign(pd.Series(cells))
+    msg = str(info.value)
+    assert "'amt'" in msg and said in msg and "na-values" not in msg and "na_values" not in msg, msg

@@ -49,7 +49,8 @@ def test_good_spec_loads_and_resolves_paths_relative_to_the_file(tmp_path):
     (GOOD.replace('[coordinator]\naddress = "127.0.0.1:50000"', ""), r"needs a \[coordinator\]"),
     (GOOD.replace('label = "y"\n[parties.bank2]', '[parties.bank2]'), r"every bank needs label"),
     (GOOD.replace('data = "b1.csv"', 'data = "b1.csv"\nmissing = "keep"'),
-     r"parties \['bank1'\] set missing = 'keep', but task 'horizontal\.lr' cannot use missing values"),
+     r"parties \['bank1'\] set missing = 'keep', but task 'horizontal\.lr' cannot use missing values; use 'reject' or "
+     r"'mean' \(the tree tasks, vertical\.secureboost and horizontal\.gbdt, learn where they go\)"),
     ("[federation\nname='x'", r"not valid TOML"),
 ])
 def test_bad_specs_fail_with_one_clear_line(tmp_path, text, message):

@@ -295,3 +295,20 @@ def test_a_bank_listing_the_columns_in_another_order_trains_the_same_model(tmp_p
         assert shuffled["trees"] == same["trees"]
     a, b = (pd.read_csv(tmp_path / r / "scores" / "test.csv") for r in ("same", "shuffled"))
     np.testing.assert_allclose(a["score"], b["score"], atol=1e-9)
+
+
+def test_gbdt_banks_mixing_keep_and_mean_are_one_line_before_the_job(tmp_path):
+    """With one bank on missing = "keep" and another on "mean", the trees learned where blanks go from the first
+    bank's rows, but the model file's imputation made `fedrisk predict` (and the evaluation) fill every blank with
+    the pooled mean first: the learned side was never used. The spec is refused naming both groups."""
+    from fedrisk.errors import ConfigError
+    from fedrisk.runtime.spec import load_spec
+
+    numeric_banks(tmp_path)
+    spec = spec_for(tmp_path, "horizontal.gbdt", {"bank1": 'missing = "keep"', "bank2": 'missing = "mean"', "bank3": ""})
+    with pytest.raises(ConfigError) as info:
+        load_spec(spec)
+    msg = str(info.value)
+    assert "['bank1']" in msg and "['bank2']" in msg and "missing" in msg and "\n" not in msg, msg
+    for pair in (('missing = "keep"', ""), ('missing = "mean"', "")):
+        load_spec(spec_for(tmp_path, "horizontal.gbdt", {"bank1": pair[0], "bank2": pair[1], "bank3": ""}))
