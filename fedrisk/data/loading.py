@@ -737,8 +737,9 @@ def load_party_table(
         the label holder's ``evaluation.test_column``.
     fill : mapping of str to float, optional
         Scoring with a model trained under ``missing="mean"``: the training means stored in the
-        model. Empty cells of these columns get these values, not this file's means, so a row
-        scores the same whichever batch it arrives in. They count as filled in ``imputed``.
+        model. Empty and infinite cells of these columns (training filled both) get these values,
+        not this file's means, so a row scores the same whichever batch it arrives in. They count
+        as filled in ``imputed``.
     categorical : sequence of str, optional
         Text category columns (the party's ``categorical = [...]``), encoded at this party by
         :mod:`fedrisk.data.categorical`; with an ``encoding``, undeclared non-numeric columns are
@@ -853,7 +854,8 @@ def load_party_table(
                 X, names = X[:, [names.index(f) for f in wanted]], wanted
             table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice,
                             fill_later)
-            table.categories, table.unseen, table.notes = encoders, unseen, notes + _no_value_notes(no_value, missing)
+            table.categories, table.unseen = encoders, unseen
+            table.notes = [*notes, *table.notes, *_no_value_notes(no_value, missing)]
             table.label_coding = label_coding(df[label_col], positive) if y is not None else None
             return table
     if non_numeric:
@@ -904,15 +906,17 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
     # filled in place below: a one-column frame's to_numpy can be a read-only view of the file's buffer
     X = np.require(X, dtype=np.float64, requirements=["C", "W"])
     imputed: dict[str, float] = {}
+    inf = np.isinf(X)  # before the fill below, which (as training did under "mean") fills them too
     for name, value in (fill or {}).items():
         if name in feature_names:
             j = feature_names.index(name)
-            gaps = np.isnan(X[:, j])
+            gaps = ~np.isfinite(X[:, j])
             if gaps.any():
                 X[gaps, j] = float(value)
                 imputed[name] = float(value)
     # under "keep" NaN is a legitimate value; infinities are never missing values
     bad = np.isinf(X) if missing == "keep" else ~np.isfinite(X)
+    notes = _infinity_notes(inf, feature_names) if missing == "mean" or (fill and inf.any()) else []
     if missing == "mean" and fill_later:  # the federation fills them with agreed (pooled) means
         X[bad] = np.nan
         bad = np.zeros_like(bad)
@@ -947,7 +951,23 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
             imputed[feature_names[j]] = fill
 
     return PartyTable(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),
-                      imputed=imputed, extra={c: df[c].to_numpy() for c in keep})
+                      imputed=imputed, extra={c: df[c].to_numpy() for c in keep}, notes=notes)
+
+
+def _infinity_notes(inf: np.ndarray, feature_names: Sequence[str]) -> list[str]:
+    """The note for infinite cells that ``missing = "mean"`` fills like blanks.
+
+    An infinity is rarely "no value": it is a ratio over zero (utilisation on a zero limit), a value
+    beyond every other one that the mean turns into an average one. Filling it stays the documented
+    behaviour; the note (counts per column, no values) lets the party see that its export had them.
+    """
+    cols = np.flatnonzero(inf.any(axis=0))
+    if not len(cols):
+        return []
+    per_col = [f"{feature_names[j]!r} ({int(inf[:, j].sum())})" for j in cols]
+    more = f", ... ({len(per_col) - _MAX_LISTED} more)" if len(per_col) > _MAX_LISTED else ""
+    return [f"infinite cells (e.g. a ratio over zero) in columns {', '.join(per_col[:_MAX_LISTED])}{more} are filled "
+            "like blanks under missing = 'mean'; if they mean 'very large', cap them in the export instead"]
 
 
 @dataclass
