@@ -507,11 +507,18 @@ def _placeholders_among_numbers(col: pd.Series, decimal: str = ".") -> pd.Series
 def _missing_advice(odd: pd.Series) -> str:
     """How to make a numeric column's text cells missing: empty them, or declare them with ``na_values``."""
     shown = list(dict.fromkeys(odd.astype(str)))[:3]
-    import shlex
-
     return (f"empty those cells (they become missing values) or declare them missing with na_values = "
             f"[{', '.join(_toml_key(v) for v in shown)}] for this party in the job spec (fedrisk predict: "
-            + " ".join(f"--na-values {shlex.quote(v)}" for v in shown) + ")")
+            + " ".join(f"--na-values {_shell_word(v)}" for v in shown) + ")")
+
+
+def _shell_word(value: str) -> str:
+    """``value`` single-quoted for a shell, always: ``shlex.quote`` leaves ``unknown`` bare, and a bare cell
+    text in advice crosses to partners in an abort reason, which redacts quoted text only."""
+    import shlex
+
+    quoted = shlex.quote(value)
+    return quoted if quoted.startswith("'") else f"'{value}'"
 
 
 def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str, decimal: str = ".",

@@ -73,6 +73,22 @@ def test_redact_removes_ids_values_and_paths(message, leaked):
     assert "'bank2'" in out or "bank2" not in message
 
 
+def test_a_cell_text_named_in_na_values_advice_does_not_reach_partners(tmp_path):
+    """A number column holding a few text cells is refused with advice naming them (na_values = [...] and
+    `fedrisk predict --na-values ...`). The TOML list quoted them, but the shell form quoted a cell only when
+    the shell needed it, so `--na-values unknown` (or a name typed into an amount column) reached every
+    partner's log through the abort reason, which redacts quoted text only."""
+    path = tmp_path / "bureau.csv"
+    debt = [f"{1000 + 7.5 * v:.2f}" for v in range(200)] + ["JaneRoe", "n/a.x", "-"]
+    pd.DataFrame({"id": range(len(debt)), "debt": debt}).to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        load_party_table(path, party="bureau", id_col="id", encoding="onehot")  # as a vertical party loads
+    local, sent = str(info.value), wire_reason("bureau", info.value)
+    assert "JaneRoe" in local and "--na-values" in local
+    for cell in ("JaneRoe", "n/a.x", " - "):
+        assert cell not in sent, sent
+
+
 def test_non_fedrisk_errors_send_only_their_class():
     text = wire_reason("bank1", KeyError("CUST-9"))
     assert "KeyError" in text and "CUST-9" not in text
