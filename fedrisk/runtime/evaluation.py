@@ -127,4 +127,6 @@ def write_evaluation(ctx: PartyContext, train_ids, train_y, train_p, test_ids, t
     ctx.write_json("metrics.json", metrics)
     t = metrics.get("test", metrics["train"])
     ctx.log.info("evaluation: AUC %.4f, KS %.4f (%s)", t["auc"], t["ks"], "test" if "test" in metrics else "train")
+    if t.get("small_sample"):
+        ctx.log.warning("evaluation (%s rows): %s", "test" if "test" in metrics else "train", t["small_sample"])
     return metrics
