@@ -127,6 +127,13 @@ class _Ctx:
     def error(self, message: str) -> DataError:
         return DataError(f"party {self.party!r}, file {str(self.path)!r}: {_one_line(message)}")
 
+    def label_error(self, message: str) -> DataError:
+        """:meth:`error` about the label column: its counts and values are the labels' own, so partners get
+        the labels summary of :func:`~fedrisk.runtime.abort_reason.label_error` in the abort, not this line."""
+        from fedrisk.runtime.abort_reason import LABELS_SUMMARY, private
+
+        return private(self.error(message), LABELS_SUMMARY)
+
 
 def _file_kind(path: Path) -> str | None:
     name = path.name.lower()
@@ -316,7 +323,7 @@ def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) 
             raise ConfigError(f"party {ctx.party!r}: positive = {{...}} must map each label value to 0 or 1")
         unmapped = [k for k in found if k not in table]
         if unmapped:
-            raise ctx.error(f"label column {label_col!r} holds values the positive mapping does not cover "
+            raise ctx.label_error(f"label column {label_col!r} holds values the positive mapping does not cover "
                             f"({_listing(unmapped)}); map every value to 0 or 1")
         return keys.map(table).to_numpy(dtype=np.int8)
     pos = {_label_key(p) for p in (positive if isinstance(positive, (list, tuple)) else [positive])}
@@ -327,10 +334,10 @@ def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) 
             # horizontal federation); declaring both values says which, without guessing
             hint = (f"; if this party simply has no defaults, map both values: positive = {{ "
                     f"{_toml_key(positive)} = 1, {_toml_key(found[0])} = 0 }}")
-        raise ctx.error(f"label column {label_col!r} never holds positive = {positive!r} (values found: "
+        raise ctx.label_error(f"label column {label_col!r} never holds positive = {positive!r} (values found: "
                         f"{_listing(found)}); set positive to the value that means default/bad{hint}")
     if len(set(found) - pos) > 1:
-        raise ctx.error(f"label column {label_col!r} has more than two classes ({_listing(found)}); with "
+        raise ctx.label_error(f"label column {label_col!r} has more than two classes ({_listing(found)}); with "
                         "positive = ... every other value is 0, so list all default values or map them")
     return keys.isin(pos).to_numpy(dtype=np.int8)
 
@@ -345,7 +352,7 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
     """
     n_missing = int(raw.isna().sum())
     if n_missing:
-        raise ctx.error(f"label column {label_col!r} is empty in {n_missing} rows; drop unlabelled "
+        raise ctx.label_error(f"label column {label_col!r} is empty in {n_missing} rows; drop unlabelled "
                         "rows or use a party without a label")
     if positive is not None:
         return _mapped_labels(ctx, raw, label_col, positive)
@@ -353,14 +360,14 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
         return raw.to_numpy(dtype=np.int8)
     if not pd.api.types.is_numeric_dtype(raw.dtype):
         values = sorted({str(v) for v in raw.unique()[: _MAX_LISTED + 1]})
-        raise ctx.error(f"label column {label_col!r} is not numeric (values found: {_listing(values)}); "
+        raise ctx.label_error(f"label column {label_col!r} is not numeric (values found: {_listing(values)}); "
                         "set positive = '<the value meaning default>' for this party in the job spec "
                         "(or map it to 0/1, with 1 = default/bad, before loading)")
     vals = raw.to_numpy(dtype=np.float64)
     distinct = np.unique(vals)
     if not np.all(np.isin(distinct, (0.0, 1.0))):
         shown = [int(v) if float(v).is_integer() else float(v) for v in distinct[: _MAX_LISTED + 1]]
-        raise ctx.error(f"label column {label_col!r} is not binary (distinct values: "
+        raise ctx.label_error(f"label column {label_col!r} is not binary (distinct values: "
                         f"{_listing(shown)}{'' if len(distinct) <= _MAX_LISTED + 1 else ', ...'}); it "
                         "must hold only 0 and 1, with 1 = default/bad, or set positive = <the default "
                         "value> for this party in the job spec (e.g. positive = 2 for a 1/2 coding)")
