@@ -12,6 +12,9 @@ import numpy as np
 
 from fedrisk.runtime.context import PartyContext
 
+#: a headline AUC at or above this gets a leakage warning (fraud models may reach it honestly; the log says why)
+LEAKAGE_AUC = 0.98
+
 __all__ = ["write_evaluation", "write_scores", "run_header", "stability_labels", "check_test_labels"]
 
 
@@ -136,4 +139,11 @@ def write_evaluation(ctx: PartyContext, train_ids, train_y, train_p, test_ids, t
     ctx.log.info("evaluation: AUC %.4f, KS %.4f (%s)", t["auc"], t["ks"], "test" if "test" in metrics else "train")
     if t.get("small_sample"):
         ctx.log.warning("evaluation (%s rows): %s", "test" if "test" in metrics else "train", t["small_sample"])
+    if t.get("auc", 0.0) >= LEAKAGE_AUC:
+        # a default model this good almost always has a feature written after the outcome (a collections flag, a
+        # write-off date) at some party; in a vertical job the label holder cannot see the partners' columns
+        ctx.log.warning("evaluation: AUC %.4f (%s rows) is rarely reached by a credit default model without a feature "
+                        "recorded after the outcome (leakage); check each party's strongest features (vertical.woe / "
+                        "horizontal.woe IV above 0.5 reads 'suspicious') before using the model",
+                        t["auc"], "test" if "test" in metrics else "train")
     return metrics
