@@ -132,6 +132,13 @@ class _Ctx:
     def error(self, message: str) -> DataError:
         return DataError(f"party {self.party!r}, file {str(self.path)!r}: {_one_line(message)}")
 
+    def label_error(self, message: str) -> DataError:
+        """:meth:`error` about the label column: its counts and values are the labels' own, so partners get
+        the labels summary of :func:`~fedrisk.runtime.abort_reason.label_error` in the abort, not this line."""
+        from fedrisk.runtime.abort_reason import LABELS_SUMMARY, private
+
+        return private(self.error(message), LABELS_SUMMARY)
+
 
 def _file_kind(path: Path) -> str | None:
     name = path.name.lower()
@@ -381,7 +388,7 @@ def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) 
             raise ConfigError(f"party {ctx.party!r}: positive = {{...}} must map each label value to 0 or 1")
         unmapped = [k for k in found if k not in table]
         if unmapped:
-            raise ctx.error(f"label column {label_col!r} holds values the positive mapping does not cover "
+            raise ctx.label_error(f"label column {label_col!r} holds values the positive mapping does not cover "
                             f"({_listing(unmapped)}); map every value to 0 or 1")
         return keys.map(table).to_numpy(dtype=np.int8)
     pos = {_label_key(p) for p in (positive if isinstance(positive, (list, tuple)) else [positive])}
@@ -392,10 +399,10 @@ def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) 
             # horizontal federation); declaring both values says which, without guessing
             hint = (f"; if this party simply has no defaults, map both values: positive = {{ "
                     f"{_toml_key(positive)} = 1, {_toml_key(found[0])} = 0 }}")
-        raise ctx.error(f"label column {label_col!r} never holds positive = {positive!r} (values found: "
+        raise ctx.label_error(f"label column {label_col!r} never holds positive = {positive!r} (values found: "
                         f"{_listing(found)}); set positive to the value that means default/bad{hint}")
     if len(set(found) - pos) > 1:
-        raise ctx.error(f"label column {label_col!r} has more than two classes ({_listing(found)}); with "
+        raise ctx.label_error(f"label column {label_col!r} has more than two classes ({_listing(found)}); with "
                         "positive = ... every other value is 0, so list all default values or map them")
     return keys.isin(pos).to_numpy(dtype=np.int8)
 
@@ -410,7 +417,7 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
     """
     n_missing = int(raw.isna().sum())
     if n_missing:
-        raise ctx.error(f"label column {label_col!r} is empty in {n_missing} rows; drop unlabelled "
+        raise ctx.label_error(f"label column {label_col!r} is empty in {n_missing} rows; drop unlabelled "
                         "rows or use a party without a label")
     if positive is not None:
         return _mapped_labels(ctx, raw, label_col, positive)
@@ -425,14 +432,14 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
             raw = as_numbers
     if not pd.api.types.is_numeric_dtype(raw.dtype):
         values = sorted({str(v) for v in raw.unique()[: _MAX_LISTED + 1]})
-        raise ctx.error(f"label column {label_col!r} is not numeric (values found: {_listing(values)}); "
+        raise ctx.label_error(f"label column {label_col!r} is not numeric (values found: {_listing(values)}); "
                         "set positive = '<the value meaning default>' for this party in the job spec "
                         "(or map it to 0/1, with 1 = default/bad, before loading)")
     vals = raw.to_numpy(dtype=np.float64)
     distinct = np.unique(vals)
     if not np.all(np.isin(distinct, (0.0, 1.0))):
         shown = [int(v) if float(v).is_integer() else float(v) for v in distinct[: _MAX_LISTED + 1]]
-        raise ctx.error(f"label column {label_col!r} is not binary (distinct values: "
+        raise ctx.label_error(f"label column {label_col!r} is not binary (distinct values: "
                         f"{_listing(shown)}{'' if len(distinct) <= _MAX_LISTED + 1 else ', ...'}); it "
                         "must hold only 0 and 1, with 1 = default/bad, or set positive = <the default "
                         "value> for this party in the job spec (e.g. positive = 2 for a 1/2 coding)")
@@ -647,11 +654,18 @@ def _placeholders_among_numbers(col: pd.Series, decimal: str = ".") -> pd.Series
 def _missing_advice(odd: pd.Series) -> str:
     """How to make a numeric column's text cells missing: empty them, or declare them with ``na_values``."""
     shown = list(dict.fromkeys(odd.astype(str)))[:3]
-    import shlex
-
     return (f"empty those cells (they become missing values) or declare them missing with na_values = "
             f"[{', '.join(_toml_key(v) for v in shown)}] for this party in the job spec (fedrisk predict: "
-            + " ".join(f"--na-values {shlex.quote(v)}" for v in shown) + ")")
+            + " ".join(f"--na-values {_shell_word(v)}" for v in shown) + ")")
+
+
+def _shell_word(value: str) -> str:
+    """``value`` single-quoted for a shell, always: ``shlex.quote`` leaves ``unknown`` bare, and a bare cell
+    text in advice crosses to partners in an abort reason, which redacts quoted text only."""
+    import shlex
+
+    quoted = shlex.quote(value)
+    return quoted if quoted.startswith("'") else f"'{value}'"
 
 
 def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare: str, decimal: str = ".",
@@ -880,8 +894,9 @@ def load_party_table(
         the label holder's ``evaluation.test_column``.
     fill : mapping of str to float, optional
         Scoring with a model trained under ``missing="mean"``: the training means stored in the
-        model. Empty cells of these columns get these values, not this file's means, so a row
-        scores the same whichever batch it arrives in. They count as filled in ``imputed``.
+        model. Empty and infinite cells of these columns (training filled both) get these values,
+        not this file's means, so a row scores the same whichever batch it arrives in. They count
+        as filled in ``imputed``.
     categorical : sequence of str, optional
         Text category columns (the party's ``categorical = [...]``), encoded at this party by
         :mod:`fedrisk.data.categorical`; with an ``encoding``, undeclared non-numeric columns are
@@ -995,7 +1010,7 @@ def load_party_table(
             table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice,
                             fill_later)
             table.categories, table.unseen = encoders, unseen
-            table.notes = notes + table.notes + _no_value_notes(no_value, missing)
+            table.notes = [*notes, *table.notes, *_no_value_notes(no_value, missing)]
             table.label_coding = label_coding(df[label_col], positive) if y is not None else None
             return table
     if non_numeric:
@@ -1046,23 +1061,17 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
     # filled in place below: a one-column frame's to_numpy can be a read-only view of the file's buffer
     X = np.require(X, dtype=np.float64, requirements=["C", "W"])
     imputed: dict[str, float] = {}
+    inf = np.isinf(X)  # before the fill below, which (as training did under "mean") fills them too
     for name, value in (fill or {}).items():
         if name in feature_names:
             j = feature_names.index(name)
-            gaps = np.isnan(X[:, j])
+            gaps = ~np.isfinite(X[:, j])
             if gaps.any():
                 X[gaps, j] = float(value)
                 imputed[name] = float(value)
     # under "keep" NaN is a legitimate value; infinities are never missing values
     bad = np.isinf(X) if missing == "keep" else ~np.isfinite(X)
-    notes = []
-    if missing == "mean" and np.isinf(X).any():
-        # an infinite ratio is usually a zero denominator (a zero limit), which the mean of the others misdescribes
-        per_col = np.isinf(X).sum(axis=0)
-        counts = ", ".join(f"{feature_names[j]!r} ({int(per_col[j])})" for j in np.flatnonzero(per_col))
-        notes.append(f"feature columns {counts} "
-                     "hold infinite values (e.g. a ratio over zero); missing = 'mean' fills them like blank cells -- "
-                     "cap or recode them in the export if they mean something else")
+    notes = _infinity_notes(inf, feature_names) if missing == "mean" or (fill and inf.any()) else []
     if missing == "mean" and fill_later:  # the federation fills them with agreed (pooled) means
         X[bad] = np.nan
         bad = np.zeros_like(bad)
@@ -1098,6 +1107,22 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
 
     return PartyTable(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),
                       imputed=imputed, extra={c: df[c].to_numpy() for c in keep}, notes=notes)
+
+
+def _infinity_notes(inf: np.ndarray, feature_names: Sequence[str]) -> list[str]:
+    """The note for infinite cells that ``missing = "mean"`` fills like blanks.
+
+    An infinity is rarely "no value": it is a ratio over zero (utilisation on a zero limit), a value
+    beyond every other one that the mean turns into an average one. Filling it stays the documented
+    behaviour; the note (counts per column, no values) lets the party see that its export had them.
+    """
+    cols = np.flatnonzero(inf.any(axis=0))
+    if not len(cols):
+        return []
+    per_col = [f"{feature_names[j]!r} ({int(inf[:, j].sum())})" for j in cols]
+    more = f", ... ({len(per_col) - _MAX_LISTED} more)" if len(per_col) > _MAX_LISTED else ""
+    return [f"infinite cells (e.g. a ratio over zero) in columns {', '.join(per_col[:_MAX_LISTED])}{more} are filled "
+            "like blanks under missing = 'mean'; if they mean 'very large', cap them in the export instead"]
 
 
 @dataclass

@@ -34,6 +34,7 @@ __all__ = [
     "calibration_table",
     "confusion",
     "evaluate",
+    "auc_uncertainty",
     "PSI_EPSILON",
 ]
 
@@ -537,7 +538,8 @@ def evaluate(y: Any, p: Any, *, n_bins: int = 10, threshold: float = 0.5) -> dic
     dict
         ``n``, ``positives``, ``bad_rate``, ``auc``, ``ks``, ``ks_score``, ``gini``, ``brier``,
         ``lift`` (list, see :func:`lift_table`), ``calibration`` (list, see
-        :func:`calibration_table`), ``confusion`` (dict, see :func:`confusion`).
+        :func:`calibration_table`), ``confusion`` (dict, see :func:`confusion`), ``auc_se``
+        and, with few rows of a class, ``small_sample`` (see :func:`auc_uncertainty`).
 
     Raises
     ------
@@ -548,7 +550,7 @@ def evaluate(y: Any, p: Any, *, n_bins: int = 10, threshold: float = 0.5) -> dic
     _check_probabilities(p_arr)
     curve = ks_curve(y_arr, p_arr)
     a = auc(y_arr, p_arr)
-    return {
+    out = {
         "n": int(y_arr.shape[0]),
         "positives": int(y_arr.sum()),
         "bad_rate": float(y_arr.mean()),
@@ -561,3 +563,29 @@ def evaluate(y: Any, p: Any, *, n_bins: int = 10, threshold: float = 0.5) -> dic
         "calibration": calibration_table(y_arr, p_arr, n_bins),
         "confusion": confusion(y_arr, p_arr, threshold),
     }
+    out.update(auc_uncertainty(a, int(y_arr.sum()), int(y_arr.shape[0] - y_arr.sum())))
+    return out
+
+
+#: fewer rows than this in either class and an evaluation block says its AUC and KS are not reliable
+MIN_CLASS_ROWS = 30
+
+
+def auc_uncertainty(a: float, n_pos: int, n_neg: int) -> dict[str, Any]:
+    """The AUC's standard error (Hanley & McNeil, 1982) and, with few rows of a class, why it matters.
+
+    A rare-default portfolio's test rows may hold a handful of defaults; its AUC is then one draw
+    from a wide range (two defaults: each one's rank moves the AUC by half), and a report that
+    shows "AUC 0.995" alone invites a decision the data cannot support. Returns ``auc_se`` and,
+    under :data:`MIN_CLASS_ROWS` rows of either class, ``small_sample``: a sentence the runtime logs
+    and the report shows, as :func:`population_stability_index` does for the PSI band.
+    """
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    out: dict[str, Any] = {"auc_se": float(np.sqrt(max(var, 0.0)))}
+    if min(n_pos, n_neg) < MIN_CLASS_ROWS:
+        few = f"{n_pos:,} defaults" if n_pos < n_neg else f"{n_neg:,} non-defaults"
+        out["small_sample"] = (f"with {few} in these rows the AUC's standard error is about {out['auc_se']:.2f} "
+                               "(Hanley-McNeil; larger still for a weaker model), and KS moves as much: too few to "
+                               f"compare or sign off models; evaluate on at least {MIN_CLASS_ROWS} of each class")
+    return out

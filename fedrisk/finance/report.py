@@ -129,6 +129,10 @@ def load_run(run_dir: Path) -> dict[str, Any]:
                 notes.append(f"{split} metrics: {exc}")
     if not isinstance(metrics.get("stability"), dict) and {"train", "test"} <= scores.keys():
         metrics["stability"] = fm.population_stability_index(scores["train"]["score"], scores["test"]["score"])
+    # the headline AUC's reliability on few defaults, beside it
+    head = next((s for s in ("test", "train") if isinstance(metrics.get(s), dict)), None)
+    if head and metrics[head].get("small_sample"):
+        notes.append(f"{head} rows: {metrics[head]['small_sample']}.")
     ledgers = _load_ledgers(run_dir / "ledger", notes)
     view = rm.load_model_view(run_dir, metrics, notes)
     if view["viewer"] and len(ledgers) > 1:

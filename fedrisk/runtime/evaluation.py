@@ -12,6 +12,9 @@ import numpy as np
 
 from fedrisk.runtime.context import PartyContext
 
+#: a headline AUC at or above this gets a leakage warning (fraud models may reach it honestly; the log says why)
+LEAKAGE_AUC = 0.98
+
 __all__ = ["write_evaluation", "write_scores", "run_header", "stability_labels", "check_test_labels"]
 
 
@@ -65,6 +68,13 @@ def _evaluate_own_rows(ctx: PartyContext, y: np.ndarray, p: np.ndarray) -> dict[
 
     y = np.asarray(y)
     n, bads = int(y.size), int(np.sum(y == 1))
+    if bads > 0.6 * n:
+        # defaults are the minority of any credit book (a development sample balanced 50/50 by design stays under
+        # the 60 %): a positive naming the non-default value flips every label, and the inverted model's AUC
+        # looks as good as the right one's
+        ctx.log.warning("%d %% of the training rows are defaults (label 1 under this party's positive setting); if "
+                        "positive names the value meaning no default, every label is flipped and the model scores the "
+                        "chance of not defaulting: set positive to the value meaning default", round(100 * bads / n))
     if 0 < bads < n:
         return evaluate(y, p)
     note = (f"{ctx.name}'s {n} training rows hold only {'defaults' if bads else 'non-defaults'}: no AUC/KS "
@@ -127,4 +137,13 @@ def write_evaluation(ctx: PartyContext, train_ids, train_y, train_p, test_ids, t
     ctx.write_json("metrics.json", metrics)
     t = metrics.get("test", metrics["train"])
     ctx.log.info("evaluation: AUC %.4f, KS %.4f (%s)", t["auc"], t["ks"], "test" if "test" in metrics else "train")
+    if t.get("small_sample"):
+        ctx.log.warning("evaluation (%s rows): %s", "test" if "test" in metrics else "train", t["small_sample"])
+    if t.get("auc", 0.0) >= LEAKAGE_AUC:
+        # a default model this good almost always has a feature written after the outcome (a collections flag, a
+        # write-off date) at some party; in a vertical job the label holder cannot see the partners' columns
+        ctx.log.warning("evaluation: AUC %.4f (%s rows) is rarely reached by a credit default model without a feature "
+                        "recorded after the outcome (leakage); check each party's strongest features (vertical.woe / "
+                        "horizontal.woe IV above 0.5 reads 'suspicious') before using the model",
+                        t["auc"], "test" if "test" in metrics else "train")
     return metrics

@@ -195,8 +195,8 @@ def run_model_file(folder: Path) -> Path | None:
 def _model_file(path: Path) -> Path:
     """``path``, or the model file of the run directory ``path`` (as ``fr.load(RUN_DIR)`` reads a run).
 
-    A missing ``RUN/model.json`` beside a ``scorecard.json`` (a scorecard run writes no model.json) is
-    named, so the user is told which file to score with.
+    A missing ``RUN/model.json`` beside a ``scorecard.json`` or a vertical scorecard's ``scorecard-<party>.json``
+    (a scorecard run writes no model.json) is named, so the user is told which file to score with.
     """
     if path.is_dir():
         found = run_model_file(path)
@@ -204,10 +204,10 @@ def _model_file(path: Path) -> Path:
             raise ConfigError(f"{path} is a folder with no model file ({', '.join(_RUN_MODELS)} or the label holder's "
                               "scorecard-<party>.json); give the run directory of a finished job or its model file")
         return found
-    if not path.exists():
-        beside = [n for n in _RUN_MODELS if n != path.name and (path.parent / n).is_file()]
-        if beside:
-            raise ConfigError(f"model file {path} does not exist; this run's model is {path.parent / beside[0]}")
+    if not path.exists() and path.parent.is_dir():
+        beside = run_model_file(path.parent)
+        if beside is not None:
+            raise ConfigError(f"model file {path} does not exist; this run's model is {beside}")
     return path
 
 

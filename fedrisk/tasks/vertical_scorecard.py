@@ -125,7 +125,7 @@ def run(ctx: PartyContext) -> None:
             smoothing=params.smoothing, scheme=params.scheme, key_bits=params.key_bits, release=params.release(),
             lr_config=lr_config, card=card, lr_hooks=lr_hooks,
             on_ivs=refuse_unsplittable(me, y_tr, params.release(), params.iv_threshold),
-            on_woe=lambda vres: ctx.progress.update(2, 3, stage="woe", parties=len(hosts) + 1),
+            on_woe=lambda vres: _woe_done(ctx, vres, len(hosts) + 1),
             on_epoch=lambda e, rec: ctx.progress.update(e, total, stage="train",
                                                         **{k: v for k, v in rec.items() if k == "val_loss"}))
     else:
@@ -300,3 +300,10 @@ def _register() -> None:
 
 
 _register()
+
+
+def _woe_done(ctx: PartyContext, vres: Any, parties: int) -> None:
+    """The label holder after the WOE stage: progress, and its notes on partners' features (its log only)."""
+    ctx.progress.update(2, 3, stage="woe", parties=parties)
+    for w in vres.warnings:
+        ctx.log.warning(w)

@@ -260,6 +260,8 @@ def run(ctx: PartyContext) -> None:
                                     reveal=params.reveal, scheme=params.scheme, key_bits=params.key_bits,
                                     release=params.release())
     ctx.progress.update(2, 2, stage="woe", parties=len(hosts) + 1)
+    for w in res.warnings:  # (partners' features the release rule made one bin: this log only)
+        ctx.log.warning(w)
     for h in hosts:
         few = unsplittable(lh, h, res.iv[h], y, params.release())
         if few:  # (the label holder's own log only: the counts are its labels')

@@ -112,3 +112,49 @@ def test_one_positive_for_the_whole_federation(text_label_banks):
     with pytest.raises(fr.errors.DataError) as e:
         fr.LogisticRegression().fit(fr.Federation.horizontal(banks, id="id", label="creditability"))
     assert "job spec" not in str(e.value) and "positive=" in str(e.value)
+
+
+def test_a_positive_naming_the_non_default_value_is_a_warning_at_the_label_holder(caplog):
+    """Labels "Y"/"N" (Y = default, ~10 %) with positive = "N": every label flips, the model scores the chance of
+    *not* defaulting, and its AUC looks as good as the right one's (a 4-party vertical LR run on my data: no word).
+    Defaults are the minority in any credit book, so the evaluation holder (a vertical label holder, a bank with
+    the test file) now warns when its training rows are mostly "defaults" under the coding given. The check is
+    shared by every trainer (runtime/evaluation.py); a one-split SecureBoost keeps this test fast."""
+    import logging
+
+    rng = np.random.default_rng(2)
+    n = 300
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    bad = rng.random(n) < 1 / (1 + np.exp(-(-2.4 + a + b)))
+    lender = pd.DataFrame({"id": np.arange(n), "y": np.where(bad, "Y", "N"), "a": a})
+    payco = pd.DataFrame({"id": np.arange(n), "b": b})
+    for positive, warned in (("N", True), ("Y", False)):
+        caplog.clear()
+        fed = fr.Federation.vertical({"lender": lender, "payco": payco}, id="id", label="y", positive=positive)
+        with caplog.at_level(logging.WARNING):
+            fr.SecureBoost(n_trees=1, max_depth=1).fit(fed)
+        lines = [r for r in caplog.records if "of the training rows are defaults" in r.getMessage()]
+        assert bool(lines) == warned, [r.getMessage() for r in caplog.records]
+        assert all("positive" in r.getMessage() and "lender" in r.name for r in lines)
+
+
+def test_a_partner_column_copying_the_label_is_a_leakage_warning_at_the_label_holder(caplog):
+    """A telco flag equal to the label but for 2 % of rows (1 % here): vertical LR reached test AUC 0.985 and SecureBoost
+    0.978 on my 4-party data without a word (vertical.woe's report reads its IV 7.0 "suspicious"). The label
+    holder cannot see partner columns, but it sees the AUC: at 0.98 or more it now warns of leakage."""
+    import logging
+
+    rng = np.random.default_rng(3)
+    n = 300
+    a = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-1.5 + a)))).astype(int)
+    lender = pd.DataFrame({"id": np.arange(n), "y": y, "a": a})
+    for flag, warned in ((np.where(rng.random(n) < 0.99, y, 1 - y), True), (rng.normal(size=n), False)):
+        caplog.clear()
+        fed = fr.Federation.vertical({"lender": lender, "payco": pd.DataFrame({"id": np.arange(n), "flag": flag})},
+                                     id="id", label="y")
+        with caplog.at_level(logging.WARNING):
+            fr.SecureBoost(n_trees=1, max_depth=1).fit(fed)
+        lines = [r for r in caplog.records if "leakage" in r.getMessage()]
+        assert bool(lines) == warned, [r.getMessage() for r in caplog.records]
+        assert all("lender" in r.name for r in lines)

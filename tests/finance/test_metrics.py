@@ -160,6 +160,30 @@ def test_evaluate_is_json_able_and_complete():
     json.loads(json.dumps(out, allow_nan=False))
 
 
+def test_an_auc_from_a_handful_of_defaults_says_how_uncertain_it_is():
+    """A 0.6 %-default federation's test rows held 2 defaults and metrics.json said AUC 0.995, nothing else.
+    With so few of one class the AUC is one of a wide range of values the same model gives on another
+    sample; the block says so with the Hanley-McNeil standard error (checked here against its formula and
+    against the spread of the AUC over resampled test sets of that size)."""
+    rng = np.random.default_rng(5)
+    n_pos, n_neg = 6, 900
+    y = np.r_[np.ones(n_pos), np.zeros(n_neg)]
+    p = 1 / (1 + np.exp(-(np.r_[rng.normal(1.0, 1, n_pos), rng.normal(0, 1, n_neg)] - 4)))
+    out = m.evaluate(y, p)
+    a = out["auc"]
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = np.sqrt((a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg))
+    assert out["auc_se"] == pytest.approx(se)
+    # the same model on 400 other test samples of the same size: the AUC's spread is of that order
+    aucs = [m.auc(y, 1 / (1 + np.exp(-(np.r_[rng.normal(1.0, 1, n_pos), rng.normal(0, 1, n_neg)] - 4))))
+            for _ in range(400)]
+    assert 0.6 < np.std(aucs) / se < 1.6
+    assert "6 defaults" in out["small_sample"] and f"{se:.2f}" in out["small_sample"]
+    json.loads(json.dumps(out, allow_nan=False))
+    big = m.evaluate(*_sample())
+    assert "small_sample" not in big and big["auc_se"] < 0.05
+
+
 @pytest.mark.parametrize("fn", [m.auc, m.ks, m.gini, m.evaluate, m.lift_table])
 def test_one_class_raises(fn):
     with pytest.raises(DataError, match="only one class"):
@@ -241,3 +265,15 @@ def test_unscored_rows_are_counted_with_the_way_to_evaluate_the_rest():
     assert m.auc(y[ok], p[ok]) == 1.0
     with pytest.raises(DataError, match="infinite"):
         m.auc(y, np.array([0.1, np.inf, 0.3, 0.8, 0.2]))
+
+
+def test_the_report_shows_the_few_defaults_note_beside_the_auc(tmp_path):
+    """metrics.json's test block with 3 defaults: the report's data notes carry the sentence."""
+    from fedrisk.finance.report import load_run, render_report
+
+    rng = np.random.default_rng(9)
+    y = np.r_[np.ones(3), np.zeros(500)]
+    p = 1 / (1 + np.exp(-(rng.normal(size=503) + 2 * y - 4)))
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "vertical.lr", "test": m.evaluate(y, p)}))
+    html = render_report(load_run(tmp_path))
+    assert "test rows: with 3 defaults in these rows the AUC&#x27;s standard error" in html

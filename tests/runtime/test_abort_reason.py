@@ -73,6 +73,44 @@ def test_redact_removes_ids_values_and_paths(message, leaked):
     assert "'bank2'" in out or "bank2" not in message
 
 
+def test_a_cell_text_named_in_na_values_advice_does_not_reach_partners(tmp_path):
+    """A number column holding a few text cells is refused with advice naming them (na_values = [...] and
+    `fedrisk predict --na-values ...`). The TOML list quoted them, but the shell form quoted a cell only when
+    the shell needed it, so `--na-values unknown` (or a name typed into an amount column) reached every
+    partner's log through the abort reason, which redacts quoted text only."""
+    path = tmp_path / "bureau.csv"
+    debt = [f"{1000 + 7.5 * v:.2f}" for v in range(200)] + ["JaneRoe", "n/a.x", "-"]
+    pd.DataFrame({"id": range(len(debt)), "debt": debt}).to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        load_party_table(path, party="bureau", id_col="id", encoding="onehot")  # as a vertical party loads
+    local, sent = str(info.value), wire_reason("bureau", info.value)
+    assert "JaneRoe" in local and "--na-values" in local
+    for cell in ("JaneRoe", "n/a.x", " - "):
+        assert cell not in sent, sent
+
+
+@pytest.mark.parametrize("labels, positive, local_detail", [
+    ([0, 1, None, 0, None, 1, 0, 0], None, "empty in 2 rows"),
+    ([1, 2, 2, 1, 2, 2, 2, 2], None, "distinct values: 1, 2"),
+    ([1, 2, 3, 1, 2, 2, 2, 2], 2, "more than two classes"),
+], ids=["blank", "one-two", "three"])
+def test_a_label_column_refused_at_load_reaches_partners_as_the_labels_summary(tmp_path, labels, positive, local_detail):
+    """A lender with some blank labels: partners read "label column '…' is empty in 7 rows" (found with a
+    7-blank lender over mTLS), and a 1/2 coding without positive sent "distinct values: 1, 2". The README
+    promises that a partner never sees the label holder's label counts in an abort message: label errors at
+    load now travel as the labels summary, the full line staying in the label holder's log."""
+    from fedrisk.runtime.abort_reason import LABELS_SUMMARY
+
+    path = tmp_path / "lender.csv"
+    pd.DataFrame({"id": range(len(labels)), "y": pd.array(labels, dtype="Int64"), "a": range(len(labels))}).to_csv(
+        path, index=False)
+    with pytest.raises(DataError) as info:
+        load_party_table(path, party="lender", id_col="id", label_col="y", positive=positive)
+    assert local_detail in str(info.value)
+    sent = wire_reason("lender", info.value)
+    assert LABELS_SUMMARY in sent and local_detail not in sent and "label column" not in sent, sent
+
+
 def test_non_fedrisk_errors_send_only_their_class():
     text = wire_reason("bank1", KeyError("CUST-9"))
     assert "KeyError" in text and "CUST-9" not in text

@@ -24,3 +24,12 @@ def test_a_folder_without_a_model_names_what_it_looked_for(tmp_path):
     with pytest.raises(ConfigError, match=r"no model file \(model.json, scorecard.json or the label holder's "
                                           r"scorecard-<party>.json\)"):
         _model_file(tmp_path)
+
+
+def test_run_model_json_of_a_vertical_scorecard_run_names_the_label_holders_part(tmp_path):
+    """`fedrisk predict RUN/model.json` (as the README's vertical examples write it) on a vertical scorecard
+    run said only "model file RUN/model.json does not exist"; the run's model is the label holder's part."""
+    (tmp_path / "scorecard-bureau.json").write_text(json.dumps({"format": "fedrisk.vertical.scorecard.part", "version": 1}))
+    (tmp_path / "scorecard-lender.json").write_text(json.dumps({"format": "fedrisk.vertical.scorecard", "version": 1}))
+    with pytest.raises(ConfigError, match=r"model.json does not exist; this run's model is .*scorecard-lender.json"):
+        _model_file(tmp_path / "model.json")

@@ -39,7 +39,10 @@ handed a feature holder 3,982 of 3,982 training labels). So:
   distinct values than ``max_category_share`` of its rows is logged as a warning naming it;
   pooling then leaves it (nearly) one bin. Every encrypted sum therefore covers ``>= need`` rows.
 * L merges released groups until each holds ``>= need`` rows and ``>= min_bin_class`` goods and
-  bads; a missing bin that fails the rule is released with WOE 0 (no information).
+  bads; a missing bin that fails the rule is released with WOE 0 (no information). A feature the rule
+  makes one bin although its counts split at a "suspicious" IV (> 0.5) gets a leakage warning in L's own
+  result (never sent) instead of passing as "IV 0, not predictive": a flag copying the label but for a
+  few defaults is exactly such a feature.
 * F refuses a result whose groups do not partition its prebins.
 * L bins its own text columns the same way, locally (:func:`label_holder_bins`): a column gets the
   same bins whichever party holds it, and a code of many rare levels (branch, postcode) is pooled
@@ -330,6 +333,10 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
             pos += k + 1
             need = rule.rows_needed(len(yv))  # the same rows the feature holder pooled for
             groups = merge_prebins(g[:k], b[:k], kind, cfg, rule, need)
+            if len(groups) == 1 and k > 1:
+                note = _merged_away(p, f, g[:k], b[:k], kind, cfg, rule, smoothing)
+                if note:
+                    result.warnings.append(note)
             fg = np.array([g[grp].sum() for grp in groups] + [g[k]])
             fb = np.array([b[grp].sum() for grp in groups] + [b[k]])
             if fg[-1] + fb[-1] > 0 and not rule.ok(fg[-1], fb[-1], need):
@@ -359,6 +366,34 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
     for p in feature_holders:
         result.selection[p] = channel.recv(p, f"{tag}.selection")
     return result
+
+
+def _merged_away(holder: str, feature: str, goods: np.ndarray, bads: np.ndarray, kind: str, cfg: BinningConfig,
+                 rule: ReleaseRule, smoothing: float) -> str | None:
+    """The label holder's note on a partner's feature that splits at a "suspicious" IV but the release rule makes
+    one bin.
+
+    Its IV is then 0 and its selection reason reads "IV 0.0000 < 0.02", as for a feature without signal; yet
+    a bin with fewer than ``min_class`` defaults (or non-defaults) at such an IV is a near-perfect separator,
+    typically a flag recorded after the default that copies the label. A weak split merged away is the rule
+    working as documented and gets no note. The IV before the rule comes from the prebin counts the label
+    holder decrypted anyway; the note stays in its own log (never sent), so the feature holder learns nothing
+    new.
+    """
+    free = merge_prebins(goods, bads, kind, cfg, _NO_RELEASE, 1)
+    if len(free) < 2:
+        return None
+    iv = woe_iv(np.array([goods[grp].sum() for grp in free]), np.array([bads[grp].sum() for grp in free]), smoothing)[2]
+    if not iv_strength(iv).startswith("suspicious"):  # (the report's IV table's reading)
+        return None
+    return (f"party {holder!r}, feature {feature!r}: the release rule (task.min_bin_class = {rule.min_class} goods and "
+            f"bads per bin) merged its {len(free)} bins (IV {iv:.2f}) into one, so it shows IV 0 and is dropped as not "
+            "predictive; a bin almost without defaults or non-defaults at this IV is a near-perfect separator: check "
+            "the column for leakage (a value recorded after the default)")
+
+
+#: no release constraint: the bins the label holder's counts alone give (:func:`_merged_away`)
+_NO_RELEASE = ReleaseRule(min_rows=1, min_share=0.0, min_class=0)
 
 
 def _checked_sizes(me: str, peer: str, tag: str, sizes: Any) -> tuple[list[str], list[str], list[int], np.ndarray]:

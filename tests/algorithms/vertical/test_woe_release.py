@@ -206,3 +206,33 @@ def test_a_withheld_missing_bin_leaves_no_trace_in_the_other_bins_woe():
         np.testing.assert_allclose(a.woe[f], b.woe[f], err_msg=f)
     # a column that is one bin apart from its withheld missing rows says nothing at all
     assert np.all(a.woe["flat"] == 0.0) and a.iv["flat"] == 0.0
+
+
+def test_a_separator_the_release_rule_merges_away_is_named_at_the_label_holder_only():
+    """A partner's 0/1 flag that copies the label (a collections flag recorded after the default) but for 4 bads
+    gave IV 7.0 in one vertical.woe run and, in a scorecard run whose split left 4 bads with flag 0, "IV 0.0000
+    < 0.02" and was dropped as if it carried nothing: the release rule (min_bin_class bads per bin) merged its two
+    bins. The label holder, which decrypted the prebin counts, now says so in its own warnings (its IV before the
+    rule, a leakage hint); nothing of it reaches the feature holder."""
+    rng = np.random.default_rng(4)
+    n = 1200
+    y = np.zeros(n, int)
+    y[:100] = 1
+    flag = y.copy()
+    flag[:4] = 0  # 4 bads without the flag: below min_bin_class = 5
+    X = pd.DataFrame({"late_flag": flag.astype(float), "noise": rng.normal(size=n)})
+    cfg = BinningConfig(max_bins=6, n_prebins=20, min_bin_frac=0.05)
+    net = InMemoryNetwork(["lh", "fh"], capture=True)
+    out = run_roles({
+        "lh": lambda ch: vertical_woe_label_holder(ch, ["fh"], y, config=cfg, reveal="woe", key_bits=1024,
+                                                   release=ReleaseRule()),
+        "fh": lambda ch: vertical_woe_feature_holder(ch, "lh", X, config=cfg, max_corr=None, min_key_bits=1024,
+                                                     release=ReleaseRule()),
+    }, network=net)
+    lh = out["lh"]
+    assert lh.iv["fh"]["late_flag"] == 0.0  # the rule holds: one bin
+    named = [w for w in lh.warnings if "'late_flag'" in w]
+    assert len(named) == 1 and "min_bin_class = 5" in named[0] and "leakage" in named[0], lh.warnings
+    assert not [w for w in lh.warnings if "'noise'" in w]
+    received = repr(net["fh"].captured)  # everything the feature holder received
+    assert "leakage" not in received and "min_bin_class" not in received
