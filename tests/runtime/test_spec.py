@@ -240,3 +240,18 @@ def test_na_values_written_as_numbers_or_one_text_are_read_as_texts(tmp_path, wr
     assert load_spec(write(tmp_path, text)).parties["bank1"].read_options()["na_values"] == read
     with pytest.raises(ConfigError, match="na_values"):
         load_spec(write(tmp_path, GOOD.replace('label = "y"\n[parties.bank2]', 'label = "y"\nna_values = [true]\n[parties.bank2]')))
+
+
+def test_the_keep_refusal_names_every_task_that_keeps_missing_values(tmp_path):
+    """The refusal of ``missing = "keep"`` named only vertical.secureboost as a task that learns where blanks
+    go, so a user of a horizontal job was never told that horizontal.gbdt takes it too."""
+    import importlib
+
+    from fedrisk.runtime.tasks import TASKS
+
+    keepers = sorted(k for k, mod in TASKS.items() if getattr(importlib.import_module(mod), "HANDLES_MISSING", False))
+    assert "horizontal.gbdt" in keepers and "vertical.secureboost" in keepers
+    with pytest.raises(ConfigError) as e:
+        load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'data = "b1.csv"\nmissing = "keep"')))
+    for kind in keepers:
+        assert kind in str(e.value), str(e.value)
