@@ -382,8 +382,8 @@ app.add_typer(psi_app, name="psi")
 
 
 @psi_app.command("key")
-def psi_key(spec: Path = typer.Argument(..., help="job spec (TOML) with [psi] protocol = 'unbalanced'"),
-            name: str = typer.Option(..., "--party", help="the key holder ([psi] key_holder)"),
+def psi_key(spec: Path = typer.Argument(..., help="job spec (TOML) with \\[psi] protocol = 'unbalanced'"),
+            name: str = typer.Option(..., "--party", help="the key holder (\\[psi] key_holder)"),
             rotate: bool = typer.Option(False, help="start a new key epoch (then run `fedrisk psi encode` again)")) -> None:
     """Create the key holder's OPRF key file (0600) in its psi_store, or rotate it to a new epoch."""
     from fedrisk.runtime.ub_offline import make_key
@@ -397,8 +397,8 @@ def psi_key(spec: Path = typer.Argument(..., help="job spec (TOML) with [psi] pr
 
 
 @psi_app.command("encode")
-def psi_encode(spec: Path = typer.Argument(..., help="job spec (TOML) with [psi] protocol = 'unbalanced'"),
-               name: str = typer.Option(..., "--party", help="the key holder ([psi] key_holder)"),
+def psi_encode(spec: Path = typer.Argument(..., help="job spec (TOML) with \\[psi] protocol = 'unbalanced'"),
+               name: str = typer.Option(..., "--party", help="the key holder (\\[psi] key_holder)"),
                rows: int = typer.Option(262144, help="ids per streamed chunk")) -> None:
     """Encode the key holder's id column under its current key (once per epoch and data change)."""
     from fedrisk.runtime.ub_offline import encode_party

@@ -7,7 +7,8 @@ A horizontal logistic model is one file every bank can hold::
      "coef": [...], "intercept": b,                            # on standardised features
      "coef_raw": [...], "intercept_raw": b0,                   # on the original scale
      "history": [{"round", "loss", ...}], "created": "ISO time",
-     "imputation": {feature: federation mean}}                 # version 2 only
+     "imputation": {feature: federation mean},                 # version 2 only
+     "privacy": {"epsilon", "delta", ...}}                     # a job under [privacy] only
 
 Scoring: ``p = sigmoid(((x - mean) / scale) @ coef + intercept)``.
 
@@ -195,14 +196,17 @@ def validate_model(model: Any, path: str | Path = "<model>") -> dict[str, Any]:
 
 
 def save_lr_model(path: Path, model: Any, task: str, job: str, categories: dict | None = None,
-                  imputation: dict[str, float] | None = None, classes: list | None = None) -> Path:
+                  imputation: dict[str, float] | None = None, classes: list | None = None,
+                  privacy: dict | None = None) -> Path:
     """Write a :class:`~fedrisk.algorithms.horizontal.fedavg_lr.LogisticModel` as JSON.
 
     ``categories``: the agreed category encoders of a job with text columns (one-hot features
     ``name=level``), so ``fedrisk predict`` encodes new rows the same way. ``imputation``: the
     value ``fedrisk predict`` fills each column's blank cells with (a job in which a bank trained
     with ``missing = "mean"``). ``classes``: ``[non-default, default]`` in the users' label coding
-    (omitted for 0/1 labels; files without it read as ``[0, 1]``)."""
+    (omitted for 0/1 labels; files without it read as ``[0, 1]``). ``privacy``: the accountant's summary of a
+    job under ``[privacy]`` (the budget spent), kept with the model as a GBDT model keeps it, because the
+    evaluation's metrics.json exists only in a job with test rows."""
     coef_raw, intercept_raw = model.raw_coefficients()
     return write_json(path, {
         # version 2 when scoring must fill blanks with the federation's means (module docstring)
@@ -215,6 +219,7 @@ def save_lr_model(path: Path, model: Any, task: str, job: str, categories: dict 
         **({"categories": categories, "category_encoding": "onehot"} if categories else {}),
         **({"imputation": imputation} if imputation else {}),
         **({"classes": list(classes)} if classes else {}),
+        **({"privacy": privacy} if privacy else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
 

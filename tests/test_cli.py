@@ -20,3 +20,34 @@ def test_an_error_line_keeps_the_spec_tables_it_names(capsys):
         cli._fail(DataError(text))
     err = " ".join(capsys.readouterr().err.split())
     assert "error: " + text in err, err
+
+
+def _commands(group, path=()):
+    for name, cmd in group.commands.items():
+        yield (*path, name), cmd
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*path, name))
+
+
+def test_every_help_text_keeps_the_spec_tables_it_names():
+    """`fedrisk psi key --help` said "job spec (TOML) with  protocol = 'unbalanced'" and "the key holder
+    ( key_holder)": rich read ``[psi]`` in the help strings as a style tag, so the help no longer named the
+    table to set. Every ``[table]`` a command's or option's help names must reach the rendered --help."""
+    import re
+
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    root = get_command(cli.app)
+    runner = CliRunner()
+    checked = 0
+    for path, cmd in _commands(root):
+        texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        tables = {m for t in texts for m in re.findall(r"\[[a-z_.]+\]", t)}
+        if not tables:
+            continue
+        out = " ".join(runner.invoke(cli.app, [*path, "--help"], terminal_width=200).output.split())
+        for table in tables:
+            checked += 1
+            assert table in out, f"`fedrisk {' '.join(path)} --help` lost {table}: {out}"
+    assert checked, "no help text names a spec table: the check ran on nothing"

@@ -550,9 +550,11 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
     _check_psi(spec, str(path))
     keep = [n for n, p in spec.parties.items() if p.missing == "keep"]
     if keep and not getattr(task, "HANDLES_MISSING", False):
+        from fedrisk.runtime.tasks import TASKS
+
+        keepers = " and ".join(k for k in sorted(TASKS) if getattr(get_task(k), "HANDLES_MISSING", False))
         raise ConfigError(f"{path}: parties {keep} set missing = 'keep', but task {spec.task['kind']!r} cannot use "
-                          "missing values; use 'reject' or 'mean' (the tree tasks, vertical.secureboost and horizontal.gbdt, "
-                          "learn where they go)")
+                          f"missing values; use 'reject' or 'mean' (only {keepers} learn where they go)")
     mono = [n for n, p in spec.parties.items() if p.monotone]
     if mono and not getattr(task, "SUPPORTS_MONOTONE", False):
         raise ConfigError(f"{path}: parties {mono} set monotone constraints, but task {spec.task['kind']!r} grows no trees; "

@@ -347,7 +347,8 @@ def run(ctx: PartyContext) -> None:
         if model.constant_features:
             ctx.log.warning("constant features across the federation (weight stays 0): %s", model.constant_features)
         save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories,
-                      imputation=imputation(spec, model), classes=classes)
+                      imputation=imputation(spec, model), classes=classes,
+                      privacy=privacy.summary() if privacy is not None else None)
         return
 
     from fedrisk.data.loading import load_party_table
@@ -398,7 +399,7 @@ def run(ctx: PartyContext) -> None:
 
     table.X = fill_missing(table.X, model.mean)  # the pooled means the model trained on (missing = "mean")
     save_lr_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, imputation=imputation(spec, model),
-                  classes=classes)
+                  classes=classes, privacy=privacy.summary() if privacy is not None else None)
     if evaluator:
         from fedrisk.finance.reference import comparison, logistic_alone
 

@@ -56,3 +56,17 @@ def test_a_vertical_federation_has_no_privacy_setting():
     payco = banks["bank1"][["id", "x2", "x3"]]
     with pytest.raises(ConfigError, match="horizontal trainers"):
         fr.Federation.vertical({"lender": lender, "payco": payco}, privacy={"epsilon": 4.0})
+
+
+def test_a_private_logistic_regression_reports_its_budget_without_a_test_set():
+    """``LogisticRegression`` on a private federation came back with ``privacy_ = None``: horizontal.lr wrote
+    the budget only into the evaluation holder's metrics.json, which a federation without test rows (and a CLI
+    job without ``[evaluation]``) never writes, and not into model.json as horizontal.gbdt does."""
+    banks = _banks()
+    est = fr.LogisticRegression().fit(fr.Federation.horizontal(banks, privacy={"epsilon": 4.0, "delta": 1e-5}, seed=3))
+    p = est.privacy_
+    assert p is not None, "privacy_ is None after a private fit"
+    assert 3.9 < p["epsilon"] <= 4.0 and p["delta"] == 1e-5
+    assert est.files_["model.json"]["privacy"] == p  # the model file carries it, as a GBDT model's does
+    plain = fr.LogisticRegression().fit(fr.Federation.horizontal(banks, seed=3))
+    assert plain.privacy_ is None and "privacy" not in plain.files_["model.json"]

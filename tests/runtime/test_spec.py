@@ -50,7 +50,7 @@ def test_good_spec_loads_and_resolves_paths_relative_to_the_file(tmp_path):
     (GOOD.replace('label = "y"\n[parties.bank2]', '[parties.bank2]'), r"every bank needs label"),
     (GOOD.replace('data = "b1.csv"', 'data = "b1.csv"\nmissing = "keep"'),
      r"parties \['bank1'\] set missing = 'keep', but task 'horizontal\.lr' cannot use missing values; use 'reject' or "
-     r"'mean' \(the tree tasks, vertical\.secureboost and horizontal\.gbdt, learn where they go\)"),
+     r"'mean' \(only horizontal\.gbdt and vertical\.secureboost learn where they go\)"),
     ("[federation\nname='x'", r"not valid TOML"),
 ])
 def test_bad_specs_fail_with_one_clear_line(tmp_path, text, message):
@@ -241,3 +241,18 @@ def test_na_values_written_as_numbers_or_one_text_are_read_as_texts(tmp_path, wr
     assert load_spec(write(tmp_path, text)).parties["bank1"].read_options()["na_values"] == read
     with pytest.raises(ConfigError, match="na_values"):
         load_spec(write(tmp_path, GOOD.replace('label = "y"\n[parties.bank2]', 'label = "y"\nna_values = [true]\n[parties.bank2]')))
+
+
+def test_the_keep_refusal_names_every_task_that_keeps_missing_values(tmp_path):
+    """The refusal of ``missing = "keep"`` named only vertical.secureboost as a task that learns where blanks
+    go, so a user of a horizontal job was never told that horizontal.gbdt takes it too."""
+    import importlib
+
+    from fedrisk.runtime.tasks import TASKS
+
+    keepers = sorted(k for k, mod in TASKS.items() if getattr(importlib.import_module(mod), "HANDLES_MISSING", False))
+    assert "horizontal.gbdt" in keepers and "vertical.secureboost" in keepers
+    with pytest.raises(ConfigError) as e:
+        load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'data = "b1.csv"\nmissing = "keep"')))
+    for kind in keepers:
+        assert kind in str(e.value), str(e.value)

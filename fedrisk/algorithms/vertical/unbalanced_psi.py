@@ -316,9 +316,9 @@ def _client(channel: Channel, peer: str, ids: Sequence[Any], salt_check: str, st
         if not fetch:
             state = "damaged" if have is not None and have.get("damaged") else "stale"
             what = "none" if have is None else f"epoch {have['epoch']}"
-            raise ConfigError(f"party {me!r}: its cache of {peer!r}'s encoded set is {state} (has {what}, {peer!r} is at "
+            raise ConfigError(f"party {me!r}: its cache of the encoded set of {peer!r} is {state} (has {what}, {peer!r} is at "
                               f"key epoch {epoch}); run one job with [psi] fetch_encoded = true to fetch it "
-                              f"({n * _W / 1e6:.0f} MB over the job's channel)")
+                              f"({n * _W / 1e6:.1f} MB over the job's channel)")
         cache = _fetch(channel, peer, tag, theirs, store_dir, wait)
     assert cache is not None
     ctx = store.context(epoch, fp)

@@ -155,6 +155,8 @@ def test_missing_cache_without_fetch_is_one_line(tmp_path, sets):
     with pytest.raises(ConfigError, match=r"stale \(has none.*fetch_encoded = true") as ei:
         _job(tmp_path, lender, bureau, fetch=False)
     assert "\n" not in str(ei.value)
+    # the fetch it asks for: 6,000 bureau ids x 12 bytes, said as 0.1 MB (it said "0 MB" below half a MB)
+    assert "(0.1 MB over the job's channel)" in str(ei.value), str(ei.value)
 
 
 def test_a_corrupt_cache_is_fetched_again_or_refused_in_one_line(tmp_path, sets, caplog):
