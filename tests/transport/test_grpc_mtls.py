@@ -123,9 +123,10 @@ def test_client_whose_common_name_is_not_in_its_san_is_refused(pki, tmp_path):
         pass
 
 
-def test_pinned_party_ca_refuses_a_certificate_for_that_name_from_another_ca(tmp_path):
-    """Two institutions' CAs in one trust bundle: bank-a's CA must not be able to mint 'bank-b'."""
-    ca_a = make_dev_pki(["bank-a", "bank-b"], tmp_path / "a", ca_name="Bank A CA")  # also mints a fake bank-b
+def _two_institutions(tmp_path):
+    """bank-a (listening) and a real and a fake bank-b: two institutions' CAs in one trust bundle, each
+    party pinned to its own CA; bank-a's CA also mints the fake 'bank-b'."""
+    ca_a = make_dev_pki(["bank-a", "bank-b"], tmp_path / "a", ca_name="Bank A CA")
     ca_b = make_dev_pki(["bank-b"], tmp_path / "b", ca_name="Bank B CA")
     bundle = (ca_a / "ca.pem").read_bytes() + (ca_b / "ca.pem").read_bytes()
     p1, p2 = free_ports(2)
@@ -139,6 +140,12 @@ def test_pinned_party_ca_refuses_a_certificate_for_that_name_from_another_ca(tmp
     a = GrpcChannel("bank-a", addrs, "job", files(ca_a, "bank-a"), connect_timeout=5, peer_cas=pins).start()
     real_b = GrpcChannel("bank-b", addrs, "job", files(ca_b, "bank-b"), connect_timeout=5, peer_cas=pins)
     fake_b = GrpcChannel("bank-b", addrs, "job", files(ca_a, "bank-b"), connect_timeout=5, peer_cas=pins)
+    return a, real_b, fake_b
+
+
+def test_pinned_party_ca_refuses_a_certificate_for_that_name_from_another_ca(tmp_path):
+    """Two institutions' CAs in one trust bundle: bank-a's CA must not be able to mint 'bank-b'."""
+    a, real_b, fake_b = _two_institutions(tmp_path)
     try:
         real_b.send("bank-a", "t.x", 1, kind="metric")
         assert a.recv("bank-b", "t.x", timeout=5) == 1
@@ -154,23 +161,10 @@ def test_a_senders_certificate_is_checked_once_and_a_foreign_one_is_refused_ever
     """The receiver works out who sent a frame once per client certificate (the pinned-CA signature
     check cost ~0.2 ms of every frame), and the remembered answer never lets another certificate in:
     a fake 'bank-b' from bank-a's CA is refused on every send, before and after the real one is known."""
-    ca_a = make_dev_pki(["bank-a", "bank-b"], tmp_path / "a", ca_name="Bank A CA")
-    ca_b = make_dev_pki(["bank-b"], tmp_path / "b", ca_name="Bank B CA")
-    bundle = (ca_a / "ca.pem").read_bytes() + (ca_b / "ca.pem").read_bytes()
-    p1, p2 = free_ports(2)
-    addrs = {"bank-a": f"127.0.0.1:{p1}", "bank-b": f"127.0.0.1:{p2}"}
-    pins = {"bank-a": (ca_a / "ca.pem").read_bytes(), "bank-b": (ca_b / "ca.pem").read_bytes()}
-
-    def files(folder, name):
-        t = tls_files(folder, name)
-        return type(t)(bundle, t.cert, t.key)
-
-    a = GrpcChannel("bank-a", addrs, "job", files(ca_a, "bank-a"), connect_timeout=5, peer_cas=pins).start()
+    a, real_b, fake_b = _two_institutions(tmp_path)
     checks = []
     real_check = a._issued_by_pinned_ca
     a._issued_by_pinned_ca = lambda peer, auth: checks.append(peer) or real_check(peer, auth)
-    real_b = GrpcChannel("bank-b", addrs, "job", files(ca_b, "bank-b"), connect_timeout=5, peer_cas=pins)
-    fake_b = GrpcChannel("bank-b", addrs, "job", files(ca_a, "bank-b"), connect_timeout=5, peer_cas=pins)
     try:
         with pytest.raises(TransportError, match="not issued by bank-b's own CA"):
             fake_b.send("bank-a", "t.x0", 0, kind="metric")
