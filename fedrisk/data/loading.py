@@ -1072,15 +1072,15 @@ def _finish(ctx: _Ctx, party: str, path: Path, ids: np.ndarray, X: np.ndarray, y
     # under "keep" NaN is a legitimate value; infinities are never missing values
     bad = np.isinf(X) if missing == "keep" else ~np.isfinite(X)
     notes = _infinity_notes(inf, feature_names) if missing == "mean" or (fill and inf.any()) else []
+    if missing == "mean" and not fill:  # training: say how many blanks the policy fills (scoring fills are counted
+        notes += _blank_notes(np.isnan(X), feature_names, pooled=fill_later)  # by the scorer's own warnings)
     if missing == "mean" and fill_later:  # the federation fills them with agreed (pooled) means
         X[bad] = np.nan
         bad = np.zeros_like(bad)
     if bad.any():
         bad_cols = np.flatnonzero(bad.any(axis=0))
-        per_col = [f"{feature_names[j]!r} ({int(bad[:, j].sum())})" for j in bad_cols]
-        more = f", ... ({len(per_col) - _MAX_LISTED} more)" if len(per_col) > _MAX_LISTED else ""
         kind = "infinite" if missing == "keep" else "missing or infinite"
-        where = f"{int(bad.any(axis=1).sum())} rows have {kind} feature values, in columns {', '.join(per_col[:_MAX_LISTED])}{more}"
+        where = f"{int(bad.any(axis=1).sum())} rows have {kind} feature values, in columns {_cell_counts(bad, feature_names)}"
         if missing == "keep":
             raise ctx.error(where + "; missing='keep' keeps empty cells (NaN), not "
                             "infinities: fix the export or leave those cells empty")
@@ -1116,13 +1116,33 @@ def _infinity_notes(inf: np.ndarray, feature_names: Sequence[str]) -> list[str]:
     beyond every other one that the mean turns into an average one. Filling it stays the documented
     behaviour; the note (counts per column, no values) lets the party see that its export had them.
     """
-    cols = np.flatnonzero(inf.any(axis=0))
-    if not len(cols):
+    counts = _cell_counts(inf, feature_names)
+    if not counts:
         return []
-    per_col = [f"{feature_names[j]!r} ({int(inf[:, j].sum())})" for j in cols]
-    more = f", ... ({len(per_col) - _MAX_LISTED} more)" if len(per_col) > _MAX_LISTED else ""
-    return [f"infinite cells (e.g. a ratio over zero) in columns {', '.join(per_col[:_MAX_LISTED])}{more} are filled "
+    return [f"infinite cells (e.g. a ratio over zero) in columns {counts} are filled "
             "like blanks under missing = 'mean'; if they mean 'very large', cap them in the export instead"]
+
+
+def _blank_notes(blank: np.ndarray, feature_names: Sequence[str], pooled: bool) -> list[str]:
+    """The note for the blank cells ``missing = "mean"`` fills at training (counts per column, no values).
+
+    Filling is the policy the party chose, but a model validator asks how much of each column was
+    imputed, and a column mostly blank at one bank (a field it does not collect) should be seen in
+    its own log rather than discovered in the model.
+    """
+    counts = _cell_counts(blank, feature_names)
+    if not counts:
+        return []
+    what = "the federation's pooled column means" if pooled else "this file's column means"
+    return [f"missing = 'mean' fills blank cells with {what}: columns {counts} (of {blank.shape[0]} rows)"]
+
+
+def _cell_counts(mask: np.ndarray, feature_names: Sequence[str]) -> str:
+    """``'a' (2), 'b' (1)``: the columns where ``mask`` (rows x columns) holds cells, with their counts."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    per_col = [f"{feature_names[j]!r} ({int(mask[:, j].sum())})" for j in cols]
+    more = f", ... ({len(per_col) - _MAX_LISTED} more)" if len(per_col) > _MAX_LISTED else ""
+    return ", ".join(per_col[:_MAX_LISTED]) + more if per_col else ""
 
 
 @dataclass

@@ -126,6 +126,23 @@ def test_missing_mean_names_the_infinite_cells_it_fills(tmp_path) -> None:
     assert not [n for n in blank_only.notes if "infinite" in n]
 
 
+def test_missing_mean_counts_the_blank_cells_it_fills_at_training(tmp_path) -> None:
+    """A validator asks how much of each column was imputed, and a bank that does not collect a field fills
+    nearly all of it: missing='mean' says so in the party's own log (counts per column, never a value), with
+    whose means (the file's own, or the federation's pooled ones); scoring with the stored means adds no such
+    note (its own warnings count scored blanks), and a file without blanks gets none."""
+    path = _write(tmp_path, "id,a,b,c\n1,1.5,,3\n2,,5,4\n3,3,7,\n4,,9,1\n")
+    for fill_later, whose in ((False, "this file's column means"), (True, "the federation's pooled column means")):
+        t = load_party_table(path, party="p", id_col="id", missing="mean", fill_later=fill_later)
+        blank = [n for n in t.notes if "blank cells" in n]
+        assert len(blank) == 1 and whose in blank[0], (fill_later, t.notes)
+        assert "'a' (2), 'b' (1), 'c' (1) (of 4 rows)" in blank[0] and "1.5" not in blank[0], blank
+    scored = load_party_table(path, party="p", id_col="id", missing="mean", fill={"a": 2.0, "b": 7.0, "c": 3.0})
+    assert not [n for n in scored.notes if "blank cells" in n]
+    full = load_party_table(_write(tmp_path, "id,a\n1,1\n2,3\n", "full.csv"), party="p", id_col="id", missing="mean")
+    assert full.notes == []
+
+
 def test_scoring_fills_infinities_with_the_training_mean_not_this_batch_mean(tmp_path) -> None:
     """Training under missing='mean' fills an infinite cell like a blank; scoring (the training means in
     ``fill``) must too, else the row gets this batch's mean and scores differently in another batch."""
