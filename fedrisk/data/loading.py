@@ -135,9 +135,9 @@ class _Ctx:
     def label_error(self, message: str) -> DataError:
         """:meth:`error` about the label column: its counts and values are the labels' own, so partners get
         the labels summary of :func:`~fedrisk.runtime.abort_reason.label_error` in the abort, not this line."""
-        from fedrisk.runtime.abort_reason import LABELS_SUMMARY, private
+        from fedrisk.runtime.abort_reason import label_error
 
-        return private(self.error(message), LABELS_SUMMARY)
+        return label_error(str(self.error(message)))
 
 
 def _file_kind(path: Path) -> str | None:
@@ -278,7 +278,7 @@ def _without_nameless_columns(ctx: _Ctx, df: pd.DataFrame, header: list[str] | N
     if filled:
         raise ctx.error(f"column {filled[0] + 1} has no name in the header but holds values; name it in the "
                         "header or remove it from the export")
-    return df.iloc[:, [j for j in range(len(df.columns)) if j not in set(nameless)]] if nameless else df
+    return df.iloc[:, np.setdiff1d(np.arange(df.shape[1]), nameless)] if nameless else df
 
 
 def read_party_file(path: str | Path, *, party: str, id_col: str, sep: str | None = None,
