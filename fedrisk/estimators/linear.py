@@ -127,21 +127,21 @@ class LogisticRegression(FederatedClassifier):
         return M
 
     def explain(self, X: Any):
-        """Score and reason codes of each row of DataFrame ``X``: the columns ``fedrisk predict`` writes.
+        """Score and reason codes of each row: the columns ``fedrisk predict`` writes.
 
         ``score`` (P(default)), ``reason_1..k`` (the columns pushing the score up most, a text column's
         dummies summed into it) and ``contribution_1..k`` (the log-odds each added against the
-        federation's average applicant; they add up to the row's log-odds minus the average's). A
-        horizontal model only (local): a vertical LR's scoring protocol returns scores alone -- vertical
-        scorecards and SecureBoost give reasons.
+        federation's average applicant; they add up to the row's log-odds minus the average's).
+        Horizontal model: ``X`` a DataFrame (local). Vertical: ``X`` a vertical Federation (federated
+        scoring, the same messages as ``predict_proba``): the label holder's columns by name, the
+        partners' as one aggregated ``partner features (...)`` reason; rows not at every party are empty.
         """
         from fedrisk.model_files import score_lr
         from fedrisk.runtime.predict import lr_predictions
 
         files = self._model_files()
         if not ("model.json" in files and files["model.json"]["format"] == "fedrisk.lr"):
-            raise ConfigError("a vertical LogisticRegression scores without reason codes (each party's part stays "
-                              "its own); use predict_proba, or a vertical Scorecard or SecureBoost for reasons")
+            return _score_parts(self, files, X, detail=True)
         doc = files["model.json"]
         M = self._horizontal_matrix(doc, X, "LogisticRegression.explain")
         return _indexed(lr_predictions(doc, M, score_lr(doc, M)), X)

@@ -622,9 +622,13 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
         r_svg, r_tbl = rm.reason_summary(view["reasons"])
         out.append(("reasons", "Reasons", "", _section(
             "reasons", "Reason codes",
-            "Top reasons per test applicant: the features with the largest TreeSHAP contributions to the default "
-            "log-odds (exact Shapley values over the trees, adding up to the score). In a vertical model a partner's "
-            "features count as one reason: what they add once the label holder's own features are known.",
+            ("Top reasons per test applicant: the columns pushing the default log-odds up most against the training's "
+             "average applicant (coef x (x - mean) / scale, a linear model's exact Shapley value; a text column's "
+             "dummies summed). In a vertical model the partners' columns count as one reason: the sum of their "
+             "partial scores, which is all the label holder receives." if task.endswith(".lr") else
+             "Top reasons per test applicant: the features with the largest TreeSHAP contributions to the default "
+             "log-odds (exact Shapley values over the trees, adding up to the score). In a vertical model a partner's "
+             "features count as one reason: what they add once the label holder's own features are known."),
             _figs(r_svg, r_tbl) if r_svg else r_tbl)))
     imp = rm.importance_section(view)
     if imp:

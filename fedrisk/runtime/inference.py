@@ -42,7 +42,8 @@ How the parties take part
 What each party learns: PSI's (see ``alignment``) — so **a feature holder learns which of its own
 customers the label holder is scoring** (e.g. that they applied for credit), inherent to aligning
 by id with both sides learning the intersection — plus the model format's scoring protocol (for
-``vertical.lr``: feature holders learn nothing more; the label holder learns the scores).
+``vertical.lr``: feature holders learn nothing more; the label holder learns the scores, hence the sum of
+the partners' partial scores, its reason codes' one ``partner features`` term).
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ Output columns
 --------------
 * logistic regression: ``id, score, reason_1..k, contribution_1..k, status`` (score = default
   probability; ``contribution_i`` is the log-odds the column added against the federation's
-  average applicant, one-hot text columns summed per column);
+  average applicant, one-hot text columns summed per column; for a vertical LR the partners'
+  columns are one aggregated ``partner features (<parties>)`` reason, see ``vertical_lr.infer_table``);
 * tree models (``horizontal.gbdt``, SecureBoost): ``id, score, reason_1..k, contribution_1..k,
   status`` — ``contribution_i`` is the log-odds the reason added (exact TreeSHAP; for SecureBoost
   a partner's features are one aggregated reason, see ``secureboost_reasons``);
@@ -145,30 +146,37 @@ def gbdt_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_
     return reason_table(score, names, contrib, int(n_reasons or model.get("n_reasons") or 3))
 
 
-def lr_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_reasons: int | None = None):
-    """``score, reason_1..k, contribution_1..k`` of a logistic-regression model, computed locally.
+def lr_contributions(model: dict[str, Any], X: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Each column's push on the default log-odds away from the training's average applicant.
 
-    A column's contribution is its push on the default log-odds away from the federation's average
-    applicant, ``coef * (x - mean) / scale`` (for a linear model this is its exact SHAP value with
-    the pooled means as the baseline), and they add up to the row's log-odds minus the average's.
-    The dummies of a one-hot text column are summed into that column, so a reason names a column
-    (``housing``), as a scorecard's or a tree model's does; reasons = largest pushes towards default.
+    ``coef * (x - mean) / scale`` per model feature (for a linear model this is its exact SHAP value
+    with the training means as the baseline), the dummies of a one-hot text column summed into that
+    column, so a reason names a column (``housing``) as a scorecard's or a tree model's does.
+    Returns the column names and an ``(n_rows, n_columns)`` array; the terms add up to the row's
+    log-odds minus the intercept. ``model``: a whole horizontal LR or a vertical LR party's part
+    (its own columns only).
     """
-    from fedrisk.finance.tree_reasons import reason_table
-
     mean, scale, coef = (np.asarray(model[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
     z = np.where(scale > 0, (np.asarray(X, dtype=np.float64) - mean) / np.where(scale > 0, scale, 1.0), 0.0)
     per_feature = z * coef
     cats = model.get("categories") or {}
-    names: list[str] = []
-    for f in model["features"]:
-        col = f.split("=", 1)[0] if "=" in f and f.split("=", 1)[0] in cats else f
-        if col not in names:
-            names.append(col)
-    group = np.array([names.index(f.split("=", 1)[0] if "=" in f and f.split("=", 1)[0] in cats else f)
-                      for f in model["features"]], dtype=np.int64)
+    column = [f.split("=", 1)[0] if "=" in f and f.split("=", 1)[0] in cats else f for f in model["features"]]
+    names = list(dict.fromkeys(column))
+    group = np.array([names.index(c) for c in column], dtype=np.int64)
     contrib = np.zeros((per_feature.shape[0], len(names)))
     np.add.at(contrib.T, group, per_feature.T)
+    return names, contrib
+
+
+def lr_predictions(model: dict[str, Any], X: np.ndarray, score: np.ndarray, n_reasons: int | None = None):
+    """``score, reason_1..k, contribution_1..k`` of a logistic-regression model, computed locally.
+
+    Contributions as :func:`lr_contributions` (against the federation's average applicant; they add up
+    to the row's log-odds minus the average's); reasons = largest pushes towards default.
+    """
+    from fedrisk.finance.tree_reasons import reason_table
+
+    names, contrib = lr_contributions(model, X)
     return reason_table(score, names, contrib, int(n_reasons or model.get("n_reasons") or 3))
 
 

@@ -418,3 +418,9 @@ def run(ctx: PartyContext) -> None:
             extra["privacy"] = privacy.summary()
         write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y, p_te, rounds,
                          extra=extra)
+        # the test applicants' reason codes (local: the bank holds the whole model), for the report's summary
+        from fedrisk.model_files import load_model
+        from fedrisk.runtime.predict import lr_predictions, write_predictions
+
+        write_predictions(ctx.out / "scores" / "test_reasons.csv", test.ids,
+                          lr_predictions(load_model(ctx.out / "model.json"), test.X, p_te))

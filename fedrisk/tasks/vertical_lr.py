@@ -195,7 +195,9 @@ def run(ctx: PartyContext) -> None:
 
     u = model.partial_score(Z)
     p_tr = score(ctx.channel, lh, hosts, u[tr], tag="vlr.score.train")
-    p_te = score(ctx.channel, lh, hosts, u[test], tag="vlr.score.test") if test.any() else None
+    # the test rows' log-odds (the same message as probabilities), for their reason codes below
+    z_te = score(ctx.channel, lh, hosts, u[test], tag="vlr.score.test", logits=True) if test.any() else None
+    p_te = sigmoid(z_te) if z_te is not None else None
 
     imputation = {f: fill[f] for f in feats} if fill else {}
     doc: dict[str, Any] = {
@@ -221,6 +223,11 @@ def run(ctx: PartyContext) -> None:
     write_json(ctx.out / model_file(me, lh), doc)
     if not is_lh:
         return
+    if z_te is not None:  # the test applicants' reason codes, for the report's reason-code summary
+        from fedrisk.runtime.predict import write_predictions
+
+        write_predictions(ctx.out / "scores" / "test_reasons.csv", ids[test],
+                          reason_table_of(doc, X_all[test][:, cols], u[test], z_te, hosts))
     from fedrisk.runtime.evaluation import write_evaluation
 
     extra = {
@@ -268,5 +275,38 @@ def infer(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_h
     return score(channel, label_holder, feature_holders, partial_score(role_model, X), tag="vlr.score.predict")
 
 
-__all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "infer",
-           "inference_features", "partial_score", "sigmoid"]
+def partner_reason(feature_holders: list[str]) -> str:
+    """The one reason that stands for every feature holder's columns at the label holder."""
+    return f"partner features ({', '.join(feature_holders)})"
+
+
+def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str, feature_holders: list[str]):
+    """Scoring with reason codes (the same messages as :func:`infer`): the label holder gets ``score``
+    (default probability), ``reason_1..k`` and ``contribution_1..k``; others ``None``.
+
+    A contribution is a push on the default log-odds against the training's average applicant (a
+    linear model's exact SHAP value with the training means as the baseline). The label holder's
+    own columns are named (:func:`fedrisk.runtime.predict.lr_contributions` on its part); the
+    feature holders' columns are one ``partner features (<parties>)`` reason worth
+    ``z - u_G = sum_h u_h``, the sum the label holder already receives to score (with two or more
+    feature holders their pairwise masks hide each ``u_h``, so their parts stay summed). The terms
+    add up to the row's log-odds minus the intercept, as a horizontal LR's do.
+    """
+    u = partial_score(role_model, X)
+    z = score(channel, label_holder, feature_holders, u, tag="vlr.score.predict", logits=True)
+    return None if z is None else reason_table_of(role_model, X, u, z, feature_holders)
+
+
+def reason_table_of(role_model: dict, X: np.ndarray, u: np.ndarray, z: np.ndarray, feature_holders: list[str]):
+    """``score, reason_1..k, contribution_1..k`` at the label holder from its part ``role_model``, its
+    rows ``X`` (model columns), its partial scores ``u`` and the combined log-odds ``z`` (see :func:`infer_table`)."""
+    from fedrisk.finance.tree_reasons import reason_table
+    from fedrisk.runtime.predict import lr_contributions
+
+    names, own = lr_contributions(role_model, X)
+    return reason_table(sigmoid(z), [*names, partner_reason(list(feature_holders))], np.column_stack([own, z - u]),
+                        int(role_model.get("n_reasons") or 3))
+
+
+__all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "Params", "validate_spec", "driver", "run", "infer", "infer_table",
+           "inference_features", "partial_score", "partner_reason", "reason_table_of", "sigmoid"]

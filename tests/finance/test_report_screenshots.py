@@ -54,8 +54,9 @@ SCORECARD = ["Scorecard: points table", "Score bands", "Reason codes", "base poi
 #: per report: text the rendered page must contain (section titles and header items), and the
 #: least number of charts
 EXPECTED: dict[str, tuple[list[str], int]] = {
-    "demo": (HEADER + MODEL + ["bank_a", "bank_b", "bank_c"], 8),
-    "vertical.lr": (HEADER + MODEL + ["Intersection (PSI)", "lender", "payco", "Local only — lender"], 8),
+    "demo": (HEADER + MODEL + ["bank_a", "bank_b", "bank_c", "Reason codes"], 8),
+    "vertical.lr": (HEADER + MODEL + ["Intersection (PSI)", "lender", "payco", "Local only — lender", "Reason codes",
+                                      "partner features (payco)"], 8),
     "vertical.secureboost": (HEADER + MODEL + ["Intersection (PSI)", "Feature importance", "Reason codes",
                                                "Local only — lender"], 9),
     "vertical.woe": (HEADER + ["Intersection (PSI)", "Information value by party", "Binning tables and WOE",

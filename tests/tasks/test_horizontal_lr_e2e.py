@@ -89,6 +89,9 @@ def test_simulate_example_on_shared_data(shared_data, repo, tmp_path):
     s = pd.read_csv(scores)
     ref = pd.read_csv(out / "scores" / "test.csv")
     np.testing.assert_allclose(s["score"].to_numpy(), ref["score"].to_numpy(), rtol=1e-6)
+    # the test applicants' reasons at training are predict's, and the report summarises them
+    rs = pd.read_csv(out / "scores" / "test_reasons.csv")
+    assert rs["reason_1"].tolist() == s["reason_1"].tolist() and "Reason codes" in (out / "report.html").read_text()
 
 
 @pytest.mark.extended(covered_by="tests/algorithms/horizontal/test_newton_lr.py::test_stress_case_equals_pooled_sklearn[heavy_noniid] "

@@ -123,6 +123,16 @@ def test_three_party_simulate_then_federated_predict(vsmall_ecdh_run, tmp_path):
     assert unscored.status.str.startswith("not scored").all()
     s = s[s.status == "scored"]
     assert set(s.id) == set(new.id) & common and s.score.between(0, 1).all()
+    # reason codes: the lender's own columns by name, both partners as one summed reason (the label
+    # holder receives only the masked sum of their partial scores)
+    reasons = set(pd.concat([s[f"reason_{k}"] for k in (1, 2, 3)]).dropna())
+    partners = "partner features (payco, bureau)"
+    assert partners in reasons and reasons <= set(lender.columns) | {partners}, reasons
+    assert (s[["contribution_1", "contribution_2"]].dropna().diff(axis=1).iloc[:, 1] <= 1e-12).all()
+    # the same reasons for the test applicants at training, in the report's reason-code summary
+    rs, ts = pd.read_csv(out / "scores" / "test_reasons.csv"), pd.read_csv(out / "scores" / "test.csv")
+    assert list(rs.id) == list(ts.id) and np.allclose(rs.score, ts.score, atol=1e-12)
+    assert partners in set(rs.reason_1) and "Reason codes" in (out / "report.html").read_text()
     train = pd.concat([pd.read_csv(out / "scores" / "train.csv"), pd.read_csv(out / "scores" / "test.csv")])
     both = s.merge(train, on="id")
     assert np.allclose(both.score_x, both.score_y, atol=1e-9)

@@ -165,6 +165,8 @@ Scoring (training evaluation and ``fedrisk predict``), tags ``<tag>.*``::
     H_i -> H_j  <tag>.seed      plaintext-by-design  32 random bytes for a pairwise mask (i < j)
     H -> G      <tag>.partial   masked               u_h + sum_j +/- mask_ij (with one feature holder: u_h)
     G: z = u_G + sum_h (received) ; p = sigmoid(z)
+    (at ``fedrisk predict``, G's reason codes: its own columns' terms plus one ``partner features``
+    term ``z - u_G``, the sum it already receives; no further message)
 
 What each party learns
 ----------------------
@@ -1093,11 +1095,13 @@ def _pair_mask(seed: bytes, tag: str, n: int) -> np.ndarray:
 
 
 def score(channel: Channel, label_holder: str, feature_holders: Sequence[str], u: np.ndarray,
-          tag: str = "vlr.score") -> np.ndarray | None:
+          tag: str = "vlr.score", logits: bool = False) -> np.ndarray | None:
     """Combine partial scores ``u`` (aligned rows) into probabilities at the label holder only.
 
     Every party calls this with its own partial score (the label holder's includes the
-    intercept). Returns the probabilities at the label holder, ``None`` at feature holders.
+    intercept). Returns the probabilities at the label holder (with ``logits=True`` the log-odds
+    ``z`` instead, from which the label holder's reason codes take the partners' ``z - u_G``
+    without the rounding of a logit of a probability: the same messages), ``None`` at feature holders.
 
     Notes
     -----
@@ -1114,7 +1118,7 @@ def score(channel: Channel, label_holder: str, feature_holders: Sequence[str], u
             if not isinstance(v, np.ndarray) or v.dtype != np.float64 or v.shape != u.shape:
                 raise ProtocolError(f"{me}: {tag}.partial from {h!r} should be {u.shape[0]} float64 values")
             z += v
-        return sigmoid(z)
+        return z if logits else sigmoid(z)
     i = hosts.index(me)
     v = u.copy()
     for j, other in enumerate(hosts):
