@@ -372,7 +372,10 @@ def _schema(me: str, X: pd.DataFrame, features: Sequence[str], categorical: set[
     absent = [c for c in vocab if c not in features]
     if absent:
         raise DataError(f"{me}: [task] categories lists {absent}, which are not feature columns of this party's data")
-    text = [f for f in features if f not in vocab and (f in categorical or is_categorical(X[f]))]
+    # a True/False column is a 0/1 number here, as horizontal LR and GBDT read it: its two levels need no
+    # vocabulary (declaring one from the job spec would only re-spell them)
+    text = [f for f in features if f not in vocab and (f in categorical or (
+        is_categorical(X[f]) and not pd.api.types.is_bool_dtype(X[f].dtype)))]
     if text:
         from fedrisk.data.loading import HORIZONTAL_CATEGORIES, declaring
 
