@@ -407,6 +407,12 @@ def _mapped_labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object) 
     return keys.isin(pos).to_numpy(dtype=np.int8)
 
 
+def blank_labels(label_col: str, n_missing: int) -> str:
+    """The refusal of a label column with ``n_missing`` empty cells (the loader's, and ``Federation.split``'s
+    on the whole table, so a notebook user is told every blank at once, not the training part's)."""
+    return f"label column {label_col!r} is empty in {n_missing} rows; drop unlabelled rows or use a party without a label"
+
+
 def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) -> np.ndarray:
     """Validate a binary label column and return it as int8 0/1.
 
@@ -417,8 +423,7 @@ def _labels(ctx: _Ctx, raw: pd.Series, label_col: str, positive: object = None) 
     """
     n_missing = int(raw.isna().sum())
     if n_missing:
-        raise ctx.label_error(f"label column {label_col!r} is empty in {n_missing} rows; drop unlabelled "
-                        "rows or use a party without a label")
+        raise ctx.label_error(blank_labels(label_col, n_missing))
     if positive is not None:
         return _mapped_labels(ctx, raw, label_col, positive)
     if pd.api.types.is_bool_dtype(raw.dtype):

@@ -322,6 +322,12 @@ class Federation:
         if self.kind != "vertical":
             raise ConfigError("split(...) is for vertical federations; a horizontal job is tested on a "
                               "held-out DataFrame: pass it to predict_proba")
+        lh = self.label_holder
+        blank = int(self.parties[lh][self.label].isna().sum()) if lh is not None else 0
+        if blank:  # (the fit would count only the training part's blanks)
+            from fedrisk.data.loading import blank_labels
+
+            raise DataError(f"party {lh!r} (its DataFrame): {blank_labels(self.label, blank)}")
         if test_rule is not None and test_fraction is not None:
             raise ConfigError("split: pass test_rule or test_fraction, not both (each chooses the test rows on its own)")
         if test_rule is None and test_fraction is None:

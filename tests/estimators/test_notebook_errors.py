@@ -112,3 +112,18 @@ def test_a_spec_setting_with_its_value_reads_as_one_keyword():
     """``task.min_bin_class = 5`` in a label holder's refusal read "min_bin_class= = 5" in a notebook."""
     assert _task_settings_as_keywords("the rule (task.min_bin_class = 5) holds; lower task.min_bin_class to 2") == \
         "the rule (the estimator's min_bin_class=5) holds; lower the estimator's min_bin_class= to 2"
+
+
+def test_split_counts_every_blank_label_not_only_the_training_parts():
+    """``fed.split()`` ran before the label check, so the fit said "empty in 1 rows" for 7 blank labels
+    (only the training part's), and the user dropped them one split at a time."""
+    rng = np.random.default_rng(1)
+    d = pd.DataFrame({"id": range(600), "a": rng.normal(size=600), "b": rng.normal(size=600),
+                      "y": (rng.random(600) < 0.3).astype(float)})
+    d.loc[[3, 50, 100, 200, 300, 400, 500], "y"] = np.nan
+    fed = fr.Federation.vertical({"lender": d[["id", "a", "y"]], "payco": d[["id", "b"]]}, id="id", label="y")
+    with pytest.raises(fr.DataError, match=r"^party 'lender' \(its DataFrame\): label column 'y' is empty in 7 rows;"):
+        fed.split()
+    train, _ = fr.Federation.vertical({"lender": d[["id", "a", "y"]].dropna(), "payco": d[["id", "b"]]},
+                                      id="id", label="y").split()
+    assert train.y.notna().all()
