@@ -96,7 +96,7 @@ from fedrisk.finance.binning import (
     merge_bins,
     quantile_edges,
 )
-from fedrisk.finance.woe import DEFAULT_SMOOTHING, iv_strength, select_features, woe_iv
+from fedrisk.finance.woe import DEFAULT_SMOOTHING, iv_significance, iv_strength, select_features, woe_iv
 from fedrisk.transport.channel import Channel
 from fedrisk.transport import expect
 
@@ -247,6 +247,10 @@ class VerticalWoeResult:
         (missing bin last).
     warnings : list of str
         Feature holder: columns flagged by the release rule (near-unique categories).
+    noise : dict
+        Label holder only: ``{party: {feature: {"iv_p_value", "iv_noise_95"}}}``, the IV against a pure-noise
+        column's in the same released bins at these counts (:func:`~fedrisk.finance.woe.iv_significance`;
+        the same figures as single-party binning's for the same bins and rows).
     """
 
     iv: dict[str, Any]
@@ -255,6 +259,7 @@ class VerticalWoeResult:
     bins: dict[str, FeatureBins] = field(default_factory=dict)
     woe: dict[str, np.ndarray] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    noise: dict[str, Any] = field(default_factory=dict)
 
     def iv_table(self) -> list[dict[str, Any]]:
         """Rows ``party``, ``feature``, ``iv``, ``strength`` by descending IV (label holder view)."""
@@ -326,7 +331,7 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
         if (bads < 0).any() or (bads > n).any():
             raise ProtocolError(f"party {p!r}: decrypted bad counts do not fit the prebin sizes it declared")
         goods = n - bads
-        ivs, tables, back = {}, {}, {}
+        ivs, tables, back, noise = {}, {}, {}, {}
         pos = 0
         for f, kind, k in zip(feats, kinds, n_pre):
             g, b = goods[pos:pos + k + 1], bads[pos:pos + k + 1]
@@ -346,8 +351,10 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
                 woe, ivb, _ = woe_iv(fg[:-1], fb[:-1], smoothing)
                 woe, ivb = np.append(woe, 0.0), np.append(ivb, 0.0)
                 iv = float(np.sum(ivb))
+                noise[f] = iv_significance(iv, fg[:-1], fb[:-1])  # (the bins the IV is over)
             else:
                 woe, ivb, iv = woe_iv(fg, fb, smoothing)
+                noise[f] = iv_significance(iv, fg, fb)
             ivs[f] = iv
             tables[f] = [{"bin": i, "prebins": grp, "n": int(fg[i] + fb[i]), "goods": int(fg[i]), "bads": int(fb[i]),
                           "woe": float(woe[i]), "iv": float(ivb[i])}
@@ -363,6 +370,7 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
                      kind="model" if reveal == "woe" else "metric")
         result.iv[p] = ivs
         result.tables[p] = tables
+        result.noise[p] = noise
     for p in feature_holders:
         result.selection[p] = channel.recv(p, f"{tag}.selection")
     return result
