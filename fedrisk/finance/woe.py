@@ -284,7 +284,7 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
 
     def _config(self) -> BinningConfig:
         return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac, self.min_category_count,
-                             self.category_pvalue)
+                             self.category_pvalue, self.smoothing)
 
     def fit(self, X: pd.DataFrame, y: Any) -> "WoeEncoder":
         """Fit bins and WOE on ``X`` (DataFrame) and ``y`` (1 = bad)."""

@@ -73,7 +73,8 @@ class BinningParams(BaseModel):
     def binning(self) -> BinningConfig:
         # category settings: those of the tasks that declare them (CategoryBinningParams), else the defaults
         extra = {k: getattr(self, k) for k in ("min_category_count", "category_pvalue") if hasattr(self, k)}
-        return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac, **extra)
+        return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac, **extra,
+                             smoothing=self.smoothing)
 
     def corr_or_none(self) -> float | None:
         return None if self.max_corr >= 1.0 else self.max_corr

@@ -454,7 +454,7 @@ def merge_prebins(goods: np.ndarray, bads: np.ndarray, kind: str, cfg: BinningCo
         return [sorted(int(i) for j in grp for i in pooled[j]) for grp in groups]
     monotonic = cfg.method == "monotonic"
     groups = merge_bins(goods, bads, max_bins=cfg.max_bins, min_bin_frac=cfg.min_bin_frac if monotonic else 0.0,
-                        monotonic=monotonic, trend="auto")
+                        monotonic=monotonic, trend="auto", smoothing=cfg.smoothing)
     return [[int(i) for i in grp] for grp in enforce_release(groups, goods, bads, need, rule)]
 
 
