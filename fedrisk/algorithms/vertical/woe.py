@@ -96,7 +96,7 @@ from fedrisk.finance.binning import (
     merge_bins,
     quantile_edges,
 )
-from fedrisk.finance.woe import DEFAULT_SMOOTHING, iv_significance, iv_strength, select_features, woe_iv
+from fedrisk.finance.woe import DEFAULT_SMOOTHING, NOISE_LEVEL, iv_significance, iv_strength, select_features, woe_iv
 from fedrisk.transport.channel import Channel
 from fedrisk.transport import expect
 
@@ -384,16 +384,21 @@ def _merged_away(holder: str, feature: str, goods: np.ndarray, bads: np.ndarray,
     Its IV is then 0 and its selection reason reads "IV 0.0000 < 0.02", as for a feature without signal; yet
     a bin with fewer than ``min_class`` defaults (or non-defaults) at such an IV is a near-perfect separator,
     typically a flag recorded after the default that copies the label. A weak split merged away is the rule
-    working as documented and gets no note. The IV before the rule comes from the prebin counts the label
+    working as documented and gets no note, and so does an IV above 0.5 that a noise column reaches too at these
+    counts (:func:`~fedrisk.finance.woe.iv_significance`; two defaults in 340 rows split 1 / 1 give IV 0.88). The
+    IV before the rule comes from the prebin counts the label
     holder decrypted anyway; the note stays in its own log (never sent), so the feature holder learns nothing
     new.
     """
     free = merge_prebins(goods, bads, kind, cfg, _NO_RELEASE, 1)
     if len(free) < 2:
         return None
-    iv = woe_iv(np.array([goods[grp].sum() for grp in free]), np.array([bads[grp].sum() for grp in free]), smoothing)[2]
+    fg, fb = np.array([goods[grp].sum() for grp in free]), np.array([bads[grp].sum() for grp in free])
+    iv = woe_iv(fg, fb, smoothing)[2]
     if not iv_strength(iv).startswith("suspicious"):  # (the report's IV table's reading)
         return None
+    if iv_significance(iv, fg, fb)["iv_p_value"] > NOISE_LEVEL:
+        return None  # a "suspicious" IV from a handful of defaults is what noise gives too (2 bads: IV 0.88)
     return (f"party {holder!r}, feature {feature!r}: the release rule (task.min_bin_class = {rule.min_class} goods and "
             f"bads per bin) merged its {len(free)} bins (IV {iv:.2f}) into one, so it shows IV 0 and is dropped as not "
             "predictive; a bin almost without defaults or non-defaults at this IV is a near-perfect separator: check "
