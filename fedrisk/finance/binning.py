@@ -18,7 +18,12 @@ Methods
     * ``"monotonic"`` — equal-frequency prebins merged until the bad rate is monotonic in the
       bin order (pool-adjacent-violators, direction chosen by IV), then bins below
       ``min_bin_frac`` of the rows are merged into their closest neighbour and, while more than
-      ``max_bins`` remain, the adjacent pair whose merge loses the least IV is merged.
+      ``max_bins`` remain, the adjacent pair whose merge loses the least IV is merged. Last,
+      neighbours whose *smoothed* WOE (the one the scorecard scores, see
+      :mod:`fedrisk.finance.woe`) breaks the trend are merged: a bin without bads (or goods) gets
+      ``smoothing`` added to both counts, which can pull its WOE past its neighbour's although its
+      raw bad rate is in order (rare defaults: points 18, 18, 81, -23, -61 on a "monotonic"
+      feature).
       Categorical features are first ordered by their (smoothed) bad rate, so "monotonic"
       becomes a grouping of similar categories.
 
@@ -89,6 +94,9 @@ class BinningConfig:
         Smallest share of non-missing rows a final bin may hold (``monotonic`` only).
     min_category_count : int
         Categories with fewer rows pool into one ``"(other)"`` prebin (federated: rows federation-wide).
+    smoothing : float
+        The WOE smoothing of the bins' scores (:data:`~fedrisk.finance.woe.DEFAULT_SMOOTHING`): ``monotonic``
+        binning keeps the *smoothed* WOE monotonic, so it must be the one the WOE is computed with.
     category_pvalue : float
         A categorical feature with more (pooled) categories than ``max_bins`` whose categories' bad
         rates do not differ at this significance (chi-square test of the category x class table;
@@ -104,6 +112,7 @@ class BinningConfig:
     min_bin_frac: float = 0.05
     min_category_count: int = 20
     category_pvalue: float = 0.01
+    smoothing: float = 0.5
 
     def __post_init__(self) -> None:
         if self.method not in ("monotonic", "quantile"):
@@ -115,6 +124,8 @@ class BinningConfig:
         if self.min_category_count < 1 or not 0 < self.category_pvalue <= 1:
             raise ConfigError(f"min_category_count must be >= 1 and category_pvalue in (0, 1] (got "
                               f"{self.min_category_count}, {self.category_pvalue})")
+        if not self.smoothing >= 0:
+            raise ConfigError(f"WOE smoothing must be >= 0, got {self.smoothing}")
 
 
 @dataclass
@@ -292,17 +303,24 @@ def class_counts(bin_index: np.ndarray, y: np.ndarray, n_bins_with_missing: int)
     return total - bads, bads
 
 
-def _iv_of(goods: np.ndarray, bads: np.ndarray) -> float:
+def _iv_of(goods: np.ndarray, bads: np.ndarray, smoothing: float = 0.5) -> float:
     # lazy import: woe imports binning
     from fedrisk.finance.woe import woe_iv
 
-    return woe_iv(goods, bads)[2]
+    return woe_iv(goods, bads, smoothing)[2]
 
 
 # -- merging on counts -------------------------------------------------------------------------
-def _pava(goods: list[float], bads: list[float], groups: list[list[int]], increasing: bool) -> None:
+def _pava(goods: list[float], bads: list[float], groups: list[list[int]], increasing: bool,
+          smoothing: float = 0.0) -> None:
+    """Pool adjacent violators of a monotonic bad rate. With ``smoothing``, the rate of a bin lacking goods
+    or bads is taken after adding ``smoothing`` to both its counts, as :func:`~fedrisk.finance.woe.woe_iv`
+    does: then the order is that of the WOE the bins are scored with (WOE falls as this rate rises)."""
     def rate(i: int) -> float:
-        return bads[i] / (goods[i] + bads[i])
+        g, b = goods[i], bads[i]
+        if smoothing and (g == 0 or b == 0):
+            g, b = g + smoothing, b + smoothing
+        return b / (g + b)
 
     i = 0
     while i < len(groups) - 1:
@@ -323,7 +341,7 @@ def _merge_pair(goods: list[float], bads: list[float], groups: list[list[int]], 
 
 
 def merge_bins(goods: Sequence[float], bads: Sequence[float], *, max_bins: int, min_bin_frac: float = 0.0,
-               monotonic: bool = True, trend: str = "auto") -> list[list[int]]:
+               monotonic: bool = True, trend: str = "auto", smoothing: float = 0.5) -> list[list[int]]:
     """Merge ordered prebins (given only their class counts) into final bins.
 
     Parameters
@@ -338,6 +356,11 @@ def merge_bins(goods: Sequence[float], bads: Sequence[float], *, max_bins: int, 
         Enforce a monotonic bad rate across bins (pool adjacent violators).
     trend : {"auto", "increasing", "decreasing"}
         Direction of the bad rate; ``auto`` keeps whichever direction gives the higher IV.
+    smoothing : float
+        The WOE smoothing the bins will be scored with (:func:`~fedrisk.finance.woe.woe_iv`). With
+        ``monotonic``, after the merges above, neighbours whose smoothed WOE breaks the trend are merged
+        too (only bins without goods or bads are smoothed, so bins holding both classes are never
+        affected: their raw bad rates are already monotonic).
 
     Returns
     -------
@@ -389,11 +412,14 @@ def merge_bins(goods: Sequence[float], bads: Sequence[float], *, max_bins: int, 
             for j in range(len(grp) - 1):
                 g2 = gs[:j] + [gs[j] + gs[j + 1]] + gs[j + 2:]
                 b2 = bs[:j] + [bs[j] + bs[j + 1]] + bs[j + 2:]
-                v = _iv_of(np.array(g2), np.array(b2))
+                v = _iv_of(np.array(g2), np.array(b2), smoothing)
                 if v > best_iv:
                     best, best_iv = j, v
             _merge_pair(gs, bs, grp, best)
-        return grp, _iv_of(np.array(gs), np.array(bs))
+        if direction is not None and smoothing > 0:
+            # the scorecard scores the smoothed WOE: a bin without bads next to one with few can be out of order
+            _pava(gs, bs, grp, direction, smoothing)
+        return grp, _iv_of(np.array(gs), np.array(bs), smoothing)
 
     if not monotonic:
         return run(None)[0]
@@ -536,7 +562,8 @@ def group_categories(prebins: Sequence[Sequence[str]], goods: np.ndarray, bads: 
     order = order_categories(names, g, b)
     monotonic = config.method == "monotonic"
     groups = merge_bins(g[order], b[order], max_bins=config.max_bins,
-                        min_bin_frac=config.min_bin_frac if monotonic else 0.0, monotonic=monotonic, trend="increasing")
+                        min_bin_frac=config.min_bin_frac if monotonic else 0.0, monotonic=monotonic, trend="increasing",
+                        smoothing=config.smoothing)
     return [[int(order[i]) for i in grp] for grp in groups]
 
 
@@ -584,7 +611,8 @@ def fit_feature_bins(x: Any, y: Any, name: str, *, kind: Kind | None = None,
         pre = quantile_edges(v[~miss], cfg.n_prebins)
         idx = np.searchsorted(pre, v[~miss], side="left")
         g, b = class_counts(idx, yv[~miss], len(pre) + 1)
-        groups = merge_bins(g, b, max_bins=cfg.max_bins, min_bin_frac=min_frac, monotonic=monotonic)
+        groups = merge_bins(g, b, max_bins=cfg.max_bins, min_bin_frac=min_frac, monotonic=monotonic,
+                            smoothing=cfg.smoothing)
         return bins_from_groups(name, "numeric", groups, prebin_edges=pre)
     labels = category_text(s[~miss]).astype(str)
     cats, n_rows = np.unique(labels, return_counts=True)

@@ -133,6 +133,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     head = next((s for s in ("test", "train") if isinstance(metrics.get(s), dict)), None)
     if head and metrics[head].get("small_sample"):
         notes.append(f"{head} rows: {metrics[head]['small_sample']}.")
+    if metrics.get("iv_noise_note"):  # selected features whose IV noise reaches too (beside the IV table's figures)
+        notes.append(f"IV: {metrics['iv_noise_note']}.")
     ledgers = _load_ledgers(run_dir / "ledger", notes)
     view = rm.load_model_view(run_dir, metrics, notes)
     if view["viewer"] and len(ledgers) > 1:

@@ -16,6 +16,19 @@ Smoothing (zero goods or zero bads in a bin)
 
 The smoothing rule depends only on the per-bin counts, so a federated IV computed from
 aggregated counts equals the pooled IV exactly.
+
+IV of noise (:func:`iv_significance`)
+    IV is the Jeffreys divergence between the goods' and the bads' distributions over the bins.
+    When the feature has no relationship with the label, ``IV * G * B / (G + B)`` is approximately
+    chi-square with ``bins - 1`` degrees of freedom, so a noise column reaches an IV of about
+    ``(bins - 1) * (1/B + 1/G)`` on average: 0.22 with 5 bins and 18 defaults, far above the usual
+    selection bar of 0.02. Each IV table therefore carries ``iv_p_value`` (chance that noise in these
+    bins reaches this IV) and ``iv_noise_95`` (the IV noise reaches 5 % of the time), and
+    :func:`noise_note` names selected features that do not beat noise. Both are functions of the final
+    bins' counts, so federated and pooled runs on the same rows give the same figures. The bins were
+    fitted to the same labels, which makes the figures somewhat optimistic: with fedrisk's monotone
+    binning a noise column got ``iv_p_value < 0.05`` in 4-10 % of simulated runs instead of 5 %, and in
+    18-40 % of those where the binning ended with 2 bins (see the function).
 """
 from __future__ import annotations
 
@@ -34,6 +47,9 @@ __all__ = [
     "DEFAULT_SMOOTHING",
     "woe_iv",
     "iv_strength",
+    "NOISE_LEVEL",
+    "iv_significance",
+    "noise_note",
     "FeatureWoe",
     "WoeEncoder",
     "select_by_iv",
@@ -86,6 +102,80 @@ def woe_iv(goods: Any, bads: Any, smoothing: float = DEFAULT_SMOOTHING) -> tuple
     return woe, iv_bins, float(iv_bins.sum())
 
 
+#: a feature whose IV a noise column with as many bins reaches more often than this is "not distinguishable
+#: from noise" (:func:`noise_note`); ``iv_noise_95`` is the IV noise reaches at this rate
+NOISE_LEVEL = 0.05
+
+
+def iv_significance(iv: float, goods: Any, bads: Any) -> dict[str, float]:
+    """How an IV compares with what a column of pure noise gets in the same bins, at these class counts.
+
+    Under "no relationship" ``IV * G * B / (G + B)`` is approximately chi-square with ``k - 1`` degrees of
+    freedom (``k`` bins holding rows; ``G``, ``B`` the goods and bads counted in them). A validator needs
+    this beside the IV: with few defaults noise alone gives ``IV ~ (k - 1) * (1/B + 1/G)``.
+
+    Parameters
+    ----------
+    iv : float
+        The feature's IV over these bins.
+    goods, bads : array-like of float
+        The per-bin counts the IV was computed from (missing bin included when it was).
+
+    Returns
+    -------
+    dict
+        ``iv_p_value``: chance that a noise column reaches ``iv`` in bins like these (1.0 with fewer than 2
+        non-empty bins or one class); ``iv_noise_95``: the IV a noise column with as many bins reaches
+        :data:`NOISE_LEVEL` (5 %) of the time (0.0 when it cannot get any IV).
+
+    Notes
+    -----
+    The bins are those fitted to the same labels, so both figures are for the *final* bins and somewhat
+    optimistic (a noise column looks a little stronger than its p-value says). Simulated with a pure-noise
+    feature, 2,000 replications (the ``ivnoise`` notes): with 5 fixed quantile bins on 3,000 rows the chi-square
+    figures match at 300 defaults (mean IV 0.0150 vs 0.0148, 95th percentile 0.036 vs 0.035, p < 0.05 in 5.4 %
+    of runs) and are a little low at 60 or 18 (95th percentile 0.178 vs 0.161 and 0.546 vs 0.530; p < 0.05 in
+    7 %): few defaults per bin and the WOE smoothing add IV. After fedrisk's monotone binning (20 prebins, at
+    most 6 bins, bins chosen on these labels) the p-value of the final bins fell below 0.05 in 4-10 % of runs
+    (18 to 300 defaults, 1,000 replications each) -- but in 18-40 % of the runs that ended with 2 bins (the
+    best of ~19 cut points, tested as if fixed) and 6-12 % of those with 3; 4-6 bins: 1-9 %. So read a 2- or
+    3-bin feature's ``iv_p_value`` as several times too small (partners' features under the vertical release
+    rule often end with 2 or 3 bins). Both are counts-only functions: federated and pooled runs on the same
+    rows agree exactly.
+    """
+    from scipy.stats import chi2  # (lazy, as in binning: scipy.stats is slow to import)
+
+    g, b = np.asarray(goods, dtype=float), np.asarray(bads, dtype=float)
+    k = int(((g + b) > 0).sum())
+    n_good, n_bad = float(g.sum()), float(b.sum())
+    if k < 2 or n_good <= 0 or n_bad <= 0:
+        return {"iv_p_value": 1.0, "iv_noise_95": 0.0}
+    scale = n_good * n_bad / (n_good + n_bad)
+    return {"iv_p_value": float(chi2.sf(max(float(iv), 0.0) * scale, k - 1)),
+            "iv_noise_95": float(chi2.isf(NOISE_LEVEL, k - 1) / scale)}
+
+
+def noise_note(rows: Iterable[dict[str, Any]], n_bads: int) -> str | None:
+    """One line naming the *selected* features whose IV does not beat noise, or ``None``.
+
+    ``rows`` are IV-table rows with ``feature``, ``iv``, ``selected`` and the keys of
+    :func:`iv_significance` (rows without them are skipped). Names features and the count of defaults only
+    (never a row value): for the label holder's log and the report's notes. Selection is not changed:
+    a model fitted before keeps its features; the validator decides.
+    """
+    weak = [r for r in rows if r.get("selected") and r.get("iv_p_value") is not None
+            and float(r["iv_p_value"]) > NOISE_LEVEL]
+    if not weak:
+        return None
+    shown = ", ".join(f"{r['feature']!r} (IV {float(r['iv']):.3f}, noise reaches {float(r['iv_noise_95']):.3f})"
+                      for r in weak[:10]) + (f" and {len(weak) - 10} more" if len(weak) > 10 else "")
+    return (f"with {int(n_bads)} defaults, {len(weak)} selected feature(s) have an IV a pure-noise column with as "
+            f"many bins reaches more than {NOISE_LEVEL:.0%} of the time: {shown}; they are not distinguishable "
+            "from noise (iv_p_value > 0.05; computed for the final bins, which were fitted to these labels, so "
+            "optimistic: other features' figures may hide noise too, most of all 2- or 3-bin ones): confirm them on "
+            "more defaults or other data before relying on them")
+
+
 def iv_strength(iv: float) -> str:
     """Conventional reading of an IV value (Siddiqi): < 0.02 none … > 0.5 suspicious."""
     if iv < 0.02:
@@ -119,6 +209,10 @@ class FeatureWoe:
             raise DataError(f"feature {bins.name!r}: {g.shape[0]} counts for {bins.n_bins + 1} bins (missing bin included)")
         woe, ivb, iv = woe_iv(g, b, smoothing)
         return cls(bins, g, b, woe, ivb, iv)
+
+    def significance(self) -> dict[str, float]:
+        """``iv_p_value`` and ``iv_noise_95`` of this feature's IV (:func:`iv_significance`)."""
+        return iv_significance(self.iv, self.goods, self.bads)
 
     def table(self) -> list[dict[str, Any]]:
         """One JSON-able row per bin: label, counts, bad rate, WOE, IV contribution."""
@@ -190,7 +284,7 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
 
     def _config(self) -> BinningConfig:
         return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac, self.min_category_count,
-                             self.category_pvalue)
+                             self.category_pvalue, self.smoothing)
 
     def fit(self, X: pd.DataFrame, y: Any) -> "WoeEncoder":
         """Fit bins and WOE on ``X`` (DataFrame) and ``y`` (1 = bad)."""
@@ -232,10 +326,11 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
         return pd.DataFrame({f: self.woe_[f].bins.assign(X[f]) for f in self.features_}, index=X.index)
 
     def iv_table(self) -> list[dict[str, Any]]:
-        """Features by descending IV: ``feature``, ``iv``, ``n_bins``, ``kind``, ``strength``."""
+        """Features by descending IV: ``feature``, ``iv``, ``n_bins``, ``kind``, ``strength``, and how the IV
+        compares with noise at these counts, ``iv_p_value`` and ``iv_noise_95`` (:func:`iv_significance`)."""
         self._check_fitted()
-        rows = [{"feature": f, "iv": w.iv, "n_bins": w.bins.n_bins, "kind": w.bins.kind, "strength": iv_strength(w.iv)}
-                for f, w in self.woe_.items()]
+        rows = [{"feature": f, "iv": w.iv, "n_bins": w.bins.n_bins, "kind": w.bins.kind, "strength": iv_strength(w.iv),
+                 **w.significance()} for f, w in self.woe_.items()]
         return sorted(rows, key=lambda r: -r["iv"])
 
     def _check_fitted(self) -> None:

@@ -43,7 +43,8 @@ from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import COORDINATOR, JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_lr import DropoutParams, LRParams, progress_fields, validate_horizontal
-from fedrisk.tasks.horizontal_woe import (BinningParams, HistogramParams, HorizontalCategoryParams, iv_rows, load_frame,
+from fedrisk.tasks.horizontal_woe import (BinningParams, HistogramParams, HorizontalCategoryParams, encoder_noise,
+                                          iv_noise_check, iv_rows, load_frame, pooled_bads,
                                           run_woe)
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ScorecardParams", "validate_spec", "driver", "run", "write_reasons"]
@@ -158,10 +159,11 @@ def run(ctx: PartyContext) -> None:
         test_ids, test_y, p_te = test.ids, test.y, card.probability(s_te)
         write_reasons(ctx.out / "scores" / "test_reasons.csv", test.ids, s_te,
                       card.reason_codes(test.X, n=params.n_reasons), params.n_reasons)
+    iv = {"federation": iv_rows(res.iv, res.selection, bins={f: w.bins.n_bins for f, w in res.woe.items()},
+                                kinds={f: w.bins.kind for f, w in res.woe.items()}, noise=encoder_noise(res))}
     extra = {
-        "banks": banks, "train_rows_at_holder": int(frame.n_rows),
-        "iv": {"federation": iv_rows(res.iv, res.selection, bins={f: w.bins.n_bins for f, w in res.woe.items()},
-                                     kinds={f: w.bins.kind for f, w in res.woe.items()})},
+        "banks": banks, "train_rows_at_holder": int(frame.n_rows), **iv_noise_check(ctx.log, iv, pooled_bads(res)),
+        "iv": iv,
         "selection": res.selection,
         "scorecard": {"base_points": card.base_points_, "features": card.features_, "pdo": params.pdo,
                       "base_score": params.base_score, "base_odds": params.base_odds},

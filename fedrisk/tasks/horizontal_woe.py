@@ -16,8 +16,11 @@ more categories than ``max_bins`` whose categories' bad rates do not differ (chi
 Outputs in the run directory:
 
 * ``metrics.json`` (coordinator): ``{"task", "job", "iv": {"federation": [rows]}, "selection",
-  "banks", "binning"}``; a row is ``{"feature", "iv", "bins", "kind", "selected", "reason"}``,
-  the shape :mod:`fedrisk.finance.report` renders as the IV table;
+  "banks", "binning"}``; a row is ``{"feature", "iv", "bins", "kind", "iv_p_value", "iv_noise_95",
+  "selected", "reason"}`` (``iv_noise_95``: the IV a pure-noise column with as many bins reaches 5 % of the
+  time at these class counts, :func:`~fedrisk.finance.woe.iv_significance`), the shape
+  :mod:`fedrisk.finance.report` renders as the IV table; ``iv_noise_note`` (also logged) names selected
+  features whose IV does not beat noise;
 * ``woe/<bank>.json`` (each bank): the global bins and WOE table of every feature (pooled counts
   per bin), the global selection, and this bank's own IV on the global bins and its own selection
   (``local``) — which no other participant sees.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal, Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.errors import DataError
@@ -40,7 +44,8 @@ from fedrisk.tasks.horizontal_lr import DropoutParams, validate_horizontal
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "BinningParams", "HistogramParams", "HorizontalCategoryParams",
            "CategoryBinningParams",
-           "validate_spec", "driver", "run", "iv_rows", "woe_document", "load_frame"]
+           "validate_spec", "driver", "run", "iv_rows", "woe_document", "load_frame", "encoder_noise",
+           "pooled_bads", "iv_noise_check"]
 
 KIND = "horizontal.woe"
 TAG_PREFIXES = ("hwoe.",)
@@ -68,7 +73,8 @@ class BinningParams(BaseModel):
     def binning(self) -> BinningConfig:
         # category settings: those of the tasks that declare them (CategoryBinningParams), else the defaults
         extra = {k: getattr(self, k) for k in ("min_category_count", "category_pvalue") if hasattr(self, k)}
-        return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac, **extra)
+        return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac, **extra,
+                             smoothing=self.smoothing)
 
     def corr_or_none(self) -> float | None:
         return None if self.max_corr >= 1.0 else self.max_corr
@@ -138,8 +144,11 @@ def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, feat
 
 
 def iv_rows(iv: dict[str, float], selection: dict[str, Any], *, bins: dict[str, int] | None = None,
-            kinds: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Rows of ``metrics.json["iv"][party]``, by descending IV: feature, iv, bins, kind, selected, reason."""
+            kinds: dict[str, str] | None = None,
+            noise: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """Rows of ``metrics.json["iv"][party]``, by descending IV: feature, iv, bins, kind, selected, reason, and
+    with ``noise`` (``{feature: iv_significance(...)}``) ``iv_p_value`` and ``iv_noise_95``: how the IV compares
+    with a pure-noise column's at these counts (:func:`~fedrisk.finance.woe.iv_significance`)."""
     kept = set(selection.get("selected", []))
     dropped = selection.get("dropped", {})
     rows = []
@@ -149,10 +158,40 @@ def iv_rows(iv: dict[str, float], selection: dict[str, Any], *, bins: dict[str, 
             row["bins"] = int(bins[f])
         if kinds is not None:
             row["kind"] = kinds[f]
+        if noise is not None and f in noise:
+            row.update(noise[f])
         row["selected"] = f in kept
         row["reason"] = "selected" if f in kept else dropped.get(f, "not selected")
         rows.append(row)
     return rows
+
+
+def encoder_noise(fitted: Any) -> dict[str, dict[str, float]]:
+    """``{feature: {"iv_p_value", "iv_noise_95"}}`` of a fitted :class:`~fedrisk.finance.woe.WoeEncoder` or a
+    federated WOE result (anything with ``woe_`` or ``woe``: ``{feature: FeatureWoe}``), for :func:`iv_rows`."""
+    woe = getattr(fitted, "woe_", None) or getattr(fitted, "woe", None) or {}
+    return {f: w.significance() for f, w in woe.items()}
+
+
+def pooled_bads(res: Any) -> int:
+    """The federation's count of defaults, from a federated WOE result's pooled counts (every bank received them
+    with the WOE tables)."""
+    return int(next(iter(res.woe.values())).bads.sum()) if res.woe else 0
+
+
+def iv_noise_check(log: Any, iv: dict[str, list[dict[str, Any]]], y_or_bads: Any) -> dict[str, str]:
+    """The warning on selected features whose IV does not beat noise (:func:`~fedrisk.finance.woe.noise_note`):
+    logged here (the label holder's / coordinator's own log) and returned as ``{"iv_noise_note": line}`` for
+    ``metrics.json`` (the report shows it in its notes); ``{}`` when every selected feature beats noise.
+    ``y_or_bads``: the labels (1 = default) or the count of defaults; names features and that count only."""
+    from fedrisk.finance.woe import noise_note
+
+    n_bads = int(np.sum(y_or_bads)) if np.ndim(y_or_bads) else int(y_or_bads)
+    note = noise_note([r for rows in iv.values() for r in rows], n_bads)
+    if note is None:
+        return {}
+    log.warning(note)
+    return {"iv_noise_note": note}
 
 
 def woe_document(ctx: PartyContext, woe: dict[str, FeatureWoe], selection: dict[str, Any], **extra: Any) -> dict:
@@ -208,11 +247,12 @@ def run(ctx: PartyContext) -> None:
     if ctx.name != COORDINATOR:
         return
     ctx.progress.update(1, 1, stage="woe", features=len(res.iv), selected=len(res.selection["selected"]))
+    iv = {"federation": iv_rows(res.iv, res.selection, bins={f: w.bins.n_bins for f, w in res.woe.items()},
+                                kinds={f: w.bins.kind for f, w in res.woe.items()}, noise=encoder_noise(res))}
     ctx.write_json("metrics.json", {
         "task": KIND, "job": ctx.spec.job_id, "written_by": ctx.name,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "iv": {"federation": iv_rows(res.iv, res.selection, bins={f: w.bins.n_bins for f, w in res.woe.items()},
-                                     kinds={f: w.bins.kind for f, w in res.woe.items()})},
+        "iv": iv, **iv_noise_check(ctx.log, iv, pooled_bads(res)),
         "selection": res.selection, "banks": list(ctx.spec.parties),
         "binning": params.model_dump(), "secure_aggregation": ctx.spec.security.secure_aggregation,
         "seconds": round(time.perf_counter() - t0, 3),

@@ -55,7 +55,7 @@ from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     DEFAULT_TEST_RULE, driver, inference_features, refuse_one_class, roles, validate_vertical)
 from fedrisk.tasks.vertical_woe import (LabelKeyParams, ReleaseParams, aligned_frames, holder_iv_rows, local_woe,
                                         party_categorical)
-from fedrisk.tasks.horizontal_woe import CategoryBinningParams, iv_rows, load_frame
+from fedrisk.tasks.horizontal_woe import CategoryBinningParams, encoder_noise, iv_noise_check, iv_rows, load_frame
 
 __all__ = ["KIND", "FORMAT", "TAG_PREFIXES", "INFERENCE_TAG_PREFIXES", "Params", "validate_spec", "driver", "run",
            "infer", "infer_table", "inference_features", "load_table", "load_scoring_rows"]
@@ -168,10 +168,10 @@ def run(ctx: PartyContext) -> None:
     p_tr = part.probability(res_tr.total)
     p_te = part.probability(res_te.total) if res_te is not None else None
     iv = {lh: iv_rows(enc.iv_, sel, bins={f: w.bins.n_bins for f, w in enc.woe_.items()},
-                      kinds={f: w.bins.kind for f, w in enc.woe_.items()})}
+                      kinds={f: w.bins.kind for f, w in enc.woe_.items()}, noise=encoder_noise(enc))}
     for h in hosts:
         iv[h] = holder_iv_rows(vres, h)
-    extra: dict[str, Any] = {
+    extra: dict[str, Any] = {**iv_noise_check(ctx.log, iv, y_tr),
         "parties": [lh, *hosts], "label_holder": lh, "intersection": al.summary(),
         "rows": {"train": int(tr.sum() - model.n_val), "validation": model.n_val, "test": int(test.sum())},
         "split": rule,  # which rule chose the test rows (the report's stability section names it)

@@ -45,7 +45,8 @@ from fedrisk.runtime.abort_reason import private
 from fedrisk.runtime.context import PartyContext
 from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
-from fedrisk.tasks.horizontal_woe import BinningParams, CategoryBinningParams, iv_rows, load_frame, woe_document
+from fedrisk.tasks.horizontal_woe import (BinningParams, CategoryBinningParams, encoder_noise, iv_noise_check, iv_rows,
+                                          load_frame, woe_document)
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
     driver, refuse_one_class, roles, split_keep, choose_test_rows, validate_vertical)
 
@@ -216,7 +217,7 @@ def local_woe(params: BinningParams, X, y, party: str, log=None, spec: JobSpec |
 def holder_iv_rows(res, party: str) -> list[dict[str, Any]]:
     """IV rows of a feature holder's features as the label holder knows them (no labels, no edges)."""
     return iv_rows(res.iv[party], res.selection.get(party, {}),
-                   bins={f: len(t) - 1 for f, t in res.tables[party].items()})
+                   bins={f: len(t) - 1 for f, t in res.tables[party].items()}, noise=res.noise.get(party))
 
 
 def holder_woe_document(ctx: PartyContext, res, X, **extra: Any) -> dict[str, Any]:
@@ -267,10 +268,10 @@ def run(ctx: PartyContext) -> None:
         if few:  # (the label holder's own log only: the counts are its labels')
             ctx.log.warning(f"{few}; train on rows with more defaults, or lower task.min_bin_class")
     iv = {lh: iv_rows(enc.iv_, sel, bins={f: w.bins.n_bins for f, w in enc.woe_.items()},
-                      kinds={f: w.bins.kind for f, w in enc.woe_.items()})}
+                      kinds={f: w.bins.kind for f, w in enc.woe_.items()}, noise=encoder_noise(enc))}
     for h in hosts:
         iv[h] = holder_iv_rows(res, h)
-    ctx.write_json("metrics.json", {
+    ctx.write_json("metrics.json", {**iv_noise_check(ctx.log, iv, y),
         "task": KIND, "job": spec.job_id, "written_by": lh,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "iv": iv, "selection": {lh: sel, **res.selection}, "parties": [lh, *hosts], "label_holder": lh,

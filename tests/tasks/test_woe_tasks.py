@@ -118,6 +118,9 @@ def test_horizontal_woe_iv_equals_pooled_iv(tmp_path):
     for r in rows:
         assert abs(r["iv"] - enc.iv_[r["feature"]]) < 1e-9, r["feature"]
         assert r["bins"] == bins[r["feature"]].n_bins
+        # the noise figures: the single-party ones for the same rows and bins
+        sig = enc.woe_[r["feature"]].significance()
+        assert abs(r["iv_p_value"] - sig["iv_p_value"]) < 1e-12 and abs(r["iv_noise_95"] - sig["iv_noise_95"]) < 1e-12
         assert r["selected"] == (r["feature"] in m["selection"]["selected"])
         if not r["selected"]:
             assert "IV" in r["reason"] or "corr" in r["reason"]
@@ -181,6 +184,9 @@ def test_vertical_woe_iv_equals_pooled_iv(tmp_path):
         for r in m["iv"][party]:
             assert abs(r["iv"] - enc.iv_[r["feature"]]) < 1e-9, (party, r["feature"])
             assert r["bins"] == bins[r["feature"]].n_bins
+            sig = enc.woe_[r["feature"]].significance()  # partners' too: from the label holder's decrypted counts
+            assert abs(r["iv_p_value"] - sig["iv_p_value"]) < 1e-12, (party, r["feature"])
+            assert abs(r["iv_noise_95"] - sig["iv_noise_95"]) < 1e-12, (party, r["feature"])
             assert isinstance(r["selected"], bool) and r["reason"]
         if party != "lender":
             assert "woe" not in next(iter(doc["features"].values()))  # reveal = "bins" gives no WOE

@@ -708,7 +708,8 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *,
         gm, bm = g[:-1], b[:-1]
         mmin = cfg.min_bin_frac if monotonic else 0.0
         if kinds[f] == "numeric":
-            groups = merge_bins(gm, bm, max_bins=cfg.max_bins, min_bin_frac=mmin, monotonic=monotonic)
+            groups = merge_bins(gm, bm, max_bins=cfg.max_bins, min_bin_frac=mmin, monotonic=monotonic,
+                                smoothing=cfg.smoothing)
             fb = bins_from_groups(f, "numeric", groups, prebin_edges=prebin_edges[f])
         else:
             groups = group_categories(cats[f], gm, bm, cfg) if cats[f] else []

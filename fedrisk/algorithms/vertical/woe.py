@@ -96,7 +96,7 @@ from fedrisk.finance.binning import (
     merge_bins,
     quantile_edges,
 )
-from fedrisk.finance.woe import DEFAULT_SMOOTHING, iv_strength, select_features, woe_iv
+from fedrisk.finance.woe import DEFAULT_SMOOTHING, NOISE_LEVEL, iv_significance, iv_strength, select_features, woe_iv
 from fedrisk.transport.channel import Channel
 from fedrisk.transport import expect
 
@@ -247,6 +247,10 @@ class VerticalWoeResult:
         (missing bin last).
     warnings : list of str
         Feature holder: columns flagged by the release rule (near-unique categories).
+    noise : dict
+        Label holder only: ``{party: {feature: {"iv_p_value", "iv_noise_95"}}}``, the IV against a pure-noise
+        column's in the same released bins at these counts (:func:`~fedrisk.finance.woe.iv_significance`;
+        the same figures as single-party binning's for the same bins and rows).
     """
 
     iv: dict[str, Any]
@@ -255,6 +259,7 @@ class VerticalWoeResult:
     bins: dict[str, FeatureBins] = field(default_factory=dict)
     woe: dict[str, np.ndarray] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    noise: dict[str, Any] = field(default_factory=dict)
 
     def iv_table(self) -> list[dict[str, Any]]:
         """Rows ``party``, ``feature``, ``iv``, ``strength`` by descending IV (label holder view)."""
@@ -326,7 +331,7 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
         if (bads < 0).any() or (bads > n).any():
             raise ProtocolError(f"party {p!r}: decrypted bad counts do not fit the prebin sizes it declared")
         goods = n - bads
-        ivs, tables, back = {}, {}, {}
+        ivs, tables, back, noise = {}, {}, {}, {}
         pos = 0
         for f, kind, k in zip(feats, kinds, n_pre):
             g, b = goods[pos:pos + k + 1], bads[pos:pos + k + 1]
@@ -346,8 +351,10 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
                 woe, ivb, _ = woe_iv(fg[:-1], fb[:-1], smoothing)
                 woe, ivb = np.append(woe, 0.0), np.append(ivb, 0.0)
                 iv = float(np.sum(ivb))
+                noise[f] = iv_significance(iv, fg[:-1], fb[:-1])  # (the bins the IV is over)
             else:
                 woe, ivb, iv = woe_iv(fg, fb, smoothing)
+                noise[f] = iv_significance(iv, fg, fb)
             ivs[f] = iv
             tables[f] = [{"bin": i, "prebins": grp, "n": int(fg[i] + fb[i]), "goods": int(fg[i]), "bads": int(fb[i]),
                           "woe": float(woe[i]), "iv": float(ivb[i])}
@@ -363,6 +370,7 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
                      kind="model" if reveal == "woe" else "metric")
         result.iv[p] = ivs
         result.tables[p] = tables
+        result.noise[p] = noise
     for p in feature_holders:
         result.selection[p] = channel.recv(p, f"{tag}.selection")
     return result
@@ -376,16 +384,21 @@ def _merged_away(holder: str, feature: str, goods: np.ndarray, bads: np.ndarray,
     Its IV is then 0 and its selection reason reads "IV 0.0000 < 0.02", as for a feature without signal; yet
     a bin with fewer than ``min_class`` defaults (or non-defaults) at such an IV is a near-perfect separator,
     typically a flag recorded after the default that copies the label. A weak split merged away is the rule
-    working as documented and gets no note. The IV before the rule comes from the prebin counts the label
+    working as documented and gets no note, and so does an IV above 0.5 that a noise column reaches too at these
+    counts (:func:`~fedrisk.finance.woe.iv_significance`; two defaults in 340 rows split 1 / 1 give IV 0.88). The
+    IV before the rule comes from the prebin counts the label
     holder decrypted anyway; the note stays in its own log (never sent), so the feature holder learns nothing
     new.
     """
     free = merge_prebins(goods, bads, kind, cfg, _NO_RELEASE, 1)
     if len(free) < 2:
         return None
-    iv = woe_iv(np.array([goods[grp].sum() for grp in free]), np.array([bads[grp].sum() for grp in free]), smoothing)[2]
+    fg, fb = np.array([goods[grp].sum() for grp in free]), np.array([bads[grp].sum() for grp in free])
+    iv = woe_iv(fg, fb, smoothing)[2]
     if not iv_strength(iv).startswith("suspicious"):  # (the report's IV table's reading)
         return None
+    if iv_significance(iv, fg, fb)["iv_p_value"] > NOISE_LEVEL:
+        return None  # a "suspicious" IV from a handful of defaults is what noise gives too (2 bads: IV 0.88)
     return (f"party {holder!r}, feature {feature!r}: the release rule (task.min_bin_class = {rule.min_class} goods and "
             f"bads per bin) merged its {len(free)} bins (IV {iv:.2f}) into one, so it shows IV 0 and is dropped as not "
             "predictive; a bin almost without defaults or non-defaults at this IV is a near-perfect separator: check "
@@ -446,7 +459,7 @@ def merge_prebins(goods: np.ndarray, bads: np.ndarray, kind: str, cfg: BinningCo
         return [sorted(int(i) for j in grp for i in pooled[j]) for grp in groups]
     monotonic = cfg.method == "monotonic"
     groups = merge_bins(goods, bads, max_bins=cfg.max_bins, min_bin_frac=cfg.min_bin_frac if monotonic else 0.0,
-                        monotonic=monotonic, trend="auto")
+                        monotonic=monotonic, trend="auto", smoothing=cfg.smoothing)
     return [[int(i) for i in grp] for grp in enforce_release(groups, goods, bads, need, rule)]
 
 

@@ -301,3 +301,19 @@ def test_interval_requests_as_arrays_are_checked_like_lists():
     v = np.sort(np.array([0.5, 1.0, 1.0, 2.0, 3.0]))
     assert [(lo, hi) for _, lo, hi in _slices(v, good)] == [(1, 4), (4, 4)]
     assert _slices(v, []) == []
+
+
+def test_rare_default_federated_bins_have_monotone_smoothed_woe():
+    """18 defaults over three banks: the coordinator's merge on pooled counts keeps the smoothed WOE monotonic
+    next to bins without defaults, and the pooled encoder on those bins gives the same WOE and noise figures."""
+    from tests.finance.test_binning import _monotone, _rare_defaults
+
+    x, y = _rare_defaults(3)
+    X = pd.DataFrame({"x": x})
+    res = _run(_split(X, y))["coord"]
+    w = res.woe["x"]
+    k = w.bins.n_bins
+    assert _monotone(w.woe[:k])
+    pooled = WoeEncoder().fit_bins(X, y, {"x": w.bins}).woe_["x"]
+    np.testing.assert_allclose(w.woe, pooled.woe, atol=1e-12)
+    assert w.significance() == pytest.approx(pooled.significance(), abs=1e-12)

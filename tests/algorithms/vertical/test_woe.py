@@ -7,7 +7,7 @@ import pytest
 
 from fedrisk.crypto.additive import generate_keypair
 from fedrisk.errors import ConfigError, FedriskError
-from fedrisk.algorithms.vertical.woe import vertical_woe_feature_holder, vertical_woe_label_holder
+from fedrisk.algorithms.vertical.woe import ReleaseRule, vertical_woe_feature_holder, vertical_woe_label_holder
 from fedrisk.finance.woe import WoeEncoder
 from fedrisk.runtime.threads import run_roles
 from fedrisk.transport.channel import InMemoryNetwork
@@ -100,3 +100,24 @@ def test_zero_bad_bin_and_single_value(key):
     X = pd.DataFrame({"x": x, "const": 3.0, "cat": rng.choice(list("abcdefghij"), 400)})
     out = _run(key, y, {"h": X}, reveal="woe")
     assert np.isfinite(out["h"].woe["x"]).all() and out["lender"].iv["h"]["const"] == 0.0
+
+
+def test_a_partners_rare_default_bins_are_single_partys_with_monotone_smoothed_woe(key):
+    """18 defaults in 3,000 rows, the release rule off: a partner's bins are the single-party bins of the same
+    rows, and their smoothed WOE (the one the scorecard scores) is monotonic next to bins without defaults."""
+    from tests.finance.test_binning import _monotone, _rare_defaults
+
+    x, y = _rare_defaults(3)
+    X = pd.DataFrame({"x": x})
+    off = ReleaseRule(min_rows=1, min_share=0.0, min_class=0)
+    out = run_roles({
+        "lender": lambda ch: vertical_woe_label_holder(ch, ["payco"], y, key=key, reveal="woe", release=off),
+        "payco": lambda ch: vertical_woe_feature_holder(ch, "lender", X, min_key_bits=TEST_KEY_BITS, release=off),
+    })
+    single = WoeEncoder().fit(X, y).woe_["x"]
+    fh = out["payco"]
+    np.testing.assert_array_equal(fh.bins["x"].edges, single.bins.edges)
+    np.testing.assert_allclose(fh.woe["x"], single.woe, atol=1e-12)
+    k = single.bins.n_bins
+    assert _monotone(fh.woe["x"][:k])
+    assert out["lender"].noise["payco"]["x"] == pytest.approx(single.significance(), abs=1e-12)
