@@ -45,6 +45,8 @@ __all__ = [
     "id_test_mask",
     "MISSING_POLICIES",
     "label_coding",
+    "PARTY_SETTINGS",
+    "EVALUATION_SETTINGS",
 ]
 
 #: accepted values of ``missing`` in :func:`load_party_table`: reject rows with missing values,
@@ -54,6 +56,11 @@ MISSING_POLICIES = ("reject", "mean", "keep")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _MAX_LISTED = 8  # how many column names / values an error message lists before "..."
+#: where a file's read settings (``sep``, ``decimal``, ``na_values``) are set, for the advice of a refusal
+#: (``settings_at`` of the loaders): a party's own files, and the evaluation holder's ``evaluation.test`` file,
+#: whose dialect the ``[evaluation]`` table may set apart from the holder's (a held-out file from another system)
+PARTY_SETTINGS = "for this party in the job spec"
+EVALUATION_SETTINGS = "in the [evaluation] table of the job spec"
 
 
 @dataclass
@@ -123,11 +130,13 @@ def _one_line(text: object) -> str:
 
 
 class _Ctx:
-    """Error factory that prefixes every message with the party and the file."""
+    """Error factory that prefixes every message with the party and the file; ``settings_at``: where the advice
+    of its refusals sends the user to set ``sep`` / ``decimal`` / ``na_values`` (:data:`PARTY_SETTINGS`)."""
 
-    def __init__(self, party: str, path: Path) -> None:
+    def __init__(self, party: str, path: Path, settings_at: str = PARTY_SETTINGS) -> None:
         self.party = party
         self.path = path
+        self.settings_at = settings_at
 
     def error(self, message: str) -> DataError:
         return DataError(f"party {self.party!r}, file {str(self.path)!r}: {_one_line(message)}")
@@ -208,7 +217,7 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
             if hinted is not None and hinted != (sep or ","):
                 shown = "\\t" if hinted == "\t" else hinted
                 raise ctx.error(f"the file's first line 'sep={shown}' is a spreadsheet's separator hint: set sep = "
-                                f"'{shown}' for this party in the job spec (fedrisk predict: --sep '{shown}')")
+                                f"'{shown}' {ctx.settings_at} (fedrisk predict: --sep '{shown}')")
             sep, skip = sep or ",", int(hinted is not None)
             header = _csv_header(path, sep, skip)
             if header is not None:
@@ -227,7 +236,7 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
                                      skiprows=skip)
                 except pd.errors.ParserWarning:
                     raise ctx.error("some rows hold more fields than the header has names; " + (
-                        _header_separator_hint(path, sep) or "check the separator and the quoting of the export, or "
+                        _header_separator_hint(path, sep, ctx.settings_at) or "check the separator and the quoting of the export, or "
                         "name every column in the header")) from None
             df.columns = [str(c).strip() for c in df.columns]
             df = _without_nameless_columns(ctx, df, header)
@@ -253,7 +262,7 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
         raise ctx.error(f"not valid UTF-8 text ({_one_line(exc)}); re-export the CSV as UTF-8") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         # pyarrow's ArrowInvalid is a ValueError; malformed CSV rows raise ParserError.
-        hint = _header_separator_hint(path, sep) if kind == "csv" else ""
+        hint = _header_separator_hint(path, sep, ctx.settings_at) if kind == "csv" else ""
         raise ctx.error(f"cannot read {kind.upper()}: {_one_line(exc)}; "
                         + (hint or f"check that the file is a valid {kind.upper()} export")) from None
     if len(df) == 0:
@@ -588,11 +597,12 @@ def numbers_in_another_format(cells: pd.Series) -> str | None:
 
 
 def text_display_numbers(df: pd.DataFrame, columns: Sequence[str], decimal: str = ".",
-                         sep: str | None = None) -> str | None:
+                         sep: str | None = None, settings_at: str = PARTY_SETTINGS) -> str | None:
     """The refusal line for those of ``columns`` that hold numbers written for display ("12,629", "$1,200",
     "12.5%", "(120.50)"), else ``None``: neither categories (one per amount) nor a CSV dialect. A lone thousands
     group ("12,629") in a file not separated by ',' may be a three-decimal comma, so that reading is offered too
-    (in a ','-separated file ``decimal = ','`` cannot be set)."""
+    (in a ','-separated file ``decimal = ','`` cannot be set). ``settings_at``: where ``decimal`` is set for this
+    file (:data:`PARTY_SETTINGS`, :data:`EVALUATION_SETTINGS`)."""
     shown = {c: ex for c in columns for ex in [_display_example(df[c], decimal)] if ex}
     if not shown:
         return None
@@ -601,10 +611,10 @@ def text_display_numbers(df: pd.DataFrame, columns: Sequence[str], decimal: str 
             "thousands separators, a currency, a percent sign or parentheses for negatives); export them as plain "
             "numbers")
     if decimal == "." and (sep or ",") != "," and re.fullmatch(r"\s*-?[1-9]\d{0,2},\d{3}\s*", example):
-        line += ("; if the comma is the decimal mark, set decimal = ',' for this party in the job spec (fedrisk "
+        line += (f"; if the comma is the decimal mark, set decimal = ',' {settings_at} (fedrisk "
                  "predict: --decimal ',')")
     elif decimal == "," and re.fullmatch(r"\s*-?[1-9]\d{0,2}\.\d{3}\s*", example):
-        line += ("; if '.' is the decimal mark, remove decimal = ',' for this party in the job spec (fedrisk predict: "
+        line += (f"; if '.' is the decimal mark, remove decimal = ',' {settings_at} (fedrisk predict: "
                  "leave out --decimal ',')")
     return line
 
@@ -651,11 +661,12 @@ def _placeholders_among_numbers(col: pd.Series, decimal: str = ".") -> pd.Series
     return odd
 
 
-def _missing_advice(odd: pd.Series) -> str:
-    """How to make a numeric column's text cells missing: empty them, or declare them with ``na_values``."""
+def _missing_advice(odd: pd.Series, settings_at: str = PARTY_SETTINGS) -> str:
+    """How to make a numeric column's text cells missing: empty them, or declare them with ``na_values`` (set
+    ``settings_at``: :data:`PARTY_SETTINGS`, :data:`EVALUATION_SETTINGS`)."""
     shown = list(dict.fromkeys(odd.astype(str)))[:3]
     return (f"empty those cells (they become missing values) or declare them missing with na_values = "
-            f"[{', '.join(_toml_key(v) for v in shown)}] for this party in the job spec (fedrisk predict: "
+            f"[{', '.join(_toml_key(v) for v in shown)}] {settings_at} (fedrisk predict: "
             + " ".join(f"--na-values {_shell_word(v)}" for v in shown) + ")")
 
 
@@ -677,7 +688,7 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
     caller already made it (:func:`_parse_text_numbers`, for :func:`numbers_in_text`), so no column is
     parsed twice.
     """
-    shown = text_display_numbers(df, columns, decimal, sep)
+    shown = text_display_numbers(df, columns, decimal, sep, ctx.settings_at)
     if shown:  # amounts exported for reading ("12,629", "12.5%"): one category per amount otherwise
         raise ctx.error(shown)
     dates = []
@@ -694,7 +705,7 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
         placeholder = odd is not None and bool(odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all())
         if odd is not None and (placeholder or p.numbers.nunique() > _MAX_CODE_LEVELS):
             raise ctx.error(f"feature column {c!r} holds numbers except in {len(odd)} rows with text (e.g. "
-                            f"{odd.iloc[0]!r}); {_missing_advice(odd)}, or, if the column is a category, declare "
+                            f"{odd.iloc[0]!r}); {_missing_advice(odd, ctx.settings_at)}, or, if the column is a category, declare "
                             f"it in {declaring(declare, c)}")
     if dates:
         raise ctx.error(f"{_dates_named(df, dates)}, or, if a column is a category (a vintage, a cohort), declare it "
@@ -736,7 +747,7 @@ def _available(df: pd.DataFrame) -> str:
     return f"available columns: {_listing(list(df.columns), limit=12)}"
 
 
-def _header_separator_hint(path: Path, sep: str | None) -> str:
+def _header_separator_hint(path: Path, sep: str | None, settings_at: str = PARTY_SETTINGS) -> str:
     """For a CSV that does not parse: "the file looks ';'-separated ..." when its header line holds more of
     another separator than of ``sep`` (decimal commas in a ';' file break a ','-read row by row)."""
     try:
@@ -749,11 +760,11 @@ def _header_separator_hint(path: Path, sep: str | None) -> str:
     if best == (sep or ",") or counts[best] <= counts.get(sep or ",", 0):
         return ""
     shown = "\\t" if best == "\t" else best
-    return (f"the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec "
+    return (f"the file looks '{shown}'-separated: set sep = '{shown}' {settings_at} "
             f"(fedrisk predict: --sep '{shown}')")
 
 
-def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
+def _separator_hint(df: pd.DataFrame, sep: str | None, settings_at: str = PARTY_SETTINGS) -> str:
     """``"; the file looks ';'-separated: set sep = ';'"`` when a one-column frame hides separators."""
     if len(df.columns) != 1:
         return ""
@@ -761,7 +772,7 @@ def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
     for cand in _OTHER_SEPARATORS:
         if cand != (sep or ",") and cand in head:
             shown = "\\t" if cand == "\t" else cand
-            return (f"; the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec "
+            return (f"; the file looks '{shown}'-separated: set sep = '{shown}' {settings_at} "
                     f"(fedrisk predict: --sep '{shown}')")
     return ""
 
@@ -784,7 +795,7 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
                           "set the label column in the job spec")
     df = _read_frame(ctx, path, id_col, sep=sep, decimal=decimal, na_values=na_values)
     if id_col not in df.columns:
-        hint = _separator_hint(df, sep)
+        hint = _separator_hint(df, sep, ctx.settings_at)
         if hint:
             raise ctx.error(f"id column {id_col!r} not found{hint}")
         raise ctx.error(f"id column {id_col!r} not found; {_available(df)}; set the id column in "
@@ -851,6 +862,7 @@ def load_party_table(
     allow_no_features: bool = False,
     fill_later: bool = False,
     na_values: Sequence[str] = (),
+    settings_at: str = PARTY_SETTINGS,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -921,6 +933,10 @@ def load_party_table(
         spec's ``na_values``): such cells are missing values in CSV and Parquet alike (exact text, spaces
         around it ignored), on top of the CSV reader's own ("", "NA", "NaN", ...). A numeric column with
         placeholder cells is refused without it, naming this setting.
+    settings_at : str
+        Where the advice of a refusal says ``sep`` / ``decimal`` / ``na_values`` are set for this file:
+        :data:`PARTY_SETTINGS` (a party's own data, the default) or :data:`EVALUATION_SETTINGS` (the
+        ``evaluation.test`` file, whose dialect ``[evaluation]`` may set apart from the holder's).
 
     Returns
     -------
@@ -938,7 +954,7 @@ def load_party_table(
         raise ConfigError(f"party {party!r}: missing={missing!r} is not a policy; use one of "
                           f"{', '.join(MISSING_POLICIES)}")
     path = Path(path)
-    ctx = _Ctx(party, path)
+    ctx = _Ctx(party, path, settings_at)
     declared = list(categorical or []) + [c for c in (categories or {}) if c not in (categorical or [])]
     if declared and encoding is None:
         raise ConfigError(f"party {party!r}: categorical columns {_listing(declared)} are declared, but this task "
@@ -977,7 +993,7 @@ def load_party_table(
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
     if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
         raise ctx.error(_dates_named(df, dates))
-    shown = text_display_numbers(df, [c for c in non_numeric if c not in declared], decimal, sep)
+    shown = text_display_numbers(df, [c for c in non_numeric if c not in declared], decimal, sep, ctx.settings_at)
     if shown:  # amounts exported for reading: neither categories nor a decimal-comma dialect
         raise ctx.error(shown)
     if encoding is not None:
@@ -991,7 +1007,7 @@ def load_party_table(
         if commas and decimal == ".":
             example = str(df[commas[0]][_decimal_comma_mask(df[commas[0]])].iloc[0]).strip()
             raise ctx.error(f"feature columns {_listing(commas)} hold numbers with decimal commas (e.g. {example!r}): "
-                            "set decimal = ',' for this party in the job spec (fedrisk predict: --decimal ',')")
+                            f"set decimal = ',' {ctx.settings_at} (fedrisk predict: --decimal ',')")
         inferred = [c for c in non_numeric if c not in declared and c not in commas]
         if categories is None:
             _not_categories(ctx, df, inferred, "categorical = [...] in this party's table", decimal, parsed)
@@ -1026,9 +1042,9 @@ def load_party_table(
         if placeholders:  # numbers with "?" cells: not a column to encode or exclude
             c, odd = placeholders[0]
             hint = (f"; {c!r} holds numbers except in {len(odd)} rows with text (e.g. {odd.iloc[0]!r}): "
-                    + _missing_advice(odd))
+                    + _missing_advice(odd, ctx.settings_at))
         elif decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
-            hint = ("; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec "
+            hint = (f"; they look like numbers with decimal commas: set decimal = ',' {ctx.settings_at} "
                     "(fedrisk predict: --decimal ',')")
         first = next(c for c in non_numeric if c not in dates)
         advice = ("; encode them as numbers (e.g. WOE or one-hot), list them in exclude, or have the job treat them as "
@@ -1208,6 +1224,7 @@ def load_party_frame(
     na_values: Sequence[str] = (),
     declare: str = "[task] categorical = [...]",
     numeric: Sequence[str] = (),
+    settings_at: str = PARTY_SETTINGS,
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -1235,6 +1252,8 @@ def load_party_frame(
     numeric : sequence of str
         Scoring: the model's numeric columns. A text cell in one of them is binned as the number it reads as, so
         numbers written for display ("12.629" thousands in a decimal-comma file) are refused here, as at training.
+    settings_at : str
+        As in :func:`load_party_table`.
 
     Returns
     -------
@@ -1250,7 +1269,7 @@ def load_party_frame(
         ``require_label=True`` without a label column.
     """
     path = Path(path)
-    ctx = _Ctx(party, path)
+    ctx = _Ctx(party, path, settings_at)
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label, sep, decimal, positive, keep,
                                                  allow_no_features, na_values)
@@ -1259,7 +1278,7 @@ def load_party_frame(
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
                                  and not pd.api.types.is_numeric_dtype(X[c].dtype)], declare, decimal, sep=sep)
     shown = text_display_numbers(X, [c for c in numeric if c in X and not pd.api.types.is_numeric_dtype(X[c].dtype)],
-                                 decimal, sep)
+                                 decimal, sep, ctx.settings_at)
     if shown:
         raise ctx.error(shown)
     empty = [c for c in feature_names if X[c].isna().all()]
