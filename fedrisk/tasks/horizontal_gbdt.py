@@ -175,6 +175,8 @@ def run(ctx: PartyContext) -> None:
                             settings_at=EVALUATION_SETTINGS, **spec.test_read_options(), **cat) if evaluator else None
     if test is not None:
         check_test_labels(ctx.name, test.path, test.y)
+        for note in test.read_notes:
+            ctx.log.warning("evaluation.test: %s", note)
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, privacy=privacy,
                      n_banks=len(banks), monotone=p.monotone,
                      rejoining=ctx.extra.get("rejoin") is not None,

@@ -193,6 +193,8 @@ def run_woe(ctx: PartyContext, params: Any, agg) -> tuple[Any, Any]:
     if blank:
         ctx.log.warning("columns %s are blank in every row here: this bank's rows go to their missing bins", blank)
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
+    for note in frame.notes:
+        ctx.log.warning(note)
     res = horizontal_woe_party(ctx.channel, COORDINATOR, frame.X, frame.y, categorical=params.categorical,
                                categories=params.categories, aggregation=agg, smoothing=params.smoothing)
     for c, k in res.local["undeclared"].items():
