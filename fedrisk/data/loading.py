@@ -1570,7 +1570,7 @@ def _id_chunks(ctx: _Ctx, path: Path, kind: str, id_col: str, rows: int, sep: st
         for f in reader:
             if not f.shape[1]:
                 raise ctx.error(f"no id column {id_col!r}; set the party's id column in the job spec")
-            yield f.iloc[:, 0]
+            yield (declare_missing(f, na_values) if na_values else f).iloc[:, 0]  # (spaces around, as at load)
         return
     import pyarrow.parquet as pq
 
@@ -1588,9 +1588,10 @@ def _row_chunks(path: Path, kind: str, sep: str | None, na_values: Sequence[str]
     if kind == "csv":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", pd.errors.ParserWarning)  # (refused at load, not this reader's business)
-            yield from pd.read_csv(path, dtype=str, sep=sep or ",", skipinitialspace=True, chunksize=rows,
-                                   index_col=False, na_values=list(na_values) or None,
-                                   skiprows=int(_separator_line(path) is not None))
+            for df in pd.read_csv(path, dtype=str, sep=sep or ",", skipinitialspace=True, chunksize=rows,
+                                  index_col=False, na_values=list(na_values) or None,
+                                  skiprows=int(_separator_line(path) is not None)):
+                yield declare_missing(df, na_values) if na_values else df
         return
     import pyarrow.parquet as pq
 

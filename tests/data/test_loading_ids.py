@@ -116,3 +116,14 @@ def test_a_file_of_blank_rows_only_says_it_has_no_data_rows(tmp_path):
     path.write_text("id;y;a\n;;\n;;\n")
     with pytest.raises(DataError, match="no data rows"):
         load_party_table(path, party="bank1", id_col="id", label_col="y", sep=";")
+
+
+def test_placeholder_only_rows_are_blank_in_both_readers(tmp_path):
+    """With na_values = ["?"], a row of placeholders only has no value either; the chunked reader agrees."""
+    path = tmp_path / "bank.csv"
+    path.write_text("id;y;a\n1;0;0,5\n ? ;?;?\n2;1;?\n")
+    t = load_party_table(path, party="bank1", id_col="id", label_col="y", sep=";", decimal=",", na_values=["?"],
+                         missing="mean")
+    assert t.ids.tolist() == ["1", "2"] and [n for n in t.notes if "1 rows with no value" in n]
+    chunks = iter_id_chunks(path, "id", party="bank1", rows=1, sep=";", na_values=["?"])
+    assert np.concatenate(list(chunks)).tolist() == ["1", "2"]

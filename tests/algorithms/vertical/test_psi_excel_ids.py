@@ -141,3 +141,22 @@ def test_scoring_reads_new_rows_ids_as_training_did(tmp_path, caplog):
         said = [r.getMessage() for r in caplog.records]
         assert [s for s in said if "5 ids written as integers" in s] and [s for s in said if "1 rows with no value" in s]
         assert not [s for s in said if str(BASE) in s]
+
+
+def test_a_vertical_job_aligns_every_row_of_a_spreadsheet_export(tmp_path, caplog):
+    """The lender's file as Excel writes it (ids '17.0', two empty rows at the end): the vertical WOE job aligns
+    every shared customer, splits test rows by the integer rule, and says what it read in the lender's log only."""
+    from tests.tasks.test_woe_tasks import run_in_process, vertical_german
+
+    spec, pooled = vertical_german(tmp_path, task_extra='reveal = "bins"\nkey_bits = 2048')
+    lender = pd.read_csv(tmp_path / "lender.csv")
+    lender.assign(id=lender["id"].map(lambda i: f"{i}.0")).to_csv(tmp_path / "lender.csv", index=False)
+    with open(tmp_path / "lender.csv", "a") as f:
+        f.write("," * (lender.shape[1] - 1) + "\n" + "," * (lender.shape[1] - 1) + "\n")
+    with caplog.at_level(logging.WARNING):
+        m = run_in_process(spec, tmp_path / "run")
+    assert m["intersection"]["size"] == len(pooled) and m["rows"] == int((pooled.id % 5 != 0).sum())
+    said = {n: [r.getMessage() for r in caplog.records if r.name == f"test.{n}"] for n in ("lender", "payco", "bureau")}
+    assert [s for s in said["lender"] if f"{len(lender)} ids written as integers" in s]
+    assert [s for s in said["lender"] if "2 rows with no value in any cell" in s]
+    assert not [s for n in ("payco", "bureau") for s in said[n] if "written as integers" in s or "no value" in s]
