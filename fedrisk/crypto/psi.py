@@ -20,7 +20,9 @@ Identifier normalisation (both parties must use the same settings)::
 the job is set up); it separates jobs, so blinded values from one job say nothing in another.
 Consequences of ``str``: the int ``12``, the numpy int ``np.int64(12)`` and the string ``"12"``
 all match; ``"012"``, ``"12.0"`` and the float ``12.0`` do not match ``12``. Normalise leading
-zeros or float-typed ids in the data layer before PSI if they should match.
+zeros or float-typed ids in the data layer before PSI if they should match (the loader,
+:mod:`fedrisk.data.loading`, reads integral float ids, and a column whose every id is written
+like ``"12.0"``, as the integers).
 
 Wire form: a batch of group elements is an ``(n, 32) uint8`` array of canonical ristretto255
 encodings. Heavy batch work (hash-to-group + blind, re-blind) runs in a lazily created

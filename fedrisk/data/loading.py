@@ -12,7 +12,11 @@ Conventions
 -----------
 * Ids are kept as strings (``ids`` is an object array of ``str``): they are join keys, not numbers,
   and ``"00123"`` must not turn into ``123`` at one bank and stay ``"00123"`` at another. Numeric
-  id columns in Parquet become the decimal string of the integer.
+  id columns in Parquet become the decimal string of the integer, and so does a text column whose
+  every id is an integer written with a decimal part of zeros (``"123.0"``, a spreadsheet's export);
+  a column mixing both forms stays as written (see :func:`_normalise_ids`).
+* Rows with no value in any cell (``;;;``: a spreadsheet's empty rows) are left out, with a count in
+  the table's notes (:func:`_without_blank_rows`).
 * Features are float64, labels int8 0/1.
 * The whole table is held in memory. Chunked reading for files larger than memory belongs to the
   kernels that need it (PSI, histograms) and is not done here.
@@ -20,6 +24,7 @@ Conventions
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -45,6 +50,8 @@ __all__ = [
     "id_test_mask",
     "MISSING_POLICIES",
     "label_coding",
+    "PARTY_SETTINGS",
+    "EVALUATION_SETTINGS",
 ]
 
 #: accepted values of ``missing`` in :func:`load_party_table`: reject rows with missing values,
@@ -54,6 +61,11 @@ MISSING_POLICIES = ("reject", "mean", "keep")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _MAX_LISTED = 8  # how many column names / values an error message lists before "..."
+#: where a file's read settings (``sep``, ``decimal``, ``na_values``) are set, for the advice of a refusal
+#: (``settings_at`` of the loaders): a party's own files, and the evaluation holder's ``evaluation.test`` file,
+#: whose dialect the ``[evaluation]`` table may set apart from the holder's (a held-out file from another system)
+PARTY_SETTINGS = "for this party in the job spec"
+EVALUATION_SETTINGS = "in the [evaluation] table of the job spec"
 
 
 @dataclass
@@ -96,6 +108,9 @@ class PartyTable:
     notes: list[str] = field(default_factory=list)
     #: ``[non-default, default]`` in the file's label coding (:func:`label_coding`); ``None`` for 0/1
     label_coding: list | None = None
+    #: the notes (also in ``notes``) on what reading the file changed: blank rows left out, ids written as decimals
+    #: read as integers; scoring logs these (its other notes are the scorer's own warnings)
+    read_notes: list[str] = field(default_factory=list)
 
     @property
     def n_rows(self) -> int:
@@ -123,11 +138,16 @@ def _one_line(text: object) -> str:
 
 
 class _Ctx:
-    """Error factory that prefixes every message with the party and the file."""
+    """Error factory that prefixes every message with the party and the file; ``settings_at``: where the advice
+    of its refusals sends the user to set ``sep`` / ``decimal`` / ``na_values`` (:data:`PARTY_SETTINGS`)."""
 
-    def __init__(self, party: str, path: Path) -> None:
+    def __init__(self, party: str, path: Path, settings_at: str = PARTY_SETTINGS) -> None:
         self.party = party
         self.path = path
+        self.settings_at = settings_at
+        #: what reading the file changed, for the party's own log (counts only): blank rows left out, ids
+        #: written as decimals read as integers
+        self.notes: list[str] = []
 
     def error(self, message: str) -> DataError:
         return DataError(f"party {self.party!r}, file {str(self.path)!r}: {_one_line(message)}")
@@ -208,7 +228,7 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
             if hinted is not None and hinted != (sep or ","):
                 shown = "\\t" if hinted == "\t" else hinted
                 raise ctx.error(f"the file's first line 'sep={shown}' is a spreadsheet's separator hint: set sep = "
-                                f"'{shown}' for this party in the job spec (fedrisk predict: --sep '{shown}')")
+                                f"'{shown}' {ctx.settings_at} (fedrisk predict: --sep '{shown}')")
             sep, skip = sep or ",", int(hinted is not None)
             header = _csv_header(path, sep, skip)
             if header is not None:
@@ -227,7 +247,7 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
                                      skiprows=skip)
                 except pd.errors.ParserWarning:
                     raise ctx.error("some rows hold more fields than the header has names; " + (
-                        _header_separator_hint(path, sep) or "check the separator and the quoting of the export, or "
+                        _header_separator_hint(path, sep, ctx.settings_at) or "check the separator and the quoting of the export, or "
                         "name every column in the header")) from None
             df.columns = [str(c).strip() for c in df.columns]
             df = _without_nameless_columns(ctx, df, header)
@@ -253,13 +273,53 @@ def _read_frame(ctx: _Ctx, path: Path, id_col: str, sep: str | None = None, deci
         raise ctx.error(f"not valid UTF-8 text ({_one_line(exc)}); re-export the CSV as UTF-8") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         # pyarrow's ArrowInvalid is a ValueError; malformed CSV rows raise ParserError.
-        hint = _header_separator_hint(path, sep) if kind == "csv" else ""
+        hint = _header_separator_hint(path, sep, ctx.settings_at) if kind == "csv" else ""
         raise ctx.error(f"cannot read {kind.upper()}: {_one_line(exc)}; "
                         + (hint or f"check that the file is a valid {kind.upper()} export")) from None
     if len(df) == 0:
         raise ctx.error(f"file has a header ({len(df.columns)} columns) but no data rows; export "
                         "the table with its rows")
-    return declare_missing(df, na_values) if na_values else df
+    df = declare_missing(df, na_values) if na_values else df
+    return _without_blank_rows(ctx, df, id_col)
+
+
+def _no_value_cells(df: pd.DataFrame) -> np.ndarray:
+    """``(rows, columns)`` bool: the cells holding no value, missing or text of spaces only (as read: the
+    reader's missing markers and the party's ``na_values`` are missing already)."""
+    out = df.isna().to_numpy(dtype=bool).copy()
+    for j in range(df.shape[1]):
+        col = df.iloc[:, j]
+        if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
+            out[:, j] |= col.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+    return out
+
+
+def _without_blank_rows(ctx: _Ctx, df: pd.DataFrame, id_col: str) -> pd.DataFrame:
+    """``df`` without the rows that have no value in any cell, with a count note in ``ctx.notes``.
+
+    Spreadsheets export the empty rows below (or between) a table as lines of separators only (``;;;``); such a
+    row is no customer, and refusing it as "id empty" sends the bank to its export for nothing. A row with any
+    value but no id is still refused (by the id check): it is a customer whose key is missing. Only rows without
+    an id are looked at, so a file without such rows costs one pass over its id column.
+    """
+    if id_col not in df.columns:
+        return df  # refused by the caller, naming the missing column
+    ids = df[id_col]
+    idless = ids.isna().to_numpy(dtype=bool).copy()
+    if ids.dtype == object or isinstance(ids.dtype, pd.StringDtype):
+        idless |= ids.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+    rows = np.flatnonzero(idless)
+    if not len(rows):
+        return df
+    blank = rows[_no_value_cells(df.iloc[rows]).all(axis=1)]
+    if not len(blank):
+        return df
+    if len(blank) == len(df):
+        raise ctx.error(f"file has a header ({len(df.columns)} columns) but no data rows: its {len(blank)} rows have "
+                        "no value in any cell; export the table with its rows")
+    ctx.notes.append(f"{len(blank)} rows with no value in any cell (a spreadsheet's empty rows, lines of separators "
+                     "only) are left out")
+    return df.drop(index=df.index[blank]).reset_index(drop=True)
 
 
 def _without_nameless_columns(ctx: _Ctx, df: pd.DataFrame, header: list[str] | None) -> pd.DataFrame:
@@ -291,8 +351,39 @@ def read_party_file(path: str | Path, *, party: str, id_col: str, sep: str | Non
     return _read_frame(_Ctx(party, path), path, id_col, sep=sep, decimal=decimal)
 
 
-def _normalise_ids(ctx: _Ctx, raw: pd.Series, id_col: str) -> np.ndarray:
-    """Turn the id column into unique, non-empty strings, or explain why that is impossible."""
+#: an integer written with a decimal part of zeros ("123.0"): what a spreadsheet makes of an integer id column.
+#: The rule of an integral float id in Parquet (an optional sign); no leading zeros ("00123.0" is a code with its
+#: zeros, and codes are never rewritten)
+_INTEGRAL_DECIMAL = r"[+-]?(?:0|[1-9][0-9]*)\.0+"
+
+
+def _all_integral_decimals(ids: np.ndarray) -> bool:
+    """Whether every one of ``ids`` (stripped text) is an integer written as a decimal (:data:`_INTEGRAL_DECIMAL`);
+    ``True`` for none. Decided at the first id when it is not one (the usual id column costs one match)."""
+    if not len(ids):
+        return True
+    if not re.fullmatch(_INTEGRAL_DECIMAL, str(ids[0])):
+        return False
+    return bool(pd.Series(ids, dtype=object).astype(str).str.fullmatch(_INTEGRAL_DECIMAL).all())
+
+
+def _integer_texts(ids: np.ndarray) -> np.ndarray:
+    """``"123.0"`` -> ``"123"``, ``"-5.00"`` -> ``"-5"``, ``"+7.0"`` -> ``"7"``, ``"-0.0"`` -> ``"0"``: the text
+    Parquet's integral float ids become (``str(int(value))``), computed on the text, so exact beyond 2**53."""
+    text = pd.Series(ids, dtype=object).astype(str).str.replace(r"\.0+$", "", regex=True).str.lstrip("+")
+    return text.mask(text == "-0", "0").to_numpy(dtype=object)
+
+
+def _normalise_ids(ctx: _Ctx, raw: pd.Series, id_col: str, integral: bool | None = None) -> np.ndarray:
+    """Turn the id column into unique, non-empty strings, or explain why that is impossible.
+
+    Ids written as integers with a decimal part of zeros (``"123.0"``: an Excel export of an integer column) are
+    read as the integers when *every* id of the column is written so, as integral floats in Parquet always were
+    (a partner's ``"123"`` then matches), with one count note in ``ctx.notes``. A column where only some are
+    written so stays as written: whether a partner writes ``"123.0"`` or ``"123"`` is unknowable, and the PSI's
+    small-intersection warning names the mix. ``integral``: the decision made over the whole file by a caller
+    that sees it in chunks (:func:`iter_id_chunks`); ``None``: decided from ``raw``.
+    """
     if pd.api.types.is_bool_dtype(raw.dtype):
         raise ctx.error(f"id column {id_col!r} is boolean; it must hold one customer key per row")
     if pd.api.types.is_float_dtype(raw.dtype):
@@ -309,6 +400,11 @@ def _normalise_ids(ctx: _Ctx, raw: pd.Series, id_col: str) -> np.ndarray:
     as_str = raw.astype(object).where(~missing, "")
     ids = np.array([str(v).strip() for v in as_str], dtype=object)
     empty = (ids == "") | missing
+    filled = ids[~empty]
+    if len(filled) and (integral if integral is not None else _all_integral_decimals(filled)):
+        ids[~empty] = _integer_texts(filled)
+        ctx.notes.append(f"id column {id_col!r}: {len(filled)} ids written as integers with a decimal part of zeros "
+                         "(a spreadsheet's export of whole numbers) are read as those integers, as in Parquet files")
     if empty.any():
         first = int(np.flatnonzero(empty)[0])
         raise ctx.error(f"id column {id_col!r} is empty in {int(empty.sum())} rows (first at data "
@@ -593,11 +689,12 @@ def numbers_in_another_format(cells: pd.Series) -> str | None:
 
 
 def text_display_numbers(df: pd.DataFrame, columns: Sequence[str], decimal: str = ".",
-                         sep: str | None = None) -> str | None:
+                         sep: str | None = None, settings_at: str = PARTY_SETTINGS) -> str | None:
     """The refusal line for those of ``columns`` that hold numbers written for display ("12,629", "$1,200",
     "12.5%", "(120.50)"), else ``None``: neither categories (one per amount) nor a CSV dialect. A lone thousands
     group ("12,629") in a file not separated by ',' may be a three-decimal comma, so that reading is offered too
-    (in a ','-separated file ``decimal = ','`` cannot be set)."""
+    (in a ','-separated file ``decimal = ','`` cannot be set). ``settings_at``: where ``decimal`` is set for this
+    file (:data:`PARTY_SETTINGS`, :data:`EVALUATION_SETTINGS`)."""
     shown = {c: ex for c in columns for ex in [_display_example(df[c], decimal)] if ex}
     if not shown:
         return None
@@ -606,10 +703,10 @@ def text_display_numbers(df: pd.DataFrame, columns: Sequence[str], decimal: str 
             "thousands separators, a currency, a percent sign or parentheses for negatives); export them as plain "
             "numbers")
     if decimal == "." and (sep or ",") != "," and re.fullmatch(r"\s*-?[1-9]\d{0,2},\d{3}\s*", example):
-        line += ("; if the comma is the decimal mark, set decimal = ',' for this party in the job spec (fedrisk "
+        line += (f"; if the comma is the decimal mark, set decimal = ',' {settings_at} (fedrisk "
                  "predict: --decimal ',')")
     elif decimal == "," and re.fullmatch(r"\s*-?[1-9]\d{0,2}\.\d{3}\s*", example):
-        line += ("; if '.' is the decimal mark, remove decimal = ',' for this party in the job spec (fedrisk predict: "
+        line += (f"; if '.' is the decimal mark, remove decimal = ',' {settings_at} (fedrisk predict: "
                  "leave out --decimal ',')")
     return line
 
@@ -656,11 +753,12 @@ def _placeholders_among_numbers(col: pd.Series, decimal: str = ".") -> pd.Series
     return odd
 
 
-def _missing_advice(odd: pd.Series) -> str:
-    """How to make a numeric column's text cells missing: empty them, or declare them with ``na_values``."""
+def _missing_advice(odd: pd.Series, settings_at: str = PARTY_SETTINGS) -> str:
+    """How to make a numeric column's text cells missing: empty them, or declare them with ``na_values`` (set
+    ``settings_at``: :data:`PARTY_SETTINGS`, :data:`EVALUATION_SETTINGS`)."""
     shown = list(dict.fromkeys(odd.astype(str)))[:3]
     return (f"empty those cells (they become missing values) or declare them missing with na_values = "
-            f"[{', '.join(_toml_key(v) for v in shown)}] for this party in the job spec (fedrisk predict: "
+            f"[{', '.join(_toml_key(v) for v in shown)}] {settings_at} (fedrisk predict: "
             + " ".join(f"--na-values {_shell_word(v)}" for v in shown) + ")")
 
 
@@ -682,7 +780,7 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
     caller already made it (:func:`_parse_text_numbers`, for :func:`numbers_in_text`), so no column is
     parsed twice.
     """
-    shown = text_display_numbers(df, columns, decimal, sep)
+    shown = text_display_numbers(df, columns, decimal, sep, ctx.settings_at)
     if shown:  # amounts exported for reading ("12,629", "12.5%"): one category per amount otherwise
         raise ctx.error(shown)
     dates = []
@@ -699,7 +797,7 @@ def _not_categories(ctx: _Ctx, df: pd.DataFrame, columns: Sequence[str], declare
         placeholder = odd is not None and bool(odd.str.fullmatch(_PLACEHOLDER_TEXT, case=False).all())
         if odd is not None and (placeholder or p.numbers.nunique() > _MAX_CODE_LEVELS):
             raise ctx.error(f"feature column {c!r} holds numbers except in {len(odd)} rows with text (e.g. "
-                            f"{odd.iloc[0]!r}); {_missing_advice(odd)}, or, if the column is a category, declare "
+                            f"{odd.iloc[0]!r}); {_missing_advice(odd, ctx.settings_at)}, or, if the column is a category, declare "
                             f"it in {declaring(declare, c)}")
     if dates:
         raise ctx.error(f"{_dates_named(df, dates)}, or, if a column is a category (a vintage, a cohort), declare it "
@@ -741,7 +839,7 @@ def _available(df: pd.DataFrame) -> str:
     return f"available columns: {_listing(list(df.columns), limit=12)}"
 
 
-def _header_separator_hint(path: Path, sep: str | None) -> str:
+def _header_separator_hint(path: Path, sep: str | None, settings_at: str = PARTY_SETTINGS) -> str:
     """For a CSV that does not parse: "the file looks ';'-separated ..." when its header line holds more of
     another separator than of ``sep`` (decimal commas in a ';' file break a ','-read row by row)."""
     try:
@@ -754,11 +852,11 @@ def _header_separator_hint(path: Path, sep: str | None) -> str:
     if best == (sep or ",") or counts[best] <= counts.get(sep or ",", 0):
         return ""
     shown = "\\t" if best == "\t" else best
-    return (f"the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec "
+    return (f"the file looks '{shown}'-separated: set sep = '{shown}' {settings_at} "
             f"(fedrisk predict: --sep '{shown}')")
 
 
-def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
+def _separator_hint(df: pd.DataFrame, sep: str | None, settings_at: str = PARTY_SETTINGS) -> str:
     """``"; the file looks ';'-separated: set sep = ';'"`` when a one-column frame hides separators."""
     if len(df.columns) != 1:
         return ""
@@ -766,7 +864,7 @@ def _separator_hint(df: pd.DataFrame, sep: str | None) -> str:
     for cand in _OTHER_SEPARATORS:
         if cand != (sep or ",") and cand in head:
             shown = "\\t" if cand == "\t" else cand
-            return (f"; the file looks '{shown}'-separated: set sep = '{shown}' for this party in the job spec "
+            return (f"; the file looks '{shown}'-separated: set sep = '{shown}' {settings_at} "
                     f"(fedrisk predict: --sep '{shown}')")
     return ""
 
@@ -789,7 +887,7 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
                           "set the label column in the job spec")
     df = _read_frame(ctx, path, id_col, sep=sep, decimal=decimal, na_values=na_values)
     if id_col not in df.columns:
-        hint = _separator_hint(df, sep)
+        hint = _separator_hint(df, sep, ctx.settings_at)
         if hint:
             raise ctx.error(f"id column {id_col!r} not found{hint}")
         raise ctx.error(f"id column {id_col!r} not found; {_available(df)}; set the id column in "
@@ -856,6 +954,7 @@ def load_party_table(
     allow_no_features: bool = False,
     fill_later: bool = False,
     na_values: Sequence[str] = (),
+    settings_at: str = PARTY_SETTINGS,
 ) -> PartyTable:
     """Read and validate one party's CSV or Parquet file.
 
@@ -926,6 +1025,10 @@ def load_party_table(
         spec's ``na_values``): such cells are missing values in CSV and Parquet alike (exact text, spaces
         around it ignored), on top of the CSV reader's own ("", "NA", "NaN", ...). A numeric column with
         placeholder cells is refused without it, naming this setting.
+    settings_at : str
+        Where the advice of a refusal says ``sep`` / ``decimal`` / ``na_values`` are set for this file:
+        :data:`PARTY_SETTINGS` (a party's own data, the default) or :data:`EVALUATION_SETTINGS` (the
+        ``evaluation.test`` file, whose dialect ``[evaluation]`` may set apart from the holder's).
 
     Returns
     -------
@@ -943,7 +1046,7 @@ def load_party_table(
         raise ConfigError(f"party {party!r}: missing={missing!r} is not a policy; use one of "
                           f"{', '.join(MISSING_POLICIES)}")
     path = Path(path)
-    ctx = _Ctx(party, path)
+    ctx = _Ctx(party, path, settings_at)
     declared = list(categorical or []) + [c for c in (categories or {}) if c not in (categorical or [])]
     if declared and encoding is None:
         raise ConfigError(f"party {party!r}: categorical columns {_listing(declared)} are declared, but this task "
@@ -982,7 +1085,7 @@ def load_party_table(
     dates = [c for c in non_numeric if c not in declared and pd.api.types.is_datetime64_any_dtype(df[c].dtype)]
     if dates:  # (Parquet keeps dates as dates) neither a number a model can use as is, nor a category
         raise ctx.error(_dates_named(df, dates))
-    shown = text_display_numbers(df, [c for c in non_numeric if c not in declared], decimal, sep)
+    shown = text_display_numbers(df, [c for c in non_numeric if c not in declared], decimal, sep, ctx.settings_at)
     if shown:  # amounts exported for reading: neither categories nor a decimal-comma dialect
         raise ctx.error(shown)
     if encoding is not None:
@@ -996,7 +1099,7 @@ def load_party_table(
         if commas and decimal == ".":
             example = str(df[commas[0]][_decimal_comma_mask(df[commas[0]])].iloc[0]).strip()
             raise ctx.error(f"feature columns {_listing(commas)} hold numbers with decimal commas (e.g. {example!r}): "
-                            "set decimal = ',' for this party in the job spec (fedrisk predict: --decimal ',')")
+                            f"set decimal = ',' {ctx.settings_at} (fedrisk predict: --decimal ',')")
         inferred = [c for c in non_numeric if c not in declared and c not in commas]
         if categories is None:
             _not_categories(ctx, df, inferred, "categorical = [...] in this party's table", decimal, parsed)
@@ -1015,7 +1118,8 @@ def load_party_table(
             table = _finish(ctx, party, path, ids, X, y, names, missing, fill, df, keep, missing_advice,
                             fill_later)
             table.categories, table.unseen = encoders, unseen
-            table.notes = [*notes, *table.notes, *_no_value_notes(no_value, missing)]
+            table.notes = [*ctx.notes, *notes, *table.notes, *_no_value_notes(no_value, missing)]
+            table.read_notes = list(ctx.notes)
             table.label_coding = label_coding(df[label_col], positive) if y is not None else None
             return table
     if non_numeric:
@@ -1031,9 +1135,9 @@ def load_party_table(
         if placeholders:  # numbers with "?" cells: not a column to encode or exclude
             c, odd = placeholders[0]
             hint = (f"; {c!r} holds numbers except in {len(odd)} rows with text (e.g. {odd.iloc[0]!r}): "
-                    + _missing_advice(odd))
+                    + _missing_advice(odd, ctx.settings_at))
         elif decimal == "." and any(df[c].astype(str).str.fullmatch(r"\s*-?\d+,\d+\s*").any() for c in non_numeric):
-            hint = ("; they look like numbers with decimal commas: set decimal = ',' for this party in the job spec "
+            hint = (f"; they look like numbers with decimal commas: set decimal = ',' {ctx.settings_at} "
                     "(fedrisk predict: --decimal ',')")
         first = next(c for c in non_numeric if c not in dates)
         advice = ("; encode them as numbers (e.g. WOE or one-hot), list them in exclude, or have the job treat them as "
@@ -1046,7 +1150,8 @@ def load_party_table(
         raise ctx.error(f"feature columns cannot be converted to float64: {_one_line(exc)}") from None
     table = _finish(ctx, party, path, ids, np.ascontiguousarray(X), y, feature_names, missing, fill, df, keep,
                     missing_advice, fill_later)
-    table.notes = [*table.notes, *_no_value_notes(no_value, missing)]
+    table.notes = [*ctx.notes, *table.notes, *_no_value_notes(no_value, missing)]
+    table.read_notes = list(ctx.notes)
     table.label_coding = label_coding(df[label_col], positive) if y is not None else None
     return table
 
@@ -1181,6 +1286,8 @@ class PartyFrame:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     #: ``[non-default, default]`` in the file's label coding (:func:`label_coding`); ``None`` for 0/1
     label_coding: list | None = None
+    #: warnings for the party's log on what reading the file changed (as :attr:`PartyTable.read_notes`)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_rows(self) -> int:
@@ -1213,6 +1320,7 @@ def load_party_frame(
     na_values: Sequence[str] = (),
     declare: str = "[task] categorical = [...]",
     numeric: Sequence[str] = (),
+    settings_at: str = PARTY_SETTINGS,
 ) -> PartyFrame:
     """Read and validate one party's file keeping raw (numeric *and* categorical) feature columns.
 
@@ -1240,6 +1348,8 @@ def load_party_frame(
     numeric : sequence of str
         Scoring: the model's numeric columns. A text cell in one of them is binned as the number it reads as, so
         numbers written for display ("12.629" thousands in a decimal-comma file) are refused here, as at training.
+    settings_at : str
+        As in :func:`load_party_table`.
 
     Returns
     -------
@@ -1255,7 +1365,7 @@ def load_party_frame(
         ``require_label=True`` without a label column.
     """
     path = Path(path)
-    ctx = _Ctx(party, path)
+    ctx = _Ctx(party, path, settings_at)
     df, feature_names, ids, y = _resolve_columns(ctx, path, id_col, label_col, features, exclude,
                                                  require_label, forbid_label, sep, decimal, positive, keep,
                                                  allow_no_features, na_values)
@@ -1264,7 +1374,7 @@ def load_party_frame(
         _not_categories(ctx, X, [c for c in feature_names if c not in set(categorical)
                                  and not pd.api.types.is_numeric_dtype(X[c].dtype)], declare, decimal, sep=sep)
     shown = text_display_numbers(X, [c for c in numeric if c in X and not pd.api.types.is_numeric_dtype(X[c].dtype)],
-                                 decimal, sep)
+                                 decimal, sep, ctx.settings_at)
     if shown:
         raise ctx.error(shown)
     empty = [c for c in feature_names if X[c].isna().all()]
@@ -1273,7 +1383,7 @@ def load_party_frame(
                         "or fix the export")
     return PartyFrame(party=party, path=path, ids=ids, X=X, y=y, feature_names=list(feature_names),
                       extra={c: df[c].to_numpy() for c in keep},
-                      label_coding=label_coding(df[label_col], positive) if y is not None else None)
+                      label_coding=label_coding(df[label_col], positive) if y is not None else None, notes=list(ctx.notes))
 
 
 def check_same_features(tables_or_name_lists: Mapping[str, PartyTable | Sequence[str]]) -> None:
@@ -1399,49 +1509,124 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
 
 
 def iter_id_chunks(path: str | Path, id_col: str, *, party: str, rows: int = 262144,
-                   sep: str | None = None) -> Iterator[np.ndarray]:
+                   sep: str | None = None, na_values: Sequence[str] = ()) -> Iterator[np.ndarray]:
     """Yield a party's id column in chunks of ``rows``, without loading the file (for streaming PSI).
 
     CSV is read with pandas' ``chunksize`` (only the id column, as strings, exactly as
-    :func:`load_party_table` reads it); Parquet by record batches of the id column. Each chunk is
-    normalised like the loaded table's ids (stripped strings, integral floats as integers); empty
-    ids are one :class:`DataError` naming the file, column and row. Duplicates are checked by the
-    PSI itself over the whole set.
+    :func:`load_party_table` reads it); Parquet by record batches of the id column. The chunks
+    concatenate to the loaded table's ids: stripped strings, integral floats as integers, ids written
+    as decimals (``"123.0"``) read as integers when every id of the *file* is (a chunk cannot tell, so
+    a first chunk of such ids is followed by one more pass over the id column to decide), rows with no
+    value in any cell left out (looked up in the whole rows only where an id is missing). A missing id
+    in a row with values is one :class:`DataError` naming the file, column and row. Duplicates are
+    checked by the PSI itself over the whole set. ``na_values``: the party's (missing, as at load).
     """
     path = Path(path)
     ctx = _Ctx(party, path)
     kind = _file_kind(path)
     if not path.is_file() or kind is None:
         raise ctx.error("not a readable .csv or .parquet file; check the data path in the job spec")
-    offset = 0
     try:
-        if kind == "csv":
-            reader = pd.read_csv(path, usecols=lambda c: str(c).strip() == id_col, dtype=str, sep=sep or ",",
-                                 skipinitialspace=True, chunksize=rows, index_col=False,
-                                 skiprows=int(_separator_line(path) is not None))  # as the table load reads it
-            frames = (f.iloc[:, 0] if f.shape[1] else None for f in reader)
-        else:
-            import pyarrow.parquet as pq
-
-            pf = pq.ParquetFile(path)
-            if id_col not in pf.schema_arrow.names:
-                raise ctx.error(f"no id column {id_col!r}; set the party's id column in the job spec")
-            frames = (b.column(0).to_pandas() for b in pf.iter_batches(batch_size=rows, columns=[id_col]))
-        for raw in frames:
-            if raw is None:
-                raise ctx.error(f"no id column {id_col!r}; set the party's id column in the job spec")
-            missing = raw.isna().to_numpy()
-            if missing.any():
-                first = offset + int(np.flatnonzero(missing)[0])
-                raise ctx.error(f"id column {id_col!r} is empty at data row {first + 1}; every row needs a "
-                                "customer key — drop or fill those rows")
-            ids = _normalise_ids(ctx, raw.reset_index(drop=True), id_col)
+        frames = _id_chunks(ctx, path, kind, id_col, rows, sep, na_values)
+        first = next(frames, None)
+        integral = False
+        if first is not None and _all_integral_decimals(_filled_ids(first)):
+            integral = all(_all_integral_decimals(_filled_ids(c))
+                           for c in _id_chunks(ctx, path, kind, id_col, rows, sep, na_values))
+        blank = _BlankRows(lambda: _row_chunks(path, kind, sep, na_values))
+        offset = read = 0  # rows yielded (the loaded table's numbering: blank rows left out), rows read
+        for chunk in itertools.chain([first] if first is not None else [], frames):
+            chunk = chunk.reset_index(drop=True)
+            idless = chunk.isna().to_numpy(dtype=bool) | chunk.astype("string").str.strip().eq("").fillna(False).to_numpy()
+            if idless.any():
+                kept = ~(idless & blank.take(read, len(chunk)))
+                if (idless & kept).any():
+                    at = int(np.flatnonzero(idless & kept)[0])
+                    raise ctx.error(f"id column {id_col!r} is empty at data row {offset + int(kept[:at].sum()) + 1}; "
+                                    "every row needs a customer key — drop or fill those rows")
+            read += len(chunk)
+            if idless.any():
+                chunk = chunk[kept].reset_index(drop=True)
+            if not len(chunk):
+                continue
+            ids = _normalise_ids(ctx, chunk, id_col, integral=integral)
             offset += len(ids)
             yield ids
     except DataError:
         raise
     except (ValueError, OSError) as exc:
         raise ctx.error(f"cannot read the id column {id_col!r}: {_one_line(exc)}") from None
+
+
+def _filled_ids(raw: pd.Series) -> np.ndarray:
+    """A chunk's ids that are there (stripped text), for :func:`_all_integral_decimals`."""
+    text = raw.dropna().astype(str).str.strip()
+    return text[text != ""].to_numpy(dtype=object)
+
+
+def _id_chunks(ctx: _Ctx, path: Path, kind: str, id_col: str, rows: int, sep: str | None,
+               na_values: Sequence[str]) -> Iterator[pd.Series]:
+    """The raw id column of a file in chunks, read as :func:`_read_frame` reads it (text, the party's missing
+    markers); one :class:`DataError` when the file has no such column."""
+    if kind == "csv":
+        reader = pd.read_csv(path, usecols=lambda c: str(c).strip() == id_col, dtype=str, sep=sep or ",",
+                             skipinitialspace=True, chunksize=rows, index_col=False, na_values=list(na_values) or None,
+                             skiprows=int(_separator_line(path) is not None))  # as the table load reads it
+        for f in reader:
+            if not f.shape[1]:
+                raise ctx.error(f"no id column {id_col!r}; set the party's id column in the job spec")
+            yield (declare_missing(f, na_values) if na_values else f).iloc[:, 0]  # (spaces around, as at load)
+        return
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    if id_col not in pf.schema_arrow.names:
+        raise ctx.error(f"no id column {id_col!r}; set the party's id column in the job spec")
+    for b in pf.iter_batches(batch_size=rows, columns=[id_col]):
+        col = b.column(0).to_pandas()
+        yield declare_missing(col.to_frame(), na_values).iloc[:, 0] if na_values else col
+
+
+def _row_chunks(path: Path, kind: str, sep: str | None, na_values: Sequence[str],
+                rows: int = 16384) -> Iterator[pd.DataFrame]:
+    """Every column of a file in chunks (text, as read at load), for :class:`_BlankRows`."""
+    if kind == "csv":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)  # (refused at load, not this reader's business)
+            for df in pd.read_csv(path, dtype=str, sep=sep or ",", skipinitialspace=True, chunksize=rows,
+                                  index_col=False, na_values=list(na_values) or None,
+                                  skiprows=int(_separator_line(path) is not None)):
+                yield declare_missing(df, na_values) if na_values else df
+        return
+    import pyarrow.parquet as pq
+
+    for b in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        df = b.to_pandas()
+        yield declare_missing(df, na_values) if na_values else df
+
+
+class _BlankRows:
+    """Which rows of a file have no value in any cell, read in order and only when asked: the chunked id reader
+    asks only for the rows of a chunk with a missing id (usually none, or the empty rows at the file's end)."""
+
+    def __init__(self, open_chunks) -> None:
+        self._open, self._chunks = open_chunks, None
+        self._end, self._flags = 0, np.zeros(0, dtype=bool)  # flags of rows [_end - len(_flags), _end)
+
+    def take(self, start: int, n: int) -> np.ndarray:
+        """Flags of the data rows ``start .. start + n - 1`` (0-based); a later call must not ask for earlier rows."""
+        if self._chunks is None:
+            self._chunks = iter(self._open())
+        while self._end < start + n:
+            df = next(self._chunks, None)
+            if df is None:
+                break
+            flags = _no_value_cells(df).all(axis=1)
+            self._flags = np.concatenate([self._flags[max(0, start - (self._end - len(self._flags))):], flags])
+            self._end += len(flags)
+        lo = start - (self._end - len(self._flags))
+        out = self._flags[max(0, lo):max(0, lo) + n]
+        return np.concatenate([out, np.zeros(n - len(out), dtype=bool)])
 
 
 def count_id_rows(path: str | Path) -> int:

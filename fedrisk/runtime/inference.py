@@ -351,9 +351,12 @@ def scoring_load_options(part: dict) -> dict[str, Any]:
 
 
 def warn_unseen(table, party: str, logger: logging.Logger) -> None:
-    """Log (at this party only) how many rows carry categories the model never saw, per column."""
+    """Log (at this party only) how many rows carry categories the model never saw, per column, and what
+    reading the file changed (``read_notes``: blank rows left out, ids written as decimals read as integers)."""
     from fedrisk.data.categorical import unseen_note
 
+    for note in getattr(table, "read_notes", None) or ():
+        logger.warning("party %s: %s", party, note)
     note = unseen_note(getattr(table, "unseen", None) or {}, len(table.ids), party)
     if note:
         logger.warning(note)

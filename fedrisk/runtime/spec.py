@@ -23,6 +23,7 @@ Example::
     [evaluation]
     test = "../data/test.csv"           # horizontal: a held-out file, read by `holder`
     holder = "bank1"
+    # sep = ","  decimal = "."          # the test file's dialect, if not the holder's (default: the holder's)
     # vertical, one of: test_fraction = 0.2 (any ids; keyed hash of the id, see fedrisk.data.split)
     #                   test_rule = "id % 5 == 0" (integer ids)
     #                   test_column = "is_test" (0/1 column at the label holder)
@@ -71,6 +72,15 @@ def _check_address(v: str) -> str:
     m = _ADDRESS.match(v or "")
     if not m or not (0 < int(m.group("port")) < 65536):
         raise ValueError(f"{v!r} is not a host:port address (e.g. '127.0.0.1:50051')")
+    return v
+
+
+def _na_values_as_text(v: Any) -> Any:
+    """``na_values = [-999]`` (unquoted) or ``na_values = "?"`` (one text) as a list of texts: what was meant is
+    clear, as in the Python API."""
+    items = [v] if isinstance(v, (str, int, float)) and not isinstance(v, bool) else v
+    if isinstance(items, list):
+        return [str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for x in items]
     return v
 
 
@@ -141,14 +151,7 @@ class PartySpec(_Strict):
     _addr = field_validator("address")(lambda cls, v: _check_address(v))
     _listen = field_validator("listen")(lambda cls, v: v if v is None else _check_address(v))
 
-    @field_validator("na_values", mode="before")
-    @classmethod
-    def _na_values_as_text(cls, v: Any) -> Any:
-        # na_values = [-999] (unquoted) or na_values = "?" (one text): what was meant is clear, as in the Python API
-        items = [v] if isinstance(v, (str, int, float)) and not isinstance(v, bool) else v
-        if isinstance(items, list):
-            return [str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for x in items]
-        return v
+    _na_text = field_validator("na_values", mode="before")(lambda cls, v: _na_values_as_text(v))
 
     @field_validator("ray_address")
     @classmethod
@@ -215,6 +218,27 @@ class EvaluationSpec(_Strict):
     test_fraction: float | None = Field(None, gt=0, lt=1)
     #: a 0/1 column (1 = test) in the label holder's file; the label holder tells the others
     test_column: str | None = None
+    #: CSV dialect of the ``test`` file when it differs from the holder's own (``[parties.HOLDER]``): a held-out
+    #: file exported by another system. Unset: the holder's ``sep`` / ``decimal`` / ``na_values``. Local to the
+    #: holder, like ``test`` itself: partners need not agree on them
+    sep: str | None = None
+    decimal: str | None = None
+    na_values: list[str] | None = None
+
+    _na_text = field_validator("na_values", mode="before")(lambda cls, v: _na_values_as_text(v))
+
+    @model_validator(mode="after")
+    def _dialect(self) -> "EvaluationSpec":
+        # the party table's rules (PartySpec._dialect), field by field; the decimal mark is checked against the
+        # separator the test file is read with in JobSpec, which knows the holder's
+        if self.sep is not None and len(self.sep) != 1:
+            raise ValueError(f"sep {self.sep!r} must be one character, e.g. ';' or '\\t'")
+        if self.decimal is not None and len(self.decimal) != 1:
+            raise ValueError(f"decimal {self.decimal!r} must be one character other than the separator")
+        if any(not v.strip() for v in self.na_values or ()):
+            raise ValueError("na_values lists an empty text; empty cells are missing values already, list only "
+                             "placeholders such as '?' or '.'")
+        return self
 
     @model_validator(mode="after")
     def _one_rule(self) -> "EvaluationSpec":
@@ -321,6 +345,16 @@ class JobSpec(_Strict):
         holder = self.evaluation.holder
         if holder is not None and holder not in self.parties:
             raise ValueError(f"evaluation.holder {holder!r} is not one of the parties {sorted(self.parties)}")
+        ev = self.evaluation
+        dialect = [k for k in ("sep", "decimal", "na_values") if getattr(ev, k) is not None]
+        if dialect and ev.test is None:
+            raise ValueError(f"evaluation.{dialect[0]} describes the evaluation.test file, and this job has none; "
+                             f"remove it (a party's own files take sep / decimal / na_values in [parties.NAME])")
+        if dialect:
+            opts = self.test_read_options()
+            if opts["decimal"] == (opts["sep"] or ","):
+                raise ValueError(f"evaluation.decimal {opts['decimal']!r} must be one character other than the "
+                                 "test file's separator")
         return self
 
     # -- derived views -------------------------------------------------------------------------
@@ -418,6 +452,28 @@ class JobSpec(_Strict):
 
     def test_path(self) -> Path | None:
         return self.resolve(self.evaluation.test)
+
+    def test_read_options(self) -> dict[str, Any]:
+        """Keyword arguments of the data loaders for the ``evaluation.test`` file: the evaluation holder's own
+        (:meth:`PartySpec.read_options`), with the ``[evaluation]`` table's ``sep`` / ``decimal`` / ``na_values``
+        where it sets them. The label coding (``positive``) stays the holder's: the test file holds its customers.
+
+        A test file given another separator without a decimal mark keeps the holder's mark unless that is the new
+        separator (a ``;`` bank with decimal commas, a plain ``,`` test file): then ``'.'``, as for any party.
+        """
+        opts = self.parties[self.evaluation_holder()].read_options()
+        ev = self.evaluation
+        if ev.sep is not None:
+            opts["sep"] = ev.sep
+        if ev.decimal is not None:
+            opts["decimal"] = ev.decimal
+        elif ev.sep is not None and opts["decimal"] == ev.sep:
+            opts["decimal"] = "."
+        if ev.na_values is not None:
+            opts.pop("na_values", None)
+            if ev.na_values:
+                opts["na_values"] = list(ev.na_values)
+        return opts
 
     def evaluation_holder(self) -> str:
         return self.evaluation.holder or (self.label_holders() or list(self.parties))[0]

@@ -58,8 +58,9 @@ def party_view(raw: dict[str, Any], base: Path, me: str, evaluation_holder: str)
     if isinstance(ev, dict) and "test" in ev:
         if me == evaluation_holder:
             ev["test"] = _abs(base, ev["test"])
-        else:
-            ev.pop("test")
+        else:  # (with the file's dialect, which only its holder reads it in)
+            for key in ("test", "sep", "decimal", "na_values"):
+                ev.pop(key, None)
     sec = doc.get("security")
     if isinstance(sec, dict) and "certs" in sec:
         sec["certs"] = _abs(base, sec["certs"])

@@ -49,4 +49,5 @@ def encode_party(spec_path: Path, party: str, *, rows: int = 262144) -> dict[str
     data = spec.data_path(party)
     if data is None:
         raise ConfigError(f"party {party!r}: no data file in the job spec; set [parties.{party}] data = '...'")
-    return ub_store.encode_id_file(store_of(spec, party), party, data, p.id, sep=p.read_options()["sep"], rows=rows)
+    return ub_store.encode_id_file(store_of(spec, party), party, data, p.id, sep=p.read_options()["sep"], rows=rows,
+                                   na_values=p.na_values)

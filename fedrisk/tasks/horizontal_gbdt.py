@@ -152,7 +152,7 @@ def run(ctx: PartyContext) -> None:
         _write_membership(ctx, banks, model.history)
         return
 
-    from fedrisk.data.loading import load_party_table
+    from fedrisk.data.loading import EVALUATION_SETTINGS, load_party_table
     from fedrisk.runtime.evaluation import check_test_labels, write_evaluation
 
     p = spec.parties[ctx.name]
@@ -169,11 +169,14 @@ def run(ctx: PartyContext) -> None:
     check_monotone(p.monotone, list(table.feature_names), f"bank {ctx.name!r} (monotone in the job spec)")
     evaluator = ctx.name == spec.evaluation_holder() and spec.test_path() is not None
     # the evaluation holder reads its test file before training: a bad one stops the job now, not after the trees
+    # (in its own dialect: [evaluation] sep / decimal / na_values, else the holder's)
     test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
                             features=table.feature_names, missing="keep" if p.missing == "mean" else p.missing,
-                            **p.read_options(), **cat) if evaluator else None
+                            settings_at=EVALUATION_SETTINGS, **spec.test_read_options(), **cat) if evaluator else None
     if test is not None:
         check_test_labels(ctx.name, test.path, test.y)
+        for note in test.read_notes:
+            ctx.log.warning("evaluation.test: %s", note)
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, privacy=privacy,
                      n_banks=len(banks), monotone=p.monotone,
                      rejoining=ctx.extra.get("rejoin") is not None,

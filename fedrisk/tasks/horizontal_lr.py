@@ -351,7 +351,7 @@ def run(ctx: PartyContext) -> None:
                       privacy=privacy.summary() if privacy is not None else None)
         return
 
-    from fedrisk.data.loading import load_party_table
+    from fedrisk.data.loading import EVALUATION_SETTINGS, load_party_table
 
     p = spec.parties[ctx.name]
     cat = dict(categorical=list(categories), encoding=CATEGORY_ENCODING, categories=categories) if categories else {}
@@ -368,9 +368,12 @@ def run(ctx: PartyContext) -> None:
     if evaluator:
         # missing = "mean": the test file's blanks are kept here and filled with the federation's means once they
         # are agreed, as `fedrisk predict` fills new rows (this file's own means would score them differently)
+        # (in its own dialect: [evaluation] sep / decimal / na_values, else the holder's)
         test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
                                 features=table.feature_names, missing="keep" if p.missing == "mean" else p.missing,
-                                **p.read_options(), **cat)
+                                settings_at=EVALUATION_SETTINGS, **spec.test_read_options(), **cat)
+        for note in test.read_notes:
+            ctx.log.warning("evaluation.test: %s", note)
         from fedrisk.runtime.evaluation import check_test_labels
 
         check_test_labels(ctx.name, test.path, test.y)

@@ -113,7 +113,9 @@ def run(ctx: PartyContext) -> None:
     if frame is not None and ctx.name == spec.evaluation_holder() and spec.test_path() is not None:
         # read before training: a bad test file stops the job now, not after the model is fitted
         test = load_frame(spec, ctx.name, params.categorical, path=spec.test_path(), features=frame.feature_names,
-                          allow_empty=True)
+                          allow_empty=True, test_file=True)
+        for note in test.notes:
+            ctx.log.warning("evaluation.test: %s", note)
         from fedrisk.runtime.evaluation import check_test_labels
 
         check_test_labels(ctx.name, test.path, test.y)

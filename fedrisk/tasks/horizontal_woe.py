@@ -122,19 +122,23 @@ def driver(spec: JobSpec) -> str:
 
 def load_frame(spec: JobSpec, name: str, categorical: list[str], path=None, features=None, label: bool = True,
                forbid_label: str | None = None, keep=(), allow_empty: bool = False, allow_no_features: bool = False,
-               elsewhere: Sequence[str] | None = None, declare: str = "[task] categorical = [...]"):
+               elsewhere: Sequence[str] | None = None, declare: str = "[task] categorical = [...]",
+               test_file: bool = False):
     """This party's raw frame (text columns kept); ``categorical`` names must be columns of it, except those
     in ``elsewhere`` (a vertical job's ``[task] categorical``: another party may hold them).
     ``allow_empty``: keep columns blank in every row; ``declare``: where a category column is declared, for the
-    refusal of an undeclared one (both: see :func:`~fedrisk.data.loading.load_party_frame`)."""
-    from fedrisk.data.loading import load_party_frame
+    refusal of an undeclared one (both: see :func:`~fedrisk.data.loading.load_party_frame`). ``test_file``:
+    ``path`` is the ``evaluation.test`` file, read in the dialect of the ``[evaluation]`` table (else the holder's)."""
+    from fedrisk.data.loading import EVALUATION_SETTINGS, PARTY_SETTINGS, load_party_frame
 
     p = spec.parties[name]
+    options = spec.test_read_options() if test_file else p.read_options()
     frame = load_party_frame(path or spec.data_path(name), party=name, id_col=p.id,
                              label_col=p.label if label else None, features=features or p.features,
                              exclude=p.exclude if not features else (), forbid_label=forbid_label, keep=keep,
                              allow_empty=allow_empty, categorical=None if features or path else categorical,
-                             allow_no_features=allow_no_features, declare=declare, **p.read_options())
+                             allow_no_features=allow_no_features, declare=declare,
+                             settings_at=EVALUATION_SETTINGS if test_file else PARTY_SETTINGS, **options)
     unknown = [c for c in categorical if c not in frame.feature_names and c not in (elsewhere or ())]
     if unknown and not features:
         where = "its categorical = [...]" if elsewhere is not None else "[task] categorical / categories"
@@ -228,6 +232,8 @@ def run_woe(ctx: PartyContext, params: Any, agg) -> tuple[Any, Any]:
     if blank:
         ctx.log.warning("columns %s are blank in every row here: this bank's rows go to their missing bins", blank)
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
+    for note in frame.notes:
+        ctx.log.warning(note)
     res = horizontal_woe_party(ctx.channel, COORDINATOR, frame.X, frame.y, categorical=params.categorical,
                                categories=params.categories, aggregation=agg, smoothing=params.smoothing)
     for c, k in res.local["undeclared"].items():

@@ -208,6 +208,9 @@ class RawRows:
     feature_names: list[str]
     #: warnings about the batch itself (a feature column blank in every row), for a service's status
     notes: tuple[str, ...] = ()
+    #: what reading the file changed (blank rows left out, ids written as decimals read as integers), also in
+    #: ``notes``; logged at this party by the inference runtime (``PartyTable.read_notes``)
+    read_notes: tuple[str, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -220,14 +223,15 @@ def load_table(spec: JobSpec, name: str, path=None, features=None, require_label
     lh = driver(spec)
     if name == lh and features is not None and not list(features):  # a label holder that brought labels only
         frame = load_frame(spec, name, [], path=path, label=False, allow_no_features=True)
-        return RawRows(frame.ids, np.empty((frame.n_rows, 0), dtype=object), [])
+        return RawRows(frame.ids, np.empty((frame.n_rows, 0), dtype=object), [], tuple(frame.notes), tuple(frame.notes))
     frame = load_frame(spec, name, [], path=path, features=features, label=False,
                        forbid_label=spec.parties[lh].label if name != lh else None, allow_empty=True)
     from fedrisk.runtime.predict import warn_blank_columns
 
     # a whole batch without a column is more likely a broken feed than chance: said in this party's log
     note = warn_blank_columns(frame.X, frame.feature_names, name, "fedrisk.inference")
-    return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names, (note,) if note else ())
+    return RawRows(frame.ids, frame.X.to_numpy(dtype=object), frame.feature_names,
+                   (*frame.notes, *((note,) if note else ())), tuple(frame.notes))
 
 
 def load_scoring_rows(spec: JobSpec, name: str, path, features) -> RawRows:

@@ -178,6 +178,8 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
                        forbid_label=spec.parties[lh].label if ctx.name != lh else None, keep=split_keep(spec, ctx.name),
                        allow_no_features=ctx.name == lh)  # a label holder may bring the labels only
     ctx.log.info("loaded %d rows x %d features from %s", frame.n_rows, frame.n_features, frame.path)
+    for note in frame.notes:
+        ctx.log.warning(note)
     refuse_unheld_categorical(ctx, categorical, list(frame.feature_names))  # before PSI and WOE
     al = aligned_rows(ctx, frame.ids)  # PSI, or its checkpoint under --resume
     idx = al.indices

@@ -246,3 +246,31 @@ def test_a_spreadsheet_separator_hint_line_is_skipped_or_named(tmp_path):
     assert ids.tolist() == ["1", "2"]
     trailing = _write(tmp_path, "id;amount;y\n7;5,5;0;\n8;6,5;1;\n", "trailing.csv")
     assert np.concatenate(list(iter_id_chunks(trailing, "id", party="bank1", sep=";"))).tolist() == ["7", "8"]
+
+
+_ADVICE_CASES = [
+    ("sep=;\nid;y;a\n1;0;0.5\n2;1;1.5\n", {}, "set sep = ';'"),  # a spreadsheet's separator line
+    ("id;y;a\n1;0;0.5\n2;1;1.5\n", {}, "set sep = ';'"),  # another separator in the header
+    ("id;y;a\n1;0;12,629\n2;1;13,100\n", {"sep": ";"}, "set decimal = ','"),  # a thousands group or three decimals
+    ("id,y,a\n" + "".join(f"{i},{i % 2},{i}.5\n" for i in range(20)) + "20,0,?\n", {}, "na_values = [\"?\"]"),
+]
+
+
+@pytest.mark.parametrize("loader, text, opts, setting", [
+    *[(load_party_table, *case) for case in _ADVICE_CASES],
+    (load_party_table, "id;y;a\n1;0;0,5\n2;1;1,5\n", {"sep": ";"}, "set decimal = ','"),  # decimal commas (a frame
+    *[(load_party_frame, *case) for case in _ADVICE_CASES],  # keeps such text for binning: only display numbers)
+])
+def test_the_advice_names_where_this_files_dialect_is_set(tmp_path, loader, text, opts, setting):
+    """The evaluation.test file's sep / decimal / na_values are set in the [evaluation] table; its refusals say
+    so instead of sending the user to the holder's own table (where the fix would break the holder's file)."""
+    from fedrisk.data.loading import EVALUATION_SETTINGS, PARTY_SETTINGS
+
+    path = _write(tmp_path, text)
+    extra = {"categorical": []} if loader is load_party_frame else {}
+    for place in (PARTY_SETTINGS, EVALUATION_SETTINGS):
+        with pytest.raises(DataError) as e:
+            loader(path, party="bank2", id_col="id", label_col="y", settings_at=place, **opts, **extra)
+        msg = str(e.value)
+        assert setting in msg and place in msg and "\n" not in msg, msg
+        assert (PARTY_SETTINGS in msg) == (place == PARTY_SETTINGS)

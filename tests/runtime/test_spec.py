@@ -256,3 +256,56 @@ def test_the_keep_refusal_names_every_task_that_keeps_missing_values(tmp_path):
         load_spec(write(tmp_path, GOOD.replace('data = "b1.csv"', 'data = "b1.csv"\nmissing = "keep"')))
     for kind in keepers:
         assert kind in str(e.value), str(e.value)
+
+
+def test_the_evaluation_file_takes_its_own_dialect_and_defaults_to_the_holders(tmp_path):
+    """A ';'-bank with decimal commas may hold a plain ','-separated test file: ``[evaluation] sep / decimal /
+    na_values`` say so; unset, the test file is read in the holder's dialect (specs before them read the same)."""
+    holder = GOOD.replace('data = "b2.csv"\nlabel = "y"', 'data = "b2.csv"\nlabel = "y"\nsep = ";"\ndecimal = ","\n'
+                          'na_values = ["?"]\npositive = "bad"')
+    (tmp_path / "t.csv").write_text("id,y,x0\n1,0,0.5\n")
+    plain = load_spec(write(tmp_path, holder + '[evaluation]\ntest = "t.csv"\nholder = "bank2"\n'))
+    assert plain.test_read_options() == plain.parties["bank2"].read_options()
+    own = load_spec(write(tmp_path, holder + '[evaluation]\ntest = "t.csv"\nholder = "bank2"\nsep = ","\n'))
+    # a ','-separated file cannot keep the holder's decimal comma: '.', as for any party
+    assert own.test_read_options() == {"sep": ",", "decimal": ".", "positive": "bad", "na_values": ["?"]}
+    full = load_spec(write(tmp_path, holder + '[evaluation]\ntest = "t.csv"\nholder = "bank2"\nsep = "\\t"\n'
+                           'decimal = ","\nna_values = [-1]\n'))
+    assert full.test_read_options() == {"sep": "\t", "decimal": ",", "positive": "bad", "na_values": ["-1"]}
+    none = load_spec(write(tmp_path, holder + '[evaluation]\ntest = "t.csv"\nholder = "bank2"\nna_values = []\n'))
+    assert "na_values" not in none.test_read_options()
+    # the test file's dialect is the holder's business, like the file itself
+    assert shared_settings(own) == shared_settings(plain)
+
+
+@pytest.mark.parametrize("table, message", [
+    ('test = "t.csv"\nsep = ";;"', r"evaluation: sep ';;' must be one character"),
+    ('test = "t.csv"\ndecimal = ",,"', r"evaluation: decimal ',,' must be one character"),
+    ('test = "t.csv"\ndecimal = ","', r"evaluation\.decimal ',' must be one character other than the test file's separator"),
+    ('test = "t.csv"\nsep = ";"\ndecimal = ";"', r"evaluation\.decimal ';' must be one character other than"),
+    ('test = "t.csv"\nna_values = [" "]', r"evaluation: na_values lists an empty text"),
+    ('test = "t.csv"\nna_values = [true]', r"evaluation\.na_values"),
+    ('sep = ","', r"evaluation\.sep describes the evaluation\.test file, and this job has none"),
+    ('test = "t.csv"\ndelimiter = ","', r"evaluation\.delimiter: unknown key"),
+])
+def test_bad_evaluation_dialects_fail_with_one_line_naming_the_field(tmp_path, table, message):
+    (tmp_path / "t.csv").write_text("id,y,x0\n1,0,0.5\n")
+    with pytest.raises(ConfigError, match=message) as e:
+        load_spec(write(tmp_path, GOOD + f"[evaluation]\n{table}\n"))
+    assert "\n" not in str(e.value)
+
+
+def test_a_partners_copy_of_the_spec_drops_the_test_files_dialect_with_the_file(tmp_path):
+    """``fedrisk party`` keeps its view of the spec: a party that is not the evaluation holder has no test
+    file there, so it has no dialect for one either (the copy must load again, e.g. for ``fedrisk predict``)."""
+    import tomllib
+
+    from fedrisk.runtime.spec_copy import dumps, party_view
+
+    (tmp_path / "t.csv").write_text("id,y,x0\n1,0,0.5\n")
+    text = GOOD + '[evaluation]\ntest = "t.csv"\nholder = "bank2"\nsep = ";"\nna_values = ["?"]\n'
+    raw = tomllib.loads(text)
+    for me, kept in (("bank1", {"holder": "bank2"}), ("bank2", {"holder": "bank2", "sep": ";", "na_values": ["?"]})):
+        view = party_view(raw, tmp_path, me, "bank2")
+        assert {k: v for k, v in view["evaluation"].items() if k != "test"} == kept
+        load_spec(write(tmp_path, dumps(view), name=f"{me}.toml"))

@@ -312,3 +312,34 @@ def test_gbdt_banks_mixing_keep_and_mean_are_one_line_before_the_job(tmp_path):
     assert "['bank1']" in msg and "['bank2']" in msg and "missing" in msg and "\n" not in msg, msg
     for pair in (('missing = "keep"', ""), ('missing = "mean"', "")):
         load_spec(spec_for(tmp_path, "horizontal.gbdt", {"bank1": pair[0], "bank2": pair[1], "bank3": ""}))
+
+
+@pytest.mark.parametrize("kind", ["horizontal.lr", "horizontal.gbdt", "horizontal.scorecard"])
+def test_the_evaluation_file_is_read_in_the_dialect_of_the_evaluation_table(tmp_path, kind):
+    """The evaluation holder bank2 exports ';' with decimal commas; the held-out file is a plain ','-separated
+    export. It used to be read in bank2's dialect and refused with "set sep = ',' for this party", which would
+    break bank2's own file; ``[evaluation] sep = ','`` reads it, and the refusal names that table."""
+    parts = numeric_banks(tmp_path)
+    parts["bank2"].to_csv(tmp_path / "bank2.csv", index=False, sep=";", decimal=",")
+    extra = "n_trees = 3\nmax_depth = 2" if kind == "horizontal.gbdt" else ""
+    banks = {"bank1": "", "bank2": 'sep = ";"\ndecimal = ","', "bank3": ""}
+    spec = spec_for(tmp_path, kind, banks, extra)
+    spec.write_text(spec.read_text() + 'holder = "bank2"\n')
+    with pytest.raises(DataError) as e:
+        run_in_process(spec, tmp_path / "refused")
+    msg = str(e.value)
+    assert "'bank2'" in msg and "test.csv" in msg and "\n" not in msg
+    assert "set sep = ',' in the [evaluation] table of the job spec" in msg and "for this party" not in msg
+    spec.write_text(spec.read_text() + 'sep = ","\n')
+    m = run_in_process(spec, tmp_path / "run")
+    assert m["test"]["n"] == 400 and m["test"]["positives"] == int(parts["test"].y.sum())
+    scores = pd.read_csv(tmp_path / "run" / "scores" / "test.csv")
+    # every value was read as written: the holder's decimal comma would have made the test rows' x0 text
+    assert scores["id"].tolist() == parts["test"]["id"].tolist()
+    assert m["test"]["auc"] == pytest.approx(auc(parts["test"].y.to_numpy(), scores["score"].to_numpy()), abs=1e-9)
+    if kind == "horizontal.lr":  # the metrics are the model's scores of the file as pandas reads it
+        from fedrisk.runtime.predict import predict_file
+
+        parts["test"].drop(columns="y").to_csv(tmp_path / "new.csv", index=False)
+        predict_file(tmp_path / "run" / "model.json", tmp_path / "new.csv", tmp_path / "s.csv")
+        np.testing.assert_allclose(scores["score"], pd.read_csv(tmp_path / "s.csv")["score"], atol=1e-7)

@@ -60,8 +60,9 @@ PROTOCOLS = ("ecdh", "rr22", "unbalanced")
 #: below this share of the smallest id set the intersection is called unexpectedly small (a warning)
 SMALL_OVERLAP = 0.9
 #: what to compare when ids do not match: the rule of :func:`fedrisk.crypto.psi.normalize_id`
-MATCH_RULE = ("ids match only when written exactly alike after trimming spaces ('00123' and '123', "
-              "'123.0' and '123', 'C1' and 'c1' do not)")
+MATCH_RULE = ("ids match only when written exactly alike after trimming spaces ('00123' and '123', 'C1' and 'c1' "
+              "do not; a file whose every id is written like '123.0' is read as '123', one mixing '123.0' and '124' "
+              "is left as written)")
 _DECIMAL_ID = re.compile(r"^[+-]?\d+\.\d*$")
 
 

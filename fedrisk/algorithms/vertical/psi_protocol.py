@@ -294,7 +294,8 @@ def empty_intersection_error(me: str, who: str) -> DataError:
     return DataError(
         f"party {me!r}: the private set intersection with {who} is empty; there is nothing to align. Check that "
         "the parties use the same id column and write ids alike "
-        "(12 and '12' match; '012' and 12.0 do not; case matters); each party's log describes its id formats."
+        "(12 and '12' match; '012' does not, nor '12.0' in a file that writes other ids without '.0'; case "
+        "matters); each party's log describes its id formats."
     )
 
 

@@ -350,12 +350,14 @@ def encode_ids(chunks: Iterable[Sequence[Any]], key: OprfKey, store: Path, party
 
 
 def encode_id_file(store: Path, party: str, path: Path, id_col: str, *, sep: str | None = None,
-                   rows: int = 262144) -> dict[str, Any]:
-    """Encode the bureau's id file in streaming chunks under its current key (see :func:`encode_ids`)."""
+                   rows: int = 262144, na_values: Sequence[str] = ()) -> dict[str, Any]:
+    """Encode the bureau's id file in streaming chunks under its current key (see :func:`encode_ids`); the ids are
+    those its table load gives (:func:`fedrisk.data.loading.iter_id_chunks`), so a job's ids sum matches."""
     from fedrisk.data.loading import iter_id_chunks
 
     key = load_key(store, party)
-    return encode_ids(iter_id_chunks(path, id_col, party=party, rows=rows, sep=sep), key, store, party,
+    return encode_ids(iter_id_chunks(path, id_col, party=party, rows=rows, sep=sep, na_values=na_values), key, store,
+                      party,
                       f"id column {id_col!r} of {Path(path).name}")
 
 
