@@ -557,7 +557,8 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
     split = "test" if "test" in scores else "train" if "train" in scores else None
     pts = None
     if card and split and card.get("base_score") is not None and card.get("pdo"):
-        pts = rm.to_points(scores[split]["score"], float(card["base_score"]), float(card["base_odds"]), float(card["pdo"]))
+        pts = rm.to_points(scores[split]["score"], float(card["base_score"]), float(card["base_odds"]), float(card["pdo"]),
+                           whole=bool(card.get("round_points", True)))
     if card:
         charts = rm.feature_charts(view)
         body = rm.points_table(view) + (_figs(*charts) if charts else "")
@@ -572,8 +573,9 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
             bands_svg, bands_tbl = rm.score_bands(pts, scores[split]["y"], float(card["pdo"]), split)
             out.append(("bands", "Score bands", "", _section(
                 "bands", "Score bands",
-                f"Applicants grouped by score ({split} rows), bands of {_num(card.get('pdo'), 0)} points (the odds double "
-                "from one band to the next). A good scorecard has bad rates falling steadily as points rise.",
+                f"Applicants grouped by score ({split} rows) in bands of equal width in points (a multiple of the "
+                f"{_num(card.get('pdo'), 0)}-point PDO, stated under the chart). A good scorecard has bad rates falling "
+                "steadily as points rise.",
                 _figs(bands_svg, rm.points_distribution(pts, scores[split]["y"], split)) + bands_tbl)))
         reasons = view.get("reasons")
         if reasons is not None and len(reasons):
