@@ -302,7 +302,9 @@ def _lift(m: dict[str, Any]) -> tuple[str, str, str]:
     lc.bars(range(1, k + 1), lifts, bar_width=0.7, color=PALETTE["model"], values=[f"{v:.2f}" for v in lifts])
     lc.line([0.4, k + 0.6], [1, 1], color=PALETTE["accent"], dash="5 3", width=1.2, label="average (lift 1)")
     gains = [0.0] + [float(r.get("cum_gain", 0)) for r in rows]
-    xs = np.linspace(0, 1, k + 1)
+    # groups differ in size when tied scores are kept together: each point sits at its cumulative population share
+    sizes = [float(r.get("n") or 0) for r in rows]
+    xs = np.r_[0.0, np.cumsum(sizes) / sum(sizes)] if all(sizes) else np.linspace(0, 1, k + 1)
     gc = Chart("Cumulative gains (test)", "Share of population, riskiest first", "Share of all bads captured", legend="br")
     bad_rate = test.get("positives", 0) / test["n"] if test.get("n") else None
     if bad_rate:
@@ -608,7 +610,11 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
                 "Histogram of the predicted default probability, each class normalised to 100%. "
                 "Less overlap means better separation.", _figs(dist, _class_stats(scores)) if dist else NA)))
         out += [
-            ("lift", "Lift", "", _section("lift", "Lift and gains", "Accounts ranked by score, riskiest first, and cut into equal-size groups.",
+            ("lift", "Lift", "", _section("lift", "Lift and gains", "Test accounts ranked by score, riskiest first, and cut "
+                                          "into groups of equal size (deciles), except that accounts with the same score are "
+                                          "never split: a tie goes whole into the group where it starts, so groups can differ "
+                                          "in size (and be fewer) when many accounts share a score. Score range: lowest and "
+                                          "highest score in the group.",
                                           (_figs(lift_svg, gains_svg) + lift_tbl) if lift_svg else NA)),
             ("calibration", "Calibration", "", _section(
                 "calibration", "Calibration",

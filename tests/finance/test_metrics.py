@@ -277,3 +277,41 @@ def test_the_report_shows_the_few_defaults_note_beside_the_auc(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"task": "vertical.lr", "test": m.evaluate(y, p)}))
     html = render_report(load_run(tmp_path))
     assert "test rows: with 3 defaults in these rows the AUC&#x27;s standard error" in html
+
+
+# -- tied scores (a scorecard has few distinct totals) -------------------------------------------
+def test_lift_and_calibration_groups_never_split_tied_scores():
+    """Equal-size groups used to cut through a run of tied scores and share it out by row order, so the same
+    applicants in another order gave other bad counts per decile (a validator re-sorting by id could not
+    reproduce the table). Tied rows now go together into the group where their run starts."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    n = 1000
+    s = rng.choice(np.linspace(0.05, 0.6, 13), n)  # 13 distinct "point totals"
+    y = (rng.random(n) < s).astype(int)
+    perm = rng.permutation(n)
+    for table, key, desc in ((m.lift_table, "decile", True), (m.calibration_table, "bin", False)):
+        rows, again = table(y, s), table(y[perm], s[perm])
+        assert rows == again
+        # independent: a run of ties takes the group of its first row in an equal-count cut (pandas min-rank)
+        rank = pd.Series(-s if desc else s).rank(method="min").to_numpy() - 1
+        g = (rank * 10 // n).astype(int)
+        ref = pd.DataFrame({"y": y, "g": g}).groupby("g")["y"].agg(["size", "sum"])
+        assert [r["n"] for r in rows] == ref["size"].tolist()
+        assert [r["bads"] for r in rows] == ref["sum"].tolist()
+        assert [r[key] for r in rows] == list(range(1, len(ref) + 1))
+    lift = m.lift_table(y, s)
+    assert all(a["min_score"] > b["max_score"] for a, b in zip(lift, lift[1:]))  # no score in two groups
+    gains = np.cumsum([r["bads"] for r in lift]) / y.sum()
+    np.testing.assert_allclose([r["cum_gain"] for r in lift], gains)
+
+
+def test_a_score_holding_most_rows_makes_fewer_groups_not_empty_ones():
+    y = [1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0]
+    s = [0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.2, 0.1, 0.1, 0.1]
+    rows = m.lift_table(y, s, n_bins=4)
+    assert [(r["n"], r["bads"]) for r in rows] == [(8, 2), (1, 1), (3, 0)]
+    assert all(np.isfinite(r["lift"]) for r in rows)
+    cal = m.calibration_table(y, s, n_bins=4)
+    assert [(r["n"], r["bads"]) for r in cal] == [(3, 0), (9, 3)]  # 0.2 opens group 2 of 4; the 0.9 run starts in it

@@ -63,3 +63,26 @@ def test_report_is_deterministic_apart_from_timestamp(fake_run: Path):
     b = write_report(fake_run).read_text()
     strip = lambda s: re.sub(r"generated [^<]*", "", s)  # noqa: E731
     assert strip(a) == strip(b)
+
+
+def test_gains_chart_places_unequal_groups_at_their_population_share(tmp_path: Path):
+    """Tied scores are never split (metrics.lift_table), so groups can differ in size; the gains curve drew
+    every group at k/10 of the population whatever its size, and said groups were equal."""
+    import json
+
+    import numpy as np
+
+    from fedrisk.finance.metrics import evaluate
+
+    y = np.array([1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0] * 10)
+    s = np.array([0.9] * 8 + [0.2] + [0.1] * 3 * 1)
+    s = np.tile(s, 10)
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "horizontal.lr", "test": evaluate(y, s)}))
+    html = write_report(tmp_path).read_text()
+    svg = re.search(r'<svg[^>]*aria-label="Cumulative gains \(test\)".*?</svg>', html, re.S).group(0)
+    cx = [float(v) for v in re.findall(r'<circle cx="([\d.]+)"', svg)]
+    share = np.r_[0, np.cumsum([r["n"] for r in evaluate(y, s)["lift"]])] / y.size
+    assert len(cx) == len(share) == 4
+    np.testing.assert_allclose((np.array(cx) - cx[0]) / (cx[-1] - cx[0]), share, atol=2e-3)
+    lift = re.search(r'<section id="lift">(.*?)</section>', html, re.S).group(1)
+    assert "never split" in lift
