@@ -605,7 +605,8 @@ def auc_uncertainty(a: float, n_pos: int, n_neg: int) -> dict[str, Any]:
     var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
     out: dict[str, Any] = {"auc_se": float(np.sqrt(max(var, 0.0)))}
     if min(n_pos, n_neg) < MIN_CLASS_ROWS:
-        few = f"{n_pos:,} defaults" if n_pos < n_neg else f"{n_neg:,} non-defaults"
+        few = (f"{n_pos:,} default{'' if n_pos == 1 else 's'}" if n_pos < n_neg
+               else f"{n_neg:,} non-default{'' if n_neg == 1 else 's'}")
         out["small_sample"] = (f"with {few} in these rows the AUC's standard error is about {out['auc_se']:.2f} "
                                "(Hanley-McNeil; larger still for a weaker model), and KS moves as much: too few to "
                                f"compare or sign off models; evaluate on at least {MIN_CLASS_ROWS} of each class")

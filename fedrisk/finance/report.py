@@ -233,7 +233,12 @@ def _comparison(m: dict[str, Any]) -> str:
     return tbl
 
 
-def _roc_ks(scores: dict[str, dict[str, np.ndarray]]) -> tuple[str, str]:
+def _roc_ks(scores: dict[str, dict[str, np.ndarray]], card: dict[str, Any] | None = None,
+            names: dict[str, str] | None = None) -> tuple[str, str]:
+    """ROC and KS charts. The KS cut-off is a default probability (the scores files' column); on a scorecard's
+    page, where "score" means points, the note also gives the points it stands for (probability at or above
+    the cut-off = points at or below). ``names``: what each split's rows are (the stability labels: a horizontal
+    run's "train" scores are the evaluation holder's own training rows only)."""
     if "test" not in scores and "train" not in scores:
         return "", ""
     roc = Chart("ROC curve", "False positive rate (goods flagged)", "True positive rate (bads caught)", legend="br")
@@ -242,7 +247,7 @@ def _roc_ks(scores: dict[str, dict[str, np.ndarray]]) -> tuple[str, str]:
         if split in scores and 0 < scores[split]["y"].sum() < scores[split]["y"].size:  # (no curve on one class)
             c = fm.ks_curve(scores[split]["y"], scores[split]["score"])
             a = fm.auc(scores[split]["y"], scores[split]["score"])
-            roc.line(c["cum_good_rate"], c["cum_bad_rate"], color=color, label=f"{split} (AUC {a:.3f})")
+            roc.line(c["cum_good_rate"], c["cum_bad_rate"], color=color, label=f"{(names or {}).get(split, split)} (AUC {a:.3f})")
     split = "test" if "test" in scores else "train"
     y, s = scores[split]["y"], scores[split]["score"]
     c = fm.ks_curve(y, s)
@@ -253,8 +258,15 @@ def _roc_ks(scores: dict[str, dict[str, np.ndarray]]) -> tuple[str, str]:
     ksc.line(pop, c["cum_good_rate"], color=PALETTE["good"], label="goods")
     i = int(np.argmax(c["cum_bad_rate"] - c["cum_good_rate"]))
     ksc.vline(pop[i], color=PALETTE["model"], y0=c["cum_good_rate"][i], y1=c["cum_bad_rate"][i])
-    ksc.note(min(pop[i] + 0.02, 0.6), (c["cum_bad_rate"][i] + c["cum_good_rate"][i]) / 2,
-             f"KS {c['ks']:.3f} at score ≥ {c['ks_score']:.3g}", color=PALETTE["model"])
+    lines = [f"KS {c['ks']:.3f}", f"at default probability ≥ {c['ks_score']:.3g}"]
+    if card and card.get("base_score") is not None and card.get("pdo"):
+        whole = bool(card.get("round_points", True))
+        pts = rm.to_points(np.array([c["ks_score"]]), float(card["base_score"]), float(card["base_odds"]),
+                           float(card["pdo"]), whole=whole)[0]
+        lines.append(f"(score ≤ {pts:.{0 if whole else 1}f} points)")
+    mid = (c["cum_bad_rate"][i] + c["cum_good_rate"][i]) / 2
+    for k, text in enumerate(lines):  # one short line each: the chart is ~500 px wide
+        ksc.note(min(pop[i] + 0.02, 0.5), mid + 0.03 - 0.065 * k, text, color=PALETTE["model"])
     return roc.svg(), ksc.svg()
 
 
@@ -314,7 +326,7 @@ def _lift(m: dict[str, Any]) -> tuple[str, str, str]:
     gc.line(xs, gains, color=PALETTE["model"], label="model")
     gc.points(xs, gains, color=PALETTE["model"])
     tbl = _table(
-        ["Decile", "Accounts", "Bads", "Bad rate", "Lift", "Cum. bads captured", "Score range"],
+        ["Decile", "Accounts", "Bads", "Bad rate", "Lift", "Cum. bads captured", "Default probability range"],
         [[str(r.get("decile")), _num(r.get("n")), _num(r.get("bads")), _pct(r.get("bad_rate")), _num(r.get("lift"), 2),
           _pct(r.get("cum_gain")), f"{_num(r.get('min_score'), 3)} – {_num(r.get('max_score'), 3)}"] for r in rows],
         "num",
@@ -588,7 +600,8 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
                 "bin. A partner's features count as one aggregated reason unless it opted in to name them.",
                 _figs(r_svg, r_tbl) if r_svg else r_tbl)))
     if model_task:
-        roc, ksc = _roc_ks(scores)
+        st = m.get("stability") if isinstance(m.get("stability"), dict) else {}
+        roc, ksc = _roc_ks(scores, card, dict(zip(("train", "test"), _stability_labels(st))))
         lift_svg, gains_svg, lift_tbl = _lift(m)
         cal_svg, cal_tbl = _calibration(m)
         train = _training(m)
@@ -602,7 +615,10 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
             ("discrimination", "ROC / KS", "", _section(
                 "discrimination", "Discrimination: ROC and KS",
                 "How well the score separates defaulters (bads) from non-defaulters (goods). "
-                "KS is the largest gap between the cumulative shares of bads and goods.", _figs(roc, ksc) if roc else NA)),
+                f"KS ({'test' if 'test' in scores else 'training'} rows, as the KS chart's title says) is the largest "
+                "gap between the shares of all bads and of all goods scoring at or above a cut-off, over every cut-off; "
+                "accounts with the same score are never split by a cut-off. Its cut-off is shown on the chart.",
+                _figs(roc, ksc) if roc else NA)),
         ]
         if pts is None:
             out.append(("distribution", "Distribution", "", _section(

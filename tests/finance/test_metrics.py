@@ -315,3 +315,15 @@ def test_a_score_holding_most_rows_makes_fewer_groups_not_empty_ones():
     assert all(np.isfinite(r["lift"]) for r in rows)
     cal = m.calibration_table(y, s, n_bins=4)
     assert [(r["n"], r["bads"]) for r in cal] == [(3, 0), (9, 3)]  # 0.2 opens group 2 of 4; the 0.9 run starts in it
+
+
+def test_a_single_default_is_named_in_the_singular_with_its_hanley_mcneil_error():
+    rng = np.random.default_rng(0)
+    y = np.zeros(50)
+    y[7] = 1
+    s = rng.random(50)
+    out = m.evaluate(y, s)
+    a = roc_auc_score(y, s)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)  # Hanley & McNeil (1982), eq. 2, with 1 bad and 49 goods
+    assert out["auc_se"] == pytest.approx(np.sqrt((a * (1 - a) + 0 * (q1 - a * a) + 48 * (q2 - a * a)) / 49), rel=1e-12)
+    assert out["small_sample"].startswith("with 1 default in these rows")

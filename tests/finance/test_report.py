@@ -86,3 +86,30 @@ def test_gains_chart_places_unequal_groups_at_their_population_share(tmp_path: P
     np.testing.assert_allclose((np.array(cx) - cx[0]) / (cx[-1] - cx[0]), share, atol=2e-3)
     lift = re.search(r'<section id="lift">(.*?)</section>', html, re.S).group(1)
     assert "never split" in lift
+
+
+def test_curves_and_tables_name_their_rows_and_units(tmp_path: Path):
+    """A horizontal run's "train" scores are the evaluation holder's own training rows, not the federation's; the
+    ROC legend said "train". The lift table's "Score range" is a default-probability range, also on a scorecard's
+    page where "score" means points."""
+    import json
+
+    import numpy as np
+
+    from fedrisk.finance.metrics import evaluate, population_stability_index
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "scores").mkdir()
+    for split in ("train", "test"):
+        y = (rng.random(300) < 0.3).astype(int)
+        p = np.clip(rng.random(300) * 0.5 + 0.3 * y, 0, 1)
+        (tmp_path / "scores" / f"{split}.csv").write_text("id,y,score\n" + "".join(f"{i},{a},{b}\n" for i, (a, b) in enumerate(zip(y, p))))
+    te = np.loadtxt(tmp_path / "scores" / "test.csv", delimiter=",", skiprows=1)
+    tr = np.loadtxt(tmp_path / "scores" / "train.csv", delimiter=",", skiprows=1)
+    stab = {**population_stability_index(tr[:, 2], te[:, 2]), "expected_label": "bank1 train", "actual_label": "test"}
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "horizontal.lr", "test": evaluate(te[:, 1], te[:, 2]),
+                                                       "stability": stab}))
+    html = write_report(tmp_path).read_text()
+    roc = re.search(r'<svg[^>]*aria-label="ROC curve".*?</svg>', html, re.S).group(0)
+    assert "bank1 train (AUC" in roc and ">train (AUC" not in roc
+    assert "<th>Default probability range</th>" in html

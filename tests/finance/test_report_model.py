@@ -74,3 +74,21 @@ def test_an_empty_score_band_has_no_bad_rate():
              for tr in re.findall(r"<tr>(.*?)</tr>", table)]
     empty = [c for c in cells if c and c[1] == "0"]
     assert empty and all(c[4] == "—" for c in empty)
+
+
+def test_ks_cut_off_says_it_is_a_probability_and_gives_the_points_on_a_scorecard(tmp_path: Path):
+    """The KS chart said "KS 0.42 at score ≥ 0.311" on a scorecard's page, where "score" means points; the cut-off
+    is a default probability (the scores file's column). It now says so and gives the points it stands for."""
+    from sklearn.metrics import roc_curve
+
+    run = vertical_scorecard_run(tmp_path)
+    html = write_report(run).read_text()
+    te = pd.read_csv(run / "scores" / "test.csv")
+    fpr, tpr, thr = roc_curve(te.y, te.score, drop_intermediate=False)
+    i = int(np.argmax(tpr - fpr))
+    cut_pts = OFFSET + FACTOR * math.log((1 - thr[i]) / thr[i])
+    svg = re.search(r'<svg[^>]*aria-label="KS curve \(test\)".*?</svg>', html, re.S).group(0)
+    note = " ".join(unescape(t) for t in re.findall(r'<text[^>]*class="note"[^>]*>([^<]*)</text>', svg))
+    assert f"KS {(tpr - fpr)[i]:.3f} at default probability ≥ {thr[i]:.3g} (score ≤ {round(cut_pts):.0f} points)" == note
+    sec = unescape(re.search(r'<section id="discrimination">(.*?)</section>', html, re.S).group(1))
+    assert "test rows" in sec and "never split" in sec
