@@ -173,7 +173,8 @@ def _cards(m: dict[str, Any], ledgers: dict[str, list[dict[str, Any]]]) -> str:
     stab = m.get("stability") if isinstance(m.get("stability"), dict) else {}
     total_bytes = sum(e.get("bytes", 0) for es in ledgers.values() for e in es)
     cards = [
-        ("Test AUC", _num(test.get("auc")), "discrimination"),
+        ("Test AUC", _num(test.get("auc")), f"SE {test['auc_se']:.3f} (Hanley–McNeil)"
+         if isinstance(test.get("auc_se"), (int, float)) else "discrimination"),
         ("Test KS", _num(test.get("ks")), "max bad/good separation"),
         ("Test Gini", _num(test.get("gini")), "2·AUC − 1"),
         ("Brier", _num(test.get("brier"), 4), "probability accuracy"),

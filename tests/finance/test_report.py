@@ -113,3 +113,25 @@ def test_curves_and_tables_name_their_rows_and_units(tmp_path: Path):
     roc = re.search(r'<svg[^>]*aria-label="ROC curve".*?</svg>', html, re.S).group(0)
     assert "bank1 train (AUC" in roc and ">train (AUC" not in roc
     assert "<th>Default probability range</th>" in html
+
+
+def test_auc_card_shows_its_hanley_mcneil_standard_error(tmp_path: Path):
+    """metrics.json carries the test AUC's standard error; a validator signing off a model needs it beside the AUC."""
+    import json
+
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from fedrisk.finance.metrics import evaluate
+
+    rng = np.random.default_rng(2)
+    y = (rng.random(400) < 0.25).astype(int)
+    p = np.clip(rng.random(400) * 0.6 + 0.3 * y, 0, 1)
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "horizontal.lr", "test": evaluate(y, p)}))
+    html = write_report(tmp_path).read_text()
+    a, n1, n0 = roc_auc_score(y, p), int(y.sum()), int((1 - y).sum())
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+    card = re.search(r'<div class="k">Test AUC</div><div class="v">([^<]*)</div><div class="s">([^<]*)</div>', html)
+    assert card.group(1) == f"{a:.3f}"
+    assert f"SE {se:.3f} (Hanley–McNeil)" in card.group(2)
