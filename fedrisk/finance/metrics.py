@@ -329,7 +329,8 @@ def population_stability_index(expected_scores: Any, actual_scores: Any, n_bins:
         ``psi`` (float), ``band`` (``"stable"`` < 0.1, ``"watch"`` 0.1–0.25, ``"shift"`` > 0.25),
         ``n_expected``, ``n_actual`` and ``bins``: one dict per bin with ``lower``, ``upper``,
         ``expected_n``, ``actual_n``, ``expected_pct``, ``actual_pct`` and ``psi`` (the bin's
-        contribution); ``chance_psi`` (:func:`chance_psi`: what sampling alone gives at these sizes)
+        contribution); ``empty_bins`` (``{"expected": k, "actual": k}``: bins of each sample floored at
+        :data:`PSI_EPSILON`); ``chance_psi`` (:func:`chance_psi`: what sampling alone gives at these sizes)
         and, when that reaches the "watch" threshold, ``small_sample``: a sentence saying the band
         cannot be read (the report shows it).
 
@@ -369,7 +370,9 @@ def population_stability_index(expected_scores: Any, actual_scores: Any, n_bins:
         }
         for i in range(k)
     ]
-    out = {"psi": psi, "band": psi_band(psi), "n_expected": int(e.shape[0]), "n_actual": int(a.shape[0]), "bins": bins}
+    out = {"psi": psi, "band": psi_band(psi), "n_expected": int(e.shape[0]), "n_actual": int(a.shape[0]), "bins": bins,
+           # bins whose proportion was floored at PSI_EPSILON: then the PSI's size depends on that floor
+           "empty_bins": {"expected": int((e_n == 0).sum()), "actual": int((a_n == 0).sum())}}
     # the bins actually used: tied quantiles (a score of few values) merge bins, and a bin the expected sample
     # leaves empty (above its top value) adds nothing by chance
     used = max(int((e_n > 0).sum()), 1)

@@ -407,6 +407,12 @@ def _stability(m: dict[str, Any]) -> str:
             f"{'' if st.get('actual') else ', ' + _num(st.get('n_actual'))}). "
             "Reading: &lt; 0.10 stable, 0.10–0.25 watch, &gt; 0.25 population shift. "
             "Empty bins are smoothed to 0.01% before the logarithm.</p>")
+    empty = st.get("empty_bins") if isinstance(st.get("empty_bins"), dict) else {}
+    floored = [f"{int(k)} bin{'' if int(k) == 1 else 's'} empty in the {lab} sample"
+               for k, lab in ((empty.get("expected", 0), exp_l), (empty.get("actual", 0), act_l)) if k]
+    if floored:
+        head += (f'<p class="na">{escape(" and ".join(floored))}: each counts as 0.01%, so the PSI (and a bin\'s '
+                 "contribution) depends on that floor; read it as a population shift, not as a precise value.</p>")
     for note in ("small_sample", "caveat"):
         if st.get(note):
             head += f'<p class="na">{escape(str(st[note]))}</p>'

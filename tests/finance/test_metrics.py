@@ -327,3 +327,26 @@ def test_a_single_default_is_named_in_the_singular_with_its_hanley_mcneil_error(
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)  # Hanley & McNeil (1982), eq. 2, with 1 bad and 49 goods
     assert out["auc_se"] == pytest.approx(np.sqrt((a * (1 - a) + 0 * (q1 - a * a) + 48 * (q2 - a * a)) / 49), rel=1e-12)
     assert out["small_sample"].startswith("with 1 default in these rows")
+
+
+def test_psi_with_a_bin_empty_in_one_sample_is_finite_and_says_it_was_smoothed(tmp_path):
+    """An empty bin's proportion is floored at PSI_EPSILON, so PSI stays finite, but then its value depends on that
+    floor; the result and the report say how many bins were floored in each sample."""
+    import json
+
+    from fedrisk.finance.report import write_report
+
+    rng = np.random.default_rng(4)
+    e = rng.random(2000)
+    a = rng.random(1000) * 0.55  # the top four deciles of the expected sample get no actual row
+    out = m.population_stability_index(e, a)
+    edges = np.r_[-np.inf, np.quantile(e, np.linspace(0, 1, 11)[1:-1]), np.inf]
+    en = np.histogram(e, edges)[0] / e.size
+    an = np.histogram(a, edges)[0] / a.size
+    an_s = np.where(an == 0, 1e-4, an)
+    assert np.isfinite(out["psi"])
+    assert out["psi"] == pytest.approx(float(np.sum((an_s - en) * np.log(an_s / en))), rel=1e-9)
+    assert out["empty_bins"] == {"expected": 0, "actual": int((an == 0).sum())} and out["empty_bins"]["actual"] == 4
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "horizontal.lr", "stability": out}))
+    html = write_report(tmp_path).read_text()
+    assert "4 bins empty in the test sample" in html
