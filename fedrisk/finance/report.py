@@ -422,7 +422,7 @@ def _stability(m: dict[str, Any]) -> str:
 
     tbl = _table(
         ["Bin", "Score range", exp_l, act_l, "Contribution"],
-        [[str(i + 1), f"({_edge(b.get('lower'))}, {_edge(b.get('upper'))}]", _pct(b.get("expected_pct")),
+        [[str(i + 1), f"({_edge(b.get('lower'))}, {_edge(b.get('upper'))}{')' if b.get('upper') == math.inf else ']'}", _pct(b.get("expected_pct")),
           _pct(b.get("actual_pct")), _num(b.get("psi"), 4)] for i, b in enumerate(bins)],
         "num",
     )

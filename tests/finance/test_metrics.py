@@ -350,3 +350,4 @@ def test_psi_with_a_bin_empty_in_one_sample_is_finite_and_says_it_was_smoothed(t
     (tmp_path / "metrics.json").write_text(json.dumps({"task": "horizontal.lr", "stability": out}))
     html = write_report(tmp_path).read_text()
     assert "4 bins empty in the test sample" in html
+    assert "+∞)" in html and "+∞]" not in html  # bins are (lower, upper]; the top one is open
