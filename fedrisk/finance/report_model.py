@@ -233,10 +233,13 @@ def header_section(m: dict[str, Any], view: dict[str, Any], ledgers: dict[str, l
         kv.append(("Rows used", ", ".join(f"{escape(k)} {_num(v)}" for k, v in rows_doc.items())))
     elif isinstance(m.get("rows"), int):
         kv.append(("Rows used", _num(m["rows"])))
+    stab = m.get("stability") if isinstance(m.get("stability"), dict) else {}
     for split in ("train", "test"):
         s = m.get(split)
+        # whose rows: a horizontal run's train block is the evaluation holder's own ("bank1 train")
+        name = str(stab.get(f"{'expected' if split == 'train' else 'actual'}_label") or split)
         if isinstance(s, dict) and s.get("n"):
-            kv.append((f"Bad rate ({split})", f"{_pct(s.get('positives', 0) / s['n'])} of {_num(s['n'])}"))
+            kv.append((f"Bad rate ({name})", f"{_pct(s.get('positives', 0) / s['n'])} of {_num(s['n'])}"))
     secs = m.get("seconds", rec.get("seconds"))
     if isinstance(secs, (int, float)):
         kv.append(("Training time", f"{secs:.1f} s (wall, at {escape(str(viewer or '?'))})"))

@@ -135,3 +135,20 @@ def test_auc_card_shows_its_hanley_mcneil_standard_error(tmp_path: Path):
     card = re.search(r'<div class="k">Test AUC</div><div class="v">([^<]*)</div><div class="s">([^<]*)</div>', html)
     assert card.group(1) == f"{a:.3f}"
     assert f"SE {se:.3f} (Hanley–McNeil)" in card.group(2)
+
+
+def test_documentation_header_names_whose_training_rows_its_bad_rate_is(tmp_path: Path):
+    """A horizontal run's train block is the evaluation holder's own rows; the header said "Bad rate (train)"."""
+    import json
+
+    import numpy as np
+
+    from fedrisk.finance.metrics import evaluate
+
+    y = np.array([0, 1] * 50)
+    p = np.linspace(0.1, 0.9, 100)
+    (tmp_path / "metrics.json").write_text(json.dumps({
+        "task": "horizontal.lr", "train": evaluate(y, p), "test": evaluate(y, p),
+        "stability": {"psi": 0.0, "bins": [], "expected_label": "bank1 train", "actual_label": "test"}}))
+    html = write_report(tmp_path).read_text()
+    assert "<td>Bad rate (bank1 train)</td>" in html and "<td>Bad rate (test)</td>" in html
