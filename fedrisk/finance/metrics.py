@@ -108,6 +108,22 @@ def _threshold_counts(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.
     return s_sorted[last], cum_bad, cum_good
 
 
+def _equal_count_groups(s_sorted: np.ndarray, n_bins: int) -> np.ndarray:
+    """Group (0, 1, ...) of each row of a sorted score: equal-count cuts that never split tied scores.
+
+    Row ``i`` of ``n`` would fall in group ``i * n_bins // n``; a run of equal scores takes the group of
+    its first row, so a cut inside the run moves to its end. Without this the rows of a tie straddling a
+    cut were shared out by their order in the file, and the same applicants in another order gave other
+    bad counts per group (a scorecard has few distinct totals, so most cuts fall in a tie). Groups left
+    empty by a long run are dropped and the rest numbered consecutively.
+    """
+    n = s_sorted.shape[0]
+    starts = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
+    run_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    group = (run_start * int(n_bins)) // n
+    return np.unique(group, return_inverse=True)[1].astype(np.int64)
+
+
 # -- rank metrics ------------------------------------------------------------------------------
 def auc(y: Any, score: Any) -> float:
     """Area under the ROC curve (probability a random bad scores above a random good).
@@ -246,9 +262,11 @@ def lift_table(y: Any, score: Any, n_bins: int = 10) -> list[dict[str, Any]]:
 
     Notes
     -----
-    Rows are sorted by descending score and cut into ``n_bins`` groups of (nearly) equal size;
-    tied scores may straddle a cut, and are then assigned in a stable order — the group sizes
-    stay equal, which is what lift charts conventionally show.
+    Rows are sorted by descending score and cut into ``n_bins`` groups of (nearly) equal size, except
+    that tied scores are never split: a run of equal scores goes whole into the group where it starts
+    (see :func:`_equal_count_groups`), so the table does not depend on the rows' order. With heavy ties
+    (a scorecard's few point totals) groups differ in size, and a score held by more than a group's
+    share of rows leaves fewer than ``n_bins`` groups.
     """
     if int(n_bins) < 1:
         raise DataError(f"n_bins must be at least 1, got {n_bins}")
@@ -257,7 +275,8 @@ def lift_table(y: Any, score: Any, n_bins: int = 10) -> list[dict[str, Any]]:
     n_bins = min(int(n_bins), n)
     order = np.argsort(-s_arr, kind="mergesort")
     y_sorted, s_sorted = y_arr[order], s_arr[order]
-    group = (np.arange(n) * n_bins) // n
+    group = _equal_count_groups(s_sorted, n_bins)
+    n_bins = int(group.max()) + 1
     counts = np.bincount(group, minlength=n_bins)
     bads = np.bincount(group, weights=y_sorted, minlength=n_bins)
     total_bad = y_arr.sum()
@@ -310,7 +329,8 @@ def population_stability_index(expected_scores: Any, actual_scores: Any, n_bins:
         ``psi`` (float), ``band`` (``"stable"`` < 0.1, ``"watch"`` 0.1–0.25, ``"shift"`` > 0.25),
         ``n_expected``, ``n_actual`` and ``bins``: one dict per bin with ``lower``, ``upper``,
         ``expected_n``, ``actual_n``, ``expected_pct``, ``actual_pct`` and ``psi`` (the bin's
-        contribution); ``chance_psi`` (:func:`chance_psi`: what sampling alone gives at these sizes)
+        contribution); ``empty_bins`` (``{"expected": k, "actual": k}``: bins of each sample floored at
+        :data:`PSI_EPSILON`); ``chance_psi`` (:func:`chance_psi`: what sampling alone gives at these sizes)
         and, when that reaches the "watch" threshold, ``small_sample``: a sentence saying the band
         cannot be read (the report shows it).
 
@@ -350,7 +370,9 @@ def population_stability_index(expected_scores: Any, actual_scores: Any, n_bins:
         }
         for i in range(k)
     ]
-    out = {"psi": psi, "band": psi_band(psi), "n_expected": int(e.shape[0]), "n_actual": int(a.shape[0]), "bins": bins}
+    out = {"psi": psi, "band": psi_band(psi), "n_expected": int(e.shape[0]), "n_actual": int(a.shape[0]), "bins": bins,
+           # bins whose proportion was floored at PSI_EPSILON: then the PSI's size depends on that floor
+           "empty_bins": {"expected": int((e_n == 0).sum()), "actual": int((a_n == 0).sum())}}
     # the bins actually used: tied quantiles (a score of few values) merge bins, and a bin the expected sample
     # leaves empty (above its top value) adds nothing by chance
     used = max(int((e_n > 0).sum()), 1)
@@ -434,7 +456,8 @@ def calibration_table(y: Any, p: Any, n_bins: int = 10) -> list[dict[str, Any]]:
     p : array-like of float in [0, 1]
         Predicted probability of bad.
     n_bins : int, default 10
-        Number of groups of (nearly) equal size, lowest predicted risk first.
+        Number of groups of (nearly) equal size, lowest predicted risk first; tied probabilities are
+        never split (as in :func:`lift_table`), so heavy ties give unequal or fewer groups.
 
     Returns
     -------
@@ -455,7 +478,8 @@ def calibration_table(y: Any, p: Any, n_bins: int = 10) -> list[dict[str, Any]]:
     n_bins = min(int(n_bins), n)
     order = np.argsort(p_arr, kind="mergesort")
     y_s, p_s = y_arr[order], p_arr[order]
-    group = (np.arange(n) * n_bins) // n
+    group = _equal_count_groups(p_s, n_bins)
+    n_bins = int(group.max()) + 1
     counts = np.bincount(group, minlength=n_bins)
     bads = np.bincount(group, weights=y_s, minlength=n_bins)
     psum = np.bincount(group, weights=p_s, minlength=n_bins)
@@ -584,7 +608,8 @@ def auc_uncertainty(a: float, n_pos: int, n_neg: int) -> dict[str, Any]:
     var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
     out: dict[str, Any] = {"auc_se": float(np.sqrt(max(var, 0.0)))}
     if min(n_pos, n_neg) < MIN_CLASS_ROWS:
-        few = f"{n_pos:,} defaults" if n_pos < n_neg else f"{n_neg:,} non-defaults"
+        few = (f"{n_pos:,} default{'' if n_pos == 1 else 's'}" if n_pos < n_neg
+               else f"{n_neg:,} non-default{'' if n_neg == 1 else 's'}")
         out["small_sample"] = (f"with {few} in these rows the AUC's standard error is about {out['auc_se']:.2f} "
                                "(Hanley-McNeil; larger still for a weaker model), and KS moves as much: too few to "
                                f"compare or sign off models; evaluate on at least {MIN_CLASS_ROWS} of each class")

@@ -175,7 +175,8 @@ def _cards(m: dict[str, Any], ledgers: dict[str, list[dict[str, Any]]]) -> str:
     stab = m.get("stability") if isinstance(m.get("stability"), dict) else {}
     total_bytes = sum(e.get("bytes", 0) for es in ledgers.values() for e in es)
     cards = [
-        ("Test AUC", _num(test.get("auc")), "discrimination"),
+        ("Test AUC", _num(test.get("auc")), f"SE {test['auc_se']:.3f} (Hanley–McNeil)"
+         if isinstance(test.get("auc_se"), (int, float)) else "discrimination"),
         ("Test KS", _num(test.get("ks")), "max bad/good separation"),
         ("Test Gini", _num(test.get("gini")), "2·AUC − 1"),
         ("Brier", _num(test.get("brier"), 4), "probability accuracy"),
@@ -235,7 +236,12 @@ def _comparison(m: dict[str, Any]) -> str:
     return tbl
 
 
-def _roc_ks(scores: dict[str, dict[str, np.ndarray]]) -> tuple[str, str]:
+def _roc_ks(scores: dict[str, dict[str, np.ndarray]], card: dict[str, Any] | None = None,
+            names: dict[str, str] | None = None) -> tuple[str, str]:
+    """ROC and KS charts. The KS cut-off is a default probability (the scores files' column); on a scorecard's
+    page, where "score" means points, the note also gives the points it stands for (probability at or above
+    the cut-off = points at or below). ``names``: what each split's rows are (the stability labels: a horizontal
+    run's "train" scores are the evaluation holder's own training rows only)."""
     if "test" not in scores and "train" not in scores:
         return "", ""
     roc = Chart("ROC curve", "False positive rate (goods flagged)", "True positive rate (bads caught)", legend="br")
@@ -244,7 +250,7 @@ def _roc_ks(scores: dict[str, dict[str, np.ndarray]]) -> tuple[str, str]:
         if split in scores and 0 < scores[split]["y"].sum() < scores[split]["y"].size:  # (no curve on one class)
             c = fm.ks_curve(scores[split]["y"], scores[split]["score"])
             a = fm.auc(scores[split]["y"], scores[split]["score"])
-            roc.line(c["cum_good_rate"], c["cum_bad_rate"], color=color, label=f"{split} (AUC {a:.3f})")
+            roc.line(c["cum_good_rate"], c["cum_bad_rate"], color=color, label=f"{(names or {}).get(split, split)} (AUC {a:.3f})")
     split = "test" if "test" in scores else "train"
     y, s = scores[split]["y"], scores[split]["score"]
     c = fm.ks_curve(y, s)
@@ -255,8 +261,15 @@ def _roc_ks(scores: dict[str, dict[str, np.ndarray]]) -> tuple[str, str]:
     ksc.line(pop, c["cum_good_rate"], color=PALETTE["good"], label="goods")
     i = int(np.argmax(c["cum_bad_rate"] - c["cum_good_rate"]))
     ksc.vline(pop[i], color=PALETTE["model"], y0=c["cum_good_rate"][i], y1=c["cum_bad_rate"][i])
-    ksc.note(min(pop[i] + 0.02, 0.6), (c["cum_bad_rate"][i] + c["cum_good_rate"][i]) / 2,
-             f"KS {c['ks']:.3f} at score ≥ {c['ks_score']:.3g}", color=PALETTE["model"])
+    lines = [f"KS {c['ks']:.3f}", f"at default probability ≥ {c['ks_score']:.3g}"]
+    if card and card.get("base_score") is not None and card.get("pdo"):
+        whole = bool(card.get("round_points", True))
+        pts = rm.to_points(np.array([c["ks_score"]]), float(card["base_score"]), float(card["base_odds"]),
+                           float(card["pdo"]), whole=whole)[0]
+        lines.append(f"(score ≤ {pts:.{0 if whole else 1}f} points)")
+    mid = (c["cum_bad_rate"][i] + c["cum_good_rate"][i]) / 2
+    for k, text in enumerate(lines):  # one short line each: the chart is ~500 px wide
+        ksc.note(min(pop[i] + 0.02, 0.5), mid + 0.03 - 0.065 * k, text, color=PALETTE["model"])
     return roc.svg(), ksc.svg()
 
 
@@ -304,7 +317,9 @@ def _lift(m: dict[str, Any]) -> tuple[str, str, str]:
     lc.bars(range(1, k + 1), lifts, bar_width=0.7, color=PALETTE["model"], values=[f"{v:.2f}" for v in lifts])
     lc.line([0.4, k + 0.6], [1, 1], color=PALETTE["accent"], dash="5 3", width=1.2, label="average (lift 1)")
     gains = [0.0] + [float(r.get("cum_gain", 0)) for r in rows]
-    xs = np.linspace(0, 1, k + 1)
+    # groups differ in size when tied scores are kept together: each point sits at its cumulative population share
+    sizes = [float(r.get("n") or 0) for r in rows]
+    xs = np.r_[0.0, np.cumsum(sizes) / sum(sizes)] if all(sizes) else np.linspace(0, 1, k + 1)
     gc = Chart("Cumulative gains (test)", "Share of population, riskiest first", "Share of all bads captured", legend="br")
     bad_rate = test.get("positives", 0) / test["n"] if test.get("n") else None
     if bad_rate:
@@ -314,7 +329,7 @@ def _lift(m: dict[str, Any]) -> tuple[str, str, str]:
     gc.line(xs, gains, color=PALETTE["model"], label="model")
     gc.points(xs, gains, color=PALETTE["model"])
     tbl = _table(
-        ["Decile", "Accounts", "Bads", "Bad rate", "Lift", "Cum. bads captured", "Score range"],
+        ["Decile", "Accounts", "Bads", "Bad rate", "Lift", "Cum. bads captured", "Default probability range"],
         [[str(r.get("decile")), _num(r.get("n")), _num(r.get("bads")), _pct(r.get("bad_rate")), _num(r.get("lift"), 2),
           _pct(r.get("cum_gain")), f"{_num(r.get('min_score'), 3)} – {_num(r.get('max_score'), 3)}"] for r in rows],
         "num",
@@ -394,6 +409,12 @@ def _stability(m: dict[str, Any]) -> str:
             f"{'' if st.get('actual') else ', ' + _num(st.get('n_actual'))}). "
             "Reading: &lt; 0.10 stable, 0.10–0.25 watch, &gt; 0.25 population shift. "
             "Empty bins are smoothed to 0.01% before the logarithm.</p>")
+    empty = st.get("empty_bins") if isinstance(st.get("empty_bins"), dict) else {}
+    floored = [f"{int(k)} bin{'' if int(k) == 1 else 's'} empty in the {lab} sample"
+               for k, lab in ((empty.get("expected", 0), exp_l), (empty.get("actual", 0), act_l)) if k]
+    if floored:
+        head += (f'<p class="na">{escape(" and ".join(floored))}: each counts as 0.01%, so the PSI (and a bin\'s '
+                 "contribution) depends on that floor; read it as a population shift, not as a precise value.</p>")
     for note in ("small_sample", "caveat"):
         if st.get(note):
             head += f'<p class="na">{escape(str(st[note]))}</p>'
@@ -403,7 +424,7 @@ def _stability(m: dict[str, Any]) -> str:
 
     tbl = _table(
         ["Bin", "Score range", exp_l, act_l, "Contribution"],
-        [[str(i + 1), f"({_edge(b.get('lower'))}, {_edge(b.get('upper'))}]", _pct(b.get("expected_pct")),
+        [[str(i + 1), f"({_edge(b.get('lower'))}, {_edge(b.get('upper'))}{')' if b.get('upper') == math.inf else ']'}", _pct(b.get("expected_pct")),
           _pct(b.get("actual_pct")), _num(b.get("psi"), 4)] for i, b in enumerate(bins)],
         "num",
     )
@@ -559,7 +580,8 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
     split = "test" if "test" in scores else "train" if "train" in scores else None
     pts = None
     if card and split and card.get("base_score") is not None and card.get("pdo"):
-        pts = rm.to_points(scores[split]["score"], float(card["base_score"]), float(card["base_odds"]), float(card["pdo"]))
+        pts = rm.to_points(scores[split]["score"], float(card["base_score"]), float(card["base_odds"]), float(card["pdo"]),
+                           whole=bool(card.get("round_points", True)))
     if card:
         charts = rm.feature_charts(view)
         body = rm.points_table(view) + (_figs(*charts) if charts else "")
@@ -574,8 +596,9 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
             bands_svg, bands_tbl = rm.score_bands(pts, scores[split]["y"], float(card["pdo"]), split)
             out.append(("bands", "Score bands", "", _section(
                 "bands", "Score bands",
-                f"Applicants grouped by score ({split} rows), bands of {_num(card.get('pdo'), 0)} points (the odds double "
-                "from one band to the next). A good scorecard has bad rates falling steadily as points rise.",
+                f"Applicants grouped by score ({split} rows) in bands of equal width in points (a multiple of the "
+                f"{_num(card.get('pdo'), 0)}-point PDO, stated under the chart). A good scorecard has bad rates falling "
+                "steadily as points rise.",
                 _figs(bands_svg, rm.points_distribution(pts, scores[split]["y"], split)) + bands_tbl)))
         reasons = view.get("reasons")
         if reasons is not None and len(reasons):
@@ -586,7 +609,8 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
                 "bin. A partner's features count as one aggregated reason unless it opted in to name them.",
                 _figs(r_svg, r_tbl) if r_svg else r_tbl)))
     if model_task:
-        roc, ksc = _roc_ks(scores)
+        st = m.get("stability") if isinstance(m.get("stability"), dict) else {}
+        roc, ksc = _roc_ks(scores, card, dict(zip(("train", "test"), _stability_labels(st))))
         lift_svg, gains_svg, lift_tbl = _lift(m)
         cal_svg, cal_tbl = _calibration(m)
         train = _training(m)
@@ -600,7 +624,10 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
             ("discrimination", "ROC / KS", "", _section(
                 "discrimination", "Discrimination: ROC and KS",
                 "How well the score separates defaulters (bads) from non-defaulters (goods). "
-                "KS is the largest gap between the cumulative shares of bads and goods.", _figs(roc, ksc) if roc else NA)),
+                f"KS ({'test' if 'test' in scores else 'training'} rows, as the KS chart's title says) is the largest "
+                "gap between the shares of all bads and of all goods scoring at or above a cut-off, over every cut-off; "
+                "accounts with the same score are never split by a cut-off. Its cut-off is shown on the chart.",
+                _figs(roc, ksc) if roc else NA)),
         ]
         if pts is None:
             out.append(("distribution", "Distribution", "", _section(
@@ -608,7 +635,11 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
                 "Histogram of the predicted default probability, each class normalised to 100%. "
                 "Less overlap means better separation.", _figs(dist, _class_stats(scores)) if dist else NA)))
         out += [
-            ("lift", "Lift", "", _section("lift", "Lift and gains", "Accounts ranked by score, riskiest first, and cut into equal-size groups.",
+            ("lift", "Lift", "", _section("lift", "Lift and gains", "Test accounts ranked by score, riskiest first, and cut "
+                                          "into groups of equal size (deciles), except that accounts with the same score are "
+                                          "never split: a tie goes whole into the group where it starts, so groups can differ "
+                                          "in size (and be fewer) when many accounts share a score. Score range: lowest and "
+                                          "highest score in the group.",
                                           (_figs(lift_svg, gains_svg) + lift_tbl) if lift_svg else NA)),
             ("calibration", "Calibration", "", _section(
                 "calibration", "Calibration",

@@ -102,6 +102,7 @@ def load_model_view(run_dir: Path, metrics: dict[str, Any], notes: list[str]) ->
                       if isinstance(b, dict) and "goods" in b}
         view["card"] = {"party": card.get("party"), "base_points": card.get("base_points"),
                         "base_score": card.get("base_score"), "base_odds": card.get("base_odds"), "pdo": card.get("pdo"),
+                        "round_points": bool(card.get("round_points", True)),
                         "features": list(card.get("features") or []), "table": card["table"], "counts": bad_counts,
                         "partial": str(card.get("format", "")).startswith("fedrisk.vertical")}
     woe = _read_json(run_dir / "woe" / f"{viewer}.json", notes) if viewer else None
@@ -163,12 +164,18 @@ def _short(label: Any, n: int = 18) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def to_points(prob: np.ndarray, base_score: float, base_odds: float, pdo: float) -> np.ndarray:
-    """Scorecard points a default probability stands for (inverse of the probability scaling)."""
+def to_points(prob: np.ndarray, base_score: float, base_odds: float, pdo: float, whole: bool = False) -> np.ndarray:
+    """Scorecard points a default probability stands for (inverse of the probability scaling).
+
+    ``whole``: the card's points are whole numbers (``round_points``), so the totals are rounded back to
+    them. The scores file holds each probability to 8 significant digits, and a total on a band edge
+    (480) comes back a hair below it (479.9999999), which put the applicant one score band too low.
+    """
     p = np.clip(np.asarray(prob, dtype=float), 1e-15, 1 - 1e-15)
     factor = pdo / math.log(2)
     offset = base_score - factor * math.log(base_odds)
-    return offset + factor * np.log((1 - p) / p)
+    pts = offset + factor * np.log((1 - p) / p)
+    return np.round(pts) if whole else pts
 
 
 # -- documentation header -------------------------------------------------------------------
@@ -226,10 +233,13 @@ def header_section(m: dict[str, Any], view: dict[str, Any], ledgers: dict[str, l
         kv.append(("Rows used", ", ".join(f"{escape(k)} {_num(v)}" for k, v in rows_doc.items())))
     elif isinstance(m.get("rows"), int):
         kv.append(("Rows used", _num(m["rows"])))
+    stab = m.get("stability") if isinstance(m.get("stability"), dict) else {}
     for split in ("train", "test"):
         s = m.get(split)
+        # whose rows: a horizontal run's train block is the evaluation holder's own ("bank1 train")
+        name = str(stab.get(f"{'expected' if split == 'train' else 'actual'}_label") or split)
         if isinstance(s, dict) and s.get("n"):
-            kv.append((f"Bad rate ({split})", f"{_pct(s.get('positives', 0) / s['n'])} of {_num(s['n'])}"))
+            kv.append((f"Bad rate ({name})", f"{_pct(s.get('positives', 0) / s['n'])} of {_num(s['n'])}"))
     secs = m.get("seconds", rec.get("seconds"))
     if isinstance(secs, (int, float)):
         kv.append(("Training time", f"{secs:.1f} s (wall, at {escape(str(viewer or '?'))})"))
@@ -360,7 +370,13 @@ def points_distribution(points: np.ndarray, y: np.ndarray, split: str) -> str:
 
 
 def score_bands(points: np.ndarray, y: np.ndarray, pdo: float, split: str, max_bands: int = 12) -> tuple[str, str]:
-    """Score bands ``pdo`` points wide (odds double from one band to the next): share and bad rate."""
+    """Score bands ``pdo`` points wide (odds double from one band to the next): share and bad rate.
+
+    More than ``max_bands`` bands between the 2nd and 98th percentiles and the width doubles (then the odds
+    quadruple per band); the table says the width drawn. A band holds the points from its lower bound up to,
+    not including, its upper bound, and the labels say so: ``480–499`` for whole points, ``[480, 500)``
+    otherwise. The outer bands are open-ended. An empty band has no bad rate.
+    """
     pts = np.asarray(points, dtype=float)
     width = float(pdo) if pdo and pdo > 0 else 20.0
     lo_q, hi_q = np.quantile(pts, [0.02, 0.98])
@@ -371,13 +387,19 @@ def score_bands(points: np.ndarray, y: np.ndarray, pdo: float, split: str, max_b
         edges = list(np.arange(start, hi_q + width, width))
     cuts = np.array(edges[1:-1])
     band = np.searchsorted(cuts, pts, side="right")
+    whole = bool(np.all(pts == np.round(pts))) and bool(np.all(cuts == np.round(cuts)))
     rows, share, rate, ticks = [], [], [], []
     for b in range(len(cuts) + 1):
         mask = band == b
         n = int(mask.sum())
         lo = "" if b == 0 else f"{cuts[b - 1]:g}"
         hi = "" if b == len(cuts) else f"{cuts[b]:g}"
-        label = f"< {hi}" if b == 0 else f"≥ {lo}" if b == len(cuts) else f"{lo}–{hi}"
+        if b == 0:
+            label = f"< {hi}"
+        elif b == len(cuts):
+            label = f"≥ {lo}"
+        else:
+            label = f"{lo}–{cuts[b] - 1:g}" if whole else f"[{lo}, {hi})"
         br = float(y[mask].mean()) if n else float("nan")
         share.append(n / len(pts))
         rate.append(br)
@@ -394,7 +416,13 @@ def score_bands(points: np.ndarray, y: np.ndarray, pdo: float, split: str, max_b
     ys = [r for r in rate if math.isfinite(r)]
     c.line(xs, ys, color=PALETTE["bad"], label="bad rate")
     c.points(xs, ys, color=PALETTE["bad"])
-    return c.svg(), _table(["Band (points)", "Accounts", "Share", "Bads", "Bad rate"], rows)
+    ratio = width / float(pdo) if pdo and pdo > 0 else None
+    odds = ("the odds double from one band to the next" if ratio == 1 else
+            f"{ratio:g} × PDO, to keep at most {max_bands} bands: the odds change {2 ** ratio:g}-fold from one band to "
+            "the next" if ratio else "")
+    note = (f"<p>{len(pts):,} {escape(split)} applicants in bands of {width:g} points ({odds}); a band includes its "
+            "lower bound and excludes its upper bound; the lowest and highest bands are open-ended.</p>")
+    return c.svg(), note + _table(["Band (points)", "Accounts", "Share", "Bads", "Bad rate"], rows)
 
 
 def _tick(reason: str) -> str:

@@ -277,3 +277,77 @@ def test_the_report_shows_the_few_defaults_note_beside_the_auc(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"task": "vertical.lr", "test": m.evaluate(y, p)}))
     html = render_report(load_run(tmp_path))
     assert "test rows: with 3 defaults in these rows the AUC&#x27;s standard error" in html
+
+
+# -- tied scores (a scorecard has few distinct totals) -------------------------------------------
+def test_lift_and_calibration_groups_never_split_tied_scores():
+    """Equal-size groups used to cut through a run of tied scores and share it out by row order, so the same
+    applicants in another order gave other bad counts per decile (a validator re-sorting by id could not
+    reproduce the table). Tied rows now go together into the group where their run starts."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    n = 1000
+    s = rng.choice(np.linspace(0.05, 0.6, 13), n)  # 13 distinct "point totals"
+    y = (rng.random(n) < s).astype(int)
+    perm = rng.permutation(n)
+    for table, key, desc in ((m.lift_table, "decile", True), (m.calibration_table, "bin", False)):
+        rows, again = table(y, s), table(y[perm], s[perm])
+        assert rows == again
+        # independent: a run of ties takes the group of its first row in an equal-count cut (pandas min-rank)
+        rank = pd.Series(-s if desc else s).rank(method="min").to_numpy() - 1
+        g = (rank * 10 // n).astype(int)
+        ref = pd.DataFrame({"y": y, "g": g}).groupby("g")["y"].agg(["size", "sum"])
+        assert [r["n"] for r in rows] == ref["size"].tolist()
+        assert [r["bads"] for r in rows] == ref["sum"].tolist()
+        assert [r[key] for r in rows] == list(range(1, len(ref) + 1))
+    lift = m.lift_table(y, s)
+    assert all(a["min_score"] > b["max_score"] for a, b in zip(lift, lift[1:]))  # no score in two groups
+    gains = np.cumsum([r["bads"] for r in lift]) / y.sum()
+    np.testing.assert_allclose([r["cum_gain"] for r in lift], gains)
+
+
+def test_a_score_holding_most_rows_makes_fewer_groups_not_empty_ones():
+    y = [1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0]
+    s = [0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.2, 0.1, 0.1, 0.1]
+    rows = m.lift_table(y, s, n_bins=4)
+    assert [(r["n"], r["bads"]) for r in rows] == [(8, 2), (1, 1), (3, 0)]
+    assert all(np.isfinite(r["lift"]) for r in rows)
+    cal = m.calibration_table(y, s, n_bins=4)
+    assert [(r["n"], r["bads"]) for r in cal] == [(3, 0), (9, 3)]  # 0.2 opens group 2 of 4; the 0.9 run starts in it
+
+
+def test_a_single_default_is_named_in_the_singular_with_its_hanley_mcneil_error():
+    rng = np.random.default_rng(0)
+    y = np.zeros(50)
+    y[7] = 1
+    s = rng.random(50)
+    out = m.evaluate(y, s)
+    a = roc_auc_score(y, s)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)  # Hanley & McNeil (1982), eq. 2, with 1 bad and 49 goods
+    assert out["auc_se"] == pytest.approx(np.sqrt((a * (1 - a) + 0 * (q1 - a * a) + 48 * (q2 - a * a)) / 49), rel=1e-12)
+    assert out["small_sample"].startswith("with 1 default in these rows")
+
+
+def test_psi_with_a_bin_empty_in_one_sample_is_finite_and_says_it_was_smoothed(tmp_path):
+    """An empty bin's proportion is floored at PSI_EPSILON, so PSI stays finite, but then its value depends on that
+    floor; the result and the report say how many bins were floored in each sample."""
+    import json
+
+    from fedrisk.finance.report import write_report
+
+    rng = np.random.default_rng(4)
+    e = rng.random(2000)
+    a = rng.random(1000) * 0.55  # the top four deciles of the expected sample get no actual row
+    out = m.population_stability_index(e, a)
+    edges = np.r_[-np.inf, np.quantile(e, np.linspace(0, 1, 11)[1:-1]), np.inf]
+    en = np.histogram(e, edges)[0] / e.size
+    an = np.histogram(a, edges)[0] / a.size
+    an_s = np.where(an == 0, 1e-4, an)
+    assert np.isfinite(out["psi"])
+    assert out["psi"] == pytest.approx(float(np.sum((an_s - en) * np.log(an_s / en))), rel=1e-9)
+    assert out["empty_bins"] == {"expected": 0, "actual": int((an == 0).sum())} and out["empty_bins"]["actual"] == 4
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "horizontal.lr", "stability": out}))
+    html = write_report(tmp_path).read_text()
+    assert "4 bins empty in the test sample" in html
+    assert "+∞)" in html and "+∞]" not in html  # bins are (lower, upper]; the top one is open
