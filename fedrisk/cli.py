@@ -243,6 +243,13 @@ def predict(model: Path = typer.Argument(..., help="model file of a run (model.j
             _fail(e)
     _print_warnings(notes)
     console.print(f"scored {n} rows -> {out}")
+    # monitoring: the batch's scores against the development sample's, when the run directory holds them
+    from fedrisk.runtime.batch_stability import batch_stability, stability_line
+
+    st = batch_stability(model, out) if n else None
+    if st is not None:
+        line = escape(stability_line(st))
+        console.print(line if st["band"] == "stable" else f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
 
 def _print_warnings(notes: list[str]) -> None:
