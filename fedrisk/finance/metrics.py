@@ -28,6 +28,7 @@ __all__ = [
     "gini",
     "lift_table",
     "population_stability_index",
+    "characteristic_stability",
     "chance_psi",
     "psi_band",
     "brier",
@@ -383,6 +384,34 @@ def population_stability_index(expected_scores: Any, actual_scores: Any, n_bins:
                                f"of one population give a PSI of about {noise:.2f} by chance alone, so the band is not "
                                "reliable; compare more rows (or fewer bins)")
     return out
+
+
+def characteristic_stability(expected_counts: Any, actual_counts: Any) -> dict[str, Any]:
+    """Characteristic stability index (CSI) of one feature: the PSI of its rows' shares over the model's own bins.
+
+    A scorecard is monitored feature by feature as well as on its score: the shares of a new batch's rows in
+    each bin of a feature against the training rows' shares (``sum((a_i - e_i) * ln(a_i / e_i))``, an empty
+    bin's share floored at :data:`PSI_EPSILON` as in :func:`population_stability_index`; the same bands).
+
+    Parameters
+    ----------
+    expected_counts, actual_counts : array-like of int
+        Rows per bin (missing bin included) of the training rows and of the batch, in the same bin order.
+
+    Returns
+    -------
+    dict
+        ``csi``, ``band`` and ``chance_csi`` (:func:`chance_psi` over the bins the training rows fill: what two
+        samples of these sizes from one population reach by chance; a CSI not well above it says nothing).
+    """
+    e_n, a_n = np.asarray(expected_counts, dtype=float), np.asarray(actual_counts, dtype=float)
+    if e_n.shape != a_n.shape or e_n.sum() <= 0 or a_n.sum() <= 0:
+        raise DataError("characteristic stability needs the rows per bin of both samples, over the same bins")
+    e_s = np.where(e_n == 0, PSI_EPSILON, e_n / e_n.sum())
+    a_s = np.where(a_n == 0, PSI_EPSILON, a_n / a_n.sum())
+    csi = float(((a_s - e_s) * np.log(a_s / e_s)).sum())
+    return {"csi": csi, "band": psi_band(csi),
+            "chance_csi": chance_psi(max(int((e_n > 0).sum()), 1), int(e_n.sum()), int(a_n.sum()))}
 
 
 def _psi_bins(e: np.ndarray, a: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

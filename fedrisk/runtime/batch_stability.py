@@ -11,6 +11,12 @@ model, a feature holder's part) gets no line.
 
 The scores compared are default probabilities: ``score`` of LR and tree models, ``probability`` of
 scorecards. Rows ``fedrisk predict`` could not score (``status`` other than ``scored``) are left out.
+
+Scorecards are monitored feature by feature too: a scorecard's file keeps its training rows per bin
+(the points table's ``n``; a vertical party's ``counts`` of its own features), so each party scoring
+a batch logs the characteristic stability index (CSI, :func:`characteristic_note`) of its own features
+that moved: in its own log (a vertical partner's feature names stay with it), the label holder's and a
+horizontal scorer's in ``fedrisk predict``'s output.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["reference_scores", "batch_stability", "stability_line"]
+__all__ = ["reference_scores", "batch_stability", "stability_line", "characteristic_note"]
 
 #: the probability column of ``fedrisk predict``'s output, per kind of model
 _PROBABILITY_COLUMNS = ("probability", "score")
@@ -69,3 +75,37 @@ def stability_line(st: dict[str, Any]) -> str:
             f"{st['band']} ({st['n_actual']:,} scored rows against {st['n_expected']:,} training rows; "
             "< 0.1 stable, 0.1-0.25 watch, > 0.25 shift)")
     return f"{line}; {st['small_sample']}" if st.get("small_sample") else line
+
+
+def characteristic_note(bins: dict[str, Any], counts: dict[str, Any], X: pd.DataFrame, party: str) -> str | None:
+    """One line naming the features whose batch rows moved between the model's bins (CSI of 0.1 or more), or
+    ``None``.
+
+    ``bins``: feature -> :class:`~fedrisk.finance.binning.FeatureBins`; ``counts``: feature -> training rows per
+    bin (missing bin last, as ``FeatureBins.assign`` numbers it); ``X``: the batch. A feature is named only when its
+    CSI is above what a batch this size reaches by chance (``chance_csi``), so a handful of rows does not read as a
+    shift; a column blank in every row is left to its own warning (``blank_columns_note``). Feature names, CSI
+    values and the row count only.
+    """
+    from fedrisk.finance.binning import is_missing
+    from fedrisk.finance.metrics import characteristic_stability
+
+    moved = []
+    for f, train in counts.items():
+        if f not in bins or f not in X.columns or len(X) == 0 or bool(is_missing(X[f]).all()):
+            continue
+        train = np.asarray(train, dtype=float)
+        new = np.bincount(bins[f].assign(X[f]), minlength=len(train))[: len(train)]
+        if train.sum() <= 0 or new.sum() <= 0:
+            continue
+        st = characteristic_stability(train, new)
+        if st["band"] != "stable" and st["csi"] > 2 * st["chance_csi"]:
+            moved.append((f, st))
+    if not moved:
+        return None
+    moved.sort(key=lambda t: -t[1]["csi"])
+    shown = ", ".join(f"{f!r} CSI {st['csi']:.2f} ({st['band']})" for f, st in moved[:10])
+    more = f" and {len(moved) - 10} more" if len(moved) > 10 else ""
+    return (f"{party}: characteristic stability of this batch ({len(X):,} rows) against the training rows: {shown}{more} "
+            "(the shares of rows per bin moved: < 0.1 stable, 0.1-0.25 watch, > 0.25 shift; check the data feed or "
+            "the population before relying on these scores)")

@@ -95,9 +95,27 @@ def scorecard_predictions(card: dict[str, Any], X, n_reasons: int | None = None,
     n = int(n_reasons or card.get("n_reasons") or 3)
     warn_unseen_bins(sc.bins_, X, who)
     warn_blank_columns(X, sc.features_, "predict")
+    warn_characteristic_shift(card, sc.bins_, X, who)
     points = sc.score(X)
     return pd.DataFrame({"points": points, "probability": sc.probability(points),
                          **reason_columns(sc.reason_codes(X, n=n), n)})
+
+
+def warn_characteristic_shift(card: dict[str, Any], bins, X, who: str | None = None) -> None:
+    """Log the features whose batch rows moved between the scorecard's bins against its training rows (the
+    points table's ``n``; see :func:`fedrisk.runtime.batch_stability.characteristic_note`)."""
+    import logging
+
+    from fedrisk.runtime.batch_stability import characteristic_note
+
+    counts: dict[str, dict[int, int]] = {}
+    for row in card.get("table") or ():
+        if "n" in row:
+            counts.setdefault(row["feature"], {})[int(row["bin"])] = int(row["n"])
+    per_bin = {f: [c.get(i, 0) for i in range(max(c) + 1)] for f, c in counts.items() if c}
+    note = characteristic_note(bins, per_bin, X, who or "predict")
+    if note:
+        logging.getLogger("fedrisk.predict").warning(note)
 
 
 def warn_unseen_bins(bins, X, who: str | None = None) -> None:

@@ -257,6 +257,11 @@ def infer_table(channel, role_model: dict, X: np.ndarray, label_holder: str,
     part = PointsPart.from_dict(role_model)
     frame = pd.DataFrame(np.asarray(X, dtype=object).reshape(len(X), -1), columns=part.features)
     _warn_unseen_categories(part, frame)
+    from fedrisk.runtime.batch_stability import characteristic_note
+
+    moved = characteristic_note(part.bins, part.counts, frame, part.party)  # its own features, in its own log
+    if moved:
+        logging.getLogger("fedrisk.inference").warning(moved)
     n = int(role_model.get("n_reasons", 3))
     res = combine_points(channel, label_holder, feature_holders, part, frame, tag="vsc.predict")
     named = exchange_named_reasons(channel, label_holder, feature_holders, part, frame, n,

@@ -72,3 +72,39 @@ def test_horizontal_explain_equals_fedrisk_predict():
     expect = scorecard_predictions(card.files_["scorecard.json"], rows)
     pd.testing.assert_frame_equal(table.reset_index(drop=True), expect)
     np.testing.assert_allclose(card.points(rows)[0], table["points"])
+
+
+def test_a_batch_whose_rows_moved_between_bins_names_those_features_at_each_party(vertical_card, caplog):
+    """Monitoring feature by feature: scoring a batch whose ``duration_in_month`` (lender) and ``age_in_years``
+    (bureau) moved logs each one's CSI at its own party only; an unchanged batch logs nothing."""
+    import logging
+
+    card, test = vertical_card
+    with caplog.at_level(logging.WARNING):
+        card.explain(test)
+    assert "characteristic stability" not in caplog.text
+    caplog.clear()
+    moved = test._with({"lender": test.parties["lender"].assign(duration_in_month=72),
+                        "bureau": test.parties["bureau"].assign(age_in_years=19)})
+    with caplog.at_level(logging.WARNING):
+        card.explain(moved)
+    lines = [r.getMessage() for r in caplog.records if "characteristic stability" in r.getMessage()]
+    assert any(l.startswith("lender:") and "'duration_in_month' CSI" in l and "(shift)" in l for l in lines), lines
+    assert any(l.startswith("bureau:") and "'age_in_years' CSI" in l for l in lines), lines
+    assert not any(l.startswith("lender:") and "age_in_years" in l for l in lines)  # the bureau's names stay with it
+
+
+def test_a_horizontal_batch_that_moved_is_named_in_fedrisk_predicts_warnings():
+    from fedrisk.runtime.predict import batch_warnings
+
+    df = german_frame()[["id", "y", "duration_in_month", "age_in_years", "credit_amount"]]
+    card = fr.Scorecard().fit(fr.Federation.horizontal({"bank1": df[df.id % 2 == 0], "bank2": df[df.id % 2 == 1]},
+                                                       id="id", label="y"))
+    rows = df.drop(columns="y").head(300)
+    with batch_warnings() as same:
+        scorecard_predictions(card.files_["scorecard.json"], rows)
+    with batch_warnings() as moved:
+        scorecard_predictions(card.files_["scorecard.json"], rows.assign(credit_amount=rows["credit_amount"] * 10))
+    assert not any("characteristic stability" in n for n in same), same
+    assert any(n.startswith("predict: characteristic stability of this batch (300 rows)") and "'credit_amount' CSI" in n
+               and "duration_in_month" not in n for n in moved), moved

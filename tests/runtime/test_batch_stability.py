@@ -7,6 +7,7 @@ Credit models are monitored batch by batch with the PSI of the new scores agains
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -62,3 +63,23 @@ def test_fedrisk_predict_prints_it_after_scoring(tmp_path):
     assert "score stability of this batch against the training scores" in quiet.output and ", stable (300 scored rows" in quiet.output
     moved = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "moved.csv"), "--out", str(tmp_path / "t.csv")])
     assert moved.exit_code == 0 and "warning:" in moved.output and ", shift (300" in moved.output, moved.output
+
+
+def test_csi_is_the_psi_of_the_bin_shares_and_a_small_batch_names_nothing():
+    from fedrisk.finance.binning import FeatureBins
+    from fedrisk.finance.metrics import characteristic_stability
+    from fedrisk.runtime.batch_stability import characteristic_note
+
+    train, new = np.array([500, 300, 200, 0]), np.array([100, 300, 600, 0])
+    e, a = train / train.sum(), new / new.sum()
+    st = characteristic_stability(train, new)
+    want = float(sum((a[i] - e[i]) * np.log(a[i] / e[i]) for i in range(3)))
+    assert st["csi"] == pytest.approx(want, rel=1e-12) and st["band"] == "shift"
+    bins = {"x": FeatureBins(name="x", kind="numeric", edges=np.array([1.0, 2.0]))}
+    rng = np.random.default_rng(0)
+    moved = pd.DataFrame({"x": rng.choice([0.5, 1.5, 2.5], 1000, p=[0.1, 0.3, 0.6])})
+    note = characteristic_note(bins, {"x": train}, moved, "bank1")
+    assert note.startswith("bank1: characteristic stability of this batch (1,000 rows)") and "'x' CSI" in note
+    assert characteristic_note(bins, {"x": train}, moved.head(4), "bank1") is None  # 4 rows: chance, not a shift
+    same = pd.DataFrame({"x": rng.choice([0.5, 1.5, 2.5], 1000, p=[0.5, 0.3, 0.2])})
+    assert characteristic_note(bins, {"x": train}, same, "bank1") is None

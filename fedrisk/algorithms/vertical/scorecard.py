@@ -189,12 +189,18 @@ class PointsPart:
     def from_dict(cls, d: dict[str, Any]) -> "PointsPart":
         try:
             feats = [str(f) for f in d["features"]]
-            return cls(str(d["party"]), feats, {f: FeatureBins.from_dict(d["bins"][f]) for f in feats},
+            part = cls(str(d["party"]), feats, {f: FeatureBins.from_dict(d["bins"][f]) for f in feats},
                        {f: np.asarray(d["woe"][f], dtype=float) for f in feats}, {f: float(d["coef"][f]) for f in feats},
                        {f: np.asarray(d["points"][f], dtype=float) for f in feats}, d.get("base_points"),
                        float(d["base_score"]), float(d["base_odds"]), float(d["pdo"]), bool(d.get("round_points", True)),
                        d.get("intercept"))
-        except (KeyError, TypeError, ValueError) as e:
+            # the training rows per bin (the table's ``n``), for the batch's characteristic stability at scoring
+            for row in d.get("table") or ():
+                if row.get("n") is not None and row.get("feature") in part.bins:
+                    part.counts.setdefault(row["feature"], [0] * (part.bins[row["feature"]].n_bins + 1))[
+                        int(row["bin"])] = int(row["n"])
+            return part
+        except (KeyError, TypeError, ValueError, IndexError) as e:
             raise DataError(f"scorecard part of {d.get('party')!r} is incomplete or malformed ({e}); re-train") from None
 
 
