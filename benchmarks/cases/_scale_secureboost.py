@@ -72,6 +72,7 @@ def measure_size(data: Path, train_rows: int, task: dict) -> dict:
         "phases": {"lender": {k: round(v, 2) for k, v in timing.items()},
                    **{h: {k: round(v, 2) for k, v in t.items()} for h, t in hosts.items()}},
         "psi_s": round(m["intersection"]["seconds"], 2),
+        "rows_per_ciphertext": m.get("rows_per_ciphertext", 1),
         "test_auc": round(m["test"]["auc"], 4),
     }
 
@@ -100,6 +101,9 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--sizes", default="24000,120000", help="training rows, comma-separated (285000 on request)")
     ap.add_argument("--trees", type=int, default=None, help="trees per job (default: the example job's)")
     ap.add_argument("--chart", type=Path, default=None, help="SVG path for the cost-vs-rows chart")
+    ap.add_argument("--one-row-reference", action="store_true",
+                    help="also run the largest size with one row per ciphertext (rows_per_ciphertext = 1) and "
+                         "report the CPU ratio against it (same run)")
     a, _ = ap.parse_known_args(args)
     data = require_shared_data("default_credit_hetero_guest.csv", "default_credit_hetero_host.csv")
     task = dict(tomllib.loads(EXAMPLE.read_text())["task"])
@@ -118,6 +122,13 @@ def run(args: list[str]) -> dict:
         ratios[f"rows_{k}"] = round(r["train_rows"] / base["train_rows"], 3)
         ratios[f"train_wall_{k}"] = round(r["train_wall_s"] / base["train_wall_s"], 3)
         ratios[f"train_cpu_{k}"] = round(r["train_cpu_s"] / base["train_cpu_s"], 3)
+    if a.one_row_reference:
+        print(f"scale/secureboost: {sizes[-1]} training rows, one row per ciphertext (reference) ...", flush=True)
+        ref = measure_size(data, sizes[-1], {**task, "rows_per_ciphertext": 1})
+        big = results[-1]
+        ratios["train_cpu_packed_vs_one_row"] = round(big["train_cpu_s"] / ref["train_cpu_s"], 3)
+        ratios["train_wall_packed_vs_one_row"] = round(big["train_wall_s"] / ref["train_wall_s"], 3)
+        ratios["test_auc_packed_minus_one_row"] = round(big["test_auc"] - ref["test_auc"], 6)
     aims: dict = {}
     r120 = next((r for r in results if 100_000 <= r["train_rows"] <= 140_000), None)
     if r120 is not None and base["train_rows"] < 30_000:
@@ -131,6 +142,7 @@ def run(args: list[str]) -> dict:
                                      "how": "measured" if measured_285 else
                                      f"projected from the {big['train_rows']}-row run's CPU per row-tree"}
     out = {"sizes": results, "ratios": ratios, "aims": aims,
+           **({"one_row_reference": ref} if a.one_row_reference else {}),
            "setup": f"{task.get('n_trees')} trees, depth {task.get('max_depth')}, {task.get('max_bin')} bins, "
                     f"{task.get('scheme')} {task.get('key_bits')}-bit; 2 party processes, gRPC + mTLS on loopback; "
                     "data: jittered copies of default credit with fresh ids"}

@@ -151,14 +151,30 @@ def _encrypt_task(n: int, g: int, h: int, m_bits: int, r_bits: int, plaintexts: 
 _SLOT_TABLES: dict[tuple, list[list[Any]]] = {}
 
 
-def _slot_tables(n: Any, g: int, slot_bits: int, bounds: Sequence[int]) -> list[list[Any]]:
-    """Per slot ``j``: ``(g^(2^(j k)))^v mod n`` for every ``v`` in ``[-B_j, B_j]`` (index ``v + B_j``).
+def slot_offsets(slot_bits: int | Sequence[int], n_slots: int) -> tuple[int, ...]:
+    """Bit offset of every slot: ``j * slot_bits`` for equal slots, or the given offsets.
+
+    Slot encryption takes either a width (slots laid end to end) or one offset per slot (e.g.
+    SecureBoost's several rows per plaintext, whose row groups carry headroom between them).
+    """
+    if isinstance(slot_bits, (int, np.integer)):
+        return tuple(j * int(slot_bits) for j in range(n_slots))
+    offs = tuple(int(o) for o in slot_bits)
+    if len(offs) != n_slots:
+        raise CryptoError(f"{len(offs)} slot offsets for {n_slots} slots")
+    return offs
+
+
+def _slot_tables(n: Any, g: int, slot_bits: int | Sequence[int], bounds: Sequence[int]) -> list[list[Any]]:
+    """Per slot ``j`` at bit offset ``o_j``: ``(g^(2^o_j))^v mod n`` for every ``v`` in ``[-B_j, B_j]``
+    (index ``v + B_j``); ``o_j = j k`` for equal slots of ``k = slot_bits`` bits.
 
     One multiplication per entry to build (65,537 x 2 + 16,385 x 2 for SecureBoost's (g, h) at 16
     fractional bits: ~0.4 s and ~45 MB per process at 2048 bits), then ``g^m`` of a packed ``m``
     costs one multiplication per non-zero slot instead of one per 12-bit window.
     """
-    key = (int(n), int(g), int(slot_bits), tuple(int(b) for b in bounds))
+    offsets = slot_offsets(slot_bits, len(bounds))
+    key = (int(n), int(g), offsets, tuple(int(b) for b in bounds))
     t = _SLOT_TABLES.get(key)
     if t is None:
         if len(_SLOT_TABLES) >= 2:
@@ -166,7 +182,7 @@ def _slot_tables(n: Any, g: int, slot_bits: int, bounds: Sequence[int]) -> list[
         n = mpz(n)
         t = []
         for j, bound in enumerate(bounds):
-            base = gmpy2.powmod(mpz(g), mpz(1) << (j * slot_bits), n)
+            base = gmpy2.powmod(mpz(g), mpz(1) << offsets[j], n)
             pos, neg = [mpz(1)], [mpz(1)]
             x, y, ib = mpz(1), mpz(1), gmpy2.invert(base, n)
             for _ in range(bound):
@@ -179,7 +195,7 @@ def _slot_tables(n: Any, g: int, slot_bits: int, bounds: Sequence[int]) -> list[
     return t
 
 
-def _encrypt_slots_task(n: int, g: int, h: int, r_bits: int, slot_bits: int, bounds: Sequence[int],
+def _encrypt_slots_task(n: int, g: int, h: int, r_bits: int, slot_bits: int | tuple[int, ...], bounds: Sequence[int],
                         slot_values: np.ndarray, obfuscators: bytes | None = None) -> bytes:
     """Encrypt packed plaintexts ``m = sum_j v_j 2^(j slot_bits)`` given as their slots ``v``:
     ``g^m h^r = prod_j T_j[v_j] * h^r`` (range-checked by the caller)."""
@@ -287,8 +303,9 @@ class _CrtEncryptor:
                 self._h = (tp, tq, rows)
             return self._h
 
-    def _slot_tables(self, slot_bits: int, bounds: tuple[int, ...]) -> tuple:
-        key = (int(slot_bits), bounds)
+    def _slot_tables(self, slot_bits: int | tuple[int, ...], bounds: tuple[int, ...]) -> tuple:
+        at = slot_offsets(slot_bits, len(bounds))
+        key = (at, bounds)
         with self._lock:
             t = self._slots.get(key)
             if t is None:
@@ -298,7 +315,7 @@ class _CrtEncryptor:
                 for mod in (self.p2, self.q):
                     job = []
                     for j, bound in enumerate(bounds):
-                        base = gmpy2.powmod(gmpy2.mpz(self.pub.g), gmpy2.mpz(1) << (j * slot_bits), mod)
+                        base = gmpy2.powmod(gmpy2.mpz(self.pub.g), gmpy2.mpz(1) << at[j], mod)
                         job += [(mod, int(gmpy2.invert(base, mod)), bound + 1), (mod, int(base), bound + 1)]
                     jobs.append(job)
                 built = self._tables(jobs)
@@ -321,8 +338,10 @@ class _CrtEncryptor:
         b = np.frombuffer(montgomery.gather_products(tq, idx), dtype=np.uint8).reshape(count, self.w2)
         return np.hstack([a, b]).tobytes()
 
-    def encrypt_slots(self, v: np.ndarray, slot_bits: int, bounds: tuple[int, ...], obfuscators: bytes | None) -> bytes:
-        """Ciphertexts (fixed-width bytes mod ``n``) of ``m_i = sum_j v_ij 2^(j slot_bits)``, each
+    def encrypt_slots(self, v: np.ndarray, slot_bits: int | tuple[int, ...], bounds: tuple[int, ...],
+                      obfuscators: bytes | None) -> bytes:
+        """Ciphertexts (fixed-width bytes mod ``n``) of ``m_i = sum_j v_ij 2^(o_j)`` (``o_j = j slot_bits``,
+        or the offsets given as ``slot_bits``), each
         spending one obfuscator (fresh ones are made when none are given)."""
         count = len(v)
         if count == 0:
@@ -446,17 +465,19 @@ class OUPublicKey(PublicKey):
 
         return result
 
-    def encrypt_slots_to_wire_async(self, slot_values: np.ndarray, slot_bits: int, bounds: Sequence[int],
+    def encrypt_slots_to_wire_async(self, slot_values: np.ndarray, slot_bits: int | Sequence[int], bounds: Sequence[int],
                                     obfuscators: bytes | None = None) -> Callable[[], BigInts]:
         """:meth:`encrypt_to_wire_async` of packed plaintexts ``m_i = sum_j v_ij 2^(j slot_bits)``,
         given as their slot integers ``v`` (``(n, n_slots)``, ``|v_ij| <= bounds[j]``); same
-        ciphertexts, about two multiplications fewer each (see :func:`_slot_tables`)."""
+        ciphertexts, about two multiplications fewer each (see :func:`_slot_tables`). ``slot_bits``
+        may instead be one bit offset per slot (:func:`slot_offsets`)."""
         v, b = self.checked_slots(slot_values, slot_bits, bounds)
         w = self.ciphertext_bytes
         count = len(v)
         if obfuscators is not None and len(obfuscators) != w * count:
             raise CryptoError(f"{len(obfuscators) // w} obfuscators for {count} plaintexts")
-        common = (int(self.n), int(self.g), int(self.h), self.obfuscation_bits, int(slot_bits), tuple(int(x) for x in b))
+        common = (int(self.n), int(self.g), int(self.h), self.obfuscation_bits, slot_offsets(slot_bits, len(b)),
+                  tuple(int(x) for x in b))
         if count < PARALLEL_ENCRYPT_AT or worker_count() < 2:
             out = BigInts.from_blob(_encrypt_slots_task(*common, v, obfuscators), w, count)
             return lambda: out
@@ -474,16 +495,21 @@ class OUPublicKey(PublicKey):
 
         return result
 
-    def checked_slots(self, slot_values: np.ndarray, slot_bits: int, bounds: Sequence[int]
+    def checked_slots(self, slot_values: np.ndarray, slot_bits: int | Sequence[int], bounds: Sequence[int]
                       ) -> tuple[np.ndarray, np.ndarray]:
         """Validate a slot layout against this key and the values against their bounds:
-        ``(values, bounds)`` as arrays."""
+        ``(values, bounds)`` as arrays. ``slot_bits``: equal slots' width, or one offset per slot
+        (increasing; each slot then spans up to the next offset, the last up to the key's bound)."""
         v = np.asarray(slot_values)
         if v.ndim != 2 or v.shape[1] != len(bounds) or v.dtype.kind not in "iu":
             raise CryptoError(f"slot values must be an (n, {len(bounds)}) integer array")
         b = np.asarray(bounds, dtype=np.int64)
-        if len(bounds) * int(slot_bits) > self._plaintext_bits or (b < 0).any() or (b >= 1 << 20).any() \
-                or int(b.max(initial=0)) >= 1 << (int(slot_bits) - 1):
+        offs = np.asarray(slot_offsets(slot_bits, len(bounds)) + (
+            len(bounds) * int(slot_bits) if isinstance(slot_bits, (int, np.integer)) else self._plaintext_bits,),
+            dtype=np.int64)
+        widths = np.diff(offs)
+        if offs[-1] > self._plaintext_bits or (offs[:-1] < 0).any() or (widths < 2).any() or (b < 0).any() \
+                or (b >= 1 << 20).any() or (b >= np.left_shift(1, np.minimum(widths - 1, 62))).any():
             raise CryptoError("slot layout does not fit this key (or its slot tables would be too large)")
         if v.size and (np.abs(v) > b[None, :]).any():
             raise CryptoError("a slot value exceeds its bound")
@@ -625,7 +651,7 @@ class OUPrivateKey(PrivateKey):
         return _thread_futures(crt.obfuscators, [(min(size, count - lo),) for lo in range(0, count, size)],
                                background=background)
 
-    def encrypt_slots_to_wire_async(self, slot_values: np.ndarray, slot_bits: int, bounds: Sequence[int],
+    def encrypt_slots_to_wire_async(self, slot_values: np.ndarray, slot_bits: int | Sequence[int], bounds: Sequence[int],
                                     obfuscators: bytes | None = None) -> Callable[[], BigInts]:
         """:meth:`OUPublicKey.encrypt_slots_to_wire_async` by the key owner: the same ciphertexts
         (for the same ``r``), through CRT in this process's threads when the compiled kernel is
@@ -639,7 +665,7 @@ class OUPrivateKey(PrivateKey):
             raise CryptoError(f"{len(obfuscators) // ow} obfuscators for {count} plaintexts")
         bt = tuple(int(x) for x in b)
         size = max(1, -(-count // worker_count()))
-        pieces = [(v[lo:lo + size], int(slot_bits), bt,
+        pieces = [(v[lo:lo + size], slot_offsets(slot_bits, len(bt)), bt,
                    None if obfuscators is None else obfuscators[lo * ow:(lo + size) * ow])
                   for lo in range(0, count, size)]
         waits = _thread_futures(crt.encrypt_slots, pieces)

@@ -47,6 +47,7 @@ __all__ = [
     "decrypt_packed",
     "compress",
     "decompress",
+    "shift_sum",
 ]
 
 
@@ -271,23 +272,34 @@ def compress(public_key: PublicKey, packing: SlotPacking, cts: Sequence[Any], pe
     layout = packing.grouped(g)
     if packing.plaintext_bits != public_key.plaintext_bits:
         raise CryptoError("this packing was built for a different key size")
+    return shift_sum(public_key, cts, g, packing.total_bits), layout
+
+
+def shift_sum(public_key: PublicKey, cts: Sequence[Any], group: int, shift_bits: int) -> list:
+    """Per run ``[c_0, ..., c_{g-1}]`` of ``group`` ciphertexts (the last may be shorter):
+    ``c_0 * c_1^(2^W) * ... * c_{g-1}^(2^(W(g-1)))`` with ``W = shift_bits``, i.e. the plaintexts
+    shifted by ``j W`` bits and added (Horner form: ``W`` squarings per step).
+
+    The caller checks that the shifted sum fits the plaintext space (:func:`compress` does).
+    """
     m = public_key.ciphertext_modulus
     cts = list(cts)
+    g = int(group)
     if montgomery.AVAILABLE and len(cts) > g:
         # compiled squaring chains on this process's threads (GIL released), whole groups each
         w = public_key.ciphertext_bytes
         groups = [to_bytes(cts[lo:lo + g], w) for lo in range(0, len(cts), g)]
-        parts = map_chunks(_shift_task, (int(m), g, packing.total_bits), groups, threads=True, tasks_per_worker=1)
-        return [c for blob in parts for c in from_bytes(blob, w)], layout
-    shift = 1 << packing.total_bits
+        parts = map_chunks(_shift_task, (int(m), g, int(shift_bits)), groups, threads=True, tasks_per_worker=1)
+        return [c for blob in parts for c in from_bytes(blob, w)]
+    shift = 1 << int(shift_bits)
     out = []
     for lo in range(0, len(cts), g):
-        group = cts[lo : lo + g]
-        acc = group[-1]
-        for c in reversed(group[:-1]):
+        group_cts = cts[lo : lo + g]
+        acc = group_cts[-1]
+        for c in reversed(group_cts[:-1]):
             acc = gmpy2.powmod(acc, shift, m) * c % m
         out.append(acc)
-    return out, layout
+    return out
 
 
 def _shift_task(modulus: int, group: int, shift_bits: int, groups: Sequence[bytes]) -> bytes:

@@ -82,6 +82,8 @@ class Params(BoostingParams):
     key_bits: int = Field(2048, ge=2048, le=8192, description="modulus bits of the label holder's key")
     precision: int = Field(16, ge=8, le=52, description="fixed-point fractional bits of g and h")
     first_tree_label_holder_only: bool = False
+    rows_per_ciphertext: int = Field(0, ge=0, le=8, description="rows per encrypted (g, h) plaintext; 0 picks the "
+                                     "cheapest for the job's size (the model is the same for every value)")
 
     def config(self, seed: int) -> SecureBoostParams:
         return SecureBoostParams(**self.model_dump(), seed=seed)
@@ -191,6 +193,7 @@ def run(ctx: PartyContext) -> None:
         "importance": model.importance.get(lh, {}),
         "bytes_sent": ctx.channel.ledger.bytes_sent,
         "protocol": f"SecureBoost, {cfg.scheme} {cfg.key_bits}-bit, packed (g, h), compressed histograms",
+        "rows_per_ciphertext": est.rows.rows if hasattr(est, "rows") else 1,
     }
     if p_te is not None:  # the floor: the label holder's own features alone, same trees, locally
         from fedrisk.finance.reference import boosting_alone, comparison

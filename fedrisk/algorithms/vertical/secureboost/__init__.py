@@ -18,10 +18,12 @@ Message flow (tags ``sb.*``; ``t`` = tree, ``d`` = depth)
                                                           minus the other bins), the index of its
                                                           missing-value bin (or -1), and its
                                                           monotone direction (+1, -1 or 0)
-3   L -> H     ``sb.t<t>.grad``       plaintext-by-design positions of the rows used for this tree
-                                                          and the number of chunks (or ``stop``)
-3'  L -> H     ``sb.t<t>.grad.<k>``   ciphertext          ``Enc(pack(g_i, h_i))``, one ciphertext per
-                                                          row, streamed in chunks of 6,000 rows
+3   L -> H     ``sb.t<t>.grad``       plaintext-by-design positions of the rows used for this tree,
+                                                          the number of chunks and, when above 1,
+                                                          ``rows_per_ciphertext`` ``k`` (or ``stop``)
+3'  L -> H     ``sb.t<t>.grad.<k>``   ciphertext          ``Enc(pack(g_i, h_i))`` of ``k`` consecutive
+                                                          rows per ciphertext (:mod:`.row_packing`),
+                                                          streamed in chunks of ~6,000 rows
 4   L -> H     ``sb.t<t>.d<d>.plan``  plaintext-by-design partitions of the previous level (for every
                                                           split node: its children and a left/right
                                                           bit per row of the node) and which nodes H
@@ -29,7 +31,9 @@ Message flow (tags ``sb.*``; ``t`` = tree, ``d`` = depth)
                                                           child of each pair); ``done`` ends the tree
 5   H -> L     ``sb.t<t>.d<d>.hist``  ciphertext          per built node, per feature and bin, the
                                                           homomorphic sum of the rows' ciphertexts,
-                                                          compressed (several bin sums per ciphertext)
+                                                          compressed (several bin sums per ciphertext);
+                                                          with ``k > 1`` the per-position sums aligned
+                                                          and every other group masked by H
 6   L -> H     ``sb.t<t>.d<d>.win``   control             for the nodes H won: (node, feature index,
                                                           bin index, missing values left?). Empty
                                                           list if H won none.
@@ -74,7 +78,9 @@ nothing else new.
 What each party learns
 ----------------------
 * **L** learns, per node, the sums of ``g`` and ``h`` of H's rows in each of H's bins (that is
-  what it decrypts), which H-feature index and bin won, and for every H split the left/right side
+  what it decrypts; with several rows per ciphertext the groups beside each sum are H's fresh
+  uniform masks, within statistical distance ``2^-40`` of independent of the rows, see
+  :mod:`.row_packing` and ``tests/algorithms/vertical/test_secureboost_row_packing.py``), which H-feature index and bin won, and for every H split the left/right side
   of every row that reached the node (training and scoring). It never sees H's thresholds, cut
   points, feature names or values. It also learns the index (not the values) of each H feature's
   most populous bin, which of H's features have missing values (their missing bin is summed like
@@ -175,15 +181,20 @@ Checked and *not* done, and why:
   2M encryptions (e.g. 120k rows x 30 trees) get the 16-bit windows: -8 to -13 % per ``h^r`` in a
   same-process comparison, the window digits read straight from the CSPRNG's bytes (no bit
   unpacking). Same 224-bit uniform ``r``, so the same ciphertext distribution and model;
-* several rows per ciphertext: H multiplies each row's ciphertext into that row's bins, so rows
-  sharing a ciphertext would be summed into each other's bins.
+* several rows per ciphertext *as such*: H multiplies each row's ciphertext into that row's bins,
+  so rows sharing a ciphertext would be summed into each other's bins. Since the fourteenth pass
+  this is done with H's sums kept per position and aligned by shifts, and the cross terms masked
+  (:mod:`.row_packing`): ``k`` rows per ciphertext (3 at 2048-bit OU) divide L's encryptions by
+  ``k``, for more decryptions and H-side masks per bin sum, a fixed cost per node, so L picks ``k``
+  from the job's rows and bins (one row for the 24k-row example, three from ~45k rows up).
 
 Idle-time pools cannot lower CPU-seconds (they move work, they do not remove it); L now cancels
 the queued ``h^r`` pieces not started when training ends (up to a tree's worth on a busy host).
 Checkpoints (``fedrisk.runtime.checkpoint``) keep the per-row margins in a binary side file per
 tree instead of the JSON, which was re-encoded as decimal text with every tree.
 
-Modules: :mod:`.params` (settings and what both roles derive from them), :mod:`.label_holder`,
+Modules: :mod:`.params` (settings and what both roles derive from them), :mod:`.row_packing`
+(several rows per ciphertext: layout, H's aligned and masked sums, L's reading), :mod:`.label_holder`,
 :mod:`.feature_holder` (each role's flow in one place), :mod:`.histograms` (H's cell planning and
 homomorphic-sum kernels), :mod:`.encryption` (L's obfuscator queue and chunk encryption),
 :mod:`.scoring` (``sbi.*``), :mod:`.models`, :mod:`.messages` (timed send/recv, row bits),

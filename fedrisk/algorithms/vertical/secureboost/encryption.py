@@ -111,24 +111,31 @@ def _done(wait: Callable[[], bytes]) -> bool:
     return fut.done() if isinstance(fut, Future) else True
 
 
-def encrypt_chunk_async(key: Any, packing: Any, gh: np.ndarray, obfuscators: _Obfuscators | None
-                        ) -> Callable[[], BigInts]:
-    """Start encrypting one chunk of packed ``(g, h)`` rows; the returned function waits for its wire form.
+def encrypt_chunk_async(key: Any, packing: Any, gh: np.ndarray, obfuscators: _Obfuscators | None,
+                        rows: Any = None) -> Callable[[], BigInts]:
+    """Start encrypting one chunk of ``(g, h)`` rows; the returned function waits for its wire form.
 
-    Rows get the queue's ready obfuscators first; the rest are encrypted with fresh randomness
-    in the same call's pool tasks (normal priority), so the chunk never waits on the background
-    queue. The plaintexts, hence every decrypted sum and the model, do not depend on which.
+    ``rows`` (a :class:`~fedrisk.algorithms.vertical.secureboost.row_packing.RowPacking`) puts
+    ``rows.rows`` consecutive rows in each plaintext; ``None`` means one row per plaintext.
+    Ciphertexts get the queue's ready obfuscators first; the rest are encrypted with fresh
+    randomness in the same call's pool tasks (normal priority), so the chunk never waits on the
+    background queue. The plaintexts, hence every decrypted sum and the model, do not depend on which.
     """
+    k = 1 if rows is None else rows.rows
     if not hasattr(key, "encrypt_slots_to_wire_async"):
-        return key.encrypt_to_wire_async(packing.pack(gh))
+        return key.encrypt_to_wire_async(packing.pack(gh) if k == 1 else rows.packed(packing.slot_ints(gh)))
     slots = packing.slot_ints(gh)
+    if k == 1:
+        at, bounds = packing.slot_bits, packing.slot_bounds
+    else:
+        slots, at, bounds = rows.ciphertext_slots(slots), rows.offsets, packing.slot_bounds * k
     n = len(slots)
     obf = obfuscators.take_ready(n) if obfuscators is not None else b""
     m = len(obf) // obfuscators.w if obfuscators is not None else 0
 
     def start(v: np.ndarray, o: bytes | None) -> Callable[[], BigInts]:
-        # same ciphertexts as encrypting pack(gh), g^m made slot by slot
-        return key.encrypt_slots_to_wire_async(v, packing.slot_bits, packing.slot_bounds, o)
+        # same ciphertexts as encrypting the packed integers, g^m made slot by slot
+        return key.encrypt_slots_to_wire_async(v, at, bounds, o)
 
     if m == n:
         return start(slots, obf)

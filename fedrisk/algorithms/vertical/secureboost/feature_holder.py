@@ -59,7 +59,6 @@ class SecureBoostFeatureHolder:
         label holder splits them by partitions of their bins.
         """
         from fedrisk.crypto.additive import public_key_from_wire
-        from fedrisk.crypto.packing import SlotPacking, compress
 
         p = self.params
         ph = _Phases()
@@ -133,8 +132,11 @@ class SecureBoostFeatureHolder:
                                     f"{len(expected_rows)} rows the job's seed, subsample and validation_fraction give; "
                                     f"refusing")
             packing.check_terms(len(rows))
+            rp = _announced_rows(msg, p, packing, pub, who)
+            k = rp.rows
+            n_ct = -(-len(rows) // k)  # row i travels in ciphertext i // k at position i % k
             n_chunks = msg.get("chunks")
-            if not isinstance(n_chunks, int) or not 1 <= n_chunks <= len(rows):
+            if not isinstance(n_chunks, int) or not 1 <= n_chunks <= n_ct:
                 raise ProtocolError(f"{who} announced {n_chunks!r} gradient chunks for {len(rows)} rows")
             bins_grad = bins[rows]
             if plan_rows is None or not np.array_equal(rows, plan_rows):
@@ -147,24 +149,34 @@ class SecureBoostFeatureHolder:
             n_got = 0
             root_hist: list | None = None
             m = pub.ciphertext_modulus
-            for k in range(n_chunks):
-                part = pub.ciphertext_block_from_wire(ph.recv(ch, lh, f"sb.t{t}.grad.{k}").get("cts"))
-                k_rows = len(part) // w
-                if n_got + k_rows > len(rows):
-                    raise ProtocolError(f"{who} sent more ciphertexts than the {len(rows)} announced rows")
+            for c in range(n_chunks):
+                part = pub.ciphertext_block_from_wire(ph.recv(ch, lh, f"sb.t{t}.grad.{c}").get("cts"))
+                k_cts = len(part) // w
+                if n_got + k_cts > n_ct:
+                    raise ProtocolError(f"{who} sent more ciphertexts than the {len(rows)} announced rows need")
                 with ph("histogram"):
                     # a chunk's plan depends only on its rows' bins: the same every tree (no subsampling)
-                    plan = root_plans.get((n_got, k_rows))
+                    plan = root_plans.get((k, n_got, k_cts))
                     if plan is None:
-                        plan = root_plans[(n_got, k_rows)] = _LevelPlan()
-                        plan.add_node(np.arange(k_rows), bins_grad[n_got:n_got + k_rows], skip, offs, groupings, strides)
-                    ph_part = level_histograms(pub, part, plan, per_node)
+                        plan = root_plans[(k, n_got, k_cts)] = _LevelPlan()
+                        local = np.arange(k_cts)
+                        for s in range(k):  # one sum per (slot, position): rp.combine aligns them
+                            i = (n_got + local) * k + s
+                            sel = i < len(rows)
+                            if sel.any():
+                                plan.add_node(local[sel], bins_grad[i[sel]], skip, offs + s * per_node, groupings, strides)
+                    if k > 1:  # the plan's rows are (ciphertext, position) pairs: ciphertexts in plan order
+                        arr = np.frombuffer(part, dtype=np.uint8).reshape(k_cts, w)
+                        block = arr[np.concatenate(plan.gi)].tobytes()
+                    else:
+                        block = part
+                    ph_part = level_histograms(pub, block, plan, per_node * k)
                     root_hist = ph_part if root_hist is None else [x * y % m for x, y in zip(root_hist, ph_part)]
                 blocks.append(part)
-                n_got += k_rows
-            if n_got != len(rows):
-                raise ProtocolError(f"{who} sent {n_got} ciphertexts for {len(rows)} rows")
-            cts = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(len(rows), w)
+                n_got += k_cts
+            if n_got != n_ct:
+                raise ProtocolError(f"{who} sent {n_got} ciphertexts for {len(rows)} rows ({n_ct} expected)")
+            cts = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(n_ct, w)
             del blocks
             grad_index = np.full(n, -1, dtype=np.int64)
             grad_index[rows] = np.arange(len(rows))
@@ -185,14 +197,19 @@ class SecureBoostFeatureHolder:
                 else:
                     with ph("histogram"):
                         plan = _LevelPlan()
-                        for k, node in enumerate(build):
+                        count = per_node * len(build)
+                        for j, node in enumerate(build):
                             gi = grad_index[node_rows[node]]
                             gi = gi[gi >= 0]
-                            plan.add_node(gi, bins_grad[gi], skip, offs + k * per_node, groupings, strides)
-                        gi_all = np.concatenate(plan.gi)
-                        flat = level_histograms(pub, cts[gi_all].tobytes(), plan, per_node * len(build))
+                            for s in range(k):  # one sum per (slot, position): rp.combine aligns them
+                                sel = gi[gi % k == s] if k > 1 else gi
+                                if len(sel):
+                                    plan.add_node(sel // k, bins_grad[sel], skip, offs + j * per_node + s * count,
+                                                  groupings, strides)
+                        gi_all = np.concatenate(plan.gi) if plan.gi else np.zeros(0, dtype=np.int64)
+                        flat = level_histograms(pub, cts[gi_all].tobytes(), plan, count * k)
                 with ph("compression"):
-                    comp, _ = compress(pub, packing, flat)
+                    comp = rp.combine(pub, flat, per_node * len(build))
                 ph.send(ch, lh, f"sb.t{t}.d{depth}.hist", {"nodes": np.array(build, dtype=np.int64),
                                                            "cts": pub.ciphertexts_to_wire(comp)}, "ciphertext")
                 win = ph.recv(ch, lh, f"sb.t{t}.d{depth}.win")
@@ -237,6 +254,23 @@ class SecureBoostFeatureHolder:
         ph.send(ch, lh, "sb.stats", {k: float(v) for k, v in ph.t.items()}, "metric")
         self.model_ = FeatureHolderModel(list(feature_names), trees[:kept], importance, dict(ph.t))
         return self
+
+
+def _announced_rows(msg: dict, p: SecureBoostParams, packing: Any, pub: Any, who: str) -> Any:
+    """The rows per ciphertext of a tree's announcement, checked against the key and the job.
+
+    Any count the key holds is safe for this party (every cross term it returns is masked, see
+    :mod:`.row_packing`); a job that fixes ``rows_per_ciphertext`` gets exactly that.
+    """
+    from fedrisk.algorithms.vertical.secureboost.row_packing import RowPacking, max_rows
+
+    k = msg.get("rows_per_ciphertext", 1)
+    top = max_rows(packing.slot_bits, pub.plaintext_bits)
+    if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= top) \
+            or (p.rows_per_ciphertext and k != p.rows_per_ciphertext):
+        raise ProtocolError(f"{who} announced {k!r} rows per ciphertext; this key holds 1 to {top}"
+                            + (f" and the job sets {p.rows_per_ciphertext}" if p.rows_per_ciphertext else "") + "; refusing")
+    return RowPacking(packing.slot_bits, k, pub.plaintext_bits)
 
 
 def _is_id(x: Any) -> bool:

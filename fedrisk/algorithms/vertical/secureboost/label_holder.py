@@ -160,6 +160,23 @@ class SecureBoostLabelHolder:
             if cat.size and (cat.ndim != 1 or cat.min() < 0 or cat.max() >= len(nb)):
                 raise ProtocolError(f"party {h!r} marked categorical features that do not exist")
             self.host_categorical[h] = np.isin(np.arange(len(nb)), cat)
+        self._choose_rows_per_ciphertext(hosts, n_train)
+
+    def _choose_rows_per_ciphertext(self, hosts: Sequence[str], n_train: int) -> None:
+        """Rows per encrypted plaintext: the job's setting, else the cheapest for its size
+        (:func:`~fedrisk.algorithms.vertical.secureboost.row_packing.choose_rows`); the feature
+        holders re-check it against the key. The model does not depend on it."""
+        from fedrisk.algorithms.vertical.secureboost.row_packing import RowPacking, choose_rows
+
+        p = self.params
+        per_tree = n_train if p.subsample >= 1 else max(2, int(round(p.subsample * n_train)))
+        slots = sum(int(self.host_bins[h].sum()) for h in hosts)
+        k = choose_rows(self.packing.slot_bits, self.pub.plaintext_bits, per_tree, slots,
+                        2 ** max(0, p.tree.max_depth - 1), p.rows_per_ciphertext) if hosts else 1
+        self.rows = RowPacking(self.packing.slot_bits, k, self.pub.plaintext_bits)
+        if k > 1:
+            log.info("SecureBoost: %d rows per encrypted gradient plaintext (%d-bit groups, %d bin sums per "
+                     "returned ciphertext)", k, self.rows.group_bits, self.rows.per_ciphertext)
 
     def fit(self, channel: Channel, hosts: Sequence[str], X: np.ndarray, y: np.ndarray,
             feature_names: Sequence[str], monotone: dict[str, int] | None = None,
@@ -217,7 +234,7 @@ class SecureBoostLabelHolder:
         if self._obf is not None and hasattr(self.priv, "expect_encryptions"):
             # one encryption per row and tree: a large job gets wider fixed-base windows for h^r
             # (fewer products each, for a larger table built once)
-            self.priv.expect_encryptions(len(train_pos) * p.n_trees)
+            self.priv.expect_encryptions(-(-len(train_pos) // self.rows.rows) * p.n_trees)
         base = base_score(y[train_pos])
         margin = np.full(n, base)
         scale = float(2 ** p.precision)
@@ -244,22 +261,27 @@ class SecureBoostLabelHolder:
             is_grad[rows] = True
             if not local:
                 # streamed in chunks: feature holders sum chunk k while chunk k+1 is encrypted
-                spans = [(lo, min(len(rows), lo + _CHUNK_ROWS)) for lo in range(0, len(rows), _CHUNK_ROWS)]
+                k = self.rows.rows
+                step = max(k, _CHUNK_ROWS // k * k)  # whole ciphertexts per chunk
+                spans = [(lo, min(len(rows), lo + step)) for lo in range(0, len(rows), step)]
+                announce = {"rows": rows.astype(np.int64), "chunks": len(spans)}
+                if k > 1:
+                    announce["rows_per_ciphertext"] = k
                 for hh in hosts:
-                    self.ph.send(channel, hh, f"sb.t{t}.grad", {"rows": rows.astype(np.int64), "chunks": len(spans)},
-                                 "plaintext-by-design")
+                    self.ph.send(channel, hh, f"sb.t{t}.grad", announce, "plaintext-by-design")
                 # every chunk is queued on the crypto pool at once, so the workers encrypt chunk k+1
                 # while chunk k is sent; the workers' ciphertext bytes go to the wire as they are.
                 # Queuing never waits: each chunk takes the obfuscators already made and the pool
                 # makes the rest on the spot, so chunk 0 leaves as soon as it is encrypted
                 with self.ph("encryption"):
                     pending = [encrypt_chunk_async(self.priv, self.packing,
-                                                   np.column_stack([g[rows[lo:hi]], h[rows[lo:hi]]]), self._obf)
+                                                   np.column_stack([g[rows[lo:hi]], h[rows[lo:hi]]]), self._obf,
+                                                   self.rows)
                                for lo, hi in spans]
                     if self._obf is not None and t + 1 < p.n_trees:
                         # the next tree's h^r, made by low-priority threads while this tree's
                         # levels are built (cores would idle); at most one tree's worth queued
-                        self._obf.prefetch(len(rows))
+                        self._obf.prefetch(-(-len(rows) // k))
                 # sent from a thread as each is ready, while this thread starts the tree (root
                 # sums, plan, own root histogram); joined before the feature holders' root sums
                 self._chunks = _ChunkSender(channel, hosts, t, pending)
@@ -483,8 +505,6 @@ class SecureBoostLabelHolder:
 
     def _receive_histograms(self, ch: Channel, hosts: list[str], t: int, depth: int, build: list[int],
                             by_id: dict[int, _Node]) -> None:
-        from fedrisk.crypto.packing import decompress
-
         for hh in hosts:
             msg = self.ph.recv(ch, hh, f"sb.t{t}.d{depth}.hist")
             if not isinstance(msg, dict) or "cts" not in msg:
@@ -495,7 +515,7 @@ class SecureBoostLabelHolder:
             with self.ph("decryption"):
                 cts = self.pub.ciphertexts_from_wire(msg["cts"])
                 try:
-                    vals = decompress(self.priv, self.packing, cts, count)
+                    vals = self.rows.slot_sums(self.priv, cts, count, self.packing.precision)
                 except Exception as e:  # noqa: BLE001 - a peer's malformed answer, reported as such
                     raise ProtocolError(f"party {hh!r}: histogram for tree {t}, depth {depth} does not decode: {e}") from None
             offs = np.concatenate([[0], np.cumsum(nb)])

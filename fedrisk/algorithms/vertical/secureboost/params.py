@@ -45,6 +45,10 @@ class SecureBoostParams(BoostingParams):
         Fractional bits of the fixed-point ``g`` and ``h``.
     first_tree_label_holder_only : bool
         Build the first tree on the label holder's features only (a leakage mitigation).
+    rows_per_ciphertext : int
+        Rows whose ``(g, h)`` share one encrypted plaintext (0: the label holder picks the cheapest
+        for the job's size, :func:`~fedrisk.algorithms.vertical.secureboost.row_packing.choose_rows`).
+        A performance setting: the model is the same for every value.
     seed : int
         Seeds row subsampling and the validation split.
     """
@@ -53,6 +57,7 @@ class SecureBoostParams(BoostingParams):
     key_bits: int = 2048
     precision: int = 16
     first_tree_label_holder_only: bool = False
+    rows_per_ciphertext: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,6 +65,8 @@ class SecureBoostParams(BoostingParams):
             (self.scheme in ("ou", "paillier"), "scheme must be 'ou' or 'paillier'"),
             (isinstance(self.key_bits, int) and 512 <= self.key_bits <= 8192, "key_bits must be in [512, 8192]"),
             (isinstance(self.precision, int) and 8 <= self.precision <= 52, "precision must be an integer in [8, 52]"),
+            (isinstance(self.rows_per_ciphertext, int) and 0 <= self.rows_per_ciphertext <= 8,
+             "rows_per_ciphertext must be an integer in [0, 8] (0: chosen for the job's size)"),
         ])
 
 
