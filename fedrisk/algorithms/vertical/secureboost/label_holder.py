@@ -171,8 +171,10 @@ class SecureBoostLabelHolder:
         p = self.params
         per_tree = n_train if p.subsample >= 1 else max(2, int(round(p.subsample * n_train)))
         slots = sum(int(self.host_bins[h].sum()) for h in hosts)
+        # the cost model's constants are OU's (compiled kernel); Paillier keeps one row unless asked
+        auto = p.scheme == "ou" or p.rows_per_ciphertext
         k = choose_rows(self.packing.slot_bits, self.pub.plaintext_bits, per_tree, slots,
-                        2 ** max(0, p.tree.max_depth - 1), p.rows_per_ciphertext) if hosts else 1
+                        2 ** max(0, p.tree.max_depth - 1), p.rows_per_ciphertext) if hosts and auto else 1
         self.rows = RowPacking(self.packing.slot_bits, k, self.pub.plaintext_bits)
         if k > 1:
             log.info("SecureBoost: %d rows per encrypted gradient plaintext (%d-bit groups, %d bin sums per "
