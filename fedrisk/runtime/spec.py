@@ -227,6 +227,18 @@ class EvaluationSpec(_Strict):
 
     _na_text = field_validator("na_values", mode="before")(lambda cls, v: _na_values_as_text(v))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _delimiter(cls, data: Any) -> Any:
+        # ``delimiter`` is a synonym of ``sep``, as in a party's table (and pandas)
+        if isinstance(data, dict) and "delimiter" in data:
+            data = dict(data)
+            delim = data.pop("delimiter")
+            if data.get("sep", delim) != delim:
+                raise ValueError("set sep or delimiter, not both (they are the same setting)")
+            data["sep"] = delim
+        return data
+
     @model_validator(mode="after")
     def _dialect(self) -> "EvaluationSpec":
         # the party table's rules (PartySpec._dialect), field by field; the decimal mark is checked against the

@@ -272,6 +272,9 @@ def test_the_evaluation_file_takes_its_own_dialect_and_defaults_to_the_holders(t
     full = load_spec(write(tmp_path, holder + '[evaluation]\ntest = "t.csv"\nholder = "bank2"\nsep = "\\t"\n'
                            'decimal = ","\nna_values = [-1]\n'))
     assert full.test_read_options() == {"sep": "\t", "decimal": ",", "positive": "bad", "na_values": ["-1"]}
+    # ``delimiter`` is ``sep``'s synonym here too, as in a party's table
+    synonym = load_spec(write(tmp_path, holder + '[evaluation]\ntest = "t.csv"\nholder = "bank2"\ndelimiter = ","\n'))
+    assert synonym.test_read_options() == own.test_read_options()
     none = load_spec(write(tmp_path, holder + '[evaluation]\ntest = "t.csv"\nholder = "bank2"\nna_values = []\n'))
     assert "na_values" not in none.test_read_options()
     # the test file's dialect is the holder's business, like the file itself
@@ -286,7 +289,8 @@ def test_the_evaluation_file_takes_its_own_dialect_and_defaults_to_the_holders(t
     ('test = "t.csv"\nna_values = [" "]', r"evaluation: na_values lists an empty text"),
     ('test = "t.csv"\nna_values = [true]', r"evaluation\.na_values"),
     ('sep = ","', r"evaluation\.sep describes the evaluation\.test file, and this job has none"),
-    ('test = "t.csv"\ndelimiter = ","', r"evaluation\.delimiter: unknown key"),
+    ('test = "t.csv"\ndelimiter = ";"\nsep = ","', r"evaluation: set sep or delimiter, not both"),
+    ('test = "t.csv"\ndelimiter = ";;"', r"evaluation: sep ';;' must be one character"),
 ])
 def test_bad_evaluation_dialects_fail_with_one_line_naming_the_field(tmp_path, table, message):
     (tmp_path / "t.csv").write_text("id,y,x0\n1,0,0.5\n")
