@@ -412,6 +412,8 @@ def psi_encode(spec: Path = typer.Argument(..., help="job spec (TOML) with \\[ps
 
     try:
         h = encode_party(spec, name, rows=rows)
+        for note in h.get("notes", []):
+            console.print(f"note: {note}", highlight=False, soft_wrap=True)
         console.print(f"encoded {h['count']:,} ids for key epoch {h['epoch']} ({h['count'] * h['width'] / 1e6:.1f} MB "
                       "to send once to the lender, at its next unbalanced job)", highlight=False, soft_wrap=True)
     except FedriskError as e:

@@ -1509,7 +1509,8 @@ def id_test_mask(ids: Sequence[object] | np.ndarray, modulus: int = 5, remainder
 
 
 def iter_id_chunks(path: str | Path, id_col: str, *, party: str, rows: int = 262144,
-                   sep: str | None = None, na_values: Sequence[str] = ()) -> Iterator[np.ndarray]:
+                   sep: str | None = None, na_values: Sequence[str] = (),
+                   notes: list[str] | None = None) -> Iterator[np.ndarray]:
     """Yield a party's id column in chunks of ``rows``, without loading the file (for streaming PSI).
 
     CSV is read with pandas' ``chunksize`` (only the id column, as strings, exactly as
@@ -1520,6 +1521,8 @@ def iter_id_chunks(path: str | Path, id_col: str, *, party: str, rows: int = 262
     value in any cell left out (looked up in the whole rows only where an id is missing). A missing id
     in a row with values is one :class:`DataError` naming the file, column and row. Duplicates are
     checked by the PSI itself over the whole set. ``na_values``: the party's (missing, as at load).
+    ``notes``: gets, once the file is read, the load's notes on what reading changed (blank rows left
+    out, decimal ids read as integers), counts only, for the caller to show its own user.
     """
     path = Path(path)
     ctx = _Ctx(party, path)
@@ -1552,6 +1555,13 @@ def iter_id_chunks(path: str | Path, id_col: str, *, party: str, rows: int = 262
             ids = _normalise_ids(ctx, chunk, id_col, integral=integral)
             offset += len(ids)
             yield ids
+        if notes is not None:
+            if read > offset:
+                notes.append(f"{read - offset} rows with no value in any cell (a spreadsheet's empty rows, lines of "
+                             "separators only) are left out")
+            if integral and offset:
+                notes.append(f"id column {id_col!r}: {offset} ids written as integers with a decimal part of zeros "
+                             "(a spreadsheet's export of whole numbers) are read as those integers, as in Parquet files")
     except DataError:
         raise
     except (ValueError, OSError) as exc:

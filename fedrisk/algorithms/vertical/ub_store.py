@@ -352,13 +352,15 @@ def encode_ids(chunks: Iterable[Sequence[Any]], key: OprfKey, store: Path, party
 def encode_id_file(store: Path, party: str, path: Path, id_col: str, *, sep: str | None = None,
                    rows: int = 262144, na_values: Sequence[str] = ()) -> dict[str, Any]:
     """Encode the bureau's id file in streaming chunks under its current key (see :func:`encode_ids`); the ids are
-    those its table load gives (:func:`fedrisk.data.loading.iter_id_chunks`), so a job's ids sum matches."""
+    those its table load gives (:func:`fedrisk.data.loading.iter_id_chunks`), so a job's ids sum matches. The
+    header it returns carries ``notes``: what reading the file changed (counts only), as a job's load logs them."""
     from fedrisk.data.loading import iter_id_chunks
 
     key = load_key(store, party)
-    return encode_ids(iter_id_chunks(path, id_col, party=party, rows=rows, sep=sep, na_values=na_values), key, store,
-                      party,
-                      f"id column {id_col!r} of {Path(path).name}")
+    notes: list[str] = []
+    head = encode_ids(iter_id_chunks(path, id_col, party=party, rows=rows, sep=sep, na_values=na_values, notes=notes),
+                      key, store, party, f"id column {id_col!r} of {Path(path).name}")
+    return {**head, "notes": notes}
 
 
 # ---------------------------------------------------------------------------------------------

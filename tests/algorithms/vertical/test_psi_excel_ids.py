@@ -108,10 +108,15 @@ def test_the_unbalanced_psis_encoded_set_holds_the_ids_the_job_loads(tmp_path, r
     path, _ = _files(tmp_path, ids, ["1"])
     path.write_text(path.read_text() + ",,\n,,\n")
     key = ub_store.create_key(tmp_path / "store", "bureau")
-    ub_store.encode_id_file(tmp_path / "store", "bureau", path, "id", rows=rows)
+    head = ub_store.encode_id_file(tmp_path / "store", "bureau", path, "id", rows=rows)
     encoded = ub_store.read_header(ub_store.epoch_dir(tmp_path / "store", key.epoch) / "index.bin")
-    loaded = load_party_table(path, party="bureau", id_col="id", label_col="y").ids
+    table = load_party_table(path, party="bureau", id_col="id", label_col="y")
+    loaded = table.ids
     assert loaded.tolist() == [str(BASE + k) for k in range(40)]
+    # the encoder says what reading changed, as the job's load does (it has no party log: `fedrisk psi encode`
+    # prints them), counts only
+    assert head["notes"] == table.notes and len(head["notes"]) == 2
+    assert "2 rows with no value in any cell" in head["notes"][0] and "40 ids written as integers" in head["notes"][1]
     assert encoded["ids_sum"] == ub_store.ids_sum(ub_store.index_digests(psi.normalize_ids(loaded), key))
 
 
