@@ -68,6 +68,7 @@ def __getattr__(name: str) -> Any:
         return WoeEncoder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 DEFAULT_SMOOTHING = 0.5
 
 
