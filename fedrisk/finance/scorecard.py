@@ -19,13 +19,16 @@ scores furthest below the best bin of that feature ("points lost").
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from fedrisk.errors import ConfigError, DataError
-from fedrisk.finance.woe import FeatureWoe, WoeEncoder, require_columns
+from fedrisk.finance.woe import FeatureWoe, require_columns
+
+if TYPE_CHECKING:  # only annotations here: the encoder's module imports scikit-learn (~2 s per process)
+    from fedrisk.finance.woe_encoder import WoeEncoder
 
 __all__ = ["Scorecard", "top_reasons", "reason_text", "reason_columns"]
 

@@ -44,3 +44,19 @@ def test_clone_and_pipeline():
     assert clone(pipe).get_params()["woeencoder__max_bins"] == 4
     with pytest.raises(Exception):
         WoeEncoder().transform(X)  # unfitted
+
+
+def test_the_woe_helpers_report_and_scorecard_import_without_scikit_learn():
+    """Every party process and ``fedrisk simulate``'s report import these; scikit-learn's import
+    alone is ~2 s of CPU per process, paid only where an encoder or a reference model is built.
+    ``fedrisk.finance.woe`` still exports the encoder, on first use, as the same class."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import fedrisk.finance.woe, fedrisk.finance.scorecard, fedrisk.finance.report, "
+            "fedrisk.finance.tree_reasons; print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn')); "
+            "from fedrisk.finance.woe import WoeEncoder; from fedrisk.finance import woe_encoder; "
+            "print(WoeEncoder is woe_encoder.WoeEncoder, 'sklearn' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["[]", "True True"], r.stdout
