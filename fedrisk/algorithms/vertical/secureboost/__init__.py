@@ -117,7 +117,8 @@ subtraction of decrypted sums (parent minus child); H skips each feature's most 
 compresses every level's bin sums into as few ciphertexts as the plaintext space holds, and L
 decrypts each level in one batch on the crypto thread pool.
 
-Encryption (one per row and tree, 24k per tree here) dominates. L owns the key, so it encrypts
+Encryption (one per ciphertext and tree: 24k per tree here, where one row per ciphertext is the
+cheapest) dominates. L owns the key, so it encrypts
 through CRT (``mod p^2`` and ``mod q``, see :class:`fedrisk.crypto.okamoto_uchiyama._CrtEncryptor`)
 on the compiled Montgomery kernel (:mod:`fedrisk.crypto.montgomery`) in its own threads — the
 factors never leave its process — and splits each encryption in two: the obfuscators ``h^r``
@@ -148,7 +149,9 @@ chunk on the wire as soon as it is encrypted while L's main thread starts the tr
 plan, its own root histogram). Only randomness changes, so the model is the same bit for bit.
 
 Cost per row and tree (issue #16; ``benchmarks/run.py scale``, measured on this project's loaded
-2-core machine): one OU encryption per row and tree is this protocol's floor. At 2048 bits it is
+2-core machine): one OU encryption per ciphertext and tree, i.e. per row with one row per ciphertext
+(a third of that with three, see :mod:`.row_packing`: -44 % of L's CPU and +17 % of H's at 285k rows
+x 30 trees, -25 % in all, ``--one-row-reference`` in that benchmark). At 2048 bits it is
 16 fixed-base table products modulo ``p^2`` (22 limbs) and 16 modulo ``q`` (11 limbs) for ``h^r``,
 two per-slot products for ``g^m`` and a CRT recombination, ~60 % of the job's CPU; profiles of
 both parties (``perf`` on the benchmark's processes) show ~75 % of L's and most of H's CPU inside
