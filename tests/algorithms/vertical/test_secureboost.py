@@ -249,10 +249,11 @@ def _with_missing(X, y, seed=0):
     return X
 
 
-def test_missing_values_get_their_own_bin_and_a_learned_side():
+@pytest.mark.parametrize("rows", [0, 2])  # 2 rows per ciphertext: the missing bins summed per position too
+def test_missing_values_get_their_own_bin_and_a_learned_side(rows):
     X, y = make_data(n=1500, seed=8)
     X = _with_missing(X, y)
-    params = SecureBoostParams(**{**FAST, "n_trees": 4})
+    params = SecureBoostParams(**{**FAST, "n_trees": 4, "rows_per_ciphertext": rows})
     parts = [X[:, :3], X[:, 3:]]
     res, _ = train(parts, y, params)
     est, p = res["lh"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from fedrisk.algorithms.vertical.secureboost import SecureBoostFeatureHolder, SecureBoostLabelHolder, SecureBoostParams
 from fedrisk.runtime.checkpoint import _decode, _encode
@@ -22,10 +23,10 @@ def _data(n=500, seed=1):
     return X[:, :2], X[:, 2:], y
 
 
-def _fit(starts=None):
+def _fit(starts=None, rows=0):
     """Both roles; returns their estimators and every checkpoint written (as stored: JSON text)."""
     XL, XF, y = _data()
-    params = SecureBoostParams(**PARAMS)
+    params = SecureBoostParams(**PARAMS, rows_per_ciphertext=rows)
     saved: dict[str, dict[int, str]] = {"lh": {}, "fh": {}}
     starts = starts or {}
 
@@ -44,13 +45,14 @@ def _fit(starts=None):
     return res, saved
 
 
-def test_a_resumed_job_builds_the_uninterrupted_jobs_trees():
-    ref, saved = _fit()
+@pytest.mark.parametrize("rows", [0, 2])  # 2: two rows per ciphertext (all a 1024-bit test key holds)
+def test_a_resumed_job_builds_the_uninterrupted_jobs_trees(rows):
+    ref, saved = _fit(rows=rows)
     # the feature holder checkpoints tree k when it starts tree k + 1; both have step 2
     assert 2 in saved["lh"] and 2 in saved["fh"]
     starts = {who: _decode(json.loads(saved[who][2])) for who in ("lh", "fh")}
     assert starts["lh"]["t"] == starts["fh"]["t"] == 2
-    res, _ = _fit(starts)
+    res, _ = _fit(starts, rows=rows)
     a, b = ref["lh"], res["lh"]
     assert np.array_equal(a.train_margin_, b.train_margin_)
     assert a.model_.history == b.model_.history
