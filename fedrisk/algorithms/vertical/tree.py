@@ -108,6 +108,23 @@ def histogram(bins: np.ndarray, g: np.ndarray, h: np.ndarray, n_bins: int) -> np
     return out
 
 
+def column_histogram(bins_t: np.ndarray, rows: np.ndarray, g: np.ndarray, h: np.ndarray, n_bins: int) -> np.ndarray:
+    """:func:`histogram` of ``rows`` read from column-major bins ``bins_t`` (``(n_features, n_all_rows)``).
+
+    The same array bit for bit (each bin adds the same values in the same row order), about twice
+    as fast on large nodes: one contiguous gather and two ``bincount`` per column, instead of a
+    ``(rows x features)`` index and repeated weights.
+    """
+    f = bins_t.shape[0]
+    gr, hr = g[rows], h[rows]
+    out = np.empty((f, n_bins, 2))
+    for j in range(f):
+        col = bins_t[j][rows]
+        out[j, :, 0] = np.bincount(col, weights=gr, minlength=n_bins)
+        out[j, :, 1] = np.bincount(col, weights=hr, minlength=n_bins)
+    return out
+
+
 def _score(g: np.ndarray, h: np.ndarray, lam: float) -> np.ndarray:
     return g * g / (h + lam)
 

@@ -58,7 +58,8 @@ class SecureBoostFeatureHolder:
         ``categorical`` names level-code columns: only their anonymous indices are sent, and the
         label holder splits them by partitions of their bins.
         """
-        from fedrisk.crypto.additive import public_key_from_wire
+        from fedrisk.crypto.additive import from_bytes, public_key_from_wire
+        from fedrisk.crypto.montgomery import multiply_vectors
 
         p = self.params
         ph = _Phases()
@@ -147,8 +148,7 @@ class SecureBoostFeatureHolder:
             w = pub.ciphertext_bytes
             blocks: list[bytes] = []
             n_got = 0
-            root_hist: list | None = None
-            m = pub.ciphertext_modulus
+            root_parts: list[bytes] = []  # each chunk's root sums, merged in one product at the end
             for c in range(n_chunks):
                 part = pub.ciphertext_block_from_wire(ph.recv(ch, lh, f"sb.t{t}.grad.{c}").get("cts"))
                 k_cts = len(part) // w
@@ -170,12 +170,14 @@ class SecureBoostFeatureHolder:
                         block = arr[np.concatenate(plan.gi)].tobytes()
                     else:
                         block = part
-                    ph_part = level_histograms(pub, block, plan, per_node * k)
-                    root_hist = ph_part if root_hist is None else [x * y % m for x, y in zip(root_hist, ph_part)]
+                    root_parts.append(level_histograms(pub, block, plan, per_node * k, raw=True))
                 blocks.append(part)
                 n_got += k_cts
             if n_got != n_ct:
                 raise ProtocolError(f"{who} sent {n_got} ciphertexts for {len(rows)} rows ({n_ct} expected)")
+            with ph("histogram"):
+                root_hist = from_bytes(multiply_vectors(int(pub.ciphertext_modulus), root_parts, per_node * k), w)
+            del root_parts
             cts = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(n_ct, w)
             del blocks
             grad_index = np.full(n, -1, dtype=np.int64)

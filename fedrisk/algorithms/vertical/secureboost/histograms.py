@@ -236,12 +236,14 @@ def _strides(nb: np.ndarray, feats: np.ndarray) -> np.ndarray:
     return s
 
 
-def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> list:
+def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int, raw: bool = False) -> list | bytes:
     """Encrypted sums for one histogram batch (see :class:`_LevelPlan`): ``n_out`` ciphertexts.
 
     ``block`` holds the ciphertexts of ``plan``'s rows, in plan order, as fixed-width big-endian
     bytes. Large batches are split by rows over the crypto threads (compiled kernel) or the
     process pool (gmpy2), and the partial sums multiplied together here; small ones run inline.
+    ``raw``: return the fixed-width bytes (to merge several batches in one
+    :func:`~fedrisk.crypto.montgomery.multiply_vectors`) instead of integers.
     """
     from fedrisk.crypto import montgomery
     from fedrisk.crypto.additive import from_bytes, map_chunks, worker_count
@@ -255,7 +257,8 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> li
     native = montgomery.AVAILABLE
     kernel = _level_hist_native if native else _level_hist_kernel
     if len(e_rows) + len(c_cells) < _POOL_HIST_AT or workers < 2 or n < 2 * workers:
-        return from_bytes(kernel(int(m), w, n_out, [(block, e_rows, e_cells, c_cells, c_slots)]), w)
+        out = kernel(int(m), w, n_out, [(block, e_rows, e_cells, c_cells, c_slots)])
+        return out if raw else from_bytes(out, w)
     size = -(-n // workers)
     parts = []
     for lo in range(0, n, size):
@@ -267,4 +270,5 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> li
         keep = present[c_cells]
         parts.append((block[lo * w:hi * w], e_rows[sel] - lo, cells, c_cells[keep], c_slots[keep]))
     blobs = map_chunks(kernel, (int(m), w, n_out), parts, threads=native, tasks_per_worker=1)
-    return from_bytes(montgomery.multiply_vectors(int(m), blobs, n_out), w)
+    out = montgomery.multiply_vectors(int(m), blobs, n_out)
+    return out if raw else from_bytes(out, w)
