@@ -66,6 +66,8 @@ __all__ = [
     "class_counts",
     "merge_bins",
     "scored_bad_rate",
+    "bad_rate_trend",
+    "strictly_monotone",
     "order_categories",
     "group_categories",
     "categories_differ",
@@ -466,6 +468,39 @@ def merge_bins(goods: Sequence[float], bads: Sequence[float], *, max_bins: int, 
         raise ConfigError(f"trend must be 'auto', 'increasing' or 'decreasing', got {trend!r}")
     inc, dec = run(True), run(False)
     return inc[0] if inc[1] >= dec[1] else dec[0]
+
+
+def bad_rate_trend(groups: Sequence[Sequence[int]], goods: Sequence[float], bads: Sequence[float],
+                   smoothing: float = 0.5) -> bool | None:
+    """Direction of a monotonic merge's bins: ``True`` if the scored bad rate (:func:`scored_bad_rate`) rises
+    from the first group to the last, ``False`` if it falls, ``None`` for one group (or equal ends).
+
+    For groups out of :func:`merge_bins` (strictly monotonic), the first and last say the direction of all, so a
+    later step that merges them further (the vertical release rule) can restore the same order
+    (:func:`strictly_monotone`).
+    """
+    if len(groups) < 2:
+        return None
+    g, b = np.asarray(goods, dtype=float), np.asarray(bads, dtype=float)
+    first, last = (scored_bad_rate(g[list(grp)].sum(), b[list(grp)].sum(), smoothing) for grp in (groups[0], groups[-1]))
+    return None if first == last else last > first
+
+
+def strictly_monotone(groups: Sequence[Sequence[int]], goods: Sequence[float], bads: Sequence[float], *,
+                      increasing: bool, smoothing: float = 0.5) -> list[list[int]]:
+    """Merge neighbouring groups (runs of prebin indices, in bin order) until the scored bad rate strictly rises
+    (``increasing``) or falls from group to group: :func:`merge_bins`' last pass, for groups merged further after
+    it (a merge of two bins without defaults has a smoothed WOE beyond both, which can pass a neighbour's).
+
+    Only merges, so every group still holds at least what it held before (rows, goods, bads): a minimum-count
+    rule that every group passed still holds.
+    """
+    g, b = np.asarray(goods, dtype=float), np.asarray(bads, dtype=float)
+    grp = [list(x) for x in groups]
+    gs = [float(g[x].sum()) for x in grp]
+    bs = [float(b[x].sum()) for x in grp]
+    _pava(gs, bs, grp, increasing, smoothing, strict=True)
+    return grp
 
 
 def bins_from_groups(name: str, kind: Kind, groups: list[list[int]], *, prebin_edges: np.ndarray | None = None,
