@@ -23,7 +23,12 @@ Methods
       :mod:`fedrisk.finance.woe`) breaks the trend are merged: a bin without bads (or goods) gets
       ``smoothing`` added to both counts, which can pull its WOE past its neighbour's although its
       raw bad rate is in order (rare defaults: points 18, 18, 81, -23, -61 on a "monotonic"
-      feature).
+      feature). That last pass is *strict*: neighbours with exactly the same smoothed bad rate
+      (hence the same WOE and points: -57, -57) are merged too, so the final bins' WOE is strictly
+      monotonic. "The same" is exact equality of the rates on the counts (10 of 100 = 11 of 110),
+      not a tolerance: rates that differ at all are a difference the data show, a tolerance would
+      need a scale (points depend on the scorecard's PDO and rounding, unknown here), and exact
+      arithmetic on the counts keeps pooled and federated binning identical.
       Categorical features are first ordered by their (smoothed) bad rate, so "monotonic"
       becomes a grouping of similar categories.
 
@@ -43,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -59,6 +65,9 @@ __all__ = [
     "quantile_edges",
     "class_counts",
     "merge_bins",
+    "scored_bad_rate",
+    "bad_rate_trend",
+    "strictly_monotone",
     "order_categories",
     "group_categories",
     "categories_differ",
@@ -311,20 +320,46 @@ def _iv_of(goods: np.ndarray, bads: np.ndarray, smoothing: float = 0.5) -> float
 
 
 # -- merging on counts -------------------------------------------------------------------------
+def scored_bad_rate(goods: float, bads: float, smoothing: float = 0.0) -> Fraction:
+    """Exact bad rate of one bin as scored: with ``smoothing``, a bin lacking goods or bads gets it added to
+    both counts, as :func:`~fedrisk.finance.woe.woe_iv` does.
+
+    The WOE of a bin is ``ln(g / b) + ln(B / G)`` with the same totals for every bin of a feature, so two bins
+    have equal WOE exactly when these rates are equal. A :class:`~fractions.Fraction` of the (float) counts, so
+    "equal" is exact arithmetic on the counts, the same for pooled and federated counts, not a float accident.
+    """
+    g, b = Fraction(float(goods)), Fraction(float(bads))
+    if smoothing and (g == 0 or b == 0):
+        g, b = g + Fraction(float(smoothing)), b + Fraction(float(smoothing))
+    return b / (g + b) if g + b else Fraction(0)
+
+
 def _pava(goods: list[float], bads: list[float], groups: list[list[int]], increasing: bool,
-          smoothing: float = 0.0) -> None:
+          smoothing: float = 0.0, strict: bool = False) -> None:
     """Pool adjacent violators of a monotonic bad rate. With ``smoothing``, the rate of a bin lacking goods
     or bads is taken after adding ``smoothing`` to both its counts, as :func:`~fedrisk.finance.woe.woe_iv`
-    does: then the order is that of the WOE the bins are scored with (WOE falls as this rate rises)."""
+    does: then the order is that of the WOE the bins are scored with (WOE falls as this rate rises). With
+    ``strict``, neighbours with equal rates (:func:`scored_bad_rate`, exact) are violators too: they are one
+    bin to the model."""
     def rate(i: int) -> float:
         g, b = goods[i], bads[i]
         if smoothing and (g == 0 or b == 0):
             g, b = g + smoothing, b + smoothing
-        return b / (g + b)
+        return b / (g + b) if g + b else 0.0
+
+    def order(i: int) -> int:
+        # sign of rate(i + 1) - rate(i); floats decide clear cases, exact fractions near-ties (equal floats
+        # need not be equal rates, nor the other way round when smoothing is not a binary fraction)
+        a, c = rate(i), rate(i + 1)
+        if abs(c - a) > 1e-9 * max(a, c):
+            return 1 if c > a else -1
+        a, c = scored_bad_rate(goods[i], bads[i], smoothing), scored_bad_rate(goods[i + 1], bads[i + 1], smoothing)
+        return (c > a) - (c < a)
 
     i = 0
     while i < len(groups) - 1:
-        violates = rate(i) > rate(i + 1) if increasing else rate(i) < rate(i + 1)
+        d = order(i) if increasing else -order(i)
+        violates = d <= 0 if strict else d < 0
         if violates:
             goods[i] += goods.pop(i + 1)
             bads[i] += bads.pop(i + 1)
@@ -353,14 +388,15 @@ def merge_bins(goods: Sequence[float], bads: Sequence[float], *, max_bins: int, 
     min_bin_frac : float
         Smallest share of rows a final bin may hold.
     monotonic : bool
-        Enforce a monotonic bad rate across bins (pool adjacent violators).
+        Enforce a *strictly* monotonic bad rate across bins (pool adjacent violators; the final pass also pools
+        neighbours with exactly equal scored bad rates, see ``smoothing``).
     trend : {"auto", "increasing", "decreasing"}
         Direction of the bad rate; ``auto`` keeps whichever direction gives the higher IV.
     smoothing : float
         The WOE smoothing the bins will be scored with (:func:`~fedrisk.finance.woe.woe_iv`). With
-        ``monotonic``, after the merges above, neighbours whose smoothed WOE breaks the trend are merged
-        too (only bins without goods or bads are smoothed, so bins holding both classes are never
-        affected: their raw bad rates are already monotonic).
+        ``monotonic``, after the merges above, neighbours whose smoothed WOE breaks the trend or equals its
+        neighbour's are merged too (:func:`scored_bad_rate`, exact on the counts). Only bins without goods or
+        bads are smoothed, so among bins holding both classes only exact ties of the raw bad rate merge.
 
     Returns
     -------
@@ -416,9 +452,10 @@ def merge_bins(goods: Sequence[float], bads: Sequence[float], *, max_bins: int, 
                 if v > best_iv:
                     best, best_iv = j, v
             _merge_pair(gs, bs, grp, best)
-        if direction is not None and smoothing > 0:
-            # the scorecard scores the smoothed WOE: a bin without bads next to one with few can be out of order
-            _pava(gs, bs, grp, direction, smoothing)
+        if direction is not None:
+            # the scorecard scores the smoothed WOE: a bin without bads next to one with few can be out of order,
+            # and neighbours with the same WOE (a tie the non-strict merges keep, or make) are one bin to it
+            _pava(gs, bs, grp, direction, smoothing, strict=True)
         return grp, _iv_of(np.array(gs), np.array(bs), smoothing)
 
     if not monotonic:
@@ -431,6 +468,39 @@ def merge_bins(goods: Sequence[float], bads: Sequence[float], *, max_bins: int, 
         raise ConfigError(f"trend must be 'auto', 'increasing' or 'decreasing', got {trend!r}")
     inc, dec = run(True), run(False)
     return inc[0] if inc[1] >= dec[1] else dec[0]
+
+
+def bad_rate_trend(groups: Sequence[Sequence[int]], goods: Sequence[float], bads: Sequence[float],
+                   smoothing: float = 0.5) -> bool | None:
+    """Direction of a monotonic merge's bins: ``True`` if the scored bad rate (:func:`scored_bad_rate`) rises
+    from the first group to the last, ``False`` if it falls, ``None`` for one group (or equal ends).
+
+    For groups out of :func:`merge_bins` (strictly monotonic), the first and last say the direction of all, so a
+    later step that merges them further (the vertical release rule) can restore the same order
+    (:func:`strictly_monotone`).
+    """
+    if len(groups) < 2:
+        return None
+    g, b = np.asarray(goods, dtype=float), np.asarray(bads, dtype=float)
+    first, last = (scored_bad_rate(g[list(grp)].sum(), b[list(grp)].sum(), smoothing) for grp in (groups[0], groups[-1]))
+    return None if first == last else last > first
+
+
+def strictly_monotone(groups: Sequence[Sequence[int]], goods: Sequence[float], bads: Sequence[float], *,
+                      increasing: bool, smoothing: float = 0.5) -> list[list[int]]:
+    """Merge neighbouring groups (runs of prebin indices, in bin order) until the scored bad rate strictly rises
+    (``increasing``) or falls from group to group: :func:`merge_bins`' last pass, for groups merged further after
+    it (a merge of two bins without defaults has a smoothed WOE beyond both, which can pass a neighbour's).
+
+    Only merges, so every group still holds at least what it held before (rows, goods, bads): a minimum-count
+    rule that every group passed still holds.
+    """
+    g, b = np.asarray(goods, dtype=float), np.asarray(bads, dtype=float)
+    grp = [list(x) for x in groups]
+    gs = [float(g[x].sum()) for x in grp]
+    bs = [float(b[x].sum()) for x in grp]
+    _pava(gs, bs, grp, increasing, smoothing, strict=True)
+    return grp
 
 
 def bins_from_groups(name: str, kind: Kind, groups: list[list[int]], *, prebin_edges: np.ndarray | None = None,

@@ -39,7 +39,10 @@ handed a feature holder 3,982 of 3,982 training labels). So:
   distinct values than ``max_category_share`` of its rows is logged as a warning naming it;
   pooling then leaves it (nearly) one bin. Every encrypted sum therefore covers ``>= need`` rows.
 * L merges released groups until each holds ``>= need`` rows and ``>= min_bin_class`` goods and
-  bads; a missing bin that fails the rule is released with WOE 0 (no information). A feature the rule
+  bads, then merges neighbours whose smoothed WOE broke out of the monotonic order or tied
+  (with ``min_bin_class = 0`` two bins without defaults can merge into one whose WOE passes its
+  neighbour's), so released WOE is strictly monotonic; a merge only adds rows, so the rule still
+  holds. A missing bin that fails the rule is released with WOE 0 (no information). A feature the rule
   makes one bin although its counts split at a "suspicious" IV (> 0.5) gets a leakage warning in L's own
   result (never sent) instead of passing as "IV 0, not predictive": a flag copying the label but for a
   few defaults is exactly such a feature.
@@ -88,6 +91,7 @@ from fedrisk.errors import ConfigError, DataError, ProtocolError
 from fedrisk.finance.binning import (
     BinningConfig,
     FeatureBins,
+    bad_rate_trend,
     bins_from_groups,
     category_text,
     group_categories,
@@ -95,6 +99,7 @@ from fedrisk.finance.binning import (
     is_missing,
     merge_bins,
     quantile_edges,
+    strictly_monotone,
 )
 from fedrisk.finance.woe import DEFAULT_SMOOTHING, NOISE_LEVEL, iv_significance, iv_strength, select_features, woe_iv
 from fedrisk.transport.channel import Channel
@@ -197,12 +202,18 @@ def refuse_unsplittable(who: str, y: np.ndarray, rule: ReleaseRule, iv_threshold
 
 
 def enforce_release(groups: list[list[int]], goods: np.ndarray, bads: np.ndarray, need: int,
-                    rule: ReleaseRule) -> list[list[int]]:
+                    rule: ReleaseRule, *, increasing: bool | None = None,
+                    smoothing: float = DEFAULT_SMOOTHING) -> list[list[int]]:
     """Merge neighbouring groups until each passes ``rule`` (or one group is left).
 
     ``groups`` are consecutive runs of prebin indices in the merge order (as from
-    :func:`~fedrisk.finance.binning.merge_bins`); merging neighbours keeps a monotonic bad rate
-    monotonic. The neighbour is the one with the closer bad rate.
+    :func:`~fedrisk.finance.binning.merge_bins`). The neighbour is the one with the closer bad rate.
+    Merging neighbours keeps the *raw* bad rate monotonic, not the smoothed one the bins are scored
+    with: with ``min_class = 0`` two bins without defaults can merge, and the merged bin's smoothed
+    WOE lies beyond both (0.64, 0.96, -0.54). So with ``increasing`` (the trend of the input, see
+    :func:`~fedrisk.finance.binning.bad_rate_trend`) neighbours out of that order, or tied, are
+    merged afterwards (:func:`~fedrisk.finance.binning.strictly_monotone`): only merges, so every
+    group still passes ``rule``.
     """
     grp = [list(g) for g in groups]
     gs = [float(goods[g].sum()) for g in grp]
@@ -224,6 +235,8 @@ def enforce_release(groups: list[list[int]], goods: np.ndarray, bads: np.ndarray
         gs[j] += gs.pop(j + 1)
         bs[j] += bs.pop(j + 1)
         grp[j] += grp.pop(j + 1)
+    if increasing is not None:
+        grp = strictly_monotone(grp, goods, bads, increasing=increasing, smoothing=smoothing)
     return grp
 
 
@@ -455,12 +468,16 @@ def merge_prebins(goods: np.ndarray, bads: np.ndarray, kind: str, cfg: BinningCo
         pg = np.array([goods[p].sum() for p in pooled], dtype=float)
         pb = np.array([bads[p].sum() for p in pooled], dtype=float)
         groups = group_categories([[str(p[0])] for p in pooled], pg, pb, cfg)  # names: ties by prebin index
-        groups = enforce_release(groups, pg, pb, need, rule)  # groups are runs in bad-rate order
+        trend = bad_rate_trend(groups, pg, pb, cfg.smoothing) if cfg.method == "monotonic" else None
+        # groups are runs in bad-rate order
+        groups = enforce_release(groups, pg, pb, need, rule, increasing=trend, smoothing=cfg.smoothing)
         return [sorted(int(i) for j in grp for i in pooled[j]) for grp in groups]
     monotonic = cfg.method == "monotonic"
     groups = merge_bins(goods, bads, max_bins=cfg.max_bins, min_bin_frac=cfg.min_bin_frac if monotonic else 0.0,
                         monotonic=monotonic, trend="auto", smoothing=cfg.smoothing)
-    return [[int(i) for i in grp] for grp in enforce_release(groups, goods, bads, need, rule)]
+    trend = bad_rate_trend(groups, goods, bads, cfg.smoothing) if monotonic else None
+    groups = enforce_release(groups, goods, bads, need, rule, increasing=trend, smoothing=cfg.smoothing)
+    return [[int(i) for i in grp] for grp in groups]
 
 
 def _pool_small_prebins(rows: np.ndarray, min_count: int) -> list[list[int]]:

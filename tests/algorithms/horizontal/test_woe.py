@@ -317,3 +317,19 @@ def test_rare_default_federated_bins_have_monotone_smoothed_woe():
     pooled = WoeEncoder().fit_bins(X, y, {"x": w.bins}).woe_["x"]
     np.testing.assert_allclose(w.woe, pooled.woe, atol=1e-12)
     assert w.significance() == pytest.approx(pooled.significance(), abs=1e-12)
+
+
+def test_tied_neighbours_are_one_federated_bin_as_in_the_pooled_binning():
+    """Neighbouring levels with exactly equal bad rates over three banks: the coordinator merges them on the
+    pooled counts, as single-party binning of the pooled rows does; the WOE is strictly monotonic."""
+    from tests.finance.test_binning import _strictly_monotone, tied_rows
+
+    X, y = tied_rows(1)
+    res = _run(_split(X, y))["coord"]
+    local = WoeEncoder().fit(X, y)
+    assert res.woe["v"].bins.edges.tolist() == local.woe_["v"].bins.edges.tolist() == [1.0, 2.0]
+    assert res.woe["c"].bins.groups == local.woe_["c"].bins.groups == [["a", "b"], ["c"], ["d"]]
+    for f in X.columns:
+        w = res.woe[f]
+        np.testing.assert_allclose(w.woe, local.woe_[f].woe, atol=1e-12)
+        assert _strictly_monotone(w.woe[:w.bins.n_bins].tolist()), (f, w.woe)

@@ -121,3 +121,21 @@ def test_a_partners_rare_default_bins_are_single_partys_with_monotone_smoothed_w
     k = single.bins.n_bins
     assert _monotone(fh.woe["x"][:k])
     assert out["lender"].noise["payco"]["x"] == pytest.approx(single.significance(), abs=1e-12)
+
+
+def test_tied_neighbours_are_one_bin_for_a_partners_and_the_label_holders_columns(key):
+    """Levels with exactly equal bad rates, default release rule: a partner's columns get the single-party bins of
+    the same rows (tied levels merged, strictly monotonic WOE), and so do the label holder's own columns."""
+    from fedrisk.algorithms.vertical.woe import label_holder_bins
+    from tests.finance.test_binning import _strictly_monotone, tied_rows
+
+    X, y = tied_rows(2)
+    out = _run(key, y, {"payco": X}, reveal="woe", max_corr=None)
+    single = WoeEncoder().fit(X, y)
+    own = label_holder_bins(X, y)
+    for f in X.columns:
+        fh_bins, ref = out["payco"].bins[f], single.woe_[f]
+        assert fh_bins.to_dict() == ref.bins.to_dict() == own[f].to_dict(), f
+        np.testing.assert_allclose(out["payco"].woe[f], ref.woe, atol=1e-12)
+        assert _strictly_monotone(ref.woe[:ref.bins.n_bins].tolist()), (f, ref.woe)
+    assert single.woe_["c"].bins.groups == [["a", "b"], ["c"], ["d"]]

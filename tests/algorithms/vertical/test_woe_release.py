@@ -236,3 +236,82 @@ def test_a_separator_the_release_rule_merges_away_is_named_at_the_label_holder_o
     assert not [w for w in lh.warnings if "'noise'" in w]
     received = repr(net["fh"].captured)  # everything the feature holder received
     assert "leakage" not in received and "min_bin_class" not in received
+
+
+def _released_rates(goods, bads, groups, smoothing=0.5):
+    from tests.finance.test_binning import _scored_rates
+
+    return _scored_rates(goods, bads, groups, smoothing)
+
+
+def test_the_release_merge_keeps_the_woe_strictly_monotonic_with_min_bin_class_0():
+    """min_bin_class = 0 and prebins under ``need`` rows: the release step merged two bins without defaults
+    (42 | 37 + 21 goods) after the monotone merge, and the bigger one's smoothed WOE (0.96) passed its
+    neighbour's (0.64): released WOE 0.64, 0.96, -0.54. Now out-of-order (or tied) neighbours merge too."""
+    from fedrisk.algorithms.vertical.woe import merge_prebins
+    from tests.finance.test_binning import _strictly_monotone
+
+    g = np.array([42.0, 37, 21, 27, 51])
+    b = np.array([0.0, 0, 0, 1, 2])
+    rule = ReleaseRule(min_rows=34, min_share=0.4, min_class=0)
+    groups = merge_prebins(g, b, "numeric", BinningConfig(), rule, 34)
+    assert groups == [[0, 1, 2], [3, 4]]
+    assert all(rule.ok(g[grp].sum(), b[grp].sum(), 34) for grp in groups)
+    assert _strictly_monotone(_released_rates(g, b, groups))
+
+
+def test_released_bins_pass_the_rule_and_are_strictly_monotonic_whatever_min_bin_class():
+    """Seeded counts with rare defaults and prebins under ``need`` rows, numeric and categorical, min_bin_class 0
+    to 5: every released group passes the rule (or is the only one) and the scored bad rate is strictly
+    monotonic across the groups."""
+    from fedrisk.algorithms.vertical.woe import merge_prebins
+    from tests.finance.test_binning import _strictly_monotone
+
+    rng = np.random.default_rng(7)
+    cfg = BinningConfig(min_category_count=1)
+    for _ in range(100):
+        k = int(rng.integers(3, 10))
+        n = rng.integers(1, 60, size=k).astype(float)
+        b = np.minimum(rng.poisson(rng.uniform(0, 2), k), n).astype(float)
+        g = n - b
+        need = int(rng.integers(5, 80))
+        for min_class in (0, 1, 2, 5):
+            rule = ReleaseRule(min_rows=need, min_share=0.4, min_class=min_class)
+            for kind in ("numeric", "categorical"):
+                groups = merge_prebins(g, b, kind, cfg, rule, need)
+                assert sorted(i for grp in groups for i in grp) == list(range(k))
+                assert len(groups) == 1 or all(rule.ok(g[grp].sum(), b[grp].sum(), need) for grp in groups)
+                assert len(groups) == 1 or _strictly_monotone(_released_rates(g, b, groups)), (kind, g, b, need, groups)
+
+
+def test_what_a_partner_receives_with_min_bin_class_0_is_monotonic_and_keeps_the_rule():
+    """The label holder enforces its own rule on whatever prebins arrive (here a partner pooling to 1 row: a
+    looser setting, another version). With min_bin_class = 0 its release merge left the WOE the partner received
+    out of order (0.64, 0.96, -0.54); the message the partner got now has strictly monotonic WOE over bins that
+    each cover the label holder's 34 rows."""
+    from tests.finance.test_binning import _strictly_monotone
+
+    levels = [(0, 42, 0), (1, 37, 0), (2, 21, 0), (3, 27, 1), (4, 51, 2)]  # (value, goods, bads)
+    x = np.concatenate([np.full(gd + bd, v, dtype=float) for v, gd, bd in levels])
+    y = np.concatenate([np.r_[np.ones(bd), np.zeros(gd)] for _, gd, bd in levels]).astype(int)
+    order = np.random.default_rng(0).permutation(len(y))
+    X, y = pd.DataFrame({"x": x[order]}), y[order]
+    strict = ReleaseRule(min_rows=34, min_share=0.4, min_class=0)
+    loose = ReleaseRule(min_rows=1, min_share=0.0, min_class=0)
+    net = InMemoryNetwork(["lh", "fh"], capture=True)
+    out = run_roles({
+        "lh": lambda ch: vertical_woe_label_holder(ch, ["fh"], y, reveal="woe", key_bits=1024, release=strict),
+        "fh": lambda ch: vertical_woe_feature_holder(ch, "lh", X, max_corr=None, min_key_bits=1024, release=loose),
+    }, network=net)
+    got = [e.body for e in net["fh"].captured if e.tag == "vwoe.result"]
+    assert len(got) == 1
+    sent = got[0]["features"]["x"]
+    assert sent["groups"] == [[0, 1, 2], [3, 4]]
+    k = len(sent["groups"])
+    assert _strictly_monotone(sent["woe"][:k]), sent["woe"]
+    fh = out["fh"]
+    np.testing.assert_array_equal(fh.woe["x"], sent["woe"])
+    idx = fh.bins["x"].assign(X["x"])
+    for i in range(k):  # the rule, on the partner's own rows: >= 34 rows per released bin
+        assert (idx == i).sum() >= 34, (i, (idx == i).sum())
+    assert out["lh"].tables["fh"]["x"][0]["bads"] == 0  # (min_bin_class = 0: a bin without defaults is released)
