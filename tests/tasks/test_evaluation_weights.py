@@ -50,7 +50,7 @@ def vertical_run(tmp_path_factory):
     def add_weight(name, df):
         return df.assign(**{WCOL: _weights(df["y"].to_numpy(), 1)}) if name == "lender" else df
 
-    spec = synthetic(tmp, n=700, hosts=("payco",), mutate=add_weight)
+    spec = synthetic(tmp, n=600, hosts=("payco",), mutate=add_weight, task_extra='solver = "surrogate"')
     spec.write_text(spec.read_text().replace('test_rule = "id % 5 == 0"', f'test_rule = "id % 5 == 0"\nweight = "{WCOL}"'))
     net = run_captured(spec, tmp / "run")
     return tmp, net
