@@ -50,6 +50,7 @@ __all__ = [
     "confusion",
     "evaluate",
     "auc_uncertainty",
+    "quantile",
     "PSI_EPSILON",
 ]
 
@@ -556,6 +557,21 @@ def _weighted_quantile(x_sorted: np.ndarray, w_sorted: np.ndarray, q: np.ndarray
     a, b = np.where(top, x_sorted[last], a), np.where(top, x_sorted[last], b)
     diff = b - a
     return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+
+
+def quantile(x: Any, q: Any, sample_weight: Any = None) -> np.ndarray:
+    """numpy's ``linear`` quantiles of ``x``; with weights, those of the rows repeated ``w`` times.
+
+    The quantiles weighted PSI bins are cut at (see :func:`population_stability_index` on the weights' scale),
+    for tables that describe a weighted sample the same way (the report's score percentiles).
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    w = _as_weights(sample_weight, x.shape[0], rows="x")
+    if w is None:
+        return np.quantile(x, q)
+    keep = w > 0
+    order = np.argsort(x[keep], kind="mergesort")
+    return _weighted_quantile(x[keep][order], w[keep][order], np.asarray(q, dtype=float))
 
 
 def _weighted_psi(e: np.ndarray, a: np.ndarray, n_bins: int, expected_weight: Any, actual_weight: Any

@@ -84,7 +84,10 @@ def register_weights(ctx: PartyContext, ids: Sequence[str], raw: Any, path: Any,
     """
     col = ctx.spec.evaluation.weight
     w = _checked_weights(ctx.name, path, col, raw)
-    ctx.extra[WEIGHTS_KEY] = {"column": col, "source": str(path), "ids": np.asarray(ids), "w": w,
+    from pathlib import Path
+
+    # the file's name only: metrics.json names the column's file, not where this party keeps it
+    ctx.extra[WEIGHTS_KEY] = {"column": col, "source": Path(str(path)).name, "ids": np.asarray(ids), "w": w,
                               "splits": tuple(splits)}
     return w
 

@@ -180,3 +180,37 @@ def test_spec_refuses_a_weight_that_cannot_be_one(tmp_path, edit, message):
     with pytest.raises(FedriskError, match=message) as e:
         load_spec(spec)
     assert "\n" not in str(e.value)
+
+
+# -- the report -------------------------------------------------------------------------------------
+def test_report_says_the_figures_are_weighted_and_by_which_column(vertical_run, tmp_path):
+    import shutil
+
+    from fedrisk.finance.report import load_run, write_report
+
+    tmp, _ = vertical_run
+    run = tmp_path / "run"
+    shutil.copytree(tmp / "run", run)
+    m = json.loads((run / "metrics.json").read_text())
+    html = write_report(run).read_text()
+    assert "Weighted evaluation" in html and f"weighted by column &#x27;{WCOL}&#x27; of lender" in html
+    assert "Accounts (weighted)" in html
+    assert f"AUC {m['test']['auc']:.3f}" in html  # the ROC legend: the weighted curve, as in metrics.json
+    # a run directory whose metrics.json lost its blocks: the report recomputes them weighted, from scores/*.csv
+    (run / "metrics.json").write_text(json.dumps({k: v for k, v in m.items() if k not in ("test", "train", "stability")}))
+    again = load_run(run)["metrics"]
+    assert again["test"]["auc"] == pytest.approx(m["test"]["auc"], abs=1e-6)
+    assert again["stability"]["psi"] == pytest.approx(m["stability"]["psi"], abs=1e-6)
+
+
+def test_unweighted_report_has_no_weight_banner(tmp_path):
+    from fedrisk.finance.report import write_report
+
+    spec = _banks(tmp_path)
+    spec.write_text(spec.read_text().replace(f'weight = "{WCOL}"\n', ""))
+    run_captured(spec, tmp_path / "run")
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "weighted" not in m["test"] and "unweighted" not in m["train"]
+    assert "weight" not in pd.read_csv(tmp_path / "run" / "scores" / "test.csv").columns
+    html = write_report(tmp_path / "run").read_text()
+    assert "Weighted evaluation" not in html and "Accounts (weighted)" not in html
