@@ -26,7 +26,7 @@ from fedrisk.runtime.context import PartyContext
 LEAKAGE_AUC = 0.98
 
 __all__ = ["write_evaluation", "write_scores", "run_header", "stability_labels", "check_test_labels",
-           "weight_keep", "register_weights", "register_test_weights", "weights_for"]
+           "weight_keep", "check_weights", "register_weights", "register_test_weights", "weights_for"]
 
 #: ``ctx.extra`` key of the evaluation weights a party registered (:func:`register_weights`)
 WEIGHTS_KEY = "evaluation_weights"
@@ -46,13 +46,15 @@ def weight_keep(spec: Any, party: str, *, vertical: bool) -> tuple[str, ...]:
     return (col,) if party == spec.evaluation_holder() else ()
 
 
-def _checked_weights(party: str, path: Any, column: str, raw: Any) -> np.ndarray:
-    """The weight column's values as floats, or one line naming the party, file and column (counts, no values)."""
+def check_weights(party: str, path: Any, column: str, raw: Any, setting: str = "evaluation.weight") -> np.ndarray:
+    """A weight column's values as floats, or one line naming the party, file and column (counts, no values).
+
+    ``setting``: what named the column (``evaluation.weight``, or ``fedrisk predict --weight``)."""
     import pandas as pd
 
     from fedrisk.errors import DataError
 
-    where = f"party {party!r}, file {str(path)!r}: evaluation.weight column {column!r}"
+    where = f"party {party!r}, file {str(path)!r}: {setting} column {column!r}"
     raw = pd.Series(np.asarray(raw, dtype=object).ravel())
     blank = raw.isna()
     w = pd.to_numeric(raw.where(~raw.map(lambda v: isinstance(v, bool))), errors="coerce").to_numpy(dtype=float)
@@ -83,7 +85,7 @@ def register_weights(ctx: PartyContext, ids: Sequence[str], raw: Any, path: Any,
     looked up by id (:func:`weights_for`); returns the checked weights.
     """
     col = ctx.spec.evaluation.weight
-    w = _checked_weights(ctx.name, path, col, raw)
+    w = check_weights(ctx.name, path, col, raw)
     from pathlib import Path
 
     # the file's name only: metrics.json names the column's file, not where this party keeps it
