@@ -214,3 +214,26 @@ def test_unweighted_report_has_no_weight_banner(tmp_path):
     assert "weight" not in pd.read_csv(tmp_path / "run" / "scores" / "test.csv").columns
     html = write_report(tmp_path / "run").read_text()
     assert "Weighted evaluation" not in html and "Accounts (weighted)" not in html
+
+
+def test_a_checkpoint_does_not_resume_across_a_change_of_weight_column(tmp_path):
+    # vertical: the label holder's weight column leaves its features, so its training state depends on the setting
+    from fedrisk.runtime.checkpoint import fingerprint
+
+    spec = synthetic(tmp_path, n=200, hosts=("payco",))
+    plain = fingerprint(load_spec(spec), "lender")
+    spec.write_text(spec.read_text().replace('test_rule = "id % 5 == 0"', 'test_rule = "id % 5 == 0"\nweight = "f2"'))
+    weighted = fingerprint(load_spec(spec), "lender")
+    assert weighted["spec"] != plain["spec"] and weighted["data"] == plain["data"]
+
+
+def test_a_partners_job_toml_copy_does_not_name_the_weight_column(tmp_path):
+    import tomllib
+
+    from fedrisk.runtime.spec_copy import party_view
+
+    spec = synthetic(tmp_path, n=200, hosts=("payco",))
+    spec.write_text(spec.read_text().replace('test_rule = "id % 5 == 0"', f'test_rule = "id % 5 == 0"\nweight = "{WCOL}"'))
+    raw = tomllib.loads(spec.read_text())
+    assert party_view(raw, tmp_path, "lender", "lender")["evaluation"]["weight"] == WCOL
+    assert "weight" not in party_view(raw, tmp_path, "payco", "lender")["evaluation"]
