@@ -237,3 +237,47 @@ def test_a_partners_job_toml_copy_does_not_name_the_weight_column(tmp_path):
     raw = tomllib.loads(spec.read_text())
     assert party_view(raw, tmp_path, "lender", "lender")["evaluation"]["weight"] == WCOL
     assert "weight" not in party_view(raw, tmp_path, "payco", "lender")["evaluation"]
+
+
+@pytest.mark.extended(covered_by="tests/tasks/test_evaluation_weights.py::test_vertical_metrics_are_weighted_by_the_label_holders_column "
+                               "(the same registration and evaluation over vertical.lr's loader)")
+def test_vertical_scorecard_with_a_test_column_and_a_weight_column(tmp_path):
+    # the scorecard's loader (raw frames, shared with vertical.woe) keeps both [evaluation] columns out of the features
+    from fedrisk.runtime.demo import free_ports
+    from tests.tasks.test_woe_tasks import german_frame
+
+    df = german_frame()
+    df["in_test"] = (np.arange(len(df)) % 4 == 0).astype(int)
+    df[WCOL] = _weights(df["y"].to_numpy(), 6)
+    df[["id", "y", "in_test", WCOL, "duration_in_month", "credit_amount", "age_in_years"]].to_csv(
+        tmp_path / "lender.csv", index=False)
+    df[["id", "status_of_existing_checking_account", "credit_history"]].to_csv(tmp_path / "bureau.csv", index=False)
+    a, b = free_ports(2)
+    (tmp_path / "job.toml").write_text(f"""
+[federation]
+name = "vsc-weights"
+[parties.lender]
+address = "127.0.0.1:{a}"
+data = "lender.csv"
+id = "id"
+label = "y"
+[parties.bureau]
+address = "127.0.0.1:{b}"
+data = "bureau.csv"
+id = "id"
+[task]
+kind = "vertical.scorecard"
+max_iter = 10
+[evaluation]
+test_column = "in_test"
+weight = "{WCOL}"
+""")
+    run_captured(tmp_path / "job.toml", tmp_path / "run")
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    scores = pd.read_csv(tmp_path / "run" / "scores" / "test.csv")
+    assert set(scores["id"]) == set(df.id[df.in_test == 1])
+    w = df.set_index("id").loc[scores["id"], WCOL].to_numpy()
+    assert m["test"]["auc"] == pytest.approx(roc_auc_score(scores["y"], scores["score"], sample_weight=w), abs=1e-6)
+    assert m["test"]["weighted"]["column"] == WCOL
+    assert all(WCOL not in f.read_text() and "in_test" not in f.read_text()
+               for f in (tmp_path / "run").glob("scorecard-*.json"))
