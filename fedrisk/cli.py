@@ -115,8 +115,11 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]], rows_col:
     for name, m in rows:
         auc = m.get("auc")
         n = m.get("n_train") if rows_col.startswith("train") else m.get("n")
+        wt = m.get("weighted") if isinstance(m.get("weighted"), dict) else None
+        # a weighted block's n is a sum of weights: show the rows and what they stand for
+        rows = f"{wt['rows']:,} (weighted {n:,.0f})" if wt and isinstance(n, float) else f"{n:,}" if isinstance(n, int) else ""
         t.add_row(name, f"{auc:.4f}" if auc is not None else "-", f"{m.get('ks', float('nan')):.4f}",
-                  f"{m.get('gini', 2 * auc - 1 if auc else float('nan')):.4f}", f"{n:,}" if isinstance(n, int) else "")
+                  f"{m.get('gini', 2 * auc - 1 if auc else float('nan')):.4f}", rows)
     return t
 
 

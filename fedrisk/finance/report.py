@@ -173,15 +173,15 @@ def _weighting(m: dict[str, Any]) -> str:
     items = []
     for split, wt in weighted.items():
         where = f" of {wt['party']}'s file" if wt.get("party") else ""
-        items.append(f"{split} figures are weighted by column {wt.get('column', '?')!r}{where}: {wt.get('rows', 0):,} rows "
+        items.append(f"{split.capitalize()} figures are weighted by column {wt.get('column', '?')!r}{where}: {wt.get('rows', 0):,} rows "
                      f"of positive weight stand for {_count(blocks[split].get('n'))} accounts (counts in the tables are "
                      f"sums of weights; the AUC's standard error uses the effective {_count(wt.get('effective_bads'))} "
                      f"defaults and {_count(wt.get('effective_goods'))} non-defaults)")
     items += [b["unweighted"] for b in blocks.values() if isinstance(b.get("unweighted"), str)]
-    items.append("the comparison table, the per-round test AUC and the PSI use the same weights (a PSI side without "
+    items.append("The comparison table, the per-round test AUC and the PSI use the same weights (a PSI side without "
                  "weights counts rows); score bands and reason codes count rows")
     return ('<div class="notes"><strong>Weighted evaluation</strong><ul>'
-            + "".join(f"<li>{escape(t[0].upper() + t[1:])}.</li>" for t in items) + "</ul></div>")
+            + "".join(f"<li>{escape(t)}.</li>" for t in items) + "</ul></div>")
 
 
 def _pct(v: Any, digits: int = 1) -> str:
