@@ -32,18 +32,11 @@ __all__ = ["write_evaluation", "write_scores", "run_header", "stability_labels",
 WEIGHTS_KEY = "evaluation_weights"
 
 
-def weight_keep(spec: Any, party: str, *, vertical: bool) -> tuple[str, ...]:
-    """``(evaluation.weight,)`` for the file of ``party`` that carries it, else ``()``.
-
-    Vertical: the label holder's data file. Horizontal: the evaluation holder's ``evaluation.test`` file (the
-    caller passes this for that file only).
-    """
+def weight_keep(spec: Any, party: str) -> tuple[str, ...]:
+    """``(evaluation.weight,)`` when ``party`` reads a horizontal job's ``evaluation.test`` file, else ``()``: the
+    ``keep`` columns of that file's loader (a vertical label holder's come from ``vertical_roles.split_keep``)."""
     col = spec.evaluation.weight
-    if not col:
-        return ()
-    if vertical:
-        return (col,) if spec.label_holders() and party == spec.label_holders()[0] else ()
-    return (col,) if party == spec.evaluation_holder() else ()
+    return (col,) if col and party == spec.evaluation_holder() else ()
 
 
 def check_weights(party: str, path: Any, column: str, raw: Any, setting: str = "evaluation.weight") -> np.ndarray:
@@ -84,10 +77,10 @@ def register_weights(ctx: PartyContext, ids: Sequence[str], raw: Any, path: Any,
     train and test), a horizontal evaluation holder with its test file (test only). Stored in ``ctx.extra``,
     looked up by id (:func:`weights_for`); returns the checked weights.
     """
-    col = ctx.spec.evaluation.weight
-    w = check_weights(ctx.name, path, col, raw)
     from pathlib import Path
 
+    col = ctx.spec.evaluation.weight
+    w = check_weights(ctx.name, path, col, raw)
     # the file's name only: metrics.json names the column's file, not where this party keeps it
     ctx.extra[WEIGHTS_KEY] = {"column": col, "source": Path(str(path)).name, "ids": np.asarray(ids), "w": w,
                               "splits": tuple(splits)}
@@ -138,9 +131,9 @@ def _weight_note(ctx: PartyContext, block: dict[str, Any], split: str) -> None:
         return
     if isinstance(block.get("weighted"), dict):
         block["weighted"].update({"column": reg["column"], "source": reg["source"], "party": ctx.name})
-    elif split not in reg["splits"]:
+    elif split == "train" and "train" not in reg["splits"]:
         block["unweighted"] = (f"evaluation.weight {reg['column']!r} is read from the evaluation.test file only; "
-                               f"{ctx.name}'s own {split}ing rows are evaluated unweighted")
+                               f"{ctx.name}'s own training rows are evaluated unweighted")
 
 
 def check_test_labels(party: str, path: Any, y: np.ndarray | None) -> None:

@@ -172,7 +172,7 @@ def run(ctx: PartyContext) -> None:
     # (in its own dialect: [evaluation] sep / decimal / na_values, else the holder's)
     test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
                             features=table.feature_names, missing="keep" if p.missing == "mean" else p.missing,
-                            settings_at=EVALUATION_SETTINGS, keep=weight_keep(spec, ctx.name, vertical=False),
+                            settings_at=EVALUATION_SETTINGS, keep=weight_keep(spec, ctx.name),
                             **spec.test_read_options(), **cat) if evaluator else None
     test_w = None
     if test is not None:

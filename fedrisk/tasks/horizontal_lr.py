@@ -373,7 +373,7 @@ def run(ctx: PartyContext) -> None:
 
         test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
                                 features=table.feature_names, missing="keep" if p.missing == "mean" else p.missing,
-                                settings_at=EVALUATION_SETTINGS, keep=weight_keep(spec, ctx.name, vertical=False),
+                                settings_at=EVALUATION_SETTINGS, keep=weight_keep(spec, ctx.name),
                                 **spec.test_read_options(), **cat)
         for note in test.read_notes:
             ctx.log.warning("evaluation.test: %s", note)

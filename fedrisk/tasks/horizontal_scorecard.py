@@ -115,7 +115,7 @@ def run(ctx: PartyContext) -> None:
 
         # read before training: a bad test file stops the job now, not after the model is fitted
         test = load_frame(spec, ctx.name, params.categorical, path=spec.test_path(), features=frame.feature_names,
-                          allow_empty=True, test_file=True, keep=weight_keep(spec, ctx.name, vertical=False))
+                          allow_empty=True, test_file=True, keep=weight_keep(spec, ctx.name))
         for note in test.notes:
             ctx.log.warning("evaluation.test: %s", note)
         check_test_labels(ctx.name, test.path, test.y)
