@@ -416,25 +416,33 @@ def lift_table(y: Any, score: Any, n_bins: int = 10, sample_weight: Any = None) 
     return rows
 
 
+def _weight_groups(y: np.ndarray, s: np.ndarray, w: np.ndarray, n_bins: int, *, riskiest_first: bool
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Rows sorted by ``s`` (descending for lift, ascending for calibration) and cut into equal-weight groups:
+    the sorted scores, each group's first row (``edges``, one past the last at the end), and per group its
+    ``rows``, ``weight``, weighted ``bads`` and weighted sum of scores ``s``."""
+    order = np.argsort(-s if riskiest_first else s, kind="mergesort")
+    y_s, s_s, w_s = y[order], s[order], w[order]
+    group = _equal_count_groups(s_s, n_bins, w_s)
+    k = int(group.max()) + 1
+    sums = {"rows": np.bincount(group, minlength=k), "weight": np.bincount(group, weights=w_s, minlength=k),
+            "bads": np.bincount(group, weights=w_s * y_s, minlength=k),
+            "s": np.bincount(group, weights=w_s * s_s, minlength=k)}
+    return s_s, np.r_[0, np.cumsum(sums["rows"])], sums
+
+
 def _weighted_lift(y: np.ndarray, s: np.ndarray, w: np.ndarray, n_bins: int) -> list[dict[str, Any]]:
     """:func:`lift_table` on weighted rows: equal-weight groups; ``n``/``bads`` are weight sums, ``rows`` row counts."""
-    order = np.argsort(-s, kind="mergesort")
-    y_sorted, s_sorted, w_sorted = y[order], s[order], w[order]
-    group = _equal_count_groups(s_sorted, n_bins, w_sorted)
-    k = int(group.max()) + 1
-    rows = np.bincount(group, minlength=k)
-    weight = np.bincount(group, weights=w_sorted, minlength=k)
-    bads = np.bincount(group, weights=w_sorted * y_sorted, minlength=k)
-    total_bad = np.sum(w_sorted * y_sorted)
-    overall = total_bad / np.sum(w_sorted)
-    cum = np.cumsum(bads) / total_bad
-    edges = np.r_[0, np.cumsum(rows)]
+    s_sorted, edges, g = _weight_groups(y, s, w, n_bins, riskiest_first=True)
+    total_bad = np.sum(w * y)
+    overall = total_bad / np.sum(w)
+    cum = np.cumsum(g["bads"]) / total_bad
     out = []
-    for g in range(k):
-        rate = bads[g] / weight[g]
-        out.append({"decile": g + 1, "n": float(weight[g]), "rows": int(rows[g]), "bads": float(bads[g]),
-                    "bad_rate": float(rate), "lift": float(rate / overall), "cum_gain": float(cum[g]),
-                    "min_score": float(s_sorted[edges[g + 1] - 1]), "max_score": float(s_sorted[edges[g]])})
+    for k in range(len(g["rows"])):
+        rate = g["bads"][k] / g["weight"][k]
+        out.append({"decile": k + 1, "n": float(g["weight"][k]), "rows": int(g["rows"][k]), "bads": float(g["bads"][k]),
+                    "bad_rate": float(rate), "lift": float(rate / overall), "cum_gain": float(cum[k]),
+                    "min_score": float(s_sorted[edges[k + 1] - 1]), "max_score": float(s_sorted[edges[k]])})
     return out
 
 
@@ -766,18 +774,10 @@ def calibration_table(y: Any, p: Any, n_bins: int = 10, sample_weight: Any = Non
 
 def _weighted_calibration(y: np.ndarray, p: np.ndarray, w: np.ndarray, n_bins: int) -> list[dict[str, Any]]:
     """:func:`calibration_table` on weighted rows: equal-weight bins, weighted means and rates."""
-    order = np.argsort(p, kind="mergesort")
-    y_s, p_s, w_s = y[order], p[order], w[order]
-    group = _equal_count_groups(p_s, n_bins, w_s)
-    k = int(group.max()) + 1
-    rows = np.bincount(group, minlength=k)
-    weight = np.bincount(group, weights=w_s, minlength=k)
-    bads = np.bincount(group, weights=w_s * y_s, minlength=k)
-    psum = np.bincount(group, weights=w_s * p_s, minlength=k)
-    edges = np.r_[0, np.cumsum(rows)]
-    return [{"bin": g + 1, "n": float(weight[g]), "rows": int(rows[g]), "bads": float(bads[g]),
-             "mean_predicted": float(psum[g] / weight[g]), "observed_rate": float(bads[g] / weight[g]),
-             "min_p": float(p_s[edges[g]]), "max_p": float(p_s[edges[g + 1] - 1])} for g in range(k)]
+    p_s, edges, g = _weight_groups(y, p, w, n_bins, riskiest_first=False)
+    return [{"bin": k + 1, "n": float(g["weight"][k]), "rows": int(g["rows"][k]), "bads": float(g["bads"][k]),
+             "mean_predicted": float(g["s"][k] / g["weight"][k]), "observed_rate": float(g["bads"][k] / g["weight"][k]),
+             "min_p": float(p_s[edges[k]]), "max_p": float(p_s[edges[k + 1] - 1])} for k in range(len(g["rows"]))]
 
 
 def confusion(y: Any, p: Any, threshold: float = 0.5, sample_weight: Any = None) -> dict[str, Any]:
