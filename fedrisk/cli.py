@@ -115,8 +115,11 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]], rows_col:
     for name, m in rows:
         auc = m.get("auc")
         n = m.get("n_train") if rows_col.startswith("train") else m.get("n")
+        wt = m.get("weighted") if isinstance(m.get("weighted"), dict) else None
+        # a weighted block's n is a sum of weights: show the rows and what they stand for
+        rows = f"{wt['rows']:,} (weighted {n:,.0f})" if wt and isinstance(n, float) else f"{n:,}" if isinstance(n, int) else ""
         t.add_row(name, f"{auc:.4f}" if auc is not None else "-", f"{m.get('ks', float('nan')):.4f}",
-                  f"{m.get('gini', 2 * auc - 1 if auc else float('nan')):.4f}", f"{n:,}" if isinstance(n, int) else "")
+                  f"{m.get('gini', 2 * auc - 1 if auc else float('nan')):.4f}", rows)
     return t
 
 
@@ -228,7 +231,10 @@ def predict(model: Path = typer.Argument(..., help="model file of a run (model.j
             decimal: str = typer.Option(".", help="horizontal models: decimal mark of DATA"),
             na_values: Optional[List[str]] = typer.Option(
                 None, "--na-values", help="horizontal models: a cell text of DATA meaning 'no value' (repeat for "
-                "several; default: the na_values of the run's job.toml)")) -> None:
+                "several; default: the na_values of the run's job.toml)"),
+            weight: Optional[str] = typer.Option(
+                None, "--weight", help="column of DATA with each row's sampling weight or exposure: the batch's score "
+                "stability (PSI) against the training scores is weighted by it (read here, never sent)")) -> None:
     """Score new rows with a trained model, locally (horizontal models) or federatedly (vertical)."""
     from fedrisk.runtime.predict import batch_warnings, predict_file
 
@@ -246,10 +252,24 @@ def predict(model: Path = typer.Argument(..., help="model file of a run (model.j
     # monitoring: the batch's scores against the development sample's, when the run directory holds them
     from fedrisk.runtime.batch_stability import batch_stability, stability_line
 
-    st = batch_stability(model, out) if n else None
+    try:
+        w = _batch_weights(model, data, out, weight, id_col, sep, decimal, na_values) if n and weight else None
+    except FedriskError as e:
+        _fail(e)
+    st = batch_stability(model, out, weights=w) if n else None
     if st is not None:
         line = escape(stability_line(st))
         console.print(line if st["band"] == "stable" else f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+
+
+def _batch_weights(model: Path, data: Path, out: Path, column: str, id_col: Optional[str], sep: Optional[str],
+                   decimal: str, na_values: Optional[List[str]]) -> Any:
+    """``--weight COLUMN`` of DATA, one weight per row of the scores written (see ``batch_stability.batch_weights``)."""
+    from fedrisk.runtime.batch_stability import batch_weights
+    from fedrisk.runtime.predict import scoring_id_column
+
+    return batch_weights(data, column, out, id_col=scoring_id_column(model, id_col), sep=sep, decimal=decimal,
+                         na_values=na_values or ())
 
 
 def _print_warnings(notes: list[str]) -> None:

@@ -1,7 +1,9 @@
 """Evaluation metrics for notebooks: ``fr.metrics.auc(y, p)`` and friends.
 
 The same functions ``metrics.json`` is computed with (:mod:`fedrisk.finance.metrics`): ``y`` is
-1 for default, ``p`` is higher-is-riskier; AUC with ties is the Mann-Whitney statistic.
+1 for default, ``p`` is higher-is-riskier; AUC with ties is the Mann-Whitney statistic. Each takes
+``sample_weight=`` (a row of weight ``w`` counts as ``w`` rows; the PSI ``expected_weight=`` /
+``actual_weight=``) for stratified samples and exposure weighting.
 """
 from __future__ import annotations
 

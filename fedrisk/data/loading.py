@@ -894,7 +894,8 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
                         "the job spec (fedrisk predict: --id COLUMN)")
     absent_keep = [c for c in keep if c not in df.columns]
     if absent_keep:
-        raise ctx.error(f"column {_listing(absent_keep)} (evaluation.test_column) not found; {_available(df)}")
+        raise ctx.error(f"column {_listing(absent_keep)} (evaluation.test_column or evaluation.weight) not found; "
+                        f"{_available(df)}")
     if forbid_label is not None and forbid_label in df.columns:
         raise ctx.error(f"column {forbid_label!r} is present but this party must not hold the "
                         "label; remove it from the export before joining the federation")
@@ -918,6 +919,10 @@ def _resolve_columns(ctx: "_Ctx", path: Path, id_col: str, label_col: str | None
         if absent:
             raise ctx.error(f"feature columns not found: {_listing(absent)}; {_available(df)}")
         clash = [c for c in feature_names if c in reserved]
+        kept = [c for c in clash if c in set(keep) and c not in (id_col, label_col)]
+        if kept:
+            raise ctx.error(f"feature list includes {_listing(kept)}, a column the [evaluation] table keeps out of the "
+                            "features (test_column or weight); remove it from the features")
         if clash:
             raise ctx.error(f"feature list includes the id/label column {_listing(clash)}; remove "
                             "it from the features (using the label as a feature leaks the answer)")
@@ -995,7 +1000,7 @@ def load_party_table(
         from every label value to 0/1. Default: the label must already be 0/1 or boolean.
     keep : sequence of str
         Columns to read but never use as features (returned in :attr:`PartyTable.extra`), such as
-        the label holder's ``evaluation.test_column``.
+        the label holder's ``evaluation.test_column`` and the evaluating party's ``evaluation.weight``.
     fill : mapping of str to float, optional
         Scoring with a model trained under ``missing="mean"``: the training means stored in the
         model. Empty and infinite cells of these columns (training filled both) get these values,

@@ -57,12 +57,17 @@ def _load_scores(path: Path, notes: list[str]) -> dict[str, np.ndarray] | None:
         notes.append(f"{path.name}: missing column(s) {sorted(missing)}; expected id,y,score.")
         return None
     df = df.dropna(subset=["y", "score"])
+    if "weight" in df.columns:  # [evaluation] weight: curves and tables weighted like metrics.json
+        df = df[pd.to_numeric(df["weight"], errors="coerce") > 0]
     y = df["y"].to_numpy(dtype=float)
     s = df["score"].to_numpy(dtype=float)
     if y.size == 0 or len(np.unique(y)) < 2:
         notes.append(f"{path.name}: needs both goods and bads to draw curves.")
         return None
-    return {"y": y, "score": s}
+    out = {"y": y, "score": s}
+    if "weight" in df.columns:
+        out["w"] = df["weight"].to_numpy(dtype=float)
+    return out
 
 
 def _load_ledgers(ledger_dir: Path, notes: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -124,11 +129,13 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     for split, s in scores.items():
         if not isinstance(metrics.get(split), dict) and np.all((s["score"] >= 0) & (s["score"] <= 1)):
             try:
-                metrics[split] = fm.evaluate(s["y"], s["score"])
+                metrics[split] = fm.evaluate(s["y"], s["score"], sample_weight=s.get("w"))
             except DataError as exc:
                 notes.append(f"{split} metrics: {exc}")
     if not isinstance(metrics.get("stability"), dict) and {"train", "test"} <= scores.keys():
-        metrics["stability"] = fm.population_stability_index(scores["train"]["score"], scores["test"]["score"])
+        metrics["stability"] = fm.population_stability_index(scores["train"]["score"], scores["test"]["score"],
+                                                             expected_weight=scores["train"].get("w"),
+                                                             actual_weight=scores["test"].get("w"))
     # the headline AUC's reliability on few defaults, beside it
     head = next((s for s in ("test", "train") if isinstance(metrics.get(s), dict)), None)
     if head and metrics[head].get("small_sample"):
@@ -148,6 +155,33 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 # -- small formatting helpers ------------------------------------------------------------------
 _num = rm._num  # one number format for the page and the model view
+
+
+def _count(v: Any) -> str:
+    """A count: rows as ``1,234``; a sum of weights (a weighted run's) as ``1,234.5``."""
+    if isinstance(v, (float, np.floating)) and math.isfinite(v):
+        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
+    return _num(v)
+
+
+def _weighting(m: dict[str, Any]) -> str:
+    """The banner of a weighted run: which column weighted which figures, and what stayed unweighted."""
+    blocks = {k: m[k] for k in ("test", "train") if isinstance(m.get(k), dict)}
+    weighted = {k: b["weighted"] for k, b in blocks.items() if isinstance(b.get("weighted"), dict)}
+    if not weighted:
+        return ""
+    items = []
+    for split, wt in weighted.items():
+        where = f" of {wt['party']}'s file" if wt.get("party") else ""
+        items.append(f"{split.capitalize()} figures are weighted by column {wt.get('column', '?')!r}{where}: {wt.get('rows', 0):,} rows "
+                     f"of positive weight stand for {_count(blocks[split].get('n'))} accounts (counts in the tables are "
+                     f"sums of weights; the AUC's standard error uses the effective {_count(wt.get('effective_bads'))} "
+                     f"defaults and {_count(wt.get('effective_goods'))} non-defaults)")
+    items += [b["unweighted"] for b in blocks.values() if isinstance(b.get("unweighted"), str)]
+    items.append("The comparison table, the per-round test AUC and the PSI use the same weights (a PSI side without "
+                 "weights counts rows); score bands and reason codes count rows")
+    return ('<div class="notes"><strong>Weighted evaluation</strong><ul>'
+            + "".join(f"<li>{escape(t)}.</li>" for t in items) + "</ul></div>")
 
 
 def _pct(v: Any, digits: int = 1) -> str:
@@ -180,7 +214,7 @@ def _cards(m: dict[str, Any], ledgers: dict[str, list[dict[str, Any]]]) -> str:
         ("Test KS", _num(test.get("ks")), "max bad/good separation"),
         ("Test Gini", _num(test.get("gini")), "2·AUC − 1"),
         ("Brier", _num(test.get("brier"), 4), "probability accuracy"),
-        ("Test sample", _num(test.get("n")) if test.get("n") is not None else "—",
+        ("Test sample", _count(test.get("n")) if test.get("n") is not None else "—",
          f"bad rate {_pct(test.get('positives', 0) / test['n'])}" if test.get("n") else ""),
         ("PSI " + "→".join(_stability_labels(stab)), _num(stab.get("psi")), stab.get("band", "")),
         ("Data exchanged", format_bytes(total_bytes) if ledgers else "—",
@@ -248,14 +282,16 @@ def _roc_ks(scores: dict[str, dict[str, np.ndarray]], card: dict[str, Any] | Non
     roc.line([0, 1], [0, 1], color=PALETTE["ref"], dash="4 4", width=1.2, label="random")
     for split, color in (("train", PALETTE["train"]), ("test", PALETTE["model"])):
         if split in scores and 0 < scores[split]["y"].sum() < scores[split]["y"].size:  # (no curve on one class)
-            c = fm.ks_curve(scores[split]["y"], scores[split]["score"])
-            a = fm.auc(scores[split]["y"], scores[split]["score"])
+            c = fm.ks_curve(scores[split]["y"], scores[split]["score"], scores[split].get("w"))
+            a = fm.auc(scores[split]["y"], scores[split]["score"], scores[split].get("w"))
             roc.line(c["cum_good_rate"], c["cum_bad_rate"], color=color, label=f"{(names or {}).get(split, split)} (AUC {a:.3f})")
     split = "test" if "test" in scores else "train"
     y, s = scores[split]["y"], scores[split]["score"]
-    c = fm.ks_curve(y, s)
-    nb, ng = y.sum(), y.size - y.sum()
-    pop = (c["cum_bad_rate"] * nb + c["cum_good_rate"] * ng) / y.size
+    w = scores[split].get("w")
+    c = fm.ks_curve(y, s, w)
+    w = np.ones_like(y) if w is None else w
+    nb, ng = w[y == 1].sum(), w[y == 0].sum()
+    pop = (c["cum_bad_rate"] * nb + c["cum_good_rate"] * ng) / (nb + ng)
     ksc = Chart(f"KS curve ({split})", "Share of population, riskiest first", "Cumulative share", legend="br")
     ksc.line(pop, c["cum_bad_rate"], color=PALETTE["bad"], label="bads")
     ksc.line(pop, c["cum_good_rate"], color=PALETTE["good"], label="goods")
@@ -284,8 +320,10 @@ def _distribution(scores: dict[str, dict[str, np.ndarray]]) -> str:
     edges = np.linspace(lo, hi, 26)
     width = edges[1] - edges[0]
     mids = (edges[:-1] + edges[1:]) / 2
-    hg = np.histogram(s[y == 0], edges)[0] / max((y == 0).sum(), 1)
-    hb = np.histogram(s[y == 1], edges)[0] / max((y == 1).sum(), 1)
+    w = scores[split].get("w")
+    w = np.ones_like(s) if w is None else w
+    hg = np.histogram(s[y == 0], edges, weights=w[y == 0])[0] / max(w[y == 0].sum(), 1e-300)
+    hb = np.histogram(s[y == 1], edges, weights=w[y == 1])[0] / max(w[y == 1].sum(), 1e-300)
     top = float(max(hg.max(), hb.max())) * 1.15
     c = Chart(f"Score distribution by class ({split})", "Predicted default probability", "Share of class",
               x_range=(lo - width / 2, hi + width / 2), y_range=(0, top), legend="tr")
@@ -297,11 +335,17 @@ def _distribution(scores: dict[str, dict[str, np.ndarray]]) -> str:
 def _class_stats(scores: dict[str, dict[str, np.ndarray]]) -> str:
     split = "test" if "test" in scores else "train"
     y, s = scores[split]["y"], scores[split]["score"]
+    w = scores[split].get("w")
     rows = []
     for label, mask in (("Goods", y == 0), ("Bads", y == 1), ("All", np.ones_like(y, dtype=bool))):
         v = s[mask]
-        q = np.quantile(v, [0.1, 0.5, 0.9])
-        rows.append([label, f"{int(mask.sum()):,}", _pct(v.mean()), _pct(q[0]), _pct(q[1]), _pct(q[2])])
+        if w is None:
+            q = np.quantile(v, [0.1, 0.5, 0.9])
+            rows.append([label, f"{int(mask.sum()):,}", _pct(v.mean()), _pct(q[0]), _pct(q[1]), _pct(q[2])])
+        else:  # weighted: the accounts are sums of weights, the quantiles those of the rows repeated w times
+            q = fm.quantile(v, [0.1, 0.5, 0.9], sample_weight=w[mask])
+            rows.append([label, _count(float(w[mask].sum())), _pct(np.average(v, weights=w[mask])), _pct(q[0]),
+                         _pct(q[1]), _pct(q[2])])
     return f"<h3>Predicted default probability ({split})</h3>" + _table(["Class", "Accounts", "Mean", "P10", "Median", "P90"], rows, "num")
 
 
@@ -329,8 +373,9 @@ def _lift(m: dict[str, Any]) -> tuple[str, str, str]:
     gc.line(xs, gains, color=PALETTE["model"], label="model")
     gc.points(xs, gains, color=PALETTE["model"])
     tbl = _table(
-        ["Decile", "Accounts", "Bads", "Bad rate", "Lift", "Cum. bads captured", "Default probability range"],
-        [[str(r.get("decile")), _num(r.get("n")), _num(r.get("bads")), _pct(r.get("bad_rate")), _num(r.get("lift"), 2),
+        ["Decile", "Accounts (weighted)" if "rows" in rows[0] else "Accounts", "Bads", "Bad rate", "Lift",
+         "Cum. bads captured", "Default probability range"],
+        [[str(r.get("decile")), _count(r.get("n")), _count(r.get("bads")), _pct(r.get("bad_rate")), _num(r.get("lift"), 2),
           _pct(r.get("cum_gain")), f"{_num(r.get('min_score'), 3)} – {_num(r.get('max_score'), 3)}"] for r in rows],
         "num",
     )
@@ -351,8 +396,9 @@ def _calibration(m: dict[str, Any]) -> tuple[str, str]:
     c.line(pred, obs, color=PALETTE["model"], label="model (equal-count bins)")
     c.points(pred, obs, color=PALETTE["model"])
     tbl = _table(
-        ["Bin", "Accounts", "Bads", "Mean predicted", "Observed", "Difference"],
-        [[str(r.get("bin")), _num(r.get("n")), _num(r.get("bads")), _pct(r.get("mean_predicted")),
+        ["Bin", "Accounts (weighted)" if "rows" in rows[0] else "Accounts", "Bads", "Mean predicted", "Observed",
+         "Difference"],
+        [[str(r.get("bin")), _count(r.get("n")), _count(r.get("bads")), _pct(r.get("mean_predicted")),
           _pct(r.get("observed_rate")), _pct(float(r.get("observed_rate", 0)) - float(r.get("mean_predicted", 0)))] for r in rows],
         "num",
     )
@@ -719,7 +765,8 @@ def render_report(run: dict[str, Any], title: str | None = None) -> str:
         f"<title>{escape(heading)} — {escape(job)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{escape(heading)}</h1><div class=\"meta\">Job <strong>{escape(job)}</strong> · task {escape(task)} · "
         f"generated {generated}</div></header><nav>{nav}</nav><main>"
-        f"{_cards(m, ledgers) if 'test' in m or 'train' in m or not view.get('viewer') else ''}{notes}{''.join(sections)}</main>"
+        f"{_cards(m, ledgers) if 'test' in m or 'train' in m or not view.get('viewer') else ''}{_weighting(m)}{notes}"
+        f"{''.join(sections)}</main>"
         "<footer>fedrisk · figures computed from the run directory; no raw data leaves any party to build this report.</footer>"
         "</body></html>\n"
     )

@@ -154,7 +154,12 @@ def fingerprint(spec: Any, party: str) -> dict[str, str]:
         settings["coordinator"] = {k: v for k, v in settings["coordinator"].items() if k != "address"}
     own = spec.parties.get(party)
     own_table = own.model_dump(mode="json", exclude={"data", "address", "listen", "ca"}) if own is not None else None
-    text = json.dumps({"shared": settings, "own": own_table}, sort_keys=True, default=str)
+    doc = {"shared": settings, "own": own_table}
+    if spec.evaluation.weight and own is not None:
+        # [evaluation] weight is local (not shared), but at the party whose file holds it the column leaves the
+        # features: a checkpoint taken with it as a feature must not be resumed without it, or the other way round
+        doc["evaluation_weight"] = spec.evaluation.weight
+    text = json.dumps(doc, sort_keys=True, default=str)
     data = hashlib.sha256()
     if own is not None:
         _file_digest(data, spec.data_path(party))

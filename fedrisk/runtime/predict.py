@@ -237,6 +237,15 @@ def _model_file(path: Path) -> Path:
     return path
 
 
+def scoring_id_column(model_path: str | Path, id_col: str | None = None, model: dict | None = None) -> str:
+    """The id column of a file scored with ``model_path``: ``--id`` if given, else the model's, else the run's."""
+    if id_col:
+        return id_col
+    model_path = _model_file(Path(model_path))
+    model = model if model is not None else load_model(model_path)
+    return model.get("id") or _run_id_column(Path(model_path)) or "id"
+
+
 def _run_id_column(model_path: Path) -> str | None:
     """The id column every party of the run beside ``model_path`` used (its ``job.toml``), if one.
 
@@ -306,7 +315,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path, id_c
     model = load_model(model_path)
     make_dir(Path(out).parent, "--out folder")  # before scoring: a federated session is not run for nothing
     fmt = model["format"]
-    id_col = id_col or model.get("id") or _run_id_column(Path(model_path)) or "id"
+    id_col = scoring_id_column(model_path, id_col, model)
     cats = model.get("categories") or None
     # a horizontal model trained with text columns encodes new rows with the agreed levels
     cat = dict(categorical=list(cats), encoding=model.get("category_encoding"), categories=cats) if cats else {}

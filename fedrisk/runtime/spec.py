@@ -27,6 +27,8 @@ Example::
     # vertical, one of: test_fraction = 0.2 (any ids; keyed hash of the id, see fedrisk.data.split)
     #                   test_rule = "id % 5 == 0" (integer ids)
     #                   test_column = "is_test" (0/1 column at the label holder)
+    # weight = "w"                      # sampling weight / exposure per row: weighted metrics (vertical: a column
+    #                                   # of the label holder's file; horizontal: of the evaluation.test file)
 
     [security]
     certs = "certs/"                    # CA + per-party cert/key; `simulate` makes dev certs if absent
@@ -218,6 +220,10 @@ class EvaluationSpec(_Strict):
     test_fraction: float | None = Field(None, gt=0, lt=1)
     #: a 0/1 column (1 = test) in the label holder's file; the label holder tells the others
     test_column: str | None = None
+    #: a column of non-negative sampling weights (a row of weight w counts as w rows: a down-sampled development
+    #: sample, or exposure) in the evaluating party's file -- the label holder's data (vertical), the
+    #: ``evaluation.test`` file (horizontal). Evaluation only: never a feature, never sent; local to that party
+    weight: str | None = None
     #: CSV dialect of the ``test`` file when it differs from the holder's own (``[parties.HOLDER]``): a held-out
     #: file exported by another system. Unset: the holder's ``sep`` / ``decimal`` / ``na_values``. Local to the
     #: holder, like ``test`` itself: partners need not agree on them
@@ -251,6 +257,13 @@ class EvaluationSpec(_Strict):
             raise ValueError("na_values lists an empty text; empty cells are missing values already, list only "
                              "placeholders such as '?' or '.'")
         return self
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("weight is empty; name the column of sampling weights, or remove the setting")
+        return v
 
     @model_validator(mode="after")
     def _one_rule(self) -> "EvaluationSpec":
@@ -362,12 +375,36 @@ class JobSpec(_Strict):
         if dialect and ev.test is None:
             raise ValueError(f"evaluation.{dialect[0]} describes the evaluation.test file, and this job has none; "
                              f"remove it (a party's own files take sep / decimal / na_values in [parties.NAME])")
+        if ev.weight is not None:
+            self._check_weight()
         if dialect:
             opts = self.test_read_options()
             if opts["decimal"] == (opts["sep"] or ","):
                 raise ValueError(f"evaluation.decimal {opts['decimal']!r} must be one character other than the "
                                  "test file's separator")
         return self
+
+    def _check_weight(self) -> None:
+        """``evaluation.weight`` names a column of the evaluating party's file that is neither its id, its label,
+        the test-row column nor one of its listed features."""
+        ev, kind = self.evaluation, str(self.task.get("kind", ""))
+        if kind.startswith("horizontal") and ev.test is None:
+            raise ValueError(f"evaluation.weight {ev.weight!r} names a column of the evaluation.test file, and this "
+                             "job has none; add evaluation.test = 'file' or remove weight")
+        if ev.weight == ev.test_column:
+            raise ValueError(f"evaluation.weight and evaluation.test_column are both {ev.weight!r}; the weights and the "
+                             "test-row marks need two columns")
+        holders = self.label_holders()
+        who = holders[0] if kind.startswith("vertical") and holders else self.evaluation_holder()
+        p = self.parties.get(who)
+        if p is None:
+            return
+        if ev.weight in (p.id, p.label):
+            raise ValueError(f"evaluation.weight {ev.weight!r} is the {'id' if ev.weight == p.id else 'label'} column of "
+                             f"party {who!r}; name the column of sampling weights")
+        if p.features and ev.weight in p.features:
+            raise ValueError(f"evaluation.weight {ev.weight!r} is listed in features of [parties.{who}]; a weight "
+                             "column is for evaluation only: remove it from the features")
 
     # -- derived views -------------------------------------------------------------------------
     @property

@@ -9,6 +9,7 @@ party's view of the job, resolved so it no longer depends on where the original 
 * other parties' ``data`` paths are left out: they name files on other hosts (a path is a
   detail of another institution's machine this party has no use for), and the evaluation ``test``
   file is left out unless this party reads it;
+* ``evaluation.weight`` (a column of the evaluating party's own file) is kept by that party only;
 * everything else (addresses, ids, labels, ``[task]``, ``[evaluation]`` rules, ``[security]``,
   ``[psi]``) is kept: every participant already holds it, the handshake checks it.
 
@@ -61,6 +62,12 @@ def party_view(raw: dict[str, Any], base: Path, me: str, evaluation_holder: str)
         else:  # (with the file's dialect, which only its holder reads it in)
             for key in ("test", "sep", "decimal", "na_values"):
                 ev.pop(key, None)
+    if isinstance(ev, dict) and "weight" in ev:
+        # a column of the evaluating party's own file (the label holder's data, or the test file): its business only
+        labels = [n for n, t in (doc.get("parties") or {}).items() if isinstance(t, dict) and t.get("label")]
+        vertical = str((doc.get("task") or {}).get("kind", "")).startswith("vertical")
+        if me != (labels[0] if vertical and labels else evaluation_holder):
+            ev.pop("weight")
     sec = doc.get("security")
     if isinstance(sec, dict) and "certs" in sec:
         sec["certs"] = _abs(base, sec["certs"])

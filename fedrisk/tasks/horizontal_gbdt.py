@@ -153,7 +153,7 @@ def run(ctx: PartyContext) -> None:
         return
 
     from fedrisk.data.loading import EVALUATION_SETTINGS, load_party_table
-    from fedrisk.runtime.evaluation import check_test_labels, write_evaluation
+    from fedrisk.runtime.evaluation import check_test_labels, register_test_weights, weight_keep, write_evaluation
 
     p = spec.parties[ctx.name]
     cat = dict(categorical=list(categories), encoding=CATEGORY_ENCODING, categories=categories) if categories else {}
@@ -172,9 +172,12 @@ def run(ctx: PartyContext) -> None:
     # (in its own dialect: [evaluation] sep / decimal / na_values, else the holder's)
     test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
                             features=table.feature_names, missing="keep" if p.missing == "mean" else p.missing,
-                            settings_at=EVALUATION_SETTINGS, **spec.test_read_options(), **cat) if evaluator else None
+                            settings_at=EVALUATION_SETTINGS, keep=weight_keep(spec, ctx.name),
+                            **spec.test_read_options(), **cat) if evaluator else None
+    test_w = None
     if test is not None:
         check_test_labels(ctx.name, test.path, test.y)
+        test_w = register_test_weights(ctx, test)  # [evaluation] weight: local to this bank, never sent
         for note in test.read_notes:
             ctx.log.warning("evaluation.test: %s", note)
     model = run_bank(ctx.channel, COORDINATOR, table.X, table.y, table.feature_names, cfg, agg, privacy=privacy,
@@ -195,7 +198,7 @@ def run(ctx: PartyContext) -> None:
     save_gbdt_model(ctx.out / "model.json", model, KIND, spec.job_id, categories=categories, classes=classes)
     if test is None:
         return
-    rounds = _staged_rounds(model, test.X, test.y)
+    rounds = _staged_rounds(model, test.X, test.y, test_w)
     extra = {
         "banks": banks, "train_rows_at_holder": len(table.y),
         "dropped_banks": sorted(set(banks) - set(model.history[-1].get("contributors", banks) if model.history else banks)),
@@ -218,7 +221,7 @@ def run(ctx: PartyContext) -> None:
     # the floor this bank computes alone: the same boosting settings on its own rows
     extra["comparison"] = comparison(ctx.name, test.y, p_te, boosting_alone(
         table.X, table.y, test.X, test.y, n_trees=cfg.n_trees, max_depth=cfg.max_depth,
-        learning_rate=cfg.learning_rate, seed=spec.federation.seed))
+        learning_rate=cfg.learning_rate, seed=spec.federation.seed, sample_weight=test_w), sample_weight=test_w)
     write_evaluation(ctx, table.ids, table.y, model.predict_proba(table.X), test.ids, test.y, p_te, rounds, extra=extra)
     # test applicants' reason codes (exact TreeSHAP on the global model, local) for the report's summary
     from fedrisk.runtime.predict import gbdt_predictions, write_predictions
@@ -239,8 +242,8 @@ def _write_membership(ctx: PartyContext, banks: list[str], history: list[dict]) 
     ctx.write_json("membership.json", {"contributors": contributors, "dropped": dropped})
 
 
-def _staged_rounds(model, X: np.ndarray, y: np.ndarray) -> list[dict]:
-    """Per tree: the coordinator's pooled losses plus the holder's test AUC after that many trees."""
+def _staged_rounds(model, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> list[dict]:
+    """Per tree: the coordinator's pooled losses plus the holder's test AUC after that many trees (weighted by ``w``)."""
     from fedrisk.algorithms.horizontal.gbdt import predict_margin
     from fedrisk.finance.metrics import auc
 
@@ -251,7 +254,7 @@ def _staged_rounds(model, X: np.ndarray, y: np.ndarray) -> list[dict]:
             margin = predict_margin(0.0, [model.trees[i]], X) + margin
         r = {"round": int(rec["tree"]), **{k: v for k, v in rec.items() if k not in ("tree", "banks")}}
         if i < len(model.trees):
-            r["test_auc"] = auc(y, 1.0 / (1.0 + np.exp(-margin)))
+            r["test_auc"] = auc(y, 1.0 / (1.0 + np.exp(-margin)), w)
         if "train_loss" in r:
             r["loss"] = r["train_loss"]
         out.append(r)

@@ -363,20 +363,22 @@ def run(ctx: PartyContext) -> None:
         ctx.log.warning(note)
     classes = agree_schema(ctx, table, "hlr.")
     evaluator = ctx.name == spec.evaluation_holder() and spec.test_path() is not None
-    test = None
+    test = test_w = None
     rounds: list[dict] = []
     if evaluator:
         # missing = "mean": the test file's blanks are kept here and filled with the federation's means once they
         # are agreed, as `fedrisk predict` fills new rows (this file's own means would score them differently)
         # (in its own dialect: [evaluation] sep / decimal / na_values, else the holder's)
+        from fedrisk.runtime.evaluation import check_test_labels, register_test_weights, weight_keep
+
         test = load_party_table(spec.test_path(), party=ctx.name, id_col=p.id, label_col=p.label,
                                 features=table.feature_names, missing="keep" if p.missing == "mean" else p.missing,
-                                settings_at=EVALUATION_SETTINGS, **spec.test_read_options(), **cat)
+                                settings_at=EVALUATION_SETTINGS, keep=weight_keep(spec, ctx.name),
+                                **spec.test_read_options(), **cat)
         for note in test.read_notes:
             ctx.log.warning("evaluation.test: %s", note)
-        from fedrisk.runtime.evaluation import check_test_labels
-
         check_test_labels(ctx.name, test.path, test.y)
+        test_w = register_test_weights(ctx, test)  # [evaluation] weight: local to this bank, never sent
 
     def test_matrix(model) -> Any:
         return np.where(np.isnan(test.X), np.asarray(model.mean)[None, :], test.X)
@@ -386,7 +388,7 @@ def run(ctx: PartyContext) -> None:
             from fedrisk.finance.metrics import auc, ks
 
             score = model.predict_proba(test_matrix(model))
-            rec = {"round": r - 1, "test_auc": auc(test.y, score), "test_ks": ks(test.y, score)}
+            rec = {"round": r - 1, "test_auc": auc(test.y, score, test_w), "test_ks": ks(test.y, score, test_w)}
             if model.history and model.history[-1]["round"] == r - 1:
                 rec["loss"] = model.history[-1]["loss"]
                 if "contributors" in model.history[-1]:
@@ -415,7 +417,8 @@ def run(ctx: PartyContext) -> None:
         extra = {"banks": banks, "train_rows_at_holder": len(table.y),
                  "contributors_last_round": last, "dropped_banks": sorted(set(banks) - set(last)),
                  "comparison": comparison(ctx.name, test.y, p_te,
-                                          logistic_alone(table.X, table.y, test.X, test.y, l2=params.l2)),
+                                          logistic_alone(table.X, table.y, test.X, test.y, l2=params.l2,
+                                                         sample_weight=test_w), sample_weight=test_w),
                  "solver": params.solver}
         if privacy is not None:
             extra["privacy"] = privacy.summary()

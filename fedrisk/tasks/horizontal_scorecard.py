@@ -109,16 +109,17 @@ def run(ctx: PartyContext) -> None:
     agg = make_aggregation(ctx, params)
     banks = list(spec.parties)
     res, frame = run_woe(ctx, params, agg)
-    test = None
+    test = test_w = None
     if frame is not None and ctx.name == spec.evaluation_holder() and spec.test_path() is not None:
+        from fedrisk.runtime.evaluation import check_test_labels, register_test_weights, weight_keep
+
         # read before training: a bad test file stops the job now, not after the model is fitted
         test = load_frame(spec, ctx.name, params.categorical, path=spec.test_path(), features=frame.feature_names,
-                          allow_empty=True, test_file=True)
+                          allow_empty=True, test_file=True, keep=weight_keep(spec, ctx.name))
         for note in test.notes:
             ctx.log.warning("evaluation.test: %s", note)
-        from fedrisk.runtime.evaluation import check_test_labels
-
         check_test_labels(ctx.name, test.path, test.y)
+        test_w = register_test_weights(ctx, test)  # [evaluation] weight: local to this bank, never sent
     feats = list(res.selection["selected"])
     if not feats:
         raise DataError(f"no feature reaches IV >= {params.iv_threshold} across the federation; lower task.iv_threshold")
@@ -176,5 +177,6 @@ def run(ctx: PartyContext) -> None:
         # the floor: this bank's own rows alone (WOE-encoded on the federation's bins), locally
         W_own = enc.transform(frame.X)[feats].to_numpy(dtype=float)
         W_te = enc.transform(test.X)[feats].to_numpy(dtype=float)
-        extra["comparison"] = comparison(ctx.name, test_y, p_te, logistic_alone(W_own, frame.y, W_te, test_y, l2=params.l2))
+        extra["comparison"] = comparison(ctx.name, test_y, p_te, logistic_alone(
+            W_own, frame.y, W_te, test_y, l2=params.l2, sample_weight=test_w), sample_weight=test_w)
     write_evaluation(ctx, frame.ids, frame.y, p_tr, test_ids, test_y, p_te, model.history, extra=extra)

@@ -53,7 +53,7 @@ from fedrisk.runtime.spec import JobSpec
 from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
     DEFAULT_TEST_RULE, driver, fill_training_means, inference_features, refuse_one_class, load_table, model_file, roles,
-    choose_test_rows, validate_vertical)
+    aligned_kept, choose_test_rows, validate_vertical)
 
 KIND = "vertical.lr"
 FORMAT = "fedrisk.vertical.lr"
@@ -154,7 +154,7 @@ def run(ctx: PartyContext) -> None:
     ids = table.ids[idx]
     X_all = table.X[idx]
     y_all = table.y[idx] if is_lh else None
-    test, rule = choose_test_rows(ctx, ids, table.extra[spec.evaluation.test_column][idx] if table.extra else None,
+    test, rule = choose_test_rows(ctx, ids, aligned_kept(ctx, table.extra, idx, ids, table.path),
                                   labels=y_all)
     ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
     if test.all():
@@ -249,8 +249,12 @@ def run(ctx: PartyContext) -> None:
     if p_te is not None:  # the floor: the label holder's own features alone, locally
         from fedrisk.finance.reference import comparison, logistic_alone
 
+        from fedrisk.runtime.evaluation import weights_for
+
+        w_te = weights_for(ctx, "test", ids[test])  # [evaluation] weight: the label holder's own, never sent
         extra["comparison"] = comparison(lh, y_all[test], p_te,
-                                         logistic_alone(Z[tr], y_all[tr], Z[test], y_all[test], l2=params.l2))
+                                         logistic_alone(Z[tr], y_all[tr], Z[test], y_all[test], l2=params.l2,
+                                                        sample_weight=w_te), sample_weight=w_te)
     write_evaluation(ctx, ids[tr], y_all[tr], p_tr, ids[test] if p_te is not None else None,
                      y_all[test] if p_te is not None else None, p_te,
                      [{"round": r["epoch"], **{k: v for k, v in r.items() if k != "epoch"}} for r in model.history],

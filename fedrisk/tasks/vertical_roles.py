@@ -26,7 +26,7 @@ from fedrisk.runtime.spec import JobSpec
 
 __all__ = ["validate_vertical", "driver", "roles", "model_file", "load_table", "inference_features", "split_keep",
            "fill_training_means", "label_error", "refuse_one_class",
-           "choose_test_rows", "DEFAULT_TEST_RULE", "SPLIT_TAG"]
+           "choose_test_rows", "aligned_kept", "DEFAULT_TEST_RULE", "SPLIT_TAG"]
 
 #: the split vertical tasks use without an [evaluation] rule when every aligned id is an integer
 DEFAULT_TEST_RULE = "id % 5 == 0"
@@ -138,9 +138,26 @@ def fill_training_means(spec: JobSpec, name: str, X: np.ndarray, train: np.ndarr
 
 
 def split_keep(spec: JobSpec, name: str) -> tuple[str, ...]:
-    """Columns a party reads but never uses as features: the label holder's ``evaluation.test_column``."""
-    col = spec.evaluation.test_column
-    return (col,) if col and name == driver(spec) else ()
+    """Columns a party reads but never uses as features: the label holder's ``evaluation.test_column`` and
+    ``evaluation.weight``."""
+    if name != driver(spec):
+        return ()
+    return tuple(c for c in (spec.evaluation.test_column, spec.evaluation.weight) if c)
+
+
+def aligned_kept(ctx: Any, extra: dict[str, np.ndarray] | None, idx: np.ndarray, ids: np.ndarray,
+                 path: Any) -> np.ndarray | None:
+    """The aligned rows' ``evaluation.test_column`` values (``None`` without one, or at a feature holder).
+
+    At the label holder with an ``evaluation.weight``, that column's values of the aligned rows are checked and
+    registered for the evaluation (:func:`fedrisk.runtime.evaluation.register_weights`): local, never sent.
+    """
+    ev = ctx.spec.evaluation
+    if extra and ev.weight and ev.weight in extra:
+        from fedrisk.runtime.evaluation import register_weights
+
+        register_weights(ctx, ids, np.asarray(extra[ev.weight])[idx], path)
+    return np.asarray(extra[ev.test_column])[idx] if extra and ev.test_column and ev.test_column in extra else None
 
 
 def choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None = None, *,
@@ -171,7 +188,22 @@ def choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None = None
             raise label_error(f"party {ctx.name!r}: all {int(mask.sum())} test rows ({rule}) are {only}, so their "
                               f"AUC and KS cannot be computed; choose test rows holding both classes: a larger "
                               f"evaluation.test_fraction, another federation.seed, or an evaluation.test_column")
+        _check_test_weights(ctx, ids[mask], yt, rule)
     return mask, rule
+
+
+def _check_test_weights(ctx: Any, ids: np.ndarray, yt: np.ndarray, rule: str) -> None:
+    """With ``evaluation.weight``: the test rows need goods and bads of positive weight, checked before training."""
+    from fedrisk.runtime.evaluation import weights_for
+
+    w = weights_for(ctx, "test", ids)
+    if w is None:
+        return
+    for cls, name in ((1, "bads (1)"), (0, "goods (0)")):
+        if not (w[yt == cls] > 0).any():
+            raise label_error(f"party {ctx.name!r}: every test row ({rule}) of the {name} has weight 0 in "
+                              f"evaluation.weight {ctx.spec.evaluation.weight!r}, so the weighted AUC and KS cannot be "
+                              "computed; give those rows positive weights or choose other test rows")
 
 
 def _choose_test_rows(ctx: Any, ids: np.ndarray, column: np.ndarray | None, default: bool

@@ -185,11 +185,14 @@ def run(ctx: PartyContext) -> None:
     if p_te is not None:
         write_reasons(ctx.out / "scores" / "test_reasons.csv", ids[test], res_te.total,
                       reason_codes(part, X_te, res_te, params.n_reasons), params.n_reasons)
+        from fedrisk.runtime.evaluation import weights_for
+
+        w_te = weights_for(ctx, "test", ids[test])  # [evaluation] weight: the label holder's own, never sent
         alone = None
         if params.local_only and part.features:  # the floor: its own WOE columns alone, fitted locally
             W = woe_columns(part.features, part.bins, part.woe, X)
-            alone = logistic_alone(W[tr], y_tr, W[test], y[test], l2=params.l2)
-        extra["comparison"] = comparison(lh, y[test], p_te, alone)
+            alone = logistic_alone(W[tr], y_tr, W[test], y[test], l2=params.l2, sample_weight=w_te)
+        extra["comparison"] = comparison(lh, y[test], p_te, alone, sample_weight=w_te)
     write_evaluation(ctx, ids[tr], y_tr, p_tr, ids[test] if p_te is not None else None,
                      y[test] if p_te is not None else None, p_te,
                      [{"round": r["epoch"], **{k: v for k, v in r.items() if k != "epoch"}} for r in model.history],

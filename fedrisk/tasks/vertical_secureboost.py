@@ -61,7 +61,7 @@ from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.boosting_params import BoostingParams
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (driver, load_table, inference_features are hooks)
     DEFAULT_TEST_RULE, driver, fill_training_means, inference_features, refuse_one_class, load_table, model_file, roles,
-    choose_test_rows, validate_vertical)
+    aligned_kept, choose_test_rows, validate_vertical)
 
 KIND = "vertical.secureboost"
 #: parties may load with ``missing = "keep"``: NaN gets its own bin and every split learns its side
@@ -112,7 +112,7 @@ def run(ctx: PartyContext) -> None:
     idx = al.indices
     ids = table.ids[idx]
     X = table.X[idx]
-    test, rule = choose_test_rows(ctx, ids, table.extra[spec.evaluation.test_column][idx] if table.extra else None,
+    test, rule = choose_test_rows(ctx, ids, aligned_kept(ctx, table.extra, idx, ids, table.path),
                                   labels=table.y[idx] if is_lh else None)
     ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
     if test.all():
@@ -197,10 +197,12 @@ def run(ctx: PartyContext) -> None:
     }
     if p_te is not None:  # the floor: the label holder's own features alone, same trees, locally
         from fedrisk.finance.reference import boosting_alone, comparison
+        from fedrisk.runtime.evaluation import weights_for
 
+        w_te = weights_for(ctx, "test", ids[test])  # [evaluation] weight: the label holder's own, never sent
         extra["comparison"] = comparison(lh, y[test], p_te, boosting_alone(
             X[tr], y[tr], X[test], y[test], n_trees=cfg.n_trees, max_depth=cfg.max_depth,
-            learning_rate=cfg.learning_rate, seed=spec.federation.seed))
+            learning_rate=cfg.learning_rate, seed=spec.federation.seed, sample_weight=w_te), sample_weight=w_te)
     write_evaluation(ctx, ids[tr], y[tr], p_tr, ids[test] if p_te is not None else None,
                      y[test] if p_te is not None else None, p_te,
                      [{"round": r["tree"], **{k: v for k, v in r.items() if k != "tree"}} for r in model.history],

@@ -48,7 +48,7 @@ from fedrisk.runtime.tasks import parse_params
 from fedrisk.tasks.horizontal_woe import (BinningParams, CategoryBinningParams, encoder_noise, iv_noise_check, iv_rows,
                                           load_frame, woe_document)
 from fedrisk.tasks.vertical_roles import (  # noqa: F401 (hooks)
-    driver, refuse_one_class, roles, split_keep, choose_test_rows, validate_vertical)
+    aligned_kept, driver, refuse_one_class, roles, split_keep, choose_test_rows, validate_vertical)
 
 __all__ = ["KIND", "TAG_PREFIXES", "Params", "ReleaseParams", "LabelKeyParams", "validate_spec", "driver", "run", "roles", "aligned_frames",
            "party_categorical", "refuse_unheld_categorical", "holder_woe_document"]
@@ -186,7 +186,7 @@ def aligned_frames(ctx: PartyContext, categorical: list[str], default_split: boo
     X = frame.X.iloc[idx].reset_index(drop=True)
     y = frame.y[idx] if frame.y is not None else None
     ids = frame.ids[idx]
-    test, rule = choose_test_rows(ctx, ids, frame.extra[spec.evaluation.test_column][idx] if frame.extra else None,
+    test, rule = choose_test_rows(ctx, ids, aligned_kept(ctx, frame.extra, idx, ids, frame.path),
                                   default=default_split, labels=y if default_split else None)
     if test is not None:
         ctx.log.info("test rows: %d of %d aligned rows, by %s", int(test.sum()), len(ids), rule)
