@@ -150,6 +150,12 @@ def run(ctx: PartyContext) -> None:
                                       **card.to_dict(), "coef": dict(zip(feats, coef.tolist())),
                                       "intercept": intercept, "n_reasons": params.n_reasons, "history": model.history,
                                       **({"classes": classes} if classes else {})})
+    if ctx.name == COORDINATOR:
+        # IV noise figures calibrated for the fitted bins (iv_null "permutation") need the pooled prebin counts,
+        # which only this coordinator holds: its own log gets their note. The evaluation bank's metrics.json has
+        # the chi-square figures of the final bins (iv_null "chi2"): sending it these would be new on the wire.
+        iv_noise_check(ctx.log, {"federation": iv_rows(res.iv, res.selection, noise=encoder_noise(res))},
+                       pooled_bads(res))
     if ctx.name == COORDINATOR or ctx.name != spec.evaluation_holder():
         return
     from fedrisk.runtime.evaluation import write_evaluation
