@@ -150,12 +150,6 @@ def run(ctx: PartyContext) -> None:
                                       **card.to_dict(), "coef": dict(zip(feats, coef.tolist())),
                                       "intercept": intercept, "n_reasons": params.n_reasons, "history": model.history,
                                       **({"classes": classes} if classes else {})})
-    if ctx.name == COORDINATOR:
-        # IV noise figures calibrated for the fitted bins (iv_null "permutation") need the pooled prebin counts,
-        # which only this coordinator holds: its own log gets their note. The evaluation bank's metrics.json has
-        # the chi-square figures of the final bins (iv_null "chi2"): sending it these would be new on the wire.
-        iv_noise_check(ctx.log, {"federation": iv_rows(res.iv, res.selection, noise=encoder_noise(res))},
-                       pooled_bads(res))
     if ctx.name == COORDINATOR or ctx.name != spec.evaluation_holder():
         return
     from fedrisk.runtime.evaluation import write_evaluation
@@ -167,6 +161,9 @@ def run(ctx: PartyContext) -> None:
         test_ids, test_y, p_te = test.ids, test.y, card.probability(s_te)
         write_reasons(ctx.out / "scores" / "test_reasons.csv", test.ids, s_te,
                       card.reason_codes(test.X, n=params.n_reasons), params.n_reasons)
+    # this bank holds the final bins' pooled counts, not the pooled prebin counts (those stay at the coordinator):
+    # the chi-square noise figures of the final bins, labelled iv_null "chi2" (the calibrated ones would be new
+    # content on the wire)
     iv = {"federation": iv_rows(res.iv, res.selection, bins={f: w.bins.n_bins for f, w in res.woe.items()},
                                 kinds={f: w.bins.kind for f, w in res.woe.items()}, noise=encoder_noise(res))}
     extra = {
