@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.stats import binom
 
 from fedrisk.finance.binning import BinningConfig, FeatureBins
@@ -115,3 +116,44 @@ def test_a_missing_bin_the_release_rule_drops_is_dropped_from_every_draw_too():
     assert drop.iv(g, b) == 0.0 < keep.iv(g, b)
     assert drop.significance()["iv_p_value"] == 1.0  # (every draw reaches IV 0)
     assert keep.significance()["iv_p_value"] < 0.05
+
+
+def _noise_p_values(columns: int, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    cfg = BinningConfig(n_prebins=10)
+    rng = np.random.default_rng(seed)
+    ps, few = [], []
+    for i in range(columns):
+        g, b = _noise_counts(rng, np.full(10, 100), 40)
+        null = single_party_null(FeatureBins(f"noise{i}", "numeric", edges=np.arange(9.0)), g, b, cfg,
+                                 smoothing=0.5, draws=draws)
+        fg, fb = null.final_counts(g, b)
+        ps.append(null.significance()["iv_p_value"])
+        few.append(int(((fg + fb) > 0).sum()) <= 3)
+    return np.array(ps), np.array(few)
+
+
+def test_the_second_half_of_the_draws_is_drawn_only_near_the_5_percent_line():
+    """Default draws: 99 first; p-values of 0.01 or below or above 0.2 are multiples of 1/100 (or the tail bound),
+    those in between of 1/200 with the 199 draws -- and an odd multiple of 1/200 shows the second stage ran."""
+    ps, _ = _noise_p_values(12, 199, 5)
+    X, y = _rare()
+    ps = np.append(ps, [r["iv_p_value"] for r in WoeEncoder().fit(X, y).iv_table()])
+    for p in ps:
+        if 0.01 < p <= 0.2:
+            assert abs(p * 200 - round(p * 200)) < 1e-9, p
+        elif p > 0.2:
+            assert abs(p * 100 - round(p * 100)) < 1e-9, p
+        else:
+            assert p <= 0.01
+    assert any(0.01 < p <= 0.2 and round(p * 200) % 2 == 1 for p in ps)
+
+
+@pytest.mark.extended(covered_by="tests/finance/test_iv_permutation_null.py::test_noise_columns_binned_on_their_labels_"
+                                 "get_p_below_005_at_the_nominal_rate (the same null with 19 draws, one stage)")
+def test_noise_columns_get_p_below_005_at_the_nominal_rate_with_the_default_two_stage_draws():
+    """400 noise columns as in the 19-draw test, the default 99 + 100 draws: 5 % overall (binomial 99 % bounds),
+    no more among 2-3-bin outcomes (~1 min)."""
+    ps, few = _noise_p_values(400, 199, 9)
+    hit = ps <= 0.05
+    assert binom.ppf(0.005, len(ps), 0.05) <= hit.sum() <= binom.isf(0.005, len(ps), 0.05), hit.sum()
+    assert hit[few].sum() <= binom.isf(0.01, few.sum(), 0.05), (few.sum(), hit[few].sum())
