@@ -47,6 +47,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
+import functools
 import math
 from fractions import Fraction
 
@@ -75,6 +76,8 @@ __all__ = [
     "pool_rare_categories",
     "OTHER",
     "bins_from_groups",
+    "feature_prebins",
+    "merge_feature_prebins",
     "fit_feature_bins",
     "fit_bins",
 ]
@@ -592,21 +595,34 @@ def _simulated_pvalue(rows: np.ndarray, minority: np.ndarray) -> float:
     """
     order = np.lexsort((minority, rows))
     r, m = rows[order].astype(np.int64), minority[order].astype(np.int64)
-    total = int(m.sum())
     observed = float((m.astype(float) ** 2 / r).sum())
+    drawn = _simulated_statistics(tuple(r.tolist()), int(m.sum()))
+    hits = len(drawn) - int(np.searchsorted(drawn, observed * (1 - 1e-12), side="left"))
+    return (1 + hits) / (1 + len(drawn))
+
+
+@functools.lru_cache(maxsize=64)
+def _simulated_statistics(rows: tuple[int, ...], total: int) -> np.ndarray:
+    """The sorted statistics ``sum(minority**2 / rows)`` of the tables :func:`_simulated_pvalue` draws for these
+    (sorted) row margins and minority total. They depend on the margins only, so they are drawn once: the
+    permutation null of the IV (:mod:`fedrisk.finance.iv_noise`) tests hundreds of label draws of one column
+    with the same margins (46 ms a test otherwise)."""
+    r = np.asarray(rows, dtype=np.int64)
     # numpy's "count" method costs ~ the sample size per table, "marginals" ~ 15 x the number of cells
     method = "count" if total <= 15 * len(r) else "marginals"
     work = max(1, min(total, 15 * len(r)))
     draws = int(max(200, min(SIMULATED_TABLES, _SIMULATION_WORK // work)))
     rng = np.random.default_rng(20240601)
     chunk = max(1, min(draws, 2_000_000 // len(r)))  # bounds the memory of one batch of tables
-    hits, done = 0, 0
+    stats, done = [], 0
     while done < draws:
         size = min(chunk, draws - done)
         sim = rng.multivariate_hypergeometric(r, total, size=size, method=method).astype(float)
-        hits += int(((sim ** 2 / r).sum(axis=1) >= observed * (1 - 1e-12)).sum())
+        stats.append((sim ** 2 / r).sum(axis=1))
         done += size
-    return (1 + hits) / (1 + draws)
+    out = np.sort(np.concatenate(stats))
+    out.flags.writeable = False
+    return out
 
 
 def group_categories(prebins: Sequence[Sequence[str]], goods: np.ndarray, bads: np.ndarray,
@@ -642,8 +658,59 @@ def categorical_bins(name: str, prebins: Sequence[Sequence[str]], groups: list[l
     return FeatureBins(name, "categorical", groups=[sorted(str(c) for i in grp for c in prebins[i]) for grp in groups])
 
 
+def feature_prebins(x: Any, y: Any, name: str, *, kind: Kind | None = None,
+                    config: BinningConfig | None = None) -> tuple[FeatureBins, np.ndarray, np.ndarray]:
+    """The prebins :func:`fit_feature_bins` merges, with goods and bads per prebin (missing bin last).
+
+    Numeric: ``config.n_prebins`` equal-frequency bins of the non-missing values (:func:`quantile_edges`);
+    categorical: one prebin per category, the rarer ones pooled (:func:`pool_rare_categories`). They depend
+    on the values only, never on the labels, so re-running :func:`merge_feature_prebins` on their counts with
+    the labels permuted is the binning of a noise column (:mod:`fedrisk.finance.iv_noise`).
+
+    Raises
+    ------
+    DataError
+        ``x`` and ``y`` differ in length, or a column declared numeric holds text.
+    """
+    cfg = config or BinningConfig()
+    s = x.reset_index(drop=True) if isinstance(x, pd.Series) else pd.Series(x)
+    yv = np.asarray(y, dtype=float)
+    if len(s) != len(yv):
+        raise DataError(f"feature {name!r} has {len(s)} rows but the label has {len(yv)}")
+    kind = kind or ("categorical" if is_categorical(s) else "numeric")
+    miss = is_missing(s)
+    if kind == "numeric":
+        try:
+            v = pd.to_numeric(s.where(~miss), errors="raise").to_numpy(dtype=float)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"feature {name!r} was declared numeric but holds non-numeric values ({exc})") from exc
+        pre = FeatureBins(name, "numeric", edges=quantile_edges(v[~miss], cfg.n_prebins))
+        idx = np.full(len(s), pre.n_bins, dtype=np.int64)
+        idx[~miss] = np.searchsorted(pre.edges, v[~miss], side="left")
+    else:
+        labels = category_text(s[~miss]).astype(str)
+        cats, n_rows = np.unique(labels, return_counts=True)
+        pre = FeatureBins(name, "categorical",
+                          groups=pool_rare_categories(cats.tolist(), n_rows, cfg.min_category_count) if cats.size else [])
+        idx = pre.assign(s)
+    g, b = class_counts(idx, yv, pre.n_bins + 1)
+    return pre, g, b
+
+
+def merge_feature_prebins(prebins: FeatureBins, goods: Any, bads: Any, config: BinningConfig) -> list[list[int]]:
+    """:func:`fit_feature_bins`' merge of the *non-missing* prebins' counts into final bins, as prebin indices
+    (numeric: :func:`merge_bins`; categorical: :func:`group_categories`). Counts only, so the federated
+    coordinator and the permutation null of the IV (:mod:`fedrisk.finance.iv_noise`) run the same merge."""
+    g, b = np.asarray(goods, dtype=float), np.asarray(bads, dtype=float)
+    if prebins.kind == "numeric":
+        monotonic = config.method == "monotonic"
+        return merge_bins(g, b, max_bins=config.max_bins, min_bin_frac=config.min_bin_frac if monotonic else 0.0,
+                          monotonic=monotonic, smoothing=config.smoothing)
+    return group_categories(prebins.groups, g, b, config) if prebins.groups else []
+
+
 def fit_feature_bins(x: Any, y: Any, name: str, *, kind: Kind | None = None,
-                     config: BinningConfig | None = None) -> FeatureBins:
+                     config: BinningConfig | None = None, prebins: dict[str, Any] | None = None) -> FeatureBins:
     """Fit the bins of one feature on one party's rows.
 
     Parameters
@@ -658,6 +725,9 @@ def fit_feature_bins(x: Any, y: Any, name: str, *, kind: Kind | None = None,
         Inferred with :func:`is_categorical` when omitted.
     config : BinningConfig, optional
         Hyper-parameters; defaults to ``BinningConfig()``.
+    prebins : dict, optional
+        Filled with ``{name: (prebins, goods, bads)}`` (:func:`feature_prebins`): what the IV's permutation
+        null re-merges (:mod:`fedrisk.finance.iv_noise`).
 
     Returns
     -------
@@ -665,37 +735,20 @@ def fit_feature_bins(x: Any, y: Any, name: str, *, kind: Kind | None = None,
         A single-valued or all-missing feature gets one (non-missing) bin and IV 0.
     """
     cfg = config or BinningConfig()
-    s = x.reset_index(drop=True) if isinstance(x, pd.Series) else pd.Series(x)
-    yv = np.asarray(y, dtype=float)
-    if len(s) != len(yv):
-        raise DataError(f"feature {name!r} has {len(s)} rows but the label has {len(yv)}")
-    kind = kind or ("categorical" if is_categorical(s) else "numeric")
-    miss = is_missing(s)
-    monotonic = cfg.method == "monotonic"
-    min_frac = cfg.min_bin_frac if monotonic else 0.0
-    if kind == "numeric":
-        try:
-            v = pd.to_numeric(s.where(~miss), errors="raise").to_numpy(dtype=float)
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"feature {name!r} was declared numeric but holds non-numeric values ({exc})") from exc
-        pre = quantile_edges(v[~miss], cfg.n_prebins)
-        idx = np.searchsorted(pre, v[~miss], side="left")
-        g, b = class_counts(idx, yv[~miss], len(pre) + 1)
-        groups = merge_bins(g, b, max_bins=cfg.max_bins, min_bin_frac=min_frac, monotonic=monotonic,
-                            smoothing=cfg.smoothing)
-        return bins_from_groups(name, "numeric", groups, prebin_edges=pre)
-    labels = category_text(s[~miss]).astype(str)
-    cats, n_rows = np.unique(labels, return_counts=True)
-    if cats.size == 0:
+    pre, g, b = feature_prebins(x, y, name, kind=kind, config=cfg)
+    if prebins is not None:
+        prebins[name] = (pre, g, b)
+    groups = merge_feature_prebins(pre, g[:-1], b[:-1], cfg)
+    if pre.kind == "numeric":
+        return bins_from_groups(name, "numeric", groups, prebin_edges=pre.edges)
+    if not pre.groups:
         return FeatureBins(name, "categorical", groups=[])
-    prebins = pool_rare_categories(cats.tolist(), n_rows, cfg.min_category_count)
-    pre = FeatureBins(name, "categorical", groups=prebins)
-    g, b = class_counts(pre.assign(s[~miss]), yv[~miss], pre.n_bins + 1)
-    return categorical_bins(name, prebins, group_categories(prebins, g[:-1], b[:-1], cfg))
+    return categorical_bins(name, pre.groups, groups)
 
 
 def fit_bins(X: pd.DataFrame, y: Any, *, features: Iterable[str] | None = None,
-             categorical: Iterable[str] | None = None, config: BinningConfig | None = None) -> dict[str, FeatureBins]:
+             categorical: Iterable[str] | None = None, config: BinningConfig | None = None,
+             prebins: dict[str, Any] | None = None) -> dict[str, FeatureBins]:
     """Fit bins for every feature of a data frame (one party, local data).
 
     Parameters
@@ -710,6 +763,8 @@ def fit_bins(X: pd.DataFrame, y: Any, *, features: Iterable[str] | None = None,
         Columns forced categorical (others are inferred).
     config : BinningConfig, optional
         Hyper-parameters.
+    prebins : dict, optional
+        Filled with each feature's prebins and their counts (see :func:`fit_feature_bins`).
 
     Returns
     -------
@@ -721,4 +776,5 @@ def fit_bins(X: pd.DataFrame, y: Any, *, features: Iterable[str] | None = None,
     if missing:
         raise DataError(f"columns {missing} not in the data (has {list(X.columns)[:20]})")
     cat = set(categorical or ())
-    return {c: fit_feature_bins(X[c], y, c, kind="categorical" if c in cat else None, config=config) for c in cols}
+    return {c: fit_feature_bins(X[c], y, c, kind="categorical" if c in cat else None, config=config, prebins=prebins)
+            for c in cols}

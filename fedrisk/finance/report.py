@@ -513,6 +513,12 @@ def _iv(m: dict[str, Any]) -> str:
             trs.append([escape(str(r.get("feature", ""))), f"{v:.4f}", bar + escape(iv_strength(v))]
                        + [_num(r.get(k)) for k in extra])
         out.append(f"<h3>{escape(str(party))}</h3>" + _table(["Feature", "IV", "Strength"] + [k.replace("_", " ") for k in extra], trs, "num iv"))
+    nulls = {r.get("iv_null") for rows in iv.values() if isinstance(rows, list) for r in rows if isinstance(r, dict)}
+    if nulls & {"permutation", "chi2"}:  # what the IV noise figures mean (fedrisk.finance.iv_noise)
+        out.append('<p class="na">iv p value: the chance that a pure-noise column reaches this IV; iv noise 95: the IV '
+                   'noise exceeds 5% of the time. iv null "permutation": the labels permuted and the whole binning re-run '
+                   '(calibrated for bins fitted to these labels); "chi2": chi-square for the final bins as if fixed in '
+                   'advance (optimistic for fitted bins, most for 2-3 bins).</p>')
     return "".join(out) or NA
 
 

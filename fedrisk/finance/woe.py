@@ -17,22 +17,30 @@ Smoothing (zero goods or zero bads in a bin)
 The smoothing rule depends only on the per-bin counts, so a federated IV computed from
 aggregated counts equals the pooled IV exactly.
 
-IV of noise (:func:`iv_significance`)
-    IV is the Jeffreys divergence between the goods' and the bads' distributions over the bins.
-    When the feature has no relationship with the label, ``IV * G * B / (G + B)`` is approximately
-    chi-square with ``bins - 1`` degrees of freedom, so a noise column reaches an IV of about
-    ``(bins - 1) * (1/B + 1/G)`` on average: 0.22 with 5 bins and 18 defaults, far above the usual
-    selection bar of 0.02. Each IV table therefore carries ``iv_p_value`` (chance that noise in these
-    bins reaches this IV) and ``iv_noise_95`` (the IV noise reaches 5 % of the time), and
-    :func:`noise_note` names selected features that do not beat noise. Both are functions of the final
-    bins' counts, so federated and pooled runs on the same rows give the same figures. The bins were
-    fitted to the same labels, which makes the figures somewhat optimistic: with fedrisk's monotone
-    binning a noise column got ``iv_p_value < 0.05`` in 4-10 % of simulated runs instead of 5 %, and in
-    18-40 % of those where the binning ended with 2 bins (see the function).
+IV of noise (:mod:`fedrisk.finance.iv_noise`)
+    IV is the Jeffreys divergence between the goods' and the bads' distributions over the bins. A column
+    with no relationship with the label still gets an IV of about ``(bins - 1) * (1/B + 1/G)`` on average
+    (0.22 with 5 bins and 18 defaults, far above the usual selection bar of 0.02), more when the bins were
+    chosen on the same labels. Each IV table therefore carries ``iv_p_value`` (chance that a pure-noise
+    column reaches this IV), ``iv_noise_95`` (the IV noise exceeds only 5 % of the time) and ``iv_null``,
+    the null they come from:
+
+    * ``"permutation"`` (whenever the prebin counts are known: :class:`WoeEncoder` ``.fit``, the federated
+      tasks' coordinator / label holder): the labels permuted over the feature's prebins and the *whole*
+      binning re-run on each draw (:class:`~fedrisk.finance.iv_noise.BinningNull`), so the figures are
+      calibrated for bins fitted to these labels (a noise column gets ``p < 0.05`` in 5 % of runs, 2-bin
+      outcomes included);
+    * ``"chi2"`` (bins given from outside, :meth:`WoeEncoder.fit_bins` without prebins):
+      ``IV * G * B / (G + B)`` against chi-square with ``bins - 1`` degrees of freedom
+      (:func:`iv_significance`), right for bins fixed in advance, optimistic for bins chosen on these
+      labels (a 2-bin noise column: ``p < 0.05`` in 18-40 % of runs).
+
+    :func:`noise_note` names selected features that do not beat noise. Both figures are functions of the
+    counts (and the job seed), so federated and pooled runs on the same rows give the same figures.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
@@ -118,8 +126,8 @@ def woe_iv(goods: Any, bads: Any, smoothing: float = DEFAULT_SMOOTHING) -> tuple
 NOISE_LEVEL = 0.05
 
 
-def iv_significance(iv: float, goods: Any, bads: Any) -> dict[str, float]:
-    """How an IV compares with what a column of pure noise gets in the same bins, at these class counts.
+def iv_significance(iv: float, goods: Any, bads: Any) -> dict[str, Any]:
+    """How an IV compares with what a column of pure noise gets in the same (fixed) bins, at these class counts.
 
     Under "no relationship" ``IV * G * B / (G + B)`` is approximately chi-square with ``k - 1`` degrees of
     freedom (``k`` bins holding rows; ``G``, ``B`` the goods and bads counted in them). A validator needs
@@ -137,12 +145,15 @@ def iv_significance(iv: float, goods: Any, bads: Any) -> dict[str, float]:
     dict
         ``iv_p_value``: chance that a noise column reaches ``iv`` in bins like these (1.0 with fewer than 2
         non-empty bins or one class); ``iv_noise_95``: the IV a noise column with as many bins reaches
-        :data:`NOISE_LEVEL` (5 %) of the time (0.0 when it cannot get any IV).
+        :data:`NOISE_LEVEL` (5 %) of the time (0.0 when it cannot get any IV); ``iv_null``: ``"chi2"``.
 
     Notes
     -----
-    The bins are those fitted to the same labels, so both figures are for the *final* bins and somewhat
-    optimistic (a noise column looks a little stronger than its p-value says). Simulated with a pure-noise
+    This is the figure for bins fixed in advance. For bins fitted to the same labels it is optimistic, and
+    every fedrisk path that knows the prebin counts uses the permutation null of the binning instead
+    (:class:`~fedrisk.finance.iv_noise.BinningNull`, ``iv_null = "permutation"``); this one is left for bins
+    given from outside (:meth:`WoeEncoder.fit_bins`). The optimism, for the record: the bins being fitted to
+    the same labels, the figures are for the *final* bins and somewhat optimistic (a noise column looks a little stronger than its p-value says). Simulated with a pure-noise
     feature, 2,000 replications (the ``ivnoise`` notes): with 5 fixed quantile bins on 3,000 rows the chi-square
     figures match at 300 defaults (mean IV 0.0150 vs 0.0148, 95th percentile 0.036 vs 0.035, p < 0.05 in 5.4 %
     of runs) and are a little low at 60 or 18 (95th percentile 0.178 vs 0.161 and 0.546 vs 0.530; p < 0.05 in
@@ -160,17 +171,17 @@ def iv_significance(iv: float, goods: Any, bads: Any) -> dict[str, float]:
     k = int(((g + b) > 0).sum())
     n_good, n_bad = float(g.sum()), float(b.sum())
     if k < 2 or n_good <= 0 or n_bad <= 0:
-        return {"iv_p_value": 1.0, "iv_noise_95": 0.0}
+        return {"iv_p_value": 1.0, "iv_noise_95": 0.0, "iv_null": "chi2"}
     scale = n_good * n_bad / (n_good + n_bad)
     return {"iv_p_value": float(chi2.sf(max(float(iv), 0.0) * scale, k - 1)),
-            "iv_noise_95": float(chi2.isf(NOISE_LEVEL, k - 1) / scale)}
+            "iv_noise_95": float(chi2.isf(NOISE_LEVEL, k - 1) / scale), "iv_null": "chi2"}
 
 
 def noise_note(rows: Iterable[dict[str, Any]], n_bads: int) -> str | None:
     """One line naming the *selected* features whose IV does not beat noise, or ``None``.
 
     ``rows`` are IV-table rows with ``feature``, ``iv``, ``selected`` and the keys of
-    :func:`iv_significance` (rows without them are skipped). Names features and the count of defaults only
+    :meth:`FeatureWoe.significance` (rows without them are skipped). Names features and the count of defaults only
     (never a row value): for the label holder's log and the report's notes. Selection is not changed:
     a model fitted before keeps its features; the validator decides.
     """
@@ -180,11 +191,15 @@ def noise_note(rows: Iterable[dict[str, Any]], n_bads: int) -> str | None:
         return None
     shown = ", ".join(f"{r['feature']!r} (IV {float(r['iv']):.3f}, noise reaches {float(r['iv_noise_95']):.3f})"
                       for r in weak[:10]) + (f" and {len(weak) - 10} more" if len(weak) > 10 else "")
-    return (f"with {int(n_bads)} defaults, {len(weak)} selected feature(s) have an IV a pure-noise column with as "
-            f"many bins reaches more than {NOISE_LEVEL:.0%} of the time: {shown}; they are not distinguishable "
-            "from noise (iv_p_value > 0.05; computed for the final bins, which were fitted to these labels, so "
-            "optimistic: other features' figures may hide noise too, most of all 2- or 3-bin ones): confirm them on "
-            "more defaults or other data before relying on them")
+    fixed = [r for r in rows if r.get("iv_p_value") is not None and r.get("iv_null", "chi2") != "permutation"]
+    how = ("iv_p_value > 0.05: a noise column binned the same way, the labels permuted, reaches such an IV more "
+           "often" if not fixed else
+           "iv_p_value > 0.05; figures with iv_null 'chi2' treat the final bins as fixed in advance, which is "
+           "optimistic for bins fitted to these labels: other such features may hide noise too, most of all 2- or "
+           "3-bin ones")
+    return (f"with {int(n_bads)} defaults, {len(weak)} selected feature(s) have an IV a pure-noise column reaches "
+            f"more than {NOISE_LEVEL:.0%} of the time: {shown}; they are not distinguishable from noise ({how}): "
+            "confirm them on more defaults or other data before relying on them")
 
 
 def iv_strength(iv: float) -> str:
@@ -210,20 +225,29 @@ class FeatureWoe:
     woe: np.ndarray
     iv_bins: np.ndarray
     iv: float
+    #: how the bins were fitted from prebin counts (:class:`~fedrisk.finance.iv_noise.BinningNull`), when known;
+    #: never serialised (:meth:`to_dict`): the prebin counts stay where they were counted
+    null: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_counts(cls, bins: FeatureBins, goods: Any, bads: Any, smoothing: float = DEFAULT_SMOOTHING) -> "FeatureWoe":
-        """Compute WOE/IV for ``bins`` from per-bin counts (missing bin last)."""
+    def from_counts(cls, bins: FeatureBins, goods: Any, bads: Any, smoothing: float = DEFAULT_SMOOTHING,
+                    null: Any = None) -> "FeatureWoe":
+        """Compute WOE/IV for ``bins`` from per-bin counts (missing bin last); ``null``: see the attribute."""
         g = np.asarray(goods, dtype=float)
         b = np.asarray(bads, dtype=float)
         if g.shape[0] != bins.n_bins + 1:
             raise DataError(f"feature {bins.name!r}: {g.shape[0]} counts for {bins.n_bins + 1} bins (missing bin included)")
         woe, ivb, iv = woe_iv(g, b, smoothing)
-        return cls(bins, g, b, woe, ivb, iv)
+        return cls(bins, g, b, woe, ivb, iv, null)
 
-    def significance(self) -> dict[str, float]:
-        """``iv_p_value`` and ``iv_noise_95`` of this feature's IV (:func:`iv_significance`)."""
-        return iv_significance(self.iv, self.goods, self.bads)
+    def significance(self) -> dict[str, Any]:
+        """``iv_p_value``, ``iv_noise_95`` and ``iv_null`` of this feature's IV: from the permutation null of its
+        binning when its prebin counts are known (``null``), else the chi-square figure of its bins
+        (:func:`iv_significance`). Computed once (the null costs ~0.2 s)."""
+        if getattr(self, "_significance", None) is None:
+            self._significance = (self.null.significance() if self.null is not None
+                                  else iv_significance(self.iv, self.goods, self.bads))
+        return dict(self._significance)
 
     def table(self) -> list[dict[str, Any]]:
         """One JSON-able row per bin: label, counts, bad rate, WOE, IV contribution."""

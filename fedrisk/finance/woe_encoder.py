@@ -6,13 +6,14 @@ helpers, and scikit-learn's import alone is ~2 s of CPU per process.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from fedrisk.errors import ConfigError
 from fedrisk.finance.binning import BinningConfig, FeatureBins, class_counts, fit_bins
+from fedrisk.finance.iv_noise import NULL_DRAWS, single_party_null
 from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe, _check_y, iv_strength, require_columns
 
 __all__ = ["WoeEncoder"]
@@ -44,6 +45,11 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
         seen while fitting); a column with more categories than ``max_bins`` whose bad rates do not
         differ at ``category_pvalue`` (chi-square; Monte Carlo on sparse tables) gets one bin. A column
         with at most ``max_bins`` categories is not tested. See :func:`~fedrisk.finance.binning.group_categories`.
+    random_state : int
+        Seed of the IV's permutation null (with each feature's name; :mod:`fedrisk.finance.iv_noise`): the job
+        seed, to get a federated run's ``iv_p_value`` for the same rows.
+    iv_null_draws : int
+        Label draws of that null (p-values are multiples of ``1 / (iv_null_draws + 1)``; ~1.3 ms each).
 
     Attributes
     ----------
@@ -57,7 +63,8 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
 
     def __init__(self, method: str = "monotonic", max_bins: int = 6, n_prebins: int = 20, min_bin_frac: float = 0.05,
                  categorical: Iterable[str] | None = None, smoothing: float = DEFAULT_SMOOTHING,
-                 min_category_count: int = 20, category_pvalue: float = 0.01) -> None:
+                 min_category_count: int = 20, category_pvalue: float = 0.01, random_state: int = 0,
+                 iv_null_draws: int = NULL_DRAWS) -> None:
         self.method = method
         self.max_bins = max_bins
         self.n_prebins = n_prebins
@@ -66,6 +73,8 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
         self.smoothing = smoothing
         self.min_category_count = min_category_count
         self.category_pvalue = category_pvalue
+        self.random_state = random_state
+        self.iv_null_draws = iv_null_draws
 
     def _config(self) -> BinningConfig:
         return BinningConfig(self.method, self.max_bins, self.n_prebins, self.min_bin_frac, self.min_category_count,
@@ -74,17 +83,27 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y: Any) -> "WoeEncoder":
         """Fit bins and WOE on ``X`` (DataFrame) and ``y`` (1 = bad)."""
         yv = _check_y(y, len(X))
-        bins = fit_bins(X, yv, categorical=self.categorical, config=self._config())
-        return self.fit_bins(X, yv, bins)
+        cfg = self._config()
+        prebins: dict[str, Any] = {}
+        bins = fit_bins(X, yv, categorical=self.categorical, config=cfg, prebins=prebins)
+        nulls = {f: single_party_null(pre, g, b, cfg, smoothing=self.smoothing, seed=self.random_state,
+                                      draws=self.iv_null_draws) for f, (pre, g, b) in prebins.items()}
+        return self.fit_bins(X, yv, bins, nulls=nulls)
 
-    def fit_bins(self, X: pd.DataFrame, y: Any, bins: dict[str, FeatureBins]) -> "WoeEncoder":
-        """Compute WOE/IV on ``X``, ``y`` with given bins (e.g. agreed by a federation)."""
+    def fit_bins(self, X: pd.DataFrame, y: Any, bins: dict[str, FeatureBins],
+                 nulls: Mapping[str, Any] | None = None) -> "WoeEncoder":
+        """Compute WOE/IV on ``X``, ``y`` with given bins (e.g. agreed by a federation).
+
+        ``nulls``: how each feature's bins were fitted from its prebin counts
+        (:class:`~fedrisk.finance.iv_noise.BinningNull`); a feature without one gets the chi-square noise
+        figures of its given bins in :meth:`iv_table` (``iv_null = "chi2"``: right for bins fixed in advance,
+        optimistic for bins fitted to these labels)."""
         yv = _check_y(y, len(X))
         self.woe_ = {}
         for name, fb in bins.items():
             require_columns(X, [name])
             g, b = class_counts(fb.assign(X[name]), yv, fb.n_bins + 1)
-            self.woe_[name] = FeatureWoe.from_counts(fb, g, b, self.smoothing)
+            self.woe_[name] = FeatureWoe.from_counts(fb, g, b, self.smoothing, null=(nulls or {}).get(name))
         self.features_ = list(bins)
         self.iv_ = {k: v.iv for k, v in self.woe_.items()}
         return self
@@ -112,7 +131,9 @@ class WoeEncoder(TransformerMixin, BaseEstimator):
 
     def iv_table(self) -> list[dict[str, Any]]:
         """Features by descending IV: ``feature``, ``iv``, ``n_bins``, ``kind``, ``strength``, and how the IV
-        compares with noise at these counts, ``iv_p_value`` and ``iv_noise_95`` (:func:`iv_significance`)."""
+        compares with noise at these counts, ``iv_p_value``, ``iv_noise_95`` and the null they come from,
+        ``iv_null`` (:meth:`~fedrisk.finance.woe.FeatureWoe.significance`: ``"permutation"`` after :meth:`fit`,
+        ``"chi2"`` for bins given to :meth:`fit_bins`)."""
         self._check_fitted()
         rows = [{"feature": f, "iv": w.iv, "n_bins": w.bins.n_bins, "kind": w.bins.kind, "strength": iv_strength(w.iv),
                  **w.significance()} for f, w in self.woe_.items()]

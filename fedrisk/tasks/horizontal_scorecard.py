@@ -162,6 +162,9 @@ def run(ctx: PartyContext) -> None:
         test_ids, test_y, p_te = test.ids, test.y, card.probability(s_te)
         write_reasons(ctx.out / "scores" / "test_reasons.csv", test.ids, s_te,
                       card.reason_codes(test.X, n=params.n_reasons), params.n_reasons)
+    # this bank holds the final bins' pooled counts, not the pooled prebin counts (those stay at the coordinator):
+    # the chi-square noise figures of the final bins, labelled iv_null "chi2" (the calibrated ones would be new
+    # content on the wire)
     iv = {"federation": iv_rows(res.iv, res.selection, bins={f: w.bins.n_bins for f, w in res.woe.items()},
                                 kinds={f: w.bins.kind for f, w in res.woe.items()}, noise=encoder_noise(res))}
     extra = {

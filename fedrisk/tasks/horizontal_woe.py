@@ -16,11 +16,12 @@ more categories than ``max_bins`` whose categories' bad rates do not differ (chi
 Outputs in the run directory:
 
 * ``metrics.json`` (coordinator): ``{"task", "job", "iv": {"federation": [rows]}, "selection",
-  "banks", "binning"}``; a row is ``{"feature", "iv", "bins", "kind", "iv_p_value", "iv_noise_95",
-  "selected", "reason"}`` (``iv_noise_95``: the IV a pure-noise column with as many bins reaches 5 % of the
-  time at these class counts, :func:`~fedrisk.finance.woe.iv_significance`), the shape
-  :mod:`fedrisk.finance.report` renders as the IV table; ``iv_noise_note`` (also logged) names selected
-  features whose IV does not beat noise;
+  "banks", "binning"}``; a row is ``{"feature", "iv", "bins", "kind", "iv_p_value", "iv_noise_95", "iv_null",
+  "selected", "reason"}`` (``iv_noise_95``: the IV a pure-noise column exceeds 5 % of the time; ``iv_null``
+  ``"permutation"``: from the labels permuted over the pooled prebin counts and the binning re-run,
+  :mod:`fedrisk.finance.iv_noise`, seeded by ``[federation] seed``; the same figures as single-party binning of
+  the pooled rows), the shape :mod:`fedrisk.finance.report` renders as the IV table; ``iv_noise_note`` (also
+  logged) names selected features whose IV does not beat noise;
 * ``woe/<bank>.json`` (each bank): the global bins and WOE table of every feature (pooled counts
   per bin), the global selection, and this bank's own IV on the global bins and its own selection
   (``local``) — which no other participant sees.
@@ -151,8 +152,9 @@ def iv_rows(iv: dict[str, float], selection: dict[str, Any], *, bins: dict[str, 
             kinds: dict[str, str] | None = None,
             noise: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
     """Rows of ``metrics.json["iv"][party]``, by descending IV: feature, iv, bins, kind, selected, reason, and
-    with ``noise`` (``{feature: iv_significance(...)}``) ``iv_p_value`` and ``iv_noise_95``: how the IV compares
-    with a pure-noise column's at these counts (:func:`~fedrisk.finance.woe.iv_significance`)."""
+    with ``noise`` (``{feature: FeatureWoe.significance()}``) ``iv_p_value``, ``iv_noise_95`` and ``iv_null``: how
+    the IV compares with a pure-noise column's, and from which null
+    (:meth:`~fedrisk.finance.woe.FeatureWoe.significance`)."""
     kept = set(selection.get("selected", []))
     dropped = selection.get("dropped", {})
     rows = []
@@ -171,8 +173,10 @@ def iv_rows(iv: dict[str, float], selection: dict[str, Any], *, bins: dict[str, 
 
 
 def encoder_noise(fitted: Any) -> dict[str, dict[str, float]]:
-    """``{feature: {"iv_p_value", "iv_noise_95"}}`` of a fitted :class:`~fedrisk.finance.woe.WoeEncoder` or a
-    federated WOE result (anything with ``woe_`` or ``woe``: ``{feature: FeatureWoe}``), for :func:`iv_rows`."""
+    """``{feature: {"iv_p_value", "iv_noise_95", "iv_null"}}`` of a fitted :class:`~fedrisk.finance.woe.WoeEncoder`
+    or a federated WOE result (anything with ``woe_`` or ``woe``: ``{feature: FeatureWoe}``), for :func:`iv_rows`:
+    the permutation null where the prebin counts are known (the coordinator's result, an encoder from ``fit`` or
+    given ``nulls``), else the chi-square figure of the final bins (a bank's copy of the federated result)."""
     woe = getattr(fitted, "woe_", None) or getattr(fitted, "woe", None) or {}
     return {f: w.significance() for f, w in woe.items()}
 
@@ -220,7 +224,7 @@ def run_woe(ctx: PartyContext, params: Any, agg) -> tuple[Any, Any]:
                                          config=params.binning(),
                                          smoothing=params.smoothing, iv_threshold=params.iv_threshold,
                                          max_corr=params.corr_or_none(), grid_cells=params.grid_cells,
-                                         sub_cells=params.sub_cells)
+                                         sub_cells=params.sub_cells, noise_seed=spec.federation.seed)
         return res, None
     # a bank that does not collect a field its partners have keeps the column blank: those rows get the missing bin
     # a column with a vocabulary is declared categorical (a cohort written "2020-01" is not a date column then)

@@ -124,7 +124,7 @@ def run(ctx: PartyContext) -> None:
             ctx.channel, hosts, X_tr, y_tr, encoder=enc, selection=sel, config=params.binning(),
             smoothing=params.smoothing, scheme=params.scheme, key_bits=params.key_bits, release=params.release(),
             lr_config=lr_config, card=card, lr_hooks=lr_hooks,
-            on_ivs=refuse_unsplittable(me, y_tr, params.release(), params.iv_threshold),
+            on_ivs=refuse_unsplittable(me, y_tr, params.release(), params.iv_threshold), noise_seed=spec.federation.seed,
             on_woe=lambda vres: _woe_done(ctx, vres, len(hosts) + 1),
             on_epoch=lambda e, rec: ctx.progress.update(e, total, stage="train",
                                                         **{k: v for k, v in rec.items() if k == "val_loss"}))

@@ -27,7 +27,9 @@ Correlation is filtered within each party only: cross-party correlation would ne
 party's rows.
 
 Outputs: ``metrics.json`` (label holder) with ``"iv": {party: [{"feature", "iv", "bins",
-"kind"?, "selected", "reason"}]}`` and ``"intersection"``; ``woe/<party>.json`` at each party
+"kind"?, "iv_p_value", "iv_noise_95", "iv_null", "selected", "reason"}]}`` (the noise figures from the labels
+permuted over each feature's prebins and its binning re-run, partners' features included:
+:mod:`fedrisk.finance.iv_noise`) and ``"intersection"``; ``woe/<party>.json`` at each party
 with its own features only — the label holder's full bin tables, a feature holder's IV, selection
 and, when revealed, its bins and WOE.
 """
@@ -205,12 +207,14 @@ def local_woe(params: BinningParams, X, y, party: str, log=None, spec: JobSpec |
     warnings: list[str] = []
     release = params.release() if isinstance(params, ReleaseParams) else None
     cats = params.categorical if spec is None else party_categorical(spec, party, params.categorical)
+    seed = spec.federation.seed if spec is not None else 0
+    nulls: dict[str, Any] = {}  # the IV's permutation null of each column's binning (iv_p_value)
     bins = label_holder_bins(X, y, categorical=cats, config=params.binning(), release=release,
-                             warnings=warnings)
+                             warnings=warnings, nulls=nulls, noise_seed=seed)
     for w in warnings if log is not None else ():
         log.warning(w)  # this party's own log (its own column names only)
     enc = WoeEncoder(params.method, params.max_bins, params.n_prebins, params.min_bin_frac,
-                     categorical=cats, smoothing=params.smoothing).fit_bins(X, y, bins)
+                     categorical=cats, smoothing=params.smoothing, random_state=seed).fit_bins(X, y, bins, nulls=nulls)
     sel = select_features(enc.iv_, enc.transform(X), iv_threshold=params.iv_threshold,
                           max_corr=params.corr_or_none(), party=party)
     return enc, sel
@@ -261,7 +265,7 @@ def run(ctx: PartyContext) -> None:
     ctx.progress.update(1, 2, stage="woe", party=lh, features=len(enc.iv_))
     res = vertical_woe_label_holder(ctx.channel, hosts, y, config=params.binning(), smoothing=params.smoothing,
                                     reveal=params.reveal, scheme=params.scheme, key_bits=params.key_bits,
-                                    release=params.release())
+                                    release=params.release(), noise_seed=spec.federation.seed)
     ctx.progress.update(2, 2, stage="woe", parties=len(hosts) + 1)
     for w in res.warnings:  # (partners' features the release rule made one bin: this log only)
         ctx.log.warning(w)

@@ -50,6 +50,9 @@ def test_horizontal_scorecard_germancredit(tmp_path):
     assert np.allclose(reasons["points"].to_numpy(), total)
     assert reasons["reason_1"].dropna().str.contains(" = ").all()
     assert {r["feature"] for r in m["iv"]["federation"]} == set(test.columns) - {"id", "y"}
+    # the evaluation bank holds the final bins' pooled counts only (the prebin counts stay at the coordinator):
+    # its IV noise figures are the chi-square ones of those bins, and say so
+    assert {r["iv_null"] for r in m["iv"]["federation"]} == {"chi2"}
     assert (out / "woe" / "bank1.json").is_file()
     # new applicants are scored from the scorecard file alone, with the CLI's predict
     from fedrisk.runtime.predict import predict_file

@@ -100,11 +100,11 @@ from fedrisk.finance.binning import (
     bins_from_groups,
     categorical_bins,
     class_counts,
-    group_categories,
     is_categorical,
     is_missing,
-    merge_bins,
+    merge_feature_prebins,
 )
+from fedrisk.finance.iv_noise import single_party_null
 from fedrisk.finance.woe import DEFAULT_SMOOTHING, FeatureWoe, WoeEncoder, select_features
 from fedrisk.transport import expect
 from fedrisk.transport.channel import Channel
@@ -520,7 +520,8 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *,
                                categories: Mapping[str, Sequence[str]] | None = None, aggregation: Aggregation | None = None,
                                config: BinningConfig | None = None, smoothing: float = DEFAULT_SMOOTHING,
                                iv_threshold: float = 0.02, max_corr: float | None = 0.7,
-                               grid_cells: int = 256, sub_cells: int = 256, tag: str = "hwoe") -> HorizontalWoeResult:
+                               grid_cells: int = 256, sub_cells: int = 256, tag: str = "hwoe",
+                               noise_seed: int = 0) -> HorizontalWoeResult:
     """Coordinator role: agree bins, sum counts, compute global WOE/IV and select features.
 
     Parameters
@@ -545,6 +546,11 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *,
         ``sub_cells`` sub-cells of each cell holding a quantile, again per deeper round.
     tag : str
         Tag prefix of this protocol run.
+    noise_seed : int
+        The job seed: with each feature's name, the seed of the IV's permutation null
+        (:mod:`fedrisk.finance.iv_noise`), which this coordinator computes from the pooled prebin counts
+        when a figure is asked for (``FeatureWoe.significance``); the same as single-party
+        ``WoeEncoder(random_state=noise_seed)`` on the pooled rows. Nothing of it is sent.
 
     Returns
     -------
@@ -700,19 +706,17 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *,
                             "check each party's label column and its positive = ... coding")
     woe: dict[str, FeatureWoe] = {}
     pos = 0
-    monotonic = cfg.method == "monotonic"
     for f in feats:
         k = pre_bins[f].n_bins + 1
         g, b = counts[pos:pos + k], counts[pos + k:pos + 2 * k]
         pos += 2 * k
         gm, bm = g[:-1], b[:-1]
-        mmin = cfg.min_bin_frac if monotonic else 0.0
+        # single-party binning's merge of the pooled prebin counts (numeric: merge_bins; categorical:
+        # group_categories -- more categories than max_bins make one bin unless their bad rates differ)
+        groups = merge_feature_prebins(pre_bins[f], gm, bm, cfg)
         if kinds[f] == "numeric":
-            groups = merge_bins(gm, bm, max_bins=cfg.max_bins, min_bin_frac=mmin, monotonic=monotonic,
-                                smoothing=cfg.smoothing)
             fb = bins_from_groups(f, "numeric", groups, prebin_edges=prebin_edges[f])
         else:
-            groups = group_categories(cats[f], gm, bm, cfg) if cats[f] else []
             fb = categorical_bins(f, cats[f], groups)
         # final bin i is the union of the prebins in groups[i], so its counts are their sums
         fg = np.zeros(fb.n_bins + 1)
@@ -720,7 +724,9 @@ def horizontal_woe_coordinator(channel: Channel, parties: Sequence[str], *,
         for i, grp in enumerate(groups):
             fg[i], fbad[i] = gm[grp].sum(), bm[grp].sum()
         fg[-1], fbad[-1] = g[-1], b[-1]
-        woe[f] = FeatureWoe.from_counts(fb, fg, fbad, smoothing)
+        # the IV's permutation null from the pooled prebin counts (this coordinator's only; never sent)
+        null = single_party_null(pre_bins[f], g, b, cfg, smoothing=smoothing, seed=noise_seed)
+        woe[f] = FeatureWoe.from_counts(fb, fg, fbad, smoothing, null=null)
     channel.broadcast(parties, f"{tag}.woe", {"features": {f: w.to_dict() for f, w in woe.items()}, "smoothing": smoothing,
                                               "max_corr": max_corr}, kind="model")
     iv = {f: w.iv for f, w in woe.items()}

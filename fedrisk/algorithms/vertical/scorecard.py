@@ -434,7 +434,8 @@ def fit_label_holder(channel: Channel, feature_holders: Sequence[str], X: pd.Dat
                      scheme: str, key_bits: int, release: Any, lr_config: Any, card: Scorecard,
                      on_epoch: Callable[[int, dict], None] | None = None,
                      on_woe: Callable[[Any], None] | None = None, lr_hooks: LRHooks | None = None,
-                     on_ivs: Callable[[str, dict[str, float]], None] | None = None) -> ScorecardFit:
+                     on_ivs: Callable[[str, dict[str, float]], None] | None = None,
+                     noise_seed: int = 0) -> ScorecardFit:
     """Label-holder role on its aligned training rows ``X``, labels ``y``.
 
     ``encoder`` / ``selection`` are its own features' local WOE and selection (single-party math,
@@ -442,14 +443,15 @@ def fit_label_holder(channel: Channel, feature_holders: Sequence[str], X: pd.Dat
     ``lr_hooks(W)``: extra keyword arguments of the LR stage's
     :func:`~fedrisk.algorithms.vertical.hetero_lr.train` (resume: ``start`` / ``checkpoint``), given
     this party's WOE columns; every party passes them or none does. ``on_ivs``: as
-    :func:`~fedrisk.algorithms.vertical.woe.vertical_woe_label_holder`'s (a check of each partner's IVs).
+    :func:`~fedrisk.algorithms.vertical.woe.vertical_woe_label_holder`'s (a check of each partner's IVs), and so is
+    ``noise_seed`` (the job seed: the seed of the IV's permutation null).
     """
     from fedrisk.algorithms.vertical.woe import vertical_woe_label_holder
 
     card._check()
     vres = vertical_woe_label_holder(channel, feature_holders, y, config=config, smoothing=smoothing, reveal="woe",
                                      scheme=scheme, key_bits=key_bits, release=release,
-                                     on_ivs=on_ivs)
+                                     on_ivs=on_ivs, noise_seed=noise_seed)
     if on_woe is not None:
         on_woe(vres)  # the WOE stage's result (e.g. the feature holders' feature names, for the task's checks)
     feats = list(selection["selected"])

@@ -78,9 +78,11 @@ bounds every sum to ``>= need`` rows but does not stop this. See ``SECURITY.md``
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -101,7 +103,8 @@ from fedrisk.finance.binning import (
     quantile_edges,
     strictly_monotone,
 )
-from fedrisk.finance.woe import DEFAULT_SMOOTHING, NOISE_LEVEL, iv_significance, iv_strength, select_features, woe_iv
+from fedrisk.finance.iv_noise import BinningNull, feature_seed
+from fedrisk.finance.woe import DEFAULT_SMOOTHING, NOISE_LEVEL, iv_strength, select_features, woe_iv
 from fedrisk.transport.channel import Channel
 from fedrisk.transport import expect
 
@@ -260,10 +263,9 @@ class VerticalWoeResult:
         (missing bin last).
     warnings : list of str
         Feature holder: columns flagged by the release rule (near-unique categories).
-    noise : dict
-        Label holder only: ``{party: {feature: {"iv_p_value", "iv_noise_95"}}}``, the IV against a pure-noise
-        column's in the same released bins at these counts (:func:`~fedrisk.finance.woe.iv_significance`;
-        the same figures as single-party binning's for the same bins and rows).
+    nulls : dict
+        Label holder only: ``{party: {feature: BinningNull}}``, the partner's decrypted prebin counts and the merge
+        and release rule its bins came from (:class:`~fedrisk.finance.iv_noise.BinningNull`; kept here, never sent).
     """
 
     iv: dict[str, Any]
@@ -272,7 +274,16 @@ class VerticalWoeResult:
     bins: dict[str, FeatureBins] = field(default_factory=dict)
     woe: dict[str, np.ndarray] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    noise: dict[str, Any] = field(default_factory=dict)
+    nulls: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def noise(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Label holder only: ``{party: {feature: {"iv_p_value", "iv_noise_95", "iv_null"}}}``, the partner's IV
+        against a pure-noise column's binned the same way: the labels permuted over the partner's prebins and
+        this merge and release rule re-run (:class:`~fedrisk.finance.iv_noise.BinningNull`, ~0.2 s a feature,
+        computed on first use). Equal to single-party binning's figures for the same rows where pooling and the
+        release rule change nothing."""
+        return {p: {f: null.significance() for f, null in nulls.items()} for p, nulls in self.nulls.items()}
 
     def iv_table(self) -> list[dict[str, Any]]:
         """Rows ``party``, ``feature``, ``iv``, ``strength`` by descending IV (label holder view)."""
@@ -286,7 +297,8 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
                               reveal: str = "iv", key: tuple[PublicKey, PrivateKey] | None = None,
                               scheme: str = "paillier", key_bits: int = 2048, tag: str = "vwoe",
                               release: ReleaseRule | None = None,
-                              on_ivs: Callable[[str, dict[str, float]], None] | None = None) -> VerticalWoeResult:
+                              on_ivs: Callable[[str, dict[str, float]], None] | None = None,
+                              noise_seed: int = 0) -> VerticalWoeResult:
     """Label-holder role: encrypt labels, decrypt per-bin sums, compute the holders' WOE/IV.
 
     Parameters
@@ -312,6 +324,10 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
     on_ivs : callable, optional
         ``on_ivs(holder, {feature: iv})`` once a holder's IVs are known, before its result is sent: the
         caller may raise to stop the job there (the scorecard's :func:`refuse_unsplittable`).
+    noise_seed : int
+        The job seed: with each feature's name, the seed of the IV's permutation null
+        (:attr:`VerticalWoeResult.noise`), so a partner's figures equal single-party binning's of the same rows
+        (``WoeEncoder(random_state=noise_seed)``) when the release rule and pooling change nothing.
 
     Returns
     -------
@@ -352,7 +368,7 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
             need = rule.rows_needed(len(yv))  # the same rows the feature holder pooled for
             groups = merge_prebins(g[:k], b[:k], kind, cfg, rule, need)
             if len(groups) == 1 and k > 1:
-                note = _merged_away(p, f, g[:k], b[:k], kind, cfg, rule, smoothing)
+                note = _merged_away(p, f, g[:k], b[:k], kind, cfg, rule, smoothing, seed=feature_seed(f, noise_seed))
                 if note:
                     result.warnings.append(note)
             fg = np.array([g[grp].sum() for grp in groups] + [g[k]])
@@ -364,10 +380,11 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
                 woe, ivb, _ = woe_iv(fg[:-1], fb[:-1], smoothing)
                 woe, ivb = np.append(woe, 0.0), np.append(ivb, 0.0)
                 iv = float(np.sum(ivb))
-                noise[f] = iv_significance(iv, fg[:-1], fb[:-1])  # (the bins the IV is over)
             else:
                 woe, ivb, iv = woe_iv(fg, fb, smoothing)
-                noise[f] = iv_significance(iv, fg, fb)
+            # the IV's permutation null: this merge and release rule re-run on the decrypted prebin counts
+            noise[f] = BinningNull(g.copy(), b.copy(), partial(merge_prebins, kind=kind, cfg=cfg, rule=rule, need=need),
+                                   smoothing, feature_seed(f, noise_seed), keep_missing=partial(rule.ok, need=need))
             ivs[f] = iv
             tables[f] = [{"bin": i, "prebins": grp, "n": int(fg[i] + fb[i]), "goods": int(fg[i]), "bads": int(fb[i]),
                           "woe": float(woe[i]), "iv": float(ivb[i])}
@@ -383,25 +400,25 @@ def vertical_woe_label_holder(channel: Channel, feature_holders: Sequence[str], 
                      kind="model" if reveal == "woe" else "metric")
         result.iv[p] = ivs
         result.tables[p] = tables
-        result.noise[p] = noise
+        result.nulls[p] = noise
     for p in feature_holders:
         result.selection[p] = channel.recv(p, f"{tag}.selection")
     return result
 
 
 def _merged_away(holder: str, feature: str, goods: np.ndarray, bads: np.ndarray, kind: str, cfg: BinningConfig,
-                 rule: ReleaseRule, smoothing: float) -> str | None:
+                 rule: ReleaseRule, smoothing: float, *, seed: np.random.SeedSequence) -> str | None:
     """The label holder's note on a partner's feature that splits at a "suspicious" IV but the release rule makes
     one bin.
 
     Its IV is then 0 and its selection reason reads "IV 0.0000 < 0.02", as for a feature without signal; yet
     a bin with fewer than ``min_class`` defaults (or non-defaults) at such an IV is a near-perfect separator,
     typically a flag recorded after the default that copies the label. A weak split merged away is the rule
-    working as documented and gets no note, and so does an IV above 0.5 that a noise column reaches too at these
-    counts (:func:`~fedrisk.finance.woe.iv_significance`; two defaults in 340 rows split 1 / 1 give IV 0.88). The
-    IV before the rule comes from the prebin counts the label
-    holder decrypted anyway; the note stays in its own log (never sent), so the feature holder learns nothing
-    new.
+    working as documented and gets no note, and so does an IV above 0.5 that a noise column binned the same way
+    reaches too at these counts (the permutation null of :mod:`fedrisk.finance.iv_noise`, the labels permuted over
+    the non-missing rows: two defaults in 340 rows split 1 / 1 give IV 0.88, whatever the missing rows hold). The IV before
+    the rule comes from the prebin counts the label holder decrypted anyway; the note stays in its own log (never
+    sent), so the feature holder learns nothing new.
     """
     free = merge_prebins(goods, bads, kind, cfg, _NO_RELEASE, 1)
     if len(free) < 2:
@@ -410,7 +427,9 @@ def _merged_away(holder: str, feature: str, goods: np.ndarray, bads: np.ndarray,
     iv = woe_iv(fg, fb, smoothing)[2]
     if not iv_strength(iv).startswith("suspicious"):  # (the report's IV table's reading)
         return None
-    if iv_significance(iv, fg, fb)["iv_p_value"] > NOISE_LEVEL:
+    null = BinningNull(np.append(goods, 0.0), np.append(bads, 0.0),
+                       partial(merge_prebins, kind=kind, cfg=cfg, rule=_NO_RELEASE, need=1), smoothing, seed)
+    if null.significance()["iv_p_value"] > NOISE_LEVEL:
         return None  # a "suspicious" IV from a handful of defaults is what noise gives too (2 bads: IV 0.88)
     return (f"party {holder!r}, feature {feature!r}: the release rule (task.min_bin_class = {rule.min_class} goods and "
             f"bads per bin) merged its {len(free)} bins (IV {iv:.2f}) into one, so it shows IV 0 and is dropped as not "
@@ -490,7 +509,8 @@ def _pool_small_prebins(rows: np.ndarray, min_count: int) -> list[list[int]]:
 
 
 def label_holder_bins(X: pd.DataFrame, y: Any, *, categorical: Iterable[str] = (), config: BinningConfig | None = None,
-                      release: ReleaseRule | None = None, warnings: list[str] | None = None) -> dict[str, FeatureBins]:
+                      release: ReleaseRule | None = None, warnings: list[str] | None = None,
+                      nulls: dict[str, BinningNull] | None = None, noise_seed: int = 0) -> dict[str, FeatureBins]:
     """Bins of the label holder's own features (local: nothing is sent).
 
     Numeric columns: single-party binning (:func:`~fedrisk.finance.binning.fit_feature_bins`). Text
@@ -498,8 +518,12 @@ def label_holder_bins(X: pd.DataFrame, y: Any, *, categorical: Iterable[str] = (
     pooled into one prebin (:func:`_pool_categories`), then :func:`merge_prebins`. Sorting a code of
     150 rare levels by each level's own bad rate would fit noise (IV 1.3 on German credit for a random
     branch code) that the same column at a feature holder never shows.
+
+    ``nulls``, if given, is filled with each feature's :class:`~fedrisk.finance.iv_noise.BinningNull` (its prebin
+    counts and this merge, seeded by ``noise_seed`` and the name): the IV's permutation null.
     """
     from fedrisk.finance.binning import class_counts, fit_feature_bins
+    from fedrisk.finance.iv_noise import single_party_null
 
     cfg = config or BinningConfig()
     rule = release or ReleaseRule()
@@ -511,7 +535,10 @@ def label_holder_bins(X: pd.DataFrame, y: Any, *, categorical: Iterable[str] = (
     for f in X.columns:
         s = X[f].reset_index(drop=True)
         if f not in forced and not is_categorical(s):
-            bins[f] = fit_feature_bins(s, yv, f, kind="numeric", config=cfg)
+            counted: dict[str, Any] = {}
+            bins[f] = fit_feature_bins(s, yv, f, kind="numeric", config=cfg, prebins=counted)
+            if nulls is not None:
+                nulls[f] = single_party_null(*counted[f], cfg, smoothing=cfg.smoothing, seed=noise_seed)
             continue
         pre = _pool_categories(f, s, need, rule, warnings)
         if not pre.groups:
@@ -519,6 +546,9 @@ def label_holder_bins(X: pd.DataFrame, y: Any, *, categorical: Iterable[str] = (
             continue
         g, b = class_counts(pre.assign(s), yv, pre.n_bins + 1)
         groups = merge_prebins(g[:-1], b[:-1], "categorical", cfg, rule, need)
+        if nulls is not None:
+            nulls[f] = BinningNull(g, b, partial(merge_prebins, kind="categorical", cfg=cfg, rule=rule, need=need),
+                                   cfg.smoothing, feature_seed(f, noise_seed))
         bins[f] = FeatureBins(f, "categorical", groups=[sorted(c for i in grp for c in pre.groups[i]) for grp in groups])
     return bins
 

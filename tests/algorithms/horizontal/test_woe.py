@@ -305,7 +305,9 @@ def test_interval_requests_as_arrays_are_checked_like_lists():
 
 def test_rare_default_federated_bins_have_monotone_smoothed_woe():
     """18 defaults over three banks: the coordinator's merge on pooled counts keeps the smoothed WOE monotonic
-    next to bins without defaults, and the pooled encoder on those bins gives the same WOE and noise figures."""
+    next to bins without defaults, and the pooled encoder on those bins gives the same WOE; the noise figures are
+    single-party binning's of the pooled rows (the permutation null of the binning, from the pooled prebin counts
+    at the coordinator)."""
     from tests.finance.test_binning import _monotone, _rare_defaults
 
     x, y = _rare_defaults(3)
@@ -316,7 +318,12 @@ def test_rare_default_federated_bins_have_monotone_smoothed_woe():
     assert _monotone(w.woe[:k])
     pooled = WoeEncoder().fit_bins(X, y, {"x": w.bins}).woe_["x"]
     np.testing.assert_allclose(w.woe, pooled.woe, atol=1e-12)
-    assert w.significance() == pytest.approx(pooled.significance(), abs=1e-12)
+    single = WoeEncoder().fit(X, y).woe_["x"]
+    np.testing.assert_array_equal(w.null.goods, single.null.goods)
+    np.testing.assert_array_equal(w.null.bads, single.null.bads)
+    fed, one = w.significance(), single.significance()
+    assert fed["iv_null"] == one["iv_null"] == "permutation"
+    assert fed["iv_p_value"] == one["iv_p_value"] and fed["iv_noise_95"] == one["iv_noise_95"]
 
 
 def test_tied_neighbours_are_one_federated_bin_as_in_the_pooled_binning():

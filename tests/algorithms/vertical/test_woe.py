@@ -120,7 +120,10 @@ def test_a_partners_rare_default_bins_are_single_partys_with_monotone_smoothed_w
     np.testing.assert_allclose(fh.woe["x"], single.woe, atol=1e-12)
     k = single.bins.n_bins
     assert _monotone(fh.woe["x"][:k])
-    assert out["lender"].noise["payco"]["x"] == pytest.approx(single.significance(), abs=1e-12)
+    # the IV's permutation null at the label holder (the partner's decrypted prebin counts): single-party's
+    fed, one = out["lender"].noise["payco"]["x"], single.significance()
+    assert fed["iv_null"] == one["iv_null"] == "permutation"
+    assert (fed["iv_p_value"], fed["iv_noise_95"]) == (one["iv_p_value"], one["iv_noise_95"])
 
 
 def test_tied_neighbours_are_one_bin_for_a_partners_and_the_label_holders_columns(key):
