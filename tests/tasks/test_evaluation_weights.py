@@ -243,7 +243,7 @@ def test_a_partners_job_toml_copy_does_not_name_the_weight_column(tmp_path):
                                "(the same registration and evaluation over vertical.lr's loader)")
 def test_vertical_scorecard_with_a_test_column_and_a_weight_column(tmp_path):
     # the scorecard's loader (raw frames, shared with vertical.woe) keeps both [evaluation] columns out of the features
-    from fedrisk.runtime.demo import free_ports
+    from tests.tasks.test_vertical_scorecard_split_named import lender_bureau_job
     from tests.tasks.test_woe_tasks import german_frame
 
     df = german_frame()
@@ -252,26 +252,7 @@ def test_vertical_scorecard_with_a_test_column_and_a_weight_column(tmp_path):
     df[["id", "y", "in_test", WCOL, "duration_in_month", "credit_amount", "age_in_years"]].to_csv(
         tmp_path / "lender.csv", index=False)
     df[["id", "status_of_existing_checking_account", "credit_history"]].to_csv(tmp_path / "bureau.csv", index=False)
-    a, b = free_ports(2)
-    (tmp_path / "job.toml").write_text(f"""
-[federation]
-name = "vsc-weights"
-[parties.lender]
-address = "127.0.0.1:{a}"
-data = "lender.csv"
-id = "id"
-label = "y"
-[parties.bureau]
-address = "127.0.0.1:{b}"
-data = "bureau.csv"
-id = "id"
-[task]
-kind = "vertical.scorecard"
-max_iter = 10
-[evaluation]
-test_column = "in_test"
-weight = "{WCOL}"
-""")
+    lender_bureau_job(tmp_path, "vsc-weights", 10, f'test_column = "in_test"\nweight = "{WCOL}"')
     run_captured(tmp_path / "job.toml", tmp_path / "run")
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     scores = pd.read_csv(tmp_path / "run" / "scores" / "test.csv")

@@ -25,25 +25,7 @@ def test_test_column_is_named_and_a_shifted_test_population_is_flagged(tmp_path)
     df[["id", "y", "in_test", "duration_in_month", "credit_amount", "purpose", "age_in_years"]].to_csv(
         tmp_path / "lender.csv", index=False)
     df[["id", "status_of_existing_checking_account", "credit_history"]].to_csv(tmp_path / "bureau.csv", index=False)
-    a, b = free_ports(2)
-    (tmp_path / "job.toml").write_text(f"""
-[federation]
-name = "vsc-shift"
-[parties.lender]
-address = "127.0.0.1:{a}"
-data = "lender.csv"
-id = "id"
-label = "y"
-[parties.bureau]
-address = "127.0.0.1:{b}"
-data = "bureau.csv"
-id = "id"
-[task]
-kind = "vertical.scorecard"
-max_iter = 20
-[evaluation]
-test_column = "in_test"
-""")
+    lender_bureau_job(tmp_path, "vsc-shift", 20, 'test_column = "in_test"')
     r = subprocess.run([sys.executable, "-m", "fedrisk", "simulate", str(tmp_path / "job.toml"), "--out", str(tmp_path / "run")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -57,3 +39,27 @@ test_column = "in_test"
     assert set(pd.read_csv(run / "scores" / "test.csv").id) == set(df.id[shifted])
     cards = sorted(run.glob("scorecard-*.json"))
     assert len(cards) == 2 and all("in_test" not in f.read_text() for f in cards)
+
+
+def lender_bureau_job(tmp_path, name: str, max_iter: int, evaluation: str) -> None:
+    """``tmp_path/job.toml``: a vertical scorecard of ``lender.csv`` (label ``y``) and ``bureau.csv`` with these
+    ``[evaluation]`` lines (also used by ``tests/tasks/test_evaluation_weights.py``)."""
+    a, b = free_ports(2)
+    (tmp_path / "job.toml").write_text(f"""
+[federation]
+name = "{name}"
+[parties.lender]
+address = "127.0.0.1:{a}"
+data = "lender.csv"
+id = "id"
+label = "y"
+[parties.bureau]
+address = "127.0.0.1:{b}"
+data = "bureau.csv"
+id = "id"
+[task]
+kind = "vertical.scorecard"
+max_iter = {max_iter}
+[evaluation]
+{evaluation}
+""")
