@@ -17,14 +17,14 @@ Overflow is ruled out by construction, never detected after the fact:
 * :meth:`SlotPacking.pack` raises :class:`~fedrisk.errors.CryptoError` for any value above its
   slot's ``max_abs`` *before* it is encrypted, and the whole layout must fit the key's
   ``plaintext_bits`` (so the packed integer also stays inside the signed plaintext range);
-* :func:`compress` (shift-and-add of already-summed ciphertexts, ``c1^(2^W) * c2``) checks the
-  combined width against ``plaintext_bits`` before computing anything, and
-  :meth:`SlotPacking.check_terms` lets a protocol assert a sum's term count up front.
+* :meth:`SlotPacking.check_terms` lets a protocol assert a sum's term count up front.
 
-SecureBoost use: pack ``(g, h)`` per row with ``max_terms = n_rows`` (any bin sum has at most that
-many terms), encrypt, let the feature holder compute :meth:`~fedrisk.crypto.additive.PublicKey.bin_sums`
-and :func:`compress` them, then :func:`decrypt_packed` / :func:`decompress` on the label holder.
-The decryptor learns exactly the slot sums (the same as unpacked sums would reveal).
+:func:`shift_sum` (shift-and-add of already-summed ciphertexts, ``c1^(2^W) * c2``) puts several
+summed plaintexts into one ciphertext; the caller checks that the shifted sum fits the plaintext.
+SecureBoost packs ``(g, h)`` per row with ``max_terms = n_rows`` (any bin sum has at most that
+many terms) and combines bin sums through
+:class:`~fedrisk.algorithms.vertical.secureboost.row_packing.RowPacking`, which checks the widths
+and masks what the decryptor must not read.
 """
 from __future__ import annotations
 
@@ -45,8 +45,6 @@ __all__ = [
     "slot_bits_for",
     "encrypt_packed",
     "decrypt_packed",
-    "compress",
-    "decompress",
     "shift_sum",
 ]
 
@@ -140,14 +138,8 @@ class SlotPacking:
 
     @property
     def max_group(self) -> int:
-        """How many packed (summed) plaintexts :func:`compress` can fit into one plaintext."""
+        """How many packed (summed) plaintexts fit side by side into one plaintext (:func:`shift_sum`)."""
         return self.plaintext_bits // self.total_bits
-
-    def grouped(self, count: int) -> "SlotPacking":
-        """The layout of ``count`` such plaintexts concatenated by :func:`compress`."""
-        if not 1 <= count <= self.max_group:
-            raise CryptoError(f"cannot group {count} packed plaintexts: at most {self.max_group} fit in {self.plaintext_bits} bits")
-        return SlotPacking(self.slot_bits, self.max_abs * count, self.max_terms, self.precision, self.plaintext_bits)
 
     def check_terms(self, n_terms: int) -> None:
         """Raise :class:`CryptoError` if a sum of ``n_terms`` packed values could overflow a slot."""
@@ -240,47 +232,13 @@ def decrypt_packed(private_key: PrivateKey, packing: SlotPacking, cts: Sequence[
     return packing.unpack(private_key.decrypt(cts, bound_bits=packing.total_bits))
 
 
-def compress(public_key: PublicKey, packing: SlotPacking, cts: Sequence[Any], per_ciphertext: int | None = None
-             ) -> tuple[Ciphertexts, SlotPacking]:
-    """Shift-and-add packed ciphertexts so that ``per_ciphertext`` of them share one ciphertext.
-
-    Group ``[c_0, ..., c_{g-1}]`` becomes ``c_0 * c_1^(2^W) * ... * c_{g-1}^(2^(W(g-1)))`` with
-    ``W = packing.total_bits`` (Horner form: ``W`` squarings per step), i.e. ``c_0``'s slots come
-    first. The last group may be shorter.
-
-    Parameters
-    ----------
-    public_key : PublicKey
-    packing : SlotPacking
-        Layout of each input plaintext (already summed: the slot bounds must still hold).
-    cts : sequence of mpz
-    per_ciphertext : int, optional
-        Default and maximum: ``packing.max_group``.
-
-    Returns
-    -------
-    (list of mpz, SlotPacking)
-        The compressed ciphertexts and the layout of each (``packing.grouped(per_ciphertext)``);
-        decode with :func:`decompress`.
-
-    Raises
-    ------
-    CryptoError
-        If the group would not fit the plaintext (checked before any computation).
-    """
-    g = packing.max_group if per_ciphertext is None else int(per_ciphertext)
-    layout = packing.grouped(g)
-    if packing.plaintext_bits != public_key.plaintext_bits:
-        raise CryptoError("this packing was built for a different key size")
-    return shift_sum(public_key, cts, g, packing.total_bits), layout
-
-
 def shift_sum(public_key: PublicKey, cts: Sequence[Any], group: int, shift_bits: int) -> list:
     """Per run ``[c_0, ..., c_{g-1}]`` of ``group`` ciphertexts (the last may be shorter):
     ``c_0 * c_1^(2^W) * ... * c_{g-1}^(2^(W(g-1)))`` with ``W = shift_bits``, i.e. the plaintexts
     shifted by ``j W`` bits and added (Horner form: ``W`` squarings per step).
 
-    The caller checks that the shifted sum fits the plaintext space (:func:`compress` does).
+    The caller checks that the shifted sum fits the plaintext space (as
+    :class:`~fedrisk.algorithms.vertical.secureboost.row_packing.RowPacking` does).
     """
     m = public_key.ciphertext_modulus
     cts = list(cts)
@@ -304,14 +262,3 @@ def shift_sum(public_key: PublicKey, cts: Sequence[Any], group: int, shift_bits:
 
 def _shift_task(modulus: int, group: int, shift_bits: int, groups: Sequence[bytes]) -> bytes:
     return montgomery.shift_products(modulus, b"".join(groups), group, shift_bits)
-
-
-def decompress(private_key: PrivateKey, packing: SlotPacking, cts: Sequence[Any], count: int,
-               per_ciphertext: int | None = None) -> np.ndarray:
-    """Decrypt :func:`compress` output back to ``(count, packing.n_slots)`` floats."""
-    g = packing.max_group if per_ciphertext is None else int(per_ciphertext)
-    layout = packing.grouped(g)
-    if len(cts) != -(-count // g):
-        raise CryptoError(f"{len(cts)} compressed ciphertexts cannot hold {count} packed values at {g} per ciphertext")
-    vals = decrypt_packed(private_key, layout, cts)
-    return vals.reshape(-1, packing.n_slots)[:count]

@@ -10,8 +10,6 @@ from fedrisk.crypto import fixed_point
 from fedrisk.crypto.additive import generate_keypair
 from fedrisk.crypto.packing import (
     SlotPacking,
-    compress,
-    decompress,
     decrypt_packed,
     encrypt_packed,
     slot_bits_for,
@@ -111,15 +109,13 @@ def test_overflow_refused_before_it_can_happen():
     with pytest.raises(CryptoError):
         pk.check_terms(101)
     pk.check_terms(100)
-    with pytest.raises(CryptoError):
-        pk.grouped(pk.max_group + 1)
     # a sum beyond the declared term count is caught when unpacked rather than misread
     over = sum(pk.pack(np.tile([1.0, 0.25], (100, 1)))) * 2**20
     with pytest.raises(CryptoError):
         pk.unpack_ints([over])
 
 
-def test_encrypted_histogram_and_compression(keys):
+def test_encrypted_histogram_of_packed_rows(keys):
     pub, priv = keys
     rng = np.random.default_rng(4)
     n, nb = 300, 7
@@ -131,10 +127,3 @@ def test_encrypted_histogram_and_compression(keys):
     hist = pub.bin_sums(cts, bins, nb)
     want = np.array([vals[bins == b].sum(axis=0) for b in range(nb)])
     assert np.allclose(decrypt_packed(priv, pk, hist), want, atol=n * 2**-17)
-    for per in (None, 2):
-        comp, layout = compress(pub, pk, hist, per)
-        g = pk.max_group if per is None else per
-        assert len(comp) == -(-nb // g) and layout.n_slots == 2 * g
-        assert np.allclose(decompress(priv, pk, comp, nb, per), want, atol=n * 2**-17)
-    with pytest.raises(CryptoError):
-        compress(pub, pk, hist, pk.max_group + 1)

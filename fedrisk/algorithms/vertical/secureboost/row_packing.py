@@ -33,8 +33,8 @@ position, more than SecureBoost's bin sums, so H
 
 ``R = B + sigma + 2`` leaves each masked group inside its signed ``R``-bit range, so the label
 holder decodes the groups exactly from the bottom and reads only groups ``j k + k - 1``. With
-``k = 1`` there are no cross terms: ``R = 2b``, no mask, and this is the plain compression of
-:func:`fedrisk.crypto.packing.compress`.
+``k = 1`` there are no cross terms: ``R = 2b``, no mask: bin sums side by side
+(:func:`fedrisk.crypto.packing.shift_sum`).
 
 Cost: ``k`` is bounded by ``(2k - 1) R <= plaintext_bits`` (the span of one aligned slot): 3 rows
 per ciphertext at 2048-bit OU (681 plaintext bits, ``b = 36`` for 285k rows: ``R = 117``, 585
