@@ -48,6 +48,12 @@ Security argument:
   SecureBoost takes ``t = 224`` for a 2048-bit key's 112-bit level. Shorter ones (SecretFlow's
   HEU uses 110 bits at 2048) cost fewer products but cap the scheme at ``t/2``-bit security:
   testing a guessed ``m`` is finding a ``t``-bit exponent of ``c g^-m``.
+* The Jacobi symbol ``(c / n) = (c / q)`` is the one character anyone can compute from the public
+  key. With ``h`` drawn apart from ``g`` (``h = g0^n``, not ``g^n`` as in the original scheme),
+  ``(c / n) = (g / n)^m (h / n)^r``: a ``g`` of symbol -1 with an ``h`` of symbol +1 would reveal
+  the parity of every plaintext (e.g. a 0/1 label encrypted alone). Key generation therefore takes
+  ``g`` of symbol +1, so the symbol of a ciphertext does not depend on ``m``
+  (``tests/crypto/test_ou_jacobi_leak.py``).
 * Okamoto-Uchiyama is not secure against chosen-ciphertext attacks: decrypting a ciphertext of
   an ``m >= p`` yields ``m mod p``, and revealing that value to the sender factors ``n``. A key
   owner must never send back raw decryptions of ciphertexts a peer chose; protocols reveal only
@@ -715,7 +721,9 @@ def generate_keypair(bits: int = 2048, *, obfuscation_bits: int = DEFAULT_OBFUSC
     p2 = p * p
     while True:
         g = mpz(secrets.randbelow(int(n) - 2) + 2)
-        if gmpy2.gcd(g, n) == 1 and gmpy2.powmod(g, p - 1, p2) != 1:
+        # Jacobi symbol +1: (c / n) = (g / n)^m (h / n)^r is public, so a g of symbol -1 with an h
+        # of symbol +1 (a quarter of keys otherwise) would show every plaintext's parity
+        if gmpy2.gcd(g, n) == 1 and gmpy2.jacobi(g, n) == 1 and gmpy2.powmod(g, p - 1, p2) != 1:
             break
     while True:
         g0 = mpz(secrets.randbelow(int(n) - 2) + 2)
