@@ -18,6 +18,8 @@ from fedrisk.algorithms.vertical.secureboost.histograms import (
     _candidate_groupings,
     _LevelPlan,
     _strides,
+    RootCells,
+    RootSums,
     level_histograms,
 )
 from fedrisk.algorithms.vertical.secureboost.categorical import bin_values, code_top
@@ -58,8 +60,7 @@ class SecureBoostFeatureHolder:
         ``categorical`` names level-code columns: only their anonymous indices are sent, and the
         label holder splits them by partitions of their bins.
         """
-        from fedrisk.crypto.additive import from_bytes, public_key_from_wire
-        from fedrisk.crypto.montgomery import multiply_vectors
+        from fedrisk.crypto.additive import public_key_from_wire
 
         p = self.params
         ph = _Phases()
@@ -104,7 +105,7 @@ class SecureBoostFeatureHolder:
             groupings = _candidate_groupings(bins, nb, skip)
             strides = [[_strides(nb, fs) for fs in g] for g in groupings]
         trees: list[dict] = []
-        root_plans: dict[tuple[int, int], _LevelPlan] = {}
+        root_cells: RootCells | None = None
         plan_rows: np.ndarray | None = None
         t = first = int(start["t"]) if start is not None else 0
         if start is not None:  # resume hook: this party's split nodes so far; replay the row draws
@@ -140,44 +141,32 @@ class SecureBoostFeatureHolder:
             if not isinstance(n_chunks, int) or not 1 <= n_chunks <= n_ct:
                 raise ProtocolError(f"{who} announced {n_chunks!r} gradient chunks for {len(rows)} rows")
             bins_grad = bins[rows]
-            if plan_rows is None or not np.array_equal(rows, plan_rows):
-                root_plans.clear()
+            if root_cells is None or not np.array_equal(rows, plan_rows):
+                # one plan over all the tree's rows (cells over the whole root, not per chunk); the
+                # same every tree without subsampling
+                with ph("histogram"):
+                    root_cells = RootCells.plan(bins_grad, k, skip, offs, per_node, groupings, strides)
                 plan_rows = rows.copy()
+            root_sums = RootSums(pub, root_cells)
             # the root histogram is summed chunk by chunk as the label holder streams them
             # ciphertexts stay fixed-width bytes here (validated on arrival); only workers make mpz
             w = pub.ciphertext_bytes
             blocks: list[bytes] = []
             n_got = 0
-            root_parts: list[bytes] = []  # each chunk's root sums, merged in one product at the end
             for c in range(n_chunks):
                 part = pub.ciphertext_block_from_wire(ph.recv(ch, lh, f"sb.t{t}.grad.{c}").get("cts"))
                 k_cts = len(part) // w
                 if n_got + k_cts > n_ct:
                     raise ProtocolError(f"{who} sent more ciphertexts than the {len(rows)} announced rows need")
                 with ph("histogram"):
-                    # a chunk's plan depends only on its rows' bins: the same every tree (no subsampling)
-                    plan = root_plans.get((k, n_got, k_cts))
-                    if plan is None:
-                        plan = root_plans[(k, n_got, k_cts)] = _LevelPlan()
-                        local = np.arange(k_cts)
-                        for s in range(k):  # one sum per (slot, position): rp.combine aligns them
-                            i = (n_got + local) * k + s
-                            sel = i < len(rows)
-                            if sel.any():
-                                plan.add_node(local[sel], bins_grad[i[sel]], skip, offs + s * per_node, groupings, strides)
-                    if k > 1:  # the plan's rows are (ciphertext, position) pairs: ciphertexts in plan order
-                        arr = np.frombuffer(part, dtype=np.uint8).reshape(k_cts, w)
-                        block = arr[np.concatenate(plan.gi)].tobytes()
-                    else:
-                        block = part
-                    root_parts.append(level_histograms(pub, block, plan, per_node * k, raw=True))
+                    root_sums.add(part, n_got)
                 blocks.append(part)
                 n_got += k_cts
             if n_got != n_ct:
                 raise ProtocolError(f"{who} sent {n_got} ciphertexts for {len(rows)} rows ({n_ct} expected)")
             with ph("histogram"):
-                root_hist = from_bytes(multiply_vectors(int(pub.ciphertext_modulus), root_parts, per_node * k), w)
-            del root_parts
+                root_hist = root_sums.finish()
+            del root_sums
             cts = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(n_ct, w)
             del blocks
             grad_index = np.full(n, -1, dtype=np.int64)

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fedrisk.errors import ProtocolError
+
 #: (row, cell) + (cell, slot) entries below which a histogram batch runs inline instead of in the pool
 _POOL_HIST_AT = 4_000
 
@@ -272,3 +274,176 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int, raw: 
     blobs = map_chunks(kernel, (int(m), w, n_out), parts, threads=native, tasks_per_worker=1)
     out = montgomery.multiply_vectors(int(m), blobs, n_out)
     return out if raw else from_bytes(out, w)
+
+
+#: partial cell products kept between merges of the root sums (entries; 256 bytes each at 2048 bits)
+_ROOT_MERGE_AT = 65_536
+
+
+def _cell_products(modulus: int, pieces: Sequence[tuple]) -> list[tuple[bytes, np.ndarray]]:
+    """Stage 1 over pieces ``(ciphertext bytes, which ciphertext, global cell id)``: each piece's
+    products per cell it touches, with those cells' global ids (sorted)."""
+    from fedrisk.crypto.montgomery import grouped_products
+
+    out = []
+    for blob, which, cells in pieces:
+        ids, inv = np.unique(cells, return_inverse=True)
+        out.append((grouped_products(modulus, blob, which, inv.ravel(), len(ids)), ids))
+    return out
+
+
+def _indexed_products(modulus: int, n_out: int, pieces: Sequence[tuple]) -> list[bytes]:
+    """``grouped_products`` over pieces ``(values, which, group)`` sharing ``n_out`` groups."""
+    from fedrisk.crypto.montgomery import grouped_products
+
+    return [grouped_products(modulus, blob, which, group, n_out) for blob, which, group in pieces]
+
+
+def _spans(n: int, parts: int) -> list[tuple[int, int]]:
+    size = -(-n // max(1, parts)) if n else 1
+    return [(lo, min(n, lo + size)) for lo in range(0, n, size)] or [(0, 0)]
+
+
+class RootCells:
+    """The root histogram's cells over *all* of a tree's ciphertexts (one plan, reused every tree
+    while the rows stay the same).
+
+    Why: the label holder streams the root's ciphertexts in chunks of a few thousand rows. Planned
+    chunk by chunk, each chunk's cells hold few rows, and the cells-to-bins stage is paid again per
+    chunk: ~3.7 products per row at 285k rows of the grown default-credit data against ~2.0 with
+    cells over all rows. Here every chunk multiplies its rows into the cells of the whole root
+    (:class:`RootSums`) and the cells go to the bins once, after the last chunk: the products are
+    those of one plan over all rows, ``rows - cells`` plus the cells-to-bins stage, however the
+    ciphertexts were chunked or split over threads (a cell of ``c`` rows costs ``c - 1`` products
+    in any bracketing). The sums are the same residues.
+    """
+
+    def __init__(self, plan: _LevelPlan, n_out: int) -> None:
+        e_rows, e_cells, c_cells, c_slots = plan.arrays()
+        gi = np.concatenate(plan.gi) if plan.gi else np.zeros(0, dtype=np.int64)
+        ct = gi[e_rows]
+        order = np.argsort(ct, kind="stable")
+        self.ct, self.cells = ct[order], e_cells[order]
+        self.c_cells, self.c_slots = c_cells, c_slots
+        self.n_cells, self.n_out = plan.n_cells, n_out
+
+    @classmethod
+    def plan(cls, bins_grad: np.ndarray, k: int, skip: np.ndarray, offs: np.ndarray, per_node: int,
+             groupings: Sequence[Sequence[np.ndarray]], strides: Sequence[Sequence[np.ndarray]]) -> "RootCells":
+        """Cells of a tree's rows ``bins_grad`` (tree order: row ``i`` in ciphertext ``i // k`` at
+        position ``i % k``), one sum per (slot, position) as in the deeper levels."""
+        n_rows = len(bins_grad)
+        n_ct = -(-n_rows // k)
+        plan = _LevelPlan()
+        cts = np.arange(n_ct, dtype=np.int64)
+        for s in range(k):
+            i = cts * k + s
+            sel = i < n_rows
+            if sel.any():
+                plan.add_node(cts[sel], bins_grad[i[sel]], skip, offs + s * per_node, groupings, strides)
+        return cls(plan, per_node * k)
+
+    @property
+    def products(self) -> int:
+        """Modular products one tree's root costs (both stages)."""
+        return len(self.ct) - self.n_cells + len(self.c_cells)
+
+
+class RootSums:
+    """One tree's root histogram, summed as the ciphertext chunks arrive (see :class:`RootCells`)."""
+
+    def __init__(self, pub: Any, cells: RootCells) -> None:
+        self.pub, self.cells = pub, cells
+        self.m = int(pub.ciphertext_modulus)
+        self.w = pub.ciphertext_bytes
+        self._parts: list[tuple[bytes, np.ndarray]] = []
+        self._held = 0
+
+    def _pool(self, n_entries: int) -> tuple[bool, int]:
+        from fedrisk.crypto import montgomery
+        from fedrisk.crypto.additive import worker_count
+
+        workers = worker_count()
+        return montgomery.AVAILABLE, (workers if n_entries >= _POOL_HIST_AT and workers >= 2 else 1)
+
+    def add(self, blob: bytes, first: int) -> None:
+        """Multiply the chunk ``blob`` (ciphertexts ``first``, ``first + 1``, ...) into the cells."""
+        from fedrisk.crypto.additive import map_chunks
+
+        c, w = self.cells, self.w
+        count = len(blob) // w
+        a, b = np.searchsorted(c.ct, [first, first + count])
+        if a == b:
+            return
+        threads, parts = self._pool(int(b - a))
+        # pieces by ciphertext range: each needs only its own ciphertexts' bytes
+        cut = np.searchsorted(c.ct[a:b], [first + lo for lo, _ in _spans(count, parts)]).tolist() + [int(b - a)]
+        pieces = []
+        for j in range(len(cut) - 1):
+            lo, hi = a + cut[j], a + cut[j + 1]
+            if lo == hi:
+                continue
+            c0, c1 = int(c.ct[lo]), int(c.ct[hi - 1]) + 1
+            pieces.append((blob[(c0 - first) * w:(c1 - first) * w], c.ct[lo:hi] - c0, c.cells[lo:hi]))
+        if len(pieces) > 1:
+            got = [x for part in map_chunks(_cell_products, (self.m,), pieces, threads=threads, tasks_per_worker=1)
+                   for x in part]
+        else:
+            got = _cell_products(self.m, pieces)
+        self._parts += got
+        self._held += sum(len(ids) for _, ids in got)
+        if self._held >= max(_ROOT_MERGE_AT, self.cells.n_cells):
+            self._merge()
+
+    def _merge(self) -> None:
+        """Multiply the held partial products of equal cells together (their overlap's products only)."""
+        from fedrisk.crypto.additive import map_chunks
+
+        if len(self._parts) < 2:
+            return
+        ids = np.concatenate([x for _, x in self._parts])
+        blob = b"".join(x for x, _ in self._parts)
+        uniq, inv = np.unique(ids, return_inverse=True)
+        inv = inv.ravel()
+        threads, parts = self._pool(len(ids))
+        order = np.argsort(inv, kind="stable")
+        pieces = []
+        for lo, hi in _spans(len(uniq), parts):  # by cell range: no cell is split, no product is added
+            a, b = np.searchsorted(inv[order], [lo, hi])
+            sel = order[a:b]
+            pieces.append((blob, sel, inv[sel] - lo, hi - lo))
+        if len(pieces) > 1:
+            outs = map_chunks(_merge_products, (self.m,), pieces, threads=threads, tasks_per_worker=1)
+            out = b"".join(x for part in outs for x in part)
+        else:
+            out = b"".join(_merge_products(self.m, pieces))
+        self._parts = [(out, uniq)]
+        self._held = len(uniq)
+
+    def finish(self, raw: bool = False) -> list | bytes:
+        """The root's ``n_out`` encrypted bin sums (after every chunk was added)."""
+        from fedrisk.crypto import montgomery
+        from fedrisk.crypto.additive import from_bytes, map_chunks
+
+        c = self.cells
+        self._merge()
+        if c.n_cells and (not self._parts or len(self._parts[0][1]) != c.n_cells):
+            raise ProtocolError("the root histogram was finished before every gradient chunk arrived")
+        cells = self._parts[0][0] if self._parts else b""
+        threads, parts = self._pool(len(c.c_cells))
+        pieces = [(cells, c.c_cells[lo:hi], c.c_slots[lo:hi]) for lo, hi in _spans(len(c.c_cells), parts)]
+        if len(pieces) > 1:
+            sums = [x for part in map_chunks(_indexed_products, (self.m, c.n_out), pieces, threads=threads,
+                                             tasks_per_worker=1) for x in part]
+        else:
+            sums = _indexed_products(self.m, c.n_out, pieces)
+        out = montgomery.multiply_vectors(self.m, sums, c.n_out) if len(sums) > 1 else sums[0]
+        self._parts, self._held = [], 0
+        return out if raw else from_bytes(out, self.w)
+
+
+def _merge_products(modulus: int, pieces: Sequence[tuple]) -> list[bytes]:
+    """Pieces ``(values, which, group, n_groups)`` of one merge, each over its own range of cells."""
+    from fedrisk.crypto.montgomery import grouped_products
+
+    return [grouped_products(modulus, blob, which, group, n) for blob, which, group, n in pieces]
