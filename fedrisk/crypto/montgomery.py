@@ -46,7 +46,8 @@ if _native is not None and hasattr(_native, "set_adx"):
     ADX = bool(_native.set_adx(os.environ.get("FEDRISK_NATIVE_ADX", "").strip() != "0"))
 
 __all__ = ["AVAILABLE", "set_adx", "PowerTable", "power_table", "gather_products", "grouped_products",
-           "multiply_vectors", "shift_products", "pow_list", "powmod_list", "crt_combine", "width_of", "int_bytes"]
+           "multiply_vectors", "shift_products", "pow_list", "powmod_list", "crt_combine", "p_subgroup_shift",
+           "width_of", "int_bytes"]
 
 #: whether the compiled kernel is in use
 AVAILABLE = _native is not None
@@ -306,6 +307,41 @@ def crt_combine(m1: int, m2: int, a: bytes, b: bytes, width: int) -> bytes:
     A, B = _residues(a, m1), _residues(b, m2)
     M1, M2, U = mpz(m1), mpz(m2), mpz(u)
     return _to_blob([x + M1 * ((y - x) * U % M2) for x, y in zip(A, B)], width)
+
+
+def p_subgroup_shift(p: int, consts: Sequence[int], v: np.ndarray, x: bytes) -> bytes:
+    """``c[i] = x[i] (1 + p z_i) mod p^2`` with ``z_i = sum_j v[i, j] consts[j] mod p``.
+
+    ``x``: big-endian values of ``p^2``'s width, each below ``p^2``; ``consts``: values below
+    ``p``; ``v``: int64, one row of ``len(consts)`` values (``|v| < 2^62``) per ``x``. The OU key
+    owner's plaintext part (:class:`fedrisk.crypto.okamoto_uchiyama._CrtEncryptor`): ``1 + p z`` is
+    ``(1 + p)^z`` modulo ``p^2``, linear in ``z``, so it costs limb additions and one product
+    modulo ``p`` instead of one table product modulo ``p^2`` per slot.
+    """
+    p = _check_modulus(p)
+    p2 = p * p
+    w2 = width_of(p2)
+    count = _check_blob(x, w2, "x")
+    vv = np.ascontiguousarray(v, dtype=np.int64)
+    consts = [int(c) for c in consts]
+    if vv.shape != (count, len(consts)) or not consts:
+        raise CryptoError("p_subgroup_shift: v must hold one row of len(consts) values per x")
+    if any(not 0 <= c < p for c in consts):
+        raise CryptoError("p_subgroup_shift: a constant is not below p")
+    if _native is not None and hasattr(_native, "p_subgroup_shift"):
+        return _native_call("p_subgroup_shift", int_bytes(p, p), b"".join(int_bytes(c, p) for c in consts),
+                            vv, x)
+    if vv.size and np.abs(vv).max() >= 2**62:
+        raise CryptoError("p_subgroup_shift: |v| must be below 2^62")
+    P, P2 = mpz(p), mpz(p2)
+    cs = [mpz(c) for c in consts]
+    out = []
+    for xi, row in zip(_residues(x, p2), vv.tolist()):
+        if xi >= P2:
+            raise CryptoError("p_subgroup_shift: an x is not below p^2")
+        z = sum(int(a) * c for a, c in zip(row, cs)) % P
+        out.append((xi + P * (xi % P * z % P)) % P2)
+    return _to_blob(out, w2)
 
 
 if __name__ == "__main__":  # pragma: no cover - a diagnostic for users

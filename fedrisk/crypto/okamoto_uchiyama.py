@@ -25,11 +25,12 @@ which for a packed ``m = sum_j v_j 2^(j k)`` is one table lookup per slot (:func
 The ciphertexts are identical in distribution (and, for the same ``r``, bit for bit) to
 ``g^m h^r`` computed directly. The key owner has the same two methods on :class:`OUPrivateKey`:
 with the compiled kernel (:mod:`fedrisk.crypto.montgomery`) they compute modulo ``p^2`` and ``q``
-and recombine (:class:`_CrtEncryptor`, ~2x faster, in the owner's threads); the result is again
-the same residue for the same ``r``. Cost per owner-side encryption at 2048 bits (224-bit ``r``,
-measured on the loaded 2-core machine with the kernel's mulx/adx product): ~13 core-us for
-``h^r`` (16 products of 22 limbs + 16 of 11), ~2.2 for ``g^m`` and the CRT; about 75 % of it is
-the products themselves. An owner that announces a large job (:meth:`OUPrivateKey.expect_encryptions`,
+and recombine (:class:`_CrtEncryptor`, ~2x faster, in the owner's threads), and take the
+plaintext's part from the order-``p`` component of ``g`` only (``gamma^m h^r``: the same
+decryption, the same hiding; the argument is in :class:`_CrtEncryptor`). Cost per owner-side
+encryption at 2048 bits (224-bit ``r``, measured on the loaded 2-core machine with the kernel's
+mulx/adx product): ~13 core-us for ``h^r`` (16 products of 22 limbs + 16 of 11); the plaintext's
+part and the CRT ~1 core-us (one table product per slot and modulus before, ~4). An owner that announces a large job (:meth:`OUPrivateKey.expect_encryptions`,
 at least 2M encryptions) gets 16-bit windows for ``h``: 14 products per modulus instead of 16, for
 ~242 MB of tables instead of ~70 MB (-8 to -13 % per ``h^r`` in a same-process comparison; the
 exponent is drawn as before, only split into wider digits).
@@ -239,16 +240,37 @@ _CRT_LOCK = threading.Lock()
 class _CrtEncryptor:
     """The key owner's OU encryption through CRT on the compiled kernel (:mod:`.montgomery`).
 
-    ``c = g^m h^r mod n`` is computed as ``(g^m h^r mod p^2, g^m h^r mod q)`` and recombined: the
-    same residue, from products on 22- and 11-limb numbers instead of 32-limb ones, with the
-    fixed-base tables of ``h`` (14-bit windows; 16-bit after :meth:`expect` announced a large job)
-    and the per-slot tables of ``g`` held once per key as contiguous limb arrays (~70 MB, or
-    ~242 MB with 16-bit windows, and ~45 MB at 2048 bits, built in ~0.5-1.8 s on first use)
-    and shared by the party's threads. ``r`` is drawn exactly as in the public-key path
-    (uniform ``obfuscation_bits`` bits from the OS CSPRNG), so ciphertexts have the same
-    distribution. Runs in threads (the kernel releases the GIL): ``p`` and ``q`` stay in the
-    owner's process.
+    The owner knows ``p`` and ``q``, so it computes modulo ``p^2`` and ``q`` (22- and 11-limb
+    numbers instead of 32-limb ones) and recombines:
 
+    * ``h^r`` from fixed-base tables of ``h`` (14-bit windows; 16-bit after :meth:`expect`
+      announced a large job), held once per key as contiguous limb arrays (~70 MB, or ~242 MB with
+      16-bit windows, at 2048 bits, built in ~0.5-1.8 s on first use) and shared by the party's
+      threads. ``r`` is drawn exactly as in the public-key path (uniform ``obfuscation_bits`` bits
+      from the OS CSPRNG).
+    * the plaintext part is ``gamma^m``, ``gamma`` being the component of ``g`` of order ``p``
+      (``gamma = (1 + p)^(-gp) mod p^2``, ``= 1 mod q``, with ``gp = L(g^(p-1) mod p^2)``), so
+
+          c = gamma^m h^r:   c = h^r (1 + p z) mod p^2,  c = h^r mod q,  z = -m gp mod p
+
+      ``1 + p z`` is linear in ``z``: a packed ``m = sum_j v_j 2^(o_j)`` costs limb additions and
+      one product modulo ``p`` (:func:`fedrisk.crypto.montgomery.p_subgroup_shift`) instead of
+      one table product per slot modulo ``p^2`` and ``q`` (~3.5 of ~17 µs per ciphertext at 2048
+      bits).
+
+    Why this is the same scheme: write ``g = gamma delta`` with ``delta`` in the group ``Q`` of
+    ``n``-th powers (the non-``p`` part, where ``h`` lives). Decryption raises to ``p - 1``,
+    which removes every element of ``Q``, so ``gamma^m h^r`` and ``g^m h^r`` decrypt to the same
+    ``m``, and sums of either kind (the feature holders' masks use the public path) decrypt to
+    the sums. Hiding: a public-path ciphertext is ``gamma^m (delta^m h^r)``, an owner one
+    ``gamma^m h^r``. Both hide ``gamma^m`` under the same assumptions (``h^r`` with short ``r``
+    indistinguishable from a random element of ``Q``, and ``Q`` from the whole group: the
+    p-subgroup assumption); the owner's form even keeps the ``Q`` part in one coset of ``<h>``
+    whatever ``m``, where the public form's ``delta^m h^r`` moves with ``m``. Its Jacobi symbol is
+    that of ``h^r`` (``gamma = 1 mod q``): ``tests/crypto/test_ou_jacobi_leak.py`` checks both
+    paths. ``gamma`` itself is never published (``gcd(gamma - 1, n)`` would give ``p``).
+
+    Runs in threads (the kernel releases the GIL): ``p`` and ``q`` stay in the owner's process.
     Obfuscators ``h^r`` are handed around in CRT form, ``h^r mod p^2`` then ``h^r mod q`` per row
     (:attr:`obfuscator_bytes` wide), until :meth:`encrypt_slots` spends them.
     """
@@ -264,12 +286,15 @@ class _CrtEncryptor:
 
     def __init__(self, pub: "OUPublicKey", p: Any, q: Any) -> None:
         self.pub = pub
-        self.p2, self.q = int(p) * int(p), int(q)
+        self.p, self.q = int(p), int(q)
+        self.p2 = self.p * self.p
+        # L(g^(p-1) mod p^2): decryption divides by it, so the plaintext part is (1 + p)^(-m gp)
+        self.gp = int((gmpy2.powmod(gmpy2.mpz(pub.g), self.p - 1, self.p2) - 1) // self.p % self.p)
         self.w1, self.w2 = montgomery.width_of(self.p2), montgomery.width_of(self.q)
         self.obfuscator_bytes = self.w1 + self.w2
         self._lock = threading.Lock()
         self._h: tuple | None = None
-        self._slots: dict[tuple, tuple] = {}
+        self._slots: dict[tuple, list[int]] = {}
         self.window = self.WINDOW
 
     def expect(self, count: int) -> int:
@@ -309,27 +334,16 @@ class _CrtEncryptor:
                 self._h = (tp, tq, rows)
             return self._h
 
-    def _slot_tables(self, slot_bits: int | tuple[int, ...], bounds: tuple[int, ...]) -> tuple:
-        at = slot_offsets(slot_bits, len(bounds))
-        key = (at, bounds)
+    def _consts(self, offsets: tuple[int, ...]) -> list[int]:
+        """``-gp 2^(o_j) mod p`` per slot offset: slot ``j`` of value ``v`` adds ``v`` times this to
+        ``z``, the exponent of ``1 + p`` that decrypts to ``v 2^(o_j)`` (see :meth:`encrypt_slots`)."""
         with self._lock:
-            t = self._slots.get(key)
-            if t is None:
-                if len(self._slots) >= 2:
+            c = self._slots.get(offsets)
+            if c is None:
+                if len(self._slots) >= 8:
                     self._slots.pop(next(iter(self._slots)))
-                jobs = []
-                for mod in (self.p2, self.q):
-                    job = []
-                    for j, bound in enumerate(bounds):
-                        base = gmpy2.powmod(gmpy2.mpz(self.pub.g), gmpy2.mpz(1) << at[j], mod)
-                        job += [(mod, int(gmpy2.invert(base, mod)), bound + 1), (mod, int(base), bound + 1)]
-                    jobs.append(job)
-                built = self._tables(jobs)
-                # per slot: negative powers reversed then positive ones, so v sits at index v + bound
-                tables = [_signed(tab, bounds) for tab in built]
-                offsets = np.concatenate([[0], np.cumsum([2 * b + 1 for b in bounds])[:-1]]).astype(np.int64)
-                t = self._slots[key] = (tables[0], tables[1], offsets)
-            return t
+                c = self._slots[offsets] = [int(-self.gp * (1 << o) % self.p) for o in offsets]
+            return c
 
     def obfuscators(self, count: int, digits: np.ndarray | None = None) -> bytes:
         """``count`` fresh obfuscators ``h^r`` in CRT form (``digits``: the exponents' window
@@ -356,21 +370,10 @@ class _CrtEncryptor:
         if len(obf) != count * self.obfuscator_bytes:
             raise CryptoError(f"{len(obf) // self.obfuscator_bytes} obfuscators for {count} plaintexts")
         pair = np.frombuffer(obf, dtype=np.uint8).reshape(count, self.obfuscator_bytes)
-        tp, tq, offsets = self._slot_tables(slot_bits, bounds)
-        idx = np.asarray(v, dtype=np.int64) + (np.asarray(bounds, dtype=np.int64) + offsets)[None, :]
-        a = montgomery.gather_products(tp, idx, pair[:, :self.w1].tobytes())
-        b = montgomery.gather_products(tq, idx, pair[:, self.w1:].tobytes())
+        consts = self._consts(slot_offsets(slot_bits, len(bounds)))
+        a = montgomery.p_subgroup_shift(self.p, consts, np.asarray(v, dtype=np.int64), pair[:, :self.w1].tobytes())
+        b = pair[:, self.w1:].tobytes()
         return montgomery.crt_combine(self.p2, self.q, a, b, self.pub.ciphertext_bytes)
-
-
-def _signed(table: Any, bounds: Sequence[int]) -> Any:
-    """Reorder ``[inv^0..inv^B, base^0..base^B]`` per slot into ``base^-B .. base^B``."""
-    parts, lo = [], 0
-    for bound in bounds:
-        neg, pos = table[lo:lo + bound + 1], table[lo + bound + 1:lo + 2 * bound + 2]
-        parts += [neg[:0:-1], pos]
-        lo += 2 * bound + 2
-    return montgomery.PowerTable.concat(parts)
 
 
 def _thread_futures(fn: Callable[..., bytes], pieces: list[tuple], background: bool = False
@@ -659,9 +662,10 @@ class OUPrivateKey(PrivateKey):
 
     def encrypt_slots_to_wire_async(self, slot_values: np.ndarray, slot_bits: int | Sequence[int], bounds: Sequence[int],
                                     obfuscators: bytes | None = None) -> Callable[[], BigInts]:
-        """:meth:`OUPublicKey.encrypt_slots_to_wire_async` by the key owner: the same ciphertexts
-        (for the same ``r``), through CRT in this process's threads when the compiled kernel is
-        there. ``obfuscators`` must come from this key's :meth:`obfuscators_async`."""
+        """:meth:`OUPublicKey.encrypt_slots_to_wire_async` by the key owner: ciphertexts of the
+        same plaintexts, through CRT in this process's threads when the compiled kernel is there
+        (``gamma^m h^r`` instead of ``g^m h^r``: the same decryption and hiding, see
+        :class:`_CrtEncryptor`). ``obfuscators`` must come from this key's :meth:`obfuscators_async`."""
         crt = self._crt()
         if crt is None:
             return self.public_key.encrypt_slots_to_wire_async(slot_values, slot_bits, bounds, obfuscators)

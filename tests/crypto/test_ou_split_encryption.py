@@ -119,18 +119,62 @@ def test_owner_crt_obfuscators_are_h_to_the_r(keys, announced):
 
 
 @needs_kernel
-def test_owner_crt_encryption_equals_public_encryption_for_the_same_r(keys):
+def test_owner_crt_encryption_is_gamma_to_the_m_times_h_to_the_r(keys):
+    """The owner's ciphertext for ``r`` is ``gamma^m h^r``: ``h^r`` modulo ``q``, ``h^r`` times an
+    element of order ``p`` modulo ``p^2``; it differs from the public ``g^m h^r`` by ``delta^-m``
+    (``g``'s non-``p`` part), which decryption removes: both decrypt to ``m``."""
     pub, priv = keys
     crt = ou._CrtEncryptor(pub, priv.p, priv.q)
     pk = SlotPacking.for_sums((1.0, 0.25), 5000, plaintext_bits=pub.plaintext_bits, precision=16)
     gh = _gh(200, seed=4)
     sv = pk.slot_ints(gh)
     digits = additive.random_exponent_digits(len(gh), pub.obfuscation_bits, crt.window)
-    mine = crt.encrypt_slots(sv, pk.slot_bits, tuple(pk.slot_bounds), crt.obfuscators(len(gh), digits))
+    blob = crt.encrypt_slots(sv, pk.slot_bits, tuple(pk.slot_bounds), crt.obfuscators(len(gh), digits))
+    mine = from_bytes(blob, pub.ciphertext_bytes)
     rs = [gmpy2.powmod(pub.h, sum(int(d) << (crt.window * j) for j, d in enumerate(row)), pub.n)
           for row in digits.tolist()]
     public = pub.encrypt_slots_to_wire_async(sv, pk.slot_bits, pk.slot_bounds, additive.to_bytes(rs, pub.ciphertext_bytes))()
-    assert mine == public.to_bytes()
+    ms = pk.pack(gh)
+    p, q, p2 = priv.p, priv.q, priv.p * priv.p
+    for c, r, m in zip(mine, rs, ms):
+        assert c % q == r % q
+        shift = c * gmpy2.invert(r, p2) % p2
+        assert shift % p == 1                                   # in the subgroup of order p
+        assert shift == (1 + p * (-m * crt.gp % p)) % p2         # (1 + p)^(-m gp) = gamma^m
+    assert priv.decrypt(mine) == priv.decrypt(from_bytes(public.to_bytes(), public.width)) == ms
+    assert [int(c) for c in mine] != [int(c) for c in from_bytes(public.to_bytes(), public.width)]
+    # sums across the two forms (the feature holders' masks are public-path ciphertexts) add up
+    both = [a * b % pub.n for a, b in zip(mine, from_bytes(public.to_bytes(), public.width))]
+    assert priv.decrypt(both) == [2 * m for m in ms]
+
+
+@needs_kernel
+@pytest.mark.parametrize("native", [True, False])
+def test_p_subgroup_shift_equals_its_definition(keys, monkeypatch, native):
+    from fedrisk.crypto import montgomery as mt
+
+    if not native:
+        monkeypatch.setattr(mt, "_native", None)
+    _, priv = keys
+    p, p2 = int(priv.p), int(priv.p) ** 2
+    rng = np.random.default_rng(3)
+    consts = [int(x) % p for x in (rng.integers(1, 2**62, 3).tolist())] + [p - 1, 0]
+    v = rng.integers(-(2**61), 2**61, size=(30, 5))
+    v[0] = 0
+    v[1] = [2**62 - 1, -(2**62 - 1), 1, -1, 5]
+    xs = [int(rng.integers(1, 2**62)) ** 20 % p2 for _ in range(29)] + [p2 - 1]
+    out = from_bytes(mt.p_subgroup_shift(p, consts, v, additive.to_bytes(xs, mt.width_of(p2))), mt.width_of(p2))
+    for o, x, row in zip(out, xs, v.tolist()):
+        z = sum(a * c for a, c in zip(row, consts)) % p
+        assert int(o) == x * (1 + p * z) % p2
+    with pytest.raises(CryptoError):
+        mt.p_subgroup_shift(p, [p], v[:1, :1], additive.to_bytes(xs[:1], mt.width_of(p2)))
+    with pytest.raises(CryptoError):
+        mt.p_subgroup_shift(p, consts, v[:2], additive.to_bytes(xs[:1], mt.width_of(p2)))
+    with pytest.raises(CryptoError):
+        mt.p_subgroup_shift(p, consts[:1], np.array([[2**62]]), additive.to_bytes(xs[:1], mt.width_of(p2)))
+    with pytest.raises(CryptoError):
+        mt.p_subgroup_shift(p, consts[:1], np.array([[1]]), additive.to_bytes([p2], mt.width_of(p2)))
 
 
 @needs_kernel

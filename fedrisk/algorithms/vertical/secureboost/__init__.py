@@ -124,8 +124,10 @@ on the compiled Montgomery kernel (:mod:`fedrisk.crypto.montgomery`) in its own 
 factors never leave its process — and splits each encryption in two: the obfuscators ``h^r``
 (16 of 18 table products, independent of the data) for tree ``t+1`` are queued right behind tree
 ``t``'s chunks, so the cores make them while the tree's levels are built; each is used for
-exactly one ciphertext (:class:`~fedrisk.algorithms.vertical.secureboost.encryption._Obfuscators`). At the critical moment only ``g^m`` remains, two
-products through per-slot tables of ``g^v``. Ciphertexts go from L's threads to the wire and from
+exactly one ciphertext (:class:`~fedrisk.algorithms.vertical.secureboost.encryption._Obfuscators`). At the critical moment only the plaintext's
+part remains: the order-``p`` component of ``g`` raised to ``m``, ``1 + p z`` modulo ``p^2``, a few
+limb additions and one product modulo ``p`` (the same decryption and hiding as ``g^m``; the
+argument is in ``_CrtEncryptor``). Ciphertexts go from L's threads to the wire and from
 the wire to H's kernels as fixed-width bytes (no per-value conversion in the main threads). H's
 histograms and compression run on the same compiled kernel in its threads (gmpy2 in the crypto
 process pool when the kernel is not built: same results, ~2x slower).
