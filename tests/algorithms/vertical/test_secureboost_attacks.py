@@ -232,3 +232,44 @@ def test_crafted_gradients_measure_what_a_malicious_label_holder_still_decodes()
     # the measured limit: W rows per tree's root histogram, every feature, exactly
     assert W == 2 * packing.slot_bits and W < 80
     assert np.array_equal(decoded, truth)
+
+
+def test_label_holder_cannot_cut_a_node_down_to_one_customer(monkeypatch):
+    """A deviating label holder splits the root on its own feature so that one child holds a single
+    customer; the histogram of that child (built as the smaller sibling) would be the customer's bin
+    in every feature of the feature holder. An honest split leaves at least 4 x min_child_weight
+    training rows in each child (hessians are at most 1/4), so the feature holder refuses."""
+    from fedrisk.algorithms.vertical.secureboost import label_holder as lh_mod
+
+    params = SecureBoostParams(**FAST)
+    n = 300
+    rng = np.random.default_rng(5)
+    X_h = rng.normal(size=(n, 3))
+    own = np.where(np.arange(n) == 7, -100.0, rng.integers(0, 2, n).astype(float))  # row 7 alone in bin 0
+    X_lh = np.column_stack([own, rng.normal(size=n)])
+    y = (rng.random(n) < 0.3).astype(int)
+    honest_split = lh_mod.best_split
+    calls = {"n": 0}
+    learned = {}
+
+    def evil_split(hist, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the root, the label holder's own features: isolate row 7
+            return (1e9, 0, 0, float(hist[0, 0, 0]), float(hist[0, 0, 1]), False)
+        return honest_split(hist, *args, **kwargs)
+
+    monkeypatch.setattr(lh_mod, "best_split", evil_split)
+    orig_receive = lh_mod.SecureBoostLabelHolder._receive_histograms
+
+    def spy(self, ch, hosts, t, depth, build, by_id):
+        orig_receive(self, ch, hosts, t, depth, build, by_id)
+        for node in build:
+            if len(by_id[node].rows) == 1:
+                learned[node] = by_id[node].host_hist["h1"]
+
+    monkeypatch.setattr(lh_mod.SecureBoostLabelHolder, "_receive_histograms", spy)
+    with pytest.raises(ProtocolError, match="child of 1 training row"):
+        run_roles({"lh": lambda ch: SecureBoostLabelHolder(params).fit(ch, ["h1"], X_lh, y, ["own", "z"]),
+                   "h1": lambda ch: SecureBoostFeatureHolder(params).fit(ch, "lh", X_h, ["a", "b", "c"])},
+                  recv_timeout=20.0)
+    assert not learned, "the label holder received the histogram of a one-customer node"

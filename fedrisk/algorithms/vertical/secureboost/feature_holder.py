@@ -8,6 +8,7 @@ masks out; at the end the importance in and this party's timings out. See
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Sequence
 
@@ -171,6 +172,7 @@ class SecureBoostFeatureHolder:
             del blocks
             grad_index = np.full(n, -1, dtype=np.int64)
             grad_index[rows] = np.arange(len(rows))
+            min_rows = _min_child_rows(p.min_child_weight)
             node_rows: dict[int, np.ndarray] = {0: np.arange(n)}
             mine: list[dict] = []
             depth = 0
@@ -181,6 +183,7 @@ class SecureBoostFeatureHolder:
                     r = node_rows.pop(node)
                     mask = _unpack_bits(bits, len(r), who)
                     node_rows[lid], node_rows[rid] = r[mask], r[~mask]
+                    _check_child_rows(who, node, [grad_index[node_rows[c]] for c in (lid, rid)], min_rows)
                 if plan.get("done") or not build:
                     break
                 if depth == 0 and build == [0] and root_hist is not None:
@@ -262,6 +265,27 @@ def _announced_rows(msg: dict, p: SecureBoostParams, packing: Any, pub: Any, who
         raise ProtocolError(f"{who} announced {k!r} rows per ciphertext; this key holds 1 to {top}"
                             + (f" and the job sets {p.rows_per_ciphertext}" if p.rows_per_ciphertext else "") + "; refusing")
     return RowPacking(packing.slot_bits, k, pub.plaintext_bits)
+
+
+def _min_child_rows(min_child_weight: float) -> int:
+    """Fewest training rows an honest split leaves in a child: every split keeps the hessian sum
+    of each child at ``min_child_weight`` or more, and a row's hessian is at most ``1/4``."""
+    return max(1, math.ceil(4 * float(min_child_weight) - 1e-9))
+
+
+def _check_child_rows(who: str, node: int, children: Sequence[np.ndarray], min_rows: int) -> None:
+    """Refuse a split leaving fewer training rows in a child than an honest one can.
+
+    Why: a label holder that splits on its own features can cut a node down to one customer; the
+    histogram of that node (built, or derived as parent minus sibling) is then that customer's bin
+    in every feature of this party. The job's ``min_child_weight`` bounds honest children from
+    below (:func:`_min_child_rows`), so a smaller one is a deviation.
+    """
+    for gi in children:
+        got = int((gi >= 0).sum())
+        if got < min_rows:
+            raise ProtocolError(f"{who} split node {node} into a child of {got} training row(s); the job's "
+                                f"min_child_weight leaves at least {min_rows} in an honest split; refusing")
 
 
 def _is_id(x: Any) -> bool:
