@@ -238,14 +238,12 @@ def _strides(nb: np.ndarray, feats: np.ndarray) -> np.ndarray:
     return s
 
 
-def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int, raw: bool = False) -> list | bytes:
+def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int) -> list:
     """Encrypted sums for one histogram batch (see :class:`_LevelPlan`): ``n_out`` ciphertexts.
 
     ``block`` holds the ciphertexts of ``plan``'s rows, in plan order, as fixed-width big-endian
     bytes. Large batches are split by rows over the crypto threads (compiled kernel) or the
     process pool (gmpy2), and the partial sums multiplied together here; small ones run inline.
-    ``raw``: return the fixed-width bytes (to merge several batches in one
-    :func:`~fedrisk.crypto.montgomery.multiply_vectors`) instead of integers.
     """
     from fedrisk.crypto import montgomery
     from fedrisk.crypto.additive import from_bytes, map_chunks, worker_count
@@ -260,7 +258,7 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int, raw: 
     kernel = _level_hist_native if native else _level_hist_kernel
     if len(e_rows) + len(c_cells) < _POOL_HIST_AT or workers < 2 or n < 2 * workers:
         out = kernel(int(m), w, n_out, [(block, e_rows, e_cells, c_cells, c_slots)])
-        return out if raw else from_bytes(out, w)
+        return from_bytes(out, w)
     size = -(-n // workers)
     parts = []
     for lo in range(0, n, size):
@@ -273,7 +271,7 @@ def level_histograms(pub: Any, block: bytes, plan: _LevelPlan, n_out: int, raw: 
         parts.append((block[lo * w:hi * w], e_rows[sel] - lo, cells, c_cells[keep], c_slots[keep]))
     blobs = map_chunks(kernel, (int(m), w, n_out), parts, threads=native, tasks_per_worker=1)
     out = montgomery.multiply_vectors(int(m), blobs, n_out)
-    return out if raw else from_bytes(out, w)
+    return from_bytes(out, w)
 
 
 #: partial cell products kept between merges of the root sums (entries; 256 bytes each at 2048 bits)
@@ -292,13 +290,6 @@ def _cell_products(modulus: int, pieces: Sequence[tuple]) -> list[tuple[bytes, n
     return out
 
 
-def _indexed_products(modulus: int, n_out: int, pieces: Sequence[tuple]) -> list[bytes]:
-    """``grouped_products`` over pieces ``(values, which, group)`` sharing ``n_out`` groups."""
-    from fedrisk.crypto.montgomery import grouped_products
-
-    return [grouped_products(modulus, blob, which, group, n_out) for blob, which, group in pieces]
-
-
 def _spans(n: int, parts: int) -> list[tuple[int, int]]:
     size = -(-n // max(1, parts)) if n else 1
     return [(lo, min(n, lo + size)) for lo in range(0, n, size)] or [(0, 0)]
@@ -315,7 +306,9 @@ class RootCells:
     (:class:`RootSums`) and the cells go to the bins once, after the last chunk: the products are
     those of one plan over all rows, ``rows - cells`` plus the cells-to-bins stage, however the
     ciphertexts were chunked or split over threads (a cell of ``c`` rows costs ``c - 1`` products
-    in any bracketing). The sums are the same residues.
+    in any bracketing). The sums are the same residues. Memory: one ciphertext per cell (the
+    greedy grouping keeps cells well below the rows), plus at most ``_ROOT_MERGE_AT`` held partial
+    products.
     """
 
     def __init__(self, plan: _LevelPlan, n_out: int) -> None:
@@ -413,14 +406,14 @@ class RootSums:
             sel = order[a:b]
             pieces.append((blob, sel, inv[sel] - lo, hi - lo))
         if len(pieces) > 1:
-            outs = map_chunks(_merge_products, (self.m,), pieces, threads=threads, tasks_per_worker=1)
+            outs = map_chunks(_grouped_pieces, (self.m,), pieces, threads=threads, tasks_per_worker=1)
             out = b"".join(x for part in outs for x in part)
         else:
-            out = b"".join(_merge_products(self.m, pieces))
+            out = b"".join(_grouped_pieces(self.m, pieces))
         self._parts = [(out, uniq)]
         self._held = len(uniq)
 
-    def finish(self, raw: bool = False) -> list | bytes:
+    def finish(self) -> list:
         """The root's ``n_out`` encrypted bin sums (after every chunk was added)."""
         from fedrisk.crypto import montgomery
         from fedrisk.crypto.additive import from_bytes, map_chunks
@@ -431,19 +424,20 @@ class RootSums:
             raise ProtocolError("the root histogram was finished before every gradient chunk arrived")
         cells = self._parts[0][0] if self._parts else b""
         threads, parts = self._pool(len(c.c_cells))
-        pieces = [(cells, c.c_cells[lo:hi], c.c_slots[lo:hi]) for lo, hi in _spans(len(c.c_cells), parts)]
+        pieces = [(cells, c.c_cells[lo:hi], c.c_slots[lo:hi], c.n_out) for lo, hi in _spans(len(c.c_cells), parts)]
         if len(pieces) > 1:
-            sums = [x for part in map_chunks(_indexed_products, (self.m, c.n_out), pieces, threads=threads,
-                                             tasks_per_worker=1) for x in part]
+            sums = [x for part in map_chunks(_grouped_pieces, (self.m,), pieces, threads=threads, tasks_per_worker=1)
+                    for x in part]
         else:
-            sums = _indexed_products(self.m, c.n_out, pieces)
+            sums = _grouped_pieces(self.m, pieces)
         out = montgomery.multiply_vectors(self.m, sums, c.n_out) if len(sums) > 1 else sums[0]
         self._parts, self._held = [], 0
-        return out if raw else from_bytes(out, self.w)
+        return from_bytes(out, self.w)
 
 
-def _merge_products(modulus: int, pieces: Sequence[tuple]) -> list[bytes]:
-    """Pieces ``(values, which, group, n_groups)`` of one merge, each over its own range of cells."""
+def _grouped_pieces(modulus: int, pieces: Sequence[tuple]) -> list[bytes]:
+    """:func:`~fedrisk.crypto.montgomery.grouped_products` of each piece ``(values, which, group,
+    n_groups)`` (a merge's ranges of cells, or the cells-to-bins stage's share of the entries)."""
     from fedrisk.crypto.montgomery import grouped_products
 
     return [grouped_products(modulus, blob, which, group, n) for blob, which, group, n in pieces]
