@@ -157,11 +157,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 _num = rm._num  # one number format for the page and the model view
 
 
-def _count(v: Any) -> str:
-    """A count: rows as ``1,234``; a sum of weights (a weighted run's) as ``1,234.5``."""
-    if isinstance(v, (float, np.floating)) and math.isfinite(v):
-        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
-    return _num(v)
+_count = rm._count
 
 
 def _weighting(m: dict[str, Any]) -> str:
@@ -179,7 +175,7 @@ def _weighting(m: dict[str, Any]) -> str:
                      f"defaults and {_count(wt.get('effective_goods'))} non-defaults)")
     items += [b["unweighted"] for b in blocks.values() if isinstance(b.get("unweighted"), str)]
     items.append("The comparison table, the per-round test AUC and the PSI use the same weights (a PSI side without "
-                 "weights counts rows); score bands and reason codes count rows")
+                 "weights counts rows), and so do the score bands; reason codes count rows")
     return ('<div class="notes"><strong>Weighted evaluation</strong><ul>'
             + "".join(f"<li>{escape(t)}.</li>" for t in items) + "</ul></div>")
 
@@ -645,13 +641,14 @@ def _task_sections(m: dict[str, Any], scores: dict[str, dict[str, np.ndarray]], 
             + "Charts: bad rate per bin where this party knows the labels, else WOE; each bar labelled with the bin's "
               "training accounts and points.", body)))
         if pts is not None:
-            bands_svg, bands_tbl = rm.score_bands(pts, scores[split]["y"], float(card["pdo"]), split)
+            wts = scores[split].get("w")
+            bands_svg, bands_tbl = rm.score_bands(pts, scores[split]["y"], float(card["pdo"]), split, weight=wts)
             out.append(("bands", "Score bands", "", _section(
                 "bands", "Score bands",
                 f"Applicants grouped by score ({split} rows) in bands of equal width in points (a multiple of the "
                 f"{_num(card.get('pdo'), 0)}-point PDO, stated under the chart). A good scorecard has bad rates falling "
                 "steadily as points rise.",
-                _figs(bands_svg, rm.points_distribution(pts, scores[split]["y"], split)) + bands_tbl)))
+                _figs(bands_svg, rm.points_distribution(pts, scores[split]["y"], split, weight=wts)) + bands_tbl)))
         reasons = view.get("reasons")
         if reasons is not None and len(reasons):
             r_svg, r_tbl = rm.reason_summary(reasons)

@@ -149,6 +149,13 @@ def _num(v: Any, digits: int = 3) -> str:
     return escape(str(v))
 
 
+def _count(v: Any) -> str:
+    """A count: rows as ``1,234``; a sum of weights (a weighted run's) as ``1,234.5``."""
+    if isinstance(v, (float, np.floating)) and math.isfinite(v):
+        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
+    return _num(v)
+
+
 def _pct(v: Any) -> str:
     return f"{100 * float(v):.1f}%" if isinstance(v, (int, float)) and math.isfinite(v) else "—"
 
@@ -352,16 +359,22 @@ def _bin_chart(f: str, rs: list[dict[str, Any]], points: bool = False) -> str:
     return c.svg()
 
 
-def points_distribution(points: np.ndarray, y: np.ndarray, split: str) -> str:
-    """Histogram of scorecard points by class (goods / bads), each class normalised to 100%."""
+def points_distribution(points: np.ndarray, y: np.ndarray, split: str, weight: np.ndarray | None = None) -> str:
+    """Histogram of scorecard points by class (goods / bads), each class normalised to 100%
+    (``weight``: a weighted run's row weights, each row counting ``w`` times)."""
+    points, y = np.asarray(points, dtype=float), np.asarray(y)
+    w = np.ones(len(points)) if weight is None else np.asarray(weight, dtype=float)
+    if weight is not None:  # a row of weight 0 is not in the sample
+        points, y, w = points[w > 0], y[w > 0], w[w > 0]
     lo, hi = float(np.min(points)), float(np.max(points))
     if hi <= lo:
         hi = lo + 1.0
     edges = np.linspace(lo, hi, 26)
     width = edges[1] - edges[0]
     mids = (edges[:-1] + edges[1:]) / 2
-    hg = np.histogram(points[y == 0], edges)[0] / max((y == 0).sum(), 1)
-    hb = np.histogram(points[y == 1], edges)[0] / max((y == 1).sum(), 1)
+    g, b = y == 0, y == 1
+    hg = np.histogram(points[g], edges, weights=w[g])[0] / max(float(w[g].sum()), 1e-300)
+    hb = np.histogram(points[b], edges, weights=w[b])[0] / max(float(w[b].sum()), 1e-300)
     c = Chart(f"Points by class ({split})", "Score (points; higher = safer)", "Share of class",
               x_range=(lo - width / 2, hi + width / 2), y_range=(0, float(max(hg.max(), hb.max())) * 1.15 or 1), legend="tr")
     c.bars(mids, hg, bar_width=width * 0.95, color=PALETTE["good"], opacity=0.5, label="goods")
@@ -369,17 +382,27 @@ def points_distribution(points: np.ndarray, y: np.ndarray, split: str) -> str:
     return c.svg()
 
 
-def score_bands(points: np.ndarray, y: np.ndarray, pdo: float, split: str, max_bands: int = 12) -> tuple[str, str]:
+def score_bands(points: np.ndarray, y: np.ndarray, pdo: float, split: str, max_bands: int = 12,
+                weight: np.ndarray | None = None) -> tuple[str, str]:
     """Score bands ``pdo`` points wide (odds double from one band to the next): share and bad rate.
+
+    ``weight`` (a weighted run's row weights, as in ``metrics.json``): every row counts ``w``
+    times, in the range drawn (weighted 2nd and 98th percentiles), the shares, the bad rates and
+    the counts, which are then sums of weights.
 
     More than ``max_bands`` bands between the 2nd and 98th percentiles and the width doubles (then the odds
     quadruple per band); the table says the width drawn. A band holds the points from its lower bound up to,
     not including, its upper bound, and the labels say so: ``480–499`` for whole points, ``[480, 500)``
     otherwise. The outer bands are open-ended. An empty band has no bad rate.
     """
+    from fedrisk.finance.metrics import quantile
+
     pts = np.asarray(points, dtype=float)
+    y = np.asarray(y, dtype=float)
+    w = np.ones(len(pts)) if weight is None else np.asarray(weight, dtype=float)
+    total = float(w.sum())
     width = float(pdo) if pdo and pdo > 0 else 20.0
-    lo_q, hi_q = np.quantile(pts, [0.02, 0.98])
+    lo_q, hi_q = quantile(pts, [0.02, 0.98], sample_weight=weight)
     start = math.floor(lo_q / width) * width
     edges = list(np.arange(start, hi_q + width, width))
     while len(edges) - 1 > max_bands:
@@ -391,7 +414,7 @@ def score_bands(points: np.ndarray, y: np.ndarray, pdo: float, split: str, max_b
     rows, share, rate, ticks = [], [], [], []
     for b in range(len(cuts) + 1):
         mask = band == b
-        n = int(mask.sum())
+        n = float(w[mask].sum()) if weight is not None else int(mask.sum())
         lo = "" if b == 0 else f"{cuts[b - 1]:g}"
         hi = "" if b == len(cuts) else f"{cuts[b]:g}"
         if b == 0:
@@ -400,11 +423,12 @@ def score_bands(points: np.ndarray, y: np.ndarray, pdo: float, split: str, max_b
             label = f"≥ {lo}"
         else:
             label = f"{lo}–{cuts[b] - 1:g}" if whole else f"[{lo}, {hi})"
-        br = float(y[mask].mean()) if n else float("nan")
-        share.append(n / len(pts))
+        bads = float((w[mask] * y[mask]).sum())
+        br = bads / n if n else float("nan")
+        share.append(n / total)
         rate.append(br)
         ticks.append(label)
-        rows.append([escape(label), _num(n), _pct(n / len(pts)), _num(int(y[mask].sum())), _pct(br)])
+        rows.append([escape(label), _count(n), _pct(n / total), _count(bads if weight is not None else int(bads)), _pct(br)])
     k = len(share)
     top = max([s for s in share] + [r for r in rate if math.isfinite(r)] + [0.05]) * 1.2
     c = Chart(f"Score bands ({split}): population share and bad rate", "Score band (points)", "Share / bad rate",
@@ -420,7 +444,10 @@ def score_bands(points: np.ndarray, y: np.ndarray, pdo: float, split: str, max_b
     odds = ("the odds double from one band to the next" if ratio == 1 else
             f"{ratio:g} × PDO, to keep at most {max_bands} bands: the odds change {2 ** ratio:g}-fold from one band to "
             "the next" if ratio else "")
-    note = (f"<p>{len(pts):,} {escape(split)} applicants in bands of {width:g} points ({odds}); a band includes its "
+    who = (f"{len(pts):,} {escape(split)} applicants" if weight is None else
+           f"{int((w > 0).sum()):,} {escape(split)} applicants of positive weight, standing for {_count(total)} accounts "
+           "(counts are sums of weights)")
+    note = (f"<p>{who} in bands of {width:g} points ({odds}); a band includes its "
             "lower bound and excludes its upper bound; the lowest and highest bands are open-ended.</p>")
     return c.svg(), note + _table(["Band (points)", "Accounts", "Share", "Bads", "Bad rate"], rows)
 

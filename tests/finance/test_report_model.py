@@ -92,3 +92,28 @@ def test_ks_cut_off_says_it_is_a_probability_and_gives_the_points_on_a_scorecard
     assert f"KS {(tpr - fpr)[i]:.3f} at default probability ≥ {thr[i]:.3g} (score ≤ {round(cut_pts):.0f} points)" == note
     sec = unescape(re.search(r'<section id="discrimination">(.*?)</section>', html, re.S).group(1))
     assert "test rows" in sec and "never split" in sec
+
+
+def test_weighted_score_bands_are_those_of_the_rows_repeated():
+    """A weighted run's figures count each row w times ([evaluation] weight): the score bands and the
+    points-by-class chart did not (they counted rows beside weighted metrics)."""
+    from fedrisk.finance.report_model import points_distribution
+
+    rng = np.random.default_rng(2)
+    pts = np.round(rng.normal(560, 50, 300))
+    y = (rng.random(300) < 1 / (1 + np.exp((pts - 500) / 30))).astype(int)
+    w = rng.integers(0, 4, 300).astype(float)  # 0 drops a row
+    rep = np.repeat(np.arange(300), w.astype(int))
+
+    def rows(table):
+        return [[unescape(re.sub("<[^>]+>", "", c)) for c in re.findall(r"<td>(.*?)</td>", tr)]
+                for tr in re.findall(r"<tr>(.*?)</tr>", table)]
+
+    svg_w, tab_w = score_bands(pts, y, 20.0, "test", weight=w)
+    svg_r, tab_r = score_bands(pts[rep], y[rep], 20.0, "test")
+    assert rows(tab_w) == rows(tab_r) and svg_w == svg_r
+    assert rows(tab_w) != rows(score_bands(pts, y, 20.0, "test")[1])  # the weights change the figures
+    assert f"standing for {int(w.sum()):,} accounts" in unescape(tab_w)
+    assert points_distribution(pts, y, "test", weight=w) == points_distribution(pts[rep], y[rep], "test")
+    # unweighted output is what it was
+    assert points_distribution(pts, y, "test") == points_distribution(pts, y, "test", weight=np.ones(300))
